@@ -1,0 +1,8 @@
+//! tiergate's control plane: the Calico policy model and its exact semantics, the
+//! management plane, and the pieces of the `tiergate` binary.
+//!
+//! Nothing here runs on the packet path. Policy flows one way:
+//! `model` (load, default, validate) → `store` → `lower` → `dataplane::program`.
+
+pub mod model;
+pub mod selector;

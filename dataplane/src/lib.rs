@@ -1,0 +1,6 @@
+//! tiergate's fast path: packets, flows, rule programs, the classifier and verdicts.
+//!
+//! This crate knows nothing of Calico, YAML or selectors; the control plane lowers
+//! policy into [`program::Program`]s and maps the opaque ids in verdicts back to names.
+
+pub mod program;

@@ -1,0 +1,365 @@
+//! Rule programs: what one endpoint-direction evaluates, and the verdicts it yields.
+//!
+//! This module owns the data plane's policy vocabulary. It knows nothing of Calico
+//! names, YAML or selectors: `control::lower` turns a policy store into [`Program`]s
+//! whose policies and rules carry opaque ids ([`PolicyId`], [`Rule::index`]) that the
+//! control plane maps back to Calico hit strings.
+//!
+//! # Semantics (the contract every classifier implements)
+//!
+//! A [`Program`] is evaluated twice per packet, once per [`View`]:
+//! - [`View::Enforced`]: staged policies are ignored. A tier whose policies are all
+//!   staged is skipped entirely, its default action included.
+//! - [`View::Pending`]: staged policies are treated as enforced ("what if the staged
+//!   policies went live now").
+//!
+//! In each view, tiers are walked in order (a tier with no policy visible in the view
+//! is skipped). Inside a tier, policies are walked in order and inside a policy,
+//! rules in order. The first rule whose [`Match`] holds decides for the tier:
+//! - [`Action::Allow`] / [`Action::Deny`]: final. The hit is recorded and evaluation stops.
+//! - [`Action::Pass`]: the hit is recorded; evaluation continues with the next tier
+//!   (or with the profiles after the last tier).
+//! - [`Action::Log`]: records nothing in the trace and evaluation goes on with the next
+//!   rule (a log rule never decides).
+//!
+//! If no rule of a visited tier decided, the tier's [`TierDefault`] applies and is
+//! recorded as an end-of-tier hit (rule index `-1`) attributed to a *trigger* policy:
+//! - enforced view: the **last** enforced policy of the tier;
+//! - pending view: the **first** policy of the tier (staged or not).
+//!
+//! `TierDefault::Deny` is final; `TierDefault::Pass` continues with the next tier.
+//!
+//! After the tiers, profiles are walked in order like the policies of one tier: the
+//! first Allow/Deny rule decides; Pass ends that profile (evaluation continues with
+//! the next profile); Log records nothing. If no profile decides (or there are none),
+//! the packet is denied with the hit `(PolicyId::NO_PROFILE_MATCH, Deny, -1)`.
+//! Profiles are the same in both views (a profile is never staged).
+//!
+//! The result of one view is an [`Outcome`]: the final action (allow or deny) and the
+//! trace, the ordered list of [`Hit`]s.
+//!
+//! # Match semantics
+//!
+//! All present criteria of a [`Match`] must hold (AND). Within one set it is OR.
+//! A `None` positive set means "any"; `Some(empty)` matches nothing. A negated set
+//! excludes every packet it contains. Port criteria (positive or negated) only match
+//! packets whose protocol carries ports (TCP, UDP, SCTP); ICMP criteria only match
+//! ICMP (IPv4, protocol 1) or ICMPv6 (IPv6, protocol 58) packets. Prefixes of the
+//! other address family than the packet's never match it.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+/// IP protocol numbers the semantics above refer to.
+pub mod proto {
+    /// ICMP (IPv4).
+    pub const ICMP: u8 = 1;
+    /// TCP.
+    pub const TCP: u8 = 6;
+    /// UDP.
+    pub const UDP: u8 = 17;
+    /// ICMPv6.
+    pub const ICMPV6: u8 = 58;
+    /// SCTP.
+    pub const SCTP: u8 = 132;
+
+    /// Whether packets of this protocol carry source and destination ports.
+    pub const fn has_ports(p: u8) -> bool {
+        matches!(p, TCP | UDP | SCTP)
+    }
+}
+
+/// IP address family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Family {
+    /// IPv4.
+    V4 = 4,
+    /// IPv6.
+    V6 = 6,
+}
+
+/// The classification key of a packet: what the classifier and the flow table see.
+///
+/// Addresses are stored as `u128`; an IPv4 address occupies the low 32 bits (it is
+/// *not* v4-mapped). For ICMP and ICMPv6 packets `sport` holds the ICMP type and
+/// `dport` the ICMP code; for protocols without ports both are 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct FlowKey {
+    /// Source address.
+    pub src: u128,
+    /// Destination address.
+    pub dst: u128,
+    /// Source port (ICMP: type).
+    pub sport: u16,
+    /// Destination port (ICMP: code).
+    pub dport: u16,
+    /// IP protocol number (IPv6: the upper-layer protocol after extension headers).
+    pub proto: u8,
+    /// Address family of `src` and `dst`.
+    pub family: Family,
+    /// Interface (port index) the packet arrived on.
+    pub ifindex: u16,
+}
+
+impl FlowKey {
+    /// Builds a key from std addresses. Returns `None` if the families differ.
+    pub fn new(src: IpAddr, dst: IpAddr, proto: u8, sport: u16, dport: u16) -> Option<Self> {
+        let (family, src, dst) = match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                (Family::V4, u32::from(s) as u128, u32::from(d) as u128)
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => (Family::V6, u128::from(s), u128::from(d)),
+            _ => return None,
+        };
+        Some(FlowKey {
+            src,
+            dst,
+            sport,
+            dport,
+            proto,
+            family,
+            ifindex: 0,
+        })
+    }
+
+    /// The source address as a std address.
+    pub fn src_ip(&self) -> IpAddr {
+        addr_of(self.family, self.src)
+    }
+
+    /// The destination address as a std address.
+    pub fn dst_ip(&self) -> IpAddr {
+        addr_of(self.family, self.dst)
+    }
+
+    /// The same flow seen from the other end (addresses and ports swapped; ICMP
+    /// type/code are left as they are).
+    pub fn reversed(&self) -> Self {
+        let icmp = matches!(
+            (self.family, self.proto),
+            (Family::V4, proto::ICMP) | (Family::V6, proto::ICMPV6)
+        );
+        let (sport, dport) = if icmp {
+            (self.sport, self.dport)
+        } else {
+            (self.dport, self.sport)
+        };
+        FlowKey {
+            src: self.dst,
+            dst: self.src,
+            sport,
+            dport,
+            ..*self
+        }
+    }
+}
+
+/// Converts a stored address back to a std address.
+pub fn addr_of(family: Family, a: u128) -> IpAddr {
+    match family {
+        Family::V4 => IpAddr::V4((a as u32).into()),
+        Family::V6 => IpAddr::V6(a.into()),
+    }
+}
+
+/// What a rule does when it matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Accept; final.
+    Allow,
+    /// Drop; final.
+    Deny,
+    /// Leave this tier; continue with the next tier (or the profiles).
+    Pass,
+    /// Record and continue with the next rule; never decides.
+    Log,
+}
+
+/// What a tier does when none of its rules decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TierDefault {
+    /// End-of-tier drop (the usual default).
+    Deny,
+    /// Continue with the next tier.
+    Pass,
+}
+
+/// An inclusive port range `lo..=hi`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortRange {
+    /// First port in the range.
+    pub lo: u16,
+    /// Last port in the range (inclusive).
+    pub hi: u16,
+}
+
+impl PortRange {
+    /// A range of one port.
+    pub const fn single(p: u16) -> Self {
+        PortRange { lo: p, hi: p }
+    }
+
+    /// Whether `p` lies in the range.
+    pub const fn contains(&self, p: u16) -> bool {
+        self.lo <= p && p <= self.hi
+    }
+}
+
+/// An ICMP type, optionally with a code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IcmpMatch {
+    /// ICMP type.
+    pub icmp_type: u8,
+    /// ICMP code; `None` = any code.
+    pub code: Option<u8>,
+}
+
+/// The criteria of one rule. See the module documentation for the semantics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Match {
+    /// Only packets of this family (Calico `ipVersion`); `None` = both.
+    pub family: Option<Family>,
+    /// Only packets of this protocol.
+    pub protocol: Option<u8>,
+    /// Not packets of this protocol.
+    pub not_protocol: Option<u8>,
+    /// Source address in one of these prefixes; `None` = any.
+    pub src_nets: Option<Vec<IpNet>>,
+    /// Source address in none of these prefixes.
+    pub not_src_nets: Vec<IpNet>,
+    /// Destination address in one of these prefixes; `None` = any.
+    pub dst_nets: Option<Vec<IpNet>>,
+    /// Destination address in none of these prefixes.
+    pub not_dst_nets: Vec<IpNet>,
+    /// Source port in one of these ranges; `None` = any.
+    pub src_ports: Option<Vec<PortRange>>,
+    /// Source port in none of these ranges.
+    pub not_src_ports: Vec<PortRange>,
+    /// Destination port in one of these ranges; `None` = any.
+    pub dst_ports: Option<Vec<PortRange>>,
+    /// Destination port in none of these ranges.
+    pub not_dst_ports: Vec<PortRange>,
+    /// ICMP type/code must equal this.
+    pub icmp: Option<IcmpMatch>,
+    /// ICMP type/code must not equal this.
+    pub not_icmp: Option<IcmpMatch>,
+}
+
+/// Opaque policy (or profile) id, mapped back to a name by the control plane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyId(pub u32);
+
+impl PolicyId {
+    /// Trigger of the final deny when no profile decided.
+    pub const NO_PROFILE_MATCH: PolicyId = PolicyId(u32::MAX);
+}
+
+/// Opaque tier id, mapped back to a name by the control plane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TierId(pub u32);
+
+/// One rule.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Rule {
+    /// The rule index reported in hits (the position of the source rule in its
+    /// policy; several rules lowered from one source rule share it).
+    pub index: u32,
+    /// What happens when the rule matches.
+    pub action: Action,
+    /// When it matches.
+    pub matches: Match,
+}
+
+/// One policy: an ordered list of rules, staged or enforced.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Policy {
+    /// Opaque id reported in hits.
+    pub id: PolicyId,
+    /// A staged policy is only seen by [`View::Pending`].
+    pub staged: bool,
+    /// Rules in order.
+    pub rules: Vec<Rule>,
+}
+
+/// One tier: ordered policies and a default action.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Tier {
+    /// Opaque id.
+    pub id: TierId,
+    /// Applied when no rule of a visited tier decided.
+    pub default_action: TierDefault,
+    /// Policies in evaluation order (only those that apply to the endpoint-direction).
+    pub policies: Vec<Policy>,
+}
+
+/// What one endpoint-direction evaluates: tiers, then profiles.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Program {
+    /// Tiers in evaluation order.
+    pub tiers: Vec<Tier>,
+    /// Profiles in order (never staged).
+    pub profiles: Vec<Policy>,
+}
+
+/// Which of the two evaluations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum View {
+    /// Staged policies ignored: what the data plane does.
+    Enforced,
+    /// Staged policies treated as enforced: what would happen if they went live.
+    Pending,
+}
+
+/// The action a hit records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HitAction {
+    /// Allowed.
+    Allow,
+    /// Denied.
+    Deny,
+    /// Passed to the next tier.
+    Pass,
+}
+
+impl fmt::Display for HitAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HitAction::Allow => "allow",
+            HitAction::Deny => "deny",
+            HitAction::Pass => "pass",
+        })
+    }
+}
+
+/// One entry of a trace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Hit {
+    /// The policy (or profile) whose rule matched, or the end-of-tier trigger.
+    pub policy: PolicyId,
+    /// What the hit did.
+    pub action: HitAction,
+    /// The matching rule's [`Rule::index`], or `-1` for a tier default / no profile match.
+    pub rule_index: i32,
+}
+
+/// The final action of a view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// Let the packet through.
+    Allow,
+    /// Drop it.
+    Deny,
+}
+
+/// The result of one view: final action and the ordered hits that led to it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Outcome {
+    /// Final action.
+    pub verdict: Verdict,
+    /// Ordered hits.
+    pub trace: Vec<Hit>,
+}

@@ -1,0 +1,2 @@
+//! Capture I/O for tiergate: pcap/pcapng read and write, ClassBench filter sets and
+//! traces, and synthetic traffic generation.
