@@ -363,3 +363,82 @@ pub struct Outcome {
     /// Ordered hits.
     pub trace: Vec<Hit>,
 }
+
+// ---------------------------------------------------------------------------------
+// Compact verdicts: what the classifier returns and the flow table caches.
+
+/// Interned trace: an index into the trace table of the classifier generation that
+/// produced it (see the classifier's `trace` accessor).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct TraceId(pub u32);
+
+/// One view's result in compact form: final action plus interned trace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Decision {
+    /// Final action.
+    pub verdict: Verdict,
+    /// The trace that led to it.
+    pub trace: TraceId,
+}
+
+/// Both views' results for one endpoint-direction, produced by one classification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Verdicts {
+    /// What the data plane does (staged policies ignored).
+    pub enforced: Decision,
+    /// What would happen if the staged policies were enforced.
+    pub pending: Decision,
+}
+
+/// Opaque id of a local endpoint, mapped back to a name by the control plane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointId(pub u32);
+
+/// The verdicts of one packet's flow: the source endpoint's egress program and the
+/// destination endpoint's ingress program. An end that is not a local endpoint has
+/// `None` (no policy applies there).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowVerdicts {
+    /// Source endpoint and its egress verdicts.
+    pub egress: Option<(EndpointId, Verdicts)>,
+    /// Destination endpoint and its ingress verdicts.
+    pub ingress: Option<(EndpointId, Verdicts)>,
+}
+
+impl FlowVerdicts {
+    /// Combined enforced action: both ends must allow (an absent end allows).
+    pub fn enforced(&self) -> Verdict {
+        combine(
+            self.egress.map(|(_, v)| v.enforced.verdict),
+            self.ingress.map(|(_, v)| v.enforced.verdict),
+        )
+    }
+
+    /// Combined pending action: both ends must allow (an absent end allows).
+    pub fn pending(&self) -> Verdict {
+        combine(
+            self.egress.map(|(_, v)| v.pending.verdict),
+            self.ingress.map(|(_, v)| v.pending.verdict),
+        )
+    }
+}
+
+fn combine(a: Option<Verdict>, b: Option<Verdict>) -> Verdict {
+    if a == Some(Verdict::Deny) || b == Some(Verdict::Deny) {
+        Verdict::Deny
+    } else {
+        Verdict::Allow
+    }
+}
+
+/// A compiled policy generation that classifies packets. Implemented by the decision
+/// tree classifier and by the linear reference; the worker pipeline is generic over it.
+pub trait Classify: Send + Sync {
+    /// Classifies a batch: `out[i]` receives the verdicts of `keys[i]`.
+    /// `out.len()` must be at least `keys.len()`; extra entries are left untouched.
+    /// Never allocates, locks or panics.
+    fn classify(&self, keys: &[FlowKey], out: &mut [FlowVerdicts]);
+
+    /// The interned trace behind a [`TraceId`] returned by this generation.
+    fn trace(&self, id: TraceId) -> &[Hit];
+}
