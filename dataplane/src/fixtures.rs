@@ -62,11 +62,12 @@ pub(crate) fn hit(policy: u32, action: HitAction, rule_index: i32) -> Hit {
     }
 }
 
-pub(crate) fn npm() -> Hit {
+/// The "no profile matched" hit: rule index 0 in the enforced view, -1 in pending.
+pub(crate) fn npm(rule_index: i32) -> Hit {
     Hit {
         policy: PolicyId::NO_PROFILE_MATCH,
         action: HitAction::Deny,
-        rule_index: -1,
+        rule_index,
     }
 }
 

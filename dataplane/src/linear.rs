@@ -168,20 +168,39 @@ fn run(program: &Program, k: &FlowKey, view: View, sink: &mut impl HitSink) -> V
         }
     }
     for profile in &program.profiles {
-        if let Some((pid, rule)) = first_decider(std::iter::once(profile), k) {
-            let (hit, verdict) = rule_hit(pid, rule);
-            sink.hit(hit);
-            if let Some(v) = verdict {
-                return v;
+        let Some((pid, rule)) = first_decider(std::iter::once(profile), k) else {
+            continue;
+        };
+        match (rule.action, view) {
+            (Action::Allow, _) => {
+                sink.hit(hit_of(pid, HitAction::Allow, rule.index as i32));
+                return Verdict::Allow;
             }
+            // The pending checker turns a profile Pass into a deny.
+            (Action::Deny, _) | (Action::Pass, View::Pending) => {
+                sink.hit(hit_of(pid, HitAction::Deny, rule.index as i32));
+                return Verdict::Deny;
+            }
+            // Enforced: a profile Pass leaves the profile without a hit.
+            (Action::Pass, View::Enforced) | (Action::Log, _) => {}
         }
     }
-    sink.hit(Hit {
-        policy: PolicyId::NO_PROFILE_MATCH,
-        action: HitAction::Deny,
-        rule_index: -1,
-    });
+    match view {
+        View::Enforced => sink.hit(hit_of(PolicyId::NO_PROFILE_MATCH, HitAction::Deny, 0)),
+        View::Pending if program.profiles.is_empty() => {
+            sink.hit(hit_of(PolicyId::NO_PROFILE_MATCH, HitAction::Deny, -1));
+        }
+        View::Pending => {} // profiles exist but none decided: deny without a hit
+    }
     Verdict::Deny
+}
+
+fn hit_of(policy: PolicyId, action: HitAction, rule_index: i32) -> Hit {
+    Hit {
+        policy,
+        action,
+        rule_index,
+    }
 }
 
 /// Evaluates `program` for the packet `k` in `view`: the contract of
@@ -344,31 +363,41 @@ impl LinearClassifier {
                 }
             };
         }
-        self.enumerate_profiles(program, 0, node)
+        self.enumerate_profiles(program, view, node)
     }
 
     fn enumerate_profiles(
         &mut self,
         program: &Program,
-        from: usize,
+        view: View,
         node: u32,
     ) -> Result<(), LinearError> {
-        let Some(profile) = program.profiles.get(from) else {
-            let hit = Hit {
-                policy: PolicyId::NO_PROFILE_MATCH,
-                action: HitAction::Deny,
-                rule_index: -1,
-            };
-            return self.child(node, hit).map(|_| ());
-        };
-        for r in profile.rules.iter().filter(|r| r.action != Action::Log) {
-            let (hit, verdict) = rule_hit(profile.id, r);
-            let c = self.child(node, hit)?;
-            if verdict.is_none() {
-                self.enumerate_profiles(program, from + 1, c)?;
+        for profile in &program.profiles {
+            for r in &profile.rules {
+                match (r.action, view) {
+                    (Action::Allow, _) => {
+                        self.child(node, hit_of(profile.id, HitAction::Allow, r.index as i32))?;
+                    }
+                    (Action::Deny, _) | (Action::Pass, View::Pending) => {
+                        self.child(node, hit_of(profile.id, HitAction::Deny, r.index as i32))?;
+                    }
+                    (Action::Pass, View::Enforced) | (Action::Log, _) => {}
+                }
             }
         }
-        self.enumerate_profiles(program, from + 1, node)
+        match view {
+            View::Enforced => {
+                self.child(node, hit_of(PolicyId::NO_PROFILE_MATCH, HitAction::Deny, 0))?;
+            }
+            View::Pending if program.profiles.is_empty() => {
+                self.child(
+                    node,
+                    hit_of(PolicyId::NO_PROFILE_MATCH, HitAction::Deny, -1),
+                )?;
+            }
+            View::Pending => {}
+        }
+        Ok(())
     }
 
     /// The policy set this classifier evaluates.
@@ -672,7 +701,7 @@ mod tests {
     }
 
     #[test]
-    fn profiles_in_order_pass_ends_a_profile_and_no_profile_denies() {
+    fn profiles_in_order_and_pass_differs_per_view() {
         let profiles = vec![
             policy(
                 90,
@@ -692,23 +721,40 @@ mod tests {
             ),
         ];
         let p = program(vec![], profiles);
+        // Enforced: the Pass leaves profile 90 without a hit; pending: it denies.
         let (e, pe) = both(&p, &tcp("10.0.0.1", "10.0.0.2", 80));
-        assert_eq!(
-            e,
-            out(
-                Verdict::Allow,
-                vec![hit(90, H::Pass, 0), hit(91, H::Allow, 1)]
-            )
-        );
-        assert_eq!(pe, e);
-        let (e, _) = both(&p, &tcp("10.0.0.1", "10.0.0.2", 81));
+        assert_eq!(e, out(Verdict::Allow, vec![hit(91, H::Allow, 1)]));
+        assert_eq!(pe, out(Verdict::Deny, vec![hit(90, H::Deny, 0)]));
+        let (e, pe) = both(&p, &tcp("10.0.0.1", "10.0.0.2", 81));
         assert_eq!(e, out(Verdict::Deny, vec![hit(90, H::Deny, 1)]));
-        let (e, _) = both(&p, &tcp("10.0.0.1", "10.0.0.2", 82));
-        assert_eq!(e, out(Verdict::Deny, vec![npm()]));
-        // No tiers, no profiles.
-        let (e, pe) = both(&Program::default(), &tcp("10.0.0.1", "10.0.0.2", 82));
-        assert_eq!(e, out(Verdict::Deny, vec![npm()]));
         assert_eq!(pe, e);
+        // No profile decided: enforced reports "no profile matched" (index 0), pending
+        // reports nothing because the program has profiles.
+        let (e, pe) = both(&p, &tcp("10.0.0.1", "10.0.0.2", 82));
+        assert_eq!(e, out(Verdict::Deny, vec![npm(0)]));
+        assert_eq!(pe, out(Verdict::Deny, vec![]));
+    }
+
+    #[test]
+    fn no_profiles_deny_in_both_views() {
+        let (e, pe) = both(&Program::default(), &tcp("10.0.0.1", "10.0.0.2", 82));
+        assert_eq!(e, out(Verdict::Deny, vec![npm(0)]));
+        assert_eq!(pe, out(Verdict::Deny, vec![npm(-1)]));
+        let p = program(
+            vec![tier(
+                1,
+                D::Pass,
+                vec![policy(
+                    10,
+                    false,
+                    vec![rule(0, Action::Deny, dport(&[(22, 22)]))],
+                )],
+            )],
+            vec![],
+        );
+        let (e, pe) = both(&p, &tcp("10.0.0.1", "10.0.0.2", 80));
+        assert_eq!(e, out(Verdict::Deny, vec![hit(10, H::Pass, -1), npm(0)]));
+        assert_eq!(pe, out(Verdict::Deny, vec![hit(10, H::Pass, -1), npm(-1)]));
     }
 
     #[test]
