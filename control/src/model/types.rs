@@ -280,7 +280,10 @@ impl Protocol {
 
     /// The canonical name, if the protocol has one.
     pub fn name(self) -> Option<&'static str> {
-        Self::NAMES.iter().find(|(_, n)| *n == self.0).map(|(s, _)| *s)
+        Self::NAMES
+            .iter()
+            .find(|(_, n)| *n == self.0)
+            .map(|(s, _)| *s)
     }
 
     /// Whether rules on this protocol may use ports (TCP, UDP, SCTP).
@@ -313,7 +316,9 @@ impl<'de> Deserialize<'de> for Protocol {
         impl Visitor<'_> for V {
             type Value = Protocol;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a protocol name (TCP, UDP, ICMP, ICMPv6, SCTP, UDPLite) or a number 1-255")
+                f.write_str(
+                    "a protocol name (TCP, UDP, ICMP, ICMPv6, SCTP, UDPLite) or a number 1-255",
+                )
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Protocol, E> {
                 match u8::try_from(v) {
@@ -359,10 +364,14 @@ impl Port {
     pub fn parse(s: &str) -> Result<Port, String> {
         if let Some((a, b)) = s.split_once(':') {
             let lo: u16 = a.trim().parse().map_err(|_| {
-                format!("invalid port range {s:?}: expected \"min:max\" with 0 <= min <= max <= 65535")
+                format!(
+                    "invalid port range {s:?}: expected \"min:max\" with 0 <= min <= max <= 65535"
+                )
             })?;
             let hi: u16 = b.trim().parse().map_err(|_| {
-                format!("invalid port range {s:?}: expected \"min:max\" with 0 <= min <= max <= 65535")
+                format!(
+                    "invalid port range {s:?}: expected \"min:max\" with 0 <= min <= max <= 65535"
+                )
             })?;
             if lo > hi {
                 return Err(format!(
@@ -666,7 +675,11 @@ pub struct PolicySpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub do_not_track: bool,
     /// Global kinds.
-    #[serde(default, rename = "preDNAT", skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        rename = "preDNAT",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub pre_dnat: bool,
     /// Global kinds.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
