@@ -446,6 +446,19 @@ impl FlowEntry {
         self.flags & F_AWAITING != 0
     }
 
+    /// Marks the entry as waiting for a (re-)classification in this batch: further
+    /// packets of the batch wait too, and eviction skips it.
+    #[inline]
+    pub fn set_awaiting(&mut self) {
+        self.flags |= F_AWAITING;
+    }
+
+    /// Ends a wait started by [`FlowEntry::set_awaiting`] without new verdicts.
+    #[inline]
+    pub fn clear_awaiting(&mut self) {
+        self.flags &= !F_AWAITING;
+    }
+
     /// The enforced verdict applied to the connection.
     #[inline]
     pub fn applied(&self) -> Verdict {

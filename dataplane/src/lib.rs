@@ -7,6 +7,7 @@ pub mod flow;
 pub mod linear;
 pub mod packet;
 pub mod program;
+pub mod worker;
 
 #[cfg(test)]
 pub(crate) mod fixtures;
