@@ -4,5 +4,7 @@
 //! Nothing here runs on the packet path. Policy flows one way:
 //! `model` (load, default, validate) → `store` → `lower` → `dataplane::program`.
 
+pub mod flowlog;
+pub mod impact;
 pub mod model;
 pub mod selector;

@@ -7,6 +7,15 @@
 //!
 //! # Semantics (the contract every classifier implements)
 //!
+//! This is Calico's behaviour, checked against its source (projectcalico/calico
+//! @ 87c15906f20c): the enforced view is what felix's data plane does and reports
+//! (`felix/rules/endpoints.go`, `felix/calc/endpoint_lookup_cache.go`,
+//! `felix/collector/collector.go`, `felix/collector/stats.go`); the pending view is
+//! felix's userspace re-evaluation with staged policies promoted
+//! (`app-policy/checker/check.go` `checkTiers` with `StagedAsEnforced`, called from
+//! `felix/collector/collector.go` `evaluatePendingRuleTrace`). `control::eval` is the
+//! independent reference implementation of both.
+//!
 //! A [`Program`] is evaluated twice per packet, once per [`View`]:
 //! - [`View::Enforced`]: staged policies are ignored. A tier whose policies are all
 //!   staged is skipped entirely, its default action included.
@@ -16,24 +25,44 @@
 //! In each view, tiers are walked in order (a tier with no policy visible in the view
 //! is skipped). Inside a tier, policies are walked in order and inside a policy,
 //! rules in order. The first rule whose [`Match`] holds decides for the tier:
-//! - [`Action::Allow`] / [`Action::Deny`]: final. The hit is recorded and evaluation stops.
-//! - [`Action::Pass`]: the hit is recorded; evaluation continues with the next tier
-//!   (or with the profiles after the last tier).
+//! - [`Action::Allow`] / [`Action::Deny`]: final. The hit `(policy, Allow|Deny, rule
+//!   index)` is recorded and evaluation stops.
+//! - [`Action::Pass`]: the hit `(policy, Pass, rule index)` is recorded; evaluation
+//!   continues with the next tier (or with the profiles after the last tier).
 //! - [`Action::Log`]: records nothing in the trace and evaluation goes on with the next
 //!   rule (a log rule never decides).
 //!
 //! If no rule of a visited tier decided, the tier's [`TierDefault`] applies and is
-//! recorded as an end-of-tier hit (rule index `-1`) attributed to a *trigger* policy:
-//! - enforced view: the **last** enforced policy of the tier;
-//! - pending view: the **first** policy of the tier (staged or not).
+//! recorded as an end-of-tier hit `(trigger, Deny|Pass, -1)` — a `TierDefault::Pass`
+//! is recorded too, with action Pass. The *trigger* policy is:
+//! - enforced view: the **last** enforced policy of the tier (felix attributes the
+//!   end-of-tier NFLOG to the last non-staged policy that selected the endpoint);
+//! - pending view: the **first** policy of the tier, staged or not (the checker
+//!   attributes it to the first policy that had no match, and every policy of the tier
+//!   had none).
 //!
 //! `TierDefault::Deny` is final; `TierDefault::Pass` continues with the next tier.
 //!
-//! After the tiers, profiles are walked in order like the policies of one tier: the
-//! first Allow/Deny rule decides; Pass ends that profile (evaluation continues with
-//! the next profile); Log records nothing. If no profile decides (or there are none),
-//! the packet is denied with the hit `(PolicyId::NO_PROFILE_MATCH, Deny, -1)`.
-//! Profiles are the same in both views (a profile is never staged).
+//! After the tiers (or a Pass out of the last visited tier) come the profiles, in
+//! order. Profiles are never staged (the `staged` flag of a profile is ignored), but
+//! the two views treat them differently, exactly as Calico does:
+//! - Both views: in each profile, rules are walked in order; Log records nothing; a
+//!   profile in which no rule matched is left for the next profile. A matching Allow
+//!   rule records `(profile, Allow, rule index)` and allows; a matching Deny rule
+//!   records `(profile, Deny, rule index)` and denies.
+//! - A matching **Pass** rule in a profile: in the enforced view it ends that profile
+//!   *without a hit* (the data plane's pass mark only skips to the next profile, and
+//!   the collector overwrites the pass record with the verdict that follows) and
+//!   evaluation continues with the next profile; in the pending view it **denies**,
+//!   recording `(profile, Deny, rule index)` (the checker maps a profile Pass to deny).
+//! - No profile decided, enforced view: deny with the hit
+//!   `(PolicyId::NO_PROFILE_MATCH, Deny, 0)` (felix's "no profile matched" NFLOG,
+//!   reported as `__PROFILE__|pro:__NO_MATCH__|deny|0`), whether or not the endpoint
+//!   has profiles.
+//! - No profile decided, pending view: if the program has **no** profiles, deny with
+//!   the hit `(PolicyId::NO_PROFILE_MATCH, Deny, -1)` (reported as
+//!   `__PROFILE__|pro:__PROFILE__|deny|-1`); if it has profiles but none decided, deny
+//!   with **no** hit.
 //!
 //! The result of one view is an [`Outcome`]: the final action (allow or deny) and the
 //! trace, the ordered list of [`Hit`]s.
@@ -42,10 +71,16 @@
 //!
 //! All present criteria of a [`Match`] must hold (AND). Within one set it is OR.
 //! A `None` positive set means "any"; `Some(empty)` matches nothing. A negated set
-//! excludes every packet it contains. Port criteria (positive or negated) only match
-//! packets whose protocol carries ports (TCP, UDP, SCTP); ICMP criteria only match
-//! ICMP (IPv4, protocol 1) or ICMPv6 (IPv6, protocol 58) packets. Prefixes of the
-//! other address family than the packet's never match it.
+//! excludes every packet it contains (an empty negated set is absent). Port criteria
+//! (a `Some` positive set or a non-empty negated set) only match packets whose
+//! protocol carries ports (TCP, UDP, SCTP); ICMP criteria (`icmp` or `not_icmp`) only
+//! match ICMP (IPv4, protocol 1) or ICMPv6 (IPv6, protocol 58) packets. Prefixes of
+//! the other address family than the packet's never match it (so a positive set with
+//! only such prefixes matches nothing, a negated one excludes nothing). A prefix
+//! matches by its leading `prefix_len` bits (host bits are ignored); a port range
+//! with `lo > hi` contains no port. `icmp` matches when the type equals the key's
+//! `sport` and, if a code is given, the code equals its `dport`; `not_icmp` excludes
+//! exactly the packets `icmp` with the same value would match.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -254,7 +289,8 @@ pub struct Match {
 pub struct PolicyId(pub u32);
 
 impl PolicyId {
-    /// Trigger of the final deny when no profile decided.
+    /// The "no profile matched" hit of the final deny when no profile decided (rule
+    /// index `0` in the enforced view, `-1` in the pending view; see the module doc).
     pub const NO_PROFILE_MATCH: PolicyId = PolicyId(u32::MAX);
 }
 
@@ -342,7 +378,8 @@ pub struct Hit {
     pub policy: PolicyId,
     /// What the hit did.
     pub action: HitAction,
-    /// The matching rule's [`Rule::index`], or `-1` for a tier default / no profile match.
+    /// The matching rule's [`Rule::index`], or `-1` for a tier default. For
+    /// [`PolicyId::NO_PROFILE_MATCH`]: `0` in the enforced view, `-1` in the pending view.
     pub rule_index: i32,
 }
 
@@ -441,4 +478,37 @@ pub trait Classify: Send + Sync {
 
     /// The interned trace behind a [`TraceId`] returned by this generation.
     fn trace(&self, id: TraceId) -> &[Hit];
+}
+
+// ---------------------------------------------------------------------------------
+// A policy generation: every Program plus the local endpoints they apply to.
+
+/// Index of a [`Program`] in [`PolicySet::programs`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProgramId(pub u32);
+
+/// A local endpoint: the packets whose address lies in `net` belong to it. A packet's
+/// source endpoint evaluates its `egress` program, its destination endpoint its
+/// `ingress` program. `None` means no policy applies in that direction (the
+/// [`FlowVerdicts`] side stays `None`, as for a non-local address).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct EndpointBinding {
+    /// The endpoint's addresses (usually a /32 or /128). Overlapping bindings are
+    /// resolved by longest prefix; two bindings of the same prefix are an error.
+    pub net: IpNet,
+    /// Reported in [`FlowVerdicts`].
+    pub endpoint: EndpointId,
+    /// Program for traffic to the endpoint.
+    pub ingress: Option<ProgramId>,
+    /// Program for traffic from the endpoint.
+    pub egress: Option<ProgramId>,
+}
+
+/// Everything one classifier generation is compiled from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PolicySet {
+    /// Programs, indexed by [`ProgramId`].
+    pub programs: Vec<Program>,
+    /// Local endpoints.
+    pub endpoints: Vec<EndpointBinding>,
 }
