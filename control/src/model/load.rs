@@ -15,6 +15,8 @@
 //! - [`load_path`], [`load_paths`], [`load_str`] decode, apply Calico defaulting
 //!   ([`super::defaults`]) and validate ([`super::validate`]) each resource, and reject a
 //!   set that defines the same resource twice. [`parse_str`] only decodes.
+//! - YAML is read with the YAML 1.2 core schema: only `true`/`false` are booleans
+//!   (`yes`, `no`, `on`, `y`, `n` are strings, unlike YAML 1.1 readers).
 //! - Hostile input is bounded: file size, total size, file count, documents per file,
 //!   resources per load, YAML nesting depth and alias expansion are capped, and every cap
 //!   is reported as an error naming the input.
@@ -786,6 +788,9 @@ fn saphyr_options() -> serde_saphyr::Options {
             max_documents: 2,
         },
         with_snippet: false,
+        // YAML 1.2 core schema: `n`, `no`, `on` are strings, not booleans (a namespace
+        // named `no` must not turn into `false`).
+        strict_booleans: true,
     };
     // Alias bombs: a policy document never needs more than this many replayed events.
     opts.alias_limits.max_total_replayed_events = 100_000;

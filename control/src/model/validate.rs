@@ -114,9 +114,10 @@ pub fn check_selector(text: &str) -> Result<(), String> {
     parse_selector(text)
 }
 
-fn parse_selector(_text: &str) -> Result<(), String> {
-    // Grammar check is wired to `crate::selector` once the parser lands in main.
-    Ok(())
+fn parse_selector(text: &str) -> Result<(), String> {
+    crate::selector::Selector::parse(text)
+        .map(drop)
+        .map_err(|e| format!("invalid {e}"))
 }
 
 #[derive(Default)]

@@ -509,3 +509,18 @@ spec:
     assert_eq!(o.spec.staged_action, Some(StagedAction::Delete));
     assert_eq!(o.spec.types, None);
 }
+
+#[test]
+fn yaml_1_1_booleans_are_strings() {
+    let v = ok(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: 'no', labels: {enabled: yes, x: n}}\n",
+    );
+    assert_eq!(v[0].resource.metadata().labels["enabled"], "yes");
+    assert_eq!(v[0].resource.metadata().labels["x"], "n");
+    assert_eq!(
+        errs(
+            "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: a}\nspec: {doNotTrack: yes}\n"
+        ),
+        vec!["f.yaml:1: spec.doNotTrack: invalid type: string \"yes\", expected a boolean"]
+    );
+}
