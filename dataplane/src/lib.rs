@@ -4,6 +4,7 @@
 //! policy into [`program::Program`]s and maps the opaque ids in verdicts back to names.
 
 pub mod linear;
+pub mod packet;
 pub mod program;
 
 #[cfg(test)]

@@ -4,13 +4,13 @@
 //! Run from the repository root (nightly toolchain, `cargo install cargo-fuzz`):
 //!
 //! ```text
-//! mkdir -p fuzz/corpus/selector_parse
-//! cargo +nightly fuzz run selector_parse fuzz/corpus/selector_parse fuzz/corpus-seed/selector_parse \
-//!     -- -dict=fuzz/selector.dict -max_total_time=60
+//! cargo +nightly fuzz run selector_parse fuzz/corpus/selector_parse fuzz/seeds/selector_parse \
+//!     -- -dict=fuzz/selector_parse.dict -max_total_time=60
 //! ```
 //!
 //! libFuzzer adds new inputs to the first directory (`fuzz/corpus/`, gitignored), so the
 //! committed seeds stay as they are; crashes land in `fuzz/artifacts/selector_parse/`.
+//! The dictionary holds the language's operators and keywords.
 
 #![no_main]
 
