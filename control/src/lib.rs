@@ -4,7 +4,9 @@
 //! Nothing here runs on the packet path. Policy flows one way:
 //! `model` (load, default, validate) → `store` → `lower` → `dataplane::program`.
 
+pub mod cli;
 pub mod flowlog;
 pub mod impact;
 pub mod model;
 pub mod selector;
+pub mod store;
