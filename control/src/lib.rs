@@ -6,5 +6,6 @@
 
 pub mod flowlog;
 pub mod impact;
+pub mod k8s;
 pub mod model;
 pub mod selector;
