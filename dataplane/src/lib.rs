@@ -3,4 +3,9 @@
 //! This crate knows nothing of Calico, YAML or selectors; the control plane lowers
 //! policy into [`program::Program`]s and maps the opaque ids in verdicts back to names.
 
+pub mod linear;
+pub mod packet;
 pub mod program;
+
+#[cfg(test)]
+pub(crate) mod fixtures;

@@ -71,10 +71,16 @@
 //!
 //! All present criteria of a [`Match`] must hold (AND). Within one set it is OR.
 //! A `None` positive set means "any"; `Some(empty)` matches nothing. A negated set
-//! excludes every packet it contains. Port criteria (positive or negated) only match
-//! packets whose protocol carries ports (TCP, UDP, SCTP); ICMP criteria only match
-//! ICMP (IPv4, protocol 1) or ICMPv6 (IPv6, protocol 58) packets. Prefixes of the
-//! other address family than the packet's never match it.
+//! excludes every packet it contains (an empty negated set is absent). Port criteria
+//! (a `Some` positive set or a non-empty negated set) only match packets whose
+//! protocol carries ports (TCP, UDP, SCTP); ICMP criteria (`icmp` or `not_icmp`) only
+//! match ICMP (IPv4, protocol 1) or ICMPv6 (IPv6, protocol 58) packets. Prefixes of
+//! the other address family than the packet's never match it (so a positive set with
+//! only such prefixes matches nothing, a negated one excludes nothing). A prefix
+//! matches by its leading `prefix_len` bits (host bits are ignored); a port range
+//! with `lo > hi` contains no port. `icmp` matches when the type equals the key's
+//! `sport` and, if a code is given, the code equals its `dport`; `not_icmp` excludes
+//! exactly the packets `icmp` with the same value would match.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -472,4 +478,37 @@ pub trait Classify: Send + Sync {
 
     /// The interned trace behind a [`TraceId`] returned by this generation.
     fn trace(&self, id: TraceId) -> &[Hit];
+}
+
+// ---------------------------------------------------------------------------------
+// A policy generation: every Program plus the local endpoints they apply to.
+
+/// Index of a [`Program`] in [`PolicySet::programs`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProgramId(pub u32);
+
+/// A local endpoint: the packets whose address lies in `net` belong to it. A packet's
+/// source endpoint evaluates its `egress` program, its destination endpoint its
+/// `ingress` program. `None` means no policy applies in that direction (the
+/// [`FlowVerdicts`] side stays `None`, as for a non-local address).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct EndpointBinding {
+    /// The endpoint's addresses (usually a /32 or /128). Overlapping bindings are
+    /// resolved by longest prefix; two bindings of the same prefix are an error.
+    pub net: IpNet,
+    /// Reported in [`FlowVerdicts`].
+    pub endpoint: EndpointId,
+    /// Program for traffic to the endpoint.
+    pub ingress: Option<ProgramId>,
+    /// Program for traffic from the endpoint.
+    pub egress: Option<ProgramId>,
+}
+
+/// Everything one classifier generation is compiled from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PolicySet {
+    /// Programs, indexed by [`ProgramId`].
+    pub programs: Vec<Program>,
+    /// Local endpoints.
+    pub endpoints: Vec<EndpointBinding>,
 }
