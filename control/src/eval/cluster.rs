@@ -21,8 +21,7 @@ use crate::model::{
     ResourceKey, Rule, StagedAction, TierDefaultAction,
 };
 use crate::selector::{
-    Expr, LabelChain, Labels, NAMESPACE_KEY_PREFIX, NAMESPACE_LABEL, SERVICE_ACCOUNT_KEY_PREFIX,
-    Selector,
+    Expr, LabelChain, NAMESPACE_KEY_PREFIX, NAMESPACE_LABEL, SERVICE_ACCOUNT_KEY_PREFIX, Selector,
 };
 
 /// Tier of policies that name none (§1).
@@ -52,31 +51,40 @@ pub const BUILTIN_TIERS: [(&str, f64, TierDefaultAction); 3] = [
     ("kube-baseline", 10_000_000.0, TierDefaultAction::Pass),
 ];
 
-/// Why a resource set cannot be evaluated. Validation (`model::validate`) rejects all
-/// of these earlier; the evaluator checks again so that it never panics on input that
-/// skipped validation.
+/// Why a resource set cannot be evaluated: a selector that does not parse or a
+/// Kubernetes policy that cannot be converted. Validation (`model::validate`) rejects
+/// all of these earlier; the evaluator checks again so that it never panics on input
+/// that skipped validation.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
-pub enum ClusterError {
-    /// A selector does not parse.
-    #[error("{resource}: {field}: invalid selector {text:?}: {reason}")]
-    Selector {
-        /// The resource.
-        resource: ResourceKey,
-        /// Field path.
-        field: String,
-        /// The selector text.
-        text: String,
-        /// Parser message.
-        reason: String,
-    },
-    /// A Kubernetes policy cannot be converted.
-    #[error("{resource}: spec.{0}", .source)]
-    K8s {
-        /// The resource.
-        resource: ResourceKey,
-        /// What is wrong.
-        source: k8s::ConversionError,
-    },
+#[error("{resource}: {field}: {reason}")]
+pub struct ClusterError {
+    /// The resource.
+    pub resource: ResourceKey,
+    /// Field path inside it (`spec.ingress[0].source.selector`).
+    pub field: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// A selector of an EntityRule that does not parse.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SelectorProblem {
+    /// Field path inside the EntityRule (`selector`, `serviceAccounts.selector`, ...).
+    pub field: String,
+    /// The selector text.
+    pub text: String,
+    /// Parser message.
+    pub reason: String,
+}
+
+impl SelectorProblem {
+    fn into_error(self, resource: &ResourceKey, prefix: &str) -> ClusterError {
+        ClusterError {
+            resource: resource.clone(),
+            field: format!("{prefix}{}", self.field),
+            reason: format!("invalid selector {:?}: {}", self.text, self.reason),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -253,9 +261,13 @@ pub struct PeerMatch {
 pub fn peer_selector(
     er: &EntityRule,
     policy_namespace: Option<&str>,
-) -> Result<Option<Selector>, (String, String, String)> {
+) -> Result<Option<Selector>, SelectorProblem> {
     let parse = |field: &str, text: &str| {
-        Selector::parse(text).map_err(|e| (field.to_string(), text.to_string(), e.to_string()))
+        Selector::parse(text).map_err(|e| SelectorProblem {
+            field: field.to_string(),
+            text: text.to_string(),
+            reason: e.to_string(),
+        })
     };
 
     let ns_term: Option<Selector> = match er.namespace_selector.as_deref() {
@@ -271,7 +283,8 @@ pub fn peer_selector(
         Some(sa) => {
             let sel = match sa.selector.as_deref() {
                 Some(text) if !text.is_empty() => Some(
-                    parse("serviceAccounts.selector", text)?.with_key_prefix(SERVICE_ACCOUNT_KEY_PREFIX),
+                    parse("serviceAccounts.selector", text)?
+                        .with_key_prefix(SERVICE_ACCOUNT_KEY_PREFIX),
                 ),
                 _ => None,
             };
@@ -298,7 +311,10 @@ pub fn peer_selector(
     };
 
     let has_not_selector = er.not_selector.as_deref().is_some_and(|s| !s.is_empty());
-    let has_ns_selector = er.namespace_selector.as_deref().is_some_and(|s| !s.is_empty());
+    let has_ns_selector = er
+        .namespace_selector
+        .as_deref()
+        .is_some_and(|s| !s.is_empty());
     Ok(match ns_term {
         Some(ns) if selector.is_some() || has_not_selector || has_ns_selector => match selector {
             Some(s) => Some(ns.and(&s)),
@@ -310,16 +326,18 @@ pub fn peer_selector(
 
 impl PeerMatch {
     /// Resolves an EntityRule of a policy in `policy_namespace` (`None` = global).
-    /// Errors carry (field, text, reason) of a selector that does not parse.
     pub fn new(
         er: &EntityRule,
         policy_namespace: Option<&str>,
-    ) -> Result<PeerMatch, (String, String, String)> {
+    ) -> Result<PeerMatch, SelectorProblem> {
         let not_selector = match er.not_selector.as_deref() {
-            Some(text) if !text.is_empty() => Some(
-                Selector::parse(text)
-                    .map_err(|e| ("notSelector".to_string(), text.to_string(), e.to_string()))?,
-            ),
+            Some(text) if !text.is_empty() => {
+                Some(Selector::parse(text).map_err(|e| SelectorProblem {
+                    field: "notSelector".to_string(),
+                    text: text.to_string(),
+                    reason: e.to_string(),
+                })?)
+            }
             _ => None,
         };
         Ok(PeerMatch {
@@ -344,12 +362,8 @@ fn policy_rules(
     let mut out = Vec::with_capacity(rules.len());
     for (i, rule) in rules.iter().enumerate() {
         let peer = |side: &str, er: &EntityRule| {
-            PeerMatch::new(er, namespace).map_err(|(f, text, reason)| ClusterError::Selector {
-                resource: key.clone(),
-                field: format!("spec.{field}[{i}].{side}.{f}"),
-                text,
-                reason,
-            })
+            PeerMatch::new(er, namespace)
+                .map_err(|p| p.into_error(key, &format!("spec.{field}[{i}].{side}.")))
         };
         out.push(PolicyRule {
             rule: rule.clone(),
@@ -361,11 +375,13 @@ fn policy_rules(
 }
 
 fn parse_field(key: &ResourceKey, field: &str, text: &str) -> Result<Selector, ClusterError> {
-    Selector::parse(text).map_err(|e| ClusterError::Selector {
-        resource: key.clone(),
-        field: field.to_string(),
-        text: text.to_string(),
-        reason: e.to_string(),
+    Selector::parse(text).map_err(|e| {
+        SelectorProblem {
+            field: field.to_string(),
+            text: text.to_string(),
+            reason: e.to_string(),
+        }
+        .into_error(key, "")
     })
 }
 
@@ -396,7 +412,10 @@ pub fn applies_to_selector(
         sel = Some(append(sel, Expr::Eq(NAMESPACE_LABEL.into(), ns.into())));
         if let Some(t) = text(&spec.service_account_selector) {
             let sa = parse_field(key, "spec.serviceAccountSelector", &t)?;
-            sel = Some(append(sel, sa.expr().with_key_prefix(SERVICE_ACCOUNT_KEY_PREFIX)));
+            sel = Some(append(
+                sel,
+                sa.expr().with_key_prefix(SERVICE_ACCOUNT_KEY_PREFIX),
+            ));
         }
     } else {
         if let Some(t) = text(&spec.namespace_selector) {
@@ -440,9 +459,7 @@ fn calico_policy(
     if kind.is_staged() && spec.staged_action == Some(StagedAction::Delete) {
         return Ok(None);
     }
-    let namespace = kind
-        .is_namespaced()
-        .then(|| namespace_of(meta).to_string());
+    let namespace = kind.is_namespaced().then(|| namespace_of(meta).to_string());
     let key = ResourceKey {
         kind,
         namespace: namespace.clone(),
@@ -678,7 +695,8 @@ impl Cluster {
                         c.policies.push(p);
                     }
                 }
-                Resource::KubernetesNetworkPolicy(o) | Resource::StagedKubernetesNetworkPolicy(o) => {
+                Resource::KubernetesNetworkPolicy(o)
+                | Resource::StagedKubernetesNetworkPolicy(o) => {
                     let staged = key.kind == Kind::StagedKubernetesNetworkPolicy;
                     if staged && o.spec.staged_action == Some(StagedAction::Delete) {
                         continue;
@@ -688,11 +706,10 @@ impl Cluster {
                     } else {
                         K8sFlavour::NetworkPolicy
                     };
-                    let spec = k8s::to_calico(&o.spec, flavour).map_err(|source| {
-                        ClusterError::K8s {
-                            resource: key.clone(),
-                            source,
-                        }
+                    let spec = k8s::to_calico(&o.spec, flavour).map_err(|e| ClusterError {
+                        resource: key.clone(),
+                        field: format!("spec.{}", e.field()),
+                        reason: e.reason(),
                     })?;
                     if let Some(p) = calico_policy(key.kind, &o.metadata, &spec)? {
                         c.policies.push(p);
@@ -762,7 +779,12 @@ impl Cluster {
                     c.endpoints.push(Endpoint {
                         kind: EndpointKind::Host,
                         key: key.clone(),
-                        nets: o.spec.expected_ips.iter().map(|ip| IpNet::from(*ip)).collect(),
+                        nets: o
+                            .spec
+                            .expected_ips
+                            .iter()
+                            .map(|ip| IpNet::from(*ip))
+                            .collect(),
                         labels: o.metadata.labels.clone(),
                         profiles: o.spec.profiles.clone(),
                         ports: o.spec.ports.clone(),
