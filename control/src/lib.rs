@@ -5,8 +5,10 @@
 //! `model` (load, default, validate) → `store` → `lower` → `dataplane::program`.
 
 pub mod cli;
+pub mod eval;
 pub mod flowlog;
 pub mod impact;
+pub mod k8s;
 pub mod model;
 pub mod selector;
 pub mod store;
