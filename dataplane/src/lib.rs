@@ -6,6 +6,7 @@
 pub mod flow;
 pub mod linear;
 pub mod packet;
+pub mod pipeline;
 pub mod program;
 pub mod worker;
 
