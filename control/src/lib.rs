@@ -4,6 +4,7 @@
 //! Nothing here runs on the packet path. Policy flows one way:
 //! `model` (load, default, validate) → `store` → `lower` → `dataplane::program`.
 
+pub mod eval;
 pub mod flowlog;
 pub mod impact;
 pub mod k8s;

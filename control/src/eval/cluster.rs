@@ -21,8 +21,7 @@ use crate::model::{
     ResourceKey, Rule, StagedAction, TierDefaultAction,
 };
 use crate::selector::{
-    Expr, LabelChain, Labels, NAMESPACE_KEY_PREFIX, NAMESPACE_LABEL, SERVICE_ACCOUNT_KEY_PREFIX,
-    Selector,
+    Expr, LabelChain, NAMESPACE_KEY_PREFIX, NAMESPACE_LABEL, SERVICE_ACCOUNT_KEY_PREFIX, Selector,
 };
 
 /// Tier of policies that name none (§1).
@@ -271,7 +270,8 @@ pub fn peer_selector(
         Some(sa) => {
             let sel = match sa.selector.as_deref() {
                 Some(text) if !text.is_empty() => Some(
-                    parse("serviceAccounts.selector", text)?.with_key_prefix(SERVICE_ACCOUNT_KEY_PREFIX),
+                    parse("serviceAccounts.selector", text)?
+                        .with_key_prefix(SERVICE_ACCOUNT_KEY_PREFIX),
                 ),
                 _ => None,
             };
@@ -298,7 +298,10 @@ pub fn peer_selector(
     };
 
     let has_not_selector = er.not_selector.as_deref().is_some_and(|s| !s.is_empty());
-    let has_ns_selector = er.namespace_selector.as_deref().is_some_and(|s| !s.is_empty());
+    let has_ns_selector = er
+        .namespace_selector
+        .as_deref()
+        .is_some_and(|s| !s.is_empty());
     Ok(match ns_term {
         Some(ns) if selector.is_some() || has_not_selector || has_ns_selector => match selector {
             Some(s) => Some(ns.and(&s)),
@@ -396,7 +399,10 @@ pub fn applies_to_selector(
         sel = Some(append(sel, Expr::Eq(NAMESPACE_LABEL.into(), ns.into())));
         if let Some(t) = text(&spec.service_account_selector) {
             let sa = parse_field(key, "spec.serviceAccountSelector", &t)?;
-            sel = Some(append(sel, sa.expr().with_key_prefix(SERVICE_ACCOUNT_KEY_PREFIX)));
+            sel = Some(append(
+                sel,
+                sa.expr().with_key_prefix(SERVICE_ACCOUNT_KEY_PREFIX),
+            ));
         }
     } else {
         if let Some(t) = text(&spec.namespace_selector) {
@@ -440,9 +446,7 @@ fn calico_policy(
     if kind.is_staged() && spec.staged_action == Some(StagedAction::Delete) {
         return Ok(None);
     }
-    let namespace = kind
-        .is_namespaced()
-        .then(|| namespace_of(meta).to_string());
+    let namespace = kind.is_namespaced().then(|| namespace_of(meta).to_string());
     let key = ResourceKey {
         kind,
         namespace: namespace.clone(),
@@ -502,6 +506,11 @@ pub struct Endpoint {
     pub profiles: Vec<String>,
     /// Named ports.
     pub ports: Vec<EndpointPort>,
+    /// A workload's `metadata.generateName` (flow logs aggregate pods by it).
+    pub generate_name: Option<String>,
+    /// The node the endpoint is on (`spec.node`; empty if not given). Flow logs name a
+    /// host endpoint by its node.
+    pub node: String,
 }
 
 impl Endpoint {
@@ -678,7 +687,8 @@ impl Cluster {
                         c.policies.push(p);
                     }
                 }
-                Resource::KubernetesNetworkPolicy(o) | Resource::StagedKubernetesNetworkPolicy(o) => {
+                Resource::KubernetesNetworkPolicy(o)
+                | Resource::StagedKubernetesNetworkPolicy(o) => {
                     let staged = key.kind == Kind::StagedKubernetesNetworkPolicy;
                     if staged && o.spec.staged_action == Some(StagedAction::Delete) {
                         continue;
@@ -688,12 +698,11 @@ impl Cluster {
                     } else {
                         K8sFlavour::NetworkPolicy
                     };
-                    let spec = k8s::to_calico(&o.spec, flavour).map_err(|source| {
-                        ClusterError::K8s {
+                    let spec =
+                        k8s::to_calico(&o.spec, flavour).map_err(|source| ClusterError::K8s {
                             resource: key.clone(),
                             source,
-                        }
-                    })?;
+                        })?;
                     if let Some(p) = calico_policy(key.kind, &o.metadata, &spec)? {
                         c.policies.push(p);
                     }
@@ -756,16 +765,25 @@ impl Cluster {
                         labels: workload_labels(&o.metadata, orchestrator, sa),
                         profiles,
                         ports: o.spec.ports.clone(),
+                        generate_name: o.metadata.generate_name.clone().filter(|g| !g.is_empty()),
+                        node: o.spec.node.clone(),
                     });
                 }
                 Resource::HostEndpoint(o) => {
                     c.endpoints.push(Endpoint {
                         kind: EndpointKind::Host,
                         key: key.clone(),
-                        nets: o.spec.expected_ips.iter().map(|ip| IpNet::from(*ip)).collect(),
+                        nets: o
+                            .spec
+                            .expected_ips
+                            .iter()
+                            .map(|ip| IpNet::from(*ip))
+                            .collect(),
                         labels: o.metadata.labels.clone(),
                         profiles: o.spec.profiles.clone(),
                         ports: o.spec.ports.clone(),
+                        generate_name: None,
+                        node: o.spec.node.clone(),
                     });
                 }
                 Resource::Profile(o) => explicit_profiles.push(o),

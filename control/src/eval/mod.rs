@@ -127,7 +127,8 @@ impl Flow {
         if src.is_ipv4() != dst.is_ipv4() {
             return Err(MixedFamilies { src, dst });
         }
-        let icmp = (src.is_ipv4() && proto == proto::ICMP) || (src.is_ipv6() && proto == proto::ICMPV6);
+        let icmp =
+            (src.is_ipv4() && proto == proto::ICMP) || (src.is_ipv6() && proto == proto::ICMPV6);
         let l4 = if proto::has_ports(proto) {
             L4::Ports {
                 src: sport,
@@ -202,7 +203,12 @@ impl fmt::Display for Flow {
             Some((s, d)) => (Some(s), Some(d)),
             None => (None, None),
         };
-        write!(f, "{} -> {} {proto}", addr(self.src, sp), addr(self.dst, dp))?;
+        write!(
+            f,
+            "{} -> {} {proto}",
+            addr(self.src, sp),
+            addr(self.dst, dp)
+        )?;
         if let Some((t, c)) = self.icmp() {
             write!(f, " type {t} code {c}")?;
         }
