@@ -540,12 +540,18 @@ pub fn rule_matches(cluster: &Cluster, r: &PolicyRule, flow: &Flow) -> bool {
             _ => return false,
         }
     }
+    // `notICMP` too only matches ICMP packets of the flow's family (felix renders it as
+    // an `icmp`/`icmp6` match, which never matches anything else): a v6 packet of
+    // protocol 1 is not ICMP.
     if let Some((not_type, not_code)) = rule.not_icmp.and_then(|i| i.icmp_type.map(|t| (t, i.code)))
-        && let Some((ty, code)) = flow.icmp()
-        && ty == not_type
-        && not_code.is_none_or(|c| c == code)
     {
-        return false;
+        match flow.icmp() {
+            Some((ty, code)) if ty == not_type && not_code.is_none_or(|c| c == code) => {
+                return false;
+            }
+            Some(_) => {}
+            None => return false,
+        }
     }
     let (sport, dport) = match flow.ports() {
         Some((s, d)) => (Some(s), Some(d)),
