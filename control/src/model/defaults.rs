@@ -8,8 +8,11 @@
 //!   stamped. A `stagedAction: Delete` policy keeps `types` empty (libcalico-go clears it
 //!   after defaulting so the empty-spec check can hold).
 //! - Staged kinds: absent `stagedAction` becomes `Set` (the CRD default).
-//! - Kubernetes policy kinds: absent `policyTypes` becomes `[Ingress]`, plus `Egress` when
-//!   there are egress rules (Kubernetes API defaulting); not for `stagedAction: Delete`.
+//! - `networking.k8s.io/v1` NetworkPolicy: absent `policyTypes` becomes `[Ingress]`, plus
+//!   `Egress` when there are egress rules (the Kubernetes API server's defaulting).
+//!   StagedKubernetesNetworkPolicy is a CRD that nothing defaults: its absent
+//!   `policyTypes` stays absent, and the k8s→Calico conversion later treats it as
+//!   `[Ingress]` even when egress rules exist (conversion.go `K8sNetworkPolicyToCalico`).
 //! - Namespaced kinds without a namespace get `default` (as kubectl/calicoctl do).
 //! - Tiers: absent `defaultAction` becomes `Deny` (the CRD default).
 //! - `order` is never defaulted: `None` means "after every ordered policy/tier".
@@ -37,8 +40,9 @@ pub fn apply(resource: &mut Resource) {
         | Resource::StagedGlobalNetworkPolicy(o) => {
             calico_policy(o, kind.is_staged());
         }
-        Resource::KubernetesNetworkPolicy(o) | Resource::StagedKubernetesNetworkPolicy(o) => {
-            k8s_policy(&mut o.spec, kind.is_staged());
+        Resource::KubernetesNetworkPolicy(o) => k8s_policy_types(&mut o.spec),
+        Resource::StagedKubernetesNetworkPolicy(o) => {
+            o.spec.staged_action.get_or_insert(StagedAction::Set);
         }
         Resource::Tier(o) => {
             o.spec.default_action.get_or_insert(TierDefaultAction::Deny);
@@ -81,13 +85,7 @@ fn calico_policy(o: &mut Object<PolicySpec>, staged: bool) {
     o.metadata.labels.insert(TIER_LABEL.to_string(), tier);
 }
 
-fn k8s_policy(spec: &mut K8sPolicySpec, staged: bool) {
-    if staged {
-        spec.staged_action.get_or_insert(StagedAction::Set);
-    }
-    if spec.staged_action == Some(StagedAction::Delete) {
-        return;
-    }
+fn k8s_policy_types(spec: &mut K8sPolicySpec) {
     if spec.policy_types.as_ref().is_none_or(Vec::is_empty) {
         let mut types = vec![PolicyType::Ingress];
         if !spec.egress.is_empty() {
@@ -257,18 +255,19 @@ mod tests {
             o.spec.policy_types.as_deref(),
             Some(&[PolicyType::Ingress, PolicyType::Egress][..])
         );
+        // The staged kind is a CRD nothing defaults: policyTypes stays absent.
         let mut r = Resource::StagedKubernetesNetworkPolicy(Object {
             metadata: ObjectMeta::default(),
-            spec: K8sPolicySpec::default(),
+            spec: K8sPolicySpec {
+                egress: vec![Default::default()],
+                ..Default::default()
+            },
         });
         apply(&mut r);
         let Resource::StagedKubernetesNetworkPolicy(o) = &r else {
             unreachable!()
         };
-        assert_eq!(
-            o.spec.policy_types.as_deref(),
-            Some(&[PolicyType::Ingress][..])
-        );
+        assert_eq!(o.spec.policy_types, None);
         assert_eq!(o.spec.staged_action, Some(StagedAction::Set));
     }
 
