@@ -7,16 +7,15 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 
 use super::{Cluster, Flow, evaluate, report};
-use crate::model;
 
+/// Loads an example exactly as `tiergate eval -f examples/<dir>` does (loader, store,
+/// evaluator input); problems are printed on stderr.
 fn example(dir: &str) -> Cluster {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../examples")
         .join(dir);
-    let loaded =
-        model::load_path(&path).unwrap_or_else(|e| panic!("examples/{dir} does not load:\n{e}"));
-    Cluster::from_resources(loaded.iter().map(|l| &l.resource))
-        .unwrap_or_else(|e| panic!("examples/{dir}: {e}"))
+    crate::cli::eval::load_cluster(&[path])
+        .unwrap_or_else(|code| panic!("examples/{dir} does not load (exit {code})"))
 }
 
 fn flow(src: &str, dst: &str, proto: u8, dport: u16) -> Flow {

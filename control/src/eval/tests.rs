@@ -1590,12 +1590,58 @@ spec: {selector: "app == 'web'", ingress: [{action: Deny}]}
         })
     );
     let table = report::to_table(&e);
-    assert!(
-        table.contains("dst   ns1/web (workload endpoint, ingress)"),
-        "{table}"
+    let want = "\
+flow 10.0.0.1:40000 -> 10.0.0.2:80 TCP
+
+REPORTER  ENDPOINT    DIRECTION  VIEW      ACTION  POLICIES
+src       ns1/client  egress     enforced  allow   0|__PROFILE__|pro:kns.ns1|allow|0
+                                 pending   allow   0|__PROFILE__|pro:kns.ns1|allow|0
+dst       ns1/web     ingress    enforced  allow   0|__PROFILE__|pro:kns.ns1|allow|0
+                                 pending   deny    0|default|sgnp:block|deny|0
+
+final: enforced allow, pending deny (the staged policies change this flow)
+";
+    assert_eq!(table, want, "\n{table}");
+}
+
+#[test]
+fn table_lists_every_hit_and_marks_empty_traces() {
+    let c = cluster(HOSTS);
+    let e = evaluate(&c, &tcp("10.9.9.9", "192.168.0.3", 80));
+    let want = "\
+flow 10.9.9.9:40000 -> 192.168.0.3:80 TCP
+
+REPORTER  ENDPOINT  DIRECTION  VIEW      ACTION  POLICIES
+dst       closed    ingress    enforced  deny    0|__PROFILE__|pro:__NO_MATCH__|deny|0
+                               pending   deny    -
+
+final: enforced deny, pending deny
+";
+    assert_eq!(report::to_table(&e), want);
+    let c = with_pods(
+        r#"
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: pass-all}
+spec: {ingress: [{action: Pass}]}
+"#,
     );
-    assert!(
-        table.contains("final enforced allow, pending deny"),
-        "{table}"
+    let e = evaluate(&c, &tcp("8.8.8.8", "10.0.0.2", 80));
+    let want = "\
+flow 8.8.8.8:40000 -> 10.0.0.2:80 TCP
+
+REPORTER  ENDPOINT  DIRECTION  VIEW      ACTION  POLICIES
+dst       ns1/web   ingress    enforced  allow   0|default|gnp:pass-all|pass|0
+                                                 1|__PROFILE__|pro:kns.ns1|allow|0
+                               pending   allow   0|default|gnp:pass-all|pass|0
+                                                 1|__PROFILE__|pro:kns.ns1|allow|0
+
+final: enforced allow, pending allow
+";
+    assert_eq!(report::to_table(&e), want);
+    let e = evaluate(&c, &tcp("8.8.8.8", "1.1.1.1", 80));
+    assert_eq!(
+        report::to_table(&e),
+        "flow 8.8.8.8:40000 -> 1.1.1.1:80 TCP\n\nneither end is a known endpoint: no policy applies\n\nfinal: enforced allow, pending allow\n"
     );
 }
