@@ -47,6 +47,8 @@ pub mod report;
 #[cfg(test)]
 mod example_tests;
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
 use std::fmt;
