@@ -45,6 +45,8 @@ pub mod cluster;
 pub mod report;
 
 #[cfg(test)]
+mod example_tests;
+#[cfg(test)]
 mod tests;
 
 use std::fmt;
