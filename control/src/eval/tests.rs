@@ -1645,3 +1645,120 @@ final: enforced allow, pending allow
         "flow 8.8.8.8:40000 -> 1.1.1.1:80 TCP\n\nneither end is a known endpoint: no policy applies\n\nfinal: enforced allow, pending allow\n"
     );
 }
+
+// ---------------------------------------------------------------------------------
+// The scoping building blocks, pinned as canonical selector text
+
+fn entity(yaml: &str) -> crate::model::EntityRule {
+    serde_saphyr::from_str(yaml).expect("entity rule")
+}
+
+#[test]
+fn peer_selector_scoping_as_felix_receives_it() {
+    use crate::eval::cluster::peer_selector;
+    let scoped = |er: &str, ns: Option<&str>| {
+        peer_selector(&entity(er), ns)
+            .expect("parses")
+            .map(|s| s.canonical().to_string())
+    };
+    // No selector fields: no selector at all (any address), namespaced or not.
+    assert_eq!(scoped("{nets: [10.0.0.0/8]}", Some("ns1")), None);
+    // Namespaced policy: the namespace term is ANDed in front.
+    assert_eq!(
+        scoped("{selector: \"app == 'x'\"}", Some("ns1")),
+        Some(r#"(projectcalico.org/namespace == "ns1" && app == "x")"#.into())
+    );
+    // Global policy: as written.
+    assert_eq!(
+        scoped("{selector: \"app == 'x'\"}", None),
+        Some(r#"app == "x""#.into())
+    );
+    // notSelector alone still scopes a namespaced rule to its namespace.
+    assert_eq!(
+        scoped("{notSelector: \"app == 'x'\"}", Some("ns1")),
+        Some(r#"projectcalico.org/namespace == "ns1""#.into())
+    );
+    assert_eq!(scoped("{notSelector: \"app == 'x'\"}", None), None);
+    // namespaceSelector: pcns. keys; all() and global() rewritten.
+    assert_eq!(
+        scoped(
+            "{namespaceSelector: \"env == 'prod'\", selector: \"app == 'x'\"}",
+            Some("ns1")
+        ),
+        Some(r#"(pcns.env == "prod" && app == "x")"#.into())
+    );
+    assert_eq!(
+        scoped("{namespaceSelector: all()}", None),
+        Some("has(projectcalico.org/namespace)".into())
+    );
+    assert_eq!(
+        scoped("{namespaceSelector: global()}", Some("ns1")),
+        Some("!has(projectcalico.org/namespace)".into())
+    );
+    // Service accounts: names and pcsa.-prefixed selector, ANDed before the selector.
+    assert_eq!(
+        scoped(
+            "{serviceAccounts: {names: [b, a], selector: \"team == 't'\"}, selector: \"app == 'x'\"}",
+            Some("ns1")
+        ),
+        Some(
+            r#"(projectcalico.org/namespace == "ns1" && ((pcsa.team == "t" && projectcalico.org/serviceaccount in {"a", "b"}) && app == "x"))"#
+                .into()
+        )
+    );
+}
+
+#[test]
+fn applies_to_selector_as_felix_receives_it() {
+    use crate::eval::cluster::applies_to_selector;
+    let sel = |kind: Kind, ns: Option<&str>, spec: &str| {
+        let spec: crate::model::PolicySpec = serde_saphyr::from_str(spec).expect("spec");
+        let key = crate::model::ResourceKey {
+            kind,
+            namespace: ns.map(str::to_string),
+            name: "p".into(),
+        };
+        applies_to_selector(&key, &spec, ns)
+            .expect("parses")
+            .canonical()
+            .to_string()
+    };
+    assert_eq!(
+        sel(Kind::NetworkPolicy, Some("ns1"), "{}"),
+        r#"projectcalico.org/namespace == "ns1""#
+    );
+    assert_eq!(
+        sel(
+            Kind::NetworkPolicy,
+            Some("ns1"),
+            "{selector: \"app == 'x'\", serviceAccountSelector: \"team == 't'\"}"
+        ),
+        r#"((app == "x" && projectcalico.org/namespace == "ns1") && pcsa.team == "t")"#
+    );
+    assert_eq!(sel(Kind::GlobalNetworkPolicy, None, "{}"), "all()");
+    // Calico rewrites all() in the whole combined text, the policy's own selector too.
+    assert_eq!(
+        sel(
+            Kind::GlobalNetworkPolicy,
+            None,
+            "{selector: all(), namespaceSelector: all()}"
+        ),
+        "(has(projectcalico.org/namespace) && has(projectcalico.org/namespace))"
+    );
+    assert_eq!(
+        sel(
+            Kind::StagedGlobalNetworkPolicy,
+            None,
+            "{selector: all(), serviceAccountSelector: \"team == 't'\"}"
+        ),
+        r#"(has(projectcalico.org/serviceaccount) && pcsa.team == "t")"#
+    );
+    assert_eq!(
+        sel(
+            Kind::GlobalNetworkPolicy,
+            None,
+            "{namespaceSelector: \"env == 'prod'\"}"
+        ),
+        r#"pcns.env == "prod""#
+    );
+}
