@@ -77,6 +77,36 @@ pub enum ConversionError {
     },
 }
 
+impl ConversionError {
+    /// The field path inside the spec (`ingress[0].ports[1]`).
+    pub fn field(&self) -> String {
+        match self {
+            ConversionError::Port {
+                direction,
+                rule,
+                port,
+                ..
+            } => format!("{direction}[{rule}].ports[{port}]"),
+            ConversionError::Protocol {
+                direction,
+                rule,
+                port,
+                ..
+            } => format!("{direction}[{rule}].ports[{port}].protocol"),
+        }
+    }
+
+    /// What is wrong and what would be accepted.
+    pub fn reason(&self) -> String {
+        match self {
+            ConversionError::Port { reason, .. } => reason.clone(),
+            ConversionError::Protocol { value, .. } => {
+                format!("invalid protocol {value:?}: expected TCP, UDP or SCTP")
+            }
+        }
+    }
+}
+
 /// Whether a label selector is for pods (gets the orchestrator term) or namespaces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SelectorKind {

@@ -4,6 +4,7 @@
 //! Nothing here runs on the packet path. Policy flows one way:
 //! `model` (load, default, validate) → `store` → `lower` → `dataplane::program`.
 
+pub mod cli;
 pub mod eval;
 pub mod flowlog;
 pub mod impact;
@@ -11,3 +12,4 @@ pub mod k8s;
 pub mod lower;
 pub mod model;
 pub mod selector;
+pub mod store;

@@ -3,9 +3,12 @@
 //! This crate knows nothing of Calico, YAML or selectors; the control plane lowers
 //! policy into [`program::Program`]s and maps the opaque ids in verdicts back to names.
 
+pub mod flow;
 pub mod linear;
 pub mod packet;
+pub mod pipeline;
 pub mod program;
+pub mod worker;
 
 #[cfg(test)]
 pub(crate) mod fixtures;

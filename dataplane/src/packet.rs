@@ -872,6 +872,36 @@ pub(crate) mod testpkt {
         out
     }
 
+    /// A TCP/IPv4 frame with the given flags byte (see `packet::tcp_flags`).
+    pub fn tcp4_flags(
+        src: [u8; 4],
+        dst: [u8; 4],
+        sport: u16,
+        dport: u16,
+        flags: u8,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        use super::tcp_flags::*;
+        let mut b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+            .ipv4(src, dst, 64)
+            .tcp(sport, dport, 1, 1000);
+        if flags & SYN != 0 {
+            b = b.syn();
+        }
+        if flags & ACK != 0 {
+            b = b.ack(1);
+        }
+        if flags & FIN != 0 {
+            b = b.fin();
+        }
+        if flags & RST != 0 {
+            b = b.rst();
+        }
+        let mut out = Vec::new();
+        b.write(&mut out, payload).expect("builder writes to a Vec");
+        out
+    }
+
     pub fn udp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
         let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
             .ipv4(src, dst, 64)

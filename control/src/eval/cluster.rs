@@ -51,31 +51,40 @@ pub const BUILTIN_TIERS: [(&str, f64, TierDefaultAction); 3] = [
     ("kube-baseline", 10_000_000.0, TierDefaultAction::Pass),
 ];
 
-/// Why a resource set cannot be evaluated. Validation (`model::validate`) rejects all
-/// of these earlier; the evaluator checks again so that it never panics on input that
-/// skipped validation.
+/// Why a resource set cannot be evaluated: a selector that does not parse or a
+/// Kubernetes policy that cannot be converted. Validation (`model::validate`) rejects
+/// all of these earlier; the evaluator checks again so that it never panics on input
+/// that skipped validation.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
-pub enum ClusterError {
-    /// A selector does not parse.
-    #[error("{resource}: {field}: invalid selector {text:?}: {reason}")]
-    Selector {
-        /// The resource.
-        resource: ResourceKey,
-        /// Field path.
-        field: String,
-        /// The selector text.
-        text: String,
-        /// Parser message.
-        reason: String,
-    },
-    /// A Kubernetes policy cannot be converted.
-    #[error("{resource}: spec.{0}", .source)]
-    K8s {
-        /// The resource.
-        resource: ResourceKey,
-        /// What is wrong.
-        source: k8s::ConversionError,
-    },
+#[error("{resource}: {field}: {reason}")]
+pub struct ClusterError {
+    /// The resource.
+    pub resource: ResourceKey,
+    /// Field path inside it (`spec.ingress[0].source.selector`).
+    pub field: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// A selector of an EntityRule that does not parse.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SelectorProblem {
+    /// Field path inside the EntityRule (`selector`, `serviceAccounts.selector`, ...).
+    pub field: String,
+    /// The selector text.
+    pub text: String,
+    /// Parser message.
+    pub reason: String,
+}
+
+impl SelectorProblem {
+    fn into_error(self, resource: &ResourceKey, prefix: &str) -> ClusterError {
+        ClusterError {
+            resource: resource.clone(),
+            field: format!("{prefix}{}", self.field),
+            reason: format!("invalid selector {:?}: {}", self.text, self.reason),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -252,9 +261,13 @@ pub struct PeerMatch {
 pub fn peer_selector(
     er: &EntityRule,
     policy_namespace: Option<&str>,
-) -> Result<Option<Selector>, (String, String, String)> {
+) -> Result<Option<Selector>, SelectorProblem> {
     let parse = |field: &str, text: &str| {
-        Selector::parse(text).map_err(|e| (field.to_string(), text.to_string(), e.to_string()))
+        Selector::parse(text).map_err(|e| SelectorProblem {
+            field: field.to_string(),
+            text: text.to_string(),
+            reason: e.to_string(),
+        })
     };
 
     let ns_term: Option<Selector> = match er.namespace_selector.as_deref() {
@@ -313,16 +326,18 @@ pub fn peer_selector(
 
 impl PeerMatch {
     /// Resolves an EntityRule of a policy in `policy_namespace` (`None` = global).
-    /// Errors carry (field, text, reason) of a selector that does not parse.
     pub fn new(
         er: &EntityRule,
         policy_namespace: Option<&str>,
-    ) -> Result<PeerMatch, (String, String, String)> {
+    ) -> Result<PeerMatch, SelectorProblem> {
         let not_selector = match er.not_selector.as_deref() {
-            Some(text) if !text.is_empty() => Some(
-                Selector::parse(text)
-                    .map_err(|e| ("notSelector".to_string(), text.to_string(), e.to_string()))?,
-            ),
+            Some(text) if !text.is_empty() => {
+                Some(Selector::parse(text).map_err(|e| SelectorProblem {
+                    field: "notSelector".to_string(),
+                    text: text.to_string(),
+                    reason: e.to_string(),
+                })?)
+            }
             _ => None,
         };
         Ok(PeerMatch {
@@ -347,12 +362,8 @@ fn policy_rules(
     let mut out = Vec::with_capacity(rules.len());
     for (i, rule) in rules.iter().enumerate() {
         let peer = |side: &str, er: &EntityRule| {
-            PeerMatch::new(er, namespace).map_err(|(f, text, reason)| ClusterError::Selector {
-                resource: key.clone(),
-                field: format!("spec.{field}[{i}].{side}.{f}"),
-                text,
-                reason,
-            })
+            PeerMatch::new(er, namespace)
+                .map_err(|p| p.into_error(key, &format!("spec.{field}[{i}].{side}.")))
         };
         out.push(PolicyRule {
             rule: rule.clone(),
@@ -364,11 +375,13 @@ fn policy_rules(
 }
 
 fn parse_field(key: &ResourceKey, field: &str, text: &str) -> Result<Selector, ClusterError> {
-    Selector::parse(text).map_err(|e| ClusterError::Selector {
-        resource: key.clone(),
-        field: field.to_string(),
-        text: text.to_string(),
-        reason: e.to_string(),
+    Selector::parse(text).map_err(|e| {
+        SelectorProblem {
+            field: field.to_string(),
+            text: text.to_string(),
+            reason: e.to_string(),
+        }
+        .into_error(key, "")
     })
 }
 
@@ -698,11 +711,11 @@ impl Cluster {
                     } else {
                         K8sFlavour::NetworkPolicy
                     };
-                    let spec =
-                        k8s::to_calico(&o.spec, flavour).map_err(|source| ClusterError::K8s {
-                            resource: key.clone(),
-                            source,
-                        })?;
+                    let spec = k8s::to_calico(&o.spec, flavour).map_err(|e| ClusterError {
+                        resource: key.clone(),
+                        field: format!("spec.{}", e.field()),
+                        reason: e.reason(),
+                    })?;
                     if let Some(p) = calico_policy(key.kind, &o.metadata, &spec)? {
                         c.policies.push(p);
                     }

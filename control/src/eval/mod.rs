@@ -45,6 +45,10 @@ pub mod cluster;
 pub mod report;
 
 #[cfg(test)]
+mod example_tests;
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
 use std::fmt;
