@@ -925,17 +925,114 @@ pub(crate) fn check(resources: &[Resource], flows: &[FlowKey]) -> Result<(), Str
     Ok(())
 }
 
+/// The generator reaches what the property is about: flows with reporters, hits of
+/// every kind and action (rule hits and tier defaults), staged policies that change
+/// the pending view, and rules split by named ports.
+#[test]
+fn generated_stores_exercise_every_construct() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+
+    let mut runner = TestRunner::deterministic();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut count = |k: String| *seen.entry(k).or_default() += 1;
+    let (mut flows_total, mut with_reporter) = (0, 0);
+    for _ in 0..128 {
+        let (resources, flows) = store_and_flows(32)
+            .new_tree(&mut runner)
+            .expect("generate")
+            .current();
+        let cluster = Cluster::from_resources(&resources).expect("cluster");
+        let lowered = lower(&cluster).expect("lower");
+        for p in &lowered.set.programs {
+            for pol in p.tiers.iter().flat_map(|t| &t.policies).chain(&p.profiles) {
+                if pol.rules.windows(2).any(|w| w[0].index == w[1].index) {
+                    count("split rule".into());
+                }
+            }
+        }
+        for key in &flows {
+            flows_total += 1;
+            let e = eval::evaluate(&cluster, &Flow::from_key(key));
+            if !e.reporters.is_empty() {
+                with_reporter += 1;
+            }
+            for r in &e.reporters {
+                if r.enforced != r.pending {
+                    count("enforced != pending".into());
+                }
+                for h in r.enforced.hits.iter().chain(&r.pending.hits) {
+                    let short = h.kind.hit_short().unwrap_or("?");
+                    let at = if h.rule_index < 0 {
+                        "end of tier"
+                    } else {
+                        "rule"
+                    };
+                    count(format!("{short} {} {at}", h.action));
+                }
+            }
+        }
+    }
+    assert!(
+        with_reporter * 2 > flows_total,
+        "{with_reporter}/{flows_total}"
+    );
+    let mut want = vec![
+        "split rule".to_string(),
+        "enforced != pending".to_string(),
+        "pro allow rule".to_string(),
+        "pro deny rule".to_string(),
+        "pro deny end of tier".to_string(),
+    ];
+    for kind in ["np", "gnp", "snp", "sgnp"] {
+        for what in [
+            "allow rule",
+            "deny rule",
+            "pass rule",
+            "deny end of tier",
+            "pass end of tier",
+        ] {
+            want.push(format!("{kind} {what}"));
+        }
+    }
+    for kind in ["knp", "sknp"] {
+        want.push(format!("{kind} allow rule"));
+        want.push(format!("{kind} deny end of tier"));
+    }
+    let missing: Vec<&String> = want.iter().filter(|w| !seen.contains_key(*w)).collect();
+    assert!(
+        missing.is_empty(),
+        "never generated: {missing:?}\nseen: {seen:?}"
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 256,
-        max_shrink_iters: 4096,
+        cases: 400,
+        max_shrink_iters: 256,
         ..ProptestConfig::default()
     })]
 
     #[test]
-    fn eval_equals_linear_over_lowered((resources, flows) in store_and_flows(48)) {
+    fn eval_equals_linear_over_lowered((resources, flows) in store_and_flows(64)) {
         if let Err(e) = check(&resources, &flows) {
             prop_assert!(false, "{e}");
         }
     }
+}
+
+/// The long run: `cargo test -p control --lib -- --ignored lower` (about 10 minutes
+/// on one core).
+#[test]
+#[ignore = "long run"]
+fn eval_equals_linear_over_lowered_long() {
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 20_000,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(&store_and_flows(64), |(resources, flows)| {
+            check(&resources, &flows).map_err(TestCaseError::fail)
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
 }
