@@ -544,9 +544,8 @@ pub fn rule_matches(cluster: &Cluster, r: &PolicyRule, flow: &Flow) -> bool {
             _ => return false,
         }
     }
-    // `notICMP` too only matches ICMP packets of the flow's family (felix renders it as
-    // an `icmp`/`icmp6` match, which never matches anything else): a v6 packet of
-    // protocol 1 is not ICMP.
+    // notICMP, like icmp, only matches ICMP packets (validation also requires the
+    // rule's protocol to be ICMP/ICMPv6, so this only matters for unvalidated input).
     if let Some((not_type, not_code)) = rule.not_icmp.and_then(|i| i.icmp_type.map(|t| (t, i.code)))
     {
         match flow.icmp() {
