@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod check;
+pub mod eval;
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
@@ -58,12 +59,15 @@ pub enum Output {
 pub enum Command {
     /// Validate a policy set (files, directories or stdin) without applying it.
     Check(check::Args),
+    /// Evaluate one flow against a policy set: enforced and pending verdicts and traces.
+    Eval(eval::Args),
 }
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     match &cli.command {
         Command::Check(args) => check::run(args, &cli.global),
+        Command::Eval(args) => eval::run(args, &cli.global),
     }
 }
 

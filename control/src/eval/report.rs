@@ -106,38 +106,78 @@ fn verdict_word(v: super::Verdict) -> &'static str {
     }
 }
 
-/// The human-friendly table.
+/// The human-friendly table: one row per reporter and view, hits on continuation
+/// lines, then the combined verdicts.
+///
+/// ```text
+/// flow 10.0.1.10:49152 -> 10.0.1.20:6379 TCP
+///
+/// REPORTER  ENDPOINT          DIRECTION  VIEW      ACTION  POLICIES
+/// src       default/frontend  egress     enforced  allow   0|__PROFILE__|pro:kns.default|allow|0
+///                                        pending   allow   0|__PROFILE__|pro:kns.default|allow|0
+/// dst       default/database  ingress    enforced  deny    0|default|np:default/database-allow-backend|deny|-1
+///                                        pending   allow   0|default|sgnp:default.allow-tcp-6379|allow|0
+///
+/// final: enforced deny, pending allow (the staged policies change this flow)
+/// ```
 pub fn to_table(e: &Evaluation) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "flow  {}", e.flow);
+    let _ = writeln!(out, "flow {}\n", e.flow);
     if e.reporters.is_empty() {
+        let _ = writeln!(out, "neither end is a known endpoint: no policy applies\n");
+    } else {
+        let ep_width = e
+            .reporters
+            .iter()
+            .map(|r| r.endpoint_name.len())
+            .max()
+            .unwrap_or(0)
+            .max("ENDPOINT".len());
         let _ = writeln!(
             out,
-            "      neither end is a known endpoint: no policy applies"
+            "REPORTER  {:<ep_width$}  DIRECTION  VIEW      ACTION  POLICIES",
+            "ENDPOINT"
         );
-    }
-    for r in &e.reporters {
-        let (end, dir) = match r.reporter {
-            Reporter::Src => ("src", "egress"),
-            Reporter::Dst => ("dst", "ingress"),
-        };
-        let kind = match r.endpoint_kind {
-            super::EndpointKind::Workload => "workload endpoint",
-            super::EndpointKind::Host => "host endpoint",
-        };
-        let _ = writeln!(out, "\n{end}   {} ({kind}, {dir})", r.endpoint_name);
-        for (view, o) in [("enforced", &r.enforced), ("pending", &r.pending)] {
-            let _ = writeln!(out, "      {view:<9}{}", verdict_word(o.verdict));
-            for h in o.hit_strings() {
-                let _ = writeln!(out, "        {h}");
+        let indent = " ".repeat(10 + ep_width + 2 + 11 + 10 + 8);
+        for r in &e.reporters {
+            let (end, dir) = match r.reporter {
+                Reporter::Src => ("src", "egress"),
+                Reporter::Dst => ("dst", "ingress"),
+            };
+            for (i, (view, o)) in [("enforced", &r.enforced), ("pending", &r.pending)]
+                .into_iter()
+                .enumerate()
+            {
+                let (end, name, dir) = if i == 0 {
+                    (end, r.endpoint_name.as_str(), dir)
+                } else {
+                    ("", "", "")
+                };
+                let hits = o.hit_strings();
+                let first = hits.first().map_or("-", String::as_str);
+                let _ = writeln!(
+                    out,
+                    "{end:<8}  {name:<ep_width$}  {dir:<9}  {view:<8}  {:<6}  {first}",
+                    verdict_word(o.verdict)
+                );
+                for h in hits.iter().skip(1) {
+                    let _ = writeln!(out, "{indent}{h}");
+                }
             }
         }
+        out.push('\n');
     }
+    let (enforced, pending) = (e.enforced(), e.pending());
     let _ = writeln!(
         out,
-        "\nfinal enforced {}, pending {}",
-        verdict_word(e.enforced()),
-        verdict_word(e.pending())
+        "final: enforced {}, pending {}{}",
+        verdict_word(enforced),
+        verdict_word(pending),
+        if enforced == pending {
+            ""
+        } else {
+            " (the staged policies change this flow)"
+        }
     );
     out
 }

@@ -8,98 +8,27 @@ use dataplane::program::View;
 
 use super::*;
 use crate::eval::cluster::{TierInfo, compare_tiers};
-use crate::model::{
-    HostEndpointSpec, K8sPolicySpec, Kind, NamespaceSpec, NetworkSetSpec, Object, ObjectMeta,
-    PolicySpec, ProfileSpec, Resource, TierSpec, WorkloadEndpointSpec,
-};
+use crate::model::Resource;
 
 // ---------------------------------------------------------------------------------
 // Helpers
 
-#[derive(serde::Deserialize)]
-struct Doc {
-    #[serde(rename = "apiVersion")]
-    api_version: String,
-    kind: String,
-    metadata: ObjectMeta,
-    #[serde(default)]
-    spec: Option<serde_json::Value>,
-}
-
-fn spec<T: serde::de::DeserializeOwned + Default>(v: Option<serde_json::Value>) -> T {
-    match v {
-        None | Some(serde_json::Value::Null) => T::default(),
-        Some(v) => serde_json::from_value(v).expect("spec"),
+/// Loads multi-document YAML with the model loader (defaulting and validation
+/// included), as the CLI does.
+pub(crate) fn resources(yaml: &str) -> Vec<Resource> {
+    match crate::model::load_str(yaml, "test.yaml") {
+        Ok(loaded) => loaded.into_iter().map(|l| l.resource).collect(),
+        Err(e) => panic!("invalid test input:\n{e}"),
     }
 }
 
-/// Decodes multi-document YAML into resources (no defaulting or validation: the
-/// evaluator must apply Calico's defaults itself).
-pub(crate) fn resources(yaml: &str) -> Vec<Resource> {
-    let docs: Vec<Doc> = serde_saphyr::from_multiple(yaml).expect("yaml");
-    docs.into_iter()
-        .map(|d| {
-            let kind = Kind::from_wire(&d.api_version, &d.kind)
-                .unwrap_or_else(|| panic!("kind {} {}", d.api_version, d.kind));
-            let m = d.metadata;
-            match kind {
-                Kind::NetworkPolicy => Resource::NetworkPolicy(Object {
-                    metadata: m,
-                    spec: spec::<PolicySpec>(d.spec),
-                }),
-                Kind::GlobalNetworkPolicy => Resource::GlobalNetworkPolicy(Object {
-                    metadata: m,
-                    spec: spec(d.spec),
-                }),
-                Kind::StagedNetworkPolicy => Resource::StagedNetworkPolicy(Object {
-                    metadata: m,
-                    spec: spec(d.spec),
-                }),
-                Kind::StagedGlobalNetworkPolicy => Resource::StagedGlobalNetworkPolicy(Object {
-                    metadata: m,
-                    spec: spec(d.spec),
-                }),
-                Kind::StagedKubernetesNetworkPolicy => {
-                    Resource::StagedKubernetesNetworkPolicy(Object {
-                        metadata: m,
-                        spec: spec::<K8sPolicySpec>(d.spec),
-                    })
-                }
-                Kind::KubernetesNetworkPolicy => Resource::KubernetesNetworkPolicy(Object {
-                    metadata: m,
-                    spec: spec(d.spec),
-                }),
-                Kind::Tier => Resource::Tier(Object {
-                    metadata: m,
-                    spec: spec::<TierSpec>(d.spec),
-                }),
-                Kind::NetworkSet => Resource::NetworkSet(Object {
-                    metadata: m,
-                    spec: spec::<NetworkSetSpec>(d.spec),
-                }),
-                Kind::GlobalNetworkSet => Resource::GlobalNetworkSet(Object {
-                    metadata: m,
-                    spec: spec(d.spec),
-                }),
-                Kind::HostEndpoint => Resource::HostEndpoint(Object {
-                    metadata: m,
-                    spec: spec::<HostEndpointSpec>(d.spec),
-                }),
-                Kind::WorkloadEndpoint => Resource::WorkloadEndpoint(Object {
-                    metadata: m,
-                    spec: spec::<WorkloadEndpointSpec>(d.spec),
-                }),
-                Kind::Profile => Resource::Profile(Object {
-                    metadata: m,
-                    spec: spec::<ProfileSpec>(d.spec),
-                }),
-                Kind::Namespace => Resource::Namespace(Object {
-                    metadata: m,
-                    spec: spec::<NamespaceSpec>(d.spec),
-                }),
-            }
-        })
-        .collect()
+/// Decodes YAML without defaulting or validation: the evaluator applies Calico's
+/// defaults itself and reports bad selectors on its own.
+fn raw_resources(yaml: &str) -> Vec<Resource> {
+    match crate::model::parse_str(yaml, "test.yaml") {
+        Ok(loaded) => loaded.into_iter().map(|l| l.resource).collect(),
+        Err(e) => panic!("undecodable test input:\n{e}"),
+    }
 }
 
 pub(crate) fn cluster(yaml: &str) -> Cluster {
@@ -1618,7 +1547,7 @@ fn evaluate_endpoint_views_and_flow_keys_round_trip() {
 
 #[test]
 fn bad_selectors_are_errors_naming_the_field() {
-    let r = resources(
+    let r = raw_resources(
         r#"
 apiVersion: projectcalico.org/v3
 kind: NetworkPolicy
@@ -1661,12 +1590,175 @@ spec: {selector: "app == 'web'", ingress: [{action: Deny}]}
         })
     );
     let table = report::to_table(&e);
-    assert!(
-        table.contains("dst   ns1/web (workload endpoint, ingress)"),
-        "{table}"
+    let want = "\
+flow 10.0.0.1:40000 -> 10.0.0.2:80 TCP
+
+REPORTER  ENDPOINT    DIRECTION  VIEW      ACTION  POLICIES
+src       ns1/client  egress     enforced  allow   0|__PROFILE__|pro:kns.ns1|allow|0
+                                 pending   allow   0|__PROFILE__|pro:kns.ns1|allow|0
+dst       ns1/web     ingress    enforced  allow   0|__PROFILE__|pro:kns.ns1|allow|0
+                                 pending   deny    0|default|sgnp:block|deny|0
+
+final: enforced allow, pending deny (the staged policies change this flow)
+";
+    assert_eq!(table, want, "\n{table}");
+}
+
+#[test]
+fn table_lists_every_hit_and_marks_empty_traces() {
+    let c = cluster(HOSTS);
+    let e = evaluate(&c, &tcp("10.9.9.9", "192.168.0.3", 80));
+    let want = "\
+flow 10.9.9.9:40000 -> 192.168.0.3:80 TCP
+
+REPORTER  ENDPOINT  DIRECTION  VIEW      ACTION  POLICIES
+dst       closed    ingress    enforced  deny    0|__PROFILE__|pro:__NO_MATCH__|deny|0
+                               pending   deny    -
+
+final: enforced deny, pending deny
+";
+    assert_eq!(report::to_table(&e), want);
+    let c = with_pods(
+        r#"
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: pass-all}
+spec: {ingress: [{action: Pass}]}
+"#,
     );
-    assert!(
-        table.contains("final enforced allow, pending deny"),
-        "{table}"
+    let e = evaluate(&c, &tcp("8.8.8.8", "10.0.0.2", 80));
+    let want = "\
+flow 8.8.8.8:40000 -> 10.0.0.2:80 TCP
+
+REPORTER  ENDPOINT  DIRECTION  VIEW      ACTION  POLICIES
+dst       ns1/web   ingress    enforced  allow   0|default|gnp:pass-all|pass|0
+                                                 1|__PROFILE__|pro:kns.ns1|allow|0
+                               pending   allow   0|default|gnp:pass-all|pass|0
+                                                 1|__PROFILE__|pro:kns.ns1|allow|0
+
+final: enforced allow, pending allow
+";
+    assert_eq!(report::to_table(&e), want);
+    let e = evaluate(&c, &tcp("8.8.8.8", "1.1.1.1", 80));
+    assert_eq!(
+        report::to_table(&e),
+        "flow 8.8.8.8:40000 -> 1.1.1.1:80 TCP\n\nneither end is a known endpoint: no policy applies\n\nfinal: enforced allow, pending allow\n"
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// The scoping building blocks, pinned as canonical selector text
+
+fn entity(yaml: &str) -> crate::model::EntityRule {
+    serde_saphyr::from_str(yaml).expect("entity rule")
+}
+
+#[test]
+fn peer_selector_scoping_as_felix_receives_it() {
+    use crate::eval::cluster::peer_selector;
+    let scoped = |er: &str, ns: Option<&str>| {
+        peer_selector(&entity(er), ns)
+            .expect("parses")
+            .map(|s| s.canonical().to_string())
+    };
+    // No selector fields: no selector at all (any address), namespaced or not.
+    assert_eq!(scoped("{nets: [10.0.0.0/8]}", Some("ns1")), None);
+    // Namespaced policy: the namespace term is ANDed in front.
+    assert_eq!(
+        scoped("{selector: \"app == 'x'\"}", Some("ns1")),
+        Some(r#"(projectcalico.org/namespace == "ns1" && app == "x")"#.into())
+    );
+    // Global policy: as written.
+    assert_eq!(
+        scoped("{selector: \"app == 'x'\"}", None),
+        Some(r#"app == "x""#.into())
+    );
+    // notSelector alone still scopes a namespaced rule to its namespace.
+    assert_eq!(
+        scoped("{notSelector: \"app == 'x'\"}", Some("ns1")),
+        Some(r#"projectcalico.org/namespace == "ns1""#.into())
+    );
+    assert_eq!(scoped("{notSelector: \"app == 'x'\"}", None), None);
+    // namespaceSelector: pcns. keys; all() and global() rewritten.
+    assert_eq!(
+        scoped(
+            "{namespaceSelector: \"env == 'prod'\", selector: \"app == 'x'\"}",
+            Some("ns1")
+        ),
+        Some(r#"(pcns.env == "prod" && app == "x")"#.into())
+    );
+    assert_eq!(
+        scoped("{namespaceSelector: all()}", None),
+        Some("has(projectcalico.org/namespace)".into())
+    );
+    assert_eq!(
+        scoped("{namespaceSelector: global()}", Some("ns1")),
+        Some("!has(projectcalico.org/namespace)".into())
+    );
+    // Service accounts: names and pcsa.-prefixed selector, ANDed before the selector.
+    assert_eq!(
+        scoped(
+            "{serviceAccounts: {names: [b, a], selector: \"team == 't'\"}, selector: \"app == 'x'\"}",
+            Some("ns1")
+        ),
+        Some(
+            r#"(projectcalico.org/namespace == "ns1" && ((pcsa.team == "t" && projectcalico.org/serviceaccount in {"a", "b"}) && app == "x"))"#
+                .into()
+        )
+    );
+}
+
+#[test]
+fn applies_to_selector_as_felix_receives_it() {
+    use crate::eval::cluster::applies_to_selector;
+    let sel = |kind: Kind, ns: Option<&str>, spec: &str| {
+        let spec: crate::model::PolicySpec = serde_saphyr::from_str(spec).expect("spec");
+        let key = crate::model::ResourceKey {
+            kind,
+            namespace: ns.map(str::to_string),
+            name: "p".into(),
+        };
+        applies_to_selector(&key, &spec, ns)
+            .expect("parses")
+            .canonical()
+            .to_string()
+    };
+    assert_eq!(
+        sel(Kind::NetworkPolicy, Some("ns1"), "{}"),
+        r#"projectcalico.org/namespace == "ns1""#
+    );
+    assert_eq!(
+        sel(
+            Kind::NetworkPolicy,
+            Some("ns1"),
+            "{selector: \"app == 'x'\", serviceAccountSelector: \"team == 't'\"}"
+        ),
+        r#"((app == "x" && projectcalico.org/namespace == "ns1") && pcsa.team == "t")"#
+    );
+    assert_eq!(sel(Kind::GlobalNetworkPolicy, None, "{}"), "all()");
+    // Calico rewrites all() in the whole combined text, the policy's own selector too.
+    assert_eq!(
+        sel(
+            Kind::GlobalNetworkPolicy,
+            None,
+            "{selector: all(), namespaceSelector: all()}"
+        ),
+        "(has(projectcalico.org/namespace) && has(projectcalico.org/namespace))"
+    );
+    assert_eq!(
+        sel(
+            Kind::StagedGlobalNetworkPolicy,
+            None,
+            "{selector: all(), serviceAccountSelector: \"team == 't'\"}"
+        ),
+        r#"(has(projectcalico.org/serviceaccount) && pcsa.team == "t")"#
+    );
+    assert_eq!(
+        sel(
+            Kind::GlobalNetworkPolicy,
+            None,
+            "{namespaceSelector: \"env == 'prod'\"}"
+        ),
+        r#"pcns.env == "prod""#
     );
 }

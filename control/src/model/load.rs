@@ -217,10 +217,25 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<Loaded>, LoadErrors
     loader.finish()
 }
 
-/// Loads, defaults and validates `text` (YAML or JSON) named `source` in errors.
+/// How text is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// YAML (multi-document; JSON is read as YAML too).
+    Yaml,
+    /// A stream of JSON values (the reader for `*.json` files).
+    Json,
+}
+
+/// Loads, defaults and validates `text` (YAML, which includes JSON) named `source` in
+/// errors.
 pub fn load_str(text: &str, source: &str) -> Result<Vec<Loaded>, LoadErrors> {
+    load_text(text, source, Format::Yaml)
+}
+
+/// Loads, defaults and validates `text` read as `format`.
+pub fn load_text(text: &str, source: &str, format: Format) -> Result<Vec<Loaded>, LoadErrors> {
     let mut loader = Loader::new(true);
-    loader.text(text, source, false);
+    loader.text(text, source, format == Format::Json);
     loader.finish()
 }
 

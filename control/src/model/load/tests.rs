@@ -524,3 +524,190 @@ fn yaml_1_1_booleans_are_strings() {
         vec!["f.yaml:1: spec.doNotTrack: invalid type: string \"yes\", expected a boolean"]
     );
 }
+
+mod fuzzish {
+    //! Property tests: random bytes and mutated near-valid YAML never panic the loader,
+    //! every error names the input, and whatever loads holds the model's invariants.
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::{defaults, validate};
+
+    const SEEDS: [&str; 4] = [
+        NP,
+        TIER,
+        "apiVersion: v1
+kind: List
+items:
+- apiVersion: projectcalico.org/v3
+  kind: GlobalNetworkPolicy
+  metadata: {name: g, labels: {a: b}}
+  spec:
+    selector: has(x) && y in {'1', '2'}
+    preDNAT: true
+    applyOnForward: true
+    ingress:
+    - {action: Deny, protocol: ICMP, icmp: {type: 8}, source: {nets: [10.0.0.0/8]}}
+- apiVersion: networking.k8s.io/v1
+  kind: NetworkPolicy
+  metadata: {name: k, namespace: n}
+  spec:
+    podSelector: {matchExpressions: [{key: a, operator: In, values: [b]}]}
+    ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16]}}], ports: [{port: 80, endPort: 90}]}]
+",
+        "---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: w, namespace: n}
+spec: {ipNetworks: [10.0.0.1/32], ports: [{name: http, protocol: TCP, port: 80}]}
+---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: h}
+spec: {node: n, expectedIPs: ['fd00::1'], ports: [{name: ssh, protocol: TCP, port: 22}]}
+",
+    ];
+
+    const INSERTS: [&str; 16] = [
+        ":", "- ", "[", "]", "{", "}", "'", "\"", "\n", "  ", "#", "&a ", "*a", "!!str ", "---\n",
+        "0",
+    ];
+
+    #[derive(Clone, Debug)]
+    enum Edit {
+        Delete(usize),
+        Insert(usize, usize),
+        DupLine(usize),
+        DropLine(usize),
+        Truncate(usize),
+    }
+
+    fn edit() -> impl Strategy<Value = Edit> {
+        prop_oneof![
+            any::<usize>().prop_map(Edit::Delete),
+            (any::<usize>(), 0..INSERTS.len()).prop_map(|(a, b)| Edit::Insert(a, b)),
+            any::<usize>().prop_map(Edit::DupLine),
+            any::<usize>().prop_map(Edit::DropLine),
+            any::<usize>().prop_map(Edit::Truncate),
+        ]
+    }
+
+    fn char_boundary(s: &str, at: usize) -> usize {
+        let mut i = at % (s.len() + 1);
+        while !s.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    }
+
+    fn mutate(seed: &str, edits: &[Edit]) -> String {
+        let mut s = seed.to_string();
+        for e in edits {
+            match *e {
+                Edit::Delete(at) => {
+                    let i = char_boundary(&s, at);
+                    if i < s.len() {
+                        s.remove(i);
+                    }
+                }
+                Edit::Insert(at, what) => {
+                    let i = char_boundary(&s, at);
+                    s.insert_str(i, INSERTS[what]);
+                }
+                Edit::DupLine(at) | Edit::DropLine(at) => {
+                    let mut lines: Vec<&str> = s.lines().collect();
+                    if !lines.is_empty() {
+                        let i = at % lines.len();
+                        if matches!(e, Edit::DupLine(_)) {
+                            lines.insert(i, lines[i]);
+                        } else {
+                            lines.remove(i);
+                        }
+                    }
+                    s = lines.join("\n");
+                }
+                Edit::Truncate(at) => {
+                    let i = char_boundary(&s, at);
+                    s.truncate(i);
+                }
+            }
+        }
+        s
+    }
+
+    fn check_outcome(text: &str, source: &str) {
+        match load_str(text, source) {
+            Ok(loaded) => {
+                for l in &loaded {
+                    assert!(
+                        validate::validate(&l.resource).is_empty(),
+                        "loaded an invalid resource: {l:?}"
+                    );
+                    let mut again = l.resource.clone();
+                    defaults::apply(&mut again);
+                    assert_eq!(again, l.resource, "defaulting is not idempotent");
+                    assert_eq!(l.origin.source, source);
+                }
+            }
+            Err(e) => {
+                assert!(!e.0.is_empty());
+                for err in &e.0 {
+                    assert!(
+                        err.to_string().starts_with(&format!("{source}:")),
+                        "error does not name the input: {err}"
+                    );
+                    assert!(!err.reason.is_empty());
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = load_reader(&bytes[..], "r.yaml");
+            if let Ok(text) = std::str::from_utf8(&bytes) {
+                check_outcome(text, "r.yaml");
+                let _ = load_text(text, "r.json", Format::Json);
+            }
+        }
+
+        #[test]
+        fn near_valid_yaml_never_panics(
+            seed in 0..SEEDS.len(),
+            edits in proptest::collection::vec(edit(), 1..6),
+        ) {
+            let text = mutate(SEEDS[seed], &edits);
+            check_outcome(&text, "m.yaml");
+        }
+
+        #[test]
+        fn yamlish_token_soup_never_panics(
+            parts in proptest::collection::vec(
+                prop_oneof![
+                    Just("apiVersion: projectcalico.org/v3\n".to_string()),
+                    Just("kind: NetworkPolicy\n".to_string()),
+                    Just("metadata: {name: a}\n".to_string()),
+                    Just("spec:\n".to_string()),
+                    Just("  ingress:\n  - action: Allow\n".to_string()),
+                    Just("    protocol: TCP\n".to_string()),
+                    Just("    destination: {ports: [80]}\n".to_string()),
+                    Just("---\n".to_string()),
+                    "[ -~]{0,12}\n",
+                ],
+                0..16,
+            )
+        ) {
+            check_outcome(&parts.concat(), "s.yaml");
+        }
+    }
+
+    #[test]
+    fn seeds_are_valid() {
+        for s in SEEDS {
+            ok(s);
+        }
+    }
+}

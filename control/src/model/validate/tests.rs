@@ -854,3 +854,79 @@ fn profiles() {
         ],
     );
 }
+
+#[test]
+fn remaining_field_checks() {
+    check(
+        &np("{ingress: [{action: Allow, source: {notNets: ['::/0']}}]}"),
+        &[
+            "spec.ingress[0].source.notNets[0]: catch-all CIDR ::/0 in negation creates logical contradiction (matches no traffic)",
+        ],
+    );
+    check(
+        &np(
+            "{egress: [{action: Allow, destination: {services: {name: Web, namespace: a_b}}, source: {serviceAccounts: {names: [Admin]}}}]}",
+        ),
+        &[
+            "spec.egress[0].source.serviceAccounts.names[0]: invalid service account name \"Admin\": expected lower-case alphanumerics, '-' and '.' (DNS-1123 subdomain)",
+            "spec.egress[0].destination.services.name: invalid service name \"Web\": expected lower-case alphanumerics, '-' and '.' (DNS-1123 subdomain)",
+            "spec.egress[0].destination.services.namespace: invalid namespace \"a_b\": expected lower-case alphanumerics, '-' and '.' (DNS-1123 subdomain)",
+        ],
+    );
+    let methods = vec!["M"; 21]
+        .iter()
+        .enumerate()
+        .map(|(i, m)| format!("{m}{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let long_path = format!("/{}", "p".repeat(1024));
+    check(
+        &np(&format!(
+            "{{ingress: [{{action: Allow, http: {{methods: [{methods}], paths: [{{prefix: {long_path}}}]}}}}]}}"
+        )),
+        &[
+            "spec.ingress[0].http.methods: 21 methods: the limit is 20",
+            "spec.ingress[0].http.paths[0]: path is 1025 bytes long: the limit is 1024",
+        ],
+    );
+    let big = "v".repeat(256 << 10);
+    check(
+        &obj(
+            "Namespace",
+            &format!("{{name: n, annotations: {{a: {big}}}}}"),
+            "{}",
+        ),
+        &["metadata.annotations: annotations total 262145 bytes: the limit is 262144"],
+    );
+    check(
+        &np("{ingress: [{action: Allow, metadata: {annotations: {'-x': y}}}]}"),
+        &[
+            "spec.ingress[0].metadata.annotations.-x: invalid annotation key \"-x\": the name part must consist of alphanumerics, '-', '_' or '.', and start and end with an alphanumeric",
+        ],
+    );
+    check(
+        &obj(
+            "HostEndpoint",
+            "{name: h}",
+            "{node: Node_1, interfaceName: eth0, profiles: [Bad], ports: [{name: x, protocol: TCP, port: 1, hostIP: 1.2.3.4}]}",
+        ),
+        &[
+            "spec.node: invalid node name \"Node_1\": expected lower-case alphanumerics, '-' and '.' (DNS-1123 subdomain)",
+            "spec.profiles[0]: invalid profile name \"Bad\": expected lower-case alphanumerics, '-' and '.' (DNS-1123 subdomain)",
+            "spec.ports[0].hostIP: not allowed on a HostEndpoint port",
+        ],
+    );
+    check(
+        &obj(
+            "WorkloadEndpoint",
+            "{name: w}",
+            "{containerID: -abc, interfaceName: 'cali 1', pod: Web, ports: [{name: p, protocol: UDP, port: 5, hostPort: 5, hostIP: nope}]}",
+        ),
+        &[
+            "spec.pod: invalid name \"Web\": expected lower-case alphanumerics, '-' and '.' (DNS-1123 subdomain)",
+            "spec.interfaceName: invalid interface name \"cali 1\": expected 1-15 characters of [a-zA-Z0-9_.-] (or \"*\" on a HostEndpoint)",
+            "spec.containerID: invalid container id \"-abc\": expected alphanumerics and '-', starting and ending with an alphanumeric",
+            "spec.ports[0].hostIP: invalid IP address \"nope\"",
+        ],
+    );
+}
