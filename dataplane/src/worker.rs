@@ -38,7 +38,8 @@ use arc_swap::ArcSwap;
 use hdrhistogram::Histogram;
 
 use crate::flow::{
-    ConnKey, Dir, EndReason, FlowRecord, FlowTable, FlowTableConfig, FlowTableStats, Slot,
+    ConnKey, Dir, EndReason, FlowRecord, FlowTable, FlowTableConfig, FlowTableStats, Placement,
+    Slot,
 };
 use crate::packet::{
     Disposition, FragmentTracker, ParseCounters, ParseError, ParsedPacket, UnparsedPolicy, parse,
@@ -347,6 +348,7 @@ struct PktMeta {
     forward: bool,
     key: Option<FlowKey>,
     hash: u64,
+    place: Placement,
 }
 
 /// Where flow records go: a bounded channel, or nowhere (counted as dropped).
@@ -588,7 +590,6 @@ impl<C: Classify> Worker<C> {
             batch_now = batch_now.max(f.ts_ns);
             self.verdict[i] = None;
             self.pass[i] = false;
-            self.meta[i] = PktMeta::default();
             // Parsed in place: the result is large and read back field by field.
             self.parsed[i] = parse(port.data(&f), f.wire_len, f.ifindex);
             self.stats.parse.record(&self.parsed[i]);
@@ -597,8 +598,9 @@ impl<C: Classify> Worker<C> {
                     self.frags.resolve(p, f.ts_ns);
                     let (ck, dir) = ConnKey::canonical(&p.conn());
                     let hash = self.table.hash(&ck);
+                    let place = self.table.placement(hash);
                     if self.cfg.prefetch {
-                        self.table.prefetch_bucket(hash);
+                        self.table.prefetch_bucket(&place);
                     }
                     self.meta[i] = PktMeta {
                         ck: Some(ck),
@@ -607,9 +609,12 @@ impl<C: Classify> Worker<C> {
                         forward: false,
                         key: Some(p.key),
                         hash,
+                        place,
                     };
                 }
                 Err(e) => {
+                    self.meta[i].ck = None;
+                    self.meta[i].key = None;
                     if self.cfg.unparsed.disposition(*e) == Disposition::Pass {
                         self.pass[i] = true;
                         self.stats.unparsed_passed += 1;
@@ -621,7 +626,7 @@ impl<C: Classify> Worker<C> {
         if self.cfg.prefetch {
             for i in 0..n {
                 if self.meta[i].ck.is_some() {
-                    self.table.prefetch_entry(self.meta[i].hash);
+                    self.table.prefetch_entry(&self.meta[i].place);
                 }
             }
         }
@@ -671,6 +676,7 @@ impl<C: Classify> Worker<C> {
                 ck: Some(ck),
                 dir_b,
                 hash: h,
+                place,
                 ..
             } = self.meta[i]
             else {
@@ -678,7 +684,7 @@ impl<C: Classify> Worker<C> {
             };
             let dir = if dir_b { Dir::BtoA } else { Dir::AtoB };
             let pkt = i as u16;
-            match self.table.lookup(&ck, h) {
+            match self.table.lookup_placed(&ck, &place) {
                 Some(s) => {
                     let timeouts = *self.table.timeouts();
                     let Some(e) = self.table.entry_mut(s) else {
