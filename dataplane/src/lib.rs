@@ -3,7 +3,10 @@
 //! This crate knows nothing of Calico, YAML or selectors; the control plane lowers
 //! policy into [`program::Program`]s and maps the opaque ids in verdicts back to names.
 
+pub mod classbench;
+pub mod classifier;
 pub mod linear;
+pub mod lpm;
 pub mod program;
 
 #[cfg(test)]

@@ -1,2 +1,4 @@
 //! Capture I/O for tiergate: pcap/pcapng read and write, ClassBench filter sets and
 //! traces, and synthetic traffic generation.
+
+pub mod classbench;
