@@ -2,3 +2,4 @@
 //! traces, and synthetic traffic generation.
 
 pub mod capture;
+pub mod synth;
