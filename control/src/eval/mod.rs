@@ -544,12 +544,17 @@ pub fn rule_matches(cluster: &Cluster, r: &PolicyRule, flow: &Flow) -> bool {
             _ => return false,
         }
     }
+    // notICMP, like icmp, only matches ICMP packets (validation also requires the
+    // rule's protocol to be ICMP/ICMPv6, so this only matters for unvalidated input).
     if let Some((not_type, not_code)) = rule.not_icmp.and_then(|i| i.icmp_type.map(|t| (t, i.code)))
-        && let Some((ty, code)) = flow.icmp()
-        && ty == not_type
-        && not_code.is_none_or(|c| c == code)
     {
-        return false;
+        match flow.icmp() {
+            Some((ty, code)) if ty == not_type && not_code.is_none_or(|c| c == code) => {
+                return false;
+            }
+            Some(_) => {}
+            None => return false,
+        }
     }
     let (sport, dport) = match flow.ports() {
         Some((s, d)) => (Some(s), Some(d)),
