@@ -9,6 +9,7 @@ pub mod eval;
 pub mod flowlog;
 pub mod impact;
 pub mod k8s;
+pub mod lower;
 pub mod model;
 pub mod selector;
 pub mod store;

@@ -918,14 +918,30 @@ impl FlowTable {
         placement(hash, self.buckets.len())
     }
 
-    /// Hints the CPU to fetch the metadata of `hash`'s first bucket.
+    /// Starts loading the metadata line of `hash`'s first bucket (batch phase 1).
     #[inline]
-    pub fn prefetch(&self, hash: u64) {
+    pub fn prefetch_bucket(&self, hash: u64) {
         let p = self.placement(hash);
         if let Some(b) = self.buckets.get(p.b1) {
-            // A plain read of the first byte: cheap, and lets the out-of-order core
-            // start the miss early without unsafe intrinsics.
-            std::hint::black_box(b.tags[0]);
+            crate::arch::prefetch(b);
+        }
+    }
+
+    /// Starts loading the entries whose tag matches `hash` in its first bucket (batch
+    /// phase 2, after [`FlowTable::prefetch_bucket`] brought the tags in).
+    #[inline]
+    pub fn prefetch_entry(&self, hash: u64) {
+        let p = self.placement(hash);
+        let Some(b) = self.buckets.get(p.b1) else {
+            return;
+        };
+        for (w, &t) in b.tags.iter().enumerate() {
+            if t == p.tag
+                && let Some(e) = self.entries.get(p.b1 * WAYS + w)
+            {
+                crate::arch::prefetch(e);
+                crate::arch::prefetch(&e.bytes);
+            }
         }
     }
 

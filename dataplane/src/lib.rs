@@ -3,6 +3,7 @@
 //! This crate knows nothing of Calico, YAML or selectors; the control plane lowers
 //! policy into [`program::Program`]s and maps the opaque ids in verdicts back to names.
 
+pub mod arch;
 pub mod flow;
 pub mod linear;
 pub mod packet;

@@ -41,7 +41,7 @@ use crate::flow::{
     ConnKey, Dir, EndReason, FlowRecord, FlowTable, FlowTableConfig, FlowTableStats, Slot,
 };
 use crate::packet::{
-    Disposition, FragmentTracker, ParseCounters, ParsedPacket, UnparsedPolicy, parse,
+    Disposition, FragmentTracker, ParseCounters, ParseError, ParsedPacket, UnparsedPolicy, parse,
 };
 use crate::program::{Classify, FlowKey, FlowVerdicts, Verdict};
 
@@ -342,6 +342,7 @@ struct PktMeta {
     tcp_flags: u8,
     forward: bool,
     key: Option<FlowKey>,
+    hash: u64,
 }
 
 /// Where flow records go: a bounded channel, or nowhere (counted as dropped).
@@ -403,6 +404,7 @@ pub struct Worker<C> {
     // Scratch, sized once.
     frames: Vec<RxFrame>,
     meta: Vec<PktMeta>,
+    parsed: Vec<Result<ParsedPacket, ParseError>>,
     verdict: Vec<Option<(Verdict, Verdict)>>,
     pass: Vec<bool>,
     keys: Vec<FlowKey>,
@@ -446,6 +448,7 @@ impl<C: Classify> Worker<C> {
             last_ns: 0,
             frames: vec![RxFrame::default(); batch],
             meta: vec![PktMeta::default(); batch],
+            parsed: vec![Err(ParseError::Truncated); batch],
             verdict: vec![None; batch],
             pass: vec![false; batch],
             keys: Vec::with_capacity(batch),
@@ -573,7 +576,8 @@ impl<C: Classify> Worker<C> {
         self.stats.batches += 1;
         let mut batch_now = self.last_ns;
 
-        // Phase 1: parse, look up, decide hits; queue what needs the classifier.
+        // Phase 0: parse every frame, compute its connection key and hash, and start
+        // loading its flow-table bucket, so the batch's cache misses overlap.
         for i in 0..n {
             let f = self.frames[i];
             self.stats.rx.add(f.wire_len);
@@ -581,23 +585,49 @@ impl<C: Classify> Worker<C> {
             self.verdict[i] = None;
             self.pass[i] = false;
             self.meta[i] = PktMeta::default();
-            let r = parse(port.data(&f), f.wire_len, f.ifindex);
-            self.stats.parse.record(&r);
-            let mut p: ParsedPacket = match r {
-                Ok(p) => p,
+            // Parsed in place: the result is large and read back field by field.
+            self.parsed[i] = parse(port.data(&f), f.wire_len, f.ifindex);
+            self.stats.parse.record(&self.parsed[i]);
+            match &mut self.parsed[i] {
+                Ok(p) => {
+                    self.frags.resolve(p, f.ts_ns);
+                    let (ck, dir) = ConnKey::canonical(&p.conn());
+                    let hash = self.table.hash(&ck);
+                    self.table.prefetch_bucket(hash);
+                    self.meta[i] = PktMeta {
+                        ck: Some(ck),
+                        dir_b: dir == Dir::BtoA,
+                        tcp_flags: p.tcp_flags,
+                        forward: false,
+                        key: Some(p.key),
+                        hash,
+                    };
+                }
                 Err(e) => {
-                    if self.cfg.unparsed.disposition(e) == Disposition::Pass {
+                    if self.cfg.unparsed.disposition(*e) == Disposition::Pass {
                         self.pass[i] = true;
                         self.stats.unparsed_passed += 1;
                     }
-                    continue;
                 }
-            };
-            self.frags.resolve(&mut p, f.ts_ns);
-            let now = f.ts_ns;
-            let len = p.wire_len;
+            }
+        }
+        // Phase 0b: with the buckets arriving, start loading the candidate entries.
+        for i in 0..n {
+            if self.meta[i].ck.is_some() {
+                self.table.prefetch_entry(self.meta[i].hash);
+            }
+        }
 
-            if let Some(q) = p.related() {
+        // Phase 1: look up, decide hits; queue what needs the classifier.
+        for i in 0..n {
+            let Ok(p) = &self.parsed[i] else {
+                continue;
+            };
+            let now = self.frames[i].ts_ns;
+            let len = p.wire_len;
+            let related = p.related();
+
+            if let Some(q) = related {
                 let (qk, qdir) = ConnKey::canonical(&q);
                 let h = self.table.hash(&qk);
                 let timeouts = *self.table.timeouts();
@@ -606,7 +636,6 @@ impl<C: Classify> Worker<C> {
                     && self.table.entry(s).is_some_and(|e| e.awaiting_verdict())
                 {
                     // Decided once the related connection's verdict is known.
-                    self.meta[i].key = Some(p.key);
                     self.deferred.push(Deferred {
                         pkt: i as u16,
                         slot: s,
@@ -630,15 +659,16 @@ impl<C: Classify> Worker<C> {
                 }
             }
 
-            let (ck, dir) = ConnKey::canonical(&p.conn());
-            let h = self.table.hash(&ck);
-            self.meta[i] = PktMeta {
+            let PktMeta {
                 ck: Some(ck),
-                dir_b: dir == Dir::BtoA,
-                tcp_flags: p.tcp_flags,
-                forward: false,
-                key: Some(p.key),
+                dir_b,
+                hash: h,
+                ..
+            } = self.meta[i]
+            else {
+                continue;
             };
+            let dir = if dir_b { Dir::BtoA } else { Dir::AtoB };
             let pkt = i as u16;
             match self.table.lookup(&ck, h) {
                 Some(s) => {

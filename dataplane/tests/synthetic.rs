@@ -144,3 +144,34 @@ fn generated_replay_matches_ground_truth() {
         "at least the first packet of each denied flow"
     );
 }
+
+/// A ClassBench trace becomes one frame per header line, and each frame parses back
+/// to its line's 5-tuple (ICMP lines: the ports travel as the echo id).
+#[test]
+fn classbench_trace_to_frames_round_trips() {
+    let shared = std::env::var_os("TIERGATE_SHARED_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+            ["../shared", "../../shared"]
+                .iter()
+                .map(|u| root.join(u))
+                .find(|d| d.is_dir())
+                .expect("shared/ next to the repository")
+        });
+    let path = shared.join("data/classbench/acl1_1k_trace");
+    let text = std::fs::read_to_string(&path).expect("trace");
+    let tuples = pcap::synth::trace_tuples(&text).expect("parses");
+    assert_eq!(tuples.len(), 8780);
+    let frames = pcap::synth::tuples_to_frames(&tuples, 0, 1);
+    assert_eq!(frames.len(), tuples.len());
+    for (t, f) in tuples.iter().zip(frames.iter()) {
+        let p = parse(f.data, f.orig_len, 0).expect("every trace frame parses");
+        assert_eq!(p.key.src, u128::from(t.src));
+        assert_eq!(p.key.dst, u128::from(t.dst));
+        assert_eq!(p.key.proto, t.proto);
+        if proto::has_ports(t.proto) {
+            assert_eq!((p.key.sport, p.key.dport), (t.sport, t.dport));
+        }
+    }
+}

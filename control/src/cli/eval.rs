@@ -1,8 +1,11 @@
 //! `tiergate eval -f FILE|DIR|- [-f ...] --src IP --dst IP --proto P [--sport N]
-//! [--dport N] [--icmp-type T [--icmp-code C]] [-o table|json|yaml]`: load a policy set
-//! as one apply into an empty store (exactly as `check` does), evaluate one flow with
-//! the reference evaluator, and print both reporters' enforced and pending verdicts
-//! and traces.
+//! [--dport N] [--icmp-type T [--icmp-code C]] [--compiled] [-o table|json|yaml]`:
+//! load a policy set as one apply into an empty store (exactly as `check` does),
+//! evaluate one flow with the reference evaluator, and print both reporters' enforced
+//! and pending verdicts and traces.
+//!
+//! With `--compiled` the flow goes through the data plane's path instead (lowering to
+//! rule programs, the classifier) and the report is printed the same way.
 //!
 //! Output: `-o table` (default) for people; `-o json` is the stable document described
 //! in `control::eval::report` and the README; `-o yaml` is the same document as YAML.
@@ -15,10 +18,12 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use dataplane::linear::LinearClassifier;
 use dataplane::program::proto;
 
 use super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE, Global, Output, print_structured};
 use crate::eval::{self, Cluster, Flow, report};
+use crate::lower;
 use crate::model::{self, Protocol};
 use crate::store::Store;
 
@@ -58,6 +63,11 @@ pub struct Args {
     /// ICMP code [default: 0].
     #[arg(long, value_name = "C", requires = "icmp_type")]
     pub icmp_code: Option<u8>,
+    /// Evaluate through the data plane's path instead of the reference evaluator:
+    /// lower the set to rule programs, build the classifier, classify the flow. The
+    /// report is the same (and must be: they are tested to agree).
+    #[arg(long)]
+    pub compiled: bool,
 }
 
 fn parse_protocol(s: &str) -> Result<Protocol, String> {
@@ -157,12 +167,31 @@ pub fn run(args: &Args, global: &Global) -> ExitCode {
         Ok(c) => c,
         Err(code) => return ExitCode::from(code),
     };
-    let evaluation = eval::evaluate(&cluster, &flow);
+    let evaluation = if args.compiled {
+        match compiled(&cluster, &flow) {
+            Ok(e) => e,
+            Err(msg) => {
+                eprintln!("tiergate eval: {msg}");
+                return ExitCode::from(EXIT_INVALID);
+            }
+        }
+    } else {
+        eval::evaluate(&cluster, &flow)
+    };
     match global.output {
         Output::Table => print!("{}", report::to_table(&evaluation)),
         out => print_structured(&report::EvalReport::from(&evaluation), out),
     }
     ExitCode::from(EXIT_OK)
+}
+
+/// The evaluation of `flow` through lowering and the classifier.
+pub fn compiled(cluster: &Cluster, flow: &Flow) -> Result<eval::Evaluation, String> {
+    let lowered = lower::lower(cluster).map_err(|e| e.to_string())?;
+    let classifier = LinearClassifier::new(lowered.set.clone()).map_err(|e| e.to_string())?;
+    lowered
+        .evaluation(&classifier, flow)
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -180,6 +209,7 @@ mod tests {
             dport: get("dport"),
             icmp_type: get("type").map(|v| v as u8),
             icmp_code: get("code").map(|v| v as u8),
+            compiled: false,
         }
     }
 

@@ -519,6 +519,11 @@ pub struct Endpoint {
     pub profiles: Vec<String>,
     /// Named ports.
     pub ports: Vec<EndpointPort>,
+    /// A workload's `metadata.generateName` (flow logs aggregate pods by it).
+    pub generate_name: Option<String>,
+    /// The node the endpoint is on (`spec.node`; empty if not given). Flow logs name a
+    /// host endpoint by its node.
+    pub node: String,
 }
 
 impl Endpoint {
@@ -773,6 +778,8 @@ impl Cluster {
                         labels: workload_labels(&o.metadata, orchestrator, sa),
                         profiles,
                         ports: o.spec.ports.clone(),
+                        generate_name: o.metadata.generate_name.clone().filter(|g| !g.is_empty()),
+                        node: o.spec.node.clone(),
                     });
                 }
                 Resource::HostEndpoint(o) => {
@@ -788,6 +795,8 @@ impl Cluster {
                         labels: o.metadata.labels.clone(),
                         profiles: o.spec.profiles.clone(),
                         ports: o.spec.ports.clone(),
+                        generate_name: None,
+                        node: o.spec.node.clone(),
                     });
                 }
                 Resource::Profile(o) => explicit_profiles.push(o),
