@@ -866,15 +866,24 @@ mod tests {
             },
         ];
         let frames = flows_to_frames(&flows, true, FrameSize::Min, 1_000, 10);
-        assert_eq!(frames.len(), 10, "8 TCP + 2 UDP; the mixed-family flow is skipped");
+        assert_eq!(
+            frames.len(),
+            10,
+            "8 TCP + 2 UDP; the mixed-family flow is skipped"
+        );
         let ts: Vec<u64> = frames.iter().map(|f| f.ts_ns).collect();
         assert_eq!(ts[0], 1_000);
         assert!(ts.windows(2).all(|w| w[1] == w[0] + 10));
         // Round-robin: TCP SYN first, then the first UDP datagram.
         let second = frames.get(1).unwrap();
-        assert_eq!(&second.data[12..14], &[0x81, 0x00], "VLAN-tagged UDP frame second");
-        assert_eq!(flows_to_frames(&flows, true, FrameSize::Min, 1_000, 10).len(), 10);
+        assert_eq!(
+            &second.data[12..14],
+            &[0x81, 0x00],
+            "VLAN-tagged UDP frame second"
+        );
+        assert_eq!(
+            flows_to_frames(&flows, true, FrameSize::Min, 1_000, 10).len(),
+            10
+        );
     }
-
 }
-

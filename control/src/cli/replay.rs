@@ -24,7 +24,7 @@ use super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE, Global, Output, print_structured}
 use crate::eval::Cluster;
 use crate::flowlog::write_jsonl;
 use crate::impact::ImpactReport;
-use crate::lower::{self, Lowered};
+use crate::lower;
 use crate::model;
 use crate::replay::{self, Replay, ReplayConfig, Summary, scenario};
 use crate::store::Store;
@@ -163,8 +163,19 @@ fn spawn_progress(frames: Arc<AtomicU64>, done: Arc<AtomicBool>) -> std::thread:
     })
 }
 
+/// A finished replay and what it was run on.
+struct Executed {
+    replay: Replay,
+    /// Description of the policy set.
+    policies: String,
+    /// Description of the capture.
+    capture: String,
+    /// The frames, when they were in memory (the embedded capture).
+    frames: Option<Arc<Frames>>,
+}
+
 /// Loads, lowers, compiles and replays. Errors are printed; `Err` is the exit code.
-fn execute(args: &Args) -> Result<(Replay, Lowered, String, String, Option<Arc<Frames>>), u8> {
+fn execute(args: &Args) -> Result<Executed, u8> {
     let (cluster, policies) = load(args)?;
     let lowered = lower::lower(&cluster).map_err(|e| {
         eprintln!("tiergate: cannot compile the policy set: {e}");
@@ -202,7 +213,12 @@ fn execute(args: &Args) -> Result<(Replay, Lowered, String, String, Option<Arc<F
         eprintln!("tiergate: replay of {capture} failed: {e}");
         EXIT_USAGE
     })?;
-    Ok((r, lowered, policies, capture, frames))
+    Ok(Executed {
+        replay: r,
+        policies,
+        capture,
+        frames,
+    })
 }
 
 /// Writes the forwarded and dropped frames to the requested captures.
@@ -273,7 +289,12 @@ pub fn run_impact(args: &Args, global: &Global) -> ExitCode {
 }
 
 fn run_as(args: &Args, global: &Global, impact_only: bool) -> ExitCode {
-    let (r, _lowered, policies, capture, frames) = match execute(args) {
+    let Executed {
+        replay: r,
+        policies,
+        capture,
+        frames,
+    } = match execute(args) {
         Ok(x) => x,
         Err(code) => return ExitCode::from(code),
     };

@@ -47,11 +47,19 @@ pub const SEED_START_NS: u64 = 1_767_225_600_000_000_000;
 
 fn ip(s: &str) -> IpAddr {
     // The literals below are valid addresses; a typo is caught by the tests.
-    s.parse().unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+    s.parse()
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
 }
 
 /// One conversation of the seed capture.
-fn flow(client: &str, server: &str, proto: GenProto, sport: u16, dport: u16, packets: usize) -> GenFlow {
+fn flow(
+    client: &str,
+    server: &str,
+    proto: GenProto,
+    sport: u16,
+    dport: u16,
+    packets: usize,
+) -> GenFlow {
     GenFlow {
         client: ip(client),
         server: ip(server),
@@ -99,7 +107,13 @@ pub fn seed_flows() -> Vec<GenFlow> {
 /// The seed capture: [`seed_flows`] with TCP handshakes and teardowns, minimum-size
 /// frames, 1 ms apart.
 pub fn seed_capture() -> Frames {
-    flows_to_frames(&seed_flows(), true, FrameSize::Min, SEED_START_NS, 1_000_000)
+    flows_to_frames(
+        &seed_flows(),
+        true,
+        FrameSize::Min,
+        SEED_START_NS,
+        1_000_000,
+    )
 }
 
 #[cfg(test)]
@@ -109,7 +123,10 @@ mod tests {
     #[test]
     fn seed_flows_are_well_formed() {
         for f in seed_flows() {
-            assert!(!f.client.is_unspecified() && !f.server.is_unspecified(), "{f:?}");
+            assert!(
+                !f.client.is_unspecified() && !f.server.is_unspecified(),
+                "{f:?}"
+            );
         }
         let frames = seed_capture();
         let expected: usize = seed_flows().iter().map(|f| f.packets).sum();
