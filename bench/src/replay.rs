@@ -58,6 +58,9 @@ pub struct Args {
     /// Repetitions; the median is reported.
     #[arg(long, default_value_t = 5)]
     pub repeat: usize,
+    /// Disable the batch prefetch of flow-table lines (to measure what it buys).
+    #[arg(long)]
+    pub no_prefetch: bool,
 }
 
 /// The policy used: one local endpoint (10.2.0.1) whose ingress allows TCP 80 and,
@@ -227,6 +230,7 @@ fn run_workers(frames: &[Arc<Frames>], loops: usize, a: &Args) -> Run {
                 ..Default::default()
             },
             export_interval_ns: None,
+            prefetch: !a.no_prefetch,
             ..Default::default()
         },
         record_capacity: 1 << 20,
@@ -263,13 +267,14 @@ fn measure(name: &str, frames: Vec<Arc<Frames>>, loops: usize, a: &Args) {
     let Some(r) = last else { return };
     let (m, c) = (median(pipe.clone()), median(ceil));
     println!(
-        "bench replay mode={name} workers={} frames_per_worker={} loops={loops} batch={} capacity={} \
+        "bench replay mode={name} workers={} frames_per_worker={} loops={loops} batch={} capacity={} prefetch={} \
          hit_rate={:.4} classified={} evictions={} mpps_median={:.2} mpps_runs={:?} \
          parse_only_mpps_median={:.2} pipeline_vs_parse={:.2} batch_p50_us={:.1} batch_p99_us={:.1}",
         frames.len(),
         frames[0].len(),
         a.batch,
         a.capacity,
+        !a.no_prefetch,
         r.hit_rate,
         r.classified,
         r.evictions,
