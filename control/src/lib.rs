@@ -4,7 +4,13 @@
 //! Nothing here runs on the packet path. Policy flows one way:
 //! `model` (load, default, validate) → `store` → `lower` → `dataplane::program`.
 
+pub mod cli;
+pub mod eval;
 pub mod flowlog;
 pub mod impact;
+pub mod k8s;
+pub mod lower;
 pub mod model;
+pub mod replay;
 pub mod selector;
+pub mod store;

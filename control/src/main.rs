@@ -1,6 +1,7 @@
-//! The `tiergate` command.
+//! The `tiergate` command. Argument parsing and subcommands live in `control::cli`.
 
-fn main() {
-    eprintln!("tiergate: no subcommands yet");
-    std::process::exit(2);
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    control::cli::run(control::cli::Cli::parse())
 }

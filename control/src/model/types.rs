@@ -200,6 +200,24 @@ pub struct ObjectMeta {
     /// Ignored bookkeeping.
     #[serde(default, skip_serializing)]
     pub generate_name: Option<String>,
+    /// Ignored bookkeeping (present in `kubectl get -o yaml` output).
+    #[serde(default, skip_serializing)]
+    pub managed_fields: Option<de::IgnoredAny>,
+    /// Ignored bookkeeping.
+    #[serde(default, skip_serializing)]
+    pub owner_references: Option<de::IgnoredAny>,
+    /// Ignored bookkeeping.
+    #[serde(default, skip_serializing)]
+    pub finalizers: Option<de::IgnoredAny>,
+    /// Ignored bookkeeping.
+    #[serde(default, skip_serializing)]
+    pub self_link: Option<de::IgnoredAny>,
+    /// Ignored bookkeeping.
+    #[serde(default, skip_serializing)]
+    pub deletion_timestamp: Option<de::IgnoredAny>,
+    /// Ignored bookkeeping.
+    #[serde(default, skip_serializing)]
+    pub deletion_grace_period_seconds: Option<de::IgnoredAny>,
 }
 
 // ---------------------------------------------------------------------------------
@@ -360,19 +378,28 @@ pub enum Port {
 }
 
 impl Port {
-    /// Parses the string form: `"80"`, `"80:90"` or a name.
+    /// Parses the string form as Calico's `numorstring.PortFromString` does: all digits
+    /// is a number, `digits:digits` a range, anything else a port name (`[a-zA-Z0-9_.-]`,
+    /// 1–128 chars; `validate` further requires an IANA service name).
     pub fn parse(s: &str) -> Result<Port, String> {
-        if let Some((a, b)) = s.split_once(':') {
-            let lo: u16 = a.trim().parse().map_err(|_| {
+        let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+        if digits(s) {
+            return s
+                .parse::<u16>()
+                .map(Port::Number)
+                .map_err(|_| format!("invalid port {s}: expected 1-65535"));
+        }
+        if let Some((a, b)) = s.split_once(':')
+            && digits(a)
+            && digits(b)
+        {
+            let bad = || {
                 format!(
-                    "invalid port range {s:?}: expected \"min:max\" with 0 <= min <= max <= 65535"
+                    "invalid port range {s:?}: expected \"min:max\" with 1 <= min <= max <= 65535"
                 )
-            })?;
-            let hi: u16 = b.trim().parse().map_err(|_| {
-                format!(
-                    "invalid port range {s:?}: expected \"min:max\" with 0 <= min <= max <= 65535"
-                )
-            })?;
+            };
+            let lo: u16 = a.parse().map_err(|_| bad())?;
+            let hi: u16 = b.parse().map_err(|_| bad())?;
             if lo > hi {
                 return Err(format!(
                     "invalid port range {s:?}: min {lo} is greater than max {hi}"
@@ -380,14 +407,13 @@ impl Port {
             }
             return Ok(Port::Range(lo, hi));
         }
-        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-            return s
-                .parse::<u16>()
-                .map(Port::Number)
-                .map_err(|_| format!("invalid port {s}: expected 0-65535"));
-        }
-        if s.is_empty() {
-            return Err("invalid port \"\": expected a number, \"min:max\" or a port name".into());
+        let name_ok = (1..=128).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if !name_ok {
+            return Err(format!(
+                "invalid port {s:?}: expected a number 1-65535, a range \"min:max\" or a port name"
+            ));
         }
         Ok(Port::Named(s.to_string()))
     }
@@ -423,12 +449,12 @@ impl<'de> Deserialize<'de> for Port {
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Port, E> {
                 u16::try_from(v)
                     .map(Port::Number)
-                    .map_err(|_| E::custom(format_args!("invalid port {v}: expected 0-65535")))
+                    .map_err(|_| E::custom(format_args!("invalid port {v}: expected 1-65535")))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Port, E> {
                 u16::try_from(v)
                     .map(Port::Number)
-                    .map_err(|_| E::custom(format_args!("invalid port {v}: expected 0-65535")))
+                    .map_err(|_| E::custom(format_args!("invalid port {v}: expected 1-65535")))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Port, E> {
                 Port::parse(v).map_err(E::custom)
@@ -478,13 +504,57 @@ impl<'de> Deserialize<'de> for Net {
 }
 
 /// An int-or-string, as Kubernetes port fields are.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(untagged)]
 pub enum IntOrString {
     /// A number.
     Int(i64),
     /// A string (a port name).
     String(String),
+}
+
+impl<'de> Deserialize<'de> for IntOrString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = IntOrString;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a port number or a port name")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<IntOrString, E> {
+                Ok(IntOrString::Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<IntOrString, E> {
+                i64::try_from(v)
+                    .map(IntOrString::Int)
+                    .map_err(|_| E::custom(format_args!("invalid port {v}: expected 1-65535")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<IntOrString, E> {
+                Ok(IntOrString::String(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Deserializes a Kubernetes `ipBlock` CIDR: prefix notation is required (a bare address
+/// is rejected, as the Kubernetes API server does).
+fn deserialize_strict_cidr<'de, D: Deserializer<'de>>(d: D) -> Result<Net, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_strict_cidr(&s).map_err(de::Error::custom)
+}
+
+fn deserialize_strict_cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Net>, D::Error> {
+    let v = Vec::<String>::deserialize(d)?;
+    v.iter()
+        .map(|s| parse_strict_cidr(s).map_err(de::Error::custom))
+        .collect()
+}
+
+fn parse_strict_cidr(s: &str) -> Result<Net, String> {
+    s.parse::<ipnet::IpNet>().map(Net).map_err(|_| {
+        format!("invalid CIDR {s:?}: expected a prefix such as 10.0.0.0/8 or fd00::/64")
+    })
 }
 
 // ---------------------------------------------------------------------------------
@@ -734,10 +804,15 @@ pub enum LabelSelectorOperator {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct IpBlock {
-    /// The block.
+    /// The block (prefix notation required).
+    #[serde(deserialize_with = "deserialize_strict_cidr")]
     pub cidr: Net,
-    /// Holes in the block.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Holes in the block; each must be a strict subset of `cidr` (checked by validation).
+    #[serde(
+        default,
+        deserialize_with = "deserialize_strict_cidrs",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub except: Vec<Net>,
 }
 
@@ -902,9 +977,43 @@ pub struct WorkloadEndpointSpec {
     /// Service account of the pod.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub service_account_name: String,
-    /// The endpoint's addresses (host prefixes in practice).
+    /// Container id (informational).
+    #[serde(
+        default,
+        rename = "containerID",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub container_id: String,
+    /// The endpoint's addresses: single-address prefixes (/32 or /128).
     #[serde(default, rename = "ipNetworks", skip_serializing_if = "Vec::is_empty")]
     pub ip_networks: Vec<Net>,
+    /// 1:1 NAT mappings (informational; tiergate matches on `ipNetworks`).
+    #[serde(default, rename = "ipNATs", skip_serializing_if = "Vec::is_empty")]
+    pub ip_nats: Vec<IpNat>,
+    /// IPv4 gateway (informational).
+    #[serde(
+        default,
+        rename = "ipv4Gateway",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ipv4_gateway: Option<std::net::Ipv4Addr>,
+    /// IPv6 gateway (informational).
+    #[serde(
+        default,
+        rename = "ipv6Gateway",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ipv6_gateway: Option<std::net::Ipv6Addr>,
+    /// Source prefixes the workload may spoof (informational).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_spoofed_source_prefixes: Vec<Net>,
+    /// QoS controls (informational).
+    #[serde(
+        default,
+        rename = "qosControls",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub qos_controls: Option<Box<QosControls>>,
     /// Interface name on the host.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub interface_name: String,
@@ -917,6 +1026,55 @@ pub struct WorkloadEndpointSpec {
     /// Named ports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<EndpointPort>,
+}
+
+/// A 1:1 NAT mapping of a workload endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IpNat {
+    /// Address inside the workload.
+    #[serde(rename = "internalIP")]
+    pub internal_ip: std::net::IpAddr,
+    /// Address outside.
+    #[serde(rename = "externalIP")]
+    pub external_ip: std::net::IpAddr,
+}
+
+/// Workload QoS controls (accepted and ignored: they never change policy verdicts).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct QosControls {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_bandwidth: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_burst: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_peakrate: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_minburst: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_bandwidth: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_burst: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_peakrate: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_minburst: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_packet_rate: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_packet_burst: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_packet_rate: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_packet_burst: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_max_connections: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_max_connections: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dscp: Option<IntOrString>,
 }
 
 /// Profile spec.

@@ -1,0 +1,557 @@
+//! Lowering: a normalised policy store ([`Cluster`]) → the data plane's [`PolicySet`]
+//! (one [`Program`] per local endpoint and direction, deduplicated) plus the [`Names`]
+//! that turn the data plane's opaque ids back into Calico hit strings and flow-log
+//! endpoint names.
+//!
+//! # What it promises
+//! For every flow, classifying it over the lowered set (with any [`Classify`]
+//! implementation that follows the contract in `dataplane::program`) and rendering the
+//! result with [`Lowered::evaluation`] gives exactly what [`eval::evaluate`] gives:
+//! the same reporters, endpoints, verdicts and hit strings in both views. The property
+//! test in this module checks it on random stores and flows.
+//!
+//! # How
+//! - **Which policies, in which order**: exactly `eval`'s building blocks —
+//!   [`Cluster::tiers_for`] (applies-to, tier and policy order, staged and enforced
+//!   interleaved) and [`Cluster::profiles_for`]; nothing is re-derived here. A profile
+//!   an endpoint names that does not exist lowers to a profile without rules.
+//! - **Rules** (see the `rules` submodule): selectors, `notSelector`,
+//!   `namespaceSelector` and service accounts (already scoped by `eval`'s
+//!   [`crate::eval::PeerMatch`]) become the prefixes of the endpoints and network sets
+//!   they select; named ports split a rule into several IR rules with the same index.
+//!   Rules with `services` never match (Kubernetes Services are not modelled) and lower
+//!   to nothing; `http` criteria are L7 and ignored, as felix's data plane ignores them;
+//!   Log rules are left out (they never decide).
+//! - **Endpoints**: workload endpoints (`ipNetworks`) and host endpoints
+//!   (`expectedIPs`). The data plane finds an address's endpoint by longest prefix;
+//!   `eval` takes the first endpoint in store order that has the address. Each distinct
+//!   endpoint prefix is therefore bound to the first endpoint whose prefixes contain it,
+//!   which gives the same owner for every address.
+//! - **Deduplication**: policy ids are global, rules do not depend on the local
+//!   endpoint, so endpoints with the same applicable policies and profiles get
+//!   identical Programs; each distinct Program is stored once.
+
+mod nets;
+mod rules;
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use dataplane::program::{
+    Classify, EndpointBinding, EndpointId, FlowVerdicts, Hit, Policy, PolicyId, PolicySet, Program,
+    ProgramId, Tier, TierDefault, TierId, Verdicts,
+};
+use ipnet::IpNet;
+use thiserror::Error;
+
+use crate::eval::{
+    self, Cluster, Endpoint, EndpointKind, Evaluation, Flow, MixedFamilies, NO_MATCH_NAME, Outcome,
+    PolicyHit, ReporterOutcome, Verdict,
+};
+use crate::flowlog::{EndpointMeta, EndpointType, Reporter};
+use crate::model::{Kind, PolicyType, ResourceKey, TierDefaultAction};
+use rules::Resolver;
+
+/// The tier name of profile hits.
+const PROFILE_TIER: &str = eval::cluster::PROFILE_TIER;
+
+/// Why a store could not be lowered.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum LowerError {
+    /// One rule would need too many data-plane rules (named ports on both sides of
+    /// many peer endpoints multiply).
+    #[error(
+        "{policy}: {direction} rule {rule} would lower to {count} data-plane rules (limit {limit}); split it or use fewer named ports"
+    )]
+    RuleTooLarge {
+        /// The policy or profile.
+        policy: ResourceKey,
+        /// `ingress` or `egress`.
+        direction: &'static str,
+        /// Index of the rule in its list.
+        rule: usize,
+        /// Data-plane rules it would need, at least.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// More policies, tiers or endpoints than the data plane's 32-bit ids can number.
+    #[error("too many {what} to number ({count})")]
+    TooMany {
+        /// Policies, tiers or endpoints.
+        what: &'static str,
+        /// How many there are.
+        count: usize,
+    },
+}
+
+/// A lowered store: what the classifier is built from, and how to name its results.
+#[derive(Clone, Debug)]
+pub struct Lowered {
+    /// Programs and endpoint bindings.
+    pub set: PolicySet,
+    /// Id → name tables.
+    pub names: Names,
+}
+
+/// What a [`PolicyId`] stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyName {
+    /// Tier, or `__PROFILE__` for profiles.
+    pub tier: String,
+    /// Kind (or [`Kind::Profile`]), namespace, name.
+    pub key: ResourceKey,
+}
+
+/// What an [`EndpointId`] stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointName {
+    /// The resource.
+    pub key: ResourceKey,
+    /// Workload or host endpoint.
+    pub kind: EndpointKind,
+    /// `<ns>/<name>` or `<name>`, as `eval` reports it.
+    pub display: String,
+    /// The flow-log view of it.
+    pub meta: EndpointMeta,
+}
+
+/// Id → name tables of one lowered store.
+#[derive(Clone, Debug, Default)]
+pub struct Names {
+    /// Indexed by [`PolicyId`]: policies, then profiles.
+    policies: Vec<PolicyName>,
+    /// Indexed by [`TierId`].
+    tiers: Vec<String>,
+    /// Indexed by [`EndpointId`] (the store's endpoints in `eval` order).
+    endpoints: Vec<EndpointName>,
+    /// Endpoint prefixes and their owners, longest prefix first.
+    owners: Vec<(IpNet, EndpointId)>,
+    /// Network set prefixes with the index of the set's flow-log view, for naming peers.
+    network_sets: Vec<(IpNet, usize)>,
+    network_set_meta: Vec<EndpointMeta>,
+}
+
+impl Names {
+    /// The policy or profile behind an id.
+    pub fn policy(&self, id: PolicyId) -> Option<&PolicyName> {
+        self.policies.get(id.0 as usize)
+    }
+
+    /// The tier behind an id.
+    pub fn tier(&self, id: TierId) -> Option<&str> {
+        self.tiers.get(id.0 as usize).map(String::as_str)
+    }
+
+    /// The endpoint behind an id.
+    pub fn endpoint(&self, id: EndpointId) -> Option<&EndpointName> {
+        self.endpoints.get(id.0 as usize)
+    }
+
+    /// A data-plane hit as `eval` reports it. The "no profile matched" hit is
+    /// `__NO_MATCH__` with rule index 0 (enforced view) and `__PROFILE__` with -1
+    /// (pending view), per the contract in `dataplane::program`.
+    pub fn policy_hit(&self, h: &Hit) -> PolicyHit {
+        let profile = |name: &str| PolicyHit {
+            tier: PROFILE_TIER.to_string(),
+            kind: Kind::Profile,
+            namespace: None,
+            name: name.to_string(),
+            action: h.action,
+            rule_index: h.rule_index,
+        };
+        if h.policy == PolicyId::NO_PROFILE_MATCH {
+            return profile(if h.rule_index == 0 {
+                NO_MATCH_NAME
+            } else {
+                PROFILE_TIER
+            });
+        }
+        match self.policy(h.policy) {
+            Some(p) => PolicyHit {
+                tier: p.tier.clone(),
+                kind: p.key.kind,
+                namespace: p.key.namespace.clone(),
+                name: p.key.name.clone(),
+                action: h.action,
+                rule_index: h.rule_index,
+            },
+            // Only a hit from another generation's classifier can get here.
+            None => profile(&format!("__UNKNOWN_{}__", h.policy.0)),
+        }
+    }
+
+    /// One view's result as `eval` reports it.
+    pub fn outcome(&self, verdict: Verdict, trace: &[Hit]) -> Outcome {
+        Outcome {
+            verdict,
+            hits: trace.iter().map(|h| self.policy_hit(h)).collect(),
+        }
+    }
+
+    /// A trace as Calico hit strings (`eval`'s rendering).
+    pub fn hit_strings(&self, trace: &[Hit]) -> Vec<String> {
+        // The verdict plays no part in the rendering.
+        self.outcome(Verdict::Deny, trace).hit_strings()
+    }
+
+    /// How flow logs name the end of a flow at `ip`: the endpoint that owns it, else the
+    /// network set with the longest prefix containing it (first in store order on a
+    /// tie), else a plain network (`pub`/`pvt`).
+    pub fn peer(&self, ip: IpAddr) -> EndpointMeta {
+        if let Some(e) = self.endpoint_owning(ip) {
+            return e.meta.clone();
+        }
+        self.network_sets
+            .iter()
+            .filter(|(n, _)| n.contains(&ip))
+            .max_by(|(a, ia), (b, ib)| a.prefix_len().cmp(&b.prefix_len()).then(ib.cmp(ia)))
+            .and_then(|(_, i)| self.network_set_meta.get(*i).cloned())
+            .unwrap_or_else(|| EndpointMeta::network(ip))
+    }
+
+    fn endpoint_owning(&self, ip: IpAddr) -> Option<&EndpointName> {
+        // A scan, longest prefix first: naming happens per aggregated flow, off the
+        // packet path.
+        self.owners
+            .iter()
+            .find(|(n, _)| n.contains(&ip))
+            .and_then(|(_, id)| self.endpoint(*id))
+    }
+}
+
+fn endpoint_meta(e: &Endpoint) -> EndpointMeta {
+    let labels = e.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    match e.kind {
+        // felix GetMetadata: pods aggregate under `generateName*`.
+        EndpointKind::Workload => EndpointMeta {
+            kind: EndpointType::Workload,
+            name: match &e.generate_name {
+                Some(g) => format!("{g}*"),
+                None => e.key.name.clone(),
+            },
+            namespace: e.key.namespace.clone().unwrap_or_else(|| "-".to_string()),
+            labels,
+        },
+        // felix names a host endpoint by its node; without one, by its own name.
+        EndpointKind::Host => EndpointMeta {
+            kind: EndpointType::Host,
+            name: if e.node.is_empty() {
+                e.key.name.clone()
+            } else {
+                e.node.clone()
+            },
+            namespace: "-".to_string(),
+            labels,
+        },
+    }
+}
+
+impl Lowered {
+    /// The evaluation of one flow from a classifier built over [`Lowered::set`]: the
+    /// same shape and content as [`eval::evaluate`] gives for it.
+    pub fn evaluation(
+        &self,
+        classifier: &dyn Classify,
+        flow: &Flow,
+    ) -> Result<Evaluation, MixedFamilies> {
+        let key = flow.key().ok_or(MixedFamilies {
+            src: flow.src,
+            dst: flow.dst,
+        })?;
+        let mut out = [FlowVerdicts::default()];
+        classifier.classify(&[key], &mut out);
+        Ok(self.evaluation_of(classifier, flow, &out[0]))
+    }
+
+    /// [`Lowered::evaluation`] for verdicts already classified.
+    pub fn evaluation_of(
+        &self,
+        classifier: &dyn Classify,
+        flow: &Flow,
+        verdicts: &FlowVerdicts,
+    ) -> Evaluation {
+        let mut reporters = Vec::new();
+        for (reporter, side) in [
+            (Reporter::Src, verdicts.egress),
+            (Reporter::Dst, verdicts.ingress),
+        ] {
+            let Some((id, v)) = side else { continue };
+            let Some(ep) = self.names.endpoint(id) else {
+                continue;
+            };
+            reporters.push(self.reporter(classifier, reporter, ep, &v));
+        }
+        Evaluation {
+            flow: *flow,
+            reporters,
+        }
+    }
+
+    fn reporter(
+        &self,
+        classifier: &dyn Classify,
+        reporter: Reporter,
+        ep: &EndpointName,
+        v: &Verdicts,
+    ) -> ReporterOutcome {
+        let names = &self.names;
+        ReporterOutcome {
+            reporter,
+            endpoint: ep.key.clone(),
+            endpoint_kind: ep.kind,
+            endpoint_name: ep.display.clone(),
+            enforced: names.outcome(v.enforced.verdict, classifier.trace(v.enforced.trace)),
+            pending: names.outcome(v.pending.verdict, classifier.trace(v.pending.trace)),
+        }
+    }
+}
+
+fn id32(what: &'static str, n: usize) -> Result<u32, LowerError> {
+    // u32::MAX is PolicyId::NO_PROFILE_MATCH: keep it free.
+    u32::try_from(n)
+        .ok()
+        .filter(|&i| i < u32::MAX)
+        .ok_or(LowerError::TooMany { what, count: n })
+}
+
+fn direction_name(d: PolicyType) -> &'static str {
+    match d {
+        PolicyType::Ingress => "ingress",
+        PolicyType::Egress => "egress",
+    }
+}
+
+/// Builds Programs, interning policies, profiles and tiers.
+struct Builder<'c> {
+    cluster: &'c Cluster,
+    resolver: Resolver<'c>,
+    names: Names,
+    policy_ids: HashMap<&'c ResourceKey, PolicyId>,
+    profile_ids: HashMap<String, PolicyId>,
+    tier_ids: HashMap<String, TierId>,
+    /// Lowered rules per (policy or profile, direction).
+    rules: HashMap<(PolicyId, PolicyType), Vec<dataplane::program::Rule>>,
+    programs: Vec<Program>,
+    program_ids: HashMap<Program, ProgramId>,
+}
+
+impl<'c> Builder<'c> {
+    fn lower_rules(
+        &mut self,
+        id: PolicyId,
+        key: &ResourceKey,
+        direction: PolicyType,
+        rules: &[eval::PolicyRule],
+    ) -> Result<Vec<dataplane::program::Rule>, LowerError> {
+        if let Some(r) = self.rules.get(&(id, direction)) {
+            return Ok(r.clone());
+        }
+        let mut out = Vec::new();
+        for (i, pr) in rules.iter().enumerate() {
+            let index = id32("rules", i)?;
+            let lowered =
+                self.resolver
+                    .lower_rule(pr, index)
+                    .map_err(|e| LowerError::RuleTooLarge {
+                        policy: key.clone(),
+                        direction: direction_name(direction),
+                        rule: i,
+                        count: e.count,
+                        limit: self.resolver.max_rules,
+                    })?;
+            out.extend(lowered);
+        }
+        self.rules.insert((id, direction), out.clone());
+        Ok(out)
+    }
+
+    fn tier_id(&mut self, name: &str) -> Result<TierId, LowerError> {
+        if let Some(id) = self.tier_ids.get(name) {
+            return Ok(*id);
+        }
+        let id = TierId(id32("tiers", self.names.tiers.len())?);
+        self.names.tiers.push(name.to_string());
+        self.tier_ids.insert(name.to_string(), id);
+        Ok(id)
+    }
+
+    fn profile_id(&mut self, name: &str) -> Result<PolicyId, LowerError> {
+        if let Some(id) = self.profile_ids.get(name) {
+            return Ok(*id);
+        }
+        let id = PolicyId(id32("policies and profiles", self.names.policies.len())?);
+        self.names.policies.push(PolicyName {
+            tier: PROFILE_TIER.to_string(),
+            key: ResourceKey {
+                kind: Kind::Profile,
+                namespace: None,
+                name: name.to_string(),
+            },
+        });
+        self.profile_ids.insert(name.to_string(), id);
+        Ok(id)
+    }
+
+    fn program(
+        &mut self,
+        ep: &'c Endpoint,
+        direction: PolicyType,
+    ) -> Result<ProgramId, LowerError> {
+        let cluster = self.cluster;
+        let mut tiers = Vec::new();
+        for applied in cluster.tiers_for(ep, direction) {
+            let mut policies = Vec::with_capacity(applied.policies.len());
+            for p in &applied.policies {
+                let id = self.policy_ids[&p.key];
+                let rules = self.lower_rules(id, &p.key, direction, p.rules(direction))?;
+                policies.push(Policy {
+                    id,
+                    staged: p.is_staged(),
+                    rules,
+                });
+            }
+            tiers.push(Tier {
+                id: self.tier_id(&applied.tier.name)?,
+                default_action: match applied.tier.default_action {
+                    TierDefaultAction::Deny => TierDefault::Deny,
+                    TierDefaultAction::Pass => TierDefault::Pass,
+                },
+                policies,
+            });
+        }
+        let mut profiles = Vec::new();
+        for (name, info) in cluster.profiles_for(ep) {
+            let id = self.profile_id(name)?;
+            let rules = match info {
+                Some(info) => {
+                    let key = self.names.policies[id.0 as usize].key.clone();
+                    self.lower_rules(id, &key, direction, info.rules(direction))?
+                }
+                None => Vec::new(),
+            };
+            profiles.push(Policy {
+                id,
+                staged: false,
+                rules,
+            });
+        }
+        let program = Program { tiers, profiles };
+        if let Some(id) = self.program_ids.get(&program) {
+            return Ok(*id);
+        }
+        let id = ProgramId(id32("programs", self.programs.len())?);
+        self.programs.push(program.clone());
+        self.program_ids.insert(program, id);
+        Ok(id)
+    }
+}
+
+/// Lowers a store: see the module documentation.
+pub fn lower(cluster: &Cluster) -> Result<Lowered, LowerError> {
+    let mut b = Builder {
+        cluster,
+        resolver: Resolver::new(cluster),
+        names: Names::default(),
+        policy_ids: HashMap::new(),
+        profile_ids: HashMap::new(),
+        tier_ids: HashMap::new(),
+        rules: HashMap::new(),
+        programs: Vec::new(),
+        program_ids: HashMap::new(),
+    };
+    for p in &cluster.policies {
+        let id = PolicyId(id32("policies and profiles", b.names.policies.len())?);
+        b.names.policies.push(PolicyName {
+            tier: p.tier.clone(),
+            key: p.key.clone(),
+        });
+        b.policy_ids.insert(&p.key, id);
+    }
+
+    // Endpoint ids follow the store's endpoint order, which is `eval`'s lookup order.
+    for (i, e) in cluster.endpoints.iter().enumerate() {
+        id32("endpoints", i)?;
+        b.names.endpoints.push(EndpointName {
+            key: e.key.clone(),
+            kind: e.kind,
+            display: e.display_name(),
+            meta: endpoint_meta(e),
+        });
+    }
+
+    // Each distinct endpoint prefix belongs to the first endpoint containing all of it
+    // (see the module doc).
+    let mut prefixes: BTreeMap<IpNet, usize> = BTreeMap::new();
+    for e in &cluster.endpoints {
+        for n in &e.nets {
+            prefixes.entry(n.trunc()).or_insert(usize::MAX);
+        }
+    }
+    for (q, owner) in &mut prefixes {
+        if let Some(i) = cluster
+            .endpoints
+            .iter()
+            .position(|e| e.nets.iter().any(|n| n.contains(q)))
+        {
+            *owner = i;
+        }
+    }
+
+    let mut endpoints = Vec::with_capacity(prefixes.len());
+    let mut programs_of: HashMap<usize, (ProgramId, ProgramId)> = HashMap::new();
+    for (net, owner) in &prefixes {
+        let Some(ep) = cluster.endpoints.get(*owner) else {
+            continue;
+        };
+        let (ingress, egress) = match programs_of.get(owner) {
+            Some(p) => *p,
+            None => {
+                let p = (
+                    b.program(ep, PolicyType::Ingress)?,
+                    b.program(ep, PolicyType::Egress)?,
+                );
+                programs_of.insert(*owner, p);
+                p
+            }
+        };
+        let endpoint = EndpointId(id32("endpoints", *owner)?);
+        endpoints.push(EndpointBinding {
+            net: *net,
+            endpoint,
+            ingress: Some(ingress),
+            egress: Some(egress),
+        });
+        b.names.owners.push((*net, endpoint));
+    }
+    b.names
+        .owners
+        .sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
+
+    for set in &cluster.network_sets {
+        let i = b.names.network_set_meta.len();
+        b.names.network_set_meta.push(EndpointMeta {
+            kind: EndpointType::NetworkSet,
+            name: set.key.name.clone(),
+            namespace: set.key.namespace.clone().unwrap_or_else(|| "-".to_string()),
+            labels: set.labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        });
+        b.names
+            .network_sets
+            .extend(set.nets.iter().map(|n| (*n, i)));
+    }
+
+    let set = PolicySet {
+        programs: b.programs,
+        endpoints,
+    };
+    Ok(Lowered {
+        set,
+        names: b.names,
+    })
+}

@@ -1,0 +1,957 @@
+//! Loading resources from YAML and JSON: files, directories and stdin.
+//!
+//! What this module owns and promises:
+//! - Input is a file (YAML, or JSON if it ends in `.json`), a directory (every `*.yaml`,
+//!   `*.yml` and `*.json` below it, recursively, in sorted path order) or stdin (`-`, YAML
+//!   or JSON). A file may hold many YAML documents (`---`) or concatenated JSON values;
+//!   a document may be a `kind: List` (or a typed list such as `NetworkPolicyList`) whose
+//!   `items` are resources. Empty documents are skipped but still counted, so document
+//!   numbers match what a reader counts in the file.
+//! - Each document is dispatched on `apiVersion` + `kind`; unknown pairs are rejected with
+//!   the list of accepted ones. Unknown fields are rejected with their path.
+//! - Every problem becomes a [`LoadError`] printed as `FILE:DOC: FIELD: REASON` (DOC is
+//!   1-based; fields inside a List item start with `items[i].`; stdin is `<stdin>`).
+//!   All errors of a load are collected; a load with any error yields no resources.
+//! - [`load_path`], [`load_paths`], [`load_str`] decode, apply Calico defaulting
+//!   ([`super::defaults`]) and validate ([`super::validate`]) each resource, and reject a
+//!   set that defines the same resource twice. [`parse_str`] only decodes.
+//! - YAML is read with the YAML 1.2 core schema: only `true`/`false` are booleans
+//!   (`yes`, `no`, `on`, `y`, `n` are strings, unlike YAML 1.1 readers).
+//! - Hostile input is bounded: file size, total size, file count, documents per file,
+//!   resources per load, YAML nesting depth and alias expansion are capped, and every cap
+//!   is reported as an error naming the input.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde_json::{Map, Value};
+use serde_saphyr::granit_parser::{self, Event, ScalarStyle};
+
+use super::types::{CALICO_API, K8S_CORE_API, Kind, Object, ObjectMeta, Resource, ResourceKey};
+use super::{defaults, validate};
+
+/// Largest file (or stdin) accepted, in bytes.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+/// Largest total input of one load, in bytes.
+pub const MAX_TOTAL_BYTES: u64 = 128 << 20;
+/// Most files one directory load reads.
+pub const MAX_FILES: usize = 10_000;
+/// Deepest directory nesting followed.
+pub const MAX_DIR_DEPTH: usize = 32;
+/// Most documents in one file (empty ones included).
+pub const MAX_DOCUMENTS: usize = 10_000;
+/// Most resources in one load (List items included).
+pub const MAX_RESOURCES: usize = 100_000;
+
+/// The name under which stdin appears in errors.
+pub const STDIN_NAME: &str = "<stdin>";
+
+/// Where a resource came from: file (or `<stdin>`), 1-based document number, and the
+/// index in the document's `items` when the document is a List.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Origin {
+    /// File path as given (or found in a directory), or `<stdin>`.
+    pub source: String,
+    /// 1-based document number in the file.
+    pub document: usize,
+    /// 0-based index in a List document's `items`.
+    pub item: Option<usize>,
+}
+
+impl Origin {
+    /// Prefix of field paths inside this resource (`items[3].` for List items).
+    pub fn field_prefix(&self) -> String {
+        match self.item {
+            Some(i) => format!("items[{i}]."),
+            None => String::new(),
+        }
+    }
+
+    /// A field path inside this resource, prefixed for List items.
+    pub fn field(&self, path: &str) -> String {
+        format!("{}{path}", self.field_prefix())
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.source, self.document)?;
+        if let Some(i) = self.item {
+            write!(f, " items[{i}]")?;
+        }
+        Ok(())
+    }
+}
+
+/// A resource and where it was read from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Loaded {
+    /// The resource (defaulted and validated when it came from a `load_*` function).
+    pub resource: Resource,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+/// What kind of failure a [`LoadError`] is: the CLI maps `Io` to exit code 2 and
+/// `Invalid` to exit code 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LoadErrorKind {
+    /// The input could not be read (missing file, permission, not a file or directory).
+    Io,
+    /// The input was read but is not a valid resource set.
+    Invalid,
+}
+
+/// One problem with the input, naming the file, the document, the field and the reason.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LoadError {
+    /// File path or `<stdin>`.
+    pub source: String,
+    /// 1-based document number, when the problem is inside a document.
+    pub document: Option<usize>,
+    /// Field path (`spec.ingress[0].protocol`, `items[2].metadata.name`), when known.
+    pub field: Option<String>,
+    /// What is wrong and what would be accepted.
+    pub reason: String,
+    /// I/O or invalid input.
+    pub kind: LoadErrorKind,
+}
+
+impl LoadError {
+    /// An error about a field of the resource at `origin`; `field` is relative to the
+    /// resource (the List item prefix is added here).
+    pub fn at(origin: &Origin, field: &str, reason: impl Into<String>) -> LoadError {
+        LoadError {
+            source: origin.source.clone(),
+            document: Some(origin.document),
+            field: (!field.is_empty() || origin.item.is_some()).then(|| {
+                let f = origin.field(field);
+                f.trim_end_matches('.').to_string()
+            }),
+            reason: reason.into(),
+            kind: LoadErrorKind::Invalid,
+        }
+    }
+
+    fn document(source: &str, document: usize, reason: impl Into<String>) -> LoadError {
+        LoadError {
+            source: source.to_string(),
+            document: Some(document),
+            field: None,
+            reason: reason.into(),
+            kind: LoadErrorKind::Invalid,
+        }
+    }
+
+    fn file(source: &str, kind: LoadErrorKind, reason: impl Into<String>) -> LoadError {
+        LoadError {
+            source: source.to_string(),
+            document: None,
+            field: None,
+            reason: reason.into(),
+            kind,
+        }
+    }
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)?;
+        if let Some(d) = self.document {
+            write!(f, ":{d}")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": {field}")?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+/// All problems of one load, in input order. Never empty.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct LoadErrors(pub Vec<LoadError>);
+
+impl LoadErrors {
+    /// Whether any error is an I/O error (the input could not be read at all).
+    pub fn is_io(&self) -> bool {
+        self.0.iter().any(|e| e.kind == LoadErrorKind::Io)
+    }
+
+    /// The errors.
+    pub fn errors(&self) -> &[LoadError] {
+        &self.0
+    }
+}
+
+impl fmt::Display for LoadErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Public entry points
+
+/// Loads, defaults and validates everything at `path`: a file, a directory (recursively)
+/// or `-` for stdin. Atomic: any error means no resources.
+pub fn load_path(path: &Path) -> Result<Vec<Loaded>, LoadErrors> {
+    load_paths(&[path])
+}
+
+/// Loads several paths as one set (as repeated `-f` flags do). Atomic.
+pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<Loaded>, LoadErrors> {
+    let mut loader = Loader::new(true);
+    for p in paths {
+        loader.path(p.as_ref());
+    }
+    loader.finish()
+}
+
+/// How text is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// YAML (multi-document; JSON is read as YAML too).
+    Yaml,
+    /// A stream of JSON values (the reader for `*.json` files).
+    Json,
+}
+
+/// Loads, defaults and validates `text` (YAML, which includes JSON) named `source` in
+/// errors.
+pub fn load_str(text: &str, source: &str) -> Result<Vec<Loaded>, LoadErrors> {
+    load_text(text, source, Format::Yaml)
+}
+
+/// Loads, defaults and validates `text` read as `format`.
+pub fn load_text(text: &str, source: &str, format: Format) -> Result<Vec<Loaded>, LoadErrors> {
+    let mut loader = Loader::new(true);
+    loader.text(text, source, format == Format::Json);
+    loader.finish()
+}
+
+/// Reads `reader` to the end (bounded by [`MAX_FILE_BYTES`]) and loads it like
+/// [`load_str`].
+pub fn load_reader(reader: impl Read, source: &str) -> Result<Vec<Loaded>, LoadErrors> {
+    let mut loader = Loader::new(true);
+    loader.reader(reader, source, false);
+    loader.finish()
+}
+
+/// Decodes `text` without defaulting or validating (types and unknown fields are still
+/// checked). For tools that want the resources exactly as written.
+pub fn parse_str(text: &str, source: &str) -> Result<Vec<Loaded>, LoadErrors> {
+    let mut loader = Loader::new(false);
+    loader.text(text, source, false);
+    loader.finish()
+}
+
+// ---------------------------------------------------------------------------------
+// The loader
+
+struct Loader {
+    process: bool,
+    loaded: Vec<Loaded>,
+    errors: Vec<LoadError>,
+    total_bytes: u64,
+    resources: usize,
+    resource_cap_reported: bool,
+}
+
+impl Loader {
+    fn new(process: bool) -> Loader {
+        Loader {
+            process,
+            loaded: Vec::new(),
+            errors: Vec::new(),
+            total_bytes: 0,
+            resources: 0,
+            resource_cap_reported: false,
+        }
+    }
+
+    fn finish(self) -> Result<Vec<Loaded>, LoadErrors> {
+        let mut errors = self.errors;
+        if self.process && errors.is_empty() {
+            check_duplicates(&self.loaded, &mut errors);
+        }
+        if errors.is_empty() {
+            Ok(self.loaded)
+        } else {
+            Err(LoadErrors(errors))
+        }
+    }
+
+    fn path(&mut self, path: &Path) {
+        if path.as_os_str() == "-" {
+            self.reader(std::io::stdin().lock(), STDIN_NAME, false);
+            return;
+        }
+        let name = path.display().to_string();
+        match std::fs::metadata(path) {
+            Err(e) => self.errors.push(LoadError::file(
+                &name,
+                LoadErrorKind::Io,
+                format!("cannot read: {e}"),
+            )),
+            Ok(m) if m.is_dir() => {
+                let mut files = Vec::new();
+                if let Err(e) = collect_files(path, 0, &mut files) {
+                    self.errors.push(e);
+                    return;
+                }
+                files.sort();
+                for f in files {
+                    self.file(&f);
+                }
+            }
+            Ok(_) => self.file(path),
+        }
+    }
+
+    fn file(&mut self, path: &Path) {
+        let name = path.display().to_string();
+        let json = path.extension().is_some_and(|e| e == "json");
+        match std::fs::File::open(path) {
+            Ok(f) => self.reader(f, &name, json),
+            Err(e) => self.errors.push(LoadError::file(
+                &name,
+                LoadErrorKind::Io,
+                format!("cannot read: {e}"),
+            )),
+        }
+    }
+
+    fn reader(&mut self, reader: impl Read, source: &str, json: bool) {
+        let mut bytes = Vec::new();
+        if let Err(e) = reader.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes) {
+            self.errors.push(LoadError::file(
+                source,
+                LoadErrorKind::Io,
+                format!("cannot read: {e}"),
+            ));
+            return;
+        }
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            self.errors.push(LoadError::file(
+                source,
+                LoadErrorKind::Invalid,
+                format!("input is larger than the {MAX_FILE_BYTES}-byte limit"),
+            ));
+            return;
+        }
+        self.total_bytes += bytes.len() as u64;
+        if self.total_bytes > MAX_TOTAL_BYTES {
+            self.errors.push(LoadError::file(
+                source,
+                LoadErrorKind::Invalid,
+                format!("total input is larger than the {MAX_TOTAL_BYTES}-byte limit"),
+            ));
+            return;
+        }
+        match String::from_utf8(bytes) {
+            Ok(text) => self.text(&text, source, json),
+            Err(e) => self.errors.push(LoadError::file(
+                source,
+                LoadErrorKind::Invalid,
+                format!(
+                    "not valid UTF-8 (first bad byte at offset {})",
+                    e.utf8_error().valid_up_to()
+                ),
+            )),
+        }
+    }
+
+    fn text(&mut self, text: &str, source: &str, json: bool) {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        if json {
+            self.json_text(text, source);
+        } else {
+            self.yaml_text(text, source);
+        }
+    }
+
+    fn json_text(&mut self, text: &str, source: &str) {
+        let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+        let mut document = 0;
+        loop {
+            document += 1;
+            if document > MAX_DOCUMENTS {
+                self.errors.push(LoadError::document(
+                    source,
+                    document,
+                    format!("more than {MAX_DOCUMENTS} documents in one file"),
+                ));
+                return;
+            }
+            match stream.next() {
+                None => return,
+                Some(Ok(value)) => self.document(value, source, document),
+                Some(Err(e)) => {
+                    self.errors.push(LoadError::document(
+                        source,
+                        document,
+                        format!(
+                            "JSON syntax error at line {} column {}: {}",
+                            e.line(),
+                            e.column(),
+                            json_error_message(&e)
+                        ),
+                    ));
+                    // A JSON stream cannot resynchronise after a syntax error.
+                    return;
+                }
+            }
+        }
+    }
+
+    fn yaml_text(&mut self, text: &str, source: &str) {
+        let split = split_yaml_documents(text);
+        for doc in split.documents {
+            if doc.null {
+                continue;
+            }
+            match serde_saphyr::from_str_with_options::<Value>(doc.text, saphyr_options()) {
+                Ok(value) => self.document(value, source, doc.number),
+                Err(e) => self.errors.push(LoadError::document(
+                    source,
+                    doc.number,
+                    saphyr_error_message(&e, doc.first_line),
+                )),
+            }
+        }
+        if let Some(e) = split.error {
+            self.errors
+                .push(LoadError::document(source, e.document, e.message));
+        }
+    }
+
+    fn document(&mut self, value: Value, source: &str, document: usize) {
+        let origin = Origin {
+            source: source.to_string(),
+            document,
+            item: None,
+        };
+        let Value::Object(map) = value else {
+            if value.is_null() {
+                return;
+            }
+            self.errors.push(LoadError::document(
+                source,
+                document,
+                format!(
+                    "expected a resource (a mapping with apiVersion, kind, metadata and spec), found {}",
+                    json_type(&value)
+                ),
+            ));
+            return;
+        };
+        let (api, kind) = match type_meta(&map, &origin) {
+            Ok(t) => t,
+            Err(e) => {
+                self.errors.push(e);
+                return;
+            }
+        };
+        if let Some(item_kind) = list_kind(&api, &kind) {
+            self.list(map, item_kind, &origin);
+        } else {
+            self.resource(map, &api, &kind, origin);
+        }
+    }
+
+    fn list(&mut self, mut map: Map<String, Value>, item_kind: Option<Kind>, origin: &Origin) {
+        let mut ok = true;
+        for key in map.keys() {
+            if !matches!(key.as_str(), "apiVersion" | "kind" | "metadata" | "items") {
+                self.errors.push(LoadError::at(
+                    origin,
+                    "",
+                    format!("unknown field `{key}` in a List, expected one of `apiVersion`, `kind`, `metadata`, `items`"),
+                ));
+                ok = false;
+            }
+        }
+        let items = match map.remove("items") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                self.errors.push(LoadError::at(
+                    origin,
+                    "items",
+                    format!(
+                        "invalid type: {}, expected a sequence of resources",
+                        json_type(&other)
+                    ),
+                ));
+                return;
+            }
+        };
+        if !ok {
+            return;
+        }
+        for (i, item) in items.into_iter().enumerate() {
+            let item_origin = Origin {
+                item: Some(i),
+                ..origin.clone()
+            };
+            let Value::Object(mut item) = item else {
+                self.errors.push(LoadError::at(
+                    &item_origin,
+                    "",
+                    format!(
+                        "expected a resource (a mapping with apiVersion, kind, metadata and spec), found {}",
+                        json_type(&item)
+                    ),
+                ));
+                continue;
+            };
+            if let Some(k) = item_kind {
+                // Typed lists may leave the type of their items implicit.
+                item.entry("apiVersion")
+                    .or_insert_with(|| Value::String(k.api_version().to_string()));
+                item.entry("kind")
+                    .or_insert_with(|| Value::String(k.as_str().to_string()));
+            }
+            let (api, kind) = match type_meta(&item, &item_origin) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.errors.push(e);
+                    continue;
+                }
+            };
+            if list_kind(&api, &kind).is_some() {
+                self.errors.push(LoadError::at(
+                    &item_origin,
+                    "kind",
+                    format!("a {kind} cannot be an item of a List"),
+                ));
+                continue;
+            }
+            if let Some(k) = item_kind
+                && Kind::from_wire(&api, &kind) != Some(k)
+            {
+                self.errors.push(LoadError::at(
+                    &item_origin,
+                    "kind",
+                    format!(
+                        "item of kind {kind:?} (apiVersion {api:?}) in a list of {}",
+                        k.as_str()
+                    ),
+                ));
+                continue;
+            }
+            self.resource(item, &api, &kind, item_origin);
+        }
+    }
+
+    fn resource(&mut self, map: Map<String, Value>, api: &str, kind: &str, origin: Origin) {
+        self.resources += 1;
+        if self.resources > MAX_RESOURCES {
+            if !self.resource_cap_reported {
+                self.resource_cap_reported = true;
+                self.errors.push(LoadError::at(
+                    &origin,
+                    "",
+                    format!("more than {MAX_RESOURCES} resources in one load"),
+                ));
+            }
+            return;
+        }
+        let Some(k) = Kind::from_wire(api, kind) else {
+            self.errors.push(unknown_kind(api, kind, &origin));
+            return;
+        };
+        let mut resource = match decode_resource(k, Value::Object(map)) {
+            Ok(r) => r,
+            Err((path, reason)) => {
+                self.errors.push(LoadError::at(&origin, &path, reason));
+                return;
+            }
+        };
+        if self.process {
+            defaults::apply(&mut resource);
+            let problems = validate::validate(&resource);
+            if !problems.is_empty() {
+                for p in problems {
+                    self.errors.push(LoadError::at(&origin, &p.field, p.reason));
+                }
+                return;
+            }
+        }
+        self.loaded.push(Loaded { resource, origin });
+    }
+}
+
+fn collect_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
+    let name = dir.display().to_string();
+    if depth > MAX_DIR_DEPTH {
+        return Err(LoadError::file(
+            &name,
+            LoadErrorKind::Invalid,
+            format!("directories nested deeper than {MAX_DIR_DEPTH} levels"),
+        ));
+    }
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        LoadError::file(
+            &name,
+            LoadErrorKind::Io,
+            format!("cannot read directory: {e}"),
+        )
+    })?;
+    for entry in entries {
+        let entry = entry.map_err(|e| {
+            LoadError::file(
+                &name,
+                LoadErrorKind::Io,
+                format!("cannot read directory: {e}"),
+            )
+        })?;
+        let path = entry.path();
+        // Follows symlinks; the depth cap stops cycles.
+        let meta = std::fs::metadata(&path).map_err(|e| {
+            LoadError::file(
+                &path.display().to_string(),
+                LoadErrorKind::Io,
+                format!("cannot read: {e}"),
+            )
+        })?;
+        if meta.is_dir() {
+            collect_files(&path, depth + 1, out)?;
+        } else if path
+            .extension()
+            .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+        {
+            out.push(path);
+            if out.len() > MAX_FILES {
+                return Err(LoadError::file(
+                    &name,
+                    LoadErrorKind::Invalid,
+                    format!("more than {MAX_FILES} policy files"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_duplicates(loaded: &[Loaded], errors: &mut Vec<LoadError>) {
+    let mut seen: HashMap<ResourceKey, &Origin> = HashMap::new();
+    for l in loaded {
+        let key = l.resource.key();
+        if let Some(first) = seen.get(&key) {
+            errors.push(LoadError::at(
+                &l.origin,
+                "metadata.name",
+                format!("{key} is defined twice (first at {first})"),
+            ));
+        } else {
+            seen.insert(key, &l.origin);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Dispatch
+
+/// Reads `apiVersion` and `kind` of a resource mapping.
+fn type_meta(map: &Map<String, Value>, origin: &Origin) -> Result<(String, String), LoadError> {
+    let get = |field: &str| match map.get(field) {
+        None | Some(Value::Null) => Err(LoadError::at(
+            origin,
+            field,
+            format!("missing field `{field}`: every resource needs apiVersion and kind"),
+        )),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(other) => Err(LoadError::at(
+            origin,
+            field,
+            format!("invalid type: {}, expected a string", json_type(other)),
+        )),
+    };
+    Ok((get("apiVersion")?, get("kind")?))
+}
+
+/// If `kind` is a list: `Some(None)` for a generic `List`, `Some(Some(k))` for a typed
+/// `<Kind>List`.
+fn list_kind(api: &str, kind: &str) -> Option<Option<Kind>> {
+    if kind == "List" && (api == K8S_CORE_API || api == CALICO_API) {
+        return Some(None);
+    }
+    let base = kind.strip_suffix("List")?;
+    Kind::from_wire(api, base).map(Some)
+}
+
+fn unknown_kind(api: &str, kind: &str, origin: &Origin) -> LoadError {
+    let accepted = Kind::ALL
+        .iter()
+        .map(|k| format!("{} {}", k.api_version(), k.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let known_kind = Kind::ALL
+        .iter()
+        .filter(|k| k.as_str() == kind)
+        .map(|k| k.api_version())
+        .collect::<Vec<_>>();
+    if known_kind.is_empty() {
+        LoadError::at(
+            origin,
+            "kind",
+            format!("unknown kind {kind:?} (apiVersion {api:?}); accepted: {accepted}, and List"),
+        )
+    } else {
+        LoadError::at(
+            origin,
+            "apiVersion",
+            format!(
+                "apiVersion {api:?} is not accepted for kind {kind}; expected {}",
+                known_kind.join(" or ")
+            ),
+        )
+    }
+}
+
+/// The wire form of every resource: type metadata, metadata, spec, and an ignored status.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Wire<S> {
+    #[serde(rename = "apiVersion")]
+    _api_version: IgnoredAny,
+    #[serde(rename = "kind")]
+    _kind: IgnoredAny,
+    #[serde(default)]
+    metadata: Option<ObjectMeta>,
+    #[serde(default = "Option::default")]
+    spec: Option<S>,
+    #[serde(default, rename = "status")]
+    _status: Option<IgnoredAny>,
+}
+
+fn decode_object<S: DeserializeOwned + Default>(
+    value: Value,
+) -> Result<Object<S>, (String, String)> {
+    let wire: Wire<S> = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        (path, e.into_inner().to_string())
+    })?;
+    Ok(Object {
+        metadata: wire.metadata.unwrap_or_default(),
+        spec: wire.spec.unwrap_or_default(),
+    })
+}
+
+fn decode_resource(kind: Kind, value: Value) -> Result<Resource, (String, String)> {
+    Ok(match kind {
+        Kind::NetworkPolicy => Resource::NetworkPolicy(decode_object(value)?),
+        Kind::GlobalNetworkPolicy => Resource::GlobalNetworkPolicy(decode_object(value)?),
+        Kind::StagedNetworkPolicy => Resource::StagedNetworkPolicy(decode_object(value)?),
+        Kind::StagedGlobalNetworkPolicy => {
+            Resource::StagedGlobalNetworkPolicy(decode_object(value)?)
+        }
+        Kind::StagedKubernetesNetworkPolicy => {
+            Resource::StagedKubernetesNetworkPolicy(decode_object(value)?)
+        }
+        Kind::KubernetesNetworkPolicy => Resource::KubernetesNetworkPolicy(decode_object(value)?),
+        Kind::Tier => Resource::Tier(decode_object(value)?),
+        Kind::NetworkSet => Resource::NetworkSet(decode_object(value)?),
+        Kind::GlobalNetworkSet => Resource::GlobalNetworkSet(decode_object(value)?),
+        Kind::HostEndpoint => Resource::HostEndpoint(decode_object(value)?),
+        Kind::WorkloadEndpoint => Resource::WorkloadEndpoint(decode_object(value)?),
+        Kind::Profile => Resource::Profile(decode_object(value)?),
+        Kind::Namespace => Resource::Namespace(decode_object(value)?),
+    })
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a sequence",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+fn json_error_message(e: &serde_json::Error) -> String {
+    // serde_json appends " at line L column C"; the position is already in our prefix.
+    let s = e.to_string();
+    match s.rfind(" at line ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// YAML
+
+fn saphyr_options() -> serde_saphyr::Options {
+    let mut opts = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_depth: 64,
+            max_nodes: 1_000_000,
+            max_documents: 2,
+        },
+        with_snippet: false,
+        // YAML 1.2 core schema: `n`, `no`, `on` are strings, not booleans (a namespace
+        // named `no` must not turn into `false`).
+        strict_booleans: true,
+    };
+    // Alias bombs: a policy document never needs more than this many replayed events.
+    opts.alias_limits.max_total_replayed_events = 100_000;
+    opts
+}
+
+fn saphyr_error_message(e: &serde_saphyr::Error, first_line: usize) -> String {
+    let rendered = e.to_string();
+    let message = rendered.lines().next().unwrap_or("").trim().to_string();
+    match e.location() {
+        Some(loc) if loc.line() > 0 => {
+            let line = loc.line() as usize + first_line - 1;
+            // saphyr puts its own "line L column C" into the message; keep ours only.
+            let message = strip_saphyr_location(&message);
+            format!(
+                "YAML error at line {line} column {}: {message}",
+                loc.column()
+            )
+        }
+        _ => format!("YAML error: {message}"),
+    }
+}
+
+fn strip_saphyr_location(m: &str) -> &str {
+    // Advice about the library's own options means nothing to a user.
+    let m = m.split(", set DuplicateKeyPolicy").next().unwrap_or(m);
+    if let Some(i) = m.find(" at line ") {
+        return &m[..i];
+    }
+    if let Some(rest) = m.strip_prefix("error: line ")
+        && let Some(i) = rest.find(": ")
+    {
+        return &rest[i + 2..];
+    }
+    m
+}
+
+struct DocumentSlice<'a> {
+    number: usize,
+    text: &'a str,
+    /// 1-based line of `text`'s first line in the file.
+    first_line: usize,
+    /// Whether the document holds no resource (empty, `~`, `null`).
+    null: bool,
+}
+
+struct SyntaxError {
+    document: usize,
+    message: String,
+}
+
+struct Split<'a> {
+    documents: Vec<DocumentSlice<'a>>,
+    error: Option<SyntaxError>,
+}
+
+/// Splits a YAML stream into its documents with the event parser, so each document is
+/// decoded (and fails) on its own and keeps its number even when empty. A syntax error
+/// ends the split: the documents before it are still returned.
+fn split_yaml_documents(text: &str) -> Split<'_> {
+    let mut opts = granit_parser::Options::default();
+    opts.emit_comments = false;
+    opts.block_nesting_limit = 128;
+    opts.flow_nesting_limit = 128;
+    let mut parser = granit_parser::Parser::new_from_str_with_options(text, opts);
+    let mut documents = Vec::new();
+    let mut number = 0usize;
+    let mut cut = 0usize;
+    let mut line = 1usize;
+    let mut depth = 0usize;
+    let mut root_null = true;
+    let mut in_document = false;
+    while let Some(event) = parser.next_event() {
+        let (event, span) = match event {
+            Ok(e) => e,
+            Err(e) => {
+                let m = e.marker();
+                let document = if in_document { number } else { number + 1 };
+                return Split {
+                    documents,
+                    error: Some(SyntaxError {
+                        document,
+                        message: format!(
+                            "YAML syntax error at line {} column {}: {}",
+                            m.line(),
+                            m.col() + 1,
+                            e.info()
+                        ),
+                    }),
+                };
+            }
+        };
+        match event {
+            Event::DocumentStart(..) => {
+                number += 1;
+                if number > MAX_DOCUMENTS {
+                    return Split {
+                        documents,
+                        error: Some(SyntaxError {
+                            document: number,
+                            message: format!("more than {MAX_DOCUMENTS} documents in one file"),
+                        }),
+                    };
+                }
+                in_document = true;
+                depth = 0;
+                root_null = true;
+            }
+            Event::DocumentEnd => {
+                in_document = false;
+                let end = span
+                    .byte_range()
+                    .map_or(text.len(), |r| r.end)
+                    .clamp(cut, text.len());
+                let slice = text.get(cut..end).unwrap_or("");
+                documents.push(DocumentSlice {
+                    number,
+                    text: slice,
+                    first_line: line,
+                    null: root_null,
+                });
+                line += slice.matches('\n').count();
+                cut = end;
+            }
+            Event::Scalar(ref value, style, anchor, ref tag) if depth == 0 => {
+                root_null = style == ScalarStyle::Plain
+                    && anchor == 0
+                    && tag.is_none()
+                    && matches!(value.as_ref(), "" | "~" | "null" | "Null" | "NULL");
+            }
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                if depth == 0 {
+                    root_null = false;
+                }
+                depth += 1;
+            }
+            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+            Event::Alias(_) if depth == 0 => root_null = false,
+            _ => {}
+        }
+    }
+    Split {
+        documents,
+        error: None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,713 @@
+use std::io::Cursor;
+
+use super::*;
+use crate::model::types::{PolicyType, Protocol, StagedAction};
+
+fn errs(text: &str) -> Vec<String> {
+    match load_str(text, "f.yaml") {
+        Ok(v) => panic!("expected errors, loaded {v:?}"),
+        Err(e) => e.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn ok(text: &str) -> Vec<Loaded> {
+    match load_str(text, "f.yaml") {
+        Ok(v) => v,
+        Err(e) => panic!("expected success:\n{e}"),
+    }
+}
+
+const NP: &str = "apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata:
+  name: allow-tcp-6379
+  namespace: prod
+spec:
+  tier: default
+  order: 100
+  selector: role == 'db'
+  ingress:
+  - action: Allow
+    protocol: tcp
+    source:
+      selector: role == 'frontend'
+    destination:
+      ports: [6379, \"7000:7010\", redis]
+";
+
+const TIER: &str = "apiVersion: projectcalico.org/v3
+kind: Tier
+metadata: {name: security}
+spec: {order: 100}
+";
+
+/// A minimal valid NetworkPolicy named `name`.
+fn np(name: &str) -> String {
+    format!("apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {{name: {name}}}\n")
+}
+
+#[test]
+fn loads_a_policy_with_defaults_applied() {
+    let v = ok(NP);
+    assert_eq!(v.len(), 1);
+    assert_eq!(
+        v[0].origin,
+        Origin {
+            source: "f.yaml".into(),
+            document: 1,
+            item: None
+        }
+    );
+    let Resource::NetworkPolicy(o) = &v[0].resource else {
+        panic!("wrong kind")
+    };
+    assert_eq!(o.metadata.namespace.as_deref(), Some("prod"));
+    assert_eq!(o.spec.order, Some(100.0));
+    assert_eq!(o.spec.types.as_deref(), Some(&[PolicyType::Ingress][..]));
+    assert_eq!(o.spec.ingress[0].protocol, Some(Protocol(6)));
+    assert_eq!(
+        o.spec.ingress[0].destination.ports,
+        vec![
+            crate::model::types::Port::Number(6379),
+            crate::model::types::Port::Range(7000, 7010),
+            crate::model::types::Port::Named("redis".into()),
+        ]
+    );
+    assert_eq!(
+        o.metadata
+            .labels
+            .get("projectcalico.org/tier")
+            .map(String::as_str),
+        Some("default")
+    );
+}
+
+#[test]
+fn parse_str_does_not_default() {
+    let v = parse_str(&np("p"), "f.yaml").unwrap();
+    assert_eq!(v[0].resource.metadata().namespace, None);
+}
+
+#[test]
+fn multi_document_numbering_counts_empty_documents() {
+    let text = format!(
+        "---\n---\n{}---\n# only a comment\n---\n{}",
+        np("a"),
+        np("b")
+    );
+    let v = ok(&text);
+    let docs: Vec<usize> = v.iter().map(|l| l.origin.document).collect();
+    assert_eq!(docs, vec![2, 4]);
+}
+
+#[test]
+fn empty_input_loads_nothing() {
+    assert!(ok("").is_empty());
+    assert!(ok("---\n").is_empty());
+    assert!(ok("# comment\n---\n~\n---\nnull\n").is_empty());
+}
+
+#[test]
+fn every_error_is_reported_and_nothing_is_loaded() {
+    let text = format!(
+        "{}---\nkind: Foo\napiVersion: v9\n---\n{}---\n{}",
+        np("good"),
+        np("Bad_Name"),
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: x\n  labels: {a: 1}\n"
+    );
+    assert_eq!(
+        errs(&text),
+        vec![
+            "f.yaml:2: kind: unknown kind \"Foo\" (apiVersion \"v9\"); accepted: projectcalico.org/v3 NetworkPolicy, projectcalico.org/v3 GlobalNetworkPolicy, projectcalico.org/v3 StagedNetworkPolicy, projectcalico.org/v3 StagedGlobalNetworkPolicy, projectcalico.org/v3 StagedKubernetesNetworkPolicy, networking.k8s.io/v1 NetworkPolicy, projectcalico.org/v3 Tier, projectcalico.org/v3 NetworkSet, projectcalico.org/v3 GlobalNetworkSet, projectcalico.org/v3 HostEndpoint, projectcalico.org/v3 WorkloadEndpoint, projectcalico.org/v3 Profile, v1 Namespace, and List",
+            "f.yaml:3: metadata.name: invalid name \"Bad_Name\": expected lower-case alphanumerics and '-', at most one '.' (the legacy <tier>.<name> form), or a knp.default./ossg.default. prefix (regex ^(L(\\.L)?|(knp|ossg)\\.default\\.L(\\.L)*)$, L = [a-z0-9]([-a-z0-9]*[a-z0-9])?)",
+            "f.yaml:4: metadata.labels.a: invalid type: integer `1`, expected a string",
+        ]
+    );
+}
+
+#[test]
+fn wrong_api_version_for_a_known_kind() {
+    assert_eq!(
+        errs("apiVersion: projectcalico.org/v2\nkind: GlobalNetworkPolicy\nmetadata: {name: a}\n"),
+        vec![
+            "f.yaml:1: apiVersion: apiVersion \"projectcalico.org/v2\" is not accepted for kind GlobalNetworkPolicy; expected projectcalico.org/v3"
+        ]
+    );
+    assert_eq!(
+        errs("apiVersion: v1\nkind: NetworkPolicy\nmetadata: {name: a}\n"),
+        vec![
+            "f.yaml:1: apiVersion: apiVersion \"v1\" is not accepted for kind NetworkPolicy; expected projectcalico.org/v3 or networking.k8s.io/v1"
+        ]
+    );
+}
+
+#[test]
+fn missing_or_mistyped_type_meta() {
+    assert_eq!(
+        errs("kind: Tier\nmetadata: {name: a}\n"),
+        vec![
+            "f.yaml:1: apiVersion: missing field `apiVersion`: every resource needs apiVersion and kind"
+        ]
+    );
+    assert_eq!(
+        errs("apiVersion: projectcalico.org/v3\nkind: [Tier]\n"),
+        vec!["f.yaml:1: kind: invalid type: a sequence, expected a string"]
+    );
+    assert_eq!(
+        errs("just a string\n"),
+        vec![
+            "f.yaml:1: expected a resource (a mapping with apiVersion, kind, metadata and spec), found a string"
+        ]
+    );
+}
+
+#[test]
+fn unknown_and_mistyped_fields_name_their_path() {
+    let base =
+        "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: a}\nspec:\n";
+    assert_eq!(
+        errs(&format!("{base}  ingres: []\n")),
+        vec![
+            "f.yaml:1: spec.ingres: unknown field `ingres`, expected one of `tier`, `order`, `selector`, `types`, `ingress`, `egress`, `serviceAccountSelector`, `performanceHints`, `namespaceSelector`, `doNotTrack`, `preDNAT`, `applyOnForward`, `stagedAction`"
+        ]
+    );
+    assert_eq!(
+        errs(&format!(
+            "{base}  ingress:\n  - action: Allow\n    protocol: TCPX\n"
+        )),
+        vec![
+            "f.yaml:1: spec.ingress[0].protocol: invalid protocol \"TCPX\": expected TCP, UDP, ICMP, ICMPv6, SCTP, UDPLite or a number 1-255"
+        ]
+    );
+    assert_eq!(
+        errs(&format!(
+            "{base}  ingress:\n  - action: Allow\n    protocol: 0\n"
+        )),
+        vec![
+            "f.yaml:1: spec.ingress[0].protocol: invalid protocol 0: expected a protocol name (TCP, UDP, ICMP, ICMPv6, SCTP, UDPLite) or a number 1-255"
+        ]
+    );
+    assert_eq!(
+        errs(&format!("{base}  egress:\n  - action: Allowed\n")),
+        vec![
+            "f.yaml:1: spec.egress[0].action: unknown variant `Allowed`, expected one of `Allow`, `Deny`, `Log`, `Pass`"
+        ]
+    );
+    assert_eq!(
+        errs(&format!("{base}  order: first\n")),
+        vec!["f.yaml:1: spec.order: invalid type: string \"first\", expected f64"]
+    );
+    assert_eq!(
+        errs(&format!(
+            "{base}  ingress:\n  - action: Allow\n    protocol: TCP\n    destination: {{ports: [70000]}}\n"
+        )),
+        vec![
+            "f.yaml:1: spec.ingress[0].destination.ports[0]: invalid port 70000: expected 1-65535"
+        ]
+    );
+    assert_eq!(
+        errs(&format!(
+            "{base}  ingress:\n  - action: Allow\n    protocol: TCP\n    destination: {{ports: [\"90:80\"]}}\n"
+        )),
+        vec![
+            "f.yaml:1: spec.ingress[0].destination.ports[0]: invalid port range \"90:80\": min 90 is greater than max 80"
+        ]
+    );
+    assert_eq!(
+        errs(&format!(
+            "{base}  ingress:\n  - action: Allow\n    source: {{nets: [10.0.0.0/33]}}\n"
+        )),
+        vec![
+            "f.yaml:1: spec.ingress[0].source.nets[0]: invalid CIDR \"10.0.0.0/33\": expected an IPv4 or IPv6 prefix such as 10.0.0.0/8 or fd00::/64, or a bare address"
+        ]
+    );
+    assert_eq!(
+        errs("apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: a, colour: red}\n"),
+        vec![
+            "f.yaml:1: metadata.colour: unknown field `colour`, expected one of `name`, `namespace`, `labels`, `annotations`, `uid`, `resourceVersion`, `creationTimestamp`, `generation`, `generateName`, `managedFields`, `ownerReferences`, `finalizers`, `selfLink`, `deletionTimestamp`, `deletionGracePeriodSeconds`"
+        ]
+    );
+    assert_eq!(
+        errs("apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: a}\nspecs: {}\n"),
+        vec![
+            "f.yaml:1: specs: unknown field `specs`, expected one of `apiVersion`, `kind`, `metadata`, `spec`, `status`"
+        ]
+    );
+}
+
+#[test]
+fn status_and_bookkeeping_are_ignored() {
+    let v = ok(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: prod\n  uid: '1234'\n  resourceVersion: '7'\n  managedFields: [{manager: kubectl}]\nspec: {finalizers: [kubernetes]}\nstatus: {phase: Active}\n",
+    );
+    assert_eq!(v[0].resource.metadata().name, "prod");
+}
+
+#[test]
+fn lists_number_their_items() {
+    let text = "apiVersion: v1
+kind: List
+items:
+- apiVersion: projectcalico.org/v3
+  kind: Tier
+  metadata: {name: security}
+  spec: {order: 100}
+- apiVersion: projectcalico.org/v3
+  kind: Tier
+  metadata: {name: t2}
+  spec: {order: x}
+- apiVersion: projectcalico.org/v3
+  kind: NetworkPolicy
+  metadata: {name: p, namespace: Prod}
+";
+    assert_eq!(
+        errs(text),
+        vec![
+            "f.yaml:1: items[1].spec.order: invalid type: string \"x\", expected f64",
+            "f.yaml:1: items[2].metadata.namespace: invalid namespace \"Prod\": expected lower-case alphanumerics and '-', starting and ending with an alphanumeric",
+        ]
+    );
+    let v = ok(&text.replace("order: x", "order: 3").replace("Prod", "prod"));
+    assert_eq!(v.len(), 3);
+    assert_eq!(v[2].origin.item, Some(2));
+    assert_eq!(v[2].origin.to_string(), "f.yaml:1 items[2]");
+}
+
+#[test]
+fn typed_lists_may_omit_item_types() {
+    let v = ok("apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicyList
+metadata: {resourceVersion: '1'}
+items:
+- metadata: {name: a}
+- apiVersion: projectcalico.org/v3
+  kind: GlobalNetworkPolicy
+  metadata: {name: b}
+");
+    assert_eq!(v.len(), 2);
+    assert!(
+        v.iter()
+            .all(|l| l.resource.kind() == Kind::GlobalNetworkPolicy)
+    );
+    assert_eq!(
+        errs(
+            "apiVersion: projectcalico.org/v3\nkind: TierList\nitems:\n- kind: Profile\n  metadata: {name: a}\n"
+        ),
+        vec![
+            "f.yaml:1: items[0].kind: item of kind \"Profile\" (apiVersion \"projectcalico.org/v3\") in a list of Tier"
+        ]
+    );
+    assert_eq!(
+        errs("apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: List\n  items: []\n"),
+        vec!["f.yaml:1: items[0].kind: a List cannot be an item of a List"]
+    );
+    assert_eq!(
+        errs("apiVersion: v1\nkind: List\nitems: {a: 1}\n"),
+        vec!["f.yaml:1: items: invalid type: a mapping, expected a sequence of resources"]
+    );
+}
+
+#[test]
+fn json_documents_and_lists() {
+    let json = r#"{"apiVersion":"projectcalico.org/v3","kind":"Tier","metadata":{"name":"security"},"spec":{"order":100}}
+{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"prod"}}]}"#;
+    let mut loader = Loader::new(true);
+    loader.text(json, "p.json", true);
+    let v = loader.finish().unwrap();
+    assert_eq!(v.len(), 2);
+    assert_eq!(v[1].origin.document, 2);
+    let mut loader = Loader::new(true);
+    loader.text("{\"apiVersion\": \"v1\",\n \"kind\": }", "p.json", true);
+    assert_eq!(
+        loader.finish().unwrap_err().to_string(),
+        "p.json:1: JSON syntax error at line 2 column 10: expected value"
+    );
+}
+
+#[test]
+fn yaml_also_reads_json() {
+    assert_eq!(
+        ok(r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"prod"}}"#).len(),
+        1
+    );
+}
+
+#[test]
+fn duplicates_are_rejected() {
+    let text = format!("{}---\n{}", np("a"), np("a"));
+    assert_eq!(
+        errs(&text),
+        vec![
+            "f.yaml:2: metadata.name: NetworkPolicy default/a is defined twice (first at f.yaml:1)"
+        ]
+    );
+    // A staged and an enforced policy of the same name are different resources.
+    let text = format!(
+        "{}---\n{}",
+        np("a"),
+        np("a").replace("NetworkPolicy", "StagedNetworkPolicy")
+    );
+    assert_eq!(ok(&text).len(), 2);
+}
+
+#[test]
+fn syntax_errors_keep_earlier_documents_and_stop() {
+    let text = format!("{}---\na: [1, 2\n---\n{}", np("Bad"), np("c"));
+    assert_eq!(
+        errs(&text),
+        vec![
+            "f.yaml:1: metadata.name: invalid name \"Bad\": expected lower-case alphanumerics and '-', at most one '.' (the legacy <tier>.<name> form), or a knp.default./ossg.default. prefix (regex ^(L(\\.L)?|(knp|ossg)\\.default\\.L(\\.L)*)$, L = [a-z0-9]([-a-z0-9]*[a-z0-9])?)",
+            "f.yaml:2: YAML syntax error at line 5 column 4: unclosed bracket '['",
+        ]
+    );
+}
+
+#[test]
+fn duplicate_keys_are_rejected() {
+    assert_eq!(
+        errs("apiVersion: v1\nkind: Namespace\nkind: Namespace\n"),
+        vec!["f.yaml:1: YAML error at line 3 column 1: duplicate mapping key: kind"]
+    );
+}
+
+#[test]
+fn stdin_reader_is_named() {
+    let e = load_reader(Cursor::new("kind: X\n"), STDIN_NAME).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "<stdin>:1: apiVersion: missing field `apiVersion`: every resource needs apiVersion and kind"
+    );
+}
+
+#[test]
+fn limits_are_errors_not_crashes() {
+    let big = "#".repeat(MAX_FILE_BYTES as usize + 1);
+    assert_eq!(
+        load_reader(Cursor::new(big), "big.yaml")
+            .unwrap_err()
+            .to_string(),
+        format!("big.yaml: input is larger than the {MAX_FILE_BYTES}-byte limit")
+    );
+    let many = "---\n".repeat(MAX_DOCUMENTS + 1);
+    assert_eq!(
+        errs(&many),
+        vec![format!(
+            "f.yaml:{}: more than {MAX_DOCUMENTS} documents in one file",
+            MAX_DOCUMENTS + 1
+        )]
+    );
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let e = errs(&deep);
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with("f.yaml:1: YAML syntax error at line 1 column "),
+        "{e:?}"
+    );
+    let bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]
+";
+    let e = errs(bomb);
+    assert_eq!(e.len(), 1);
+    assert!(e[0].starts_with("f.yaml:1: YAML error"), "{e:?}");
+}
+
+#[test]
+fn non_utf8_input_is_rejected() {
+    let e = load_reader(Cursor::new(b"kind: \xff\n".to_vec()), "bin.yaml").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "bin.yaml: not valid UTF-8 (first bad byte at offset 6)"
+    );
+    assert!(!e.is_io());
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tiergate-load-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn directories_load_recursively_in_sorted_order() {
+    let d = temp_dir("dir");
+    std::fs::create_dir_all(d.join("b/c")).unwrap();
+    std::fs::write(d.join("b/c/z.yml"), np("z")).unwrap();
+    std::fs::write(
+        d.join("b/a.json"),
+        r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"ns"}}"#,
+    )
+    .unwrap();
+    std::fs::write(d.join("a.yaml"), TIER).unwrap();
+    std::fs::write(d.join("README.md"), "not policy").unwrap();
+    let v = load_path(&d).unwrap();
+    let names: Vec<&str> = v
+        .iter()
+        .map(|l| l.resource.metadata().name.as_str())
+        .collect();
+    assert_eq!(names, vec!["security", "ns", "z"]);
+    assert!(v[2].origin.source.ends_with("b/c/z.yml"));
+    std::fs::write(d.join("b/bad.yaml"), "kind: Tier\n").unwrap();
+    let e = load_path(&d).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: apiVersion: missing field `apiVersion`: every resource needs apiVersion and kind",
+            d.join("b/bad.yaml").display().to_string() + ":1"
+        )
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn missing_files_are_io_errors() {
+    let e = load_path(Path::new("/nonexistent/tiergate/p.yaml")).unwrap_err();
+    assert!(e.is_io());
+    assert_eq!(
+        e.to_string(),
+        "/nonexistent/tiergate/p.yaml: cannot read: No such file or directory (os error 2)"
+    );
+}
+
+#[test]
+fn several_paths_load_as_one_set() {
+    let d = temp_dir("paths");
+    std::fs::write(d.join("1.yaml"), np("a")).unwrap();
+    std::fs::write(d.join("2.yaml"), np("a")).unwrap();
+    let e = load_paths(&[d.join("1.yaml"), d.join("2.yaml")]).unwrap_err();
+    assert_eq!(e.0.len(), 1);
+    assert!(e.0[0].reason.contains("is defined twice"), "{e}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn staged_kinds_load() {
+    let v = ok("apiVersion: projectcalico.org/v3
+kind: StagedGlobalNetworkPolicy
+metadata: {name: security.block}
+spec:
+  tier: security
+  stagedAction: Delete
+---
+apiVersion: projectcalico.org/v3
+kind: StagedKubernetesNetworkPolicy
+metadata: {name: web, namespace: prod}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress:
+  - from: [{ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16]}}]
+    ports: [{port: 80, endPort: 90}]
+");
+    let Resource::StagedGlobalNetworkPolicy(o) = &v[0].resource else {
+        panic!()
+    };
+    assert_eq!(o.spec.staged_action, Some(StagedAction::Delete));
+    assert_eq!(o.spec.types, None);
+}
+
+#[test]
+fn yaml_1_1_booleans_are_strings() {
+    let v = ok(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: 'no', labels: {enabled: yes, x: n}}\n",
+    );
+    assert_eq!(v[0].resource.metadata().labels["enabled"], "yes");
+    assert_eq!(v[0].resource.metadata().labels["x"], "n");
+    assert_eq!(
+        errs(
+            "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: a}\nspec: {doNotTrack: yes}\n"
+        ),
+        vec!["f.yaml:1: spec.doNotTrack: invalid type: string \"yes\", expected a boolean"]
+    );
+}
+
+mod fuzzish {
+    //! Property tests: random bytes and mutated near-valid YAML never panic the loader,
+    //! every error names the input, and whatever loads holds the model's invariants.
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::{defaults, validate};
+
+    const SEEDS: [&str; 4] = [
+        NP,
+        TIER,
+        "apiVersion: v1
+kind: List
+items:
+- apiVersion: projectcalico.org/v3
+  kind: GlobalNetworkPolicy
+  metadata: {name: g, labels: {a: b}}
+  spec:
+    selector: has(x) && y in {'1', '2'}
+    preDNAT: true
+    applyOnForward: true
+    ingress:
+    - {action: Deny, protocol: ICMP, icmp: {type: 8}, source: {nets: [10.0.0.0/8]}}
+- apiVersion: networking.k8s.io/v1
+  kind: NetworkPolicy
+  metadata: {name: k, namespace: n}
+  spec:
+    podSelector: {matchExpressions: [{key: a, operator: In, values: [b]}]}
+    ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16]}}], ports: [{port: 80, endPort: 90}]}]
+",
+        "---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: w, namespace: n}
+spec: {ipNetworks: [10.0.0.1/32], ports: [{name: http, protocol: TCP, port: 80}]}
+---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: h}
+spec: {node: n, expectedIPs: ['fd00::1'], ports: [{name: ssh, protocol: TCP, port: 22}]}
+",
+    ];
+
+    const INSERTS: [&str; 16] = [
+        ":", "- ", "[", "]", "{", "}", "'", "\"", "\n", "  ", "#", "&a ", "*a", "!!str ", "---\n",
+        "0",
+    ];
+
+    #[derive(Clone, Debug)]
+    enum Edit {
+        Delete(usize),
+        Insert(usize, usize),
+        DupLine(usize),
+        DropLine(usize),
+        Truncate(usize),
+    }
+
+    fn edit() -> impl Strategy<Value = Edit> {
+        prop_oneof![
+            any::<usize>().prop_map(Edit::Delete),
+            (any::<usize>(), 0..INSERTS.len()).prop_map(|(a, b)| Edit::Insert(a, b)),
+            any::<usize>().prop_map(Edit::DupLine),
+            any::<usize>().prop_map(Edit::DropLine),
+            any::<usize>().prop_map(Edit::Truncate),
+        ]
+    }
+
+    fn char_boundary(s: &str, at: usize) -> usize {
+        let mut i = at % (s.len() + 1);
+        while !s.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    }
+
+    fn mutate(seed: &str, edits: &[Edit]) -> String {
+        let mut s = seed.to_string();
+        for e in edits {
+            match *e {
+                Edit::Delete(at) => {
+                    let i = char_boundary(&s, at);
+                    if i < s.len() {
+                        s.remove(i);
+                    }
+                }
+                Edit::Insert(at, what) => {
+                    let i = char_boundary(&s, at);
+                    s.insert_str(i, INSERTS[what]);
+                }
+                Edit::DupLine(at) | Edit::DropLine(at) => {
+                    let mut lines: Vec<&str> = s.lines().collect();
+                    if !lines.is_empty() {
+                        let i = at % lines.len();
+                        if matches!(e, Edit::DupLine(_)) {
+                            lines.insert(i, lines[i]);
+                        } else {
+                            lines.remove(i);
+                        }
+                    }
+                    s = lines.join("\n");
+                }
+                Edit::Truncate(at) => {
+                    let i = char_boundary(&s, at);
+                    s.truncate(i);
+                }
+            }
+        }
+        s
+    }
+
+    fn check_outcome(text: &str, source: &str) {
+        match load_str(text, source) {
+            Ok(loaded) => {
+                for l in &loaded {
+                    assert!(
+                        validate::validate(&l.resource).is_empty(),
+                        "loaded an invalid resource: {l:?}"
+                    );
+                    let mut again = l.resource.clone();
+                    defaults::apply(&mut again);
+                    assert_eq!(again, l.resource, "defaulting is not idempotent");
+                    assert_eq!(l.origin.source, source);
+                }
+            }
+            Err(e) => {
+                assert!(!e.0.is_empty());
+                for err in &e.0 {
+                    assert!(
+                        err.to_string().starts_with(&format!("{source}:")),
+                        "error does not name the input: {err}"
+                    );
+                    assert!(!err.reason.is_empty());
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = load_reader(&bytes[..], "r.yaml");
+            if let Ok(text) = std::str::from_utf8(&bytes) {
+                check_outcome(text, "r.yaml");
+                let _ = load_text(text, "r.json", Format::Json);
+            }
+        }
+
+        #[test]
+        fn near_valid_yaml_never_panics(
+            seed in 0..SEEDS.len(),
+            edits in proptest::collection::vec(edit(), 1..6),
+        ) {
+            let text = mutate(SEEDS[seed], &edits);
+            check_outcome(&text, "m.yaml");
+        }
+
+        #[test]
+        fn yamlish_token_soup_never_panics(
+            parts in proptest::collection::vec(
+                prop_oneof![
+                    Just("apiVersion: projectcalico.org/v3\n".to_string()),
+                    Just("kind: NetworkPolicy\n".to_string()),
+                    Just("metadata: {name: a}\n".to_string()),
+                    Just("spec:\n".to_string()),
+                    Just("  ingress:\n  - action: Allow\n".to_string()),
+                    Just("    protocol: TCP\n".to_string()),
+                    Just("    destination: {ports: [80]}\n".to_string()),
+                    Just("---\n".to_string()),
+                    "[ -~]{0,12}\n",
+                ],
+                0..16,
+            )
+        ) {
+            check_outcome(&parts.concat(), "s.yaml");
+        }
+    }
+
+    #[test]
+    fn seeds_are_valid() {
+        for s in SEEDS {
+            ok(s);
+        }
+    }
+}

@@ -1,0 +1,490 @@
+//! Capture files: reading and writing pcap and pcapng with Ethernet frames.
+//!
+//! This module owns tiergate's view of a capture: a sequence of [`FrameRef`]s
+//! (timestamp in nanoseconds, original length, captured bytes). [`CaptureReader`]
+//! streams frames from a pcap or pcapng file without a per-frame allocation (the
+//! format is detected from the magic number); [`Frames`] holds a whole capture in
+//! one flat buffer for replay and benchmarks; [`CaptureWriter`] writes either format.
+//! Only Ethernet link types are accepted: anything else is an error that names the
+//! file and the link type, never a silent misparse.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pcap_file::DataLink;
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
+use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+use pcap_file::pcapng::blocks::interface_description::{
+    InterfaceDescriptionBlock, InterfaceDescriptionOption,
+};
+use pcap_file::pcapng::{Block, PcapNgReader, PcapNgWriter};
+
+/// Errors of capture I/O. Each names the file it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// The file could not be opened, read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a pcap or pcapng file, or is corrupt.
+    #[error("{path}: not a valid pcap/pcapng capture: {source}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What the pcap reader found.
+        #[source]
+        source: pcap_file::PcapError,
+    },
+    /// The capture's link type is not Ethernet.
+    #[error("{path}: link type {link} is not supported (only Ethernet, DLT_EN10MB = 1)")]
+    LinkType {
+        /// The file.
+        path: PathBuf,
+        /// The link type found.
+        link: String,
+    },
+}
+
+/// One captured frame, borrowed from a reader or a [`Frames`] buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameRef<'a> {
+    /// Capture time, nanoseconds since the Unix epoch.
+    pub ts_ns: u64,
+    /// Length on the wire (≥ `data.len()` unless the file lies).
+    pub orig_len: u32,
+    /// Captured bytes, starting with the Ethernet header.
+    pub data: &'a [u8],
+}
+
+enum Inner {
+    Pcap(PcapReader<BufReader<File>>),
+    PcapNg {
+        reader: PcapNgReader<BufReader<File>>,
+        /// Timestamp scale per interface, in interface-id order.
+        ifaces: Vec<TsScale>,
+    },
+}
+
+/// Timestamp units of a pcapng interface: `raw * num / den` nanoseconds.
+#[derive(Clone, Copy, Debug)]
+struct TsScale {
+    num: u128,
+    den: u128,
+}
+
+impl TsScale {
+    fn from_tsresol(r: Option<u8>) -> TsScale {
+        // Default resolution is microseconds (10^-6). High bit set: power of two.
+        let r = r.unwrap_or(6);
+        let units_per_sec: u128 = if r & 0x80 != 0 {
+            1u128.checked_shl(u32::from(r & 0x7f)).unwrap_or(1)
+        } else {
+            10u128.checked_pow(u32::from(r)).unwrap_or(1)
+        };
+        TsScale {
+            num: 1_000_000_000,
+            den: units_per_sec.max(1),
+        }
+    }
+
+    fn to_ns(self, raw: u128) -> u64 {
+        u64::try_from(raw.saturating_mul(self.num) / self.den).unwrap_or(u64::MAX)
+    }
+}
+
+/// Streams frames from a pcap or pcapng file.
+pub struct CaptureReader {
+    path: PathBuf,
+    inner: Inner,
+    /// The current pcapng frame (reused; pcap frames borrow the reader's buffer).
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for CaptureReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptureReader")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn dlt_name(d: DataLink) -> String {
+    format!("{d:?} ({})", u32::from(d))
+}
+
+impl CaptureReader {
+    /// Opens a capture; the format is detected from the magic number.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, CaptureError> {
+        let path = path.as_ref().to_path_buf();
+        let io = |source| CaptureError::Io {
+            path: path.clone(),
+            source,
+        };
+        let fmt = |source| CaptureError::Format {
+            path: path.clone(),
+            source,
+        };
+        let mut magic = [0u8; 4];
+        File::open(&path)
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .map_err(io)?;
+        let file = BufReader::new(File::open(&path).map_err(io)?);
+        let inner = if magic == [0x0a, 0x0d, 0x0d, 0x0a] {
+            Inner::PcapNg {
+                reader: PcapNgReader::new(file).map_err(fmt)?,
+                ifaces: Vec::new(),
+            }
+        } else {
+            let reader = PcapReader::new(file).map_err(fmt)?;
+            let link = reader.header().datalink;
+            if link != DataLink::ETHERNET {
+                return Err(CaptureError::LinkType {
+                    path,
+                    link: dlt_name(link),
+                });
+            }
+            Inner::Pcap(reader)
+        };
+        Ok(CaptureReader {
+            path,
+            inner,
+            buf: Vec::new(),
+        })
+    }
+
+    /// The file being read.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The next frame, `None` at the end of the file.
+    #[allow(clippy::should_implement_trait)] // frames borrow from the reader
+    pub fn next_frame(&mut self) -> Option<Result<FrameRef<'_>, CaptureError>> {
+        let path = &self.path;
+        let fmt = |source| CaptureError::Format {
+            path: path.clone(),
+            source,
+        };
+        match &mut self.inner {
+            Inner::Pcap(r) => {
+                // Raw packets: pcap-file's checked conversion rejects orig_len > snaplen,
+                // which real captures (and fuzzer-made ones) contain; lengths are taken
+                // as recorded and timestamps computed without overflow.
+                let nano = r.header().ts_resolution == pcap_file::TsResolution::NanoSecond;
+                let p = match r.next_raw_packet()? {
+                    Ok(p) => p,
+                    Err(e) => return Some(Err(fmt(e))),
+                };
+                let frac = u64::from(p.ts_frac) * if nano { 1 } else { 1_000 };
+                let ts_ns = u64::from(p.ts_sec)
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(frac);
+                match p.data {
+                    std::borrow::Cow::Borrowed(data) => Some(Ok(FrameRef {
+                        ts_ns,
+                        orig_len: p.orig_len,
+                        data,
+                    })),
+                    // pcap-file borrows when reading; an owned buffer would not
+                    // outlive this call.
+                    std::borrow::Cow::Owned(_) => Some(Err(fmt(
+                        pcap_file::PcapError::InvalidField("unexpected owned packet data"),
+                    ))),
+                }
+            }
+            Inner::PcapNg { reader, ifaces } => {
+                // Copy into `buf` so the borrow of the reader ends inside the loop.
+                let buf = &mut self.buf;
+                let (ts_ns, orig_len) = loop {
+                    let block = match reader.next_block()? {
+                        Ok(b) => b,
+                        Err(e) => return Some(Err(fmt(e))),
+                    };
+                    match block {
+                        Block::SectionHeader(_) => ifaces.clear(),
+                        Block::InterfaceDescription(idb) => {
+                            if idb.linktype != DataLink::ETHERNET {
+                                return Some(Err(CaptureError::LinkType {
+                                    path: path.clone(),
+                                    link: dlt_name(idb.linktype),
+                                }));
+                            }
+                            let tsresol = idb.options.iter().find_map(|o| match o {
+                                InterfaceDescriptionOption::IfTsResol(r) => Some(*r),
+                                _ => None,
+                            });
+                            ifaces.push(TsScale::from_tsresol(tsresol));
+                        }
+                        Block::EnhancedPacket(epb) => {
+                            let scale = usize::try_from(epb.interface_id)
+                                .ok()
+                                .and_then(|i| ifaces.get(i))
+                                .copied()
+                                .unwrap_or(TsScale::from_tsresol(None));
+                            buf.clear();
+                            buf.extend_from_slice(&epb.data);
+                            break (scale.to_ns(epb.timestamp.as_nanos()), epb.original_len);
+                        }
+                        Block::SimplePacket(spb) => {
+                            buf.clear();
+                            buf.extend_from_slice(&spb.data);
+                            break (0, spb.original_len);
+                        }
+                        _ => {}
+                    }
+                };
+                Some(Ok(FrameRef {
+                    ts_ns,
+                    orig_len,
+                    data: &self.buf,
+                }))
+            }
+        }
+    }
+}
+
+/// A whole capture in memory: one flat byte buffer plus an index.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Frames {
+    bytes: Vec<u8>,
+    /// (offset into `bytes`, captured length, original length, timestamp ns)
+    index: Vec<(usize, u32, u32, u64)>,
+}
+
+impl Frames {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads a whole capture file.
+    pub fn read(path: impl AsRef<Path>) -> Result<Self, CaptureError> {
+        let mut r = CaptureReader::open(path)?;
+        let mut out = Frames::new();
+        while let Some(f) = r.next_frame() {
+            out.push(f?);
+        }
+        Ok(out)
+    }
+
+    /// Appends a frame (copied).
+    pub fn push(&mut self, f: FrameRef<'_>) {
+        let off = self.bytes.len();
+        self.bytes.extend_from_slice(f.data);
+        let caplen = u32::try_from(f.data.len()).unwrap_or(u32::MAX);
+        self.index.push((off, caplen, f.orig_len, f.ts_ns));
+    }
+
+    /// Number of frames.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether there are no frames.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Frame `i`, if it exists.
+    pub fn get(&self, i: usize) -> Option<FrameRef<'_>> {
+        let &(off, caplen, orig_len, ts_ns) = self.index.get(i)?;
+        let data = self.bytes.get(off..off + caplen as usize)?;
+        Some(FrameRef {
+            ts_ns,
+            orig_len,
+            data,
+        })
+    }
+
+    /// All frames in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = FrameRef<'_>> + '_ {
+        self.index
+            .iter()
+            .map(|&(off, caplen, orig_len, ts_ns)| FrameRef {
+                ts_ns,
+                orig_len,
+                data: &self.bytes[off..off + caplen as usize],
+            })
+    }
+
+    /// Sum of original lengths.
+    pub fn wire_bytes(&self) -> u64 {
+        self.index.iter().map(|e| u64::from(e.2)).sum()
+    }
+
+    /// Writes all frames to `path` in `format`.
+    pub fn write(&self, path: impl AsRef<Path>, format: CaptureFormat) -> Result<(), CaptureError> {
+        let mut w = CaptureWriter::create(path, format)?;
+        for f in self.iter() {
+            w.write_frame(f)?;
+        }
+        w.finish()
+    }
+}
+
+/// File format written by [`CaptureWriter`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CaptureFormat {
+    /// Classic libpcap, microsecond timestamps, Ethernet.
+    #[default]
+    Pcap,
+    /// pcapng, one Ethernet interface, nanosecond timestamps.
+    PcapNg,
+}
+
+enum WInner {
+    Pcap(PcapWriter<BufWriter<File>>),
+    PcapNg(PcapNgWriter<BufWriter<File>>),
+}
+
+/// Writes Ethernet frames to a pcap or pcapng file.
+pub struct CaptureWriter {
+    path: PathBuf,
+    inner: WInner,
+}
+
+impl std::fmt::Debug for CaptureWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptureWriter")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The snap length written into headers.
+const SNAPLEN: u32 = 262_144;
+
+impl CaptureWriter {
+    /// Creates (truncates) `path`.
+    pub fn create(path: impl AsRef<Path>, format: CaptureFormat) -> Result<Self, CaptureError> {
+        let path = path.as_ref().to_path_buf();
+        let file = BufWriter::new(File::create(&path).map_err(|source| CaptureError::Io {
+            path: path.clone(),
+            source,
+        })?);
+        let fmt = |source| CaptureError::Format {
+            path: path.clone(),
+            source,
+        };
+        let inner = match format {
+            CaptureFormat::Pcap => {
+                let header = PcapHeader {
+                    datalink: DataLink::ETHERNET,
+                    snaplen: SNAPLEN,
+                    ..Default::default()
+                };
+                WInner::Pcap(PcapWriter::with_header(file, header).map_err(fmt)?)
+            }
+            CaptureFormat::PcapNg => {
+                let mut w = PcapNgWriter::new(file).map_err(fmt)?;
+                let idb = InterfaceDescriptionBlock {
+                    linktype: DataLink::ETHERNET,
+                    snaplen: SNAPLEN,
+                    options: vec![InterfaceDescriptionOption::IfTsResol(9)],
+                };
+                w.write_pcapng_block(idb).map_err(fmt)?;
+                WInner::PcapNg(w)
+            }
+        };
+        Ok(CaptureWriter { path, inner })
+    }
+
+    /// Appends one frame.
+    pub fn write_frame(&mut self, f: FrameRef<'_>) -> Result<(), CaptureError> {
+        let path = &self.path;
+        let fmt = |source| CaptureError::Format {
+            path: path.clone(),
+            source,
+        };
+        let orig_len = f
+            .orig_len
+            .max(u32::try_from(f.data.len()).unwrap_or(u32::MAX));
+        match &mut self.inner {
+            WInner::Pcap(w) => {
+                let p = PcapPacket::new(Duration::from_nanos(f.ts_ns), orig_len, f.data);
+                w.write_packet(&p).map_err(fmt)?;
+            }
+            WInner::PcapNg(w) => {
+                let epb = EnhancedPacketBlock {
+                    interface_id: 0,
+                    timestamp: Duration::from_nanos(f.ts_ns),
+                    original_len: orig_len,
+                    data: std::borrow::Cow::Borrowed(f.data),
+                    options: Vec::new(),
+                };
+                w.write_pcapng_block(epb).map_err(fmt)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes and closes the file.
+    pub fn finish(self) -> Result<(), CaptureError> {
+        let path = self.path;
+        let r = match self.inner {
+            WInner::Pcap(w) => w.into_writer().flush(),
+            WInner::PcapNg(w) => w.into_inner().flush(),
+        };
+        r.map_err(|source| CaptureError::Io { path, source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Frames {
+        let mut f = Frames::new();
+        for i in 0..5u8 {
+            let data: Vec<u8> = (0..(60 + i as usize)).map(|b| b as u8 ^ i).collect();
+            f.push(FrameRef {
+                ts_ns: 1_700_000_000_000_000_000 + u64::from(i) * 1_234_000,
+                orig_len: 60 + u32::from(i) + if i == 3 { 100 } else { 0 },
+                data: &data,
+            });
+        }
+        f
+    }
+
+    #[test]
+    fn pcap_and_pcapng_round_trip() {
+        let dir = std::env::temp_dir().join(format!("tiergate-capture-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let frames = sample();
+        for format in [CaptureFormat::Pcap, CaptureFormat::PcapNg] {
+            let p = dir.join(format!("{format:?}.cap"));
+            frames.write(&p, format).expect("write");
+            let back = Frames::read(&p).expect("read");
+            assert_eq!(back, frames, "{format:?}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn not_a_capture_names_the_file() {
+        let p = std::env::temp_dir().join(format!("tiergate-notcap-{}", std::process::id()));
+        std::fs::write(&p, b"this is not a capture file at all").expect("write");
+        let e = Frames::read(&p).expect_err("must fail");
+        assert!(e.to_string().contains(&p.display().to_string()), "{e}");
+        std::fs::remove_file(&p).ok();
+        let missing = Frames::read("/nonexistent/x.pcap").expect_err("missing");
+        assert!(missing.to_string().contains("/nonexistent/x.pcap"));
+    }
+
+    #[test]
+    fn ts_scale() {
+        assert_eq!(TsScale::from_tsresol(None).to_ns(5), 5_000);
+        assert_eq!(TsScale::from_tsresol(Some(9)).to_ns(5), 5);
+        assert_eq!(
+            TsScale::from_tsresol(Some(0x80 | 10)).to_ns(1024),
+            1_000_000_000
+        );
+    }
+}
