@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand};
 
+mod classify;
+mod cputime;
 mod replay;
 
 #[derive(Debug, Parser)]
@@ -19,10 +21,20 @@ enum Cmd {
     /// Worker-pipeline throughput on 64-byte frames (flow-table hits, all-miss new
     /// flows, 1→N worker scaling), each next to a parse-only pass.
     Replay(replay::Args),
+    /// Classifier lookups on a ClassBench filter set and trace (both verdicts), with
+    /// build time, memory and depth; the compiled tree, the full `Classify` path, a
+    /// recompile and the linear reference.
+    Classify(classify::ClassifyArgs),
 }
 
 fn main() {
     match Cli::parse().cmd {
         Cmd::Replay(a) => replay::main(&a),
+        Cmd::Classify(a) => {
+            if let Err(e) = classify::main(&a) {
+                eprintln!("bench: {e}");
+                std::process::exit(1);
+            }
+        }
     }
 }

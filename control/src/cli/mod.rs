@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod check;
 pub mod eval;
+pub mod replay;
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
@@ -61,6 +62,12 @@ pub enum Command {
     Check(check::Args),
     /// Evaluate one flow against a policy set: enforced and pending verdicts and traces.
     Eval(eval::Args),
+    /// Replay a capture against a policy set: enforced and pending verdicts, flow logs,
+    /// and the impact of the staged policies. With no arguments, replays the embedded
+    /// seed capture against the embedded seed examples.
+    Replay(replay::Args),
+    /// Replay a capture and print only the staged-policy impact report.
+    Impact(replay::Args),
 }
 
 /// Runs the parsed command line.
@@ -68,6 +75,8 @@ pub fn run(cli: Cli) -> ExitCode {
     match &cli.command {
         Command::Check(args) => check::run(args, &cli.global),
         Command::Eval(args) => eval::run(args, &cli.global),
+        Command::Replay(args) => replay::run(args, &cli.global),
+        Command::Impact(args) => replay::run_impact(args, &cli.global),
     }
 }
 
