@@ -42,7 +42,8 @@ use crate::flow::{
     Slot,
 };
 use crate::packet::{
-    Disposition, FragmentTracker, ParseCounters, ParseError, ParsedPacket, UnparsedPolicy, parse,
+    Disposition, Fragment, FragmentTracker, ParseCounters, ParseError, ParsedPacket,
+    UnparsedPolicy, parse,
 };
 use crate::program::{Classify, FlowKey, FlowVerdicts, Verdict};
 
@@ -345,7 +346,6 @@ struct PktMeta {
     ck: Option<ConnKey>,
     dir_b: bool,
     tcp_flags: u8,
-    forward: bool,
     key: Option<FlowKey>,
     hash: u64,
     place: Placement,
@@ -595,7 +595,9 @@ impl<C: Classify> Worker<C> {
             self.stats.parse.record(&self.parsed[i]);
             match &mut self.parsed[i] {
                 Ok(p) => {
-                    self.frags.resolve(p, f.ts_ns);
+                    if p.fragment != Fragment::None {
+                        self.frags.resolve(p, f.ts_ns);
+                    }
                     let (ck, dir) = ConnKey::canonical(&p.conn());
                     let hash = self.table.hash(&ck);
                     let place = self.table.placement(hash);
@@ -606,7 +608,6 @@ impl<C: Classify> Worker<C> {
                         ck: Some(ck),
                         dir_b: dir == Dir::BtoA,
                         tcp_flags: p.tcp_flags,
-                        forward: false,
                         key: Some(p.key),
                         hash,
                         place,
@@ -905,7 +906,6 @@ impl<C: Classify> Worker<C> {
                 }
                 None => self.pass[i],
             };
-            self.meta[i].forward = forward;
             if forward {
                 self.stats.forwarded.add(f.wire_len);
                 self.tx.push(f);
