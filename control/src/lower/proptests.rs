@@ -1021,8 +1021,8 @@ proptest! {
     }
 }
 
-/// The long run: `cargo test -p control --lib -- --ignored lower` (about 10 minutes
-/// on one core).
+/// The long run, 20 000 stores × 64 flows: `cargo test -p control --lib -- --ignored
+/// eval_equals_linear_over_lowered_long` (about 90 s).
 #[test]
 #[ignore = "long run"]
 fn eval_equals_linear_over_lowered_long() {
