@@ -1,6 +1,40 @@
 //! The `bench` harness: one line per measured run (see BENCHMARKS.md).
 
+use clap::{Parser, Subcommand};
+
+mod classify;
+mod cputime;
+mod replay;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bench",
+    about = "tiergate benchmark harness (results: BENCHMARKS.md)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Worker-pipeline throughput on 64-byte frames (flow-table hits, all-miss new
+    /// flows, 1→N worker scaling), each next to a parse-only pass.
+    Replay(replay::Args),
+    /// Classifier lookups on a ClassBench filter set and trace (both verdicts), with
+    /// build time, memory and depth; the compiled tree, the full `Classify` path, a
+    /// recompile and the linear reference.
+    Classify(classify::ClassifyArgs),
+}
+
 fn main() {
-    eprintln!("bench: no harnesses yet");
-    std::process::exit(2);
+    match Cli::parse().cmd {
+        Cmd::Replay(a) => replay::main(&a),
+        Cmd::Classify(a) => {
+            if let Err(e) = classify::main(&a) {
+                eprintln!("bench: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
 }

@@ -11,5 +11,6 @@ pub mod impact;
 pub mod k8s;
 pub mod lower;
 pub mod model;
+pub mod replay;
 pub mod selector;
 pub mod store;

@@ -3,8 +3,12 @@
 //! This crate knows nothing of Calico, YAML or selectors; the control plane lowers
 //! policy into [`program::Program`]s and maps the opaque ids in verdicts back to names.
 
+pub mod arch;
+pub mod classbench;
+pub mod classifier;
 pub mod flow;
 pub mod linear;
+pub mod lpm;
 pub mod packet;
 pub mod pipeline;
 pub mod program;

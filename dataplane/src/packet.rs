@@ -403,6 +403,7 @@ struct Net<'a> {
 /// `data` is the captured bytes, `wire_len` the frame's length on the wire (pcap's
 /// original length; for a live port the frame length). `ifindex` goes into the key.
 /// Never panics, allocates or formats (see the module documentation).
+#[inline]
 pub fn parse(data: &[u8], wire_len: u32, ifindex: u16) -> Result<ParsedPacket, ParseError> {
     let snapped = (data.len() as u64) < u64::from(wire_len);
     let wire_len = wire_len.max(u32::try_from(data.len()).unwrap_or(u32::MAX));
@@ -437,6 +438,7 @@ pub fn parse(data: &[u8], wire_len: u32, ifindex: u16) -> Result<ParsedPacket, P
     }
 }
 
+#[inline]
 fn parse_ipv4(data: &[u8], snapped: bool) -> Result<Net<'_>, ParseError> {
     use etherparse::err::ipv4::HeaderSliceError as E;
     let (ip, auth_err) = LaxIpv4Slice::from_slice(data).map_err(|e| match e {
@@ -477,6 +479,7 @@ fn parse_ipv4(data: &[u8], snapped: bool) -> Result<Net<'_>, ParseError> {
     })
 }
 
+#[inline]
 fn parse_ipv6(data: &[u8], snapped: bool) -> Result<Net<'_>, ParseError> {
     use etherparse::err::ipv6::HeaderSliceError as E;
     use etherparse::err::ipv6_exts::HeaderSliceError as X;
@@ -516,6 +519,7 @@ fn parse_ipv6(data: &[u8], snapped: bool) -> Result<Net<'_>, ParseError> {
     })
 }
 
+#[inline]
 fn finish(
     net: Net<'_>,
     wire_len: u32,
@@ -558,6 +562,7 @@ struct Transport {
     l4: L4,
 }
 
+#[inline]
 fn parse_transport(net: &Net<'_>, snapped: bool) -> Result<Transport, ParseError> {
     let p = net.payload;
     match (net.family, net.proto) {

@@ -38,10 +38,11 @@ use arc_swap::ArcSwap;
 use hdrhistogram::Histogram;
 
 use crate::flow::{
-    ConnKey, Dir, EndReason, FlowRecord, FlowTable, FlowTableConfig, FlowTableStats, Slot,
+    ConnKey, Dir, EndReason, FlowRecord, FlowTable, FlowTableConfig, FlowTableStats, Placement,
+    Slot,
 };
 use crate::packet::{
-    Disposition, FragmentTracker, ParseCounters, ParsedPacket, UnparsedPolicy, parse,
+    Disposition, FragmentTracker, ParseCounters, ParseError, ParsedPacket, UnparsedPolicy, parse,
 };
 use crate::program::{Classify, FlowKey, FlowVerdicts, Verdict};
 
@@ -177,6 +178,9 @@ pub struct WorkerConfig {
     pub export_interval_ns: Option<u64>,
     /// Slots of the fragment tracker.
     pub fragment_slots: usize,
+    /// Prefetch flow-table buckets and entries for the whole batch before the
+    /// lookups (on by default; off only to measure what it buys).
+    pub prefetch: bool,
 }
 
 impl Default for WorkerConfig {
@@ -189,6 +193,7 @@ impl Default for WorkerConfig {
             sweep_buckets: 4,
             export_interval_ns: Some(15_000_000_000),
             fragment_slots: 1024,
+            prefetch: true,
         }
     }
 }
@@ -342,6 +347,8 @@ struct PktMeta {
     tcp_flags: u8,
     forward: bool,
     key: Option<FlowKey>,
+    hash: u64,
+    place: Placement,
 }
 
 /// Where flow records go: a bounded channel, or nowhere (counted as dropped).
@@ -403,6 +410,7 @@ pub struct Worker<C> {
     // Scratch, sized once.
     frames: Vec<RxFrame>,
     meta: Vec<PktMeta>,
+    parsed: Vec<Result<ParsedPacket, ParseError>>,
     verdict: Vec<Option<(Verdict, Verdict)>>,
     pass: Vec<bool>,
     keys: Vec<FlowKey>,
@@ -446,6 +454,7 @@ impl<C: Classify> Worker<C> {
             last_ns: 0,
             frames: vec![RxFrame::default(); batch],
             meta: vec![PktMeta::default(); batch],
+            parsed: vec![Err(ParseError::Truncated); batch],
             verdict: vec![None; batch],
             pass: vec![false; batch],
             keys: Vec::with_capacity(batch),
@@ -573,31 +582,65 @@ impl<C: Classify> Worker<C> {
         self.stats.batches += 1;
         let mut batch_now = self.last_ns;
 
-        // Phase 1: parse, look up, decide hits; queue what needs the classifier.
+        // Phase 0: parse every frame, compute its connection key and hash, and start
+        // loading its flow-table bucket, so the batch's cache misses overlap.
         for i in 0..n {
             let f = self.frames[i];
             self.stats.rx.add(f.wire_len);
             batch_now = batch_now.max(f.ts_ns);
             self.verdict[i] = None;
             self.pass[i] = false;
-            self.meta[i] = PktMeta::default();
-            let r = parse(port.data(&f), f.wire_len, f.ifindex);
-            self.stats.parse.record(&r);
-            let mut p: ParsedPacket = match r {
-                Ok(p) => p,
+            // Parsed in place: the result is large and read back field by field.
+            self.parsed[i] = parse(port.data(&f), f.wire_len, f.ifindex);
+            self.stats.parse.record(&self.parsed[i]);
+            match &mut self.parsed[i] {
+                Ok(p) => {
+                    self.frags.resolve(p, f.ts_ns);
+                    let (ck, dir) = ConnKey::canonical(&p.conn());
+                    let hash = self.table.hash(&ck);
+                    let place = self.table.placement(hash);
+                    if self.cfg.prefetch {
+                        self.table.prefetch_bucket(&place);
+                    }
+                    self.meta[i] = PktMeta {
+                        ck: Some(ck),
+                        dir_b: dir == Dir::BtoA,
+                        tcp_flags: p.tcp_flags,
+                        forward: false,
+                        key: Some(p.key),
+                        hash,
+                        place,
+                    };
+                }
                 Err(e) => {
-                    if self.cfg.unparsed.disposition(e) == Disposition::Pass {
+                    self.meta[i].ck = None;
+                    self.meta[i].key = None;
+                    if self.cfg.unparsed.disposition(*e) == Disposition::Pass {
                         self.pass[i] = true;
                         self.stats.unparsed_passed += 1;
                     }
-                    continue;
                 }
-            };
-            self.frags.resolve(&mut p, f.ts_ns);
-            let now = f.ts_ns;
-            let len = p.wire_len;
+            }
+        }
+        // Phase 0b: with the buckets arriving, start loading the candidate entries.
+        if self.cfg.prefetch {
+            for i in 0..n {
+                if self.meta[i].ck.is_some() {
+                    self.table.prefetch_entry(&self.meta[i].place);
+                }
+            }
+        }
 
-            if let Some(q) = p.related() {
+        // Phase 1: look up, decide hits; queue what needs the classifier.
+        for i in 0..n {
+            let Ok(p) = &self.parsed[i] else {
+                continue;
+            };
+            let now = self.frames[i].ts_ns;
+            let len = p.wire_len;
+            let related = p.related();
+
+            if let Some(q) = related {
                 let (qk, qdir) = ConnKey::canonical(&q);
                 let h = self.table.hash(&qk);
                 let timeouts = *self.table.timeouts();
@@ -606,7 +649,6 @@ impl<C: Classify> Worker<C> {
                     && self.table.entry(s).is_some_and(|e| e.awaiting_verdict())
                 {
                     // Decided once the related connection's verdict is known.
-                    self.meta[i].key = Some(p.key);
                     self.deferred.push(Deferred {
                         pkt: i as u16,
                         slot: s,
@@ -630,17 +672,19 @@ impl<C: Classify> Worker<C> {
                 }
             }
 
-            let (ck, dir) = ConnKey::canonical(&p.conn());
-            let h = self.table.hash(&ck);
-            self.meta[i] = PktMeta {
+            let PktMeta {
                 ck: Some(ck),
-                dir_b: dir == Dir::BtoA,
-                tcp_flags: p.tcp_flags,
-                forward: false,
-                key: Some(p.key),
+                dir_b,
+                hash: h,
+                place,
+                ..
+            } = self.meta[i]
+            else {
+                continue;
             };
+            let dir = if dir_b { Dir::BtoA } else { Dir::AtoB };
             let pkt = i as u16;
-            match self.table.lookup(&ck, h) {
+            match self.table.lookup_placed(&ck, &place) {
                 Some(s) => {
                     let timeouts = *self.table.timeouts();
                     let Some(e) = self.table.entry_mut(s) else {

@@ -2,3 +2,5 @@
 //! traces, and synthetic traffic generation.
 
 pub mod capture;
+pub mod classbench;
+pub mod synth;

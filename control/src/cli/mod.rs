@@ -15,6 +15,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod check;
 pub mod eval;
+pub mod generate;
+pub mod replay;
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
@@ -61,6 +63,15 @@ pub enum Command {
     Check(check::Args),
     /// Evaluate one flow against a policy set: enforced and pending verdicts and traces.
     Eval(eval::Args),
+    /// Replay a capture against a policy set: enforced and pending verdicts, flow logs,
+    /// and the impact of the staged policies. With no arguments, replays the embedded
+    /// seed capture against the embedded seed examples.
+    Replay(replay::Args),
+    /// Replay a capture and print only the staged-policy impact report.
+    Impact(replay::Args),
+    /// Write a synthetic capture: a seeded random mix, the seed scenario, or a
+    /// ClassBench trace as frames.
+    Gen(generate::Args),
 }
 
 /// Runs the parsed command line.
@@ -68,6 +79,9 @@ pub fn run(cli: Cli) -> ExitCode {
     match &cli.command {
         Command::Check(args) => check::run(args, &cli.global),
         Command::Eval(args) => eval::run(args, &cli.global),
+        Command::Replay(args) => replay::run(args, &cli.global),
+        Command::Impact(args) => replay::run_impact(args, &cli.global),
+        Command::Gen(args) => generate::run(args, &cli.global),
     }
 }
 

@@ -1,0 +1,255 @@
+//! `bench classify --rules FILE --trace FILE`: compiles a ClassBench set (every 10th
+//! filter staged, as `rte_acl_bench -c 2`) and prints, per run,
+//! `classify set=... rules=... mlps=... build_ms=... bytes=... depth=...`: lookups per
+//! second of thread CPU time (median of 9 slices) over the whole trace in batches,
+//! both verdicts per lookup. Runs: `classify` (program lookup, the rte_acl
+//! comparison), `classify-flow` (the full `Classify` path with an endpoint lookup),
+//! `recompile` (build after one filter changed) and `linear` (the reference
+//! evaluator, both views).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use dataplane::classbench::{key_of, program_of};
+use dataplane::classifier::{BuildConfig, Classifier};
+use dataplane::linear::evaluate;
+use dataplane::program::{
+    Classify, EndpointBinding, EndpointId, FlowKey, FlowVerdicts, HitAction, PolicySet, ProgramId,
+    Verdicts, View,
+};
+
+use crate::cputime;
+
+#[derive(clap::Args, Debug)]
+pub struct ClassifyArgs {
+    /// ClassBench filter set.
+    #[arg(long)]
+    rules: PathBuf,
+    /// ClassBench trace; `<trace>.firstmatch`, if present, is checked first.
+    #[arg(long)]
+    trace: PathBuf,
+    /// Every K-th filter (index % K == K-1) is staged; 0 = none.
+    #[arg(long, default_value_t = 10)]
+    staged_every: usize,
+    /// Keys per classify call.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Seconds per timed run (split into 9 slices; the median slice is reported).
+    #[arg(long, default_value_t = 3.0)]
+    duration: f64,
+    /// Seconds for the linear reference (0 = skip).
+    #[arg(long, default_value_t = 1.0)]
+    linear_duration: f64,
+    /// Memory budget of the build, bytes.
+    #[arg(long, default_value_t = BuildConfig::default().memory_budget)]
+    budget: usize,
+    /// Leaf list size (BuildConfig::binth).
+    #[arg(long, default_value_t = BuildConfig::default().binth)]
+    binth: usize,
+    /// Space factor (BuildConfig::spfac).
+    #[arg(long, default_value_t = BuildConfig::default().spfac)]
+    spfac: f64,
+    /// Most bits per cut (BuildConfig::max_cut_bits).
+    #[arg(long, default_value_t = BuildConfig::default().max_cut_bits)]
+    max_cut_bits: u32,
+    /// BuildConfig::single_tree_bytes_per_entry.
+    #[arg(long, default_value_t = BuildConfig::default().single_tree_bytes_per_entry)]
+    single_tree_bytes: usize,
+    /// Skip the full-path, recompile runs.
+    #[arg(long)]
+    core_only: bool,
+    /// Repeat the whole measurement this many times.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+}
+
+/// Runs `f` (which processes `per_call` lookups) for `secs`, in 9 slices; returns the
+/// median slice's lookups per second of thread CPU time.
+fn rate(secs: f64, per_call: usize, mut f: impl FnMut()) -> f64 {
+    let mut rates = Vec::with_capacity(9);
+    let slice = Duration::from_secs_f64(secs / 9.0);
+    for _ in 0..9 {
+        let (w0, c0) = (Instant::now(), cputime::thread_cpu());
+        let mut n = 0usize;
+        while w0.elapsed() < slice {
+            f();
+            n += per_call;
+        }
+        let cpu = (cputime::thread_cpu() - c0).as_secs_f64().max(1e-9);
+        rates.push(n as f64 / cpu);
+    }
+    rates.sort_by(f64::total_cmp);
+    rates[4]
+}
+
+fn set_name(p: &Path) -> String {
+    p.file_name().map_or_else(
+        || p.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// Runs the harness.
+pub fn main(a: &ClassifyArgs) -> Result<(), String> {
+    let filters = pcap::classbench::read_filters(&a.rules).map_err(|e| e.to_string())?;
+    let trace = pcap::classbench::read_trace(&a.trace).map_err(|e| e.to_string())?;
+    if trace.is_empty() {
+        return Err(format!("{}: empty trace", a.trace.display()));
+    }
+    let keys: Vec<FlowKey> = trace.iter().map(key_of).collect();
+    let program = program_of(&filters, a.staged_every);
+    let set = PolicySet {
+        programs: vec![program.clone()],
+        endpoints: vec![EndpointBinding {
+            net: "0.0.0.0/0".parse().map_err(|e| format!("{e}"))?,
+            endpoint: EndpointId(0),
+            ingress: Some(ProgramId(0)),
+            egress: None,
+        }],
+    };
+    let cfg = BuildConfig {
+        memory_budget: a.budget,
+        binth: a.binth,
+        spfac: a.spfac,
+        max_cut_bits: a.max_cut_bits,
+        single_tree_bytes_per_entry: a.single_tree_bytes,
+    };
+    let name = set_name(&a.rules);
+    let batch = a.batch.max(1);
+    for _ in 0..a.repeat {
+        let c = Classifier::build(&set, &cfg).map_err(|e| e.to_string())?;
+        let st = *c.stats();
+        // Correctness over the whole trace first: the pending hit is the first
+        // matching filter, the enforced hit the first matching non-staged one.
+        let mut out = vec![Verdicts { ..FIRST }; keys.len()];
+        c.classify_program(ProgramId(0), &keys, &mut out);
+        let oracle = a.trace.with_extension("firstmatch");
+        let oracle = if oracle.exists() {
+            oracle
+        } else {
+            PathBuf::from(format!("{}.firstmatch", a.trace.display()))
+        };
+        let first = |v: &Verdicts, view: View| {
+            let d = if view == View::Enforced {
+                v.enforced
+            } else {
+                v.pending
+            };
+            c.trace(d.trace)
+                .first()
+                .filter(|h| h.action == HitAction::Allow)
+                .map(|h| h.policy.0)
+        };
+        let mut ok = 0usize;
+        let fm = pcap::classbench::read_first_match(&oracle).ok();
+        for (i, (h, v)) in trace.iter().zip(&out).enumerate() {
+            let want_pending = match &fm {
+                Some(fm) => fm.get(i).copied(),
+                None => filters.iter().position(|f| f.matches(h)).map(|x| x as u32),
+            };
+            let want_enforced = filters
+                .iter()
+                .enumerate()
+                .position(|(j, f)| {
+                    (a.staged_every == 0 || j % a.staged_every != a.staged_every - 1)
+                        && f.matches(h)
+                })
+                .map(|x| x as u32);
+            ok += usize::from(
+                first(v, View::Pending) == want_pending
+                    && first(v, View::Enforced) == want_enforced,
+            );
+        }
+        let correct = ok as f64 / keys.len() as f64;
+        let mut res = vec![FIRST; batch];
+        let mut i = 0usize;
+        let mlps = rate(a.duration, batch, || {
+            let n = batch.min(keys.len() - i);
+            c.classify_program(ProgramId(0), &keys[i..i + n], &mut res[..n]);
+            i = if i + n >= keys.len() { 0 } else { i + n };
+            std::hint::black_box(&res);
+        }) / 1e6;
+        println!(
+            "classify set={name} rules={} mlps={mlps:.2} build_ms={:.1} bytes={} depth={} nodes={} trees={} entries={} batch={batch} correct={correct:.6}",
+            filters.len(),
+            st.build_time.as_secs_f64() * 1e3,
+            st.bytes,
+            st.depth,
+            st.nodes,
+            st.trees,
+            st.entries,
+        );
+        if std::env::var_os("BENCH_PATHS").is_some() {
+            let mut hist = std::collections::BTreeMap::new();
+            let mut lens = std::collections::BTreeMap::new();
+            let mut cuts = std::collections::BTreeMap::new();
+            for k in &keys {
+                let (p, n) = c.path_of(ProgramId(0), k);
+                *hist.entry(p.len()).or_insert(0usize) += 1;
+                *lens.entry(n).or_insert(0usize) += 1;
+                for x in p {
+                    *cuts.entry(x).or_insert(0usize) += 1;
+                }
+            }
+            println!("depths {hist:?}\nlist lens {lens:?}\ncuts (lane, bits, ranged) {cuts:?}");
+        }
+        if a.core_only {
+            continue;
+        }
+        let mut fres = vec![FlowVerdicts::default(); batch];
+        let mut i = 0usize;
+        let mlps = rate(a.duration, batch, || {
+            let n = batch.min(keys.len() - i);
+            c.classify(&keys[i..i + n], &mut fres[..n]);
+            i = if i + n >= keys.len() { 0 } else { i + n };
+            std::hint::black_box(&fres);
+        }) / 1e6;
+        println!(
+            "classify-flow set={name} rules={} mlps={mlps:.2} batch={batch}",
+            filters.len()
+        );
+        // Recompile after changing one filter (the last one's destination port).
+        let mut changed = set.clone();
+        if let Some(r) = changed.programs[0]
+            .tiers
+            .first_mut()
+            .and_then(|t| t.policies.last_mut())
+            .and_then(|p| p.rules.first_mut())
+        {
+            r.matches.dst_ports = Some(vec![dataplane::program::PortRange::single(4242)]);
+        }
+        let t0 = Instant::now();
+        let c2 = Classifier::build(&changed, &cfg).map_err(|e| e.to_string())?;
+        println!(
+            "recompile set={name} rules={} ms={:.1} bytes={}",
+            filters.len(),
+            t0.elapsed().as_secs_f64() * 1e3,
+            c2.stats().bytes
+        );
+        if a.linear_duration > 0.0 {
+            let mut i = 0usize;
+            let mlps = rate(a.linear_duration, 1, || {
+                let k = &keys[i];
+                std::hint::black_box((
+                    evaluate(&program, k, View::Enforced),
+                    evaluate(&program, k, View::Pending),
+                ));
+                i = (i + 1) % keys.len();
+            }) / 1e6;
+            println!("linear set={name} rules={} mlps={mlps:.4}", filters.len());
+        }
+    }
+    Ok(())
+}
+
+/// Placeholder contents of result buffers before the first classification.
+const FIRST: Verdicts = Verdicts {
+    enforced: dataplane::program::Decision {
+        verdict: dataplane::program::Verdict::Deny,
+        trace: dataplane::program::TraceId(0),
+    },
+    pending: dataplane::program::Decision {
+        verdict: dataplane::program::Verdict::Deny,
+        trace: dataplane::program::TraceId(0),
+    },
+};

@@ -1,0 +1,311 @@
+//! `bench replay`: worker-pipeline throughput on 64-byte frames.
+//!
+//! Each measurement prints one line. Three kinds of run, all over the same
+//! in-memory frames (no I/O), each next to a parse-only pass over the same frames in
+//! the same process (the ceiling the pipeline is compared to):
+//!
+//! - `hits`: `--flows` flows, `--packets` frames choosing a flow uniformly at random,
+//!   replayed `--loops` times: after the first packet of each flow every lookup hits.
+//! - `misses`: every frame is a new flow (unique 5-tuples), so every packet is a
+//!   flow-table miss, a classification and an insert (an eviction once the table is
+//!   full): new flows per second.
+//! - `scaling`: the `hits` run with 1 worker and with `--workers` workers, each
+//!   worker on its own core with its own queue of disjoint flows (as NIC RSS would
+//!   feed them); aggregate Mpps and the ratio.
+//!
+//! Workers run through `Pipeline::run_ports`, pinned (worker k on core k).
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use dataplane::flow::FlowTableConfig;
+use dataplane::linear::LinearClassifier;
+use dataplane::packet::parse;
+use dataplane::pipeline::{Pipeline, PipelineConfig};
+use dataplane::program::{
+    Action, EndpointBinding, EndpointId, Match, Policy, PolicyId, PolicySet, PortRange, Program,
+    ProgramId, Rule, Tier, TierDefault, TierId, proto,
+};
+use dataplane::worker::{ClassifierSlot, MemPort, Published, WorkerConfig};
+use pcap::capture::Frames;
+use pcap::synth::{Rng, TraceTuple, tuples_to_frames};
+
+/// Arguments of `bench replay`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Which measurement: hits, misses, scaling or all.
+    #[arg(long, default_value = "all")]
+    pub mode: String,
+    /// Flows in the hit run (per worker).
+    #[arg(long, default_value_t = 10_000)]
+    pub flows: u32,
+    /// Distinct frames per worker (hit run) / new flows (miss run).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub packets: u32,
+    /// Times the frames are replayed in the hit run.
+    #[arg(long, default_value_t = 5)]
+    pub loops: usize,
+    /// Workers in the scaling run.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Frames per batch.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Flow-table capacity per worker.
+    #[arg(long, default_value_t = 1 << 16)]
+    pub capacity: usize,
+    /// Repetitions; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    pub repeat: usize,
+    /// Disable the batch prefetch of flow-table lines (to measure what it buys).
+    #[arg(long)]
+    pub no_prefetch: bool,
+}
+
+/// The policy used: one local endpoint (10.2.0.1) whose ingress allows TCP 80 and,
+/// staged, TCP 6379, end-of-tier deny otherwise; an egress program on the clients'
+/// /16 allowing everything. A small but real two-view policy for the linear
+/// reference classifier.
+pub fn bench_policy() -> PolicySet {
+    let tcp_port = |p: u16| Match {
+        protocol: Some(proto::TCP),
+        dst_ports: Some(vec![PortRange::single(p)]),
+        ..Default::default()
+    };
+    let ingress = Program {
+        tiers: vec![Tier {
+            id: TierId(0),
+            default_action: TierDefault::Deny,
+            policies: vec![
+                Policy {
+                    id: PolicyId(1),
+                    staged: false,
+                    rules: vec![Rule {
+                        index: 0,
+                        action: Action::Allow,
+                        matches: tcp_port(80),
+                    }],
+                },
+                Policy {
+                    id: PolicyId(2),
+                    staged: true,
+                    rules: vec![Rule {
+                        index: 0,
+                        action: Action::Allow,
+                        matches: tcp_port(6379),
+                    }],
+                },
+            ],
+        }],
+        profiles: vec![],
+    };
+    let egress = Program {
+        tiers: vec![Tier {
+            id: TierId(0),
+            default_action: TierDefault::Deny,
+            policies: vec![Policy {
+                id: PolicyId(3),
+                staged: false,
+                rules: vec![Rule {
+                    index: 0,
+                    action: Action::Allow,
+                    matches: Match::default(),
+                }],
+            }],
+        }],
+        profiles: vec![],
+    };
+    PolicySet {
+        programs: vec![ingress, egress],
+        endpoints: vec![
+            EndpointBinding {
+                net: "10.2.0.1/32".parse().unwrap_or_else(|_| unreachable!()),
+                endpoint: EndpointId(1),
+                ingress: Some(ProgramId(0)),
+                egress: None,
+            },
+            EndpointBinding {
+                net: "10.1.0.0/16".parse().unwrap_or_else(|_| unreachable!()),
+                endpoint: EndpointId(2),
+                ingress: None,
+                egress: Some(ProgramId(1)),
+            },
+        ],
+    }
+}
+
+/// `n` distinct flows from worker `w`'s client range to a few servers and ports.
+fn flow_tuples(n: u32, w: u32, rng: &mut Rng) -> Vec<TraceTuple> {
+    let servers = [0x0a02_0001u32, 0x0a02_0002, 0x0a02_0003, 0x0a02_0004];
+    let ports = [80u16, 443, 6379, 53];
+    (0..n)
+        .map(|i| {
+            let proto = if rng.chance(0.5) { 6 } else { 17 };
+            TraceTuple {
+                // Unique per (worker, flow): client address and port encode the index.
+                src: 0x0a01_0000 | ((w & 0x3f) << 10) | ((i >> 16) & 0x3ff),
+                dst: servers[rng.below(4) as usize],
+                sport: 1024u16.wrapping_add(i as u16),
+                dport: ports[rng.below(4) as usize],
+                proto,
+            }
+        })
+        .collect()
+}
+
+fn hit_frames(flows: u32, packets: u32, w: u32) -> Frames {
+    let mut rng = Rng::new(0x5eed + u64::from(w));
+    let tuples = flow_tuples(flows, w, &mut rng);
+    let seq: Vec<TraceTuple> = (0..packets)
+        .map(|_| tuples[rng.below(tuples.len() as u64) as usize])
+        .collect();
+    tuples_to_frames(&seq, 1_700_000_000_000_000_000, 100)
+}
+
+fn miss_frames(packets: u32, w: u32) -> Frames {
+    let mut rng = Rng::new(0xbad5eed + u64::from(w));
+    let tuples = flow_tuples(packets, w, &mut rng);
+    tuples_to_frames(&tuples, 1_700_000_000_000_000_000, 100)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Parse-only pass: every frame parsed `loops` times on a pinned thread; Mpps.
+fn parse_only(frames: &Arc<Frames>, loops: usize) -> f64 {
+    let f = Arc::clone(frames);
+    std::thread::spawn(move || {
+        if let Some(c) = core_affinity::get_core_ids().and_then(|c| c.first().copied()) {
+            core_affinity::set_for_current(c);
+        }
+        let t = Instant::now();
+        let mut ok = 0u64;
+        for _ in 0..loops {
+            for fr in f.iter() {
+                ok += u64::from(parse(std::hint::black_box(fr.data), fr.orig_len, 0).is_ok());
+            }
+        }
+        std::hint::black_box(ok);
+        (f.len() * loops) as f64 / t.elapsed().as_secs_f64() / 1e6
+    })
+    .join()
+    .unwrap_or(0.0)
+}
+
+struct Run {
+    mpps: f64,
+    hit_rate: f64,
+    classified: u64,
+    evictions: u64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+fn run_workers(frames: &[Arc<Frames>], loops: usize, a: &Args) -> Run {
+    let classifier = LinearClassifier::new(bench_policy()).unwrap_or_else(|e| {
+        eprintln!("bench policy rejected: {e}");
+        std::process::exit(2)
+    });
+    let slot = Arc::new(ClassifierSlot::new(Published {
+        generation: 1,
+        classifier,
+    }));
+    let ports: Vec<MemPort> = frames
+        .iter()
+        .map(|f| {
+            let order = (0..f.len() as u32).collect();
+            MemPort::new(Arc::clone(f), order, loops)
+        })
+        .collect();
+    let cfg = PipelineConfig {
+        workers: frames.len(),
+        pin: true,
+        worker: WorkerConfig {
+            batch: a.batch,
+            flow: FlowTableConfig {
+                capacity: a.capacity,
+                ..Default::default()
+            },
+            export_interval_ns: None,
+            prefetch: !a.no_prefetch,
+            ..Default::default()
+        },
+        record_capacity: 1 << 20,
+        ..Default::default()
+    };
+    let r = Pipeline::run_ports(ports, slot, &cfg, Arc::new(AtomicBool::new(false)))
+        .unwrap_or_else(|e| {
+            eprintln!("run failed: {e}");
+            std::process::exit(1)
+        });
+    let s = r.totals.flows;
+    let lookups = (s.hits + s.misses).max(1);
+    let lat = &r.workers[0].latency;
+    Run {
+        mpps: r.mpps(),
+        hit_rate: s.hits as f64 / lookups as f64,
+        classified: r.totals.classified,
+        evictions: s.evictions,
+        p50_us: lat.value_at_quantile(0.5) as f64 / 1e3,
+        p99_us: lat.value_at_quantile(0.99) as f64 / 1e3,
+    }
+}
+
+fn measure(name: &str, frames: Vec<Arc<Frames>>, loops: usize, a: &Args) {
+    let mut pipe = Vec::new();
+    let mut ceil = Vec::new();
+    let mut last = None;
+    for _ in 0..a.repeat.max(1) {
+        ceil.push(parse_only(&frames[0], loops));
+        let r = run_workers(&frames, loops, a);
+        pipe.push(r.mpps);
+        last = Some(r);
+    }
+    let Some(r) = last else { return };
+    let (m, c) = (median(pipe.clone()), median(ceil));
+    println!(
+        "bench replay mode={name} workers={} frames_per_worker={} loops={loops} batch={} capacity={} prefetch={} \
+         hit_rate={:.4} classified={} evictions={} mpps_median={:.2} mpps_runs={:?} \
+         parse_only_mpps_median={:.2} pipeline_vs_parse={:.2} batch_p50_us={:.1} batch_p99_us={:.1}",
+        frames.len(),
+        frames[0].len(),
+        a.batch,
+        a.capacity,
+        !a.no_prefetch,
+        r.hit_rate,
+        r.classified,
+        r.evictions,
+        m,
+        pipe.iter()
+            .map(|x| (x * 100.0).round() / 100.0)
+            .collect::<Vec<_>>(),
+        c,
+        if c > 0.0 { m / c } else { 0.0 },
+        r.p50_us,
+        r.p99_us,
+    );
+}
+
+/// Runs the harness.
+pub fn main(a: &Args) {
+    let all = a.mode == "all";
+    if all || a.mode == "hits" {
+        let f = Arc::new(hit_frames(a.flows, a.packets, 0));
+        measure("hits", vec![f], a.loops, a);
+    }
+    if all || a.mode == "misses" {
+        let f = Arc::new(miss_frames(a.packets, 0));
+        measure("misses", vec![f], 1, a);
+    }
+    if all || a.mode == "scaling" {
+        let one = vec![Arc::new(hit_frames(a.flows, a.packets, 0))];
+        let many: Vec<Arc<Frames>> = (0..a.workers.max(1) as u32)
+            .map(|w| Arc::new(hit_frames(a.flows, a.packets, w)))
+            .collect();
+        measure("scaling-1", one, a.loops, a);
+        measure(&format!("scaling-{}", many.len()), many, a.loops, a);
+    }
+}

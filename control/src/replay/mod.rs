@@ -1,0 +1,383 @@
+//! Replay: a capture through the data plane against a policy set, and what the staged
+//! policies would change.
+//!
+//! This module owns the glue between the packet pipeline and the policy names: it
+//! runs [`Pipeline::run`] with a classifier compiled from a [`Lowered`] policy set,
+//! then turns the pipeline's per-connection [`FlowRecord`]s into
+//! - flow logs ([`crate::flowlog`]): one [`FlowActivity`] per record and reporter
+//!   (the source endpoint's egress verdict, the destination endpoint's ingress
+//!   verdict), traces rendered as Calico hit strings;
+//! - the impact report ([`crate::impact`]): one [`ConnectionImpact`] per connection;
+//! - a [`Summary`] of packets, flows and verdicts in both views.
+//!
+//! Only ends that are local endpoints (workload or host endpoints) report, as in
+//! Calico; a connection between two addresses that are not endpoints is forwarded
+//! without policy and counted as *unpoliced*.
+
+pub mod scenario;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use dataplane::flow::{EndReason, FlowRecord};
+use dataplane::pipeline::{Pipeline, PipelineConfig, PipelineError, ReplaySource, RunReport};
+use dataplane::program::{Classify, EndpointId, FlowKey, FlowVerdicts, Verdict, Verdicts, proto};
+use dataplane::worker::{ClassifierSlot, Published, WorkerStats};
+use serde::Serialize;
+
+use crate::flowlog::{Aggregator, EndpointMeta, FlowActivity, FlowLog, Reporter, VerdictName};
+use crate::impact::{self, ConnectionImpact, ImpactReport, ReporterVerdicts};
+use crate::lower::Lowered;
+
+/// How to replay.
+#[derive(Clone, Debug)]
+pub struct ReplayConfig {
+    /// Pipeline settings (workers, pace, flow table, export interval, ...).
+    pub pipeline: PipelineConfig,
+    /// Flow-log aggregation interval (s).
+    pub interval_secs: u64,
+    /// Length of the peer/port lists of the impact report.
+    pub top_n: usize,
+}
+
+impl Default for ReplayConfig {
+    fn default() -> Self {
+        ReplayConfig {
+            pipeline: PipelineConfig::default(),
+            interval_secs: crate::flowlog::DEFAULT_INTERVAL_SECS,
+            top_n: 5,
+        }
+    }
+}
+
+/// Packets and bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Volume {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes (wire length).
+    pub bytes: u64,
+}
+
+/// Packet counts of a replay.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PacketSummary {
+    /// Frames read from the capture.
+    pub total: u64,
+    /// Frames parsed into a flow key.
+    pub parsed: u64,
+    /// Frames cut short before their headers ended.
+    pub truncated: u64,
+    /// Frames whose headers are inconsistent.
+    pub malformed: u64,
+    /// Frames that are not IPv4/IPv6 (ARP, MPLS, ...).
+    pub non_ip: u64,
+    /// Unparsed frames forwarded by the unparsed-frame policy.
+    pub unparsed_passed: u64,
+    /// Frames forwarded (enforced view).
+    pub forwarded: Volume,
+    /// Frames dropped (enforced view, plus unparsed frames dropped).
+    pub dropped: Volume,
+    /// Parsed packets allowed by the enforced view.
+    pub enforced_allow: Volume,
+    /// Parsed packets denied by the enforced view.
+    pub enforced_deny: Volume,
+    /// Parsed packets the pending view would allow.
+    pub pending_allow: Volume,
+    /// Parsed packets the pending view would deny.
+    pub pending_deny: Volume,
+}
+
+/// Connection counts of a replay.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FlowSummary {
+    /// Connections seen.
+    pub total: u64,
+    /// Connections with no local endpoint at either end (no policy applies).
+    pub unpoliced: u64,
+    /// Allowed by the enforced view.
+    pub enforced_allow: u64,
+    /// Denied by the enforced view.
+    pub enforced_deny: u64,
+    /// Would be allowed with the staged policies enforced.
+    pub pending_allow: u64,
+    /// Would be denied with the staged policies enforced.
+    pub pending_deny: u64,
+    /// Allowed now, denied once the staged policies are enforced.
+    pub newly_denied: u64,
+    /// Denied now, allowed once the staged policies are enforced.
+    pub newly_allowed: u64,
+}
+
+/// The summary a replay ends with.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Summary {
+    /// Packets.
+    pub packets: PacketSummary,
+    /// Connections.
+    pub flows: FlowSummary,
+    /// Workers used.
+    pub workers: usize,
+    /// Wall time of the pipeline run (ms).
+    pub elapsed_ms: f64,
+    /// Frames per second over the run, in millions.
+    pub mpps: f64,
+    /// Flow-table evictions (table full).
+    pub evictions: u64,
+    /// Flow records lost (record channel full); flow logs are incomplete when > 0.
+    pub records_dropped: u64,
+}
+
+/// Everything a replay produced.
+#[derive(Debug)]
+pub struct Replay {
+    /// The pipeline's own report (counters, records, frame verdicts).
+    pub run: RunReport,
+    /// Aggregated flow logs.
+    pub flow_logs: Vec<FlowLog>,
+    /// The staged-policy impact report.
+    pub impact: ImpactReport,
+    /// Counts.
+    pub summary: Summary,
+}
+
+/// Why a replay failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The pipeline could not run (unreadable capture, thread failure).
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+}
+
+/// Replays `source` through `classifier` (compiled from `lowered.set`).
+pub fn replay<C: Classify + 'static>(
+    lowered: &Lowered,
+    classifier: C,
+    source: ReplaySource,
+    cfg: &ReplayConfig,
+) -> Result<Replay, ReplayError> {
+    let slot = Arc::new(ClassifierSlot::new(Published {
+        generation: 1,
+        classifier,
+    }));
+    let run = Pipeline::run(source, Arc::clone(&slot), &cfg.pipeline)?;
+    let published = slot.load();
+    let classifier = &published.classifier;
+    let connections = connections(&run.records);
+
+    let mut agg = Aggregator::new(cfg.interval_secs);
+    for rec in &run.records {
+        for a in activities(rec, lowered, classifier) {
+            agg.add(&a);
+        }
+    }
+    let impacts: Vec<ConnectionImpact> = connections
+        .iter()
+        .map(|c| connection_impact(c, lowered, classifier))
+        .collect();
+    let impact = impact::report(&impacts, cfg.top_n);
+    let summary = summarize(&run, &connections, cfg.pipeline.workers.max(1));
+    Ok(Replay {
+        flow_logs: agg.drain(),
+        impact,
+        summary,
+        run,
+    })
+}
+
+/// One connection: its records merged.
+#[derive(Clone, Debug)]
+struct Connection {
+    key: FlowKey,
+    verdicts: FlowVerdicts,
+    packets: u64,
+    bytes: u64,
+}
+
+/// Merges the interval records of each connection (keyed by initiator key and start
+/// time), keeping the latest verdicts.
+fn connections(records: &[FlowRecord]) -> Vec<Connection> {
+    let mut index: HashMap<(FlowKey, u64), usize> = HashMap::new();
+    let mut out: Vec<Connection> = Vec::new();
+    for r in records {
+        let packets = r.packets_fwd + r.packets_rev;
+        let bytes = r.bytes_fwd + r.bytes_rev;
+        match index.get(&(r.key, r.first_ns)) {
+            Some(&i) => {
+                let c = &mut out[i];
+                c.packets += packets;
+                c.bytes += bytes;
+                c.verdicts = r.verdicts;
+            }
+            None => {
+                index.insert((r.key, r.first_ns), out.len());
+                out.push(Connection {
+                    key: r.key,
+                    verdicts: r.verdicts,
+                    packets,
+                    bytes,
+                });
+            }
+        }
+    }
+    out
+}
+
+fn combined(v: &FlowVerdicts, pick: impl Fn(&Verdicts) -> Verdict) -> Verdict {
+    let deny = [v.egress, v.ingress]
+        .into_iter()
+        .flatten()
+        .any(|(_, x)| pick(&x) == Verdict::Deny);
+    if deny { Verdict::Deny } else { Verdict::Allow }
+}
+
+fn summarize(run: &RunReport, connections: &[Connection], workers: usize) -> Summary {
+    let t: &WorkerStats = &run.totals;
+    let vol = |c: dataplane::worker::Count| Volume {
+        packets: c.packets,
+        bytes: c.bytes,
+    };
+    let sum = |a: dataplane::worker::Count, b: dataplane::worker::Count| Volume {
+        packets: a.packets + b.packets,
+        bytes: a.bytes + b.bytes,
+    };
+    let o = &t.outcome;
+    let packets = PacketSummary {
+        total: t.rx.packets,
+        parsed: t.parse.parsed,
+        truncated: t.parse.truncated,
+        malformed: t.parse.malformed,
+        non_ip: t.parse.non_ip,
+        unparsed_passed: t.unparsed_passed,
+        forwarded: vol(t.forwarded),
+        dropped: vol(t.dropped),
+        enforced_allow: sum(o[0][0], o[0][1]),
+        enforced_deny: sum(o[1][0], o[1][1]),
+        pending_allow: sum(o[0][0], o[1][0]),
+        pending_deny: sum(o[0][1], o[1][1]),
+    };
+    let mut flows = FlowSummary::default();
+    for c in connections {
+        flows.total += 1;
+        if c.verdicts.egress.is_none() && c.verdicts.ingress.is_none() {
+            flows.unpoliced += 1;
+        }
+        let e = combined(&c.verdicts, |v| v.enforced.verdict);
+        let p = combined(&c.verdicts, |v| v.pending.verdict);
+        match e {
+            Verdict::Allow => flows.enforced_allow += 1,
+            Verdict::Deny => flows.enforced_deny += 1,
+        }
+        match p {
+            Verdict::Allow => flows.pending_allow += 1,
+            Verdict::Deny => flows.pending_deny += 1,
+        }
+        match (e, p) {
+            (Verdict::Allow, Verdict::Deny) => flows.newly_denied += 1,
+            (Verdict::Deny, Verdict::Allow) => flows.newly_allowed += 1,
+            _ => {}
+        }
+    }
+    Summary {
+        packets,
+        flows,
+        workers,
+        elapsed_ms: run.elapsed.as_secs_f64() * 1e3,
+        mpps: run.mpps(),
+        evictions: t.flows.evictions,
+        records_dropped: t.records_dropped,
+    }
+}
+
+fn end_meta(lowered: &Lowered, ep: Option<EndpointId>, ip: IpAddr) -> EndpointMeta {
+    ep.and_then(|id| lowered.names.endpoint(id))
+        .map(|e| e.meta.clone())
+        .unwrap_or_else(|| lowered.names.peer(ip))
+}
+
+fn end_display(lowered: &Lowered, ep: Option<EndpointId>, ip: IpAddr) -> String {
+    ep.and_then(|id| lowered.names.endpoint(id))
+        .map(|e| e.display.clone())
+        .unwrap_or_else(|| ip.to_string())
+}
+
+fn dest_port(key: &FlowKey) -> u16 {
+    if proto::has_ports(key.proto) {
+        key.dport
+    } else {
+        0
+    }
+}
+
+/// The flow-log activity of one record: one per reporting end.
+fn activities<C: Classify>(rec: &FlowRecord, lowered: &Lowered, c: &C) -> Vec<FlowActivity> {
+    let k = &rec.key;
+    let (src_ip, dst_ip) = (k.src_ip(), k.dst_ip());
+    let src = end_meta(lowered, rec.verdicts.egress.map(|(e, _)| e), src_ip);
+    let dst = end_meta(lowered, rec.verdicts.ingress.map(|(e, _)| e), dst_ip);
+    let completed = matches!(
+        rec.end,
+        Some(EndReason::Closed | EndReason::Timeout | EndReason::Evicted | EndReason::Replaced)
+    );
+    let reporters = [
+        (Reporter::Src, rec.verdicts.egress),
+        (Reporter::Dst, rec.verdicts.ingress),
+    ];
+    reporters
+        .into_iter()
+        .filter_map(|(reporter, v)| v.map(|(_, v)| (reporter, v)))
+        .map(|(reporter, v)| FlowActivity {
+            first_ns: rec.interval_first_ns,
+            last_ns: rec.last_ns,
+            src: src.clone(),
+            dst: dst.clone(),
+            proto: k.proto,
+            dst_port: dest_port(k),
+            reporter,
+            action: v.enforced.verdict,
+            pending_action: v.pending.verdict,
+            enforced: lowered.names.hit_strings(c.trace(v.enforced.trace)),
+            pending: lowered.names.hit_strings(c.trace(v.pending.trace)),
+            packets_fwd: rec.packets_fwd,
+            bytes_fwd: rec.bytes_fwd,
+            packets_rev: rec.packets_rev,
+            bytes_rev: rec.bytes_rev,
+            started: rec.started,
+            completed,
+            live: !completed,
+        })
+        .collect()
+}
+
+fn connection_impact<C: Classify>(c: &Connection, lowered: &Lowered, cl: &C) -> ConnectionImpact {
+    let k = &c.key;
+    let reporters = [
+        (Reporter::Src, c.verdicts.egress),
+        (Reporter::Dst, c.verdicts.ingress),
+    ]
+    .into_iter()
+    .filter_map(|(reporter, v)| {
+        v.map(|(_, v)| ReporterVerdicts {
+            reporter,
+            enforced: v.enforced.verdict,
+            pending: v.pending.verdict,
+            pending_trace: lowered.names.hit_strings(cl.trace(v.pending.trace)),
+        })
+    })
+    .collect();
+    ConnectionImpact {
+        src: end_display(lowered, c.verdicts.egress.map(|(e, _)| e), k.src_ip()),
+        dst: end_display(lowered, c.verdicts.ingress.map(|(e, _)| e), k.dst_ip()),
+        proto: k.proto,
+        dst_port: dest_port(k),
+        packets: c.packets,
+        bytes: c.bytes,
+        reporters,
+    }
+}
+
+/// `allow`/`deny` for printing.
+pub fn verdict_name(v: Verdict) -> VerdictName {
+    v.into()
+}

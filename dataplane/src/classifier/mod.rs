@@ -1,0 +1,743 @@
+//! The compiled classifier: every [`Program`] of a [`PolicySet`] turned into decision
+//! trees whose leaves hold both views' precomputed [`Verdicts`], plus an LPM from
+//! local endpoint address to its programs.
+//!
+//! Build ([`Classifier::build`]) runs off the packet path:
+//! 1. each view of each program is flattened, per address family, into a first-match
+//!    list of multi-range boxes (`flatten`): Log rules vanish, Pass rules and
+//!    `TierDefault::Pass` are intersected with the flattened continuation, staged
+//!    policies are dropped from the enforced list, end-of-tier defaults become
+//!    catch-alls carrying their trigger's hit;
+//! 2. one cut tree (`tree`) is built per program and family over both lists at once;
+//!    a leaf is a region where each view's first intersecting entry covers the region,
+//!    so the leaf stores the pair of decisions (like rte_acl's categories);
+//! 3. traces are interned: a [`Decision`] carries a [`TraceId`] into the trace table,
+//!    read back with [`Classify::trace`].
+//!
+//! Everything the build makes counts against [`BuildConfig::memory_budget`]; when a
+//! program's lists are split into several trees (EffiCuts-style partitions) the leaves
+//! hold list positions and the lookup takes, per view, the first position over the
+//! partitions. If even that does not fit, the build fails with
+//! [`BuildError::OverBudget`] naming the budget.
+//!
+//! Lookup ([`Classify::classify`]) never allocates, locks or panics: it works on
+//! fixed-size batches whose tree walks advance in lockstep, so the loads of different
+//! packets overlap.
+
+mod flatten;
+mod tree;
+
+use foldhash::{HashMap, HashMapExt};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+
+use crate::lpm::Lpm;
+use crate::program::{
+    Classify, Decision, EndpointId, Family, FlowKey, FlowVerdicts, Hit, PolicySet, Program,
+    ProgramId, TraceId, Verdict, Verdicts, View,
+};
+use flatten::{DPORT, DST, MBox, SPORT, SRC, flatten};
+use tree::{Arena, CutParams, Item, LEAF, LIST, Lanes, NONE, OverBudget, TreeBuilder, ViewList};
+
+/// Knobs of [`Classifier::build`].
+#[derive(Clone, Copy, Debug)]
+pub struct BuildConfig {
+    /// Upper bound on the bytes of the compiled classifier (trees, tables, LPM) and on
+    /// the flattened lists built on the way.
+    pub memory_budget: usize,
+    /// HiCuts space factor: how much one cut may replicate entries into children.
+    pub spfac: f64,
+    /// Regions with at most this many candidate rules stop being cut and become a
+    /// short list checked in order (HiCuts' `binth`); 1 = fully resolved leaves only.
+    pub binth: usize,
+    /// Bytes per flattened entry a single tree may take before the build partitions
+    /// the program instead (separate trees cost lookup time, one over-grown tree costs
+    /// memory and build time).
+    pub single_tree_bytes_per_entry: usize,
+    /// Most bits a node stored as a full child array cuts (fan-out up to
+    /// `2^max_cut_bits`); nodes with few runs of children are stored compactly and may
+    /// cut up to 16 bits.
+    pub max_cut_bits: u32,
+}
+
+impl Default for BuildConfig {
+    fn default() -> Self {
+        BuildConfig {
+            memory_budget: 256 << 20,
+            spfac: 4.0,
+            binth: 4,
+            max_cut_bits: 8,
+            single_tree_bytes_per_entry: 2048,
+        }
+    }
+}
+
+/// Why a [`Classifier`] could not be built.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BuildError {
+    /// A binding names a program that is not in the set.
+    #[error("endpoint binding {net} refers to program {program} but the set has {count} programs")]
+    UnknownProgram {
+        /// The binding's prefix.
+        net: IpNet,
+        /// The missing program index.
+        program: u32,
+        /// How many programs the set has.
+        count: usize,
+    },
+    /// Two bindings have the same prefix.
+    #[error("two endpoint bindings have the same prefix {net}")]
+    DuplicateEndpoint {
+        /// The prefix.
+        net: IpNet,
+    },
+    /// The compiled form does not fit the memory budget, even partitioned.
+    #[error(
+        "program {program} ({family:?}) does not fit the memory budget of {budget} bytes ({what}); raise BuildConfig::memory_budget or simplify the policy"
+    )]
+    OverBudget {
+        /// The budget ([`BuildConfig::memory_budget`]).
+        budget: usize,
+        /// The program being compiled when the budget ran out.
+        program: u32,
+        /// Its family.
+        family: Family,
+        /// What ran out.
+        what: &'static str,
+    },
+}
+
+/// What a build produced and what it cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BuildStats {
+    /// Bytes of the compiled classifier (trees, verdict and trace tables, LPM).
+    pub bytes: usize,
+    /// Longest root-to-leaf path, in nodes, over all trees.
+    pub depth: u32,
+    /// Inner tree nodes (after deduplication).
+    pub nodes: usize,
+    /// Tree slots (child pointers and leaves) in the arena.
+    pub slots: usize,
+    /// Entries of all leaf lists.
+    pub items: usize,
+    /// Entries of all flattened lists (both views, both families).
+    pub entries: usize,
+    /// Trees built (one per program and family, more when partitioned).
+    pub trees: usize,
+    /// Distinct traces.
+    pub traces: usize,
+    /// Wall time of the build.
+    pub build_time: Duration,
+}
+
+/// Where a program-family's tree(s) live.
+#[derive(Clone, Debug)]
+enum Root {
+    /// One tree; leaves hold decisions (pure leaves index `verdicts`).
+    Single(u64),
+    /// Several trees over disjoint parts of the lists; leaves hold list positions
+    /// (pure leaves index `pairs`), the first position over all trees wins.
+    Partitioned(Box<Partitioned>),
+}
+
+#[derive(Clone, Debug)]
+struct Partitioned {
+    roots: Vec<u64>,
+    /// Decision of each enforced-list position.
+    enforced: Vec<u32>,
+    /// Decision of each pending-list position.
+    pending: Vec<u32>,
+}
+
+/// The compiled form of a [`PolicySet`]. Immutable; publish a new one to change policy.
+#[derive(Debug)]
+pub struct Classifier {
+    lpm: Lpm,
+    /// Per LPM value: the endpoint and its programs.
+    endpoints: Vec<(EndpointId, Option<ProgramId>, Option<ProgramId>)>,
+    /// Per program: the v4 and v6 roots.
+    roots: Vec<[Root; 2]>,
+    slots: Vec<u64>,
+    items: Vec<Item>,
+    decisions: Vec<Decision>,
+    verdicts: Vec<Verdicts>,
+    pairs: Vec<(u32, u32)>,
+    traces: Vec<Vec<Hit>>,
+    stats: BuildStats,
+}
+
+/// Keys classified per lockstep round.
+const BATCH: usize = 16;
+
+/// Interning tables shared by all programs of one build.
+struct Interner {
+    traces: Vec<Vec<Hit>>,
+    trace_ids: HashMap<Vec<Hit>, u32>,
+    decisions: Vec<Decision>,
+    decision_ids: HashMap<Decision, u32>,
+    verdicts: Vec<Verdicts>,
+    verdict_ids: HashMap<(u32, u32), u32>,
+    pairs: Vec<(u32, u32)>,
+    pair_ids: HashMap<(u32, u32), u32>,
+}
+
+/// The verdicts returned if a walk ever left the arena: deny in both views with an
+/// empty trace (fail closed). The builder never makes such a walk.
+const SENTINEL: Verdicts = Verdicts {
+    enforced: Decision {
+        verdict: Verdict::Deny,
+        trace: TraceId(0),
+    },
+    pending: Decision {
+        verdict: Verdict::Deny,
+        trace: TraceId(0),
+    },
+};
+
+impl Interner {
+    fn new() -> Self {
+        let mut i = Interner {
+            traces: Vec::new(),
+            trace_ids: HashMap::new(),
+            decisions: Vec::new(),
+            decision_ids: HashMap::new(),
+            verdicts: vec![SENTINEL],
+            verdict_ids: HashMap::new(),
+            pairs: Vec::new(),
+            pair_ids: HashMap::new(),
+        };
+        i.trace(&[]);
+        i
+    }
+
+    fn trace(&mut self, t: &[Hit]) -> TraceId {
+        if let Some(&id) = self.trace_ids.get(t) {
+            return TraceId(id);
+        }
+        let id = self.traces.len() as u32;
+        self.traces.push(t.to_vec());
+        self.trace_ids.insert(t.to_vec(), id);
+        TraceId(id)
+    }
+
+    fn decision(&mut self, verdict: Verdict, trace: &[Hit]) -> u32 {
+        let d = Decision {
+            verdict,
+            trace: self.trace(trace),
+        };
+        *self.decision_ids.entry(d).or_insert_with(|| {
+            self.decisions.push(d);
+            (self.decisions.len() - 1) as u32
+        })
+    }
+
+    fn verdicts(&mut self, e: u32, p: u32) -> u32 {
+        let get = |i: u32| {
+            self.decisions
+                .get(i as usize)
+                .copied()
+                .unwrap_or(SENTINEL.enforced)
+        };
+        let v = Verdicts {
+            enforced: get(e),
+            pending: get(p),
+        };
+        *self.verdict_ids.entry((e, p)).or_insert_with(|| {
+            self.verdicts.push(v);
+            (self.verdicts.len() - 1) as u32
+        })
+    }
+
+    fn pair(&mut self, e: u32, p: u32) -> u32 {
+        *self.pair_ids.entry((e, p)).or_insert_with(|| {
+            self.pairs.push((e, p));
+            (self.pairs.len() - 1) as u32
+        })
+    }
+
+    fn bytes(&self) -> usize {
+        let hits: usize = self
+            .traces
+            .iter()
+            .map(|t| t.len() * size_of::<Hit>() + size_of::<Vec<Hit>>())
+            .sum();
+        hits + self.verdicts.len() * size_of::<Verdicts>()
+            + self.decisions.len() * size_of::<Decision>()
+            + self.pairs.len() * 8
+    }
+}
+
+impl Classifier {
+    /// Compiles `set` within `cfg`'s budget.
+    pub fn build(set: &PolicySet, cfg: &BuildConfig) -> Result<Classifier, BuildError> {
+        let t0 = Instant::now();
+        let mut lpm_entries = Vec::with_capacity(set.endpoints.len());
+        let mut endpoints = Vec::with_capacity(set.endpoints.len());
+        for b in &set.endpoints {
+            for p in [b.ingress, b.egress].into_iter().flatten() {
+                if p.0 as usize >= set.programs.len() {
+                    return Err(BuildError::UnknownProgram {
+                        net: b.net,
+                        program: p.0,
+                        count: set.programs.len(),
+                    });
+                }
+            }
+            lpm_entries.push((b.net, endpoints.len() as u32));
+            endpoints.push((b.endpoint, b.ingress, b.egress));
+        }
+        let lpm = Lpm::new(&lpm_entries).map_err(|e| match e {
+            crate::lpm::LpmError::Duplicate(net) => BuildError::DuplicateEndpoint { net },
+            crate::lpm::LpmError::ValueTooLarge(_) => BuildError::OverBudget {
+                budget: cfg.memory_budget,
+                program: 0,
+                family: Family::V4,
+                what: "too many endpoints",
+            },
+        })?;
+        let fixed = lpm.bytes() + endpoints.len() * 16 + set.programs.len() * 32;
+        let mut interner = Interner::new();
+        let mut arena = Arena::new(cfg.memory_budget.saturating_sub(fixed) / 8);
+        let mut stats = BuildStats::default();
+        let mut roots = Vec::with_capacity(set.programs.len());
+        for (pi, program) in set.programs.iter().enumerate() {
+            let mut pair = Vec::with_capacity(2);
+            for family in [Family::V4, Family::V6] {
+                let over = |what| BuildError::OverBudget {
+                    budget: cfg.memory_budget,
+                    program: pi as u32,
+                    family,
+                    what,
+                };
+                let root = build_one(program, family, cfg, &mut interner, &mut arena, &mut stats)
+                    .map_err(over)?;
+                if fixed + arena.bytes() + interner.bytes() > cfg.memory_budget {
+                    return Err(over("trace and verdict tables"));
+                }
+                pair.push(root);
+            }
+            let [v4, v6]: [Root; 2] = pair.try_into().unwrap_or_else(|_| unreachable!());
+            roots.push([v4, v6]);
+        }
+        arena.finish();
+        stats.nodes = arena.inner_nodes;
+        stats.slots = arena.slots.len();
+        stats.traces = interner.traces.len();
+        stats.bytes = fixed + arena.bytes() + interner.bytes();
+        stats.items = arena.items.len();
+        stats.build_time = t0.elapsed();
+        Ok(Classifier {
+            lpm,
+            endpoints,
+            roots,
+            slots: arena.slots,
+            items: arena.items,
+            decisions: interner.decisions,
+            verdicts: interner.verdicts,
+            pairs: interner.pairs,
+            traces: interner.traces,
+            stats,
+        })
+    }
+
+    /// What the build produced and cost.
+    pub fn stats(&self) -> &BuildStats {
+        &self.stats
+    }
+
+    /// Both views' verdicts of `program` for each key (no endpoint lookup): the
+    /// rte_acl-comparable core. `out[i]` receives the verdicts of `keys[i]`; keys past
+    /// `out.len()` are ignored, and an unknown program leaves `out` untouched.
+    pub fn classify_program(&self, program: ProgramId, keys: &[FlowKey], out: &mut [Verdicts]) {
+        let Some(roots) = self.roots.get(program.0 as usize) else {
+            return;
+        };
+        for (kc, oc) in keys.chunks(BATCH).zip(out.chunks_mut(BATCH)) {
+            let mut lanes = [[0u32; 16]; BATCH];
+            let mut s = [LEAF; BATCH];
+            let mut part: [Option<&Partitioned>; BATCH] = [None; BATCH];
+            let n = kc.len().min(oc.len());
+            for i in 0..n {
+                lanes[i] = lanes_of(&kc[i]);
+                match &roots[family_index(kc[i].family)] {
+                    Root::Single(r) => s[i] = *r,
+                    Root::Partitioned(p) => part[i] = Some(p),
+                }
+            }
+            self.walk_all(&mut s[..n], &lanes);
+            for i in 0..n {
+                oc[i] = match part[i] {
+                    None => self.resolve(s[i], &kc[i]),
+                    Some(p) => self.partitioned(p, &kc[i], &lanes[i]),
+                };
+            }
+        }
+    }
+
+    /// The verdicts of a partitioned program: every tree's first positions, the
+    /// smallest per view.
+    fn partitioned(&self, p: &Partitioned, k: &FlowKey, lanes: &Lanes) -> Verdicts {
+        let (mut e, mut pe) = (NONE, NONE);
+        for &root in &p.roots {
+            let mut s = root;
+            while s & LEAF == 0 {
+                s = tree::step_branchless(&self.slots, s, lanes);
+            }
+            let (te, tp) = if s & LIST == 0 {
+                self.pairs
+                    .get(s as u32 as usize)
+                    .copied()
+                    .unwrap_or((NONE, NONE))
+            } else {
+                tree::scan(self.list(s), k)
+            };
+            e = e.min(te);
+            pe = pe.min(tp);
+        }
+        let d = |pos: u32, of: &[u32]| {
+            of.get(pos as usize)
+                .and_then(|&i| self.decisions.get(i as usize))
+                .copied()
+                .unwrap_or(SENTINEL.enforced)
+        };
+        Verdicts {
+            enforced: d(e, &p.enforced),
+            pending: d(pe, &p.pending),
+        }
+    }
+
+    fn list(&self, s: u64) -> &[Item] {
+        let off = s as u32 as usize;
+        let count = ((s >> 32) & 0x3fff_ffff) as usize;
+        self.items.get(off..off + count).unwrap_or(&[])
+    }
+
+    /// Diagnostics: for `program`, the (dim, bits, ranged) of each node on the path
+    /// of `k`, and the leaf list length (0 = precomputed leaf).
+    #[doc(hidden)]
+    pub fn path_of(&self, program: ProgramId, k: &FlowKey) -> (Vec<(u32, u32, bool)>, usize) {
+        let Some(mut s) = self.root(program, k.family) else {
+            return (Vec::new(), 0);
+        };
+        let lanes = lanes_of(k);
+        let mut path = Vec::new();
+        while s & LEAF == 0 {
+            path.push((
+                ((s >> 32) & 0xf) as u32,
+                ((s >> 48) & 0x1f) as u32,
+                s & tree::RANGED != 0,
+            ));
+            s = tree::step(&self.slots, s, &lanes).unwrap_or(LEAF);
+        }
+        let n = if s & LIST != 0 {
+            ((s >> 32) & 0x3fff_ffff) as usize
+        } else {
+            0
+        };
+        (path, n)
+    }
+
+    /// The verdicts of leaf slot `s` for key `k`.
+    #[inline]
+    fn resolve(&self, s: u64, k: &FlowKey) -> Verdicts {
+        if s & LIST == 0 {
+            return self
+                .verdicts
+                .get(s as u32 as usize)
+                .copied()
+                .unwrap_or(SENTINEL);
+        }
+        let (e, p) = tree::scan(self.list(s), k);
+        let d = |i: u32| {
+            self.decisions
+                .get(i as usize)
+                .copied()
+                .unwrap_or(SENTINEL.enforced)
+        };
+        Verdicts {
+            enforced: d(e),
+            pending: d(p),
+        }
+    }
+
+    /// Advances every walk in `s` to its leaf, one level of all walks per round.
+    #[inline]
+    fn walk_all(&self, s: &mut [u64], lanes: &[Lanes]) {
+        while s.iter().fold(LEAF, |a, &x| a & x) == 0 {
+            for (si, l) in s.iter_mut().zip(lanes) {
+                *si = tree::step_branchless(&self.slots, *si, l);
+            }
+        }
+    }
+
+    fn endpoint(
+        &self,
+        family: Family,
+        a: u128,
+    ) -> Option<&(EndpointId, Option<ProgramId>, Option<ProgramId>)> {
+        let v = match family {
+            Family::V4 => self.lpm.lookup_v4(a as u32),
+            Family::V6 => self.lpm.lookup_v6(a),
+        }?;
+        self.endpoints.get(v as usize)
+    }
+
+    fn root(&self, p: ProgramId, f: Family) -> Option<u64> {
+        match self.roots.get(p.0 as usize)?.get(family_index(f))? {
+            Root::Single(r) => Some(*r),
+            Root::Partitioned(_) => None,
+        }
+    }
+
+    fn classify_chunk(&self, keys: &[FlowKey], out: &mut [FlowVerdicts]) {
+        let n = keys.len().min(out.len()).min(BATCH);
+        let mut lanes = [[0u32; 16]; 2 * BATCH];
+        let mut s = [LEAF; 2 * BATCH];
+        let mut part: [Option<&Partitioned>; 2 * BATCH] = [None; 2 * BATCH];
+        let mut ep: [Option<EndpointId>; 2 * BATCH] = [None; 2 * BATCH];
+        for i in 0..n {
+            let k = &keys[i];
+            let l = lanes_of(k);
+            lanes[2 * i] = l;
+            lanes[2 * i + 1] = l;
+            let f = family_index(k.family);
+            let egress = self
+                .endpoint(k.family, k.src)
+                .and_then(|&(id, _, p)| Some((id, p?)));
+            let ingress = self
+                .endpoint(k.family, k.dst)
+                .and_then(|&(id, p, _)| Some((id, p?)));
+            for (j, side) in [(2 * i, egress), (2 * i + 1, ingress)] {
+                let Some((id, p)) = side else { continue };
+                let Some(root) = self.roots.get(p.0 as usize).and_then(|r| r.get(f)) else {
+                    continue;
+                };
+                ep[j] = Some(id);
+                match root {
+                    Root::Single(r) => s[j] = *r,
+                    Root::Partitioned(p) => part[j] = Some(p),
+                }
+            }
+        }
+        self.walk_all(&mut s[..2 * n], &lanes[..2 * n]);
+        let get = |j: usize| {
+            let v = match part[j] {
+                None => self.resolve(s[j], &keys[j / 2]),
+                Some(p) => self.partitioned(p, &keys[j / 2], &lanes[j]),
+            };
+            Some((ep[j]?, v))
+        };
+        for (i, o) in out[..n].iter_mut().enumerate() {
+            *o = FlowVerdicts {
+                egress: get(2 * i),
+                ingress: get(2 * i + 1),
+            };
+        }
+    }
+}
+
+impl Classify for Classifier {
+    fn classify(&self, keys: &[FlowKey], out: &mut [FlowVerdicts]) {
+        for (kc, oc) in keys.chunks(BATCH).zip(out.chunks_mut(BATCH)) {
+            self.classify_chunk(kc, oc);
+        }
+    }
+
+    fn trace(&self, id: TraceId) -> &[Hit] {
+        self.traces.get(id.0 as usize).map_or(&[], Vec::as_slice)
+    }
+}
+
+fn family_index(f: Family) -> usize {
+    match f {
+        Family::V4 => 0,
+        Family::V6 => 1,
+    }
+}
+
+/// The key as the trees index it (see [`tree::Lanes`]).
+#[inline]
+fn lanes_of(k: &FlowKey) -> Lanes {
+    let mut l = [0u32; 16];
+    match k.family {
+        Family::V4 => {
+            l[0] = k.src as u32;
+            l[1] = k.dst as u32;
+            l[2] = k.sport.into();
+            l[3] = k.dport.into();
+            l[4] = k.proto.into();
+        }
+        Family::V6 => {
+            for w in 0..4 {
+                l[w] = (k.src >> (96 - 32 * w)) as u32;
+                l[4 + w] = (k.dst >> (96 - 32 * w)) as u32;
+            }
+            l[8] = k.sport.into();
+            l[9] = k.dport.into();
+            l[10] = k.proto.into();
+        }
+    }
+    l
+}
+
+/// Flattens and builds one program in one family.
+fn build_one(
+    program: &Program,
+    family: Family,
+    cfg: &BuildConfig,
+    interner: &mut Interner,
+    arena: &mut Arena,
+    stats: &mut BuildStats,
+) -> Result<Root, &'static str> {
+    // A box costs at least a few hundred bytes while building; bound the lists by it.
+    let limit = (cfg.memory_budget / 256).max(16);
+    let enforced =
+        flatten(program, family, View::Enforced, limit).map_err(|_| "flattened enforced list")?;
+    let pending =
+        flatten(program, family, View::Pending, limit).map_err(|_| "flattened pending list")?;
+    stats.entries += enforced.len() + pending.len();
+    let mut boxes: Vec<MBox> = Vec::new();
+    let mut box_ids: HashMap<MBox, u32> = HashMap::new();
+    let mut lists = [(Vec::new(), Vec::new()), (Vec::new(), Vec::new())];
+    for (list, (bx, dec)) in [&enforced, &pending].into_iter().zip(lists.iter_mut()) {
+        for e in list {
+            let id = *box_ids.entry(e.mbox.clone()).or_insert_with(|| {
+                boxes.push(e.mbox.clone());
+                (boxes.len() - 1) as u32
+            });
+            bx.push(id);
+            dec.push(interner.decision(e.verdict, &e.trace));
+        }
+    }
+    drop(box_ids);
+    let [(eb, ed), (pb, pd)] = &lists;
+    let params = CutParams {
+        spfac: cfg.spfac,
+        binth: cfg.binth.max(1),
+        max_bits: cfg.max_cut_bits.clamp(1, 16),
+    };
+    let mark = arena.mark();
+    let full_limit = arena.slot_limit;
+    let single_bytes = (eb.len() + pb.len()).saturating_mul(cfg.single_tree_bytes_per_entry);
+    arena.slot_limit = full_limit.min(arena.bytes() / 8 + single_bytes / 8);
+    let mut leaf = |e: u32, p: u32| interner.verdicts(e, p);
+    let single = build_tree(
+        family,
+        &boxes,
+        (eb, ed),
+        (pb, pd),
+        params,
+        &mut leaf,
+        arena,
+        stats,
+    );
+    arena.slot_limit = full_limit;
+    match single {
+        Ok(root) => return Ok(Root::Single(root)),
+        Err(OverBudget) => arena.rollback(mark),
+    }
+    // EffiCuts-style: rules that are large in different fields blow each other up;
+    // separate them, first by source/destination, then by all four ranged fields.
+    let positions = |n: usize| (0..n as u32).collect::<Vec<u32>>();
+    let (epos, ppos) = (positions(eb.len()), positions(pb.len()));
+    for fields in [&[SRC, DST][..], &[SRC, DST, SPORT, DPORT][..]] {
+        let group_of = |b: u32| -> usize {
+            fields
+                .iter()
+                .enumerate()
+                .map(|(i, &d)| usize::from(is_large(&boxes[b as usize], family, d)) << i)
+                .sum()
+        };
+        let mut roots = Vec::new();
+        let mut failed = false;
+        for g in 0..1usize << fields.len() {
+            let pick = |bx: &[u32], pos: &[u32]| -> (Vec<u32>, Vec<u32>) {
+                bx.iter()
+                    .zip(pos)
+                    .filter(|(b, _)| group_of(**b) == g)
+                    .map(|(b, p)| (*b, *p))
+                    .unzip()
+            };
+            let (gb_e, gp_e) = pick(eb, &epos);
+            let (gb_p, gp_p) = pick(pb, &ppos);
+            if gb_e.is_empty() && gb_p.is_empty() {
+                continue;
+            }
+            let mut pair = |e: u32, p: u32| interner.pair(e, p);
+            match build_tree(
+                family,
+                &boxes,
+                (&gb_e, &gp_e),
+                (&gb_p, &gp_p),
+                params,
+                &mut pair,
+                arena,
+                stats,
+            ) {
+                Ok(root) => roots.push(root),
+                Err(OverBudget) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if !failed {
+            return Ok(Root::Partitioned(Box::new(Partitioned {
+                roots,
+                enforced: ed.clone(),
+                pending: pd.clone(),
+            })));
+        }
+        arena.rollback(mark);
+    }
+    Err("tree nodes, even partitioned")
+}
+
+/// Whether box `b` spans at least 1/256 of field `d` (EffiCuts' "large").
+fn is_large(b: &MBox, family: Family, d: usize) -> bool {
+    let w = flatten::widths(family)[d];
+    let size: u128 = b.0[d]
+        .0
+        .iter()
+        .map(|&(lo, hi)| (hi - lo).saturating_add(1))
+        .fold(0, u128::saturating_add);
+    size >= 1u128 << (w - 8)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_tree(
+    family: Family,
+    boxes: &[MBox],
+    (eb, ed): (&[u32], &[u32]),
+    (pb, pd): (&[u32], &[u32]),
+    params: CutParams,
+    leaf: &mut dyn FnMut(u32, u32) -> u32,
+    arena: &mut Arena,
+    stats: &mut BuildStats,
+) -> Result<u64, OverBudget> {
+    let mut t = TreeBuilder {
+        family,
+        boxes,
+        enforced: ViewList {
+            boxes: eb,
+            decisions: ed,
+        },
+        pending: ViewList {
+            boxes: pb,
+            decisions: pd,
+        },
+        params,
+        leaf,
+        arena,
+        max_depth: 0,
+        memo: HashMap::new(),
+    };
+    let root = t.build()?;
+    stats.depth = stats.depth.max(t.max_depth);
+    stats.trees += 1;
+    Ok(root)
+}
+
+#[cfg(test)]
+mod tests;

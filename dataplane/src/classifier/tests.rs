@@ -1,0 +1,616 @@
+//! The compiled classifier against the linear reference: random programs, packets
+//! biased to rule boundaries, both verdicts and both traces compared.
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use proptest::prelude::*;
+
+use super::*;
+use crate::fixtures::{key, net, npm, policy, program, rule, tcp, tier};
+use crate::linear::{LinearClassifier, evaluate};
+use crate::program::{
+    Action, EndpointBinding, IcmpMatch, Match, Policy, PolicyId, PortRange, Rule, Tier,
+    TierDefault, proto,
+};
+
+const V4_BASES: [u32; 4] = [0x0a00_0000, 0x0a01_0200, 0xc0a8_0100, 0xffff_ff00];
+const V6_BASES: [u128; 3] = [0x2001_0db8 << 96, (0x2001_0db8 << 96) | (1 << 64), 0];
+const PORTS: [u16; 10] = [0, 1, 22, 53, 79, 80, 443, 1024, 65534, 65535];
+const PROTOS: [u8; 6] = [
+    proto::TCP,
+    proto::UDP,
+    proto::ICMP,
+    proto::ICMPV6,
+    proto::SCTP,
+    50,
+];
+const ICMP_TYPES: [u8; 4] = [0, 3, 8, 128];
+
+fn arb_net() -> impl Strategy<Value = IpNet> {
+    prop_oneof![
+        3 => (0..V4_BASES.len(), 0u32..256, prop::sample::select(vec![0u8, 8, 16, 24, 25, 30, 31, 32]))
+            .prop_map(|(b, low, len)| IpNet::V4(Ipv4Net::new((V4_BASES[b] | low).into(), len).expect("len"))),
+        1 => (0..V6_BASES.len(), 0u128..256, prop::sample::select(vec![0u8, 32, 64, 96, 120, 127, 128]))
+            .prop_map(|(b, low, len)| IpNet::V6(Ipv6Net::new((V6_BASES[b] | low).into(), len).expect("len"))),
+    ]
+}
+
+fn arb_range() -> impl Strategy<Value = PortRange> {
+    (
+        prop::sample::select(PORTS.to_vec()),
+        prop::sample::select(PORTS.to_vec()),
+        0u8..4,
+    )
+        .prop_map(|(a, b, mode)| match mode {
+            0 => PortRange::single(a),
+            1 => PortRange { lo: b, hi: a }, // sometimes degenerate
+            _ => PortRange {
+                lo: a.min(b),
+                hi: a.max(b),
+            },
+        })
+}
+
+fn arb_icmp() -> impl Strategy<Value = IcmpMatch> {
+    (
+        prop::sample::select(ICMP_TYPES.to_vec()),
+        prop::option::of(0u8..3),
+    )
+        .prop_map(|(icmp_type, code)| IcmpMatch { icmp_type, code })
+}
+
+fn sometimes<T: std::fmt::Debug>(s: impl Strategy<Value = T>) -> impl Strategy<Value = Option<T>> {
+    prop::option::weighted(0.25, s)
+}
+
+fn arb_nets() -> impl Strategy<Value = Vec<IpNet>> {
+    prop::collection::vec(arb_net(), 0..3)
+}
+
+fn arb_match() -> impl Strategy<Value = Match> {
+    let nets = (
+        sometimes(arb_nets()),
+        sometimes(arb_nets()),
+        sometimes(arb_nets()),
+        sometimes(arb_nets()),
+    );
+    let ports = (
+        sometimes(prop::collection::vec(arb_range(), 0..3)),
+        sometimes(prop::collection::vec(arb_range(), 1..3)),
+        sometimes(prop::collection::vec(arb_range(), 0..3)),
+        sometimes(prop::collection::vec(arb_range(), 1..3)),
+    );
+    let misc = (
+        sometimes(prop::sample::select(vec![Family::V4, Family::V6])),
+        sometimes(prop::sample::select(PROTOS.to_vec())),
+        sometimes(prop::sample::select(PROTOS.to_vec())),
+        prop::option::weighted(0.1, arb_icmp()),
+        prop::option::weighted(0.1, arb_icmp()),
+    );
+    (nets, ports, misc).prop_map(
+        |(
+            (sn, nsn, dn, ndn),
+            (sp, nsp, dp, ndp),
+            (family, protocol, not_protocol, icmp, not_icmp),
+        )| {
+            Match {
+                family,
+                protocol,
+                not_protocol,
+                src_nets: sn,
+                not_src_nets: nsn.unwrap_or_default(),
+                dst_nets: dn,
+                not_dst_nets: ndn.unwrap_or_default(),
+                src_ports: sp,
+                not_src_ports: nsp.unwrap_or_default(),
+                dst_ports: dp,
+                not_dst_ports: ndp.unwrap_or_default(),
+                icmp,
+                not_icmp,
+            }
+        },
+    )
+}
+
+fn arb_action() -> impl Strategy<Value = Action> {
+    prop::sample::select(vec![Action::Allow, Action::Deny, Action::Pass, Action::Log])
+}
+
+fn arb_rules() -> impl Strategy<Value = Vec<Rule>> {
+    prop::collection::vec((arb_action(), arb_match()), 0..4).prop_map(|rs| {
+        rs.into_iter()
+            .enumerate()
+            .map(|(i, (action, matches))| Rule {
+                index: i as u32,
+                action,
+                matches,
+            })
+            .collect()
+    })
+}
+
+fn arb_program() -> impl Strategy<Value = Program> {
+    let policy = (any::<bool>(), arb_rules());
+    let tier = (any::<bool>(), prop::collection::vec(policy, 0..4));
+    let tiers = prop::collection::vec(tier, 0..4);
+    let profiles = prop::collection::vec(arb_rules(), 0..3);
+    (tiers, profiles).prop_map(|(tiers, profiles)| {
+        let mut next = 0u32;
+        let mut id = || {
+            next += 1;
+            PolicyId(next)
+        };
+        Program {
+            tiers: tiers
+                .into_iter()
+                .enumerate()
+                .map(|(t, (pass, pols))| Tier {
+                    id: crate::program::TierId(t as u32),
+                    default_action: if pass {
+                        TierDefault::Pass
+                    } else {
+                        TierDefault::Deny
+                    },
+                    policies: pols
+                        .into_iter()
+                        .map(|(staged, rules)| Policy {
+                            id: id(),
+                            staged,
+                            rules,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            profiles: profiles
+                .into_iter()
+                .map(|rules| Policy {
+                    id: id(),
+                    staged: false,
+                    rules,
+                })
+                .collect(),
+        }
+    })
+}
+
+/// Interesting values of each field: the boundaries of every criterion, ±1.
+fn boundaries(p: &Program) -> (Vec<u128>, Vec<u128>, Vec<u16>, Vec<u8>) {
+    let (mut v4, mut v6, mut ports, mut protos) =
+        (vec![0u128], vec![0u128], PORTS.to_vec(), PROTOS.to_vec());
+    let rules = p
+        .tiers
+        .iter()
+        .flat_map(|t| &t.policies)
+        .chain(&p.profiles)
+        .flat_map(|p| &p.rules);
+    for r in rules {
+        let m = &r.matches;
+        let nets = m
+            .src_nets
+            .iter()
+            .flatten()
+            .chain(m.dst_nets.iter().flatten());
+        for n in nets.chain(&m.not_src_nets).chain(&m.not_dst_nets) {
+            let (lo, hi) = match n {
+                IpNet::V4(n) => (
+                    u32::from(n.network()) as u128,
+                    u32::from(n.broadcast()) as u128,
+                ),
+                IpNet::V6(n) => (u128::from(n.network()), u128::from(n.broadcast())),
+            };
+            let out = if n.addr().is_ipv4() { &mut v4 } else { &mut v6 };
+            out.extend([lo, hi, lo.wrapping_sub(1), hi.wrapping_add(1)]);
+        }
+        let rs = m
+            .src_ports
+            .iter()
+            .flatten()
+            .chain(m.dst_ports.iter().flatten());
+        for pr in rs.chain(&m.not_src_ports).chain(&m.not_dst_ports) {
+            ports.extend([pr.lo, pr.hi, pr.lo.wrapping_sub(1), pr.hi.wrapping_add(1)]);
+        }
+        for i in m.icmp.iter().chain(&m.not_icmp) {
+            ports.extend([i.icmp_type.into(), i.code.unwrap_or(0).into(), 1]);
+        }
+        protos.extend(m.protocol.iter().chain(&m.not_protocol));
+    }
+    v4.iter_mut().for_each(|a| *a &= 0xffff_ffff);
+    (v4, v6, ports, protos)
+}
+
+/// Packets built from the boundary values, chosen by `picks`.
+fn packets(p: &Program, picks: &[(u16, u16, u16, u16, u16, bool)]) -> Vec<FlowKey> {
+    let (v4, v6, ports, protos) = boundaries(p);
+    let pick = |v: &[u128], i: u16| v[i as usize % v.len()];
+    picks
+        .iter()
+        .map(|&(a, b, c, d, e, six)| {
+            let proto = protos[e as usize % protos.len()];
+            let (family, src, dst) = if six {
+                (Family::V6, pick(&v6, a), pick(&v6, b))
+            } else {
+                (Family::V4, pick(&v4, a), pick(&v4, b))
+            };
+            FlowKey {
+                src,
+                dst,
+                sport: ports[c as usize % ports.len()],
+                dport: ports[d as usize % ports.len()],
+                proto,
+                family,
+                ifindex: 0,
+            }
+        })
+        .collect()
+}
+
+/// Compares the tree's program-level verdicts with the linear evaluation.
+/// (Also with partitioned trees.)
+fn check_program(p: &Program, keys: &[FlowKey]) -> Result<(), TestCaseError> {
+    check_program_with(p, keys, &BuildConfig::default())?;
+    let partitioned = BuildConfig {
+        single_tree_bytes_per_entry: 0,
+        ..BuildConfig::default()
+    };
+    check_program_with(p, keys, &partitioned)
+}
+
+fn check_program_with(
+    p: &Program,
+    keys: &[FlowKey],
+    cfg: &BuildConfig,
+) -> Result<(), TestCaseError> {
+    let set = PolicySet {
+        programs: vec![p.clone()],
+        endpoints: vec![],
+    };
+    let c = Classifier::build(&set, cfg).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let mut out = vec![SENTINEL; keys.len()];
+    c.classify_program(ProgramId(0), keys, &mut out);
+    for (k, v) in keys.iter().zip(&out) {
+        for (view, d) in [(View::Enforced, v.enforced), (View::Pending, v.pending)] {
+            let want = evaluate(p, k, view);
+            prop_assert_eq!(
+                (d.verdict, c.trace(d.trace)),
+                (want.verdict, want.trace.as_slice()),
+                "{:?} view, key {:?}, {:?}",
+                view,
+                k,
+                cfg
+            );
+        }
+    }
+    Ok(())
+}
+
+fn arb_picks(n: usize) -> impl Strategy<Value = Vec<(u16, u16, u16, u16, u16, bool)>> {
+    prop::collection::vec(
+        (
+            any::<u16>(),
+            any::<u16>(),
+            any::<u16>(),
+            any::<u16>(),
+            any::<u16>(),
+            prop::bool::weighted(0.3),
+        ),
+        n,
+    )
+}
+
+/// Packets per program in the property test; cases × this ≥ 100k checks.
+const PACKETS: usize = 64;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1600, ..ProptestConfig::default() })]
+
+    #[test]
+    fn tree_agrees_with_linear(p in arb_program(), picks in arb_picks(PACKETS)) {
+        let keys = packets(&p, &picks);
+        check_program(&p, &keys)?;
+    }
+
+    #[test]
+    fn classify_agrees_with_linear_classifier(
+        a in arb_program(),
+        b in arb_program(),
+        bind in prop::collection::vec((arb_net(), 0u8..3, 0u8..3), 0..6),
+        picks in arb_picks(16),
+    ) {
+        let mut seen = std::collections::HashSet::new();
+        let pick = |x: u8| (x < 2).then_some(ProgramId(x.into()));
+        let endpoints: Vec<EndpointBinding> = bind
+            .into_iter()
+            .filter(|(n, _, _)| seen.insert(n.trunc()))
+            .enumerate()
+            .map(|(i, (net, e, ig))| EndpointBinding { net, endpoint: EndpointId(i as u32), ingress: pick(ig), egress: pick(e) })
+            .collect();
+        let set = PolicySet { programs: vec![a.clone(), b], endpoints };
+        let cfg = BuildConfig {
+            single_tree_bytes_per_entry: if picks[0].5 { 0 } else { 2048 },
+            ..BuildConfig::default()
+        };
+        let c = Classifier::build(&set, &cfg).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let l = LinearClassifier::new(set).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let keys = packets(&a, &picks);
+        let mut got = vec![FlowVerdicts::default(); keys.len()];
+        let mut want = vec![FlowVerdicts::default(); keys.len()];
+        c.classify(&keys, &mut got);
+        l.classify(&keys, &mut want);
+        let resolve = |cl: &dyn Classify, side: Option<(EndpointId, Verdicts)>| {
+            side.map(|(id, v)| (id, v.enforced.verdict, cl.trace(v.enforced.trace).to_vec(), v.pending.verdict, cl.trace(v.pending.trace).to_vec()))
+        };
+        for (k, (g, w)) in keys.iter().zip(got.iter().zip(&want)) {
+            prop_assert_eq!(resolve(&c, g.egress), resolve(&l, w.egress), "egress of {:?}", k);
+            prop_assert_eq!(resolve(&c, g.ingress), resolve(&l, w.ingress), "ingress of {:?}", k);
+        }
+    }
+}
+
+/// The long run: `cargo test -p dataplane -- --ignored tree_agrees_long`.
+#[test]
+#[ignore = "long property run (minutes)"]
+fn tree_agrees_long() {
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 100_000,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(&(arb_program(), arb_picks(PACKETS)), |(p, picks)| {
+            check_program(&p, &packets(&p, &picks))
+        })
+        .expect("tree and linear agree");
+}
+
+#[test]
+fn empty_program_denies_with_no_profile_hits() {
+    let set = PolicySet {
+        programs: vec![Program::default()],
+        endpoints: vec![EndpointBinding {
+            net: net("::/0"),
+            endpoint: EndpointId(7),
+            ingress: Some(ProgramId(0)),
+            egress: None,
+        }],
+    };
+    let c = Classifier::build(&set, &BuildConfig::default()).expect("builds");
+    let k = tcp("2001:db8::1", "2001:db8::2", 80);
+    let mut out = [FlowVerdicts::default()];
+    c.classify(&[k], &mut out);
+    let (id, v) = out[0].ingress.expect("bound");
+    assert_eq!(id, EndpointId(7));
+    assert_eq!(out[0].egress, None);
+    assert_eq!(v.enforced.verdict, Verdict::Deny);
+    assert_eq!(c.trace(v.enforced.trace), &[npm(0)]);
+    assert_eq!(c.trace(v.pending.trace), &[npm(-1)]);
+    // A v4 packet finds no v6 endpoint.
+    c.classify(&[tcp("10.0.0.1", "10.0.0.2", 80)], &mut out);
+    assert_eq!(out[0], FlowVerdicts::default());
+}
+
+#[test]
+fn bad_bindings_are_rejected_with_the_prefix() {
+    let mut set = PolicySet {
+        programs: vec![Program::default()],
+        endpoints: vec![EndpointBinding {
+            net: net("10.0.0.0/8"),
+            endpoint: EndpointId(1),
+            ingress: Some(ProgramId(3)),
+            egress: None,
+        }],
+    };
+    let e = Classifier::build(&set, &BuildConfig::default()).expect_err("unknown program");
+    assert!(
+        e.to_string().contains("10.0.0.0/8") && e.to_string().contains("program 3"),
+        "{e}"
+    );
+    set.endpoints[0].ingress = None;
+    set.endpoints.push(set.endpoints[0].clone());
+    let e = Classifier::build(&set, &BuildConfig::default()).expect_err("duplicate");
+    assert_eq!(
+        e,
+        BuildError::DuplicateEndpoint {
+            net: net("10.0.0.0/8")
+        }
+    );
+}
+
+fn tier_of(rules: Vec<Rule>) -> Program {
+    program(
+        vec![tier(
+            1,
+            TierDefault::Deny,
+            rules
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| policy(i as u32, i % 10 == 9, vec![r]))
+                .collect(),
+        )],
+        vec![],
+    )
+}
+
+/// Deterministic pseudo-random numbers for the big inputs (no test-time randomness
+/// needed to reproduce them).
+fn lcg(state: &mut u64) -> u64 {
+    *state = state
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    *state >> 33
+}
+
+#[test]
+fn degenerate_and_extreme_matches() {
+    let m = |f: &dyn Fn(&mut Match)| {
+        let mut x = Match::default();
+        f(&mut x);
+        x
+    };
+    let rules = vec![
+        rule(
+            0,
+            Action::Deny,
+            m(&|x| x.dst_ports = Some(vec![PortRange { lo: 9, hi: 3 }])),
+        ),
+        rule(
+            1,
+            Action::Allow,
+            m(&|x| x.src_nets = Some(vec![net("10.0.0.1/32"), net("2001:db8::1/128")])),
+        ),
+        rule(
+            2,
+            Action::Deny,
+            m(&|x| x.not_dst_nets = vec![net("0.0.0.0/0"), net("::/0")]),
+        ),
+        rule(3, Action::Pass, m(&|x| x.src_nets = Some(vec![]))),
+        rule(
+            4,
+            Action::Allow,
+            m(&|x| x.dst_nets = Some(vec![net("0.0.0.0/0")])),
+        ),
+    ];
+    let p = tier_of(rules);
+    let keys = [
+        tcp("10.0.0.1", "1.1.1.1", 5),
+        tcp("10.0.0.2", "1.1.1.1", 5),
+        tcp("2001:db8::1", "::1", 5),
+        tcp("2001:db8::2", "::1", 5),
+        key("255.255.255.255", "0.0.0.0", 0, 0, 0),
+        key(
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::",
+            255,
+            65535,
+            65535,
+        ),
+    ];
+    check_program(&p, &keys).expect("agree");
+}
+
+#[test]
+fn overlapping_everything_builds_and_agrees() {
+    // 2,000 rules that all overlap: wildcard addresses, random port ranges and protocols.
+    let mut s = 1u64;
+    let rules = (0..2000u32)
+        .map(|i| {
+            let a = lcg(&mut s) as u16;
+            let b = lcg(&mut s) as u16;
+            let mut x = Match {
+                dst_ports: Some(vec![PortRange {
+                    lo: a.min(b),
+                    hi: a.max(b),
+                }]),
+                ..Match::default()
+            };
+            if i % 3 == 0 {
+                x.not_src_ports = vec![PortRange::single(lcg(&mut s) as u16)];
+            }
+            if i % 7 == 0 {
+                x.src_nets = Some(vec![net("0.0.0.0/0")]);
+            }
+            let action = [Action::Allow, Action::Deny, Action::Pass, Action::Log][i as usize % 4];
+            rule(i, action, x)
+        })
+        .collect();
+    let p = tier_of(rules);
+    let set = PolicySet {
+        programs: vec![p.clone()],
+        endpoints: vec![],
+    };
+    let c = Classifier::build(&set, &BuildConfig::default()).expect("builds");
+    assert!(c.stats().bytes <= BuildConfig::default().memory_budget);
+    let keys: Vec<FlowKey> = (0..4000)
+        .map(|_| {
+            key(
+                "10.0.0.1",
+                "10.0.0.2",
+                [proto::TCP, proto::UDP][lcg(&mut s) as usize % 2],
+                lcg(&mut s) as u16,
+                lcg(&mut s) as u16,
+            )
+        })
+        .collect();
+    check_program(&p, &keys).expect("agree");
+}
+
+#[test]
+fn small_budget_fails_with_a_clear_error() {
+    let mut s = 7u64;
+    let rules = (0..3000u32)
+        .map(|i| {
+            let x = Match {
+                src_nets: Some(vec![IpNet::V4(
+                    Ipv4Net::new((lcg(&mut s) as u32).into(), 24).expect("len"),
+                )]),
+                dst_ports: Some(vec![PortRange::single(lcg(&mut s) as u16)]),
+                ..Match::default()
+            };
+            rule(i, Action::Allow, x)
+        })
+        .collect();
+    let set = PolicySet {
+        programs: vec![tier_of(rules)],
+        endpoints: vec![],
+    };
+    let cfg = BuildConfig {
+        memory_budget: 64 << 10,
+        ..BuildConfig::default()
+    };
+    let e = Classifier::build(&set, &cfg).expect_err("64 KiB is too small");
+    assert!(
+        e.to_string().contains("memory budget of 65536 bytes"),
+        "{e}"
+    );
+}
+
+#[test]
+fn hundred_thousand_rules_build_or_fail_cleanly() {
+    let mut s = 3u64;
+    let rules = (0..100_000u32)
+        .map(|i| {
+            let x = Match {
+                src_nets: Some(vec![IpNet::V4(
+                    Ipv4Net::new((lcg(&mut s) as u32).into(), 16 + (i % 17) as u8).expect("len"),
+                )]),
+                dst_nets: Some(vec![IpNet::V4(
+                    Ipv4Net::new((lcg(&mut s) as u32).into(), 8 + (i % 25) as u8).expect("len"),
+                )]),
+                dst_ports: Some(vec![PortRange::single(lcg(&mut s) as u16)]),
+                protocol: Some(proto::TCP),
+                ..Match::default()
+            };
+            rule(i, Action::Allow, x)
+        })
+        .collect();
+    let p = tier_of(rules);
+    let set = PolicySet {
+        programs: vec![p.clone()],
+        endpoints: vec![],
+    };
+    let cfg = BuildConfig::default();
+    match Classifier::build(&set, &cfg) {
+        Ok(c) => {
+            assert!(c.stats().bytes <= cfg.memory_budget);
+            let keys: Vec<FlowKey> = (0..2000)
+                .map(|_| {
+                    let (a, b) = (lcg(&mut s) as u32, lcg(&mut s) as u32);
+                    key(
+                        &std::net::Ipv4Addr::from(a).to_string(),
+                        &std::net::Ipv4Addr::from(b).to_string(),
+                        proto::TCP,
+                        1,
+                        lcg(&mut s) as u16,
+                    )
+                })
+                .collect();
+            let mut out = vec![SENTINEL; keys.len()];
+            c.classify_program(ProgramId(0), &keys, &mut out);
+            for (k, v) in keys.iter().zip(&out).step_by(20) {
+                let want = evaluate(&p, k, View::Pending);
+                assert_eq!(
+                    (v.pending.verdict, c.trace(v.pending.trace)),
+                    (want.verdict, want.trace.as_slice())
+                );
+            }
+        }
+        Err(e) => assert!(matches!(e, BuildError::OverBudget { .. }), "{e}"),
+    }
+}

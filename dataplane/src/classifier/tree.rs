@@ -1,0 +1,759 @@
+//! The cut tree: a HiCuts-style multi-way decision tree over the flattened enforced
+//! and pending lists of one program in one family, whose leaves are fully resolved.
+//!
+//! A node cuts one field into 2^b equal parts by taking the next b bits of it below
+//! the bits already fixed by its ancestors (so every region is a product of prefixes,
+//! and a child index is `(lane >> shift) & mask` of the key). A region becomes a leaf
+//! when, in both views, the first entry that intersects it covers it: the leaf then
+//! holds the precomputed [`crate::program::Verdicts`] pair, like an rte_acl result with
+//! two categories. Every region can be cut down to a single point, so this
+//! terminates; the memory budget bounds how far it may go.
+//!
+//! Storage is one arena of `u64` slots. A slot is either a leaf (`LEAF | verdicts
+//! index`) or a pointer to a node's child array with the node's cut in the spare bits
+//! (`offset | lane << 32 | shift << 40 | bits << 48`), so a lookup step is one load.
+//! Identical nodes are stored once (hash-consing), and a node whose children are all
+//! the same slot is replaced by that slot.
+
+use foldhash::{HashMap, HashMapExt};
+
+use super::flatten::{DIMS, Iv, MBox, max_of};
+use crate::program::Family;
+
+/// Leaf flag of a slot.
+pub(crate) const LEAF: u64 = 1 << 63;
+/// With [`LEAF`]: the leaf is a short list of [`Item`]s (`offset | count << 32`)
+/// rather than a verdicts index.
+pub(crate) const LIST: u64 = 1 << 62;
+/// "No decision" in an [`Item`].
+pub(crate) const NONE: u32 = u32::MAX;
+
+/// One entry of a leaf list: a single-interval box and the decision it gives in each
+/// view (`NONE` if the entry is not in that view's list). Within a list, each view's
+/// entries keep their first-match order and the view's last one covers the leaf.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Item {
+    pub(crate) src: [u128; 2],
+    pub(crate) dst: [u128; 2],
+    pub(crate) sport: [u16; 2],
+    pub(crate) dport: [u16; 2],
+    pub(crate) proto: [u8; 2],
+    pub(crate) enforced: u32,
+    pub(crate) pending: u32,
+}
+
+impl Item {
+    #[inline(always)]
+    pub(crate) fn contains(&self, k: &crate::program::FlowKey) -> bool {
+        // Unsigned range checks without branches: x in [lo, hi] <=> x - lo <= hi - lo.
+        (k.src.wrapping_sub(self.src[0]) <= self.src[1].wrapping_sub(self.src[0]))
+            & (k.dst.wrapping_sub(self.dst[0]) <= self.dst[1].wrapping_sub(self.dst[0]))
+            & (k.sport.wrapping_sub(self.sport[0]) <= self.sport[1].wrapping_sub(self.sport[0]))
+            & (k.dport.wrapping_sub(self.dport[0]) <= self.dport[1].wrapping_sub(self.dport[0]))
+            & (k.proto.wrapping_sub(self.proto[0]) <= self.proto[1].wrapping_sub(self.proto[0]))
+    }
+}
+
+/// The first decision of each view among `items` for key `k` (`NONE` if a list is
+/// malformed, which the builder never makes).
+#[inline]
+pub(crate) fn scan(items: &[Item], k: &crate::program::FlowKey) -> (u32, u32) {
+    let (mut e, mut p) = (NONE, NONE);
+    for it in items {
+        let wanted = (e == NONE && it.enforced != NONE) | (p == NONE && it.pending != NONE);
+        if wanted && it.contains(k) {
+            if e == NONE {
+                e = it.enforced;
+            }
+            if p == NONE {
+                p = it.pending;
+            }
+            if (e != NONE) & (p != NONE) {
+                break;
+            }
+        }
+    }
+    (e, p)
+}
+
+/// The lanes of a key: 32-bit words the tree indexes. IPv4: src, dst, sport, dport,
+/// proto. IPv6: src (4 words, most significant first), dst (4), sport, dport, proto.
+pub(crate) type Lanes = [u32; 16];
+
+/// First lane of each field.
+const fn lane_base(f: Family) -> [u32; DIMS] {
+    match f {
+        Family::V4 => [0, 1, 2, 3, 4],
+        Family::V6 => [0, 4, 8, 9, 10],
+    }
+}
+
+/// One step: the child slot of `s` for the key `lanes`, or `None` past the arena
+/// (impossible for slots the builder made).
+#[inline(always)]
+pub(crate) fn step(slots: &[u64], s: u64, lanes: &Lanes) -> Option<u64> {
+    let lane = ((s >> 32) & 0xf) as usize;
+    let shift = ((s >> 40) & 0x1f) as u32;
+    let bits = ((s >> 48) & 0x1f) as u32;
+    let v = (lanes[lane] >> shift) & ((1u32 << bits) - 1);
+    let off = s as u32 as usize;
+    let idx = if s & RANGED == 0 {
+        v as usize
+    } else {
+        // Count the run starts <= v, 2 per word: with each 32-bit lane's top bit set,
+        // (v | 2^31) - start keeps that bit exactly when v >= start (starts and v are
+        // below 2^31, so no lane borrows from its neighbour).
+        let vv = (u64::from(v) * 0x0000_0001_0000_0001) | RUN_HIGH;
+        let w = slots.get(off..off + RUN_WORDS)?;
+        let mut t = 0u64;
+        for &x in w {
+            t += (vv.wrapping_sub(x) & RUN_HIGH) >> 31;
+        }
+        RUN_WORDS + ((t + (t >> 32)) & 0xf) as usize
+    };
+    slots.get(off + idx).copied()
+}
+
+/// One step of a walk without branches: a leaf stays where it is, an inner slot moves
+/// to its child. Loads are clamped into the arena (which is never empty, see
+/// [`Arena::new`]), so garbage decoded from a leaf only costs a wasted load.
+#[inline(always)]
+pub(crate) fn step_branchless(slots: &[u64], s: u64, lanes: &Lanes) -> u64 {
+    let last = slots.len().saturating_sub(1);
+    let lane = ((s >> 32) & 0xf) as usize;
+    let shift = ((s >> 40) & 0x1f) as u32;
+    let bits = ((s >> 48) & 0x1f) as u32;
+    let v = (lanes[lane] >> shift) & (((1u64 << bits) - 1) as u32);
+    let off = (s as u32 as usize).min(last.saturating_sub(RUN_WORDS));
+    let vv = (u64::from(v) * 0x0000_0001_0000_0001) | RUN_HIGH;
+    let mut t = 0u64;
+    for k in 0..RUN_WORDS {
+        let x = slots.get(off + k).copied().unwrap_or(0);
+        t += (vv.wrapping_sub(x) & RUN_HIGH) >> 31;
+    }
+    let ranged = RUN_WORDS + ((t + (t >> 32)) & 0xf) as usize;
+    let idx = if s & RANGED != 0 { ranged } else { v as usize };
+    let next = slots.get((off + idx).min(last)).copied().unwrap_or(LEAF);
+    if s & LEAF != 0 { s } else { next }
+}
+
+/// The top bit of each 32-bit lane.
+const RUN_HIGH: u64 = 0x8000_0000_8000_0000;
+/// Padding of unused run starts: above every cut value, below 2^31.
+const RUN_PAD: u32 = 0x7fff_ffff;
+/// Words of run starts in a ranged node.
+const RUN_WORDS: usize = 4;
+/// A node stored as runs: `RUN_WORDS` words of run starts (8 × u32, runs 1..=8; run 0
+/// starts at 0) then one child per run.
+pub(crate) const RANGED: u64 = 1 << 56;
+/// Most runs of a ranged node.
+pub(crate) const MAX_RUNS: usize = 9;
+
+/// Tuning of the cut heuristic.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CutParams {
+    /// Space factor: a cut may multiply the number of (child, entry) pairs by at
+    /// most this much (HiCuts' `spfac`).
+    pub(crate) spfac: f64,
+    /// A region with at most this many distinct candidate boxes becomes a leaf list.
+    pub(crate) binth: usize,
+    /// Most bits one node cuts.
+    pub(crate) max_bits: u32,
+}
+
+/// The shared output of all tree builds of one classifier.
+#[derive(Debug, Default)]
+pub(crate) struct Arena {
+    pub(crate) slots: Vec<u64>,
+    nodes: HashMap<Vec<u64>, u64>,
+    pub(crate) items: Vec<Item>,
+    lists: HashMap<Vec<Item>, u32>,
+    /// Most slots the arena may hold.
+    pub(crate) slot_limit: usize,
+    pub(crate) inner_nodes: usize,
+}
+
+impl Arena {
+    pub(crate) fn new(slot_limit: usize) -> Self {
+        Arena {
+            slot_limit,
+            // A few leading words so that the branch-free step's speculative loads of
+            // a leaf (see `step_all`) always stay inside the arena.
+            slots: vec![LEAF; RUN_WORDS + 1],
+            ..Arena::default()
+        }
+    }
+
+    /// The slot of a node with cut `hdr` and `children`, stored once.
+    fn node(&mut self, hdr: u64, children: Vec<u64>) -> Result<u64, OverBudget> {
+        if children.iter().all(|&c| c == children[0]) {
+            return Ok(children[0]);
+        }
+        let mut key = children;
+        key.push(hdr);
+        if let Some(&slot) = self.nodes.get(&key) {
+            return Ok(slot);
+        }
+        let children = &key[..key.len() - 1];
+        // Runs of equal children; few runs are stored as run starts + one child each.
+        let mut starts: Vec<u32> = Vec::new();
+        let mut run_children = vec![children[0]];
+        for (i, w) in children.windows(2).enumerate() {
+            if w[0] != w[1] {
+                starts.push((i + 1) as u32);
+                run_children.push(w[1]);
+            }
+        }
+        let (flag, body) =
+            if run_children.len() <= MAX_RUNS && children.len() > MAX_RUNS + RUN_WORDS {
+                starts.resize(MAX_RUNS - 1, RUN_PAD);
+                let mut body: Vec<u64> = starts
+                    .chunks(2)
+                    .map(|p| u64::from(p[1]) << 32 | u64::from(p[0]))
+                    .collect();
+                body.extend_from_slice(&run_children);
+                (RANGED, body)
+            } else {
+                (0, children.to_vec())
+            };
+        let n = body.len();
+        if self.bytes() / 8 + n > self.slot_limit || self.slots.len() + n > u32::MAX as usize {
+            return Err(OverBudget);
+        }
+        let off = self.slots.len() as u32;
+        self.slots.extend_from_slice(&body);
+        let slot = hdr | flag | u64::from(off);
+        self.nodes.insert(key, slot);
+        self.inner_nodes += 1;
+        Ok(slot)
+    }
+
+    /// The slot of a leaf list, stored once.
+    fn list(&mut self, items: Vec<Item>) -> Result<u64, OverBudget> {
+        let count = items.len() as u64;
+        if let Some(&off) = self.lists.get(&items) {
+            return Ok(LEAF | LIST | (count << 32) | u64::from(off));
+        }
+        // Items are counted against the slot limit at their size in slots.
+        let cost = items.len() * size_of::<Item>() / 8;
+        if self.bytes() / 8 + cost > self.slot_limit
+            || self.items.len() + items.len() > u32::MAX as usize
+        {
+            return Err(OverBudget);
+        }
+        let off = self.items.len() as u32;
+        self.items.extend_from_slice(&items);
+        self.lists.insert(items, off);
+        Ok(LEAF | LIST | (count << 32) | u64::from(off))
+    }
+
+    /// The current size, to roll back to.
+    pub(crate) fn mark(&self) -> (usize, usize, usize) {
+        (self.slots.len(), self.items.len(), self.inner_nodes)
+    }
+
+    /// Forgets everything stored since `mark`.
+    pub(crate) fn rollback(&mut self, (slots, items, inner): (usize, usize, usize)) {
+        self.slots.truncate(slots);
+        self.items.truncate(items);
+        self.inner_nodes = inner;
+        self.nodes.retain(|_, s| (*s as u32 as usize) < slots);
+        self.lists.retain(|_, off| (*off as usize) < items);
+    }
+
+    /// Bytes of slots and items.
+    pub(crate) fn bytes(&self) -> usize {
+        self.slots.len() * 8 + self.items.len() * size_of::<Item>()
+    }
+
+    /// Drops the build-time indexes (the slots and items stay).
+    pub(crate) fn finish(&mut self) {
+        self.nodes = HashMap::new();
+        self.lists = HashMap::new();
+        self.slots.shrink_to_fit();
+        self.items.shrink_to_fit();
+    }
+}
+
+/// The arena would exceed its slot limit.
+#[derive(Debug)]
+pub(crate) struct OverBudget;
+
+/// A node's region: per field, the value of its fixed leading bits and their count.
+#[derive(Clone, Copy)]
+struct Region {
+    lo: [u128; DIMS],
+    len: [u32; DIMS],
+}
+
+/// One view's list as the tree sees it: the box of each entry and its decision index.
+pub(crate) struct ViewList<'a> {
+    pub(crate) boxes: &'a [u32],
+    pub(crate) decisions: &'a [u32],
+}
+
+/// Builds the tree of one program in one family.
+pub(crate) struct TreeBuilder<'a> {
+    pub(crate) family: Family,
+    pub(crate) boxes: &'a [MBox],
+    pub(crate) enforced: ViewList<'a>,
+    pub(crate) pending: ViewList<'a>,
+    pub(crate) params: CutParams,
+    /// Interns a (enforced decision, pending decision) pair into a verdicts index.
+    pub(crate) leaf: &'a mut dyn FnMut(u32, u32) -> u32,
+    pub(crate) arena: &'a mut Arena,
+    pub(crate) max_depth: u32,
+    /// Subtrees already built, by what determines them: both candidate lists and the
+    /// region in the fields where some candidate still has a boundary (in the other
+    /// fields every candidate covers the region, so no descendant cuts them).
+    pub(crate) memo: HashMap<MemoKey, u64>,
+}
+
+/// See [`TreeBuilder::memo`].
+pub(crate) type MemoKey = (Vec<u32>, Vec<u32>, [(u128, u32); DIMS]);
+
+/// Whether `set` contains all of `[lo, hi]`.
+fn covers(set: &[Iv], lo: u128, hi: u128) -> bool {
+    set.iter().any(|&(a, b)| a <= lo && hi <= b)
+}
+
+fn intersects(set: &[Iv], lo: u128, hi: u128) -> bool {
+    set.iter().any(|&(a, b)| a <= hi && lo <= b)
+}
+
+impl TreeBuilder<'_> {
+    fn width(&self, d: usize) -> u32 {
+        super::flatten::widths(self.family)[d]
+    }
+
+    fn span(&self, r: &Region, d: usize) -> (u128, u128) {
+        let rest = self.width(d) - r.len[d];
+        let hi = if rest >= 128 {
+            u128::MAX
+        } else {
+            r.lo[d] | max_of(rest)
+        };
+        (r.lo[d], hi)
+    }
+
+    /// Whether box `b` covers region `r` in every field but `skip`.
+    fn covers_except(&self, b: u32, r: &Region, skip: usize) -> bool {
+        (0..DIMS).all(|d| {
+            let (lo, hi) = self.span(r, d);
+            d == skip || covers(&self.boxes[b as usize].0[d].0, lo, hi)
+        })
+    }
+
+    fn covers_region(&self, b: u32, r: &Region) -> bool {
+        (0..DIMS).all(|d| {
+            let (lo, hi) = self.span(r, d);
+            covers(&self.boxes[b as usize].0[d].0, lo, hi)
+        })
+    }
+
+    /// Builds the tree for the whole key space and returns its root slot.
+    pub(crate) fn build(&mut self) -> Result<u64, OverBudget> {
+        let root = Region {
+            lo: [0; DIMS],
+            len: [0; DIMS],
+        };
+        let e: Vec<u32> = truncate_first_cover(
+            self,
+            &root,
+            (0..self.enforced.boxes.len() as u32).collect(),
+            true,
+        );
+        let p: Vec<u32> = truncate_first_cover(
+            self,
+            &root,
+            (0..self.pending.boxes.len() as u32).collect(),
+            false,
+        );
+        self.node(&root, &e, &p, 0)
+    }
+
+    fn node(&mut self, r: &Region, e: &[u32], p: &[u32], depth: u32) -> Result<u64, OverBudget> {
+        self.max_depth = self.max_depth.max(depth);
+        // A single candidate decides only if it covers the region (a partition's lists
+        // have no catch-all, so it may not).
+        let decides = |l: &[u32], v: &ViewList<'_>| {
+            l.first()
+                .is_none_or(|&i| self.covers_region(v.boxes[i as usize], r))
+        };
+        if e.len() <= 1 && p.len() <= 1 && decides(e, &self.enforced) && decides(p, &self.pending) {
+            let ed = e
+                .first()
+                .map_or(u32::MAX, |&i| self.enforced.decisions[i as usize]);
+            let pd = p
+                .first()
+                .map_or(u32::MAX, |&i| self.pending.decisions[i as usize]);
+            return Ok(LEAF | u64::from((self.leaf)(ed, pd)));
+        }
+        let mut boxes: Vec<u32> = e
+            .iter()
+            .map(|&i| self.enforced.boxes[i as usize])
+            .chain(p.iter().map(|&i| self.pending.boxes[i as usize]))
+            .collect();
+        boxes.sort_unstable();
+        boxes.dedup();
+        if boxes.len() <= self.params.binth
+            && let Some(items) = self.leaf_items(r, e, p)
+        {
+            return self.arena.list(items);
+        }
+        let align = self.boundaries(r, &boxes);
+        let key: MemoKey = (
+            e.to_vec(),
+            p.to_vec(),
+            std::array::from_fn(|d| {
+                if align[d].is_some() {
+                    (r.lo[d], r.len[d])
+                } else {
+                    (0, u32::MAX)
+                }
+            }),
+        );
+        if let Some(&slot) = self.memo.get(&key) {
+            return Ok(slot);
+        }
+        let (d, bits) = self.choose_cut(r, &boxes, &align);
+        let width = self.width(d);
+        let below = width - r.len[d] - bits; // bits under the cut
+        let n = 1usize << bits;
+        let mut ce: Vec<Vec<u32>> = vec![Vec::new(); n];
+        let mut cp: Vec<Vec<u32>> = vec![Vec::new(); n];
+        self.distribute(r, d, bits, e, &self.enforced, &mut ce);
+        self.distribute(r, d, bits, p, &self.pending, &mut cp);
+        let partial = self.partial_children(r, d, bits, &boxes);
+        let mut children: Vec<u64> = Vec::with_capacity(n);
+        for i in 0..n {
+            // Neighbours with the same candidates and no boundary inside are the same
+            // subproblem (the memo would find it; skip the lookup).
+            if i > 0 && !partial[i] && !partial[i - 1] && ce[i] == ce[i - 1] && cp[i] == cp[i - 1] {
+                children.push(children[i - 1]);
+                continue;
+            }
+            let mut cr = *r;
+            cr.lo[d] = r.lo[d] | ((i as u128) << below);
+            cr.len[d] = r.len[d] + bits;
+            children.push(self.node(&cr, &ce[i], &cp[i], depth + 1)?);
+        }
+        let base = lane_base(self.family)[d];
+        let (lane, shift) = if width > 32 {
+            (base + r.len[d] / 32, 32 - r.len[d] % 32 - bits)
+        } else {
+            (base, below)
+        };
+        let hdr = (u64::from(lane) << 32) | (u64::from(shift) << 40) | (u64::from(bits) << 48);
+        let slot = self.arena.node(hdr, children)?;
+        self.memo.insert(key, slot);
+        Ok(slot)
+    }
+
+    /// The leaf list of region `r`: both candidate lists merged into one sequence that
+    /// keeps each list's order (an entry in both becomes one item), each box clipped to
+    /// the region and split into single-interval items. `None` if that makes more
+    /// than `4 * binth` items.
+    fn leaf_items(&self, r: &Region, e: &[u32], p: &[u32]) -> Option<Vec<Item>> {
+        let (eb, pb) = (self.enforced.boxes, self.pending.boxes);
+        let mut merged: Vec<(u32, u32, u32)> = Vec::new(); // (box, enforced, pending)
+        let (mut i, mut j) = (0, 0);
+        while i < e.len() || j < p.len() {
+            let he = e.get(i).map(|&x| eb[x as usize]);
+            let hp = p.get(j).map(|&x| pb[x as usize]);
+            let (take_e, take_p) = match (he, hp) {
+                (Some(a), Some(b)) if a == b => (true, true),
+                (Some(a), Some(b)) => {
+                    // Emit first whichever head the other list does not need before it.
+                    let a_later_in_p = p[j..].iter().any(|&x| pb[x as usize] == a);
+                    let b_later_in_e = e[i..].iter().any(|&x| eb[x as usize] == b);
+                    if a_later_in_p && !b_later_in_e {
+                        (false, true)
+                    } else {
+                        (true, false)
+                    }
+                }
+                (Some(_), None) => (true, false),
+                _ => (false, true),
+            };
+            let bx = if take_e { he } else { hp }.unwrap_or(0);
+            let ed = if take_e {
+                self.enforced.decisions[e[i] as usize]
+            } else {
+                NONE
+            };
+            let pd = if take_p {
+                self.pending.decisions[p[j] as usize]
+            } else {
+                NONE
+            };
+            merged.push((bx, ed, pd));
+            i += usize::from(take_e);
+            j += usize::from(take_p);
+        }
+        let cap = 4 * self.params.binth.max(1);
+        let mut items = Vec::new();
+        for (bx, ed, pd) in merged {
+            let b = &self.boxes[bx as usize];
+            // Where the box covers the region the field needs no check (and must not
+            // get one: a memoised list is shared by regions that differ in such fields).
+            let clipped: [Vec<Iv>; DIMS] = std::array::from_fn(|d| {
+                let (lo, hi) = self.span(r, d);
+                if covers(&b.0[d].0, lo, hi) {
+                    return vec![(0, max_of(self.width(d)))];
+                }
+                b.0[d]
+                    .0
+                    .iter()
+                    .filter(|&&(a, z)| a <= hi && lo <= z)
+                    .map(|&(a, z)| (a.max(lo), z.min(hi)))
+                    .collect()
+            });
+            let count: usize = clipped.iter().map(Vec::len).product();
+            if items.len() + count > cap {
+                return None;
+            }
+            for a in &clipped[0] {
+                for b in &clipped[1] {
+                    for c in &clipped[2] {
+                        for d in &clipped[3] {
+                            for f in &clipped[4] {
+                                items.push(Item {
+                                    src: [a.0, a.1],
+                                    dst: [b.0, b.1],
+                                    sport: [c.0 as u16, c.1 as u16],
+                                    dport: [d.0 as u16, d.1 as u16],
+                                    proto: [f.0 as u8, f.1 as u8],
+                                    enforced: ed,
+                                    pending: pd,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Some(items)
+    }
+
+    /// Which children of a `bits`-bit cut on `d` have a box boundary inside.
+    fn partial_children(&self, r: &Region, d: usize, bits: u32, boxes: &[u32]) -> Vec<bool> {
+        let below = self.width(d) - r.len[d] - bits;
+        let (rlo, rhi) = self.span(r, d);
+        let mut out = vec![false; 1usize << bits];
+        for &b in boxes {
+            for &(a, z) in &self.boxes[b as usize].0[d].0 {
+                let (a, z) = (a.max(rlo), z.min(rhi));
+                if a > z {
+                    continue;
+                }
+                let (c0, c1) = (((a - rlo) >> below) as usize, ((z - rlo) >> below) as usize);
+                if a != rlo + ((c0 as u128) << below) {
+                    out[c0] = true;
+                }
+                if z != rlo + ((c1 as u128) << below) + max_of(below) {
+                    out[c1] = true;
+                }
+            }
+        }
+        out
+    }
+
+    /// Per field: `None` if every box covers the region there, else the alignment
+    /// (trailing zero bits, relative to the region's start) of the finest boundary.
+    fn boundaries(&self, r: &Region, boxes: &[u32]) -> [Option<u32>; DIMS] {
+        std::array::from_fn(|d| {
+            let (rlo, rhi) = self.span(r, d);
+            let mut align: Option<u32> = None;
+            let mut note = |p: u128| {
+                let tz = (p - rlo).trailing_zeros();
+                align = Some(align.map_or(tz, |a| a.min(tz)));
+            };
+            for &b in boxes {
+                for &(a, z) in &self.boxes[b as usize].0[d].0 {
+                    if a > rhi || z < rlo {
+                        continue;
+                    }
+                    if a > rlo {
+                        note(a);
+                    }
+                    if z < rhi {
+                        note(z + 1);
+                    }
+                }
+            }
+            align
+        })
+    }
+
+    /// Splits the candidate list `list` of region `r` among the children of a cut of
+    /// `bits` bits on field `d`, keeping order and stopping each child at its first
+    /// covering entry.
+    fn distribute(
+        &self,
+        r: &Region,
+        d: usize,
+        bits: u32,
+        list: &[u32],
+        view: &ViewList<'_>,
+        out: &mut [Vec<u32>],
+    ) {
+        let below = self.width(d) - r.len[d] - bits;
+        let (rlo, rhi) = self.span(r, d);
+        let mut closed = vec![false; out.len()];
+        for &i in list {
+            let b = view.boxes[i as usize];
+            let others = self.covers_except(b, r, d);
+            let mut last = usize::MAX;
+            for &(a, z) in &self.boxes[b as usize].0[d].0 {
+                let (a, z) = (a.max(rlo), z.min(rhi));
+                if a > z {
+                    continue;
+                }
+                let (c0, c1) = (((a - rlo) >> below) as usize, ((z - rlo) >> below) as usize);
+                for c in c0..=c1 {
+                    if c == last || closed[c] {
+                        continue;
+                    }
+                    last = c;
+                    out[c].push(i);
+                    let clo = rlo + ((c as u128) << below);
+                    let chi = clo + max_of(below);
+                    if others && a <= clo && chi <= z {
+                        closed[c] = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Picks the field and the number of bits to cut: in each field with a boundary,
+    /// the most bits (down to the boundaries' alignment) whose replication stays within
+    /// `spfac`; then the field whose largest child is smallest.
+    fn choose_cut(&self, r: &Region, boxes: &[u32], align: &[Option<u32>; DIMS]) -> (usize, u32) {
+        let n = boxes.len();
+        let mut best: Option<(usize, usize, u32, usize)> = None; // (max child, sum, bits, field)
+        for (d, al) in align.iter().enumerate() {
+            let Some(al) = *al else { continue };
+            let width = self.width(d);
+            let lane_room = if width > 32 {
+                32 - r.len[d] % 32
+            } else {
+                width - r.len[d]
+            };
+            let cap = lane_room
+                .min(width - r.len[d] - al)
+                .min(self.params.max_bits)
+                .max(1);
+            // The most bits whose node is cheap: few runs of children (stored ranged,
+            // whatever the fan-out) or at most 2^8 children with bounded replication.
+            let mut chosen = self.child_counts(r, d, 1, boxes);
+            let mut chosen_bits = 1;
+            for bits in (2..=cap).rev() {
+                let c = self.child_counts(r, d, bits, boxes);
+                let limit = (self.params.spfac * n as f64) as usize;
+                if c.2 < MAX_RUNS || (bits <= self.params.max_bits && c.1 <= limit) {
+                    chosen = c;
+                    chosen_bits = bits;
+                    break;
+                }
+            }
+            let cand = (chosen.0, chosen.1, chosen_bits, d);
+            if best.is_none_or(|b| {
+                (cand.0, cand.1, std::cmp::Reverse(cand.2)) < (b.0, b.1, std::cmp::Reverse(b.2))
+            }) {
+                best = Some(cand);
+            }
+        }
+        match best {
+            Some((_, _, bits, d)) => (d, bits),
+            // Unreachable for a non-leaf region (some first entry is partial, so it has
+            // a boundary in some field); cut the first field that has room.
+            None => (0..DIMS)
+                .find(|&d| r.len[d] < self.width(d))
+                .map_or((0, 1), |d| (d, 1)),
+        }
+    }
+
+    /// For a `bits`-bit cut on `d`: the largest number of boxes in one child, and the
+    /// number of (child, box) pairs where the box has a boundary inside the child
+    /// (boxes spanning a whole child cost nothing there: the child's subtree does not
+    /// depend on them beyond their order, and equal subtrees are shared).
+    fn child_counts(
+        &self,
+        r: &Region,
+        d: usize,
+        bits: u32,
+        boxes: &[u32],
+    ) -> (usize, usize, usize) {
+        let below = self.width(d) - r.len[d] - bits;
+        let (rlo, rhi) = self.span(r, d);
+        let n = 1usize << bits;
+        let mut diff = vec![0isize; n + 1];
+        let mut partial = 0usize;
+        // Child indices where the children may change (capped: only "few" matters).
+        let mut edges: Vec<usize> = Vec::with_capacity(2 * MAX_RUNS);
+        let mut edge = |c: usize| {
+            if c > 0 && c < n && edges.len() <= 2 * MAX_RUNS && !edges.contains(&c) {
+                edges.push(c);
+            }
+        };
+        for &b in boxes {
+            let mut next = 0usize; // first child this box has not been counted in
+            for &(a, z) in &self.boxes[b as usize].0[d].0 {
+                let (a, z) = (a.max(rlo), z.min(rhi));
+                if a > z {
+                    continue;
+                }
+                let (c0, c1) = (((a - rlo) >> below) as usize, ((z - rlo) >> below) as usize);
+                let cut_in_c0 = a != rlo + ((c0 as u128) << below);
+                let cut_in_c1 = z != rlo + ((c1 as u128) << below) + max_of(below);
+                partial += usize::from(cut_in_c0) + usize::from(cut_in_c1);
+                edge(c0);
+                edge(c0 + usize::from(cut_in_c0));
+                edge(c1 + 1);
+                edge(c1 + usize::from(!cut_in_c1));
+                let c0 = c0.max(next);
+                if c0 <= c1 {
+                    diff[c0] += 1;
+                    diff[c1 + 1] -= 1;
+                    next = c1 + 1;
+                }
+            }
+        }
+        let (mut cur, mut mx) = (0isize, 0usize);
+        for v in &diff[..n] {
+            cur += v;
+            mx = mx.max(cur as usize);
+        }
+        (mx, partial, edges.len())
+    }
+}
+
+/// Keeps the entries of `list` that intersect region `r`, up to and including the
+/// first that covers it.
+fn truncate_first_cover(
+    t: &TreeBuilder<'_>,
+    r: &Region,
+    list: Vec<u32>,
+    enforced: bool,
+) -> Vec<u32> {
+    let view = if enforced { &t.enforced } else { &t.pending };
+    let mut out = Vec::new();
+    for i in list {
+        let b = &t.boxes[view.boxes[i as usize] as usize];
+        let (mut all, mut any) = (true, true);
+        for d in 0..DIMS {
+            let (lo, hi) = t.span(r, d);
+            all &= covers(&b.0[d].0, lo, hi);
+            any &= intersects(&b.0[d].0, lo, hi);
+        }
+        if any {
+            out.push(i);
+        }
+        if all {
+            break;
+        }
+    }
+    out
+}
