@@ -1043,7 +1043,7 @@ proptest! {
     }
 }
 
-/// The long run, 20 000 stores × 64 flows: `cargo test -p control --lib -- --ignored
+/// The long run, 20 000 stores × 64 flows (about 2 minutes): `cargo test -p control --lib -- --ignored
 /// eval_equals_linear_and_tree_over_lowered_long`.
 #[test]
 #[ignore = "long run"]
