@@ -13,19 +13,22 @@
 //!   worker on its own core with its own queue of disjoint flows (as NIC RSS would
 //!   feed them); aggregate Mpps and the ratio.
 //!
-//! Workers run through `Pipeline::run_ports`, pinned (worker k on core k).
+//! Workers run through `Pipeline::run_ports`, pinned (worker k on core k). Misses are
+//! classified by the compiled decision tree (`--classifier tree`, the default) or the
+//! linear reference (`--classifier linear`) over [`bench_policy`].
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
+use dataplane::classifier::{BuildConfig, Classifier};
 use dataplane::flow::FlowTableConfig;
 use dataplane::linear::LinearClassifier;
 use dataplane::packet::parse;
 use dataplane::pipeline::{Pipeline, PipelineConfig};
 use dataplane::program::{
-    Action, EndpointBinding, EndpointId, Match, Policy, PolicyId, PolicySet, PortRange, Program,
-    ProgramId, Rule, Tier, TierDefault, TierId, proto,
+    Action, Classify, EndpointBinding, EndpointId, Match, Policy, PolicyId, PolicySet, PortRange,
+    Program, ProgramId, Rule, Tier, TierDefault, TierId, proto,
 };
 use dataplane::worker::{ClassifierSlot, MemPort, Published, WorkerConfig};
 use pcap::capture::Frames;
@@ -61,6 +64,10 @@ pub struct Args {
     /// Disable the batch prefetch of flow-table lines (to measure what it buys).
     #[arg(long)]
     pub no_prefetch: bool,
+    /// Classifier for the misses: `tree` (the compiled decision tree) or `linear`
+    /// (the reference).
+    #[arg(long, default_value = "tree")]
+    pub classifier: String,
 }
 
 /// The policy used: one local endpoint (10.2.0.1) whose ingress allows TCP 80 and,
@@ -205,10 +212,35 @@ struct Run {
 }
 
 fn run_workers(frames: &[Arc<Frames>], loops: usize, a: &Args) -> Run {
-    let classifier = LinearClassifier::new(bench_policy()).unwrap_or_else(|e| {
-        eprintln!("bench policy rejected: {e}");
-        std::process::exit(2)
-    });
+    match a.classifier.as_str() {
+        "linear" => {
+            let c = LinearClassifier::new(bench_policy()).unwrap_or_else(|e| {
+                eprintln!("bench policy rejected: {e}");
+                std::process::exit(2)
+            });
+            run_with(c, frames, loops, a)
+        }
+        "tree" => {
+            let c =
+                Classifier::build(&bench_policy(), &BuildConfig::default()).unwrap_or_else(|e| {
+                    eprintln!("bench policy rejected: {e}");
+                    std::process::exit(2)
+                });
+            run_with(c, frames, loops, a)
+        }
+        other => {
+            eprintln!("--classifier {other:?}: expected tree or linear");
+            std::process::exit(2)
+        }
+    }
+}
+
+fn run_with<C: Classify + 'static>(
+    classifier: C,
+    frames: &[Arc<Frames>],
+    loops: usize,
+    a: &Args,
+) -> Run {
     let slot = Arc::new(ClassifierSlot::new(Published {
         generation: 1,
         classifier,
@@ -267,9 +299,10 @@ fn measure(name: &str, frames: Vec<Arc<Frames>>, loops: usize, a: &Args) {
     let Some(r) = last else { return };
     let (m, c) = (median(pipe.clone()), median(ceil));
     println!(
-        "bench replay mode={name} workers={} frames_per_worker={} loops={loops} batch={} capacity={} prefetch={} \
+        "bench replay mode={name} classifier={} workers={} frames_per_worker={} loops={loops} batch={} capacity={} prefetch={} \
          hit_rate={:.4} classified={} evictions={} mpps_median={:.2} mpps_runs={:?} \
          parse_only_mpps_median={:.2} pipeline_vs_parse={:.2} batch_p50_us={:.1} batch_p99_us={:.1}",
+        a.classifier,
         frames.len(),
         frames[0].len(),
         a.batch,
