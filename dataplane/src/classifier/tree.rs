@@ -136,50 +136,51 @@ pub(crate) fn step(slots: &[u64], s: u64, lanes: &Lanes) -> Option<u64> {
     let idx = if s & RANGED == 0 {
         v as usize
     } else {
-        // Count the run starts <= v, 2 per word: with each 32-bit lane's top bit set,
-        // (v | 2^31) - start keeps that bit exactly when v >= start (starts and v are
-        // below 2^31, so no lane borrows from its neighbour).
-        let vv = (u64::from(v) * 0x0000_0001_0000_0001) | RUN_HIGH;
-        let w = slots.get(off..off + RUN_WORDS)?;
-        let mut t = 0u64;
-        for &x in w {
-            t += (vv.wrapping_sub(x) & RUN_HIGH) >> 31;
-        }
-        RUN_WORDS + ((t + (t >> 32)) & 0xf) as usize
+        run_index(v, slots.get(off..off + RUN_WORDS)?)
     };
     slots.get(off + idx).copied()
 }
 
 /// One step of a walk without branches: a leaf stays where it is, an inner slot moves
-/// to its child. Loads are clamped into the arena (which is never empty, see
-/// [`Arena::new`]), so garbage decoded from a leaf only costs a wasted load.
+/// to its child. Loads past the arena read as 0 / leaf, so garbage decoded from a
+/// leaf only costs a wasted load.
 #[inline(always)]
 pub(crate) fn step_branchless(slots: &[u64], s: u64, lanes: &Lanes) -> u64 {
-    let last = slots.len().saturating_sub(1);
     let lane = ((s >> 32) & 0xf) as usize;
     let shift = ((s >> 40) & 0x1f) as u32;
     let bits = ((s >> 48) & 0x1f) as u32;
     let v = (lanes[lane] >> shift) & (((1u64 << bits) - 1) as u32);
-    let off = (s as u32 as usize).min(last.saturating_sub(RUN_WORDS));
-    let vv = (u64::from(v) * 0x0000_0001_0000_0001) | RUN_HIGH;
-    let mut t = 0u64;
-    for k in 0..RUN_WORDS {
-        let x = slots.get(off + k).copied().unwrap_or(0);
-        t += (vv.wrapping_sub(x) & RUN_HIGH) >> 31;
-    }
-    let ranged = RUN_WORDS + ((t + (t >> 32)) & 0xf) as usize;
+    let off = s as u32 as usize;
+    let w = [0, 1].map(|k| slots.get(off + k).copied().unwrap_or(0));
+    let ranged = run_index(v, &w);
     let idx = if s & RANGED != 0 { ranged } else { v as usize };
-    let next = slots.get((off + idx).min(last)).copied().unwrap_or(LEAF);
+    let next = slots.get(off + idx).copied().unwrap_or(LEAF);
     if s & LEAF != 0 { s } else { next }
 }
 
-/// The top bit of each 32-bit lane.
-const RUN_HIGH: u64 = 0x8000_0000_8000_0000;
-/// Padding of unused run starts: above every cut value, below 2^31.
-const RUN_PAD: u32 = 0x7fff_ffff;
+/// Index of the child of a ranged node for cut value `v` (`v < 2^15`): `RUN_WORDS`
+/// plus the number of run starts `<= v`. Starts sit in 16-bit lanes, 4 per word; with
+/// each lane's top bit set, `(v | 0x8000) - start` keeps that bit exactly when
+/// `v >= start` (starts and `v` are below 0x8000, so no lane borrows from the next).
+#[inline(always)]
+fn run_index(v: u32, words: &[u64]) -> usize {
+    let vv = (u64::from(v & 0x7fff) * 0x0001_0001_0001_0001) | RUN_HIGH;
+    let mut t = 0u64;
+    for &x in words {
+        t += (vv.wrapping_sub(x) & RUN_HIGH) >> 15;
+    }
+    RUN_WORDS + (t.wrapping_mul(0x0001_0001_0001_0001) >> 48) as usize
+}
+
+/// The top bit of each 16-bit lane.
+const RUN_HIGH: u64 = 0x8000_8000_8000_8000;
+/// Padding of unused run starts: above every cut value, below 0x8000.
+const RUN_PAD: u16 = 0x7fff;
 /// Words of run starts in a ranged node.
-const RUN_WORDS: usize = 4;
-/// A node stored as runs: `RUN_WORDS` words of run starts (8 × u32, runs 1..=8; run 0
+const RUN_WORDS: usize = 2;
+/// Ranged nodes only for cuts of at most this many bits (cut values below 0x8000).
+const RANGED_MAX_BITS: u32 = 15;
+/// A node stored as runs: `RUN_WORDS` words of run starts (8 × u16, runs 1..=8; run 0
 /// starts at 0) then one child per run.
 pub(crate) const RANGED: u64 = 1 << 56;
 /// Most runs of a ranged node.
@@ -213,8 +214,8 @@ impl Arena {
     pub(crate) fn new(slot_limit: usize) -> Self {
         Arena {
             slot_limit,
-            // A few leading words so that the branch-free step's speculative loads of
-            // a leaf (see `step_all`) always stay inside the arena.
+            // Offset 0 is never a node: a leaf's low bits (decoded as an offset by the
+            // branch-free step) then point at harmless padding.
             slots: vec![LEAF; RUN_WORDS + 1],
             ..Arena::default()
         }
@@ -232,26 +233,32 @@ impl Arena {
         }
         let children = &key[..key.len() - 1];
         // Runs of equal children; few runs are stored as run starts + one child each.
-        let mut starts: Vec<u32> = Vec::new();
+        let mut starts: Vec<u16> = Vec::new();
         let mut run_children = vec![children[0]];
         for (i, w) in children.windows(2).enumerate() {
             if w[0] != w[1] {
-                starts.push((i + 1) as u32);
+                starts.push((i + 1) as u16);
                 run_children.push(w[1]);
             }
         }
-        let (flag, body) =
-            if run_children.len() <= MAX_RUNS && children.len() > MAX_RUNS + RUN_WORDS {
-                starts.resize(MAX_RUNS - 1, RUN_PAD);
-                let mut body: Vec<u64> = starts
-                    .chunks(2)
-                    .map(|p| u64::from(p[1]) << 32 | u64::from(p[0]))
-                    .collect();
-                body.extend_from_slice(&run_children);
-                (RANGED, body)
-            } else {
-                (0, children.to_vec())
-            };
+        let (flag, body) = if run_children.len() <= MAX_RUNS
+            && children.len() > MAX_RUNS + RUN_WORDS
+            && children.len() <= 1 << RANGED_MAX_BITS
+        {
+            starts.resize(MAX_RUNS - 1, RUN_PAD);
+            let mut body: Vec<u64> = starts
+                .chunks(4)
+                .map(|q| {
+                    q.iter()
+                        .rev()
+                        .fold(0u64, |acc, &x| (acc << 16) | u64::from(x))
+                })
+                .collect();
+            body.extend_from_slice(&run_children);
+            (RANGED, body)
+        } else {
+            (0, children.to_vec())
+        };
         let n = body.len();
         if self.bytes() / 8 + n > self.slot_limit || self.slots.len() + n > u32::MAX as usize {
             return Err(OverBudget);
