@@ -765,7 +765,7 @@ pub const fn stamp(now: u64) -> u32 {
 }
 
 /// Where a key may live and how it is tagged, all from one hash.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Placement {
     /// First-choice bucket.
     pub b1: usize,
@@ -918,20 +918,18 @@ impl FlowTable {
         placement(hash, self.buckets.len())
     }
 
-    /// Starts loading the metadata line of `hash`'s first bucket (batch phase 1).
+    /// Starts loading the metadata line of a key's first bucket (batch phase 1).
     #[inline]
-    pub fn prefetch_bucket(&self, hash: u64) {
-        let p = self.placement(hash);
+    pub fn prefetch_bucket(&self, p: &Placement) {
         if let Some(b) = self.buckets.get(p.b1) {
             crate::arch::prefetch(b);
         }
     }
 
-    /// Starts loading the entries whose tag matches `hash` in its first bucket (batch
+    /// Starts loading the entries whose tag matches in the key's first bucket (batch
     /// phase 2, after [`FlowTable::prefetch_bucket`] brought the tags in).
     #[inline]
-    pub fn prefetch_entry(&self, hash: u64) {
-        let p = self.placement(hash);
+    pub fn prefetch_entry(&self, p: &Placement) {
         let Some(b) = self.buckets.get(p.b1) else {
             return;
         };
@@ -968,6 +966,12 @@ impl FlowTable {
     #[inline]
     pub fn lookup(&mut self, k: &ConnKey, hash: u64) -> Option<Slot> {
         let p = self.placement(hash);
+        self.lookup_placed(k, &p)
+    }
+
+    /// [`FlowTable::lookup`] with the placement already computed.
+    #[inline]
+    pub fn lookup_placed(&mut self, k: &ConnKey, p: &Placement) -> Option<Slot> {
         let r = self
             .find_in(p.b1, p.tag, k)
             .or_else(|| self.find_in(p.b2, p.tag, k));

@@ -132,7 +132,8 @@ pub struct RunReport {
     pub workers: Vec<WorkerReport>,
     /// Sum of all workers' counters.
     pub totals: WorkerStats,
-    /// Every flow record the workers emitted (interval and final records).
+    /// Every flow record the workers emitted (interval and final records), when the
+    /// run collected them (`run`, `run_ports`; empty for the `*_with` variants).
     pub records: Vec<FlowRecord>,
     /// Wall time from the first worker start to the last worker's end.
     pub elapsed: Duration,
@@ -325,17 +326,17 @@ fn collect(
     handles: Vec<std::thread::JoinHandle<WorkerReport>>,
     rx: Receiver<FlowRecord>,
     started: Instant,
-) -> Result<(Vec<WorkerReport>, Vec<FlowRecord>, Duration), PipelineError> {
-    let mut records = Vec::new();
+    on_record: &mut dyn FnMut(FlowRecord),
+) -> Result<(Vec<WorkerReport>, Duration), PipelineError> {
     // Drains until every worker dropped its sender (they do when they end).
     for r in rx.iter() {
-        records.push(r);
+        on_record(r);
     }
     let mut reports = Vec::with_capacity(handles.len());
     for h in handles {
         reports.push(h.join().map_err(|_| PipelineError::Panicked("worker"))?);
     }
-    Ok((reports, records, started.elapsed()))
+    Ok((reports, started.elapsed()))
 }
 
 fn totals(reports: &[WorkerReport]) -> WorkerStats {
@@ -348,7 +349,8 @@ fn totals(reports: &[WorkerReport]) -> WorkerStats {
 
 impl Pipeline {
     /// Runs one worker per port until every port ends (or `stop` is set). No
-    /// dispatcher: each port is one worker's queue.
+    /// dispatcher: each port is one worker's queue. Flow records are collected into
+    /// [`RunReport::records`].
     pub fn run_ports<C, P>(
         ports: Vec<P>,
         slot: Arc<ClassifierSlot<C>>,
@@ -359,26 +361,65 @@ impl Pipeline {
         C: Classify + 'static,
         P: Port + Send + 'static,
     {
+        let mut records = Vec::new();
+        let mut r = Self::run_ports_with(ports, slot, cfg, stop, &mut |x| records.push(x))?;
+        r.records = records;
+        Ok(r)
+    }
+
+    /// [`Pipeline::run_ports`], handing each flow record to `on_record` on the
+    /// calling thread as it arrives (for bounded-memory aggregation, e.g. flow logs);
+    /// [`RunReport::records`] stays empty.
+    pub fn run_ports_with<C, P>(
+        ports: Vec<P>,
+        slot: Arc<ClassifierSlot<C>>,
+        cfg: &PipelineConfig,
+        stop: Arc<AtomicBool>,
+        on_record: &mut dyn FnMut(FlowRecord),
+    ) -> Result<RunReport, PipelineError>
+    where
+        C: Classify + 'static,
+        P: Port + Send + 'static,
+    {
         let (tx, rx) = bounded(cfg.record_capacity.max(1));
         let started = Instant::now();
         let handles = spawn_workers(ports, &slot, cfg, &tx, &stop)?;
         drop(tx);
-        let (workers, records, elapsed) = collect(handles, rx, started)?;
+        let (workers, elapsed) = collect(handles, rx, started, on_record)?;
         slot.reclaim();
         Ok(RunReport {
             totals: totals(&workers),
             workers,
-            records,
+            records: Vec::new(),
             elapsed,
             frame_verdicts: None,
         })
     }
 
-    /// Replays a capture through `cfg.workers` workers (see the module docs).
+    /// Replays a capture through `cfg.workers` workers (see the module docs); flow
+    /// records are collected into [`RunReport::records`].
     pub fn run<C>(
         source: ReplaySource,
         slot: Arc<ClassifierSlot<C>>,
         cfg: &PipelineConfig,
+    ) -> Result<RunReport, PipelineError>
+    where
+        C: Classify + 'static,
+    {
+        let mut records = Vec::new();
+        let mut r = Self::run_with(source, slot, cfg, &mut |x| records.push(x))?;
+        r.records = records;
+        Ok(r)
+    }
+
+    /// [`Pipeline::run`], handing each flow record to `on_record` on the calling
+    /// thread while the replay runs (bounded memory for long captures and floods);
+    /// [`RunReport::records`] stays empty.
+    pub fn run_with<C>(
+        source: ReplaySource,
+        slot: Arc<ClassifierSlot<C>>,
+        cfg: &PipelineConfig,
+        on_record: &mut dyn FnMut(FlowRecord),
     ) -> Result<RunReport, PipelineError>
     where
         C: Classify + 'static,
@@ -415,7 +456,7 @@ impl Pipeline {
                 source,
             })?;
 
-        let (workers, records, elapsed) = collect(handles, rrx, started)?;
+        let (workers, elapsed) = collect(handles, rrx, started, on_record)?;
         let verdict_chunks = dispatcher
             .join()
             .map_err(|_| PipelineError::Panicked("dispatcher"))??;
@@ -434,7 +475,7 @@ impl Pipeline {
         Ok(RunReport {
             totals: totals(&workers),
             workers,
-            records,
+            records: Vec::new(),
             elapsed,
             frame_verdicts,
         })
@@ -718,5 +759,63 @@ mod tests {
         // Per worker: a final record per connection (20), plus the 4 denied port-22
         // flows replaced when their server's SYN-ACK opened its own connection.
         assert_eq!(r.records.len(), 2 * (20 + 4));
+    }
+
+    /// A flood of unique flows, 100× the table, through the replay path: every packet
+    /// is processed, the tables never exceed their configured size, each flow beyond
+    /// capacity costs one counted eviction, and records stream out (counted, not kept).
+    #[test]
+    fn flood_through_the_replay_keeps_tables_bounded() {
+        let flows = 25_600u32;
+        let mut f = Frames::new();
+        for i in 0..flows {
+            let src = [10, 9, (i >> 8) as u8, i as u8];
+            let d = udp4(src, SERVER, 1024 + (i % 60_000) as u16, 53, b"");
+            f.push(FrameRef {
+                ts_ns: 1_000_000_000 + u64::from(i),
+                orig_len: d.len() as u32,
+                data: &d,
+            });
+        }
+        let cfg = PipelineConfig {
+            workers: 2,
+            pin: false,
+            record_capacity: 64,
+            worker: WorkerConfig {
+                flow: crate::flow::FlowTableConfig {
+                    capacity: 128,
+                    ..Default::default()
+                },
+                export_interval_ns: None,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut seen = 0u64;
+        let r = Pipeline::run_with(
+            ReplaySource::Frames(Arc::new(f)),
+            slot(&[53], &[53], 1),
+            &cfg,
+            &mut |_| seen += 1,
+        )
+        .expect("run");
+        assert_eq!(r.totals.rx.packets, u64::from(flows));
+        assert_eq!(r.totals.forwarded.packets, u64::from(flows));
+        for w in &r.workers {
+            assert_eq!(w.flow_table_capacity, 128);
+            assert_eq!(w.flow_table_bytes, 128 * 128 + 16 * 64);
+        }
+        let s = r.totals.flows;
+        // A tiny table under a flood: a few new flows find both candidate buckets full
+        // of flows still awaiting their verdict in the same batch; they are classified
+        // without an entry (counted), never dropped for lack of room.
+        assert_eq!(s.inserts + s.insert_failures, u64::from(flows));
+        assert_eq!(r.totals.uncached, s.insert_failures);
+        assert_eq!(s.evictions + s.expired, s.inserts - 2 * 128);
+        // Every tracked flow ends in exactly one final record: evicted or drained at
+        // the end; records the channel could not take are counted, never blocking.
+        assert_eq!(seen + r.totals.records_dropped, s.inserts);
+        assert_eq!(seen, r.totals.records_sent);
+        assert!(r.records.is_empty());
     }
 }

@@ -38,10 +38,12 @@ use arc_swap::ArcSwap;
 use hdrhistogram::Histogram;
 
 use crate::flow::{
-    ConnKey, Dir, EndReason, FlowRecord, FlowTable, FlowTableConfig, FlowTableStats, Slot,
+    ConnKey, Dir, EndReason, FlowRecord, FlowTable, FlowTableConfig, FlowTableStats, Placement,
+    Slot,
 };
 use crate::packet::{
-    Disposition, FragmentTracker, ParseCounters, ParseError, ParsedPacket, UnparsedPolicy, parse,
+    Disposition, Fragment, FragmentTracker, ParseCounters, ParseError, ParsedPacket,
+    UnparsedPolicy, parse,
 };
 use crate::program::{Classify, FlowKey, FlowVerdicts, Verdict};
 
@@ -344,9 +346,9 @@ struct PktMeta {
     ck: Option<ConnKey>,
     dir_b: bool,
     tcp_flags: u8,
-    forward: bool,
     key: Option<FlowKey>,
     hash: u64,
+    place: Placement,
 }
 
 /// Where flow records go: a bounded channel, or nowhere (counted as dropped).
@@ -588,28 +590,32 @@ impl<C: Classify> Worker<C> {
             batch_now = batch_now.max(f.ts_ns);
             self.verdict[i] = None;
             self.pass[i] = false;
-            self.meta[i] = PktMeta::default();
             // Parsed in place: the result is large and read back field by field.
             self.parsed[i] = parse(port.data(&f), f.wire_len, f.ifindex);
             self.stats.parse.record(&self.parsed[i]);
             match &mut self.parsed[i] {
                 Ok(p) => {
-                    self.frags.resolve(p, f.ts_ns);
+                    if p.fragment != Fragment::None {
+                        self.frags.resolve(p, f.ts_ns);
+                    }
                     let (ck, dir) = ConnKey::canonical(&p.conn());
                     let hash = self.table.hash(&ck);
+                    let place = self.table.placement(hash);
                     if self.cfg.prefetch {
-                        self.table.prefetch_bucket(hash);
+                        self.table.prefetch_bucket(&place);
                     }
                     self.meta[i] = PktMeta {
                         ck: Some(ck),
                         dir_b: dir == Dir::BtoA,
                         tcp_flags: p.tcp_flags,
-                        forward: false,
                         key: Some(p.key),
                         hash,
+                        place,
                     };
                 }
                 Err(e) => {
+                    self.meta[i].ck = None;
+                    self.meta[i].key = None;
                     if self.cfg.unparsed.disposition(*e) == Disposition::Pass {
                         self.pass[i] = true;
                         self.stats.unparsed_passed += 1;
@@ -621,7 +627,7 @@ impl<C: Classify> Worker<C> {
         if self.cfg.prefetch {
             for i in 0..n {
                 if self.meta[i].ck.is_some() {
-                    self.table.prefetch_entry(self.meta[i].hash);
+                    self.table.prefetch_entry(&self.meta[i].place);
                 }
             }
         }
@@ -671,6 +677,7 @@ impl<C: Classify> Worker<C> {
                 ck: Some(ck),
                 dir_b,
                 hash: h,
+                place,
                 ..
             } = self.meta[i]
             else {
@@ -678,7 +685,7 @@ impl<C: Classify> Worker<C> {
             };
             let dir = if dir_b { Dir::BtoA } else { Dir::AtoB };
             let pkt = i as u16;
-            match self.table.lookup(&ck, h) {
+            match self.table.lookup_placed(&ck, &place) {
                 Some(s) => {
                     let timeouts = *self.table.timeouts();
                     let Some(e) = self.table.entry_mut(s) else {
@@ -899,7 +906,6 @@ impl<C: Classify> Worker<C> {
                 }
                 None => self.pass[i],
             };
-            self.meta[i].forward = forward;
             if forward {
                 self.stats.forwarded.add(f.wire_len);
                 self.tx.push(f);

@@ -1,8 +1,9 @@
 //! `cargo fuzz run packet_parse`: `dataplane::packet::parse` must not panic on any
-//! bytes, with any wire length, and its outcome must be counted exactly once.
+//! bytes, with any wire length, and its outcome must be counted exactly once; the
+//! fast path (`parse_common`) must agree with the full parser whenever it answers.
 #![no_main]
 
-use dataplane::packet::{FragmentTracker, ParseCounters, parse};
+use dataplane::packet::{FragmentTracker, ParseCounters, parse, parse_common, parse_full};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -15,6 +16,10 @@ fuzz_target!(|data: &[u8]| {
     let mut counters = ParseCounters::default();
     let mut frags = FragmentTracker::new(16, 0);
     for wire in [frame.len() as u32, frame.len() as u32 + extra] {
+        // The fast path is a shortcut of the full parser, never a different answer.
+        if let Some(fast) = parse_common(frame, wire, 0) {
+            assert_eq!(Ok(fast), parse_full(frame, wire, 0));
+        }
         let r = parse(frame, wire, 0);
         counters.record(&r);
         if let Ok(mut p) = r {

@@ -290,3 +290,14 @@ fn bad_inputs_are_clear_errors() {
     let out = run(&["replay", "--workers", "0"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn tree_and_linear_classifiers_give_the_same_replay() {
+    let tree = flow_logs("tree", &["--classifier", "tree"]);
+    let linear = flow_logs("linear", &["--classifier", "linear"]);
+    assert_eq!(tree, linear);
+    assert_eq!(
+        summary(&["--classifier", "tree"])["flows"],
+        summary(&["--classifier", "linear"])["flows"]
+    );
+}

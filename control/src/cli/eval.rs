@@ -5,7 +5,8 @@
 //! and pending verdicts and traces.
 //!
 //! With `--compiled` the flow goes through the data plane's path instead (lowering to
-//! rule programs, the classifier) and the report is printed the same way.
+//! rule programs, the compiled decision-tree classifier) and the report is printed the
+//! same way.
 //!
 //! Output: `-o table` (default) for people; `-o json` is the stable document described
 //! in `control::eval::report` and the README; `-o yaml` is the same document as YAML.
@@ -18,7 +19,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use dataplane::linear::LinearClassifier;
+use dataplane::classifier::{BuildConfig, Classifier};
 use dataplane::program::proto;
 
 use super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE, Global, Output, print_structured};
@@ -185,10 +186,12 @@ pub fn run(args: &Args, global: &Global) -> ExitCode {
     ExitCode::from(EXIT_OK)
 }
 
-/// The evaluation of `flow` through lowering and the classifier.
+/// The evaluation of `flow` through lowering and the compiled classifier (the decision
+/// trees the data plane runs).
 pub fn compiled(cluster: &Cluster, flow: &Flow) -> Result<eval::Evaluation, String> {
     let lowered = lower::lower(cluster).map_err(|e| e.to_string())?;
-    let classifier = LinearClassifier::new(lowered.set.clone()).map_err(|e| e.to_string())?;
+    let classifier =
+        Classifier::build(&lowered.set, &BuildConfig::default()).map_err(|e| e.to_string())?;
     lowered
         .evaluation(&classifier, flow)
         .map_err(|e| e.to_string())

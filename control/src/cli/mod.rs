@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod check;
 pub mod eval;
+pub mod generate;
 pub mod replay;
 
 /// Success.
@@ -68,6 +69,9 @@ pub enum Command {
     Replay(replay::Args),
     /// Replay a capture and print only the staged-policy impact report.
     Impact(replay::Args),
+    /// Write a synthetic capture: a seeded random mix, the seed scenario, or a
+    /// ClassBench trace as frames.
+    Gen(generate::Args),
 }
 
 /// Runs the parsed command line.
@@ -77,6 +81,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Eval(args) => eval::run(args, &cli.global),
         Command::Replay(args) => replay::run(args, &cli.global),
         Command::Impact(args) => replay::run_impact(args, &cli.global),
+        Command::Gen(args) => generate::run(args, &cli.global),
     }
 }
 

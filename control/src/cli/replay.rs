@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use dataplane::classifier::{BuildConfig, Classifier};
 use dataplane::linear::LinearClassifier;
 use dataplane::pipeline::{FrameVerdict, Pace, ReplaySource};
 use pcap::capture::{CaptureFormat, CaptureReader, CaptureWriter, Frames};
@@ -36,6 +37,15 @@ pub enum PaceArg {
     Max,
     /// At the capture's recorded timing.
     Recorded,
+}
+
+/// Which classifier runs the packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClassifierArg {
+    /// The compiled decision trees (the data plane's fast path).
+    Tree,
+    /// The linear reference (slow; for cross-checking the tree).
+    Linear,
 }
 
 /// Arguments shared by `replay` and `impact`.
@@ -72,6 +82,9 @@ pub struct Args {
     /// Length of the peer and port lists in the impact report.
     #[arg(long, default_value_t = 5)]
     pub top: usize,
+    /// Classifier: the compiled decision trees, or the linear reference.
+    #[arg(long, value_enum, default_value_t = ClassifierArg::Tree)]
+    pub classifier: ClassifierArg,
 }
 
 /// The JSON/YAML document of `tiergate replay -o json`.
@@ -181,10 +194,6 @@ fn execute(args: &Args) -> Result<Executed, u8> {
         eprintln!("tiergate: cannot compile the policy set: {e}");
         EXIT_INVALID
     })?;
-    let classifier = LinearClassifier::new(lowered.set.clone()).map_err(|e| {
-        eprintln!("tiergate: cannot compile the policy set: {e}");
-        EXIT_INVALID
-    })?;
     let (source, capture, frames) = match &args.pcap {
         Some(p) => {
             // Open once up front so a bad path is a usage error naming the file.
@@ -206,10 +215,26 @@ fn execute(args: &Args) -> Result<Executed, u8> {
     let progress = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let printer = spawn_progress(Arc::clone(&progress), Arc::clone(&done));
-    let result = replay::replay(&lowered, classifier, source, &config(args, progress));
+    let cfg = config(args, progress);
+    let result = match args.classifier {
+        ClassifierArg::Tree => {
+            let c = Classifier::build(&lowered.set, &BuildConfig::default()).map_err(|e| {
+                eprintln!("tiergate: cannot compile the policy set: {e}");
+                EXIT_INVALID
+            });
+            c.map(|c| replay::replay(&lowered, c, source, &cfg))
+        }
+        ClassifierArg::Linear => {
+            let c = LinearClassifier::new(lowered.set.clone()).map_err(|e| {
+                eprintln!("tiergate: cannot compile the policy set: {e}");
+                EXIT_INVALID
+            });
+            c.map(|c| replay::replay(&lowered, c, source, &cfg))
+        }
+    };
     done.store(true, Ordering::Relaxed);
     let _ = printer.join();
-    let r = result.map_err(|e| {
+    let r = result?.map_err(|e| {
         eprintln!("tiergate: replay of {capture} failed: {e}");
         EXIT_USAGE
     })?;

@@ -40,6 +40,7 @@ mod proptests;
 mod tests;
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
 use dataplane::program::{
@@ -338,7 +339,9 @@ struct Builder<'c> {
     /// Lowered rules per (policy or profile, direction).
     rules: HashMap<(PolicyId, PolicyType), Vec<dataplane::program::Rule>>,
     programs: Vec<Program>,
-    program_ids: HashMap<Program, ProgramId>,
+    /// Programs by skeleton, and by hash of their content.
+    skeletons: HashMap<Skeleton, ProgramId>,
+    by_hash: HashMap<u64, Vec<ProgramId>>,
 }
 
 impl<'c> Builder<'c> {
@@ -398,58 +401,105 @@ impl<'c> Builder<'c> {
         Ok(id)
     }
 
+    /// The program of an endpoint-direction. Two endpoint-directions with the same
+    /// policies (in the same tiers, same order) and profiles get the same program, so
+    /// the program is built only for a skeleton not seen before.
     fn program(
         &mut self,
         ep: &'c Endpoint,
         direction: PolicyType,
     ) -> Result<ProgramId, LowerError> {
         let cluster = self.cluster;
-        let mut tiers = Vec::new();
+        let mut skeleton = Skeleton {
+            direction,
+            tiers: Vec::new(),
+            profiles: Vec::new(),
+        };
         for applied in cluster.tiers_for(ep, direction) {
-            let mut policies = Vec::with_capacity(applied.policies.len());
-            for p in &applied.policies {
-                let id = self.policy_ids[&p.key];
-                let rules = self.lower_rules(id, &p.key, direction, p.rules(direction))?;
+            let policies = applied
+                .policies
+                .iter()
+                .map(|p| self.policy_ids[&p.key])
+                .collect();
+            let default = match applied.tier.default_action {
+                TierDefaultAction::Deny => TierDefault::Deny,
+                TierDefaultAction::Pass => TierDefault::Pass,
+            };
+            skeleton
+                .tiers
+                .push((self.tier_id(&applied.tier.name)?, default, policies));
+        }
+        for (name, _) in cluster.profiles_for(ep) {
+            skeleton.profiles.push(self.profile_id(name)?);
+        }
+        if let Some(id) = self.skeletons.get(&skeleton) {
+            return Ok(*id);
+        }
+
+        let mut tiers = Vec::with_capacity(skeleton.tiers.len());
+        for (id, default_action, ids) in &skeleton.tiers {
+            let mut policies = Vec::with_capacity(ids.len());
+            for pid in ids {
+                let p = &cluster.policies[pid.0 as usize];
+                let rules = self.lower_rules(*pid, &p.key, direction, p.rules(direction))?;
                 policies.push(Policy {
-                    id,
+                    id: *pid,
                     staged: p.is_staged(),
                     rules,
                 });
             }
             tiers.push(Tier {
-                id: self.tier_id(&applied.tier.name)?,
-                default_action: match applied.tier.default_action {
-                    TierDefaultAction::Deny => TierDefault::Deny,
-                    TierDefaultAction::Pass => TierDefault::Pass,
-                },
+                id: *id,
+                default_action: *default_action,
                 policies,
             });
         }
-        let mut profiles = Vec::new();
-        for (name, info) in cluster.profiles_for(ep) {
-            let id = self.profile_id(name)?;
-            let rules = match info {
-                Some(info) => {
-                    let key = self.names.policies[id.0 as usize].key.clone();
-                    self.lower_rules(id, &key, direction, info.rules(direction))?
-                }
+        let mut profiles = Vec::with_capacity(skeleton.profiles.len());
+        for pid in &skeleton.profiles {
+            let key = self.names.policies[pid.0 as usize].key.clone();
+            let rules = match cluster.profile(&key.name) {
+                Some(info) => self.lower_rules(*pid, &key, direction, info.rules(direction))?,
                 None => Vec::new(),
             };
             profiles.push(Policy {
-                id,
+                id: *pid,
                 staged: false,
                 rules,
             });
         }
         let program = Program { tiers, profiles };
-        if let Some(id) = self.program_ids.get(&program) {
-            return Ok(*id);
-        }
-        let id = ProgramId(id32("programs", self.programs.len())?);
-        self.programs.push(program.clone());
-        self.program_ids.insert(program, id);
+
+        // Different skeletons can still give equal programs (ingress and egress of
+        // endpoints with no policies, for instance).
+        let hash = {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            program.hash(&mut h);
+            h.finish()
+        };
+        let same = self.by_hash.entry(hash).or_default();
+        let id = match same
+            .iter()
+            .find(|id| self.programs[id.0 as usize] == program)
+        {
+            Some(id) => *id,
+            None => {
+                let id = ProgramId(id32("programs", self.programs.len())?);
+                self.programs.push(program);
+                same.push(id);
+                id
+            }
+        };
+        self.skeletons.insert(skeleton, id);
         Ok(id)
     }
+}
+
+/// What determines a program: direction, tiers with their policies, profiles.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Skeleton {
+    direction: PolicyType,
+    tiers: Vec<(TierId, TierDefault, Vec<PolicyId>)>,
+    profiles: Vec<PolicyId>,
 }
 
 /// Lowers a store: see the module documentation.
@@ -463,7 +513,8 @@ pub fn lower(cluster: &Cluster) -> Result<Lowered, LowerError> {
         tier_ids: HashMap::new(),
         rules: HashMap::new(),
         programs: Vec::new(),
-        program_ids: HashMap::new(),
+        skeletons: HashMap::new(),
+        by_hash: HashMap::new(),
     };
     for p in &cluster.policies {
         let id = PolicyId(id32("policies and profiles", b.names.policies.len())?);
@@ -493,14 +544,24 @@ pub fn lower(cluster: &Cluster) -> Result<Lowered, LowerError> {
             prefixes.entry(n.trunc()).or_insert(usize::MAX);
         }
     }
-    for (q, owner) in &mut prefixes {
-        if let Some(i) = cluster
-            .endpoints
-            .iter()
-            .position(|e| e.nets.iter().any(|n| n.contains(q)))
-        {
-            *owner = i;
+    let first: HashMap<IpNet, usize> = {
+        let mut m = HashMap::new();
+        for (i, e) in cluster.endpoints.iter().enumerate() {
+            for n in &e.nets {
+                m.entry(n.trunc()).or_insert(i);
+            }
         }
+        m
+    };
+    for (q, owner) in &mut prefixes {
+        // The endpoint prefixes containing q are q and its supernets that are endpoint
+        // prefixes: look each length up.
+        *owner = (0..=q.prefix_len())
+            .filter_map(|len| q.supernet_of_len(len))
+            .filter_map(|a| first.get(&a))
+            .copied()
+            .min()
+            .unwrap_or(usize::MAX);
     }
 
     let mut endpoints = Vec::with_capacity(prefixes.len());
@@ -554,4 +615,25 @@ pub fn lower(cluster: &Cluster) -> Result<Lowered, LowerError> {
         set,
         names: b.names,
     })
+}
+
+/// `IpNet::supernet` repeated down to a given length.
+trait SupernetOfLen {
+    fn supernet_of_len(&self, len: u8) -> Option<IpNet>;
+}
+
+impl SupernetOfLen for IpNet {
+    fn supernet_of_len(&self, len: u8) -> Option<IpNet> {
+        if len > self.prefix_len() {
+            return None;
+        }
+        match self {
+            IpNet::V4(n) => ipnet::Ipv4Net::new(n.addr(), len)
+                .ok()
+                .map(|n| IpNet::V4(n.trunc())),
+            IpNet::V6(n) => ipnet::Ipv6Net::new(n.addr(), len)
+                .ok()
+                .map(|n| IpNet::V6(n.trunc())),
+        }
+    }
 }

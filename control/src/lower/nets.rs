@@ -14,13 +14,17 @@ pub(crate) fn normalize(mut nets: Vec<IpNet>) -> Vec<IpNet> {
     for n in &mut nets {
         *n = n.trunc();
     }
+    nets.sort_unstable();
+    drop_contained(nets)
+}
+
+/// Drops prefixes contained in an earlier one from a sorted list of truncated prefixes.
+fn drop_contained(sorted: impl IntoIterator<Item = IpNet>) -> Vec<IpNet> {
     // Sorted by (family, network address, prefix length): a prefix comes before
     // everything it contains, and the last kept prefix is the only one that can
     // contain the next (anything kept in between would lie inside it).
-    nets.sort_unstable();
-    nets.dedup();
-    let mut out: Vec<IpNet> = Vec::with_capacity(nets.len());
-    for n in nets {
+    let mut out: Vec<IpNet> = Vec::new();
+    for n in sorted {
         if out.last().is_some_and(|last| last.contains(&n)) {
             continue;
         }
@@ -29,19 +33,27 @@ pub(crate) fn normalize(mut nets: Vec<IpNet>) -> Vec<IpNet> {
     out
 }
 
-/// The addresses in both normalized sets, normalized.
+/// The addresses in both normalized sets, normalized. Linear: both lists are sorted
+/// and disjoint, so a merge walk sees every overlapping pair.
 pub(crate) fn intersect(a: &[IpNet], b: &[IpNet]) -> Vec<IpNet> {
+    let (mut i, mut j) = (0, 0);
     let mut out = Vec::new();
-    for x in a {
-        for y in b {
-            if x.contains(y) {
-                out.push(*y);
-            } else if y.contains(x) {
-                out.push(*x);
-            }
+    while i < a.len() && j < b.len() {
+        let (x, y) = (a[i], b[j]);
+        if x.contains(&y) {
+            out.push(y);
+            j += 1;
+        } else if y.contains(&x) {
+            out.push(x);
+            i += 1;
+        } else if x < y {
+            // Disjoint and sorted: everything in x lies before y.
+            i += 1;
+        } else {
+            j += 1;
         }
     }
-    normalize(out)
+    out
 }
 
 /// `None` (any address) intersected with a set is the set.
@@ -54,23 +66,60 @@ pub(crate) fn intersect_opt(a: Option<Vec<IpNet>>, b: Option<&[IpNet]>) -> Optio
     }
 }
 
-/// The addresses in either set, normalized.
+/// The addresses in either normalized set, normalized (a linear merge).
 pub(crate) fn union(a: &[IpNet], b: &[IpNet]) -> Vec<IpNet> {
-    normalize(a.iter().chain(b).copied().collect())
+    let (mut i, mut j) = (0, 0);
+    let merged = std::iter::from_fn(|| {
+        let next = match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) if x <= y => {
+                i += 1;
+                *x
+            }
+            (_, Some(y)) => {
+                j += 1;
+                *y
+            }
+            (Some(x), None) => {
+                i += 1;
+                *x
+            }
+            (None, None) => return None,
+        };
+        Some(next)
+    });
+    drop_contained(merged)
 }
 
 /// Whether two prefixes share an address (prefixes are nested or disjoint).
-pub(crate) fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+#[cfg(test)]
+fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(b) || b.contains(a)
 }
 
-/// Simplifies a positive set against a negated one without changing what the pair
-/// matches: positive prefixes inside a negated prefix can never match, and negated
-/// prefixes disjoint from every positive prefix can never exclude anything.
+/// Whether a normalized set has a prefix containing `x` (binary search: the only
+/// candidate is the last prefix that sorts at or before `x`).
+pub(crate) fn covers(set: &[IpNet], x: &IpNet) -> bool {
+    let i = set.partition_point(|n| n <= x);
+    i > 0 && set[i - 1].contains(x)
+}
+
+/// Whether a normalized set has a prefix overlapping `x`.
+fn touches(set: &[IpNet], x: &IpNet) -> bool {
+    // A prefix containing x sorts before it; prefixes inside x follow it directly.
+    covers(set, x)
+        || set
+            .get(set.partition_point(|n| n < x))
+            .is_some_and(|n| x.contains(n))
+}
+
+/// Simplifies a positive set against a negated one (both normalized) without
+/// changing what the pair matches: positive prefixes inside a negated prefix can never
+/// match, and negated prefixes disjoint from every positive prefix can never exclude
+/// anything.
 pub(crate) fn simplify(pos: &mut Option<Vec<IpNet>>, neg: &mut Vec<IpNet>) {
     if let Some(p) = pos {
-        p.retain(|x| !neg.iter().any(|n| n.contains(x)));
-        neg.retain(|n| p.iter().any(|x| overlaps(x, n)));
+        p.retain(|x| !covers(neg, x));
+        neg.retain(|n| touches(p, n));
     }
 }
 
@@ -122,7 +171,7 @@ mod tests {
         let b = nets(&["10.0.0.0/16"]);
         assert_eq!(union(&a, &b), b);
         let mut pos = Some(nets(&["10.0.0.1/32", "10.0.1.1/32", "10.9.0.1/32"]));
-        let mut neg = nets(&["10.0.0.0/24", "192.168.0.0/16", "10.9.0.0/30"]);
+        let mut neg = normalize(nets(&["10.0.0.0/24", "192.168.0.0/16", "10.9.0.0/30"]));
         simplify(&mut pos, &mut neg);
         assert_eq!(pos, Some(nets(&["10.0.1.1/32"])));
         assert!(neg.is_empty());
@@ -130,5 +179,48 @@ mod tests {
         let mut neg = nets(&["10.0.0.0/24"]);
         simplify(&mut pos, &mut neg);
         assert_eq!(neg, nets(&["10.0.0.0/24"]));
+        // A negated prefix inside a positive one stays; one containing it removes it.
+        let mut pos = Some(nets(&["10.0.0.0/16", "10.1.0.0/16"]));
+        let mut neg = nets(&["10.0.5.0/24", "10.1.0.0/15", "fd00::/8"]);
+        simplify(&mut pos, &mut neg);
+        assert_eq!(pos, Some(nets(&["10.0.0.0/16"])));
+        assert_eq!(neg, nets(&["10.0.5.0/24"]));
+    }
+
+    /// The merge walks agree with the obvious quadratic definitions.
+    #[test]
+    fn linear_set_operations_match_their_definitions() {
+        use proptest::prelude::*;
+        use proptest::test_runner::TestRunner;
+        let prefix = (0u32..64, 26u8..=32).prop_map(|(a, len)| {
+            IpNet::V4(
+                ipnet::Ipv4Net::new((10u32 << 24 | a).into(), len)
+                    .expect("len")
+                    .trunc(),
+            )
+        });
+        let set = proptest::collection::vec(prefix, 0..8).prop_map(normalize);
+        TestRunner::default()
+            .run(&(set.clone(), set), |(a, b)| {
+                let mut slow: Vec<IpNet> = Vec::new();
+                for x in &a {
+                    for y in &b {
+                        if x.contains(y) {
+                            slow.push(*y);
+                        } else if y.contains(x) {
+                            slow.push(*x);
+                        }
+                    }
+                }
+                prop_assert_eq!(intersect(&a, &b), normalize(slow));
+                let both: Vec<IpNet> = a.iter().chain(&b).copied().collect();
+                prop_assert_eq!(union(&a, &b), normalize(both));
+                for x in &b {
+                    prop_assert_eq!(covers(&a, x), a.iter().any(|n| n.contains(x)));
+                    prop_assert_eq!(touches(&a, x), a.iter().any(|n| overlaps(n, x)));
+                }
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 }

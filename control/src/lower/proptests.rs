@@ -1,7 +1,7 @@
 //! The three-way property: for random policy stores and random flows,
-//! `eval::evaluate` ≡ the linear classifier over the lowered Programs (≡ the decision
-//! tree, once it is built from the same set) — reporters, endpoints, both verdicts and
-//! both traces as hit strings.
+//! `eval::evaluate` ≡ the linear classifier over the lowered Programs ≡ the compiled
+//! decision-tree classifier over the same Programs — reporters, endpoints, both
+//! verdicts and both traces as hit strings.
 //!
 //! Stores are drawn from a small vocabulary so that selectors, nets, named ports and
 //! flows collide often: three namespaces, eight IPv4 and four IPv6 endpoint addresses
@@ -13,8 +13,9 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use dataplane::classifier::{BuildConfig, Classifier};
 use dataplane::linear::LinearClassifier;
-use dataplane::program::{FlowKey, proto};
+use dataplane::program::{Classify, FlowKey, proto};
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
@@ -830,24 +831,52 @@ pub(crate) fn store_and_flows(flows: usize) -> BoxedStrategy<(Vec<Resource>, Vec
 // ---------------------------------------------------------------------------------
 // The property
 
-/// `eval` and the linear classifier over the lowered store disagree on this flow
-/// (`Ok(None)`: they agree).
-fn mismatch(resources: &[Resource], key: &FlowKey) -> Result<Option<String>, String> {
+/// The store normalised, lowered, and both classifiers built over the lowered set.
+struct Legs {
+    cluster: Cluster,
+    lowered: super::Lowered,
+    classifiers: [(&'static str, Box<dyn Classify>); 2],
+}
+
+fn legs(resources: &[Resource]) -> Result<Legs, String> {
     let cluster = Cluster::from_resources(resources).map_err(|e| format!("cluster: {e}"))?;
     let lowered = lower(&cluster).map_err(|e| format!("lower: {e}"))?;
     let linear = LinearClassifier::new(lowered.set.clone()).map_err(|e| format!("linear: {e}"))?;
-    let flow = Flow::from_key(key);
-    let want = eval::evaluate(&cluster, &flow);
-    let got = lowered
-        .evaluation(&linear, &flow)
-        .map_err(|e| e.to_string())?;
-    Ok((got != want).then(|| {
-        format!(
-            "flow {flow}\n  eval:   {}\n  linear: {}",
-            eval::report::to_json(&want),
-            eval::report::to_json(&got)
-        )
-    }))
+    let tree = Classifier::build(&lowered.set, &BuildConfig::default())
+        .map_err(|e| format!("tree: {e}"))?;
+    Ok(Legs {
+        cluster,
+        lowered,
+        classifiers: [("linear", Box::new(linear)), ("tree", Box::new(tree))],
+    })
+}
+
+impl Legs {
+    /// Where a classifier disagrees with `eval` on the flow, if it does.
+    fn mismatch(&self, key: &FlowKey) -> Result<Option<String>, String> {
+        let flow = Flow::from_key(key);
+        let want = eval::evaluate(&self.cluster, &flow);
+        for (name, c) in &self.classifiers {
+            let got = self
+                .lowered
+                .evaluation(c.as_ref(), &flow)
+                .map_err(|e| e.to_string())?;
+            if got != want {
+                return Ok(Some(format!(
+                    "flow {flow}\n  eval:   {}\n  {name:<7} {}",
+                    eval::report::to_json(&want),
+                    eval::report::to_json(&got)
+                )));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// `eval` and a classifier over the lowered store disagree on this flow (`Ok(None)`:
+/// they agree).
+fn mismatch(resources: &[Resource], key: &FlowKey) -> Result<Option<String>, String> {
+    legs(resources)?.mismatch(key)
 }
 
 /// Drops resources, then rules, while the flow still shows a mismatch: what is left
@@ -907,16 +936,9 @@ fn minimize(mut resources: Vec<Resource>, key: &FlowKey) -> Vec<Resource> {
 
 /// Checks every flow on one store; describes the first mismatch with a minimized store.
 pub(crate) fn check(resources: &[Resource], flows: &[FlowKey]) -> Result<(), String> {
-    let cluster = Cluster::from_resources(resources).map_err(|e| format!("cluster: {e}"))?;
-    let lowered = lower(&cluster).map_err(|e| format!("lower: {e}"))?;
-    let linear = LinearClassifier::new(lowered.set.clone()).map_err(|e| format!("linear: {e}"))?;
+    let legs = legs(resources)?;
     for key in flows {
-        let flow = Flow::from_key(key);
-        let want = eval::evaluate(&cluster, &flow);
-        let got = lowered
-            .evaluation(&linear, &flow)
-            .map_err(|e| e.to_string())?;
-        if got != want {
+        if legs.mismatch(key)?.is_some() {
             let small = minimize(resources.to_vec(), key);
             let what = mismatch(&small, key)?.unwrap_or_default();
             return Err(format!("{what}\nminimized store:\n{small:#?}"));
@@ -1014,18 +1036,18 @@ proptest! {
     })]
 
     #[test]
-    fn eval_equals_linear_over_lowered((resources, flows) in store_and_flows(64)) {
+    fn eval_equals_linear_and_tree_over_lowered((resources, flows) in store_and_flows(64)) {
         if let Err(e) = check(&resources, &flows) {
             prop_assert!(false, "{e}");
         }
     }
 }
 
-/// The long run: `cargo test -p control --lib -- --ignored lower` (about 10 minutes
-/// on one core).
+/// The long run, 20 000 stores × 64 flows (about 2 minutes): `cargo test -p control --lib -- --ignored
+/// eval_equals_linear_and_tree_over_lowered_long`.
 #[test]
 #[ignore = "long run"]
-fn eval_equals_linear_over_lowered_long() {
+fn eval_equals_linear_and_tree_over_lowered_long() {
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases: 20_000,
         ..ProptestConfig::default()

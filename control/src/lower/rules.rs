@@ -51,9 +51,18 @@ pub(crate) struct TooManyRules {
 pub(crate) struct Resolver<'c> {
     cluster: &'c Cluster,
     selector_nets: HashMap<Selector, Vec<IpNet>>,
+    named_ports: HashMap<(Vec<String>, Option<Selector>), NamedPorts>,
+    /// Negated-port regions by (names, selector, numeric ports).
+    regions: HashMap<RegionKey, Vec<NotPortRegion>>,
     /// Upper bound on IR rules per source rule.
     pub(crate) max_rules: usize,
 }
+
+/// What negated-port regions depend on: port names, positive selector, numeric ports.
+type RegionKey = (Vec<String>, Option<Selector>, Vec<PortRange>);
+
+/// Named ports resolved: (protocol, port) → normalized prefixes of the endpoints.
+type NamedPorts = BTreeMap<(u8, u16), Vec<IpNet>>;
 
 /// One way a side's positive port criterion can hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,6 +150,8 @@ impl<'c> Resolver<'c> {
         Resolver {
             cluster,
             selector_nets: HashMap::new(),
+            named_ports: HashMap::new(),
+            regions: HashMap::new(),
             max_rules: Self::MAX_RULES,
         }
     }
@@ -170,11 +181,14 @@ impl<'c> Resolver<'c> {
 
     /// Named ports called one of `names` on endpoints matching `selector` (any endpoint
     /// when `None`): (protocol, port) → the endpoints' prefixes.
-    fn named_ports(
-        &self,
-        names: &[&str],
-        selector: Option<&Selector>,
-    ) -> BTreeMap<(u8, u16), Vec<IpNet>> {
+    fn named_ports(&mut self, names: &[&str], selector: Option<&Selector>) -> NamedPorts {
+        let mut key_names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        key_names.sort_unstable();
+        key_names.dedup();
+        let key = (key_names, selector.cloned());
+        if let Some(n) = self.named_ports.get(&key) {
+            return n.clone();
+        }
         let c = self.cluster;
         let mut out: BTreeMap<(u8, u16), Vec<IpNet>> = BTreeMap::new();
         for e in &c.endpoints {
@@ -190,7 +204,9 @@ impl<'c> Resolver<'c> {
                     .extend(e.nets.iter().copied());
             }
         }
-        out.into_iter().map(|(k, v)| (k, normalize(v))).collect()
+        let out: NamedPorts = out.into_iter().map(|(k, v)| (k, normalize(v))).collect();
+        self.named_ports.insert(key, out.clone());
+        out
     }
 
     fn side(&mut self, m: &PeerMatch) -> Option<Side> {
@@ -249,8 +265,19 @@ impl<'c> Resolver<'c> {
                 not_ports: not_num,
             }]
         } else {
-            let triples = self.named_ports(&not_named, m.selector.as_ref());
-            not_port_regions(&triples, &not_num)
+            let mut names: Vec<String> = not_named.iter().map(|n| n.to_string()).collect();
+            names.sort_unstable();
+            names.dedup();
+            let key = (names, m.selector.clone(), not_num.clone());
+            match self.regions.get(&key) {
+                Some(r) => r.clone(),
+                None => {
+                    let triples = self.named_ports(&not_named, m.selector.as_ref());
+                    let r = not_port_regions(&triples, &not_num);
+                    self.regions.insert(key, r.clone());
+                    r
+                }
+            }
         };
 
         Some(Side {
@@ -289,11 +316,6 @@ impl<'c> Resolver<'c> {
             return Ok(Vec::new());
         };
 
-        let combos = src.alts.len() * src.regions.len() * dst.alts.len() * dst.regions.len();
-        if combos > self.max_rules {
-            return Err(TooManyRules { count: combos });
-        }
-
         let base = Match {
             family,
             protocol: r.protocol.map(|p| p.0),
@@ -302,23 +324,48 @@ impl<'c> Resolver<'c> {
             not_icmp: icmp_match(r.not_icmp),
             ..Match::default()
         };
+        let src = choices(&base, &src, self.max_rules)?;
+        let dst = choices(&base, &dst, self.max_rules)?;
+        let combos = src.len() * dst.len();
+        if combos > self.max_rules {
+            return Err(TooManyRules { count: combos });
+        }
+        // Distinct choices on both sides give distinct matches, except where merging
+        // the protocols makes two equal; only then is a (costly) set needed.
         let mut seen = HashSet::new();
+        let dedup = src.len() > 1 && dst.len() > 1;
         let mut out = Vec::new();
-        for sa in &src.alts {
-            for sr in &src.regions {
-                for da in &dst.alts {
-                    for dr in &dst.regions {
-                        let Some(m) = combine(&base, (&src, sa, sr), (&dst, da, dr)) else {
-                            continue;
-                        };
-                        if seen.insert(m.clone()) {
-                            out.push(Rule {
-                                index,
-                                action,
-                                matches: m,
-                            });
-                        }
-                    }
+        for s in &src {
+            for d in &dst {
+                let Ok(protocol) = merge_protocol(s.protocol, d.protocol) else {
+                    continue;
+                };
+                if protocol.is_some() && protocol == base.not_protocol {
+                    continue;
+                }
+                let m = Match {
+                    protocol,
+                    not_protocol: if protocol.is_some() {
+                        None
+                    } else {
+                        base.not_protocol
+                    },
+                    src_nets: s.nets.clone(),
+                    not_src_nets: s.not_nets.clone(),
+                    src_ports: s.ports.clone(),
+                    not_src_ports: s.not_ports.clone(),
+                    dst_nets: d.nets.clone(),
+                    not_dst_nets: d.not_nets.clone(),
+                    dst_ports: d.ports.clone(),
+                    not_dst_ports: d.not_ports.clone(),
+                    ..base.clone()
+                };
+                if !dedup || seen.insert(m.clone()) {
+                    out.push(Rule {
+                        index,
+                        action,
+                        matches: m,
+                    });
                 }
             }
         }
@@ -326,49 +373,146 @@ impl<'c> Resolver<'c> {
     }
 }
 
+/// One way one side of a rule can hold: one positive-port alternative within one
+/// negated-port region, with everything it implies resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Choice {
+    /// Protocol the choice requires (the rule's own, or a named port's).
+    protocol: Option<u8>,
+    nets: Option<Vec<IpNet>>,
+    not_nets: Vec<IpNet>,
+    ports: Option<Vec<PortRange>>,
+    not_ports: Vec<PortRange>,
+}
+
+/// Every consistent choice of one side (contradictory ones, such as a named port of
+/// another protocol than the rule's, are left out).
+fn choices(base: &Match, side: &Side, max: usize) -> Result<Vec<Choice>, TooManyRules> {
+    let count = side.alts.len() * side.regions.len();
+    if count > max {
+        return Err(TooManyRules { count });
+    }
+    let same_family = |n: &IpNet| match base.family {
+        None => true,
+        Some(f) => (f == Family::V4) == matches!(n, IpNet::V4(_)),
+    };
+    let mut out = Vec::new();
+    for alt in &side.alts {
+        let Ok(protocol) = merge_protocol(base.protocol, alt.protocol) else {
+            continue;
+        };
+        let alt_nets = intersect_opt(side.nets.clone(), alt.nets.as_deref());
+        for region in &side.regions {
+            let Ok(protocol) = merge_protocol(protocol, region.protocol) else {
+                continue;
+            };
+            if protocol.is_some() && protocol == base.not_protocol {
+                continue;
+            }
+            let mut nets = intersect_opt(alt_nets.clone(), region.nets.as_deref());
+            let mut not_nets = union(&side.not_nets, &region.not_nets);
+            if let Some(p) = &mut nets {
+                p.retain(same_family);
+            }
+            not_nets.retain(same_family);
+            simplify(&mut nets, &mut not_nets);
+            if nets.as_ref().is_some_and(Vec::is_empty) {
+                continue;
+            }
+            let mut ports = alt.ports.clone();
+            let not_ports = region.not_ports.clone();
+            // A port criterion whose exclusions resolved to nothing still requires ports.
+            if side.needs_ports && ports.is_none() && not_ports.is_empty() {
+                ports = Some(vec![ANY_PORT]);
+            }
+            let c = Choice {
+                protocol,
+                nets,
+                not_nets,
+                ports,
+                not_ports,
+            };
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The negated-port regions of one side: `triples` are the excluded named ports
 /// ((protocol, port) → prefixes), `numeric` the excluded numeric ports.
 ///
-/// The prefixes form a laminar family; an address in prefix `Q` but in no smaller
-/// prefix of the family lies in exactly the prefixes that contain `Q`, so the excluded
-/// (protocol, port) pairs are constant on "`Q` minus the smaller prefixes inside it",
-/// and outside every prefix only the numeric ports are excluded.
+/// Let `D` be every prefix of the triples (a laminar family: two prefixes are nested or
+/// disjoint) and `B(q)` the (protocol, port) pairs whose prefixes contain `q ∈ D`. An
+/// address whose smallest containing prefix in `D` is `s` has exactly `B(s)` excluded;
+/// outside every prefix only the numeric ports are. `B` only grows going down the
+/// family. So for each distinct excluded set `B`, the addresses with exactly `B`
+/// excluded are: inside some prefix `g` with `B(g) = B`, and not inside any smaller
+/// prefix `d ⊊ g` with `B(d) ≠ B` (a `d` inside a `g` has `B(d) ⊇ B`, and an address
+/// below a `d` with `B(d) ⊋ B` has more excluded). One region per distinct `B` keeps the
+/// rule count independent of how many endpoints define the port.
 fn not_port_regions(
     triples: &BTreeMap<(u8, u16), Vec<IpNet>>,
     numeric: &[PortRange],
 ) -> Vec<NotPortRegion> {
-    let all: BTreeSet<IpNet> = triples.values().flatten().copied().collect();
+    // D sorted: every prefix is followed directly by the prefixes inside it.
+    let d: Vec<IpNet> = triples
+        .values()
+        .flatten()
+        .copied()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    // The indices of the prefixes inside `d[i]`: the ones right after it.
+    let inside = |i: usize| {
+        let n = d[i + 1..].iter().take_while(|x| d[i].contains(*x)).count();
+        i + 1..i + 1 + n
+    };
+    let mut excluded: Vec<BTreeSet<(u8, u16)>> = vec![BTreeSet::new(); d.len()];
+    for (pair, prefixes) in triples {
+        for p in prefixes {
+            if let Ok(i) = d.binary_search(p) {
+                excluded[i].insert(*pair);
+                for j in inside(i) {
+                    excluded[j].insert(*pair);
+                }
+            }
+        }
+    }
+    let mut groups: BTreeMap<&BTreeSet<(u8, u16)>, Vec<usize>> = BTreeMap::new();
+    for (i, b) in excluded.iter().enumerate() {
+        groups.entry(b).or_default().push(i);
+    }
+
     let mut out = vec![NotPortRegion {
         nets: None,
-        not_nets: normalize(all.iter().copied().collect()),
+        not_nets: normalize(d.clone()),
         protocol: None,
         not_ports: numeric.to_vec(),
     }];
-    for q in &all {
-        let inside: Vec<IpNet> = all
-            .iter()
-            .filter(|x| *x != q && q.contains(*x))
-            .copied()
-            .collect();
-        let mut by_proto: BTreeMap<u8, Vec<PortRange>> = BTreeMap::new();
-        for ((protocol, port), prefixes) in triples {
-            if prefixes.iter().any(|p| p.contains(q)) {
-                by_proto
-                    .entry(*protocol)
-                    .or_default()
-                    .push(PortRange::single(*port));
-            }
-        }
-        let nets = Some(vec![*q]);
-        let not_nets = normalize(inside);
+    for (b, members) in groups {
+        let nets = normalize(members.iter().map(|&i| d[i]).collect());
+        let not_nets = normalize(
+            members
+                .iter()
+                .flat_map(|&i| inside(i))
+                .filter(|&j| excluded[j] != *b)
+                .map(|j| d[j])
+                .collect(),
+        );
         // Per port-carrying protocol; a protocol with nothing excluded here gets only the
         // numeric exclusions. (Named ports of other protocols never exclude anything: a
         // port criterion only matches packets with ports.)
         for p in PORT_PROTOCOLS {
             let mut not_ports = numeric.to_vec();
-            not_ports.extend(by_proto.get(&p).into_iter().flatten().copied());
+            not_ports.extend(
+                b.iter()
+                    .filter(|(q, _)| *q == p)
+                    .map(|(_, port)| PortRange::single(*port)),
+            );
             out.push(NotPortRegion {
-                nets: nets.clone(),
+                nets: Some(nets.clone()),
                 not_nets: not_nets.clone(),
                 protocol: Some(p),
                 not_ports,
@@ -376,60 +520,4 @@ fn not_port_regions(
         }
     }
     out
-}
-
-/// One IR match from the rule's base criteria and one choice per side; `None` when
-/// the choices contradict each other.
-fn combine(
-    base: &Match,
-    (src, sa, sr): (&Side, &PortAlt, &NotPortRegion),
-    (dst, da, dr): (&Side, &PortAlt, &NotPortRegion),
-) -> Option<Match> {
-    let mut m = base.clone();
-    for p in [sa.protocol, sr.protocol, da.protocol, dr.protocol] {
-        m.protocol = merge_protocol(m.protocol, p).ok()?;
-    }
-    if let Some(p) = m.protocol {
-        if m.not_protocol == Some(p) {
-            return None;
-        }
-        m.not_protocol = None;
-    }
-    let side_nets = |side: &Side, alt: &PortAlt, region: &NotPortRegion| {
-        let mut pos = intersect_opt(side.nets.clone(), alt.nets.as_deref());
-        pos = intersect_opt(pos, region.nets.as_deref());
-        let mut neg = union(&side.not_nets, &region.not_nets);
-        if let Some(f) = base.family {
-            let same = |n: &IpNet| (f == Family::V4) == matches!(n, IpNet::V4(_));
-            if let Some(p) = &mut pos {
-                p.retain(same);
-            }
-            neg.retain(same);
-        }
-        simplify(&mut pos, &mut neg);
-        (pos, neg)
-    };
-    let (src_nets, not_src_nets) = side_nets(src, sa, sr);
-    let (dst_nets, not_dst_nets) = side_nets(dst, da, dr);
-    if src_nets.as_ref().is_some_and(Vec::is_empty) || dst_nets.as_ref().is_some_and(Vec::is_empty)
-    {
-        return None;
-    }
-    m.src_nets = src_nets;
-    m.not_src_nets = not_src_nets;
-    m.dst_nets = dst_nets;
-    m.not_dst_nets = not_dst_nets;
-
-    let ports = |side: &Side, alt: &PortAlt, region: &NotPortRegion| {
-        let mut pos = alt.ports.clone();
-        let neg = region.not_ports.clone();
-        // A port criterion whose exclusions resolved to nothing still requires ports.
-        if side.needs_ports && pos.is_none() && neg.is_empty() {
-            pos = Some(vec![ANY_PORT]);
-        }
-        (pos, neg)
-    };
-    (m.src_ports, m.not_src_ports) = ports(src, sa, sr);
-    (m.dst_ports, m.not_dst_ports) = ports(dst, da, dr);
-    Some(m)
 }

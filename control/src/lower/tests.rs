@@ -449,6 +449,88 @@ spec:
 }
 
 #[test]
+fn negated_named_port_regions_group_equal_exclusions_and_handle_nesting() {
+    // Three /32 pods share http = 8080: one region for all three. A wide endpoint
+    // (unvalidated input) with http = 80 contains two of them: inside it, 80 is also
+    // excluded, except where the /32's own exclusion applies as well.
+    let y = r#"
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: a, namespace: ns}
+spec: {ipNetworks: [10.0.0.1/32], ports: [{name: http, protocol: TCP, port: 8080}]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: b, namespace: ns}
+spec: {ipNetworks: [10.0.0.2/32], ports: [{name: http, protocol: TCP, port: 8080}]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: c, namespace: ns}
+spec: {ipNetworks: [10.0.1.1/32], ports: [{name: http, protocol: TCP, port: 8080}]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: wide, namespace: ns}
+spec: {ipNetworks: [10.0.0.0/30], ports: [{name: http, protocol: TCP, port: 80}]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: client, namespace: ns}
+spec: {ipNetworks: [10.9.0.1/32]}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: p}
+spec:
+  selector: "projectcalico.org/name == 'x' || all()"
+  egress: [{action: Allow, protocol: TCP, destination: {notPorts: [http]}}]
+"#;
+    let loaded = model::parse_str(y, "test.yaml").expect("parse");
+    let resources: Vec<Resource> = loaded.into_iter().map(|l| l.resource).collect();
+    let c = Cluster::from_resources(&resources).expect("cluster");
+    let l = lower(&c).expect("lower");
+    let r = &program(&l, "10.9.0.1", false).tiers[0].policies[0].rules;
+    type Region = (Option<Vec<IpNet>>, Vec<IpNet>, Vec<PortRange>);
+    let summary: Vec<Region> = r
+        .iter()
+        .map(|r| {
+            let m = &r.matches;
+            (
+                m.dst_nets.clone(),
+                m.not_dst_nets.clone(),
+                m.not_dst_ports.clone(),
+            )
+        })
+        .collect();
+    let ports = |p: &[u16]| p.iter().map(|p| PortRange::single(*p)).collect::<Vec<_>>();
+    assert_eq!(
+        summary,
+        [
+            (None, nets(&["10.0.0.0/30", "10.0.1.1/32"]), vec![]),
+            // Only 80: the wide endpoint minus the two pods inside it.
+            (
+                Some(nets(&["10.0.0.0/30"])),
+                nets(&["10.0.0.1/32", "10.0.0.2/32"]),
+                ports(&[80])
+            ),
+            // Both: the two pods inside the wide endpoint.
+            (
+                Some(nets(&["10.0.0.1/32", "10.0.0.2/32"])),
+                vec![],
+                ports(&[80, 8080])
+            ),
+            // Only 8080: the third pod.
+            (Some(nets(&["10.0.1.1/32"])), vec![], ports(&[8080])),
+        ]
+    );
+    let addrs = [
+        "10.0.0.0", "10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.1.1", "10.9.0.1", "10.9.9.9",
+    ];
+    check(&resources, &grid(&addrs, &[80, 8080, 443])).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
 fn port_criteria_that_resolve_to_nothing_still_require_ports() {
     // No endpoint has a port called "nope": `notPorts: [nope]` excludes nothing, but
     // an ICMP packet has no port and must not match (as in eval).

@@ -1,0 +1,199 @@
+//! `tiergate gen -w FILE`: write a synthetic capture — a seeded random mix
+//! (`pcap::synth::generate`), the embedded seed scenario, or one frame per line of a
+//! ClassBench trace — for benchmarks, demos and CI fixtures.
+//!
+//! Exit codes: 0 written, 2 usage error or unreadable/unwritable file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use pcap::capture::{CaptureFormat, Frames};
+use pcap::classbench;
+use pcap::synth::{self, FrameSize, GenConfig, TraceTuple};
+use serde::Serialize;
+
+use super::{EXIT_OK, EXIT_USAGE, Global, Output, print_structured};
+use crate::replay::scenario;
+
+/// What to generate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// Traffic between the seed example's endpoints (what `tiergate replay` replays
+    /// by default).
+    Seed,
+}
+
+/// Capture file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FormatArg {
+    /// Classic libpcap (microsecond timestamps).
+    Pcap,
+    /// pcapng (nanosecond timestamps).
+    Pcapng,
+}
+
+/// Arguments of `tiergate gen`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Output capture file.
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    pub out: PathBuf,
+    /// File format.
+    #[arg(long, value_enum, default_value_t = FormatArg::Pcap)]
+    pub format: FormatArg,
+    /// Write a fixed scenario instead of a random mix.
+    #[arg(long, value_enum, conflicts_with = "classbench_trace")]
+    pub scenario: Option<Scenario>,
+    /// Write one minimum-size frame per header of this ClassBench trace.
+    #[arg(long, value_name = "FILE")]
+    pub classbench_trace: Option<PathBuf>,
+    /// PRNG seed (same seed, same bytes).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Number of flows.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub flows: u64,
+    /// Approximate number of frames.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub packets: u64,
+    /// Zipf exponent of flow popularity (0 = uniform).
+    #[arg(long, default_value_t = 1.0)]
+    pub zipf: f64,
+    /// Share of IPv6 flows (0..1).
+    #[arg(long, default_value_t = 0.2, value_parser = share)]
+    pub ipv6_share: f64,
+    /// Share of 802.1Q-tagged flows (0..1).
+    #[arg(long, default_value_t = 0.1, value_parser = share)]
+    pub vlan_share: f64,
+    /// Share of UDP flows (0..1).
+    #[arg(long, default_value_t = 0.25, value_parser = share)]
+    pub udp_share: f64,
+    /// Share of ICMP echo flows (0..1).
+    #[arg(long, default_value_t = 0.05, value_parser = share)]
+    pub icmp_share: f64,
+    /// Share of frames replaced by malformed or non-IP frames (0..1).
+    #[arg(long, default_value_t = 0.01, value_parser = share)]
+    pub malformed_share: f64,
+    /// TCP flows without handshake and teardown (mid-stream data only).
+    #[arg(long)]
+    pub no_handshakes: bool,
+    /// Frame size: `min` (64 bytes on the wire), `imix` (7:4:1 of 64/576/1500), or a
+    /// number of bytes.
+    #[arg(long, default_value = "min", value_parser = frame_size)]
+    pub size: FrameSize,
+}
+
+fn share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a share between 0 and 1")),
+    }
+}
+
+fn frame_size(s: &str) -> Result<FrameSize, String> {
+    match s {
+        "min" => Ok(FrameSize::Min),
+        "imix" => Ok(FrameSize::Imix),
+        n => match n.parse::<u16>() {
+            Ok(b) if (64..=9018).contains(&b) => Ok(FrameSize::Fixed(b)),
+            _ => Err(format!(
+                "{s:?} is not a frame size: expected min, imix or 64-9018 bytes"
+            )),
+        },
+    }
+}
+
+/// What `gen` reports.
+#[derive(Debug, Serialize)]
+struct Written {
+    file: String,
+    frames: usize,
+    wire_bytes: u64,
+    flows: Option<usize>,
+    malformed: Option<usize>,
+}
+
+/// Runs `tiergate gen`.
+pub fn run(args: &Args, global: &Global) -> ExitCode {
+    let (frames, flows, malformed): (Frames, Option<usize>, Option<usize>) =
+        if let Some(path) = &args.classbench_trace {
+            let headers = match classbench::read_trace(path) {
+                Ok(h) => h,
+                Err(e) => {
+                    eprintln!("tiergate: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            let tuples: Vec<TraceTuple> = headers
+                .iter()
+                .map(|h| TraceTuple {
+                    src: h.src,
+                    dst: h.dst,
+                    sport: h.sport,
+                    dport: h.dport,
+                    proto: h.proto,
+                })
+                .collect();
+            (
+                synth::tuples_to_frames(&tuples, scenario::SEED_START_NS, 1_000),
+                None,
+                None,
+            )
+        } else if args.scenario == Some(Scenario::Seed) {
+            (
+                scenario::seed_capture(),
+                Some(scenario::seed_flows().len()),
+                Some(0),
+            )
+        } else {
+            let cfg = GenConfig {
+                seed: args.seed,
+                flows: args.flows as usize,
+                packets: args.packets as usize,
+                zipf_s: args.zipf.max(0.0),
+                ipv6_share: args.ipv6_share,
+                vlan_share: args.vlan_share,
+                udp_share: args.udp_share,
+                icmp_share: args.icmp_share,
+                malformed_share: args.malformed_share,
+                handshakes: !args.no_handshakes,
+                size: args.size,
+                ..GenConfig::default()
+            };
+            let g = synth::generate(&cfg);
+            let (n, m) = (g.flows.len(), g.malformed);
+            (g.frames, Some(n), Some(m))
+        };
+    let format = match args.format {
+        FormatArg::Pcap => CaptureFormat::Pcap,
+        FormatArg::Pcapng => CaptureFormat::PcapNg,
+    };
+    if let Err(e) = frames.write(&args.out, format) {
+        eprintln!("tiergate: cannot write {}: {e}", args.out.display());
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let w = Written {
+        file: args.out.display().to_string(),
+        frames: frames.len(),
+        wire_bytes: frames.wire_bytes(),
+        flows,
+        malformed,
+    };
+    match global.output {
+        Output::Table => {
+            print!(
+                "wrote {} frames ({} bytes on the wire)",
+                w.frames, w.wire_bytes
+            );
+            if let Some(f) = w.flows {
+                print!(", {f} flows");
+            }
+            if let Some(m) = w.malformed.filter(|m| *m > 0) {
+                print!(", {m} malformed");
+            }
+            println!(" to {}", w.file);
+        }
+        o => print_structured(&w, o),
+    }
+    ExitCode::from(EXIT_OK)
+}
