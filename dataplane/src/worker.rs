@@ -581,12 +581,13 @@ impl<C: Classify> Worker<C> {
         self.deferred.clear();
         self.stats.batches += 1;
         let mut batch_now = self.last_ns;
+        let mut rx_bytes = 0u64;
 
         // Phase 0: parse every frame, compute its connection key and hash, and start
         // loading its flow-table bucket, so the batch's cache misses overlap.
         for i in 0..n {
             let f = self.frames[i];
-            self.stats.rx.add(f.wire_len);
+            rx_bytes += u64::from(f.wire_len);
             batch_now = batch_now.max(f.ts_ns);
             self.verdict[i] = None;
             self.pass[i] = false;
@@ -623,6 +624,9 @@ impl<C: Classify> Worker<C> {
                 }
             }
         }
+        self.stats.rx.packets += n as u64;
+        self.stats.rx.bytes += rx_bytes;
+
         // Phase 0b: with the buckets arriving, start loading the candidate entries.
         if self.cfg.prefetch {
             for i in 0..n {
@@ -907,13 +911,16 @@ impl<C: Classify> Worker<C> {
                 None => self.pass[i],
             };
             if forward {
-                self.stats.forwarded.add(f.wire_len);
                 self.tx.push(f);
             } else {
-                self.stats.dropped.add(f.wire_len);
                 self.drop.push(f);
             }
         }
+        let fwd_bytes: u64 = self.tx.iter().map(|f| u64::from(f.wire_len)).sum();
+        self.stats.forwarded.packets += self.tx.len() as u64;
+        self.stats.forwarded.bytes += fwd_bytes;
+        self.stats.dropped.packets += self.drop.len() as u64;
+        self.stats.dropped.bytes += rx_bytes - fwd_bytes;
         if !self.tx.is_empty() {
             port.tx_batch(&self.tx);
         }
@@ -946,12 +953,12 @@ impl<C: Classify> Worker<C> {
 #[derive(Debug)]
 pub struct MemPort {
     frames: Arc<pcap::capture::Frames>,
-    order: Vec<u32>,
+    /// The frames to deliver, in order, prepared once (no per-frame work at rx).
+    order: Vec<RxFrame>,
     pos: usize,
     loops: usize,
     loop_no: usize,
     span_ns: u64,
-    ifindex: u16,
     /// Verdict of each delivered frame in delivery order (`true` = forwarded), when
     /// recording.
     pub verdicts: Option<Vec<(u32, bool)>>,
@@ -971,6 +978,17 @@ impl MemPort {
                 (lo.min(f.ts_ns), hi.max(f.ts_ns))
             });
         let span_ns = hi.saturating_sub(lo) + 1_000_000;
+        let order = order
+            .iter()
+            .filter_map(|&i| {
+                frames.get(i as usize).map(|f| RxFrame {
+                    handle: u64::from(i),
+                    ts_ns: f.ts_ns,
+                    wire_len: f.orig_len.max(f.data.len() as u32),
+                    ifindex: 0,
+                })
+            })
+            .collect();
         MemPort {
             frames,
             order,
@@ -978,7 +996,6 @@ impl MemPort {
             loops: loops.max(1),
             loop_no: 0,
             span_ns,
-            ifindex: 0,
             verdicts: None,
             tx_count: 0,
             drop_count: 0,
@@ -999,34 +1016,32 @@ impl MemPort {
 
     /// Sets the ifindex reported for every frame.
     pub fn with_ifindex(mut self, ifindex: u16) -> Self {
-        self.ifindex = ifindex;
+        for f in &mut self.order {
+            f.ifindex = ifindex;
+        }
         self
     }
 }
 
 impl Port for MemPort {
     fn rx_batch(&mut self, out: &mut [RxFrame]) -> Rx {
-        let mut n = 0;
-        while n < out.len() {
-            if self.pos == self.order.len() {
-                self.loop_no += 1;
-                self.pos = 0;
-            }
-            if self.loop_no >= self.loops || self.order.is_empty() {
-                break;
-            }
-            let idx = self.order[self.pos];
-            self.pos += 1;
-            if let Some(f) = self.frames.get(idx as usize) {
-                out[n] = RxFrame {
-                    handle: u64::from(idx),
-                    ts_ns: f.ts_ns + self.loop_no as u64 * self.span_ns,
-                    wire_len: f.orig_len.max(f.data.len() as u32),
-                    ifindex: self.ifindex,
-                };
-                n += 1;
+        if self.pos == self.order.len() {
+            self.loop_no += 1;
+            self.pos = 0;
+        }
+        if self.loop_no >= self.loops || self.order.is_empty() {
+            return Rx::End;
+        }
+        let src = &self.order[self.pos..];
+        let n = out.len().min(src.len());
+        out[..n].copy_from_slice(&src[..n]);
+        if self.loop_no > 0 {
+            let shift = self.loop_no as u64 * self.span_ns;
+            for f in &mut out[..n] {
+                f.ts_ns += shift;
             }
         }
+        self.pos += n;
         if n == 0 { Rx::End } else { Rx::Frames(n) }
     }
 
