@@ -698,7 +698,11 @@ impl TreeBuilder<'_> {
         let below = self.width(d) - r.len[d] - bits;
         let (rlo, rhi) = self.span(r, d);
         let mut closed = vec![false; out.len()];
+        let mut open = out.len();
         for &i in list {
+            if open == 0 {
+                break; // every child already has its covering entry
+            }
             let b = view.boxes[i as usize];
             let others = self.covers_except(b, r, d);
             let mut last = usize::MAX;
@@ -718,6 +722,7 @@ impl TreeBuilder<'_> {
                     let chi = clo + max_of(below);
                     if others && a <= clo && chi <= z {
                         closed[c] = true;
+                        open -= 1;
                     }
                 }
             }
