@@ -226,3 +226,62 @@ fn every_capture_replays_through_the_pipeline() {
         assert!(v.iter().all(|x| *x != FrameVerdict::Unseen));
     }
 }
+
+mod mutated {
+    use super::*;
+    use dataplane::packet::{parse_common, parse_full};
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    /// Every frame of every shared capture, with its original length.
+    fn real_frames() -> &'static Vec<(Vec<u8>, u32)> {
+        static FRAMES: OnceLock<Vec<(Vec<u8>, u32)>> = OnceLock::new();
+        FRAMES.get_or_init(|| {
+            let mut out = Vec::new();
+            let mut paths: Vec<_> = std::fs::read_dir(shared_pcap_dir())
+                .expect("read shared/data/pcap")
+                .map(|e| e.expect("entry").path())
+                .filter(|p| p.extension().is_some_and(|x| x == "pcap"))
+                .collect();
+            paths.sort();
+            for p in paths {
+                for f in Frames::read(&p).expect("read").iter() {
+                    out.push((f.data.to_vec(), f.orig_len));
+                }
+            }
+            out
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        /// Real frames with random byte flips and cuts: never a panic, exactly one
+        /// outcome per frame, and the fast path never disagrees with the full parser.
+        #[test]
+        fn mutated_real_frames(
+            pick in any::<usize>(),
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..6),
+            cut in any::<usize>(),
+            wire_extra in 0u32..64,
+        ) {
+            let frames = real_frames();
+            let (orig, orig_len) = &frames[pick % frames.len()];
+            let mut f = orig.clone();
+            for (i, b) in flips {
+                if !f.is_empty() {
+                    let n = f.len();
+                    f[i % n] = b;
+                }
+            }
+            f.truncate(cut % (f.len() + 1));
+            let mut c = ParseCounters::default();
+            for wire in [f.len() as u32, (*orig_len).max(f.len() as u32) + wire_extra] {
+                if let Some(fast) = parse_common(&f, wire, 0) {
+                    prop_assert_eq!(Ok(fast), parse_full(&f, wire, 0));
+                }
+                c.record(&parse(&f, wire, 0));
+            }
+            prop_assert_eq!(c.total(), 2);
+        }
+    }
+}

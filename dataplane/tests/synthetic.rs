@@ -160,8 +160,8 @@ fn classbench_trace_to_frames_round_trips() {
                 .expect("shared/ next to the repository")
         });
     let path = shared.join("data/classbench/acl1_1k_trace");
-    let text = std::fs::read_to_string(&path).expect("trace");
-    let tuples = pcap::synth::trace_tuples(&text).expect("parses");
+    let headers = pcap::classbench::read_trace(&path).expect("trace");
+    let tuples: Vec<pcap::synth::TraceTuple> = headers.iter().map(Into::into).collect();
     assert_eq!(tuples.len(), 8780);
     let frames = pcap::synth::tuples_to_frames(&tuples, 0, 1);
     assert_eq!(frames.len(), tuples.len());
