@@ -14,11 +14,16 @@
 //! 3. traces are interned: a [`Decision`] carries a [`TraceId`] into the trace table,
 //!    read back with [`Classify::trace`].
 //!
-//! Everything the build makes counts against [`BuildConfig::memory_budget`]; when a
-//! program's lists are split into several trees (EffiCuts-style partitions) the leaves
-//! hold list positions and the lookup takes, per view, the first position over the
+//! Everything the build makes counts against [`BuildConfig::memory_budget`]. A single
+//! tree per program-family may take `BuildConfig::single_tree_bytes_per_entry` per
+//! flattened entry (at most a quarter of the budget); past that its lists are split
+//! by which fields each box spans widely (EffiCuts-style partitions: source ×
+//! destination, then all four ranged fields) into several trees whose leaves hold
+//! list positions, and the lookup takes, per view, the first position over the
 //! partitions. If even that does not fit, the build fails with
-//! [`BuildError::OverBudget`] naming the budget.
+//! [`BuildError::OverBudget`] naming the budget, the program and what ran out.
+//! Lists larger than `memory_budget / 256` entries (Pass rules multiplying the
+//! continuation) fail the same way instead of exhausting memory.
 //!
 //! Lookup ([`Classify::classify`]) never allocates, locks or panics: it works on
 //! fixed-size batches whose tree walks advance in lockstep, so the loads of different

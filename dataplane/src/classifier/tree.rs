@@ -1,19 +1,32 @@
 //! The cut tree: a HiCuts-style multi-way decision tree over the flattened enforced
-//! and pending lists of one program in one family, whose leaves are fully resolved.
+//! and pending lists of one program in one family.
 //!
 //! A node cuts one field into 2^b equal parts by taking the next b bits of it below
 //! the bits already fixed by its ancestors (so every region is a product of prefixes,
-//! and a child index is `(lane >> shift) & mask` of the key). A region becomes a leaf
-//! when, in both views, the first entry that intersects it covers it: the leaf then
-//! holds the precomputed [`crate::program::Verdicts`] pair, like an rte_acl result with
-//! two categories. Every region can be cut down to a single point, so this
-//! terminates; the memory budget bounds how far it may go.
+//! and a child index is `(lane >> shift) & mask` of the key). The field and b are
+//! chosen per node: among fields where some candidate has a boundary inside the
+//! region, the most bits (down to the boundaries' alignment, at most
+//! `CutParams::max_bits`) whose node stays cheap, then the field whose largest child
+//! is smallest. Each child keeps, per view, the candidates that intersect it, in
+//! order, up to the first that covers it. A region becomes a leaf when
+//! - in both views its first candidate covers it: a *precomputed* leaf holding the
+//!   pair of decisions (like an rte_acl result with two categories), or
+//! - its candidates are at most `CutParams::binth` distinct boxes: a *leaf list* of
+//!   [`Item`]s checked in order at lookup (HiCuts' binth).
 //!
-//! Storage is one arena of `u64` slots. A slot is either a leaf (`LEAF | verdicts
-//! index`) or a pointer to a node's child array with the node's cut in the spare bits
-//! (`offset | lane << 32 | shift << 40 | bits << 48`), so a lookup step is one load.
-//! Identical nodes are stored once (hash-consing), and a node whose children are all
-//! the same slot is replaced by that slot.
+//! Every region can be cut down to a single point, so the build terminates; the slot
+//! limit (from the memory budget) bounds how far it may go.
+//!
+//! Storage is one arena of `u64` slots (plus one of items). A slot is a precomputed
+//! leaf (`LEAF | index`), a leaf list (`LEAF | LIST | count << 32 | offset`), or a
+//! pointer to a node with the node's cut in its spare bits (`offset | lane << 32 |
+//! shift << 40 | bits << 48`, `| RANGED`), so a lookup step needs no node header. A
+//! node is stored either as its full child array, or — when its children form at most
+//! [`MAX_RUNS`] runs of equal slots — as two words of 16-bit run starts followed by one
+//! child per run (found by a SWAR count of the starts `<=` the key bits). Identical
+//! nodes and lists are stored once (hash-consing), a node whose children are all the
+//! same slot is replaced by that slot, and subproblems already built (same candidate
+//! lists, same region in the fields that still matter) are reused (memo).
 
 use foldhash::{HashMap, HashMapExt};
 
@@ -685,7 +698,11 @@ impl TreeBuilder<'_> {
         let below = self.width(d) - r.len[d] - bits;
         let (rlo, rhi) = self.span(r, d);
         let mut closed = vec![false; out.len()];
+        let mut open = out.len();
         for &i in list {
+            if open == 0 {
+                break; // every child already has its covering entry
+            }
             let b = view.boxes[i as usize];
             let others = self.covers_except(b, r, d);
             let mut last = usize::MAX;
@@ -705,6 +722,7 @@ impl TreeBuilder<'_> {
                     let chi = clo + max_of(below);
                     if others && a <= clo && chi <= z {
                         closed[c] = true;
+                        open -= 1;
                     }
                 }
             }
