@@ -173,6 +173,8 @@ pub struct WorkerConfig {
     pub unparsed: UnparsedPolicy,
     /// Re-decide existing allowed connections when policy changes (default: keep).
     pub reevaluate_enforced: bool,
+    /// What a packet from the responder of a denied connection is.
+    pub denied_responder: DeniedResponder,
     /// Buckets examined for expiry after each batch.
     pub sweep_buckets: usize,
     /// Export interval for flow records (packet time, ns); `None` = only final records.
@@ -191,12 +193,30 @@ impl Default for WorkerConfig {
             flow: FlowTableConfig::default(),
             unparsed: UnparsedPolicy::default(),
             reevaluate_enforced: false,
+            denied_responder: DeniedResponder::NewConnection,
             sweep_buckets: 4,
             export_interval_ns: Some(15_000_000_000),
             fragment_slots: 1024,
             prefetch: true,
         }
     }
+}
+
+/// What a packet from the responder of a connection whose enforced verdict is deny
+/// is taken to be.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeniedResponder {
+    /// A connection attempt of its own from the responder's side, classified (and, if
+    /// allowed, taking over the entry) — what a stateful firewall does with live
+    /// traffic: the denied request never reached the responder, so anything the
+    /// responder sends is new.
+    #[default]
+    NewConnection,
+    /// Part of the denied connection: counted in its reverse direction, given its
+    /// verdicts (dropped by the enforced view). For replaying captures, where the
+    /// responder's packets exist only because the request was let through when the
+    /// capture was taken: they would not exist under the policy being tried.
+    JoinConnection,
 }
 
 /// Packets and bytes.
@@ -749,7 +769,10 @@ impl<C: Classify> Worker<C> {
                         continue;
                     }
                     let from_initiator = dir == e.initiator_dir();
-                    if !from_initiator && e.applied() == Verdict::Deny {
+                    if !from_initiator
+                        && e.applied() == Verdict::Deny
+                        && self.cfg.denied_responder == DeniedResponder::NewConnection
+                    {
                         // Later packets of this flow in the batch wait for the outcome.
                         e.set_awaiting();
                         self.keys.push(p.key);
@@ -762,7 +785,7 @@ impl<C: Classify> Worker<C> {
                     }
                     e.on_packet(dir, p.tcp_flags, len, now);
                     let v = (e.applied(), e.pending());
-                    if !from_initiator {
+                    if !from_initiator && v.0 == Verdict::Allow {
                         self.stats.replies.add(len);
                     }
                     self.table.touch(s, now);
@@ -883,9 +906,12 @@ impl<C: Classify> Worker<C> {
                 continue;
             };
             let from_initiator = dir == e.initiator_dir();
-            if from_initiator || e.applied() == Verdict::Allow {
+            if from_initiator
+                || e.applied() == Verdict::Allow
+                || self.cfg.denied_responder == DeniedResponder::JoinConnection
+            {
                 e.on_packet(dir, flags, f.wire_len, f.ts_ns);
-                if !from_initiator {
+                if !from_initiator && e.applied() == Verdict::Allow {
                     self.stats.replies.add(f.wire_len);
                 }
                 self.verdict[i] = Some((e.applied(), e.pending()));
@@ -1210,6 +1236,30 @@ pub(crate) mod tests {
         assert_eq!(verdicts(&port), vec![false, true, true]);
         assert_eq!(rep.stats.reverse_attempts, 1);
         assert_eq!(rep.stats.outcome(Verdict::Deny, Verdict::Deny).packets, 1);
+    }
+
+    #[test]
+    fn joined_responder_packets_stay_with_the_denied_connection() {
+        for batch in [1, 2, 64] {
+            let mut port = MemPort::all(frames(&handshake(40003, 6379))).recording();
+            let cfg = WorkerConfig {
+                batch,
+                denied_responder: DeniedResponder::JoinConnection,
+                ..Default::default()
+            };
+            let (rep, recs) = run(slot(&[], &[6379], 1), cfg, &mut port);
+            // Every packet of the connection, both directions, is denied now and
+            // allowed in the pending view; nothing is reclassified or passed as a reply.
+            assert_eq!(verdicts(&port), vec![false; 7], "batch {batch}");
+            let s = rep.stats;
+            assert_eq!(s.reverse_attempts, 0);
+            assert_eq!(s.replies.packets, 0);
+            assert_eq!(s.classified, 1);
+            assert_eq!(s.outcome(Verdict::Deny, Verdict::Allow).packets, 7);
+            assert_eq!(recs.len(), 1);
+            assert_eq!((recs[0].packets_fwd, recs[0].packets_rev), (4, 3));
+            assert_eq!(recs[0].applied, Verdict::Deny);
+        }
     }
 
     #[test]

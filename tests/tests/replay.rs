@@ -196,6 +196,11 @@ fn default_replay_equals_replay_of_the_example_directory() {
     assert_eq!(embedded["packets"], from_dir["packets"]);
     assert_eq!(embedded["flows"], from_dir["flows"]);
     assert_eq!(embedded["packets"]["total"], embedded["packets"]["parsed"]);
+    // The seed capture holds 14 conversations; responder packets of denied ones stay
+    // with them (no phantom reverse connections).
+    assert_eq!(embedded["flows"]["total"], 14);
+    assert_eq!(embedded["flows"]["newly_denied"], 2);
+    assert_eq!(embedded["flows"]["newly_allowed"], 3);
 }
 
 #[test]

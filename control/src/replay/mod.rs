@@ -23,7 +23,7 @@ use std::sync::Arc;
 use dataplane::flow::{EndReason, FlowRecord};
 use dataplane::pipeline::{Pipeline, PipelineConfig, PipelineError, ReplaySource, RunReport};
 use dataplane::program::{Classify, EndpointId, FlowKey, FlowVerdicts, Verdict, Verdicts, proto};
-use dataplane::worker::{ClassifierSlot, Published, WorkerStats};
+use dataplane::worker::{ClassifierSlot, DeniedResponder, Published, WorkerStats};
 use serde::Serialize;
 
 use crate::flowlog::{Aggregator, EndpointMeta, FlowActivity, FlowLog, Reporter, VerdictName};
@@ -42,9 +42,14 @@ pub struct ReplayConfig {
 }
 
 impl Default for ReplayConfig {
+    /// Pipeline defaults, except that packets from the responder of a denied
+    /// connection stay with that connection ([`DeniedResponder::JoinConnection`]): in a
+    /// capture they are answers to a request the policy under test would have dropped.
     fn default() -> Self {
+        let mut pipeline = PipelineConfig::default();
+        pipeline.worker.denied_responder = DeniedResponder::JoinConnection;
         ReplayConfig {
-            pipeline: PipelineConfig::default(),
+            pipeline,
             interval_secs: crate::flowlog::DEFAULT_INTERVAL_SECS,
             top_n: 5,
         }
