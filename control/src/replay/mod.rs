@@ -328,10 +328,15 @@ fn activities<C: Classify>(rec: &FlowRecord, lowered: &Lowered, c: &C) -> Vec<Fl
     let (src_ip, dst_ip) = (k.src_ip(), k.dst_ip());
     let src = end_meta(lowered, rec.verdicts.egress.map(|(e, _)| e), src_ip);
     let dst = end_meta(lowered, rec.verdicts.ingress.map(|(e, _)| e), dst_ip);
-    let completed = matches!(
-        rec.end,
-        Some(EndReason::Closed | EndReason::Timeout | EndReason::Evicted | EndReason::Replaced)
-    );
+    // A connection still in the table when the capture ends counts as completed if
+    // TCP had already closed it (both FINs or a RST), as live otherwise.
+    let completed = match rec.end {
+        Some(EndReason::Closed | EndReason::Timeout | EndReason::Evicted | EndReason::Replaced) => {
+            true
+        }
+        Some(EndReason::Drained) => rec.state.is_closed(),
+        None => false,
+    };
     let reporters = [
         (Reporter::Src, rec.verdicts.egress),
         (Reporter::Dst, rec.verdicts.ingress),
