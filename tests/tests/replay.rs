@@ -90,7 +90,10 @@ fn default_replay_shows_staged_allow_to_the_database_while_enforced_is_unaffecte
         ["0|default|sgnp:default.allow-tcp-6379|allow|0"]
     );
     assert_eq!(r["num_connections_started"], 3);
-    assert_eq!(r["num_connections_completed"], 3, "closed by FINs before the capture ends");
+    assert_eq!(
+        r["num_connections_completed"], 3,
+        "closed by FINs before the capture ends"
+    );
     assert_eq!(r["num_connections_live"], 0);
     assert_eq!(r["source_type"], "wep");
     assert_eq!(r["dest_namespace"], "default");
