@@ -565,19 +565,23 @@ pub fn lower(cluster: &Cluster) -> Result<Lowered, LowerError> {
     }
 
     let mut endpoints = Vec::with_capacity(prefixes.len());
-    let mut programs_of: HashMap<usize, (ProgramId, ProgramId)> = HashMap::new();
+    // What applies to an endpoint depends only on its labels and profiles (which also
+    // give its inherited labels): replicas share the work.
+    type Identity<'a> = (&'a BTreeMap<String, String>, &'a [String]);
+    let mut programs_of: HashMap<Identity<'_>, (ProgramId, ProgramId)> = HashMap::new();
     for (net, owner) in &prefixes {
         let Some(ep) = cluster.endpoints.get(*owner) else {
             continue;
         };
-        let (ingress, egress) = match programs_of.get(owner) {
+        let key = (&ep.labels, ep.profiles.as_slice());
+        let (ingress, egress) = match programs_of.get(&key) {
             Some(p) => *p,
             None => {
                 let p = (
                     b.program(ep, PolicyType::Ingress)?,
                     b.program(ep, PolicyType::Egress)?,
                 );
-                programs_of.insert(*owner, p);
+                programs_of.insert(key, p);
                 p
             }
         };

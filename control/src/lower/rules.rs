@@ -24,10 +24,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use dataplane::program::{Action, Family, IcmpMatch, Match, PortRange, Rule, proto};
 use ipnet::IpNet;
 
-use super::nets::{intersect_opt, normalize, simplify, union};
+use super::nets::{contains, intersect_opt, normalize, simplify, union};
 use crate::eval::{Cluster, PeerMatch, PolicyRule};
 use crate::model::{IcmpFields, Port, RuleAction};
-use crate::selector::Selector;
+use crate::selector::{LabelChain, Selector};
 
 /// The protocols whose packets carry ports (a port criterion implies one of them).
 const PORT_PROTOCOLS: [u8; 3] = [proto::TCP, proto::UDP, proto::SCTP];
@@ -50,6 +50,9 @@ pub(crate) struct TooManyRules {
 #[derive(Debug)]
 pub(crate) struct Resolver<'c> {
     cluster: &'c Cluster,
+    /// Every endpoint's and network set's labels (inherited ones included), built once.
+    endpoint_labels: Vec<LabelChain<'c>>,
+    set_labels: Vec<LabelChain<'c>>,
     selector_nets: HashMap<Selector, Vec<IpNet>>,
     named_ports: HashMap<(Vec<String>, Option<Selector>), NamedPorts>,
     /// Negated-port regions by (names, selector, numeric ports).
@@ -149,6 +152,16 @@ impl<'c> Resolver<'c> {
     pub(crate) fn new(cluster: &'c Cluster) -> Self {
         Resolver {
             cluster,
+            endpoint_labels: cluster
+                .endpoints
+                .iter()
+                .map(|e| cluster.endpoint_labels(e))
+                .collect(),
+            set_labels: cluster
+                .network_sets
+                .iter()
+                .map(|s| cluster.labels_of(&s.labels, &s.profiles))
+                .collect(),
             selector_nets: HashMap::new(),
             named_ports: HashMap::new(),
             regions: HashMap::new(),
@@ -164,13 +177,13 @@ impl<'c> Resolver<'c> {
         }
         let c = self.cluster;
         let mut nets = Vec::new();
-        for e in &c.endpoints {
-            if s.matches(&c.endpoint_labels(e)) {
+        for (e, labels) in c.endpoints.iter().zip(&self.endpoint_labels) {
+            if s.matches(labels) {
                 nets.extend(e.nets.iter().copied());
             }
         }
-        for set in &c.network_sets {
-            if s.matches(&c.labels_of(&set.labels, &set.profiles)) {
+        for (set, labels) in c.network_sets.iter().zip(&self.set_labels) {
+            if s.matches(labels) {
                 nets.extend(set.nets.iter().copied());
             }
         }
@@ -191,11 +204,11 @@ impl<'c> Resolver<'c> {
         }
         let c = self.cluster;
         let mut out: BTreeMap<(u8, u16), Vec<IpNet>> = BTreeMap::new();
-        for e in &c.endpoints {
+        for (e, labels) in c.endpoints.iter().zip(&self.endpoint_labels) {
             if e.nets.is_empty() || !e.ports.iter().any(|p| names.contains(&p.name.as_str())) {
                 continue;
             }
-            if selector.is_some_and(|s| !s.matches(&c.endpoint_labels(e))) {
+            if selector.is_some_and(|s| !s.matches(labels)) {
                 continue;
             }
             for p in e.ports.iter().filter(|p| names.contains(&p.name.as_str())) {
@@ -466,7 +479,7 @@ fn not_port_regions(
         .collect();
     // The indices of the prefixes inside `d[i]`: the ones right after it.
     let inside = |i: usize| {
-        let n = d[i + 1..].iter().take_while(|x| d[i].contains(*x)).count();
+        let n = d[i + 1..].iter().take_while(|x| contains(&d[i], x)).count();
         i + 1..i + 1 + n
     };
     let mut excluded: Vec<BTreeSet<(u8, u16)>> = vec![BTreeSet::new(); d.len()];
