@@ -1,7 +1,7 @@
 //! Criterion: lowering a policy store to rule programs (`control::lower`), and lowering
 //! plus compiling the decision trees — the work of one policy generation.
 //!
-//! Synthetic clusters: pods spread over 20 namespaces with `app` (8 values) and `shard`
+//! Synthetic clusters: pods spread over 21 namespaces with `app` (8 values) and `shard`
 //! (13 values) labels and one named port each; namespaced policies (half of them staged)
 //! select an `app` and allow or deny from another `app` minus a `shard`.
 //! - `typical`: numeric ports only;
@@ -32,7 +32,7 @@ fn cluster(pods: usize, policies: usize, named: bool) -> Cluster {
         rs.push(Resource::WorkloadEndpoint(Object {
             metadata: ObjectMeta {
                 name: format!("pod{i}"),
-                namespace: Some(format!("ns{}", i % 20)),
+                namespace: Some(format!("ns{}", i % 21)),
                 labels,
                 ..ObjectMeta::default()
             },
@@ -77,7 +77,7 @@ fn cluster(pods: usize, policies: usize, named: bool) -> Cluster {
         };
         let metadata = ObjectMeta {
             name: format!("p{j}"),
-            namespace: Some(format!("ns{}", j % 20)),
+            namespace: Some(format!("ns{}", j % 21)),
             ..ObjectMeta::default()
         };
         rs.push(if j.is_multiple_of(2) {
@@ -99,6 +99,19 @@ fn bench(c: &mut Criterion) {
         ("named_5000pods_200pol", 5000, 200, true),
     ] {
         let cl = cluster(pods, policies, named);
+        let l = lower(&cl).expect("lowers");
+        let rules: usize = l
+            .set
+            .programs
+            .iter()
+            .flat_map(|p| p.tiers.iter().flat_map(|t| &t.policies).chain(&p.profiles))
+            .map(|p| p.rules.len())
+            .sum();
+        eprintln!(
+            "{name}: {} programs, {rules} rules, {} endpoint bindings",
+            l.set.programs.len(),
+            l.set.endpoints.len()
+        );
         g.bench_function(format!("{name}/lower"), |b| {
             b.iter(|| lower(&cl).expect("lowers"))
         });

@@ -61,8 +61,14 @@ pub(crate) struct Resolver<'c> {
     pub(crate) max_rules: usize,
 }
 
-/// What negated-port regions depend on: port names, positive selector, numeric ports.
-type RegionKey = (Vec<String>, Option<Selector>, Vec<PortRange>);
+/// What negated-port regions depend on: port names, positive selector, numeric ports,
+/// and the ports the positive alternative allows.
+type RegionKey = (
+    Vec<String>,
+    Option<Selector>,
+    Vec<PortRange>,
+    Option<Vec<PortRange>>,
+);
 
 /// Named ports resolved: (protocol, port) → normalized prefixes of the endpoints.
 type NamedPorts = BTreeMap<(u8, u16), Vec<IpNet>>;
@@ -98,10 +104,10 @@ struct Side {
     nets: Option<Vec<IpNet>>,
     /// Negated address set.
     not_nets: Vec<IpNet>,
-    /// Alternatives of the positive port criterion (one `any` if there is none).
-    alts: Vec<PortAlt>,
-    /// Regions of the negated port criterion (one `anywhere` if it has no named ports).
-    regions: Vec<NotPortRegion>,
+    /// Alternatives of the positive port criterion (one `any` if there is none), each
+    /// with the regions of the negated port criterion that matter for it (one
+    /// `anywhere` if it has no named ports).
+    alts: Vec<(PortAlt, Vec<NotPortRegion>)>,
     /// The side has a port criterion, so only packets with ports can match.
     needs_ports: bool,
 }
@@ -267,37 +273,51 @@ impl<'c> Resolver<'c> {
             }
         }
 
-        // Negated ports.
+        // Negated ports, per alternative: an excluded named port only matters where the
+        // alternative allows its port number, so the regions are cut from the named
+        // ports restricted to those numbers (often none: one region, no address sets).
         let not_num = numeric(&m.not_ports);
         let not_named = names(&m.not_ports);
-        let regions = if not_named.is_empty() {
-            vec![NotPortRegion {
-                nets: None,
-                not_nets: Vec::new(),
-                protocol: None,
-                not_ports: not_num,
-            }]
-        } else {
-            let mut names: Vec<String> = not_named.iter().map(|n| n.to_string()).collect();
-            names.sort_unstable();
-            names.dedup();
-            let key = (names, m.selector.clone(), not_num.clone());
-            match self.regions.get(&key) {
-                Some(r) => r.clone(),
-                None => {
-                    let triples = self.named_ports(&not_named, m.selector.as_ref());
-                    let r = not_port_regions(&triples, &not_num);
-                    self.regions.insert(key, r.clone());
-                    r
+        let mut with_regions = Vec::with_capacity(alts.len());
+        for alt in alts {
+            let regions = if not_named.is_empty() {
+                vec![NotPortRegion {
+                    nets: None,
+                    not_nets: Vec::new(),
+                    protocol: None,
+                    not_ports: not_num.clone(),
+                }]
+            } else {
+                let mut names: Vec<String> = not_named.iter().map(|n| n.to_string()).collect();
+                names.sort_unstable();
+                names.dedup();
+                let key = (
+                    names,
+                    m.selector.clone(),
+                    not_num.clone(),
+                    alt.ports.clone(),
+                );
+                match self.regions.get(&key) {
+                    Some(r) => r.clone(),
+                    None => {
+                        let mut triples = self.named_ports(&not_named, m.selector.as_ref());
+                        if let Some(allowed) = &alt.ports {
+                            triples
+                                .retain(|(_, port), _| allowed.iter().any(|r| r.contains(*port)));
+                        }
+                        let r = not_port_regions(&triples, &not_num);
+                        self.regions.insert(key, r.clone());
+                        r
+                    }
                 }
-            }
-        };
+            };
+            with_regions.push((alt, regions));
+        }
 
         Some(Side {
             nets,
             not_nets,
-            alts,
-            regions,
+            alts: with_regions,
             needs_ports: !m.ports.is_empty() || !m.not_ports.is_empty(),
         })
     }
@@ -398,10 +418,30 @@ struct Choice {
     not_ports: Vec<PortRange>,
 }
 
+/// Whether every port of `r` lies in one of `by`.
+fn covered(r: &PortRange, by: &[PortRange]) -> bool {
+    if r.lo > r.hi {
+        return true; // an empty range
+    }
+    let mut by: Vec<PortRange> = by.iter().filter(|b| b.lo <= b.hi).copied().collect();
+    by.sort_unstable();
+    let mut next = u32::from(r.lo); // first port not yet shown covered
+    for b in by {
+        if u32::from(b.lo) > next {
+            break;
+        }
+        next = next.max(u32::from(b.hi) + 1);
+        if next > u32::from(r.hi) {
+            return true;
+        }
+    }
+    false
+}
+
 /// Every consistent choice of one side (contradictory ones, such as a named port of
 /// another protocol than the rule's, are left out).
 fn choices(base: &Match, side: &Side, max: usize) -> Result<Vec<Choice>, TooManyRules> {
-    let count = side.alts.len() * side.regions.len();
+    let count: usize = side.alts.iter().map(|(_, r)| r.len()).sum();
     if count > max {
         return Err(TooManyRules { count });
     }
@@ -410,12 +450,12 @@ fn choices(base: &Match, side: &Side, max: usize) -> Result<Vec<Choice>, TooMany
         Some(f) => (f == Family::V4) == matches!(n, IpNet::V4(_)),
     };
     let mut out = Vec::new();
-    for alt in &side.alts {
+    for (alt, regions) in &side.alts {
         let Ok(protocol) = merge_protocol(base.protocol, alt.protocol) else {
             continue;
         };
         let alt_nets = intersect_opt(side.nets.clone(), alt.nets.as_deref());
-        for region in &side.regions {
+        for region in regions {
             let Ok(protocol) = merge_protocol(protocol, region.protocol) else {
                 continue;
             };
@@ -434,6 +474,12 @@ fn choices(base: &Match, side: &Side, max: usize) -> Result<Vec<Choice>, TooMany
             }
             let mut ports = alt.ports.clone();
             let not_ports = region.not_ports.clone();
+            if ports
+                .as_ref()
+                .is_some_and(|p| p.iter().all(|r| covered(r, &not_ports)))
+            {
+                continue; // every allowed port is excluded
+            }
             // A port criterion whose exclusions resolved to nothing still requires ports.
             if side.needs_ports && ports.is_none() && not_ports.is_empty() {
                 ports = Some(vec![ANY_PORT]);
@@ -533,4 +579,23 @@ fn not_port_regions(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn covered_port_ranges() {
+        let r = |lo, hi| PortRange { lo, hi };
+        assert!(covered(&r(80, 80), &[r(80, 80)]));
+        assert!(covered(&r(10, 20), &[r(15, 30), r(5, 14)]));
+        assert!(covered(&r(0, 65535), &[r(0, 100), r(101, 65535)]));
+        assert!(!covered(&r(10, 20), &[r(10, 14), r(16, 20)]));
+        assert!(!covered(&r(80, 80), &[]));
+        assert!(!covered(&r(65535, 65535), &[r(0, 65534)]));
+        // An empty range is covered by anything; an empty exclusion covers nothing.
+        assert!(covered(&r(5, 4), &[]));
+        assert!(!covered(&r(7, 7), &[r(9, 1)]));
+    }
 }

@@ -531,6 +531,36 @@ spec:
 }
 
 #[test]
+fn negated_named_ports_only_cut_where_the_allowed_ports_meet_them() {
+    // `ports: [80, http], notPorts: [http]`: port 80 is never an http port, so its
+    // alternative needs no address regions; the http alternatives exclude exactly
+    // what they allow and vanish.
+    let y = with_pods(
+        r#"
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: p}
+spec:
+  selector: "app == 'gw'"
+  egress: [{action: Allow, protocol: TCP, destination: {ports: [80, http], notPorts: [http]}}]
+"#,
+    );
+    let (_, l) = lowered(&y);
+    assert_eq!(
+        rules(&l, "192.168.0.1", false),
+        [allow(
+            0,
+            Match {
+                protocol: Some(proto::TCP),
+                dst_ports: Some(vec![PortRange::single(80)]),
+                ..Match::default()
+            }
+        )]
+    );
+    agree(&y, &grid(&ADDRS, &[80, 8080, 9090]));
+}
+
+#[test]
 fn port_criteria_that_resolve_to_nothing_still_require_ports() {
     // No endpoint has a port called "nope": `notPorts: [nope]` excludes nothing, but
     // an ICMP packet has no port and must not match (as in eval).
