@@ -13,24 +13,27 @@
 //!   worker on its own core with its own queue of disjoint flows (as NIC RSS would
 //!   feed them); aggregate Mpps and the ratio.
 //!
-//! Workers run through `Pipeline::run_ports`, pinned (worker k on core k). Misses are
+//! Each worker is a `dataplane::worker::Worker` on its own pinned thread (worker k on
+//! core k) and its own in-memory port; records are counted, not collected. Besides
+//! wall-clock Mpps, each line reports Mpps per second of on-CPU time of the worker
+//! threads (`/proc/thread-self/schedstat`) and the share of time they sat runnable
+//! waiting for a CPU: on a shared machine the wall figure measures the neighbours too. Misses are
 //! classified by the compiled decision tree (`--classifier tree`, the default) or the
 //! linear reference (`--classifier linear`) over [`bench_policy`].
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::Barrier;
 use std::time::Instant;
 
 use dataplane::classifier::{BuildConfig, Classifier};
 use dataplane::flow::FlowTableConfig;
 use dataplane::linear::LinearClassifier;
 use dataplane::packet::parse;
-use dataplane::pipeline::{Pipeline, PipelineConfig};
 use dataplane::program::{
     Action, Classify, EndpointBinding, EndpointId, Match, Policy, PolicyId, PolicySet, PortRange,
     Program, ProgramId, Rule, Tier, TierDefault, TierId, proto,
 };
-use dataplane::worker::{ClassifierSlot, MemPort, Published, WorkerConfig};
+use dataplane::worker::{ClassifierSlot, MemPort, Published, RecordOut, Worker, WorkerConfig};
 use pcap::capture::Frames;
 use pcap::synth::{Rng, TraceTuple, tuples_to_frames};
 
@@ -181,13 +184,15 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// Parse-only pass: every frame parsed `loops` times on a pinned thread; Mpps.
-fn parse_only(frames: &Arc<Frames>, loops: usize) -> f64 {
+/// Parse-only pass: every frame parsed `loops` times on a pinned thread; (Mpps per
+/// wall second, Mpps per on-CPU second).
+fn parse_only(frames: &Arc<Frames>, loops: usize) -> (f64, f64) {
     let f = Arc::clone(frames);
     std::thread::spawn(move || {
         if let Some(c) = core_affinity::get_core_ids().and_then(|c| c.first().copied()) {
             core_affinity::set_for_current(c);
         }
+        let (c0, _) = sched_ns();
         let t = Instant::now();
         let mut ok = 0u64;
         for _ in 0..loops {
@@ -196,14 +201,31 @@ fn parse_only(frames: &Arc<Frames>, loops: usize) -> f64 {
             }
         }
         std::hint::black_box(ok);
-        (f.len() * loops) as f64 / t.elapsed().as_secs_f64() / 1e6
+        let wall = t.elapsed().as_secs_f64();
+        let cpu = sched_ns().0.saturating_sub(c0) as f64 / 1e9;
+        let n = (f.len() * loops) as f64 / 1e6;
+        (n / wall, if cpu > 0.0 { n / cpu } else { 0.0 })
     })
     .join()
-    .unwrap_or(0.0)
+    .unwrap_or((0.0, 0.0))
+}
+
+/// (on-CPU ns, runnable-but-waiting ns) of the calling thread so far, from
+/// `/proc/thread-self/schedstat`; zeros where the kernel does not provide it.
+fn sched_ns() -> (u64, u64) {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let mut it = s.split_whitespace().map(|x| x.parse::<u64>().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
 }
 
 struct Run {
-    mpps: f64,
+    /// Aggregate frames per wall-clock second, all workers.
+    mpps_wall: f64,
+    /// Frames per second of on-CPU time, summed over workers (what a core delivers
+    /// when it is not shared).
+    mpps_cpu: f64,
+    /// Share of the run the workers spent runnable but waiting for a CPU.
+    wait_share: f64,
     hit_rate: f64,
     classified: u64,
     evictions: u64,
@@ -235,6 +257,9 @@ fn run_workers(frames: &[Arc<Frames>], loops: usize, a: &Args) -> Run {
     }
 }
 
+/// One pinned thread per frame set, each running a `Worker` on its own in-memory
+/// port (records counted, not collected: no collector thread competes for the two
+/// cores). Timing starts after every worker allocated its table (barrier).
 fn run_with<C: Classify + 'static>(
     classifier: C,
     frames: &[Arc<Frames>],
@@ -245,63 +270,135 @@ fn run_with<C: Classify + 'static>(
         generation: 1,
         classifier,
     }));
-    let ports: Vec<MemPort> = frames
-        .iter()
-        .map(|f| {
-            let order = (0..f.len() as u32).collect();
-            MemPort::new(Arc::clone(f), order, loops)
-        })
-        .collect();
-    let cfg = PipelineConfig {
-        workers: frames.len(),
-        pin: true,
-        worker: WorkerConfig {
-            batch: a.batch,
-            flow: FlowTableConfig {
-                capacity: a.capacity,
-                ..Default::default()
-            },
-            export_interval_ns: None,
-            prefetch: !a.no_prefetch,
+    let cfg = WorkerConfig {
+        batch: a.batch,
+        flow: FlowTableConfig {
+            capacity: a.capacity,
             ..Default::default()
         },
-        record_capacity: 1 << 20,
+        export_interval_ns: None,
+        prefetch: !a.no_prefetch,
         ..Default::default()
     };
-    let r = Pipeline::run_ports(ports, slot, &cfg, Arc::new(AtomicBool::new(false)))
-        .unwrap_or_else(|e| {
-            eprintln!("run failed: {e}");
-            std::process::exit(1)
-        });
-    let s = r.totals.flows;
-    let lookups = (s.hits + s.misses).max(1);
-    let lat = &r.workers[0].latency;
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let barrier = Arc::new(Barrier::new(frames.len()));
+    let handles: Vec<_> = frames
+        .iter()
+        .enumerate()
+        .map(|(k, f)| {
+            let f = Arc::clone(f);
+            let slot = Arc::clone(&slot);
+            let barrier = Arc::clone(&barrier);
+            let core = (!cores.is_empty()).then(|| cores[k % cores.len()]);
+            std::thread::spawn(move || {
+                if let Some(c) = core {
+                    core_affinity::set_for_current(c);
+                }
+                let order = (0..f.len() as u32).collect();
+                let mut port = MemPort::new(f, order, loops);
+                let w = Worker::new(cfg, slot, RecordOut::none());
+                barrier.wait();
+                let (c0, w0) = sched_ns();
+                let t0 = Instant::now();
+                let rep = w.run(&mut port, &|| true);
+                let wall = t0.elapsed();
+                let (c1, w1) = sched_ns();
+                (rep, wall, c1.saturating_sub(c0), w1.saturating_sub(w0))
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles
+        .into_iter()
+        .map(|h| {
+            h.join().unwrap_or_else(|_| {
+                eprintln!("worker thread panicked");
+                std::process::exit(1)
+            })
+        })
+        .collect();
+    let wall = results
+        .iter()
+        .map(|r| r.1)
+        .max()
+        .unwrap_or_default()
+        .as_secs_f64();
+    let packets: u64 = results.iter().map(|r| r.0.stats.rx.packets).sum();
+    let mpps_cpu: f64 = results
+        .iter()
+        .map(|r| {
+            if r.2 > 0 {
+                r.0.stats.rx.packets as f64 / (r.2 as f64 / 1e9) / 1e6
+            } else {
+                0.0
+            }
+        })
+        .sum();
+    let (cpu, wait): (u64, u64) = results
+        .iter()
+        .fold((0, 0), |acc, r| (acc.0 + r.2, acc.1 + r.3));
+    let mut hits = 0;
+    let mut lookups = 0;
+    let mut classified = 0;
+    let mut evictions = 0;
+    for r in &results {
+        let s = r.0.stats.flows;
+        hits += s.hits;
+        lookups += s.hits + s.misses;
+        classified += r.0.stats.classified;
+        evictions += s.evictions;
+    }
+    let lat = &results[0].0.latency;
     Run {
-        mpps: r.mpps(),
-        hit_rate: s.hits as f64 / lookups as f64,
-        classified: r.totals.classified,
-        evictions: s.evictions,
+        mpps_wall: if wall > 0.0 {
+            packets as f64 / wall / 1e6
+        } else {
+            0.0
+        },
+        mpps_cpu,
+        wait_share: if cpu + wait > 0 {
+            wait as f64 / (cpu + wait) as f64
+        } else {
+            0.0
+        },
+        hit_rate: hits as f64 / lookups.max(1) as f64,
+        classified,
+        evictions,
         p50_us: lat.value_at_quantile(0.5) as f64 / 1e3,
         p99_us: lat.value_at_quantile(0.99) as f64 / 1e3,
     }
 }
 
+fn round2(v: &[f64]) -> Vec<f64> {
+    v.iter().map(|x| (x * 100.0).round() / 100.0).collect()
+}
+
 fn measure(name: &str, frames: Vec<Arc<Frames>>, loops: usize, a: &Args) {
-    let mut pipe = Vec::new();
+    let mut wall = Vec::new();
+    let mut cpu = Vec::new();
+    let mut wait = Vec::new();
     let mut ceil = Vec::new();
+    let mut ceil_cpu = Vec::new();
     let mut last = None;
     for _ in 0..a.repeat.max(1) {
-        ceil.push(parse_only(&frames[0], loops));
+        let (pw, pc) = parse_only(&frames[0], loops);
+        ceil.push(pw);
+        ceil_cpu.push(pc);
         let r = run_workers(&frames, loops, a);
-        pipe.push(r.mpps);
+        wall.push(r.mpps_wall);
+        cpu.push(r.mpps_cpu);
+        wait.push(r.wait_share);
         last = Some(r);
     }
     let Some(r) = last else { return };
-    let (m, c) = (median(pipe.clone()), median(ceil));
+    let (m, c) = (median(wall.clone()), median(ceil.clone()));
+    let (mc, cc) = (median(cpu.clone()), median(ceil_cpu.clone()));
     println!(
-        "bench replay mode={name} classifier={} workers={} frames_per_worker={} loops={loops} batch={} capacity={} prefetch={} \
-         hit_rate={:.4} classified={} evictions={} mpps_median={:.2} mpps_runs={:?} \
-         parse_only_mpps_median={:.2} pipeline_vs_parse={:.2} batch_p50_us={:.1} batch_p99_us={:.1}",
+        "bench replay mode={name} classifier={} workers={} frames_per_worker={} loops={loops} batch={} \
+         capacity={} prefetch={} hit_rate={:.4} classified={} evictions={} \
+         mpps_wall_median={:.2} mpps_wall_runs={:?} mpps_per_cpu_second_median={:.2} mpps_per_cpu_second_runs={:?} \
+         wait_share_median={:.2} parse_only_mpps_median={:.2} parse_only_runs={:?} \
+         parse_only_mpps_per_cpu_second_median={:.2} pipeline_vs_parse_per_cpu_second={:.2} \
+         batch_p50_us={:.1} batch_p99_us={:.1}",
         a.classifier,
         frames.len(),
         frames[0].len(),
@@ -312,11 +409,14 @@ fn measure(name: &str, frames: Vec<Arc<Frames>>, loops: usize, a: &Args) {
         r.classified,
         r.evictions,
         m,
-        pipe.iter()
-            .map(|x| (x * 100.0).round() / 100.0)
-            .collect::<Vec<_>>(),
+        round2(&wall),
+        mc,
+        round2(&cpu),
+        median(wait),
         c,
-        if c > 0.0 { m / c } else { 0.0 },
+        round2(&ceil),
+        cc,
+        if cc > 0.0 { mc / cc } else { 0.0 },
         r.p50_us,
         r.p99_us,
     );

@@ -818,4 +818,36 @@ mod tests {
         assert_eq!(seen, r.totals.records_sent);
         assert!(r.records.is_empty());
     }
+
+    /// Recorded pace replays no faster than the capture's own timing (a lower bound
+    /// only: a loaded machine may be slower, never faster).
+    #[test]
+    fn recorded_pace_follows_capture_time() {
+        let mut f = Frames::new();
+        for i in 0..40u64 {
+            let d = udp4(CLIENT, SERVER, 5000, 53, b"q");
+            f.push(FrameRef {
+                ts_ns: 1_000_000_000 + i * 2_000_000, // 2 ms apart: 78 ms in all
+                orig_len: d.len() as u32,
+                data: &d,
+            });
+        }
+        let cfg = PipelineConfig {
+            pace: Pace::Recorded,
+            ..cfg(2)
+        };
+        let t = std::time::Instant::now();
+        let r = Pipeline::run(
+            ReplaySource::Frames(Arc::new(f)),
+            slot(&[53], &[53], 1),
+            &cfg,
+        )
+        .expect("run");
+        assert!(
+            t.elapsed() >= Duration::from_millis(78),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(r.totals.rx.packets, 40);
+    }
 }

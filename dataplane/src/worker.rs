@@ -42,7 +42,8 @@ use crate::flow::{
     Slot,
 };
 use crate::packet::{
-    Disposition, FragmentTracker, ParseCounters, ParseError, ParsedPacket, UnparsedPolicy, parse,
+    Disposition, Fragment, FragmentTracker, ParseCounters, ParseError, ParsedPacket,
+    UnparsedPolicy, parse,
 };
 use crate::program::{Classify, FlowKey, FlowVerdicts, Verdict};
 
@@ -172,6 +173,8 @@ pub struct WorkerConfig {
     pub unparsed: UnparsedPolicy,
     /// Re-decide existing allowed connections when policy changes (default: keep).
     pub reevaluate_enforced: bool,
+    /// What a packet from the responder of a denied connection is.
+    pub denied_responder: DeniedResponder,
     /// Buckets examined for expiry after each batch.
     pub sweep_buckets: usize,
     /// Export interval for flow records (packet time, ns); `None` = only final records.
@@ -190,12 +193,30 @@ impl Default for WorkerConfig {
             flow: FlowTableConfig::default(),
             unparsed: UnparsedPolicy::default(),
             reevaluate_enforced: false,
+            denied_responder: DeniedResponder::NewConnection,
             sweep_buckets: 4,
             export_interval_ns: Some(15_000_000_000),
             fragment_slots: 1024,
             prefetch: true,
         }
     }
+}
+
+/// What a packet from the responder of a connection whose enforced verdict is deny
+/// is taken to be.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeniedResponder {
+    /// A connection attempt of its own from the responder's side, classified (and, if
+    /// allowed, taking over the entry) — what a stateful firewall does with live
+    /// traffic: the denied request never reached the responder, so anything the
+    /// responder sends is new.
+    #[default]
+    NewConnection,
+    /// Part of the denied connection: counted in its reverse direction, given its
+    /// verdicts (dropped by the enforced view). For replaying captures, where the
+    /// responder's packets exist only because the request was let through when the
+    /// capture was taken: they would not exist under the policy being tried.
+    JoinConnection,
 }
 
 /// Packets and bytes.
@@ -345,7 +366,6 @@ struct PktMeta {
     ck: Option<ConnKey>,
     dir_b: bool,
     tcp_flags: u8,
-    forward: bool,
     key: Option<FlowKey>,
     hash: u64,
     place: Placement,
@@ -581,12 +601,13 @@ impl<C: Classify> Worker<C> {
         self.deferred.clear();
         self.stats.batches += 1;
         let mut batch_now = self.last_ns;
+        let mut rx_bytes = 0u64;
 
         // Phase 0: parse every frame, compute its connection key and hash, and start
         // loading its flow-table bucket, so the batch's cache misses overlap.
         for i in 0..n {
             let f = self.frames[i];
-            self.stats.rx.add(f.wire_len);
+            rx_bytes += u64::from(f.wire_len);
             batch_now = batch_now.max(f.ts_ns);
             self.verdict[i] = None;
             self.pass[i] = false;
@@ -595,7 +616,9 @@ impl<C: Classify> Worker<C> {
             self.stats.parse.record(&self.parsed[i]);
             match &mut self.parsed[i] {
                 Ok(p) => {
-                    self.frags.resolve(p, f.ts_ns);
+                    if p.fragment != Fragment::None {
+                        self.frags.resolve(p, f.ts_ns);
+                    }
                     let (ck, dir) = ConnKey::canonical(&p.conn());
                     let hash = self.table.hash(&ck);
                     let place = self.table.placement(hash);
@@ -606,7 +629,6 @@ impl<C: Classify> Worker<C> {
                         ck: Some(ck),
                         dir_b: dir == Dir::BtoA,
                         tcp_flags: p.tcp_flags,
-                        forward: false,
                         key: Some(p.key),
                         hash,
                         place,
@@ -622,6 +644,9 @@ impl<C: Classify> Worker<C> {
                 }
             }
         }
+        self.stats.rx.packets += n as u64;
+        self.stats.rx.bytes += rx_bytes;
+
         // Phase 0b: with the buckets arriving, start loading the candidate entries.
         if self.cfg.prefetch {
             for i in 0..n {
@@ -744,7 +769,10 @@ impl<C: Classify> Worker<C> {
                         continue;
                     }
                     let from_initiator = dir == e.initiator_dir();
-                    if !from_initiator && e.applied() == Verdict::Deny {
+                    if !from_initiator
+                        && e.applied() == Verdict::Deny
+                        && self.cfg.denied_responder == DeniedResponder::NewConnection
+                    {
                         // Later packets of this flow in the batch wait for the outcome.
                         e.set_awaiting();
                         self.keys.push(p.key);
@@ -757,7 +785,7 @@ impl<C: Classify> Worker<C> {
                     }
                     e.on_packet(dir, p.tcp_flags, len, now);
                     let v = (e.applied(), e.pending());
-                    if !from_initiator {
+                    if !from_initiator && v.0 == Verdict::Allow {
                         self.stats.replies.add(len);
                     }
                     self.table.touch(s, now);
@@ -878,9 +906,12 @@ impl<C: Classify> Worker<C> {
                 continue;
             };
             let from_initiator = dir == e.initiator_dir();
-            if from_initiator || e.applied() == Verdict::Allow {
+            if from_initiator
+                || e.applied() == Verdict::Allow
+                || self.cfg.denied_responder == DeniedResponder::JoinConnection
+            {
                 e.on_packet(dir, flags, f.wire_len, f.ts_ns);
-                if !from_initiator {
+                if !from_initiator && e.applied() == Verdict::Allow {
                     self.stats.replies.add(f.wire_len);
                 }
                 self.verdict[i] = Some((e.applied(), e.pending()));
@@ -905,15 +936,17 @@ impl<C: Classify> Worker<C> {
                 }
                 None => self.pass[i],
             };
-            self.meta[i].forward = forward;
             if forward {
-                self.stats.forwarded.add(f.wire_len);
                 self.tx.push(f);
             } else {
-                self.stats.dropped.add(f.wire_len);
                 self.drop.push(f);
             }
         }
+        let fwd_bytes: u64 = self.tx.iter().map(|f| u64::from(f.wire_len)).sum();
+        self.stats.forwarded.packets += self.tx.len() as u64;
+        self.stats.forwarded.bytes += fwd_bytes;
+        self.stats.dropped.packets += self.drop.len() as u64;
+        self.stats.dropped.bytes += rx_bytes - fwd_bytes;
         if !self.tx.is_empty() {
             port.tx_batch(&self.tx);
         }
@@ -946,12 +979,12 @@ impl<C: Classify> Worker<C> {
 #[derive(Debug)]
 pub struct MemPort {
     frames: Arc<pcap::capture::Frames>,
-    order: Vec<u32>,
+    /// The frames to deliver, in order, prepared once (no per-frame work at rx).
+    order: Vec<RxFrame>,
     pos: usize,
     loops: usize,
     loop_no: usize,
     span_ns: u64,
-    ifindex: u16,
     /// Verdict of each delivered frame in delivery order (`true` = forwarded), when
     /// recording.
     pub verdicts: Option<Vec<(u32, bool)>>,
@@ -971,6 +1004,17 @@ impl MemPort {
                 (lo.min(f.ts_ns), hi.max(f.ts_ns))
             });
         let span_ns = hi.saturating_sub(lo) + 1_000_000;
+        let order = order
+            .iter()
+            .filter_map(|&i| {
+                frames.get(i as usize).map(|f| RxFrame {
+                    handle: u64::from(i),
+                    ts_ns: f.ts_ns,
+                    wire_len: f.orig_len.max(f.data.len() as u32),
+                    ifindex: 0,
+                })
+            })
+            .collect();
         MemPort {
             frames,
             order,
@@ -978,7 +1022,6 @@ impl MemPort {
             loops: loops.max(1),
             loop_no: 0,
             span_ns,
-            ifindex: 0,
             verdicts: None,
             tx_count: 0,
             drop_count: 0,
@@ -999,34 +1042,32 @@ impl MemPort {
 
     /// Sets the ifindex reported for every frame.
     pub fn with_ifindex(mut self, ifindex: u16) -> Self {
-        self.ifindex = ifindex;
+        for f in &mut self.order {
+            f.ifindex = ifindex;
+        }
         self
     }
 }
 
 impl Port for MemPort {
     fn rx_batch(&mut self, out: &mut [RxFrame]) -> Rx {
-        let mut n = 0;
-        while n < out.len() {
-            if self.pos == self.order.len() {
-                self.loop_no += 1;
-                self.pos = 0;
-            }
-            if self.loop_no >= self.loops || self.order.is_empty() {
-                break;
-            }
-            let idx = self.order[self.pos];
-            self.pos += 1;
-            if let Some(f) = self.frames.get(idx as usize) {
-                out[n] = RxFrame {
-                    handle: u64::from(idx),
-                    ts_ns: f.ts_ns + self.loop_no as u64 * self.span_ns,
-                    wire_len: f.orig_len.max(f.data.len() as u32),
-                    ifindex: self.ifindex,
-                };
-                n += 1;
+        if self.pos == self.order.len() {
+            self.loop_no += 1;
+            self.pos = 0;
+        }
+        if self.loop_no >= self.loops || self.order.is_empty() {
+            return Rx::End;
+        }
+        let src = &self.order[self.pos..];
+        let n = out.len().min(src.len());
+        out[..n].copy_from_slice(&src[..n]);
+        if self.loop_no > 0 {
+            let shift = self.loop_no as u64 * self.span_ns;
+            for f in &mut out[..n] {
+                f.ts_ns += shift;
             }
         }
+        self.pos += n;
         if n == 0 { Rx::End } else { Rx::Frames(n) }
     }
 
@@ -1195,6 +1236,30 @@ pub(crate) mod tests {
         assert_eq!(verdicts(&port), vec![false, true, true]);
         assert_eq!(rep.stats.reverse_attempts, 1);
         assert_eq!(rep.stats.outcome(Verdict::Deny, Verdict::Deny).packets, 1);
+    }
+
+    #[test]
+    fn joined_responder_packets_stay_with_the_denied_connection() {
+        for batch in [1, 2, 64] {
+            let mut port = MemPort::all(frames(&handshake(40003, 6379))).recording();
+            let cfg = WorkerConfig {
+                batch,
+                denied_responder: DeniedResponder::JoinConnection,
+                ..Default::default()
+            };
+            let (rep, recs) = run(slot(&[], &[6379], 1), cfg, &mut port);
+            // Every packet of the connection, both directions, is denied now and
+            // allowed in the pending view; nothing is reclassified or passed as a reply.
+            assert_eq!(verdicts(&port), vec![false; 7], "batch {batch}");
+            let s = rep.stats;
+            assert_eq!(s.reverse_attempts, 0);
+            assert_eq!(s.replies.packets, 0);
+            assert_eq!(s.classified, 1);
+            assert_eq!(s.outcome(Verdict::Deny, Verdict::Allow).packets, 7);
+            assert_eq!(recs.len(), 1);
+            assert_eq!((recs[0].packets_fwd, recs[0].packets_rev), (4, 3));
+            assert_eq!(recs[0].applied, Verdict::Deny);
+        }
     }
 
     #[test]

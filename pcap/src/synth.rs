@@ -9,8 +9,8 @@
 //! config and seed always produce the same bytes (the PRNG is defined here, not taken
 //! from a crate whose stream could change).
 //!
-//! [`tuples_to_frames`] turns a list of 5-tuples (a ClassBench trace, say) into one
-//! minimum-size frame per tuple.
+//! [`tuples_to_frames`] turns a list of 5-tuples (a ClassBench trace read with
+//! [`crate::classbench::read_trace`], say) into one minimum-size frame per tuple.
 
 use std::net::IpAddr;
 
@@ -592,57 +592,16 @@ pub struct TraceTuple {
     pub proto: u8,
 }
 
-/// A trace line that is not `src dst sport dport proto ...` (decimal integers).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "trace line {line}: {reason} (expected: src dst sport dport proto [...] as decimal integers)"
-)]
-pub struct TraceLineError {
-    /// 1-based line number.
-    pub line: usize,
-    /// What is wrong.
-    pub reason: String,
-}
-
-/// Reads the 5-tuples of a ClassBench trace (header lines: the first five
-/// whitespace-separated decimal columns; further columns are ignored). Blank lines
-/// are skipped.
-pub fn trace_tuples(text: &str) -> Result<Vec<TraceTuple>, TraceLineError> {
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let cols: Vec<&str> = line.split_whitespace().take(5).collect();
-        if cols.is_empty() {
-            continue;
+impl From<&crate::classbench::Header> for TraceTuple {
+    fn from(h: &crate::classbench::Header) -> Self {
+        TraceTuple {
+            src: h.src,
+            dst: h.dst,
+            sport: h.sport,
+            dport: h.dport,
+            proto: h.proto,
         }
-        let err = |reason: String| TraceLineError {
-            line: n + 1,
-            reason,
-        };
-        if cols.len() < 5 {
-            return Err(err(format!("{} columns", cols.len())));
-        }
-        let num = |i: usize, max: u64| -> Result<u64, TraceLineError> {
-            cols[i]
-                .parse::<u64>()
-                .ok()
-                .filter(|v| *v <= max)
-                .ok_or_else(|| {
-                    err(format!(
-                        "column {} = {:?} is not an integer 0..={max}",
-                        i + 1,
-                        cols[i]
-                    ))
-                })
-        };
-        out.push(TraceTuple {
-            src: num(0, u64::from(u32::MAX))? as u32,
-            dst: num(1, u64::from(u32::MAX))? as u32,
-            sport: num(2, 65535)? as u16,
-            dport: num(3, 65535)? as u16,
-            proto: num(4, 255)? as u8,
-        });
     }
-    Ok(out)
 }
 
 /// One minimum-size Ethernet frame per tuple (TCP with ACK, UDP, ICMP echo with the
@@ -780,27 +739,6 @@ mod tests {
         assert_eq!(f.total(), 5);
         let picks: Vec<usize> = (0..5).map(|t| f.find(t)).collect();
         assert_eq!(picks, vec![1, 1, 1, 3, 3]);
-    }
-
-    #[test]
-    fn trace_lines() {
-        let t =
-            trace_tuples("1790117141\t3008881347\t0\t65535\t6\t4294967295\t7577\n\n").expect("ok");
-        assert_eq!(
-            t,
-            vec![TraceTuple {
-                src: 1_790_117_141,
-                dst: 3_008_881_347,
-                sport: 0,
-                dport: 65535,
-                proto: 6
-            }]
-        );
-        let e = trace_tuples("1 2 3\n").expect_err("short");
-        assert_eq!(e.line, 1);
-        let e = trace_tuples("1 2 3 4 5\n1 2 3 70000 6\n").expect_err("port");
-        assert_eq!(e.line, 2);
-        assert!(e.to_string().contains("column 4"));
     }
 
     #[test]

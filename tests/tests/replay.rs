@@ -90,6 +90,11 @@ fn default_replay_shows_staged_allow_to_the_database_while_enforced_is_unaffecte
         ["0|default|sgnp:default.allow-tcp-6379|allow|0"]
     );
     assert_eq!(r["num_connections_started"], 3);
+    assert_eq!(
+        r["num_connections_completed"], 3,
+        "closed by FINs before the capture ends"
+    );
+    assert_eq!(r["num_connections_live"], 0);
     assert_eq!(r["source_type"], "wep");
     assert_eq!(r["dest_namespace"], "default");
 }
@@ -196,6 +201,11 @@ fn default_replay_equals_replay_of_the_example_directory() {
     assert_eq!(embedded["packets"], from_dir["packets"]);
     assert_eq!(embedded["flows"], from_dir["flows"]);
     assert_eq!(embedded["packets"]["total"], embedded["packets"]["parsed"]);
+    // The seed capture holds 14 conversations; responder packets of denied ones stay
+    // with them (no phantom reverse connections).
+    assert_eq!(embedded["flows"]["total"], 14);
+    assert_eq!(embedded["flows"]["newly_denied"], 2);
+    assert_eq!(embedded["flows"]["newly_allowed"], 3);
 }
 
 #[test]
@@ -300,4 +310,46 @@ fn tree_and_linear_classifiers_give_the_same_replay() {
         summary(&["--classifier", "tree"])["flows"],
         summary(&["--classifier", "linear"])["flows"]
     );
+}
+
+#[test]
+fn every_shared_capture_replays_with_matching_packet_counts() {
+    let Some(dir) = pcap::shared::data_dir(
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+        "pcap",
+        "replay of the shared real captures",
+    ) else {
+        return;
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pcap"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 8, "the shared captures: {files:?}");
+    for f in files {
+        let frames = pcap::capture::Frames::read(&f).expect("readable").len() as u64;
+        let s = summary(&["--pcap", f.to_str().unwrap(), "--workers", "2"]);
+        let p = &s["packets"];
+        assert_eq!(p["total"], frames, "{}", f.display());
+        let parts: u64 = ["parsed", "truncated", "malformed", "non_ip"]
+            .iter()
+            .map(|k| p[*k].as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            parts,
+            frames,
+            "{}: every frame has one outcome",
+            f.display()
+        );
+        let moved =
+            p["forwarded"]["packets"].as_u64().unwrap() + p["dropped"]["packets"].as_u64().unwrap();
+        assert_eq!(
+            moved,
+            frames,
+            "{}: every frame forwarded or dropped",
+            f.display()
+        );
+    }
 }

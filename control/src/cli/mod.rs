@@ -63,14 +63,15 @@ pub enum Command {
     Check(check::Args),
     /// Evaluate one flow against a policy set: enforced and pending verdicts and traces.
     Eval(eval::Args),
-    /// Replay a capture against a policy set: enforced and pending verdicts, flow logs,
-    /// and the impact of the staged policies. With no arguments, replays the embedded
-    /// seed capture against the embedded seed examples.
+    /// Replay a capture against a policy set: verdicts, flow logs, staged-policy impact.
+    ///
+    /// Enforced and pending verdicts per packet and connection, flow logs with both
+    /// traces, and the impact of the staged policies. With no arguments, replays the
+    /// embedded seed capture against the embedded seed examples.
     Replay(replay::Args),
     /// Replay a capture and print only the staged-policy impact report.
     Impact(replay::Args),
-    /// Write a synthetic capture: a seeded random mix, the seed scenario, or a
-    /// ClassBench trace as frames.
+    /// Write a synthetic capture (random mix, seed scenario, or ClassBench trace).
     Gen(generate::Args),
 }
 

@@ -14,11 +14,16 @@
 //! 3. traces are interned: a [`Decision`] carries a [`TraceId`] into the trace table,
 //!    read back with [`Classify::trace`].
 //!
-//! Everything the build makes counts against [`BuildConfig::memory_budget`]; when a
-//! program's lists are split into several trees (EffiCuts-style partitions) the leaves
-//! hold list positions and the lookup takes, per view, the first position over the
+//! Everything the build makes counts against [`BuildConfig::memory_budget`]. A single
+//! tree per program-family may take `BuildConfig::single_tree_bytes_per_entry` per
+//! flattened entry (at most a quarter of the budget); past that its lists are split
+//! by which fields each box spans widely (EffiCuts-style partitions: source ×
+//! destination, then all four ranged fields) into several trees whose leaves hold
+//! list positions, and the lookup takes, per view, the first position over the
 //! partitions. If even that does not fit, the build fails with
-//! [`BuildError::OverBudget`] naming the budget.
+//! [`BuildError::OverBudget`] naming the budget, the program and what ran out.
+//! Lists larger than `memory_budget / 256` entries (Pass rules multiplying the
+//! continuation) fail the same way instead of exhausting memory.
 //!
 //! Lookup ([`Classify::classify`]) never allocates, locks or panics: it works on
 //! fixed-size batches whose tree walks advance in lockstep, so the loads of different
@@ -68,7 +73,7 @@ impl Default for BuildConfig {
             spfac: 4.0,
             binth: 4,
             max_cut_bits: 8,
-            single_tree_bytes_per_entry: 2048,
+            single_tree_bytes_per_entry: 6144,
         }
     }
 }
@@ -366,18 +371,23 @@ impl Classifier {
                 }
             }
             self.walk_all(&mut s[..n], &lanes);
+            // Partitioned programs out of line, so the common loop stays tight.
             for i in 0..n {
-                oc[i] = match part[i] {
-                    None => self.resolve(s[i], &kc[i]),
-                    Some(p) => self.partitioned(p, &kc[i], &lanes[i]),
-                };
+                if part[i].is_none() {
+                    oc[i] = self.resolve(s[i], &lanes[i]);
+                }
+            }
+            for i in 0..n {
+                if let Some(p) = part[i] {
+                    oc[i] = self.partitioned(p, &lanes[i]);
+                }
             }
         }
     }
 
     /// The verdicts of a partitioned program: every tree's first positions, the
     /// smallest per view.
-    fn partitioned(&self, p: &Partitioned, k: &FlowKey, lanes: &Lanes) -> Verdicts {
+    fn partitioned(&self, p: &Partitioned, lanes: &Lanes) -> Verdicts {
         let (mut e, mut pe) = (NONE, NONE);
         for &root in &p.roots {
             let mut s = root;
@@ -390,7 +400,7 @@ impl Classifier {
                     .copied()
                     .unwrap_or((NONE, NONE))
             } else {
-                tree::scan(self.list(s), k)
+                tree::scan(self.list(s), lanes)
             };
             e = e.min(te);
             pe = pe.min(tp);
@@ -438,9 +448,9 @@ impl Classifier {
         (path, n)
     }
 
-    /// The verdicts of leaf slot `s` for key `k`.
-    #[inline]
-    fn resolve(&self, s: u64, k: &FlowKey) -> Verdicts {
+    /// The verdicts of leaf slot `s` for the key with lanes `lanes`.
+    #[inline(always)]
+    fn resolve(&self, s: u64, lanes: &Lanes) -> Verdicts {
         if s & LIST == 0 {
             return self
                 .verdicts
@@ -448,7 +458,7 @@ impl Classifier {
                 .copied()
                 .unwrap_or(SENTINEL);
         }
-        let (e, p) = tree::scan(self.list(s), k);
+        let (e, p) = tree::scan(self.list(s), lanes);
         let d = |i: u32| {
             self.decisions
                 .get(i as usize)
@@ -462,7 +472,7 @@ impl Classifier {
     }
 
     /// Advances every walk in `s` to its leaf, one level of all walks per round.
-    #[inline]
+    #[inline(always)]
     fn walk_all(&self, s: &mut [u64], lanes: &[Lanes]) {
         while s.iter().fold(LEAF, |a, &x| a & x) == 0 {
             for (si, l) in s.iter_mut().zip(lanes) {
@@ -523,8 +533,8 @@ impl Classifier {
         self.walk_all(&mut s[..2 * n], &lanes[..2 * n]);
         let get = |j: usize| {
             let v = match part[j] {
-                None => self.resolve(s[j], &keys[j / 2]),
-                Some(p) => self.partitioned(p, &keys[j / 2], &lanes[j]),
+                None => self.resolve(s[j], &lanes[j]),
+                Some(p) => self.partitioned(p, &lanes[j]),
             };
             Some((ep[j]?, v))
         };
@@ -619,7 +629,11 @@ fn build_one(
     };
     let mark = arena.mark();
     let full_limit = arena.slot_limit;
-    let single_bytes = (eb.len() + pb.len()).saturating_mul(cfg.single_tree_bytes_per_entry);
+    // Capped at a quarter of the budget: a single tree that grows past that is
+    // abandoned early (its build time grows with it) in favour of partitions.
+    let single_bytes = (eb.len() + pb.len())
+        .saturating_mul(cfg.single_tree_bytes_per_entry)
+        .min(cfg.memory_budget / 4);
     arena.slot_limit = full_limit.min(arena.bytes() / 8 + single_bytes / 8);
     let mut leaf = |e: u32, p: u32| interner.verdicts(e, p);
     let single = build_tree(
@@ -732,6 +746,7 @@ fn build_tree(
         arena,
         max_depth: 0,
         memo: HashMap::new(),
+        pool: Vec::new(),
     };
     let root = t.build()?;
     stats.depth = stats.depth.max(t.max_depth);

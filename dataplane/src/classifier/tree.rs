@@ -1,19 +1,32 @@
 //! The cut tree: a HiCuts-style multi-way decision tree over the flattened enforced
-//! and pending lists of one program in one family, whose leaves are fully resolved.
+//! and pending lists of one program in one family.
 //!
 //! A node cuts one field into 2^b equal parts by taking the next b bits of it below
 //! the bits already fixed by its ancestors (so every region is a product of prefixes,
-//! and a child index is `(lane >> shift) & mask` of the key). A region becomes a leaf
-//! when, in both views, the first entry that intersects it covers it: the leaf then
-//! holds the precomputed [`crate::program::Verdicts`] pair, like an rte_acl result with
-//! two categories. Every region can be cut down to a single point, so this
-//! terminates; the memory budget bounds how far it may go.
+//! and a child index is `(lane >> shift) & mask` of the key). The field and b are
+//! chosen per node: among fields where some candidate has a boundary inside the
+//! region, the most bits (down to the boundaries' alignment, at most
+//! `CutParams::max_bits`) whose node stays cheap, then the field whose largest child
+//! is smallest. Each child keeps, per view, the candidates that intersect it, in
+//! order, up to the first that covers it. A region becomes a leaf when
+//! - in both views its first candidate covers it: a *precomputed* leaf holding the
+//!   pair of decisions (like an rte_acl result with two categories), or
+//! - its candidates are at most `CutParams::binth` distinct boxes: a *leaf list* of
+//!   [`Item`]s checked in order at lookup (HiCuts' binth).
 //!
-//! Storage is one arena of `u64` slots. A slot is either a leaf (`LEAF | verdicts
-//! index`) or a pointer to a node's child array with the node's cut in the spare bits
-//! (`offset | lane << 32 | shift << 40 | bits << 48`), so a lookup step is one load.
-//! Identical nodes are stored once (hash-consing), and a node whose children are all
-//! the same slot is replaced by that slot.
+//! Every region can be cut down to a single point, so the build terminates; the slot
+//! limit (from the memory budget) bounds how far it may go.
+//!
+//! Storage is one arena of `u64` slots (plus one of items). A slot is a precomputed
+//! leaf (`LEAF | index`), a leaf list (`LEAF | LIST | count << 32 | offset`), or a
+//! pointer to a node with the node's cut in its spare bits (`offset | lane << 32 |
+//! shift << 40 | bits << 48`, `| RANGED`), so a lookup step needs no node header. A
+//! node is stored either as its full child array, or — when its children form at most
+//! [`MAX_RUNS`] runs of equal slots — as two words of 16-bit run starts followed by one
+//! child per run (found by a SWAR count of the starts `<=` the key bits). Identical
+//! nodes and lists are stored once (hash-consing), a node whose children are all the
+//! same slot is replaced by that slot, and subproblems already built (same candidate
+//! lists, same region in the fields that still matter) are reused (memo).
 
 use foldhash::{HashMap, HashMapExt};
 
@@ -28,40 +41,53 @@ pub(crate) const LIST: u64 = 1 << 62;
 /// "No decision" in an [`Item`].
 pub(crate) const NONE: u32 = u32::MAX;
 
-/// One entry of a leaf list: a single-interval box and the decision it gives in each
-/// view (`NONE` if the entry is not in that view's list). Within a list, each view's
-/// entries keep their first-match order and the view's last one covers the leaf.
+/// The lanes of a key: 32-bit words the tree indexes. IPv4: src, dst, sport, dport,
+/// proto. IPv6: src (4 words, most significant first), dst (4), sport, dport, proto.
+pub(crate) type Lanes = [u32; 16];
+
+/// First lane of each field.
+const fn lane_base(f: Family) -> [u32; DIMS] {
+    match f {
+        Family::V4 => [0, 1, 2, 3, 4],
+        Family::V6 => [0, 4, 8, 9, 10],
+    }
+}
+
+/// Lanes an [`Item`] checks (IPv6 uses 11, IPv4 5; the rest are padding).
+pub(crate) const ITEM_LANES: usize = 12;
+
+/// One entry of a leaf list: a box that is a product of one interval per key lane
+/// (`lo[i] <= lanes[i] <= lo[i] + span[i]`), and the decision it gives in each view
+/// (`NONE` if the entry is not in that view's list). Within a list, each view's
+/// entries keep their first-match order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Item {
-    pub(crate) src: [u128; 2],
-    pub(crate) dst: [u128; 2],
-    pub(crate) sport: [u16; 2],
-    pub(crate) dport: [u16; 2],
-    pub(crate) proto: [u8; 2],
+    pub(crate) lo: [u32; ITEM_LANES],
+    pub(crate) span: [u32; ITEM_LANES],
     pub(crate) enforced: u32,
     pub(crate) pending: u32,
 }
 
 impl Item {
     #[inline(always)]
-    pub(crate) fn contains(&self, k: &crate::program::FlowKey) -> bool {
-        // Unsigned range checks without branches: x in [lo, hi] <=> x - lo <= hi - lo.
-        (k.src.wrapping_sub(self.src[0]) <= self.src[1].wrapping_sub(self.src[0]))
-            & (k.dst.wrapping_sub(self.dst[0]) <= self.dst[1].wrapping_sub(self.dst[0]))
-            & (k.sport.wrapping_sub(self.sport[0]) <= self.sport[1].wrapping_sub(self.sport[0]))
-            & (k.dport.wrapping_sub(self.dport[0]) <= self.dport[1].wrapping_sub(self.dport[0]))
-            & (k.proto.wrapping_sub(self.proto[0]) <= self.proto[1].wrapping_sub(self.proto[0]))
+    pub(crate) fn contains(&self, l: &Lanes) -> bool {
+        // Unsigned range check without branches: x in [lo, lo + span] <=> x - lo <= span.
+        let mut ok = true;
+        for ((x, lo), span) in l.iter().zip(&self.lo).zip(&self.span) {
+            ok &= x.wrapping_sub(*lo) <= *span;
+        }
+        ok
     }
 }
 
-/// The first decision of each view among `items` for key `k` (`NONE` if a list is
-/// malformed, which the builder never makes).
+/// The first decision of each view among `items` for the key with lanes `l` (`NONE`
+/// where no item of that view contains it).
 #[inline]
-pub(crate) fn scan(items: &[Item], k: &crate::program::FlowKey) -> (u32, u32) {
+pub(crate) fn scan(items: &[Item], l: &Lanes) -> (u32, u32) {
     let (mut e, mut p) = (NONE, NONE);
     for it in items {
         let wanted = (e == NONE && it.enforced != NONE) | (p == NONE && it.pending != NONE);
-        if wanted && it.contains(k) {
+        if wanted && it.contains(l) {
             if e == NONE {
                 e = it.enforced;
             }
@@ -76,16 +102,39 @@ pub(crate) fn scan(items: &[Item], k: &crate::program::FlowKey) -> (u32, u32) {
     (e, p)
 }
 
-/// The lanes of a key: 32-bit words the tree indexes. IPv4: src, dst, sport, dport,
-/// proto. IPv6: src (4 words, most significant first), dst (4), sport, dport, proto.
-pub(crate) type Lanes = [u32; 16];
-
-/// First lane of each field.
-const fn lane_base(f: Family) -> [u32; DIMS] {
-    match f {
-        Family::V4 => [0, 1, 2, 3, 4],
-        Family::V6 => [0, 4, 8, 9, 10],
+/// Writes the interval `[a, z]` of a field of `width` bits, starting at lane `base`,
+/// as one interval per lane; `false` if it is not such a product (an IPv6 interval
+/// that is not prefix-shaped at 32-bit granularity).
+fn lane_intervals(
+    a: u128,
+    z: u128,
+    width: u32,
+    base: usize,
+    lo: &mut [u32; ITEM_LANES],
+    span: &mut [u32; ITEM_LANES],
+) -> bool {
+    if width <= 32 {
+        lo[base] = a as u32;
+        span[base] = (z - a) as u32;
+        return true;
     }
+    let lane = |x: u128, k: usize| (x >> (96 - 32 * k)) as u32;
+    let mut differ = false;
+    for k in 0..4 {
+        let (x, y) = (lane(a, k), lane(z, k));
+        if differ {
+            if x != 0 || y != u32::MAX {
+                return false;
+            }
+            lo[base + k] = 0;
+            span[base + k] = u32::MAX;
+        } else {
+            lo[base + k] = x;
+            span[base + k] = y.wrapping_sub(x);
+            differ = x != y;
+        }
+    }
+    true
 }
 
 /// One step: the child slot of `s` for the key `lanes`, or `None` past the arena
@@ -100,50 +149,51 @@ pub(crate) fn step(slots: &[u64], s: u64, lanes: &Lanes) -> Option<u64> {
     let idx = if s & RANGED == 0 {
         v as usize
     } else {
-        // Count the run starts <= v, 2 per word: with each 32-bit lane's top bit set,
-        // (v | 2^31) - start keeps that bit exactly when v >= start (starts and v are
-        // below 2^31, so no lane borrows from its neighbour).
-        let vv = (u64::from(v) * 0x0000_0001_0000_0001) | RUN_HIGH;
-        let w = slots.get(off..off + RUN_WORDS)?;
-        let mut t = 0u64;
-        for &x in w {
-            t += (vv.wrapping_sub(x) & RUN_HIGH) >> 31;
-        }
-        RUN_WORDS + ((t + (t >> 32)) & 0xf) as usize
+        run_index(v, slots.get(off..off + RUN_WORDS)?)
     };
     slots.get(off + idx).copied()
 }
 
 /// One step of a walk without branches: a leaf stays where it is, an inner slot moves
-/// to its child. Loads are clamped into the arena (which is never empty, see
-/// [`Arena::new`]), so garbage decoded from a leaf only costs a wasted load.
+/// to its child. Loads past the arena read as 0 / leaf, so garbage decoded from a
+/// leaf only costs a wasted load.
 #[inline(always)]
 pub(crate) fn step_branchless(slots: &[u64], s: u64, lanes: &Lanes) -> u64 {
-    let last = slots.len().saturating_sub(1);
     let lane = ((s >> 32) & 0xf) as usize;
     let shift = ((s >> 40) & 0x1f) as u32;
     let bits = ((s >> 48) & 0x1f) as u32;
     let v = (lanes[lane] >> shift) & (((1u64 << bits) - 1) as u32);
-    let off = (s as u32 as usize).min(last.saturating_sub(RUN_WORDS));
-    let vv = (u64::from(v) * 0x0000_0001_0000_0001) | RUN_HIGH;
-    let mut t = 0u64;
-    for k in 0..RUN_WORDS {
-        let x = slots.get(off + k).copied().unwrap_or(0);
-        t += (vv.wrapping_sub(x) & RUN_HIGH) >> 31;
-    }
-    let ranged = RUN_WORDS + ((t + (t >> 32)) & 0xf) as usize;
+    let off = s as u32 as usize;
+    let w = [0, 1].map(|k| slots.get(off + k).copied().unwrap_or(0));
+    let ranged = run_index(v, &w);
     let idx = if s & RANGED != 0 { ranged } else { v as usize };
-    let next = slots.get((off + idx).min(last)).copied().unwrap_or(LEAF);
+    let next = slots.get(off + idx).copied().unwrap_or(LEAF);
     if s & LEAF != 0 { s } else { next }
 }
 
-/// The top bit of each 32-bit lane.
-const RUN_HIGH: u64 = 0x8000_0000_8000_0000;
-/// Padding of unused run starts: above every cut value, below 2^31.
-const RUN_PAD: u32 = 0x7fff_ffff;
+/// Index of the child of a ranged node for cut value `v` (`v < 2^15`): `RUN_WORDS`
+/// plus the number of run starts `<= v`. Starts sit in 16-bit lanes, 4 per word; with
+/// each lane's top bit set, `(v | 0x8000) - start` keeps that bit exactly when
+/// `v >= start` (starts and `v` are below 0x8000, so no lane borrows from the next).
+#[inline(always)]
+fn run_index(v: u32, words: &[u64]) -> usize {
+    let vv = (u64::from(v & 0x7fff) * 0x0001_0001_0001_0001) | RUN_HIGH;
+    let mut t = 0u64;
+    for &x in words {
+        t += (vv.wrapping_sub(x) & RUN_HIGH) >> 15;
+    }
+    RUN_WORDS + (t.wrapping_mul(0x0001_0001_0001_0001) >> 48) as usize
+}
+
+/// The top bit of each 16-bit lane.
+const RUN_HIGH: u64 = 0x8000_8000_8000_8000;
+/// Padding of unused run starts: above every cut value, below 0x8000.
+const RUN_PAD: u16 = 0x7fff;
 /// Words of run starts in a ranged node.
-const RUN_WORDS: usize = 4;
-/// A node stored as runs: `RUN_WORDS` words of run starts (8 × u32, runs 1..=8; run 0
+const RUN_WORDS: usize = 2;
+/// Ranged nodes only for cuts of at most this many bits (cut values below 0x8000).
+const RANGED_MAX_BITS: u32 = 15;
+/// A node stored as runs: `RUN_WORDS` words of run starts (8 × u16, runs 1..=8; run 0
 /// starts at 0) then one child per run.
 pub(crate) const RANGED: u64 = 1 << 56;
 /// Most runs of a ranged node.
@@ -177,8 +227,8 @@ impl Arena {
     pub(crate) fn new(slot_limit: usize) -> Self {
         Arena {
             slot_limit,
-            // A few leading words so that the branch-free step's speculative loads of
-            // a leaf (see `step_all`) always stay inside the arena.
+            // Offset 0 is never a node: a leaf's low bits (decoded as an offset by the
+            // branch-free step) then point at harmless padding.
             slots: vec![LEAF; RUN_WORDS + 1],
             ..Arena::default()
         }
@@ -196,26 +246,32 @@ impl Arena {
         }
         let children = &key[..key.len() - 1];
         // Runs of equal children; few runs are stored as run starts + one child each.
-        let mut starts: Vec<u32> = Vec::new();
+        let mut starts: Vec<u16> = Vec::new();
         let mut run_children = vec![children[0]];
         for (i, w) in children.windows(2).enumerate() {
             if w[0] != w[1] {
-                starts.push((i + 1) as u32);
+                starts.push((i + 1) as u16);
                 run_children.push(w[1]);
             }
         }
-        let (flag, body) =
-            if run_children.len() <= MAX_RUNS && children.len() > MAX_RUNS + RUN_WORDS {
-                starts.resize(MAX_RUNS - 1, RUN_PAD);
-                let mut body: Vec<u64> = starts
-                    .chunks(2)
-                    .map(|p| u64::from(p[1]) << 32 | u64::from(p[0]))
-                    .collect();
-                body.extend_from_slice(&run_children);
-                (RANGED, body)
-            } else {
-                (0, children.to_vec())
-            };
+        let (flag, body) = if run_children.len() <= MAX_RUNS
+            && children.len() > MAX_RUNS + RUN_WORDS
+            && children.len() <= 1 << RANGED_MAX_BITS
+        {
+            starts.resize(MAX_RUNS - 1, RUN_PAD);
+            let mut body: Vec<u64> = starts
+                .chunks(4)
+                .map(|q| {
+                    q.iter()
+                        .rev()
+                        .fold(0u64, |acc, &x| (acc << 16) | u64::from(x))
+                })
+                .collect();
+            body.extend_from_slice(&run_children);
+            (RANGED, body)
+        } else {
+            (0, children.to_vec())
+        };
         let n = body.len();
         if self.bytes() / 8 + n > self.slot_limit || self.slots.len() + n > u32::MAX as usize {
             return Err(OverBudget);
@@ -306,11 +362,14 @@ pub(crate) struct TreeBuilder<'a> {
     /// Subtrees already built, by what determines them: both candidate lists and the
     /// region in the fields where some candidate still has a boundary (in the other
     /// fields every candidate covers the region, so no descendant cuts them).
-    pub(crate) memo: HashMap<MemoKey, u64>,
+    pub(crate) memo: HashMap<u64, Vec<MemoEntry>>,
+    /// Spare candidate lists (their allocations are reused).
+    pub(crate) pool: Vec<Vec<u32>>,
 }
 
-/// See [`TreeBuilder::memo`].
-pub(crate) type MemoKey = (Vec<u32>, Vec<u32>, [(u128, u32); DIMS]);
+/// See [`TreeBuilder::memo`]: (enforced candidates, pending candidates, region in the
+/// fields that matter, slot), bucketed by hash.
+pub(crate) type MemoEntry = (Box<[u32]>, Box<[u32]>, [(u128, u32); DIMS], u64);
 
 /// Whether `set` contains all of `[lo, hi]`.
 fn covers(set: &[Iv], lo: u128, hi: u128) -> bool {
@@ -402,26 +461,31 @@ impl TreeBuilder<'_> {
             return self.arena.list(items);
         }
         let align = self.boundaries(r, &boxes);
-        let key: MemoKey = (
-            e.to_vec(),
-            p.to_vec(),
-            std::array::from_fn(|d| {
-                if align[d].is_some() {
-                    (r.lo[d], r.len[d])
-                } else {
-                    (0, u32::MAX)
-                }
-            }),
-        );
-        if let Some(&slot) = self.memo.get(&key) {
-            return Ok(slot);
+        let region: [(u128, u32); DIMS] = std::array::from_fn(|d| {
+            if align[d].is_some() {
+                (r.lo[d], r.len[d])
+            } else {
+                (0, u32::MAX)
+            }
+        });
+        // Hash first, compare on a hit: no key is allocated unless the node is new.
+        let hash = {
+            use std::hash::BuildHasher;
+            foldhash::fast::FixedState::default().hash_one((e, p, &region))
+        };
+        if let Some(bucket) = self.memo.get(&hash)
+            && let Some(found) = bucket
+                .iter()
+                .find(|m| *m.0 == *e && *m.1 == *p && m.2 == region)
+        {
+            return Ok(found.3);
         }
         let (d, bits) = self.choose_cut(r, &boxes, &align);
         let width = self.width(d);
         let below = width - r.len[d] - bits; // bits under the cut
         let n = 1usize << bits;
-        let mut ce: Vec<Vec<u32>> = vec![Vec::new(); n];
-        let mut cp: Vec<Vec<u32>> = vec![Vec::new(); n];
+        let mut ce = self.take_lists(n);
+        let mut cp = self.take_lists(n);
         self.distribute(r, d, bits, e, &self.enforced, &mut ce);
         self.distribute(r, d, bits, p, &self.pending, &mut cp);
         let partial = self.partial_children(r, d, bits, &boxes);
@@ -436,7 +500,11 @@ impl TreeBuilder<'_> {
             let mut cr = *r;
             cr.lo[d] = r.lo[d] | ((i as u128) << below);
             cr.len[d] = r.len[d] + bits;
-            children.push(self.node(&cr, &ce[i], &cp[i], depth + 1)?);
+            let child = self.node(&cr, &ce[i], &cp[i], depth + 1);
+            match child {
+                Ok(c) => children.push(c),
+                Err(e) => return Err(e),
+            }
         }
         let base = lane_base(self.family)[d];
         let (lane, shift) = if width > 32 {
@@ -445,9 +513,25 @@ impl TreeBuilder<'_> {
             (base, below)
         };
         let hdr = (u64::from(lane) << 32) | (u64::from(shift) << 40) | (u64::from(bits) << 48);
+        self.pool.extend(ce);
+        self.pool.extend(cp);
         let slot = self.arena.node(hdr, children)?;
-        self.memo.insert(key, slot);
+        self.memo
+            .entry(hash)
+            .or_default()
+            .push((e.into(), p.into(), region, slot));
         Ok(slot)
+    }
+
+    /// `n` empty lists, reusing earlier ones' allocations.
+    fn take_lists(&mut self, n: usize) -> Vec<Vec<u32>> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut v = self.pool.pop().unwrap_or_default();
+            v.clear();
+            out.push(v);
+        }
+        out
     }
 
     /// The leaf list of region `r`: both candidate lists merged into one sequence that
@@ -518,12 +602,25 @@ impl TreeBuilder<'_> {
                     for c in &clipped[2] {
                         for d in &clipped[3] {
                             for f in &clipped[4] {
+                                let mut lo = [0u32; ITEM_LANES];
+                                let mut span = [u32::MAX; ITEM_LANES];
+                                let base = lane_base(self.family);
+                                let widths = super::flatten::widths(self.family);
+                                for (dim, iv) in [a, b, c, d, f].into_iter().enumerate() {
+                                    if !lane_intervals(
+                                        iv.0,
+                                        iv.1,
+                                        widths[dim],
+                                        base[dim] as usize,
+                                        &mut lo,
+                                        &mut span,
+                                    ) {
+                                        return None;
+                                    }
+                                }
                                 items.push(Item {
-                                    src: [a.0, a.1],
-                                    dst: [b.0, b.1],
-                                    sport: [c.0 as u16, c.1 as u16],
-                                    dport: [d.0 as u16, d.1 as u16],
-                                    proto: [f.0 as u8, f.1 as u8],
+                                    lo,
+                                    span,
                                     enforced: ed,
                                     pending: pd,
                                 });
@@ -601,7 +698,11 @@ impl TreeBuilder<'_> {
         let below = self.width(d) - r.len[d] - bits;
         let (rlo, rhi) = self.span(r, d);
         let mut closed = vec![false; out.len()];
+        let mut open = out.len();
         for &i in list {
+            if open == 0 {
+                break; // every child already has its covering entry
+            }
             let b = view.boxes[i as usize];
             let others = self.covers_except(b, r, d);
             let mut last = usize::MAX;
@@ -621,6 +722,7 @@ impl TreeBuilder<'_> {
                     let chi = clo + max_of(below);
                     if others && a <= clo && chi <= z {
                         closed[c] = true;
+                        open -= 1;
                     }
                 }
             }
