@@ -893,6 +893,9 @@ fn endpoint_and_peer_names_for_flow_logs() {
     );
     let db = l.names.peer(ip("10.0.0.2"));
     assert_eq!(db.name, "db");
+    let v6 = l.names.peer(ip("fd00::1"));
+    assert_eq!((v6.name.as_str(), v6.namespace.as_str()), ("web", "ns2"));
+    assert_eq!(l.names.peer(ip("fd00::2")).name, "pub");
     let gw = l.names.peer(ip("192.168.0.1"));
     assert_eq!(
         (gw.kind, gw.name.as_str(), gw.namespace.as_str()),
