@@ -29,7 +29,14 @@
 //!   which gives the same owner for every address.
 //! - **Deduplication**: policy ids are global, rules do not depend on the local
 //!   endpoint, so endpoints with the same applicable policies and profiles get
-//!   identical Programs; each distinct Program is stored once.
+//!   identical Programs; each distinct Program is stored once. The work is shared too:
+//!   what applies is computed once per distinct (labels, profiles) endpoint identity,
+//!   a Program is built once per distinct (direction, tiers, policies, profiles)
+//!   skeleton, and each rule is lowered once.
+//! - **Names**: [`Names`] renders hits through `eval`'s [`PolicyHit`] (one rendering
+//!   of hit strings in tiergate), and names flow ends for flow logs as felix does
+//!   (`generateName*` for pods, the node for host endpoints, the longest-prefix
+//!   network set, else `pub`/`pvt`).
 
 mod nets;
 mod rules;

@@ -13,7 +13,8 @@
 //!   the source rule's index and action (first match over them ≡ the one rule);
 //! - a negated named port (`notPorts: [http]`) excludes those triples: the address
 //!   space is cut into regions inside which the excluded (protocol, port) pairs are
-//!   constant, one IR rule per region (and per protocol when several are excluded).
+//!   the same, one IR rule per region and protocol — cut only from the named ports
+//!   whose numbers the rule's positive ports allow, so usually nothing is cut.
 //!
 //! Rules that can never match (`services`, an impossible `ipVersion`, an empty
 //! positive set) lower to no IR rule at all; Log rules are not lowered either (they
