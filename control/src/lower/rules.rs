@@ -340,11 +340,15 @@ impl<'c> Resolver<'c> {
         if pr.source.services || pr.destination.services {
             return Ok(Vec::new());
         }
-        let family = match r.ip_version {
-            None => None,
-            Some(4) => Some(Family::V4),
-            Some(6) => Some(Family::V6),
-            Some(_) => return Ok(Vec::new()),
+        // The versions felix renders the rule for (its `ipVersion`, and the
+        // version filtering of its nets/notNets: `eval::rendered_for_version`).
+        let v4 = r.ip_version.is_none_or(|v| v == 4) && crate::eval::rendered_for_version(pr, 4);
+        let v6 = r.ip_version.is_none_or(|v| v == 6) && crate::eval::rendered_for_version(pr, 6);
+        let family = match (v4, v6) {
+            (true, true) => None,
+            (true, false) => Some(Family::V4),
+            (false, true) => Some(Family::V6),
+            (false, false) => return Ok(Vec::new()),
         };
         let (Some(src), Some(dst)) = (self.side(&pr.source), self.side(&pr.destination)) else {
             return Ok(Vec::new());

@@ -1030,3 +1030,48 @@ fn evaluation_of_a_flow_between_unknown_addresses_has_no_reporters() {
         .expect("same family");
     assert!(e.reporters.is_empty());
 }
+
+/// felix renders a rule for an IP version only if each non-empty `nets`/`notNets` list
+/// keeps a prefix of that version: `notNets: [fd00:ffff::/32]` never matches IPv4
+/// traffic. (A rule mixing versions is rejected by validation, as Calico's validator
+/// does, so that is the case users meet.)
+#[test]
+fn rules_are_rendered_only_for_the_versions_their_nets_name() {
+    let yaml = format!(
+        "{PODS}---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {{name: only-v6}}
+spec:
+  selector: app == 'web'
+  ingress:
+  - action: Deny
+    source: {{notNets: [\"fd00:ffff::/32\"]}}
+  - action: Allow
+"
+    );
+    let (_, l) = lowered(&yaml);
+    let r = rules(&l, "10.0.1.1", true);
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0].matches.family, Some(Family::V6));
+    assert_eq!(r[0].action, Action::Deny);
+    assert_eq!((r[1].index, r[1].action), (1, Action::Allow));
+    // IPv4 from anywhere: the first rule is not rendered for IPv4, so the Allow decides.
+    let c = Cluster::from_resources(&resources(&yaml)).expect("cluster");
+    let e = crate::eval::evaluate(
+        &c,
+        &crate::eval::Flow::new(ip("10.9.9.9"), ip("10.0.1.1"), proto::TCP, 40000, 80).unwrap(),
+    );
+    let dst = e
+        .reporter(crate::flowlog::Reporter::Dst)
+        .expect("dst reporter");
+    assert_eq!(dst.enforced.verdict, crate::eval::Verdict::Allow);
+    assert_eq!(
+        dst.enforced.hit_strings(),
+        ["0|default|gnp:only-v6|allow|1"]
+    );
+    agree(
+        &yaml,
+        &grid(&["10.9.9.9", "10.0.1.1", "fd00::1", "fd00:ffff::9"], &[80]),
+    );
+}
