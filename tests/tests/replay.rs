@@ -311,3 +311,45 @@ fn tree_and_linear_classifiers_give_the_same_replay() {
         summary(&["--classifier", "linear"])["flows"]
     );
 }
+
+#[test]
+fn every_shared_capture_replays_with_matching_packet_counts() {
+    let Some(dir) = pcap::shared::data_dir(
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+        "pcap",
+        "replay of the shared real captures",
+    ) else {
+        return;
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pcap"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 8, "the shared captures: {files:?}");
+    for f in files {
+        let frames = pcap::capture::Frames::read(&f).expect("readable").len() as u64;
+        let s = summary(&["--pcap", f.to_str().unwrap(), "--workers", "2"]);
+        let p = &s["packets"];
+        assert_eq!(p["total"], frames, "{}", f.display());
+        let parts: u64 = ["parsed", "truncated", "malformed", "non_ip"]
+            .iter()
+            .map(|k| p[*k].as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            parts,
+            frames,
+            "{}: every frame has one outcome",
+            f.display()
+        );
+        let moved =
+            p["forwarded"]["packets"].as_u64().unwrap() + p["dropped"]["packets"].as_u64().unwrap();
+        assert_eq!(
+            moved,
+            frames,
+            "{}: every frame forwarded or dropped",
+            f.display()
+        );
+    }
+}
