@@ -212,11 +212,13 @@ impl ConnKey {
                 } else {
                     KeyClass::Generic
                 };
-                if (t.src, t.sport) <= (t.dst, t.dport) {
-                    (mk(t.src, t.sport, t.dst, t.dport, class), Dir::AtoB)
-                } else {
-                    (mk(t.dst, t.dport, t.src, t.sport, class), Dir::BtoA)
-                }
+                // Order the two ends without a branch: replies make the outcome a
+                // coin flip for a branch predictor.
+                let swap = (t.src, t.sport) > (t.dst, t.dport);
+                use std::hint::select_unpredictable as pick;
+                let (a, b) = (pick(swap, t.dst, t.src), pick(swap, t.src, t.dst));
+                let (pa, pb) = (pick(swap, t.dport, t.sport), pick(swap, t.sport, t.dport));
+                (mk(a, pa, b, pb, class), pick(swap, Dir::BtoA, Dir::AtoB))
             }
             ConnClass::Query { reply } => {
                 let src_is_a = t.src < t.dst || (t.src == t.dst && !reply);
@@ -325,6 +327,42 @@ impl Default for Timeouts {
     }
 }
 
+/// [`Timeouts`] indexed by [`timeout_class`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeoutTable([u64; 8]);
+
+impl From<&Timeouts> for TimeoutTable {
+    fn from(t: &Timeouts) -> Self {
+        TimeoutTable([
+            t.tcp_syn,
+            t.tcp_established,
+            t.tcp_fins_seen,
+            t.tcp_reset,
+            t.udp,
+            t.icmp,
+            t.generic,
+            t.generic,
+        ])
+    }
+}
+
+/// Which of the [`Timeouts`] applies to a connection in `state` over `proto` (the
+/// index into a [`TimeoutTable`]); [`FlowEntry::timeout`] is the reference.
+pub const fn timeout_class(state: ConnState, proto: u8) -> u8 {
+    use crate::program::proto;
+    match state {
+        ConnState::SynSent | ConnState::SynReceived => 0,
+        ConnState::Established | ConnState::FinWait => 1,
+        ConnState::FinsSeen => 2,
+        ConnState::Reset => 3,
+        ConnState::Open => match proto {
+            proto::UDP => 4,
+            proto::ICMP | proto::ICMPV6 => 5,
+            _ => 6,
+        },
+    }
+}
+
 /// Connection-tracking state of an entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -398,7 +436,9 @@ pub struct FlowEntry {
     state: ConnState,
     flags: u8,
     vbits: u8,
-    _pad: u8,
+    /// [`timeout_class`] of `state` and the protocol, kept with every state change
+    /// so a hit checks expiry with one table load instead of branching on the state.
+    tclass: u8,
     last_ns: u64,
     /// Packets this interval, [from a, from b].
     packets: [u32; 2],
@@ -494,7 +534,7 @@ impl FlowEntry {
         state: ConnState::Open,
         flags: 0,
         vbits: 0,
-        _pad: 0,
+        tclass: timeout_class(ConnState::Open, 0),
         last_ns: 0,
         packets: [0; 2],
         bytes: [0; 2],
@@ -729,6 +769,7 @@ impl FlowEntry {
         if tcp_flags & tcp_flags::RST != 0 && self.state != ConnState::Open {
             self.state = ConnState::Reset;
         }
+        self.tclass = timeout_class(self.state, self.key().proto());
     }
 
     /// Whether a packet in `dir` with `flags` opens a new connection on this tuple
@@ -753,8 +794,15 @@ impl FlowEntry {
         self.packets[side] = self.packets[side].saturating_add(1);
         self.bytes[side] = self.bytes[side].saturating_add(u64::from(len));
         self.last_ns = self.last_ns.max(now);
-        if self.state != ConnState::Open {
+        // Only the handshake states, FIN and RST move the state machine: ordinary
+        // segments of an established or closing connection (and datagrams, whose
+        // flags are 0) skip it.
+        let handshake = matches!(self.state, ConnState::SynSent | ConnState::SynReceived);
+        if (flags & (tcp_flags::FIN | tcp_flags::RST) != 0 && self.state != ConnState::Open)
+            || handshake
+        {
             self.tcp_transition(dir, flags);
+            self.tclass = timeout_class(self.state, self.key().proto());
         }
     }
 
@@ -808,6 +856,13 @@ impl FlowEntry {
     #[inline]
     pub fn is_expired(&self, now: u64, t: &Timeouts) -> bool {
         now.saturating_sub(self.last_ns) > self.timeout(t)
+    }
+
+    /// [`FlowEntry::is_expired`] with the timeouts laid out by class
+    /// ([`FlowTable::timeout_table`]): one load, no branch on the state.
+    #[inline]
+    pub fn is_expired_by(&self, now: u64, table: &TimeoutTable) -> bool {
+        now.saturating_sub(self.last_ns) > table.0[usize::from(self.tclass & 7)]
     }
 
     /// The record of this entry's activity since the last export.
@@ -954,6 +1009,7 @@ pub struct FlowTable {
     entries: Box<[FlowEntry]>,
     hasher: KeyHasher,
     timeouts: Timeouts,
+    timeout_table: TimeoutTable,
     len: usize,
     sweep_cursor: usize,
     stats: FlowTableStats,
@@ -975,6 +1031,7 @@ impl FlowTable {
             entries: vec![FlowEntry::EMPTY; nbuckets * WAYS].into_boxed_slice(),
             hasher: KeyHasher::new(cfg.seed),
             timeouts: cfg.timeouts,
+            timeout_table: TimeoutTable::from(&cfg.timeouts),
             len: 0,
             sweep_cursor: 0,
             stats: FlowTableStats::default(),
@@ -1009,6 +1066,11 @@ impl FlowTable {
     /// The timeouts in force.
     pub fn timeouts(&self) -> &Timeouts {
         &self.timeouts
+    }
+
+    /// The timeouts in force, by [`timeout_class`].
+    pub fn timeout_table(&self) -> &TimeoutTable {
+        &self.timeout_table
     }
 
     /// The table's key hash (seeded).
@@ -1806,6 +1868,65 @@ mod tests {
             assert_eq!(e.pending(), fv.pending(), "{fv:?}");
             assert_eq!(e.applied(), fv.enforced(), "{fv:?}");
             assert_eq!(e.verdicts(), fv);
+        }
+    }
+
+    /// [`FlowEntry::on_packet`] as first written: the state machine runs for every
+    /// packet of a TCP connection.
+    fn on_packet_reference(e: &mut FlowEntry, dir: Dir, flags: u8, len: u32, now: u64) {
+        let side = usize::from(dir == Dir::BtoA);
+        if e.flags & F_ACTIVE == 0 {
+            e.flags |= F_ACTIVE;
+            e.interval_first_ns = now;
+        }
+        e.packets[side] = e.packets[side].saturating_add(1);
+        e.bytes[side] = e.bytes[side].saturating_add(u64::from(len));
+        e.last_ns = e.last_ns.max(now);
+        if e.state != ConnState::Open {
+            e.tcp_transition(dir, flags);
+        }
+        e.tclass = timeout_class(e.state, e.key().proto());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+        /// The hit path's shortcuts are exact: skipping the state machine for
+        /// ordinary segments leaves the entry exactly as running it would, and the
+        /// expiry check by timeout class agrees with the per-state reference at and
+        /// around every timeout boundary.
+        #[test]
+        fn conntrack_shortcuts_equal_the_reference(
+            proto_pick in 0usize..5,
+            first in any::<u8>(),
+            steps in proptest::collection::vec((any::<bool>(), any::<u8>(), 0u64..100_000_000_000), 0..24),
+        ) {
+            let p = [proto::TCP, proto::UDP, proto::ICMP, proto::ICMPV6, proto::SCTP][proto_pick];
+            let class = if p == proto::TCP || p == proto::UDP || p == proto::SCTP {
+                ConnClass::Ports
+            } else {
+                ConnClass::OneWay
+            };
+            let (k, dir) = ConnKey::canonical(&tuple(1, 2, 1000, 80, p, class));
+            let t = Timeouts::default();
+            let table = TimeoutTable::from(&t);
+            let mut e = FlowEntry::EMPTY;
+            e.start(&k, dir, &fk(&k), first, 0);
+            let mut now = 0;
+            for (b_to_a, flags, dt) in steps {
+                now += dt;
+                let d = if b_to_a { Dir::BtoA } else { Dir::AtoB };
+                let flags = if p == proto::TCP { flags } else { 0 };
+                let mut reference = e;
+                e.on_packet(d, flags, 60, now);
+                on_packet_reference(&mut reference, d, flags, 60, now);
+                prop_assert_eq!(e, reference);
+                prop_assert_eq!(e.tclass, timeout_class(e.state, p));
+                for probe in [0, 1, t.icmp, t.tcp_syn, t.udp, t.tcp_fins_seen, t.tcp_reset, t.generic, t.tcp_established] {
+                    for at in [probe.saturating_sub(1), probe, probe + 1] {
+                        prop_assert_eq!(e.is_expired_by(now + at, &table), e.is_expired(now + at, &t));
+                    }
+                }
+            }
         }
     }
 

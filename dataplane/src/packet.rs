@@ -422,16 +422,21 @@ pub fn parse(data: &[u8], wire_len: u32, ifindex: u16) -> Result<ParsedPacket, P
 
 /// The fast path: an untagged, unfragmented, option-less IPv4 TCP or UDP frame that
 /// the capture did not cut and whose lengths are consistent — the bulk of traffic —
-/// read with a handful of checked loads. Anything else (or anything doubtful) returns
-/// `None` and goes through [`parse_full`]; a proptest checks that whenever this
-/// returns a packet, [`parse_full`] returns the same one.
+/// read with a handful of loads from the first 48 bytes. Anything else (or anything
+/// doubtful) returns `None` and goes through [`parse_full`]; a proptest checks that
+/// whenever this returns a packet, [`parse_full`] returns the same one.
+///
+/// TCP and UDP are validated side by side and the result selected, rather than
+/// branched on: with mixed traffic the protocol is what a branch predictor cannot
+/// guess. A frame shorter than 48 bytes (below Ethernet's 60-byte minimum; only a
+/// UDP datagram can be that short and valid) is left to [`parse_full`].
 #[inline]
 pub fn parse_common(data: &[u8], wire_len: u32, ifindex: u16) -> Option<ParsedPacket> {
     let len = data.len();
     if (len as u64) < u64::from(wire_len) {
         return None;
     }
-    let h: &[u8; 42] = data.get(..42)?.try_into().ok()?;
+    let h: &[u8; 48] = data.first_chunk::<48>()?;
     let be = |i: usize| u16::from_be_bytes([h[i], h[i + 1]]);
     // Ethertype IPv4, version 4 with a 20-byte header, no fragmentation (DF allowed).
     if be(12) != 0x0800 || h[14] != 0x45 || be(20) & 0x3fff != 0 {
@@ -443,23 +448,16 @@ pub fn parse_common(data: &[u8], wire_len: u32, ifindex: u16) -> Option<ParsedPa
     }
     let l4_len = total - 20;
     let proto = h[23];
-    let tcp_flags = match proto {
-        proto::TCP => {
-            let doff = usize::from(*data.get(46)? >> 4) * 4;
-            if doff < 20 || l4_len < doff {
-                return None;
-            }
-            *data.get(47)?
-        }
-        proto::UDP => {
-            let ulen = usize::from(be(38));
-            if l4_len < 8 || (ulen != 0 && (ulen < 8 || ulen > l4_len)) {
-                return None;
-            }
-            0
-        }
-        _ => return None,
-    };
+    let is_tcp = proto == proto::TCP;
+    let doff = usize::from(h[46] >> 4) * 4;
+    let tcp_ok = (doff >= 20) & (l4_len >= doff);
+    let ulen = usize::from(be(38));
+    let udp_ok =
+        (proto == proto::UDP) & (l4_len >= 8) & ((ulen == 0) | ((ulen >= 8) & (ulen <= l4_len)));
+    if !std::hint::select_unpredictable(is_tcp, tcp_ok, udp_ok) {
+        return None;
+    }
+    let tcp_flags = std::hint::select_unpredictable(is_tcp, h[47], 0);
     let addr = |i: usize| u128::from(u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
     Some(ParsedPacket {
         key: FlowKey {
@@ -1351,6 +1349,9 @@ mod tests {
         let seeds = vec![
             tcp4([10, 0, 0, 1], [10, 0, 0, 2], 1, 2, true),
             udp4([10, 0, 0, 1], [10, 0, 0, 2], 3, 4, b"payload"),
+            // Shorter than the 48 bytes the fast path reads directly.
+            udp4([10, 0, 0, 1], [10, 0, 0, 2], 3, 4, b""),
+            udp4([10, 0, 0, 1], [10, 0, 0, 2], 3, 4, b"abc"),
             tagged(
                 &udp4([1, 2, 3, 4], [5, 6, 7, 8], 9, 10, b"p"),
                 &[0x88a8, 0x8100],
@@ -1393,9 +1394,23 @@ mod tests {
     #[test]
     fn fast_path_takes_plain_tcp_and_udp_only() {
         let t = tcp4([10, 0, 0, 1], [10, 0, 0, 2], 1, 2, true);
-        let u = udp4([10, 0, 0, 1], [10, 0, 0, 2], 3, 4, b"x");
+        // A minimum-size Ethernet frame (60 bytes without the FCS).
+        let u = udp4([10, 0, 0, 1], [10, 0, 0, 2], 3, 4, &[b'x'; 18]);
+        assert_eq!(u.len(), 60);
         assert!(parse_common(&t, t.len() as u32, 0).is_some());
         assert!(parse_common(&u, u.len() as u32, 0).is_some());
+        // A UDP datagram shorter than 48 bytes goes to the full parser.
+        let short = udp4([10, 0, 0, 1], [10, 0, 0, 2], 3, 4, b"");
+        assert_eq!(short.len(), 42);
+        assert!(parse_common(&short, 42, 0).is_none());
+        assert_eq!(
+            parse(&short, 42, 0).map(|p| (p.key.sport, p.tcp_flags)),
+            Ok((3, 0))
+        );
+        assert_eq!(
+            parse_common(&t, t.len() as u32, 0).map(|p| p.tcp_flags),
+            Some(tcp_flags::SYN)
+        );
         // Tagged, fragmented, snapped, ICMP: left to the full parser.
         assert!(parse_common(&tagged(&u, &[0x8100]), u.len() as u32 + 4, 0).is_none());
         assert!(parse_common(&fragments_v4().0, 80, 0).is_none());
