@@ -17,13 +17,12 @@
 //! Every region can be cut down to a single point, so the build terminates; the slot
 //! limit (from the memory budget) bounds how far it may go.
 //!
-//! Storage is one arena of `u64` slots (plus one of items). A slot is a precomputed
-//! leaf (`LEAF | index`), a leaf list (`LEAF | LIST | count << 32 | offset`), or a
-//! pointer to a node with the node's cut in its spare bits (`offset | lane << 32 |
-//! shift << 40 | bits << 48`, `| RANGED`), so a lookup step needs no node header. A
-//! node is stored either as its full child array, or — when its children form at most
-//! [`MAX_RUNS`] runs of equal slots — as two words of 16-bit run starts followed by one
-//! child per run (found by a SWAR count of the starts `<=` the key bits). Identical
+//! Storage is one arena of `u64` slots (plus one of items), in the format of `slot`:
+//! a pointer to a node carries the node's cut in its spare bits, so a lookup step
+//! needs no node header. A node is stored either as its full child array, or — when
+//! its children form at most [`MAX_RUNS`] runs of equal slots — as two words of 16-bit
+//! run starts followed by one child per run (found by a SWAR count of the starts `<=`
+//! the key bits). Identical
 //! nodes and lists are stored once (hash-consing), a node whose children are all the
 //! same slot is replaced by that slot, and subproblems already built (same candidate
 //! lists, same region in the fields that still matter) are reused (memo).
@@ -31,18 +30,15 @@
 use foldhash::{HashMap, HashMapExt};
 
 use super::flatten::{DIMS, Iv, MBox, max_of};
+use super::slot::{self, ARENA_PAD, LEAF, LIST, MAX_RUNS, Slot};
 use crate::program::Family;
 
-/// Leaf flag of a slot.
-pub(crate) const LEAF: u64 = 1 << 63;
-/// With [`LEAF`]: the leaf is a short list of [`Item`]s (`offset | count << 32`)
-/// rather than a verdicts index.
-pub(crate) const LIST: u64 = 1 << 62;
 /// "No decision" in an [`Item`].
 pub(crate) const NONE: u32 = u32::MAX;
 
-/// The lanes of a key: 32-bit words the tree indexes. IPv4: src, dst, sport, dport,
-/// proto. IPv6: src (4 words, most significant first), dst (4), sport, dport, proto.
+/// The lanes of a key for leaf-list items: 32-bit words. IPv4: src, dst, sport,
+/// dport, proto. IPv6: src (4 words, most significant first), dst (4), sport, dport,
+/// proto.
 pub(crate) type Lanes = [u32; 16];
 
 /// First lane of each field.
@@ -137,67 +133,12 @@ fn lane_intervals(
     true
 }
 
-/// One step: the child slot of `s` for the key `lanes`, or `None` past the arena
-/// (impossible for slots the builder made).
-#[inline(always)]
-pub(crate) fn step(slots: &[u64], s: u64, lanes: &Lanes) -> Option<u64> {
-    let lane = ((s >> 32) & 0xf) as usize;
-    let shift = ((s >> 40) & 0x1f) as u32;
-    let bits = ((s >> 48) & 0x1f) as u32;
-    let v = (lanes[lane] >> shift) & ((1u32 << bits) - 1);
-    let off = s as u32 as usize;
-    let idx = if s & RANGED == 0 {
-        v as usize
-    } else {
-        run_index(v, slots.get(off..off + RUN_WORDS)?)
-    };
-    slots.get(off + idx).copied()
-}
+/// Bytes of one slot.
+pub(crate) const SLOT_BYTES: usize = size_of::<Slot>();
 
-/// One step of a walk without branches: a leaf stays where it is, an inner slot moves
-/// to its child. Loads past the arena read as 0 / leaf, so garbage decoded from a
-/// leaf only costs a wasted load.
-#[inline(always)]
-pub(crate) fn step_branchless(slots: &[u64], s: u64, lanes: &Lanes) -> u64 {
-    let lane = ((s >> 32) & 0xf) as usize;
-    let shift = ((s >> 40) & 0x1f) as u32;
-    let bits = ((s >> 48) & 0x1f) as u32;
-    let v = (lanes[lane] >> shift) & (((1u64 << bits) - 1) as u32);
-    let off = s as u32 as usize;
-    let w = [0, 1].map(|k| slots.get(off + k).copied().unwrap_or(0));
-    let ranged = run_index(v, &w);
-    let idx = if s & RANGED != 0 { ranged } else { v as usize };
-    let next = slots.get(off + idx).copied().unwrap_or(LEAF);
-    if s & LEAF != 0 { s } else { next }
-}
-
-/// Index of the child of a ranged node for cut value `v` (`v < 2^15`): `RUN_WORDS`
-/// plus the number of run starts `<= v`. Starts sit in 16-bit lanes, 4 per word; with
-/// each lane's top bit set, `(v | 0x8000) - start` keeps that bit exactly when
-/// `v >= start` (starts and `v` are below 0x8000, so no lane borrows from the next).
-#[inline(always)]
-fn run_index(v: u32, words: &[u64]) -> usize {
-    let vv = (u64::from(v & 0x7fff) * 0x0001_0001_0001_0001) | RUN_HIGH;
-    let mut t = 0u64;
-    for &x in words {
-        t += (vv.wrapping_sub(x) & RUN_HIGH) >> 15;
-    }
-    RUN_WORDS + (t.wrapping_mul(0x0001_0001_0001_0001) >> 48) as usize
-}
-
-/// The top bit of each 16-bit lane.
-const RUN_HIGH: u64 = 0x8000_8000_8000_8000;
-/// Padding of unused run starts: above every cut value, below 0x8000.
-const RUN_PAD: u16 = 0x7fff;
-/// Words of run starts in a ranged node.
-const RUN_WORDS: usize = 2;
-/// Ranged nodes only for cuts of at most this many bits (cut values below 0x8000).
-const RANGED_MAX_BITS: u32 = 15;
-/// A node stored as runs: `RUN_WORDS` words of run starts (8 × u16, runs 1..=8; run 0
-/// starts at 0) then one child per run.
-pub(crate) const RANGED: u64 = 1 << 56;
-/// Most runs of a ranged node.
-pub(crate) const MAX_RUNS: usize = 9;
+/// A node with more runs than a ranged node holds is stored as its full child array
+/// up to this many children, as a tree of ranged nodes beyond.
+const PLAIN_MAX_CHILDREN: usize = 256;
 
 /// Tuning of the cut heuristic.
 #[derive(Clone, Copy, Debug)]
@@ -214,8 +155,9 @@ pub(crate) struct CutParams {
 /// The shared output of all tree builds of one classifier.
 #[derive(Debug, Default)]
 pub(crate) struct Arena {
-    pub(crate) slots: Vec<u64>,
-    nodes: HashMap<Vec<u64>, u64>,
+    pub(crate) slots: Vec<Slot>,
+    /// Stored nodes by (children, cut): their slot and offset.
+    nodes: HashMap<Vec<Slot>, (Slot, usize)>,
     pub(crate) items: Vec<Item>,
     lists: HashMap<Vec<Item>, u32>,
     /// Most slots the arena may hold.
@@ -226,73 +168,103 @@ pub(crate) struct Arena {
 impl Arena {
     pub(crate) fn new(slot_limit: usize) -> Self {
         Arena {
-            slot_limit,
-            // Offset 0 is never a node: a leaf's low bits (decoded as an offset by the
-            // branch-free step) then point at harmless padding.
-            slots: vec![LEAF; RUN_WORDS + 1],
+            // Node offsets have 32 bits.
+            slot_limit: slot_limit.min(u32::MAX as usize),
+            // Ranged offsets are lowered into this padding.
+            slots: vec![slot::EMPTY; ARENA_PAD],
             ..Arena::default()
         }
     }
 
-    /// The slot of a node with cut `hdr` and `children`, stored once.
-    fn node(&mut self, hdr: u64, children: Vec<u64>) -> Result<u64, OverBudget> {
+    /// The slot of a node cutting `bits` bits at `shift` of key word `word` into
+    /// `children`, stored once.
+    fn node(
+        &mut self,
+        word: u32,
+        shift: u32,
+        bits: u32,
+        children: Vec<Slot>,
+    ) -> Result<Slot, OverBudget> {
         if children.iter().all(|&c| c == children[0]) {
             return Ok(children[0]);
         }
         let mut key = children;
-        key.push(hdr);
-        if let Some(&slot) = self.nodes.get(&key) {
+        key.push(slot::plain(word, shift, bits, 0).ok_or(OverBudget)?);
+        if let Some(&(slot, _)) = self.nodes.get(&key) {
             return Ok(slot);
         }
         let children = &key[..key.len() - 1];
-        // Runs of equal children; few runs are stored as run starts + one child each.
-        let mut starts: Vec<u16> = Vec::new();
-        let mut run_children = vec![children[0]];
+        // Runs of equal children: stored as one child per run when that is smaller
+        // than the full array (several ranged levels when there are many runs).
+        let mut runs: Vec<(u8, Slot)> = vec![(0, children[0])];
         for (i, w) in children.windows(2).enumerate() {
             if w[0] != w[1] {
-                starts.push((i + 1) as u16);
-                run_children.push(w[1]);
+                runs.push(((i + 1) as u8, w[1]));
             }
         }
-        let (flag, body) = if run_children.len() <= MAX_RUNS
-            && children.len() > MAX_RUNS + RUN_WORDS
-            && children.len() <= 1 << RANGED_MAX_BITS
+        let mark = self.slots.len();
+        let slot = if runs.len() < children.len()
+            && (runs.len() <= MAX_RUNS || children.len() > PLAIN_MAX_CHILDREN)
         {
-            starts.resize(MAX_RUNS - 1, RUN_PAD);
-            let mut body: Vec<u64> = starts
-                .chunks(4)
-                .map(|q| {
-                    q.iter()
-                        .rev()
-                        .fold(0u64, |acc, &x| (acc << 16) | u64::from(x))
-                })
-                .collect();
-            body.extend_from_slice(&run_children);
-            (RANGED, body)
+            self.runs_node(word, shift, bits, &runs)?
         } else {
-            (0, children.to_vec())
+            self.store(children, |off| slot::plain(word, shift, bits, off))?
         };
-        let n = body.len();
-        if self.bytes() / 8 + n > self.slot_limit || self.slots.len() + n > u32::MAX as usize {
+        self.nodes.insert(key, (slot, mark));
+        Ok(slot)
+    }
+
+    /// A ranged node (or a tree of them) over `runs` (start, child), the first start 0.
+    fn runs_node(
+        &mut self,
+        word: u32,
+        shift: u32,
+        bits: u32,
+        runs: &[(u8, Slot)],
+    ) -> Result<Slot, OverBudget> {
+        if runs.len() == 1 {
+            return Ok(runs[0].1);
+        }
+        if runs.len() <= MAX_RUNS {
+            let starts: Vec<u8> = runs[1..].iter().map(|r| r.0).collect();
+            let children: Vec<Slot> = runs.iter().map(|r| r.1).collect();
+            return self.store(&children, |off| {
+                slot::ranged(word, shift, bits, off, &starts)
+            });
+        }
+        // Split into MAX_RUNS groups, each a ranged node on the same cut value.
+        let per = runs.len().div_ceil(MAX_RUNS);
+        let mut top = Vec::with_capacity(MAX_RUNS);
+        for g in runs.chunks(per) {
+            top.push((g[0].0, self.runs_node(word, shift, bits, g)?));
+        }
+        self.runs_node(word, shift, bits, &top)
+    }
+
+    /// Appends a node body; `slot_of(offset)` makes its slot.
+    fn store(
+        &mut self,
+        body: &[Slot],
+        slot_of: impl FnOnce(usize) -> Option<Slot>,
+    ) -> Result<Slot, OverBudget> {
+        if self.bytes() / SLOT_BYTES + body.len() > self.slot_limit {
             return Err(OverBudget);
         }
-        let off = self.slots.len() as u32;
-        self.slots.extend_from_slice(&body);
-        let slot = hdr | flag | u64::from(off);
-        self.nodes.insert(key, slot);
+        let slot = slot_of(self.slots.len()).ok_or(OverBudget)?;
+        self.slots.extend_from_slice(body);
         self.inner_nodes += 1;
         Ok(slot)
     }
 
     /// The slot of a leaf list, stored once.
-    fn list(&mut self, items: Vec<Item>) -> Result<u64, OverBudget> {
+    fn list(&mut self, items: Vec<Item>) -> Result<Slot, OverBudget> {
         let count = items.len() as u64;
         if let Some(&off) = self.lists.get(&items) {
-            return Ok(LEAF | LIST | (count << 32) | u64::from(off));
+            return Ok([LEAF | LIST | (count << 32) | u64::from(off), 0]);
         }
         // Items are counted against the slot limit at their size in slots.
-        let cost = items.len() * size_of::<Item>() / 8;
-        if self.bytes() / 8 + cost > self.slot_limit
+        let cost = items.len() * size_of::<Item>() / SLOT_BYTES;
+        if self.bytes() / SLOT_BYTES + cost > self.slot_limit
             || self.items.len() + items.len() > u32::MAX as usize
         {
             return Err(OverBudget);
@@ -300,7 +272,7 @@ impl Arena {
         let off = self.items.len() as u32;
         self.items.extend_from_slice(&items);
         self.lists.insert(items, off);
-        Ok(LEAF | LIST | (count << 32) | u64::from(off))
+        Ok([LEAF | LIST | (count << 32) | u64::from(off), 0])
     }
 
     /// The current size, to roll back to.
@@ -313,13 +285,13 @@ impl Arena {
         self.slots.truncate(slots);
         self.items.truncate(items);
         self.inner_nodes = inner;
-        self.nodes.retain(|_, s| (*s as u32 as usize) < slots);
+        self.nodes.retain(|_, (_, off)| *off < slots);
         self.lists.retain(|_, off| (*off as usize) < items);
     }
 
     /// Bytes of slots and items.
     pub(crate) fn bytes(&self) -> usize {
-        self.slots.len() * 8 + self.items.len() * size_of::<Item>()
+        self.slots.len() * SLOT_BYTES + self.items.len() * size_of::<Item>()
     }
 
     /// Drops the build-time indexes (the slots and items stay).
@@ -369,7 +341,7 @@ pub(crate) struct TreeBuilder<'a> {
 
 /// See [`TreeBuilder::memo`]: (enforced candidates, pending candidates, region in the
 /// fields that matter, slot), bucketed by hash.
-pub(crate) type MemoEntry = (Box<[u32]>, Box<[u32]>, [(u128, u32); DIMS], u64);
+pub(crate) type MemoEntry = (Box<[u32]>, Box<[u32]>, [(u128, u32); DIMS], Slot);
 
 /// Whether `set` contains all of `[lo, hi]`.
 fn covers(set: &[Iv], lo: u128, hi: u128) -> bool {
@@ -411,7 +383,7 @@ impl TreeBuilder<'_> {
     }
 
     /// Builds the tree for the whole key space and returns its root slot.
-    pub(crate) fn build(&mut self) -> Result<u64, OverBudget> {
+    pub(crate) fn build(&mut self) -> Result<Slot, OverBudget> {
         let root = Region {
             lo: [0; DIMS],
             len: [0; DIMS],
@@ -431,7 +403,7 @@ impl TreeBuilder<'_> {
         self.node(&root, &e, &p, 0)
     }
 
-    fn node(&mut self, r: &Region, e: &[u32], p: &[u32], depth: u32) -> Result<u64, OverBudget> {
+    fn node(&mut self, r: &Region, e: &[u32], p: &[u32], depth: u32) -> Result<Slot, OverBudget> {
         self.max_depth = self.max_depth.max(depth);
         // A single candidate decides only if it covers the region (a partition's lists
         // have no catch-all, so it may not).
@@ -446,7 +418,7 @@ impl TreeBuilder<'_> {
             let pd = p
                 .first()
                 .map_or(u32::MAX, |&i| self.pending.decisions[i as usize]);
-            return Ok(LEAF | u64::from((self.leaf)(ed, pd)));
+            return Ok(slot::leaf((self.leaf)(ed, pd)));
         }
         let mut boxes: Vec<u32> = e
             .iter()
@@ -489,7 +461,7 @@ impl TreeBuilder<'_> {
         self.distribute(r, d, bits, e, &self.enforced, &mut ce);
         self.distribute(r, d, bits, p, &self.pending, &mut cp);
         let partial = self.partial_children(r, d, bits, &boxes);
-        let mut children: Vec<u64> = Vec::with_capacity(n);
+        let mut children: Vec<Slot> = Vec::with_capacity(n);
         for i in 0..n {
             // Neighbours with the same candidates and no boundary inside are the same
             // subproblem (the memo would find it; skip the lookup).
@@ -512,10 +484,10 @@ impl TreeBuilder<'_> {
         } else {
             (base, below)
         };
-        let hdr = (u64::from(lane) << 32) | (u64::from(shift) << 40) | (u64::from(bits) << 48);
+        let (word, at) = slot::lane_position(self.family, lane);
         self.pool.extend(ce);
         self.pool.extend(cp);
-        let slot = self.arena.node(hdr, children)?;
+        let slot = self.arena.node(word, at + shift, bits, children)?;
         self.memo
             .entry(hash)
             .or_default()
