@@ -50,7 +50,9 @@ use crate::program::{
 };
 use flatten::{DPORT, DST, MBox, SPORT, SRC, flatten};
 use slot::{BLOCK, Block, LEAF, LIST, Slot};
-use tree::{Arena, CutParams, Item, Lanes, NONE, OverBudget, TreeBuilder, ViewList};
+use tree::{
+    Arena, Cand, Cands, CutParams, Item, Lanes, Memo, NONE, OverBudget, Progress, TreeBuilder,
+};
 
 /// Knobs of [`Classifier::build`].
 #[derive(Clone, Copy, Debug)]
@@ -310,6 +312,7 @@ impl Classifier {
         let mut arena = Arena::new(cfg.memory_budget.saturating_sub(fixed) / tree::SLOT_BYTES);
         let mut stats = BuildStats::default();
         let mut roots = Vec::with_capacity(set.programs.len());
+        let mut shared: [Shared; 2] = Default::default();
         for (pi, program) in set.programs.iter().enumerate() {
             let mut pair = Vec::with_capacity(2);
             for family in [Family::V4, Family::V6] {
@@ -319,8 +322,17 @@ impl Classifier {
                     family,
                     what,
                 };
-                let root = build_one(program, family, cfg, &mut interner, &mut arena, &mut stats)
-                    .map_err(over)?;
+                let shared = &mut shared[family_index(family)];
+                let root = build_one(
+                    program,
+                    family,
+                    cfg,
+                    &mut interner,
+                    &mut arena,
+                    shared,
+                    &mut stats,
+                )
+                .map_err(over)?;
                 if fixed + arena.bytes() + interner.bytes() > cfg.memory_budget {
                     return Err(over("trace and verdict tables"));
                 }
@@ -622,6 +634,85 @@ fn lanes_of(k: &FlowKey) -> Lanes {
     l
 }
 
+/// Build state of one family shared by all its programs: interned boxes and
+/// candidates, and the memo of subtrees built from them (single trees and partitions
+/// apart: their candidates index different things).
+#[derive(Default)]
+struct Shared {
+    boxes: Vec<MBox>,
+    box_ids: HashMap<MBox, u32>,
+    cands: Cands,
+    memo: Memo,
+    part_cands: Cands,
+    part_memo: Memo,
+}
+
+impl Shared {
+    fn box_id(&mut self, b: &MBox) -> u32 {
+        if let Some(&id) = self.box_ids.get(b) {
+            return id;
+        }
+        self.boxes.push(b.clone());
+        let id = (self.boxes.len() - 1) as u32;
+        self.box_ids.insert(b.clone(), id);
+        id
+    }
+
+    /// Forgets memo entries made after the arena `mark` (their slots are rolled back).
+    fn rollback(&mut self, mark: (usize, usize, usize)) {
+        for memo in [&mut self.memo, &mut self.part_memo] {
+            memo.retain(|_, bucket| {
+                bucket.retain(|m| m.3 <= mark.0 && m.4 <= mark.1);
+                !bucket.is_empty()
+            });
+        }
+    }
+}
+
+/// Merges the enforced and pending lists (box, verdict-side index) into one
+/// candidate sequence that keeps each list's order; entries with the same box at the
+/// heads of both become one candidate standing for both views.
+fn merge(e: &[(u32, u32)], p: &[(u32, u32)]) -> Vec<Cand> {
+    // Positions of each box in each list, to look ahead in O(log n).
+    let index = |l: &[(u32, u32)]| {
+        let mut m: HashMap<u32, Vec<usize>> = HashMap::new();
+        for (i, &(b, _)) in l.iter().enumerate() {
+            m.entry(b).or_default().push(i);
+        }
+        m
+    };
+    let (ie, ip) = (index(e), index(p));
+    let later = |m: &HashMap<u32, Vec<usize>>, b: u32, from: usize| {
+        m.get(&b)
+            .is_some_and(|v| v.partition_point(|&x| x < from) < v.len())
+    };
+    let mut out = Vec::with_capacity(e.len().max(p.len()));
+    let (mut i, mut j) = (0, 0);
+    while i < e.len() || j < p.len() {
+        let (take_e, take_p) = match (e.get(i), p.get(j)) {
+            (Some(a), Some(b)) if a.0 == b.0 => (true, true),
+            // Emit first whichever head the other list does not need before it.
+            (Some(a), Some(b)) => {
+                if later(&ip, a.0, j) && !later(&ie, b.0, i) {
+                    (false, true)
+                } else {
+                    (true, false)
+                }
+            }
+            (Some(_), None) => (true, false),
+            _ => (false, true),
+        };
+        out.push(Cand {
+            bx: if take_e { e[i].0 } else { p[j].0 },
+            e: if take_e { e[i].1 } else { NONE },
+            p: if take_p { p[j].1 } else { NONE },
+        });
+        i += usize::from(take_e);
+        j += usize::from(take_p);
+    }
+    out
+}
+
 /// Flattens and builds one program in one family.
 fn build_one(
     program: &Program,
@@ -629,6 +720,7 @@ fn build_one(
     cfg: &BuildConfig,
     interner: &mut Interner,
     arena: &mut Arena,
+    shared: &mut Shared,
     stats: &mut BuildStats,
 ) -> Result<Root, &'static str> {
     // A box costs at least a few hundred bytes while building; bound the lists by it.
@@ -638,21 +730,16 @@ fn build_one(
     let pending =
         flatten(program, family, View::Pending, limit).map_err(|_| "flattened pending list")?;
     stats.entries += enforced.len() + pending.len();
-    let mut boxes: Vec<MBox> = Vec::new();
-    let mut box_ids: HashMap<MBox, u32> = HashMap::new();
-    let mut lists = [(Vec::new(), Vec::new()), (Vec::new(), Vec::new())];
-    for (list, (bx, dec)) in [&enforced, &pending].into_iter().zip(lists.iter_mut()) {
+    let mut lists: [Vec<(u32, u32)>; 2] = [Vec::new(), Vec::new()];
+    for (list, out) in [&enforced, &pending].into_iter().zip(lists.iter_mut()) {
         for e in list {
-            let id = *box_ids.entry(e.mbox.clone()).or_insert_with(|| {
-                boxes.push(e.mbox.clone());
-                (boxes.len() - 1) as u32
-            });
-            bx.push(id);
-            dec.push(interner.decision(e.verdict, &e.trace));
+            out.push((
+                shared.box_id(&e.mbox),
+                interner.decision(e.verdict, &e.trace),
+            ));
         }
     }
-    drop(box_ids);
-    let [(eb, ed), (pb, pd)] = &lists;
+    let [ev, pv] = &lists;
     let params = CutParams {
         spfac: cfg.spfac,
         binth: cfg.binth.max(1),
@@ -662,66 +749,89 @@ fn build_one(
     let full_limit = arena.slot_limit;
     // Capped at a quarter of the budget: a single tree that grows past that is
     // abandoned early (its build time grows with it) in favour of partitions.
-    let single_bytes = (eb.len() + pb.len())
+    let single_bytes = (ev.len() + pv.len())
         .saturating_mul(cfg.single_tree_bytes_per_entry)
         .min(cfg.memory_budget / 4);
     arena.slot_limit =
         full_limit.min(arena.bytes() / tree::SLOT_BYTES + single_bytes / tree::SLOT_BYTES);
-    let mut leaf = |e: u32, p: u32| interner.verdicts(e, p);
-    let single = build_tree(
-        family,
-        &boxes,
-        (eb, ed),
-        (pb, pd),
-        params,
-        &mut leaf,
-        arena,
-        stats,
-    );
+    let merged = merge(ev, pv);
+    let single = {
+        let mut leaf = |e: u32, p: u32| interner.verdicts(e, p);
+        let mut t = TreeBuilder {
+            family,
+            boxes: &shared.boxes,
+            cands: &mut shared.cands,
+            params,
+            leaf: &mut leaf,
+            arena,
+            memo: &mut shared.memo,
+            max_depth: 0,
+            progress: Progress::default(),
+        };
+        t.build(&merged).map(|root| (root, t.max_depth))
+    };
     arena.slot_limit = full_limit;
     match single {
-        Ok(root) => return Ok(Root::Single(root)),
-        Err(OverBudget) => arena.rollback(mark),
+        Ok((root, depth)) => {
+            stats.depth = stats.depth.max(depth);
+            stats.trees += 1;
+            return Ok(Root::Single(root));
+        }
+        Err(OverBudget) => {
+            arena.rollback(mark);
+            shared.rollback(mark);
+        }
     }
     // EffiCuts-style: rules that are large in different fields blow each other up;
     // separate them, first by source/destination, then by all four ranged fields.
-    let positions = |n: usize| (0..n as u32).collect::<Vec<u32>>();
-    let (epos, ppos) = (positions(eb.len()), positions(pb.len()));
+    // Partition trees' leaves hold list positions.
+    let positioned = |l: &[(u32, u32)]| -> Vec<(u32, u32)> {
+        l.iter()
+            .enumerate()
+            .map(|(i, &(b, _))| (b, i as u32))
+            .collect()
+    };
+    let (epos, ppos) = (positioned(ev), positioned(pv));
     for fields in [&[SRC, DST][..], &[SRC, DST, SPORT, DPORT][..]] {
         let group_of = |b: u32| -> usize {
             fields
                 .iter()
                 .enumerate()
-                .map(|(i, &d)| usize::from(is_large(&boxes[b as usize], family, d)) << i)
+                .map(|(i, &d)| usize::from(is_large(&shared.boxes[b as usize], family, d)) << i)
                 .sum()
         };
         let mut roots = Vec::new();
         let mut failed = false;
+        let mut depth = 0;
         for g in 0..1usize << fields.len() {
-            let pick = |bx: &[u32], pos: &[u32]| -> (Vec<u32>, Vec<u32>) {
-                bx.iter()
-                    .zip(pos)
-                    .filter(|(b, _)| group_of(**b) == g)
-                    .map(|(b, p)| (*b, *p))
-                    .unzip()
+            let pick = |l: &[(u32, u32)]| -> Vec<(u32, u32)> {
+                l.iter()
+                    .copied()
+                    .filter(|&(b, _)| group_of(b) == g)
+                    .collect()
             };
-            let (gb_e, gp_e) = pick(eb, &epos);
-            let (gb_p, gp_p) = pick(pb, &ppos);
-            if gb_e.is_empty() && gb_p.is_empty() {
+            let (ge, gp) = (pick(&epos), pick(&ppos));
+            if ge.is_empty() && gp.is_empty() {
                 continue;
             }
+            let merged = merge(&ge, &gp);
             let mut pair = |e: u32, p: u32| interner.pair(e, p);
-            match build_tree(
+            let mut t = TreeBuilder {
                 family,
-                &boxes,
-                (&gb_e, &gp_e),
-                (&gb_p, &gp_p),
+                boxes: &shared.boxes,
+                cands: &mut shared.part_cands,
                 params,
-                &mut pair,
+                leaf: &mut pair,
                 arena,
-                stats,
-            ) {
-                Ok(root) => roots.push(root),
+                memo: &mut shared.part_memo,
+                max_depth: 0,
+                progress: Progress::default(),
+            };
+            match t.build(&merged) {
+                Ok(root) => {
+                    depth = depth.max(t.max_depth);
+                    roots.push(root);
+                }
                 Err(OverBudget) => {
                     failed = true;
                     break;
@@ -729,13 +839,16 @@ fn build_one(
             }
         }
         if !failed {
+            stats.depth = stats.depth.max(depth);
+            stats.trees += roots.len();
             return Ok(Root::Partitioned(Box::new(Partitioned {
                 roots,
-                enforced: ed.clone(),
-                pending: pd.clone(),
+                enforced: ev.iter().map(|&(_, d)| d).collect(),
+                pending: pv.iter().map(|&(_, d)| d).collect(),
             })));
         }
         arena.rollback(mark);
+        shared.rollback(mark);
     }
     Err("tree nodes, even partitioned")
 }
@@ -749,41 +862,6 @@ fn is_large(b: &MBox, family: Family, d: usize) -> bool {
         .map(|&(lo, hi)| (hi - lo).saturating_add(1))
         .fold(0, u128::saturating_add);
     size >= 1u128 << (w - 8)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn build_tree(
-    family: Family,
-    boxes: &[MBox],
-    (eb, ed): (&[u32], &[u32]),
-    (pb, pd): (&[u32], &[u32]),
-    params: CutParams,
-    leaf: &mut dyn FnMut(u32, u32) -> u32,
-    arena: &mut Arena,
-    stats: &mut BuildStats,
-) -> Result<Slot, OverBudget> {
-    let mut t = TreeBuilder {
-        family,
-        boxes,
-        enforced: ViewList {
-            boxes: eb,
-            decisions: ed,
-        },
-        pending: ViewList {
-            boxes: pb,
-            decisions: pd,
-        },
-        params,
-        leaf,
-        arena,
-        max_depth: 0,
-        memo: HashMap::new(),
-        pool: Vec::new(),
-    };
-    let root = t.build()?;
-    stats.depth = stats.depth.max(t.max_depth);
-    stats.trees += 1;
-    Ok(root)
 }
 
 #[cfg(test)]
