@@ -9,7 +9,7 @@ use dataplane::linear::evaluate;
 use dataplane::program::{FlowKey, PolicySet, ProgramId, Verdicts, View};
 
 fn sets(c: &mut Criterion) {
-    let Some(dir) = pcap::classbench::find_data_dir(Path::new(env!("CARGO_MANIFEST_DIR"))) else {
+    let Some(dir) = pcap::shared::find(Path::new(env!("CARGO_MANIFEST_DIR")), "classbench") else {
         eprintln!("skipped: shared/data/classbench not found");
         return;
     };

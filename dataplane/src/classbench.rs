@@ -96,9 +96,11 @@ mod tests {
     /// in the linear reference): pending = the `.firstmatch` filter, enforced = the
     /// first matching non-staged filter (brute force over the parsed filters).
     fn check(set: &str, linear_every: usize) {
-        let Some(dir) = pcap::classbench::find_data_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
-        else {
-            eprintln!("skipped: shared/data/classbench not found");
+        let Some(dir) = pcap::shared::data_dir(
+            Path::new(env!("CARGO_MANIFEST_DIR")),
+            "classbench",
+            "ClassBench trace tests",
+        ) else {
             return;
         };
         let filters = pcap::classbench::read_filters(&dir.join(set)).expect("filters");

@@ -6,14 +6,16 @@
 //!   up to a multiple of [`WAYS`]) and never grows: 128 bytes per [`FlowEntry`] plus
 //!   64 bytes of metadata per bucket of 8 slots (136 bytes per flow all in).
 //! - **Seeded hashing.** Keys come from the wire, so bucket choice uses a hash seeded
-//!   per table (foldhash); an attacker cannot aim flows at one bucket without the seed.
+//!   per table ([`KeyHasher`], a keyed multiply-fold over the fixed-size key); an
+//!   attacker cannot aim flows at one bucket without the seed.
 //! - **One entry per connection.** Both directions map to one canonical [`ConnKey`];
 //!   [`Dir`] tells which side sent a packet, and the entry remembers which side
 //!   initiated.
 //! - **Set-associative, two choices.** A key may live in one of two buckets of 8 ways
 //!   (like DPDK's `rte_hash`, without cuckoo displacement). A lookup reads one 64-byte
-//!   metadata line per bucket (16-bit tags and coarse last-seen stamps) and compares
-//!   full keys only on a tag match.
+//!   metadata line per bucket (16-bit tags and coarse last-seen stamps), matches the
+//!   eight tags at once ([`crate::arch::tags`]) and compares full keys only on a tag
+//!   match.
 //! - **Eviction when full.** When both buckets are full, the entry idle the longest
 //!   (oldest coarse stamp among the 16 candidates; first in bucket order on ties) is
 //!   evicted, counted, and its [`FlowRecord`] handed out with [`EndReason::Evicted`];
@@ -32,8 +34,7 @@
 //! [`model::ModelTable`] is the slow, obviously-correct twin (a plain vector of
 //! buckets); a proptest checks both agree on every lookup, insert and eviction.
 
-use std::hash::BuildHasher;
-
+use crate::arch::tags::match_tags;
 use crate::packet::{ConnClass, ConnTuple, tcp_flags};
 use crate::program::{
     Decision, EndpointId, Family, FlowKey, FlowVerdicts, TraceId, Verdict, Verdicts,
@@ -63,22 +64,32 @@ impl Dir {
 
 /// The canonical connection key: both directions of a connection produce the same
 /// value (see [`ConnKey::canonical`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+///
+/// Besides the two addresses, the key is one word ([`ConnKey::tail`]): ports,
+/// protocol, family and class packed together, so hashing and comparing a key are a
+/// few word operations rather than one per field.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConnKey {
     /// Side `a` address.
     pub a: u128,
     /// Side `b` address.
     pub b: u128,
-    /// Side `a` port (ICMP query: the id; one-way ICMP: the type).
-    pub pa: u16,
-    /// Side `b` port (ICMP query: the request type; one-way ICMP: the code).
-    pub pb: u16,
-    /// IP protocol.
-    pub proto: u8,
-    /// Address family.
-    pub family: Family,
-    /// How directions pair ([`ConnClass`] without the reply flag).
-    pub class: KeyClass,
+    /// Low to high byte: `pa` (2 bytes), `pb` (2), `proto`, `family`, `class`, 0.
+    tail: u64,
+}
+
+impl std::fmt::Debug for ConnKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnKey")
+            .field("a", &self.a)
+            .field("b", &self.b)
+            .field("pa", &self.pa())
+            .field("pb", &self.pb())
+            .field("proto", &self.proto())
+            .field("family", &self.family())
+            .field("class", &self.class())
+            .finish()
+    }
 }
 
 /// [`ConnClass`] as stored in a key.
@@ -95,23 +106,105 @@ pub enum KeyClass {
     Generic = 3,
 }
 
+/// The family byte of a key tail (only ever written from a [`Family`]).
+#[inline]
+fn family_of(tail: u64) -> Family {
+    if (tail >> 40) as u8 == Family::V6 as u8 {
+        Family::V6
+    } else {
+        Family::V4
+    }
+}
+
+/// The class byte of a key tail (only ever written from a [`KeyClass`]).
+#[inline]
+fn class_of(tail: u64) -> KeyClass {
+    match (tail >> 48) as u8 {
+        0 => KeyClass::Ports,
+        1 => KeyClass::Query,
+        2 => KeyClass::OneWay,
+        _ => KeyClass::Generic,
+    }
+}
+
 impl ConnKey {
+    /// The all-zero key (IPv4, class `Ports`), for initialising scratch space.
+    pub const EMPTY: ConnKey = ConnKey {
+        a: 0,
+        b: 0,
+        tail: (Family::V4 as u64) << 40,
+    };
+
+    /// A key from its parts (no canonical ordering is applied: see
+    /// [`ConnKey::canonical`] for the key of a packet).
+    #[inline(always)]
+    pub fn new(
+        a: u128,
+        pa: u16,
+        b: u128,
+        pb: u16,
+        proto: u8,
+        family: Family,
+        class: KeyClass,
+    ) -> Self {
+        ConnKey {
+            a,
+            b,
+            tail: u64::from(pa)
+                | (u64::from(pb) << 16)
+                | (u64::from(proto) << 32)
+                | ((family as u64) << 40)
+                | ((class as u64) << 48),
+        }
+    }
+
+    /// Ports, protocol, family and class in one word (low to high byte: `pa`, `pb`,
+    /// `proto`, `family`, `class`; the top byte is 0): what the hash mixes and what a
+    /// flow entry stores next to the addresses.
+    #[inline(always)]
+    pub fn tail(&self) -> u64 {
+        self.tail
+    }
+
+    /// Side `a` port (ICMP query: the id; one-way ICMP: the type).
+    #[inline]
+    pub fn pa(&self) -> u16 {
+        self.tail as u16
+    }
+
+    /// Side `b` port (ICMP query: the request type; one-way ICMP: the code).
+    #[inline]
+    pub fn pb(&self) -> u16 {
+        (self.tail >> 16) as u16
+    }
+
+    /// IP protocol.
+    #[inline]
+    pub fn proto(&self) -> u8 {
+        (self.tail >> 32) as u8
+    }
+
+    /// Address family.
+    #[inline]
+    pub fn family(&self) -> Family {
+        family_of(self.tail)
+    }
+
+    /// How directions pair.
+    #[inline]
+    pub fn class(&self) -> KeyClass {
+        class_of(self.tail)
+    }
+
     /// The canonical key of a packet's tuple and the direction the packet travels.
     ///
     /// Ports and generic tuples order the two (address, port) ends; ICMP queries order
     /// the addresses only (id and request type are shared by both messages) and, when
     /// both addresses are equal, take the direction from request/reply; one-way ICMP
     /// is never paired (every packet is `AtoB` from its sender).
+    #[inline]
     pub fn canonical(t: &ConnTuple) -> (ConnKey, Dir) {
-        let mk = |a, pa, b, pb, class| ConnKey {
-            a,
-            b,
-            pa,
-            pb,
-            proto: t.proto,
-            family: t.family,
-            class,
-        };
+        let mk = |a, pa, b, pb, class| ConnKey::new(a, pa, b, pb, t.proto, t.family, class);
         match t.class {
             ConnClass::Ports | ConnClass::Generic => {
                 let class = if t.class == ConnClass::Ports {
@@ -149,27 +242,50 @@ impl ConnKey {
 
 /// A seeded hash for connection keys. The same seed gives the same value in every
 /// table and in the replay dispatcher, which is what makes dispatch symmetric.
+///
+/// The key has a fixed shape (two 128-bit addresses and one word of ports, protocol,
+/// family and class), so instead of a general streaming hasher it is folded in three
+/// 64×64→128-bit multiplies, each folding the product's halves together (the
+/// wyhash/foldhash mixing step), with every input word first XORed with a secret
+/// derived from the seed. Addresses (low words, high words) and the port word are
+/// each mixed non-linearly before they meet, so flipping the same bits in an address
+/// and a port does not cancel out; without the seed, where a key lands is unknown.
 #[derive(Clone, Debug)]
-pub struct KeyHasher(foldhash::fast::FixedState);
+pub struct KeyHasher {
+    secrets: [u64; 6],
+}
+
+/// 64×64→128-bit multiply, halves XORed.
+#[inline(always)]
+fn folded_multiply(x: u64, y: u64) -> u64 {
+    let p = u128::from(x) * u128::from(y);
+    (p as u64) ^ ((p >> 64) as u64)
+}
 
 impl KeyHasher {
     /// A hasher with this seed.
     pub fn new(seed: u64) -> Self {
-        KeyHasher(foldhash::fast::FixedState::with_seed(seed))
+        // splitmix64: well-spread, distinct secrets from any seed (0 included).
+        let mut state = seed;
+        let mut next = || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        KeyHasher {
+            secrets: [next(), next(), next(), next(), next(), next()],
+        }
     }
 
     /// The hash of a canonical key.
     #[inline]
     pub fn hash(&self, k: &ConnKey) -> u64 {
-        self.0.hash_one((
-            k.a,
-            k.b,
-            (u64::from(k.pa) << 32)
-                | (u64::from(k.pb) << 16)
-                | (u64::from(k.proto) << 8)
-                | ((k.family as u64) << 4)
-                | k.class as u64,
-        ))
+        let s = &self.secrets;
+        let lo = folded_multiply(k.a as u64 ^ s[0], k.b as u64 ^ s[1]);
+        let hi = folded_multiply((k.a >> 64) as u64 ^ s[2], (k.b >> 64) as u64 ^ s[3]);
+        folded_multiply(lo ^ hi.rotate_left(23) ^ s[4], k.tail() ^ s[5])
     }
 }
 
@@ -265,25 +381,24 @@ const V_E_ENF: u8 = 1 << 2;
 const V_E_PEND: u8 = 1 << 3;
 const V_I_ENF: u8 = 1 << 4;
 const V_I_PEND: u8 = 1 << 5;
+const V_PEND_DENY: u8 = 1 << 6; // derived: some present view's pending verdict is deny
 
 /// One tracked connection: 128 bytes, 64-byte aligned (two cache lines). The first
 /// line holds what every hit reads (key, state, flags, generation, last seen, packet
-/// counters); the second the byte counters, times and the packed verdicts.
+/// counters); the second the byte counters, times, the interface and the packed
+/// verdicts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C, align(64))]
 pub struct FlowEntry {
     a: u128,
     b: u128,
-    pa: u16,
-    pb: u16,
-    proto: u8,
-    family: Family,
-    class: KeyClass,
+    /// [`ConnKey::tail`].
+    tail: u64,
+    generation: u32,
     state: ConnState,
-    ifindex: u16,
     flags: u8,
     vbits: u8,
-    generation: u32,
+    _pad: u8,
     last_ns: u64,
     /// Packets this interval, [from a, from b].
     packets: [u32; 2],
@@ -295,12 +410,14 @@ pub struct FlowEntry {
     applied_generation: u32,
     /// Initiator's ICMP type (high byte) and code (low byte), for re-classification.
     icmp_type_code: u16,
-    _spare: u16,
+    /// Interface of the connection's first packet (part of the initiator's key).
+    ifindex: u16,
     /// Packed verdicts: egress (endpoint, enforced trace, pending trace), then ingress.
     ids: [u32; 6],
 }
 
 const _: () = assert!(std::mem::size_of::<FlowEntry>() == 128);
+const _: () = assert!(std::mem::offset_of!(FlowEntry, packets) + 8 <= 64);
 
 /// Why a flow's record is final.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -372,16 +489,12 @@ impl FlowEntry {
     const EMPTY: FlowEntry = FlowEntry {
         a: 0,
         b: 0,
-        pa: 0,
-        pb: 0,
-        proto: 0,
-        family: Family::V4,
-        class: KeyClass::Ports,
+        tail: 0,
+        generation: 0,
         state: ConnState::Open,
-        ifindex: 0,
         flags: 0,
         vbits: 0,
-        generation: 0,
+        _pad: 0,
         last_ns: 0,
         packets: [0; 2],
         bytes: [0; 2],
@@ -389,7 +502,7 @@ impl FlowEntry {
         interval_first_ns: 0,
         applied_generation: 0,
         icmp_type_code: 0,
-        _spare: 0,
+        ifindex: 0,
         ids: [0; 6],
     };
 
@@ -399,23 +512,15 @@ impl FlowEntry {
         ConnKey {
             a: self.a,
             b: self.b,
-            pa: self.pa,
-            pb: self.pb,
-            proto: self.proto,
-            family: self.family,
-            class: self.class,
+            tail: self.tail,
         }
     }
 
+    /// Whether the entry holds `k`: addresses and tail word compared whole, without a
+    /// branch per field.
     #[inline]
     fn key_eq(&self, k: &ConnKey) -> bool {
-        self.a == k.a
-            && self.b == k.b
-            && self.pa == k.pa
-            && self.pb == k.pb
-            && self.proto == k.proto
-            && self.family == k.family
-            && self.class == k.class
+        ((self.a ^ k.a) | (self.b ^ k.b)) == 0 && self.tail == k.tail
     }
 
     /// The direction the initiator sends in.
@@ -472,9 +577,7 @@ impl FlowEntry {
     /// Combined pending verdict of the cached verdicts.
     #[inline]
     pub fn pending(&self) -> Verdict {
-        let deny_e = self.vbits & V_EGRESS != 0 && self.vbits & V_E_PEND == 0;
-        let deny_i = self.vbits & V_INGRESS != 0 && self.vbits & V_I_PEND == 0;
-        if deny_e || deny_i {
+        if self.vbits & V_PEND_DENY != 0 {
             Verdict::Deny
         } else {
             Verdict::Allow
@@ -549,6 +652,11 @@ impl FlowEntry {
         } else {
             self.ids[3..].fill(0);
         }
+        let deny_e = v & V_EGRESS != 0 && v & V_E_PEND == 0;
+        let deny_i = v & V_INGRESS != 0 && v & V_I_PEND == 0;
+        if deny_e || deny_i {
+            v |= V_PEND_DENY;
+        }
         self.vbits = v;
         self.generation = generation;
         self.flags &= !F_AWAITING;
@@ -570,16 +678,17 @@ impl FlowEntry {
         } else {
             (self.b, self.a)
         };
-        let (sport, dport) = match self.class {
+        let k = self.key();
+        let (sport, dport) = match k.class() {
             KeyClass::Ports => {
                 if init_a {
-                    (self.pa, self.pb)
+                    (k.pa(), k.pb())
                 } else {
-                    (self.pb, self.pa)
+                    (k.pb(), k.pa())
                 }
             }
             KeyClass::Query => (self.icmp_type_code >> 8, self.icmp_type_code & 0xff),
-            KeyClass::OneWay => (self.pa, self.pb),
+            KeyClass::OneWay => (k.pa(), k.pb()),
             KeyClass::Generic => (0, 0),
         };
         FlowKey {
@@ -587,8 +696,8 @@ impl FlowEntry {
             dst,
             sport,
             dport,
-            proto: self.proto,
-            family: self.family,
+            proto: k.proto(),
+            family: k.family(),
             ifindex: self.ifindex,
         }
     }
@@ -599,18 +708,14 @@ impl FlowEntry {
         *self = FlowEntry::EMPTY;
         self.a = ck.a;
         self.b = ck.b;
-        self.pa = ck.pa;
-        self.pb = ck.pb;
-        self.proto = ck.proto;
-        self.family = ck.family;
-        self.class = ck.class;
+        self.tail = ck.tail;
         self.ifindex = key.ifindex;
         self.flags = F_AWAITING | F_STARTED | if dir == Dir::BtoA { F_INIT_B } else { 0 };
         self.icmp_type_code = ((key.sport & 0xff) << 8) | (key.dport & 0xff);
         self.first_ns = now;
         self.interval_first_ns = now;
         self.last_ns = now;
-        self.state = if key.proto == crate::program::proto::TCP && ck.class == KeyClass::Ports {
+        self.state = if key.proto == crate::program::proto::TCP && ck.class() == KeyClass::Ports {
             let syn_only = tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
             if syn_only {
                 ConnState::SynSent
@@ -691,7 +796,7 @@ impl FlowEntry {
             ConnState::Established | ConnState::FinWait => t.tcp_established,
             ConnState::FinsSeen => t.tcp_fins_seen,
             ConnState::Reset => t.tcp_reset,
-            ConnState::Open => match self.proto {
+            ConnState::Open => match self.key().proto() {
                 proto::UDP => t.udp,
                 proto::ICMP | proto::ICMPV6 => t.icmp,
                 _ => t.generic,
@@ -933,23 +1038,21 @@ impl FlowTable {
         let Some(b) = self.buckets.get(p.b1) else {
             return;
         };
-        for (w, &t) in b.tags.iter().enumerate() {
-            if t == p.tag
-                && let Some(e) = self.entries.get(p.b1 * WAYS + w)
-            {
+        let mut m = match_tags(&b.tags, p.tag);
+        while m != 0 {
+            let way = m.trailing_zeros() as usize;
+            if let Some(e) = self.entries.get(p.b1 * WAYS + way) {
                 crate::arch::prefetch(e);
                 crate::arch::prefetch(&e.bytes);
             }
+            m &= m - 1;
         }
     }
 
     #[inline]
     fn find_in(&self, bucket: usize, tag: u16, k: &ConnKey) -> Option<Slot> {
         let b = self.buckets.get(bucket)?;
-        let mut m = 0u32;
-        for (i, &t) in b.tags.iter().enumerate() {
-            m |= u32::from(t == tag) << i;
-        }
+        let mut m = match_tags(&b.tags, tag);
         while m != 0 {
             let way = m.trailing_zeros() as usize;
             let slot = bucket * WAYS + way;
@@ -1024,7 +1127,20 @@ impl FlowTable {
         on_end: &mut impl FnMut(FlowRecord),
     ) -> Option<Slot> {
         let p = self.placement(hash);
-        let free = |b: &Bucket| b.tags.iter().position(|&t| t == 0);
+        self.claim_placed(&p, now, on_end)
+    }
+
+    /// [`FlowTable::claim`] with the placement already computed.
+    pub fn claim_placed(
+        &mut self,
+        p: &Placement,
+        now: u64,
+        on_end: &mut impl FnMut(FlowRecord),
+    ) -> Option<Slot> {
+        let free = |b: &Bucket| {
+            let m = match_tags(&b.tags, 0);
+            (m != 0).then(|| m.trailing_zeros() as usize)
+        };
         let slot = if let Some(w) = self.buckets.get(p.b1).and_then(free) {
             p.b1 * WAYS + w
         } else if let Some(w) = self.buckets.get(p.b2).and_then(free) {
@@ -1397,10 +1513,10 @@ mod tests {
         FlowKey {
             src: k.a,
             dst: k.b,
-            sport: k.pa,
-            dport: k.pb,
-            proto: k.proto,
-            family: k.family,
+            sport: k.pa(),
+            dport: k.pb(),
+            proto: k.proto(),
+            family: k.family(),
             ifindex: 0,
         }
     }
@@ -1493,6 +1609,204 @@ mod tests {
         assert_eq!(e.record(None).applied_generation, 5);
         e.set_verdicts(&deny, 7, true);
         assert_eq!(e.applied(), Verdict::Deny);
+    }
+
+    #[test]
+    fn key_parts_round_trip_through_the_tail() {
+        for (family, class) in [
+            (Family::V4, KeyClass::Ports),
+            (Family::V6, KeyClass::Query),
+            (Family::V4, KeyClass::OneWay),
+            (Family::V6, KeyClass::Generic),
+        ] {
+            let k = ConnKey::new(u128::MAX, 0xfffe, 7, 1, 0xff, family, class);
+            assert_eq!((k.a, k.b), (u128::MAX, 7));
+            assert_eq!((k.pa(), k.pb(), k.proto()), (0xfffe, 1, 0xff));
+            assert_eq!((k.family(), k.class()), (family, class));
+            assert_eq!(k.tail() >> 56, 0);
+        }
+    }
+
+    #[test]
+    fn hash_depends_on_the_seed_and_on_every_part_of_the_key() {
+        let k = ConnKey::new(
+            0x0a01_0203,
+            40000,
+            0x0a02_0001,
+            80,
+            6,
+            Family::V4,
+            KeyClass::Ports,
+        );
+        let h = KeyHasher::new(1);
+        assert_eq!(h.hash(&k), KeyHasher::new(1).hash(&k));
+        assert_ne!(h.hash(&k), KeyHasher::new(2).hash(&k));
+        let variants = [
+            ConnKey::new(
+                0x0a01_0204,
+                40000,
+                0x0a02_0001,
+                80,
+                6,
+                Family::V4,
+                KeyClass::Ports,
+            ),
+            ConnKey::new(
+                0x0a01_0203,
+                40001,
+                0x0a02_0001,
+                80,
+                6,
+                Family::V4,
+                KeyClass::Ports,
+            ),
+            ConnKey::new(
+                0x0a01_0203,
+                40000,
+                0x0a02_0101,
+                80,
+                6,
+                Family::V4,
+                KeyClass::Ports,
+            ),
+            ConnKey::new(
+                0x0a01_0203,
+                40000,
+                0x0a02_0001,
+                81,
+                6,
+                Family::V4,
+                KeyClass::Ports,
+            ),
+            ConnKey::new(
+                0x0a01_0203,
+                40000,
+                0x0a02_0001,
+                80,
+                17,
+                Family::V4,
+                KeyClass::Ports,
+            ),
+            ConnKey::new(
+                0x0a01_0203,
+                40000,
+                0x0a02_0001,
+                80,
+                6,
+                Family::V6,
+                KeyClass::Ports,
+            ),
+            ConnKey::new(
+                0x0a01_0203,
+                40000,
+                0x0a02_0001,
+                80,
+                6,
+                Family::V4,
+                KeyClass::Generic,
+            ),
+            ConnKey::new(
+                1 << 100 | 0x0a01_0203,
+                40000,
+                0x0a02_0001,
+                80,
+                6,
+                Family::V4,
+                KeyClass::Ports,
+            ),
+            ConnKey::new(
+                0x0a01_0203,
+                40000,
+                1 << 70 | 0x0a02_0001,
+                80,
+                6,
+                Family::V4,
+                KeyClass::Ports,
+            ),
+            // The same bits flipped in an address and in a port.
+            ConnKey::new(
+                0x0a01_0203 ^ 1,
+                40000 ^ 1,
+                0x0a02_0001,
+                80,
+                6,
+                Family::V4,
+                KeyClass::Ports,
+            ),
+            ConnKey::new(
+                0x0a01_0203,
+                40000,
+                0x0a02_0001 ^ 1,
+                80 ^ 1,
+                6,
+                Family::V4,
+                KeyClass::Ports,
+            ),
+        ];
+        for v in variants {
+            assert_ne!(h.hash(&k), h.hash(&v), "{v:?}");
+        }
+    }
+
+    /// Sequential client ports and addresses (what a scan or a NAT pool produces)
+    /// spread over the buckets about as evenly as random placement would: with
+    /// 65,536 keys in 4,096 buckets (16 on average) no bucket gets more than 40 and
+    /// the first and second choices differ for almost every key.
+    #[test]
+    fn sequential_keys_spread_over_buckets() {
+        for seed in [0u64, 1, 0x7469_6572_6761_7465] {
+            let h = KeyHasher::new(seed);
+            let n = 4096;
+            let mut load = vec![0u32; n];
+            let mut same = 0;
+            for i in 0..65_536u32 {
+                let k = ConnKey::new(
+                    u128::from(0x0a01_0000 + (i >> 8)),
+                    1024 + (i & 0xff) as u16,
+                    0x0a02_0001,
+                    443,
+                    6,
+                    Family::V4,
+                    KeyClass::Ports,
+                );
+                let p = placement(h.hash(&k), n);
+                load[p.b1] += 1;
+                same += u32::from(p.b1 == p.b2);
+            }
+            let max = load.iter().copied().max().unwrap_or(0);
+            assert!(max <= 40, "seed {seed}: fullest bucket {max}");
+            assert!(same < 64, "seed {seed}: {same} keys with b1 == b2");
+        }
+    }
+
+    #[test]
+    fn pending_bit_matches_the_unpacked_verdicts() {
+        let d = |allow: bool| Decision {
+            verdict: if allow { Verdict::Allow } else { Verdict::Deny },
+            trace: TraceId(0),
+        };
+        for bits in 0u8..64 {
+            let view = |present: u8, enf: u8, pend: u8| {
+                (bits & present != 0).then(|| {
+                    (
+                        EndpointId(1),
+                        Verdicts {
+                            enforced: d(bits & enf != 0),
+                            pending: d(bits & pend != 0),
+                        },
+                    )
+                })
+            };
+            let fv = FlowVerdicts {
+                egress: view(1, 2, 4),
+                ingress: view(8, 16, 32),
+            };
+            let mut e = FlowEntry::EMPTY;
+            e.set_verdicts(&fv, 1, true);
+            assert_eq!(e.pending(), fv.pending(), "{fv:?}");
+            assert_eq!(e.applied(), fv.enforced(), "{fv:?}");
+            assert_eq!(e.verdicts(), fv);
+        }
     }
 
     #[test]

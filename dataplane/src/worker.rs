@@ -43,7 +43,7 @@ use crate::flow::{
 };
 use crate::packet::{
     Disposition, Fragment, FragmentTracker, ParseCounters, ParseError, ParsedPacket,
-    UnparsedPolicy, parse,
+    UnparsedPolicy, parse_common, parse_full,
 };
 use crate::program::{Classify, FlowKey, FlowVerdicts, Verdict};
 
@@ -294,6 +294,13 @@ const fn vidx(v: Verdict) -> usize {
     }
 }
 
+#[inline]
+fn set_code(codes: &mut [u8], i: usize, enforced: Verdict, pending: Verdict) {
+    if let Some(c) = codes.get_mut(i) {
+        *c = outcome_code(enforced, pending);
+    }
+}
+
 impl WorkerStats {
     /// Adds another worker's counters.
     pub fn merge(&mut self, o: &WorkerStats) {
@@ -360,15 +367,98 @@ struct Deferred {
     related: bool,
 }
 
+/// How a frame of the batch was parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Parsed {
+    /// It was not: its disposition is already in its outcome code.
+    No,
+    /// By [`parse_common`]: a plain TCP/UDP packet (`L4::Ports`, no fragment); its
+    /// flow key is rebuilt from the connection key when needed ([`packet_key`]).
+    Fast,
+    /// By [`parse_full`]; the packet is kept in `Worker::parsed`.
+    Full,
+}
+
 /// Per-packet facts kept between the phases of a batch.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 struct PktMeta {
-    ck: Option<ConnKey>,
-    dir_b: bool,
-    tcp_flags: u8,
-    key: Option<FlowKey>,
-    hash: u64,
+    ck: ConnKey,
     place: Placement,
+    /// Wire length as the parser reports it.
+    wire_len: u32,
+    tcp_flags: u8,
+    dir_b: bool,
+    parsed: Parsed,
+}
+
+impl PktMeta {
+    const EMPTY: PktMeta = PktMeta {
+        ck: ConnKey::EMPTY,
+        place: Placement {
+            b1: 0,
+            b2: 0,
+            tag: 0,
+        },
+        wire_len: 0,
+        tcp_flags: 0,
+        dir_b: false,
+        parsed: Parsed::No,
+    };
+
+    #[inline]
+    fn dir(&self) -> Dir {
+        if self.dir_b { Dir::BtoA } else { Dir::AtoB }
+    }
+}
+
+/// The classification key of packet `i` of the batch. A fast-parsed packet is a plain
+/// TCP/UDP packet, whose canonical key holds its addresses and ports: oriented by
+/// its direction, they are its flow key (a test checks this against the parser).
+#[inline]
+fn packet_key(
+    m: &PktMeta,
+    f: &RxFrame,
+    parsed: &[Result<ParsedPacket, ParseError>],
+    i: usize,
+) -> Option<FlowKey> {
+    match m.parsed {
+        Parsed::No => None,
+        Parsed::Fast => {
+            let ck = &m.ck;
+            let (src, sport, dst, dport) = if m.dir_b {
+                (ck.b, ck.pb(), ck.a, ck.pa())
+            } else {
+                (ck.a, ck.pa(), ck.b, ck.pb())
+            };
+            Some(FlowKey {
+                src,
+                dst,
+                sport,
+                dport,
+                proto: ck.proto(),
+                family: ck.family(),
+                ifindex: f.ifindex,
+            })
+        }
+        Parsed::Full => match parsed.get(i) {
+            Some(Ok(p)) => Some(p.key),
+            _ => None,
+        },
+    }
+}
+
+// Per-packet outcome codes, decided by phases 1–4 and acted on by phase 5:
+// `2 * vidx(enforced) + vidx(pending)` for a packet with verdicts, or one of these.
+/// Not parsed, passed without policy ([`UnparsedPolicy`]).
+const OUT_PASS: u8 = 4;
+/// No verdict: not parsed and dropped (or, defensively, left undecided).
+const OUT_NONE: u8 = 5;
+/// Codes that forward the frame: enforced allow, or passed unparsed.
+const OUT_FORWARD: u32 = 0b1_0011;
+
+#[inline]
+const fn outcome_code(enforced: Verdict, pending: Verdict) -> u8 {
+    (2 * vidx(enforced) + vidx(pending)) as u8
 }
 
 /// Where flow records go: a bounded channel, or nowhere (counted as dropped).
@@ -430,9 +520,10 @@ pub struct Worker<C> {
     // Scratch, sized once.
     frames: Vec<RxFrame>,
     meta: Vec<PktMeta>,
+    /// Packets of the full parser (only slots with `Parsed::Full` are meaningful).
     parsed: Vec<Result<ParsedPacket, ParseError>>,
-    verdict: Vec<Option<(Verdict, Verdict)>>,
-    pass: Vec<bool>,
+    /// Outcome code per packet (see [`outcome_code`]).
+    codes: Vec<u8>,
     keys: Vec<FlowKey>,
     jobs: Vec<Job>,
     out: Vec<FlowVerdicts>,
@@ -473,10 +564,9 @@ impl<C: Classify> Worker<C> {
             next_export_ns: 0,
             last_ns: 0,
             frames: vec![RxFrame::default(); batch],
-            meta: vec![PktMeta::default(); batch],
+            meta: vec![PktMeta::EMPTY; batch],
             parsed: vec![Err(ParseError::Truncated); batch],
-            verdict: vec![None; batch],
-            pass: vec![false; batch],
+            codes: vec![OUT_NONE; batch],
             keys: Vec::with_capacity(batch),
             jobs: Vec::with_capacity(batch),
             out: vec![FlowVerdicts::default(); batch],
@@ -574,144 +664,154 @@ impl<C: Classify> Worker<C> {
     /// ends); either way the packet gets `fv`'s verdicts.
     fn reverse_attempt(&mut self, i: usize, slot: Slot, fv: &FlowVerdicts, generation: u32) {
         self.stats.reverse_attempts += 1;
-        let meta = self.meta[i];
-        let now = self.frames[i].ts_ns;
-        let len = self.frames[i].wire_len;
+        let (Some(&meta), Some(&f)) = (self.meta.get(i), self.frames.get(i)) else {
+            return;
+        };
+        let now = f.ts_ns;
+        let len = f.wire_len;
         if let Some(e) = self.table.entry_mut(slot) {
             e.clear_awaiting();
         }
         if fv.enforced() == Verdict::Allow
-            && let (Some(ck), Some(key)) = (meta.ck, meta.key)
+            && let Some(key) = packet_key(&meta, &f, &self.parsed, i)
             && let Some(e) = self.table.entry_mut(slot)
         {
-            let dir = if meta.dir_b { Dir::BtoA } else { Dir::AtoB };
+            let dir = meta.dir();
             self.records.emit(e.record(Some(EndReason::Replaced)));
-            e.start(&ck, dir, &key, meta.tcp_flags, now);
+            e.start(&meta.ck, dir, &key, meta.tcp_flags, now);
             e.set_verdicts(fv, generation, true);
             e.on_packet(dir, meta.tcp_flags, len, now);
             self.table.touch(slot, now);
         }
-        self.verdict[i] = Some((fv.enforced(), fv.pending()));
+        set_code(&mut self.codes, i, fv.enforced(), fv.pending());
     }
 
     fn process<P: Port>(&mut self, port: &mut P, n: usize) {
         let generation = self.current.generation;
+        let n = n.min(self.frames.len());
         self.keys.clear();
         self.jobs.clear();
         self.deferred.clear();
         self.stats.batches += 1;
         let mut batch_now = self.last_ns;
         let mut rx_bytes = 0u64;
+        let mut parsed_fast = 0u64;
 
         // Phase 0: parse every frame, compute its connection key and hash, and start
-        // loading its flow-table bucket, so the batch's cache misses overlap.
-        for i in 0..n {
-            let f = self.frames[i];
+        // loading its flow-table bucket, so the batch's cache misses overlap. Plain
+        // TCP/UDP frames take the parser's fast path and leave nothing else behind.
+        let frames = self.frames.get(..n).unwrap_or_default().iter();
+        let metas = self.meta.iter_mut();
+        let codes = self.codes.iter_mut();
+        let slots = self.parsed.iter_mut();
+        for (((f, m), code), slot) in frames.zip(metas).zip(codes).zip(slots) {
             rx_bytes += u64::from(f.wire_len);
             batch_now = batch_now.max(f.ts_ns);
-            self.verdict[i] = None;
-            self.pass[i] = false;
-            // Parsed in place: the result is large and read back field by field.
-            self.parsed[i] = parse(port.data(&f), f.wire_len, f.ifindex);
-            self.stats.parse.record(&self.parsed[i]);
-            match &mut self.parsed[i] {
-                Ok(p) => {
-                    if p.fragment != Fragment::None {
-                        self.frags.resolve(p, f.ts_ns);
+            *code = OUT_NONE;
+            let data = port.data(f);
+            let (ck, dir) = if let Some(p) = parse_common(data, f.wire_len, f.ifindex) {
+                parsed_fast += 1;
+                m.parsed = Parsed::Fast;
+                m.wire_len = p.wire_len;
+                m.tcp_flags = p.tcp_flags;
+                ConnKey::canonical(&p.conn())
+            } else {
+                *slot = parse_full(data, f.wire_len, f.ifindex);
+                self.stats.parse.record(slot);
+                match slot {
+                    Ok(p) => {
+                        if p.fragment != Fragment::None {
+                            self.frags.resolve(p, f.ts_ns);
+                        }
+                        m.parsed = Parsed::Full;
+                        m.wire_len = p.wire_len;
+                        m.tcp_flags = p.tcp_flags;
+                        ConnKey::canonical(&p.conn())
                     }
-                    let (ck, dir) = ConnKey::canonical(&p.conn());
-                    let hash = self.table.hash(&ck);
-                    let place = self.table.placement(hash);
-                    if self.cfg.prefetch {
-                        self.table.prefetch_bucket(&place);
-                    }
-                    self.meta[i] = PktMeta {
-                        ck: Some(ck),
-                        dir_b: dir == Dir::BtoA,
-                        tcp_flags: p.tcp_flags,
-                        key: Some(p.key),
-                        hash,
-                        place,
-                    };
-                }
-                Err(e) => {
-                    self.meta[i].ck = None;
-                    self.meta[i].key = None;
-                    if self.cfg.unparsed.disposition(*e) == Disposition::Pass {
-                        self.pass[i] = true;
-                        self.stats.unparsed_passed += 1;
+                    Err(e) => {
+                        m.parsed = Parsed::No;
+                        if self.cfg.unparsed.disposition(*e) == Disposition::Pass {
+                            *code = OUT_PASS;
+                            self.stats.unparsed_passed += 1;
+                        }
+                        continue;
                     }
                 }
+            };
+            let place = self.table.placement(self.table.hash(&ck));
+            if self.cfg.prefetch {
+                self.table.prefetch_bucket(&place);
             }
+            m.ck = ck;
+            m.dir_b = dir == Dir::BtoA;
+            m.place = place;
         }
+        self.stats.parse.parsed += parsed_fast;
         self.stats.rx.packets += n as u64;
         self.stats.rx.bytes += rx_bytes;
 
         // Phase 0b: with the buckets arriving, start loading the candidate entries.
         if self.cfg.prefetch {
-            for i in 0..n {
-                if self.meta[i].ck.is_some() {
-                    self.table.prefetch_entry(&self.meta[i].place);
+            for m in self.meta.get(..n).unwrap_or_default() {
+                if m.parsed != Parsed::No {
+                    self.table.prefetch_entry(&m.place);
                 }
             }
         }
 
         // Phase 1: look up, decide hits; queue what needs the classifier.
-        for i in 0..n {
-            let Ok(p) = &self.parsed[i] else {
-                continue;
-            };
-            let now = self.frames[i].ts_ns;
-            let len = p.wire_len;
-            let related = p.related();
-
-            if let Some(q) = related {
-                let (qk, qdir) = ConnKey::canonical(&q);
-                let h = self.table.hash(&qk);
-                let timeouts = *self.table.timeouts();
-                let found = self.table.find(&qk, h);
-                if let Some(s) = found
-                    && self.table.entry(s).is_some_and(|e| e.awaiting_verdict())
-                {
-                    // Decided once the related connection's verdict is known.
-                    self.deferred.push(Deferred {
-                        pkt: i as u16,
-                        slot: s,
-                        dir: qdir.flip(),
-                        related: true,
-                    });
-                    continue;
-                }
-                if let Some(s) = found
-                    && let Some(e) = self.table.entry_mut(s)
-                    && e.applied() == Verdict::Allow
-                    && !e.is_expired(now, &timeouts)
-                {
-                    // The error travels towards the quoted packet's sender.
-                    e.on_packet(qdir.flip(), 0, len, now);
-                    let pending = e.pending();
-                    self.table.touch(s, now);
-                    self.verdict[i] = Some((Verdict::Allow, pending));
-                    self.stats.related.add(len);
-                    continue;
+        let timeouts = *self.table.timeouts();
+        let frames = self.frames.get(..n).unwrap_or_default();
+        for (i, (m, f)) in self.meta.iter().zip(frames).enumerate() {
+            let now = f.ts_ns;
+            let len = m.wire_len;
+            let pkt = i as u16;
+            match m.parsed {
+                Parsed::No => continue,
+                Parsed::Fast => {}
+                Parsed::Full => {
+                    let related = match self.parsed.get(i) {
+                        Some(Ok(p)) => p.related(),
+                        _ => None,
+                    };
+                    if let Some(q) = related {
+                        let (qk, qdir) = ConnKey::canonical(&q);
+                        let h = self.table.hash(&qk);
+                        let found = self.table.find(&qk, h);
+                        if let Some(s) = found
+                            && self.table.entry(s).is_some_and(|e| e.awaiting_verdict())
+                        {
+                            // Decided once the related connection's verdict is known.
+                            self.deferred.push(Deferred {
+                                pkt,
+                                slot: s,
+                                dir: qdir.flip(),
+                                related: true,
+                            });
+                            continue;
+                        }
+                        if let Some(s) = found
+                            && let Some(e) = self.table.entry_mut(s)
+                            && e.applied() == Verdict::Allow
+                            && !e.is_expired(now, &timeouts)
+                        {
+                            // The error travels towards the quoted packet's sender.
+                            e.on_packet(qdir.flip(), 0, len, now);
+                            let pending = e.pending();
+                            self.table.touch(s, now);
+                            set_code(&mut self.codes, i, Verdict::Allow, pending);
+                            self.stats.related.add(len);
+                            continue;
+                        }
+                    }
                 }
             }
 
-            let PktMeta {
-                ck: Some(ck),
-                dir_b,
-                hash: h,
-                place,
-                ..
-            } = self.meta[i]
-            else {
-                continue;
-            };
-            let dir = if dir_b { Dir::BtoA } else { Dir::AtoB };
-            let pkt = i as u16;
-            match self.table.lookup_placed(&ck, &place) {
+            let ck = &m.ck;
+            let dir = m.dir();
+            let flags = m.tcp_flags;
+            match self.table.lookup_placed(ck, &m.place) {
                 Some(s) => {
-                    let timeouts = *self.table.timeouts();
                     let Some(e) = self.table.entry_mut(s) else {
                         continue;
                     };
@@ -725,7 +825,10 @@ impl<C: Classify> Worker<C> {
                         continue;
                     }
                     let expired = e.is_expired(now, &timeouts);
-                    if expired || e.is_reopen(p.tcp_flags) {
+                    if expired || e.is_reopen(flags) {
+                        let Some(key) = packet_key(m, f, &self.parsed, i) else {
+                            continue;
+                        };
                         let reason = if expired {
                             if e.state().is_closed() {
                                 EndReason::Closed
@@ -736,9 +839,9 @@ impl<C: Classify> Worker<C> {
                             EndReason::Replaced
                         };
                         self.records.emit(e.record(Some(reason)));
-                        e.start(&ck, dir, &p.key, p.tcp_flags, now);
+                        e.start(ck, dir, &key, flags, now);
                         self.table.touch(s, now);
-                        self.keys.push(p.key);
+                        self.keys.push(key);
                         self.jobs.push(Job {
                             kind: JobKind::New,
                             slot: s,
@@ -773,9 +876,12 @@ impl<C: Classify> Worker<C> {
                         && e.applied() == Verdict::Deny
                         && self.cfg.denied_responder == DeniedResponder::NewConnection
                     {
+                        let Some(key) = packet_key(m, f, &self.parsed, i) else {
+                            continue;
+                        };
                         // Later packets of this flow in the batch wait for the outcome.
                         e.set_awaiting();
-                        self.keys.push(p.key);
+                        self.keys.push(key);
                         self.jobs.push(Job {
                             kind: JobKind::Reverse,
                             slot: s,
@@ -783,22 +889,28 @@ impl<C: Classify> Worker<C> {
                         });
                         continue;
                     }
-                    e.on_packet(dir, p.tcp_flags, len, now);
-                    let v = (e.applied(), e.pending());
-                    if !from_initiator && v.0 == Verdict::Allow {
+                    e.on_packet(dir, flags, len, now);
+                    let (enforced, pending) = (e.applied(), e.pending());
+                    if !from_initiator && enforced == Verdict::Allow {
                         self.stats.replies.add(len);
                     }
                     self.table.touch(s, now);
-                    self.verdict[i] = Some(v);
+                    set_code(&mut self.codes, i, enforced, pending);
                 }
                 None => {
+                    let Some(key) = packet_key(m, f, &self.parsed, i) else {
+                        continue;
+                    };
                     let records = &mut self.records;
-                    match self.table.claim(h, now, &mut |r| records.emit(r)) {
+                    match self
+                        .table
+                        .claim_placed(&m.place, now, &mut |r| records.emit(r))
+                    {
                         Some(s) => {
                             if let Some(e) = self.table.entry_mut(s) {
-                                e.start(&ck, dir, &p.key, p.tcp_flags, now);
+                                e.start(ck, dir, &key, flags, now);
                             }
-                            self.keys.push(p.key);
+                            self.keys.push(key);
                             self.jobs.push(Job {
                                 kind: JobKind::New,
                                 slot: s,
@@ -812,7 +924,7 @@ impl<C: Classify> Worker<C> {
                             });
                         }
                         None => {
-                            self.keys.push(p.key);
+                            self.keys.push(key);
                             self.jobs.push(Job {
                                 kind: JobKind::Uncached,
                                 slot: 0,
@@ -825,7 +937,7 @@ impl<C: Classify> Worker<C> {
         }
 
         // Phase 2: one classifier call for every queued key.
-        let m = self.keys.len();
+        let m = self.keys.len().min(self.out.len());
         if m > 0 {
             self.current
                 .classifier
@@ -836,8 +948,9 @@ impl<C: Classify> Worker<C> {
 
         // Phase 3: settle entries with their verdicts.
         for j in 0..m {
-            let job = self.jobs[j];
-            let fv = self.out[j];
+            let (Some(&job), Some(&fv)) = (self.jobs.get(j), self.out.get(j)) else {
+                continue;
+            };
             let i = usize::from(job.pkt);
             match job.kind {
                 JobKind::New => {
@@ -856,47 +969,52 @@ impl<C: Classify> Worker<C> {
                 JobKind::Reverse => self.reverse_attempt(i, job.slot, &fv, generation),
                 JobKind::Uncached => {
                     self.stats.uncached += 1;
-                    self.verdict[i] = Some((fv.enforced(), fv.pending()));
+                    set_code(&mut self.codes, i, fv.enforced(), fv.pending());
                 }
             }
         }
 
         // Phase 4: packets that waited for their entry, in arrival order.
         for d in 0..self.deferred.len() {
-            let Deferred {
+            let Some(&Deferred {
                 pkt,
                 slot,
                 dir,
                 related,
-            } = self.deferred[d];
+            }) = self.deferred.get(d)
+            else {
+                continue;
+            };
             let i = usize::from(pkt);
-            let f = self.frames[i];
-            let flags = self.meta[i].tcp_flags;
+            let (Some(&f), Some(&meta)) = (self.frames.get(i), self.meta.get(i)) else {
+                continue;
+            };
+            let flags = meta.tcp_flags;
             let Some(e) = self.table.entry_mut(slot) else {
                 continue;
             };
             if related {
                 if e.applied() == Verdict::Allow {
                     e.on_packet(dir, 0, f.wire_len, f.ts_ns);
-                    self.verdict[i] = Some((Verdict::Allow, e.pending()));
+                    set_code(&mut self.codes, i, Verdict::Allow, e.pending());
                     self.stats.related.add(f.wire_len);
                     self.table.touch(slot, f.ts_ns);
-                } else if let Some(key) = self.meta[i].key {
+                } else if let Some(key) = packet_key(&meta, &f, &self.parsed, i) {
                     // Related to a denied flow: judged on its own, without an entry
                     // (rare: the error raced its flow's first packet in one batch).
                     let fv = self.classify_one(key);
                     self.stats.uncached += 1;
-                    self.verdict[i] = Some((fv.enforced(), fv.pending()));
+                    set_code(&mut self.codes, i, fv.enforced(), fv.pending());
                 }
                 continue;
             }
             if e.is_reopen(flags)
-                && let (Some(ck), Some(key)) = (self.meta[i].ck, self.meta[i].key)
+                && let Some(key) = packet_key(&meta, &f, &self.parsed, i)
             {
                 // A new SYN after the connection closed earlier in this batch: a new
                 // connection, as it would have been one packet at a time (rare path).
                 self.records.emit(e.record(Some(EndReason::Replaced)));
-                e.start(&ck, dir, &key, flags, f.ts_ns);
+                e.start(&meta.ck, dir, &key, flags, f.ts_ns);
                 let fv = self.classify_one(key);
                 if let Some(e) = self.table.entry_mut(slot) {
                     e.set_verdicts(&fv, generation, true);
@@ -914,9 +1032,9 @@ impl<C: Classify> Worker<C> {
                 if !from_initiator && e.applied() == Verdict::Allow {
                     self.stats.replies.add(f.wire_len);
                 }
-                self.verdict[i] = Some((e.applied(), e.pending()));
+                set_code(&mut self.codes, i, e.applied(), e.pending());
                 self.table.touch(slot, f.ts_ns);
-            } else if let Some(key) = self.meta[i].key {
+            } else if let Some(key) = packet_key(&meta, &f, &self.parsed, i) {
                 // The responder of a flow denied earlier in this batch: a new
                 // connection attempt from its side, classified now (rare path).
                 let fv = self.classify_one(key);
@@ -924,29 +1042,31 @@ impl<C: Classify> Worker<C> {
             }
         }
 
-        // Phase 5: forward or drop, count.
+        // Phase 5: forward or drop, count per outcome once per batch.
         self.tx.clear();
         self.drop.clear();
-        for i in 0..n {
-            let f = self.frames[i];
-            let forward = match self.verdict[i] {
-                Some((enforced, pending)) => {
-                    self.stats.outcome[vidx(enforced)][vidx(pending)].add(f.wire_len);
-                    enforced == Verdict::Allow
-                }
-                None => self.pass[i],
-            };
-            if forward {
-                self.tx.push(f);
+        let mut counts = [Count::default(); 6];
+        let frames = self.frames.get(..n).unwrap_or_default();
+        for (f, &code) in frames.iter().zip(&self.codes) {
+            if let Some(c) = counts.get_mut(usize::from(code)) {
+                c.add(f.wire_len);
+            }
+            if (OUT_FORWARD >> code) & 1 != 0 {
+                self.tx.push(*f);
             } else {
-                self.drop.push(f);
+                self.drop.push(*f);
             }
         }
-        let fwd_bytes: u64 = self.tx.iter().map(|f| u64::from(f.wire_len)).sum();
-        self.stats.forwarded.packets += self.tx.len() as u64;
-        self.stats.forwarded.bytes += fwd_bytes;
-        self.stats.dropped.packets += self.drop.len() as u64;
-        self.stats.dropped.bytes += rx_bytes - fwd_bytes;
+        let [aa, ad, da, dd, pass, none] = counts;
+        for (o, c) in [(0, aa), (1, ad), (2, da), (3, dd)] {
+            self.stats.outcome[o / 2][o % 2].merge(&c);
+        }
+        for c in [aa, ad, pass] {
+            self.stats.forwarded.merge(&c);
+        }
+        for c in [da, dd, none] {
+            self.stats.dropped.merge(&c);
+        }
         if !self.tx.is_empty() {
             port.tx_batch(&self.tx);
         }
@@ -1071,6 +1191,7 @@ impl Port for MemPort {
         if n == 0 { Rx::End } else { Rx::Frames(n) }
     }
 
+    #[inline]
     fn data(&self, frame: &RxFrame) -> &[u8] {
         self.frames
             .get(frame.handle as usize)
@@ -1484,6 +1605,38 @@ pub(crate) mod tests {
             u64::from(n) - cap as u64
         );
         assert_eq!(w.flow_table().len(), cap);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// A fast-parsed packet keeps only its canonical key and direction; the flow
+        /// key rebuilt from them equals the one the parser produced.
+        #[test]
+        fn fast_path_key_is_the_parsed_key(
+            src in proptest::prelude::any::<[u8; 4]>(),
+            dst in proptest::prelude::any::<[u8; 4]>(),
+            sport in proptest::prelude::any::<u16>(),
+            dport in proptest::prelude::any::<u16>(),
+            tcp in proptest::prelude::any::<bool>(),
+            ifindex in proptest::prelude::any::<u16>(),
+        ) {
+            let frame = if tcp {
+                tcp4_flags(src, dst, sport, dport, SYN, b"")
+            } else {
+                udp4(src, dst, sport, dport, b"")
+            };
+            let wire = frame.len() as u32;
+            let p = parse_common(&frame, wire, ifindex).expect("plain TCP/UDP takes the fast path");
+            let (ck, dir) = ConnKey::canonical(&p.conn());
+            let m = PktMeta {
+                ck,
+                dir_b: dir == Dir::BtoA,
+                parsed: Parsed::Fast,
+                ..PktMeta::EMPTY
+            };
+            let f = RxFrame { ifindex, ..RxFrame::default() };
+            proptest::prop_assert_eq!(packet_key(&m, &f, &[], 0), Some(p.key));
+        }
     }
 
     fn arb_packet() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {

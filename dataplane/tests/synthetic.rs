@@ -149,17 +149,14 @@ fn generated_replay_matches_ground_truth() {
 /// to its line's 5-tuple (ICMP lines: the ports travel as the echo id).
 #[test]
 fn classbench_trace_to_frames_round_trips() {
-    let shared = std::env::var_os("TIERGATE_SHARED_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-            ["../shared", "../../shared"]
-                .iter()
-                .map(|u| root.join(u))
-                .find(|d| d.is_dir())
-                .expect("shared/ next to the repository")
-        });
-    let path = shared.join("data/classbench/acl1_1k_trace");
+    let Some(dir) = pcap::shared::data_dir(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")),
+        "classbench",
+        "ClassBench trace round trip",
+    ) else {
+        return;
+    };
+    let path = dir.join("acl1_1k_trace");
     let headers = pcap::classbench::read_trace(&path).expect("trace");
     let tuples: Vec<pcap::synth::TraceTuple> = headers.iter().map(Into::into).collect();
     assert_eq!(tuples.len(), 8780);

@@ -293,6 +293,7 @@ impl Frames {
     }
 
     /// Frame `i`, if it exists.
+    #[inline]
     pub fn get(&self, i: usize) -> Option<FrameRef<'_>> {
         let &(off, caplen, orig_len, ts_ns) = self.index.get(i)?;
         let data = self.bytes.get(off..off + caplen as usize)?;

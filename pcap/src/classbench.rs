@@ -84,16 +84,6 @@ pub enum Error {
     },
 }
 
-/// The shared ClassBench data directory (`shared/data/classbench`) next to `start` or
-/// one of its ancestors, if there is one (tests and benches use it; the data is not
-/// part of the repository).
-pub fn find_data_dir(start: &Path) -> Option<PathBuf> {
-    start
-        .ancestors()
-        .map(|a| a.join("shared/data/classbench"))
-        .find(|d| d.join("acl1_1k").exists())
-}
-
 fn read(path: &Path) -> Result<String, Error> {
     std::fs::read_to_string(path).map_err(|source| Error::Io {
         path: path.to_owned(),
@@ -393,8 +383,11 @@ mod tests {
 
     #[test]
     fn shipped_sets_parse_if_present() {
-        let Some(dir) = find_data_dir(Path::new(env!("CARGO_MANIFEST_DIR"))) else {
-            eprintln!("skipped: shared/data/classbench not found");
+        let Some(dir) = crate::shared::data_dir(
+            Path::new(env!("CARGO_MANIFEST_DIR")),
+            "classbench",
+            "ClassBench parse test",
+        ) else {
             return;
         };
         for (set, n) in [("acl1_1k", 878), ("fw1_1k", 761)] {

@@ -3,4 +3,5 @@
 
 pub mod capture;
 pub mod classbench;
+pub mod shared;
 pub mod synth;

@@ -90,6 +90,11 @@ fn default_replay_shows_staged_allow_to_the_database_while_enforced_is_unaffecte
         ["0|default|sgnp:default.allow-tcp-6379|allow|0"]
     );
     assert_eq!(r["num_connections_started"], 3);
+    assert_eq!(
+        r["num_connections_completed"], 3,
+        "closed by FINs before the capture ends"
+    );
+    assert_eq!(r["num_connections_live"], 0);
     assert_eq!(r["source_type"], "wep");
     assert_eq!(r["dest_namespace"], "default");
 }
@@ -304,5 +309,71 @@ fn tree_and_linear_classifiers_give_the_same_replay() {
     assert_eq!(
         summary(&["--classifier", "tree"])["flows"],
         summary(&["--classifier", "linear"])["flows"]
+    );
+}
+
+#[test]
+fn every_shared_capture_replays_with_matching_packet_counts() {
+    let Some(dir) = pcap::shared::data_dir(
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+        "pcap",
+        "replay of the shared real captures",
+    ) else {
+        return;
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pcap"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 8, "the shared captures: {files:?}");
+    for f in files {
+        let frames = pcap::capture::Frames::read(&f).expect("readable").len() as u64;
+        let s = summary(&["--pcap", f.to_str().unwrap(), "--workers", "2"]);
+        let p = &s["packets"];
+        assert_eq!(p["total"], frames, "{}", f.display());
+        let parts: u64 = ["parsed", "truncated", "malformed", "non_ip"]
+            .iter()
+            .map(|k| p[*k].as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            parts,
+            frames,
+            "{}: every frame has one outcome",
+            f.display()
+        );
+        let moved =
+            p["forwarded"]["packets"].as_u64().unwrap() + p["dropped"]["packets"].as_u64().unwrap();
+        assert_eq!(
+            moved,
+            frames,
+            "{}: every frame forwarded or dropped",
+            f.display()
+        );
+    }
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_the_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let mut child = tiergate()
+        .args(["replay", "--flowlog", "-"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Close the reading end before the command has loaded its policies: its first
+    // write meets a closed pipe, as with `tiergate replay --flowlog - | head -0`.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        out.status.signal(),
+        Some(13),
+        "ended by SIGPIPE: {:?} {stderr}",
+        out.status
     );
 }

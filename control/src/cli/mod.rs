@@ -45,6 +45,20 @@ pub struct Global {
     pub output: Output,
 }
 
+/// The policy set a command reads (`check`, `eval`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PolicyFiles {
+    /// A YAML/JSON file, a directory (every *.yaml, *.yml, *.json below it) or `-` for
+    /// stdin. Repeat to read several as one set.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "FILE|DIR|-",
+        required = true
+    )]
+    pub files: Vec<std::path::PathBuf>,
+}
+
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -63,14 +77,15 @@ pub enum Command {
     Check(check::Args),
     /// Evaluate one flow against a policy set: enforced and pending verdicts and traces.
     Eval(eval::Args),
-    /// Replay a capture against a policy set: enforced and pending verdicts, flow logs,
-    /// and the impact of the staged policies. With no arguments, replays the embedded
-    /// seed capture against the embedded seed examples.
+    /// Replay a capture against a policy set: verdicts, flow logs, staged-policy impact.
+    ///
+    /// Enforced and pending verdicts per packet and connection, flow logs with both
+    /// traces, and the impact of the staged policies. With no arguments, replays the
+    /// embedded seed capture against the embedded seed examples.
     Replay(replay::Args),
     /// Replay a capture and print only the staged-policy impact report.
     Impact(replay::Args),
-    /// Write a synthetic capture: a seeded random mix, the seed scenario, or a
-    /// ClassBench trace as frames.
+    /// Write a synthetic capture (random mix, seed scenario, or ClassBench trace).
     Gen(generate::Args),
 }
 

@@ -54,6 +54,8 @@ mod tests;
 use std::fmt;
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
 use dataplane::program::{FlowKey, HitAction, View, proto};
 
 pub use cluster::{
@@ -531,6 +533,9 @@ pub fn rule_matches(cluster: &Cluster, r: &PolicyRule, flow: &Flow) -> bool {
     if rule.ip_version.is_some_and(|v| v != flow.ip_version()) {
         return false;
     }
+    if !rendered_for_version(r, flow.ip_version()) {
+        return false;
+    }
     if rule.protocol.is_some_and(|p| p.0 != flow.proto) {
         return false;
     }
@@ -562,6 +567,25 @@ pub fn rule_matches(cluster: &Cluster, r: &PolicyRule, flow: &Flow) -> bool {
     };
     peer_matches(cluster, &r.source, flow.src, sport, flow.proto)
         && peer_matches(cluster, &r.destination, flow.dst, dport, flow.proto)
+}
+
+/// Whether felix renders the rule for IP version `v` at all (felix/rules/policy.go
+/// `FilterRuleToIPVersion`): each of the rule's `nets` / `notNets` lists (source and
+/// destination, including those a Kubernetes `ipBlock` becomes) is filtered to that
+/// version, and a non-empty list left with no prefix — positive *or negated* — drops the
+/// rule for that version; so does a negated catch-all (`0.0.0.0/0`, `::/0`). For
+/// example `notNets: [fd00::/64]` makes a rule that never matches IPv4 traffic.
+/// (Selector-derived address sets are not filtered this way.)
+pub fn rendered_for_version(r: &PolicyRule, v: u8) -> bool {
+    let of_version = |n: &IpNet| (v == 4) == matches!(n, IpNet::V4(_));
+    [&r.source, &r.destination].into_iter().all(|side| {
+        let keeps = |list: &[IpNet]| list.is_empty() || list.iter().any(of_version);
+        let catch_all = side
+            .not_nets
+            .iter()
+            .any(|n| of_version(n) && n.prefix_len() == 0);
+        keeps(&side.nets) && keeps(&side.not_nets) && !catch_all
+    })
 }
 
 /// Whether one side of a flow (address `ip`, port `port` if the protocol has ports)

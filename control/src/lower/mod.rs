@@ -29,7 +29,14 @@
 //!   which gives the same owner for every address.
 //! - **Deduplication**: policy ids are global, rules do not depend on the local
 //!   endpoint, so endpoints with the same applicable policies and profiles get
-//!   identical Programs; each distinct Program is stored once.
+//!   identical Programs; each distinct Program is stored once. The work is shared too:
+//!   what applies is computed once per distinct (labels, profiles) endpoint identity,
+//!   a Program is built once per distinct (direction, tiers, policies, profiles)
+//!   skeleton, and each rule is lowered once.
+//! - **Names**: [`Names`] renders hits through `eval`'s [`PolicyHit`] (one rendering
+//!   of hit strings in tiergate), and names flow ends for flow logs as felix does
+//!   (`generateName*` for pods, the node for host endpoints, the longest-prefix
+//!   network set, else `pub`/`pvt`).
 
 mod nets;
 mod rules;
@@ -43,6 +50,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
+use dataplane::lpm::Lpm;
 use dataplane::program::{
     Classify, EndpointBinding, EndpointId, FlowVerdicts, Hit, Policy, PolicyId, PolicySet, Program,
     ProgramId, Tier, TierDefault, TierId, Verdicts,
@@ -131,10 +139,11 @@ pub struct Names {
     tiers: Vec<String>,
     /// Indexed by [`EndpointId`] (the store's endpoints in `eval` order).
     endpoints: Vec<EndpointName>,
-    /// Endpoint prefixes and their owners, longest prefix first.
-    owners: Vec<(IpNet, EndpointId)>,
-    /// Network set prefixes with the index of the set's flow-log view, for naming peers.
-    network_sets: Vec<(IpNet, usize)>,
+    /// Endpoint prefix → owning endpoint id.
+    owners: Option<Lpm>,
+    /// Network set prefix → index into `network_set_meta` (first set in store order
+    /// when several have the prefix).
+    network_sets: Option<Lpm>,
     network_set_meta: Vec<EndpointMeta>,
 }
 
@@ -205,25 +214,28 @@ impl Names {
     /// network set with the longest prefix containing it (first in store order on a
     /// tie), else a plain network (`pub`/`pvt`).
     pub fn peer(&self, ip: IpAddr) -> EndpointMeta {
-        if let Some(e) = self.endpoint_owning(ip) {
+        if let Some(e) =
+            lookup(self.owners.as_ref(), ip).and_then(|id| self.endpoint(EndpointId(id)))
+        {
             return e.meta.clone();
         }
-        self.network_sets
-            .iter()
-            .filter(|(n, _)| n.contains(&ip))
-            .max_by(|(a, ia), (b, ib)| a.prefix_len().cmp(&b.prefix_len()).then(ib.cmp(ia)))
-            .and_then(|(_, i)| self.network_set_meta.get(*i).cloned())
+        lookup(self.network_sets.as_ref(), ip)
+            .and_then(|i| self.network_set_meta.get(i as usize).cloned())
             .unwrap_or_else(|| EndpointMeta::network(ip))
     }
+}
 
-    fn endpoint_owning(&self, ip: IpAddr) -> Option<&EndpointName> {
-        // A scan, longest prefix first: naming happens per aggregated flow, off the
-        // packet path.
-        self.owners
-            .iter()
-            .find(|(n, _)| n.contains(&ip))
-            .and_then(|(_, id)| self.endpoint(*id))
+fn lookup(lpm: Option<&Lpm>, ip: IpAddr) -> Option<u32> {
+    match ip {
+        IpAddr::V4(a) => lpm?.lookup_v4(a.into()),
+        IpAddr::V6(a) => lpm?.lookup_v6(a.into()),
     }
+}
+
+/// An LPM table; `None` if a value does not fit its encoding (ids beyond 2^31, which
+/// [`lower`] refuses earlier).
+fn lpm_of(entries: &[(IpNet, u32)]) -> Option<Lpm> {
+    Lpm::new(entries).ok()
 }
 
 fn endpoint_meta(e: &Endpoint) -> EndpointMeta {
@@ -314,10 +326,11 @@ impl Lowered {
 }
 
 fn id32(what: &'static str, n: usize) -> Result<u32, LowerError> {
-    // u32::MAX is PolicyId::NO_PROFILE_MATCH: keep it free.
+    // u32::MAX is PolicyId::NO_PROFILE_MATCH; the LPM tables that name peers hold
+    // values below 2^31. Both are far beyond any real store.
     u32::try_from(n)
         .ok()
-        .filter(|&i| i < u32::MAX)
+        .filter(|&i| i < 1 << 31)
         .ok_or(LowerError::TooMany { what, count: n })
 }
 
@@ -565,19 +578,24 @@ pub fn lower(cluster: &Cluster) -> Result<Lowered, LowerError> {
     }
 
     let mut endpoints = Vec::with_capacity(prefixes.len());
-    let mut programs_of: HashMap<usize, (ProgramId, ProgramId)> = HashMap::new();
+    let mut owners: Vec<(IpNet, u32)> = Vec::with_capacity(prefixes.len());
+    // What applies to an endpoint depends only on its labels and profiles (which also
+    // give its inherited labels): replicas share the work.
+    type Identity<'a> = (&'a BTreeMap<String, String>, &'a [String]);
+    let mut programs_of: HashMap<Identity<'_>, (ProgramId, ProgramId)> = HashMap::new();
     for (net, owner) in &prefixes {
         let Some(ep) = cluster.endpoints.get(*owner) else {
             continue;
         };
-        let (ingress, egress) = match programs_of.get(owner) {
+        let key = (&ep.labels, ep.profiles.as_slice());
+        let (ingress, egress) = match programs_of.get(&key) {
             Some(p) => *p,
             None => {
                 let p = (
                     b.program(ep, PolicyType::Ingress)?,
                     b.program(ep, PolicyType::Egress)?,
                 );
-                programs_of.insert(*owner, p);
+                programs_of.insert(key, p);
                 p
             }
         };
@@ -588,12 +606,11 @@ pub fn lower(cluster: &Cluster) -> Result<Lowered, LowerError> {
             ingress: Some(ingress),
             egress: Some(egress),
         });
-        b.names.owners.push((*net, endpoint));
+        owners.push((*net, endpoint.0));
     }
-    b.names
-        .owners
-        .sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
+    b.names.owners = lpm_of(&owners);
 
+    let mut set_prefixes: BTreeMap<IpNet, u32> = BTreeMap::new();
     for set in &cluster.network_sets {
         let i = b.names.network_set_meta.len();
         b.names.network_set_meta.push(EndpointMeta {
@@ -602,10 +619,13 @@ pub fn lower(cluster: &Cluster) -> Result<Lowered, LowerError> {
             namespace: set.key.namespace.clone().unwrap_or_else(|| "-".to_string()),
             labels: set.labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
         });
-        b.names
-            .network_sets
-            .extend(set.nets.iter().map(|n| (*n, i)));
+        let i = id32("network sets", i)?;
+        for n in &set.nets {
+            set_prefixes.entry(n.trunc()).or_insert(i);
+        }
     }
+    let set_prefixes: Vec<(IpNet, u32)> = set_prefixes.into_iter().collect();
+    b.names.network_sets = lpm_of(&set_prefixes);
 
     let set = PolicySet {
         programs: b.programs,

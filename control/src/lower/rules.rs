@@ -13,7 +13,8 @@
 //!   the source rule's index and action (first match over them ≡ the one rule);
 //! - a negated named port (`notPorts: [http]`) excludes those triples: the address
 //!   space is cut into regions inside which the excluded (protocol, port) pairs are
-//!   constant, one IR rule per region (and per protocol when several are excluded).
+//!   the same, one IR rule per region and protocol — cut only from the named ports
+//!   whose numbers the rule's positive ports allow, so usually nothing is cut.
 //!
 //! Rules that can never match (`services`, an impossible `ipVersion`, an empty
 //! positive set) lower to no IR rule at all; Log rules are not lowered either (they
@@ -24,10 +25,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use dataplane::program::{Action, Family, IcmpMatch, Match, PortRange, Rule, proto};
 use ipnet::IpNet;
 
-use super::nets::{intersect_opt, normalize, simplify, union};
+use super::nets::{contains, intersect_opt, normalize, simplify, union};
 use crate::eval::{Cluster, PeerMatch, PolicyRule};
 use crate::model::{IcmpFields, Port, RuleAction};
-use crate::selector::Selector;
+use crate::selector::{LabelChain, Selector};
 
 /// The protocols whose packets carry ports (a port criterion implies one of them).
 const PORT_PROTOCOLS: [u8; 3] = [proto::TCP, proto::UDP, proto::SCTP];
@@ -50,6 +51,9 @@ pub(crate) struct TooManyRules {
 #[derive(Debug)]
 pub(crate) struct Resolver<'c> {
     cluster: &'c Cluster,
+    /// Every endpoint's and network set's labels (inherited ones included), built once.
+    endpoint_labels: Vec<LabelChain<'c>>,
+    set_labels: Vec<LabelChain<'c>>,
     selector_nets: HashMap<Selector, Vec<IpNet>>,
     named_ports: HashMap<(Vec<String>, Option<Selector>), NamedPorts>,
     /// Negated-port regions by (names, selector, numeric ports).
@@ -58,8 +62,14 @@ pub(crate) struct Resolver<'c> {
     pub(crate) max_rules: usize,
 }
 
-/// What negated-port regions depend on: port names, positive selector, numeric ports.
-type RegionKey = (Vec<String>, Option<Selector>, Vec<PortRange>);
+/// What negated-port regions depend on: port names, positive selector, numeric ports,
+/// and the ports the positive alternative allows.
+type RegionKey = (
+    Vec<String>,
+    Option<Selector>,
+    Vec<PortRange>,
+    Option<Vec<PortRange>>,
+);
 
 /// Named ports resolved: (protocol, port) → normalized prefixes of the endpoints.
 type NamedPorts = BTreeMap<(u8, u16), Vec<IpNet>>;
@@ -95,10 +105,10 @@ struct Side {
     nets: Option<Vec<IpNet>>,
     /// Negated address set.
     not_nets: Vec<IpNet>,
-    /// Alternatives of the positive port criterion (one `any` if there is none).
-    alts: Vec<PortAlt>,
-    /// Regions of the negated port criterion (one `anywhere` if it has no named ports).
-    regions: Vec<NotPortRegion>,
+    /// Alternatives of the positive port criterion (one `any` if there is none), each
+    /// with the regions of the negated port criterion that matter for it (one
+    /// `anywhere` if it has no named ports).
+    alts: Vec<(PortAlt, Vec<NotPortRegion>)>,
     /// The side has a port criterion, so only packets with ports can match.
     needs_ports: bool,
 }
@@ -149,6 +159,16 @@ impl<'c> Resolver<'c> {
     pub(crate) fn new(cluster: &'c Cluster) -> Self {
         Resolver {
             cluster,
+            endpoint_labels: cluster
+                .endpoints
+                .iter()
+                .map(|e| cluster.endpoint_labels(e))
+                .collect(),
+            set_labels: cluster
+                .network_sets
+                .iter()
+                .map(|s| cluster.labels_of(&s.labels, &s.profiles))
+                .collect(),
             selector_nets: HashMap::new(),
             named_ports: HashMap::new(),
             regions: HashMap::new(),
@@ -164,13 +184,13 @@ impl<'c> Resolver<'c> {
         }
         let c = self.cluster;
         let mut nets = Vec::new();
-        for e in &c.endpoints {
-            if s.matches(&c.endpoint_labels(e)) {
+        for (e, labels) in c.endpoints.iter().zip(&self.endpoint_labels) {
+            if s.matches(labels) {
                 nets.extend(e.nets.iter().copied());
             }
         }
-        for set in &c.network_sets {
-            if s.matches(&c.labels_of(&set.labels, &set.profiles)) {
+        for (set, labels) in c.network_sets.iter().zip(&self.set_labels) {
+            if s.matches(labels) {
                 nets.extend(set.nets.iter().copied());
             }
         }
@@ -191,11 +211,11 @@ impl<'c> Resolver<'c> {
         }
         let c = self.cluster;
         let mut out: BTreeMap<(u8, u16), Vec<IpNet>> = BTreeMap::new();
-        for e in &c.endpoints {
+        for (e, labels) in c.endpoints.iter().zip(&self.endpoint_labels) {
             if e.nets.is_empty() || !e.ports.iter().any(|p| names.contains(&p.name.as_str())) {
                 continue;
             }
-            if selector.is_some_and(|s| !s.matches(&c.endpoint_labels(e))) {
+            if selector.is_some_and(|s| !s.matches(labels)) {
                 continue;
             }
             for p in e.ports.iter().filter(|p| names.contains(&p.name.as_str())) {
@@ -254,37 +274,51 @@ impl<'c> Resolver<'c> {
             }
         }
 
-        // Negated ports.
+        // Negated ports, per alternative: an excluded named port only matters where the
+        // alternative allows its port number, so the regions are cut from the named
+        // ports restricted to those numbers (often none: one region, no address sets).
         let not_num = numeric(&m.not_ports);
         let not_named = names(&m.not_ports);
-        let regions = if not_named.is_empty() {
-            vec![NotPortRegion {
-                nets: None,
-                not_nets: Vec::new(),
-                protocol: None,
-                not_ports: not_num,
-            }]
-        } else {
-            let mut names: Vec<String> = not_named.iter().map(|n| n.to_string()).collect();
-            names.sort_unstable();
-            names.dedup();
-            let key = (names, m.selector.clone(), not_num.clone());
-            match self.regions.get(&key) {
-                Some(r) => r.clone(),
-                None => {
-                    let triples = self.named_ports(&not_named, m.selector.as_ref());
-                    let r = not_port_regions(&triples, &not_num);
-                    self.regions.insert(key, r.clone());
-                    r
+        let mut with_regions = Vec::with_capacity(alts.len());
+        for alt in alts {
+            let regions = if not_named.is_empty() {
+                vec![NotPortRegion {
+                    nets: None,
+                    not_nets: Vec::new(),
+                    protocol: None,
+                    not_ports: not_num.clone(),
+                }]
+            } else {
+                let mut names: Vec<String> = not_named.iter().map(|n| n.to_string()).collect();
+                names.sort_unstable();
+                names.dedup();
+                let key = (
+                    names,
+                    m.selector.clone(),
+                    not_num.clone(),
+                    alt.ports.clone(),
+                );
+                match self.regions.get(&key) {
+                    Some(r) => r.clone(),
+                    None => {
+                        let mut triples = self.named_ports(&not_named, m.selector.as_ref());
+                        if let Some(allowed) = &alt.ports {
+                            triples
+                                .retain(|(_, port), _| allowed.iter().any(|r| r.contains(*port)));
+                        }
+                        let r = not_port_regions(&triples, &not_num);
+                        self.regions.insert(key, r.clone());
+                        r
+                    }
                 }
-            }
-        };
+            };
+            with_regions.push((alt, regions));
+        }
 
         Some(Side {
             nets,
             not_nets,
-            alts,
-            regions,
+            alts: with_regions,
             needs_ports: !m.ports.is_empty() || !m.not_ports.is_empty(),
         })
     }
@@ -306,11 +340,15 @@ impl<'c> Resolver<'c> {
         if pr.source.services || pr.destination.services {
             return Ok(Vec::new());
         }
-        let family = match r.ip_version {
-            None => None,
-            Some(4) => Some(Family::V4),
-            Some(6) => Some(Family::V6),
-            Some(_) => return Ok(Vec::new()),
+        // The versions felix renders the rule for (its `ipVersion`, and the
+        // version filtering of its nets/notNets: `eval::rendered_for_version`).
+        let v4 = r.ip_version.is_none_or(|v| v == 4) && crate::eval::rendered_for_version(pr, 4);
+        let v6 = r.ip_version.is_none_or(|v| v == 6) && crate::eval::rendered_for_version(pr, 6);
+        let family = match (v4, v6) {
+            (true, true) => None,
+            (true, false) => Some(Family::V4),
+            (false, true) => Some(Family::V6),
+            (false, false) => return Ok(Vec::new()),
         };
         let (Some(src), Some(dst)) = (self.side(&pr.source), self.side(&pr.destination)) else {
             return Ok(Vec::new());
@@ -385,10 +423,30 @@ struct Choice {
     not_ports: Vec<PortRange>,
 }
 
+/// Whether every port of `r` lies in one of `by`.
+fn covered(r: &PortRange, by: &[PortRange]) -> bool {
+    if r.lo > r.hi {
+        return true; // an empty range
+    }
+    let mut by: Vec<PortRange> = by.iter().filter(|b| b.lo <= b.hi).copied().collect();
+    by.sort_unstable();
+    let mut next = u32::from(r.lo); // first port not yet shown covered
+    for b in by {
+        if u32::from(b.lo) > next {
+            break;
+        }
+        next = next.max(u32::from(b.hi) + 1);
+        if next > u32::from(r.hi) {
+            return true;
+        }
+    }
+    false
+}
+
 /// Every consistent choice of one side (contradictory ones, such as a named port of
 /// another protocol than the rule's, are left out).
 fn choices(base: &Match, side: &Side, max: usize) -> Result<Vec<Choice>, TooManyRules> {
-    let count = side.alts.len() * side.regions.len();
+    let count: usize = side.alts.iter().map(|(_, r)| r.len()).sum();
     if count > max {
         return Err(TooManyRules { count });
     }
@@ -397,12 +455,12 @@ fn choices(base: &Match, side: &Side, max: usize) -> Result<Vec<Choice>, TooMany
         Some(f) => (f == Family::V4) == matches!(n, IpNet::V4(_)),
     };
     let mut out = Vec::new();
-    for alt in &side.alts {
+    for (alt, regions) in &side.alts {
         let Ok(protocol) = merge_protocol(base.protocol, alt.protocol) else {
             continue;
         };
         let alt_nets = intersect_opt(side.nets.clone(), alt.nets.as_deref());
-        for region in &side.regions {
+        for region in regions {
             let Ok(protocol) = merge_protocol(protocol, region.protocol) else {
                 continue;
             };
@@ -421,6 +479,12 @@ fn choices(base: &Match, side: &Side, max: usize) -> Result<Vec<Choice>, TooMany
             }
             let mut ports = alt.ports.clone();
             let not_ports = region.not_ports.clone();
+            if ports
+                .as_ref()
+                .is_some_and(|p| p.iter().all(|r| covered(r, &not_ports)))
+            {
+                continue; // every allowed port is excluded
+            }
             // A port criterion whose exclusions resolved to nothing still requires ports.
             if side.needs_ports && ports.is_none() && not_ports.is_empty() {
                 ports = Some(vec![ANY_PORT]);
@@ -466,7 +530,7 @@ fn not_port_regions(
         .collect();
     // The indices of the prefixes inside `d[i]`: the ones right after it.
     let inside = |i: usize| {
-        let n = d[i + 1..].iter().take_while(|x| d[i].contains(*x)).count();
+        let n = d[i + 1..].iter().take_while(|x| contains(&d[i], x)).count();
         i + 1..i + 1 + n
     };
     let mut excluded: Vec<BTreeSet<(u8, u16)>> = vec![BTreeSet::new(); d.len()];
@@ -520,4 +584,23 @@ fn not_port_regions(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn covered_port_ranges() {
+        let r = |lo, hi| PortRange { lo, hi };
+        assert!(covered(&r(80, 80), &[r(80, 80)]));
+        assert!(covered(&r(10, 20), &[r(15, 30), r(5, 14)]));
+        assert!(covered(&r(0, 65535), &[r(0, 100), r(101, 65535)]));
+        assert!(!covered(&r(10, 20), &[r(10, 14), r(16, 20)]));
+        assert!(!covered(&r(80, 80), &[]));
+        assert!(!covered(&r(65535, 65535), &[r(0, 65534)]));
+        // An empty range is covered by anything; an empty exclusion covers nothing.
+        assert!(covered(&r(5, 4), &[]));
+        assert!(!covered(&r(7, 7), &[r(9, 1)]));
+    }
 }

@@ -531,6 +531,36 @@ spec:
 }
 
 #[test]
+fn negated_named_ports_only_cut_where_the_allowed_ports_meet_them() {
+    // `ports: [80, http], notPorts: [http]`: port 80 is never an http port, so its
+    // alternative needs no address regions; the http alternatives exclude exactly
+    // what they allow and vanish.
+    let y = with_pods(
+        r#"
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: p}
+spec:
+  selector: "app == 'gw'"
+  egress: [{action: Allow, protocol: TCP, destination: {ports: [80, http], notPorts: [http]}}]
+"#,
+    );
+    let (_, l) = lowered(&y);
+    assert_eq!(
+        rules(&l, "192.168.0.1", false),
+        [allow(
+            0,
+            Match {
+                protocol: Some(proto::TCP),
+                dst_ports: Some(vec![PortRange::single(80)]),
+                ..Match::default()
+            }
+        )]
+    );
+    agree(&y, &grid(&ADDRS, &[80, 8080, 9090]));
+}
+
+#[test]
 fn port_criteria_that_resolve_to_nothing_still_require_ports() {
     // No endpoint has a port called "nope": `notPorts: [nope]` excludes nothing, but
     // an ICMP packet has no port and must not match (as in eval).
@@ -863,6 +893,9 @@ fn endpoint_and_peer_names_for_flow_logs() {
     );
     let db = l.names.peer(ip("10.0.0.2"));
     assert_eq!(db.name, "db");
+    let v6 = l.names.peer(ip("fd00::1"));
+    assert_eq!((v6.name.as_str(), v6.namespace.as_str()), ("web", "ns2"));
+    assert_eq!(l.names.peer(ip("fd00::2")).name, "pub");
     let gw = l.names.peer(ip("192.168.0.1"));
     assert_eq!(
         (gw.kind, gw.name.as_str(), gw.namespace.as_str()),
@@ -996,4 +1029,49 @@ fn evaluation_of_a_flow_between_unknown_addresses_has_no_reporters() {
         .evaluation(&linear, &Flow::from_key(&tcp("8.8.8.8", "1.1.1.1", 53)))
         .expect("same family");
     assert!(e.reporters.is_empty());
+}
+
+/// felix renders a rule for an IP version only if each non-empty `nets`/`notNets` list
+/// keeps a prefix of that version: `notNets: [fd00:ffff::/32]` never matches IPv4
+/// traffic. (A rule mixing versions is rejected by validation, as Calico's validator
+/// does, so that is the case users meet.)
+#[test]
+fn rules_are_rendered_only_for_the_versions_their_nets_name() {
+    let yaml = format!(
+        "{PODS}---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {{name: only-v6}}
+spec:
+  selector: app == 'web'
+  ingress:
+  - action: Deny
+    source: {{notNets: [\"fd00:ffff::/32\"]}}
+  - action: Allow
+"
+    );
+    let (_, l) = lowered(&yaml);
+    let r = rules(&l, "10.0.1.1", true);
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0].matches.family, Some(Family::V6));
+    assert_eq!(r[0].action, Action::Deny);
+    assert_eq!((r[1].index, r[1].action), (1, Action::Allow));
+    // IPv4 from anywhere: the first rule is not rendered for IPv4, so the Allow decides.
+    let c = Cluster::from_resources(&resources(&yaml)).expect("cluster");
+    let e = crate::eval::evaluate(
+        &c,
+        &crate::eval::Flow::new(ip("10.9.9.9"), ip("10.0.1.1"), proto::TCP, 40000, 80).unwrap(),
+    );
+    let dst = e
+        .reporter(crate::flowlog::Reporter::Dst)
+        .expect("dst reporter");
+    assert_eq!(dst.enforced.verdict, crate::eval::Verdict::Allow);
+    assert_eq!(
+        dst.enforced.hit_strings(),
+        ["0|default|gnp:only-v6|allow|1"]
+    );
+    agree(
+        &yaml,
+        &grid(&["10.9.9.9", "10.0.1.1", "fd00::1", "fd00:ffff::9"], &[80]),
+    );
 }

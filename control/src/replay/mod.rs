@@ -137,7 +137,8 @@ pub struct Summary {
 /// Everything a replay produced.
 #[derive(Debug)]
 pub struct Replay {
-    /// The pipeline's own report (counters, records, frame verdicts).
+    /// The pipeline's own report (counters, frame verdicts; records were folded into
+    /// the flow logs and the impact report as they arrived).
     pub run: RunReport,
     /// Aggregated flow logs.
     pub flow_logs: Vec<FlowLog>,
@@ -166,17 +167,20 @@ pub fn replay<C: Classify + 'static>(
         generation: 1,
         classifier,
     }));
-    let run = Pipeline::run(source, Arc::clone(&slot), &cfg.pipeline)?;
+    // The generation the workers run; it stays alive here for rendering traces.
     let published = slot.load();
     let classifier = &published.classifier;
-    let connections = connections(&run.records);
-
     let mut agg = Aggregator::new(cfg.interval_secs);
-    for rec in &run.records {
-        for a in activities(rec, lowered, classifier) {
+    let mut connections = Connections::default();
+    // Records are folded in as the workers emit them, so memory grows with the
+    // number of connections, not with the number of records.
+    let run = Pipeline::run_with(source, Arc::clone(&slot), &cfg.pipeline, &mut |rec| {
+        for a in activities(&rec, lowered, classifier) {
             agg.add(&a);
         }
-    }
+        connections.add(&rec);
+    })?;
+    let connections = connections.list;
     let impacts: Vec<ConnectionImpact> = connections
         .iter()
         .map(|c| connection_impact(c, lowered, classifier))
@@ -200,24 +204,28 @@ struct Connection {
     bytes: u64,
 }
 
-/// Merges the interval records of each connection (keyed by initiator key and start
-/// time), keeping the latest verdicts.
-fn connections(records: &[FlowRecord]) -> Vec<Connection> {
-    let mut index: HashMap<(FlowKey, u64), usize> = HashMap::new();
-    let mut out: Vec<Connection> = Vec::new();
-    for r in records {
+/// The interval records of each connection (keyed by initiator key and start time)
+/// merged, keeping the latest verdicts.
+#[derive(Debug, Default)]
+struct Connections {
+    index: HashMap<(FlowKey, u64), usize>,
+    list: Vec<Connection>,
+}
+
+impl Connections {
+    fn add(&mut self, r: &FlowRecord) {
         let packets = r.packets_fwd + r.packets_rev;
         let bytes = r.bytes_fwd + r.bytes_rev;
-        match index.get(&(r.key, r.first_ns)) {
+        match self.index.get(&(r.key, r.first_ns)) {
             Some(&i) => {
-                let c = &mut out[i];
+                let c = &mut self.list[i];
                 c.packets += packets;
                 c.bytes += bytes;
                 c.verdicts = r.verdicts;
             }
             None => {
-                index.insert((r.key, r.first_ns), out.len());
-                out.push(Connection {
+                self.index.insert((r.key, r.first_ns), self.list.len());
+                self.list.push(Connection {
                     key: r.key,
                     verdicts: r.verdicts,
                     packets,
@@ -226,7 +234,6 @@ fn connections(records: &[FlowRecord]) -> Vec<Connection> {
             }
         }
     }
-    out
 }
 
 fn combined(v: &FlowVerdicts, pick: impl Fn(&Verdicts) -> Verdict) -> Verdict {
@@ -321,10 +328,15 @@ fn activities<C: Classify>(rec: &FlowRecord, lowered: &Lowered, c: &C) -> Vec<Fl
     let (src_ip, dst_ip) = (k.src_ip(), k.dst_ip());
     let src = end_meta(lowered, rec.verdicts.egress.map(|(e, _)| e), src_ip);
     let dst = end_meta(lowered, rec.verdicts.ingress.map(|(e, _)| e), dst_ip);
-    let completed = matches!(
-        rec.end,
-        Some(EndReason::Closed | EndReason::Timeout | EndReason::Evicted | EndReason::Replaced)
-    );
+    // A connection still in the table when the capture ends counts as completed if
+    // TCP had already closed it (both FINs or a RST), as live otherwise.
+    let completed = match rec.end {
+        Some(EndReason::Closed | EndReason::Timeout | EndReason::Evicted | EndReason::Replaced) => {
+            true
+        }
+        Some(EndReason::Drained) => rec.state.is_closed(),
+        None => false,
+    };
     let reporters = [
         (Reporter::Src, rec.verdicts.egress),
         (Reporter::Dst, rec.verdicts.ingress),
