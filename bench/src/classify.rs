@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use dataplane::classbench::{key_of, program_of};
-use dataplane::classifier::{BuildConfig, Classifier};
+use dataplane::classifier::{BuildConfig, Classifier, Kernel};
 use dataplane::linear::evaluate;
 use dataplane::program::{
     Classify, EndpointBinding, EndpointId, FlowKey, FlowVerdicts, HitAction, PolicySet, ProgramId,
@@ -58,14 +58,17 @@ pub struct ClassifyArgs {
     /// Skip the full-path, recompile runs.
     #[arg(long)]
     core_only: bool,
+    /// Walk kernel: scalar, avx2, avx512 (default: the fastest this CPU runs).
+    #[arg(long)]
+    kernel: Option<String>,
     /// Repeat the whole measurement this many times.
     #[arg(long, default_value_t = 1)]
     repeat: usize,
 }
 
 /// Runs `f` (which processes `per_call` lookups) for `secs`, in 9 slices; returns the
-/// median slice's lookups per second of thread CPU time.
-fn rate(secs: f64, per_call: usize, mut f: impl FnMut()) -> f64 {
+/// (median, min, max) slice's lookups per second of thread CPU time.
+fn rates(secs: f64, per_call: usize, mut f: impl FnMut()) -> (f64, f64, f64) {
     let mut rates = Vec::with_capacity(9);
     let slice = Duration::from_secs_f64(secs / 9.0);
     for _ in 0..9 {
@@ -79,7 +82,12 @@ fn rate(secs: f64, per_call: usize, mut f: impl FnMut()) -> f64 {
         rates.push(n as f64 / cpu);
     }
     rates.sort_by(f64::total_cmp);
-    rates[4]
+    (rates[4], rates[0], rates[8])
+}
+
+/// The median of [`rates`].
+fn rate(secs: f64, per_call: usize, f: impl FnMut()) -> f64 {
+    rates(secs, per_call, f).0
 }
 
 fn set_name(p: &Path) -> String {
@@ -117,7 +125,12 @@ pub fn main(a: &ClassifyArgs) -> Result<(), String> {
     let name = set_name(&a.rules);
     let batch = a.batch.max(1);
     for _ in 0..a.repeat {
-        let c = Classifier::build(&set, &cfg).map_err(|e| e.to_string())?;
+        let mut c = Classifier::build(&set, &cfg).map_err(|e| e.to_string())?;
+        if let Some(k) = &a.kernel {
+            c.set_kernel(Kernel::by_name(k).ok_or_else(|| {
+                format!("--kernel {k}: not available here (try one of scalar, avx2, avx512)")
+            })?);
+        }
         let st = *c.stats();
         // Correctness over the whole trace first: the pending hit is the first
         // matching filter, the enforced hit the first matching non-staged one.
@@ -163,14 +176,16 @@ pub fn main(a: &ClassifyArgs) -> Result<(), String> {
         let correct = ok as f64 / keys.len() as f64;
         let mut res = vec![FIRST; batch];
         let mut i = 0usize;
-        let mlps = rate(a.duration, batch, || {
+        let (mlps, lo, hi) = rates(a.duration, batch, || {
             let n = batch.min(keys.len() - i);
             c.classify_program(ProgramId(0), &keys[i..i + n], &mut res[..n]);
             i = if i + n >= keys.len() { 0 } else { i + n };
             std::hint::black_box(&res);
-        }) / 1e6;
+        });
+        let (mlps, lo, hi) = (mlps / 1e6, lo / 1e6, hi / 1e6);
         println!(
-            "classify set={name} rules={} mlps={mlps:.2} build_ms={:.1} bytes={} depth={} nodes={} trees={} entries={} batch={batch} correct={correct:.6}",
+            "classify set={name} kernel={} rules={} mlps={mlps:.2} mlps_min={lo:.2} mlps_max={hi:.2} build_ms={:.1} bytes={} depth={} nodes={} trees={} entries={} batch={batch} correct={correct:.6}",
+            c.kernel().name(),
             filters.len(),
             st.build_time.as_secs_f64() * 1e3,
             st.bytes,

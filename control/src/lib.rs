@@ -14,3 +14,4 @@ pub mod model;
 pub mod replay;
 pub mod selector;
 pub mod store;
+pub mod sys;

@@ -3,5 +3,6 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    control::sys::restore_default_sigpipe();
     control::cli::run(control::cli::Cli::parse())
 }

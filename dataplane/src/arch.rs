@@ -1,6 +1,7 @@
-//! CPU hints for the packet path. The data plane's only `unsafe` lives here.
+//! CPU-specific code for the packet path. The data plane's only `unsafe` lives here.
 //!
-//! [`prefetch`] asks the CPU to start loading a cache line the next phase of a batch
+//! [`walk`] holds the classifier's SIMD tree walks (AVX-512 and AVX2 gathers, chosen
+//! at run time). [`prefetch`] asks the CPU to start loading a cache line the next phase of a batch
 //! will read, so the flow-table misses of a whole batch overlap instead of being
 //! paid one after another (as DPDK's and VPP's batch loops do). A prefetch never
 //! faults and never changes program state; on other architectures it is a no-op.
@@ -24,3 +25,5 @@ pub fn prefetch<T>(r: &T) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = r;
 }
+
+pub mod walk;

@@ -80,7 +80,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::classifier::{BuildConfig, Classifier};
+    use crate::classifier::{BuildConfig, Classifier, Kernel};
     use crate::linear::evaluate;
     use crate::program::{HitAction, PolicySet, ProgramId, Verdicts, View};
 
@@ -114,38 +114,51 @@ mod tests {
             programs: vec![program.clone()],
             endpoints: vec![],
         };
-        let c = Classifier::build(&ps, &BuildConfig::default()).expect("builds");
+        let mut c = Classifier::build(&ps, &BuildConfig::default()).expect("builds");
         let keys: Vec<FlowKey> = trace.iter().map(key_of).collect();
         let d = crate::program::Decision {
             verdict: crate::program::Verdict::Deny,
             trace: crate::program::TraceId(0),
         };
-        let mut out = vec![
-            Verdicts {
-                enforced: d,
-                pending: d
-            };
-            keys.len()
-        ];
-        c.classify_program(ProgramId(0), &keys, &mut out);
-        for (i, ((h, k), v)) in trace.iter().zip(&keys).zip(&out).enumerate() {
-            let enforced = filters
-                .iter()
-                .enumerate()
-                .position(|(j, f)| j % 10 != 9 && f.matches(h))
-                .map(|j| j as u32);
-            let line = i + 1;
-            use crate::program::Classify;
-            assert_eq!(
-                named(c.trace(v.pending.trace)),
-                Some(first[i]),
-                "{set}_trace:{line} pending"
-            );
-            assert_eq!(
-                named(c.trace(v.enforced.trace)),
-                enforced,
-                "{set}_trace:{line} enforced"
-            );
+        let enforced: Vec<Option<u32>> = trace
+            .iter()
+            .map(|h| {
+                filters
+                    .iter()
+                    .enumerate()
+                    .position(|(j, f)| j % 10 != 9 && f.matches(h))
+                    .map(|j| j as u32)
+            })
+            .collect();
+        // Every line in every walk kernel this CPU runs.
+        for kernel in Kernel::available() {
+            c.set_kernel(kernel);
+            let mut out = vec![
+                Verdicts {
+                    enforced: d,
+                    pending: d
+                };
+                keys.len()
+            ];
+            c.classify_program(ProgramId(0), &keys, &mut out);
+            for (i, v) in out.iter().enumerate() {
+                let line = i + 1;
+                let kernel = kernel.name();
+                use crate::program::Classify;
+                assert_eq!(
+                    named(c.trace(v.pending.trace)),
+                    Some(first[i]),
+                    "{set}_trace:{line} pending ({kernel})"
+                );
+                assert_eq!(
+                    named(c.trace(v.enforced.trace)),
+                    enforced[i],
+                    "{set}_trace:{line} enforced ({kernel})"
+                );
+            }
+        }
+        for (i, k) in keys.iter().enumerate() {
+            let (enforced, line) = (enforced[i], i + 1);
             if i % linear_every == 0 {
                 assert_eq!(
                     named(&evaluate(&program, k, View::Pending).trace),

@@ -353,3 +353,27 @@ fn every_shared_capture_replays_with_matching_packet_counts() {
         );
     }
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let mut child = tiergate()
+        .args(["replay", "--flowlog", "-"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Close the reading end before the command has loaded its policies: its first
+    // write meets a closed pipe, as with `tiergate replay --flowlog - | head -0`.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        out.status.signal(),
+        Some(13),
+        "ended by SIGPIPE: {:?} {stderr}",
+        out.status
+    );
+}

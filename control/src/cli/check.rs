@@ -14,22 +14,16 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE, Global, Output, print_structured};
+use super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE, Global, Output, PolicyFiles, print_structured};
 use crate::model::{self, Kind};
 use crate::store::Store;
 
 /// Arguments of `tiergate check`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// A YAML/JSON file, a directory (every *.yaml, *.yml, *.json below it) or `-` for
-    /// stdin. Repeat to check several as one set.
-    #[arg(
-        short = 'f',
-        long = "filename",
-        value_name = "FILE|DIR|-",
-        required = true
-    )]
-    pub files: Vec<PathBuf>,
+    /// The policy set.
+    #[command(flatten)]
+    pub policy: PolicyFiles,
 }
 
 /// The outcome of a check, as printed with `-o json|yaml`.
@@ -129,7 +123,7 @@ fn kind_name(k: Kind) -> String {
 
 /// Runs `tiergate check`.
 pub fn run(args: &Args, global: &Global) -> ExitCode {
-    let report = check(&args.files);
+    let report = check(&args.policy.files);
     for e in &report.errors {
         eprintln!("{}", e.message);
     }

@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use dataplane::classifier::{BuildConfig, Classifier};
 use dataplane::program::proto;
 
-use super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE, Global, Output, print_structured};
+use super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE, Global, Output, PolicyFiles, print_structured};
 use crate::eval::{self, Cluster, Flow, report};
 use crate::lower;
 use crate::model::{self, Protocol};
@@ -34,15 +34,9 @@ pub const DEFAULT_SPORT: u16 = 49152;
 /// Arguments of `tiergate eval`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// A YAML/JSON file, a directory (every *.yaml, *.yml, *.json below it) or `-` for
-    /// stdin. Repeat to load several as one set.
-    #[arg(
-        short = 'f',
-        long = "filename",
-        value_name = "FILE|DIR|-",
-        required = true
-    )]
-    pub files: Vec<PathBuf>,
+    /// The policy set.
+    #[command(flatten)]
+    pub policy: PolicyFiles,
     /// Source address of the flow.
     #[arg(long, value_name = "IP")]
     pub src: IpAddr,
@@ -164,7 +158,7 @@ pub fn run(args: &Args, global: &Global) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let cluster = match load_cluster(&args.files) {
+    let cluster = match load_cluster(&args.policy.files) {
         Ok(c) => c,
         Err(code) => return ExitCode::from(code),
     };
@@ -204,7 +198,7 @@ mod tests {
     fn args(proto: &str, extra: &[(&str, u16)]) -> Args {
         let get = |k: &str| extra.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
         Args {
-            files: vec![],
+            policy: PolicyFiles { files: vec![] },
             src: "10.0.0.1".parse().unwrap(),
             dst: "10.0.0.2".parse().unwrap(),
             proto: parse_protocol(proto).unwrap(),

@@ -45,6 +45,20 @@ pub struct Global {
     pub output: Output,
 }
 
+/// The policy set a command reads (`check`, `eval`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PolicyFiles {
+    /// A YAML/JSON file, a directory (every *.yaml, *.yml, *.json below it) or `-` for
+    /// stdin. Repeat to read several as one set.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "FILE|DIR|-",
+        required = true
+    )]
+    pub files: Vec<std::path::PathBuf>,
+}
+
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {

@@ -357,10 +357,16 @@ fn print_table(r: &Replay, policies: &str, capture: &str, args: &Args) {
     let mut out = io::stdout().lock();
     let _ = writeln!(out, "replay of {capture}");
     let _ = writeln!(out, "  against {policies}");
+    // A rate over a few milliseconds measures thread start-up, not the pipeline.
+    let rate = if s.elapsed_ms >= 100.0 {
+        format!("{:.2} Mpps", s.mpps)
+    } else {
+        "too short a run for a rate".to_string()
+    };
     let _ = writeln!(
         out,
-        "  {} frames in {:.1} ms with {} worker(s): {:.2} Mpps",
-        p.total, s.elapsed_ms, s.workers, s.mpps
+        "  {} frames in {:.1} ms with {} worker(s): {rate}",
+        p.total, s.elapsed_ms, s.workers
     );
     let _ = writeln!(
         out,

@@ -26,11 +26,17 @@
 //! continuation) fail the same way instead of exhausting memory.
 //!
 //! Lookup ([`Classify::classify`]) never allocates, locks or panics: it works on
-//! fixed-size batches whose tree walks advance in lockstep, so the loads of different
-//! packets overlap.
+//! fixed-size blocks of walks that advance in lockstep, one tree level per round, so
+//! the loads of different packets overlap. A round runs on vector lanes — 8 walks per
+//! AVX-512 register, 4 per AVX2 register, gathers for the slot loads — or in the
+//! scalar fallback ([`Kernel`], picked at build time from the CPU's features; every
+//! kernel computes the same step, `slot::step`).
 
 mod flatten;
+pub(crate) mod slot;
 mod tree;
+
+pub use crate::arch::walk::Kernel;
 
 use foldhash::{HashMap, HashMapExt};
 use std::time::{Duration, Instant};
@@ -43,7 +49,10 @@ use crate::program::{
     ProgramId, TraceId, Verdict, Verdicts, View,
 };
 use flatten::{DPORT, DST, MBox, SPORT, SRC, flatten};
-use tree::{Arena, CutParams, Item, LEAF, LIST, Lanes, NONE, OverBudget, TreeBuilder, ViewList};
+use slot::{BLOCK, Block, LEAF, LIST, Slot};
+use tree::{
+    Arena, Cand, Cands, CutParams, Item, Lanes, Memo, NONE, OverBudget, Progress, TreeBuilder,
+};
 
 /// Knobs of [`Classifier::build`].
 #[derive(Clone, Copy, Debug)]
@@ -60,9 +69,8 @@ pub struct BuildConfig {
     /// the program instead (separate trees cost lookup time, one over-grown tree costs
     /// memory and build time).
     pub single_tree_bytes_per_entry: usize,
-    /// Most bits a node stored as a full child array cuts (fan-out up to
-    /// `2^max_cut_bits`); nodes with few runs of children are stored compactly and may
-    /// cut up to 16 bits.
+    /// Most bits one node cuts (at most 8: fan-out up to 256); nodes whose children
+    /// form few runs are stored compactly, one child per run.
     pub max_cut_bits: u32,
 }
 
@@ -71,7 +79,7 @@ impl Default for BuildConfig {
         BuildConfig {
             memory_budget: 256 << 20,
             spfac: 4.0,
-            binth: 4,
+            binth: 1,
             max_cut_bits: 8,
             single_tree_bytes_per_entry: 6144,
         }
@@ -140,7 +148,7 @@ pub struct BuildStats {
 #[derive(Clone, Debug)]
 enum Root {
     /// One tree; leaves hold decisions (pure leaves index `verdicts`).
-    Single(u64),
+    Single(Slot),
     /// Several trees over disjoint parts of the lists; leaves hold list positions
     /// (pure leaves index `pairs`), the first position over all trees wins.
     Partitioned(Box<Partitioned>),
@@ -148,7 +156,7 @@ enum Root {
 
 #[derive(Clone, Debug)]
 struct Partitioned {
-    roots: Vec<u64>,
+    roots: Vec<Slot>,
     /// Decision of each enforced-list position.
     enforced: Vec<u32>,
     /// Decision of each pending-list position.
@@ -163,17 +171,15 @@ pub struct Classifier {
     endpoints: Vec<(EndpointId, Option<ProgramId>, Option<ProgramId>)>,
     /// Per program: the v4 and v6 roots.
     roots: Vec<[Root; 2]>,
-    slots: Vec<u64>,
+    slots: Vec<Slot>,
     items: Vec<Item>,
     decisions: Vec<Decision>,
     verdicts: Vec<Verdicts>,
     pairs: Vec<(u32, u32)>,
     traces: Vec<Vec<Hit>>,
     stats: BuildStats,
+    kernel: Kernel,
 }
-
-/// Keys classified per lockstep round.
-const BATCH: usize = 16;
 
 /// Interning tables shared by all programs of one build.
 struct Interner {
@@ -303,9 +309,10 @@ impl Classifier {
         })?;
         let fixed = lpm.bytes() + endpoints.len() * 16 + set.programs.len() * 32;
         let mut interner = Interner::new();
-        let mut arena = Arena::new(cfg.memory_budget.saturating_sub(fixed) / 8);
+        let mut arena = Arena::new(cfg.memory_budget.saturating_sub(fixed) / tree::SLOT_BYTES);
         let mut stats = BuildStats::default();
         let mut roots = Vec::with_capacity(set.programs.len());
+        let mut shared: [Shared; 2] = Default::default();
         for (pi, program) in set.programs.iter().enumerate() {
             let mut pair = Vec::with_capacity(2);
             for family in [Family::V4, Family::V6] {
@@ -315,8 +322,17 @@ impl Classifier {
                     family,
                     what,
                 };
-                let root = build_one(program, family, cfg, &mut interner, &mut arena, &mut stats)
-                    .map_err(over)?;
+                let shared = &mut shared[family_index(family)];
+                let root = build_one(
+                    program,
+                    family,
+                    cfg,
+                    &mut interner,
+                    &mut arena,
+                    shared,
+                    &mut stats,
+                )
+                .map_err(over)?;
                 if fixed + arena.bytes() + interner.bytes() > cfg.memory_budget {
                     return Err(over("trace and verdict tables"));
                 }
@@ -343,12 +359,24 @@ impl Classifier {
             pairs: interner.pairs,
             traces: interner.traces,
             stats,
+            kernel: Kernel::best(),
         })
     }
 
     /// What the build produced and cost.
     pub fn stats(&self) -> &BuildStats {
         &self.stats
+    }
+
+    /// The walk kernel lookups use ([`Kernel::best`] after a build).
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    /// Makes lookups use kernel `k` (every kernel gives the same results; this is for
+    /// tests and benchmarks).
+    pub fn set_kernel(&mut self, k: Kernel) {
+        self.kernel = k;
     }
 
     /// Both views' verdicts of `program` for each key (no endpoint lookup): the
@@ -358,62 +386,103 @@ impl Classifier {
         let Some(roots) = self.roots.get(program.0 as usize) else {
             return;
         };
-        for (kc, oc) in keys.chunks(BATCH).zip(out.chunks_mut(BATCH)) {
-            let mut lanes = [[0u32; 16]; BATCH];
-            let mut s = [LEAF; BATCH];
-            let mut part: [Option<&Partitioned>; BATCH] = [None; BATCH];
+        if let [Root::Single(r4), Root::Single(r6)] = roots {
+            // The common case: one tree per family, no partitions.
+            let mut b = Block::new();
+            for (kc, oc) in keys.chunks(BLOCK).zip(out.chunks_mut(BLOCK)) {
+                let n = kc.len().min(oc.len());
+                b.v6 = false;
+                for (j, k) in kc[..n].iter().enumerate() {
+                    b.set(j, if k.family == Family::V4 { *r4 } else { *r6 }, k);
+                }
+                for j in n..BLOCK {
+                    b.clear(j);
+                }
+                crate::arch::walk::walk(self.kernel, &self.slots, &mut b);
+                for ((o, &s), k) in oc[..n].iter_mut().zip(&b.s).zip(kc) {
+                    *o = self.resolve(s, k);
+                }
+            }
+            return;
+        }
+        let mut res = [SENTINEL; BLOCK];
+        for (kc, oc) in keys.chunks(BLOCK).zip(out.chunks_mut(BLOCK)) {
+            let mut jobs: [Option<(&Root, &FlowKey)>; BLOCK] = [None; BLOCK];
+            for (j, k) in kc.iter().take(oc.len()).enumerate() {
+                jobs[j] = Some((&roots[family_index(k.family)], k));
+            }
+            self.run_block(&jobs, &mut res);
             let n = kc.len().min(oc.len());
-            for i in 0..n {
-                lanes[i] = lanes_of(&kc[i]);
-                match &roots[family_index(kc[i].family)] {
-                    Root::Single(r) => s[i] = *r,
-                    Root::Partitioned(p) => part[i] = Some(p),
+            oc[..n].copy_from_slice(&res[..n]);
+        }
+    }
+
+    /// Classifies each job (a program's roots for the key's family, and the key) of
+    /// one block: every walk in lockstep, then the leaves resolved; partitioned
+    /// programs walk one partition per round and keep, per view, the first position.
+    fn run_block(&self, jobs: &[Option<(&Root, &FlowKey)>; BLOCK], out: &mut [Verdicts; BLOCK]) {
+        let mut b = Block::new();
+        let mut rounds = 1;
+        for (j, job) in jobs.iter().enumerate() {
+            let Some((root, k)) = job else { continue };
+            let r = match root {
+                Root::Single(r) => *r,
+                Root::Partitioned(p) => {
+                    rounds = rounds.max(p.roots.len());
+                    p.roots.first().copied().unwrap_or(slot::EMPTY)
+                }
+            };
+            b.set(j, r, k);
+        }
+        let mut pos = [(NONE, NONE); BLOCK];
+        for round in 0..rounds {
+            if round > 0 {
+                for (j, job) in jobs.iter().enumerate() {
+                    match job {
+                        Some((Root::Partitioned(p), k)) if round < p.roots.len() => {
+                            b.set(j, p.roots[round], k);
+                        }
+                        _ => b.clear(j),
+                    }
                 }
             }
-            self.walk_all(&mut s[..n], &lanes);
-            // Partitioned programs out of line, so the common loop stays tight.
-            for i in 0..n {
-                if part[i].is_none() {
-                    oc[i] = self.resolve(s[i], &lanes[i]);
+            crate::arch::walk::walk(self.kernel, &self.slots, &mut b);
+            for (j, job) in jobs.iter().enumerate() {
+                match job {
+                    Some((Root::Single(_), k)) if round == 0 => out[j] = self.resolve(b.s[j], k),
+                    Some((Root::Partitioned(p), k)) if round < p.roots.len() => {
+                        let (e, pe) = self.positions(b.s[j], k);
+                        pos[j] = (pos[j].0.min(e), pos[j].1.min(pe));
+                    }
+                    _ => {}
                 }
             }
-            for i in 0..n {
-                if let Some(p) = part[i] {
-                    oc[i] = self.partitioned(p, &lanes[i]);
-                }
+        }
+        for (j, job) in jobs.iter().enumerate() {
+            if let Some((Root::Partitioned(p), _)) = job {
+                let d = |at: u32, of: &[u32]| {
+                    of.get(at as usize)
+                        .and_then(|&i| self.decisions.get(i as usize))
+                        .copied()
+                        .unwrap_or(SENTINEL.enforced)
+                };
+                out[j] = Verdicts {
+                    enforced: d(pos[j].0, &p.enforced),
+                    pending: d(pos[j].1, &p.pending),
+                };
             }
         }
     }
 
-    /// The verdicts of a partitioned program: every tree's first positions, the
-    /// smallest per view.
-    fn partitioned(&self, p: &Partitioned, lanes: &Lanes) -> Verdicts {
-        let (mut e, mut pe) = (NONE, NONE);
-        for &root in &p.roots {
-            let mut s = root;
-            while s & LEAF == 0 {
-                s = tree::step_branchless(&self.slots, s, lanes);
-            }
-            let (te, tp) = if s & LIST == 0 {
-                self.pairs
-                    .get(s as u32 as usize)
-                    .copied()
-                    .unwrap_or((NONE, NONE))
-            } else {
-                tree::scan(self.list(s), lanes)
-            };
-            e = e.min(te);
-            pe = pe.min(tp);
-        }
-        let d = |pos: u32, of: &[u32]| {
-            of.get(pos as usize)
-                .and_then(|&i| self.decisions.get(i as usize))
+    /// The first list positions (enforced, pending) of a partition's leaf `s`.
+    fn positions(&self, s: u64, k: &FlowKey) -> (u32, u32) {
+        if s & LIST == 0 {
+            self.pairs
+                .get(s as u32 as usize)
                 .copied()
-                .unwrap_or(SENTINEL.enforced)
-        };
-        Verdicts {
-            enforced: d(e, &p.enforced),
-            pending: d(pe, &p.pending),
+                .unwrap_or((NONE, NONE))
+        } else {
+            tree::scan(self.list(s), &lanes_of(k))
         }
     }
 
@@ -423,23 +492,21 @@ impl Classifier {
         self.items.get(off..off + count).unwrap_or(&[])
     }
 
-    /// Diagnostics: for `program`, the (dim, bits, ranged) of each node on the path
-    /// of `k`, and the leaf list length (0 = precomputed leaf).
+    /// Diagnostics: for `program`, the (key word, bits, ranged) of each node on the
+    /// path of `k`, and the leaf list length (0 = precomputed leaf).
     #[doc(hidden)]
     pub fn path_of(&self, program: ProgramId, k: &FlowKey) -> (Vec<(u32, u32, bool)>, usize) {
         let Some(mut s) = self.root(program, k.family) else {
             return (Vec::new(), 0);
         };
-        let lanes = lanes_of(k);
+        let w = slot::words_of(k);
         let mut path = Vec::new();
-        while s & LEAF == 0 {
-            path.push((
-                ((s >> 32) & 0xf) as u32,
-                ((s >> 48) & 0x1f) as u32,
-                s & tree::RANGED != 0,
-            ));
-            s = tree::step(&self.slots, s, &lanes).unwrap_or(LEAF);
+        while s[0] & LEAF == 0 {
+            let (word, _, bits) = slot::decode(s[0]);
+            path.push((word as u32, bits, s[0] & slot::RANGED != 0));
+            s = slot::step_checked(&self.slots, s, &w).unwrap_or(slot::EMPTY);
         }
+        let s = s[0];
         let n = if s & LIST != 0 {
             ((s >> 32) & 0x3fff_ffff) as usize
         } else {
@@ -448,9 +515,9 @@ impl Classifier {
         (path, n)
     }
 
-    /// The verdicts of leaf slot `s` for the key with lanes `lanes`.
+    /// The verdicts of leaf slot `s` of a single tree for key `k`.
     #[inline(always)]
-    fn resolve(&self, s: u64, lanes: &Lanes) -> Verdicts {
+    fn resolve(&self, s: u64, k: &FlowKey) -> Verdicts {
         if s & LIST == 0 {
             return self
                 .verdicts
@@ -458,7 +525,7 @@ impl Classifier {
                 .copied()
                 .unwrap_or(SENTINEL);
         }
-        let (e, p) = tree::scan(self.list(s), lanes);
+        let (e, p) = tree::scan(self.list(s), &lanes_of(k));
         let d = |i: u32| {
             self.decisions
                 .get(i as usize)
@@ -468,16 +535,6 @@ impl Classifier {
         Verdicts {
             enforced: d(e),
             pending: d(p),
-        }
-    }
-
-    /// Advances every walk in `s` to its leaf, one level of all walks per round.
-    #[inline(always)]
-    fn walk_all(&self, s: &mut [u64], lanes: &[Lanes]) {
-        while s.iter().fold(LEAF, |a, &x| a & x) == 0 {
-            for (si, l) in s.iter_mut().zip(lanes) {
-                *si = tree::step_branchless(&self.slots, *si, l);
-            }
         }
     }
 
@@ -493,24 +550,19 @@ impl Classifier {
         self.endpoints.get(v as usize)
     }
 
-    fn root(&self, p: ProgramId, f: Family) -> Option<u64> {
+    fn root(&self, p: ProgramId, f: Family) -> Option<Slot> {
         match self.roots.get(p.0 as usize)?.get(family_index(f))? {
             Root::Single(r) => Some(*r),
             Root::Partitioned(_) => None,
         }
     }
 
+    /// Up to `BLOCK / 2` keys: each key's egress and ingress programs in one block.
     fn classify_chunk(&self, keys: &[FlowKey], out: &mut [FlowVerdicts]) {
-        let n = keys.len().min(out.len()).min(BATCH);
-        let mut lanes = [[0u32; 16]; 2 * BATCH];
-        let mut s = [LEAF; 2 * BATCH];
-        let mut part: [Option<&Partitioned>; 2 * BATCH] = [None; 2 * BATCH];
-        let mut ep: [Option<EndpointId>; 2 * BATCH] = [None; 2 * BATCH];
-        for i in 0..n {
-            let k = &keys[i];
-            let l = lanes_of(k);
-            lanes[2 * i] = l;
-            lanes[2 * i + 1] = l;
+        let n = keys.len().min(out.len()).min(BLOCK / 2);
+        let mut jobs: [Option<(&Root, &FlowKey)>; BLOCK] = [None; BLOCK];
+        let mut ep: [Option<EndpointId>; BLOCK] = [None; BLOCK];
+        for (i, k) in keys[..n].iter().enumerate() {
             let f = family_index(k.family);
             let egress = self
                 .endpoint(k.family, k.src)
@@ -524,24 +576,15 @@ impl Classifier {
                     continue;
                 };
                 ep[j] = Some(id);
-                match root {
-                    Root::Single(r) => s[j] = *r,
-                    Root::Partitioned(p) => part[j] = Some(p),
-                }
+                jobs[j] = Some((root, k));
             }
         }
-        self.walk_all(&mut s[..2 * n], &lanes[..2 * n]);
-        let get = |j: usize| {
-            let v = match part[j] {
-                None => self.resolve(s[j], &lanes[j]),
-                Some(p) => self.partitioned(p, &lanes[j]),
-            };
-            Some((ep[j]?, v))
-        };
+        let mut res = [SENTINEL; BLOCK];
+        self.run_block(&jobs, &mut res);
         for (i, o) in out[..n].iter_mut().enumerate() {
             *o = FlowVerdicts {
-                egress: get(2 * i),
-                ingress: get(2 * i + 1),
+                egress: ep[2 * i].map(|id| (id, res[2 * i])),
+                ingress: ep[2 * i + 1].map(|id| (id, res[2 * i + 1])),
             };
         }
     }
@@ -549,7 +592,7 @@ impl Classifier {
 
 impl Classify for Classifier {
     fn classify(&self, keys: &[FlowKey], out: &mut [FlowVerdicts]) {
-        for (kc, oc) in keys.chunks(BATCH).zip(out.chunks_mut(BATCH)) {
+        for (kc, oc) in keys.chunks(BLOCK / 2).zip(out.chunks_mut(BLOCK / 2)) {
             self.classify_chunk(kc, oc);
         }
     }
@@ -591,6 +634,85 @@ fn lanes_of(k: &FlowKey) -> Lanes {
     l
 }
 
+/// Build state of one family shared by all its programs: interned boxes and
+/// candidates, and the memo of subtrees built from them (single trees and partitions
+/// apart: their candidates index different things).
+#[derive(Default)]
+struct Shared {
+    boxes: Vec<MBox>,
+    box_ids: HashMap<MBox, u32>,
+    cands: Cands,
+    memo: Memo,
+    part_cands: Cands,
+    part_memo: Memo,
+}
+
+impl Shared {
+    fn box_id(&mut self, b: &MBox) -> u32 {
+        if let Some(&id) = self.box_ids.get(b) {
+            return id;
+        }
+        self.boxes.push(b.clone());
+        let id = (self.boxes.len() - 1) as u32;
+        self.box_ids.insert(b.clone(), id);
+        id
+    }
+
+    /// Forgets memo entries made after the arena `mark` (their slots are rolled back).
+    fn rollback(&mut self, mark: (usize, usize, usize)) {
+        for memo in [&mut self.memo, &mut self.part_memo] {
+            memo.retain(|_, bucket| {
+                bucket.retain(|m| m.3 <= mark.0 && m.4 <= mark.1);
+                !bucket.is_empty()
+            });
+        }
+    }
+}
+
+/// Merges the enforced and pending lists (box, verdict-side index) into one
+/// candidate sequence that keeps each list's order; entries with the same box at the
+/// heads of both become one candidate standing for both views.
+fn merge(e: &[(u32, u32)], p: &[(u32, u32)]) -> Vec<Cand> {
+    // Positions of each box in each list, to look ahead in O(log n).
+    let index = |l: &[(u32, u32)]| {
+        let mut m: HashMap<u32, Vec<usize>> = HashMap::new();
+        for (i, &(b, _)) in l.iter().enumerate() {
+            m.entry(b).or_default().push(i);
+        }
+        m
+    };
+    let (ie, ip) = (index(e), index(p));
+    let later = |m: &HashMap<u32, Vec<usize>>, b: u32, from: usize| {
+        m.get(&b)
+            .is_some_and(|v| v.partition_point(|&x| x < from) < v.len())
+    };
+    let mut out = Vec::with_capacity(e.len().max(p.len()));
+    let (mut i, mut j) = (0, 0);
+    while i < e.len() || j < p.len() {
+        let (take_e, take_p) = match (e.get(i), p.get(j)) {
+            (Some(a), Some(b)) if a.0 == b.0 => (true, true),
+            // Emit first whichever head the other list does not need before it.
+            (Some(a), Some(b)) => {
+                if later(&ip, a.0, j) && !later(&ie, b.0, i) {
+                    (false, true)
+                } else {
+                    (true, false)
+                }
+            }
+            (Some(_), None) => (true, false),
+            _ => (false, true),
+        };
+        out.push(Cand {
+            bx: if take_e { e[i].0 } else { p[j].0 },
+            e: if take_e { e[i].1 } else { NONE },
+            p: if take_p { p[j].1 } else { NONE },
+        });
+        i += usize::from(take_e);
+        j += usize::from(take_p);
+    }
+    out
+}
+
 /// Flattens and builds one program in one family.
 fn build_one(
     program: &Program,
@@ -598,6 +720,7 @@ fn build_one(
     cfg: &BuildConfig,
     interner: &mut Interner,
     arena: &mut Arena,
+    shared: &mut Shared,
     stats: &mut BuildStats,
 ) -> Result<Root, &'static str> {
     // A box costs at least a few hundred bytes while building; bound the lists by it.
@@ -607,89 +730,108 @@ fn build_one(
     let pending =
         flatten(program, family, View::Pending, limit).map_err(|_| "flattened pending list")?;
     stats.entries += enforced.len() + pending.len();
-    let mut boxes: Vec<MBox> = Vec::new();
-    let mut box_ids: HashMap<MBox, u32> = HashMap::new();
-    let mut lists = [(Vec::new(), Vec::new()), (Vec::new(), Vec::new())];
-    for (list, (bx, dec)) in [&enforced, &pending].into_iter().zip(lists.iter_mut()) {
+    let mut lists: [Vec<(u32, u32)>; 2] = [Vec::new(), Vec::new()];
+    for (list, out) in [&enforced, &pending].into_iter().zip(lists.iter_mut()) {
         for e in list {
-            let id = *box_ids.entry(e.mbox.clone()).or_insert_with(|| {
-                boxes.push(e.mbox.clone());
-                (boxes.len() - 1) as u32
-            });
-            bx.push(id);
-            dec.push(interner.decision(e.verdict, &e.trace));
+            out.push((
+                shared.box_id(&e.mbox),
+                interner.decision(e.verdict, &e.trace),
+            ));
         }
     }
-    drop(box_ids);
-    let [(eb, ed), (pb, pd)] = &lists;
+    let [ev, pv] = &lists;
     let params = CutParams {
         spfac: cfg.spfac,
         binth: cfg.binth.max(1),
-        max_bits: cfg.max_cut_bits.clamp(1, 16),
+        max_bits: cfg.max_cut_bits.clamp(1, slot::MAX_CUT_BITS),
     };
     let mark = arena.mark();
     let full_limit = arena.slot_limit;
     // Capped at a quarter of the budget: a single tree that grows past that is
     // abandoned early (its build time grows with it) in favour of partitions.
-    let single_bytes = (eb.len() + pb.len())
+    let single_bytes = (ev.len() + pv.len())
         .saturating_mul(cfg.single_tree_bytes_per_entry)
         .min(cfg.memory_budget / 4);
-    arena.slot_limit = full_limit.min(arena.bytes() / 8 + single_bytes / 8);
-    let mut leaf = |e: u32, p: u32| interner.verdicts(e, p);
-    let single = build_tree(
-        family,
-        &boxes,
-        (eb, ed),
-        (pb, pd),
-        params,
-        &mut leaf,
-        arena,
-        stats,
-    );
+    arena.slot_limit =
+        full_limit.min(arena.bytes() / tree::SLOT_BYTES + single_bytes / tree::SLOT_BYTES);
+    let merged = merge(ev, pv);
+    let single = {
+        let mut leaf = |e: u32, p: u32| interner.verdicts(e, p);
+        let mut t = TreeBuilder {
+            family,
+            boxes: &shared.boxes,
+            cands: &mut shared.cands,
+            params,
+            leaf: &mut leaf,
+            arena,
+            memo: &mut shared.memo,
+            max_depth: 0,
+            progress: Progress::default(),
+        };
+        t.build(&merged).map(|root| (root, t.max_depth))
+    };
     arena.slot_limit = full_limit;
     match single {
-        Ok(root) => return Ok(Root::Single(root)),
-        Err(OverBudget) => arena.rollback(mark),
+        Ok((root, depth)) => {
+            stats.depth = stats.depth.max(depth);
+            stats.trees += 1;
+            return Ok(Root::Single(root));
+        }
+        Err(OverBudget) => {
+            arena.rollback(mark);
+            shared.rollback(mark);
+        }
     }
     // EffiCuts-style: rules that are large in different fields blow each other up;
     // separate them, first by source/destination, then by all four ranged fields.
-    let positions = |n: usize| (0..n as u32).collect::<Vec<u32>>();
-    let (epos, ppos) = (positions(eb.len()), positions(pb.len()));
+    // Partition trees' leaves hold list positions.
+    let positioned = |l: &[(u32, u32)]| -> Vec<(u32, u32)> {
+        l.iter()
+            .enumerate()
+            .map(|(i, &(b, _))| (b, i as u32))
+            .collect()
+    };
+    let (epos, ppos) = (positioned(ev), positioned(pv));
     for fields in [&[SRC, DST][..], &[SRC, DST, SPORT, DPORT][..]] {
         let group_of = |b: u32| -> usize {
             fields
                 .iter()
                 .enumerate()
-                .map(|(i, &d)| usize::from(is_large(&boxes[b as usize], family, d)) << i)
+                .map(|(i, &d)| usize::from(is_large(&shared.boxes[b as usize], family, d)) << i)
                 .sum()
         };
         let mut roots = Vec::new();
         let mut failed = false;
+        let mut depth = 0;
         for g in 0..1usize << fields.len() {
-            let pick = |bx: &[u32], pos: &[u32]| -> (Vec<u32>, Vec<u32>) {
-                bx.iter()
-                    .zip(pos)
-                    .filter(|(b, _)| group_of(**b) == g)
-                    .map(|(b, p)| (*b, *p))
-                    .unzip()
+            let pick = |l: &[(u32, u32)]| -> Vec<(u32, u32)> {
+                l.iter()
+                    .copied()
+                    .filter(|&(b, _)| group_of(b) == g)
+                    .collect()
             };
-            let (gb_e, gp_e) = pick(eb, &epos);
-            let (gb_p, gp_p) = pick(pb, &ppos);
-            if gb_e.is_empty() && gb_p.is_empty() {
+            let (ge, gp) = (pick(&epos), pick(&ppos));
+            if ge.is_empty() && gp.is_empty() {
                 continue;
             }
+            let merged = merge(&ge, &gp);
             let mut pair = |e: u32, p: u32| interner.pair(e, p);
-            match build_tree(
+            let mut t = TreeBuilder {
                 family,
-                &boxes,
-                (&gb_e, &gp_e),
-                (&gb_p, &gp_p),
+                boxes: &shared.boxes,
+                cands: &mut shared.part_cands,
                 params,
-                &mut pair,
+                leaf: &mut pair,
                 arena,
-                stats,
-            ) {
-                Ok(root) => roots.push(root),
+                memo: &mut shared.part_memo,
+                max_depth: 0,
+                progress: Progress::default(),
+            };
+            match t.build(&merged) {
+                Ok(root) => {
+                    depth = depth.max(t.max_depth);
+                    roots.push(root);
+                }
                 Err(OverBudget) => {
                     failed = true;
                     break;
@@ -697,13 +839,16 @@ fn build_one(
             }
         }
         if !failed {
+            stats.depth = stats.depth.max(depth);
+            stats.trees += roots.len();
             return Ok(Root::Partitioned(Box::new(Partitioned {
                 roots,
-                enforced: ed.clone(),
-                pending: pd.clone(),
+                enforced: ev.iter().map(|&(_, d)| d).collect(),
+                pending: pv.iter().map(|&(_, d)| d).collect(),
             })));
         }
         arena.rollback(mark);
+        shared.rollback(mark);
     }
     Err("tree nodes, even partitioned")
 }
@@ -717,41 +862,6 @@ fn is_large(b: &MBox, family: Family, d: usize) -> bool {
         .map(|&(lo, hi)| (hi - lo).saturating_add(1))
         .fold(0, u128::saturating_add);
     size >= 1u128 << (w - 8)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn build_tree(
-    family: Family,
-    boxes: &[MBox],
-    (eb, ed): (&[u32], &[u32]),
-    (pb, pd): (&[u32], &[u32]),
-    params: CutParams,
-    leaf: &mut dyn FnMut(u32, u32) -> u32,
-    arena: &mut Arena,
-    stats: &mut BuildStats,
-) -> Result<u64, OverBudget> {
-    let mut t = TreeBuilder {
-        family,
-        boxes,
-        enforced: ViewList {
-            boxes: eb,
-            decisions: ed,
-        },
-        pending: ViewList {
-            boxes: pb,
-            decisions: pd,
-        },
-        params,
-        leaf,
-        arena,
-        max_depth: 0,
-        memo: HashMap::new(),
-        pool: Vec::new(),
-    };
-    let root = t.build()?;
-    stats.depth = stats.depth.max(t.max_depth);
-    stats.trees += 1;
-    Ok(root)
 }
 
 #[cfg(test)]

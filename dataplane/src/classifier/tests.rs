@@ -8,7 +8,7 @@ use super::*;
 use crate::fixtures::{key, net, npm, policy, program, rule, tcp, tier};
 use crate::linear::{LinearClassifier, evaluate};
 use crate::program::{
-    Action, EndpointBinding, IcmpMatch, Match, Policy, PolicyId, PortRange, Rule, Tier,
+    Action, EndpointBinding, IcmpMatch, Match, Outcome, Policy, PolicyId, PortRange, Rule, Tier,
     TierDefault, proto,
 };
 
@@ -263,20 +263,36 @@ fn check_program_with(
         programs: vec![p.clone()],
         endpoints: vec![],
     };
-    let c = Classifier::build(&set, cfg).map_err(|e| TestCaseError::fail(e.to_string()))?;
-    let mut out = vec![SENTINEL; keys.len()];
-    c.classify_program(ProgramId(0), keys, &mut out);
-    for (k, v) in keys.iter().zip(&out) {
-        for (view, d) in [(View::Enforced, v.enforced), (View::Pending, v.pending)] {
-            let want = evaluate(p, k, view);
-            prop_assert_eq!(
-                (d.verdict, c.trace(d.trace)),
-                (want.verdict, want.trace.as_slice()),
-                "{:?} view, key {:?}, {:?}",
-                view,
-                k,
-                cfg
-            );
+    let mut c = Classifier::build(&set, cfg).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let want: Vec<[Outcome; 2]> = keys
+        .iter()
+        .map(|k| {
+            [
+                evaluate(p, k, View::Enforced),
+                evaluate(p, k, View::Pending),
+            ]
+        })
+        .collect();
+    // Every walk kernel this CPU runs gives the linear reference's results.
+    for kernel in Kernel::available() {
+        c.set_kernel(kernel);
+        let mut out = vec![SENTINEL; keys.len()];
+        c.classify_program(ProgramId(0), keys, &mut out);
+        for ((k, v), w) in keys.iter().zip(&out).zip(&want) {
+            for ((view, d), want) in [(View::Enforced, v.enforced), (View::Pending, v.pending)]
+                .into_iter()
+                .zip(w)
+            {
+                prop_assert_eq!(
+                    (d.verdict, c.trace(d.trace)),
+                    (want.verdict, want.trace.as_slice()),
+                    "{:?} view, key {:?}, {:?}, kernel {}",
+                    view,
+                    k,
+                    cfg,
+                    kernel.name()
+                );
+            }
         }
     }
     Ok(())
@@ -328,19 +344,22 @@ proptest! {
             single_tree_bytes_per_entry: if picks[0].5 { 0 } else { 2048 },
             ..BuildConfig::default()
         };
-        let c = Classifier::build(&set, &cfg).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut c = Classifier::build(&set, &cfg).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let l = LinearClassifier::new(set).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let keys = packets(&a, &picks);
-        let mut got = vec![FlowVerdicts::default(); keys.len()];
         let mut want = vec![FlowVerdicts::default(); keys.len()];
-        c.classify(&keys, &mut got);
         l.classify(&keys, &mut want);
         let resolve = |cl: &dyn Classify, side: Option<(EndpointId, Verdicts)>| {
             side.map(|(id, v)| (id, v.enforced.verdict, cl.trace(v.enforced.trace).to_vec(), v.pending.verdict, cl.trace(v.pending.trace).to_vec()))
         };
-        for (k, (g, w)) in keys.iter().zip(got.iter().zip(&want)) {
-            prop_assert_eq!(resolve(&c, g.egress), resolve(&l, w.egress), "egress of {:?}", k);
-            prop_assert_eq!(resolve(&c, g.ingress), resolve(&l, w.ingress), "ingress of {:?}", k);
+        for kernel in Kernel::available() {
+            c.set_kernel(kernel);
+            let mut got = vec![FlowVerdicts::default(); keys.len()];
+            c.classify(&keys, &mut got);
+            for (k, (g, w)) in keys.iter().zip(got.iter().zip(&want)) {
+                prop_assert_eq!(resolve(&c, g.egress), resolve(&l, w.egress), "egress of {:?}, {}", k, kernel.name());
+                prop_assert_eq!(resolve(&c, g.ingress), resolve(&l, w.ingress), "ingress of {:?}, {}", k, kernel.name());
+            }
         }
     }
 }

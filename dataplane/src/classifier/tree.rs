@@ -17,13 +17,12 @@
 //! Every region can be cut down to a single point, so the build terminates; the slot
 //! limit (from the memory budget) bounds how far it may go.
 //!
-//! Storage is one arena of `u64` slots (plus one of items). A slot is a precomputed
-//! leaf (`LEAF | index`), a leaf list (`LEAF | LIST | count << 32 | offset`), or a
-//! pointer to a node with the node's cut in its spare bits (`offset | lane << 32 |
-//! shift << 40 | bits << 48`, `| RANGED`), so a lookup step needs no node header. A
-//! node is stored either as its full child array, or — when its children form at most
-//! [`MAX_RUNS`] runs of equal slots — as two words of 16-bit run starts followed by one
-//! child per run (found by a SWAR count of the starts `<=` the key bits). Identical
+//! Storage is one arena of `u64` slots (plus one of items), in the format of `slot`:
+//! a pointer to a node carries the node's cut in its spare bits, so a lookup step
+//! needs no node header. A node is stored either as its full child array, or — when
+//! its children form at most [`MAX_RUNS`] runs of equal slots — as two words of 16-bit
+//! run starts followed by one child per run (found by a SWAR count of the starts `<=`
+//! the key bits). Identical
 //! nodes and lists are stored once (hash-consing), a node whose children are all the
 //! same slot is replaced by that slot, and subproblems already built (same candidate
 //! lists, same region in the fields that still matter) are reused (memo).
@@ -31,18 +30,15 @@
 use foldhash::{HashMap, HashMapExt};
 
 use super::flatten::{DIMS, Iv, MBox, max_of};
+use super::slot::{self, ARENA_PAD, LEAF, LIST, MAX_RUNS, Slot};
 use crate::program::Family;
 
-/// Leaf flag of a slot.
-pub(crate) const LEAF: u64 = 1 << 63;
-/// With [`LEAF`]: the leaf is a short list of [`Item`]s (`offset | count << 32`)
-/// rather than a verdicts index.
-pub(crate) const LIST: u64 = 1 << 62;
 /// "No decision" in an [`Item`].
 pub(crate) const NONE: u32 = u32::MAX;
 
-/// The lanes of a key: 32-bit words the tree indexes. IPv4: src, dst, sport, dport,
-/// proto. IPv6: src (4 words, most significant first), dst (4), sport, dport, proto.
+/// The lanes of a key for leaf-list items: 32-bit words. IPv4: src, dst, sport,
+/// dport, proto. IPv6: src (4 words, most significant first), dst (4), sport, dport,
+/// proto.
 pub(crate) type Lanes = [u32; 16];
 
 /// First lane of each field.
@@ -137,67 +133,12 @@ fn lane_intervals(
     true
 }
 
-/// One step: the child slot of `s` for the key `lanes`, or `None` past the arena
-/// (impossible for slots the builder made).
-#[inline(always)]
-pub(crate) fn step(slots: &[u64], s: u64, lanes: &Lanes) -> Option<u64> {
-    let lane = ((s >> 32) & 0xf) as usize;
-    let shift = ((s >> 40) & 0x1f) as u32;
-    let bits = ((s >> 48) & 0x1f) as u32;
-    let v = (lanes[lane] >> shift) & ((1u32 << bits) - 1);
-    let off = s as u32 as usize;
-    let idx = if s & RANGED == 0 {
-        v as usize
-    } else {
-        run_index(v, slots.get(off..off + RUN_WORDS)?)
-    };
-    slots.get(off + idx).copied()
-}
+/// Bytes of one slot.
+pub(crate) const SLOT_BYTES: usize = size_of::<Slot>();
 
-/// One step of a walk without branches: a leaf stays where it is, an inner slot moves
-/// to its child. Loads past the arena read as 0 / leaf, so garbage decoded from a
-/// leaf only costs a wasted load.
-#[inline(always)]
-pub(crate) fn step_branchless(slots: &[u64], s: u64, lanes: &Lanes) -> u64 {
-    let lane = ((s >> 32) & 0xf) as usize;
-    let shift = ((s >> 40) & 0x1f) as u32;
-    let bits = ((s >> 48) & 0x1f) as u32;
-    let v = (lanes[lane] >> shift) & (((1u64 << bits) - 1) as u32);
-    let off = s as u32 as usize;
-    let w = [0, 1].map(|k| slots.get(off + k).copied().unwrap_or(0));
-    let ranged = run_index(v, &w);
-    let idx = if s & RANGED != 0 { ranged } else { v as usize };
-    let next = slots.get(off + idx).copied().unwrap_or(LEAF);
-    if s & LEAF != 0 { s } else { next }
-}
-
-/// Index of the child of a ranged node for cut value `v` (`v < 2^15`): `RUN_WORDS`
-/// plus the number of run starts `<= v`. Starts sit in 16-bit lanes, 4 per word; with
-/// each lane's top bit set, `(v | 0x8000) - start` keeps that bit exactly when
-/// `v >= start` (starts and `v` are below 0x8000, so no lane borrows from the next).
-#[inline(always)]
-fn run_index(v: u32, words: &[u64]) -> usize {
-    let vv = (u64::from(v & 0x7fff) * 0x0001_0001_0001_0001) | RUN_HIGH;
-    let mut t = 0u64;
-    for &x in words {
-        t += (vv.wrapping_sub(x) & RUN_HIGH) >> 15;
-    }
-    RUN_WORDS + (t.wrapping_mul(0x0001_0001_0001_0001) >> 48) as usize
-}
-
-/// The top bit of each 16-bit lane.
-const RUN_HIGH: u64 = 0x8000_8000_8000_8000;
-/// Padding of unused run starts: above every cut value, below 0x8000.
-const RUN_PAD: u16 = 0x7fff;
-/// Words of run starts in a ranged node.
-const RUN_WORDS: usize = 2;
-/// Ranged nodes only for cuts of at most this many bits (cut values below 0x8000).
-const RANGED_MAX_BITS: u32 = 15;
-/// A node stored as runs: `RUN_WORDS` words of run starts (8 × u16, runs 1..=8; run 0
-/// starts at 0) then one child per run.
-pub(crate) const RANGED: u64 = 1 << 56;
-/// Most runs of a ranged node.
-pub(crate) const MAX_RUNS: usize = 9;
+/// A node with more runs than a ranged node holds is stored as its full child array
+/// up to this many children, as a tree of ranged nodes beyond.
+const PLAIN_MAX_CHILDREN: usize = 256;
 
 /// Tuning of the cut heuristic.
 #[derive(Clone, Copy, Debug)]
@@ -214,8 +155,9 @@ pub(crate) struct CutParams {
 /// The shared output of all tree builds of one classifier.
 #[derive(Debug, Default)]
 pub(crate) struct Arena {
-    pub(crate) slots: Vec<u64>,
-    nodes: HashMap<Vec<u64>, u64>,
+    pub(crate) slots: Vec<Slot>,
+    /// Stored nodes by (children, cut): their slot and offset.
+    nodes: HashMap<Vec<Slot>, (Slot, usize)>,
     pub(crate) items: Vec<Item>,
     lists: HashMap<Vec<Item>, u32>,
     /// Most slots the arena may hold.
@@ -226,73 +168,106 @@ pub(crate) struct Arena {
 impl Arena {
     pub(crate) fn new(slot_limit: usize) -> Self {
         Arena {
-            slot_limit,
-            // Offset 0 is never a node: a leaf's low bits (decoded as an offset by the
-            // branch-free step) then point at harmless padding.
-            slots: vec![LEAF; RUN_WORDS + 1],
+            // Node offsets have 32 bits.
+            slot_limit: slot_limit.min(u32::MAX as usize),
+            // Ranged offsets are lowered into this padding.
+            slots: vec![slot::EMPTY; ARENA_PAD],
             ..Arena::default()
         }
     }
 
-    /// The slot of a node with cut `hdr` and `children`, stored once.
-    fn node(&mut self, hdr: u64, children: Vec<u64>) -> Result<u64, OverBudget> {
-        if children.iter().all(|&c| c == children[0]) {
-            return Ok(children[0]);
+    /// The slot of a node cutting `bits` bits at `shift` of key word `word`, whose
+    /// children form `runs` (first child index, slot; the first at 0, neighbours
+    /// differ), stored once.
+    fn node(
+        &mut self,
+        word: u32,
+        shift: u32,
+        bits: u32,
+        runs: &[(usize, Slot)],
+    ) -> Result<Slot, OverBudget> {
+        if runs.len() == 1 {
+            return Ok(runs[0].1);
         }
-        let mut key = children;
+        let hdr = slot::plain(word, shift, bits, 0).ok_or(OverBudget)?;
+        let mut key: Vec<Slot> = Vec::with_capacity(2 * runs.len() + 1);
         key.push(hdr);
-        if let Some(&slot) = self.nodes.get(&key) {
+        for &(at, child) in runs {
+            key.extend([[at as u64, 0], child]);
+        }
+        if let Some(&(slot, _)) = self.nodes.get(&key) {
             return Ok(slot);
         }
-        let children = &key[..key.len() - 1];
-        // Runs of equal children; few runs are stored as run starts + one child each.
-        let mut starts: Vec<u16> = Vec::new();
-        let mut run_children = vec![children[0]];
-        for (i, w) in children.windows(2).enumerate() {
-            if w[0] != w[1] {
-                starts.push((i + 1) as u16);
-                run_children.push(w[1]);
-            }
-        }
-        let (flag, body) = if run_children.len() <= MAX_RUNS
-            && children.len() > MAX_RUNS + RUN_WORDS
-            && children.len() <= 1 << RANGED_MAX_BITS
-        {
-            starts.resize(MAX_RUNS - 1, RUN_PAD);
-            let mut body: Vec<u64> = starts
-                .chunks(4)
-                .map(|q| {
-                    q.iter()
-                        .rev()
-                        .fold(0u64, |acc, &x| (acc << 16) | u64::from(x))
-                })
-                .collect();
-            body.extend_from_slice(&run_children);
-            (RANGED, body)
+        let n = 1usize << bits;
+        // Stored as one child per run when that is smaller than the full array
+        // (several ranged levels when there are many runs and many children).
+        let mark = self.slots.len();
+        let slot = if runs.len() < n && (runs.len() <= MAX_RUNS || n > PLAIN_MAX_CHILDREN) {
+            let runs: Vec<(u8, Slot)> = runs.iter().map(|&(at, c)| (at as u8, c)).collect();
+            self.runs_node(word, shift, bits, &runs)?
         } else {
-            (0, children.to_vec())
+            let mut children = Vec::with_capacity(n);
+            for (k, &(at, child)) in runs.iter().enumerate() {
+                let end = runs.get(k + 1).map_or(n, |r| r.0);
+                children.extend(std::iter::repeat_n(child, end - at));
+            }
+            self.store(&children, |off| slot::plain(word, shift, bits, off))?
         };
-        let n = body.len();
-        if self.bytes() / 8 + n > self.slot_limit || self.slots.len() + n > u32::MAX as usize {
+        self.nodes.insert(key, (slot, mark));
+        Ok(slot)
+    }
+
+    /// A ranged node (or a tree of them) over `runs` (start, child), the first start 0.
+    fn runs_node(
+        &mut self,
+        word: u32,
+        shift: u32,
+        bits: u32,
+        runs: &[(u8, Slot)],
+    ) -> Result<Slot, OverBudget> {
+        if runs.len() == 1 {
+            return Ok(runs[0].1);
+        }
+        if runs.len() <= MAX_RUNS {
+            let starts: Vec<u8> = runs[1..].iter().map(|r| r.0).collect();
+            let children: Vec<Slot> = runs.iter().map(|r| r.1).collect();
+            return self.store(&children, |off| {
+                slot::ranged(word, shift, bits, off, &starts)
+            });
+        }
+        // Split into MAX_RUNS groups, each a ranged node on the same cut value.
+        let per = runs.len().div_ceil(MAX_RUNS);
+        let mut top = Vec::with_capacity(MAX_RUNS);
+        for g in runs.chunks(per) {
+            top.push((g[0].0, self.runs_node(word, shift, bits, g)?));
+        }
+        self.runs_node(word, shift, bits, &top)
+    }
+
+    /// Appends a node body; `slot_of(offset)` makes its slot.
+    fn store(
+        &mut self,
+        body: &[Slot],
+        slot_of: impl FnOnce(usize) -> Option<Slot>,
+    ) -> Result<Slot, OverBudget> {
+        if self.bytes() / SLOT_BYTES + body.len() > self.slot_limit {
             return Err(OverBudget);
         }
-        let off = self.slots.len() as u32;
-        self.slots.extend_from_slice(&body);
-        let slot = hdr | flag | u64::from(off);
-        self.nodes.insert(key, slot);
+        let slot = slot_of(self.slots.len()).ok_or(OverBudget)?;
+        self.slots.extend_from_slice(body);
         self.inner_nodes += 1;
         Ok(slot)
     }
 
     /// The slot of a leaf list, stored once.
-    fn list(&mut self, items: Vec<Item>) -> Result<u64, OverBudget> {
+    fn list(&mut self, items: Vec<Item>) -> Result<Slot, OverBudget> {
         let count = items.len() as u64;
         if let Some(&off) = self.lists.get(&items) {
-            return Ok(LEAF | LIST | (count << 32) | u64::from(off));
+            return Ok([LEAF | LIST | (count << 32) | u64::from(off), 0]);
         }
         // Items are counted against the slot limit at their size in slots.
-        let cost = items.len() * size_of::<Item>() / 8;
-        if self.bytes() / 8 + cost > self.slot_limit
+        let cost = items.len() * size_of::<Item>() / SLOT_BYTES;
+        if self.bytes() / SLOT_BYTES + cost > self.slot_limit
             || self.items.len() + items.len() > u32::MAX as usize
         {
             return Err(OverBudget);
@@ -300,7 +275,7 @@ impl Arena {
         let off = self.items.len() as u32;
         self.items.extend_from_slice(&items);
         self.lists.insert(items, off);
-        Ok(LEAF | LIST | (count << 32) | u64::from(off))
+        Ok([LEAF | LIST | (count << 32) | u64::from(off), 0])
     }
 
     /// The current size, to roll back to.
@@ -313,13 +288,13 @@ impl Arena {
         self.slots.truncate(slots);
         self.items.truncate(items);
         self.inner_nodes = inner;
-        self.nodes.retain(|_, s| (*s as u32 as usize) < slots);
+        self.nodes.retain(|_, (_, off)| *off < slots);
         self.lists.retain(|_, off| (*off as usize) < items);
     }
 
     /// Bytes of slots and items.
     pub(crate) fn bytes(&self) -> usize {
-        self.slots.len() * 8 + self.items.len() * size_of::<Item>()
+        self.slots.len() * SLOT_BYTES + self.items.len() * size_of::<Item>()
     }
 
     /// Drops the build-time indexes (the slots and items stay).
@@ -342,42 +317,91 @@ struct Region {
     len: [u32; DIMS],
 }
 
-/// One view's list as the tree sees it: the box of each entry and its decision index.
-pub(crate) struct ViewList<'a> {
-    pub(crate) boxes: &'a [u32],
-    pub(crate) decisions: &'a [u32],
+/// A candidate of a region: a box and what it decides in each view — an index into
+/// the verdict side (a decision, or in a partitioned program a list position), `NONE`
+/// if the candidate does not stand for that view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Cand {
+    pub(crate) bx: u32,
+    pub(crate) e: u32,
+    pub(crate) p: u32,
 }
 
-/// Builds the tree of one program in one family.
+/// Interned candidates: equal candidates share an id, so equal candidate lists are
+/// equal id lists (the memo's key).
+#[derive(Debug, Default)]
+pub(crate) struct Cands {
+    pub(crate) all: Vec<Cand>,
+    ids: HashMap<Cand, u32>,
+}
+
+impl Cands {
+    pub(crate) fn id(&mut self, c: Cand) -> u32 {
+        *self.ids.entry(c).or_insert_with(|| {
+            self.all.push(c);
+            (self.all.len() - 1) as u32
+        })
+    }
+}
+
+/// Subtrees already built, by what determines them: the candidate list and the region
+/// in the fields where some candidate still has a boundary (in the other fields every
+/// candidate covers the region, so no descendant cuts them). Bucketed by hash.
+pub(crate) type Memo = HashMap<u64, Vec<MemoEntry>>;
+
+/// See [`Memo`]: (candidates, region in the fields that matter, slot, and the arena's
+/// slot and item counts when it was made, to forget it on a rollback).
+pub(crate) type MemoEntry = (Box<[u32]>, [(u128, u32); DIMS], Slot, usize, usize);
+
+/// Builds the tree of one candidate list in one family.
+///
+/// A candidate list is canonical: it holds, in first-match order, the candidates that
+/// intersect the region up to each view's first covering candidate, and a candidate
+/// after its view's cover stands only for the other view. So the list determines the
+/// subtree, and the memo can reuse subtrees across regions, programs and builds.
 pub(crate) struct TreeBuilder<'a> {
     pub(crate) family: Family,
     pub(crate) boxes: &'a [MBox],
-    pub(crate) enforced: ViewList<'a>,
-    pub(crate) pending: ViewList<'a>,
+    pub(crate) cands: &'a mut Cands,
     pub(crate) params: CutParams,
-    /// Interns a (enforced decision, pending decision) pair into a verdicts index.
+    /// Interns a (enforced, pending) pair of verdict-side indices into a leaf index.
     pub(crate) leaf: &'a mut dyn FnMut(u32, u32) -> u32,
     pub(crate) arena: &'a mut Arena,
+    pub(crate) memo: &'a mut Memo,
     pub(crate) max_depth: u32,
-    /// Subtrees already built, by what determines them: both candidate lists and the
-    /// region in the fields where some candidate still has a boundary (in the other
-    /// fields every candidate covers the region, so no descendant cuts them).
-    pub(crate) memo: HashMap<u64, Vec<MemoEntry>>,
-    /// Spare candidate lists (their allocations are reused).
-    pub(crate) pool: Vec<Vec<u32>>,
+    /// Progress of the build: the share of the root's work (by candidate-list length)
+    /// in finished subtrees of the top levels, and the arena size at the start. When
+    /// the arena's growth projected to the whole tree exceeds the slot limit, the
+    /// build gives up early instead of when it hits the limit.
+    pub(crate) progress: Progress,
 }
 
-/// See [`TreeBuilder::memo`]: (enforced candidates, pending candidates, region in the
-/// fields that matter, slot), bucketed by hash.
-pub(crate) type MemoEntry = (Box<[u32]>, Box<[u32]>, [(u128, u32); DIMS], u64);
+/// See [`TreeBuilder::progress`].
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Progress {
+    done: f64,
+    start: usize,
+}
+
+/// Levels whose finished subtrees count as progress.
+const PROGRESS_DEPTH: u32 = 8;
+/// (progress, factor): from that progress on, a projection above `factor` times the
+/// room aborts (early projections are rough, so they must overshoot more).
+const PROGRESS_CHECKS: [(f64, f64); 3] = [(0.001, 8.0), (0.01, 3.0), (0.05, 1.5)];
 
 /// Whether `set` contains all of `[lo, hi]`.
 fn covers(set: &[Iv], lo: u128, hi: u128) -> bool {
     set.iter().any(|&(a, b)| a <= lo && hi <= b)
 }
 
-fn intersects(set: &[Iv], lo: u128, hi: u128) -> bool {
-    set.iter().any(|&(a, b)| a <= hi && lo <= b)
+/// One cell of a cut: the children from `first` up to the next cell's with the same
+/// candidates and no candidate boundary inside any of them, or a single child with a
+/// boundary inside.
+struct Cell {
+    first: usize,
+    list: Vec<u32>,
+    enforced_covered: bool,
+    pending_covered: bool,
 }
 
 impl TreeBuilder<'_> {
@@ -410,53 +434,118 @@ impl TreeBuilder<'_> {
         })
     }
 
-    /// Builds the tree for the whole key space and returns its root slot.
-    pub(crate) fn build(&mut self) -> Result<u64, OverBudget> {
+    /// Builds the tree for the whole key space over `list` (candidates in first-match
+    /// order, each standing for one or both views) and returns its root slot.
+    pub(crate) fn build(&mut self, list: &[Cand]) -> Result<Slot, OverBudget> {
         let root = Region {
             lo: [0; DIMS],
             len: [0; DIMS],
         };
-        let e: Vec<u32> = truncate_first_cover(
-            self,
-            &root,
-            (0..self.enforced.boxes.len() as u32).collect(),
-            true,
-        );
-        let p: Vec<u32> = truncate_first_cover(
-            self,
-            &root,
-            (0..self.pending.boxes.len() as u32).collect(),
-            false,
-        );
-        self.node(&root, &e, &p, 0)
+        let (mut e_cov, mut p_cov) = (false, false);
+        let mut canonical = Vec::with_capacity(list.len());
+        for c in list {
+            let b = &self.boxes[c.bx as usize];
+            if b.is_empty() {
+                continue;
+            }
+            let keep = Cand {
+                bx: c.bx,
+                e: if e_cov { NONE } else { c.e },
+                p: if p_cov { NONE } else { c.p },
+            };
+            if keep.e == NONE && keep.p == NONE {
+                continue;
+            }
+            canonical.push(self.cands.id(keep));
+            if self.covers_region(c.bx, &root) {
+                e_cov |= keep.e != NONE;
+                p_cov |= keep.p != NONE;
+                if e_cov && p_cov {
+                    break;
+                }
+            }
+        }
+        self.progress = Progress {
+            done: 0.0,
+            start: self.arena.bytes(),
+        };
+        self.node(&root, &canonical, 0, 1.0)
     }
 
-    fn node(&mut self, r: &Region, e: &[u32], p: &[u32], depth: u32) -> Result<u64, OverBudget> {
-        self.max_depth = self.max_depth.max(depth);
-        // A single candidate decides only if it covers the region (a partition's lists
-        // have no catch-all, so it may not).
-        let decides = |l: &[u32], v: &ViewList<'_>| {
-            l.first()
-                .is_none_or(|&i| self.covers_region(v.boxes[i as usize], r))
-        };
-        if e.len() <= 1 && p.len() <= 1 && decides(e, &self.enforced) && decides(p, &self.pending) {
-            let ed = e
-                .first()
-                .map_or(u32::MAX, |&i| self.enforced.decisions[i as usize]);
-            let pd = p
-                .first()
-                .map_or(u32::MAX, |&i| self.pending.decisions[i as usize]);
-            return Ok(LEAF | u64::from((self.leaf)(ed, pd)));
+    /// The first candidate of each view in `list`.
+    fn firsts(&self, list: &[u32]) -> (Option<Cand>, Option<Cand>) {
+        let (mut fe, mut fp) = (None, None);
+        for &i in list {
+            let c = self.cands.all[i as usize];
+            if fe.is_none() && c.e != NONE {
+                fe = Some(c);
+            }
+            if fp.is_none() && c.p != NONE {
+                fp = Some(c);
+            }
+            if fe.is_some() && fp.is_some() {
+                break;
+            }
         }
-        let mut boxes: Vec<u32> = e
+        (fe, fp)
+    }
+
+    /// The subtree of region `r` over `list`, which is `share` of the root's work.
+    fn node(
+        &mut self,
+        r: &Region,
+        list: &[u32],
+        depth: u32,
+        share: f64,
+    ) -> Result<Slot, OverBudget> {
+        let slot = self.node_inner(r, list, depth, share)?;
+        if depth <= PROGRESS_DEPTH {
+            self.progress.done += share;
+            let grown = self.arena.bytes().saturating_sub(self.progress.start) as f64;
+            let room = (self.arena.slot_limit * SLOT_BYTES).saturating_sub(self.progress.start);
+            let projected = grown / self.progress.done.max(1e-9);
+            let over = PROGRESS_CHECKS.iter().any(|&(done, factor)| {
+                self.progress.done >= done && projected > factor * room as f64
+            });
+            if std::env::var_os("TG_PROG").is_some() && over {
+                eprintln!(
+                    "abort depth {depth} share {share:.6} done {:.6} grown {grown} room {room}",
+                    self.progress.done
+                );
+            }
+            if over {
+                return Err(OverBudget);
+            }
+        }
+        Ok(slot)
+    }
+
+    fn node_inner(
+        &mut self,
+        r: &Region,
+        list: &[u32],
+        depth: u32,
+        share: f64,
+    ) -> Result<Slot, OverBudget> {
+        self.max_depth = self.max_depth.max(depth);
+        // A leaf when each view's first candidate covers the region (a partition's
+        // lists have no catch-all, so a view may have none).
+        let (fe, fp) = self.firsts(list);
+        if fe.is_none_or(|c| self.covers_region(c.bx, r))
+            && fp.is_none_or(|c| self.covers_region(c.bx, r))
+        {
+            let ed = fe.map_or(NONE, |c| c.e);
+            let pd = fp.map_or(NONE, |c| c.p);
+            return Ok(slot::leaf((self.leaf)(ed, pd)));
+        }
+        let mut boxes: Vec<u32> = list
             .iter()
-            .map(|&i| self.enforced.boxes[i as usize])
-            .chain(p.iter().map(|&i| self.pending.boxes[i as usize]))
+            .map(|&i| self.cands.all[i as usize].bx)
             .collect();
         boxes.sort_unstable();
         boxes.dedup();
         if boxes.len() <= self.params.binth
-            && let Some(items) = self.leaf_items(r, e, p)
+            && let Some(items) = self.leaf_items(r, list)
         {
             return self.arena.list(items);
         }
@@ -471,39 +560,28 @@ impl TreeBuilder<'_> {
         // Hash first, compare on a hit: no key is allocated unless the node is new.
         let hash = {
             use std::hash::BuildHasher;
-            foldhash::fast::FixedState::default().hash_one((e, p, &region))
+            foldhash::fast::FixedState::default().hash_one((list, &region))
         };
         if let Some(bucket) = self.memo.get(&hash)
-            && let Some(found) = bucket
-                .iter()
-                .find(|m| *m.0 == *e && *m.1 == *p && m.2 == region)
+            && let Some(found) = bucket.iter().find(|m| *m.0 == *list && m.1 == region)
         {
-            return Ok(found.3);
+            return Ok(found.2);
         }
         let (d, bits) = self.choose_cut(r, &boxes, &align);
         let width = self.width(d);
         let below = width - r.len[d] - bits; // bits under the cut
-        let n = 1usize << bits;
-        let mut ce = self.take_lists(n);
-        let mut cp = self.take_lists(n);
-        self.distribute(r, d, bits, e, &self.enforced, &mut ce);
-        self.distribute(r, d, bits, p, &self.pending, &mut cp);
-        let partial = self.partial_children(r, d, bits, &boxes);
-        let mut children: Vec<u64> = Vec::with_capacity(n);
-        for i in 0..n {
-            // Neighbours with the same candidates and no boundary inside are the same
-            // subproblem (the memo would find it; skip the lookup).
-            if i > 0 && !partial[i] && !partial[i - 1] && ce[i] == ce[i - 1] && cp[i] == cp[i - 1] {
-                children.push(children[i - 1]);
-                continue;
-            }
+        let cells = self.cells(r, d, bits, list);
+        let weight: usize = cells.iter().map(|c| c.list.len()).sum();
+        // One subtree per cell; neighbouring cells with the same subtree form one run.
+        let mut runs: Vec<(usize, Slot)> = Vec::with_capacity(cells.len());
+        for cell in &cells {
             let mut cr = *r;
-            cr.lo[d] = r.lo[d] | ((i as u128) << below);
+            cr.lo[d] = r.lo[d] | ((cell.first as u128) << below);
             cr.len[d] = r.len[d] + bits;
-            let child = self.node(&cr, &ce[i], &cp[i], depth + 1);
-            match child {
-                Ok(c) => children.push(c),
-                Err(e) => return Err(e),
+            let part = share * cell.list.len() as f64 / weight.max(1) as f64;
+            let child = self.node(&cr, &cell.list, depth + 1, part)?;
+            if runs.last().is_none_or(|l| l.1 != child) {
+                runs.push((cell.first, child));
             }
         }
         let base = lane_base(self.family)[d];
@@ -512,148 +590,103 @@ impl TreeBuilder<'_> {
         } else {
             (base, below)
         };
-        let hdr = (u64::from(lane) << 32) | (u64::from(shift) << 40) | (u64::from(bits) << 48);
-        self.pool.extend(ce);
-        self.pool.extend(cp);
-        let slot = self.arena.node(hdr, children)?;
+        let (word, at) = slot::lane_position(self.family, lane);
+        let slot = self.arena.node(word, at + shift, bits, &runs)?;
+        let made = (self.arena.slots.len(), self.arena.items.len());
         self.memo
             .entry(hash)
             .or_default()
-            .push((e.into(), p.into(), region, slot));
+            .push((list.into(), region, slot, made.0, made.1));
         Ok(slot)
     }
 
-    /// `n` empty lists, reusing earlier ones' allocations.
-    fn take_lists(&mut self, n: usize) -> Vec<Vec<u32>> {
-        let mut out = Vec::with_capacity(n);
-        for _ in 0..n {
-            let mut v = self.pool.pop().unwrap_or_default();
-            v.clear();
-            out.push(v);
-        }
-        out
-    }
-
-    /// The leaf list of region `r`: both candidate lists merged into one sequence that
-    /// keeps each list's order (an entry in both becomes one item), each box clipped to
-    /// the region and split into single-interval items. `None` if that makes more
-    /// than `4 * binth` items.
-    fn leaf_items(&self, r: &Region, e: &[u32], p: &[u32]) -> Option<Vec<Item>> {
-        let (eb, pb) = (self.enforced.boxes, self.pending.boxes);
-        let mut merged: Vec<(u32, u32, u32)> = Vec::new(); // (box, enforced, pending)
-        let (mut i, mut j) = (0, 0);
-        while i < e.len() || j < p.len() {
-            let he = e.get(i).map(|&x| eb[x as usize]);
-            let hp = p.get(j).map(|&x| pb[x as usize]);
-            let (take_e, take_p) = match (he, hp) {
-                (Some(a), Some(b)) if a == b => (true, true),
-                (Some(a), Some(b)) => {
-                    // Emit first whichever head the other list does not need before it.
-                    let a_later_in_p = p[j..].iter().any(|&x| pb[x as usize] == a);
-                    let b_later_in_e = e[i..].iter().any(|&x| eb[x as usize] == b);
-                    if a_later_in_p && !b_later_in_e {
-                        (false, true)
-                    } else {
-                        (true, false)
-                    }
+    /// Splits `list` among the children of a `bits`-bit cut of region `r` on field
+    /// `d`: the children are grouped into cells (no candidate boundary inside a cell
+    /// of several children), and each cell gets its canonical candidate list.
+    fn cells(&mut self, r: &Region, d: usize, bits: u32, list: &[u32]) -> Vec<Cell> {
+        let below = self.width(d) - r.len[d] - bits;
+        let (rlo, rhi) = self.span(r, d);
+        let n = 1usize << bits;
+        // Each candidate interval as (first child, last child, boundary inside first,
+        // boundary inside last).
+        let child_span = |a: u128, z: u128| {
+            let (a, z) = (a.max(rlo), z.min(rhi));
+            let (c0, c1) = (((a - rlo) >> below) as usize, ((z - rlo) >> below) as usize);
+            let cut0 = a != rlo + ((c0 as u128) << below);
+            let cut1 = z != rlo + ((c1 as u128) << below) + max_of(below);
+            (c0, c1, cut0, cut1)
+        };
+        let boxes = self.boxes;
+        let mut bp: Vec<usize> = vec![0, n];
+        for &i in list {
+            let b = &boxes[self.cands.all[i as usize].bx as usize];
+            for &(a, z) in &b.0[d].0 {
+                if a > rhi || z < rlo {
+                    continue;
                 }
-                (Some(_), None) => (true, false),
-                _ => (false, true),
-            };
-            let bx = if take_e { he } else { hp }.unwrap_or(0);
-            let ed = if take_e {
-                self.enforced.decisions[e[i] as usize]
-            } else {
-                NONE
-            };
-            let pd = if take_p {
-                self.pending.decisions[p[j] as usize]
-            } else {
-                NONE
-            };
-            merged.push((bx, ed, pd));
-            i += usize::from(take_e);
-            j += usize::from(take_p);
-        }
-        let cap = 4 * self.params.binth.max(1);
-        let mut items = Vec::new();
-        for (bx, ed, pd) in merged {
-            let b = &self.boxes[bx as usize];
-            // Where the box covers the region the field needs no check (and must not
-            // get one: a memoised list is shared by regions that differ in such fields).
-            let clipped: [Vec<Iv>; DIMS] = std::array::from_fn(|d| {
-                let (lo, hi) = self.span(r, d);
-                if covers(&b.0[d].0, lo, hi) {
-                    return vec![(0, max_of(self.width(d)))];
+                let (c0, c1, cut0, cut1) = child_span(a, z);
+                bp.extend([c0, c1 + 1]);
+                if cut0 {
+                    bp.push(c0 + 1);
                 }
-                b.0[d]
-                    .0
-                    .iter()
-                    .filter(|&&(a, z)| a <= hi && lo <= z)
-                    .map(|&(a, z)| (a.max(lo), z.min(hi)))
-                    .collect()
-            });
-            let count: usize = clipped.iter().map(Vec::len).product();
-            if items.len() + count > cap {
-                return None;
+                if cut1 {
+                    bp.push(c1);
+                }
             }
-            for a in &clipped[0] {
-                for b in &clipped[1] {
-                    for c in &clipped[2] {
-                        for d in &clipped[3] {
-                            for f in &clipped[4] {
-                                let mut lo = [0u32; ITEM_LANES];
-                                let mut span = [u32::MAX; ITEM_LANES];
-                                let base = lane_base(self.family);
-                                let widths = super::flatten::widths(self.family);
-                                for (dim, iv) in [a, b, c, d, f].into_iter().enumerate() {
-                                    if !lane_intervals(
-                                        iv.0,
-                                        iv.1,
-                                        widths[dim],
-                                        base[dim] as usize,
-                                        &mut lo,
-                                        &mut span,
-                                    ) {
-                                        return None;
-                                    }
-                                }
-                                items.push(Item {
-                                    lo,
-                                    span,
-                                    enforced: ed,
-                                    pending: pd,
-                                });
-                            }
+        }
+        bp.sort_unstable();
+        bp.dedup();
+        let mut cells: Vec<Cell> = bp
+            .windows(2)
+            .map(|w| Cell {
+                first: w[0],
+                list: Vec::new(),
+                enforced_covered: false,
+                pending_covered: false,
+            })
+            .collect();
+        let cell_of = |c: usize| bp.partition_point(|&x| x <= c) - 1;
+        let mut open = cells.len();
+        for &i in list {
+            if open == 0 {
+                break; // every cell already has both covers
+            }
+            let c = self.cands.all[i as usize];
+            let others = self.covers_except(c.bx, r, d);
+            let mut last = usize::MAX;
+            let intervals = &boxes[c.bx as usize].0[d].0;
+            for &(a, z) in intervals {
+                if a > rhi || z < rlo {
+                    continue;
+                }
+                let (c0, c1, cut0, cut1) = child_span(a, z);
+                let (k0, k1) = (cell_of(c0), cell_of(c1));
+                for (k, cell) in cells.iter_mut().enumerate().take(k1 + 1).skip(k0) {
+                    let need_e = c.e != NONE && !cell.enforced_covered;
+                    let need_p = c.p != NONE && !cell.pending_covered;
+                    if k == last || !(need_e || need_p) {
+                        continue;
+                    }
+                    last = k;
+                    let keep = Cand {
+                        bx: c.bx,
+                        e: if need_e { c.e } else { NONE },
+                        p: if need_p { c.p } else { NONE },
+                    };
+                    let id = if keep == c { i } else { self.cands.id(keep) };
+                    cell.list.push(id);
+                    let full = others && !(cut0 && k == k0) && !(cut1 && k == k1);
+                    if full {
+                        cell.enforced_covered |= need_e;
+                        cell.pending_covered |= need_p;
+                        if cell.enforced_covered && cell.pending_covered {
+                            open -= 1;
                         }
                     }
                 }
             }
         }
-        Some(items)
-    }
-
-    /// Which children of a `bits`-bit cut on `d` have a box boundary inside.
-    fn partial_children(&self, r: &Region, d: usize, bits: u32, boxes: &[u32]) -> Vec<bool> {
-        let below = self.width(d) - r.len[d] - bits;
-        let (rlo, rhi) = self.span(r, d);
-        let mut out = vec![false; 1usize << bits];
-        for &b in boxes {
-            for &(a, z) in &self.boxes[b as usize].0[d].0 {
-                let (a, z) = (a.max(rlo), z.min(rhi));
-                if a > z {
-                    continue;
-                }
-                let (c0, c1) = (((a - rlo) >> below) as usize, ((z - rlo) >> below) as usize);
-                if a != rlo + ((c0 as u128) << below) {
-                    out[c0] = true;
-                }
-                if z != rlo + ((c1 as u128) << below) + max_of(below) {
-                    out[c1] = true;
-                }
-            }
-        }
-        out
+        cells
     }
 
     /// Per field: `None` if every box covers the region there, else the alignment
@@ -683,50 +716,67 @@ impl TreeBuilder<'_> {
         })
     }
 
-    /// Splits the candidate list `list` of region `r` among the children of a cut of
-    /// `bits` bits on field `d`, keeping order and stopping each child at its first
-    /// covering entry.
-    fn distribute(
-        &self,
-        r: &Region,
-        d: usize,
-        bits: u32,
-        list: &[u32],
-        view: &ViewList<'_>,
-        out: &mut [Vec<u32>],
-    ) {
-        let below = self.width(d) - r.len[d] - bits;
-        let (rlo, rhi) = self.span(r, d);
-        let mut closed = vec![false; out.len()];
-        let mut open = out.len();
+    /// The leaf list of region `r`: each candidate clipped to the region and split
+    /// into single-interval items, in order. `None` if that makes more than
+    /// `4 * binth` items.
+    fn leaf_items(&self, r: &Region, list: &[u32]) -> Option<Vec<Item>> {
+        let cap = 4 * self.params.binth.max(1);
+        let mut items = Vec::new();
         for &i in list {
-            if open == 0 {
-                break; // every child already has its covering entry
-            }
-            let b = view.boxes[i as usize];
-            let others = self.covers_except(b, r, d);
-            let mut last = usize::MAX;
-            for &(a, z) in &self.boxes[b as usize].0[d].0 {
-                let (a, z) = (a.max(rlo), z.min(rhi));
-                if a > z {
-                    continue;
+            let c = self.cands.all[i as usize];
+            let b = &self.boxes[c.bx as usize];
+            // Where the box covers the region the field needs no check (and must not
+            // get one: a memoised list is shared by regions that differ in such fields).
+            let clipped: [Vec<Iv>; DIMS] = std::array::from_fn(|d| {
+                let (lo, hi) = self.span(r, d);
+                if covers(&b.0[d].0, lo, hi) {
+                    return vec![(0, max_of(self.width(d)))];
                 }
-                let (c0, c1) = (((a - rlo) >> below) as usize, ((z - rlo) >> below) as usize);
-                for c in c0..=c1 {
-                    if c == last || closed[c] {
-                        continue;
-                    }
-                    last = c;
-                    out[c].push(i);
-                    let clo = rlo + ((c as u128) << below);
-                    let chi = clo + max_of(below);
-                    if others && a <= clo && chi <= z {
-                        closed[c] = true;
-                        open -= 1;
+                b.0[d]
+                    .0
+                    .iter()
+                    .filter(|&&(a, z)| a <= hi && lo <= z)
+                    .map(|&(a, z)| (a.max(lo), z.min(hi)))
+                    .collect()
+            });
+            let count: usize = clipped.iter().map(Vec::len).product();
+            if items.len() + count > cap {
+                return None;
+            }
+            for a in &clipped[0] {
+                for b in &clipped[1] {
+                    for cc in &clipped[2] {
+                        for dd in &clipped[3] {
+                            for f in &clipped[4] {
+                                let mut lo = [0u32; ITEM_LANES];
+                                let mut span = [u32::MAX; ITEM_LANES];
+                                let base = lane_base(self.family);
+                                let widths = super::flatten::widths(self.family);
+                                for (dim, iv) in [a, b, cc, dd, f].into_iter().enumerate() {
+                                    if !lane_intervals(
+                                        iv.0,
+                                        iv.1,
+                                        widths[dim],
+                                        base[dim] as usize,
+                                        &mut lo,
+                                        &mut span,
+                                    ) {
+                                        return None;
+                                    }
+                                }
+                                items.push(Item {
+                                    lo,
+                                    span,
+                                    enforced: c.e,
+                                    pending: c.p,
+                                });
+                            }
+                        }
                     }
                 }
             }
         }
+        Some(items)
     }
 
     /// Picks the field and the number of bits to cut: in each field with a boundary,
@@ -830,32 +880,4 @@ impl TreeBuilder<'_> {
         }
         (mx, partial, edges.len())
     }
-}
-
-/// Keeps the entries of `list` that intersect region `r`, up to and including the
-/// first that covers it.
-fn truncate_first_cover(
-    t: &TreeBuilder<'_>,
-    r: &Region,
-    list: Vec<u32>,
-    enforced: bool,
-) -> Vec<u32> {
-    let view = if enforced { &t.enforced } else { &t.pending };
-    let mut out = Vec::new();
-    for i in list {
-        let b = &t.boxes[view.boxes[i as usize] as usize];
-        let (mut all, mut any) = (true, true);
-        for d in 0..DIMS {
-            let (lo, hi) = t.span(r, d);
-            all &= covers(&b.0[d].0, lo, hi);
-            any &= intersects(&b.0[d].0, lo, hi);
-        }
-        if any {
-            out.push(i);
-        }
-        if all {
-            break;
-        }
-    }
-    out
 }

@@ -1,0 +1,15 @@
+//! The control crate's only contact with the OS beyond std: the one module that may
+//! use `unsafe`.
+#![allow(unsafe_code)]
+
+/// Restores the default action of SIGPIPE (terminate quietly), which the Rust runtime
+/// sets to "ignore". Without it, `tiergate ... | head` makes every later write to
+/// stdout fail and `println!` panic; with it, the command ends the way Unix filters do
+/// when their reader goes away.
+pub fn restore_default_sigpipe() {
+    // SAFETY: `signal` with `SIG_DFL` installs no handler code; it only resets the
+    // disposition of SIGPIPE for this process, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
