@@ -35,6 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use crossbeam::utils::CachePadded;
 use hdrhistogram::Histogram;
 
 use crate::flow::{
@@ -104,6 +105,10 @@ pub struct Published<C> {
 #[derive(Debug)]
 pub struct ClassifierSlot<C> {
     current: ArcSwap<Published<C>>,
+    /// The generation of `current`, on a cache line of its own that only `publish`
+    /// writes: workers poll it every batch with a plain load (no arc-swap guard, so
+    /// nothing shared is written on the packet path).
+    published: CachePadded<AtomicU32>,
     retired: Mutex<Vec<Arc<Published<C>>>>,
     seats: Mutex<Vec<Arc<AtomicU32>>>,
 }
@@ -112,6 +117,7 @@ impl<C> ClassifierSlot<C> {
     /// A slot holding `initial`.
     pub fn new(initial: Published<C>) -> Self {
         ClassifierSlot {
+            published: CachePadded::new(AtomicU32::new(initial.generation)),
             current: ArcSwap::from_pointee(initial),
             retired: Mutex::new(Vec::new()),
             seats: Mutex::new(Vec::new()),
@@ -121,7 +127,9 @@ impl<C> ClassifierSlot<C> {
     /// Publishes a new generation; the previous one is retired (kept alive here until
     /// [`ClassifierSlot::reclaim`] sees no worker using it).
     pub fn publish(&self, next: Published<C>) {
+        let generation = next.generation;
         let old = self.current.swap(Arc::new(next));
+        self.published.store(generation, Ordering::Release);
         if let Ok(mut r) = self.retired.lock() {
             r.push(old);
         }
@@ -624,7 +632,7 @@ impl<C: Classify> Worker<C> {
 
     /// Picks up a newly published classifier, if any (batch boundary).
     fn refresh_classifier(&mut self) {
-        if self.slot.current.load().generation != self.current.generation {
+        if self.slot.published.load(Ordering::Acquire) != self.current.generation {
             let next = self.slot.load();
             // Drop ours before telling the publisher, so the publisher's `reclaim`
             // is the one that frees it.
