@@ -519,11 +519,7 @@ impl Classifier {
     #[inline(always)]
     fn resolve(&self, s: u64, k: &FlowKey) -> Verdicts {
         if s & LIST == 0 {
-            return self
-                .verdicts
-                .get(s as u32 as usize)
-                .copied()
-                .unwrap_or(SENTINEL);
+            return *self.verdicts.get(s as u32 as usize).unwrap_or(&SENTINEL);
         }
         let (e, p) = tree::scan(self.list(s), &lanes_of(k));
         let d = |i: u32| {

@@ -209,7 +209,10 @@ impl Block {
     #[inline]
     pub(crate) fn set(&mut self, j: usize, root: Slot, k: &FlowKey) {
         let w = words_of(k);
-        for (x, col) in self.w.iter_mut().enumerate() {
+        // An IPv4 tree only cuts words 0 and 1 (`lane_position`): the other columns
+        // of an IPv4 walk are never read, so they are not written.
+        let used = if k.family == Family::V4 { 2 } else { WORDS };
+        for (x, col) in self.w.iter_mut().enumerate().take(used) {
             col[j] = w[x];
         }
         self.v6 |= k.family == Family::V6;
