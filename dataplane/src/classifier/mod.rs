@@ -50,9 +50,7 @@ use crate::program::{
 };
 use flatten::{DPORT, DST, MBox, SPORT, SRC, flatten};
 use slot::{BLOCK, Block, LEAF, LIST, Slot};
-use tree::{
-    Arena, Cand, Cands, CutParams, Item, Lanes, Memo, NONE, OverBudget, Progress, TreeBuilder,
-};
+use tree::{Arena, Cand, Cands, CutParams, Item, Lanes, Memo, NONE, OverBudget, TreeBuilder};
 
 /// Knobs of [`Classifier::build`].
 #[derive(Clone, Copy, Debug)]
@@ -753,17 +751,15 @@ fn build_one(
     let merged = merge(ev, pv);
     let single = {
         let mut leaf = |e: u32, p: u32| interner.verdicts(e, p);
-        let mut t = TreeBuilder {
+        let mut t = TreeBuilder::new(
             family,
-            boxes: &shared.boxes,
-            cands: &mut shared.cands,
+            &shared.boxes,
+            &mut shared.cands,
+            &mut shared.memo,
             params,
-            leaf: &mut leaf,
+            &mut leaf,
             arena,
-            memo: &mut shared.memo,
-            max_depth: 0,
-            progress: Progress::default(),
-        };
+        );
         t.build(&merged).map(|root| (root, t.max_depth))
     };
     arena.slot_limit = full_limit;
@@ -812,17 +808,15 @@ fn build_one(
             }
             let merged = merge(&ge, &gp);
             let mut pair = |e: u32, p: u32| interner.pair(e, p);
-            let mut t = TreeBuilder {
+            let mut t = TreeBuilder::new(
                 family,
-                boxes: &shared.boxes,
-                cands: &mut shared.part_cands,
+                &shared.boxes,
+                &mut shared.part_cands,
+                &mut shared.part_memo,
                 params,
-                leaf: &mut pair,
+                &mut pair,
                 arena,
-                memo: &mut shared.part_memo,
-                max_depth: 0,
-                progress: Progress::default(),
-            };
+            );
             match t.build(&merged) {
                 Ok(root) => {
                     depth = depth.max(t.max_depth);

@@ -404,7 +404,32 @@ struct Cell {
     pending_covered: bool,
 }
 
-impl TreeBuilder<'_> {
+impl<'a> TreeBuilder<'a> {
+    /// A builder for one tree over `boxes`, memoising subtrees in `memo` (whose
+    /// candidate ids are `cands`'), writing to `arena`, leaves made by `leaf`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        family: Family,
+        boxes: &'a [MBox],
+        cands: &'a mut Cands,
+        memo: &'a mut Memo,
+        params: CutParams,
+        leaf: &'a mut dyn FnMut(u32, u32) -> u32,
+        arena: &'a mut Arena,
+    ) -> Self {
+        TreeBuilder {
+            family,
+            boxes,
+            cands,
+            params,
+            leaf,
+            arena,
+            memo,
+            max_depth: 0,
+            progress: Progress::default(),
+        }
+    }
+
     fn width(&self, d: usize) -> u32 {
         super::flatten::widths(self.family)[d]
     }
