@@ -170,6 +170,8 @@ pub struct Classifier {
     /// Per program: the v4 and v6 roots.
     roots: Vec<[Root; 2]>,
     slots: Vec<Slot>,
+    /// The run starts of the tabled nodes in `slots`.
+    starts: Vec<u64>,
     items: Vec<Item>,
     decisions: Vec<Decision>,
     verdicts: Vec<Verdicts>,
@@ -351,6 +353,7 @@ impl Classifier {
             endpoints,
             roots,
             slots: arena.slots,
+            starts: arena.table,
             items: arena.items,
             decisions: interner.decisions,
             verdicts: interner.verdicts,
@@ -396,7 +399,7 @@ impl Classifier {
                 for j in n..BLOCK {
                     b.clear(j);
                 }
-                crate::arch::walk::walk(self.kernel, &self.slots, &mut b);
+                crate::arch::walk::walk(self.kernel, &self.slots, &self.starts, &mut b);
                 for ((o, &s), k) in oc[..n].iter_mut().zip(&b.s).zip(kc) {
                     *o = self.resolve(s, k);
                 }
@@ -444,7 +447,7 @@ impl Classifier {
                     }
                 }
             }
-            crate::arch::walk::walk(self.kernel, &self.slots, &mut b);
+            crate::arch::walk::walk(self.kernel, &self.slots, &self.starts, &mut b);
             for (j, job) in jobs.iter().enumerate() {
                 match job {
                     Some((Root::Single(_), k)) if round == 0 => out[j] = self.resolve(b.s[j], k),
@@ -494,17 +497,17 @@ impl Classifier {
     /// path of `k`, and the leaf list length (0 = precomputed leaf).
     #[doc(hidden)]
     pub fn path_of(&self, program: ProgramId, k: &FlowKey) -> (Vec<(u32, u32, bool)>, usize) {
-        let Some(mut s) = self.root(program, k.family) else {
+        let Some(s) = self.root(program, k.family) else {
             return (Vec::new(), 0);
         };
         let w = slot::words_of(k);
         let mut path = Vec::new();
-        while s[0] & LEAF == 0 {
-            let (word, _, bits) = slot::decode(s[0]);
-            path.push((word as u32, bits, s[0] & slot::RANGED != 0));
-            s = slot::step_checked(&self.slots, s, &w).unwrap_or(slot::EMPTY);
+        let mut s = s;
+        while s & LEAF == 0 {
+            let (word, _, bits) = slot::decode(s);
+            path.push((word as u32, bits, s & slot::RANGED != 0));
+            s = slot::step_checked(&self.slots, &self.starts, s, &w).unwrap_or(slot::EMPTY);
         }
-        let s = s[0];
         let n = if s & LIST != 0 {
             ((s >> 32) & 0x3fff_ffff) as usize
         } else {

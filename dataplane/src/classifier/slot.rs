@@ -2,54 +2,80 @@
 //! builder (`tree`), which writes slots, and every lookup kernel, which reads them —
 //! the scalar step here and the SIMD walks in `crate::arch::walk`.
 //!
-//! A tree lives in one arena of [`Slot`]s, two `u64` words each. The first word is
+//! A tree lives in one arena of [`Slot`]s, one `u64` each:
 //! - a precomputed leaf: `LEAF | index` (into the verdicts table, or into the
 //!   position-pairs table in a partitioned program);
 //! - a leaf list: `LEAF | LIST | count << 32 | offset` (items checked in order);
-//! - an inner node: the offset of its children (bits 0..32), the key word it cuts
-//!   (byte 4), flags (byte 5: [`RANGED`]), the shift (byte 6) and the width (byte 7,
-//!   at most [`MAX_CUT_BITS`]). The cut value `v` is `bits` bits of key word `word`
-//!   (see [`Words`]) from bit `shift`. A plain node's `2^bits` children sit at the
-//!   offset and the child is `offset + v`.
+//! - an inner node: the offset of its children (bits 0..24, so an arena holds at most
+//!   [`MAX_SLOTS`] slots), up to [`INLINE_STARTS`] inline run starts or a
+//!   starts-table index (bytes 3..6), the shift (bits 48..54), the flags [`RANGED`]
+//!   and [`TABLED`] (bits 54, 55), the width less one (bits 56..59; widths
+//!   1..=[`MAX_CUT_BITS`]) and the key word it cuts (bits 60..63). The cut value `v`
+//!   is `bits` bits of key word `word` (see [`Words`]) from bit `shift`. A plain
+//!   node's `2^bits` children sit at the offset and the child is `offset + v`.
 //!
-//! The second word holds a ranged node's run starts: such a node stores one child per
-//! run of equal children, at most [`MAX_RUNS`] runs; run 0 starts at 0 and the other
-//! starts (ascending, nonzero) are the bytes of the second word, unused bytes 0. The
-//! child is `offset + #{start bytes <= v}`: unused starts always count, so the builder
-//! stores the offset lowered by their number (the arena begins with that many
-//! padding slots). Leaves and plain nodes have a zero second word.
+//! A ranged node stores one child per run of equal children, at most [`MAX_RUNS`]
+//! runs; run 0 starts at 0 and the child is `offset + #{run starts <= v}`. Its other
+//! run starts (ascending, nonzero) are a starts word: bytes `start - 1`, unused bytes
+//! `0xff`, so the count is `#{bytes < v}` and unused bytes never count (`v <= 255`).
+//! With at most [`INLINE_STARTS`] starts (at most 4 runs) the bytes sit in the node
+//! word itself. With more, the node is [`TABLED`]: its starts word is entry
+//! `(node >> TABLE_AT) & 0xff_ffff` of the arena's starts table, where each distinct
+//! starts word is stored once (a few thousand words at most on the ClassBench sets,
+//! so the table stays in the first-level cache).
 //!
-//! So one step reads one slot, whatever the node: a SIMD step is two gathers that do
-//! not depend on each other, and every field sits in its own byte. Every slot the
-//! builder makes stays inside the arena for every key; kernels clamp their loads to
-//! the arena all the same.
+//! So a step of a walk reads one arena slot, and one table word when the node is
+//! tabled: a SIMD step is one gather from the arena, plus one from the table masked
+//! to the walks on tabled nodes (none when there are no such walks). Every slot the
+//! builder makes stays inside the arena for every key, every table index inside the
+//! table; kernels clamp their loads to the arena and the table all the same.
 
 use crate::program::{Family, FlowKey};
 
-/// One tree slot: the node word and the run-starts word.
-pub(crate) type Slot = [u64; 2];
+/// One tree slot: a leaf, or a node word (the pointer to an inner node's children,
+/// carrying its cut).
+pub(crate) type Slot = u64;
 
-/// Leaf flag of a slot's first word.
+/// Leaf flag of a slot.
 pub(crate) const LEAF: u64 = 1 << 63;
 /// With [`LEAF`]: the leaf is a short list of items (`offset | count << 32`) rather
 /// than a table index.
 pub(crate) const LIST: u64 = 1 << 62;
-/// An inner node stored as runs of equal children.
-pub(crate) const RANGED: u64 = 1 << 40;
-/// Bit position of the key word index (byte 4).
-pub(crate) const WORD_AT: u32 = 32;
-/// Bit position of the shift (byte 6).
+/// Bits of an inner node's child offset.
+pub(crate) const OFFSET_BITS: u32 = 24;
+/// Most slots an arena holds (child offsets have [`OFFSET_BITS`] bits).
+pub(crate) const MAX_SLOTS: usize = 1 << OFFSET_BITS;
+/// Mask of an inner node's child offset.
+pub(crate) const OFFSET_MASK: u64 = MAX_SLOTS as u64 - 1;
+/// Bit position of the inline run starts (bytes 3..6) or the starts-table index.
+pub(crate) const STARTS_AT: u32 = 24;
+/// Bit position of a tabled node's starts-table index (24 bits).
+pub(crate) const TABLE_AT: u32 = STARTS_AT;
+/// Most entries of a starts table.
+pub(crate) const MAX_TABLE: usize = 1 << 24;
+/// Most run starts held in the node word.
+pub(crate) const INLINE_STARTS: usize = 3;
+/// The bytes of a node word that are not inline run starts, set: or-ed into the node
+/// word, they make those bytes `0xff`, which never count.
+pub(crate) const NOT_STARTS: u64 = !(0xff_ffff << STARTS_AT);
+/// Bit position of the shift (6 bits).
 pub(crate) const SHIFT_AT: u32 = 48;
-/// Bit position of the cut width (byte 7).
+/// An inner node stored as runs of equal children.
+pub(crate) const RANGED: u64 = 1 << 54;
+/// With [`RANGED`]: the run starts are in the starts table.
+pub(crate) const TABLED: u64 = 1 << 55;
+/// Bit position of the cut width less one (3 bits).
 pub(crate) const BITS_AT: u32 = 56;
+/// Bit position of the key word index (3 bits).
+pub(crate) const WORD_AT: u32 = 60;
 /// Widest cut.
 pub(crate) const MAX_CUT_BITS: u32 = 8;
 /// Most runs of a ranged node.
 pub(crate) const MAX_RUNS: usize = 9;
-/// Padding slots at the start of the arena (ranged offsets are lowered by up to this).
-pub(crate) const ARENA_PAD: usize = MAX_RUNS - 1;
 /// A leaf slot that is never a valid table index (reads as "no decision").
-pub(crate) const EMPTY: Slot = [LEAF | u32::MAX as u64, 0];
+pub(crate) const EMPTY: Slot = LEAF | u32::MAX as u64;
+
+const _: () = assert!(WORDS <= 8 && MAX_CUT_BITS <= 8 && MAX_RUNS - 1 <= 8);
 
 /// Key words per walk: the 64-bit words a tree indexes.
 pub(crate) const WORDS: usize = 5;
@@ -103,19 +129,34 @@ pub(crate) fn words_of(k: &FlowKey) -> Words {
 
 /// A precomputed leaf holding `index`.
 pub(crate) const fn leaf(index: u32) -> Slot {
-    [LEAF | index as u64, 0]
+    LEAF | index as u64
 }
 
-/// A plain inner slot: `2^bits` children at `offset`; `None` if the offset does not
-/// fit its bits.
+/// A plain inner slot: `2^bits` children at `offset`; `None` if the offset or the
+/// cut does not fit its bits.
 pub(crate) fn plain(word: u32, shift: u32, bits: u32, offset: usize) -> Option<Slot> {
-    let off = u32::try_from(offset).ok()?;
-    Some([header(word, shift, bits) | u64::from(off), 0])
+    Some(header(word, shift, bits)? | offset_bits(offset)?)
 }
 
-/// A ranged inner slot: runs start at 0 and at each of `starts` (ascending, nonzero,
-/// fewer than `MAX_RUNS`), their children at `offset` (at least `ARENA_PAD`); `None`
-/// if the offset does not fit its bits.
+/// The starts word of runs starting at 0 and at each of `starts` (ascending,
+/// nonzero, fewer than `MAX_RUNS`); `None` if they are not.
+pub(crate) fn starts_word(starts: &[u8]) -> Option<u64> {
+    let ascending = starts.windows(2).all(|w| w[0] < w[1]);
+    if starts.len() >= MAX_RUNS || starts.contains(&0) || !ascending {
+        return None;
+    }
+    // Stored as `start - 1`, unused bytes 0xff (never below a cut value).
+    let mut packed = u64::MAX;
+    for (i, &st) in starts.iter().enumerate() {
+        packed &= !(0xff << (8 * i));
+        packed |= u64::from(st - 1) << (8 * i);
+    }
+    Some(packed)
+}
+
+/// A ranged inner slot with inline starts: runs start at 0 and at each of `starts`
+/// (ascending, nonzero, at most `INLINE_STARTS`), their children at `offset`; `None`
+/// if the offset or the cut does not fit its bits or the starts do not fit.
 pub(crate) fn ranged(
     word: u32,
     shift: u32,
@@ -123,59 +164,94 @@ pub(crate) fn ranged(
     offset: usize,
     starts: &[u8],
 ) -> Option<Slot> {
-    if starts.len() >= MAX_RUNS || offset < ARENA_PAD {
+    if starts.len() > INLINE_STARTS {
         return None;
     }
-    // Unused starts are 0 and always count: lower the offset by their number.
-    let off = u32::try_from(offset - (MAX_RUNS - 1 - starts.len())).ok()?;
-    let mut packed = 0u64;
-    for (i, &st) in starts.iter().enumerate() {
-        packed |= u64::from(st) << (8 * i);
-    }
-    Some([header(word, shift, bits) | RANGED | u64::from(off), packed])
+    let packed = starts_word(starts)?;
+    let node = header(word, shift, bits)? | RANGED | offset_bits(offset)?;
+    Some(node | ((packed & 0xff_ffff) << STARTS_AT))
 }
 
-const fn header(word: u32, shift: u32, bits: u32) -> u64 {
-    ((word as u64) << WORD_AT) | ((bits as u64) << BITS_AT) | ((shift as u64) << SHIFT_AT)
+/// A ranged inner slot whose starts word is entry `entry` of the starts table, its
+/// children at `offset`; `None` if a field does not fit its bits.
+pub(crate) fn tabled(
+    word: u32,
+    shift: u32,
+    bits: u32,
+    offset: usize,
+    entry: usize,
+) -> Option<Slot> {
+    if entry >= MAX_TABLE {
+        return None;
+    }
+    let node = header(word, shift, bits)? | RANGED | TABLED | offset_bits(offset)?;
+    Some(node | ((entry as u64) << TABLE_AT))
+}
+
+/// `offset` as an inner node's offset field, if it fits.
+fn offset_bits(offset: usize) -> Option<u64> {
+    (offset < MAX_SLOTS).then_some(offset as u64)
+}
+
+/// The cut fields of an inner slot, if they fit.
+fn header(word: u32, shift: u32, bits: u32) -> Option<u64> {
+    let fits = (word as usize) < WORDS && shift < 64 && (1..=MAX_CUT_BITS).contains(&bits);
+    fits.then_some(
+        (u64::from(word) << WORD_AT)
+            | (u64::from(bits - 1) << BITS_AT)
+            | (u64::from(shift) << SHIFT_AT),
+    )
 }
 
 /// (word, shift, bits) of an inner slot.
 #[inline(always)]
 pub(crate) const fn decode(s: u64) -> (usize, u32, u32) {
     (
-        ((s >> WORD_AT) & 0xff) as usize,
-        ((s >> SHIFT_AT) & 0xff) as u32,
-        ((s >> BITS_AT) & 0xff) as u32,
+        ((s >> WORD_AT) & 0x7) as usize,
+        ((s >> SHIFT_AT) & 0x3f) as u32,
+        ((s >> BITS_AT) & 0x7) as u32 + 1,
     )
 }
 
-/// The child index (from the slot's offset) of inner slot `s` for key words `w`.
+/// The starts word of ranged node word `s` (`start - 1`, unused `0xff`).
 #[inline(always)]
-pub(crate) fn child_index(s: Slot, w: &Words) -> u64 {
-    let (word, shift, bits) = decode(s[0]);
+pub(crate) fn starts_of(s: u64, table: &[u64]) -> u64 {
+    if s & TABLED != 0 {
+        let entry = (s >> TABLE_AT) as usize & (MAX_TABLE - 1);
+        table.get(entry).copied().unwrap_or(u64::MAX)
+    } else {
+        s | NOT_STARTS
+    }
+}
+
+/// The child index (from the slot's offset) of inner node word `s` for key words `w`.
+#[inline(always)]
+pub(crate) fn child_index(s: u64, table: &[u64], w: &Words) -> u64 {
+    let (word, shift, bits) = decode(s);
     let x = w.get(word).copied().unwrap_or(0);
     let v = x.checked_shr(shift).unwrap_or(0) & !u64::MAX.checked_shl(bits).unwrap_or(0);
-    if s[0] & RANGED == 0 {
+    if s & RANGED == 0 {
         return v;
     }
-    s[1].to_le_bytes()
+    starts_of(s, table)
+        .to_le_bytes()
         .iter()
-        .map(|&st| u64::from(u64::from(st) <= v))
+        .map(|&st| u64::from(u64::from(st) < v))
         .sum()
 }
 
-/// One step of a walk without branches: a leaf stays where it is, an inner slot moves
-/// to its child. Loads past the arena read as [`EMPTY`].
+/// One step of a walk without branches: a leaf stays where it is, an inner node word
+/// moves to its child's. Loads past the arena read as [`EMPTY`].
 #[inline(always)]
-pub(crate) fn step(slots: &[Slot], s: Slot, w: &Words) -> Slot {
-    let at = (s[0] & 0xffff_ffff).wrapping_add(child_index(s, w));
+pub(crate) fn step(slots: &[Slot], table: &[u64], s: u64, w: &Words) -> u64 {
+    let at = (s & OFFSET_MASK).wrapping_add(child_index(s, table, w));
     let next = slots.get(at as usize).copied().unwrap_or(EMPTY);
-    if s[0] & LEAF != 0 { s } else { next }
+    if s & LEAF != 0 { s } else { next }
 }
 
-/// One step of an inner slot, `None` past the arena (diagnostics).
-pub(crate) fn step_checked(slots: &[Slot], s: Slot, w: &Words) -> Option<Slot> {
-    let at = (s[0] & 0xffff_ffff).wrapping_add(child_index(s, w));
+/// One step of an inner node word, `None` past the arena (diagnostics).
+pub(crate) fn step_checked(slots: &[Slot], table: &[u64], s: u64, w: &Words) -> Option<u64> {
+    let at = (s & OFFSET_MASK).wrapping_add(child_index(s, table, w));
     slots.get(at as usize).copied()
 }
 
@@ -188,8 +264,6 @@ pub(crate) const BLOCK: usize = 64;
 #[repr(C, align(64))]
 pub(crate) struct Block {
     pub(crate) s: [u64; BLOCK],
-    /// The second words of the current slots.
-    pub(crate) t: [u64; BLOCK],
     pub(crate) w: [[u64; BLOCK]; WORDS],
     /// Whether any walk has an IPv6 key (words 2.. are in use).
     pub(crate) v6: bool,
@@ -199,7 +273,6 @@ impl Block {
     pub(crate) fn new() -> Self {
         Block {
             s: [LEAF; BLOCK],
-            t: [0; BLOCK],
             w: [[0; BLOCK]; WORDS],
             v6: false,
         }
@@ -216,29 +289,115 @@ impl Block {
             col[j] = w[x];
         }
         self.v6 |= k.family == Family::V6;
-        self.s[j] = root[0];
-        self.t[j] = root[1];
+        self.s[j] = root;
     }
 
     /// Parks walk `j` on a leaf.
     #[inline]
     pub(crate) fn clear(&mut self, j: usize) {
         self.s[j] = LEAF;
-        self.t[j] = 0;
     }
 
     /// The scalar walk: every walk to its leaf, one level of all walks per round.
-    pub(crate) fn walk_scalar(&mut self, slots: &[Slot]) {
+    pub(crate) fn walk_scalar(&mut self, slots: &[Slot], table: &[u64]) {
         loop {
             let mut all = LEAF;
             for j in 0..BLOCK {
                 let w = std::array::from_fn(|x| self.w[x][j]);
-                [self.s[j], self.t[j]] = step(slots, [self.s[j], self.t[j]], &w);
+                self.s[j] = step(slots, table, self.s[j], &w);
                 all &= self.s[j];
             }
             if all & LEAF != 0 {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Checks the scalar child index of a ranged node over `starts` (key word 1, cut
+    /// `bits` bits at shift 8) against its definition, `#{run starts <= v}`, for every
+    /// cut value, with other bits of the key word set around the cut.
+    fn check_runs(starts: &[u8], bits: u32) {
+        let mut table = vec![0x0102_0304_0506_0708];
+        let node = if starts.len() <= INLINE_STARTS {
+            ranged(1, 8, bits, 100, starts).expect("inline starts fit")
+        } else {
+            assert_eq!(
+                ranged(1, 8, bits, 100, starts),
+                None,
+                "too many to be inline"
+            );
+            table.push(starts_word(starts).expect("valid starts"));
+            tabled(1, 8, bits, 100, 1).expect("fits")
+        };
+        assert_eq!(node & (LEAF | RANGED), RANGED);
+        assert_eq!(node & TABLED != 0, starts.len() > INLINE_STARTS);
+        assert_eq!(decode(node), (1, 8, bits));
+        for v in 0..1u64 << bits {
+            let w = [u64::MAX, (0x5a5a << (8 + bits)) | (v << 8) | 0xa5, 0, 0, 0];
+            let want = starts.iter().filter(|&&s| u64::from(s) <= v).count() as u64;
+            assert_eq!(
+                child_index(node, &table, &w),
+                want,
+                "starts {starts:?}, v {v}"
+            );
+            let slots = vec![EMPTY; 200];
+            let moved = step(&slots, &table, node, &w);
+            assert_eq!(moved, EMPTY, "a step reads slot 100 + {want}");
+        }
+    }
+
+    #[test]
+    fn ranged_nodes_count_their_run_starts() {
+        check_runs(&[], 8); // one run (the builder never stores it; still well defined)
+        check_runs(&[1], 1); // two runs, one-bit cut
+        check_runs(&[1, 2, 3], 2); // four runs, every value its own
+        check_runs(&[3, 200, 255], 8); // four runs, the last start at the top value
+        check_runs(&[10, 20, 30, 40], 8); // five runs: the first tabled size
+        check_runs(&[1, 2, 3, 4, 5, 6, 7, 255], 8); // nine runs: the most
+        check_runs(&[2, 3, 5, 7, 11, 13, 17, 19], 5);
+        // Ten runs, a zero start, unordered starts: not a node.
+        assert_eq!(starts_word(&[1, 2, 3, 4, 5, 6, 7, 8, 9]), None);
+        assert_eq!(starts_word(&[0, 4]), None);
+        assert_eq!(starts_word(&[5, 5]), None);
+        assert_eq!(starts_word(&[6, 5]), None);
+    }
+
+    #[test]
+    fn fields_that_do_not_fit_refuse_the_node() {
+        let top = MAX_SLOTS - 1;
+        for s in [
+            plain(0, 0, 8, top),
+            ranged(0, 0, 8, top, &[1, 2, 3]),
+            tabled(0, 0, 8, top, MAX_TABLE - 1),
+        ] {
+            let s = s.expect("the highest offset fits");
+            assert_eq!(s & OFFSET_MASK, top as u64);
+        }
+        assert_eq!(plain(0, 0, 8, MAX_SLOTS), None);
+        assert_eq!(ranged(0, 0, 8, MAX_SLOTS, &[1]), None);
+        assert_eq!(tabled(0, 0, 8, MAX_SLOTS, 0), None);
+        assert_eq!(tabled(0, 0, 8, 0, MAX_TABLE), None);
+        assert_eq!(plain(WORDS as u32, 0, 8, 0), None);
+        assert_eq!(plain(0, 64, 8, 0), None);
+        assert_eq!(plain(0, 0, 0, 0), None);
+        assert_eq!(plain(0, 0, MAX_CUT_BITS + 1, 0), None);
+        for (word, shift, bits) in [(0, 0, 1), (4, 63, 8), (1, 48, 3)] {
+            let s = plain(word, shift, bits, top).expect("fits");
+            assert_eq!(decode(s), (word as usize, shift, bits));
+            assert_eq!(s & (LEAF | RANGED | TABLED), 0);
+        }
+    }
+
+    #[test]
+    fn a_tabled_index_past_the_table_counts_nothing() {
+        let node = tabled(1, 0, 8, 0, 5).expect("fits");
+        let w = [0, 200, 0, 0, 0];
+        assert_eq!(child_index(node, &[], &w), 0);
+        assert_eq!(child_index(node, &[u64::MAX; 5], &w), 0);
     }
 }

@@ -633,3 +633,62 @@ fn hundred_thousand_rules_build_or_fail_cleanly() {
         Err(e) => assert!(matches!(e, BuildError::OverBudget { .. }), "{e}"),
     }
 }
+
+#[test]
+fn arena_offsets_are_capped_at_the_slot_format() {
+    assert_eq!(tree::Arena::new(usize::MAX).slot_limit, slot::MAX_SLOTS);
+    assert_eq!(tree::Arena::new(1000).slot_limit, 1000);
+}
+
+#[test]
+fn many_run_patterns_agree_on_every_kernel() {
+    // Source prefixes of random lengths and destination port ranges: many nodes with
+    // more runs than fit in a node word, with many distinct run-start patterns, so
+    // the starts table is used heavily.
+    let mut s = 7u64;
+    let rules: Vec<Rule> = (0..600u32)
+        .map(|i| {
+            let a = lcg(&mut s) as u32;
+            let len = 8 + (lcg(&mut s) % 17) as u8;
+            let lo = lcg(&mut s) as u16;
+            let hi = lo.saturating_add((lcg(&mut s) % 3000) as u16);
+            let x = Match {
+                src_nets: Some(vec![IpNet::V4(
+                    Ipv4Net::new(a.into(), len).expect("prefix length").trunc(),
+                )]),
+                dst_ports: Some(vec![PortRange { lo, hi }]),
+                ..Match::default()
+            };
+            rule(i, [Action::Allow, Action::Deny][i as usize % 2], x)
+        })
+        .collect();
+    let p = tier_of(rules);
+    let set = PolicySet {
+        programs: vec![p.clone()],
+        endpoints: vec![],
+    };
+    let c = Classifier::build(&set, &BuildConfig::default()).expect("builds");
+    let tabled = c
+        .slots
+        .iter()
+        .filter(|&&n| n & (LEAF | slot::TABLED) == slot::TABLED)
+        .count();
+    assert!(
+        c.starts.len() > 16 && tabled > 16,
+        "{} / {tabled}",
+        c.starts.len()
+    );
+    let picks: Vec<_> = (0..6000)
+        .map(|_| {
+            (
+                lcg(&mut s) as u16,
+                lcg(&mut s) as u16,
+                lcg(&mut s) as u16,
+                lcg(&mut s) as u16,
+                lcg(&mut s) as u16,
+                false,
+            )
+        })
+        .collect();
+    check_program(&p, &packets(&p, &picks)).expect("agree");
+}

@@ -20,9 +20,9 @@
 //! Storage is one arena of `u64` slots (plus one of items), in the format of `slot`:
 //! a pointer to a node carries the node's cut in its spare bits, so a lookup step
 //! needs no node header. A node is stored either as its full child array, or — when
-//! its children form at most [`MAX_RUNS`] runs of equal slots — as two words of 16-bit
-//! run starts followed by one child per run (found by a SWAR count of the starts `<=`
-//! the key bits). Identical
+//! its children form at most [`MAX_RUNS`] runs of equal slots — as one child per run,
+//! the run starts in the pointer (up to 4 runs) or in the arena's starts table (found
+//! by a count of the starts `<=` the key bits). Identical
 //! nodes and lists are stored once (hash-consing), a node whose children are all the
 //! same slot is replaced by that slot, and subproblems already built (same candidate
 //! lists, same region in the fields that still matter) are reused (memo).
@@ -30,7 +30,7 @@
 use foldhash::{HashMap, HashMapExt};
 
 use super::flatten::{DIMS, Iv, MBox, max_of};
-use super::slot::{self, ARENA_PAD, LEAF, LIST, MAX_RUNS, Slot};
+use super::slot::{self, INLINE_STARTS, LEAF, LIST, MAX_RUNS, MAX_TABLE, Slot};
 use crate::program::Family;
 
 /// "No decision" in an [`Item`].
@@ -163,15 +163,17 @@ pub(crate) struct Arena {
     /// Most slots the arena may hold.
     pub(crate) slot_limit: usize,
     pub(crate) inner_nodes: usize,
+    /// The starts words of tabled nodes, each stored once.
+    pub(crate) table: Vec<u64>,
+    table_index: HashMap<u64, u32>,
 }
 
 impl Arena {
     pub(crate) fn new(slot_limit: usize) -> Self {
         Arena {
-            // Node offsets have 32 bits.
-            slot_limit: slot_limit.min(u32::MAX as usize),
-            // Ranged offsets are lowered into this padding.
-            slots: vec![slot::EMPTY; ARENA_PAD],
+            // Node offsets have `slot::OFFSET_BITS` bits: past that many slots (128 MiB)
+            // a build fails over budget whatever the budget.
+            slot_limit: slot_limit.min(slot::MAX_SLOTS),
             ..Arena::default()
         }
     }
@@ -193,12 +195,12 @@ impl Arena {
         let mut key: Vec<Slot> = Vec::with_capacity(2 * runs.len() + 1);
         key.push(hdr);
         for &(at, child) in runs {
-            key.extend([[at as u64, 0], child]);
+            key.extend([at as u64, child]);
         }
+        let n = 1usize << bits;
         if let Some(&(slot, _)) = self.nodes.get(&key) {
             return Ok(slot);
         }
-        let n = 1usize << bits;
         // Stored as one child per run when that is smaller than the full array
         // (several ranged levels when there are many runs and many children).
         let mark = self.slots.len();
@@ -228,20 +230,39 @@ impl Arena {
         if runs.len() == 1 {
             return Ok(runs[0].1);
         }
-        if runs.len() <= MAX_RUNS {
-            let starts: Vec<u8> = runs[1..].iter().map(|r| r.0).collect();
-            let children: Vec<Slot> = runs.iter().map(|r| r.1).collect();
+        let starts: Vec<u8> = runs[1..].iter().map(|r| r.0).collect();
+        let children: Vec<Slot> = runs.iter().map(|r| r.1).collect();
+        if starts.len() <= INLINE_STARTS {
             return self.store(&children, |off| {
                 slot::ranged(word, shift, bits, off, &starts)
             });
         }
-        // Split into MAX_RUNS groups, each a ranged node on the same cut value.
-        let per = runs.len().div_ceil(MAX_RUNS);
-        let mut top = Vec::with_capacity(MAX_RUNS);
+        if runs.len() <= MAX_RUNS
+            && let Some(entry) = slot::starts_word(&starts).and_then(|w| self.table_entry(w))
+        {
+            return self.store(&children, |off| slot::tabled(word, shift, bits, off, entry));
+        }
+        // A tree of ranged nodes on the same cut value: at most `INLINE_STARTS + 1`
+        // groups under an inline node.
+        let per = runs.len().div_ceil(INLINE_STARTS + 1);
+        let mut top = Vec::with_capacity(INLINE_STARTS + 1);
         for g in runs.chunks(per) {
             top.push((g[0].0, self.runs_node(word, shift, bits, g)?));
         }
         self.runs_node(word, shift, bits, &top)
+    }
+
+    /// The starts-table entry holding starts word `w`, added if there is room.
+    fn table_entry(&mut self, w: u64) -> Option<usize> {
+        if let Some(&i) = self.table_index.get(&w) {
+            return Some(i as usize);
+        }
+        if self.table.len() >= MAX_TABLE {
+            return None;
+        }
+        self.table.push(w);
+        self.table_index.insert(w, (self.table.len() - 1) as u32);
+        Some(self.table.len() - 1)
     }
 
     /// Appends a node body; `slot_of(offset)` makes its slot.
@@ -263,7 +284,7 @@ impl Arena {
     fn list(&mut self, items: Vec<Item>) -> Result<Slot, OverBudget> {
         let count = items.len() as u64;
         if let Some(&off) = self.lists.get(&items) {
-            return Ok([LEAF | LIST | (count << 32) | u64::from(off), 0]);
+            return Ok(LEAF | LIST | (count << 32) | u64::from(off));
         }
         // Items are counted against the slot limit at their size in slots.
         let cost = items.len() * size_of::<Item>() / SLOT_BYTES;
@@ -275,7 +296,7 @@ impl Arena {
         let off = self.items.len() as u32;
         self.items.extend_from_slice(&items);
         self.lists.insert(items, off);
-        Ok([LEAF | LIST | (count << 32) | u64::from(off), 0])
+        Ok(LEAF | LIST | (count << 32) | u64::from(off))
     }
 
     /// The current size, to roll back to.
@@ -294,13 +315,15 @@ impl Arena {
 
     /// Bytes of slots and items.
     pub(crate) fn bytes(&self) -> usize {
-        self.slots.len() * SLOT_BYTES + self.items.len() * size_of::<Item>()
+        (self.slots.len() + self.table.len()) * SLOT_BYTES + self.items.len() * size_of::<Item>()
     }
 
     /// Drops the build-time indexes (the slots and items stay).
     pub(crate) fn finish(&mut self) {
         self.nodes = HashMap::new();
         self.lists = HashMap::new();
+        self.table_index = HashMap::new();
+        self.table.shrink_to_fit();
         self.slots.shrink_to_fit();
         self.items.shrink_to_fit();
     }
