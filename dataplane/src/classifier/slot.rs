@@ -196,11 +196,12 @@ fn offset_bits(offset: usize) -> Option<u64> {
 /// The cut fields of an inner slot, if they fit.
 fn header(word: u32, shift: u32, bits: u32) -> Option<u64> {
     let fits = (word as usize) < WORDS && shift < 64 && (1..=MAX_CUT_BITS).contains(&bits);
-    fits.then_some(
+    // Lazily: `bits - 1` is only meaningful (and only computed) once `bits >= 1`.
+    fits.then(|| {
         (u64::from(word) << WORD_AT)
             | (u64::from(bits - 1) << BITS_AT)
-            | (u64::from(shift) << SHIFT_AT),
-    )
+            | (u64::from(shift) << SHIFT_AT)
+    })
 }
 
 /// (word, shift, bits) of an inner slot.
