@@ -14,7 +14,8 @@
 //! # Promises
 //! - No allocation, lock or formatting per packet: all scratch arrays are sized at
 //!   construction for [`MAX_BATCH`]; stats are plain per-worker counters aggregated on
-//!   read; the classifier is read through an `arc-swap` load once per batch; flow
+//!   read; each batch polls the published generation (an atomic on its own cache
+//!   line) with a plain load, and the `arc-swap` load runs only when it changed; flow
 //!   records leave through a bounded channel with `try_send` (counted when full).
 //! - **Enforced decides, pending is tracked.** Forwarding follows the *applied*
 //!   enforced verdict of the packet's connection; every packet is also counted under

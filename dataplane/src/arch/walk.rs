@@ -1,12 +1,15 @@
 //! SIMD tree walks: the classifier's lockstep block of walks advanced on vector lanes.
 //!
-//! Each kernel computes exactly what `Block::walk_scalar` computes (the step of
-//! `classifier::slot`), eight (AVX-512) or four (AVX2) walks per register: select the
+//! On the slots the builder makes, each kernel computes exactly what
+//! `Block::walk_scalar` computes (the step of `classifier::slot`), eight (AVX-512) or four (AVX2) walks per register: select the
 //! key word, shift and mask the cut value, count run starts for ranged nodes, gather
 //! the child's node word (tabled nodes' run starts come from the starts table: a
 //! second gather, masked to the walks on tabled nodes and skipped when there are
-//! none). Every gather index is clamped to the arena and masked to the walks
-//! still on inner nodes, so no load leaves `slots` whatever the slot contents.
+//! none). Arena indices are clamped to the arena and starts-table indices to the
+//! table, each gather masked to the walks that need it, so no load leaves `slots` or
+//! the table whatever their contents. On a malformed arena the clamped loads differ
+//! from the scalar step's (which reads past-the-end slots as `EMPTY`); the classifier
+//! resolves any walk that does not end on a leaf to its sentinel.
 //!
 //! [`Kernel`] values for a SIMD kernel exist only when the CPU has its features
 //! (checked with `is_x86_feature_detected!`), which is what makes calling the

@@ -29,8 +29,9 @@
 //! fixed-size blocks of walks that advance in lockstep, one tree level per round, so
 //! the loads of different packets overlap. A round runs on vector lanes — 8 walks per
 //! AVX-512 register, 4 per AVX2 register, gathers for the slot loads — or in the
-//! scalar fallback ([`Kernel`], picked at build time from the CPU's features; every
-//! kernel computes the same step, `slot::step`).
+//! scalar fallback ([`Kernel`], picked by [`Classifier::build`] from the CPU features
+//! detected at run time; on the slots the builder makes, every kernel computes the same
+//! step, `slot::step`).
 
 mod flatten;
 pub(crate) mod slot;
@@ -463,9 +464,7 @@ impl Classifier {
             if let Some((Root::Partitioned(p), _)) = job {
                 let d = |at: u32, of: &[u32]| {
                     of.get(at as usize)
-                        .and_then(|&i| self.decisions.get(i as usize))
-                        .copied()
-                        .unwrap_or(SENTINEL.enforced)
+                        .map_or(SENTINEL.enforced, |&i| self.decision(i))
                 };
                 out[j] = Verdicts {
                     enforced: d(pos[j].0, &p.enforced),
@@ -477,6 +476,9 @@ impl Classifier {
 
     /// The first list positions (enforced, pending) of a partition's leaf `s`.
     fn positions(&self, s: u64, k: &FlowKey) -> (u32, u32) {
+        if s & LEAF == 0 {
+            return (NONE, NONE);
+        }
         if s & LIST == 0 {
             self.pairs
                 .get(s as u32 as usize)
@@ -516,23 +518,30 @@ impl Classifier {
         (path, n)
     }
 
-    /// The verdicts of leaf slot `s` of a single tree for key `k`.
+    /// The verdicts of leaf slot `s` of a single tree for key `k`; a walk that did not
+    /// end on a leaf yields [`SENTINEL`].
     #[inline(always)]
     fn resolve(&self, s: u64, k: &FlowKey) -> Verdicts {
+        if s & LEAF == 0 {
+            return SENTINEL;
+        }
         if s & LIST == 0 {
             return *self.verdicts.get(s as u32 as usize).unwrap_or(&SENTINEL);
         }
         let (e, p) = tree::scan(self.list(s), &lanes_of(k));
-        let d = |i: u32| {
-            self.decisions
-                .get(i as usize)
-                .copied()
-                .unwrap_or(SENTINEL.enforced)
-        };
         Verdicts {
-            enforced: d(e),
-            pending: d(p),
+            enforced: self.decision(e),
+            pending: self.decision(p),
         }
+    }
+
+    /// Decision `i` of the decisions table ([`SENTINEL`]'s if there is none).
+    #[inline]
+    fn decision(&self, i: u32) -> Decision {
+        self.decisions
+            .get(i as usize)
+            .copied()
+            .unwrap_or(SENTINEL.enforced)
     }
 
     fn endpoint(
@@ -656,7 +665,7 @@ impl Shared {
     }
 
     /// Forgets memo entries made after the arena `mark` (their slots are rolled back).
-    fn rollback(&mut self, mark: (usize, usize, usize)) {
+    fn rollback(&mut self, mark: (usize, usize, usize, usize)) {
         for memo in [&mut self.memo, &mut self.part_memo] {
             memo.retain(|_, bucket| {
                 bucket.retain(|m| m.3 <= mark.0 && m.4 <= mark.1);

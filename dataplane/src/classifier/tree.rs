@@ -300,17 +300,25 @@ impl Arena {
     }
 
     /// The current size, to roll back to.
-    pub(crate) fn mark(&self) -> (usize, usize, usize) {
-        (self.slots.len(), self.items.len(), self.inner_nodes)
+    pub(crate) fn mark(&self) -> (usize, usize, usize, usize) {
+        (
+            self.slots.len(),
+            self.items.len(),
+            self.inner_nodes,
+            self.table.len(),
+        )
     }
 
-    /// Forgets everything stored since `mark`.
-    pub(crate) fn rollback(&mut self, (slots, items, inner): (usize, usize, usize)) {
+    /// Forgets everything stored since `mark`. Run-start words tabled since then are
+    /// used only by the slots rolled back, so they go too.
+    pub(crate) fn rollback(&mut self, (slots, items, inner, table): (usize, usize, usize, usize)) {
         self.slots.truncate(slots);
         self.items.truncate(items);
+        self.table.truncate(table);
         self.inner_nodes = inner;
         self.nodes.retain(|_, (_, off)| *off < slots);
         self.lists.retain(|_, off| (*off as usize) < items);
+        self.table_index.retain(|_, i| (*i as usize) < table);
     }
 
     /// Bytes of slots and items.
@@ -555,12 +563,6 @@ impl<'a> TreeBuilder<'a> {
             let over = PROGRESS_CHECKS.iter().any(|&(done, factor)| {
                 self.progress.done >= done && projected > factor * room as f64
             });
-            if std::env::var_os("TG_PROG").is_some() && over {
-                eprintln!(
-                    "abort depth {depth} share {share:.6} done {:.6} grown {grown} room {room}",
-                    self.progress.done
-                );
-            }
             if over {
                 return Err(OverBudget);
             }
