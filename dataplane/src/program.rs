@@ -384,7 +384,11 @@ pub struct Hit {
 }
 
 /// The final action of a view.
+///
+/// Four bytes wide, so a [`Decision`] and a [`Verdicts`] have no padding and copy as
+/// plain words (the classifier copies one `Verdicts` per lookup).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
 pub enum Verdict {
     /// Let the packet through.
     Allow,

@@ -393,13 +393,7 @@ impl Classifier {
             let mut b = Block::new();
             for (kc, oc) in keys.chunks(BLOCK).zip(out.chunks_mut(BLOCK)) {
                 let n = kc.len().min(oc.len());
-                b.v6 = false;
-                for (j, k) in kc[..n].iter().enumerate() {
-                    b.set(j, if k.family == Family::V4 { *r4 } else { *r6 }, k);
-                }
-                for j in n..BLOCK {
-                    b.clear(j);
-                }
+                b.set_all(&kc[..n], *r4, *r6);
                 crate::arch::walk::walk(self.kernel, &self.slots, &self.starts, &mut b);
                 for ((o, &s), k) in oc[..n].iter_mut().zip(&b.s).zip(kc) {
                     *o = self.resolve(s, k);

@@ -293,6 +293,35 @@ impl Block {
         self.s[j] = root;
     }
 
+    /// Sets walks `0..keys.len()` to start at the root of their key's family
+    /// (`r4`, `r6`) with their keys, and parks the rest; same as [`Block::set`] for
+    /// each key and [`Block::clear`] for each other walk. At most [`BLOCK`] keys are
+    /// taken.
+    #[inline]
+    pub(crate) fn set_all(&mut self, keys: &[FlowKey], r4: Slot, r6: Slot) {
+        let keys = &keys[..keys.len().min(BLOCK)];
+        let mut v6 = false;
+        let [w0, w1, w2, w3, w4] = &mut self.w;
+        for (j, k) in keys.iter().enumerate() {
+            let w = words_of(k);
+            let four = k.family == Family::V4;
+            self.s[j] = if four { r4 } else { r6 };
+            w0[j] = w[0];
+            w1[j] = w[1];
+            if !four {
+                // Only IPv6 trees read the other columns (see `set`).
+                w2[j] = w[2];
+                w3[j] = w[3];
+                w4[j] = w[4];
+                v6 = true;
+            }
+        }
+        for s in &mut self.s[keys.len()..] {
+            *s = LEAF;
+        }
+        self.v6 = v6;
+    }
+
     /// Parks walk `j` on a leaf.
     #[inline]
     pub(crate) fn clear(&mut self, j: usize) {
@@ -391,6 +420,49 @@ mod tests {
             let s = plain(word, shift, bits, top).expect("fits");
             assert_eq!(decode(s), (word as usize, shift, bits));
             assert_eq!(s & (LEAF | RANGED | TABLED), 0);
+        }
+    }
+
+    proptest::proptest! {
+        /// `set_all` leaves a block exactly as `set` per key and `clear` per other
+        /// walk do, from the same starting block, for any mix of families.
+        #[test]
+        fn set_all_is_set_per_key(
+            raw in proptest::collection::vec(
+                (proptest::prelude::any::<(u128, u128, u16, u16, u8)>(), proptest::bool::ANY),
+                0..=BLOCK + 3,
+            ),
+            start in proptest::prelude::any::<(bool, u64)>(),
+        ) {
+            let keys: Vec<FlowKey> = raw
+                .iter()
+                .map(|&((src, dst, sport, dport, proto), six)| FlowKey {
+                    src: if six { src } else { src & 0xffff_ffff },
+                    dst: if six { dst } else { dst & 0xffff_ffff },
+                    sport,
+                    dport,
+                    proto,
+                    family: if six { Family::V6 } else { Family::V4 },
+                    ifindex: 0,
+                })
+                .collect();
+            let mut init = Block::new();
+            init.v6 = start.0;
+            init.w.iter_mut().flatten().for_each(|w| *w = start.1);
+            let (r4, r6) = (7, 9);
+            let mut fast = init.clone();
+            fast.set_all(&keys, r4, r6);
+            let mut slow = init;
+            slow.v6 = false;
+            for j in 0..BLOCK {
+                match keys.get(j) {
+                    Some(k) => slow.set(j, if k.family == Family::V4 { r4 } else { r6 }, k),
+                    None => slow.clear(j),
+                }
+            }
+            proptest::prop_assert_eq!(fast.s, slow.s);
+            proptest::prop_assert_eq!(fast.w, slow.w);
+            proptest::prop_assert_eq!(fast.v6, slow.v6);
         }
     }
 
