@@ -58,7 +58,7 @@ pub struct ClassifyArgs {
     /// Skip the full-path, recompile runs.
     #[arg(long)]
     core_only: bool,
-    /// Walk kernel: scalar, avx2, avx512 (default: the fastest this CPU runs).
+    /// Walk kernel: scalar, avx2, avx512, avx512vbmi (default: the fastest this CPU runs).
     #[arg(long)]
     kernel: Option<String>,
     /// Repeat the whole measurement this many times.
@@ -128,7 +128,9 @@ pub fn main(a: &ClassifyArgs) -> Result<(), String> {
         let mut c = Classifier::build(&set, &cfg).map_err(|e| e.to_string())?;
         if let Some(k) = &a.kernel {
             c.set_kernel(Kernel::by_name(k).ok_or_else(|| {
-                format!("--kernel {k}: not available here (try one of scalar, avx2, avx512)")
+                format!(
+                    "--kernel {k}: not available here (try one of scalar, avx2, avx512, avx512vbmi)"
+                )
             })?);
         }
         let st = *c.stats();

@@ -1,8 +1,10 @@
 //! SIMD tree walks: the classifier's lockstep block of walks advanced on vector lanes.
 //!
 //! On the slots the builder makes, each kernel computes exactly what
-//! `Block::walk_scalar` computes (the step of `classifier::slot`), eight (AVX-512) or four (AVX2) walks per register: select the
-//! key word, shift and mask the cut value, count run starts for ranged nodes, gather
+//! `Block::walk_scalar` computes (the step of `classifier::slot`), eight (AVX-512) or
+//! four (AVX2) walks per register: select the key word, take the cut value (shift and
+//! mask, or with AVX512-VBMI one `vpmultishiftqb` that also spreads it over the lane's
+//! bytes for the compare), count run starts for ranged nodes, gather
 //! the child's node word (tabled nodes' run starts come from the starts table: a
 //! second gather, masked to the walks on tabled nodes and skipped when there are
 //! none). Arena indices are clamped to the arena and starts-table indices to the
@@ -28,6 +30,8 @@ enum Kind {
     Avx2,
     #[cfg(target_arch = "x86_64")]
     Avx512,
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vbmi,
 }
 
 impl Kernel {
@@ -46,6 +50,9 @@ impl Kernel {
                 && std::arch::is_x86_feature_detected!("avx512bw")
             {
                 v.push(Kernel(Kind::Avx512));
+                if std::arch::is_x86_feature_detected!("avx512vbmi") {
+                    v.push(Kernel(Kind::Avx512Vbmi));
+                }
             }
         }
         v
@@ -59,7 +66,8 @@ impl Kernel {
             .unwrap_or(Kernel::SCALAR)
     }
 
-    /// The kernel called `name` (`scalar`, `avx2`, `avx512`), if this CPU can run it.
+    /// The kernel called `name` (`scalar`, `avx2`, `avx512`, `avx512vbmi`), if this
+    /// CPU can run it.
     pub fn by_name(name: &str) -> Option<Kernel> {
         Kernel::available().into_iter().find(|k| k.name() == name)
     }
@@ -72,6 +80,8 @@ impl Kernel {
             Kind::Avx2 => "avx2",
             #[cfg(target_arch = "x86_64")]
             Kind::Avx512 => "avx512",
+            #[cfg(target_arch = "x86_64")]
+            Kind::Avx512Vbmi => "avx512vbmi",
         }
     }
 }
@@ -93,6 +103,12 @@ pub(crate) fn walk(k: Kernel, slots: &[Slot], table: &[u64], b: &mut Block) {
             // `is_x86_feature_detected!` held for avx512f and avx512bw.
             unsafe { x86::walk_avx512(slots, table, b) }
         }
+        #[cfg(target_arch = "x86_64")]
+        Kind::Avx512Vbmi => {
+            // SAFETY: a `Kind::Avx512Vbmi` kernel is only made by `Kernel::available`,
+            // after `is_x86_feature_detected!` held for avx512f, avx512bw and avx512vbmi.
+            unsafe { x86::walk_avx512vbmi(slots, table, b) }
+        }
     }
 }
 
@@ -111,6 +127,18 @@ mod x86 {
     /// lower and the upper qword of a 128-bit lane: `vpshufb` indices are per 128-bit
     /// lane).
     const REPLICATE: [i64; 2] = [0, 0x0808_0808_0808_0808];
+    /// `vpshufb` controls copying the shift byte, and the width byte, of a node word
+    /// into all bytes of its lane.
+    const REP_SHIFT: [i64; 2] = [0x0606_0606_0606_0606, 0x0e0e_0e0e_0e0e_0e0e];
+    const REP_BITS: [i64; 2] = [0x0707_0707_0707_0707, 0x0f0f_0f0f_0f0f_0f0f];
+    /// `2^(i+1) - 1` at byte `i` (and `i + 8`): looked up by `vpshufb` with the width
+    /// byte, whose low 3 bits are the width less one (its bit 3 is 0; only inner
+    /// nodes, whose bit 7 is 0, use the result).
+    const WIDTH_MASKS: [i64; 2] = [
+        0xff7f_3f1f_0f07_0301_u64 as i64,
+        0xff7f_3f1f_0f07_0301_u64 as i64,
+    ];
+    const _: () = assert!(SHIFT_AT == 48 && BITS_AT == 56 && WORD_AT == 60);
     const SHIFT_MASK: i64 = 0x3f;
     const BITS_MASK: i64 = 0x7;
     /// `!(LOW_ONES << (bits - 1))` masks `bits` bits.
@@ -122,107 +150,158 @@ mod x86 {
         _mm512_set_epi64(c[1], c[0], c[1], c[0], c[1], c[0], c[1], c[0])
     }
 
-    /// The AVX-512 walk: 8 walks per register, all of the block's registers stepped
-    /// per round so their gathers overlap.
-    ///
-    /// # Safety
-    /// The CPU must support avx512f and avx512bw.
-    #[target_feature(enable = "avx512f,avx512bw")]
-    pub(super) unsafe fn walk_avx512(slots: &[Slot], table: &[u64], b: &mut Block) {
-        const R: usize = BLOCK / 8;
-        if slots.is_empty() {
-            return;
-        }
-        let first = slots.as_ptr().cast::<i64>();
-        let last = _mm512_set1_epi64(slots.len() as i64 - 1);
-        let leaf = _mm512_set1_epi64(LEAF as i64);
-        let ranged = _mm512_set1_epi64(RANGED as i64);
-        let tabled = _mm512_set1_epi64(TABLED as i64);
-        let not_starts = _mm512_set1_epi64(NOT_STARTS as i64);
-        let wbit = [0, 1, 2].map(|i| _mm512_set1_epi64(1i64 << (WORD_AT + i)));
-        let offset_mask = _mm512_set1_epi64(OFFSET_MASK as i64);
-        let shift_mask = _mm512_set1_epi64(SHIFT_MASK);
-        let bits_mask = _mm512_set1_epi64(BITS_MASK);
-        let low_ones = _mm512_set1_epi64(LOW_ONES);
-        let byte_one = _mm512_set1_epi8(1);
-        let zero = _mm512_setzero_si512();
-        let replicate = pair512(REPLICATE);
-        let table_at = table.as_ptr().cast::<i64>();
-        // With an empty table no node is tabled (and none is looked up).
-        let has_table = !table.is_empty();
-        let table_last = _mm512_set1_epi64(table.len().max(1) as i64 - 1);
-        let entry_mask = _mm512_set1_epi64(MAX_TABLE as i64 - 1);
-        let load = |a: &[u64; BLOCK], r: usize| {
-            // SAFETY: `8 * r + 8 <= BLOCK` for every `r < R`: the 64 bytes read lie in `a`.
-            unsafe { _mm512_loadu_si512(a.as_ptr().add(8 * r).cast()) }
-        };
-        let v6 = b.v6;
-        // One step of the 8 walks of register `r` at node words `a`; also the mask of
-        // the walks that were still on inner nodes.
-        let step = |a: __m512i, r: usize| -> (__m512i, u8) {
-            let k = _mm512_testn_epi64_mask(a, leaf);
-            if k == 0 {
-                return (a, 0);
-            }
-            let odd = _mm512_test_epi64_mask(a, wbit[0]);
-            let mut x = _mm512_mask_blend_epi64(odd, load(&b.w[0], r), load(&b.w[1], r));
-            if v6 {
-                let y = _mm512_mask_blend_epi64(odd, load(&b.w[2], r), load(&b.w[3], r));
-                x = _mm512_mask_blend_epi64(_mm512_test_epi64_mask(a, wbit[1]), x, y);
-                let w4 = load(&b.w[4], r);
-                x = _mm512_mask_blend_epi64(_mm512_test_epi64_mask(a, wbit[2]), x, w4);
-            }
-            let shift = _mm512_and_si512(_mm512_srli_epi64::<SHIFT_AT>(a), shift_mask);
-            let bits = _mm512_and_si512(_mm512_srli_epi64::<BITS_AT>(a), bits_mask);
-            let v = _mm512_andnot_si512(
-                _mm512_sllv_epi64(low_ones, bits),
-                _mm512_srlv_epi64(x, shift),
-            );
-            // Ranged nodes: count the run-start bytes (`start - 1`, unused 0xff) below v,
-            // from the node word or, for tabled nodes, the starts table.
-            let mut starts = _mm512_or_si512(a, not_starts);
-            let in_table = _mm512_mask_test_epi64_mask(k, a, tabled);
-            if in_table != 0 && has_table {
-                let entry = _mm512_min_epu64(
-                    _mm512_and_si512(_mm512_srli_epi64::<TABLE_AT>(a), entry_mask),
-                    table_last,
-                );
-                // SAFETY: `entry <= table.len() - 1` and `table` is not empty, so every
-                // loaded word is in `table`; masked-off lanes load nothing.
-                starts =
-                    unsafe { _mm512_mask_i64gather_epi64::<8>(starts, in_table, entry, table_at) };
-            }
-            let lt = _mm512_cmplt_epu8_mask(starts, _mm512_shuffle_epi8(v, replicate));
-            let count = _mm512_sad_epu8(_mm512_maskz_mov_epi8(lt, byte_one), zero);
-            let idx = _mm512_mask_blend_epi64(_mm512_test_epi64_mask(a, ranged), v, count);
-            let at = _mm512_add_epi64(_mm512_and_si512(a, offset_mask), idx);
-            let at = _mm512_min_epu64(at, last);
-            // SAFETY: `at <= slots.len() - 1`, so slot `at` is in `slots`; masked-off
-            // lanes load nothing.
-            let na = unsafe { _mm512_mask_i64gather_epi64::<8>(a, k, at, first) };
-            (na, k)
-        };
-        let mut s: [__m512i; R] = std::array::from_fn(|r| load(&b.s, r));
-        loop {
-            let mut active = 0;
-            // Unrolled by hand so every register stays in a register.
-            macro_rules! steps {
-                ($($r:literal)*) => {$(
-                    let (a, k) = step(s[$r], $r);
-                    s[$r] = a;
-                    active |= k;
-                )*};
-            }
-            steps!(0 1 2 3 4 5 6 7);
-            if active == 0 {
-                break;
-            }
-        }
-        for (r, sr) in s.iter().enumerate() {
-            // SAFETY: `r < R`, so `8 * r + 8 <= BLOCK`: the 64 bytes written lie in `b.s`.
-            unsafe { _mm512_storeu_si512(b.s.as_mut_ptr().add(8 * r).cast(), *sr) };
-        }
+    /// Steps registers `$r` of `$s` with `$step`, or-ing the masks of walks still on
+    /// inner nodes into `$active`: unrolled by hand so every register stays in a
+    /// register.
+    macro_rules! steps {
+        ($step:ident, $s:ident, $active:ident; $($r:literal)*) => {$(
+            let (a, k) = $step($s[$r], $r);
+            $s[$r] = a;
+            $active |= k;
+        )*};
     }
+
+    /// An AVX-512 walk: 8 walks per register, all of the block's registers stepped
+    /// per round so their gathers overlap. `$vbmi` picks how the cut value is taken
+    /// from the key word: `vpmultishiftqb` (AVX512-VBMI), which brings the 8 key bits
+    /// at the shift into every byte of the lane at once, or variable shifts and a
+    /// `vpshufb` to replicate the value for the run-start compare.
+    macro_rules! walk_avx512 {
+        ($(#[$doc:meta])* $name:ident, $features:literal, $vbmi:literal) => {
+            $(#[$doc])*
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $name(slots: &[Slot], table: &[u64], b: &mut Block) {
+                const R: usize = BLOCK / 8;
+                if slots.is_empty() {
+                    return;
+                }
+                let first = slots.as_ptr().cast::<i64>();
+                let last = _mm512_set1_epi64(slots.len() as i64 - 1);
+                let leaf = _mm512_set1_epi64(LEAF as i64);
+                let ranged = _mm512_set1_epi64(RANGED as i64);
+                let tabled = _mm512_set1_epi64(TABLED as i64);
+                let not_starts = _mm512_set1_epi64(NOT_STARTS as i64);
+                let wbit = [0, 1, 2].map(|i| _mm512_set1_epi64(1i64 << (WORD_AT + i)));
+                let offset_mask = _mm512_set1_epi64(OFFSET_MASK as i64);
+                let shift_mask = _mm512_set1_epi64(SHIFT_MASK);
+                let bits_mask = _mm512_set1_epi64(BITS_MASK);
+                let low_ones = _mm512_set1_epi64(LOW_ONES);
+                let replicate = pair512(REPLICATE);
+                let rep_shift = pair512(REP_SHIFT);
+                let rep_bits = pair512(REP_BITS);
+                let width_masks = pair512(WIDTH_MASKS);
+                let low_byte = _mm512_set1_epi64(0xff);
+                let byte_one = _mm512_set1_epi8(1);
+                let zero = _mm512_setzero_si512();
+                let table_at = table.as_ptr().cast::<i64>();
+                // With an empty table no node is tabled (and none is looked up).
+                let has_table = !table.is_empty();
+                let table_last = _mm512_set1_epi64(table.len().max(1) as i64 - 1);
+                let entry_mask = _mm512_set1_epi64(MAX_TABLE as i64 - 1);
+                let load = |a: &[u64; BLOCK], r: usize| {
+                    // SAFETY: `8 * r + 8 <= BLOCK` for every `r < R`: the 64 bytes read
+                    // lie in `a`.
+                    unsafe { _mm512_loadu_si512(a.as_ptr().add(8 * r).cast()) }
+                };
+                let v6 = b.v6;
+                // One step of the 8 walks of register `r` at node words `a`; also the
+                // mask of the walks that were still on inner nodes.
+                let step = |a: __m512i, r: usize| -> (__m512i, u8) {
+                    let k = _mm512_testn_epi64_mask(a, leaf);
+                    if k == 0 {
+                        return (a, 0);
+                    }
+                    let odd = _mm512_test_epi64_mask(a, wbit[0]);
+                    let mut x = _mm512_mask_blend_epi64(odd, load(&b.w[0], r), load(&b.w[1], r));
+                    if v6 {
+                        let y =
+                            _mm512_mask_blend_epi64(odd, load(&b.w[2], r), load(&b.w[3], r));
+                        x = _mm512_mask_blend_epi64(_mm512_test_epi64_mask(a, wbit[1]), x, y);
+                        let w4 = load(&b.w[4], r);
+                        x = _mm512_mask_blend_epi64(_mm512_test_epi64_mask(a, wbit[2]), x, w4);
+                    }
+                    // `v`: the cut value; `vrep`: it in every byte (for the compare).
+                    let (v, vrep) = if $vbmi {
+                        // Every byte of `raw`: the 8 key bits from the shift (the low 6
+                        // bits of the shift byte); the width's mask keeps the cut's.
+                        let ctrl = _mm512_shuffle_epi8(a, rep_shift);
+                        // SAFETY: this branch runs only in the kernel made with
+                        // `$vbmi` true, whose function enables avx512vbmi.
+                        #[allow(unused_unsafe)]
+                        let raw = unsafe { _mm512_multishift_epi64_epi8(ctrl, x) };
+                        let mask = _mm512_shuffle_epi8(width_masks, _mm512_shuffle_epi8(a, rep_bits));
+                        let vrep = _mm512_and_si512(raw, mask);
+                        (_mm512_and_si512(vrep, low_byte), vrep)
+                    } else {
+                        let shift = _mm512_and_si512(_mm512_srli_epi64::<SHIFT_AT>(a), shift_mask);
+                        let bits = _mm512_and_si512(_mm512_srli_epi64::<BITS_AT>(a), bits_mask);
+                        let v = _mm512_andnot_si512(
+                            _mm512_sllv_epi64(low_ones, bits),
+                            _mm512_srlv_epi64(x, shift),
+                        );
+                        (v, _mm512_shuffle_epi8(v, replicate))
+                    };
+                    // Ranged nodes: count the run-start bytes (`start - 1`, unused 0xff)
+                    // below v, from the node word or, for tabled nodes, the starts table.
+                    let mut starts = _mm512_or_si512(a, not_starts);
+                    let in_table = _mm512_mask_test_epi64_mask(k, a, tabled);
+                    if in_table != 0 && has_table {
+                        let entry = _mm512_min_epu64(
+                            _mm512_and_si512(_mm512_srli_epi64::<TABLE_AT>(a), entry_mask),
+                            table_last,
+                        );
+                        // SAFETY: `entry <= table.len() - 1` and `table` is not empty, so
+                        // every loaded word is in `table`; masked-off lanes load nothing.
+                        starts = unsafe {
+                            _mm512_mask_i64gather_epi64::<8>(starts, in_table, entry, table_at)
+                        };
+                    }
+                    let lt = _mm512_cmplt_epu8_mask(starts, vrep);
+                    let count = _mm512_sad_epu8(_mm512_maskz_mov_epi8(lt, byte_one), zero);
+                    let idx = _mm512_mask_blend_epi64(_mm512_test_epi64_mask(a, ranged), v, count);
+                    let at = _mm512_add_epi64(_mm512_and_si512(a, offset_mask), idx);
+                    let at = _mm512_min_epu64(at, last);
+                    // SAFETY: `at <= slots.len() - 1`, so slot `at` is in `slots`;
+                    // masked-off lanes load nothing.
+                    let na = unsafe { _mm512_mask_i64gather_epi64::<8>(a, k, at, first) };
+                    (na, k)
+                };
+                let mut s: [__m512i; R] = std::array::from_fn(|r| load(&b.s, r));
+                loop {
+                    let mut active = 0;
+                    steps!(step, s, active; 0 1 2 3 4 5 6 7);
+                    if active == 0 {
+                        break;
+                    }
+                }
+                for (r, sr) in s.iter().enumerate() {
+                    // SAFETY: `r < R`, so `8 * r + 8 <= BLOCK`: the 64 bytes written lie
+                    // in `b.s`.
+                    unsafe { _mm512_storeu_si512(b.s.as_mut_ptr().add(8 * r).cast(), *sr) };
+                }
+            }
+        };
+    }
+
+    walk_avx512!(
+        /// The AVX-512 walk with shifts.
+        ///
+        /// # Safety
+        /// The CPU must support avx512f and avx512bw.
+        walk_avx512,
+        "avx512f,avx512bw",
+        false
+    );
+
+    walk_avx512!(
+        /// The AVX-512 walk with `vpmultishiftqb`.
+        ///
+        /// # Safety
+        /// The CPU must support avx512f, avx512bw and avx512vbmi.
+        walk_avx512vbmi,
+        "avx512f,avx512bw,avx512vbmi",
+        true
+    );
 
     #[target_feature(enable = "avx2")]
     fn pair256(c: [i64; 2]) -> __m256i {
