@@ -2,9 +2,9 @@
 //!
 //! On the slots the builder makes, each kernel computes exactly what
 //! `Block::walk_scalar` computes (the step of `classifier::slot`), eight (AVX-512) or
-//! four (AVX2) walks per register: select the key word, take the cut value (shift and
-//! mask, or with AVX512-VBMI one `vpmultishiftqb` that also spreads it over the lane's
-//! bytes for the compare), count run starts for ranged nodes, gather
+//! four (AVX2) walks per register: select the key word, take the node's window of it
+//! (a rotate, or with AVX512-VBMI one `vpmultishiftqb` that also spreads it over the
+//! lane's bytes for the compare), count run starts for ranged nodes, gather
 //! the child's node word (tabled nodes' run starts come from the starts table: a
 //! second gather, masked to the walks on tabled nodes and skipped when there are
 //! none). Arena indices are clamped to the arena and starts-table indices to the
@@ -119,30 +119,20 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use crate::classifier::slot::{
-        BITS_AT, BLOCK, Block, LEAF, MAX_TABLE, NOT_STARTS, OFFSET_MASK, RANGED, SHIFT_AT, Slot,
-        TABLE_AT, TABLED, WORD_AT,
+        BLOCK, Block, LEAF, MAX_TABLE, NOT_STARTS, OFFSET_MASK, RANGED, SHIFT_AT, Slot, TABLE_AT,
+        TABLED, WORD_AT,
     };
 
     /// `vpshufb` control copying byte 0 of each 64-bit lane into all its bytes (for the
     /// lower and the upper qword of a 128-bit lane: `vpshufb` indices are per 128-bit
     /// lane).
     const REPLICATE: [i64; 2] = [0, 0x0808_0808_0808_0808];
-    /// `vpshufb` controls copying the shift byte, and the width byte, of a node word
-    /// into all bytes of its lane.
+    /// `vpshufb` control copying the window byte of a node word (byte 6; its low 6
+    /// bits are the window, all `vpmultishiftqb` reads of a control byte) into all
+    /// bytes of its lane.
     const REP_SHIFT: [i64; 2] = [0x0606_0606_0606_0606, 0x0e0e_0e0e_0e0e_0e0e];
-    const REP_BITS: [i64; 2] = [0x0707_0707_0707_0707, 0x0f0f_0f0f_0f0f_0f0f];
-    /// `2^(i+1) - 1` at byte `i` (and `i + 8`): looked up by `vpshufb` with the width
-    /// byte, whose low 3 bits are the width less one (its bit 3 is 0; only inner
-    /// nodes, whose bit 7 is 0, use the result).
-    const WIDTH_MASKS: [i64; 2] = [
-        0xff7f_3f1f_0f07_0301_u64 as i64,
-        0xff7f_3f1f_0f07_0301_u64 as i64,
-    ];
-    const _: () = assert!(SHIFT_AT == 48 && BITS_AT == 56 && WORD_AT == 60);
+    const _: () = assert!(SHIFT_AT == 48);
     const SHIFT_MASK: i64 = 0x3f;
-    const BITS_MASK: i64 = 0x7;
-    /// `!(LOW_ONES << (bits - 1))` masks `bits` bits.
-    const LOW_ONES: i64 = -2;
     const _: () = assert!(BLOCK == 64);
 
     #[target_feature(enable = "avx512f")]
@@ -184,12 +174,8 @@ mod x86 {
                 let wbit = [0, 1, 2].map(|i| _mm512_set1_epi64(1i64 << (WORD_AT + i)));
                 let offset_mask = _mm512_set1_epi64(OFFSET_MASK as i64);
                 let shift_mask = _mm512_set1_epi64(SHIFT_MASK);
-                let bits_mask = _mm512_set1_epi64(BITS_MASK);
-                let low_ones = _mm512_set1_epi64(LOW_ONES);
                 let replicate = pair512(REPLICATE);
                 let rep_shift = pair512(REP_SHIFT);
-                let rep_bits = pair512(REP_BITS);
-                let width_masks = pair512(WIDTH_MASKS);
                 let low_byte = _mm512_set1_epi64(0xff);
                 let byte_one = _mm512_set1_epi8(1);
                 let zero = _mm512_setzero_si512();
@@ -220,29 +206,23 @@ mod x86 {
                         let w4 = load(&b.w[4], r);
                         x = _mm512_mask_blend_epi64(_mm512_test_epi64_mask(a, wbit[2]), x, w4);
                     }
-                    // `v`: the cut value; `vrep`: it in every byte (for the compare).
+                    // `v`: the node's window of the key word; `vrep`: it in every byte
+                    // (for the compare).
                     let (v, vrep) = if $vbmi {
-                        // Every byte of `raw`: the 8 key bits from the shift (the low 6
-                        // bits of the shift byte); the width's mask keeps the cut's.
+                        // Every byte of `vrep`: the 8 key bits from the window's start.
                         let ctrl = _mm512_shuffle_epi8(a, rep_shift);
                         // SAFETY: this branch runs only in the kernel made with
                         // `$vbmi` true, whose function enables avx512vbmi.
                         #[allow(unused_unsafe)]
-                        let raw = unsafe { _mm512_multishift_epi64_epi8(ctrl, x) };
-                        let mask = _mm512_shuffle_epi8(width_masks, _mm512_shuffle_epi8(a, rep_bits));
-                        let vrep = _mm512_and_si512(raw, mask);
+                        let vrep = unsafe { _mm512_multishift_epi64_epi8(ctrl, x) };
                         (_mm512_and_si512(vrep, low_byte), vrep)
                     } else {
-                        let shift = _mm512_and_si512(_mm512_srli_epi64::<SHIFT_AT>(a), shift_mask);
-                        let bits = _mm512_and_si512(_mm512_srli_epi64::<BITS_AT>(a), bits_mask);
-                        let v = _mm512_andnot_si512(
-                            _mm512_sllv_epi64(low_ones, bits),
-                            _mm512_srlv_epi64(x, shift),
-                        );
+                        let window = _mm512_and_si512(_mm512_srli_epi64::<SHIFT_AT>(a), shift_mask);
+                        let v = _mm512_and_si512(_mm512_rorv_epi64(x, window), low_byte);
                         (v, _mm512_shuffle_epi8(v, replicate))
                     };
-                    // Ranged nodes: count the run-start bytes (`start - 1`, unused 0xff)
-                    // below v, from the node word or, for tabled nodes, the starts table.
+                    // Ranged nodes: count the run-start bytes (scaled `start - 1`,
+                    // unused 0xff) below the window, from the node word or, for tabled nodes, the starts table.
                     let mut starts = _mm512_or_si512(a, not_starts);
                     let in_table = _mm512_mask_test_epi64_mask(k, a, tabled);
                     if in_table != 0 && has_table {
@@ -332,8 +312,8 @@ mod x86 {
         let wbit = [0, 1, 2].map(|i| _mm256_set1_epi64x(1i64 << (WORD_AT + i)));
         let offset_mask = _mm256_set1_epi64x(OFFSET_MASK as i64);
         let shift_mask = _mm256_set1_epi64x(SHIFT_MASK);
-        let bits_mask = _mm256_set1_epi64x(BITS_MASK);
-        let low_ones = _mm256_set1_epi64x(LOW_ONES);
+        let sixty_four = _mm256_set1_epi64x(64);
+        let low_byte = _mm256_set1_epi64x(0xff);
         let byte_one = _mm256_set1_epi8(1);
         let zero = _mm256_setzero_si256();
         let replicate = pair256(REPLICATE);
@@ -361,15 +341,18 @@ mod x86 {
                     x = _mm256_blendv_epi8(x, y, has(a, wbit[1]));
                     x = _mm256_blendv_epi8(x, load(&b.w[4], r), has(a, wbit[2]));
                 }
-                let shift =
+                // The window: the key word rotated right by it (a left shift by 64
+                // gives 0), its low byte.
+                let window =
                     _mm256_and_si256(_mm256_srli_epi64::<{ SHIFT_AT as i32 }>(a), shift_mask);
-                let bits = _mm256_and_si256(_mm256_srli_epi64::<{ BITS_AT as i32 }>(a), bits_mask);
-                let v = _mm256_andnot_si256(
-                    _mm256_sllv_epi64(low_ones, bits),
-                    _mm256_srlv_epi64(x, shift),
+                let rotated = _mm256_or_si256(
+                    _mm256_srlv_epi64(x, window),
+                    _mm256_sllv_epi64(x, _mm256_sub_epi64(sixty_four, window)),
                 );
-                // Ranged nodes: count the run-start bytes (`start - 1`, unused 0xff) below
-                // v, from the node word or, for tabled nodes, the starts table.
+                let v = _mm256_and_si256(rotated, low_byte);
+                // Ranged nodes: count the run-start bytes (scaled `start - 1`, unused 0xff)
+                // below the window, from the node word or, for tabled nodes, the starts
+                // table.
                 let in_table = _mm256_and_si256(k, has(a, tabled));
                 let mut starts = _mm256_or_si256(a, not_starts);
                 if _mm256_testz_si256(in_table, in_table) == 0 && has_table {

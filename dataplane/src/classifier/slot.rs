@@ -8,16 +8,25 @@
 //! - a leaf list: `LEAF | LIST | count << 32 | offset` (items checked in order);
 //! - an inner node: the offset of its children (bits 0..24, so an arena holds at most
 //!   [`MAX_SLOTS`] slots), up to [`INLINE_STARTS`] inline run starts or a
-//!   starts-table index (bytes 3..6), the shift (bits 48..54), the flags [`RANGED`]
+//!   starts-table index (bytes 3..6), the window (bits 48..54), the flags [`RANGED`]
 //!   and [`TABLED`] (bits 54, 55), the width less one (bits 56..59; widths
-//!   1..=[`MAX_CUT_BITS`]) and the key word it cuts (bits 60..63). The cut value `v`
-//!   is `bits` bits of key word `word` (see [`Words`]) from bit `shift`. A plain
-//!   node's `2^bits` children sit at the offset and the child is `offset + v`.
+//!   1..=[`MAX_CUT_BITS`]; for diagnostics, lookups do not read it) and the key word
+//!   it cuts (bits 60..63).
 //!
-//! A ranged node stores one child per run of equal children, at most [`MAX_RUNS`]
-//! runs; run 0 starts at 0 and the child is `offset + #{run starts <= v}`. Its other
-//! run starts (ascending, nonzero) are a starts word: bytes `start - 1`, unused bytes
-//! `0xff`, so the count is `#{bytes < v}` and unused bytes never count (`v <= 255`).
+//! A node cuts `bits` bits of key word `word` (see [`Words`]) from bit `shift`: the
+//! cut value `v`. A lookup reads the *window* instead: the 8 bits of the key word
+//! from bit `window = shift + bits - 8` (modulo 64, wrapping around the word: one
+//! rotate, or one `vpmultishiftqb` byte), so `v` is the window's top `bits` bits and
+//! the bits below it are whatever the key holds there. No lookup masks by width:
+//! - a plain node has 256 children at the offset and the child is `offset + window`;
+//!   the builder repeats each of its `2^bits` children `2^(8 - bits)` times;
+//! - a ranged node stores one child per run of equal children, at most [`MAX_RUNS`]
+//!   runs; run 0 starts at 0 and the child is `offset + #{run starts <= v}`. Its
+//!   other run starts (ascending, nonzero) are a starts word: bytes
+//!   `(start << (8 - bits)) - 1`, unused bytes `0xff`. Since `start <= v` exactly
+//!   when `start << (8 - bits) <= window`, the count is `#{bytes < window}`, and
+//!   unused bytes never count (`window <= 255`).
+//!
 //! With at most [`INLINE_STARTS`] starts (at most 4 runs) the bytes sit in the node
 //! word itself. With more, the node is [`TABLED`]: its starts word is entry
 //! `(node >> TABLE_AT) & 0xff_ffff` of the arena's starts table, where each distinct
@@ -58,7 +67,7 @@ pub(crate) const INLINE_STARTS: usize = 3;
 /// The bytes of a node word that are not inline run starts, set: or-ed into the node
 /// word, they make those bytes `0xff`, which never count.
 pub(crate) const NOT_STARTS: u64 = !(0xff_ffff << STARTS_AT);
-/// Bit position of the shift (6 bits).
+/// Bit position of the window (6 bits).
 pub(crate) const SHIFT_AT: u32 = 48;
 /// An inner node stored as runs of equal children.
 pub(crate) const RANGED: u64 = 1 << 54;
@@ -138,18 +147,22 @@ pub(crate) fn plain(word: u32, shift: u32, bits: u32, offset: usize) -> Option<S
     Some(header(word, shift, bits)? | offset_bits(offset)?)
 }
 
-/// The starts word of runs starting at 0 and at each of `starts` (ascending,
-/// nonzero, fewer than `MAX_RUNS`); `None` if they are not.
-pub(crate) fn starts_word(starts: &[u8]) -> Option<u64> {
+/// The starts word of a `bits`-bit cut's runs starting at 0 and at each of `starts`
+/// (ascending, nonzero, below `2^bits`, fewer than `MAX_RUNS`); `None` if they are
+/// not.
+pub(crate) fn starts_word(starts: &[u8], bits: u32) -> Option<u64> {
     let ascending = starts.windows(2).all(|w| w[0] < w[1]);
-    if starts.len() >= MAX_RUNS || starts.contains(&0) || !ascending {
+    let fit =
+        (1..=MAX_CUT_BITS).contains(&bits) && starts.iter().all(|&st| u32::from(st) >> bits == 0);
+    if starts.len() >= MAX_RUNS || starts.contains(&0) || !ascending || !fit {
         return None;
     }
-    // Stored as `start - 1`, unused bytes 0xff (never below a cut value).
+    // Stored as `(start << (8 - bits)) - 1` (the windows below it are the values
+    // below `start`), unused bytes 0xff (never below a window).
     let mut packed = u64::MAX;
     for (i, &st) in starts.iter().enumerate() {
         packed &= !(0xff << (8 * i));
-        packed |= u64::from(st - 1) << (8 * i);
+        packed |= ((u64::from(st) << (8 - bits)) - 1) << (8 * i);
     }
     Some(packed)
 }
@@ -167,13 +180,14 @@ pub(crate) fn ranged(
     if starts.len() > INLINE_STARTS {
         return None;
     }
-    let packed = starts_word(starts)?;
+    let packed = starts_word(starts, bits)?;
     let node = header(word, shift, bits)? | RANGED | offset_bits(offset)?;
     Some(node | ((packed & 0xff_ffff) << STARTS_AT))
 }
 
-/// A ranged inner slot whose starts word is entry `entry` of the starts table, its
-/// children at `offset`; `None` if a field does not fit its bits.
+/// A ranged inner slot whose starts word (`starts_word` of its starts and `bits`) is
+/// entry `entry` of the starts table, its children at `offset`; `None` if a field
+/// does not fit its bits.
 pub(crate) fn tabled(
     word: u32,
     shift: u32,
@@ -193,18 +207,23 @@ fn offset_bits(offset: usize) -> Option<u64> {
     (offset < MAX_SLOTS).then_some(offset as u64)
 }
 
-/// The cut fields of an inner slot, if they fit.
+/// The cut fields of an inner slot for a cut of `bits` bits from bit `shift` of key
+/// word `word`, if they fit: the word, the width and the window.
 fn header(word: u32, shift: u32, bits: u32) -> Option<u64> {
-    let fits = (word as usize) < WORDS && shift < 64 && (1..=MAX_CUT_BITS).contains(&bits);
-    // Lazily: `bits - 1` is only meaningful (and only computed) once `bits >= 1`.
+    let fits = (word as usize) < WORDS
+        && (1..=MAX_CUT_BITS).contains(&bits)
+        && shift.checked_add(bits).is_some_and(|top| top <= 64);
+    // Lazily: `bits - 1` and the window are only meaningful (and only computed) once
+    // `1 <= bits` and `shift + bits <= 64`.
     fits.then(|| {
+        let window = (shift + bits + 56) % 64; // shift + bits - 8, modulo 64
         (u64::from(word) << WORD_AT)
             | (u64::from(bits - 1) << BITS_AT)
-            | (u64::from(shift) << SHIFT_AT)
+            | (u64::from(window) << SHIFT_AT)
     })
 }
 
-/// (word, shift, bits) of an inner slot.
+/// (word, window, bits) of an inner slot.
 #[inline(always)]
 pub(crate) const fn decode(s: u64) -> (usize, u32, u32) {
     (
@@ -214,7 +233,14 @@ pub(crate) const fn decode(s: u64) -> (usize, u32, u32) {
     )
 }
 
-/// The starts word of ranged node word `s` (`start - 1`, unused `0xff`).
+/// The window of inner node word `s` in key word `x`: its 8 bits from bit `window`,
+/// wrapping around the word.
+#[inline(always)]
+pub(crate) fn window(s: u64, x: u64) -> u64 {
+    x.rotate_right(decode(s).1) & 0xff
+}
+
+/// The starts word of ranged node word `s` (scaled `start - 1`, unused `0xff`).
 #[inline(always)]
 pub(crate) fn starts_of(s: u64, table: &[u64]) -> u64 {
     if s & TABLED != 0 {
@@ -228,9 +254,8 @@ pub(crate) fn starts_of(s: u64, table: &[u64]) -> u64 {
 /// The child index (from the slot's offset) of inner node word `s` for key words `w`.
 #[inline(always)]
 pub(crate) fn child_index(s: u64, table: &[u64], w: &Words) -> u64 {
-    let (word, shift, bits) = decode(s);
-    let x = w.get(word).copied().unwrap_or(0);
-    let v = x.checked_shr(shift).unwrap_or(0) & !u64::MAX.checked_shl(bits).unwrap_or(0);
+    let x = w.get(decode(s).0).copied().unwrap_or(0);
+    let v = window(s, x);
     if s & RANGED == 0 {
         return v;
     }
@@ -348,36 +373,53 @@ impl Block {
 mod tests {
     use super::*;
 
+    /// Key word 1 with the `bits` bits from `shift` set to `v` and every other bit
+    /// from a pattern (so the window's bits below the cut, or wrapped around from the
+    /// top of the word, are not zero).
+    fn key(shift: u32, bits: u32, v: u64) -> Words {
+        const PATTERN: u64 = 0x5aa5_c33c_0ff0_9669;
+        let mask = u64::MAX >> (64 - bits) << shift;
+        [u64::MAX, (PATTERN & !mask) | (v << shift), 0, 0, 0]
+    }
+
     /// Checks the scalar child index of a ranged node over `starts` (key word 1, cut
-    /// `bits` bits at shift 8) against its definition, `#{run starts <= v}`, for every
+    /// `bits` bits at `shift`) against its definition, `#{run starts <= v}`, for every
     /// cut value, with other bits of the key word set around the cut.
-    fn check_runs(starts: &[u8], bits: u32) {
+    fn check_runs_at(starts: &[u8], bits: u32, shift: u32) {
         let mut table = vec![0x0102_0304_0506_0708];
         let node = if starts.len() <= INLINE_STARTS {
-            ranged(1, 8, bits, 100, starts).expect("inline starts fit")
+            ranged(1, shift, bits, 100, starts).expect("inline starts fit")
         } else {
             assert_eq!(
-                ranged(1, 8, bits, 100, starts),
+                ranged(1, shift, bits, 100, starts),
                 None,
                 "too many to be inline"
             );
-            table.push(starts_word(starts).expect("valid starts"));
-            tabled(1, 8, bits, 100, 1).expect("fits")
+            table.push(starts_word(starts, bits).expect("valid starts"));
+            tabled(1, shift, bits, 100, 1).expect("fits")
         };
         assert_eq!(node & (LEAF | RANGED), RANGED);
         assert_eq!(node & TABLED != 0, starts.len() > INLINE_STARTS);
-        assert_eq!(decode(node), (1, 8, bits));
+        assert_eq!(decode(node), (1, (shift + bits + 56) % 64, bits));
         for v in 0..1u64 << bits {
-            let w = [u64::MAX, (0x5a5a << (8 + bits)) | (v << 8) | 0xa5, 0, 0, 0];
+            let w = key(shift, bits, v);
             let want = starts.iter().filter(|&&s| u64::from(s) <= v).count() as u64;
             assert_eq!(
                 child_index(node, &table, &w),
                 want,
-                "starts {starts:?}, v {v}"
+                "starts {starts:?}, v {v}, shift {shift}"
             );
             let slots = vec![EMPTY; 200];
             let moved = step(&slots, &table, node, &w);
             assert_eq!(moved, EMPTY, "a step reads slot 100 + {want}");
+        }
+    }
+
+    /// [`check_runs_at`] with the cut at the bottom of the word (the window wraps
+    /// around), in the middle, and at the top.
+    fn check_runs(starts: &[u8], bits: u32) {
+        for shift in [0, 8, 64 - bits] {
+            check_runs_at(starts, bits, shift);
         }
     }
 
@@ -390,11 +432,31 @@ mod tests {
         check_runs(&[10, 20, 30, 40], 8); // five runs: the first tabled size
         check_runs(&[1, 2, 3, 4, 5, 6, 7, 255], 8); // nine runs: the most
         check_runs(&[2, 3, 5, 7, 11, 13, 17, 19], 5);
-        // Ten runs, a zero start, unordered starts: not a node.
-        assert_eq!(starts_word(&[1, 2, 3, 4, 5, 6, 7, 8, 9]), None);
-        assert_eq!(starts_word(&[0, 4]), None);
-        assert_eq!(starts_word(&[5, 5]), None);
-        assert_eq!(starts_word(&[6, 5]), None);
+        check_runs(&[1, 4, 5, 7], 3);
+        // Ten runs, a zero start, unordered starts, a start past the cut: not a node.
+        assert_eq!(starts_word(&[1, 2, 3, 4, 5, 6, 7, 8, 9], 8), None);
+        assert_eq!(starts_word(&[0, 4], 8), None);
+        assert_eq!(starts_word(&[5, 5], 8), None);
+        assert_eq!(starts_word(&[6, 5], 8), None);
+        assert_eq!(starts_word(&[1, 8], 3), None);
+        assert_eq!(starts_word(&[1], 0), None);
+    }
+
+    /// A plain node's child is its window: the cut value in the top `bits` bits,
+    /// whatever the key holds below it.
+    #[test]
+    fn plain_nodes_index_by_window() {
+        for bits in 1..=MAX_CUT_BITS {
+            for shift in [0, 3, 8, 64 - bits] {
+                let node = plain(1, shift, bits, 0).expect("fits");
+                for v in 0..1u64 << bits {
+                    let w = key(shift, bits, v);
+                    let c = child_index(node, &[], &w);
+                    assert!(c < 256, "bits {bits}, shift {shift}, v {v}: child {c}");
+                    assert_eq!(c >> (8 - bits), v, "bits {bits}, shift {shift}");
+                }
+            }
+        }
     }
 
     #[test]
@@ -414,11 +476,12 @@ mod tests {
         assert_eq!(tabled(0, 0, 8, 0, MAX_TABLE), None);
         assert_eq!(plain(WORDS as u32, 0, 8, 0), None);
         assert_eq!(plain(0, 64, 8, 0), None);
+        assert_eq!(plain(0, 57, 8, 0), None); // the cut would leave the word
         assert_eq!(plain(0, 0, 0, 0), None);
         assert_eq!(plain(0, 0, MAX_CUT_BITS + 1, 0), None);
-        for (word, shift, bits) in [(0, 0, 1), (4, 63, 8), (1, 48, 3)] {
+        for (word, shift, bits, window) in [(0, 0, 1, 57), (4, 56, 8, 56), (1, 48, 3, 43)] {
             let s = plain(word, shift, bits, top).expect("fits");
-            assert_eq!(decode(s), (word as usize, shift, bits));
+            assert_eq!(decode(s), (word as usize, window, bits));
             assert_eq!(s & (LEAF | RANGED | TABLED), 0);
         }
     }

@@ -137,8 +137,10 @@ fn lane_intervals(
 pub(crate) const SLOT_BYTES: usize = size_of::<Slot>();
 
 /// A node with more runs than a ranged node holds is stored as its full child array
-/// up to this many children, as a tree of ranged nodes beyond.
+/// up to this many children (a plain node's window has 8 bits), as a tree of ranged
+/// nodes beyond.
 const PLAIN_MAX_CHILDREN: usize = 256;
+const _: () = assert!(1 << slot::MAX_CUT_BITS == PLAIN_MAX_CHILDREN);
 
 /// Tuning of the cut heuristic.
 #[derive(Clone, Copy, Debug)]
@@ -201,17 +203,19 @@ impl Arena {
         if let Some(&(slot, _)) = self.nodes.get(&key) {
             return Ok(slot);
         }
-        // Stored as one child per run when that is smaller than the full array
-        // (several ranged levels when there are many runs and many children).
+        // Stored as one child per run when there are few runs (several ranged levels
+        // when there are many runs and many children), else as the full array of the
+        // window's 256 values: each of the `n` children `2^(8 - bits)` times.
         let mark = self.slots.len();
-        let slot = if runs.len() < n && (runs.len() <= MAX_RUNS || n > PLAIN_MAX_CHILDREN) {
+        let slot = if runs.len() <= MAX_RUNS || n > PLAIN_MAX_CHILDREN {
             let runs: Vec<(u8, Slot)> = runs.iter().map(|&(at, c)| (at as u8, c)).collect();
             self.runs_node(word, shift, bits, &runs)?
         } else {
-            let mut children = Vec::with_capacity(n);
+            let repeat = PLAIN_MAX_CHILDREN / n;
+            let mut children = Vec::with_capacity(PLAIN_MAX_CHILDREN);
             for (k, &(at, child)) in runs.iter().enumerate() {
                 let end = runs.get(k + 1).map_or(n, |r| r.0);
-                children.extend(std::iter::repeat_n(child, end - at));
+                children.extend(std::iter::repeat_n(child, (end - at) * repeat));
             }
             self.store(&children, |off| slot::plain(word, shift, bits, off))?
         };
@@ -238,7 +242,7 @@ impl Arena {
             });
         }
         if runs.len() <= MAX_RUNS
-            && let Some(entry) = slot::starts_word(&starts).and_then(|w| self.table_entry(w))
+            && let Some(entry) = slot::starts_word(&starts, bits).and_then(|w| self.table_entry(w))
         {
             return self.store(&children, |off| slot::tabled(word, shift, bits, off, entry));
         }
