@@ -18,6 +18,7 @@
 //! `#[target_feature]` functions sound.
 
 use crate::classifier::slot::{BLOCK, Block, Slot};
+use crate::program::{FlowKey, Verdicts};
 
 /// Which walk kernel a classifier uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -114,13 +115,54 @@ pub(crate) fn walk(k: Kernel, slots: &[Slot], table: &[u64], b: &mut Block) {
 
 const _: () = assert!(BLOCK.is_multiple_of(8));
 
+/// Sets up `b` as `Block::set_all(keys, r4, _)` does when every key is IPv4 (and at
+/// most [`BLOCK`] are given), with kernel `k`'s vector loads: eight keys' key words
+/// per round. Returns `false` when `k` has no such set-up or some key is IPv6; `b`
+/// may then be partly written and must be set up by `Block::set_all`.
+#[inline]
+pub(crate) fn set_all_v4(k: Kernel, keys: &[FlowKey], r4: Slot, b: &mut Block) -> bool {
+    match k.0 {
+        #[cfg(target_arch = "x86_64")]
+        Kind::Avx512 | Kind::Avx512Vbmi => {
+            // SAFETY: AVX-512 kernels are only made by `Kernel::available`, after
+            // `is_x86_feature_detected!` held for avx512f and avx512bw.
+            unsafe { x86::set_all_v4_avx512(keys, r4, b) }
+        }
+        _ => false,
+    }
+}
+
+/// With kernel `k`'s vector loads, writes `out[j] = verdicts[s[j] as u32]` for every
+/// `j < out.len()` (at most [`BLOCK`]) whose slot is a precomputed leaf (`LEAF` set,
+/// `LIST` clear) with an index inside `verdicts`, and returns the mask of the other
+/// `j` (left untouched, for the caller to resolve). `None` when `k` has no such
+/// resolution (nothing is written).
+#[inline]
+pub(crate) fn resolve_leaves(
+    k: Kernel,
+    s: &[Slot; BLOCK],
+    verdicts: &[Verdicts],
+    out: &mut [Verdicts],
+) -> Option<u64> {
+    match k.0 {
+        #[cfg(target_arch = "x86_64")]
+        Kind::Avx512 | Kind::Avx512Vbmi => {
+            // SAFETY: as in `set_all_v4`.
+            Some(unsafe { x86::resolve_leaves_avx512(s, verdicts, out) })
+        }
+        _ => None,
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
+    use crate::program::{FlowKey, Verdicts};
+
     use crate::classifier::slot::{
-        BLOCK, Block, LEAF, MAX_TABLE, NOT_STARTS, OFFSET_MASK, RANGED, SHIFT_AT, Slot, TABLE_AT,
-        TABLED, WORD_AT,
+        BLOCK, Block, LEAF, LIST, MAX_TABLE, NOT_STARTS, OFFSET_MASK, RANGED, SHIFT_AT, Slot,
+        TABLE_AT, TABLED, WORD_AT,
     };
 
     /// `vpshufb` control copying byte 0 of each 64-bit lane into all its bytes (for the
@@ -283,6 +325,158 @@ mod x86 {
         true
     );
 
+    /// Where the vector set-up reads a key: the low 8 bytes of `src` and of `dst` (an
+    /// IPv4 address is their low 4), and the 8 bytes from `sport`: sport, dport,
+    /// proto, family, ifindex (no padding among them).
+    const KEY_SRC: usize = std::mem::offset_of!(FlowKey, src);
+    const KEY_DST: usize = std::mem::offset_of!(FlowKey, dst);
+    const KEY_TAIL: usize = std::mem::offset_of!(FlowKey, sport);
+    const KEY_STRIDE: usize = size_of::<FlowKey>();
+    const _: () = assert!(
+        KEY_SRC == 0
+            && KEY_DST == 16
+            && KEY_TAIL == 32
+            && std::mem::offset_of!(FlowKey, dport) == 34
+            && std::mem::offset_of!(FlowKey, proto) == 36
+            && std::mem::offset_of!(FlowKey, family) == 37
+            && std::mem::offset_of!(FlowKey, ifindex) == 38
+            && KEY_STRIDE == 48
+            && cfg!(target_endian = "little")
+    );
+    /// `vpshufb` control turning a key's tail bytes (sport, dport, proto, ...) into
+    /// key word 1, `sport << 48 | dport << 32 | proto` (`slot::words_of`).
+    const PORTS: [i64; 2] = [
+        i64::from_le_bytes([4, 0x80, 0x80, 0x80, 2, 3, 0, 1]),
+        i64::from_le_bytes([12, 0x80, 0x80, 0x80, 10, 11, 8, 9]),
+    ];
+
+    /// The mask of the first `live` of 8 lanes.
+    fn first_lanes(live: usize) -> u8 {
+        (((1u16 << live.min(8)) - 1) & 0xff) as u8
+    }
+
+    /// See `super::set_all_v4`.
+    ///
+    /// # Safety
+    /// The CPU must support avx512f and avx512bw.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn set_all_v4_avx512(keys: &[FlowKey], r4: Slot, b: &mut Block) -> bool {
+        let n = keys.len().min(BLOCK);
+        let base = keys.as_ptr().cast::<u8>();
+        let stride = KEY_STRIDE as i64;
+        let lanes = _mm512_setr_epi64(
+            0,
+            stride,
+            2 * stride,
+            3 * stride,
+            4 * stride,
+            5 * stride,
+            6 * stride,
+            7 * stride,
+        );
+        let ports = pair512(PORTS);
+        let low32 = _mm512_set1_epi64(0xffff_ffff);
+        let low8 = _mm512_set1_epi64(0xff);
+        let v4 = _mm512_set1_epi64(crate::program::Family::V4 as i64);
+        let root = _mm512_set1_epi64(r4 as i64);
+        let parked = _mm512_set1_epi64(LEAF as i64);
+        let zero = _mm512_setzero_si512();
+        for g in 0..BLOCK / 8 {
+            let m = first_lanes(n.saturating_sub(8 * g));
+            let at = _mm512_add_epi64(lanes, _mm512_set1_epi64(8 * g as i64 * stride));
+            // SAFETY: lane `i` of round `g` reads only when `8g + i < n <= keys.len()`
+            // (masked-off lanes load nothing), 8 bytes at offset 0, 16 or 32 of key
+            // `8g + i`: inside it (48 bytes) and made of initialized fields (the low
+            // halves of `src` and `dst`; sport, dport, proto, family, ifindex).
+            let (src, dst, tail) = unsafe {
+                (
+                    _mm512_mask_i64gather_epi64::<1>(zero, m, at, base.add(KEY_SRC).cast()),
+                    _mm512_mask_i64gather_epi64::<1>(zero, m, at, base.add(KEY_DST).cast()),
+                    _mm512_mask_i64gather_epi64::<1>(zero, m, at, base.add(KEY_TAIL).cast()),
+                )
+            };
+            let family = _mm512_and_si512(_mm512_srli_epi64::<40>(tail), low8);
+            if _mm512_mask_cmpneq_epu64_mask(m, family, v4) != 0 {
+                return false;
+            }
+            let w0 = _mm512_or_si512(_mm512_slli_epi64::<32>(src), _mm512_and_si512(dst, low32));
+            let w1 = _mm512_shuffle_epi8(tail, ports);
+            let s = _mm512_mask_blend_epi64(m, parked, root);
+            // SAFETY: `8g + 8 <= BLOCK`: the 64 bytes written lie in each column.
+            unsafe {
+                _mm512_storeu_si512(b.w[0].as_mut_ptr().add(8 * g).cast(), w0);
+                _mm512_storeu_si512(b.w[1].as_mut_ptr().add(8 * g).cast(), w1);
+                _mm512_storeu_si512(b.s.as_mut_ptr().add(8 * g).cast(), s);
+            }
+        }
+        b.v6 = false;
+        true
+    }
+
+    const _: () = assert!(size_of::<Verdicts>() == 16 && align_of::<Verdicts>() <= 16);
+
+    /// Spreads mask bits 0..4 of `m` over pairs of bits (one pair per 16-byte lane).
+    fn pairs(m: u8) -> u8 {
+        (0..4).fold(0, |acc, i| acc | (((m >> i) & 1) * 3) << (2 * i))
+    }
+
+    /// See `super::resolve_leaves`.
+    ///
+    /// # Safety
+    /// The CPU must support avx512f and avx512bw.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn resolve_leaves_avx512(
+        s: &[Slot; BLOCK],
+        verdicts: &[Verdicts],
+        out: &mut [Verdicts],
+    ) -> u64 {
+        let n = out.len().min(BLOCK);
+        let table = verdicts.as_ptr().cast::<i64>();
+        let dst = out.as_mut_ptr().cast::<i64>();
+        let len = _mm512_set1_epi64(verdicts.len() as i64);
+        let kind = _mm512_set1_epi64((LEAF | LIST) as i64);
+        let leaf = _mm512_set1_epi64(LEAF as i64);
+        let low32 = _mm512_set1_epi64(0xffff_ffff);
+        let zero = _mm512_setzero_si512();
+        let first = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+        let second = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+        let mut rest = 0u64;
+        for g in 0..n.div_ceil(8) {
+            let m = first_lanes(n - 8 * g);
+            // SAFETY: `8g + 8 <= BLOCK`: the 64 bytes read lie in `s`.
+            let sv = unsafe { _mm512_loadu_si512(s.as_ptr().add(8 * g).cast()) };
+            let index = _mm512_and_si512(sv, low32);
+            let precomputed = _mm512_mask_cmpeq_epi64_mask(m, _mm512_and_si512(sv, kind), leaf);
+            let ok = _mm512_mask_cmplt_epu64_mask(precomputed, index, len);
+            rest |= u64::from(m & !ok) << (8 * g);
+            if ok == 0 {
+                continue;
+            }
+            // Two i64 per `Verdicts`.
+            let at = _mm512_slli_epi64::<1>(index);
+            // SAFETY: lanes in `ok` have `index < verdicts.len()`, so both 8-byte
+            // halves of `verdicts[index]` lie in `verdicts`; others load nothing.
+            let (lo, hi) = unsafe {
+                (
+                    _mm512_mask_i64gather_epi64::<8>(zero, ok, at, table),
+                    _mm512_mask_i64gather_epi64::<8>(zero, ok, at, table.add(1)),
+                )
+            };
+            let even = _mm512_unpacklo_epi64(lo, hi); // walks 0, 2, 4, 6: (lo, hi)
+            let odd = _mm512_unpackhi_epi64(lo, hi); // walks 1, 3, 5, 7
+            let front = _mm512_permutex2var_epi64(even, first, odd); // walks 0..4
+            let back = _mm512_permutex2var_epi64(even, second, odd); // walks 4..8
+            // SAFETY: lanes in `ok` are walks `8g + i < n <= out.len()`, whose 16
+            // bytes lie in `out`; the bytes written are a whole `Verdicts` copied from
+            // `verdicts` (no padding: every byte is a field's). Others store nothing.
+            unsafe {
+                _mm512_mask_storeu_epi64(dst.add(16 * g), pairs(ok), front);
+                _mm512_mask_storeu_epi64(dst.add(16 * g + 8), pairs(ok >> 4), back);
+            }
+        }
+        rest
+    }
+
     #[target_feature(enable = "avx2")]
     fn pair256(c: [i64; 2]) -> __m256i {
         _mm256_set_epi64x(c[1], c[0], c[1], c[0])
@@ -385,6 +579,131 @@ mod x86 {
         for (r, sr) in s.iter().enumerate() {
             // SAFETY: `r < R`, so `4 * r + 4 <= BLOCK`: the 32 bytes written lie in `b.s`.
             unsafe { _mm256_storeu_si256(b.s.as_mut_ptr().add(4 * r).cast(), *sr) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::classifier::slot::{LEAF, LIST};
+    use crate::program::{Decision, Family, TraceId, Verdict};
+
+    fn keys(raw: &[(u32, u32, u16, u16, u8, u16)], six_at: Option<usize>) -> Vec<FlowKey> {
+        raw.iter()
+            .enumerate()
+            .map(|(i, &(src, dst, sport, dport, proto, ifindex))| {
+                let six = six_at == Some(i);
+                FlowKey {
+                    // IPv6 keys get bits above the low 32; IPv4 keys never do.
+                    src: u128::from(src) | if six { 1 << 100 } else { 0 },
+                    dst: u128::from(dst) | if six { 1 << 70 } else { 0 },
+                    sport,
+                    dport,
+                    proto,
+                    family: if six { Family::V6 } else { Family::V4 },
+                    ifindex,
+                }
+            })
+            .collect()
+    }
+
+    fn verdicts(n: usize) -> Vec<Verdicts> {
+        (0..n as u32)
+            .map(|i| Verdicts {
+                enforced: Decision {
+                    verdict: if i % 3 == 0 {
+                        Verdict::Allow
+                    } else {
+                        Verdict::Deny
+                    },
+                    trace: TraceId(i.wrapping_mul(2_654_435_761)),
+                },
+                pending: Decision {
+                    verdict: if i % 5 == 0 {
+                        Verdict::Deny
+                    } else {
+                        Verdict::Allow
+                    },
+                    trace: TraceId(!i),
+                },
+            })
+            .collect()
+    }
+
+    proptest! {
+        /// Every kernel's vector set-up, where it has one, leaves the columns a walk
+        /// reads as `Block::set_all` does, and refuses blocks with an IPv6 key.
+        #[test]
+        fn vector_set_up_is_set_all(
+            raw in prop::collection::vec(any::<(u32, u32, u16, u16, u8, u16)>(), 0..=BLOCK),
+            six in prop::option::weighted(0.2, any::<prop::sample::Index>()),
+            start in any::<u64>(),
+        ) {
+            let six_at = six.filter(|_| !raw.is_empty()).map(|i| i.index(raw.len()));
+            let keys = keys(&raw, six_at);
+            let mut want = Block::new();
+            want.set_all(&keys, 7, 9);
+            for k in Kernel::available() {
+                let mut got = Block::new();
+                got.w.iter_mut().flatten().for_each(|w| *w = start);
+                got.s = [start; BLOCK];
+                got.v6 = true;
+                if !set_all_v4(k, &keys, 7, &mut got) {
+                    let vector = matches!(k.0, Kind::Avx512 | Kind::Avx512Vbmi);
+                    prop_assert!(!vector || six_at.is_some(), "{} refused IPv4 keys", k.name());
+                    continue;
+                }
+                prop_assert!(six_at.is_none(), "{} took an IPv6 key", k.name());
+                prop_assert_eq!(got.s, want.s, "{}", k.name());
+                prop_assert_eq!(&got.w[..2], &want.w[..2], "{}", k.name());
+                prop_assert!(!got.v6);
+            }
+        }
+
+        /// Every kernel's vector resolution, where it has one, writes exactly the
+        /// precomputed leaves inside the table, with their table entries, and hands
+        /// back every other walk untouched.
+        #[test]
+        fn vector_resolution_is_the_table_lookup(
+            slots in prop::collection::vec((0u8..4, 0u32..40), BLOCK),
+            n in 0..=BLOCK,
+        ) {
+            let table = verdicts(32);
+            let s: [Slot; BLOCK] = std::array::from_fn(|j| {
+                let (kind, i) = slots[j];
+                match kind {
+                    0 | 1 => LEAF | u64::from(i),                // precomputed (some past the table)
+                    2 => LEAF | LIST | (3 << 32) | u64::from(i), // a leaf list
+                    _ => u64::from(i) << 8,                      // not a leaf
+                }
+            });
+            let marker = verdicts(BLOCK + 40)[BLOCK + 39];
+            for k in Kernel::available() {
+                let mut out = vec![marker; n];
+                let Some(rest) = resolve_leaves(k, &s, &table, &mut out) else {
+                    prop_assert_eq!(&out, &vec![marker; n]);
+                    continue;
+                };
+                for (j, o) in out.iter().enumerate() {
+                    let want = (s[j] & (LEAF | LIST) == LEAF)
+                        .then(|| table.get(s[j] as u32 as usize))
+                        .flatten();
+                    match want {
+                        Some(v) => {
+                            prop_assert_eq!(o, v, "{} walk {}", k.name(), j);
+                            prop_assert_eq!(rest >> j & 1, 0);
+                        }
+                        None => {
+                            prop_assert_eq!(o, &marker, "{} walk {}", k.name(), j);
+                            prop_assert_eq!(rest >> j & 1, 1);
+                        }
+                    }
+                }
+                prop_assert_eq!(rest.checked_shr(n as u32).unwrap_or(0), 0, "{}: no walk past out", k.name());
+            }
         }
     }
 }

@@ -37,6 +37,7 @@ mod flatten;
 pub(crate) mod slot;
 mod tree;
 
+use crate::arch::walk;
 pub use crate::arch::walk::Kernel;
 
 use foldhash::{HashMap, HashMapExt};
@@ -393,10 +394,27 @@ impl Classifier {
             let mut b = Block::new();
             for (kc, oc) in keys.chunks(BLOCK).zip(out.chunks_mut(BLOCK)) {
                 let n = kc.len().min(oc.len());
-                b.set_all(&kc[..n], *r4, *r6);
-                crate::arch::walk::walk(self.kernel, &self.slots, &self.starts, &mut b);
-                for ((o, &s), k) in oc[..n].iter_mut().zip(&b.s).zip(kc) {
-                    *o = self.resolve(s, k);
+                let (kc, oc) = (&kc[..n], &mut oc[..n]);
+                if !walk::set_all_v4(self.kernel, kc, *r4, &mut b) {
+                    b.set_all(kc, *r4, *r6);
+                }
+                walk::walk(self.kernel, &self.slots, &self.starts, &mut b);
+                match walk::resolve_leaves(self.kernel, &b.s, &self.verdicts, oc) {
+                    // The vector resolution wrote every precomputed leaf's verdicts.
+                    Some(mut rest) => {
+                        while rest != 0 {
+                            let j = rest.trailing_zeros() as usize;
+                            rest &= rest - 1;
+                            if let (Some(o), Some(k)) = (oc.get_mut(j), kc.get(j)) {
+                                *o = self.resolve(b.s[j], k);
+                            }
+                        }
+                    }
+                    None => {
+                        for ((o, &s), k) in oc.iter_mut().zip(&b.s).zip(kc) {
+                            *o = self.resolve(s, k);
+                        }
+                    }
                 }
             }
             return;
@@ -442,7 +460,7 @@ impl Classifier {
                     }
                 }
             }
-            crate::arch::walk::walk(self.kernel, &self.slots, &self.starts, &mut b);
+            walk::walk(self.kernel, &self.slots, &self.starts, &mut b);
             for (j, job) in jobs.iter().enumerate() {
                 match job {
                     Some((Root::Single(_), k)) if round == 0 => out[j] = self.resolve(b.s[j], k),
