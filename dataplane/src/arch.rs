@@ -5,9 +5,11 @@
 //! will read, so the flow-table misses of a whole batch overlap instead of being
 //! paid one after another (as DPDK's and VPP's batch loops do). A prefetch never
 //! faults and never changes program state; on other architectures it is a no-op.
-//! [`tags`] matches a flow-table bucket's eight tags at once.
+//! [`tags`] matches a flow-table bucket's eight tags at once. [`huge`] keeps the
+//! classifier's arena in transparent huge pages.
 #![allow(unsafe_code)]
 
+pub mod huge;
 pub mod tags;
 
 /// Hints the CPU to bring the cache line holding `*r` into all cache levels.

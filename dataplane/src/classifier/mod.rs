@@ -37,6 +37,7 @@ mod flatten;
 pub(crate) mod slot;
 mod tree;
 
+use crate::arch::huge::HugeWords;
 use crate::arch::walk;
 pub use crate::arch::walk::Kernel;
 
@@ -171,7 +172,7 @@ pub struct Classifier {
     endpoints: Vec<(EndpointId, Option<ProgramId>, Option<ProgramId>)>,
     /// Per program: the v4 and v6 roots.
     roots: Vec<[Root; 2]>,
-    slots: Vec<Slot>,
+    slots: HugeWords,
     /// The run starts of the tabled nodes in `slots`.
     starts: Vec<u64>,
     items: Vec<Item>,
@@ -354,7 +355,7 @@ impl Classifier {
             lpm,
             endpoints,
             roots,
-            slots: arena.slots,
+            slots: HugeWords::from_slice(&arena.slots),
             starts: arena.table,
             items: arena.items,
             decisions: interner.decisions,
