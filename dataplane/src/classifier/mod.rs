@@ -452,10 +452,11 @@ impl Classifier {
         let mut pos = [(NONE, NONE); BLOCK];
         for round in 0..rounds {
             if round > 0 {
+                // The key words stay from round 0; only the roots change.
                 for (j, job) in jobs.iter().enumerate() {
                     match job {
-                        Some((Root::Partitioned(p), k)) if round < p.roots.len() => {
-                            b.set(j, p.roots[round], k);
+                        Some((Root::Partitioned(p), _)) if round < p.roots.len() => {
+                            b.s[j] = p.roots[round];
                         }
                         _ => b.clear(j),
                     }
