@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use dataplane::classbench::{key_of, program_of};
-use dataplane::classifier::{BuildConfig, Classifier, Kernel};
+use dataplane::classifier::{BuildConfig, Classifier, Compiler, Kernel};
 use dataplane::linear::evaluate;
 use dataplane::program::{
     Classify, EndpointBinding, EndpointId, FlowKey, FlowVerdicts, HitAction, PolicySet, ProgramId,
@@ -230,24 +230,68 @@ pub fn main(a: &ClassifyArgs) -> Result<(), String> {
             "classify-flow set={name} rules={} mlps={mlps:.2} batch={batch}",
             filters.len()
         );
-        // Recompile after changing one filter (the last one's destination port).
-        let mut changed = set.clone();
-        if let Some(r) = changed.programs[0]
+        // Recompile after changing one filter's destination port: a full build, and an
+        // incremental one by a `Compiler` that built the unchanged set before (the last,
+        // a middle and the first filter; the first precedes every other in the lists).
+        let n_policies = set.programs[0]
             .tiers
-            .first_mut()
-            .and_then(|t| t.policies.last_mut())
-            .and_then(|p| p.rules.first_mut())
-        {
-            r.matches.dst_ports = Some(vec![dataplane::program::PortRange::single(4242)]);
-        }
+            .first()
+            .map_or(0, |t| t.policies.len());
+        let change = |at: usize| {
+            let mut changed = set.clone();
+            if let Some(r) = changed.programs[0]
+                .tiers
+                .first_mut()
+                .and_then(|t| t.policies.get_mut(at))
+                .and_then(|p| p.rules.first_mut())
+            {
+                r.matches.dst_ports = Some(vec![dataplane::program::PortRange::single(4242)]);
+            }
+            changed
+        };
+        let last = change(n_policies.saturating_sub(1));
         let t0 = Instant::now();
-        let c2 = Classifier::build(&changed, &cfg).map_err(|e| e.to_string())?;
+        let c2 = Classifier::build(&last, &cfg).map_err(|e| e.to_string())?;
         println!(
             "recompile set={name} rules={} ms={:.1} bytes={}",
             filters.len(),
             t0.elapsed().as_secs_f64() * 1e3,
             c2.stats().bytes
         );
+        for (which, at) in [
+            ("last", n_policies.saturating_sub(1)),
+            ("middle", n_policies / 2),
+            ("first", 0),
+        ] {
+            let changed = change(at);
+            let mut compiler = Compiler::new(cfg);
+            compiler.build(&set).map_err(|e| e.to_string())?;
+            let t0 = Instant::now();
+            let inc = compiler.build(&changed).map_err(|e| e.to_string())?;
+            let ms = t0.elapsed().as_secs_f64() * 1e3;
+            let fresh = Classifier::build(&changed, &cfg).map_err(|e| e.to_string())?;
+            // The incremental classifier must answer exactly as a fresh one.
+            let (mut x, mut y) = (vec![FIRST; keys.len()], vec![FIRST; keys.len()]);
+            inc.classify_program(ProgramId(0), &keys, &mut x);
+            fresh.classify_program(ProgramId(0), &keys, &mut y);
+            let same = x.iter().zip(&y).all(|(p, q)| {
+                p.enforced.verdict == q.enforced.verdict
+                    && p.pending.verdict == q.pending.verdict
+                    && inc.trace(p.enforced.trace) == fresh.trace(q.enforced.trace)
+                    && inc.trace(p.pending.trace) == fresh.trace(q.pending.trace)
+            });
+            if !same {
+                return Err(format!(
+                    "{name}: incremental recompile ({which} filter) differs from a fresh build"
+                ));
+            }
+            println!(
+                "recompile-incremental set={name} rules={} changed={which} ms={ms:.1} bytes={} fresh_bytes={} agrees=true",
+                filters.len(),
+                inc.stats().bytes,
+                fresh.stats().bytes,
+            );
+        }
         if a.linear_duration > 0.0 {
             let mut i = 0usize;
             let mlps = rate(a.linear_duration, 1, || {

@@ -25,6 +25,12 @@
 //! Lists larger than `memory_budget / 256` entries (Pass rules multiplying the
 //! continuation) fail the same way instead of exhausting memory.
 //!
+//! A [`Compiler`] keeps the interned boxes, decisions and traces, the subtree memo
+//! and the arena from one build to the next, so recompiling a set after a rule change
+//! rebuilds only the subtrees whose candidate lists changed (the regions the changed
+//! rule's old and new boxes touch); [`Classifier::build`] is a fresh compiler's first
+//! build. Both give the same lookups (property tests).
+//!
 //! Lookup ([`Classify::classify`]) never allocates, locks or panics: it works on
 //! fixed-size blocks of walks that advance in lockstep, one tree level per round, so
 //! the loads of different packets overlap. A round runs on vector lanes — 8 walks per
@@ -143,6 +149,9 @@ pub struct BuildStats {
     pub traces: usize,
     /// Wall time of the build.
     pub build_time: Duration,
+    /// Whether the build reused a [`Compiler`]'s earlier subtrees (then `bytes`,
+    /// `nodes`, `slots` and `traces` include what earlier builds left in its arena).
+    pub incremental: bool,
 }
 
 /// Where a program-family's tree(s) live.
@@ -208,6 +217,12 @@ const SENTINEL: Verdicts = Verdicts {
         trace: TraceId(0),
     },
 };
+
+impl Default for Interner {
+    fn default() -> Self {
+        Interner::new()
+    }
+}
 
 impl Interner {
     fn new() -> Self {
@@ -282,89 +297,222 @@ impl Interner {
     }
 }
 
-impl Classifier {
-    /// Compiles `set` within `cfg`'s budget.
-    pub fn build(set: &PolicySet, cfg: &BuildConfig) -> Result<Classifier, BuildError> {
+/// Compiles policy sets one after another, keeping what each build learned for the
+/// next: the interned boxes, decisions and traces, the subtree memo and the arena the
+/// subtrees live in. A subtree is determined by its candidate list and region, so a
+/// build of a set that differs from the last in a few rules reuses every subtree whose
+/// candidates did not change and builds only those around the changed rules' boxes:
+/// an incremental recompile.
+///
+/// The arena only grows (subtrees no longer reachable stay in it): once the kept state
+/// exceeds twice its size after the last fresh build (plus [`GARBAGE_SLACK`]), or an
+/// incremental build runs out of budget, the next build starts from scratch. Each
+/// [`Classifier`] made owns a compact copy of what it uses; the compiler itself also
+/// holds the build-time indexes (memo, interning tables), several times the size of
+/// the arena.
+pub struct Compiler {
+    cfg: BuildConfig,
+    state: Option<State>,
+}
+
+impl std::fmt::Debug for Compiler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compiler")
+            .field("cfg", &self.cfg)
+            .field("kept_bytes", &self.state.as_ref().map(State::bytes))
+            .finish()
+    }
+}
+
+/// Bytes of unreachable subtrees an incremental compiler tolerates beyond twice its
+/// fresh size (so that small sets are not rebuilt from scratch at every change).
+pub const GARBAGE_SLACK: usize = 4 << 20;
+
+/// See [`Compiler`].
+#[derive(Default)]
+struct State {
+    interner: Interner,
+    arena: Arena,
+    shared: [Shared; 2],
+    /// Bytes of the arena and interner right after the fresh build the state began with.
+    fresh: usize,
+    /// The (program index, family index) pairs the last build partitioned.
+    partitioned: std::collections::HashSet<(usize, usize)>,
+}
+
+impl State {
+    fn bytes(&self) -> usize {
+        self.arena.bytes() + self.interner.bytes()
+    }
+}
+
+impl Compiler {
+    /// A compiler with no kept state (its first build is a fresh one).
+    pub fn new(cfg: BuildConfig) -> Self {
+        Compiler { cfg, state: None }
+    }
+
+    /// Compiles `set` within the budget, reusing the last build's subtrees where their
+    /// candidates are unchanged. Gives the same lookups as [`Classifier::build`].
+    pub fn build(&mut self, set: &PolicySet) -> Result<Classifier, BuildError> {
         let t0 = Instant::now();
-        let mut lpm_entries = Vec::with_capacity(set.endpoints.len());
-        let mut endpoints = Vec::with_capacity(set.endpoints.len());
-        for b in &set.endpoints {
-            for p in [b.ingress, b.egress].into_iter().flatten() {
-                if p.0 as usize >= set.programs.len() {
-                    return Err(BuildError::UnknownProgram {
-                        net: b.net,
-                        program: p.0,
-                        count: set.programs.len(),
-                    });
-                }
-            }
-            lpm_entries.push((b.net, endpoints.len() as u32));
-            endpoints.push((b.endpoint, b.ingress, b.egress));
-        }
-        let lpm = Lpm::new(&lpm_entries).map_err(|e| match e {
-            crate::lpm::LpmError::Duplicate(net) => BuildError::DuplicateEndpoint { net },
-            crate::lpm::LpmError::ValueTooLarge(_) => BuildError::OverBudget {
-                budget: cfg.memory_budget,
-                program: 0,
-                family: Family::V4,
-                what: "too many endpoints",
-            },
-        })?;
+        let (lpm, endpoints) = endpoints(set, &self.cfg)?;
         let fixed = lpm.bytes() + endpoints.len() * 16 + set.programs.len() * 32;
-        let mut interner = Interner::new();
-        let mut arena = Arena::new(cfg.memory_budget.saturating_sub(fixed) / tree::SLOT_BYTES);
-        let mut stats = BuildStats::default();
-        let mut roots = Vec::with_capacity(set.programs.len());
-        let mut shared: [Shared; 2] = Default::default();
-        for (pi, program) in set.programs.iter().enumerate() {
-            let mut pair = Vec::with_capacity(2);
-            for family in [Family::V4, Family::V6] {
-                let over = |what| BuildError::OverBudget {
-                    budget: cfg.memory_budget,
-                    program: pi as u32,
-                    family,
-                    what,
-                };
-                let shared = &mut shared[family_index(family)];
-                let root = build_one(
-                    program,
-                    family,
-                    cfg,
-                    &mut interner,
-                    &mut arena,
-                    shared,
-                    &mut stats,
-                )
-                .map_err(over)?;
-                if fixed + arena.bytes() + interner.bytes() > cfg.memory_budget {
-                    return Err(over("trace and verdict tables"));
+        let reuse = self
+            .state
+            .take()
+            .filter(|st| st.bytes() <= 2 * st.fresh + GARBAGE_SLACK);
+        if let Some(mut st) = reuse {
+            let mut stats = BuildStats::default();
+            match compile(set, &self.cfg, fixed, &mut st, &mut stats) {
+                Ok(roots) => {
+                    stats.incremental = true;
+                    let c = output(lpm, endpoints, roots, fixed, &st, stats, t0);
+                    self.state = Some(st);
+                    return Ok(c);
                 }
-                pair.push(root);
+                // Maybe the unreachable subtrees filled the budget: start afresh.
+                Err(BuildError::OverBudget { .. }) => {}
+                Err(e) => return Err(e),
             }
-            let [v4, v6]: [Root; 2] = pair.try_into().unwrap_or_else(|_| unreachable!());
-            roots.push([v4, v6]);
         }
-        arena.finish();
-        stats.nodes = arena.inner_nodes;
-        stats.slots = arena.slots.len();
-        stats.traces = interner.traces.len();
-        stats.bytes = fixed + arena.bytes() + interner.bytes();
-        stats.items = arena.items.len();
-        stats.build_time = t0.elapsed();
-        Ok(Classifier {
-            lpm,
-            endpoints,
-            roots,
-            slots: HugeWords::from_slice(&arena.slots),
-            starts: arena.table,
-            items: arena.items,
-            decisions: interner.decisions,
-            verdicts: interner.verdicts,
-            pairs: interner.pairs,
-            traces: interner.traces,
-            stats,
-            kernel: Kernel::best(),
-        })
+        let mut st = State::default();
+        let mut stats = BuildStats::default();
+        let roots = compile(set, &self.cfg, fixed, &mut st, &mut stats)?;
+        st.fresh = st.bytes();
+        let c = output(lpm, endpoints, roots, fixed, &st, stats, t0);
+        self.state = Some(st);
+        Ok(c)
+    }
+}
+
+/// The endpoint LPM and table of `set`.
+#[allow(clippy::type_complexity)]
+fn endpoints(
+    set: &PolicySet,
+    cfg: &BuildConfig,
+) -> Result<(Lpm, Vec<(EndpointId, Option<ProgramId>, Option<ProgramId>)>), BuildError> {
+    let mut lpm_entries = Vec::with_capacity(set.endpoints.len());
+    let mut endpoints = Vec::with_capacity(set.endpoints.len());
+    for b in &set.endpoints {
+        for p in [b.ingress, b.egress].into_iter().flatten() {
+            if p.0 as usize >= set.programs.len() {
+                return Err(BuildError::UnknownProgram {
+                    net: b.net,
+                    program: p.0,
+                    count: set.programs.len(),
+                });
+            }
+        }
+        lpm_entries.push((b.net, endpoints.len() as u32));
+        endpoints.push((b.endpoint, b.ingress, b.egress));
+    }
+    let lpm = Lpm::new(&lpm_entries).map_err(|e| match e {
+        crate::lpm::LpmError::Duplicate(net) => BuildError::DuplicateEndpoint { net },
+        crate::lpm::LpmError::ValueTooLarge(_) => BuildError::OverBudget {
+            budget: cfg.memory_budget,
+            program: 0,
+            family: Family::V4,
+            what: "too many endpoints",
+        },
+    })?;
+    Ok((lpm, endpoints))
+}
+
+/// Builds every program of `set` into `st` (on top of what it holds), within the
+/// budget left after `fixed` bytes; the roots per program and family.
+fn compile(
+    set: &PolicySet,
+    cfg: &BuildConfig,
+    fixed: usize,
+    st: &mut State,
+    stats: &mut BuildStats,
+) -> Result<Vec<[Root; 2]>, BuildError> {
+    st.arena
+        .set_limit(cfg.memory_budget.saturating_sub(fixed) / tree::SLOT_BYTES);
+    let mut roots = Vec::with_capacity(set.programs.len());
+    for (pi, program) in set.programs.iter().enumerate() {
+        let mut pair = Vec::with_capacity(2);
+        for family in [Family::V4, Family::V6] {
+            let over = |what| BuildError::OverBudget {
+                budget: cfg.memory_budget,
+                program: pi as u32,
+                family,
+                what,
+            };
+            let shared = &mut st.shared[family_index(family)];
+            // A program-family that needed partitions last time is partitioned straight
+            // away (any tree gives the same lookups; the single attempt is what costs).
+            let key = (pi, family_index(family));
+            let root = build_one(
+                program,
+                family,
+                !st.partitioned.contains(&key),
+                cfg,
+                &mut st.interner,
+                &mut st.arena,
+                shared,
+                stats,
+            )
+            .map_err(over)?;
+            if fixed + st.arena.bytes() + st.interner.bytes() > cfg.memory_budget {
+                return Err(over("trace and verdict tables"));
+            }
+            match root {
+                Root::Partitioned(_) => st.partitioned.insert(key),
+                Root::Single(_) => st.partitioned.remove(&key),
+            };
+            pair.push(root);
+        }
+        let [v4, v6]: [Root; 2] = pair.try_into().unwrap_or_else(|_| unreachable!());
+        roots.push([v4, v6]);
+    }
+    Ok(roots)
+}
+
+/// The classifier of `roots` in `st`: compact copies of the arena and tables.
+fn output(
+    lpm: Lpm,
+    endpoints: Vec<(EndpointId, Option<ProgramId>, Option<ProgramId>)>,
+    roots: Vec<[Root; 2]>,
+    fixed: usize,
+    st: &State,
+    mut stats: BuildStats,
+    t0: Instant,
+) -> Classifier {
+    let (arena, interner) = (&st.arena, &st.interner);
+    stats.nodes = arena.inner_nodes;
+    stats.slots = arena.slots.len();
+    stats.traces = interner.traces.len();
+    stats.bytes = fixed + arena.bytes() + interner.bytes();
+    stats.items = arena.items.len();
+    let c = Classifier {
+        lpm,
+        endpoints,
+        roots,
+        slots: HugeWords::from_slice(&arena.slots),
+        starts: arena.table.clone(),
+        items: arena.items.clone(),
+        decisions: interner.decisions.clone(),
+        verdicts: interner.verdicts.clone(),
+        pairs: interner.pairs.clone(),
+        traces: interner.traces.clone(),
+        stats,
+        kernel: Kernel::best(),
+    };
+    Classifier {
+        stats: BuildStats {
+            build_time: t0.elapsed(),
+            ..c.stats
+        },
+        ..c
+    }
+}
+
+impl Classifier {
+    /// Compiles `set` within `cfg`'s budget (a fresh [`Compiler`]'s first build).
+    pub fn build(set: &PolicySet, cfg: &BuildConfig) -> Result<Classifier, BuildError> {
+        Compiler::new(*cfg).build(set)
     }
 
     /// What the build produced and cost.
@@ -733,10 +881,13 @@ fn merge(e: &[(u32, u32)], p: &[(u32, u32)]) -> Vec<Cand> {
     out
 }
 
-/// Flattens and builds one program in one family.
+/// Flattens and builds one program in one family: one tree (unless `try_single` is
+/// false), else partitions.
+#[allow(clippy::too_many_arguments)]
 fn build_one(
     program: &Program,
     family: Family,
+    try_single: bool,
     cfg: &BuildConfig,
     interner: &mut Interner,
     arena: &mut Arena,
@@ -775,7 +926,9 @@ fn build_one(
     arena.slot_limit =
         full_limit.min(arena.bytes() / tree::SLOT_BYTES + single_bytes / tree::SLOT_BYTES);
     let merged = merge(ev, pv);
-    let single = {
+    let single = if !try_single {
+        Err(OverBudget)
+    } else {
         let mut leaf = |e: u32, p: u32| interner.verdicts(e, p);
         let mut t = TreeBuilder::new(
             family,

@@ -264,6 +264,17 @@ fn check_program_with(
         endpoints: vec![],
     };
     let mut c = Classifier::build(&set, cfg).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    check_classifier(&mut c, p, keys, cfg)
+}
+
+/// Compares `c`'s verdicts for program 0 (`p`) with the linear evaluation, with every
+/// walk kernel.
+fn check_classifier(
+    c: &mut Classifier,
+    p: &Program,
+    keys: &[FlowKey],
+    cfg: &BuildConfig,
+) -> Result<(), TestCaseError> {
     let want: Vec<[Outcome; 2]> = keys
         .iter()
         .map(|k| {
@@ -310,6 +321,70 @@ fn arb_picks(n: usize) -> impl Strategy<Value = Vec<(u16, u16, u16, u16, u16, bo
         ),
         n,
     )
+}
+
+/// `a`, `b` and `a` with one policy edited (`edit`: which policy; staged flipped,
+/// removed, or its rules replaced by `b`'s first policy's), in an order that makes
+/// each build after the first an incremental one on top of the others.
+fn build_sequence(a: &Program, b: &Program, edit: (prop::sample::Index, u8)) -> Vec<Program> {
+    let mut edited = a.clone();
+    let at: Vec<(usize, usize)> = edited
+        .tiers
+        .iter()
+        .enumerate()
+        .flat_map(|(t, tier)| (0..tier.policies.len()).map(move |p| (t, p)))
+        .collect();
+    if !at.is_empty() {
+        let (t, p) = at[edit.0.index(at.len())];
+        let policies = &mut edited.tiers[t].policies;
+        match edit.1 {
+            0 => policies[p].staged = !policies[p].staged,
+            1 => {
+                policies.remove(p);
+            }
+            _ => {
+                policies[p].rules = b
+                    .tiers
+                    .iter()
+                    .flat_map(|t| &t.policies)
+                    .next()
+                    .map_or_else(Vec::new, |q| q.rules.clone());
+            }
+        }
+    }
+    vec![a.clone(), edited.clone(), b.clone(), a.clone(), edited]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// Every build of one `Compiler` — the first fresh, the others reusing what the
+    /// earlier ones left — gives the linear reference's verdicts and traces for its
+    /// own program, with single trees and with partitions.
+    #[test]
+    fn incremental_builds_agree_with_linear(
+        a in arb_program(),
+        b in arb_program(),
+        edit in (any::<prop::sample::Index>(), 0u8..3),
+        partitioned in any::<bool>(),
+        picks in arb_picks(PACKETS / 2),
+    ) {
+        let cfg = BuildConfig {
+            single_tree_bytes_per_entry: if partitioned {
+                0
+            } else {
+                BuildConfig::default().single_tree_bytes_per_entry
+            },
+            ..BuildConfig::default()
+        };
+        let mut compiler = Compiler::new(cfg);
+        for (i, p) in build_sequence(&a, &b, edit).iter().enumerate() {
+            let set = PolicySet { programs: vec![p.clone()], endpoints: vec![] };
+            let mut c = compiler.build(&set).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(c.stats().incremental, i > 0, "build {}", i);
+            check_classifier(&mut c, p, &packets(p, &picks), &cfg)?;
+        }
+    }
 }
 
 /// Packets per program in the property test; cases × this ≥ 100k checks.
@@ -636,8 +711,11 @@ fn hundred_thousand_rules_build_or_fail_cleanly() {
 
 #[test]
 fn arena_offsets_are_capped_at_the_slot_format() {
-    assert_eq!(tree::Arena::new(usize::MAX).slot_limit, slot::MAX_SLOTS);
-    assert_eq!(tree::Arena::new(1000).slot_limit, 1000);
+    let mut arena = tree::Arena::default();
+    arena.set_limit(usize::MAX);
+    assert_eq!(arena.slot_limit, slot::MAX_SLOTS);
+    arena.set_limit(1000);
+    assert_eq!(arena.slot_limit, 1000);
 }
 
 #[test]

@@ -27,7 +27,7 @@
 //! same slot is replaced by that slot, and subproblems already built (same candidate
 //! lists, same region in the fields that still matter) are reused (memo).
 
-use foldhash::{HashMap, HashMapExt};
+use foldhash::HashMap;
 
 use super::flatten::{DIMS, Iv, MBox, max_of};
 use super::slot::{self, INLINE_STARTS, LEAF, LIST, MAX_RUNS, MAX_TABLE, Slot};
@@ -171,13 +171,11 @@ pub(crate) struct Arena {
 }
 
 impl Arena {
-    pub(crate) fn new(slot_limit: usize) -> Self {
-        Arena {
-            // Node offsets have `slot::OFFSET_BITS` bits: past that many slots (128 MiB)
-            // a build fails over budget whatever the budget.
-            slot_limit: slot_limit.min(slot::MAX_SLOTS),
-            ..Arena::default()
-        }
+    /// Lets the arena hold at most `slot_limit` slots (counting what it holds).
+    pub(crate) fn set_limit(&mut self, slot_limit: usize) {
+        // Node offsets have `slot::OFFSET_BITS` bits: past that many slots (128 MiB)
+        // a build fails over budget whatever the budget.
+        self.slot_limit = slot_limit.min(slot::MAX_SLOTS);
     }
 
     /// The slot of a node cutting `bits` bits at `shift` of key word `word`, whose
@@ -328,16 +326,6 @@ impl Arena {
     /// Bytes of slots and items.
     pub(crate) fn bytes(&self) -> usize {
         (self.slots.len() + self.table.len()) * SLOT_BYTES + self.items.len() * size_of::<Item>()
-    }
-
-    /// Drops the build-time indexes (the slots and items stay).
-    pub(crate) fn finish(&mut self) {
-        self.nodes = HashMap::new();
-        self.lists = HashMap::new();
-        self.table_index = HashMap::new();
-        self.table.shrink_to_fit();
-        self.slots.shrink_to_fit();
-        self.items.shrink_to_fit();
     }
 }
 
