@@ -6,7 +6,7 @@
 //! paid one after another (as DPDK's and VPP's batch loops do). A prefetch never
 //! faults and never changes program state; on other architectures it is a no-op.
 //! [`tags`] matches a flow-table bucket's eight tags at once. [`huge`] keeps the
-//! classifier's arena in transparent huge pages.
+//! classifier's arena and the flow tables in transparent huge pages.
 #![allow(unsafe_code)]
 
 pub mod huge;

@@ -34,6 +34,7 @@
 //! [`model::ModelTable`] is the slow, obviously-correct twin (a plain vector of
 //! buckets); a proptest checks both agree on every lookup, insert and eviction.
 
+use crate::arch::huge::HugeSlice;
 use crate::arch::tags::match_tags;
 use crate::packet::{ConnClass, ConnTuple, tcp_flags};
 use crate::program::{
@@ -1005,8 +1006,10 @@ pub type Slot = u32;
 /// The per-worker flow table (see the module documentation).
 #[derive(Debug)]
 pub struct FlowTable {
-    buckets: Box<[Bucket]>,
-    entries: Box<[FlowEntry]>,
+    /// Both in transparent huge pages when large (`arch::huge`): lookups land on
+    /// random buckets and entries.
+    buckets: HugeSlice<Bucket>,
+    entries: HugeSlice<FlowEntry>,
     hasher: KeyHasher,
     timeouts: Timeouts,
     timeout_table: TimeoutTable,
@@ -1020,15 +1023,14 @@ impl FlowTable {
     pub fn new(cfg: FlowTableConfig) -> Self {
         let nbuckets = cfg.capacity.max(1).div_ceil(WAYS);
         FlowTable {
-            buckets: vec![
+            buckets: HugeSlice::from_elem(
                 Bucket {
                     tags: [0; WAYS],
-                    stamps: [0; WAYS]
-                };
-                nbuckets
-            ]
-            .into_boxed_slice(),
-            entries: vec![FlowEntry::EMPTY; nbuckets * WAYS].into_boxed_slice(),
+                    stamps: [0; WAYS],
+                },
+                nbuckets,
+            ),
+            entries: HugeSlice::from_elem(FlowEntry::EMPTY, nbuckets * WAYS),
             hasher: KeyHasher::new(cfg.seed),
             timeouts: cfg.timeouts,
             timeout_table: TimeoutTable::from(&cfg.timeouts),

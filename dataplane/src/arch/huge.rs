@@ -1,104 +1,135 @@
-//! A read-only array of words in memory the kernel is asked to back with transparent
-//! huge pages.
+//! Fixed-length arrays in memory the kernel is asked to back with transparent huge
+//! pages.
 //!
-//! The classifier's tree walks jump around an arena of up to 128 MiB; with 4 KiB pages
-//! a 10K-rule arena (~12 MiB) spans more pages than the second-level TLB maps, so many
-//! steps of a walk would add a page walk to their gather. Arenas of at least
-//! [`HUGE_PAGE`] bytes are therefore allocated aligned to a huge page and advised
-//! `MADV_HUGEPAGE` before they are written (Linux; elsewhere, and where the kernel
-//! declines, they are ordinary memory — the contents are the same either way).
+//! The classifier's tree walks jump around an arena of up to 128 MiB, and the flow
+//! table's lookups around buckets and entries of several MiB per worker; with 4 KiB
+//! pages such arrays span more pages than the second-level TLB maps, so many lookups
+//! would add a page walk to their load. Arrays of at least [`HUGE_PAGE`] bytes are
+//! therefore allocated aligned to a huge page and advised `MADV_HUGEPAGE` before they
+//! are written (Linux; elsewhere, and where the kernel declines, they are ordinary
+//! memory — the contents are the same either way).
 
 use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
-use std::ops::Deref;
+use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 
 /// Size (and alignment) of a transparent huge page on x86_64 and most aarch64 kernels.
 pub const HUGE_PAGE: usize = 2 << 20;
 
-/// A fixed array of `u64`, in huge-page-backed memory when it is large.
-pub struct HugeWords {
-    ptr: NonNull<u64>,
+/// A fixed array of `T`, in huge-page-backed memory when it is large (like a
+/// `Box<[T]>` otherwise).
+pub struct HugeSlice<T: Copy> {
+    ptr: NonNull<T>,
     len: usize,
-    /// `None` for an empty array (nothing allocated).
+    /// `None` when nothing was allocated (an empty array, or zero-sized `T`).
     layout: Option<Layout>,
 }
 
-// SAFETY: `HugeWords` owns its allocation of plain `u64`s (like a `Box<[u64]>`) and
-// never hands out mutable access after construction.
-unsafe impl Send for HugeWords {}
-// SAFETY: as above: shared access is read-only.
-unsafe impl Sync for HugeWords {}
+// SAFETY: `HugeSlice` owns its allocation of `T`s like a `Box<[T]>` does, so it may
+// move to another thread when `T` may.
+unsafe impl<T: Copy + Send> Send for HugeSlice<T> {}
+// SAFETY: shared access only hands out `&[T]`, as a `Box<[T]>` does.
+unsafe impl<T: Copy + Sync> Sync for HugeSlice<T> {}
 
-impl HugeWords {
-    /// A copy of `words`.
-    pub fn from_slice(words: &[u64]) -> Self {
-        let bytes = size_of_val(words);
+impl<T: Copy> HugeSlice<T> {
+    /// `n` copies of `value`.
+    pub fn from_elem(value: T, n: usize) -> Self {
+        Self::fill(n, |_| value)
+    }
+
+    /// A copy of `items`.
+    pub fn from_slice(items: &[T]) -> Self {
+        Self::fill(items.len(), |i| items[i])
+    }
+
+    /// An array of `n` items, item `i` being `item(i)`.
+    fn fill(n: usize, item: impl Fn(usize) -> T) -> Self {
+        let bytes = size_of::<T>().saturating_mul(n);
         if bytes == 0 {
-            return HugeWords {
+            return HugeSlice {
                 ptr: NonNull::dangling(),
-                len: 0,
+                len: n,
                 layout: None,
             };
         }
         let huge = bytes >= HUGE_PAGE;
-        let (size, align) = if huge {
-            (bytes.next_multiple_of(HUGE_PAGE), HUGE_PAGE)
+        let align = if huge {
+            HUGE_PAGE
         } else {
-            (bytes, 64)
+            align_of::<T>().max(64)
         };
-        let layout = match Layout::from_size_align(size, align) {
+        let layout = match Layout::from_size_align(bytes.next_multiple_of(align), align) {
             Ok(l) => l,
-            // Only for sizes near `isize::MAX`, which no slice of words has.
-            Err(_) => handle_alloc_error(Layout::new::<u64>()),
+            // Sizes near `isize::MAX`: no such allocation can succeed.
+            Err(_) => handle_alloc_error(Layout::new::<T>()),
         };
         // SAFETY: `layout` has a nonzero size.
         let raw = unsafe { alloc(layout) };
-        let Some(ptr) = NonNull::new(raw.cast::<u64>()) else {
+        let Some(ptr) = NonNull::new(raw.cast::<T>()) else {
             handle_alloc_error(layout)
         };
         #[cfg(target_os = "linux")]
         if huge {
-            // SAFETY: `[raw, raw + size)` is this allocation, aligned to a huge page
-            // (so to a base page); advice changes no contents and a refusal is fine.
+            // SAFETY: `[raw, raw + layout.size())` is this allocation, aligned to a huge
+            // page (so to a base page); advice changes no contents and a refusal is
+            // harmless.
             unsafe {
-                libc::madvise(raw.cast(), size, libc::MADV_HUGEPAGE);
+                libc::madvise(raw.cast(), layout.size(), libc::MADV_HUGEPAGE);
             }
         }
-        // SAFETY: the allocation holds at least `words.len()` u64s (`size >= bytes`),
-        // is aligned for u64 (align >= 64), and does not overlap `words`.
-        unsafe { std::ptr::copy_nonoverlapping(words.as_ptr(), ptr.as_ptr(), words.len()) };
-        HugeWords {
+        for i in 0..n {
+            // SAFETY: the allocation holds `n` items of `T` (`layout.size() >= bytes`)
+            // and is aligned for `T` (`align >= align_of::<T>()`); item `i` is written
+            // once, before anything reads it.
+            unsafe { ptr.as_ptr().add(i).write(item(i)) };
+        }
+        HugeSlice {
             ptr,
-            len: words.len(),
+            len: n,
             layout: Some(layout),
         }
     }
+
+    /// Whether the array was allocated for huge pages (the kernel may still have
+    /// backed it with base pages).
+    pub fn is_huge(&self) -> bool {
+        self.layout.is_some_and(|l| l.align() == HUGE_PAGE)
+    }
 }
 
-impl Deref for HugeWords {
-    type Target = [u64];
+impl<T: Copy> Deref for HugeSlice<T> {
+    type Target = [T];
 
-    fn deref(&self) -> &[u64] {
-        // SAFETY: `ptr` points to `len` initialized u64s owned by `self` (or is
-        // dangling with `len == 0`, which a slice allows).
+    fn deref(&self) -> &[T] {
+        // SAFETY: `ptr` points to `len` initialized items owned by `self` (or is
+        // dangling and well aligned, with nothing to read: `len == 0` or a zero-sized
+        // `T`).
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }
 
-impl Drop for HugeWords {
+impl<T: Copy> DerefMut for HugeSlice<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in `deref`, and `&mut self` makes this the only access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T: Copy> Drop for HugeSlice<T> {
     fn drop(&mut self) {
         if let Some(layout) = self.layout {
-            // SAFETY: `ptr` was allocated by `alloc` with exactly `layout`.
+            // SAFETY: `ptr` was allocated by `alloc` with exactly `layout`; `T: Copy`
+            // has no drop glue.
             unsafe { dealloc(self.ptr.as_ptr().cast(), layout) };
         }
     }
 }
 
-impl std::fmt::Debug for HugeWords {
+impl<T: Copy> std::fmt::Debug for HugeSlice<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HugeWords")
+        f.debug_struct("HugeSlice")
             .field("len", &self.len)
-            .field("huge", &self.layout.is_some_and(|l| l.align() == HUGE_PAGE))
+            .field("huge", &self.is_huge())
             .finish()
     }
 }
@@ -108,17 +139,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn holds_a_copy_of_its_words() {
-        for n in [0, 1, 7, HUGE_PAGE / 8 - 1, HUGE_PAGE / 8, HUGE_PAGE / 8 + 3] {
-            let words: Vec<u64> = (0..n as u64)
+    fn holds_its_items() {
+        let words = HUGE_PAGE / 8;
+        for n in [0, 1, 7, words - 1, words, words + 3] {
+            let items: Vec<u64> = (0..n as u64)
                 .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
                 .collect();
-            let h = HugeWords::from_slice(&words);
-            assert_eq!(&*h, words.as_slice(), "{n} words");
+            let mut h = HugeSlice::from_slice(&items);
+            assert_eq!(&*h, items.as_slice(), "{n} words");
+            assert_eq!(h.is_huge(), n >= words, "{n} words");
             if n > 0 {
                 assert_eq!(h.as_ptr() as usize % 64, 0, "{n} words: aligned");
+                h[n - 1] = 7;
+                assert_eq!(h[n - 1], 7);
             }
-            if size_of_val(words.as_slice()) >= HUGE_PAGE {
+            if h.is_huge() {
                 assert_eq!(
                     h.as_ptr() as usize % HUGE_PAGE,
                     0,
@@ -126,5 +161,13 @@ mod tests {
                 );
             }
         }
+        #[derive(Clone, Copy, PartialEq, Debug)]
+        #[repr(align(128))]
+        struct Wide(u8);
+        let w = HugeSlice::from_elem(Wide(3), 5);
+        assert!(w.iter().all(|&x| x == Wide(3)) && w.len() == 5);
+        assert_eq!(w.as_ptr() as usize % 128, 0);
+        let z = HugeSlice::from_elem((), 10);
+        assert_eq!(z.len(), 10);
     }
 }

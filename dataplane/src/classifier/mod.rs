@@ -43,7 +43,7 @@ mod flatten;
 pub(crate) mod slot;
 mod tree;
 
-use crate::arch::huge::HugeWords;
+use crate::arch::huge::HugeSlice;
 use crate::arch::walk;
 pub use crate::arch::walk::Kernel;
 
@@ -181,7 +181,7 @@ pub struct Classifier {
     endpoints: Vec<(EndpointId, Option<ProgramId>, Option<ProgramId>)>,
     /// Per program: the v4 and v6 roots.
     roots: Vec<[Root; 2]>,
-    slots: HugeWords,
+    slots: HugeSlice<Slot>,
     /// The run starts of the tabled nodes in `slots`.
     starts: Vec<u64>,
     items: Vec<Item>,
@@ -490,7 +490,7 @@ fn output(
         lpm,
         endpoints,
         roots,
-        slots: HugeWords::from_slice(&arena.slots),
+        slots: HugeSlice::from_slice(&arena.slots),
         starts: arena.table.clone(),
         items: arena.items.clone(),
         decisions: interner.decisions.clone(),
