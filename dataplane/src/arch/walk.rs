@@ -13,6 +13,9 @@
 //! from the scalar step's (which reads past-the-end slots as `EMPTY`); the classifier
 //! resolves any walk that does not end on a leaf to its sentinel.
 //!
+//! Like the scalar walk, every kernel takes at most `slot::MAX_LEVELS` steps per walk
+//! (deeper than any tree the builder makes), so even a cyclic arena cannot hang it.
+//!
 //! [`Kernel`] values for a SIMD kernel exist only when the CPU has its features
 //! (checked with `is_x86_feature_detected!`), which is what makes calling the
 //! `#[target_feature]` functions sound.
@@ -161,8 +164,8 @@ mod x86 {
     use crate::program::{FlowKey, Verdicts};
 
     use crate::classifier::slot::{
-        BLOCK, Block, LEAF, LIST, MAX_TABLE, NOT_STARTS, OFFSET_MASK, RANGED, SHIFT_AT, Slot,
-        TABLE_AT, TABLED, WORD_AT,
+        BLOCK, Block, LEAF, LIST, MAX_LEVELS, MAX_TABLE, NOT_STARTS, OFFSET_MASK, RANGED, SHIFT_AT,
+        Slot, TABLE_AT, TABLED, WORD_AT,
     };
 
     /// `vpshufb` control copying byte 0 of each 64-bit lane into all its bytes (for the
@@ -289,7 +292,7 @@ mod x86 {
                     (na, k)
                 };
                 let mut s: [__m512i; R] = std::array::from_fn(|r| load(&b.s, r));
-                loop {
+                for _ in 0..MAX_LEVELS {
                     let mut active = 0;
                     steps!(step, s, active; 0 1 2 3 4 5 6 7);
                     if active == 0 {
@@ -519,7 +522,7 @@ mod x86 {
         };
         let mut s: [__m256i; R] = std::array::from_fn(|r| load(&b.s, r));
         let v6 = b.v6;
-        loop {
+        for _ in 0..MAX_LEVELS {
             let mut active = false;
             for (r, sr) in s.iter_mut().enumerate() {
                 let a = *sr;
@@ -631,6 +634,23 @@ mod tests {
                 },
             })
             .collect()
+    }
+
+    /// On a cyclic arena (a plain node whose children are all itself) every kernel
+    /// stops after its step bound and leaves the walks on the node.
+    #[test]
+    fn a_cyclic_arena_does_not_hang_a_walk() {
+        let node = crate::classifier::slot::plain(0, 0, 8, 0).expect("fits");
+        let slots = vec![node; 256];
+        for k in Kernel::available() {
+            let mut b = Block::new();
+            for j in 0..BLOCK {
+                b.s[j] = node;
+                b.w[0][j] = j as u64;
+            }
+            walk(k, &slots, &[], &mut b);
+            assert!(b.s.iter().all(|&s| s == node), "{}", k.name());
+        }
     }
 
     proptest! {

@@ -281,6 +281,13 @@ pub(crate) fn step_checked(slots: &[Slot], table: &[u64], s: u64, w: &Words) -> 
     slots.get(at as usize).copied()
 }
 
+/// Most steps a walk takes. Every node of a builder-made tree fixes at least one more
+/// key bit than its parent, and a key has at most 296 bits (IPv6: two addresses, two
+/// ports, the protocol), so no such tree is deeper; a walk still on an inner node after
+/// this many steps (only on a malformed, cyclic arena) stops there and resolves to the
+/// classifier's sentinel.
+pub(crate) const MAX_LEVELS: usize = 320;
+
 /// Walks advanced in lockstep by one kernel call.
 pub(crate) const BLOCK: usize = 64;
 
@@ -353,9 +360,10 @@ impl Block {
         self.s[j] = LEAF;
     }
 
-    /// The scalar walk: every walk to its leaf, one level of all walks per round.
+    /// The scalar walk: every walk to its leaf, one level of all walks per round, at
+    /// most [`MAX_LEVELS`] rounds.
     pub(crate) fn walk_scalar(&mut self, slots: &[Slot], table: &[u64]) {
-        loop {
+        for _ in 0..MAX_LEVELS {
             let mut all = LEAF;
             for j in 0..BLOCK {
                 let w = std::array::from_fn(|x| self.w[x][j]);

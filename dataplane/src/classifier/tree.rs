@@ -284,6 +284,10 @@ impl Arena {
 
     /// The slot of a leaf list, stored once.
     fn list(&mut self, items: Vec<Item>) -> Result<Slot, OverBudget> {
+        // The count has 30 bits in the slot (`LIST` and `LEAF` above it).
+        if items.len() >= 1 << 30 {
+            return Err(OverBudget);
+        }
         let count = items.len() as u64;
         if let Some(&off) = self.lists.get(&items) {
             return Ok(LEAF | LIST | (count << 32) | u64::from(off));
