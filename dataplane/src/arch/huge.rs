@@ -58,10 +58,13 @@ impl<T: Copy> HugeSlice<T> {
         } else {
             align_of::<T>().max(64)
         };
-        let layout = match Layout::from_size_align(bytes.next_multiple_of(align), align) {
-            Ok(l) => l,
-            // Sizes near `isize::MAX`: no such allocation can succeed.
-            Err(_) => handle_alloc_error(Layout::new::<T>()),
+        let layout = match bytes
+            .checked_next_multiple_of(align)
+            .map(|size| Layout::from_size_align(size, align))
+        {
+            Some(Ok(l)) => l,
+            // Sizes near `usize::MAX`: no such allocation can succeed.
+            _ => handle_alloc_error(Layout::new::<T>()),
         };
         // SAFETY: `layout` has a nonzero size.
         let raw = unsafe { alloc(layout) };

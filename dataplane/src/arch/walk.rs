@@ -120,7 +120,8 @@ const _: () = assert!(BLOCK.is_multiple_of(8));
 
 /// Sets up `b` as `Block::set_all(keys, r4, _)` does when every key is IPv4 (and at
 /// most [`BLOCK`] are given), with kernel `k`'s vector loads: eight keys' key words
-/// per round. Returns `false` when `k` has no such set-up or some key is IPv6; `b`
+/// per round. Returns `false` when `k` has no such set-up, `keys` is empty or some key
+/// is IPv6; `b`
 /// may then be partly written and must be set up by `Block::set_all`.
 #[inline]
 pub(crate) fn set_all_v4(k: Kernel, keys: &[FlowKey], r4: Slot, b: &mut Block) -> bool {
@@ -365,6 +366,10 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512bw")]
     pub(super) unsafe fn set_all_v4_avx512(keys: &[FlowKey], r4: Slot, b: &mut Block) -> bool {
         let n = keys.len().min(BLOCK);
+        if n == 0 {
+            // No key to read (and no offset into an empty slice to form).
+            return false;
+        }
         let base = keys.as_ptr().cast::<u8>();
         let stride = KEY_STRIDE as i64;
         let lanes = _mm512_setr_epi64(
@@ -434,6 +439,10 @@ mod x86 {
         out: &mut [Verdicts],
     ) -> u64 {
         let n = out.len().min(BLOCK);
+        if verdicts.is_empty() {
+            // Nothing to copy (and no offset into an empty table to form).
+            return u64::MAX.checked_shr(64 - n as u32).unwrap_or(0);
+        }
         let table = verdicts.as_ptr().cast::<i64>();
         let dst = out.as_mut_ptr().cast::<i64>();
         let len = _mm512_set1_epi64(verdicts.len() as i64);
@@ -471,10 +480,16 @@ mod x86 {
             let back = _mm512_permutex2var_epi64(even, second, odd); // walks 4..8
             // SAFETY: lanes in `ok` are walks `8g + i < n <= out.len()`, whose 16
             // bytes lie in `out`; the bytes written are a whole `Verdicts` copied from
-            // `verdicts` (no padding: every byte is a field's). Others store nothing.
+            // `verdicts` (no padding: every byte is a field's). Others store nothing. A
+            // half is stored (and its address formed) only when one of its walks is
+            // in `ok`, so walk `8g` (or `8g + 4`) exists and the address is in `out`.
             unsafe {
-                _mm512_mask_storeu_epi64(dst.add(16 * g), pairs(ok), front);
-                _mm512_mask_storeu_epi64(dst.add(16 * g + 8), pairs(ok >> 4), back);
+                if ok & 0x0f != 0 {
+                    _mm512_mask_storeu_epi64(dst.add(16 * g), pairs(ok), front);
+                }
+                if ok & 0xf0 != 0 {
+                    _mm512_mask_storeu_epi64(dst.add(16 * g + 8), pairs(ok >> 4), back);
+                }
             }
         }
         rest
@@ -653,6 +668,25 @@ mod tests {
         }
     }
 
+    /// Empty inputs: no key to set up (the scalar set-up takes over), no table to copy
+    /// from (every walk is handed back, nothing is written).
+    #[test]
+    fn vector_paths_take_empty_inputs() {
+        let s = [LEAF; BLOCK];
+        let marker = verdicts(1)[0];
+        for k in Kernel::available() {
+            let mut b = Block::new();
+            assert!(!set_all_v4(k, &[], 7, &mut b), "{}", k.name());
+            for n in [0, 1, 9, BLOCK] {
+                let mut out = vec![marker; n];
+                if let Some(rest) = resolve_leaves(k, &s, &[], &mut out) {
+                    assert_eq!(rest.count_ones() as usize, n, "{} n {n}", k.name());
+                }
+                assert!(out.iter().all(|&o| o == marker));
+            }
+        }
+    }
+
     proptest! {
         /// Every kernel's vector set-up, where it has one, leaves the columns a walk
         /// reads as `Block::set_all` does, and refuses blocks with an IPv6 key.
@@ -673,7 +707,7 @@ mod tests {
                 got.v6 = true;
                 if !set_all_v4(k, &keys, 7, &mut got) {
                     let vector = matches!(k.0, Kind::Avx512 | Kind::Avx512Vbmi);
-                    prop_assert!(!vector || six_at.is_some(), "{} refused IPv4 keys", k.name());
+                    prop_assert!(!vector || six_at.is_some() || keys.is_empty(), "{} refused IPv4 keys", k.name());
                     continue;
                 }
                 prop_assert!(six_at.is_none(), "{} took an IPv6 key", k.name());
