@@ -11,7 +11,9 @@
 //!   full): new flows per second.
 //! - `scaling`: the `hits` run with 1 worker and with `--workers` workers, each
 //!   worker on its own core with its own queue of disjoint flows (as NIC RSS would
-//!   feed them); aggregate Mpps and the ratio.
+//!   feed them); aggregate Mpps and the ratio. Then `--repeat` interleaved pairs (a
+//!   1-worker run right before each N-worker run) and the median of the pairs' ratios,
+//!   which the machine's slow drifts affect less than the ratio of two series.
 //!
 //! Each worker is a `dataplane::worker::Worker` on its own pinned thread (worker k on
 //! core k) and its own in-memory port; records are counted, not collected. Besides
@@ -438,7 +440,33 @@ pub fn main(a: &Args) {
         let many: Vec<Arc<Frames>> = (0..a.workers.max(1) as u32)
             .map(|w| Arc::new(hit_frames(a.flows, a.packets, w)))
             .collect();
-        measure("scaling-1", one, a.loops, a);
-        measure(&format!("scaling-{}", many.len()), many, a.loops, a);
+        measure("scaling-1", one.clone(), a.loops, a);
+        measure(&format!("scaling-{}", many.len()), many.clone(), a.loops, a);
+        pairs(&one, &many, a.loops, a);
     }
+}
+
+/// `--repeat` pairs of runs, 1 worker then `many.len()` workers back to back: the
+/// ratios of the pairs (aggregate over single), per CPU-second and wall.
+fn pairs(one: &[Arc<Frames>], many: &[Arc<Frames>], loops: usize, a: &Args) {
+    let (mut cpu, mut wall) = (Vec::new(), Vec::new());
+    for _ in 0..a.repeat.max(1) {
+        let single = run_workers(one, loops, a);
+        let multi = run_workers(many, loops, a);
+        if single.mpps_cpu > 0.0 && single.mpps_wall > 0.0 {
+            cpu.push(multi.mpps_cpu / single.mpps_cpu);
+            wall.push(multi.mpps_wall / single.mpps_wall);
+        }
+    }
+    println!(
+        "bench replay mode=scaling-pairs workers={} loops={loops} pairs={} \
+         ratio_per_cpu_second_median={:.2} ratios_per_cpu_second={:?} \
+         ratio_wall_median={:.2} ratios_wall={:?}",
+        many.len(),
+        cpu.len(),
+        median(cpu.clone()),
+        round2(&cpu),
+        median(wall.clone()),
+        round2(&wall),
+    );
 }
