@@ -304,6 +304,10 @@ impl Interner {
 /// candidates did not change and builds only those around the changed rules' boxes:
 /// an incremental recompile.
 ///
+/// A program-family that needed partitions is partitioned straight away in the next
+/// builds while its merged lists have no fewer entries (the failed single-tree attempt
+/// is most of a partitioned rebuild); with fewer entries one tree is tried again.
+///
 /// The arena only grows (subtrees no longer reachable stay in it): once the kept state
 /// exceeds twice its size after the last fresh build (plus [`GARBAGE_SLACK`]), or an
 /// incremental build runs out of budget, the next build starts from scratch. Each
@@ -336,8 +340,9 @@ struct State {
     shared: [Shared; 2],
     /// Bytes of the arena and interner right after the fresh build the state began with.
     fresh: usize,
-    /// The (program index, family index) pairs the last build partitioned.
-    partitioned: std::collections::HashSet<(usize, usize)>,
+    /// For each (program index, family index) the last build partitioned: the length of
+    /// its merged lists then.
+    partitioned: HashMap<(usize, usize), usize>,
 }
 
 impl State {
@@ -441,13 +446,14 @@ fn compile(
                 what,
             };
             let shared = &mut st.shared[family_index(family)];
-            // A program-family that needed partitions last time is partitioned straight
-            // away (any tree gives the same lookups; the single attempt is what costs).
+            // A program-family that needed partitions last time, and has no fewer
+            // entries now, is partitioned straight away (any tree gives the same
+            // lookups; the single attempt is what costs); with fewer it may fit again.
             let key = (pi, family_index(family));
-            let root = build_one(
+            let (root, entries) = build_one(
                 program,
                 family,
-                !st.partitioned.contains(&key),
+                st.partitioned.get(&key).copied(),
                 cfg,
                 &mut st.interner,
                 &mut st.arena,
@@ -459,7 +465,7 @@ fn compile(
                 return Err(over("trace and verdict tables"));
             }
             match root {
-                Root::Partitioned(_) => st.partitioned.insert(key),
+                Root::Partitioned(_) => st.partitioned.insert(key, entries),
                 Root::Single(_) => st.partitioned.remove(&key),
             };
             pair.push(root);
@@ -881,19 +887,20 @@ fn merge(e: &[(u32, u32)], p: &[(u32, u32)]) -> Vec<Cand> {
     out
 }
 
-/// Flattens and builds one program in one family: one tree (unless `try_single` is
-/// false), else partitions.
+/// Flattens and builds one program in one family: one tree (not tried when the merged
+/// lists have at least `partitioned_at` entries), else partitions. Also the merged
+/// lists' length.
 #[allow(clippy::too_many_arguments)]
 fn build_one(
     program: &Program,
     family: Family,
-    try_single: bool,
+    partitioned_at: Option<usize>,
     cfg: &BuildConfig,
     interner: &mut Interner,
     arena: &mut Arena,
     shared: &mut Shared,
     stats: &mut BuildStats,
-) -> Result<Root, &'static str> {
+) -> Result<(Root, usize), &'static str> {
     // A box costs at least a few hundred bytes while building; bound the lists by it.
     let limit = (cfg.memory_budget / 256).max(16);
     let enforced =
@@ -926,6 +933,8 @@ fn build_one(
     arena.slot_limit =
         full_limit.min(arena.bytes() / tree::SLOT_BYTES + single_bytes / tree::SLOT_BYTES);
     let merged = merge(ev, pv);
+    let entries = merged.len();
+    let try_single = partitioned_at.is_none_or(|n| entries < n);
     let single = if !try_single {
         Err(OverBudget)
     } else {
@@ -946,7 +955,7 @@ fn build_one(
         Ok((root, depth)) => {
             stats.depth = stats.depth.max(depth);
             stats.trees += 1;
-            return Ok(Root::Single(root));
+            return Ok((Root::Single(root), entries));
         }
         Err(OverBudget) => {
             arena.rollback(mark);
@@ -1010,11 +1019,14 @@ fn build_one(
         if !failed {
             stats.depth = stats.depth.max(depth);
             stats.trees += roots.len();
-            return Ok(Root::Partitioned(Box::new(Partitioned {
-                roots,
-                enforced: ev.iter().map(|&(_, d)| d).collect(),
-                pending: pv.iter().map(|&(_, d)| d).collect(),
-            })));
+            return Ok((
+                Root::Partitioned(Box::new(Partitioned {
+                    roots,
+                    enforced: ev.iter().map(|&(_, d)| d).collect(),
+                    pending: pv.iter().map(|&(_, d)| d).collect(),
+                })),
+                entries,
+            ));
         }
         arena.rollback(mark);
         shared.rollback(mark);

@@ -770,3 +770,74 @@ fn many_run_patterns_agree_on_every_kernel() {
         .collect();
     check_program(&p, &packets(&p, &picks)).expect("agree");
 }
+
+/// A compiler that had to partition a program tries one tree again once the program
+/// at that index has fewer entries (and not while it has as many).
+#[test]
+fn compiler_retries_one_tree_for_a_smaller_program() {
+    let mut s = 11u64;
+    let mut rules = |n: u32| -> Vec<Rule> {
+        (0..n)
+            .map(|i| {
+                // Half match a source, half a destination: a cross product for one
+                // tree, two small trees partitioned by field.
+                let n = Some(vec![IpNet::V4(
+                    Ipv4Net::new((lcg(&mut s) as u32).into(), 16).expect("len"),
+                )]);
+                let x = if i % 2 == 0 {
+                    Match {
+                        src_nets: n,
+                        ..Match::default()
+                    }
+                } else {
+                    Match {
+                        dst_nets: n,
+                        ..Match::default()
+                    }
+                };
+                rule(i, Action::Allow, x)
+            })
+            .collect()
+    };
+    let big = tier_of(rules(400));
+    let small = tier_of(rules(3));
+    let set = |p: &Program| PolicySet {
+        programs: vec![p.clone()],
+        endpoints: vec![],
+    };
+    // Few bytes per entry for one tree: the big program does not fit in one.
+    let cfg = BuildConfig {
+        single_tree_bytes_per_entry: 64,
+        ..BuildConfig::default()
+    };
+    let mut compiler = Compiler::new(cfg);
+    let first = compiler.build(&set(&big)).expect("builds");
+    assert!(first.stats().trees > 2, "partitioned: {:?}", first.stats());
+    let again = compiler.build(&set(&big)).expect("builds");
+    assert!(again.stats().incremental && again.stats().trees == first.stats().trees);
+    let shrunk = compiler.build(&set(&small)).expect("builds");
+    assert!(shrunk.stats().incremental);
+    assert_eq!(
+        shrunk.stats().trees,
+        2,
+        "one tree per family: {:?}",
+        shrunk.stats()
+    );
+    for p in [&big, &small] {
+        let mut c = compiler.build(&set(p)).expect("builds");
+        let keys: Vec<FlowKey> = (0..500)
+            .map(|_| {
+                let a = lcg(&mut s) as u32;
+                let b = lcg(&mut s) as u32;
+                key(
+                    &std::net::Ipv4Addr::from(a).to_string(),
+                    &std::net::Ipv4Addr::from(b).to_string(),
+                    6,
+                    1,
+                    80,
+                )
+            })
+            .collect();
+        check_classifier(&mut c, p, &keys, &cfg).expect("agrees with the linear reference");
+    }
+}
