@@ -312,8 +312,8 @@ impl Interner {
 /// exceeds twice its size after the last fresh build (plus [`GARBAGE_SLACK`]), or an
 /// incremental build runs out of budget, the next build starts from scratch. Each
 /// [`Classifier`] made owns a compact copy of what it uses; the compiler itself also
-/// holds the build-time indexes (memo, interning tables), several times the size of
-/// the arena.
+/// holds the build-time indexes (memo, interning tables), many times the size of the
+/// arena (BENCHMARKS.md: about 160 MB more peak memory on a 10K-rule set).
 pub struct Compiler {
     cfg: BuildConfig,
     state: Option<State>,
@@ -346,8 +346,12 @@ struct State {
 }
 
 impl State {
+    /// What the kept state holds, for the garbage bound: the arena and tables, and
+    /// the build indexes (interned boxes, memo), which grow with every build too.
     fn bytes(&self) -> usize {
-        self.arena.bytes() + self.interner.bytes()
+        self.arena.bytes()
+            + self.interner.bytes()
+            + self.shared.iter().map(Shared::bytes).sum::<usize>()
     }
 }
 
@@ -360,6 +364,12 @@ impl Compiler {
     /// Compiles `set` within the budget, reusing the last build's subtrees where their
     /// candidates are unchanged. Gives the same lookups as [`Classifier::build`].
     pub fn build(&mut self, set: &PolicySet) -> Result<Classifier, BuildError> {
+        self.build_keeping(set, true)
+    }
+
+    /// [`Compiler::build`]; with `keep` false the state is not kept for a next build,
+    /// and the classifier takes its tables instead of copies.
+    fn build_keeping(&mut self, set: &PolicySet, keep: bool) -> Result<Classifier, BuildError> {
         let t0 = Instant::now();
         let (lpm, endpoints) = endpoints(set, &self.cfg)?;
         let fixed = lpm.bytes() + endpoints.len() * 16 + set.programs.len() * 32;
@@ -372,8 +382,8 @@ impl Compiler {
             match compile(set, &self.cfg, fixed, &mut st, &mut stats) {
                 Ok(roots) => {
                     stats.incremental = true;
-                    let c = output(lpm, endpoints, roots, fixed, &st, stats, t0);
-                    self.state = Some(st);
+                    let c = output(lpm, endpoints, roots, fixed, &mut st, keep, stats, t0);
+                    self.state = keep.then_some(st);
                     return Ok(c);
                 }
                 // Maybe the unreachable subtrees filled the budget: start afresh.
@@ -384,9 +394,11 @@ impl Compiler {
         let mut st = State::default();
         let mut stats = BuildStats::default();
         let roots = compile(set, &self.cfg, fixed, &mut st, &mut stats)?;
-        st.fresh = st.bytes();
-        let c = output(lpm, endpoints, roots, fixed, &st, stats, t0);
-        self.state = Some(st);
+        if keep {
+            st.fresh = st.bytes();
+        }
+        let c = output(lpm, endpoints, roots, fixed, &mut st, keep, stats, t0);
+        self.state = keep.then_some(st);
         Ok(c)
     }
 }
@@ -476,49 +488,51 @@ fn compile(
     Ok(roots)
 }
 
-/// The classifier of `roots` in `st`: compact copies of the arena and tables.
+/// The classifier of `roots` in `st`: the arena's slots copied into huge-page memory,
+/// the other tables copied when `keep` (the state serves a next build) or taken.
+#[allow(clippy::too_many_arguments)]
 fn output(
     lpm: Lpm,
     endpoints: Vec<(EndpointId, Option<ProgramId>, Option<ProgramId>)>,
     roots: Vec<[Root; 2]>,
     fixed: usize,
-    st: &State,
+    st: &mut State,
+    keep: bool,
     mut stats: BuildStats,
     t0: Instant,
 ) -> Classifier {
-    let (arena, interner) = (&st.arena, &st.interner);
+    fn out<T: Clone>(v: &mut Vec<T>, keep: bool) -> Vec<T> {
+        if keep { v.clone() } else { std::mem::take(v) }
+    }
+    let (arena, interner) = (&mut st.arena, &mut st.interner);
     stats.nodes = arena.inner_nodes;
     stats.slots = arena.slots.len();
     stats.traces = interner.traces.len();
     stats.bytes = fixed + arena.bytes() + interner.bytes();
     stats.items = arena.items.len();
-    let c = Classifier {
+    let mut c = Classifier {
         lpm,
         endpoints,
         roots,
         slots: HugeSlice::from_slice(&arena.slots),
-        starts: arena.table.clone(),
-        items: arena.items.clone(),
-        decisions: interner.decisions.clone(),
-        verdicts: interner.verdicts.clone(),
-        pairs: interner.pairs.clone(),
-        traces: interner.traces.clone(),
+        starts: out(&mut arena.table, keep),
+        items: out(&mut arena.items, keep),
+        decisions: out(&mut interner.decisions, keep),
+        verdicts: out(&mut interner.verdicts, keep),
+        pairs: out(&mut interner.pairs, keep),
+        traces: out(&mut interner.traces, keep),
         stats,
         kernel: Kernel::best(),
     };
-    Classifier {
-        stats: BuildStats {
-            build_time: t0.elapsed(),
-            ..c.stats
-        },
-        ..c
-    }
+    c.stats.build_time = t0.elapsed();
+    c
 }
 
 impl Classifier {
-    /// Compiles `set` within `cfg`'s budget (a fresh [`Compiler`]'s first build).
+    /// Compiles `set` within `cfg`'s budget (what a fresh [`Compiler`]'s first build
+    /// gives, without keeping its state).
     pub fn build(set: &PolicySet, cfg: &BuildConfig) -> Result<Classifier, BuildError> {
-        Compiler::new(*cfg).build(set)
+        Compiler::new(*cfg).build_keeping(set, false)
     }
 
     /// What the build produced and cost.
@@ -830,6 +844,22 @@ impl Shared {
         let id = (self.boxes.len() - 1) as u32;
         self.box_ids.insert(b.clone(), id);
         id
+    }
+
+    /// An estimate of the bytes held: interned boxes (their intervals) and memo
+    /// entries (their candidate lists).
+    fn bytes(&self) -> usize {
+        let boxes: usize = self
+            .boxes
+            .iter()
+            .map(|b| b.0.iter().map(|f| f.0.len() * 32).sum::<usize>() + 128)
+            .sum();
+        let memo: usize = [&self.memo, &self.part_memo]
+            .iter()
+            .flat_map(|m| m.values().flatten())
+            .map(|e| e.0.len() * 4 + size_of::<tree::MemoEntry>())
+            .sum();
+        boxes + memo
     }
 
     /// Forgets memo entries made after the arena `mark` (their slots are rolled back).

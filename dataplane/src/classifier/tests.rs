@@ -841,3 +841,75 @@ fn compiler_retries_one_tree_for_a_smaller_program() {
         check_classifier(&mut c, p, &keys, &cfg).expect("agrees with the linear reference");
     }
 }
+
+/// Extreme build settings build or fail with an error, never panic, and what builds
+/// still agrees with the linear reference.
+#[test]
+fn extreme_build_settings_build_or_fail_cleanly() {
+    let mut s = 5u64;
+    let rules: Vec<Rule> = (0..60)
+        .map(|i| {
+            let x = Match {
+                src_nets: Some(vec![IpNet::V4(
+                    Ipv4Net::new((lcg(&mut s) as u32).into(), 20).expect("len"),
+                )]),
+                dst_ports: Some(vec![PortRange::single(lcg(&mut s) as u16)]),
+                ..Match::default()
+            };
+            rule(i, Action::Allow, x)
+        })
+        .collect();
+    let p = tier_of(rules);
+    let set = PolicySet {
+        programs: vec![p.clone()],
+        endpoints: vec![],
+    };
+    let keys: Vec<FlowKey> = (0..300)
+        .map(|_| {
+            let a = std::net::Ipv4Addr::from(lcg(&mut s) as u32).to_string();
+            key(&a, "10.0.0.1", 6, 1, lcg(&mut s) as u16)
+        })
+        .collect();
+    let d = BuildConfig::default();
+    for cfg in [
+        BuildConfig {
+            binth: usize::MAX,
+            ..d
+        },
+        BuildConfig { binth: 0, ..d },
+        BuildConfig {
+            spfac: f64::NAN,
+            ..d
+        },
+        BuildConfig {
+            spfac: f64::INFINITY,
+            ..d
+        },
+        BuildConfig { spfac: -1.0, ..d },
+        BuildConfig {
+            max_cut_bits: 0,
+            ..d
+        },
+        BuildConfig {
+            max_cut_bits: u32::MAX,
+            ..d
+        },
+        BuildConfig {
+            single_tree_bytes_per_entry: usize::MAX,
+            ..d
+        },
+        BuildConfig {
+            memory_budget: 0,
+            ..d
+        },
+        BuildConfig {
+            memory_budget: usize::MAX,
+            ..d
+        },
+    ] {
+        match Classifier::build(&set, &cfg) {
+            Ok(mut c) => check_classifier(&mut c, &p, &keys, &cfg).expect("agrees"),
+            Err(e) => assert!(e.to_string().contains("budget"), "{cfg:?}: {e}"),
+        }
+    }
+}

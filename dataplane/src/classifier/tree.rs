@@ -136,9 +136,7 @@ fn lane_intervals(
 /// Bytes of one slot.
 pub(crate) const SLOT_BYTES: usize = size_of::<Slot>();
 
-/// A node with more runs than a ranged node holds is stored as its full child array
-/// up to this many children (a plain node's window has 8 bits), as a tree of ranged
-/// nodes beyond.
+/// Children of a plain node: one per value of its 8-bit window.
 const PLAIN_MAX_CHILDREN: usize = 256;
 const _: () = assert!(1 << slot::MAX_CUT_BITS == PLAIN_MAX_CHILDREN);
 
@@ -201,11 +199,10 @@ impl Arena {
         if let Some(&(slot, _)) = self.nodes.get(&key) {
             return Ok(slot);
         }
-        // Stored as one child per run when there are few runs (several ranged levels
-        // when there are many runs and many children), else as the full array of the
-        // window's 256 values: each of the `n` children `2^(8 - bits)` times.
+        // Stored as one child per run when there are few runs, else as the full array
+        // of the window's 256 values: each of the `n` children `2^(8 - bits)` times.
         let mark = self.slots.len();
-        let slot = if runs.len() <= MAX_RUNS || n > PLAIN_MAX_CHILDREN {
+        let slot = if runs.len() <= MAX_RUNS {
             let runs: Vec<(u8, Slot)> = runs.iter().map(|&(at, c)| (at as u8, c)).collect();
             self.runs_node(word, shift, bits, &runs)?
         } else {
@@ -244,8 +241,8 @@ impl Arena {
         {
             return self.store(&children, |off| slot::tabled(word, shift, bits, off, entry));
         }
-        // A tree of ranged nodes on the same cut value: at most `INLINE_STARTS + 1`
-        // groups under an inline node.
+        // The starts table is full: a tree of ranged nodes on the same cut value, at
+        // most `INLINE_STARTS + 1` groups under an inline node.
         let per = runs.len().div_ceil(INLINE_STARTS + 1);
         let mut top = Vec::with_capacity(INLINE_STARTS + 1);
         for g in runs.chunks(per) {
@@ -766,7 +763,7 @@ impl<'a> TreeBuilder<'a> {
     /// into single-interval items, in order. `None` if that makes more than
     /// `4 * binth` items.
     fn leaf_items(&self, r: &Region, list: &[u32]) -> Option<Vec<Item>> {
-        let cap = 4 * self.params.binth.max(1);
+        let cap = self.params.binth.max(1).saturating_mul(4);
         let mut items = Vec::new();
         for &i in list {
             let c = self.cands.all[i as usize];
