@@ -11,6 +11,7 @@ pub mod linear;
 pub mod lpm;
 pub mod packet;
 pub mod pipeline;
+pub mod port;
 pub mod program;
 pub mod worker;
 

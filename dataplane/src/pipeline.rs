@@ -30,10 +30,10 @@ use pcap::capture::{CaptureError, CaptureReader, Frames};
 
 use crate::flow::{ConnKey, FlowRecord, KeyHasher};
 use crate::packet::{FragmentTracker, parse};
+use crate::port::Port;
+use crate::port::chunk::{ChunkPort, Pacer, Work};
 use crate::program::Classify;
-use crate::worker::{
-    ClassifierSlot, Port, RecordOut, Rx, RxFrame, Worker, WorkerConfig, WorkerReport, WorkerStats,
-};
+use crate::worker::{ClassifierSlot, RecordOut, Worker, WorkerConfig, WorkerReport, WorkerStats};
 
 /// How fast a capture is replayed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -168,87 +168,6 @@ fn dispatch_seed(flow_seed: u64) -> u64 {
 /// Runs workers over ports and replays.
 #[derive(Debug)]
 pub struct Pipeline;
-
-struct Work {
-    frames: Arc<Frames>,
-    idx: Vec<u32>,
-    verdicts: Option<Arc<Vec<AtomicU8>>>,
-}
-
-/// A worker's view of the dispatcher: chunks arrive over a channel.
-struct ChunkPort {
-    rx: Receiver<Work>,
-    cur: Option<Work>,
-    pos: usize,
-}
-
-impl std::fmt::Debug for ChunkPort {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChunkPort").field("pos", &self.pos).finish()
-    }
-}
-
-impl ChunkPort {
-    fn mark(&self, frames: &[RxFrame], v: FrameVerdict) {
-        if let Some(Some(vs)) = self.cur.as_ref().map(|w| w.verdicts.as_ref()) {
-            for f in frames {
-                if let Some(slot) = vs.get(f.handle as usize) {
-                    slot.store(v as u8, Ordering::Relaxed);
-                }
-            }
-        }
-    }
-}
-
-impl Port for ChunkPort {
-    fn rx_batch(&mut self, out: &mut [RxFrame]) -> Rx {
-        loop {
-            if let Some(w) = &self.cur
-                && self.pos < w.idx.len()
-            {
-                let mut n = 0;
-                while n < out.len() && self.pos < w.idx.len() {
-                    let i = w.idx[self.pos];
-                    self.pos += 1;
-                    if let Some(f) = w.frames.get(i as usize) {
-                        out[n] = RxFrame {
-                            handle: u64::from(i),
-                            ts_ns: f.ts_ns,
-                            wire_len: f.orig_len.max(f.data.len() as u32),
-                            ifindex: 0,
-                        };
-                        n += 1;
-                    }
-                }
-                if n > 0 {
-                    return Rx::Frames(n);
-                }
-            }
-            match self.rx.recv() {
-                Ok(w) => {
-                    self.cur = Some(w);
-                    self.pos = 0;
-                }
-                Err(_) => return Rx::End,
-            }
-        }
-    }
-
-    fn data(&self, f: &RxFrame) -> &[u8] {
-        self.cur
-            .as_ref()
-            .and_then(|w| w.frames.get(f.handle as usize))
-            .map_or(&[], |f| f.data)
-    }
-
-    fn tx_batch(&mut self, frames: &[RxFrame]) {
-        self.mark(frames, FrameVerdict::Forwarded);
-    }
-
-    fn drop_batch(&mut self, frames: &[RxFrame]) {
-        self.mark(frames, FrameVerdict::Dropped);
-    }
-}
 
 /// Routes frames to workers by symmetric flow hash.
 struct Router {
@@ -435,11 +354,7 @@ impl Pipeline {
         for _ in 0..n {
             let (tx, rx) = bounded::<Work>(cfg.chunk_depth.max(1));
             senders.push(tx);
-            ports.push(ChunkPort {
-                rx,
-                cur: None,
-                pos: 0,
-            });
+            ports.push(ChunkPort::new(rx));
         }
         let (rtx, rrx) = bounded(cfg.record_capacity.max(1));
         let stop = Arc::new(AtomicBool::new(false));
@@ -579,56 +494,6 @@ fn dispatch(
         (ReplaySource::File(_), None) => {}
     }
     Ok(verdict_chunks)
-}
-
-/// Paces replay at recorded speed: chunks close every millisecond of capture time
-/// and the dispatcher sleeps until the wall clock catches up.
-struct Pacer {
-    on: bool,
-    start: Option<(Instant, u64)>,
-    chunk_end_ts: u64,
-    last_ts: u64,
-}
-
-const PACE_SLICE_NS: u64 = 1_000_000;
-
-impl Pacer {
-    fn new(p: Pace) -> Self {
-        Pacer {
-            on: p == Pace::Recorded,
-            start: None,
-            chunk_end_ts: 0,
-            last_ts: 0,
-        }
-    }
-
-    /// Notes a frame's time; true when the current chunk should be sent.
-    fn due(&mut self, ts: u64) -> bool {
-        if !self.on {
-            return false;
-        }
-        let (_, t0) = *self.start.get_or_insert((Instant::now(), ts));
-        self.last_ts = ts.max(t0);
-        if self.chunk_end_ts == 0 {
-            self.chunk_end_ts = ts.saturating_add(PACE_SLICE_NS);
-        }
-        ts >= self.chunk_end_ts
-    }
-
-    /// Sleeps until the wall clock reaches the last frame's capture offset.
-    fn wait(&mut self) {
-        if !self.on {
-            return;
-        }
-        if let Some((wall0, t0)) = self.start {
-            let target = Duration::from_nanos(self.last_ts.saturating_sub(t0));
-            let now = wall0.elapsed();
-            if target > now {
-                std::thread::sleep(target - now);
-            }
-        }
-        self.chunk_end_ts = 0;
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,303 @@
+//! The worker pipeline: the batch loop every packet goes through.
+//!
+//! This module owns [`Worker`] (one per core, pinned): its configuration, its life
+//! (`new`, `run`, `poll`, `finish`) and where its flow records go ([`RecordOut`]).
+//! The submodules hold the rest: `batch` (the per-batch phases of
+//! `Worker::process`: parse, flow lookup, classify, settle, transmit, housekeeping),
+//! `publish` ([`ClassifierSlot`], through which a new policy generation is published)
+//! and `stats` ([`WorkerStats`], [`Count`], the batch-latency histogram). The
+//! [`Port`] seam a worker pulls frames from and pushes verdicts to is in
+//! [`crate::port`] (re-exported here). A worker loop is:
+//!
+//! ```text
+//! rx batch ─► parse ─► fragment follow ─► related ICMP? ─► flow lookup ─┬─ hit: cached verdict
+//!                                                                      └─ miss/stale: queue key
+//!          ─► classify all queued keys in one call ─► settle entries ─► conntrack + counters
+//!          ─► tx batch (forward) / drop batch ─► sweep a few buckets, export interval records
+//! ```
+//!
+//! # Promises
+//! - No allocation, lock or formatting per packet: all scratch arrays are sized at
+//!   construction for [`MAX_BATCH`]; stats are plain per-worker counters aggregated on
+//!   read; each batch polls the published generation (an atomic on its own cache
+//!   line) with a plain load, and the `arc-swap` load runs only when it changed; flow
+//!   records leave through a bounded channel with `try_send` (counted when full).
+//! - **Enforced decides, pending is tracked.** Forwarding follows the *applied*
+//!   enforced verdict of the packet's connection; every packet is also counted under
+//!   its (enforced, pending) outcome pair.
+//! - **Stateful like Calico** (CALICO_SEMANTICS §3.7): replies of an allowed
+//!   connection pass without policy; ICMP errors quoting an allowed connection pass
+//!   as related. A packet from the responder of a *denied* flow is not a reply (no
+//!   connection exists): it is classified as a new connection from that side.
+//! - **Policy updates at batch boundaries.** A new generation is picked up before the
+//!   next batch. Existing allowed connections keep their applied enforced verdict by
+//!   default ([`WorkerConfig::reevaluate_enforced`] re-decides them); denied flows and
+//!   every pending verdict are re-evaluated at the flow's next packet. The old
+//!   classifier is freed by the publisher ([`ClassifierSlot::reclaim`]), never by a
+//!   worker.
+
+mod batch;
+mod publish;
+mod stats;
+#[cfg(test)]
+pub(crate) mod tests;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+
+use crate::flow::{FlowRecord, FlowTable, FlowTableConfig};
+use crate::packet::{FragmentTracker, ParseError, ParsedPacket, UnparsedPolicy};
+use crate::program::{Classify, FlowKey, FlowVerdicts};
+
+use batch::{Deferred, Job, OUT_NONE, PktMeta};
+
+// The port seam lived here before ports had a module of their own.
+pub use crate::port::{MemPort, Port, Rx, RxFrame};
+pub use publish::{ClassifierSlot, Published};
+pub use stats::{Count, WorkerStats, new_latency_histogram};
+
+/// The largest batch a worker processes at once.
+pub const MAX_BATCH: usize = 256;
+
+/// Configuration of one worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// Frames per rx batch (1..=[`MAX_BATCH`]).
+    pub batch: usize,
+    /// Flow table sizing, seed and timeouts.
+    pub flow: FlowTableConfig,
+    /// What happens to frames that do not parse.
+    pub unparsed: UnparsedPolicy,
+    /// Re-decide existing allowed connections when policy changes (default: keep).
+    pub reevaluate_enforced: bool,
+    /// What a packet from the responder of a denied connection is.
+    pub denied_responder: DeniedResponder,
+    /// Buckets examined for expiry after each batch.
+    pub sweep_buckets: usize,
+    /// Export interval for flow records (packet time, ns); `None` = only final records.
+    pub export_interval_ns: Option<u64>,
+    /// Slots of the fragment tracker.
+    pub fragment_slots: usize,
+    /// Prefetch flow-table buckets and entries for the whole batch before the
+    /// lookups (on by default; off only to measure what it buys).
+    pub prefetch: bool,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            batch: 64,
+            flow: FlowTableConfig::default(),
+            unparsed: UnparsedPolicy::default(),
+            reevaluate_enforced: false,
+            denied_responder: DeniedResponder::NewConnection,
+            sweep_buckets: 4,
+            export_interval_ns: Some(15_000_000_000),
+            fragment_slots: 1024,
+            prefetch: true,
+        }
+    }
+}
+
+/// What a packet from the responder of a connection whose enforced verdict is deny
+/// is taken to be.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeniedResponder {
+    /// A connection attempt of its own from the responder's side, classified (and, if
+    /// allowed, taking over the entry) — what a stateful firewall does with live
+    /// traffic: the denied request never reached the responder, so anything the
+    /// responder sends is new.
+    #[default]
+    NewConnection,
+    /// Part of the denied connection: counted in its reverse direction, given its
+    /// verdicts (dropped by the enforced view). For replaying captures, where the
+    /// responder's packets exist only because the request was let through when the
+    /// capture was taken: they would not exist under the policy being tried.
+    JoinConnection,
+}
+
+/// Where flow records go: a bounded channel, or nowhere (counted as dropped).
+#[derive(Debug)]
+pub struct RecordOut {
+    tx: Option<crossbeam::channel::Sender<FlowRecord>>,
+    sent: u64,
+    dropped: u64,
+}
+
+impl RecordOut {
+    /// Records go to `tx` (a bounded channel: when full, records are dropped and counted).
+    pub fn channel(tx: crossbeam::channel::Sender<FlowRecord>) -> Self {
+        RecordOut {
+            tx: Some(tx),
+            sent: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Records are discarded (benchmarks); they still count as dropped.
+    pub fn none() -> Self {
+        RecordOut {
+            tx: None,
+            sent: 0,
+            dropped: 0,
+        }
+    }
+
+    #[inline]
+    fn emit(&mut self, r: FlowRecord) {
+        match &self.tx {
+            Some(tx) if tx.try_send(r).is_ok() => self.sent += 1,
+            _ => self.dropped += 1,
+        }
+    }
+}
+
+/// One worker: owns its flow table, fragment tracker, scratch arrays and counters.
+#[derive(Debug)]
+pub struct Worker<C> {
+    cfg: WorkerConfig,
+    table: FlowTable,
+    frags: FragmentTracker,
+    stats: WorkerStats,
+    latency: Histogram<u64>,
+    slot: Arc<ClassifierSlot<C>>,
+    current: Arc<Published<C>>,
+    seat: Arc<AtomicU32>,
+    records: RecordOut,
+    next_export_ns: u64,
+    last_ns: u64,
+    // Scratch, sized once.
+    frames: Vec<RxFrame>,
+    meta: Vec<PktMeta>,
+    /// Packets of the full parser (only slots with `Parsed::Full` are meaningful).
+    parsed: Vec<Result<ParsedPacket, ParseError>>,
+    /// Outcome code per packet (see [`outcome_code`]).
+    codes: Vec<u8>,
+    keys: Vec<FlowKey>,
+    jobs: Vec<Job>,
+    out: Vec<FlowVerdicts>,
+    deferred: Vec<Deferred>,
+    tx: Vec<RxFrame>,
+    drop: Vec<RxFrame>,
+}
+
+/// What a worker reports when it stops.
+#[derive(Clone, Debug)]
+pub struct WorkerReport {
+    /// Counters.
+    pub stats: WorkerStats,
+    /// Batch latency (ns).
+    pub latency: Histogram<u64>,
+    /// Bytes of flow-table memory.
+    pub flow_table_bytes: usize,
+    /// Flow-table slots.
+    pub flow_table_capacity: usize,
+}
+
+impl<C: Classify> Worker<C> {
+    /// A worker reading classifiers from `slot`, sending records to `records`.
+    pub fn new(cfg: WorkerConfig, slot: Arc<ClassifierSlot<C>>, records: RecordOut) -> Self {
+        let batch = cfg.batch.clamp(1, MAX_BATCH);
+        let cfg = WorkerConfig { batch, ..cfg };
+        let current = slot.load();
+        let seat = slot.register(current.generation);
+        Worker {
+            table: FlowTable::new(cfg.flow),
+            frags: FragmentTracker::new(cfg.fragment_slots, cfg.flow.seed ^ 0x6672_6167),
+            stats: WorkerStats::default(),
+            latency: new_latency_histogram(),
+            slot,
+            current,
+            seat,
+            records,
+            next_export_ns: 0,
+            last_ns: 0,
+            frames: vec![RxFrame::default(); batch],
+            meta: vec![PktMeta::EMPTY; batch],
+            parsed: vec![Err(ParseError::Truncated); batch],
+            codes: vec![OUT_NONE; batch],
+            keys: Vec::with_capacity(batch),
+            jobs: Vec::with_capacity(batch),
+            out: vec![FlowVerdicts::default(); batch],
+            deferred: Vec::with_capacity(batch),
+            tx: vec![RxFrame::default(); batch],
+            drop: vec![RxFrame::default(); batch],
+            cfg,
+        }
+    }
+
+    /// Counters so far (flow-table counters included).
+    pub fn stats(&self) -> WorkerStats {
+        let mut s = self.stats;
+        s.flows = self.table.stats();
+        s.records_sent = self.records.sent;
+        s.records_dropped = self.records.dropped;
+        s.fragments_resolved = self.frags.resolved;
+        s.fragments_unresolved = self.frags.unresolved;
+        s
+    }
+
+    /// The flow table (read-only).
+    pub fn flow_table(&self) -> &FlowTable {
+        &self.table
+    }
+
+    /// Runs until the port reports [`Rx::End`], then drains the flow table into final
+    /// records and returns the report. `keep_going` is polled between batches; when
+    /// it returns false the worker stops as if the port had ended.
+    // Never inlined: called once per worker, and a stable frame for profilers.
+    #[inline(never)]
+    pub fn run<P: Port>(mut self, port: &mut P, keep_going: &dyn Fn() -> bool) -> WorkerReport {
+        while keep_going() {
+            match self.poll(port) {
+                Rx::End => break,
+                Rx::Idle => std::hint::spin_loop(),
+                Rx::Frames(_) => {}
+            }
+        }
+        self.finish()
+    }
+
+    /// Ends the run: final records for every tracked connection.
+    pub fn finish(mut self) -> WorkerReport {
+        let now = self.last_ns;
+        let records = &mut self.records;
+        self.table.drain(now, &mut |r| records.emit(r));
+        WorkerReport {
+            stats: self.stats(),
+            latency: self.latency,
+            flow_table_bytes: self.table.memory_bytes(),
+            flow_table_capacity: self.table.capacity(),
+        }
+    }
+
+    /// Picks up a newly published classifier, if any (batch boundary).
+    fn refresh_classifier(&mut self) {
+        if self.slot.published.load(Ordering::Acquire) != self.current.generation {
+            let next = self.slot.load();
+            // Drop ours before telling the publisher, so the publisher's `reclaim`
+            // is the one that frees it.
+            self.current = next;
+            self.seat.store(self.current.generation, Ordering::Release);
+            self.stats.generation_swaps += 1;
+        }
+    }
+
+    /// Receives and processes one batch.
+    pub fn poll<P: Port>(&mut self, port: &mut P) -> Rx {
+        let batch = self.cfg.batch;
+        let n = match port.rx_batch(&mut self.frames[..batch]) {
+            Rx::Frames(n) => n.min(batch),
+            other => return other,
+        };
+        let t0 = Instant::now();
+        self.refresh_classifier();
+        self.process(port, n);
+        let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.latency.saturating_record(ns.max(1));
+        Rx::Frames(n)
+    }
+}
