@@ -11,7 +11,8 @@
 //!
 //! The dispatcher hands out *chunks*: a shared, immutable block of frames plus, per
 //! worker, the list of frame indices it owns, over a bounded crossbeam channel per
-//! worker. One channel operation per chunk (thousands of frames) instead of per frame
+//! worker (each worker reads its channel through the chunk port of
+//! [`crate::port`], which also holds the pacer of recorded-speed replay). One channel operation per chunk (thousands of frames) instead of per frame
 //! keeps synchronisation off the per-packet budget, and the bounded depth gives
 //! back-pressure so a fast reader never buffers a whole capture. Within a worker,
 //! frames keep capture order.
