@@ -624,7 +624,7 @@ impl<C: Classify> Worker<C> {
     /// Housekeeping at the batch boundary: advance the worker's clock, sweep a few
     /// buckets for expired entries, and export interval records when an export
     /// interval ended.
-    fn housekeeping(&mut self, batch_now: u64) {
+    pub(super) fn housekeeping(&mut self, batch_now: u64) {
         self.last_ns = batch_now;
         let records = &mut self.records;
         self.table
