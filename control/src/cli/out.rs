@@ -250,38 +250,46 @@ impl Output {
         &self.dest
     }
 
+    /// Flushes every buffer (and syncs a temporary file to disk): after this only the
+    /// rename is left, so write errors (a full disk) show here.
+    pub fn finish(&mut self) -> Result<(), WriteError> {
+        if let Some(e) = self.error.take() {
+            return Err(WriteError::new(self.dest.clone(), e));
+        }
+        let r = match self.sink.as_mut() {
+            Some(Sink::Stdout(w)) => w.flush(),
+            Some(Sink::InPlace(w)) => w.flush(),
+            Some(Sink::Temp { file, .. }) => file.flush().and_then(|()| file.get_ref().sync_all()),
+            None => Ok(()),
+        };
+        r.map_err(|e| WriteError::new(self.dest.clone(), e))
+    }
+
     /// Flushes everything and makes the output visible at its destination (renames
     /// the temporary file over it). On error the destination is left as it was.
     pub fn commit(mut self) -> Result<(), WriteError> {
-        let dest = self.dest.clone();
-        if let Some(e) = self.error.take() {
-            return Err(WriteError::new(dest, e));
+        self.finish()?;
+        if let (Some(Sink::Temp { temp, .. }), Dest::File(path)) = (&self.sink, &self.dest) {
+            fs::rename(temp, path).map_err(|e| WriteError::new(self.dest.clone(), e))?;
+            // Renamed: nothing left for `drop` to remove.
+            self.sink = None;
         }
-        let err = |e| WriteError::new(dest.clone(), e);
-        match self.sink.take() {
-            Some(Sink::Stdout(mut w)) => w.flush().map_err(err),
-            Some(Sink::InPlace(w)) => w
-                .into_inner()
-                .map_err(io::IntoInnerError::into_error)
-                .and_then(|f| f.sync_all().or(Ok(())))
-                .map_err(err),
-            Some(Sink::Temp { file, temp }) => {
-                let r = file
-                    .into_inner()
-                    .map_err(io::IntoInnerError::into_error)
-                    .and_then(|f| f.sync_all());
-                let Dest::File(path) = &dest else {
-                    unreachable!("a temporary file always has a file destination")
-                };
-                let r = r.and_then(|()| fs::rename(&temp, path));
-                if r.is_err() {
-                    let _ = fs::remove_file(&temp);
-                }
-                r.map_err(err)
-            }
-            None => Ok(()),
-        }
+        Ok(())
     }
+}
+
+/// Commits several outputs as one: every one is flushed first, and only when all
+/// were written completely are they renamed into place. On error every temporary
+/// file is removed and every destination left as it was (short of a failing rename,
+/// which leaves the outputs before it in place).
+pub fn commit_all(mut outputs: Vec<Output>) -> Result<(), WriteError> {
+    for o in &mut outputs {
+        o.finish()?;
+    }
+    for o in outputs {
+        o.commit()?;
+    }
+    Ok(())
 }
 
 impl Drop for Output {

@@ -443,16 +443,17 @@ fn prepare(args: &Args, global: &Global) -> Result<Outputs, String> {
     })
 }
 
-/// Writes the forwarded and dropped frames to the requested captures.
+/// Writes the forwarded and dropped frames to the requested captures; they are
+/// committed by the caller.
 fn write_split(
     args: &Args,
     r: &Replay,
     frames: Option<&Frames>,
     allowed: Option<out::Output>,
     denied: Option<out::Output>,
-) -> Result<(), String> {
+) -> Result<Vec<out::Output>, String> {
     let Some(verdicts) = r.run.frame_verdicts.as_ref() else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let open = |o: Option<out::Output>| -> Result<Option<CaptureWriter<out::Output>>, String> {
         o.map(|o| {
@@ -491,19 +492,20 @@ fn write_split(
         }
         (None, None) => {}
     }
-    for w in [allowed, denied].into_iter().flatten() {
-        let o = w.into_inner().map_err(|e| format!("cannot write to {e}"))?;
-        o.commit().map_err(|e| e.to_string())?;
-    }
-    Ok(())
+    [allowed, denied]
+        .into_iter()
+        .flatten()
+        .map(|w| w.into_inner().map_err(|e| format!("cannot write to {e}")))
+        .collect()
 }
 
-fn write_flowlog(mut o: out::Output, r: &Replay) -> Result<(), String> {
-    if let Err(e) = write_jsonl(&mut o, &r.flow_logs) {
+/// Writes the flow logs; committed by the caller.
+fn write_flowlog(mut o: out::Output, r: &Replay) -> Result<out::Output, String> {
+    match write_jsonl(&mut o, &r.flow_logs) {
+        Ok(()) => Ok(o),
         // Dropping `o` removes the temporary file: the destination stays as it was.
-        return Err(out::WriteError::new(o.dest().clone(), e).to_string());
+        Err(e) => Err(out::WriteError::new(o.dest().clone(), e).to_string()),
     }
-    o.commit().map_err(|e| e.to_string())
 }
 
 /// Runs `tiergate replay`.
@@ -545,19 +547,18 @@ fn run_as(args: &Args, global: &Global, impact_only: bool) -> ExitCode {
         Err(code) => return ExitCode::from(code),
     };
     progress.set(Phase::Writing);
-    if let Err(e) = write_split(args, &r, frames.as_deref(), allowed, denied) {
-        drop(progress);
-        errln!("tiergate: {e}");
-        return ExitCode::from(EXIT_USAGE);
-    }
-    if let Some(o) = flowlog
-        && let Err(e) = write_flowlog(o, &r)
-    {
-        drop(progress);
-        errln!("tiergate: {e}");
-        return ExitCode::from(EXIT_USAGE);
-    }
+    // Every output is written completely before any of them replaces its destination.
+    let written = write_split(args, &r, frames.as_deref(), allowed, denied).and_then(|mut v| {
+        if let Some(o) = flowlog {
+            v.push(write_flowlog(o, &r)?);
+        }
+        out::commit_all(v).map_err(|e| e.to_string())
+    });
     drop(progress);
+    if let Err(e) = written {
+        errln!("tiergate: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     let text = match (global.output, impact_only) {
         (Output::Table, true) => impact_table(&r.impact),
         (Output::Table, false) => table(&r, &policies, &capture, args),
