@@ -513,7 +513,7 @@ fn progress_names_the_phase_while_nothing_is_replayed_yet() {
     assert_code(&out, 0, "impact --pcap -");
     let err = text(&out.stderr);
     assert!(
-        err.contains("impact: reading the capture from stdin (1 s)"),
+        err.contains("impact: reading the capture (1 s)"),
         "{err}"
     );
     assert!(err.contains("impact: done"), "{err}");

@@ -6,7 +6,6 @@
 //! written through a temporary file and appears only once complete (see
 //! [`super::out`]). Exit codes: 0 written, 2 usage error or unreadable/unwritable file.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -118,16 +117,20 @@ struct Written {
     malformed: Option<usize>,
 }
 
-/// Reads a ClassBench trace from `path` (`-` = stdin).
+/// Reads a ClassBench trace from `path` (`-` = stdin; a FIFO that no process writes
+/// to reads as empty).
 fn read_trace(path: &Path) -> Result<Vec<classbench::Header>, String> {
-    if !is_dash(path) {
+    if out::is_regular(path) {
         return classbench::read_trace(path).map_err(|e| e.to_string());
     }
-    let mut text = String::new();
-    std::io::stdin()
-        .read_to_string(&mut text)
-        .map_err(|e| format!("<stdin>: {e}"))?;
-    classbench::parse_trace(&text, Path::new("<stdin>")).map_err(|e| e.to_string())
+    let bytes = out::read_all(path)?;
+    let name = if is_dash(path) {
+        Path::new("<stdin>")
+    } else {
+        path
+    };
+    let text = String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", name.display()))?;
+    classbench::parse_trace(&text, name).map_err(|e| e.to_string())
 }
 
 /// Runs `tiergate gen`.

@@ -24,7 +24,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -158,7 +158,7 @@ enum Sink {
         temp: PathBuf,
     },
     /// A destination that is not a regular file, written in place.
-    InPlace(BufWriter<File>),
+    InPlace(BufWriter<Patient>),
 }
 
 /// An output file (or stdout for `-`), written completely or not at all: see the
@@ -212,9 +212,22 @@ impl Output {
                                 "is a directory",
                             )));
                         }
-                        // A device, FIFO or socket: there is nothing to clobber.
-                        let f = fs::OpenOptions::new().write(true).open(p).map_err(err)?;
-                        Sink::InPlace(BufWriter::new(f))
+                        // A device, FIFO or socket: there is nothing to clobber. Opened
+                        // without blocking, so that a FIFO nobody reads is an error
+                        // (ENXIO) instead of a hang.
+                        let f = fs::OpenOptions::new()
+                            .write(true)
+                            .custom_flags(libc::O_NONBLOCK)
+                            .open(p)
+                            .map_err(|e| match e.raw_os_error() {
+                                Some(libc::ENXIO) => io::Error::new(
+                                    e.kind(),
+                                    "a FIFO that no process reads (ENXIO)",
+                                ),
+                                _ => e,
+                            })
+                            .map_err(err)?;
+                        Sink::InPlace(BufWriter::new(Patient(f)))
                     }
                     Ok(_) => Self::temp(p).map_err(err)?,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => Self::temp(p).map_err(err)?,
@@ -335,6 +348,85 @@ impl Write for Output {
 /// A file a command reads or writes: (device, inode) if it exists, the flag that
 /// named it, its path.
 type Named<'a> = (Option<(u64, u64)>, &'a str, PathBuf);
+
+/// A file opened with `O_NONBLOCK` (a FIFO, a device) used as if it blocked: an
+/// operation that would block is retried after a short sleep.
+#[derive(Debug)]
+pub struct Patient(pub File);
+
+const PATIENCE: std::time::Duration = std::time::Duration::from_millis(2);
+
+impl Write for Patient {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            match self.0.write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(PATIENCE),
+                r => return r,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl io::Read for Patient {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.0.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(PATIENCE),
+                r => return r,
+            }
+        }
+    }
+}
+
+/// Reads all of `path` (`-` = stdin). A path that is not a regular file (a FIFO, a
+/// device) is opened without blocking, so a FIFO that no process writes to reads as
+/// empty instead of hanging; one whose writer is connected is read to its end.
+pub fn read_all(path: &Path) -> Result<Vec<u8>, String> {
+    use io::Read as _;
+    let mut bytes = Vec::new();
+    let r = if is_dash(path) {
+        io::stdin()
+            .lock()
+            .take(MAX_STREAM_BYTES + 1)
+            .read_to_end(&mut bytes)
+    } else {
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .and_then(|f| {
+                if f.metadata()?.is_dir() {
+                    return Err(io::Error::new(io::ErrorKind::IsADirectory, "is a directory"));
+                }
+                Patient(f).take(MAX_STREAM_BYTES + 1).read_to_end(&mut bytes)
+            })
+    };
+    let name = if is_dash(path) {
+        "<stdin>".to_string()
+    } else {
+        path.display().to_string()
+    };
+    match r {
+        Ok(n) if n as u64 > MAX_STREAM_BYTES => Err(format!(
+            "{name}: more than {} GiB: write it to a file and give its path",
+            MAX_STREAM_BYTES >> 30
+        )),
+        Ok(_) => Ok(bytes),
+        Err(e) => Err(format!("{name}: {e}")),
+    }
+}
+
+/// Largest input read into memory from stdin, a FIFO or a device (bytes).
+pub const MAX_STREAM_BYTES: u64 = 1 << 30;
+
+/// Whether `path` is an existing regular file (or a symlink to one).
+pub fn is_regular(path: &Path) -> bool {
+    fs::metadata(path).is_ok_and(|m| m.is_file())
+}
 
 /// Device and inode of an existing file.
 fn identity(path: &Path) -> Option<(u64, u64)> {

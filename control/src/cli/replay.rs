@@ -13,7 +13,6 @@
 //! set, 2 usage error, unreadable input or unwritable output.
 
 use std::fmt::Write as _;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -114,7 +113,7 @@ struct ReplayDocument<'a> {
 pub enum Phase {
     /// Reading and validating the policy set.
     LoadingPolicies,
-    /// Reading the capture from stdin (`--pcap -`).
+    /// Reading the capture into memory (`--pcap -`, a FIFO).
     ReadingCapture,
     /// Lowering the set and compiling its rule programs.
     Compiling {
@@ -138,7 +137,7 @@ pub fn progress_line(cmd: &str, phase: Phase, frames: u64, elapsed: Duration) ->
     let secs = elapsed.as_secs_f64();
     match phase {
         Phase::LoadingPolicies => format!("{cmd}: loading policies ({secs:.0} s)"),
-        Phase::ReadingCapture => format!("{cmd}: reading the capture from stdin ({secs:.0} s)"),
+        Phase::ReadingCapture => format!("{cmd}: reading the capture ({secs:.0} s)"),
         Phase::Compiling { programs: None } => {
             format!("{cmd}: lowering the policy set to rule programs ({secs:.0} s)")
         }
@@ -284,31 +283,41 @@ struct Executed {
     frames: Option<Arc<Frames>>,
 }
 
-/// Reads a whole capture from stdin.
-fn read_stdin_capture() -> Result<Frames, String> {
-    let mut bytes = Vec::new();
-    std::io::stdin()
-        .lock()
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("<stdin>: {e}"))?;
-    Frames::from_bytes("<stdin>", bytes).map_err(|e| e.to_string())
+/// Reads a whole capture that is not a regular file: stdin (`-`), a FIFO, a device.
+fn read_capture(path: &Path) -> Result<Frames, String> {
+    let bytes = out::read_all(path)?;
+    let name = if is_dash(path) {
+        PathBuf::from("<stdin>")
+    } else {
+        path.to_path_buf()
+    };
+    if bytes.is_empty() {
+        return Err(format!(
+            "{}: empty: no capture was written to it",
+            name.display()
+        ));
+    }
+    Frames::from_bytes(name, bytes).map_err(|e| e.to_string())
 }
 
 /// Loads, lowers, compiles and replays. Errors are printed; `Err` is the exit code.
 fn execute(args: &Args, progress: &Progress) -> Result<Executed, u8> {
     let (cluster, policies) = load(args)?;
     let (source, capture, frames) = match &args.pcap {
-        Some(p) if is_dash(p) => {
+        // stdin, a FIFO (`--pcap <(zcat x.pcap.gz)`), a device: read into memory, as
+        // it cannot be read twice (once to replay, once to split).
+        Some(p) if is_dash(p) || !out::is_regular(p) => {
             progress.set(Phase::ReadingCapture);
-            let f = Arc::new(read_stdin_capture().map_err(|e| {
+            let f = Arc::new(read_capture(p).map_err(|e| {
                 errln!("tiergate: {e}");
                 EXIT_USAGE
             })?);
-            (
-                ReplaySource::Frames(Arc::clone(&f)),
-                "<stdin>".to_string(),
-                Some(f),
-            )
+            let name = if is_dash(p) {
+                "<stdin>".to_string()
+            } else {
+                p.display().to_string()
+            };
+            (ReplaySource::Frames(Arc::clone(&f)), name, Some(f))
         }
         Some(p) => {
             // Open once up front so a bad path is a usage error naming the file.
