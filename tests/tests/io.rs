@@ -512,9 +512,6 @@ fn progress_names_the_phase_while_nothing_is_replayed_yet() {
     );
     assert_code(&out, 0, "impact --pcap -");
     let err = text(&out.stderr);
-    assert!(
-        err.contains("impact: reading the capture (1 s)"),
-        "{err}"
-    );
+    assert!(err.contains("impact: reading the capture (1 s)"), "{err}");
     assert!(err.contains("impact: done"), "{err}");
 }

@@ -129,7 +129,8 @@ fn read_trace(path: &Path) -> Result<Vec<classbench::Header>, String> {
     } else {
         path
     };
-    let text = String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", name.display()))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", name.display()))?;
     classbench::parse_trace(&text, name).map_err(|e| e.to_string())
 }
 

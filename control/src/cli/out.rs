@@ -220,10 +220,9 @@ impl Output {
                             .custom_flags(libc::O_NONBLOCK)
                             .open(p)
                             .map_err(|e| match e.raw_os_error() {
-                                Some(libc::ENXIO) => io::Error::new(
-                                    e.kind(),
-                                    "a FIFO that no process reads (ENXIO)",
-                                ),
+                                Some(libc::ENXIO) => {
+                                    io::Error::new(e.kind(), "a FIFO that no process reads (ENXIO)")
+                                }
                                 _ => e,
                             })
                             .map_err(err)?;
@@ -400,9 +399,14 @@ pub fn read_all(path: &Path) -> Result<Vec<u8>, String> {
             .open(path)
             .and_then(|f| {
                 if f.metadata()?.is_dir() {
-                    return Err(io::Error::new(io::ErrorKind::IsADirectory, "is a directory"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::IsADirectory,
+                        "is a directory",
+                    ));
                 }
-                Patient(f).take(MAX_STREAM_BYTES + 1).read_to_end(&mut bytes)
+                Patient(f)
+                    .take(MAX_STREAM_BYTES + 1)
+                    .read_to_end(&mut bytes)
             })
     };
     let name = if is_dash(path) {
