@@ -732,3 +732,41 @@ fn impact_table(report: &ImpactReport) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_progress_line_names_the_phase_and_never_reports_zero_frames() {
+        let t = Duration::from_secs(3);
+        let line = |phase, frames| progress_line("replay", phase, frames, t);
+        assert_eq!(
+            line(Phase::LoadingPolicies, 0),
+            "replay: loading policies (3 s)"
+        );
+        assert_eq!(
+            line(Phase::ReadingCapture, 0),
+            "replay: reading the capture (3 s)"
+        );
+        assert_eq!(
+            line(Phase::Compiling { programs: None }, 0),
+            "replay: lowering the policy set to rule programs (3 s)"
+        );
+        assert_eq!(
+            line(Phase::Compiling { programs: Some(12) }, 0),
+            "replay: compiling 12 rule programs (3 s)"
+        );
+        let since = Instant::now();
+        assert_eq!(
+            line(Phase::Replaying { since, workers: 2 }, 0),
+            "replay: allocating flow tables, starting 2 workers (3 s)"
+        );
+        let replaying = line(Phase::Replaying { since, workers: 1 }, 5000);
+        assert!(
+            replaying.starts_with("replay: replaying: 5000 frames in "),
+            "{replaying}"
+        );
+        assert_eq!(line(Phase::Writing, 7), "replay: writing outputs (3 s)");
+    }
+}
