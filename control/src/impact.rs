@@ -1,4 +1,4 @@
-//! The impact report: per staged policy, which flows it would newly deny or newly
+//! The impact report: per staged policy, which connections it would newly deny or newly
 //! allow if it were enforced — the preview a policy author reads before enforcing.
 //!
 //! Input is one [`ConnectionImpact`] per connection (both reporters' verdicts and
@@ -68,11 +68,11 @@ impl ConnectionImpact {
     }
 }
 
-/// Flows, packets and bytes.
+/// Connections, packets and bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Volume {
     /// Connections.
-    pub flows: u64,
+    pub connections: u64,
     /// Packets.
     pub packets: u64,
     /// Bytes.
@@ -81,7 +81,7 @@ pub struct Volume {
 
 impl Volume {
     fn add(&mut self, c: &ConnectionImpact) {
-        self.flows += 1;
+        self.connections += 1;
         self.packets += c.packets;
         self.bytes += c.bytes;
     }
@@ -93,7 +93,7 @@ pub struct Ranked {
     /// What (e.g. `default/frontend-* -> default/database` or `tcp/6379`).
     pub item: String,
     /// Connections.
-    pub flows: u64,
+    pub connections: u64,
 }
 
 /// The impact of one staged policy.
@@ -187,9 +187,13 @@ struct Acc {
 fn top(map: HashMap<String, u64>, n: usize) -> Vec<Ranked> {
     let mut v: Vec<Ranked> = map
         .into_iter()
-        .map(|(item, flows)| Ranked { item, flows })
+        .map(|(item, connections)| Ranked { item, connections })
         .collect();
-    v.sort_by(|a, b| b.flows.cmp(&a.flows).then_with(|| a.item.cmp(&b.item)));
+    v.sort_by(|a, b| {
+        b.connections
+            .cmp(&a.connections)
+            .then_with(|| a.item.cmp(&b.item))
+    });
     v.truncate(n);
     v
 }
@@ -258,8 +262,8 @@ pub fn report<'a>(
         })
         .collect();
     policies.sort_by(|a, b| {
-        let ca = a.newly_denied.flows + a.newly_allowed.flows;
-        let cb = b.newly_denied.flows + b.newly_allowed.flows;
+        let ca = a.newly_denied.connections + a.newly_allowed.connections;
+        let cb = b.newly_denied.connections + b.newly_allowed.connections;
         cb.cmp(&ca).then_with(|| a.policy.cmp(&b.policy))
     });
     ImpactReport {
@@ -310,21 +314,21 @@ mod tests {
         assert_eq!(r.policies.len(), 1);
         let p = &r.policies[0];
         assert_eq!(p.policy, "default|snp:default/default.allow-tcp-6379");
-        assert_eq!(p.evaluated.flows, 3);
+        assert_eq!(p.evaluated.connections, 3);
         assert_eq!(
             p.newly_denied,
             Volume {
-                flows: 2,
+                connections: 2,
                 packets: 20,
                 bytes: 2000
             }
         );
-        assert_eq!(p.newly_allowed.flows, 0);
+        assert_eq!(p.newly_allowed.connections, 0);
         assert_eq!(
             p.top_ports,
             vec![Ranked {
                 item: "tcp/5432".into(),
-                flows: 2
+                connections: 2
             }]
         );
         assert_eq!(
@@ -337,8 +341,8 @@ mod tests {
     fn staged_allow_over_deny_is_newly_allowed() {
         let cs = [conn(6379, Verdict::Deny, Verdict::Allow, &[STAGED_ALLOW])];
         let r = report(&cs, 5);
-        assert_eq!(r.policies[0].newly_allowed.flows, 1);
-        assert_eq!(r.policies[0].newly_denied.flows, 0);
+        assert_eq!(r.policies[0].newly_allowed.connections, 1);
+        assert_eq!(r.policies[0].newly_denied.connections, 0);
     }
 
     #[test]
@@ -350,7 +354,7 @@ mod tests {
         let r = report(&[conn(80, Verdict::Allow, Verdict::Deny, &trace)], 5);
         assert_eq!(r.policies.len(), 1);
         assert_eq!(r.policies[0].policy, "security|sgnp:pass-web");
-        assert_eq!(r.policies[0].newly_denied.flows, 1);
+        assert_eq!(r.policies[0].newly_denied.connections, 1);
     }
 
     #[test]
@@ -376,8 +380,8 @@ mod tests {
             .iter()
             .find(|p| p.policy == "default|sgnp:egress-all")
             .unwrap();
-        assert_eq!(egress.evaluated.flows, 1);
-        assert_eq!(egress.newly_denied.flows, 0);
+        assert_eq!(egress.evaluated.connections, 1);
+        assert_eq!(egress.newly_denied.connections, 0);
         assert_eq!(
             r.policies[0].policy,
             "default|snp:default/default.allow-tcp-6379"

@@ -4,8 +4,8 @@
 
 /// Restores the default action of SIGPIPE (terminate quietly), which the Rust runtime
 /// sets to "ignore". Without it, `tiergate ... | head` makes every later write to
-/// stdout fail and `println!` panic; with it, the command ends the way Unix filters do
-/// when their reader goes away.
+/// stdout fail with EPIPE (which `control::cli::out` would turn into exit 2); with it,
+/// the command ends the way Unix filters do when their reader goes away.
 pub fn restore_default_sigpipe() {
     // SAFETY: `signal` with `SIG_DFL` installs no handler code; it only resets the
     // disposition of SIGPIPE for this process, before any other thread exists.

@@ -63,10 +63,13 @@ pub struct FrameRef<'a> {
     pub data: &'a [u8],
 }
 
+/// What a [`CaptureReader`] reads from: a file, or bytes already in memory.
+type Source = BufReader<Box<dyn Read + Send>>;
+
 enum Inner {
-    Pcap(PcapReader<BufReader<File>>),
+    Pcap(PcapReader<Source>),
     PcapNg {
-        reader: PcapNgReader<BufReader<File>>,
+        reader: PcapNgReader<Source>,
         /// Timestamp scale per interface, in interface-id order.
         ifaces: Vec<TsScale>,
     },
@@ -127,15 +130,34 @@ impl CaptureReader {
             path: path.clone(),
             source,
         };
-        let fmt = |source| CaptureError::Format {
-            path: path.clone(),
-            source,
-        };
         let mut magic = [0u8; 4];
         File::open(&path)
             .and_then(|mut f| f.read_exact(&mut magic))
             .map_err(io)?;
-        let file = BufReader::new(File::open(&path).map_err(io)?);
+        let file: Box<dyn Read + Send> = Box::new(File::open(&path).map_err(io)?);
+        Self::from_source(path, magic, BufReader::new(file))
+    }
+
+    /// Reads a capture held in memory (e.g. read from stdin); `name` stands for the
+    /// file in errors.
+    pub fn from_bytes(name: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<Self, CaptureError> {
+        let path = name.into();
+        let mut magic = [0u8; 4];
+        std::io::Cursor::new(&bytes)
+            .read_exact(&mut magic)
+            .map_err(|source| CaptureError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        let src: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(bytes));
+        Self::from_source(path, magic, BufReader::new(src))
+    }
+
+    fn from_source(path: PathBuf, magic: [u8; 4], file: Source) -> Result<Self, CaptureError> {
+        let fmt = |source| CaptureError::Format {
+            path: path.clone(),
+            source,
+        };
         let inner = if magic == [0x0a, 0x0d, 0x0d, 0x0a] {
             Inner::PcapNg {
                 reader: PcapNgReader::new(file).map_err(fmt)?,
@@ -266,7 +288,16 @@ impl Frames {
 
     /// Reads a whole capture file.
     pub fn read(path: impl AsRef<Path>) -> Result<Self, CaptureError> {
-        let mut r = CaptureReader::open(path)?;
+        Self::read_all(CaptureReader::open(path)?)
+    }
+
+    /// Reads a whole capture held in memory (pcap or pcapng, e.g. from stdin); `name`
+    /// stands for the file in errors.
+    pub fn from_bytes(name: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<Self, CaptureError> {
+        Self::read_all(CaptureReader::from_bytes(name, bytes)?)
+    }
+
+    fn read_all(mut r: CaptureReader) -> Result<Self, CaptureError> {
         let mut out = Frames::new();
         while let Some(f) = r.next_frame() {
             out.push(f?);
@@ -340,18 +371,18 @@ pub enum CaptureFormat {
     PcapNg,
 }
 
-enum WInner {
-    Pcap(PcapWriter<BufWriter<File>>),
-    PcapNg(PcapNgWriter<BufWriter<File>>),
+enum WInner<W: Write> {
+    Pcap(PcapWriter<BufWriter<W>>),
+    PcapNg(PcapNgWriter<BufWriter<W>>),
 }
 
 /// Writes Ethernet frames to a pcap or pcapng file.
-pub struct CaptureWriter {
+pub struct CaptureWriter<W: Write = File> {
     path: PathBuf,
-    inner: WInner,
+    inner: WInner<W>,
 }
 
-impl std::fmt::Debug for CaptureWriter {
+impl<W: Write> std::fmt::Debug for CaptureWriter<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CaptureWriter")
             .field("path", &self.path)
@@ -359,21 +390,47 @@ impl std::fmt::Debug for CaptureWriter {
     }
 }
 
+/// An error of the pcap encoder: an I/O error is reported as one (not as a format
+/// problem: the encoder wraps the OS error of a full disk in its own type).
+fn write_error(path: &Path, source: pcap_file::PcapError) -> CaptureError {
+    match source {
+        pcap_file::PcapError::IoError(source) => CaptureError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        source => CaptureError::Format {
+            path: path.to_path_buf(),
+            source,
+        },
+    }
+}
+
 /// The snap length written into headers.
 const SNAPLEN: u32 = 262_144;
 
-impl CaptureWriter {
+impl CaptureWriter<File> {
     /// Creates (truncates) `path`.
     pub fn create(path: impl AsRef<Path>, format: CaptureFormat) -> Result<Self, CaptureError> {
         let path = path.as_ref().to_path_buf();
-        let file = BufWriter::new(File::create(&path).map_err(|source| CaptureError::Io {
+        let file = File::create(&path).map_err(|source| CaptureError::Io {
             path: path.clone(),
             source,
-        })?);
-        let fmt = |source| CaptureError::Format {
-            path: path.clone(),
-            source,
-        };
+        })?;
+        Self::new(file, path, format)
+    }
+}
+
+impl<W: Write> CaptureWriter<W> {
+    /// Writes to `out` (a file, stdout, a temporary file, ...); `name` stands for it
+    /// in errors.
+    pub fn new(
+        out: W,
+        name: impl Into<PathBuf>,
+        format: CaptureFormat,
+    ) -> Result<Self, CaptureError> {
+        let path = name.into();
+        let file = BufWriter::new(out);
+        let fmt = |source| write_error(&path, source);
         let inner = match format {
             CaptureFormat::Pcap => {
                 let header = PcapHeader {
@@ -400,10 +457,7 @@ impl CaptureWriter {
     /// Appends one frame.
     pub fn write_frame(&mut self, f: FrameRef<'_>) -> Result<(), CaptureError> {
         let path = &self.path;
-        let fmt = |source| CaptureError::Format {
-            path: path.clone(),
-            source,
-        };
+        let fmt = |source| write_error(path, source);
         let orig_len = f
             .orig_len
             .max(u32::try_from(f.data.len()).unwrap_or(u32::MAX));
@@ -428,12 +482,20 @@ impl CaptureWriter {
 
     /// Flushes and closes the file.
     pub fn finish(self) -> Result<(), CaptureError> {
+        self.into_inner().map(drop)
+    }
+
+    /// Flushes everything and returns the writer it wrote to.
+    pub fn into_inner(self) -> Result<W, CaptureError> {
         let path = self.path;
-        let r = match self.inner {
-            WInner::Pcap(w) => w.into_writer().flush(),
-            WInner::PcapNg(w) => w.into_inner().flush(),
+        let w = match self.inner {
+            WInner::Pcap(w) => w.into_writer(),
+            WInner::PcapNg(w) => w.into_inner(),
         };
-        r.map_err(|source| CaptureError::Io { path, source })
+        w.into_inner().map_err(|e| CaptureError::Io {
+            path,
+            source: e.into_error(),
+        })
     }
 }
 
@@ -464,8 +526,47 @@ mod tests {
             frames.write(&p, format).expect("write");
             let back = Frames::read(&p).expect("read");
             assert_eq!(back, frames, "{format:?}");
+            // The same bytes from memory (what `--pcap -` reads from stdin).
+            let bytes = std::fs::read(&p).expect("read bytes");
+            let back = Frames::from_bytes("<stdin>", bytes).expect("from bytes");
+            assert_eq!(back, frames, "{format:?} from memory");
+            // Into any writer, handed back on success.
+            let mut w = CaptureWriter::new(Vec::new(), "<memory>", format).expect("new");
+            for f in frames.iter() {
+                w.write_frame(f).expect("write frame");
+            }
+            let written = w.into_inner().expect("into_inner");
+            assert_eq!(
+                written,
+                std::fs::read(&p).expect("read bytes"),
+                "{format:?}"
+            );
         }
         std::fs::remove_dir_all(&dir).ok();
+        let e = Frames::from_bytes("<stdin>", b"ab".to_vec()).expect_err("too short");
+        assert!(e.to_string().starts_with("<stdin>: "), "{e}");
+    }
+
+    #[test]
+    fn a_full_disk_is_an_io_error_not_a_format_error() {
+        // The encoder's own error type wraps the OS error; it must come out as I/O.
+        let mut big = Frames::new();
+        let data = [0u8; 1500];
+        for i in 0..100 {
+            big.push(FrameRef {
+                ts_ns: i,
+                orig_len: 1500,
+                data: &data,
+            });
+        }
+        for format in [CaptureFormat::Pcap, CaptureFormat::PcapNg] {
+            let e = big
+                .write("/dev/full", format)
+                .expect_err("/dev/full is full");
+            assert!(matches!(e, CaptureError::Io { .. }), "{format:?}: {e:?}");
+            assert!(e.to_string().starts_with("/dev/full: "), "{e}");
+            assert!(!e.to_string().contains("not a valid"), "{e}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ use serde::Serialize;
 use super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE, Global, Output, PolicyFiles, print_structured};
 use crate::model::{self, Kind};
 use crate::store::Store;
+use crate::{errln, outln};
 
 /// Arguments of `tiergate check`.
 #[derive(Debug, Clone, clap::Args)]
@@ -125,15 +126,15 @@ fn kind_name(k: Kind) -> String {
 pub fn run(args: &Args, global: &Global) -> ExitCode {
     let report = check(&args.policy.files);
     for e in &report.errors {
-        eprintln!("{}", e.message);
+        errln!("{}", e.message);
     }
     match global.output {
         Output::Table => {
             if report.valid {
-                println!("{}", summary(&report));
+                outln!("{}", summary(&report));
             } else {
                 let n = report.errors.len();
-                eprintln!("invalid: {n} error{}", if n == 1 { "" } else { "s" });
+                errln!("invalid: {n} error{}", if n == 1 { "" } else { "s" });
             }
         }
         out => print_structured(&report, out),

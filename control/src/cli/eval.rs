@@ -27,6 +27,7 @@ use crate::eval::{self, Cluster, Flow, report};
 use crate::lower;
 use crate::model::{self, Protocol};
 use crate::store::Store;
+use crate::{errln, out};
 
 /// Source port used when `--sport` is not given (the first IANA ephemeral port).
 pub const DEFAULT_SPORT: u16 = 49152;
@@ -131,7 +132,7 @@ pub fn load_cluster(files: &[PathBuf]) -> Result<Cluster, u8> {
         Ok(l) => l,
         Err(e) => {
             for err in e.errors() {
-                eprintln!("{err}");
+                errln!("{err}");
             }
             return Err(if e.is_io() { EXIT_USAGE } else { EXIT_INVALID });
         }
@@ -139,12 +140,12 @@ pub fn load_cluster(files: &[PathBuf]) -> Result<Cluster, u8> {
     let mut store = Store::new();
     if let Err(e) = store.apply(loaded) {
         for err in &e.0 {
-            eprintln!("{err}");
+            errln!("{err}");
         }
         return Err(EXIT_INVALID);
     }
     Cluster::from_resources(store.resources()).map_err(|e| {
-        eprintln!("{e}");
+        errln!("{e}");
         EXIT_INVALID
     })
 }
@@ -154,7 +155,7 @@ pub fn run(args: &Args, global: &Global) -> ExitCode {
     let flow = match flow(args) {
         Ok(f) => f,
         Err(msg) => {
-            eprintln!("tiergate eval: {msg}");
+            errln!("tiergate eval: {msg}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
@@ -166,7 +167,7 @@ pub fn run(args: &Args, global: &Global) -> ExitCode {
         match compiled(&cluster, &flow) {
             Ok(e) => e,
             Err(msg) => {
-                eprintln!("tiergate eval: {msg}");
+                errln!("tiergate eval: {msg}");
                 return ExitCode::from(EXIT_INVALID);
             }
         }
@@ -174,7 +175,7 @@ pub fn run(args: &Args, global: &Global) -> ExitCode {
         eval::evaluate(&cluster, &flow)
     };
     match global.output {
-        Output::Table => print!("{}", report::to_table(&evaluation)),
+        Output::Table => out!("{}", report::to_table(&evaluation)),
         out => print_structured(&report::EvalReport::from(&evaluation), out),
     }
     ExitCode::from(EXIT_OK)

@@ -1,19 +1,23 @@
-//! `tiergate gen -w FILE`: write a synthetic capture — a seeded random mix
+//! `tiergate gen -w FILE|-`: write a synthetic capture — a seeded random mix
 //! (`pcap::synth::generate`), the embedded seed scenario, or one frame per line of a
 //! ClassBench trace — for benchmarks, demos and CI fixtures.
 //!
-//! Exit codes: 0 written, 2 usage error or unreadable/unwritable file.
+//! `-w -` writes the capture to stdout (the summary then goes to stderr); a file is
+//! written through a temporary file and appears only once complete (see
+//! [`super::out`]). Exit codes: 0 written, 2 usage error or unreadable/unwritable file.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use pcap::capture::{CaptureFormat, Frames};
+use pcap::capture::{CaptureFormat, CaptureWriter, Frames};
 use pcap::classbench;
 use pcap::synth::{self, FrameSize, GenConfig, TraceTuple};
 use serde::Serialize;
 
-use super::{EXIT_OK, EXIT_USAGE, Global, Output, print_structured};
+use super::out::{self, Dest, is_dash};
+use super::{EXIT_OK, EXIT_USAGE, Global, Output, structured};
 use crate::replay::scenario;
+use crate::{errln, outln};
 
 /// What to generate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -35,8 +39,8 @@ pub enum FormatArg {
 /// Arguments of `tiergate gen`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// Output capture file.
-    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    /// Output capture file (`-` = stdout).
+    #[arg(short = 'w', long = "write", value_name = "FILE|-")]
     pub out: PathBuf,
     /// File format.
     #[arg(long, value_enum, default_value_t = FormatArg::Pcap)]
@@ -44,8 +48,8 @@ pub struct Args {
     /// Write a fixed scenario instead of a random mix.
     #[arg(long, value_enum, conflicts_with = "classbench_trace")]
     pub scenario: Option<Scenario>,
-    /// Write one minimum-size frame per header of this ClassBench trace.
-    #[arg(long, value_name = "FILE")]
+    /// Write one minimum-size frame per header of this ClassBench trace (`-` = stdin).
+    #[arg(long, value_name = "FILE|-")]
     pub classbench_trace: Option<PathBuf>,
     /// PRNG seed (same seed, same bytes).
     #[arg(long, default_value_t = 1)]
@@ -113,14 +117,38 @@ struct Written {
     malformed: Option<usize>,
 }
 
+/// Reads a ClassBench trace from `path` (`-` = stdin; a FIFO that no process writes
+/// to reads as empty).
+fn read_trace(path: &Path) -> Result<Vec<classbench::Header>, String> {
+    if out::is_regular(path) {
+        return classbench::read_trace(path).map_err(|e| e.to_string());
+    }
+    let bytes = out::read_all(path)?;
+    let name = if is_dash(path) {
+        Path::new("<stdin>")
+    } else {
+        path
+    };
+    let text =
+        String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", name.display()))?;
+    classbench::parse_trace(&text, name).map_err(|e| e.to_string())
+}
+
 /// Runs `tiergate gen`.
 pub fn run(args: &Args, global: &Global) -> ExitCode {
+    if let Some(trace) = &args.classbench_trace
+        && let Err(e) =
+            out::refuse_same_files(&[("--classbench-trace", trace)], &[("-w", &args.out)])
+    {
+        errln!("tiergate gen: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     let (frames, flows, malformed): (Frames, Option<usize>, Option<usize>) =
         if let Some(path) = &args.classbench_trace {
-            let headers = match classbench::read_trace(path) {
+            let headers = match read_trace(path) {
                 Ok(h) => h,
                 Err(e) => {
-                    eprintln!("tiergate: {e}");
+                    errln!("tiergate: {e}");
                     return ExitCode::from(EXIT_USAGE);
                 }
             };
@@ -168,32 +196,55 @@ pub fn run(args: &Args, global: &Global) -> ExitCode {
         FormatArg::Pcap => CaptureFormat::Pcap,
         FormatArg::Pcapng => CaptureFormat::PcapNg,
     };
-    if let Err(e) = frames.write(&args.out, format) {
-        eprintln!("tiergate: cannot write {}: {e}", args.out.display());
+    if let Err(e) = write(&frames, &args.out, format) {
+        errln!("tiergate: {e}");
         return ExitCode::from(EXIT_USAGE);
     }
+    let dest = Dest::from_arg(&args.out);
     let w = Written {
-        file: args.out.display().to_string(),
+        file: dest.to_string(),
         frames: frames.len(),
         wire_bytes: frames.wire_bytes(),
         flows,
         malformed,
     };
-    match global.output {
+    let text = match global.output {
         Output::Table => {
-            print!(
+            let mut t = format!(
                 "wrote {} frames ({} bytes on the wire)",
                 w.frames, w.wire_bytes
             );
             if let Some(f) = w.flows {
-                print!(", {f} flows");
+                t.push_str(&format!(", {f} flows"));
             }
             if let Some(m) = w.malformed.filter(|m| *m > 0) {
-                print!(", {m} malformed");
+                t.push_str(&format!(", {m} malformed"));
             }
-            println!(" to {}", w.file);
+            t.push_str(&format!(" to {}", w.file));
+            t
         }
-        o => print_structured(&w, o),
+        o => structured(&w, o),
+    };
+    // With the capture on stdout, the summary goes to stderr.
+    if dest == Dest::Stdout {
+        errln!("{text}");
+    } else {
+        outln!("{text}");
     }
     ExitCode::from(EXIT_OK)
+}
+
+/// Writes `frames` to `path` (`-` = stdout) through [`out::Output`]: complete, or not
+/// at all.
+fn write(frames: &Frames, path: &Path, format: CaptureFormat) -> Result<(), String> {
+    let output = out::Output::create(path).map_err(|e| e.to_string())?;
+    let dest = output.dest().to_string();
+    let mut w =
+        CaptureWriter::new(output, &dest, format).map_err(|e| format!("cannot write to {e}"))?;
+    for f in frames.iter() {
+        w.write_frame(f)
+            .map_err(|e| format!("cannot write to {e}"))?;
+    }
+    let output = w.into_inner().map_err(|e| format!("cannot write to {e}"))?;
+    output.commit().map_err(|e| e.to_string())
 }

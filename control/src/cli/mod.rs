@@ -7,22 +7,32 @@
 //! Exit codes (documented in the README):
 //! - 0: success (for `check`: the policy set is valid),
 //! - 1: the input is invalid (every problem is printed on stderr),
-//! - 2: usage error or unreadable input (missing file, permission denied).
+//! - 2: usage error, unreadable input (missing file, permission denied) or a failed
+//!   write (full disk, closed stdout: see [`out`]).
+//!
+//! One vocabulary for every subcommand: `-f/--filename FILE|DIR|-` is the policy set,
+//! `-o/--output table|json|yaml` the output format, `-` stdin or stdout wherever a path
+//! is taken. Every write goes through [`out`] (the `out!`/`outln!`/`err!`/`errln!`
+//! macros and [`out::Output`] for files); when stdout carries data (flow logs,
+//! captures, `-o json|yaml`), everything else goes to stderr.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::outln;
+
 pub mod check;
 pub mod eval;
 pub mod generate;
+pub mod out;
 pub mod replay;
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
 /// The input (policy set) is invalid.
 pub const EXIT_INVALID: u8 = 1;
-/// Usage error or unreadable input.
+/// Usage error, unreadable input or a failed write.
 pub const EXIT_USAGE: u8 = 2;
 
 /// tiergate: a userspace data plane for Calico network policy with staged-policy preview.
@@ -91,23 +101,32 @@ pub enum Command {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
-    match &cli.command {
+    let code = match &cli.command {
         Command::Check(args) => check::run(args, &cli.global),
         Command::Eval(args) => eval::run(args, &cli.global),
         Command::Replay(args) => replay::run(args, &cli.global),
         Command::Impact(args) => replay::run_impact(args, &cli.global),
         Command::Gen(args) => generate::run(args, &cli.global),
-    }
+    };
+    out::flush_stdout();
+    code
 }
 
-/// Prints `value` on stdout as JSON or YAML (for `-o json|yaml`).
-pub fn print_structured<T: serde::Serialize>(value: &T, output: Output) {
+/// `value` as JSON or YAML text (for `-o json|yaml`).
+pub fn structured<T: serde::Serialize>(value: &T, output: Output) -> String {
     let text = match output {
         Output::Json => serde_json::to_string_pretty(value).map_err(|e| e.to_string()),
         Output::Yaml | Output::Table => serde_saphyr::to_string(value).map_err(|e| e.to_string()),
     };
-    match text {
-        Ok(t) => println!("{}", t.trim_end()),
-        Err(e) => eprintln!("tiergate: cannot print output: {e}"),
-    }
+    // Every document printed is plain data (strings, numbers, maps with string keys):
+    // serializing it cannot fail, but say so rather than print nothing if it does.
+    text.map_or_else(
+        |e| format!("tiergate: cannot serialize the output: {e}"),
+        |t| t.trim_end().to_string(),
+    )
+}
+
+/// Prints `value` on stdout as JSON or YAML (for `-o json|yaml`).
+pub fn print_structured<T: serde::Serialize>(value: &T, output: Output) {
+    outln!("{}", structured(value, output));
 }

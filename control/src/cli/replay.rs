@@ -2,17 +2,21 @@
 //! policy set, with flow logs (enforced and pending traces) and the staged-policy
 //! impact report.
 //!
-//! With no `--policies`, the embedded seed examples are used; with no `--pcap`, the
-//! embedded seed capture (see `control::replay::scenario`). Progress goes to stderr
-//! once a run takes longer than a second. Exit codes: 0 replayed, 1 invalid policy
-//! set, 2 usage error or unreadable input (policies, capture, output files).
+//! With no `-f`, the embedded seed examples are used; with no `--pcap`, the embedded
+//! seed capture (see `control::replay::scenario`). `--pcap -` reads a capture (pcap or
+//! pcapng) from stdin; `--flowlog -`, `--allowed-out -` and `--denied-out -` write to
+//! stdout, and then the summary goes to stderr (so does everything but the document
+//! with `-o json|yaml`). Output files are checked before the replay starts (never the
+//! same file as an input or as each other) and written through temporary files that
+//! are renamed into place only when complete. Progress goes to stderr once a run takes
+//! longer than a second, naming its phase. Exit codes: 0 replayed, 1 invalid policy
+//! set, 2 usage error, unreadable input or unwritable output.
 
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dataplane::classifier::{BuildConfig, Classifier};
@@ -21,7 +25,8 @@ use dataplane::pipeline::{FrameVerdict, Pace, ReplaySource};
 use pcap::capture::{CaptureFormat, CaptureReader, CaptureWriter, Frames};
 use serde::Serialize;
 
-use super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE, Global, Output, print_structured};
+use super::out::{self, is_dash};
+use super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE, Global, Output, structured};
 use crate::eval::Cluster;
 use crate::flowlog::write_jsonl;
 use crate::impact::ImpactReport;
@@ -29,6 +34,7 @@ use crate::lower;
 use crate::model;
 use crate::replay::{self, Replay, ReplayConfig, Summary, scenario};
 use crate::store::Store;
+use crate::{err, errln};
 
 /// Replay pace, as a flag value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -53,10 +59,16 @@ pub enum ClassifierArg {
 pub struct Args {
     /// Policy set: a YAML/JSON file, a directory, or `-` (stdin); repeatable.
     /// Default: the embedded seed examples (examples/seed).
-    #[arg(long = "policies", short = 'f', value_name = "FILE|DIR|-")]
+    #[arg(
+        short = 'f',
+        long = "filename",
+        alias = "policies",
+        value_name = "FILE|DIR|-"
+    )]
     pub policies: Vec<PathBuf>,
-    /// Capture to replay (pcap or pcapng, Ethernet). Default: the embedded seed capture.
-    #[arg(long, value_name = "FILE")]
+    /// Capture to replay (pcap or pcapng, Ethernet; `-` = stdin). Default: the
+    /// embedded seed capture.
+    #[arg(long, value_name = "FILE|-")]
     pub pcap: Option<PathBuf>,
     /// Worker threads (each pinned to a core).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -64,14 +76,14 @@ pub struct Args {
     /// Replay as fast as possible, or at the capture's recorded pace.
     #[arg(long, value_enum, default_value_t = PaceArg::Max)]
     pub pace: PaceArg,
-    /// Write the frames the enforced view forwards to this pcap.
-    #[arg(long, value_name = "FILE")]
+    /// Write the frames the enforced view forwards to this pcap (`-` = stdout).
+    #[arg(long, value_name = "FILE|-")]
     pub allowed_out: Option<PathBuf>,
-    /// Write the frames the enforced view drops to this pcap.
-    #[arg(long, value_name = "FILE")]
+    /// Write the frames the enforced view drops to this pcap (`-` = stdout).
+    #[arg(long, value_name = "FILE|-")]
     pub denied_out: Option<PathBuf>,
     /// Write flow logs (JSON lines) to this file (`-` = stdout).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE|-")]
     pub flowlog: Option<PathBuf>,
     /// Flow-log aggregation interval in seconds (capture time).
     #[arg(long, default_value_t = crate::flowlog::DEFAULT_INTERVAL_SECS, value_parser = clap::value_parser!(u64).range(1..))]
@@ -96,7 +108,115 @@ struct ReplayDocument<'a> {
     impact: &'a ImpactReport,
 }
 
-/// Loads the policy set named by `--policies`, or the embedded seed.
+/// What a run is doing, for the progress line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Phase {
+    /// Reading and validating the policy set.
+    LoadingPolicies,
+    /// Reading the capture into memory (`--pcap -`, a FIFO).
+    ReadingCapture,
+    /// Lowering the set and compiling its rule programs.
+    Compiling {
+        /// Rule programs (one per endpoint and direction); `None` while lowering.
+        programs: Option<usize>,
+    },
+    /// The pipeline runs: flow tables are allocated and workers start until the first
+    /// frame is dispatched; then frames flow.
+    Replaying {
+        /// When the pipeline started.
+        since: Instant,
+        /// Workers.
+        workers: usize,
+    },
+    /// Writing flow logs and split captures.
+    Writing,
+}
+
+/// The progress line for `phase`, `elapsed` into the run, with `frames` dispatched.
+pub fn progress_line(cmd: &str, phase: Phase, frames: u64, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64();
+    match phase {
+        Phase::LoadingPolicies => format!("{cmd}: loading policies ({secs:.0} s)"),
+        Phase::ReadingCapture => format!("{cmd}: reading the capture ({secs:.0} s)"),
+        Phase::Compiling { programs: None } => {
+            format!("{cmd}: lowering the policy set to rule programs ({secs:.0} s)")
+        }
+        Phase::Compiling { programs: Some(n) } => {
+            format!("{cmd}: compiling {n} rule programs ({secs:.0} s)")
+        }
+        Phase::Replaying { workers, .. } if frames == 0 => format!(
+            "{cmd}: allocating flow tables, starting {workers} worker{} ({secs:.0} s)",
+            if workers == 1 { "" } else { "s" }
+        ),
+        Phase::Replaying { since, .. } => {
+            let t = since.elapsed().as_secs_f64().max(1e-3);
+            format!(
+                "{cmd}: replaying: {frames} frames in {t:.0} s ({:.2} Mpps)",
+                frames as f64 / t / 1e6
+            )
+        }
+        Phase::Writing => format!("{cmd}: writing outputs ({secs:.0} s)"),
+    }
+}
+
+/// The progress printer: one line on stderr per second once a run lasts a second.
+struct Progress {
+    phase: Arc<Mutex<Phase>>,
+    frames: Arc<AtomicU64>,
+    done: Arc<AtomicBool>,
+    printer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(cmd: &'static str) -> Progress {
+        let phase = Arc::new(Mutex::new(Phase::LoadingPolicies));
+        let frames = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let (p, f, d) = (Arc::clone(&phase), Arc::clone(&frames), Arc::clone(&done));
+        let printer = std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut printed = false;
+            let mut next = Duration::from_secs(1);
+            while !d.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+                let t = start.elapsed();
+                if t >= next {
+                    let phase = *p.lock().unwrap_or_else(|e| e.into_inner());
+                    errln!(
+                        "{}",
+                        progress_line(cmd, phase, f.load(Ordering::Relaxed), t)
+                    );
+                    printed = true;
+                    next = Duration::from_secs(t.as_secs() + 1);
+                }
+            }
+            if printed {
+                errln!("{cmd}: done");
+            }
+        });
+        Progress {
+            phase,
+            frames,
+            done,
+            printer: Some(printer),
+        }
+    }
+
+    fn set(&self, phase: Phase) {
+        *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = phase;
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(p) = self.printer.take() {
+            let _ = p.join();
+        }
+    }
+}
+
+/// Loads the policy set named by `-f`, or the embedded seed.
 fn load(args: &Args) -> Result<(Cluster, String), u8> {
     if !args.policies.is_empty() {
         let names = args
@@ -113,7 +233,7 @@ fn load(args: &Args) -> Result<(Cluster, String), u8> {
             Ok(l) => loaded.extend(l),
             Err(e) => {
                 for err in e.errors() {
-                    eprintln!("{err}");
+                    errln!("{err}");
                 }
                 return Err(EXIT_INVALID);
             }
@@ -122,14 +242,14 @@ fn load(args: &Args) -> Result<(Cluster, String), u8> {
     let mut store = Store::new();
     if let Err(e) = store.apply(loaded) {
         for err in &e.0 {
-            eprintln!("{err}");
+            errln!("{err}");
         }
         return Err(EXIT_INVALID);
     }
     Cluster::from_resources(store.resources())
         .map(|c| (c, "embedded seed examples (examples/seed)".to_string()))
         .map_err(|e| {
-            eprintln!("{e}");
+            errln!("{e}");
             EXIT_INVALID
         })
 }
@@ -152,30 +272,6 @@ fn config(args: &Args, progress: Arc<AtomicU64>) -> ReplayConfig {
     cfg
 }
 
-/// Prints `replay: N frames ...` on stderr every second while a run lasts.
-fn spawn_progress(frames: Arc<AtomicU64>, done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let start = Instant::now();
-        let mut printed = false;
-        while !done.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(100));
-            let t = start.elapsed();
-            if t >= Duration::from_secs(1) && t.subsec_millis() < 100 {
-                let n = frames.load(Ordering::Relaxed);
-                eprintln!(
-                    "replay: {n} frames in {:.0} s ({:.2} Mpps)",
-                    t.as_secs_f64(),
-                    n as f64 / t.as_secs_f64() / 1e6
-                );
-                printed = true;
-            }
-        }
-        if printed {
-            eprintln!("replay: done");
-        }
-    })
-}
-
 /// A finished replay and what it was run on.
 struct Executed {
     replay: Replay,
@@ -183,22 +279,50 @@ struct Executed {
     policies: String,
     /// Description of the capture.
     capture: String,
-    /// The frames, when they were in memory (the embedded capture).
+    /// The frames, when they were in memory (the embedded capture, stdin).
     frames: Option<Arc<Frames>>,
 }
 
+/// Reads a whole capture that is not a regular file: stdin (`-`), a FIFO, a device.
+fn read_capture(path: &Path) -> Result<Frames, String> {
+    let bytes = out::read_all(path)?;
+    let name = if is_dash(path) {
+        PathBuf::from("<stdin>")
+    } else {
+        path.to_path_buf()
+    };
+    if bytes.is_empty() {
+        return Err(format!(
+            "{}: empty: no capture was written to it",
+            name.display()
+        ));
+    }
+    Frames::from_bytes(name, bytes).map_err(|e| e.to_string())
+}
+
 /// Loads, lowers, compiles and replays. Errors are printed; `Err` is the exit code.
-fn execute(args: &Args) -> Result<Executed, u8> {
+fn execute(args: &Args, progress: &Progress) -> Result<Executed, u8> {
     let (cluster, policies) = load(args)?;
-    let lowered = lower::lower(&cluster).map_err(|e| {
-        eprintln!("tiergate: cannot compile the policy set: {e}");
-        EXIT_INVALID
-    })?;
     let (source, capture, frames) = match &args.pcap {
+        // stdin, a FIFO (`--pcap <(zcat x.pcap.gz)`), a device: read into memory, as
+        // it cannot be read twice (once to replay, once to split).
+        Some(p) if is_dash(p) || !out::is_regular(p) => {
+            progress.set(Phase::ReadingCapture);
+            let f = Arc::new(read_capture(p).map_err(|e| {
+                errln!("tiergate: {e}");
+                EXIT_USAGE
+            })?);
+            let name = if is_dash(p) {
+                "<stdin>".to_string()
+            } else {
+                p.display().to_string()
+            };
+            (ReplaySource::Frames(Arc::clone(&f)), name, Some(f))
+        }
         Some(p) => {
             // Open once up front so a bad path is a usage error naming the file.
             if let Err(e) = CaptureReader::open(p) {
-                eprintln!("tiergate: {}: {e}", p.display());
+                errln!("tiergate: {e}");
                 return Err(EXIT_USAGE);
             }
             (ReplaySource::File(p.clone()), p.display().to_string(), None)
@@ -212,30 +336,41 @@ fn execute(args: &Args) -> Result<Executed, u8> {
             )
         }
     };
-    let progress = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicBool::new(false));
-    let printer = spawn_progress(Arc::clone(&progress), Arc::clone(&done));
-    let cfg = config(args, progress);
+    progress.set(Phase::Compiling { programs: None });
+    let lowered = lower::lower(&cluster).map_err(|e| {
+        errln!("tiergate: cannot compile the policy set: {e}");
+        EXIT_INVALID
+    })?;
+    progress.set(Phase::Compiling {
+        programs: Some(lowered.set.programs.len()),
+    });
+    let cfg = config(args, Arc::clone(&progress.frames));
+    let start = |progress: &Progress| {
+        progress.set(Phase::Replaying {
+            since: Instant::now(),
+            workers: usize::from(args.workers),
+        });
+    };
     let result = match args.classifier {
         ClassifierArg::Tree => {
             let c = Classifier::build(&lowered.set, &BuildConfig::default()).map_err(|e| {
-                eprintln!("tiergate: cannot compile the policy set: {e}");
+                errln!("tiergate: cannot compile the policy set: {e}");
                 EXIT_INVALID
-            });
-            c.map(|c| replay::replay(&lowered, c, source, &cfg))
+            })?;
+            start(progress);
+            replay::replay(&lowered, c, source, &cfg)
         }
         ClassifierArg::Linear => {
             let c = LinearClassifier::new(lowered.set.clone()).map_err(|e| {
-                eprintln!("tiergate: cannot compile the policy set: {e}");
+                errln!("tiergate: cannot compile the policy set: {e}");
                 EXIT_INVALID
-            });
-            c.map(|c| replay::replay(&lowered, c, source, &cfg))
+            })?;
+            start(progress);
+            replay::replay(&lowered, c, source, &cfg)
         }
     };
-    done.store(true, Ordering::Relaxed);
-    let _ = printer.join();
-    let r = result?.map_err(|e| {
-        eprintln!("tiergate: replay of {capture} failed: {e}");
+    let r = result.map_err(|e| {
+        errln!("tiergate: replay of {capture} failed: {e}");
         EXIT_USAGE
     })?;
     Ok(Executed {
@@ -246,21 +381,99 @@ fn execute(args: &Args) -> Result<Executed, u8> {
     })
 }
 
-/// Writes the forwarded and dropped frames to the requested captures.
-fn write_split(args: &Args, r: &Replay, frames: Option<&Frames>) -> Result<(), String> {
-    let Some(verdicts) = r.run.frame_verdicts.as_ref() else {
-        return Ok(());
-    };
-    let open = |p: &Option<PathBuf>| -> Result<Option<CaptureWriter>, String> {
-        p.as_ref()
-            .map(|p| {
-                CaptureWriter::create(p, CaptureFormat::Pcap)
-                    .map_err(|e| format!("{}: {e}", p.display()))
-            })
+/// The output files of a run, created (as temporary files) before it starts.
+struct Outputs {
+    allowed: Option<out::Output>,
+    denied: Option<out::Output>,
+    flowlog: Option<out::Output>,
+}
+
+/// Checks the paths of a run before anything is read: one reader of stdin, one
+/// writer of stdout, no output that is the same file as an input or another output;
+/// then creates the outputs.
+fn prepare(args: &Args, global: &Global) -> Result<Outputs, String> {
+    let stdin_users: Vec<&str> = args
+        .policies
+        .iter()
+        .filter(|p| is_dash(p))
+        .map(|_| "-f -")
+        .chain(
+            args.pcap
+                .as_deref()
+                .filter(|p| is_dash(p))
+                .map(|_| "--pcap -"),
+        )
+        .collect();
+    if stdin_users.len() > 1 {
+        return Err(format!(
+            "{} both read stdin: give one of them as a file",
+            stdin_users.join(" and ")
+        ));
+    }
+    let outputs = [
+        ("--allowed-out", args.allowed_out.as_deref()),
+        ("--denied-out", args.denied_out.as_deref()),
+        ("--flowlog", args.flowlog.as_deref()),
+    ];
+    let mut stdout_users: Vec<String> = outputs
+        .iter()
+        .filter(|(_, p)| p.is_some_and(is_dash))
+        .map(|(f, _)| format!("{f} -"))
+        .collect();
+    if global.output != Output::Table {
+        stdout_users.push(format!("-o {:?}", global.output).to_lowercase());
+    }
+    if stdout_users.len() > 1 {
+        return Err(format!(
+            "{} write to stdout, which can carry only one of them: send the others to files",
+            stdout_users.join(" and ")
+        ));
+    }
+    let inputs: Vec<(&str, &Path)> = args
+        .policies
+        .iter()
+        .map(|p| ("-f", p.as_path()))
+        .chain(args.pcap.as_deref().map(|p| ("--pcap", p)))
+        .collect();
+    let outs: Vec<(&str, &Path)> = outputs
+        .iter()
+        .filter_map(|(f, p)| p.map(|p| (*f, p)))
+        .collect();
+    out::refuse_same_files(&inputs, &outs)?;
+    let create = |p: Option<&Path>| {
+        p.map(out::Output::create)
             .transpose()
+            .map_err(|e| e.to_string())
     };
-    let mut allowed = open(&args.allowed_out)?;
-    let mut denied = open(&args.denied_out)?;
+    Ok(Outputs {
+        allowed: create(args.allowed_out.as_deref())?,
+        denied: create(args.denied_out.as_deref())?,
+        flowlog: create(args.flowlog.as_deref())?,
+    })
+}
+
+/// Writes the forwarded and dropped frames to the requested captures; they are
+/// committed by the caller.
+fn write_split(
+    args: &Args,
+    r: &Replay,
+    frames: Option<&Frames>,
+    allowed: Option<out::Output>,
+    denied: Option<out::Output>,
+) -> Result<Vec<out::Output>, String> {
+    let Some(verdicts) = r.run.frame_verdicts.as_ref() else {
+        return Ok(Vec::new());
+    };
+    let open = |o: Option<out::Output>| -> Result<Option<CaptureWriter<out::Output>>, String> {
+        o.map(|o| {
+            let name = o.dest().to_string();
+            CaptureWriter::new(o, name, CaptureFormat::Pcap)
+                .map_err(|e| format!("cannot write to {e}"))
+        })
+        .transpose()
+    };
+    let mut allowed = open(allowed)?;
+    let mut denied = open(denied)?;
     let mut put = |i: usize, f: pcap::capture::FrameRef<'_>| -> Result<(), String> {
         let w = match verdicts.get(i) {
             Some(FrameVerdict::Forwarded) => allowed.as_mut(),
@@ -268,7 +481,7 @@ fn write_split(args: &Args, r: &Replay, frames: Option<&Frames>) -> Result<(), S
             _ => None,
         };
         match w {
-            Some(w) => w.write_frame(f).map_err(|e| e.to_string()),
+            Some(w) => w.write_frame(f).map_err(|e| format!("cannot write to {e}")),
             None => Ok(()),
         }
     };
@@ -279,28 +492,29 @@ fn write_split(args: &Args, r: &Replay, frames: Option<&Frames>) -> Result<(), S
             }
         }
         (None, Some(path)) => {
-            let mut reader =
-                CaptureReader::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let mut reader = CaptureReader::open(path).map_err(|e| e.to_string())?;
             let mut i = 0;
             while let Some(f) = reader.next_frame() {
-                let f = f.map_err(|e| format!("{}: {e}", path.display()))?;
-                put(i, f)?;
+                put(i, f.map_err(|e| e.to_string())?)?;
                 i += 1;
             }
         }
         (None, None) => {}
     }
-    for w in [allowed, denied].into_iter().flatten() {
-        w.finish().map_err(|e| e.to_string())?;
-    }
-    Ok(())
+    [allowed, denied]
+        .into_iter()
+        .flatten()
+        .map(|w| w.into_inner().map_err(|e| format!("cannot write to {e}")))
+        .collect()
 }
 
-fn write_flowlog(path: &Path, r: &Replay) -> io::Result<()> {
-    if path == Path::new("-") {
-        return write_jsonl(io::stdout().lock(), &r.flow_logs);
+/// Writes the flow logs; committed by the caller.
+fn write_flowlog(mut o: out::Output, r: &Replay) -> Result<out::Output, String> {
+    match write_jsonl(&mut o, &r.flow_logs) {
+        Ok(()) => Ok(o),
+        // Dropping `o` removes the temporary file: the destination stays as it was.
+        Err(e) => Err(out::WriteError::new(o.dest().clone(), e).to_string()),
     }
-    write_jsonl(BufWriter::new(File::create(path)?), &r.flow_logs)
 }
 
 /// Runs `tiergate replay`.
@@ -314,30 +528,51 @@ pub fn run_impact(args: &Args, global: &Global) -> ExitCode {
 }
 
 fn run_as(args: &Args, global: &Global, impact_only: bool) -> ExitCode {
+    let cmd = if impact_only { "impact" } else { "replay" };
+    let Outputs {
+        allowed,
+        denied,
+        flowlog,
+    } = match prepare(args, global) {
+        Ok(o) => o,
+        Err(e) => {
+            errln!("tiergate {cmd}: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    // When stdout carries data (flow logs, a capture), the report goes to stderr.
+    let data_on_stdout = [&args.allowed_out, &args.denied_out, &args.flowlog]
+        .into_iter()
+        .flatten()
+        .any(|p| is_dash(p));
+    let progress = Progress::start(cmd);
     let Executed {
         replay: r,
         policies,
         capture,
         frames,
-    } = match execute(args) {
+    } = match execute(args, &progress) {
         Ok(x) => x,
         Err(code) => return ExitCode::from(code),
     };
-    if let Err(e) = write_split(args, &r, frames.as_deref()) {
-        eprintln!("tiergate: cannot write the split captures: {e}");
+    progress.set(Phase::Writing);
+    // Every output is written completely before any of them replaces its destination.
+    let written = write_split(args, &r, frames.as_deref(), allowed, denied).and_then(|mut v| {
+        if let Some(o) = flowlog {
+            v.push(write_flowlog(o, &r)?);
+        }
+        out::commit_all(v).map_err(|e| e.to_string())
+    });
+    drop(progress);
+    if let Err(e) = written {
+        errln!("tiergate: {e}");
         return ExitCode::from(EXIT_USAGE);
     }
-    if let Some(p) = &args.flowlog
-        && let Err(e) = write_flowlog(p, &r)
-    {
-        eprintln!("tiergate: cannot write flow logs to {}: {e}", p.display());
-        return ExitCode::from(EXIT_USAGE);
-    }
-    match (global.output, impact_only) {
-        (Output::Table, true) => print_impact(&r.impact),
-        (Output::Table, false) => print_table(&r, &policies, &capture, args),
-        (o, true) => print_structured(&r.impact, o),
-        (o, false) => print_structured(
+    let text = match (global.output, impact_only) {
+        (Output::Table, true) => impact_table(&r.impact),
+        (Output::Table, false) => table(&r, &policies, &capture, args),
+        (o, true) => structured(&r.impact, o),
+        (o, false) => structured(
             &ReplayDocument {
                 policies,
                 capture,
@@ -346,15 +581,28 @@ fn run_as(args: &Args, global: &Global, impact_only: bool) -> ExitCode {
             },
             o,
         ),
+    };
+    if data_on_stdout {
+        err!("{}", with_newline(text));
+    } else {
+        crate::out!("{}", with_newline(text));
     }
     ExitCode::from(EXIT_OK)
 }
 
-fn print_table(r: &Replay, policies: &str, capture: &str, args: &Args) {
+fn with_newline(mut s: String) -> String {
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    s
+}
+
+/// The summary table of `replay` (ends with the impact report).
+fn table(r: &Replay, policies: &str, capture: &str, args: &Args) -> String {
     let s = &r.summary;
     let p = &s.packets;
-    let f = &s.flows;
-    let mut out = io::stdout().lock();
+    let f = &s.connections;
+    let mut out = String::new();
     let _ = writeln!(out, "replay of {capture}");
     let _ = writeln!(out, "  against {policies}");
     // A rate over a few milliseconds measures thread start-up, not the pipeline.
@@ -412,26 +660,37 @@ fn print_table(r: &Replay, policies: &str, capture: &str, args: &Args) {
         );
     }
     let _ = writeln!(out);
-    drop(out);
-    print_impact(&r.impact);
-    if let Some(path) = &args.flowlog {
-        if path != Path::new("-") {
-            println!(
+    out.push_str(&impact_table(&r.impact));
+    match &args.flowlog {
+        Some(path) if is_dash(path) => {
+            let _ = writeln!(
+                out,
+                "\nflow logs: {} records written to stdout",
+                r.flow_logs.len()
+            );
+        }
+        Some(path) => {
+            let _ = writeln!(
+                out,
                 "\nflow logs: {} records written to {}",
                 r.flow_logs.len(),
                 path.display()
             );
         }
-    } else {
-        println!(
-            "\nflow logs: {} records (write them with --flowlog FILE)",
-            r.flow_logs.len()
-        );
+        None => {
+            let _ = writeln!(
+                out,
+                "\nflow logs: {} records (write them with --flowlog FILE|-)",
+                r.flow_logs.len()
+            );
+        }
     }
+    out
 }
 
-fn print_impact(report: &ImpactReport) {
-    let mut out = io::stdout().lock();
+/// The impact report as text.
+fn impact_table(report: &ImpactReport) -> String {
+    let mut out = String::new();
     let _ = writeln!(
         out,
         "impact of staged policies: {} of {} connections would change",
@@ -439,18 +698,18 @@ fn print_impact(report: &ImpactReport) {
     );
     if report.policies.is_empty() {
         let _ = writeln!(out, "  (no staged policy evaluated any connection)");
-        return;
+        return out;
     }
     for p in &report.policies {
         let _ = writeln!(out, "  {}", p.policy);
         let _ = writeln!(
             out,
             "    evaluated {:>6} connections  newly denied {:>6} ({} packets, {} B)  newly allowed {:>6} ({} packets, {} B)",
-            p.evaluated.flows,
-            p.newly_denied.flows,
+            p.evaluated.connections,
+            p.newly_denied.connections,
             p.newly_denied.packets,
             p.newly_denied.bytes,
-            p.newly_allowed.flows,
+            p.newly_allowed.connections,
             p.newly_allowed.packets,
             p.newly_allowed.bytes
         );
@@ -458,7 +717,7 @@ fn print_impact(report: &ImpactReport) {
             let peers: Vec<String> = p
                 .top_peers
                 .iter()
-                .map(|r| format!("{} ({})", r.item, r.flows))
+                .map(|r| format!("{} ({})", r.item, r.connections))
                 .collect();
             let _ = writeln!(out, "    peers: {}", peers.join(", "));
         }
@@ -466,9 +725,48 @@ fn print_impact(report: &ImpactReport) {
             let ports: Vec<String> = p
                 .top_ports
                 .iter()
-                .map(|r| format!("{} ({})", r.item, r.flows))
+                .map(|r| format!("{} ({})", r.item, r.connections))
                 .collect();
             let _ = writeln!(out, "    ports: {}", ports.join(", "));
         }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_progress_line_names_the_phase_and_never_reports_zero_frames() {
+        let t = Duration::from_secs(3);
+        let line = |phase, frames| progress_line("replay", phase, frames, t);
+        assert_eq!(
+            line(Phase::LoadingPolicies, 0),
+            "replay: loading policies (3 s)"
+        );
+        assert_eq!(
+            line(Phase::ReadingCapture, 0),
+            "replay: reading the capture (3 s)"
+        );
+        assert_eq!(
+            line(Phase::Compiling { programs: None }, 0),
+            "replay: lowering the policy set to rule programs (3 s)"
+        );
+        assert_eq!(
+            line(Phase::Compiling { programs: Some(12) }, 0),
+            "replay: compiling 12 rule programs (3 s)"
+        );
+        let since = Instant::now();
+        assert_eq!(
+            line(Phase::Replaying { since, workers: 2 }, 0),
+            "replay: allocating flow tables, starting 2 workers (3 s)"
+        );
+        let replaying = line(Phase::Replaying { since, workers: 1 }, 5000);
+        assert!(
+            replaying.starts_with("replay: replaying: 5000 frames in "),
+            "{replaying}"
+        );
+        assert_eq!(line(Phase::Writing, 7), "replay: writing outputs (3 s)");
     }
 }

@@ -8,7 +8,7 @@
 //!   (the source endpoint's egress verdict, the destination endpoint's ingress
 //!   verdict), traces rendered as Calico hit strings;
 //! - the impact report ([`crate::impact`]): one [`ConnectionImpact`] per connection;
-//! - a [`Summary`] of packets, flows and verdicts in both views.
+//! - a [`Summary`] of packets, connections and verdicts in both views.
 //!
 //! Only ends that are local endpoints (workload or host endpoints) report, as in
 //! Calico; a connection between two addresses that are not endpoints is forwarded
@@ -121,7 +121,7 @@ pub struct Summary {
     /// Packets.
     pub packets: PacketSummary,
     /// Connections.
-    pub flows: FlowSummary,
+    pub connections: FlowSummary,
     /// Workers used.
     pub workers: usize,
     /// Wall time of the pipeline run (ms).
@@ -293,7 +293,7 @@ fn summarize(run: &RunReport, connections: &[Connection], workers: usize) -> Sum
     }
     Summary {
         packets,
-        flows,
+        connections: flows,
         workers,
         elapsed_ms: run.elapsed.as_secs_f64() * 1e3,
         mpps: run.mpps(),
