@@ -26,7 +26,9 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, Sender, bounded};
-use pcap::capture::{CaptureError, CaptureReader, Frames};
+use pcap::capture::{CaptureCut, CaptureError, CaptureReader, Frames};
+
+use crate::arch::huge::AllocError;
 
 use crate::flow::{ConnKey, FlowRecord, KeyHasher};
 use crate::packet::{FragmentTracker, parse};
@@ -71,11 +73,18 @@ pub struct PipelineConfig {
     pub chunk_depth: usize,
     /// Replay pace.
     pub pace: Pace,
+    /// At [`Pace::Recorded`], the longest wait between two frames (ns): a longer gap
+    /// in capture time (a capture restarted, a clock jump of years) is shortened to
+    /// this and counted in [`RunReport::gaps_capped`].
+    pub max_gap_ns: u64,
     /// Record each frame's forward/drop decision (1 byte per frame).
     pub frame_verdicts: bool,
     /// Frames dispatched so far (for progress display), if given.
     pub progress: Option<Arc<AtomicU64>>,
 }
+
+/// Default [`PipelineConfig::max_gap_ns`]: 10 s.
+pub const DEFAULT_MAX_GAP_NS: u64 = 10_000_000_000;
 
 impl Default for PipelineConfig {
     fn default() -> Self {
@@ -87,6 +96,7 @@ impl Default for PipelineConfig {
             chunk_frames: 4096,
             chunk_depth: 4,
             pace: Pace::Max,
+            max_gap_ns: DEFAULT_MAX_GAP_NS,
             frame_verdicts: false,
             progress: None,
         }
@@ -114,6 +124,9 @@ pub enum PipelineError {
     /// A worker or the dispatcher thread panicked (a bug; reported, not hidden).
     #[error("{0} thread panicked")]
     Panicked(&'static str),
+    /// A worker's flow table could not be allocated.
+    #[error("flow table: {0}")]
+    FlowTable(#[from] AllocError),
     /// A thread could not be started.
     #[error("cannot start the {what} thread: {source}")]
     Spawn {
@@ -139,6 +152,12 @@ pub struct RunReport {
     pub elapsed: Duration,
     /// Per frame, in capture order, when requested.
     pub frame_verdicts: Option<Vec<FrameVerdict>>,
+    /// Where the capture file ended in the middle of a frame (the frames before it
+    /// were replayed).
+    pub capture_cut: Option<CaptureCut>,
+    /// Gaps in capture time longer than [`PipelineConfig::max_gap_ns`] that a
+    /// recorded-pace replay shortened.
+    pub gaps_capped: u64,
 }
 
 impl RunReport {
@@ -286,7 +305,7 @@ fn spawn_workers<C, P>(
     cfg: &PipelineConfig,
     records: &Sender<FlowRecord>,
     stop: &Arc<AtomicBool>,
-) -> Result<Vec<std::thread::JoinHandle<WorkerReport>>, PipelineError>
+) -> Result<Vec<WorkerHandle>, PipelineError>
 where
     C: Classify + 'static,
     P: Port + Send + 'static,
@@ -311,8 +330,8 @@ where
                     if let Some(c) = core {
                         core_affinity::set_for_current(c);
                     }
-                    let w = Worker::new(wcfg, slot, RecordOut::channel(tx));
-                    w.run(&mut port, &|| !stop.load(Ordering::Relaxed))
+                    let w = Worker::try_new(wcfg, slot, RecordOut::channel(tx))?;
+                    Ok(w.run(&mut port, &|| !stop.load(Ordering::Relaxed)))
                 })
                 .map_err(|source| PipelineError::Spawn {
                     what: "worker",
@@ -322,8 +341,11 @@ where
         .collect()
 }
 
+/// A worker thread: its report, or the error of allocating its flow table.
+type WorkerHandle = std::thread::JoinHandle<Result<WorkerReport, AllocError>>;
+
 fn collect(
-    handles: Vec<std::thread::JoinHandle<WorkerReport>>,
+    handles: Vec<WorkerHandle>,
     rx: Receiver<FlowRecord>,
     started: Instant,
     on_record: &mut dyn FnMut(FlowRecord),
@@ -334,7 +356,7 @@ fn collect(
     }
     let mut reports = Vec::with_capacity(handles.len());
     for h in handles {
-        reports.push(h.join().map_err(|_| PipelineError::Panicked("worker"))?);
+        reports.push(h.join().map_err(|_| PipelineError::Panicked("worker"))??);
     }
     Ok((reports, started.elapsed()))
 }
@@ -393,6 +415,8 @@ impl Pipeline {
             records: Vec::new(),
             elapsed,
             frame_verdicts: None,
+            capture_cut: None,
+            gaps_capped: 0,
         })
     }
 
@@ -457,7 +481,11 @@ impl Pipeline {
             })?;
 
         let (workers, elapsed) = collect(handles, rrx, started, on_record)?;
-        let verdict_chunks = dispatcher
+        let Dispatched {
+            verdict_chunks,
+            capture_cut,
+            gaps_capped,
+        } = dispatcher
             .join()
             .map_err(|_| PipelineError::Panicked("dispatcher"))??;
         slot.reclaim();
@@ -478,18 +506,30 @@ impl Pipeline {
             records: Vec::new(),
             elapsed,
             frame_verdicts,
+            capture_cut,
+            gaps_capped,
         })
     }
 }
 
-/// The dispatcher thread: reads, routes, hands out chunks. Returns the per-chunk
-/// verdict arrays in capture order (empty unless frame verdicts were requested).
+/// What the dispatcher hands back.
+struct Dispatched {
+    /// Per-chunk verdict arrays in capture order (empty unless frame verdicts were
+    /// requested).
+    verdict_chunks: Vec<Arc<Vec<AtomicU8>>>,
+    /// Where the capture file was cut short, if it was.
+    capture_cut: Option<CaptureCut>,
+    /// Gaps the pacer shortened.
+    gaps_capped: u64,
+}
+
+/// The dispatcher thread: reads, routes, hands out chunks.
 fn dispatch(
     source: ReplaySource,
     reader: Option<CaptureReader>,
     senders: Vec<Sender<Work>>,
     cfg: &PipelineConfig,
-) -> Result<Vec<Arc<Vec<AtomicU8>>>, PipelineError> {
+) -> Result<Dispatched, PipelineError> {
     let n = senders.len();
     let mut router = Router {
         hasher: KeyHasher::new(dispatch_seed(cfg.worker.flow.seed)),
@@ -498,7 +538,8 @@ fn dispatch(
         unparsed: 0,
     };
     let chunk = cfg.chunk_frames.max(1);
-    let mut pacer = Pacer::new(cfg.pace);
+    let mut pacer = Pacer::new(cfg.pace, cfg.max_gap_ns);
+    let mut capture_cut = None;
     let mut verdict_chunks = Vec::new();
     let new_verdicts = |len: usize| {
         cfg.frame_verdicts
@@ -542,6 +583,7 @@ fn dispatch(
                     }
                 }
             }
+            capture_cut = reader.cut();
             if frames.is_empty() {
                 break;
             }
@@ -578,7 +620,11 @@ fn dispatch(
         }
         (ReplaySource::File(_), None) => {}
     }
-    Ok(verdict_chunks)
+    Ok(Dispatched {
+        verdict_chunks,
+        capture_cut,
+        gaps_capped: pacer.gaps_capped,
+    })
 }
 
 /// Paces replay at recorded speed: chunks close every millisecond of capture time
@@ -588,17 +634,30 @@ struct Pacer {
     start: Option<(Instant, u64)>,
     chunk_end_ts: u64,
     last_ts: u64,
+    /// Longest gap waited for (ns of capture time).
+    max_gap: u64,
+    /// Capture time skipped by shortened gaps (ns): subtracted from every later
+    /// frame's offset.
+    skipped: u64,
+    /// The latest frame time seen (ns), to measure gaps.
+    prev_ts: Option<u64>,
+    /// Gaps shortened.
+    gaps_capped: u64,
 }
 
 const PACE_SLICE_NS: u64 = 1_000_000;
 
 impl Pacer {
-    fn new(p: Pace) -> Self {
+    fn new(p: Pace, max_gap: u64) -> Self {
         Pacer {
             on: p == Pace::Recorded,
             start: None,
             chunk_end_ts: 0,
             last_ts: 0,
+            max_gap,
+            skipped: 0,
+            prev_ts: None,
+            gaps_capped: 0,
         }
     }
 
@@ -608,7 +667,15 @@ impl Pacer {
             return false;
         }
         let (_, t0) = *self.start.get_or_insert((Instant::now(), ts));
-        self.last_ts = ts.max(t0);
+        if let Some(prev) = self.prev_ts {
+            let gap = ts.saturating_sub(prev);
+            if gap > self.max_gap {
+                self.skipped = self.skipped.saturating_add(gap - self.max_gap);
+                self.gaps_capped += 1;
+            }
+        }
+        self.prev_ts = Some(self.prev_ts.map_or(ts, |p| p.max(ts)));
+        self.last_ts = ts.saturating_sub(self.skipped).max(t0);
         if self.chunk_end_ts == 0 {
             self.chunk_end_ts = ts.saturating_add(PACE_SLICE_NS);
         }
@@ -849,5 +916,66 @@ mod tests {
             t.elapsed()
         );
         assert_eq!(r.totals.rx.packets, 40);
+    }
+
+    /// A jump of decades in capture time is waited for only up to `max_gap_ns`, and
+    /// counted; the other gaps are kept.
+    #[test]
+    fn recorded_pace_caps_long_gaps() {
+        let mut f = Frames::new();
+        let jump = 136 * 365 * 86_400 * 1_000_000_000u64;
+        for (i, ts) in [
+            1_000_000_000,
+            1_030_000_000,
+            1_030_000_000 + jump,
+            1_060_000_000 + jump,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let d = udp4(CLIENT, SERVER, 5000 + i as u16, 53, b"q");
+            f.push(FrameRef {
+                ts_ns: ts,
+                orig_len: d.len() as u32,
+                data: &d,
+            });
+        }
+        let cfg = PipelineConfig {
+            pace: Pace::Recorded,
+            max_gap_ns: 40_000_000,
+            ..cfg(1)
+        };
+        let t = std::time::Instant::now();
+        let r = Pipeline::run(
+            ReplaySource::Frames(Arc::new(f)),
+            slot(&[53], &[53], 1),
+            &cfg,
+        )
+        .expect("run");
+        // 30 ms, then 40 ms (capped) before the third frame; the last frame is sent
+        // without a wait after it.
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(70), "{took:?}");
+        assert!(took < Duration::from_secs(10), "{took:?}");
+        assert_eq!(r.gaps_capped, 1);
+        assert_eq!(r.totals.rx.packets, 4);
+    }
+
+    /// A flow table that cannot be allocated is an error of the run, not an abort.
+    #[test]
+    fn an_impossible_flow_table_is_an_error() {
+        let mut cfg = cfg(2);
+        cfg.worker.flow.capacity = usize::MAX;
+        let e = Pipeline::run(
+            ReplaySource::Frames(traffic(3)),
+            slot(&[53], &[53], 1),
+            &cfg,
+        )
+        .unwrap_err();
+        assert!(matches!(e, PipelineError::FlowTable(_)), "{e}");
+        assert!(
+            e.to_string().starts_with("flow table: cannot allocate"),
+            "{e}"
+        );
     }
 }

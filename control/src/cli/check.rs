@@ -40,6 +40,9 @@ pub struct Report {
     /// Whether some input could not be read at all.
     #[serde(skip)]
     pub io_error: bool,
+    /// Notes for the user (valid input that was defaulted), printed on stderr.
+    #[serde(skip)]
+    pub notes: Vec<String>,
 }
 
 /// One problem, split into its parts.
@@ -57,15 +60,21 @@ pub struct ReportError {
     pub message: String,
 }
 
-/// Checks the set named by `files`.
+/// Checks the set named by `files` (an empty set is invalid).
 pub fn check(files: &[PathBuf]) -> Report {
-    let loaded = match model::load_paths(files) {
-        Ok(l) => l,
+    check_set(files, false)
+}
+
+/// Checks the set named by `files`; an empty set is valid only if `allow_empty`.
+pub fn check_set(files: &[PathBuf], allow_empty: bool) -> Report {
+    let (loaded, notes) = match model::load_set(files, allow_empty) {
+        Ok((l, r)) => (l, r.notes()),
         Err(e) => {
             return Report {
                 valid: false,
                 resources: 0,
                 kinds: BTreeMap::new(),
+                notes: Vec::new(),
                 io_error: e.is_io(),
                 errors: e
                     .0
@@ -88,6 +97,7 @@ pub fn check(files: &[PathBuf]) -> Report {
             resources: 0,
             kinds: BTreeMap::new(),
             io_error: false,
+            notes,
             errors: e
                 .0
                 .iter()
@@ -114,6 +124,7 @@ pub fn check(files: &[PathBuf]) -> Report {
         kinds: counts.iter().map(|(k, n)| (kind_name(*k), *n)).collect(),
         errors: Vec::new(),
         io_error: false,
+        notes,
     }
 }
 
@@ -123,7 +134,10 @@ fn kind_name(k: Kind) -> String {
 
 /// Runs `tiergate check`.
 pub fn run(args: &Args, global: &Global) -> ExitCode {
-    let report = check(&args.policy.files);
+    let report = check_set(&args.policy.files, args.policy.allow_empty);
+    for n in &report.notes {
+        eprintln!("{n}");
+    }
     for e in &report.errors {
         eprintln!("{}", e.message);
     }

@@ -127,8 +127,13 @@ pub fn flow(args: &Args) -> Result<Flow, String> {
 /// Loads the set named by `files` into a fresh store and normalises it for the
 /// evaluator. Errors are printed on stderr; the `Err` is the exit code.
 pub fn load_cluster(files: &[PathBuf]) -> Result<Cluster, u8> {
-    let loaded = match model::load_paths(files) {
-        Ok(l) => l,
+    load_policy_set(files, false)
+}
+
+/// [`load_cluster`]; an empty set is accepted only if `allow_empty`.
+pub fn load_policy_set(files: &[PathBuf], allow_empty: bool) -> Result<Cluster, u8> {
+    let loaded = match model::load_set(files, allow_empty) {
+        Ok((l, _)) => l,
         Err(e) => {
             for err in e.errors() {
                 eprintln!("{err}");
@@ -158,7 +163,7 @@ pub fn run(args: &Args, global: &Global) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let cluster = match load_cluster(&args.policy.files) {
+    let cluster = match load_policy_set(&args.policy.files, args.policy.allow_empty) {
         Ok(c) => c,
         Err(code) => return ExitCode::from(code),
     };
@@ -198,7 +203,10 @@ mod tests {
     fn args(proto: &str, extra: &[(&str, u16)]) -> Args {
         let get = |k: &str| extra.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
         Args {
-            policy: PolicyFiles { files: vec![] },
+            policy: PolicyFiles {
+                files: vec![],
+                allow_empty: false,
+            },
             src: "10.0.0.1".parse().unwrap(),
             dst: "10.0.0.2".parse().unwrap(),
             proto: parse_protocol(proto).unwrap(),

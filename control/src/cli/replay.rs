@@ -55,6 +55,9 @@ pub struct Args {
     /// Default: the embedded seed examples (examples/seed).
     #[arg(long = "policies", short = 'f', value_name = "FILE|DIR|-")]
     pub policies: Vec<PathBuf>,
+    /// Accept a policy set of zero resources read from `-f` (by default an error).
+    #[arg(long)]
+    pub allow_empty: bool,
     /// Capture to replay (pcap or pcapng, Ethernet). Default: the embedded seed capture.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
@@ -105,7 +108,7 @@ fn load(args: &Args) -> Result<(Cluster, String), u8> {
             .map(|p| p.display().to_string())
             .collect::<Vec<_>>()
             .join(", ");
-        return super::eval::load_cluster(&args.policies).map(|c| (c, names));
+        return super::eval::load_policy_set(&args.policies, args.allow_empty).map(|c| (c, names));
     }
     let mut loaded = Vec::new();
     for (name, text) in scenario::SEED_POLICY_FILES {

@@ -1161,8 +1161,8 @@ fn json_error_message(e: &serde_json::Error) -> String {
 fn saphyr_options() -> serde_saphyr::Options {
     let mut opts = serde_saphyr::options! {
         budget: serde_saphyr::budget! {
-            max_depth: 64,
-            max_nodes: 1_000_000,
+            max_depth: MAX_DOCUMENT_DEPTH,
+            max_nodes: MAX_DOCUMENT_NODES,
             max_documents: 2,
         },
         with_snippet: false,
@@ -1174,13 +1174,49 @@ fn saphyr_options() -> serde_saphyr::Options {
         non_finite_float_policy: serde_saphyr::NonFiniteFloatPolicy::AsString,
     };
     // Alias bombs: a policy document never needs more than this many replayed events.
-    opts.alias_limits.max_total_replayed_events = 100_000;
+    opts.alias_limits.max_total_replayed_events = MAX_ALIAS_EVENTS;
     opts
+}
+
+/// YAML nesting allowed inside one document (saphyr's `max_depth`).
+const MAX_DOCUMENT_DEPTH: usize = 64;
+/// Alias expansion allowed per document (replayed events).
+const MAX_ALIAS_EVENTS: usize = 100_000;
+/// Nodes allowed per document.
+const MAX_DOCUMENT_NODES: usize = 1_000_000;
+
+/// The message for a YAML limit that a document exceeded: what, the limit, and what to
+/// do (saphyr's own text is `budget breached: Depth { depth: 65 }`).
+fn budget_message(e: &serde_saphyr::Error) -> Option<String> {
+    use serde_saphyr::budget::BudgetBreach;
+    let mut e = e;
+    #[allow(deprecated)] // the variants' deprecated `msg` fields are not read
+    loop {
+        match e {
+            serde_saphyr::Error::WithSnippet { error, .. }
+            | serde_saphyr::Error::AliasError { error, .. } => e = error,
+            serde_saphyr::Error::Budget { breach, .. } => {
+                return Some(match breach {
+                    BudgetBreach::Depth { depth } => format!(
+                        "nested {depth} levels deep, more than the limit of {MAX_DOCUMENT_DEPTH} mappings/sequences inside one document (a policy needs about 10): check for runaway brackets or indentation"
+                    ),
+                    BudgetBreach::Nodes { nodes } => format!(
+                        "more than {MAX_DOCUMENT_NODES} YAML nodes in one document ({nodes} seen): split the document"
+                    ),
+                    other => format!(
+                        "a YAML size limit was exceeded ({other:?}; aliases may expand to at most {MAX_ALIAS_EVENTS} events per document): simplify or split the document"
+                    ),
+                });
+            }
+            _ => return None,
+        }
+    }
 }
 
 fn saphyr_error_message(e: &serde_saphyr::Error, first_line: usize) -> String {
     let rendered = e.to_string();
-    let message = rendered.lines().next().unwrap_or("").trim().to_string();
+    let first = rendered.lines().next().unwrap_or("").trim().to_string();
+    let message = budget_message(e).unwrap_or(first);
     match e.location() {
         Some(loc) if loc.line() > 0 => {
             let line = loc.line() as usize + first_line - 1;

@@ -405,6 +405,19 @@ fn limits_are_errors_not_crashes() {
         e[0].starts_with("f.yaml:1: YAML syntax error at line 1 column "),
         "{e:?}"
     );
+    // Deeper than a document may nest (but within the syntax limit): the message
+    // says what was exceeded and the limit, not the YAML library's internal name.
+    let deep = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {}{}\n",
+        "[".repeat(70),
+        "]".repeat(70)
+    );
+    assert_eq!(
+        errs(&deep),
+        vec![
+            "f.yaml:1: YAML error at line 4 column 71: nested 65 levels deep, more than the limit of 64 mappings/sequences inside one document (a policy needs about 10): check for runaway brackets or indentation"
+        ]
+    );
     let bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]
 b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]
 c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]
