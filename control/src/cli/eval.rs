@@ -52,17 +52,30 @@ pub struct Args {
     /// Destination port (required for TCP, UDP, SCTP).
     #[arg(long, value_name = "N")]
     pub dport: Option<u16>,
-    /// ICMP type (required for icmp/icmpv6).
-    #[arg(long, value_name = "T")]
+    /// ICMP type, 0-255 (required for icmp/icmpv6).
+    #[arg(long, value_name = "T", value_parser = icmp_type)]
     pub icmp_type: Option<u8>,
-    /// ICMP code [default: 0].
-    #[arg(long, value_name = "C", requires = "icmp_type")]
+    /// ICMP code, 0-255 [default: 0].
+    #[arg(long, value_name = "C", requires = "icmp_type", value_parser = icmp_code)]
     pub icmp_code: Option<u8>,
     /// Evaluate through the data plane's path instead of the reference evaluator:
     /// lower the set to rule programs, build the classifier, classify the flow. The
     /// report is the same (and must be: they are tested to agree).
     #[arg(long)]
     pub compiled: bool,
+}
+
+fn icmp_field(s: &str, what: &str) -> Result<u8, String> {
+    s.parse::<u8>()
+        .map_err(|_| format!("{s:?} is not an ICMP {what}: expected a number from 0 to 255"))
+}
+
+fn icmp_type(s: &str) -> Result<u8, String> {
+    icmp_field(s, "type")
+}
+
+fn icmp_code(s: &str) -> Result<u8, String> {
+    icmp_field(s, "code")
 }
 
 fn parse_protocol(s: &str) -> Result<Protocol, String> {
