@@ -130,16 +130,16 @@ fn check_flow_memory(args: &Args, workers: usize, capacity: usize) -> Result<(),
     let per = FlowTable::memory_for(capacity).unwrap_or(usize::MAX);
     let total = per.saturating_mul(workers);
     let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
-    if let Some(avail) = crate::sys::available_memory() {
-        if total as u64 > avail {
-            return Err(format!(
-                "--flow-capacity {capacity} with --workers {}: the flow tables need {:.1} GiB ({workers} x {capacity} connections x {} B), more than the {:.1} GiB of memory available; lower --flow-capacity or --workers",
-                args.workers,
-                gib(total as u64),
-                per / capacity.max(1),
-                gib(avail)
-            ));
-        }
+    if let Some(avail) = crate::sys::available_memory()
+        && total as u64 > avail
+    {
+        return Err(format!(
+            "--flow-capacity {capacity} with --workers {}: the flow tables need {:.1} GiB ({workers} x {capacity} connections x {} B), more than the {:.1} GiB of memory available; lower --flow-capacity or --workers",
+            args.workers,
+            gib(total as u64),
+            per / capacity.max(1),
+            gib(avail)
+        ));
     }
     Ok(())
 }
