@@ -628,7 +628,8 @@ fn dispatch(
 }
 
 /// Paces replay at recorded speed: chunks close every millisecond of capture time
-/// and the dispatcher sleeps until the wall clock catches up.
+/// and the dispatcher sleeps until the wall clock catches up. A gap between frames
+/// longer than `max_gap` is waited for only `max_gap` (and counted).
 struct Pacer {
     on: bool,
     start: Option<(Instant, u64)>,

@@ -2,8 +2,10 @@
 //! one apply into an empty store (so a policy naming a tier that the set does not define
 //! is an error), and report.
 //!
-//! Valid: a one-line summary on stdout, exit 0. Invalid: every error on stderr as
-//! `FILE:DOC: FIELD: REASON`, then a count, exit 1. Unreadable input: exit 2.
+//! Valid: a one-line summary on stdout, exit 0 (notes about defaulting, such as
+//! resources placed in namespace `default`, on stderr). Invalid: every error on stderr
+//! as `FILE:DOC: FIELD: REASON`, then a count, exit 1; an empty set is invalid unless
+//! `--allow-empty`. Unreadable input: exit 2.
 //! With `-o json|yaml` a summary document also goes to stdout:
 //! `{"valid": bool, "resources": N, "kinds": {"<Kind>": n}, "errors": [{"source",
 //! "document", "field", "reason"}]}`.

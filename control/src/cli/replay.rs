@@ -6,6 +6,11 @@
 //! embedded seed capture (see `control::replay::scenario`). Progress goes to stderr
 //! once a run takes longer than a second. Exit codes: 0 replayed, 1 invalid policy
 //! set, 2 usage error or unreadable input (policies, capture, output files).
+//!
+//! Sizes are checked before anything is allocated (`--flow-capacity` against its range
+//! and, for all workers, against the available memory). A capture cut inside a frame
+//! is replayed up to the cut, and a recorded-pace replay shortens gaps longer than
+//! `--max-gap`: both are warned about on stderr and counted in the summary.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};

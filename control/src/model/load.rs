@@ -9,9 +9,18 @@
 //!   numbers match what a reader counts in the file.
 //! - Each document is dispatched on `apiVersion` + `kind`; unknown pairs are rejected with
 //!   the list of accepted ones. Unknown fields are rejected with their path.
+//! - Only regular files (and symlinks to them) are read, whether named or found in a
+//!   directory: a FIFO, socket, device or dangling symlink is an I/O error naming it
+//!   (a FIFO would block the load).
 //! - Every problem becomes a [`LoadError`] printed as `FILE:DOC: FIELD: REASON` (DOC is
 //!   1-based; fields inside a List item start with `items[i].`; stdin is `<stdin>`).
-//!   All errors of a load are collected; a load with any error yields no resources.
+//!   All errors of a load are collected, every problem of every document (a value that
+//!   does not decode is dropped and the document decoded again, so later problems and
+//!   validation are still reported), up to [`MAX_REPORTED_ERRORS`] then a count; a load
+//!   with any error yields no resources.
+//! - [`load_set`] also rejects a set of zero resources (unless allowed) and returns a
+//!   [`LoadReport`]: what was read, and the resources Calico's defaulting placed in
+//!   namespace `default`.
 //! - [`load_path`], [`load_paths`], [`load_str`] decode, apply Calico defaulting
 //!   ([`super::defaults`]) and validate ([`super::validate`]) each resource, and reject a
 //!   set that defines the same resource twice. [`parse_str`] only decodes.
