@@ -106,6 +106,26 @@ fn user_sizes_are_checked_against_their_range_before_anything_is_allocated() {
         code(&out, 2);
         assert!(text(&out.stderr).contains(flag), "{}", text(&out.stderr));
     }
+    // In range, but more frames than memory holds (the capture is built in memory).
+    if control::sys::available_memory().is_some_and(|m| m < 100_000_000 * 9042) {
+        let out = run(&[
+            "gen",
+            "-w",
+            "/dev/null",
+            "--packets",
+            "100000000",
+            "--size",
+            "9018",
+        ]);
+        code(&out, 2);
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(
+                "--packets 100000000 of --size 9018 frames need about 842.1 GiB in memory"
+            ) && err.contains("lower --packets or --size"),
+            "{err}"
+        );
+    }
     // In range per worker, but more than the machine has for all of them.
     let need = 256u64 * (1 << 24) * 136;
     if control::sys::available_memory().is_some_and(|m| m < need) {

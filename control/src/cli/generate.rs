@@ -95,6 +95,32 @@ fn zipf(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Refuses a capture that would not fit the available memory (it is built in memory
+/// before it is written): `--packets` frames of `--size`.
+fn check_memory(args: &Args) -> Result<(), String> {
+    // Average frame bytes (IMIX 7:4:1 of 64/576/1500) plus the per-frame index.
+    let frame = match args.size {
+        FrameSize::Min => 64,
+        FrameSize::Imix => (7 * 64 + 4 * 576 + 1500) / 12,
+        FrameSize::Fixed(b) => u64::from(b),
+    } + 24;
+    let need = args.packets.saturating_mul(frame);
+    match crate::sys::available_memory() {
+        Some(avail) if need > avail => Err(format!(
+            "--packets {} of --size {} frames need about {:.1} GiB in memory, more than the {:.1} GiB available; lower --packets or --size",
+            args.packets,
+            match args.size {
+                FrameSize::Min => "min".to_string(),
+                FrameSize::Imix => "imix".to_string(),
+                FrameSize::Fixed(b) => b.to_string(),
+            },
+            need as f64 / f64::from(1u32 << 30),
+            avail as f64 / f64::from(1u32 << 30)
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The protocol shares name parts of one whole (the rest is TCP): they may not sum to
 /// more than 1.
 fn check_shares(args: &Args) -> Result<(), String> {
@@ -140,7 +166,13 @@ struct Written {
 
 /// Runs `tiergate gen`.
 pub fn run(args: &Args, global: &Global) -> ExitCode {
-    if let Err(e) = check_shares(args) {
+    if let Err(e) = check_shares(args).and_then(|()| {
+        if args.classbench_trace.is_none() && args.scenario.is_none() {
+            check_memory(args)
+        } else {
+            Ok(())
+        }
+    }) {
         eprintln!("tiergate gen: {e}");
         return ExitCode::from(EXIT_USAGE);
     }
