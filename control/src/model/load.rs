@@ -809,7 +809,7 @@ fn decode_every_problem(kind: Kind, mut value: Value) -> Decoded {
     };
     let mut removed_keys: Vec<(String, String)> = Vec::new();
     loop {
-        let (segs, path, reason) = match decode_resource(kind, value.clone()) {
+        let (segs, path, reason) = match decode_resource(kind, &value) {
             Ok(r) => {
                 d.resource = Some(r);
                 return d;
@@ -1100,7 +1100,7 @@ fn path_string(segs: &[PathSeg]) -> String {
 }
 
 fn decode_object<S: DeserializeOwned + Default>(
-    value: Value,
+    value: &Value,
 ) -> Result<Object<S>, (DecodePath, String, String)> {
     let wire: Wire<S> = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
@@ -1122,7 +1122,7 @@ fn decode_object<S: DeserializeOwned + Default>(
     })
 }
 
-fn decode_resource(kind: Kind, value: Value) -> Result<Resource, (DecodePath, String, String)> {
+fn decode_resource(kind: Kind, value: &Value) -> Result<Resource, (DecodePath, String, String)> {
     Ok(match kind {
         Kind::NetworkPolicy => Resource::NetworkPolicy(decode_object(value)?),
         Kind::GlobalNetworkPolicy => Resource::GlobalNetworkPolicy(decode_object(value)?),

@@ -619,9 +619,20 @@ fn deserialize_strict_cidr<'de, D: Deserializer<'de>>(d: D) -> Result<Net, D::Er
 
 fn deserialize_strict_cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Net>, D::Error> {
     let v = Vec::<String>::deserialize(d)?;
-    v.iter()
-        .map(|s| parse_strict_cidr(s).map_err(de::Error::custom))
-        .collect()
+    let mut nets = Vec::with_capacity(v.len());
+    let mut bad = Vec::new();
+    for (i, s) in v.iter().enumerate() {
+        match parse_strict_cidr(s) {
+            Ok(n) => nets.push(n),
+            Err(e) => bad.push(format!("[{i}] {e}")),
+        }
+    }
+    // Every bad item, not only the first (the list is decoded as one value).
+    if bad.is_empty() {
+        Ok(nets)
+    } else {
+        Err(de::Error::custom(bad.join("; ")))
+    }
 }
 
 fn parse_strict_cidr(s: &str) -> Result<Net, String> {

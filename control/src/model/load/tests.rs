@@ -944,3 +944,24 @@ fn resources_placed_in_default_are_counted_per_file() {
     );
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn every_bad_ip_block_exception_is_named() {
+    let e = errs(
+        "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: k, namespace: ns}
+spec:
+  podSelector: {}
+  ingress:
+  - from:
+    - ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16, x, 10.2.0.0/33]}
+",
+    );
+    assert_eq!(
+        e,
+        vec![
+            "f.yaml:1: spec.ingress[0].from[0].ipBlock.except: [1] invalid CIDR \"x\": expected a prefix such as 10.0.0.0/8 or fd00::/64; [2] invalid CIDR \"10.2.0.0/33\": expected a prefix such as 10.0.0.0/8 or fd00::/64"
+        ]
+    );
+}
