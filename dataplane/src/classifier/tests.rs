@@ -925,6 +925,6 @@ fn over_budget_message_names_the_limit_and_the_remedy() {
     };
     assert_eq!(
         e.to_string(),
-        "the compiled classifier exceeds its memory budget of 256 MiB (tree slots) in rule program 3, V6 rules: simplify the policies of that endpoint (fewer rules, ports or CIDRs), or build with a larger BuildConfig::memory_budget"
+        "the compiled classifier exceeds its memory budget of 268435456 bytes (tree slots) in rule program 3, V6 rules: simplify the policies of that endpoint (fewer rules, ports or CIDRs), or build with a larger BuildConfig::memory_budget"
     );
 }
