@@ -27,7 +27,9 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, Sender, bounded};
-use pcap::capture::{CaptureError, CaptureReader, Frames};
+use pcap::capture::{CaptureCut, CaptureError, CaptureReader, Frames};
+
+use crate::arch::huge::AllocError;
 
 use crate::flow::{ConnKey, FlowRecord, KeyHasher};
 use crate::packet::{FragmentTracker, parse};
@@ -72,11 +74,18 @@ pub struct PipelineConfig {
     pub chunk_depth: usize,
     /// Replay pace.
     pub pace: Pace,
+    /// At [`Pace::Recorded`], the longest wait between two frames (ns): a longer gap
+    /// in capture time (a capture restarted, a clock jump of years) is shortened to
+    /// this and counted in [`RunReport::gaps_capped`].
+    pub max_gap_ns: u64,
     /// Record each frame's forward/drop decision (1 byte per frame).
     pub frame_verdicts: bool,
     /// Frames dispatched so far (for progress display), if given.
     pub progress: Option<Arc<AtomicU64>>,
 }
+
+/// Default [`PipelineConfig::max_gap_ns`]: 10 s.
+pub const DEFAULT_MAX_GAP_NS: u64 = 10_000_000_000;
 
 impl Default for PipelineConfig {
     fn default() -> Self {
@@ -88,6 +97,7 @@ impl Default for PipelineConfig {
             chunk_frames: 4096,
             chunk_depth: 4,
             pace: Pace::Max,
+            max_gap_ns: DEFAULT_MAX_GAP_NS,
             frame_verdicts: false,
             progress: None,
         }
@@ -115,6 +125,9 @@ pub enum PipelineError {
     /// A worker or the dispatcher thread panicked (a bug; reported, not hidden).
     #[error("{0} thread panicked")]
     Panicked(&'static str),
+    /// A worker's flow table could not be allocated.
+    #[error("flow table: {0}")]
+    FlowTable(#[from] AllocError),
     /// A thread could not be started.
     #[error("cannot start the {what} thread: {source}")]
     Spawn {
@@ -140,6 +153,12 @@ pub struct RunReport {
     pub elapsed: Duration,
     /// Per frame, in capture order, when requested.
     pub frame_verdicts: Option<Vec<FrameVerdict>>,
+    /// Where the capture file ended in the middle of a frame (the frames before it
+    /// were replayed).
+    pub capture_cut: Option<CaptureCut>,
+    /// Gaps in capture time longer than [`PipelineConfig::max_gap_ns`] that a
+    /// recorded-pace replay shortened.
+    pub gaps_capped: u64,
 }
 
 impl RunReport {
@@ -206,7 +225,7 @@ fn spawn_workers<C, P>(
     cfg: &PipelineConfig,
     records: &Sender<FlowRecord>,
     stop: &Arc<AtomicBool>,
-) -> Result<Vec<std::thread::JoinHandle<WorkerReport>>, PipelineError>
+) -> Result<Vec<WorkerHandle>, PipelineError>
 where
     C: Classify + 'static,
     P: Port + Send + 'static,
@@ -231,8 +250,8 @@ where
                     if let Some(c) = core {
                         core_affinity::set_for_current(c);
                     }
-                    let w = Worker::new(wcfg, slot, RecordOut::channel(tx));
-                    w.run(&mut port, &|| !stop.load(Ordering::Relaxed))
+                    let w = Worker::try_new(wcfg, slot, RecordOut::channel(tx))?;
+                    Ok(w.run(&mut port, &|| !stop.load(Ordering::Relaxed)))
                 })
                 .map_err(|source| PipelineError::Spawn {
                     what: "worker",
@@ -242,8 +261,11 @@ where
         .collect()
 }
 
+/// A worker thread: its report, or the error of allocating its flow table.
+type WorkerHandle = std::thread::JoinHandle<Result<WorkerReport, AllocError>>;
+
 fn collect(
-    handles: Vec<std::thread::JoinHandle<WorkerReport>>,
+    handles: Vec<WorkerHandle>,
     rx: Receiver<FlowRecord>,
     started: Instant,
     on_record: &mut dyn FnMut(FlowRecord),
@@ -254,7 +276,7 @@ fn collect(
     }
     let mut reports = Vec::with_capacity(handles.len());
     for h in handles {
-        reports.push(h.join().map_err(|_| PipelineError::Panicked("worker"))?);
+        reports.push(h.join().map_err(|_| PipelineError::Panicked("worker"))??);
     }
     Ok((reports, started.elapsed()))
 }
@@ -313,6 +335,8 @@ impl Pipeline {
             records: Vec::new(),
             elapsed,
             frame_verdicts: None,
+            capture_cut: None,
+            gaps_capped: 0,
         })
     }
 
@@ -373,7 +397,11 @@ impl Pipeline {
             })?;
 
         let (workers, elapsed) = collect(handles, rrx, started, on_record)?;
-        let verdict_chunks = dispatcher
+        let Dispatched {
+            verdict_chunks,
+            capture_cut,
+            gaps_capped,
+        } = dispatcher
             .join()
             .map_err(|_| PipelineError::Panicked("dispatcher"))??;
         slot.reclaim();
@@ -394,18 +422,30 @@ impl Pipeline {
             records: Vec::new(),
             elapsed,
             frame_verdicts,
+            capture_cut,
+            gaps_capped,
         })
     }
 }
 
-/// The dispatcher thread: reads, routes, hands out chunks. Returns the per-chunk
-/// verdict arrays in capture order (empty unless frame verdicts were requested).
+/// What the dispatcher hands back.
+struct Dispatched {
+    /// Per-chunk verdict arrays in capture order (empty unless frame verdicts were
+    /// requested).
+    verdict_chunks: Vec<Arc<Vec<AtomicU8>>>,
+    /// Where the capture file was cut short, if it was.
+    capture_cut: Option<CaptureCut>,
+    /// Gaps the pacer shortened.
+    gaps_capped: u64,
+}
+
+/// The dispatcher thread: reads, routes, hands out chunks.
 fn dispatch(
     source: ReplaySource,
     reader: Option<CaptureReader>,
     senders: Vec<Sender<Work>>,
     cfg: &PipelineConfig,
-) -> Result<Vec<Arc<Vec<AtomicU8>>>, PipelineError> {
+) -> Result<Dispatched, PipelineError> {
     let n = senders.len();
     let mut router = Router {
         hasher: KeyHasher::new(dispatch_seed(cfg.worker.flow.seed)),
@@ -414,7 +454,8 @@ fn dispatch(
         unparsed: 0,
     };
     let chunk = cfg.chunk_frames.max(1);
-    let mut pacer = Pacer::new(cfg.pace);
+    let mut pacer = Pacer::new(cfg.pace, cfg.max_gap_ns);
+    let mut capture_cut = None;
     let mut verdict_chunks = Vec::new();
     let new_verdicts = |len: usize| {
         cfg.frame_verdicts
@@ -458,6 +499,7 @@ fn dispatch(
                     }
                 }
             }
+            capture_cut = reader.cut();
             if frames.is_empty() {
                 break;
             }
@@ -494,7 +536,11 @@ fn dispatch(
         }
         (ReplaySource::File(_), None) => {}
     }
-    Ok(verdict_chunks)
+    Ok(Dispatched {
+        verdict_chunks,
+        capture_cut,
+        gaps_capped: pacer.gaps_capped,
+    })
 }
 
 #[cfg(test)]
@@ -715,5 +761,66 @@ mod tests {
             t.elapsed()
         );
         assert_eq!(r.totals.rx.packets, 40);
+    }
+
+    /// A jump of decades in capture time is waited for only up to `max_gap_ns`, and
+    /// counted; the other gaps are kept.
+    #[test]
+    fn recorded_pace_caps_long_gaps() {
+        let mut f = Frames::new();
+        let jump = 136 * 365 * 86_400 * 1_000_000_000u64;
+        for (i, ts) in [
+            1_000_000_000,
+            1_030_000_000,
+            1_030_000_000 + jump,
+            1_060_000_000 + jump,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let d = udp4(CLIENT, SERVER, 5000 + i as u16, 53, b"q");
+            f.push(FrameRef {
+                ts_ns: ts,
+                orig_len: d.len() as u32,
+                data: &d,
+            });
+        }
+        let cfg = PipelineConfig {
+            pace: Pace::Recorded,
+            max_gap_ns: 40_000_000,
+            ..cfg(1)
+        };
+        let t = std::time::Instant::now();
+        let r = Pipeline::run(
+            ReplaySource::Frames(Arc::new(f)),
+            slot(&[53], &[53], 1),
+            &cfg,
+        )
+        .expect("run");
+        // 30 ms, then 40 ms (capped) before the third frame; the last frame is sent
+        // without a wait after it.
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(70), "{took:?}");
+        assert!(took < Duration::from_secs(10), "{took:?}");
+        assert_eq!(r.gaps_capped, 1);
+        assert_eq!(r.totals.rx.packets, 4);
+    }
+
+    /// A flow table that cannot be allocated is an error of the run, not an abort.
+    #[test]
+    fn an_impossible_flow_table_is_an_error() {
+        let mut cfg = cfg(2);
+        cfg.worker.flow.capacity = usize::MAX;
+        let e = Pipeline::run(
+            ReplaySource::Frames(traffic(3)),
+            slot(&[53], &[53], 1),
+            &cfg,
+        )
+        .unwrap_err();
+        assert!(matches!(e, PipelineError::FlowTable(_)), "{e}");
+        assert!(
+            e.to_string().starts_with("flow table: cannot allocate"),
+            "{e}"
+        );
     }
 }

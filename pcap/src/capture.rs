@@ -7,6 +7,13 @@
 //! one flat buffer for replay and benchmarks; [`CaptureWriter`] writes either format.
 //! Only Ethernet link types are accepted: anything else is an error that names the
 //! file and the link type, never a silent misparse.
+//!
+//! A file that ends in the middle of a record (a capture copied while it was being
+//! written, a download cut short) is not an error for the reader: it ends after the
+//! last whole frame and [`CaptureReader::cut`] says where the file was cut (byte
+//! offset, frame number), so a replay can use what was readable and warn.
+//! [`Frames::read`], which promises the whole file, reports the cut as
+//! [`CaptureError::Truncated`].
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -20,6 +27,31 @@ use pcap_file::pcapng::blocks::interface_description::{
     InterfaceDescriptionBlock, InterfaceDescriptionOption,
 };
 use pcap_file::pcapng::{Block, PcapNgReader, PcapNgWriter};
+
+/// Where a capture file ends in the middle of a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CaptureCut {
+    /// Byte offset where the incomplete record starts (the end of the last whole one).
+    pub offset: u64,
+    /// Size of the file in bytes.
+    pub file_bytes: u64,
+    /// 1-based number of the frame that is cut (frames before it are whole).
+    pub frame: u64,
+}
+
+impl std::fmt::Display for CaptureCut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the file ends in the middle of frame {} (byte {} of {}); the {} whole frame{} before it were read",
+            self.frame,
+            self.offset,
+            self.file_bytes,
+            self.frame - 1,
+            if self.frame == 2 { "" } else { "s" }
+        )
+    }
+}
 
 /// Errors of capture I/O. Each names the file it is about.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +73,14 @@ pub enum CaptureError {
         /// What the pcap reader found.
         #[source]
         source: pcap_file::PcapError,
+    },
+    /// The file ends in the middle of a record (for readers that need every frame).
+    #[error("{path}: {cut}")]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// Where.
+        cut: CaptureCut,
     },
     /// The capture's link type is not Ethernet.
     #[error("{path}: link type {link} is not supported (only Ethernet, DLT_EN10MB = 1)")]
@@ -108,6 +148,12 @@ pub struct CaptureReader {
     inner: Inner,
     /// The current pcapng frame (reused; pcap frames borrow the reader's buffer).
     buf: Vec<u8>,
+    /// Byte offset of the end of the last whole record read.
+    offset: u64,
+    /// Frames returned so far.
+    frames: u64,
+    /// Set when the file turned out to end inside a record.
+    cut: Option<CaptureCut>,
 }
 
 impl std::fmt::Debug for CaptureReader {
@@ -122,6 +168,33 @@ fn dlt_name(d: DataLink) -> String {
     format!("{d:?} ({})", u32::from(d))
 }
 
+/// The first bytes of a capture: the magic number and, for pcapng, the first block's
+/// length and byte-order magic.
+struct Head {
+    bytes: [u8; 12],
+    len: usize,
+}
+
+/// Reads up to 12 bytes of a capture's start; fewer than the 4-byte magic is an error.
+fn read_head(mut r: impl Read) -> std::io::Result<Head> {
+    let mut head = Head {
+        bytes: [0; 12],
+        len: 0,
+    };
+    while head.len < head.bytes.len() {
+        match r.read(&mut head.bytes[head.len..]) {
+            Ok(0) => break,
+            Ok(n) => head.len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if head.len < 4 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(head)
+}
+
 impl CaptureReader {
     /// Opens a capture; the format is detected from the magic number.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, CaptureError> {
@@ -130,35 +203,43 @@ impl CaptureReader {
             path: path.clone(),
             source,
         };
-        let mut magic = [0u8; 4];
-        File::open(&path)
-            .and_then(|mut f| f.read_exact(&mut magic))
-            .map_err(io)?;
+        let head = File::open(&path).and_then(read_head).map_err(io)?;
         let file: Box<dyn Read + Send> = Box::new(File::open(&path).map_err(io)?);
-        Self::from_source(path, magic, BufReader::new(file))
+        Self::from_source(path, head, BufReader::new(file))
     }
 
     /// Reads a capture held in memory (e.g. read from stdin); `name` stands for the
     /// file in errors.
     pub fn from_bytes(name: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<Self, CaptureError> {
         let path = name.into();
-        let mut magic = [0u8; 4];
-        std::io::Cursor::new(&bytes)
-            .read_exact(&mut magic)
-            .map_err(|source| CaptureError::Io {
-                path: path.clone(),
-                source,
-            })?;
+        let head = read_head(std::io::Cursor::new(&bytes)).map_err(|source| CaptureError::Io {
+            path: path.clone(),
+            source,
+        })?;
         let src: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(bytes));
-        Self::from_source(path, magic, BufReader::new(src))
+        Self::from_source(path, head, BufReader::new(src))
     }
 
-    fn from_source(path: PathBuf, magic: [u8; 4], file: Source) -> Result<Self, CaptureError> {
+    fn from_source(path: PathBuf, head: Head, file: Source) -> Result<Self, CaptureError> {
         let fmt = |source| CaptureError::Format {
             path: path.clone(),
             source,
         };
-        let inner = if magic == [0x0a, 0x0d, 0x0d, 0x0a] {
+        let pcapng = head.bytes[..4] == [0x0a, 0x0d, 0x0d, 0x0a];
+        // The records start after the file header (pcap) or the first section header
+        // block, whose length follows the magic in the byte order the block states.
+        let offset = if pcapng && head.len >= 12 {
+            let b = &head.bytes;
+            let len = [b[4], b[5], b[6], b[7]];
+            u64::from(if b[8..12] == [0x4d, 0x3c, 0x2b, 0x1a] {
+                u32::from_le_bytes(len)
+            } else {
+                u32::from_be_bytes(len)
+            })
+        } else {
+            24
+        };
+        let inner = if pcapng {
             Inner::PcapNg {
                 reader: PcapNgReader::new(file).map_err(fmt)?,
                 ifaces: Vec::new(),
@@ -178,7 +259,16 @@ impl CaptureReader {
             path,
             inner,
             buf: Vec::new(),
+            offset,
+            frames: 0,
+            cut: None,
         })
+    }
+
+    /// Where the file was cut short, once [`CaptureReader::next_frame`] has reached
+    /// the cut (it then returns `None`, as at a clean end).
+    pub fn cut(&self) -> Option<CaptureCut> {
+        self.cut
     }
 
     /// The file being read.
@@ -186,15 +276,36 @@ impl CaptureReader {
         &self.path
     }
 
-    /// The next frame, `None` at the end of the file.
+    /// The next frame, `None` at the end of the file (or where it is cut short: see
+    /// [`CaptureReader::cut`]).
     #[allow(clippy::should_implement_trait)] // frames borrow from the reader
     pub fn next_frame(&mut self) -> Option<Result<FrameRef<'_>, CaptureError>> {
-        let path = &self.path;
+        let CaptureReader {
+            path,
+            inner,
+            buf,
+            offset,
+            frames,
+            cut,
+        } = self;
+        if cut.is_some() {
+            return None;
+        }
         let fmt = |source| CaptureError::Format {
             path: path.clone(),
             source,
         };
-        match &mut self.inner {
+        // The file ends inside a record: stop there and say where.
+        let mut cut_here = |offset: u64, frames: u64| {
+            let file_bytes = std::fs::metadata(&*path).map_or(offset, |m| m.len());
+            *cut = Some(CaptureCut {
+                offset,
+                file_bytes,
+                frame: frames + 1,
+            });
+        };
+        let eof = |e: &pcap_file::PcapError| matches!(e, pcap_file::PcapError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof);
+        match inner {
             Inner::Pcap(r) => {
                 // Raw packets: pcap-file's checked conversion rejects orig_len > snaplen,
                 // which real captures (and fuzzer-made ones) contain; lengths are taken
@@ -202,8 +313,14 @@ impl CaptureReader {
                 let nano = r.header().ts_resolution == pcap_file::TsResolution::NanoSecond;
                 let p = match r.next_raw_packet()? {
                     Ok(p) => p,
+                    Err(e) if eof(&e) => {
+                        cut_here(*offset, *frames);
+                        return None;
+                    }
                     Err(e) => return Some(Err(fmt(e))),
                 };
+                *offset += 16 + p.data.len() as u64;
+                *frames += 1;
                 let frac = u64::from(p.ts_frac) * if nano { 1 } else { 1_000 };
                 let ts_ns = u64::from(p.ts_sec)
                     .saturating_mul(1_000_000_000)
@@ -222,10 +339,32 @@ impl CaptureReader {
                 }
             }
             Inner::PcapNg { reader, ifaces } => {
-                // Copy into `buf` so the borrow of the reader ends inside the loop.
-                let buf = &mut self.buf;
+                // Raw blocks, for their lengths (the offset of a cut); each is then
+                // decoded in the byte order of its section. Frames are copied into
+                // `buf` so the borrow of the reader ends inside the loop.
                 let (ts_ns, orig_len) = loop {
-                    let block = match reader.next_block()? {
+                    let section_endianness = reader.section().endianness;
+                    let raw = match reader.next_raw_block()? {
+                        Ok(b) => b,
+                        Err(e) if eof(&e) => {
+                            cut_here(*offset, *frames);
+                            return None;
+                        }
+                        Err(e) => return Some(Err(fmt(e))),
+                    };
+                    *offset += u64::from(raw.initial_len);
+                    // A section header states its own byte order.
+                    let little = if raw.type_ == 0x0A0D_0D0A {
+                        raw.body.get(..4) == Some(&[0x4d, 0x3c, 0x2b, 0x1a][..])
+                    } else {
+                        section_endianness == pcap_file::Endianness::Little
+                    };
+                    let block = if little {
+                        raw.try_into_block::<byteorder_slice::LittleEndian>()
+                    } else {
+                        raw.try_into_block::<byteorder_slice::BigEndian>()
+                    };
+                    let block = match block {
                         Ok(b) => b,
                         Err(e) => return Some(Err(fmt(e))),
                     };
@@ -262,10 +401,11 @@ impl CaptureReader {
                         _ => {}
                     }
                 };
+                *frames += 1;
                 Some(Ok(FrameRef {
                     ts_ns,
                     orig_len,
-                    data: &self.buf,
+                    data: buf,
                 }))
             }
         }
@@ -302,7 +442,13 @@ impl Frames {
         while let Some(f) = r.next_frame() {
             out.push(f?);
         }
-        Ok(out)
+        match r.cut() {
+            Some(cut) => Err(CaptureError::Truncated {
+                path: r.path().to_path_buf(),
+                cut,
+            }),
+            None => Ok(out),
+        }
     }
 
     /// Appends a frame (copied).
@@ -514,6 +660,59 @@ mod tests {
             });
         }
         f
+    }
+
+    #[test]
+    fn a_cut_tail_ends_the_frames_and_says_where() {
+        let dir = std::env::temp_dir().join(format!("tiergate-cut-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let frames = sample();
+        for format in [CaptureFormat::Pcap, CaptureFormat::PcapNg] {
+            let p = dir.join(format!("{format:?}.cap"));
+            frames.write(&p, format).expect("write");
+            let whole = std::fs::read(&p).expect("read back");
+            // Where each record ends, from a reader of the whole file.
+            let mut r = CaptureReader::open(&p).expect("open");
+            let mut ends = vec![r.offset];
+            while let Some(f) = r.next_frame() {
+                f.expect("frame");
+                ends.push(r.offset);
+            }
+            assert_eq!(r.cut(), None);
+            assert_eq!(*ends.last().unwrap(), whole.len() as u64, "{format:?}");
+            // Cut inside the fourth frame's record: three whole frames are read.
+            let at = (ends[3] + 7) as usize;
+            std::fs::write(&p, &whole[..at]).expect("write cut");
+            let mut r = CaptureReader::open(&p).expect("open cut");
+            let mut n = 0;
+            while let Some(f) = r.next_frame() {
+                assert_eq!(f.expect("whole frame"), frames.get(n).unwrap());
+                n += 1;
+            }
+            assert_eq!(n, 3, "{format:?}");
+            let cut = r.cut().expect("cut noticed");
+            assert_eq!(
+                cut,
+                CaptureCut {
+                    offset: ends[3],
+                    file_bytes: at as u64,
+                    frame: 4
+                },
+                "{format:?}"
+            );
+            assert!(r.next_frame().is_none());
+            assert_eq!(
+                cut.to_string(),
+                format!(
+                    "the file ends in the middle of frame 4 (byte {} of {at}); the 3 whole frames before it were read",
+                    ends[3]
+                )
+            );
+            // A reader that promises the whole file reports the cut.
+            let e = Frames::read(&p).unwrap_err();
+            assert!(matches!(e, CaptureError::Truncated { .. }), "{e}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

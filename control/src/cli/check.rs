@@ -2,8 +2,10 @@
 //! one apply into an empty store (so a policy naming a tier that the set does not define
 //! is an error), and report.
 //!
-//! Valid: a one-line summary on stdout, exit 0. Invalid: every error on stderr as
-//! `FILE:DOC: FIELD: REASON`, then a count, exit 1. Unreadable input: exit 2.
+//! Valid: a one-line summary on stdout, exit 0 (notes about defaulting, such as
+//! resources placed in namespace `default`, on stderr). Invalid: every error on stderr
+//! as `FILE:DOC: FIELD: REASON`, then a count, exit 1; an empty set is invalid unless
+//! `--allow-empty`. Unreadable input: exit 2.
 //! With `-o json|yaml` a summary document also goes to stdout:
 //! `{"valid": bool, "resources": N, "kinds": {"<Kind>": n}, "errors": [{"source",
 //! "document", "field", "reason"}]}`.
@@ -41,6 +43,9 @@ pub struct Report {
     /// Whether some input could not be read at all.
     #[serde(skip)]
     pub io_error: bool,
+    /// Notes for the user (valid input that was defaulted), printed on stderr.
+    #[serde(skip)]
+    pub notes: Vec<String>,
 }
 
 /// One problem, split into its parts.
@@ -58,15 +63,21 @@ pub struct ReportError {
     pub message: String,
 }
 
-/// Checks the set named by `files`.
+/// Checks the set named by `files` (an empty set is invalid).
 pub fn check(files: &[PathBuf]) -> Report {
-    let loaded = match model::load_paths(files) {
-        Ok(l) => l,
+    check_set(files, false)
+}
+
+/// Checks the set named by `files`; an empty set is valid only if `allow_empty`.
+pub fn check_set(files: &[PathBuf], allow_empty: bool) -> Report {
+    let (loaded, notes) = match model::load_set(files, allow_empty) {
+        Ok((l, r)) => (l, r.notes()),
         Err(e) => {
             return Report {
                 valid: false,
                 resources: 0,
                 kinds: BTreeMap::new(),
+                notes: Vec::new(),
                 io_error: e.is_io(),
                 errors: e
                     .0
@@ -89,6 +100,7 @@ pub fn check(files: &[PathBuf]) -> Report {
             resources: 0,
             kinds: BTreeMap::new(),
             io_error: false,
+            notes,
             errors: e
                 .0
                 .iter()
@@ -115,6 +127,7 @@ pub fn check(files: &[PathBuf]) -> Report {
         kinds: counts.iter().map(|(k, n)| (kind_name(*k), *n)).collect(),
         errors: Vec::new(),
         io_error: false,
+        notes,
     }
 }
 
@@ -124,7 +137,10 @@ fn kind_name(k: Kind) -> String {
 
 /// Runs `tiergate check`.
 pub fn run(args: &Args, global: &Global) -> ExitCode {
-    let report = check(&args.policy.files);
+    let report = check_set(&args.policy.files, args.policy.allow_empty);
+    for n in &report.notes {
+        errln!("{n}");
+    }
     for e in &report.errors {
         errln!("{}", e.message);
     }

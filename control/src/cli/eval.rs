@@ -53,17 +53,30 @@ pub struct Args {
     /// Destination port (required for TCP, UDP, SCTP).
     #[arg(long, value_name = "N")]
     pub dport: Option<u16>,
-    /// ICMP type (required for icmp/icmpv6).
-    #[arg(long, value_name = "T")]
+    /// ICMP type, 0-255 (required for icmp/icmpv6).
+    #[arg(long, value_name = "T", value_parser = icmp_type)]
     pub icmp_type: Option<u8>,
-    /// ICMP code [default: 0].
-    #[arg(long, value_name = "C", requires = "icmp_type")]
+    /// ICMP code, 0-255 [default: 0].
+    #[arg(long, value_name = "C", requires = "icmp_type", value_parser = icmp_code)]
     pub icmp_code: Option<u8>,
     /// Evaluate through the data plane's path instead of the reference evaluator:
     /// lower the set to rule programs, build the classifier, classify the flow. The
     /// report is the same (and must be: they are tested to agree).
     #[arg(long)]
     pub compiled: bool,
+}
+
+fn icmp_field(s: &str, what: &str) -> Result<u8, String> {
+    s.parse::<u8>()
+        .map_err(|_| format!("{s:?} is not an ICMP {what}: expected a number from 0 to 255"))
+}
+
+fn icmp_type(s: &str) -> Result<u8, String> {
+    icmp_field(s, "type")
+}
+
+fn icmp_code(s: &str) -> Result<u8, String> {
+    icmp_field(s, "code")
 }
 
 fn parse_protocol(s: &str) -> Result<Protocol, String> {
@@ -128,8 +141,13 @@ pub fn flow(args: &Args) -> Result<Flow, String> {
 /// Loads the set named by `files` into a fresh store and normalises it for the
 /// evaluator. Errors are printed on stderr; the `Err` is the exit code.
 pub fn load_cluster(files: &[PathBuf]) -> Result<Cluster, u8> {
-    let loaded = match model::load_paths(files) {
-        Ok(l) => l,
+    load_policy_set(files, false)
+}
+
+/// [`load_cluster`]; an empty set is accepted only if `allow_empty`.
+pub fn load_policy_set(files: &[PathBuf], allow_empty: bool) -> Result<Cluster, u8> {
+    let loaded = match model::load_set(files, allow_empty) {
+        Ok((l, _)) => l,
         Err(e) => {
             for err in e.errors() {
                 errln!("{err}");
@@ -159,7 +177,7 @@ pub fn run(args: &Args, global: &Global) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let cluster = match load_cluster(&args.policy.files) {
+    let cluster = match load_policy_set(&args.policy.files, args.policy.allow_empty) {
         Ok(c) => c,
         Err(code) => return ExitCode::from(code),
     };
@@ -199,7 +217,10 @@ mod tests {
     fn args(proto: &str, extra: &[(&str, u16)]) -> Args {
         let get = |k: &str| extra.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
         Args {
-            policy: PolicyFiles { files: vec![] },
+            policy: PolicyFiles {
+                files: vec![],
+                allow_empty: false,
+            },
             src: "10.0.0.1".parse().unwrap(),
             dst: "10.0.0.2".parse().unwrap(),
             proto: parse_protocol(proto).unwrap(),

@@ -60,8 +60,8 @@ pub struct Args {
     /// Approximate number of frames.
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub packets: u64,
-    /// Zipf exponent of flow popularity (0 = uniform).
-    #[arg(long, default_value_t = 1.0)]
+    /// Zipf exponent of flow popularity (0 = uniform, up to 10).
+    #[arg(long, default_value_t = 1.0, value_parser = zipf)]
     pub zipf: f64,
     /// Share of IPv6 flows (0..1).
     #[arg(long, default_value_t = 0.2, value_parser = share)]
@@ -85,6 +85,57 @@ pub struct Args {
     /// number of bytes.
     #[arg(long, default_value = "min", value_parser = frame_size)]
     pub size: FrameSize,
+}
+
+/// Largest `--zipf` exponent.
+pub const MAX_ZIPF: f64 = 10.0;
+
+fn zipf(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=MAX_ZIPF).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a Zipf exponent: expected a number from 0 (uniform) to {MAX_ZIPF}"
+        )),
+    }
+}
+
+/// Refuses a capture that would not fit the available memory (it is built in memory
+/// before it is written): `--packets` frames of `--size`.
+fn check_memory(args: &Args) -> Result<(), String> {
+    // Average frame bytes (IMIX 7:4:1 of 64/576/1500) plus the per-frame index.
+    let frame = match args.size {
+        FrameSize::Min => 64,
+        FrameSize::Imix => (7 * 64 + 4 * 576 + 1500) / 12,
+        FrameSize::Fixed(b) => u64::from(b),
+    } + 24;
+    let need = args.packets.saturating_mul(frame);
+    match crate::sys::available_memory() {
+        Some(avail) if need > avail => Err(format!(
+            "--packets {} of --size {} frames need about {:.1} GiB in memory, more than the {:.1} GiB available; lower --packets or --size",
+            args.packets,
+            match args.size {
+                FrameSize::Min => "min".to_string(),
+                FrameSize::Imix => "imix".to_string(),
+                FrameSize::Fixed(b) => b.to_string(),
+            },
+            need as f64 / f64::from(1u32 << 30),
+            avail as f64 / f64::from(1u32 << 30)
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The protocol shares name parts of one whole (the rest is TCP): they may not sum to
+/// more than 1.
+fn check_shares(args: &Args) -> Result<(), String> {
+    let sum = args.udp_share + args.icmp_share;
+    if sum > 1.0 + 1e-9 {
+        return Err(format!(
+            "--udp-share {} and --icmp-share {} sum to {sum}: the protocol shares are parts of one whole (TCP takes the rest), so they must sum to at most 1",
+            args.udp_share, args.icmp_share
+        ));
+    }
+    Ok(())
 }
 
 fn share(s: &str) -> Result<f64, String> {
@@ -143,6 +194,16 @@ pub fn run(args: &Args, global: &Global) -> ExitCode {
         errln!("tiergate gen: {e}");
         return ExitCode::from(EXIT_USAGE);
     }
+    if let Err(e) = check_shares(args).and_then(|()| {
+        if args.classbench_trace.is_none() && args.scenario.is_none() {
+            check_memory(args)
+        } else {
+            Ok(())
+        }
+    }) {
+        errln!("tiergate gen: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     let (frames, flows, malformed): (Frames, Option<usize>, Option<usize>) =
         if let Some(path) = &args.classbench_trace {
             let headers = match read_trace(path) {
@@ -178,7 +239,7 @@ pub fn run(args: &Args, global: &Global) -> ExitCode {
                 seed: args.seed,
                 flows: args.flows as usize,
                 packets: args.packets as usize,
-                zipf_s: args.zipf.max(0.0),
+                zipf_s: args.zipf,
                 ipv6_share: args.ipv6_share,
                 vlan_share: args.vlan_share,
                 udp_share: args.udp_share,

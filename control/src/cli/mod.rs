@@ -67,6 +67,10 @@ pub struct PolicyFiles {
         required = true
     )]
     pub files: Vec<std::path::PathBuf>,
+    /// Accept a set of zero resources (by default an error: a wrong path must not pass
+    /// as an empty policy set).
+    #[arg(long)]
+    pub allow_empty: bool,
 }
 
 /// Output formats.

@@ -11,6 +11,11 @@
 //! are renamed into place only when complete. Progress goes to stderr once a run takes
 //! longer than a second, naming its phase. Exit codes: 0 replayed, 1 invalid policy
 //! set, 2 usage error, unreadable input or unwritable output.
+//!
+//! Sizes are checked before anything is allocated (`--flow-capacity` against its range
+//! and, for all workers, against the available memory). A capture cut inside a frame
+//! is replayed up to the cut, and a recorded-pace replay shortens gaps longer than
+//! `--max-gap`: both are warned about on stderr and counted in the summary.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -35,6 +40,7 @@ use crate::model;
 use crate::replay::{self, Replay, ReplayConfig, Summary, scenario};
 use crate::store::Store;
 use crate::{err, errln};
+use dataplane::flow::FlowTable;
 
 /// Replay pace, as a flag value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -66,6 +72,9 @@ pub struct Args {
         value_name = "FILE|DIR|-"
     )]
     pub policies: Vec<PathBuf>,
+    /// Accept a policy set of zero resources read from `-f` (by default an error).
+    #[arg(long)]
+    pub allow_empty: bool,
     /// Capture to replay (pcap or pcapng, Ethernet; `-` = stdin). Default: the
     /// embedded seed capture.
     #[arg(long, value_name = "FILE|-")]
@@ -85,18 +94,71 @@ pub struct Args {
     /// Write flow logs (JSON lines) to this file (`-` = stdout).
     #[arg(long, value_name = "FILE|-")]
     pub flowlog: Option<PathBuf>,
-    /// Flow-log aggregation interval in seconds (capture time).
-    #[arg(long, default_value_t = crate::flowlog::DEFAULT_INTERVAL_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Flow-log aggregation interval in seconds of capture time (1-86400).
+    #[arg(long, default_value_t = crate::flowlog::DEFAULT_INTERVAL_SECS, value_parser = clap::value_parser!(u64).range(1..=MAX_INTERVAL_SECS))]
     pub interval: u64,
-    /// Flow-table capacity per worker (connections).
-    #[arg(long, value_name = "N")]
+    /// Flow-table capacity per worker, in connections (1-16777216) [default: 65536].
+    #[arg(long, value_name = "N", value_parser = flow_capacity)]
     pub flow_capacity: Option<usize>,
-    /// Length of the peer and port lists in the impact report.
-    #[arg(long, default_value_t = 5)]
-    pub top: usize,
+    /// Length of the peer and port lists in the impact report (0-1000).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=MAX_TOP))]
+    pub top: u64,
+    /// With `--pace recorded`, the longest wait between two frames, in seconds
+    /// (0.001-86400): longer gaps in capture time are shortened to it and counted.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_MAX_GAP_SECS, value_parser = max_gap)]
+    pub max_gap: f64,
     /// Classifier: the compiled decision trees, or the linear reference.
     #[arg(long, value_enum, default_value_t = ClassifierArg::Tree)]
     pub classifier: ClassifierArg,
+}
+
+/// Largest `--flow-capacity` (connections per worker): 2 GiB of flow table.
+pub const MAX_FLOW_CAPACITY: usize = 1 << 24;
+/// Largest `--interval` (s).
+pub const MAX_INTERVAL_SECS: u64 = 86_400;
+/// Largest `--top`.
+pub const MAX_TOP: u64 = 1000;
+/// Default `--max-gap` (s).
+pub const DEFAULT_MAX_GAP_SECS: f64 = 10.0;
+/// Largest `--max-gap` (s).
+pub const MAX_GAP_SECS: f64 = 86_400.0;
+
+fn flow_capacity(s: &str) -> Result<usize, String> {
+    match s.parse::<u64>() {
+        Ok(n) if (1..=MAX_FLOW_CAPACITY as u64).contains(&n) => Ok(n as usize),
+        _ => Err(format!(
+            "expected a number of connections per worker from 1 to {MAX_FLOW_CAPACITY}"
+        )),
+    }
+}
+
+fn max_gap(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.001..=MAX_GAP_SECS).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "expected a number of seconds from 0.001 to {MAX_GAP_SECS}"
+        )),
+    }
+}
+
+/// Refuses flow tables that together need more memory than the machine has
+/// available (they are allocated and written before the replay starts).
+fn check_flow_memory(args: &Args, workers: usize, capacity: usize) -> Result<(), String> {
+    let per = FlowTable::memory_for(capacity).unwrap_or(usize::MAX);
+    let total = per.saturating_mul(workers);
+    let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+    if let Some(avail) = crate::sys::available_memory()
+        && total as u64 > avail
+    {
+        return Err(format!(
+            "--flow-capacity {capacity} with --workers {}: the flow tables need {:.1} GiB ({workers} x {capacity} connections x {} B), more than the {:.1} GiB of memory available; lower --flow-capacity or --workers",
+            args.workers,
+            gib(total as u64),
+            per / capacity.max(1),
+            gib(avail)
+        ));
+    }
+    Ok(())
 }
 
 /// The JSON/YAML document of `tiergate replay -o json`.
@@ -225,7 +287,7 @@ fn load(args: &Args) -> Result<(Cluster, String), u8> {
             .map(|p| p.display().to_string())
             .collect::<Vec<_>>()
             .join(", ");
-        return super::eval::load_cluster(&args.policies).map(|c| (c, names));
+        return super::eval::load_policy_set(&args.policies, args.allow_empty).map(|c| (c, names));
     }
     let mut loaded = Vec::new();
     for (name, text) in scenario::SEED_POLICY_FILES {
@@ -261,6 +323,7 @@ fn config(args: &Args, progress: Arc<AtomicU64>) -> ReplayConfig {
         PaceArg::Max => Pace::Max,
         PaceArg::Recorded => Pace::Recorded,
     };
+    cfg.pipeline.max_gap_ns = (args.max_gap * 1e9) as u64;
     cfg.pipeline.frame_verdicts = args.allowed_out.is_some() || args.denied_out.is_some();
     cfg.pipeline.progress = Some(progress);
     cfg.pipeline.worker.export_interval_ns = Some(args.interval.saturating_mul(1_000_000_000));
@@ -268,7 +331,7 @@ fn config(args: &Args, progress: Arc<AtomicU64>) -> ReplayConfig {
         cfg.pipeline.worker.flow.capacity = n;
     }
     cfg.interval_secs = args.interval;
-    cfg.top_n = args.top;
+    cfg.top_n = args.top as usize;
     cfg
 }
 
@@ -302,6 +365,13 @@ fn read_capture(path: &Path) -> Result<Frames, String> {
 
 /// Loads, lowers, compiles and replays. Errors are printed; `Err` is the exit code.
 fn execute(args: &Args, progress: &Progress) -> Result<Executed, u8> {
+    let capacity = args
+        .flow_capacity
+        .unwrap_or(ReplayConfig::default().pipeline.worker.flow.capacity);
+    if let Err(e) = check_flow_memory(args, usize::from(args.workers), capacity) {
+        errln!("tiergate: {e}");
+        return Err(EXIT_USAGE);
+    }
     let (cluster, policies) = load(args)?;
     let (source, capture, frames) = match &args.pcap {
         // stdin, a FIFO (`--pcap <(zcat x.pcap.gz)`), a device: read into memory, as
@@ -555,6 +625,9 @@ fn run_as(args: &Args, global: &Global, impact_only: bool) -> ExitCode {
         Ok(x) => x,
         Err(code) => return ExitCode::from(code),
     };
+    for w in warnings(&r.summary, &capture, args) {
+        errln!("tiergate: warning: {w}");
+    }
     progress.set(Phase::Writing);
     // Every output is written completely before any of them replaces its destination.
     let written = write_split(args, &r, frames.as_deref(), allowed, denied).and_then(|mut v| {
@@ -595,6 +668,31 @@ fn with_newline(mut s: String) -> String {
         s.push('\n');
     }
     s
+}
+
+/// What the summary should warn about: a capture cut short, shortened gaps.
+fn warnings(s: &Summary, capture: &str, args: &Args) -> Vec<String> {
+    let mut w = Vec::new();
+    if let Some(c) = &s.capture_cut {
+        w.push(format!(
+            "{capture}: the file ends in the middle of frame {} (byte {} of {}); the {} whole frame{} before it were replayed",
+            c.frame,
+            c.offset,
+            c.file_bytes,
+            c.frame - 1,
+            if c.frame == 2 { "" } else { "s" }
+        ));
+    }
+    if s.gaps_capped > 0 {
+        w.push(format!(
+            "{} gap{} in capture time longer than --max-gap {} s {} shortened to it",
+            s.gaps_capped,
+            if s.gaps_capped == 1 { "" } else { "s" },
+            args.max_gap,
+            if s.gaps_capped == 1 { "was" } else { "were" }
+        ));
+    }
+    w
 }
 
 /// The summary table of `replay` (ends with the impact report).
@@ -652,6 +750,9 @@ fn table(r: &Replay, policies: &str, capture: &str, args: &Args) -> String {
         "\nconnections {}  (no local endpoint: {})  would be newly denied: {}  newly allowed: {}",
         f.total, f.unpoliced, f.newly_denied, f.newly_allowed
     );
+    for w in warnings(s, capture, args) {
+        let _ = writeln!(out, "warning: {w}");
+    }
     if s.evictions > 0 || s.records_dropped > 0 {
         let _ = writeln!(
             out,

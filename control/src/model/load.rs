@@ -9,9 +9,18 @@
 //!   numbers match what a reader counts in the file.
 //! - Each document is dispatched on `apiVersion` + `kind`; unknown pairs are rejected with
 //!   the list of accepted ones. Unknown fields are rejected with their path.
+//! - Only regular files (and symlinks to them) are read, whether named or found in a
+//!   directory: a FIFO, socket, device or dangling symlink is an I/O error naming it
+//!   (a FIFO would block the load).
 //! - Every problem becomes a [`LoadError`] printed as `FILE:DOC: FIELD: REASON` (DOC is
 //!   1-based; fields inside a List item start with `items[i].`; stdin is `<stdin>`).
-//!   All errors of a load are collected; a load with any error yields no resources.
+//!   All errors of a load are collected, every problem of every document (a value that
+//!   does not decode is dropped and the document decoded again, so later problems and
+//!   validation are still reported), up to [`MAX_REPORTED_ERRORS`] then a count; a load
+//!   with any error yields no resources.
+//! - [`load_set`] also rejects a set of zero resources (unless allowed) and returns a
+//!   [`LoadReport`]: what was read, and the resources Calico's defaulting placed in
+//!   namespace `default`.
 //! - [`load_path`], [`load_paths`], [`load_str`] decode, apply Calico defaulting
 //!   ([`super::defaults`]) and validate ([`super::validate`]) each resource, and reject a
 //!   set that defines the same resource twice. [`parse_str`] only decodes.
@@ -46,6 +55,10 @@ pub const MAX_DIR_DEPTH: usize = 32;
 pub const MAX_DOCUMENTS: usize = 10_000;
 /// Most resources in one load (List items included).
 pub const MAX_RESOURCES: usize = 100_000;
+
+/// Most errors one load reports; the rest are counted in a last line
+/// (`...: and N more errors`).
+pub const MAX_REPORTED_ERRORS: usize = 100;
 
 /// The name under which stdin appears in errors.
 pub const STDIN_NAME: &str = "<stdin>";
@@ -217,6 +230,67 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<Loaded>, LoadErrors
     loader.finish()
 }
 
+/// What a load read, beside the resources.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Files read (stdin counts as one).
+    pub files: usize,
+    /// Non-empty documents read.
+    pub documents: usize,
+    /// Per file, the namespaced resources that named no namespace and were placed in
+    /// `default` (Calico's defaulting), in file order.
+    pub default_namespace: Vec<(String, usize)>,
+}
+
+impl LoadReport {
+    /// The notes a user should see: `FILE: note: N namespaced resources without
+    /// metadata.namespace placed in namespace default`.
+    pub fn notes(&self) -> Vec<String> {
+        self.default_namespace
+            .iter()
+            .map(|(file, n)| {
+                format!(
+                    "{file}: note: {n} namespaced resource{} without metadata.namespace placed in namespace {}",
+                    if *n == 1 { "" } else { "s" },
+                    defaults::DEFAULT_NAMESPACE
+                )
+            })
+            .collect()
+    }
+}
+
+/// Loads several paths as one set, like [`load_paths`], and also says what was read.
+/// A set of zero resources is an error naming what was read (a wrong path must not
+/// pass as an empty policy set) unless `allow_empty`.
+pub fn load_set<P: AsRef<Path>>(
+    paths: &[P],
+    allow_empty: bool,
+) -> Result<(Vec<Loaded>, LoadReport), LoadErrors> {
+    let mut loader = Loader::new(true);
+    for p in paths {
+        loader.path(p.as_ref());
+    }
+    let (loaded, report) = loader.finish_with_report()?;
+    if loaded.is_empty() && !allow_empty {
+        let names = paths
+            .iter()
+            .map(|p| p.as_ref().display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+        return Err(LoadErrors(vec![LoadError::file(
+            &names,
+            LoadErrorKind::Invalid,
+            format!(
+                "no resources found ({} read, {} with a resource; a directory is searched for *.yaml, *.yml and *.json): check the -f path, or pass --allow-empty if an empty set is intended",
+                plural(report.files, "file"),
+                plural(report.documents, "document")
+            ),
+        )]));
+    }
+    Ok((loaded, report))
+}
+
 /// How text is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -262,9 +336,12 @@ struct Loader {
     process: bool,
     loaded: Vec<Loaded>,
     errors: Vec<LoadError>,
+    /// Errors found beyond [`MAX_REPORTED_ERRORS`].
+    unreported: usize,
     total_bytes: u64,
     resources: usize,
     resource_cap_reported: bool,
+    report: LoadReport,
 }
 
 impl Loader {
@@ -273,19 +350,50 @@ impl Loader {
             process,
             loaded: Vec::new(),
             errors: Vec::new(),
+            unreported: 0,
             total_bytes: 0,
             resources: 0,
             resource_cap_reported: false,
+            report: LoadReport::default(),
+        }
+    }
+
+    /// Records an error; past [`MAX_REPORTED_ERRORS`] only counts it.
+    fn push_error(&mut self, e: LoadError) {
+        if self.errors.len() < MAX_REPORTED_ERRORS {
+            self.errors.push(e);
+        } else {
+            self.unreported += 1;
         }
     }
 
     fn finish(self) -> Result<Vec<Loaded>, LoadErrors> {
+        self.finish_with_report().map(|(l, _)| l)
+    }
+
+    fn finish_with_report(mut self) -> Result<(Vec<Loaded>, LoadReport), LoadErrors> {
+        if self.process && self.errors.is_empty() {
+            let mut dups = Vec::new();
+            check_duplicates(&self.loaded, &mut dups);
+            for e in dups {
+                self.push_error(e);
+            }
+        }
         let mut errors = self.errors;
-        if self.process && errors.is_empty() {
-            check_duplicates(&self.loaded, &mut errors);
+        if self.unreported > 0 {
+            errors.push(LoadError {
+                source: "...".to_string(),
+                document: None,
+                field: None,
+                reason: format!(
+                    "and {} more errors (only the first {MAX_REPORTED_ERRORS} are reported)",
+                    self.unreported
+                ),
+                kind: LoadErrorKind::Invalid,
+            });
         }
         if errors.is_empty() {
-            Ok(self.loaded)
+            Ok((self.loaded, self.report))
         } else {
             Err(LoadErrors(errors))
         }
@@ -293,20 +401,21 @@ impl Loader {
 
     fn path(&mut self, path: &Path) {
         if path.as_os_str() == "-" {
+            self.report.files += 1;
             self.reader(std::io::stdin().lock(), STDIN_NAME, false);
             return;
         }
         let name = path.display().to_string();
         match std::fs::metadata(path) {
-            Err(e) => self.errors.push(LoadError::file(
+            Err(e) => self.push_error(LoadError::file(
                 &name,
                 LoadErrorKind::Io,
-                format!("cannot read: {e}"),
+                unreadable_reason(path, &e),
             )),
             Ok(m) if m.is_dir() => {
                 let mut files = Vec::new();
                 if let Err(e) = collect_files(path, 0, &mut files) {
-                    self.errors.push(e);
+                    self.push_error(e);
                     return;
                 }
                 files.sort();
@@ -314,16 +423,22 @@ impl Loader {
                     self.file(&f);
                 }
             }
-            Ok(_) => self.file(path),
+            Ok(m) if m.is_file() => self.file(path),
+            Ok(m) => self.push_error(LoadError::file(
+                &name,
+                LoadErrorKind::Io,
+                not_a_file_reason(&m),
+            )),
         }
     }
 
     fn file(&mut self, path: &Path) {
+        self.report.files += 1;
         let name = path.display().to_string();
         let json = path.extension().is_some_and(|e| e == "json");
         match std::fs::File::open(path) {
             Ok(f) => self.reader(f, &name, json),
-            Err(e) => self.errors.push(LoadError::file(
+            Err(e) => self.push_error(LoadError::file(
                 &name,
                 LoadErrorKind::Io,
                 format!("cannot read: {e}"),
@@ -334,7 +449,7 @@ impl Loader {
     fn reader(&mut self, reader: impl Read, source: &str, json: bool) {
         let mut bytes = Vec::new();
         if let Err(e) = reader.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes) {
-            self.errors.push(LoadError::file(
+            self.push_error(LoadError::file(
                 source,
                 LoadErrorKind::Io,
                 format!("cannot read: {e}"),
@@ -342,7 +457,7 @@ impl Loader {
             return;
         }
         if bytes.len() as u64 > MAX_FILE_BYTES {
-            self.errors.push(LoadError::file(
+            self.push_error(LoadError::file(
                 source,
                 LoadErrorKind::Invalid,
                 format!("input is larger than the {MAX_FILE_BYTES}-byte limit"),
@@ -351,7 +466,7 @@ impl Loader {
         }
         self.total_bytes += bytes.len() as u64;
         if self.total_bytes > MAX_TOTAL_BYTES {
-            self.errors.push(LoadError::file(
+            self.push_error(LoadError::file(
                 source,
                 LoadErrorKind::Invalid,
                 format!("total input is larger than the {MAX_TOTAL_BYTES}-byte limit"),
@@ -360,7 +475,7 @@ impl Loader {
         }
         match String::from_utf8(bytes) {
             Ok(text) => self.text(&text, source, json),
-            Err(e) => self.errors.push(LoadError::file(
+            Err(e) => self.push_error(LoadError::file(
                 source,
                 LoadErrorKind::Invalid,
                 format!(
@@ -386,7 +501,7 @@ impl Loader {
         loop {
             document += 1;
             if document > MAX_DOCUMENTS {
-                self.errors.push(LoadError::document(
+                self.push_error(LoadError::document(
                     source,
                     document,
                     format!("more than {MAX_DOCUMENTS} documents in one file"),
@@ -395,9 +510,14 @@ impl Loader {
             }
             match stream.next() {
                 None => return,
-                Some(Ok(value)) => self.document(value, source, document),
+                Some(Ok(value)) => {
+                    if !value.is_null() {
+                        self.report.documents += 1;
+                    }
+                    self.document(value, source, document)
+                }
                 Some(Err(e)) => {
-                    self.errors.push(LoadError::document(
+                    self.push_error(LoadError::document(
                         source,
                         document,
                         format!(
@@ -420,9 +540,10 @@ impl Loader {
             if doc.null {
                 continue;
             }
+            self.report.documents += 1;
             match serde_saphyr::from_str_with_options::<Value>(doc.text, saphyr_options()) {
                 Ok(value) => self.document(value, source, doc.number),
-                Err(e) => self.errors.push(LoadError::document(
+                Err(e) => self.push_error(LoadError::document(
                     source,
                     doc.number,
                     saphyr_error_message(&e, doc.first_line),
@@ -430,8 +551,7 @@ impl Loader {
             }
         }
         if let Some(e) = split.error {
-            self.errors
-                .push(LoadError::document(source, e.document, e.message));
+            self.push_error(LoadError::document(source, e.document, e.message));
         }
     }
 
@@ -445,7 +565,7 @@ impl Loader {
             if value.is_null() {
                 return;
             }
-            self.errors.push(LoadError::document(
+            self.push_error(LoadError::document(
                 source,
                 document,
                 format!(
@@ -458,7 +578,7 @@ impl Loader {
         let (api, kind) = match type_meta(&map, &origin) {
             Ok(t) => t,
             Err(e) => {
-                self.errors.push(e);
+                self.push_error(e);
                 return;
             }
         };
@@ -473,7 +593,7 @@ impl Loader {
         let mut ok = true;
         for key in map.keys() {
             if !matches!(key.as_str(), "apiVersion" | "kind" | "metadata" | "items") {
-                self.errors.push(LoadError::at(
+                self.push_error(LoadError::at(
                     origin,
                     "",
                     format!("unknown field `{key}` in a List, expected one of `apiVersion`, `kind`, `metadata`, `items`"),
@@ -485,7 +605,7 @@ impl Loader {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(items)) => items,
             Some(other) => {
-                self.errors.push(LoadError::at(
+                self.push_error(LoadError::at(
                     origin,
                     "items",
                     format!(
@@ -505,7 +625,7 @@ impl Loader {
                 ..origin.clone()
             };
             let Value::Object(mut item) = item else {
-                self.errors.push(LoadError::at(
+                self.push_error(LoadError::at(
                     &item_origin,
                     "",
                     format!(
@@ -525,12 +645,12 @@ impl Loader {
             let (api, kind) = match type_meta(&item, &item_origin) {
                 Ok(t) => t,
                 Err(e) => {
-                    self.errors.push(e);
+                    self.push_error(e);
                     continue;
                 }
             };
             if list_kind(&api, &kind).is_some() {
-                self.errors.push(LoadError::at(
+                self.push_error(LoadError::at(
                     &item_origin,
                     "kind",
                     format!("a {kind} cannot be an item of a List"),
@@ -540,7 +660,7 @@ impl Loader {
             if let Some(k) = item_kind
                 && Kind::from_wire(&api, &kind) != Some(k)
             {
-                self.errors.push(LoadError::at(
+                self.push_error(LoadError::at(
                     &item_origin,
                     "kind",
                     format!(
@@ -559,7 +679,7 @@ impl Loader {
         if self.resources > MAX_RESOURCES {
             if !self.resource_cap_reported {
                 self.resource_cap_reported = true;
-                self.errors.push(LoadError::at(
+                self.push_error(LoadError::at(
                     &origin,
                     "",
                     format!("more than {MAX_RESOURCES} resources in one load"),
@@ -568,28 +688,230 @@ impl Loader {
             return;
         }
         let Some(k) = Kind::from_wire(api, kind) else {
-            self.errors.push(unknown_kind(api, kind, &origin));
+            self.push_error(unknown_kind(api, kind, &origin));
             return;
         };
-        let mut resource = match decode_resource(k, Value::Object(map)) {
-            Ok(r) => r,
-            Err((path, reason)) => {
-                self.errors.push(LoadError::at(&origin, &path, reason));
-                return;
-            }
-        };
-        if self.process {
-            defaults::apply(&mut resource);
-            let problems = validate::validate(&resource);
-            if !problems.is_empty() {
-                for p in problems {
-                    self.errors.push(LoadError::at(&origin, &p.field, p.reason));
+        let mut decoded = decode_every_problem(k, Value::Object(map));
+        let mut resource = match decoded.resource.take() {
+            Some(r) => r,
+            None => {
+                for (path, reason) in std::mem::take(&mut decoded.problems) {
+                    self.push_error(LoadError::at(&origin, &path, reason));
                 }
                 return;
             }
+        };
+        if self.process
+            && k.is_namespaced()
+            && resource
+                .metadata()
+                .namespace
+                .as_deref()
+                .is_none_or(str::is_empty)
+        {
+            match self.report.default_namespace.last_mut() {
+                Some((file, n)) if *file == origin.source => *n += 1,
+                _ => self
+                    .report
+                    .default_namespace
+                    .push((origin.source.clone(), 1)),
+            }
+        }
+        let mut invalid = !decoded.problems.is_empty();
+        for (path, reason) in &decoded.problems {
+            self.push_error(LoadError::at(&origin, path, reason.clone()));
+        }
+        if self.process {
+            defaults::apply(&mut resource);
+            for p in validate::validate(&resource) {
+                // A value dropped to get past a decode error may make its mapping or
+                // the containers above it look wrong: only problems elsewhere are
+                // reported.
+                let field = decoded.original_path(&p.field);
+                if decoded
+                    .damaged
+                    .iter()
+                    .any(|d| under(&field, d) || under(d, &field))
+                {
+                    continue;
+                }
+                invalid = true;
+                self.push_error(LoadError::at(&origin, &field, p.reason));
+            }
+        }
+        if invalid {
+            return;
         }
         self.loaded.push(Loaded { resource, origin });
     }
+}
+
+/// The outcome of decoding one resource while collecting every decode problem.
+struct Decoded {
+    /// The resource, decoded with every offending value dropped (`None` when that was
+    /// not possible, or nothing was dropped and it still failed).
+    resource: Option<Resource>,
+    /// Every problem found: field path (in the input's numbering) and reason.
+    problems: Vec<(String, String)>,
+    /// Sequence items dropped, in order: the sequence's path at the time and the index.
+    dropped_items: Vec<(String, usize)>,
+    /// Paths (input numbering) of the mappings that lost a field, and of the dropped
+    /// items.
+    damaged: Vec<String>,
+}
+
+impl Decoded {
+    /// `path`, written against the decoded value (items dropped), in the input's
+    /// numbering.
+    fn original_path(&self, path: &str) -> String {
+        let mut path = path.to_string();
+        for (seq, index) in self.dropped_items.iter().rev() {
+            let prefix = format!("{seq}[");
+            let Some(rest) = path.strip_prefix(&prefix) else {
+                continue;
+            };
+            let Some(close) = rest.find(']') else {
+                continue;
+            };
+            if let Ok(j) = rest[..close].parse::<usize>()
+                && j >= *index
+            {
+                path = format!("{prefix}{}{}", j + 1, &rest[close..]);
+            }
+        }
+        path
+    }
+}
+
+/// Whether field path `path` is `base` or lies inside it.
+fn under(path: &str, base: &str) -> bool {
+    base.is_empty()
+        || path == base
+        || path
+            .strip_prefix(base)
+            .is_some_and(|r| r.starts_with('.') || r.starts_with('['))
+}
+
+/// Most decode problems collected from one resource.
+const MAX_DECODE_PROBLEMS: usize = MAX_REPORTED_ERRORS;
+
+/// Decodes `value` as a `kind`, and on each error drops the offending value (a mapping
+/// field or a sequence item) and tries again, so that every decode problem of the
+/// document is found, not only the first. Stops when the error cannot be located, when
+/// the drop would remove a required field (the "missing field" that follows is not the
+/// user's mistake), or after [`MAX_DECODE_PROBLEMS`].
+fn decode_every_problem(kind: Kind, mut value: Value) -> Decoded {
+    let mut d = Decoded {
+        resource: None,
+        problems: Vec::new(),
+        dropped_items: Vec::new(),
+        damaged: Vec::new(),
+    };
+    let mut removed_keys: Vec<(String, String)> = Vec::new();
+    loop {
+        let (segs, path, reason) = match decode_resource(kind, &value) {
+            Ok(r) => {
+                d.resource = Some(r);
+                return d;
+            }
+            Err(e) => e,
+        };
+        if let Some(field) = reason
+            .strip_prefix("missing field `")
+            .and_then(|r| r.split('`').next())
+            && removed_keys
+                .iter()
+                .any(|(parent, key)| *parent == path && key == field)
+        {
+            // Caused by a field already reported and dropped.
+            return d;
+        }
+        d.problems.push((d.original_path(&path), reason));
+        let Some(segs) = segs else {
+            return d;
+        };
+        if d.problems.len() >= MAX_DECODE_PROBLEMS || segs.is_empty() {
+            return d;
+        }
+        let (last, parent) = segs.split_last().expect("not empty");
+        let parent_path = path_string(parent);
+        let mut node = &mut value;
+        for seg in parent {
+            let next = match (seg, node) {
+                (PathSeg::Key(k), Value::Object(m)) => m.get_mut(k),
+                (PathSeg::Index(i), Value::Array(a)) => a.get_mut(*i),
+                _ => None,
+            };
+            match next {
+                Some(n) => node = n,
+                None => return d,
+            }
+        }
+        let original_parent = d.original_path(&parent_path);
+        match (last, node) {
+            (PathSeg::Key(k), Value::Object(m)) if m.contains_key(k) => {
+                m.remove(k);
+                // Inside a rule or a sub-mapping, the neighbours of a dropped field
+                // may depend on it (ports on protocol); a top-level section (`spec`,
+                // `metadata`) is only damaged at the dropped field and above.
+                let nested = parent.len() > 1;
+                d.damaged.push(if nested {
+                    original_parent
+                } else {
+                    d.original_path(&path)
+                });
+                removed_keys.push((parent_path, k.clone()));
+            }
+            (PathSeg::Index(i), Value::Array(a)) if *i < a.len() => {
+                a.remove(*i);
+                let original = d.original_path(&path);
+                d.dropped_items.push((parent_path, *i));
+                d.damaged.push(original);
+            }
+            _ => return d,
+        }
+    }
+}
+
+/// Why `path` cannot be read, `e` being the error of following it.
+fn unreadable_reason(path: &Path, e: &std::io::Error) -> String {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            let target = std::fs::read_link(path)
+                .map(|t| format!(" to {}", t.display()))
+                .unwrap_or_default();
+            format!("cannot read: a symlink{target} that cannot be followed ({e})")
+        }
+        _ => format!("cannot read: {e}"),
+    }
+}
+
+/// Why a path that is neither a regular file nor a directory is not read.
+fn not_a_file_reason(m: &std::fs::Metadata) -> String {
+    #[cfg(unix)]
+    let what = {
+        use std::os::unix::fs::FileTypeExt;
+        let t = m.file_type();
+        if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_socket() {
+            "a socket"
+        } else if t.is_block_device() {
+            "a block device"
+        } else if t.is_char_device() {
+            "a character device"
+        } else {
+            "not a regular file"
+        }
+    };
+    #[cfg(not(unix))]
+    let what = {
+        let _ = m;
+        "not a regular file"
+    };
+    format!(
+        "cannot read: {what}; only regular files (or symlinks to them), directories and - (stdin) are read"
+    )
 }
 
 fn collect_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
@@ -617,20 +939,34 @@ fn collect_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(),
             )
         })?;
         let path = entry.path();
+        let policy_name = path
+            .extension()
+            .is_some_and(|e| e == "yaml" || e == "yml" || e == "json");
         // Follows symlinks; the depth cap stops cycles.
-        let meta = std::fs::metadata(&path).map_err(|e| {
-            LoadError::file(
-                &path.display().to_string(),
-                LoadErrorKind::Io,
-                format!("cannot read: {e}"),
-            )
-        })?;
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            // Something that is not a policy file and cannot be followed (a dangling
+            // symlink named README) is not looked at.
+            Err(_) if !policy_name => continue,
+            Err(e) => {
+                return Err(LoadError::file(
+                    &path.display().to_string(),
+                    LoadErrorKind::Io,
+                    unreadable_reason(&path, &e),
+                ));
+            }
+        };
         if meta.is_dir() {
             collect_files(&path, depth + 1, out)?;
-        } else if path
-            .extension()
-            .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
-        {
+        } else if policy_name {
+            // A FIFO, socket or device would block or read forever: only regular files.
+            if !meta.is_file() {
+                return Err(LoadError::file(
+                    &path.display().to_string(),
+                    LoadErrorKind::Io,
+                    not_a_file_reason(&meta),
+                ));
+            }
             out.push(path);
             if out.len() > MAX_FILES {
                 return Err(LoadError::file(
@@ -736,13 +1072,49 @@ struct Wire<S> {
     _status: Option<IgnoredAny>,
 }
 
+/// Where a decode error is: the path of map keys and sequence indices from the top of
+/// the resource, or `None` for a place that cannot be named (an enum or untagged value).
+type DecodePath = Option<Vec<PathSeg>>;
+
+/// One step of a [`DecodePath`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum PathSeg {
+    Key(String),
+    Index(usize),
+}
+
+fn path_string(segs: &[PathSeg]) -> String {
+    let mut s = String::new();
+    for seg in segs {
+        match seg {
+            PathSeg::Key(k) => {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                s.push_str(k);
+            }
+            PathSeg::Index(i) => s.push_str(&format!("[{i}]")),
+        }
+    }
+    s
+}
+
 fn decode_object<S: DeserializeOwned + Default>(
-    value: Value,
-) -> Result<Object<S>, (String, String)> {
+    value: &Value,
+) -> Result<Object<S>, (DecodePath, String, String)> {
     let wire: Wire<S> = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
-        (path, e.into_inner().to_string())
+        let segs = e
+            .path()
+            .iter()
+            .map(|s| match s {
+                serde_path_to_error::Segment::Map { key } => Some(PathSeg::Key(key.clone())),
+                serde_path_to_error::Segment::Seq { index } => Some(PathSeg::Index(*index)),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>();
+        (segs, path, e.into_inner().to_string())
     })?;
     Ok(Object {
         metadata: wire.metadata.unwrap_or_default(),
@@ -750,7 +1122,7 @@ fn decode_object<S: DeserializeOwned + Default>(
     })
 }
 
-fn decode_resource(kind: Kind, value: Value) -> Result<Resource, (String, String)> {
+fn decode_resource(kind: Kind, value: &Value) -> Result<Resource, (DecodePath, String, String)> {
     Ok(match kind {
         Kind::NetworkPolicy => Resource::NetworkPolicy(decode_object(value)?),
         Kind::GlobalNetworkPolicy => Resource::GlobalNetworkPolicy(decode_object(value)?),
@@ -798,23 +1170,62 @@ fn json_error_message(e: &serde_json::Error) -> String {
 fn saphyr_options() -> serde_saphyr::Options {
     let mut opts = serde_saphyr::options! {
         budget: serde_saphyr::budget! {
-            max_depth: 64,
-            max_nodes: 1_000_000,
+            max_depth: MAX_DOCUMENT_DEPTH,
+            max_nodes: MAX_DOCUMENT_NODES,
             max_documents: 2,
         },
         with_snippet: false,
         // YAML 1.2 core schema: `n`, `no`, `on` are strings, not booleans (a namespace
         // named `no` must not turn into `false`).
         strict_booleans: true,
+        // `.nan`, `.inf` and `1e400` become strings, so the field that cannot take
+        // them is named in the error (`spec.order: invalid order ".inf": ...`).
+        non_finite_float_policy: serde_saphyr::NonFiniteFloatPolicy::AsString,
     };
     // Alias bombs: a policy document never needs more than this many replayed events.
-    opts.alias_limits.max_total_replayed_events = 100_000;
+    opts.alias_limits.max_total_replayed_events = MAX_ALIAS_EVENTS;
     opts
+}
+
+/// YAML nesting allowed inside one document (saphyr's `max_depth`).
+const MAX_DOCUMENT_DEPTH: usize = 64;
+/// Alias expansion allowed per document (replayed events).
+const MAX_ALIAS_EVENTS: usize = 100_000;
+/// Nodes allowed per document.
+const MAX_DOCUMENT_NODES: usize = 1_000_000;
+
+/// The message for a YAML limit that a document exceeded: what, the limit, and what to
+/// do (saphyr's own text is `budget breached: Depth { depth: 65 }`).
+fn budget_message(e: &serde_saphyr::Error) -> Option<String> {
+    use serde_saphyr::budget::BudgetBreach;
+    let mut e = e;
+    #[allow(deprecated)] // the variants' deprecated `msg` fields are not read
+    loop {
+        match e {
+            serde_saphyr::Error::WithSnippet { error, .. }
+            | serde_saphyr::Error::AliasError { error, .. } => e = error,
+            serde_saphyr::Error::Budget { breach, .. } => {
+                return Some(match breach {
+                    BudgetBreach::Depth { depth } => format!(
+                        "nested {depth} levels deep, more than the limit of {MAX_DOCUMENT_DEPTH} mappings/sequences inside one document (a policy needs about 10): check for runaway brackets or indentation"
+                    ),
+                    BudgetBreach::Nodes { nodes } => format!(
+                        "more than {MAX_DOCUMENT_NODES} YAML nodes in one document ({nodes} seen): split the document"
+                    ),
+                    other => format!(
+                        "a YAML size limit was exceeded ({other:?}; aliases may expand to at most {MAX_ALIAS_EVENTS} events per document): simplify or split the document"
+                    ),
+                });
+            }
+            _ => return None,
+        }
+    }
 }
 
 fn saphyr_error_message(e: &serde_saphyr::Error, first_line: usize) -> String {
     let rendered = e.to_string();
-    let message = rendered.lines().next().unwrap_or("").trim().to_string();
+    let first = rendered.lines().next().unwrap_or("").trim().to_string();
+    let message = budget_message(e).unwrap_or(first);
     match e.location() {
         Some(loc) if loc.line() > 0 => {
             let line = loc.line() as usize + first_line - 1;

@@ -537,6 +537,79 @@ impl<'de> Deserialize<'de> for IntOrString {
     }
 }
 
+/// Deserializes a policy or tier `order`: a finite number. YAML's `.nan` and `.inf`, and
+/// literals too large for a 64-bit float (`1e400`), reach here as strings (the loader
+/// asks for them so) and are rejected naming the value.
+fn deserialize_order<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    struct V;
+    impl<'de> de::Visitor<'de> for V {
+        type Value = Option<f64>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a finite number")
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            if v.is_finite() {
+                Ok(Some(v))
+            } else {
+                Err(E::custom(format!(
+                    "order {v} is not a finite number: expected a number such as 100 or 2.5 (up to about 1.8e308)"
+                )))
+            }
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v as f64))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v as f64))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            const EXPECTED: &str = "expected a finite number such as 100 or 2.5";
+            Err(E::custom(match v {
+                ".nan" | ".NaN" | ".NAN" => format!("invalid order {v:?} (NaN): {EXPECTED}"),
+                ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" | "-.inf" | "-.Inf"
+                | "-.INF" => format!(
+                    "invalid order {v:?} (infinity, or a number beyond about 1.8e308): {EXPECTED}"
+                ),
+                _ => format!("invalid order {v:?}: {EXPECTED}, found a string"),
+            }))
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_any(V)
+        }
+    }
+    d.deserialize_option(V)
+}
+
+/// Deserializes an ICMP type or code (0-255), naming the field and the range when the
+/// value is out of it.
+fn deserialize_icmp_u8<'de, D: Deserializer<'de>>(
+    d: D,
+    what: &'static str,
+    range: &'static str,
+) -> Result<Option<u8>, D::Error> {
+    match Option::<i128>::deserialize(d) {
+        Ok(None) => Ok(None),
+        Ok(Some(v)) => u8::try_from(v)
+            .map(Some)
+            .map_err(|_| de::Error::custom(format!("invalid ICMP {what} {v}: expected {range}"))),
+        Err(e) => Err(e),
+    }
+}
+
+fn deserialize_icmp_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
+    deserialize_icmp_u8(d, "type", "0-254")
+}
+
+fn deserialize_icmp_code<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
+    deserialize_icmp_u8(d, "code", "0-255")
+}
+
 /// Deserializes a Kubernetes `ipBlock` CIDR: prefix notation is required (a bare address
 /// is rejected, as the Kubernetes API server does).
 fn deserialize_strict_cidr<'de, D: Deserializer<'de>>(d: D) -> Result<Net, D::Error> {
@@ -546,9 +619,20 @@ fn deserialize_strict_cidr<'de, D: Deserializer<'de>>(d: D) -> Result<Net, D::Er
 
 fn deserialize_strict_cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Net>, D::Error> {
     let v = Vec::<String>::deserialize(d)?;
-    v.iter()
-        .map(|s| parse_strict_cidr(s).map_err(de::Error::custom))
-        .collect()
+    let mut nets = Vec::with_capacity(v.len());
+    let mut bad = Vec::new();
+    for (i, s) in v.iter().enumerate() {
+        match parse_strict_cidr(s) {
+            Ok(n) => nets.push(n),
+            Err(e) => bad.push(format!("[{i}] {e}")),
+        }
+    }
+    // Every bad item, not only the first (the list is decoded as one value).
+    if bad.is_empty() {
+        Ok(nets)
+    } else {
+        Err(de::Error::custom(bad.join("; ")))
+    }
 }
 
 fn parse_strict_cidr(s: &str) -> Result<Net, String> {
@@ -565,10 +649,19 @@ fn parse_strict_cidr(s: &str) -> Result<Net, String> {
 #[serde(deny_unknown_fields)]
 pub struct IcmpFields {
     /// ICMP type (0–254).
-    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "type",
+        deserialize_with = "deserialize_icmp_type",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub icmp_type: Option<u8>,
     /// ICMP code (0–255); requires a type.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "deserialize_icmp_code",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub code: Option<u8>,
 }
 
@@ -718,7 +811,11 @@ pub struct PolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
     /// Order; absent = after every ordered policy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "deserialize_order",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub order: Option<f64>,
     /// Endpoints the policy applies to; absent/empty = `all()`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -900,7 +997,11 @@ pub struct K8sPolicySpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TierSpec {
     /// Order; absent = last.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "deserialize_order",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub order: Option<f64>,
     /// Deny (default) or Pass.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -132,6 +132,23 @@ pub struct Summary {
     pub evictions: u64,
     /// Flow records lost (record channel full); flow logs are incomplete when > 0.
     pub records_dropped: u64,
+    /// Where the capture file ended in the middle of a frame (`null` when it did not);
+    /// the frames before it were replayed.
+    pub capture_cut: Option<CutSummary>,
+    /// Gaps in capture time that a `--pace recorded` replay shortened to the maximum
+    /// gap.
+    pub gaps_capped: u64,
+}
+
+/// Where a capture file was cut short.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CutSummary {
+    /// Byte offset of the incomplete record (the end of the last whole one).
+    pub offset: u64,
+    /// Size of the file in bytes.
+    pub file_bytes: u64,
+    /// 1-based number of the frame that is cut (the frames before it were replayed).
+    pub frame: u64,
 }
 
 /// Everything a replay produced.
@@ -299,6 +316,12 @@ fn summarize(run: &RunReport, connections: &[Connection], workers: usize) -> Sum
         mpps: run.mpps(),
         evictions: t.flows.evictions,
         records_dropped: t.records_dropped,
+        capture_cut: run.capture_cut.map(|c| CutSummary {
+            offset: c.offset,
+            file_bytes: c.file_bytes,
+            frame: c.frame,
+        }),
+        gaps_capped: run.gaps_capped,
     }
 }
 

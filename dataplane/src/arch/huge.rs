@@ -16,6 +16,26 @@ use std::ptr::NonNull;
 /// Size (and alignment) of a transparent huge page on x86_64 and most aarch64 kernels.
 pub const HUGE_PAGE: usize = 2 << 20;
 
+/// An array could not be allocated: its size overflows, or the allocator refused it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("cannot allocate {items} items of {item_bytes} bytes ({})", describe(*.items, *.item_bytes))]
+pub struct AllocError {
+    /// Items asked for.
+    pub items: usize,
+    /// Bytes per item.
+    pub item_bytes: usize,
+}
+
+fn describe(items: usize, item_bytes: usize) -> String {
+    match items.checked_mul(item_bytes) {
+        Some(b) => format!(
+            "{:.1} GiB: the allocator refused",
+            b as f64 / f64::from(1u32 << 30)
+        ),
+        None => "more bytes than the address space holds".to_string(),
+    }
+}
+
 /// A fixed array of `T`, in huge-page-backed memory when it is large (like a
 /// `Box<[T]>` otherwise).
 pub struct HugeSlice<T: Copy> {
@@ -32,25 +52,37 @@ unsafe impl<T: Copy + Send> Send for HugeSlice<T> {}
 unsafe impl<T: Copy + Sync> Sync for HugeSlice<T> {}
 
 impl<T: Copy> HugeSlice<T> {
-    /// `n` copies of `value`.
+    /// `n` copies of `value`. Aborts if the memory cannot be allocated (see
+    /// [`HugeSlice::try_from_elem`]).
     pub fn from_elem(value: T, n: usize) -> Self {
-        Self::fill(n, |_| value)
+        Self::try_fill(n, |_| value).unwrap_or_else(|_| handle_alloc_error(Layout::new::<T>()))
+    }
+
+    /// `n` copies of `value`, or an error when the size overflows or the allocator
+    /// refuses (for sizes a user chose: the caller reports instead of aborting).
+    pub fn try_from_elem(value: T, n: usize) -> Result<Self, AllocError> {
+        Self::try_fill(n, |_| value)
     }
 
     /// A copy of `items`.
     pub fn from_slice(items: &[T]) -> Self {
-        Self::fill(items.len(), |i| items[i])
+        Self::try_fill(items.len(), |i| items[i])
+            .unwrap_or_else(|_| handle_alloc_error(Layout::new::<T>()))
     }
 
     /// An array of `n` items, item `i` being `item(i)`.
-    fn fill(n: usize, item: impl Fn(usize) -> T) -> Self {
-        let bytes = size_of::<T>().saturating_mul(n);
+    fn try_fill(n: usize, item: impl Fn(usize) -> T) -> Result<Self, AllocError> {
+        let err = AllocError {
+            items: n,
+            item_bytes: size_of::<T>(),
+        };
+        let bytes = size_of::<T>().checked_mul(n).ok_or(err)?;
         if bytes == 0 {
-            return HugeSlice {
+            return Ok(HugeSlice {
                 ptr: NonNull::dangling(),
                 len: n,
                 layout: None,
-            };
+            });
         }
         let huge = bytes >= HUGE_PAGE;
         let align = if huge {
@@ -63,13 +95,13 @@ impl<T: Copy> HugeSlice<T> {
             .map(|size| Layout::from_size_align(size, align))
         {
             Some(Ok(l)) => l,
-            // Sizes near `usize::MAX`: no such allocation can succeed.
-            _ => handle_alloc_error(Layout::new::<T>()),
+            // Sizes near `isize::MAX`: no such allocation can succeed.
+            _ => return Err(err),
         };
         // SAFETY: `layout` has a nonzero size.
         let raw = unsafe { alloc(layout) };
         let Some(ptr) = NonNull::new(raw.cast::<T>()) else {
-            handle_alloc_error(layout)
+            return Err(err);
         };
         #[cfg(target_os = "linux")]
         if huge {
@@ -86,11 +118,11 @@ impl<T: Copy> HugeSlice<T> {
             // once, before anything reads it.
             unsafe { ptr.as_ptr().add(i).write(item(i)) };
         }
-        HugeSlice {
+        Ok(HugeSlice {
             ptr,
             len: n,
             layout: Some(layout),
-        }
+        })
     }
 
     /// Whether the array was allocated for huge pages (the kernel may still have
@@ -172,5 +204,25 @@ mod tests {
         assert_eq!(w.as_ptr() as usize % 128, 0);
         let z = HugeSlice::from_elem((), 10);
         assert_eq!(z.len(), 10);
+    }
+
+    #[test]
+    fn impossible_sizes_are_errors_not_aborts() {
+        // Overflows the byte count.
+        let e = HugeSlice::try_from_elem(0u64, usize::MAX).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "cannot allocate {} items of 8 bytes (more bytes than the address space holds)",
+                usize::MAX
+            )
+        );
+        // Fits in usize but not in any layout (larger than isize::MAX).
+        let e = HugeSlice::try_from_elem(0u8, usize::MAX / 2 + 1).unwrap_err();
+        assert_eq!(e.items, usize::MAX / 2 + 1);
+        // A size the address space cannot map (2^62 bytes) is refused by the allocator.
+        assert!(HugeSlice::try_from_elem(0u64, 1 << 59).is_err());
+        let ok = HugeSlice::try_from_elem(7u32, 3).unwrap();
+        assert_eq!(&*ok, &[7, 7, 7]);
     }
 }

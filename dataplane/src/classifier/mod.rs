@@ -114,7 +114,7 @@ pub enum BuildError {
     },
     /// The compiled form does not fit the memory budget, even partitioned.
     #[error(
-        "program {program} ({family:?}) does not fit the memory budget of {budget} bytes ({what}); raise BuildConfig::memory_budget or simplify the policy"
+        "the compiled classifier exceeds its memory budget of {budget} bytes ({what}) in rule program {program}, {family:?} rules: simplify the policies of that endpoint (fewer rules, ports or CIDRs), or build with a larger BuildConfig::memory_budget"
     )]
     OverBudget {
         /// The budget ([`BuildConfig::memory_budget`]).

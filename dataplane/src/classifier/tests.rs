@@ -913,3 +913,18 @@ fn extreme_build_settings_build_or_fail_cleanly() {
         }
     }
 }
+
+/// The over-budget error says what ran out, the limit and what to do, in words.
+#[test]
+fn over_budget_message_names_the_limit_and_the_remedy() {
+    let e = BuildError::OverBudget {
+        budget: 256 << 20,
+        program: 3,
+        family: Family::V6,
+        what: "tree slots",
+    };
+    assert_eq!(
+        e.to_string(),
+        "the compiled classifier exceeds its memory budget of 268435456 bytes (tree slots) in rule program 3, V6 rules: simplify the policies of that endpoint (fewer rules, ports or CIDRs), or build with a larger BuildConfig::memory_budget"
+    );
+}

@@ -4,7 +4,7 @@
 use super::conntrack::{TimeoutTable, Timeouts};
 use super::entry::{EndReason, FlowEntry, FlowRecord};
 use super::key::{ConnKey, KeyHasher};
-use crate::arch::huge::HugeSlice;
+use crate::arch::huge::{AllocError, HugeSlice};
 use crate::arch::tags::match_tags;
 
 /// Slots per bucket.
@@ -124,25 +124,51 @@ pub struct FlowTable {
 }
 
 impl FlowTable {
-    /// Allocates a table (all memory is allocated here, never later).
+    /// Allocates a table (all memory is allocated here, never later). Panics if the
+    /// memory cannot be allocated; [`FlowTable::try_new`] reports it instead.
     pub fn new(cfg: FlowTableConfig) -> Self {
+        Self::try_new(cfg).unwrap_or_else(|e| panic!("flow table: {e}"))
+    }
+
+    /// Bytes a table of `capacity` slots holds (entries and bucket metadata), `None`
+    /// when that overflows.
+    pub fn memory_for(capacity: usize) -> Option<usize> {
+        let nbuckets = capacity.max(1).div_ceil(WAYS);
+        let entries = nbuckets
+            .checked_mul(WAYS)?
+            .checked_mul(size_of::<FlowEntry>())?;
+        entries.checked_add(nbuckets.checked_mul(size_of::<Bucket>())?)
+    }
+
+    /// Allocates a table, or reports that its memory cannot be allocated (the
+    /// capacity is often a user's choice).
+    pub fn try_new(cfg: FlowTableConfig) -> Result<Self, AllocError> {
         let nbuckets = cfg.capacity.max(1).div_ceil(WAYS);
-        FlowTable {
-            buckets: HugeSlice::from_elem(
+        let too_big = AllocError {
+            items: cfg.capacity,
+            item_bytes: size_of::<FlowEntry>(),
+        };
+        // Slots are addressed by a `Slot` (u32).
+        let slots = nbuckets
+            .checked_mul(WAYS)
+            .filter(|&n| Slot::try_from(n).is_ok())
+            .ok_or(too_big)?;
+        Ok(FlowTable {
+            buckets: HugeSlice::try_from_elem(
                 Bucket {
                     tags: [0; WAYS],
                     stamps: [0; WAYS],
                 },
                 nbuckets,
-            ),
-            entries: HugeSlice::from_elem(FlowEntry::EMPTY, nbuckets * WAYS),
+            )?,
+            entries: HugeSlice::try_from_elem(FlowEntry::EMPTY, slots)?,
             hasher: KeyHasher::new(cfg.seed),
             timeouts: cfg.timeouts,
             timeout_table: TimeoutTable::from(&cfg.timeouts),
             len: 0,
             sweep_cursor: 0,
             stats: FlowTableStats::default(),
-        }
+        })
     }
 
     /// Number of slots (the hard bound on tracked connections).

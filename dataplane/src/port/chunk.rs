@@ -106,23 +106,37 @@ impl Port for ChunkPort {
 }
 
 /// Paces replay at recorded speed: chunks close every millisecond of capture time
-/// and the dispatcher sleeps until the wall clock catches up.
+/// and the dispatcher sleeps until the wall clock catches up. A gap between frames
+/// longer than `max_gap` is waited for only `max_gap` (and counted).
 pub(crate) struct Pacer {
     on: bool,
     start: Option<(Instant, u64)>,
     chunk_end_ts: u64,
     last_ts: u64,
+    /// Longest gap waited for (ns of capture time).
+    max_gap: u64,
+    /// Capture time skipped by shortened gaps (ns): subtracted from every later
+    /// frame's offset.
+    skipped: u64,
+    /// The latest frame time seen (ns), to measure gaps.
+    prev_ts: Option<u64>,
+    /// Gaps shortened.
+    pub(crate) gaps_capped: u64,
 }
 
 const PACE_SLICE_NS: u64 = 1_000_000;
 
 impl Pacer {
-    pub(crate) fn new(p: Pace) -> Self {
+    pub(crate) fn new(p: Pace, max_gap: u64) -> Self {
         Pacer {
             on: p == Pace::Recorded,
             start: None,
             chunk_end_ts: 0,
             last_ts: 0,
+            max_gap,
+            skipped: 0,
+            prev_ts: None,
+            gaps_capped: 0,
         }
     }
 
@@ -132,7 +146,15 @@ impl Pacer {
             return false;
         }
         let (_, t0) = *self.start.get_or_insert((Instant::now(), ts));
-        self.last_ts = ts.max(t0);
+        if let Some(prev) = self.prev_ts {
+            let gap = ts.saturating_sub(prev);
+            if gap > self.max_gap {
+                self.skipped = self.skipped.saturating_add(gap - self.max_gap);
+                self.gaps_capped += 1;
+            }
+        }
+        self.prev_ts = Some(self.prev_ts.map_or(ts, |p| p.max(ts)));
+        self.last_ts = ts.saturating_sub(self.skipped).max(t0);
         if self.chunk_end_ts == 0 {
             self.chunk_end_ts = ts.saturating_add(PACE_SLICE_NS);
         }

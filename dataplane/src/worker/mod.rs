@@ -48,6 +48,7 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
+use crate::arch::huge::AllocError;
 use crate::flow::{FlowRecord, FlowTable, FlowTableConfig};
 use crate::packet::{FragmentTracker, ParseError, ParsedPacket, UnparsedPolicy};
 use crate::program::{Classify, FlowKey, FlowVerdicts};
@@ -198,14 +199,25 @@ pub struct WorkerReport {
 }
 
 impl<C: Classify> Worker<C> {
-    /// A worker reading classifiers from `slot`, sending records to `records`.
+    /// A worker reading classifiers from `slot`, sending records to `records`. Panics
+    /// if the flow table cannot be allocated ([`Worker::try_new`] reports it).
     pub fn new(cfg: WorkerConfig, slot: Arc<ClassifierSlot<C>>, records: RecordOut) -> Self {
+        Self::try_new(cfg, slot, records).unwrap_or_else(|e| panic!("flow table: {e}"))
+    }
+
+    /// [`Worker::new`], or the error of allocating the flow table.
+    pub fn try_new(
+        cfg: WorkerConfig,
+        slot: Arc<ClassifierSlot<C>>,
+        records: RecordOut,
+    ) -> Result<Self, AllocError> {
         let batch = cfg.batch.clamp(1, MAX_BATCH);
         let cfg = WorkerConfig { batch, ..cfg };
+        let table = FlowTable::try_new(cfg.flow)?;
         let current = slot.load();
         let seat = slot.register(current.generation);
-        Worker {
-            table: FlowTable::new(cfg.flow),
+        Ok(Worker {
+            table,
             frags: FragmentTracker::new(cfg.fragment_slots, cfg.flow.seed ^ 0x6672_6167),
             stats: WorkerStats::default(),
             latency: new_latency_histogram(),
@@ -226,7 +238,7 @@ impl<C: Classify> Worker<C> {
             tx: vec![RxFrame::default(); batch],
             drop: vec![RxFrame::default(); batch],
             cfg,
-        }
+        })
     }
 
     /// Counters so far (flow-table counters included).

@@ -195,7 +195,9 @@ fn unknown_and_mistyped_fields_name_their_path() {
     );
     assert_eq!(
         errs(&format!("{base}  order: first\n")),
-        vec!["f.yaml:1: spec.order: invalid type: string \"first\", expected f64"]
+        vec![
+            "f.yaml:1: spec.order: invalid order \"first\": expected a finite number such as 100 or 2.5, found a string"
+        ]
     );
     assert_eq!(
         errs(&format!(
@@ -263,7 +265,7 @@ items:
     assert_eq!(
         errs(text),
         vec![
-            "f.yaml:1: items[1].spec.order: invalid type: string \"x\", expected f64",
+            "f.yaml:1: items[1].spec.order: invalid order \"x\": expected a finite number such as 100 or 2.5, found a string",
             "f.yaml:1: items[2].metadata.namespace: invalid namespace \"Prod\": expected lower-case alphanumerics and '-', starting and ending with an alphanumeric",
         ]
     );
@@ -402,6 +404,19 @@ fn limits_are_errors_not_crashes() {
     assert!(
         e[0].starts_with("f.yaml:1: YAML syntax error at line 1 column "),
         "{e:?}"
+    );
+    // Deeper than a document may nest (but within the syntax limit): the message
+    // says what was exceeded and the limit, not the YAML library's internal name.
+    let deep = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {}{}\n",
+        "[".repeat(70),
+        "]".repeat(70)
+    );
+    assert_eq!(
+        errs(&deep),
+        vec![
+            "f.yaml:1: YAML error at line 4 column 71: nested 65 levels deep, more than the limit of 64 mappings/sequences inside one document (a policy needs about 10): check for runaway brackets or indentation"
+        ]
     );
     let bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]
 b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]
@@ -710,4 +725,243 @@ spec: {node: n, expectedIPs: ['fd00::1'], ports: [{name: ssh, protocol: TCP, por
             ok(s);
         }
     }
+}
+
+#[test]
+fn every_decode_problem_of_a_document_is_reported() {
+    let text = "apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: Bad_Name}
+spec:
+  order: 1e400
+  ingress:
+  - action: Allow
+    protocol: ICMP
+    icmp: {type: 300, code: 256}
+    source:
+      nets: [1.2.3.4/33, 10.0.0.0/8, bad, 10.0.0.0/99]
+    destination:
+      nets: [zz]
+  egress:
+  - action: Allow
+    destination:
+      ports: [80]
+---
+apiVersion: projectcalico.org/v3
+kind: Tier
+metadata: {name: t}
+spec: {order: .nan}
+";
+    let mut e = errs(text);
+    e.sort();
+    let cidr = |f: &str, v: &str| {
+        format!(
+            "f.yaml:1: spec.ingress[0].{f}: invalid CIDR \"{v}\": expected an IPv4 or IPv6 prefix such as 10.0.0.0/8 or fd00::/64, or a bare address"
+        )
+    };
+    let mut want = vec![
+        cidr("destination.nets[0]", "zz"),
+        "f.yaml:1: spec.ingress[0].icmp.code: invalid ICMP code 256: expected 0-255".to_string(),
+        "f.yaml:1: spec.ingress[0].icmp.type: invalid ICMP type 300: expected 0-254".to_string(),
+        cidr("source.nets[0]", "1.2.3.4/33"),
+        cidr("source.nets[2]", "bad"),
+        cidr("source.nets[3]", "10.0.0.0/99"),
+        "f.yaml:1: spec.order: invalid order \".inf\" (infinity, or a number beyond about 1.8e308): expected a finite number such as 100 or 2.5".to_string(),
+        // Validation still runs on what decoded, away from the dropped values.
+        "f.yaml:1: metadata.name: invalid name \"Bad_Name\": expected lower-case alphanumerics and '-', at most one '.' (the legacy <tier>.<name> form) (regex ^(L\\.)?L$, L = [a-z0-9]([-a-z0-9]*[a-z0-9])?)".to_string(),
+        "f.yaml:1: spec.egress[0].destination.ports: rules with numeric port or port range must set protocol to TCP or UDP or SCTP".to_string(),
+        "f.yaml:2: spec.order: invalid order \".nan\" (NaN): expected a finite number such as 100 or 2.5".to_string(),
+    ];
+    want.sort();
+    assert_eq!(e, want);
+}
+
+#[test]
+fn a_dropped_value_does_not_make_its_neighbours_wrong() {
+    // Dropping the only (bad) address would leave a host endpoint with neither
+    // interfaceName nor expectedIPs: that consequence is not reported.
+    let e = errs(
+        "apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: h}
+spec:
+  node: n
+  expectedIPs: [not-an-ip]
+",
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("f.yaml:1: spec.expectedIPs[0]: "), "{e:?}");
+    // A required field whose value is wrong is reported once, not also as missing.
+    let e = errs(
+        "apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: p}
+spec:
+  ingress:
+  - action: Bogus
+",
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("f.yaml:1: spec.ingress[0].action: "),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn errors_are_capped_with_a_count_of_the_rest() {
+    let nets: Vec<String> = (0..150).map(|i| format!("bad{i}")).collect();
+    let text = format!(
+        "apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {{name: p}}
+spec:
+  ingress:
+  - action: Allow
+    source:
+      nets: [{}]
+---
+apiVersion: projectcalico.org/v3
+kind: Tier
+metadata: {{name: T}}
+",
+        nets.join(", ")
+    );
+    let e = errs(&text);
+    assert_eq!(e.len(), MAX_REPORTED_ERRORS + 1);
+    assert!(e[0].contains("nets[0]: invalid CIDR \"bad0\""), "{}", e[0]);
+    assert!(
+        e[99].contains("nets[99]: invalid CIDR \"bad99\""),
+        "{}",
+        e[99]
+    );
+    // The decode stops at the cap; the second document's bad name is counted.
+    assert_eq!(
+        e[100],
+        "...: and 1 more errors (only the first 100 are reported)"
+    );
+}
+
+#[test]
+fn only_regular_files_are_read() {
+    use std::os::unix::fs::symlink;
+    let d = temp_dir("special");
+    std::fs::write(d.join("a.yaml"), np("a")).unwrap();
+    symlink(d.join("a.yaml"), d.join("link.yaml")).unwrap();
+    // A symlink to a regular file is read (here: a duplicate of a.yaml).
+    let e = load_path(&d).unwrap_err();
+    assert!(e.0[0].reason.contains("defined twice"), "{e}");
+    std::fs::remove_file(d.join("link.yaml")).unwrap();
+    // A dangling symlink with a policy name is an I/O error naming it; one without is
+    // not looked at.
+    symlink(d.join("gone"), d.join("README")).unwrap();
+    assert_eq!(load_path(&d).unwrap().len(), 1);
+    symlink(d.join("gone"), d.join("b.yaml")).unwrap();
+    let e = load_path(&d).unwrap_err();
+    assert!(e.is_io());
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: cannot read: a symlink to {} that cannot be followed (No such file or directory (os error 2))",
+            d.join("b.yaml").display(),
+            d.join("gone").display()
+        )
+    );
+    std::fs::remove_file(d.join("b.yaml")).unwrap();
+    // A FIFO, in a directory or named explicitly, is refused without opening it (which
+    // would block).
+    let fifo = d.join("x.yaml");
+    let st = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    for e in [load_path(&d).unwrap_err(), load_path(&fifo).unwrap_err()] {
+        assert!(e.is_io());
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: cannot read: a FIFO; only regular files (or symlinks to them), directories and - (stdin) are read",
+                fifo.display()
+            )
+        );
+    }
+    let e = load_path(Path::new("/dev/null")).unwrap_err();
+    assert!(e.to_string().contains("a character device"), "{e}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn an_empty_set_is_an_error_unless_allowed() {
+    let d = temp_dir("empty");
+    let e = load_set(&[&d], false).unwrap_err();
+    assert!(!e.is_io());
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: no resources found (0 files read, 0 documents with a resource; a directory is searched for *.yaml, *.yml and *.json): check the -f path, or pass --allow-empty if an empty set is intended",
+            d.display()
+        )
+    );
+    std::fs::write(d.join("empty.yaml"), "---\n# nothing\n").unwrap();
+    std::fs::write(d.join("notes.txt"), np("a")).unwrap();
+    let e = load_set(&[&d], false).unwrap_err();
+    assert!(e.to_string().contains("(1 file read, 0 documents"), "{e}");
+    let (v, report) = load_set(&[&d], true).unwrap();
+    assert!(v.is_empty());
+    assert_eq!((report.files, report.documents), (1, 0));
+}
+
+#[test]
+fn resources_placed_in_default_are_counted_per_file() {
+    let d = temp_dir("nsnote");
+    std::fs::write(
+        d.join("a.yaml"),
+        format!(
+            "{}---\n{}---\n{}",
+            np("a"),
+            np("b"),
+            "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: c, namespace: prod}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(d.join("b.yaml"), TIER).unwrap();
+    std::fs::write(d.join("c.yaml"), np("d")).unwrap();
+    let (v, report) = load_set(&[&d], false).unwrap();
+    assert_eq!(v.len(), 5);
+    assert_eq!(
+        report.notes(),
+        vec![
+            format!(
+                "{}: note: 2 namespaced resources without metadata.namespace placed in namespace default",
+                d.join("a.yaml").display()
+            ),
+            format!(
+                "{}: note: 1 namespaced resource without metadata.namespace placed in namespace default",
+                d.join("c.yaml").display()
+            ),
+        ]
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn every_bad_ip_block_exception_is_named() {
+    let e = errs(
+        "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: k, namespace: ns}
+spec:
+  podSelector: {}
+  ingress:
+  - from:
+    - ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16, x, 10.2.0.0/33]}
+",
+    );
+    assert_eq!(
+        e,
+        vec![
+            "f.yaml:1: spec.ingress[0].from[0].ipBlock.except: [1] invalid CIDR \"x\": expected a prefix such as 10.0.0.0/8 or fd00::/64; [2] invalid CIDR \"10.2.0.0/33\": expected a prefix such as 10.0.0.0/8 or fd00::/64"
+        ]
+    );
 }

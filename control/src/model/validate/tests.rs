@@ -278,7 +278,7 @@ fn icmp_rules() {
     );
     check(
         &np("{ingress: [{action: Allow, icmp: {type: 8, code: 256}}]}"),
-        &["spec.ingress[0].icmp.code: invalid value: integer `256`, expected u8"],
+        &["spec.ingress[0].icmp.code: invalid ICMP code 256: expected 0-255"],
     );
     check(
         &np("{ingress: [{action: Allow, ipVersion: 5}]}"),
