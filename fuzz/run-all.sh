@@ -19,6 +19,11 @@ for t in "${targets[@]}"; do
     extra=()
     [ -f "fuzz/$t.dict" ] && extra+=("-dict=fuzz/$t.dict")
     log="fuzz/logs/$t.log"
+    if ! cargo +nightly fuzz build "$t"; then
+        summary+=("$t: does not build")
+        failed=1
+        continue
+    fi
     start=$(date +%s)
     cargo +nightly fuzz run "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
         -max_total_time=$((minutes * 60)) -print_final_stats=1 "${extra[@]}" 2>&1 | tee "$log"

@@ -111,13 +111,14 @@ fn check_store(store: &mut Store, loaded: &[Loaded], pick: u8) {
 /// The YAML stream's documents as JSON values, the way the loader reads them (YAML 1.2
 /// core schema); `None` when they cannot all be read.
 fn yaml_documents(text: &str) -> Option<Vec<Value>> {
-    let opts = serde_saphyr::options! {
+    let mut opts = serde_saphyr::options! {
         budget: serde_saphyr::budget! {
             max_depth: 64,
             max_nodes: 1_000_000,
         },
         strict_booleans: true,
     };
+    opts.alias_limits.max_total_replayed_events = 100_000;
     serde_saphyr::from_multiple_with_options::<Value>(text, opts).ok()
 }
 
