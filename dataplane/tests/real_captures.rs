@@ -1,21 +1,42 @@
-//! Every real capture in `shared/data/pcap` parses without panic; per-reason counters
-//! add up to the file's packet count (from its README, `capinfos`), and the layer mix
-//! matches what the README (tshark) reports for each file.
+//! Every real capture parses without panic; per-reason counters add up to the file's
+//! packet count (from its README, `capinfos`), and the layer mix matches what the README
+//! (tshark) reports for each file. The BSD-licensed captures are the repository's
+//! fixtures (`tests/data/pcap`); the GPL-3.0 tcpreplay capture is read from the
+//! workspace's `shared/data/pcap` when it is there (see `pcap::shared`).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use dataplane::packet::{Fragment, FragmentTracker, L4, ParseCounters, ParseError, parse};
 use dataplane::program::{Family, proto};
 use pcap::capture::Frames;
 
-/// `shared/data/pcap` (see `pcap::shared`); `None` = skip the test.
-fn shared_pcap_dir() -> Option<PathBuf> {
+/// One vendored capture, by file name.
+fn fixture(name: &str) -> PathBuf {
+    pcap::shared::fixtures("pcap").join(name)
+}
+
+/// Every vendored capture, sorted by name.
+fn fixture_captures() -> Vec<PathBuf> {
+    let dir = pcap::shared::fixtures("pcap");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pcap"))
+        .collect();
+    paths.sort();
+    assert_eq!(paths.len(), 7, "tests/data/pcap/README.md lists 7 captures");
+    paths
+}
+
+/// `shared/data/pcap/tcpreplay_test.pcap`; `None` = skip the test.
+fn tcpreplay_capture() -> Option<PathBuf> {
     pcap::shared::data_dir(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")),
+        Path::new(env!("CARGO_MANIFEST_DIR")),
         "pcap",
-        "real-capture tests",
+        "tcpreplay capture tests",
     )
+    .map(|d| d.join("tcpreplay_test.pcap"))
 }
 
 #[derive(Default, Debug)]
@@ -30,9 +51,9 @@ struct Mix {
     later_resolved: u64,
 }
 
-fn mix(name: &str) -> Option<(usize, Mix)> {
-    let path = shared_pcap_dir()?.join(name);
-    let frames = Frames::read(&path).unwrap_or_else(|e| panic!("{e}"));
+fn mix(path: &Path) -> (usize, Mix) {
+    let name = path.display();
+    let frames = Frames::read(path).unwrap_or_else(|e| panic!("{e}"));
     let mut m = Mix::default();
     let mut frags = FragmentTracker::new(1024, 1);
     for f in frames.iter() {
@@ -64,7 +85,7 @@ fn mix(name: &str) -> Option<(usize, Mix)> {
         frames.len() as u64,
         "{name}: counters add up"
     );
-    Some((frames.len(), m))
+    (frames.len(), m)
 }
 
 fn protos(m: &Mix, fam: u8, p: u8) -> u64 {
@@ -73,30 +94,22 @@ fn protos(m: &Mix, fam: u8, p: u8) -> u64 {
 
 #[test]
 fn every_capture_parses_and_counts_add_up() {
-    let Some(dir) = shared_pcap_dir() else {
-        return;
-    };
-    let mut seen = 0;
-    for e in std::fs::read_dir(&dir).expect("read shared/data/pcap") {
-        let path = e.expect("dir entry").path();
-        if path.extension().is_some_and(|x| x == "pcap") {
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .expect("utf-8 name");
-            let (n, m) = mix(name).expect("the directory was found");
-            assert_eq!(m.counters.total(), n as u64);
-            seen += 1;
-        }
+    for path in fixture_captures() {
+        let (n, m) = mix(&path);
+        assert_eq!(m.counters.total(), n as u64);
     }
-    assert_eq!(seen, 8, "the README lists 8 captures");
 }
 
 #[test]
+#[cfg_attr(
+    not(tiergate_shared),
+    ignore = "needs shared/ data: set TIERGATE_SHARED_DIR"
+)]
 fn tcpreplay_mixed_traffic() {
-    let Some((n, m)) = mix("tcpreplay_test.pcap") else {
+    let Some(path) = tcpreplay_capture() else {
         return;
     };
+    let (n, m) = mix(&path);
     assert_eq!(n, 179);
     // 10 MPLS pseudowire frames (and 9 ARP/other) are not IP at the top level.
     assert_eq!(m.counters.non_ip, 19);
@@ -107,13 +120,12 @@ fn tcpreplay_mixed_traffic() {
     // README: UDP 34 = 28 top-level + 6 quoted inside ICMP errors.
     assert_eq!(protos(&m, 4, proto::UDP), 28);
     assert_eq!(m.icmp_errors_related, 6);
+    replays_through_the_pipeline(&path);
 }
 
 #[test]
 fn communityid_reference_capture() {
-    let Some((n, m)) = mix("communityid_combined.pcap") else {
-        return;
-    };
+    let (n, m) = mix(&fixture("communityid_combined.pcap"));
     assert_eq!(n, 68);
     assert_eq!(m.counters.non_ip, 6, "6 ARP frames");
     assert_eq!(
@@ -131,17 +143,13 @@ fn communityid_reference_capture() {
 
 #[test]
 fn qinq_frames_are_walked_to_their_arp_payload() {
-    let Some((n, m)) = mix("tcpdump_802.1ad_QinQ.pcap") else {
-        return;
-    };
+    let (n, m) = mix(&fixture("tcpdump_802.1ad_QinQ.pcap"));
     assert_eq!((n, m.counters.non_ip), (2, 2));
 }
 
 #[test]
 fn vlan_tagged_ldp() {
-    let Some((n, m)) = mix("tcpdump_ldp-common-session.pcap") else {
-        return;
-    };
+    let (n, m) = mix(&fixture("tcpdump_ldp-common-session.pcap"));
     assert_eq!((n, m.counters.parsed), (22, 22));
     assert_eq!(protos(&m, 4, proto::TCP), 13);
     assert_eq!(protos(&m, 4, proto::UDP), 9);
@@ -149,9 +157,7 @@ fn vlan_tagged_ldp() {
 
 #[test]
 fn afs_fragments_follow_their_first_fragment() {
-    let Some((n, m)) = mix("tcpdump_afs.pcap") else {
-        return;
-    };
+    let (n, m) = mix(&fixture("tcpdump_afs.pcap"));
     assert_eq!((n, m.counters.parsed), (601, 601));
     assert_eq!(m.first_fragments + m.later_fragments, 200);
     assert_eq!((m.first_fragments, m.later_fragments), (51, 149));
@@ -162,9 +168,7 @@ fn afs_fragments_follow_their_first_fragment() {
 
 #[test]
 fn vrrp_has_no_ports() {
-    let Some((n, m)) = mix("tcpdump_vrrp.pcap") else {
-        return;
-    };
+    let (n, m) = mix(&fixture("tcpdump_vrrp.pcap"));
     assert_eq!(n, 165);
     assert_eq!(protos(&m, 4, 112), 101);
     assert_eq!(protos(&m, 6, 112), 64);
@@ -172,9 +176,7 @@ fn vrrp_has_no_ports() {
 
 #[test]
 fn snaplen_69_capture_is_parsed_laxly() {
-    let Some((n, m)) = mix("tcpdump_babel_update_oobr.pcap") else {
-        return;
-    };
+    let (n, m) = mix(&fixture("tcpdump_babel_update_oobr.pcap"));
     assert_eq!(n, 107);
     assert_eq!(
         m.counters.snapped, m.counters.parsed,
@@ -186,9 +188,7 @@ fn snaplen_69_capture_is_parsed_laxly() {
 
 #[test]
 fn bad_ipv6_version_is_malformed() {
-    let Some((n, m)) = mix("tcpdump_ipv6-bad-version.pcap") else {
-        return;
-    };
+    let (n, m) = mix(&fixture("tcpdump_ipv6-bad-version.pcap"));
     assert_eq!(n, 4);
     assert_eq!(m.counters.rejected(ParseError::Malformed), 2);
     assert_eq!(m.counters.parsed, 2);
@@ -198,44 +198,41 @@ fn bad_ipv6_version_is_malformed() {
 /// every frame is received once and gets a verdict; nothing is lost.
 #[test]
 fn every_capture_replays_through_the_pipeline() {
+    for path in fixture_captures() {
+        replays_through_the_pipeline(&path);
+    }
+}
+
+fn replays_through_the_pipeline(path: &Path) {
     use dataplane::linear::LinearClassifier;
     use dataplane::pipeline::{FrameVerdict, Pipeline, PipelineConfig, ReplaySource};
     use dataplane::program::PolicySet;
     use dataplane::worker::{ClassifierSlot, Published};
     use std::sync::Arc;
 
-    let Some(dir) = shared_pcap_dir() else {
-        return;
+    let n = Frames::read(path).expect("read").len() as u64;
+    let classifier = LinearClassifier::new(PolicySet::default()).expect("empty policy");
+    let slot = Arc::new(ClassifierSlot::new(Published {
+        generation: 1,
+        classifier,
+    }));
+    let cfg = PipelineConfig {
+        workers: 2,
+        pin: false,
+        chunk_frames: 50,
+        frame_verdicts: true,
+        ..Default::default()
     };
-    for e in std::fs::read_dir(dir).expect("read shared/data/pcap") {
-        let path = e.expect("dir entry").path();
-        if path.extension().is_none_or(|x| x != "pcap") {
-            continue;
-        }
-        let n = Frames::read(&path).expect("read").len() as u64;
-        let classifier = LinearClassifier::new(PolicySet::default()).expect("empty policy");
-        let slot = Arc::new(ClassifierSlot::new(Published {
-            generation: 1,
-            classifier,
-        }));
-        let cfg = PipelineConfig {
-            workers: 2,
-            pin: false,
-            chunk_frames: 50,
-            frame_verdicts: true,
-            ..Default::default()
-        };
-        let r = Pipeline::run(ReplaySource::File(path.clone()), slot, &cfg)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert_eq!(r.totals.rx.packets, n, "{}", path.display());
-        assert_eq!(r.totals.parse.total(), n);
-        assert_eq!(r.totals.forwarded.packets + r.totals.dropped.packets, n);
-        // No policy anywhere: every parsed frame is allowed, unparsed ones dropped.
-        assert_eq!(r.totals.forwarded.packets, r.totals.parse.parsed);
-        let v = r.frame_verdicts.expect("verdicts");
-        assert_eq!(v.len() as u64, n);
-        assert!(v.iter().all(|x| *x != FrameVerdict::Unseen));
-    }
+    let r = Pipeline::run(ReplaySource::File(path.to_path_buf()), slot, &cfg)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(r.totals.rx.packets, n, "{}", path.display());
+    assert_eq!(r.totals.parse.total(), n);
+    assert_eq!(r.totals.forwarded.packets + r.totals.dropped.packets, n);
+    // No policy anywhere: every parsed frame is allowed, unparsed ones dropped.
+    assert_eq!(r.totals.forwarded.packets, r.totals.parse.parsed);
+    let v = r.frame_verdicts.expect("verdicts");
+    assert_eq!(v.len() as u64, n);
+    assert!(v.iter().all(|x| *x != FrameVerdict::Unseen));
 }
 
 mod mutated {
@@ -244,21 +241,12 @@ mod mutated {
     use proptest::prelude::*;
     use std::sync::OnceLock;
 
-    /// Every frame of every shared capture, with its original length.
+    /// Every frame of every vendored capture, with its original length.
     fn real_frames() -> &'static Vec<(Vec<u8>, u32)> {
         static FRAMES: OnceLock<Vec<(Vec<u8>, u32)>> = OnceLock::new();
         FRAMES.get_or_init(|| {
             let mut out = Vec::new();
-            let Some(dir) = shared_pcap_dir() else {
-                return out;
-            };
-            let mut paths: Vec<_> = std::fs::read_dir(dir)
-                .expect("read shared/data/pcap")
-                .map(|e| e.expect("entry").path())
-                .filter(|p| p.extension().is_some_and(|x| x == "pcap"))
-                .collect();
-            paths.sort();
-            for p in paths {
+            for p in fixture_captures() {
                 for f in Frames::read(&p).expect("read").iter() {
                     out.push((f.data.to_vec(), f.orig_len));
                 }
@@ -279,9 +267,6 @@ mod mutated {
             wire_extra in 0u32..64,
         ) {
             let frames = real_frames();
-            if frames.is_empty() {
-                return Ok(()); // skipped: no shared data (see `shared_pcap_dir`)
-            }
             let (orig, orig_len) = &frames[pick % frames.len()];
             let mut f = orig.clone();
             for (i, b) in flips {

@@ -149,14 +149,7 @@ fn generated_replay_matches_ground_truth() {
 /// to its line's 5-tuple (ICMP lines: the ports travel as the echo id).
 #[test]
 fn classbench_trace_to_frames_round_trips() {
-    let Some(dir) = pcap::shared::data_dir(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")),
-        "classbench",
-        "ClassBench trace round trip",
-    ) else {
-        return;
-    };
-    let path = dir.join("acl1_1k_trace");
+    let path = pcap::shared::fixtures("classbench").join("acl1_1k_trace");
     let headers = pcap::classbench::read_trace(&path).expect("trace");
     let tuples: Vec<pcap::synth::TraceTuple> = headers.iter().map(Into::into).collect();
     assert_eq!(tuples.len(), 8780);

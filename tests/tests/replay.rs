@@ -316,23 +316,37 @@ fn tree_and_linear_classifiers_give_the_same_replay() {
 }
 
 #[test]
-fn every_shared_capture_replays_with_matching_packet_counts() {
-    let Some(dir) = pcap::shared::data_dir(
-        Path::new(env!("CARGO_MANIFEST_DIR")),
-        "pcap",
-        "replay of the shared real captures",
-    ) else {
-        return;
-    };
+fn every_vendored_capture_replays_with_matching_packet_counts() {
+    let dir = pcap::shared::fixtures("pcap");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "pcap"))
         .collect();
     files.sort();
-    assert!(files.len() >= 8, "the shared captures: {files:?}");
+    assert_eq!(files.len(), 7, "tests/data/pcap: {files:?}");
+    replays_with_matching_packet_counts(&files);
+}
+
+#[test]
+#[cfg_attr(
+    not(tiergate_shared),
+    ignore = "needs shared/ data: set TIERGATE_SHARED_DIR"
+)]
+fn tcpreplay_capture_replays_with_matching_packet_counts() {
+    let Some(dir) = pcap::shared::data_dir(
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+        "pcap",
+        "replay of the tcpreplay capture",
+    ) else {
+        return;
+    };
+    replays_with_matching_packet_counts(&[dir.join("tcpreplay_test.pcap")]);
+}
+
+fn replays_with_matching_packet_counts(files: &[PathBuf]) {
     for f in files {
-        let frames = pcap::capture::Frames::read(&f).expect("readable").len() as u64;
+        let frames = pcap::capture::Frames::read(f).expect("readable").len() as u64;
         let s = summary(&["--pcap", f.to_str().unwrap(), "--workers", "2"]);
         let p = &s["packets"];
         assert_eq!(p["total"], frames, "{}", f.display());
