@@ -164,13 +164,17 @@ mod live {
                         format!("--next-hop {nh:?}: expected IF=MAC, e.g. eth1=02:00:00:00:00:01")
                     })?;
                     let mac = afxdp::parse_mac(mac).ok_or_else(|| {
-                        format!("--next-hop {nh:?}: {mac:?} is not a MAC address (aa:bb:cc:dd:ee:ff)")
+                        format!(
+                            "--next-hop {nh:?}: {mac:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"
+                        )
                     })?;
                     let i = [&a, &b]
                         .iter()
                         .position(|x| x.as_str() == ifname)
                         .ok_or_else(|| {
-                            format!("--next-hop {nh:?}: {ifname:?} is not one of the --iface interfaces")
+                            format!(
+                                "--next-hop {nh:?}: {ifname:?} is not one of the --iface interfaces"
+                            )
                         })?;
                     next_hop[i] = Some(mac);
                 }
@@ -426,7 +430,9 @@ mod live {
             );
         }
         for w in &d.workers {
-            let core = w.core.map_or("unpinned".to_string(), |c| format!("core {c}"));
+            let core = w
+                .core
+                .map_or("unpinned".to_string(), |c| format!("core {c}"));
             let _ = writeln!(
                 s,
                 "  worker {} ({core}, policy generation {})",
@@ -435,7 +441,12 @@ mod live {
             let _ = writeln!(
                 s,
                 "    rx {}  forwarded {}  dropped by policy {}  dropped unparsed {}  non-IP passed {}  pending deny {}",
-                w.rx, w.forwarded, w.dropped_policy, w.dropped_parse, w.non_ip_passed, w.pending_deny
+                w.rx,
+                w.forwarded,
+                w.dropped_policy,
+                w.dropped_parse,
+                w.non_ip_passed,
+                w.pending_deny
             );
             let l = &w.batch_latency_ns;
             let _ = writeln!(

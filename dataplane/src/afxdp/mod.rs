@@ -938,7 +938,10 @@ pub fn start<C: Classify + Send + Sync + 'static>(
         }
         debug_assert_eq!(frames.sockets(), socks.len());
         let core = (!cores.is_empty()).then(|| cores[w % cores.len()]);
-        ports.push((XskPort::new(frames, socks, rewrite, batch, cfg.busy_poll), core));
+        ports.push((
+            XskPort::new(frames, socks, rewrite, batch, cfg.busy_poll),
+            core,
+        ));
     }
     for (i, p) in programs.iter_mut().enumerate() {
         let mode = p
@@ -1064,7 +1067,9 @@ mod tests {
     #[test]
     fn a_missing_interface_is_named() {
         if !missing_capabilities().is_empty() {
-            eprintln!("skipped: needs CAP_NET_ADMIN/CAP_NET_RAW/CAP_BPF to get past the capability check");
+            eprintln!(
+                "skipped: needs CAP_NET_ADMIN/CAP_NET_RAW/CAP_BPF to get past the capability check"
+            );
             return;
         }
         let cfg = AfXdpConfig {

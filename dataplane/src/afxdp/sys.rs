@@ -114,9 +114,13 @@ impl Frames {
             .ok_or_else(|| "no sockets to open".to_string())?;
         let (umem, descs) = Umem::new(umem_cfg, count, false)
             .map_err(|e| format!("cannot create the UMEM ({count} frames): {}", chain(&e)))?;
-        let mut sockets = Vec::with_capacity(specs.len());
+        let mut sockets: Vec<Socket1> = Vec::with_capacity(specs.len());
         for s in specs {
-            sockets.push(open_socket(&umem, s, force_copy)?);
+            // The first socket binds the UMEM and picks zero-copy or copy; the others
+            // share it (libxdp binds them with XDP_SHARED_UMEM, ignoring their own
+            // flags) and the kernel gives them the first one's mode.
+            let inherit = sockets.first().map(|f| f.mode);
+            sockets.push(open_socket(&umem, s, force_copy, inherit)?);
         }
         let total = descs.len();
         let mut free = descs;
@@ -398,7 +402,12 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn open_socket(umem: &Umem, spec: &SocketSpec, force_copy: bool) -> Result<Socket1, String> {
+fn open_socket(
+    umem: &Umem,
+    spec: &SocketSpec,
+    force_copy: bool,
+    inherit: Option<CopyMode>,
+) -> Result<Socket1, String> {
     let iface: Interface = spec
         .ifname
         .parse()
@@ -416,7 +425,13 @@ fn open_socket(umem: &Umem, spec: &SocketSpec, force_copy: bool) -> Result<Socke
         // gives every worker disjoint queues, and a failed attempt created no socket.
         unsafe { Socket::new(cfg, umem, &iface, spec.queue) }
     };
-    let (result, mode) = if force_copy {
+    let (result, mode) = if let Some(mode) = inherit {
+        let flags = match mode {
+            CopyMode::ZeroCopy => BindFlags::XDP_ZEROCOPY,
+            CopyMode::Copy => BindFlags::XDP_COPY,
+        };
+        (attempt(flags), mode)
+    } else if force_copy {
         (attempt(BindFlags::XDP_COPY), CopyMode::Copy)
     } else {
         match attempt(BindFlags::XDP_ZEROCOPY) {
@@ -425,8 +440,14 @@ fn open_socket(umem: &Umem, spec: &SocketSpec, force_copy: bool) -> Result<Socke
         }
     };
     let (tx, rx, rings) = result.map_err(|e| {
+        let hint = if inherit == Some(CopyMode::ZeroCopy) {
+            " (the sockets of a worker share one UMEM and so one mode: zero-copy, \
+             chosen by the first interface; try --copy)"
+        } else {
+            ""
+        };
         format!(
-            "cannot open an AF_XDP socket on {} queue {}: {}",
+            "cannot open an AF_XDP socket on {} queue {}: {}{hint}",
             spec.ifname,
             spec.queue,
             chain(&e)
@@ -572,7 +593,7 @@ const XDP_PASS: i32 = 2;
 /// IPv4 or IPv6 pass to the kernel first.
 fn program(map_fd: RawFd, ip_only: bool) -> Vec<Insn> {
     let redirect = [
-        insn(LDX_W, 2, 1, 16, 0), // r2 = ctx->rx_queue_index
+        insn(LDX_W, 2, 1, 16, 0),                     // r2 = ctx->rx_queue_index
         insn(LD_DW_IMM, 1, PSEUDO_MAP_FD, 0, map_fd), // r1 = &xsks
         insn(0, 0, 0, 0, 0),
         insn(MOV64_K, 3, 0, 0, XDP_PASS), // r3 = fallback action
@@ -583,15 +604,15 @@ fn program(map_fd: RawFd, ip_only: bool) -> Vec<Insn> {
         return redirect.to_vec();
     }
     let mut p = vec![
-        insn(LDX_W, 2, 1, 0, 0), // 0: r2 = ctx->data
-        insn(LDX_W, 3, 1, 4, 0), // 1: r3 = ctx->data_end
-        insn(MOV64_X, 4, 2, 0, 0), // 2: r4 = r2
-        insn(ADD64_K, 4, 0, 0, 14), // 3: r4 += 14
-        insn(JGT_X, 4, 3, 10, 0), // 4: if r4 > data_end goto pass (15)
-        insn(LDX_H, 4, 2, 12, 0), // 5: r4 = ethertype (network order)
+        insn(LDX_W, 2, 1, 0, 0),      // 0: r2 = ctx->data
+        insn(LDX_W, 3, 1, 4, 0),      // 1: r3 = ctx->data_end
+        insn(MOV64_X, 4, 2, 0, 0),    // 2: r4 = r2
+        insn(ADD64_K, 4, 0, 0, 14),   // 3: r4 += 14
+        insn(JGT_X, 4, 3, 10, 0),     // 4: if r4 > data_end goto pass (15)
+        insn(LDX_H, 4, 2, 12, 0),     // 5: r4 = ethertype (network order)
         insn(JEQ_K, 4, 0, 2, 0x0008), // 6: IPv4 -> redirect (9)
         insn(JEQ_K, 4, 0, 1, 0xdd86), // 7: IPv6 -> redirect (9)
-        insn(JA, 0, 0, 6, 0),    // 8: goto pass (15)
+        insn(JA, 0, 0, 6, 0),         // 8: goto pass (15)
     ];
     p.extend_from_slice(&redirect); // 9..=14
     p.push(insn(MOV64_K, 0, 0, 0, XDP_PASS)); // 15: pass
