@@ -93,7 +93,19 @@ struct Bed {
 }
 
 impl Bed {
+    /// The wire test bed (one subnet across tiergate).
     fn new(tag: char) -> Bed {
+        Bed::build(tag, false)
+    }
+
+    /// The router test bed: the source in 10.77.1.0/24 and the destination in
+    /// 10.77.2.0/24, each with tiergate's interface (.254, an address of the middle
+    /// namespace) as its gateway.
+    fn routed(tag: char) -> Bed {
+        Bed::build(tag, true)
+    }
+
+    fn build(tag: char, routed: bool) -> Bed {
         let p = format!("tg{}{tag}", std::process::id() % 100_000);
         let bed = Bed {
             p: p.clone(),
@@ -113,28 +125,20 @@ impl Bed {
             "ip", "link", "add", &t1, "netns", &t, "type", "veth", "peer", "name", &d0, "netns", &d,
         ])
         .unwrap();
-        cmd(&[
-            "ip",
-            "-n",
-            &s,
-            "addr",
-            "add",
-            &format!("{SRC_IP}/24"),
-            "dev",
-            &s0,
-        ])
-        .unwrap();
-        cmd(&[
-            "ip",
-            "-n",
-            &d,
-            "addr",
-            "add",
-            &format!("{DST_IP}/24"),
-            "dev",
-            &d0,
-        ])
-        .unwrap();
+        let (src_a, dst_a) = (format!("{SRC_IP}/24"), format!("{DST_IP}/24"));
+        let addrs: &[(&String, &String, &str)] = if routed {
+            &[
+                (&s, &s0, "10.77.1.1/24"),
+                (&t, &t0, "10.77.1.254/24"),
+                (&t, &t1, "10.77.2.254/24"),
+                (&d, &d0, "10.77.2.2/24"),
+            ]
+        } else {
+            &[(&s, &s0, &src_a), (&d, &d0, &dst_a)]
+        };
+        for (ns, dev, a) in addrs {
+            cmd(&["ip", "-n", ns, "addr", "add", a, "dev", dev]).unwrap();
+        }
         for (ns, dev) in [(&s, &s0), (&t, &t0), (&t, &t1), (&d, &d0)] {
             cmd(&["ip", "-n", ns, "link", "set", dev, "up"]).unwrap();
             // Copy-mode AF_XDP forwards frames as they are: the senders must fill in
@@ -147,6 +151,30 @@ impl Bed {
         }
         for ns in [&s, &d] {
             cmd(&["ip", "-n", ns, "link", "set", "lo", "up"]).unwrap();
+        }
+        if routed {
+            cmd(&[
+                "ip",
+                "-n",
+                &s,
+                "route",
+                "add",
+                "default",
+                "via",
+                "10.77.1.254",
+            ])
+            .unwrap();
+            cmd(&[
+                "ip",
+                "-n",
+                &d,
+                "route",
+                "add",
+                "default",
+                "via",
+                "10.77.2.254",
+            ])
+            .unwrap();
         }
         bed
     }
@@ -230,8 +258,31 @@ impl Bed {
         self.children.push(c);
     }
 
+    /// The MAC address of interface `dev` in namespace `ns`.
+    fn mac(&self, ns: char, dev: &str) -> String {
+        let out = cmd(&[
+            "ip",
+            "-n",
+            &self.ns(ns),
+            "link",
+            "show",
+            "dev",
+            &self.dev(dev),
+        ])
+        .unwrap();
+        out.split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .unwrap()
+            .to_string()
+    }
+
     /// A probe from the source namespace: `Ok` if the echo came back.
     fn probe(&self, proto: &str, port: u16) -> Result<(), String> {
+        self.probe_to(DST_IP, proto, port)
+    }
+
+    fn probe_to(&self, dst: &str, proto: &str, port: u16) -> Result<(), String> {
         let s = self.ns('s');
         cmd(&[
             "ip",
@@ -240,7 +291,7 @@ impl Bed {
             &s,
             PROBE,
             proto,
-            DST_IP,
+            dst,
             &port.to_string(),
         ])
         .map(|_| ())
@@ -411,22 +462,7 @@ fn forwards_by_policy_tracks_staged_denies_and_detaches_on_sigterm() {
         .expect("allowed UDP datagram and its reply");
 
     // ARP resolved across the wire: the source holds the destination's real MAC.
-    let d_mac = cmd(&[
-        "ip",
-        "-n",
-        &bed.ns('d'),
-        "link",
-        "show",
-        "dev",
-        &bed.dev("d0"),
-    ])
-    .unwrap();
-    let d_mac = d_mac
-        .split_whitespace()
-        .skip_while(|w| *w != "link/ether")
-        .nth(1)
-        .unwrap()
-        .to_string();
+    let d_mac = bed.mac('d', "d0");
     let neigh = cmd(&["ip", "-n", &bed.ns('s'), "neigh", "show", DST_IP]).unwrap();
     assert!(
         neigh.contains(&d_mac),
@@ -542,7 +578,7 @@ fn a_killed_run_leaves_no_program_and_bad_queues_or_interfaces_exit_2() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(bed.xdp_attached(), [false, false], "{}", bed.links());
-    let Some(mut tg) = start(&mut bed, test, &[]) else {
+    let Some(mut tg) = start(&mut bed, test, &["--busy-poll", "--batch", "32"]) else {
         return;
     };
 
@@ -587,4 +623,51 @@ fn a_missing_interface_is_a_usage_error_naming_it() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn router_mode_rewrites_macs_and_leaves_arp_to_the_kernel() {
+    let test = "router_mode_rewrites_macs_and_leaves_arp_to_the_kernel";
+    if !can_run(test) {
+        return;
+    }
+    let mut bed = Bed::routed('c');
+    let next_hop = [
+        format!("{}={}", bed.dev("t0"), bed.mac('s', "s0")),
+        format!("{}={}", bed.dev("t1"), bed.mac('d', "d0")),
+    ];
+    let Some(mut tg) = start(
+        &mut bed,
+        test,
+        &[
+            "--mode",
+            "router",
+            "--next-hop",
+            &next_hop[0],
+            "--next-hop",
+            &next_hop[1],
+            "-o",
+            "json",
+        ],
+    ) else {
+        return;
+    };
+    bed.serve();
+    // No policy: everything is forwarded; the frames only arrive if their MACs were
+    // rewritten (each end drops frames addressed to another MAC).
+    bed.probe_to("10.77.2.2", "tcp", 8080)
+        .expect("TCP through the router");
+    bed.probe_to("10.77.2.2", "udp", 5353)
+        .expect("UDP through the router");
+    // The gateway's ARP reply came from the kernel of tiergate's namespace.
+    let neigh = cmd(&["ip", "-n", &bed.ns('s'), "neigh", "show", "10.77.1.254"]).unwrap();
+    assert!(neigh.contains(&bed.mac('t', "t0")), "{neigh}");
+    tg.signal("-TERM");
+    let st = tg.wait(Duration::from_secs(15)).expect("stops");
+    assert!(st.success(), "{}", tg.stderr());
+    let fin: Value = serde_json::from_str(tg.stdout().last().unwrap()).unwrap();
+    let w = &fin["workers"][0];
+    assert_eq!(w["non_ip_passed"], 0, "ARP went to the kernel: {fin}");
+    assert!(w["forwarded"].as_u64().unwrap() >= 8, "{fin}");
+    assert_eq!(bed.xdp_attached(), [false, false]);
 }
