@@ -42,8 +42,9 @@ fn cmd(args: &[&str]) -> Result<String, String> {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(format!(
-            "`{}` failed: {}",
+            "`{}` failed: {} {}",
             args.join(" "),
+            String::from_utf8_lossy(&out.stdout).trim(),
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }
