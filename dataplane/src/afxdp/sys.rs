@@ -329,8 +329,8 @@ impl Frames {
             }
             _ => 0,
         };
-        if sent > 0 && sock.tx.needs_wakeup() {
-            let _ = sock.tx.wakeup();
+        if sent > 0 {
+            flush_tx(&mut sock.tx);
         }
         // The first `sent` owned frames of `idx` went out; the rest are dropped.
         let mut k = 0;
@@ -468,6 +468,24 @@ fn open_socket(
         fd,
         mode,
     })
+}
+
+/// Kicks the kernel until the tx ring is drained, when it asks for kicks
+/// (need-wakeup; always so in copy mode). In copy mode the kernel sends at most 32
+/// frames per `sendto` (TX_BATCH_SIZE): one kick per burst would leave frames on the
+/// ring, and frames that never complete never come back to the fill rings. Bounded:
+/// one kick per 32 descriptors on the ring, plus one.
+fn flush_tx(tx: &mut TxQueue) {
+    if !tx.needs_wakeup() {
+        return;
+    }
+    let pending = RING_SIZE - tx.nb_free_exact().min(RING_SIZE);
+    for _ in 0..pending.div_ceil(32) + 1 {
+        let _ = tx.wakeup();
+        if tx.nb_free_exact() >= RING_SIZE {
+            break;
+        }
+    }
 }
 
 /// `recvfrom(MSG_DONTWAIT)` with no buffer: tells the kernel to look at the fill
