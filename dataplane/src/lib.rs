@@ -12,8 +12,6 @@
 //! through a dispatcher. [`arch`] holds the crate's `unsafe` (prefetch, SIMD, huge
 //! pages).
 
-#[cfg(all(feature = "afxdp", target_os = "linux"))]
-pub mod afxdp;
 pub mod arch;
 pub mod classbench;
 pub mod classifier;

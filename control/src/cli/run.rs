@@ -1,7 +1,7 @@
 //! `tiergate run`: the live data plane between two interfaces (AF_XDP).
 //!
 //! Loads and compiles the policy set as `replay` does, starts the pinned workers of
-//! `dataplane::afxdp` on the two interfaces and forwards what the enforced verdict
+//! `dataplane::port::afxdp` on the two interfaces and forwards what the enforced verdict
 //! allows from each interface to the other, with conntrack (replies of allowed
 //! connections pass) and flow logs in `replay`'s record format and aggregation
 //! (wall-clock intervals; an interval is written once it is over, the rest at exit).
@@ -10,6 +10,10 @@
 //! workers drain their flow tables into final flow-log records, the XDP programs are
 //! detached, the counters printed). Counters go to stdout (`-o json` for one JSON
 //! document per print), or to stderr when the flow log is written to stdout.
+//!
+//! The flow-log file is written in place, a flush per interval, so it can be read
+//! (`tail -f`) while the run goes on; unlike the outputs of `replay` it is not staged
+//! in a temporary file and renamed at the end. A failed write stops the run (exit 2).
 //!
 //! Exit codes: 0 stopped by a signal or `--duration`, 1 invalid policy set, 2 usage
 //! error, unwritable flow log, or anything the run needs that is missing
@@ -96,7 +100,7 @@ pub fn run(args: &Args, global: &Global) -> ExitCode {
     #[cfg(not(all(feature = "afxdp", target_os = "linux")))]
     {
         let _ = (args, global);
-        eprintln!(
+        crate::errln!(
             "tiergate run: this tiergate was built without AF_XDP support (Linux, feature `afxdp`)"
         );
         ExitCode::from(super::EXIT_USAGE)
@@ -114,9 +118,9 @@ mod live {
     use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
     use crossbeam::channel::{Receiver, bounded};
-    use dataplane::afxdp::{self, AfXdpConfig, Forwarding, IfaceInfo, WorkerSnapshot};
     use dataplane::classifier::{BuildConfig, Classifier};
     use dataplane::flow::FlowRecord;
+    use dataplane::port::afxdp::{self, AfXdpConfig, Forwarding, IfaceInfo, WorkerSnapshot};
     use dataplane::worker::{ClassifierSlot, Published};
     use serde::Serialize;
 
@@ -129,7 +133,7 @@ mod live {
     use crate::store::Store;
 
     fn usage(msg: impl std::fmt::Display) -> ExitCode {
-        eprintln!("tiergate run: {msg}");
+        crate::errln!("tiergate run: {msg}");
         ExitCode::from(EXIT_USAGE)
     }
 
@@ -138,7 +142,7 @@ mod live {
             return super::super::eval::load_cluster(&args.policies);
         }
         Cluster::from_resources(Store::new().resources()).map_err(|e| {
-            eprintln!("{e}");
+            crate::errln!("{e}");
             EXIT_INVALID
         })
     }
@@ -405,11 +409,9 @@ mod live {
             Output::Table => table(d),
         };
         if to_stderr {
-            let _ = writeln!(io::stderr().lock(), "{}", text.trim_end());
+            crate::errln!("{}", text.trim_end());
         } else {
-            let mut o = io::stdout().lock();
-            let _ = writeln!(o, "{}", text.trim_end());
-            let _ = o.flush();
+            crate::outln!("{}", text.trim_end());
         }
     }
 
@@ -493,14 +495,14 @@ mod live {
         let lowered = match lower::lower(&cluster) {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("tiergate: cannot compile the policy set: {e}");
+                crate::errln!("tiergate: cannot compile the policy set: {e}");
                 return ExitCode::from(EXIT_INVALID);
             }
         };
         let classifier = match Classifier::build(&lowered.set, &BuildConfig::default()) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("tiergate: cannot compile the policy set: {e}");
+                crate::errln!("tiergate: cannot compile the policy set: {e}");
                 return ExitCode::from(EXIT_INVALID);
             }
         };
@@ -555,7 +557,7 @@ mod live {
                 )
             })
             .collect();
-        eprintln!(
+        crate::errln!(
             "tiergate run: forwarding between {} with {} worker(s), {} mode; pid {}: SIGUSR1 prints counters, SIGTERM stops",
             desc.join(" and "),
             running.live.len(),

@@ -52,10 +52,9 @@ use crossbeam::utils::CachePadded;
 
 use crate::flow::FlowRecord;
 use crate::packet::Disposition;
+use crate::port::{Port, Rx, RxFrame};
 use crate::program::Classify;
-use crate::worker::{
-    ClassifierSlot, MAX_BATCH, Port, RecordOut, Rx, RxFrame, Worker, WorkerConfig, WorkerReport,
-};
+use crate::worker::{ClassifierSlot, MAX_BATCH, RecordOut, Worker, WorkerConfig, WorkerReport};
 
 pub use sys::{CopyMode, XdpMode};
 
