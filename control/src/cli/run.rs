@@ -9,7 +9,8 @@
 //! Signals: SIGUSR1 prints the live counters; SIGTERM or SIGINT stop the run (the
 //! workers drain their flow tables into final flow-log records, the XDP programs are
 //! detached, the counters printed). Counters go to stdout (`-o json` for one JSON
-//! document per print), or to stderr when the flow log is written to stdout.
+//! document per print), or to stderr when the flow log is written to stdout (then
+//! `-o json|yaml` is a usage error: stdout carries one kind of data).
 //!
 //! The flow-log file is written in place, a flush per interval, so it can be read
 //! (`tail -f`) while the run goes on; unlike the outputs of `replay` it is not staged
@@ -44,7 +45,12 @@ pub struct Args {
     pub ifaces: Vec<String>,
     /// Policy set: a YAML/JSON file, a directory, or `-` (stdin); repeatable. Default:
     /// no policy (every connection is unpoliced and forwarded).
-    #[arg(long = "policies", short = 'f', value_name = "FILE|DIR|-")]
+    #[arg(
+        short = 'f',
+        long = "filename",
+        alias = "policies",
+        value_name = "FILE|DIR|-"
+    )]
     pub policies: Vec<PathBuf>,
     /// Queues used on each interface (0..N); one socket per interface and queue.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -517,6 +523,15 @@ mod live {
             },
         };
         let counters_to_stderr = matches!(out, LogOut::Stdout);
+        if counters_to_stderr && global.output != Output::Table {
+            return usage(format!(
+                "--flowlog - and -o {} write to stdout, which can carry only one of them: send the flow log to a file",
+                match global.output {
+                    Output::Json => "json",
+                    _ => "yaml",
+                }
+            ));
+        }
         let term = Arc::new(AtomicBool::new(false));
         let usr1 = Arc::new(AtomicBool::new(false));
         for (sig, flag) in [
