@@ -316,8 +316,24 @@ impl Aggregator {
 
     /// Removes and returns every record, ordered by interval start and then key.
     pub fn drain(&mut self) -> Vec<FlowLog> {
+        let all = std::mem::take(&mut self.buckets);
+        self.render(all)
+    }
+
+    /// Removes and returns the records of intervals that ended at or before `now_ns`
+    /// (a live run writes each interval once it is over); later ones stay.
+    pub fn drain_ended(&mut self, now_ns: u64) -> Vec<FlowLog> {
+        let iv = self.interval_ns;
+        let (done, keep): (BTreeMap<_, _>, BTreeMap<_, _>) = std::mem::take(&mut self.buckets)
+            .into_iter()
+            .partition(|(k, _)| k.interval_start.saturating_add(iv) <= now_ns);
+        self.buckets = keep;
+        self.render(done)
+    }
+
+    fn render(&self, buckets: BTreeMap<AggKey, AggStats>) -> Vec<FlowLog> {
         let interval_s = self.interval_ns / 1_000_000_000;
-        std::mem::take(&mut self.buckets)
+        buckets
             .into_iter()
             .map(|(k, s)| FlowLog {
                 start_time: k.interval_start / 1_000_000_000,
@@ -360,6 +376,21 @@ pub fn write_jsonl<W: Write>(mut w: W, logs: &[FlowLog]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drain_ended_keeps_open_intervals() {
+        let mut agg = Aggregator::new(15);
+        agg.add(&activity(20, Reporter::Src));
+        agg.add(&activity(31, Reporter::Src));
+        // Interval [15, 30) ended at 30 s; [30, 45) is still open at 40 s.
+        let done = agg.drain_ended(40_000_000_000);
+        assert_eq!(done.len(), 1);
+        assert_eq!((done[0].start_time, done[0].end_time), (15, 30));
+        assert_eq!(agg.len(), 1);
+        assert!(agg.drain_ended(44_999_999_999).is_empty());
+        assert_eq!(agg.drain_ended(45_000_000_000).len(), 1);
+        assert!(agg.is_empty());
+    }
 
     fn wep(name: &str, ns: &str, labels: &[&str]) -> EndpointMeta {
         EndpointMeta {

@@ -27,6 +27,7 @@ pub mod eval;
 pub mod generate;
 pub mod out;
 pub mod replay;
+pub mod run;
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
@@ -99,6 +100,9 @@ pub enum Command {
     Replay(replay::Args),
     /// Replay a capture and print only the staged-policy impact report.
     Impact(replay::Args),
+    /// Run the data plane between two interfaces (AF_XDP): enforce the enforced
+    /// verdict, track the pending one, write flow logs; counters on SIGUSR1 and at exit.
+    Run(run::Args),
     /// Write a synthetic capture (random mix, seed scenario, or ClassBench trace).
     Gen(generate::Args),
 }
@@ -111,6 +115,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Replay(args) => replay::run(args, &cli.global),
         Command::Impact(args) => replay::run_impact(args, &cli.global),
         Command::Gen(args) => generate::run(args, &cli.global),
+        Command::Run(args) => run::run(args, &cli.global),
     };
     out::flush_stdout();
     code

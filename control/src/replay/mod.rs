@@ -346,7 +346,11 @@ fn dest_port(key: &FlowKey) -> u16 {
 }
 
 /// The flow-log activity of one record: one per reporting end.
-fn activities<C: Classify>(rec: &FlowRecord, lowered: &Lowered, c: &C) -> Vec<FlowActivity> {
+pub(crate) fn activities<C: Classify>(
+    rec: &FlowRecord,
+    lowered: &Lowered,
+    c: &C,
+) -> Vec<FlowActivity> {
     let k = &rec.key;
     let (src_ip, dst_ip) = (k.src_ip(), k.dst_ip());
     let src = end_meta(lowered, rec.verdicts.egress.map(|(e, _)| e), src_ip);

@@ -3,10 +3,14 @@
 //! [`Port`] is the seam between a [`Worker`](crate::worker::Worker) and its packet
 //! I/O; [`RxFrame`] is one received frame and [`Rx`] what a receive call produced.
 //! The implementations live here, one module each: [`mem`] (an in-memory port over a
-//! set of frames, for tests and benchmarks) and `chunk` (the replay dispatcher's
-//! chunks of a capture, and the pacer of recorded-speed replay). A port must not
+//! set of frames, for tests and benchmarks), `chunk` (the replay dispatcher's
+//! chunks of a capture, and the pacer of recorded-speed replay) and `afxdp` (AF_XDP
+//! sockets on two interfaces, and the live run that owns them; Linux, feature
+//! `afxdp`, on by default). A port must not
 //! allocate, lock or format per frame.
 
+#[cfg(all(feature = "afxdp", target_os = "linux"))]
+pub mod afxdp;
 pub(crate) mod chunk;
 pub mod mem;
 

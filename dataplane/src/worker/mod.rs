@@ -298,6 +298,26 @@ impl<C: Classify> Worker<C> {
         }
     }
 
+    /// A live port had nothing to receive at `now_ns` (its clock): picks up a new
+    /// policy generation and runs the batch-boundary housekeeping (timeouts, interval
+    /// records), so idle connections still expire and report.
+    pub fn idle(&mut self, now_ns: u64) {
+        self.refresh_classifier();
+        if now_ns > self.last_ns {
+            self.housekeeping(now_ns);
+        }
+    }
+
+    /// Batch latency so far (ns).
+    pub fn latency(&self) -> &Histogram<u64> {
+        &self.latency
+    }
+
+    /// The policy generation this worker runs.
+    pub fn generation(&self) -> u32 {
+        self.current.generation
+    }
+
     /// Receives and processes one batch.
     pub fn poll<P: Port>(&mut self, port: &mut P) -> Rx {
         let batch = self.cfg.batch;

@@ -1,0 +1,659 @@
+//! `tiergate run`: the live data plane between two interfaces (AF_XDP).
+//!
+//! Loads and compiles the policy set as `replay` does, starts the pinned workers of
+//! `dataplane::port::afxdp` on the two interfaces and forwards what the enforced verdict
+//! allows from each interface to the other, with conntrack (replies of allowed
+//! connections pass) and flow logs in `replay`'s record format and aggregation
+//! (wall-clock intervals; an interval is written once it is over, the rest at exit).
+//!
+//! Signals: SIGUSR1 prints the live counters; SIGTERM or SIGINT stop the run (the
+//! workers drain their flow tables into final flow-log records, the XDP programs are
+//! detached, the counters printed). Counters go to stdout (`-o json` for one JSON
+//! document per print), or to stderr when the flow log is written to stdout (then
+//! `-o json|yaml` is a usage error: stdout carries one kind of data).
+//!
+//! The flow-log file is written in place, a flush per interval, so it can be read
+//! (`tail -f`) while the run goes on; unlike the outputs of `replay` it is not staged
+//! in a temporary file and renamed at the end. A failed write stops the run (exit 2).
+//!
+//! Exit codes: 0 stopped by a signal or `--duration`, 1 invalid policy set, 2 usage
+//! error, unwritable flow log, or anything the run needs that is missing
+//! (capabilities, memlock, an interface, a queue, an interface already running an XDP
+//! program).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::Global;
+
+/// How frames are forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    /// Bump in the wire: frames untouched; non-IP frames (ARP, LLDP) forwarded too.
+    Wire,
+    /// Router-style MAC rewrite (needs --next-hop for both interfaces); non-IP frames
+    /// go to the kernel's stack on each interface.
+    Router,
+}
+
+/// Arguments of `tiergate run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// An interface to forward between; give exactly two. Frames from one go out of
+    /// the other.
+    #[arg(long = "iface", value_name = "IF", required = true)]
+    pub ifaces: Vec<String>,
+    /// Policy set: a YAML/JSON file, a directory, or `-` (stdin); repeatable. Default:
+    /// no policy (every connection is unpoliced and forwarded).
+    #[arg(
+        short = 'f',
+        long = "filename",
+        alias = "policies",
+        value_name = "FILE|DIR|-"
+    )]
+    pub policies: Vec<PathBuf>,
+    /// Queues used on each interface (0..N); one socket per interface and queue.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub queues: u32,
+    /// Worker threads, each owning whole queues on both interfaces. Default: one per
+    /// queue.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub workers: Option<u32>,
+    /// Cores to pin the workers to, e.g. `2,3` (worker k on the k-th, cycling).
+    /// Default: every core, in order.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub cores: Vec<usize>,
+    /// Write flow logs (JSON lines) to this file (`-` = stdout).
+    #[arg(long, value_name = "FILE|-")]
+    pub flowlog: Option<PathBuf>,
+    /// Flow-log aggregation interval in seconds (wall clock).
+    #[arg(long, default_value_t = crate::flowlog::DEFAULT_INTERVAL_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub interval: u64,
+    /// Flow-table capacity per worker (connections).
+    #[arg(long, value_name = "N")]
+    pub flow_capacity: Option<usize>,
+    /// Busy-poll the sockets (SO_PREFER_BUSY_POLL, SO_BUSY_POLL, SO_BUSY_POLL_BUDGET)
+    /// and never sleep when idle: lowest latency, a core per worker at 100 %.
+    #[arg(long)]
+    pub busy_poll: bool,
+    /// Frames per batch.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub batch: u16,
+    /// Forwarding mode.
+    #[arg(long, value_enum, default_value_t = ModeArg::Wire)]
+    pub mode: ModeArg,
+    /// Router mode: the MAC address frames leaving IF are sent to (`IF=MAC`; one per
+    /// interface).
+    #[arg(long = "next-hop", value_name = "IF=MAC")]
+    pub next_hop: Vec<String>,
+    /// Bind the sockets in copy mode even if the driver offers zero-copy.
+    #[arg(long)]
+    pub copy: bool,
+    /// Attach the XDP program in generic (skb) mode even if the driver has native XDP.
+    #[arg(long)]
+    pub generic_xdp: bool,
+    /// Stop after this many seconds (default: run until SIGTERM/SIGINT).
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+}
+
+/// Runs `tiergate run`.
+pub fn run(args: &Args, global: &Global) -> ExitCode {
+    #[cfg(all(feature = "afxdp", target_os = "linux"))]
+    {
+        live::run(args, global)
+    }
+    #[cfg(not(all(feature = "afxdp", target_os = "linux")))]
+    {
+        let _ = (args, global);
+        crate::errln!(
+            "tiergate run: this tiergate was built without AF_XDP support (Linux, feature `afxdp`)"
+        );
+        ExitCode::from(super::EXIT_USAGE)
+    }
+}
+
+#[cfg(all(feature = "afxdp", target_os = "linux"))]
+mod live {
+    use std::fs::File;
+    use std::io::{self, BufWriter, Write};
+    use std::path::Path;
+    use std::process::ExitCode;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+    use crossbeam::channel::{Receiver, bounded};
+    use dataplane::classifier::{BuildConfig, Classifier};
+    use dataplane::flow::FlowRecord;
+    use dataplane::port::afxdp::{self, AfXdpConfig, Forwarding, IfaceInfo, WorkerSnapshot};
+    use dataplane::worker::{ClassifierSlot, Published};
+    use serde::Serialize;
+
+    use super::super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE, Global, Output};
+    use super::{Args, ModeArg};
+    use crate::eval::Cluster;
+    use crate::flowlog::{Aggregator, FlowLog, write_jsonl};
+    use crate::lower::{self, Lowered};
+    use crate::replay::activities;
+    use crate::store::Store;
+
+    fn usage(msg: impl std::fmt::Display) -> ExitCode {
+        crate::errln!("tiergate run: {msg}");
+        ExitCode::from(EXIT_USAGE)
+    }
+
+    fn load(args: &Args) -> Result<Cluster, u8> {
+        if !args.policies.is_empty() {
+            return super::super::eval::load_cluster(&args.policies);
+        }
+        Cluster::from_resources(Store::new().resources()).map_err(|e| {
+            crate::errln!("{e}");
+            EXIT_INVALID
+        })
+    }
+
+    fn config(args: &Args) -> Result<AfXdpConfig, String> {
+        let [a, b] = <[String; 2]>::try_from(args.ifaces.clone()).map_err(|v| {
+            format!(
+                "give exactly two interfaces (--iface IF --iface IF), got {}",
+                v.len()
+            )
+        })?;
+        let forwarding = match args.mode {
+            ModeArg::Wire => {
+                if !args.next_hop.is_empty() {
+                    return Err("--next-hop only applies with --mode router".into());
+                }
+                Forwarding::Wire
+            }
+            ModeArg::Router => {
+                let mut next_hop = [None, None];
+                for nh in &args.next_hop {
+                    let (ifname, mac) = nh.split_once('=').ok_or_else(|| {
+                        format!("--next-hop {nh:?}: expected IF=MAC, e.g. eth1=02:00:00:00:00:01")
+                    })?;
+                    let mac = afxdp::parse_mac(mac).ok_or_else(|| {
+                        format!(
+                            "--next-hop {nh:?}: {mac:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"
+                        )
+                    })?;
+                    let i = [&a, &b]
+                        .iter()
+                        .position(|x| x.as_str() == ifname)
+                        .ok_or_else(|| {
+                            format!(
+                                "--next-hop {nh:?}: {ifname:?} is not one of the --iface interfaces"
+                            )
+                        })?;
+                    next_hop[i] = Some(mac);
+                }
+                match next_hop {
+                    [Some(x), Some(y)] => Forwarding::Router { next_hop: [x, y] },
+                    _ => {
+                        return Err(format!(
+                            "--mode router needs --next-hop IF=MAC for both {a} and {b}"
+                        ));
+                    }
+                }
+            }
+        };
+        let workers = args.workers.unwrap_or(args.queues);
+        let mut cfg = AfXdpConfig {
+            ifaces: [a, b],
+            queues: args.queues,
+            workers: workers as usize,
+            cores: args.cores.clone(),
+            batch: usize::from(args.batch),
+            busy_poll: args.busy_poll,
+            force_copy: args.copy,
+            generic_xdp: args.generic_xdp,
+            forwarding,
+            ..AfXdpConfig::default()
+        };
+        cfg.worker.export_interval_ns = Some(args.interval.saturating_mul(1_000_000_000));
+        if let Some(n) = args.flow_capacity {
+            cfg.worker.flow.capacity = n;
+        }
+        Ok(cfg)
+    }
+
+    fn now_ns() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+
+    /// Where flow logs go.
+    enum LogOut {
+        None,
+        Stdout,
+        File(BufWriter<File>),
+    }
+
+    impl LogOut {
+        fn write(&mut self, logs: &[FlowLog]) -> io::Result<()> {
+            if logs.is_empty() {
+                return Ok(());
+            }
+            match self {
+                LogOut::None => Ok(()),
+                LogOut::Stdout => write_jsonl(io::stdout().lock(), logs),
+                LogOut::File(w) => write_jsonl(w, logs),
+            }
+        }
+    }
+
+    /// Folds flow records into the aggregator.
+    struct Logs<'a> {
+        lowered: &'a Lowered,
+        classifier: &'a Classifier,
+        agg: Aggregator,
+        out: LogOut,
+        written: u64,
+    }
+
+    impl Logs<'_> {
+        fn take(&mut self, rx: &Receiver<FlowRecord>) {
+            for rec in rx.try_iter() {
+                for a in activities(&rec, self.lowered, self.classifier) {
+                    self.agg.add(&a);
+                }
+            }
+        }
+
+        fn flush(&mut self, logs: Vec<FlowLog>) -> io::Result<()> {
+            self.written += logs.len() as u64;
+            self.out.write(&logs)
+        }
+    }
+
+    /// The counters document (`-o json`).
+    #[derive(Serialize)]
+    struct CountersDoc<'a> {
+        uptime_s: f64,
+        final_counters: bool,
+        interfaces: Vec<IfaceDoc>,
+        workers: Vec<WorkerDoc<'a>>,
+        flow_log_records: u64,
+    }
+
+    #[derive(Serialize)]
+    struct IfaceDoc {
+        name: String,
+        ifindex: u32,
+        xdp_mode: &'static str,
+        bind_mode: &'static str,
+    }
+
+    #[derive(Serialize)]
+    struct WorkerDoc<'a> {
+        worker: usize,
+        core: Option<usize>,
+        rx: u64,
+        forwarded: u64,
+        dropped_policy: u64,
+        dropped_parse: u64,
+        non_ip_passed: u64,
+        pending_deny: u64,
+        batches: u64,
+        frames_per_batch: f64,
+        batch_latency_ns: LatencyDoc,
+        flows: u64,
+        flow_capacity: u64,
+        evictions: u64,
+        insert_failures: u64,
+        policy_generation: u64,
+        records_dropped: u64,
+        queues: Vec<QueueDoc<'a>>,
+    }
+
+    #[derive(Serialize)]
+    struct LatencyDoc {
+        p50: u64,
+        p90: u64,
+        p99: u64,
+        p999: u64,
+        max: u64,
+    }
+
+    #[derive(Serialize)]
+    struct QueueDoc<'a> {
+        iface: &'a str,
+        queue: u32,
+        rx: u64,
+        tx: u64,
+        tx_ring_full: u64,
+        fill_ring_empty: u64,
+        kernel_rx_dropped: u64,
+        kernel_rx_ring_full: u64,
+        kernel_rx_fill_ring_empty: u64,
+        kernel_tx_ring_empty: u64,
+        kernel_invalid_descs: u64,
+    }
+
+    fn doc<'a>(
+        ifaces: &[IfaceInfo],
+        names: &'a [String; 2],
+        snaps: &[WorkerSnapshot],
+        uptime: Duration,
+        final_counters: bool,
+        records: u64,
+    ) -> CountersDoc<'a> {
+        CountersDoc {
+            uptime_s: uptime.as_secs_f64(),
+            final_counters,
+            interfaces: ifaces
+                .iter()
+                .map(|i| IfaceDoc {
+                    name: i.name.clone(),
+                    ifindex: i.ifindex,
+                    xdp_mode: match i.xdp {
+                        afxdp::XdpMode::Native => "native",
+                        afxdp::XdpMode::Generic => "generic",
+                    },
+                    bind_mode: match i.bind {
+                        afxdp::CopyMode::ZeroCopy => "zero-copy",
+                        afxdp::CopyMode::Copy => "copy",
+                    },
+                })
+                .collect(),
+            workers: snaps
+                .iter()
+                .map(|s| WorkerDoc {
+                    worker: s.worker,
+                    core: s.core,
+                    rx: s.rx,
+                    forwarded: s.forwarded,
+                    dropped_policy: s.dropped_policy,
+                    dropped_parse: s.dropped_parse,
+                    non_ip_passed: s.non_ip_passed,
+                    pending_deny: s.pending_deny,
+                    batches: s.batches,
+                    frames_per_batch: s.frames_per_batch(),
+                    batch_latency_ns: LatencyDoc {
+                        p50: s.latency_ns[0],
+                        p90: s.latency_ns[1],
+                        p99: s.latency_ns[2],
+                        p999: s.latency_ns[3],
+                        max: s.latency_ns[4],
+                    },
+                    flows: s.flows,
+                    flow_capacity: s.flow_capacity,
+                    evictions: s.evictions,
+                    insert_failures: s.insert_failures,
+                    policy_generation: s.generation,
+                    records_dropped: s.records_dropped,
+                    queues: s
+                        .queues
+                        .iter()
+                        .map(|q| QueueDoc {
+                            iface: names.get(q.iface).map_or("?", String::as_str),
+                            queue: q.queue,
+                            rx: q.port.rx,
+                            tx: q.port.tx,
+                            tx_ring_full: q.port.tx_ring_full,
+                            fill_ring_empty: q.port.fill_ring_empty,
+                            kernel_rx_dropped: q.kernel.rx_dropped,
+                            kernel_rx_ring_full: q.kernel.rx_ring_full,
+                            kernel_rx_fill_ring_empty: q.kernel.rx_fill_ring_empty,
+                            kernel_tx_ring_empty: q.kernel.tx_ring_empty,
+                            kernel_invalid_descs: q.kernel.invalid_descs,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            flow_log_records: records,
+        }
+    }
+
+    fn print_counters(d: &CountersDoc<'_>, output: Output, to_stderr: bool) {
+        let text = match output {
+            Output::Json => serde_json::to_string(d).unwrap_or_default(),
+            Output::Yaml => serde_saphyr::to_string(d).unwrap_or_default(),
+            Output::Table => table(d),
+        };
+        if to_stderr {
+            crate::errln!("{}", text.trim_end());
+        } else {
+            crate::outln!("{}", text.trim_end());
+        }
+    }
+
+    fn table(d: &CountersDoc<'_>) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let what = if d.final_counters {
+            "final counters"
+        } else {
+            "counters"
+        };
+        let _ = writeln!(s, "tiergate run: {what} after {:.1} s", d.uptime_s);
+        for i in &d.interfaces {
+            let _ = writeln!(
+                s,
+                "  {} (ifindex {}): XDP {}, sockets in {} mode",
+                i.name, i.ifindex, i.xdp_mode, i.bind_mode
+            );
+        }
+        for w in &d.workers {
+            let core = w
+                .core
+                .map_or("unpinned".to_string(), |c| format!("core {c}"));
+            let _ = writeln!(
+                s,
+                "  worker {} ({core}, policy generation {})",
+                w.worker, w.policy_generation
+            );
+            let _ = writeln!(
+                s,
+                "    rx {}  forwarded {}  dropped by policy {}  dropped unparsed {}  non-IP passed {}  pending deny {}",
+                w.rx,
+                w.forwarded,
+                w.dropped_policy,
+                w.dropped_parse,
+                w.non_ip_passed,
+                w.pending_deny
+            );
+            let l = &w.batch_latency_ns;
+            let _ = writeln!(
+                s,
+                "    batches {}  frames/batch {:.1}  batch latency ns p50 {} p90 {} p99 {} p99.9 {} max {}",
+                w.batches, w.frames_per_batch, l.p50, l.p90, l.p99, l.p999, l.max
+            );
+            let _ = writeln!(
+                s,
+                "    flows {}/{}  evictions {}  insert failures {}  flow records lost {}",
+                w.flows, w.flow_capacity, w.evictions, w.insert_failures, w.records_dropped
+            );
+            for q in &w.queues {
+                let _ = writeln!(
+                    s,
+                    "    {} q{}: rx {} tx {} tx-ring-full {} fill-ring-empty {} | kernel: rx-dropped {} rx-ring-full {} fill-ring-empty {} tx-ring-empty {} invalid {}",
+                    q.iface,
+                    q.queue,
+                    q.rx,
+                    q.tx,
+                    q.tx_ring_full,
+                    q.fill_ring_empty,
+                    q.kernel_rx_dropped,
+                    q.kernel_rx_ring_full,
+                    q.kernel_rx_fill_ring_empty,
+                    q.kernel_tx_ring_empty,
+                    q.kernel_invalid_descs
+                );
+            }
+        }
+        let _ = writeln!(s, "  flow-log records written: {}", d.flow_log_records);
+        s
+    }
+
+    pub(super) fn run(args: &Args, global: &Global) -> ExitCode {
+        let cfg = match config(args) {
+            Ok(c) => c,
+            Err(e) => return usage(e),
+        };
+        let cluster = match load(args) {
+            Ok(c) => c,
+            Err(code) => return ExitCode::from(code),
+        };
+        let lowered = match lower::lower(&cluster) {
+            Ok(l) => l,
+            Err(e) => {
+                crate::errln!("tiergate: cannot compile the policy set: {e}");
+                return ExitCode::from(EXIT_INVALID);
+            }
+        };
+        let classifier = match Classifier::build(&lowered.set, &BuildConfig::default()) {
+            Ok(c) => c,
+            Err(e) => {
+                crate::errln!("tiergate: cannot compile the policy set: {e}");
+                return ExitCode::from(EXIT_INVALID);
+            }
+        };
+        let out = match &args.flowlog {
+            None => LogOut::None,
+            Some(p) if p == Path::new("-") => LogOut::Stdout,
+            Some(p) => match File::create(p) {
+                Ok(f) => LogOut::File(BufWriter::new(f)),
+                Err(e) => {
+                    return usage(format!("cannot write flow logs to {}: {e}", p.display()));
+                }
+            },
+        };
+        let counters_to_stderr = matches!(out, LogOut::Stdout);
+        if counters_to_stderr && global.output != Output::Table {
+            return usage(format!(
+                "--flowlog - and -o {} write to stdout, which can carry only one of them: send the flow log to a file",
+                match global.output {
+                    Output::Json => "json",
+                    _ => "yaml",
+                }
+            ));
+        }
+        let term = Arc::new(AtomicBool::new(false));
+        let usr1 = Arc::new(AtomicBool::new(false));
+        for (sig, flag) in [
+            (signal_hook::consts::SIGTERM, &term),
+            (signal_hook::consts::SIGINT, &term),
+            (signal_hook::consts::SIGUSR1, &usr1),
+        ] {
+            if let Err(e) = signal_hook::flag::register(sig, Arc::clone(flag)) {
+                return usage(format!("cannot install the handler of signal {sig}: {e}"));
+            }
+        }
+        let slot = Arc::new(ClassifierSlot::new(Published {
+            generation: 1,
+            classifier,
+        }));
+        let published = slot.load();
+        let (tx, rx) = bounded::<FlowRecord>(1 << 16);
+        let running = match afxdp::start(&cfg, Arc::clone(&slot), tx) {
+            Ok(r) => r,
+            Err(e) => return usage(e),
+        };
+        let started = Instant::now();
+        let desc: Vec<String> = running
+            .ifaces
+            .iter()
+            .map(|i| {
+                format!(
+                    "{} (XDP {}, {} mode)",
+                    i.name,
+                    match i.xdp {
+                        afxdp::XdpMode::Native => "native",
+                        afxdp::XdpMode::Generic => "generic",
+                    },
+                    match i.bind {
+                        afxdp::CopyMode::ZeroCopy => "zero-copy",
+                        afxdp::CopyMode::Copy => "copy",
+                    }
+                )
+            })
+            .collect();
+        crate::errln!(
+            "tiergate run: forwarding between {} with {} worker(s), {} mode; pid {}: SIGUSR1 prints counters, SIGTERM stops",
+            desc.join(" and "),
+            running.live.len(),
+            match args.mode {
+                ModeArg::Wire => "wire",
+                ModeArg::Router => "router",
+            },
+            std::process::id()
+        );
+        let mut logs = Logs {
+            lowered: &lowered,
+            classifier: &published.classifier,
+            agg: Aggregator::new(args.interval),
+            out,
+            written: 0,
+        };
+        let deadline = args
+            .duration
+            .filter(|d| d.is_finite() && *d >= 0.0)
+            .map(|d| started + Duration::from_secs_f64(d));
+        let mut failed = None;
+        // Records of an interval arrive when the workers next pass a batch boundary
+        // after it ended: give them a moment before writing the interval.
+        let grace = 2_000_000_000;
+        loop {
+            std::thread::sleep(Duration::from_millis(50));
+            logs.take(&rx);
+            let done = logs.agg.drain_ended(now_ns().saturating_sub(grace));
+            if let Err(e) = logs.flush(done) {
+                failed = Some(format!("cannot write flow logs: {e}"));
+                break;
+            }
+            if usr1.swap(false, Ordering::Relaxed) {
+                let snaps = running.snapshot();
+                let d = doc(
+                    &running.ifaces,
+                    &cfg.ifaces,
+                    &snaps,
+                    started.elapsed(),
+                    false,
+                    logs.written,
+                );
+                print_counters(&d, global.output, counters_to_stderr);
+            }
+            if term.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            if running.finished() {
+                failed = Some("a worker stopped unexpectedly".to_string());
+                break;
+            }
+        }
+        // Stop: the workers drain their flow tables into final records; keep taking
+        // them so the bounded channel never fills while they do.
+        running.request_stop();
+        while !running.finished() {
+            logs.take(&rx);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let uptime = started.elapsed();
+        let snaps = running.snapshot();
+        let ifaces = running.ifaces.clone();
+        // Joins the workers and detaches the XDP programs.
+        if let Err(e) = running.stop() {
+            failed.get_or_insert(e);
+        }
+        logs.take(&rx);
+        let rest = logs.agg.drain();
+        if let Err(e) = logs.flush(rest) {
+            failed.get_or_insert(format!("cannot write flow logs: {e}"));
+        }
+        if let LogOut::File(w) = &mut logs.out
+            && let Err(e) = w.flush()
+        {
+            failed.get_or_insert(format!("cannot write flow logs: {e}"));
+        }
+        let d = doc(&ifaces, &cfg.ifaces, &snaps, uptime, true, logs.written);
+        print_counters(&d, global.output, counters_to_stderr);
+        match failed {
+            Some(e) => usage(e),
+            None => ExitCode::from(EXIT_OK),
+        }
+    }
+}

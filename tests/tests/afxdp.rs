@@ -1,0 +1,674 @@
+//! `tiergate run` end to end on a network-namespace test bed: real TCP and UDP
+//! traffic through the AF_XDP data plane.
+//!
+//! ```text
+//!   ns <p>s                ns <p>t (tiergate run)             ns <p>d
+//!   <p>s0 10.77.0.1 ─veth─ <p>t0      ⇄      <p>t1 ─veth─ <p>d0 10.77.0.2
+//! ```
+//!
+//! The two ends share one subnet and find each other by ARP *through* tiergate (wire
+//! mode forwards non-IP frames). Policies: tests/fixtures/afxdp/policies.yaml.
+//! Everything is created under names unique to the test process and removed when a
+//! test ends, also when it fails.
+//!
+//! These tests need root (or CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF), `ip` and `ethtool`
+//! and a kernel with AF_XDP. Without them they print why and pass as skipped; with
+//! `TIERGATE_REQUIRE_AFXDP=1` (set by CI) a missing prerequisite fails them instead.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tests::{temp_dir, tiergate_bin};
+
+const PROBE: &str = env!("CARGO_BIN_EXE_tg-netprobe");
+const SRC_IP: &str = "10.77.0.1";
+const DST_IP: &str = "10.77.0.2";
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/afxdp/policies.yaml")
+}
+
+/// Runs a command; `Err` carries its stderr.
+fn cmd(args: &[&str]) -> Result<String, String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{}: {e}", args[0]))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "`{}` failed: {} {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Why these tests cannot run here, if they cannot.
+fn missing_prerequisite() -> Option<String> {
+    match cmd(&["id", "-u"]) {
+        Ok(uid) if uid.trim() == "0" => {}
+        Ok(uid) => return Some(format!("not root (uid {})", uid.trim())),
+        Err(e) => return Some(e),
+    }
+    for tool in [["ip", "-V"], ["ethtool", "--version"]] {
+        if let Err(e) = cmd(&tool) {
+            return Some(format!("{} is not usable: {e}", tool[0]));
+        }
+    }
+    let probe = format!("tgprobe{}", std::process::id());
+    if let Err(e) = cmd(&["ip", "netns", "add", &probe]) {
+        return Some(format!("cannot create a network namespace: {e}"));
+    }
+    let _ = cmd(&["ip", "netns", "del", &probe]);
+    None
+}
+
+/// True when the test may run; otherwise says why it is skipped (or fails, when CI
+/// requires these tests).
+fn can_run(test: &str) -> bool {
+    let Some(why) = missing_prerequisite() else {
+        return true;
+    };
+    skip(test, &why)
+}
+
+fn skip(test: &str, why: &str) -> bool {
+    if std::env::var("TIERGATE_REQUIRE_AFXDP").is_ok_and(|v| v == "1") {
+        panic!("{test}: AF_XDP test cannot run ({why}) and TIERGATE_REQUIRE_AFXDP=1");
+    }
+    eprintln!("skipped {test}: {why}");
+    false
+}
+
+/// The test bed: three namespaces and two veth pairs, removed on drop.
+struct Bed {
+    p: String,
+    children: Vec<Child>,
+}
+
+impl Bed {
+    /// The wire test bed (one subnet across tiergate).
+    fn new(tag: char) -> Bed {
+        Bed::build(tag, false)
+    }
+
+    /// The router test bed: the source in 10.77.1.0/24 and the destination in
+    /// 10.77.2.0/24, each with tiergate's interface (.254, an address of the middle
+    /// namespace) as its gateway.
+    fn routed(tag: char) -> Bed {
+        Bed::build(tag, true)
+    }
+
+    fn build(tag: char, routed: bool) -> Bed {
+        let p = format!("tg{}{tag}", std::process::id() % 100_000);
+        let bed = Bed {
+            p: p.clone(),
+            children: Vec::new(),
+        };
+        let (s, t, d) = (bed.ns('s'), bed.ns('t'), bed.ns('d'));
+        for ns in [&s, &t, &d] {
+            let _ = cmd(&["ip", "netns", "del", ns]);
+            cmd(&["ip", "netns", "add", ns]).unwrap();
+        }
+        let (s0, t0, t1, d0) = (bed.dev("s0"), bed.dev("t0"), bed.dev("t1"), bed.dev("d0"));
+        cmd(&[
+            "ip", "link", "add", &s0, "netns", &s, "type", "veth", "peer", "name", &t0, "netns", &t,
+        ])
+        .unwrap();
+        cmd(&[
+            "ip", "link", "add", &t1, "netns", &t, "type", "veth", "peer", "name", &d0, "netns", &d,
+        ])
+        .unwrap();
+        let (src_a, dst_a) = (format!("{SRC_IP}/24"), format!("{DST_IP}/24"));
+        let addrs: &[(&String, &String, &str)] = if routed {
+            &[
+                (&s, &s0, "10.77.1.1/24"),
+                (&t, &t0, "10.77.1.254/24"),
+                (&t, &t1, "10.77.2.254/24"),
+                (&d, &d0, "10.77.2.2/24"),
+            ]
+        } else {
+            &[(&s, &s0, &src_a), (&d, &d0, &dst_a)]
+        };
+        for (ns, dev, a) in addrs {
+            cmd(&["ip", "-n", ns, "addr", "add", a, "dev", dev]).unwrap();
+        }
+        for (ns, dev) in [(&s, &s0), (&t, &t0), (&t, &t1), (&d, &d0)] {
+            cmd(&["ip", "-n", ns, "link", "set", dev, "up"]).unwrap();
+            // Copy-mode AF_XDP forwards frames as they are: the senders must fill in
+            // their checksums and not hand the veth oversized segments.
+            cmd(&[
+                "ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx", "off", "tso", "off", "gso",
+                "off", "gro", "off",
+            ])
+            .unwrap();
+        }
+        for ns in [&s, &d] {
+            cmd(&["ip", "-n", ns, "link", "set", "lo", "up"]).unwrap();
+        }
+        if routed {
+            cmd(&[
+                "ip",
+                "-n",
+                &s,
+                "route",
+                "add",
+                "default",
+                "via",
+                "10.77.1.254",
+            ])
+            .unwrap();
+            cmd(&[
+                "ip",
+                "-n",
+                &d,
+                "route",
+                "add",
+                "default",
+                "via",
+                "10.77.2.254",
+            ])
+            .unwrap();
+        }
+        bed
+    }
+
+    fn ns(&self, which: char) -> String {
+        format!("{}{which}", self.p)
+    }
+
+    fn dev(&self, name: &str) -> String {
+        format!("{}{name}", self.p)
+    }
+
+    /// `ip -d link show` of tiergate's two interfaces.
+    fn links(&self) -> String {
+        cmd(&["ip", "-n", &self.ns('t'), "-d", "link", "show"]).unwrap_or_default()
+    }
+
+    fn xdp_attached(&self) -> [bool; 2] {
+        let t = self.ns('t');
+        [self.dev("t0"), self.dev("t1")].map(|d| {
+            cmd(&["ip", "-n", &t, "link", "show", "dev", &d])
+                .map(|s| s.contains("xdp"))
+                .unwrap_or(false)
+        })
+    }
+
+    /// Runs `tiergate run` in the middle namespace.
+    fn tiergate(&mut self, extra: &[&str]) -> Tiergate {
+        let (t0, t1) = (self.dev("t0"), self.dev("t1"));
+        let bin = tiergate_bin();
+        let mut args: Vec<&str> = vec![
+            "netns",
+            "exec",
+            "",
+            bin.to_str().unwrap(),
+            "run",
+            "--iface",
+            &t0,
+            "--iface",
+            &t1,
+        ];
+        let ns = self.ns('t');
+        args[2] = &ns;
+        args.extend_from_slice(extra);
+        let mut child = Command::new("ip")
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tiergate");
+        let stdout = lines(child.stdout.take().unwrap());
+        let stderr = lines(child.stderr.take().unwrap());
+        Tiergate {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Starts the echo servers in the destination namespace.
+    fn serve(&mut self) {
+        let d = self.ns('d');
+        let mut c = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &d,
+                PROBE,
+                "serve",
+                "8080,9000,7070",
+                "5353",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the echo servers");
+        let mut line = String::new();
+        BufReader::new(c.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "echo servers did not start");
+        self.children.push(c);
+    }
+
+    /// The MAC address of interface `dev` in namespace `ns`.
+    fn mac(&self, ns: char, dev: &str) -> String {
+        let out = cmd(&[
+            "ip",
+            "-n",
+            &self.ns(ns),
+            "link",
+            "show",
+            "dev",
+            &self.dev(dev),
+        ])
+        .unwrap();
+        out.split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .unwrap()
+            .to_string()
+    }
+
+    /// A probe from the source namespace: `Ok` if the echo came back.
+    fn probe(&self, proto: &str, port: u16) -> Result<(), String> {
+        self.probe_to(DST_IP, proto, port)
+    }
+
+    fn probe_to(&self, dst: &str, proto: &str, port: u16) -> Result<(), String> {
+        let s = self.ns('s');
+        cmd(&[
+            "ip",
+            "netns",
+            "exec",
+            &s,
+            PROBE,
+            proto,
+            dst,
+            &port.to_string(),
+        ])
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for w in ['s', 't', 'd'] {
+            let _ = cmd(&["ip", "netns", "del", &self.ns(w)]);
+        }
+    }
+}
+
+/// Collects a pipe's lines on a thread.
+fn lines(r: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let v = Arc::new(Mutex::new(Vec::new()));
+    let w = Arc::clone(&v);
+    std::thread::spawn(move || {
+        for l in BufReader::new(r).lines().map_while(Result::ok) {
+            w.lock().unwrap().push(l);
+        }
+    });
+    v
+}
+
+struct Tiergate {
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Tiergate {
+    fn signal(&self, sig: &str) {
+        cmd(&["kill", sig, &self.child.id().to_string()]).unwrap();
+    }
+
+    fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                // Let the reader threads take the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Waits until the XDP programs are attached on both interfaces. `Err` = tiergate
+    /// exited first (with its stderr) or never attached.
+    fn ready(&mut self, bed: &Bed) -> Result<(), String> {
+        let end = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < end {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                return Err(format!("tiergate exited with {st}: {}", self.stderr()));
+            }
+            if bed.xdp_attached() == [true, true]
+                && self.stderr().contains("tiergate run: forwarding between")
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!(
+            "tiergate did not attach within 20 s: {}",
+            self.stderr()
+        ))
+    }
+}
+
+impl Drop for Tiergate {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Starts tiergate and waits for it; `None` = AF_XDP unavailable here (skipped).
+fn start(bed: &mut Bed, test: &str, extra: &[&str]) -> Option<Tiergate> {
+    let mut tg = bed.tiergate(extra);
+    match tg.ready(bed) {
+        Ok(()) => Some(tg),
+        Err(e) => {
+            // A kernel without AF_XDP (or XDP on veth) fails here; anything else is
+            // a failure of tiergate.
+            let unavailable = e.contains("cannot open an AF_XDP socket")
+                || e.contains("cannot load the XDP program")
+                || e.contains("cannot create the XSKMAP");
+            assert!(unavailable, "{e}");
+            skip(test, &format!("AF_XDP unavailable: {e}"));
+            None
+        }
+    }
+}
+
+fn flow_logs(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("flow log line is JSON"))
+        .collect()
+}
+
+fn find<'a>(logs: &'a [Value], proto: &str, port: u64) -> Vec<&'a Value> {
+    logs.iter()
+        .filter(|r| r["proto"] == proto && r["dest_port"] == port && r["reporter"] == "dst")
+        .collect()
+}
+
+#[test]
+fn forwards_by_policy_tracks_staged_denies_and_detaches_on_sigterm() {
+    let test = "forwards_by_policy_tracks_staged_denies_and_detaches_on_sigterm";
+    if !can_run(test) {
+        return;
+    }
+    let dir = temp_dir("afxdp-forward");
+    let flowlog = dir.join("flows.jsonl");
+    let mut bed = Bed::new('a');
+    let fixture = fixture();
+    let Some(mut tg) = start(
+        &mut bed,
+        test,
+        &[
+            "-f",
+            fixture.to_str().unwrap(),
+            "--flowlog",
+            flowlog.to_str().unwrap(),
+            "--interval",
+            "1",
+            "-o",
+            "json",
+        ],
+    ) else {
+        return;
+    };
+    bed.serve();
+
+    // Allowed TCP: the handshake completes and the echo (a reply) comes back. The
+    // source knows no MAC for the destination yet: ARP crosses tiergate first.
+    bed.probe("tcp", 8080)
+        .expect("allowed TCP connection through tiergate");
+    // Denied by the staged policy only: nothing changes on the wire.
+    bed.probe("tcp", 9000)
+        .expect("staged-only deny must not drop the connection");
+    // Denied by the enforced policy: the handshake never completes.
+    let denied = bed.probe("tcp", 7070);
+    assert!(denied.is_err(), "denied TCP connection went through");
+    // UDP, and its reply.
+    bed.probe("udp", 5353)
+        .expect("allowed UDP datagram and its reply");
+
+    // ARP resolved across the wire: the source holds the destination's real MAC.
+    let d_mac = bed.mac('d', "d0");
+    let neigh = cmd(&["ip", "-n", &bed.ns('s'), "neigh", "show", DST_IP]).unwrap();
+    assert!(
+        neigh.contains(&d_mac),
+        "the source's neighbour entry {neigh:?} is not the destination's MAC {d_mac}"
+    );
+
+    // Live counters on SIGUSR1.
+    tg.signal("-USR1");
+    let end = Instant::now() + Duration::from_secs(5);
+    while tg.stdout().is_empty() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let live: Value =
+        serde_json::from_str(tg.stdout().first().expect("counters printed on SIGUSR1"))
+            .expect("counters are JSON");
+    assert_eq!(live["final_counters"], false);
+    assert!(live["workers"][0]["rx"].as_u64().unwrap() > 0, "{live}");
+
+    // SIGTERM: clean exit, final counters, nothing left attached.
+    tg.signal("-TERM");
+    let st = tg
+        .wait(Duration::from_secs(15))
+        .expect("tiergate stops on SIGTERM");
+    assert!(st.success(), "exit status {st}: {}", tg.stderr());
+    assert_eq!(bed.xdp_attached(), [false, false], "{}", bed.links());
+    assert!(!bed.links().contains("prog/xdp"), "{}", bed.links());
+
+    let out = tg.stdout();
+    let fin: Value = serde_json::from_str(out.last().unwrap()).expect("final counters JSON");
+    assert_eq!(fin["final_counters"], true);
+    let w = &fin["workers"][0];
+    assert!(w["dropped_policy"].as_u64().unwrap() >= 1, "{fin}");
+    assert!(w["forwarded"].as_u64().unwrap() >= 10, "{fin}");
+    assert!(
+        w["non_ip_passed"].as_u64().unwrap() >= 2,
+        "ARP counted: {fin}"
+    );
+    assert_eq!(w["policy_generation"], 1);
+    assert_eq!(
+        fin["interfaces"][0]["bind_mode"], "copy",
+        "veth has no zero-copy"
+    );
+    let q = &w["queues"][0];
+    assert!(
+        q["rx"].as_u64().unwrap() > 0 && q["kernel_invalid_descs"] == 0,
+        "{fin}"
+    );
+
+    // Flow logs, as replay writes them.
+    let logs = flow_logs(&flowlog);
+    let staged = find(&logs, "tcp", 9000);
+    assert!(!staged.is_empty(), "no flow log for TCP 9000: {logs:?}");
+    for r in &staged {
+        assert_eq!(r["action"], "allow", "{r}");
+        assert_eq!(r["pending_action"], "deny", "{r}");
+        assert_eq!(
+            r["policies"]["pending"][0],
+            "0|default|snp:wire/server-block-9000|deny|0"
+        );
+    }
+    let allowed = find(&logs, "tcp", 8080);
+    assert!(
+        allowed
+            .iter()
+            .all(|r| r["action"] == "allow" && r["pending_action"] == "allow"),
+        "{allowed:?}"
+    );
+    assert!(
+        allowed
+            .iter()
+            .map(|r| r["packets_out"].as_u64().unwrap())
+            .sum::<u64>()
+            > 0,
+        "replies of the allowed connection counted: {allowed:?}"
+    );
+    let denied = find(&logs, "tcp", 7070);
+    assert!(!denied.is_empty(), "no flow log for TCP 7070: {logs:?}");
+    assert!(denied.iter().all(|r| r["action"] == "deny"), "{denied:?}");
+    assert!(!find(&logs, "udp", 5353).is_empty(), "{logs:?}");
+    assert_eq!(logs[0]["source_name"], "client");
+    assert_eq!(logs[0]["source_namespace"], "wire");
+}
+
+#[test]
+fn a_killed_run_leaves_no_program_and_bad_queues_or_interfaces_exit_2() {
+    let test = "a_killed_run_leaves_no_program_and_bad_queues_or_interfaces_exit_2";
+    if !can_run(test) {
+        return;
+    }
+    let mut bed = Bed::new('b');
+
+    // Too many queues: refused before anything is attached, naming the interface.
+    let mut tg = bed.tiergate(&["--queues", "64"]);
+    let st = tg.wait(Duration::from_secs(20)).expect("tiergate exits");
+    assert_eq!(st.code(), Some(2), "{}", tg.stderr());
+    assert!(
+        tg.stderr().contains(&bed.dev("t0")) && tg.stderr().contains("queue"),
+        "{}",
+        tg.stderr()
+    );
+    assert_eq!(bed.xdp_attached(), [false, false]);
+    drop(tg);
+
+    // SIGKILL: no chance to clean up, yet the kernel detaches the program (it hangs
+    // on a BPF link of the process), and the next run starts.
+    let Some(mut tg) = start(&mut bed, test, &[]) else {
+        return;
+    };
+    tg.signal("-KILL");
+    tg.wait(Duration::from_secs(10)).expect("killed");
+    let end = Instant::now() + Duration::from_secs(5);
+    while bed.xdp_attached() != [false, false] && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(bed.xdp_attached(), [false, false], "{}", bed.links());
+    let Some(mut tg) = start(&mut bed, test, &["--busy-poll", "--batch", "32"]) else {
+        return;
+    };
+
+    // A second run on the same interfaces does not replace the running one's program.
+    let mut second = bed.tiergate(&[]);
+    let st = second
+        .wait(Duration::from_secs(20))
+        .expect("second run exits");
+    assert_eq!(st.code(), Some(2), "{}", second.stderr());
+    assert!(
+        second
+            .stderr()
+            .contains("already has an XDP program attached"),
+        "{}",
+        second.stderr()
+    );
+    assert_eq!(bed.xdp_attached(), [true, true]);
+
+    tg.signal("-INT");
+    let st = tg.wait(Duration::from_secs(15)).expect("stops on SIGINT");
+    assert!(st.success(), "{}", tg.stderr());
+    assert_eq!(bed.xdp_attached(), [false, false], "{}", bed.links());
+}
+
+#[test]
+fn a_missing_interface_is_a_usage_error_naming_it() {
+    // Runs everywhere: without privileges the capability check names what is missing.
+    let out = tests::tiergate()
+        .args(["run", "--iface", "tg-nosuch0", "--iface", "tg-nosuch1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tg-nosuch0") || err.contains("CAP_"), "{err}");
+    let out = tests::tiergate()
+        .args(["run", "--iface", "tg-nosuch0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exactly two interfaces"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn router_mode_rewrites_macs_and_leaves_arp_to_the_kernel() {
+    let test = "router_mode_rewrites_macs_and_leaves_arp_to_the_kernel";
+    if !can_run(test) {
+        return;
+    }
+    let mut bed = Bed::routed('c');
+    let next_hop = [
+        format!("{}={}", bed.dev("t0"), bed.mac('s', "s0")),
+        format!("{}={}", bed.dev("t1"), bed.mac('d', "d0")),
+    ];
+    let Some(mut tg) = start(
+        &mut bed,
+        test,
+        &[
+            "--mode",
+            "router",
+            "--next-hop",
+            &next_hop[0],
+            "--next-hop",
+            &next_hop[1],
+            "-o",
+            "json",
+        ],
+    ) else {
+        return;
+    };
+    bed.serve();
+    // No policy: everything is forwarded; the frames only arrive if their MACs were
+    // rewritten (each end drops frames addressed to another MAC).
+    bed.probe_to("10.77.2.2", "tcp", 8080)
+        .expect("TCP through the router");
+    bed.probe_to("10.77.2.2", "udp", 5353)
+        .expect("UDP through the router");
+    // The gateway's ARP reply came from the kernel of tiergate's namespace.
+    let neigh = cmd(&["ip", "-n", &bed.ns('s'), "neigh", "show", "10.77.1.254"]).unwrap();
+    assert!(neigh.contains(&bed.mac('t', "t0")), "{neigh}");
+    tg.signal("-TERM");
+    let st = tg.wait(Duration::from_secs(15)).expect("stops");
+    assert!(st.success(), "{}", tg.stderr());
+    let fin: Value = serde_json::from_str(tg.stdout().last().unwrap()).unwrap();
+    let w = &fin["workers"][0];
+    assert_eq!(w["non_ip_passed"], 0, "ARP went to the kernel: {fin}");
+    assert!(w["forwarded"].as_u64().unwrap() >= 8, "{fin}");
+    assert_eq!(bed.xdp_attached(), [false, false]);
+}
