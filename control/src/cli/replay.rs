@@ -189,6 +189,9 @@ pub enum Phase {
         since: Instant,
         /// Workers.
         workers: usize,
+        /// With `--pace recorded`: the longest wait between two frames (`--max-gap`,
+        /// seconds); longer gaps in capture time are shortened to it.
+        max_gap: Option<f64>,
     },
     /// Writing flow logs and split captures.
     Writing,
@@ -210,10 +213,14 @@ pub fn progress_line(cmd: &str, phase: Phase, frames: u64, elapsed: Duration) ->
             "{cmd}: allocating flow tables, starting {workers} worker{} ({secs:.0} s)",
             if workers == 1 { "" } else { "s" }
         ),
-        Phase::Replaying { since, .. } => {
+        Phase::Replaying { since, max_gap, .. } => {
             let t = since.elapsed().as_secs_f64().max(1e-3);
+            let pace = match max_gap {
+                Some(g) => format!(", recorded pace, gaps over {g} s shortened to {g} s"),
+                None => String::new(),
+            };
             format!(
-                "{cmd}: replaying: {frames} frames in {t:.0} s ({:.2} Mpps)",
+                "{cmd}: replaying: {frames} frames in {t:.0} s ({:.2} Mpps{pace})",
                 frames as f64 / t / 1e6
             )
         }
@@ -419,6 +426,7 @@ fn execute(args: &Args, progress: &Progress) -> Result<Executed, u8> {
         progress.set(Phase::Replaying {
             since: Instant::now(),
             workers: usize::from(args.workers),
+            max_gap: (args.pace == PaceArg::Recorded).then_some(args.max_gap),
         });
     };
     let result = match args.classifier {
@@ -860,13 +868,40 @@ mod tests {
         );
         let since = Instant::now();
         assert_eq!(
-            line(Phase::Replaying { since, workers: 2 }, 0),
+            line(
+                Phase::Replaying {
+                    since,
+                    workers: 2,
+                    max_gap: None
+                },
+                0
+            ),
             "replay: allocating flow tables, starting 2 workers (3 s)"
         );
-        let replaying = line(Phase::Replaying { since, workers: 1 }, 5000);
+        let replaying = line(
+            Phase::Replaying {
+                since,
+                workers: 1,
+                max_gap: None,
+            },
+            5000,
+        );
         assert!(
             replaying.starts_with("replay: replaying: 5000 frames in "),
             "{replaying}"
+        );
+        assert!(replaying.ends_with(" Mpps)"), "{replaying}");
+        let paced = line(
+            Phase::Replaying {
+                since,
+                workers: 1,
+                max_gap: Some(10.0),
+            },
+            5000,
+        );
+        assert!(
+            paced.ends_with("Mpps, recorded pace, gaps over 10 s shortened to 10 s)"),
+            "{paced}"
         );
         assert_eq!(line(Phase::Writing, 7), "replay: writing outputs (3 s)");
     }
