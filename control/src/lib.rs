@@ -11,6 +11,7 @@ pub mod impact;
 pub mod k8s;
 pub mod lower;
 pub mod model;
+pub mod policy;
 pub mod replay;
 pub mod selector;
 pub mod store;
