@@ -5,6 +5,7 @@
 //! `model` (load, default, validate) → `store` → `lower` → `dataplane::program`.
 
 pub mod cli;
+pub mod cluster;
 pub mod eval;
 pub mod flowlog;
 pub mod impact;
