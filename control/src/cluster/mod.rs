@@ -23,9 +23,7 @@ use crate::model::{
     EndpointPort, EntityRule, Kind, Object, ObjectMeta, PolicySpec, PolicyType, Port, Resource,
     ResourceKey, Rule, StagedAction, TierDefaultAction,
 };
-use crate::selector::{
-    Expr, LabelChain, NAMESPACE_KEY_PREFIX, NAMESPACE_LABEL, SERVICE_ACCOUNT_KEY_PREFIX, Selector,
-};
+use crate::selector::{Expr, LabelChain, Selector};
 
 pub mod flow;
 pub mod meta;
@@ -36,14 +34,14 @@ pub use flow::{
 };
 pub use meta::{EndpointMeta, EndpointType, Reporter, VerdictName};
 
-/// Tier of policies that name none (§1).
-pub const DEFAULT_TIER: &str = "default";
-/// Namespace of namespaced resources that name none.
-pub const DEFAULT_NAMESPACE: &str = "default";
+// One set of constants: each is defined once, in the lowest layer that needs it, and
+// every layer from here on names it through this module.
+pub use crate::k8s::{K8S_POLICY_ORDER, K8S_POLICY_TIER, ORCHESTRATOR_LABEL};
+pub use crate::model::defaults::{DEFAULT_NAMESPACE, DEFAULT_TIER, TIER_LABEL};
+pub use crate::selector::{NAMESPACE_KEY_PREFIX, NAMESPACE_LABEL, SERVICE_ACCOUNT_KEY_PREFIX};
+
 /// The tier name hits of profiles carry (§5).
 pub const PROFILE_TIER: &str = "__PROFILE__";
-/// Label with a workload's orchestrator (§1).
-pub const ORCHESTRATOR_LABEL: &str = "projectcalico.org/orchestrator";
 /// Label with a workload's service account (§1).
 pub const SERVICE_ACCOUNT_LABEL: &str = "projectcalico.org/serviceaccount";
 /// The name label the `kns.`/`ksa.` profiles add (`pcns.projectcalico.org/name`, ...).
