@@ -37,7 +37,7 @@ use std::path::Path;
 
 use thiserror::Error;
 
-use crate::eval::{Cluster, ClusterError};
+use crate::cluster::{Cluster, ClusterError};
 use crate::model::{self, Format, Kind, LoadErrors, Loaded};
 use crate::store::{Store, StoreErrors};
 

@@ -11,9 +11,10 @@
 //! test in this module checks it on random stores and flows.
 //!
 //! # How
-//! - **Which policies, in which order**: exactly the evaluator's building blocks in `crate::cluster` —
-//!   [`Cluster::tiers_for`] (applies-to, tier and policy order, staged and enforced
-//!   interleaved) and [`Cluster::profiles_for`]; nothing is re-derived here. A profile
+//! - **Which policies, in which order**: exactly the evaluator's building blocks in
+//!   `crate::cluster` — [`Cluster::tiers_for`] (applies-to, tier and policy order,
+//!   staged and enforced interleaved) and [`Cluster::profiles_for`]; nothing is
+//!   re-derived here. A profile
 //!   an endpoint names that does not exist lowers to a profile without rules.
 //! - **Rules** (see the `rules` submodule): selectors, `notSelector`,
 //!   `namespaceSelector` and service accounts (already scoped by
