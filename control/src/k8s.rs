@@ -28,8 +28,8 @@ use crate::model::{
 /// Order Calico gives every converted Kubernetes policy.
 pub const K8S_POLICY_ORDER: f64 = 1000.0;
 
-/// Tier of every converted Kubernetes policy.
-pub const K8S_POLICY_TIER: &str = "default";
+/// Tier of every converted Kubernetes policy: the default tier.
+pub const K8S_POLICY_TIER: &str = crate::model::defaults::DEFAULT_TIER;
 
 /// Label Calico sets on every pod's workload endpoint.
 pub const ORCHESTRATOR_LABEL: &str = "projectcalico.org/orchestrator";

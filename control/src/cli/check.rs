@@ -17,8 +17,8 @@ use std::process::ExitCode;
 use serde::Serialize;
 
 use super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE, Global, Output, PolicyFiles, print_structured};
-use crate::model::{self, Kind};
-use crate::store::Store;
+use crate::model::Kind;
+use crate::policy;
 use crate::{errln, outln};
 
 /// Arguments of `tiergate check`.
@@ -70,64 +70,38 @@ pub fn check(files: &[PathBuf]) -> Report {
 
 /// Checks the set named by `files`; an empty set is valid only if `allow_empty`.
 pub fn check_set(files: &[PathBuf], allow_empty: bool) -> Report {
-    let (loaded, notes) = match model::load_set(files, allow_empty) {
-        Ok((l, r)) => (l, r.notes()),
-        Err(e) => {
-            return Report {
-                valid: false,
-                resources: 0,
-                kinds: BTreeMap::new(),
-                notes: Vec::new(),
-                io_error: e.is_io(),
-                errors: e
-                    .0
-                    .iter()
-                    .map(|e| ReportError {
-                        source: e.source.clone(),
-                        document: e.document,
-                        field: e.field.clone(),
-                        reason: e.reason.clone(),
-                        message: e.to_string(),
-                    })
-                    .collect(),
-            };
-        }
-    };
-    let mut store = Store::new();
-    if let Err(e) = store.apply(loaded) {
-        return Report {
+    let stored = policy::read_paths(files, allow_empty).and_then(policy::store);
+    match stored {
+        Ok(stored) => Report {
+            valid: true,
+            resources: stored.counts.values().sum(),
+            kinds: stored
+                .counts
+                .iter()
+                .map(|(k, n)| (kind_name(*k), *n))
+                .collect(),
+            errors: Vec::new(),
+            io_error: false,
+            notes: stored.notes,
+        },
+        Err(e) => Report {
             valid: false,
             resources: 0,
             kinds: BTreeMap::new(),
-            io_error: false,
-            notes,
+            io_error: e.is_unreadable(),
+            notes: e.notes().to_vec(),
             errors: e
-                .0
-                .iter()
-                .map(|e| ReportError {
-                    source: e
-                        .origin
-                        .as_ref()
-                        .map_or_else(|| e.key.to_string(), |o| o.source.clone()),
-                    document: e.origin.as_ref().map(|o| o.document),
-                    field: match (&e.origin, &e.field) {
-                        (Some(o), Some(f)) => Some(o.field(f)),
-                        (_, f) => f.clone(),
-                    },
-                    reason: e.reason.clone(),
-                    message: e.to_string(),
+                .problems()
+                .into_iter()
+                .map(|p| ReportError {
+                    source: p.source,
+                    document: p.document,
+                    field: p.field,
+                    reason: p.reason,
+                    message: p.message,
                 })
                 .collect(),
-        };
-    }
-    let counts = store.counts();
-    Report {
-        valid: true,
-        resources: counts.values().sum(),
-        kinds: counts.iter().map(|(k, n)| (kind_name(*k), *n)).collect(),
-        errors: Vec::new(),
-        io_error: false,
-        notes,
+        },
     }
 }
 

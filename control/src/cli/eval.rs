@@ -25,8 +25,8 @@ use dataplane::program::proto;
 use super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE, Global, Output, PolicyFiles, print_structured};
 use crate::eval::{self, Cluster, Flow, report};
 use crate::lower;
-use crate::model::{self, Protocol};
-use crate::store::Store;
+use crate::model::Protocol;
+use crate::policy;
 use crate::{errln, out};
 
 /// Source port used when `--sport` is not given (the first IANA ephemeral port).
@@ -146,26 +146,17 @@ pub fn load_cluster(files: &[PathBuf]) -> Result<Cluster, u8> {
 
 /// [`load_cluster`]; an empty set is accepted only if `allow_empty`.
 pub fn load_policy_set(files: &[PathBuf], allow_empty: bool) -> Result<Cluster, u8> {
-    let loaded = match model::load_set(files, allow_empty) {
-        Ok((l, _)) => l,
-        Err(e) => {
-            for err in e.errors() {
-                errln!("{err}");
-            }
-            return Err(if e.is_io() { EXIT_USAGE } else { EXIT_INVALID });
-        }
-    };
-    let mut store = Store::new();
-    if let Err(e) = store.apply(loaded) {
-        for err in &e.0 {
-            errln!("{err}");
-        }
-        return Err(EXIT_INVALID);
+    policy::load_paths(files, allow_empty)
+        .map(|set| set.cluster)
+        .map_err(|e| print_error(&e))
+}
+
+/// Prints every line of `e` on stderr and returns its exit code.
+pub fn print_error(e: &policy::PolicyError) -> u8 {
+    for line in e.lines() {
+        errln!("{line}");
     }
-    Cluster::from_resources(store.resources()).map_err(|e| {
-        errln!("{e}");
-        EXIT_INVALID
-    })
+    e.exit_code()
 }
 
 /// Runs `tiergate eval`.

@@ -37,8 +37,8 @@ use crate::flowlog::write_jsonl;
 use crate::impact::ImpactReport;
 use crate::lower;
 use crate::model;
+use crate::policy;
 use crate::replay::{self, Replay, ReplayConfig, Summary, scenario};
-use crate::store::Store;
 use crate::{err, errln};
 use dataplane::flow::FlowTable;
 
@@ -296,31 +296,21 @@ fn load(args: &Args) -> Result<(Cluster, String), u8> {
             .join(", ");
         return super::eval::load_policy_set(&args.policies, args.allow_empty).map(|c| (c, names));
     }
-    let mut loaded = Vec::new();
+    let mut read = policy::Read::default();
     for (name, text) in scenario::SEED_POLICY_FILES {
-        match model::load_str(text, name) {
-            Ok(l) => loaded.extend(l),
-            Err(e) => {
-                for err in e.errors() {
-                    errln!("{err}");
-                }
-                return Err(EXIT_INVALID);
-            }
+        match policy::read_text(text, name, model::Format::Yaml) {
+            Ok(r) => read.items.extend(r.items),
+            Err(e) => return Err(super::eval::print_error(&e)),
         }
     }
-    let mut store = Store::new();
-    if let Err(e) = store.apply(loaded) {
-        for err in &e.0 {
-            errln!("{err}");
-        }
-        return Err(EXIT_INVALID);
-    }
-    Cluster::from_resources(store.resources())
-        .map(|c| (c, "embedded seed examples (examples/seed)".to_string()))
-        .map_err(|e| {
-            errln!("{e}");
-            EXIT_INVALID
+    policy::build(read)
+        .map(|set| {
+            (
+                set.cluster,
+                "embedded seed examples (examples/seed)".to_string(),
+            )
         })
+        .map_err(|e| super::eval::print_error(&e))
 }
 
 fn config(args: &Args, progress: Arc<AtomicU64>) -> ReplayConfig {

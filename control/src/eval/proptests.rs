@@ -15,7 +15,7 @@ use proptest::prelude::*;
 use super::tests::{cluster, resources};
 use super::*;
 use crate::model::{
-    EntityRule, Object, ObjectMeta, PolicySpec, Port, Protocol, Resource, Rule, RuleAction,
+    EntityRule, Kind, Object, ObjectMeta, PolicySpec, Port, Protocol, Resource, Rule, RuleAction,
 };
 
 const BASE: &str = r#"

@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::{Evaluation, Outcome, ReporterOutcome};
-use crate::flowlog::{Reporter, VerdictName};
+use crate::cluster::{Reporter, VerdictName};
 
 /// The JSON document of one evaluation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -8,7 +8,7 @@ use dataplane::program::View;
 
 use super::*;
 use crate::eval::cluster::{TierInfo, compare_tiers};
-use crate::model::Resource;
+use crate::model::{Kind, Resource};
 
 // ---------------------------------------------------------------------------------
 // Helpers

@@ -6,18 +6,19 @@
 //! # What it promises
 //! For every flow, classifying it over the lowered set (with any [`Classify`]
 //! implementation that follows the contract in `dataplane::program`) and rendering the
-//! result with [`Lowered::evaluation`] gives exactly what [`eval::evaluate`] gives:
+//! result with [`Lowered::evaluation`] gives exactly what [`crate::eval::evaluate`] gives:
 //! the same reporters, endpoints, verdicts and hit strings in both views. The property
 //! test in this module checks it on random stores and flows.
 //!
 //! # How
-//! - **Which policies, in which order**: exactly `eval`'s building blocks —
-//!   [`Cluster::tiers_for`] (applies-to, tier and policy order, staged and enforced
-//!   interleaved) and [`Cluster::profiles_for`]; nothing is re-derived here. A profile
+//! - **Which policies, in which order**: exactly the evaluator's building blocks in
+//!   `crate::cluster` — [`Cluster::tiers_for`] (applies-to, tier and policy order,
+//!   staged and enforced interleaved) and [`Cluster::profiles_for`]; nothing is
+//!   re-derived here. A profile
 //!   an endpoint names that does not exist lowers to a profile without rules.
 //! - **Rules** (see the `rules` submodule): selectors, `notSelector`,
-//!   `namespaceSelector` and service accounts (already scoped by `eval`'s
-//!   [`crate::eval::PeerMatch`]) become the prefixes of the endpoints and network sets
+//!   `namespaceSelector` and service accounts (already scoped by
+//!   [`crate::cluster::PeerMatch`]) become the prefixes of the endpoints and network sets
 //!   they select; named ports split a rule into several IR rules with the same index.
 //!   Rules with `services` never match (Kubernetes Services are not modelled) and lower
 //!   to nothing; `http` criteria are L7 and ignored, as felix's data plane ignores them;
@@ -58,16 +59,15 @@ use dataplane::program::{
 use ipnet::IpNet;
 use thiserror::Error;
 
-use crate::eval::{
-    self, Cluster, Endpoint, EndpointKind, Evaluation, Flow, MixedFamilies, NO_MATCH_NAME, Outcome,
-    PolicyHit, ReporterOutcome, Verdict,
+use crate::cluster::{
+    self, Cluster, Endpoint, EndpointKind, EndpointMeta, EndpointType, Evaluation, Flow,
+    MixedFamilies, NO_MATCH_NAME, Outcome, PolicyHit, Reporter, ReporterOutcome, Verdict,
 };
-use crate::flowlog::{EndpointMeta, EndpointType, Reporter};
 use crate::model::{Kind, PolicyType, ResourceKey, TierDefaultAction};
 use rules::Resolver;
 
 /// The tier name of profile hits.
-const PROFILE_TIER: &str = eval::cluster::PROFILE_TIER;
+const PROFILE_TIER: &str = cluster::PROFILE_TIER;
 
 /// Why a store could not be lowered.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -267,7 +267,7 @@ fn endpoint_meta(e: &Endpoint) -> EndpointMeta {
 
 impl Lowered {
     /// The evaluation of one flow from a classifier built over [`Lowered::set`]: the
-    /// same shape and content as [`eval::evaluate`] gives for it.
+    /// same shape and content as [`crate::eval::evaluate`] gives for it.
     pub fn evaluation(
         &self,
         classifier: &dyn Classify,
@@ -363,7 +363,7 @@ impl<'c> Builder<'c> {
         id: PolicyId,
         key: &ResourceKey,
         direction: PolicyType,
-        rules: &[eval::PolicyRule],
+        rules: &[cluster::PolicyRule],
     ) -> Result<Vec<dataplane::program::Rule>, LowerError> {
         if let Some(r) = self.rules.get(&(id, direction)) {
             return Ok(r.clone());

@@ -26,7 +26,7 @@ use dataplane::program::{Action, Family, IcmpMatch, Match, PortRange, Rule, prot
 use ipnet::IpNet;
 
 use super::nets::{contains, intersect_opt, normalize, simplify, union};
-use crate::eval::{Cluster, PeerMatch, PolicyRule};
+use crate::cluster::{Cluster, PeerMatch, PolicyRule, rendered_for_version};
 use crate::model::{IcmpFields, Port, RuleAction};
 use crate::selector::{LabelChain, Selector};
 
@@ -341,9 +341,9 @@ impl<'c> Resolver<'c> {
             return Ok(Vec::new());
         }
         // The versions felix renders the rule for (its `ipVersion`, and the
-        // version filtering of its nets/notNets: `eval::rendered_for_version`).
-        let v4 = r.ip_version.is_none_or(|v| v == 4) && crate::eval::rendered_for_version(pr, 4);
-        let v6 = r.ip_version.is_none_or(|v| v == 6) && crate::eval::rendered_for_version(pr, 6);
+        // version filtering of its nets/notNets: `cluster::rendered_for_version`).
+        let v4 = r.ip_version.is_none_or(|v| v == 4) && rendered_for_version(pr, 4);
+        let v6 = r.ip_version.is_none_or(|v| v == 6) && rendered_for_version(pr, 6);
         let family = match (v4, v6) {
             (true, true) => None,
             (true, false) => Some(Family::V4),

@@ -13,6 +13,7 @@ use ipnet::IpNet;
 
 use super::proptests::check;
 use super::*;
+use crate::eval;
 use crate::model::{self, Resource};
 use crate::store::Store;
 

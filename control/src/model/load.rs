@@ -272,23 +272,29 @@ pub fn load_set<P: AsRef<Path>>(
     }
     let (loaded, report) = loader.finish_with_report()?;
     if loaded.is_empty() && !allow_empty {
-        let names = paths
-            .iter()
-            .map(|p| p.as_ref().display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
-        let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
-        return Err(LoadErrors(vec![LoadError::file(
-            &names,
-            LoadErrorKind::Invalid,
-            format!(
-                "no resources found ({} read, {} with a resource; a directory is searched for *.yaml, *.yml and *.json): check the -f path, or pass --allow-empty if an empty set is intended",
-                plural(report.files, "file"),
-                plural(report.documents, "document")
-            ),
-        )]));
+        return Err(LoadErrors(vec![empty_set_error(paths, &report)]));
     }
     Ok((loaded, report))
+}
+
+/// The error of a set of zero resources read from `paths`: it names what was read and
+/// what to do (check the path, or allow an empty set).
+pub fn empty_set_error<P: AsRef<Path>>(paths: &[P], report: &LoadReport) -> LoadError {
+    let names = paths
+        .iter()
+        .map(|p| p.as_ref().display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    LoadError::file(
+        &names,
+        LoadErrorKind::Invalid,
+        format!(
+            "no resources found ({} read, {} with a resource; a directory is searched for *.yaml, *.yml and *.json): check the -f path, or pass --allow-empty if an empty set is intended",
+            plural(report.files, "file"),
+            plural(report.documents, "document")
+        ),
+    )
 }
 
 /// How text is read.

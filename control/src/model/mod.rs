@@ -11,7 +11,7 @@ pub mod validate;
 
 pub use load::{
     Format, LoadError, LoadErrorKind, LoadErrors, LoadReport, Loaded, MAX_REPORTED_ERRORS, Origin,
-    load_path, load_paths, load_reader, load_set, load_str, load_text, parse_str,
+    empty_set_error, load_path, load_paths, load_reader, load_set, load_str, load_text, parse_str,
 };
 pub use types::*;
 pub use validate::FieldError;

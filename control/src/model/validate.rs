@@ -49,7 +49,7 @@ pub const MAX_ANNOTATIONS_BYTES: usize = 256 << 10;
 
 /// The label Calico gives network sets and pods for their namespace; users may not set
 /// it on network sets.
-pub const NAMESPACE_LABEL: &str = "projectcalico.org/namespace";
+pub use crate::selector::NAMESPACE_LABEL;
 
 /// The built-in tiers: name, order, default action (libcalico-go/lib/names/policy.go).
 pub const BUILTIN_TIERS: [(&str, f64, TierDefaultAction); 3] = [

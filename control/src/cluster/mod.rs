@@ -1,8 +1,11 @@
-//! The evaluator's view of a policy store: every resource normalised into what Calico's
-//! calculation graph sees (felix's `model.Policy`, endpoints with their labels and
-//! profiles, network sets, profiles), plus the building blocks shared with `lower`:
-//! tier and policy ordering, endpoint labels with profile inheritance, policy
-//! applies-to selectors and EntityRule selector scoping.
+//! The types every layer after the store shares, between `store` and `eval`/`lower`:
+//! a policy store normalised into what Calico's calculation graph sees ([`Cluster`]:
+//! felix's `model.Policy`, endpoints with their labels and profiles, network sets,
+//! profiles), the constants (default tier and namespace, profile prefixes, labels), the
+//! building blocks of both evaluators (tier and policy ordering, endpoint labels with
+//! profile inheritance, policy applies-to selectors, EntityRule selector scoping,
+//! [`rendered_for_version`]), a flow and the shape of its evaluation ([`flow`]), and the
+//! ends of a flow as reports name them ([`meta`]).
 //!
 //! Everything is a direct transcription of the rules in CALICO_SEMANTICS (section
 //! numbers in the comments); nothing is indexed or cached.
@@ -20,18 +23,25 @@ use crate::model::{
     EndpointPort, EntityRule, Kind, Object, ObjectMeta, PolicySpec, PolicyType, Port, Resource,
     ResourceKey, Rule, StagedAction, TierDefaultAction,
 };
-use crate::selector::{
-    Expr, LabelChain, NAMESPACE_KEY_PREFIX, NAMESPACE_LABEL, SERVICE_ACCOUNT_KEY_PREFIX, Selector,
-};
+use crate::selector::{Expr, LabelChain, Selector};
 
-/// Tier of policies that name none (§1).
-pub const DEFAULT_TIER: &str = "default";
-/// Namespace of namespaced resources that name none.
-pub const DEFAULT_NAMESPACE: &str = "default";
+pub mod flow;
+pub mod meta;
+
+pub use flow::{
+    Evaluation, Flow, L4, MixedFamilies, NO_MATCH_NAME, Outcome, PolicyHit, ReporterOutcome,
+    Verdict,
+};
+pub use meta::{EndpointMeta, EndpointType, Reporter, VerdictName};
+
+// One set of constants: each is defined once, in the lowest layer that needs it, and
+// every layer from here on names it through this module.
+pub use crate::k8s::{K8S_POLICY_ORDER, K8S_POLICY_TIER, ORCHESTRATOR_LABEL};
+pub use crate::model::defaults::{DEFAULT_NAMESPACE, DEFAULT_TIER, TIER_LABEL};
+pub use crate::selector::{NAMESPACE_KEY_PREFIX, NAMESPACE_LABEL, SERVICE_ACCOUNT_KEY_PREFIX};
+
 /// The tier name hits of profiles carry (§5).
 pub const PROFILE_TIER: &str = "__PROFILE__";
-/// Label with a workload's orchestrator (§1).
-pub const ORCHESTRATOR_LABEL: &str = "projectcalico.org/orchestrator";
 /// Label with a workload's service account (§1).
 pub const SERVICE_ACCOUNT_LABEL: &str = "projectcalico.org/serviceaccount";
 /// The name label the `kns.`/`ksa.` profiles add (`pcns.projectcalico.org/name`, ...).
@@ -995,4 +1005,23 @@ pub struct AppliedTier<'a> {
     pub tier: TierInfo,
     /// Its applicable policies in order, staged ones included.
     pub policies: Vec<&'a Policy>,
+}
+
+/// Whether felix renders the rule for IP version `v` at all (felix/rules/policy.go
+/// `FilterRuleToIPVersion`): each of the rule's `nets` / `notNets` lists (source and
+/// destination, including those a Kubernetes `ipBlock` becomes) is filtered to that
+/// version, and a non-empty list left with no prefix — positive *or negated* — drops the
+/// rule for that version; so does a negated catch-all (`0.0.0.0/0`, `::/0`). For
+/// example `notNets: [fd00::/64]` makes a rule that never matches IPv4 traffic.
+/// (Selector-derived address sets are not filtered this way.)
+pub fn rendered_for_version(r: &PolicyRule, v: u8) -> bool {
+    let of_version = |n: &IpNet| (v == 4) == matches!(n, IpNet::V4(_));
+    [&r.source, &r.destination].into_iter().all(|side| {
+        let keeps = |list: &[IpNet]| list.is_empty() || list.iter().any(of_version);
+        let catch_all = side
+            .not_nets
+            .iter()
+            .any(|n| of_version(n) && n.prefix_len() == 0);
+        keeps(&side.nets) && keeps(&side.not_nets) && !catch_all
+    })
 }
