@@ -35,6 +35,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use serde::Serialize;
 use thiserror::Error;
 
 use crate::cluster::{Cluster, ClusterError};
@@ -79,8 +80,9 @@ pub enum PolicyError {
     Cluster(#[source] ClusterError),
 }
 
-/// One problem of a [`PolicyError`], split into its parts.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One problem of a [`PolicyError`], split into its parts (serialised as `tiergate
+/// check -o json|yaml` prints it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Problem {
     /// File, `<stdin>`, the in-memory source's name, or the resource key when no source
     /// is known.
