@@ -6,8 +6,9 @@
 //! CLI prints them and maps [`PolicyError::exit_code`] to its exit status (2 unreadable
 //! input, 1 invalid or empty set). A daemon uses the same calls: [`read_text`] for what a
 //! control socket receives, [`apply`] to change its live store (the store is untouched
-//! on any error, including a set the evaluator refuses), [`cluster`] to rebuild the
-//! [`Cluster`] from a store. A datastore watcher feeds [`apply`] exactly like a socket.
+//! on any error, including a set the evaluator refuses), [`delete`] likewise, and
+//! [`cluster`] to rebuild the [`Cluster`] from a store. A datastore watcher feeds
+//! [`apply`] and [`delete`] exactly like a socket.
 //!
 //! ```no_run
 //! use control::policy;
@@ -35,10 +36,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use serde::Serialize;
 use thiserror::Error;
 
 use crate::cluster::{Cluster, ClusterError};
-use crate::model::{self, Format, Kind, LoadErrors, Loaded};
+use crate::model::{self, Format, Kind, LoadErrors, Loaded, ResourceKey};
 use crate::store::{Store, StoreErrors};
 
 /// Exit code of a command for an invalid (or empty) policy set.
@@ -79,8 +81,9 @@ pub enum PolicyError {
     Cluster(#[source] ClusterError),
 }
 
-/// One problem of a [`PolicyError`], split into its parts.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One problem of a [`PolicyError`], split into its parts (serialised as `tiergate
+/// check -o json|yaml` prints it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Problem {
     /// File, `<stdin>`, the in-memory source's name, or the resource key when no source
     /// is known.
@@ -216,6 +219,21 @@ pub fn read_text(text: &str, source: &str, format: Format) -> Result<Read, Polic
 pub fn apply(store: &mut Store, items: Vec<Loaded>) -> Result<Cluster, PolicyError> {
     let mut next = store.clone();
     next.apply(items).map_err(|errors| PolicyError::Rejected {
+        errors,
+        notes: Vec::new(),
+    })?;
+    let cluster = cluster(&next)?;
+    *store = next;
+    Ok(cluster)
+}
+
+/// Deletes `keys` from `store` all-or-nothing and returns the [`Cluster`] of the new
+/// store (what a socket `delete` or a datastore watcher's delete event does). On any
+/// error (a key not found, a built-in tier, a tier still named by a policy, or a set the
+/// evaluator refuses) `store` is left exactly as it was.
+pub fn delete(store: &mut Store, keys: &[ResourceKey]) -> Result<Cluster, PolicyError> {
+    let mut next = store.clone();
+    next.delete(keys).map_err(|errors| PolicyError::Rejected {
         errors,
         notes: Vec::new(),
     })?;

@@ -48,20 +48,9 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
-/// One problem, split into its parts.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ReportError {
-    /// File, or `<stdin>`.
-    pub source: String,
-    /// 1-based document number.
-    pub document: Option<usize>,
-    /// Field path.
-    pub field: Option<String>,
-    /// What is wrong.
-    pub reason: String,
-    /// The whole error as one line.
-    pub message: String,
-}
+/// One problem, split into its parts: source, document, field, reason and the whole
+/// line.
+pub use crate::policy::Problem as ReportError;
 
 /// Checks the set named by `files` (an empty set is invalid).
 pub fn check(files: &[PathBuf]) -> Report {
@@ -90,17 +79,7 @@ pub fn check_set(files: &[PathBuf], allow_empty: bool) -> Report {
             kinds: BTreeMap::new(),
             io_error: e.is_unreadable(),
             notes: e.notes().to_vec(),
-            errors: e
-                .problems()
-                .into_iter()
-                .map(|p| ReportError {
-                    source: p.source,
-                    document: p.document,
-                    field: p.field,
-                    reason: p.reason,
-                    message: p.message,
-                })
-                .collect(),
+            errors: e.problems(),
         },
     }
 }

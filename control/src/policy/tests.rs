@@ -143,3 +143,32 @@ fn rejected_keeps_notes() {
     let e = build(read).unwrap_err();
     assert_eq!(e.notes(), ["f: note".to_string()]);
 }
+
+#[test]
+fn delete_is_all_or_nothing() {
+    let mut set = load_text(&format!("{TIER}---\n{GNP}"), "<seed>", Format::Yaml).unwrap();
+    let gnp = set
+        .store
+        .resources()
+        .find(|r| r.kind() == Kind::GlobalNetworkPolicy)
+        .unwrap()
+        .key();
+    let tier = set
+        .store
+        .resources()
+        .find(|r| r.kind() == Kind::Tier && r.key().name == "security")
+        .unwrap()
+        .key();
+    let missing = ResourceKey {
+        name: "nope".to_string(),
+        ..gnp.clone()
+    };
+    // One key that exists and one that does not: nothing is deleted.
+    let e = delete(&mut set.store, &[gnp.clone(), missing]).unwrap_err();
+    assert!(matches!(e, PolicyError::Rejected { .. }), "{e:?}");
+    assert!(e.to_string().contains("nope"), "{e}");
+    assert_eq!(set.store.counts().get(&Kind::GlobalNetworkPolicy), Some(&1));
+    // Both the policy and its tier go together.
+    delete(&mut set.store, &[gnp, tier]).unwrap();
+    assert!(set.store.counts().is_empty());
+}
