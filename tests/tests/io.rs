@@ -219,6 +219,22 @@ fn an_output_that_is_the_same_file_as_an_input_is_refused_and_the_input_survives
             "-w",
             "--classbench-trace",
         ),
+        // Refused before any interface is touched: no root or AF_XDP needed.
+        (
+            vec![
+                "run",
+                "--iface",
+                "tg-none0",
+                "--iface",
+                "tg-none1",
+                "-f",
+                s(&policies),
+                "--flowlog",
+                s(&policy_file),
+            ],
+            "--flowlog",
+            "-f",
+        ),
     ];
     for (args, out_flag, in_flag) in cases {
         let out = tiergate().args(&args).output().unwrap();

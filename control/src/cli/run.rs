@@ -494,6 +494,14 @@ mod live {
             Ok(c) => c,
             Err(e) => return usage(e),
         };
+        // The flow log is written in place: never over a policy file the run reads.
+        if let Some(log) = &args.flowlog {
+            let inputs: Vec<(&str, &Path)> =
+                args.policies.iter().map(|p| ("-f", p.as_path())).collect();
+            if let Err(e) = super::super::out::refuse_same_files(&inputs, &[("--flowlog", log)]) {
+                return usage(e);
+            }
+        }
         let cluster = match load(args) {
             Ok(c) => c,
             Err(code) => return ExitCode::from(code),
