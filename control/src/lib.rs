@@ -21,6 +21,7 @@ pub mod impact;
 pub mod k8s;
 pub mod lower;
 pub mod model;
+pub mod persist;
 pub mod policy;
 pub mod replay;
 pub mod selector;
