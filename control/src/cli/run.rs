@@ -12,9 +12,13 @@
 //! document per print), or to stderr when the flow log is written to stdout (then
 //! `-o json|yaml` is a usage error: stdout carries one kind of data).
 //!
-//! The flow-log file is written in place, a flush per interval, so it can be read
-//! (`tail -f`) while the run goes on; unlike the outputs of `replay` it is not staged
-//! in a temporary file and renamed at the end. A failed write stops the run (exit 2).
+//! The flow log is opened before anything is attached and written in place, a flush
+//! per interval, so it can be read (`tail -f`) while the run goes on; unlike the
+//! outputs of `replay` it is not staged in a temporary file and renamed at the end.
+//! A regular file is appended to, never truncated (a run that fails to start leaves
+//! it as it was, and removes one it created); a FIFO nobody reads is refused instead
+//! of waited for (see `out::Log`). A failed write stops the run the normal way (the
+//! workers drain, the XDP programs are detached) with exit 2.
 //!
 //! Exit codes: 0 stopped by a signal or `--duration`, 1 invalid policy set, 2 usage
 //! error, unwritable flow log, or anything the run needs that is missing
@@ -115,8 +119,6 @@ pub fn run(args: &Args, global: &Global) -> ExitCode {
 
 #[cfg(all(feature = "afxdp", target_os = "linux"))]
 mod live {
-    use std::fs::File;
-    use std::io::{self, BufWriter, Write};
     use std::path::Path;
     use std::process::ExitCode;
     use std::sync::Arc;
@@ -130,10 +132,11 @@ mod live {
     use dataplane::worker::{ClassifierSlot, Published};
     use serde::Serialize;
 
+    use super::super::out::{self, Log, WriteError};
     use super::super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE, Global, Output};
     use super::{Args, ModeArg};
     use crate::eval::Cluster;
-    use crate::flowlog::{Aggregator, FlowLog, write_jsonl};
+    use crate::flowlog::{Aggregator, FlowLog};
     use crate::lower::{self, Lowered};
     use crate::replay::activities;
     use crate::store::Store;
@@ -225,24 +228,12 @@ mod live {
             .unwrap_or(0)
     }
 
-    /// Where flow logs go.
-    enum LogOut {
-        None,
-        Stdout,
-        File(BufWriter<File>),
-    }
-
-    impl LogOut {
-        fn write(&mut self, logs: &[FlowLog]) -> io::Result<()> {
-            if logs.is_empty() {
-                return Ok(());
-            }
-            match self {
-                LogOut::None => Ok(()),
-                LogOut::Stdout => write_jsonl(io::stdout().lock(), logs),
-                LogOut::File(w) => write_jsonl(w, logs),
-            }
-        }
+    /// Why a run stopped on its own.
+    enum Failure {
+        /// A message for stderr.
+        Msg(String),
+        /// A failed flow-log write (reported as `out` reports write errors).
+        Write(WriteError),
     }
 
     /// Folds flow records into the aggregator.
@@ -250,7 +241,7 @@ mod live {
         lowered: &'a Lowered,
         classifier: &'a Classifier,
         agg: Aggregator,
-        out: LogOut,
+        out: Option<Log>,
         written: u64,
     }
 
@@ -263,9 +254,12 @@ mod live {
             }
         }
 
-        fn flush(&mut self, logs: Vec<FlowLog>) -> io::Result<()> {
+        fn flush(&mut self, logs: Vec<FlowLog>) -> Result<(), WriteError> {
             self.written += logs.len() as u64;
-            self.out.write(&logs)
+            match &mut self.out {
+                Some(o) => o.write_records(&logs),
+                None => Ok(()),
+            }
         }
     }
 
@@ -520,17 +514,7 @@ mod live {
                 return ExitCode::from(EXIT_INVALID);
             }
         };
-        let out = match &args.flowlog {
-            None => LogOut::None,
-            Some(p) if p == Path::new("-") => LogOut::Stdout,
-            Some(p) => match File::create(p) {
-                Ok(f) => LogOut::File(BufWriter::new(f)),
-                Err(e) => {
-                    return usage(format!("cannot write flow logs to {}: {e}", p.display()));
-                }
-            },
-        };
-        let counters_to_stderr = matches!(out, LogOut::Stdout);
+        let counters_to_stderr = args.flowlog.as_deref().is_some_and(out::is_dash);
         if counters_to_stderr && global.output != Output::Table {
             return usage(format!(
                 "--flowlog - and -o {} write to stdout, which can carry only one of them: send the flow log to a file",
@@ -540,6 +524,18 @@ mod live {
                 }
             ));
         }
+        // Appended to, never truncated: a run that fails to start leaves an existing
+        // log as it was (and removes one it created).
+        let log = match args.flowlog.as_deref().map(Log::open).transpose() {
+            Ok(l) => l,
+            Err(e) => return usage(format!("--flowlog: {e}")),
+        };
+        let give_up = |log: Option<Log>, e: String| {
+            if let Some(l) = log {
+                l.discard();
+            }
+            usage(e)
+        };
         let term = Arc::new(AtomicBool::new(false));
         let usr1 = Arc::new(AtomicBool::new(false));
         for (sig, flag) in [
@@ -548,7 +544,10 @@ mod live {
             (signal_hook::consts::SIGUSR1, &usr1),
         ] {
             if let Err(e) = signal_hook::flag::register(sig, Arc::clone(flag)) {
-                return usage(format!("cannot install the handler of signal {sig}: {e}"));
+                return give_up(
+                    log,
+                    format!("cannot install the handler of signal {sig}: {e}"),
+                );
             }
         }
         let slot = Arc::new(ClassifierSlot::new(Published {
@@ -559,7 +558,7 @@ mod live {
         let (tx, rx) = bounded::<FlowRecord>(1 << 16);
         let running = match afxdp::start(&cfg, Arc::clone(&slot), tx) {
             Ok(r) => r,
-            Err(e) => return usage(e),
+            Err(e) => return give_up(log, e.to_string()),
         };
         let started = Instant::now();
         let desc: Vec<String> = running
@@ -594,7 +593,7 @@ mod live {
             lowered: &lowered,
             classifier: &published.classifier,
             agg: Aggregator::new(args.interval),
-            out,
+            out: log,
             written: 0,
         };
         let deadline = args
@@ -610,7 +609,7 @@ mod live {
             logs.take(&rx);
             let done = logs.agg.drain_ended(now_ns().saturating_sub(grace));
             if let Err(e) = logs.flush(done) {
-                failed = Some(format!("cannot write flow logs: {e}"));
+                failed = Some(Failure::Write(e));
                 break;
             }
             if usr1.swap(false, Ordering::Relaxed) {
@@ -629,7 +628,7 @@ mod live {
                 break;
             }
             if running.finished() {
-                failed = Some("a worker stopped unexpectedly".to_string());
+                failed = Some(Failure::Msg("a worker stopped unexpectedly".to_string()));
                 break;
             }
         }
@@ -645,22 +644,27 @@ mod live {
         let ifaces = running.ifaces.clone();
         // Joins the workers and detaches the XDP programs.
         if let Err(e) = running.stop() {
-            failed.get_or_insert(e);
+            failed.get_or_insert(Failure::Msg(e));
         }
         logs.take(&rx);
         let rest = logs.agg.drain();
-        if let Err(e) = logs.flush(rest) {
-            failed.get_or_insert(format!("cannot write flow logs: {e}"));
-        }
-        if let LogOut::File(w) = &mut logs.out
-            && let Err(e) = w.flush()
+        // After a failed write, the records left are not written (they would fail
+        // the same way, or land after a gap).
+        if failed.is_none()
+            && let Err(e) = logs.flush(rest)
         {
-            failed.get_or_insert(format!("cannot write flow logs: {e}"));
+            failed = Some(Failure::Write(e));
+        }
+        if let Some(o) = &mut logs.out
+            && let Err(e) = o.flush()
+        {
+            failed.get_or_insert(Failure::Write(e));
         }
         let d = doc(&ifaces, &cfg.ifaces, &snaps, uptime, true, logs.written);
         print_counters(&d, global.output, counters_to_stderr);
         match failed {
-            Some(e) => usage(e),
+            Some(Failure::Msg(e)) => usage(e),
+            Some(Failure::Write(e)) => ExitCode::from(out::report(&e)),
             None => ExitCode::from(EXIT_OK),
         }
     }
