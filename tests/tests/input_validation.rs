@@ -531,3 +531,34 @@ metadata: {name: c, namespace: prod}
     );
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// `tiergate run` on two interfaces that do not exist, plus `extra`: a flag value out
+/// of range is refused while the arguments are parsed, before the run looks for the
+/// interfaces (and so without root).
+fn run_flags(extra: &[&str]) -> Output {
+    let mut args = vec!["run", "--iface", "tg-nosuch0", "--iface", "tg-nosuch1"];
+    args.extend_from_slice(extra);
+    run_within(&args, Duration::from_secs(20))
+}
+
+#[test]
+fn run_refuses_durations_out_of_range_before_starting() {
+    for v in ["1e20", "nan", "inf", "-1", "-0.5", "315360001", "soon"] {
+        let out = run_flags(&[&format!("--duration={v}")]);
+        code(&out, 2);
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!("invalid value '{v}' for '--duration <SECONDS>'"))
+                && err.contains("expected a number of seconds from 0 to 315360000"),
+            "{v}: {err}"
+        );
+    }
+    // In range: past parsing, the run fails on the missing interfaces instead.
+    let out = run_flags(&["--duration", "0.5"]);
+    code(&out, 2);
+    assert!(
+        !text(&out.stderr).contains("--duration"),
+        "{}",
+        text(&out.stderr)
+    );
+}

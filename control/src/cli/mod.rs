@@ -28,6 +28,7 @@ pub mod generate;
 pub mod out;
 pub mod replay;
 pub mod run;
+pub mod values;
 
 /// Success.
 pub const EXIT_OK: u8 = 0;

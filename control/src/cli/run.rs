@@ -96,9 +96,10 @@ pub struct Args {
     /// Attach the XDP program in generic (skb) mode even if the driver has native XDP.
     #[arg(long)]
     pub generic_xdp: bool,
-    /// Stop after this many seconds (default: run until SIGTERM/SIGINT).
-    #[arg(long, value_name = "SECONDS")]
-    pub duration: Option<f64>,
+    /// Stop after this many seconds, fractions allowed (0-315360000; default: run
+    /// until SIGTERM/SIGINT).
+    #[arg(long, value_name = "SECONDS", value_parser = super::values::duration)]
+    pub duration: Option<std::time::Duration>,
 }
 
 /// Runs `tiergate run`.
@@ -596,10 +597,8 @@ mod live {
             out: log,
             written: 0,
         };
-        let deadline = args
-            .duration
-            .filter(|d| d.is_finite() && *d >= 0.0)
-            .map(|d| started + Duration::from_secs_f64(d));
+        // An instant beyond the clock's range is no deadline (the run goes on).
+        let deadline = args.duration.and_then(|d| started.checked_add(d));
         let mut failed = None;
         // Records of an interval arrive when the workers next pass a batch boundary
         // after it ended: give them a moment before writing the interval.

@@ -1,0 +1,51 @@
+//! Parsers of the numbers the subcommands take (clap `value_parser`s), shared so that
+//! a flag two subcommands have means the same range in both, and every value out of
+//! range is a usage error naming the flag and the range, never a panic or a silent
+//! default.
+
+use std::time::Duration;
+
+/// Largest `run --duration` (s): ten years. Anything longer is what running without
+/// `--duration` does.
+pub const MAX_DURATION_SECS: u64 = 10 * 365 * 86_400;
+
+/// `run --duration`: seconds (fractions allowed) from 0 to [`MAX_DURATION_SECS`].
+pub fn duration(s: &str) -> Result<Duration, String> {
+    let range = || format!("expected a number of seconds from 0 to {MAX_DURATION_SECS}");
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=MAX_DURATION_SECS as f64).contains(&v) => {
+            Duration::try_from_secs_f64(v).map_err(|_| range())
+        }
+        _ => Err(range()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_out_of_range_are_errors_not_panics() {
+        assert_eq!(duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(duration("0"), Ok(Duration::ZERO));
+        assert_eq!(
+            duration(&MAX_DURATION_SECS.to_string()),
+            Ok(Duration::from_secs(MAX_DURATION_SECS))
+        );
+        for bad in [
+            "1e20",
+            "nan",
+            "NaN",
+            "inf",
+            "-inf",
+            "-1",
+            "-0.5",
+            "",
+            "x",
+            "315360001",
+        ] {
+            let e = duration(bad).unwrap_err();
+            assert!(e.contains("from 0 to 315360000"), "{bad}: {e}");
+        }
+    }
+}
