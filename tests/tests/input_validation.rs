@@ -562,3 +562,26 @@ fn run_refuses_durations_out_of_range_before_starting() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn run_and_replay_take_the_same_interval_range() {
+    for v in ["0", "86401", "18446744073709551615", "-1", "1.5"] {
+        for cmd in ["run", "replay"] {
+            let flag = format!("--interval={v}");
+            let out = if cmd == "run" {
+                run_flags(&[&flag])
+            } else {
+                run(&["replay", &flag])
+            };
+            code(&out, 2);
+            let err = text(&out.stderr);
+            assert!(
+                err.contains(&format!("invalid value '{v}' for '--interval <INTERVAL>'")),
+                "{cmd} --interval {v}: {err}"
+            );
+            if v.parse::<u64>().is_ok() {
+                assert!(err.contains("1..=86400"), "{cmd} --interval {v}: {err}");
+            }
+        }
+    }
+}

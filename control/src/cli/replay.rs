@@ -95,7 +95,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE|-")]
     pub flowlog: Option<PathBuf>,
     /// Flow-log aggregation interval in seconds of capture time (1-86400).
-    #[arg(long, default_value_t = crate::flowlog::DEFAULT_INTERVAL_SECS, value_parser = clap::value_parser!(u64).range(1..=MAX_INTERVAL_SECS))]
+    #[arg(long, default_value_t = crate::flowlog::DEFAULT_INTERVAL_SECS, value_parser = super::values::interval())]
     pub interval: u64,
     /// Flow-table capacity per worker, in connections (1-16777216) [default: 65536].
     #[arg(long, value_name = "N", value_parser = flow_capacity)]
@@ -115,7 +115,7 @@ pub struct Args {
 /// Largest `--flow-capacity` (connections per worker): 2 GiB of flow table.
 pub const MAX_FLOW_CAPACITY: usize = 1 << 24;
 /// Largest `--interval` (s).
-pub const MAX_INTERVAL_SECS: u64 = 86_400;
+pub use super::values::MAX_INTERVAL_SECS;
 /// Largest `--top`.
 pub const MAX_TOP: u64 = 1000;
 /// Default `--max-gap` (s).

@@ -70,8 +70,8 @@ pub struct Args {
     /// Write flow logs (JSON lines) to this file (`-` = stdout).
     #[arg(long, value_name = "FILE|-")]
     pub flowlog: Option<PathBuf>,
-    /// Flow-log aggregation interval in seconds (wall clock).
-    #[arg(long, default_value_t = crate::flowlog::DEFAULT_INTERVAL_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Flow-log aggregation interval in seconds of wall clock (1-86400).
+    #[arg(long, default_value_t = crate::flowlog::DEFAULT_INTERVAL_SECS, value_parser = super::values::interval())]
     pub interval: u64,
     /// Flow-table capacity per worker (connections).
     #[arg(long, value_name = "N")]
@@ -537,6 +537,10 @@ mod live {
             }
             usage(e)
         };
+        let agg = match Aggregator::new(args.interval) {
+            Ok(a) => a,
+            Err(e) => return give_up(log, format!("--interval: {e}")),
+        };
         let term = Arc::new(AtomicBool::new(false));
         let usr1 = Arc::new(AtomicBool::new(false));
         for (sig, flag) in [
@@ -593,7 +597,7 @@ mod live {
         let mut logs = Logs {
             lowered: &lowered,
             classifier: &published.classifier,
-            agg: Aggregator::new(args.interval),
+            agg,
             out: log,
             written: 0,
         };

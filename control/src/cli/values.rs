@@ -5,6 +5,14 @@
 
 use std::time::Duration;
 
+/// Largest flow-log `--interval` (s) of `run` and `replay`: a day.
+pub const MAX_INTERVAL_SECS: u64 = 86_400;
+
+/// `--interval` of `run` and `replay`: whole seconds from 1 to [`MAX_INTERVAL_SECS`].
+pub fn interval() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(1..=MAX_INTERVAL_SECS)
+}
+
 /// Largest `run --duration` (s): ten years. Anything longer is what running without
 /// `--duration` does.
 pub const MAX_DURATION_SECS: u64 = 10 * 365 * 86_400;

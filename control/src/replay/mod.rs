@@ -171,6 +171,9 @@ pub enum ReplayError {
     /// The pipeline could not run (unreadable capture, thread failure).
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// The flow-log interval is out of range.
+    #[error(transparent)]
+    Interval(#[from] crate::flowlog::IntervalError),
 }
 
 /// Replays `source` through `classifier` (compiled from `lowered.set`).
@@ -180,6 +183,7 @@ pub fn replay<C: Classify + 'static>(
     source: ReplaySource,
     cfg: &ReplayConfig,
 ) -> Result<Replay, ReplayError> {
+    let mut agg = Aggregator::new(cfg.interval_secs)?;
     let slot = Arc::new(ClassifierSlot::new(Published {
         generation: 1,
         classifier,
@@ -187,7 +191,6 @@ pub fn replay<C: Classify + 'static>(
     // The generation the workers run; it stays alive here for rendering traces.
     let published = slot.load();
     let classifier = &published.classifier;
-    let mut agg = Aggregator::new(cfg.interval_secs);
     let mut connections = Connections::default();
     // Records are folded in as the workers emit them, so memory grows with the
     // number of connections, not with the number of records.
