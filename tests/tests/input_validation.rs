@@ -585,3 +585,38 @@ fn run_and_replay_take_the_same_interval_range() {
         }
     }
 }
+
+#[test]
+fn run_checks_flow_capacity_like_replay_before_starting() {
+    for v in ["0", "16777217", "18446744073709551615", "-1", "many"] {
+        let out = run_flags(&[&format!("--flow-capacity={v}")]);
+        code(&out, 2);
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!("invalid value '{v}' for '--flow-capacity <N>'"))
+                && err.contains("expected a number of connections per worker from 1 to 16777216"),
+            "{v}: {err}"
+        );
+    }
+    // In range per worker, but more than the machine has for all of them: refused
+    // before the interfaces are looked at.
+    let need = 64u64 * (1 << 24) * 136;
+    if control::sys::available_memory().is_some_and(|m| m < need) {
+        let out = run_flags(&[
+            "--flow-capacity",
+            "16777216",
+            "--queues",
+            "64",
+            "--workers",
+            "64",
+        ]);
+        code(&out, 2);
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(
+                "--flow-capacity 16777216 with --workers 64: the flow tables need 136.0 GiB"
+            ) && err.contains("lower --flow-capacity or --workers"),
+            "{err}"
+        );
+    }
+}

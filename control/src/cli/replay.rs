@@ -40,7 +40,6 @@ use crate::model;
 use crate::policy;
 use crate::replay::{self, Replay, ReplayConfig, Summary, scenario};
 use crate::{err, errln};
-use dataplane::flow::FlowTable;
 
 /// Replay pace, as a flag value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -98,7 +97,7 @@ pub struct Args {
     #[arg(long, default_value_t = crate::flowlog::DEFAULT_INTERVAL_SECS, value_parser = super::values::interval())]
     pub interval: u64,
     /// Flow-table capacity per worker, in connections (1-16777216) [default: 65536].
-    #[arg(long, value_name = "N", value_parser = flow_capacity)]
+    #[arg(long, value_name = "N", value_parser = super::values::flow_capacity)]
     pub flow_capacity: Option<usize>,
     /// Length of the peer and port lists in the impact report (0-1000).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=MAX_TOP))]
@@ -112,8 +111,8 @@ pub struct Args {
     pub classifier: ClassifierArg,
 }
 
-/// Largest `--flow-capacity` (connections per worker): 2 GiB of flow table.
-pub const MAX_FLOW_CAPACITY: usize = 1 << 24;
+/// Largest `--flow-capacity` (connections per worker).
+pub use super::values::MAX_FLOW_CAPACITY;
 /// Largest `--interval` (s).
 pub use super::values::MAX_INTERVAL_SECS;
 /// Largest `--top`.
@@ -123,15 +122,6 @@ pub const DEFAULT_MAX_GAP_SECS: f64 = 10.0;
 /// Largest `--max-gap` (s).
 pub const MAX_GAP_SECS: f64 = 86_400.0;
 
-fn flow_capacity(s: &str) -> Result<usize, String> {
-    match s.parse::<u64>() {
-        Ok(n) if (1..=MAX_FLOW_CAPACITY as u64).contains(&n) => Ok(n as usize),
-        _ => Err(format!(
-            "expected a number of connections per worker from 1 to {MAX_FLOW_CAPACITY}"
-        )),
-    }
-}
-
 fn max_gap(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if (0.001..=MAX_GAP_SECS).contains(&v) => Ok(v),
@@ -139,26 +129,6 @@ fn max_gap(s: &str) -> Result<f64, String> {
             "expected a number of seconds from 0.001 to {MAX_GAP_SECS}"
         )),
     }
-}
-
-/// Refuses flow tables that together need more memory than the machine has
-/// available (they are allocated and written before the replay starts).
-fn check_flow_memory(args: &Args, workers: usize, capacity: usize) -> Result<(), String> {
-    let per = FlowTable::memory_for(capacity).unwrap_or(usize::MAX);
-    let total = per.saturating_mul(workers);
-    let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
-    if let Some(avail) = crate::sys::available_memory()
-        && total as u64 > avail
-    {
-        return Err(format!(
-            "--flow-capacity {capacity} with --workers {}: the flow tables need {:.1} GiB ({workers} x {capacity} connections x {} B), more than the {:.1} GiB of memory available; lower --flow-capacity or --workers",
-            args.workers,
-            gib(total as u64),
-            per / capacity.max(1),
-            gib(avail)
-        ));
-    }
-    Ok(())
 }
 
 /// The JSON/YAML document of `tiergate replay -o json`.
@@ -365,7 +335,7 @@ fn execute(args: &Args, progress: &Progress) -> Result<Executed, u8> {
     let capacity = args
         .flow_capacity
         .unwrap_or(ReplayConfig::default().pipeline.worker.flow.capacity);
-    if let Err(e) = check_flow_memory(args, usize::from(args.workers), capacity) {
+    if let Err(e) = super::values::check_flow_memory(usize::from(args.workers), capacity) {
         errln!("tiergate: {e}");
         return Err(EXIT_USAGE);
     }

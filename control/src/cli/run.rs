@@ -73,8 +73,8 @@ pub struct Args {
     /// Flow-log aggregation interval in seconds of wall clock (1-86400).
     #[arg(long, default_value_t = crate::flowlog::DEFAULT_INTERVAL_SECS, value_parser = super::values::interval())]
     pub interval: u64,
-    /// Flow-table capacity per worker (connections).
-    #[arg(long, value_name = "N")]
+    /// Flow-table capacity per worker, in connections (1-16777216) [default: 65536].
+    #[arg(long, value_name = "N", value_parser = super::values::flow_capacity)]
     pub flow_capacity: Option<usize>,
     /// Busy-poll the sockets (SO_PREFER_BUSY_POLL, SO_BUSY_POLL, SO_BUSY_POLL_BUDGET)
     /// and never sleep when idle: lowest latency, a core per worker at 100 %.
@@ -489,6 +489,11 @@ mod live {
             Ok(c) => c,
             Err(e) => return usage(e),
         };
+        if let Err(e) =
+            super::super::values::check_flow_memory(cfg.workers, cfg.worker.flow.capacity)
+        {
+            return usage(e);
+        }
         // The flow log is written in place: never over a policy file the run reads.
         if let Some(log) = &args.flowlog {
             let inputs: Vec<(&str, &Path)> =

@@ -5,12 +5,49 @@
 
 use std::time::Duration;
 
+use dataplane::flow::FlowTable;
+
 /// Largest flow-log `--interval` (s) of `run` and `replay`: a day.
 pub const MAX_INTERVAL_SECS: u64 = 86_400;
 
 /// `--interval` of `run` and `replay`: whole seconds from 1 to [`MAX_INTERVAL_SECS`].
 pub fn interval() -> clap::builder::RangedU64ValueParser<u64> {
     clap::value_parser!(u64).range(1..=MAX_INTERVAL_SECS)
+}
+
+/// Largest `--flow-capacity` of `run` and `replay` (connections per worker): 2 GiB of
+/// flow table, well within the table's `u32` slot numbers.
+pub const MAX_FLOW_CAPACITY: usize = 1 << 24;
+
+/// `--flow-capacity` of `run` and `replay`: connections per worker from 1 to
+/// [`MAX_FLOW_CAPACITY`].
+pub fn flow_capacity(s: &str) -> Result<usize, String> {
+    match s.parse::<u64>() {
+        Ok(n) if (1..=MAX_FLOW_CAPACITY as u64).contains(&n) => Ok(n as usize),
+        _ => Err(format!(
+            "expected a number of connections per worker from 1 to {MAX_FLOW_CAPACITY}"
+        )),
+    }
+}
+
+/// Refuses flow tables that together (`workers` of `capacity` connections each) need
+/// more memory than the machine has available: they are allocated and written before
+/// a run starts.
+pub fn check_flow_memory(workers: usize, capacity: usize) -> Result<(), String> {
+    let per = FlowTable::memory_for(capacity).unwrap_or(usize::MAX);
+    let total = per.saturating_mul(workers);
+    let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+    if let Some(avail) = crate::sys::available_memory()
+        && total as u64 > avail
+    {
+        return Err(format!(
+            "--flow-capacity {capacity} with --workers {workers}: the flow tables need {:.1} GiB ({workers} x {capacity} connections x {} B), more than the {:.1} GiB of memory available; lower --flow-capacity or --workers",
+            gib(total as u64),
+            per / capacity.max(1),
+            gib(avail)
+        ));
+    }
+    Ok(())
 }
 
 /// Largest `run --duration` (s): ten years. Anything longer is what running without

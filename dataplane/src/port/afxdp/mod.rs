@@ -864,6 +864,22 @@ pub fn start<C: Classify + Send + Sync + 'static>(
             Some([(own(0), next_hop[0]), (own(1), next_hop[1])])
         }
     };
+    let mut wcfg = cfg.worker;
+    wcfg.batch = batch;
+    wcfg.unparsed.non_ip = match cfg.forwarding {
+        Forwarding::Wire => Disposition::Pass,
+        Forwarding::Router { .. } => Disposition::Drop,
+    };
+    // The workers (and their flow tables, whose size is the user's) first: a table
+    // that cannot be allocated is an error before any socket or program exists.
+    let mut workers = Vec::with_capacity(cfg.workers);
+    for w in 0..cfg.workers {
+        let worker = Worker::try_new(wcfg, Arc::clone(&slot), RecordOut::channel(records.clone()))
+            .map_err(|e| {
+                AfXdpError::Setup(format!("worker {w}: cannot allocate its flow table: {e}"))
+            })?;
+        workers.push(worker);
+    }
     let mut programs = Vec::with_capacity(2);
     for (i, name) in cfg.ifaces.iter().enumerate() {
         let entries = rx_queues(name).unwrap_or(cfg.queues).max(cfg.queues);
@@ -872,12 +888,6 @@ pub fn start<C: Classify + Send + Sync + 'static>(
                 .map_err(|e| AfXdpError::Setup(format!("{name}: {e}")))?,
         );
     }
-    let mut wcfg = cfg.worker;
-    wcfg.batch = batch;
-    wcfg.unparsed.non_ip = match cfg.forwarding {
-        Forwarding::Wire => Disposition::Pass,
-        Forwarding::Router { .. } => Disposition::Drop,
-    };
     let cores: Vec<core_affinity::CoreId> = {
         let all = core_affinity::get_core_ids().unwrap_or_default();
         if cfg.cores.is_empty() {
@@ -953,15 +963,13 @@ pub fn start<C: Classify + Send + Sync + 'static>(
     let stop = Arc::new(AtomicBool::new(false));
     let mut live = Vec::with_capacity(ports.len());
     let mut handles = Vec::with_capacity(ports.len());
-    for (w, (mut port, core)) in ports.into_iter().enumerate() {
+    for (w, ((mut port, core), worker)) in ports.into_iter().zip(workers).enumerate() {
         let l = Arc::new(CachePadded::new(LiveWorker::new(
             w,
             core.map(|c| c.id),
             &port.socks,
         )));
         live.push(Arc::clone(&l));
-        let slot = Arc::clone(&slot);
-        let tx = records.clone();
         let stop = Arc::clone(&stop);
         let h = std::thread::Builder::new()
             .name(format!("tiergate-xsk-{w}"))
@@ -969,7 +977,6 @@ pub fn start<C: Classify + Send + Sync + 'static>(
                 if let Some(c) = core {
                     core_affinity::set_for_current(c);
                 }
-                let worker = Worker::new(wcfg, slot, RecordOut::channel(tx));
                 worker_loop(worker, &mut port, &l, &stop)
             })
             .map_err(|e| AfXdpError::Setup(format!("cannot start worker {w}: {e}")))?;
