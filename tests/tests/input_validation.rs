@@ -407,6 +407,39 @@ fn a_cut_capture_is_replayed_up_to_the_cut_with_a_warning() {
         "{}",
         text(&out.stdout)
     );
+    // The same bytes on stdin (read into memory) are replayed the same way, the size
+    // being the number of bytes read.
+    let mut child = tiergate()
+        .args(["replay", "--pcap", "-", "-o", "json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut sin = child.stdin.take().unwrap();
+    let cut_bytes = bytes[..end10 + 20].to_vec();
+    let feeder = std::thread::spawn(move || {
+        use std::io::Write as _;
+        sin.write_all(&cut_bytes).unwrap();
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    code(&out, 0);
+    let warning = format!(
+        "tiergate: warning: <stdin>: the file ends in the middle of frame 11 (byte {end10} of {}); the 10 whole frames before it were replayed",
+        end10 + 20
+    );
+    assert!(
+        text(&out.stderr).contains(&warning),
+        "{}",
+        text(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(doc["summary"]["packets"]["total"], 10);
+    assert_eq!(
+        doc["summary"]["capture_cut"],
+        serde_json::json!({"offset": end10, "file_bytes": end10 + 20, "frame": 11})
+    );
     // A whole capture has no cut.
     let out = run(&["replay", "--pcap", s(&whole), "-o", "json"]);
     code(&out, 0);

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use dataplane::classifier::{BuildConfig, Classifier};
 use dataplane::linear::LinearClassifier;
 use dataplane::pipeline::{FrameVerdict, Pace, ReplaySource};
-use pcap::capture::{CaptureFormat, CaptureReader, CaptureWriter, Frames};
+use pcap::capture::{CaptureCut, CaptureFormat, CaptureReader, CaptureWriter, Frames};
 use serde::Serialize;
 
 use super::out::{self, is_dash};
@@ -313,8 +313,9 @@ struct Executed {
     frames: Option<Arc<Frames>>,
 }
 
-/// Reads a whole capture that is not a regular file: stdin (`-`), a FIFO, a device.
-fn read_capture(path: &Path) -> Result<Frames, String> {
+/// Reads a whole capture that is not a regular file: stdin (`-`), a FIFO, a device;
+/// like a file, up to where it is cut (and where that is).
+fn read_capture(path: &Path) -> Result<(Frames, Option<CaptureCut>), String> {
     let bytes = out::read_all(path)?;
     let name = if is_dash(path) {
         PathBuf::from("<stdin>")
@@ -327,7 +328,7 @@ fn read_capture(path: &Path) -> Result<Frames, String> {
             name.display()
         ));
     }
-    Frames::from_bytes(name, bytes).map_err(|e| e.to_string())
+    Frames::from_bytes_to_cut(name, bytes).map_err(|e| e.to_string())
 }
 
 /// Loads, lowers, compiles and replays. Errors are printed; `Err` is the exit code.
@@ -340,15 +341,19 @@ fn execute(args: &Args, progress: &Progress) -> Result<Executed, u8> {
         return Err(EXIT_USAGE);
     }
     let (cluster, policies) = load(args)?;
+    // Where a capture read into memory is cut (the pipeline reports it for a file).
+    let mut in_memory_cut = None;
     let (source, capture, frames) = match &args.pcap {
         // stdin, a FIFO (`--pcap <(zcat x.pcap.gz)`), a device: read into memory, as
         // it cannot be read twice (once to replay, once to split).
         Some(p) if is_dash(p) || !out::is_regular(p) => {
             progress.set(Phase::ReadingCapture);
-            let f = Arc::new(read_capture(p).map_err(|e| {
+            let (f, cut) = read_capture(p).map_err(|e| {
                 errln!("tiergate: {e}");
                 EXIT_USAGE
-            })?);
+            })?;
+            in_memory_cut = cut;
+            let f = Arc::new(f);
             let name = if is_dash(p) {
                 "<stdin>".to_string()
             } else {
@@ -407,10 +412,13 @@ fn execute(args: &Args, progress: &Progress) -> Result<Executed, u8> {
             replay::replay(&lowered, c, source, &cfg)
         }
     };
-    let r = result.map_err(|e| {
+    let mut r = result.map_err(|e| {
         errln!("tiergate: replay of {capture} failed: {e}");
         EXIT_USAGE
     })?;
+    if let Some(cut) = in_memory_cut {
+        r.set_capture_cut(cut);
+    }
     Ok(Executed {
         replay: r,
         policies,

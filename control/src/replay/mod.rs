@@ -24,6 +24,7 @@ use dataplane::flow::{EndReason, FlowRecord};
 use dataplane::pipeline::{Pipeline, PipelineConfig, PipelineError, ReplaySource, RunReport};
 use dataplane::program::{Classify, EndpointId, FlowKey, FlowVerdicts, Verdict, Verdicts, proto};
 use dataplane::worker::{ClassifierSlot, DeniedResponder, Published, WorkerStats};
+use pcap::capture::CaptureCut;
 use serde::Serialize;
 
 use crate::flowlog::{Aggregator, EndpointMeta, FlowActivity, FlowLog, Reporter, VerdictName};
@@ -163,6 +164,20 @@ pub struct Replay {
     pub impact: ImpactReport,
     /// Counts.
     pub summary: Summary,
+}
+
+impl Replay {
+    /// Records that the capture was cut short at `cut` (the frames before it were
+    /// replayed), for a capture read into memory before the replay (the pipeline
+    /// notices the cut of a file it streams itself).
+    pub fn set_capture_cut(&mut self, cut: CaptureCut) {
+        self.run.capture_cut = Some(cut);
+        self.summary.capture_cut = Some(CutSummary {
+            offset: cut.offset,
+            file_bytes: cut.file_bytes,
+            frame: cut.frame,
+        });
+    }
 }
 
 /// Why a replay failed.
