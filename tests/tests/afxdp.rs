@@ -204,6 +204,11 @@ impl Bed {
 
     /// Runs `tiergate run` in the middle namespace.
     fn tiergate(&mut self, extra: &[&str]) -> Tiergate {
+        self.tiergate_to(extra, Stdio::piped())
+    }
+
+    /// [`Bed::tiergate`] with stdout going to `stdout` (collected only when piped).
+    fn tiergate_to(&mut self, extra: &[&str], stdout: Stdio) -> Tiergate {
         let (t0, t1) = (self.dev("t0"), self.dev("t1"));
         let bin = tiergate_bin();
         let mut args: Vec<&str> = vec![
@@ -222,11 +227,14 @@ impl Bed {
         args.extend_from_slice(extra);
         let mut child = Command::new("ip")
             .args(&args)
-            .stdout(Stdio::piped())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .expect("start tiergate");
-        let stdout = lines(child.stdout.take().unwrap());
+        let stdout = match child.stdout.take() {
+            Some(o) => lines(o),
+            None => Arc::default(),
+        };
         let stderr = lines(child.stderr.take().unwrap());
         Tiergate {
             child,
@@ -390,7 +398,12 @@ impl Drop for Tiergate {
 
 /// Starts tiergate and waits for it; `None` = AF_XDP unavailable here (skipped).
 fn start(bed: &mut Bed, test: &str, extra: &[&str]) -> Option<Tiergate> {
-    let mut tg = bed.tiergate(extra);
+    start_to(bed, test, extra, Stdio::piped())
+}
+
+/// [`start`] with stdout going to `stdout`.
+fn start_to(bed: &mut Bed, test: &str, extra: &[&str], stdout: Stdio) -> Option<Tiergate> {
+    let mut tg = bed.tiergate_to(extra, stdout);
     match tg.ready(bed) {
         Ok(()) => Some(tg),
         Err(e) => {
@@ -671,4 +684,52 @@ fn router_mode_rewrites_macs_and_leaves_arp_to_the_kernel() {
     assert_eq!(w["non_ip_passed"], 0, "ARP went to the kernel: {fin}");
     assert!(w["forwarded"].as_u64().unwrap() >= 8, "{fin}");
     assert_eq!(bed.xdp_attached(), [false, false]);
+}
+
+#[test]
+fn a_failed_counters_write_stops_the_run_the_normal_way() {
+    let test = "a_failed_counters_write_stops_the_run_the_normal_way";
+    if !can_run(test) {
+        return;
+    }
+    let dir = temp_dir("afxdp-full-stdout");
+    let flowlog = dir.join("flows.jsonl");
+    let mut bed = Bed::new('e');
+    let fixture = fixture();
+    let full = Stdio::from(std::fs::File::create("/dev/full").expect("/dev/full"));
+    // A long interval: no record is written before the run stops.
+    let Some(mut tg) = start_to(
+        &mut bed,
+        test,
+        &[
+            "-f",
+            fixture.to_str().unwrap(),
+            "--flowlog",
+            flowlog.to_str().unwrap(),
+            "--interval",
+            "3600",
+        ],
+        full,
+    ) else {
+        return;
+    };
+    bed.serve();
+    bed.probe("tcp", 8080).expect("allowed TCP connection");
+    // The counters cannot be written (stdout is full): the run stops the normal way.
+    tg.signal("-USR1");
+    let st = tg
+        .wait(Duration::from_secs(15))
+        .expect("tiergate stops after the failed write");
+    assert_eq!(st.code(), Some(2), "{}", tg.stderr());
+    assert!(
+        tg.stderr()
+            .contains("tiergate: cannot write to stdout: No space left on device"),
+        "{}",
+        tg.stderr()
+    );
+    assert_eq!(bed.xdp_attached(), [false, false], "{}", bed.links());
+    // The workers drained their flow tables into the final records.
+    let logs = flow_logs(&flowlog);
+    assert!(!find(&logs, "tcp", 8080).is_empty(), "{logs:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -121,20 +121,33 @@ pub fn fail(e: &WriteError) -> ! {
 
 /// Writes formatted text to stdout and flushes it; ends the command on failure.
 pub fn stdout_fmt(args: fmt::Arguments<'_>) {
-    let mut o = io::stdout().lock();
-    if let Err(e) = o.write_fmt(args).and_then(|()| o.flush()) {
-        drop(o);
-        fail(&WriteError::new(Dest::Stdout, e));
+    if let Err(e) = try_stdout(args) {
+        fail(&e);
     }
 }
 
 /// Writes formatted text to stderr; ends the command on failure.
 pub fn stderr_fmt(args: fmt::Arguments<'_>) {
-    let mut o = io::stderr().lock();
-    if let Err(e) = o.write_fmt(args).and_then(|()| o.flush()) {
-        drop(o);
-        fail(&WriteError::new(Dest::Stderr, e));
+    if let Err(e) = try_stderr(args) {
+        fail(&e);
     }
+}
+
+/// Writes formatted text to stdout and flushes it, returning a failure instead of
+/// ending the command (for a command that must clean up first: `run`).
+pub fn try_stdout(args: fmt::Arguments<'_>) -> Result<(), WriteError> {
+    let mut o = io::stdout().lock();
+    o.write_fmt(args)
+        .and_then(|()| o.flush())
+        .map_err(|e| WriteError::new(Dest::Stdout, e))
+}
+
+/// [`try_stdout`] for stderr.
+pub fn try_stderr(args: fmt::Arguments<'_>) -> Result<(), WriteError> {
+    let mut o = io::stderr().lock();
+    o.write_fmt(args)
+        .and_then(|()| o.flush())
+        .map_err(|e| WriteError::new(Dest::Stderr, e))
 }
 
 /// Flushes stdout; ends the command on failure (a last check before exiting 0).

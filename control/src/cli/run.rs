@@ -234,7 +234,9 @@ mod live {
         /// A message for stderr.
         Msg(String),
         /// A failed flow-log write (reported as `out` reports write errors).
-        Write(WriteError),
+        Log(WriteError),
+        /// A failed write of the counters.
+        Counters(WriteError),
     }
 
     /// Folds flow records into the aggregator.
@@ -403,16 +405,23 @@ mod live {
         }
     }
 
-    fn print_counters(d: &CountersDoc<'_>, output: Output, to_stderr: bool) {
+    /// Prints the counters; a failed write is returned (the run then stops the
+    /// normal way), not the end of the process.
+    fn print_counters(
+        d: &CountersDoc<'_>,
+        output: Output,
+        to_stderr: bool,
+    ) -> Result<(), WriteError> {
         let text = match output {
             Output::Json => serde_json::to_string(d).unwrap_or_default(),
             Output::Yaml => serde_saphyr::to_string(d).unwrap_or_default(),
             Output::Table => table(d),
         };
+        let line = format_args!("{}\n", text.trim_end());
         if to_stderr {
-            crate::errln!("{}", text.trim_end());
+            out::try_stderr(line)
         } else {
-            crate::outln!("{}", text.trim_end());
+            out::try_stdout(line)
         }
     }
 
@@ -617,7 +626,7 @@ mod live {
             logs.take(&rx);
             let done = logs.agg.drain_ended(now_ns().saturating_sub(grace));
             if let Err(e) = logs.flush(done) {
-                failed = Some(Failure::Write(e));
+                failed = Some(Failure::Log(e));
                 break;
             }
             if usr1.swap(false, Ordering::Relaxed) {
@@ -630,7 +639,10 @@ mod live {
                     false,
                     logs.written,
                 );
-                print_counters(&d, global.output, counters_to_stderr);
+                if let Err(e) = print_counters(&d, global.output, counters_to_stderr) {
+                    failed = Some(Failure::Counters(e));
+                    break;
+                }
             }
             if term.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
@@ -656,23 +668,28 @@ mod live {
         }
         logs.take(&rx);
         let rest = logs.agg.drain();
-        // After a failed write, the records left are not written (they would fail
-        // the same way, or land after a gap).
-        if failed.is_none()
-            && let Err(e) = logs.flush(rest)
-        {
-            failed = Some(Failure::Write(e));
-        }
-        if let Some(o) = &mut logs.out
-            && let Err(e) = o.flush()
-        {
-            failed.get_or_insert(Failure::Write(e));
+        // After a failed flow-log write, the records left are not written (they
+        // would fail the same way, or land after a gap).
+        if !matches!(failed, Some(Failure::Log(_))) {
+            if let Err(e) = logs.flush(rest) {
+                failed.get_or_insert(Failure::Log(e));
+            }
+            if let Some(o) = &mut logs.out
+                && let Err(e) = o.flush()
+            {
+                failed.get_or_insert(Failure::Log(e));
+            }
         }
         let d = doc(&ifaces, &cfg.ifaces, &snaps, uptime, true, logs.written);
-        print_counters(&d, global.output, counters_to_stderr);
+        // Counters that already failed to print are not tried again.
+        if !matches!(failed, Some(Failure::Counters(_)))
+            && let Err(e) = print_counters(&d, global.output, counters_to_stderr)
+        {
+            failed.get_or_insert(Failure::Counters(e));
+        }
         match failed {
             Some(Failure::Msg(e)) => usage(e),
-            Some(Failure::Write(e)) => ExitCode::from(out::report(&e)),
+            Some(Failure::Log(e) | Failure::Counters(e)) => ExitCode::from(out::report(&e)),
             None => ExitCode::from(EXIT_OK),
         }
     }
