@@ -62,7 +62,14 @@ fn missing_prerequisite() -> Option<String> {
             return Some(format!("{} is not usable: {e}", tool[0]));
         }
     }
-    let probe = format!("tgprobe{}", std::process::id());
+    // Unique per process and per call: the tests of this file run in parallel, and a
+    // shared name would let one test delete another's probe (or fail to create it).
+    static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let probe = format!(
+        "tgprobe{}-{}",
+        std::process::id(),
+        PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     if let Err(e) = cmd(&["ip", "netns", "add", &probe]) {
         return Some(format!("cannot create a network namespace: {e}"));
     }
@@ -732,4 +739,19 @@ fn a_failed_counters_write_stops_the_run_the_normal_way() {
     let logs = flow_logs(&flowlog);
     assert!(!find(&logs, "tcp", 8080).is_empty(), "{logs:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_prerequisite_probe_can_run_in_parallel() {
+    let test = "the_prerequisite_probe_can_run_in_parallel";
+    if !can_run(test) {
+        return;
+    }
+    // As the tests of this file do: each probes at once.
+    let probes: Vec<_> = (0..8)
+        .map(|_| std::thread::spawn(missing_prerequisite))
+        .collect();
+    for p in probes {
+        assert_eq!(p.join().unwrap(), None);
+    }
 }
