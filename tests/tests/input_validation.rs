@@ -305,6 +305,18 @@ fn an_empty_policy_set_fails_unless_allowed() {
         allowed.push("--allow-empty");
         code(&run(&allowed), 0);
         code(&run(&["replay", "-f", s(p), "--allow-empty"]), 0);
+        // `run` too: refused as empty, or loaded and then failing on the interfaces
+        // (which do not exist) with --allow-empty.
+        let out = run_flags(&["-f", s(p)]);
+        code(&out, 1);
+        assert!(text(&out.stderr).contains(&want), "{}", text(&out.stderr));
+        let out = run_flags(&["-f", s(p), "--allow-empty"]);
+        code(&out, 2);
+        let err = text(&out.stderr);
+        assert!(
+            !err.contains("no resources found") && err.contains("tiergate run: "),
+            "{err}"
+        );
     }
     // Without -f, replay and impact use the embedded seed set: no error.
     code(&run(&["impact"]), 0);

@@ -56,6 +56,10 @@ pub struct Args {
         value_name = "FILE|DIR|-"
     )]
     pub policies: Vec<PathBuf>,
+    /// Accept a policy set of zero resources read from `-f` (by default an error: a
+    /// wrong path must not pass as "no policy").
+    #[arg(long)]
+    pub allow_empty: bool,
     /// Queues used on each interface (0..N); one socket per interface and queue.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub queues: u32,
@@ -139,22 +143,24 @@ mod live {
     use crate::eval::Cluster;
     use crate::flowlog::{Aggregator, FlowLog};
     use crate::lower::{self, Lowered};
+    use crate::policy;
     use crate::replay::activities;
-    use crate::store::Store;
 
     fn usage(msg: impl std::fmt::Display) -> ExitCode {
         crate::errln!("tiergate run: {msg}");
         ExitCode::from(EXIT_USAGE)
     }
 
+    /// The `-f` policy set (through `control::policy`, as `replay` loads it), or no
+    /// policy at all.
     fn load(args: &Args) -> Result<Cluster, u8> {
-        if !args.policies.is_empty() {
-            return super::super::eval::load_cluster(&args.policies);
-        }
-        Cluster::from_resources(Store::new().resources()).map_err(|e| {
-            crate::errln!("{e}");
-            EXIT_INVALID
-        })
+        let set = if args.policies.is_empty() {
+            policy::build(policy::Read::default())
+        } else {
+            policy::load_paths(&args.policies, args.allow_empty)
+        };
+        set.map(|s| s.cluster)
+            .map_err(|e| super::super::eval::print_error(&e))
     }
 
     fn config(args: &Args) -> Result<AfXdpConfig, String> {
