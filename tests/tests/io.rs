@@ -606,3 +606,21 @@ fn a_run_that_cannot_start_leaves_its_flow_log_as_it_was() {
     );
     fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn run_and_replay_refuse_two_writers_of_stdout_alike() {
+    for fmt in ["json", "yaml"] {
+        let want = format!(
+            "--flowlog - and -o {fmt} write to stdout, which can carry only one of them: send the other to a file"
+        );
+        let out = run_nowhere(&["--flowlog", "-", "-o", fmt]);
+        assert_code(&out, 2, "run --flowlog - -o json");
+        assert_eq!(text(&out.stderr), format!("tiergate run: {want}\n"));
+        let out = run_within(
+            &["replay", "--flowlog", "-", "-o", fmt],
+            Duration::from_secs(60),
+        );
+        assert_code(&out, 2, "replay --flowlog - -o json");
+        assert_eq!(text(&out.stderr), format!("tiergate replay: {want}\n"));
+    }
+}

@@ -481,6 +481,35 @@ pub fn report(e: &WriteError) -> u8 {
     EXIT_USAGE
 }
 
+/// Refuses a command line with more than one writer of stdout: `outputs` are the
+/// output flags and their paths (`-` is stdout), and `-o json|yaml` puts a document
+/// there too.
+pub fn one_writer_on_stdout(
+    outputs: &[(&str, Option<&Path>)],
+    output: super::Output,
+) -> Result<(), String> {
+    let mut users: Vec<String> = outputs
+        .iter()
+        .filter(|(_, p)| p.is_some_and(is_dash))
+        .map(|(f, _)| format!("{f} -"))
+        .collect();
+    if output != super::Output::Table {
+        users.push(format!("-o {output:?}").to_lowercase());
+    }
+    if users.len() > 1 {
+        let others = if users.len() > 2 {
+            "the others"
+        } else {
+            "the other"
+        };
+        return Err(format!(
+            "{} write to stdout, which can carry only one of them: send {others} to a file",
+            users.join(" and ")
+        ));
+    }
+    Ok(())
+}
+
 /// A file a command reads or writes: (device, inode) if it exists, the flag that
 /// named it, its path.
 type Named<'a> = (Option<(u64, u64)>, &'a str, PathBuf);
@@ -753,6 +782,32 @@ mod tests {
         assert!(e.to_string().contains("is a directory"), "{e}");
         let e = Output::create(&d.join("no/such/dir/x")).unwrap_err();
         assert!(e.to_string().contains("no/such/dir"), "{e}");
+    }
+
+    #[test]
+    fn stdout_takes_one_writer() {
+        use super::super::Output as Format;
+        let dash = Path::new("-");
+        let file = Path::new("x.pcap");
+        assert_eq!(
+            one_writer_on_stdout(&[("--flowlog", Some(dash))], Format::Table),
+            Ok(())
+        );
+        assert_eq!(
+            one_writer_on_stdout(&[("--flowlog", Some(file))], Format::Json),
+            Ok(())
+        );
+        assert_eq!(
+            one_writer_on_stdout(&[("--flowlog", Some(dash))], Format::Json),
+            Err("--flowlog - and -o json write to stdout, which can carry only one of them: send the other to a file".into())
+        );
+        assert_eq!(
+            one_writer_on_stdout(
+                &[("--allowed-out", Some(dash)), ("--denied-out", None), ("--flowlog", Some(dash))],
+                Format::Yaml
+            ),
+            Err("--allowed-out - and --flowlog - and -o yaml write to stdout, which can carry only one of them: send the others to a file".into())
+        );
     }
 
     #[test]

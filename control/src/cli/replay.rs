@@ -461,20 +461,7 @@ fn prepare(args: &Args, global: &Global) -> Result<Outputs, String> {
         ("--denied-out", args.denied_out.as_deref()),
         ("--flowlog", args.flowlog.as_deref()),
     ];
-    let mut stdout_users: Vec<String> = outputs
-        .iter()
-        .filter(|(_, p)| p.is_some_and(is_dash))
-        .map(|(f, _)| format!("{f} -"))
-        .collect();
-    if global.output != Output::Table {
-        stdout_users.push(format!("-o {:?}", global.output).to_lowercase());
-    }
-    if stdout_users.len() > 1 {
-        return Err(format!(
-            "{} write to stdout, which can carry only one of them: send the others to files",
-            stdout_users.join(" and ")
-        ));
-    }
+    out::one_writer_on_stdout(&outputs, global.output)?;
     let inputs: Vec<(&str, &Path)> = args
         .policies
         .iter()

@@ -352,14 +352,8 @@ mod live {
                 .map(|i| IfaceDoc {
                     name: i.name.clone(),
                     ifindex: i.ifindex,
-                    xdp_mode: match i.xdp {
-                        afxdp::XdpMode::Native => "native",
-                        afxdp::XdpMode::Generic => "generic",
-                    },
-                    bind_mode: match i.bind {
-                        afxdp::CopyMode::ZeroCopy => "zero-copy",
-                        afxdp::CopyMode::Copy => "copy",
-                    },
+                    xdp_mode: i.xdp.name(),
+                    bind_mode: i.bind.name(),
                 })
                 .collect(),
             workers: snaps
@@ -517,6 +511,11 @@ mod live {
                 return usage(e);
             }
         }
+        if let Err(e) =
+            out::one_writer_on_stdout(&[("--flowlog", args.flowlog.as_deref())], global.output)
+        {
+            return usage(e);
+        }
         let cluster = match load(args) {
             Ok(c) => c,
             Err(code) => return ExitCode::from(code),
@@ -536,15 +535,6 @@ mod live {
             }
         };
         let counters_to_stderr = args.flowlog.as_deref().is_some_and(out::is_dash);
-        if counters_to_stderr && global.output != Output::Table {
-            return usage(format!(
-                "--flowlog - and -o {} write to stdout, which can carry only one of them: send the flow log to a file",
-                match global.output {
-                    Output::Json => "json",
-                    _ => "yaml",
-                }
-            ));
-        }
         // Appended to, never truncated: a run that fails to start leaves an existing
         // log as it was (and removes one it created).
         let log = match args.flowlog.as_deref().map(Log::open).transpose() {
@@ -589,20 +579,7 @@ mod live {
         let desc: Vec<String> = running
             .ifaces
             .iter()
-            .map(|i| {
-                format!(
-                    "{} (XDP {}, {} mode)",
-                    i.name,
-                    match i.xdp {
-                        afxdp::XdpMode::Native => "native",
-                        afxdp::XdpMode::Generic => "generic",
-                    },
-                    match i.bind {
-                        afxdp::CopyMode::ZeroCopy => "zero-copy",
-                        afxdp::CopyMode::Copy => "copy",
-                    }
-                )
-            })
+            .map(|i| format!("{} (XDP {}, {} mode)", i.name, i.xdp.name(), i.bind.name()))
             .collect();
         crate::errln!(
             "tiergate run: forwarding between {} with {} worker(s), {} mode; pid {}: SIGUSR1 prints counters, SIGTERM stops",

@@ -58,6 +58,26 @@ use crate::worker::{ClassifierSlot, MAX_BATCH, RecordOut, Worker, WorkerConfig, 
 
 pub use sys::{CopyMode, XdpMode};
 
+impl XdpMode {
+    /// `native` or `generic`, as counters and messages name the mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+        }
+    }
+}
+
+impl CopyMode {
+    /// `zero-copy` or `copy`, as counters and messages name the mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            CopyMode::ZeroCopy => "zero-copy",
+            CopyMode::Copy => "copy",
+        }
+    }
+}
+
 /// A MAC address.
 pub type Mac = [u8; 6];
 
