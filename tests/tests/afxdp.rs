@@ -96,17 +96,22 @@ struct Bed {
 impl Bed {
     /// The wire test bed (one subnet across tiergate).
     fn new(tag: char) -> Bed {
-        Bed::build(tag, false)
+        Bed::build(tag, false, 1)
+    }
+
+    /// The wire test bed with `queues` rx and tx queues on every veth.
+    fn with_queues(tag: char, queues: u32) -> Bed {
+        Bed::build(tag, false, queues)
     }
 
     /// The router test bed: the source in 10.77.1.0/24 and the destination in
     /// 10.77.2.0/24, each with tiergate's interface (.254, an address of the middle
     /// namespace) as its gateway.
     fn routed(tag: char) -> Bed {
-        Bed::build(tag, true)
+        Bed::build(tag, true, 1)
     }
 
-    fn build(tag: char, routed: bool) -> Bed {
+    fn build(tag: char, routed: bool, queues: u32) -> Bed {
         let p = format!("tg{}{tag}", std::process::id() % 100_000);
         let bed = Bed {
             p: p.clone(),
@@ -118,14 +123,33 @@ impl Bed {
             cmd(&["ip", "netns", "add", ns]).unwrap();
         }
         let (s0, t0, t1, d0) = (bed.dev("s0"), bed.dev("t0"), bed.dev("t1"), bed.dev("d0"));
-        cmd(&[
-            "ip", "link", "add", &s0, "netns", &s, "type", "veth", "peer", "name", &t0, "netns", &t,
-        ])
-        .unwrap();
-        cmd(&[
-            "ip", "link", "add", &t1, "netns", &t, "type", "veth", "peer", "name", &d0, "netns", &d,
-        ])
-        .unwrap();
+        let q = queues.to_string();
+        for (a, an, b, bn) in [(&s0, &s, &t0, &t), (&t1, &t, &d0, &d)] {
+            cmd(&[
+                "ip",
+                "link",
+                "add",
+                a,
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
+                "netns",
+                an,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                b,
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
+                "netns",
+                bn,
+            ])
+            .unwrap();
+        }
         let (src_a, dst_a) = (format!("{SRC_IP}/24"), format!("{DST_IP}/24"));
         let addrs: &[(&String, &String, &str)] = if routed {
             &[
@@ -671,4 +695,142 @@ fn router_mode_rewrites_macs_and_leaves_arp_to_the_kernel() {
     assert_eq!(w["non_ip_passed"], 0, "ARP went to the kernel: {fin}");
     assert!(w["forwarded"].as_u64().unwrap() >= 8, "{fin}");
     assert_eq!(bed.xdp_attached(), [false, false]);
+}
+
+#[test]
+fn a_flow_table_that_cannot_be_allocated_stops_the_run_before_anything_is_attached() {
+    let test = "a_flow_table_that_cannot_be_allocated_stops_the_run_before_anything_is_attached";
+    if !can_run(test) {
+        return;
+    }
+    let mut bed = Bed::new('e');
+    // More slots than a flow table can address: the worker cannot be built.
+    let mut tg = bed.tiergate(&["--flow-capacity", "8000000000"]);
+    let st = tg.wait(Duration::from_secs(20)).expect("tiergate exits");
+    let err = tg.stderr();
+    if err.contains("cannot open an AF_XDP socket") || err.contains("cannot load the XDP program") {
+        skip(test, &format!("AF_XDP unavailable: {err}"));
+        return;
+    }
+    assert_eq!(st.code(), Some(2), "{err}");
+    assert!(err.contains("flow table"), "{err}");
+    assert!(
+        !err.contains("forwarding between"),
+        "it never started: {err}"
+    );
+    assert_eq!(bed.xdp_attached(), [false, false], "{}", bed.links());
+}
+
+/// Two queues on every veth, served by one worker owning both, then by two workers
+/// pinned by `--cores`. Which queue a connection lands on is up to the sender's
+/// flow hash, so the test does not assert a spread: it opens enough distinct
+/// connections (each needing its reply) that a queue nobody served would fail some,
+/// and checks the counters add up and every socket has the owner it was given.
+#[test]
+fn two_queues_are_served_by_one_worker_or_two_pinned_workers() {
+    let test = "two_queues_are_served_by_one_worker_or_two_pinned_workers";
+    if !can_run(test) {
+        return;
+    }
+    let mut bed = Bed::with_queues('f', 2);
+    bed.serve();
+    let cores = if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+        "1,0"
+    } else {
+        "0,0"
+    };
+    let runs: [(&[&str], &[Option<usize>]); 2] = [
+        (
+            &["--queues", "2", "--workers", "1", "--cores", "0"],
+            &[Some(0)],
+        ),
+        (
+            &[
+                "--queues",
+                "2",
+                "--workers",
+                "2",
+                "--cores",
+                cores,
+                "-o",
+                "json",
+            ],
+            if cores == "1,0" {
+                &[Some(1), Some(0)]
+            } else {
+                &[Some(0), Some(0)]
+            },
+        ),
+    ];
+    for (extra, want_cores) in runs {
+        let mut args = extra.to_vec();
+        if !args.contains(&"-o") {
+            args.extend(["-o", "json"]);
+        }
+        let Some(mut tg) = start(&mut bed, test, &args) else {
+            return;
+        };
+        let connections = 12;
+        for k in 0..connections {
+            bed.probe("udp", 5353)
+                .unwrap_or_else(|e| panic!("{extra:?}: UDP probe {k}: {e}"));
+            bed.probe("tcp", 8080)
+                .unwrap_or_else(|e| panic!("{extra:?}: TCP probe {k}: {e}"));
+        }
+        tg.signal("-TERM");
+        let st = tg.wait(Duration::from_secs(15)).expect("stops on SIGTERM");
+        assert!(st.success(), "{}", tg.stderr());
+        assert_eq!(bed.xdp_attached(), [false, false], "{}", bed.links());
+        let fin: Value = serde_json::from_str(tg.stdout().last().unwrap()).unwrap();
+        let workers = fin["workers"].as_array().unwrap();
+        assert_eq!(workers.len(), want_cores.len(), "{fin}");
+        let (mut forwarded, mut queues_seen) = (0, Vec::new());
+        for (w, want_core) in workers.iter().zip(want_cores) {
+            assert_eq!(w["core"].as_u64().map(|c| c as usize), *want_core, "{fin}");
+            let qs = w["queues"].as_array().unwrap();
+            let rx: u64 = qs.iter().map(|q| q["rx"].as_u64().unwrap()).sum();
+            assert_eq!(rx, w["rx"].as_u64().unwrap(), "per-queue rx adds up: {fin}");
+            for q in qs {
+                assert_eq!(q["kernel_invalid_descs"], 0, "{fin}");
+                queues_seen.push((
+                    q["iface"].as_str().unwrap().to_string(),
+                    q["queue"].as_u64().unwrap(),
+                ));
+            }
+            forwarded += w["forwarded"].as_u64().unwrap();
+        }
+        // Every (interface, queue) has exactly one socket; worker k owns queue k when
+        // there are two workers, both queues when there is one.
+        queues_seen.sort();
+        let (t0, t1) = (bed.dev("t0"), bed.dev("t1"));
+        assert_eq!(
+            queues_seen,
+            vec![
+                (t0.clone(), 0),
+                (t0.clone(), 1),
+                (t1.clone(), 0),
+                (t1.clone(), 1)
+            ],
+            "{fin}"
+        );
+        if workers.len() == 2 {
+            for (k, w) in workers.iter().enumerate() {
+                assert!(
+                    w["queues"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .all(|q| q["queue"] == k as u64),
+                    "{fin}"
+                );
+            }
+        }
+        // Each UDP probe is a datagram and its reply, each TCP probe at least a
+        // handshake, its echo and the close, both ways.
+        let at_least = connections * (2 + 6);
+        assert!(
+            forwarded >= at_least,
+            "forwarded {forwarded} < {at_least}: {fin}"
+        );
+    }
 }
