@@ -47,6 +47,10 @@ pub(super) const MAX_SOCKETS: usize = 8;
 const SO_BUSY_POLL: libc::c_int = 46;
 const SO_PREFER_BUSY_POLL: libc::c_int = 69;
 const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
+// Socket option of AF_XDP (include/uapi/linux/if_xdp.h, Linux 6.17+): the most
+// frames one `sendto` turns into skbs in copy mode (default 32, TX_BATCH_SIZE).
+const SOL_XDP: libc::c_int = 283;
+const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
 
 /// How a socket was bound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +70,8 @@ struct Socket1 {
     cq: CompQueue,
     fd: RawFd,
     mode: CopyMode,
+    /// Frames one `sendto` sends in copy mode (32 unless XDP_MAX_TX_SKB_BUDGET took).
+    tx_budget: u32,
 }
 
 /// A socket to open: interface name and queue.
@@ -175,6 +181,7 @@ impl Frames {
     }
 
     /// Moves completed tx frames of socket `i` to the free list; returns how many.
+    #[inline(never)]
     pub(super) fn reap(&mut self, i: usize) -> usize {
         let Some(s) = self.sockets.get_mut(i) else {
             return 0;
@@ -200,6 +207,7 @@ impl Frames {
     /// (need-wakeup) only when frames were posted. Returns `false` when the ring
     /// wanted frames and the free list had none at all (a fill-ring-empty event; a
     /// partial top-up is not one).
+    #[inline(never)]
     pub(super) fn refill(&mut self, i: usize) -> bool {
         let Some(s) = self.sockets.get_mut(i) else {
             return true;
@@ -229,6 +237,7 @@ impl Frames {
 
     /// Receives up to `max` frames from socket `i` into the batch; returns the index
     /// of the first and how many.
+    #[inline(never)]
     pub(super) fn receive(&mut self, i: usize, max: usize) -> (usize, usize) {
         let start = self.batch_len;
         let Some(s) = self.sockets.get_mut(i) else {
@@ -313,6 +322,7 @@ impl Frames {
     /// stops being owned as it is staged, so a repeated index is skipped); staged
     /// frames the tx ring has no room for go back to the free list. Returns how many
     /// were queued.
+    #[inline(never)]
     pub(super) fn transmit(&mut self, s: usize, idx: &[u16]) -> usize {
         let mut n = 0;
         for &i in idx {
@@ -338,7 +348,7 @@ impl Frames {
                         // once), so no slice, list or other ring can reach them.
                         let sent = unsafe { sock.tx.produce(b) };
                         if sent > 0 {
-                            flush_tx(&mut sock.tx, sock.mode);
+                            flush_tx(&mut sock.tx, sock.mode, sock.tx_budget);
                         }
                         sent
                     }
@@ -369,6 +379,20 @@ impl Frames {
             .map(|s| (RING_SIZE - s.fq.nb_free_exact()) as usize)
             .sum();
         self.free_len + owned + filling
+    }
+
+    /// Busy polling: runs socket `i`'s NAPI in this thread (`recvfrom`), so the
+    /// driver's receive work lands on the worker's core before its frames are taken.
+    pub(super) fn poll_napi(&self, i: usize) {
+        if let Some(s) = self.sockets.get(i) {
+            kick_rx(s.fd);
+        }
+    }
+
+    /// Copy-mode frames one `sendto` may send on socket `i` (32, or the whole ring
+    /// when the kernel took XDP_MAX_TX_SKB_BUDGET).
+    pub(super) fn tx_budget(&self, i: usize) -> Option<u32> {
+        self.sockets.get(i).map(|s| s.tx_budget)
     }
 
     /// Kicks the kernel for socket `i`: tx if it waits for a wakeup, rx (busy poll).
@@ -481,6 +505,21 @@ fn open_socket(
         )
     })?;
     let fd = rx.fd().as_raw_fd();
+    // Copy mode: let one `sendto` send the whole ring rather than 32 frames (newer
+    // kernels; older ones refuse the option and keep 32).
+    let tx_budget = if mode == CopyMode::Copy
+        && setsockopt_int_at(
+            fd,
+            SOL_XDP,
+            XDP_MAX_TX_SKB_BUDGET,
+            i32::try_from(RING_SIZE).unwrap_or(i32::MAX),
+        )
+        .is_ok()
+    {
+        RING_SIZE
+    } else {
+        32
+    };
     Ok(Socket1 {
         rx,
         tx,
@@ -488,16 +527,19 @@ fn open_socket(
         cq,
         fd,
         mode,
+        tx_budget,
     })
 }
 
 /// Kicks the kernel to send what the tx ring holds, when it asks for kicks
 /// (need-wakeup). Zero-copy: one kick; the driver drains the ring on its own. Copy
-/// mode (always needs kicks): the kernel sends at most 32 frames per `sendto`
-/// (TX_BATCH_SIZE), so one kick per burst would leave frames on the ring, and frames
-/// that never complete never come back to the fill rings; it kicks until the ring is
-/// drained, bounded by one kick per 32 descriptors on the ring, plus one.
-fn flush_tx(tx: &mut TxQueue, mode: CopyMode) {
+/// mode (always needs kicks): the kernel sends at most `budget` frames per `sendto`
+/// (32, TX_BATCH_SIZE, unless XDP_MAX_TX_SKB_BUDGET raised it), so one kick per
+/// burst could leave frames on the ring, and frames that never complete never come
+/// back to the fill rings; it kicks until the ring is drained, bounded by one kick
+/// per `budget` descriptors on the ring, plus one.
+#[inline(never)]
+fn flush_tx(tx: &mut TxQueue, mode: CopyMode, budget: u32) {
     if !tx.needs_wakeup() {
         return;
     }
@@ -506,7 +548,7 @@ fn flush_tx(tx: &mut TxQueue, mode: CopyMode) {
         return;
     }
     let pending = RING_SIZE - tx.nb_free_exact().min(RING_SIZE);
-    for _ in 0..pending.div_ceil(32) + 1 {
+    for _ in 0..pending.div_ceil(budget.max(1)) + 1 {
         let _ = tx.wakeup();
         if tx.nb_free_exact() >= RING_SIZE {
             break;
@@ -516,6 +558,7 @@ fn flush_tx(tx: &mut TxQueue, mode: CopyMode) {
 
 /// `recvfrom(MSG_DONTWAIT)` with no buffer: tells the kernel to look at the fill
 /// ring (need-wakeup) and, with busy polling enabled, runs the driver's NAPI here.
+#[inline(never)]
 fn kick_rx(fd: RawFd) {
     // SAFETY: a zero-length receive into no buffer with no address; the kernel only
     // reads the socket's rings. Errors (EAGAIN) are expected and ignored.
@@ -532,11 +575,20 @@ fn kick_rx(fd: RawFd) {
 }
 
 fn setsockopt_int(fd: RawFd, opt: libc::c_int, v: libc::c_int) -> io::Result<()> {
+    setsockopt_int_at(fd, libc::SOL_SOCKET, opt, v)
+}
+
+fn setsockopt_int_at(
+    fd: RawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    v: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: `v` outlives the call and its size is passed; `fd` is an open socket.
     let r = unsafe {
         libc::setsockopt(
             fd,
-            libc::SOL_SOCKET,
+            level,
             opt,
             (&raw const v).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
