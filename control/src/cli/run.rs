@@ -95,6 +95,11 @@ pub struct Args {
     /// Stop after this many seconds (default: run until SIGTERM/SIGINT).
     #[arg(long, value_name = "SECONDS")]
     pub duration: Option<f64>,
+    /// Keep the applied policy set in DIR (created if missing) and restore it on start.
+    /// A DIR holding a generation wins over -f; an empty one is seeded from -f. See
+    /// `tiergate state check|repair`.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Runs `tiergate run`.
@@ -132,25 +137,13 @@ mod live {
 
     use super::super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE, Global, Output};
     use super::{Args, ModeArg};
-    use crate::eval::Cluster;
     use crate::flowlog::{Aggregator, FlowLog, write_jsonl};
     use crate::lower::{self, Lowered};
     use crate::replay::activities;
-    use crate::store::Store;
 
     fn usage(msg: impl std::fmt::Display) -> ExitCode {
         crate::errln!("tiergate run: {msg}");
         ExitCode::from(EXIT_USAGE)
-    }
-
-    fn load(args: &Args) -> Result<Cluster, u8> {
-        if !args.policies.is_empty() {
-            return super::super::eval::load_cluster(&args.policies);
-        }
-        Cluster::from_resources(Store::new().resources()).map_err(|e| {
-            crate::errln!("{e}");
-            EXIT_INVALID
-        })
     }
 
     fn config(args: &Args) -> Result<AfXdpConfig, String> {
@@ -502,11 +495,14 @@ mod live {
                 return usage(e);
             }
         }
-        let cluster = match load(args) {
-            Ok(c) => c,
-            Err(code) => return ExitCode::from(code),
-        };
-        let lowered = match lower::lower(&cluster) {
+        // Held to the end of the run: the state directory's lock.
+        let initial =
+            match super::super::run_state::initial(&args.policies, args.state_dir.as_deref()) {
+                Ok(i) => i,
+                Err(code) => return ExitCode::from(code),
+            };
+        let cluster = &initial.cluster;
+        let lowered = match lower::lower(cluster) {
             Ok(l) => l,
             Err(e) => {
                 crate::errln!("tiergate: cannot compile the policy set: {e}");
