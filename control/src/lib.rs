@@ -20,6 +20,7 @@ pub mod flowlog;
 pub mod impact;
 pub mod k8s;
 pub mod lower;
+pub mod metrics;
 pub mod model;
 pub mod persist;
 pub mod policy;
