@@ -28,6 +28,7 @@ pub mod generate;
 pub mod out;
 pub mod replay;
 pub mod run;
+pub mod run_metrics;
 pub mod run_state;
 pub mod state;
 

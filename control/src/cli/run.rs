@@ -100,6 +100,13 @@ pub struct Args {
     /// `tiergate state check|repair`.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464). Off by
+    /// default; a loopback address unless --metrics-allow-remote.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Allow --metrics on a non-loopback address (metrics name every policy and rule).
+    #[arg(long, requires = "metrics")]
+    pub metrics_allow_remote: bool,
 }
 
 /// Runs `tiergate run`.
@@ -245,12 +252,16 @@ mod live {
         agg: Aggregator,
         out: LogOut,
         written: u64,
+        metrics: Option<crate::metrics::Metrics>,
     }
 
     impl Logs<'_> {
         fn take(&mut self, rx: &Receiver<FlowRecord>) {
             for rec in rx.try_iter() {
                 for a in activities(&rec, self.lowered, self.classifier) {
+                    if let Some(m) = &self.metrics {
+                        m.add_activity(&a);
+                    }
                     self.agg.add(&a);
                 }
             }
@@ -487,6 +498,11 @@ mod live {
             Ok(c) => c,
             Err(e) => return usage(e),
         };
+        if let Some(addr) = args.metrics
+            && let Err(e) = crate::metrics::check_addr(addr, args.metrics_allow_remote)
+        {
+            return usage(e);
+        }
         // The flow log is written in place: never over a policy file the run reads.
         if let Some(log) = &args.flowlog {
             let inputs: Vec<(&str, &Path)> =
@@ -547,6 +563,28 @@ mod live {
                 return usage(format!("cannot install the handler of signal {sig}: {e}"));
             }
         }
+        // Metrics: listening before the first packet is forwarded.
+        let metrics_rt;
+        let mut metrics = match args.metrics {
+            None => None,
+            Some(addr) => {
+                metrics_rt = match super::super::run_metrics::runtime() {
+                    Ok(rt) => rt,
+                    Err(e) => return usage(format!("cannot start the metrics server: {e}")),
+                };
+                match super::super::run_metrics::RunMetrics::start(
+                    metrics_rt.handle(),
+                    addr,
+                    args.metrics_allow_remote,
+                ) {
+                    Ok(m) => {
+                        crate::errln!("tiergate run: metrics at http://{}/metrics", m.local_addr());
+                        Some(m)
+                    }
+                    Err(e) => return usage(e),
+                }
+            }
+        };
         let slot = Arc::new(ClassifierSlot::new(Published {
             generation: 1,
             classifier,
@@ -592,6 +630,7 @@ mod live {
             agg: Aggregator::new(args.interval),
             out,
             written: 0,
+            metrics: metrics.as_ref().map(|m| m.metrics().clone()),
         };
         let deadline = args
             .duration
@@ -604,6 +643,14 @@ mod live {
         loop {
             std::thread::sleep(Duration::from_millis(50));
             logs.take(&rx);
+            if let Some(m) = metrics.as_mut()
+                && m.due(false)
+            {
+                let stats =
+                    super::super::run_metrics::worker_stats(&running.snapshot(), &cfg.ifaces);
+                m.metrics().set_workers(stats);
+                m.metrics().set_flow_log_records(logs.written);
+            }
             let done = logs.agg.drain_ended(now_ns().saturating_sub(grace));
             if let Err(e) = logs.flush(done) {
                 failed = Some(format!("cannot write flow logs: {e}"));
