@@ -16,7 +16,10 @@
 //! (`tail -f`) while the run goes on; unlike the outputs of `replay` it is not staged
 //! in a temporary file and renamed at the end. A failed write stops the run (exit 2).
 //!
-//! Exit codes: 0 stopped by a signal or `--duration`, 1 invalid policy set, 2 usage
+//! `--state-dir` and `--metrics` live in `run_state` and `run_metrics`.
+//!
+//! Exit codes: 0 stopped by a signal or `--duration`, 1 invalid policy set or an
+//! unusable `--state-dir` generation, 2 a state directory in use, usage
 //! error, unwritable flow log, or anything the run needs that is missing
 //! (capabilities, memlock, an interface, a queue, an interface already running an XDP
 //! program).
