@@ -94,6 +94,17 @@ pub enum StateError {
         #[source]
         source: io::Error,
     },
+    /// The store holds more resources than a generation can hold (the loader's limit
+    /// for one load): committing it would leave a generation that cannot be restored.
+    #[error(
+        "the policy store holds {resources} resources; a state generation holds at most {max} (nothing was written)"
+    )]
+    TooLarge {
+        /// Resources in the store.
+        resources: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The newest generation is unusable: nothing was restored.
     #[error("{}", corrupt_message(path, reason, older.as_deref()))]
     Corrupt {
@@ -339,6 +350,9 @@ pub struct StateDir {
     dir: PathBuf,
     _lock: File,
     newest: u64,
+    /// Most resources a commit writes ([`crate::model::load::MAX_RESOURCES`], what one
+    /// load, and so a restore, reads).
+    max_resources: usize,
     #[cfg(test)]
     pub(crate) inject: Option<Inject>,
 }
@@ -358,6 +372,7 @@ impl StateDir {
             dir: dir.to_path_buf(),
             _lock: lock,
             newest: 0,
+            max_resources: crate::model::load::MAX_RESOURCES,
             #[cfg(test)]
             inject: None,
         };
@@ -422,6 +437,13 @@ impl StateDir {
     /// it got that far).
     pub fn commit_store(&mut self, store: &Store) -> Result<u64, StateError> {
         let n = self.newest + 1;
+        let resources = store.entries().filter(|(_, s)| s.origin.is_some()).count();
+        if resources > self.max_resources {
+            return Err(StateError::TooLarge {
+                resources,
+                max: self.max_resources,
+            });
+        }
         let bytes = encode(store, n);
         let tmp = self.dir.join(temp_name(n));
         let fin = self.dir.join(file_name(n));
@@ -521,6 +543,10 @@ fn lock(dir: &Path) -> Result<File, StateError> {
             fs::create_dir_all(dir).map_err(io_err("create", dir))?;
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
                 .map_err(io_err("set the mode of", dir))?;
+            // The new directory's own entry must survive a crash too.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent).map_err(io_err("fsync", parent))?;
+            }
         }
         Err(e) => return Err(io_err("open", dir)(e)),
     }

@@ -336,6 +336,28 @@ fn an_older_damaged_generation_does_not_stop_the_open() {
 }
 
 #[test]
+fn a_store_larger_than_a_restore_can_read_is_not_committed() {
+    let [a, b, c] = three();
+    let t = TempDir::new("large");
+    let (mut sd, _) = StateDir::open(&t.0).unwrap();
+    sd.max_resources = 2;
+    sd.commit_store(&a).unwrap();
+    let e = sd.commit_store(&c).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            StateError::TooLarge {
+                resources: 3,
+                max: 2
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(gens_on_disk(&t.0), vec![1]);
+    assert_eq!(sd.commit_store(&b).unwrap(), 2);
+}
+
+#[test]
 fn a_state_dir_that_is_a_file_is_refused() {
     let t = TempDir::new("file");
     fs::write(&t.0, b"x").unwrap();
