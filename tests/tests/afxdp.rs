@@ -670,6 +670,178 @@ fn a_missing_interface_is_a_usage_error_naming_it() {
     );
 }
 
+/// An allow-everything policy set: if a restart read it instead of the state, TCP 7070
+/// would pass.
+const ALLOW_ALL: &str = "apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: allow-all}
+spec:
+  selector: all()
+  ingress: [{action: Allow}]
+  egress: [{action: Allow}]
+";
+
+/// Scrapes `/metrics` with curl inside tiergate's namespace and parses it.
+fn scrape(bed: &Bed, addr: &str) -> prometheus_parse::Scrape {
+    let text = cmd(&[
+        "ip",
+        "netns",
+        "exec",
+        &bed.ns('t'),
+        "curl",
+        "-sSf",
+        "--max-time",
+        "5",
+        &format!("http://{addr}/metrics"),
+    ])
+    .unwrap();
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("the exposition parses as Prometheus text")
+}
+
+fn sample(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    s.samples
+        .iter()
+        .filter(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match x.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+        .reduce(|a, b| a + b)
+}
+
+#[test]
+fn kill_9_then_restart_restores_the_state_before_forwarding_and_metrics_parse() {
+    let test = "kill_9_then_restart_restores_the_state_before_forwarding_and_metrics_parse";
+    if !can_run(test) {
+        return;
+    }
+    let dir = temp_dir("afxdp-state");
+    let state = dir.join("state");
+    let allow_all = dir.join("allow-all.yaml");
+    std::fs::write(&allow_all, ALLOW_ALL).unwrap();
+    let mut bed = Bed::new('k');
+    // The metrics server listens on tiergate's namespace's loopback.
+    cmd(&["ip", "-n", &bed.ns('t'), "link", "set", "lo", "up"]).unwrap();
+    let fixture = fixture();
+    let (state_s, fixture_s) = (state.to_str().unwrap(), fixture.to_str().unwrap());
+    let Some(mut tg) = start(&mut bed, test, &["--state-dir", state_s, "-f", fixture_s]) else {
+        return;
+    };
+    assert!(
+        tg.stderr().contains("was empty: seeded generation 1"),
+        "{}",
+        tg.stderr()
+    );
+    bed.serve();
+    bed.probe("tcp", 8080).expect("allowed TCP");
+    assert!(bed.probe("tcp", 7070).is_err(), "denied TCP went through");
+
+    // kill -9: no clean-up at all.
+    tg.signal("-KILL");
+    tg.wait(Duration::from_secs(10)).expect("killed");
+    drop(tg);
+    let end = Instant::now() + Duration::from_secs(5);
+    while bed.xdp_attached() != [false, false] && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Restart with an allow-all -f: the state wins, and is in force from the first
+    // packet (the restore is reported before forwarding starts).
+    let Some(tg) = start(
+        &mut bed,
+        test,
+        &[
+            "--state-dir",
+            state_s,
+            "-f",
+            allow_all.to_str().unwrap(),
+            "--metrics",
+            "127.0.0.1:0",
+            "--interval",
+            "1",
+        ],
+    ) else {
+        return;
+    };
+    let err = tg.stderr();
+    let restored = err
+        .find("restored generation 1 (")
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(err.contains("the state wins over -f"), "{err}");
+    let forwarding = err.find("forwarding between").unwrap();
+    assert!(restored < forwarding, "{err}");
+    assert!(
+        bed.probe("tcp", 7070).is_err(),
+        "the restarted run forwarded what the restored state denies"
+    );
+    bed.probe("tcp", 8080).expect("allowed TCP after restart");
+    bed.probe("tcp", 9000)
+        .expect("staged-only deny must not drop the connection");
+
+    // A second daemon on the same state directory is refused before it touches the
+    // interfaces.
+    let mut second = bed.tiergate(&["--state-dir", state_s]);
+    let st = second
+        .wait(Duration::from_secs(20))
+        .expect("second run exits");
+    assert_eq!(st.code(), Some(2), "{}", second.stderr());
+    assert!(
+        second.stderr().contains("is in use by another tiergate"),
+        "{}",
+        second.stderr()
+    );
+    assert_eq!(bed.xdp_attached(), [true, true]);
+
+    // /metrics: parses; socket counters and, after a flow-log interval, the rule hits
+    // of both views.
+    let addr = err
+        .lines()
+        .find_map(|l| l.strip_prefix("tiergate run: metrics at http://"))
+        .and_then(|l| l.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("{err}"))
+        .to_string();
+    let t0 = bed.dev("t0");
+    let end = Instant::now() + Duration::from_secs(15);
+    let s = loop {
+        let s = scrape(&bed, &addr);
+        let rx = sample(&s, "tiergate_rx_packets_total", &[("iface", &t0)]).unwrap_or(0.0);
+        let enforced = sample(
+            &s,
+            "tiergate_rule_hit_packets_total",
+            &[
+                ("view", "enforced"),
+                ("direction", "ingress"),
+                ("policy", "np:wire/server-ingress"),
+            ],
+        );
+        let pending = sample(
+            &s,
+            "tiergate_rule_hit_packets_total",
+            &[
+                ("view", "pending"),
+                ("policy", "snp:wire/server-block-9000"),
+                ("action", "deny"),
+            ],
+        );
+        if rx > 0.0 && enforced.is_some_and(|v| v > 0.0) && pending.is_some_and(|v| v > 0.0) {
+            break s;
+        }
+        assert!(
+            Instant::now() < end,
+            "metrics never showed the traffic: rx {rx}, enforced {enforced:?}, pending {pending:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(sample(&s, "tiergate_policy_dropped_packets_total", &[]).unwrap() > 0.0);
+    assert!(sample(&s, "tiergate_forwarded_packets_total", &[]).unwrap() > 0.0);
+    assert!(sample(&s, "tiergate_flow_table_capacity_entries", &[]).unwrap() > 0.0);
+    assert_eq!(sample(&s, "tiergate_policy_generation", &[]), Some(1.0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn router_mode_rewrites_macs_and_leaves_arp_to_the_kernel() {
     let test = "router_mode_rewrites_macs_and_leaves_arp_to_the_kernel";
