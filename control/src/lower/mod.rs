@@ -39,8 +39,11 @@
 //!   (`generateName*` for pods, the node for host endpoints, the longest-prefix
 //!   network set, else `pub`/`pvt`).
 
+mod live;
 mod nets;
 mod rules;
+
+pub use live::{Applied, Live, LiveError};
 
 #[cfg(test)]
 mod proptests;
@@ -55,7 +58,7 @@ use foldhash::{HashMap, HashMapExt};
 use dataplane::lpm::Lpm;
 use dataplane::program::{
     Classify, EndpointBinding, EndpointId, FlowVerdicts, Hit, Policy, PolicyId, PolicySet, Program,
-    ProgramId, Tier, TierDefault, TierId, Verdicts,
+    ProgramId, Tier, TierDefault, TierId,
 };
 use ipnet::IpNet;
 use thiserror::Error;
@@ -290,38 +293,40 @@ impl Lowered {
         flow: &Flow,
         verdicts: &FlowVerdicts,
     ) -> Evaluation {
+        self.names.evaluation_of(classifier, flow, verdicts)
+    }
+}
+
+impl Names {
+    /// The evaluation of one flow from verdicts a classifier of this generation gave:
+    /// the same shape and content as [`crate::eval::evaluate`] gives for it.
+    pub fn evaluation_of(
+        &self,
+        classifier: &dyn Classify,
+        flow: &Flow,
+        verdicts: &FlowVerdicts,
+    ) -> Evaluation {
         let mut reporters = Vec::new();
         for (reporter, side) in [
             (Reporter::Src, verdicts.egress),
             (Reporter::Dst, verdicts.ingress),
         ] {
             let Some((id, v)) = side else { continue };
-            let Some(ep) = self.names.endpoint(id) else {
+            let Some(ep) = self.endpoint(id) else {
                 continue;
             };
-            reporters.push(self.reporter(classifier, reporter, ep, &v));
+            reporters.push(ReporterOutcome {
+                reporter,
+                endpoint: ep.key.clone(),
+                endpoint_kind: ep.kind,
+                endpoint_name: ep.display.clone(),
+                enforced: self.outcome(v.enforced.verdict, classifier.trace(v.enforced.trace)),
+                pending: self.outcome(v.pending.verdict, classifier.trace(v.pending.trace)),
+            });
         }
         Evaluation {
             flow: *flow,
             reporters,
-        }
-    }
-
-    fn reporter(
-        &self,
-        classifier: &dyn Classify,
-        reporter: Reporter,
-        ep: &EndpointName,
-        v: &Verdicts,
-    ) -> ReporterOutcome {
-        let names = &self.names;
-        ReporterOutcome {
-            reporter,
-            endpoint: ep.key.clone(),
-            endpoint_kind: ep.kind,
-            endpoint_name: ep.display.clone(),
-            enforced: names.outcome(v.enforced.verdict, classifier.trace(v.enforced.trace)),
-            pending: names.outcome(v.pending.verdict, classifier.trace(v.pending.trace)),
         }
     }
 }

@@ -586,7 +586,8 @@ impl IdentityClassifier {
 
     /// The next generation without the bound host prefix `net`: its address is
     /// classified as the prefixes containing it say (as if no list named it). The
-    /// trees are shared. Refused when `net` is not a bound host class.
+    /// trees are shared. Refused when `net` is not a bound host class or lies inside
+    /// another binding's prefix.
     pub fn without_host(&self, net: IpNet) -> Result<IdentityClassifier, HostChangeRefused> {
         let p = Pfx::of(&net);
         if p.len != p.width() {
@@ -596,6 +597,9 @@ impl IdentityClassifier {
         let cold = self.cold[c as usize];
         if cold.prefix != Some(p) || self.hot[c as usize].binding == UNBOUND {
             return Err(HostChangeRefused::NotBound(net));
+        }
+        if let Some(b) = self.binding_prefix(cold.parent) {
+            return Err(HostChangeRefused::InsideBinding(net, b));
         }
         let mut next = self.clone();
         // The class stays as a tombstone (nothing reaches it any more).
