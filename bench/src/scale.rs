@@ -21,16 +21,19 @@
 //!   `--rate`/s while a thread classifies keys on the published generation.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use control::eval::Cluster;
-use control::lower::lower;
+use control::lower::{Applied, Live, lower};
 use control::model::{
     EndpointPort, Net, Object, ObjectMeta, PolicySpec, Protocol, Resource, Rule,
     WorkloadEndpointSpec,
 };
 use dataplane::classifier::{BuildConfig, Classifier, IdentityClassifier};
 use dataplane::program::{Classify, FlowKey, FlowVerdicts, proto};
+use dataplane::worker::{ClassifierSlot, Published};
 
 use crate::cputime;
 
@@ -260,7 +263,8 @@ pub fn main(a: &ScaleArgs) -> Result<(), String> {
     match a.mode.as_str() {
         "generation" => generation(a, &name, &cluster),
         "lookups" => lookups(a, &name, &cluster),
-        m => Err(format!("--mode {m}: expected generation or lookups")),
+        "churn" => churn(a, &name, cluster, &shape),
+        m => Err(format!("--mode {m}: expected generation, lookups or churn")),
     }
 }
 
@@ -332,11 +336,11 @@ fn lookups(a: &ScaleArgs, name: &str, cluster: &Cluster) -> Result<(), String> {
     let mut y = x.clone();
     ic.classify(&keys, &mut x);
     tc.classify(&keys, &mut y);
-    let diffs =
-        x.iter()
-            .zip(&y)
-            .filter(|(p, q)| {
-                let v = |c: &dyn Classify,
+    let diffs = x
+        .iter()
+        .zip(&y)
+        .filter(|(p, q)| {
+            let v = |c: &dyn Classify,
                          s: Option<(
                     dataplane::program::EndpointId,
                     dataplane::program::Verdicts,
@@ -351,9 +355,9 @@ fn lookups(a: &ScaleArgs, name: &str, cluster: &Cluster) -> Result<(), String> {
                         )
                     })
                 };
-                v(&ic, p.egress) != v(&tc, q.egress) || v(&ic, p.ingress) != v(&tc, q.ingress)
-            })
-            .count();
+            v(&ic, p.egress) != v(&tc, q.egress) || v(&ic, p.ingress) != v(&tc, q.ingress)
+        })
+        .count();
     println!("lookups {name} keys={} verdict_diffs={diffs}", keys.len());
     let batch = 64;
     let mut out = vec![FlowVerdicts::default(); batch];
@@ -381,5 +385,234 @@ fn lookups(a: &ScaleArgs, name: &str, cluster: &Cluster) -> Result<(), String> {
             ri / rt
         );
     }
+    Ok(())
+}
+
+/// p50, p99 and max of a sample, in ms.
+fn percentiles(mut v: Vec<Duration>) -> (f64, f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    v.sort();
+    let at = |q: f64| ms(v[((v.len() - 1) as f64 * q).round() as usize]);
+    (at(0.5), at(0.99), at(1.0))
+}
+
+type Slot = ClassifierSlot<Arc<IdentityClassifier>>;
+
+/// Publishes the live generation (what every worker picks up at its next batch).
+fn publish(slot: &Slot, live: &Live, generation: &mut u32) {
+    *generation += 1;
+    slot.publish(Published {
+        generation: *generation,
+        classifier: live.classifier().clone(),
+    });
+    slot.reclaim();
+}
+
+/// Verdicts of `keys` rendered as (endpoint, both verdicts, both traces) per side.
+fn rendered(c: &IdentityClassifier, live: &Live, keys: &[FlowKey]) -> Vec<String> {
+    let mut out = vec![FlowVerdicts::default(); keys.len()];
+    c.classify(keys, &mut out);
+    keys.iter()
+        .zip(&out)
+        .map(|(k, v)| {
+            let flow = control::eval::Flow::from_key(k);
+            format!("{:?}", live.names().evaluation_of(c, &flow, v))
+        })
+        .collect()
+}
+
+fn churn(a: &ScaleArgs, name: &str, cluster: Cluster, shape: &Shape) -> Result<(), String> {
+    let cfg = BuildConfig::default();
+    let t = Instant::now();
+    let mut live = Live::new(cluster, cfg).map_err(|e| e.to_string())?;
+    eprintln!("{name}: live generation in {:.0} ms", ms(t.elapsed()));
+    let slot = Slot::new(Published {
+        generation: 0,
+        classifier: live.classifier().clone(),
+    });
+    let mut generation = 0u32;
+    let templates: Vec<control::cluster::Endpoint> =
+        live.cluster().endpoints.iter().take(64).cloned().collect();
+    let mut next_addr = 0usize;
+    let fresh_host = |n: &mut usize| -> ipnet::IpNet {
+        *n += 1;
+        format!("10.200.{}.{}/32", *n / 256, *n % 256)
+            .parse()
+            .expect("address")
+    };
+    let add_like = |live: &mut Live, i: usize, n: &mut usize, relabel: Option<String>| {
+        let mut e = templates[i % templates.len()].clone();
+        e.key.name = format!("churn-{n}");
+        e.nets = vec![fresh_host(n)];
+        if let Some(v) = relabel {
+            e.labels.insert("app".into(), v);
+        }
+        let key = e.key.clone();
+        (live.add_endpoint(e), key)
+    };
+
+    // 1. Pods with an existing label set: add, then remove, each timed to published.
+    let (mut add_t, mut rm_t, mut fast) = (Vec::new(), Vec::new(), 0usize);
+    let reps = a.repeat.max(1);
+    for i in 0..reps {
+        let w = Instant::now();
+        let (r, key) = add_like(&mut live, i, &mut next_addr, None);
+        let applied = r.map_err(|e| e.to_string())?;
+        publish(&slot, &live, &mut generation);
+        add_t.push(w.elapsed());
+        let w = Instant::now();
+        let applied2 = live.remove_endpoint(&key).map_err(|e| e.to_string())?;
+        publish(&slot, &live, &mut generation);
+        rm_t.push(w.elapsed());
+        fast += usize::from(applied == Applied::Fast) + usize::from(applied2 == Applied::Fast);
+    }
+    let (p50, p99, max) = percentiles(add_t);
+    println!(
+        "churn {name} change=pod-add-existing-labels n={reps} p50_ms={p50:.3} p99_ms={p99:.3} max_ms={max:.3}"
+    );
+    let (p50, p99, max) = percentiles(rm_t);
+    println!(
+        "churn {name} change=pod-remove-existing-labels n={reps} p50_ms={p50:.3} p99_ms={p99:.3} max_ms={max:.3} fast_path={fast}/{}",
+        2 * reps
+    );
+
+    // 2. Pods with a new label set (a rebuild each).
+    let few = reps.min(10);
+    let mut new_t = Vec::new();
+    for i in 0..few {
+        let w = Instant::now();
+        let (r, key) = add_like(&mut live, i, &mut next_addr, Some(format!("new{i}")));
+        r.map_err(|e| e.to_string())?;
+        publish(&slot, &live, &mut generation);
+        new_t.push(w.elapsed());
+        live.remove_endpoint(&key).map_err(|e| e.to_string())?;
+    }
+    let (p50, p99, max) = percentiles(new_t);
+    println!(
+        "churn {name} change=pod-add-new-labels n={few} p50_ms={p50:.3} p99_ms={p99:.3} max_ms={max:.3}"
+    );
+
+    // 3. One policy changed (its first rule's action flipped): normalising the store
+    // is outside the timer, lowering and compiling inside.
+    let mut pol_t = Vec::new();
+    let mut rng = Rng::new(a.seed ^ 0x90);
+    for i in 0..few {
+        let mut c = live.cluster().clone();
+        let j = rng.below(c.policies.len());
+        if let Some(r) = c.policies[j].ingress.first_mut() {
+            r.rule.action = if i % 2 == 0 {
+                control::model::RuleAction::Deny
+            } else {
+                control::model::RuleAction::Allow
+            };
+        }
+        let w = Instant::now();
+        live.set_cluster(c).map_err(|e| e.to_string())?;
+        publish(&slot, &live, &mut generation);
+        pol_t.push(w.elapsed());
+    }
+    let (p50, p99, max) = percentiles(pol_t);
+    println!(
+        "churn {name} change=one-policy n={few} p50_ms={p50:.3} p99_ms={p99:.3} max_ms={max:.3}"
+    );
+
+    // 4. Pods arriving and leaving at --rate per second while a thread classifies.
+    let keys = Arc::new(keys(a.pods, 1 << 14, a.seed));
+    let before = rendered(live.classifier(), &live, &keys[..2048]);
+    let slot = Arc::new(slot);
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let traffic = {
+        let (slot, stop, count, keys) = (slot.clone(), stop.clone(), count.clone(), keys.clone());
+        std::thread::spawn(move || {
+            let mut out = vec![FlowVerdicts::default(); 64];
+            let mut i = 0;
+            let mut n = 0u64;
+            let c0 = cputime::thread_cpu();
+            while !stop.load(Ordering::Relaxed) {
+                let g = slot.load();
+                g.classifier.classify(&keys[i..i + 64], &mut out);
+                std::hint::black_box(&out);
+                i = (i + 64) % keys.len();
+                n += 64;
+                if n.is_multiple_of(1 << 16) {
+                    count.store(n, Ordering::Relaxed);
+                }
+            }
+            (n, cputime::thread_cpu() - c0)
+        })
+    };
+    let secs = a.duration.max(1.0);
+    // Quiet phase, then churn phase, each `secs` long; lookups/s of traffic CPU time.
+    let measure = |phase: &dyn Fn()| {
+        let n0 = count.load(Ordering::Relaxed);
+        let w = Instant::now();
+        phase();
+        (count.load(Ordering::Relaxed) - n0) as f64 / w.elapsed().as_secs_f64()
+    };
+    let quiet = measure(&|| std::thread::sleep(Duration::from_secs_f64(secs)));
+    let period = Duration::from_secs_f64(1.0 / a.rate.max(1.0));
+    let live_cell = std::cell::RefCell::new((
+        live,
+        generation,
+        Vec::<control::model::ResourceKey>::new(),
+        Vec::new(),
+        0usize,
+    ));
+    let churned = measure(&|| {
+        let end = Instant::now() + Duration::from_secs_f64(secs);
+        let mut tick = Instant::now();
+        let mut k = 0usize;
+        while Instant::now() < end {
+            let mut st = live_cell.borrow_mut();
+            let (live, generation, keys_in, times, fast) = &mut *st;
+            let w = Instant::now();
+            let applied = if k.is_multiple_of(2) || keys_in.is_empty() {
+                let mut e = templates[k % templates.len()].clone();
+                let n = 100_000 + k;
+                e.key.name = format!("churn-{n}");
+                e.nets = vec![
+                    format!("10.201.{}.{}/32", (n / 256) % 256, n % 256)
+                        .parse()
+                        .expect("address"),
+                ];
+                keys_in.push(e.key.clone());
+                live.add_endpoint(e)
+            } else {
+                let key = keys_in.remove(0);
+                live.remove_endpoint(&key)
+            };
+            if let Ok(Applied::Fast) = applied {
+                *fast += 1;
+            }
+            publish(&slot, live, generation);
+            times.push(w.elapsed());
+            k += 1;
+            drop(st);
+            tick += period;
+            if let Some(d) = tick.checked_duration_since(Instant::now()) {
+                std::thread::sleep(d);
+            }
+        }
+    });
+    stop.store(true, Ordering::Relaxed);
+    let (n, cpu) = traffic
+        .join()
+        .map_err(|_| "traffic thread panicked".to_string())?;
+    let (live, _, _, times, fast) = live_cell.into_inner();
+    let changes = times.len();
+    let (p50, p99, max) = percentiles(times);
+    let after = rendered(live.classifier(), &live, &keys[..2048]);
+    let diffs = before.iter().zip(&after).filter(|(x, y)| x != y).count();
+    println!(
+        "churn {name} traffic quiet_mlps={:.2} churn_mlps={:.2} ratio={:.2} traffic_cpu_mlps={:.2} changes={changes} fast_path={fast} change_p50_ms={p50:.3} change_p99_ms={p99:.3} change_max_ms={max:.3} verdict_diffs_on_unchanged_pods={diffs}/2048",
+        quiet / 1e6,
+        churned / 1e6,
+        churned / quiet,
+        n as f64 / cpu.as_secs_f64().max(1e-9) / 1e6,
+    );
+    let _ = shape;
     Ok(())
 }
