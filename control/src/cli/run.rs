@@ -146,7 +146,7 @@ mod live {
     use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
     use crossbeam::channel::{Receiver, bounded};
-    use dataplane::classifier::{BuildConfig, Classifier};
+    use dataplane::classifier::{BuildConfig, IdentityClassifier as Classifier};
     use dataplane::flow::FlowRecord;
     use dataplane::port::afxdp::{self, AfXdpConfig, Forwarding, IfaceInfo, WorkerSnapshot};
     use dataplane::worker::{ClassifierSlot, Published};
