@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 mod classify;
 mod cputime;
 mod replay;
+mod suite;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,16 +26,26 @@ enum Cmd {
     /// build time, memory and depth; the compiled tree, the full `Classify` path, a
     /// recompile and the linear reference.
     Classify(classify::ClassifyArgs),
+    /// First-match oracle of a ClassBench trace by brute force (one 0-based filter
+    /// index per line, to `<TRACE>.firstmatch`).
+    ClassbenchOracle(suite::OracleArgs),
+    /// Every set of a directory: our lookups alternating with rte_acl's best
+    /// two-category algorithm, correctness, bytes, build time and peak RSS; a table.
+    ClassbenchSuite(suite::SuiteArgs),
 }
 
 fn main() {
     match Cli::parse().cmd {
         Cmd::Replay(a) => replay::main(&a),
-        Cmd::Classify(a) => {
-            if let Err(e) = classify::main(&a) {
-                eprintln!("bench: {e}");
-                std::process::exit(1);
-            }
-        }
+        Cmd::Classify(a) => exit_on(classify::main(&a)),
+        Cmd::ClassbenchOracle(a) => exit_on(suite::oracle(&a)),
+        Cmd::ClassbenchSuite(a) => exit_on(suite::suite(&a)),
+    }
+}
+
+fn exit_on(r: Result<(), String>) {
+    if let Err(e) = r {
+        eprintln!("bench: {e}");
+        std::process::exit(1);
     }
 }
