@@ -139,7 +139,7 @@ pub fn main(a: &ClassifyArgs) -> Result<(), String> {
         if loaded.is_none() {
             loaded = Some(load_trace(a, &filters)?);
         }
-        let Some((keys, want)) = loaded.as_ref() else {
+        let Some((keys, want, fm)) = loaded.as_ref() else {
             unreachable!()
         };
         if let Some(k) = &a.kernel {
@@ -173,6 +173,9 @@ pub fn main(a: &ClassifyArgs) -> Result<(), String> {
             );
         }
         let correct = ok as f64 / keys.len() as f64;
+        // Lines whose tiergate first match is not ClassBench's (rte_acl's).
+        let differ =
+            want.iter().zip(fm).filter(|(w, f)| w.0 != **f).count() as f64 / keys.len() as f64;
         let mut res = vec![FIRST; batch];
         let mut i = 0usize;
         let (mlps, lo, hi) = rates(a.duration, batch, || {
@@ -183,7 +186,7 @@ pub fn main(a: &ClassifyArgs) -> Result<(), String> {
         });
         let (mlps, lo, hi) = (mlps / 1e6, lo / 1e6, hi / 1e6);
         println!(
-            "classify set={name} kernel={} rules={} mlps={mlps:.2} mlps_min={lo:.2} mlps_max={hi:.2} build_ms={:.1} bytes={} depth={} nodes={} slots={} items={} trees={} entries={} batch={batch} correct={correct:.6} build_rss_mib={rss:.0}",
+            "classify set={name} kernel={} rules={} mlps={mlps:.2} mlps_min={lo:.2} mlps_max={hi:.2} build_ms={:.1} bytes={} depth={} nodes={} slots={} items={} trees={} entries={} batch={batch} correct={correct:.6} semantics_differ={differ:.4} build_rss_mib={rss:.0}",
             c.kernel().name(),
             filters.len(),
             st.build_time.as_secs_f64() * 1e3,
@@ -303,11 +306,17 @@ pub fn main(a: &ClassifyArgs) -> Result<(), String> {
 }
 
 /// The trace's keys and per header the wanted (pending, enforced) first matches.
-type Loaded = (Vec<FlowKey>, Vec<(Option<u32>, Option<u32>)>);
+/// Also the ClassBench first matches.
+type Loaded = (
+    Vec<FlowKey>,
+    Vec<(Option<u32>, Option<u32>)>,
+    Vec<Option<u32>>,
+);
 
-/// The trace's keys, and per header the wanted (pending, enforced) first matches:
-/// the pending one from `<TRACE>.firstmatch` if present (`classbench-oracle`), else
-/// by brute force; the enforced one from it (`suite::first_enforced`).
+/// The trace's keys, and per header the wanted (pending, enforced) first matches as a
+/// tiergate program of the set matches (`suite::tiergate_matches`: a port range needs
+/// TCP, UDP or SCTP), each found by scanning on from the ClassBench first match, read
+/// from `<TRACE>.firstmatch` if present (`classbench-oracle`), else by brute force.
 fn load_trace(a: &ClassifyArgs, filters: &[pcap::classbench::Filter]) -> Result<Loaded, String> {
     let trace = pcap::classbench::read_trace(&a.trace).map_err(|e| e.to_string())?;
     if trace.is_empty() {
@@ -329,17 +338,17 @@ fn load_trace(a: &ClassifyArgs, filters: &[pcap::classbench::Filter]) -> Result<
     } else {
         crate::suite::first_matches(filters, &trace, 2)
     };
-    let want = trace
+    let want: Vec<_> = trace
         .iter()
-        .zip(pending)
-        .map(|(h, p)| {
+        .zip(&pending)
+        .map(|(h, &p)| {
             (
-                p,
-                crate::suite::first_enforced(filters, h, p, a.staged_every),
+                crate::suite::first_from(filters, h, p, 0),
+                crate::suite::first_from(filters, h, p, a.staged_every),
             )
         })
         .collect();
-    Ok((keys, want))
+    Ok((keys, want, pending))
 }
 
 /// Placeholder contents of result buffers before the first classification.

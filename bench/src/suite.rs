@@ -37,19 +37,30 @@ pub fn first_match(filters: &[Filter], h: &Header) -> Option<u32> {
         .map(|i| i as u32)
 }
 
-/// The first non-staged filter (`staged_every`: index % K == K-1 is staged) matching
-/// `h`, given its first match `first`: `first` itself unless it is staged, else the
-/// scan goes on after it.
-pub fn first_enforced(
+/// Whether `f` matches `h` the way a tiergate program of it does
+/// (`dataplane::classbench::program_of`): as [`Filter::matches`], except that a filter
+/// with a port range (not `0 : 65535`) needs a port-carrying protocol (TCP, UDP,
+/// SCTP), as a Calico rule with ports does. ClassBench (and rte_acl) match the port
+/// columns of any protocol.
+pub fn tiergate_matches(f: &Filter, h: &Header) -> bool {
+    let ports = f.sport != (0, 65535) || f.dport != (0, 65535);
+    f.matches(h) && (!ports || dataplane::program::proto::has_ports(h.proto))
+}
+
+/// The first filter from `from` on (0-based) that matches `h` as a tiergate program
+/// does and is not staged (`staged_every`: index % K == K-1; 0 = none staged). Every
+/// tiergate match is a ClassBench match, so with `from` = the ClassBench first match
+/// this is the tiergate first match (of that view).
+pub fn first_from(
     filters: &[Filter],
     h: &Header,
-    first: Option<u32>,
+    from: Option<u32>,
     staged_every: usize,
 ) -> Option<u32> {
     let staged = |j: usize| staged_every != 0 && j % staged_every == staged_every - 1;
-    let from = first? as usize;
+    let from = from? as usize;
     (from..filters.len())
-        .find(|&j| !staged(j) && filters[j].matches(h))
+        .find(|&j| !staged(j) && tiergate_matches(&filters[j], h))
         .map(|j| j as u32)
 }
 
@@ -367,8 +378,16 @@ mod tests {
         assert_eq!(first_match(&f[..2], &hdr(0x0b00_0000, 81, 0)), None);
         // Staged every 2nd (index 1): the enforced match skips it.
         let h = hdr(0x0a01_0203, 81, 1);
-        assert_eq!(first_enforced(&f, &h, first_match(&f, &h), 2), Some(2));
-        assert_eq!(first_enforced(&f, &h, first_match(&f, &h), 0), Some(1));
+        assert_eq!(first_from(&f, &h, first_match(&f, &h), 2), Some(2));
+        assert_eq!(first_from(&f, &h, first_match(&f, &h), 0), Some(1));
+        // A port-carrying filter matches ClassBench's protocol 2, not tiergate's.
+        let igmp = Header {
+            proto: 2,
+            ..hdr(0x0a01_0203, 80, 1)
+        };
+        assert_eq!(first_match(&f, &igmp), Some(0));
+        assert!(!tiergate_matches(&f[0], &igmp));
+        assert_eq!(first_from(&f, &igmp, first_match(&f, &igmp), 0), Some(1));
         let all = first_matches(&f, &[h, hdr(0x0a01_0203, 80, 1)], 2);
         assert_eq!(all, vec![Some(1), Some(0)]);
     }
