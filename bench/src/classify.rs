@@ -2,10 +2,11 @@
 //! filter staged, as `rte_acl_bench -c 2`) and prints, per run,
 //! `classify set=... rules=... mlps=... build_ms=... bytes=... depth=...`: lookups per
 //! second of thread CPU time (median of 9 slices) over the whole trace in batches,
-//! both verdicts per lookup. Runs: `classify` (program lookup, the rte_acl
-//! comparison), `classify-flow` (the full `Classify` path with an endpoint lookup),
-//! `recompile` (build after one filter changed) and `linear` (the reference
-//! evaluator, both views).
+//! both verdicts per lookup, and `build_rss_mib`: the process's peak RSS over the
+//! build (reset before it; the trace is read after the first build). Runs: `classify`
+//! (program lookup, the rte_acl comparison), `classify-flow` (the full `Classify` path
+//! with an endpoint lookup), `recompile` (build after one filter changed) and `linear`
+//! (the reference evaluator, both views).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -105,11 +106,6 @@ fn set_name(p: &Path) -> String {
 /// Runs the harness.
 pub fn main(a: &ClassifyArgs) -> Result<(), String> {
     let filters = pcap::classbench::read_filters(&a.rules).map_err(|e| e.to_string())?;
-    let trace = pcap::classbench::read_trace(&a.trace).map_err(|e| e.to_string())?;
-    if trace.is_empty() {
-        return Err(format!("{}: empty trace", a.trace.display()));
-    }
-    let keys: Vec<FlowKey> = trace.iter().map(key_of).collect();
     let program = program_of(&filters, a.staged_every);
     let set = PolicySet {
         programs: vec![program.clone()],
@@ -129,8 +125,23 @@ pub fn main(a: &ClassifyArgs) -> Result<(), String> {
     };
     let name = set_name(&a.rules);
     let batch = a.batch.max(1);
+    // The trace is read after the first build, so that the build's peak RSS (the
+    // process's, reset just before it) holds the rules, the program and the build.
+    let mut loaded: Option<Loaded> = None;
     for _ in 0..a.repeat {
+        let rss_reset = crate::suite::reset_peak_rss();
         let mut c = Classifier::build(&set, &cfg).map_err(|e| e.to_string())?;
+        let rss = if rss_reset {
+            crate::suite::peak_rss_mib()
+        } else {
+            f64::NAN
+        };
+        if loaded.is_none() {
+            loaded = Some(load_trace(a, &filters)?);
+        }
+        let Some((keys, want, fm)) = loaded.as_ref() else {
+            unreachable!()
+        };
         if let Some(k) = &a.kernel {
             c.set_kernel(Kernel::by_name(k).ok_or_else(|| {
                 format!(
@@ -142,13 +153,7 @@ pub fn main(a: &ClassifyArgs) -> Result<(), String> {
         // Correctness over the whole trace first: the pending hit is the first
         // matching filter, the enforced hit the first matching non-staged one.
         let mut out = vec![Verdicts { ..FIRST }; keys.len()];
-        c.classify_program(ProgramId(0), &keys, &mut out);
-        let oracle = a.trace.with_extension("firstmatch");
-        let oracle = if oracle.exists() {
-            oracle
-        } else {
-            PathBuf::from(format!("{}.firstmatch", a.trace.display()))
-        };
+        c.classify_program(ProgramId(0), keys, &mut out);
         let first = |v: &Verdicts, view: View| {
             let d = if view == View::Enforced {
                 v.enforced
@@ -161,26 +166,16 @@ pub fn main(a: &ClassifyArgs) -> Result<(), String> {
                 .map(|h| h.policy.0)
         };
         let mut ok = 0usize;
-        let fm = pcap::classbench::read_first_match(&oracle).ok();
-        for (i, (h, v)) in trace.iter().zip(&out).enumerate() {
-            let want_pending = match &fm {
-                Some(fm) => fm.get(i).copied(),
-                None => filters.iter().position(|f| f.matches(h)).map(|x| x as u32),
-            };
-            let want_enforced = filters
-                .iter()
-                .enumerate()
-                .position(|(j, f)| {
-                    (a.staged_every == 0 || j % a.staged_every != a.staged_every - 1)
-                        && f.matches(h)
-                })
-                .map(|x| x as u32);
+        for (v, &(want_pending, want_enforced)) in out.iter().zip(want) {
             ok += usize::from(
                 first(v, View::Pending) == want_pending
                     && first(v, View::Enforced) == want_enforced,
             );
         }
         let correct = ok as f64 / keys.len() as f64;
+        // Lines whose tiergate first match is not ClassBench's (rte_acl's).
+        let differ =
+            want.iter().zip(fm).filter(|(w, f)| w.0 != **f).count() as f64 / keys.len() as f64;
         let mut res = vec![FIRST; batch];
         let mut i = 0usize;
         let (mlps, lo, hi) = rates(a.duration, batch, || {
@@ -191,13 +186,15 @@ pub fn main(a: &ClassifyArgs) -> Result<(), String> {
         });
         let (mlps, lo, hi) = (mlps / 1e6, lo / 1e6, hi / 1e6);
         println!(
-            "classify set={name} kernel={} rules={} mlps={mlps:.2} mlps_min={lo:.2} mlps_max={hi:.2} build_ms={:.1} bytes={} depth={} nodes={} trees={} entries={} batch={batch} correct={correct:.6}",
+            "classify set={name} kernel={} rules={} mlps={mlps:.2} mlps_min={lo:.2} mlps_max={hi:.2} build_ms={:.1} bytes={} depth={} nodes={} slots={} items={} trees={} entries={} batch={batch} correct={correct:.6} semantics_differ={differ:.4} build_rss_mib={rss:.0}",
             c.kernel().name(),
             filters.len(),
             st.build_time.as_secs_f64() * 1e3,
             st.bytes,
             st.depth,
             st.nodes,
+            st.slots,
+            st.items,
             st.trees,
             st.entries,
         );
@@ -205,7 +202,7 @@ pub fn main(a: &ClassifyArgs) -> Result<(), String> {
             let mut hist = std::collections::BTreeMap::new();
             let mut lens = std::collections::BTreeMap::new();
             let mut cuts = std::collections::BTreeMap::new();
-            for k in &keys {
+            for k in keys {
                 let (p, n) = c.path_of(ProgramId(0), k);
                 *hist.entry(p.len()).or_insert(0usize) += 1;
                 *lens.entry(n).or_insert(0usize) += 1;
@@ -272,8 +269,8 @@ pub fn main(a: &ClassifyArgs) -> Result<(), String> {
             let fresh = Classifier::build(&changed, &cfg).map_err(|e| e.to_string())?;
             // The incremental classifier must answer exactly as a fresh one.
             let (mut x, mut y) = (vec![FIRST; keys.len()], vec![FIRST; keys.len()]);
-            inc.classify_program(ProgramId(0), &keys, &mut x);
-            fresh.classify_program(ProgramId(0), &keys, &mut y);
+            inc.classify_program(ProgramId(0), keys, &mut x);
+            fresh.classify_program(ProgramId(0), keys, &mut y);
             let same = x.iter().zip(&y).all(|(p, q)| {
                 p.enforced.verdict == q.enforced.verdict
                     && p.pending.verdict == q.pending.verdict
@@ -306,6 +303,52 @@ pub fn main(a: &ClassifyArgs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The trace's keys and per header the wanted (pending, enforced) first matches.
+/// Also the ClassBench first matches.
+type Loaded = (
+    Vec<FlowKey>,
+    Vec<(Option<u32>, Option<u32>)>,
+    Vec<Option<u32>>,
+);
+
+/// The trace's keys, and per header the wanted (pending, enforced) first matches as a
+/// tiergate program of the set matches (`suite::tiergate_matches`: a port range needs
+/// TCP, UDP or SCTP), each found by scanning on from the ClassBench first match, read
+/// from `<TRACE>.firstmatch` if present (`classbench-oracle`), else by brute force.
+fn load_trace(a: &ClassifyArgs, filters: &[pcap::classbench::Filter]) -> Result<Loaded, String> {
+    let trace = pcap::classbench::read_trace(&a.trace).map_err(|e| e.to_string())?;
+    if trace.is_empty() {
+        return Err(format!("{}: empty trace", a.trace.display()));
+    }
+    let keys: Vec<FlowKey> = trace.iter().map(key_of).collect();
+    let oracle = PathBuf::from(format!("{}.firstmatch", a.trace.display()));
+    let pending: Vec<Option<u32>> = if oracle.exists() {
+        let fm = pcap::classbench::read_first_match(&oracle).map_err(|e| e.to_string())?;
+        if fm.len() != trace.len() {
+            return Err(format!(
+                "{}: {} lines for a trace of {} headers",
+                oracle.display(),
+                fm.len(),
+                trace.len()
+            ));
+        }
+        fm.into_iter().map(Some).collect()
+    } else {
+        crate::suite::first_matches(filters, &trace, 2)
+    };
+    let want: Vec<_> = trace
+        .iter()
+        .zip(&pending)
+        .map(|(h, &p)| {
+            (
+                crate::suite::first_from(filters, h, p, 0),
+                crate::suite::first_from(filters, h, p, a.staged_every),
+            )
+        })
+        .collect();
+    Ok((keys, want, pending))
 }
 
 /// Placeholder contents of result buffers before the first classification.

@@ -6,6 +6,7 @@ mod classify;
 mod cputime;
 mod replay;
 mod scale;
+mod suite;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,22 +30,27 @@ enum Cmd {
     /// Cluster-scale policy: whole generations, identity vs per-endpoint tree
     /// lookups, pod and policy churn (see BENCHMARKS.md "Cluster scale").
     Scale(scale::ScaleArgs),
+    /// First-match oracle of a ClassBench trace by brute force (one 0-based filter
+    /// index per line, to `<TRACE>.firstmatch`).
+    ClassbenchOracle(suite::OracleArgs),
+    /// Every set of a directory: our lookups alternating with rte_acl's best
+    /// two-category algorithm, correctness, bytes, build time and peak RSS; a table.
+    ClassbenchSuite(suite::SuiteArgs),
 }
 
 fn main() {
     match Cli::parse().cmd {
         Cmd::Replay(a) => replay::main(&a),
-        Cmd::Scale(a) => {
-            if let Err(e) = scale::main(&a) {
-                eprintln!("bench: {e}");
-                std::process::exit(1);
-            }
-        }
-        Cmd::Classify(a) => {
-            if let Err(e) = classify::main(&a) {
-                eprintln!("bench: {e}");
-                std::process::exit(1);
-            }
-        }
+        Cmd::Scale(a) => exit_on(scale::main(&a)),
+        Cmd::Classify(a) => exit_on(classify::main(&a)),
+        Cmd::ClassbenchOracle(a) => exit_on(suite::oracle(&a)),
+        Cmd::ClassbenchSuite(a) => exit_on(suite::suite(&a)),
+    }
+}
+
+fn exit_on(r: Result<(), String>) {
+    if let Err(e) = r {
+        eprintln!("bench: {e}");
+        std::process::exit(1);
     }
 }
