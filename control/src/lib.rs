@@ -25,5 +25,6 @@ pub mod persist;
 pub mod policy;
 pub mod replay;
 pub mod selector;
+pub mod server;
 pub mod store;
 pub mod sys;
