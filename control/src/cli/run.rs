@@ -23,8 +23,16 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use super::Global;
+use crate::persist::NoPersist;
+use crate::policy;
+use crate::server::{ControlThread, Daemon, client};
+use crate::store::Store;
+
+mod pcap;
+mod serve;
 
 /// How frames are forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -40,9 +48,41 @@ pub enum ModeArg {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// An interface to forward between; give exactly two. Frames from one go out of
-    /// the other.
-    #[arg(long = "iface", value_name = "IF", required = true)]
+    /// the other. Required unless --pcap.
+    #[arg(
+        long = "iface",
+        value_name = "IF",
+        required_unless_present = "pcap",
+        conflicts_with = "pcap"
+    )]
     pub ifaces: Vec<String>,
+    /// Feed the frames of this capture to one worker instead of forwarding between
+    /// interfaces (needs no privilege; "forwarded" frames are counted, per frame in
+    /// `tiergate stats` for captures of at most 65536 frames).
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+    /// With --pcap: replay the capture in a loop until stopped.
+    #[arg(long = "loop", requires = "pcap")]
+    pub looping: bool,
+    /// With --pcap: frames per second (default: as fast as the worker takes them).
+    #[arg(long, value_name = "PPS", requires = "pcap", value_parser = clap::value_parser!(u64).range(1..))]
+    pub pcap_rate: Option<u64>,
+    /// The control socket (`tiergate apply/get/flows/...` talk to it). Default
+    /// $TIERGATE_SOCKET, else /run/tiergate/tiergate.sock.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Serve no control socket.
+    #[arg(long, conflicts_with = "socket")]
+    pub no_socket: bool,
+    /// Permission bits of the control socket (octal). Only uid 0 and the daemon's own
+    /// uid are served whatever the mode.
+    #[arg(long, value_name = "OCTAL", default_value = "600", value_parser = octal_mode, hide = true)]
+    pub socket_mode: u32,
+    /// Re-decide the enforced verdict of established connections when policy
+    /// changes (default: an established connection keeps the verdict it was allowed
+    /// with, as Calico's conntrack does; pending verdicts always follow changes).
+    #[arg(long)]
+    pub reevaluate: bool,
     /// Policy set: a YAML/JSON file, a directory, or `-` (stdin); repeatable. Default:
     /// no policy (every connection is unpoliced and forwarded).
     #[arg(
@@ -97,8 +137,61 @@ pub struct Args {
     pub duration: Option<f64>,
 }
 
+fn octal_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not a permission mode (octal, e.g. 600)"))
+}
+
+/// Now, in ns since the UNIX epoch.
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Loads the `-f` sources into the daemon (generation 1) and starts the control
+/// thread with the control socket. On error, what to exit with (already printed).
+fn start_daemon(args: &Args) -> Result<(Arc<Daemon>, ControlThread), ExitCode> {
+    let store = if args.policies.is_empty() {
+        Store::new()
+    } else {
+        match policy::load_paths(&args.policies, false) {
+            Ok(set) => set.store,
+            Err(e) => return Err(ExitCode::from(super::eval::print_error(&e))),
+        }
+    };
+    let daemon = match Daemon::new(store, Box::new(NoPersist)) {
+        Ok(d) => Arc::new(d),
+        Err(e) => {
+            crate::errln!("tiergate: {e}");
+            return Err(ExitCode::from(super::EXIT_INVALID));
+        }
+    };
+    let usage = |e: String| {
+        crate::errln!("tiergate run: {e}");
+        ExitCode::from(super::EXIT_USAGE)
+    };
+    let control = ControlThread::start().map_err(usage)?;
+    control.housekeeping(&daemon);
+    if !args.no_socket {
+        let path = client::socket_path(args.socket.as_deref());
+        control
+            .serve(&path, args.socket_mode, &daemon)
+            .map_err(usage)?;
+        // A client that goes away must be a failed write, not the daemon's death.
+        crate::sys::ignore_sigpipe();
+    }
+    Ok((daemon, control))
+}
+
 /// Runs `tiergate run`.
 pub fn run(args: &Args, global: &Global) -> ExitCode {
+    if args.pcap.is_some() {
+        return serve::run(args, global);
+    }
     #[cfg(all(feature = "afxdp", target_os = "linux"))]
     {
         live::run(args, global)
@@ -412,7 +505,7 @@ mod live {
         let text = match output {
             Output::Json => serde_json::to_string(d).unwrap_or_default(),
             Output::Yaml => serde_saphyr::to_string(d).unwrap_or_default(),
-            Output::Table => table(d),
+            Output::Table | Output::Wide => table(d),
         };
         if to_stderr {
             crate::errln!("{}", text.trim_end());

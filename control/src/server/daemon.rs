@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use super::flows::{FlowEntry, FlowRing, render};
-use super::proto::{ErrorBody, FlowFilter, KeyRef, Op, Reply, Request, VERSION};
+use super::proto::{ErrorBody, FlowFilter, KeyRef, Op, Reply, Request, SourceText, VERSION};
 use crate::cluster::Cluster;
 use crate::flowlog::FlowActivity;
 use crate::lower::{self, Lowered};
@@ -375,18 +375,33 @@ impl Daemon {
 
     /// Applies `text` (resources) to the live store, all or nothing.
     pub fn apply_text(&self, text: &str, source: &str) -> Result<Value, OpError> {
+        self.apply_sources(&[SourceText {
+            source: source.into(),
+            text: text.into(),
+            json: false,
+        }])
+    }
+
+    /// Applies the resources of every source as one change, all or nothing.
+    pub fn apply_sources(&self, sources: &[SourceText]) -> Result<Value, OpError> {
         let t0 = Instant::now();
-        let read = policy::read_text(text, source, Format::Yaml)
-            .map_err(|e| policy_error("apply", &e))?;
-        if read.items.is_empty() {
+        let read = read_sources(sources, "apply")?;
+        if read.is_empty() {
             return Err(ErrorBody::new(
                 "invalid",
-                format!("apply refused: {source} holds no resource"),
+                format!(
+                    "apply refused: {} holds no resource",
+                    sources
+                        .iter()
+                        .map(|s| s.source.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             ));
         }
         self.change(t0, "apply", |store| {
             let mut next = store.clone();
-            let summary = next.apply(read.items).map_err(|errors| {
+            let summary = next.apply(read).map_err(|errors| {
                 policy_error(
                     "apply",
                     &PolicyError::Rejected {
@@ -411,19 +426,19 @@ impl Daemon {
     }
 
     /// Deletes resources, all or nothing.
-    pub fn delete(&self, keys: &[KeyRef], text: Option<&str>, source: &str) -> Result<Value, OpError> {
+    pub fn delete(&self, keys: &[KeyRef], sources: &[SourceText]) -> Result<Value, OpError> {
         let t0 = Instant::now();
         let mut doomed = Vec::new();
         for k in keys {
             doomed.push(key_of(k)?);
         }
-        if let Some(text) = text {
-            let read = policy::read_text(text, source, Format::Yaml)
-                .map_err(|e| policy_error("delete", &e))?;
-            doomed.extend(read.items.iter().map(|l| l.resource.key()));
-        }
+        let read = read_sources(sources, "delete")?;
+        doomed.extend(read.iter().map(|l| l.resource.key()));
         if doomed.is_empty() {
-            return Err(ErrorBody::new("bad_request", "delete: nothing named to delete"));
+            return Err(ErrorBody::new(
+                "bad_request",
+                "delete: nothing named to delete",
+            ));
         }
         self.change(t0, "delete", |store| {
             let mut next = store.clone();
@@ -498,8 +513,7 @@ impl Daemon {
                 result["changed"] = json!(false);
                 return Ok(result);
             }
-            let cluster: Cluster =
-                policy::cluster(&next).map_err(|e| policy_error(what, &e))?;
+            let cluster: Cluster = policy::cluster(&next).map_err(|e| policy_error(what, &e))?;
             t.validate_ms = ms(t0.elapsed());
             let t1 = Instant::now();
             let lowered = lower::lower(&cluster).map_err(|e| {
@@ -531,7 +545,10 @@ impl Daemon {
                 docs.remove(k);
             }
             for (k, s) in next.entries() {
-                let same = w.store.entry(k).is_some_and(|old| old.resource == s.resource);
+                let same = w
+                    .store
+                    .entry(k)
+                    .is_some_and(|old| old.resource == s.resource);
                 if !same {
                     docs.insert(k.clone(), doc_text(&s.resource));
                 }
@@ -640,9 +657,7 @@ impl Daemon {
                     g
                 }
             };
-            let named = g
-                .as_ref()
-                .map(|g| (&*g.lowered, &g.published.classifier));
+            let named = g.as_ref().map(|g| (&*g.lowered, &g.published.classifier));
             if let Some((l, c)) = named {
                 out.extend(crate::replay::activities(&rec, l, c));
             }
@@ -677,14 +692,27 @@ impl Daemon {
             })
         };
         match req.op {
-            Op::Apply { text, source } => {
-                line(self.apply_text(&text, source.as_deref().unwrap_or("<request>")))
+            Op::Apply {
+                text,
+                source,
+                mut files,
+            } => {
+                if let Some(text) = text {
+                    files.insert(0, inline(text, source));
+                }
+                line(self.apply_sources(&files))
             }
-            Op::Delete { keys, text, source } => line(self.delete(
-                &keys,
-                text.as_deref(),
-                source.as_deref().unwrap_or("<request>"),
-            )),
+            Op::Delete {
+                keys,
+                text,
+                source,
+                mut files,
+            } => {
+                if let Some(text) = text {
+                    files.insert(0, inline(text, source));
+                }
+                line(self.delete(&keys, &files))
+            }
             Op::Get {
                 kind,
                 name,
@@ -733,7 +761,10 @@ impl Daemon {
                         "report": r,
                         "text": crate::cli::replay::impact_table(&r),
                     }))),
-                    None => line(Err(ErrorBody::new("internal", "the flow ring lock is poisoned"))),
+                    None => line(Err(ErrorBody::new(
+                        "internal",
+                        "the flow ring lock is poisoned",
+                    ))),
                 }
             }
             Op::Stats => line(self.stats()),
@@ -812,7 +843,10 @@ impl Daemon {
             .read()
             .map_err(|_| ErrorBody::new("internal", "lock poisoned"))?;
         let Some(d) = d.as_ref() else {
-            return Err(ErrorBody::new("unavailable", "the data plane is not running yet"));
+            return Err(ErrorBody::new(
+                "unavailable",
+                "the data plane is not running yet",
+            ));
         };
         let (doc, text) = (d.stats)();
         let flows = self.ring.lock().map(|r| r.len()).unwrap_or(0);
@@ -828,9 +862,7 @@ impl Daemon {
             .and_then(|d| d.as_ref().map(|d| (d.generations)()))
             .unwrap_or_default();
         let running = self.slot.running();
-        let current = running
-            .iter()
-            .all(|g| newer_or_same(*g, view.generation));
+        let current = running.iter().all(|g| newer_or_same(*g, view.generation));
         let kept = self.gens.lock().map(|g| g.len()).unwrap_or(0);
         json!({
             "status": if current { "ok" } else { "updating" },
@@ -842,6 +874,37 @@ impl Daemon {
             "worker_generations": running,
             "generations_held": kept,
         })
+    }
+}
+
+fn inline(text: String, source: Option<String>) -> SourceText {
+    SourceText {
+        source: source.unwrap_or_else(|| "<request>".into()),
+        text,
+        json: false,
+    }
+}
+
+/// Reads every source (each named in its errors); every problem of every source.
+fn read_sources(sources: &[SourceText], what: &str) -> Result<Vec<crate::model::Loaded>, OpError> {
+    let mut items = Vec::new();
+    let mut problems: Option<OpError> = None;
+    for s in sources {
+        let format = if s.json { Format::Json } else { Format::Yaml };
+        match policy::read_text(&s.text, &s.source, format) {
+            Ok(r) => items.extend(r.items),
+            Err(e) => {
+                let e = policy_error(what, &e);
+                match &mut problems {
+                    Some(p) => p.problems.extend(e.problems),
+                    None => problems = Some(e),
+                }
+            }
+        }
+    }
+    match problems {
+        Some(p) => Err(p),
+        None => Ok(items),
     }
 }
 

@@ -10,10 +10,10 @@ use dataplane::program::{Classify, Verdict, proto};
 use serde::Serialize;
 
 use super::proto::FlowFilter;
+use crate::flowlog::Reporter;
 use crate::flowlog::proto_name;
 use crate::impact::{self, ConnectionImpact, ImpactReport, ReporterVerdicts};
 use crate::lower::Lowered;
-use crate::flowlog::Reporter;
 
 /// Records kept for `flows` (the oldest are dropped first).
 pub const RING_CAPACITY: usize = 100_000;
@@ -217,7 +217,10 @@ impl FlowFilter {
 
     /// Checks the values that have a fixed vocabulary.
     pub fn validate(&self) -> Result<(), String> {
-        for (field, v) in [("action", &self.action), ("pending_action", &self.pending_action)] {
+        for (field, v) in [
+            ("action", &self.action),
+            ("pending_action", &self.pending_action),
+        ] {
             if let Some(v) = v
                 && !v.eq_ignore_ascii_case("allow")
                 && !v.eq_ignore_ascii_case("deny")
@@ -234,18 +237,17 @@ impl FlowFilter {
     }
 }
 
-/// Whether the hit string `hit` (`tier|ns/name|action|index` or `tier|name|...`)
-/// names policy `p`: its policy part equals `p`, ends with `/p` or `.p`, or `hit`
-/// contains `p` when `p` holds a `|`.
+/// Whether the hit string `hit` (`index|tier|kind:ns/name|action|rule`) names policy
+/// `p`: its policy part, without the kind prefix, is `p`, or ends with `/p` or `.p`;
+/// when `p` holds a `|` or a `:`, whether `hit` contains it.
 fn hit_names(hit: &str, p: &str) -> bool {
-    if p.contains('|') {
+    if p.contains('|') || p.contains(':') {
         return hit.contains(p);
     }
-    let policy = hit.split('|').nth(1).unwrap_or("");
-    policy == p
-        || policy.ends_with(&format!("/{p}"))
-        || policy.ends_with(&format!(".{p}"))
-        || policy.rsplit('/').next() == Some(p)
+    hit.split('|').any(|part| {
+        let name = part.split_once(':').map_or(part, |(_, n)| n);
+        name == p || name.ends_with(&format!("/{p}")) || name.ends_with(&format!(".{p}"))
+    })
 }
 
 /// The bounded ring of live flow records.
@@ -367,11 +369,12 @@ mod tests {
 
     #[test]
     fn policy_filter_matches_names_and_hit_strings() {
-        let h = "default|wire/server-ingress|allow|0";
+        let h = "0|default|np:wire/server-ingress|allow|0";
         assert!(hit_names(h, "server-ingress"));
         assert!(hit_names(h, "wire/server-ingress"));
-        assert!(hit_names(h, "default|wire/server-ingress"));
+        assert!(hit_names(h, "np:wire/server-ingress"));
+        assert!(hit_names(h, "default|np:wire/server-ingress"));
         assert!(!hit_names(h, "server"));
-        assert!(hit_names("sec|sec.deny-all|deny|-1", "deny-all"));
+        assert!(hit_names("0|sec|gnp:sec.deny-all|deny|-1", "deny-all"));
     }
 }

@@ -131,7 +131,10 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
 async fn write<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, line: &str) -> io::Result<()> {
     match timeout(WRITE_TIMEOUT, w.write_all(line.as_bytes())).await {
         Ok(r) => r,
-        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "client not reading")),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "client not reading",
+        )),
     }
 }
 
@@ -181,9 +184,7 @@ async fn client(stream: UnixStream, daemon: Arc<Daemon>, own_uid: u32) -> io::Re
                     None,
                     ErrorBody::new(
                         "too_large",
-                        format!(
-                            "the request is longer than {MAX_REQUEST_BYTES} bytes; closing"
-                        ),
+                        format!("the request is longer than {MAX_REQUEST_BYTES} bytes; closing"),
                     ),
                 );
                 let _ = write(&mut w, &reply.line()).await;
@@ -212,8 +213,11 @@ async fn client(stream: UnixStream, daemon: Arc<Daemon>, own_uid: u32) -> io::Re
             match tokio::task::spawn_blocking(move || d.handle(req)).await {
                 Ok(a) => a,
                 Err(e) => Answer::Line(
-                    Reply::err(None, ErrorBody::new("internal", format!("request failed: {e}")))
-                        .line(),
+                    Reply::err(
+                        None,
+                        ErrorBody::new("internal", format!("request failed: {e}")),
+                    )
+                    .line(),
                 ),
             }
         } else {

@@ -46,10 +46,14 @@ pub enum Op {
     /// nothing.
     Apply {
         /// The resources.
-        text: String,
-        /// Name of the source in error messages (a file name, `<stdin>`).
+        #[serde(default)]
+        text: Option<String>,
+        /// Name of `text`'s source in error messages (a file name, `<stdin>`).
         #[serde(default)]
         source: Option<String>,
+        /// More sources, applied with `text` as one change.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        files: Vec<SourceText>,
     },
     /// Delete resources: the keys given, and the keys of the resources in `text`.
     Delete {
@@ -62,6 +66,9 @@ pub enum Op {
         /// Name of `text`'s source in error messages.
         #[serde(default)]
         source: Option<String>,
+        /// More sources whose resources' keys to delete.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        files: Vec<SourceText>,
     },
     /// Resources of one kind (or one resource).
     Get {
@@ -98,6 +105,18 @@ pub enum Op {
     Health,
     /// Build and protocol version.
     Version,
+}
+
+/// One source of resources in a request (a file the client read).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceText {
+    /// Its name in error messages.
+    pub source: String,
+    /// Its text.
+    pub text: String,
+    /// A stream of JSON values (a `*.json` file) rather than YAML.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub json: bool,
 }
 
 /// A resource key in a request.
@@ -219,61 +238,61 @@ impl Reply {
 
 /// Reads a request line: the envelope, or the error reply to send (with the id when
 /// the line had one).
-pub fn parse_request(line: &[u8]) -> Result<Request, Reply> {
+pub fn parse_request(line: &[u8]) -> Result<Request, Box<Reply>> {
     let value: Value = serde_json::from_slice(line).map_err(|e| {
-        Reply::err(
+        Box::new(Reply::err(
             None,
             ErrorBody::new(
                 "bad_request",
                 format!("the request is not one JSON object on one line: {e}"),
             ),
-        )
+        ))
     })?;
     let id = value.get("id").and_then(Value::as_u64);
     let Some(obj) = value.as_object() else {
-        return Err(Reply::err(
+        return Err(Box::new(Reply::err(
             id,
             ErrorBody::new("bad_request", "the request must be a JSON object"),
-        ));
+        )));
     };
     match obj.get("v").and_then(Value::as_u64) {
         Some(v) if v == u64::from(VERSION) => {}
         Some(v) => {
-            return Err(Reply::err(
+            return Err(Box::new(Reply::err(
                 id,
                 ErrorBody::new(
                     "bad_request",
                     format!("protocol version {v} is not supported (this daemon speaks {VERSION})"),
                 ),
-            ));
+            )));
         }
         None => {
-            return Err(Reply::err(
+            return Err(Box::new(Reply::err(
                 id,
                 ErrorBody::new(
                     "bad_request",
                     format!("the request has no \"v\" (protocol version, {VERSION})"),
                 ),
-            ));
+            )));
         }
     }
     if id.is_none() {
-        return Err(Reply::err(
+        return Err(Box::new(Reply::err(
             None,
             ErrorBody::new(
                 "bad_request",
                 "the request has no \"id\" (a non-negative integer)",
             ),
-        ));
+        )));
     }
     serde_json::from_value(value).map_err(|e| {
-        Reply::err(
+        Box::new(Reply::err(
             id,
             ErrorBody::new(
                 "bad_request",
                 format!("bad request: {e} (ops: apply, delete, get, flows, impact, stats, health, version)"),
             ),
-        )
+        ))
     })
 }
 

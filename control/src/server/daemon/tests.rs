@@ -44,8 +44,7 @@ fn apply_get_delete_round_trip_and_reapply_changes_nothing() {
                 namespace: None,
                 name: "deny-7777".into(),
             }],
-            None,
-            "",
+            &[],
         )
         .unwrap();
     assert_eq!(gone["deleted"], 1);
@@ -58,10 +57,17 @@ fn apply_get_delete_round_trip_and_reapply_changes_nothing() {
 fn a_bad_apply_changes_nothing_and_names_the_problem() {
     let d = daemon();
     d.apply_text(POLICY, "p.yaml").unwrap();
-    let bad = POLICY.replace("name: deny-7777", "name: other").replace("all()", "app ==");
-    let e = d.apply_text(&format!("{POLICY}\n---\n{bad}"), "bad.yaml").unwrap_err();
+    let bad = POLICY
+        .replace("name: deny-7777", "name: other")
+        .replace("all()", "app ==");
+    let e = d
+        .apply_text(&format!("{POLICY}\n---\n{bad}"), "bad.yaml")
+        .unwrap_err();
     assert_eq!(e.code, "invalid");
-    assert!(e.problems.iter().any(|p| p.starts_with("bad.yaml:2")), "{e:?}");
+    assert!(
+        e.problems.iter().any(|p| p.starts_with("bad.yaml:2")),
+        "{e:?}"
+    );
     assert_eq!(d.view().generation, 2);
     assert_eq!(d.view().counts.values().sum::<usize>(), 1);
     let e = d
@@ -71,8 +77,7 @@ fn a_bad_apply_changes_nothing_and_names_the_problem() {
                 namespace: None,
                 name: "default".into(),
             }],
-            None,
-            "",
+            &[],
         )
         .unwrap_err();
     assert!(e.message.contains("built-in"), "{e:?}");
@@ -83,8 +88,7 @@ fn a_bad_apply_changes_nothing_and_names_the_problem() {
                 namespace: None,
                 name: "nope".into(),
             }],
-            None,
-            "",
+            &[],
         )
         .unwrap_err();
     assert_eq!(e.code, "not_found");
@@ -110,9 +114,19 @@ fn a_failed_persist_keeps_the_old_generation() {
 #[test]
 fn kinds_parse_like_calicoctl() {
     assert_eq!(parse_kind("networkpolicies").unwrap(), Kind::NetworkPolicy);
-    assert_eq!(parse_kind("GlobalNetworkPolicy").unwrap(), Kind::GlobalNetworkPolicy);
+    assert_eq!(
+        parse_kind("GlobalNetworkPolicy").unwrap(),
+        Kind::GlobalNetworkPolicy
+    );
     assert_eq!(parse_kind("tiers").unwrap(), Kind::Tier);
     assert_eq!(parse_kind("knp").unwrap(), Kind::KubernetesNetworkPolicy);
-    assert_eq!(parse_kind("globalnetworksets").unwrap(), Kind::GlobalNetworkSet);
-    assert!(parse_kind("pods").unwrap_err().contains("unknown resource kind"));
+    assert_eq!(
+        parse_kind("globalnetworksets").unwrap(),
+        Kind::GlobalNetworkSet
+    );
+    assert!(
+        parse_kind("pods")
+            .unwrap_err()
+            .contains("unknown resource kind")
+    );
 }
