@@ -29,6 +29,10 @@ pub mod generate;
 pub mod out;
 pub mod replay;
 pub mod run;
+pub mod run_metrics;
+pub mod run_state;
+pub mod state;
+pub mod values;
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
@@ -124,6 +128,8 @@ pub enum Command {
     Health(ctl::PlainArgs),
     /// Show this client's and the running daemon's versions.
     Version(ctl::PlainArgs),
+    /// Check or repair a `run --state-dir` directory.
+    State(state::Args),
 }
 
 /// Arguments of `tiergate impact`.
@@ -158,6 +164,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Stats(args) => ctl::stats(args, &cli.global),
         Command::Health(args) => ctl::health(args, &cli.global),
         Command::Version(args) => ctl::version(args, &cli.global),
+        Command::State(args) => state::run(args, &cli.global),
     };
     out::flush_stdout();
     code

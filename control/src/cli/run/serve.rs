@@ -134,11 +134,11 @@ pub(super) fn run(args: &Args, global: &Global) -> ExitCode {
         std::process::id()
     );
     let started = Instant::now();
-    let deadline = args
-        .duration
-        .filter(|d| d.is_finite() && *d >= 0.0)
-        .and_then(|d| started.checked_add(Duration::from_secs_f64(d)));
-    let mut agg = Aggregator::new(args.interval);
+    let deadline = args.duration.and_then(|d| started.checked_add(d));
+    let mut agg = match Aggregator::new(args.interval) {
+        Ok(a) => a,
+        Err(e) => return usage(format!("--interval: {e}")),
+    };
     let mut failed = None;
     let grace = 2_000_000_000;
     let write = |logs: Vec<crate::flowlog::FlowLog>, log: &mut Option<Box<dyn Write>>| match log {
