@@ -69,7 +69,18 @@ impl Client {
         let mut line = serde_json::to_vec(&Request { v: VERSION, id, op })
             .map_err(|e| ClientError::Connect(format!("cannot encode the request: {e}")))?;
         line.push(b'\n');
-        self.w.write_all(&line).map_err(|e| self.broken(e))?;
+        if let Err(e) = self.w.write_all(&line) {
+            // The daemon may have refused the connection with a reply and closed it.
+            if let Ok(Reply {
+                ok: false,
+                error: Some(err),
+                ..
+            }) = self.receive()
+            {
+                return Err(ClientError::Remote(err));
+            }
+            return Err(self.broken(e));
+        }
         Ok(id)
     }
 
