@@ -214,6 +214,13 @@ pub fn run(args: &Args, global: &Global) -> ExitCode {
     if args.pcap.is_some() {
         return serve::run(args, global);
     }
+    // The control socket is served by the --pcap source only, so far.
+    if args.socket.is_some() {
+        crate::errln!(
+            "tiergate run: --socket is served only with --pcap for now (a run on --iface has no control socket yet)"
+        );
+        return ExitCode::from(super::EXIT_USAGE);
+    }
     #[cfg(all(feature = "afxdp", target_os = "linux"))]
     {
         live::run(args, global)
@@ -314,6 +321,7 @@ mod live {
             ..AfXdpConfig::default()
         };
         cfg.worker.export_interval_ns = Some(args.interval.saturating_mul(1_000_000_000));
+        cfg.worker.reevaluate_enforced = args.reevaluate;
         if let Some(n) = args.flow_capacity {
             cfg.worker.flow.capacity = n;
         }
