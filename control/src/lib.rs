@@ -26,6 +26,7 @@ pub mod persist;
 pub mod policy;
 pub mod replay;
 pub mod selector;
+pub mod server;
 pub mod state;
 pub mod store;
 pub mod sys;

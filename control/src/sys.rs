@@ -28,3 +28,19 @@ pub fn available_memory() -> Option<u64> {
         .ok()?;
     kib.checked_mul(1024)
 }
+
+/// Ignores SIGPIPE: a daemon serving a socket must see a client that went away as a
+/// failed write (EPIPE), not die of it.
+pub fn ignore_sigpipe() {
+    // SAFETY: `signal` with `SIG_IGN` installs no handler code; it only sets the
+    // disposition of SIGPIPE for this process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// The process's effective user id.
+pub fn euid() -> u32 {
+    // SAFETY: `geteuid` takes no argument, touches no memory and cannot fail.
+    unsafe { libc::geteuid() }
+}

@@ -23,6 +23,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::outln;
 
 pub mod check;
+pub mod ctl;
 pub mod eval;
 pub mod generate;
 pub mod out;
@@ -87,6 +88,8 @@ pub enum Output {
     Json,
     /// One YAML document.
     Yaml,
+    /// `get`: a table with more columns (elsewhere the same as `table`).
+    Wide,
 }
 
 /// The subcommands.
@@ -102,15 +105,44 @@ pub enum Command {
     /// traces, and the impact of the staged policies. With no arguments, replays the
     /// embedded seed capture against the embedded seed examples.
     Replay(replay::Args),
-    /// Replay a capture and print only the staged-policy impact report.
-    Impact(replay::Args),
+    /// The staged-policy impact report: of a capture replayed (like `replay`), or
+    /// with --live of the running daemon's live flows.
+    Impact(ImpactArgs),
     /// Run the data plane between two interfaces (AF_XDP): enforce the enforced
     /// verdict, track the pending one, write flow logs; counters on SIGUSR1 and at exit.
     Run(run::Args),
     /// Write a synthetic capture (random mix, seed scenario, or ClassBench trace).
     Gen(generate::Args),
+    /// Apply resources to the running daemon (all or nothing), like `calicoctl apply`.
+    Apply(ctl::ApplyArgs),
+    /// Delete resources from the running daemon (all or nothing).
+    Delete(ctl::DeleteArgs),
+    /// Show the running daemon's resources (`-o yaml` applies back unchanged).
+    Get(ctl::GetArgs),
+    /// Show the running daemon's live flow records (`--follow` streams them).
+    Flows(ctl::FlowsArgs),
+    /// Show the running daemon's live counters.
+    Stats(ctl::PlainArgs),
+    /// Show whether the running daemon is up and which policy generation each worker
+    /// runs.
+    Health(ctl::PlainArgs),
+    /// Show this client's and the running daemon's versions.
+    Version(ctl::PlainArgs),
     /// Check or repair a `run --state-dir` directory.
     State(state::Args),
+}
+
+/// Arguments of `tiergate impact`.
+#[derive(Debug, clap::Args)]
+pub struct ImpactArgs {
+    /// The report over the live flows of the daemon at --socket instead of a capture.
+    #[arg(long)]
+    pub live: bool,
+    /// With --live: the daemon's control socket.
+    #[command(flatten)]
+    pub conn: ctl::Conn,
+    #[command(flatten)]
+    pub replay: replay::Args,
 }
 
 /// Runs the parsed command line.
@@ -119,9 +151,19 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check(args) => check::run(args, &cli.global),
         Command::Eval(args) => eval::run(args, &cli.global),
         Command::Replay(args) => replay::run(args, &cli.global),
-        Command::Impact(args) => replay::run_impact(args, &cli.global),
+        Command::Impact(args) if args.live => {
+            ctl::impact(&args.conn, args.replay.top as usize, &cli.global)
+        }
+        Command::Impact(args) => replay::run_impact(&args.replay, &cli.global),
         Command::Gen(args) => generate::run(args, &cli.global),
         Command::Run(args) => run::run(args, &cli.global),
+        Command::Apply(args) => ctl::apply(args, &cli.global),
+        Command::Delete(args) => ctl::delete(args, &cli.global),
+        Command::Get(args) => ctl::get(args, &cli.global),
+        Command::Flows(args) => ctl::flows(args, &cli.global),
+        Command::Stats(args) => ctl::stats(args, &cli.global),
+        Command::Health(args) => ctl::health(args, &cli.global),
+        Command::Version(args) => ctl::version(args, &cli.global),
         Command::State(args) => state::run(args, &cli.global),
     };
     out::flush_stdout();
@@ -132,7 +174,9 @@ pub fn run(cli: Cli) -> ExitCode {
 pub fn structured<T: serde::Serialize>(value: &T, output: Output) -> String {
     let text = match output {
         Output::Json => serde_json::to_string_pretty(value).map_err(|e| e.to_string()),
-        Output::Yaml | Output::Table => serde_saphyr::to_string(value).map_err(|e| e.to_string()),
+        Output::Yaml | Output::Table | Output::Wide => {
+            serde_saphyr::to_string(value).map_err(|e| e.to_string())
+        }
     };
     // Every document printed is plain data (strings, numbers, maps with string keys):
     // serializing it cannot fail, but say so rather than print nothing if it does.

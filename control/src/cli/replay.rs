@@ -766,7 +766,7 @@ fn table(r: &Replay, policies: &str, capture: &str, args: &Args) -> String {
 }
 
 /// The impact report as text.
-fn impact_table(report: &ImpactReport) -> String {
+pub(crate) fn impact_table(report: &ImpactReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,

@@ -30,8 +30,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use super::Global;
+use crate::persist::NoPersist;
+use crate::server::{ControlThread, Daemon, client};
+
+mod pcap;
+mod serve;
 
 /// How frames are forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -47,9 +53,41 @@ pub enum ModeArg {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// An interface to forward between; give exactly two. Frames from one go out of
-    /// the other.
-    #[arg(long = "iface", value_name = "IF", required = true)]
+    /// the other. Required unless --pcap.
+    #[arg(
+        long = "iface",
+        value_name = "IF",
+        required_unless_present = "pcap",
+        conflicts_with = "pcap"
+    )]
     pub ifaces: Vec<String>,
+    /// Feed the frames of this capture to one worker instead of forwarding between
+    /// interfaces (needs no privilege; "forwarded" frames are counted, per frame in
+    /// `tiergate stats` for captures of at most 65536 frames).
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+    /// With --pcap: replay the capture in a loop until stopped.
+    #[arg(long = "loop", requires = "pcap")]
+    pub looping: bool,
+    /// With --pcap: frames per second (default: as fast as the worker takes them).
+    #[arg(long, value_name = "PPS", requires = "pcap", value_parser = clap::value_parser!(u64).range(1..))]
+    pub pcap_rate: Option<u64>,
+    /// The control socket (`tiergate apply/get/flows/...` talk to it). Default
+    /// $TIERGATE_SOCKET, else /run/tiergate/tiergate.sock.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Serve no control socket.
+    #[arg(long, conflicts_with = "socket")]
+    pub no_socket: bool,
+    /// Permission bits of the control socket (octal). Only uid 0 and the daemon's own
+    /// uid are served whatever the mode.
+    #[arg(long, value_name = "OCTAL", default_value = "600", value_parser = octal_mode, hide = true)]
+    pub socket_mode: u32,
+    /// Re-decide the enforced verdict of established connections when policy
+    /// changes (default: an established connection keeps the verdict it was allowed
+    /// with, as Calico's conntrack does; pending verdicts always follow changes).
+    #[arg(long)]
+    pub reevaluate: bool,
     /// Policy set: a YAML/JSON file, a directory, or `-` (stdin); repeatable. Default:
     /// no policy (every connection is unpoliced and forwarded).
     #[arg(
@@ -121,8 +159,68 @@ pub struct Args {
     pub metrics_allow_remote: bool,
 }
 
+fn octal_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not a permission mode (octal, e.g. 600)"))
+}
+
+/// Now, in ns since the UNIX epoch.
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Loads the `-f` sources into the daemon (generation 1) and starts the control
+/// thread with the control socket. On error, what to exit with (already printed).
+fn start_daemon(args: &Args) -> Result<(Arc<Daemon>, ControlThread), ExitCode> {
+    // The restored --state-dir generation (or the -f sources), before any packet.
+    let initial =
+        super::run_state::initial(&args.policies, args.allow_empty, args.state_dir.as_deref())
+            .map_err(ExitCode::from)?;
+    let persist: Box<dyn crate::persist::Persist> = match initial.state {
+        Some(sd) => Box::new(sd),
+        None => Box::new(NoPersist),
+    };
+    let daemon = match Daemon::new(initial.store, persist) {
+        Ok(d) => Arc::new(d),
+        Err(e) => {
+            crate::errln!("tiergate: {e}");
+            return Err(ExitCode::from(super::EXIT_INVALID));
+        }
+    };
+    let usage = |e: String| {
+        crate::errln!("tiergate run: {e}");
+        ExitCode::from(super::EXIT_USAGE)
+    };
+    let control = ControlThread::start().map_err(usage)?;
+    control.housekeeping(&daemon);
+    if !args.no_socket {
+        let path = client::socket_path(args.socket.as_deref());
+        control
+            .serve(&path, args.socket_mode, &daemon)
+            .map_err(usage)?;
+        // A client that goes away must be a failed write, not the daemon's death.
+        crate::sys::ignore_sigpipe();
+    }
+    Ok((daemon, control))
+}
+
 /// Runs `tiergate run`.
 pub fn run(args: &Args, global: &Global) -> ExitCode {
+    if args.pcap.is_some() {
+        return serve::run(args, global);
+    }
+    // The control socket is served by the --pcap source only, so far.
+    if args.socket.is_some() {
+        crate::errln!(
+            "tiergate run: --socket is served only with --pcap for now (a run on --iface has no control socket yet)"
+        );
+        return ExitCode::from(super::EXIT_USAGE);
+    }
     #[cfg(all(feature = "afxdp", target_os = "linux"))]
     {
         live::run(args, global)
@@ -223,6 +321,7 @@ mod live {
             ..AfXdpConfig::default()
         };
         cfg.worker.export_interval_ns = Some(args.interval.saturating_mul(1_000_000_000));
+        cfg.worker.reevaluate_enforced = args.reevaluate;
         if let Some(n) = args.flow_capacity {
             cfg.worker.flow.capacity = n;
         }
@@ -420,7 +519,7 @@ mod live {
         let text = match output {
             Output::Json => serde_json::to_string(d).unwrap_or_default(),
             Output::Yaml => serde_saphyr::to_string(d).unwrap_or_default(),
-            Output::Table => table(d),
+            Output::Table | Output::Wide => table(d),
         };
         let line = format_args!("{}\n", text.trim_end());
         if to_stderr {

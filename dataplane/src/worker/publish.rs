@@ -80,6 +80,15 @@ impl<C> ClassifierSlot<C> {
         }
     }
 
+    /// The generation each registered worker runs now, in registration order (a
+    /// worker that stopped keeps reporting its last one).
+    pub fn running(&self) -> Vec<u32> {
+        match self.seats.lock() {
+            Ok(s) => s.iter().map(|a| a.load(Ordering::Acquire)).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     pub(super) fn register(&self, generation: u32) -> Arc<AtomicU32> {
         let seat = Arc::new(AtomicU32::new(generation));
         if let Ok(mut s) = self.seats.lock() {

@@ -1,0 +1,189 @@
+//! `tiergate run --pcap`: the daemon (control socket, live reload, flow records) over
+//! the capture source of [`super::pcap`].
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::bounded;
+use dataplane::flow::FlowRecord;
+use dataplane::worker::WorkerConfig;
+use pcap::capture::Frames;
+
+use super::super::{EXIT_OK, EXIT_USAGE, Global, Output};
+use super::pcap::PcapSource;
+use super::{Args, now_ns, start_daemon};
+use crate::flowlog::{Aggregator, write_jsonl};
+use crate::server::{Daemon, DataplaneInfo};
+
+fn usage(msg: impl std::fmt::Display) -> ExitCode {
+    crate::errln!("tiergate run: {msg}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+fn print_counters(doc: &serde_json::Value, text: &str, output: Output, to_stderr: bool) {
+    let s = match output {
+        Output::Table => text.to_string(),
+        o => super::super::structured(doc, o),
+    };
+    if to_stderr {
+        crate::errln!("{s}");
+    } else {
+        crate::outln!("{s}");
+    }
+}
+
+/// Applies the `-f` sources again (SIGHUP) and says what happened on stderr.
+pub(super) fn reload(daemon: &Daemon, paths: &[std::path::PathBuf]) {
+    if paths.is_empty() {
+        crate::errln!("tiergate run: SIGHUP: no -f sources to reload");
+        return;
+    }
+    match daemon.reload(paths) {
+        Ok(r) => crate::errln!(
+            "tiergate run: SIGHUP: reloaded the -f sources: {} created, {} updated, {} unchanged; policy generation {}",
+            r["created"],
+            r["updated"],
+            r["unchanged"],
+            r["generation"]
+        ),
+        Err(e) => {
+            crate::errln!("tiergate run: SIGHUP: {}", e.message);
+            for p in e.problems.iter().skip(1) {
+                crate::errln!("  {p}");
+            }
+        }
+    }
+}
+
+pub(super) fn run(args: &Args, global: &Global) -> ExitCode {
+    let Some(path) = args.pcap.as_deref() else {
+        return usage("--pcap is missing");
+    };
+    let frames = match Frames::read(path) {
+        Ok(f) => f,
+        Err(e) => return usage(format!("--pcap {}: {e}", path.display())),
+    };
+    let to_stdout = args.flowlog.as_deref() == Some(Path::new("-"));
+    if to_stdout && global.output != Output::Table {
+        return usage(
+            "--flowlog - and -o json|yaml write to stdout, which can carry only one of them: send the flow log to a file",
+        );
+    }
+    let mut log: Option<Box<dyn Write>> = match args.flowlog.as_deref() {
+        None => None,
+        Some(p) if p == Path::new("-") => Some(Box::new(std::io::stdout())),
+        Some(p) => match File::create(p) {
+            Ok(f) => Some(Box::new(BufWriter::new(f))),
+            Err(e) => return usage(format!("cannot write flow logs to {}: {e}", p.display())),
+        },
+    };
+    let term = Arc::new(AtomicBool::new(false));
+    let usr1 = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
+    for (sig, flag) in [
+        (signal_hook::consts::SIGTERM, &term),
+        (signal_hook::consts::SIGINT, &term),
+        (signal_hook::consts::SIGUSR1, &usr1),
+        (signal_hook::consts::SIGHUP, &hup),
+    ] {
+        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(flag)) {
+            return usage(format!("cannot install the handler of signal {sig}: {e}"));
+        }
+    }
+    let (daemon, control) = match start_daemon(args) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    let mut cfg = WorkerConfig {
+        batch: usize::from(args.batch),
+        reevaluate_enforced: args.reevaluate,
+        export_interval_ns: Some(args.interval.saturating_mul(1_000_000_000)),
+        ..WorkerConfig::default()
+    };
+    if let Some(n) = args.flow_capacity {
+        cfg.flow.capacity = n;
+    }
+    let (tx, rx) = bounded::<FlowRecord>(1 << 16);
+    let mut source = match PcapSource::start(
+        path.display().to_string(),
+        frames,
+        args.looping,
+        args.pcap_rate,
+        cfg,
+        daemon.slot(),
+        tx,
+    ) {
+        Ok(s) => s,
+        Err(e) => return usage(e),
+    };
+    daemon.set_dataplane(DataplaneInfo {
+        generations: Box::new(source.generations_fn()),
+        stats: Box::new(source.counters_fn()),
+    });
+    crate::errln!(
+        "tiergate run: feeding {} to 1 worker{}{}; pid {}: SIGHUP reloads -f, SIGUSR1 prints counters, SIGTERM stops",
+        path.display(),
+        if args.looping { " in a loop" } else { "" },
+        args.pcap_rate
+            .map_or(String::new(), |r| format!(" at {r} frames/s")),
+        std::process::id()
+    );
+    let started = Instant::now();
+    let deadline = args.duration.and_then(|d| started.checked_add(d));
+    let mut agg = match Aggregator::new(args.interval) {
+        Ok(a) => a,
+        Err(e) => return usage(format!("--interval: {e}")),
+    };
+    let mut failed = None;
+    let grace = 2_000_000_000;
+    let write = |logs: Vec<crate::flowlog::FlowLog>, log: &mut Option<Box<dyn Write>>| match log {
+        Some(w) if !logs.is_empty() => write_jsonl(w.as_mut(), &logs).and_then(|()| w.flush()),
+        _ => Ok(()),
+    };
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        for a in daemon.ingest(rx.try_iter()) {
+            agg.add(&a);
+        }
+        if let Err(e) = write(agg.drain_ended(now_ns().saturating_sub(grace)), &mut log) {
+            failed = Some(format!("cannot write flow logs: {e}"));
+            break;
+        }
+        if usr1.swap(false, Ordering::Relaxed) {
+            let (doc, text) = source.counters();
+            print_counters(&doc, &text, global.output, to_stdout);
+        }
+        if hup.swap(false, Ordering::Relaxed) {
+            reload(&daemon, &args.policies);
+        }
+        if term.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        if source.finished() {
+            failed = Some("the worker stopped unexpectedly".to_string());
+            break;
+        }
+    }
+    if let Err(e) = source.stop() {
+        failed.get_or_insert(e);
+    }
+    for a in daemon.ingest(rx.try_iter()) {
+        agg.add(&a);
+    }
+    if let Err(e) = write(agg.drain(), &mut log) {
+        failed.get_or_insert(format!("cannot write flow logs: {e}"));
+    }
+    // Stops the control socket (its file is removed).
+    drop(control);
+    let (doc, text) = source.counters();
+    print_counters(&doc, &text, global.output, to_stdout);
+    match failed {
+        Some(e) => usage(e),
+        None => ExitCode::from(EXIT_OK),
+    }
+}

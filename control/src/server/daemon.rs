@@ -1,0 +1,917 @@
+//! The daemon's state and operations, independent of the socket: the policy store,
+//! the published classifier generations, the live flow records.
+//!
+//! A change (apply, delete, SIGHUP reload) is, under one writer lock:
+//! validate and apply to a copy of the store → normalise ([`Cluster`]) → lower →
+//! compile (the incremental [`Compiler`]) → [`Persist::commit`] → publish to the
+//! workers. Any failure leaves the store, the published generation and the persisted
+//! state as they were, and the error names what is wrong. Readers (`get`, `flows`,
+//! `health`) never wait for a change: they read the last published [`View`].
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use dataplane::classifier::{BuildConfig, Classifier, Compiler};
+use dataplane::flow::FlowRecord;
+use dataplane::worker::{ClassifierSlot, Published};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use super::flows::{FlowEntry, FlowRing, render};
+use super::proto::{ErrorBody, FlowFilter, KeyRef, Op, Reply, Request, SourceText, VERSION};
+use crate::cluster::Cluster;
+use crate::flowlog::FlowActivity;
+use crate::lower::{self, Lowered};
+use crate::model::{Format, Kind, Resource, ResourceKey};
+use crate::persist::Persist;
+use crate::policy::{self, PolicyError};
+use crate::store::Store;
+
+/// Retired generations kept to name the flow records classified in them.
+const KEEP_RETIRED: usize = 8;
+/// How long a retired generation is kept for naming records at most.
+const KEEP_RETIRED_FOR: Duration = Duration::from_secs(60);
+/// How long a change waits for every worker to run it before replying.
+const PICKUP_WAIT: Duration = Duration::from_secs(2);
+
+/// What the daemon knows of the running data plane (set once the workers run).
+pub struct DataplaneInfo {
+    /// The policy generation each worker runs.
+    pub generations: Box<dyn Fn() -> Vec<u64> + Send + Sync>,
+    /// The live counters: a JSON document and its text rendering.
+    pub stats: Box<dyn Fn() -> (Value, String) + Send + Sync>,
+}
+
+impl std::fmt::Debug for DataplaneInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataplaneInfo").finish_non_exhaustive()
+    }
+}
+
+/// One published policy generation.
+#[derive(Debug)]
+pub struct Generation {
+    /// Generation number (as the workers report it).
+    pub number: u32,
+    /// The lowered set (id → name tables).
+    pub lowered: Arc<Lowered>,
+    /// The classifier the workers run.
+    pub published: Arc<Published<Classifier>>,
+}
+
+/// What readers see: the last published state.
+#[derive(Debug)]
+pub struct View {
+    /// Policy generation.
+    pub generation: u32,
+    /// Every stored resource's document as JSON text, in key order.
+    pub docs: Arc<BTreeMap<ResourceKey, Arc<str>>>,
+    /// Resources per kind (built-in tiers excluded).
+    pub counts: BTreeMap<Kind, usize>,
+    /// When the generation was published.
+    pub published_at: Instant,
+}
+
+struct Writer {
+    store: Store,
+    compiler: Compiler,
+    persist: Box<dyn Persist>,
+    generation: u32,
+    docs: Arc<BTreeMap<ResourceKey, Arc<str>>>,
+}
+
+struct Retired {
+    generation: Arc<Generation>,
+    since: Option<Instant>,
+}
+
+/// Timings of one change (ms).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct ChangeTimings {
+    /// Reading and validating the input, applying it to a copy of the store and
+    /// normalising the result.
+    pub validate_ms: f64,
+    /// Lowering the store to data-plane programs.
+    pub lower_ms: f64,
+    /// Compiling the classifier.
+    pub compile_ms: f64,
+    /// Persisting the store.
+    pub persist_ms: f64,
+    /// From the publication until every worker ran the generation.
+    pub pickup_ms: f64,
+    /// The whole change.
+    pub total_ms: f64,
+}
+
+/// The daemon.
+pub struct Daemon {
+    writer: Mutex<Writer>,
+    view: RwLock<Arc<View>>,
+    gens: Mutex<BTreeMap<u32, Retired>>,
+    ring: Mutex<FlowRing>,
+    follow: broadcast::Sender<Arc<FlowEntry>>,
+    dataplane: RwLock<Option<DataplaneInfo>>,
+    slot: Arc<ClassifierSlot<Classifier>>,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("generation", &self.view().generation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a change failed: the reply's error.
+pub type OpError = ErrorBody;
+
+fn policy_error(what: &str, e: &PolicyError) -> OpError {
+    let problems = e.lines();
+    ErrorBody {
+        code: if e.is_unreadable() {
+            "bad_request"
+        } else {
+            "invalid"
+        }
+        .into(),
+        message: format!(
+            "{what} refused, nothing changed: {}",
+            problems.first().map_or("invalid input", String::as_str)
+        ),
+        problems,
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// A resource as the document `get` prints and `apply` reads back.
+pub fn document(r: &Resource) -> Value {
+    let m = r.metadata();
+    let mut meta = serde_json::to_value(m).unwrap_or_else(|_| json!({}));
+    if let Value::Object(o) = &mut meta {
+        // Fields the model keeps but does not write out: written back so that the
+        // document applies to an identical resource.
+        if let Some(g) = &m.generate_name {
+            o.insert("generateName".into(), json!(g));
+        }
+        if let Some(u) = &m.uid {
+            o.insert("uid".into(), json!(u));
+        }
+        if let Some(v) = &m.resource_version {
+            o.insert("resourceVersion".into(), json!(v));
+        }
+        if let Some(t) = &m.creation_timestamp {
+            o.insert("creationTimestamp".into(), json!(t));
+        }
+        if let Some(g) = m.generation {
+            o.insert("generation".into(), json!(g));
+        }
+    }
+    let spec = match r {
+        Resource::NetworkPolicy(o)
+        | Resource::GlobalNetworkPolicy(o)
+        | Resource::StagedNetworkPolicy(o)
+        | Resource::StagedGlobalNetworkPolicy(o) => serde_json::to_value(&o.spec),
+        Resource::StagedKubernetesNetworkPolicy(o) | Resource::KubernetesNetworkPolicy(o) => {
+            serde_json::to_value(&o.spec)
+        }
+        Resource::Tier(o) => serde_json::to_value(&o.spec),
+        Resource::NetworkSet(o) | Resource::GlobalNetworkSet(o) => serde_json::to_value(&o.spec),
+        Resource::HostEndpoint(o) => serde_json::to_value(&o.spec),
+        Resource::WorkloadEndpoint(o) => serde_json::to_value(&o.spec),
+        Resource::Profile(o) => serde_json::to_value(&o.spec),
+        Resource::Namespace(o) => serde_json::to_value(&o.spec),
+    }
+    .unwrap_or(Value::Null);
+    let k = r.kind();
+    let mut doc = serde_json::Map::new();
+    doc.insert("apiVersion".into(), json!(k.api_version()));
+    doc.insert("kind".into(), json!(k.as_str()));
+    doc.insert("metadata".into(), meta);
+    if !(spec.is_null() || spec.as_object().is_some_and(|o| o.is_empty())) {
+        doc.insert("spec".into(), spec);
+    }
+    Value::Object(doc)
+}
+
+fn doc_text(r: &Resource) -> Arc<str> {
+    Arc::from(document(r).to_string())
+}
+
+/// The kind a user names: `networkpolicy`, `networkpolicies`, `np`, `gnp`, `tier`,
+/// `knp` (Kubernetes NetworkPolicy), ... (case-insensitive).
+pub fn parse_kind(s: &str) -> Result<Kind, String> {
+    let l = s.to_ascii_lowercase();
+    let short = match l.as_str() {
+        "np" | "netpol" | "policy" | "policies" => Some(Kind::NetworkPolicy),
+        "gnp" => Some(Kind::GlobalNetworkPolicy),
+        "snp" => Some(Kind::StagedNetworkPolicy),
+        "sgnp" => Some(Kind::StagedGlobalNetworkPolicy),
+        "sknp" => Some(Kind::StagedKubernetesNetworkPolicy),
+        "knp" | "kubernetesnetworkpolicy" | "kubernetesnetworkpolicies" => {
+            Some(Kind::KubernetesNetworkPolicy)
+        }
+        "ns" => Some(Kind::Namespace),
+        "wep" => Some(Kind::WorkloadEndpoint),
+        "hep" => Some(Kind::HostEndpoint),
+        "netset" => Some(Kind::NetworkSet),
+        "gnetset" => Some(Kind::GlobalNetworkSet),
+        _ => None,
+    };
+    if let Some(k) = short {
+        return Ok(k);
+    }
+    let singular = if let Some(b) = l.strip_suffix("ies") {
+        format!("{b}y")
+    } else if let Some(b) = l.strip_suffix('s') {
+        b.to_string()
+    } else {
+        l.clone()
+    };
+    Kind::ALL
+        .into_iter()
+        .filter(|k| *k != Kind::KubernetesNetworkPolicy)
+        .find(|k| k.as_str().eq_ignore_ascii_case(&l) || k.as_str().eq_ignore_ascii_case(&singular))
+        .ok_or_else(|| {
+            format!(
+                "unknown resource kind {s:?}: expected one of {} (or np, gnp, snp, sgnp, sknp, knp)",
+                Kind::ALL
+                    .iter()
+                    .filter(|k| **k != Kind::KubernetesNetworkPolicy)
+                    .map(|k| k.as_str().to_ascii_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+}
+
+fn key_of(k: &KeyRef) -> Result<ResourceKey, OpError> {
+    let kind = parse_kind(&k.kind).map_err(|e| ErrorBody::new("bad_request", e))?;
+    if k.name.is_empty() {
+        return Err(ErrorBody::new("bad_request", "a key needs a name"));
+    }
+    Ok(ResourceKey {
+        kind,
+        namespace: kind
+            .is_namespaced()
+            .then(|| k.namespace.clone().unwrap_or_else(|| "default".into())),
+        name: k.name.clone(),
+    })
+}
+
+/// What a request produced.
+#[derive(Debug)]
+pub enum Answer {
+    /// One reply line (newline included).
+    Line(String),
+    /// Stream flow records matching the filter (after the backlog line).
+    Follow {
+        /// The reply line of the backlog (`more: true`).
+        backlog: String,
+        /// Which new records to send.
+        filter: FlowFilter,
+        /// Receives new records.
+        rx: broadcast::Receiver<Arc<FlowEntry>>,
+    },
+}
+
+impl Daemon {
+    /// A daemon publishing `store` as generation 1 into a new classifier slot.
+    pub fn new(store: Store, persist: Box<dyn Persist>) -> Result<Daemon, String> {
+        let mut compiler = Compiler::new(BuildConfig::default());
+        let cluster = policy::cluster(&store).map_err(|e| e.lines().join("\n"))?;
+        let lowered =
+            lower::lower(&cluster).map_err(|e| format!("cannot compile the policy set: {e}"))?;
+        let classifier = compiler
+            .build(&lowered.set)
+            .map_err(|e| format!("cannot compile the policy set: {e}"))?;
+        let slot = Arc::new(ClassifierSlot::new(Published {
+            generation: 1,
+            classifier,
+        }));
+        let generation = Arc::new(Generation {
+            number: 1,
+            lowered: Arc::new(lowered),
+            published: slot.load(),
+        });
+        let docs: BTreeMap<ResourceKey, Arc<str>> = store
+            .entries()
+            .map(|(k, s)| (k.clone(), doc_text(&s.resource)))
+            .collect();
+        let docs = Arc::new(docs);
+        let view = View {
+            generation: 1,
+            docs: Arc::clone(&docs),
+            counts: store.counts(),
+            published_at: Instant::now(),
+        };
+        let mut gens = BTreeMap::new();
+        gens.insert(
+            1,
+            Retired {
+                generation,
+                since: None,
+            },
+        );
+        Ok(Daemon {
+            writer: Mutex::new(Writer {
+                store,
+                compiler,
+                persist,
+                generation: 1,
+                docs,
+            }),
+            view: RwLock::new(Arc::new(view)),
+            gens: Mutex::new(gens),
+            ring: Mutex::new(FlowRing::default()),
+            follow: broadcast::channel(4096).0,
+            dataplane: RwLock::new(None),
+            slot,
+            started: Instant::now(),
+        })
+    }
+
+    /// The slot the workers read their classifier from.
+    pub fn slot(&self) -> Arc<ClassifierSlot<Classifier>> {
+        Arc::clone(&self.slot)
+    }
+
+    /// Tells the daemon about the running data plane.
+    pub fn set_dataplane(&self, info: DataplaneInfo) {
+        if let Ok(mut d) = self.dataplane.write() {
+            *d = Some(info);
+        }
+    }
+
+    /// The last published state.
+    pub fn view(&self) -> Arc<View> {
+        self.view
+            .read()
+            .map(|v| Arc::clone(&v))
+            .unwrap_or_else(|p| Arc::clone(&p.into_inner()))
+    }
+
+    /// The current generation (for naming records and the flow log).
+    pub fn current(&self) -> Option<Arc<Generation>> {
+        let g = self.gens.lock().ok()?;
+        g.values()
+            .rev()
+            .find(|r| r.since.is_none())
+            .map(|r| Arc::clone(&r.generation))
+    }
+
+    fn generation(&self, n: u32) -> Option<Arc<Generation>> {
+        self.gens
+            .lock()
+            .ok()?
+            .get(&n)
+            .map(|r| Arc::clone(&r.generation))
+    }
+
+    /// Applies `text` (resources) to the live store, all or nothing.
+    pub fn apply_text(&self, text: &str, source: &str) -> Result<Value, OpError> {
+        self.apply_sources(&[SourceText {
+            source: source.into(),
+            text: text.into(),
+            json: false,
+        }])
+    }
+
+    /// Applies the resources of every source as one change, all or nothing.
+    pub fn apply_sources(&self, sources: &[SourceText]) -> Result<Value, OpError> {
+        let t0 = Instant::now();
+        let read = read_sources(sources, "apply")?;
+        if read.is_empty() {
+            return Err(ErrorBody::new(
+                "invalid",
+                format!(
+                    "apply refused: {} holds no resource",
+                    sources
+                        .iter()
+                        .map(|s| s.source.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        self.change(t0, "apply", |store| {
+            let mut next = store.clone();
+            let summary = next.apply(read).map_err(|errors| {
+                policy_error(
+                    "apply",
+                    &PolicyError::Rejected {
+                        errors,
+                        notes: Vec::new(),
+                    },
+                )
+            })?;
+            let changed = summary.created + summary.updated > 0;
+            let keys = Vec::new();
+            Ok((
+                next,
+                changed,
+                keys,
+                json!({
+                    "created": summary.created,
+                    "updated": summary.updated,
+                    "unchanged": summary.unchanged,
+                }),
+            ))
+        })
+    }
+
+    /// Deletes resources, all or nothing.
+    pub fn delete(&self, keys: &[KeyRef], sources: &[SourceText]) -> Result<Value, OpError> {
+        let t0 = Instant::now();
+        let mut doomed = Vec::new();
+        for k in keys {
+            doomed.push(key_of(k)?);
+        }
+        let read = read_sources(sources, "delete")?;
+        doomed.extend(read.iter().map(|l| l.resource.key()));
+        if doomed.is_empty() {
+            return Err(ErrorBody::new(
+                "bad_request",
+                "delete: nothing named to delete",
+            ));
+        }
+        self.change(t0, "delete", |store| {
+            let mut next = store.clone();
+            let n = next.delete(&doomed).map_err(|errors| {
+                let mut e = policy_error(
+                    "delete",
+                    &PolicyError::Rejected {
+                        errors,
+                        notes: Vec::new(),
+                    },
+                );
+                if e.problems.iter().all(|p| p.ends_with("not found")) {
+                    e.code = "not_found".into();
+                }
+                e
+            })?;
+            Ok((next, n > 0, doomed.clone(), json!({ "deleted": n })))
+        })
+    }
+
+    /// Re-reads `paths` and applies them to the live store (SIGHUP).
+    pub fn reload(&self, paths: &[std::path::PathBuf]) -> Result<Value, OpError> {
+        let t0 = Instant::now();
+        let read = policy::read_paths(paths, true).map_err(|e| policy_error("reload", &e))?;
+        self.change(t0, "reload", |store| {
+            let mut next = store.clone();
+            let summary = if read.items.is_empty() {
+                Default::default()
+            } else {
+                next.apply(read.items).map_err(|errors| {
+                    policy_error(
+                        "reload",
+                        &PolicyError::Rejected {
+                            errors,
+                            notes: Vec::new(),
+                        },
+                    )
+                })?
+            };
+            Ok((
+                next,
+                summary.created + summary.updated > 0,
+                Vec::new(),
+                json!({
+                    "created": summary.created,
+                    "updated": summary.updated,
+                    "unchanged": summary.unchanged,
+                }),
+            ))
+        })
+    }
+
+    /// The change pipeline: `edit` makes the next store (and says whether it differs);
+    /// then normalise, lower, compile, persist, publish, wait for the workers.
+    #[allow(clippy::type_complexity)]
+    fn change(
+        &self,
+        t0: Instant,
+        what: &str,
+        edit: impl FnOnce(&Store) -> Result<(Store, bool, Vec<ResourceKey>, Value), OpError>,
+    ) -> Result<Value, OpError> {
+        let mut t = ChangeTimings::default();
+        let (generation, mut result) = {
+            let mut w = self
+                .writer
+                .lock()
+                .map_err(|_| ErrorBody::new("internal", "the policy store lock is poisoned"))?;
+            let (next, changed, deleted, result) = edit(&w.store)?;
+            if !changed {
+                let mut result = result;
+                result["generation"] = json!(w.generation);
+                result["changed"] = json!(false);
+                return Ok(result);
+            }
+            let cluster: Cluster = policy::cluster(&next).map_err(|e| policy_error(what, &e))?;
+            t.validate_ms = ms(t0.elapsed());
+            let t1 = Instant::now();
+            let lowered = lower::lower(&cluster).map_err(|e| {
+                ErrorBody::new(
+                    "invalid",
+                    format!("{what} refused, nothing changed: cannot compile the policy set: {e}"),
+                )
+            })?;
+            t.lower_ms = ms(t1.elapsed());
+            let t2 = Instant::now();
+            let classifier = w.compiler.build(&lowered.set).map_err(|e| {
+                ErrorBody::new(
+                    "invalid",
+                    format!("{what} refused, nothing changed: cannot compile the policy set: {e}"),
+                )
+            })?;
+            t.compile_ms = ms(t2.elapsed());
+            let t3 = Instant::now();
+            w.persist.commit(&next).map_err(|e| {
+                ErrorBody::new(
+                    "persist",
+                    format!("{what} refused, nothing changed: cannot persist the policy set: {e}"),
+                )
+            })?;
+            t.persist_ms = ms(t3.elapsed());
+            // Documents of the resources that changed only.
+            let mut docs = (*w.docs).clone();
+            for k in &deleted {
+                docs.remove(k);
+            }
+            for (k, s) in next.entries() {
+                let same = w
+                    .store
+                    .entry(k)
+                    .is_some_and(|old| old.resource == s.resource);
+                if !same {
+                    docs.insert(k.clone(), doc_text(&s.resource));
+                }
+            }
+            let docs = Arc::new(docs);
+            let number = w.generation.wrapping_add(1).max(1);
+            self.slot.publish(Published {
+                generation: number,
+                classifier,
+            });
+            let generation = Arc::new(Generation {
+                number,
+                lowered: Arc::new(lowered),
+                published: self.slot.load(),
+            });
+            if let Ok(mut g) = self.gens.lock() {
+                for r in g.values_mut() {
+                    r.since.get_or_insert_with(Instant::now);
+                }
+                g.insert(
+                    number,
+                    Retired {
+                        generation,
+                        since: None,
+                    },
+                );
+            }
+            let view = View {
+                generation: number,
+                docs: Arc::clone(&docs),
+                counts: next.counts(),
+                published_at: Instant::now(),
+            };
+            if let Ok(mut v) = self.view.write() {
+                *v = Arc::new(view);
+            }
+            w.store = next;
+            w.docs = docs;
+            w.generation = number;
+            (number, result)
+        };
+        let t4 = Instant::now();
+        let (running, total) = self.wait_for_workers(generation, PICKUP_WAIT);
+        t.pickup_ms = ms(t4.elapsed());
+        t.total_ms = ms(t0.elapsed());
+        result["generation"] = json!(generation);
+        result["changed"] = json!(true);
+        result["workers"] = json!({ "running_generation": running, "total": total });
+        result["timings"] = serde_json::to_value(t).unwrap_or(Value::Null);
+        Ok(result)
+    }
+
+    /// Waits until every worker runs `generation` (or a later one), at most `wait`.
+    /// Returns (workers running it, workers).
+    pub fn wait_for_workers(&self, generation: u32, wait: Duration) -> (usize, usize) {
+        let deadline = Instant::now() + wait;
+        loop {
+            let running = self.slot.running();
+            let on = running
+                .iter()
+                .filter(|g| newer_or_same(**g, generation))
+                .count();
+            if on == running.len() || Instant::now() >= deadline {
+                return (on, running.len());
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// Frees retired classifiers no worker runs any more, and the generations kept for
+    /// naming records once they are old (the control thread calls this periodically).
+    pub fn housekeeping(&self) {
+        self.slot.reclaim();
+        let running = self.slot.running();
+        if let Ok(mut g) = self.gens.lock() {
+            let retired: Vec<u32> = g
+                .iter()
+                .filter(|(n, r)| r.since.is_some() && !running.contains(n))
+                .map(|(n, _)| *n)
+                .collect();
+            let excess = retired.len().saturating_sub(KEEP_RETIRED);
+            for (i, n) in retired.iter().enumerate() {
+                let old = g
+                    .get(n)
+                    .and_then(|r| r.since)
+                    .is_some_and(|s| s.elapsed() > KEEP_RETIRED_FOR);
+                if i < excess || old {
+                    g.remove(n);
+                }
+            }
+        }
+    }
+
+    /// Takes the workers' flow records: keeps them for `flows`, streams them to
+    /// followers, and returns their flow-log activities.
+    pub fn ingest(&self, records: impl IntoIterator<Item = FlowRecord>) -> Vec<FlowActivity> {
+        let mut out = Vec::new();
+        let mut cache: Option<(u32, Option<Arc<Generation>>)> = None;
+        let mut entries = Vec::new();
+        for rec in records {
+            let g = match &cache {
+                Some((n, g)) if *n == rec.generation => g.clone(),
+                _ => {
+                    let g = self.generation(rec.generation);
+                    cache = Some((rec.generation, g.clone()));
+                    g
+                }
+            };
+            let named = g.as_ref().map(|g| (&*g.lowered, &g.published.classifier));
+            if let Some((l, c)) = named {
+                out.extend(crate::replay::activities(&rec, l, c));
+            }
+            entries.push((rec, g));
+        }
+        if entries.is_empty() {
+            return out;
+        }
+        let Ok(mut ring) = self.ring.lock() else {
+            return out;
+        };
+        for (rec, g) in entries {
+            let seq = ring.next_seq();
+            let e = Arc::new(render(
+                seq,
+                &rec,
+                g.as_ref().map(|g| (&*g.lowered, &g.published.classifier)),
+            ));
+            ring.push(Arc::clone(&e));
+            let _ = self.follow.send(e);
+        }
+        out
+    }
+
+    /// Answers one request.
+    pub fn handle(&self, req: Request) -> Answer {
+        let id = req.id;
+        let line = |r: Result<Value, OpError>| {
+            Answer::Line(match r {
+                Ok(v) => Reply::ok(id, v).line(),
+                Err(e) => Reply::err(Some(id), e).line(),
+            })
+        };
+        match req.op {
+            Op::Apply {
+                text,
+                source,
+                mut files,
+            } => {
+                if let Some(text) = text {
+                    files.insert(0, inline(text, source));
+                }
+                line(self.apply_sources(&files))
+            }
+            Op::Delete {
+                keys,
+                text,
+                source,
+                mut files,
+            } => {
+                if let Some(text) = text {
+                    files.insert(0, inline(text, source));
+                }
+                line(self.delete(&keys, &files))
+            }
+            Op::Get {
+                kind,
+                name,
+                namespace,
+            } => match self.get(id, &kind, name.as_deref(), namespace.as_deref()) {
+                Ok(l) => Answer::Line(l),
+                Err(e) => Answer::Line(Reply::err(Some(id), e).line()),
+            },
+            Op::Flows {
+                filter,
+                limit,
+                follow,
+            } => {
+                if let Err(e) = filter.validate() {
+                    return line(Err(ErrorBody::new("bad_request", e)));
+                }
+                // Subscribe before reading the backlog so nothing falls in between.
+                let rx = self.follow.subscribe();
+                let items = self
+                    .ring
+                    .lock()
+                    .map(|r| r.select(&filter, limit.unwrap_or(1000)))
+                    .unwrap_or_default();
+                let last = items.last().map_or(0, |e| e.seq);
+                let refs: Vec<&FlowEntry> = items.iter().map(|e| &**e).collect();
+                let mut reply = Reply::ok(id, json!({ "flows": refs }));
+                if !follow {
+                    return Answer::Line(reply.line());
+                }
+                reply.more = true;
+                let _ = last;
+                Answer::Follow {
+                    backlog: reply.line(),
+                    filter,
+                    rx,
+                }
+            }
+            Op::Impact { top } => {
+                let report = self
+                    .ring
+                    .lock()
+                    .map(|r| r.impact(top.unwrap_or(10).min(1000)))
+                    .ok();
+                match report {
+                    Some(r) => line(Ok(json!({
+                        "report": r,
+                        "text": crate::cli::replay::impact_table(&r),
+                    }))),
+                    None => line(Err(ErrorBody::new(
+                        "internal",
+                        "the flow ring lock is poisoned",
+                    ))),
+                }
+            }
+            Op::Stats => line(self.stats()),
+            Op::Health => line(Ok(self.health())),
+            Op::Version => line(Ok(json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "protocol": VERSION,
+            }))),
+        }
+    }
+
+    fn get(
+        &self,
+        id: u64,
+        kind: &str,
+        name: Option<&str>,
+        namespace: Option<&str>,
+    ) -> Result<String, OpError> {
+        let kind = parse_kind(kind).map_err(|e| ErrorBody::new("bad_request", e))?;
+        let view = self.view();
+        let lo = ResourceKey {
+            kind,
+            namespace: None,
+            name: String::new(),
+        };
+        let mut items: Vec<&str> = Vec::new();
+        for (k, doc) in view.docs.range(lo..) {
+            if k.kind != kind {
+                break;
+            }
+            if kind.is_namespaced()
+                && let Some(ns) = namespace
+                && k.namespace.as_deref() != Some(ns)
+            {
+                continue;
+            }
+            if let Some(n) = name
+                && k.name != n
+            {
+                continue;
+            }
+            items.push(doc);
+        }
+        if let Some(n) = name
+            && items.is_empty()
+        {
+            let key = ResourceKey {
+                kind,
+                namespace: kind
+                    .is_namespaced()
+                    .then(|| namespace.unwrap_or("default").to_string()),
+                name: n.to_string(),
+            };
+            return Err(ErrorBody::new("not_found", format!("{key} not found")));
+        }
+        // The documents are serialised once, when they change; a reply only joins them.
+        let len = items.iter().map(|d| d.len() + 1).sum::<usize>() + 128;
+        let mut s = String::with_capacity(len);
+        s.push_str(&format!(
+            r#"{{"v":{VERSION},"id":{id},"ok":true,"result":{{"generation":{},"items":["#,
+            view.generation
+        ));
+        for (i, d) in items.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str(d);
+        }
+        s.push_str("]}}\n");
+        Ok(s)
+    }
+
+    fn stats(&self) -> Result<Value, OpError> {
+        let d = self
+            .dataplane
+            .read()
+            .map_err(|_| ErrorBody::new("internal", "lock poisoned"))?;
+        let Some(d) = d.as_ref() else {
+            return Err(ErrorBody::new(
+                "unavailable",
+                "the data plane is not running yet",
+            ));
+        };
+        let (doc, text) = (d.stats)();
+        let flows = self.ring.lock().map(|r| r.len()).unwrap_or(0);
+        Ok(json!({ "counters": doc, "text": text, "flow_records_held": flows }))
+    }
+
+    fn health(&self) -> Value {
+        let view = self.view();
+        let workers = self
+            .dataplane
+            .read()
+            .ok()
+            .and_then(|d| d.as_ref().map(|d| (d.generations)()))
+            .unwrap_or_default();
+        let running = self.slot.running();
+        let current = running.iter().all(|g| newer_or_same(*g, view.generation));
+        let kept = self.gens.lock().map(|g| g.len()).unwrap_or(0);
+        json!({
+            "status": if current { "ok" } else { "updating" },
+            "uptime_s": self.started.elapsed().as_secs_f64(),
+            "generation": view.generation,
+            "generation_age_s": view.published_at.elapsed().as_secs_f64(),
+            "resources": view.counts.values().sum::<usize>(),
+            "workers": workers.iter().enumerate().map(|(i, g)| json!({"worker": i, "generation": g})).collect::<Vec<_>>(),
+            "worker_generations": running,
+            "generations_held": kept,
+        })
+    }
+}
+
+fn inline(text: String, source: Option<String>) -> SourceText {
+    SourceText {
+        source: source.unwrap_or_else(|| "<request>".into()),
+        text,
+        json: false,
+    }
+}
+
+/// Reads every source (each named in its errors); every problem of every source.
+fn read_sources(sources: &[SourceText], what: &str) -> Result<Vec<crate::model::Loaded>, OpError> {
+    let mut items = Vec::new();
+    let mut problems: Option<OpError> = None;
+    for s in sources {
+        let format = if s.json { Format::Json } else { Format::Yaml };
+        match policy::read_text(&s.text, &s.source, format) {
+            Ok(r) => items.extend(r.items),
+            Err(e) => {
+                let e = policy_error(what, &e);
+                match &mut problems {
+                    Some(p) => p.problems.extend(e.problems),
+                    None => problems = Some(e),
+                }
+            }
+        }
+    }
+    match problems {
+        Some(p) => Err(p),
+        None => Ok(items),
+    }
+}
+
+/// Generation numbers wrap at 2^32: `a` is `b` or later.
+fn newer_or_same(a: u32, b: u32) -> bool {
+    a.wrapping_sub(b) < (1 << 31)
+}
+
+#[cfg(test)]
+mod tests;

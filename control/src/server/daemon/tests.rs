@@ -1,0 +1,132 @@
+use super::*;
+use crate::persist::NoPersist;
+
+const POLICY: &str = r#"
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata:
+  name: deny-7777
+spec:
+  order: 10
+  selector: all()
+  types: [Ingress]
+  ingress:
+  - action: Deny
+    protocol: UDP
+    destination:
+      ports: [7777]
+"#;
+
+fn daemon() -> Daemon {
+    Daemon::new(Store::new(), Box::new(NoPersist)).unwrap()
+}
+
+#[test]
+fn apply_get_delete_round_trip_and_reapply_changes_nothing() {
+    let d = daemon();
+    let r = d.apply_text(POLICY, "p.yaml").unwrap();
+    assert_eq!(r["created"], 1);
+    assert_eq!(r["generation"], 2);
+    let line = d.get(1, "gnp", None, None).unwrap();
+    let reply: Reply = serde_json::from_str(&line).unwrap();
+    let items = reply.result.unwrap()["items"].clone();
+    assert_eq!(items.as_array().unwrap().len(), 1);
+    // The document applies back to the identical resource: nothing changes.
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+    let again = d.apply_text(&list.to_string(), "get").unwrap();
+    assert_eq!(again["changed"], false, "{again}");
+    assert_eq!(again["unchanged"], 1);
+    assert_eq!(d.view().generation, 2);
+    let gone = d
+        .delete(
+            &[KeyRef {
+                kind: "globalnetworkpolicy".into(),
+                namespace: None,
+                name: "deny-7777".into(),
+            }],
+            &[],
+        )
+        .unwrap();
+    assert_eq!(gone["deleted"], 1);
+    assert_eq!(d.view().generation, 3);
+    let e = d.get(1, "gnp", Some("deny-7777"), None).unwrap_err();
+    assert_eq!(e.code, "not_found");
+}
+
+#[test]
+fn a_bad_apply_changes_nothing_and_names_the_problem() {
+    let d = daemon();
+    d.apply_text(POLICY, "p.yaml").unwrap();
+    let bad = POLICY
+        .replace("name: deny-7777", "name: other")
+        .replace("all()", "app ==");
+    let e = d
+        .apply_text(&format!("{POLICY}\n---\n{bad}"), "bad.yaml")
+        .unwrap_err();
+    assert_eq!(e.code, "invalid");
+    assert!(
+        e.problems.iter().any(|p| p.starts_with("bad.yaml:2")),
+        "{e:?}"
+    );
+    assert_eq!(d.view().generation, 2);
+    assert_eq!(d.view().counts.values().sum::<usize>(), 1);
+    let e = d
+        .delete(
+            &[KeyRef {
+                kind: "tier".into(),
+                namespace: None,
+                name: "default".into(),
+            }],
+            &[],
+        )
+        .unwrap_err();
+    assert!(e.message.contains("built-in"), "{e:?}");
+    let e = d
+        .delete(
+            &[KeyRef {
+                kind: "np".into(),
+                namespace: None,
+                name: "nope".into(),
+            }],
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(e.code, "not_found");
+}
+
+#[test]
+fn a_failed_persist_keeps_the_old_generation() {
+    struct Failing;
+    impl Persist for Failing {
+        fn commit(&mut self, _: &Store) -> std::io::Result<()> {
+            Err(std::io::Error::other("disk full"))
+        }
+    }
+    let d = Daemon::new(Store::new(), Box::new(Failing)).unwrap();
+    let e = d.apply_text(POLICY, "p.yaml").unwrap_err();
+    assert_eq!(e.code, "persist");
+    assert!(e.message.contains("disk full"));
+    assert_eq!(d.view().generation, 1);
+    assert_eq!(d.slot().generation(), 1);
+    assert!(d.view().counts.is_empty());
+}
+
+#[test]
+fn kinds_parse_like_calicoctl() {
+    assert_eq!(parse_kind("networkpolicies").unwrap(), Kind::NetworkPolicy);
+    assert_eq!(
+        parse_kind("GlobalNetworkPolicy").unwrap(),
+        Kind::GlobalNetworkPolicy
+    );
+    assert_eq!(parse_kind("tiers").unwrap(), Kind::Tier);
+    assert_eq!(parse_kind("knp").unwrap(), Kind::KubernetesNetworkPolicy);
+    assert_eq!(
+        parse_kind("globalnetworksets").unwrap(),
+        Kind::GlobalNetworkSet
+    );
+    assert!(
+        parse_kind("pods")
+            .unwrap_err()
+            .contains("unknown resource kind")
+    );
+}
