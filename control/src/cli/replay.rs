@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dataplane::classifier::{BuildConfig, Classifier};
+use dataplane::classifier::{BuildConfig, Classifier, IdentityClassifier};
 use dataplane::linear::LinearClassifier;
 use dataplane::pipeline::{FrameVerdict, Pace, ReplaySource};
 use pcap::capture::{CaptureCut, CaptureFormat, CaptureReader, CaptureWriter, Frames};
@@ -53,8 +53,12 @@ pub enum PaceArg {
 /// Which classifier runs the packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ClassifierArg {
-    /// The compiled decision trees (the data plane's fast path).
+    /// The compiled decision trees behind the address → identity stage (the data
+    /// plane's fast path).
     Tree,
+    /// The decision trees built per endpoint program over the addresses themselves
+    /// (no identity stage; slow to build on large clusters; for cross-checking).
+    EndpointTrees,
     /// The linear reference (slow; for cross-checking the tree).
     Linear,
 }
@@ -396,6 +400,15 @@ fn execute(args: &Args, progress: &Progress) -> Result<Executed, u8> {
     };
     let result = match args.classifier {
         ClassifierArg::Tree => {
+            let c =
+                IdentityClassifier::build(&lowered.set, &BuildConfig::default()).map_err(|e| {
+                    errln!("tiergate: cannot compile the policy set: {e}");
+                    EXIT_INVALID
+                })?;
+            start(progress);
+            replay::replay(&lowered, c, source, &cfg)
+        }
+        ClassifierArg::EndpointTrees => {
             let c = Classifier::build(&lowered.set, &BuildConfig::default()).map_err(|e| {
                 errln!("tiergate: cannot compile the policy set: {e}");
                 EXIT_INVALID

@@ -20,7 +20,10 @@
 //! of waited for (see `out::Log`). A failed write stops the run the normal way (the
 //! workers drain, the XDP programs are detached) with exit 2.
 //!
-//! Exit codes: 0 stopped by a signal or `--duration`, 1 invalid policy set, 2 usage
+//! `--state-dir` and `--metrics` live in `run_state` and `run_metrics`.
+//!
+//! Exit codes: 0 stopped by a signal or `--duration`, 1 invalid policy set or an
+//! unusable `--state-dir` generation, 2 a state directory in use, usage
 //! error, unwritable flow log, or anything the run needs that is missing
 //! (capabilities, memlock, an interface, a queue, an interface already running an XDP
 //! program).
@@ -104,6 +107,18 @@ pub struct Args {
     /// until SIGTERM/SIGINT).
     #[arg(long, value_name = "SECONDS", value_parser = super::values::duration)]
     pub duration: Option<std::time::Duration>,
+    /// Keep the applied policy set in DIR (created if missing) and restore it on start.
+    /// A DIR holding a generation wins over -f; an empty one is seeded from -f. See
+    /// `tiergate state check|repair`.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464). Off by
+    /// default; a loopback address unless --metrics-allow-remote.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Allow --metrics on a non-loopback address (metrics name every policy and rule).
+    #[arg(long, requires = "metrics")]
+    pub metrics_allow_remote: bool,
 }
 
 /// Runs `tiergate run`.
@@ -131,7 +146,7 @@ mod live {
     use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
     use crossbeam::channel::{Receiver, bounded};
-    use dataplane::classifier::{BuildConfig, Classifier};
+    use dataplane::classifier::{BuildConfig, IdentityClassifier as Classifier};
     use dataplane::flow::FlowRecord;
     use dataplane::port::afxdp::{self, AfXdpConfig, Forwarding, IfaceInfo, WorkerSnapshot};
     use dataplane::worker::{ClassifierSlot, Published};
@@ -140,27 +155,13 @@ mod live {
     use super::super::out::{self, Log, WriteError};
     use super::super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE, Global, Output};
     use super::{Args, ModeArg};
-    use crate::eval::Cluster;
     use crate::flowlog::{Aggregator, FlowLog};
     use crate::lower::{self, Lowered};
-    use crate::policy;
     use crate::replay::activities;
 
     fn usage(msg: impl std::fmt::Display) -> ExitCode {
         crate::errln!("tiergate run: {msg}");
         ExitCode::from(EXIT_USAGE)
-    }
-
-    /// The `-f` policy set (through `control::policy`, as `replay` loads it), or no
-    /// policy at all.
-    fn load(args: &Args) -> Result<Cluster, u8> {
-        let set = if args.policies.is_empty() {
-            policy::build(policy::Read::default())
-        } else {
-            policy::load_paths(&args.policies, args.allow_empty)
-        };
-        set.map(|s| s.cluster)
-            .map_err(|e| super::super::eval::print_error(&e))
     }
 
     fn config(args: &Args) -> Result<AfXdpConfig, String> {
@@ -252,12 +253,16 @@ mod live {
         agg: Aggregator,
         out: Option<Log>,
         written: u64,
+        metrics: Option<crate::metrics::Metrics>,
     }
 
     impl Logs<'_> {
         fn take(&mut self, rx: &Receiver<FlowRecord>) {
             for rec in rx.try_iter() {
                 for a in activities(&rec, self.lowered, self.classifier) {
+                    if let Some(m) = &self.metrics {
+                        m.add_activity(&a);
+                    }
                     self.agg.add(&a);
                 }
             }
@@ -503,6 +508,11 @@ mod live {
         {
             return usage(e);
         }
+        if let Some(addr) = args.metrics
+            && let Err(e) = crate::metrics::check_addr(addr, args.metrics_allow_remote)
+        {
+            return usage(e);
+        }
         // The flow log is written in place: never over a policy file the run reads.
         if let Some(log) = &args.flowlog {
             let inputs: Vec<(&str, &Path)> =
@@ -516,11 +526,17 @@ mod live {
         {
             return usage(e);
         }
-        let cluster = match load(args) {
-            Ok(c) => c,
+        // Held to the end of the run: the state directory's lock.
+        let initial = match super::super::run_state::initial(
+            &args.policies,
+            args.allow_empty,
+            args.state_dir.as_deref(),
+        ) {
+            Ok(i) => i,
             Err(code) => return ExitCode::from(code),
         };
-        let lowered = match lower::lower(&cluster) {
+        let cluster = &initial.cluster;
+        let lowered = match lower::lower(cluster) {
             Ok(l) => l,
             Err(e) => {
                 crate::errln!("tiergate: cannot compile the policy set: {e}");
@@ -565,6 +581,30 @@ mod live {
                 );
             }
         }
+        // Metrics: listening before the first packet is forwarded.
+        let metrics_rt;
+        let mut metrics = match args.metrics {
+            None => None,
+            Some(addr) => {
+                metrics_rt = match super::super::run_metrics::runtime() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        return give_up(log, format!("cannot start the metrics server: {e}"));
+                    }
+                };
+                match super::super::run_metrics::RunMetrics::start(
+                    metrics_rt.handle(),
+                    addr,
+                    args.metrics_allow_remote,
+                ) {
+                    Ok(m) => {
+                        crate::errln!("tiergate run: metrics at http://{}/metrics", m.local_addr());
+                        Some(m)
+                    }
+                    Err(e) => return give_up(log, e),
+                }
+            }
+        };
         let slot = Arc::new(ClassifierSlot::new(Published {
             generation: 1,
             classifier,
@@ -597,6 +637,7 @@ mod live {
             agg,
             out: log,
             written: 0,
+            metrics: metrics.as_ref().map(|m| m.metrics().clone()),
         };
         // An instant beyond the clock's range is no deadline (the run goes on).
         let deadline = args.duration.and_then(|d| started.checked_add(d));
@@ -607,6 +648,14 @@ mod live {
         loop {
             std::thread::sleep(Duration::from_millis(50));
             logs.take(&rx);
+            if let Some(m) = metrics.as_mut()
+                && m.due(false)
+            {
+                let stats =
+                    super::super::run_metrics::worker_stats(&running.snapshot(), &cfg.ifaces);
+                m.metrics().set_workers(stats);
+                m.metrics().set_flow_log_records(logs.written);
+            }
             let done = logs.agg.drain_ended(now_ns().saturating_sub(grace));
             if let Err(e) = logs.flush(done) {
                 failed = Some(Failure::Log(e));
