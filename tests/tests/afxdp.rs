@@ -826,12 +826,21 @@ fn kill_9_then_restart_restores_the_state_before_forwarding_and_metrics_parse() 
                 ("action", "deny"),
             ],
         );
-        if rx > 0.0 && enforced.is_some_and(|v| v > 0.0) && pending.is_some_and(|v| v > 0.0) {
+        // Rule hits count as flow records arrive; the worker counters are refreshed
+        // on their own period: wait for both.
+        let forwarded = sample(&s, "tiergate_forwarded_packets_total", &[]).unwrap_or(0.0);
+        let dropped = sample(&s, "tiergate_policy_dropped_packets_total", &[]).unwrap_or(0.0);
+        if rx > 0.0
+            && forwarded > 0.0
+            && dropped > 0.0
+            && enforced.is_some_and(|v| v > 0.0)
+            && pending.is_some_and(|v| v > 0.0)
+        {
             break s;
         }
         assert!(
             Instant::now() < end,
-            "metrics never showed the traffic: rx {rx}, enforced {enforced:?}, pending {pending:?}"
+            "metrics never showed the traffic: rx {rx}, forwarded {forwarded}, dropped {dropped}, enforced {enforced:?}, pending {pending:?}"
         );
         std::thread::sleep(Duration::from_millis(500));
     };

@@ -1,7 +1,9 @@
 //! The `tiergate` binary driven with random subcommands, flags and paths: full
 //! devices as outputs, FIFOs with no writer or reader (alone and inside a `-f`
 //! directory), outputs that are the same file as an input, missing paths, empty
-//! directories and files, garbage numbers, `-` for stdin and stdout.
+//! directories and files, garbage numbers, `-` for stdin and stdout. `run` is driven
+//! on interfaces that do not exist, so every flag is parsed and checked but nothing is
+//! ever attached (also when the tests run as root).
 //!
 //! Every run must end by itself within 10 s with exit 0, 1 or 2: no panic message, no
 //! death by signal (abort, out of memory), no hang. Inputs are never modified.
@@ -296,6 +298,30 @@ fn flags(cmd: &str) -> Vec<BoxedStrategy<Vec<A>>> {
             num("--top"),
             lit("--classifier", vec!["tree", "linear", "fast"]),
         ]),
+        // Interfaces that do not exist (see `base`): every run ends before it would
+        // attach anything, also as root.
+        "run" => v.extend([
+            inp("-f"),
+            inp("--policies"),
+            alone("--allow-empty"),
+            num("--queues"),
+            num("--workers"),
+            lit("--cores", vec!["0", "0,1", "1,x", "18446744073709551616"]),
+            outp("--flowlog"),
+            num("--interval"),
+            num("--flow-capacity"),
+            alone("--busy-poll"),
+            num("--batch"),
+            lit("--mode", vec!["wire", "router", "bridge"]),
+            lit(
+                "--next-hop",
+                vec!["tgfz-nosuch0=02:00:00:00:00:01", "tgfz-nosuch1=zz", "x"],
+            ),
+            alone("--copy"),
+            alone("--generic-xdp"),
+            num("--duration"),
+            lit("--duration", vec!["1e20", "-inf", "0.001", "315360001"]),
+        ]),
         _ => v.extend([
             same_file_gen(),
             lit("--format", vec!["pcap", "pcapng", "tar"]),
@@ -331,6 +357,22 @@ fn base(cmd: &'static str) -> BoxedStrategy<Vec<A>> {
         )
             .prop_map(|(a, b, c, d)| [a, b, c, d].concat())
             .boxed(),
+        "run" => prop_oneof![
+            8 => Just(vec![
+                A::Lit("--iface"),
+                A::Lit("tgfz-nosuch0"),
+                A::Lit("--iface"),
+                A::Lit("tgfz-nosuch1"),
+            ]),
+            1 => Just(vec![A::Lit("--iface"), A::Lit("tgfz-nosuch0")]),
+            1 => Just(vec![
+                A::Lit("--iface"),
+                A::Lit("tgfz-nosuch0"),
+                A::Lit("--iface"),
+                A::Lit("tgfz-nosuch0"),
+            ]),
+        ]
+        .boxed(),
         "gen" => prop_oneof![
             4 => flag_with("-w", gen_output().prop_map(A::Path)),
             1 => same_file_gen(),
@@ -343,7 +385,7 @@ fn base(cmd: &'static str) -> BoxedStrategy<Vec<A>> {
 /// A whole command line: a subcommand, its base flags and up to four more.
 fn command_line() -> impl Strategy<Value = Vec<A>> {
     select(vec![
-        "check", "eval", "replay", "replay", "impact", "gen", "gen",
+        "check", "eval", "replay", "replay", "impact", "gen", "gen", "run", "run",
     ])
     .prop_flat_map(|cmd| {
         let extra = proptest::collection::vec(proptest::strategy::Union::new(flags(cmd)), 0..4);

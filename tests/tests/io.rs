@@ -624,3 +624,33 @@ fn run_and_replay_refuse_two_writers_of_stdout_alike() {
         assert_eq!(text(&out.stderr), format!("tiergate replay: {want}\n"));
     }
 }
+
+#[test]
+fn a_write_failure_that_ends_the_command_leaves_no_temporary_file() {
+    let d = temp_dir("exit-temp");
+    let whole = seed_pcap(&d, "whole.pcap", "pcap");
+    let bytes = fs::read(&whole).unwrap();
+    // Cut inside the last frame: replay warns on stderr before writing its outputs.
+    let cut = d.join("cut.pcap");
+    fs::write(&cut, &bytes[..bytes.len() - 5]).unwrap();
+    let outs = d.join("outs");
+    fs::create_dir(&outs).unwrap();
+    let flowlog = outs.join("flows.jsonl");
+    let allowed = outs.join("allowed.pcap");
+    let out = tiergate()
+        .args([
+            "replay",
+            "--pcap",
+            s(&cut),
+            "--flowlog",
+            s(&flowlog),
+            "--allowed-out",
+            s(&allowed),
+        ])
+        .stderr(Stdio::from(File::create("/dev/full").expect("/dev/full")))
+        .output()
+        .expect("run tiergate");
+    assert_eq!(out.status.code(), Some(2), "{:?}", out.status);
+    assert_eq!(listing(&outs), Vec::<String>::new(), "temporary files left");
+    fs::remove_dir_all(&d).unwrap();
+}

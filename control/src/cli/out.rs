@@ -11,8 +11,10 @@
 //!   an error ends it with exit 2 and no message.
 //! - [`Output`] is an output *file* (or stdout for `-`): a regular file is written
 //!   through a temporary file in the same directory, renamed over the destination
-//!   when everything was written and removed otherwise, so a failed run never leaves
-//!   a half-written or clobbered file. Destinations that are not regular files
+//!   when everything was written and removed otherwise (also when a failed write
+//!   ends the command: see [`fail`]), so a failed run never leaves a half-written or
+//!   clobbered file. A destination that is a symbolic link is written through it: the
+//!   temporary file goes beside the link's target and replaces the target. Destinations that are not regular files
 //!   (`/dev/null`, a FIFO, a terminal) are written in place.
 //! - [`refuse_same_files`] refuses an output that is the same file (device and inode,
 //!   not name) as an input or as another output.
@@ -26,6 +28,7 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::EXIT_USAGE;
@@ -116,7 +119,29 @@ impl WriteError {
 /// Ends the command after a failed write: the message on stderr (unless stderr is what
 /// failed, or the reader of a pipe went away), exit 2.
 pub fn fail(e: &WriteError) -> ! {
-    std::process::exit(i32::from(report(e)))
+    let code = report(e);
+    // `exit` runs no destructor: remove the temporary files of outputs still open.
+    remove_temp_files();
+    std::process::exit(i32::from(code))
+}
+
+/// Temporary files of [`Output`]s not yet committed or dropped.
+static TEMP_FILES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn temp_files() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    TEMP_FILES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn forget_temp_file(p: &Path) {
+    temp_files().retain(|x| x != p);
+}
+
+/// Removes every temporary file of an output still open (before the process exits
+/// without running destructors).
+pub fn remove_temp_files() {
+    for p in temp_files().drain(..) {
+        let _ = fs::remove_file(p);
+    }
 }
 
 /// Writes formatted text to stdout and flushes it; ends the command on failure.
@@ -160,10 +185,13 @@ pub fn flush_stdout() {
 enum Sink {
     /// Standard output (buffered here, flushed by `commit`).
     Stdout(BufWriter<io::Stdout>),
-    /// A temporary file renamed over `dest` by `commit`.
+    /// A temporary file renamed over `target` by `commit`.
     Temp {
         file: BufWriter<File>,
         temp: PathBuf,
+        /// The destination with symbolic links resolved: a link is written through,
+        /// not replaced by a regular file.
+        target: PathBuf,
     },
     /// A destination that is not a regular file, written in place.
     InPlace(BufWriter<Patient>),
@@ -224,6 +252,7 @@ impl Output {
                         Sink::InPlace(BufWriter::new(open_special(p).map_err(err)?))
                     }
                     Ok(_) => Self::temp(p).map_err(err)?,
+                    // Not there yet (or a symlink to nothing yet: created at its target).
                     Err(e) if e.kind() == io::ErrorKind::NotFound => Self::temp(p).map_err(err)?,
                     Err(e) => return Err(err(e)),
                 }
@@ -237,18 +266,22 @@ impl Output {
     }
 
     fn temp(path: &Path) -> io::Result<Sink> {
-        let temp = temp_path(path);
+        let target = resolve_links(path)?;
+        // Beside the target, so that the rename stays on its file system.
+        let temp = temp_path(&target);
         let file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&temp)?;
+        temp_files().push(temp.clone());
         // Keep the permissions of a file being replaced.
-        if let Ok(m) = fs::metadata(path) {
+        if let Ok(m) = fs::metadata(&target) {
             let _ = fs::set_permissions(&temp, m.permissions());
         }
         Ok(Sink::Temp {
             file: BufWriter::new(file),
             temp,
+            target,
         })
     }
 
@@ -276,13 +309,34 @@ impl Output {
     /// the temporary file over it). On error the destination is left as it was.
     pub fn commit(mut self) -> Result<(), WriteError> {
         self.finish()?;
-        if let (Some(Sink::Temp { temp, .. }), Dest::File(path)) = (&self.sink, &self.dest) {
-            fs::rename(temp, path).map_err(|e| WriteError::new(self.dest.clone(), e))?;
+        if let Some(Sink::Temp { temp, target, .. }) = &self.sink {
+            fs::rename(temp, target).map_err(|e| WriteError::new(self.dest.clone(), e))?;
+            forget_temp_file(temp);
             // Renamed: nothing left for `drop` to remove.
             self.sink = None;
         }
         Ok(())
     }
+}
+
+/// `path` with every symbolic link of its last component followed (to a target that
+/// may not exist yet); directories on the way are left to the kernel.
+fn resolve_links(path: &Path) -> io::Result<PathBuf> {
+    let mut p = path.to_path_buf();
+    // As the kernel's limit on links followed in one lookup.
+    for _ in 0..40 {
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let to = fs::read_link(&p)?;
+                p = match p.parent() {
+                    Some(dir) if to.is_relative() => dir.join(to),
+                    _ => to,
+                };
+            }
+            _ => return Ok(p),
+        }
+    }
+    Err(io::Error::other("too many levels of symbolic links"))
 }
 
 /// Commits several outputs as one: every one is flushed first, and only when all
@@ -303,6 +357,7 @@ impl Drop for Output {
     fn drop(&mut self) {
         if let Some(Sink::Temp { temp, .. }) = &self.sink {
             let _ = fs::remove_file(temp);
+            forget_temp_file(temp);
         }
     }
 }
@@ -765,6 +820,70 @@ mod tests {
                 .to_string()
                 .contains("is a directory")
         );
+    }
+
+    #[test]
+    fn a_symlinked_output_is_written_through_the_link() {
+        let d = dir("symlink");
+        let target = d.join("real.txt");
+        fs::write(&target, "old").unwrap();
+        let link = d.join("link.txt");
+        std::os::unix::fs::symlink("real.txt", &link).unwrap();
+        let mut o = Output::create(&link).unwrap();
+        o.write_all(b"new").unwrap();
+        o.commit().unwrap();
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(fs::read_to_string(&target).unwrap(), "new");
+        // A link to a file not there yet creates the file at the target.
+        let dangling = d.join("dangling.txt");
+        std::os::unix::fs::symlink(d.join("later.txt"), &dangling).unwrap();
+        let mut o = Output::create(&dangling).unwrap();
+        o.write_all(b"x").unwrap();
+        o.commit().unwrap();
+        assert!(
+            fs::symlink_metadata(&dangling)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(fs::read_to_string(d.join("later.txt")).unwrap(), "x");
+        assert_eq!(fs::read_dir(&d).unwrap().count(), 4, "no temp file left");
+        // A loop is an error naming the output, not a hang.
+        let a = d.join("a");
+        std::os::unix::fs::symlink("b", &a).unwrap();
+        std::os::unix::fs::symlink("a", d.join("b")).unwrap();
+        let e = Output::create(&a).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with(&format!("cannot write to {}: ", a.display())),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn open_outputs_register_their_temp_files_for_an_exit() {
+        let d = dir("exit");
+        let temp_of = |o: &Output| match &o.sink {
+            Some(Sink::Temp { temp, .. }) => temp.clone(),
+            _ => panic!("not a temp file"),
+        };
+        // `fail` removes what is registered (other tests run in parallel: only
+        // this test's files are looked at).
+        let o = Output::create(&d.join("x.txt")).unwrap();
+        let t = temp_of(&o);
+        assert!(temp_files().contains(&t));
+        o.commit().unwrap();
+        assert!(!temp_files().contains(&t), "committed");
+        let o = Output::create(&d.join("y.txt")).unwrap();
+        let t = temp_of(&o);
+        drop(o);
+        assert!(!temp_files().contains(&t), "dropped");
+        assert!(!t.exists());
     }
 
     #[test]
