@@ -66,6 +66,26 @@ use crate::worker::{ClassifierSlot, MAX_BATCH, RecordOut, Worker, WorkerConfig, 
 
 pub use sys::{CopyMode, XdpMode};
 
+impl XdpMode {
+    /// `native` or `generic`, as counters and messages name the mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+        }
+    }
+}
+
+impl CopyMode {
+    /// `zero-copy` or `copy`, as counters and messages name the mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            CopyMode::ZeroCopy => "zero-copy",
+            CopyMode::Copy => "copy",
+        }
+    }
+}
+
 /// A MAC address.
 pub type Mac = [u8; 6];
 
@@ -934,6 +954,12 @@ pub fn start<C: Classify + Send + Sync + 'static>(
             Some([(own(0), next_hop[0]), (own(1), next_hop[1])])
         }
     };
+    let mut wcfg = cfg.worker;
+    wcfg.batch = batch;
+    wcfg.unparsed.non_ip = match cfg.forwarding {
+        Forwarding::Wire => Disposition::Pass,
+        Forwarding::Router { .. } => Disposition::Drop,
+    };
     let mut programs = Vec::with_capacity(2);
     for (i, name) in cfg.ifaces.iter().enumerate() {
         let entries = rx_queues(name).unwrap_or(cfg.queues).max(cfg.queues);
@@ -942,12 +968,6 @@ pub fn start<C: Classify + Send + Sync + 'static>(
                 .map_err(|e| AfXdpError::Setup(format!("{name}: {e}")))?,
         );
     }
-    let mut wcfg = cfg.worker;
-    wcfg.batch = batch;
-    wcfg.unparsed.non_ip = match cfg.forwarding {
-        Forwarding::Wire => Disposition::Pass,
-        Forwarding::Router { .. } => Disposition::Drop,
-    };
     let cores: Vec<core_affinity::CoreId> = {
         let all = core_affinity::get_core_ids().unwrap_or_default();
         if cfg.cores.is_empty() {
