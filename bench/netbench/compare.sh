@@ -28,7 +28,7 @@ trap 'rm -f "$policy"' EXIT
 "$here/policy1000.sh" 1000 >"$policy"
 C=(run --iface in0 --iface in1 --mode router --next-hop in1=02:4e:42:02:00:01
    --next-hop in0=02:4e:42:01:00:01 --cores "${DUT_CPU:-1}")
-start=$(wc -l <"$RESULTS" 2>/dev/null || echo 0)
+start=0; [[ -f $RESULTS ]] && start=$(wc -l <"$RESULTS")
 echo "# compare.sh $(date -u +%FT%TZ) $(uname -r) $(nproc) CPUs, tiergate $(git -C "$root" rev-parse --short HEAD)" | tee -a "$RESULTS"
 for ((r = 1; r <= ROUNDS; r++)); do
   for row in $ROWS; do

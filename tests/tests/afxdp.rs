@@ -1074,3 +1074,43 @@ fn two_queues_are_served_by_one_worker_or_two_pinned_workers() {
         );
     }
 }
+
+#[test]
+fn a_flow_table_that_cannot_be_allocated_stops_the_run_before_anything_is_attached() {
+    let test = "a_flow_table_that_cannot_be_allocated_stops_the_run_before_anything_is_attached";
+    if !can_run(test) {
+        return;
+    }
+    let bed = Bed::new('e');
+    // The largest flow table (2 GiB) under a 1.6 GB address-space limit: the worker
+    // cannot be built, after the sockets were opened and before anything is attached.
+    let bin = tiergate_bin();
+    let out = Command::new("prlimit")
+        .args(["--as=1600000000", "ip", "netns", "exec", &bed.ns('t')])
+        .arg(&bin)
+        .args(["run", "--iface", &bed.dev("t0"), "--iface", &bed.dev("t1")])
+        .args(["--flow-capacity", "16777216", "--duration", "5"])
+        .output();
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            skip(test, &format!("prlimit is not usable: {e}"));
+            return;
+        }
+    };
+    let (st, err) = (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    if err.contains("cannot open an AF_XDP socket") || err.contains("cannot load the XDP program") {
+        skip(test, &format!("AF_XDP unavailable: {err}"));
+        return;
+    }
+    assert_eq!(st.code(), Some(2), "{err}");
+    assert!(err.contains("flow table"), "{err}");
+    assert!(
+        !err.contains("forwarding between"),
+        "it never started: {err}"
+    );
+    assert_eq!(bed.xdp_attached(), [false, false], "{}", bed.links());
+}
