@@ -515,11 +515,14 @@ mod live {
             }
         }
         // Held to the end of the run: the state directory's lock.
-        let initial =
-            match super::super::run_state::initial(&args.policies, args.state_dir.as_deref()) {
-                Ok(i) => i,
-                Err(code) => return ExitCode::from(code),
-            };
+        let initial = match super::super::run_state::initial(
+            &args.policies,
+            false,
+            args.state_dir.as_deref(),
+        ) {
+            Ok(i) => i,
+            Err(code) => return ExitCode::from(code),
+        };
         let cluster = &initial.cluster;
         let lowered = match lower::lower(cluster) {
             Ok(l) => l,

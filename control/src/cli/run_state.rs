@@ -30,9 +30,14 @@ pub struct Initial {
 /// Loads `-f` (or no policy) or restores `state_dir`; prints the errors and returns
 /// the exit code on failure (1 invalid policy or unusable state, 2 unreadable input or
 /// a state directory in use).
-pub fn initial(policies: &[PathBuf], state_dir: Option<&Path>) -> Result<Initial, u8> {
+/// `allow_empty` accepts `-f` sources holding no resource.
+pub fn initial(
+    policies: &[PathBuf],
+    allow_empty: bool,
+    state_dir: Option<&Path>,
+) -> Result<Initial, u8> {
     let Some(dir) = state_dir else {
-        let (store, cluster) = from_sources(policies)?;
+        let (store, cluster) = from_sources(policies, allow_empty)?;
         return Ok(Initial {
             store,
             cluster,
@@ -69,7 +74,7 @@ pub fn initial(policies: &[PathBuf], state_dir: Option<&Path>) -> Result<Initial
             state: Some(sd),
         });
     }
-    let (store, cluster) = from_sources(policies)?;
+    let (store, cluster) = from_sources(policies, allow_empty)?;
     let n = sd.commit_store(&store).map_err(|e| {
         errln!("tiergate run: {e}");
         e.exit_code()
@@ -91,17 +96,13 @@ pub fn initial(policies: &[PathBuf], state_dir: Option<&Path>) -> Result<Initial
     })
 }
 
-/// `-f` sources into a fresh store; none: the empty store.
-fn from_sources(policies: &[PathBuf]) -> Result<(Store, Cluster), u8> {
-    if policies.is_empty() {
-        let store = Store::new();
-        return match policy::cluster(&store) {
-            Ok(c) => Ok((store, c)),
-            Err(e) => Err(super::eval::print_error(&e)),
-        };
-    }
-    match policy::load_paths(policies, false) {
-        Ok(set) => Ok((set.store, set.cluster)),
-        Err(e) => Err(super::eval::print_error(&e)),
-    }
+/// `-f` sources into a fresh store (as `replay` loads them); none: no policy.
+fn from_sources(policies: &[PathBuf], allow_empty: bool) -> Result<(Store, Cluster), u8> {
+    let set = if policies.is_empty() {
+        policy::build(policy::Read::default())
+    } else {
+        policy::load_paths(policies, allow_empty)
+    };
+    set.map(|s| (s.store, s.cluster))
+        .map_err(|e| super::eval::print_error(&e))
 }
