@@ -578,6 +578,8 @@ proptest! {
 /// `cargo test --release -p control --lib state::tests::commit_and_restore_times -- --ignored --nocapture`
 #[test]
 #[ignore = "a measurement; run by hand in release mode"]
+// The number goes to the test harness's captured output (`--nocapture`).
+#[allow(clippy::disallowed_macros)]
 fn commit_and_restore_times() {
     use std::time::Instant;
     let n = 10_000;
