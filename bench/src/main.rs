@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 mod classify;
 mod cputime;
 mod replay;
+mod scale;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,11 +26,20 @@ enum Cmd {
     /// build time, memory and depth; the compiled tree, the full `Classify` path, a
     /// recompile and the linear reference.
     Classify(classify::ClassifyArgs),
+    /// Cluster-scale policy: whole generations, identity vs per-endpoint tree
+    /// lookups, pod and policy churn (see BENCHMARKS.md "Cluster scale").
+    Scale(scale::ScaleArgs),
 }
 
 fn main() {
     match Cli::parse().cmd {
         Cmd::Replay(a) => replay::main(&a),
+        Cmd::Scale(a) => {
+            if let Err(e) = scale::main(&a) {
+                eprintln!("bench: {e}");
+                std::process::exit(1);
+            }
+        }
         Cmd::Classify(a) => {
             if let Err(e) = classify::main(&a) {
                 eprintln!("bench: {e}");

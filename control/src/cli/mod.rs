@@ -31,6 +31,7 @@ pub mod run;
 pub mod run_metrics;
 pub mod run_state;
 pub mod state;
+pub mod values;
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
