@@ -807,7 +807,10 @@ fn kill_9_then_restart_restores_the_state_before_forwarding_and_metrics_parse() 
     let end = Instant::now() + Duration::from_secs(15);
     let s = loop {
         let s = scrape(&bed, &addr);
+        // Worker counters are refreshed every second, hits at each flow-log interval:
+        // wait for both to show the traffic above.
         let rx = sample(&s, "tiergate_rx_packets_total", &[("iface", &t0)]).unwrap_or(0.0);
+        let fwd = sample(&s, "tiergate_forwarded_packets_total", &[]).unwrap_or(0.0);
         let enforced = sample(
             &s,
             "tiergate_rule_hit_packets_total",
@@ -826,13 +829,8 @@ fn kill_9_then_restart_restores_the_state_before_forwarding_and_metrics_parse() 
                 ("action", "deny"),
             ],
         );
-        // Rule hits count as flow records arrive; the worker counters are refreshed
-        // on their own period: wait for both.
-        let forwarded = sample(&s, "tiergate_forwarded_packets_total", &[]).unwrap_or(0.0);
-        let dropped = sample(&s, "tiergate_policy_dropped_packets_total", &[]).unwrap_or(0.0);
         if rx > 0.0
-            && forwarded > 0.0
-            && dropped > 0.0
+            && fwd > 0.0
             && enforced.is_some_and(|v| v > 0.0)
             && pending.is_some_and(|v| v > 0.0)
         {
@@ -840,12 +838,11 @@ fn kill_9_then_restart_restores_the_state_before_forwarding_and_metrics_parse() 
         }
         assert!(
             Instant::now() < end,
-            "metrics never showed the traffic: rx {rx}, forwarded {forwarded}, dropped {dropped}, enforced {enforced:?}, pending {pending:?}"
+            "metrics never showed the traffic: rx {rx}, forwarded {fwd}, enforced {enforced:?}, pending {pending:?}"
         );
         std::thread::sleep(Duration::from_millis(500));
     };
     assert!(sample(&s, "tiergate_policy_dropped_packets_total", &[]).unwrap() > 0.0);
-    assert!(sample(&s, "tiergate_forwarded_packets_total", &[]).unwrap() > 0.0);
     assert!(sample(&s, "tiergate_flow_table_capacity_entries", &[]).unwrap() > 0.0);
     assert_eq!(sample(&s, "tiergate_policy_generation", &[]), Some(1.0));
     let _ = std::fs::remove_dir_all(&dir);

@@ -30,6 +30,7 @@ pub struct Initial {
 /// Loads `-f` (or no policy) or restores `state_dir`; prints the errors and returns
 /// the exit code on failure (1 invalid policy or unusable state, 2 unreadable input or
 /// a state directory in use).
+/// `allow_empty` accepts `-f` sources holding no resource.
 pub fn initial(
     policies: &[PathBuf],
     allow_empty: bool,
@@ -95,9 +96,7 @@ pub fn initial(
     })
 }
 
-/// `-f` sources into a fresh store; none: the empty store.
-/// The `-f` policy set (through `control::policy`, as `replay` loads it), or no policy
-/// at all.
+/// `-f` sources into a fresh store (as `replay` loads them); none: no policy.
 fn from_sources(policies: &[PathBuf], allow_empty: bool) -> Result<(Store, Cluster), u8> {
     let set = if policies.is_empty() {
         policy::build(policy::Read::default())

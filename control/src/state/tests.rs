@@ -573,3 +573,62 @@ proptest! {
         prop_assert_eq!(resources(&restored.unwrap()), resources(&store));
     }
 }
+
+/// Commit and restore times of a 10 000-policy store (a measurement, not a check):
+/// `cargo test --release -p control --lib state::tests::commit_and_restore_times -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement; run by hand in release mode"]
+// The number goes to the test harness's captured output (`--nocapture`).
+#[allow(clippy::disallowed_macros)]
+fn commit_and_restore_times() {
+    use std::time::Instant;
+    let n = 10_000;
+    let mut yaml = String::new();
+    for i in 0..n {
+        yaml += &format!(
+            "---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: p{i}}}\nspec:\n  order: {i}\n  selector: app == 'a{}'\n  ingress:\n  - action: Allow\n    protocol: TCP\n    source: {{nets: [10.{}.{}.0/24]}}\n    destination: {{ports: [{}]}}\n",
+            i % 100,
+            i / 256 % 256,
+            i % 256,
+            1 + i % 60000
+        );
+    }
+    let store = store_of(&yaml);
+    let t = TempDir::new("timing");
+    let (mut sd, _) = StateDir::open(&t.0).unwrap();
+    let mut commits = Vec::new();
+    for _ in 0..7 {
+        let t0 = Instant::now();
+        sd.commit_store(&store).unwrap();
+        commits.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    let bytes = fs::metadata(t.0.join(file_name(sd.generation())))
+        .unwrap()
+        .len();
+    drop(sd);
+    let mut encodes = Vec::new();
+    for _ in 0..7 {
+        let t0 = Instant::now();
+        let b = encode(&store, 1);
+        encodes.push(t0.elapsed().as_secs_f64() * 1e3);
+        assert!(!b.is_empty());
+    }
+    let mut opens = Vec::new();
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let (_sd, restored) = StateDir::open(&t.0).unwrap();
+        opens.push(t0.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(restored.unwrap().len(), store.len());
+    }
+    for v in [&mut commits, &mut encodes, &mut opens] {
+        v.sort_by(f64::total_cmp);
+    }
+    println!(
+        "{n} policies, {bytes} bytes per generation: commit median {:.1} ms (min {:.1}, max {:.1}), of which encode median {:.1} ms; open+restore median {:.1} ms",
+        commits[commits.len() / 2],
+        commits[0],
+        commits[commits.len() - 1],
+        encodes[encodes.len() / 2],
+        opens[opens.len() / 2]
+    );
+}
