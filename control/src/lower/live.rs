@@ -6,8 +6,7 @@
 //! # What a change costs
 //! - **Endpoint added** whose *behaviour* another bound endpoint already has, with
 //!   host prefixes (/32, /128) that no rule, network set or other endpoint names and
-//!   that lie in the same rule CIDRs as that endpoint's
-//!   ([`IdentityClassifier::with_host`] checks the last): the new generation shares
+//!   that, like that endpoint's, lie inside no rule CIDR and no network-set prefix: the new generation shares
 //!   the trees; its addresses join the exemplar's identity and programs. The
 //!   endpoint's id is the next in [`Names`]. The behaviour is everything lowering
 //!   reads of an endpoint besides its addresses: kind, namespace, profiles, named
@@ -26,6 +25,13 @@
 //!   also what the fast path must equal: the property test below checks, after random
 //!   sequences of changes, that the live generation classifies every flow as a fresh
 //!   build and [`crate::eval::evaluate`] do.
+//!
+//! **Known defect**: the property test below passes its default 300 cases, but with
+//! `PROPTEST_CASES=2000` it finds a sequence (a pod copied to 192.168.0.9, then pods
+//! with other endpoints' labels added) after which a peer's ingress verdict for the
+//! copied pod differs from `eval` and from a fresh build; with the add fast path
+//! disabled the same sequence agrees. The cause is not found yet, so the add fast path
+//! is not exact in every store; the full rebuild is.
 //!
 //! Endpoints added on the fast path are appended to [`Cluster::endpoints`]: `eval`
 //! uses the store order only to pick the owner of an address several endpoints
@@ -390,12 +396,25 @@ impl Live {
             if self.named.contains(&n) || self.nets.contains_key(&n) {
                 return false;
             }
-            let Some(like) = group.hosts.iter().find(|h| {
-                matches!(
-                    (h, &n),
-                    (IpNet::V4(_), IpNet::V4(_)) | (IpNet::V6(_), IpNet::V6(_))
-                )
-            }) else {
+            // The new host and the exemplar must lie in no rule CIDR and no network
+            // set: a rule's selector intersected with a CIDR lowers to the selected
+            // hosts inside it, so the CIDR itself is not in that list. (Requiring
+            // only the same CIDRs for both was not enough: a random sequence in the
+            // property test still differed; this stricter condition is what is
+            // tested.)
+            let named = &self.named;
+            let Some(like) = group
+                .hosts
+                .iter()
+                .filter(|h| {
+                    matches!(
+                        (h, &n),
+                        (IpNet::V4(_), IpNet::V4(_)) | (IpNet::V6(_), IpNet::V6(_))
+                    )
+                })
+                .take(16)
+                .find(|h| named.iter().all(|p| !p.contains(*h) && !p.contains(&n)))
+            else {
                 return false;
             };
             let from = next.as_ref().unwrap_or(&self.classifier);
