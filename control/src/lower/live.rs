@@ -26,12 +26,9 @@
 //!   sequences of changes, that the live generation classifies every flow as a fresh
 //!   build and [`crate::eval::evaluate`] do.
 //!
-//! **Known defect**: the property test below passes its default 300 cases, but with
-//! `PROPTEST_CASES=2000` it finds a sequence (a pod copied to 192.168.0.9, then pods
-//! with other endpoints' labels added) after which a peer's ingress verdict for the
-//! copied pod differs from `eval` and from a fresh build; with the add fast path
-//! disabled the same sequence agrees. The cause is not found yet, so the add fast path
-//! is not exact in every store; the full rebuild is.
+//! An exemplar's address is one only that endpoint has: an address two endpoints
+//! share is in the lists of both, so its identity is not one behaviour's (the
+//! property test found this).
 //!
 //! Endpoints added on the fast path are appended to [`Cluster::endpoints`]: `eval`
 //! uses the store order only to pick the owner of an address several endpoints
@@ -184,7 +181,12 @@ impl Live {
             let Some(owner) = self.cluster.endpoints.get(b.endpoint.0 as usize) else {
                 continue;
             };
-            if !is_host(&b.net) || !owner.nets.iter().any(|n| n.trunc() == b.net) {
+            // An address two endpoints have is in the lists of both: its identity is
+            // not its owner's behaviour alone, so it is no exemplar.
+            if !is_host(&b.net)
+                || !owner.nets.iter().any(|n| n.trunc() == b.net)
+                || self.nets.get(&b.net) != Some(&1)
+            {
                 continue;
             }
             let key = behaviour_of(&self.cluster, &self.selectors, &mut self.behaviours, owner);
@@ -398,10 +400,7 @@ impl Live {
             }
             // The new host and the exemplar must lie in no rule CIDR and no network
             // set: a rule's selector intersected with a CIDR lowers to the selected
-            // hosts inside it, so the CIDR itself is not in that list. (Requiring
-            // only the same CIDRs for both was not enough: a random sequence in the
-            // property test still differed; this stricter condition is what is
-            // tested.)
+            // hosts inside it, so the CIDR itself is not in that list.
             let named = &self.named;
             let Some(like) = group
                 .hosts
