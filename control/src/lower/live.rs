@@ -4,13 +4,17 @@
 //! generation.
 //!
 //! # What a change costs
-//! - **Endpoint added** whose *label key* (kind, namespace, labels, profiles, named
-//!   ports: everything selectors, named ports and applies-to read) another bound
-//!   endpoint already has, with host prefixes (/32, /128) that no rule, network set
-//!   or other endpoint names and that lie in the same rule CIDRs as that endpoint's
-//!   ([`IdentityClassifier::with_host`] checks the last): the new generation shares
+//! - **Endpoint added** whose *behaviour* another bound endpoint already has, with
+//!   host prefixes (/32, /128) that no rule, network set or other endpoint names and
+//!   that, like that endpoint's, lie inside no rule CIDR and no network-set prefix: the new generation shares
 //!   the trees; its addresses join the exemplar's identity and programs. The
-//!   endpoint's id is the next in [`Names`].
+//!   endpoint's id is the next in [`Names`]. The behaviour is everything lowering
+//!   reads of an endpoint besides its addresses: kind, namespace, profiles, named
+//!   ports, and the result of every selector of the store (policies' applies-to,
+//!   rules' peer selectors and notSelectors) on its labels. An endpoint with a label
+//!   set never seen before still takes this path when every selector sees it as it
+//!   sees an existing endpoint (a new `version` label that no selector reads); the
+//!   selector results are computed once per distinct label set.
 //! - **Endpoint removed** whose host prefixes no rule or network set names and no
 //!   other endpoint has ([`IdentityClassifier::without_host`]): same. Its id stays
 //!   as an unused entry of [`Names`].
@@ -21,6 +25,10 @@
 //!   also what the fast path must equal: the property test below checks, after random
 //!   sequences of changes, that the live generation classifies every flow as a fresh
 //!   build and [`crate::eval::evaluate`] do.
+//!
+//! An exemplar's address is one only that endpoint has: an address two endpoints
+//! share is in the lists of both, so its identity is not one behaviour's (the
+//! property test found this).
 //!
 //! Endpoints added on the fast path are appended to [`Cluster::endpoints`]: `eval`
 //! uses the store order only to pick the owner of an address several endpoints
@@ -37,6 +45,7 @@ use thiserror::Error;
 use super::{EndpointName, LowerError, Names, endpoint_meta, id32, lower};
 use crate::cluster::{Cluster, Endpoint, EndpointKind, Evaluation, Flow, MixedFamilies};
 use crate::model::{EndpointPort, ResourceKey};
+use crate::selector::Selector;
 
 /// Why a live change failed (the previous generation stays published).
 #[derive(Debug, Error)]
@@ -87,7 +96,18 @@ impl LabelKey {
     }
 }
 
-/// Bound host prefixes of one label key, and the programs they share.
+/// What lowering reads of an endpoint besides its addresses (see the module doc).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Behaviour {
+    kind: EndpointKind,
+    namespace: Option<String>,
+    profiles: Vec<String>,
+    ports: Vec<EndpointPort>,
+    /// Bit `i`: selector `i` of [`Live::selectors`] matches.
+    selects: Vec<u64>,
+}
+
+/// Bound host prefixes of one behaviour, and the programs they share.
 #[derive(Clone, Debug)]
 struct Group {
     hosts: Vec<IpNet>,
@@ -105,7 +125,11 @@ pub struct Live {
     names: Names,
     classifier: Arc<IdentityClassifier>,
     cfg: BuildConfig,
-    groups: HashMap<LabelKey, Group>,
+    groups: HashMap<Behaviour, Group>,
+    /// Every distinct selector of the store's policies and profiles.
+    selectors: Vec<Selector>,
+    /// Behaviour by label key, computed once per distinct label set.
+    behaviours: HashMap<LabelKey, Behaviour>,
     /// Prefixes rules (`nets`, `notNets`) and network sets name.
     named: HashSet<IpNet>,
     /// How many endpoints have each prefix.
@@ -124,36 +148,50 @@ impl std::fmt::Debug for Live {
 impl Live {
     /// Lowers and compiles `cluster`.
     pub fn new(cluster: Cluster, cfg: BuildConfig) -> Result<Live, LiveError> {
-        let (names, classifier, groups) = Self::build(&cluster, &cfg)?;
+        let (lowered, classifier) = Self::build(&cluster, &cfg)?;
         let mut live = Live {
             cluster,
-            names,
+            names: Names::default(),
             classifier: Arc::new(classifier),
             cfg,
-            groups,
+            groups: HashMap::new(),
+            selectors: Vec::new(),
+            behaviours: HashMap::new(),
             named: HashSet::new(),
             nets: HashMap::new(),
         };
-        live.index();
+        live.adopt(lowered);
         Ok(live)
     }
 
     fn build(
         cluster: &Cluster,
         cfg: &BuildConfig,
-    ) -> Result<(Names, IdentityClassifier, HashMap<LabelKey, Group>), LiveError> {
+    ) -> Result<(super::Lowered, IdentityClassifier), LiveError> {
         let lowered = lower(cluster)?;
         let classifier = IdentityClassifier::build(&lowered.set, cfg)?;
-        let mut groups: HashMap<LabelKey, Group> = HashMap::new();
+        Ok((lowered, classifier))
+    }
+
+    /// Takes a full build's names and rebuilds the indexes and groups from it.
+    fn adopt(&mut self, lowered: super::Lowered) {
+        self.index();
+        self.groups.clear();
         for b in &lowered.set.endpoints {
-            let Some(owner) = cluster.endpoints.get(b.endpoint.0 as usize) else {
+            let Some(owner) = self.cluster.endpoints.get(b.endpoint.0 as usize) else {
                 continue;
             };
-            if !is_host(&b.net) || !owner.nets.iter().any(|n| n.trunc() == b.net) {
+            // An address two endpoints have is in the lists of both: its identity is
+            // not its owner's behaviour alone, so it is no exemplar.
+            if !is_host(&b.net)
+                || !owner.nets.iter().any(|n| n.trunc() == b.net)
+                || self.nets.get(&b.net) != Some(&1)
+            {
                 continue;
             }
-            groups
-                .entry(LabelKey::of(owner))
+            let key = behaviour_of(&self.cluster, &self.selectors, &mut self.behaviours, owner);
+            self.groups
+                .entry(key)
                 .or_insert_with(|| Group {
                     hosts: Vec::new(),
                     ingress: b.ingress,
@@ -162,9 +200,47 @@ impl Live {
                 .hosts
                 .push(b.net);
         }
-        Ok((lowered.names, classifier, groups))
+        self.names = lowered.names;
     }
 
+    /// The behaviour of an endpoint (memoized by label key).
+    fn behaviour(&mut self, ep: &Endpoint) -> Behaviour {
+        behaviour_of(&self.cluster, &self.selectors, &mut self.behaviours, ep)
+    }
+}
+
+/// [`Live::behaviour`] with the fields it reads apart.
+fn behaviour_of(
+    cluster: &Cluster,
+    selectors: &[Selector],
+    memo: &mut HashMap<LabelKey, Behaviour>,
+    ep: &Endpoint,
+) -> Behaviour {
+    {
+        let key = LabelKey::of(ep);
+        if let Some(b) = memo.get(&key) {
+            return b.clone();
+        }
+        let labels = cluster.endpoint_labels(ep);
+        let mut selects = vec![0u64; selectors.len().div_ceil(64)];
+        for (i, s) in selectors.iter().enumerate() {
+            if s.matches(&labels) {
+                selects[i / 64] |= 1 << (i % 64);
+            }
+        }
+        let b = Behaviour {
+            kind: ep.kind,
+            namespace: ep.key.namespace.clone(),
+            profiles: ep.profiles.clone(),
+            ports: ep.ports.clone(),
+            selects,
+        };
+        memo.insert(key, b.clone());
+        b
+    }
+}
+
+impl Live {
     /// The prefix indexes the fast path consults.
     fn index(&mut self) {
         self.named.clear();
@@ -179,12 +255,26 @@ impl Live {
                     .values()
                     .flat_map(|p| p.ingress.iter().chain(&p.egress)),
             );
+        let mut seen: HashSet<&Selector> = HashSet::new();
+        let mut selectors = Vec::new();
+        for p in &c.policies {
+            if seen.insert(&p.applies_to) {
+                selectors.push(p.applies_to.clone());
+            }
+        }
         for r in rules {
             for m in [&r.source, &r.destination] {
                 self.named
                     .extend(m.nets.iter().chain(&m.not_nets).map(IpNet::trunc));
+                for s in m.selector.iter().chain(&m.not_selector) {
+                    if seen.insert(s) {
+                        selectors.push(s.clone());
+                    }
+                }
             }
         }
+        self.selectors = selectors;
+        self.behaviours.clear();
         for s in &c.network_sets {
             self.named.extend(s.nets.iter().map(IpNet::trunc));
         }
@@ -212,24 +302,20 @@ impl Live {
 
     /// Replaces the whole store: a full rebuild.
     pub fn set_cluster(&mut self, cluster: Cluster) -> Result<Applied, LiveError> {
-        let (names, classifier, groups) = Self::build(&cluster, &self.cfg)?;
+        let (lowered, classifier) = Self::build(&cluster, &self.cfg)?;
         self.cluster = cluster;
-        self.names = names;
         self.classifier = Arc::new(classifier);
-        self.groups = groups;
-        self.index();
+        self.adopt(lowered);
         Ok(Applied::Rebuilt)
     }
 
     fn rebuild(&mut self) -> Result<Applied, LiveError> {
         let cluster = std::mem::take(&mut self.cluster);
         match Self::build(&cluster, &self.cfg) {
-            Ok((names, classifier, groups)) => {
+            Ok((lowered, classifier)) => {
                 self.cluster = cluster;
-                self.names = names;
                 self.classifier = Arc::new(classifier);
-                self.groups = groups;
-                self.index();
+                self.adopt(lowered);
                 Ok(Applied::Rebuilt)
             }
             Err(e) => {
@@ -299,7 +385,7 @@ impl Live {
         if ep.nets.is_empty() || !ep.nets.iter().all(is_host) {
             return false;
         }
-        let key = LabelKey::of(ep);
+        let key = self.behaviour(ep);
         let Some(group) = self.groups.get(&key) else {
             return false;
         };
@@ -312,12 +398,22 @@ impl Live {
             if self.named.contains(&n) || self.nets.contains_key(&n) {
                 return false;
             }
-            let Some(like) = group.hosts.iter().find(|h| {
-                matches!(
-                    (h, &n),
-                    (IpNet::V4(_), IpNet::V4(_)) | (IpNet::V6(_), IpNet::V6(_))
-                )
-            }) else {
+            // The new host and the exemplar must lie in no rule CIDR and no network
+            // set: a rule's selector intersected with a CIDR lowers to the selected
+            // hosts inside it, so the CIDR itself is not in that list.
+            let named = &self.named;
+            let Some(like) = group
+                .hosts
+                .iter()
+                .filter(|h| {
+                    matches!(
+                        (h, &n),
+                        (IpNet::V4(_), IpNet::V4(_)) | (IpNet::V6(_), IpNet::V6(_))
+                    )
+                })
+                .take(16)
+                .find(|h| named.iter().all(|p| !p.contains(*h) && !p.contains(&n)))
+            else {
                 return false;
             };
             let from = next.as_ref().unwrap_or(&self.classifier);
@@ -387,7 +483,8 @@ impl Live {
             }
         }
         self.classifier = Arc::new(next);
-        let key = LabelKey::of(ep);
+        let ep = self.cluster.endpoints[i].clone();
+        let key = self.behaviour(&ep);
         let nets: Vec<IpNet> = ep.nets.iter().map(IpNet::trunc).collect();
         if let Some(g) = self.groups.get_mut(&key) {
             g.hosts.retain(|h| !nets.contains(h));

@@ -38,6 +38,33 @@
 //!   of hit strings in tiergate), and names flow ends for flow logs as felix does
 //!   (`generateName*` for pods, the node for host endpoints, the longest-prefix
 //!   network set, else `pub`/`pvt`).
+//!
+//! # How a generation is split, so that common changes are cheap
+//! A cluster changes mostly by pods arriving and leaving; policies change a few times a
+//! day. The published generation is therefore two layers (measured in BENCHMARKS.md
+//! "Cluster scale", `bench scale`):
+//! - **identity stage + trees** (`dataplane::classifier::IdentityClassifier`): the
+//!   lowered set's address lists (selectors, named ports, CIDRs) are cut into
+//!   *identities* — addresses in exactly the same lists — by one LPM, and the decision
+//!   trees cut on identity ids. Replicas of a pod are one identity. Candidates weighed
+//!   on the lowering bench's 5000 pods × 200 policies with named ports: the
+//!   per-endpoint trees over the addresses themselves (8.5 s to build, 12.3 MB, one
+//!   box edge per pod `/32` in every program naming it) against the identity stage
+//!   (0.17 s, 1.4 MB, 842 identities, lookups 1.6× faster on the same keys, no
+//!   verdict differs). Named ports need nothing of their own: a named port's
+//!   endpoints are one more address list, resolved by the same stage. Endpoint
+//!   bindings stay out of the trees (the stage's LPM gives the binding too), so the
+//!   trees do not change when a pod comes or goes.
+//! - **live state** ([`Live`]): the store, the names and, per *behaviour* (what
+//!   lowering reads of an endpoint besides its addresses: kind, namespace, profiles,
+//!   named ports, every selector's result on its labels), the bound hosts and their
+//!   programs. An endpoint whose behaviour exists binds its host prefixes to that
+//!   identity and those programs (one LPM insert, the trees shared); removal unbinds.
+//!   Everything else is a full rebuild, which stays the fallback and the oracle.
+//!
+//! Not done: incremental lowering keyed by the selectors a change touches (a policy
+//! change, a new behaviour, a namespace or network set change are full rebuilds, about
+//! 0.5–0.9 s at 5000 pods × 200 policies on the shared test machine).
 
 mod live;
 mod nets;

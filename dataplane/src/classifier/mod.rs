@@ -38,6 +38,11 @@
 //! scalar fallback ([`Kernel`], picked by [`Classifier::build`] from the CPU features
 //! detected at run time; on the slots the builder makes, every kernel computes the same
 //! step, `slot::step`).
+//!
+//! [`IdentityClassifier`] puts an address → identity stage (one LPM per family) in
+//! front of these trees, so that large address lists (the addresses a peer selector
+//! stands for) become a few identity ids and host bindings can be added or removed
+//! without new trees; its module doc gives the design and the measurements.
 
 mod flatten;
 mod identity;

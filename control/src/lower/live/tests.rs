@@ -173,6 +173,12 @@ spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
     api2.key.name = "api-2".into();
     api2.nets = vec![host("10.0.0.4")];
     assert_eq!(live.add_endpoint(api2.clone()).unwrap(), Applied::Fast);
+    // A label set never seen, that no selector reads differently: still fast.
+    let mut api4 = api1.clone();
+    api4.key.name = "api-4".into();
+    api4.labels.insert("version".into(), "v2".into());
+    api4.nets = vec![host("10.0.0.6")];
+    assert_eq!(live.add_endpoint(api4).unwrap(), Applied::Fast);
     // Inside the rule's CIDR: another identity, so a rebuild.
     let mut api3 = api1.clone();
     api3.key.name = "api-3".into();
@@ -184,7 +190,7 @@ spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
     db.labels.insert("app".into(), "db".into());
     db.nets = vec![host("10.0.0.5")];
     assert_eq!(live.add_endpoint(db).unwrap(), Applied::Rebuilt);
-    let flows: Vec<FlowKey> = ["10.0.0.2", "10.0.0.4", "10.9.0.1", "10.0.0.5"]
+    let flows: Vec<FlowKey> = ["10.0.0.2", "10.0.0.4", "10.9.0.1", "10.0.0.5", "10.0.0.6"]
         .iter()
         .flat_map(|s| {
             ["10.0.0.1", "10.0.0.3"].iter().map(move |d| {
