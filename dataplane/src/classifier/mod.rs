@@ -931,7 +931,10 @@ const ROUND_COST: u32 = 6;
 /// A single tree may take this many times the bytes of the best partitioned
 /// arrangement (it saves the rounds; past that it costs more memory and build time
 /// than it saves lookup time).
-const SINGLE_FACTOR: usize = 6;
+const SINGLE_FACTOR: usize = 32;
+
+/// Build indexes per byte of output a single tree may hold while building.
+const SCRATCH_FACTOR: usize = 4;
 
 /// The first single-tree attempt's room per entry.
 const PROBE_BYTES_PER_ENTRY: usize = 1024;
@@ -942,7 +945,7 @@ const ATTEMPT_FLOOR: usize = 1 << 20;
 /// Merge attempts after the first partitioned arrangements (each one build).
 const MERGE_TRIES: usize = 4;
 /// A merged or later arrangement may take this many times the best one's bytes.
-const MERGE_FACTOR: usize = 8;
+const MERGE_FACTOR: usize = 30;
 
 /// Fields whose wildness (EffiCuts' "large") groups entries into partitions; an
 /// entry's signature has bit `i` set when it is large in `SIG_FIELDS[i]`.
@@ -1108,9 +1111,12 @@ fn build_one(
     let part_cap = cfg.memory_budget / 4;
     let try_single =
         partitioned_at.is_none_or(|n| entries < n) && cfg.single_tree_bytes_per_entry > 0;
+    // The room counts the build's indexes too (several times the tree's bytes), so
+    // a single tree may use the whole budget while building.
     let single_cap = entries
         .saturating_mul(cfg.single_tree_bytes_per_entry)
-        .min(part_cap);
+        .saturating_mul(SCRATCH_FACTOR)
+        .min(cfg.memory_budget);
     // One tree within a small room first: if it fits and is shallow enough that no
     // arrangement of two or more trees can cost less, nothing else is tried.
     let probe = single_cap.min(entries.saturating_mul(PROBE_BYTES_PER_ENTRY) + ATTEMPT_FLOOR);
