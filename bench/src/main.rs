@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 mod classify;
 mod cputime;
 mod replay;
+mod scale;
 mod suite;
 
 #[derive(Debug, Parser)]
@@ -32,11 +33,15 @@ enum Cmd {
     /// Every set of a directory: our lookups alternating with rte_acl's best
     /// two-category algorithm, correctness, bytes, build time and peak RSS; a table.
     ClassbenchSuite(suite::SuiteArgs),
+    /// Cluster-scale policy: whole generations, identity vs per-endpoint tree
+    /// lookups, pod and policy churn (see BENCHMARKS.md "Cluster scale").
+    Scale(scale::ScaleArgs),
 }
 
 fn main() {
     match Cli::parse().cmd {
         Cmd::Replay(a) => replay::main(&a),
+        Cmd::Scale(a) => exit_on(scale::main(&a)),
         Cmd::Classify(a) => exit_on(classify::main(&a)),
         Cmd::ClassbenchOracle(a) => exit_on(suite::oracle(&a)),
         Cmd::ClassbenchSuite(a) => exit_on(suite::suite(&a)),

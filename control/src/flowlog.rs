@@ -180,13 +180,27 @@ pub struct Aggregator {
 /// The default aggregation interval, as felix's (15 s).
 pub const DEFAULT_INTERVAL_SECS: u64 = 15;
 
+/// The longest aggregation interval an [`Aggregator`] takes (s): its length in
+/// nanoseconds must fit in a `u64`.
+pub const MAX_INTERVAL_SECS: u64 = u64::MAX / 1_000_000_000;
+
+/// An aggregation interval [`Aggregator::new`] refuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("flow-log interval of {0} s: expected 1 to {MAX_INTERVAL_SECS} s")]
+pub struct IntervalError(pub u64);
+
 impl Aggregator {
-    /// An aggregator with intervals of `interval_secs` seconds (at least 1).
-    pub fn new(interval_secs: u64) -> Self {
-        Aggregator {
-            interval_ns: interval_secs.max(1) * 1_000_000_000,
+    /// An aggregator with intervals of `interval_secs` seconds, from 1 to
+    /// [`MAX_INTERVAL_SECS`].
+    pub fn new(interval_secs: u64) -> Result<Self, IntervalError> {
+        let interval_ns = interval_secs
+            .checked_mul(1_000_000_000)
+            .filter(|&ns| ns > 0)
+            .ok_or(IntervalError(interval_secs))?;
+        Ok(Aggregator {
+            interval_ns,
             buckets: BTreeMap::new(),
-        }
+        })
     }
 
     /// Adds one record. Its interval is the one containing `last_ns`.
@@ -296,8 +310,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn intervals_are_checked_not_multiplied_blindly() {
+        assert_eq!(Aggregator::new(0).unwrap_err(), IntervalError(0));
+        assert!(Aggregator::new(MAX_INTERVAL_SECS).is_ok());
+        let e = Aggregator::new(MAX_INTERVAL_SECS + 1).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "flow-log interval of {} s: expected 1 to {MAX_INTERVAL_SECS} s",
+                MAX_INTERVAL_SECS + 1
+            )
+        );
+        assert!(Aggregator::new(u64::MAX).is_err());
+        // The longest interval still aggregates and renders.
+        let mut agg = Aggregator::new(MAX_INTERVAL_SECS).unwrap();
+        agg.add(&activity(20, Reporter::Src));
+        let logs = agg.drain();
+        assert_eq!(
+            (logs[0].start_time, logs[0].end_time),
+            (0, MAX_INTERVAL_SECS)
+        );
+    }
+
+    #[test]
     fn drain_ended_keeps_open_intervals() {
-        let mut agg = Aggregator::new(15);
+        let mut agg = Aggregator::new(15).unwrap();
         agg.add(&activity(20, Reporter::Src));
         agg.add(&activity(31, Reporter::Src));
         // Interval [15, 30) ended at 30 s; [30, 45) is still open at 40 s.
@@ -344,7 +381,7 @@ mod tests {
 
     #[test]
     fn merges_connections_in_one_interval_and_splits_across_intervals() {
-        let mut agg = Aggregator::new(15);
+        let mut agg = Aggregator::new(15).unwrap();
         agg.add(&activity(30, Reporter::Dst));
         let mut second = activity(44, Reporter::Dst);
         second.src.labels = vec!["role=frontend".into()];
@@ -366,7 +403,7 @@ mod tests {
 
     #[test]
     fn src_reporter_counts_forward_packets_as_outbound() {
-        let mut agg = Aggregator::new(15);
+        let mut agg = Aggregator::new(15).unwrap();
         agg.add(&activity(1, Reporter::Src));
         let l = &agg.drain()[0];
         assert_eq!((l.packets_out, l.packets_in), (3, 2));
@@ -375,7 +412,7 @@ mod tests {
 
     #[test]
     fn different_pending_traces_are_separate_records() {
-        let mut agg = Aggregator::new(15);
+        let mut agg = Aggregator::new(15).unwrap();
         agg.add(&activity(1, Reporter::Dst));
         let mut other = activity(2, Reporter::Dst);
         other.pending_action = Verdict::Deny;
@@ -386,7 +423,7 @@ mod tests {
 
     #[test]
     fn json_line_has_calico_field_names() {
-        let mut agg = Aggregator::new(15);
+        let mut agg = Aggregator::new(15).unwrap();
         agg.add(&activity(1, Reporter::Dst));
         let mut out = Vec::new();
         write_jsonl(&mut out, &agg.drain()).unwrap();

@@ -31,6 +31,11 @@ impl Trie {
     /// Inserts `addr/len → value`; prefixes must arrive in order of nondecreasing length
     /// so that a longer prefix overrides a shorter one.
     fn insert(&mut self, addr: u128, len: u32, value: u32) {
+        self.insert_raw(addr, len, LEAF | value);
+    }
+
+    /// [`Trie::insert`] of a raw slot value (`0` = no prefix).
+    fn insert_raw(&mut self, addr: u128, len: u32, raw: u32) {
         let mut node = 0usize;
         let mut depth = 0u32; // bits consumed
         loop {
@@ -41,7 +46,7 @@ impl Trie {
                 let span = 1usize << (depth + STRIDE - len);
                 let first = idx & !(span - 1);
                 for i in first..first + span {
-                    self.set_subtree(node * FANOUT + i, LEAF | value);
+                    self.set_subtree(node * FANOUT + i, raw);
                 }
                 return;
             }
@@ -152,6 +157,24 @@ impl Lpm {
     #[inline]
     pub fn lookup_v6(&self, a: u128) -> Option<u32> {
         self.v6.lookup(a)
+    }
+
+    /// Sets what one host address (IPv4 `/32` when `!six`, IPv6 `/128` when `six`)
+    /// maps to, `None` for no value, leaving every other address as it was. This is
+    /// how a prefix that is longer than every other is added, and how such a host
+    /// prefix is removed (pass the value of the longest prefix still containing it).
+    pub fn set_host(&mut self, six: bool, addr: u128, value: Option<u32>) -> Result<(), LpmError> {
+        let raw = match value {
+            Some(v) if v & LEAF != 0 => return Err(LpmError::ValueTooLarge(v)),
+            Some(v) => LEAF | v,
+            None => 0,
+        };
+        if six {
+            self.v6.insert_raw(addr, 128, raw);
+        } else {
+            self.v4.insert_raw(u128::from(addr as u32), 32, raw);
+        }
+        Ok(())
     }
 
     /// Bytes held by the tables.

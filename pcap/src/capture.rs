@@ -154,6 +154,8 @@ pub struct CaptureReader {
     frames: u64,
     /// Set when the file turned out to end inside a record.
     cut: Option<CaptureCut>,
+    /// The length of a capture held in memory (a file's is read when it is cut).
+    len: Option<u64>,
 }
 
 impl std::fmt::Debug for CaptureReader {
@@ -205,7 +207,7 @@ impl CaptureReader {
         };
         let head = File::open(&path).and_then(read_head).map_err(io)?;
         let file: Box<dyn Read + Send> = Box::new(File::open(&path).map_err(io)?);
-        Self::from_source(path, head, BufReader::new(file))
+        Self::from_source(path, head, BufReader::new(file), None)
     }
 
     /// Reads a capture held in memory (e.g. read from stdin); `name` stands for the
@@ -216,11 +218,17 @@ impl CaptureReader {
             path: path.clone(),
             source,
         })?;
+        let len = bytes.len() as u64;
         let src: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(bytes));
-        Self::from_source(path, head, BufReader::new(src))
+        Self::from_source(path, head, BufReader::new(src), Some(len))
     }
 
-    fn from_source(path: PathBuf, head: Head, file: Source) -> Result<Self, CaptureError> {
+    fn from_source(
+        path: PathBuf,
+        head: Head,
+        file: Source,
+        len: Option<u64>,
+    ) -> Result<Self, CaptureError> {
         let fmt = |source| CaptureError::Format {
             path: path.clone(),
             source,
@@ -262,6 +270,7 @@ impl CaptureReader {
             offset,
             frames: 0,
             cut: None,
+            len,
         })
     }
 
@@ -287,6 +296,7 @@ impl CaptureReader {
             offset,
             frames,
             cut,
+            len,
         } = self;
         if cut.is_some() {
             return None;
@@ -297,7 +307,9 @@ impl CaptureReader {
         };
         // The file ends inside a record: stop there and say where.
         let mut cut_here = |offset: u64, frames: u64| {
-            let file_bytes = std::fs::metadata(&*path).map_or(offset, |m| m.len());
+            // In memory: the length read; a file: its size now (it may have grown).
+            let file_bytes =
+                len.unwrap_or_else(|| std::fs::metadata(&*path).map_or(offset, |m| m.len()));
             *cut = Some(CaptureCut {
                 offset,
                 file_bytes,
@@ -437,18 +449,29 @@ impl Frames {
         Self::read_all(CaptureReader::from_bytes(name, bytes)?)
     }
 
-    fn read_all(mut r: CaptureReader) -> Result<Self, CaptureError> {
+    /// Reads a capture held in memory up to where it is cut, as [`CaptureReader`]
+    /// streams a file: the whole frames, and the cut if the bytes end inside a record.
+    pub fn from_bytes_to_cut(
+        name: impl Into<PathBuf>,
+        bytes: Vec<u8>,
+    ) -> Result<(Self, Option<CaptureCut>), CaptureError> {
+        Self::read_to_cut(CaptureReader::from_bytes(name, bytes)?)
+    }
+
+    fn read_all(r: CaptureReader) -> Result<Self, CaptureError> {
+        let path = r.path().to_path_buf();
+        match Self::read_to_cut(r)? {
+            (_, Some(cut)) => Err(CaptureError::Truncated { path, cut }),
+            (out, None) => Ok(out),
+        }
+    }
+
+    fn read_to_cut(mut r: CaptureReader) -> Result<(Self, Option<CaptureCut>), CaptureError> {
         let mut out = Frames::new();
         while let Some(f) = r.next_frame() {
             out.push(f?);
         }
-        match r.cut() {
-            Some(cut) => Err(CaptureError::Truncated {
-                path: r.path().to_path_buf(),
-                cut,
-            }),
-            None => Ok(out),
-        }
+        Ok((out, r.cut()))
     }
 
     /// Appends a frame (copied).
@@ -711,6 +734,22 @@ mod tests {
             // A reader that promises the whole file reports the cut.
             let e = Frames::read(&p).unwrap_err();
             assert!(matches!(e, CaptureError::Truncated { .. }), "{e}");
+            // The same bytes in memory (stdin) are cut at the same place, and the
+            // size is the length read, not that of a file of the name.
+            let cut_bytes = whole[..at].to_vec();
+            let e = Frames::from_bytes("<stdin>", cut_bytes.clone()).unwrap_err();
+            assert!(
+                matches!(e, CaptureError::Truncated { cut: c, .. } if c == cut),
+                "{e}"
+            );
+            let (read, c) = Frames::from_bytes_to_cut("<stdin>", cut_bytes).expect("to the cut");
+            assert_eq!(c, Some(cut), "{format:?}");
+            assert_eq!(read.len(), 3);
+            assert_eq!(read.get(2), frames.get(2));
+            // A name that is an existing file of another size does not change it.
+            let (_, c) =
+                Frames::from_bytes_to_cut(&p, whole[..at - 1].to_vec()).expect("to the cut");
+            assert_eq!(c.map(|c| c.file_bytes), Some(at as u64 - 1));
         }
         std::fs::remove_dir_all(&dir).ok();
     }

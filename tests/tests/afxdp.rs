@@ -62,7 +62,14 @@ fn missing_prerequisite() -> Option<String> {
             return Some(format!("{} is not usable: {e}", tool[0]));
         }
     }
-    let probe = format!("tgprobe{}", std::process::id());
+    // Unique per process and per call: the tests of this file run in parallel, and a
+    // shared name would let one test delete another's probe (or fail to create it).
+    static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let probe = format!(
+        "tgprobe{}-{}",
+        std::process::id(),
+        PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     if let Err(e) = cmd(&["ip", "netns", "add", &probe]) {
         return Some(format!("cannot create a network namespace: {e}"));
     }
@@ -96,17 +103,22 @@ struct Bed {
 impl Bed {
     /// The wire test bed (one subnet across tiergate).
     fn new(tag: char) -> Bed {
-        Bed::build(tag, false)
+        Bed::build(tag, false, 1)
+    }
+
+    /// The wire test bed with `queues` rx and tx queues on every veth.
+    fn with_queues(tag: char, queues: u32) -> Bed {
+        Bed::build(tag, false, queues)
     }
 
     /// The router test bed: the source in 10.77.1.0/24 and the destination in
     /// 10.77.2.0/24, each with tiergate's interface (.254, an address of the middle
     /// namespace) as its gateway.
     fn routed(tag: char) -> Bed {
-        Bed::build(tag, true)
+        Bed::build(tag, true, 1)
     }
 
-    fn build(tag: char, routed: bool) -> Bed {
+    fn build(tag: char, routed: bool, queues: u32) -> Bed {
         let p = format!("tg{}{tag}", std::process::id() % 100_000);
         let bed = Bed {
             p: p.clone(),
@@ -118,14 +130,33 @@ impl Bed {
             cmd(&["ip", "netns", "add", ns]).unwrap();
         }
         let (s0, t0, t1, d0) = (bed.dev("s0"), bed.dev("t0"), bed.dev("t1"), bed.dev("d0"));
-        cmd(&[
-            "ip", "link", "add", &s0, "netns", &s, "type", "veth", "peer", "name", &t0, "netns", &t,
-        ])
-        .unwrap();
-        cmd(&[
-            "ip", "link", "add", &t1, "netns", &t, "type", "veth", "peer", "name", &d0, "netns", &d,
-        ])
-        .unwrap();
+        let q = queues.to_string();
+        for (a, an, b, bn) in [(&s0, &s, &t0, &t), (&t1, &t, &d0, &d)] {
+            cmd(&[
+                "ip",
+                "link",
+                "add",
+                a,
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
+                "netns",
+                an,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                b,
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
+                "netns",
+                bn,
+            ])
+            .unwrap();
+        }
         let (src_a, dst_a) = (format!("{SRC_IP}/24"), format!("{DST_IP}/24"));
         let addrs: &[(&String, &String, &str)] = if routed {
             &[
@@ -204,6 +235,11 @@ impl Bed {
 
     /// Runs `tiergate run` in the middle namespace.
     fn tiergate(&mut self, extra: &[&str]) -> Tiergate {
+        self.tiergate_to(extra, Stdio::piped())
+    }
+
+    /// [`Bed::tiergate`] with stdout going to `stdout` (collected only when piped).
+    fn tiergate_to(&mut self, extra: &[&str], stdout: Stdio) -> Tiergate {
         let (t0, t1) = (self.dev("t0"), self.dev("t1"));
         let bin = tiergate_bin();
         let mut args: Vec<&str> = vec![
@@ -222,11 +258,14 @@ impl Bed {
         args.extend_from_slice(extra);
         let mut child = Command::new("ip")
             .args(&args)
-            .stdout(Stdio::piped())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .expect("start tiergate");
-        let stdout = lines(child.stdout.take().unwrap());
+        let stdout = match child.stdout.take() {
+            Some(o) => lines(o),
+            None => Arc::default(),
+        };
         let stderr = lines(child.stderr.take().unwrap());
         Tiergate {
             child,
@@ -390,7 +429,12 @@ impl Drop for Tiergate {
 
 /// Starts tiergate and waits for it; `None` = AF_XDP unavailable here (skipped).
 fn start(bed: &mut Bed, test: &str, extra: &[&str]) -> Option<Tiergate> {
-    let mut tg = bed.tiergate(extra);
+    start_to(bed, test, extra, Stdio::piped())
+}
+
+/// [`start`] with stdout going to `stdout`.
+fn start_to(bed: &mut Bed, test: &str, extra: &[&str], stdout: Stdio) -> Option<Tiergate> {
+    let mut tg = bed.tiergate_to(extra, stdout);
     match tg.ready(bed) {
         Ok(()) => Some(tg),
         Err(e) => {
@@ -626,6 +670,178 @@ fn a_missing_interface_is_a_usage_error_naming_it() {
     );
 }
 
+/// An allow-everything policy set: if a restart read it instead of the state, TCP 7070
+/// would pass.
+const ALLOW_ALL: &str = "apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: allow-all}
+spec:
+  selector: all()
+  ingress: [{action: Allow}]
+  egress: [{action: Allow}]
+";
+
+/// Scrapes `/metrics` with curl inside tiergate's namespace and parses it.
+fn scrape(bed: &Bed, addr: &str) -> prometheus_parse::Scrape {
+    let text = cmd(&[
+        "ip",
+        "netns",
+        "exec",
+        &bed.ns('t'),
+        "curl",
+        "-sSf",
+        "--max-time",
+        "5",
+        &format!("http://{addr}/metrics"),
+    ])
+    .unwrap();
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("the exposition parses as Prometheus text")
+}
+
+fn sample(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    s.samples
+        .iter()
+        .filter(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match x.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+        .reduce(|a, b| a + b)
+}
+
+#[test]
+fn kill_9_then_restart_restores_the_state_before_forwarding_and_metrics_parse() {
+    let test = "kill_9_then_restart_restores_the_state_before_forwarding_and_metrics_parse";
+    if !can_run(test) {
+        return;
+    }
+    let dir = temp_dir("afxdp-state");
+    let state = dir.join("state");
+    let allow_all = dir.join("allow-all.yaml");
+    std::fs::write(&allow_all, ALLOW_ALL).unwrap();
+    let mut bed = Bed::new('k');
+    // The metrics server listens on tiergate's namespace's loopback.
+    cmd(&["ip", "-n", &bed.ns('t'), "link", "set", "lo", "up"]).unwrap();
+    let fixture = fixture();
+    let (state_s, fixture_s) = (state.to_str().unwrap(), fixture.to_str().unwrap());
+    let Some(mut tg) = start(&mut bed, test, &["--state-dir", state_s, "-f", fixture_s]) else {
+        return;
+    };
+    assert!(
+        tg.stderr().contains("was empty: seeded generation 1"),
+        "{}",
+        tg.stderr()
+    );
+    bed.serve();
+    bed.probe("tcp", 8080).expect("allowed TCP");
+    assert!(bed.probe("tcp", 7070).is_err(), "denied TCP went through");
+
+    // kill -9: no clean-up at all.
+    tg.signal("-KILL");
+    tg.wait(Duration::from_secs(10)).expect("killed");
+    drop(tg);
+    let end = Instant::now() + Duration::from_secs(5);
+    while bed.xdp_attached() != [false, false] && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Restart with an allow-all -f: the state wins, and is in force from the first
+    // packet (the restore is reported before forwarding starts).
+    let Some(tg) = start(
+        &mut bed,
+        test,
+        &[
+            "--state-dir",
+            state_s,
+            "-f",
+            allow_all.to_str().unwrap(),
+            "--metrics",
+            "127.0.0.1:0",
+            "--interval",
+            "1",
+        ],
+    ) else {
+        return;
+    };
+    let err = tg.stderr();
+    let restored = err
+        .find("restored generation 1 (")
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(err.contains("the state wins over -f"), "{err}");
+    let forwarding = err.find("forwarding between").unwrap();
+    assert!(restored < forwarding, "{err}");
+    assert!(
+        bed.probe("tcp", 7070).is_err(),
+        "the restarted run forwarded what the restored state denies"
+    );
+    bed.probe("tcp", 8080).expect("allowed TCP after restart");
+    bed.probe("tcp", 9000)
+        .expect("staged-only deny must not drop the connection");
+
+    // A second daemon on the same state directory is refused before it touches the
+    // interfaces.
+    let mut second = bed.tiergate(&["--state-dir", state_s]);
+    let st = second
+        .wait(Duration::from_secs(20))
+        .expect("second run exits");
+    assert_eq!(st.code(), Some(2), "{}", second.stderr());
+    assert!(
+        second.stderr().contains("is in use by another tiergate"),
+        "{}",
+        second.stderr()
+    );
+    assert_eq!(bed.xdp_attached(), [true, true]);
+
+    // /metrics: parses; socket counters and, after a flow-log interval, the rule hits
+    // of both views.
+    let addr = err
+        .lines()
+        .find_map(|l| l.strip_prefix("tiergate run: metrics at http://"))
+        .and_then(|l| l.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("{err}"))
+        .to_string();
+    let t0 = bed.dev("t0");
+    let end = Instant::now() + Duration::from_secs(15);
+    let s = loop {
+        let s = scrape(&bed, &addr);
+        let rx = sample(&s, "tiergate_rx_packets_total", &[("iface", &t0)]).unwrap_or(0.0);
+        let enforced = sample(
+            &s,
+            "tiergate_rule_hit_packets_total",
+            &[
+                ("view", "enforced"),
+                ("direction", "ingress"),
+                ("policy", "np:wire/server-ingress"),
+            ],
+        );
+        let pending = sample(
+            &s,
+            "tiergate_rule_hit_packets_total",
+            &[
+                ("view", "pending"),
+                ("policy", "snp:wire/server-block-9000"),
+                ("action", "deny"),
+            ],
+        );
+        if rx > 0.0 && enforced.is_some_and(|v| v > 0.0) && pending.is_some_and(|v| v > 0.0) {
+            break s;
+        }
+        assert!(
+            Instant::now() < end,
+            "metrics never showed the traffic: rx {rx}, enforced {enforced:?}, pending {pending:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(sample(&s, "tiergate_policy_dropped_packets_total", &[]).unwrap() > 0.0);
+    assert!(sample(&s, "tiergate_forwarded_packets_total", &[]).unwrap() > 0.0);
+    assert!(sample(&s, "tiergate_flow_table_capacity_entries", &[]).unwrap() > 0.0);
+    assert_eq!(sample(&s, "tiergate_policy_generation", &[]), Some(1.0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn router_mode_rewrites_macs_and_leaves_arp_to_the_kernel() {
     let test = "router_mode_rewrites_macs_and_leaves_arp_to_the_kernel";
@@ -671,4 +887,181 @@ fn router_mode_rewrites_macs_and_leaves_arp_to_the_kernel() {
     assert_eq!(w["non_ip_passed"], 0, "ARP went to the kernel: {fin}");
     assert!(w["forwarded"].as_u64().unwrap() >= 8, "{fin}");
     assert_eq!(bed.xdp_attached(), [false, false]);
+}
+
+#[test]
+fn a_failed_counters_write_stops_the_run_the_normal_way() {
+    let test = "a_failed_counters_write_stops_the_run_the_normal_way";
+    if !can_run(test) {
+        return;
+    }
+    let dir = temp_dir("afxdp-full-stdout");
+    let flowlog = dir.join("flows.jsonl");
+    let mut bed = Bed::new('g');
+    let fixture = fixture();
+    let full = Stdio::from(std::fs::File::create("/dev/full").expect("/dev/full"));
+    // A long interval: no record is written before the run stops.
+    let Some(mut tg) = start_to(
+        &mut bed,
+        test,
+        &[
+            "-f",
+            fixture.to_str().unwrap(),
+            "--flowlog",
+            flowlog.to_str().unwrap(),
+            "--interval",
+            "3600",
+        ],
+        full,
+    ) else {
+        return;
+    };
+    bed.serve();
+    bed.probe("tcp", 8080).expect("allowed TCP connection");
+    // The counters cannot be written (stdout is full): the run stops the normal way.
+    tg.signal("-USR1");
+    let st = tg
+        .wait(Duration::from_secs(15))
+        .expect("tiergate stops after the failed write");
+    assert_eq!(st.code(), Some(2), "{}", tg.stderr());
+    assert!(
+        tg.stderr()
+            .contains("tiergate: cannot write to stdout: No space left on device"),
+        "{}",
+        tg.stderr()
+    );
+    assert_eq!(bed.xdp_attached(), [false, false], "{}", bed.links());
+    // The workers drained their flow tables into the final records.
+    let logs = flow_logs(&flowlog);
+    assert!(!find(&logs, "tcp", 8080).is_empty(), "{logs:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_prerequisite_probe_can_run_in_parallel() {
+    let test = "the_prerequisite_probe_can_run_in_parallel";
+    if !can_run(test) {
+        return;
+    }
+    // As the tests of this file do: each probes at once.
+    let probes: Vec<_> = (0..8)
+        .map(|_| std::thread::spawn(missing_prerequisite))
+        .collect();
+    for p in probes {
+        assert_eq!(p.join().unwrap(), None);
+    }
+}
+
+/// Two queues on every veth, served by one worker owning both, then by two workers
+/// pinned by `--cores`. Which queue a connection lands on is up to the sender's
+/// flow hash, so the test does not assert a spread: it opens enough distinct
+/// connections (each needing its reply) that a queue nobody served would fail some,
+/// and checks the counters add up and every socket has the owner it was given.
+#[test]
+fn two_queues_are_served_by_one_worker_or_two_pinned_workers() {
+    let test = "two_queues_are_served_by_one_worker_or_two_pinned_workers";
+    if !can_run(test) {
+        return;
+    }
+    let mut bed = Bed::with_queues('f', 2);
+    bed.serve();
+    let cores = if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+        "1,0"
+    } else {
+        "0,0"
+    };
+    let runs: [(&[&str], &[Option<usize>]); 2] = [
+        (
+            &["--queues", "2", "--workers", "1", "--cores", "0"],
+            &[Some(0)],
+        ),
+        (
+            &[
+                "--queues",
+                "2",
+                "--workers",
+                "2",
+                "--cores",
+                cores,
+                "-o",
+                "json",
+            ],
+            if cores == "1,0" {
+                &[Some(1), Some(0)]
+            } else {
+                &[Some(0), Some(0)]
+            },
+        ),
+    ];
+    for (extra, want_cores) in runs {
+        let mut args = extra.to_vec();
+        if !args.contains(&"-o") {
+            args.extend(["-o", "json"]);
+        }
+        let Some(mut tg) = start(&mut bed, test, &args) else {
+            return;
+        };
+        let connections = 12;
+        for k in 0..connections {
+            bed.probe("udp", 5353)
+                .unwrap_or_else(|e| panic!("{extra:?}: UDP probe {k}: {e}"));
+            bed.probe("tcp", 8080)
+                .unwrap_or_else(|e| panic!("{extra:?}: TCP probe {k}: {e}"));
+        }
+        tg.signal("-TERM");
+        let st = tg.wait(Duration::from_secs(15)).expect("stops on SIGTERM");
+        assert!(st.success(), "{}", tg.stderr());
+        assert_eq!(bed.xdp_attached(), [false, false], "{}", bed.links());
+        let fin: Value = serde_json::from_str(tg.stdout().last().unwrap()).unwrap();
+        let workers = fin["workers"].as_array().unwrap();
+        assert_eq!(workers.len(), want_cores.len(), "{fin}");
+        let (mut forwarded, mut queues_seen) = (0, Vec::new());
+        for (w, want_core) in workers.iter().zip(want_cores) {
+            assert_eq!(w["core"].as_u64().map(|c| c as usize), *want_core, "{fin}");
+            let qs = w["queues"].as_array().unwrap();
+            let rx: u64 = qs.iter().map(|q| q["rx"].as_u64().unwrap()).sum();
+            assert_eq!(rx, w["rx"].as_u64().unwrap(), "per-queue rx adds up: {fin}");
+            for q in qs {
+                assert_eq!(q["kernel_invalid_descs"], 0, "{fin}");
+                queues_seen.push((
+                    q["iface"].as_str().unwrap().to_string(),
+                    q["queue"].as_u64().unwrap(),
+                ));
+            }
+            forwarded += w["forwarded"].as_u64().unwrap();
+        }
+        // Every (interface, queue) has exactly one socket; worker k owns queue k when
+        // there are two workers, both queues when there is one.
+        queues_seen.sort();
+        let (t0, t1) = (bed.dev("t0"), bed.dev("t1"));
+        assert_eq!(
+            queues_seen,
+            vec![
+                (t0.clone(), 0),
+                (t0.clone(), 1),
+                (t1.clone(), 0),
+                (t1.clone(), 1)
+            ],
+            "{fin}"
+        );
+        if workers.len() == 2 {
+            for (k, w) in workers.iter().enumerate() {
+                assert!(
+                    w["queues"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .all(|q| q["queue"] == k as u64),
+                    "{fin}"
+                );
+            }
+        }
+        // Each UDP probe is a datagram and its reply, each TCP probe at least a
+        // handshake, its echo and the close, both ways.
+        let at_least = connections * (2 + 6);
+        assert!(
+            forwarded >= at_least,
+            "forwarded {forwarded} < {at_least}: {fin}"
+        );
+    }
 }

@@ -305,6 +305,18 @@ fn an_empty_policy_set_fails_unless_allowed() {
         allowed.push("--allow-empty");
         code(&run(&allowed), 0);
         code(&run(&["replay", "-f", s(p), "--allow-empty"]), 0);
+        // `run` too: refused as empty, or loaded and then failing on the interfaces
+        // (which do not exist) with --allow-empty.
+        let out = run_flags(&["-f", s(p)]);
+        code(&out, 1);
+        assert!(text(&out.stderr).contains(&want), "{}", text(&out.stderr));
+        let out = run_flags(&["-f", s(p), "--allow-empty"]);
+        code(&out, 2);
+        let err = text(&out.stderr);
+        assert!(
+            !err.contains("no resources found") && err.contains("tiergate run: "),
+            "{err}"
+        );
     }
     // Without -f, replay and impact use the embedded seed set: no error.
     code(&run(&["impact"]), 0);
@@ -406,6 +418,39 @@ fn a_cut_capture_is_replayed_up_to_the_cut_with_a_warning() {
         text(&out.stdout).contains("warning: "),
         "{}",
         text(&out.stdout)
+    );
+    // The same bytes on stdin (read into memory) are replayed the same way, the size
+    // being the number of bytes read.
+    let mut child = tiergate()
+        .args(["replay", "--pcap", "-", "-o", "json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut sin = child.stdin.take().unwrap();
+    let cut_bytes = bytes[..end10 + 20].to_vec();
+    let feeder = std::thread::spawn(move || {
+        use std::io::Write as _;
+        sin.write_all(&cut_bytes).unwrap();
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    code(&out, 0);
+    let warning = format!(
+        "tiergate: warning: <stdin>: the file ends in the middle of frame 11 (byte {end10} of {}); the 10 whole frames before it were replayed",
+        end10 + 20
+    );
+    assert!(
+        text(&out.stderr).contains(&warning),
+        "{}",
+        text(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(doc["summary"]["packets"]["total"], 10);
+    assert_eq!(
+        doc["summary"]["capture_cut"],
+        serde_json::json!({"offset": end10, "file_bytes": end10 + 20, "frame": 11})
     );
     // A whole capture has no cut.
     let out = run(&["replay", "--pcap", s(&whole), "-o", "json"]);
@@ -530,4 +575,93 @@ metadata: {name: c, namespace: prod}
         )
     );
     std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// `tiergate run` on two interfaces that do not exist, plus `extra`: a flag value out
+/// of range is refused while the arguments are parsed, before the run looks for the
+/// interfaces (and so without root).
+fn run_flags(extra: &[&str]) -> Output {
+    let mut args = vec!["run", "--iface", "tg-nosuch0", "--iface", "tg-nosuch1"];
+    args.extend_from_slice(extra);
+    run_within(&args, Duration::from_secs(20))
+}
+
+#[test]
+fn run_refuses_durations_out_of_range_before_starting() {
+    for v in ["1e20", "nan", "inf", "-1", "-0.5", "315360001", "soon"] {
+        let out = run_flags(&[&format!("--duration={v}")]);
+        code(&out, 2);
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!("invalid value '{v}' for '--duration <SECONDS>'"))
+                && err.contains("expected a number of seconds from 0 to 315360000"),
+            "{v}: {err}"
+        );
+    }
+    // In range: past parsing, the run fails on the missing interfaces instead.
+    let out = run_flags(&["--duration", "0.5"]);
+    code(&out, 2);
+    assert!(
+        !text(&out.stderr).contains("--duration"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn run_and_replay_take_the_same_interval_range() {
+    for v in ["0", "86401", "18446744073709551615", "-1", "1.5"] {
+        for cmd in ["run", "replay"] {
+            let flag = format!("--interval={v}");
+            let out = if cmd == "run" {
+                run_flags(&[&flag])
+            } else {
+                run(&["replay", &flag])
+            };
+            code(&out, 2);
+            let err = text(&out.stderr);
+            assert!(
+                err.contains(&format!("invalid value '{v}' for '--interval <INTERVAL>'")),
+                "{cmd} --interval {v}: {err}"
+            );
+            if v.parse::<u64>().is_ok() {
+                assert!(err.contains("1..=86400"), "{cmd} --interval {v}: {err}");
+            }
+        }
+    }
+}
+
+#[test]
+fn run_checks_flow_capacity_like_replay_before_starting() {
+    for v in ["0", "16777217", "18446744073709551615", "-1", "many"] {
+        let out = run_flags(&[&format!("--flow-capacity={v}")]);
+        code(&out, 2);
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!("invalid value '{v}' for '--flow-capacity <N>'"))
+                && err.contains("expected a number of connections per worker from 1 to 16777216"),
+            "{v}: {err}"
+        );
+    }
+    // In range per worker, but more than the machine has for all of them: refused
+    // before the interfaces are looked at.
+    let need = 64u64 * (1 << 24) * 136;
+    if control::sys::available_memory().is_some_and(|m| m < need) {
+        let out = run_flags(&[
+            "--flow-capacity",
+            "16777216",
+            "--queues",
+            "64",
+            "--workers",
+            "64",
+        ]);
+        code(&out, 2);
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(
+                "--flow-capacity 16777216 with --workers 64: the flow tables need 136.0 GiB"
+            ) && err.contains("lower --flow-capacity or --workers"),
+            "{err}"
+        );
+    }
 }

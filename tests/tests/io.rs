@@ -531,3 +531,96 @@ fn progress_names_the_phase_while_nothing_is_replayed_yet() {
     assert!(err.contains("impact: reading the capture (1 s)"), "{err}");
     assert!(err.contains("impact: done"), "{err}");
 }
+
+/// Runs `tiergate args` with stdin closed; fails the test if it takes longer than
+/// `limit` (then kills it).
+fn run_within(args: &[&str], limit: Duration) -> Output {
+    let mut child = tiergate()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let start = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "tiergate {args:?} still running after {limit:?}: {}",
+                text(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// `tiergate run` on two interfaces that do not exist: it fails before forwarding
+/// anything (no such interface, or missing capabilities without root).
+fn run_nowhere(extra: &[&str]) -> Output {
+    let mut args = vec!["run", "--iface", "tg-nosuch0", "--iface", "tg-nosuch1"];
+    args.extend_from_slice(extra);
+    run_within(&args, Duration::from_secs(20))
+}
+
+#[test]
+fn a_run_that_cannot_start_leaves_its_flow_log_as_it_was() {
+    let d = temp_dir("run-flowlog");
+    // An existing log keeps its records.
+    let log = d.join("flows.jsonl");
+    fs::write(&log, "{\"earlier\":1}\n").unwrap();
+    let out = run_nowhere(&["--flowlog", s(&log)]);
+    assert_code(&out, 2, "run with an existing flow log");
+    assert_eq!(fs::read_to_string(&log).unwrap(), "{\"earlier\":1}\n");
+    // A new one is not left behind.
+    let new = d.join("new.jsonl");
+    let out = run_nowhere(&["--flowlog", s(&new)]);
+    assert_code(&out, 2, "run with a new flow log");
+    assert!(!new.exists(), "{}", text(&out.stderr));
+    // A FIFO that no process reads is an error naming it, not a hang.
+    let fifo = d.join("fifo");
+    let st = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = run_nowhere(&["--flowlog", s(&fifo)]);
+    assert_code(&out, 2, "run with a FIFO nobody reads");
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "--flowlog: cannot write to {}: a FIFO that no process reads",
+            fifo.display()
+        )),
+        "{}",
+        text(&out.stderr)
+    );
+    // A directory is refused naming it.
+    let out = run_nowhere(&["--flowlog", s(&d)]);
+    assert_code(&out, 2, "run with a directory as flow log");
+    assert!(
+        text(&out.stderr).contains("is a directory"),
+        "{}",
+        text(&out.stderr)
+    );
+    fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn run_and_replay_refuse_two_writers_of_stdout_alike() {
+    for fmt in ["json", "yaml"] {
+        let want = format!(
+            "--flowlog - and -o {fmt} write to stdout, which can carry only one of them: send the other to a file"
+        );
+        let out = run_nowhere(&["--flowlog", "-", "-o", fmt]);
+        assert_code(&out, 2, "run --flowlog - -o json");
+        assert_eq!(text(&out.stderr), format!("tiergate run: {want}\n"));
+        let out = run_within(
+            &["replay", "--flowlog", "-", "-o", fmt],
+            Duration::from_secs(60),
+        );
+        assert_code(&out, 2, "replay --flowlog - -o json");
+        assert_eq!(text(&out.stderr), format!("tiergate replay: {want}\n"));
+    }
+}

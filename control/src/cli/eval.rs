@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use dataplane::classifier::{BuildConfig, Classifier};
+use dataplane::classifier::{BuildConfig, IdentityClassifier as Classifier};
 use dataplane::program::proto;
 
 use super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE, Global, Output, PolicyFiles, print_structured};

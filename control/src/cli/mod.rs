@@ -28,6 +28,10 @@ pub mod generate;
 pub mod out;
 pub mod replay;
 pub mod run;
+pub mod run_metrics;
+pub mod run_state;
+pub mod state;
+pub mod values;
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
@@ -105,6 +109,8 @@ pub enum Command {
     Run(run::Args),
     /// Write a synthetic capture (random mix, seed scenario, or ClassBench trace).
     Gen(generate::Args),
+    /// Check or repair a `run --state-dir` directory.
+    State(state::Args),
 }
 
 /// Runs the parsed command line.
@@ -116,6 +122,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Impact(args) => replay::run_impact(args, &cli.global),
         Command::Gen(args) => generate::run(args, &cli.global),
         Command::Run(args) => run::run(args, &cli.global),
+        Command::State(args) => state::run(args, &cli.global),
     };
     out::flush_stdout();
     code

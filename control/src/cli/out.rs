@@ -116,30 +116,38 @@ impl WriteError {
 /// Ends the command after a failed write: the message on stderr (unless stderr is what
 /// failed, or the reader of a pipe went away), exit 2.
 pub fn fail(e: &WriteError) -> ! {
-    let quiet = e.dest == Dest::Stderr || e.source.kind() == io::ErrorKind::BrokenPipe;
-    if !quiet {
-        // Nothing more can be done if stderr fails too: the exit code still says it.
-        let _ = writeln!(io::stderr().lock(), "tiergate: {e}");
-    }
-    std::process::exit(i32::from(EXIT_USAGE))
+    std::process::exit(i32::from(report(e)))
 }
 
 /// Writes formatted text to stdout and flushes it; ends the command on failure.
 pub fn stdout_fmt(args: fmt::Arguments<'_>) {
-    let mut o = io::stdout().lock();
-    if let Err(e) = o.write_fmt(args).and_then(|()| o.flush()) {
-        drop(o);
-        fail(&WriteError::new(Dest::Stdout, e));
+    if let Err(e) = try_stdout(args) {
+        fail(&e);
     }
 }
 
 /// Writes formatted text to stderr; ends the command on failure.
 pub fn stderr_fmt(args: fmt::Arguments<'_>) {
-    let mut o = io::stderr().lock();
-    if let Err(e) = o.write_fmt(args).and_then(|()| o.flush()) {
-        drop(o);
-        fail(&WriteError::new(Dest::Stderr, e));
+    if let Err(e) = try_stderr(args) {
+        fail(&e);
     }
+}
+
+/// Writes formatted text to stdout and flushes it, returning a failure instead of
+/// ending the command (for a command that must clean up first: `run`).
+pub fn try_stdout(args: fmt::Arguments<'_>) -> Result<(), WriteError> {
+    let mut o = io::stdout().lock();
+    o.write_fmt(args)
+        .and_then(|()| o.flush())
+        .map_err(|e| WriteError::new(Dest::Stdout, e))
+}
+
+/// [`try_stdout`] for stderr.
+pub fn try_stderr(args: fmt::Arguments<'_>) -> Result<(), WriteError> {
+    let mut o = io::stderr().lock();
+    o.write_fmt(args)
+        .and_then(|()| o.flush())
+        .map_err(|e| WriteError::new(Dest::Stderr, e))
 }
 
 /// Flushes stdout; ends the command on failure (a last check before exiting 0).
@@ -212,21 +220,8 @@ impl Output {
                                 "is a directory",
                             )));
                         }
-                        // A device, FIFO or socket: there is nothing to clobber. Opened
-                        // without blocking, so that a FIFO nobody reads is an error
-                        // (ENXIO) instead of a hang.
-                        let f = fs::OpenOptions::new()
-                            .write(true)
-                            .custom_flags(libc::O_NONBLOCK)
-                            .open(p)
-                            .map_err(|e| match e.raw_os_error() {
-                                Some(libc::ENXIO) => {
-                                    io::Error::new(e.kind(), "a FIFO that no process reads (ENXIO)")
-                                }
-                                _ => e,
-                            })
-                            .map_err(err)?;
-                        Sink::InPlace(BufWriter::new(Patient(f)))
+                        // A device, FIFO or socket: there is nothing to clobber.
+                        Sink::InPlace(BufWriter::new(open_special(p).map_err(err)?))
                     }
                     Ok(_) => Self::temp(p).map_err(err)?,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => Self::temp(p).map_err(err)?,
@@ -342,6 +337,177 @@ impl Write for Output {
         }
         r
     }
+}
+
+/// A log a command appends to while it runs (`run --flowlog`): unlike an [`Output`],
+/// it is written in place so that it can be followed (`tail -f`) during the run.
+///
+/// - `-` is stdout.
+/// - A regular file is opened for appending and never truncated: the records of a run
+///   follow those already in the file. One that did not exist is created, and
+///   [`Log::discard`] removes it again when the command fails before writing to it.
+/// - A destination that is not a regular file (a FIFO, a device) is opened without
+///   blocking: a FIFO that no process reads is an error (ENXIO) instead of a hang.
+///   Writes to it wait for its reader.
+pub struct Log {
+    dest: Dest,
+    sink: LogSink,
+    /// The file this log created, while nothing was written to it.
+    created: Option<PathBuf>,
+}
+
+enum LogSink {
+    Stdout,
+    File(BufWriter<File>),
+    InPlace(BufWriter<Patient>),
+}
+
+impl fmt::Debug for Log {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Log")
+            .field("dest", &self.dest)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Log {
+    /// Opens `path` (`-` = stdout) for appending; see [`Log`].
+    pub fn open(path: &Path) -> Result<Log, WriteError> {
+        let dest = Dest::from_arg(path);
+        let Dest::File(p) = &dest else {
+            return Ok(Log {
+                dest,
+                sink: LogSink::Stdout,
+                created: None,
+            });
+        };
+        let err = |e| WriteError::new(dest.clone(), e);
+        let (sink, created) = match fs::metadata(p) {
+            Ok(m) if m.is_dir() => {
+                return Err(err(io::Error::new(
+                    io::ErrorKind::IsADirectory,
+                    "is a directory",
+                )));
+            }
+            Ok(m) if !m.is_file() => (
+                LogSink::InPlace(BufWriter::new(open_special(p).map_err(err)?)),
+                None,
+            ),
+            Ok(_) => {
+                let f = fs::OpenOptions::new().append(true).open(p).map_err(err)?;
+                (LogSink::File(BufWriter::new(f)), None)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let f = fs::OpenOptions::new()
+                    .append(true)
+                    .create_new(true)
+                    .open(p)
+                    .map_err(err)?;
+                (LogSink::File(BufWriter::new(f)), Some(p.clone()))
+            }
+            Err(e) => return Err(err(e)),
+        };
+        Ok(Log {
+            dest,
+            sink,
+            created,
+        })
+    }
+
+    /// Where this log goes.
+    pub fn dest(&self) -> &Dest {
+        &self.dest
+    }
+
+    /// Gives the log up before anything was written: a file [`Log::open`] created is
+    /// removed (if it is still empty), an existing one is left as it was.
+    pub fn discard(self) {
+        if let Some(p) = &self.created
+            && fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() == 0)
+        {
+            let _ = fs::remove_file(p);
+        }
+    }
+
+    /// Writes flow-log records (JSON lines) and flushes them.
+    pub fn write_records(&mut self, logs: &[crate::flowlog::FlowLog]) -> Result<(), WriteError> {
+        if logs.is_empty() {
+            return Ok(());
+        }
+        self.created = None;
+        let r = match &mut self.sink {
+            LogSink::Stdout => crate::flowlog::write_jsonl(io::stdout().lock(), logs),
+            LogSink::File(w) => crate::flowlog::write_jsonl(w, logs),
+            LogSink::InPlace(w) => crate::flowlog::write_jsonl(w, logs),
+        };
+        r.map_err(|e| WriteError::new(self.dest.clone(), e))
+    }
+
+    /// Flushes what is buffered.
+    pub fn flush(&mut self) -> Result<(), WriteError> {
+        let r = match &mut self.sink {
+            LogSink::Stdout => io::stdout().lock().flush(),
+            LogSink::File(w) => w.flush(),
+            LogSink::InPlace(w) => w.flush(),
+        };
+        r.map_err(|e| WriteError::new(self.dest.clone(), e))
+    }
+}
+
+/// Opens a destination that is not a regular file (a device, a FIFO, a socket) for
+/// writing without blocking, so that a FIFO nobody reads is an error (ENXIO) instead of
+/// a hang.
+fn open_special(p: &Path) -> io::Result<Patient> {
+    fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(p)
+        .map(Patient)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENXIO) => io::Error::new(e.kind(), "a FIFO that no process reads (ENXIO)"),
+            _ => e,
+        })
+}
+
+/// Reports a failed write the way [`fail`] does (a message on stderr unless stderr
+/// failed or a pipe's reader went away) without ending the process, for a command that
+/// must still clean up; returns the exit code (2).
+pub fn report(e: &WriteError) -> u8 {
+    let quiet = e.dest == Dest::Stderr || e.source.kind() == io::ErrorKind::BrokenPipe;
+    if !quiet {
+        // Nothing more can be done if stderr fails too: the exit code still says it.
+        let _ = writeln!(io::stderr().lock(), "tiergate: {e}");
+    }
+    EXIT_USAGE
+}
+
+/// Refuses a command line with more than one writer of stdout: `outputs` are the
+/// output flags and their paths (`-` is stdout), and `-o json|yaml` puts a document
+/// there too.
+pub fn one_writer_on_stdout(
+    outputs: &[(&str, Option<&Path>)],
+    output: super::Output,
+) -> Result<(), String> {
+    let mut users: Vec<String> = outputs
+        .iter()
+        .filter(|(_, p)| p.is_some_and(is_dash))
+        .map(|(f, _)| format!("{f} -"))
+        .collect();
+    if output != super::Output::Table {
+        users.push(format!("-o {output:?}").to_lowercase());
+    }
+    if users.len() > 1 {
+        let others = if users.len() > 2 {
+            "the others"
+        } else {
+            "the other"
+        };
+        return Err(format!(
+            "{} write to stdout, which can carry only one of them: send {others} to a file",
+            users.join(" and ")
+        ));
+    }
+    Ok(())
 }
 
 /// A file a command reads or writes: (device, inode) if it exists, the flag that
@@ -540,6 +706,68 @@ mod tests {
     }
 
     #[test]
+    fn a_log_appends_and_a_discarded_new_one_is_removed() {
+        let d = dir("log");
+        let p = d.join("flows.jsonl");
+        fs::write(&p, "earlier\n").unwrap();
+        let mut l = Log::open(&p).unwrap();
+        let rec = |name: &str| {
+            use crate::flowlog::{EndpointType, FlowLog, PolicyTrace, Reporter, Verdict};
+            vec![FlowLog {
+                start_time: 0,
+                end_time: 15,
+                source_name: name.into(),
+                source_namespace: "-".into(),
+                source_type: EndpointType::Workload,
+                source_labels: Vec::new(),
+                dest_name: name.into(),
+                dest_namespace: "-".into(),
+                dest_type: EndpointType::Workload,
+                dest_labels: Vec::new(),
+                dest_port: 80,
+                proto: "tcp".into(),
+                reporter: Reporter::Dst,
+                action: Verdict::Allow.into(),
+                pending_action: Verdict::Allow.into(),
+                policies: PolicyTrace {
+                    enforced: Vec::new(),
+                    pending: Vec::new(),
+                },
+                packets_in: 1,
+                packets_out: 1,
+                bytes_in: 60,
+                bytes_out: 60,
+                num_connections_started: 1,
+                num_connections_completed: 0,
+                num_connections_live: 1,
+            }]
+        };
+        l.write_records(&rec("a")).unwrap();
+        l.flush().unwrap();
+        drop(l);
+        let text = fs::read_to_string(&p).unwrap();
+        assert!(text.starts_with("earlier\n{"), "{text}");
+        assert_eq!(text.lines().count(), 2);
+        // Discarding leaves an existing log as it was.
+        Log::open(&p).unwrap().discard();
+        assert_eq!(fs::read_to_string(&p).unwrap(), text);
+        // A log that did not exist is removed if nothing was written, kept otherwise.
+        let new = d.join("new.jsonl");
+        Log::open(&new).unwrap().discard();
+        assert!(!new.exists());
+        let mut l = Log::open(&new).unwrap();
+        l.write_records(&rec("b")).unwrap();
+        l.discard();
+        assert_eq!(fs::read_to_string(&new).unwrap().lines().count(), 1);
+        assert!(
+            Log::open(&d)
+                .unwrap_err()
+                .to_string()
+                .contains("is a directory")
+        );
+    }
+
+    #[test]
     fn write_errors_name_the_destination() {
         let mut o = Output::create(Path::new("/dev/full")).unwrap();
         let _ = o.write_all(&[0u8; 1 << 16]);
@@ -554,6 +782,32 @@ mod tests {
         assert!(e.to_string().contains("is a directory"), "{e}");
         let e = Output::create(&d.join("no/such/dir/x")).unwrap_err();
         assert!(e.to_string().contains("no/such/dir"), "{e}");
+    }
+
+    #[test]
+    fn stdout_takes_one_writer() {
+        use super::super::Output as Format;
+        let dash = Path::new("-");
+        let file = Path::new("x.pcap");
+        assert_eq!(
+            one_writer_on_stdout(&[("--flowlog", Some(dash))], Format::Table),
+            Ok(())
+        );
+        assert_eq!(
+            one_writer_on_stdout(&[("--flowlog", Some(file))], Format::Json),
+            Ok(())
+        );
+        assert_eq!(
+            one_writer_on_stdout(&[("--flowlog", Some(dash))], Format::Json),
+            Err("--flowlog - and -o json write to stdout, which can carry only one of them: send the other to a file".into())
+        );
+        assert_eq!(
+            one_writer_on_stdout(
+                &[("--allowed-out", Some(dash)), ("--denied-out", None), ("--flowlog", Some(dash))],
+                Format::Yaml
+            ),
+            Err("--allowed-out - and --flowlog - and -o yaml write to stdout, which can carry only one of them: send the others to a file".into())
+        );
     }
 
     #[test]

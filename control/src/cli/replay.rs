@@ -24,10 +24,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dataplane::classifier::{BuildConfig, Classifier};
+use dataplane::classifier::{BuildConfig, Classifier, IdentityClassifier};
 use dataplane::linear::LinearClassifier;
 use dataplane::pipeline::{FrameVerdict, Pace, ReplaySource};
-use pcap::capture::{CaptureFormat, CaptureReader, CaptureWriter, Frames};
+use pcap::capture::{CaptureCut, CaptureFormat, CaptureReader, CaptureWriter, Frames};
 use serde::Serialize;
 
 use super::out::{self, is_dash};
@@ -40,7 +40,6 @@ use crate::model;
 use crate::policy;
 use crate::replay::{self, Replay, ReplayConfig, Summary, scenario};
 use crate::{err, errln};
-use dataplane::flow::FlowTable;
 
 /// Replay pace, as a flag value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -54,8 +53,12 @@ pub enum PaceArg {
 /// Which classifier runs the packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ClassifierArg {
-    /// The compiled decision trees (the data plane's fast path).
+    /// The compiled decision trees behind the address → identity stage (the data
+    /// plane's fast path).
     Tree,
+    /// The decision trees built per endpoint program over the addresses themselves
+    /// (no identity stage; slow to build on large clusters; for cross-checking).
+    EndpointTrees,
     /// The linear reference (slow; for cross-checking the tree).
     Linear,
 }
@@ -95,10 +98,10 @@ pub struct Args {
     #[arg(long, value_name = "FILE|-")]
     pub flowlog: Option<PathBuf>,
     /// Flow-log aggregation interval in seconds of capture time (1-86400).
-    #[arg(long, default_value_t = crate::flowlog::DEFAULT_INTERVAL_SECS, value_parser = clap::value_parser!(u64).range(1..=MAX_INTERVAL_SECS))]
+    #[arg(long, default_value_t = crate::flowlog::DEFAULT_INTERVAL_SECS, value_parser = super::values::interval())]
     pub interval: u64,
     /// Flow-table capacity per worker, in connections (1-16777216) [default: 65536].
-    #[arg(long, value_name = "N", value_parser = flow_capacity)]
+    #[arg(long, value_name = "N", value_parser = super::values::flow_capacity)]
     pub flow_capacity: Option<usize>,
     /// Length of the peer and port lists in the impact report (0-1000).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=MAX_TOP))]
@@ -112,25 +115,16 @@ pub struct Args {
     pub classifier: ClassifierArg,
 }
 
-/// Largest `--flow-capacity` (connections per worker): 2 GiB of flow table.
-pub const MAX_FLOW_CAPACITY: usize = 1 << 24;
+/// Largest `--flow-capacity` (connections per worker).
+pub use super::values::MAX_FLOW_CAPACITY;
 /// Largest `--interval` (s).
-pub const MAX_INTERVAL_SECS: u64 = 86_400;
+pub use super::values::MAX_INTERVAL_SECS;
 /// Largest `--top`.
 pub const MAX_TOP: u64 = 1000;
 /// Default `--max-gap` (s).
 pub const DEFAULT_MAX_GAP_SECS: f64 = 10.0;
 /// Largest `--max-gap` (s).
 pub const MAX_GAP_SECS: f64 = 86_400.0;
-
-fn flow_capacity(s: &str) -> Result<usize, String> {
-    match s.parse::<u64>() {
-        Ok(n) if (1..=MAX_FLOW_CAPACITY as u64).contains(&n) => Ok(n as usize),
-        _ => Err(format!(
-            "expected a number of connections per worker from 1 to {MAX_FLOW_CAPACITY}"
-        )),
-    }
-}
 
 fn max_gap(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
@@ -139,26 +133,6 @@ fn max_gap(s: &str) -> Result<f64, String> {
             "expected a number of seconds from 0.001 to {MAX_GAP_SECS}"
         )),
     }
-}
-
-/// Refuses flow tables that together need more memory than the machine has
-/// available (they are allocated and written before the replay starts).
-fn check_flow_memory(args: &Args, workers: usize, capacity: usize) -> Result<(), String> {
-    let per = FlowTable::memory_for(capacity).unwrap_or(usize::MAX);
-    let total = per.saturating_mul(workers);
-    let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
-    if let Some(avail) = crate::sys::available_memory()
-        && total as u64 > avail
-    {
-        return Err(format!(
-            "--flow-capacity {capacity} with --workers {}: the flow tables need {:.1} GiB ({workers} x {capacity} connections x {} B), more than the {:.1} GiB of memory available; lower --flow-capacity or --workers",
-            args.workers,
-            gib(total as u64),
-            per / capacity.max(1),
-            gib(avail)
-        ));
-    }
-    Ok(())
 }
 
 /// The JSON/YAML document of `tiergate replay -o json`.
@@ -343,8 +317,9 @@ struct Executed {
     frames: Option<Arc<Frames>>,
 }
 
-/// Reads a whole capture that is not a regular file: stdin (`-`), a FIFO, a device.
-fn read_capture(path: &Path) -> Result<Frames, String> {
+/// Reads a whole capture that is not a regular file: stdin (`-`), a FIFO, a device;
+/// like a file, up to where it is cut (and where that is).
+fn read_capture(path: &Path) -> Result<(Frames, Option<CaptureCut>), String> {
     let bytes = out::read_all(path)?;
     let name = if is_dash(path) {
         PathBuf::from("<stdin>")
@@ -357,7 +332,7 @@ fn read_capture(path: &Path) -> Result<Frames, String> {
             name.display()
         ));
     }
-    Frames::from_bytes(name, bytes).map_err(|e| e.to_string())
+    Frames::from_bytes_to_cut(name, bytes).map_err(|e| e.to_string())
 }
 
 /// Loads, lowers, compiles and replays. Errors are printed; `Err` is the exit code.
@@ -365,20 +340,24 @@ fn execute(args: &Args, progress: &Progress) -> Result<Executed, u8> {
     let capacity = args
         .flow_capacity
         .unwrap_or(ReplayConfig::default().pipeline.worker.flow.capacity);
-    if let Err(e) = check_flow_memory(args, usize::from(args.workers), capacity) {
+    if let Err(e) = super::values::check_flow_memory(usize::from(args.workers), capacity) {
         errln!("tiergate: {e}");
         return Err(EXIT_USAGE);
     }
     let (cluster, policies) = load(args)?;
+    // Where a capture read into memory is cut (the pipeline reports it for a file).
+    let mut in_memory_cut = None;
     let (source, capture, frames) = match &args.pcap {
         // stdin, a FIFO (`--pcap <(zcat x.pcap.gz)`), a device: read into memory, as
         // it cannot be read twice (once to replay, once to split).
         Some(p) if is_dash(p) || !out::is_regular(p) => {
             progress.set(Phase::ReadingCapture);
-            let f = Arc::new(read_capture(p).map_err(|e| {
+            let (f, cut) = read_capture(p).map_err(|e| {
                 errln!("tiergate: {e}");
                 EXIT_USAGE
-            })?);
+            })?;
+            in_memory_cut = cut;
+            let f = Arc::new(f);
             let name = if is_dash(p) {
                 "<stdin>".to_string()
             } else {
@@ -421,6 +400,15 @@ fn execute(args: &Args, progress: &Progress) -> Result<Executed, u8> {
     };
     let result = match args.classifier {
         ClassifierArg::Tree => {
+            let c =
+                IdentityClassifier::build(&lowered.set, &BuildConfig::default()).map_err(|e| {
+                    errln!("tiergate: cannot compile the policy set: {e}");
+                    EXIT_INVALID
+                })?;
+            start(progress);
+            replay::replay(&lowered, c, source, &cfg)
+        }
+        ClassifierArg::EndpointTrees => {
             let c = Classifier::build(&lowered.set, &BuildConfig::default()).map_err(|e| {
                 errln!("tiergate: cannot compile the policy set: {e}");
                 EXIT_INVALID
@@ -437,10 +425,13 @@ fn execute(args: &Args, progress: &Progress) -> Result<Executed, u8> {
             replay::replay(&lowered, c, source, &cfg)
         }
     };
-    let r = result.map_err(|e| {
+    let mut r = result.map_err(|e| {
         errln!("tiergate: replay of {capture} failed: {e}");
         EXIT_USAGE
     })?;
+    if let Some(cut) = in_memory_cut {
+        r.set_capture_cut(cut);
+    }
     Ok(Executed {
         replay: r,
         policies,
@@ -483,20 +474,7 @@ fn prepare(args: &Args, global: &Global) -> Result<Outputs, String> {
         ("--denied-out", args.denied_out.as_deref()),
         ("--flowlog", args.flowlog.as_deref()),
     ];
-    let mut stdout_users: Vec<String> = outputs
-        .iter()
-        .filter(|(_, p)| p.is_some_and(is_dash))
-        .map(|(f, _)| format!("{f} -"))
-        .collect();
-    if global.output != Output::Table {
-        stdout_users.push(format!("-o {:?}", global.output).to_lowercase());
-    }
-    if stdout_users.len() > 1 {
-        return Err(format!(
-            "{} write to stdout, which can carry only one of them: send the others to files",
-            stdout_users.join(" and ")
-        ));
-    }
+    out::one_writer_on_stdout(&outputs, global.output)?;
     let inputs: Vec<(&str, &Path)> = args
         .policies
         .iter()

@@ -12,11 +12,18 @@
 //! document per print), or to stderr when the flow log is written to stdout (then
 //! `-o json|yaml` is a usage error: stdout carries one kind of data).
 //!
-//! The flow-log file is written in place, a flush per interval, so it can be read
-//! (`tail -f`) while the run goes on; unlike the outputs of `replay` it is not staged
-//! in a temporary file and renamed at the end. A failed write stops the run (exit 2).
+//! The flow log is opened before anything is attached and written in place, a flush
+//! per interval, so it can be read (`tail -f`) while the run goes on; unlike the
+//! outputs of `replay` it is not staged in a temporary file and renamed at the end.
+//! A regular file is appended to, never truncated (a run that fails to start leaves
+//! it as it was, and removes one it created); a FIFO nobody reads is refused instead
+//! of waited for (see `out::Log`). A failed write stops the run the normal way (the
+//! workers drain, the XDP programs are detached) with exit 2.
 //!
-//! Exit codes: 0 stopped by a signal or `--duration`, 1 invalid policy set, 2 usage
+//! `--state-dir` and `--metrics` live in `run_state` and `run_metrics`.
+//!
+//! Exit codes: 0 stopped by a signal or `--duration`, 1 invalid policy set or an
+//! unusable `--state-dir` generation, 2 a state directory in use, usage
 //! error, unwritable flow log, or anything the run needs that is missing
 //! (capabilities, memlock, an interface, a queue, an interface already running an XDP
 //! program).
@@ -52,6 +59,10 @@ pub struct Args {
         value_name = "FILE|DIR|-"
     )]
     pub policies: Vec<PathBuf>,
+    /// Accept a policy set of zero resources read from `-f` (by default an error: a
+    /// wrong path must not pass as "no policy").
+    #[arg(long)]
+    pub allow_empty: bool,
     /// Queues used on each interface (0..N); one socket per interface and queue.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub queues: u32,
@@ -66,11 +77,11 @@ pub struct Args {
     /// Write flow logs (JSON lines) to this file (`-` = stdout).
     #[arg(long, value_name = "FILE|-")]
     pub flowlog: Option<PathBuf>,
-    /// Flow-log aggregation interval in seconds (wall clock).
-    #[arg(long, default_value_t = crate::flowlog::DEFAULT_INTERVAL_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Flow-log aggregation interval in seconds of wall clock (1-86400).
+    #[arg(long, default_value_t = crate::flowlog::DEFAULT_INTERVAL_SECS, value_parser = super::values::interval())]
     pub interval: u64,
-    /// Flow-table capacity per worker (connections).
-    #[arg(long, value_name = "N")]
+    /// Flow-table capacity per worker, in connections (1-16777216) [default: 65536].
+    #[arg(long, value_name = "N", value_parser = super::values::flow_capacity)]
     pub flow_capacity: Option<usize>,
     /// Busy-poll the sockets (SO_PREFER_BUSY_POLL, SO_BUSY_POLL, SO_BUSY_POLL_BUDGET)
     /// and never sleep when idle: lowest latency, a core per worker at 100 %.
@@ -92,9 +103,22 @@ pub struct Args {
     /// Attach the XDP program in generic (skb) mode even if the driver has native XDP.
     #[arg(long)]
     pub generic_xdp: bool,
-    /// Stop after this many seconds (default: run until SIGTERM/SIGINT).
-    #[arg(long, value_name = "SECONDS")]
-    pub duration: Option<f64>,
+    /// Stop after this many seconds, fractions allowed (0-315360000; default: run
+    /// until SIGTERM/SIGINT).
+    #[arg(long, value_name = "SECONDS", value_parser = super::values::duration)]
+    pub duration: Option<std::time::Duration>,
+    /// Keep the applied policy set in DIR (created if missing) and restore it on start.
+    /// A DIR holding a generation wins over -f; an empty one is seeded from -f. See
+    /// `tiergate state check|repair`.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464). Off by
+    /// default; a loopback address unless --metrics-allow-remote.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Allow --metrics on a non-loopback address (metrics name every policy and rule).
+    #[arg(long, requires = "metrics")]
+    pub metrics_allow_remote: bool,
 }
 
 /// Runs `tiergate run`.
@@ -115,8 +139,6 @@ pub fn run(args: &Args, global: &Global) -> ExitCode {
 
 #[cfg(all(feature = "afxdp", target_os = "linux"))]
 mod live {
-    use std::fs::File;
-    use std::io::{self, BufWriter, Write};
     use std::path::Path;
     use std::process::ExitCode;
     use std::sync::Arc;
@@ -124,33 +146,22 @@ mod live {
     use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
     use crossbeam::channel::{Receiver, bounded};
-    use dataplane::classifier::{BuildConfig, Classifier};
+    use dataplane::classifier::{BuildConfig, IdentityClassifier as Classifier};
     use dataplane::flow::FlowRecord;
     use dataplane::port::afxdp::{self, AfXdpConfig, Forwarding, IfaceInfo, WorkerSnapshot};
     use dataplane::worker::{ClassifierSlot, Published};
     use serde::Serialize;
 
+    use super::super::out::{self, Log, WriteError};
     use super::super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE, Global, Output};
     use super::{Args, ModeArg};
-    use crate::eval::Cluster;
-    use crate::flowlog::{Aggregator, FlowLog, write_jsonl};
+    use crate::flowlog::{Aggregator, FlowLog};
     use crate::lower::{self, Lowered};
     use crate::replay::activities;
-    use crate::store::Store;
 
     fn usage(msg: impl std::fmt::Display) -> ExitCode {
         crate::errln!("tiergate run: {msg}");
         ExitCode::from(EXIT_USAGE)
-    }
-
-    fn load(args: &Args) -> Result<Cluster, u8> {
-        if !args.policies.is_empty() {
-            return super::super::eval::load_cluster(&args.policies);
-        }
-        Cluster::from_resources(Store::new().resources()).map_err(|e| {
-            crate::errln!("{e}");
-            EXIT_INVALID
-        })
     }
 
     fn config(args: &Args) -> Result<AfXdpConfig, String> {
@@ -225,24 +236,14 @@ mod live {
             .unwrap_or(0)
     }
 
-    /// Where flow logs go.
-    enum LogOut {
-        None,
-        Stdout,
-        File(BufWriter<File>),
-    }
-
-    impl LogOut {
-        fn write(&mut self, logs: &[FlowLog]) -> io::Result<()> {
-            if logs.is_empty() {
-                return Ok(());
-            }
-            match self {
-                LogOut::None => Ok(()),
-                LogOut::Stdout => write_jsonl(io::stdout().lock(), logs),
-                LogOut::File(w) => write_jsonl(w, logs),
-            }
-        }
+    /// Why a run stopped on its own.
+    enum Failure {
+        /// A message for stderr.
+        Msg(String),
+        /// A failed flow-log write (reported as `out` reports write errors).
+        Log(WriteError),
+        /// A failed write of the counters.
+        Counters(WriteError),
     }
 
     /// Folds flow records into the aggregator.
@@ -250,22 +251,29 @@ mod live {
         lowered: &'a Lowered,
         classifier: &'a Classifier,
         agg: Aggregator,
-        out: LogOut,
+        out: Option<Log>,
         written: u64,
+        metrics: Option<crate::metrics::Metrics>,
     }
 
     impl Logs<'_> {
         fn take(&mut self, rx: &Receiver<FlowRecord>) {
             for rec in rx.try_iter() {
                 for a in activities(&rec, self.lowered, self.classifier) {
+                    if let Some(m) = &self.metrics {
+                        m.add_activity(&a);
+                    }
                     self.agg.add(&a);
                 }
             }
         }
 
-        fn flush(&mut self, logs: Vec<FlowLog>) -> io::Result<()> {
+        fn flush(&mut self, logs: Vec<FlowLog>) -> Result<(), WriteError> {
             self.written += logs.len() as u64;
-            self.out.write(&logs)
+            match &mut self.out {
+                Some(o) => o.write_records(&logs),
+                None => Ok(()),
+            }
         }
     }
 
@@ -349,14 +357,8 @@ mod live {
                 .map(|i| IfaceDoc {
                     name: i.name.clone(),
                     ifindex: i.ifindex,
-                    xdp_mode: match i.xdp {
-                        afxdp::XdpMode::Native => "native",
-                        afxdp::XdpMode::Generic => "generic",
-                    },
-                    bind_mode: match i.bind {
-                        afxdp::CopyMode::ZeroCopy => "zero-copy",
-                        afxdp::CopyMode::Copy => "copy",
-                    },
+                    xdp_mode: i.xdp.name(),
+                    bind_mode: i.bind.name(),
                 })
                 .collect(),
             workers: snaps
@@ -408,16 +410,23 @@ mod live {
         }
     }
 
-    fn print_counters(d: &CountersDoc<'_>, output: Output, to_stderr: bool) {
+    /// Prints the counters; a failed write is returned (the run then stops the
+    /// normal way), not the end of the process.
+    fn print_counters(
+        d: &CountersDoc<'_>,
+        output: Output,
+        to_stderr: bool,
+    ) -> Result<(), WriteError> {
         let text = match output {
             Output::Json => serde_json::to_string(d).unwrap_or_default(),
             Output::Yaml => serde_saphyr::to_string(d).unwrap_or_default(),
             Output::Table => table(d),
         };
+        let line = format_args!("{}\n", text.trim_end());
         if to_stderr {
-            crate::errln!("{}", text.trim_end());
+            out::try_stderr(line)
         } else {
-            crate::outln!("{}", text.trim_end());
+            out::try_stdout(line)
         }
     }
 
@@ -494,6 +503,16 @@ mod live {
             Ok(c) => c,
             Err(e) => return usage(e),
         };
+        if let Err(e) =
+            super::super::values::check_flow_memory(cfg.workers, cfg.worker.flow.capacity)
+        {
+            return usage(e);
+        }
+        if let Some(addr) = args.metrics
+            && let Err(e) = crate::metrics::check_addr(addr, args.metrics_allow_remote)
+        {
+            return usage(e);
+        }
         // The flow log is written in place: never over a policy file the run reads.
         if let Some(log) = &args.flowlog {
             let inputs: Vec<(&str, &Path)> =
@@ -502,11 +521,22 @@ mod live {
                 return usage(e);
             }
         }
-        let cluster = match load(args) {
-            Ok(c) => c,
+        if let Err(e) =
+            out::one_writer_on_stdout(&[("--flowlog", args.flowlog.as_deref())], global.output)
+        {
+            return usage(e);
+        }
+        // Held to the end of the run: the state directory's lock.
+        let initial = match super::super::run_state::initial(
+            &args.policies,
+            args.allow_empty,
+            args.state_dir.as_deref(),
+        ) {
+            Ok(i) => i,
             Err(code) => return ExitCode::from(code),
         };
-        let lowered = match lower::lower(&cluster) {
+        let cluster = &initial.cluster;
+        let lowered = match lower::lower(cluster) {
             Ok(l) => l,
             Err(e) => {
                 crate::errln!("tiergate: cannot compile the policy set: {e}");
@@ -520,26 +550,23 @@ mod live {
                 return ExitCode::from(EXIT_INVALID);
             }
         };
-        let out = match &args.flowlog {
-            None => LogOut::None,
-            Some(p) if p == Path::new("-") => LogOut::Stdout,
-            Some(p) => match File::create(p) {
-                Ok(f) => LogOut::File(BufWriter::new(f)),
-                Err(e) => {
-                    return usage(format!("cannot write flow logs to {}: {e}", p.display()));
-                }
-            },
+        let counters_to_stderr = args.flowlog.as_deref().is_some_and(out::is_dash);
+        // Appended to, never truncated: a run that fails to start leaves an existing
+        // log as it was (and removes one it created).
+        let log = match args.flowlog.as_deref().map(Log::open).transpose() {
+            Ok(l) => l,
+            Err(e) => return usage(format!("--flowlog: {e}")),
         };
-        let counters_to_stderr = matches!(out, LogOut::Stdout);
-        if counters_to_stderr && global.output != Output::Table {
-            return usage(format!(
-                "--flowlog - and -o {} write to stdout, which can carry only one of them: send the flow log to a file",
-                match global.output {
-                    Output::Json => "json",
-                    _ => "yaml",
-                }
-            ));
-        }
+        let give_up = |log: Option<Log>, e: String| {
+            if let Some(l) = log {
+                l.discard();
+            }
+            usage(e)
+        };
+        let agg = match Aggregator::new(args.interval) {
+            Ok(a) => a,
+            Err(e) => return give_up(log, format!("--interval: {e}")),
+        };
         let term = Arc::new(AtomicBool::new(false));
         let usr1 = Arc::new(AtomicBool::new(false));
         for (sig, flag) in [
@@ -548,9 +575,36 @@ mod live {
             (signal_hook::consts::SIGUSR1, &usr1),
         ] {
             if let Err(e) = signal_hook::flag::register(sig, Arc::clone(flag)) {
-                return usage(format!("cannot install the handler of signal {sig}: {e}"));
+                return give_up(
+                    log,
+                    format!("cannot install the handler of signal {sig}: {e}"),
+                );
             }
         }
+        // Metrics: listening before the first packet is forwarded.
+        let metrics_rt;
+        let mut metrics = match args.metrics {
+            None => None,
+            Some(addr) => {
+                metrics_rt = match super::super::run_metrics::runtime() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        return give_up(log, format!("cannot start the metrics server: {e}"));
+                    }
+                };
+                match super::super::run_metrics::RunMetrics::start(
+                    metrics_rt.handle(),
+                    addr,
+                    args.metrics_allow_remote,
+                ) {
+                    Ok(m) => {
+                        crate::errln!("tiergate run: metrics at http://{}/metrics", m.local_addr());
+                        Some(m)
+                    }
+                    Err(e) => return give_up(log, e),
+                }
+            }
+        };
         let slot = Arc::new(ClassifierSlot::new(Published {
             generation: 1,
             classifier,
@@ -559,26 +613,13 @@ mod live {
         let (tx, rx) = bounded::<FlowRecord>(1 << 16);
         let running = match afxdp::start(&cfg, Arc::clone(&slot), tx) {
             Ok(r) => r,
-            Err(e) => return usage(e),
+            Err(e) => return give_up(log, e.to_string()),
         };
         let started = Instant::now();
         let desc: Vec<String> = running
             .ifaces
             .iter()
-            .map(|i| {
-                format!(
-                    "{} (XDP {}, {} mode)",
-                    i.name,
-                    match i.xdp {
-                        afxdp::XdpMode::Native => "native",
-                        afxdp::XdpMode::Generic => "generic",
-                    },
-                    match i.bind {
-                        afxdp::CopyMode::ZeroCopy => "zero-copy",
-                        afxdp::CopyMode::Copy => "copy",
-                    }
-                )
-            })
+            .map(|i| format!("{} (XDP {}, {} mode)", i.name, i.xdp.name(), i.bind.name()))
             .collect();
         crate::errln!(
             "tiergate run: forwarding between {} with {} worker(s), {} mode; pid {}: SIGUSR1 prints counters, SIGTERM stops",
@@ -593,14 +634,13 @@ mod live {
         let mut logs = Logs {
             lowered: &lowered,
             classifier: &published.classifier,
-            agg: Aggregator::new(args.interval),
-            out,
+            agg,
+            out: log,
             written: 0,
+            metrics: metrics.as_ref().map(|m| m.metrics().clone()),
         };
-        let deadline = args
-            .duration
-            .filter(|d| d.is_finite() && *d >= 0.0)
-            .map(|d| started + Duration::from_secs_f64(d));
+        // An instant beyond the clock's range is no deadline (the run goes on).
+        let deadline = args.duration.and_then(|d| started.checked_add(d));
         let mut failed = None;
         // Records of an interval arrive when the workers next pass a batch boundary
         // after it ended: give them a moment before writing the interval.
@@ -608,9 +648,17 @@ mod live {
         loop {
             std::thread::sleep(Duration::from_millis(50));
             logs.take(&rx);
+            if let Some(m) = metrics.as_mut()
+                && m.due(false)
+            {
+                let stats =
+                    super::super::run_metrics::worker_stats(&running.snapshot(), &cfg.ifaces);
+                m.metrics().set_workers(stats);
+                m.metrics().set_flow_log_records(logs.written);
+            }
             let done = logs.agg.drain_ended(now_ns().saturating_sub(grace));
             if let Err(e) = logs.flush(done) {
-                failed = Some(format!("cannot write flow logs: {e}"));
+                failed = Some(Failure::Log(e));
                 break;
             }
             if usr1.swap(false, Ordering::Relaxed) {
@@ -623,13 +671,16 @@ mod live {
                     false,
                     logs.written,
                 );
-                print_counters(&d, global.output, counters_to_stderr);
+                if let Err(e) = print_counters(&d, global.output, counters_to_stderr) {
+                    failed = Some(Failure::Counters(e));
+                    break;
+                }
             }
             if term.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
             if running.finished() {
-                failed = Some("a worker stopped unexpectedly".to_string());
+                failed = Some(Failure::Msg("a worker stopped unexpectedly".to_string()));
                 break;
             }
         }
@@ -645,22 +696,32 @@ mod live {
         let ifaces = running.ifaces.clone();
         // Joins the workers and detaches the XDP programs.
         if let Err(e) = running.stop() {
-            failed.get_or_insert(e);
+            failed.get_or_insert(Failure::Msg(e));
         }
         logs.take(&rx);
         let rest = logs.agg.drain();
-        if let Err(e) = logs.flush(rest) {
-            failed.get_or_insert(format!("cannot write flow logs: {e}"));
-        }
-        if let LogOut::File(w) = &mut logs.out
-            && let Err(e) = w.flush()
-        {
-            failed.get_or_insert(format!("cannot write flow logs: {e}"));
+        // After a failed flow-log write, the records left are not written (they
+        // would fail the same way, or land after a gap).
+        if !matches!(failed, Some(Failure::Log(_))) {
+            if let Err(e) = logs.flush(rest) {
+                failed.get_or_insert(Failure::Log(e));
+            }
+            if let Some(o) = &mut logs.out
+                && let Err(e) = o.flush()
+            {
+                failed.get_or_insert(Failure::Log(e));
+            }
         }
         let d = doc(&ifaces, &cfg.ifaces, &snaps, uptime, true, logs.written);
-        print_counters(&d, global.output, counters_to_stderr);
+        // Counters that already failed to print are not tried again.
+        if !matches!(failed, Some(Failure::Counters(_)))
+            && let Err(e) = print_counters(&d, global.output, counters_to_stderr)
+        {
+            failed.get_or_insert(Failure::Counters(e));
+        }
         match failed {
-            Some(e) => usage(e),
+            Some(Failure::Msg(e)) => usage(e),
+            Some(Failure::Log(e) | Failure::Counters(e)) => ExitCode::from(out::report(&e)),
             None => ExitCode::from(EXIT_OK),
         }
     }

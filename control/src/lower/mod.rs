@@ -39,22 +39,26 @@
 //!   (`generateName*` for pods, the node for host endpoints, the longest-prefix
 //!   network set, else `pub`/`pvt`).
 
+mod live;
 mod nets;
 mod rules;
+
+pub use live::{Applied, Live, LiveError};
 
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+
+use foldhash::{HashMap, HashMapExt};
 
 use dataplane::lpm::Lpm;
 use dataplane::program::{
     Classify, EndpointBinding, EndpointId, FlowVerdicts, Hit, Policy, PolicyId, PolicySet, Program,
-    ProgramId, Tier, TierDefault, TierId, Verdicts,
+    ProgramId, Tier, TierDefault, TierId,
 };
 use ipnet::IpNet;
 use thiserror::Error;
@@ -289,38 +293,40 @@ impl Lowered {
         flow: &Flow,
         verdicts: &FlowVerdicts,
     ) -> Evaluation {
+        self.names.evaluation_of(classifier, flow, verdicts)
+    }
+}
+
+impl Names {
+    /// The evaluation of one flow from verdicts a classifier of this generation gave:
+    /// the same shape and content as [`crate::eval::evaluate`] gives for it.
+    pub fn evaluation_of(
+        &self,
+        classifier: &dyn Classify,
+        flow: &Flow,
+        verdicts: &FlowVerdicts,
+    ) -> Evaluation {
         let mut reporters = Vec::new();
         for (reporter, side) in [
             (Reporter::Src, verdicts.egress),
             (Reporter::Dst, verdicts.ingress),
         ] {
             let Some((id, v)) = side else { continue };
-            let Some(ep) = self.names.endpoint(id) else {
+            let Some(ep) = self.endpoint(id) else {
                 continue;
             };
-            reporters.push(self.reporter(classifier, reporter, ep, &v));
+            reporters.push(ReporterOutcome {
+                reporter,
+                endpoint: ep.key.clone(),
+                endpoint_kind: ep.kind,
+                endpoint_name: ep.display.clone(),
+                enforced: self.outcome(v.enforced.verdict, classifier.trace(v.enforced.trace)),
+                pending: self.outcome(v.pending.verdict, classifier.trace(v.pending.trace)),
+            });
         }
         Evaluation {
             flow: *flow,
             reporters,
-        }
-    }
-
-    fn reporter(
-        &self,
-        classifier: &dyn Classify,
-        reporter: Reporter,
-        ep: &EndpointName,
-        v: &Verdicts,
-    ) -> ReporterOutcome {
-        let names = &self.names;
-        ReporterOutcome {
-            reporter,
-            endpoint: ep.key.clone(),
-            endpoint_kind: ep.kind,
-            endpoint_name: ep.display.clone(),
-            enforced: names.outcome(v.enforced.verdict, classifier.trace(v.enforced.trace)),
-            pending: names.outcome(v.pending.verdict, classifier.trace(v.pending.trace)),
         }
     }
 }
@@ -349,13 +355,23 @@ struct Builder<'c> {
     policy_ids: HashMap<&'c ResourceKey, PolicyId>,
     profile_ids: HashMap<String, PolicyId>,
     tier_ids: HashMap<String, TierId>,
-    /// Lowered rules per (policy or profile, direction).
-    rules: HashMap<(PolicyId, PolicyType), Vec<dataplane::program::Rule>>,
+    /// Lowered rules per (policy or profile, direction), with the id of their content
+    /// (equal rule lists share one id).
+    rules: HashMap<(PolicyId, PolicyType), (Vec<dataplane::program::Rule>, u32)>,
+    rule_lists: HashMap<Vec<dataplane::program::Rule>, u32>,
     programs: Vec<Program>,
-    /// Programs by skeleton, and by hash of their content.
+    /// Programs by skeleton, and by content: what a program holds is its tiers and
+    /// defaults, each policy's id, staged flag and rule list id, and its profiles'.
     skeletons: HashMap<Skeleton, ProgramId>,
-    by_hash: HashMap<u64, Vec<ProgramId>>,
+    by_content: HashMap<Content, ProgramId>,
 }
+
+/// The content of a program, with rule lists by id (hashing the lists themselves,
+/// thousands of prefixes each, for every program was most of the lowering time).
+type Content = (
+    Vec<(TierId, TierDefault, Vec<(PolicyId, bool, u32)>)>,
+    Vec<(PolicyId, u32)>,
+);
 
 impl<'c> Builder<'c> {
     fn lower_rules(
@@ -364,9 +380,9 @@ impl<'c> Builder<'c> {
         key: &ResourceKey,
         direction: PolicyType,
         rules: &[cluster::PolicyRule],
-    ) -> Result<Vec<dataplane::program::Rule>, LowerError> {
+    ) -> Result<u32, LowerError> {
         if let Some(r) = self.rules.get(&(id, direction)) {
-            return Ok(r.clone());
+            return Ok(r.1);
         }
         let mut out = Vec::new();
         for (i, pr) in rules.iter().enumerate() {
@@ -383,8 +399,18 @@ impl<'c> Builder<'c> {
                     })?;
             out.extend(lowered);
         }
-        self.rules.insert((id, direction), out.clone());
-        Ok(out)
+        let next = self.rule_lists.len() as u32;
+        let list = *self.rule_lists.entry(out.clone()).or_insert(next);
+        self.rules.insert((id, direction), (out, list));
+        Ok(list)
+    }
+
+    /// The lowered rules of (policy, direction), after [`Builder::lower_rules`].
+    fn rules_of(&self, id: PolicyId, direction: PolicyType) -> Vec<dataplane::program::Rule> {
+        self.rules
+            .get(&(id, direction))
+            .map(|r| r.0.clone())
+            .unwrap_or_default()
     }
 
     fn tier_id(&mut self, name: &str) -> Result<TierId, LowerError> {
@@ -449,56 +475,60 @@ impl<'c> Builder<'c> {
             return Ok(*id);
         }
 
-        let mut tiers = Vec::with_capacity(skeleton.tiers.len());
+        // The content first (rule lists by id); the program is only assembled when no
+        // earlier program has that content.
+        let mut content: Content = (Vec::with_capacity(skeleton.tiers.len()), Vec::new());
         for (id, default_action, ids) in &skeleton.tiers {
             let mut policies = Vec::with_capacity(ids.len());
             for pid in ids {
                 let p = &cluster.policies[pid.0 as usize];
-                let rules = self.lower_rules(*pid, &p.key, direction, p.rules(direction))?;
-                policies.push(Policy {
-                    id: *pid,
-                    staged: p.is_staged(),
-                    rules,
-                });
+                let list = self.lower_rules(*pid, &p.key, direction, p.rules(direction))?;
+                policies.push((*pid, p.is_staged(), list));
             }
-            tiers.push(Tier {
-                id: *id,
-                default_action: *default_action,
-                policies,
-            });
+            content.0.push((*id, *default_action, policies));
         }
-        let mut profiles = Vec::with_capacity(skeleton.profiles.len());
         for pid in &skeleton.profiles {
             let key = self.names.policies[pid.0 as usize].key.clone();
-            let rules = match cluster.profile(&key.name) {
+            let list = match cluster.profile(&key.name) {
                 Some(info) => self.lower_rules(*pid, &key, direction, info.rules(direction))?,
-                None => Vec::new(),
+                None => {
+                    let next = self.rule_lists.len() as u32;
+                    *self.rule_lists.entry(Vec::new()).or_insert(next)
+                }
             };
-            profiles.push(Policy {
-                id: *pid,
-                staged: false,
-                rules,
-            });
+            content.1.push((*pid, list));
         }
-        let program = Program { tiers, profiles };
-
-        // Different skeletons can still give equal programs (ingress and egress of
-        // endpoints with no policies, for instance).
-        let hash = {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            program.hash(&mut h);
-            h.finish()
-        };
-        let same = self.by_hash.entry(hash).or_default();
-        let id = match same
-            .iter()
-            .find(|id| self.programs[id.0 as usize] == program)
-        {
+        let id = match self.by_content.get(&content) {
             Some(id) => *id,
             None => {
+                let tiers = content
+                    .0
+                    .iter()
+                    .map(|(id, default_action, ps)| Tier {
+                        id: *id,
+                        default_action: *default_action,
+                        policies: ps
+                            .iter()
+                            .map(|&(pid, staged, _)| Policy {
+                                id: pid,
+                                staged,
+                                rules: self.rules_of(pid, direction),
+                            })
+                            .collect(),
+                    })
+                    .collect();
+                let profiles = content
+                    .1
+                    .iter()
+                    .map(|&(pid, _)| Policy {
+                        id: pid,
+                        staged: false,
+                        rules: self.rules_of(pid, direction),
+                    })
+                    .collect();
                 let id = ProgramId(id32("programs", self.programs.len())?);
-                self.programs.push(program);
-                same.push(id);
+                self.programs.push(Program { tiers, profiles });
+                self.by_content.insert(content, id);
                 id
             }
         };
@@ -525,9 +555,10 @@ pub fn lower(cluster: &Cluster) -> Result<Lowered, LowerError> {
         profile_ids: HashMap::new(),
         tier_ids: HashMap::new(),
         rules: HashMap::new(),
+        rule_lists: HashMap::new(),
         programs: Vec::new(),
         skeletons: HashMap::new(),
-        by_hash: HashMap::new(),
+        by_content: HashMap::new(),
     };
     for p in &cluster.policies {
         let id = PolicyId(id32("policies and profiles", b.names.policies.len())?);

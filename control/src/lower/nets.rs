@@ -27,13 +27,34 @@ pub(crate) fn contains(a: &IpNet, b: &IpNet) -> bool {
     }
 }
 
+/// `IpNet`'s order as one integer comparison: family, then address, then length
+/// (`IpNet`'s own `Ord` compares byte arrays through an enum, and lowering sorts and
+/// merges millions of prefixes).
+#[inline]
+pub(crate) fn order_key(n: &IpNet) -> (u8, u128, u8) {
+    match n {
+        IpNet::V4(n) => (4, u128::from(u32::from(n.addr())), n.prefix_len()),
+        IpNet::V6(n) => (6, u128::from(n.addr()), n.prefix_len()),
+    }
+}
+
+#[inline]
+fn le(a: &IpNet, b: &IpNet) -> bool {
+    order_key(a) <= order_key(b)
+}
+
+#[inline]
+fn lt(a: &IpNet, b: &IpNet) -> bool {
+    order_key(a) < order_key(b)
+}
+
 /// Normalizes a prefix list (see the module doc). The result matches exactly the
 /// addresses the input matches.
 pub(crate) fn normalize(mut nets: Vec<IpNet>) -> Vec<IpNet> {
     for n in &mut nets {
         *n = n.trunc();
     }
-    nets.sort_unstable();
+    nets.sort_unstable_by_key(order_key);
     drop_contained(nets)
 }
 
@@ -65,7 +86,7 @@ pub(crate) fn intersect(a: &[IpNet], b: &[IpNet]) -> Vec<IpNet> {
         } else if contains(&y, &x) {
             out.push(x);
             i += 1;
-        } else if x < y {
+        } else if lt(&x, &y) {
             // Disjoint and sorted: everything in x lies before y.
             i += 1;
         } else {
@@ -90,7 +111,7 @@ pub(crate) fn union(a: &[IpNet], b: &[IpNet]) -> Vec<IpNet> {
     let (mut i, mut j) = (0, 0);
     let merged = std::iter::from_fn(|| {
         let next = match (a.get(i), b.get(j)) {
-            (Some(x), Some(y)) if x <= y => {
+            (Some(x), Some(y)) if le(x, y) => {
                 i += 1;
                 *x
             }
@@ -115,19 +136,21 @@ fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(b) || b.contains(a)
 }
 
+#[cfg(test)]
 /// Whether a normalized set has a prefix containing `x` (binary search: the only
 /// candidate is the last prefix that sorts at or before `x`).
 pub(crate) fn covers(set: &[IpNet], x: &IpNet) -> bool {
-    let i = set.partition_point(|n| n <= x);
+    let i = set.partition_point(|n| le(n, x));
     i > 0 && contains(&set[i - 1], x)
 }
 
 /// Whether a normalized set has a prefix overlapping `x`.
+#[cfg(test)]
 fn touches(set: &[IpNet], x: &IpNet) -> bool {
     // A prefix containing x sorts before it; prefixes inside x follow it directly.
     covers(set, x)
         || set
-            .get(set.partition_point(|n| n < x))
+            .get(set.partition_point(|n| lt(n, x)))
             .is_some_and(|n| contains(x, n))
 }
 
@@ -136,10 +159,27 @@ fn touches(set: &[IpNet], x: &IpNet) -> bool {
 /// match, and negated prefixes disjoint from every positive prefix can never exclude
 /// anything.
 pub(crate) fn simplify(pos: &mut Option<Vec<IpNet>>, neg: &mut Vec<IpNet>) {
-    if let Some(p) = pos {
-        p.retain(|x| !covers(neg, x));
-        neg.retain(|n| touches(p, n));
+    let Some(p) = pos else { return };
+    if neg.is_empty() {
+        return;
     }
+    // Both sorted: one forward walk each instead of a binary search per prefix. The
+    // only prefix of a sorted set that can contain `x` is the last one at or before it.
+    let mut j = 0;
+    p.retain(|x| {
+        while j < neg.len() && le(&neg[j], x) {
+            j += 1;
+        }
+        !(j > 0 && contains(&neg[j - 1], x))
+    });
+    let mut i = 0;
+    neg.retain(|n| {
+        while i < p.len() && le(&p[i], n) {
+            i += 1;
+        }
+        // A positive prefix containing n sorts at or before it; one inside n follows.
+        (i > 0 && contains(&p[i - 1], n)) || p.get(i).is_some_and(|q| contains(n, q))
+    });
 }
 
 #[cfg(test)]
@@ -260,6 +300,17 @@ mod tests {
                     prop_assert_eq!(covers(&a, x), a.iter().any(|n| n.contains(x)));
                     prop_assert_eq!(touches(&a, x), a.iter().any(|n| overlaps(n, x)));
                 }
+                // The merge-walk simplify is the binary-search definition.
+                let (mut pos, mut neg) = (Some(a.clone()), b.clone());
+                simplify(&mut pos, &mut neg);
+                let want_pos: Vec<IpNet> = a.iter().copied().filter(|x| !covers(&b, x)).collect();
+                let want_neg: Vec<IpNet> = b
+                    .iter()
+                    .copied()
+                    .filter(|n| touches(&want_pos, n))
+                    .collect();
+                prop_assert_eq!(pos, Some(want_pos));
+                prop_assert_eq!(neg, want_neg);
                 Ok(())
             })
             .unwrap_or_else(|e| panic!("{e}"));

@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use dataplane::classifier::{BuildConfig, Classifier};
+use dataplane::classifier::{BuildConfig, Classifier, IdentityClassifier};
 use dataplane::linear::LinearClassifier;
 use dataplane::program::{Classify, FlowKey, proto};
 use proptest::collection::vec;
@@ -838,7 +838,7 @@ pub(crate) fn store_and_flows(flows: usize) -> BoxedStrategy<(Vec<Resource>, Vec
 struct Legs {
     cluster: Cluster,
     lowered: super::Lowered,
-    classifiers: [(&'static str, Box<dyn Classify>); 2],
+    classifiers: [(&'static str, Box<dyn Classify>); 3],
 }
 
 fn legs(resources: &[Resource]) -> Result<Legs, String> {
@@ -847,10 +847,16 @@ fn legs(resources: &[Resource]) -> Result<Legs, String> {
     let linear = LinearClassifier::new(lowered.set.clone()).map_err(|e| format!("linear: {e}"))?;
     let tree = Classifier::build(&lowered.set, &BuildConfig::default())
         .map_err(|e| format!("tree: {e}"))?;
+    let identity = IdentityClassifier::build(&lowered.set, &BuildConfig::default())
+        .map_err(|e| format!("identity: {e}"))?;
     Ok(Legs {
         cluster,
         lowered,
-        classifiers: [("linear", Box::new(linear)), ("tree", Box::new(tree))],
+        classifiers: [
+            ("linear", Box::new(linear)),
+            ("tree", Box::new(tree)),
+            ("ident", Box::new(identity)),
+        ],
     })
 }
 

@@ -20,7 +20,9 @@
 //! positive set) lower to no IR rule at all; Log rules are not lowered either (they
 //! never decide, and tiergate does not log packets).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use dataplane::program::{Action, Family, IcmpMatch, Match, PortRange, Rule, proto};
 use ipnet::IpNet;

@@ -1299,6 +1299,51 @@ impl Resource {
     }
 }
 
+/// A resource serialises in its wire form (`apiVersion`, `kind`, `metadata`, `spec`), the
+/// form the loader reads: loading what is written reproduces the resource (after the
+/// defaults the loader applies anyway).
+impl Serialize for Resource {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Doc<'a, T: Serialize> {
+            api_version: &'static str,
+            kind: &'static str,
+            metadata: &'a ObjectMeta,
+            spec: &'a T,
+        }
+        fn doc<T: Serialize, S: Serializer>(
+            k: Kind,
+            o: &Object<T>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            Doc {
+                api_version: k.api_version(),
+                kind: k.as_str(),
+                metadata: &o.metadata,
+                spec: &o.spec,
+            }
+            .serialize(s)
+        }
+        let k = self.kind();
+        match self {
+            Resource::NetworkPolicy(o)
+            | Resource::GlobalNetworkPolicy(o)
+            | Resource::StagedNetworkPolicy(o)
+            | Resource::StagedGlobalNetworkPolicy(o) => doc(k, o, s),
+            Resource::StagedKubernetesNetworkPolicy(o) | Resource::KubernetesNetworkPolicy(o) => {
+                doc(k, o, s)
+            }
+            Resource::Tier(o) => doc(k, o, s),
+            Resource::NetworkSet(o) | Resource::GlobalNetworkSet(o) => doc(k, o, s),
+            Resource::HostEndpoint(o) => doc(k, o, s),
+            Resource::WorkloadEndpoint(o) => doc(k, o, s),
+            Resource::Profile(o) => doc(k, o, s),
+            Resource::Namespace(o) => doc(k, o, s),
+        }
+    }
+}
+
 /// Identity of a resource in a store. A staged policy and an enforced policy of the
 /// same name are different keys (their kinds differ).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

@@ -24,6 +24,7 @@ use dataplane::flow::{EndReason, FlowRecord};
 use dataplane::pipeline::{Pipeline, PipelineConfig, PipelineError, ReplaySource, RunReport};
 use dataplane::program::{Classify, EndpointId, FlowKey, FlowVerdicts, Verdict, Verdicts, proto};
 use dataplane::worker::{ClassifierSlot, DeniedResponder, Published, WorkerStats};
+use pcap::capture::CaptureCut;
 use serde::Serialize;
 
 use crate::flowlog::{Aggregator, EndpointMeta, FlowActivity, FlowLog, Reporter, VerdictName};
@@ -165,12 +166,29 @@ pub struct Replay {
     pub summary: Summary,
 }
 
+impl Replay {
+    /// Records that the capture was cut short at `cut` (the frames before it were
+    /// replayed), for a capture read into memory before the replay (the pipeline
+    /// notices the cut of a file it streams itself).
+    pub fn set_capture_cut(&mut self, cut: CaptureCut) {
+        self.run.capture_cut = Some(cut);
+        self.summary.capture_cut = Some(CutSummary {
+            offset: cut.offset,
+            file_bytes: cut.file_bytes,
+            frame: cut.frame,
+        });
+    }
+}
+
 /// Why a replay failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     /// The pipeline could not run (unreadable capture, thread failure).
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// The flow-log interval is out of range.
+    #[error(transparent)]
+    Interval(#[from] crate::flowlog::IntervalError),
 }
 
 /// Replays `source` through `classifier` (compiled from `lowered.set`).
@@ -180,6 +198,7 @@ pub fn replay<C: Classify + 'static>(
     source: ReplaySource,
     cfg: &ReplayConfig,
 ) -> Result<Replay, ReplayError> {
+    let mut agg = Aggregator::new(cfg.interval_secs)?;
     let slot = Arc::new(ClassifierSlot::new(Published {
         generation: 1,
         classifier,
@@ -187,7 +206,6 @@ pub fn replay<C: Classify + 'static>(
     // The generation the workers run; it stays alive here for rendering traces.
     let published = slot.load();
     let classifier = &published.classifier;
-    let mut agg = Aggregator::new(cfg.interval_secs);
     let mut connections = Connections::default();
     // Records are folded in as the workers emit them, so memory grows with the
     // number of connections, not with the number of records.

@@ -46,12 +46,14 @@
 //! step, `slot::step`).
 
 mod flatten;
+mod identity;
 pub(crate) mod slot;
 mod tree;
 
 use crate::arch::huge::HugeSlice;
 use crate::arch::walk;
 pub use crate::arch::walk::Kernel;
+pub use identity::{HostChangeRefused, IdentityClassifier, IdentityStats};
 
 use foldhash::{HashMap, HashMapExt};
 use std::time::{Duration, Instant};

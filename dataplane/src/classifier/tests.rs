@@ -928,3 +928,160 @@ fn over_budget_message_names_the_limit_and_the_remedy() {
         "the compiled classifier exceeds its memory budget of 268435456 bytes (tree slots) in rule program 3, V6 rules: simplify the policies of that endpoint (fewer rules, ports or CIDRs), or build with a larger BuildConfig::memory_budget"
     );
 }
+
+/// Host addresses for the identity classifier's bindings: inside the generator's
+/// bases, so rule prefixes often contain them.
+fn arb_host() -> impl Strategy<Value = IpNet> {
+    prop_oneof![
+        3 => (0..V4_BASES.len(), 0u32..256)
+            .prop_map(|(b, low)| IpNet::V4(Ipv4Net::new((V4_BASES[b] | low).into(), 32).expect("len"))),
+        1 => (0..V6_BASES.len(), 0u128..256)
+            .prop_map(|(b, low)| IpNet::V6(Ipv6Net::new((V6_BASES[b] | low).into(), 128).expect("len"))),
+    ]
+}
+
+/// `host` unbound and left out of every list (what
+/// [`IdentityClassifier::without_host`] promises).
+fn remove_host(set: &mut PolicySet, host: IpNet) {
+    set.endpoints.retain(|e| e.net != host);
+    for p in &mut set.programs {
+        let pols = p.tiers.iter_mut().flat_map(|t| &mut t.policies);
+        for m in pols
+            .chain(&mut p.profiles)
+            .flat_map(|pol| &mut pol.rules)
+            .map(|r| &mut r.matches)
+        {
+            for l in [
+                m.src_nets.as_mut(),
+                Some(&mut m.not_src_nets),
+                m.dst_nets.as_mut(),
+                Some(&mut m.not_dst_nets),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                l.retain(|n| n.trunc() != host);
+            }
+        }
+    }
+}
+
+/// Every list of `set` that contains `like`'s address also gets `host` (what
+/// [`IdentityClassifier::with_host`] promises), and `host` is bound.
+fn add_like(set: &mut PolicySet, host: IpNet, like: IpNet, binding: EndpointBinding) {
+    let a = like.addr();
+    for p in &mut set.programs {
+        let pols = p.tiers.iter_mut().flat_map(|t| &mut t.policies);
+        for m in pols
+            .chain(&mut p.profiles)
+            .flat_map(|pol| &mut pol.rules)
+            .map(|r| &mut r.matches)
+        {
+            for l in [
+                m.src_nets.as_mut(),
+                Some(&mut m.not_src_nets),
+                m.dst_nets.as_mut(),
+                Some(&mut m.not_dst_nets),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if l.iter().any(|n| n.contains(&a)) {
+                    l.push(host);
+                }
+            }
+        }
+    }
+    set.endpoints.push(binding);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 600, ..ProptestConfig::default() })]
+
+    /// The identity classifier against the linear reference on the same set, then
+    /// after host bindings added (like an existing one) and removed: every verdict
+    /// and trace agree, or the change is refused.
+    #[test]
+    fn identity_classifier_agrees_with_linear(
+        a in arb_program(),
+        b in arb_program(),
+        hosts in prop::collection::vec((arb_host(), 0u8..3, 0u8..3), 0..6),
+        adds in prop::collection::vec((arb_host(), any::<prop::sample::Index>(), any::<bool>()), 0..5),
+        picks in arb_picks(24),
+    ) {
+        let mut seen = std::collections::HashSet::new();
+        let pick = |x: u8| (x < 2).then_some(ProgramId(x.into()));
+        let endpoints: Vec<EndpointBinding> = hosts
+            .into_iter()
+            .filter(|(n, _, _)| seen.insert(*n))
+            .enumerate()
+            .map(|(i, (net, e, ig))| EndpointBinding { net, endpoint: EndpointId(i as u32), ingress: pick(ig), egress: pick(e) })
+            .collect();
+        // Rules name the hosts too, as selectors lowered to addresses do.
+        let mut a = a;
+        if let Some(r) = a.tiers.iter_mut().flat_map(|t| &mut t.policies).flat_map(|p| &mut p.rules).next() {
+            let nets: Vec<IpNet> = endpoints.iter().step_by(2).map(|e| e.net).collect();
+            r.matches.src_nets = Some(nets);
+        }
+        let mut set = PolicySet { programs: vec![a.clone(), b], endpoints };
+        let mut c = IdentityClassifier::build(&set, &BuildConfig::default())
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut keys = packets(&a, &picks);
+        let hosts_of = |s: &PolicySet| -> Vec<(Family, u128)> {
+            s.endpoints.iter().map(|e| match e.net {
+                IpNet::V4(n) => (Family::V4, u128::from(u32::from(n.addr()))),
+                IpNet::V6(n) => (Family::V6, u128::from(n.addr())),
+            }).collect()
+        };
+        let check = |c: &IdentityClassifier, set: &PolicySet, keys: &mut Vec<FlowKey>| -> Result<(), TestCaseError> {
+            let hs = hosts_of(set);
+            for (i, &(f, h)) in hs.iter().enumerate() {
+                if let Some(&(g, o)) = hs.get((i + 1) % hs.len()) && f == g {
+                    keys.push(FlowKey { src: h, dst: o, sport: 1, dport: 80, proto: proto::TCP, family: f, ifindex: 0 });
+                }
+            }
+            let l = LinearClassifier::new(set.clone()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let mut want = vec![FlowVerdicts::default(); keys.len()];
+            l.classify(keys, &mut want);
+            let mut got = vec![FlowVerdicts::default(); keys.len()];
+            c.classify(keys, &mut got);
+            let resolve = |cl: &dyn Classify, side: Option<(EndpointId, Verdicts)>| {
+                side.map(|(id, v)| (id, v.enforced.verdict, cl.trace(v.enforced.trace).to_vec(), v.pending.verdict, cl.trace(v.pending.trace).to_vec()))
+            };
+            for (k, (g, w)) in keys.iter().zip(got.iter().zip(&want)) {
+                prop_assert_eq!(resolve(c, g.egress), resolve(&l, w.egress), "egress of {:?}", k);
+                prop_assert_eq!(resolve(c, g.ingress), resolve(&l, w.ingress), "ingress of {:?}", k);
+            }
+            Ok(())
+        };
+        check(&c, &set, &mut keys)?;
+        for (host, which, remove) in adds {
+            if set.endpoints.is_empty() {
+                break;
+            }
+            let i = which.index(set.endpoints.len());
+            if remove {
+                let gone = set.endpoints[i].net;
+                match c.without_host(gone) {
+                    Ok(next) => {
+                        // As a control plane would: no list names the host any more.
+                        remove_host(&mut set, gone);
+                        c = next;
+                    }
+                    Err(_) => continue,
+                }
+            } else {
+                let like = set.endpoints[i].clone();
+                let binding = EndpointBinding { net: host, endpoint: EndpointId(100 + set.endpoints.len() as u32), ..like.clone() };
+                match c.with_host(host, binding.endpoint, binding.ingress, binding.egress, like.net) {
+                    Ok(next) => {
+                        add_like(&mut set, host, like.net, binding);
+                        c = next;
+                    }
+                    Err(_) => continue,
+                }
+            }
+            check(&c, &set, &mut keys)?;
+        }
+    }
+}

@@ -211,6 +211,8 @@ impl<C: Classify> Worker<C> {
     /// rx and parse outcomes; returns the batch's time (its latest frame time).
     ///
     /// [`UnparsedPolicy`]: crate::packet::UnparsedPolicy
+    // A frame of its own, so profiles attribute time per phase (one call per batch).
+    #[inline(never)]
     fn parse<P: Port>(&mut self, port: &P, n: usize) -> u64 {
         let mut batch_now = self.last_ns;
         let mut rx_bytes = 0u64;
@@ -274,6 +276,8 @@ impl<C: Classify> Worker<C> {
     /// queues its key for the classifier (new, expired or reopened connection, stale
     /// generation, responder of a denied flow, or no room in the table) and, when its
     /// entry will hold the verdict, waits for it as deferred.
+    // A frame of its own, so profiles attribute time per phase (one call per batch).
+    #[inline(never)]
     fn lookup(&mut self, n: usize, generation: u32) {
         if self.cfg.prefetch {
             for m in self.meta.get(..n).unwrap_or_default() {
@@ -464,6 +468,8 @@ impl<C: Classify> Worker<C> {
 
     /// Classify: one classifier call for every key queued by the lookup; returns how
     /// many verdicts it produced.
+    // A frame of its own, so profiles attribute time per phase (one call per batch).
+    #[inline(never)]
     fn classify(&mut self) -> usize {
         let m = self.keys.len().min(self.out.len());
         if m > 0 {
@@ -480,6 +486,8 @@ impl<C: Classify> Worker<C> {
     /// ones keep an allowed enforced verdict unless configured otherwise; responder
     /// attempts may take the entry over; uncached packets are decided alone), then the
     /// packets that waited for their entry are decided in arrival order.
+    // A frame of its own, so profiles attribute time per phase (one call per batch).
+    #[inline(never)]
     fn settle(&mut self, m: usize, generation: u32) {
         for j in 0..m {
             let (Some(&job), Some(&fv)) = (self.jobs.get(j), self.out.get(j)) else {
@@ -581,6 +589,8 @@ impl<C: Classify> Worker<C> {
     /// once per batch. Each frame is written to both lists and only the chosen one's
     /// length advances: verdicts vary from packet to packet, a branch on them would
     /// not be predicted.
+    // A frame of its own, so profiles attribute time per phase (one call per batch).
+    #[inline(never)]
     fn transmit<P: Port>(&mut self, port: &mut P, n: usize) {
         let (mut ntx, mut ndrop) = (0usize, 0usize);
         let mut counts = [Count::default(); 6];
@@ -624,6 +634,8 @@ impl<C: Classify> Worker<C> {
     /// Housekeeping at the batch boundary: advance the worker's clock, sweep a few
     /// buckets for expired entries, and export interval records when an export
     /// interval ended.
+    // A frame of its own, so profiles attribute time per phase (one call per batch).
+    #[inline(never)]
     pub(super) fn housekeeping(&mut self, batch_now: u64) {
         self.last_ns = batch_now;
         let records = &mut self.records;

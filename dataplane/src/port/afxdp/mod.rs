@@ -28,9 +28,17 @@
 //!   fd), so a killed run leaves nothing attached. A program some other tool attached
 //!   is never replaced silently: the run refuses to start and says how to remove it.
 //!   libxdp's own program loading is inhibited.
-//! - **Live counters** ([`LiveWorker`]): each worker publishes its counters every
-//!   100 ms (and when it stops) into atomics of its own, which the control thread
-//!   reads without locks.
+//! - **Live counters** ([`LiveWorker`]): each worker publishes its counters into
+//!   atomics of its own, which the control thread reads without locks: after the
+//!   first batch at least 100 ms after the previous publication (the clock is read
+//!   after every batch), when an idle worker has polled 256 times in vain (before it
+//!   sleeps up to 10 ms in `poll(2)`), and when it stops. So a snapshot is at most
+//!   100 ms plus one batch old while traffic flows, and about 110 ms when idle.
+//! - **Time** is monotonic: frames are stamped with the nanoseconds since the run
+//!   started (flow ages and timeouts do not jump when the wall clock is set); the
+//!   wall time of the start is added only to the times of flow records (the clock
+//!   starts at the start's phase within the export interval, so interval boundaries
+//!   still fall on wall-clock multiples of the interval).
 //!
 //! # Forwarding modes ([`Forwarding`])
 //! - `Wire` (default): bump in the wire. Frames are forwarded untouched; frames that
@@ -57,6 +65,26 @@ use crate::program::Classify;
 use crate::worker::{ClassifierSlot, MAX_BATCH, RecordOut, Worker, WorkerConfig, WorkerReport};
 
 pub use sys::{CopyMode, XdpMode};
+
+impl XdpMode {
+    /// `native` or `generic`, as counters and messages name the mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+        }
+    }
+}
+
+impl CopyMode {
+    /// `zero-copy` or `copy`, as counters and messages name the mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            CopyMode::ZeroCopy => "zero-copy",
+            CopyMode::Copy => "copy",
+        }
+    }
+}
 
 /// A MAC address.
 pub type Mac = [u8; 6];
@@ -256,7 +284,7 @@ pub struct QueueCounters {
     pub tx: u64,
     /// Frames dropped because this socket's tx ring was full.
     pub tx_ring_full: u64,
-    /// Times the fill ring wanted frames and the free list had none.
+    /// Times the fill ring wanted frames and the free list had none at all.
     pub fill_ring_empty: u64,
 }
 
@@ -292,17 +320,46 @@ struct SockInfo {
 pub struct XskPort {
     frames: sys::Frames,
     socks: Vec<SockInfo>,
-    /// Per batch frame: the socket it came from.
+    /// Per batch frame: the socket it came from (< [`sys::MAX_SOCKETS`]).
     from: Vec<u8>,
     /// Per socket: batch indices to transmit on it (scratch).
     out: Vec<Vec<u16>>,
+    /// The socket served first: rotates each batch, for receiving and refilling.
     next_first: usize,
     counters: Vec<QueueCounters>,
     /// Rewrite per egress interface: (source, destination) MAC.
     rewrite: Option<[(Mac, Mac); 2]>,
     busy_poll: bool,
-    /// Frames of a batch the worker did not hand back (always 0; a guard).
-    pub unreturned: u64,
+    clock: Clock,
+}
+
+/// The port's clock: monotonic nanoseconds since the run started, plus `base_ns`
+/// (never 0). `base_ns` is the wall time of the start modulo the export interval, so
+/// the worker's interval boundaries (multiples of the interval on this clock) fall
+/// on the flow-log aggregator's wall-clock ones once records get the wall offset.
+#[derive(Clone, Copy, Debug)]
+struct Clock {
+    start: Instant,
+    base_ns: u64,
+}
+
+impl Clock {
+    /// A clock starting now, and the offset that turns its times into wall time.
+    fn start(export_interval_ns: Option<u64>) -> (Clock, u64) {
+        let start = Instant::now();
+        let wall = wall_ns();
+        let base_ns = export_interval_ns
+            .filter(|&iv| iv > 0)
+            .map_or(0, |iv| wall % iv)
+            .max(1);
+        (Clock { start, base_ns }, wall.saturating_sub(base_ns))
+    }
+
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_nanos())
+            .unwrap_or(u64::MAX)
+            .saturating_add(self.base_ns)
+    }
 }
 
 impl XskPort {
@@ -312,6 +369,7 @@ impl XskPort {
         rewrite: Option<[(Mac, Mac); 2]>,
         batch: usize,
         busy_poll: bool,
+        clock: Clock,
     ) -> Self {
         let n = socks.len();
         XskPort {
@@ -323,7 +381,7 @@ impl XskPort {
             counters: vec![QueueCounters::default(); n],
             rewrite,
             busy_poll,
-            unreturned: 0,
+            clock,
         }
     }
 
@@ -360,16 +418,41 @@ fn wall_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// The value a frame's [`RxFrame::ifindex`] (and so its flow key) carries for
+/// interface `name`: the kernel's ifindex, which must fit in 16 bits so that two
+/// interfaces never share one.
+fn key_ifindex(name: &str, ifindex: u32) -> Result<u16, AfXdpError> {
+    u16::try_from(ifindex).map_err(|_| {
+        AfXdpError::Config(format!(
+            "interface {name} has ifindex {ifindex}; flow keys hold at most {}: \
+             recreate the interface with a smaller index (ip link add ... index N)",
+            u16::MAX
+        ))
+    })
+}
+
 impl Port for XskPort {
+    // Frames of their own (one call per batch), so profiles attribute time to them.
+    #[inline(never)]
     fn rx_batch(&mut self, out: &mut [RxFrame]) -> Rx {
-        self.unreturned += self.frames.new_batch() as u64;
+        // The worker hands back every frame of a batch; anything left is freed here.
+        self.frames.new_batch();
         let k = self.socks.len();
-        for i in 0..k {
+        for j in 0..k {
+            let i = (self.next_first + j) % k;
             self.frames.reap(i);
             if !self.frames.refill(i)
                 && let Some(c) = self.counters.get_mut(i)
             {
                 c.fill_ring_empty += 1;
+            }
+        }
+        if self.busy_poll {
+            // Drive the drivers' NAPI from here, every batch: with
+            // SO_PREFER_BUSY_POLL the kernel then leaves it to this thread instead of
+            // running it in softirq context on whatever core the frames arrived.
+            for j in 0..k {
+                self.frames.poll_napi((self.next_first + j) % k);
             }
         }
         let max = out.len().min(self.from.len());
@@ -385,7 +468,7 @@ impl Port for XskPort {
                 continue;
             }
             if ts == 0 {
-                ts = wall_ns();
+                ts = self.clock.now_ns();
             }
             let ifindex = self.socks.get(s).map_or(0, |x| x.ifindex);
             for t in 0..n {
@@ -416,6 +499,7 @@ impl Port for XskPort {
         self.frames.data(frame.handle as usize)
     }
 
+    #[inline(never)]
     fn tx_batch(&mut self, frames: &[RxFrame]) {
         for o in &mut self.out {
             o.clear();
@@ -702,6 +786,9 @@ pub struct IfaceInfo {
     pub xdp: XdpMode,
     /// How the sockets are bound (of the first socket; all are bound alike).
     pub bind: CopyMode,
+    /// Copy mode: frames one `sendto` sends (32, or the tx ring's size on kernels
+    /// with XDP_MAX_TX_SKB_BUDGET).
+    pub tx_budget: u32,
 }
 
 /// A running data plane. Dropping it without [`Running::stop`] stops it too.
@@ -778,10 +865,12 @@ pub fn preflight(cfg: &AfXdpConfig) -> Result<[u32; 2], AfXdpError> {
         )));
     }
     let per_worker = (cfg.queues as usize).div_ceil(cfg.workers);
-    if per_worker * 2 > 8 {
+    if per_worker * 2 > sys::MAX_SOCKETS {
         return Err(AfXdpError::Config(format!(
-            "at most 4 queues per worker (--queues {} with --workers {})",
-            cfg.queues, cfg.workers
+            "at most {} queues per worker (--queues {} with --workers {})",
+            sys::MAX_SOCKETS / 2,
+            cfg.queues,
+            cfg.workers
         )));
     }
     let missing = missing_capabilities();
@@ -816,6 +905,7 @@ pub fn preflight(cfg: &AfXdpConfig) -> Result<[u32; 2], AfXdpError> {
     let mut idx = [0u32; 2];
     for (i, name) in cfg.ifaces.iter().enumerate() {
         let ix = sys::ifindex(name).ok_or_else(|| AfXdpError::NoInterface(name.clone()))?;
+        key_ifindex(name, ix)?;
         if let Some(available) = rx_queues(name)
             && available < cfg.queues
         {
@@ -864,6 +954,12 @@ pub fn start<C: Classify + Send + Sync + 'static>(
             Some([(own(0), next_hop[0]), (own(1), next_hop[1])])
         }
     };
+    let mut wcfg = cfg.worker;
+    wcfg.batch = batch;
+    wcfg.unparsed.non_ip = match cfg.forwarding {
+        Forwarding::Wire => Disposition::Pass,
+        Forwarding::Router { .. } => Disposition::Drop,
+    };
     let mut programs = Vec::with_capacity(2);
     for (i, name) in cfg.ifaces.iter().enumerate() {
         let entries = rx_queues(name).unwrap_or(cfg.queues).max(cfg.queues);
@@ -872,12 +968,6 @@ pub fn start<C: Classify + Send + Sync + 'static>(
                 .map_err(|e| AfXdpError::Setup(format!("{name}: {e}")))?,
         );
     }
-    let mut wcfg = cfg.worker;
-    wcfg.batch = batch;
-    wcfg.unparsed.non_ip = match cfg.forwarding {
-        Forwarding::Wire => Disposition::Pass,
-        Forwarding::Router { .. } => Disposition::Drop,
-    };
     let cores: Vec<core_affinity::CoreId> = {
         let all = core_affinity::get_core_ids().unwrap_or_default();
         if cfg.cores.is_empty() {
@@ -889,7 +979,9 @@ pub fn start<C: Classify + Send + Sync + 'static>(
                 .collect()
         }
     };
-    // Open every worker's sockets first, so an error leaves nothing running.
+    // Every worker's sockets, flow table and scratch first, so an error leaves
+    // nothing attached or running.
+    let (clock, wall_offset) = Clock::start(wcfg.export_interval_ns);
     let mut ports = Vec::with_capacity(cfg.workers);
     let mut ifaces: Vec<IfaceInfo> = Vec::new();
     for w in 0..cfg.workers {
@@ -905,7 +997,7 @@ pub fn start<C: Classify + Send + Sync + 'static>(
                 socks.push(SockInfo {
                     iface: i,
                     queue: q,
-                    ifindex: u16::try_from(idx[i]).unwrap_or(u16::MAX),
+                    ifindex: key_ifindex(name, idx[i])?,
                     // Sockets come in (iface 0, iface 1) pairs per queue.
                     peer: if i == 0 { me + 1 } else { me - 1 },
                 });
@@ -932,13 +1024,18 @@ pub fn start<C: Classify + Send + Sync + 'static>(
                     ifindex: idx[i],
                     xdp: XdpMode::Generic,
                     bind: frames.mode(i).unwrap_or(CopyMode::Copy),
+                    tx_budget: frames.tx_budget(i).unwrap_or(32),
                 });
             }
         }
         debug_assert_eq!(frames.sockets(), socks.len());
         let core = (!cores.is_empty()).then(|| cores[w % cores.len()]);
+        let records = RecordOut::channel(records.clone()).with_time_offset(wall_offset);
+        let worker = Worker::try_new(wcfg, Arc::clone(&slot), records)
+            .map_err(|e| AfXdpError::Setup(format!("worker {w}: flow table: {e}")))?;
         ports.push((
-            XskPort::new(frames, socks, rewrite, batch, cfg.busy_poll),
+            XskPort::new(frames, socks, rewrite, batch, cfg.busy_poll, clock),
+            worker,
             core,
         ));
     }
@@ -953,15 +1050,13 @@ pub fn start<C: Classify + Send + Sync + 'static>(
     let stop = Arc::new(AtomicBool::new(false));
     let mut live = Vec::with_capacity(ports.len());
     let mut handles = Vec::with_capacity(ports.len());
-    for (w, (mut port, core)) in ports.into_iter().enumerate() {
+    for (w, (mut port, worker, core)) in ports.into_iter().enumerate() {
         let l = Arc::new(CachePadded::new(LiveWorker::new(
             w,
             core.map(|c| c.id),
             &port.socks,
         )));
         live.push(Arc::clone(&l));
-        let slot = Arc::clone(&slot);
-        let tx = records.clone();
         let stop = Arc::clone(&stop);
         let h = std::thread::Builder::new()
             .name(format!("tiergate-xsk-{w}"))
@@ -969,7 +1064,6 @@ pub fn start<C: Classify + Send + Sync + 'static>(
                 if let Some(c) = core {
                     core_affinity::set_for_current(c);
                 }
-                let worker = Worker::new(wcfg, slot, RecordOut::channel(tx));
                 worker_loop(worker, &mut port, &l, &stop)
             })
             .map_err(|e| AfXdpError::Setup(format!("cannot start worker {w}: {e}")))?;
@@ -984,7 +1078,7 @@ pub fn start<C: Classify + Send + Sync + 'static>(
     })
 }
 
-/// How often a worker publishes its counters.
+/// How often a worker publishes its counters (at least; see the module docs).
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 /// Empty polls before an idle worker runs housekeeping and (without busy polling)
 /// sleeps in `poll(2)`.
@@ -1000,32 +1094,28 @@ fn worker_loop<C: Classify>(
 ) -> WorkerReport {
     let mut idle = 0u32;
     let mut last_pub = Instant::now();
-    let mut batches = 0u32;
     while !stop.load(Ordering::Relaxed) {
-        match w.poll(port) {
+        let sleep = match w.poll(port) {
             Rx::Frames(_) => {
                 idle = 0;
-                batches += 1;
-                if batches >= 64 {
-                    batches = 0;
-                    if last_pub.elapsed() >= PUBLISH_EVERY {
-                        live.publish(&w, port);
-                        last_pub = Instant::now();
-                    }
-                }
+                false
             }
             Rx::Idle | Rx::End => {
                 idle += 1;
-                if idle >= IDLE_SPINS {
-                    idle = 0;
-                    w.idle(wall_ns());
-                    if last_pub.elapsed() >= PUBLISH_EVERY {
-                        live.publish(&w, port);
-                        last_pub = Instant::now();
-                    }
-                    port.wait(IDLE_SLEEP);
+                if idle < IDLE_SPINS {
+                    continue;
                 }
+                idle = 0;
+                w.idle(port.clock.now_ns());
+                true
             }
+        };
+        if last_pub.elapsed() >= PUBLISH_EVERY {
+            live.publish(&w, port);
+            last_pub = Instant::now();
+        }
+        if sleep {
+            port.wait(IDLE_SLEEP);
         }
     }
     live.publish(&w, port);
@@ -1079,6 +1169,55 @@ mod tests {
             Err(AfXdpError::NoInterface(n)) => assert_eq!(n, "tg-no-such-if0"),
             other => panic!("expected NoInterface, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn ifindexes_that_do_not_fit_a_flow_key_are_refused() {
+        assert_eq!(key_ifindex("a0", 7).unwrap(), 7);
+        assert_eq!(key_ifindex("a0", 65535).unwrap(), 65535);
+        match key_ifindex("veth-big", 65536) {
+            Err(AfXdpError::Config(m)) => assert!(m.contains("veth-big") && m.contains("65536")),
+            other => panic!("expected a Config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn preflight_refuses_an_interface_whose_ifindex_does_not_fit_a_flow_key() {
+        if !missing_capabilities().is_empty() {
+            eprintln!("skipped: needs CAP_NET_ADMIN/CAP_NET_RAW/CAP_BPF");
+            return;
+        }
+        sys::tests::in_new_netns("preflight_refuses_a_big_ifindex", || {
+            sys::tests::ip(&[
+                "link", "add", "tgbig", "index", "70000", "type", "veth", "peer", "name", "tgsmall",
+            ]);
+            let cfg = AfXdpConfig {
+                ifaces: ["tgsmall".into(), "tgbig".into()],
+                ..AfXdpConfig::default()
+            };
+            match preflight(&cfg) {
+                Err(AfXdpError::Config(m)) => {
+                    assert!(m.contains("tgbig") && m.contains("70000"), "{m}")
+                }
+                other => panic!("expected a Config error, got {other:?}"),
+            }
+        });
+    }
+
+    #[test]
+    fn the_clock_is_monotonic_and_its_intervals_fall_on_wall_clock_multiples() {
+        let iv = 15_000_000_000;
+        let (c, offset) = Clock::start(Some(iv));
+        let a = c.now_ns();
+        let b = c.now_ns();
+        assert!(a >= 1 && b >= a);
+        // A multiple of the interval on the port's clock is one in wall time.
+        assert_eq!((offset + 2 * iv) % iv, 0);
+        let wall = wall_ns();
+        assert!(wall.abs_diff(offset + c.now_ns()) < 1_000_000_000);
+        let (c, offset) = Clock::start(None);
+        assert!(c.now_ns() >= 1);
+        assert!(wall_ns().abs_diff(offset + c.now_ns()) < 1_000_000_000);
     }
 
     #[test]

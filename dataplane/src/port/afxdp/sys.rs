@@ -38,12 +38,19 @@ pub(super) const RING_SIZE: u32 = 2048;
 pub(super) const FRAMES_PER_SOCKET: u32 = 2 * RING_SIZE;
 /// Bytes per UMEM frame.
 pub(super) const FRAME_SIZE: u32 = 4096;
+/// Sockets one worker (one UMEM) may own: its queues on both interfaces. Bounds
+/// [`Frames::wait`]'s poll set and the socket index kept per batch frame.
+pub(super) const MAX_SOCKETS: usize = 8;
 
 // Socket options for busy polling (include/uapi/asm-generic/socket.h; the same on
 // every architecture that has AF_XDP zero-copy drivers).
 const SO_BUSY_POLL: libc::c_int = 46;
 const SO_PREFER_BUSY_POLL: libc::c_int = 69;
 const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
+// Socket option of AF_XDP (include/uapi/linux/if_xdp.h, Linux 6.17+): the most
+// frames one `sendto` turns into skbs in copy mode (default 32, TX_BATCH_SIZE).
+const SOL_XDP: libc::c_int = 283;
+const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
 
 /// How a socket was bound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +70,8 @@ struct Socket1 {
     cq: CompQueue,
     fd: RawFd,
     mode: CopyMode,
+    /// Frames one `sendto` sends in copy mode (32 unless XDP_MAX_TX_SKB_BUDGET took).
+    tx_budget: u32,
 }
 
 /// A socket to open: interface name and queue.
@@ -101,6 +110,12 @@ impl Frames {
         max_batch: usize,
         force_copy: bool,
     ) -> Result<Self, String> {
+        if specs.len() > MAX_SOCKETS {
+            return Err(format!(
+                "{} sockets on one UMEM: at most {MAX_SOCKETS}",
+                specs.len()
+            ));
+        }
         let ring = QueueSize::new(RING_SIZE).map_err(|e| e.to_string())?;
         let umem_cfg = UmemConfig::builder()
             .frame_size(FrameSize::new(FRAME_SIZE).map_err(|e| e.to_string())?)
@@ -122,11 +137,10 @@ impl Frames {
             let inherit = sockets.first().map(|f| f.mode);
             sockets.push(open_socket(&umem, s, force_copy, inherit)?);
         }
-        let total = descs.len();
-        let mut free = descs;
-        let free_len = total;
-        // Capacity for every frame, so pushing back never allocates.
-        free.reserve(total.saturating_sub(free.len()));
+        // One slot per frame of the UMEM, all of them free: frames coming back are
+        // written into slots, so the list never grows.
+        let free = descs;
+        let free_len = free.len();
         let batch = max_batch.max(1);
         let mut f = Frames {
             umem,
@@ -167,6 +181,7 @@ impl Frames {
     }
 
     /// Moves completed tx frames of socket `i` to the free list; returns how many.
+    #[inline(never)]
     pub(super) fn reap(&mut self, i: usize) -> usize {
         let Some(s) = self.sockets.get_mut(i) else {
             return 0;
@@ -188,8 +203,11 @@ impl Frames {
         n
     }
 
-    /// Tops up the fill ring of socket `i` from the free list. Returns `false` when the
-    /// ring wanted frames and the free list had none (a fill-ring-empty event).
+    /// Tops up the fill ring of socket `i` from the free list; kicks the kernel
+    /// (need-wakeup) only when frames were posted. Returns `false` when the ring
+    /// wanted frames and the free list had none at all (a fill-ring-empty event; a
+    /// partial top-up is not one).
+    #[inline(never)]
     pub(super) fn refill(&mut self, i: usize) -> bool {
         let Some(s) = self.sockets.get_mut(i) else {
             return true;
@@ -199,25 +217,27 @@ impl Frames {
             return true;
         }
         let n = room.min(self.free_len);
-        if n > 0 {
-            let start = self.free_len - n;
-            let Some(src) = self.free.get(start..self.free_len) else {
-                return true;
-            };
-            // SAFETY: the frames come off the free list (owned by userspace, held by
-            // no ring) and belong to this fill ring's UMEM; `n` ≤ the free slots, so
-            // `produce` takes all of them and they leave the free list.
-            let done = unsafe { s.fq.produce(src) };
-            self.free_len -= done;
+        if n == 0 {
+            return false;
         }
-        if s.fq.needs_wakeup() {
+        let start = self.free_len - n;
+        let Some(src) = self.free.get(start..self.free_len) else {
+            return true;
+        };
+        // SAFETY: the frames come off the free list (owned by userspace, held by no
+        // ring) and belong to this fill ring's UMEM; `n` ≤ the free slots, so
+        // `produce` takes all of them and they leave the free list.
+        let done = unsafe { s.fq.produce(src) };
+        self.free_len -= done;
+        if done > 0 && s.fq.needs_wakeup() {
             kick_rx(s.fd);
         }
-        n == room
+        true
     }
 
     /// Receives up to `max` frames from socket `i` into the batch; returns the index
     /// of the first and how many.
+    #[inline(never)]
     pub(super) fn receive(&mut self, i: usize, max: usize) -> (usize, usize) {
         let start = self.batch_len;
         let Some(s) = self.sockets.get_mut(i) else {
@@ -298,56 +318,81 @@ impl Frames {
         }
     }
 
-    /// Sends batch frames `idx` on socket `s`. Frames the tx ring has no room for go
-    /// back to the free list. Returns how many were queued.
+    /// Sends batch frames `idx` on socket `s`. Each owned frame is staged once (it
+    /// stops being owned as it is staged, so a repeated index is skipped); staged
+    /// frames the tx ring has no room for go back to the free list. Returns how many
+    /// were queued.
+    #[inline(never)]
     pub(super) fn transmit(&mut self, s: usize, idx: &[u16]) -> usize {
         let mut n = 0;
         for &i in idx {
             let i = usize::from(i);
-            if let (Some(d), Some(o), Some(b)) =
-                (self.batch.get(i), self.owned.get(i), self.burst.get_mut(n))
-                && *o
+            if let (Some(d), Some(o), Some(b)) = (
+                self.batch.get(i),
+                self.owned.get_mut(i),
+                self.burst.get_mut(n),
+            ) && *o
             {
+                *o = false;
                 *b = *d;
                 n += 1;
             }
         }
-        let Some(sock) = self.sockets.get_mut(s) else {
-            for &i in idx {
-                self.release(usize::from(i));
-            }
-            return 0;
-        };
-        let room = sock.tx.nb_free(u32::try_from(n).unwrap_or(u32::MAX)) as usize;
-        let take = n.min(room);
-        let sent = match self.burst.get(..take) {
-            Some(b) if !b.is_empty() => {
-                // SAFETY: the frames are owned batch frames of this UMEM (checked
-                // above), handed to the tx ring exactly once: they stop being owned
-                // right below, so no slice or other ring can reach them.
-                unsafe { sock.tx.produce(b) }
+        let sent = match (self.sockets.get_mut(s), self.burst.get(..n)) {
+            (Some(sock), Some(b)) if !b.is_empty() => {
+                let room = sock.tx.nb_free(u32::try_from(n).unwrap_or(u32::MAX)) as usize;
+                match b.get(..n.min(room)) {
+                    Some(b) if !b.is_empty() => {
+                        // SAFETY: the frames were owned batch frames of this UMEM and
+                        // stopped being owned as they were staged above (each one
+                        // once), so no slice, list or other ring can reach them.
+                        let sent = unsafe { sock.tx.produce(b) };
+                        if sent > 0 {
+                            flush_tx(&mut sock.tx, sock.mode, sock.tx_budget);
+                        }
+                        sent
+                    }
+                    _ => 0,
+                }
             }
             _ => 0,
         };
-        if sent > 0 {
-            flush_tx(&mut sock.tx);
-        }
-        // The first `sent` owned frames of `idx` went out; the rest are dropped.
-        let mut k = 0;
-        for &i in idx {
-            let i = usize::from(i);
-            if self.owned.get(i).copied().unwrap_or(false) {
-                if k < sent {
-                    if let Some(o) = self.owned.get_mut(i) {
-                        *o = false;
-                    }
-                } else {
-                    self.release(i);
-                }
-                k += 1;
+        // Staged frames that did not go out are dropped: back to the free list.
+        for k in sent..n {
+            if let (Some(d), Some(slot)) = (self.burst.get(k), self.free.get_mut(self.free_len)) {
+                *slot = *d;
+                self.free_len += 1;
             }
         }
         sent
+    }
+
+    /// Frames accounted for while nothing is in flight: on the free list, owned by
+    /// the batch, or posted on a fill ring (tests: with every tx frame completed
+    /// and reaped and the rx rings empty, this is the UMEM's frame count).
+    #[cfg(test)]
+    fn accounted(&mut self) -> usize {
+        let owned = self.owned[..self.batch_len].iter().filter(|o| **o).count();
+        let filling: usize = self
+            .sockets
+            .iter_mut()
+            .map(|s| (RING_SIZE - s.fq.nb_free_exact()) as usize)
+            .sum();
+        self.free_len + owned + filling
+    }
+
+    /// Busy polling: runs socket `i`'s NAPI in this thread (`recvfrom`), so the
+    /// driver's receive work lands on the worker's core before its frames are taken.
+    pub(super) fn poll_napi(&self, i: usize) {
+        if let Some(s) = self.sockets.get(i) {
+            kick_rx(s.fd);
+        }
+    }
+
+    /// Copy-mode frames one `sendto` may send on socket `i` (32, or the whole ring
+    /// when the kernel took XDP_MAX_TX_SKB_BUDGET).
+    pub(super) fn tx_budget(&self, i: usize) -> Option<u32> {
+        self.sockets.get(i).map(|s| s.tx_budget)
     }
 
     /// Kicks the kernel for socket `i`: tx if it waits for a wakeup, rx (busy poll).
@@ -366,7 +411,7 @@ impl Frames {
             fd: -1,
             events: 0,
             revents: 0,
-        }; 8];
+        }; MAX_SOCKETS];
         let mut n = 0;
         for (p, s) in fds.iter_mut().zip(&self.sockets) {
             p.fd = s.fd;
@@ -460,6 +505,21 @@ fn open_socket(
         )
     })?;
     let fd = rx.fd().as_raw_fd();
+    // Copy mode: let one `sendto` send the whole ring rather than 32 frames (newer
+    // kernels; older ones refuse the option and keep 32).
+    let tx_budget = if mode == CopyMode::Copy
+        && setsockopt_int_at(
+            fd,
+            SOL_XDP,
+            XDP_MAX_TX_SKB_BUDGET,
+            i32::try_from(RING_SIZE).unwrap_or(i32::MAX),
+        )
+        .is_ok()
+    {
+        RING_SIZE
+    } else {
+        32
+    };
     Ok(Socket1 {
         rx,
         tx,
@@ -467,20 +527,28 @@ fn open_socket(
         cq,
         fd,
         mode,
+        tx_budget,
     })
 }
 
-/// Kicks the kernel until the tx ring is drained, when it asks for kicks
-/// (need-wakeup; always so in copy mode). In copy mode the kernel sends at most 32
-/// frames per `sendto` (TX_BATCH_SIZE): one kick per burst would leave frames on the
-/// ring, and frames that never complete never come back to the fill rings. Bounded:
-/// one kick per 32 descriptors on the ring, plus one.
-fn flush_tx(tx: &mut TxQueue) {
+/// Kicks the kernel to send what the tx ring holds, when it asks for kicks
+/// (need-wakeup). Zero-copy: one kick; the driver drains the ring on its own. Copy
+/// mode (always needs kicks): the kernel sends at most `budget` frames per `sendto`
+/// (32, TX_BATCH_SIZE, unless XDP_MAX_TX_SKB_BUDGET raised it), so one kick per
+/// burst could leave frames on the ring, and frames that never complete never come
+/// back to the fill rings; it kicks until the ring is drained, bounded by one kick
+/// per `budget` descriptors on the ring, plus one.
+#[inline(never)]
+fn flush_tx(tx: &mut TxQueue, mode: CopyMode, budget: u32) {
     if !tx.needs_wakeup() {
         return;
     }
+    if mode == CopyMode::ZeroCopy {
+        let _ = tx.wakeup();
+        return;
+    }
     let pending = RING_SIZE - tx.nb_free_exact().min(RING_SIZE);
-    for _ in 0..pending.div_ceil(32) + 1 {
+    for _ in 0..pending.div_ceil(budget.max(1)) + 1 {
         let _ = tx.wakeup();
         if tx.nb_free_exact() >= RING_SIZE {
             break;
@@ -490,6 +558,7 @@ fn flush_tx(tx: &mut TxQueue) {
 
 /// `recvfrom(MSG_DONTWAIT)` with no buffer: tells the kernel to look at the fill
 /// ring (need-wakeup) and, with busy polling enabled, runs the driver's NAPI here.
+#[inline(never)]
 fn kick_rx(fd: RawFd) {
     // SAFETY: a zero-length receive into no buffer with no address; the kernel only
     // reads the socket's rings. Errors (EAGAIN) are expected and ignored.
@@ -506,11 +575,20 @@ fn kick_rx(fd: RawFd) {
 }
 
 fn setsockopt_int(fd: RawFd, opt: libc::c_int, v: libc::c_int) -> io::Result<()> {
+    setsockopt_int_at(fd, libc::SOL_SOCKET, opt, v)
+}
+
+fn setsockopt_int_at(
+    fd: RawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    v: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: `v` outlives the call and its size is passed; `fd` is an open socket.
     let r = unsafe {
         libc::setsockopt(
             fd,
-            libc::SOL_SOCKET,
+            level,
             opt,
             (&raw const v).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
@@ -791,7 +869,7 @@ pub(super) fn attached_program(ifindex: u32) -> Option<u32> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[test]
@@ -804,6 +882,124 @@ mod tests {
         assert_eq!(p.len(), 6);
         assert_eq!(p[1].imm, 7);
         assert_eq!(p[1].regs, 1 | (PSEUDO_MAP_FD << 4));
+    }
+
+    /// Runs `f` on a thread of its own in a new, unnamed network namespace (gone,
+    /// with its interfaces, when the thread ends). `false`: no namespace here
+    /// (skipped, unless CI requires AF_XDP).
+    pub(in crate::port::afxdp) fn in_new_netns(
+        test: &str,
+        f: impl FnOnce() + Send + 'static,
+    ) -> bool {
+        let test = test.to_string();
+        std::thread::spawn(move || {
+            // SAFETY: unshare takes no pointers; CLONE_NEWNET moves only this
+            // thread (and the processes it starts) to a new network namespace.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                let why = io::Error::last_os_error();
+                assert!(
+                    std::env::var("TIERGATE_REQUIRE_AFXDP").as_deref() != Ok("1"),
+                    "{test}: cannot create a network namespace: {why}"
+                );
+                eprintln!("skipped {test}: cannot create a network namespace: {why}");
+                return false;
+            }
+            f();
+            true
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    }
+
+    pub(in crate::port::afxdp) fn ip(args: &[&str]) {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ip {args:?}: {out:?}");
+    }
+
+    /// A veth pair `va`/`vb` with tiergate's program on `va` steering queue 0 to one
+    /// socket, and a UDP socket on `vb`'s side that sends to an address behind `va`.
+    fn veth_with_socket() -> (Frames, XdpProgram, std::net::UdpSocket) {
+        // (sysfs shows the namespace it was mounted in: name the MAC, do not read it)
+        let mac = "02:00:0a:09:00:02";
+        ip(&[
+            "link", "add", "va", "address", mac, "type", "veth", "peer", "name", "vb",
+        ]);
+        for d in ["va", "vb", "lo"] {
+            ip(&["link", "set", d, "up"]);
+        }
+        ip(&["addr", "add", "10.9.0.1/24", "dev", "vb"]);
+        ip(&[
+            "neigh",
+            "add",
+            "10.9.0.2",
+            "lladdr",
+            mac,
+            "dev",
+            "vb",
+            "nud",
+            "permanent",
+        ]);
+        let spec = SocketSpec {
+            ifname: "va".into(),
+            queue: 0,
+        };
+        let frames = Frames::open(&[spec], 64, true).unwrap();
+        let mut prog = XdpProgram::load(ifindex("va").unwrap(), 1, false).unwrap();
+        prog.register(0, frames.fd(0).unwrap()).unwrap();
+        prog.attach(false).unwrap();
+        let udp = std::net::UdpSocket::bind("10.9.0.1:0").unwrap();
+        (frames, prog, udp)
+    }
+
+    /// Receives until `want` frames are in the batch (or 2 s pass).
+    fn receive_at_least(f: &mut Frames, want: usize) -> usize {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let mut got = 0;
+        while got < want && std::time::Instant::now() < end {
+            got += f.receive(0, 64 - got).1;
+            if got < want {
+                f.wait(10);
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn a_repeated_handle_is_sent_once_and_no_frame_is_duplicated() {
+        in_new_netns(
+            "a_repeated_handle_is_sent_once_and_no_frame_is_duplicated",
+            || {
+                let (mut f, _prog, udp) = veth_with_socket();
+                let total = (FRAMES_PER_SOCKET) as usize;
+                assert_eq!(f.accounted(), total);
+                for _ in 0..4 {
+                    udp.send_to(b"tiergate", "10.9.0.2:9").unwrap();
+                }
+                let got = receive_at_least(&mut f, 4);
+                assert!(got >= 4, "received {got} frames");
+                assert_eq!(f.accounted(), total);
+                // Frame 0 twice and frame 1: two frames go out, each once.
+                assert_eq!(f.transmit(0, &[0, 0, 1]), 2);
+                // Already handed over: nothing left to send.
+                assert_eq!(f.transmit(0, &[0]), 0);
+                assert!(f.data(0).is_empty());
+                for i in 2..got {
+                    f.release(i);
+                }
+                // Copy mode completes inside sendto; reap the completions.
+                let end = std::time::Instant::now() + std::time::Duration::from_secs(2);
+                let mut reaped = 0;
+                while reaped < 2 && std::time::Instant::now() < end {
+                    reaped += f.reap(0);
+                }
+                assert_eq!(reaped, 2, "one completion per frame sent");
+                assert_eq!(f.new_batch(), 0);
+                assert_eq!(f.accounted(), total, "a frame was lost or duplicated");
+            },
+        );
     }
 
     #[test]

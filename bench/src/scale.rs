@@ -1,0 +1,618 @@
+//! `bench scale`: cluster-scale policy generations on synthetic clusters.
+//!
+//! Clusters: `--pods` workload endpoints over namespaces with `app`, `shard` (and, for
+//! `--seed` other than 0, `tier`) labels and one named port `http` each, and
+//! `--policies` namespaced policies, half of them staged, each selecting an `app` and
+//! allowing or denying from another `app` minus a `shard` (`notSelector`), with named
+//! ports (`ports: [80, http]`, `notPorts: [http]` or `[22]`). `--seed 0` is exactly
+//! the lowering bench's cluster (`bench/benches/lower.rs`); other seeds draw label
+//! values, namespaces and rule peers from skewed random distributions (a few apps
+//! hold most pods), so the tuning cluster is not the only one measured.
+//!
+//! Modes (one line per measurement, CPU and wall time in ms):
+//! - `generation`: store → lowered set → identity classifier, from scratch, with
+//!   memory of the published classifier and of the kept control state; with
+//!   `--trees` also the per-endpoint trees of [`Classifier`] for comparison;
+//! - `lookups`: the same keys through the identity classifier and the per-endpoint
+//!   trees, alternating runs, with a verdict comparison;
+//! - `churn`: pods added and removed through [`control::lower::Live`] (existing label
+//!   set, new label set), one policy changed, p50/p99/max per kind, with each
+//!   generation checked against a fresh full build on sampled keys; and pods at
+//!   `--rate`/s while a thread classifies keys on the published generation.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use control::eval::Cluster;
+use control::lower::{Applied, Live, lower};
+use control::model::{
+    EndpointPort, Net, Object, ObjectMeta, PolicySpec, Protocol, Resource, Rule,
+    WorkloadEndpointSpec,
+};
+use dataplane::classifier::{BuildConfig, Classifier, IdentityClassifier};
+use dataplane::program::{Classify, FlowKey, FlowVerdicts, proto};
+use dataplane::worker::{ClassifierSlot, Published};
+
+use crate::cputime;
+
+const APPS: [&str; 8] = ["web", "db", "api", "cache", "queue", "auth", "log", "mon"];
+
+#[derive(clap::Args, Debug)]
+pub struct ScaleArgs {
+    /// generation, lookups or churn.
+    #[arg(long, default_value = "generation")]
+    mode: String,
+    /// Workload endpoints.
+    #[arg(long, default_value_t = 5000)]
+    pods: usize,
+    /// Policies (half staged).
+    #[arg(long, default_value_t = 200)]
+    policies: usize,
+    /// 0 = the lowering bench's cluster; other values draw skewed random clusters.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Repetitions (generation), changes per kind (churn).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// generation: also build the per-endpoint trees (`Classifier`).
+    #[arg(long)]
+    trees: bool,
+    /// lookups: seconds per timed run.
+    #[arg(long, default_value_t = 1.0)]
+    duration: f64,
+    /// churn: pods added or removed per second while traffic is classified.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+}
+
+/// A small deterministic generator (64-bit LCG, high bits).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407))
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    /// Skewed: small values much more likely (min of two uniform draws, twice).
+    pub fn skewed(&mut self, n: usize) -> usize {
+        let a = self.below(n).min(self.below(n));
+        a.min(self.below(n))
+    }
+}
+
+/// The shape of pod `i` of a cluster: (namespace, labels, http port).
+pub struct Shape {
+    seed: u64,
+    namespaces: usize,
+}
+
+impl Shape {
+    pub fn new(seed: u64) -> Shape {
+        let namespaces = if seed == 0 {
+            21
+        } else {
+            5 + Rng::new(seed).below(40)
+        };
+        Shape { seed, namespaces }
+    }
+
+    pub fn pod(&self, i: usize, rng: &mut Rng) -> Resource {
+        let (ns, app, shard, port, tier) = if self.seed == 0 {
+            (i % 21, i % 8, i % 13, 8000 + (i % 7) as u16, None)
+        } else {
+            (
+                rng.skewed(self.namespaces),
+                rng.skewed(APPS.len()),
+                rng.below(13),
+                8000 + rng.below(7) as u16,
+                Some(rng.skewed(3)),
+            )
+        };
+        let mut labels = BTreeMap::from([
+            ("app".to_string(), APPS[app].to_string()),
+            ("shard".to_string(), format!("s{shard}")),
+        ]);
+        if let Some(t) = tier {
+            labels.insert("tier".to_string(), format!("t{t}"));
+        }
+        pod(
+            &format!("pod{i}"),
+            &format!("ns{ns}"),
+            labels,
+            addr(i),
+            port,
+        )
+    }
+
+    pub fn policy(&self, j: usize, rng: &mut Rng) -> Resource {
+        let random = self.seed != 0;
+        let mut pick = |n: usize, fixed: usize| if random { rng.skewed(n) } else { fixed };
+        let sel = pick(8, j % 8);
+        let ns = pick(self.namespaces, j % 21);
+        let peers: Vec<(usize, usize)> = (0..6).map(|k| (pick(8, (j + k) % 8), k % 13)).collect();
+        let rule = |k: usize| -> Rule {
+            let destination = serde_json::json!({"ports": [80, "http"], "notPorts": [if k.is_multiple_of(2) { "http" } else { "22" }]});
+            serde_json::from_value(serde_json::json!({
+                "action": if k.is_multiple_of(3) { "Deny" } else { "Allow" },
+                "protocol": "TCP",
+                "source": {
+                    "selector": format!("app == '{}'", APPS[peers[k].0]),
+                    "notSelector": format!("shard == 's{}'", peers[k].1),
+                },
+                "destination": destination,
+            }))
+            .expect("rule")
+        };
+        let spec = PolicySpec {
+            order: Some(j as f64),
+            selector: Some(format!("app == '{}'", APPS[sel])),
+            ingress: (0..4).map(rule).collect(),
+            egress: (0..2).map(rule).collect(),
+            ..PolicySpec::default()
+        };
+        let metadata = ObjectMeta {
+            name: format!("p{j}"),
+            namespace: Some(format!("ns{ns}")),
+            ..ObjectMeta::default()
+        };
+        if j.is_multiple_of(2) {
+            Resource::NetworkPolicy(Object { metadata, spec })
+        } else {
+            Resource::StagedNetworkPolicy(Object { metadata, spec })
+        }
+    }
+
+    pub fn resources(&self, pods: usize, policies: usize) -> Vec<Resource> {
+        let mut rng = Rng::new(self.seed);
+        let mut rs: Vec<Resource> = (0..pods).map(|i| self.pod(i, &mut rng)).collect();
+        rs.extend((0..policies).map(|j| self.policy(j, &mut rng)));
+        rs
+    }
+}
+
+pub fn addr(i: usize) -> String {
+    format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256)
+}
+
+pub fn pod(
+    name: &str,
+    ns: &str,
+    labels: BTreeMap<String, String>,
+    addr: String,
+    port: u16,
+) -> Resource {
+    Resource::WorkloadEndpoint(Object {
+        metadata: ObjectMeta {
+            name: name.to_string(),
+            namespace: Some(ns.to_string()),
+            labels,
+            ..ObjectMeta::default()
+        },
+        spec: WorkloadEndpointSpec {
+            orchestrator: "k8s".into(),
+            ip_networks: vec![Net::parse(&addr).expect("address")],
+            ports: vec![EndpointPort {
+                name: "http".into(),
+                protocol: Protocol(6),
+                port,
+                host_port: None,
+                host_ip: None,
+            }],
+            ..WorkloadEndpointSpec::default()
+        },
+    })
+}
+
+/// Resident set size of this process, bytes (0 if unknown).
+pub fn rss() -> usize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<usize>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Keys between pods of the cluster (both directions of TCP to 80 and to a pod's
+/// http port, and some from outside).
+pub fn keys(pods: usize, n: usize, seed: u64) -> Vec<FlowKey> {
+    let mut rng = Rng::new(seed ^ 0x5eed);
+    let a = |i: usize| u128::from(0x0a00_0000u32 + i as u32);
+    (0..n)
+        .map(|_| {
+            let src = if rng.below(10) == 0 {
+                0xc0a8_0000 + rng.below(256) as u128
+            } else {
+                a(rng.below(pods))
+            };
+            FlowKey {
+                src,
+                dst: a(rng.below(pods)),
+                sport: 40000 + rng.below(1000) as u16,
+                dport: [80, 22, 8000, 8003, 8006, 443][rng.below(6)],
+                proto: proto::TCP,
+                family: dataplane::program::Family::V4,
+                ifindex: 0,
+            }
+        })
+        .collect()
+}
+
+pub fn main(a: &ScaleArgs) -> Result<(), String> {
+    let shape = Shape::new(a.seed);
+    let t = Instant::now();
+    let rs = shape.resources(a.pods, a.policies);
+    let cluster = Cluster::from_resources(&rs).map_err(|e| e.to_string())?;
+    let name = format!("pods={} policies={} seed={}", a.pods, a.policies, a.seed);
+    eprintln!("{name}: cluster in {:.0} ms", ms(t.elapsed()));
+    match a.mode.as_str() {
+        "generation" => generation(a, &name, &cluster),
+        "lookups" => lookups(a, &name, &cluster),
+        "churn" => churn(a, &name, cluster, &shape),
+        m => Err(format!("--mode {m}: expected generation, lookups or churn")),
+    }
+}
+
+fn generation(a: &ScaleArgs, name: &str, cluster: &Cluster) -> Result<(), String> {
+    let cfg = BuildConfig::default();
+    for _ in 0..a.repeat {
+        let rss0 = rss();
+        let (c0, w0) = (cputime::thread_cpu(), Instant::now());
+        let l = lower(cluster).map_err(|e| e.to_string())?;
+        let c1 = cputime::thread_cpu();
+        let ic = IdentityClassifier::build(&l.set, &cfg).map_err(|e| e.to_string())?;
+        let (c2, w2) = (cputime::thread_cpu(), Instant::now());
+        let s = ic.stats();
+        println!(
+            "generation {name} lower_ms={:.0} identity_build_ms={:.0} total_ms={:.0} wall_ms={:.0} programs={} bindings={} classes={} identities={} lists={} classifier_bytes={} stage_bytes={} tree_bytes={} rss_growth_mb={:.0}",
+            ms(c1 - c0),
+            ms(c2 - c1),
+            ms(c2 - c0),
+            ms(w2 - w0),
+            l.set.programs.len(),
+            l.set.endpoints.len(),
+            s.classes,
+            s.identities,
+            s.lists,
+            s.stage_bytes + s.tree_bytes,
+            s.stage_bytes,
+            s.tree_bytes,
+            rss().saturating_sub(rss0) as f64 / 1e6,
+        );
+        if a.trees {
+            let (c3, w3) = (cputime::thread_cpu(), Instant::now());
+            let tc = Classifier::build(&l.set, &cfg).map_err(|e| e.to_string())?;
+            println!(
+                "generation-trees {name} build_ms={:.0} wall_ms={:.0} bytes={}",
+                ms(cputime::thread_cpu() - c3),
+                ms(w3.elapsed()),
+                tc.stats().bytes
+            );
+        }
+        drop(ic);
+    }
+    Ok(())
+}
+
+/// Median lookups per second of thread CPU time over 9 slices.
+fn rate(secs: f64, per_call: usize, mut f: impl FnMut()) -> f64 {
+    let slice = Duration::from_secs_f64(secs / 9.0);
+    let mut rates = Vec::with_capacity(9);
+    for _ in 0..9 {
+        let (c0, w0) = (cputime::thread_cpu(), Instant::now());
+        let mut n = 0usize;
+        while w0.elapsed() < slice {
+            f();
+            n += per_call;
+        }
+        rates.push(n as f64 / (cputime::thread_cpu() - c0).as_secs_f64().max(1e-9));
+    }
+    rates.sort_by(f64::total_cmp);
+    rates[4]
+}
+
+fn lookups(a: &ScaleArgs, name: &str, cluster: &Cluster) -> Result<(), String> {
+    let cfg = BuildConfig::default();
+    let l = lower(cluster).map_err(|e| e.to_string())?;
+    let ic = IdentityClassifier::build(&l.set, &cfg).map_err(|e| e.to_string())?;
+    let tc = Classifier::build(&l.set, &cfg).map_err(|e| e.to_string())?;
+    let keys = keys(a.pods, 1 << 16, a.seed);
+    let mut x = vec![FlowVerdicts::default(); keys.len()];
+    let mut y = x.clone();
+    ic.classify(&keys, &mut x);
+    tc.classify(&keys, &mut y);
+    let diffs = x
+        .iter()
+        .zip(&y)
+        .filter(|(p, q)| {
+            let v = |c: &dyn Classify,
+                         s: Option<(
+                    dataplane::program::EndpointId,
+                    dataplane::program::Verdicts,
+                )>| {
+                    s.map(|(id, v)| {
+                        (
+                            id,
+                            v.enforced.verdict,
+                            c.trace(v.enforced.trace).to_vec(),
+                            v.pending.verdict,
+                            c.trace(v.pending.trace).to_vec(),
+                        )
+                    })
+                };
+            v(&ic, p.egress) != v(&tc, q.egress) || v(&ic, p.ingress) != v(&tc, q.ingress)
+        })
+        .count();
+    println!("lookups {name} keys={} verdict_diffs={diffs}", keys.len());
+    let batch = 64;
+    let mut out = vec![FlowVerdicts::default(); batch];
+    for round in 0..a.repeat {
+        let mut run = |c: &dyn Classify| {
+            let mut i = 0;
+            rate(a.duration, batch, || {
+                let k = &keys[i..i + batch];
+                c.classify(k, &mut out);
+                std::hint::black_box(&out);
+                i = (i + batch) % keys.len();
+            })
+        };
+        let (ri, rt) = if round % 2 == 0 {
+            let ri = run(&ic);
+            (ri, run(&tc))
+        } else {
+            let rt = run(&tc);
+            (run(&ic), rt)
+        };
+        println!(
+            "lookups {name} round={round} identity_mlps={:.2} trees_mlps={:.2} ratio={:.2}",
+            ri / 1e6,
+            rt / 1e6,
+            ri / rt
+        );
+    }
+    Ok(())
+}
+
+/// p50, p99 and max of a sample, in ms.
+fn percentiles(mut v: Vec<Duration>) -> (f64, f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    v.sort();
+    let at = |q: f64| ms(v[((v.len() - 1) as f64 * q).round() as usize]);
+    (at(0.5), at(0.99), at(1.0))
+}
+
+type Slot = ClassifierSlot<Arc<IdentityClassifier>>;
+
+/// Publishes the live generation (what every worker picks up at its next batch).
+fn publish(slot: &Slot, live: &Live, generation: &mut u32) {
+    *generation += 1;
+    slot.publish(Published {
+        generation: *generation,
+        classifier: live.classifier().clone(),
+    });
+    slot.reclaim();
+}
+
+/// Verdicts of `keys` rendered as (endpoint, both verdicts, both traces) per side.
+fn rendered(c: &IdentityClassifier, live: &Live, keys: &[FlowKey]) -> Vec<String> {
+    let mut out = vec![FlowVerdicts::default(); keys.len()];
+    c.classify(keys, &mut out);
+    keys.iter()
+        .zip(&out)
+        .map(|(k, v)| {
+            let flow = control::eval::Flow::from_key(k);
+            format!("{:?}", live.names().evaluation_of(c, &flow, v))
+        })
+        .collect()
+}
+
+fn churn(a: &ScaleArgs, name: &str, cluster: Cluster, shape: &Shape) -> Result<(), String> {
+    let cfg = BuildConfig::default();
+    let t = Instant::now();
+    let mut live = Live::new(cluster, cfg).map_err(|e| e.to_string())?;
+    eprintln!("{name}: live generation in {:.0} ms", ms(t.elapsed()));
+    let slot = Slot::new(Published {
+        generation: 0,
+        classifier: live.classifier().clone(),
+    });
+    let mut generation = 0u32;
+    let templates: Vec<control::cluster::Endpoint> =
+        live.cluster().endpoints.iter().take(64).cloned().collect();
+    let mut next_addr = 0usize;
+    let fresh_host = |n: &mut usize| -> ipnet::IpNet {
+        *n += 1;
+        format!("10.200.{}.{}/32", *n / 256, *n % 256)
+            .parse()
+            .expect("address")
+    };
+    let add_like = |live: &mut Live, i: usize, n: &mut usize, relabel: Option<String>| {
+        let mut e = templates[i % templates.len()].clone();
+        e.key.name = format!("churn-{n}");
+        e.nets = vec![fresh_host(n)];
+        if let Some(v) = relabel {
+            e.labels.insert("app".into(), v);
+        }
+        let key = e.key.clone();
+        (live.add_endpoint(e), key)
+    };
+
+    // 1. Pods with an existing label set: add, then remove, each timed to published.
+    let (mut add_t, mut rm_t, mut fast) = (Vec::new(), Vec::new(), 0usize);
+    let reps = a.repeat.max(1);
+    for i in 0..reps {
+        let w = Instant::now();
+        let (r, key) = add_like(&mut live, i, &mut next_addr, None);
+        let applied = r.map_err(|e| e.to_string())?;
+        publish(&slot, &live, &mut generation);
+        add_t.push(w.elapsed());
+        let w = Instant::now();
+        let applied2 = live.remove_endpoint(&key).map_err(|e| e.to_string())?;
+        publish(&slot, &live, &mut generation);
+        rm_t.push(w.elapsed());
+        fast += usize::from(applied == Applied::Fast) + usize::from(applied2 == Applied::Fast);
+    }
+    let (p50, p99, max) = percentiles(add_t);
+    println!(
+        "churn {name} change=pod-add-existing-labels n={reps} p50_ms={p50:.3} p99_ms={p99:.3} max_ms={max:.3}"
+    );
+    let (p50, p99, max) = percentiles(rm_t);
+    println!(
+        "churn {name} change=pod-remove-existing-labels n={reps} p50_ms={p50:.3} p99_ms={p99:.3} max_ms={max:.3} fast_path={fast}/{}",
+        2 * reps
+    );
+
+    // 2. Pods with a new label set (a rebuild each).
+    let few = reps.min(10);
+    let mut new_t = Vec::new();
+    for i in 0..few {
+        let w = Instant::now();
+        let (r, key) = add_like(&mut live, i, &mut next_addr, Some(format!("new{i}")));
+        r.map_err(|e| e.to_string())?;
+        publish(&slot, &live, &mut generation);
+        new_t.push(w.elapsed());
+        live.remove_endpoint(&key).map_err(|e| e.to_string())?;
+    }
+    let (p50, p99, max) = percentiles(new_t);
+    println!(
+        "churn {name} change=pod-add-new-labels n={few} p50_ms={p50:.3} p99_ms={p99:.3} max_ms={max:.3}"
+    );
+
+    // 3. One policy changed (its first rule's action flipped): normalising the store
+    // is outside the timer, lowering and compiling inside.
+    let mut pol_t = Vec::new();
+    let mut rng = Rng::new(a.seed ^ 0x90);
+    for i in 0..few {
+        let mut c = live.cluster().clone();
+        let j = rng.below(c.policies.len());
+        if let Some(r) = c.policies[j].ingress.first_mut() {
+            r.rule.action = if i % 2 == 0 {
+                control::model::RuleAction::Deny
+            } else {
+                control::model::RuleAction::Allow
+            };
+        }
+        let w = Instant::now();
+        live.set_cluster(c).map_err(|e| e.to_string())?;
+        publish(&slot, &live, &mut generation);
+        pol_t.push(w.elapsed());
+    }
+    let (p50, p99, max) = percentiles(pol_t);
+    println!(
+        "churn {name} change=one-policy n={few} p50_ms={p50:.3} p99_ms={p99:.3} max_ms={max:.3}"
+    );
+
+    // 4. Pods arriving and leaving at --rate per second while a thread classifies.
+    let keys = Arc::new(keys(a.pods, 1 << 14, a.seed));
+    let before = rendered(live.classifier(), &live, &keys[..2048]);
+    let slot = Arc::new(slot);
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let traffic = {
+        let (slot, stop, count, keys) = (slot.clone(), stop.clone(), count.clone(), keys.clone());
+        std::thread::spawn(move || {
+            let mut out = vec![FlowVerdicts::default(); 64];
+            let mut i = 0;
+            let mut n = 0u64;
+            let c0 = cputime::thread_cpu();
+            while !stop.load(Ordering::Relaxed) {
+                let g = slot.load();
+                g.classifier.classify(&keys[i..i + 64], &mut out);
+                std::hint::black_box(&out);
+                i = (i + 64) % keys.len();
+                n += 64;
+                if n.is_multiple_of(1 << 16) {
+                    count.store(n, Ordering::Relaxed);
+                }
+            }
+            (n, cputime::thread_cpu() - c0)
+        })
+    };
+    let secs = a.duration.max(1.0);
+    // Quiet phase, then churn phase, each `secs` long; lookups/s of traffic CPU time.
+    let measure = |phase: &dyn Fn()| {
+        let n0 = count.load(Ordering::Relaxed);
+        let w = Instant::now();
+        phase();
+        (count.load(Ordering::Relaxed) - n0) as f64 / w.elapsed().as_secs_f64()
+    };
+    let quiet = measure(&|| std::thread::sleep(Duration::from_secs_f64(secs)));
+    let period = Duration::from_secs_f64(1.0 / a.rate.max(1.0));
+    let live_cell = std::cell::RefCell::new((
+        live,
+        generation,
+        Vec::<control::model::ResourceKey>::new(),
+        Vec::new(),
+        0usize,
+    ));
+    let churned = measure(&|| {
+        let end = Instant::now() + Duration::from_secs_f64(secs);
+        let mut tick = Instant::now();
+        let mut k = 0usize;
+        while Instant::now() < end {
+            let mut st = live_cell.borrow_mut();
+            let (live, generation, keys_in, times, fast) = &mut *st;
+            let w = Instant::now();
+            let applied = if k.is_multiple_of(2) || keys_in.is_empty() {
+                let mut e = templates[k % templates.len()].clone();
+                let n = 100_000 + k;
+                e.key.name = format!("churn-{n}");
+                e.nets = vec![
+                    format!("10.201.{}.{}/32", (n / 256) % 256, n % 256)
+                        .parse()
+                        .expect("address"),
+                ];
+                keys_in.push(e.key.clone());
+                live.add_endpoint(e)
+            } else {
+                let key = keys_in.remove(0);
+                live.remove_endpoint(&key)
+            };
+            if let Ok(Applied::Fast) = applied {
+                *fast += 1;
+            }
+            publish(&slot, live, generation);
+            times.push(w.elapsed());
+            k += 1;
+            drop(st);
+            tick += period;
+            if let Some(d) = tick.checked_duration_since(Instant::now()) {
+                std::thread::sleep(d);
+            }
+        }
+    });
+    stop.store(true, Ordering::Relaxed);
+    let (n, cpu) = traffic
+        .join()
+        .map_err(|_| "traffic thread panicked".to_string())?;
+    let (live, _, _, times, fast) = live_cell.into_inner();
+    let changes = times.len();
+    let (p50, p99, max) = percentiles(times);
+    let after = rendered(live.classifier(), &live, &keys[..2048]);
+    let diffs = before.iter().zip(&after).filter(|(x, y)| x != y).count();
+    println!(
+        "churn {name} traffic quiet_mlps={:.2} churn_mlps={:.2} ratio={:.2} traffic_cpu_mlps={:.2} changes={changes} fast_path={fast} change_p50_ms={p50:.3} change_p99_ms={p99:.3} change_max_ms={max:.3} verdict_diffs_on_unchanged_pods={diffs}/2048",
+        quiet / 1e6,
+        churned / 1e6,
+        churned / quiet,
+        n as f64 / cpu.as_secs_f64().max(1e-9) / 1e6,
+    );
+    let _ = shape;
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! The live generation against a fresh full build and the reference evaluator, after
+//! random sequences of endpoint changes.
+
+use proptest::prelude::*;
+use proptest::sample::Index;
+
+use super::*;
+use crate::eval;
+use crate::lower::proptests::store_and_flows;
+use dataplane::program::FlowKey;
+
+/// Addresses new endpoints get: inside the generator's endpoint and network-set
+/// ranges, outside them, and one an endpoint already has.
+const NEW_V4: [&str; 5] = [
+    "10.0.0.20",
+    "10.0.0.21",
+    "10.0.2.50",
+    "192.168.0.9",
+    "10.0.0.8",
+];
+const NEW_V6: [&str; 3] = ["fd00::20", "fd01::5", "fd00::4"];
+
+fn host(a: &str) -> IpNet {
+    let ip: std::net::IpAddr = a.parse().expect("address");
+    IpNet::from(ip)
+}
+
+/// `ep` renamed and moved to `addr` (same family as its first prefix).
+fn moved(ep: &Endpoint, n: usize, pick: usize) -> Option<Endpoint> {
+    let first = ep.nets.first()?;
+    let addr = match first {
+        IpNet::V4(_) => NEW_V4[pick % NEW_V4.len()],
+        IpNet::V6(_) => NEW_V6[pick % NEW_V6.len()],
+    };
+    let mut e = ep.clone();
+    e.key.name = format!("{}-new{n}", e.key.name);
+    e.nets = vec![host(addr)];
+    Some(e)
+}
+
+/// Every flow: the generated ones, and each added address to and from their ends.
+fn flows_with(flows: &[FlowKey], added: &[IpNet]) -> Vec<FlowKey> {
+    let mut out = flows.to_vec();
+    for a in added {
+        for k in flows.iter().take(12) {
+            let (six, bits) = (matches!(a, IpNet::V6(_)), addr_bits(a));
+            if six != matches!(k.family, dataplane::program::Family::V6) {
+                continue;
+            }
+            out.push(FlowKey { src: bits, ..*k });
+            out.push(FlowKey { dst: bits, ..*k });
+        }
+    }
+    out
+}
+
+fn check(live: &Live, flows: &[FlowKey]) -> Result<(), TestCaseError> {
+    let fresh = lower(live.cluster()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let built = IdentityClassifier::build(&fresh.set, &BuildConfig::default())
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    for k in flows {
+        let flow = Flow::from_key(k);
+        let want = eval::evaluate(live.cluster(), &flow);
+        let got = live
+            .evaluation(&flow)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(&got, &want, "live vs eval, flow {}", flow);
+        let full = fresh
+            .evaluation(&built, &flow)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(&full, &want, "fresh build vs eval, flow {}", flow);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn live_changes_classify_as_a_fresh_build_and_eval(
+        (resources, flows) in store_and_flows(24),
+        ops in prop::collection::vec((0u8..4, any::<Index>(), any::<Index>(), 0usize..8), 1..8),
+    ) {
+        let cluster = Cluster::from_resources(&resources).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut live = Live::new(cluster, BuildConfig::default()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut added: Vec<IpNet> = Vec::new();
+        for (n, (kind, i, j, pick)) in ops.into_iter().enumerate() {
+            let eps = &live.cluster().endpoints;
+            if eps.is_empty() {
+                break;
+            }
+            let (a, b) = (eps[i.index(eps.len())].clone(), eps[j.index(eps.len())].clone());
+            let r = match kind {
+                // A copy of an endpoint (its label set exists) at a new address.
+                0 => match moved(&a, n, pick) {
+                    Some(e) => {
+                        added.extend(e.nets.iter().copied());
+                        live.add_endpoint(e)
+                    }
+                    None => continue,
+                },
+                // The same with another endpoint's labels (often a new label set).
+                1 => match moved(&a, n, pick) {
+                    Some(mut e) => {
+                        e.labels = b.labels.clone();
+                        added.extend(e.nets.iter().copied());
+                        live.add_endpoint(e)
+                    }
+                    None => continue,
+                },
+                2 => live.remove_endpoint(&a.key),
+                _ => {
+                    let mut e = a.clone();
+                    e.labels = b.labels.clone();
+                    live.replace_endpoint(e)
+                }
+            };
+            r.map_err(|e| TestCaseError::fail(e.to_string()))?;
+            check(&live, &flows_with(&flows, &added))?;
+        }
+    }
+}
+
+/// The fast path is taken where it should be, and the result is still exact.
+#[test]
+fn replicas_come_and_go_on_the_fast_path() {
+    let yaml = r#"
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: p, namespace: ns}
+spec:
+  selector: app == 'web'
+  ingress:
+  - action: Allow
+    protocol: TCP
+    source: {selector: app == 'api'}
+    destination: {ports: [http]}
+  - action: Deny
+    source: {nets: [10.9.0.0/16]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: web-1, namespace: ns, labels: {app: web}}
+spec: {orchestrator: k8s, ipNetworks: [10.0.0.1/32], ports: [{name: http, protocol: TCP, port: 8080}]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: api-1, namespace: ns, labels: {app: api}}
+spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
+"#;
+    let read = crate::policy::read_text(yaml, "test", crate::model::Format::Yaml).expect("reads");
+    let cluster = crate::policy::build(read).expect("builds").cluster;
+    let mut live = Live::new(cluster, BuildConfig::default()).expect("builds");
+    let web1 = live
+        .cluster()
+        .endpoints
+        .iter()
+        .find(|e| e.key.name == "web-1")
+        .cloned()
+        .unwrap();
+    let api1 = live
+        .cluster()
+        .endpoints
+        .iter()
+        .find(|e| e.key.name == "api-1")
+        .cloned()
+        .unwrap();
+    let mut web2 = web1.clone();
+    web2.key.name = "web-2".into();
+    web2.nets = vec![host("10.0.0.3")];
+    assert_eq!(live.add_endpoint(web2.clone()).unwrap(), Applied::Fast);
+    let mut api2 = api1.clone();
+    api2.key.name = "api-2".into();
+    api2.nets = vec![host("10.0.0.4")];
+    assert_eq!(live.add_endpoint(api2.clone()).unwrap(), Applied::Fast);
+    // Inside the rule's CIDR: another identity, so a rebuild.
+    let mut api3 = api1.clone();
+    api3.key.name = "api-3".into();
+    api3.nets = vec![host("10.9.0.1")];
+    assert_eq!(live.add_endpoint(api3).unwrap(), Applied::Rebuilt);
+    // A new label set: a rebuild.
+    let mut db = api1.clone();
+    db.key.name = "db".into();
+    db.labels.insert("app".into(), "db".into());
+    db.nets = vec![host("10.0.0.5")];
+    assert_eq!(live.add_endpoint(db).unwrap(), Applied::Rebuilt);
+    let flows: Vec<FlowKey> = ["10.0.0.2", "10.0.0.4", "10.9.0.1", "10.0.0.5"]
+        .iter()
+        .flat_map(|s| {
+            ["10.0.0.1", "10.0.0.3"].iter().map(move |d| {
+                FlowKey::new(s.parse().unwrap(), d.parse().unwrap(), 6, 1234, 8080).unwrap()
+            })
+        })
+        .collect();
+    check(&live, &flows).unwrap();
+    assert_eq!(live.remove_endpoint(&web2.key).unwrap(), Applied::Fast);
+    assert_eq!(live.remove_endpoint(&api2.key).unwrap(), Applied::Fast);
+    check(&live, &flows).unwrap();
+    assert!(matches!(
+        live.remove_endpoint(&web2.key),
+        Err(LiveError::UnknownEndpoint(_))
+    ));
+}
