@@ -14,14 +14,20 @@
 //! 3. traces are interned: a [`Decision`] carries a [`TraceId`] into the trace table,
 //!    read back with [`Classify::trace`].
 //!
-//! Everything the build makes counts against [`BuildConfig::memory_budget`]. A single
-//! tree per program-family may take `BuildConfig::single_tree_bytes_per_entry` per
-//! flattened entry (at most a quarter of the budget); past that its lists are split
-//! by which fields each box spans widely (EffiCuts-style partitions: source ×
-//! destination, then all four ranged fields) into several trees whose leaves hold
-//! list positions, and the lookup takes, per view, the first position over the
-//! partitions. If even that does not fit, the build fails with
-//! [`BuildError::OverBudget`] naming the budget, the program and what ran out.
+//! Everything the build makes counts against [`BuildConfig::memory_budget`]. Each
+//! program-family's arrangement is chosen by measured cost (`build_one`): one tree in
+//! a small room first; if it does not fit or is deep, arrangements of several trees
+//! whose lists are split by which fields each box spans widely (EffiCuts-style
+//! partitions: source × destination, source, destination, groups merged while the
+//! cost drops; all four ranged fields if none fits), whose leaves hold list positions
+//! (the lookup takes, per view, the first position over the partitions); then one
+//! tree again within a multiple of the best arrangement's bytes. The cost of an
+//! arrangement is its trees' depths plus a per-tree round cost; each attempt's limit
+//! counts the build's indexes as well as its output, so it bounds build memory and
+//! time. A single tree is not tried past `BuildConfig::single_tree_bytes_per_entry`
+//! per flattened entry (at most a quarter of the budget); 0 never tries one. If no
+//! arrangement fits the budget, the build fails with [`BuildError::OverBudget`]
+//! naming the budget, the program and what ran out.
 //! Lists larger than `memory_budget / 256` entries (Pass rules multiplying the
 //! continuation) fail the same way instead of exhausting memory.
 //!
@@ -924,9 +930,76 @@ fn merge(e: &[(u32, u32)], p: &[(u32, u32)]) -> Vec<Cand> {
     out
 }
 
-/// Flattens and builds one program in one family: one tree (not tried when the merged
-/// lists have at least `partitioned_at` entries), else partitions. Also the merged
-/// lists' length.
+/// Walk steps one partition round costs beyond its tree's depth (setting up the
+/// round, reading each lane's leaf positions, keeping the first), against the single
+/// tree's vector resolution: the lookup cost model of the builder's choice.
+const ROUND_COST: u32 = 6;
+
+/// A single tree may take this many times the bytes of the best partitioned
+/// arrangement (it saves the rounds; past that it costs more memory and build time
+/// than it saves lookup time).
+const SINGLE_FACTOR: usize = 32;
+
+/// Build indexes per byte of output a single tree may hold while building.
+const SCRATCH_FACTOR: usize = 4;
+
+/// The first single-tree attempt's room per entry.
+const PROBE_BYTES_PER_ENTRY: usize = 1024;
+
+/// Floor of a tree attempt's byte limit (small sets always get room).
+const ATTEMPT_FLOOR: usize = 1 << 20;
+
+/// Merge attempts after the first partitioned arrangements (each one build).
+const MERGE_TRIES: usize = 4;
+/// A merged or later arrangement may take this many times the best one's bytes.
+const MERGE_FACTOR: usize = 30;
+
+/// Fields whose wildness (EffiCuts' "large") groups entries into partitions; an
+/// entry's signature has bit `i` set when it is large in `SIG_FIELDS[i]`.
+const SIG_FIELDS: [usize; 4] = [SRC, DST, SPORT, DPORT];
+
+/// A partitioned arrangement: the tree (group) of each signature.
+type Plan = [u8; 16];
+
+/// The plans tried first: source × destination wildness (EffiCuts), source only,
+/// destination only; then all four fields if none of these fits.
+fn plan_of(f: impl Fn(usize) -> usize) -> Plan {
+    std::array::from_fn(|sig| f(sig) as u8)
+}
+
+/// A plan's groups renumbered `0..k` in order of first use, and `k`.
+fn canonical(plan: &Plan) -> (Plan, usize) {
+    let mut map = [u8::MAX; 16];
+    let mut k = 0u8;
+    let mut out = [0u8; 16];
+    for (sig, &g) in plan.iter().enumerate() {
+        if map[g as usize] == u8::MAX {
+            map[g as usize] = k;
+            k += 1;
+        }
+        out[sig] = map[g as usize];
+    }
+    (out, k as usize)
+}
+
+/// What one arrangement measured: its lookup cost ([`ROUND_COST`] model) and bytes.
+#[derive(Clone, Copy, Debug)]
+struct Measured {
+    cost: u32,
+    bytes: usize,
+    depth: u32,
+}
+
+/// Flattens and builds one program in one family, choosing between one tree and
+/// partitions by measured cost. Partitioned arrangements (entries grouped by which
+/// fields they span widely, EffiCuts/CutSplit-style; groups merged while that lowers
+/// the cost) are built first, each within a byte limit tied to the best so far; their
+/// cost is the sum over trees of depth plus [`ROUND_COST`]. One tree (not tried when
+/// the merged lists have at least `partitioned_at` entries, or with
+/// `single_tree_bytes_per_entry` 0) is then tried within [`SINGLE_FACTOR`] times the
+/// best partitioned bytes, and wins when its depth is the lower cost. The limits count
+/// the build's indexes too (`Arena::held`), so they bound its memory and time. Also
+/// the merged lists' length.
 #[allow(clippy::too_many_arguments)]
 fn build_one(
     program: &Program,
@@ -962,46 +1035,26 @@ fn build_one(
     };
     let mark = arena.mark();
     let full_limit = arena.slot_limit;
-    // Capped at a quarter of the budget: a single tree that grows past that is
-    // abandoned early (its build time grows with it) in favour of partitions.
-    let single_bytes = (ev.len() + pv.len())
-        .saturating_mul(cfg.single_tree_bytes_per_entry)
-        .min(cfg.memory_budget / 4);
-    arena.slot_limit =
-        full_limit.min(arena.bytes() / tree::SLOT_BYTES + single_bytes / tree::SLOT_BYTES);
+    let base = arena.bytes();
     let merged = merge(ev, pv);
     let entries = merged.len();
-    let try_single = partitioned_at.is_none_or(|n| entries < n);
-    let single = if !try_single {
-        Err(OverBudget)
-    } else {
-        let mut leaf = |e: u32, p: u32| interner.verdicts(e, p);
-        let mut t = TreeBuilder::new(
-            family,
-            &shared.boxes,
-            &mut shared.cands,
-            &mut shared.memo,
-            params,
-            &mut leaf,
-            arena,
-        );
-        t.build(&merged).map(|root| (root, t.max_depth))
+    // Lets the next attempt hold at most `bytes` more (arena and build indexes).
+    let limit_to = |arena: &mut Arena, bytes: usize| {
+        arena.scratch = 0;
+        arena.slot_limit = full_limit.min((base + bytes) / tree::SLOT_BYTES);
     };
-    arena.slot_limit = full_limit;
-    match single {
-        Ok((root, depth)) => {
-            stats.depth = stats.depth.max(depth);
-            stats.trees += 1;
-            return Ok((Root::Single(root), entries));
-        }
-        Err(OverBudget) => {
-            arena.rollback(mark);
-            shared.rollback(mark);
-        }
-    }
-    // EffiCuts-style: rules that are large in different fields blow each other up;
-    // separate them, first by source/destination, then by all four ranged fields.
-    // Partition trees' leaves hold list positions.
+    let sig_of = |b: u32| -> usize {
+        SIG_FIELDS
+            .iter()
+            .enumerate()
+            .map(|(i, &d)| usize::from(is_large(&shared.boxes[b as usize], family, d)) << i)
+            .sum()
+    };
+    let sigs: HashMap<u32, u8> = ev
+        .iter()
+        .chain(pv)
+        .map(|&(b, _)| (b, sig_of(b) as u8))
+        .collect();
     let positioned = |l: &[(u32, u32)]| -> Vec<(u32, u32)> {
         l.iter()
             .enumerate()
@@ -1009,25 +1062,33 @@ fn build_one(
             .collect()
     };
     let (epos, ppos) = (positioned(ev), positioned(pv));
-    for fields in [&[SRC, DST][..], &[SRC, DST, SPORT, DPORT][..]] {
-        let group_of = |b: u32| -> usize {
-            fields
-                .iter()
-                .enumerate()
-                .map(|(i, &d)| usize::from(is_large(&shared.boxes[b as usize], family, d)) << i)
-                .sum()
+    // Builds the partitions of `plan`: their roots, measured cost and the group sizes.
+    let build_plan = |plan: &Plan,
+                      arena: &mut Arena,
+                      shared: &mut Shared,
+                      interner: &mut Interner|
+     -> Result<(Vec<Slot>, Measured, Vec<usize>), OverBudget> {
+        let (plan, k) = canonical(plan);
+        let mut roots = Vec::with_capacity(k);
+        let mut m = Measured {
+            cost: 0,
+            bytes: 0,
+            depth: 0,
         };
-        let mut roots = Vec::new();
-        let mut failed = false;
-        let mut depth = 0;
-        for g in 0..1usize << fields.len() {
+        let mut sizes = vec![0usize; k];
+        let start = arena.bytes();
+        for (g, size) in sizes.iter_mut().enumerate() {
             let pick = |l: &[(u32, u32)]| -> Vec<(u32, u32)> {
                 l.iter()
                     .copied()
-                    .filter(|&(b, _)| group_of(b) == g)
+                    .filter(|&(b, _)| {
+                        sigs.get(&b)
+                            .is_some_and(|&s| plan[s as usize] as usize == g)
+                    })
                     .collect()
             };
             let (ge, gp) = (pick(&epos), pick(&ppos));
+            *size = ge.len() + gp.len();
             if ge.is_empty() && gp.is_empty() {
                 continue;
             }
@@ -1042,33 +1103,164 @@ fn build_one(
                 &mut pair,
                 arena,
             );
-            match t.build(&merged) {
-                Ok(root) => {
-                    depth = depth.max(t.max_depth);
-                    roots.push(root);
+            let root = t.build(&merged)?;
+            m.cost += t.max_depth + ROUND_COST;
+            m.depth = m.depth.max(t.max_depth);
+            roots.push(root);
+        }
+        m.bytes = arena.bytes() - start;
+        Ok((roots, m, sizes))
+    };
+    let forget = |arena: &mut Arena, shared: &mut Shared| {
+        arena.rollback(mark);
+        shared.rollback(mark);
+    };
+    let part_cap = cfg.memory_budget / 4;
+    let try_single =
+        partitioned_at.is_none_or(|n| entries < n) && cfg.single_tree_bytes_per_entry > 0;
+    // The room counts the build's indexes too (several times the tree's bytes), so
+    // a single tree may use the whole budget while building.
+    let single_cap = entries
+        .saturating_mul(cfg.single_tree_bytes_per_entry)
+        .saturating_mul(SCRATCH_FACTOR)
+        .min(cfg.memory_budget);
+    // One tree within a small room first: if it fits and is shallow enough that no
+    // arrangement of two or more trees can cost less, nothing else is tried.
+    let probe = single_cap.min(entries.saturating_mul(PROBE_BYTES_PER_ENTRY) + ATTEMPT_FLOOR);
+    if try_single {
+        limit_to(arena, probe);
+        let mut leaf = |e: u32, p: u32| interner.verdicts(e, p);
+        let mut t = TreeBuilder::new(
+            family,
+            &shared.boxes,
+            &mut shared.cands,
+            &mut shared.memo,
+            params,
+            &mut leaf,
+            arena,
+        );
+        let single = t.build(&merged).map(|root| (root, t.max_depth));
+        arena.slot_limit = full_limit;
+        arena.scratch = 0;
+        match single {
+            Ok((root, depth)) if depth < 2 * (1 + ROUND_COST) => {
+                stats.depth = stats.depth.max(depth);
+                stats.trees += 1;
+                return Ok((Root::Single(root), entries));
+            }
+            _ => forget(arena, shared),
+        }
+    }
+    let mut best: Option<(Plan, Measured, Vec<usize>)> = None;
+    let sd = plan_of(|s| s & 3);
+    let firsts = [sd, plan_of(|s| s & 1), plan_of(|s| (s >> 1) & 1)];
+    for plan in firsts.iter().chain([plan_of(|s| s)].iter()) {
+        if *plan == plan_of(|s| s) && best.is_some() {
+            break; // all four fields only when the two-field plans failed
+        }
+        let room = best.as_ref().map_or(part_cap, |b| {
+            part_cap.min(MERGE_FACTOR * b.1.bytes + ATTEMPT_FLOOR)
+        });
+        limit_to(arena, room);
+        let r = build_plan(plan, arena, shared, interner);
+        forget(arena, shared);
+        if let Ok((_, m, sizes)) = r
+            && best.as_ref().is_none_or(|b| m.cost < b.1.cost)
+        {
+            best = Some((*plan, m, sizes));
+        }
+    }
+    // Merge the smallest group into another while that lowers the cost.
+    let mut tries = 0;
+    while let Some((plan, m, sizes)) = best.clone() {
+        let (plan, k) = canonical(&plan);
+        if k < 2 || tries >= MERGE_TRIES {
+            break;
+        }
+        let Some(small) = (0..k).filter(|&g| sizes[g] > 0).min_by_key(|&g| sizes[g]) else {
+            break;
+        };
+        let mut improved = false;
+        for into in (0..k).filter(|&g| g != small && sizes[g] > 0) {
+            if tries >= MERGE_TRIES {
+                break;
+            }
+            tries += 1;
+            let merged_plan: Plan = std::array::from_fn(|s| {
+                if plan[s] as usize == small {
+                    into as u8
+                } else {
+                    plan[s]
                 }
-                Err(OverBudget) => {
-                    failed = true;
-                    break;
-                }
+            });
+            limit_to(arena, part_cap.min(MERGE_FACTOR * m.bytes + ATTEMPT_FLOOR));
+            let r = build_plan(&merged_plan, arena, shared, interner);
+            forget(arena, shared);
+            if let Ok((_, m2, sizes2)) = r
+                && best.as_ref().is_none_or(|b| m2.cost < b.1.cost)
+            {
+                best = Some((merged_plan, m2, sizes2));
+                improved = true;
             }
         }
-        if !failed {
-            stats.depth = stats.depth.max(depth);
+        if !improved {
+            break;
+        }
+    }
+    // One tree, if it may fit in a multiple of the best partitioned bytes (and more
+    // than the probe had).
+    let room = best.as_ref().map_or(single_cap, |b| {
+        single_cap.min(SINGLE_FACTOR * b.1.bytes + ATTEMPT_FLOOR)
+    });
+    if try_single && room > probe {
+        limit_to(arena, room);
+        let mut leaf = |e: u32, p: u32| interner.verdicts(e, p);
+        let mut t = TreeBuilder::new(
+            family,
+            &shared.boxes,
+            &mut shared.cands,
+            &mut shared.memo,
+            params,
+            &mut leaf,
+            arena,
+        );
+        let single = t.build(&merged).map(|root| (root, t.max_depth));
+        arena.slot_limit = full_limit;
+        arena.scratch = 0;
+        match single {
+            Ok((root, depth)) if best.as_ref().is_none_or(|b| depth < b.1.cost) => {
+                stats.depth = stats.depth.max(depth);
+                stats.trees += 1;
+                return Ok((Root::Single(root), entries));
+            }
+            _ => forget(arena, shared),
+        }
+    }
+    // The best partitioned arrangement, built again within the whole budget.
+    arena.slot_limit = full_limit;
+    arena.scratch = 0;
+    let Some((plan, _, _)) = best else {
+        return Err("tree nodes, even partitioned");
+    };
+    match build_plan(&plan, arena, shared, interner) {
+        Ok((roots, m, _)) => {
+            arena.scratch = 0;
+            stats.depth = stats.depth.max(m.depth);
             stats.trees += roots.len();
-            return Ok((
+            Ok((
                 Root::Partitioned(Box::new(Partitioned {
                     roots,
                     enforced: ev.iter().map(|&(_, d)| d).collect(),
                     pending: pv.iter().map(|&(_, d)| d).collect(),
                 })),
                 entries,
-            ));
+            ))
         }
-        arena.rollback(mark);
-        shared.rollback(mark);
+        Err(OverBudget) => {
+            forget(arena, shared);
+            Err("tree nodes, even partitioned")
+        }
     }
-    Err("tree nodes, even partitioned")
 }
 
 /// Whether box `b` spans at least 1/256 of field `d` (EffiCuts' "large").

@@ -166,6 +166,10 @@ pub(crate) struct Arena {
     /// The starts words of tabled nodes, each stored once.
     pub(crate) table: Vec<u64>,
     table_index: HashMap<u64, u32>,
+    /// Bytes the current tree attempt holds in build indexes (memo entries, node and
+    /// list keys) besides the arena: counted against the slot limit with the arena, so
+    /// that the limit bounds the build's memory, not only its output.
+    pub(crate) scratch: usize,
 }
 
 impl Arena {
@@ -214,6 +218,7 @@ impl Arena {
             }
             self.store(&children, |off| slot::plain(word, shift, bits, off))?
         };
+        self.scratch += key.len() * SLOT_BYTES + NODE_KEY_OVERHEAD;
         self.nodes.insert(key, (slot, mark));
         Ok(slot)
     }
@@ -270,7 +275,7 @@ impl Arena {
         body: &[Slot],
         slot_of: impl FnOnce(usize) -> Option<Slot>,
     ) -> Result<Slot, OverBudget> {
-        if self.bytes() / SLOT_BYTES + body.len() > self.slot_limit {
+        if self.held() / SLOT_BYTES + body.len() > self.slot_limit {
             return Err(OverBudget);
         }
         let slot = slot_of(self.slots.len()).ok_or(OverBudget)?;
@@ -290,14 +295,16 @@ impl Arena {
             return Ok(LEAF | LIST | (count << 32) | u64::from(off));
         }
         // Items are counted against the slot limit at their size in slots.
-        let cost = items.len() * size_of::<Item>() / SLOT_BYTES;
-        if self.bytes() / SLOT_BYTES + cost > self.slot_limit
+        // (once in the arena, once as the key of `lists`).
+        let cost = 2 * items.len() * size_of::<Item>() / SLOT_BYTES;
+        if self.held() / SLOT_BYTES + cost > self.slot_limit
             || self.items.len() + items.len() > u32::MAX as usize
         {
             return Err(OverBudget);
         }
         let off = self.items.len() as u32;
         self.items.extend_from_slice(&items);
+        self.scratch += items.len() * size_of::<Item>() + NODE_KEY_OVERHEAD;
         self.lists.insert(items, off);
         Ok(LEAF | LIST | (count << 32) | u64::from(off))
     }
@@ -324,11 +331,19 @@ impl Arena {
         self.table_index.retain(|_, i| (*i as usize) < table);
     }
 
+    /// Bytes held: the arena and the current attempt's build indexes.
+    pub(crate) fn held(&self) -> usize {
+        self.bytes() + self.scratch
+    }
+
     /// Bytes of slots and items.
     pub(crate) fn bytes(&self) -> usize {
         (self.slots.len() + self.table.len()) * SLOT_BYTES + self.items.len() * size_of::<Item>()
     }
 }
+
+/// Bytes a hash-map entry costs beyond its key (bucket, hash, allocation header).
+const NODE_KEY_OVERHEAD: usize = 48;
 
 /// The arena would exceed its slot limit.
 #[derive(Debug)]
@@ -516,7 +531,7 @@ impl<'a> TreeBuilder<'a> {
         }
         self.progress = Progress {
             done: 0.0,
-            start: self.arena.bytes(),
+            start: self.arena.held(),
         };
         self.node(&root, &canonical, 0, 1.0)
     }
@@ -550,7 +565,7 @@ impl<'a> TreeBuilder<'a> {
         let slot = self.node_inner(r, list, depth, share)?;
         if depth <= PROGRESS_DEPTH {
             self.progress.done += share;
-            let grown = self.arena.bytes().saturating_sub(self.progress.start) as f64;
+            let grown = self.arena.held().saturating_sub(self.progress.start) as f64;
             let room = (self.arena.slot_limit * SLOT_BYTES).saturating_sub(self.progress.start);
             let projected = grown / self.progress.done.max(1e-9);
             let over = PROGRESS_CHECKS.iter().any(|&(done, factor)| {
@@ -636,6 +651,8 @@ impl<'a> TreeBuilder<'a> {
         let (word, at) = slot::lane_position(self.family, lane);
         let slot = self.arena.node(word, at + shift, bits, &runs)?;
         let made = (self.arena.slots.len(), self.arena.items.len());
+        self.arena.scratch +=
+            std::mem::size_of_val(list) + size_of::<MemoEntry>() + NODE_KEY_OVERHEAD;
         self.memo
             .entry(hash)
             .or_default()
