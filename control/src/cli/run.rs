@@ -214,15 +214,11 @@ pub fn run(args: &Args, global: &Global) -> ExitCode {
     if args.pcap.is_some() {
         return serve::run(args, global);
     }
-    // The control socket is served by the --pcap source only, so far.
-    if args.socket.is_some() {
-        crate::errln!(
-            "tiergate run: --socket is served only with --pcap for now (a run on --iface has no control socket yet)"
-        );
-        return ExitCode::from(super::EXIT_USAGE);
-    }
     #[cfg(all(feature = "afxdp", target_os = "linux"))]
     {
+        if args.socket.is_some() {
+            return live::serve(args, global);
+        }
         live::run(args, global)
     }
     #[cfg(not(all(feature = "afxdp", target_os = "linux")))]
@@ -595,6 +591,121 @@ mod live {
         }
         let _ = writeln!(s, "  flow-log records written: {}", d.flow_log_records);
         s
+    }
+
+    /// `run --iface ... --socket`: the daemon of [`super::start_daemon`] (control
+    /// socket, applies, live flows, SIGHUP reload) over the AF_XDP workers.
+    pub(super) fn serve(args: &Args, global: &Global) -> ExitCode {
+        let cfg = match config(args) {
+            Ok(c) => c,
+            Err(e) => return usage(e),
+        };
+        if args.flowlog.is_some() || args.metrics.is_some() {
+            return usage(
+                "--flowlog and --metrics are not served with --socket on --iface yet (read flows and stats through the socket)",
+            );
+        }
+        if let Err(e) =
+            super::super::values::check_flow_memory(cfg.workers, cfg.worker.flow.capacity)
+        {
+            return usage(e);
+        }
+        let term = Arc::new(AtomicBool::new(false));
+        let usr1 = Arc::new(AtomicBool::new(false));
+        let hup = Arc::new(AtomicBool::new(false));
+        for (sig, flag) in [
+            (signal_hook::consts::SIGTERM, &term),
+            (signal_hook::consts::SIGINT, &term),
+            (signal_hook::consts::SIGUSR1, &usr1),
+            (signal_hook::consts::SIGHUP, &hup),
+        ] {
+            if let Err(e) = signal_hook::flag::register(sig, Arc::clone(flag)) {
+                return usage(format!("cannot install the handler of signal {sig}: {e}"));
+            }
+        }
+        let (daemon, control) = match super::start_daemon(args) {
+            Ok(d) => d,
+            Err(code) => return code,
+        };
+        let (tx, rx) = bounded::<FlowRecord>(1 << 16);
+        let running = match afxdp::start(&cfg, daemon.slot(), tx) {
+            Ok(r) => r,
+            Err(e) => return usage(e.to_string()),
+        };
+        let started = Instant::now();
+        let (live, ifaces, names) = (
+            running.live.clone(),
+            running.ifaces.clone(),
+            cfg.ifaces.clone(),
+        );
+        let snaps = |live: &[Arc<crossbeam::utils::CachePadded<afxdp::LiveWorker>>]| -> Vec<WorkerSnapshot> {
+            live.iter().map(|w| w.snapshot()).collect()
+        };
+        let live2 = live.clone();
+        daemon.set_dataplane(crate::server::DataplaneInfo {
+            generations: Box::new(move || snaps(&live2).iter().map(|s| s.generation).collect()),
+            stats: Box::new(move || {
+                let d = doc(&ifaces, &names, &snaps(&live), started.elapsed(), false, 0);
+                (serde_json::to_value(&d).unwrap_or_default(), table(&d))
+            }),
+        });
+        crate::errln!(
+            "tiergate run: forwarding between {} with {} worker(s); pid {}: SIGHUP reloads -f, SIGUSR1 prints counters, SIGTERM stops",
+            cfg.ifaces.join(" and "),
+            running.live.len(),
+            std::process::id()
+        );
+        let deadline = args.duration.and_then(|d| started.checked_add(d));
+        let mut failed = None;
+        loop {
+            std::thread::sleep(Duration::from_millis(20));
+            daemon.ingest(rx.try_iter());
+            if usr1.swap(false, Ordering::Relaxed) {
+                let d = doc(
+                    &running.ifaces,
+                    &cfg.ifaces,
+                    &running.snapshot(),
+                    started.elapsed(),
+                    false,
+                    0,
+                );
+                if let Err(e) = print_counters(&d, global.output, false) {
+                    failed = Some(ExitCode::from(out::report(&e)));
+                    break;
+                }
+            }
+            if hup.swap(false, Ordering::Relaxed) {
+                super::serve::reload(&daemon, &args.policies);
+            }
+            if term.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            if running.finished() {
+                failed = Some(usage("a worker stopped unexpectedly"));
+                break;
+            }
+        }
+        running.request_stop();
+        while !running.finished() {
+            daemon.ingest(rx.try_iter());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let d_snaps = running.snapshot();
+        let ifaces = running.ifaces.clone();
+        let uptime = started.elapsed();
+        if let Err(e) = running.stop() {
+            failed.get_or_insert(usage(e));
+        }
+        daemon.ingest(rx.try_iter());
+        // Stops the control socket (its file is removed).
+        drop(control);
+        let d = doc(&ifaces, &cfg.ifaces, &d_snaps, uptime, true, 0);
+        if failed.is_none()
+            && let Err(e) = print_counters(&d, global.output, false)
+        {
+            failed = Some(ExitCode::from(out::report(&e)));
+        }
+        failed.unwrap_or(ExitCode::from(EXIT_OK))
     }
 
     pub(super) fn run(args: &Args, global: &Global) -> ExitCode {
