@@ -1111,3 +1111,100 @@ fn a_flow_table_that_cannot_be_allocated_stops_the_run_before_anything_is_attach
     );
     assert_eq!(bed.xdp_attached(), [false, false], "{}", bed.links());
 }
+
+const DENY_8080: &str = r#"
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: deny-8080}
+spec:
+  order: 1
+  selector: all()
+  types: [Ingress]
+  ingress:
+  - action: Deny
+    protocol: TCP
+    destination: {ports: [8080]}
+"#;
+
+#[test]
+fn a_deny_applied_through_the_socket_stops_new_connections_within_a_second() {
+    let test = "a_deny_applied_through_the_socket_stops_new_connections_within_a_second";
+    if !can_run(test) {
+        return;
+    }
+    let dir = temp_dir("afxdp-socket");
+    let socket = dir.join("tg.sock");
+    let deny = dir.join("deny.yaml");
+    std::fs::write(&deny, DENY_8080).unwrap();
+    let mut bed = Bed::new('s');
+    let fixture = fixture();
+    let Some(mut tg) = start(
+        &mut bed,
+        test,
+        &[
+            "-f",
+            fixture.to_str().unwrap(),
+            "--socket",
+            socket.to_str().unwrap(),
+            "--interval",
+            "1",
+        ],
+    ) else {
+        return;
+    };
+    bed.serve();
+    let cli = |args: &[&str]| {
+        Command::new(tiergate_bin())
+            .args(args)
+            .arg("--socket")
+            .arg(&socket)
+            .output()
+            .unwrap()
+    };
+
+    bed.probe("tcp", 8080)
+        .expect("allowed TCP connection through tiergate");
+    let o = cli(&["apply", "-f", deny.to_str().unwrap()]);
+    assert!(
+        o.status.success(),
+        "apply through the socket: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let applied = Instant::now();
+    while bed.probe("tcp", 8080).is_ok() {
+        assert!(
+            applied.elapsed() < Duration::from_secs(1),
+            "new connections still go through 1 s after the deny was applied"
+        );
+    }
+    // flows shows the denied connection, with the policy that denied it.
+    let t = Instant::now();
+    loop {
+        let o = cli(&[
+            "flows",
+            "--action",
+            "deny",
+            "--policy",
+            "deny-8080",
+            "-o",
+            "json",
+        ]);
+        let flows: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+        if flows.as_array().is_some_and(|a| !a.is_empty()) {
+            assert_eq!(flows[0]["dst_port"], 8080, "{flows}");
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(6),
+            "no denied flow shown: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    tg.signal("-TERM");
+    let st = tg.wait(Duration::from_secs(10)).expect("tiergate exits");
+    assert!(st.success(), "exit {st}: {}", tg.stderr());
+    assert_eq!(bed.xdp_attached(), [false, false]);
+    assert!(!socket.exists(), "the socket file is removed on exit");
+}
