@@ -1137,6 +1137,8 @@ fn a_deny_applied_through_the_socket_stops_new_connections_within_a_second() {
     let deny = dir.join("deny.yaml");
     std::fs::write(&deny, DENY_8080).unwrap();
     let mut bed = Bed::new('s');
+    // The metrics server listens on tiergate's namespace's loopback.
+    cmd(&["ip", "-n", &bed.ns('t'), "link", "set", "lo", "up"]).unwrap();
     let fixture = fixture();
     let Some(mut tg) = start(
         &mut bed,
@@ -1146,6 +1148,8 @@ fn a_deny_applied_through_the_socket_stops_new_connections_within_a_second() {
             fixture.to_str().unwrap(),
             "--socket",
             socket.to_str().unwrap(),
+            "--metrics",
+            "127.0.0.1:0",
             "--interval",
             "1",
         ],
@@ -1198,6 +1202,32 @@ fn a_deny_applied_through_the_socket_stops_new_connections_within_a_second() {
             t.elapsed() < Duration::from_secs(6),
             "no denied flow shown: {}",
             String::from_utf8_lossy(&o.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // /metrics is served alongside the socket and counts the forwarded traffic.
+    let err = tg.stderr();
+    let addr = err
+        .lines()
+        .find_map(|l| l.strip_prefix("tiergate run: metrics at http://"))
+        .and_then(|l| l.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("{err}"))
+        .to_string();
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let fwd = sample(
+            &scrape(&bed, &addr),
+            "tiergate_forwarded_packets_total",
+            &[],
+        )
+        .unwrap_or(0.0);
+        if fwd > 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "metrics never showed forwarded packets"
         );
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -600,10 +600,15 @@ mod live {
             Ok(c) => c,
             Err(e) => return usage(e),
         };
-        if args.flowlog.is_some() || args.metrics.is_some() {
+        if args.flowlog.is_some() {
             return usage(
-                "--flowlog and --metrics are not served with --socket on --iface yet (read flows and stats through the socket)",
+                "--flowlog is not written with --socket on --iface yet (read flows through the socket)",
             );
+        }
+        if let Some(addr) = args.metrics
+            && let Err(e) = crate::metrics::check_addr(addr, args.metrics_allow_remote)
+        {
+            return usage(e);
         }
         if let Err(e) =
             super::super::values::check_flow_memory(cfg.workers, cfg.worker.flow.capacity)
@@ -626,6 +631,21 @@ mod live {
         let (daemon, control) = match super::start_daemon(args) {
             Ok(d) => d,
             Err(code) => return code,
+        };
+        // Metrics on the control thread's runtime, listening before the first packet.
+        let mut metrics = match args.metrics {
+            None => None,
+            Some(addr) => match super::super::run_metrics::RunMetrics::start(
+                &control.handle(),
+                addr,
+                args.metrics_allow_remote,
+            ) {
+                Ok(m) => {
+                    crate::errln!("tiergate run: metrics at http://{}/metrics", m.local_addr());
+                    Some(m)
+                }
+                Err(e) => return usage(e),
+            },
         };
         let (tx, rx) = bounded::<FlowRecord>(1 << 16);
         let running = match afxdp::start(&cfg, daemon.slot(), tx) {
@@ -659,7 +679,17 @@ mod live {
         let mut failed = None;
         loop {
             std::thread::sleep(Duration::from_millis(20));
-            daemon.ingest(rx.try_iter());
+            let acts = daemon.ingest(rx.try_iter());
+            if let Some(m) = metrics.as_mut() {
+                for a in &acts {
+                    m.metrics().add_activity(a);
+                }
+                if m.due(false) {
+                    let stats =
+                        super::super::run_metrics::worker_stats(&running.snapshot(), &cfg.ifaces);
+                    m.metrics().set_workers(stats);
+                }
+            }
             if usr1.swap(false, Ordering::Relaxed) {
                 let d = doc(
                     &running.ifaces,
