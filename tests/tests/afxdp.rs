@@ -1134,6 +1134,7 @@ fn a_deny_applied_through_the_socket_stops_new_connections_within_a_second() {
     }
     let dir = temp_dir("afxdp-socket");
     let socket = dir.join("tg.sock");
+    let flowlog = dir.join("flows.jsonl");
     let deny = dir.join("deny.yaml");
     std::fs::write(&deny, DENY_8080).unwrap();
     let mut bed = Bed::new('s');
@@ -1150,6 +1151,8 @@ fn a_deny_applied_through_the_socket_stops_new_connections_within_a_second() {
             socket.to_str().unwrap(),
             "--metrics",
             "127.0.0.1:0",
+            "--flowlog",
+            flowlog.to_str().unwrap(),
             "--interval",
             "1",
         ],
@@ -1237,4 +1240,12 @@ fn a_deny_applied_through_the_socket_stops_new_connections_within_a_second() {
     assert!(st.success(), "exit {st}: {}", tg.stderr());
     assert_eq!(bed.xdp_attached(), [false, false]);
     assert!(!socket.exists(), "the socket file is removed on exit");
+    // The flow log has the denied connection too.
+    let logs = flow_logs(&flowlog);
+    assert!(
+        find(&logs, "tcp", 8080)
+            .iter()
+            .any(|l| l["action"] == "deny"),
+        "no denied 8080 record in the flow log: {logs:?}"
+    );
 }

@@ -600,11 +600,23 @@ mod live {
             Ok(c) => c,
             Err(e) => return usage(e),
         };
-        if args.flowlog.is_some() {
-            return usage(
-                "--flowlog is not written with --socket on --iface yet (read flows through the socket)",
-            );
+        if let Some(log) = &args.flowlog {
+            let inputs: Vec<(&str, &Path)> =
+                args.policies.iter().map(|p| ("-f", p.as_path())).collect();
+            if let Err(e) = super::super::out::refuse_same_files(&inputs, &[("--flowlog", log)]) {
+                return usage(e);
+            }
         }
+        if let Err(e) =
+            out::one_writer_on_stdout(&[("--flowlog", args.flowlog.as_deref())], global.output)
+        {
+            return usage(e);
+        }
+        let counters_to_stderr = args.flowlog.as_deref().is_some_and(out::is_dash);
+        let mut agg = match Aggregator::new(args.interval) {
+            Ok(a) => a,
+            Err(e) => return usage(format!("--interval: {e}")),
+        };
         if let Some(addr) = args.metrics
             && let Err(e) = crate::metrics::check_addr(addr, args.metrics_allow_remote)
         {
@@ -647,10 +659,19 @@ mod live {
                 Err(e) => return usage(e),
             },
         };
+        let mut log = match args.flowlog.as_deref().map(Log::open).transpose() {
+            Ok(l) => l,
+            Err(e) => return usage(format!("--flowlog: {e}")),
+        };
         let (tx, rx) = bounded::<FlowRecord>(1 << 16);
         let running = match afxdp::start(&cfg, daemon.slot(), tx) {
             Ok(r) => r,
-            Err(e) => return usage(e.to_string()),
+            Err(e) => {
+                if let Some(l) = log {
+                    l.discard();
+                }
+                return usage(e.to_string());
+            }
         };
         let started = Instant::now();
         let (live, ifaces, names) = (
@@ -680,6 +701,16 @@ mod live {
         loop {
             std::thread::sleep(Duration::from_millis(20));
             let acts = daemon.ingest(rx.try_iter());
+            for a in &acts {
+                agg.add(a);
+            }
+            if let Some(l) = log.as_mut()
+                && let Err(e) =
+                    l.write_records(&agg.drain_ended(now_ns().saturating_sub(2_000_000_000)))
+            {
+                failed = Some(ExitCode::from(out::report(&e)));
+                break;
+            }
             if let Some(m) = metrics.as_mut() {
                 for a in &acts {
                     m.metrics().add_activity(a);
@@ -699,7 +730,7 @@ mod live {
                     false,
                     0,
                 );
-                if let Err(e) = print_counters(&d, global.output, false) {
+                if let Err(e) = print_counters(&d, global.output, counters_to_stderr) {
                     failed = Some(ExitCode::from(out::report(&e)));
                     break;
                 }
@@ -717,7 +748,9 @@ mod live {
         }
         running.request_stop();
         while !running.finished() {
-            daemon.ingest(rx.try_iter());
+            for a in daemon.ingest(rx.try_iter()) {
+                agg.add(&a);
+            }
             std::thread::sleep(Duration::from_millis(5));
         }
         let d_snaps = running.snapshot();
@@ -726,12 +759,20 @@ mod live {
         if let Err(e) = running.stop() {
             failed.get_or_insert(usage(e));
         }
-        daemon.ingest(rx.try_iter());
+        for a in daemon.ingest(rx.try_iter()) {
+            agg.add(&a);
+        }
+        if failed.is_none()
+            && let Some(l) = log.as_mut()
+            && let Err(e) = l.write_records(&agg.drain()).and_then(|()| l.flush())
+        {
+            failed = Some(ExitCode::from(out::report(&e)));
+        }
         // Stops the control socket (its file is removed).
         drop(control);
         let d = doc(&ifaces, &cfg.ifaces, &d_snaps, uptime, true, 0);
         if failed.is_none()
-            && let Err(e) = print_counters(&d, global.output, false)
+            && let Err(e) = print_counters(&d, global.output, counters_to_stderr)
         {
             failed = Some(ExitCode::from(out::report(&e)));
         }
