@@ -665,3 +665,20 @@ fn run_checks_flow_capacity_like_replay_before_starting() {
         );
     }
 }
+
+#[test]
+fn run_on_a_capture_refuses_metrics_instead_of_ignoring_them() {
+    let cap = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/pcap/tcpdump_afs.pcap");
+    let out = run(&[
+        "run",
+        "--pcap",
+        s(&cap),
+        "--metrics",
+        "127.0.0.1:0",
+        "--duration",
+        "1",
+    ]);
+    code(&out, 2);
+    let err = text(&out.stderr);
+    assert!(err.contains("--metrics needs --iface"), "{err}");
+}

@@ -64,6 +64,9 @@ pub(super) fn run(args: &Args, global: &Global) -> ExitCode {
     let Some(path) = args.pcap.as_deref() else {
         return usage("--pcap is missing");
     };
+    if args.metrics.is_some() {
+        return usage("--metrics needs --iface: a --pcap run has no worker counters to serve");
+    }
     let frames = match Frames::read(path) {
         Ok(f) => f,
         Err(e) => return usage(format!("--pcap {}: {e}", path.display())),
