@@ -682,3 +682,57 @@ fn run_on_a_capture_refuses_metrics_instead_of_ignoring_them() {
     let err = text(&out.stderr);
     assert!(err.contains("--metrics needs --iface"), "{err}");
 }
+
+#[test]
+fn run_on_a_capture_keeps_its_policy_and_an_existing_flow_log() {
+    let cap = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/pcap/tcpdump_afs.pcap");
+    let dir = temp_dir("run-pcap-outputs");
+    let policy = dir.join("p.yaml");
+    let yaml = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata:\n  name: p\nspec:\n  selector: all()\n  ingress:\n  - action: Allow\n";
+    std::fs::write(&policy, yaml).unwrap();
+    // The flow log is the policy file: refused before anything is written.
+    let out = run(&[
+        "run",
+        "--pcap",
+        s(&cap),
+        "-f",
+        s(&policy),
+        "--flowlog",
+        s(&policy),
+        "--duration",
+        "1",
+    ]);
+    code(&out, 2);
+    assert!(
+        text(&out.stderr).contains("--flowlog"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&policy).unwrap(), yaml);
+    // An existing flow log is appended to, not truncated.
+    let log = dir.join("flows.jsonl");
+    std::fs::write(&log, "earlier\n").unwrap();
+    let sock = dir.join("s.sock");
+    let out = run(&[
+        "run",
+        "--pcap",
+        s(&cap),
+        "-f",
+        s(&policy),
+        "--flowlog",
+        s(&log),
+        "--socket",
+        s(&sock),
+        "--duration",
+        "0.5",
+    ]);
+    code(&out, 0);
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .starts_with("earlier\n"),
+        "{}",
+        text(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

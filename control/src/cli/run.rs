@@ -209,6 +209,18 @@ fn start_daemon(args: &Args) -> Result<(Arc<Daemon>, ControlThread), ExitCode> {
     Ok((daemon, control))
 }
 
+/// The output checks every kind of run makes before it loads anything: the flow log is
+/// none of the `-f` inputs (it would be appended to the policy), and stdout carries
+/// one kind of data.
+fn check_outputs(args: &Args, global: &Global) -> Result<(), String> {
+    if let Some(log) = &args.flowlog {
+        let inputs: Vec<(&str, &std::path::Path)> =
+            args.policies.iter().map(|p| ("-f", p.as_path())).collect();
+        super::out::refuse_same_files(&inputs, &[("--flowlog", log)])?;
+    }
+    super::out::one_writer_on_stdout(&[("--flowlog", args.flowlog.as_deref())], global.output)
+}
+
 /// Runs `tiergate run`.
 pub fn run(args: &Args, global: &Global) -> ExitCode {
     if args.pcap.is_some() {
@@ -233,7 +245,6 @@ pub fn run(args: &Args, global: &Global) -> ExitCode {
 
 #[cfg(all(feature = "afxdp", target_os = "linux"))]
 mod live {
-    use std::path::Path;
     use std::process::ExitCode;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -600,16 +611,7 @@ mod live {
             Ok(c) => c,
             Err(e) => return usage(e),
         };
-        if let Some(log) = &args.flowlog {
-            let inputs: Vec<(&str, &Path)> =
-                args.policies.iter().map(|p| ("-f", p.as_path())).collect();
-            if let Err(e) = super::super::out::refuse_same_files(&inputs, &[("--flowlog", log)]) {
-                return usage(e);
-            }
-        }
-        if let Err(e) =
-            out::one_writer_on_stdout(&[("--flowlog", args.flowlog.as_deref())], global.output)
-        {
+        if let Err(e) = super::check_outputs(args, global) {
             return usage(e);
         }
         let counters_to_stderr = args.flowlog.as_deref().is_some_and(out::is_dash);
@@ -795,16 +797,7 @@ mod live {
             return usage(e);
         }
         // The flow log is written in place: never over a policy file the run reads.
-        if let Some(log) = &args.flowlog {
-            let inputs: Vec<(&str, &Path)> =
-                args.policies.iter().map(|p| ("-f", p.as_path())).collect();
-            if let Err(e) = super::super::out::refuse_same_files(&inputs, &[("--flowlog", log)]) {
-                return usage(e);
-            }
-        }
-        if let Err(e) =
-            out::one_writer_on_stdout(&[("--flowlog", args.flowlog.as_deref())], global.output)
-        {
+        if let Err(e) = super::check_outputs(args, global) {
             return usage(e);
         }
         // Held to the end of the run: the state directory's lock.

@@ -1,9 +1,6 @@
 //! `tiergate run --pcap`: the daemon (control socket, live reload, flow records) over
 //! the capture source of [`super::pcap`].
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,10 +11,11 @@ use dataplane::flow::FlowRecord;
 use dataplane::worker::WorkerConfig;
 use pcap::capture::Frames;
 
+use super::super::out::{self, Log};
 use super::super::{EXIT_OK, EXIT_USAGE, Global, Output};
 use super::pcap::PcapSource;
 use super::{Args, now_ns, start_daemon};
-use crate::flowlog::{Aggregator, write_jsonl};
+use crate::flowlog::Aggregator;
 use crate::server::{Daemon, DataplaneInfo};
 
 fn usage(msg: impl std::fmt::Display) -> ExitCode {
@@ -71,19 +69,25 @@ pub(super) fn run(args: &Args, global: &Global) -> ExitCode {
         Ok(f) => f,
         Err(e) => return usage(format!("--pcap {}: {e}", path.display())),
     };
-    let to_stdout = args.flowlog.as_deref() == Some(Path::new("-"));
-    if to_stdout && global.output != Output::Table {
-        return usage(
-            "--flowlog - and -o json|yaml write to stdout, which can carry only one of them: send the flow log to a file",
-        );
+    if let Err(e) = super::check_outputs(args, global) {
+        return usage(e);
     }
-    let mut log: Option<Box<dyn Write>> = match args.flowlog.as_deref() {
-        None => None,
-        Some(p) if p == Path::new("-") => Some(Box::new(std::io::stdout())),
-        Some(p) => match File::create(p) {
-            Ok(f) => Some(Box::new(BufWriter::new(f))),
-            Err(e) => return usage(format!("cannot write flow logs to {}: {e}", p.display())),
-        },
+    let to_stdout = args.flowlog.as_deref().is_some_and(out::is_dash);
+    let mut agg = match Aggregator::new(args.interval) {
+        Ok(a) => a,
+        Err(e) => return usage(format!("--interval: {e}")),
+    };
+    // Appended to, never truncated; given up (a file it created removed) when the run
+    // cannot start.
+    let mut log = match args.flowlog.as_deref().map(Log::open).transpose() {
+        Ok(l) => l,
+        Err(e) => return usage(format!("--flowlog: {e}")),
+    };
+    let give_up = |log: Option<Log>, code: ExitCode| {
+        if let Some(l) = log {
+            l.discard();
+        }
+        code
     };
     let term = Arc::new(AtomicBool::new(false));
     let usr1 = Arc::new(AtomicBool::new(false));
@@ -95,12 +99,15 @@ pub(super) fn run(args: &Args, global: &Global) -> ExitCode {
         (signal_hook::consts::SIGHUP, &hup),
     ] {
         if let Err(e) = signal_hook::flag::register(sig, Arc::clone(flag)) {
-            return usage(format!("cannot install the handler of signal {sig}: {e}"));
+            return give_up(
+                log,
+                usage(format!("cannot install the handler of signal {sig}: {e}")),
+            );
         }
     }
     let (daemon, control) = match start_daemon(args) {
         Ok(d) => d,
-        Err(code) => return code,
+        Err(code) => return give_up(log, code),
     };
     let mut cfg = WorkerConfig {
         batch: usize::from(args.batch),
@@ -122,7 +129,7 @@ pub(super) fn run(args: &Args, global: &Global) -> ExitCode {
         tx,
     ) {
         Ok(s) => s,
-        Err(e) => return usage(e),
+        Err(e) => return give_up(log, usage(e)),
     };
     daemon.set_dataplane(DataplaneInfo {
         generations: Box::new(source.generations_fn()),
@@ -138,15 +145,11 @@ pub(super) fn run(args: &Args, global: &Global) -> ExitCode {
     );
     let started = Instant::now();
     let deadline = args.duration.and_then(|d| started.checked_add(d));
-    let mut agg = match Aggregator::new(args.interval) {
-        Ok(a) => a,
-        Err(e) => return usage(format!("--interval: {e}")),
-    };
     let mut failed = None;
     let grace = 2_000_000_000;
-    let write = |logs: Vec<crate::flowlog::FlowLog>, log: &mut Option<Box<dyn Write>>| match log {
-        Some(w) if !logs.is_empty() => write_jsonl(w.as_mut(), &logs).and_then(|()| w.flush()),
-        _ => Ok(()),
+    let write = |logs: Vec<crate::flowlog::FlowLog>, log: &mut Option<Log>| match log {
+        Some(l) => l.write_records(&logs).and_then(|()| l.flush()),
+        None => Ok(()),
     };
     loop {
         std::thread::sleep(Duration::from_millis(20));
@@ -154,7 +157,7 @@ pub(super) fn run(args: &Args, global: &Global) -> ExitCode {
             agg.add(&a);
         }
         if let Err(e) = write(agg.drain_ended(now_ns().saturating_sub(grace)), &mut log) {
-            failed = Some(format!("cannot write flow logs: {e}"));
+            failed = Some(e.to_string());
             break;
         }
         if usr1.swap(false, Ordering::Relaxed) {
@@ -179,7 +182,7 @@ pub(super) fn run(args: &Args, global: &Global) -> ExitCode {
         agg.add(&a);
     }
     if let Err(e) = write(agg.drain(), &mut log) {
-        failed.get_or_insert(format!("cannot write flow logs: {e}"));
+        failed.get_or_insert(e.to_string());
     }
     // Stops the control socket (its file is removed).
     drop(control);
