@@ -473,3 +473,38 @@ fn tests_run_as_root() -> bool {
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
+
+#[test]
+fn sighup_reloads_the_policy_files() {
+    let d = Daemon::start(
+        "hup",
+        &[udp(1000, 7777)],
+        &["--loop", "--pcap-rate", "1000"],
+    );
+    let policy = d.dir.join("base.yaml");
+    let o = d.cli(&["get", "globalnetworkpolicy", "deny-7777"]);
+    assert_ne!(o.status.code(), Some(0), "not there yet: {}", text(&o));
+    let mut yaml = std::fs::read_to_string(&policy).unwrap();
+    yaml.push_str("\n---\n");
+    yaml.push_str(DENY_7777);
+    std::fs::write(&policy, yaml).unwrap();
+    let kill = Command::new("kill")
+        .args(["-HUP", &d.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let t0 = Instant::now();
+    loop {
+        let o = d.cli(&["get", "globalnetworkpolicy", "deny-7777", "-o", "yaml"]);
+        if o.status.code() == Some(0) {
+            assert!(text(&o).contains("deny-7777"), "{}", text(&o));
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "SIGHUP did not load the edited file: {}",
+            text(&o)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
