@@ -736,16 +736,12 @@ impl Daemon {
                     .lock()
                     .map(|r| r.select(&filter, limit.unwrap_or(1000)))
                     .unwrap_or_default();
-                let last = items.last().map_or(0, |e| e.seq);
-                let refs: Vec<&FlowEntry> = items.iter().map(|e| &**e).collect();
-                let mut reply = Reply::ok(id, json!({ "flows": refs }));
+                let reply = flows_line(id, &items, follow);
                 if !follow {
-                    return Answer::Line(reply.line());
+                    return Answer::Line(reply);
                 }
-                reply.more = true;
-                let _ = last;
                 Answer::Follow {
-                    backlog: reply.line(),
+                    backlog: reply,
                     filter,
                     rx,
                 }
@@ -791,8 +787,21 @@ impl Daemon {
             name: String::new(),
         };
         let mut items: Vec<&str> = Vec::new();
+        // One name in one place: a lookup, not a walk over the kind.
+        let exact = name
+            .filter(|_| !kind.is_namespaced() || namespace.is_some())
+            .map(|n| ResourceKey {
+                kind,
+                namespace: namespace
+                    .filter(|_| kind.is_namespaced())
+                    .map(str::to_string),
+                name: n.to_string(),
+            });
+        if let Some(key) = &exact {
+            items.extend(view.docs.get(key).map(|d| &**d));
+        }
         for (k, doc) in view.docs.range(lo..) {
-            if k.kind != kind {
+            if exact.is_some() || k.kind != kind {
                 break;
             }
             if kind.is_namespaced()
@@ -874,6 +883,29 @@ impl Daemon {
             "worker_generations": running,
             "generations_held": kept,
         })
+    }
+}
+
+/// The reply line of `flows` (`more` for the backlog of a stream): the records are
+/// serialised straight into the line, not through a JSON tree.
+fn flows_line(id: u64, items: &[Arc<FlowEntry>], more: bool) -> String {
+    let refs: Vec<&FlowEntry> = items.iter().map(|e| &**e).collect();
+    let mut buf = format!(
+        r#"{{"v":{VERSION},"id":{id},"ok":true{},"result":{{"flows":"#,
+        if more { r#","more":true"# } else { "" }
+    )
+    .into_bytes();
+    buf.reserve(items.len() * 512);
+    match serde_json::to_writer(&mut buf, &refs) {
+        Ok(()) => {
+            buf.extend_from_slice(b"}}\n");
+            String::from_utf8(buf).unwrap_or_default()
+        }
+        Err(e) => Reply::err(
+            Some(id),
+            ErrorBody::new("internal", format!("cannot serialize the flows: {e}")),
+        )
+        .line(),
     }
 }
 

@@ -130,3 +130,44 @@ fn kinds_parse_like_calicoctl() {
             .contains("unknown resource kind")
     );
 }
+
+#[test]
+fn the_flows_line_is_the_reply_the_envelope_would_write() {
+    let e = |seq| {
+        Arc::new(FlowEntry {
+            seq,
+            last_ns: 5,
+            src_ip: "10.0.0.1".parse().unwrap(),
+            src_port: 1,
+            dst_ip: "fd00::2".parse().unwrap(),
+            dst_port: 2,
+            proto: "udp".into(),
+            src_name: "a \"quoted\" name".into(),
+            src_namespace: "-".into(),
+            dst_name: "d".into(),
+            dst_namespace: "ns".into(),
+            action: "allow".into(),
+            pending_action: "deny".into(),
+            generation: 3,
+            applied_generation: 2,
+            ends: Vec::new(),
+            packets_fwd: 1,
+            bytes_fwd: 2,
+            packets_rev: 3,
+            bytes_rev: 4,
+            end: Some("closed".into()),
+        })
+    };
+    for items in [vec![], vec![e(1), e(2)]] {
+        let refs: Vec<&FlowEntry> = items.iter().map(|e| &**e).collect();
+        for more in [false, true] {
+            let mut want = Reply::ok(7, json!({ "flows": refs }));
+            want.more = more;
+            let got = flows_line(7, &items, more);
+            assert!(got.ends_with('\n') && got.lines().count() == 1, "{got}");
+            let parsed: Value = serde_json::from_str(&got).unwrap();
+            let expected: Value = serde_json::from_str(&want.line()).unwrap();
+            assert_eq!(parsed, expected);
+        }
+    }
+}
