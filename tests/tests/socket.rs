@@ -508,3 +508,140 @@ fn sighup_reloads_the_policy_files() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+fn hup(d: &Daemon) {
+    let kill = Command::new("kill")
+        .args(["-HUP", &d.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+}
+
+/// Waits until `get KIND NAME` finds the resource (`present`) or not.
+fn wait_get(d: &Daemon, kind: &str, name: &str, present: bool, what: &str) {
+    let t0 = Instant::now();
+    loop {
+        let o = d.cli(&["get", kind, name]);
+        if (o.status.code() == Some(0)) == present {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{what}: get {kind} {name}: {}",
+            text(&o)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sighup_deletes_what_the_files_dropped_and_leaves_socket_applies_alone() {
+    let d = Daemon::start(
+        "hupdel",
+        &[udp(1000, 7777)],
+        &["--loop", "--pcap-rate", "1000"],
+    );
+    let policy = d.dir.join("base.yaml");
+    // The files gain deny-7777; the socket applies a staged policy of its own.
+    std::fs::write(&policy, format!("{BASE}\n---\n{DENY_7777}")).unwrap();
+    hup(&d);
+    wait_get(
+        &d,
+        "gnp",
+        "deny-7777",
+        true,
+        "SIGHUP did not load the edited file",
+    );
+    let staged = d.file("staged.yaml", STAGED_DENY_5353);
+    let o = d.cli(&["apply", "-f", staged.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // A file set that no longer loads changes nothing, deletions included.
+    std::fs::write(&policy, BASE.replace("app == 'server'", "app ==")).unwrap();
+    hup(&d);
+    std::thread::sleep(Duration::from_millis(500));
+    for (kind, name) in [
+        ("gnp", "deny-7777"),
+        ("np", "server-ingress"),
+        ("sgnp", "staged-deny-5353"),
+    ] {
+        let o = d.cli(&["get", kind, name, "-n", "wire"]);
+        assert!(
+            o.status.success(),
+            "a refused reload changed {name}: {}",
+            text(&o)
+        );
+    }
+
+    // deny-7777 leaves the files: the reload deletes it, and only it.
+    std::fs::write(&policy, BASE).unwrap();
+    hup(&d);
+    wait_get(
+        &d,
+        "gnp",
+        "deny-7777",
+        false,
+        "SIGHUP kept what the files dropped",
+    );
+    let o = d.cli(&["get", "sgnp", "staged-deny-5353"]);
+    assert!(o.status.success(), "the socket's policy went: {}", text(&o));
+    let o = d.cli(&["get", "np", "server-ingress", "-n", "wire"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // Forwarding follows: the 7777 frame gets through again.
+    let h = request(&d.socket, json!({"v":1,"id":1,"op":"health"}));
+    let gen_now = h["result"]["generation"].as_u64().unwrap();
+    let before = d.per_frame()[0][1];
+    let t0 = Instant::now();
+    while d.per_frame()[0][1] <= before + 5 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "UDP 7777 not forwarded after the deny was deleted (generation {gen_now})"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sighup_after_a_restart_deletes_what_the_files_of_the_previous_run_held() {
+    let state = temp_dir("socket-hup-state");
+    let sd = state.join("state");
+    let extra = [
+        "--loop",
+        "--pcap-rate",
+        "1000",
+        "--state-dir",
+        sd.to_str().unwrap(),
+    ];
+    {
+        let d = Daemon::start("hupstate1", &[udp(1000, 7777)], &extra);
+        std::fs::write(d.dir.join("base.yaml"), format!("{BASE}\n---\n{DENY_7777}")).unwrap();
+        hup(&d);
+        wait_get(
+            &d,
+            "gnp",
+            "deny-7777",
+            true,
+            "SIGHUP did not load the edited file",
+        );
+        let staged = d.file("staged.yaml", STAGED_DENY_5353);
+        let o = d.cli(&["apply", "-f", staged.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    // The next run's -f holds BASE only; the state wins at start (deny-7777 restored),
+    // and remembers that deny-7777 came from the files.
+    let d = Daemon::start("hupstate2", &[udp(1000, 7777)], &extra);
+    let o = d.cli(&["get", "gnp", "deny-7777"]);
+    assert!(o.status.success(), "not restored: {}", text(&o));
+    hup(&d);
+    wait_get(
+        &d,
+        "gnp",
+        "deny-7777",
+        false,
+        "the restarted daemon's SIGHUP kept what the files dropped",
+    );
+    let o = d.cli(&["get", "sgnp", "staged-deny-5353"]);
+    assert!(o.status.success(), "the socket's policy went: {}", text(&o));
+    drop(d);
+    let _ = std::fs::remove_dir_all(&state);
+}

@@ -8,7 +8,7 @@
 //! state as they were, and the error names what is wrong. Readers (`get`, `flows`,
 //! `health`) never wait for a change: they read the last published [`View`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -459,10 +459,14 @@ impl Daemon {
         })
     }
 
-    /// Re-reads `paths` and applies them to the live store (SIGHUP).
+    /// Re-reads `paths` (SIGHUP) and makes the live store follow them, as one change:
+    /// their resources are applied, and the resources the previous file set held
+    /// ([`Store::file_keys`]) that the files no longer hold are deleted. Resources
+    /// applied through the socket under other keys are left alone. All or nothing.
     pub fn reload(&self, paths: &[std::path::PathBuf]) -> Result<Value, OpError> {
         let t0 = Instant::now();
         let read = policy::read_paths(paths, true).map_err(|e| policy_error("reload", &e))?;
+        let keys: BTreeSet<ResourceKey> = read.items.iter().map(|l| l.resource.key()).collect();
         self.change(t0, "reload", |store| {
             let mut next = store.clone();
             let summary = if read.items.is_empty() {
@@ -478,14 +482,40 @@ impl Daemon {
                     )
                 })?
             };
+            // Applied first, deleted after: a file set that moves its policies to a
+            // new tier and drops the old one reloads in one go.
+            let gone: Vec<ResourceKey> = store
+                .file_keys()
+                .difference(&keys)
+                .filter(|k| next.entry(k).is_some() && !Store::is_builtin(k))
+                .cloned()
+                .collect();
+            let deleted = if gone.is_empty() {
+                0
+            } else {
+                next.delete(&gone).map_err(|errors| {
+                    policy_error(
+                        "reload",
+                        &PolicyError::Rejected {
+                            errors,
+                            notes: Vec::new(),
+                        },
+                    )
+                })?
+            };
+            // A new set of keys is a change even when no resource changed: it is kept
+            // (and persisted) for the next reload.
+            let keys_changed = *store.file_keys() != keys;
+            next.set_file_keys(keys);
             Ok((
                 next,
-                summary.created + summary.updated > 0,
-                Vec::new(),
+                summary.created + summary.updated + deleted > 0 || keys_changed,
+                gone,
                 json!({
                     "created": summary.created,
                     "updated": summary.updated,
                     "unchanged": summary.unchanged,
+                    "deleted": deleted,
                 }),
             ))
         })

@@ -43,10 +43,11 @@ pub(super) fn reload(daemon: &Daemon, paths: &[std::path::PathBuf]) {
     }
     match daemon.reload(paths) {
         Ok(r) => crate::errln!(
-            "tiergate run: SIGHUP: reloaded the -f sources: {} created, {} updated, {} unchanged; policy generation {}",
+            "tiergate run: SIGHUP: reloaded the -f sources: {} created, {} updated, {} unchanged, {} deleted (no longer in the files); policy generation {}",
             r["created"],
             r["updated"],
             r["unchanged"],
+            r["deleted"],
             r["generation"]
         ),
         Err(e) => {
