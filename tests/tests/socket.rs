@@ -509,6 +509,59 @@ fn sighup_reloads_the_policy_files() {
     }
 }
 
+#[test]
+fn stats_counts_the_flow_log_records_written() {
+    let out = temp_dir("socket-logcount-out");
+    let log = out.join("flows.jsonl");
+    let d = Daemon::start(
+        "logcount",
+        &[udp(1000, 5353), udp(1001, 7777)],
+        &[
+            "--loop",
+            "--pcap-rate",
+            "1000",
+            "--flowlog",
+            log.to_str().unwrap(),
+        ],
+    );
+    // Intervals of 1 s are written once over (plus a grace of 2 s): the count in
+    // `stats` and the lines in the file agree once both are past the first interval.
+    let t0 = Instant::now();
+    loop {
+        let s = request(&d.socket, json!({"v":1,"id":1,"op":"stats"}));
+        // `unavailable` until the worker runs.
+        if s["error"]["code"] == "unavailable" {
+            assert!(t0.elapsed() < Duration::from_secs(10), "{s}");
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        let counted = s["result"]["counters"]["flow_log_records"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no flow_log_records in stats: {s}"));
+        let lines = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count() as u64;
+        if counted > 0 && counted == lines {
+            assert!(
+                s["result"]["text"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("flow-log records {counted}")),
+                "{s}"
+            );
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "stats counts {counted} flow-log records, the file holds {lines}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(d);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 fn hup(d: &Daemon) {
     let kill = Command::new("kill")
         .args(["-HUP", &d.child.id().to_string()])

@@ -247,7 +247,7 @@ pub fn run(args: &Args, global: &Global) -> ExitCode {
 mod live {
     use std::process::ExitCode;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
     use crossbeam::channel::{Receiver, bounded};
@@ -684,11 +684,23 @@ mod live {
         let snaps = |live: &[Arc<crossbeam::utils::CachePadded<afxdp::LiveWorker>>]| -> Vec<WorkerSnapshot> {
             live.iter().map(|w| w.snapshot()).collect()
         };
+        // Flow-log records aggregated and written (or, without --flowlog, that would
+        // have been): `stats`, SIGUSR1, the final counters and the metrics report it.
+        let written = Arc::new(AtomicU64::new(0));
         let live2 = live.clone();
+        let written2 = Arc::clone(&written);
         daemon.set_dataplane(crate::server::DataplaneInfo {
             generations: Box::new(move || snaps(&live2).iter().map(|s| s.generation).collect()),
             stats: Box::new(move || {
-                let d = doc(&ifaces, &names, &snaps(&live), started.elapsed(), false, 0);
+                let records = written2.load(Ordering::Relaxed);
+                let d = doc(
+                    &ifaces,
+                    &names,
+                    &snaps(&live),
+                    started.elapsed(),
+                    false,
+                    records,
+                );
                 (serde_json::to_value(&d).unwrap_or_default(), table(&d))
             }),
         });
@@ -706,9 +718,11 @@ mod live {
             for a in &acts {
                 agg.add(a);
             }
+            // Drained also without a flow log: the aggregator must not grow forever.
+            let done = agg.drain_ended(now_ns().saturating_sub(2_000_000_000));
+            written.fetch_add(done.len() as u64, Ordering::Relaxed);
             if let Some(l) = log.as_mut()
-                && let Err(e) =
-                    l.write_records(&agg.drain_ended(now_ns().saturating_sub(2_000_000_000)))
+                && let Err(e) = l.write_records(&done)
             {
                 failed = Some(ExitCode::from(out::report(&e)));
                 break;
@@ -721,6 +735,8 @@ mod live {
                     let stats =
                         super::super::run_metrics::worker_stats(&running.snapshot(), &cfg.ifaces);
                     m.metrics().set_workers(stats);
+                    m.metrics()
+                        .set_flow_log_records(written.load(Ordering::Relaxed));
                 }
             }
             if usr1.swap(false, Ordering::Relaxed) {
@@ -730,7 +746,7 @@ mod live {
                     &running.snapshot(),
                     started.elapsed(),
                     false,
-                    0,
+                    written.load(Ordering::Relaxed),
                 );
                 if let Err(e) = print_counters(&d, global.output, counters_to_stderr) {
                     failed = Some(ExitCode::from(out::report(&e)));
@@ -764,15 +780,18 @@ mod live {
         for a in daemon.ingest(rx.try_iter()) {
             agg.add(&a);
         }
+        let rest = agg.drain();
+        written.fetch_add(rest.len() as u64, Ordering::Relaxed);
         if failed.is_none()
             && let Some(l) = log.as_mut()
-            && let Err(e) = l.write_records(&agg.drain()).and_then(|()| l.flush())
+            && let Err(e) = l.write_records(&rest).and_then(|()| l.flush())
         {
             failed = Some(ExitCode::from(out::report(&e)));
         }
         // Stops the control socket (its file is removed).
         drop(control);
-        let d = doc(&ifaces, &cfg.ifaces, &d_snaps, uptime, true, 0);
+        let records = written.load(Ordering::Relaxed);
+        let d = doc(&ifaces, &cfg.ifaces, &d_snaps, uptime, true, records);
         if failed.is_none()
             && let Err(e) = print_counters(&d, global.output, counters_to_stderr)
         {
