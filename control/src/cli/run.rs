@@ -258,6 +258,7 @@ mod live {
     use serde::Serialize;
 
     use super::super::out::{self, Log, WriteError};
+    use super::super::run_metrics::RunMetrics;
     use super::super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE, Global, Output};
     use super::{Args, ModeArg};
     use crate::flowlog::{Aggregator, FlowLog};
@@ -649,15 +650,12 @@ mod live {
         // Metrics on the control thread's runtime, listening before the first packet.
         let mut metrics = match args.metrics {
             None => None,
-            Some(addr) => match super::super::run_metrics::RunMetrics::start(
+            Some(addr) => match RunMetrics::start_announced(
                 &control.handle(),
                 addr,
                 args.metrics_allow_remote,
             ) {
-                Ok(m) => {
-                    crate::errln!("tiergate run: metrics at http://{}/metrics", m.local_addr());
-                    Some(m)
-                }
+                Ok(m) => Some(m),
                 Err(e) => return usage(e),
             },
         };
@@ -731,13 +729,11 @@ mod live {
                 for a in &acts {
                     m.metrics().add_activity(a);
                 }
-                if m.due(false) {
-                    let stats =
-                        super::super::run_metrics::worker_stats(&running.snapshot(), &cfg.ifaces);
-                    m.metrics().set_workers(stats);
-                    m.metrics()
-                        .set_flow_log_records(written.load(Ordering::Relaxed));
-                }
+                m.refresh(
+                    || running.snapshot(),
+                    &cfg.ifaces,
+                    written.load(Ordering::Relaxed),
+                );
             }
             if usr1.swap(false, Ordering::Relaxed) {
                 let d = doc(
@@ -874,26 +870,22 @@ mod live {
                 );
             }
         }
-        // Metrics: listening before the first packet is forwarded.
+        // Metrics on a control thread of their own (this run serves no socket),
+        // listening before the first packet is forwarded.
         let metrics_rt;
         let mut metrics = match args.metrics {
             None => None,
             Some(addr) => {
-                metrics_rt = match super::super::run_metrics::runtime() {
+                metrics_rt = match crate::server::ControlThread::start() {
                     Ok(rt) => rt,
-                    Err(e) => {
-                        return give_up(log, format!("cannot start the metrics server: {e}"));
-                    }
+                    Err(e) => return give_up(log, e),
                 };
-                match super::super::run_metrics::RunMetrics::start(
-                    metrics_rt.handle(),
+                match RunMetrics::start_announced(
+                    &metrics_rt.handle(),
                     addr,
                     args.metrics_allow_remote,
                 ) {
-                    Ok(m) => {
-                        crate::errln!("tiergate run: metrics at http://{}/metrics", m.local_addr());
-                        Some(m)
-                    }
+                    Ok(m) => Some(m),
                     Err(e) => return give_up(log, e),
                 }
             }
@@ -941,13 +933,8 @@ mod live {
         loop {
             std::thread::sleep(Duration::from_millis(50));
             logs.take(&rx);
-            if let Some(m) = metrics.as_mut()
-                && m.due(false)
-            {
-                let stats =
-                    super::super::run_metrics::worker_stats(&running.snapshot(), &cfg.ifaces);
-                m.metrics().set_workers(stats);
-                m.metrics().set_flow_log_records(logs.written);
+            if let Some(m) = metrics.as_mut() {
+                m.refresh(|| running.snapshot(), &cfg.ifaces, logs.written);
             }
             let done = logs.agg.drain_ended(now_ns().saturating_sub(grace));
             if let Err(e) = logs.flush(done) {
