@@ -298,6 +298,46 @@ impl Store {
         Ok(doomed.len())
     }
 
+    /// The keys whose entries differ between `self` and `other` (in one of them only,
+    /// or with a different resource; a new origin alone is no difference), in key
+    /// order. Entries a copy shares with its original are skipped without comparing
+    /// them, so comparing a store with a changed copy costs one walk of the keys.
+    pub fn changed_keys(&self, other: &Store) -> Vec<ResourceKey> {
+        let mut out = Vec::new();
+        let mut a = self.objects.iter().peekable();
+        let mut b = other.objects.iter().peekable();
+        loop {
+            match (a.peek(), b.peek()) {
+                (None, None) => return out,
+                (Some((k, _)), None) => {
+                    out.push((*k).clone());
+                    a.next();
+                }
+                (None, Some((k, _))) => {
+                    out.push((*k).clone());
+                    b.next();
+                }
+                (Some((ka, sa)), Some((kb, sb))) => match ka.cmp(kb) {
+                    std::cmp::Ordering::Less => {
+                        out.push((*ka).clone());
+                        a.next();
+                    }
+                    std::cmp::Ordering::Greater => {
+                        out.push((*kb).clone());
+                        b.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        if !Arc::ptr_eq(sa, sb) && sa.resource != sb.resource {
+                            out.push((*ka).clone());
+                        }
+                        a.next();
+                        b.next();
+                    }
+                },
+            }
+        }
+    }
+
     /// The resource stored under `key`.
     pub fn get(&self, key: &ResourceKey) -> Option<&Resource> {
         self.objects.get(key).map(|s| &s.resource)
