@@ -397,7 +397,10 @@ spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
     let key = store_key(&api2);
     resources.push(api2);
     let next = Cluster::from_resources(&resources).unwrap();
-    assert_eq!(live.update(next, std::slice::from_ref(&key)).unwrap(), Applied::Fast);
+    assert_eq!(
+        live.update(next, std::slice::from_ref(&key)).unwrap(),
+        Applied::Fast
+    );
     let flows: Vec<FlowKey> = ["10.0.0.2", "10.0.0.3", "10.0.0.9"]
         .iter()
         .map(|s| {
@@ -417,7 +420,10 @@ spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
         o.spec.ip_networks = vec![crate::model::Net::parse("10.0.0.9/32").unwrap()];
     }
     let next = Cluster::from_resources(&resources).unwrap();
-    assert_eq!(live.update(next, std::slice::from_ref(&key)).unwrap(), Applied::Fast);
+    assert_eq!(
+        live.update(next, std::slice::from_ref(&key)).unwrap(),
+        Applied::Fast
+    );
     check(&live, &flows).unwrap();
     // Removed.
     resources.pop();
