@@ -3,6 +3,9 @@
 //! with a label set that already exists — costs one LPM insert instead of a new
 //! generation.
 //!
+//! A store change enters through [`Live::update`] (the whole next store and the keys
+//! that changed), which picks the cheapest path below that applies.
+//!
 //! # What a change costs
 //! - **Endpoint added** whose *behaviour* another bound endpoint already has, with
 //!   host prefixes (/32, /128) that no rule, network set or other endpoint names and
@@ -44,7 +47,7 @@ use thiserror::Error;
 
 use super::{EndpointName, LowerError, Names, endpoint_meta, id32, lower};
 use crate::cluster::{Cluster, Endpoint, EndpointKind, Evaluation, Flow, MixedFamilies};
-use crate::model::{EndpointPort, ResourceKey};
+use crate::model::{EndpointPort, Kind, ResourceKey};
 use crate::selector::Selector;
 
 /// Why a live change failed (the previous generation stays published).
@@ -63,6 +66,7 @@ pub enum LiveError {
 
 /// How a change was applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Applied {
     /// On the fast path: the trees were kept.
     Fast,
@@ -134,6 +138,9 @@ pub struct Live {
     named: HashSet<IpNet>,
     /// How many endpoints have each prefix.
     nets: HashMap<IpNet, u32>,
+    /// Whether the store's endpoints are in [`Cluster::endpoints`] order (not after
+    /// [`Live::add_endpoint`] appended one).
+    ordered: bool,
 }
 
 impl std::fmt::Debug for Live {
@@ -159,6 +166,7 @@ impl Live {
             behaviours: HashMap::new(),
             named: HashSet::new(),
             nets: HashMap::new(),
+            ordered: true,
         };
         live.adopt(lowered);
         Ok(live)
@@ -304,9 +312,113 @@ impl Live {
     pub fn set_cluster(&mut self, cluster: Cluster) -> Result<Applied, LiveError> {
         let (lowered, classifier) = Self::build(&cluster, &self.cfg)?;
         self.cluster = cluster;
+        self.ordered = true;
         self.classifier = Arc::new(classifier);
         self.adopt(lowered);
         Ok(Applied::Rebuilt)
+    }
+
+    /// Applies a store change: `next` is the whole new store and `changed` the keys
+    /// of every resource added, modified or deleted since the live store (a key
+    /// listed that did not change costs nothing; a change not listed is missed by the
+    /// incremental paths, so the caller lists them all).
+    ///
+    /// When every changed key is a workload or host endpoint and each change takes
+    /// the endpoint fast path (see the module doc: removals, then additions, a
+    /// modified endpoint being both), the trees are kept ([`Applied::Fast`]).
+    /// Anything else is a full rebuild of `next` ([`Applied::Rebuilt`]). On error
+    /// the previous generation, store and names stay as they were.
+    pub fn update(&mut self, next: Cluster, changed: &[ResourceKey]) -> Result<Applied, LiveError> {
+        if changed
+            .iter()
+            .all(|k| matches!(k.kind, Kind::WorkloadEndpoint | Kind::HostEndpoint))
+        {
+            match self.endpoints_fast(&next, changed) {
+                Fast::Done => {
+                    self.cluster = next;
+                    self.ordered = true;
+                    return Ok(Applied::Fast);
+                }
+                Fast::Untouched => return self.set_cluster(next),
+                Fast::Partial(saved) => {
+                    return self.set_cluster(next).inspect_err(|_| self.restore(*saved));
+                }
+            }
+        }
+        self.set_cluster(next)
+    }
+
+    /// The endpoint changes of [`Live::update`] on the fast path, in place.
+    fn endpoints_fast(&mut self, next: &Cluster, changed: &[ResourceKey]) -> Fast {
+        // An endpoint in a namespace nothing else names brings (or takes) the
+        // namespace's implicit profile: a rebuild.
+        if !self.cluster.profiles.keys().eq(next.profiles.keys()) {
+            return Fast::Untouched;
+        }
+        let mut gone = Vec::new();
+        let mut new = Vec::new();
+        for k in changed {
+            let old = find_endpoint(&self.cluster, k, self.ordered);
+            let now = find_endpoint(next, k, true);
+            if old.is_none() && now.is_none() {
+                // A key in neither store: not one the store spells this way.
+                return Fast::Untouched;
+            }
+            if let (Some(a), Some(b)) = (old, now)
+                && a == b
+            {
+                continue;
+            }
+            gone.extend(old.cloned());
+            new.extend(now.cloned());
+        }
+        // Everything else is the same store: as many endpoints as the changes say.
+        if self.cluster.endpoints.len() + new.len() != next.endpoints.len() + gone.len()
+            || self.cluster.policies.len() != next.policies.len()
+            || self.cluster.network_sets.len() != next.network_sets.len()
+        {
+            return Fast::Untouched;
+        }
+        if gone.is_empty() && new.is_empty() {
+            return Fast::Done;
+        }
+        // One addition or one removal changes nothing when refused; more may have
+        // gone through when a later one is refused.
+        let saved = (gone.len() + new.len() > 1).then(|| Box::new(self.save()));
+        let partial = |saved: Option<Box<Saved>>, first: bool| match saved {
+            Some(s) if !first => Fast::Partial(s),
+            _ => Fast::Untouched,
+        };
+        let mut first = true;
+        for e in &gone {
+            if !self.try_remove(e) {
+                return partial(saved, first);
+            }
+            first = false;
+        }
+        for e in &new {
+            if !self.try_add(e) {
+                return partial(saved, first);
+            }
+            first = false;
+        }
+        Fast::Done
+    }
+
+    fn save(&self) -> Saved {
+        Saved {
+            classifier: self.classifier.clone(),
+            names: self.names.clone(),
+            groups: self.groups.clone(),
+            nets: self.nets.clone(),
+        }
+    }
+
+    fn restore(&mut self, s: Saved) {
+        self.classifier = s.classifier;
+        self.names = s.names;
+        self.groups = s.groups;
+        self.nets = s.nets;
     }
 
     fn rebuild(&mut self) -> Result<Applied, LiveError> {
@@ -327,6 +439,7 @@ impl Live {
 
     /// Adds an endpoint (a replaced one of the same key is [`Live::replace_endpoint`]).
     pub fn add_endpoint(&mut self, ep: Endpoint) -> Result<Applied, LiveError> {
+        self.ordered = false;
         if self.try_add(&ep) {
             self.cluster.endpoints.push(ep);
             return Ok(Applied::Fast);
@@ -346,7 +459,8 @@ impl Live {
             .iter()
             .position(|e| &e.key == key)
             .ok_or_else(|| LiveError::UnknownEndpoint(key.clone()))?;
-        if self.try_remove(i) {
+        let ep = self.cluster.endpoints[i].clone();
+        if self.try_remove(&ep) {
             self.cluster.endpoints.remove(i);
             return Ok(Applied::Fast);
         }
@@ -364,7 +478,9 @@ impl Live {
             .iter()
             .position(|e| e.key == ep.key)
             .ok_or_else(|| LiveError::UnknownEndpoint(ep.key.clone()))?;
-        if self.try_remove(i) {
+        let old = self.cluster.endpoints[i].clone();
+        self.ordered = false;
+        if self.try_remove(&old) {
             self.cluster.endpoints.remove(i);
             if self.try_add(&ep) {
                 self.cluster.endpoints.push(ep);
@@ -450,10 +566,9 @@ impl Live {
         true
     }
 
-    /// The fast path of removing endpoint `i`; on success the classifier, names and
-    /// indexes are updated (the caller removes it from the store).
-    fn try_remove(&mut self, i: usize) -> bool {
-        let ep = &self.cluster.endpoints[i];
+    /// The fast path of removing endpoint `ep` of the store; on success the
+    /// classifier, names and indexes are updated (the caller removes it from the store).
+    fn try_remove(&mut self, ep: &Endpoint) -> bool {
         if ep.nets.is_empty() || !ep.nets.iter().all(is_host) {
             return false;
         }
@@ -483,8 +598,7 @@ impl Live {
             }
         }
         self.classifier = Arc::new(next);
-        let ep = self.cluster.endpoints[i].clone();
-        let key = self.behaviour(&ep);
+        let key = self.behaviour(ep);
         let nets: Vec<IpNet> = ep.nets.iter().map(IpNet::trunc).collect();
         if let Some(g) = self.groups.get_mut(&key) {
             g.hosts.retain(|h| !nets.contains(h));
@@ -510,6 +624,43 @@ impl Live {
         Ok(self
             .names
             .evaluation_of(self.classifier.as_ref(), flow, &out[0]))
+    }
+}
+
+/// What [`Live::endpoints_fast`] did.
+enum Fast {
+    /// Every change is applied.
+    Done,
+    /// Nothing is changed.
+    Untouched,
+    /// Some changes are applied; this is the state before them.
+    Partial(Box<Saved>),
+}
+
+/// The fast path's state, kept while several changes are applied.
+struct Saved {
+    classifier: Arc<IdentityClassifier>,
+    names: Names,
+    groups: HashMap<Behaviour, Group>,
+    nets: HashMap<IpNet, u32>,
+}
+
+/// The endpoint of a store with this key. A store keeps workload endpoints, then
+/// host endpoints, each in key order ([`Cluster::endpoints`]); one the fast path
+/// appended to (`ordered` false) is searched in full. A store out of that order
+/// gives a false "none", which [`Live::endpoints_fast`]'s count check turns into a
+/// rebuild.
+fn find_endpoint<'c>(c: &'c Cluster, key: &ResourceKey, ordered: bool) -> Option<&'c Endpoint> {
+    fn rank(k: &ResourceKey) -> (bool, &ResourceKey) {
+        (k.kind != Kind::WorkloadEndpoint, k)
+    }
+    match c
+        .endpoints
+        .binary_search_by(|e| rank(&e.key).cmp(&rank(key)))
+    {
+        Ok(i) => Some(&c.endpoints[i]),
+        Err(_) if !ordered => c.endpoints.iter().find(|e| &e.key == key),
+        Err(_) => None,
     }
 }
 
