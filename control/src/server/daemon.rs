@@ -76,6 +76,8 @@ pub struct View {
 
 struct Writer {
     store: Store,
+    /// The store normalised: kept up to date per change ([`Cluster::update`]).
+    cluster: Cluster,
     compiler: Compiler,
     persist: Box<dyn Persist>,
     generation: u32,
@@ -321,6 +323,7 @@ impl Daemon {
         Ok(Daemon {
             writer: Mutex::new(Writer {
                 store,
+                cluster,
                 compiler,
                 persist,
                 generation: 1,
@@ -513,44 +516,39 @@ impl Daemon {
                 result["changed"] = json!(false);
                 return Ok(result);
             }
-            let cluster: Cluster = policy::cluster(&next).map_err(|e| policy_error(what, &e))?;
+            // Every key created, replaced or deleted (whatever `edit` reports).
+            let keys = w.store.changed_keys(&next);
+            let _ = deleted;
+            // Only the changed resources are normalised again; on any later failure
+            // the kept cluster is brought back to the unchanged store.
+            policy::update_cluster(&mut w.cluster, &next, &keys)
+                .map_err(|e| policy_error(what, &e))?;
             t.validate_ms = ms(t0.elapsed());
-            let t1 = Instant::now();
-            let lowered = lower::lower(&cluster).map_err(|e| {
-                ErrorBody::new(
-                    "invalid",
-                    format!("{what} refused, nothing changed: cannot compile the policy set: {e}"),
-                )
-            })?;
-            t.lower_ms = ms(t1.elapsed());
-            let t2 = Instant::now();
-            let classifier = w.compiler.build(&lowered.set).map_err(|e| {
-                ErrorBody::new(
-                    "invalid",
-                    format!("{what} refused, nothing changed: cannot compile the policy set: {e}"),
-                )
-            })?;
-            t.compile_ms = ms(t2.elapsed());
-            let t3 = Instant::now();
-            w.persist.commit(&next).map_err(|e| {
-                ErrorBody::new(
-                    "persist",
-                    format!("{what} refused, nothing changed: cannot persist the policy set: {e}"),
-                )
-            })?;
-            t.persist_ms = ms(t3.elapsed());
+            let built = Self::compile(&mut w, &mut t, what, &next);
+            let (lowered, classifier) = match built {
+                Ok(b) => b,
+                Err(e) => {
+                    let w = &mut *w;
+                    if policy::update_cluster(&mut w.cluster, &w.store, &keys).is_err() {
+                        // Cannot happen (the store was normalised before); the slow
+                        // twin still gives the right cluster.
+                        if let Ok(c) = policy::cluster(&w.store) {
+                            w.cluster = c;
+                        }
+                    }
+                    return Err(e);
+                }
+            };
             // Documents of the resources that changed only.
             let mut docs = (*w.docs).clone();
-            for k in &deleted {
-                docs.remove(k);
-            }
-            for (k, s) in next.entries() {
-                let same = w
-                    .store
-                    .entry(k)
-                    .is_some_and(|old| old.resource == s.resource);
-                if !same {
-                    docs.insert(k.clone(), doc_text(&s.resource));
+            for k in &keys {
+                match next.entry(k) {
+                    Some(s) => {
+                        docs.insert(k.clone(), doc_text(&s.resource));
+                    }
+                    None => {
+                        docs.remove(k);
+                    }
                 }
             }
             let docs = Arc::new(docs);
@@ -599,6 +597,41 @@ impl Daemon {
         result["workers"] = json!({ "running_generation": running, "total": total });
         result["timings"] = serde_json::to_value(t).unwrap_or(Value::Null);
         Ok(result)
+    }
+
+    /// Lowers and compiles the writer's (updated) cluster and persists `next`: the
+    /// steps of a change after normalising.
+    fn compile(
+        w: &mut Writer,
+        t: &mut ChangeTimings,
+        what: &str,
+        next: &Store,
+    ) -> Result<(Lowered, Classifier), OpError> {
+        let t1 = Instant::now();
+        let lowered = lower::lower(&w.cluster).map_err(|e| {
+            ErrorBody::new(
+                "invalid",
+                format!("{what} refused, nothing changed: cannot compile the policy set: {e}"),
+            )
+        })?;
+        t.lower_ms = ms(t1.elapsed());
+        let t2 = Instant::now();
+        let classifier = w.compiler.build(&lowered.set).map_err(|e| {
+            ErrorBody::new(
+                "invalid",
+                format!("{what} refused, nothing changed: cannot compile the policy set: {e}"),
+            )
+        })?;
+        t.compile_ms = ms(t2.elapsed());
+        let t3 = Instant::now();
+        w.persist.commit(next).map_err(|e| {
+            ErrorBody::new(
+                "persist",
+                format!("{what} refused, nothing changed: cannot persist the policy set: {e}"),
+            )
+        })?;
+        t.persist_ms = ms(t3.elapsed());
+        Ok((lowered, classifier))
     }
 
     /// Waits until every worker runs `generation` (or a later one), at most `wait`.

@@ -111,6 +111,54 @@ fn a_failed_persist_keeps_the_old_generation() {
     assert!(d.view().counts.is_empty());
 }
 
+/// The writer's kept cluster is the cluster of its store (the slow twin).
+fn kept_cluster_is_fresh(d: &Daemon) {
+    let w = d.writer.lock().unwrap();
+    let fresh = policy::cluster(&w.store).unwrap();
+    assert_eq!(format!("{:?}", w.cluster), format!("{fresh:?}"));
+}
+
+#[test]
+fn the_kept_cluster_follows_applies_deletes_and_failed_persists() {
+    struct FailSecond(usize);
+    impl Persist for FailSecond {
+        fn commit(&mut self, _: &Store) -> std::io::Result<()> {
+            self.0 += 1;
+            if self.0 == 2 {
+                return Err(std::io::Error::other("disk full"));
+            }
+            Ok(())
+        }
+    }
+    let d = Daemon::new(Store::new(), Box::new(FailSecond(0))).unwrap();
+    let pod = "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {name: w, namespace: ns1, labels: {app: a}}\nspec: {orchestrator: k8s, ipNetworks: [10.0.0.1/32]}\n";
+    d.apply_text(&format!("{POLICY}\n---\n{pod}"), "p.yaml")
+        .unwrap();
+    kept_cluster_is_fresh(&d);
+    // The second commit fails: the change is refused and the kept cluster is the
+    // unchanged store's again.
+    let e = d
+        .apply_text(&POLICY.replace("7777", "7778"), "p.yaml")
+        .unwrap_err();
+    assert_eq!(e.code, "persist");
+    kept_cluster_is_fresh(&d);
+    assert!(format!("{:?}", d.writer.lock().unwrap().cluster).contains("7777"));
+    d.apply_text(&POLICY.replace("7777", "7779"), "p.yaml")
+        .unwrap();
+    kept_cluster_is_fresh(&d);
+    d.delete(
+        &[KeyRef {
+            kind: "wep".into(),
+            namespace: Some("ns1".into()),
+            name: "w".into(),
+        }],
+        &[],
+    )
+    .unwrap();
+    kept_cluster_is_fresh(&d);
+    assert!(d.writer.lock().unwrap().cluster.endpoints.is_empty());
+}
+
 #[test]
 fn kinds_parse_like_calicoctl() {
     assert_eq!(parse_kind("networkpolicies").unwrap(), Kind::NetworkPolicy);
