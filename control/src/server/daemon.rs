@@ -729,16 +729,23 @@ impl Daemon {
         if entries.is_empty() {
             return out;
         }
+        // Rendered before the ring is locked: `flows` readers wait only for the pushes.
+        let rendered: Vec<FlowEntry> = entries
+            .iter()
+            .map(|(rec, g)| {
+                render(
+                    0,
+                    rec,
+                    g.as_ref().map(|g| (&*g.lowered, &g.published.classifier)),
+                )
+            })
+            .collect();
         let Ok(mut ring) = self.ring.lock() else {
             return out;
         };
-        for (rec, g) in entries {
-            let seq = ring.next_seq();
-            let e = Arc::new(render(
-                seq,
-                &rec,
-                g.as_ref().map(|g| (&*g.lowered, &g.published.classifier)),
-            ));
+        for mut e in rendered {
+            e.seq = ring.next_seq();
+            let e = Arc::new(e);
             ring.push(Arc::clone(&e));
             let _ = self.follow.send(e);
         }

@@ -295,13 +295,12 @@ impl Matcher<'_> {
         }
         if let Some((p, raw)) = self.policy {
             let named = e.ends.iter().any(|end| {
-                end.enforced.iter().chain(&end.pending).any(|h| {
-                    if raw {
-                        h.contains(p)
-                    } else {
-                        hit_names_fast(h, p)
-                    }
-                })
+                // A hit naming `p` contains it: most hits are rejected by one
+                // substring search.
+                end.enforced
+                    .iter()
+                    .chain(&end.pending)
+                    .any(|h| h.contains(p) && (raw || hit_names_fast(h, p)))
             });
             if !named {
                 return false;
