@@ -546,6 +546,12 @@ fn forwards_by_policy_tracks_staged_denies_and_detaches_on_sigterm() {
         "ARP counted: {fin}"
     );
     assert_eq!(w["policy_generation"], 1);
+    // Real-time by default; without CAP_SYS_NICE the run says why not.
+    assert!(
+        w["sched"] == "fifo"
+            || (w["sched"] == "other" && tg.stderr().contains("SCHED_FIFO refused")),
+        "{fin}"
+    );
     assert_eq!(
         fin["interfaces"][0]["bind_mode"], "copy",
         "veth has no zero-copy"
@@ -665,6 +671,18 @@ fn a_missing_interface_is_a_usage_error_naming_it() {
     assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("exactly two interfaces"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A real-time worker that never sleeps would starve its core: refused.
+    let out = tests::tiergate()
+        .args(["run", "--iface", "tg-nosuch0", "--iface", "tg-nosuch1"])
+        .args(["--busy-poll", "--sched", "fifo"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--sched fifo with --busy-poll"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

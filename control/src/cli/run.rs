@@ -49,6 +49,17 @@ pub enum ModeArg {
     Router,
 }
 
+/// How the AF_XDP workers are scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchedArg {
+    /// Real-time SCHED_FIFO (priority 1) workers that sleep as soon as their rings are
+    /// empty: on a core shared with the driver's receive work (NAPI) the overload is
+    /// then refused before the kernel receives it. Needs CAP_SYS_NICE (else `other`).
+    Fifo,
+    /// Normal time-sharing workers (an idle worker polls a while before sleeping).
+    Other,
+}
+
 /// Arguments of `tiergate run`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -125,6 +136,9 @@ pub struct Args {
     /// and never sleep when idle: lowest latency, a core per worker at 100 %.
     #[arg(long)]
     pub busy_poll: bool,
+    /// Worker scheduling [default: fifo; other with --busy-poll].
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub sched: Option<SchedArg>,
     /// Frames per batch.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub batch: u16,
@@ -265,6 +279,13 @@ mod live {
     use crate::lower::{self, Lowered};
     use crate::replay::activities;
 
+    /// Says when a worker could not get the scheduling policy asked for.
+    fn sched_note(running: &afxdp::Running) {
+        if let Some(n) = &running.sched_note {
+            crate::errln!("tiergate run: workers: {n}");
+        }
+    }
+
     fn usage(msg: impl std::fmt::Display) -> ExitCode {
         crate::errln!("tiergate run: {msg}");
         ExitCode::from(EXIT_USAGE)
@@ -316,6 +337,15 @@ mod live {
             }
         };
         let workers = args.workers.unwrap_or(args.queues);
+        let sched = match (args.sched, args.busy_poll) {
+            (Some(super::SchedArg::Fifo), true) => {
+                return Err(
+                    "--sched fifo with --busy-poll: a busy-polling worker never sleeps and would starve its core; use --sched other".into(),
+                );
+            }
+            (Some(super::SchedArg::Other), _) | (None, true) => afxdp::Sched::Other,
+            (Some(super::SchedArg::Fifo), false) | (None, false) => afxdp::Sched::Fifo,
+        };
         let mut cfg = AfXdpConfig {
             ifaces: [a, b],
             queues: args.queues,
@@ -325,6 +355,7 @@ mod live {
             busy_poll: args.busy_poll,
             force_copy: args.copy,
             generic_xdp: args.generic_xdp,
+            sched,
             forwarding,
             ..AfXdpConfig::default()
         };
@@ -406,6 +437,7 @@ mod live {
     struct WorkerDoc<'a> {
         worker: usize,
         core: Option<usize>,
+        sched: &'static str,
         rx: u64,
         forwarded: u64,
         dropped_policy: u64,
@@ -473,6 +505,7 @@ mod live {
                 .map(|s| WorkerDoc {
                     worker: s.worker,
                     core: s.core,
+                    sched: s.sched.name(),
                     rx: s.rx,
                     forwarded: s.forwarded,
                     dropped_policy: s.dropped_policy,
@@ -559,8 +592,8 @@ mod live {
                 .map_or("unpinned".to_string(), |c| format!("core {c}"));
             let _ = writeln!(
                 s,
-                "  worker {} ({core}, policy generation {})",
-                w.worker, w.policy_generation
+                "  worker {} ({core}, scheduling {}, policy generation {})",
+                w.worker, w.sched, w.policy_generation
             );
             let _ = writeln!(
                 s,
@@ -674,6 +707,7 @@ mod live {
             }
         };
         let started = Instant::now();
+        sched_note(&running);
         let (live, ifaces, names) = (
             running.live.clone(),
             running.ifaces.clone(),
@@ -901,6 +935,7 @@ mod live {
             Err(e) => return give_up(log, e.to_string()),
         };
         let started = Instant::now();
+        sched_note(&running);
         let desc: Vec<String> = running
             .ifaces
             .iter()

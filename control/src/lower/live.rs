@@ -22,8 +22,19 @@
 //!   other endpoint has ([`IdentityClassifier::without_host`]): same. Its id stays
 //!   as an unused entry of [`Names`].
 //! - **Endpoint relabelled**: removed, then added.
-//! - Everything else — a new label key, a namespace or profile relabel, a network set
-//!   or policy change, an address shared by two endpoints — is a full rebuild
+//! - **Policies added, modified or deleted** (and nothing else), in a store whose
+//!   endpoint prefixes are host prefixes of one endpoint each: the endpoints the old
+//!   or the new version of a changed policy applies to get their programs lowered
+//!   again from the kept lowering memo (only the changed policies' rules are lowered;
+//!   a program whose content exists keeps its id), the new programs' trees are built
+//!   as a new part ([`IdentityClassifier::with_programs`]) and those endpoints'
+//!   bindings pointed at them. Policy ids stay stable across changes, so every other
+//!   program and tree is kept. Refused — a rebuild — when a changed policy names an
+//!   address list the build did not see (a peer selector or CIDR selecting other
+//!   addresses), and every 16 parts (a rebuild drops the replaced programs' trees).
+//!   The endpoint fast path's indexes are refreshed at the next endpoint change.
+//! - Everything else — a new label key, a namespace, tier or profile change, a
+//!   network set change, an address shared by two endpoints — is a full rebuild
 //!   ([`Live::set_cluster`], [`lower`] then [`IdentityClassifier::build`]), which is
 //!   also what the fast path must equal: the property test below checks, after random
 //!   sequences of changes, that the live generation classifies every flow as a fresh
@@ -45,9 +56,9 @@ use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use ipnet::IpNet;
 use thiserror::Error;
 
-use super::{EndpointName, LowerError, Names, endpoint_meta, id32, lower};
+use super::{EndpointName, LowerError, Memo, Names, endpoint_meta, id32, lower_keeping};
 use crate::cluster::{Cluster, Endpoint, EndpointKind, Evaluation, Flow, MixedFamilies};
-use crate::model::{EndpointPort, Kind, ResourceKey};
+use crate::model::{EndpointPort, Kind, PolicyType, ResourceKey};
 use crate::selector::Selector;
 
 /// Why a live change failed (the previous generation stays published).
@@ -72,6 +83,9 @@ pub enum Applied {
     Fast,
     /// By a full rebuild.
     Rebuilt,
+    /// Only the programs holding a changed policy were lowered again and their trees
+    /// built; every other tree was kept.
+    Incremental,
 }
 
 /// What selectors, named ports and applies-to read of an endpoint.
@@ -119,6 +133,10 @@ struct Group {
     egress: Option<ProgramId>,
 }
 
+/// Tree parts an incremental policy change may add before a full rebuild compacts
+/// them (each part holds the programs of one change; replaced ones stay until then).
+const MAX_PARTS: usize = 16;
+
 fn is_host(n: &IpNet) -> bool {
     n.prefix_len() == n.max_prefix_len()
 }
@@ -141,6 +159,11 @@ pub struct Live {
     /// Whether the store's endpoints are in [`Cluster::endpoints`] order (not after
     /// [`Live::add_endpoint`] appended one).
     ordered: bool,
+    /// What the last lowering learned (`None` after a failed incremental change).
+    memo: Option<Memo>,
+    /// Whether `groups`, `selectors`, `behaviours` and `named` are out of date (a
+    /// policy changed incrementally); refreshed before the next endpoint change.
+    stale: bool,
 }
 
 impl std::fmt::Debug for Live {
@@ -155,7 +178,7 @@ impl std::fmt::Debug for Live {
 impl Live {
     /// Lowers and compiles `cluster`.
     pub fn new(cluster: Cluster, cfg: BuildConfig) -> Result<Live, LiveError> {
-        let (lowered, classifier) = Self::build(&cluster, &cfg)?;
+        let (lowered, memo, classifier) = Self::build(&cluster, &cfg)?;
         let mut live = Live {
             cluster,
             names: Names::default(),
@@ -167,6 +190,8 @@ impl Live {
             named: HashSet::new(),
             nets: HashMap::new(),
             ordered: true,
+            memo: Some(memo),
+            stale: false,
         };
         live.adopt(lowered);
         Ok(live)
@@ -175,15 +200,16 @@ impl Live {
     fn build(
         cluster: &Cluster,
         cfg: &BuildConfig,
-    ) -> Result<(super::Lowered, IdentityClassifier), LiveError> {
-        let lowered = lower(cluster)?;
+    ) -> Result<(super::Lowered, Memo, IdentityClassifier), LiveError> {
+        let (lowered, memo) = lower_keeping(cluster)?;
         let classifier = IdentityClassifier::build(&lowered.set, cfg)?;
-        Ok((lowered, classifier))
+        Ok((lowered, memo, classifier))
     }
 
     /// Takes a full build's names and rebuilds the indexes and groups from it.
     fn adopt(&mut self, lowered: super::Lowered) {
         self.index();
+        self.stale = false;
         self.groups.clear();
         for b in &lowered.set.endpoints {
             let Some(owner) = self.cluster.endpoints.get(b.endpoint.0 as usize) else {
@@ -303,6 +329,13 @@ impl Live {
         &self.classifier
     }
 
+    /// Bytes of the lowering memo kept for incremental policy changes (every
+    /// policy's lowered rules with their address lists, the program maps), roughly;
+    /// 0 when none is kept.
+    pub fn memo_bytes(&self) -> usize {
+        self.memo.as_ref().map_or(0, Memo::bytes)
+    }
+
     /// Names of the published classifier's ids.
     pub fn names(&self) -> &Names {
         &self.names
@@ -310,8 +343,9 @@ impl Live {
 
     /// Replaces the whole store: a full rebuild.
     pub fn set_cluster(&mut self, cluster: Cluster) -> Result<Applied, LiveError> {
-        let (lowered, classifier) = Self::build(&cluster, &self.cfg)?;
+        let (lowered, memo, classifier) = Self::build(&cluster, &self.cfg)?;
         self.cluster = cluster;
+        self.memo = Some(memo);
         self.ordered = true;
         self.classifier = Arc::new(classifier);
         self.adopt(lowered);
@@ -329,6 +363,14 @@ impl Live {
     /// Anything else is a full rebuild of `next` ([`Applied::Rebuilt`]). On error
     /// the previous generation, store and names stay as they were.
     pub fn update(&mut self, next: Cluster, changed: &[ResourceKey]) -> Result<Applied, LiveError> {
+        if !changed.is_empty() && changed.iter().all(|k| k.kind.is_policy()) {
+            if self.policies_incremental(&next, changed) {
+                self.cluster = next;
+                self.ordered = true;
+                return Ok(Applied::Incremental);
+            }
+            return self.set_cluster(next);
+        }
         if changed
             .iter()
             .all(|k| matches!(k.kind, Kind::WorkloadEndpoint | Kind::HostEndpoint))
@@ -348,8 +390,142 @@ impl Live {
         self.set_cluster(next)
     }
 
+    /// The policy changes of [`Live::update`] without a full rebuild (see the module
+    /// doc); `false` when they need one (nothing is changed then, except that the
+    /// lowering memo may be dropped).
+    fn policies_incremental(&mut self, next: &Cluster, changed: &[ResourceKey]) -> bool {
+        if self.memo.is_none() || self.classifier.stats().parts >= MAX_PARTS {
+            return false;
+        }
+        let affected = {
+            let old = &self.cluster;
+            if old.tiers != next.tiers
+                || !old.profiles.keys().eq(next.profiles.keys())
+                || old.endpoints.len() != next.endpoints.len()
+                || old.network_sets.len() != next.network_sets.len()
+                // Every endpoint prefix a host prefix of one endpoint: a binding's
+                // programs are then its endpoint's.
+                || !self.nets.iter().all(|(n, &c)| is_host(n) && c == 1)
+            {
+                return false;
+            }
+            let find = |c: &'_ Cluster, k: &ResourceKey| {
+                c.policies
+                    .binary_search_by(|p| p.key.cmp(k))
+                    .ok()
+                    .map(|i| c.policies[i].clone())
+            };
+            let pairs: Vec<_> = changed
+                .iter()
+                .map(|k| (find(old, k), find(next, k)))
+                .collect();
+            let added = pairs
+                .iter()
+                .filter(|p| p.0.is_none() && p.1.is_some())
+                .count();
+            let gone = pairs
+                .iter()
+                .filter(|p| p.0.is_some() && p.1.is_none())
+                .count();
+            if old.policies.len() + added != next.policies.len() + gone {
+                return false;
+            }
+            // The endpoints the old or new version of a changed policy applies to.
+            type Identity<'a> = (&'a std::collections::BTreeMap<String, String>, &'a [String]);
+            let mut seen: HashMap<Identity<'_>, bool> = HashMap::new();
+            let mut affected: Vec<&Endpoint> = Vec::new();
+            for e in &next.endpoints {
+                let hit = *seen
+                    .entry((&e.labels, e.profiles.as_slice()))
+                    .or_insert_with(|| {
+                        pairs.iter().any(|(a, b)| {
+                            [PolicyType::Ingress, PolicyType::Egress]
+                                .into_iter()
+                                .any(|d| {
+                                    a.as_ref().is_some_and(|p| old.policy_applies(p, e, d))
+                                        || b.as_ref().is_some_and(|p| next.policy_applies(p, e, d))
+                                })
+                        })
+                    });
+                if hit && !e.nets.is_empty() {
+                    affected.push(e);
+                }
+            }
+            affected
+        };
+        let Some(mut memo) = self.memo.take() else {
+            return false;
+        };
+        // On failure the memo is dropped (it may count programs the classifier does
+        // not have); the rebuild makes a new one.
+        let Ok(programs) =
+            super::relower_policies(next, &mut self.names, &mut memo, changed, &affected)
+        else {
+            return false;
+        };
+        let added = memo.take_programs();
+        let rebind: Vec<(IpNet, Option<ProgramId>, Option<ProgramId>)> = affected
+            .iter()
+            .zip(&programs)
+            .flat_map(|(e, &(i, g))| e.nets.iter().map(move |n| (n.trunc(), Some(i), Some(g))))
+            .collect();
+        let Ok(c) = self.classifier.with_programs(&added, &rebind, &self.cfg) else {
+            return false;
+        };
+        // A modified policy may have moved tier.
+        for k in changed {
+            if let (Some(id), Ok(i)) = (
+                memo.policy(k),
+                next.policies.binary_search_by(|p| p.key.cmp(k)),
+            ) {
+                self.names.policies[id.0 as usize].tier = next.policies[i].tier.clone();
+            }
+        }
+        self.classifier = Arc::new(c);
+        self.memo = Some(memo);
+        self.stale = true;
+        true
+    }
+
+    /// Brings the endpoint fast path's indexes up to date after a policy change: the
+    /// selectors and named prefixes from the store, the groups from the published
+    /// bindings.
+    fn refresh(&mut self) {
+        if !self.stale {
+            return;
+        }
+        self.index();
+        self.groups.clear();
+        for owner in &self.cluster.endpoints {
+            for n in &owner.nets {
+                let n = n.trunc();
+                if !is_host(&n) || self.nets.get(&n) != Some(&1) {
+                    continue;
+                }
+                let Some((id, ingress, egress)) = self.classifier.binding(n) else {
+                    continue;
+                };
+                if self.names.endpoint(id).is_none_or(|e| e.key != owner.key) {
+                    continue;
+                }
+                let key = behaviour_of(&self.cluster, &self.selectors, &mut self.behaviours, owner);
+                self.groups
+                    .entry(key)
+                    .or_insert_with(|| Group {
+                        hosts: Vec::new(),
+                        ingress,
+                        egress,
+                    })
+                    .hosts
+                    .push(n);
+            }
+        }
+        self.stale = false;
+    }
+
     /// The endpoint changes of [`Live::update`] on the fast path, in place.
     fn endpoints_fast(&mut self, next: &Cluster, changed: &[ResourceKey]) -> Fast {
+        self.refresh();
         // An endpoint in a namespace nothing else names brings (or takes) the
         // namespace's implicit profile: a rebuild.
         if !self.cluster.profiles.keys().eq(next.profiles.keys()) {
@@ -424,8 +600,9 @@ impl Live {
     fn rebuild(&mut self) -> Result<Applied, LiveError> {
         let cluster = std::mem::take(&mut self.cluster);
         match Self::build(&cluster, &self.cfg) {
-            Ok((lowered, classifier)) => {
+            Ok((lowered, memo, classifier)) => {
                 self.cluster = cluster;
+                self.memo = Some(memo);
                 self.classifier = Arc::new(classifier);
                 self.adopt(lowered);
                 Ok(Applied::Rebuilt)
@@ -498,6 +675,7 @@ impl Live {
     /// The fast path of an add; on success the classifier, names and indexes are
     /// updated (the caller appends the endpoint to the store).
     fn try_add(&mut self, ep: &Endpoint) -> bool {
+        self.refresh();
         if ep.nets.is_empty() || !ep.nets.iter().all(is_host) {
             return false;
         }
@@ -569,6 +747,7 @@ impl Live {
     /// The fast path of removing endpoint `ep` of the store; on success the
     /// classifier, names and indexes are updated (the caller removes it from the store).
     fn try_remove(&mut self, ep: &Endpoint) -> bool {
+        self.refresh();
         if ep.nets.is_empty() || !ep.nets.iter().all(is_host) {
             return false;
         }

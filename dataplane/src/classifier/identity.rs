@@ -570,6 +570,25 @@ impl IdentityClassifier {
         &self.stats
     }
 
+    /// The endpoint and programs bound at exactly the prefix `net` (not inherited
+    /// from a containing bound prefix), if any.
+    pub fn binding(
+        &self,
+        net: IpNet,
+    ) -> Option<(EndpointId, Option<ProgramId>, Option<ProgramId>)> {
+        let p = Pfx::of(&net);
+        let c = self.class_index(&p) as usize;
+        let b = self.hot[c].binding;
+        if self.cold[c].prefix != Some(p) || b == UNBOUND {
+            return None;
+        }
+        let up = self.cold[c].parent as usize;
+        if up != c && self.hot[up].binding == b {
+            return None;
+        }
+        self.bindings.get(b as usize).copied()
+    }
+
     /// The next generation with `programs` added (numbered after this set's
     /// programs, in order) and the bindings of the prefixes in `rebind` pointed at
     /// other programs (`(prefix, ingress, egress)`, each prefix exactly a bound

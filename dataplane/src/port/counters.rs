@@ -3,6 +3,26 @@
 //! management plane reports (`stats`, the counters printout, Prometheus metrics). Kept
 //! out of the `afxdp` module so that readers of the counters build without AF_XDP.
 
+/// How worker threads are scheduled (see the `afxdp` module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Sched {
+    /// SCHED_FIFO priority 1; the worker sleeps as soon as its rx rings are empty.
+    #[default]
+    Fifo,
+    /// The normal time-sharing policy; an idle worker polls a while before sleeping.
+    Other,
+}
+
+impl Sched {
+    /// `fifo` or `other`, as counters and messages name the policy.
+    pub fn name(self) -> &'static str {
+        match self {
+            Sched::Fifo => "fifo",
+            Sched::Other => "other",
+        }
+    }
+}
+
 /// Per-socket counters kept by the port (plain integers; published by the worker).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct QueueCounters {
@@ -51,6 +71,8 @@ pub struct WorkerSnapshot {
     pub worker: usize,
     /// Core it is pinned to.
     pub core: Option<usize>,
+    /// Scheduling policy in effect.
+    pub sched: Sched,
     /// Frames received.
     pub rx: u64,
     /// Frames forwarded.

@@ -6,6 +6,7 @@ use proptest::sample::Index;
 
 use super::*;
 use crate::eval;
+use crate::lower::lower;
 use crate::lower::proptests::store_and_flows;
 use dataplane::program::FlowKey;
 
@@ -430,13 +431,122 @@ spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
     let next = Cluster::from_resources(&resources).unwrap();
     assert_eq!(live.update(next, &[key]).unwrap(), Applied::Fast);
     check(&live, &flows).unwrap();
-    // The policy deleted: rebuilt.
+    // The policy's rule flipped to Deny: only its programs are lowered again.
     let p = resources
         .iter()
         .position(|r| r.metadata().name == "p")
         .unwrap();
-    let gone = store_key(&resources.remove(p));
+    let pkey = store_key(&resources[p]);
+    if let crate::model::Resource::NetworkPolicy(o) = &mut resources[p] {
+        o.spec.ingress[0].action = crate::model::RuleAction::Deny;
+    }
     let next = Cluster::from_resources(&resources).unwrap();
-    assert_eq!(live.update(next, &[gone]).unwrap(), Applied::Rebuilt);
+    assert_eq!(
+        live.update(next, std::slice::from_ref(&pkey)).unwrap(),
+        Applied::Incremental
+    );
     check(&live, &flows).unwrap();
+    // A replica added after it takes the fast path with the new programs.
+    resources.push(api2_at(&resources, "10.0.0.7/32"));
+    let next = Cluster::from_resources(&resources).unwrap();
+    let k7 = store_key(resources.last().unwrap());
+    assert_eq!(live.update(next, &[k7]).unwrap(), Applied::Fast);
+    let flows7: Vec<FlowKey> = ["10.0.0.2", "10.0.0.7"]
+        .iter()
+        .map(|s| {
+            FlowKey::new(
+                s.parse().unwrap(),
+                "10.0.0.1".parse().unwrap(),
+                6,
+                1234,
+                8080,
+            )
+            .unwrap()
+        })
+        .collect();
+    check(&live, &flows7).unwrap();
+    // A peer selector naming addresses no list had: rebuilt.
+    if let crate::model::Resource::NetworkPolicy(o) = &mut resources[p] {
+        o.spec.ingress[0].source.selector = Some("app in {'web', 'api'}".into());
+    }
+    let next = Cluster::from_resources(&resources).unwrap();
+    assert_eq!(
+        live.update(next, std::slice::from_ref(&pkey)).unwrap(),
+        Applied::Rebuilt
+    );
+    check(&live, &flows7).unwrap();
+    // The policy deleted: incremental again.
+    resources.remove(p);
+    let next = Cluster::from_resources(&resources).unwrap();
+    assert_eq!(live.update(next, &[pkey]).unwrap(), Applied::Incremental);
+    check(&live, &flows7).unwrap();
+}
+
+/// A copy of workload `api-1` named `api-<addr>` at `addr`.
+fn api2_at(resources: &[crate::model::Resource], addr: &str) -> crate::model::Resource {
+    let api = resources
+        .iter()
+        .find(|r| r.metadata().name == "api-1")
+        .unwrap();
+    let crate::model::Resource::WorkloadEndpoint(mut o) = api.clone() else {
+        panic!("a workload");
+    };
+    o.metadata.name = format!("api-{}", addr.replace(['.', '/'], "-"));
+    o.spec.ip_networks = vec![crate::model::Net::parse(addr).unwrap()];
+    crate::model::Resource::WorkloadEndpoint(o)
+}
+
+/// The store with every endpoint address a host address of one endpoint (the shape
+/// the incremental policy path takes).
+fn one_host_per_endpoint(resources: Vec<crate::model::Resource>) -> Vec<crate::model::Resource> {
+    use crate::model::Resource;
+    let mut seen = std::collections::HashSet::new();
+    resources
+        .into_iter()
+        .filter(|r| match r {
+            Resource::WorkloadEndpoint(o) => o
+                .spec
+                .ip_networks
+                .iter()
+                .all(|n| is_host(&n.0) && seen.insert(n.0.trunc())),
+            Resource::HostEndpoint(_) => false,
+            _ => true,
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Policies added, replaced and deleted, mixed with replicas added and pods
+    /// relabelled, on stores where the incremental policy path applies: the live
+    /// generation classifies as a fresh build and `eval` do after every update.
+    #[test]
+    fn policy_updates_classify_as_a_fresh_build_and_eval(
+        (resources, flows) in store_and_flows(24),
+        extra in prop::collection::vec(crate::lower::proptests::policy(), 1..4),
+        steps in prop::collection::vec(
+            prop::collection::vec(
+                (prop_oneof![Just(0u8), Just(2), Just(3), Just(5), Just(5)], any::<Index>(), any::<Index>(), 0usize..8),
+                1..3,
+            ),
+            1..6,
+        ),
+    ) {
+        let mut resources = one_host_per_endpoint(resources);
+        let Ok(cluster) = Cluster::from_resources(&resources) else { return Ok(()) };
+        let mut live = Live::new(cluster, BuildConfig::default()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut n = 0;
+        for step in steps {
+            let mut changed = Vec::new();
+            for op in step {
+                n += 1;
+                changed.extend(change(&mut resources, op, n, &extra));
+            }
+            let added: Vec<IpNet> = NEW_V4.iter().chain(&NEW_V6).map(|a| host(a)).collect();
+            let Ok(next) = Cluster::from_resources(&resources) else { return Ok(()) };
+            live.update(next, &changed).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            check(&live, &flows_with(&flows, &added))?;
+        }
+    }
 }

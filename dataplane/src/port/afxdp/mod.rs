@@ -28,6 +28,18 @@
 //!   fd), so a killed run leaves nothing attached. A program some other tool attached
 //!   is never replaced silently: the run refuses to start and says how to remove it.
 //!   libxdp's own program loading is inhibited.
+//! - **Scheduling** ([`Sched`]): by default a worker is a real-time thread
+//!   (SCHED_FIFO, priority 1, the lowest) that sleeps in `poll(2)` as soon as its rx
+//!   rings are empty. When the driver's receive work (NAPI) runs on the worker's
+//!   core, as it does for veth with threaded NAPI on one core, the kernel then fills
+//!   the rx ring only while the worker waits, and the worker preempts it as soon as
+//!   frames arrive: under overload the excess is refused before the kernel's receive
+//!   work (the sender's full queue) instead of being received, copied and dropped at
+//!   the full rx ring, which under time sharing cost the core twice the forwarding
+//!   work. `Sched::Other` (`--sched other`) keeps the normal policy, and an idle
+//!   worker then polls 256 times before sleeping; busy polling always uses it (a
+//!   busy-polling worker never sleeps). Without CAP_SYS_NICE the worker falls back to
+//!   `Other` and the run says so.
 //! - **Live counters** ([`LiveWorker`]): each worker publishes its counters into
 //!   atomics of its own, which the control thread reads without locks: after the
 //!   first batch at least 100 ms after the previous publication (the clock is read
@@ -64,7 +76,7 @@ use crate::port::{Port, Rx, RxFrame};
 use crate::program::Classify;
 use crate::worker::{ClassifierSlot, MAX_BATCH, RecordOut, Worker, WorkerConfig, WorkerReport};
 
-pub use super::counters::{KernelCounters, QueueCounters, QueueSnapshot, WorkerSnapshot};
+pub use super::counters::{KernelCounters, QueueCounters, QueueSnapshot, Sched, WorkerSnapshot};
 pub use sys::{CopyMode, XdpMode};
 
 impl XdpMode {
@@ -125,6 +137,8 @@ pub struct AfXdpConfig {
     pub force_copy: bool,
     /// Generic (skb) XDP even if the driver offers native XDP.
     pub generic_xdp: bool,
+    /// Scheduling policy of the workers (`Other` whenever `busy_poll`).
+    pub sched: Sched,
     /// Forwarding mode.
     pub forwarding: Forwarding,
     /// Per-worker configuration (flow table, export interval; `batch` and the
@@ -143,6 +157,7 @@ impl Default for AfXdpConfig {
             busy_poll: false,
             force_copy: false,
             generic_xdp: false,
+            sched: Sched::Fifo,
             forwarding: Forwarding::Wire,
             worker: WorkerConfig::default(),
         }
@@ -551,6 +566,8 @@ pub struct LiveWorker {
     pub worker: usize,
     /// The core it is pinned to.
     pub core: Option<usize>,
+    /// The scheduling policy in effect: set once by the worker (true = SCHED_FIFO).
+    fifo: AtomicBool,
     rx: AtomicU64,
     forwarded: AtomicU64,
     dropped_policy: AtomicU64,
@@ -638,6 +655,11 @@ impl LiveWorker {
         WorkerSnapshot {
             worker: self.worker,
             core: self.core,
+            sched: if self.fifo.load(r) {
+                Sched::Fifo
+            } else {
+                Sched::Other
+            },
             rx: self.rx.load(r),
             forwarded: self.forwarded.load(r),
             dropped_policy: self.dropped_policy.load(r),
@@ -708,6 +730,10 @@ pub struct Running {
     pub live: Vec<Arc<CachePadded<LiveWorker>>>,
     /// The interfaces.
     pub ifaces: Vec<IfaceInfo>,
+    /// The scheduling policy each worker runs with.
+    pub sched: Vec<Sched>,
+    /// Why a worker runs with `Sched::Other` although `Fifo` was asked for.
+    pub sched_note: Option<String>,
     stop: Arc<AtomicBool>,
     handles: Vec<JoinHandle<WorkerReport>>,
     /// Dropped after the workers: detaches the XDP programs.
@@ -960,6 +986,13 @@ pub fn start<C: Classify + Send + Sync + 'static>(
     let stop = Arc::new(AtomicBool::new(false));
     let mut live = Vec::with_capacity(ports.len());
     let mut handles = Vec::with_capacity(ports.len());
+    let want = if cfg.busy_poll {
+        Sched::Other
+    } else {
+        cfg.sched
+    };
+    let mut sched = Vec::with_capacity(ports.len());
+    let mut sched_note = None;
     for (w, (mut port, worker, core)) in ports.into_iter().enumerate() {
         let l = Arc::new(CachePadded::new(LiveWorker::new(
             w,
@@ -968,20 +1001,42 @@ pub fn start<C: Classify + Send + Sync + 'static>(
         )));
         live.push(Arc::clone(&l));
         let stop = Arc::clone(&stop);
+        // The worker sets its own policy and says how that went before it polls.
+        let (told, outcome) = std::sync::mpsc::sync_channel(1);
         let h = std::thread::Builder::new()
             .name(format!("tiergate-xsk-{w}"))
             .spawn(move || {
                 if let Some(c) = core {
                     core_affinity::set_for_current(c);
                 }
-                worker_loop(worker, &mut port, &l, &stop)
+                let got = match want {
+                    Sched::Fifo => sys::set_fifo(1).map(|()| Sched::Fifo).map_err(|e| {
+                        format!("SCHED_FIFO refused ({e}; needs CAP_SYS_NICE): normal scheduling")
+                    }),
+                    Sched::Other => Ok(Sched::Other),
+                };
+                let fifo = matches!(got, Ok(Sched::Fifo));
+                l.fifo.store(fifo, Ordering::Relaxed);
+                let spins = if fifo { 0 } else { IDLE_SPINS };
+                let _ = told.send(got);
+                worker_loop(worker, &mut port, &l, &stop, spins)
             })
             .map_err(|e| AfXdpError::Setup(format!("cannot start worker {w}: {e}")))?;
         handles.push(h);
+        match outcome.recv() {
+            Ok(Ok(s)) => sched.push(s),
+            Ok(Err(note)) => {
+                sched.push(Sched::Other);
+                sched_note = Some(note);
+            }
+            Err(_) => sched.push(Sched::Other),
+        }
     }
     Ok(Running {
         live,
         ifaces,
+        sched,
+        sched_note,
         stop,
         handles,
         programs,
@@ -991,7 +1046,8 @@ pub fn start<C: Classify + Send + Sync + 'static>(
 /// How often a worker publishes its counters (at least; see the module docs).
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 /// Empty polls before an idle worker runs housekeeping and (without busy polling)
-/// sleeps in `poll(2)`.
+/// sleeps in `poll(2)`, under `Sched::Other` (a SCHED_FIFO worker sleeps at once:
+/// spinning would keep the kernel from filling its rings on a shared core).
 const IDLE_SPINS: u32 = 256;
 /// The longest an idle worker sleeps.
 const IDLE_SLEEP: Duration = Duration::from_millis(10);
@@ -1001,6 +1057,7 @@ fn worker_loop<C: Classify>(
     port: &mut XskPort,
     live: &LiveWorker,
     stop: &AtomicBool,
+    spins: u32,
 ) -> WorkerReport {
     let mut idle = 0u32;
     let mut last_pub = Instant::now();
@@ -1012,7 +1069,7 @@ fn worker_loop<C: Classify>(
             }
             Rx::Idle | Rx::End => {
                 idle += 1;
-                if idle < IDLE_SPINS {
+                if idle < spins {
                     continue;
                 }
                 idle = 0;
