@@ -133,6 +133,37 @@ struct Group {
     egress: Option<ProgramId>,
 }
 
+/// Drops a replaced store off the control thread when it is large: freeing tens of
+/// thousands of endpoints' labels costs milliseconds, more than the change itself.
+/// One process-wide thread does it; if it cannot be started the store is dropped
+/// here.
+fn retire(old: Cluster) {
+    use std::sync::mpsc::{Sender, channel};
+    use std::sync::{Mutex, OnceLock};
+    static REAPER: OnceLock<Option<Mutex<Sender<Cluster>>>> = OnceLock::new();
+    if old.endpoints.len() + old.policies.len() < 1024 {
+        return;
+    }
+    let reaper = REAPER.get_or_init(|| {
+        let (tx, rx) = channel::<Cluster>();
+        std::thread::Builder::new()
+            .name("tiergate-reaper".into())
+            .spawn(move || {
+                for c in rx {
+                    drop(c);
+                }
+            })
+            .ok()
+            .map(|_| Mutex::new(tx))
+    });
+    if let Some(tx) = reaper
+        && let Ok(tx) = tx.lock()
+    {
+        // A send fails only when the thread is gone; the store is dropped here then.
+        let _ = tx.send(old);
+    }
+}
+
 /// Tree parts an incremental policy change may add before a full rebuild compacts
 /// them (each part holds the programs of one change; replaced ones stay until then).
 const MAX_PARTS: usize = 16;
@@ -365,7 +396,7 @@ impl Live {
     pub fn update(&mut self, next: Cluster, changed: &[ResourceKey]) -> Result<Applied, LiveError> {
         if !changed.is_empty() && changed.iter().all(|k| k.kind.is_policy()) {
             if self.policies_incremental(&next, changed) {
-                self.cluster = next;
+                retire(std::mem::replace(&mut self.cluster, next));
                 self.ordered = true;
                 return Ok(Applied::Incremental);
             }
@@ -377,7 +408,7 @@ impl Live {
         {
             match self.endpoints_fast(&next, changed) {
                 Fast::Done => {
-                    self.cluster = next;
+                    retire(std::mem::replace(&mut self.cluster, next));
                     self.ordered = true;
                     return Ok(Applied::Fast);
                 }
