@@ -262,9 +262,13 @@ fn a_live_deny_stops_new_connections_within_a_second_and_flows_show_it() {
     // Enough frames sent before the apply (half a second at the paced rate; longer when
     // the machine is loaded).
     let started = Instant::now();
-    while d.per_frame().iter().filter(|f| f[0] > 0).count() < 900
-        && started.elapsed() < Duration::from_secs(10)
-    {
+    let sent = |d: &Daemon| {
+        let s = request(&d.socket, json!({"v":1,"id":1,"op":"stats"}));
+        // No per-frame counters until the source has started.
+        serde_json::from_value::<Vec<[u64; 2]>>(s["result"]["counters"]["per_frame"].clone())
+            .map_or(0, |pf| pf.iter().filter(|f| f[0] > 0).count())
+    };
+    while sent(&d) < 900 && started.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let deny = d.file("deny.yaml", DENY_7777);
