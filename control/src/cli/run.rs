@@ -261,7 +261,7 @@ pub fn run(args: &Args, global: &Global) -> ExitCode {
 mod live {
     use std::process::ExitCode;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
     use crossbeam::channel::{Receiver, bounded};
@@ -272,6 +272,7 @@ mod live {
     use serde::Serialize;
 
     use super::super::out::{self, Log, WriteError};
+    use super::super::run_metrics::RunMetrics;
     use super::super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE, Global, Output};
     use super::{Args, ModeArg};
     use crate::flowlog::{Aggregator, FlowLog};
@@ -682,15 +683,12 @@ mod live {
         // Metrics on the control thread's runtime, listening before the first packet.
         let mut metrics = match args.metrics {
             None => None,
-            Some(addr) => match super::super::run_metrics::RunMetrics::start(
+            Some(addr) => match RunMetrics::start_announced(
                 &control.handle(),
                 addr,
                 args.metrics_allow_remote,
             ) {
-                Ok(m) => {
-                    crate::errln!("tiergate run: metrics at http://{}/metrics", m.local_addr());
-                    Some(m)
-                }
+                Ok(m) => Some(m),
                 Err(e) => return usage(e),
             },
         };
@@ -718,11 +716,23 @@ mod live {
         let snaps = |live: &[Arc<crossbeam::utils::CachePadded<afxdp::LiveWorker>>]| -> Vec<WorkerSnapshot> {
             live.iter().map(|w| w.snapshot()).collect()
         };
+        // Flow-log records aggregated and written (or, without --flowlog, that would
+        // have been): `stats`, SIGUSR1, the final counters and the metrics report it.
+        let written = Arc::new(AtomicU64::new(0));
         let live2 = live.clone();
+        let written2 = Arc::clone(&written);
         daemon.set_dataplane(crate::server::DataplaneInfo {
             generations: Box::new(move || snaps(&live2).iter().map(|s| s.generation).collect()),
             stats: Box::new(move || {
-                let d = doc(&ifaces, &names, &snaps(&live), started.elapsed(), false, 0);
+                let records = written2.load(Ordering::Relaxed);
+                let d = doc(
+                    &ifaces,
+                    &names,
+                    &snaps(&live),
+                    started.elapsed(),
+                    false,
+                    records,
+                );
                 (serde_json::to_value(&d).unwrap_or_default(), table(&d))
             }),
         });
@@ -740,9 +750,11 @@ mod live {
             for a in &acts {
                 agg.add(a);
             }
+            // Drained also without a flow log: the aggregator must not grow forever.
+            let done = agg.drain_ended(now_ns().saturating_sub(2_000_000_000));
+            written.fetch_add(done.len() as u64, Ordering::Relaxed);
             if let Some(l) = log.as_mut()
-                && let Err(e) =
-                    l.write_records(&agg.drain_ended(now_ns().saturating_sub(2_000_000_000)))
+                && let Err(e) = l.write_records(&done)
             {
                 failed = Some(ExitCode::from(out::report(&e)));
                 break;
@@ -751,11 +763,11 @@ mod live {
                 for a in &acts {
                     m.metrics().add_activity(a);
                 }
-                if m.due(false) {
-                    let stats =
-                        super::super::run_metrics::worker_stats(&running.snapshot(), &cfg.ifaces);
-                    m.metrics().set_workers(stats);
-                }
+                m.refresh(
+                    || running.snapshot(),
+                    &cfg.ifaces,
+                    written.load(Ordering::Relaxed),
+                );
             }
             if usr1.swap(false, Ordering::Relaxed) {
                 let d = doc(
@@ -764,7 +776,7 @@ mod live {
                     &running.snapshot(),
                     started.elapsed(),
                     false,
-                    0,
+                    written.load(Ordering::Relaxed),
                 );
                 if let Err(e) = print_counters(&d, global.output, counters_to_stderr) {
                     failed = Some(ExitCode::from(out::report(&e)));
@@ -798,15 +810,18 @@ mod live {
         for a in daemon.ingest(rx.try_iter()) {
             agg.add(&a);
         }
+        let rest = agg.drain();
+        written.fetch_add(rest.len() as u64, Ordering::Relaxed);
         if failed.is_none()
             && let Some(l) = log.as_mut()
-            && let Err(e) = l.write_records(&agg.drain()).and_then(|()| l.flush())
+            && let Err(e) = l.write_records(&rest).and_then(|()| l.flush())
         {
             failed = Some(ExitCode::from(out::report(&e)));
         }
         // Stops the control socket (its file is removed).
         drop(control);
-        let d = doc(&ifaces, &cfg.ifaces, &d_snaps, uptime, true, 0);
+        let records = written.load(Ordering::Relaxed);
+        let d = doc(&ifaces, &cfg.ifaces, &d_snaps, uptime, true, records);
         if failed.is_none()
             && let Err(e) = print_counters(&d, global.output, counters_to_stderr)
         {
@@ -889,26 +904,22 @@ mod live {
                 );
             }
         }
-        // Metrics: listening before the first packet is forwarded.
+        // Metrics on a control thread of their own (this run serves no socket),
+        // listening before the first packet is forwarded.
         let metrics_rt;
         let mut metrics = match args.metrics {
             None => None,
             Some(addr) => {
-                metrics_rt = match super::super::run_metrics::runtime() {
+                metrics_rt = match crate::server::ControlThread::start() {
                     Ok(rt) => rt,
-                    Err(e) => {
-                        return give_up(log, format!("cannot start the metrics server: {e}"));
-                    }
+                    Err(e) => return give_up(log, e),
                 };
-                match super::super::run_metrics::RunMetrics::start(
-                    metrics_rt.handle(),
+                match RunMetrics::start_announced(
+                    &metrics_rt.handle(),
                     addr,
                     args.metrics_allow_remote,
                 ) {
-                    Ok(m) => {
-                        crate::errln!("tiergate run: metrics at http://{}/metrics", m.local_addr());
-                        Some(m)
-                    }
+                    Ok(m) => Some(m),
                     Err(e) => return give_up(log, e),
                 }
             }
@@ -957,13 +968,8 @@ mod live {
         loop {
             std::thread::sleep(Duration::from_millis(50));
             logs.take(&rx);
-            if let Some(m) = metrics.as_mut()
-                && m.due(false)
-            {
-                let stats =
-                    super::super::run_metrics::worker_stats(&running.snapshot(), &cfg.ifaces);
-                m.metrics().set_workers(stats);
-                m.metrics().set_flow_log_records(logs.written);
+            if let Some(m) = metrics.as_mut() {
+                m.refresh(|| running.snapshot(), &cfg.ifaces, logs.written);
             }
             let done = logs.agg.drain_ended(now_ns().saturating_sub(grace));
             if let Err(e) = logs.flush(done) {

@@ -128,7 +128,7 @@ fn arb_rules() -> impl Strategy<Value = Vec<Rule>> {
     })
 }
 
-fn arb_program() -> impl Strategy<Value = Program> {
+pub(super) fn arb_program() -> impl Strategy<Value = Program> {
     let policy = (any::<bool>(), arb_rules());
     let tier = (any::<bool>(), prop::collection::vec(policy, 0..4));
     let tiers = prop::collection::vec(tier, 0..4);
@@ -218,7 +218,7 @@ fn boundaries(p: &Program) -> (Vec<u128>, Vec<u128>, Vec<u16>, Vec<u8>) {
 }
 
 /// Packets built from the boundary values, chosen by `picks`.
-fn packets(p: &Program, picks: &[(u16, u16, u16, u16, u16, bool)]) -> Vec<FlowKey> {
+pub(super) fn packets(p: &Program, picks: &[(u16, u16, u16, u16, u16, bool)]) -> Vec<FlowKey> {
     let (v4, v6, ports, protos) = boundaries(p);
     let pick = |v: &[u128], i: u16| v[i as usize % v.len()];
     picks
@@ -309,7 +309,7 @@ fn check_classifier(
     Ok(())
 }
 
-fn arb_picks(n: usize) -> impl Strategy<Value = Vec<(u16, u16, u16, u16, u16, bool)>> {
+pub(super) fn arb_picks(n: usize) -> impl Strategy<Value = Vec<(u16, u16, u16, u16, u16, bool)>> {
     prop::collection::vec(
         (
             any::<u16>(),
@@ -625,6 +625,52 @@ fn overlapping_everything_builds_and_agrees() {
     check_program(&p, &keys).expect("agree");
 }
 
+/// Rules narrow in the source and wide in the destination, and the reverse (a
+/// firewall's shape): two partitions of a few KB, while one tree replicates each kind
+/// of rule across the other kind's cuts and needs several times more than the first
+/// small attempt had. The builder must still try the single tree with a room of its
+/// own (not a multiple of the small partitions), and both arrangements must agree
+/// with the linear reference.
+#[test]
+fn crossing_rules_get_a_single_tree_with_its_own_room() {
+    let mut s = 11u64;
+    let rules: Vec<Rule> = (0..400u32)
+        .map(|i| {
+            let a = lcg(&mut s) as u32;
+            let len = 16 + (lcg(&mut s) % 9) as u8;
+            let n = IpNet::V4(Ipv4Net::new(a.into(), len).expect("prefix length").trunc());
+            let lo = lcg(&mut s) as u16;
+            let hi = lo.saturating_add((lcg(&mut s) % 2000) as u16);
+            let mut x = Match {
+                dst_ports: Some(vec![PortRange { lo, hi }]),
+                ..Match::default()
+            };
+            if i % 2 == 0 {
+                x.src_nets = Some(vec![n]);
+            } else {
+                x.dst_nets = Some(vec![n]);
+            }
+            rule(i, [Action::Allow, Action::Deny][i as usize % 2], x)
+        })
+        .collect();
+    let p = tier_of(rules);
+    let set = PolicySet {
+        programs: vec![p.clone()],
+        endpoints: vec![],
+    };
+    let c = Classifier::build(&set, &BuildConfig::default()).expect("builds");
+    // One v4 tree (and the empty v6 one), not partitions.
+    assert_eq!(c.stats().trees, 2, "{:?}", c.stats());
+    // Addresses and ports at the rules' edges.
+    let picks: Vec<_> = (0..4000)
+        .map(|_| {
+            let mut r = || lcg(&mut s) as u16;
+            (r(), r(), r(), r(), r(), false)
+        })
+        .collect();
+    check_program(&p, &packets(&p, &picks)).expect("agree");
+}
+
 #[test]
 fn small_budget_fails_with_a_clear_error() {
     let mut s = 7u64;
@@ -931,7 +977,7 @@ fn over_budget_message_names_the_limit_and_the_remedy() {
 
 /// Host addresses for the identity classifier's bindings: inside the generator's
 /// bases, so rule prefixes often contain them.
-fn arb_host() -> impl Strategy<Value = IpNet> {
+pub(super) fn arb_host() -> impl Strategy<Value = IpNet> {
     prop_oneof![
         3 => (0..V4_BASES.len(), 0u32..256)
             .prop_map(|(b, low)| IpNet::V4(Ipv4Net::new((V4_BASES[b] | low).into(), 32).expect("len"))),
