@@ -40,12 +40,13 @@ trap 'kill "${loop:-0}" 2>/dev/null || true; tg_stop; rm -rf "$work" "$sock"' EX
 for _ in $(seq 50); do [[ -S $sock ]] && break; sleep 0.1; done
 # The client loop: apply, delete, count the pairs done.
 churn() {
-  local n=0
+  local n; n=$(cat "$work/count")
   while :; do
     taskset -c "$GEN_CPU" "$TG" apply --socket "$sock" -f "$work/churn.yaml" >/dev/null &&
       taskset -c "$GEN_CPU" "$TG" delete --socket "$sock" gnp bench-churn >/dev/null || {
         echo "apply/delete failed" >&2; exit 1; }
-    n=$((n + 1)); echo "$n" >"$work/count"
+    # (renamed into place: a loop killed mid-write must not leave an empty count)
+    n=$((n + 1)); echo "$n" >"$work/count.new" && mv "$work/count.new" "$work/count"
   done
 }
 phase() { # label: forwarded Mpps over DUR s with the generator flat out
