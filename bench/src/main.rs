@@ -6,6 +6,7 @@ mod classify;
 mod cputime;
 mod replay;
 mod scale;
+mod socket;
 mod suite;
 
 #[derive(Debug, Parser)]
@@ -30,6 +31,10 @@ enum Cmd {
     /// Cluster-scale policy: whole generations, identity vs per-endpoint tree
     /// lookups, pod and policy churn (see BENCHMARKS.md "Cluster scale").
     Scale(scale::ScaleArgs),
+    /// The control socket of a `tiergate run` it starts: apply latency (daemon
+    /// timings and client wall time) and request rates (see BENCHMARKS.md "Control
+    /// socket").
+    Socket(socket::SocketArgs),
     /// First-match oracle of a ClassBench trace by brute force (one 0-based filter
     /// index per line, to `<TRACE>.firstmatch`).
     ClassbenchOracle(suite::OracleArgs),
@@ -42,6 +47,7 @@ fn main() {
     match Cli::parse().cmd {
         Cmd::Replay(a) => replay::main(&a),
         Cmd::Scale(a) => exit_on(scale::main(&a)),
+        Cmd::Socket(a) => exit_on(socket::main(&a)),
         Cmd::Classify(a) => exit_on(classify::main(&a)),
         Cmd::ClassbenchOracle(a) => exit_on(suite::oracle(&a)),
         Cmd::ClassbenchSuite(a) => exit_on(suite::suite(&a)),

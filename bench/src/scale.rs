@@ -18,7 +18,12 @@
 //! - `churn`: pods added and removed through [`control::lower::Live`] (existing label
 //!   set, new label set), one policy changed, p50/p99/max per kind, with each
 //!   generation checked against a fresh full build on sampled keys; and pods at
-//!   `--rate`/s while a thread classifies keys on the published generation.
+//!   `--rate`/s while a thread classifies keys on the published generation. Changes
+//!   go through [`control::lower::Live::update`] (the next store built outside the
+//!   timer); a policy change alternates with a full rebuild (`Live::set_cluster`);
+//! - `policies`: the control socket bench's store (`--policies` one-rule global
+//!   policies over `--pods` endpoints), one policy's port changed per run,
+//!   alternating `Live::update` and a full rebuild.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -254,6 +259,9 @@ pub fn keys(pods: usize, n: usize, seed: u64) -> Vec<FlowKey> {
 }
 
 pub fn main(a: &ScaleArgs) -> Result<(), String> {
+    if a.mode == "policies" {
+        return policies_mode(a);
+    }
     let shape = Shape::new(a.seed);
     let t = Instant::now();
     let rs = shape.resources(a.pods, a.policies);
@@ -264,7 +272,9 @@ pub fn main(a: &ScaleArgs) -> Result<(), String> {
         "generation" => generation(a, &name, &cluster),
         "lookups" => lookups(a, &name, &cluster),
         "churn" => churn(a, &name, cluster, &shape),
-        m => Err(format!("--mode {m}: expected generation, lookups or churn")),
+        m => Err(format!(
+            "--mode {m}: expected generation, lookups, churn or policies"
+        )),
     }
 }
 
@@ -388,6 +398,184 @@ fn lookups(a: &ScaleArgs, name: &str, cluster: &Cluster) -> Result<(), String> {
     Ok(())
 }
 
+/// `runs` one-policy changes (a random policy's first ingress rule's action flipped),
+/// even ones through [`Live::update`], odd ones through [`Live::set_cluster`], each
+/// timed to published and the incremental ones checked against a fresh build on
+/// `check`. Times of each, and how many took the incremental path.
+fn policy_changes(
+    live: &mut Live,
+    slot: &Slot,
+    generation: &mut u32,
+    runs: usize,
+    seed: u64,
+    check: &[FlowKey],
+) -> Result<(Vec<Duration>, Vec<Duration>, usize), String> {
+    let (mut ti, mut tf, mut inc) = (Vec::new(), Vec::new(), 0usize);
+    let mut rng = Rng::new(seed ^ 0x90);
+    for i in 0..runs {
+        let mut c = live.cluster().clone();
+        let j = rng.below(c.policies.len());
+        let Some(r) = c.policies[j].ingress.first_mut() else {
+            continue;
+        };
+        r.rule.action = if r.rule.action == control::model::RuleAction::Deny {
+            control::model::RuleAction::Allow
+        } else {
+            control::model::RuleAction::Deny
+        };
+        let key = c.policies[j].key.clone();
+        let w = Instant::now();
+        if i % 2 == 0 {
+            let applied = live.update(c, &[key]).map_err(|e| e.to_string())?;
+            publish(slot, live, generation);
+            ti.push(w.elapsed());
+            inc += usize::from(applied == Applied::Incremental);
+            let fresh = lower(live.cluster()).map_err(|e| e.to_string())?;
+            let built = IdentityClassifier::build(&fresh.set, &BuildConfig::default())
+                .map_err(|e| e.to_string())?;
+            let mut out = vec![FlowVerdicts::default(); check.len()];
+            built.classify(check, &mut out);
+            let want: Vec<String> = check
+                .iter()
+                .zip(&out)
+                .map(|(k, v)| {
+                    let flow = control::eval::Flow::from_key(k);
+                    format!("{:?}", fresh.names.evaluation_of(&built, &flow, v))
+                })
+                .collect();
+            if rendered(live.classifier(), live, check) != want {
+                return Err("an incremental policy change differs from a fresh build".into());
+            }
+        } else {
+            live.set_cluster(c).map_err(|e| e.to_string())?;
+            publish(slot, live, generation);
+            tf.push(w.elapsed());
+        }
+    }
+    Ok((ti, tf, inc))
+}
+
+/// `--mode policies`: the control socket bench's store (`--policies` one-rule
+/// GlobalNetworkPolicies `app == 'aK'` over `--pods` endpoints in five apps, source
+/// a /24 each, one destination port), one policy's port changed per run,
+/// alternating [`Live::update`] and [`Live::set_cluster`].
+fn policies_mode(a: &ScaleArgs) -> Result<(), String> {
+    let mut rs: Vec<Resource> = (0..a.pods)
+        .map(|i| {
+            pod(
+                &format!("w{i}"),
+                "b",
+                BTreeMap::from([("app".to_string(), format!("a{}", i % 5))]),
+                format!("10.0.0.{}", i + 1),
+                8080,
+            )
+        })
+        .collect();
+    let gnp = |j: usize, port: u16| -> Result<Resource, String> {
+        let (x, y, z) = (11 + j / 65536, (j / 256) % 256, j % 256);
+        let spec: PolicySpec = serde_json::from_value(serde_json::json!({
+            "order": j, "selector": format!("app == 'a{}'", j % 5), "types": ["Ingress"],
+            "ingress": [{"action": "Allow", "protocol": "TCP",
+                "source": {"nets": [format!("{x}.{y}.{z}.0/24")]},
+                "destination": {"ports": [port]}}],
+        }))
+        .map_err(|e| e.to_string())?;
+        Ok(Resource::GlobalNetworkPolicy(Object {
+            metadata: ObjectMeta {
+                name: format!("p{j}"),
+                ..ObjectMeta::default()
+            },
+            spec,
+        }))
+    };
+    for j in 0..a.policies {
+        rs.push(gnp(j, 80)?);
+    }
+    let name = format!("shape=socket endpoints={} policies={}", a.pods, a.policies);
+    let cluster = Cluster::from_resources(&rs).map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    let mut live = Live::new(cluster, BuildConfig::default()).map_err(|e| e.to_string())?;
+    eprintln!("{name}: live generation in {:.0} ms", ms(t.elapsed()));
+    let slot = Slot::new(Published {
+        generation: 0,
+        classifier: live.classifier().clone(),
+    });
+    let mut generation = 0;
+    let mut rng = Rng::new(a.seed ^ 0x51);
+    let (mut ti, mut tf, mut inc) = (Vec::new(), Vec::new(), 0usize);
+    for i in 0..a.repeat.max(2) {
+        let j = rng.below(a.policies);
+        let port = 1000 + (i % 50000) as u16;
+        let p = gnp(j, port)?;
+        let key = p.key();
+        let at = rs
+            .iter()
+            .position(|r| r.key() == key)
+            .ok_or("policy not found")?;
+        rs[at] = p;
+        let next = Cluster::from_resources(&rs).map_err(|e| e.to_string())?;
+        let w = Instant::now();
+        if i % 2 == 0 {
+            let applied = live.update(next, &[key]).map_err(|e| e.to_string())?;
+            publish(&slot, &live, &mut generation);
+            ti.push(w.elapsed());
+            inc += usize::from(applied == Applied::Incremental);
+        } else {
+            live.set_cluster(next).map_err(|e| e.to_string())?;
+            publish(&slot, &live, &mut generation);
+            tf.push(w.elapsed());
+        }
+    }
+    let n = ti.len();
+    for (what, t) in [("incremental", ti), ("full-rebuild", tf)] {
+        let (p50, p99, max) = percentiles(t);
+        println!(
+            "policies {name} change=one-rule path={what} p50_ms={p50:.3} p99_ms={p99:.3} max_ms={max:.3} incremental={inc}/{n}"
+        );
+    }
+    let keys: Vec<FlowKey> = (0..4096)
+        .map(|i| FlowKey {
+            src: u128::from(0x0b00_0000u32 + ((i as u32 * 2654435761) % (a.policies as u32 * 256))),
+            dst: u128::from(0x0a00_0001u32 + (i as u32 % a.pods as u32)),
+            sport: 40000,
+            dport: 1000 + (i % 64) as u16,
+            proto: proto::TCP,
+            family: dataplane::program::Family::V4,
+            ifindex: 0,
+        })
+        .collect();
+    let fresh = lower(live.cluster()).map_err(|e| e.to_string())?;
+    let built = IdentityClassifier::build(&fresh.set, &BuildConfig::default())
+        .map_err(|e| e.to_string())?;
+    let mut out = vec![FlowVerdicts::default(); keys.len()];
+    built.classify(&keys, &mut out);
+    let want: Vec<String> = keys
+        .iter()
+        .zip(&out)
+        .map(|(k, v)| {
+            format!(
+                "{:?}",
+                fresh
+                    .names
+                    .evaluation_of(&built, &control::eval::Flow::from_key(k), v)
+            )
+        })
+        .collect();
+    let diffs = rendered(live.classifier(), &live, &keys)
+        .iter()
+        .zip(&want)
+        .filter(|(x, y)| x != y)
+        .count();
+    println!(
+        "policies {name} verdict_diffs_vs_fresh_build={diffs}/{} classifier_bytes={} parts={} memo_bytes={}",
+        keys.len(),
+        live.classifier().stats().stage_bytes + live.classifier().stats().tree_bytes,
+        live.classifier().stats().parts,
+        live.memo_bytes()
+    );
+    Ok(())
+}
+
 /// p50, p99 and max of a sample, in ms.
 fn percentiles(mut v: Vec<Duration>) -> (f64, f64, f64) {
     if v.is_empty() {
@@ -442,7 +630,9 @@ fn churn(a: &ScaleArgs, name: &str, cluster: Cluster, shape: &Shape) -> Result<(
             .parse()
             .expect("address")
     };
-    let add_like = |live: &mut Live, i: usize, n: &mut usize, relabel: Option<(&str, String)>| {
+    // The next store with the pod added (built outside the timers, as the store
+    // does before it hands the change to `Live::update`).
+    let add_like = |live: &Live, i: usize, n: &mut usize, relabel: Option<(&str, String)>| {
         let mut e = templates[i % templates.len()].clone();
         e.key.name = format!("churn-{n}");
         e.nets = vec![fresh_host(n)];
@@ -450,7 +640,18 @@ fn churn(a: &ScaleArgs, name: &str, cluster: Cluster, shape: &Shape) -> Result<(
             e.labels.insert(k.into(), v);
         }
         let key = e.key.clone();
-        (live.add_endpoint(e), key)
+        let mut c = live.cluster().clone();
+        let rank = |k: &control::model::ResourceKey| {
+            (k.kind != control::model::Kind::WorkloadEndpoint, k.clone())
+        };
+        let at = c.endpoints.partition_point(|x| rank(&x.key) < rank(&key));
+        c.endpoints.insert(at, e);
+        (c, key)
+    };
+    let removed = |live: &Live, key: &control::model::ResourceKey| {
+        let mut c = live.cluster().clone();
+        c.endpoints.retain(|x| &x.key != key);
+        c
     };
 
     // 1. Pods with an existing label set: add, then remove, each timed to published.
@@ -458,14 +659,19 @@ fn churn(a: &ScaleArgs, name: &str, cluster: Cluster, shape: &Shape) -> Result<(
     let (mut add_c, mut rm_c) = (Vec::new(), Vec::new());
     let reps = a.repeat.max(1);
     for i in 0..reps {
+        let (next, key) = add_like(&live, i, &mut next_addr, None);
         let (w, c) = (Instant::now(), cputime::thread_cpu());
-        let (r, key) = add_like(&mut live, i, &mut next_addr, None);
-        let applied = r.map_err(|e| e.to_string())?;
+        let applied = live
+            .update(next, std::slice::from_ref(&key))
+            .map_err(|e| e.to_string())?;
         publish(&slot, &live, &mut generation);
         add_t.push(w.elapsed());
         add_c.push(cputime::thread_cpu() - c);
+        let next = removed(&live, &key);
         let (w, c) = (Instant::now(), cputime::thread_cpu());
-        let applied2 = live.remove_endpoint(&key).map_err(|e| e.to_string())?;
+        let applied2 = live
+            .update(next, std::slice::from_ref(&key))
+            .map_err(|e| e.to_string())?;
         publish(&slot, &live, &mut generation);
         rm_t.push(w.elapsed());
         rm_c.push(cputime::thread_cpu() - c);
@@ -497,13 +703,15 @@ fn churn(a: &ScaleArgs, name: &str, cluster: Cluster, shape: &Shape) -> Result<(
     ] {
         let (mut new_t, mut fast) = (Vec::new(), 0usize);
         for i in 0..n_runs {
-            let w = Instant::now();
             let relabel = Some((label, format!("new{i}")));
-            let (r, key) = add_like(&mut live, i, &mut next_addr, relabel);
+            let (next, key) = add_like(&live, i, &mut next_addr, relabel);
+            let w = Instant::now();
+            let r = live.update(next, std::slice::from_ref(&key));
             fast += usize::from(r.map_err(|e| e.to_string())? == Applied::Fast);
             publish(&slot, &live, &mut generation);
             new_t.push(w.elapsed());
-            live.remove_endpoint(&key).map_err(|e| e.to_string())?;
+            let next = removed(&live, &key);
+            live.update(next, &[key]).map_err(|e| e.to_string())?;
         }
         let (p50, p99, max) = percentiles(new_t);
         println!(
@@ -512,27 +720,26 @@ fn churn(a: &ScaleArgs, name: &str, cluster: Cluster, shape: &Shape) -> Result<(
     }
 
     // 3. One policy changed (its first rule's action flipped): normalising the store
-    // is outside the timer, lowering and compiling inside.
-    let mut pol_t = Vec::new();
-    let mut rng = Rng::new(a.seed ^ 0x90);
-    for i in 0..few {
-        let mut c = live.cluster().clone();
-        let j = rng.below(c.policies.len());
-        if let Some(r) = c.policies[j].ingress.first_mut() {
-            r.rule.action = if i % 2 == 0 {
-                control::model::RuleAction::Deny
-            } else {
-                control::model::RuleAction::Allow
-            };
-        }
-        let w = Instant::now();
-        live.set_cluster(c).map_err(|e| e.to_string())?;
-        publish(&slot, &live, &mut generation);
-        pol_t.push(w.elapsed());
+    // is outside the timer, lowering and compiling inside. Alternating: through
+    // `Live::update` (the incremental path) and `Live::set_cluster` (a full rebuild).
+    let check_keys = keys(a.pods, 512, a.seed ^ 0x77);
+    let runs = reps.min(40);
+    let (ti, tf, inc) =
+        policy_changes(&mut live, &slot, &mut generation, runs, a.seed, &check_keys)?;
+    for (what, t) in [("incremental", ti), ("full-rebuild", tf)] {
+        let (p50, p99, max) = percentiles(t);
+        println!(
+            "churn {name} change=one-policy path={what} n={} p50_ms={p50:.3} p99_ms={p99:.3} max_ms={max:.3} incremental={inc}/{}",
+            runs.div_ceil(2),
+            runs.div_ceil(2)
+        );
     }
-    let (p50, p99, max) = percentiles(pol_t);
     println!(
-        "churn {name} change=one-policy n={few} p50_ms={p50:.3} p99_ms={p99:.3} max_ms={max:.3}"
+        "churn {name} memory classifier_bytes={} parts={} memo_bytes={} rss_mb={:.0}",
+        live.classifier().stats().stage_bytes + live.classifier().stats().tree_bytes,
+        live.classifier().stats().parts,
+        live.memo_bytes(),
+        rss() as f64 / 1e6
     );
 
     // 4. Pods arriving and leaving at --rate per second while a thread classifies.

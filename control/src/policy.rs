@@ -247,6 +247,18 @@ pub fn cluster(store: &Store) -> Result<Cluster, PolicyError> {
     Cluster::from_resources(store.resources()).map_err(PolicyError::Cluster)
 }
 
+/// [`cluster`] kept up to date: turns `cluster`, the [`Cluster`] of a store before a
+/// change, into the [`Cluster`] of `store` after it, normalising only the resources
+/// under `changed` (every key created, replaced or deleted; see [`Cluster::update`]).
+/// The result equals `cluster(store)`. On error `cluster` is unchanged.
+pub fn update_cluster(
+    cluster: &mut Cluster,
+    store: &Store,
+    changed: &[ResourceKey],
+) -> Result<(), PolicyError> {
+    cluster.update(store, changed).map_err(PolicyError::Cluster)
+}
+
 /// A policy set applied into a fresh store, without the evaluator's normalisation
 /// (what `tiergate check` needs).
 #[derive(Clone, Debug)]

@@ -21,6 +21,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use crate::model::Loaded;
 use crate::model::defaults::{self, DEFAULT_TIER};
@@ -120,11 +121,15 @@ impl fmt::Display for StoreErrors {
     }
 }
 
-/// The resource store.
+/// The resource store. Entries are shared (`Arc`): a clone copies the key index, not
+/// the resources, so a change can be prepared on a copy and dropped on error cheaply.
 #[derive(Clone, Debug)]
 pub struct Store {
-    objects: BTreeMap<ResourceKey, Stored>,
+    objects: BTreeMap<ResourceKey, Arc<Stored>>,
     generation: u64,
+    /// Keys of the resources the daemon last read from its `-f` sources (at start or
+    /// at a SIGHUP reload): what a reload deletes when the files no longer hold them.
+    file_keys: BTreeSet<ResourceKey>,
 }
 
 impl Default for Store {
@@ -140,16 +145,34 @@ impl Store {
         for r in builtin_tiers() {
             objects.insert(
                 r.key(),
-                Stored {
+                Arc::new(Stored {
                     resource: r,
                     origin: None,
-                },
+                }),
             );
         }
         Store {
             objects,
             generation: 0,
+            file_keys: BTreeSet::new(),
         }
+    }
+
+    /// Keys the daemon last read from its `-f` sources (see [`Store::set_file_keys`]).
+    /// Applies and deletes leave them as they are.
+    pub fn file_keys(&self) -> &BTreeSet<ResourceKey> {
+        &self.file_keys
+    }
+
+    /// Records which keys came from the `-f` sources (kept with the store, and so in
+    /// `--state-dir`, for the next reload to know what the files dropped).
+    pub fn set_file_keys(&mut self, keys: BTreeSet<ResourceKey>) {
+        self.file_keys = keys;
+    }
+
+    /// Whether `key` is a built-in tier (always present, never deleted).
+    pub fn is_builtin(key: &ResourceKey) -> bool {
+        key.kind == Kind::Tier && BUILTIN_TIERS.iter().any(|(n, _, _)| *n == key.name)
     }
 
     /// The generation: 0 for a new store, +1 for every apply or delete that changed it.
@@ -159,6 +182,15 @@ impl Store {
 
     /// Applies `items` atomically: all are stored, or none (and every error is returned).
     pub fn apply(&mut self, items: Vec<Loaded>) -> Result<ApplySummary, StoreErrors> {
+        self.apply_changes(items).map(|(summary, _)| summary)
+    }
+
+    /// [`Store::apply`], also returning the keys whose resource was created or changed
+    /// (in key order; keys applied with an identical resource are not listed).
+    pub fn apply_changes(
+        &mut self,
+        items: Vec<Loaded>,
+    ) -> Result<(ApplySummary, Vec<ResourceKey>), StoreErrors> {
         let mut errors = Vec::new();
         let mut batch: BTreeMap<ResourceKey, Stored> = BTreeMap::new();
         for Loaded {
@@ -219,19 +251,26 @@ impl Store {
             return Err(StoreErrors(errors));
         }
         let mut summary = ApplySummary::default();
+        let mut changed = Vec::new();
         for (key, stored) in batch {
             match self.objects.get(&key) {
                 None => summary.created += 1,
-                Some(old) if old.resource == stored.resource => summary.unchanged += 1,
+                Some(old) if old.resource == stored.resource => {
+                    summary.unchanged += 1;
+                    // The same resource from a new origin: stored, but not a change.
+                    self.objects.insert(key, Arc::new(stored));
+                    continue;
+                }
                 Some(_) => summary.updated += 1,
             }
-            self.objects.insert(key, stored);
+            changed.push(key.clone());
+            self.objects.insert(key, Arc::new(stored));
         }
         if summary.created + summary.updated > 0 {
             self.generation += 1;
         }
         summary.generation = self.generation;
-        Ok(summary)
+        Ok((summary, changed))
     }
 
     /// Deletes `keys` atomically; returns how many were deleted (all of them).
@@ -280,6 +319,46 @@ impl Store {
         Ok(doomed.len())
     }
 
+    /// The keys whose entries differ between `self` and `other` (in one of them only,
+    /// or with a different resource; a new origin alone is no difference), in key
+    /// order. Entries a copy shares with its original are skipped without comparing
+    /// them, so comparing a store with a changed copy costs one walk of the keys.
+    pub fn changed_keys(&self, other: &Store) -> Vec<ResourceKey> {
+        let mut out = Vec::new();
+        let mut a = self.objects.iter().peekable();
+        let mut b = other.objects.iter().peekable();
+        loop {
+            match (a.peek(), b.peek()) {
+                (None, None) => return out,
+                (Some((k, _)), None) => {
+                    out.push((*k).clone());
+                    a.next();
+                }
+                (None, Some((k, _))) => {
+                    out.push((*k).clone());
+                    b.next();
+                }
+                (Some((ka, sa)), Some((kb, sb))) => match ka.cmp(kb) {
+                    std::cmp::Ordering::Less => {
+                        out.push((*ka).clone());
+                        a.next();
+                    }
+                    std::cmp::Ordering::Greater => {
+                        out.push((*kb).clone());
+                        b.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        if !Arc::ptr_eq(sa, sb) && sa.resource != sb.resource {
+                            out.push((*ka).clone());
+                        }
+                        a.next();
+                        b.next();
+                    }
+                },
+            }
+        }
+    }
+
     /// The resource stored under `key`.
     pub fn get(&self, key: &ResourceKey) -> Option<&Resource> {
         self.objects.get(key).map(|s| &s.resource)
@@ -287,7 +366,7 @@ impl Store {
 
     /// The stored entry (resource and origin) under `key`.
     pub fn entry(&self, key: &ResourceKey) -> Option<&Stored> {
-        self.objects.get(key)
+        self.objects.get(key).map(|s| &**s)
     }
 
     /// Number of stored resources, built-in tiers included.
@@ -307,7 +386,7 @@ impl Store {
 
     /// Every stored entry, in key order.
     pub fn entries(&self) -> impl Iterator<Item = (&ResourceKey, &Stored)> {
-        self.objects.iter()
+        self.objects.iter().map(|(k, s)| (k, &**s))
     }
 
     /// The resources of one kind, in (namespace, name) order.

@@ -27,6 +27,7 @@ use crate::selector::{Expr, LabelChain, Selector};
 
 pub mod flow;
 pub mod meta;
+mod update;
 
 pub use flow::{
     Evaluation, Flow, L4, MixedFamilies, NO_MATCH_NAME, Outcome, PolicyHit, ReporterOutcome,
@@ -677,70 +678,49 @@ impl Cluster {
     ) -> Result<Cluster, ClusterError> {
         let mut latest: BTreeMap<ResourceKey, &Resource> = BTreeMap::new();
         for r in resources {
-            let mut key = r.key();
-            if key.kind.is_namespaced() {
-                key.namespace = Some(namespace_of(r.metadata()).to_string());
-            }
-            latest.insert(key, r);
+            latest.insert(normalised_key(r), r);
         }
 
         let mut c = Cluster::default();
         for (name, order, action) in BUILTIN_TIERS {
-            c.tiers.insert(
-                name.to_string(),
-                TierInfo {
-                    name: name.to_string(),
-                    order: Some(order),
-                    default_action: action,
-                    known: true,
-                },
-            );
+            c.tiers
+                .insert(name.to_string(), builtin_tier(name, order, action));
         }
+        for (key, r) in &latest {
+            if is_policy_kind(key.kind) {
+                if let Some(p) = policy_of(key, r)? {
+                    c.policies.push(p);
+                }
+            } else if let Resource::Tier(o) = r {
+                c.tiers.insert(o.metadata.name.clone(), tier_of(o));
+            }
+        }
+        c.set_members(latest.iter().map(|(k, r)| (k, *r)))?;
+        Ok(c)
+    }
+
+    /// Rebuilds everything but the policies and tiers (endpoints, network sets,
+    /// profiles) from `resources` (normalised keys, in key order; other kinds are
+    /// skipped).
+    fn set_members<'a>(
+        &mut self,
+        resources: impl IntoIterator<Item = (&'a ResourceKey, &'a Resource)>,
+    ) -> Result<(), ClusterError> {
         let mut namespaces: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         let mut explicit_profiles: Vec<&Object<crate::model::ProfileSpec>> = Vec::new();
         let mut service_accounts: Vec<(String, String)> = Vec::new();
+        let mut endpoints = Vec::new();
+        let mut network_sets = Vec::new();
 
-        for (key, r) in &latest {
+        for (key, r) in resources {
             match r {
-                Resource::NetworkPolicy(o)
-                | Resource::GlobalNetworkPolicy(o)
-                | Resource::StagedNetworkPolicy(o)
-                | Resource::StagedGlobalNetworkPolicy(o) => {
-                    if let Some(p) = calico_policy(key.kind, &o.metadata, &o.spec)? {
-                        c.policies.push(p);
-                    }
-                }
-                Resource::KubernetesNetworkPolicy(o)
-                | Resource::StagedKubernetesNetworkPolicy(o) => {
-                    let staged = key.kind == Kind::StagedKubernetesNetworkPolicy;
-                    if staged && o.spec.staged_action == Some(StagedAction::Delete) {
-                        continue;
-                    }
-                    let flavour = if staged {
-                        K8sFlavour::Staged
-                    } else {
-                        K8sFlavour::NetworkPolicy
-                    };
-                    let spec = k8s::to_calico(&o.spec, flavour).map_err(|e| ClusterError {
-                        resource: key.clone(),
-                        field: format!("spec.{}", e.field()),
-                        reason: e.reason(),
-                    })?;
-                    if let Some(p) = calico_policy(key.kind, &o.metadata, &spec)? {
-                        c.policies.push(p);
-                    }
-                }
-                Resource::Tier(o) => {
-                    c.tiers.insert(
-                        o.metadata.name.clone(),
-                        TierInfo {
-                            name: o.metadata.name.clone(),
-                            order: o.spec.order,
-                            default_action: o.spec.default_action.unwrap_or_default(),
-                            known: true,
-                        },
-                    );
-                }
+                Resource::NetworkPolicy(_)
+                | Resource::GlobalNetworkPolicy(_)
+                | Resource::StagedNetworkPolicy(_)
+                | Resource::StagedGlobalNetworkPolicy(_)
+                | Resource::KubernetesNetworkPolicy(_)
+                | Resource::StagedKubernetesNetworkPolicy(_)
+                | Resource::Tier(_) => {}
                 Resource::NetworkSet(o) | Resource::GlobalNetworkSet(o) => {
                     let mut labels = o.metadata.labels.clone();
                     let mut profiles = Vec::new();
@@ -749,7 +729,7 @@ impl Cluster {
                         profiles.push(namespace_profile_name(ns));
                         namespaces.entry(ns.clone()).or_default();
                     }
-                    c.network_sets.push(NetworkSet {
+                    network_sets.push(NetworkSet {
                         key: key.clone(),
                         nets: o.spec.nets.iter().map(|n| n.0.trunc()).collect(),
                         labels,
@@ -781,7 +761,7 @@ impl Cluster {
                     if !sa.is_empty() {
                         service_accounts.push((ns.clone(), sa.to_string()));
                     }
-                    c.endpoints.push(Endpoint {
+                    endpoints.push(Endpoint {
                         kind: EndpointKind::Workload,
                         key: key.clone(),
                         nets: o.spec.ip_networks.iter().map(|n| n.0).collect(),
@@ -793,7 +773,7 @@ impl Cluster {
                     });
                 }
                 Resource::HostEndpoint(o) => {
-                    c.endpoints.push(Endpoint {
+                    endpoints.push(Endpoint {
                         kind: EndpointKind::Host,
                         key: key.clone(),
                         nets: o
@@ -815,9 +795,10 @@ impl Cluster {
                 }
             }
         }
-        // Workloads before host endpoints; the BTreeMap gave key order within each.
-        c.endpoints.sort_by_key(|e| e.kind);
+        // Workloads before host endpoints; the key order gave key order within each.
+        endpoints.sort_by_key(|e| e.kind);
 
+        let mut profiles = BTreeMap::new();
         // Implicit profiles (CONV/conversion.go NamespaceToProfile, ServiceAccountToProfile).
         for (ns, ns_labels) in &namespaces {
             let mut labels: BTreeMap<String, String> = ns_labels
@@ -826,7 +807,7 @@ impl Cluster {
                 .collect();
             labels.insert(format!("{NAMESPACE_KEY_PREFIX}{NAME_LABEL}"), ns.clone());
             let name = namespace_profile_name(ns);
-            c.profiles.insert(
+            profiles.insert(
                 name.clone(),
                 ProfileInfo {
                     name,
@@ -838,7 +819,7 @@ impl Cluster {
         }
         for (ns, sa) in service_accounts {
             let name = service_account_profile_name(&ns, &sa);
-            c.profiles.insert(
+            profiles.insert(
                 name.clone(),
                 ProfileInfo {
                     name,
@@ -854,7 +835,7 @@ impl Cluster {
                 namespace: None,
                 name: o.metadata.name.clone(),
             };
-            c.profiles.insert(
+            profiles.insert(
                 o.metadata.name.clone(),
                 ProfileInfo {
                     name: o.metadata.name.clone(),
@@ -865,7 +846,10 @@ impl Cluster {
                 },
             );
         }
-        Ok(c)
+        self.endpoints = endpoints;
+        self.network_sets = network_sets;
+        self.profiles = profiles;
+        Ok(())
     }
 
     /// The tier named `name`: a known one, or an unknown one (sorted after every known
@@ -995,6 +979,76 @@ impl Cluster {
             .iter()
             .map(|n| (n.as_str(), self.profile(n)))
             .collect()
+    }
+}
+
+/// A resource's key as the cluster keys it: a namespaced kind without a namespace is in
+/// `default`.
+fn normalised_key(r: &Resource) -> ResourceKey {
+    let mut key = r.key();
+    if key.kind.is_namespaced() {
+        key.namespace = Some(namespace_of(r.metadata()).to_string());
+    }
+    key
+}
+
+/// Whether resources of `kind` become [`Policy`]s.
+fn is_policy_kind(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::NetworkPolicy
+            | Kind::GlobalNetworkPolicy
+            | Kind::StagedNetworkPolicy
+            | Kind::StagedGlobalNetworkPolicy
+            | Kind::KubernetesNetworkPolicy
+            | Kind::StagedKubernetesNetworkPolicy
+    )
+}
+
+/// The [`Policy`] of a policy resource stored under `key` (`None` for a
+/// `stagedAction: Delete` object or a resource of another kind).
+fn policy_of(key: &ResourceKey, r: &Resource) -> Result<Option<Policy>, ClusterError> {
+    match r {
+        Resource::NetworkPolicy(o)
+        | Resource::GlobalNetworkPolicy(o)
+        | Resource::StagedNetworkPolicy(o)
+        | Resource::StagedGlobalNetworkPolicy(o) => calico_policy(key.kind, &o.metadata, &o.spec),
+        Resource::KubernetesNetworkPolicy(o) | Resource::StagedKubernetesNetworkPolicy(o) => {
+            let staged = key.kind == Kind::StagedKubernetesNetworkPolicy;
+            if staged && o.spec.staged_action == Some(StagedAction::Delete) {
+                return Ok(None);
+            }
+            let flavour = if staged {
+                K8sFlavour::Staged
+            } else {
+                K8sFlavour::NetworkPolicy
+            };
+            let spec = k8s::to_calico(&o.spec, flavour).map_err(|e| ClusterError {
+                resource: key.clone(),
+                field: format!("spec.{}", e.field()),
+                reason: e.reason(),
+            })?;
+            calico_policy(key.kind, &o.metadata, &spec)
+        }
+        _ => Ok(None),
+    }
+}
+
+fn builtin_tier(name: &str, order: f64, action: TierDefaultAction) -> TierInfo {
+    TierInfo {
+        name: name.to_string(),
+        order: Some(order),
+        default_action: action,
+        known: true,
+    }
+}
+
+fn tier_of(o: &Object<crate::model::TierSpec>) -> TierInfo {
+    TierInfo {
+        name: o.metadata.name.clone(),
+        order: o.spec.order,
+        default_action: o.spec.default_action.unwrap_or_default(),
+        known: true,
     }
 }
 

@@ -3,6 +3,9 @@
 //! with a label set that already exists — costs one LPM insert instead of a new
 //! generation.
 //!
+//! A store change enters through [`Live::update`] (the whole next store and the keys
+//! that changed), which picks the cheapest path below that applies.
+//!
 //! # What a change costs
 //! - **Endpoint added** whose *behaviour* another bound endpoint already has, with
 //!   host prefixes (/32, /128) that no rule, network set or other endpoint names and
@@ -19,8 +22,19 @@
 //!   other endpoint has ([`IdentityClassifier::without_host`]): same. Its id stays
 //!   as an unused entry of [`Names`].
 //! - **Endpoint relabelled**: removed, then added.
-//! - Everything else — a new label key, a namespace or profile relabel, a network set
-//!   or policy change, an address shared by two endpoints — is a full rebuild
+//! - **Policies added, modified or deleted** (and nothing else), in a store whose
+//!   endpoint prefixes are host prefixes of one endpoint each: the endpoints the old
+//!   or the new version of a changed policy applies to get their programs lowered
+//!   again from the kept lowering memo (only the changed policies' rules are lowered;
+//!   a program whose content exists keeps its id), the new programs' trees are built
+//!   as a new part ([`IdentityClassifier::with_programs`]) and those endpoints'
+//!   bindings pointed at them. Policy ids stay stable across changes, so every other
+//!   program and tree is kept. Refused — a rebuild — when a changed policy names an
+//!   address list the build did not see (a peer selector or CIDR selecting other
+//!   addresses), and every 16 parts (a rebuild drops the replaced programs' trees).
+//!   The endpoint fast path's indexes are refreshed at the next endpoint change.
+//! - Everything else — a new label key, a namespace, tier or profile change, a
+//!   network set change, an address shared by two endpoints — is a full rebuild
 //!   ([`Live::set_cluster`], [`lower`] then [`IdentityClassifier::build`]), which is
 //!   also what the fast path must equal: the property test below checks, after random
 //!   sequences of changes, that the live generation classifies every flow as a fresh
@@ -42,9 +56,9 @@ use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use ipnet::IpNet;
 use thiserror::Error;
 
-use super::{EndpointName, LowerError, Names, endpoint_meta, id32, lower};
+use super::{EndpointName, LowerError, Memo, Names, endpoint_meta, id32, lower_keeping};
 use crate::cluster::{Cluster, Endpoint, EndpointKind, Evaluation, Flow, MixedFamilies};
-use crate::model::{EndpointPort, ResourceKey};
+use crate::model::{EndpointPort, Kind, PolicyType, ResourceKey};
 use crate::selector::Selector;
 
 /// Why a live change failed (the previous generation stays published).
@@ -63,11 +77,15 @@ pub enum LiveError {
 
 /// How a change was applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Applied {
     /// On the fast path: the trees were kept.
     Fast,
     /// By a full rebuild.
     Rebuilt,
+    /// Only the programs holding a changed policy were lowered again and their trees
+    /// built; every other tree was kept.
+    Incremental,
 }
 
 /// What selectors, named ports and applies-to read of an endpoint.
@@ -115,6 +133,41 @@ struct Group {
     egress: Option<ProgramId>,
 }
 
+/// Drops a replaced store off the control thread when it is large: freeing tens of
+/// thousands of endpoints' labels costs milliseconds, more than the change itself.
+/// One process-wide thread does it; if it cannot be started the store is dropped
+/// here.
+fn retire(old: Cluster) {
+    use std::sync::mpsc::{Sender, channel};
+    use std::sync::{Mutex, OnceLock};
+    static REAPER: OnceLock<Option<Mutex<Sender<Cluster>>>> = OnceLock::new();
+    if old.endpoints.len() + old.policies.len() < 1024 {
+        return;
+    }
+    let reaper = REAPER.get_or_init(|| {
+        let (tx, rx) = channel::<Cluster>();
+        std::thread::Builder::new()
+            .name("tiergate-reaper".into())
+            .spawn(move || {
+                for c in rx {
+                    drop(c);
+                }
+            })
+            .ok()
+            .map(|_| Mutex::new(tx))
+    });
+    if let Some(tx) = reaper
+        && let Ok(tx) = tx.lock()
+    {
+        // A send fails only when the thread is gone; the store is dropped here then.
+        let _ = tx.send(old);
+    }
+}
+
+/// Tree parts an incremental policy change may add before a full rebuild compacts
+/// them (each part holds the programs of one change; replaced ones stay until then).
+const MAX_PARTS: usize = 16;
+
 fn is_host(n: &IpNet) -> bool {
     n.prefix_len() == n.max_prefix_len()
 }
@@ -134,6 +187,14 @@ pub struct Live {
     named: HashSet<IpNet>,
     /// How many endpoints have each prefix.
     nets: HashMap<IpNet, u32>,
+    /// Whether the store's endpoints are in [`Cluster::endpoints`] order (not after
+    /// [`Live::add_endpoint`] appended one).
+    ordered: bool,
+    /// What the last lowering learned (`None` after a failed incremental change).
+    memo: Option<Memo>,
+    /// Whether `groups`, `selectors`, `behaviours` and `named` are out of date (a
+    /// policy changed incrementally); refreshed before the next endpoint change.
+    stale: bool,
 }
 
 impl std::fmt::Debug for Live {
@@ -148,7 +209,7 @@ impl std::fmt::Debug for Live {
 impl Live {
     /// Lowers and compiles `cluster`.
     pub fn new(cluster: Cluster, cfg: BuildConfig) -> Result<Live, LiveError> {
-        let (lowered, classifier) = Self::build(&cluster, &cfg)?;
+        let (lowered, memo, classifier) = Self::build(&cluster, &cfg)?;
         let mut live = Live {
             cluster,
             names: Names::default(),
@@ -159,6 +220,9 @@ impl Live {
             behaviours: HashMap::new(),
             named: HashSet::new(),
             nets: HashMap::new(),
+            ordered: true,
+            memo: Some(memo),
+            stale: false,
         };
         live.adopt(lowered);
         Ok(live)
@@ -167,15 +231,16 @@ impl Live {
     fn build(
         cluster: &Cluster,
         cfg: &BuildConfig,
-    ) -> Result<(super::Lowered, IdentityClassifier), LiveError> {
-        let lowered = lower(cluster)?;
+    ) -> Result<(super::Lowered, Memo, IdentityClassifier), LiveError> {
+        let (lowered, memo) = lower_keeping(cluster)?;
         let classifier = IdentityClassifier::build(&lowered.set, cfg)?;
-        Ok((lowered, classifier))
+        Ok((lowered, memo, classifier))
     }
 
     /// Takes a full build's names and rebuilds the indexes and groups from it.
     fn adopt(&mut self, lowered: super::Lowered) {
         self.index();
+        self.stale = false;
         self.groups.clear();
         for b in &lowered.set.endpoints {
             let Some(owner) = self.cluster.endpoints.get(b.endpoint.0 as usize) else {
@@ -295,6 +360,13 @@ impl Live {
         &self.classifier
     }
 
+    /// Bytes of the lowering memo kept for incremental policy changes (every
+    /// policy's lowered rules with their address lists, the program maps), roughly;
+    /// 0 when none is kept.
+    pub fn memo_bytes(&self) -> usize {
+        self.memo.as_ref().map_or(0, Memo::bytes)
+    }
+
     /// Names of the published classifier's ids.
     pub fn names(&self) -> &Names {
         &self.names
@@ -302,18 +374,266 @@ impl Live {
 
     /// Replaces the whole store: a full rebuild.
     pub fn set_cluster(&mut self, cluster: Cluster) -> Result<Applied, LiveError> {
-        let (lowered, classifier) = Self::build(&cluster, &self.cfg)?;
+        let (lowered, memo, classifier) = Self::build(&cluster, &self.cfg)?;
         self.cluster = cluster;
+        self.memo = Some(memo);
+        self.ordered = true;
         self.classifier = Arc::new(classifier);
         self.adopt(lowered);
         Ok(Applied::Rebuilt)
     }
 
+    /// Applies a store change: `next` is the whole new store and `changed` the keys
+    /// of every resource added, modified or deleted since the live store (a key
+    /// listed that did not change costs nothing; a change not listed is missed by the
+    /// incremental paths, so the caller lists them all).
+    ///
+    /// When every changed key is a workload or host endpoint and each change takes
+    /// the endpoint fast path (see the module doc: removals, then additions, a
+    /// modified endpoint being both), the trees are kept ([`Applied::Fast`]).
+    /// Anything else is a full rebuild of `next` ([`Applied::Rebuilt`]). On error
+    /// the previous generation, store and names stay as they were.
+    pub fn update(&mut self, next: Cluster, changed: &[ResourceKey]) -> Result<Applied, LiveError> {
+        if !changed.is_empty() && changed.iter().all(|k| k.kind.is_policy()) {
+            if self.policies_incremental(&next, changed) {
+                retire(std::mem::replace(&mut self.cluster, next));
+                self.ordered = true;
+                return Ok(Applied::Incremental);
+            }
+            return self.set_cluster(next);
+        }
+        if changed
+            .iter()
+            .all(|k| matches!(k.kind, Kind::WorkloadEndpoint | Kind::HostEndpoint))
+        {
+            match self.endpoints_fast(&next, changed) {
+                Fast::Done => {
+                    retire(std::mem::replace(&mut self.cluster, next));
+                    self.ordered = true;
+                    return Ok(Applied::Fast);
+                }
+                Fast::Untouched => return self.set_cluster(next),
+                Fast::Partial(saved) => {
+                    return self.set_cluster(next).inspect_err(|_| self.restore(*saved));
+                }
+            }
+        }
+        self.set_cluster(next)
+    }
+
+    /// The policy changes of [`Live::update`] without a full rebuild (see the module
+    /// doc); `false` when they need one (nothing is changed then, except that the
+    /// lowering memo may be dropped).
+    fn policies_incremental(&mut self, next: &Cluster, changed: &[ResourceKey]) -> bool {
+        if self.memo.is_none() || self.classifier.stats().parts >= MAX_PARTS {
+            return false;
+        }
+        let affected = {
+            let old = &self.cluster;
+            if old.tiers != next.tiers
+                || !old.profiles.keys().eq(next.profiles.keys())
+                || old.endpoints.len() != next.endpoints.len()
+                || old.network_sets.len() != next.network_sets.len()
+                // Every endpoint prefix a host prefix of one endpoint: a binding's
+                // programs are then its endpoint's.
+                || !self.nets.iter().all(|(n, &c)| is_host(n) && c == 1)
+            {
+                return false;
+            }
+            let find = |c: &'_ Cluster, k: &ResourceKey| {
+                c.policies
+                    .binary_search_by(|p| p.key.cmp(k))
+                    .ok()
+                    .map(|i| c.policies[i].clone())
+            };
+            let pairs: Vec<_> = changed
+                .iter()
+                .map(|k| (find(old, k), find(next, k)))
+                .collect();
+            let added = pairs
+                .iter()
+                .filter(|p| p.0.is_none() && p.1.is_some())
+                .count();
+            let gone = pairs
+                .iter()
+                .filter(|p| p.0.is_some() && p.1.is_none())
+                .count();
+            if old.policies.len() + added != next.policies.len() + gone {
+                return false;
+            }
+            // The endpoints the old or new version of a changed policy applies to.
+            type Identity<'a> = (&'a std::collections::BTreeMap<String, String>, &'a [String]);
+            let mut seen: HashMap<Identity<'_>, bool> = HashMap::new();
+            let mut affected: Vec<&Endpoint> = Vec::new();
+            for e in &next.endpoints {
+                let hit = *seen
+                    .entry((&e.labels, e.profiles.as_slice()))
+                    .or_insert_with(|| {
+                        pairs.iter().any(|(a, b)| {
+                            [PolicyType::Ingress, PolicyType::Egress]
+                                .into_iter()
+                                .any(|d| {
+                                    a.as_ref().is_some_and(|p| old.policy_applies(p, e, d))
+                                        || b.as_ref().is_some_and(|p| next.policy_applies(p, e, d))
+                                })
+                        })
+                    });
+                if hit && !e.nets.is_empty() {
+                    affected.push(e);
+                }
+            }
+            affected
+        };
+        let Some(mut memo) = self.memo.take() else {
+            return false;
+        };
+        // On failure the memo is dropped (it may count programs the classifier does
+        // not have); the rebuild makes a new one.
+        let Ok(programs) =
+            super::relower_policies(next, &mut self.names, &mut memo, changed, &affected)
+        else {
+            return false;
+        };
+        let added = memo.take_programs();
+        let rebind: Vec<(IpNet, Option<ProgramId>, Option<ProgramId>)> = affected
+            .iter()
+            .zip(&programs)
+            .flat_map(|(e, &(i, g))| e.nets.iter().map(move |n| (n.trunc(), Some(i), Some(g))))
+            .collect();
+        let Ok(c) = self.classifier.with_programs(&added, &rebind, &self.cfg) else {
+            return false;
+        };
+        // A modified policy may have moved tier.
+        for k in changed {
+            if let (Some(id), Ok(i)) = (
+                memo.policy(k),
+                next.policies.binary_search_by(|p| p.key.cmp(k)),
+            ) {
+                self.names.policies[id.0 as usize].tier = next.policies[i].tier.clone();
+            }
+        }
+        self.classifier = Arc::new(c);
+        self.memo = Some(memo);
+        self.stale = true;
+        true
+    }
+
+    /// Brings the endpoint fast path's indexes up to date after a policy change: the
+    /// selectors and named prefixes from the store, the groups from the published
+    /// bindings.
+    fn refresh(&mut self) {
+        if !self.stale {
+            return;
+        }
+        self.index();
+        self.groups.clear();
+        for owner in &self.cluster.endpoints {
+            for n in &owner.nets {
+                let n = n.trunc();
+                if !is_host(&n) || self.nets.get(&n) != Some(&1) {
+                    continue;
+                }
+                let Some((id, ingress, egress)) = self.classifier.binding(n) else {
+                    continue;
+                };
+                if self.names.endpoint(id).is_none_or(|e| e.key != owner.key) {
+                    continue;
+                }
+                let key = behaviour_of(&self.cluster, &self.selectors, &mut self.behaviours, owner);
+                self.groups
+                    .entry(key)
+                    .or_insert_with(|| Group {
+                        hosts: Vec::new(),
+                        ingress,
+                        egress,
+                    })
+                    .hosts
+                    .push(n);
+            }
+        }
+        self.stale = false;
+    }
+
+    /// The endpoint changes of [`Live::update`] on the fast path, in place.
+    fn endpoints_fast(&mut self, next: &Cluster, changed: &[ResourceKey]) -> Fast {
+        self.refresh();
+        // An endpoint in a namespace nothing else names brings (or takes) the
+        // namespace's implicit profile: a rebuild.
+        if !self.cluster.profiles.keys().eq(next.profiles.keys()) {
+            return Fast::Untouched;
+        }
+        let mut gone = Vec::new();
+        let mut new = Vec::new();
+        for k in changed {
+            let old = find_endpoint(&self.cluster, k, self.ordered);
+            let now = find_endpoint(next, k, true);
+            if old.is_none() && now.is_none() {
+                // A key in neither store: not one the store spells this way.
+                return Fast::Untouched;
+            }
+            if let (Some(a), Some(b)) = (old, now)
+                && a == b
+            {
+                continue;
+            }
+            gone.extend(old.cloned());
+            new.extend(now.cloned());
+        }
+        // Everything else is the same store: as many endpoints as the changes say.
+        if self.cluster.endpoints.len() + new.len() != next.endpoints.len() + gone.len()
+            || self.cluster.policies.len() != next.policies.len()
+            || self.cluster.network_sets.len() != next.network_sets.len()
+        {
+            return Fast::Untouched;
+        }
+        if gone.is_empty() && new.is_empty() {
+            return Fast::Done;
+        }
+        // One addition or one removal changes nothing when refused; more may have
+        // gone through when a later one is refused.
+        let saved = (gone.len() + new.len() > 1).then(|| Box::new(self.save()));
+        let partial = |saved: Option<Box<Saved>>, first: bool| match saved {
+            Some(s) if !first => Fast::Partial(s),
+            _ => Fast::Untouched,
+        };
+        let mut first = true;
+        for e in &gone {
+            if !self.try_remove(e) {
+                return partial(saved, first);
+            }
+            first = false;
+        }
+        for e in &new {
+            if !self.try_add(e) {
+                return partial(saved, first);
+            }
+            first = false;
+        }
+        Fast::Done
+    }
+
+    fn save(&self) -> Saved {
+        Saved {
+            classifier: self.classifier.clone(),
+            names: self.names.clone(),
+            groups: self.groups.clone(),
+            nets: self.nets.clone(),
+        }
+    }
+
+    fn restore(&mut self, s: Saved) {
+        self.classifier = s.classifier;
+        self.names = s.names;
+        self.groups = s.groups;
+        self.nets = s.nets;
+    }
+
     fn rebuild(&mut self) -> Result<Applied, LiveError> {
         let cluster = std::mem::take(&mut self.cluster);
         match Self::build(&cluster, &self.cfg) {
-            Ok((lowered, classifier)) => {
+            Ok((lowered, memo, classifier)) => {
                 self.cluster = cluster;
+                self.memo = Some(memo);
                 self.classifier = Arc::new(classifier);
                 self.adopt(lowered);
                 Ok(Applied::Rebuilt)
@@ -327,6 +647,7 @@ impl Live {
 
     /// Adds an endpoint (a replaced one of the same key is [`Live::replace_endpoint`]).
     pub fn add_endpoint(&mut self, ep: Endpoint) -> Result<Applied, LiveError> {
+        self.ordered = false;
         if self.try_add(&ep) {
             self.cluster.endpoints.push(ep);
             return Ok(Applied::Fast);
@@ -346,7 +667,8 @@ impl Live {
             .iter()
             .position(|e| &e.key == key)
             .ok_or_else(|| LiveError::UnknownEndpoint(key.clone()))?;
-        if self.try_remove(i) {
+        let ep = self.cluster.endpoints[i].clone();
+        if self.try_remove(&ep) {
             self.cluster.endpoints.remove(i);
             return Ok(Applied::Fast);
         }
@@ -364,7 +686,9 @@ impl Live {
             .iter()
             .position(|e| e.key == ep.key)
             .ok_or_else(|| LiveError::UnknownEndpoint(ep.key.clone()))?;
-        if self.try_remove(i) {
+        let old = self.cluster.endpoints[i].clone();
+        self.ordered = false;
+        if self.try_remove(&old) {
             self.cluster.endpoints.remove(i);
             if self.try_add(&ep) {
                 self.cluster.endpoints.push(ep);
@@ -382,6 +706,7 @@ impl Live {
     /// The fast path of an add; on success the classifier, names and indexes are
     /// updated (the caller appends the endpoint to the store).
     fn try_add(&mut self, ep: &Endpoint) -> bool {
+        self.refresh();
         if ep.nets.is_empty() || !ep.nets.iter().all(is_host) {
             return false;
         }
@@ -450,10 +775,10 @@ impl Live {
         true
     }
 
-    /// The fast path of removing endpoint `i`; on success the classifier, names and
-    /// indexes are updated (the caller removes it from the store).
-    fn try_remove(&mut self, i: usize) -> bool {
-        let ep = &self.cluster.endpoints[i];
+    /// The fast path of removing endpoint `ep` of the store; on success the
+    /// classifier, names and indexes are updated (the caller removes it from the store).
+    fn try_remove(&mut self, ep: &Endpoint) -> bool {
+        self.refresh();
         if ep.nets.is_empty() || !ep.nets.iter().all(is_host) {
             return false;
         }
@@ -483,8 +808,7 @@ impl Live {
             }
         }
         self.classifier = Arc::new(next);
-        let ep = self.cluster.endpoints[i].clone();
-        let key = self.behaviour(&ep);
+        let key = self.behaviour(ep);
         let nets: Vec<IpNet> = ep.nets.iter().map(IpNet::trunc).collect();
         if let Some(g) = self.groups.get_mut(&key) {
             g.hosts.retain(|h| !nets.contains(h));
@@ -510,6 +834,43 @@ impl Live {
         Ok(self
             .names
             .evaluation_of(self.classifier.as_ref(), flow, &out[0]))
+    }
+}
+
+/// What [`Live::endpoints_fast`] did.
+enum Fast {
+    /// Every change is applied.
+    Done,
+    /// Nothing is changed.
+    Untouched,
+    /// Some changes are applied; this is the state before them.
+    Partial(Box<Saved>),
+}
+
+/// The fast path's state, kept while several changes are applied.
+struct Saved {
+    classifier: Arc<IdentityClassifier>,
+    names: Names,
+    groups: HashMap<Behaviour, Group>,
+    nets: HashMap<IpNet, u32>,
+}
+
+/// The endpoint of a store with this key. A store keeps workload endpoints, then
+/// host endpoints, each in key order ([`Cluster::endpoints`]); one the fast path
+/// appended to (`ordered` false) is searched in full. A store out of that order
+/// gives a false "none", which [`Live::endpoints_fast`]'s count check turns into a
+/// rebuild.
+fn find_endpoint<'c>(c: &'c Cluster, key: &ResourceKey, ordered: bool) -> Option<&'c Endpoint> {
+    fn rank(k: &ResourceKey) -> (bool, &ResourceKey) {
+        (k.kind != Kind::WorkloadEndpoint, k)
+    }
+    match c
+        .endpoints
+        .binary_search_by(|e| rank(&e.key).cmp(&rank(key)))
+    {
+        Ok(i) => Some(&c.endpoints[i]),
+        Err(_) if !ordered => c.endpoints.iter().find(|e| &e.key == key),
+        Err(_) => None,
     }
 }
 

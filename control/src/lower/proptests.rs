@@ -508,7 +508,7 @@ fn k8s_spec() -> BoxedStrategy<K8sPolicySpec> {
         .boxed()
 }
 
-fn policy() -> BoxedStrategy<Resource> {
+pub(crate) fn policy() -> BoxedStrategy<Resource> {
     let name = select(vec!["p1", "p2", "p3", "t1.p4"]).prop_map(s);
     let ns = select(NAMESPACES.to_vec());
     prop_oneof![
@@ -621,7 +621,7 @@ fn host_endpoint(i: usize) -> BoxedStrategy<Resource> {
         .boxed()
 }
 
-fn network_set(i: usize) -> BoxedStrategy<Resource> {
+pub(crate) fn network_set(i: usize) -> BoxedStrategy<Resource> {
     let set_labels = labels(&[("zone", &["internal", "partner"]), ("app", &["web", "db"])]);
     (
         option::of(select(NAMESPACES.to_vec())),

@@ -25,10 +25,15 @@
 //! verdicts still come from one walk per endpoint-direction.
 //!
 //! Endpoint bindings stay out of the trees (they only pick the program), and the
-//! trees ([`IdentityClassifier::trees`]) are shared between generations that differ
+//! trees are shared between generations that differ
 //! only by a host address: [`IdentityClassifier::with_host`] and
 //! [`IdentityClassifier::without_host`] give the next generation with one host
-//! prefix bound or unbound, at the cost of copying the LPM and the class tables.
+//! prefix bound or unbound, at the cost of copying the LPM and the class tables;
+//! [`IdentityClassifier::with_programs`] gives the next generation with programs added
+//! (their trees built as a new *part*, every earlier part shared) and bindings pointed
+//! at them, as long as the added programs name only address lists the build saw.
+//! A lookup walks each program in the part that holds it; a part's trace ids are
+//! offset past the earlier parts' ones.
 //!
 //! The slow twins are the linear reference over the original set (property tests
 //! below compare every verdict and trace) and a fresh build after each change.
@@ -155,6 +160,27 @@ pub enum HostChangeRefused {
     TooMany,
 }
 
+/// Why [`IdentityClassifier::with_programs`] cannot give the next generation; a full
+/// build can (or fails the same way).
+#[derive(Debug, thiserror::Error)]
+pub enum ProgramChangeRefused {
+    /// An added program names an address list the build did not see.
+    #[error("an added program names an address list the build did not see")]
+    NewList,
+    /// A prefix to rebind is not a bound prefix.
+    #[error("{0} is not a bound prefix")]
+    NotBound(IpNet),
+    /// A binding names a program neither the set nor the added ones have.
+    #[error("program {0} is not in the set")]
+    UnknownProgram(u32),
+    /// Too many programs, parts or traces to number.
+    #[error("too many programs or traces")]
+    TooMany,
+    /// The added programs' trees do not build.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
+
 /// What the identity stage holds, for reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IdentityStats {
@@ -166,8 +192,15 @@ pub struct IdentityStats {
     pub lists: usize,
     /// Bytes of the LPM and the class and binding tables.
     pub stage_bytes: usize,
-    /// Bytes of the trees ([`Classifier`]'s own count).
+    /// Bytes of the trees ([`Classifier`]'s own count, summed over the parts).
     pub tree_bytes: usize,
+    /// Tree parts: one after a build, one more per [`IdentityClassifier::with_programs`].
+    pub parts: usize,
+    /// Programs, referenced or not.
+    pub programs: usize,
+    /// Bytes of the address lists kept for [`IdentityClassifier::with_programs`]
+    /// (control-side state shared by every generation of a build, not read by lookups).
+    pub list_bytes: usize,
 }
 
 /// A [`PolicySet`] compiled as identity stage + decision trees. Classifies exactly as
@@ -178,9 +211,60 @@ pub struct IdentityClassifier {
     hot: Vec<Hot>,
     cold: Vec<Cold>,
     bindings: Vec<(EndpointId, Option<ProgramId>, Option<ProgramId>)>,
-    trees: Arc<Classifier>,
-    programs: usize,
+    /// The trees, in the order they were built; a part's trace ids follow the earlier
+    /// parts' ones.
+    parts: Vec<Part>,
+    /// Per program: its part and its index in that part's trees.
+    programs: Arc<Vec<(u32, u32)>>,
+    lists: Arc<Lists>,
     stats: IdentityStats,
+}
+
+/// Trees over some of the programs.
+#[derive(Clone, Debug)]
+struct Part {
+    trees: Arc<Classifier>,
+    /// What this part's trace ids are offset by in [`Classify::trace`].
+    trace_base: u32,
+}
+
+/// Every address list the build saw, and its identity-space form.
+#[derive(Debug, Default)]
+struct Lists {
+    ids: HashMap<Vec<IpNet>, u32>,
+    rewritten: Vec<Vec<IpNet>>,
+}
+
+impl Lists {
+    fn bytes(&self) -> usize {
+        let nets = |v: &Vec<IpNet>| v.len() * size_of::<IpNet>() + size_of::<Vec<IpNet>>();
+        self.ids.keys().map(nets).sum::<usize>() + self.rewritten.iter().map(nets).sum::<usize>()
+    }
+
+    /// `programs` with every address list replaced by its identity-space form; `None`
+    /// if one is not in the table.
+    fn rewrite(&self, programs: &[Program]) -> Option<Vec<Program>> {
+        let mut out = programs.to_vec();
+        for p in &mut out {
+            for m in all_matches_mut(p) {
+                let re = |v: &mut Vec<IpNet>| -> Option<()> {
+                    if !v.is_empty() {
+                        *v = self.rewritten[*self.ids.get(v.as_slice())? as usize].clone();
+                    }
+                    Some(())
+                };
+                if let Some(v) = &mut m.src_nets {
+                    re(v)?;
+                }
+                re(&mut m.not_src_nets)?;
+                if let Some(v) = &mut m.dst_nets {
+                    re(v)?;
+                }
+                re(&mut m.not_dst_nets)?;
+            }
+        }
+        Some(out)
+    }
 }
 
 /// Interned list ids of one rule field.
@@ -406,24 +490,13 @@ impl IdentityClassifier {
             .collect();
 
         // 6. The trees over the rewritten programs.
-        let mut programs = set.programs.clone();
-        for p in &mut programs {
-            for m in all_matches_mut(p) {
-                let re = |v: &mut Vec<IpNet>| {
-                    if !v.is_empty() {
-                        *v = rewritten[list_ids[v.as_slice()] as usize].clone();
-                    }
-                };
-                if let Some(v) = &mut m.src_nets {
-                    re(v);
-                }
-                re(&mut m.not_src_nets);
-                if let Some(v) = &mut m.dst_nets {
-                    re(v);
-                }
-                re(&mut m.not_dst_nets);
-            }
-        }
+        let table = Lists {
+            ids: list_ids.iter().map(|(l, &id)| (l.to_vec(), id)).collect(),
+            rewritten,
+        };
+        let programs = table
+            .rewrite(&set.programs)
+            .expect("every list of the set is in the table");
         let trees = Classifier::build(
             &PolicySet {
                 programs,
@@ -456,15 +529,22 @@ impl IdentityClassifier {
             hot,
             cold,
             bindings,
-            programs: set.programs.len(),
+            programs: Arc::new((0..set.programs.len() as u32).map(|i| (0, i)).collect()),
             stats: IdentityStats {
                 classes: n,
                 identities: (next[0] + next[1]) as usize,
                 lists: lists.len(),
                 stage_bytes: 0,
                 tree_bytes: trees.stats().bytes,
+                parts: 1,
+                programs: set.programs.len(),
+                list_bytes: table.bytes(),
             },
-            trees: Arc::new(trees),
+            parts: vec![Part {
+                trees: Arc::new(trees),
+                trace_base: 0,
+            }],
+            lists: Arc::new(table),
         };
         c.stats.stage_bytes = c.stage_bytes();
         if c.stats.stage_bytes + c.stats.tree_bytes > cfg.memory_budget {
@@ -490,10 +570,110 @@ impl IdentityClassifier {
         &self.stats
     }
 
-    /// The trees over the identity-rewritten programs (shared with the generations
-    /// [`IdentityClassifier::with_host`] and [`IdentityClassifier::without_host`] make).
-    pub fn trees(&self) -> &Arc<Classifier> {
-        &self.trees
+    /// The endpoint and programs bound at exactly the prefix `net` (not inherited
+    /// from a containing bound prefix), if any.
+    pub fn binding(
+        &self,
+        net: IpNet,
+    ) -> Option<(EndpointId, Option<ProgramId>, Option<ProgramId>)> {
+        let p = Pfx::of(&net);
+        let c = self.class_index(&p) as usize;
+        let b = self.hot[c].binding;
+        if self.cold[c].prefix != Some(p) || b == UNBOUND {
+            return None;
+        }
+        let up = self.cold[c].parent as usize;
+        if up != c && self.hot[up].binding == b {
+            return None;
+        }
+        self.bindings.get(b as usize).copied()
+    }
+
+    /// The next generation with `programs` added (numbered after this set's
+    /// programs, in order) and the bindings of the prefixes in `rebind` pointed at
+    /// other programs (`(prefix, ingress, egress)`, each prefix exactly a bound
+    /// prefix). The added programs' trees are built as a new part; every other tree,
+    /// and the identity stage, are shared or copied unchanged, so lookups of every
+    /// other program give what they gave. Programs no binding names any more stay
+    /// (a full build drops them).
+    ///
+    /// Refused when an added program names an address list the build did not see
+    /// (its addresses may need identities of their own: a full build does that),
+    /// when a prefix in `rebind` is not a bound prefix or a program id is unknown;
+    /// the trees of the added programs can fail to build as [`Classifier::build`]
+    /// does.
+    pub fn with_programs(
+        &self,
+        programs: &[Program],
+        rebind: &[(IpNet, Option<ProgramId>, Option<ProgramId>)],
+        cfg: &BuildConfig,
+    ) -> Result<IdentityClassifier, ProgramChangeRefused> {
+        let rewritten = self
+            .lists
+            .rewrite(programs)
+            .ok_or(ProgramChangeRefused::NewList)?;
+        let total = self.programs.len() + programs.len();
+        let part = u32::try_from(self.parts.len()).map_err(|_| ProgramChangeRefused::TooMany)?;
+        if total >= 1 << 31 {
+            return Err(ProgramChangeRefused::TooMany);
+        }
+        let mut next = self.clone();
+        for &(net, ingress, egress) in rebind {
+            for q in [ingress, egress].into_iter().flatten() {
+                if q.0 as usize >= total {
+                    return Err(ProgramChangeRefused::UnknownProgram(q.0));
+                }
+            }
+            let p = Pfx::of(&net);
+            let c = self.class_index(&p);
+            let b = self.hot[c as usize].binding;
+            if self.cold[c as usize].prefix != Some(p) || b == UNBOUND {
+                return Err(ProgramChangeRefused::NotBound(net));
+            }
+            // The class's own binding, not one it inherits from a containing prefix.
+            let up = self.cold[c as usize].parent;
+            if up != c && self.hot[up as usize].binding == b {
+                return Err(ProgramChangeRefused::NotBound(net));
+            }
+            let slot = &mut next.bindings[b as usize];
+            slot.1 = ingress;
+            slot.2 = egress;
+        }
+        let trees = Classifier::build(
+            &PolicySet {
+                programs: rewritten,
+                endpoints: Vec::new(),
+            },
+            cfg,
+        )?;
+        let last = self.parts.last().expect("a build has one part");
+        let trace_base = u32::try_from(last.trees.traces.len())
+            .ok()
+            .and_then(|n| n.checked_add(last.trace_base))
+            .filter(|&b| u64::from(b) + trees.traces.len() as u64 <= u64::from(u32::MAX))
+            .ok_or(ProgramChangeRefused::TooMany)?;
+        let bytes = trees.stats().bytes;
+        next.parts.push(Part {
+            trees: Arc::new(trees),
+            trace_base,
+        });
+        let mut at = Vec::with_capacity(total);
+        at.extend_from_slice(&self.programs);
+        at.extend((0..programs.len() as u32).map(|i| (part, i)));
+        next.programs = Arc::new(at);
+        next.stats.tree_bytes += bytes;
+        next.stats.parts += 1;
+        next.stats.programs = total;
+        next.stats.stage_bytes = next.stage_bytes();
+        if next.stats.stage_bytes + next.stats.tree_bytes > cfg.memory_budget {
+            return Err(ProgramChangeRefused::Build(BuildError::OverBudget {
+                budget: cfg.memory_budget,
+                program: self.programs.len() as u32,
+                family: Family::V4,
+                what: "identity stage",
+            }));
+        }
+        Ok(next)
     }
 
     #[inline]
@@ -536,7 +716,7 @@ impl IdentityClassifier {
             return Err(HostChangeRefused::NotHost(net));
         }
         for q in [ingress, egress].into_iter().flatten() {
-            if q.0 as usize >= self.programs {
+            if q.0 as usize >= self.programs.len() {
                 return Err(HostChangeRefused::UnknownProgram(q.0));
             }
         }
@@ -631,9 +811,8 @@ impl IdentityClassifier {
     }
 
     /// Up to `BLOCK / 2` keys: each end's class, then each binding's program walked on
-    /// the identity key.
+    /// the identity key, part by part.
     fn classify_chunk(&self, keys: &[FlowKey], out: &mut [FlowVerdicts]) {
-        let t = &*self.trees;
         let n = keys.len().min(out.len()).min(BLOCK / 2);
         let mut idk = [FlowKey {
             src: 0,
@@ -644,8 +823,8 @@ impl IdentityClassifier {
             family: Family::V4,
             ifindex: 0,
         }; BLOCK / 2];
-        let mut jobs: [Option<(&super::Root, &FlowKey)>; BLOCK] = [None; BLOCK];
         let mut ep: [Option<EndpointId>; BLOCK] = [None; BLOCK];
+        let mut at: [(u32, u32); BLOCK] = [(u32::MAX, 0); BLOCK];
         let mut sides = [(None, None); BLOCK / 2];
         for (i, k) in keys[..n].iter().enumerate() {
             let (s, d) = (self.class(k.family, k.src), self.class(k.family, k.dst));
@@ -664,20 +843,49 @@ impl IdentityClassifier {
                 .and_then(|&(id, p, _)| Some((id, p?)));
             sides[i] = (egress, ingress);
         }
-        let f = |k: &FlowKey| family_index(k.family);
-        for (i, k) in idk[..n].iter().enumerate() {
-            let (egress, ingress) = sides[i];
+        let mut used = 0u64; // parts with a job (a part beyond 63 shares bit 63)
+        for (i, (egress, ingress)) in sides[..n].iter().enumerate() {
             for (j, side) in [(2 * i, egress), (2 * i + 1, ingress)] {
                 let Some((id, p)) = side else { continue };
-                let Some(root) = t.roots.get(p.0 as usize).and_then(|r| r.get(f(k))) else {
+                let Some(&loc) = self.programs.get(p.0 as usize) else {
                     continue;
                 };
-                ep[j] = Some(id);
-                jobs[j] = Some((root, k));
+                ep[j] = Some(*id);
+                at[j] = loc;
+                used |= 1 << loc.0.min(63);
             }
         }
         let mut res = [SENTINEL; BLOCK];
-        t.run_block(&jobs, &mut res);
+        for (pi, part) in self.parts.iter().enumerate() {
+            if used & (1 << pi.min(63)) == 0 {
+                continue;
+            }
+            let t = &*part.trees;
+            let mut jobs: [Option<(&super::Root, &FlowKey)>; BLOCK] = [None; BLOCK];
+            for (j, &(owner, local)) in at.iter().enumerate() {
+                if owner as usize != pi {
+                    continue;
+                }
+                let k = &idk[j / 2];
+                jobs[j] = t
+                    .roots
+                    .get(local as usize)
+                    .and_then(|r| r.get(family_index(k.family)))
+                    .map(|r| (r, k));
+                if jobs[j].is_none() {
+                    ep[j] = None;
+                }
+            }
+            let mut r = [SENTINEL; BLOCK];
+            t.run_block(&jobs, &mut r);
+            for (j, v) in r.iter().enumerate() {
+                if jobs[j].is_some() {
+                    res[j] = *v;
+                    res[j].enforced.trace.0 += part.trace_base;
+                    res[j].pending.trace.0 += part.trace_base;
+                }
+            }
+        }
         for (i, o) in out[..n].iter_mut().enumerate() {
             *o = FlowVerdicts {
                 egress: ep[2 * i].map(|id| (id, res[2 * i])),
@@ -695,7 +903,11 @@ impl Classify for IdentityClassifier {
     }
 
     fn trace(&self, id: TraceId) -> &[Hit] {
-        self.trees.trace(id)
+        // The part whose trace ids begin at or before `id`: the last such one.
+        let Some(p) = self.parts.iter().rev().find(|p| p.trace_base <= id.0) else {
+            return &[];
+        };
+        p.trees.trace(TraceId(id.0 - p.trace_base))
     }
 }
 
@@ -812,6 +1024,82 @@ mod tests {
         // And back.
         let back = next.without_host(net("10.0.0.3/32")).unwrap();
         assert_same(&back, &LinearClassifier::new(set).unwrap(), &keys);
+    }
+
+    use super::super::tests::{arb_host, arb_picks, arb_program, packets};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        /// Programs added as new parts, with bindings pointed at them, classify as the
+        /// linear reference over the whole set does (every verdict and trace); a
+        /// program with a list the build did not see is refused.
+        #[test]
+        fn added_programs_agree_with_linear(
+            a in arb_program(),
+            b in arb_program(),
+            c in arb_program(),
+            hosts in prop::collection::vec((arb_host(), 0u8..3, 0u8..3), 1..6),
+            moves in prop::collection::vec(
+                (any::<prop::sample::Index>(), 0u8..5, 0u8..5), 1..4),
+            picks in arb_picks(24),
+        ) {
+            let mut seen = std::collections::HashSet::new();
+            let pick = |x: u8| (x < 2).then_some(ProgramId(x.into()));
+            let endpoints: Vec<EndpointBinding> = hosts
+                .into_iter()
+                .filter(|(n, _, _)| seen.insert(*n))
+                .enumerate()
+                .map(|(i, (net, e, ig))| EndpointBinding { net, endpoint: EndpointId(i as u32), ingress: pick(ig), egress: pick(e) })
+                .collect();
+            let mut a = a;
+            if let Some(r) = a.tiers.iter_mut().flat_map(|t| &mut t.policies).flat_map(|p| &mut p.rules).next() {
+                r.matches.src_nets = Some(endpoints.iter().step_by(2).map(|e| e.net).collect());
+            }
+            let mut set = PolicySet { programs: vec![a.clone(), b.clone()], endpoints };
+            let cfg = BuildConfig::default();
+            let mut cl = IdentityClassifier::build(&set, &cfg)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let mut keys = packets(&a, &picks);
+            keys.extend(packets(&b, &picks));
+            for (i, e) in set.endpoints.iter().enumerate() {
+                let o = set.endpoints[(i + 1) % set.endpoints.len()].net;
+                let (IpNet::V4(x), IpNet::V4(y)) = (e.net, o) else { continue };
+                keys.push(FlowKey { src: u32::from(x.addr()).into(), dst: u32::from(y.addr()).into(), sport: 1, dport: 80, proto: crate::program::proto::TCP, family: Family::V4, ifindex: 0 });
+            }
+            // Mixes of the two programs name only lists the build saw.
+            let mixes = [
+                Program { tiers: b.tiers.clone(), profiles: a.profiles.clone() },
+                Program { tiers: a.tiers.iter().rev().cloned().collect(), profiles: b.profiles.clone() },
+            ];
+            for (round, (which, ig, eg)) in moves.into_iter().enumerate() {
+                let add = if round == 2 { vec![c.clone()] } else { vec![mixes[round % 2].clone()] };
+                let base = set.programs.len() as u32;
+                let prog = |x: u8| match x {
+                    0 | 1 => Some(ProgramId(x.into())),
+                    2 | 3 => Some(ProgramId(base)),
+                    _ => None,
+                };
+                let i = which.index(set.endpoints.len());
+                let net = set.endpoints[i].net;
+                let rebind = [(net, prog(ig), prog(eg))];
+                match cl.with_programs(&add, &rebind, &cfg) {
+                    Ok(next) => {
+                        set.programs.extend(add);
+                        set.endpoints[i].ingress = prog(ig);
+                        set.endpoints[i].egress = prog(eg);
+                        cl = next;
+                    }
+                    Err(ProgramChangeRefused::NewList) => {
+                        prop_assert!(round == 2, "a mix was refused");
+                        continue;
+                    }
+                    Err(e) => return Err(TestCaseError::fail(e.to_string())),
+                }
+                assert_same(&cl, &LinearClassifier::new(set.clone()).unwrap(), &keys);
+            }
+        }
     }
 
     pub(crate) fn assert_same(a: &dyn Classify, b: &dyn Classify, keys: &[FlowKey]) {

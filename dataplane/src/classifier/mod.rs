@@ -59,7 +59,7 @@ mod tree;
 use crate::arch::huge::HugeSlice;
 use crate::arch::walk;
 pub use crate::arch::walk::Kernel;
-pub use identity::{HostChangeRefused, IdentityClassifier, IdentityStats};
+pub use identity::{HostChangeRefused, IdentityClassifier, IdentityStats, ProgramChangeRefused};
 
 use foldhash::{HashMap, HashMapExt};
 use std::time::{Duration, Instant};

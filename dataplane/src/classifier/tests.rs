@@ -128,7 +128,7 @@ fn arb_rules() -> impl Strategy<Value = Vec<Rule>> {
     })
 }
 
-fn arb_program() -> impl Strategy<Value = Program> {
+pub(super) fn arb_program() -> impl Strategy<Value = Program> {
     let policy = (any::<bool>(), arb_rules());
     let tier = (any::<bool>(), prop::collection::vec(policy, 0..4));
     let tiers = prop::collection::vec(tier, 0..4);
@@ -218,7 +218,7 @@ fn boundaries(p: &Program) -> (Vec<u128>, Vec<u128>, Vec<u16>, Vec<u8>) {
 }
 
 /// Packets built from the boundary values, chosen by `picks`.
-fn packets(p: &Program, picks: &[(u16, u16, u16, u16, u16, bool)]) -> Vec<FlowKey> {
+pub(super) fn packets(p: &Program, picks: &[(u16, u16, u16, u16, u16, bool)]) -> Vec<FlowKey> {
     let (v4, v6, ports, protos) = boundaries(p);
     let pick = |v: &[u128], i: u16| v[i as usize % v.len()];
     picks
@@ -331,7 +331,7 @@ fn check_kernel(
     Ok(())
 }
 
-fn arb_picks(n: usize) -> impl Strategy<Value = Vec<(u16, u16, u16, u16, u16, bool)>> {
+pub(super) fn arb_picks(n: usize) -> impl Strategy<Value = Vec<(u16, u16, u16, u16, u16, bool)>> {
     prop::collection::vec(
         (
             any::<u16>(),
@@ -999,7 +999,7 @@ fn over_budget_message_names_the_limit_and_the_remedy() {
 
 /// Host addresses for the identity classifier's bindings: inside the generator's
 /// bases, so rule prefixes often contain them.
-fn arb_host() -> impl Strategy<Value = IpNet> {
+pub(super) fn arb_host() -> impl Strategy<Value = IpNet> {
     prop_oneof![
         3 => (0..V4_BASES.len(), 0u32..256)
             .prop_map(|(b, low)| IpNet::V4(Ipv4Net::new((V4_BASES[b] | low).into(), 32).expect("len"))),

@@ -6,6 +6,7 @@ use proptest::sample::Index;
 
 use super::*;
 use crate::eval;
+use crate::lower::lower;
 use crate::lower::proptests::store_and_flows;
 use dataplane::program::FlowKey;
 
@@ -206,4 +207,346 @@ spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
         live.remove_endpoint(&web2.key),
         Err(LiveError::UnknownEndpoint(_))
     ));
+}
+
+/// The store key of a resource, as [`Cluster::from_resources`] spells it.
+fn store_key(r: &crate::model::Resource) -> ResourceKey {
+    let mut k = r.key();
+    if k.kind.is_namespaced() && k.namespace.as_deref().is_none_or(str::is_empty) {
+        k.namespace = Some("default".to_string());
+    }
+    k
+}
+
+/// One change to a resource list; returns the keys it touched.
+fn change(
+    resources: &mut Vec<crate::model::Resource>,
+    (kind, i, j, pick): (u8, Index, Index, usize),
+    n: usize,
+    extra: &[crate::model::Resource],
+) -> Vec<ResourceKey> {
+    use crate::model::{Net, Resource};
+    let workloads: Vec<usize> = (0..resources.len())
+        .filter(|&x| matches!(resources[x], Resource::WorkloadEndpoint(_)))
+        .collect();
+    let wl = |ix: &Index| (!workloads.is_empty()).then(|| workloads[ix.index(workloads.len())]);
+    let new_addr = |v6: bool| {
+        let a = if v6 {
+            NEW_V6[pick % NEW_V6.len()]
+        } else {
+            NEW_V4[pick % NEW_V4.len()]
+        };
+        Net::parse(a).expect("address")
+    };
+    match kind {
+        // A copy of a workload at a new address, with its labels or another's.
+        0 | 1 => {
+            let (Some(a), Some(b)) = (wl(&i), wl(&j)) else {
+                return Vec::new();
+            };
+            let labels = resources[b].metadata().labels.clone();
+            let Resource::WorkloadEndpoint(mut o) = resources[a].clone() else {
+                return Vec::new();
+            };
+            let Some(first) = o.spec.ip_networks.first() else {
+                return Vec::new();
+            };
+            let v6 = matches!(first.0, IpNet::V6(_));
+            o.metadata.name = format!("{}-new{n}", o.metadata.name);
+            o.spec.ip_networks = vec![new_addr(v6)];
+            if kind == 1 {
+                o.metadata.labels = labels;
+            }
+            let r = Resource::WorkloadEndpoint(o);
+            let k = store_key(&r);
+            resources.push(r);
+            vec![k]
+        }
+        // A resource deleted (any kind).
+        2 => {
+            if resources.is_empty() {
+                return Vec::new();
+            }
+            let r = resources.remove(i.index(resources.len()));
+            vec![store_key(&r)]
+        }
+        // A workload relabelled with another's labels.
+        3 => {
+            let (Some(a), Some(b)) = (wl(&i), wl(&j)) else {
+                return Vec::new();
+            };
+            let labels = resources[b].metadata().labels.clone();
+            if let Resource::WorkloadEndpoint(o) = &mut resources[a] {
+                o.metadata.labels = labels;
+            }
+            vec![store_key(&resources[a])]
+        }
+        // A workload moved to another address.
+        4 => {
+            let Some(a) = wl(&i) else { return Vec::new() };
+            if let Resource::WorkloadEndpoint(o) = &mut resources[a] {
+                let v6 = o
+                    .spec
+                    .ip_networks
+                    .first()
+                    .is_some_and(|f| matches!(f.0, IpNet::V6(_)));
+                o.spec.ip_networks = vec![new_addr(v6)];
+            }
+            vec![store_key(&resources[a])]
+        }
+        // A policy or network set added or replaced.
+        _ => {
+            if extra.is_empty() {
+                return Vec::new();
+            }
+            let r = extra[j.index(extra.len())].clone();
+            let k = store_key(&r);
+            resources.push(r);
+            vec![k]
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Random store changes through [`Live::update`] (endpoints added, removed,
+    /// relabelled, moved; any resource deleted; policies and network sets added or
+    /// replaced; one to three per update) classify as a fresh build and `eval` do.
+    #[test]
+    fn updates_classify_as_a_fresh_build_and_eval(
+        (resources, flows) in store_and_flows(24),
+        extra in prop::collection::vec(
+            prop_oneof![3 => crate::lower::proptests::policy(), 1 => crate::lower::proptests::network_set(7)],
+            0..4,
+        ),
+        steps in prop::collection::vec(
+            prop::collection::vec((0u8..6, any::<Index>(), any::<Index>(), 0usize..8), 1..4),
+            1..6,
+        ),
+    ) {
+        let mut resources = resources;
+        let cluster = Cluster::from_resources(&resources).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut live = Live::new(cluster, BuildConfig::default()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut added: Vec<IpNet> = Vec::new();
+        let mut n = 0;
+        for step in steps {
+            let mut changed = Vec::new();
+            for op in step {
+                n += 1;
+                changed.extend(change(&mut resources, op, n, &extra));
+            }
+            for r in &resources {
+                if let crate::model::Resource::WorkloadEndpoint(o) = r {
+                    added.extend(o.spec.ip_networks.iter().map(|n| n.0.trunc()));
+                }
+            }
+            added.sort();
+            added.dedup();
+            let next = match Cluster::from_resources(&resources) {
+                Ok(c) => c,
+                // A change the store refuses never reaches the live generation.
+                Err(_) => return Ok(()),
+            };
+            live.update(next, &changed).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            check(&live, &flows_with(&flows, &added))?;
+        }
+    }
+}
+
+/// [`Live::update`] takes the fast path for a replica added, moved and removed, and
+/// rebuilds for a policy change.
+#[test]
+fn update_takes_the_fast_path_for_replicas() {
+    let yaml = r#"
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: p, namespace: ns}
+spec:
+  selector: app == 'web'
+  ingress:
+  - action: Allow
+    protocol: TCP
+    source: {selector: app == 'api'}
+    destination: {ports: [http]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: web-1, namespace: ns, labels: {app: web}}
+spec: {orchestrator: k8s, ipNetworks: [10.0.0.1/32], ports: [{name: http, protocol: TCP, port: 8080}]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: api-1, namespace: ns, labels: {app: api}}
+spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
+"#;
+    let read = crate::policy::read_text(yaml, "test", crate::model::Format::Yaml).expect("reads");
+    let mut resources: Vec<crate::model::Resource> =
+        read.items.iter().map(|l| l.resource.clone()).collect();
+    let cluster = crate::policy::build(read).expect("builds").cluster;
+    let mut live = Live::new(cluster, BuildConfig::default()).expect("builds");
+    let api = resources
+        .iter()
+        .position(|r| r.metadata().name == "api-1")
+        .unwrap();
+    let crate::model::Resource::WorkloadEndpoint(mut o) = resources[api].clone() else {
+        panic!("a workload");
+    };
+    o.metadata.name = "api-2".into();
+    o.spec.ip_networks = vec![crate::model::Net::parse("10.0.0.3/32").unwrap()];
+    let api2 = crate::model::Resource::WorkloadEndpoint(o);
+    let key = store_key(&api2);
+    resources.push(api2);
+    let next = Cluster::from_resources(&resources).unwrap();
+    assert_eq!(
+        live.update(next, std::slice::from_ref(&key)).unwrap(),
+        Applied::Fast
+    );
+    let flows: Vec<FlowKey> = ["10.0.0.2", "10.0.0.3", "10.0.0.9"]
+        .iter()
+        .map(|s| {
+            FlowKey::new(
+                s.parse().unwrap(),
+                "10.0.0.1".parse().unwrap(),
+                6,
+                1234,
+                8080,
+            )
+            .unwrap()
+        })
+        .collect();
+    check(&live, &flows).unwrap();
+    // Moved.
+    if let Some(crate::model::Resource::WorkloadEndpoint(o)) = resources.last_mut() {
+        o.spec.ip_networks = vec![crate::model::Net::parse("10.0.0.9/32").unwrap()];
+    }
+    let next = Cluster::from_resources(&resources).unwrap();
+    assert_eq!(
+        live.update(next, std::slice::from_ref(&key)).unwrap(),
+        Applied::Fast
+    );
+    check(&live, &flows).unwrap();
+    // Removed.
+    resources.pop();
+    let next = Cluster::from_resources(&resources).unwrap();
+    assert_eq!(live.update(next, &[key]).unwrap(), Applied::Fast);
+    check(&live, &flows).unwrap();
+    // The policy's rule flipped to Deny: only its programs are lowered again.
+    let p = resources
+        .iter()
+        .position(|r| r.metadata().name == "p")
+        .unwrap();
+    let pkey = store_key(&resources[p]);
+    if let crate::model::Resource::NetworkPolicy(o) = &mut resources[p] {
+        o.spec.ingress[0].action = crate::model::RuleAction::Deny;
+    }
+    let next = Cluster::from_resources(&resources).unwrap();
+    assert_eq!(
+        live.update(next, std::slice::from_ref(&pkey)).unwrap(),
+        Applied::Incremental
+    );
+    check(&live, &flows).unwrap();
+    // A replica added after it takes the fast path with the new programs.
+    resources.push(api2_at(&resources, "10.0.0.7/32"));
+    let next = Cluster::from_resources(&resources).unwrap();
+    let k7 = store_key(resources.last().unwrap());
+    assert_eq!(live.update(next, &[k7]).unwrap(), Applied::Fast);
+    let flows7: Vec<FlowKey> = ["10.0.0.2", "10.0.0.7"]
+        .iter()
+        .map(|s| {
+            FlowKey::new(
+                s.parse().unwrap(),
+                "10.0.0.1".parse().unwrap(),
+                6,
+                1234,
+                8080,
+            )
+            .unwrap()
+        })
+        .collect();
+    check(&live, &flows7).unwrap();
+    // A peer selector naming addresses no list had: rebuilt.
+    if let crate::model::Resource::NetworkPolicy(o) = &mut resources[p] {
+        o.spec.ingress[0].source.selector = Some("app in {'web', 'api'}".into());
+    }
+    let next = Cluster::from_resources(&resources).unwrap();
+    assert_eq!(
+        live.update(next, std::slice::from_ref(&pkey)).unwrap(),
+        Applied::Rebuilt
+    );
+    check(&live, &flows7).unwrap();
+    // The policy deleted: incremental again.
+    resources.remove(p);
+    let next = Cluster::from_resources(&resources).unwrap();
+    assert_eq!(live.update(next, &[pkey]).unwrap(), Applied::Incremental);
+    check(&live, &flows7).unwrap();
+}
+
+/// A copy of workload `api-1` named `api-<addr>` at `addr`.
+fn api2_at(resources: &[crate::model::Resource], addr: &str) -> crate::model::Resource {
+    let api = resources
+        .iter()
+        .find(|r| r.metadata().name == "api-1")
+        .unwrap();
+    let crate::model::Resource::WorkloadEndpoint(mut o) = api.clone() else {
+        panic!("a workload");
+    };
+    o.metadata.name = format!("api-{}", addr.replace(['.', '/'], "-"));
+    o.spec.ip_networks = vec![crate::model::Net::parse(addr).unwrap()];
+    crate::model::Resource::WorkloadEndpoint(o)
+}
+
+/// The store with every endpoint address a host address of one endpoint (the shape
+/// the incremental policy path takes).
+fn one_host_per_endpoint(resources: Vec<crate::model::Resource>) -> Vec<crate::model::Resource> {
+    use crate::model::Resource;
+    let mut seen = std::collections::HashSet::new();
+    resources
+        .into_iter()
+        .filter(|r| match r {
+            Resource::WorkloadEndpoint(o) => o
+                .spec
+                .ip_networks
+                .iter()
+                .all(|n| is_host(&n.0) && seen.insert(n.0.trunc())),
+            Resource::HostEndpoint(_) => false,
+            _ => true,
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Policies added, replaced and deleted, mixed with replicas added and pods
+    /// relabelled, on stores where the incremental policy path applies: the live
+    /// generation classifies as a fresh build and `eval` do after every update.
+    #[test]
+    fn policy_updates_classify_as_a_fresh_build_and_eval(
+        (resources, flows) in store_and_flows(24),
+        extra in prop::collection::vec(crate::lower::proptests::policy(), 1..4),
+        steps in prop::collection::vec(
+            prop::collection::vec(
+                (prop_oneof![Just(0u8), Just(2), Just(3), Just(5), Just(5)], any::<Index>(), any::<Index>(), 0usize..8),
+                1..3,
+            ),
+            1..6,
+        ),
+    ) {
+        let mut resources = one_host_per_endpoint(resources);
+        let Ok(cluster) = Cluster::from_resources(&resources) else { return Ok(()) };
+        let mut live = Live::new(cluster, BuildConfig::default()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut n = 0;
+        for step in steps {
+            let mut changed = Vec::new();
+            for op in step {
+                n += 1;
+                changed.extend(change(&mut resources, op, n, &extra));
+            }
+            let added: Vec<IpNet> = NEW_V4.iter().chain(&NEW_V6).map(|a| host(a)).collect();
+            let Ok(next) = Cluster::from_resources(&resources) else { return Ok(()) };
+            live.update(next, &changed).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            check(&live, &flows_with(&flows, &added))?;
+        }
+    }
 }

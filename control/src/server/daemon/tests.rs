@@ -111,6 +111,54 @@ fn a_failed_persist_keeps_the_old_generation() {
     assert!(d.view().counts.is_empty());
 }
 
+/// The writer's kept cluster is the cluster of its store (the slow twin).
+fn kept_cluster_is_fresh(d: &Daemon) {
+    let w = d.writer.lock().unwrap();
+    let fresh = policy::cluster(&w.store).unwrap();
+    assert_eq!(format!("{:?}", w.cluster), format!("{fresh:?}"));
+}
+
+#[test]
+fn the_kept_cluster_follows_applies_deletes_and_failed_persists() {
+    struct FailSecond(usize);
+    impl Persist for FailSecond {
+        fn commit(&mut self, _: &Store) -> std::io::Result<()> {
+            self.0 += 1;
+            if self.0 == 2 {
+                return Err(std::io::Error::other("disk full"));
+            }
+            Ok(())
+        }
+    }
+    let d = Daemon::new(Store::new(), Box::new(FailSecond(0))).unwrap();
+    let pod = "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {name: w, namespace: ns1, labels: {app: a}}\nspec: {orchestrator: k8s, ipNetworks: [10.0.0.1/32]}\n";
+    d.apply_text(&format!("{POLICY}\n---\n{pod}"), "p.yaml")
+        .unwrap();
+    kept_cluster_is_fresh(&d);
+    // The second commit fails: the change is refused and the kept cluster is the
+    // unchanged store's again.
+    let e = d
+        .apply_text(&POLICY.replace("7777", "7778"), "p.yaml")
+        .unwrap_err();
+    assert_eq!(e.code, "persist");
+    kept_cluster_is_fresh(&d);
+    assert!(format!("{:?}", d.writer.lock().unwrap().cluster).contains("7777"));
+    d.apply_text(&POLICY.replace("7777", "7779"), "p.yaml")
+        .unwrap();
+    kept_cluster_is_fresh(&d);
+    d.delete(
+        &[KeyRef {
+            kind: "wep".into(),
+            namespace: Some("ns1".into()),
+            name: "w".into(),
+        }],
+        &[],
+    )
+    .unwrap();
+    kept_cluster_is_fresh(&d);
+    assert!(d.writer.lock().unwrap().cluster.endpoints.is_empty());
+}
+
 #[test]
 fn kinds_parse_like_calicoctl() {
     assert_eq!(parse_kind("networkpolicies").unwrap(), Kind::NetworkPolicy);
@@ -129,4 +177,86 @@ fn kinds_parse_like_calicoctl() {
             .unwrap_err()
             .contains("unknown resource kind")
     );
+}
+
+#[test]
+fn a_reload_deletes_what_the_files_dropped_and_keeps_socket_applies() {
+    let dir = std::env::temp_dir().join(format!("tiergate-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("p.yaml");
+    let d = daemon();
+    std::fs::write(&file, POLICY).unwrap();
+    let r = d.reload(std::slice::from_ref(&file)).unwrap();
+    assert_eq!(
+        (r["created"].as_u64(), r["deleted"].as_u64()),
+        (Some(1), Some(0))
+    );
+    // Through the socket: a policy of its own, under another key.
+    d.apply_text(&POLICY.replace("deny-7777", "socket-own"), "s.yaml")
+        .unwrap();
+    // The files now hold another policy: deny-7777 goes, socket-own stays.
+    std::fs::write(&file, POLICY.replace("deny-7777", "deny-8888")).unwrap();
+    let r = d.reload(std::slice::from_ref(&file)).unwrap();
+    assert_eq!(
+        (r["created"].as_u64(), r["deleted"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert!(d.get(1, "gnp", Some("deny-7777"), None).is_err());
+    assert!(d.get(1, "gnp", Some("deny-8888"), None).is_ok());
+    assert!(d.get(1, "gnp", Some("socket-own"), None).is_ok());
+    // A file set that does not load changes nothing (deletions included).
+    std::fs::write(&file, POLICY.replace("all()", "app ==")).unwrap();
+    let generation = d.view().generation;
+    assert!(d.reload(std::slice::from_ref(&file)).is_err());
+    assert_eq!(d.view().generation, generation);
+    assert!(d.get(1, "gnp", Some("deny-8888"), None).is_ok());
+    // Empty files: everything from them goes, in one generation.
+    std::fs::write(&file, "").unwrap();
+    let r = d.reload(std::slice::from_ref(&file)).unwrap();
+    assert_eq!(r["deleted"], 1, "{r}");
+    assert_eq!(d.view().generation, generation + 1);
+    assert!(d.get(1, "gnp", Some("deny-8888"), None).is_err());
+    assert!(d.get(1, "gnp", Some("socket-own"), None).is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_flows_line_is_the_reply_the_envelope_would_write() {
+    let e = |seq| {
+        Arc::new(FlowEntry {
+            seq,
+            last_ns: 5,
+            src_ip: "10.0.0.1".parse().unwrap(),
+            src_port: 1,
+            dst_ip: "fd00::2".parse().unwrap(),
+            dst_port: 2,
+            proto: "udp".into(),
+            src_name: "a \"quoted\" name".into(),
+            src_namespace: "-".into(),
+            dst_name: "d".into(),
+            dst_namespace: "ns".into(),
+            action: "allow".into(),
+            pending_action: "deny".into(),
+            generation: 3,
+            applied_generation: 2,
+            ends: Vec::new(),
+            packets_fwd: 1,
+            bytes_fwd: 2,
+            packets_rev: 3,
+            bytes_rev: 4,
+            end: Some("closed".into()),
+        })
+    };
+    for items in [vec![], vec![e(1), e(2)]] {
+        let refs: Vec<&FlowEntry> = items.iter().map(|e| &**e).collect();
+        for more in [false, true] {
+            let mut want = Reply::ok(7, json!({ "flows": refs }));
+            want.more = more;
+            let got = flows_line(7, &items, more);
+            assert!(got.ends_with('\n') && got.lines().count() == 1, "{got}");
+            let parsed: Value = serde_json::from_str(&got).unwrap();
+            let expected: Value = serde_json::from_str(&want.line()).unwrap();
+            assert_eq!(parsed, expected);
+        }
+    }
 }
