@@ -441,7 +441,16 @@ pub fn main(a: &SocketArgs) -> Result<(), String> {
         std::env::temp_dir().join(format!("tiergate-bench-socket-{}", std::process::id()))
     });
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let (daemon, socket) = start(a, &bin, &dir)?;
+    let r = measure(a, &bin, &dir);
+    // A directory of our own (not --dir) goes with the run, measured or not.
+    if a.dir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    r
+}
+
+fn measure(a: &SocketArgs, bin: &Path, dir: &Path) -> Result<(), String> {
+    let (daemon, socket) = start(a, bin, dir)?;
     let mut c = Client::connect(&socket).map_err(|e| e.to_string())?;
     println!(
         "socket setup: tiergate {} policies {} endpoints {} flows {} pcap-rate {} state-dir {}",

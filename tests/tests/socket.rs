@@ -259,7 +259,14 @@ fn a_live_deny_stops_new_connections_within_a_second_and_flows_show_it() {
     // 8000 connections (one datagram each, distinct source ports) at 2000/s.
     let tuples: Vec<TraceTuple> = (0..8000).map(|i| udp(20000 + i as u16, 7777)).collect();
     let d = Daemon::start("deny", &tuples, &["--pcap-rate", "2000"]);
-    std::thread::sleep(Duration::from_millis(500));
+    // Enough frames sent before the apply (half a second at the paced rate; longer when
+    // the machine is loaded).
+    let started = Instant::now();
+    while d.per_frame().iter().filter(|f| f[0] > 0).count() < 900
+        && started.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let deny = d.file("deny.yaml", DENY_7777);
     // Frames sent before the apply starts were all sent before the deny was published
     // (counted here, not after the reply: on a loaded machine the client's exit can
