@@ -605,6 +605,14 @@ impl Classifier {
         }
         let mut res = [SENTINEL; BLOCK];
         for (kc, oc) in keys.chunks(BLOCK).zip(out.chunks_mut(BLOCK)) {
+            // A partitioned IPv4 arrangement and a block of IPv4 keys (the common
+            // case of a partitioned program): vector set-up once, then only the
+            // roots change per partition.
+            if let [Root::Partitioned(p4), _] = roots
+                && self.run_block_v4(p4, kc, oc)
+            {
+                continue;
+            }
             let mut jobs: [Option<(&Root, &FlowKey)>; BLOCK] = [None; BLOCK];
             for (j, k) in kc.iter().take(oc.len()).enumerate() {
                 jobs[j] = Some((&roots[family_index(k.family)], k));
@@ -669,6 +677,45 @@ impl Classifier {
                 };
             }
         }
+    }
+
+    /// [`Classifier::run_block`] for a block of keys that are all IPv4, under the
+    /// partitioned IPv4 arrangement `p`: the key words are set up once with the
+    /// kernel's vector loads, each round re-points every walk at the next partition's
+    /// root, and each view keeps its first position. Returns `false`, having written
+    /// nothing to `out`, when the kernel has no vector set-up or a key is not IPv4.
+    fn run_block_v4(&self, p: &Partitioned, keys: &[FlowKey], out: &mut [Verdicts]) -> bool {
+        let n = keys.len().min(out.len()).min(BLOCK);
+        let (keys, out) = (&keys[..n], &mut out[..n]);
+        let Some(&first) = p.roots.first() else {
+            return false;
+        };
+        let mut b = Block::new();
+        if n == 0 || !walk::set_all_v4(self.kernel, keys, first, &mut b) {
+            return false;
+        }
+        let mut pos = [(NONE, NONE); BLOCK];
+        for (round, &root) in p.roots.iter().enumerate() {
+            if round > 0 {
+                b.s[..n].fill(root);
+            }
+            walk::walk(self.kernel, &self.slots, &self.starts, &mut b);
+            for ((at, &s), k) in pos.iter_mut().zip(&b.s).zip(keys) {
+                let (e, pe) = self.positions(s, k);
+                *at = (at.0.min(e), at.1.min(pe));
+            }
+        }
+        let d = |at: u32, of: &[u32]| {
+            of.get(at as usize)
+                .map_or(SENTINEL.enforced, |&i| self.decision(i))
+        };
+        for (o, at) in out.iter_mut().zip(&pos) {
+            *o = Verdicts {
+                enforced: d(at.0, &p.enforced),
+                pending: d(at.1, &p.pending),
+            };
+        }
+        true
     }
 
     /// The first list positions (enforced, pending) of a partition's leaf `s`.
