@@ -24,17 +24,21 @@ tg_reset() {
 }
 
 # tg_start ARGS...: tiergate in nb-dut on DUT_CPU; sets TG_PID and CNT (the map of
-# the sink's counter). NAPI_MODE=busypoll as in measure.sh's custom slot.
+# the sink's counter). NAPI_MODE=busypoll as in measure.sh's custom slot;
+# NAPI_MODE=threaded-busypoll keeps the NAPI threads and sets the same defer knobs.
 tg_start() {
   tg_reset
   xdp_attach nb-dst dst0 xdp_drop
   CNT=$(xdp_cnt_map nb-dst dst0)
-  if [[ ${NAPI_MODE:-threaded} == busypoll ]]; then
-    ip netns exec nb-dut sh -c 'for d in in0 in1; do cd /sys/class/net/$d; echo 0 > threaded;
-      echo 2 > napi_defer_hard_irqs; echo 200000 > gro_flush_timeout; done'
-  fi
+  case ${NAPI_MODE:-threaded} in
+    busypoll) ip netns exec nb-dut sh -c 'for d in in0 in1; do cd /sys/class/net/$d; echo 0 > threaded;
+      echo 2 > napi_defer_hard_irqs; echo 200000 > gro_flush_timeout; done' ;;
+    # NAPI threads kept (on the DUT core), the busy-polling defer settings added
+    threaded-busypoll) ip netns exec nb-dut sh -c 'for d in in0 in1; do cd /sys/class/net/$d;
+      echo 2 > napi_defer_hard_irqs; echo 200000 > gro_flush_timeout; done' ;;
+  esac
   ip netns exec nb-dut taskset -c "$DUT_CPU" "$TG" run --iface in0 --iface in1 --mode router \
-    --next-hop in1=$MAC_DST0 --next-hop in0=$MAC_SRC0 --cores "$DUT_CPU" -o json "$@" \
+    --next-hop in1=$MAC_DST0 --next-hop in0=$MAC_SRC0 --cores "$DUT_CPU" -o json ${TG_SOCKET_ARGS:---no-socket} "$@" \
     >/tmp/tiergate-bench.log 2>&1 &
   TG_PID=$!
   sleep 3; nb_pin_napi

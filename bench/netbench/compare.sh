@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `tiergate run` next to its peers on netbench's veth test bed, in ONE run, the rows
 # alternating round after round: tiergate (empty policy; 1000 rules before the allow
-# + a staged deny; each threaded NAPI and busy-polling), DPDK testpmd's af_xdp PMD
+# + a staged deny; the empty policy again with `--sched other`; optionally the
+# busy-polling rows, which on veth are not one-core figures), DPDK testpmd's af_xdp PMD
 # (ref_testpmd.sh), nftables forwarding (its ct-established + 1000 rules row is the
 # one compared) and XDP_REDIRECT. Every row: 1 flow and 10k flows, 60-byte UDP, one
 # DUT core (netbench's README). Needs root and netbench's tools (see its README).
@@ -9,7 +10,7 @@
 # usage: bench/netbench/compare.sh [ROUNDS]       (default 2; ~12 min per round)
 # env:   NETBENCH=../shared/tools/netbench   netbench's directory (beside the checkout)
 #        TG=target/release/tiergate          the binary under test
-#        ROWS="tg tg1000 tgbp tgbp1000 testpmd redirect kfwd"  rows, in this order
+#        ROWS="tg tg1000 tgother testpmd redirect kfwd"  rows, in this order (also: tgbp tgbp1000)
 #        RESULTS=/tmp/tiergate-compare.txt   netbench's tables are appended here
 #        plus netbench's own (DUR, REPS, QUIET_WAIT, NOISE_RETRIES, ...)
 # Prints the medians over rounds of every row and the ratios the issue asks for.
@@ -19,7 +20,7 @@ root=$(cd "$here/../.." && pwd)
 NETBENCH=$(cd "${NETBENCH:-$root/../shared/tools/netbench}" && pwd)
 TG=$(realpath "${TG:-$root/target/release/tiergate}")
 ROUNDS=${1:-2}
-ROWS=${ROWS:-"tg tg1000 tgbp tgbp1000 testpmd redirect kfwd"}
+ROWS=${ROWS:-"tg tg1000 tgother testpmd redirect kfwd"}
 export RESULTS=${RESULTS:-/tmp/tiergate-compare.txt}
 export QUIET_WAIT=${QUIET_WAIT:-30} NOISE_RETRIES=${NOISE_RETRIES:-2}
 [[ -x $TG ]] || { echo "no tiergate binary at $TG (cargo build --release)" >&2; exit 1; }
@@ -27,7 +28,7 @@ policy=$(mktemp --suffix=.yaml)
 trap 'rm -f "$policy"' EXIT
 "$here/policy1000.sh" 1000 >"$policy"
 C=(run --iface in0 --iface in1 --mode router --next-hop in1=02:4e:42:02:00:01
-   --next-hop in0=02:4e:42:01:00:01 --cores "${DUT_CPU:-1}")
+   --next-hop in0=02:4e:42:01:00:01 --cores "${DUT_CPU:-1}" --no-socket)
 start=0; [[ -f $RESULTS ]] && start=$(wc -l <"$RESULTS")
 echo "# compare.sh $(date -u +%FT%TZ) $(uname -r) $(nproc) CPUs, tiergate $(git -C "$root" rev-parse --short HEAD)" | tee -a "$RESULTS"
 for ((r = 1; r <= ROUNDS; r++)); do
@@ -36,6 +37,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     case $row in
       tg) "$NETBENCH/measure.sh" custom tiergate_empty 3 -- "$TG" "${C[@]}" ;;
       tg1000) "$NETBENCH/measure.sh" custom tiergate_1000 5 -- "$TG" "${C[@]}" -f "$policy" ;;
+      tgother) "$NETBENCH/measure.sh" custom tiergate_other 3 -- "$TG" "${C[@]}" --sched other ;;
       tgbp) NAPI_MODE=busypoll "$NETBENCH/measure.sh" custom tiergate_bp_empty 3 -- \
               "$TG" "${C[@]}" --busy-poll ;;
       tgbp1000) NAPI_MODE=busypoll "$NETBENCH/measure.sh" custom tiergate_bp_1000 5 -- \

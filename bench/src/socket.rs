@@ -1,19 +1,20 @@
 //! `bench socket`: the control socket of a running `tiergate run`, measured from
 //! outside as an operator's tools see it.
 //!
-//! The harness writes a capture of `--flows` UDP flows (each from a policy's source
-//! network to an endpoint the policy selects, on the policy's port), starts
-//! `tiergate run --pcap CAPTURE --loop --pcap-rate PPS --socket S --interval 1` itself
-//! (no `-f`: the daemon starts empty), and then, on the socket:
+//! The harness writes `--policies` one-rule GlobalNetworkPolicies over `--endpoints`
+//! workload endpoints (one List, the `-f` file) and a capture of `--flows` UDP flows
+//! (each from a policy's source network to an endpoint the policy selects, on the
+//! policy's port: half are allowed, half denied), starts
+//! `tiergate run --pcap CAPTURE --loop --pcap-rate PPS -f FILE --socket S --interval 1`
+//! itself, and then, on the socket:
 //!
-//! 1. applies `--policies` one-rule GlobalNetworkPolicies over `--endpoints`
-//!    workload endpoints as one List;
+//! 1. once the flow ring holds `--ring-records` records (one per flow and second),
+//!    request rates over one connection and over `--connections` concurrent
+//!    connections, `--seconds` each, alternating, for `health`, `get gnp` and
+//!    `flows` without and with filters;
 //! 2. `--changes` one-rule changes (one policy's port each), then `--replacements`
 //!    whole replacements (every policy's port), each a request of its own; for each,
-//!    the daemon's reply `timings` and the client's wall time from request to reply;
-//! 3. once the flow ring holds records, request rates over one connection and over
-//!    `--connections` concurrent connections, `--seconds` each, alternating, for
-//!    `health`, `get gnp` and `flows` without and with filters.
+//!    the daemon's reply `timings` and the client's wall time from request to reply.
 //!
 //! The rate clients send a request line and read the reply line without parsing it
 //! (a check that it is `"ok":true`), so the rates are the daemon's and the socket's,
@@ -49,8 +50,12 @@ pub struct SocketArgs {
     #[arg(long, default_value_t = 5)]
     replacements: usize,
     /// Distinct flows in the capture (each a flow record per interval).
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 10_000)]
     flows: usize,
+    /// Flow records the ring must hold before the rates are measured (it keeps
+    /// 100 000; waited for at most 60 s).
+    #[arg(long, default_value_t = 100_000)]
+    ring_records: u64,
     /// Frames per second the daemon's worker is fed.
     #[arg(long, default_value_t = 20_000)]
     pcap_rate: u64,
@@ -63,7 +68,7 @@ pub struct SocketArgs {
     /// Rounds of (one connection, N connections) per request kind.
     #[arg(long, default_value_t = 2)]
     rounds: usize,
-    /// Skip the apply measurements (apply the policies once, then the rates).
+    /// Skip the apply measurements.
     #[arg(long)]
     rates_only: bool,
     /// Skip the rate measurements.
@@ -191,6 +196,12 @@ fn tiergate_path(a: &SocketArgs) -> Result<PathBuf, String> {
 }
 
 fn start(a: &SocketArgs, bin: &Path, dir: &Path) -> Result<(Daemon, PathBuf), String> {
+    let policy = dir.join("policies.json");
+    std::fs::write(
+        &policy,
+        list(a.policies, a.endpoints, |j| port(j, 0)).to_string(),
+    )
+    .map_err(|e| format!("{}: {e}", policy.display()))?;
     let pcap = dir.join("flows.pcap");
     tuples_to_frames(
         &tuples(a.flows, a.policies, a.endpoints),
@@ -207,6 +218,8 @@ fn start(a: &SocketArgs, bin: &Path, dir: &Path) -> Result<(Daemon, PathBuf), St
         .arg(&pcap)
         .arg("--loop")
         .args(["--pcap-rate", &a.pcap_rate.to_string()])
+        .arg("-f")
+        .arg(&policy)
         .arg("--socket")
         .arg(&socket)
         .args(["--interval", "1"]);
@@ -351,54 +364,13 @@ fn held(c: &mut Client) -> u64 {
         .unwrap_or(0)
 }
 
-pub fn main(a: &SocketArgs) -> Result<(), String> {
-    let bin = tiergate_path(a)?;
-    let dir = a.dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("tiergate-bench-socket-{}", std::process::id()))
-    });
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let (daemon, socket) = start(a, &bin, &dir)?;
-    let mut c = Client::connect(&socket).map_err(|e| e.to_string())?;
-    let base = list(a.policies, a.endpoints, |j| port(j, 0)).to_string();
-    let first = apply(&mut c, base)?;
-    println!(
-        "socket setup: tiergate {} policies {} endpoints {} flows {} pcap-rate {} state-dir {}",
-        bin.display(),
-        a.policies,
-        a.endpoints,
-        a.flows,
-        a.pcap_rate,
-        a.state_dir
-    );
-    report("initial set", a.policies, std::slice::from_ref(&first));
-    if !a.rates_only {
-        let mut one = Vec::new();
-        for k in 0..a.changes {
-            let j = (k * 37) % a.policies.max(1);
-            one.push(apply(&mut c, policy(j, port(j, k + 1)).to_string())?);
-        }
-        report("one-rule change", a.policies, &one);
-        let mut whole = Vec::new();
-        for w in 0..a.replacements {
-            let v = a.changes + 1 + w;
-            whole.push(apply(
-                &mut c,
-                list(a.policies, a.endpoints, |j| port(j, v)).to_string(),
-            )?);
-        }
-        report("whole replacement", a.policies, &whole);
-    }
-    if a.applies_only {
-        drop(daemon);
-        return Ok(());
-    }
-    // Rates once the ring holds a record per flow (records come per 1 s interval).
+/// The request rates, once the ring holds `--ring-records` records.
+fn rates(a: &SocketArgs, socket: &Path, c: &mut Client) -> Result<(), String> {
     let t0 = Instant::now();
-    let want = a.flows as u64;
-    while held(&mut c) < want && t0.elapsed() < Duration::from_secs(60) {
+    while held(c) < a.ring_records && t0.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(200));
     }
-    let records = held(&mut c);
+    let records = held(c);
     let req = |op: Value| -> Value {
         let mut r = json!({"v": 1, "id": 1});
         if let (Value::Object(r), Value::Object(op)) = (&mut r, op) {
@@ -416,15 +388,15 @@ pub fn main(a: &SocketArgs) -> Result<(), String> {
         ("flows (newest 1000)", req(json!({"op": "flows"}))),
         ("flows --limit 20", req(json!({"op": "flows", "limit": 20}))),
         (
-            "flows --action deny",
-            req(json!({"op": "flows", "filter": {"action": "deny"}})),
+            "flows --action deny --limit 20",
+            req(json!({"op": "flows", "filter": {"action": "deny"}, "limit": 20})),
         ),
         (
-            "flows --policy p7",
+            "flows --policy p7 --limit 20",
             req(json!({"op": "flows", "filter": {"policy": "p7"}, "limit": 20})),
         ),
         (
-            "flows --port 1001",
+            "flows --port P --limit 20",
             req(json!({"op": "flows", "filter": {"port": port(1, 0)}, "limit": 20})),
         ),
         (
@@ -441,10 +413,10 @@ pub fn main(a: &SocketArgs) -> Result<(), String> {
         let mut multi = Vec::new();
         let mut size = 0.0;
         for _ in 0..a.rounds.max(1) {
-            let (x, s) = rate(&socket, r, 1, a.seconds)?;
+            let (x, s) = rate(socket, r, 1, a.seconds)?;
             single.push(x);
             size = s;
-            multi.push(rate(&socket, r, a.connections, a.seconds)?.0);
+            multi.push(rate(socket, r, a.connections, a.seconds)?.0);
         }
         let show = |v: &[f64]| {
             v.iter()
@@ -459,6 +431,46 @@ pub fn main(a: &SocketArgs) -> Result<(), String> {
             show(&multi),
             size
         );
+    }
+    Ok(())
+}
+
+pub fn main(a: &SocketArgs) -> Result<(), String> {
+    let bin = tiergate_path(a)?;
+    let dir = a.dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("tiergate-bench-socket-{}", std::process::id()))
+    });
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let (daemon, socket) = start(a, &bin, &dir)?;
+    let mut c = Client::connect(&socket).map_err(|e| e.to_string())?;
+    println!(
+        "socket setup: tiergate {} policies {} endpoints {} flows {} pcap-rate {} state-dir {}",
+        bin.display(),
+        a.policies,
+        a.endpoints,
+        a.flows,
+        a.pcap_rate,
+        a.state_dir
+    );
+    if !a.applies_only {
+        rates(a, &socket, &mut c)?;
+    }
+    if !a.rates_only {
+        let mut one = Vec::new();
+        for k in 0..a.changes {
+            let j = (k * 37) % a.policies.max(1);
+            one.push(apply(&mut c, policy(j, port(j, k + 1)).to_string())?);
+        }
+        report("one-rule change", a.policies, &one);
+        let mut whole = Vec::new();
+        for w in 0..a.replacements {
+            let v = a.changes + 1 + w;
+            whole.push(apply(
+                &mut c,
+                list(a.policies, a.endpoints, |j| port(j, v)).to_string(),
+            )?);
+        }
+        report("whole replacement", a.policies, &whole);
     }
     drop(daemon);
     Ok(())

@@ -143,6 +143,11 @@ pub struct SuiteArgs {
     /// Trace lines rte_acl_bench checks against its own brute force.
     #[arg(long, default_value_t = 20000)]
     rte_verify: usize,
+    /// Another `bench` binary (an earlier build of tiergate) run in each pair too,
+    /// after ours and before rte_acl: its median and the median of our per-pair
+    /// ratios to it are printed (`vs baseline`), to check a change on every set.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
 }
 
 /// `key=value` fields of a line.
@@ -183,6 +188,11 @@ struct Row {
     rss_mib: f64,
     depth: f64,
     trees: f64,
+    base: Vec<f64>,
+    /// Ours / baseline, per pair.
+    base_ratios: Vec<f64>,
+    base_bytes: f64,
+    base_build_ms: Vec<f64>,
 }
 
 fn run(cmd: &mut Command) -> Result<String, String> {
@@ -195,6 +205,32 @@ fn run(cmd: &mut Command) -> Result<String, String> {
         ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The `classify` line of `bench classify --core-only` (binary `bin`) on one set,
+/// pinned to the suite's CPU.
+fn classify(
+    bin: &std::path::Path,
+    a: &SuiteArgs,
+    rules: &std::path::Path,
+    trace: &std::path::Path,
+    name: &str,
+) -> Result<String, String> {
+    let out = run(Command::new("taskset")
+        .args(["-c", &a.cpu.to_string()])
+        .arg(bin)
+        .arg("classify")
+        .arg("--rules")
+        .arg(rules)
+        .arg("--trace")
+        .arg(trace)
+        .args(["--core-only", "--linear-duration", "0", "--duration"])
+        .arg(a.duration.to_string()))?;
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("classify "))
+        .ok_or_else(|| format!("{name}: no classify line in {out:?}"))?;
+    Ok(line.to_string())
 }
 
 /// `classbench-suite DIR`.
@@ -241,29 +277,26 @@ pub fn suite(a: &SuiteArgs) -> Result<(), String> {
             ..Row::default()
         };
         for pair in 0..a.pairs {
-            let ours = run(Command::new("taskset")
-                .args(["-c", &a.cpu.to_string()])
-                .arg(&me)
-                .arg("classify")
-                .arg("--rules")
-                .arg(&rules)
-                .arg("--trace")
-                .arg(&trace)
-                .args(["--core-only", "--linear-duration", "0", "--duration"])
-                .arg(a.duration.to_string()))?;
-            let line = ours
-                .lines()
-                .find(|l| l.starts_with("classify "))
-                .ok_or_else(|| format!("{name}: no classify line in {ours:?}"))?;
+            let line = classify(&me, a, &rules, &trace, name)?;
             println!("{line}");
-            row.ours.push(num(line, "mlps"));
-            row.rules = num(line, "rules") as usize;
-            row.correct = num(line, "correct");
-            row.bytes = num(line, "bytes");
-            row.build_ms.push(num(line, "build_ms"));
-            row.rss_mib = num(line, "build_rss_mib");
-            row.depth = num(line, "depth");
-            row.trees = num(line, "trees");
+            let line_ours = line.clone();
+            row.ours.push(num(&line, "mlps"));
+            row.rules = num(&line, "rules") as usize;
+            row.correct = num(&line, "correct");
+            row.bytes = num(&line, "bytes");
+            row.build_ms.push(num(&line, "build_ms"));
+            row.rss_mib = num(&line, "build_rss_mib");
+            row.depth = num(&line, "depth");
+            row.trees = num(&line, "trees");
+            if let Some(base) = &a.baseline {
+                let line = classify(base, a, &rules, &trace, name)?;
+                println!("baseline {line}");
+                row.base.push(num(&line, "mlps"));
+                row.base_ratios
+                    .push(num(&line_ours, "mlps") / num(&line, "mlps"));
+                row.base_bytes = num(&line, "bytes");
+                row.base_build_ms.push(num(&line, "build_ms"));
+            }
             let theirs = run(Command::new(&a.rte_acl)
                 .args(["-c", "2", "-L", "0", "-a", &a.algs, "-d"])
                 .arg(a.duration.to_string())
@@ -317,6 +350,25 @@ pub fn suite(a: &SuiteArgs) -> Result<(), String> {
             r.depth,
             r.trees,
         );
+    }
+    if a.baseline.is_some() {
+        println!(
+            "\n| set | ours Mlookups/s | baseline Mlookups/s | ours / baseline (median of pairs) | bytes ours / baseline | build ms ours / baseline |"
+        );
+        println!("|---|---|---|---|---|---|");
+        for r in &mut rows {
+            println!(
+                "| {} | {:.1} | {:.1} | {:.2}x | {:.0} / {:.0} | {:.0} / {:.0} |",
+                r.name,
+                median(&mut r.ours),
+                median(&mut r.base),
+                median(&mut r.base_ratios),
+                r.bytes,
+                r.base_bytes,
+                median(&mut r.build_ms),
+                median(&mut r.base_build_ms),
+            );
+        }
     }
     Ok(())
 }

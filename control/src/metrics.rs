@@ -48,67 +48,8 @@ use prometheus_client::registry::Registry;
 
 use crate::flowlog::{FlowActivity, Reporter};
 
-/// One socket's counters.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct QueueStats {
-    /// Interface name.
-    pub iface: String,
-    /// Queue id.
-    pub queue: u32,
-    /// Frames received.
-    pub rx: u64,
-    /// Frames sent.
-    pub tx: u64,
-    /// Times the TX ring was full.
-    pub tx_ring_full: u64,
-    /// Times the fill ring was found empty.
-    pub fill_ring_empty: u64,
-    /// Kernel: frames dropped for lack of a buffer.
-    pub kernel_rx_dropped: u64,
-    /// Kernel: times the RX ring was full.
-    pub kernel_rx_ring_full: u64,
-    /// Kernel: times the fill ring was empty.
-    pub kernel_rx_fill_ring_empty: u64,
-    /// Kernel: times the TX ring was empty.
-    pub kernel_tx_ring_empty: u64,
-    /// Kernel: invalid descriptors.
-    pub kernel_invalid_descs: u64,
-}
-
-/// One worker's counters.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct WorkerStats {
-    /// Worker number.
-    pub worker: usize,
-    /// Frames forwarded.
-    pub forwarded: u64,
-    /// Packets dropped by the enforced verdict.
-    pub dropped_policy: u64,
-    /// Frames dropped because they did not parse.
-    pub dropped_parse: u64,
-    /// Non-IP frames passed without policy.
-    pub non_ip_passed: u64,
-    /// Packets the pending verdict would deny.
-    pub pending_deny: u64,
-    /// Batches processed.
-    pub batches: u64,
-    /// Batch latency (ns): p50, p90, p99, p99.9, max.
-    pub latency_ns: [u64; 5],
-    /// Connections tracked now.
-    pub flows: u64,
-    /// Flow-table capacity.
-    pub flow_capacity: u64,
-    /// Flow-table evictions.
-    pub evictions: u64,
-    /// Connections the table could not take.
-    pub insert_failures: u64,
-    /// Classifier generation the worker runs.
-    pub generation: u64,
-    /// Flow records lost.
-    pub records_dropped: u64,
-    /// Per socket.
-    pub queues: Vec<QueueStats>,
-}
+/// The workers' counters the metrics export: the data plane's own snapshot type.
+pub use dataplane::port::counters::{QueueSnapshot, WorkerSnapshot};
 
 /// (view, direction, tier, policy, rule, action).
 type RuleKey = (&'static str, &'static str, String, String, String, String);
@@ -117,7 +58,9 @@ type PolicyKey = (&'static str, &'static str, String, String);
 
 #[derive(Debug, Default)]
 struct State {
-    workers: Vec<WorkerStats>,
+    workers: Vec<WorkerSnapshot>,
+    /// Interface names, by the snapshots' interface slot.
+    ifaces: Vec<String>,
     flow_log_records: u64,
     rules: BTreeMap<RuleKey, (u64, u64)>,
     policies: BTreeMap<PolicyKey, (u64, u64)>,
@@ -157,9 +100,14 @@ impl Metrics {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Replaces the worker counters with a fresh snapshot.
-    pub fn set_workers(&self, workers: Vec<WorkerStats>) {
-        self.lock().workers = workers;
+    /// Replaces the worker counters with a fresh snapshot; `ifaces` names the
+    /// snapshots' interface slots.
+    pub fn set_workers(&self, workers: Vec<WorkerSnapshot>, ifaces: &[String]) {
+        let mut s = self.lock();
+        s.workers = workers;
+        if s.ifaces != ifaces {
+            s.ifaces = ifaces.to_vec();
+        }
     }
 
     /// Sets the number of flow-log records written.
@@ -277,7 +225,8 @@ where
 impl Collector for Snapshot {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let s = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let queues: Vec<(Labels, &QueueStats)> = s
+        let ifaces = &s.ifaces;
+        let queues: Vec<(Labels, &QueueSnapshot)> = s
             .workers
             .iter()
             .flat_map(|w| {
@@ -285,7 +234,7 @@ impl Collector for Snapshot {
                     (
                         vec![
                             ("worker", w.worker.to_string()),
-                            ("iface", q.iface.clone()),
+                            ("iface", ifaces.get(q.iface).cloned().unwrap_or_default()),
                             ("queue", q.queue.to_string()),
                         ],
                         q,
@@ -293,50 +242,50 @@ impl Collector for Snapshot {
                 })
             })
             .collect();
-        type QField = fn(&QueueStats) -> u64;
+        type QField = fn(&QueueSnapshot) -> u64;
         let per_queue: [(&str, &str, QField); 9] = [
             (
                 "tiergate_rx_packets",
                 "Frames received on the socket.",
-                |q| q.rx,
+                |q| q.port.rx,
             ),
             ("tiergate_tx_packets", "Frames sent on the socket.", |q| {
-                q.tx
+                q.port.tx
             }),
             (
                 "tiergate_fill_ring_empty_events",
                 "Times the socket's fill ring was found empty.",
-                |q| q.fill_ring_empty,
+                |q| q.port.fill_ring_empty,
             ),
             (
                 "tiergate_tx_ring_full_events",
                 "Times the socket's TX ring was full.",
-                |q| q.tx_ring_full,
+                |q| q.port.tx_ring_full,
             ),
             (
                 "tiergate_kernel_rx_dropped_packets",
                 "Kernel: frames dropped for lack of a buffer (XDP_STATISTICS rx_dropped).",
-                |q| q.kernel_rx_dropped,
+                |q| q.kernel.rx_dropped,
             ),
             (
                 "tiergate_kernel_rx_ring_full_events",
                 "Kernel: times the RX ring was full (rx_ring_full).",
-                |q| q.kernel_rx_ring_full,
+                |q| q.kernel.rx_ring_full,
             ),
             (
                 "tiergate_kernel_fill_ring_empty_events",
                 "Kernel: times the fill ring was empty (rx_fill_ring_empty_descs).",
-                |q| q.kernel_rx_fill_ring_empty,
+                |q| q.kernel.rx_fill_ring_empty,
             ),
             (
                 "tiergate_kernel_tx_ring_empty_events",
                 "Kernel: times the TX ring was empty (tx_ring_empty_descs).",
-                |q| q.kernel_tx_ring_empty,
+                |q| q.kernel.tx_ring_empty,
             ),
             (
                 "tiergate_kernel_invalid_descriptors",
                 "Kernel: invalid RX and TX descriptors.",
-                |q| q.kernel_invalid_descs,
+                |q| q.kernel.invalid_descs,
             ),
         ];
         for (name, help, f) in per_queue {
@@ -347,8 +296,8 @@ impl Collector for Snapshot {
                 queues.iter().map(|(l, q)| (l.clone(), f(q))),
             )?;
         }
-        let worker = |w: &WorkerStats| -> Labels { vec![("worker", w.worker.to_string())] };
-        type WField = fn(&WorkerStats) -> u64;
+        let worker = |w: &WorkerSnapshot| -> Labels { vec![("worker", w.worker.to_string())] };
+        type WField = fn(&WorkerSnapshot) -> u64;
         let per_worker: [(&str, &str, WField); 9] = [
             (
                 "tiergate_forwarded_packets",
@@ -413,7 +362,7 @@ impl Collector for Snapshot {
                 })
             }),
         )?;
-        type GField = fn(&WorkerStats) -> i64;
+        type GField = fn(&WorkerSnapshot) -> i64;
         let per_worker_gauges: [(&str, &str, GField); 3] = [
             (
                 "tiergate_flow_table_entries",

@@ -3,7 +3,8 @@
 //!
 //! Layout of a state directory:
 //! - `gen-<N>.json`: generation N. One header line (JSON: format, version, N, the
-//!   number of resources, the body's length and SHA-256), then the body: a `v1` `List`
+//!   number of resources, the body's length and SHA-256, the keys that came from
+//!   `-f`), then the body: a `v1` `List`
 //!   of every applied resource in its wire form, one per line: exactly what `tiergate
 //!   check -f` and `apply -f` read (`tail -n +2 gen-<N>.json`). The newest two
 //!   generations are kept.
@@ -67,6 +68,12 @@ pub struct Header {
     pub body_sha256: String,
     /// When it was written (seconds since the Unix epoch).
     pub written_unix_s: u64,
+    /// Keys of the resources read from the daemon's `-f` sources (at its start or its
+    /// last SIGHUP reload): a reload deletes those its files no longer hold. Absent
+    /// when empty (and in files written before it existed: nothing counts as from
+    /// `-f` then).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<crate::model::ResourceKey>,
 }
 
 /// Why a state directory cannot be used.
@@ -220,6 +227,7 @@ pub fn encode(store: &Store, n: u64) -> Vec<u8> {
         written_unix_s: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
+        files: store.file_keys().iter().cloned().collect(),
     };
     let mut out = serde_json::to_vec(&header).unwrap_or_default();
     out.push(b'\n');
@@ -305,8 +313,11 @@ fn decode(bytes: &[u8], n: u64, source: &str) -> Result<Generation, String> {
             header.resources
         ));
     }
-    let stored = policy::store(read)
+    let mut stored = policy::store(read)
         .map_err(|e| format!("the body does not apply: {}", e.lines().join("; ")))?;
+    stored
+        .store
+        .set_file_keys(header.files.iter().cloned().collect());
     policy::cluster(&stored.store)
         .map_err(|e| format!("the evaluator refuses the body: {}", e.lines().join("; ")))?;
     Ok(Generation {

@@ -127,6 +127,9 @@ impl fmt::Display for StoreErrors {
 pub struct Store {
     objects: BTreeMap<ResourceKey, Arc<Stored>>,
     generation: u64,
+    /// Keys of the resources the daemon last read from its `-f` sources (at start or
+    /// at a SIGHUP reload): what a reload deletes when the files no longer hold them.
+    file_keys: BTreeSet<ResourceKey>,
 }
 
 impl Default for Store {
@@ -151,7 +154,25 @@ impl Store {
         Store {
             objects,
             generation: 0,
+            file_keys: BTreeSet::new(),
         }
+    }
+
+    /// Keys the daemon last read from its `-f` sources (see [`Store::set_file_keys`]).
+    /// Applies and deletes leave them as they are.
+    pub fn file_keys(&self) -> &BTreeSet<ResourceKey> {
+        &self.file_keys
+    }
+
+    /// Records which keys came from the `-f` sources (kept with the store, and so in
+    /// `--state-dir`, for the next reload to know what the files dropped).
+    pub fn set_file_keys(&mut self, keys: BTreeSet<ResourceKey>) {
+        self.file_keys = keys;
+    }
+
+    /// Whether `key` is a built-in tier (always present, never deleted).
+    pub fn is_builtin(key: &ResourceKey) -> bool {
+        key.kind == Kind::Tier && BUILTIN_TIERS.iter().any(|(n, _, _)| *n == key.name)
     }
 
     /// The generation: 0 for a new store, +1 for every apply or delete that changed it.

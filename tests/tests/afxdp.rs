@@ -546,6 +546,12 @@ fn forwards_by_policy_tracks_staged_denies_and_detaches_on_sigterm() {
         "ARP counted: {fin}"
     );
     assert_eq!(w["policy_generation"], 1);
+    // Real-time by default; without CAP_SYS_NICE the run says why not.
+    assert!(
+        w["sched"] == "fifo"
+            || (w["sched"] == "other" && tg.stderr().contains("SCHED_FIFO refused")),
+        "{fin}"
+    );
     assert_eq!(
         fin["interfaces"][0]["bind_mode"], "copy",
         "veth has no zero-copy"
@@ -665,6 +671,18 @@ fn a_missing_interface_is_a_usage_error_naming_it() {
     assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("exactly two interfaces"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A real-time worker that never sleeps would starve its core: refused.
+    let out = tests::tiergate()
+        .args(["run", "--iface", "tg-nosuch0", "--iface", "tg-nosuch1"])
+        .args(["--busy-poll", "--sched", "fifo"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--sched fifo with --busy-poll"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -1209,6 +1227,26 @@ fn a_deny_applied_through_the_socket_stops_new_connections_within_a_second() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // `stats` counts the flow-log records written (the intervals of 1 s are written
+    // once over, after a grace of 2 s).
+    let t = Instant::now();
+    loop {
+        let o = cli(&["stats", "-o", "json"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let stats: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let n = stats["flow_log_records"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no flow_log_records: {stats}"));
+        if n > 0 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(8),
+            "stats still counts 0 flow-log records: {stats}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     // /metrics is served alongside the socket and counts the forwarded traffic.
     let err = tg.stderr();
     let addr = err
@@ -1219,18 +1257,15 @@ fn a_deny_applied_through_the_socket_stops_new_connections_within_a_second() {
         .to_string();
     let end = Instant::now() + Duration::from_secs(5);
     loop {
-        let fwd = sample(
-            &scrape(&bed, &addr),
-            "tiergate_forwarded_packets_total",
-            &[],
-        )
-        .unwrap_or(0.0);
-        if fwd > 0.0 {
+        let s = scrape(&bed, &addr);
+        let fwd = sample(&s, "tiergate_forwarded_packets_total", &[]).unwrap_or(0.0);
+        let records = sample(&s, "tiergate_flow_log_records_total", &[]).unwrap_or(0.0);
+        if fwd > 0.0 && records > 0.0 {
             break;
         }
         assert!(
             Instant::now() < end,
-            "metrics never showed forwarded packets"
+            "metrics never showed forwarded packets and flow-log records"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -1248,4 +1283,88 @@ fn a_deny_applied_through_the_socket_stops_new_connections_within_a_second() {
             .any(|l| l["action"] == "deny"),
         "no denied 8080 record in the flow log: {logs:?}"
     );
+}
+
+#[test]
+fn kill_9_then_restart_with_the_socket_keeps_a_deny_applied_through_it() {
+    let test = "kill_9_then_restart_with_the_socket_keeps_a_deny_applied_through_it";
+    if !can_run(test) {
+        return;
+    }
+    let dir = temp_dir("afxdp-socket-restart");
+    let socket = dir.join("tg.sock");
+    let state = dir.join("state");
+    let deny = dir.join("deny.yaml");
+    std::fs::write(&deny, DENY_8080).unwrap();
+    let mut bed = Bed::new('r');
+    let fixture = fixture();
+    let args = [
+        "-f",
+        fixture.to_str().unwrap(),
+        "--socket",
+        socket.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ];
+    let Some(mut tg) = start(&mut bed, test, &args) else {
+        return;
+    };
+    bed.serve();
+    let cli = |args: &[&str]| {
+        Command::new(tiergate_bin())
+            .args(args)
+            .arg("--socket")
+            .arg(&socket)
+            .output()
+            .unwrap()
+    };
+    bed.probe("tcp", 8080).expect("allowed TCP before the deny");
+    let o = cli(&["apply", "-f", deny.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let applied = Instant::now();
+    while bed.probe("tcp", 8080).is_ok() {
+        assert!(
+            applied.elapsed() < Duration::from_secs(1),
+            "new connections still go through 1 s after the deny was applied"
+        );
+    }
+
+    // kill -9: no clean-up at all (the socket file stays behind, stale).
+    tg.signal("-KILL");
+    tg.wait(Duration::from_secs(10)).expect("killed");
+    drop(tg);
+    let end = Instant::now() + Duration::from_secs(5);
+    while bed.xdp_attached() != [false, false] && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(bed.xdp_attached(), [false, false], "{}", bed.links());
+
+    // Restart on the same state directory: generation 2 (the seed and the deny) is
+    // restored before the first packet is forwarded.
+    let Some(tg) = start(&mut bed, test, &args) else {
+        return;
+    };
+    let err = tg.stderr();
+    let restored = err
+        .find("restored generation 2 (")
+        .unwrap_or_else(|| panic!("{err}"));
+    let forwarding = err.find("forwarding between").unwrap();
+    assert!(restored < forwarding, "{err}");
+    // The first connection after the restart is refused; forwarding itself works.
+    assert!(
+        bed.probe("tcp", 8080).is_err(),
+        "the first connection after the restart went through the restored deny"
+    );
+    bed.probe("tcp", 9000)
+        .expect("TCP 9000 is allowed after the restart");
+    assert!(bed.probe("tcp", 8080).is_err(), "the deny is not in force");
+    let o = cli(&["get", "gnp", "deny-8080", "-o", "yaml"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        got.contains("name: deny-8080") && got.contains("8080"),
+        "{got}"
+    );
+    drop(tg);
+    let _ = std::fs::remove_dir_all(&dir);
 }

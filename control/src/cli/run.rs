@@ -49,6 +49,17 @@ pub enum ModeArg {
     Router,
 }
 
+/// How the AF_XDP workers are scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchedArg {
+    /// Real-time SCHED_FIFO (priority 1) workers that sleep as soon as their rings are
+    /// empty: on a core shared with the driver's receive work (NAPI) the overload is
+    /// then refused before the kernel receives it. Needs CAP_SYS_NICE (else `other`).
+    Fifo,
+    /// Normal time-sharing workers (an idle worker polls a while before sleeping).
+    Other,
+}
+
 /// Arguments of `tiergate run`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -125,6 +136,9 @@ pub struct Args {
     /// and never sleep when idle: lowest latency, a core per worker at 100 %.
     #[arg(long)]
     pub busy_poll: bool,
+    /// Worker scheduling [default: fifo; other with --busy-poll].
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub sched: Option<SchedArg>,
     /// Frames per batch.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub batch: u16,
@@ -247,7 +261,7 @@ pub fn run(args: &Args, global: &Global) -> ExitCode {
 mod live {
     use std::process::ExitCode;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
     use crossbeam::channel::{Receiver, bounded};
@@ -258,11 +272,19 @@ mod live {
     use serde::Serialize;
 
     use super::super::out::{self, Log, WriteError};
+    use super::super::run_metrics::RunMetrics;
     use super::super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE, Global, Output};
     use super::{Args, ModeArg};
     use crate::flowlog::{Aggregator, FlowLog};
     use crate::lower::{self, Lowered};
     use crate::replay::activities;
+
+    /// Says when a worker could not get the scheduling policy asked for.
+    fn sched_note(running: &afxdp::Running) {
+        if let Some(n) = &running.sched_note {
+            crate::errln!("tiergate run: workers: {n}");
+        }
+    }
 
     fn usage(msg: impl std::fmt::Display) -> ExitCode {
         crate::errln!("tiergate run: {msg}");
@@ -315,6 +337,15 @@ mod live {
             }
         };
         let workers = args.workers.unwrap_or(args.queues);
+        let sched = match (args.sched, args.busy_poll) {
+            (Some(super::SchedArg::Fifo), true) => {
+                return Err(
+                    "--sched fifo with --busy-poll: a busy-polling worker never sleeps and would starve its core; use --sched other".into(),
+                );
+            }
+            (Some(super::SchedArg::Other), _) | (None, true) => afxdp::Sched::Other,
+            (Some(super::SchedArg::Fifo), false) | (None, false) => afxdp::Sched::Fifo,
+        };
         let mut cfg = AfXdpConfig {
             ifaces: [a, b],
             queues: args.queues,
@@ -324,6 +355,7 @@ mod live {
             busy_poll: args.busy_poll,
             force_copy: args.copy,
             generic_xdp: args.generic_xdp,
+            sched,
             forwarding,
             ..AfXdpConfig::default()
         };
@@ -405,6 +437,7 @@ mod live {
     struct WorkerDoc<'a> {
         worker: usize,
         core: Option<usize>,
+        sched: &'static str,
         rx: u64,
         forwarded: u64,
         dropped_policy: u64,
@@ -472,6 +505,7 @@ mod live {
                 .map(|s| WorkerDoc {
                     worker: s.worker,
                     core: s.core,
+                    sched: s.sched.name(),
                     rx: s.rx,
                     forwarded: s.forwarded,
                     dropped_policy: s.dropped_policy,
@@ -558,8 +592,8 @@ mod live {
                 .map_or("unpinned".to_string(), |c| format!("core {c}"));
             let _ = writeln!(
                 s,
-                "  worker {} ({core}, policy generation {})",
-                w.worker, w.policy_generation
+                "  worker {} ({core}, scheduling {}, policy generation {})",
+                w.worker, w.sched, w.policy_generation
             );
             let _ = writeln!(
                 s,
@@ -649,15 +683,12 @@ mod live {
         // Metrics on the control thread's runtime, listening before the first packet.
         let mut metrics = match args.metrics {
             None => None,
-            Some(addr) => match super::super::run_metrics::RunMetrics::start(
+            Some(addr) => match RunMetrics::start_announced(
                 &control.handle(),
                 addr,
                 args.metrics_allow_remote,
             ) {
-                Ok(m) => {
-                    crate::errln!("tiergate run: metrics at http://{}/metrics", m.local_addr());
-                    Some(m)
-                }
+                Ok(m) => Some(m),
                 Err(e) => return usage(e),
             },
         };
@@ -676,6 +707,7 @@ mod live {
             }
         };
         let started = Instant::now();
+        sched_note(&running);
         let (live, ifaces, names) = (
             running.live.clone(),
             running.ifaces.clone(),
@@ -684,11 +716,23 @@ mod live {
         let snaps = |live: &[Arc<crossbeam::utils::CachePadded<afxdp::LiveWorker>>]| -> Vec<WorkerSnapshot> {
             live.iter().map(|w| w.snapshot()).collect()
         };
+        // Flow-log records aggregated and written (or, without --flowlog, that would
+        // have been): `stats`, SIGUSR1, the final counters and the metrics report it.
+        let written = Arc::new(AtomicU64::new(0));
         let live2 = live.clone();
+        let written2 = Arc::clone(&written);
         daemon.set_dataplane(crate::server::DataplaneInfo {
             generations: Box::new(move || snaps(&live2).iter().map(|s| s.generation).collect()),
             stats: Box::new(move || {
-                let d = doc(&ifaces, &names, &snaps(&live), started.elapsed(), false, 0);
+                let records = written2.load(Ordering::Relaxed);
+                let d = doc(
+                    &ifaces,
+                    &names,
+                    &snaps(&live),
+                    started.elapsed(),
+                    false,
+                    records,
+                );
                 (serde_json::to_value(&d).unwrap_or_default(), table(&d))
             }),
         });
@@ -706,9 +750,11 @@ mod live {
             for a in &acts {
                 agg.add(a);
             }
+            // Drained also without a flow log: the aggregator must not grow forever.
+            let done = agg.drain_ended(now_ns().saturating_sub(2_000_000_000));
+            written.fetch_add(done.len() as u64, Ordering::Relaxed);
             if let Some(l) = log.as_mut()
-                && let Err(e) =
-                    l.write_records(&agg.drain_ended(now_ns().saturating_sub(2_000_000_000)))
+                && let Err(e) = l.write_records(&done)
             {
                 failed = Some(ExitCode::from(out::report(&e)));
                 break;
@@ -717,11 +763,11 @@ mod live {
                 for a in &acts {
                     m.metrics().add_activity(a);
                 }
-                if m.due(false) {
-                    let stats =
-                        super::super::run_metrics::worker_stats(&running.snapshot(), &cfg.ifaces);
-                    m.metrics().set_workers(stats);
-                }
+                m.refresh(
+                    || running.snapshot(),
+                    &cfg.ifaces,
+                    written.load(Ordering::Relaxed),
+                );
             }
             if usr1.swap(false, Ordering::Relaxed) {
                 let d = doc(
@@ -730,7 +776,7 @@ mod live {
                     &running.snapshot(),
                     started.elapsed(),
                     false,
-                    0,
+                    written.load(Ordering::Relaxed),
                 );
                 if let Err(e) = print_counters(&d, global.output, counters_to_stderr) {
                     failed = Some(ExitCode::from(out::report(&e)));
@@ -764,15 +810,18 @@ mod live {
         for a in daemon.ingest(rx.try_iter()) {
             agg.add(&a);
         }
+        let rest = agg.drain();
+        written.fetch_add(rest.len() as u64, Ordering::Relaxed);
         if failed.is_none()
             && let Some(l) = log.as_mut()
-            && let Err(e) = l.write_records(&agg.drain()).and_then(|()| l.flush())
+            && let Err(e) = l.write_records(&rest).and_then(|()| l.flush())
         {
             failed = Some(ExitCode::from(out::report(&e)));
         }
         // Stops the control socket (its file is removed).
         drop(control);
-        let d = doc(&ifaces, &cfg.ifaces, &d_snaps, uptime, true, 0);
+        let records = written.load(Ordering::Relaxed);
+        let d = doc(&ifaces, &cfg.ifaces, &d_snaps, uptime, true, records);
         if failed.is_none()
             && let Err(e) = print_counters(&d, global.output, counters_to_stderr)
         {
@@ -855,26 +904,22 @@ mod live {
                 );
             }
         }
-        // Metrics: listening before the first packet is forwarded.
+        // Metrics on a control thread of their own (this run serves no socket),
+        // listening before the first packet is forwarded.
         let metrics_rt;
         let mut metrics = match args.metrics {
             None => None,
             Some(addr) => {
-                metrics_rt = match super::super::run_metrics::runtime() {
+                metrics_rt = match crate::server::ControlThread::start() {
                     Ok(rt) => rt,
-                    Err(e) => {
-                        return give_up(log, format!("cannot start the metrics server: {e}"));
-                    }
+                    Err(e) => return give_up(log, e),
                 };
-                match super::super::run_metrics::RunMetrics::start(
-                    metrics_rt.handle(),
+                match RunMetrics::start_announced(
+                    &metrics_rt.handle(),
                     addr,
                     args.metrics_allow_remote,
                 ) {
-                    Ok(m) => {
-                        crate::errln!("tiergate run: metrics at http://{}/metrics", m.local_addr());
-                        Some(m)
-                    }
+                    Ok(m) => Some(m),
                     Err(e) => return give_up(log, e),
                 }
             }
@@ -890,6 +935,7 @@ mod live {
             Err(e) => return give_up(log, e.to_string()),
         };
         let started = Instant::now();
+        sched_note(&running);
         let desc: Vec<String> = running
             .ifaces
             .iter()
@@ -922,13 +968,8 @@ mod live {
         loop {
             std::thread::sleep(Duration::from_millis(50));
             logs.take(&rx);
-            if let Some(m) = metrics.as_mut()
-                && m.due(false)
-            {
-                let stats =
-                    super::super::run_metrics::worker_stats(&running.snapshot(), &cfg.ifaces);
-                m.metrics().set_workers(stats);
-                m.metrics().set_flow_log_records(logs.written);
+            if let Some(m) = metrics.as_mut() {
+                m.refresh(|| running.snapshot(), &cfg.ifaces, logs.written);
             }
             let done = logs.agg.drain_ended(now_ns().saturating_sub(grace));
             if let Err(e) = logs.flush(done) {

@@ -1,25 +1,14 @@
 //! `tiergate run --metrics ADDR`: the `/metrics` server of a run and how the run loop
 //! feeds it (see [`crate::metrics`] for what is exported).
 //!
-//! The server runs on a tokio runtime. Until the run has a control thread with a
-//! runtime of its own, [`runtime`] makes a small one for it; the one place to swap in
-//! another runtime's handle is [`RunMetrics::start`]'s `handle` argument.
+//! The server runs on the run's control thread ([`crate::server::ControlThread`]),
+//! the runtime the control socket shares.
 
-use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::flowlog::FlowActivity;
-use crate::metrics::{self, Metrics, MetricsServer};
-
-/// The runtime the metrics server runs on when the run has none: one worker thread.
-pub fn runtime() -> io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("tiergate-metrics")
-        .enable_all()
-        .build()
-}
+use crate::metrics::{self, Metrics, MetricsServer, WorkerSnapshot};
 
 /// How often the run loop refreshes the worker counters.
 pub const REFRESH: Duration = Duration::from_secs(1);
@@ -33,6 +22,17 @@ pub struct RunMetrics {
 }
 
 impl RunMetrics {
+    /// [`RunMetrics::start`], and says on stderr where the metrics are served.
+    pub fn start_announced(
+        handle: &tokio::runtime::Handle,
+        addr: SocketAddr,
+        allow_remote: bool,
+    ) -> Result<RunMetrics, String> {
+        let m = RunMetrics::start(handle, addr, allow_remote)?;
+        crate::errln!("tiergate run: metrics at http://{}/metrics", m.local_addr());
+        Ok(m)
+    }
+
     /// Checks `addr` (loopback unless `allow_remote`), binds it and serves `/metrics` on
     /// `handle`. The error is a usage message.
     pub fn start(
@@ -66,6 +66,20 @@ impl RunMetrics {
         self.metrics.add_activity(a);
     }
 
+    /// Refreshes the worker counters (`snaps`, taken only when due: at most every
+    /// [`REFRESH`]) and the flow-log records written.
+    pub fn refresh(
+        &mut self,
+        snaps: impl FnOnce() -> Vec<WorkerSnapshot>,
+        ifaces: &[String],
+        flow_log_records: u64,
+    ) {
+        if self.due(false) {
+            self.metrics.set_workers(snaps(), ifaces);
+            self.metrics.set_flow_log_records(flow_log_records);
+        }
+    }
+
     /// Whether the worker counters are due for a refresh (at most every [`REFRESH`]);
     /// `force` for the last one.
     pub fn due(&mut self, force: bool) -> bool {
@@ -77,48 +91,4 @@ impl RunMetrics {
             false
         }
     }
-}
-
-/// The metrics view of the AF_XDP workers' snapshots.
-#[cfg(all(feature = "afxdp", target_os = "linux"))]
-pub fn worker_stats(
-    snaps: &[dataplane::port::afxdp::WorkerSnapshot],
-    names: &[String; 2],
-) -> Vec<metrics::WorkerStats> {
-    snaps
-        .iter()
-        .map(|s| metrics::WorkerStats {
-            worker: s.worker,
-            forwarded: s.forwarded,
-            dropped_policy: s.dropped_policy,
-            dropped_parse: s.dropped_parse,
-            non_ip_passed: s.non_ip_passed,
-            pending_deny: s.pending_deny,
-            batches: s.batches,
-            latency_ns: s.latency_ns,
-            flows: s.flows,
-            flow_capacity: s.flow_capacity,
-            evictions: s.evictions,
-            insert_failures: s.insert_failures,
-            generation: s.generation,
-            records_dropped: s.records_dropped,
-            queues: s
-                .queues
-                .iter()
-                .map(|q| metrics::QueueStats {
-                    iface: names.get(q.iface).cloned().unwrap_or_default(),
-                    queue: q.queue,
-                    rx: q.port.rx,
-                    tx: q.port.tx,
-                    tx_ring_full: q.port.tx_ring_full,
-                    fill_ring_empty: q.port.fill_ring_empty,
-                    kernel_rx_dropped: q.kernel.rx_dropped,
-                    kernel_rx_ring_full: q.kernel.rx_ring_full,
-                    kernel_rx_fill_ring_empty: q.kernel.rx_fill_ring_empty,
-                    kernel_tx_ring_empty: q.kernel.tx_ring_empty,
-                    kernel_invalid_descs: q.kernel.invalid_descs,
-                })
-                .collect(),
-        })
-        .collect()
 }

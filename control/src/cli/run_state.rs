@@ -96,13 +96,23 @@ pub fn initial(
     })
 }
 
-/// `-f` sources into a fresh store (as `replay` loads them); none: no policy.
+/// `-f` sources into a fresh store (as `replay` loads them), their keys recorded as
+/// from `-f` ([`Store::file_keys`]); none: no policy.
 fn from_sources(policies: &[PathBuf], allow_empty: bool) -> Result<(Store, Cluster), u8> {
     let set = if policies.is_empty() {
         policy::build(policy::Read::default())
     } else {
         policy::load_paths(policies, allow_empty)
     };
-    set.map(|s| (s.store, s.cluster))
-        .map_err(|e| super::eval::print_error(&e))
+    let (mut store, cluster) = set
+        .map(|s| (s.store, s.cluster))
+        .map_err(|e| super::eval::print_error(&e))?;
+    // Built-in tiers have no origin; everything else came from the files.
+    let keys = store
+        .entries()
+        .filter(|(_, s)| s.origin.is_some())
+        .map(|(k, _)| k.clone())
+        .collect();
+    store.set_file_keys(keys);
+    Ok((store, cluster))
 }

@@ -2,6 +2,7 @@ use std::io::{Read, Write};
 
 use super::*;
 use crate::flowlog::{EndpointMeta, Verdict};
+use dataplane::port::counters::QueueCounters;
 
 fn activity(
     reporter: Reporter,
@@ -33,8 +34,8 @@ fn activity(
     }
 }
 
-fn worker() -> WorkerStats {
-    WorkerStats {
+fn worker() -> WorkerSnapshot {
+    WorkerSnapshot {
         worker: 0,
         forwarded: 90,
         dropped_policy: 7,
@@ -44,24 +45,35 @@ fn worker() -> WorkerStats {
         flow_capacity: 1024,
         generation: 2,
         queues: vec![
-            QueueStats {
-                iface: "veth-a".into(),
+            QueueSnapshot {
+                iface: 0,
                 queue: 0,
-                rx: 100,
-                tx: 40,
-                ..QueueStats::default()
+                port: QueueCounters {
+                    rx: 100,
+                    tx: 40,
+                    ..QueueCounters::default()
+                },
+                ..QueueSnapshot::default()
             },
-            QueueStats {
-                iface: "veth-b".into(),
+            QueueSnapshot {
+                iface: 1,
                 queue: 0,
-                rx: 11,
-                tx: 60,
-                fill_ring_empty: 4,
-                ..QueueStats::default()
+                port: QueueCounters {
+                    rx: 11,
+                    tx: 60,
+                    fill_ring_empty: 4,
+                    ..QueueCounters::default()
+                },
+                ..QueueSnapshot::default()
             },
         ],
-        ..WorkerStats::default()
+        ..WorkerSnapshot::default()
     }
+}
+
+/// The interface names of [`worker`]'s slots.
+fn ifaces() -> Vec<String> {
+    vec!["veth-a".into(), "veth-b".into()]
 }
 
 fn parse(text: &str) -> prometheus_parse::Scrape {
@@ -82,7 +94,7 @@ fn value(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> O
 
 fn fed() -> Metrics {
     let m = Metrics::new();
-    m.set_workers(vec![worker()]);
+    m.set_workers(vec![worker()], &ifaces());
     m.set_flow_log_records(12);
     let enf = "0|security|gnp:security.block|allow|-1";
     let pend = "0|security|sgnp:security.staged|deny|0";

@@ -1108,6 +1108,14 @@ fn path_string(segs: &[PathSeg]) -> String {
 fn decode_object<S: DeserializeOwned + Default>(
     value: &Value,
 ) -> Result<Object<S>, (DecodePath, String, String)> {
+    // Most documents decode: without tracking the path first (the tracked decode is
+    // the same decode, wrapped), and again with it only to locate an error.
+    if let Ok(wire) = Wire::<S>::deserialize(value) {
+        return Ok(Object {
+            metadata: wire.metadata.unwrap_or_default(),
+            spec: wire.spec.unwrap_or_default(),
+        });
+    }
     let wire: Wire<S> = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize, Serializer};
 // Kinds
 
 /// Every resource kind tiergate accepts, with its API group/version.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Kind {
     /// `projectcalico.org/v3` NetworkPolicy (namespaced).
     NetworkPolicy,
@@ -1346,7 +1346,7 @@ impl Serialize for Resource {
 
 /// Identity of a resource in a store. A staged policy and an enforced policy of the
 /// same name are different keys (their kinds differ).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ResourceKey {
     /// Kind.
     pub kind: Kind,

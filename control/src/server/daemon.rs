@@ -8,7 +8,7 @@
 //! state as they were, and the error names what is wrong. Readers (`get`, `flows`,
 //! `health`) never wait for a change: they read the last published [`View`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -462,10 +462,14 @@ impl Daemon {
         })
     }
 
-    /// Re-reads `paths` and applies them to the live store (SIGHUP).
+    /// Re-reads `paths` (SIGHUP) and makes the live store follow them, as one change:
+    /// their resources are applied, and the resources the previous file set held
+    /// ([`Store::file_keys`]) that the files no longer hold are deleted. Resources
+    /// applied through the socket under other keys are left alone. All or nothing.
     pub fn reload(&self, paths: &[std::path::PathBuf]) -> Result<Value, OpError> {
         let t0 = Instant::now();
         let read = policy::read_paths(paths, true).map_err(|e| policy_error("reload", &e))?;
+        let keys: BTreeSet<ResourceKey> = read.items.iter().map(|l| l.resource.key()).collect();
         self.change(t0, "reload", |store| {
             let mut next = store.clone();
             let summary = if read.items.is_empty() {
@@ -481,14 +485,40 @@ impl Daemon {
                     )
                 })?
             };
+            // Applied first, deleted after: a file set that moves its policies to a
+            // new tier and drops the old one reloads in one go.
+            let gone: Vec<ResourceKey> = store
+                .file_keys()
+                .difference(&keys)
+                .filter(|k| next.entry(k).is_some() && !Store::is_builtin(k))
+                .cloned()
+                .collect();
+            let deleted = if gone.is_empty() {
+                0
+            } else {
+                next.delete(&gone).map_err(|errors| {
+                    policy_error(
+                        "reload",
+                        &PolicyError::Rejected {
+                            errors,
+                            notes: Vec::new(),
+                        },
+                    )
+                })?
+            };
+            // A new set of keys is a change even when no resource changed: it is kept
+            // (and persisted) for the next reload.
+            let keys_changed = *store.file_keys() != keys;
+            next.set_file_keys(keys);
             Ok((
                 next,
-                summary.created + summary.updated > 0,
-                Vec::new(),
+                summary.created + summary.updated + deleted > 0 || keys_changed,
+                gone,
                 json!({
                     "created": summary.created,
                     "updated": summary.updated,
                     "unchanged": summary.unchanged,
+                    "deleted": deleted,
                 }),
             ))
         })
@@ -699,16 +729,23 @@ impl Daemon {
         if entries.is_empty() {
             return out;
         }
+        // Rendered before the ring is locked: `flows` readers wait only for the pushes.
+        let rendered: Vec<FlowEntry> = entries
+            .iter()
+            .map(|(rec, g)| {
+                render(
+                    0,
+                    rec,
+                    g.as_ref().map(|g| (&*g.lowered, &g.published.classifier)),
+                )
+            })
+            .collect();
         let Ok(mut ring) = self.ring.lock() else {
             return out;
         };
-        for (rec, g) in entries {
-            let seq = ring.next_seq();
-            let e = Arc::new(render(
-                seq,
-                &rec,
-                g.as_ref().map(|g| (&*g.lowered, &g.published.classifier)),
-            ));
+        for mut e in rendered {
+            e.seq = ring.next_seq();
+            let e = Arc::new(e);
             ring.push(Arc::clone(&e));
             let _ = self.follow.send(e);
         }
@@ -769,16 +806,12 @@ impl Daemon {
                     .lock()
                     .map(|r| r.select(&filter, limit.unwrap_or(1000)))
                     .unwrap_or_default();
-                let last = items.last().map_or(0, |e| e.seq);
-                let refs: Vec<&FlowEntry> = items.iter().map(|e| &**e).collect();
-                let mut reply = Reply::ok(id, json!({ "flows": refs }));
+                let reply = flows_line(id, &items, follow);
                 if !follow {
-                    return Answer::Line(reply.line());
+                    return Answer::Line(reply);
                 }
-                reply.more = true;
-                let _ = last;
                 Answer::Follow {
-                    backlog: reply.line(),
+                    backlog: reply,
                     filter,
                     rx,
                 }
@@ -824,8 +857,21 @@ impl Daemon {
             name: String::new(),
         };
         let mut items: Vec<&str> = Vec::new();
+        // One name in one place: a lookup, not a walk over the kind.
+        let exact = name
+            .filter(|_| !kind.is_namespaced() || namespace.is_some())
+            .map(|n| ResourceKey {
+                kind,
+                namespace: namespace
+                    .filter(|_| kind.is_namespaced())
+                    .map(str::to_string),
+                name: n.to_string(),
+            });
+        if let Some(key) = &exact {
+            items.extend(view.docs.get(key).map(|d| &**d));
+        }
         for (k, doc) in view.docs.range(lo..) {
-            if k.kind != kind {
+            if exact.is_some() || k.kind != kind {
                 break;
             }
             if kind.is_namespaced()
@@ -907,6 +953,29 @@ impl Daemon {
             "worker_generations": running,
             "generations_held": kept,
         })
+    }
+}
+
+/// The reply line of `flows` (`more` for the backlog of a stream): the records are
+/// serialised straight into the line, not through a JSON tree.
+fn flows_line(id: u64, items: &[Arc<FlowEntry>], more: bool) -> String {
+    let refs: Vec<&FlowEntry> = items.iter().map(|e| &**e).collect();
+    let mut buf = format!(
+        r#"{{"v":{VERSION},"id":{id},"ok":true{},"result":{{"flows":"#,
+        if more { r#","more":true"# } else { "" }
+    )
+    .into_bytes();
+    buf.reserve(items.len() * 512);
+    match serde_json::to_writer(&mut buf, &refs) {
+        Ok(()) => {
+            buf.extend_from_slice(b"}}\n");
+            String::from_utf8(buf).unwrap_or_default()
+        }
+        Err(e) => Reply::err(
+            Some(id),
+            ErrorBody::new("internal", format!("cannot serialize the flows: {e}")),
+        )
+        .line(),
     }
 }
 

@@ -171,7 +171,21 @@ pub fn render<C: Classify>(
 }
 
 impl FlowFilter {
-    /// Whether `e` passes every given condition.
+    /// The filter with its values parsed once, for matching many records: what
+    /// `flows` uses. [`FlowFilter::matches`] is its obviously-correct twin.
+    pub fn matcher(&self) -> Matcher<'_> {
+        Matcher {
+            f: self,
+            ip: self.ip.as_deref().map(|s| s.parse::<IpAddr>().ok()),
+            policy: self
+                .policy
+                .as_deref()
+                .map(|p| (p, p.contains('|') || p.contains(':'))),
+        }
+    }
+
+    /// Whether `e` passes every given condition (the reference for
+    /// [`FlowFilter::matcher`]).
     pub fn matches(&self, e: &FlowEntry) -> bool {
         if let Some(a) = &self.action
             && !a.eq_ignore_ascii_case(&e.action)
@@ -189,11 +203,11 @@ impl FlowFilter {
         {
             return false;
         }
-        if let Some(ip) = &self.ip
-            && *ip != e.src_ip.to_string()
-            && *ip != e.dst_ip.to_string()
-        {
-            return false;
+        if let Some(ip) = &self.ip {
+            let ip = ip.parse::<IpAddr>().ok();
+            if ip != Some(e.src_ip) && ip != Some(e.dst_ip) {
+                return false;
+            }
         }
         if let Some(p) = self.port
             && p != e.src_port
@@ -237,6 +251,76 @@ impl FlowFilter {
     }
 }
 
+/// A [`FlowFilter`] ready to match many records without allocating.
+#[derive(Debug)]
+pub struct Matcher<'a> {
+    f: &'a FlowFilter,
+    /// The parsed `ip` (`Some(None)`: given but not an address, matches nothing).
+    ip: Option<Option<IpAddr>>,
+    /// `policy`, and whether it is matched as a substring of the hit string.
+    policy: Option<(&'a str, bool)>,
+}
+
+impl Matcher<'_> {
+    /// Whether `e` passes every given condition (as [`FlowFilter::matches`]).
+    pub fn matches(&self, e: &FlowEntry) -> bool {
+        let f = self.f;
+        if let Some(a) = &f.action
+            && !a.eq_ignore_ascii_case(&e.action)
+        {
+            return false;
+        }
+        if let Some(a) = &f.pending_action
+            && !a.eq_ignore_ascii_case(&e.pending_action)
+        {
+            return false;
+        }
+        if let Some(p) = f.port
+            && p != e.src_port
+            && p != e.dst_port
+        {
+            return false;
+        }
+        if let Some(ip) = self.ip
+            && ip != Some(e.src_ip)
+            && ip != Some(e.dst_ip)
+        {
+            return false;
+        }
+        if let Some(ns) = &f.namespace
+            && *ns != e.src_namespace
+            && *ns != e.dst_namespace
+        {
+            return false;
+        }
+        if let Some((p, raw)) = self.policy {
+            let named = e.ends.iter().any(|end| {
+                // A hit naming `p` contains it: most hits are rejected by one
+                // substring search.
+                end.enforced
+                    .iter()
+                    .chain(&end.pending)
+                    .any(|h| h.contains(p) && (raw || hit_names_fast(h, p)))
+            });
+            if !named {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// [`hit_names`] for a `p` without `|` or `:`, without allocating.
+fn hit_names_fast(hit: &str, p: &str) -> bool {
+    hit.split('|').any(|part| {
+        let name = part.split_once(':').map_or(part, |(_, n)| n);
+        name == p
+            || name
+                .strip_suffix(p)
+                .is_some_and(|head| head.ends_with('/') || head.ends_with('.'))
+    })
+}
+
 /// Whether the hit string `hit` (`index|tier|kind:ns/name|action|rule`) names policy
 /// `p`: its policy part, without the kind prefix, is `p`, or ends with `/p` or `.p`;
 /// when `p` holds a `|` or a `:`, whether `hit` contains it.
@@ -274,11 +358,12 @@ impl FlowRing {
 
     /// The newest `limit` records matching `f`, oldest first.
     pub fn select(&self, f: &FlowFilter, limit: usize) -> Vec<std::sync::Arc<FlowEntry>> {
+        let m = f.matcher();
         let mut v: Vec<_> = self
             .entries
             .iter()
             .rev()
-            .filter(|e| f.matches(e))
+            .filter(|e| m.matches(e))
             .take(limit)
             .cloned()
             .collect();
@@ -376,5 +461,115 @@ mod tests {
         assert!(hit_names(h, "default|np:wire/server-ingress"));
         assert!(!hit_names(h, "server"));
         assert!(hit_names("0|sec|gnp:sec.deny-all|deny|-1", "deny-all"));
+    }
+
+    const HITS: [&str; 5] = [
+        "0|default|np:wire/server-ingress|allow|0",
+        "1|sec|gnp:sec.deny-all|deny|-1",
+        "0|default|gnp:x|allow|2",
+        "2|default|snp:wire/staged.p|deny|0",
+        "0|default|knp:wire/knp.default.web|allow|1",
+    ];
+    const IPS: [&str; 4] = ["10.0.0.1", "10.0.0.2", "fd00::1", "::ffff:10.0.0.1"];
+
+    fn entry() -> impl proptest::strategy::Strategy<Value = FlowEntry> {
+        use proptest::prelude::*;
+        let end = (
+            any::<bool>(),
+            any::<bool>(),
+            proptest::collection::vec(0..HITS.len(), 0..3),
+            proptest::collection::vec(0..HITS.len(), 0..3),
+        )
+            .prop_map(|(a, p, enf, pen)| EndVerdicts {
+                reporter: if a { Reporter::Src } else { Reporter::Dst },
+                action: if a { "allow" } else { "deny" }.into(),
+                pending_action: if p { "allow" } else { "deny" }.into(),
+                enforced: enf.iter().map(|i| HITS[*i].to_string()).collect(),
+                pending: pen.iter().map(|i| HITS[*i].to_string()).collect(),
+            });
+        (
+            (0..IPS.len(), 0..IPS.len(), 0u16..4, 0u16..4),
+            (0..3usize, 0..3usize, any::<bool>(), any::<bool>()),
+            proptest::collection::vec(end, 0..3),
+        )
+            .prop_map(|((si, di, sp, dp), (sn, dn, a, p), ends)| {
+                let ns = ["a", "b", "-"];
+                FlowEntry {
+                    seq: 1,
+                    last_ns: 0,
+                    src_ip: IPS[si].parse().unwrap(),
+                    src_port: sp,
+                    dst_ip: IPS[di].parse().unwrap(),
+                    dst_port: dp,
+                    proto: "udp".into(),
+                    src_name: "s".into(),
+                    src_namespace: ns[sn].into(),
+                    dst_name: "d".into(),
+                    dst_namespace: ns[dn].into(),
+                    action: if a { "allow" } else { "Deny" }.into(),
+                    pending_action: if p { "allow" } else { "deny" }.into(),
+                    generation: 1,
+                    applied_generation: 1,
+                    ends,
+                    packets_fwd: 0,
+                    bytes_fwd: 0,
+                    packets_rev: 0,
+                    bytes_rev: 0,
+                    end: None,
+                }
+            })
+    }
+
+    fn filter() -> impl proptest::strategy::Strategy<Value = FlowFilter> {
+        use proptest::prelude::*;
+        let pick = |v: &'static [&'static str]| {
+            proptest::option::of(proptest::sample::select(v)).prop_map(|o| o.map(String::from))
+        };
+        (
+            pick(&["allow", "deny", "DENY"]),
+            pick(&["allow", "deny"]),
+            pick(&[
+                "server-ingress",
+                "deny-all",
+                "x",
+                "p",
+                "wire/server-ingress",
+                "sec|gnp",
+                "np:wire/server-ingress",
+                "ingress",
+                "staged.p",
+                "web",
+                "default.web",
+                "all",
+            ]),
+            pick(&["a", "b", "-", "c"]),
+            pick(&[
+                "10.0.0.1",
+                "10.0.0.2",
+                "fd00::1",
+                "FD00::1",
+                "fd00:0::1",
+                "::FFFF:10.0.0.1",
+                "nope",
+            ]),
+            proptest::option::of(0u16..4),
+        )
+            .prop_map(
+                |(action, pending_action, policy, namespace, ip, port)| FlowFilter {
+                    action,
+                    pending_action,
+                    policy,
+                    namespace,
+                    ip,
+                    port,
+                },
+            )
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_matcher_agrees_with_the_reference(f in filter(), e in entry()) {
+            proptest::prop_assert_eq!(f.matcher().matches(&e), f.matches(&e));
+        }
     }
 }

@@ -632,3 +632,32 @@ fn commit_and_restore_times() {
         opens[opens.len() / 2]
     );
 }
+
+#[test]
+fn the_keys_from_the_files_survive_a_restart_and_old_headers_have_none() {
+    let t = TempDir::new("files");
+    let (mut sd, _) = StateDir::open(&t.0).unwrap();
+    let mut s = store_of(A);
+    let keys: std::collections::BTreeSet<ResourceKey> = s
+        .entries()
+        .filter(|(_, e)| e.origin.is_some())
+        .map(|(k, _)| k.clone())
+        .take(1)
+        .collect();
+    assert_eq!(keys.len(), 1);
+    s.set_file_keys(keys.clone());
+    sd.commit_store(&s).unwrap();
+    // No keys from files: no `files` in the header, as files written before it.
+    sd.commit_store(&store_of(A)).unwrap();
+    let text = fs::read_to_string(t.0.join(file_name(2))).unwrap();
+    assert!(!text.lines().next().unwrap().contains("files"), "{text}");
+    drop(sd);
+    let (mut sd, restored) = StateDir::open(&t.0).unwrap();
+    assert!(restored.unwrap().file_keys().is_empty());
+    sd.commit_store(&s).unwrap();
+    drop(sd);
+    let (_, restored) = StateDir::open(&t.0).unwrap();
+    let restored = restored.unwrap();
+    assert_eq!(*restored.file_keys(), keys);
+    assert_eq!(resources(&restored), resources(&s));
+}

@@ -21,11 +21,12 @@
 //! partitions: source × destination, source, destination, groups merged while the
 //! cost drops; all four ranged fields if none fits), whose leaves hold list positions
 //! (the lookup takes, per view, the first position over the partitions); then one
-//! tree again within a multiple of the best arrangement's bytes. The cost of an
-//! arrangement is its trees' depths plus a per-tree round cost; each attempt's limit
-//! counts the build's indexes as well as its output, so it bounds build memory and
-//! time. A single tree is not tried past `BuildConfig::single_tree_bytes_per_entry`
-//! per flattened entry (at most a quarter of the budget); 0 never tries one. If no
+//! tree again, whose output may take the larger of a multiple of the best
+//! arrangement's bytes and `BuildConfig::single_tree_bytes_per_entry` per flattened
+//! entry, and its build indexes a multiple of that (0 bytes per entry never tries
+//! one). The cost of an arrangement is its trees' depths plus a per-tree round cost;
+//! each attempt's limit counts the build's indexes as well as its output, so it
+//! bounds build memory and time, and every limit stays within the budget. If no
 //! arrangement fits the budget, the build fails with [`BuildError::OverBudget`]
 //! naming the budget, the program and what ran out.
 //! Lists larger than `memory_budget / 256` entries (Pass rules multiplying the
@@ -85,9 +86,10 @@ pub struct BuildConfig {
     /// Regions with at most this many candidate rules stop being cut and become a
     /// short list checked in order (HiCuts' `binth`); 1 = fully resolved leaves only.
     pub binth: usize,
-    /// Bytes per flattened entry a single tree may take before the build partitions
-    /// the program instead (separate trees cost lookup time, one over-grown tree costs
-    /// memory and build time).
+    /// Bytes per flattened entry a single tree's output may take (at least; also a
+    /// multiple of the best partitioned arrangement's bytes) before the build
+    /// partitions the program instead (separate trees cost lookup time, one over-grown
+    /// tree costs memory and build time); 0 always partitions.
     pub single_tree_bytes_per_entry: usize,
     /// Most bits one node cuts (at most 8: fan-out up to 256); nodes whose children
     /// form few runs are stored compactly, one child per run.
@@ -943,6 +945,11 @@ const SINGLE_FACTOR: usize = 32;
 /// Build indexes per byte of output a single tree may hold while building.
 const SCRATCH_FACTOR: usize = 4;
 
+/// The same for the single tree tried after the partitions, whose output has its own
+/// bound: measured on the ClassBench suite's 1K firewall sets, a single tree's memo
+/// and node keys take 5-13 times its output bytes.
+const SINGLE_SCRATCH_FACTOR: usize = 16;
+
 /// The first single-tree attempt's room per entry.
 const PROBE_BYTES_PER_ENTRY: usize = 1024;
 
@@ -996,10 +1003,12 @@ struct Measured {
 /// the cost) are built first, each within a byte limit tied to the best so far; their
 /// cost is the sum over trees of depth plus [`ROUND_COST`]. One tree (not tried when
 /// the merged lists have at least `partitioned_at` entries, or with
-/// `single_tree_bytes_per_entry` 0) is then tried within [`SINGLE_FACTOR`] times the
-/// best partitioned bytes, and wins when its depth is the lower cost. The limits count
-/// the build's indexes too (`Arena::held`), so they bound its memory and time. Also
-/// the merged lists' length.
+/// `single_tree_bytes_per_entry` 0) is then tried with an output of at most the larger
+/// of [`SINGLE_FACTOR`] times the best partitioned bytes and
+/// `single_tree_bytes_per_entry` per entry, and build indexes of at most
+/// [`SINGLE_SCRATCH_FACTOR`] times that, and wins when its depth is the lower cost.
+/// The limits count the build's indexes too (`Arena::held`), so they bound its memory
+/// and time. Also the merged lists' length.
 #[allow(clippy::too_many_arguments)]
 fn build_one(
     program: &Program,
@@ -1041,6 +1050,7 @@ fn build_one(
     // Lets the next attempt hold at most `bytes` more (arena and build indexes).
     let limit_to = |arena: &mut Arena, bytes: usize| {
         arena.scratch = 0;
+        arena.out_limit = None;
         arena.slot_limit = full_limit.min((base + bytes) / tree::SLOT_BYTES);
     };
     let sig_of = |b: u32| -> usize {
@@ -1120,8 +1130,10 @@ fn build_one(
         partitioned_at.is_none_or(|n| entries < n) && cfg.single_tree_bytes_per_entry > 0;
     // The room counts the build's indexes too (several times the tree's bytes), so
     // a single tree may use the whole budget while building.
-    let single_cap = entries
+    let single_out = entries
         .saturating_mul(cfg.single_tree_bytes_per_entry)
+        .min(cfg.memory_budget);
+    let single_cap = single_out
         .saturating_mul(SCRATCH_FACTOR)
         .min(cfg.memory_budget);
     // One tree within a small room first: if it fits and is shallow enough that no
@@ -1174,7 +1186,9 @@ fn build_one(
     let mut tries = 0;
     while let Some((plan, m, sizes)) = best.clone() {
         let (plan, k) = canonical(&plan);
-        if k < 2 || tries >= MERGE_TRIES {
+        // Two groups merged are one tree of list positions, which the single tree
+        // below (pure leaves, no round) always beats when it fits.
+        if k < 2 || (k == 2 && try_single) || tries >= MERGE_TRIES {
             break;
         }
         let Some(small) = (0..k).filter(|&g| sizes[g] > 0).min_by_key(|&g| sizes[g]) else {
@@ -1207,13 +1221,20 @@ fn build_one(
             break;
         }
     }
-    // One tree, if it may fit in a multiple of the best partitioned bytes (and more
-    // than the probe had).
-    let room = best.as_ref().map_or(single_cap, |b| {
-        single_cap.min(SINGLE_FACTOR * b.1.bytes + ATTEMPT_FLOOR)
+    // One tree: its output may take the larger of a multiple of the best partitioned
+    // bytes and `single_tree_bytes_per_entry` per entry, its build indexes
+    // [`SINGLE_SCRATCH_FACTOR`] times that, all within the budget. The output's room is not
+    // tied to the partitions' bytes alone: small partitions (a few hundred KB) must
+    // not starve a single tree that needs a few MB and several times that in indexes.
+    let out_room = best.as_ref().map_or(single_out, |b| {
+        single_out.max(SINGLE_FACTOR * b.1.bytes + ATTEMPT_FLOOR)
     });
+    let room = cfg
+        .memory_budget
+        .min(out_room.saturating_mul(1 + SINGLE_SCRATCH_FACTOR));
     if try_single && room > probe {
         limit_to(arena, room);
+        arena.out_limit = Some((base + out_room.min(room)) / tree::SLOT_BYTES);
         let mut leaf = |e: u32, p: u32| interner.verdicts(e, p);
         let mut t = TreeBuilder::new(
             family,
@@ -1226,6 +1247,7 @@ fn build_one(
         );
         let single = t.build(&merged).map(|root| (root, t.max_depth));
         arena.slot_limit = full_limit;
+        arena.out_limit = None;
         arena.scratch = 0;
         match single {
             Ok((root, depth)) if best.as_ref().is_none_or(|b| depth < b.1.cost) => {

@@ -625,6 +625,52 @@ fn overlapping_everything_builds_and_agrees() {
     check_program(&p, &keys).expect("agree");
 }
 
+/// Rules narrow in the source and wide in the destination, and the reverse (a
+/// firewall's shape): two partitions of a few KB, while one tree replicates each kind
+/// of rule across the other kind's cuts and needs several times more than the first
+/// small attempt had. The builder must still try the single tree with a room of its
+/// own (not a multiple of the small partitions), and both arrangements must agree
+/// with the linear reference.
+#[test]
+fn crossing_rules_get_a_single_tree_with_its_own_room() {
+    let mut s = 11u64;
+    let rules: Vec<Rule> = (0..400u32)
+        .map(|i| {
+            let a = lcg(&mut s) as u32;
+            let len = 16 + (lcg(&mut s) % 9) as u8;
+            let n = IpNet::V4(Ipv4Net::new(a.into(), len).expect("prefix length").trunc());
+            let lo = lcg(&mut s) as u16;
+            let hi = lo.saturating_add((lcg(&mut s) % 2000) as u16);
+            let mut x = Match {
+                dst_ports: Some(vec![PortRange { lo, hi }]),
+                ..Match::default()
+            };
+            if i % 2 == 0 {
+                x.src_nets = Some(vec![n]);
+            } else {
+                x.dst_nets = Some(vec![n]);
+            }
+            rule(i, [Action::Allow, Action::Deny][i as usize % 2], x)
+        })
+        .collect();
+    let p = tier_of(rules);
+    let set = PolicySet {
+        programs: vec![p.clone()],
+        endpoints: vec![],
+    };
+    let c = Classifier::build(&set, &BuildConfig::default()).expect("builds");
+    // One v4 tree (and the empty v6 one), not partitions.
+    assert_eq!(c.stats().trees, 2, "{:?}", c.stats());
+    // Addresses and ports at the rules' edges.
+    let picks: Vec<_> = (0..4000)
+        .map(|_| {
+            let mut r = || lcg(&mut s) as u16;
+            (r(), r(), r(), r(), r(), false)
+        })
+        .collect();
+    check_program(&p, &packets(&p, &picks)).expect("agree");
+}
+
 #[test]
 fn small_budget_fails_with_a_clear_error() {
     let mut s = 7u64;

@@ -170,6 +170,10 @@ pub(crate) struct Arena {
     /// list keys) besides the arena: counted against the slot limit with the arena, so
     /// that the limit bounds the build's memory, not only its output.
     pub(crate) scratch: usize,
+    /// Most slots the arena's output (slots, items, starts table; not the build
+    /// indexes) may take, when the current attempt bounds its output apart from
+    /// what it holds in all ([`Arena::slot_limit`]).
+    pub(crate) out_limit: Option<usize>,
 }
 
 impl Arena {
@@ -275,7 +279,7 @@ impl Arena {
         body: &[Slot],
         slot_of: impl FnOnce(usize) -> Option<Slot>,
     ) -> Result<Slot, OverBudget> {
-        if self.held() / SLOT_BYTES + body.len() > self.slot_limit {
+        if !self.fits(body.len(), body.len()) {
             return Err(OverBudget);
         }
         let slot = slot_of(self.slots.len()).ok_or(OverBudget)?;
@@ -297,9 +301,7 @@ impl Arena {
         // Items are counted against the slot limit at their size in slots.
         // (once in the arena, once as the key of `lists`).
         let cost = 2 * items.len() * size_of::<Item>() / SLOT_BYTES;
-        if self.held() / SLOT_BYTES + cost > self.slot_limit
-            || self.items.len() + items.len() > u32::MAX as usize
-        {
+        if !self.fits(cost, cost / 2) || self.items.len() + items.len() > u32::MAX as usize {
             return Err(OverBudget);
         }
         let off = self.items.len() as u32;
@@ -329,6 +331,14 @@ impl Arena {
         self.nodes.retain(|_, (_, off)| *off < slots);
         self.lists.retain(|_, off| (*off as usize) < items);
         self.table_index.retain(|_, i| (*i as usize) < table);
+    }
+
+    /// Whether `held` more slots in all, `out` of them output, stay within the limits.
+    fn fits(&self, held: usize, out: usize) -> bool {
+        self.held() / SLOT_BYTES + held <= self.slot_limit
+            && self
+                .out_limit
+                .is_none_or(|l| self.bytes() / SLOT_BYTES + out <= l)
     }
 
     /// Bytes held: the arena and the current attempt's build indexes.
@@ -420,6 +430,8 @@ pub(crate) struct TreeBuilder<'a> {
 pub(crate) struct Progress {
     done: f64,
     start: usize,
+    /// The arena's output bytes at the start.
+    out_start: usize,
 }
 
 /// Levels whose finished subtrees count as progress.
@@ -532,6 +544,7 @@ impl<'a> TreeBuilder<'a> {
         self.progress = Progress {
             done: 0.0,
             start: self.arena.held(),
+            out_start: self.arena.bytes(),
         };
         self.node(&root, &canonical, 0, 1.0)
     }
@@ -568,8 +581,15 @@ impl<'a> TreeBuilder<'a> {
             let grown = self.arena.held().saturating_sub(self.progress.start) as f64;
             let room = (self.arena.slot_limit * SLOT_BYTES).saturating_sub(self.progress.start);
             let projected = grown / self.progress.done.max(1e-9);
+            // The output alone, when the attempt bounds it.
+            let (out_projected, out_room) = self.arena.out_limit.map_or((0.0, 1.0), |l| {
+                let grown = self.arena.bytes().saturating_sub(self.progress.out_start) as f64;
+                let room = (l * SLOT_BYTES).saturating_sub(self.progress.out_start);
+                (grown / self.progress.done.max(1e-9), room as f64)
+            });
             let over = PROGRESS_CHECKS.iter().any(|&(done, factor)| {
-                self.progress.done >= done && projected > factor * room as f64
+                self.progress.done >= done
+                    && (projected > factor * room as f64 || out_projected > factor * out_room)
             });
             if over {
                 return Err(OverBudget);

@@ -6,12 +6,13 @@
 //! set of frames, for tests and benchmarks), `chunk` (the replay dispatcher's
 //! chunks of a capture, and the pacer of recorded-speed replay) and `afxdp` (AF_XDP
 //! sockets on two interfaces, and the live run that owns them; Linux, feature
-//! `afxdp`, on by default). A port must not
+//! `afxdp`, on by default). [`counters`] holds the live run's counters as plain values. A port must not
 //! allocate, lock or format per frame.
 
 #[cfg(all(feature = "afxdp", target_os = "linux"))]
 pub mod afxdp;
 pub(crate) mod chunk;
+pub mod counters;
 pub mod mem;
 
 pub use mem::MemPort;

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::bounded;
@@ -43,10 +43,11 @@ pub(super) fn reload(daemon: &Daemon, paths: &[std::path::PathBuf]) {
     }
     match daemon.reload(paths) {
         Ok(r) => crate::errln!(
-            "tiergate run: SIGHUP: reloaded the -f sources: {} created, {} updated, {} unchanged; policy generation {}",
+            "tiergate run: SIGHUP: reloaded the -f sources: {} created, {} updated, {} unchanged, {} deleted (no longer in the files); policy generation {}",
             r["created"],
             r["updated"],
             r["unchanged"],
+            r["deleted"],
             r["generation"]
         ),
         Err(e) => {
@@ -131,9 +132,19 @@ pub(super) fn run(args: &Args, global: &Global) -> ExitCode {
         Ok(s) => s,
         Err(e) => return give_up(log, usage(e)),
     };
+    // Flow-log records aggregated and written (or, without --flowlog, that would have
+    // been), for `stats`.
+    let written = Arc::new(AtomicU64::new(0));
+    let counters = source.counters_fn();
+    let written2 = Arc::clone(&written);
     daemon.set_dataplane(DataplaneInfo {
         generations: Box::new(source.generations_fn()),
-        stats: Box::new(source.counters_fn()),
+        stats: Box::new(move || {
+            let (mut doc, text) = counters();
+            let n = written2.load(Ordering::Relaxed);
+            doc["flow_log_records"] = serde_json::json!(n);
+            (doc, format!("{text}  flow-log records {n}"))
+        }),
     });
     crate::errln!(
         "tiergate run: feeding {} to 1 worker{}{}; pid {}: SIGHUP reloads -f, SIGUSR1 prints counters, SIGTERM stops",
@@ -147,9 +158,12 @@ pub(super) fn run(args: &Args, global: &Global) -> ExitCode {
     let deadline = args.duration.and_then(|d| started.checked_add(d));
     let mut failed = None;
     let grace = 2_000_000_000;
-    let write = |logs: Vec<crate::flowlog::FlowLog>, log: &mut Option<Log>| match log {
-        Some(l) => l.write_records(&logs).and_then(|()| l.flush()),
-        None => Ok(()),
+    let write = |logs: Vec<crate::flowlog::FlowLog>, log: &mut Option<Log>| {
+        written.fetch_add(logs.len() as u64, Ordering::Relaxed);
+        match log {
+            Some(l) => l.write_records(&logs).and_then(|()| l.flush()),
+            None => Ok(()),
+        }
     };
     loop {
         std::thread::sleep(Duration::from_millis(20));

@@ -178,3 +178,85 @@ fn kinds_parse_like_calicoctl() {
             .contains("unknown resource kind")
     );
 }
+
+#[test]
+fn a_reload_deletes_what_the_files_dropped_and_keeps_socket_applies() {
+    let dir = std::env::temp_dir().join(format!("tiergate-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("p.yaml");
+    let d = daemon();
+    std::fs::write(&file, POLICY).unwrap();
+    let r = d.reload(std::slice::from_ref(&file)).unwrap();
+    assert_eq!(
+        (r["created"].as_u64(), r["deleted"].as_u64()),
+        (Some(1), Some(0))
+    );
+    // Through the socket: a policy of its own, under another key.
+    d.apply_text(&POLICY.replace("deny-7777", "socket-own"), "s.yaml")
+        .unwrap();
+    // The files now hold another policy: deny-7777 goes, socket-own stays.
+    std::fs::write(&file, POLICY.replace("deny-7777", "deny-8888")).unwrap();
+    let r = d.reload(std::slice::from_ref(&file)).unwrap();
+    assert_eq!(
+        (r["created"].as_u64(), r["deleted"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert!(d.get(1, "gnp", Some("deny-7777"), None).is_err());
+    assert!(d.get(1, "gnp", Some("deny-8888"), None).is_ok());
+    assert!(d.get(1, "gnp", Some("socket-own"), None).is_ok());
+    // A file set that does not load changes nothing (deletions included).
+    std::fs::write(&file, POLICY.replace("all()", "app ==")).unwrap();
+    let generation = d.view().generation;
+    assert!(d.reload(std::slice::from_ref(&file)).is_err());
+    assert_eq!(d.view().generation, generation);
+    assert!(d.get(1, "gnp", Some("deny-8888"), None).is_ok());
+    // Empty files: everything from them goes, in one generation.
+    std::fs::write(&file, "").unwrap();
+    let r = d.reload(std::slice::from_ref(&file)).unwrap();
+    assert_eq!(r["deleted"], 1, "{r}");
+    assert_eq!(d.view().generation, generation + 1);
+    assert!(d.get(1, "gnp", Some("deny-8888"), None).is_err());
+    assert!(d.get(1, "gnp", Some("socket-own"), None).is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_flows_line_is_the_reply_the_envelope_would_write() {
+    let e = |seq| {
+        Arc::new(FlowEntry {
+            seq,
+            last_ns: 5,
+            src_ip: "10.0.0.1".parse().unwrap(),
+            src_port: 1,
+            dst_ip: "fd00::2".parse().unwrap(),
+            dst_port: 2,
+            proto: "udp".into(),
+            src_name: "a \"quoted\" name".into(),
+            src_namespace: "-".into(),
+            dst_name: "d".into(),
+            dst_namespace: "ns".into(),
+            action: "allow".into(),
+            pending_action: "deny".into(),
+            generation: 3,
+            applied_generation: 2,
+            ends: Vec::new(),
+            packets_fwd: 1,
+            bytes_fwd: 2,
+            packets_rev: 3,
+            bytes_rev: 4,
+            end: Some("closed".into()),
+        })
+    };
+    for items in [vec![], vec![e(1), e(2)]] {
+        let refs: Vec<&FlowEntry> = items.iter().map(|e| &**e).collect();
+        for more in [false, true] {
+            let mut want = Reply::ok(7, json!({ "flows": refs }));
+            want.more = more;
+            let got = flows_line(7, &items, more);
+            assert!(got.ends_with('\n') && got.lines().count() == 1, "{got}");
+            let parsed: Value = serde_json::from_str(&got).unwrap();
+            let expected: Value = serde_json::from_str(&want.line()).unwrap();
+            assert_eq!(parsed, expected);
+        }
+    }
+}

@@ -28,6 +28,18 @@
 //!   fd), so a killed run leaves nothing attached. A program some other tool attached
 //!   is never replaced silently: the run refuses to start and says how to remove it.
 //!   libxdp's own program loading is inhibited.
+//! - **Scheduling** ([`Sched`]): by default a worker is a real-time thread
+//!   (SCHED_FIFO, priority 1, the lowest) that sleeps in `poll(2)` as soon as its rx
+//!   rings are empty. When the driver's receive work (NAPI) runs on the worker's
+//!   core, as it does for veth with threaded NAPI on one core, the kernel then fills
+//!   the rx ring only while the worker waits, and the worker preempts it as soon as
+//!   frames arrive: under overload the excess is refused before the kernel's receive
+//!   work (the sender's full queue) instead of being received, copied and dropped at
+//!   the full rx ring, which under time sharing cost the core twice the forwarding
+//!   work. `Sched::Other` (`--sched other`) keeps the normal policy, and an idle
+//!   worker then polls 256 times before sleeping; busy polling always uses it (a
+//!   busy-polling worker never sleeps). Without CAP_SYS_NICE the worker falls back to
+//!   `Other` and the run says so.
 //! - **Live counters** ([`LiveWorker`]): each worker publishes its counters into
 //!   atomics of its own, which the control thread reads without locks: after the
 //!   first batch at least 100 ms after the previous publication (the clock is read
@@ -64,6 +76,7 @@ use crate::port::{Port, Rx, RxFrame};
 use crate::program::Classify;
 use crate::worker::{ClassifierSlot, MAX_BATCH, RecordOut, Worker, WorkerConfig, WorkerReport};
 
+pub use super::counters::{KernelCounters, QueueCounters, QueueSnapshot, Sched, WorkerSnapshot};
 pub use sys::{CopyMode, XdpMode};
 
 impl XdpMode {
@@ -124,6 +137,8 @@ pub struct AfXdpConfig {
     pub force_copy: bool,
     /// Generic (skb) XDP even if the driver offers native XDP.
     pub generic_xdp: bool,
+    /// Scheduling policy of the workers (`Other` whenever `busy_poll`).
+    pub sched: Sched,
     /// Forwarding mode.
     pub forwarding: Forwarding,
     /// Per-worker configuration (flow table, export interval; `batch` and the
@@ -142,6 +157,7 @@ impl Default for AfXdpConfig {
             busy_poll: false,
             force_copy: false,
             generic_xdp: false,
+            sched: Sched::Fifo,
             forwarding: Forwarding::Wire,
             worker: WorkerConfig::default(),
         }
@@ -274,34 +290,6 @@ pub fn xdp_attached(iface: &str) -> Option<bool> {
 }
 
 // ---- The port -----------------------------------------------------------------
-
-/// Per-socket counters kept by the port (plain integers; published by the worker).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct QueueCounters {
-    /// Frames received.
-    pub rx: u64,
-    /// Frames queued for transmission on this socket.
-    pub tx: u64,
-    /// Frames dropped because this socket's tx ring was full.
-    pub tx_ring_full: u64,
-    /// Times the fill ring wanted frames and the free list had none at all.
-    pub fill_ring_empty: u64,
-}
-
-/// The kernel's counters of one socket (XDP_STATISTICS).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KernelCounters {
-    /// Frames dropped by the kernel for other reasons (e.g. too big for the frame).
-    pub rx_dropped: u64,
-    /// Frames dropped because the rx ring was full (userspace too slow).
-    pub rx_ring_full: u64,
-    /// Frames dropped because the fill ring was empty.
-    pub rx_fill_ring_empty: u64,
-    /// Times the kernel found the tx ring empty when asked to send.
-    pub tx_ring_empty: u64,
-    /// Invalid descriptors (rx + tx): a bug if not zero.
-    pub invalid_descs: u64,
-}
 
 /// One socket of a port: which interface and queue, and where its frames go.
 #[derive(Clone, Debug)]
@@ -578,6 +566,8 @@ pub struct LiveWorker {
     pub worker: usize,
     /// The core it is pinned to.
     pub core: Option<usize>,
+    /// The scheduling policy in effect: set once by the worker (true = SCHED_FIFO).
+    fifo: AtomicBool,
     rx: AtomicU64,
     forwarded: AtomicU64,
     dropped_policy: AtomicU64,
@@ -597,69 +587,6 @@ pub struct LiveWorker {
     records_dropped: AtomicU64,
     pending_deny: AtomicU64,
     queues: Vec<LiveQueue>,
-}
-
-/// A snapshot of one socket's counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct QueueSnapshot {
-    /// Interface slot (0 or 1).
-    pub iface: usize,
-    /// Queue id.
-    pub queue: u32,
-    /// Port counters.
-    pub port: QueueCounters,
-    /// Kernel counters.
-    pub kernel: KernelCounters,
-}
-
-/// A snapshot of one worker's counters.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct WorkerSnapshot {
-    /// Worker number.
-    pub worker: usize,
-    /// Core it is pinned to.
-    pub core: Option<usize>,
-    /// Frames received.
-    pub rx: u64,
-    /// Frames forwarded.
-    pub forwarded: u64,
-    /// Parsed packets dropped by the enforced verdict.
-    pub dropped_policy: u64,
-    /// Frames dropped because they did not parse (truncated, malformed, non-IP).
-    pub dropped_parse: u64,
-    /// Non-IP frames forwarded without policy (wire mode).
-    pub non_ip_passed: u64,
-    /// Packets the pending verdict would deny.
-    pub pending_deny: u64,
-    /// Batches processed.
-    pub batches: u64,
-    /// Batch latency percentiles (ns): p50, p90, p99, p99.9, max.
-    pub latency_ns: [u64; 5],
-    /// Connections tracked now.
-    pub flows: u64,
-    /// Flow-table capacity.
-    pub flow_capacity: u64,
-    /// Flow-table evictions.
-    pub evictions: u64,
-    /// Connections not tracked because the table could not take them.
-    pub insert_failures: u64,
-    /// Policy generation the worker runs.
-    pub generation: u64,
-    /// Flow records lost (record channel full).
-    pub records_dropped: u64,
-    /// Per socket.
-    pub queues: Vec<QueueSnapshot>,
-}
-
-impl WorkerSnapshot {
-    /// Average frames per batch.
-    pub fn frames_per_batch(&self) -> f64 {
-        if self.batches == 0 {
-            0.0
-        } else {
-            self.rx as f64 / self.batches as f64
-        }
-    }
 }
 
 impl LiveWorker {
@@ -728,6 +655,11 @@ impl LiveWorker {
         WorkerSnapshot {
             worker: self.worker,
             core: self.core,
+            sched: if self.fifo.load(r) {
+                Sched::Fifo
+            } else {
+                Sched::Other
+            },
             rx: self.rx.load(r),
             forwarded: self.forwarded.load(r),
             dropped_policy: self.dropped_policy.load(r),
@@ -798,6 +730,10 @@ pub struct Running {
     pub live: Vec<Arc<CachePadded<LiveWorker>>>,
     /// The interfaces.
     pub ifaces: Vec<IfaceInfo>,
+    /// The scheduling policy each worker runs with.
+    pub sched: Vec<Sched>,
+    /// Why a worker runs with `Sched::Other` although `Fifo` was asked for.
+    pub sched_note: Option<String>,
     stop: Arc<AtomicBool>,
     handles: Vec<JoinHandle<WorkerReport>>,
     /// Dropped after the workers: detaches the XDP programs.
@@ -1050,6 +986,13 @@ pub fn start<C: Classify + Send + Sync + 'static>(
     let stop = Arc::new(AtomicBool::new(false));
     let mut live = Vec::with_capacity(ports.len());
     let mut handles = Vec::with_capacity(ports.len());
+    let want = if cfg.busy_poll {
+        Sched::Other
+    } else {
+        cfg.sched
+    };
+    let mut sched = Vec::with_capacity(ports.len());
+    let mut sched_note = None;
     for (w, (mut port, worker, core)) in ports.into_iter().enumerate() {
         let l = Arc::new(CachePadded::new(LiveWorker::new(
             w,
@@ -1058,20 +1001,42 @@ pub fn start<C: Classify + Send + Sync + 'static>(
         )));
         live.push(Arc::clone(&l));
         let stop = Arc::clone(&stop);
+        // The worker sets its own policy and says how that went before it polls.
+        let (told, outcome) = std::sync::mpsc::sync_channel(1);
         let h = std::thread::Builder::new()
             .name(format!("tiergate-xsk-{w}"))
             .spawn(move || {
                 if let Some(c) = core {
                     core_affinity::set_for_current(c);
                 }
-                worker_loop(worker, &mut port, &l, &stop)
+                let got = match want {
+                    Sched::Fifo => sys::set_fifo(1).map(|()| Sched::Fifo).map_err(|e| {
+                        format!("SCHED_FIFO refused ({e}; needs CAP_SYS_NICE): normal scheduling")
+                    }),
+                    Sched::Other => Ok(Sched::Other),
+                };
+                let fifo = matches!(got, Ok(Sched::Fifo));
+                l.fifo.store(fifo, Ordering::Relaxed);
+                let spins = if fifo { 0 } else { IDLE_SPINS };
+                let _ = told.send(got);
+                worker_loop(worker, &mut port, &l, &stop, spins)
             })
             .map_err(|e| AfXdpError::Setup(format!("cannot start worker {w}: {e}")))?;
         handles.push(h);
+        match outcome.recv() {
+            Ok(Ok(s)) => sched.push(s),
+            Ok(Err(note)) => {
+                sched.push(Sched::Other);
+                sched_note = Some(note);
+            }
+            Err(_) => sched.push(Sched::Other),
+        }
     }
     Ok(Running {
         live,
         ifaces,
+        sched,
+        sched_note,
         stop,
         handles,
         programs,
@@ -1081,7 +1046,8 @@ pub fn start<C: Classify + Send + Sync + 'static>(
 /// How often a worker publishes its counters (at least; see the module docs).
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 /// Empty polls before an idle worker runs housekeeping and (without busy polling)
-/// sleeps in `poll(2)`.
+/// sleeps in `poll(2)`, under `Sched::Other` (a SCHED_FIFO worker sleeps at once:
+/// spinning would keep the kernel from filling its rings on a shared core).
 const IDLE_SPINS: u32 = 256;
 /// The longest an idle worker sleeps.
 const IDLE_SLEEP: Duration = Duration::from_millis(10);
@@ -1091,6 +1057,7 @@ fn worker_loop<C: Classify>(
     port: &mut XskPort,
     live: &LiveWorker,
     stop: &AtomicBool,
+    spins: u32,
 ) -> WorkerReport {
     let mut idle = 0u32;
     let mut last_pub = Instant::now();
@@ -1102,7 +1069,7 @@ fn worker_loop<C: Classify>(
             }
             Rx::Idle | Rx::End => {
                 idle += 1;
-                if idle < IDLE_SPINS {
+                if idle < spins {
                     continue;
                 }
                 idle = 0;

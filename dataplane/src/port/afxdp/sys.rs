@@ -609,6 +609,22 @@ pub(super) fn ifindex(name: &str) -> Option<u32> {
     (i != 0).then_some(i)
 }
 
+/// Makes the calling thread SCHED_FIFO at `priority` (1-99). Fails with EPERM
+/// without CAP_SYS_NICE (or an RLIMIT_RTPRIO that allows it).
+pub(super) fn set_fifo(priority: i32) -> io::Result<()> {
+    let p = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: `p` is a valid sched_param that outlives the call; pid 0 is the calling
+    // thread (Linux schedules threads one by one).
+    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &raw const p) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Raises RLIMIT_MEMLOCK to unlimited (UMEM and BPF maps are locked memory). Returns
 /// the limit in force afterwards (`None` = unlimited).
 pub(super) fn raise_memlock() -> Result<Option<u64>, io::Error> {
