@@ -726,12 +726,12 @@ fn churn(a: &ScaleArgs, name: &str, cluster: Cluster, shape: &Shape) -> Result<(
     let runs = reps.min(40);
     let (ti, tf, inc) =
         policy_changes(&mut live, &slot, &mut generation, runs, a.seed, &check_keys)?;
+    let n_inc = ti.len();
     for (what, t) in [("incremental", ti), ("full-rebuild", tf)] {
+        let n = t.len();
         let (p50, p99, max) = percentiles(t);
         println!(
-            "churn {name} change=one-policy path={what} n={} p50_ms={p50:.3} p99_ms={p99:.3} max_ms={max:.3} incremental={inc}/{}",
-            runs.div_ceil(2),
-            runs.div_ceil(2)
+            "churn {name} change=one-policy path={what} n={n} p50_ms={p50:.3} p99_ms={p99:.3} max_ms={max:.3} incremental={inc}/{n_inc}"
         );
     }
     println!(
