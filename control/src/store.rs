@@ -181,16 +181,8 @@ impl Store {
     }
 
     /// Applies `items` atomically: all are stored, or none (and every error is returned).
+    /// The keys a change touched are [`Store::changed_keys`] of the store before and after.
     pub fn apply(&mut self, items: Vec<Loaded>) -> Result<ApplySummary, StoreErrors> {
-        self.apply_changes(items).map(|(summary, _)| summary)
-    }
-
-    /// [`Store::apply`], also returning the keys whose resource was created or changed
-    /// (in key order; keys applied with an identical resource are not listed).
-    pub fn apply_changes(
-        &mut self,
-        items: Vec<Loaded>,
-    ) -> Result<(ApplySummary, Vec<ResourceKey>), StoreErrors> {
         let mut errors = Vec::new();
         let mut batch: BTreeMap<ResourceKey, Stored> = BTreeMap::new();
         for Loaded {
@@ -251,7 +243,6 @@ impl Store {
             return Err(StoreErrors(errors));
         }
         let mut summary = ApplySummary::default();
-        let mut changed = Vec::new();
         for (key, stored) in batch {
             match self.objects.get(&key) {
                 None => summary.created += 1,
@@ -263,14 +254,13 @@ impl Store {
                 }
                 Some(_) => summary.updated += 1,
             }
-            changed.push(key.clone());
             self.objects.insert(key, Arc::new(stored));
         }
         if summary.created + summary.updated > 0 {
             self.generation += 1;
         }
         summary.generation = self.generation;
-        Ok((summary, changed))
+        Ok(summary)
     }
 
     /// Deletes `keys` atomically; returns how many were deleted (all of them).

@@ -414,11 +414,9 @@ impl Daemon {
                 )
             })?;
             let changed = summary.created + summary.updated > 0;
-            let keys = Vec::new();
             Ok((
                 next,
                 changed,
-                keys,
                 json!({
                     "created": summary.created,
                     "updated": summary.updated,
@@ -458,7 +456,7 @@ impl Daemon {
                 }
                 e
             })?;
-            Ok((next, n > 0, doomed.clone(), json!({ "deleted": n })))
+            Ok((next, n > 0, json!({ "deleted": n })))
         })
     }
 
@@ -513,7 +511,6 @@ impl Daemon {
             Ok((
                 next,
                 summary.created + summary.updated + deleted > 0 || keys_changed,
-                gone,
                 json!({
                     "created": summary.created,
                     "updated": summary.updated,
@@ -526,12 +523,11 @@ impl Daemon {
 
     /// The change pipeline: `edit` makes the next store (and says whether it differs);
     /// then normalise, lower, compile, persist, publish, wait for the workers.
-    #[allow(clippy::type_complexity)]
     fn change(
         &self,
         t0: Instant,
         what: &str,
-        edit: impl FnOnce(&Store) -> Result<(Store, bool, Vec<ResourceKey>, Value), OpError>,
+        edit: impl FnOnce(&Store) -> Result<(Store, bool, Value), OpError>,
     ) -> Result<Value, OpError> {
         let mut t = ChangeTimings::default();
         let (generation, mut result) = {
@@ -539,16 +535,15 @@ impl Daemon {
                 .writer
                 .lock()
                 .map_err(|_| ErrorBody::new("internal", "the policy store lock is poisoned"))?;
-            let (next, changed, deleted, result) = edit(&w.store)?;
+            let (next, changed, result) = edit(&w.store)?;
             if !changed {
                 let mut result = result;
                 result["generation"] = json!(w.generation);
                 result["changed"] = json!(false);
                 return Ok(result);
             }
-            // Every key created, replaced or deleted (whatever `edit` reports).
+            // Every key created, replaced or deleted.
             let keys = w.store.changed_keys(&next);
-            let _ = deleted;
             // Only the changed resources are normalised again; on any later failure
             // the kept cluster is brought back to the unchanged store.
             policy::update_cluster(&mut w.cluster, &next, &keys)

@@ -114,8 +114,9 @@ proptest! {
                         Err(e) => panic!("{e}\n{}", text.join("---\n")),
                     };
                     // A twice-applied key or a missing tier: refused, nothing changes.
-                    match store.apply_changes(loaded) {
-                        Ok((_, changed)) => changed,
+                    let before = store.clone();
+                    match store.apply(loaded) {
+                        Ok(_) => before.changed_keys(&store),
                         Err(_) => continue,
                     }
                 }
@@ -151,7 +152,9 @@ fn an_unchanged_key_list_changes_nothing_and_a_deleted_tier_goes() {
         "p.yaml",
     )
     .unwrap();
-    let (_, changed) = store.apply_changes(loaded).unwrap();
+    let before = store.clone();
+    store.apply(loaded).unwrap();
+    let changed = before.changed_keys(&store);
     assert_eq!(changed.len(), 2);
     let mut c = Cluster::from_resources(Store::new().resources()).unwrap();
     c.update(&store, &changed).unwrap();
