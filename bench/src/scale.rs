@@ -21,6 +21,8 @@
 //!   `--rate`/s while a thread classifies keys on the published generation. Changes
 //!   go through [`control::lower::Live::update`] (the next store built outside the
 //!   timer); a policy change alternates with a full rebuild (`Live::set_cluster`);
+//! - `pods`: step 1 of `churn` only (pods with an existing label set added and
+//!   removed through [`control::lower::Live::update`]);
 //! - `policies`: the control socket bench's store (`--policies` one-rule global
 //!   policies over `--pods` endpoints), one policy's port changed per run,
 //!   alternating `Live::update` and a full rebuild.
@@ -46,7 +48,7 @@ const APPS: [&str; 8] = ["web", "db", "api", "cache", "queue", "auth", "log", "m
 
 #[derive(clap::Args, Debug)]
 pub struct ScaleArgs {
-    /// generation, lookups or churn.
+    /// generation, lookups, churn, pods or policies.
     #[arg(long, default_value = "generation")]
     mode: String,
     /// Workload endpoints.
@@ -271,9 +273,10 @@ pub fn main(a: &ScaleArgs) -> Result<(), String> {
     match a.mode.as_str() {
         "generation" => generation(a, &name, &cluster),
         "lookups" => lookups(a, &name, &cluster),
-        "churn" => churn(a, &name, cluster, &shape),
+        "churn" => churn(a, &name, cluster, &shape, false),
+        "pods" => churn(a, &name, cluster, &shape, true),
         m => Err(format!(
-            "--mode {m}: expected generation, lookups, churn or policies"
+            "--mode {m}: expected generation, lookups, churn, pods or policies"
         )),
     }
 }
@@ -611,7 +614,85 @@ fn rendered(c: &IdentityClassifier, live: &Live, keys: &[FlowKey]) -> Vec<String
         .collect()
 }
 
-fn churn(a: &ScaleArgs, name: &str, cluster: Cluster, shape: &Shape) -> Result<(), String> {
+/// The pod changes of `churn` step 1 (and `--mode pods`): `reps` pods with an
+/// existing label set added, then removed, each through [`Live::update`] and timed
+/// (thread CPU and wall) to published. Building the next store (`add`, `remove`:
+/// a clone of the whole store with one endpoint more or less) is outside the timer
+/// and reported on its own.
+#[allow(clippy::too_many_arguments)]
+fn pod_changes<A, R>(
+    live: &mut Live,
+    slot: &Slot,
+    generation: &mut u32,
+    add: &A,
+    remove: &R,
+    next_addr: &mut usize,
+    reps: usize,
+    name: &str,
+) -> Result<(), String>
+where
+    A: Fn(
+        &Live,
+        usize,
+        &mut usize,
+        Option<(&str, String)>,
+    ) -> (Cluster, control::model::ResourceKey),
+    R: Fn(&Live, &control::model::ResourceKey) -> Cluster,
+{
+    let (mut add_t, mut rm_t, mut fast) = (Vec::new(), Vec::new(), 0usize);
+    let (mut add_c, mut rm_c, mut next_c) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..reps {
+        let c = cputime::thread_cpu();
+        let (next, key) = add(live, i, next_addr, None);
+        next_c.push(cputime::thread_cpu() - c);
+        let (w, c) = (Instant::now(), cputime::thread_cpu());
+        let applied = live
+            .update(next, std::slice::from_ref(&key))
+            .map_err(|e| e.to_string())?;
+        publish(slot, live, generation);
+        add_t.push(w.elapsed());
+        add_c.push(cputime::thread_cpu() - c);
+        let c = cputime::thread_cpu();
+        let next = remove(live, &key);
+        next_c.push(cputime::thread_cpu() - c);
+        let (w, c) = (Instant::now(), cputime::thread_cpu());
+        let applied2 = live
+            .update(next, std::slice::from_ref(&key))
+            .map_err(|e| e.to_string())?;
+        publish(slot, live, generation);
+        rm_t.push(w.elapsed());
+        rm_c.push(cputime::thread_cpu() - c);
+        fast += usize::from(applied == Applied::Fast) + usize::from(applied2 == Applied::Fast);
+    }
+    let (c50, c99, _) = percentiles(add_c);
+    println!("churn {name} change=pod-add-existing-labels cpu_p50_ms={c50:.3} cpu_p99_ms={c99:.3}");
+    let (c50, c99, _) = percentiles(rm_c);
+    println!(
+        "churn {name} change=pod-remove-existing-labels cpu_p50_ms={c50:.3} cpu_p99_ms={c99:.3}"
+    );
+    let (p50, p99, max) = percentiles(add_t);
+    println!(
+        "churn {name} change=pod-add-existing-labels n={reps} p50_ms={p50:.3} p99_ms={p99:.3} max_ms={max:.3}"
+    );
+    let (p50, p99, max) = percentiles(rm_t);
+    println!(
+        "churn {name} change=pod-remove-existing-labels n={reps} p50_ms={p50:.3} p99_ms={p99:.3} max_ms={max:.3} fast_path={fast}/{}",
+        2 * reps
+    );
+    let (c50, c99, _) = percentiles(next_c);
+    println!(
+        "churn {name} building-next-store (outside the timers) cpu_p50_ms={c50:.3} cpu_p99_ms={c99:.3}"
+    );
+    Ok(())
+}
+
+fn churn(
+    a: &ScaleArgs,
+    name: &str,
+    cluster: Cluster,
+    shape: &Shape,
+    only_pods: bool,
+) -> Result<(), String> {
     let cfg = BuildConfig::default();
     let t = Instant::now();
     let mut live = Live::new(cluster, cfg).map_err(|e| e.to_string())?;
@@ -655,43 +736,20 @@ fn churn(a: &ScaleArgs, name: &str, cluster: Cluster, shape: &Shape) -> Result<(
     };
 
     // 1. Pods with an existing label set: add, then remove, each timed to published.
-    let (mut add_t, mut rm_t, mut fast) = (Vec::new(), Vec::new(), 0usize);
-    let (mut add_c, mut rm_c) = (Vec::new(), Vec::new());
     let reps = a.repeat.max(1);
-    for i in 0..reps {
-        let (next, key) = add_like(&live, i, &mut next_addr, None);
-        let (w, c) = (Instant::now(), cputime::thread_cpu());
-        let applied = live
-            .update(next, std::slice::from_ref(&key))
-            .map_err(|e| e.to_string())?;
-        publish(&slot, &live, &mut generation);
-        add_t.push(w.elapsed());
-        add_c.push(cputime::thread_cpu() - c);
-        let next = removed(&live, &key);
-        let (w, c) = (Instant::now(), cputime::thread_cpu());
-        let applied2 = live
-            .update(next, std::slice::from_ref(&key))
-            .map_err(|e| e.to_string())?;
-        publish(&slot, &live, &mut generation);
-        rm_t.push(w.elapsed());
-        rm_c.push(cputime::thread_cpu() - c);
-        fast += usize::from(applied == Applied::Fast) + usize::from(applied2 == Applied::Fast);
+    pod_changes(
+        &mut live,
+        &slot,
+        &mut generation,
+        &add_like,
+        &removed,
+        &mut next_addr,
+        reps,
+        name,
+    )?;
+    if only_pods {
+        return Ok(());
     }
-    let (c50, c99, _) = percentiles(add_c);
-    println!("churn {name} change=pod-add-existing-labels cpu_p50_ms={c50:.3} cpu_p99_ms={c99:.3}");
-    let (c50, c99, _) = percentiles(rm_c);
-    println!(
-        "churn {name} change=pod-remove-existing-labels cpu_p50_ms={c50:.3} cpu_p99_ms={c99:.3}"
-    );
-    let (p50, p99, max) = percentiles(add_t);
-    println!(
-        "churn {name} change=pod-add-existing-labels n={reps} p50_ms={p50:.3} p99_ms={p99:.3} max_ms={max:.3}"
-    );
-    let (p50, p99, max) = percentiles(rm_t);
-    println!(
-        "churn {name} change=pod-remove-existing-labels n={reps} p50_ms={p50:.3} p99_ms={p99:.3} max_ms={max:.3} fast_path={fast}/{}",
-        2 * reps
-    );
 
     // 2. Pods with a new label set: one no selector reads (a new `version` label:
     // the same behaviour as an existing pod), and one with a new `app` value that

@@ -13,6 +13,7 @@
 //! pages).
 
 pub mod arch;
+pub(crate) mod chunked;
 pub mod classbench;
 pub mod classifier;
 pub mod flow;
