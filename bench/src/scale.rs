@@ -19,8 +19,8 @@
 //!   set, new label set), one policy changed, p50/p99/max per kind, with each
 //!   generation checked against a fresh full build on sampled keys; and pods at
 //!   `--rate`/s while a thread classifies keys on the published generation. Changes
-//!   go through [`control::lower::Live::update`] (the next store built outside the
-//!   timer); a policy change alternates with a full rebuild (`Live::set_cluster`);
+//!   go through [`control::lower::Live::update`] (the caller's store changed in
+//!   place outside the timer); a policy change alternates with a full rebuild (`Live::set_cluster`);
 //! - `pods`: step 1 of `churn` only (pods with an existing label set added and
 //!   removed through [`control::lower::Live::update`]);
 //! - `policies`: the control socket bench's store (`--policies` one-rule global
@@ -429,7 +429,7 @@ fn policy_changes(
         let key = c.policies[j].key.clone();
         let w = Instant::now();
         if i % 2 == 0 {
-            let applied = live.update(c, &[key]).map_err(|e| e.to_string())?;
+            let applied = live.update(&c, &[key]).map_err(|e| e.to_string())?;
             publish(slot, live, generation);
             ti.push(w.elapsed());
             inc += usize::from(applied == Applied::Incremental);
@@ -519,7 +519,7 @@ fn policies_mode(a: &ScaleArgs) -> Result<(), String> {
         let next = Cluster::from_resources(&rs).map_err(|e| e.to_string())?;
         let w = Instant::now();
         if i % 2 == 0 {
-            let applied = live.update(next, &[key]).map_err(|e| e.to_string())?;
+            let applied = live.update(&next, &[key]).map_err(|e| e.to_string())?;
             publish(&slot, &live, &mut generation);
             ti.push(w.elapsed());
             inc += usize::from(applied == Applied::Incremental);
@@ -616,12 +616,13 @@ fn rendered(c: &IdentityClassifier, live: &Live, keys: &[FlowKey]) -> Vec<String
 
 /// The pod changes of `churn` step 1 (and `--mode pods`): `reps` pods with an
 /// existing label set added, then removed, each through [`Live::update`] and timed
-/// (thread CPU and wall) to published. Building the next store (`add`, `remove`:
-/// a clone of the whole store with one endpoint more or less) is outside the timer
+/// (thread CPU and wall) to published. Changing the caller's store (`add`, `remove`:
+/// one endpoint inserted into or removed from `store`, in place) is outside the timer
 /// and reported on its own.
 #[allow(clippy::too_many_arguments)]
 fn pod_changes<A, R>(
     live: &mut Live,
+    store: &mut Cluster,
     slot: &Slot,
     generation: &mut u32,
     add: &A,
@@ -631,33 +632,28 @@ fn pod_changes<A, R>(
     name: &str,
 ) -> Result<(), String>
 where
-    A: Fn(
-        &Live,
-        usize,
-        &mut usize,
-        Option<(&str, String)>,
-    ) -> (Cluster, control::model::ResourceKey),
-    R: Fn(&Live, &control::model::ResourceKey) -> Cluster,
+    A: Fn(&mut Cluster, usize, &mut usize, Option<(&str, String)>) -> control::model::ResourceKey,
+    R: Fn(&mut Cluster, &control::model::ResourceKey),
 {
     let (mut add_t, mut rm_t, mut fast) = (Vec::new(), Vec::new(), 0usize);
     let (mut add_c, mut rm_c, mut next_c) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..reps {
         let c = cputime::thread_cpu();
-        let (next, key) = add(live, i, next_addr, None);
+        let key = add(store, i, next_addr, None);
         next_c.push(cputime::thread_cpu() - c);
         let (w, c) = (Instant::now(), cputime::thread_cpu());
         let applied = live
-            .update(next, std::slice::from_ref(&key))
+            .update(store, std::slice::from_ref(&key))
             .map_err(|e| e.to_string())?;
         publish(slot, live, generation);
         add_t.push(w.elapsed());
         add_c.push(cputime::thread_cpu() - c);
         let c = cputime::thread_cpu();
-        let next = remove(live, &key);
+        remove(store, &key);
         next_c.push(cputime::thread_cpu() - c);
         let (w, c) = (Instant::now(), cputime::thread_cpu());
         let applied2 = live
-            .update(next, std::slice::from_ref(&key))
+            .update(store, std::slice::from_ref(&key))
             .map_err(|e| e.to_string())?;
         publish(slot, live, generation);
         rm_t.push(w.elapsed());
@@ -681,7 +677,7 @@ where
     );
     let (c50, c99, _) = percentiles(next_c);
     println!(
-        "churn {name} building-next-store (outside the timers) cpu_p50_ms={c50:.3} cpu_p99_ms={c99:.3}"
+        "churn {name} changing-the-callers-store (outside the timers) cpu_p50_ms={c50:.3} cpu_p99_ms={c99:.3}"
     );
     Ok(())
 }
@@ -695,6 +691,8 @@ fn churn(
 ) -> Result<(), String> {
     let cfg = BuildConfig::default();
     let t = Instant::now();
+    // The store as the caller keeps it (in key order), changed in place.
+    let mut store = cluster.clone();
     let mut live = Live::new(cluster, cfg).map_err(|e| e.to_string())?;
     eprintln!("{name}: live generation in {:.0} ms", ms(t.elapsed()));
     let slot = Slot::new(Published {
@@ -711,9 +709,12 @@ fn churn(
             .parse()
             .expect("address")
     };
-    // The next store with the pod added (built outside the timers, as the store
-    // does before it hands the change to `Live::update`).
-    let add_like = |live: &Live, i: usize, n: &mut usize, relabel: Option<(&str, String)>| {
+    // The next store with the pod added, changed in place (outside the timers, as the
+    // caller does before it hands the change to `Live::update`).
+    let rank = |k: &control::model::ResourceKey| {
+        (k.kind != control::model::Kind::WorkloadEndpoint, k.clone())
+    };
+    let add_like = |c: &mut Cluster, i: usize, n: &mut usize, relabel: Option<(&str, String)>| {
         let mut e = templates[i % templates.len()].clone();
         e.key.name = format!("churn-{n}");
         e.nets = vec![fresh_host(n)];
@@ -721,24 +722,22 @@ fn churn(
             e.labels.insert(k.into(), v);
         }
         let key = e.key.clone();
-        let mut c = live.cluster().clone();
-        let rank = |k: &control::model::ResourceKey| {
-            (k.kind != control::model::Kind::WorkloadEndpoint, k.clone())
-        };
         let at = c.endpoints.partition_point(|x| rank(&x.key) < rank(&key));
         c.endpoints.insert(at, e);
-        (c, key)
+        key
     };
-    let removed = |live: &Live, key: &control::model::ResourceKey| {
-        let mut c = live.cluster().clone();
-        c.endpoints.retain(|x| &x.key != key);
-        c
+    let removed = |c: &mut Cluster, key: &control::model::ResourceKey| {
+        let at = c.endpoints.partition_point(|x| rank(&x.key) < rank(key));
+        if c.endpoints.get(at).is_some_and(|x| &x.key == key) {
+            c.endpoints.remove(at);
+        }
     };
 
     // 1. Pods with an existing label set: add, then remove, each timed to published.
     let reps = a.repeat.max(1);
     pod_changes(
         &mut live,
+        &mut store,
         &slot,
         &mut generation,
         &add_like,
@@ -762,14 +761,14 @@ fn churn(
         let (mut new_t, mut fast) = (Vec::new(), 0usize);
         for i in 0..n_runs {
             let relabel = Some((label, format!("new{i}")));
-            let (next, key) = add_like(&live, i, &mut next_addr, relabel);
+            let key = add_like(&mut store, i, &mut next_addr, relabel);
             let w = Instant::now();
-            let r = live.update(next, std::slice::from_ref(&key));
+            let r = live.update(&store, std::slice::from_ref(&key));
             fast += usize::from(r.map_err(|e| e.to_string())? == Applied::Fast);
             publish(&slot, &live, &mut generation);
             new_t.push(w.elapsed());
-            let next = removed(&live, &key);
-            live.update(next, &[key]).map_err(|e| e.to_string())?;
+            removed(&mut store, &key);
+            live.update(&store, &[key]).map_err(|e| e.to_string())?;
         }
         let (p50, p99, max) = percentiles(new_t);
         println!(

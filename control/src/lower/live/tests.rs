@@ -74,6 +74,30 @@ fn check(live: &Live, flows: &[FlowKey]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// The live store is `next` but for the order of its endpoints (the fast path
+/// swap-removes and appends them), and the live generation classifies `flows` as
+/// `eval` does on `next` itself.
+fn same_store(live: &Live, next: &Cluster, flows: &[FlowKey]) -> Result<(), TestCaseError> {
+    let (mut mine, mut want) = (live.cluster().clone(), next.clone());
+    for c in [&mut mine, &mut want] {
+        c.endpoints.sort_by(|a, b| a.key.cmp(&b.key));
+    }
+    prop_assert_eq!(format!("{mine:?}"), format!("{want:?}"));
+    for k in flows {
+        let flow = Flow::from_key(k);
+        let got = live
+            .evaluation(&flow)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(
+            got,
+            eval::evaluate(next, &flow),
+            "live vs eval of next, flow {}",
+            flow
+        );
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
 
@@ -348,8 +372,10 @@ proptest! {
                 // A change the store refuses never reaches the live generation.
                 Err(_) => return Ok(()),
             };
-            live.update(next, &changed).map_err(|e| TestCaseError::fail(e.to_string()))?;
-            check(&live, &flows_with(&flows, &added))?;
+            live.update(&next, &changed).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let flows = flows_with(&flows, &added);
+            same_store(&live, &next, &flows)?;
+            check(&live, &flows)?;
         }
     }
 }
@@ -399,7 +425,7 @@ spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
     resources.push(api2);
     let next = Cluster::from_resources(&resources).unwrap();
     assert_eq!(
-        live.update(next, std::slice::from_ref(&key)).unwrap(),
+        live.update(&next, std::slice::from_ref(&key)).unwrap(),
         Applied::Fast
     );
     let flows: Vec<FlowKey> = ["10.0.0.2", "10.0.0.3", "10.0.0.9"]
@@ -415,6 +441,7 @@ spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
             .unwrap()
         })
         .collect();
+    same_store(&live, &next, &flows).unwrap();
     check(&live, &flows).unwrap();
     // Moved.
     if let Some(crate::model::Resource::WorkloadEndpoint(o)) = resources.last_mut() {
@@ -422,14 +449,16 @@ spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
     }
     let next = Cluster::from_resources(&resources).unwrap();
     assert_eq!(
-        live.update(next, std::slice::from_ref(&key)).unwrap(),
+        live.update(&next, std::slice::from_ref(&key)).unwrap(),
         Applied::Fast
     );
+    same_store(&live, &next, &flows).unwrap();
     check(&live, &flows).unwrap();
     // Removed.
     resources.pop();
     let next = Cluster::from_resources(&resources).unwrap();
-    assert_eq!(live.update(next, &[key]).unwrap(), Applied::Fast);
+    assert_eq!(live.update(&next, &[key]).unwrap(), Applied::Fast);
+    same_store(&live, &next, &flows).unwrap();
     check(&live, &flows).unwrap();
     // The policy's rule flipped to Deny: only its programs are lowered again.
     let p = resources
@@ -442,15 +471,16 @@ spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
     }
     let next = Cluster::from_resources(&resources).unwrap();
     assert_eq!(
-        live.update(next, std::slice::from_ref(&pkey)).unwrap(),
+        live.update(&next, std::slice::from_ref(&pkey)).unwrap(),
         Applied::Incremental
     );
+    same_store(&live, &next, &flows).unwrap();
     check(&live, &flows).unwrap();
     // A replica added after it takes the fast path with the new programs.
     resources.push(api2_at(&resources, "10.0.0.7/32"));
     let next = Cluster::from_resources(&resources).unwrap();
     let k7 = store_key(resources.last().unwrap());
-    assert_eq!(live.update(next, &[k7]).unwrap(), Applied::Fast);
+    assert_eq!(live.update(&next, &[k7]).unwrap(), Applied::Fast);
     let flows7: Vec<FlowKey> = ["10.0.0.2", "10.0.0.7"]
         .iter()
         .map(|s| {
@@ -464,6 +494,7 @@ spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
             .unwrap()
         })
         .collect();
+    same_store(&live, &next, &flows7).unwrap();
     check(&live, &flows7).unwrap();
     // A peer selector naming addresses no list had: rebuilt.
     if let crate::model::Resource::NetworkPolicy(o) = &mut resources[p] {
@@ -471,14 +502,16 @@ spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
     }
     let next = Cluster::from_resources(&resources).unwrap();
     assert_eq!(
-        live.update(next, std::slice::from_ref(&pkey)).unwrap(),
+        live.update(&next, std::slice::from_ref(&pkey)).unwrap(),
         Applied::Rebuilt
     );
+    same_store(&live, &next, &flows7).unwrap();
     check(&live, &flows7).unwrap();
     // The policy deleted: incremental again.
     resources.remove(p);
     let next = Cluster::from_resources(&resources).unwrap();
-    assert_eq!(live.update(next, &[pkey]).unwrap(), Applied::Incremental);
+    assert_eq!(live.update(&next, &[pkey]).unwrap(), Applied::Incremental);
+    same_store(&live, &next, &flows7).unwrap();
     check(&live, &flows7).unwrap();
 }
 
@@ -545,8 +578,10 @@ proptest! {
             }
             let added: Vec<IpNet> = NEW_V4.iter().chain(&NEW_V6).map(|a| host(a)).collect();
             let Ok(next) = Cluster::from_resources(&resources) else { return Ok(()) };
-            live.update(next, &changed).map_err(|e| TestCaseError::fail(e.to_string()))?;
-            check(&live, &flows_with(&flows, &added))?;
+            live.update(&next, &changed).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let flows = flows_with(&flows, &added);
+            same_store(&live, &next, &flows)?;
+            check(&live, &flows)?;
         }
     }
 }
