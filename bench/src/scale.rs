@@ -25,7 +25,11 @@
 //!   removed through [`control::lower::Live::update`]);
 //! - `policies`: the control socket bench's store (`--policies` one-rule global
 //!   policies over `--pods` endpoints), one policy's port changed per run,
-//!   alternating `Live::update` and a full rebuild.
+//!   alternating `Live::update` and a full rebuild;
+//! - `policy`: the cluster's policy changes alone, back to back through
+//!   `Live::update` (no rebuild in between, so tree parts accumulate), after 100
+//!   replicas joined on the endpoint fast path; CPU and wall p50/p99/max, how many
+//!   took the incremental path, every 10th generation checked against a fresh build.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -275,8 +279,9 @@ pub fn main(a: &ScaleArgs) -> Result<(), String> {
         "lookups" => lookups(a, &name, &cluster),
         "churn" => churn(a, &name, cluster, &shape, false),
         "pods" => churn(a, &name, cluster, &shape, true),
+        "policy" => policy_only(a, &name, cluster),
         m => Err(format!(
-            "--mode {m}: expected generation, lookups, churn, pods or policies"
+            "--mode {m}: expected generation, lookups, churn, pods, policy or policies"
         )),
     }
 }
@@ -456,6 +461,106 @@ fn policy_changes(
         }
     }
     Ok((ti, tf, inc))
+}
+
+/// The evaluations of `keys` by a fresh build of the live store, rendered.
+fn fresh_rendering(live: &Live, keys: &[FlowKey]) -> Result<Vec<String>, String> {
+    let fresh = lower(live.cluster()).map_err(|e| e.to_string())?;
+    let built = IdentityClassifier::build(&fresh.set, &BuildConfig::default())
+        .map_err(|e| e.to_string())?;
+    let mut out = vec![FlowVerdicts::default(); keys.len()];
+    built.classify(keys, &mut out);
+    Ok(keys
+        .iter()
+        .zip(&out)
+        .map(|(k, v)| {
+            let flow = control::eval::Flow::from_key(k);
+            format!("{:?}", fresh.names.evaluation_of(&built, &flow, v))
+        })
+        .collect())
+}
+
+/// `--mode policy`: see the module doc.
+fn policy_only(a: &ScaleArgs, name: &str, cluster: Cluster) -> Result<(), String> {
+    let cfg = BuildConfig::default();
+    let t = Instant::now();
+    let mut live = Live::new(cluster, cfg).map_err(|e| e.to_string())?;
+    eprintln!("{name}: live generation in {:.0} ms", ms(t.elapsed()));
+    let slot = Slot::new(Published {
+        generation: 0,
+        classifier: live.classifier().clone(),
+    });
+    let mut generation = 0u32;
+    // Replicas joining on the fast path: the lists the build saw are not the store's
+    // any more.
+    let templates: Vec<control::cluster::Endpoint> =
+        live.cluster().endpoints.iter().take(64).cloned().collect();
+    let mut fast = 0usize;
+    for n in 0..100usize {
+        let mut e = templates[n % templates.len()].clone();
+        e.key.name = format!("replica-{n}");
+        e.nets = vec![
+            format!("10.202.{}.{}/32", n / 256, n % 256)
+                .parse()
+                .expect("address"),
+        ];
+        let key = e.key.clone();
+        let mut c = live.cluster().clone();
+        let rank = |k: &control::model::ResourceKey| {
+            (k.kind != control::model::Kind::WorkloadEndpoint, k.clone())
+        };
+        let at = c.endpoints.partition_point(|x| rank(&x.key) < rank(&key));
+        c.endpoints.insert(at, e);
+        fast += usize::from(live.update(&c, &[key]).map_err(|e| e.to_string())? == Applied::Fast);
+    }
+    eprintln!("{name}: 100 replicas added, {fast} on the fast path");
+    let check = keys(a.pods, 512, a.seed ^ 0x77);
+    let mut rng = Rng::new(a.seed ^ 0x90);
+    let (mut wall, mut cpu, mut inc) = (Vec::new(), Vec::new(), 0usize);
+    let mut max_parts = 0;
+    for i in 0..a.repeat {
+        let mut c = live.cluster().clone();
+        let j = rng.below(c.policies.len());
+        let Some(r) = c.policies[j].ingress.first_mut() else {
+            continue;
+        };
+        r.rule.action = if r.rule.action == control::model::RuleAction::Deny {
+            control::model::RuleAction::Allow
+        } else {
+            control::model::RuleAction::Deny
+        };
+        let key = c.policies[j].key.clone();
+        let (w, t) = (Instant::now(), cputime::thread_cpu());
+        let applied = live.update(&c, &[key]).map_err(|e| e.to_string())?;
+        publish(&slot, &live, &mut generation);
+        wall.push(w.elapsed());
+        cpu.push(cputime::thread_cpu() - t);
+        inc += usize::from(applied == Applied::Incremental);
+        max_parts = max_parts.max(live.classifier().stats().parts);
+        if i % 10 == 9
+            && rendered(live.classifier(), &live, &check) != fresh_rendering(&live, &check)?
+        {
+            return Err(format!(
+                "change {i}: the live generation differs from a fresh build"
+            ));
+        }
+    }
+    let n = wall.len();
+    let (c50, c99, cmax) = percentiles(cpu);
+    let (p50, p99, max) = percentiles(wall);
+    println!(
+        "policy {name} change=one-policy n={n} cpu_p50_ms={c50:.3} cpu_p99_ms={c99:.3} cpu_max_ms={cmax:.3} p50_ms={p50:.3} p99_ms={p99:.3} max_ms={max:.3} incremental={inc}/{n} max_parts={max_parts}"
+    );
+    let s = live.classifier().stats();
+    println!(
+        "policy {name} memory classifier_bytes={} parts={} list_bytes={} memo_bytes={} rss_mb={:.0}",
+        s.stage_bytes + s.tree_bytes,
+        s.parts,
+        s.list_bytes,
+        live.memo_bytes(),
+        rss() as f64 / 1e6
+    );
+    Ok(())
 }
 
 /// `--mode policies`: the control socket bench's store (`--policies` one-rule

@@ -79,7 +79,6 @@ impl<T: Copy, const N: usize> Chunked<T, N> {
     }
 
     /// The entries in order.
-    #[cfg(test)]
     pub(crate) fn iter(&self) -> impl Iterator<Item = &T> + '_ {
         self.chunks.iter().flat_map(|c| c.iter()).take(self.len)
     }

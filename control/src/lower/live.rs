@@ -34,10 +34,17 @@
 //!   a program whose content exists keeps its id), the new programs' trees are built
 //!   as a new part ([`IdentityClassifier::with_programs`]) and those endpoints'
 //!   bindings pointed at them. Policy ids stay stable across changes, so every other
-//!   program and tree is kept. Refused — a rebuild — when a changed policy names an
-//!   address list the build did not see (a peer selector or CIDR selecting other
-//!   addresses), and every 16 parts (a rebuild drops the replaced programs' trees).
-//!   The endpoint fast path's indexes are refreshed at the next endpoint change.
+//!   program and tree is kept. The changed policies' address lists are lowered from
+//!   the store as it is now, so they are handed to the classifier as *fresh*: each
+//!   is resolved to the identities of the addresses it names, and accepted when it
+//!   holds whole identities (a replica added on the fast path since the build is in
+//!   its exemplar's identity, so a selector that reads it as the exemplar is read
+//!   agrees); every other list comes from the memo and is one the classifier knows.
+//!   Refused — a rebuild — when a fresh list splits an identity (a peer selector or
+//!   CIDR telling replicas apart, a CIDR no rule named), when it equals a known list
+//!   whose known form no longer describes it, and every 16 parts (a rebuild drops
+//!   the replaced programs' trees). The endpoint fast path's indexes are refreshed
+//!   at the next endpoint change.
 //! - Everything else — a new label key, a namespace, tier or profile change, a
 //!   network set change, an address shared by two endpoints — is a full rebuild
 //!   ([`Live::set_cluster`], [`lower`] then [`IdentityClassifier::build`]), which is
@@ -558,7 +565,15 @@ impl Live {
             .zip(&programs)
             .flat_map(|(e, &(i, g))| e.nets.iter().map(move |n| (n.trunc(), Some(i), Some(g))))
             .collect();
-        let Ok(c) = self.classifier.with_programs(&added, &rebind, &self.cfg) else {
+        // The changed policies' lists were lowered from the store as it is now; every
+        // other list in the memo is one the classifier knows (and has followed the
+        // endpoint fast path's host changes since).
+        let ids: Vec<_> = changed.iter().filter_map(|k| memo.policy(k)).collect();
+        let fresh = memo.lists_of(&ids);
+        let Ok(c) = self
+            .classifier
+            .with_programs(&added, &fresh, &rebind, &self.cfg)
+        else {
             return false;
         };
         // A modified policy may have moved tier.

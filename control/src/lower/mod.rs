@@ -68,7 +68,8 @@
 //!   only for the endpoints it applies to (before or after), and the identity
 //!   classifier builds trees only for programs it has not seen.
 //!
-//! Not done: a policy change whose peers name new address lists, a new behaviour, a
+//! Not done: a policy change whose peers split an identity (name some replicas of a
+//! label set and not others, or a CIDR no rule named), a new behaviour, a
 //! namespace, tier, profile or network set change are full rebuilds.
 
 mod live;
@@ -425,6 +426,37 @@ impl Memo {
     /// The id of a policy.
     pub(crate) fn policy(&self, key: &ResourceKey) -> Option<PolicyId> {
         self.policy_ids.get(key).copied()
+    }
+
+    /// The distinct non-empty address lists of the lowered rules of `ids` (both
+    /// directions).
+    pub(crate) fn lists_of(&self, ids: &[PolicyId]) -> Vec<&[IpNet]> {
+        let mut seen: foldhash::HashSet<&[IpNet]> = foldhash::HashSet::default();
+        let mut out = Vec::new();
+        for id in ids {
+            for d in [PolicyType::Ingress, PolicyType::Egress] {
+                let Some((rules, _)) = self.rules.get(&(*id, d)) else {
+                    continue;
+                };
+                for r in rules.iter() {
+                    let m = &r.matches;
+                    for l in [
+                        m.src_nets.as_deref(),
+                        Some(m.not_src_nets.as_slice()),
+                        m.dst_nets.as_deref(),
+                        Some(m.not_dst_nets.as_slice()),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    {
+                        if !l.is_empty() && seen.insert(l) {
+                            out.push(l);
+                        }
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Bytes of what is kept (rules with their address lists, the maps), roughly.

@@ -37,7 +37,10 @@
 //! LPM level and table read made lookups measurably slower;
 //! [`IdentityClassifier::with_programs`] gives the next generation with programs added
 //! (their trees built as a new *part*, every earlier part shared) and bindings pointed
-//! at them, as long as the added programs name only address lists the build saw.
+//! at them, as long as every address list the added programs name is one the
+//! classifier knows or a *fresh* list (exactly these addresses now) made of whole
+//! identities: a fresh list is resolved to the identities of the classes it covers
+//! and kept for later changes.
 //! A lookup walks each program in the part that holds it; a part's trace ids are
 //! offset past the earlier parts' ones.
 //!
@@ -230,7 +233,9 @@ pub struct IdentityClassifier {
     parts: Vec<Part>,
     /// Per program: its part and its index in that part's trees.
     programs: Arc<Vec<(u32, u32)>>,
-    lists: Arc<Lists>,
+    /// The build's address lists, then those later changes resolved (one layer per
+    /// change that named new ones).
+    lists: Vec<Arc<Lists>>,
     stats: IdentityStats,
 }
 
@@ -255,30 +260,55 @@ impl Lists {
         self.ids.keys().map(nets).sum::<usize>() + self.rewritten.iter().map(nets).sum::<usize>()
     }
 
-    /// `programs` with every address list replaced by its identity-space form; `None`
-    /// if one is not in the table.
-    fn rewrite(&self, programs: &[Program]) -> Option<Vec<Program>> {
-        let mut out = programs.to_vec();
-        for p in &mut out {
-            for m in all_matches_mut(p) {
-                let re = |v: &mut Vec<IpNet>| -> Option<()> {
-                    if !v.is_empty() {
-                        *v = self.rewritten[*self.ids.get(v.as_slice())? as usize].clone();
-                    }
-                    Some(())
-                };
-                if let Some(v) = &mut m.src_nets {
-                    re(v)?;
-                }
-                re(&mut m.not_src_nets)?;
-                if let Some(v) = &mut m.dst_nets {
-                    re(v)?;
-                }
-                re(&mut m.not_dst_nets)?;
-            }
-        }
-        Some(out)
+    fn get(&self, v: &[IpNet]) -> Option<&Vec<IpNet>> {
+        self.ids.get(v).map(|&i| &self.rewritten[i as usize])
     }
+}
+
+/// `programs` with every address list replaced by its identity-space form (`form`);
+/// `None` if one has none.
+fn rewrite<'a>(
+    programs: &[Program],
+    form: impl Fn(&[IpNet]) -> Option<&'a Vec<IpNet>>,
+) -> Option<Vec<Program>> {
+    let mut out = programs.to_vec();
+    for p in &mut out {
+        for m in all_matches_mut(p) {
+            let re = |v: &mut Vec<IpNet>| -> Option<()> {
+                if !v.is_empty() {
+                    *v = form(v.as_slice())?.clone();
+                }
+                Some(())
+            };
+            if let Some(v) = &mut m.src_nets {
+                re(v)?;
+            }
+            re(&mut m.not_src_nets)?;
+            if let Some(v) = &mut m.dst_nets {
+                re(v)?;
+            }
+            re(&mut m.not_dst_nets)?;
+        }
+    }
+    Some(out)
+}
+
+/// The fewest prefixes of the identity space covering `members` (sorted (family,
+/// identity) pairs): one [`cover`] per run of consecutive ids.
+fn identity_prefixes(members: &[(bool, u32)]) -> Vec<IpNet> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < members.len() {
+        let (six, lo) = members[i];
+        let mut hi = lo;
+        while i + 1 < members.len() && members[i + 1] == (six, hi + 1) {
+            hi += 1;
+            i += 1;
+        }
+        cover(six, lo, hi, &mut out);
+        i += 1;
+    }
+    out
 }
 
 /// Interned list ids of one rule field.
@@ -492,32 +522,14 @@ impl IdentityClassifier {
                 members[l as usize].push((*six, identity_of_sig[s as usize]));
             }
         }
-        let rewritten: Vec<Vec<IpNet>> = members
-            .iter()
-            .map(|m| {
-                let mut out = Vec::new();
-                let mut i = 0;
-                while i < m.len() {
-                    let (six, lo) = m[i];
-                    let mut hi = lo;
-                    while i + 1 < m.len() && m[i + 1] == (six, hi + 1) {
-                        hi += 1;
-                        i += 1;
-                    }
-                    cover(six, lo, hi, &mut out);
-                    i += 1;
-                }
-                out
-            })
-            .collect();
+        let rewritten: Vec<Vec<IpNet>> = members.iter().map(|m| identity_prefixes(m)).collect();
 
         // 6. The trees over the rewritten programs.
         let table = Lists {
             ids: list_ids.iter().map(|(l, &id)| (l.to_vec(), id)).collect(),
             rewritten,
         };
-        let programs = table
-            .rewrite(&set.programs)
+        let programs = rewrite(&set.programs, |v| table.get(v))
             .expect("every list of the set is in the table");
         let trees = Classifier::build(
             &PolicySet {
@@ -566,7 +578,7 @@ impl IdentityClassifier {
                 trees: Arc::new(trees),
                 trace_base: 0,
             }],
-            lists: Arc::new(table),
+            lists: vec![Arc::new(table)],
         };
         c.stats.stage_bytes = c.stage_bytes();
         if c.stats.stage_bytes + c.stats.tree_bytes > cfg.memory_budget {
@@ -619,20 +631,43 @@ impl IdentityClassifier {
     /// other program give what they gave. Programs no binding names any more stay
     /// (a full build drops them).
     ///
-    /// Refused when an added program names an address list the build did not see
-    /// (its addresses may need identities of their own: a full build does that),
-    /// when a prefix in `rebind` is not a bound prefix or a program id is unknown;
-    /// the trees of the added programs can fail to build as [`Classifier::build`]
-    /// does.
+    /// An address list of `programs` is either one this classifier knows (the
+    /// build's, or one an earlier change resolved: its identity-space form follows the
+    /// host changes since, as [`IdentityClassifier::with_host`] and
+    /// [`IdentityClassifier::without_host`] define them), or one of `fresh`: lists
+    /// that name exactly their addresses in this generation. A fresh list is resolved
+    /// to the identities of the classes it covers ([`IdentityClassifier::resolve`]);
+    /// it is refused ([`ProgramChangeRefused::NewList`]) when one of its prefixes is
+    /// no class, when an identity lies only partly inside it (the addresses would
+    /// need identities of their own: a full build does that), or when it is a known
+    /// list that the known form no longer describes. Also refused when a prefix in
+    /// `rebind` is not a bound prefix or a program id is unknown; the trees of the
+    /// added programs can fail to build as [`Classifier::build`] does.
     pub fn with_programs(
         &self,
         programs: &[Program],
+        fresh: &[&[IpNet]],
         rebind: &[(IpNet, Option<ProgramId>, Option<ProgramId>)],
         cfg: &BuildConfig,
     ) -> Result<IdentityClassifier, ProgramChangeRefused> {
-        let rewritten = self
-            .lists
-            .rewrite(programs)
+        let resolved = self.resolve(fresh).ok_or(ProgramChangeRefused::NewList)?;
+        let mut layer = Lists::default();
+        for (l, form) in fresh.iter().zip(resolved) {
+            if l.is_empty() {
+                continue;
+            }
+            match self.known(l) {
+                Some(k) if *k != form => return Err(ProgramChangeRefused::NewList),
+                Some(_) => {}
+                None => {
+                    if !layer.ids.contains_key(*l) {
+                        layer.ids.insert(l.to_vec(), layer.rewritten.len() as u32);
+                        layer.rewritten.push(form);
+                    }
+                }
+            }
+        }
+        let rewritten = rewrite(programs, |v| self.known(v).or_else(|| layer.get(v)))
             .ok_or(ProgramChangeRefused::NewList)?;
         let total = self.programs.len() + programs.len();
         let part = u32::try_from(self.parts.len()).map_err(|_| ProgramChangeRefused::TooMany)?;
@@ -684,6 +719,11 @@ impl IdentityClassifier {
         at.extend_from_slice(&self.programs);
         at.extend((0..programs.len() as u32).map(|i| (part, i)));
         next.programs = Arc::new(at);
+        if !layer.ids.is_empty() {
+            next.stats.lists += layer.ids.len();
+            next.stats.list_bytes += layer.bytes();
+            next.lists.push(Arc::new(layer));
+        }
         next.stats.tree_bytes += bytes;
         next.stats.parts += 1;
         next.stats.programs = total;
@@ -697,6 +737,89 @@ impl IdentityClassifier {
             }));
         }
         Ok(next)
+    }
+
+    /// The identity-space form of a list the build or an earlier change resolved.
+    fn known(&self, v: &[IpNet]) -> Option<&Vec<IpNet>> {
+        self.lists.iter().find_map(|l| l.get(v))
+    }
+
+    /// The identity-space forms of `lists`, each read as exactly its addresses in
+    /// this generation: the identities of the classes inside the list's prefixes.
+    /// `None` when a prefix is no class or an identity lies only partly inside a list
+    /// (some of its classes, or the "no prefix" addresses, outside it).
+    fn resolve(&self, lists: &[&[IpNet]]) -> Option<Vec<Vec<IpNet>>> {
+        if lists.is_empty() {
+            return Some(Vec::new());
+        }
+        // The lists naming each class exactly.
+        let mut naming: HashMap<u32, Vec<u32>> = HashMap::new();
+        for (li, l) in lists.iter().enumerate() {
+            for q in l.iter() {
+                let p = Pfx::of(q);
+                // The longest class containing the prefix's first address, then up
+                // to the prefix's own length.
+                let mut c = self.class_index(&p);
+                while let Some(x) = self.cold[c as usize].prefix
+                    && x.len > p.len
+                {
+                    c = self.cold[c as usize].parent;
+                }
+                if self.cold[c as usize].prefix != Some(p) {
+                    return None;
+                }
+                let v = naming.entry(c).or_default();
+                if v.last() != Some(&(li as u32)) {
+                    v.push(li as u32);
+                }
+            }
+        }
+        // Live classes per identity, and per list those inside it (a class is inside
+        // when it or an ancestor is named).
+        let mut total: HashMap<(bool, u32), u32> = HashMap::new();
+        let mut inside: Vec<HashMap<(bool, u32), u32>> = vec![HashMap::new(); lists.len()];
+        let mut hit: Vec<u32> = Vec::new();
+        for (c, cold) in self.cold.iter().enumerate() {
+            let six = match cold.prefix {
+                Some(p) => p.six,
+                None if c < 2 => c == 1,
+                // A tombstone: no address reaches it.
+                None => continue,
+            };
+            let key = (six, self.hot[c].identity);
+            *total.entry(key).or_insert(0) += 1;
+            hit.clear();
+            let mut at = c as u32;
+            loop {
+                if let Some(ls) = naming.get(&at) {
+                    hit.extend(ls);
+                }
+                let up = self.cold[at as usize].parent;
+                if up == at {
+                    break;
+                }
+                at = up;
+            }
+            hit.sort_unstable();
+            hit.dedup();
+            for &l in &hit {
+                *inside[l as usize].entry(key).or_insert(0) += 1;
+            }
+        }
+        inside
+            .into_iter()
+            .map(|counts| {
+                let mut members = Vec::with_capacity(counts.len());
+                for (key, n) in counts {
+                    if total.get(&key) != Some(&n) {
+                        return None;
+                    }
+                    members.push(key);
+                }
+                members.sort_unstable();
+                Some(identity_prefixes(&members))
+            })
+            .collect()
     }
 
     #[inline]
@@ -1063,11 +1186,227 @@ mod tests {
         assert_same(&back, &LinearClassifier::new(set).unwrap(), &keys);
     }
 
+    /// A fresh list is resolved to the identities inside it: accepted when it holds
+    /// whole identities (also a host added since the build, like a listed one),
+    /// refused when it splits one, including a known list whose addresses a host
+    /// change has since extended.
+    #[test]
+    fn fresh_lists_take_whole_identities_or_are_refused() {
+        use crate::fixtures::{net, policy, program, rule, tcp, tier};
+        use crate::program::{Action, TierDefault};
+        let pods = vec![net("10.0.0.1/32"), net("10.0.0.2/32"), net("10.0.0.3/32")];
+        let web = vec![net("10.0.0.1/32"), net("10.0.0.2/32")];
+        let allow_from = |id: u32, l: Vec<IpNet>| {
+            program(
+                vec![tier(
+                    0,
+                    TierDefault::Deny,
+                    vec![policy(
+                        id,
+                        false,
+                        vec![rule(
+                            0,
+                            Action::Allow,
+                            Match {
+                                src_nets: Some(l),
+                                ..Match::default()
+                            },
+                        )],
+                    )],
+                )],
+                vec![],
+            )
+        };
+        let bind = |n: &str, e: u32, p: u32| EndpointBinding {
+            net: net(n),
+            endpoint: EndpointId(e),
+            ingress: Some(ProgramId(p)),
+            egress: Some(ProgramId(p)),
+        };
+        let mut set = PolicySet {
+            programs: vec![allow_from(0, web.clone()), allow_from(1, pods.clone())],
+            endpoints: vec![
+                bind("10.0.0.1/32", 0, 0),
+                bind("10.0.0.2/32", 1, 0),
+                bind("10.0.0.3/32", 2, 1),
+            ],
+        };
+        let cfg = BuildConfig::default();
+        let c = IdentityClassifier::build(&set, &cfg).unwrap();
+        // 10.0.0.4 joins 10.0.0.1's identity (in both lists).
+        let c = c
+            .with_host(
+                net("10.0.0.4/32"),
+                EndpointId(3),
+                Some(ProgramId(0)),
+                Some(ProgramId(0)),
+                net("10.0.0.1/32"),
+            )
+            .unwrap();
+        set.programs[0].tiers[0].policies[0].rules[0]
+            .matches
+            .src_nets = Some(vec![
+            net("10.0.0.1/32"),
+            net("10.0.0.2/32"),
+            net("10.0.0.4/32"),
+        ]);
+        set.programs[1].tiers[0].policies[0].rules[0]
+            .matches
+            .src_nets = Some(vec![
+            net("10.0.0.1/32"),
+            net("10.0.0.2/32"),
+            net("10.0.0.3/32"),
+            net("10.0.0.4/32"),
+        ]);
+        set.endpoints.push(bind("10.0.0.4/32", 3, 0));
+        let keys: Vec<FlowKey> = (1..=5)
+            .flat_map(|s| {
+                (1..=4).map(move |d| tcp(&format!("10.0.0.{s}"), &format!("10.0.0.{d}"), 80))
+            })
+            .collect();
+        let rebind = [(net("10.0.0.3/32"), Some(ProgramId(2)), Some(ProgramId(2)))];
+        // The web pods as the store now has them: a new list, whole identities.
+        let now = vec![net("10.0.0.4/32"), net("10.0.0.2/32"), net("10.0.0.1/32")];
+        let next = c
+            .with_programs(&[allow_from(2, now.clone())], &[&now], &rebind, &cfg)
+            .unwrap();
+        let mut want = set.clone();
+        want.programs.push(allow_from(2, now.clone()));
+        want.endpoints[2].ingress = Some(ProgramId(2));
+        want.endpoints[2].egress = Some(ProgramId(2));
+        assert_same(&next, &LinearClassifier::new(want).unwrap(), &keys);
+        assert_eq!(next.stats().lists, c.stats().lists + 1);
+        // Known to the next generation: named again, it is not resolved again.
+        next.with_programs(&[allow_from(3, now.clone())], &[], &[], &cfg)
+            .unwrap();
+        // 10.0.0.1 without 10.0.0.4 splits their identity.
+        let split = vec![net("10.0.0.1/32")];
+        assert!(matches!(
+            c.with_programs(&[allow_from(2, split.clone())], &[&split], &rebind, &cfg),
+            Err(ProgramChangeRefused::NewList)
+        ));
+        // The build's web list, named as exactly its addresses, leaves 10.0.0.4 out:
+        // the known form (which has it) no longer describes it.
+        assert!(matches!(
+            c.with_programs(&[allow_from(2, web.clone())], &[&web], &rebind, &cfg),
+            Err(ProgramChangeRefused::NewList)
+        ));
+        // ... and unnamed as fresh, it is the known list (10.0.0.4 in).
+        assert!(
+            c.with_programs(&[allow_from(2, web.clone())], &[], &rebind, &cfg)
+                .is_ok()
+        );
+        // A prefix that is no class, and one containing the "no prefix" addresses.
+        let cidr = vec![net("10.0.0.0/24")];
+        assert!(matches!(
+            c.with_programs(&[allow_from(2, cidr.clone())], &[&cidr], &rebind, &cfg),
+            Err(ProgramChangeRefused::NewList)
+        ));
+    }
+
     use super::super::tests::{arb_host, arb_picks, arb_program, packets};
     use proptest::prelude::*;
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        /// Lists named as exactly their addresses after host changes (bound hosts
+        /// added like others and removed): a program naming them, added with
+        /// [`IdentityClassifier::with_programs`], classifies as the linear reference
+        /// over the set with those lists does, or is refused.
+        #[test]
+        fn fresh_lists_agree_with_linear(
+            a in arb_program(),
+            b in arb_program(),
+            hosts in prop::collection::vec((arb_host(), 0u8..3, 0u8..3), 1..7),
+            adds in prop::collection::vec((arb_host(), any::<prop::sample::Index>(), any::<bool>()), 0..4),
+            rounds in prop::collection::vec((any::<u64>(), any::<u64>(), any::<prop::sample::Index>(), any::<bool>()), 1..4),
+            picks in arb_picks(16),
+        ) {
+            use super::super::tests::{add_like, remove_host};
+            let mut seen = std::collections::HashSet::new();
+            let pick = |x: u8| (x < 2).then_some(ProgramId(x.into()));
+            let endpoints: Vec<EndpointBinding> = hosts
+                .into_iter()
+                .filter(|(n, _, _)| seen.insert(*n))
+                .enumerate()
+                .map(|(i, (net, e, ig))| EndpointBinding { net, endpoint: EndpointId(i as u32), ingress: pick(ig), egress: pick(e) })
+                .collect();
+            let mut a = a;
+            if let Some(r) = a.tiers.iter_mut().flat_map(|t| &mut t.policies).flat_map(|p| &mut p.rules).next() {
+                r.matches.src_nets = Some(endpoints.iter().step_by(2).map(|e| e.net).collect());
+            }
+            let mut set = PolicySet { programs: vec![a.clone(), b.clone()], endpoints };
+            let cfg = BuildConfig::default();
+            let mut cl = IdentityClassifier::build(&set, &cfg)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            for (host, which, remove) in adds {
+                if set.endpoints.is_empty() {
+                    break;
+                }
+                let i = which.index(set.endpoints.len());
+                if remove {
+                    let gone = set.endpoints[i].net;
+                    if let Ok(next) = cl.without_host(gone) {
+                        remove_host(&mut set, gone);
+                        cl = next;
+                    }
+                } else {
+                    let like = set.endpoints[i].clone();
+                    let binding = EndpointBinding { net: host, endpoint: EndpointId(100 + set.endpoints.len() as u32), ..like.clone() };
+                    if let Ok(next) = cl.with_host(host, binding.endpoint, binding.ingress, binding.egress, like.net) {
+                        add_like(&mut set, host, like.net, binding);
+                        cl = next;
+                    }
+                }
+            }
+            let mut keys = packets(&a, &picks);
+            keys.extend(packets(&b, &picks));
+            for e in &set.endpoints {
+                for o in &set.endpoints {
+                    let (IpNet::V4(x), IpNet::V4(y)) = (e.net, o.net) else { continue };
+                    keys.push(FlowKey { src: u32::from(x.addr()).into(), dst: u32::from(y.addr()).into(), sport: 1, dport: 80, proto: crate::program::proto::TCP, family: Family::V4, ifindex: 0 });
+                }
+            }
+            for (src_mask, dst_mask, which, reverse) in rounds {
+                if set.endpoints.is_empty() {
+                    break;
+                }
+                let subset = |mask: u64| -> Vec<IpNet> {
+                    let mut l: Vec<IpNet> = set.endpoints.iter().enumerate()
+                        .filter(|(i, _)| mask >> (i % 64) & 1 == 1)
+                        .map(|(_, e)| e.net)
+                        .collect();
+                    if reverse {
+                        l.reverse();
+                    }
+                    l
+                };
+                let (src, dst) = (subset(src_mask), subset(dst_mask));
+                // A program naming the fresh lists, then b's tiers (known lists).
+                let mut f = b.clone();
+                f.tiers.insert(0, crate::fixtures::tier(9, crate::program::TierDefault::Pass, vec![
+                    crate::fixtures::policy(90, false, vec![
+                        crate::fixtures::rule(0, crate::program::Action::Allow, Match { src_nets: Some(src.clone()), ..Match::default() }),
+                        crate::fixtures::rule(1, crate::program::Action::Deny, Match { dst_nets: Some(dst.clone()), not_src_nets: src.clone(), ..Match::default() }),
+                    ]),
+                ]));
+                let id = ProgramId(set.programs.len() as u32);
+                let i = which.index(set.endpoints.len());
+                let net = set.endpoints[i].net;
+                match cl.with_programs(std::slice::from_ref(&f), &[&src, &dst], &[(net, Some(id), Some(id))], &cfg) {
+                    Ok(next) => {
+                        set.programs.push(f);
+                        set.endpoints[i].ingress = Some(id);
+                        set.endpoints[i].egress = Some(id);
+                        cl = next;
+                        assert_same(&cl, &LinearClassifier::new(set.clone()).unwrap(), &keys);
+                    }
+                    Err(ProgramChangeRefused::NewList) => {}
+                    Err(e) => return Err(TestCaseError::fail(e.to_string())),
+                }
+            }
+        }
 
         /// Programs added as new parts, with bindings pointed at them, classify as the
         /// linear reference over the whole set does (every verdict and trace); a
@@ -1121,7 +1460,7 @@ mod tests {
                 let i = which.index(set.endpoints.len());
                 let net = set.endpoints[i].net;
                 let rebind = [(net, prog(ig), prog(eg))];
-                match cl.with_programs(&add, &rebind, &cfg) {
+                match cl.with_programs(&add, &[], &rebind, &cfg) {
                     Ok(next) => {
                         set.programs.extend(add);
                         set.endpoints[i].ingress = prog(ig);

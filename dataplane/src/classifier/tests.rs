@@ -1010,7 +1010,7 @@ pub(super) fn arb_host() -> impl Strategy<Value = IpNet> {
 
 /// `host` unbound and left out of every list (what
 /// [`IdentityClassifier::without_host`] promises).
-fn remove_host(set: &mut PolicySet, host: IpNet) {
+pub(super) fn remove_host(set: &mut PolicySet, host: IpNet) {
     set.endpoints.retain(|e| e.net != host);
     for p in &mut set.programs {
         let pols = p.tiers.iter_mut().flat_map(|t| &mut t.policies);
@@ -1036,7 +1036,7 @@ fn remove_host(set: &mut PolicySet, host: IpNet) {
 
 /// Every list of `set` that contains `like`'s address also gets `host` (what
 /// [`IdentityClassifier::with_host`] promises), and `host` is bound.
-fn add_like(set: &mut PolicySet, host: IpNet, like: IpNet, binding: EndpointBinding) {
+pub(super) fn add_like(set: &mut PolicySet, host: IpNet, like: IpNet, binding: EndpointBinding) {
     let a = like.addr();
     for p in &mut set.programs {
         let pols = p.tiers.iter_mut().flat_map(|t| &mut t.policies);

@@ -496,9 +496,22 @@ spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
         .collect();
     same_store(&live, &next, &flows7).unwrap();
     check(&live, &flows7).unwrap();
-    // A peer selector naming addresses no list had: rebuilt.
+    // A peer selector naming a list no rule had, made of whole identities (the web
+    // pod, the api replicas): still incremental.
     if let crate::model::Resource::NetworkPolicy(o) = &mut resources[p] {
         o.spec.ingress[0].source.selector = Some("app in {'web', 'api'}".into());
+    }
+    let next = Cluster::from_resources(&resources).unwrap();
+    assert_eq!(
+        live.update(&next, std::slice::from_ref(&pkey)).unwrap(),
+        Applied::Incremental
+    );
+    same_store(&live, &next, &flows7).unwrap();
+    check(&live, &flows7).unwrap();
+    // One api replica's address alone splits their identity: rebuilt.
+    if let crate::model::Resource::NetworkPolicy(o) = &mut resources[p] {
+        o.spec.ingress[0].source.selector = None;
+        o.spec.ingress[0].source.nets = vec![crate::model::Net::parse("10.0.0.2/32").unwrap()];
     }
     let next = Cluster::from_resources(&resources).unwrap();
     assert_eq!(
@@ -584,4 +597,72 @@ proptest! {
             check(&live, &flows)?;
         }
     }
+}
+
+/// A replica that joined on the fast path carries a label no selector read; a policy
+/// then reads it, and the peer list it lowers to is, address for address, a list the
+/// build saw — which the classifier has since extended by the replica. The change
+/// must not take that list's known form (it would select the replica): it is
+/// rebuilt, and the replica is not selected.
+#[test]
+fn a_list_equal_to_a_known_one_is_read_as_its_addresses() {
+    let yaml = r#"
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: p, namespace: ns}
+spec:
+  selector: app == 'web'
+  ingress:
+  - action: Allow
+    protocol: TCP
+    source: {selector: app == 'api'}
+    destination: {ports: [8080]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: web-1, namespace: ns, labels: {app: web}}
+spec: {orchestrator: k8s, ipNetworks: [10.0.0.1/32]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: api-1, namespace: ns, labels: {app: api}}
+spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
+"#;
+    let read = crate::policy::read_text(yaml, "test", crate::model::Format::Yaml).expect("reads");
+    let mut resources: Vec<crate::model::Resource> =
+        read.items.iter().map(|l| l.resource.clone()).collect();
+    let cluster = crate::policy::build(read).expect("builds").cluster;
+    let mut live = Live::new(cluster, BuildConfig::default()).expect("builds");
+    let mut api2 = api2_at(&resources, "10.0.0.3/32");
+    if let crate::model::Resource::WorkloadEndpoint(o) = &mut api2 {
+        o.metadata.labels.insert("version".into(), "v2".into());
+    }
+    let key = store_key(&api2);
+    resources.push(api2);
+    let next = Cluster::from_resources(&resources).unwrap();
+    assert_eq!(live.update(&next, &[key]).unwrap(), Applied::Fast);
+    let p = resources
+        .iter()
+        .position(|r| r.metadata().name == "p")
+        .unwrap();
+    let pkey = store_key(&resources[p]);
+    if let crate::model::Resource::NetworkPolicy(o) = &mut resources[p] {
+        o.spec.ingress[0].source.selector = Some("app == 'api' && version != 'v2'".into());
+    }
+    let next = Cluster::from_resources(&resources).unwrap();
+    assert_eq!(live.update(&next, &[pkey]).unwrap(), Applied::Rebuilt);
+    let flows: Vec<FlowKey> = ["10.0.0.2", "10.0.0.3"]
+        .iter()
+        .map(|s| {
+            FlowKey::new(
+                s.parse().unwrap(),
+                "10.0.0.1".parse().unwrap(),
+                6,
+                1234,
+                8080,
+            )
+            .unwrap()
+        })
+        .collect();
+    check(&live, &flows).unwrap();
 }
