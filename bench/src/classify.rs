@@ -56,6 +56,9 @@ pub struct ClassifyArgs {
     /// BuildConfig::single_tree_bytes_per_entry.
     #[arg(long, default_value_t = BuildConfig::default().single_tree_bytes_per_entry)]
     single_tree_bytes: usize,
+    /// BuildConfig::single_tree_bytes_factor (0 = no cap).
+    #[arg(long, default_value_t = BuildConfig::default().single_tree_bytes_factor)]
+    single_tree_factor: usize,
     /// Skip the full-path, recompile runs.
     #[arg(long)]
     core_only: bool,
@@ -122,6 +125,7 @@ pub fn main(a: &ClassifyArgs) -> Result<(), String> {
         spfac: a.spfac,
         max_cut_bits: a.max_cut_bits,
         single_tree_bytes_per_entry: a.single_tree_bytes,
+        single_tree_bytes_factor: a.single_tree_factor,
     };
     let name = set_name(&a.rules);
     let batch = a.batch.max(1);

@@ -23,8 +23,9 @@
 //! (the lookup takes, per view, the first position over the partitions); then one
 //! tree again, whose output may take the larger of a multiple of the best
 //! arrangement's bytes and `BuildConfig::single_tree_bytes_per_entry` per flattened
-//! entry, and its build indexes a multiple of that (0 bytes per entry never tries
-//! one). The cost of an arrangement is its trees' depths plus a per-tree round cost;
+//! entry, but at most `BuildConfig::single_tree_bytes_factor` times the best
+//! arrangement's bytes, and its build indexes a multiple of that (0 bytes per entry
+//! never tries one). The cost of an arrangement is its trees' depths plus a per-tree round cost;
 //! each attempt's limit counts the build's indexes as well as its output, so it
 //! bounds build memory and time, and every limit stays within the budget. If no
 //! arrangement fits the budget, the build fails with [`BuildError::OverBudget`]
@@ -94,6 +95,12 @@ pub struct BuildConfig {
     /// Most bits one node cuts (at most 8: fan-out up to 256); nodes whose children
     /// form few runs are stored compactly, one child per run.
     pub max_cut_bits: u32,
+    /// When a partitioned arrangement was built, the single tree tried after it may
+    /// take at most this many times its bytes in output (and its build indexes the
+    /// usual multiple of that), whatever `single_tree_bytes_per_entry` allows: one
+    /// tree saves the partitions' rounds, but past this factor it costs more memory
+    /// than the rounds cost time. 0 = no such cap.
+    pub single_tree_bytes_factor: usize,
 }
 
 impl Default for BuildConfig {
@@ -104,6 +111,7 @@ impl Default for BuildConfig {
             binth: 1,
             max_cut_bits: 8,
             single_tree_bytes_per_entry: 6144,
+            single_tree_bytes_factor: 16,
         }
     }
 }
@@ -1052,7 +1060,8 @@ struct Measured {
 /// the merged lists have at least `partitioned_at` entries, or with
 /// `single_tree_bytes_per_entry` 0) is then tried with an output of at most the larger
 /// of [`SINGLE_FACTOR`] times the best partitioned bytes and
-/// `single_tree_bytes_per_entry` per entry, and build indexes of at most
+/// `single_tree_bytes_per_entry` per entry, capped at `single_tree_bytes_factor`
+/// times the best partitioned bytes, and build indexes of at most
 /// [`SINGLE_SCRATCH_FACTOR`] times that, and wins when its depth is the lower cost.
 /// The limits count the build's indexes too (`Arena::held`), so they bound its memory
 /// and time. Also the merged lists' length.
@@ -1273,8 +1282,14 @@ fn build_one(
     // [`SINGLE_SCRATCH_FACTOR`] times that, all within the budget. The output's room is not
     // tied to the partitions' bytes alone: small partitions (a few hundred KB) must
     // not starve a single tree that needs a few MB and several times that in indexes.
+    // With a partitioned arrangement in hand, the single tree's output is also capped
+    // at `single_tree_bytes_factor` times its bytes (its indexes follow the output).
     let out_room = best.as_ref().map_or(single_out, |b| {
-        single_out.max(SINGLE_FACTOR * b.1.bytes + ATTEMPT_FLOOR)
+        let own = single_out.max(SINGLE_FACTOR * b.1.bytes + ATTEMPT_FLOOR);
+        match cfg.single_tree_bytes_factor {
+            0 => own,
+            f => own.min(f.saturating_mul(b.1.bytes)),
+        }
     });
     let room = cfg
         .memory_budget

@@ -439,6 +439,7 @@ proptest! {
         let set = PolicySet { programs: vec![a.clone(), b], endpoints };
         let cfg = BuildConfig {
             single_tree_bytes_per_entry: if picks[0].5 { 0 } else { 2048 },
+            single_tree_bytes_factor: if picks[1].5 { 1 } else { 16 },
             ..BuildConfig::default()
         };
         let mut c = Classifier::build(&set, &cfg).map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -656,13 +657,65 @@ fn overlapping_everything_builds_and_agrees() {
 #[test]
 fn crossing_rules_get_a_single_tree_with_its_own_room() {
     let mut s = 11u64;
+    let p = crossing_rules(&mut s);
+    let set = PolicySet {
+        programs: vec![p.clone()],
+        endpoints: vec![],
+    };
+    let c = Classifier::build(&set, &BuildConfig::default()).expect("builds");
+    // One v4 tree (and the empty v6 one), not partitions.
+    assert_eq!(c.stats().trees, 2, "{:?}", c.stats());
+    check_program(&p, &packets(&p, &edge_picks(&mut s))).expect("agree");
+}
+
+/// `single_tree_bytes_factor` caps the single tree tried after the partitions at a
+/// multiple of their bytes: on the crossing rules (whose first, small single attempt
+/// fails), 1x leaves the partitions (fewer bytes, more trees), no cap (0) and the
+/// default give the single tree; every arrangement agrees with the linear reference.
+#[test]
+fn single_tree_bytes_factor_caps_the_single_tree() {
+    let mut s = 11u64;
+    let p = crossing_rules(&mut s);
+    let keys = packets(&p, &edge_picks(&mut s));
+    let set = PolicySet {
+        programs: vec![p.clone()],
+        endpoints: vec![],
+    };
+    let stats = |f: usize| {
+        let cfg = BuildConfig {
+            single_tree_bytes_factor: f,
+            ..BuildConfig::default()
+        };
+        check_program_with(&p, &keys, &cfg).expect("agree");
+        *Classifier::build(&set, &cfg).expect("builds").stats()
+    };
+    let (uncapped, capped, default) = (stats(0), stats(1), stats(16));
+    assert_eq!(uncapped.trees, 2, "{uncapped:?}");
+    assert!(capped.trees > 2, "{capped:?}");
+    assert!(capped.bytes < uncapped.bytes, "{capped:?} {uncapped:?}");
+    assert_eq!(default.trees, 2, "{default:?}");
+}
+
+/// Addresses and ports at random (the crossing rules' edges are spread over them).
+fn edge_picks(s: &mut u64) -> Vec<(u16, u16, u16, u16, u16, bool)> {
+    (0..4000)
+        .map(|_| {
+            let mut r = || lcg(s) as u16;
+            (r(), r(), r(), r(), r(), false)
+        })
+        .collect()
+}
+
+/// 400 rules, half on a source prefix, half on a destination prefix, each with a
+/// destination port range: each kind replicates across the other kind's cuts.
+fn crossing_rules(s: &mut u64) -> Program {
     let rules: Vec<Rule> = (0..400u32)
         .map(|i| {
-            let a = lcg(&mut s) as u32;
-            let len = 16 + (lcg(&mut s) % 9) as u8;
+            let a = lcg(s) as u32;
+            let len = 16 + (lcg(s) % 9) as u8;
             let n = IpNet::V4(Ipv4Net::new(a.into(), len).expect("prefix length").trunc());
-            let lo = lcg(&mut s) as u16;
-            let hi = lo.saturating_add((lcg(&mut s) % 2000) as u16);
+            let lo = lcg(s) as u16;
+            let hi = lo.saturating_add((lcg(s) % 2000) as u16);
             let mut x = Match {
                 dst_ports: Some(vec![PortRange { lo, hi }]),
                 ..Match::default()
@@ -675,22 +728,7 @@ fn crossing_rules_get_a_single_tree_with_its_own_room() {
             rule(i, [Action::Allow, Action::Deny][i as usize % 2], x)
         })
         .collect();
-    let p = tier_of(rules);
-    let set = PolicySet {
-        programs: vec![p.clone()],
-        endpoints: vec![],
-    };
-    let c = Classifier::build(&set, &BuildConfig::default()).expect("builds");
-    // One v4 tree (and the empty v6 one), not partitions.
-    assert_eq!(c.stats().trees, 2, "{:?}", c.stats());
-    // Addresses and ports at the rules' edges.
-    let picks: Vec<_> = (0..4000)
-        .map(|_| {
-            let mut r = || lcg(&mut s) as u16;
-            (r(), r(), r(), r(), r(), false)
-        })
-        .collect();
-    check_program(&p, &packets(&p, &picks)).expect("agree");
+    tier_of(rules)
 }
 
 #[test]
