@@ -21,7 +21,7 @@ pub fn match_of(f: &Filter) -> Match {
     let net = |(a, len): (u32, u8)| {
         (len > 0).then(|| {
             Ipv4Net::new(a.into(), len)
-                .map(|n| vec![IpNet::V4(n.trunc())])
+                .map(|n| vec![IpNet::V4(n.trunc())].into())
                 .unwrap_or_default()
         })
     };

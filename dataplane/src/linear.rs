@@ -775,47 +775,47 @@ mod tests {
     fn match_nets_and_negations() {
         let k = tcp("10.1.2.3", "192.168.0.1", 80);
         assert!(matches(
-            &m(|x| x.src_nets = Some(vec![net("10.0.0.0/8"), net("11.0.0.0/8")])),
+            &m(|x| x.src_nets = Some(vec![net("10.0.0.0/8"), net("11.0.0.0/8")].into())),
             &k
         ));
         assert!(!matches(
-            &m(|x| x.src_nets = Some(vec![net("11.0.0.0/8")])),
+            &m(|x| x.src_nets = Some(vec![net("11.0.0.0/8")].into())),
             &k
         ));
         assert!(
-            !matches(&m(|x| x.src_nets = Some(vec![])), &k),
+            !matches(&m(|x| x.src_nets = Some(vec![].into())), &k),
             "Some(empty) matches nothing"
         );
         assert!(!matches(
-            &m(|x| x.not_src_nets = vec![net("10.1.0.0/16")]),
+            &m(|x| x.not_src_nets = vec![net("10.1.0.0/16")].into()),
             &k
         ));
         assert!(matches(
-            &m(|x| x.not_src_nets = vec![net("10.2.0.0/16")]),
+            &m(|x| x.not_src_nets = vec![net("10.2.0.0/16")].into()),
             &k
         ));
         assert!(!matches(
             &m(|x| {
-                x.src_nets = Some(vec![net("10.0.0.0/8")]);
-                x.not_src_nets = vec![net("10.1.2.3/32")];
+                x.src_nets = Some(vec![net("10.0.0.0/8")].into());
+                x.not_src_nets = vec![net("10.1.2.3/32")].into();
             }),
             &k
         ));
         assert!(matches(
-            &m(|x| x.dst_nets = Some(vec![net("192.168.0.1/32")])),
+            &m(|x| x.dst_nets = Some(vec![net("192.168.0.1/32")].into())),
             &k
         ));
         assert!(!matches(
-            &m(|x| x.not_dst_nets = vec![net("0.0.0.0/0")]),
+            &m(|x| x.not_dst_nets = vec![net("0.0.0.0/0")].into()),
             &k
         ));
         assert!(matches(
-            &m(|x| x.dst_nets = Some(vec![net("0.0.0.0/0")])),
+            &m(|x| x.dst_nets = Some(vec![net("0.0.0.0/0")].into())),
             &k
         ));
         // Host bits of a prefix are ignored.
         assert!(matches(
-            &m(|x| x.src_nets = Some(vec![net("10.1.2.200/24")])),
+            &m(|x| x.src_nets = Some(vec![net("10.1.2.200/24")].into())),
             &k
         ));
     }
@@ -824,28 +824,28 @@ mod tests {
     fn match_other_family_prefixes_never_match() {
         let k4 = tcp("10.1.2.3", "10.0.0.1", 80);
         let k6 = tcp("2001:db8::1", "2001:db8::2", 80);
-        let v6_only = m(|x| x.src_nets = Some(vec![net("::/0")]));
+        let v6_only = m(|x| x.src_nets = Some(vec![net("::/0")].into()));
         assert!(!matches(&v6_only, &k4));
         assert!(matches(&v6_only, &k6));
-        let not_v6 = m(|x| x.not_src_nets = vec![net("::/0")]);
+        let not_v6 = m(|x| x.not_src_nets = vec![net("::/0")].into());
         assert!(
             matches(&not_v6, &k4),
             "a negated v6 prefix excludes no v4 packet"
         );
         assert!(!matches(&not_v6, &k6));
         assert!(!matches(
-            &m(|x| x.src_nets = Some(vec![net("0.0.0.0/0")])),
+            &m(|x| x.src_nets = Some(vec![net("0.0.0.0/0")].into())),
             &k6
         ));
         assert!(!matches(&m(|x| x.family = Some(Family::V6)), &k4));
         assert!(matches(&m(|x| x.family = Some(Family::V6)), &k6));
         // /128 exact.
-        let exact = m(|x| x.dst_nets = Some(vec![net("2001:db8::2/128")]));
+        let exact = m(|x| x.dst_nets = Some(vec![net("2001:db8::2/128")].into()));
         assert!(matches(&exact, &k6));
         assert!(!matches(&exact, &tcp("2001:db8::1", "2001:db8::3", 80)));
         // A v4-mapped v6 prefix is a v6 prefix.
         assert!(!matches(
-            &m(|x| x.src_nets = Some(vec![net("::ffff:0:0/96")])),
+            &m(|x| x.src_nets = Some(vec![net("::ffff:0:0/96")].into())),
             &k4
         ));
     }

@@ -84,6 +84,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -253,6 +254,11 @@ pub struct IcmpMatch {
     pub code: Option<u8>,
 }
 
+/// An address list of a [`Match`]: shared, because a control plane that expands peer
+/// criteria into addresses names the same long list from many rules and programs
+/// (cloning a rule or a program copies no address).
+pub type Nets = Arc<[IpNet]>;
+
 /// The criteria of one rule. See the module documentation for the semantics.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Match {
@@ -263,13 +269,13 @@ pub struct Match {
     /// Not packets of this protocol.
     pub not_protocol: Option<u8>,
     /// Source address in one of these prefixes; `None` = any.
-    pub src_nets: Option<Vec<IpNet>>,
+    pub src_nets: Option<Nets>,
     /// Source address in none of these prefixes.
-    pub not_src_nets: Vec<IpNet>,
+    pub not_src_nets: Nets,
     /// Destination address in one of these prefixes; `None` = any.
-    pub dst_nets: Option<Vec<IpNet>>,
+    pub dst_nets: Option<Nets>,
     /// Destination address in none of these prefixes.
-    pub not_dst_nets: Vec<IpNet>,
+    pub not_dst_nets: Nets,
     /// Source port in one of these ranges; `None` = any.
     pub src_ports: Option<Vec<PortRange>>,
     /// Source port in none of these ranges.

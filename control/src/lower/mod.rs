@@ -91,8 +91,8 @@ use foldhash::{HashMap, HashMapExt};
 
 use dataplane::lpm::Lpm;
 use dataplane::program::{
-    Classify, EndpointBinding, EndpointId, FlowVerdicts, Hit, Policy, PolicyId, PolicySet, Program,
-    ProgramId, Tier, TierDefault, TierId,
+    Classify, EndpointBinding, EndpointId, FlowVerdicts, Hit, Nets, Policy, PolicyId, PolicySet,
+    Program, ProgramId, Tier, TierDefault, TierId,
 };
 use ipnet::IpNet;
 use thiserror::Error;
@@ -102,7 +102,7 @@ use crate::cluster::{
     MixedFamilies, NO_MATCH_NAME, Outcome, PolicyHit, Reporter, ReporterOutcome, Verdict,
 };
 use crate::model::{Kind, PolicyType, ResourceKey, TierDefaultAction};
-use rules::Resolver;
+use rules::{Interner, Resolver, match_eq, match_hash};
 
 /// The tier name of profile hits.
 const PROFILE_TIER: &str = cluster::PROFILE_TIER;
@@ -392,6 +392,34 @@ struct Builder<'c, 'm> {
 /// One policy-direction's lowered rules, shared by the memo's two maps.
 type RuleList = Arc<Vec<dataplane::program::Rule>>;
 
+/// A rule list as a map key, compared and hashed with its address lists by address
+/// (they are interned, so equal lists are one allocation): hashing the lists
+/// themselves, thousands of prefixes each, was a large part of the lowering time.
+#[derive(Debug)]
+struct ByLists(RuleList);
+
+impl PartialEq for ByLists {
+    fn eq(&self, o: &Self) -> bool {
+        self.0.len() == o.0.len()
+            && self.0.iter().zip(o.0.iter()).all(|(a, b)| {
+                a.index == b.index && a.action == b.action && match_eq(&a.matches, &b.matches)
+            })
+    }
+}
+
+impl Eq for ByLists {}
+
+impl std::hash::Hash for ByLists {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.0.len().hash(h);
+        for r in self.0.iter() {
+            r.index.hash(h);
+            r.action.hash(h);
+            match_hash(&r.matches, h);
+        }
+    }
+}
+
 /// What lowering learned, kept by [`Live`] so that a policy change re-lowers only
 /// that policy and the programs it is in: interned ids, every policy's lowered
 /// rules, and the programs by skeleton and by content. Policy ids stay stable
@@ -405,7 +433,9 @@ pub(crate) struct Memo {
     /// Lowered rules per (policy or profile, direction), with the id of their content
     /// (equal rule lists share one id).
     rules: HashMap<(PolicyId, PolicyType), (RuleList, u32)>,
-    rule_lists: HashMap<RuleList, u32>,
+    rule_lists: HashMap<ByLists, u32>,
+    /// Every address list the rules name, once per content (see `rules`).
+    interner: Interner,
     /// Programs numbered so far.
     programs: u32,
     /// Programs assembled since the last [`Memo::take_programs`].
@@ -430,7 +460,7 @@ impl Memo {
 
     /// The distinct non-empty address lists of the lowered rules of `ids` (both
     /// directions).
-    pub(crate) fn lists_of(&self, ids: &[PolicyId]) -> Vec<&[IpNet]> {
+    pub(crate) fn lists_of(&self, ids: &[PolicyId]) -> Vec<Nets> {
         let mut seen: foldhash::HashSet<&[IpNet]> = foldhash::HashSet::default();
         let mut out = Vec::new();
         for id in ids {
@@ -441,16 +471,16 @@ impl Memo {
                 for r in rules.iter() {
                     let m = &r.matches;
                     for l in [
-                        m.src_nets.as_deref(),
-                        Some(m.not_src_nets.as_slice()),
-                        m.dst_nets.as_deref(),
-                        Some(m.not_dst_nets.as_slice()),
+                        m.src_nets.as_ref(),
+                        Some(&m.not_src_nets),
+                        m.dst_nets.as_ref(),
+                        Some(&m.not_dst_nets),
                     ]
                     .into_iter()
                     .flatten()
                     {
                         if !l.is_empty() && seen.insert(l) {
-                            out.push(l);
+                            out.push(l.clone());
                         }
                     }
                 }
@@ -459,25 +489,15 @@ impl Memo {
         out
     }
 
-    /// Bytes of what is kept (rules with their address lists, the maps), roughly.
+    /// Bytes of what is kept (rules, the distinct address lists they share, the
+    /// maps), roughly.
     pub(crate) fn bytes(&self) -> usize {
         let rules: usize = self
             .rule_lists
             .keys()
-            .map(|l| {
-                l.iter()
-                    .map(|r| {
-                        let m = &r.matches;
-                        size_of::<dataplane::program::Rule>()
-                            + size_of::<IpNet>()
-                                * (m.src_nets.as_ref().map_or(0, Vec::len)
-                                    + m.not_src_nets.len()
-                                    + m.dst_nets.as_ref().map_or(0, Vec::len)
-                                    + m.not_dst_nets.len())
-                    })
-                    .sum::<usize>()
-            })
-            .sum();
+            .map(|l| l.0.len() * size_of::<dataplane::program::Rule>())
+            .sum::<usize>()
+            + self.interner.bytes();
         let skeletons: usize = self
             .skeletons
             .keys()
@@ -488,6 +508,13 @@ impl Memo {
             })
             .sum();
         rules + 2 * skeletons + self.policy_ids.len() * (size_of::<ResourceKey>() + 40)
+    }
+
+    /// Takes the interned lists back from a resolver, without those nothing holds any
+    /// more.
+    fn keep(&mut self, mut interner: Interner) {
+        interner.prune();
+        self.interner = interner;
     }
 
     /// Forgets what the policies `ids` lowered to and the programs that hold them.
@@ -536,7 +563,11 @@ impl<'c> Builder<'c, '_> {
         }
         let out = Arc::new(out);
         let next = self.m.rule_lists.len() as u32;
-        let list = *self.m.rule_lists.entry(out.clone()).or_insert(next);
+        let list = *self
+            .m
+            .rule_lists
+            .entry(ByLists(out.clone()))
+            .or_insert(next);
         self.m.rules.insert((id, direction), (out, list));
         Ok(list)
     }
@@ -635,7 +666,7 @@ impl<'c> Builder<'c, '_> {
                     *self
                         .m
                         .rule_lists
-                        .entry(Arc::new(Vec::new()))
+                        .entry(ByLists(Arc::new(Vec::new())))
                         .or_insert(next)
                 }
             };
@@ -718,9 +749,10 @@ pub fn lower(cluster: &Cluster) -> Result<Lowered, LowerError> {
 pub(crate) fn lower_keeping(cluster: &Cluster) -> Result<(Lowered, Memo), LowerError> {
     let mut names = Names::default();
     let mut memo = Memo::default();
+    let interner = std::mem::take(&mut memo.interner);
     let mut b = Builder {
         cluster,
-        resolver: Resolver::new(cluster),
+        resolver: Resolver::new(cluster, interner),
         names: &mut names,
         m: &mut memo,
     };
@@ -816,6 +848,9 @@ pub(crate) fn lower_keeping(cluster: &Cluster) -> Result<(Lowered, Memo), LowerE
     }
     let set_prefixes: Vec<(IpNet, u32)> = set_prefixes.into_iter().collect();
     b.names.network_sets = lpm_of(&set_prefixes);
+    let interner = std::mem::take(&mut b.resolver.interner);
+    drop(b);
+    memo.keep(interner);
 
     let set = PolicySet {
         programs: memo.take_programs(),
@@ -848,12 +883,26 @@ pub(crate) fn relower_policies(
         }
     }
     memo.forget(&ids);
+    let interner = std::mem::take(&mut memo.interner);
     let mut b = Builder {
         cluster: next,
-        resolver: Resolver::new(next),
+        resolver: Resolver::new(next, interner),
         names,
         m: memo,
     };
+    let out = relower_programs(&mut b, changed, endpoints);
+    let interner = std::mem::take(&mut b.resolver.interner);
+    drop(b);
+    memo.keep(interner);
+    out
+}
+
+fn relower_programs<'c>(
+    b: &mut Builder<'c, '_>,
+    changed: &[ResourceKey],
+    endpoints: &[&'c Endpoint],
+) -> Result<Vec<(ProgramId, ProgramId)>, LowerError> {
+    let next = b.cluster;
     for k in changed {
         if next.policies.binary_search_by(|p| p.key.cmp(k)).is_ok() {
             b.policy_id(k)?;

@@ -96,16 +96,6 @@ pub(crate) fn intersect(a: &[IpNet], b: &[IpNet]) -> Vec<IpNet> {
     out
 }
 
-/// `None` (any address) intersected with a set is the set.
-pub(crate) fn intersect_opt(a: Option<Vec<IpNet>>, b: Option<&[IpNet]>) -> Option<Vec<IpNet>> {
-    match (a, b) {
-        (None, None) => None,
-        (Some(a), None) => Some(a),
-        (None, Some(b)) => Some(b.to_vec()),
-        (Some(a), Some(b)) => Some(intersect(&a, b)),
-    }
-}
-
 /// The addresses in either normalized set, normalized (a linear merge).
 pub(crate) fn union(a: &[IpNet], b: &[IpNet]) -> Vec<IpNet> {
     let (mut i, mut j) = (0, 0);
@@ -220,8 +210,6 @@ mod tests {
             nets(&["10.1.0.0/16", "10.2.3.4/32", "192.168.1.0/24"])
         );
         assert!(intersect(&a, &nets(&["11.0.0.0/8", "fd01::/16"])).is_empty());
-        assert_eq!(intersect_opt(None, Some(&a)), Some(a.clone()));
-        assert_eq!(intersect_opt(Some(a.clone()), None), Some(a));
     }
 
     #[test]

@@ -19,15 +19,29 @@
 //! Rules that can never match (`services`, an impossible `ipVersion`, an empty
 //! positive set) lower to no IR rule at all; Log rules are not lowered either (they
 //! never decide, and tiergate does not log packets).
+//!
+//! # Shared address lists
+//! A named port expands, per rule, into every endpoint defining it (thousands of
+//! `/32`s per port number at cluster scale), and the same lists recur in every rule
+//! and program naming them. Every list this module produces is therefore *interned*
+//! ([`Interner`]: one [`Nets`] allocation per distinct content, kept by the lowering
+//! memo across generations), and the set arithmetic on lists (intersection, union,
+//! simplification) is computed once per distinct pair of interned inputs, keyed by
+//! their addresses. Equal lists being one allocation, rules and rule lists can be
+//! compared and hashed by list address ([`match_eq`], [`match_hash`]); that is only
+//! ever an under-approximation of content equality (two equal lists from different
+//! allocations compare unequal, which costs sharing, never a wrong verdict).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
-use dataplane::program::{Action, Family, IcmpMatch, Match, PortRange, Rule, proto};
+use dataplane::program::{Action, Family, IcmpMatch, Match, Nets, PortRange, Rule, proto};
 use ipnet::IpNet;
 
-use super::nets::{contains, intersect_opt, normalize, simplify, union};
+use super::nets::{contains, intersect, normalize, simplify, union};
 use crate::cluster::{Cluster, PeerMatch, PolicyRule, rendered_for_version};
 use crate::model::{IcmpFields, Port, RuleAction};
 use crate::selector::{LabelChain, Selector};
@@ -49,6 +63,145 @@ pub(crate) struct TooManyRules {
     pub(crate) count: usize,
 }
 
+/// The distinct address lists of a lowering: one allocation per content.
+#[derive(Debug, Default)]
+pub(crate) struct Interner {
+    lists: HashSet<Nets>,
+}
+
+impl Interner {
+    /// The interned list with the content of `v`.
+    pub(crate) fn intern(&mut self, v: Vec<IpNet>) -> Nets {
+        if let Some(n) = self.lists.get(v.as_slice()) {
+            return n.clone();
+        }
+        let n: Nets = v.into();
+        self.lists.insert(n.clone());
+        n
+    }
+
+    /// Forgets the lists nothing else holds.
+    pub(crate) fn prune(&mut self) {
+        self.lists.retain(|n| Arc::strong_count(n) > 1);
+    }
+
+    /// Bytes of the distinct lists, roughly.
+    pub(crate) fn bytes(&self) -> usize {
+        self.lists
+            .iter()
+            .map(|n| n.len() * size_of::<IpNet>() + 2 * size_of::<usize>())
+            .sum::<usize>()
+            + self.lists.capacity() * size_of::<Nets>()
+    }
+}
+
+/// The address of a list: equal addresses are the same list while either is alive.
+fn addr(n: &Nets) -> usize {
+    Arc::as_ptr(n) as *const IpNet as usize
+}
+
+fn addr_opt(n: Option<&Nets>) -> usize {
+    n.map_or(0, addr)
+}
+
+fn same_opt(a: Option<&Nets>, b: Option<&Nets>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        _ => false,
+    }
+}
+
+/// Whether two matches are equal, their lists compared by address (equal lists that
+/// are different allocations compare unequal).
+pub(crate) fn match_eq(a: &Match, b: &Match) -> bool {
+    let Match {
+        family,
+        protocol,
+        not_protocol,
+        src_nets,
+        not_src_nets,
+        dst_nets,
+        not_dst_nets,
+        src_ports,
+        not_src_ports,
+        dst_ports,
+        not_dst_ports,
+        icmp,
+        not_icmp,
+    } = a;
+    *family == b.family
+        && *protocol == b.protocol
+        && *not_protocol == b.not_protocol
+        && same_opt(src_nets.as_ref(), b.src_nets.as_ref())
+        && Arc::ptr_eq(not_src_nets, &b.not_src_nets)
+        && same_opt(dst_nets.as_ref(), b.dst_nets.as_ref())
+        && Arc::ptr_eq(not_dst_nets, &b.not_dst_nets)
+        && *src_ports == b.src_ports
+        && *not_src_ports == b.not_src_ports
+        && *dst_ports == b.dst_ports
+        && *not_dst_ports == b.not_dst_ports
+        && *icmp == b.icmp
+        && *not_icmp == b.not_icmp
+}
+
+/// A hash consistent with [`match_eq`] (lists hashed by address).
+pub(crate) fn match_hash<H: Hasher>(m: &Match, h: &mut H) {
+    let Match {
+        family,
+        protocol,
+        not_protocol,
+        src_nets,
+        not_src_nets,
+        dst_nets,
+        not_dst_nets,
+        src_ports,
+        not_src_ports,
+        dst_ports,
+        not_dst_ports,
+        icmp,
+        not_icmp,
+    } = m;
+    family.hash(h);
+    protocol.hash(h);
+    not_protocol.hash(h);
+    addr_opt(src_nets.as_ref()).hash(h);
+    addr(not_src_nets).hash(h);
+    addr_opt(dst_nets.as_ref()).hash(h);
+    addr(not_dst_nets).hash(h);
+    src_ports.hash(h);
+    not_src_ports.hash(h);
+    dst_ports.hash(h);
+    not_dst_ports.hash(h);
+    icmp.hash(h);
+    not_icmp.hash(h);
+}
+
+/// A match as a set key, compared by [`match_eq`].
+struct ByLists(Match);
+
+impl PartialEq for ByLists {
+    fn eq(&self, o: &Self) -> bool {
+        match_eq(&self.0, &o.0)
+    }
+}
+
+impl Eq for ByLists {}
+
+impl Hash for ByLists {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        match_hash(&self.0, h);
+    }
+}
+
+/// The list operations [`Resolver`] memoizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Op {
+    Intersect,
+    Union,
+    Family(Family),
+}
+
 /// Resolves peer criteria against one cluster; caches selector → prefixes.
 #[derive(Debug)]
 pub(crate) struct Resolver<'c> {
@@ -56,10 +209,17 @@ pub(crate) struct Resolver<'c> {
     /// Every endpoint's and network set's labels (inherited ones included), built once.
     endpoint_labels: Vec<LabelChain<'c>>,
     set_labels: Vec<LabelChain<'c>>,
-    selector_nets: HashMap<Selector, Vec<IpNet>>,
+    selector_nets: HashMap<Selector, Nets>,
     named_ports: HashMap<(Vec<String>, Option<Selector>), NamedPorts>,
     /// Negated-port regions by (names, selector, numeric ports).
     regions: HashMap<RegionKey, Vec<NotPortRegion>>,
+    /// Every list produced (taken from and given back to the lowering memo).
+    pub(crate) interner: Interner,
+    /// Results of list operations by the addresses of their (interned, so alive
+    /// while the resolver is) operands.
+    ops: HashMap<(Op, usize, usize), Nets>,
+    simplified: HashMap<(usize, usize), (Option<Nets>, Nets)>,
+    empty: Nets,
     /// Upper bound on IR rules per source rule.
     pub(crate) max_rules: usize,
 }
@@ -74,13 +234,13 @@ type RegionKey = (
 );
 
 /// Named ports resolved: (protocol, port) → normalized prefixes of the endpoints.
-type NamedPorts = BTreeMap<(u8, u16), Vec<IpNet>>;
+type NamedPorts = BTreeMap<(u8, u16), Nets>;
 
 /// One way a side's positive port criterion can hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct PortAlt {
     /// The peer address must also be in these (a named port's endpoints).
-    nets: Option<Vec<IpNet>>,
+    nets: Option<Nets>,
     /// The packet must be of this protocol (a named port's protocol).
     protocol: Option<u8>,
     /// Port in one of these.
@@ -91,9 +251,9 @@ struct PortAlt {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct NotPortRegion {
     /// Inside these (None = anywhere)...
-    nets: Option<Vec<IpNet>>,
+    nets: Option<Nets>,
     /// ...but not inside these.
-    not_nets: Vec<IpNet>,
+    not_nets: Nets,
     /// The packet must be of this protocol (when the excluded ports depend on it).
     protocol: Option<u8>,
     /// Ports excluded.
@@ -104,9 +264,9 @@ struct NotPortRegion {
 #[derive(Clone, Debug)]
 struct Side {
     /// Positive address set (None = any).
-    nets: Option<Vec<IpNet>>,
+    nets: Option<Nets>,
     /// Negated address set.
-    not_nets: Vec<IpNet>,
+    not_nets: Nets,
     /// Alternatives of the positive port criterion (one `any` if there is none), each
     /// with the regions of the negated port criterion that matter for it (one
     /// `anywhere` if it has no named ports).
@@ -158,7 +318,10 @@ impl<'c> Resolver<'c> {
     /// Default bound on IR rules per source rule.
     pub(crate) const MAX_RULES: usize = 4096;
 
-    pub(crate) fn new(cluster: &'c Cluster) -> Self {
+    /// A resolver producing its lists into `interner` (given back in
+    /// [`Resolver::interner`]).
+    pub(crate) fn new(cluster: &'c Cluster, mut interner: Interner) -> Self {
+        let empty = interner.intern(Vec::new());
         Resolver {
             cluster,
             endpoint_labels: cluster
@@ -174,13 +337,101 @@ impl<'c> Resolver<'c> {
             selector_nets: HashMap::new(),
             named_ports: HashMap::new(),
             regions: HashMap::new(),
+            interner,
+            ops: HashMap::new(),
+            simplified: HashMap::new(),
+            empty,
             max_rules: Self::MAX_RULES,
         }
     }
 
+    fn intern(&mut self, v: Vec<IpNet>) -> Nets {
+        self.interner.intern(v)
+    }
+
+    /// An operation on interned lists, computed once per pair of operands.
+    fn op(&mut self, op: Op, a: &Nets, b: &Nets) -> Nets {
+        let key = (op, addr(a), addr(b));
+        if let Some(r) = self.ops.get(&key) {
+            return r.clone();
+        }
+        let r = match op {
+            Op::Intersect => intersect(a, b),
+            Op::Union => union(a, b),
+            Op::Family(f) => a
+                .iter()
+                .copied()
+                .filter(|n| (f == Family::V4) == matches!(n, IpNet::V4(_)))
+                .collect(),
+        };
+        let r = self.intern(r);
+        self.ops.insert(key, r.clone());
+        r
+    }
+
+    /// `None` (any address) intersected with a set is the set.
+    fn intersect_opt(&mut self, a: Option<&Nets>, b: Option<&Nets>) -> Option<Nets> {
+        match (a, b) {
+            (None, None) => None,
+            (Some(x), None) | (None, Some(x)) => Some(x.clone()),
+            (Some(a), Some(b)) if Arc::ptr_eq(a, b) => Some(a.clone()),
+            (Some(a), Some(b)) => Some(self.op(Op::Intersect, a, b)),
+        }
+    }
+
+    fn union(&mut self, a: &Nets, b: &Nets) -> Nets {
+        if b.is_empty() || Arc::ptr_eq(a, b) {
+            a.clone()
+        } else if a.is_empty() {
+            b.clone()
+        } else {
+            self.op(Op::Union, a, b)
+        }
+    }
+
+    /// The prefixes of one family.
+    fn only(&mut self, f: Family, a: &Nets) -> Nets {
+        let v4 = f == Family::V4;
+        if a.iter().all(|n| v4 == matches!(n, IpNet::V4(_))) {
+            a.clone()
+        } else {
+            self.op(Op::Family(f), a, a)
+        }
+    }
+
+    /// [`simplify`] on interned lists.
+    fn simplify(&mut self, pos: Option<Nets>, neg: Nets) -> (Option<Nets>, Nets) {
+        let Some(p) = &pos else {
+            return (pos, neg);
+        };
+        if neg.is_empty() {
+            return (pos, neg);
+        }
+        let key = (addr(p), addr(&neg));
+        if let Some(r) = self.simplified.get(&key) {
+            return r.clone();
+        }
+        let (mut p2, mut n2) = (Some(p.to_vec()), neg.to_vec());
+        simplify(&mut p2, &mut n2);
+        let p2 = p2.map(|v| {
+            if v.len() == p.len() {
+                p.clone() // simplify only drops prefixes
+            } else {
+                self.intern(v)
+            }
+        });
+        let n2 = if n2.len() == neg.len() {
+            neg.clone()
+        } else {
+            self.intern(n2)
+        };
+        self.simplified.insert(key, (p2.clone(), n2.clone()));
+        (p2, n2)
+    }
+
     /// The prefixes of every endpoint and network set the selector matches (labels
     /// inherited from profiles included), normalized.
-    pub(crate) fn selector_nets(&mut self, s: &Selector) -> Vec<IpNet> {
+    pub(crate) fn selector_nets(&mut self, s: &Selector) -> Nets {
         if let Some(n) = self.selector_nets.get(s) {
             return n.clone();
         }
@@ -197,6 +448,7 @@ impl<'c> Resolver<'c> {
             }
         }
         let nets = normalize(nets);
+        let nets = self.intern(nets);
         self.selector_nets.insert(s.clone(), nets.clone());
         nets
     }
@@ -226,24 +478,31 @@ impl<'c> Resolver<'c> {
                     .extend(e.nets.iter().copied());
             }
         }
-        let out: NamedPorts = out.into_iter().map(|(k, v)| (k, normalize(v))).collect();
+        let out: NamedPorts = out
+            .into_iter()
+            .map(|(k, v)| (k, self.intern(normalize(v))))
+            .collect();
         self.named_ports.insert(key, out.clone());
         out
     }
 
     fn side(&mut self, m: &PeerMatch) -> Option<Side> {
-        let mut nets = (!m.nets.is_empty()).then(|| normalize(m.nets.clone()));
+        let mut nets = (!m.nets.is_empty()).then(|| self.intern(normalize(m.nets.clone())));
         if let Some(s) = &m.selector {
             let sel = self.selector_nets(s);
-            nets = intersect_opt(nets, Some(&sel));
+            nets = self.intersect_opt(nets.as_ref(), Some(&sel));
         }
-        let mut not_nets = normalize(m.not_nets.clone());
+        let mut not_nets = if m.not_nets.is_empty() {
+            self.empty.clone()
+        } else {
+            self.intern(normalize(m.not_nets.clone()))
+        };
         if let Some(s) = &m.not_selector {
             let sel = self.selector_nets(s);
-            not_nets = union(&not_nets, &sel);
+            not_nets = self.union(&not_nets, &sel);
         }
-        simplify(&mut nets, &mut not_nets);
-        if nets.as_ref().is_some_and(Vec::is_empty) {
+        let (nets, not_nets) = self.simplify(nets, not_nets);
+        if nets.as_ref().is_some_and(|n| n.is_empty()) {
             return None;
         }
 
@@ -286,7 +545,7 @@ impl<'c> Resolver<'c> {
             let regions = if not_named.is_empty() {
                 vec![NotPortRegion {
                     nets: None,
-                    not_nets: Vec::new(),
+                    not_nets: self.empty.clone(),
                     protocol: None,
                     not_ports: not_num.clone(),
                 }]
@@ -308,7 +567,7 @@ impl<'c> Resolver<'c> {
                             triples
                                 .retain(|(_, port), _| allowed.iter().any(|r| r.contains(*port)));
                         }
-                        let r = not_port_regions(&triples, &not_num);
+                        let r = not_port_regions(&triples, &not_num, &mut self.interner);
                         self.regions.insert(key, r.clone());
                         r
                     }
@@ -364,8 +623,8 @@ impl<'c> Resolver<'c> {
             not_icmp: icmp_match(r.not_icmp),
             ..Match::default()
         };
-        let src = choices(&base, &src, self.max_rules)?;
-        let dst = choices(&base, &dst, self.max_rules)?;
+        let src = self.choices(&base, &src)?;
+        let dst = self.choices(&base, &dst)?;
         let combos = src.len() * dst.len();
         if combos > self.max_rules {
             return Err(TooManyRules { count: combos });
@@ -400,7 +659,7 @@ impl<'c> Resolver<'c> {
                     not_dst_ports: d.not_ports.clone(),
                     ..base.clone()
                 };
-                if !dedup || seen.insert(m.clone()) {
+                if !dedup || seen.insert(ByLists(m.clone())) {
                     out.push(Rule {
                         index,
                         action,
@@ -419,8 +678,8 @@ impl<'c> Resolver<'c> {
 struct Choice {
     /// Protocol the choice requires (the rule's own, or a named port's).
     protocol: Option<u8>,
-    nets: Option<Vec<IpNet>>,
-    not_nets: Vec<IpNet>,
+    nets: Option<Nets>,
+    not_nets: Nets,
     ports: Option<Vec<PortRange>>,
     not_ports: Vec<PortRange>,
 }
@@ -445,65 +704,72 @@ fn covered(r: &PortRange, by: &[PortRange]) -> bool {
     false
 }
 
-/// Every consistent choice of one side (contradictory ones, such as a named port of
-/// another protocol than the rule's, are left out).
-fn choices(base: &Match, side: &Side, max: usize) -> Result<Vec<Choice>, TooManyRules> {
-    let count: usize = side.alts.iter().map(|(_, r)| r.len()).sum();
-    if count > max {
-        return Err(TooManyRules { count });
-    }
-    let same_family = |n: &IpNet| match base.family {
-        None => true,
-        Some(f) => (f == Family::V4) == matches!(n, IpNet::V4(_)),
-    };
-    let mut out = Vec::new();
-    for (alt, regions) in &side.alts {
-        let Ok(protocol) = merge_protocol(base.protocol, alt.protocol) else {
-            continue;
-        };
-        let alt_nets = intersect_opt(side.nets.clone(), alt.nets.as_deref());
-        for region in regions {
-            let Ok(protocol) = merge_protocol(protocol, region.protocol) else {
+impl Resolver<'_> {
+    /// Every consistent choice of one side (contradictory ones, such as a named port
+    /// of another protocol than the rule's, are left out).
+    fn choices(&mut self, base: &Match, side: &Side) -> Result<Vec<Choice>, TooManyRules> {
+        let count: usize = side.alts.iter().map(|(_, r)| r.len()).sum();
+        if count > self.max_rules {
+            return Err(TooManyRules { count });
+        }
+        let mut out: Vec<Choice> = Vec::new();
+        for (alt, regions) in &side.alts {
+            let Ok(protocol) = merge_protocol(base.protocol, alt.protocol) else {
                 continue;
             };
-            if protocol.is_some() && protocol == base.not_protocol {
-                continue;
-            }
-            let mut nets = intersect_opt(alt_nets.clone(), region.nets.as_deref());
-            let mut not_nets = union(&side.not_nets, &region.not_nets);
-            if let Some(p) = &mut nets {
-                p.retain(same_family);
-            }
-            not_nets.retain(same_family);
-            simplify(&mut nets, &mut not_nets);
-            if nets.as_ref().is_some_and(Vec::is_empty) {
-                continue;
-            }
-            let mut ports = alt.ports.clone();
-            let not_ports = region.not_ports.clone();
-            if ports
-                .as_ref()
-                .is_some_and(|p| p.iter().all(|r| covered(r, &not_ports)))
-            {
-                continue; // every allowed port is excluded
-            }
-            // A port criterion whose exclusions resolved to nothing still requires ports.
-            if side.needs_ports && ports.is_none() && not_ports.is_empty() {
-                ports = Some(vec![ANY_PORT]);
-            }
-            let c = Choice {
-                protocol,
-                nets,
-                not_nets,
-                ports,
-                not_ports,
-            };
-            if !out.contains(&c) {
-                out.push(c);
+            let alt_nets = self.intersect_opt(side.nets.as_ref(), alt.nets.as_ref());
+            for region in regions {
+                let Ok(protocol) = merge_protocol(protocol, region.protocol) else {
+                    continue;
+                };
+                if protocol.is_some() && protocol == base.not_protocol {
+                    continue;
+                }
+                let mut nets = self.intersect_opt(alt_nets.as_ref(), region.nets.as_ref());
+                let mut not_nets = self.union(&side.not_nets, &region.not_nets);
+                if let Some(f) = base.family {
+                    nets = nets.map(|p| self.only(f, &p));
+                    not_nets = self.only(f, &not_nets);
+                }
+                let (nets, not_nets) = self.simplify(nets, not_nets);
+                if nets.as_ref().is_some_and(|n| n.is_empty()) {
+                    continue;
+                }
+                let mut ports = alt.ports.clone();
+                let not_ports = region.not_ports.clone();
+                if ports
+                    .as_ref()
+                    .is_some_and(|p| p.iter().all(|r| covered(r, &not_ports)))
+                {
+                    continue; // every allowed port is excluded
+                }
+                // A port criterion whose exclusions resolved to nothing still requires
+                // ports.
+                if side.needs_ports && ports.is_none() && not_ports.is_empty() {
+                    ports = Some(vec![ANY_PORT]);
+                }
+                let c = Choice {
+                    protocol,
+                    nets,
+                    not_nets,
+                    ports,
+                    not_ports,
+                };
+                // Lists are interned: equal lists are one allocation.
+                let same = |o: &Choice| {
+                    o.protocol == c.protocol
+                        && same_opt(o.nets.as_ref(), c.nets.as_ref())
+                        && Arc::ptr_eq(&o.not_nets, &c.not_nets)
+                        && o.ports == c.ports
+                        && o.not_ports == c.not_ports
+                };
+                if !out.iter().any(same) {
+                    out.push(c);
+                }
             }
         }
+        Ok(out)
     }
-    Ok(out)
 }
 
 /// The negated-port regions of one side: `triples` are the excluded named ports
@@ -519,13 +785,14 @@ fn choices(base: &Match, side: &Side, max: usize) -> Result<Vec<Choice>, TooMany
 /// below a `d` with `B(d) ⊋ B` has more excluded). One region per distinct `B` keeps the
 /// rule count independent of how many endpoints define the port.
 fn not_port_regions(
-    triples: &BTreeMap<(u8, u16), Vec<IpNet>>,
+    triples: &NamedPorts,
     numeric: &[PortRange],
+    interner: &mut Interner,
 ) -> Vec<NotPortRegion> {
     // D sorted: every prefix is followed directly by the prefixes inside it.
     let d: Vec<IpNet> = triples
         .values()
-        .flatten()
+        .flat_map(|l| l.iter())
         .copied()
         .collect::<BTreeSet<_>>()
         .into_iter()
@@ -537,7 +804,7 @@ fn not_port_regions(
     };
     let mut excluded: Vec<BTreeSet<(u8, u16)>> = vec![BTreeSet::new(); d.len()];
     for (pair, prefixes) in triples {
-        for p in prefixes {
+        for p in prefixes.iter() {
             if let Ok(i) = d.binary_search(p) {
                 excluded[i].insert(*pair);
                 for j in inside(i) {
@@ -553,20 +820,20 @@ fn not_port_regions(
 
     let mut out = vec![NotPortRegion {
         nets: None,
-        not_nets: normalize(d.clone()),
+        not_nets: interner.intern(normalize(d.clone())),
         protocol: None,
         not_ports: numeric.to_vec(),
     }];
     for (b, members) in groups {
-        let nets = normalize(members.iter().map(|&i| d[i]).collect());
-        let not_nets = normalize(
+        let nets = interner.intern(normalize(members.iter().map(|&i| d[i]).collect()));
+        let not_nets = interner.intern(normalize(
             members
                 .iter()
                 .flat_map(|&i| inside(i))
                 .filter(|&j| excluded[j] != *b)
                 .map(|j| d[j])
                 .collect(),
-        );
+        ));
         // Per port-carrying protocol; a protocol with nothing excluded here gets only the
         // numeric exclusions. (Named ports of other protocols never exclude anything: a
         // port criterion only matches packets with ports.)

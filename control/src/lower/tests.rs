@@ -9,7 +9,6 @@ use dataplane::program::{
     Action, EndpointId, Family, FlowKey, Hit, HitAction, IcmpMatch, Match, PolicyId, PortRange,
     Program, Rule, proto,
 };
-use ipnet::IpNet;
 
 use super::proptests::check;
 use super::*;
@@ -34,7 +33,7 @@ fn lowered(yaml: &str) -> (Cluster, Lowered) {
     (c, l)
 }
 
-fn nets(s: &[&str]) -> Vec<IpNet> {
+fn nets(s: &[&str]) -> Nets {
     s.iter().map(|n| n.parse().expect("prefix")).collect()
 }
 
@@ -355,7 +354,7 @@ spec:
     );
     let (_, l) = lowered(&y);
     let r = rules(&l, "192.168.0.1", false);
-    let tcp_to = |dst: Option<Vec<IpNet>>, ports: &[(u16, u16)]| {
+    let tcp_to = |dst: Option<Nets>, ports: &[(u16, u16)]| {
         allow(
             1,
             Match {
@@ -425,7 +424,7 @@ spec:
     );
     let (_, l) = lowered(&y);
     let r = rules(&l, "192.168.0.1", false);
-    let tcp_not = |dst: Option<Vec<IpNet>>, not_dst: Vec<IpNet>, ports: &[u16]| {
+    let tcp_not = |dst: Option<Nets>, not_dst: Nets, ports: &[u16]| {
         allow(
             0,
             Match {
@@ -442,8 +441,8 @@ spec:
         [
             // Outside the endpoints with an http port: only 22 is excluded.
             tcp_not(None, nets(&["10.0.0.1/32", "10.0.0.2/32"]), &[22]),
-            tcp_not(Some(nets(&["10.0.0.1/32"])), vec![], &[22, 8080]),
-            tcp_not(Some(nets(&["10.0.0.2/32"])), vec![], &[22, 9090]),
+            tcp_not(Some(nets(&["10.0.0.1/32"])), Nets::default(), &[22, 8080]),
+            tcp_not(Some(nets(&["10.0.0.2/32"])), Nets::default(), &[22, 9090]),
         ]
     );
     agree(&y, &grid(&ADDRS, &[22, 80, 8080, 9090]));
@@ -492,7 +491,7 @@ spec:
     let c = Cluster::from_resources(&resources).expect("cluster");
     let l = lower(&c).expect("lower");
     let r = &program(&l, "10.9.0.1", false).tiers[0].policies[0].rules;
-    type Region = (Option<Vec<IpNet>>, Vec<IpNet>, Vec<PortRange>);
+    type Region = (Option<Nets>, Nets, Vec<PortRange>);
     let summary: Vec<Region> = r
         .iter()
         .map(|r| {
@@ -518,11 +517,15 @@ spec:
             // Both: the two pods inside the wide endpoint.
             (
                 Some(nets(&["10.0.0.1/32", "10.0.0.2/32"])),
-                vec![],
+                Nets::default(),
                 ports(&[80, 8080])
             ),
             // Only 8080: the third pod.
-            (Some(nets(&["10.0.1.1/32"])), vec![], ports(&[8080])),
+            (
+                Some(nets(&["10.0.1.1/32"])),
+                Nets::default(),
+                ports(&[8080])
+            ),
         ]
     );
     let addrs = [

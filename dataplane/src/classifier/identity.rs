@@ -56,8 +56,8 @@ use super::{BuildConfig, BuildError, Classifier, SENTINEL, family_index};
 use crate::chunked::Chunked;
 use crate::lpm::Lpm;
 use crate::program::{
-    Classify, EndpointId, Family, FlowKey, FlowVerdicts, Hit, Match, PolicySet, Program, ProgramId,
-    TraceId,
+    Classify, EndpointId, Family, FlowKey, FlowVerdicts, Hit, Match, Nets, PolicySet, Program,
+    ProgramId, TraceId,
 };
 
 use super::slot::BLOCK;
@@ -247,47 +247,65 @@ struct Part {
     trace_base: u32,
 }
 
-/// Every address list the build saw, and its identity-space form.
+/// Every address list the build saw, and its identity-space form. The lists are the
+/// set's own (shared, not copied).
 #[derive(Debug, Default)]
 struct Lists {
-    ids: HashMap<Vec<IpNet>, u32>,
-    rewritten: Vec<Vec<IpNet>>,
+    ids: HashMap<Nets, u32>,
+    rewritten: Vec<Nets>,
 }
 
 impl Lists {
     fn bytes(&self) -> usize {
-        let nets = |v: &Vec<IpNet>| v.len() * size_of::<IpNet>() + size_of::<Vec<IpNet>>();
+        let nets = |v: &Nets| v.len() * size_of::<IpNet>() + size_of::<Nets>();
         self.ids.keys().map(nets).sum::<usize>() + self.rewritten.iter().map(nets).sum::<usize>()
     }
 
-    fn get(&self, v: &[IpNet]) -> Option<&Vec<IpNet>> {
+    fn get(&self, v: &[IpNet]) -> Option<&Nets> {
         self.ids.get(v).map(|&i| &self.rewritten[i as usize])
     }
 }
 
-/// `programs` with every address list replaced by its identity-space form (`form`);
-/// `None` if one has none.
+/// A shared list by address: two equal keys are the same list (while it is alive).
+/// Lists are looked up by content once per distinct allocation, not once per rule.
+fn ptr_key(n: &Nets) -> (usize, usize) {
+    (Arc::as_ptr(n) as *const IpNet as usize, n.len())
+}
+
+/// `programs` with every address list replaced by its identity-space form (`form`,
+/// asked once per distinct shared list); `None` if one has none.
 fn rewrite<'a>(
     programs: &[Program],
-    form: impl Fn(&[IpNet]) -> Option<&'a Vec<IpNet>>,
+    form: impl Fn(&[IpNet]) -> Option<&'a Nets>,
 ) -> Option<Vec<Program>> {
+    // `programs` keeps every list alive, so an address names one list throughout.
+    let mut done: HashMap<(usize, usize), Nets> = HashMap::new();
     let mut out = programs.to_vec();
     for p in &mut out {
         for m in all_matches_mut(p) {
-            let re = |v: &mut Vec<IpNet>| -> Option<()> {
-                if !v.is_empty() {
-                    *v = form(v.as_slice())?.clone();
+            for v in [
+                m.src_nets.as_mut(),
+                Some(&mut m.not_src_nets),
+                m.dst_nets.as_mut(),
+                Some(&mut m.not_dst_nets),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if v.is_empty() {
+                    continue;
                 }
-                Some(())
-            };
-            if let Some(v) = &mut m.src_nets {
-                re(v)?;
+                let k = ptr_key(v);
+                let f = match done.get(&k) {
+                    Some(f) => f.clone(),
+                    None => {
+                        let f = form(v)?.clone();
+                        done.insert(k, f.clone());
+                        f
+                    }
+                };
+                *v = f;
             }
-            re(&mut m.not_src_nets)?;
-            if let Some(v) = &mut m.dst_nets {
-                re(v)?;
-            }
-            re(&mut m.not_dst_nets)?;
         }
     }
     Some(out)
@@ -311,11 +329,8 @@ fn identity_prefixes(members: &[(bool, u32)]) -> Vec<IpNet> {
     out
 }
 
-/// Interned list ids of one rule field.
-type ListKey<'a> = &'a [IpNet];
-
 /// Addresses a rule field names, per field of [`Match`].
-fn fields(m: &Match) -> [Option<&Vec<IpNet>>; 4] {
+fn fields(m: &Match) -> [Option<&Nets>; 4] {
     [
         m.src_nets.as_ref(),
         Some(&m.not_src_nets),
@@ -381,22 +396,27 @@ impl IdentityClassifier {
     /// Compiles `set`: the identity stage, then [`Classifier::build`] of the rewritten
     /// programs within `cfg`. Bindings are checked as [`Classifier::build`] checks them.
     pub fn build(set: &PolicySet, cfg: &BuildConfig) -> Result<IdentityClassifier, BuildError> {
-        // 1. Distinct address lists (as written: equal vectors share an id).
-        let mut list_ids: HashMap<ListKey<'_>, u32> = HashMap::new();
-        let mut lists: Vec<ListKey<'_>> = Vec::new();
+        // 1. Distinct address lists (as written: equal lists share an id). A shared
+        // list is hashed by content once, however many rules name it.
+        let mut by_ptr: HashMap<(usize, usize), u32> = HashMap::new();
+        let mut list_ids: HashMap<&[IpNet], u32> = HashMap::new();
+        let mut lists: Vec<&Nets> = Vec::new();
         for p in &set.programs {
             for m in all_matches(p) {
                 for f in fields(m).into_iter().flatten() {
                     if f.is_empty() {
                         continue;
                     }
-                    list_ids.entry(f.as_slice()).or_insert_with(|| {
-                        lists.push(f.as_slice());
-                        (lists.len() - 1) as u32
+                    by_ptr.entry(ptr_key(f)).or_insert_with(|| {
+                        *list_ids.entry(f).or_insert_with(|| {
+                            lists.push(f);
+                            (lists.len() - 1) as u32
+                        })
                     });
                 }
             }
         }
+        drop(by_ptr);
 
         // 2. Classes: every prefix of a list or a binding, sorted ancestors first.
         let mut pfx: Vec<Pfx> = lists
@@ -522,11 +542,17 @@ impl IdentityClassifier {
                 members[l as usize].push((*six, identity_of_sig[s as usize]));
             }
         }
-        let rewritten: Vec<Vec<IpNet>> = members.iter().map(|m| identity_prefixes(m)).collect();
+        let rewritten: Vec<Nets> = members
+            .iter()
+            .map(|m| identity_prefixes(m).into())
+            .collect();
 
         // 6. The trees over the rewritten programs.
         let table = Lists {
-            ids: list_ids.iter().map(|(l, &id)| (l.to_vec(), id)).collect(),
+            ids: list_ids
+                .values()
+                .map(|&id| (lists[id as usize].clone(), id))
+                .collect(),
             rewritten,
         };
         let programs = rewrite(&set.programs, |v| table.get(v))
@@ -646,7 +672,7 @@ impl IdentityClassifier {
     pub fn with_programs(
         &self,
         programs: &[Program],
-        fresh: &[&[IpNet]],
+        fresh: &[Nets],
         rebind: &[(IpNet, Option<ProgramId>, Option<ProgramId>)],
         cfg: &BuildConfig,
     ) -> Result<IdentityClassifier, ProgramChangeRefused> {
@@ -657,12 +683,12 @@ impl IdentityClassifier {
                 continue;
             }
             match self.known(l) {
-                Some(k) if *k != form => return Err(ProgramChangeRefused::NewList),
+                Some(k) if **k != *form => return Err(ProgramChangeRefused::NewList),
                 Some(_) => {}
                 None => {
-                    if !layer.ids.contains_key(*l) {
-                        layer.ids.insert(l.to_vec(), layer.rewritten.len() as u32);
-                        layer.rewritten.push(form);
+                    if !layer.ids.contains_key(&**l) {
+                        layer.ids.insert(l.clone(), layer.rewritten.len() as u32);
+                        layer.rewritten.push(form.into());
                     }
                 }
             }
@@ -740,7 +766,7 @@ impl IdentityClassifier {
     }
 
     /// The identity-space form of a list the build or an earlier change resolved.
-    fn known(&self, v: &[IpNet]) -> Option<&Vec<IpNet>> {
+    fn known(&self, v: &[IpNet]) -> Option<&Nets> {
         self.lists.iter().find_map(|l| l.get(v))
     }
 
@@ -748,7 +774,7 @@ impl IdentityClassifier {
     /// this generation: the identities of the classes inside the list's prefixes.
     /// `None` when a prefix is no class or an identity lies only partly inside a list
     /// (some of its classes, or the "no prefix" addresses, outside it).
-    fn resolve(&self, lists: &[&[IpNet]]) -> Option<Vec<Vec<IpNet>>> {
+    fn resolve(&self, lists: &[Nets]) -> Option<Vec<Vec<IpNet>>> {
         if lists.is_empty() {
             return Some(Vec::new());
         }
@@ -1103,11 +1129,11 @@ mod tests {
         use crate::program::Action;
         let pods = vec![net("10.0.0.1/32"), net("10.0.0.2/32")];
         let m = Match {
-            src_nets: Some(pods.clone()),
+            src_nets: Some(pods.clone().into()),
             ..Match::default()
         };
         let cidr = Match {
-            src_nets: Some(vec![net("10.1.0.0/16")]),
+            src_nets: Some(vec![net("10.1.0.0/16")].into()),
             ..Match::default()
         };
         let p = program(
@@ -1168,7 +1194,7 @@ mod tests {
             .matches
             .src_nets
         {
-            v.push(net("10.0.0.3/32"));
+            *v = v.iter().copied().chain([net("10.0.0.3/32")]).collect();
         }
         set2.endpoints.push(bind("10.0.0.3/32", 2));
         let lin = LinearClassifier::new(set2).unwrap();
@@ -1208,7 +1234,7 @@ mod tests {
                             0,
                             Action::Allow,
                             Match {
-                                src_nets: Some(l),
+                                src_nets: Some(l.into()),
                                 ..Match::default()
                             },
                         )],
@@ -1245,19 +1271,19 @@ mod tests {
             .unwrap();
         set.programs[0].tiers[0].policies[0].rules[0]
             .matches
-            .src_nets = Some(vec![
-            net("10.0.0.1/32"),
-            net("10.0.0.2/32"),
-            net("10.0.0.4/32"),
-        ]);
+            .src_nets =
+            Some(vec![net("10.0.0.1/32"), net("10.0.0.2/32"), net("10.0.0.4/32")].into());
         set.programs[1].tiers[0].policies[0].rules[0]
             .matches
-            .src_nets = Some(vec![
-            net("10.0.0.1/32"),
-            net("10.0.0.2/32"),
-            net("10.0.0.3/32"),
-            net("10.0.0.4/32"),
-        ]);
+            .src_nets = Some(
+            vec![
+                net("10.0.0.1/32"),
+                net("10.0.0.2/32"),
+                net("10.0.0.3/32"),
+                net("10.0.0.4/32"),
+            ]
+            .into(),
+        );
         set.endpoints.push(bind("10.0.0.4/32", 3, 0));
         let keys: Vec<FlowKey> = (1..=5)
             .flat_map(|s| {
@@ -1268,7 +1294,12 @@ mod tests {
         // The web pods as the store now has them: a new list, whole identities.
         let now = vec![net("10.0.0.4/32"), net("10.0.0.2/32"), net("10.0.0.1/32")];
         let next = c
-            .with_programs(&[allow_from(2, now.clone())], &[&now], &rebind, &cfg)
+            .with_programs(
+                &[allow_from(2, now.clone())],
+                &[now.clone().into()],
+                &rebind,
+                &cfg,
+            )
             .unwrap();
         let mut want = set.clone();
         want.programs.push(allow_from(2, now.clone()));
@@ -1282,13 +1313,23 @@ mod tests {
         // 10.0.0.1 without 10.0.0.4 splits their identity.
         let split = vec![net("10.0.0.1/32")];
         assert!(matches!(
-            c.with_programs(&[allow_from(2, split.clone())], &[&split], &rebind, &cfg),
+            c.with_programs(
+                &[allow_from(2, split.clone())],
+                &[split.clone().into()],
+                &rebind,
+                &cfg
+            ),
             Err(ProgramChangeRefused::NewList)
         ));
         // The build's web list, named as exactly its addresses, leaves 10.0.0.4 out:
         // the known form (which has it) no longer describes it.
         assert!(matches!(
-            c.with_programs(&[allow_from(2, web.clone())], &[&web], &rebind, &cfg),
+            c.with_programs(
+                &[allow_from(2, web.clone())],
+                &[web.clone().into()],
+                &rebind,
+                &cfg
+            ),
             Err(ProgramChangeRefused::NewList)
         ));
         // ... and unnamed as fresh, it is the known list (10.0.0.4 in).
@@ -1299,7 +1340,12 @@ mod tests {
         // A prefix that is no class, and one containing the "no prefix" addresses.
         let cidr = vec![net("10.0.0.0/24")];
         assert!(matches!(
-            c.with_programs(&[allow_from(2, cidr.clone())], &[&cidr], &rebind, &cfg),
+            c.with_programs(
+                &[allow_from(2, cidr.clone())],
+                &[cidr.clone().into()],
+                &rebind,
+                &cfg
+            ),
             Err(ProgramChangeRefused::NewList)
         ));
     }
@@ -1387,14 +1433,14 @@ mod tests {
                 let mut f = b.clone();
                 f.tiers.insert(0, crate::fixtures::tier(9, crate::program::TierDefault::Pass, vec![
                     crate::fixtures::policy(90, false, vec![
-                        crate::fixtures::rule(0, crate::program::Action::Allow, Match { src_nets: Some(src.clone()), ..Match::default() }),
-                        crate::fixtures::rule(1, crate::program::Action::Deny, Match { dst_nets: Some(dst.clone()), not_src_nets: src.clone(), ..Match::default() }),
+                        crate::fixtures::rule(0, crate::program::Action::Allow, Match { src_nets: Some(src.clone().into()), ..Match::default() }),
+                        crate::fixtures::rule(1, crate::program::Action::Deny, Match { dst_nets: Some(dst.clone().into()), not_src_nets: src.clone().into(), ..Match::default() }),
                     ]),
                 ]));
                 let id = ProgramId(set.programs.len() as u32);
                 let i = which.index(set.endpoints.len());
                 let net = set.endpoints[i].net;
-                match cl.with_programs(std::slice::from_ref(&f), &[&src, &dst], &[(net, Some(id), Some(id))], &cfg) {
+                match cl.with_programs(std::slice::from_ref(&f), &[src.clone().into(), dst.clone().into()], &[(net, Some(id), Some(id))], &cfg) {
                     Ok(next) => {
                         set.programs.push(f);
                         set.endpoints[i].ingress = Some(id);

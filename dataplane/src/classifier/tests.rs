@@ -96,10 +96,10 @@ fn arb_match() -> impl Strategy<Value = Match> {
                 family,
                 protocol,
                 not_protocol,
-                src_nets: sn,
-                not_src_nets: nsn.unwrap_or_default(),
-                dst_nets: dn,
-                not_dst_nets: ndn.unwrap_or_default(),
+                src_nets: sn.map(Into::into),
+                not_src_nets: nsn.unwrap_or_default().into(),
+                dst_nets: dn.map(Into::into),
+                not_dst_nets: ndn.unwrap_or_default().into(),
                 src_ports: sp,
                 not_src_ports: nsp.unwrap_or_default(),
                 dst_ports: dp,
@@ -187,9 +187,12 @@ fn boundaries(p: &Program) -> (Vec<u128>, Vec<u128>, Vec<u16>, Vec<u8>) {
         let nets = m
             .src_nets
             .iter()
-            .flatten()
-            .chain(m.dst_nets.iter().flatten());
-        for n in nets.chain(&m.not_src_nets).chain(&m.not_dst_nets) {
+            .flat_map(|l| l.iter())
+            .chain(m.dst_nets.iter().flat_map(|l| l.iter()));
+        for n in nets
+            .chain(m.not_src_nets.iter())
+            .chain(m.not_dst_nets.iter())
+        {
             let (lo, hi) = match n {
                 IpNet::V4(n) => (
                     u32::from(n.network()) as u128,
@@ -570,18 +573,18 @@ fn degenerate_and_extreme_matches() {
         rule(
             1,
             Action::Allow,
-            m(&|x| x.src_nets = Some(vec![net("10.0.0.1/32"), net("2001:db8::1/128")])),
+            m(&|x| x.src_nets = Some(vec![net("10.0.0.1/32"), net("2001:db8::1/128")].into())),
         ),
         rule(
             2,
             Action::Deny,
-            m(&|x| x.not_dst_nets = vec![net("0.0.0.0/0"), net("::/0")]),
+            m(&|x| x.not_dst_nets = vec![net("0.0.0.0/0"), net("::/0")].into()),
         ),
-        rule(3, Action::Pass, m(&|x| x.src_nets = Some(vec![]))),
+        rule(3, Action::Pass, m(&|x| x.src_nets = Some(vec![].into()))),
         rule(
             4,
             Action::Allow,
-            m(&|x| x.dst_nets = Some(vec![net("0.0.0.0/0")])),
+            m(&|x| x.dst_nets = Some(vec![net("0.0.0.0/0")].into())),
         ),
     ];
     let p = tier_of(rules);
@@ -621,7 +624,7 @@ fn overlapping_everything_builds_and_agrees() {
                 x.not_src_ports = vec![PortRange::single(lcg(&mut s) as u16)];
             }
             if i % 7 == 0 {
-                x.src_nets = Some(vec![net("0.0.0.0/0")]);
+                x.src_nets = Some(vec![net("0.0.0.0/0")].into());
             }
             let action = [Action::Allow, Action::Deny, Action::Pass, Action::Log][i as usize % 4];
             rule(i, action, x)
@@ -721,9 +724,9 @@ fn crossing_rules(s: &mut u64) -> Program {
                 ..Match::default()
             };
             if i % 2 == 0 {
-                x.src_nets = Some(vec![n]);
+                x.src_nets = Some(vec![n].into());
             } else {
-                x.dst_nets = Some(vec![n]);
+                x.dst_nets = Some(vec![n].into());
             }
             rule(i, [Action::Allow, Action::Deny][i as usize % 2], x)
         })
@@ -737,9 +740,12 @@ fn small_budget_fails_with_a_clear_error() {
     let rules = (0..3000u32)
         .map(|i| {
             let x = Match {
-                src_nets: Some(vec![IpNet::V4(
-                    Ipv4Net::new((lcg(&mut s) as u32).into(), 24).expect("len"),
-                )]),
+                src_nets: Some(
+                    vec![IpNet::V4(
+                        Ipv4Net::new((lcg(&mut s) as u32).into(), 24).expect("len"),
+                    )]
+                    .into(),
+                ),
                 dst_ports: Some(vec![PortRange::single(lcg(&mut s) as u16)]),
                 ..Match::default()
             };
@@ -767,12 +773,19 @@ fn hundred_thousand_rules_build_or_fail_cleanly() {
     let rules = (0..100_000u32)
         .map(|i| {
             let x = Match {
-                src_nets: Some(vec![IpNet::V4(
-                    Ipv4Net::new((lcg(&mut s) as u32).into(), 16 + (i % 17) as u8).expect("len"),
-                )]),
-                dst_nets: Some(vec![IpNet::V4(
-                    Ipv4Net::new((lcg(&mut s) as u32).into(), 8 + (i % 25) as u8).expect("len"),
-                )]),
+                src_nets: Some(
+                    vec![IpNet::V4(
+                        Ipv4Net::new((lcg(&mut s) as u32).into(), 16 + (i % 17) as u8)
+                            .expect("len"),
+                    )]
+                    .into(),
+                ),
+                dst_nets: Some(
+                    vec![IpNet::V4(
+                        Ipv4Net::new((lcg(&mut s) as u32).into(), 8 + (i % 25) as u8).expect("len"),
+                    )]
+                    .into(),
+                ),
                 dst_ports: Some(vec![PortRange::single(lcg(&mut s) as u16)]),
                 protocol: Some(proto::TCP),
                 ..Match::default()
@@ -837,9 +850,12 @@ fn many_run_patterns_agree_on_every_kernel() {
             let lo = lcg(&mut s) as u16;
             let hi = lo.saturating_add((lcg(&mut s) % 3000) as u16);
             let x = Match {
-                src_nets: Some(vec![IpNet::V4(
-                    Ipv4Net::new(a.into(), len).expect("prefix length").trunc(),
-                )]),
+                src_nets: Some(
+                    vec![IpNet::V4(
+                        Ipv4Net::new(a.into(), len).expect("prefix length").trunc(),
+                    )]
+                    .into(),
+                ),
                 dst_ports: Some(vec![PortRange { lo, hi }]),
                 ..Match::default()
             };
@@ -887,9 +903,12 @@ fn compiler_retries_one_tree_for_a_smaller_program() {
             .map(|i| {
                 // Half match a source, half a destination: a cross product for one
                 // tree, two small trees partitioned by field.
-                let n = Some(vec![IpNet::V4(
-                    Ipv4Net::new((lcg(&mut s) as u32).into(), 16).expect("len"),
-                )]);
+                let n: Option<crate::program::Nets> = Some(
+                    vec![IpNet::V4(
+                        Ipv4Net::new((lcg(&mut s) as u32).into(), 16).expect("len"),
+                    )]
+                    .into(),
+                );
                 let x = if i % 2 == 0 {
                     Match {
                         src_nets: n,
@@ -956,9 +975,12 @@ fn extreme_build_settings_build_or_fail_cleanly() {
     let rules: Vec<Rule> = (0..60)
         .map(|i| {
             let x = Match {
-                src_nets: Some(vec![IpNet::V4(
-                    Ipv4Net::new((lcg(&mut s) as u32).into(), 20).expect("len"),
-                )]),
+                src_nets: Some(
+                    vec![IpNet::V4(
+                        Ipv4Net::new((lcg(&mut s) as u32).into(), 20).expect("len"),
+                    )]
+                    .into(),
+                ),
                 dst_ports: Some(vec![PortRange::single(lcg(&mut s) as u16)]),
                 ..Match::default()
             };
@@ -1066,7 +1088,7 @@ pub(super) fn remove_host(set: &mut PolicySet, host: IpNet) {
             .into_iter()
             .flatten()
             {
-                l.retain(|n| n.trunc() != host);
+                *l = l.iter().copied().filter(|n| n.trunc() != host).collect();
             }
         }
     }
@@ -1093,7 +1115,7 @@ pub(super) fn add_like(set: &mut PolicySet, host: IpNet, like: IpNet, binding: E
             .flatten()
             {
                 if l.iter().any(|n| n.contains(&a)) {
-                    l.push(host);
+                    *l = l.iter().copied().chain([host]).collect();
                 }
             }
         }
@@ -1127,7 +1149,7 @@ proptest! {
         let mut a = a;
         if let Some(r) = a.tiers.iter_mut().flat_map(|t| &mut t.policies).flat_map(|p| &mut p.rules).next() {
             let nets: Vec<IpNet> = endpoints.iter().step_by(2).map(|e| e.net).collect();
-            r.matches.src_nets = Some(nets);
+            r.matches.src_nets = Some(nets.into());
         }
         let mut set = PolicySet { programs: vec![a.clone(), b], endpoints };
         let mut c = IdentityClassifier::build(&set, &BuildConfig::default())
