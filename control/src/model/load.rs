@@ -337,6 +337,11 @@ pub fn parse_str(text: &str, source: &str) -> Result<Vec<Loaded>, LoadErrors> {
 
 // ---------------------------------------------------------------------------------
 // The loader
+//
+// A load reads its sources in order (the size caps are counted in that order), parses
+// each source on its own into [`SourceItems`] (several files of a directory at once,
+// one per core), and merges those in source order: the resource cap, the error cap,
+// the report and the resources come out exactly as a one-by-one load would give them.
 
 struct Loader {
     process: bool,
@@ -348,6 +353,16 @@ struct Loader {
     resources: usize,
     resource_cap_reported: bool,
     report: LoadReport,
+}
+
+/// A source read to the end, or why it could not be (in source order).
+enum SourceText {
+    Text {
+        name: String,
+        text: String,
+        json: bool,
+    },
+    Failed(LoadError),
 }
 
 impl Loader {
@@ -408,7 +423,8 @@ impl Loader {
     fn path(&mut self, path: &Path) {
         if path.as_os_str() == "-" {
             self.report.files += 1;
-            self.reader(std::io::stdin().lock(), STDIN_NAME, false);
+            let read = self.read(std::io::stdin().lock(), STDIN_NAME, false);
+            self.parse_and_merge(vec![read]);
             return;
         }
         let name = path.display().to_string();
@@ -425,11 +441,16 @@ impl Loader {
                     return;
                 }
                 files.sort();
-                for f in files {
-                    self.file(&f);
+                // A batch of files is read in order, then parsed at once, one per core.
+                for batch in files.chunks(parse_threads()) {
+                    let texts = batch.iter().map(|f| self.file(f)).collect();
+                    self.parse_and_merge(texts);
                 }
             }
-            Ok(m) if m.is_file() => self.file(path),
+            Ok(m) if m.is_file() => {
+                let text = self.file(path);
+                self.parse_and_merge(vec![text]);
+            }
             Ok(m) => self.push_error(LoadError::file(
                 &name,
                 LoadErrorKind::Io,
@@ -438,13 +459,13 @@ impl Loader {
         }
     }
 
-    fn file(&mut self, path: &Path) {
+    fn file(&mut self, path: &Path) -> SourceText {
         self.report.files += 1;
         let name = path.display().to_string();
         let json = path.extension().is_some_and(|e| e == "json");
         match std::fs::File::open(path) {
-            Ok(f) => self.reader(f, &name, json),
-            Err(e) => self.push_error(LoadError::file(
+            Ok(f) => self.read(f, &name, json),
+            Err(e) => SourceText::Failed(LoadError::file(
                 &name,
                 LoadErrorKind::Io,
                 format!("cannot read: {e}"),
@@ -452,52 +473,216 @@ impl Loader {
         }
     }
 
-    fn reader(&mut self, reader: impl Read, source: &str, json: bool) {
+    /// Reads a source to the end, counting it against the load's total size.
+    fn read(&mut self, reader: impl Read, source: &str, json: bool) -> SourceText {
+        let fail = |kind, reason: String| SourceText::Failed(LoadError::file(source, kind, reason));
         let mut bytes = Vec::new();
         if let Err(e) = reader.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes) {
-            self.push_error(LoadError::file(
-                source,
-                LoadErrorKind::Io,
-                format!("cannot read: {e}"),
-            ));
-            return;
+            return fail(LoadErrorKind::Io, format!("cannot read: {e}"));
         }
         if bytes.len() as u64 > MAX_FILE_BYTES {
-            self.push_error(LoadError::file(
-                source,
+            return fail(
                 LoadErrorKind::Invalid,
                 format!("input is larger than the {MAX_FILE_BYTES}-byte limit"),
-            ));
-            return;
+            );
         }
         self.total_bytes += bytes.len() as u64;
         if self.total_bytes > MAX_TOTAL_BYTES {
-            self.push_error(LoadError::file(
-                source,
+            return fail(
                 LoadErrorKind::Invalid,
                 format!("total input is larger than the {MAX_TOTAL_BYTES}-byte limit"),
-            ));
-            return;
+            );
         }
         match String::from_utf8(bytes) {
-            Ok(text) => self.text(&text, source, json),
-            Err(e) => self.push_error(LoadError::file(
-                source,
+            Ok(text) => SourceText::Text {
+                name: source.to_string(),
+                text,
+                json,
+            },
+            Err(e) => fail(
                 LoadErrorKind::Invalid,
                 format!(
                     "not valid UTF-8 (first bad byte at offset {})",
                     e.utf8_error().valid_up_to()
                 ),
-            )),
+            ),
         }
     }
 
+    fn reader(&mut self, reader: impl Read, source: &str, json: bool) {
+        let read = self.read(reader, source, json);
+        self.parse_and_merge(vec![read]);
+    }
+
     fn text(&mut self, text: &str, source: &str, json: bool) {
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        if json {
-            self.json_text(text, source);
+        let items = SourceItems::parse(text, source, json, self.process);
+        self.merge(items);
+    }
+
+    /// Parses the sources (at once, one thread each beyond the first) and merges them
+    /// in order.
+    fn parse_and_merge(&mut self, sources: Vec<SourceText>) {
+        let process = self.process;
+        let parse = |s: &SourceText| match s {
+            SourceText::Text { name, text, json } => {
+                Some(SourceItems::parse(text, name, *json, process))
+            }
+            SourceText::Failed(_) => None,
+        };
+        let parsed: Vec<Option<SourceItems>> = if sources.len() > 1 {
+            std::thread::scope(|scope| {
+                let rest: Vec<_> = sources[1..]
+                    .iter()
+                    .map(|s| scope.spawn(move || parse(s)))
+                    .collect();
+                let mut parsed = vec![parse(&sources[0])];
+                for handle in rest {
+                    parsed.push(match handle.join() {
+                        Ok(p) => p,
+                        Err(panic) => std::panic::resume_unwind(panic),
+                    });
+                }
+                parsed
+            })
         } else {
-            self.yaml_text(text, source);
+            sources.iter().map(parse).collect()
+        };
+        for (source, items) in sources.into_iter().zip(parsed) {
+            match (source, items) {
+                (SourceText::Failed(e), _) => self.push_error(e),
+                (SourceText::Text { .. }, Some(items)) => self.merge(items),
+                (SourceText::Text { .. }, None) => {}
+            }
+        }
+    }
+
+    /// Adds one source's outcome: its errors, and its resources up to the load's cap.
+    fn merge(&mut self, source: SourceItems) {
+        self.report.documents += source.documents;
+        for item in source.items {
+            match item {
+                Item::Error(e) => self.push_error(e),
+                Item::Resource(r) => self.resource(r),
+            }
+        }
+    }
+
+    fn resource(&mut self, r: ResourceItem) {
+        self.resources += 1;
+        if self.resources > MAX_RESOURCES {
+            if !self.resource_cap_reported {
+                self.resource_cap_reported = true;
+                self.push_error(LoadError::at(
+                    &r.origin,
+                    "",
+                    format!("more than {MAX_RESOURCES} resources in one load"),
+                ));
+            }
+            return;
+        }
+        if r.namespace_defaulted {
+            match self.report.default_namespace.last_mut() {
+                Some((file, n)) if *file == r.origin.source => *n += 1,
+                _ => self
+                    .report
+                    .default_namespace
+                    .push((r.origin.source.clone(), 1)),
+            }
+        }
+        for e in r.errors {
+            self.push_error(e);
+        }
+        self.unreported += r.unreported;
+        if let Some(resource) = r.resource {
+            self.loaded.push(Loaded {
+                resource,
+                origin: r.origin,
+            });
+        }
+    }
+}
+
+/// How many sources are parsed at once: one per core, at most 8.
+fn parse_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 8))
+}
+
+/// What one source holds, in input order, before the load-wide caps: its problems and
+/// its resources.
+#[derive(Default)]
+struct SourceItems {
+    process: bool,
+    items: Vec<Item>,
+    /// Non-empty documents.
+    documents: usize,
+    /// Problems stored. Document-level ones always are (a later resource over the
+    /// load's cap drops its own problems, so they may still be reported); a resource's
+    /// only while fewer than [`MAX_REPORTED_ERRORS`] were stored: every stored problem
+    /// before it is then reported first, so it never can be.
+    stored_errors: usize,
+}
+
+// Nearly every item is a resource: boxing it would only add an allocation each.
+#[allow(clippy::large_enum_variant)]
+enum Item {
+    /// A problem outside any resource (syntax, not a mapping, no kind, a bad List).
+    Error(LoadError),
+    /// A resource: counted against the load's cap whether valid or not.
+    Resource(ResourceItem),
+}
+
+struct ResourceItem {
+    origin: Origin,
+    /// Decoded, namespaced, without a namespace (placed in `default` when processed).
+    namespace_defaulted: bool,
+    /// Its problems, in order.
+    errors: Vec<LoadError>,
+    /// Its problems beyond what the source stores.
+    unreported: usize,
+    /// The resource when it has no problem.
+    resource: Option<Resource>,
+}
+
+impl ResourceItem {
+    fn new(origin: Origin) -> ResourceItem {
+        ResourceItem {
+            origin,
+            namespace_defaulted: false,
+            errors: Vec::new(),
+            unreported: 0,
+            resource: None,
+        }
+    }
+}
+
+impl SourceItems {
+    fn parse(text: &str, source: &str, json: bool, process: bool) -> SourceItems {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let mut items = SourceItems {
+            process,
+            ..SourceItems::default()
+        };
+        if json {
+            items.json_text(text, source);
+        } else if let Some(fast) = SourceItems::yaml_marked(text, source, process) {
+            items = fast;
+        } else {
+            items.yaml_text(text, source);
+        }
+        items
+    }
+
+    fn push_error(&mut self, e: LoadError) {
+        self.stored_errors += 1;
+        self.items.push(Item::Error(e));
+    }
+
+    fn resource_error(&mut self, r: &mut ResourceItem, e: LoadError) {
+        if self.stored_errors < MAX_REPORTED_ERRORS {
+            self.stored_errors += 1;
+            r.errors.push(e);
+        } else {
+            r.unreported += 1;
         }
     }
 
@@ -518,7 +703,7 @@ impl Loader {
                 None => return,
                 Some(Ok(value)) => {
                     if !value.is_null() {
-                        self.report.documents += 1;
+                        self.documents += 1;
                     }
                     self.document(value, source, document)
                 }
@@ -540,13 +725,40 @@ impl Loader {
         }
     }
 
+    /// The common case, without the event parser's split: a stream whose documents are
+    /// separated by bare `---` lines (no directives, no `...`, nothing after a marker),
+    /// each of which parses. `None` (nothing of it kept) when the stream is anything
+    /// else or a document fails to parse: [`SourceItems::yaml_text`] then reads it and
+    /// reports exactly where it fails.
+    fn yaml_marked(text: &str, source: &str, process: bool) -> Option<SourceItems> {
+        let documents = split_marked_documents(text)?;
+        let mut items = SourceItems {
+            process,
+            ..SourceItems::default()
+        };
+        for (i, doc) in documents.iter().enumerate() {
+            if doc.null {
+                continue;
+            }
+            let value =
+                serde_saphyr::from_str_with_options::<Value>(doc.text, saphyr_options()).ok()?;
+            if value.is_null() {
+                // `!!null`, an anchored `~`: the event split decides how it counts.
+                return None;
+            }
+            items.documents += 1;
+            items.document(value, source, i + 1);
+        }
+        Some(items)
+    }
+
     fn yaml_text(&mut self, text: &str, source: &str) {
         let split = split_yaml_documents(text);
         for doc in split.documents {
             if doc.null {
                 continue;
             }
-            self.report.documents += 1;
+            self.documents += 1;
             match serde_saphyr::from_str_with_options::<Value>(doc.text, saphyr_options()) {
                 Ok(value) => self.document(value, source, doc.number),
                 Err(e) => self.push_error(LoadError::document(
@@ -681,51 +893,45 @@ impl Loader {
     }
 
     fn resource(&mut self, map: Map<String, Value>, api: &str, kind: &str, origin: Origin) {
-        self.resources += 1;
-        if self.resources > MAX_RESOURCES {
-            if !self.resource_cap_reported {
-                self.resource_cap_reported = true;
-                self.push_error(LoadError::at(
-                    &origin,
-                    "",
-                    format!("more than {MAX_RESOURCES} resources in one load"),
-                ));
-            }
-            return;
-        }
+        let mut r = ResourceItem::new(origin);
+        self.decode_resource(&mut r, map, api, kind);
+        self.items.push(Item::Resource(r));
+    }
+
+    fn decode_resource(
+        &mut self,
+        r: &mut ResourceItem,
+        map: Map<String, Value>,
+        api: &str,
+        kind: &str,
+    ) {
         let Some(k) = Kind::from_wire(api, kind) else {
-            self.push_error(unknown_kind(api, kind, &origin));
+            let e = unknown_kind(api, kind, &r.origin);
+            self.resource_error(r, e);
             return;
         };
         let mut decoded = decode_every_problem(k, Value::Object(map));
         let mut resource = match decoded.resource.take() {
-            Some(r) => r,
+            Some(res) => res,
             None => {
                 for (path, reason) in std::mem::take(&mut decoded.problems) {
-                    self.push_error(LoadError::at(&origin, &path, reason));
+                    let e = LoadError::at(&r.origin, &path, reason);
+                    self.resource_error(r, e);
                 }
                 return;
             }
         };
-        if self.process
+        r.namespace_defaulted = self.process
             && k.is_namespaced()
             && resource
                 .metadata()
                 .namespace
                 .as_deref()
-                .is_none_or(str::is_empty)
-        {
-            match self.report.default_namespace.last_mut() {
-                Some((file, n)) if *file == origin.source => *n += 1,
-                _ => self
-                    .report
-                    .default_namespace
-                    .push((origin.source.clone(), 1)),
-            }
-        }
+                .is_none_or(str::is_empty);
         let mut invalid = !decoded.problems.is_empty();
         for (path, reason) in &decoded.problems {
-            self.push_error(LoadError::at(&origin, path, reason.clone()));
+            let e = LoadError::at(&r.origin, path, reason.clone());
+            self.resource_error(r, e);
         }
         if self.process {
             defaults::apply(&mut resource);
@@ -742,16 +948,15 @@ impl Loader {
                     continue;
                 }
                 invalid = true;
-                self.push_error(LoadError::at(&origin, &field, p.reason));
+                let e = LoadError::at(&r.origin, &field, p.reason);
+                self.resource_error(r, e);
             }
         }
-        if invalid {
-            return;
+        if !invalid {
+            r.resource = Some(resource);
         }
-        self.loaded.push(Loaded { resource, origin });
     }
 }
-
 /// The outcome of decoding one resource while collecting every decode problem.
 struct Decoded {
     /// The resource, decoded with every offending value dropped (`None` when that was
@@ -1266,6 +1471,66 @@ fn strip_saphyr_location(m: &str) -> &str {
         return &rest[i + 2..];
     }
     m
+}
+
+/// A document of a stream split at bare `---` lines.
+struct MarkedDocument<'a> {
+    /// From its `---` line (if any) to the next one.
+    text: &'a str,
+    /// Whether it holds no resource: nothing but blank lines and comments, or only
+    /// `~` / `null`.
+    null: bool,
+}
+
+/// Splits a YAML stream at its `---` lines when it is of the common shape: no
+/// directive (`%`) or document end (`...`) line, nothing after a `---` on its line, and
+/// at most [`MAX_DOCUMENTS`] documents; `None` otherwise. A `---` at the start of a
+/// line always starts a document in YAML (it cannot be content, even in a block or
+/// quoted scalar), so the documents and their numbers are those of the event parser;
+/// text before the first `---` is a document only when it holds more than blank lines
+/// and comments.
+fn split_marked_documents(text: &str) -> Option<Vec<MarkedDocument<'_>>> {
+    fn content(line: &str) -> &str {
+        let t = line.trim_matches([' ', '\t', '\r', '\n']);
+        if t.starts_with('#') { "" } else { t }
+    }
+    fn document(text: &str, explicit: bool) -> Option<MarkedDocument<'_>> {
+        let mut lines = text.split_inclusive('\n');
+        if explicit {
+            lines.next();
+        }
+        let mut contents = lines.map(content).filter(|c| !c.is_empty());
+        let null = match (contents.next(), contents.next()) {
+            // Blank lines and comments before the first `---` are no document.
+            (None, _) if !explicit => return None,
+            (None, _) => true,
+            (Some(c), None) => matches!(c, "~" | "null" | "Null" | "NULL"),
+            _ => false,
+        };
+        Some(MarkedDocument { text, null })
+    }
+    let mut documents = Vec::new();
+    let mut start = 0usize;
+    let mut explicit = false;
+    let mut pos = 0usize;
+    for line in text.split_inclusive('\n') {
+        if let Some(rest) = line.strip_prefix("---") {
+            if !rest.trim_matches([' ', '\t', '\r', '\n']).is_empty() {
+                return None;
+            }
+            documents.extend(document(&text[start..pos], explicit));
+            if documents.len() >= MAX_DOCUMENTS {
+                return None;
+            }
+            start = pos;
+            explicit = true;
+        } else if line.starts_with("...") || line.starts_with('%') {
+            return None;
+        }
+        pos += line.len();
+    }
+    documents.extend(document(&text[start..], explicit));
+    Some(documents)
 }
 
 struct DocumentSlice<'a> {

@@ -965,3 +965,126 @@ spec:
         ]
     );
 }
+
+/// A load of `text` through the `---` split when it applies, and through the event
+/// parser's split alone: results, errors and report.
+fn fast_and_event_split(text: &str) -> [(Result<Vec<Loaded>, LoadErrors>, LoadReport); 2] {
+    let mut fast = Loader::new(true);
+    fast.text(text, "f.yaml", false);
+    let mut event = Loader::new(true);
+    let mut items = SourceItems {
+        process: true,
+        ..SourceItems::default()
+    };
+    items.yaml_text(text, "f.yaml");
+    event.merge(items);
+    let split = |l: Loader| match l.finish_with_report() {
+        Ok((v, r)) => (Ok(v), r),
+        Err(e) => (Err(e), LoadReport::default()),
+    };
+    [split(fast), split(event)]
+}
+
+/// Pieces of YAML streams: documents of every shape the `---` split must number, skip
+/// or leave to the event parser.
+const STREAM_PIECES: &[&str] = &[
+    "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: a}\n",
+    "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: b, namespace: x}\nspec: {selector: \"a == 'b'\"}\n",
+    "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: Bad}\n",
+    "apiVersion: v1\nkind: List\nitems:\n- apiVersion: projectcalico.org/v3\n  kind: Tier\n  metadata: {name: t}\n",
+    "",
+    "\n",
+    "# only a comment\n",
+    "  # indented comment\n\n",
+    "~\n",
+    "null\n",
+    "NULL # trailing comment\n",
+    "!!null ~\n",
+    "&a ~\n",
+    "a: [1, 2\n",
+    "a: \"open\n",
+    "kind: |\n  # not a comment\n  x\n",
+    "- 1\n- 2\n",
+    "just a string\n",
+    "kind: Namespace\nkind: Namespace\n",
+    "...\n",
+    "%YAML 1.2\n",
+    "----\n",
+    "a: b\n...\n",
+];
+
+const STREAM_MARKERS: &[&str] = &[
+    "---\n",
+    "--- \n",
+    "---\t\n",
+    "---\r\n",
+    "--- # c\n",
+    "--- a: b\n",
+    "---",
+];
+
+proptest::proptest! {
+    #[test]
+    fn marked_split_loads_as_the_event_split_does(
+        lead in proptest::bool::ANY,
+        parts in proptest::collection::vec(
+            (0..STREAM_PIECES.len(), 0..STREAM_MARKERS.len()), 0..6),
+    ) {
+        let mut text = String::new();
+        for (i, (piece, marker)) in parts.iter().enumerate() {
+            if i > 0 || lead {
+                text.push_str(STREAM_MARKERS[*marker]);
+                if !text.ends_with('\n') {
+                    text.push('\n');
+                }
+            }
+            text.push_str(STREAM_PIECES[*piece]);
+        }
+        let [fast, event] = fast_and_event_split(&text);
+        proptest::prop_assert_eq!(fast, event, "stream:\n{}", text);
+    }
+}
+
+#[test]
+fn marked_split_numbers_documents_as_the_event_parser_does() {
+    for text in [
+        "",
+        "# c\n",
+        "# c\n---\na: 1\n",
+        "a: 1\n---\n",
+        "---\n---\n~\n---\na: 1\n",
+        "a: 1\n---\nb: 2\n---\n# c\n",
+        "---\r\na: 1\r\n---\r\nb: 2\r\n",
+    ] {
+        let marked = split_marked_documents(text).expect("a marked stream");
+        let event = split_yaml_documents(text);
+        assert!(event.error.is_none());
+        let numbers = |v: Vec<(usize, bool)>| v;
+        assert_eq!(
+            numbers(
+                marked
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| (i + 1, d.null))
+                    .collect()
+            ),
+            numbers(event.documents.iter().map(|d| (d.number, d.null)).collect()),
+            "{text:?}"
+        );
+    }
+    // Streams the `---` split leaves to the event parser.
+    for text in [
+        "%YAML 1.2\n---\na: 1\n",
+        "a: 1\n...\n",
+        "--- a\n",
+        "--- # c\na: 1\n",
+    ] {
+        assert!(split_marked_documents(text).is_none(), "{text:?}");
+    }
+    let many = "---\n".repeat(MAX_DOCUMENTS + 1);
+    assert!(split_marked_documents(&many).is_none());
+    assert_eq!(
+        split_marked_documents(&"---\n".repeat(MAX_DOCUMENTS)).map(|d| d.len()),
+        Some(MAX_DOCUMENTS)
+    );
+}
