@@ -942,18 +942,36 @@ impl Cluster {
     /// `doNotTrack`/`preDNAT` policies never apply in the normal chains
     /// (felix/calc/event_sequencer.go `tierInfoToProtoTierInfo`).
     pub fn policy_applies(&self, policy: &Policy, ep: &Endpoint, direction: PolicyType) -> bool {
-        !policy.untracked_or_pre_dnat
-            && policy.governs(direction)
-            && policy.applies_to.matches(&self.endpoint_labels(ep))
+        Self::policy_applies_by(policy, direction, |s| s.matches(&self.endpoint_labels(ep)))
+    }
+
+    /// [`Cluster::policy_applies`] with the applies-to selector's result on the
+    /// endpoint given by `selects` (a caller asking about many policies can ask each
+    /// distinct selector once).
+    pub fn policy_applies_by(
+        policy: &Policy,
+        direction: PolicyType,
+        selects: impl FnOnce(&Selector) -> bool,
+    ) -> bool {
+        !policy.untracked_or_pre_dnat && policy.governs(direction) && selects(&policy.applies_to)
     }
 
     /// The tiers that apply to an endpoint-direction, in evaluation order, each with
     /// its applicable policies (enforced and staged) in evaluation order (§3.1–3.3).
     /// Tiers without an applicable policy are left out.
     pub fn tiers_for(&self, ep: &Endpoint, direction: PolicyType) -> Vec<AppliedTier<'_>> {
+        self.tiers_where(|_, p| self.policy_applies(p, ep, direction))
+    }
+
+    /// [`Cluster::tiers_for`] with the policies for which `applies(index in
+    /// [`Cluster::policies`], policy)` holds.
+    pub fn tiers_where(
+        &self,
+        mut applies: impl FnMut(usize, &Policy) -> bool,
+    ) -> Vec<AppliedTier<'_>> {
         let mut by_tier: BTreeMap<&str, Vec<&Policy>> = BTreeMap::new();
-        for p in &self.policies {
-            if self.policy_applies(p, ep, direction) {
+        for (i, p) in self.policies.iter().enumerate() {
+            if applies(i, p) {
                 by_tier.entry(p.tier.as_str()).or_default().push(p);
             }
         }

@@ -39,7 +39,9 @@
 //!   is resolved to the identities of the addresses it names, and accepted when it
 //!   holds whole identities (a replica added on the fast path since the build is in
 //!   its exemplar's identity, so a selector that reads it as the exemplar is read
-//!   agrees); every other list comes from the memo and is one the classifier knows.
+//!   agrees); every other list comes from the memo and is one the classifier knows
+//!   (the memo's lists are interned across generations, so an unchanged list is the
+//!   very allocation the classifier's table holds).
 //!   Refused — a rebuild — when a fresh list splits an identity (a peer selector or
 //!   CIDR telling replicas apart, a CIDR no rule named), when it equals a known list
 //!   whose known form no longer describes it, and every 16 parts (a rebuild drops
@@ -402,7 +404,8 @@ impl Live {
     }
 
     /// Bytes of the lowering memo kept for incremental policy changes (every
-    /// policy's lowered rules with their address lists, the program maps), roughly;
+    /// policy's lowered rules, the distinct address lists they name counted once —
+    /// rules, programs and the classifier share them —, the program maps), roughly;
     /// 0 when none is kept.
     pub fn memo_bytes(&self) -> usize {
         self.memo.as_ref().map_or(0, Memo::bytes)

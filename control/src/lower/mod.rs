@@ -13,7 +13,9 @@
 //! # How
 //! - **Which policies, in which order**: exactly the evaluator's building blocks in
 //!   `crate::cluster` — [`Cluster::tiers_for`] (applies-to, tier and policy order,
-//!   staged and enforced interleaved) and [`Cluster::profiles_for`]; nothing is
+//!   staged and enforced interleaved; called as [`Cluster::tiers_where`] with
+//!   [`Cluster::policy_applies_by`], so that policies sharing an applies-to selector
+//!   match it once per endpoint identity) and [`Cluster::profiles_for`]; nothing is
 //!   re-derived here. A profile
 //!   an endpoint names that does not exist lowers to a profile without rules.
 //! - **Rules** (see the `rules` submodule): selectors, `notSelector`,
@@ -31,9 +33,10 @@
 //! - **Deduplication**: policy ids are global, rules do not depend on the local
 //!   endpoint, so endpoints with the same applicable policies and profiles get
 //!   identical Programs; each distinct Program is stored once. The work is shared too:
-//!   what applies is computed once per distinct (labels, profiles) endpoint identity,
-//!   a Program is built once per distinct (direction, tiers, policies, profiles)
-//!   skeleton, and each rule is lowered once.
+//!   what applies is computed once per distinct (labels, profiles) endpoint identity
+//!   (each distinct applies-to selector matched once), a peer selector is matched
+//!   once per such identity, a Program is built once per distinct (direction, tiers,
+//!   policies, profiles) skeleton, and each rule is lowered once.
 //! - **Names**: [`Names`] renders hits through `eval`'s [`PolicyHit`] (one rendering
 //!   of hit strings in tiergate), and names flow ends for flow logs as felix does
 //!   (`generateName*` for pods, the node for host endpoints, the longest-prefix
@@ -64,9 +67,22 @@
 //!
 //! - **incremental policy changes** ([`Live::update`]): lowering keeps a memo (policy
 //!   ids stable across generations, every policy's lowered rules, programs by skeleton
-//!   and content); a policy change lowers that policy again and assembles programs
-//!   only for the endpoints it applies to (before or after), and the identity
-//!   classifier builds trees only for programs it has not seen.
+//!   and content, the interned address lists); a policy change lowers that policy
+//!   again and assembles programs only for the endpoints it applies to (before or
+//!   after), and the identity classifier builds trees only for programs it has not
+//!   seen.
+//!
+//! # Shared address lists
+//! A rule's address lists ([`dataplane::program::Nets`], an `Arc<[IpNet]>`) are
+//! shared, not copied: a named port expands into every endpoint defining it (about
+//! 2,800 `/32`s per port number at 20,000 pods), and the same list is named by every
+//! rule choice, rule list and program that uses it. Lowering interns each list it
+//! produces (one allocation per content, kept in the memo) and computes set
+//! operations once per pair of interned operands (see the `rules` submodule); rule
+//! lists and programs are then compared by list address, and
+//! `IdentityClassifier::build` looks each allocation up once. Cloning the lists per
+//! rule choice and per program was most of a 20,000 / 1,000 generation (8 s, 2.3 GB
+//! of peak memory; now about 0.3 s and 0.15 GB, BENCHMARKS.md "Cluster scale").
 //!
 //! Not done: a policy change whose peers split an identity (name some replicas of a
 //! label set and not others, or a CIDR no rule named), a new behaviour, a
@@ -102,6 +118,7 @@ use crate::cluster::{
     MixedFamilies, NO_MATCH_NAME, Outcome, PolicyHit, Reporter, ReporterOutcome, Verdict,
 };
 use crate::model::{Kind, PolicyType, ResourceKey, TierDefaultAction};
+use crate::selector::Selector;
 use rules::{Interner, Resolver, match_eq, match_hash};
 
 /// The tier name of profile hits.
@@ -387,6 +404,41 @@ struct Builder<'c, 'm> {
     resolver: Resolver<'c>,
     names: &'m mut Names,
     m: &'m mut Memo,
+    /// Per policy of the cluster, the number of its applies-to selector among the
+    /// distinct ones (policies often share one), and how many there are.
+    applies: Vec<u32>,
+    selectors: usize,
+}
+
+impl<'c, 'm> Builder<'c, 'm> {
+    /// A builder over `cluster`, taking the memo's interned lists (given back by
+    /// [`Builder::finish`]).
+    fn new(cluster: &'c Cluster, names: &'m mut Names, m: &'m mut Memo) -> Self {
+        let interner = std::mem::take(&mut m.interner);
+        let mut ids: HashMap<&Selector, u32> = HashMap::new();
+        let applies = cluster
+            .policies
+            .iter()
+            .map(|p| {
+                let next = ids.len() as u32;
+                *ids.entry(&p.applies_to).or_insert(next)
+            })
+            .collect();
+        Builder {
+            cluster,
+            resolver: Resolver::new(cluster, interner),
+            names,
+            m,
+            applies,
+            selectors: ids.len(),
+        }
+    }
+
+    /// Gives the interned lists back to the memo.
+    fn finish(self) {
+        let interner = self.resolver.interner;
+        self.m.keep(interner);
+    }
 }
 
 /// One policy-direction's lowered rules, shared by the memo's two maps.
@@ -623,7 +675,22 @@ impl<'c> Builder<'c, '_> {
             profiles: Vec::new(),
         };
         let mut by_id: HashMap<PolicyId, &'c cluster::Policy> = HashMap::new();
-        for applied in cluster.tiers_for(ep, direction) {
+        // `Cluster::tiers_for`, with each distinct applies-to selector matched once.
+        let labels = cluster.endpoint_labels(ep);
+        let mut known = vec![0u8; self.selectors];
+        let applies = &self.applies;
+        let tiers = cluster.tiers_where(|i, p| {
+            Cluster::policy_applies_by(p, direction, |s| match known[applies[i] as usize] {
+                1 => false,
+                2 => true,
+                _ => {
+                    let r = s.matches(&labels);
+                    known[applies[i] as usize] = 1 + u8::from(r);
+                    r
+                }
+            })
+        });
+        for applied in tiers {
             let mut policies = Vec::with_capacity(applied.policies.len());
             for p in &applied.policies {
                 let id = self.policy_id(&p.key)?;
@@ -749,13 +816,7 @@ pub fn lower(cluster: &Cluster) -> Result<Lowered, LowerError> {
 pub(crate) fn lower_keeping(cluster: &Cluster) -> Result<(Lowered, Memo), LowerError> {
     let mut names = Names::default();
     let mut memo = Memo::default();
-    let interner = std::mem::take(&mut memo.interner);
-    let mut b = Builder {
-        cluster,
-        resolver: Resolver::new(cluster, interner),
-        names: &mut names,
-        m: &mut memo,
-    };
+    let mut b = Builder::new(cluster, &mut names, &mut memo);
     for p in &cluster.policies {
         b.policy_id(&p.key)?;
     }
@@ -848,9 +909,7 @@ pub(crate) fn lower_keeping(cluster: &Cluster) -> Result<(Lowered, Memo), LowerE
     }
     let set_prefixes: Vec<(IpNet, u32)> = set_prefixes.into_iter().collect();
     b.names.network_sets = lpm_of(&set_prefixes);
-    let interner = std::mem::take(&mut b.resolver.interner);
-    drop(b);
-    memo.keep(interner);
+    b.finish();
 
     let set = PolicySet {
         programs: memo.take_programs(),
@@ -883,17 +942,9 @@ pub(crate) fn relower_policies(
         }
     }
     memo.forget(&ids);
-    let interner = std::mem::take(&mut memo.interner);
-    let mut b = Builder {
-        cluster: next,
-        resolver: Resolver::new(next, interner),
-        names,
-        m: memo,
-    };
+    let mut b = Builder::new(next, names, memo);
     let out = relower_programs(&mut b, changed, endpoints);
-    let interner = std::mem::take(&mut b.resolver.interner);
-    drop(b);
-    memo.keep(interner);
+    b.finish();
     out
 }
 

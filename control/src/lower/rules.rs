@@ -210,6 +210,9 @@ pub(crate) struct Resolver<'c> {
     endpoint_labels: Vec<LabelChain<'c>>,
     set_labels: Vec<LabelChain<'c>>,
     selector_nets: HashMap<Selector, Nets>,
+    /// The endpoints by (own labels, profiles), which give all their labels; made
+    /// on first use.
+    groups: Option<Vec<Vec<usize>>>,
     named_ports: HashMap<(Vec<String>, Option<Selector>), NamedPorts>,
     /// Negated-port regions by (names, selector, numeric ports).
     regions: HashMap<RegionKey, Vec<NotPortRegion>>,
@@ -335,6 +338,7 @@ impl<'c> Resolver<'c> {
                 .map(|s| cluster.labels_of(&s.labels, &s.profiles))
                 .collect(),
             selector_nets: HashMap::new(),
+            groups: None,
             named_ports: HashMap::new(),
             regions: HashMap::new(),
             interner,
@@ -437,9 +441,24 @@ impl<'c> Resolver<'c> {
         }
         let c = self.cluster;
         let mut nets = Vec::new();
-        for (e, labels) in c.endpoints.iter().zip(&self.endpoint_labels) {
-            if s.matches(labels) {
-                nets.extend(e.nets.iter().copied());
+        // A selector matches all of a group or none of it: ask it once per group.
+        let groups = self.groups.get_or_insert_with(|| {
+            let mut at: HashMap<(&BTreeMap<String, String>, &[String]), usize> = HashMap::new();
+            let mut groups: Vec<Vec<usize>> = Vec::new();
+            for (i, e) in c.endpoints.iter().enumerate() {
+                let g = *at
+                    .entry((&e.labels, e.profiles.as_slice()))
+                    .or_insert(groups.len());
+                if g == groups.len() {
+                    groups.push(Vec::new());
+                }
+                groups[g].push(i);
+            }
+            groups
+        });
+        for g in groups.iter() {
+            if s.matches(&self.endpoint_labels[g[0]]) {
+                nets.extend(g.iter().flat_map(|&i| c.endpoints[i].nets.iter().copied()));
             }
         }
         for (set, labels) in c.network_sets.iter().zip(&self.set_labels) {
