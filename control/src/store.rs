@@ -33,6 +33,9 @@ use crate::model::types::{
 };
 use crate::model::validate::{self, BUILTIN_TIERS};
 
+mod keymap;
+use keymap::KeyMap;
+
 /// A stored resource and where it came from (`None` for the built-in tiers).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Stored {
@@ -121,15 +124,17 @@ impl fmt::Display for StoreErrors {
     }
 }
 
-/// The resource store. Entries are shared (`Arc`): a clone copies the key index, not
-/// the resources, so a change can be prepared on a copy and dropped on error cheaply.
+/// The resource store. Entries are shared (`Arc`) and so is the key index, in chunks
+/// ([`keymap`]): a clone copies one pointer per few dozen keys, a change to the clone
+/// copies the chunk it touches, so a change can be prepared on a copy and dropped on
+/// error cheaply, at any store size.
 #[derive(Clone, Debug)]
 pub struct Store {
-    objects: BTreeMap<ResourceKey, Arc<Stored>>,
+    objects: KeyMap<Arc<Stored>>,
     generation: u64,
     /// Keys of the resources the daemon last read from its `-f` sources (at start or
     /// at a SIGHUP reload): what a reload deletes when the files no longer hold them.
-    file_keys: BTreeSet<ResourceKey>,
+    file_keys: Arc<BTreeSet<ResourceKey>>,
 }
 
 impl Default for Store {
@@ -141,7 +146,7 @@ impl Default for Store {
 impl Store {
     /// A store holding only the built-in tiers, at generation 0.
     pub fn new() -> Store {
-        let mut objects = BTreeMap::new();
+        let mut objects = KeyMap::new();
         for r in builtin_tiers() {
             objects.insert(
                 r.key(),
@@ -154,7 +159,7 @@ impl Store {
         Store {
             objects,
             generation: 0,
-            file_keys: BTreeSet::new(),
+            file_keys: Arc::new(BTreeSet::new()),
         }
     }
 
@@ -167,7 +172,7 @@ impl Store {
     /// Records which keys came from the `-f` sources (kept with the store, and so in
     /// `--state-dir`, for the next reload to know what the files dropped).
     pub fn set_file_keys(&mut self, keys: BTreeSet<ResourceKey>) {
-        self.file_keys = keys;
+        self.file_keys = Arc::new(keys);
     }
 
     /// Whether `key` is a built-in tier (always present, never deleted).
@@ -301,7 +306,7 @@ impl Store {
             return Err(StoreErrors(errors));
         }
         for key in &doomed {
-            self.objects.remove(*key);
+            self.objects.remove(key);
         }
         if !doomed.is_empty() {
             self.generation += 1;
@@ -311,42 +316,16 @@ impl Store {
 
     /// The keys whose entries differ between `self` and `other` (in one of them only,
     /// or with a different resource; a new origin alone is no difference), in key
-    /// order. Entries a copy shares with its original are skipped without comparing
-    /// them, so comparing a store with a changed copy costs one walk of the keys.
+    /// order. Chunks of the key index and entries a copy shares with its original are
+    /// skipped without comparing them, so comparing a store with a copy changed in a
+    /// few keys costs a walk of the chunk pointers and of the chunks the change copied.
     pub fn changed_keys(&self, other: &Store) -> Vec<ResourceKey> {
         let mut out = Vec::new();
-        let mut a = self.objects.iter().peekable();
-        let mut b = other.objects.iter().peekable();
-        loop {
-            match (a.peek(), b.peek()) {
-                (None, None) => return out,
-                (Some((k, _)), None) => {
-                    out.push((*k).clone());
-                    a.next();
-                }
-                (None, Some((k, _))) => {
-                    out.push((*k).clone());
-                    b.next();
-                }
-                (Some((ka, sa)), Some((kb, sb))) => match ka.cmp(kb) {
-                    std::cmp::Ordering::Less => {
-                        out.push((*ka).clone());
-                        a.next();
-                    }
-                    std::cmp::Ordering::Greater => {
-                        out.push((*kb).clone());
-                        b.next();
-                    }
-                    std::cmp::Ordering::Equal => {
-                        if !Arc::ptr_eq(sa, sb) && sa.resource != sb.resource {
-                            out.push((*ka).clone());
-                        }
-                        a.next();
-                        b.next();
-                    }
-                },
-            }
-        }
+        self.objects.diff(&other.objects, |k, a, b| match (a, b) {
+            (Some(sa), Some(sb)) if Arc::ptr_eq(sa, sb) || sa.resource == sb.resource => {}
+            _ => out.push(k.clone()),
+        });
+        out
     }
 
     /// The resource stored under `key`.

@@ -21,7 +21,7 @@ use thiserror::Error;
 use crate::k8s::{self, K8sFlavour};
 use crate::model::{
     EndpointPort, EntityRule, Kind, Object, ObjectMeta, PolicySpec, PolicyType, Port, Resource,
-    ResourceKey, Rule, StagedAction, TierDefaultAction,
+    ResourceKey, Rule, StagedAction, TierDefaultAction, WorkloadEndpointSpec,
 };
 use crate::selector::{Expr, LabelChain, Selector};
 
@@ -640,6 +640,40 @@ pub fn workload_labels(
     labels
 }
 
+/// The endpoint of a workload endpoint resource stored under `key`.
+fn workload_endpoint(key: &ResourceKey, o: &Object<WorkloadEndpointSpec>) -> Endpoint {
+    let ns = namespace_of(&o.metadata);
+    let orchestrator = if o.spec.orchestrator.is_empty() {
+        K8S_ORCHESTRATOR
+    } else {
+        o.spec.orchestrator.as_str()
+    };
+    let sa = o.spec.service_account_name.as_str();
+    // Pods get kns.<ns> (and ksa.<ns>.<sa>) from the pod conversion
+    // (CONV/workload_endpoint_default.go); an explicit list is used as is.
+    let profiles = if !o.spec.profiles.is_empty() {
+        o.spec.profiles.clone()
+    } else if orchestrator == K8S_ORCHESTRATOR {
+        let mut p = vec![namespace_profile_name(ns)];
+        if !sa.is_empty() {
+            p.push(service_account_profile_name(ns, sa));
+        }
+        p
+    } else {
+        Vec::new()
+    };
+    Endpoint {
+        kind: EndpointKind::Workload,
+        key: key.clone(),
+        nets: o.spec.ip_networks.iter().map(|n| n.0).collect(),
+        labels: workload_labels(&o.metadata, orchestrator, sa),
+        profiles,
+        ports: o.spec.ports.clone(),
+        generate_name: o.metadata.generate_name.clone().filter(|g| !g.is_empty()),
+        node: o.spec.node.clone(),
+    }
+}
+
 /// The implicit namespace profile's name.
 pub fn namespace_profile_name(namespace: &str) -> String {
     format!("{NAMESPACE_PROFILE_PREFIX}{namespace}")
@@ -738,39 +772,12 @@ impl Cluster {
                 }
                 Resource::WorkloadEndpoint(o) => {
                     let ns = namespace_of(&o.metadata).to_string();
-                    let orchestrator = if o.spec.orchestrator.is_empty() {
-                        K8S_ORCHESTRATOR
-                    } else {
-                        o.spec.orchestrator.as_str()
-                    };
                     let sa = o.spec.service_account_name.as_str();
-                    // Pods get kns.<ns> (and ksa.<ns>.<sa>) from the pod conversion
-                    // (CONV/workload_endpoint_default.go); an explicit list is used as is.
-                    let profiles = if !o.spec.profiles.is_empty() {
-                        o.spec.profiles.clone()
-                    } else if orchestrator == K8S_ORCHESTRATOR {
-                        let mut p = vec![namespace_profile_name(&ns)];
-                        if !sa.is_empty() {
-                            p.push(service_account_profile_name(&ns, sa));
-                        }
-                        p
-                    } else {
-                        Vec::new()
-                    };
                     namespaces.entry(ns.clone()).or_default();
                     if !sa.is_empty() {
-                        service_accounts.push((ns.clone(), sa.to_string()));
+                        service_accounts.push((ns, sa.to_string()));
                     }
-                    endpoints.push(Endpoint {
-                        kind: EndpointKind::Workload,
-                        key: key.clone(),
-                        nets: o.spec.ip_networks.iter().map(|n| n.0).collect(),
-                        labels: workload_labels(&o.metadata, orchestrator, sa),
-                        profiles,
-                        ports: o.spec.ports.clone(),
-                        generate_name: o.metadata.generate_name.clone().filter(|g| !g.is_empty()),
-                        node: o.spec.node.clone(),
-                    });
+                    endpoints.push(workload_endpoint(key, o));
                 }
                 Resource::HostEndpoint(o) => {
                     endpoints.push(Endpoint {

@@ -9,7 +9,9 @@
 //! `Cluster::from_resources` of the store.
 
 use super::{
-    BUILTIN_TIERS, Cluster, ClusterError, Policy, builtin_tier, is_policy_kind, policy_of, tier_of,
+    BUILTIN_TIERS, Cluster, ClusterError, Endpoint, EndpointKind, Policy, builtin_tier,
+    is_policy_kind, namespace_of, namespace_profile_name, policy_of, service_account_profile_name,
+    tier_of, workload_endpoint,
 };
 use crate::model::{Kind, Resource, ResourceKey};
 use crate::store::Store;
@@ -46,6 +48,15 @@ impl Cluster {
                 members = true;
             }
         }
+        // Workload endpoints alone that leave the profiles as they are: only those
+        // endpoints are normalised and put in place (`members` stays false).
+        let workloads = members && keys.iter().all(|k| k.kind == Kind::WorkloadEndpoint);
+        let patch = if workloads {
+            self.workload_patch(store, &keys)
+        } else {
+            None
+        };
+        let members = members && patch.is_none();
         let rebuilt = if members {
             let mut c = Cluster::default();
             c.set_members(
@@ -76,12 +87,148 @@ impl Cluster {
                 },
             }
         }
+        if let Some(patch) = patch {
+            self.apply_workload_patch(patch);
+        }
         if let Some(c) = rebuilt {
             self.endpoints = c.endpoints;
             self.network_sets = c.network_sets;
             self.profiles = c.profiles;
         }
         Ok(())
+    }
+
+    /// The workload endpoints under `keys` (all workload endpoint keys, in key order)
+    /// as `store` holds them (`None`: deleted), when putting them in place of the
+    /// current ones leaves the profiles unchanged: every implicit profile a new
+    /// endpoint implies (`kns.<ns>`, `ksa.<ns>.<sa>`) exists already, and every one
+    /// an old endpoint implied is still implied by a Namespace, an explicit Profile or
+    /// another workload endpoint of its namespace, or is implied by a new one. `None`
+    /// when that cannot be shown cheaply (the caller rebuilds the members).
+    fn workload_patch<'k>(
+        &self,
+        store: &Store,
+        keys: &[&'k ResourceKey],
+    ) -> Option<Vec<(&'k ResourceKey, Option<Endpoint>)>> {
+        // The implicit profiles of a stored workload endpoint.
+        let implied = |r: Option<&Resource>| -> Vec<String> {
+            let Some(Resource::WorkloadEndpoint(o)) = r else {
+                return Vec::new();
+            };
+            let ns = namespace_of(&o.metadata);
+            let sa = o.spec.service_account_name.as_str();
+            let mut names = vec![namespace_profile_name(ns)];
+            if !sa.is_empty() {
+                names.push(service_account_profile_name(ns, sa));
+            }
+            names
+        };
+        let mut patch = Vec::with_capacity(keys.len());
+        let mut added: Vec<String> = Vec::new();
+        let mut old_names: Vec<(String, Option<String>)> = Vec::new();
+        for key in keys {
+            let new = match store.get(key) {
+                Some(Resource::WorkloadEndpoint(o)) => Some(workload_endpoint(key, o)),
+                Some(_) => return None,
+                None => None,
+            };
+            if new.is_some() {
+                for name in implied(store.get(key)) {
+                    if !self.profiles.contains_key(&name) {
+                        return None;
+                    }
+                    added.push(name);
+                }
+            }
+            if let Ok(i) = self.workload_index(key) {
+                // The old endpoint's implicit profiles, from its normalised form: the
+                // namespace and the service account from their labels (a
+                // user label of that name without a service account makes the check
+                // stricter, never looser).
+                let old = &self.endpoints[i];
+                let ns = old.labels.get(super::NAMESPACE_LABEL)?.clone();
+                let sa = old.labels.get(super::SERVICE_ACCOUNT_LABEL).cloned();
+                old_names.push((ns, sa));
+            }
+            patch.push((*key, new));
+        }
+        let changed = |k: &ResourceKey| keys.binary_search(&k).is_ok();
+        for (ns, sa) in old_names {
+            let kns = namespace_profile_name(&ns);
+            let still = |name: &str, sa: Option<&str>| {
+                added.iter().any(|a| a == name)
+                    || store
+                        .get(&ResourceKey {
+                            kind: Kind::Profile,
+                            namespace: None,
+                            name: name.to_string(),
+                        })
+                        .is_some()
+                    || (sa.is_none()
+                        && store
+                            .get(&ResourceKey {
+                                kind: Kind::Namespace,
+                                namespace: None,
+                                name: ns.clone(),
+                            })
+                            .is_some())
+                    || self.namespace_workloads(&ns).any(|e| {
+                        !changed(&e.key)
+                            && sa.is_none_or(|sa| match store.get(&e.key) {
+                                Some(Resource::WorkloadEndpoint(o)) => {
+                                    o.spec.service_account_name == sa
+                                }
+                                _ => false,
+                            })
+                    })
+            };
+            if !still(&kns, None) {
+                return None;
+            }
+            if let Some(sa) = sa.as_deref() {
+                let ksa = service_account_profile_name(&ns, sa);
+                // An old profile list without it: the label was a user label.
+                if !still(&ksa, Some(sa)) {
+                    return None;
+                }
+            }
+        }
+        Some(patch)
+    }
+
+    /// Index of the workload endpoint under `key` in `endpoints` (workloads first,
+    /// in key order), or where it would be inserted.
+    fn workload_index(&self, key: &ResourceKey) -> Result<usize, usize> {
+        let workloads = self
+            .endpoints
+            .partition_point(|e| e.kind == EndpointKind::Workload);
+        self.endpoints[..workloads].binary_search_by(|e| e.key.cmp(key))
+    }
+
+    /// The workload endpoints of namespace `ns` (adjacent in key order).
+    fn namespace_workloads<'a>(&'a self, ns: &'a str) -> impl Iterator<Item = &'a Endpoint> {
+        let workloads = self
+            .endpoints
+            .partition_point(|e| e.kind == EndpointKind::Workload);
+        let list = &self.endpoints[..workloads];
+        let start = list.partition_point(|e| e.key.namespace.as_deref() < Some(ns));
+        list[start..]
+            .iter()
+            .take_while(move |e| e.key.namespace.as_deref() == Some(ns))
+    }
+
+    /// Puts the endpoints of a [`Cluster::workload_patch`] in place.
+    fn apply_workload_patch(&mut self, patch: Vec<(&ResourceKey, Option<Endpoint>)>) {
+        for (key, new) in patch {
+            match (self.workload_index(key), new) {
+                (Ok(i), Some(e)) => self.endpoints[i] = e,
+                (Ok(i), None) => {
+                    self.endpoints.remove(i);
+                }
+                (Err(i), Some(e)) => self.endpoints.insert(i, e),
+                (Err(_), None) => {}
+            }
+        }
     }
 
     /// Replaces, inserts or removes the policy of each key (`changes` in key order),

@@ -172,3 +172,71 @@ fn an_unchanged_key_list_changes_nothing_and_a_deleted_tier_goes() {
         &Cluster::from_resources(store.resources()).unwrap()
     ));
 }
+
+/// A workload endpoint change takes the endpoint patch exactly when the implicit
+/// profiles stay as they are, and the result is a fresh normalisation either way.
+#[test]
+fn workload_changes_patch_endpoints_only_when_the_profiles_stay() {
+    let wep = |name: &str, ns: &str, sa: &str| {
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {{name: {name}, namespace: {ns}, labels: {{app: web}}}}\nspec: {{orchestrator: k8s, {sa}ipNetworks: [10.0.0.1/32]}}\n"
+        )
+    };
+    let key = |name: &str, ns: &str| ResourceKey {
+        kind: Kind::WorkloadEndpoint,
+        namespace: Some(ns.to_string()),
+        name: name.to_string(),
+    };
+    let mut store = Store::new();
+    let mut cluster = Cluster::from_resources(store.resources()).unwrap();
+    // (change, whether the patch applies)
+    let steps: Vec<(Result<String, Vec<ResourceKey>>, bool)> = vec![
+        // A first endpoint in a namespace: a new `kns.a` profile.
+        (Ok(wep("w0", "a", "")), false),
+        // A second one: `kns.a` exists.
+        (Ok(wep("w1", "a", "")), true),
+        // Relabelled (replaced): still there.
+        (Ok(wep("w1", "a", "").replace("app: web", "app: db")), true),
+        // A service account nobody had: a new `ksa.a.sa0`.
+        (Ok(wep("w2", "a", "serviceAccountName: sa0, ")), false),
+        (Ok(wep("w3", "a", "serviceAccountName: sa0, ")), true),
+        // One of two endpoints with sa0 goes: `ksa.a.sa0` stays.
+        (Err(vec![key("w2", "a")]), true),
+        // The last endpoint with sa0 goes: `ksa.a.sa0` goes.
+        (Err(vec![key("w3", "a")]), false),
+        // One of two endpoints of the namespace goes: `kns.a` stays.
+        (Err(vec![key("w0", "a")]), true),
+        // The last one: `kns.a` goes.
+        (Err(vec![key("w1", "a")]), false),
+        // With a Namespace resource, the namespace profile outlives its endpoints.
+        (
+            Ok("apiVersion: v1\nkind: Namespace\nmetadata: {name: b, labels: {team: x}}\n".into()),
+            false,
+        ),
+        (Ok(wep("w0", "b", "")), true),
+        (Err(vec![key("w0", "b")]), true),
+    ];
+    for (i, (change, patched)) in steps.into_iter().enumerate() {
+        let before = store.clone();
+        match change {
+            Ok(text) => {
+                store.apply(load_str(&text, "p.yaml").unwrap()).unwrap();
+            }
+            Err(keys) => {
+                store.delete(&keys).unwrap();
+            }
+        }
+        let changed = before.changed_keys(&store);
+        let mut keys: Vec<&ResourceKey> = changed.iter().collect();
+        keys.sort();
+        let all_workloads = keys.iter().all(|k| k.kind == Kind::WorkloadEndpoint);
+        assert_eq!(
+            all_workloads && cluster.workload_patch(&store, &keys).is_some(),
+            patched,
+            "step {i}: {changed:?}"
+        );
+        cluster.update(&store, &changed).unwrap();
+        let fresh = Cluster::from_resources(store.resources()).unwrap();
+        assert!(same(&cluster, &fresh), "step {i}: {changed:?}");
+    }
+}
