@@ -782,8 +782,12 @@ impl SourceItems {
             if doc.null {
                 continue;
             }
-            let value =
-                serde_saphyr::from_str_with_options::<Value>(doc.text, saphyr_options()).ok()?;
+            let value = match simple_yaml::parse(doc.text) {
+                Some(value) => value,
+                None => {
+                    serde_saphyr::from_str_with_options::<Value>(doc.text, saphyr_options()).ok()?
+                }
+            };
             if value.is_null() {
                 // `!!null`, an anchored `~`: the event split decides how it counts.
                 return None;
@@ -1691,5 +1695,6 @@ fn split_yaml_documents(text: &str) -> Split<'_> {
     }
 }
 
+mod simple_yaml;
 #[cfg(test)]
 mod tests;
