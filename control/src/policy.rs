@@ -301,13 +301,68 @@ pub fn store(read: Read) -> Result<Stored, PolicyError> {
     })
 }
 
+/// [`read_paths`] then [`store`], without validating the resources a second time: the
+/// loader's output goes into the store untouched.
+pub(crate) fn read_and_store<P: AsRef<Path>>(
+    paths: &[P],
+    allow_empty: bool,
+) -> Result<Stored, PolicyError> {
+    let read = read_paths(paths, allow_empty)?;
+    let mut store = Store::new();
+    if let Err(errors) = store.apply_validated(read.items) {
+        return Err(PolicyError::Rejected {
+            errors,
+            notes: read.notes,
+        });
+    }
+    Ok(Stored {
+        counts: store.counts(),
+        store,
+        notes: read.notes,
+    })
+}
+
+/// What [`check_paths`] found: the set is valid, with these resources per kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Checked {
+    /// Resources of the set per kind, as [`Stored::counts`].
+    pub counts: BTreeMap<Kind, usize>,
+    /// Notes for the user (see [`Read::notes`]).
+    pub notes: Vec<String>,
+}
+
+/// [`read_paths`] then [`store`] as far as `tiergate check` needs them: the same
+/// verdict, errors, counts and notes, but each resource is dropped once validated and
+/// only its key, origin and tier are kept for the store's checks
+/// ([`Store::check_apply`]), so a large set is never held in memory.
+pub(crate) fn check_paths<P: AsRef<Path>>(
+    paths: &[P],
+    allow_empty: bool,
+) -> Result<Checked, PolicyError> {
+    let (outlines, report) = model::load::load_outlines(paths)?;
+    if outlines.is_empty() && !allow_empty {
+        return Err(PolicyError::Empty(LoadErrors(vec![
+            model::empty_set_error(paths, &report),
+        ])));
+    }
+    let notes = report.notes();
+    match Store::new().check_apply(outlines) {
+        Ok(counts) => Ok(Checked { counts, notes }),
+        Err(errors) => Err(PolicyError::Rejected { errors, notes }),
+    }
+}
+
 /// [`store`], then the [`Cluster`] of the result.
 pub fn build(read: Read) -> Result<PolicySet, PolicyError> {
+    build_stored(store(read)?)
+}
+
+fn build_stored(stored: Stored) -> Result<PolicySet, PolicyError> {
     let Stored {
         store,
         counts,
         notes,
-    } = store(read)?;
+    } = stored;
     let cluster = cluster(&store)?;
     Ok(PolicySet {
         store,
@@ -322,7 +377,7 @@ pub fn load_paths<P: AsRef<Path>>(
     paths: &[P],
     allow_empty: bool,
 ) -> Result<PolicySet, PolicyError> {
-    build(read_paths(paths, allow_empty)?)
+    build_stored(read_and_store(paths, allow_empty)?)
 }
 
 /// [`read_text`] then [`build`]: in-memory text as a [`PolicySet`] in a fresh store.

@@ -7,7 +7,9 @@
 //!   deleted; re-applying them is allowed only with exactly those values (validation).
 //! - Everything in the store is defaulted and valid: `apply` re-runs
 //!   [`model::defaults`](crate::model::defaults) and [`model::validate`](crate::model::validate)
-//!   on every resource, whatever produced it.
+//!   on every resource, whatever produced it. Only the crate's own path from the loader
+//!   to a fresh store (`policy::read_and_store`, which hands `model::load_set`'s output
+//!   over untouched) skips that second run, through the crate-private `apply_validated`.
 //! - A Calico policy (NetworkPolicy, GlobalNetworkPolicy and their staged kinds) may only
 //!   be applied into a tier that exists in the store or in the same apply, as
 //!   libcalico-go's clients require (`Create`: "Before creating the policy, check that
@@ -188,6 +190,24 @@ impl Store {
     /// Applies `items` atomically: all are stored, or none (and every error is returned).
     /// The keys a change touched are [`Store::changed_keys`] of the store before and after.
     pub fn apply(&mut self, items: Vec<Loaded>) -> Result<ApplySummary, StoreErrors> {
+        self.apply_items(items, true)
+    }
+
+    /// [`Store::apply`] of resources the loader has just defaulted and validated
+    /// (`model::load_*` with processing, handed over untouched): they are not defaulted
+    /// and validated a second time. Crate-private, so nothing else can skip validation.
+    pub(crate) fn apply_validated(
+        &mut self,
+        items: Vec<Loaded>,
+    ) -> Result<ApplySummary, StoreErrors> {
+        self.apply_items(items, false)
+    }
+
+    fn apply_items(
+        &mut self,
+        items: Vec<Loaded>,
+        validate: bool,
+    ) -> Result<ApplySummary, StoreErrors> {
         let mut errors = Vec::new();
         let mut batch: BTreeMap<ResourceKey, Stored> = BTreeMap::new();
         for Loaded {
@@ -195,29 +215,22 @@ impl Store {
             origin,
         } in items
         {
-            defaults::apply(&mut resource);
+            if validate {
+                defaults::apply(&mut resource);
+            }
             let key = resource.key();
-            for p in validate::validate(&resource) {
-                errors.push(StoreError {
-                    key: key.clone(),
-                    origin: Some(origin.clone()),
-                    field: Some(p.field),
-                    reason: p.reason,
-                });
+            if validate {
+                for p in validate::validate(&resource) {
+                    errors.push(StoreError {
+                        key: key.clone(),
+                        origin: Some(origin.clone()),
+                        field: Some(p.field),
+                        reason: p.reason,
+                    });
+                }
             }
             if let Some(first) = batch.get(&key) {
-                errors.push(StoreError {
-                    key: key.clone(),
-                    origin: Some(origin.clone()),
-                    field: Some("metadata.name".into()),
-                    reason: format!(
-                        "{key} is applied twice (first at {})",
-                        first
-                            .origin
-                            .as_ref()
-                            .map_or_else(String::new, ToString::to_string)
-                    ),
-                });
+                errors.push(applied_twice(&key, &origin, first.origin.as_ref()));
                 continue;
             }
             batch.insert(
@@ -232,16 +245,8 @@ impl Store {
             let Some(tier) = policy_tier(&stored.resource) else {
                 continue;
             };
-            let tier_key = tier_key(tier);
-            if !self.objects.contains_key(&tier_key) && !batch.contains_key(&tier_key) {
-                errors.push(StoreError {
-                    key: key.clone(),
-                    origin: stored.origin.clone(),
-                    field: Some("spec.tier".into()),
-                    reason: format!(
-                        "tier {tier:?} does not exist: apply a Tier named {tier:?} first (or in the same apply)"
-                    ),
-                });
+            if !self.objects.contains_key(&tier_key(tier)) && !batch.contains_key(&tier_key(tier)) {
+                errors.push(missing_tier(key, stored.origin.clone(), tier));
             }
         }
         if !errors.is_empty() {
@@ -266,6 +271,47 @@ impl Store {
         }
         summary.generation = self.generation;
         Ok(summary)
+    }
+
+    /// What [`Store::apply_validated`] of the resources outlined in `items` would do
+    /// beyond storing them: the same errors (a key applied twice, a policy in a tier
+    /// that neither the store nor `items` defines), or the resources per kind of the
+    /// store after it ([`Store::counts`]). The store is not changed, and nothing but
+    /// the outlines is held.
+    pub(crate) fn check_apply(
+        &self,
+        items: Vec<Outline>,
+    ) -> Result<BTreeMap<Kind, usize>, StoreErrors> {
+        let mut errors = Vec::new();
+        let mut batch: BTreeMap<ResourceKey, Outline> = BTreeMap::new();
+        for item in items {
+            if let Some(first) = batch.get(&item.key) {
+                errors.push(applied_twice(&item.key, &item.origin, Some(&first.origin)));
+                continue;
+            }
+            batch.insert(item.key.clone(), item);
+        }
+        for (key, item) in &batch {
+            let Some(tier) = item.tier.as_deref() else {
+                continue;
+            };
+            if !self.objects.contains_key(&tier_key(tier)) && !batch.contains_key(&tier_key(tier)) {
+                errors.push(missing_tier(key, Some(item.origin.clone()), tier));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(StoreErrors(errors));
+        }
+        let mut counts = BTreeMap::new();
+        let kept = self
+            .objects
+            .iter()
+            .filter(|(k, s)| s.origin.is_some() && !batch.contains_key(*k))
+            .map(|(k, _)| k);
+        for key in kept.chain(batch.keys()) {
+            *counts.entry(key.kind).or_insert(0) += 1;
+        }
+        Ok(counts)
     }
 
     /// Deletes `keys` atomically; returns how many were deleted (all of them).
@@ -486,6 +532,53 @@ fn builtin_tiers() -> impl Iterator<Item = Resource> {
             },
         })
     })
+}
+
+/// What an apply looks at of a defaulted and validated resource beyond storing it
+/// (see [`Store::check_apply`]): its key, where it came from, and the tier it must go
+/// in if it is a policy.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Outline {
+    /// The resource's key.
+    pub key: ResourceKey,
+    /// Where it was loaded from.
+    pub origin: Origin,
+    /// The tier a policy goes in (`None` for other kinds).
+    pub tier: Option<String>,
+}
+
+impl Outline {
+    /// The outline of `resource` (defaulted) loaded from `origin`.
+    pub(crate) fn of(resource: &Resource, origin: Origin) -> Outline {
+        Outline {
+            key: resource.key(),
+            origin,
+            tier: policy_tier(resource).map(str::to_string),
+        }
+    }
+}
+
+fn applied_twice(key: &ResourceKey, origin: &Origin, first: Option<&Origin>) -> StoreError {
+    StoreError {
+        key: key.clone(),
+        origin: Some(origin.clone()),
+        field: Some("metadata.name".into()),
+        reason: format!(
+            "{key} is applied twice (first at {})",
+            first.map_or_else(String::new, ToString::to_string)
+        ),
+    }
+}
+
+fn missing_tier(key: &ResourceKey, origin: Option<Origin>, tier: &str) -> StoreError {
+    StoreError {
+        key: key.clone(),
+        origin,
+        field: Some("spec.tier".into()),
+        reason: format!(
+            "tier {tier:?} does not exist: apply a Tier named {tier:?} first (or in the same apply)"
+        ),
+    }
 }
 
 fn tier_key(name: &str) -> ResourceKey {

@@ -32,6 +32,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::Hash;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -40,8 +41,9 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::{Map, Value};
 use serde_saphyr::granit_parser::{self, Event, ScalarStyle};
 
-use super::types::{CALICO_API, K8S_CORE_API, Kind, Object, ObjectMeta, Resource, ResourceKey};
+use super::types::{CALICO_API, K8S_CORE_API, Kind, Object, ObjectMeta, Resource};
 use super::{defaults, validate};
+use crate::store::Outline;
 
 /// Largest file (or stdin) accepted, in bytes.
 pub const MAX_FILE_BYTES: u64 = 16 << 20;
@@ -230,6 +232,21 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<Loaded>, LoadErrors
     loader.finish()
 }
 
+/// [`load_set`] (any number of resources, an empty set included) keeping only the
+/// [`Outline`] of each resource, which is dropped once defaulted and validated: what
+/// checking a set needs, without holding it.
+pub(crate) fn load_outlines<P: AsRef<Path>>(
+    paths: &[P],
+) -> Result<(Vec<Outline>, LoadReport), LoadErrors> {
+    let mut loader = Loader::new(true);
+    loader.outline = true;
+    for p in paths {
+        loader.path(p.as_ref());
+    }
+    let (_, outlines, report) = loader.finish_all()?;
+    Ok((outlines, report))
+}
+
 /// What a load read, beside the resources.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LoadReport {
@@ -345,7 +362,10 @@ pub fn parse_str(text: &str, source: &str) -> Result<Vec<Loaded>, LoadErrors> {
 
 struct Loader {
     process: bool,
+    /// Keep only each valid resource's [`Outline`] (in `outlines`), not the resource.
+    outline: bool,
     loaded: Vec<Loaded>,
+    outlines: Vec<Outline>,
     errors: Vec<LoadError>,
     /// Errors found beyond [`MAX_REPORTED_ERRORS`].
     unreported: usize,
@@ -369,7 +389,9 @@ impl Loader {
     fn new(process: bool) -> Loader {
         Loader {
             process,
+            outline: false,
             loaded: Vec::new(),
+            outlines: Vec::new(),
             errors: Vec::new(),
             unreported: 0,
             total_bytes: 0,
@@ -392,10 +414,17 @@ impl Loader {
         self.finish_with_report().map(|(l, _)| l)
     }
 
-    fn finish_with_report(mut self) -> Result<(Vec<Loaded>, LoadReport), LoadErrors> {
+    fn finish_with_report(self) -> Result<(Vec<Loaded>, LoadReport), LoadErrors> {
+        self.finish_all().map(|(l, _, r)| (l, r))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn finish_all(mut self) -> Result<(Vec<Loaded>, Vec<Outline>, LoadReport), LoadErrors> {
         if self.process && self.errors.is_empty() {
             let mut dups = Vec::new();
-            check_duplicates(&self.loaded, &mut dups);
+            let loaded = self.loaded.iter().map(|l| (l.resource.key(), &l.origin));
+            check_duplicates(loaded, &mut dups);
+            check_duplicates(self.outlines.iter().map(|o| (&o.key, &o.origin)), &mut dups);
             for e in dups {
                 self.push_error(e);
             }
@@ -414,7 +443,7 @@ impl Loader {
             });
         }
         if errors.is_empty() {
-            Ok((self.loaded, self.report))
+            Ok((self.loaded, self.outlines, self.report))
         } else {
             Err(LoadErrors(errors))
         }
@@ -515,17 +544,17 @@ impl Loader {
     }
 
     fn text(&mut self, text: &str, source: &str, json: bool) {
-        let items = SourceItems::parse(text, source, json, self.process);
+        let items = SourceItems::parse(text, source, json, self.process, self.outline);
         self.merge(items);
     }
 
     /// Parses the sources (at once, one thread each beyond the first) and merges them
     /// in order.
     fn parse_and_merge(&mut self, sources: Vec<SourceText>) {
-        let process = self.process;
+        let (process, outline) = (self.process, self.outline);
         let parse = |s: &SourceText| match s {
             SourceText::Text { name, text, json } => {
-                Some(SourceItems::parse(text, name, *json, process))
+                Some(SourceItems::parse(text, name, *json, process, outline))
             }
             SourceText::Failed(_) => None,
         };
@@ -593,11 +622,13 @@ impl Loader {
             self.push_error(e);
         }
         self.unreported += r.unreported;
-        if let Some(resource) = r.resource {
-            self.loaded.push(Loaded {
+        match r.kept {
+            Some(Kept::Whole(resource)) => self.loaded.push(Loaded {
                 resource,
                 origin: r.origin,
-            });
+            }),
+            Some(Kept::Outline(outline)) => self.outlines.push(outline),
+            None => {}
         }
     }
 }
@@ -612,6 +643,7 @@ fn parse_threads() -> usize {
 #[derive(Default)]
 struct SourceItems {
     process: bool,
+    outline: bool,
     items: Vec<Item>,
     /// Non-empty documents.
     documents: usize,
@@ -639,8 +671,16 @@ struct ResourceItem {
     errors: Vec<LoadError>,
     /// Its problems beyond what the source stores.
     unreported: usize,
-    /// The resource when it has no problem.
-    resource: Option<Resource>,
+    /// What is kept of the resource when it has no problem.
+    kept: Option<Kept>,
+}
+
+/// What a load keeps of a valid resource (one kind per load: boxing would only add an
+/// allocation to every whole resource).
+#[allow(clippy::large_enum_variant)]
+enum Kept {
+    Whole(Resource),
+    Outline(Outline),
 }
 
 impl ResourceItem {
@@ -650,21 +690,22 @@ impl ResourceItem {
             namespace_defaulted: false,
             errors: Vec::new(),
             unreported: 0,
-            resource: None,
+            kept: None,
         }
     }
 }
 
 impl SourceItems {
-    fn parse(text: &str, source: &str, json: bool, process: bool) -> SourceItems {
+    fn parse(text: &str, source: &str, json: bool, process: bool, outline: bool) -> SourceItems {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut items = SourceItems {
             process,
+            outline,
             ..SourceItems::default()
         };
         if json {
             items.json_text(text, source);
-        } else if let Some(fast) = SourceItems::yaml_marked(text, source, process) {
+        } else if let Some(fast) = SourceItems::yaml_marked(text, source, process, outline) {
             items = fast;
         } else {
             items.yaml_text(text, source);
@@ -730,18 +771,23 @@ impl SourceItems {
     /// each of which parses. `None` (nothing of it kept) when the stream is anything
     /// else or a document fails to parse: [`SourceItems::yaml_text`] then reads it and
     /// reports exactly where it fails.
-    fn yaml_marked(text: &str, source: &str, process: bool) -> Option<SourceItems> {
+    fn yaml_marked(text: &str, source: &str, process: bool, outline: bool) -> Option<SourceItems> {
         let documents = split_marked_documents(text)?;
         let mut items = SourceItems {
             process,
+            outline,
             ..SourceItems::default()
         };
         for (i, doc) in documents.iter().enumerate() {
             if doc.null {
                 continue;
             }
-            let value =
-                serde_saphyr::from_str_with_options::<Value>(doc.text, saphyr_options()).ok()?;
+            let value = match simple_yaml::parse(doc.text) {
+                Some(value) => value,
+                None => {
+                    serde_saphyr::from_str_with_options::<Value>(doc.text, saphyr_options()).ok()?
+                }
+            };
             if value.is_null() {
                 // `!!null`, an anchored `~`: the event split decides how it counts.
                 return None;
@@ -953,7 +999,11 @@ impl SourceItems {
             }
         }
         if !invalid {
-            r.resource = Some(resource);
+            r.kept = Some(if self.outline {
+                Kept::Outline(Outline::of(&resource, r.origin.clone()))
+            } else {
+                Kept::Whole(resource)
+            });
         }
     }
 }
@@ -1191,18 +1241,20 @@ fn collect_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(),
     Ok(())
 }
 
-fn check_duplicates(loaded: &[Loaded], errors: &mut Vec<LoadError>) {
-    let mut seen: HashMap<ResourceKey, &Origin> = HashMap::new();
-    for l in loaded {
-        let key = l.resource.key();
+fn check_duplicates<'a, K: Hash + Eq + fmt::Display>(
+    resources: impl Iterator<Item = (K, &'a Origin)>,
+    errors: &mut Vec<LoadError>,
+) {
+    let mut seen: HashMap<K, &Origin> = HashMap::new();
+    for (key, origin) in resources {
         if let Some(first) = seen.get(&key) {
             errors.push(LoadError::at(
-                &l.origin,
+                origin,
                 "metadata.name",
                 format!("{key} is defined twice (first at {first})"),
             ));
         } else {
-            seen.insert(key, &l.origin);
+            seen.insert(key, origin);
         }
     }
 }
@@ -1643,5 +1695,6 @@ fn split_yaml_documents(text: &str) -> Split<'_> {
     }
 }
 
+mod simple_yaml;
 #[cfg(test)]
 mod tests;

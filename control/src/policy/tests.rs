@@ -172,3 +172,67 @@ fn delete_is_all_or_nothing() {
     delete(&mut set.store, &[gnp, tier]).unwrap();
     assert!(set.store.counts().is_empty());
 }
+
+/// `check_paths` (resources dropped once validated) and the full path it stands for
+/// (`read_paths` then `store`) agree on every set: verdict, problems, counts and notes.
+#[test]
+fn check_paths_agrees_with_reading_and_storing() {
+    let full = |paths: &[std::path::PathBuf], allow_empty: bool| {
+        read_paths(paths, allow_empty)
+            .and_then(store)
+            .map(|s| (s.counts, s.notes))
+            .map_err(|e| (e.problems(), e.notes().to_vec(), e.exit_code()))
+    };
+    let checked = |paths: &[std::path::PathBuf], allow_empty: bool| {
+        check_paths(paths, allow_empty)
+            .map(|c| (c.counts, c.notes))
+            .map_err(|e| (e.problems(), e.notes().to_vec(), e.exit_code()))
+    };
+    let d = tempdir("check-paths");
+    let sets: &[(&str, String)] = &[
+        ("valid", format!("{TIER}---\n{GNP}---\n{NP_NO_NAMESPACE}")),
+        ("missing-tier", format!("{GNP}---\n{NP_NO_NAMESPACE}")),
+        ("twice", format!("{TIER}---\n{TIER}")),
+        ("invalid", format!("{GNP}---\nkind: Tier\n---\n{TIER}---\na: [")),
+        ("empty", "# nothing\n".to_string()),
+        (
+            "builtin-tier",
+            "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: default}\nspec: {order: 1000000, defaultAction: Deny}\n".to_string(),
+        ),
+        (
+            "k8s",
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: k}\nspec: {podSelector: {}}\n".to_string(),
+        ),
+    ];
+    let mut all = Vec::new();
+    for (name, text) in sets {
+        let path = d.join(format!("{name}.yaml"));
+        fs::write(&path, text).expect("write");
+        for allow_empty in [false, true] {
+            let paths = [path.clone()];
+            assert_eq!(
+                checked(&paths, allow_empty),
+                full(&paths, allow_empty),
+                "{name}"
+            );
+        }
+        all.push(path);
+    }
+    // Several files as one set, a directory, a missing path, every example.
+    assert_eq!(checked(&all, false), full(&all, false));
+    let dir = std::slice::from_ref(&d);
+    assert_eq!(checked(dir, false), full(dir, false));
+    let missing = [d.join("missing.yaml")];
+    assert_eq!(checked(&missing, false), full(&missing, false));
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    for entry in fs::read_dir(&examples).expect("examples") {
+        let paths = [entry.expect("entry").path()];
+        assert_eq!(
+            checked(&paths, false),
+            full(&paths, false),
+            "{}",
+            paths[0].display()
+        );
+    }
+    let _ = fs::remove_dir_all(&d);
+}

@@ -264,3 +264,36 @@ fn tier_order_puts_unordered_tiers_last_and_breaks_ties_by_name() {
         vec!["b", "kube-admin", "default", "kube-baseline", "aa", "zz"]
     );
 }
+
+/// What the loader hands over (defaulted and validated) is stored exactly as a full
+/// `apply` would store it, with the same refusals (a missing tier), by `apply_validated`.
+#[test]
+fn loaded_resources_store_the_same_without_the_second_validation() {
+    let sets = [
+        format!("{TIER}---\n{}", gnp("a", "security")),
+        format!("{}---\n{}", gnp("a", "security"), gnp("b", "default")),
+        "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: n}\nspec:\n  ingress:\n  - action: Allow\n    protocol: TCP\n    destination: {ports: [80]}\n---\napiVersion: projectcalico.org/v3\nkind: StagedNetworkPolicy\nmetadata: {name: s, namespace: x}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: k}\nspec: {podSelector: {}}\n".to_string(),
+    ];
+    for text in &sets {
+        let mut full = Store::new();
+        let mut trusted = Store::new();
+        let a = full.apply(load(text)).map_err(messages);
+        let b = trusted.apply_validated(load(text)).map_err(messages);
+        assert_eq!(a, b, "{text}");
+        assert_eq!(full.objects, trusted.objects, "{text}");
+    }
+    // Every example policy set, too.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    for entry in std::fs::read_dir(&dir).expect("examples") {
+        let path = entry.expect("entry").path();
+        let Ok(loaded) = crate::model::load_path(&path) else {
+            continue;
+        };
+        let mut full = Store::new();
+        let mut trusted = Store::new();
+        let a = full.apply(loaded.clone()).map_err(messages);
+        let b = trusted.apply_validated(loaded).map_err(messages);
+        assert_eq!(a, b, "{}", path.display());
+        assert_eq!(full.objects, trusted.objects, "{}", path.display());
+    }
+}

@@ -1088,3 +1088,267 @@ fn marked_split_numbers_documents_as_the_event_parser_does() {
         Some(MAX_DOCUMENTS)
     );
 }
+
+/// serde-saphyr's reading of one document, as the loader configures it.
+fn saphyr_value(text: &str) -> Result<Value, String> {
+    serde_saphyr::from_str_with_options::<Value>(text, saphyr_options()).map_err(|e| e.to_string())
+}
+
+/// Scalars as written: plain words, numbers and addresses, and everything the simple
+/// reader must leave to serde-saphyr.
+const SCALARS: &[&str] = &[
+    // Read by the simple reader (the first SIMPLE_SCALARS).
+    "web",
+    "Ingress",
+    "TCP",
+    "a-b.c/d",
+    "app == 'a0' && tier in {'web', 'db'}",
+    "role == \"x\"",
+    "all()",
+    "0",
+    "7",
+    "-5",
+    "65535",
+    "10.0.0.0/24",
+    "'q'",
+    "'it''s'",
+    "\"dq\"",
+    "\"a'b\"",
+    "''",
+    "\"\"",
+    "[a, b]",
+    "[]",
+    "['8000:8100', 80]",
+    "é",
+    "a  b",
+    "[ 'x' ,y ]",
+    // Left to serde-saphyr.
+    "007",
+    "-0",
+    "+1",
+    "1.5",
+    "1e3",
+    ".5",
+    "0x10",
+    "0o7",
+    "1_000",
+    "99999999999999999999",
+    "10.0.0.1",
+    "fe80::1/64",
+    "8000:8100",
+    "x:y",
+    "a: b",
+    "a #b",
+    "#x",
+    "true",
+    "True",
+    "FALSE",
+    "null",
+    "Null",
+    "~",
+    "yes",
+    "NO",
+    "on",
+    "y",
+    "n",
+    "inf",
+    ".inf",
+    "-.inf",
+    ".nan",
+    "NaN",
+    "'open",
+    "\"a\\tb\"",
+    "-",
+    "- x",
+    "!tag x",
+    "!!str 5",
+    "&a x",
+    "*a",
+    "|",
+    ">-",
+    "[a, [b]]",
+    "[a,]",
+    "[a, {b: c}]",
+    "{a: b}",
+    "{}",
+    ",x",
+    "?x",
+    ":x",
+    "@x",
+    "%x",
+    "`x",
+    "2001:db8::/32",
+    "1:2",
+];
+const SIMPLE_SCALARS: usize = 24;
+
+const KEYS: &[&str] = &[
+    "name",
+    "selector",
+    "a-b",
+    "x.y/z",
+    "projectcalico.org/tier",
+    "Key",
+    "k_1",
+    // Left to serde-saphyr.
+    "1abc",
+    "true",
+    "null",
+    "k k",
+    "'q'",
+    "\"q\"",
+    "? k",
+    "<<",
+    "-k",
+];
+const SIMPLE_KEYS: usize = 7;
+
+/// An index into `all`, mostly among its first `simple`.
+fn pick(all: usize, simple: usize) -> impl proptest::strategy::Strategy<Value = usize> {
+    use proptest::prelude::*;
+    prop_oneof![12 => 0..simple, 1 => 0..all]
+}
+
+#[derive(Clone, Debug)]
+enum Node {
+    Scalar(usize),
+    Map(Vec<(usize, Node)>),
+    Seq(bool, Vec<Node>),
+}
+
+fn node_strategy() -> impl proptest::strategy::Strategy<Value = Node> {
+    use proptest::prelude::*;
+    let leaf = pick(SCALARS.len(), SIMPLE_SCALARS).prop_map(Node::Scalar);
+    leaf.prop_recursive(4, 24, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec((pick(KEYS.len(), SIMPLE_KEYS), inner.clone()), 1..4)
+                .prop_map(Node::Map),
+            (proptest::bool::ANY, proptest::collection::vec(inner, 1..4))
+                .prop_map(|(same, v)| Node::Seq(same, v)),
+        ]
+    })
+}
+
+/// Writes `node` as the value of a key (after `key:`) or of an item (after `-`), in
+/// block style at `indent`.
+fn render(node: &Node, indent: usize, out: &mut String, comment: bool) {
+    let pad = " ".repeat(indent);
+    match node {
+        Node::Scalar(s) => {
+            out.push(' ');
+            out.push_str(SCALARS[*s]);
+            out.push('\n');
+        }
+        Node::Map(entries) => {
+            out.push('\n');
+            for (k, v) in entries {
+                if comment {
+                    out.push_str(&format!("{pad}# note\n\n"));
+                }
+                out.push_str(&format!("{pad}{}:", KEYS[*k]));
+                render(v, indent + 2, out, comment);
+            }
+        }
+        Node::Seq(same, items) => {
+            out.push('\n');
+            let at = if *same {
+                indent.saturating_sub(2)
+            } else {
+                indent
+            };
+            let pad = " ".repeat(at);
+            for item in items {
+                match item {
+                    Node::Map(entries) => {
+                        // `- key: value`, the other keys under the first.
+                        let mut first = true;
+                        for (k, v) in entries {
+                            let lead = if first {
+                                format!("{pad}- ")
+                            } else {
+                                " ".repeat(at + 2)
+                            };
+                            first = false;
+                            out.push_str(&format!("{lead}{}:", KEYS[*k]));
+                            render(v, at + 4, out, comment);
+                        }
+                    }
+                    other => {
+                        out.push_str(&format!("{pad}-"));
+                        render(other, at + 2, out, comment);
+                    }
+                }
+            }
+        }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+    /// Whatever the simple reader reads, serde-saphyr reads as the same value.
+    #[test]
+    fn simple_yaml_reads_what_saphyr_reads(
+        entries in proptest::collection::vec((pick(KEYS.len(), SIMPLE_KEYS), node_strategy()), 1..5),
+        marker in proptest::bool::ANY,
+        comment in proptest::bool::ANY,
+        crlf in proptest::bool::ANY,
+    ) {
+        let mut text = String::new();
+        if marker {
+            text.push_str("---\n");
+        }
+        for (k, v) in &entries {
+            text.push_str(&format!("{}:", KEYS[*k]));
+            render(v, 2, &mut text, comment);
+        }
+        if crlf {
+            text = text.replace('\n', "\r\n");
+        }
+        if let Some(simple) = simple_yaml::parse(&text) {
+            proptest::prop_assert_eq!(Ok(simple), saphyr_value(&text), "document:\n{}", text);
+        }
+    }
+}
+
+#[test]
+fn simple_yaml_reads_policy_documents() {
+    let docs = [
+        NP.to_string(),
+        TIER.to_string(),
+        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata:\n  name: p0\nspec:\n  order: 0\n  selector: app == 'a0' && tier in {'web', 'db'}\n  types: [Ingress, Egress]\n  ingress:\n  - action: Deny\n    protocol: TCP\n    source:\n      nets: [10.0.0.0/24]\n      selector: role == 'r0'\n    destination:\n      ports: [1000, '8000:8100']\n  egress:\n  - action: Allow\n    protocol: UDP\n    destination:\n      notNets: [192.168.0.0/24]\n      ports: [53]\n".to_string(),
+        "---\nkind: NetworkPolicy\nspec:\n  ingress:\n    - action: Allow\n      source: {}\n".to_string(),
+    ];
+    let mut read = 0;
+    for doc in &docs {
+        if let Some(v) = simple_yaml::parse(doc) {
+            read += 1;
+            assert_eq!(Ok(v), saphyr_value(doc), "{doc}");
+        }
+    }
+    // The benchmark's shape (the third) and the plain ones are read here.
+    assert!(simple_yaml::parse(&docs[2]).is_some());
+    assert!(
+        simple_yaml::parse(&docs[1]).is_none(),
+        "flow mappings are left to saphyr"
+    );
+    assert!(read >= 2);
+    // Every document of the examples: whatever is read agrees.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    for entry in std::fs::read_dir(dir).expect("examples") {
+        let Ok(files) = std::fs::read_dir(entry.expect("entry").path()) else {
+            continue;
+        };
+        for f in files {
+            let path = f.expect("file").path();
+            if path.extension().is_none_or(|e| e != "yaml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("read");
+            for doc in split_marked_documents(&text).unwrap_or_default() {
+                if let Some(v) = simple_yaml::parse(doc.text) {
+                    assert_eq!(Ok(v), saphyr_value(doc.text), "{}", path.display());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! A reader for the plainest YAML documents, the shape nearly every policy file has:
+//! block mappings and sequences indented with spaces, keys that are words, and values
+//! that are words, integers, addresses, single- or double-quoted strings without
+//! escapes, or one-line flow sequences of those. It builds the same `Value` the full
+//! parser (serde-saphyr) builds, without its event machinery, and gives up (`None`) on
+//! anything else — anchors, tags, block scalars, flow mappings, multi-line scalars,
+//! comments after a value, tabs, duplicate keys, `true`/`null`/floats and every other
+//! scalar whose type needs the YAML schema — so the caller then reads the document with
+//! the full parser, which also reports any error. `tests::simple_yaml_*` check that
+//! every document it reads gives what serde-saphyr gives.
+
+use serde_json::{Map, Value};
+
+/// Deepest nesting read here (the full parser allows more, and reports beyond it).
+const MAX_DEPTH: usize = 32;
+
+/// The value of the one document in `text` (after an optional first `---` line), or
+/// `None` when the document is not of the plain shape (or holds nothing).
+pub(super) fn parse(text: &str) -> Option<Value> {
+    if text.contains('\t') {
+        return None;
+    }
+    let mut lines = Vec::new();
+    for (i, line) in text.split('\n').enumerate() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if i == 0 && line.starts_with("---") {
+            if !line[3..].trim_matches(' ').is_empty() {
+                return None;
+            }
+            continue;
+        }
+        let content = line.trim_start_matches(' ');
+        if content.is_empty() || content.starts_with('#') {
+            continue;
+        }
+        let content = content.trim_end_matches(' ');
+        lines.push((line.len() - line.trim_start_matches(' ').len(), content));
+    }
+    let first = lines.first()?.0;
+    let mut p = Parser { lines, pos: 0 };
+    let value = p.block(first, 0)?;
+    (p.pos == p.lines.len()).then_some(value)
+}
+
+struct Parser<'a> {
+    /// Indent and content (without indentation and trailing spaces) of every line that
+    /// is not blank or a comment.
+    lines: Vec<(usize, &'a str)>,
+    pos: usize,
+}
+
+fn is_item(content: &str) -> bool {
+    content == "-" || content.starts_with("- ")
+}
+
+impl<'a> Parser<'a> {
+    fn block(&mut self, indent: usize, depth: usize) -> Option<Value> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        let &(at, content) = self.lines.get(self.pos)?;
+        if at != indent {
+            return None;
+        }
+        if is_item(content) {
+            self.sequence(indent, depth)
+        } else {
+            self.mapping(indent, depth)
+        }
+    }
+
+    fn mapping(&mut self, indent: usize, depth: usize) -> Option<Value> {
+        let mut map = Map::new();
+        while let Some(&(at, content)) = self.lines.get(self.pos) {
+            if at < indent {
+                break;
+            }
+            if at > indent || is_item(content) {
+                return None;
+            }
+            let (key, rest) = split_key(content)?;
+            self.pos += 1;
+            let value = if rest.is_empty() {
+                self.nested(indent, depth)?
+            } else {
+                scalar(rest)?
+            };
+            if map.insert(key.to_string(), value).is_some() {
+                return None;
+            }
+        }
+        Some(Value::Object(map))
+    }
+
+    /// The value of a key with nothing after its `:`: the block below it (deeper, or a
+    /// sequence at the key's own indent), or null.
+    fn nested(&mut self, indent: usize, depth: usize) -> Option<Value> {
+        match self.lines.get(self.pos) {
+            Some(&(at, _)) if at > indent => self.block(at, depth + 1),
+            Some(&(at, content)) if at == indent && is_item(content) => {
+                self.sequence(indent, depth + 1)
+            }
+            _ => Some(Value::Null),
+        }
+    }
+
+    fn sequence(&mut self, indent: usize, depth: usize) -> Option<Value> {
+        let mut items = Vec::new();
+        while let Some(&(at, content)) = self.lines.get(self.pos) {
+            if at < indent || (at == indent && !is_item(content)) {
+                break;
+            }
+            if at > indent {
+                return None;
+            }
+            let rest = content.strip_prefix("- ")?;
+            let item = rest.trim_start_matches(' ');
+            if item.is_empty() || is_item(item) {
+                return None;
+            }
+            if split_key(item).is_some() {
+                // `- key: value`: a mapping whose keys line up with this one.
+                let inner = indent + (content.len() - item.len());
+                self.lines[self.pos] = (inner, item);
+                items.push(self.mapping(inner, depth + 1)?);
+            } else {
+                self.pos += 1;
+                items.push(scalar(item)?);
+            }
+        }
+        Some(Value::Array(items))
+    }
+}
+
+/// `key: rest` or `key:` with a plain word key (letters first; digits, `_`, `-`, `.`,
+/// `/` after): the key and what follows the `: ` (empty for `key:`).
+fn split_key(content: &str) -> Option<(&str, &str)> {
+    let end = content
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/')))
+        .unwrap_or(content.len());
+    let key = &content[..end];
+    if !key.starts_with(|c: char| c.is_ascii_alphabetic()) || reserved(key) {
+        return None;
+    }
+    let rest = content[end..].strip_prefix(':')?;
+    if rest.is_empty() {
+        return Some((key, ""));
+    }
+    rest.starts_with(' ')
+        .then(|| (key, rest.trim_start_matches(' ')))
+}
+
+/// Words whose type depends on the YAML schema or the reader (null, booleans of YAML 1.1
+/// and 1.2, what a float parser might take): left to the full parser.
+fn reserved(s: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "null", "true", "false", "yes", "no", "on", "off", "y", "n", "inf", "infinity", "nan",
+    ];
+    WORDS.iter().any(|w| s.eq_ignore_ascii_case(w))
+}
+
+/// A value after `key: ` or `- `.
+fn scalar(s: &str) -> Option<Value> {
+    match s.as_bytes()[0] {
+        b'\'' => single_quoted(s).map(Value::String),
+        b'"' => double_quoted(s).map(Value::String),
+        b'[' => flow_sequence(s),
+        _ => plain(s, false),
+    }
+}
+
+/// A plain scalar: a word or address (string) or a decimal integer; `None` for anything
+/// whose reading needs more than that.
+fn plain(s: &str, flow: bool) -> Option<Value> {
+    let first = s.chars().next()?;
+    if "-?:,[]{}#&*!|>'\"%@`.~+".contains(first) && !is_int(s) {
+        return None;
+    }
+    if s.contains(": ")
+        || s.contains('#')
+        || s.ends_with(':')
+        || (flow && s.contains(['[', ']', '{', '}', ',']))
+        || reserved(s)
+    {
+        return None;
+    }
+    if first.is_ascii_digit() || first == '-' {
+        if is_int(s) {
+            return s.parse::<i64>().ok().map(Value::from);
+        }
+        // An address or prefix (`10.0.0.0/24`); any other number-like word is left to
+        // the full parser.
+        return (s.contains('/') && !s.contains(':')).then(|| Value::String(s.to_string()));
+    }
+    if s.contains(':') {
+        return None;
+    }
+    Some(Value::String(s.to_string()))
+}
+
+/// `0`, or an optional `-` and up to 18 digits without a leading zero.
+fn is_int(s: &str) -> bool {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    if s == "0" {
+        return true;
+    }
+    !digits.is_empty()
+        && digits.len() <= 18
+        && !digits.starts_with('0')
+        && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `'...'` (with `''` for a quote) making up all of `s`.
+fn single_quoted(s: &str) -> Option<String> {
+    let inner = s.strip_prefix('\'')?.strip_suffix('\'')?;
+    if inner.replace("''", "").contains('\'') {
+        return None;
+    }
+    Some(inner.replace("''", "'"))
+}
+
+/// `"..."` without escapes making up all of `s`.
+fn double_quoted(s: &str) -> Option<String> {
+    let inner = s.strip_prefix('"')?.strip_suffix('"')?;
+    if inner.contains(['"', '\\']) {
+        return None;
+    }
+    Some(inner.to_string())
+}
+
+/// `[a, 'b', 3]` on one line, of plain and quoted scalars.
+fn flow_sequence(s: &str) -> Option<Value> {
+    let inner = s.strip_prefix('[')?.strip_suffix(']')?.trim_matches(' ');
+    let mut items = Vec::new();
+    if inner.is_empty() {
+        return Some(Value::Array(items));
+    }
+    let mut rest = inner;
+    loop {
+        let (item, after) = if rest.starts_with(['\'', '"']) {
+            let quote = rest.as_bytes()[0] as char;
+            // The closing quote: the first one not doubled (single quotes).
+            let mut end = None;
+            let bytes = rest.as_bytes();
+            let mut i = 1;
+            while i < bytes.len() {
+                if bytes[i] as char == quote {
+                    if quote == '\'' && bytes.get(i + 1) == Some(&b'\'') {
+                        i += 2;
+                        continue;
+                    }
+                    end = Some(i);
+                    break;
+                }
+                i += 1;
+            }
+            let end = end?;
+            let text = &rest[..=end];
+            let value = if quote == '\'' {
+                single_quoted(text)?
+            } else {
+                double_quoted(text)?
+            };
+            (
+                Value::String(value),
+                rest[end + 1..].trim_start_matches(' '),
+            )
+        } else {
+            let end = rest.find(',').unwrap_or(rest.len());
+            let word = rest[..end].trim_end_matches(' ');
+            if word.is_empty() {
+                return None;
+            }
+            (plain(word, true)?, &rest[end..])
+        };
+        items.push(item);
+        if after.is_empty() {
+            return Some(Value::Array(items));
+        }
+        rest = after.strip_prefix(',')?.trim_start_matches(' ');
+        if rest.is_empty() {
+            return None;
+        }
+    }
+}
