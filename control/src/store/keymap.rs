@@ -39,6 +39,13 @@ impl<V: Clone + fmt::Debug> fmt::Debug for KeyMap<V> {
     }
 }
 
+/// Equal when both hold the same entries in key order, however they are chunked.
+impl<V: Clone + PartialEq> PartialEq for KeyMap<V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.iter().eq(other.iter())
+    }
+}
+
 impl<V: Clone> KeyMap<V> {
     /// An empty map.
     pub(crate) fn new() -> Self {
