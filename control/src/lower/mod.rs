@@ -434,10 +434,11 @@ impl<'c, 'm> Builder<'c, 'm> {
         }
     }
 
-    /// Gives the interned lists back to the memo.
+    /// Gives the interned lists back to the memo (after the resolver's caches, which
+    /// hold lists too, are gone).
     fn finish(self) {
-        let interner = self.resolver.interner;
-        self.m.keep(interner);
+        let Builder { resolver, m, .. } = self;
+        m.keep(resolver.into_interner());
     }
 }
 

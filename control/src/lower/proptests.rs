@@ -1052,6 +1052,57 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 300,
+        max_shrink_iters: 64,
+        ..ProptestConfig::default()
+    })]
+
+    /// Lowering compares rules and rule lists by the address of their address lists
+    /// (`rules::match_eq`); that is exact because every list is interned: equal lists
+    /// are one allocation, so comparing by address agrees with comparing contents, and
+    /// no two programs of a lowered set are equal (deduplication lost nothing).
+    #[test]
+    fn lowered_lists_are_interned(resources in store()) {
+        let Ok(cluster) = Cluster::from_resources(&resources) else {
+            return Ok(());
+        };
+        let lowered = lower(&cluster).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let set = &lowered.set;
+        let rules: Vec<&dataplane::program::Rule> = set
+            .programs
+            .iter()
+            .flat_map(|p| p.tiers.iter().flat_map(|t| &t.policies).chain(&p.profiles))
+            .flat_map(|pol| &pol.rules)
+            .collect();
+        let mut lists: Vec<&dataplane::program::Nets> = Vec::new();
+        for r in &rules {
+            let m = &r.matches;
+            lists.extend(m.src_nets.iter().chain(m.dst_nets.iter()));
+            lists.extend([&m.not_src_nets, &m.not_dst_nets]);
+        }
+        for a in &lists {
+            for b in &lists {
+                prop_assert_eq!(a == b, std::sync::Arc::ptr_eq(a, b), "{:?} {:?}", a, b);
+            }
+        }
+        for a in &rules {
+            for b in &rules {
+                prop_assert_eq!(
+                    super::rules::match_eq(&a.matches, &b.matches),
+                    a.matches == b.matches
+                );
+            }
+        }
+        for (i, a) in set.programs.iter().enumerate() {
+            for b in &set.programs[i + 1..] {
+                prop_assert!(a != b, "two programs with the same content");
+            }
+        }
+    }
+}
+
 /// The long run, 20 000 stores × 64 flows (about 2 minutes): `cargo test -p control --lib -- --ignored
 /// eval_equals_linear_and_tree_over_lowered_long`.
 #[test]

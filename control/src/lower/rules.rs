@@ -217,7 +217,7 @@ pub(crate) struct Resolver<'c> {
     /// Negated-port regions by (names, selector, numeric ports).
     regions: HashMap<RegionKey, Vec<NotPortRegion>>,
     /// Every list produced (taken from and given back to the lowering memo).
-    pub(crate) interner: Interner,
+    interner: Interner,
     /// Results of list operations by the addresses of their (interned, so alive
     /// while the resolver is) operands.
     ops: HashMap<(Op, usize, usize), Nets>,
@@ -347,6 +347,11 @@ impl<'c> Resolver<'c> {
             empty,
             max_rules: Self::MAX_RULES,
         }
+    }
+
+    /// The interned lists, the resolver's caches dropped.
+    pub(crate) fn into_interner(self) -> Interner {
+        self.interner
     }
 
     fn intern(&mut self, v: Vec<IpNet>) -> Nets {

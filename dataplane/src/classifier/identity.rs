@@ -215,7 +215,9 @@ pub struct IdentityStats {
     /// Programs, referenced or not.
     pub programs: usize,
     /// Bytes of the address lists kept for [`IdentityClassifier::with_programs`]
-    /// (control-side state shared by every generation of a build, not read by lookups).
+    /// (control-side state shared by every generation of a build, not read by lookups;
+    /// the set's own lists are kept, not copied, so a caller that keeps them too, as
+    /// the control plane's lowering memo does, holds the same bytes).
     pub list_bytes: usize,
 }
 
