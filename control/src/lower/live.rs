@@ -44,9 +44,14 @@
 //!   very allocation the classifier's table holds).
 //!   Refused — a rebuild — when a fresh list splits an identity (a peer selector or
 //!   CIDR telling replicas apart, a CIDR no rule named), when it equals a known list
-//!   whose known form no longer describes it, and every 16 parts (a rebuild drops
-//!   the replaced programs' trees). The endpoint fast path's indexes are refreshed
-//!   at the next endpoint change.
+//!   whose known form no longer describes it. Parts accumulate (the replaced
+//!   programs' trees stay until a rebuild drops them): from 8 parts on, a full build
+//!   of a copy of the store runs on a thread of its own (*compaction*) while changes
+//!   go on; the next change after it finished adopts it, brought up to the live store
+//!   by one update with every key changed since the copy (endpoint keys first, then
+//!   policy keys). Only a change that finds 16 parts waits for it (or, with none
+//!   running, rebuilds). The endpoint fast path's indexes are refreshed at the next
+//!   endpoint change.
 //! - Everything else — a new label key, a namespace, tier or profile change, a
 //!   network set change, an address shared by two endpoints — is a full rebuild
 //!   ([`Live::set_cluster`], [`lower`] then [`IdentityClassifier::build`]), which is
@@ -199,6 +204,16 @@ fn retire(old: Cluster) {
 /// them (each part holds the programs of one change; replaced ones stay until then).
 const MAX_PARTS: usize = 16;
 
+/// Tree parts from which a compaction (a full build off the update path) starts.
+const COMPACT_AT: usize = MAX_PARTS / 2;
+
+/// A full build of a copy of the live store on a thread of its own, and the keys of
+/// every change the live store took since the copy.
+struct Compaction {
+    build: std::thread::JoinHandle<Result<Live, LiveError>>,
+    since: Vec<ResourceKey>,
+}
+
 fn is_host(n: &IpNet) -> bool {
     n.prefix_len() == n.max_prefix_len()
 }
@@ -229,6 +244,8 @@ pub struct Live {
     /// Whether `groups`, `selectors`, `behaviours` and `named` are out of date (a
     /// policy changed incrementally); refreshed before the next endpoint change.
     stale: bool,
+    /// The compaction running, if any (see the module doc).
+    compaction: Option<Compaction>,
 }
 
 impl std::fmt::Debug for Live {
@@ -258,6 +275,7 @@ impl Live {
             at: HashMap::new(),
             memo: Some(memo),
             stale: false,
+            compaction: None,
         };
         live.adopt(lowered);
         Ok(live)
@@ -403,6 +421,13 @@ impl Live {
         &self.classifier
     }
 
+    /// Waits for a running compaction and adopts it (tests: makes the adoption
+    /// point deterministic).
+    #[cfg(test)]
+    fn settle(&mut self) {
+        self.adopt_compaction(true);
+    }
+
     /// Bytes of the lowering memo kept for incremental policy changes (every
     /// policy's lowered rules, the distinct address lists they name counted once —
     /// rules, programs and the classifier share them —, the program maps), roughly;
@@ -419,6 +444,8 @@ impl Live {
     /// Replaces the whole store: a full rebuild.
     pub fn set_cluster(&mut self, cluster: Cluster) -> Result<Applied, LiveError> {
         let (lowered, memo, classifier) = Self::build(&cluster, &self.cfg)?;
+        // A running compaction describes an older store; its thread finishes alone.
+        self.compaction = None;
         retire(std::mem::replace(&mut self.cluster, cluster));
         self.memo = Some(memo);
         self.classifier = Arc::new(classifier);
@@ -439,7 +466,90 @@ impl Live {
     /// modified endpoint being both), the trees are kept ([`Applied::Fast`]).
     /// Anything else is a full rebuild of `next` ([`Applied::Rebuilt`]). On error
     /// the previous generation, store and names stay as they were.
+    ///
+    /// Tree parts that policy changes accumulate are compacted by a full build on
+    /// another thread, adopted by a later call (see the module doc).
     pub fn update(
+        &mut self,
+        next: &Cluster,
+        changed: &[ResourceKey],
+    ) -> Result<Applied, LiveError> {
+        let wait = self.classifier.stats().parts >= MAX_PARTS;
+        self.adopt_compaction(wait);
+        let applied = self.apply_update(next, changed)?;
+        self.track(changed, applied);
+        Ok(applied)
+    }
+
+    /// After a change that succeeded: a rebuild makes a running compaction pointless,
+    /// any other change is one it must replay; enough parts start one.
+    fn track(&mut self, changed: &[ResourceKey], applied: Applied) {
+        if applied == Applied::Rebuilt {
+            self.compaction = None;
+            return;
+        }
+        if let Some(c) = &mut self.compaction {
+            c.since.extend(changed.iter().cloned());
+            return;
+        }
+        if self.classifier.stats().parts < COMPACT_AT {
+            return;
+        }
+        let copy = self.cluster.clone();
+        let cfg = self.cfg;
+        // If no thread can be started, the change that finds MAX_PARTS rebuilds.
+        if let Ok(build) = std::thread::Builder::new()
+            .name("tiergate-compact".into())
+            .spawn(move || Live::new(copy, cfg))
+        {
+            self.compaction = Some(Compaction {
+                build,
+                since: Vec::new(),
+            });
+        }
+    }
+
+    /// Takes the compaction's build in place of this generation if it has finished
+    /// (or, with `wait`, once it has), brought up to the live store first. A build
+    /// that failed, or a catch-up that failed, is dropped and this generation stays.
+    fn adopt_compaction(&mut self, wait: bool) {
+        match &self.compaction {
+            Some(c) if wait || c.build.is_finished() => {}
+            _ => return,
+        }
+        let Some(Compaction { build, mut since }) = self.compaction.take() else {
+            return;
+        };
+        let Ok(Ok(mut fresh)) = build.join() else {
+            return;
+        };
+        since.sort();
+        since.dedup();
+        let (endpoints, policies): (Vec<ResourceKey>, Vec<ResourceKey>) = since
+            .into_iter()
+            .partition(|k| matches!(k.kind, Kind::WorkloadEndpoint | Kind::HostEndpoint));
+        // The endpoint path reads its store's endpoints in key order; the live store's
+        // are out of it after fast endpoint changes. The policy path reads no order.
+        let sorted;
+        let next = if endpoints.is_empty() {
+            &self.cluster
+        } else {
+            let mut c = self.cluster.clone();
+            c.endpoints
+                .sort_by(|a, b| endpoint_rank(&a.key).cmp(&endpoint_rank(&b.key)));
+            sorted = c;
+            &sorted
+        };
+        for keys in [endpoints, policies] {
+            if !keys.is_empty() && fresh.apply_update(next, &keys).is_err() {
+                return;
+            }
+        }
+        retire(std::mem::replace(self, fresh).cluster);
+    }
+
+    /// [`Live::update`] without the compaction's bookkeeping.
+    fn apply_update(
         &mut self,
         next: &Cluster,
         changed: &[ResourceKey],
@@ -792,8 +902,17 @@ impl Live {
     /// Adds an endpoint (one whose key the store has replaces it, as
     /// [`Live::replace_endpoint`]).
     pub fn add_endpoint(&mut self, ep: Endpoint) -> Result<Applied, LiveError> {
+        let wait = self.classifier.stats().parts >= MAX_PARTS;
+        self.adopt_compaction(wait);
+        let key = ep.key.clone();
+        let applied = self.add_endpoint_now(ep)?;
+        self.track(&[key], applied);
+        Ok(applied)
+    }
+
+    fn add_endpoint_now(&mut self, ep: Endpoint) -> Result<Applied, LiveError> {
         if self.at.contains_key(&ep.key) {
-            return self.replace_endpoint(ep);
+            return self.replace_endpoint_now(ep);
         }
         if self.try_add(&ep) {
             self.put_endpoint(ep);
@@ -808,6 +927,15 @@ impl Live {
 
     /// Removes the endpoint with this key.
     pub fn remove_endpoint(&mut self, key: &ResourceKey) -> Result<Applied, LiveError> {
+        let wait = self.classifier.stats().parts >= MAX_PARTS;
+        self.adopt_compaction(wait);
+        let key = key.clone();
+        let applied = self.remove_endpoint_now(&key)?;
+        self.track(&[key], applied);
+        Ok(applied)
+    }
+
+    fn remove_endpoint_now(&mut self, key: &ResourceKey) -> Result<Applied, LiveError> {
         let ep = self
             .at
             .get(key)
@@ -829,6 +957,15 @@ impl Live {
     /// Replaces the endpoint with `ep`'s key (a relabel, a move): removed, then added;
     /// it keeps its place in the store.
     pub fn replace_endpoint(&mut self, ep: Endpoint) -> Result<Applied, LiveError> {
+        let wait = self.classifier.stats().parts >= MAX_PARTS;
+        self.adopt_compaction(wait);
+        let key = ep.key.clone();
+        let applied = self.replace_endpoint_now(ep)?;
+        self.track(&[key], applied);
+        Ok(applied)
+    }
+
+    fn replace_endpoint_now(&mut self, ep: Endpoint) -> Result<Applied, LiveError> {
         let i = *self
             .at
             .get(&ep.key)
@@ -1015,13 +1152,16 @@ struct Saved {
 /// order gives a false "none", which [`Live::endpoints_fast`]'s count check turns
 /// into a rebuild.
 fn find_endpoint<'c>(c: &'c Cluster, key: &ResourceKey) -> Option<&'c Endpoint> {
-    fn rank(k: &ResourceKey) -> (bool, &ResourceKey) {
-        (k.kind != Kind::WorkloadEndpoint, k)
-    }
     c.endpoints
-        .binary_search_by(|e| rank(&e.key).cmp(&rank(key)))
+        .binary_search_by(|e| endpoint_rank(&e.key).cmp(&endpoint_rank(key)))
         .ok()
         .map(|i| &c.endpoints[i])
+}
+
+/// An endpoint key's place in a store's [`Cluster::endpoints`]: workload endpoints,
+/// then host endpoints, each in key order.
+fn endpoint_rank(k: &ResourceKey) -> (bool, &ResourceKey) {
+    (k.kind != Kind::WorkloadEndpoint, k)
 }
 
 fn addr_bits(n: &IpNet) -> u128 {

@@ -666,3 +666,138 @@ spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
         .collect();
     check(&live, &flows).unwrap();
 }
+
+/// Back-to-back policy changes start a compaction at [`COMPACT_AT`] parts; changes
+/// made while it runs (a policy change and a replica on the endpoint fast path) are
+/// replayed onto it when it is adopted, and no change waits for a full rebuild: the
+/// parts fall back without any change reporting [`Applied::Rebuilt`].
+#[test]
+fn a_compaction_replays_the_changes_made_while_it_ran() {
+    let yaml = r#"
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: p, namespace: ns}
+spec:
+  selector: app == 'web'
+  ingress:
+  - action: Allow
+    protocol: TCP
+    source: {selector: app == 'api'}
+    destination: {ports: [8000]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: web-1, namespace: ns, labels: {app: web}}
+spec: {orchestrator: k8s, ipNetworks: [10.0.0.1/32]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: api-1, namespace: ns, labels: {app: api}}
+spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
+"#;
+    let read = crate::policy::read_text(yaml, "test", crate::model::Format::Yaml).expect("reads");
+    let mut resources: Vec<crate::model::Resource> =
+        read.items.iter().map(|l| l.resource.clone()).collect();
+    let cluster = crate::policy::build(read).expect("builds").cluster;
+    let mut live = Live::new(cluster, BuildConfig::default()).expect("builds");
+    let p = resources
+        .iter()
+        .position(|r| r.metadata().name == "p")
+        .unwrap();
+    let pkey = store_key(&resources[p]);
+    let set_port = |resources: &mut Vec<crate::model::Resource>, port: u16| {
+        if let crate::model::Resource::NetworkPolicy(o) = &mut resources[p] {
+            o.spec.ingress[0].destination.ports =
+                vec![crate::model::Port::parse(&port.to_string()).unwrap()];
+        }
+    };
+    let flows = |ports: std::ops::Range<u16>| -> Vec<FlowKey> {
+        ["10.0.0.2", "10.0.0.3", "10.0.0.9"]
+            .iter()
+            .flat_map(|s| {
+                ports.clone().map(move |port| {
+                    FlowKey::new(
+                        s.parse().unwrap(),
+                        "10.0.0.1".parse().unwrap(),
+                        6,
+                        1234,
+                        port,
+                    )
+                    .unwrap()
+                })
+            })
+            .collect()
+    };
+    let all = flows(8000..8030);
+    let mut port = 8000;
+    while live.compaction.is_none() {
+        port += 1;
+        set_port(&mut resources, port);
+        let next = Cluster::from_resources(&resources).unwrap();
+        assert_eq!(
+            live.update(&next, std::slice::from_ref(&pkey)).unwrap(),
+            Applied::Incremental
+        );
+        assert!(port < 8000 + COMPACT_AT as u16 + 1, "no compaction started");
+    }
+    assert!(live.classifier().stats().parts >= COMPACT_AT);
+    // While it runs: a policy change and a replica of api-1.
+    port += 1;
+    set_port(&mut resources, port);
+    let next = Cluster::from_resources(&resources).unwrap();
+    assert_ne!(
+        live.update(&next, std::slice::from_ref(&pkey)).unwrap(),
+        Applied::Rebuilt
+    );
+    let api2 = api2_at(&resources, "10.0.0.3/32");
+    let key = store_key(&api2);
+    resources.push(api2);
+    let next = Cluster::from_resources(&resources).unwrap();
+    assert_eq!(live.update(&next, &[key]).unwrap(), Applied::Fast);
+    if let Some(c) = &live.compaction {
+        assert_eq!(c.since.len(), 2);
+    }
+    live.settle();
+    assert!(live.compaction.is_none());
+    assert!(
+        live.classifier().stats().parts <= 2,
+        "parts after adoption: {}",
+        live.classifier().stats().parts
+    );
+    same_store(&live, &next, &all).unwrap();
+    check(&live, &all).unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Long runs of policy changes mixed with endpoint changes, so that compactions
+    /// start, run beside later changes and are adopted at random points (`settle`) or
+    /// whenever they finish: after every update the live generation classifies as a
+    /// fresh build and `eval` do.
+    #[test]
+    fn compactions_classify_as_a_fresh_build_and_eval(
+        (resources, flows) in store_and_flows(24),
+        extra in prop::collection::vec(crate::lower::proptests::policy(), 1..4),
+        steps in prop::collection::vec(
+            ((prop_oneof![Just(0u8), Just(3), Just(5), Just(5), Just(5)], any::<Index>(), any::<Index>(), 0usize..8), any::<bool>()),
+            8..30,
+        ),
+    ) {
+        let mut resources = one_host_per_endpoint(resources);
+        let Ok(cluster) = Cluster::from_resources(&resources) else { return Ok(()) };
+        let mut live = Live::new(cluster, BuildConfig::default()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let added: Vec<IpNet> = NEW_V4.iter().chain(&NEW_V6).map(|a| host(a)).collect();
+        let flows = flows_with(&flows, &added);
+        for (n, (op, settle)) in steps.into_iter().enumerate() {
+            let changed = change(&mut resources, op, n, &extra);
+            let Ok(next) = Cluster::from_resources(&resources) else { return Ok(()) };
+            live.update(&next, &changed).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            if settle {
+                live.settle();
+            }
+            same_store(&live, &next, &flows)?;
+            check(&live, &flows)?;
+        }
+    }
+}
