@@ -90,6 +90,10 @@ pub struct ScaleArgs {
     /// (256 MB) is too small for those trees on some clusters (`--seed 7`).
     #[arg(long, default_value_t = 2048)]
     trees_budget_mb: usize,
+    /// lookups: `binth` of the per-endpoint comparison trees (1, the default build,
+    /// resolves every leaf; larger values leave short lists, smaller trees).
+    #[arg(long, default_value_t = 1)]
+    trees_binth: usize,
 }
 
 /// A small deterministic generator (64-bit LCG, high bits).
@@ -365,15 +369,17 @@ fn lookups(a: &ScaleArgs, name: &str, cluster: &Cluster) -> Result<(), String> {
     let ic = IdentityClassifier::build(&l.set, &cfg).map_err(|e| e.to_string())?;
     let tree_cfg = BuildConfig {
         memory_budget: a.trees_budget_mb << 20,
+        binth: a.trees_binth,
         ..BuildConfig::default()
     };
     let tc = Classifier::build(&l.set, &tree_cfg).map_err(|e| e.to_string())?;
     let (is, ts) = (ic.stats(), tc.stats());
     println!(
-        "lookups {name} identity_bytes={} trees_bytes={} trees_budget_mb={}",
+        "lookups {name} identity_bytes={} trees_bytes={} trees_budget_mb={} trees_binth={}",
         is.stage_bytes + is.tree_bytes,
         ts.bytes,
-        a.trees_budget_mb
+        a.trees_budget_mb,
+        a.trees_binth
     );
     let keys = keys(a.pods, 1 << 16, a.seed);
     let mut x = vec![FlowVerdicts::default(); keys.len()];
@@ -1154,6 +1160,25 @@ fn pods_store(a: &ScaleArgs, name: &str, rs: &[Resource]) -> Result<(), String> 
             per.join(" ")
         );
     }
+    // The slow twin of the endpoint patch: the members rebuilt from the whole store
+    // (what `Cluster::update` does for any other member change), for comparison.
+    let rebuild_key = control::model::ResourceKey {
+        kind: control::model::Kind::NetworkSet,
+        namespace: Some("absent".into()),
+        name: "absent".into(),
+    };
+    let mut full = Vec::new();
+    for _ in 0..reps.min(20) {
+        let c = cputime::thread_cpu();
+        cluster
+            .update(&store, std::slice::from_ref(&rebuild_key))
+            .map_err(|e| e.to_string())?;
+        full.push(cputime::thread_cpu() - c);
+    }
+    let (f50, f99, _) = percentiles(full);
+    println!(
+        "pods-store {name} cluster-update-rebuilding-all-members (the slow twin, for comparison) cpu_p50_ms={f50:.3} cpu_p99_ms={f99:.3}"
+    );
     let fresh = Cluster::from_resources(store.resources()).map_err(|e| e.to_string())?;
     let same = format!("{fresh:?}") == format!("{cluster:?}");
     println!("pods-store {name} kept_cluster_equals_fresh_normalisation={same}");

@@ -2,9 +2,13 @@
 //! resource again: the fast twin of [`Cluster::from_resources`].
 //!
 //! A policy or tier change re-normalises that resource only (a policy's selectors are
-//! parsed again; the others are kept). A change of any other kind (endpoint, network
-//! set, namespace, profile) rebuilds the endpoints, network sets and profiles from the
-//! store, which never parses a policy selector. The property test in `proptests.rs`
+//! parsed again; the others are kept). A change of workload endpoints only that
+//! leaves the implicit profiles (`kns.<ns>`, `ksa.<ns>.<sa>`) as they are puts those
+//! endpoints in place (a pod coming or going in a namespace that keeps others, or a
+//! Namespace resource). A change of any other kind (host endpoint, network set,
+//! namespace, profile, or a workload endpoint that adds or drops an implicit
+//! profile) rebuilds the endpoints, network sets and profiles from the store, which
+//! never parses a policy selector. The property test in `proptests.rs`
 //! checks that after any sequence of applies and deletes the result is exactly
 //! `Cluster::from_resources` of the store.
 

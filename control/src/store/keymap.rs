@@ -289,6 +289,39 @@ mod tests {
     }
 
     #[test]
+    fn removing_most_keys_joins_small_chunks_and_keeps_the_map() {
+        let mut m = KeyMap::new();
+        let mut want = BTreeMap::new();
+        for i in 0..3000u16 {
+            m.insert(key(i), u32::from(i));
+            want.insert(key(i), u32::from(i));
+        }
+        let full = m.clone();
+        let chunks = m.chunks.len();
+        for step in 0..2900u32 {
+            let i = ((step * 7919) % 3000) as u16;
+            assert_eq!(m.remove(&key(i)), want.remove(&key(i)));
+            if step % 97 == 0 {
+                check(&m, &want).unwrap();
+            }
+        }
+        check(&m, &want).unwrap();
+        assert!(
+            m.chunks.len() < chunks / 4,
+            "{} of {chunks} chunks left",
+            m.chunks.len()
+        );
+        let mut gone = 0;
+        full.diff(&m, |k, x, y| {
+            assert_eq!(y, want.get(k));
+            assert!(x.is_some());
+            gone += usize::from(y.is_none());
+        });
+        assert_eq!(gone, 3000 - want.len());
+        check(&full, &(0..3000).map(|i| (key(i), u32::from(i))).collect()).unwrap();
+    }
+
+    #[test]
     fn a_copy_changed_once_shares_all_other_chunks() {
         let mut m = KeyMap::new();
         for i in 0..3000 {
