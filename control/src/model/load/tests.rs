@@ -1352,3 +1352,61 @@ fn simple_yaml_reads_policy_documents() {
         }
     }
 }
+
+/// A long stream read in runs of documents on several threads loads as the event split
+/// reads it in one: numbers, errors (over the reported cap too), report and resources.
+#[test]
+fn marked_stream_read_in_runs_loads_as_one() {
+    let mut text = String::new();
+    for i in 0..700 {
+        match i % 7 {
+            0 => text.push_str("# a comment\n"),
+            1 => text.push_str(&np(&format!("Bad{i}"))),
+            2 => text.push_str("~\n"),
+            3 => text.push_str(&format!(
+                "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {{name: p{i}, namespace: n}}\nspec:\n  selector: a == 'b'\n"
+            )),
+            _ => text.push_str(&np(&format!("p{i}"))),
+        }
+        text.push_str("---\n");
+    }
+    for threads in [1, 2, 3, 8] {
+        for outline in [false, true] {
+            let mut runs = Loader::new(true);
+            runs.outline = outline;
+            runs.merge(SourceItems::parse(
+                &text, "f.yaml", false, true, outline, threads,
+            ));
+            let mut event = Loader::new(true);
+            event.outline = outline;
+            let mut items = SourceItems {
+                process: true,
+                outline,
+                ..SourceItems::default()
+            };
+            items.yaml_text(&text, "f.yaml");
+            event.merge(items);
+            let (a, b) = (runs.finish_all(), event.finish_all());
+            assert!(a.is_err());
+            assert_eq!(a, b, "threads {threads}");
+        }
+    }
+    // Without the invalid documents both load, every resource numbered alike.
+    let valid: String = text
+        .split("---\n")
+        .filter(|d| !d.contains("Bad"))
+        .collect::<Vec<_>>()
+        .join("---\n");
+    let mut runs = Loader::new(true);
+    runs.merge(SourceItems::parse(&valid, "f.yaml", false, true, false, 4));
+    let mut event = Loader::new(true);
+    let mut items = SourceItems {
+        process: true,
+        ..SourceItems::default()
+    };
+    items.yaml_text(&valid, "f.yaml");
+    event.merge(items);
+    let (a, b) = (runs.finish_all(), event.finish_all());
+    assert_eq!(a.as_ref().map(|(l, _, _)| l.len()), Ok(400));
+    assert_eq!(a, b);
+}
