@@ -21,7 +21,7 @@
 //! - Applying an existing key replaces it (like `calicoctl apply`). A staged policy and an
 //!   enforced policy with the same name are different keys.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -282,34 +282,52 @@ impl Store {
         &self,
         items: Vec<Outline>,
     ) -> Result<BTreeMap<Kind, usize>, StoreErrors> {
-        let mut errors = Vec::new();
-        let mut batch: BTreeMap<ResourceKey, Outline> = BTreeMap::new();
-        for item in items {
-            if let Some(first) = batch.get(&item.key) {
-                errors.push(applied_twice(&item.key, &item.origin, Some(&first.origin)));
-                continue;
+        // The batch in key order (first occurrence first), without copying the keys.
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_unstable_by(|&a, &b| items[a].key.cmp(&items[b].key).then(a.cmp(&b)));
+        let mut twice: Vec<(usize, StoreError)> = Vec::new();
+        let mut batch: Vec<usize> = Vec::with_capacity(order.len());
+        for i in order {
+            match batch.last() {
+                Some(&first) if items[first].key == items[i].key => {
+                    let item = &items[i];
+                    let e = applied_twice(&item.key, &item.origin, Some(&items[first].origin));
+                    twice.push((i, e));
+                }
+                _ => batch.push(i),
             }
-            batch.insert(item.key.clone(), item);
         }
-        for (key, item) in &batch {
+        // In input order, as `apply` finds them.
+        twice.sort_unstable_by_key(|(i, _)| *i);
+        let mut errors: Vec<StoreError> = twice.into_iter().map(|(_, e)| e).collect();
+        let tiers: HashSet<&str> = batch
+            .iter()
+            .map(|&i| &items[i].key)
+            .chain(self.objects.keys())
+            .filter(|k| k.kind == Kind::Tier && k.namespace.is_none())
+            .map(|k| k.name.as_str())
+            .collect();
+        for &i in &batch {
+            let item = &items[i];
             let Some(tier) = item.tier.as_deref() else {
                 continue;
             };
-            if !self.objects.contains_key(&tier_key(tier)) && !batch.contains_key(&tier_key(tier)) {
-                errors.push(missing_tier(key, Some(item.origin.clone()), tier));
+            if !tiers.contains(tier) {
+                errors.push(missing_tier(&item.key, Some(item.origin.clone()), tier));
             }
         }
         if !errors.is_empty() {
             return Err(StoreErrors(errors));
         }
         let mut counts = BTreeMap::new();
-        let kept = self
-            .objects
-            .iter()
-            .filter(|(k, s)| s.origin.is_some() && !batch.contains_key(*k))
-            .map(|(k, _)| k);
-        for key in kept.chain(batch.keys()) {
-            *counts.entry(key.kind).or_insert(0) += 1;
+        for &i in &batch {
+            *counts.entry(items[i].key.kind).or_insert(0) += 1;
+        }
+        let in_batch = |k: &ResourceKey| batch.binary_search_by(|&i| items[i].key.cmp(k)).is_ok();
+        for (key, stored) in &self.objects {
+            if stored.origin.is_some() && !in_batch(key) {
+                *counts.entry(key.kind).or_insert(0) += 1;
+            }
         }
         Ok(counts)
     }

@@ -544,7 +544,14 @@ impl Loader {
     }
 
     fn text(&mut self, text: &str, source: &str, json: bool) {
-        let items = SourceItems::parse(text, source, json, self.process, self.outline);
+        let items = SourceItems::parse(
+            text,
+            source,
+            json,
+            self.process,
+            self.outline,
+            parse_threads(),
+        );
         self.merge(items);
     }
 
@@ -552,10 +559,16 @@ impl Loader {
     /// in order.
     fn parse_and_merge(&mut self, sources: Vec<SourceText>) {
         let (process, outline) = (self.process, self.outline);
+        // One source alone has its documents read on every core.
+        let threads = if sources.len() == 1 {
+            parse_threads()
+        } else {
+            1
+        };
         let parse = |s: &SourceText| match s {
-            SourceText::Text { name, text, json } => {
-                Some(SourceItems::parse(text, name, *json, process, outline))
-            }
+            SourceText::Text { name, text, json } => Some(SourceItems::parse(
+                text, name, *json, process, outline, threads,
+            )),
             SourceText::Failed(_) => None,
         };
         let parsed: Vec<Option<SourceItems>> = if sources.len() > 1 {
@@ -633,6 +646,9 @@ impl Loader {
     }
 }
 
+/// Fewest documents of one source worth a thread of their own.
+const MIN_DOCUMENTS_PER_THREAD: usize = 64;
+
 /// How many sources are parsed at once: one per core, at most 8.
 fn parse_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 8))
@@ -696,7 +712,15 @@ impl ResourceItem {
 }
 
 impl SourceItems {
-    fn parse(text: &str, source: &str, json: bool, process: bool, outline: bool) -> SourceItems {
+    /// Parses one source, its documents on up to `threads` threads.
+    fn parse(
+        text: &str,
+        source: &str,
+        json: bool,
+        process: bool,
+        outline: bool,
+        threads: usize,
+    ) -> SourceItems {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut items = SourceItems {
             process,
@@ -705,7 +729,8 @@ impl SourceItems {
         };
         if json {
             items.json_text(text, source);
-        } else if let Some(fast) = SourceItems::yaml_marked(text, source, process, outline) {
+        } else if let Some(fast) = SourceItems::yaml_marked(text, source, process, outline, threads)
+        {
             items = fast;
         } else {
             items.yaml_text(text, source);
@@ -771,14 +796,74 @@ impl SourceItems {
     /// each of which parses. `None` (nothing of it kept) when the stream is anything
     /// else or a document fails to parse: [`SourceItems::yaml_text`] then reads it and
     /// reports exactly where it fails.
-    fn yaml_marked(text: &str, source: &str, process: bool, outline: bool) -> Option<SourceItems> {
+    ///
+    /// With `threads` > 1 a long stream is cut into that many runs of documents, read at
+    /// once and joined in order (each run keeps its own error budget, which only ever
+    /// stores more).
+    fn yaml_marked(
+        text: &str,
+        source: &str,
+        process: bool,
+        outline: bool,
+        threads: usize,
+    ) -> Option<SourceItems> {
         let documents = split_marked_documents(text)?;
+        let runs = threads
+            .min(documents.len() / MIN_DOCUMENTS_PER_THREAD)
+            .max(1);
+        let read = |first: usize, docs: &[MarkedDocument<'_>]| {
+            SourceItems::marked_run(docs, first, source, process, outline)
+        };
+        if runs == 1 {
+            return read(0, &documents);
+        }
+        let per_run = documents.len().div_ceil(runs);
+        let parts: Vec<Option<SourceItems>> = std::thread::scope(|scope| {
+            let rest: Vec<_> = (1..runs)
+                .map(|r| {
+                    let start = (r * per_run).min(documents.len());
+                    let end = ((r + 1) * per_run).min(documents.len());
+                    let docs = &documents[start..end];
+                    scope.spawn(move || read(start, docs))
+                })
+                .collect();
+            let mut parts = vec![read(0, &documents[..per_run.min(documents.len())])];
+            for handle in rest {
+                parts.push(match handle.join() {
+                    Ok(p) => p,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                });
+            }
+            parts
+        });
+        let mut all = SourceItems {
+            process,
+            outline,
+            ..SourceItems::default()
+        };
+        for part in parts {
+            let part = part?;
+            all.items.extend(part.items);
+            all.documents += part.documents;
+            all.stored_errors += part.stored_errors;
+        }
+        Some(all)
+    }
+
+    /// The documents `docs` of a marked stream, the first being number `first + 1`.
+    fn marked_run(
+        docs: &[MarkedDocument<'_>],
+        first: usize,
+        source: &str,
+        process: bool,
+        outline: bool,
+    ) -> Option<SourceItems> {
         let mut items = SourceItems {
             process,
             outline,
             ..SourceItems::default()
         };
-        for (i, doc) in documents.iter().enumerate() {
+        for (i, doc) in docs.iter().enumerate() {
             if doc.null {
                 continue;
             }
@@ -793,7 +878,7 @@ impl SourceItems {
                 return None;
             }
             items.documents += 1;
-            items.document(value, source, i + 1);
+            items.document(value, source, first + i + 1);
         }
         Some(items)
     }

@@ -297,3 +297,59 @@ fn loaded_resources_store_the_same_without_the_second_validation() {
         assert_eq!(full.objects, trusted.objects, "{}", path.display());
     }
 }
+
+/// `check_apply` of the outlines of loaded resources finds what `apply_validated` of the
+/// resources finds (keys applied twice in input order, missing tiers in key order), or
+/// the counts of the store it would give, on a fresh store and on one holding a tier.
+#[test]
+fn check_apply_agrees_with_apply_validated() {
+    let np = |name: &str, tier: &str| {
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: n}}\nspec: {{tier: {tier}}}\n"
+        )
+    };
+    let batches = [
+        vec![format!(
+            "{}---\n{}",
+            gnp("b", "security"),
+            gnp("a", "missing")
+        )],
+        vec![
+            gnp("z", "security"),
+            TIER.to_string(),
+            np("x", "other"),
+            np("y", "default"),
+        ],
+        vec![
+            gnp("a", "default"),
+            gnp("a", "default"),
+            TIER.to_string(),
+            gnp("a", "security"),
+        ],
+        vec![TIER.to_string(), gnp("a", "security"), TIER.to_string()],
+    ];
+    for base in ["", TIER] {
+        for batch in &batches {
+            let mut store = Store::new();
+            if !base.is_empty() {
+                store.apply(load(base)).expect("base");
+            }
+            let loaded: Vec<Loaded> = batch
+                .iter()
+                .enumerate()
+                .flat_map(|(i, text)| load_str(text, &format!("b{i}.yaml")).expect("loads"))
+                .collect();
+            let outlines = loaded
+                .iter()
+                .map(|l| Outline::of(&l.resource, l.origin.clone()))
+                .collect();
+            let checked = store.check_apply(outlines).map_err(messages);
+            let mut applied = store.clone();
+            let result = applied
+                .apply_validated(loaded)
+                .map(|_| applied.counts())
+                .map_err(messages);
+            assert_eq!(checked, result, "{base} {batch:?}");
+        }
+    }
+}

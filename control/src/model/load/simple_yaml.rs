@@ -14,15 +14,27 @@ use serde_json::{Map, Value};
 /// Deepest nesting read here (the full parser allows more, and reports beyond it).
 const MAX_DEPTH: usize = 32;
 
+/// Longest key read here (serde-saphyr's simple-key lookahead is 1 024 characters).
+const MAX_KEY: usize = 512;
+
+/// Most nodes read here: a line is at most a key, a value and a collection, plus the
+/// items of a flow sequence. Far enough below the full parser's node limit
+/// (`MAX_DOCUMENT_NODES`, however it counts them) that a document it would refuse is
+/// always left to it.
+const MAX_NODES: usize = 300_000;
+
 /// The value of the one document in `text` (after an optional first `---` line), or
 /// `None` when the document is not of the plain shape (or holds nothing).
 pub(super) fn parse(text: &str) -> Option<Value> {
-    if text.contains('\t') {
+    if !printable(text) {
         return None;
     }
     let mut lines = Vec::new();
     for (i, line) in text.split('\n').enumerate() {
         let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.contains('\r') {
+            return None;
+        }
         if i == 0 && line.starts_with("---") {
             if !line[3..].trim_matches(' ').is_empty() {
                 return None;
@@ -37,9 +49,29 @@ pub(super) fn parse(text: &str) -> Option<Value> {
         lines.push((line.len() - line.trim_start_matches(' ').len(), content));
     }
     let first = lines.first()?.0;
-    let mut p = Parser { lines, pos: 0 };
+    if lines.len() * 3 > MAX_NODES {
+        return None;
+    }
+    let mut p = Parser {
+        nodes: lines.len() * 3,
+        lines,
+        pos: 0,
+    };
     let value = p.block(first, 0)?;
     (p.pos == p.lines.len()).then_some(value)
+}
+
+/// Whether `text` holds only what YAML allows in a document besides tabs: line breaks
+/// and printable characters (no C0/C1 controls, DEL, NEL, surrogates, U+FFFE/U+FFFF),
+/// and no byte order mark inside.
+fn printable(text: &str) -> bool {
+    let ascii_ok = |b: u8| (0x20..0x7f).contains(&b) || b == b'\n' || b == b'\r' || b >= 0x80;
+    text.bytes().all(ascii_ok)
+        && (text.is_ascii()
+            || text.chars().all(|c| {
+                matches!(c, '\n' | '\r' | '\u{20}'..='\u{7e}' | '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..)
+                    && c != '\u{feff}'
+            }))
 }
 
 struct Parser<'a> {
@@ -47,6 +79,8 @@ struct Parser<'a> {
     /// is not blank or a comment.
     lines: Vec<(usize, &'a str)>,
     pos: usize,
+    /// Nodes counted so far (three per line, and the items of flow sequences).
+    nodes: usize,
 }
 
 fn is_item(content: &str) -> bool {
@@ -54,6 +88,18 @@ fn is_item(content: &str) -> bool {
 }
 
 impl<'a> Parser<'a> {
+    /// `scalar(s)`, counting the items of a flow sequence against [`MAX_NODES`].
+    fn scalar(&mut self, s: &str) -> Option<Value> {
+        let value = scalar(s)?;
+        if let Value::Array(items) = &value {
+            self.nodes += items.len();
+            if self.nodes > MAX_NODES {
+                return None;
+            }
+        }
+        Some(value)
+    }
+
     fn block(&mut self, indent: usize, depth: usize) -> Option<Value> {
         if depth > MAX_DEPTH {
             return None;
@@ -83,7 +129,7 @@ impl<'a> Parser<'a> {
             let value = if rest.is_empty() {
                 self.nested(indent, depth)?
             } else {
-                scalar(rest)?
+                self.scalar(rest)?
             };
             if map.insert(key.to_string(), value).is_some() {
                 return None;
@@ -125,7 +171,7 @@ impl<'a> Parser<'a> {
                 items.push(self.mapping(inner, depth + 1)?);
             } else {
                 self.pos += 1;
-                items.push(scalar(item)?);
+                items.push(self.scalar(item)?);
             }
         }
         Some(Value::Array(items))
@@ -139,7 +185,8 @@ fn split_key(content: &str) -> Option<(&str, &str)> {
         .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/')))
         .unwrap_or(content.len());
     let key = &content[..end];
-    if !key.starts_with(|c: char| c.is_ascii_alphabetic()) || reserved(key) {
+    // The full parser looks at most 1 024 characters ahead for a key's `:`.
+    if key.len() > MAX_KEY || !key.starts_with(|c: char| c.is_ascii_alphabetic()) || reserved(key) {
         return None;
     }
     let rest = content[end..].strip_prefix(':')?;

@@ -1122,6 +1122,27 @@ const SCALARS: &[&str] = &[
     "é",
     "a  b",
     "[ 'x' ,y ]",
+    "=",
+    "<<",
+    "a=b",
+    "x!",
+    "x&y",
+    "x*",
+    "x|y",
+    "x>y",
+    "100%",
+    "a'b",
+    "a\"b",
+    "a,b",
+    "a]",
+    "a}",
+    "v1.2.3",
+    "1.2.3.4/32",
+    "-1",
+    "x-",
+    "a - b",
+    "a -b",
+    "é: x",
     // Left to serde-saphyr.
     "007",
     "-0",
@@ -1179,8 +1200,14 @@ const SCALARS: &[&str] = &[
     "`x",
     "2001:db8::/32",
     "1:2",
+    "a\u{1}b",
+    "a\u{7f}b",
+    "a\u{85}b",
+    "a\u{feff}b",
+    "a\rb",
+    "a\tb",
 ];
-const SIMPLE_SCALARS: usize = 24;
+const SIMPLE_SCALARS: usize = 45;
 
 const KEYS: &[&str] = &[
     "name",
@@ -1351,4 +1378,96 @@ fn simple_yaml_reads_policy_documents() {
             }
         }
     }
+}
+
+/// A long stream read in runs of documents on several threads loads as the event split
+/// reads it in one: numbers, errors (over the reported cap too), report and resources.
+#[test]
+fn marked_stream_read_in_runs_loads_as_one() {
+    let mut text = String::new();
+    for i in 0..700 {
+        match i % 7 {
+            0 => text.push_str("# a comment\n"),
+            1 => text.push_str(&np(&format!("Bad{i}"))),
+            2 => text.push_str("~\n"),
+            3 => text.push_str(&format!(
+                "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {{name: p{i}, namespace: n}}\nspec:\n  selector: a == 'b'\n"
+            )),
+            _ => text.push_str(&np(&format!("p{i}"))),
+        }
+        text.push_str("---\n");
+    }
+    for threads in [1, 2, 3, 8] {
+        for outline in [false, true] {
+            let mut runs = Loader::new(true);
+            runs.outline = outline;
+            runs.merge(SourceItems::parse(
+                &text, "f.yaml", false, true, outline, threads,
+            ));
+            let mut event = Loader::new(true);
+            event.outline = outline;
+            let mut items = SourceItems {
+                process: true,
+                outline,
+                ..SourceItems::default()
+            };
+            items.yaml_text(&text, "f.yaml");
+            event.merge(items);
+            let (a, b) = (runs.finish_all(), event.finish_all());
+            assert!(a.is_err());
+            assert_eq!(a, b, "threads {threads}");
+        }
+    }
+    // Without the invalid documents both load, every resource numbered alike.
+    let valid: String = text
+        .split("---\n")
+        .filter(|d| !d.contains("Bad"))
+        .collect::<Vec<_>>()
+        .join("---\n");
+    let mut runs = Loader::new(true);
+    runs.merge(SourceItems::parse(&valid, "f.yaml", false, true, false, 4));
+    let mut event = Loader::new(true);
+    let mut items = SourceItems {
+        process: true,
+        ..SourceItems::default()
+    };
+    items.yaml_text(&valid, "f.yaml");
+    event.merge(items);
+    let (a, b) = (runs.finish_all(), event.finish_all());
+    assert_eq!(a.as_ref().map(|(l, _, _)| l.len()), Ok(400));
+    assert_eq!(a, b);
+}
+
+/// A document near the full parser's node and event limits (1 000 000) is never read by
+/// the small reader, so the full parser refuses it as before: the small reader stops
+/// at 300 000 counted nodes (three per line and every flow item), which is at most
+/// 700 000 of saphyr's events.
+#[test]
+fn simple_yaml_leaves_huge_documents_to_saphyr() {
+    let many_lines = format!("items:\n{}", "- a\n".repeat(400_000));
+    assert!(simple_yaml::parse(&many_lines).is_none());
+    let long_flow = format!("items: [{}]\n", vec!["a"; 400_000].join(", "));
+    assert!(simple_yaml::parse(&long_flow).is_none());
+    let flows = format!(
+        "items:\n{}",
+        format!("- [{}]\n", vec!["1"; 100].join(", ")).repeat(4_000)
+    );
+    assert!(simple_yaml::parse(&flows).is_none());
+    // Characters YAML does not allow, and tabs, are left to serde-saphyr.
+    for c in [
+        '\u{0}', '\u{7}', '\t', '\u{7f}', '\u{85}', '\u{9f}', '\u{feff}', '\u{fffe}', '\r',
+    ] {
+        let text = format!("a: x{c}y\n");
+        assert!(simple_yaml::parse(&text).is_none(), "{c:?}");
+    }
+    assert_eq!(
+        simple_yaml::parse("a: é€𝄞\n"),
+        Some(serde_json::json!({"a": "é€𝄞"}))
+    );
+    // Keys past serde-saphyr's 1 024-character lookahead are its to refuse.
+    let long_key = format!("{}: x\n", "k".repeat(2_000));
+    assert!(simple_yaml::parse(&long_key).is_none());
+    assert!(saphyr_value(&long_key).is_err());
+    let small = format!("items:\n{}", "- a\n".repeat(1_000));
+    assert!(simple_yaml::parse(&small).is_some());
 }
