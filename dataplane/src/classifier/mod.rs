@@ -20,8 +20,10 @@
 //! whose lists are split by which fields each box spans widely (EffiCuts-style
 //! partitions: source × destination, source, destination, groups merged while the
 //! cost drops; all four ranged fields if none fits), whose leaves hold list positions
-//! (the lookup takes, per view, the first position over the partitions); then one
-//! tree again, whose output may take the larger of a multiple of the best
+//! (the lookup takes, per view, the first position over the partitions); one tree
+//! again right after the first of these arrangements (kept, and the others not built,
+//! if it is shallower than any arrangement of two or more trees can cost), and after
+//! the others, whose output may take the larger of a multiple of the best
 //! arrangement's bytes and `BuildConfig::single_tree_bytes_per_entry` per flattened
 //! entry, but at most `BuildConfig::single_tree_bytes_factor` times the best
 //! arrangement's bytes, and its build indexes a multiple of that (0 bytes per entry
@@ -1013,8 +1015,12 @@ const ATTEMPT_FLOOR: usize = 1 << 20;
 
 /// Merge attempts after the first partitioned arrangements (each one build).
 const MERGE_TRIES: usize = 4;
-/// A merged or later arrangement may take this many times the best one's bytes.
-const MERGE_FACTOR: usize = 30;
+/// A merged or later arrangement may take this many times the best one's bytes
+/// (output and build indexes together). Measured on the ClassBench suite's 10K sets:
+/// the later arrangements that were kept needed at most ~2x the best one's output
+/// plus their indexes, within 12x; the ones that fail (fw1/fw3/fw5_10k) spent
+/// 0.7-0.9 s each growing to a 30x room before failing.
+const MERGE_FACTOR: usize = 12;
 
 /// Fields whose wildness (EffiCuts' "large") groups entries into partitions; an
 /// entry's signature has bit `i` set when it is large in `SIG_FIELDS[i]`.
@@ -1058,7 +1064,9 @@ struct Measured {
 /// the cost) are built first, each within a byte limit tied to the best so far; their
 /// cost is the sum over trees of depth plus [`ROUND_COST`]. One tree (not tried when
 /// the merged lists have at least `partitioned_at` entries, or with
-/// `single_tree_bytes_per_entry` 0) is then tried with an output of at most the larger
+/// `single_tree_bytes_per_entry` 0) is then tried (right after the first partitioned
+/// arrangement, kept if no arrangement of two or more trees can cost less; else after
+/// them unless that attempt settled it) with an output of at most the larger
 /// of [`SINGLE_FACTOR`] times the best partitioned bytes and
 /// `single_tree_bytes_per_entry` per entry, capped at `single_tree_bytes_factor`
 /// times the best partitioned bytes, and build indexes of at most
@@ -1219,6 +1227,53 @@ fn build_one(
             _ => forget(arena, shared),
         }
     }
+    // The single tree tried with partitions in hand: its output may take the larger
+    // of a multiple of the best partitioned bytes and `single_tree_bytes_per_entry` per
+    // entry, its build indexes [`SINGLE_SCRATCH_FACTOR`] times that, all within the
+    // budget. The output's room is not tied to the partitions' bytes alone: small
+    // partitions (a few hundred KB) must not starve a single tree that needs a few MB
+    // and several times that in indexes; but it is capped at
+    // `single_tree_bytes_factor` times those bytes (its indexes follow the output).
+    // Returns the output's room and the whole room.
+    let single_room = |b: Option<&Measured>| -> (usize, usize) {
+        let out_room = b.map_or(single_out, |b| {
+            let own = single_out.max(SINGLE_FACTOR * b.bytes + ATTEMPT_FLOOR);
+            match cfg.single_tree_bytes_factor {
+                0 => own,
+                f => own.min(f.saturating_mul(b.bytes)),
+            }
+        });
+        let room = cfg
+            .memory_budget
+            .min(out_room.saturating_mul(1 + SINGLE_SCRATCH_FACTOR));
+        (out_room, room)
+    };
+    let build_single = |arena: &mut Arena,
+                        shared: &mut Shared,
+                        interner: &mut Interner,
+                        (out_room, room): (usize, usize)|
+     -> Result<(Slot, u32), OverBudget> {
+        limit_to(arena, room);
+        arena.out_limit = Some((base + out_room.min(room)) / tree::SLOT_BYTES);
+        let mut leaf = |e: u32, p: u32| interner.verdicts(e, p);
+        let mut t = TreeBuilder::new(
+            family,
+            &shared.boxes,
+            &mut shared.cands,
+            &mut shared.memo,
+            params,
+            &mut leaf,
+            arena,
+        );
+        let single = t.build(&merged).map(|root| (root, t.max_depth));
+        arena.slot_limit = full_limit;
+        arena.out_limit = None;
+        arena.scratch = 0;
+        single
+    };
+    // The single tree tried right after the first partitioned arrangement: its room
+    // and its depth if it fitted (then it was forgotten).
+    let mut early: Option<(usize, Option<u32>)> = None;
     let mut best: Option<(Plan, Measured, Vec<usize>)> = None;
     let sd = plan_of(|s| s & 3);
     let firsts = [sd, plan_of(|s| s & 1), plan_of(|s| (s >> 1) & 1)];
@@ -1236,6 +1291,24 @@ fn build_one(
             && best.as_ref().is_none_or(|b| m.cost < b.1.cost)
         {
             best = Some((*plan, m, sizes));
+        }
+        // With the first arrangement measured, the single tree (in the room that
+        // arrangement gives it): if it fits below the depth no arrangement of two or
+        // more trees can beat, the other arrangements are not built.
+        if let Some(b) = best.as_ref().filter(|_| try_single && early.is_none()) {
+            let rooms = single_room(Some(&b.1));
+            if rooms.1 > probe {
+                let single = build_single(arena, shared, interner, rooms);
+                match single {
+                    Ok((root, depth)) if depth < 2 * (1 + ROUND_COST) => {
+                        stats.depth = stats.depth.max(depth);
+                        stats.trees += 1;
+                        return Ok((Root::Single(root), entries));
+                    }
+                    _ => forget(arena, shared),
+                }
+                early = Some((rooms.1, single.ok().map(|(_, d)| d)));
+            }
         }
     }
     // Merge the smallest group into another while that lowers the cost.
@@ -1277,41 +1350,16 @@ fn build_one(
             break;
         }
     }
-    // One tree: its output may take the larger of a multiple of the best partitioned
-    // bytes and `single_tree_bytes_per_entry` per entry, its build indexes
-    // [`SINGLE_SCRATCH_FACTOR`] times that, all within the budget. The output's room is not
-    // tied to the partitions' bytes alone: small partitions (a few hundred KB) must
-    // not starve a single tree that needs a few MB and several times that in indexes.
-    // With a partitioned arrangement in hand, the single tree's output is also capped
-    // at `single_tree_bytes_factor` times its bytes (its indexes follow the output).
-    let out_room = best.as_ref().map_or(single_out, |b| {
-        let own = single_out.max(SINGLE_FACTOR * b.1.bytes + ATTEMPT_FLOOR);
-        match cfg.single_tree_bytes_factor {
-            0 => own,
-            f => own.min(f.saturating_mul(b.1.bytes)),
-        }
+    // One tree again, in the room the best arrangement gives it, unless the early
+    // attempt already showed it fails in at least that room or loses to that
+    // arrangement.
+    let rooms = single_room(best.as_ref().map(|b| &b.1));
+    let settled = early.is_some_and(|(room, depth)| match depth {
+        None => rooms.1 <= room,
+        Some(d) => best.as_ref().is_some_and(|b| d >= b.1.cost),
     });
-    let room = cfg
-        .memory_budget
-        .min(out_room.saturating_mul(1 + SINGLE_SCRATCH_FACTOR));
-    if try_single && room > probe {
-        limit_to(arena, room);
-        arena.out_limit = Some((base + out_room.min(room)) / tree::SLOT_BYTES);
-        let mut leaf = |e: u32, p: u32| interner.verdicts(e, p);
-        let mut t = TreeBuilder::new(
-            family,
-            &shared.boxes,
-            &mut shared.cands,
-            &mut shared.memo,
-            params,
-            &mut leaf,
-            arena,
-        );
-        let single = t.build(&merged).map(|root| (root, t.max_depth));
-        arena.slot_limit = full_limit;
-        arena.out_limit = None;
-        arena.scratch = 0;
-        match single {
+    if try_single && rooms.1 > probe && !settled {
+        match build_single(arena, shared, interner, rooms) {
             Ok((root, depth)) if best.as_ref().is_none_or(|b| depth < b.1.cost) => {
                 stats.depth = stats.depth.max(depth);
                 stats.trees += 1;
