@@ -303,7 +303,7 @@ impl Store {
         let tiers: HashSet<&str> = batch
             .iter()
             .map(|&i| &items[i].key)
-            .chain(self.objects.keys())
+            .chain(self.objects.iter().map(|(k, _)| k))
             .filter(|k| k.kind == Kind::Tier && k.namespace.is_none())
             .map(|k| k.name.as_str())
             .collect();
@@ -324,7 +324,7 @@ impl Store {
             *counts.entry(items[i].key.kind).or_insert(0) += 1;
         }
         let in_batch = |k: &ResourceKey| batch.binary_search_by(|&i| items[i].key.cmp(k)).is_ok();
-        for (key, stored) in &self.objects {
+        for (key, stored) in self.objects.iter() {
             if stored.origin.is_some() && !in_batch(key) {
                 *counts.entry(key.kind).or_insert(0) += 1;
             }
