@@ -41,7 +41,7 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::{Map, Value};
 use serde_saphyr::granit_parser::{self, Event, ScalarStyle};
 
-use super::types::{CALICO_API, K8S_CORE_API, Kind, Object, ObjectMeta, Resource};
+use super::types::{CALICO_API, K8S_CORE_API, Kind, Object, ObjectMeta, Resource, ResourceKey};
 use super::{defaults, validate};
 use crate::store::Outline;
 
@@ -640,7 +640,11 @@ impl Loader {
                 resource,
                 origin: r.origin,
             }),
-            Some(Kept::Outline(outline)) => self.outlines.push(outline),
+            Some(Kept::Outline(key, tier)) => self.outlines.push(Outline {
+                key,
+                origin: r.origin,
+                tier,
+            }),
             None => {}
         }
     }
@@ -691,12 +695,14 @@ struct ResourceItem {
     kept: Option<Kept>,
 }
 
-/// What a load keeps of a valid resource (one kind per load: boxing would only add an
-/// allocation to every whole resource).
+/// What a load keeps of a valid resource: the resource, or only the key and tier of its
+/// [`Outline`] (the resource is dropped on the thread that read it; the merge moves
+/// the origin in). One kind per load: boxing would only add an allocation to every
+/// whole resource.
 #[allow(clippy::large_enum_variant)]
 enum Kept {
     Whole(Resource),
-    Outline(Outline),
+    Outline(ResourceKey, Option<String>),
 }
 
 impl ResourceItem {
@@ -1085,7 +1091,8 @@ impl SourceItems {
         }
         if !invalid {
             r.kept = Some(if self.outline {
-                Kept::Outline(Outline::of(&resource, r.origin.clone()))
+                let (key, tier) = Outline::key_and_tier(resource);
+                Kept::Outline(key, tier)
             } else {
                 Kept::Whole(resource)
             });
