@@ -29,6 +29,16 @@
 //! - Hostile input is bounded: file size, total size, file count, documents per file,
 //!   resources per load, YAML nesting depth and alias expansion are capped, and every cap
 //!   is reported as an error naming the input.
+//! - How it is read does not show in the result. A YAML stream whose documents are
+//!   separated by bare `---` lines is cut at those lines, and a document of the plainest
+//!   shape is read by a small line reader (`simple_yaml`) into the same value
+//!   serde-saphyr builds; any other stream goes through the event parser's split, any
+//!   other document through serde-saphyr, and a stream with a document that fails to
+//!   parse is read again the old way, so errors are worded and numbered as they always
+//!   were. The files of a directory (or the documents of one long stream) are parsed
+//!   on every core and merged in order: resources, errors, caps and report are those
+//!   of reading everything one by one. Property tests compare each shortcut with the
+//!   path it stands for.
 
 use std::collections::HashMap;
 use std::fmt;
