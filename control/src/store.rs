@@ -566,13 +566,42 @@ pub(crate) struct Outline {
 }
 
 impl Outline {
-    /// The outline of `resource` (defaulted) loaded from `origin`.
+    /// The outline of `resource` (defaulted) loaded from `origin`: the plain twin of
+    /// [`Outline::key_and_tier`], which the loader uses.
+    #[cfg(test)]
     pub(crate) fn of(resource: &Resource, origin: Origin) -> Outline {
         Outline {
             key: resource.key(),
             origin,
             tier: policy_tier(resource).map(str::to_string),
         }
+    }
+
+    /// The key and tier of [`Outline::of`], of a resource no longer needed: its name,
+    /// namespace and tier are moved out, not copied.
+    pub(crate) fn key_and_tier(mut resource: Resource) -> (ResourceKey, Option<String>) {
+        let tier = match &mut resource {
+            Resource::NetworkPolicy(o)
+            | Resource::GlobalNetworkPolicy(o)
+            | Resource::StagedNetworkPolicy(o)
+            | Resource::StagedGlobalNetworkPolicy(o) => Some(match o.spec.tier.take() {
+                Some(t) if !t.is_empty() => t,
+                _ => DEFAULT_TIER.to_string(),
+            }),
+            r => policy_tier(r).map(str::to_string),
+        };
+        let kind = resource.kind();
+        let meta = resource.metadata_mut();
+        let key = ResourceKey {
+            kind,
+            namespace: if kind.is_namespaced() {
+                meta.namespace.take()
+            } else {
+                None
+            },
+            name: std::mem::take(&mut meta.name),
+        };
+        (key, tier)
     }
 }
 

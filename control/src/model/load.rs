@@ -29,6 +29,16 @@
 //! - Hostile input is bounded: file size, total size, file count, documents per file,
 //!   resources per load, YAML nesting depth and alias expansion are capped, and every cap
 //!   is reported as an error naming the input.
+//! - How it is read does not show in the result. A YAML stream whose documents are
+//!   separated by bare `---` lines is cut at those lines, and a document of the plainest
+//!   shape is read by a small line reader (`simple_yaml`) into the same value
+//!   serde-saphyr builds; any other stream goes through the event parser's split, any
+//!   other document through serde-saphyr, and a stream with a document that fails to
+//!   parse is read again the old way, so errors are worded and numbered as they always
+//!   were. The files of a directory (or the documents of one long stream) are parsed
+//!   on every core and merged in order: resources, errors, caps and report are those
+//!   of reading everything one by one. Property tests compare each shortcut with the
+//!   path it stands for.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -41,7 +51,7 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::{Map, Value};
 use serde_saphyr::granit_parser::{self, Event, ScalarStyle};
 
-use super::types::{CALICO_API, K8S_CORE_API, Kind, Object, ObjectMeta, Resource};
+use super::types::{CALICO_API, K8S_CORE_API, Kind, Object, ObjectMeta, Resource, ResourceKey};
 use super::{defaults, validate};
 use crate::store::Outline;
 
@@ -640,7 +650,11 @@ impl Loader {
                 resource,
                 origin: r.origin,
             }),
-            Some(Kept::Outline(outline)) => self.outlines.push(outline),
+            Some(Kept::Outline(key, tier)) => self.outlines.push(Outline {
+                key,
+                origin: r.origin,
+                tier,
+            }),
             None => {}
         }
     }
@@ -691,12 +705,14 @@ struct ResourceItem {
     kept: Option<Kept>,
 }
 
-/// What a load keeps of a valid resource (one kind per load: boxing would only add an
-/// allocation to every whole resource).
+/// What a load keeps of a valid resource: the resource, or only the key and tier of its
+/// [`Outline`] (the resource is dropped on the thread that read it; the merge moves
+/// the origin in). One kind per load: boxing would only add an allocation to every
+/// whole resource.
 #[allow(clippy::large_enum_variant)]
 enum Kept {
     Whole(Resource),
-    Outline(Outline),
+    Outline(ResourceKey, Option<String>),
 }
 
 impl ResourceItem {
@@ -1085,7 +1101,8 @@ impl SourceItems {
         }
         if !invalid {
             r.kept = Some(if self.outline {
-                Kept::Outline(Outline::of(&resource, r.origin.clone()))
+                let (key, tier) = Outline::key_and_tier(resource);
+                Kept::Outline(key, tier)
             } else {
                 Kept::Whole(resource)
             });

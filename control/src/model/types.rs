@@ -1284,6 +1284,25 @@ impl Resource {
         }
     }
 
+    /// The resource's metadata, to change.
+    pub fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Resource::NetworkPolicy(o)
+            | Resource::GlobalNetworkPolicy(o)
+            | Resource::StagedNetworkPolicy(o)
+            | Resource::StagedGlobalNetworkPolicy(o) => &mut o.metadata,
+            Resource::StagedKubernetesNetworkPolicy(o) | Resource::KubernetesNetworkPolicy(o) => {
+                &mut o.metadata
+            }
+            Resource::Tier(o) => &mut o.metadata,
+            Resource::NetworkSet(o) | Resource::GlobalNetworkSet(o) => &mut o.metadata,
+            Resource::HostEndpoint(o) => &mut o.metadata,
+            Resource::WorkloadEndpoint(o) => &mut o.metadata,
+            Resource::Profile(o) => &mut o.metadata,
+            Resource::Namespace(o) => &mut o.metadata,
+        }
+    }
+
     /// The store key: kind, namespace (namespaced kinds only), name.
     pub fn key(&self) -> ResourceKey {
         let m = self.metadata();

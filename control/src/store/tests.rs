@@ -353,3 +353,20 @@ fn check_apply_agrees_with_apply_validated() {
         }
     }
 }
+
+/// `Outline::key_and_tier` moves out what `Outline::of` copies.
+#[test]
+fn outline_key_and_tier_of_an_owned_resource() {
+    let text = format!(
+        "{TIER}---\n{}---\n{}---\napiVersion: projectcalico.org/v3\nkind: StagedNetworkPolicy\nmetadata: {{name: s, namespace: x}}\nspec: {{tier: security}}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: k}}\nspec: {{podSelector: {{}}}}\n---\napiVersion: projectcalico.org/v3\nkind: NetworkSet\nmetadata: {{name: n}}\n",
+        gnp("a", "security"),
+        gnp("b", "")
+    );
+    for l in load(&text) {
+        let outline = Outline::of(&l.resource, l.origin.clone());
+        assert_eq!(
+            Outline::key_and_tier(l.resource),
+            (outline.key, outline.tier)
+        );
+    }
+}
