@@ -885,19 +885,25 @@ fn churn(
     )?;
 
     // 2. Pods with a new label set: one no selector reads (a new `version` label:
-    // the same behaviour as an existing pod), and one with a new `app` value that
-    // every `app` selector sees differently (a new behaviour: a rebuild).
+    // the same behaviour as an existing pod), one with a new `app` value that every
+    // `app` selector sees differently (a new behaviour; it defines the named port
+    // `http` the rules name, so it joins their lists: a rebuild), and the same
+    // without named ports (a new behaviour no rule reads as a peer).
     let few = reps.min(10);
     let kinds = [
-        ("pod-add-new-labels-known-behaviour", "version", reps),
-        ("pod-add-new-labels-new-behaviour", "app", few),
+        ("pod-add-new-labels-known-behaviour", "version", reps, true),
+        ("pod-add-new-labels-new-behaviour", "app", few, true),
+        ("pod-add-new-behaviour-unread", "app", reps, false),
     ];
     // `--mode pods`: the known behaviour only (the new one is a full rebuild).
-    for (what, label, n_runs) in &kinds[..if only_pods { 1 } else { 2 }] {
+    for (what, label, n_runs, ports) in &kinds[..if only_pods { 1 } else { kinds.len() }] {
         let (mut new_t, mut new_c, mut fast) = (Vec::new(), Vec::new(), 0usize);
         for i in 0..*n_runs {
             let relabel = Some((*label, format!("new{i}")));
             let key = add_like(&mut store, i, &mut next_addr, relabel);
+            if !ports && let Some(e) = store.endpoints.iter_mut().find(|e| e.key == key) {
+                e.ports.clear();
+            }
             let (w, c) = (Instant::now(), cputime::thread_cpu());
             let r = live.update(&store, std::slice::from_ref(&key));
             fast += usize::from(r.map_err(|e| e.to_string())? == Applied::Fast);

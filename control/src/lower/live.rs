@@ -23,6 +23,18 @@
 //!   set never seen before still takes this path when every selector sees it as it
 //!   sees an existing endpoint (a new `version` label that no selector reads); the
 //!   selector results are computed once per distinct label set.
+//! - **Workload endpoint added with a new behaviour that no rule reads as a peer**
+//!   (no rule's peer selector matches it; a rule without one neither has a
+//!   `notSelector` matching it nor names a port it defines), with host prefixes no
+//!   rule, network set or other endpoint names: its address is in no address list
+//!   but those containing it by prefix, so it takes the identity its prefix's class
+//!   has ([`IdentityClassifier::with_unlisted_host`]); its own programs are lowered
+//!   from the memo and any not seen before get their trees as a new part. It starts
+//!   its behaviour's group, so its replicas take the path above. (Also taken when a
+//!   known behaviour's exemplars all lie inside rule CIDRs.) A new behaviour that a
+//!   rule does read — a peer selector picking it, or a named port it defines that a
+//!   rule without a peer selector names, as `ports: [http]` in most ingress rules —
+//!   joins address lists the trees were cut on: a full rebuild.
 //! - **Endpoint removed** whose host prefixes no rule or network set names and no
 //!   other endpoint has ([`IdentityClassifier::without_host`]): same. Its id stays
 //!   as an unused entry of [`Names`].
@@ -94,7 +106,7 @@ use thiserror::Error;
 
 use super::{EndpointName, LowerError, Memo, Names, endpoint_meta, id32, lower_keeping};
 use crate::cluster::{Cluster, Endpoint, EndpointKind, Evaluation, Flow, MixedFamilies};
-use crate::model::{EndpointPort, Kind, PolicyType, ResourceKey};
+use crate::model::{EndpointPort, Kind, PolicyType, Port, ResourceKey};
 use crate::selector::Selector;
 
 /// Why a live change failed (the previous generation stays published).
@@ -995,7 +1007,7 @@ impl Live {
         }
         let key = self.behaviour(ep);
         let Some(group) = self.groups.get(&key) else {
-            return false;
+            return self.try_add_unlisted(ep, key);
         };
         let Ok(id) = id32("endpoints", self.names.endpoints.len()) else {
             return false;
@@ -1022,7 +1034,7 @@ impl Live {
                 .take(16)
                 .find(|h| named.iter().all(|p| !p.contains(*h) && !p.contains(&n)))
             else {
-                return false;
+                return next.is_none() && self.try_add_unlisted(ep, key);
             };
             let from = next.as_ref().unwrap_or(&self.classifier);
             match from.with_host(n, EndpointId(id), group.ingress, group.egress, *like) {
@@ -1056,6 +1068,132 @@ impl Live {
             *self.nets.entry(n.trunc()).or_insert(0) += 1;
         }
         true
+    }
+
+    /// The fast path of an add whose behaviour no bound endpoint has, for a workload
+    /// endpoint no rule reads as a peer ([`Live::read_as_peer`]). Its address then belongs to no
+    /// address list but those containing it by prefix, which is what its prefix's
+    /// class already says ([`IdentityClassifier::with_unlisted_host`]); only its own
+    /// programs are lowered (from the memo), and those not seen before get their
+    /// trees as a new part. Also taken when the behaviour's group has no exemplar
+    /// outside the prefixes rules name. On success the endpoint joins its behaviour's
+    /// group (or starts it). On a failure after lowering the memo is dropped (a
+    /// rebuild makes a new one).
+    fn try_add_unlisted(&mut self, ep: &Endpoint, key: Behaviour) -> bool {
+        if ep.kind != EndpointKind::Workload || self.memo.is_none() {
+            return false;
+        }
+        for n in &ep.nets {
+            let n = n.trunc();
+            if self.named.contains(&n) || self.nets.contains_key(&n) {
+                return false;
+            }
+        }
+        if self.read_as_peer(ep) {
+            return false;
+        }
+        let Ok(id) = id32("endpoints", self.names.endpoints.len()) else {
+            return false;
+        };
+        let Some(mut memo) = self.memo.take() else {
+            return false;
+        };
+        let Ok(programs) =
+            super::relower_policies(&self.cluster, &mut self.names, &mut memo, &[], &[ep])
+        else {
+            return false;
+        };
+        let Some(&(ingress, egress)) = programs.first() else {
+            return false;
+        };
+        let added = memo.take_programs();
+        let with_trees = if added.is_empty() {
+            None
+        } else {
+            match self.classifier.with_programs(&added, &[], &[], &self.cfg) {
+                Ok(c) => Some(c),
+                Err(_) => return false,
+            }
+        };
+        let mut next: Option<IdentityClassifier> = None;
+        for n in &ep.nets {
+            let from = next
+                .as_ref()
+                .or(with_trees.as_ref())
+                .unwrap_or(&self.classifier);
+            match from.with_unlisted_host(n.trunc(), EndpointId(id), Some(ingress), Some(egress)) {
+                Ok(c) => next = Some(c),
+                Err(_) => return false,
+            }
+        }
+        let Some(next) = next else { return false };
+        let Some(owners) = self.names.owners.as_mut() else {
+            return false;
+        };
+        for n in &ep.nets {
+            let n = n.trunc();
+            if owners
+                .set_host(matches!(n, IpNet::V6(_)), addr_bits(&n), Some(id))
+                .is_err()
+            {
+                return false;
+            }
+        }
+        self.names.endpoints.push(EndpointName {
+            key: ep.key.clone(),
+            kind: ep.kind,
+            display: ep.display_name(),
+            meta: endpoint_meta(ep),
+        });
+        self.classifier = Arc::new(next);
+        self.memo = Some(memo);
+        let hosts: Vec<IpNet> = ep.nets.iter().map(|n| n.trunc()).collect();
+        for n in &hosts {
+            *self.nets.entry(*n).or_insert(0) += 1;
+        }
+        self.groups
+            .entry(key)
+            .or_insert(Group {
+                hosts: Vec::new(),
+                ingress: Some(ingress),
+                egress: Some(egress),
+            })
+            .hosts
+            .extend(hosts);
+        true
+    }
+
+    /// Whether a rule of the store reads `ep` as a peer: its peer selector matches
+    /// it, or, without a peer selector, its `notSelector` matches it or it names a
+    /// port `ep` defines.
+    fn read_as_peer(&self, ep: &Endpoint) -> bool {
+        let c = &self.cluster;
+        let labels = c.endpoint_labels(ep);
+        let names_its_port = |ports: &[Port]| {
+            ports
+                .iter()
+                .any(|p| matches!(p, Port::Named(name) if ep.ports.iter().any(|e| e.name == *name)))
+        };
+        // A peer with a positive selector that does not match `ep` never matches it,
+        // whatever its `notSelector` or named ports (named ports resolve on the
+        // endpoints that selector matches).
+        let reads = |m: &crate::cluster::PeerMatch| match &m.selector {
+            Some(s) => s.matches(&labels),
+            None => {
+                m.not_selector.as_ref().is_some_and(|s| s.matches(&labels))
+                    || names_its_port(&m.ports)
+                    || names_its_port(&m.not_ports)
+            }
+        };
+        c.policies
+            .iter()
+            .flat_map(|p| p.ingress.iter().chain(&p.egress))
+            .chain(
+                c.profiles
+                    .values()
+                    .flat_map(|p| p.ingress.iter().chain(&p.egress)),
+            )
+            .any(|r| reads(&r.source) || reads(&r.destination))
     }
 
     /// The fast path of removing endpoint `ep` of the store; on success the

@@ -885,23 +885,7 @@ impl IdentityClassifier {
         egress: Option<ProgramId>,
         like: IpNet,
     ) -> Result<IdentityClassifier, HostChangeRefused> {
-        let p = Pfx::of(&net);
-        if p.len != p.width() {
-            return Err(HostChangeRefused::NotHost(net));
-        }
-        for q in [ingress, egress].into_iter().flatten() {
-            if q.0 as usize >= self.programs.len() {
-                return Err(HostChangeRefused::UnknownProgram(q.0));
-            }
-        }
-        let parent = self.class_index(&p);
-        let pc = self.cold[parent as usize];
-        if pc.prefix == Some(p) {
-            return Err(HostChangeRefused::Known(net));
-        }
-        if let Some(b) = self.binding_prefix(parent) {
-            return Err(HostChangeRefused::InsideBinding(net, b));
-        }
+        let (p, parent) = self.host_slot(net, ingress, egress)?;
         let lp = Pfx::of(&like);
         let lc = self.class_index(&lp);
         let lcold = self.cold[lc as usize];
@@ -915,24 +899,65 @@ impl IdentityClassifier {
         if self.hot[lcold.parent as usize].identity != self.hot[parent as usize].identity {
             return Err(HostChangeRefused::NewIdentity(net));
         }
+        let identity = self.hot[lc as usize].identity;
+        self.bind_host(p, parent, identity, (endpoint, ingress, egress))
+    }
+
+    /// Where a new bound host class for `net` goes: its prefix and the class that
+    /// holds its address now. Refused when `net` is not a host prefix, names a
+    /// program this classifier lacks, is already a class or lies inside a binding.
+    fn host_slot(
+        &self,
+        net: IpNet,
+        ingress: Option<ProgramId>,
+        egress: Option<ProgramId>,
+    ) -> Result<(Pfx, u32), HostChangeRefused> {
+        let p = Pfx::of(&net);
+        if p.len != p.width() {
+            return Err(HostChangeRefused::NotHost(net));
+        }
+        for q in [ingress, egress].into_iter().flatten() {
+            if q.0 as usize >= self.programs.len() {
+                return Err(HostChangeRefused::UnknownProgram(q.0));
+            }
+        }
+        let parent = self.class_index(&p);
+        if self.cold[parent as usize].prefix == Some(p) {
+            return Err(HostChangeRefused::Known(net));
+        }
+        if let Some(b) = self.binding_prefix(parent) {
+            return Err(HostChangeRefused::InsideBinding(net, b));
+        }
+        Ok((p, parent))
+    }
+
+    /// The next generation with a class for the host prefix `p` (inside class
+    /// `parent`) of `identity`, bound as `binding` says.
+    fn bind_host(
+        &self,
+        p: Pfx,
+        parent: u32,
+        identity: u32,
+        binding: Binding,
+    ) -> Result<IdentityClassifier, HostChangeRefused> {
         let class = u32::try_from(self.hot.len())
             .ok()
             .filter(|&c| c < 1 << 31)
             .ok_or(HostChangeRefused::TooMany)?;
         // One copy of each flat table, with room for the entry (a clone, then a push,
         // would copy twice).
-        let binding = self.bindings.len() as u32;
+        let next_binding = self.bindings.len() as u32;
         let mut next = IdentityClassifier {
             lpm: self.lpm.clone(),
             hot: grown(
                 &self.hot,
                 Hot {
-                    identity: self.hot[lc as usize].identity,
-                    binding,
+                    identity,
+                    binding: next_binding,
                 },
             ),
             cold: self.cold.clone(),
-            bindings: grown(&self.bindings, (endpoint, ingress, egress)),
+            bindings: grown(&self.bindings, binding),
             parts: self.parts.clone(),
             programs: self.programs.clone(),
             lists: self.lists.clone(),
@@ -948,6 +973,25 @@ impl IdentityClassifier {
         next.stats.classes += 1;
         next.stats.stage_bytes = next.stage_bytes();
         Ok(next)
+    }
+
+    /// The next generation with the host prefix `net` bound to `endpoint` (`ingress`
+    /// and `egress` programs of this classifier) and classified as the prefixes
+    /// containing it classify it: `net` gets the identity an unbound address there
+    /// has, so it is in exactly the address lists that contain it by prefix and in no
+    /// other. For an endpoint no rule selects (no peer selector and no named port
+    /// reads it), that is what a full build gives it. The trees are shared. Refused as
+    /// [`IdentityClassifier::with_host`] is, but for the exemplar.
+    pub fn with_unlisted_host(
+        &self,
+        net: IpNet,
+        endpoint: EndpointId,
+        ingress: Option<ProgramId>,
+        egress: Option<ProgramId>,
+    ) -> Result<IdentityClassifier, HostChangeRefused> {
+        let (p, parent) = self.host_slot(net, ingress, egress)?;
+        let identity = self.hot[parent as usize].identity;
+        self.bind_host(p, parent, identity, (endpoint, ingress, egress))
     }
 
     /// The next generation without the bound host prefix `net`: its address is

@@ -209,20 +209,39 @@ spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
     api3.key.name = "api-3".into();
     api3.nets = vec![host("10.9.0.1")];
     assert_eq!(live.add_endpoint(api3).unwrap(), Applied::Rebuilt);
-    // A new label set: a rebuild.
+    // A new behaviour that no rule reads as a peer: its own programs are lowered,
+    // the trees kept.
     let mut db = api1.clone();
     db.key.name = "db".into();
     db.labels.insert("app".into(), "db".into());
     db.nets = vec![host("10.0.0.5")];
-    assert_eq!(live.add_endpoint(db).unwrap(), Applied::Rebuilt);
-    let flows: Vec<FlowKey> = ["10.0.0.2", "10.0.0.4", "10.9.0.1", "10.0.0.5", "10.0.0.6"]
-        .iter()
-        .flat_map(|s| {
-            ["10.0.0.1", "10.0.0.3"].iter().map(move |d| {
-                FlowKey::new(s.parse().unwrap(), d.parse().unwrap(), 6, 1234, 8080).unwrap()
+    assert_eq!(live.add_endpoint(db.clone()).unwrap(), Applied::Fast);
+    // The same inside the rule's CIDR: classified as the CIDR's addresses are.
+    let mut db2 = db.clone();
+    db2.key.name = "db-2".into();
+    db2.labels.insert("shard".into(), "2".into());
+    db2.nets = vec![host("10.9.0.2")];
+    assert_eq!(live.add_endpoint(db2).unwrap(), Applied::Fast);
+    // A new behaviour (another port list) defining a port a rule names: a rebuild.
+    let mut web3 = web1.clone();
+    web3.key.name = "web-3".into();
+    web3.ports[0].port = 9090;
+    web3.nets = vec![host("10.0.0.7")];
+    assert_eq!(live.add_endpoint(web3).unwrap(), Applied::Rebuilt);
+    let flows: Vec<FlowKey> = [
+        "10.0.0.2", "10.0.0.4", "10.9.0.1", "10.9.0.2", "10.0.0.5", "10.0.0.6",
+    ]
+    .iter()
+    .flat_map(|s| {
+        ["10.0.0.1", "10.0.0.3", "10.0.0.5", "10.0.0.7"]
+            .iter()
+            .flat_map(move |d| {
+                [8080, 9090].map(|port| {
+                    FlowKey::new(s.parse().unwrap(), d.parse().unwrap(), 6, 1234, port).unwrap()
+                })
             })
-        })
-        .collect();
+    })
+    .collect();
     check(&live, &flows).unwrap();
     assert_eq!(live.remove_endpoint(&web2.key).unwrap(), Applied::Fast);
     assert_eq!(live.remove_endpoint(&api2.key).unwrap(), Applied::Fast);
@@ -318,6 +337,25 @@ fn change(
             }
             vec![store_key(&resources[a])]
         }
+        // A copy of a workload at a new address with a label set of its own (a new
+        // behaviour, which a rule may or may not read as a peer).
+        6 => {
+            let Some(a) = wl(&i) else { return Vec::new() };
+            let Resource::WorkloadEndpoint(mut o) = resources[a].clone() else {
+                return Vec::new();
+            };
+            let Some(first) = o.spec.ip_networks.first() else {
+                return Vec::new();
+            };
+            let v6 = matches!(first.0, IpNet::V6(_));
+            o.metadata.name = format!("{}-own{n}", o.metadata.name);
+            o.spec.ip_networks = vec![new_addr(v6)];
+            o.metadata.labels = [("fresh".to_string(), format!("f{n}"))].into();
+            let r = Resource::WorkloadEndpoint(o);
+            let k = store_key(&r);
+            resources.push(r);
+            vec![k]
+        }
         // A policy or network set added or replaced.
         _ => {
             if extra.is_empty() {
@@ -345,7 +383,7 @@ proptest! {
             0..4,
         ),
         steps in prop::collection::vec(
-            prop::collection::vec((0u8..6, any::<Index>(), any::<Index>(), 0usize..8), 1..4),
+            prop::collection::vec((0u8..7, any::<Index>(), any::<Index>(), 0usize..8), 1..4),
             1..6,
         ),
     ) {
@@ -573,7 +611,7 @@ proptest! {
         extra in prop::collection::vec(crate::lower::proptests::policy(), 1..4),
         steps in prop::collection::vec(
             prop::collection::vec(
-                (prop_oneof![Just(0u8), Just(2), Just(3), Just(5), Just(5)], any::<Index>(), any::<Index>(), 0usize..8),
+                (prop_oneof![Just(0u8), Just(2), Just(3), Just(5), Just(5), Just(6)], any::<Index>(), any::<Index>(), 0usize..8),
                 1..3,
             ),
             1..6,
@@ -762,7 +800,7 @@ proptest! {
         (resources, flows) in store_and_flows(24),
         extra in prop::collection::vec(crate::lower::proptests::policy(), 1..4),
         steps in prop::collection::vec(
-            ((prop_oneof![Just(0u8), Just(3), Just(5), Just(5), Just(5)], any::<Index>(), any::<Index>(), 0usize..8), any::<bool>()),
+            ((prop_oneof![Just(0u8), Just(3), Just(5), Just(5), Just(5), Just(6)], any::<Index>(), any::<Index>(), 0usize..8), any::<bool>()),
             8..30,
         ),
     ) {
