@@ -1258,6 +1258,84 @@ mod tests {
         assert_same(&back, &LinearClassifier::new(set).unwrap(), &keys);
     }
 
+    /// A host bound with the identity of its prefix's class is in exactly the lists
+    /// that contain it by prefix: inside the rule CIDR it is denied as the CIDR's
+    /// other addresses are, outside every list it matches nothing; each equals the
+    /// linear reference with the host bound and no list changed. Refused as
+    /// `with_host` is for known, non-host and inside-binding prefixes.
+    #[test]
+    fn unlisted_hosts_take_their_prefix_class_identity() {
+        use crate::fixtures::{net, policy, program, rule, tier};
+        use crate::program::Action;
+        let m = Match {
+            src_nets: Some(vec![net("10.0.0.1/32"), net("10.0.0.2/32")].into()),
+            ..Match::default()
+        };
+        let cidr = Match {
+            src_nets: Some(vec![net("10.1.0.0/16")].into()),
+            ..Match::default()
+        };
+        let p = program(
+            vec![tier(
+                0,
+                crate::program::TierDefault::Deny,
+                vec![policy(
+                    0,
+                    false,
+                    vec![rule(0, Action::Allow, m), rule(1, Action::Deny, cidr)],
+                )],
+            )],
+            vec![],
+        );
+        let open = program(vec![], vec![]);
+        let bind = |n: &str, e: u32, p: u32| EndpointBinding {
+            net: net(n),
+            endpoint: EndpointId(e),
+            ingress: Some(ProgramId(p)),
+            egress: Some(ProgramId(p)),
+        };
+        let set = PolicySet {
+            programs: vec![p, open],
+            endpoints: vec![
+                bind("10.0.0.1/32", 0, 0),
+                bind("10.0.0.2/32", 1, 0),
+                bind("10.2.0.0/24", 2, 1),
+            ],
+        };
+        let c = IdentityClassifier::build(&set, &BuildConfig::default()).unwrap();
+        let pr = Some(ProgramId(0));
+        assert_eq!(
+            c.with_unlisted_host(net("10.0.0.2/32"), EndpointId(3), pr, pr)
+                .unwrap_err(),
+            HostChangeRefused::Known(net("10.0.0.2/32"))
+        );
+        assert_eq!(
+            c.with_unlisted_host(net("10.0.0.0/24"), EndpointId(3), pr, pr)
+                .unwrap_err(),
+            HostChangeRefused::NotHost(net("10.0.0.0/24"))
+        );
+        assert_eq!(
+            c.with_unlisted_host(net("10.2.0.7/32"), EndpointId(3), pr, pr)
+                .unwrap_err(),
+            HostChangeRefused::InsideBinding(net("10.2.0.7/32"), net("10.2.0.0/24"))
+        );
+        let next = c
+            .with_unlisted_host(net("10.1.0.9/32"), EndpointId(3), pr, pr)
+            .unwrap()
+            .with_unlisted_host(net("10.0.0.3/32"), EndpointId(4), pr, pr)
+            .unwrap();
+        let mut set2 = set.clone();
+        set2.endpoints.push(bind("10.1.0.9/32", 3, 0));
+        set2.endpoints.push(bind("10.0.0.3/32", 4, 0));
+        let lin = LinearClassifier::new(set2).unwrap();
+        let addrs = ["10.0.0.1", "10.0.0.3", "10.1.0.9", "10.1.0.10", "10.3.0.1"];
+        let keys: Vec<FlowKey> = addrs
+            .iter()
+            .flat_map(|s| addrs.iter().map(move |d| crate::fixtures::tcp(s, d, 80)))
+            .collect();
+        assert_same(&next, &lin, &keys);
+    }
+
     /// A fresh list is resolved to the identities inside it: accepted when it holds
     /// whole identities (also a host added since the build, like a listed one),
     /// refused when it splits one, including a known list whose addresses a host
