@@ -1041,10 +1041,9 @@ impl IdentityClassifier {
                 let Some(p) = (if ingress { pi } else { pe }) else {
                     continue;
                 };
-                let Some(&(_, local)) = self.programs.get(p.0 as usize) else {
-                    continue;
-                };
-                let Some(root) = t.roots.get(local as usize).and_then(|r| r.get(f)) else {
+                // One part: every program is at its own index in it (a build numbers
+                // them so, and only `with_programs` moves one, into a new part).
+                let Some(root) = t.roots.get(p.0 as usize).and_then(|r| r.get(f)) else {
                     continue;
                 };
                 ep[j] = Some(id);
