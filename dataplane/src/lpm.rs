@@ -147,10 +147,24 @@ impl Lpm {
         Ok(lpm)
     }
 
-    /// The value of the longest prefix containing the IPv4 address `a`.
+    /// The value of the longest prefix containing the IPv4 address `a`: the walk of
+    /// [`Trie::lookup`] in 32-bit arithmetic (four strides, no 128-bit shifts).
     #[inline]
     pub fn lookup_v4(&self, a: u32) -> Option<u32> {
-        self.v4.lookup(a.into())
+        let slots = &self.v4.slots;
+        let mut node = 0usize;
+        for shift in [24u32, 16, 8, 0] {
+            let idx = ((a >> shift) as usize) & (FANOUT - 1);
+            let slot = *slots.get(node * FANOUT + idx)?;
+            if slot & LEAF != 0 {
+                return Some(slot & !LEAF);
+            }
+            if slot == 0 {
+                return None;
+            }
+            node = slot as usize;
+        }
+        None
     }
 
     /// The value of the longest prefix containing the IPv6 address `a`.
