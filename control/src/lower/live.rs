@@ -1043,6 +1043,22 @@ impl Live {
             }
         }
         let Some(next) = next else { return false };
+        let programs = (group.ingress, group.egress);
+        self.join(ep, id, next, key, programs)
+    }
+
+    /// Publishes `next`, the generation with `ep` bound as endpoint `id`: its
+    /// addresses are owned by it in [`Names`], and it joins its behaviour's group
+    /// (started with `programs` if there is none). `false` when the owner index
+    /// cannot take its addresses.
+    fn join(
+        &mut self,
+        ep: &Endpoint,
+        id: u32,
+        next: IdentityClassifier,
+        key: Behaviour,
+        (ingress, egress): (Option<ProgramId>, Option<ProgramId>),
+    ) -> bool {
         let Some(owners) = self.names.owners.as_mut() else {
             return false;
         };
@@ -1062,11 +1078,19 @@ impl Live {
             meta: endpoint_meta(ep),
         });
         self.classifier = Arc::new(next);
-        let group = self.groups.get_mut(&key).expect("looked up above");
-        for n in &ep.nets {
-            group.hosts.push(n.trunc());
-            *self.nets.entry(n.trunc()).or_insert(0) += 1;
+        let hosts: Vec<IpNet> = ep.nets.iter().map(|n| n.trunc()).collect();
+        for n in &hosts {
+            *self.nets.entry(*n).or_insert(0) += 1;
         }
+        self.groups
+            .entry(key)
+            .or_insert(Group {
+                hosts: Vec::new(),
+                ingress,
+                egress,
+            })
+            .hosts
+            .extend(hosts);
         true
     }
 
@@ -1127,39 +1151,10 @@ impl Live {
             }
         }
         let Some(next) = next else { return false };
-        let Some(owners) = self.names.owners.as_mut() else {
+        if !self.join(ep, id, next, key, (Some(ingress), Some(egress))) {
             return false;
-        };
-        for n in &ep.nets {
-            let n = n.trunc();
-            if owners
-                .set_host(matches!(n, IpNet::V6(_)), addr_bits(&n), Some(id))
-                .is_err()
-            {
-                return false;
-            }
         }
-        self.names.endpoints.push(EndpointName {
-            key: ep.key.clone(),
-            kind: ep.kind,
-            display: ep.display_name(),
-            meta: endpoint_meta(ep),
-        });
-        self.classifier = Arc::new(next);
         self.memo = Some(memo);
-        let hosts: Vec<IpNet> = ep.nets.iter().map(|n| n.trunc()).collect();
-        for n in &hosts {
-            *self.nets.entry(*n).or_insert(0) += 1;
-        }
-        self.groups
-            .entry(key)
-            .or_insert(Group {
-                hosts: Vec::new(),
-                ingress: Some(ingress),
-                egress: Some(egress),
-            })
-            .hosts
-            .extend(hosts);
         true
     }
 
