@@ -486,10 +486,21 @@ impl Live {
         next: &Cluster,
         changed: &[ResourceKey],
     ) -> Result<Applied, LiveError> {
+        self.changing(changed, |live| live.apply_update(next, changed))
+    }
+
+    /// A change of the keys `keys` made by `change`, with the compaction's
+    /// bookkeeping around it: a finished compaction is adopted first (waited for when
+    /// the parts are at their limit), and the change is tracked after.
+    fn changing(
+        &mut self,
+        keys: &[ResourceKey],
+        change: impl FnOnce(&mut Live) -> Result<Applied, LiveError>,
+    ) -> Result<Applied, LiveError> {
         let wait = self.classifier.stats().parts >= MAX_PARTS;
         self.adopt_compaction(wait);
-        let applied = self.apply_update(next, changed)?;
-        self.track(changed, applied);
+        let applied = change(self)?;
+        self.track(keys, applied);
         Ok(applied)
     }
 
@@ -914,12 +925,8 @@ impl Live {
     /// Adds an endpoint (one whose key the store has replaces it, as
     /// [`Live::replace_endpoint`]).
     pub fn add_endpoint(&mut self, ep: Endpoint) -> Result<Applied, LiveError> {
-        let wait = self.classifier.stats().parts >= MAX_PARTS;
-        self.adopt_compaction(wait);
         let key = ep.key.clone();
-        let applied = self.add_endpoint_now(ep)?;
-        self.track(&[key], applied);
-        Ok(applied)
+        self.changing(std::slice::from_ref(&key), |live| live.add_endpoint_now(ep))
     }
 
     fn add_endpoint_now(&mut self, ep: Endpoint) -> Result<Applied, LiveError> {
@@ -939,12 +946,9 @@ impl Live {
 
     /// Removes the endpoint with this key.
     pub fn remove_endpoint(&mut self, key: &ResourceKey) -> Result<Applied, LiveError> {
-        let wait = self.classifier.stats().parts >= MAX_PARTS;
-        self.adopt_compaction(wait);
-        let key = key.clone();
-        let applied = self.remove_endpoint_now(&key)?;
-        self.track(&[key], applied);
-        Ok(applied)
+        self.changing(std::slice::from_ref(key), |live| {
+            live.remove_endpoint_now(key)
+        })
     }
 
     fn remove_endpoint_now(&mut self, key: &ResourceKey) -> Result<Applied, LiveError> {
@@ -969,12 +973,10 @@ impl Live {
     /// Replaces the endpoint with `ep`'s key (a relabel, a move): removed, then added;
     /// it keeps its place in the store.
     pub fn replace_endpoint(&mut self, ep: Endpoint) -> Result<Applied, LiveError> {
-        let wait = self.classifier.stats().parts >= MAX_PARTS;
-        self.adopt_compaction(wait);
         let key = ep.key.clone();
-        let applied = self.replace_endpoint_now(ep)?;
-        self.track(&[key], applied);
-        Ok(applied)
+        self.changing(std::slice::from_ref(&key), |live| {
+            live.replace_endpoint_now(ep)
+        })
     }
 
     fn replace_endpoint_now(&mut self, ep: Endpoint) -> Result<Applied, LiveError> {
