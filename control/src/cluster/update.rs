@@ -12,6 +12,8 @@
 //! checks that after any sequence of applies and deletes the result is exactly
 //! `Cluster::from_resources` of the store.
 
+use std::collections::HashSet;
+
 use super::{
     BUILTIN_TIERS, Cluster, ClusterError, Endpoint, EndpointKind, Policy, builtin_tier,
     is_policy_kind, namespace_of, namespace_profile_name, policy_of, service_account_profile_name,
@@ -108,12 +110,16 @@ impl Cluster {
     /// endpoint implies (`kns.<ns>`, `ksa.<ns>.<sa>`) exists already, and every one
     /// an old endpoint implied is still implied by a Namespace, an explicit Profile or
     /// another workload endpoint of its namespace, or is implied by a new one. `None`
-    /// when that cannot be shown cheaply (the caller rebuilds the members).
+    /// when that cannot be shown cheaply, or for more than [`MERGE_ABOVE`] keys (each
+    /// is put in place by an insert or a removal; the caller rebuilds the members).
     fn workload_patch<'k>(
         &self,
         store: &Store,
         keys: &[&'k ResourceKey],
     ) -> Option<Vec<(&'k ResourceKey, Option<Endpoint>)>> {
+        if keys.len() > MERGE_ABOVE {
+            return None;
+        }
         // The implicit profiles of a stored workload endpoint.
         let implied = |r: Option<&Resource>| -> Vec<String> {
             let Some(Resource::WorkloadEndpoint(o)) = r else {
@@ -128,7 +134,7 @@ impl Cluster {
             names
         };
         let mut patch = Vec::with_capacity(keys.len());
-        let mut added: Vec<String> = Vec::new();
+        let mut added: HashSet<String> = HashSet::new();
         let mut old_names: Vec<(String, Option<String>)> = Vec::new();
         for key in keys {
             let new = match store.get(key) {
@@ -141,7 +147,7 @@ impl Cluster {
                     if !self.profiles.contains_key(&name) {
                         return None;
                     }
-                    added.push(name);
+                    added.insert(name);
                 }
             }
             if let Ok(i) = self.workload_index(key) {
@@ -157,10 +163,13 @@ impl Cluster {
             patch.push((*key, new));
         }
         let changed = |k: &ResourceKey| keys.binary_search(&k).is_ok();
+        // Each implicit profile is checked once, however many endpoints implied it.
+        old_names.sort_unstable();
+        old_names.dedup();
         for (ns, sa) in old_names {
             let kns = namespace_profile_name(&ns);
             let still = |name: &str, sa: Option<&str>| {
-                added.iter().any(|a| a == name)
+                added.contains(name)
                     || store
                         .get(&ResourceKey {
                             kind: Kind::Profile,
