@@ -514,7 +514,9 @@ impl Memo {
     /// The distinct non-empty address lists of the lowered rules of `ids` (both
     /// directions).
     pub(crate) fn lists_of(&self, ids: &[PolicyId]) -> Vec<Nets> {
-        let mut seen: foldhash::HashSet<&[IpNet]> = foldhash::HashSet::default();
+        // The memo's lists are interned: one allocation per content, so the address
+        // tells them apart without hashing their contents.
+        let mut seen: foldhash::HashSet<*const IpNet> = foldhash::HashSet::default();
         let mut out = Vec::new();
         for id in ids {
             for d in [PolicyType::Ingress, PolicyType::Egress] {
@@ -532,7 +534,7 @@ impl Memo {
                     .into_iter()
                     .flatten()
                     {
-                        if !l.is_empty() && seen.insert(l) {
+                        if !l.is_empty() && seen.insert(Arc::as_ptr(l).cast::<IpNet>()) {
                             out.push(l.clone());
                         }
                     }

@@ -698,7 +698,7 @@ impl<'c> Resolver<'c> {
 
 /// One way one side of a rule can hold: one positive-port alternative within one
 /// negated-port region, with everything it implies resolved.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 struct Choice {
     /// Protocol the choice requires (the rule's own, or a named port's).
     protocol: Option<u8>,
