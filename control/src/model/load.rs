@@ -585,15 +585,10 @@ impl Loader {
             std::thread::scope(|scope| {
                 let rest: Vec<_> = sources[1..]
                     .iter()
-                    .map(|s| scope.spawn(move || parse(s)))
+                    .map(|s| spawn_parse(scope, move || parse(s)))
                     .collect();
                 let mut parsed = vec![parse(&sources[0])];
-                for handle in rest {
-                    parsed.push(match handle.join() {
-                        Ok(p) => p,
-                        Err(panic) => std::panic::resume_unwind(panic),
-                    });
-                }
+                parsed.extend(rest.into_iter().map(join_parse));
                 parsed
             })
         } else {
@@ -664,6 +659,32 @@ impl Loader {
 const MIN_DOCUMENTS_PER_THREAD: usize = 64;
 
 /// How many sources are parsed at once: one per core, at most 8.
+/// Stack of a parse thread: the main thread's usual 8 MiB, so a document nested as
+/// deep as the parser allows parses on any thread.
+const PARSE_STACK: usize = 8 << 20;
+
+/// `parse` on a thread of `scope` with [`PARSE_STACK`], or, if no thread can be
+/// started, run here.
+fn spawn_parse<'scope, T: Send + 'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    parse: impl FnOnce() -> T + Send + Copy + 'scope,
+) -> Result<std::thread::ScopedJoinHandle<'scope, T>, T> {
+    std::thread::Builder::new()
+        .stack_size(PARSE_STACK)
+        .spawn_scoped(scope, parse)
+        .map_err(|_| parse())
+}
+
+/// The result of [`spawn_parse`]; a panic on the parse thread goes on here.
+fn join_parse<T>(started: Result<std::thread::ScopedJoinHandle<'_, T>, T>) -> T {
+    match started {
+        Ok(handle) => handle
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+        Err(done) => done,
+    }
+}
+
 fn parse_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 8))
 }
@@ -840,16 +861,11 @@ impl SourceItems {
                     let start = (r * per_run).min(documents.len());
                     let end = ((r + 1) * per_run).min(documents.len());
                     let docs = &documents[start..end];
-                    scope.spawn(move || read(start, docs))
+                    spawn_parse(scope, move || read(start, docs))
                 })
                 .collect();
             let mut parts = vec![read(0, &documents[..per_run.min(documents.len())])];
-            for handle in rest {
-                parts.push(match handle.join() {
-                    Ok(p) => p,
-                    Err(panic) => std::panic::resume_unwind(panic),
-                });
-            }
+            parts.extend(rest.into_iter().map(join_parse));
             parts
         });
         let mut all = SourceItems {

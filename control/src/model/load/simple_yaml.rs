@@ -116,6 +116,9 @@ impl<'a> Parser<'a> {
     }
 
     fn mapping(&mut self, indent: usize, depth: usize) -> Option<Value> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
         let mut map = Map::new();
         while let Some(&(at, content)) = self.lines.get(self.pos) {
             if at < indent {
@@ -151,6 +154,9 @@ impl<'a> Parser<'a> {
     }
 
     fn sequence(&mut self, indent: usize, depth: usize) -> Option<Value> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
         let mut items = Vec::new();
         while let Some(&(at, content)) = self.lines.get(self.pos) {
             if at < indent || (at == indent && !is_item(content)) {

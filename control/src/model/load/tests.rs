@@ -418,6 +418,19 @@ fn limits_are_errors_not_crashes() {
             "f.yaml:1: YAML error at line 4 column 71: nested 65 levels deep, more than the limit of 64 mappings/sequences inside one document (a policy needs about 10): check for runaway brackets or indentation"
         ]
     );
+    // Block style, a list at its key's indent on every level: the small reader
+    // refuses it too, so the parser reports its nesting limit.
+    let mut block = String::from("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: x\nspec:\n");
+    for level in 0..70 {
+        block.push_str(&format!("{}- a:\n", "  ".repeat(level)));
+    }
+    assert_eq!(super::simple_yaml::parse(&block), None);
+    let e = errs(&block);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("f.yaml:1: YAML") && e[0].contains("limit"),
+        "{e:?}"
+    );
     let bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]
 b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]
 c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]
