@@ -41,7 +41,7 @@ use thiserror::Error;
 
 use crate::cluster::{Cluster, ClusterError};
 use crate::model::{self, Format, Kind, LoadErrors, Loaded, ResourceKey};
-use crate::store::{Store, StoreErrors};
+use crate::store::{ApplySummary, Store, StoreErrors};
 
 /// Exit code of a command for an invalid (or empty) policy set.
 pub const EXIT_INVALID: u8 = 1;
@@ -287,18 +287,7 @@ pub struct PolicySet {
 /// Applies `read` as one apply into an empty store (so a policy naming a tier the set
 /// does not define is an error). A [`PolicyError::Rejected`] keeps the read's notes.
 pub fn store(read: Read) -> Result<Stored, PolicyError> {
-    let mut store = Store::new();
-    if let Err(errors) = store.apply(read.items) {
-        return Err(PolicyError::Rejected {
-            errors,
-            notes: read.notes,
-        });
-    }
-    Ok(Stored {
-        counts: store.counts(),
-        store,
-        notes: read.notes,
-    })
+    store_with(read, Store::apply)
 }
 
 /// [`read_paths`] then [`store`], without validating the resources a second time: the
@@ -307,9 +296,16 @@ pub(crate) fn read_and_store<P: AsRef<Path>>(
     paths: &[P],
     allow_empty: bool,
 ) -> Result<Stored, PolicyError> {
-    let read = read_paths(paths, allow_empty)?;
+    store_with(read_paths(paths, allow_empty)?, Store::apply_validated)
+}
+
+/// `read`'s items applied by `apply` into an empty store.
+fn store_with(
+    read: Read,
+    apply: impl FnOnce(&mut Store, Vec<Loaded>) -> Result<ApplySummary, StoreErrors>,
+) -> Result<Stored, PolicyError> {
     let mut store = Store::new();
-    if let Err(errors) = store.apply_validated(read.items) {
+    if let Err(errors) = apply(&mut store, read.items) {
         return Err(PolicyError::Rejected {
             errors,
             notes: read.notes,
