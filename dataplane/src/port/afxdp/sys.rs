@@ -920,6 +920,13 @@ pub(super) mod tests {
                 eprintln!("skipped {test}: cannot create a network namespace: {why}");
                 return false;
             }
+            // No IPv6 on the namespace's links: their router solicitations and
+            // neighbour discovery would land on the tests' sockets at any moment
+            // and unsettle exact frame counts. (This thread's /proc/sys/net is the
+            // new namespace's; a kernel without IPv6 has no such file.)
+            for conf in ["all", "default"] {
+                let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6"), "1");
+            }
             f();
             true
         })
