@@ -671,6 +671,68 @@ mod tests {
         assert!(p.iter().all(|&(a, l)| l == 32 || a & (u32::MAX >> l) == 0));
     }
 
+    #[test]
+    fn boxes_of_one_match() {
+        let net = |s: &str| -> IpNet { s.parse().expect("net") };
+        let dst = vec![(0x0a00_0001, 0x0a00_0001)];
+        // Ports without a protocol: one box per port-carrying protocol; the negated
+        // source prefix and port are cut out.
+        let m = Match {
+            src_nets: Some(vec![net("10.0.0.0/30")].into()),
+            not_src_nets: vec![net("10.0.0.1/32"), net("::/0")].into(),
+            dst_ports: Some(vec![PortRange { lo: 80, hi: 90 }]),
+            not_dst_ports: vec![PortRange::single(85)],
+            ..Match::default()
+        };
+        let b = boxes(&m, &dst).expect("boxes");
+        // 3 protocols x {10.0.0.0/32, 10.0.0.2/31} x {80-84, 86-90}.
+        assert_eq!(b.len(), 12);
+        let hdr = |src: u32, dport: u16, proto: u8| Header {
+            src,
+            dst: 0x0a00_0001,
+            sport: 1,
+            dport,
+            proto,
+            flags: 0,
+            filter: 0,
+        };
+        for src in 0x0a00_0000..0x0a00_0004u32 {
+            for dport in 79..92 {
+                for p in [proto::TCP, proto::UDP, proto::SCTP, proto::ICMP] {
+                    let h = hdr(src, dport, p);
+                    let want = dataplane::linear::matches(&m, &dataplane::classbench::key_of(&h));
+                    assert_eq!(
+                        b.iter().filter(|f| f.matches(&h)).count(),
+                        usize::from(want),
+                        "{h:?}"
+                    );
+                }
+            }
+        }
+        // Outside the endpoint, an IPv6-only rule, a protocol and its negation: nothing.
+        let other = Match {
+            dst_nets: Some(vec![net("10.0.0.2/32")].into()),
+            ..Match::default()
+        };
+        assert!(boxes(&other, &dst).expect("boxes").is_empty());
+        let v6 = Match {
+            family: Some(Family::V6),
+            ..Match::default()
+        };
+        assert!(boxes(&v6, &dst).expect("boxes").is_empty());
+        let none = Match {
+            protocol: Some(proto::TCP),
+            not_protocol: Some(proto::TCP),
+            ..Match::default()
+        };
+        assert!(boxes(&none, &dst).expect("boxes").is_empty());
+        let not_only = Match {
+            not_protocol: Some(proto::TCP),
+            ..Match::default()
+        };
+        assert!(boxes(&not_only, &dst).is_err());
+    }
+
     /// The flattening asks the same question as the lowered programs: on headers
     /// drawn from the filters, from pod traffic and at random, the first matching
     /// filter's meaning is the pending view of the linear reference (endpoint,
