@@ -4,7 +4,10 @@
 //! A cluster (`--pods`, `--policies`, `--seed`; [`crate::scale::Shape`]) is lowered
 //! by `control::lower::lower` to per-endpoint rule programs, and every endpoint's
 //! **ingress** program is flattened into first-match 5-tuple filters whose
-//! destination is the endpoint's prefix:
+//! destination is the endpoint's prefix (with `--egress`: every **egress** program,
+//! source = the endpoint's prefix; a packet is classified by its source's egress and
+//! its destination's ingress program, two lookups that cannot share one first-match
+//! list, so the two directions are two sets):
 //!
 //! - each IR rule (Allow or Deny) becomes one filter per *box* of its match: source
 //!   prefixes × destination prefixes × source port ranges × destination port ranges ×
@@ -42,7 +45,7 @@
 //!
 //! Not flattened (an error names them): Pass rules (a first-match list cannot jump
 //! to the next tier), ICMP criteria and `notProtocol` (not expressible as a 5-tuple
-//! box that both classifiers read the same way), egress programs.
+//! box that both classifiers read the same way).
 //!
 //! The trace: `--per-rule` headers drawn uniformly from every filter's box, plus
 //! `--traffic` headers of pod-to-pod TCP ([`crate::scale::keys`]) with one in ten
@@ -86,6 +89,9 @@ pub struct CalicoArgs {
     /// `notNets: [10.0.0.0/8, 192.168.0.0/16]`.
     #[arg(long)]
     notnets: bool,
+    /// Flatten the egress programs (source = the endpoint) instead of the ingress ones.
+    #[arg(long)]
+    egress: bool,
     /// Trace headers drawn from each filter.
     #[arg(long, default_value_t = 6)]
     per_rule: usize,
@@ -246,8 +252,9 @@ fn port_spans(pos: &Option<Vec<PortRange>>, neg: &[PortRange]) -> Vec<(u16, u16)
         .collect()
 }
 
-/// The boxes of one IR match on the endpoint prefix `dst` (ingress), as filters.
-fn boxes(m: &Match, dst: &Spans) -> Result<Vec<Filter>, String> {
+/// The boxes of one IR match on the endpoint's own prefix `own` (its destination
+/// for ingress, its source for egress), as filters.
+fn boxes(m: &Match, own: &Spans, egress: bool) -> Result<Vec<Filter>, String> {
     if m.icmp.is_some() || m.not_icmp.is_some() {
         return Err("an ICMP criterion is not a 5-tuple box".into());
     }
@@ -270,14 +277,12 @@ fn boxes(m: &Match, dst: &Spans) -> Result<Vec<Filter>, String> {
             .collect(),
         (None, None) => vec![(0, 0)],
     };
-    let src = minus(
-        &m.src_nets.as_deref().map_or(vec![ANY_V4], v4_spans),
-        &v4_spans(&m.not_src_nets),
-    );
-    let dst = minus(
-        &intersect(&m.dst_nets.as_deref().map_or(vec![ANY_V4], v4_spans), dst),
-        &v4_spans(&m.not_dst_nets),
-    );
+    let on_own = |nets: &Option<dataplane::program::Nets>, here: bool| {
+        let pos = nets.as_deref().map_or(vec![ANY_V4], v4_spans);
+        if here { intersect(&pos, own) } else { pos }
+    };
+    let src = minus(&on_own(&m.src_nets, egress), &v4_spans(&m.not_src_nets));
+    let dst = minus(&on_own(&m.dst_nets, !egress), &v4_spans(&m.not_dst_nets));
     let (src, dst) = (prefixes(&src), prefixes(&dst));
     let sports = port_spans(&m.src_ports, &m.not_src_ports);
     let dports = port_spans(&m.dst_ports, &m.not_dst_ports);
@@ -303,10 +308,11 @@ fn boxes(m: &Match, dst: &Spans) -> Result<Vec<Filter>, String> {
     Ok(out)
 }
 
-/// A filter matching every packet to `dst`.
-fn catch_all(dst: (u32, u8)) -> Filter {
+/// A filter matching every packet to (from, if `egress`) the prefix `own`.
+fn catch_all(own: (u32, u8), egress: bool) -> Filter {
+    let (src, dst) = if egress { (own, (0, 0)) } else { ((0, 0), own) };
     Filter {
-        src: (0, 0),
+        src,
         dst,
         sport: (0, 65535),
         dport: (0, 65535),
@@ -321,13 +327,13 @@ impl Flat {
         self.filters.extend(fs);
     }
 
-    /// Appends the ingress program `p` of endpoint `b` (IPv4 only).
-    fn program(&mut self, b: &EndpointBinding, p: &Program) -> Result<(), String> {
+    /// Appends the ingress (egress) program `p` of endpoint `b` (IPv4 only).
+    fn program(&mut self, b: &EndpointBinding, p: &Program, egress: bool) -> Result<(), String> {
         let IpNet::V4(net) = b.net.trunc() else {
             return Ok(());
         };
         let pfx = (u32::from(net.network()), net.prefix_len());
-        let dst = vec![(
+        let own = vec![(
             u64::from(u32::from(net.network())),
             u64::from(u32::from(net.broadcast())),
         )];
@@ -367,8 +373,8 @@ impl Flat {
                         }
                         Action::Allow | Action::Deny => {
                             let (v, h) = rule_hit(pol.id, r.action, r.index);
-                            let fs = boxes(&r.matches, &dst)?;
-                            let all = fs == [catch_all(pfx)];
+                            let fs = boxes(&r.matches, &own, egress)?;
+                            let all = fs == [catch_all(pfx, egress)];
                             self.push_all(fs, meaning(v, Some(h), pol.staged));
                             if all {
                                 return Ok(());
@@ -385,7 +391,7 @@ impl Flat {
                     rule_index: -1,
                 };
                 self.push_all(
-                    vec![catch_all(pfx)],
+                    vec![catch_all(pfx, egress)],
                     meaning(Verdict::Deny, Some(hit), false),
                 );
                 return Ok(());
@@ -403,10 +409,10 @@ impl Flat {
                     }
                     Action::Allow | Action::Deny => {
                         let (v, h) = rule_hit(prof.id, r.action, r.index);
-                        let fs = boxes(&r.matches, &dst)?;
+                        let fs = boxes(&r.matches, &own, egress)?;
                         // A rule matching every packet to the endpoint (a profile
                         // allowing all) leaves nothing for the filters after it.
-                        let all = fs == [catch_all(pfx)];
+                        let all = fs == [catch_all(pfx, egress)];
                         self.push_all(fs, meaning(v, Some(h), false));
                         if all {
                             return Ok(());
@@ -421,24 +427,28 @@ impl Flat {
             action: HitAction::Deny,
             rule_index: -1,
         });
-        self.push_all(vec![catch_all(pfx)], meaning(Verdict::Deny, hit, false));
+        self.push_all(
+            vec![catch_all(pfx, egress)],
+            meaning(Verdict::Deny, hit, false),
+        );
         Ok(())
     }
 }
 
-/// Flattens the ingress programs of `set` into first-match filters (module doc).
-pub fn flatten(set: &PolicySet) -> Result<Flat, String> {
+/// Flattens the ingress (or egress) programs of `set` into first-match filters
+/// (module doc).
+pub fn flatten(set: &PolicySet, egress: bool) -> Result<Flat, String> {
     let mut flat = Flat::default();
     let mut bindings: Vec<&EndpointBinding> = set.endpoints.iter().collect();
     bindings.sort_by_key(|b| std::cmp::Reverse(b.net.prefix_len()));
     for b in bindings {
-        match b.ingress {
+        match if egress { b.egress } else { b.ingress } {
             Some(p) => {
                 let p = set
                     .programs
                     .get(p.0 as usize)
                     .ok_or_else(|| format!("binding {} names no program", b.net))?;
-                flat.program(b, p)?;
+                flat.program(b, p, egress)?;
             }
             None => {
                 if let IpNet::V4(n) = b.net.trunc() {
@@ -448,13 +458,16 @@ pub fn flatten(set: &PolicySet) -> Result<Flat, String> {
                         hit: None,
                         staged: false,
                     };
-                    flat.push_all(vec![catch_all((u32::from(n.network()), n.prefix_len()))], m);
+                    flat.push_all(
+                        vec![catch_all((u32::from(n.network()), n.prefix_len()), egress)],
+                        m,
+                    );
                 }
             }
         }
     }
     flat.push_all(
-        vec![catch_all((0, 0))],
+        vec![catch_all((0, 0), false)],
         Meaning {
             endpoint: None,
             verdict: Verdict::Allow,
@@ -565,7 +578,7 @@ pub fn main(a: &CalicoArgs) -> Result<(), String> {
     let t0 = std::time::Instant::now();
     let cl = cluster(a.seed, a.pods, a.policies, a.notnets)?;
     let lowered = control::lower::lower(&cl).map_err(|e| e.to_string())?;
-    let flat = flatten(&lowered.set)?;
+    let flat = flatten(&lowered.set, a.egress)?;
     let traffic = a.traffic.unwrap_or(4 * flat.filters.len());
     let tr = trace(&flat, a.pods, a.per_rule, traffic, a.seed);
     std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
@@ -628,12 +641,13 @@ pub fn main(a: &CalicoArgs) -> Result<(), String> {
         *hist.entry(k).or_insert(0) += 1;
     }
     println!(
-        "calico-sets set={} pods={} policies={} seed={} notnets={} programs={} ir_rules={} bindings={} filters={} {:?} trace={} secs={:.1}",
+        "calico-sets set={} pods={} policies={} seed={} notnets={} egress={} programs={} ir_rules={} bindings={} filters={} {:?} trace={} secs={:.1}",
         base.display(),
         a.pods,
         a.policies,
         a.seed,
         a.notnets,
+        a.egress,
         lowered.set.programs.len(),
         ir_rules,
         lowered.set.endpoints.len(),
@@ -684,7 +698,7 @@ mod tests {
             not_dst_ports: vec![PortRange::single(85)],
             ..Match::default()
         };
-        let b = boxes(&m, &dst).expect("boxes");
+        let b = boxes(&m, &dst, false).expect("boxes");
         // 3 protocols x {10.0.0.0/32, 10.0.0.2/31} x {80-84, 86-90}.
         assert_eq!(b.len(), 12);
         let hdr = |src: u32, dport: u16, proto: u8| Header {
@@ -714,31 +728,38 @@ mod tests {
             dst_nets: Some(vec![net("10.0.0.2/32")].into()),
             ..Match::default()
         };
-        assert!(boxes(&other, &dst).expect("boxes").is_empty());
+        assert!(boxes(&other, &dst, false).expect("boxes").is_empty());
         let v6 = Match {
             family: Some(Family::V6),
             ..Match::default()
         };
-        assert!(boxes(&v6, &dst).expect("boxes").is_empty());
+        assert!(boxes(&v6, &dst, false).expect("boxes").is_empty());
         let none = Match {
             protocol: Some(proto::TCP),
             not_protocol: Some(proto::TCP),
             ..Match::default()
         };
-        assert!(boxes(&none, &dst).expect("boxes").is_empty());
+        assert!(boxes(&none, &dst, false).expect("boxes").is_empty());
         let not_only = Match {
             not_protocol: Some(proto::TCP),
             ..Match::default()
         };
-        assert!(boxes(&not_only, &dst).is_err());
+        assert!(boxes(&not_only, &dst, false).is_err());
     }
 
     /// The flattening asks the same question as the lowered programs: on headers
     /// drawn from the filters, from pod traffic and at random, the first matching
     /// filter's meaning is the pending view of the linear reference (endpoint,
-    /// verdict, hit), for two cluster shapes, with and without notNets.
+    /// verdict, hit), for three cluster shapes, with and without notNets, ingress and
+    /// egress.
     #[test]
     fn first_match_is_the_programs_pending_view() {
+        for egress in [false, true] {
+            agrees_with_pending_view(egress);
+        }
+    }
+
+    fn agrees_with_pending_view(egress: bool) {
         // Headers whose first match was: an Allow rule, a Deny rule, a tier end,
         // an endpoint's last filter, no local endpoint.
         let mut seen = [0usize; 5];
@@ -747,7 +768,7 @@ mod tests {
         {
             let cl = cluster(seed, pods, policies, notnets).expect("cluster");
             let lowered = control::lower::lower(&cl).expect("lowers");
-            let flat = flatten(&lowered.set).expect("flattens");
+            let flat = flatten(&lowered.set, egress).expect("flattens");
             assert_eq!(flat.filters.len(), flat.meanings.len());
             let mut hs = trace(&flat, pods, 2, 400, seed);
             let mut rng = Rng::new(seed);
@@ -776,7 +797,8 @@ mod tests {
                 // The suite's view of a filter is tiergate's (ports need TCP/UDP/SCTP).
                 assert!(crate::suite::tiergate_matches(&flat.filters[i as usize], h));
                 let m = flat.meanings[i as usize];
-                let got = linear.classify_one(&key_of(h)).ingress;
+                let v = linear.classify_one(&key_of(h));
+                let got = if egress { v.egress } else { v.ingress };
                 match (m.endpoint, got) {
                     (None, None) => seen[4] += 1,
                     (Some(e), Some((ge, v))) => {
@@ -800,14 +822,17 @@ mod tests {
         }
         // Every kind of answer was compared, not only catch-alls (these clusters'
         // namespace profiles allow everything, so no endpoint ends unmatched).
-        assert!([0, 1, 2, 4].iter().all(|&k| seen[k] > 20), "{seen:?}");
+        assert!(
+            [0, 1, 2, 4].iter().all(|&k| seen[k] > 20),
+            "egress={egress}: {seen:?}"
+        );
     }
 
     #[test]
     fn generation_is_deterministic() {
         let cl = cluster(3, 30, 4, true).expect("cluster");
         let l = control::lower::lower(&cl).expect("lowers");
-        let f = flatten(&l.set).expect("flattens");
+        let f = flatten(&l.set, false).expect("flattens");
         let a = trace(&f, 30, 2, 50, 3);
         let b = trace(&f, 30, 2, 50, 3);
         assert_eq!(a, b);
