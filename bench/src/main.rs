@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod calico;
 mod classify;
 mod cputime;
 mod replay;
@@ -41,6 +42,10 @@ enum Cmd {
     /// Every set of a directory: our lookups alternating with rte_acl's best
     /// two-category algorithm, correctness, bytes, build time and peak RSS; a table.
     ClassbenchSuite(suite::SuiteArgs),
+    /// A Calico-shaped ClassBench set: a `scale` cluster lowered and its ingress
+    /// programs flattened into first-match 5-tuple filters, with a trace and its
+    /// first-match oracle (see BENCHMARKS.md "Calico-shaped sets").
+    CalicoSets(calico::CalicoArgs),
 }
 
 fn main() {
@@ -51,6 +56,7 @@ fn main() {
         Cmd::Classify(a) => exit_on(classify::main(&a)),
         Cmd::ClassbenchOracle(a) => exit_on(suite::oracle(&a)),
         Cmd::ClassbenchSuite(a) => exit_on(suite::suite(&a)),
+        Cmd::CalicoSets(a) => exit_on(calico::main(&a)),
     }
 }
 
