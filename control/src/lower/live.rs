@@ -98,7 +98,7 @@
 
 use std::sync::Arc;
 
-use dataplane::classifier::{BuildConfig, BuildError, IdentityClassifier};
+use dataplane::classifier::{BuildConfig, BuildError, HostIdentity, IdentityClassifier};
 use dataplane::program::{Classify, EndpointId, FlowVerdicts, ProgramId};
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use ipnet::IpNet;
@@ -173,6 +173,22 @@ struct Behaviour {
     selects: Vec<u64>,
 }
 
+/// How the rules read an endpoint as a peer: which address lists its host address is
+/// in, when no rule CIDR, network set or other endpoint prefix contains it (every
+/// list is then a pointwise function of these, see the module doc). Applies-to is
+/// not in it: two endpoints with one peer key and different policies share an
+/// identity, not programs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct PeerKey {
+    kind: EndpointKind,
+    /// Named ports as (name, protocol, port), sorted.
+    ports: Vec<(String, u8, u16)>,
+    /// Per distinct rule side of [`Live::sides`], two bits: its positive selector
+    /// matches; its `notSelector` matches where the side can match (its positive
+    /// selector matches, or it has none).
+    reads: Vec<u64>,
+}
+
 /// Bound host prefixes of one behaviour, and the programs they share.
 #[derive(Clone, Debug)]
 struct Group {
@@ -241,6 +257,15 @@ pub struct Live {
     selectors: Vec<Selector>,
     /// Behaviour by label key, computed once per distinct label set.
     behaviours: HashMap<LabelKey, Behaviour>,
+    /// Every distinct rule side of the store as (positive selector, `notSelector`),
+    /// indices into `selectors`.
+    sides: Vec<(Option<u32>, Option<u32>)>,
+    /// Per peer key, per family (IPv4, IPv6), how a host with that key is
+    /// classified: a bound exemplar's identity, or a spare one the build made for a
+    /// peer class no endpoint had (see the module doc). Dropped with the other
+    /// indexes after an incremental policy change, when only bound hosts' identities
+    /// are known to be in the right lists.
+    peers: HashMap<PeerKey, [Option<HostIdentity>; 2]>,
     /// Prefixes rules (`nets`, `notNets`) and network sets name.
     named: HashSet<IpNet>,
     /// How many endpoints have each prefix.
@@ -271,8 +296,8 @@ impl std::fmt::Debug for Live {
 
 impl Live {
     /// Lowers and compiles `cluster`.
-    pub fn new(cluster: Cluster, cfg: BuildConfig) -> Result<Live, LiveError> {
-        let (lowered, memo, classifier) = Self::build(&cluster, &cfg)?;
+    pub fn new(mut cluster: Cluster, cfg: BuildConfig) -> Result<Live, LiveError> {
+        let (lowered, memo, classifier, spares) = Self::build(&mut cluster, &cfg)?;
         let mut live = Live {
             cluster,
             names: Names::default(),
@@ -281,6 +306,8 @@ impl Live {
             groups: HashMap::new(),
             selectors: Vec::new(),
             behaviours: HashMap::new(),
+            sides: Vec::new(),
+            peers: HashMap::new(),
             named: HashSet::new(),
             nets: HashMap::new(),
             wide: Vec::new(),
@@ -289,21 +316,56 @@ impl Live {
             stale: false,
             compaction: None,
         };
-        live.adopt(lowered);
+        live.adopt(lowered, &spares);
         Ok(live)
     }
 
+    /// Lowers and compiles `cluster` with spare endpoints added (see
+    /// [`spare_endpoints`]); the spares are unbound again in the classifier and the
+    /// names, and returned with how each of their hosts was classified. `cluster`
+    /// is as it was on return.
     fn build(
-        cluster: &Cluster,
+        cluster: &mut Cluster,
         cfg: &BuildConfig,
-    ) -> Result<(super::Lowered, Memo, IdentityClassifier), LiveError> {
-        let (lowered, memo) = lower_keeping(cluster)?;
+    ) -> Result<(super::Lowered, Memo, IdentityClassifier, Vec<Spare>), LiveError> {
+        let spares = spare_endpoints(cluster);
+        let real = cluster.endpoints.len();
+        cluster.endpoints.extend(spares.iter().cloned());
+        let lowered = lower_keeping(cluster);
+        cluster.endpoints.truncate(real);
+        let (mut lowered, memo) = lowered?;
         let classifier = IdentityClassifier::build(&lowered.set, cfg)?;
-        Ok((lowered, memo, classifier))
+        let hosts: Vec<IpNet> = spares.iter().flat_map(|e| e.nets.clone()).collect();
+        let mut out = Vec::with_capacity(spares.len());
+        for e in spares {
+            let mut like = [None, None];
+            for n in &e.nets {
+                like[usize::from(matches!(n, IpNet::V6(_)))] = classifier.host_identity(*n);
+            }
+            out.push(Spare { endpoint: e, like });
+        }
+        // Unbound, a spare's address is classified as the prefixes containing it
+        // (none a rule or network set names), as a build without it classifies it.
+        let classifier = match classifier.without_hosts(&hosts) {
+            Ok(c) => c,
+            Err(_) => {
+                let (lowered, memo) = lower_keeping(cluster)?;
+                let classifier = IdentityClassifier::build(&lowered.set, cfg)?;
+                return Ok((lowered, memo, classifier, Vec::new()));
+            }
+        };
+        lowered.names.endpoints.truncate(real);
+        if let Some(owners) = lowered.names.owners.as_mut() {
+            for n in &hosts {
+                // Cannot fail: only values too large for the table are refused.
+                let _ = owners.set_host(matches!(n, IpNet::V6(_)), addr_bits(n), None);
+            }
+        }
+        Ok((lowered, memo, classifier, out))
     }
 
     /// Takes a full build's names and rebuilds the indexes and groups from it.
-    fn adopt(&mut self, lowered: super::Lowered) {
+    fn adopt(&mut self, lowered: super::Lowered, spares: &[Spare]) {
         self.index();
         self.at = self
             .cluster
@@ -338,6 +400,71 @@ impl Live {
                 .push(b.net);
         }
         self.names = lowered.names;
+        self.index_peers(spares);
+    }
+
+    /// The peer index from the groups' bound hosts, then `spares` for the peer keys
+    /// no bound host has.
+    fn index_peers(&mut self, spares: &[Spare]) {
+        self.peers.clear();
+        let named = &self.named;
+        let outside = |h: &IpNet| named.iter().all(|p| !p.contains(h));
+        let mut peers: HashMap<PeerKey, [Option<HostIdentity>; 2]> = HashMap::new();
+        for (b, g) in &self.groups {
+            if b.kind != EndpointKind::Workload {
+                continue;
+            }
+            let key = self.peer_key(b);
+            let slot = peers.entry(key).or_insert([None, None]);
+            for h in g.hosts.iter().take(16) {
+                let f = usize::from(matches!(h, IpNet::V6(_)));
+                if slot[f].is_none() && outside(h) {
+                    slot[f] = self.classifier.host_identity(*h);
+                }
+            }
+        }
+        for s in spares {
+            let b = behaviour_of(
+                &self.cluster,
+                &self.selectors,
+                &mut self.behaviours,
+                &s.endpoint,
+            );
+            let slot = peers.entry(self.peer_key(&b)).or_insert([None, None]);
+            for (f, like) in s.like.iter().enumerate() {
+                if slot[f].is_none() {
+                    slot[f] = *like;
+                }
+            }
+        }
+        self.peers = peers;
+    }
+
+    /// The peer key of a behaviour.
+    fn peer_key(&self, b: &Behaviour) -> PeerKey {
+        let bit = |i: u32| b.selects.get(i as usize / 64).is_some_and(|w| w >> (i % 64) & 1 == 1);
+        let mut reads = vec![0u64; (2 * self.sides.len()).div_ceil(64)];
+        for (k, &(sel, not)) in self.sides.iter().enumerate() {
+            let pos = sel.map(bit);
+            if pos == Some(true) {
+                reads[2 * k / 64] |= 1 << (2 * k % 64);
+            }
+            if pos != Some(false) && not.is_some_and(bit) {
+                reads[(2 * k + 1) / 64] |= 1 << ((2 * k + 1) % 64);
+            }
+        }
+        let mut ports: Vec<(String, u8, u16)> = b
+            .ports
+            .iter()
+            .map(|p| (p.name.clone(), p.protocol.0, p.port))
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        PeerKey {
+            kind: b.kind,
+            ports,
+            reads,
+        }
     }
 
     /// The behaviour of an endpoint (memoized by label key).
@@ -377,6 +504,19 @@ fn behaviour_of(
     }
 }
 
+/// The number of a distinct selector, numbered and kept in `selectors` if new.
+fn number<'a>(
+    s: &'a Selector,
+    seen: &mut HashMap<&'a Selector, u32>,
+    selectors: &mut Vec<Selector>,
+) -> u32 {
+    let next = seen.len() as u32;
+    *seen.entry(s).or_insert_with(|| {
+        selectors.push(s.clone());
+        next
+    })
+}
+
 impl Live {
     /// The prefix indexes the fast path consults.
     fn index(&mut self) {
@@ -392,24 +532,32 @@ impl Live {
                     .values()
                     .flat_map(|p| p.ingress.iter().chain(&p.egress)),
             );
-        let mut seen: HashSet<&Selector> = HashSet::new();
+        let mut seen: HashMap<&Selector, u32> = HashMap::new();
         let mut selectors = Vec::new();
         for p in &c.policies {
-            if seen.insert(&p.applies_to) {
-                selectors.push(p.applies_to.clone());
-            }
+            number(&p.applies_to, &mut seen, &mut selectors);
         }
+        let mut sides: HashSet<(Option<u32>, Option<u32>)> = HashSet::new();
         for r in rules {
             for m in [&r.source, &r.destination] {
                 self.named
                     .extend(m.nets.iter().chain(&m.not_nets).map(IpNet::trunc));
-                for s in m.selector.iter().chain(&m.not_selector) {
-                    if seen.insert(s) {
-                        selectors.push(s.clone());
-                    }
+                let side = (
+                    m.selector
+                        .as_ref()
+                        .map(|s| number(s, &mut seen, &mut selectors)),
+                    m.not_selector
+                        .as_ref()
+                        .map(|s| number(s, &mut seen, &mut selectors)),
+                );
+                if side != (None, None) {
+                    sides.insert(side);
                 }
             }
         }
+        let mut sides: Vec<_> = sides.into_iter().collect();
+        sides.sort_unstable();
+        self.sides = sides;
         self.selectors = selectors;
         self.behaviours.clear();
         for s in &c.network_sets {
@@ -454,14 +602,14 @@ impl Live {
     }
 
     /// Replaces the whole store: a full rebuild.
-    pub fn set_cluster(&mut self, cluster: Cluster) -> Result<Applied, LiveError> {
-        let (lowered, memo, classifier) = Self::build(&cluster, &self.cfg)?;
+    pub fn set_cluster(&mut self, mut cluster: Cluster) -> Result<Applied, LiveError> {
+        let (lowered, memo, classifier, spares) = Self::build(&mut cluster, &self.cfg)?;
         // A running compaction describes an older store; its thread finishes alone.
         self.compaction = None;
         retire(std::mem::replace(&mut self.cluster, cluster));
         self.memo = Some(memo);
         self.classifier = Arc::new(classifier);
-        self.adopt(lowered);
+        self.adopt(lowered, &spares);
         Ok(Applied::Rebuilt)
     }
 
@@ -760,6 +908,10 @@ impl Live {
                     .push(n);
             }
         }
+        // Spare identities are in the lists of the build, not necessarily in those
+        // the policy changes since resolved (a fresh list takes only the identities
+        // of bound hosts): only bound exemplars stay.
+        self.index_peers(&[]);
         self.stale = false;
     }
 
@@ -906,13 +1058,13 @@ impl Live {
     }
 
     fn rebuild(&mut self) -> Result<Applied, LiveError> {
-        let cluster = std::mem::take(&mut self.cluster);
-        match Self::build(&cluster, &self.cfg) {
-            Ok((lowered, memo, classifier)) => {
+        let mut cluster = std::mem::take(&mut self.cluster);
+        match Self::build(&mut cluster, &self.cfg) {
+            Ok((lowered, memo, classifier, spares)) => {
                 self.cluster = cluster;
                 self.memo = Some(memo);
                 self.classifier = Arc::new(classifier);
-                self.adopt(lowered);
+                self.adopt(lowered, &spares);
                 Ok(Applied::Rebuilt)
             }
             Err(e) => {
@@ -1009,7 +1161,7 @@ impl Live {
         }
         let key = self.behaviour(ep);
         let Some(group) = self.groups.get(&key) else {
-            return self.try_add_unlisted(ep, key);
+            return self.try_add_new(ep, key);
         };
         let Ok(id) = id32("endpoints", self.names.endpoints.len()) else {
             return false;
@@ -1036,7 +1188,7 @@ impl Live {
                 .take(16)
                 .find(|h| named.iter().all(|p| !p.contains(*h) && !p.contains(&n)))
             else {
-                return next.is_none() && self.try_add_unlisted(ep, key);
+                return next.is_none() && self.try_add_new(ep, key);
             };
             let from = next.as_ref().unwrap_or(&self.classifier);
             match from.with_host(n, EndpointId(id), group.ingress, group.egress, *like) {
@@ -1093,6 +1245,96 @@ impl Live {
             })
             .hosts
             .extend(hosts);
+        true
+    }
+
+    /// An add whose behaviour has no exemplar: as a peer class that exists
+    /// ([`Live::try_add_peer`]), else as a host no rule reads
+    /// ([`Live::try_add_unlisted`]).
+    fn try_add_new(&mut self, ep: &Endpoint, key: Behaviour) -> bool {
+        match self.peer_like(ep, &key) {
+            Some(like) => self.try_add_peer(ep, key, like),
+            None => self.try_add_unlisted(ep, key),
+        }
+    }
+
+    /// How `ep`'s hosts are classified, per family, if a bound host or a spare has
+    /// its peer key and every host of `ep` is a new host prefix outside every prefix
+    /// rules and network sets name.
+    fn peer_like(&self, ep: &Endpoint, key: &Behaviour) -> Option<[Option<HostIdentity>; 2]> {
+        if ep.kind != EndpointKind::Workload || self.memo.is_none() {
+            return None;
+        }
+        let like = *self.peers.get(&self.peer_key(key))?;
+        for n in &ep.nets {
+            let n = n.trunc();
+            if !is_host(&n)
+                || self.nets.contains_key(&n)
+                || self.named.iter().any(|p| p.contains(&n))
+                || like[usize::from(matches!(n, IpNet::V6(_)))].is_none()
+            {
+                return None;
+            }
+        }
+        Some(like)
+    }
+
+    /// The fast path of an add whose behaviour no bound endpoint has but whose peer
+    /// key one has (or a spare of the build): its hosts take that identity
+    /// ([`IdentityClassifier::with_host_identity`]), so every rule reads them as it
+    /// reads that host; its own programs are lowered from the memo and those not
+    /// seen before get their trees as a new part. On success the endpoint starts its
+    /// behaviour's group. On a failure after lowering the memo is dropped (a rebuild
+    /// makes a new one).
+    fn try_add_peer(
+        &mut self,
+        ep: &Endpoint,
+        key: Behaviour,
+        like: [Option<HostIdentity>; 2],
+    ) -> bool {
+        let Ok(id) = id32("endpoints", self.names.endpoints.len()) else {
+            return false;
+        };
+        let Some(mut memo) = self.memo.take() else {
+            return false;
+        };
+        let Ok(programs) =
+            super::relower_policies(&self.cluster, &mut self.names, &mut memo, &[], &[ep])
+        else {
+            return false;
+        };
+        let Some(&(ingress, egress)) = programs.first() else {
+            return false;
+        };
+        let added = memo.take_programs();
+        let with_trees = if added.is_empty() {
+            None
+        } else {
+            match self.classifier.with_programs(&added, &[], &[], &self.cfg) {
+                Ok(c) => Some(c),
+                Err(_) => return false,
+            }
+        };
+        let mut next: Option<IdentityClassifier> = None;
+        for n in &ep.nets {
+            let Some(l) = like[usize::from(matches!(n, IpNet::V6(_)))] else {
+                return false;
+            };
+            let from = next
+                .as_ref()
+                .or(with_trees.as_ref())
+                .unwrap_or(&self.classifier);
+            match from.with_host_identity(n.trunc(), EndpointId(id), Some(ingress), Some(egress), l)
+            {
+                Ok(c) => next = Some(c),
+                Err(_) => return false,
+            }
+        }
+        let Some(next) = next else { return false };
+        if !self.join(ep, id, next, key, (Some(ingress), Some(egress))) {
+            return false;
+        }
+        self.memo = Some(memo);
         true
     }
 
@@ -1280,6 +1522,132 @@ struct Saved {
     names: Names,
     groups: HashMap<Behaviour, Group>,
     nets: HashMap<IpNet, u32>,
+}
+
+/// A spare endpoint of a build, and how its hosts were classified (IPv4, IPv6).
+struct Spare {
+    endpoint: Endpoint,
+    like: [Option<HostIdentity>; 2],
+}
+
+/// Spare endpoints a build adds at most.
+const MAX_SPARES: usize = 256;
+
+/// Endpoints a build lowers beside the store's and then unbinds, so that their
+/// identities exist for pods that arrive later with a peer class no endpoint has
+/// (see the module doc): per namespace, profiles, named ports and families of the
+/// store's workload endpoints (the most common first, at most [`MAX_SPARES`]), a
+/// workload endpoint with only the implicit labels of one of them, at an address no
+/// rule, network set or endpoint prefix contains (in `240.0.0.0/4` and `100::/64`,
+/// reserved and discard-only).
+fn spare_endpoints(c: &Cluster) -> Vec<Endpoint> {
+    type Shape<'a> = (&'a Option<String>, &'a [String], &'a [EndpointPort], [bool; 2]);
+    let mut shapes: HashMap<Shape<'_>, (usize, usize)> = HashMap::new();
+    for (i, e) in c.endpoints.iter().enumerate() {
+        if e.kind != EndpointKind::Workload || e.nets.is_empty() || !e.nets.iter().all(is_host) {
+            continue;
+        }
+        let fams = [
+            e.nets.iter().any(|n| matches!(n, IpNet::V4(_))),
+            e.nets.iter().any(|n| matches!(n, IpNet::V6(_))),
+        ];
+        let s = shapes
+            .entry((&e.key.namespace, &e.profiles, &e.ports, fams))
+            .or_insert((0, i));
+        s.0 += 1;
+    }
+    if shapes.is_empty() {
+        return Vec::new();
+    }
+    let mut shapes: Vec<(usize, usize, [bool; 2])> = shapes
+        .into_iter()
+        .map(|(k, (n, i))| (n, i, k.3))
+        .collect();
+    shapes.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    shapes.truncate(MAX_SPARES);
+
+    // Every prefix the address must stay out of.
+    let mut wide: Vec<IpNet> = Vec::new();
+    let mut hosts: HashSet<IpNet> = HashSet::new();
+    let mut note = |n: IpNet| {
+        let n = n.trunc();
+        if is_host(&n) {
+            hosts.insert(n);
+        } else {
+            wide.push(n);
+        }
+    };
+    for r in c
+        .policies
+        .iter()
+        .flat_map(|p| p.ingress.iter().chain(&p.egress))
+        .chain(c.profiles.values().flat_map(|p| p.ingress.iter().chain(&p.egress)))
+    {
+        for m in [&r.source, &r.destination] {
+            m.nets.iter().chain(&m.not_nets).copied().for_each(&mut note);
+        }
+    }
+    c.network_sets
+        .iter()
+        .flat_map(|s| &s.nets)
+        .copied()
+        .for_each(&mut note);
+    c.endpoints
+        .iter()
+        .flat_map(|e| &e.nets)
+        .copied()
+        .for_each(&mut note);
+    let free = |n: &IpNet| !hosts.contains(n) && !wide.iter().any(|w| w.contains(n));
+    let mut next = [0u128; 2];
+    let mut address = |six: bool| -> Option<IpNet> {
+        let f = usize::from(six);
+        // A bounded search: a store whose prefixes cover the range gets no spares.
+        for _ in 0..4 * MAX_SPARES {
+            next[f] += 1;
+            let n = if six {
+                IpNet::from(std::net::IpAddr::V6((0x0100u128 << 112).wrapping_add(next[f]).into()))
+            } else {
+                IpNet::from(std::net::IpAddr::V4((0xf000_0000u32 + next[f] as u32).into()))
+            };
+            if free(&n) {
+                return Some(n);
+            }
+        }
+        None
+    };
+
+    let mut out = Vec::with_capacity(shapes.len());
+    for (k, (_, i, fams)) in shapes.into_iter().enumerate() {
+        let t = &c.endpoints[i];
+        let mut nets = Vec::new();
+        for (six, has) in [(false, fams[0]), (true, fams[1])] {
+            if has {
+                match address(six) {
+                    Some(n) => nets.push(n),
+                    None => return out,
+                }
+            }
+        }
+        let mut key = t.key.clone();
+        // Not a valid Kubernetes name, so no store endpoint has it.
+        key.name = format!("~spare-{k}");
+        out.push(Endpoint {
+            kind: t.kind,
+            key,
+            nets,
+            labels: t
+                .labels
+                .iter()
+                .filter(|(k, _)| k.starts_with("projectcalico.org/"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            profiles: t.profiles.clone(),
+            ports: t.ports.clone(),
+            generate_name: None,
+            node: t.node.clone(),
+        });
+    }
+    out
 }
 
 /// The endpoint of a store with this key. A store keeps workload endpoints, then

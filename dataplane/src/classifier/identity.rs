@@ -176,6 +176,16 @@ pub enum HostChangeRefused {
     TooMany,
 }
 
+/// How a bound host was classified: its identity and that of the prefixes containing
+/// it ([`IdentityClassifier::host_identity`]). Meaningful only for generations of the
+/// build that gave it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HostIdentity {
+    six: bool,
+    identity: u32,
+    parent_identity: u32,
+}
+
 /// Why [`IdentityClassifier::with_programs`] cannot give the next generation; a full
 /// build can (or fails the same way).
 #[derive(Debug, thiserror::Error)]
@@ -994,11 +1004,75 @@ impl IdentityClassifier {
         self.bind_host(p, parent, identity, (endpoint, ingress, egress))
     }
 
+    /// The identity a bound host class has, as [`IdentityClassifier::with_host_identity`]
+    /// takes it: kept, it lets a later generation of this build bind another host as
+    /// this one is classified even when this one is gone (identity ids stay until the
+    /// next build). `None` when `net` is not a bound host class of its own.
+    pub fn host_identity(&self, net: IpNet) -> Option<HostIdentity> {
+        let p = Pfx::of(&net);
+        let c = self.class_index(&p) as usize;
+        let cold = self.cold[c];
+        if p.len != p.width() || cold.prefix != Some(p) || self.hot[c].binding == UNBOUND {
+            return None;
+        }
+        Some(HostIdentity {
+            six: p.six,
+            identity: self.hot[c].identity,
+            parent_identity: self.hot[cold.parent as usize].identity,
+        })
+    }
+
+    /// The next generation with the host prefix `net` bound to `endpoint` and
+    /// classified as the host `like` describes ([`IdentityClassifier::host_identity`]
+    /// of this build, possibly of a host unbound since): `net` gets its identity, so
+    /// it is in exactly the address lists that host was in. The trees are shared.
+    /// Refused as [`IdentityClassifier::with_host`] is: `like` of the other family, or
+    /// the prefixes containing `net` giving another identity than those that
+    /// contained that host ([`HostChangeRefused::NewIdentity`]).
+    ///
+    /// The caller answers for `like` still describing the lists: true until a change
+    /// resolves new lists ([`IdentityClassifier::with_programs`] with fresh ones),
+    /// which counts only the identities of bound classes.
+    pub fn with_host_identity(
+        &self,
+        net: IpNet,
+        endpoint: EndpointId,
+        ingress: Option<ProgramId>,
+        egress: Option<ProgramId>,
+        like: HostIdentity,
+    ) -> Result<IdentityClassifier, HostChangeRefused> {
+        let (p, parent) = self.host_slot(net, ingress, egress)?;
+        if like.six != p.six {
+            return Err(HostChangeRefused::NewIdentity(net));
+        }
+        if self.hot[parent as usize].identity != like.parent_identity {
+            return Err(HostChangeRefused::NewIdentity(net));
+        }
+        self.bind_host(p, parent, like.identity, (endpoint, ingress, egress))
+    }
+
+    /// [`IdentityClassifier::without_host`] of several hosts, with one copy of the
+    /// tables.
+    pub fn without_hosts(&self, nets: &[IpNet]) -> Result<IdentityClassifier, HostChangeRefused> {
+        let mut next = self.clone();
+        for n in nets {
+            next.unbind(*n)?;
+        }
+        Ok(next)
+    }
+
     /// The next generation without the bound host prefix `net`: its address is
     /// classified as the prefixes containing it say (as if no list named it). The
     /// trees are shared. Refused when `net` is not a bound host class or lies inside
     /// another binding's prefix.
     pub fn without_host(&self, net: IpNet) -> Result<IdentityClassifier, HostChangeRefused> {
+        let mut next = self.clone();
+        next.unbind(net)?;
+        Ok(next)
+    }
+
+    /// [`IdentityClassifier::without_host`] in place; on an error nothing is changed.
+    fn unbind(&mut self, net: IpNet) -> Result<(), HostChangeRefused> {
         let p = Pfx::of(&net);
         if p.len != p.width() {
             return Err(HostChangeRefused::NotHost(net));
@@ -1011,19 +1085,18 @@ impl IdentityClassifier {
         if let Some(b) = self.binding_prefix(cold.parent) {
             return Err(HostChangeRefused::InsideBinding(net, b));
         }
-        let mut next = self.clone();
-        // The class stays as a tombstone (nothing reaches it any more).
-        next.hot[c as usize].binding = UNBOUND;
-        if let Some(k) = next.cold.get_mut(c as usize) {
-            k.prefix = None;
-        }
         let parent = (cold.parent >= 2).then_some(cold.parent);
-        next.lpm
+        self.lpm
             .set_host(p.six, p.addr, parent)
             .map_err(|_| HostChangeRefused::TooMany)?;
-        next.stats.classes -= 1;
-        next.stats.stage_bytes = next.stage_bytes();
-        Ok(next)
+        // The class stays as a tombstone (nothing reaches it any more).
+        self.hot[c as usize].binding = UNBOUND;
+        if let Some(k) = self.cold.get_mut(c as usize) {
+            k.prefix = None;
+        }
+        self.stats.classes -= 1;
+        self.stats.stage_bytes = self.stage_bytes();
+        Ok(())
     }
 
     /// The prefix of the binding that owns class `c`'s addresses, if any.
