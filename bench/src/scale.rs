@@ -945,12 +945,22 @@ fn churn(
                 let mut check = base_keys.clone();
                 for k in &base_keys[..64] {
                     for dport in [80, 8000, 8001, 8003, 8006, 22] {
-                        check.push(FlowKey { src: host, dport, ..*k });
-                        check.push(FlowKey { dst: host, dport, ..*k });
+                        check.push(FlowKey {
+                            src: host,
+                            dport,
+                            ..*k
+                        });
+                        check.push(FlowKey {
+                            dst: host,
+                            dport,
+                            ..*k
+                        });
                     }
                 }
                 if rendered(live.classifier(), &live, &check) != fresh_rendering(&live, &check)? {
-                    return Err(format!("{what}: the live generation differs from a fresh build"));
+                    return Err(format!(
+                        "{what}: the live generation differs from a fresh build"
+                    ));
                 }
             }
             removed(&mut store, &key);

@@ -442,7 +442,11 @@ impl Live {
 
     /// The peer key of a behaviour.
     fn peer_key(&self, b: &Behaviour) -> PeerKey {
-        let bit = |i: u32| b.selects.get(i as usize / 64).is_some_and(|w| w >> (i % 64) & 1 == 1);
+        let bit = |i: u32| {
+            b.selects
+                .get(i as usize / 64)
+                .is_some_and(|w| w >> (i % 64) & 1 == 1)
+        };
         let mut reads = vec![0u64; (2 * self.sides.len()).div_ceil(64)];
         for (k, &(sel, not)) in self.sides.iter().enumerate() {
             let pos = sel.map(bit);
@@ -1541,7 +1545,12 @@ const MAX_SPARES: usize = 256;
 /// rule, network set or endpoint prefix contains (in `240.0.0.0/4` and `100::/64`,
 /// reserved and discard-only).
 fn spare_endpoints(c: &Cluster) -> Vec<Endpoint> {
-    type Shape<'a> = (&'a Option<String>, &'a [String], &'a [EndpointPort], [bool; 2]);
+    type Shape<'a> = (
+        &'a Option<String>,
+        &'a [String],
+        &'a [EndpointPort],
+        [bool; 2],
+    );
     let mut shapes: HashMap<Shape<'_>, (usize, usize)> = HashMap::new();
     for (i, e) in c.endpoints.iter().enumerate() {
         if e.kind != EndpointKind::Workload || e.nets.is_empty() || !e.nets.iter().all(is_host) {
@@ -1559,10 +1568,8 @@ fn spare_endpoints(c: &Cluster) -> Vec<Endpoint> {
     if shapes.is_empty() {
         return Vec::new();
     }
-    let mut shapes: Vec<(usize, usize, [bool; 2])> = shapes
-        .into_iter()
-        .map(|(k, (n, i))| (n, i, k.3))
-        .collect();
+    let mut shapes: Vec<(usize, usize, [bool; 2])> =
+        shapes.into_iter().map(|(k, (n, i))| (n, i, k.3)).collect();
     shapes.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     shapes.truncate(MAX_SPARES);
 
@@ -1581,10 +1588,18 @@ fn spare_endpoints(c: &Cluster) -> Vec<Endpoint> {
         .policies
         .iter()
         .flat_map(|p| p.ingress.iter().chain(&p.egress))
-        .chain(c.profiles.values().flat_map(|p| p.ingress.iter().chain(&p.egress)))
+        .chain(
+            c.profiles
+                .values()
+                .flat_map(|p| p.ingress.iter().chain(&p.egress)),
+        )
     {
         for m in [&r.source, &r.destination] {
-            m.nets.iter().chain(&m.not_nets).copied().for_each(&mut note);
+            m.nets
+                .iter()
+                .chain(&m.not_nets)
+                .copied()
+                .for_each(&mut note);
         }
     }
     c.network_sets
@@ -1605,9 +1620,13 @@ fn spare_endpoints(c: &Cluster) -> Vec<Endpoint> {
         for _ in 0..4 * MAX_SPARES {
             next[f] += 1;
             let n = if six {
-                IpNet::from(std::net::IpAddr::V6((0x0100u128 << 112).wrapping_add(next[f]).into()))
+                IpNet::from(std::net::IpAddr::V6(
+                    (0x0100u128 << 112).wrapping_add(next[f]).into(),
+                ))
             } else {
-                IpNet::from(std::net::IpAddr::V4((0xf000_0000u32 + next[f] as u32).into()))
+                IpNet::from(std::net::IpAddr::V4(
+                    (0xf000_0000u32 + next[f] as u32).into(),
+                ))
             };
             if free(&n) {
                 return Some(n);

@@ -1415,6 +1415,97 @@ mod tests {
         assert_same(&back, &LinearClassifier::new(set).unwrap(), &keys);
     }
 
+    /// A host's identity, kept while the host is unbound, binds another host as that
+    /// one was classified: in the lists it was in, equal to the linear reference with
+    /// the new host in those lists; refused for the other family and where the
+    /// prefixes containing the new host give another identity (a rule CIDR).
+    #[test]
+    fn a_kept_host_identity_binds_a_later_host() {
+        use crate::fixtures::{net, policy, program, rule, tcp, tier};
+        use crate::program::Action;
+        let listed = |v: &[&str]| -> Nets { v.iter().map(|a| net(a)).collect::<Vec<_>>().into() };
+        let p = |pods: Nets| {
+            program(
+                vec![tier(
+                    0,
+                    crate::program::TierDefault::Deny,
+                    vec![policy(
+                        0,
+                        false,
+                        vec![
+                            rule(
+                                0,
+                                Action::Allow,
+                                Match {
+                                    src_nets: Some(pods),
+                                    ..Match::default()
+                                },
+                            ),
+                            rule(
+                                1,
+                                Action::Allow,
+                                Match {
+                                    src_nets: Some(listed(&["10.1.0.0/16"])),
+                                    ..Match::default()
+                                },
+                            ),
+                        ],
+                    )],
+                )],
+                vec![],
+            )
+        };
+        let bind = |n: &str, e: u32| EndpointBinding {
+            net: net(n),
+            endpoint: EndpointId(e),
+            ingress: Some(ProgramId(0)),
+            egress: Some(ProgramId(0)),
+        };
+        // 240.0.0.1 stands in for a host that is unbound after the build.
+        let set = PolicySet {
+            programs: vec![p(listed(&["10.0.0.1/32", "240.0.0.1/32"]))],
+            endpoints: vec![
+                bind("10.0.0.1/32", 0),
+                bind("10.0.0.2/32", 1),
+                bind("240.0.0.1/32", 2),
+            ],
+        };
+        let cfg = BuildConfig::default();
+        let built = IdentityClassifier::build(&set, &cfg).unwrap();
+        let like = built.host_identity(net("240.0.0.1/32")).unwrap();
+        assert_eq!(built.host_identity(net("10.0.0.9/32")), None);
+        let c = built.without_hosts(&[net("240.0.0.1/32")]).unwrap();
+        assert_eq!(c.host_identity(net("240.0.0.1/32")), None);
+        let pr = Some(ProgramId(0));
+        assert_eq!(
+            c.with_host_identity(net("fd00::1/128"), EndpointId(3), pr, pr, like)
+                .unwrap_err(),
+            HostChangeRefused::NewIdentity(net("fd00::1/128"))
+        );
+        assert_eq!(
+            c.with_host_identity(net("10.1.0.9/32"), EndpointId(3), pr, pr, like)
+                .unwrap_err(),
+            HostChangeRefused::NewIdentity(net("10.1.0.9/32"))
+        );
+        let next = c
+            .with_host_identity(net("10.0.0.3/32"), EndpointId(3), pr, pr, like)
+            .unwrap();
+        let want = PolicySet {
+            programs: vec![p(listed(&["10.0.0.1/32", "10.0.0.3/32"]))],
+            endpoints: vec![
+                bind("10.0.0.1/32", 0),
+                bind("10.0.0.2/32", 1),
+                bind("10.0.0.3/32", 3),
+            ],
+        };
+        let addrs = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "240.0.0.1", "10.1.0.9"];
+        let keys: Vec<FlowKey> = addrs
+            .iter()
+            .flat_map(|s| addrs.iter().map(move |d| tcp(s, d, 80)))
+            .collect();
+        assert_same(&next, &LinearClassifier::new(want).unwrap(), &keys);
+    }
+
     /// A host bound with the identity of its prefix's class is in exactly the lists
     /// that contain it by prefix: inside the rule CIDR it is denied as the CIDR's
     /// other addresses are, outside every list it matches nothing; each equals the

@@ -716,7 +716,8 @@ fn tcp_flows(addrs: &[&str]) -> Vec<FlowKey> {
     for s in addrs {
         for d in addrs {
             for port in [80, 8080, 9090] {
-                if let Some(k) = FlowKey::new(s.parse().unwrap(), d.parse().unwrap(), 6, 40000, port)
+                if let Some(k) =
+                    FlowKey::new(s.parse().unwrap(), d.parse().unwrap(), 6, 40000, port)
                 {
                     out.push(k);
                 }
@@ -787,7 +788,13 @@ fn endpoint(live: &Live, name: &str) -> Endpoint {
 fn a_new_peer_class_takes_a_spare_identity() {
     let mut live = live_of(READ_BY_NAMED_PORT);
     let addrs = [
-        "10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.9.0.5", "240.0.0.1", "240.0.0.2",
+        "10.0.0.1",
+        "10.0.0.2",
+        "10.0.0.3",
+        "10.0.0.4",
+        "10.9.0.5",
+        "240.0.0.1",
+        "240.0.0.2",
     ];
     let mut new = endpoint(&live, "web-1");
     new.key.name = "new-1".into();
@@ -887,9 +894,18 @@ fn spares_are_dropped_after_an_incremental_policy_change() {
     let cluster = crate::policy::build(read).expect("builds").cluster;
     let mut live = Live::new(cluster, BuildConfig::default()).expect("builds");
     let addrs = [
-        "10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "240.0.0.1",
+        "10.0.0.1",
+        "10.0.0.2",
+        "10.0.0.3",
+        "10.0.0.4",
+        "10.0.0.5",
+        "240.0.0.1",
     ];
-    let with = |resources: &mut Vec<crate::model::Resource>, name: &str, addr: &str, app: &str, port: u16| {
+    let with = |resources: &mut Vec<crate::model::Resource>,
+                name: &str,
+                addr: &str,
+                app: &str,
+                port: u16| {
         let crate::model::Resource::WorkloadEndpoint(mut o) = resources[resources
             .iter()
             .position(|r| r.metadata().name == "web-1")
