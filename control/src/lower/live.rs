@@ -23,6 +23,39 @@
 //!   set never seen before still takes this path when every selector sees it as it
 //!   sees an existing endpoint (a new `version` label that no selector reads); the
 //!   selector results are computed once per distinct label set.
+//! - **Workload endpoint added with a new behaviour whose *peer class* exists**, with
+//!   host prefixes no rule, network set or other endpoint prefix contains or
+//!   names. An endpoint's behaviour splits into how rules read it as a peer and
+//!   which policies apply to it. The peer class (a `PeerKey`) is: its kind, its named
+//!   ports (name, protocol, number), and for every distinct rule side (positive
+//!   selector, `notSelector`) of the store's policies and profiles whether the
+//!   positive selector matches it and whether the `notSelector` matches it where
+//!   the side can (positive selector matching or absent). Outside every prefix a
+//!   rule or network set names, each address list lowering makes (selector lists,
+//!   `notSelector` lists simplified against them, named-port lists with or without a
+//!   selector, negated-port regions) holds a host address or not as a function of
+//!   these alone, so two hosts with one peer class are in the same lists: the new
+//!   hosts take the identity of a host of that class
+//!   ([`IdentityClassifier::with_host_identity`]), the trees are shared, and only
+//!   the endpoint's own programs are lowered (from the memo; those not seen before
+//!   get their trees as a new part). It starts its behaviour's group, so its
+//!   replicas take the path above. The hosts of a class are the bound exemplars
+//!   (the groups' hosts outside named prefixes), and *spares*: a build lowers, beside
+//!   the store's endpoints, one spare workload endpoint per namespace, profiles,
+//!   named ports and families of the store's workload endpoints (the most common
+//!   256), with only the implicit `projectcalico.org/` labels, at addresses in
+//!   `240.0.0.0/4` and `100::/64` that no rule, network set or endpoint prefix
+//!   contains; the spares' hosts are unbound again at once
+//!   ([`IdentityClassifier::without_hosts`]: their addresses are classified as in a
+//!   build without them, and their ids and names are dropped), but their identities
+//!   stay in the trees. A pod of a new deployment (a new `app` value, which every
+//!   `app` selector reads as "not me", and a named port `http` that rules name
+//!   without a peer selector) has the peer class of its namespace's spare with its
+//!   ports, though no endpoint had it. Spare identities (and those of exemplars
+//!   since removed) are dropped at the first endpoint change after an incremental
+//!   policy change: a list that change resolved holds only the identities of bound
+//!   hosts. No class (a peer selector reading the pod as it reads no endpoint, a
+//!   port number no endpoint has for that name) falls to the next path.
 //! - **Workload endpoint added with a new behaviour that no rule reads as a peer**
 //!   (no rule's peer selector matches it; a rule without one neither has a
 //!   `notSelector` matching it nor names a port it defines), with host prefixes no
@@ -32,9 +65,8 @@
 //!   from the memo and any not seen before get their trees as a new part. It starts
 //!   its behaviour's group, so its replicas take the path above. (Also taken when a
 //!   known behaviour's exemplars all lie inside rule CIDRs.) A new behaviour that a
-//!   rule does read — a peer selector picking it, or a named port it defines that a
-//!   rule without a peer selector names, as `ports: [http]` in most ingress rules —
-//!   joins address lists the trees were cut on: a full rebuild.
+//!   rule does read, as no bound host and no spare is read, joins address lists the
+//!   trees were cut on in a new way: a full rebuild.
 //! - **Endpoint removed** whose host prefixes no rule or network set names and no
 //!   other endpoint has ([`IdentityClassifier::without_host`]): same. Its id stays
 //!   as an unused entry of [`Names`].
