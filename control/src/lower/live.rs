@@ -292,6 +292,9 @@ pub struct Live {
     /// Every distinct rule side of the store as (positive selector, `notSelector`),
     /// indices into `selectors`.
     sides: Vec<(Option<u32>, Option<u32>)>,
+    /// Port names a rule side without a positive peer selector names (in `ports` or
+    /// `notPorts`): every endpoint defining one is read by it.
+    open_ports: HashSet<String>,
     /// Per peer key, per family (IPv4, IPv6), how a host with that key is
     /// classified: a bound exemplar's identity, or a spare one the build made for a
     /// peer class no endpoint had (see the module doc). Dropped with the other
@@ -339,6 +342,7 @@ impl Live {
             selectors: Vec::new(),
             behaviours: HashMap::new(),
             sides: Vec::new(),
+            open_ports: HashSet::new(),
             peers: HashMap::new(),
             named: HashSet::new(),
             nets: HashMap::new(),
@@ -574,8 +578,16 @@ impl Live {
             number(&p.applies_to, &mut seen, &mut selectors);
         }
         let mut sides: HashSet<(Option<u32>, Option<u32>)> = HashSet::new();
+        self.open_ports.clear();
         for r in rules {
             for m in [&r.source, &r.destination] {
+                if m.selector.is_none() {
+                    for p in m.ports.iter().chain(&m.not_ports) {
+                        if let Port::Named(n) = p {
+                            self.open_ports.insert(n.clone());
+                        }
+                    }
+                }
                 self.named
                     .extend(m.nets.iter().chain(&m.not_nets).map(IpNet::trunc));
                 let side = (
@@ -1375,7 +1387,7 @@ impl Live {
     }
 
     /// The fast path of an add whose behaviour no bound endpoint has, for a workload
-    /// endpoint no rule reads as a peer ([`Live::read_as_peer`]). Its address then belongs to no
+    /// endpoint no rule reads as a peer ([`Live::reads_as_peer`]). Its address then belongs to no
     /// address list but those containing it by prefix, which is what its prefix's
     /// class already says ([`IdentityClassifier::with_unlisted_host`]); only its own
     /// programs are lowered (from the memo), and those not seen before get their
@@ -1393,7 +1405,10 @@ impl Live {
                 return false;
             }
         }
-        if self.read_as_peer(ep) {
+        let read = self.reads_as_peer(&key, ep);
+        #[cfg(debug_assertions)]
+        debug_assert_eq!(read, self.read_as_peer(ep), "peer reading of {}", ep.key);
+        if read {
             return false;
         }
         let Ok(id) = id32("endpoints", self.names.endpoints.len()) else {
@@ -1438,9 +1453,18 @@ impl Live {
         true
     }
 
+    /// [`Live::read_as_peer`] from the endpoint's behaviour `b`: a bit of its peer
+    /// key, or a port name it defines that a rule side without a peer selector names.
+    fn reads_as_peer(&self, b: &Behaviour, ep: &Endpoint) -> bool {
+        self.peer_key(b).reads.iter().any(|&w| w != 0)
+            || ep.ports.iter().any(|p| self.open_ports.contains(&p.name))
+    }
+
     /// Whether a rule of the store reads `ep` as a peer: its peer selector matches
     /// it, or, without a peer selector, its `notSelector` matches it or it names a
-    /// port `ep` defines.
+    /// port `ep` defines. The slow twin of [`Live::reads_as_peer`], checked against
+    /// it in debug builds.
+    #[cfg(debug_assertions)]
     fn read_as_peer(&self, ep: &Endpoint) -> bool {
         let c = &self.cluster;
         let labels = c.endpoint_labels(ep);
