@@ -916,7 +916,7 @@ fn churn(
         ("pod-add-new-behaviour-unread", "app", reps, false),
     ];
     let base_keys = keys(a.pods, 256, a.seed ^ 0x33);
-    // `--mode pods`: the known behaviour only (the new one is a full rebuild).
+    // `--mode pods`: the known behaviour only.
     for (what, label, n_runs, ports) in &kinds[..if only_pods { 1 } else { kinds.len() }] {
         let (mut new_t, mut new_c, mut fast) = (Vec::new(), Vec::new(), 0usize);
         for i in 0..*n_runs {
