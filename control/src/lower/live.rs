@@ -1103,6 +1103,9 @@ impl Live {
         self.names = s.names;
         self.groups = s.groups;
         self.nets = s.nets;
+        // The changes undone may have numbered programs in the memo that the restored
+        // classifier lacks; without a memo the next change that needs one rebuilds.
+        self.memo = None;
     }
 
     fn rebuild(&mut self) -> Result<Applied, LiveError> {

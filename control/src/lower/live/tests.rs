@@ -825,6 +825,44 @@ fn a_new_peer_class_takes_a_spare_identity() {
     check(&live, &tcp_flows(&addrs)).unwrap();
 }
 
+/// Spares take addresses no rule, network set or endpoint prefix contains: with an
+/// endpoint at the first candidate they take the next one (and a new peer class is
+/// still fast and exact); with a rule naming the whole candidate range there are no
+/// IPv4 spares, and the same pod is a rebuild.
+#[test]
+fn spares_keep_out_of_every_named_and_bound_address() {
+    let at_first = format!(
+        "{READ_BY_NAMED_PORT}---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {{name: odd-1, namespace: ns, labels: {{app: odd}}}}
+spec: {{orchestrator: k8s, ipNetworks: [240.0.0.1/32]}}
+"
+    );
+    let named = READ_BY_NAMED_PORT.replace("nets: [10.9.0.0/16]", "nets: [240.0.0.0/4]");
+    let addrs = [
+        "10.0.0.1",
+        "10.0.0.2",
+        "10.0.0.3",
+        "240.0.0.1",
+        "240.0.0.2",
+        "240.0.0.3",
+    ];
+    for (yaml, want) in [
+        (at_first.as_str(), Applied::Fast),
+        (named.as_str(), Applied::Rebuilt),
+    ] {
+        let mut live = live_of(yaml);
+        check(&live, &tcp_flows(&addrs)).unwrap();
+        let mut new = endpoint(&live, "web-1");
+        new.key.name = "new-1".into();
+        new.nets = vec![host("10.0.0.3")];
+        new.labels.insert("app".into(), "new".into());
+        assert_eq!(live.add_endpoint(new).unwrap(), want);
+        check(&live, &tcp_flows(&addrs)).unwrap();
+    }
+}
+
 /// A pod whose new label set changes which policies apply to it but not how rules
 /// read it as a peer joins the identity of an endpoint with that peer reading, with
 /// programs of its own; one that a peer selector reads as no endpoint is read (a
