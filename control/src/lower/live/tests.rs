@@ -825,6 +825,36 @@ fn a_new_peer_class_takes_a_spare_identity() {
     check(&live, &tcp_flows(&addrs)).unwrap();
 }
 
+/// The same with dual-stack pods: the spare of the pods' shape has an address in
+/// each family, and a new peer class with both takes both identities (IPv6 flows to
+/// and from the spares' addresses included).
+#[test]
+fn a_dual_stack_pod_takes_the_spare_identity_of_each_family() {
+    let yaml = READ_BY_NAMED_PORT
+        .replace("[10.0.0.1/32]", "[10.0.0.1/32, 'fd00::1/128']")
+        .replace("[10.0.0.2/32]", "[10.0.0.2/32, 'fd00::2/128']");
+    let mut live = live_of(&yaml);
+    let mut new = endpoint(&live, "web-1");
+    new.key.name = "new-1".into();
+    new.nets = vec![host("10.0.0.3"), host("fd00::3")];
+    new.labels.insert("app".into(), "new".into());
+    assert_eq!(live.add_endpoint(new).unwrap(), Applied::Fast);
+    let mut flows = tcp_flows(&["10.0.0.1", "10.0.0.2", "10.0.0.3", "240.0.0.1", "240.0.0.2"]);
+    flows.extend(tcp_flows(&[
+        "fd00::1", "fd00::2", "fd00::3", "100::1", "100::2",
+    ]));
+    check(&live, &flows).unwrap();
+    // An IPv6-only pod of that peer class: its address is in the lists the spare's
+    // IPv6 address was in (a peer class does not depend on the families a pod has).
+    let mut six = endpoint(&live, "web-1");
+    six.key.name = "new-6".into();
+    six.nets = vec![host("fd00::6")];
+    six.labels.insert("app".into(), "six".into());
+    assert_eq!(live.add_endpoint(six).unwrap(), Applied::Fast);
+    flows.extend(tcp_flows(&["fd00::1", "fd00::6", "100::1"]));
+    check(&live, &flows).unwrap();
+}
+
 /// Spares take addresses no rule, network set or endpoint prefix contains: with an
 /// endpoint at the first candidate they take the next one (and a new peer class is
 /// still fast and exact); with a rule naming the whole candidate range there are no
