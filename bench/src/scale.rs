@@ -905,15 +905,18 @@ fn churn(
     // 2. Pods with a new label set: one no selector reads (a new `version` label:
     // the same behaviour as an existing pod), one with a new `app` value that every
     // `app` selector sees differently (a new behaviour; it defines the named port
-    // `http` the rules name, so it joins their lists: a rebuild), and the same
-    // without named ports (a new behaviour no rule reads as a peer).
-    let few = reps.min(10);
+    // `http` the rules name, so rules read it as a peer: it takes the identity of
+    // the build's spare for its namespace and port, `Live`'s module doc), and the
+    // same without named ports (a new behaviour no rule reads as a peer). Each
+    // generation with a new behaviour is checked against a fresh build on flows to
+    // and from the new pod and between existing pods (outside the timers).
     let kinds = [
         ("pod-add-new-labels-known-behaviour", "version", reps, true),
-        ("pod-add-new-labels-new-behaviour", "app", few, true),
+        ("pod-add-new-labels-new-behaviour", "app", reps, true),
         ("pod-add-new-behaviour-unread", "app", reps, false),
     ];
-    // `--mode pods`: the known behaviour only (the new one is a full rebuild).
+    let base_keys = keys(a.pods, 256, a.seed ^ 0x33);
+    // `--mode pods`: the known behaviour only.
     for (what, label, n_runs, ports) in &kinds[..if only_pods { 1 } else { kinds.len() }] {
         let (mut new_t, mut new_c, mut fast) = (Vec::new(), Vec::new(), 0usize);
         for i in 0..*n_runs {
@@ -928,6 +931,38 @@ fn churn(
             publish(&slot, &live, &mut generation);
             new_t.push(w.elapsed());
             new_c.push(cputime::thread_cpu() - c);
+            if *label == "app" && i < 10 {
+                let host = store
+                    .endpoints
+                    .iter()
+                    .find(|e| e.key == key)
+                    .and_then(|e| e.nets.first())
+                    .map(|n| match n {
+                        ipnet::IpNet::V4(n) => u128::from(u32::from(n.addr())),
+                        ipnet::IpNet::V6(n) => u128::from(n.addr()),
+                    })
+                    .ok_or("the new pod has no address")?;
+                let mut check = base_keys.clone();
+                for k in &base_keys[..64] {
+                    for dport in [80, 8000, 8001, 8003, 8006, 22] {
+                        check.push(FlowKey {
+                            src: host,
+                            dport,
+                            ..*k
+                        });
+                        check.push(FlowKey {
+                            dst: host,
+                            dport,
+                            ..*k
+                        });
+                    }
+                }
+                if rendered(live.classifier(), &live, &check) != fresh_rendering(&live, &check)? {
+                    return Err(format!(
+                        "{what}: the live generation differs from a fresh build"
+                    ));
+                }
+            }
             removed(&mut store, &key);
             live.update(&store, &[key]).map_err(|e| e.to_string())?;
         }

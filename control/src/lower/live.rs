@@ -23,6 +23,39 @@
 //!   set never seen before still takes this path when every selector sees it as it
 //!   sees an existing endpoint (a new `version` label that no selector reads); the
 //!   selector results are computed once per distinct label set.
+//! - **Workload endpoint added with a new behaviour whose *peer class* exists**, with
+//!   host prefixes no rule, network set or other endpoint prefix contains or
+//!   names. An endpoint's behaviour splits into how rules read it as a peer and
+//!   which policies apply to it. The peer class (a `PeerKey`) is: its kind, its named
+//!   ports (name, protocol, number), and for every distinct rule side (positive
+//!   selector, `notSelector`) of the store's policies and profiles whether the
+//!   positive selector matches it and whether the `notSelector` matches it where
+//!   the side can (positive selector matching or absent). Outside every prefix a
+//!   rule or network set names, each address list lowering makes (selector lists,
+//!   `notSelector` lists simplified against them, named-port lists with or without a
+//!   selector, negated-port regions) holds a host address or not as a function of
+//!   these alone, so two hosts with one peer class are in the same lists: the new
+//!   hosts take the identity of a host of that class
+//!   ([`IdentityClassifier::with_host_identity`]), the trees are shared, and only
+//!   the endpoint's own programs are lowered (from the memo; those not seen before
+//!   get their trees as a new part). It starts its behaviour's group, so its
+//!   replicas take the path above. The hosts of a class are the bound exemplars
+//!   (the groups' hosts outside named prefixes), and *spares*: a build lowers, beside
+//!   the store's endpoints, one spare workload endpoint per namespace, profiles,
+//!   named ports and families of the store's workload endpoints (the most common
+//!   256), with only the implicit `projectcalico.org/` labels, at addresses in
+//!   `240.0.0.0/4` and `100::/64` that no rule, network set or endpoint prefix
+//!   contains; the spares' hosts are unbound again at once
+//!   ([`IdentityClassifier::without_hosts`]: their addresses are classified as in a
+//!   build without them, and their ids and names are dropped), but their identities
+//!   stay in the trees. A pod of a new deployment (a new `app` value, which every
+//!   `app` selector reads as "not me", and a named port `http` that rules name
+//!   without a peer selector) has the peer class of its namespace's spare with its
+//!   ports, though no endpoint had it. Spare identities (and those of exemplars
+//!   since removed) are dropped at the first endpoint change after an incremental
+//!   policy change: a list that change resolved holds only the identities of bound
+//!   hosts. No class (a peer selector reading the pod as it reads no endpoint, a
+//!   port number no endpoint has for that name) falls to the next path.
 //! - **Workload endpoint added with a new behaviour that no rule reads as a peer**
 //!   (no rule's peer selector matches it; a rule without one neither has a
 //!   `notSelector` matching it nor names a port it defines), with host prefixes no
@@ -32,9 +65,8 @@
 //!   from the memo and any not seen before get their trees as a new part. It starts
 //!   its behaviour's group, so its replicas take the path above. (Also taken when a
 //!   known behaviour's exemplars all lie inside rule CIDRs.) A new behaviour that a
-//!   rule does read — a peer selector picking it, or a named port it defines that a
-//!   rule without a peer selector names, as `ports: [http]` in most ingress rules —
-//!   joins address lists the trees were cut on: a full rebuild.
+//!   rule does read, as no bound host and no spare is read, joins address lists the
+//!   trees were cut on in a new way: a full rebuild.
 //! - **Endpoint removed** whose host prefixes no rule or network set names and no
 //!   other endpoint has ([`IdentityClassifier::without_host`]): same. Its id stays
 //!   as an unused entry of [`Names`].
@@ -98,7 +130,7 @@
 
 use std::sync::Arc;
 
-use dataplane::classifier::{BuildConfig, BuildError, IdentityClassifier};
+use dataplane::classifier::{BuildConfig, BuildError, HostIdentity, IdentityClassifier};
 use dataplane::program::{Classify, EndpointId, FlowVerdicts, ProgramId};
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use ipnet::IpNet;
@@ -173,6 +205,22 @@ struct Behaviour {
     selects: Vec<u64>,
 }
 
+/// How the rules read an endpoint as a peer: which address lists its host address is
+/// in, when no rule CIDR, network set or other endpoint prefix contains it (every
+/// list is then a pointwise function of these, see the module doc). Applies-to is
+/// not in it: two endpoints with one peer key and different policies share an
+/// identity, not programs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct PeerKey {
+    kind: EndpointKind,
+    /// Named ports as (name, protocol, port), sorted.
+    ports: Vec<(String, u8, u16)>,
+    /// Per distinct rule side of [`Live::sides`], two bits: its positive selector
+    /// matches; its `notSelector` matches where the side can match (its positive
+    /// selector matches, or it has none).
+    reads: Vec<u64>,
+}
+
 /// Bound host prefixes of one behaviour, and the programs they share.
 #[derive(Clone, Debug)]
 struct Group {
@@ -241,6 +289,18 @@ pub struct Live {
     selectors: Vec<Selector>,
     /// Behaviour by label key, computed once per distinct label set.
     behaviours: HashMap<LabelKey, Behaviour>,
+    /// Every distinct rule side of the store as (positive selector, `notSelector`),
+    /// indices into `selectors`.
+    sides: Vec<(Option<u32>, Option<u32>)>,
+    /// Port names a rule side without a positive peer selector names (in `ports` or
+    /// `notPorts`): every endpoint defining one is read by it.
+    open_ports: HashSet<String>,
+    /// Per peer key, per family (IPv4, IPv6), how a host with that key is
+    /// classified: a bound exemplar's identity, or a spare one the build made for a
+    /// peer class no endpoint had (see the module doc). Dropped with the other
+    /// indexes after an incremental policy change, when only bound hosts' identities
+    /// are known to be in the right lists.
+    peers: HashMap<PeerKey, [Option<HostIdentity>; 2]>,
     /// Prefixes rules (`nets`, `notNets`) and network sets name.
     named: HashSet<IpNet>,
     /// How many endpoints have each prefix.
@@ -271,8 +331,8 @@ impl std::fmt::Debug for Live {
 
 impl Live {
     /// Lowers and compiles `cluster`.
-    pub fn new(cluster: Cluster, cfg: BuildConfig) -> Result<Live, LiveError> {
-        let (lowered, memo, classifier) = Self::build(&cluster, &cfg)?;
+    pub fn new(mut cluster: Cluster, cfg: BuildConfig) -> Result<Live, LiveError> {
+        let (lowered, memo, classifier, spares) = Self::build(&mut cluster, &cfg)?;
         let mut live = Live {
             cluster,
             names: Names::default(),
@@ -281,6 +341,9 @@ impl Live {
             groups: HashMap::new(),
             selectors: Vec::new(),
             behaviours: HashMap::new(),
+            sides: Vec::new(),
+            open_ports: HashSet::new(),
+            peers: HashMap::new(),
             named: HashSet::new(),
             nets: HashMap::new(),
             wide: Vec::new(),
@@ -289,21 +352,56 @@ impl Live {
             stale: false,
             compaction: None,
         };
-        live.adopt(lowered);
+        live.adopt(lowered, &spares);
         Ok(live)
     }
 
+    /// Lowers and compiles `cluster` with spare endpoints added (see
+    /// [`spare_endpoints`]); the spares are unbound again in the classifier and the
+    /// names, and returned with how each of their hosts was classified. `cluster`
+    /// is as it was on return.
     fn build(
-        cluster: &Cluster,
+        cluster: &mut Cluster,
         cfg: &BuildConfig,
-    ) -> Result<(super::Lowered, Memo, IdentityClassifier), LiveError> {
-        let (lowered, memo) = lower_keeping(cluster)?;
+    ) -> Result<(super::Lowered, Memo, IdentityClassifier, Vec<Spare>), LiveError> {
+        let spares = spare_endpoints(cluster);
+        let real = cluster.endpoints.len();
+        cluster.endpoints.extend(spares.iter().cloned());
+        let lowered = lower_keeping(cluster);
+        cluster.endpoints.truncate(real);
+        let (mut lowered, memo) = lowered?;
         let classifier = IdentityClassifier::build(&lowered.set, cfg)?;
-        Ok((lowered, memo, classifier))
+        let hosts: Vec<IpNet> = spares.iter().flat_map(|e| e.nets.clone()).collect();
+        let mut out = Vec::with_capacity(spares.len());
+        for e in spares {
+            let mut like = [None, None];
+            for n in &e.nets {
+                like[usize::from(matches!(n, IpNet::V6(_)))] = classifier.host_identity(*n);
+            }
+            out.push(Spare { endpoint: e, like });
+        }
+        // Unbound, a spare's address is classified as the prefixes containing it
+        // (none a rule or network set names), as a build without it classifies it.
+        let classifier = match classifier.without_hosts(&hosts) {
+            Ok(c) => c,
+            Err(_) => {
+                let (lowered, memo) = lower_keeping(cluster)?;
+                let classifier = IdentityClassifier::build(&lowered.set, cfg)?;
+                return Ok((lowered, memo, classifier, Vec::new()));
+            }
+        };
+        lowered.names.endpoints.truncate(real);
+        if let Some(owners) = lowered.names.owners.as_mut() {
+            for n in &hosts {
+                // Cannot fail: only values too large for the table are refused.
+                let _ = owners.set_host(matches!(n, IpNet::V6(_)), addr_bits(n), None);
+            }
+        }
+        Ok((lowered, memo, classifier, out))
     }
 
     /// Takes a full build's names and rebuilds the indexes and groups from it.
-    fn adopt(&mut self, lowered: super::Lowered) {
+    fn adopt(&mut self, lowered: super::Lowered, spares: &[Spare]) {
         self.index();
         self.at = self
             .cluster
@@ -338,6 +436,75 @@ impl Live {
                 .push(b.net);
         }
         self.names = lowered.names;
+        self.index_peers(spares);
+    }
+
+    /// The peer index from the groups' bound hosts, then `spares` for the peer keys
+    /// no bound host has.
+    fn index_peers(&mut self, spares: &[Spare]) {
+        self.peers.clear();
+        let named = &self.named;
+        let outside = |h: &IpNet| named.iter().all(|p| !p.contains(h));
+        let mut peers: HashMap<PeerKey, [Option<HostIdentity>; 2]> = HashMap::new();
+        for (b, g) in &self.groups {
+            if b.kind != EndpointKind::Workload {
+                continue;
+            }
+            let key = self.peer_key(b);
+            let slot = peers.entry(key).or_insert([None, None]);
+            for h in g.hosts.iter().take(16) {
+                let f = usize::from(matches!(h, IpNet::V6(_)));
+                if slot[f].is_none() && outside(h) {
+                    slot[f] = self.classifier.host_identity(*h);
+                }
+            }
+        }
+        for s in spares {
+            let b = behaviour_of(
+                &self.cluster,
+                &self.selectors,
+                &mut self.behaviours,
+                &s.endpoint,
+            );
+            let slot = peers.entry(self.peer_key(&b)).or_insert([None, None]);
+            for (f, like) in s.like.iter().enumerate() {
+                if slot[f].is_none() {
+                    slot[f] = *like;
+                }
+            }
+        }
+        self.peers = peers;
+    }
+
+    /// The peer key of a behaviour.
+    fn peer_key(&self, b: &Behaviour) -> PeerKey {
+        let bit = |i: u32| {
+            b.selects
+                .get(i as usize / 64)
+                .is_some_and(|w| w >> (i % 64) & 1 == 1)
+        };
+        let mut reads = vec![0u64; (2 * self.sides.len()).div_ceil(64)];
+        for (k, &(sel, not)) in self.sides.iter().enumerate() {
+            let pos = sel.map(bit);
+            if pos == Some(true) {
+                reads[2 * k / 64] |= 1 << (2 * k % 64);
+            }
+            if pos != Some(false) && not.is_some_and(bit) {
+                reads[(2 * k + 1) / 64] |= 1 << ((2 * k + 1) % 64);
+            }
+        }
+        let mut ports: Vec<(String, u8, u16)> = b
+            .ports
+            .iter()
+            .map(|p| (p.name.clone(), p.protocol.0, p.port))
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        PeerKey {
+            kind: b.kind,
+            ports,
+            reads,
+        }
     }
 
     /// The behaviour of an endpoint (memoized by label key).
@@ -377,6 +544,19 @@ fn behaviour_of(
     }
 }
 
+/// The number of a distinct selector, numbered and kept in `selectors` if new.
+fn number<'a>(
+    s: &'a Selector,
+    seen: &mut HashMap<&'a Selector, u32>,
+    selectors: &mut Vec<Selector>,
+) -> u32 {
+    let next = seen.len() as u32;
+    *seen.entry(s).or_insert_with(|| {
+        selectors.push(s.clone());
+        next
+    })
+}
+
 impl Live {
     /// The prefix indexes the fast path consults.
     fn index(&mut self) {
@@ -392,24 +572,40 @@ impl Live {
                     .values()
                     .flat_map(|p| p.ingress.iter().chain(&p.egress)),
             );
-        let mut seen: HashSet<&Selector> = HashSet::new();
+        let mut seen: HashMap<&Selector, u32> = HashMap::new();
         let mut selectors = Vec::new();
         for p in &c.policies {
-            if seen.insert(&p.applies_to) {
-                selectors.push(p.applies_to.clone());
-            }
+            number(&p.applies_to, &mut seen, &mut selectors);
         }
+        let mut sides: HashSet<(Option<u32>, Option<u32>)> = HashSet::new();
+        self.open_ports.clear();
         for r in rules {
             for m in [&r.source, &r.destination] {
+                if m.selector.is_none() {
+                    for p in m.ports.iter().chain(&m.not_ports) {
+                        if let Port::Named(n) = p {
+                            self.open_ports.insert(n.clone());
+                        }
+                    }
+                }
                 self.named
                     .extend(m.nets.iter().chain(&m.not_nets).map(IpNet::trunc));
-                for s in m.selector.iter().chain(&m.not_selector) {
-                    if seen.insert(s) {
-                        selectors.push(s.clone());
-                    }
+                let side = (
+                    m.selector
+                        .as_ref()
+                        .map(|s| number(s, &mut seen, &mut selectors)),
+                    m.not_selector
+                        .as_ref()
+                        .map(|s| number(s, &mut seen, &mut selectors)),
+                );
+                if side != (None, None) {
+                    sides.insert(side);
                 }
             }
         }
+        let mut sides: Vec<_> = sides.into_iter().collect();
+        sides.sort_unstable();
+        self.sides = sides;
         self.selectors = selectors;
         self.behaviours.clear();
         for s in &c.network_sets {
@@ -454,14 +650,14 @@ impl Live {
     }
 
     /// Replaces the whole store: a full rebuild.
-    pub fn set_cluster(&mut self, cluster: Cluster) -> Result<Applied, LiveError> {
-        let (lowered, memo, classifier) = Self::build(&cluster, &self.cfg)?;
+    pub fn set_cluster(&mut self, mut cluster: Cluster) -> Result<Applied, LiveError> {
+        let (lowered, memo, classifier, spares) = Self::build(&mut cluster, &self.cfg)?;
         // A running compaction describes an older store; its thread finishes alone.
         self.compaction = None;
         retire(std::mem::replace(&mut self.cluster, cluster));
         self.memo = Some(memo);
         self.classifier = Arc::new(classifier);
-        self.adopt(lowered);
+        self.adopt(lowered, &spares);
         Ok(Applied::Rebuilt)
     }
 
@@ -760,6 +956,10 @@ impl Live {
                     .push(n);
             }
         }
+        // Spare identities are in the lists of the build, not necessarily in those
+        // the policy changes since resolved (a fresh list takes only the identities
+        // of bound hosts): only bound exemplars stay.
+        self.index_peers(&[]);
         self.stale = false;
     }
 
@@ -903,16 +1103,19 @@ impl Live {
         self.names = s.names;
         self.groups = s.groups;
         self.nets = s.nets;
+        // The changes undone may have numbered programs in the memo that the restored
+        // classifier lacks; without a memo the next change that needs one rebuilds.
+        self.memo = None;
     }
 
     fn rebuild(&mut self) -> Result<Applied, LiveError> {
-        let cluster = std::mem::take(&mut self.cluster);
-        match Self::build(&cluster, &self.cfg) {
-            Ok((lowered, memo, classifier)) => {
+        let mut cluster = std::mem::take(&mut self.cluster);
+        match Self::build(&mut cluster, &self.cfg) {
+            Ok((lowered, memo, classifier, spares)) => {
                 self.cluster = cluster;
                 self.memo = Some(memo);
                 self.classifier = Arc::new(classifier);
-                self.adopt(lowered);
+                self.adopt(lowered, &spares);
                 Ok(Applied::Rebuilt)
             }
             Err(e) => {
@@ -1009,7 +1212,7 @@ impl Live {
         }
         let key = self.behaviour(ep);
         let Some(group) = self.groups.get(&key) else {
-            return self.try_add_unlisted(ep, key);
+            return self.try_add_new(ep, key);
         };
         let Ok(id) = id32("endpoints", self.names.endpoints.len()) else {
             return false;
@@ -1036,7 +1239,7 @@ impl Live {
                 .take(16)
                 .find(|h| named.iter().all(|p| !p.contains(*h) && !p.contains(&n)))
             else {
-                return next.is_none() && self.try_add_unlisted(ep, key);
+                return next.is_none() && self.try_add_new(ep, key);
             };
             let from = next.as_ref().unwrap_or(&self.classifier);
             match from.with_host(n, EndpointId(id), group.ingress, group.egress, *like) {
@@ -1096,8 +1299,98 @@ impl Live {
         true
     }
 
+    /// An add whose behaviour has no exemplar: as a peer class that exists
+    /// ([`Live::try_add_peer`]), else as a host no rule reads
+    /// ([`Live::try_add_unlisted`]).
+    fn try_add_new(&mut self, ep: &Endpoint, key: Behaviour) -> bool {
+        match self.peer_like(ep, &key) {
+            Some(like) => self.try_add_peer(ep, key, like),
+            None => self.try_add_unlisted(ep, key),
+        }
+    }
+
+    /// How `ep`'s hosts are classified, per family, if a bound host or a spare has
+    /// its peer key and every host of `ep` is a new host prefix outside every prefix
+    /// rules and network sets name.
+    fn peer_like(&self, ep: &Endpoint, key: &Behaviour) -> Option<[Option<HostIdentity>; 2]> {
+        if ep.kind != EndpointKind::Workload || self.memo.is_none() {
+            return None;
+        }
+        let like = *self.peers.get(&self.peer_key(key))?;
+        for n in &ep.nets {
+            let n = n.trunc();
+            if !is_host(&n)
+                || self.nets.contains_key(&n)
+                || self.named.iter().any(|p| p.contains(&n))
+                || like[usize::from(matches!(n, IpNet::V6(_)))].is_none()
+            {
+                return None;
+            }
+        }
+        Some(like)
+    }
+
+    /// The fast path of an add whose behaviour no bound endpoint has but whose peer
+    /// key one has (or a spare of the build): its hosts take that identity
+    /// ([`IdentityClassifier::with_host_identity`]), so every rule reads them as it
+    /// reads that host; its own programs are lowered from the memo and those not
+    /// seen before get their trees as a new part. On success the endpoint starts its
+    /// behaviour's group. On a failure after lowering the memo is dropped (a rebuild
+    /// makes a new one).
+    fn try_add_peer(
+        &mut self,
+        ep: &Endpoint,
+        key: Behaviour,
+        like: [Option<HostIdentity>; 2],
+    ) -> bool {
+        let Ok(id) = id32("endpoints", self.names.endpoints.len()) else {
+            return false;
+        };
+        let Some(mut memo) = self.memo.take() else {
+            return false;
+        };
+        let Ok(programs) =
+            super::relower_policies(&self.cluster, &mut self.names, &mut memo, &[], &[ep])
+        else {
+            return false;
+        };
+        let Some(&(ingress, egress)) = programs.first() else {
+            return false;
+        };
+        let added = memo.take_programs();
+        let with_trees = if added.is_empty() {
+            None
+        } else {
+            match self.classifier.with_programs(&added, &[], &[], &self.cfg) {
+                Ok(c) => Some(c),
+                Err(_) => return false,
+            }
+        };
+        let mut next: Option<IdentityClassifier> = None;
+        for n in &ep.nets {
+            let Some(l) = like[usize::from(matches!(n, IpNet::V6(_)))] else {
+                return false;
+            };
+            let from = next
+                .as_ref()
+                .or(with_trees.as_ref())
+                .unwrap_or(&self.classifier);
+            match from.with_host_identity(n.trunc(), EndpointId(id), Some(ingress), Some(egress), l)
+            {
+                Ok(c) => next = Some(c),
+                Err(_) => return false,
+            }
+        }
+        let Some(next) = next else { return false };
+        if !self.join(ep, id, next, key, (Some(ingress), Some(egress))) {
+            return false;
+        }
+        self.memo = Some(memo);
+        true
+    }
+
     /// The fast path of an add whose behaviour no bound endpoint has, for a workload
-    /// endpoint no rule reads as a peer ([`Live::read_as_peer`]). Its address then belongs to no
+    /// endpoint no rule reads as a peer ([`Live::reads_as_peer`]). Its address then belongs to no
     /// address list but those containing it by prefix, which is what its prefix's
     /// class already says ([`IdentityClassifier::with_unlisted_host`]); only its own
     /// programs are lowered (from the memo), and those not seen before get their
@@ -1115,7 +1408,10 @@ impl Live {
                 return false;
             }
         }
-        if self.read_as_peer(ep) {
+        let read = self.reads_as_peer(&key, ep);
+        #[cfg(debug_assertions)]
+        debug_assert_eq!(read, self.read_as_peer(ep), "peer reading of {}", ep.key);
+        if read {
             return false;
         }
         let Ok(id) = id32("endpoints", self.names.endpoints.len()) else {
@@ -1160,9 +1456,18 @@ impl Live {
         true
     }
 
+    /// [`Live::read_as_peer`] from the endpoint's behaviour `b`: a bit of its peer
+    /// key, or a port name it defines that a rule side without a peer selector names.
+    fn reads_as_peer(&self, b: &Behaviour, ep: &Endpoint) -> bool {
+        self.peer_key(b).reads.iter().any(|&w| w != 0)
+            || ep.ports.iter().any(|p| self.open_ports.contains(&p.name))
+    }
+
     /// Whether a rule of the store reads `ep` as a peer: its peer selector matches
     /// it, or, without a peer selector, its `notSelector` matches it or it names a
-    /// port `ep` defines.
+    /// port `ep` defines. The slow twin of [`Live::reads_as_peer`], checked against
+    /// it in debug builds.
+    #[cfg(debug_assertions)]
     fn read_as_peer(&self, ep: &Endpoint) -> bool {
         let c = &self.cluster;
         let labels = c.endpoint_labels(ep);
@@ -1280,6 +1585,147 @@ struct Saved {
     names: Names,
     groups: HashMap<Behaviour, Group>,
     nets: HashMap<IpNet, u32>,
+}
+
+/// A spare endpoint of a build, and how its hosts were classified (IPv4, IPv6).
+struct Spare {
+    endpoint: Endpoint,
+    like: [Option<HostIdentity>; 2],
+}
+
+/// Spare endpoints a build adds at most.
+const MAX_SPARES: usize = 256;
+
+/// Endpoints a build lowers beside the store's and then unbinds, so that their
+/// identities exist for pods that arrive later with a peer class no endpoint has
+/// (see the module doc): per namespace, profiles, named ports and families of the
+/// store's workload endpoints (the most common first, at most [`MAX_SPARES`]), a
+/// workload endpoint with only the implicit labels of one of them, at an address no
+/// rule, network set or endpoint prefix contains (in `240.0.0.0/4` and `100::/64`,
+/// reserved and discard-only).
+fn spare_endpoints(c: &Cluster) -> Vec<Endpoint> {
+    type Shape<'a> = (
+        &'a Option<String>,
+        &'a [String],
+        &'a [EndpointPort],
+        [bool; 2],
+    );
+    let mut shapes: HashMap<Shape<'_>, (usize, usize)> = HashMap::new();
+    for (i, e) in c.endpoints.iter().enumerate() {
+        if e.kind != EndpointKind::Workload || e.nets.is_empty() || !e.nets.iter().all(is_host) {
+            continue;
+        }
+        let fams = [
+            e.nets.iter().any(|n| matches!(n, IpNet::V4(_))),
+            e.nets.iter().any(|n| matches!(n, IpNet::V6(_))),
+        ];
+        let s = shapes
+            .entry((&e.key.namespace, &e.profiles, &e.ports, fams))
+            .or_insert((0, i));
+        s.0 += 1;
+    }
+    if shapes.is_empty() {
+        return Vec::new();
+    }
+    let mut shapes: Vec<(usize, usize, [bool; 2])> =
+        shapes.into_iter().map(|(k, (n, i))| (n, i, k.3)).collect();
+    shapes.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    shapes.truncate(MAX_SPARES);
+
+    // Every prefix the address must stay out of.
+    let mut wide: Vec<IpNet> = Vec::new();
+    let mut hosts: HashSet<IpNet> = HashSet::new();
+    let mut note = |n: IpNet| {
+        let n = n.trunc();
+        if is_host(&n) {
+            hosts.insert(n);
+        } else {
+            wide.push(n);
+        }
+    };
+    for r in c
+        .policies
+        .iter()
+        .flat_map(|p| p.ingress.iter().chain(&p.egress))
+        .chain(
+            c.profiles
+                .values()
+                .flat_map(|p| p.ingress.iter().chain(&p.egress)),
+        )
+    {
+        for m in [&r.source, &r.destination] {
+            m.nets
+                .iter()
+                .chain(&m.not_nets)
+                .copied()
+                .for_each(&mut note);
+        }
+    }
+    c.network_sets
+        .iter()
+        .flat_map(|s| &s.nets)
+        .copied()
+        .for_each(&mut note);
+    c.endpoints
+        .iter()
+        .flat_map(|e| &e.nets)
+        .copied()
+        .for_each(&mut note);
+    let free = |n: &IpNet| !hosts.contains(n) && !wide.iter().any(|w| w.contains(n));
+    let mut next = [0u128; 2];
+    let mut address = |six: bool| -> Option<IpNet> {
+        let f = usize::from(six);
+        // A bounded search: a store whose prefixes cover the range gets no spares.
+        for _ in 0..4 * MAX_SPARES {
+            next[f] += 1;
+            let n = if six {
+                IpNet::from(std::net::IpAddr::V6(
+                    (0x0100u128 << 112).wrapping_add(next[f]).into(),
+                ))
+            } else {
+                IpNet::from(std::net::IpAddr::V4(
+                    (0xf000_0000u32 + next[f] as u32).into(),
+                ))
+            };
+            if free(&n) {
+                return Some(n);
+            }
+        }
+        None
+    };
+
+    let mut out = Vec::with_capacity(shapes.len());
+    for (k, (_, i, fams)) in shapes.into_iter().enumerate() {
+        let t = &c.endpoints[i];
+        let mut nets = Vec::new();
+        for (six, has) in [(false, fams[0]), (true, fams[1])] {
+            if has {
+                match address(six) {
+                    Some(n) => nets.push(n),
+                    None => return out,
+                }
+            }
+        }
+        let mut key = t.key.clone();
+        // Not a valid Kubernetes name, so no store endpoint has it.
+        key.name = format!("~spare-{k}");
+        out.push(Endpoint {
+            kind: t.kind,
+            key,
+            nets,
+            labels: t
+                .labels
+                .iter()
+                .filter(|(k, _)| k.starts_with("projectcalico.org/"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            profiles: t.profiles.clone(),
+            ports: t.ports.clone(),
+            generate_name: None,
+            node: t.node.clone(),
+        });
+    }
+    out
 }
 
 /// The endpoint of a store with this key. A store keeps workload endpoints, then

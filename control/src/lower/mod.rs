@@ -63,6 +63,9 @@
 //!   named ports, every selector's result on its labels), the bound hosts and their
 //!   programs. An endpoint whose behaviour exists binds its host prefixes to that
 //!   identity and those programs (one LPM insert, the trees shared); removal unbinds.
+//!   A new behaviour joins the identity of a host with its *peer class* (how rules
+//!   read it as a peer) if one exists — a build lowers a few spare endpoints for
+//!   that, then unbinds them — with programs of its own.
 //!   Everything else is a full rebuild, which stays the fallback and the oracle.
 //!
 //! - **incremental policy changes** ([`Live::update`]): lowering keeps a memo (policy
@@ -85,8 +88,9 @@
 //! of peak memory; now about 0.3 s and 0.15 GB, BENCHMARKS.md "Cluster scale").
 //!
 //! Not done: a policy change whose peers split an identity (name some replicas of a
-//! label set and not others, or a CIDR no rule named), a new behaviour, a
-//! namespace, tier, profile or network set change are full rebuilds.
+//! label set and not others, or a CIDR no rule named), a new behaviour that rules
+//! read as a peer class no bound host and no spare of the build has (see [`Live`]),
+//! a namespace, tier, profile or network set change are full rebuilds.
 
 mod live;
 mod nets;
@@ -574,6 +578,9 @@ impl Memo {
 
     /// Forgets what the policies `ids` lowered to and the programs that hold them.
     fn forget(&mut self, ids: &[PolicyId]) {
+        if ids.is_empty() {
+            return;
+        }
         for id in ids {
             self.rules.remove(&(*id, PolicyType::Ingress));
             self.rules.remove(&(*id, PolicyType::Egress));

@@ -206,9 +206,11 @@ enum Op {
 #[derive(Debug)]
 pub(crate) struct Resolver<'c> {
     cluster: &'c Cluster,
-    /// Every endpoint's and network set's labels (inherited ones included), built once.
-    endpoint_labels: Vec<LabelChain<'c>>,
-    set_labels: Vec<LabelChain<'c>>,
+    /// Every endpoint's and network set's labels (inherited ones included), built on
+    /// first use: a lowering that takes every rule from the memo (a pod's own
+    /// programs) reads none, and building them is a walk of the whole store.
+    endpoint_labels: Option<Vec<LabelChain<'c>>>,
+    set_labels: Option<Vec<LabelChain<'c>>>,
     selector_nets: HashMap<Selector, Nets>,
     /// The endpoints by (own labels, profiles), which give all their labels; made
     /// on first use.
@@ -327,16 +329,8 @@ impl<'c> Resolver<'c> {
         let empty = interner.intern(Vec::new());
         Resolver {
             cluster,
-            endpoint_labels: cluster
-                .endpoints
-                .iter()
-                .map(|e| cluster.endpoint_labels(e))
-                .collect(),
-            set_labels: cluster
-                .network_sets
-                .iter()
-                .map(|s| cluster.labels_of(&s.labels, &s.profiles))
-                .collect(),
+            endpoint_labels: None,
+            set_labels: None,
             selector_nets: HashMap::new(),
             groups: None,
             named_ports: HashMap::new(),
@@ -461,12 +455,21 @@ impl<'c> Resolver<'c> {
             }
             groups
         });
+        let endpoint_labels = self
+            .endpoint_labels
+            .get_or_insert_with(|| endpoint_labels_of(c));
         for g in groups.iter() {
-            if s.matches(&self.endpoint_labels[g[0]]) {
+            if s.matches(&endpoint_labels[g[0]]) {
                 nets.extend(g.iter().flat_map(|&i| c.endpoints[i].nets.iter().copied()));
             }
         }
-        for (set, labels) in c.network_sets.iter().zip(&self.set_labels) {
+        let set_labels = self.set_labels.get_or_insert_with(|| {
+            c.network_sets
+                .iter()
+                .map(|s| c.labels_of(&s.labels, &s.profiles))
+                .collect()
+        });
+        for (set, labels) in c.network_sets.iter().zip(set_labels.iter()) {
             if s.matches(labels) {
                 nets.extend(set.nets.iter().copied());
             }
@@ -489,7 +492,10 @@ impl<'c> Resolver<'c> {
         }
         let c = self.cluster;
         let mut out: BTreeMap<(u8, u16), Vec<IpNet>> = BTreeMap::new();
-        for (e, labels) in c.endpoints.iter().zip(&self.endpoint_labels) {
+        let endpoint_labels = self
+            .endpoint_labels
+            .get_or_insert_with(|| endpoint_labels_of(c));
+        for (e, labels) in c.endpoints.iter().zip(endpoint_labels.iter()) {
             if e.nets.is_empty() || !e.ports.iter().any(|p| names.contains(&p.name.as_str())) {
                 continue;
             }
@@ -794,6 +800,11 @@ impl Resolver<'_> {
         }
         Ok(out)
     }
+}
+
+/// Every endpoint's labels, inherited ones included, in store order.
+fn endpoint_labels_of(c: &Cluster) -> Vec<LabelChain<'_>> {
+    c.endpoints.iter().map(|e| c.endpoint_labels(e)).collect()
 }
 
 /// The negated-port regions of one side: `triples` are the excluded named ports

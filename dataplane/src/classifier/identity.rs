@@ -176,6 +176,16 @@ pub enum HostChangeRefused {
     TooMany,
 }
 
+/// How a bound host was classified: its identity and that of the prefixes containing
+/// it ([`IdentityClassifier::host_identity`]). Meaningful only for generations of the
+/// build that gave it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HostIdentity {
+    six: bool,
+    identity: u32,
+    parent_identity: u32,
+}
+
 /// Why [`IdentityClassifier::with_programs`] cannot give the next generation; a full
 /// build can (or fails the same way).
 #[derive(Debug, thiserror::Error)]
@@ -994,11 +1004,75 @@ impl IdentityClassifier {
         self.bind_host(p, parent, identity, (endpoint, ingress, egress))
     }
 
+    /// The identity a bound host class has, as [`IdentityClassifier::with_host_identity`]
+    /// takes it: kept, it lets a later generation of this build bind another host as
+    /// this one is classified even when this one is gone (identity ids stay until the
+    /// next build). `None` when `net` is not a bound host class of its own.
+    pub fn host_identity(&self, net: IpNet) -> Option<HostIdentity> {
+        let p = Pfx::of(&net);
+        let c = self.class_index(&p) as usize;
+        let cold = self.cold[c];
+        if p.len != p.width() || cold.prefix != Some(p) || self.hot[c].binding == UNBOUND {
+            return None;
+        }
+        Some(HostIdentity {
+            six: p.six,
+            identity: self.hot[c].identity,
+            parent_identity: self.hot[cold.parent as usize].identity,
+        })
+    }
+
+    /// The next generation with the host prefix `net` bound to `endpoint` and
+    /// classified as the host `like` describes ([`IdentityClassifier::host_identity`]
+    /// of this build, possibly of a host unbound since): `net` gets its identity, so
+    /// it is in exactly the address lists that host was in. The trees are shared.
+    /// Refused as [`IdentityClassifier::with_host`] is: `like` of the other family, or
+    /// the prefixes containing `net` giving another identity than those that
+    /// contained that host ([`HostChangeRefused::NewIdentity`]).
+    ///
+    /// The caller answers for `like` still describing the lists: true until a change
+    /// resolves new lists ([`IdentityClassifier::with_programs`] with fresh ones),
+    /// which counts only the identities of bound classes.
+    pub fn with_host_identity(
+        &self,
+        net: IpNet,
+        endpoint: EndpointId,
+        ingress: Option<ProgramId>,
+        egress: Option<ProgramId>,
+        like: HostIdentity,
+    ) -> Result<IdentityClassifier, HostChangeRefused> {
+        let (p, parent) = self.host_slot(net, ingress, egress)?;
+        if like.six != p.six {
+            return Err(HostChangeRefused::NewIdentity(net));
+        }
+        if self.hot[parent as usize].identity != like.parent_identity {
+            return Err(HostChangeRefused::NewIdentity(net));
+        }
+        self.bind_host(p, parent, like.identity, (endpoint, ingress, egress))
+    }
+
+    /// [`IdentityClassifier::without_host`] of several hosts, with one copy of the
+    /// tables.
+    pub fn without_hosts(&self, nets: &[IpNet]) -> Result<IdentityClassifier, HostChangeRefused> {
+        let mut next = self.clone();
+        for n in nets {
+            next.unbind(*n)?;
+        }
+        Ok(next)
+    }
+
     /// The next generation without the bound host prefix `net`: its address is
     /// classified as the prefixes containing it say (as if no list named it). The
     /// trees are shared. Refused when `net` is not a bound host class or lies inside
     /// another binding's prefix.
     pub fn without_host(&self, net: IpNet) -> Result<IdentityClassifier, HostChangeRefused> {
+        let mut next = self.clone();
+        next.unbind(net)?;
+        Ok(next)
+    }
+
+    /// [`IdentityClassifier::without_host`] in place; on an error nothing is changed.
+    fn unbind(&mut self, net: IpNet) -> Result<(), HostChangeRefused> {
         let p = Pfx::of(&net);
         if p.len != p.width() {
             return Err(HostChangeRefused::NotHost(net));
@@ -1011,19 +1085,18 @@ impl IdentityClassifier {
         if let Some(b) = self.binding_prefix(cold.parent) {
             return Err(HostChangeRefused::InsideBinding(net, b));
         }
-        let mut next = self.clone();
-        // The class stays as a tombstone (nothing reaches it any more).
-        next.hot[c as usize].binding = UNBOUND;
-        if let Some(k) = next.cold.get_mut(c as usize) {
-            k.prefix = None;
-        }
         let parent = (cold.parent >= 2).then_some(cold.parent);
-        next.lpm
+        self.lpm
             .set_host(p.six, p.addr, parent)
             .map_err(|_| HostChangeRefused::TooMany)?;
-        next.stats.classes -= 1;
-        next.stats.stage_bytes = next.stage_bytes();
-        Ok(next)
+        // The class stays as a tombstone (nothing reaches it any more).
+        self.hot[c as usize].binding = UNBOUND;
+        if let Some(k) = self.cold.get_mut(c as usize) {
+            k.prefix = None;
+        }
+        self.stats.classes -= 1;
+        self.stats.stage_bytes = self.stage_bytes();
+        Ok(())
     }
 
     /// The prefix of the binding that owns class `c`'s addresses, if any.
@@ -1340,6 +1413,97 @@ mod tests {
         // And back.
         let back = next.without_host(net("10.0.0.3/32")).unwrap();
         assert_same(&back, &LinearClassifier::new(set).unwrap(), &keys);
+    }
+
+    /// A host's identity, kept while the host is unbound, binds another host as that
+    /// one was classified: in the lists it was in, equal to the linear reference with
+    /// the new host in those lists; refused for the other family and where the
+    /// prefixes containing the new host give another identity (a rule CIDR).
+    #[test]
+    fn a_kept_host_identity_binds_a_later_host() {
+        use crate::fixtures::{net, policy, program, rule, tcp, tier};
+        use crate::program::Action;
+        let listed = |v: &[&str]| -> Nets { v.iter().map(|a| net(a)).collect::<Vec<_>>().into() };
+        let p = |pods: Nets| {
+            program(
+                vec![tier(
+                    0,
+                    crate::program::TierDefault::Deny,
+                    vec![policy(
+                        0,
+                        false,
+                        vec![
+                            rule(
+                                0,
+                                Action::Allow,
+                                Match {
+                                    src_nets: Some(pods),
+                                    ..Match::default()
+                                },
+                            ),
+                            rule(
+                                1,
+                                Action::Allow,
+                                Match {
+                                    src_nets: Some(listed(&["10.1.0.0/16"])),
+                                    ..Match::default()
+                                },
+                            ),
+                        ],
+                    )],
+                )],
+                vec![],
+            )
+        };
+        let bind = |n: &str, e: u32| EndpointBinding {
+            net: net(n),
+            endpoint: EndpointId(e),
+            ingress: Some(ProgramId(0)),
+            egress: Some(ProgramId(0)),
+        };
+        // 240.0.0.1 stands in for a host that is unbound after the build.
+        let set = PolicySet {
+            programs: vec![p(listed(&["10.0.0.1/32", "240.0.0.1/32"]))],
+            endpoints: vec![
+                bind("10.0.0.1/32", 0),
+                bind("10.0.0.2/32", 1),
+                bind("240.0.0.1/32", 2),
+            ],
+        };
+        let cfg = BuildConfig::default();
+        let built = IdentityClassifier::build(&set, &cfg).unwrap();
+        let like = built.host_identity(net("240.0.0.1/32")).unwrap();
+        assert_eq!(built.host_identity(net("10.0.0.9/32")), None);
+        let c = built.without_hosts(&[net("240.0.0.1/32")]).unwrap();
+        assert_eq!(c.host_identity(net("240.0.0.1/32")), None);
+        let pr = Some(ProgramId(0));
+        assert_eq!(
+            c.with_host_identity(net("fd00::1/128"), EndpointId(3), pr, pr, like)
+                .unwrap_err(),
+            HostChangeRefused::NewIdentity(net("fd00::1/128"))
+        );
+        assert_eq!(
+            c.with_host_identity(net("10.1.0.9/32"), EndpointId(3), pr, pr, like)
+                .unwrap_err(),
+            HostChangeRefused::NewIdentity(net("10.1.0.9/32"))
+        );
+        let next = c
+            .with_host_identity(net("10.0.0.3/32"), EndpointId(3), pr, pr, like)
+            .unwrap();
+        let want = PolicySet {
+            programs: vec![p(listed(&["10.0.0.1/32", "10.0.0.3/32"]))],
+            endpoints: vec![
+                bind("10.0.0.1/32", 0),
+                bind("10.0.0.2/32", 1),
+                bind("10.0.0.3/32", 3),
+            ],
+        };
+        let addrs = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "240.0.0.1", "10.1.0.9"];
+        let keys: Vec<FlowKey> = addrs
+            .iter()
+            .flat_map(|s| addrs.iter().map(move |d| tcp(s, d, 80)))
+            .collect();
+        assert_same(&next, &LinearClassifier::new(want).unwrap(), &keys);
     }
 
     /// A host bound with the identity of its prefix's class is in exactly the lists

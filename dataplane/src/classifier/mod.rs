@@ -62,7 +62,9 @@ mod tree;
 use crate::arch::huge::HugeSlice;
 use crate::arch::walk;
 pub use crate::arch::walk::Kernel;
-pub use identity::{HostChangeRefused, IdentityClassifier, IdentityStats, ProgramChangeRefused};
+pub use identity::{
+    HostChangeRefused, HostIdentity, IdentityClassifier, IdentityStats, ProgramChangeRefused,
+};
 
 use foldhash::{HashMap, HashMapExt};
 use std::time::{Duration, Instant};

@@ -12,14 +12,19 @@ use dataplane::program::FlowKey;
 
 /// Addresses new endpoints get: inside the generator's endpoint and network-set
 /// ranges, outside them, and one an endpoint already has.
-const NEW_V4: [&str; 5] = [
+const NEW_V4: [&str; 6] = [
     "10.0.0.20",
     "10.0.0.21",
     "10.0.2.50",
     "192.168.0.9",
     "10.0.0.8",
+    "172.16.0.5",
 ];
-const NEW_V6: [&str; 3] = ["fd00::20", "fd01::5", "fd00::4"];
+const NEW_V6: [&str; 4] = ["fd00::20", "fd01::5", "fd00::4", "fd02::5"];
+
+/// Addresses a build gives its spare endpoints (unbound again at once): flows to and
+/// from them must classify as from an address no endpoint has.
+const SPARE: [&str; 4] = ["240.0.0.1", "240.0.0.2", "100::1", "100::2"];
 
 fn host(a: &str) -> IpNet {
     let ip: std::net::IpAddr = a.parse().expect("address");
@@ -356,6 +361,35 @@ fn change(
             resources.push(r);
             vec![k]
         }
+        // A copy of a workload at a new address with a label set never seen that
+        // rules read (a new `app` value: `has(app)`, `app != 'db'` and the like pick
+        // it), and, with an odd `pick`, another workload's named ports.
+        7 => {
+            let (Some(a), Some(b)) = (wl(&i), wl(&j)) else {
+                return Vec::new();
+            };
+            let ports = match &resources[b] {
+                Resource::WorkloadEndpoint(o) => o.spec.ports.clone(),
+                _ => Vec::new(),
+            };
+            let Resource::WorkloadEndpoint(mut o) = resources[a].clone() else {
+                return Vec::new();
+            };
+            let Some(first) = o.spec.ip_networks.first() else {
+                return Vec::new();
+            };
+            let v6 = matches!(first.0, IpNet::V6(_));
+            o.metadata.name = format!("{}-peer{n}", o.metadata.name);
+            o.spec.ip_networks = vec![new_addr(v6)];
+            o.metadata.labels.insert("app".into(), format!("x{n}"));
+            if pick % 2 == 1 {
+                o.spec.ports = ports;
+            }
+            let r = Resource::WorkloadEndpoint(o);
+            let k = store_key(&r);
+            resources.push(r);
+            vec![k]
+        }
         // A policy or network set added or replaced.
         _ => {
             if extra.is_empty() {
@@ -635,6 +669,352 @@ proptest! {
             check(&live, &flows)?;
         }
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Pods with label sets never seen (some read by peer selectors, `notSelector`s
+    /// and named ports, some not), replicas, removals and policy changes through
+    /// [`Live::update`]: the live generation classifies as a fresh build and `eval` do
+    /// after every update, also for flows to and from the spare endpoints' addresses.
+    #[test]
+    fn new_peer_classes_classify_as_a_fresh_build_and_eval(
+        (resources, flows) in store_and_flows(24),
+        extra in prop::collection::vec(crate::lower::proptests::policy(), 1..3),
+        steps in prop::collection::vec(
+            prop::collection::vec(
+                (prop_oneof![Just(0u8), Just(2), Just(5), Just(6), Just(6), Just(7), Just(7), Just(7)], any::<Index>(), any::<Index>(), 0usize..8),
+                1..3,
+            ),
+            1..6,
+        ),
+    ) {
+        let mut resources = one_host_per_endpoint(resources);
+        let Ok(cluster) = Cluster::from_resources(&resources) else { return Ok(()) };
+        let mut live = Live::new(cluster, BuildConfig::default()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let added: Vec<IpNet> = NEW_V4.iter().chain(&NEW_V6).chain(&SPARE).map(|a| host(a)).collect();
+        let flows = flows_with(&flows, &added);
+        let mut n = 0;
+        for step in steps {
+            let mut changed = Vec::new();
+            for op in step {
+                n += 1;
+                changed.extend(change(&mut resources, op, n, &extra));
+            }
+            let Ok(next) = Cluster::from_resources(&resources) else { return Ok(()) };
+            live.update(&next, &changed).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            same_store(&live, &next, &flows)?;
+            check(&live, &flows)?;
+        }
+    }
+}
+
+/// Every TCP flow between `addrs` to the ports 80, 8080 and 9090.
+fn tcp_flows(addrs: &[&str]) -> Vec<FlowKey> {
+    let mut out = Vec::new();
+    for s in addrs {
+        for d in addrs {
+            for port in [80, 8080, 9090] {
+                if let Some(k) =
+                    FlowKey::new(s.parse().unwrap(), d.parse().unwrap(), 6, 40000, port)
+                {
+                    out.push(k);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The cluster the scale bench builds, in small: every rule reads `app == ...` peers
+/// minus a `shard` (`notSelector`) and names the port `http` without a peer
+/// selector, so a pod with a new `app` value is read as a peer through `http` only.
+const READ_BY_NAMED_PORT: &str = r#"
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: p, namespace: ns}
+spec:
+  selector: app == 'web'
+  ingress:
+  - action: Allow
+    protocol: TCP
+    source: {selector: app == 'api', notSelector: shard == 's1'}
+    destination: {ports: [80, http], notPorts: [http]}
+  - action: Deny
+    protocol: TCP
+    source: {selector: app == 'web'}
+    destination: {ports: [http]}
+  egress:
+  - action: Allow
+    protocol: TCP
+    destination: {ports: [http]}
+  - action: Deny
+    source: {nets: [10.9.0.0/16]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: web-1, namespace: ns, labels: {app: web, shard: s1}}
+spec: {orchestrator: k8s, ipNetworks: [10.0.0.1/32], ports: [{name: http, protocol: TCP, port: 8080}]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: api-1, namespace: ns, labels: {app: api, shard: s2}}
+spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32], ports: [{name: http, protocol: TCP, port: 9090}]}
+"#;
+
+fn live_of(yaml: &str) -> Live {
+    let read = crate::policy::read_text(yaml, "test", crate::model::Format::Yaml).expect("reads");
+    let cluster = crate::policy::build(read).expect("builds").cluster;
+    Live::new(cluster, BuildConfig::default()).expect("builds")
+}
+
+fn endpoint(live: &Live, name: &str) -> Endpoint {
+    live.cluster()
+        .endpoints
+        .iter()
+        .find(|e| e.key.name == name)
+        .cloned()
+        .expect("endpoint")
+}
+
+/// A pod with a new `app` value that rules read only through the named port `http`
+/// (and whose `shard` a `notSelector` names, behind a peer selector that does not
+/// pick it) is a peer class no endpoint has: it takes the identity of the build's
+/// spare for its namespace and ports, on the fast path. One with a port number no
+/// endpoint has, or inside a rule CIDR, is refused (a rebuild). Each generation
+/// classifies as a fresh build and `eval` do.
+#[test]
+fn a_new_peer_class_takes_a_spare_identity() {
+    let mut live = live_of(READ_BY_NAMED_PORT);
+    let addrs = [
+        "10.0.0.1",
+        "10.0.0.2",
+        "10.0.0.3",
+        "10.0.0.4",
+        "10.9.0.5",
+        "240.0.0.1",
+        "240.0.0.2",
+    ];
+    let mut new = endpoint(&live, "web-1");
+    new.key.name = "new-1".into();
+    new.nets = vec![host("10.0.0.3")];
+    new.labels.insert("app".into(), "new".into());
+    assert_eq!(live.add_endpoint(new.clone()).unwrap(), Applied::Fast);
+    check(&live, &tcp_flows(&addrs)).unwrap();
+    // Its replica joins it.
+    let mut replica = new.clone();
+    replica.key.name = "new-2".into();
+    replica.nets = vec![host("10.0.0.4")];
+    assert_eq!(live.add_endpoint(replica).unwrap(), Applied::Fast);
+    check(&live, &tcp_flows(&addrs)).unwrap();
+    // `http` on a port no endpoint defines: no spare has it.
+    let mut other_port = new.clone();
+    other_port.key.name = "new-3".into();
+    other_port.nets = vec![host("10.0.0.5")];
+    other_port.labels.insert("app".into(), "newer".into());
+    other_port.ports[0].port = 7070;
+    assert_eq!(live.add_endpoint(other_port).unwrap(), Applied::Rebuilt);
+    check(&live, &tcp_flows(&["10.0.0.1", "10.0.0.5", "240.0.0.1"])).unwrap();
+    // Inside a rule CIDR.
+    let mut inside = new.clone();
+    inside.key.name = "new-4".into();
+    inside.nets = vec![host("10.9.0.5")];
+    inside.labels.insert("app".into(), "newest".into());
+    assert_eq!(live.add_endpoint(inside).unwrap(), Applied::Rebuilt);
+    check(&live, &tcp_flows(&addrs)).unwrap();
+}
+
+/// The same with dual-stack pods: the spare of the pods' shape has an address in
+/// each family, and a new peer class with both takes both identities (IPv6 flows to
+/// and from the spares' addresses included).
+#[test]
+fn a_dual_stack_pod_takes_the_spare_identity_of_each_family() {
+    let yaml = READ_BY_NAMED_PORT
+        .replace("[10.0.0.1/32]", "[10.0.0.1/32, 'fd00::1/128']")
+        .replace("[10.0.0.2/32]", "[10.0.0.2/32, 'fd00::2/128']");
+    let mut live = live_of(&yaml);
+    let mut new = endpoint(&live, "web-1");
+    new.key.name = "new-1".into();
+    new.nets = vec![host("10.0.0.3"), host("fd00::3")];
+    new.labels.insert("app".into(), "new".into());
+    assert_eq!(live.add_endpoint(new).unwrap(), Applied::Fast);
+    let mut flows = tcp_flows(&["10.0.0.1", "10.0.0.2", "10.0.0.3", "240.0.0.1", "240.0.0.2"]);
+    flows.extend(tcp_flows(&[
+        "fd00::1", "fd00::2", "fd00::3", "100::1", "100::2",
+    ]));
+    check(&live, &flows).unwrap();
+    // An IPv6-only pod of that peer class: its address is in the lists the spare's
+    // IPv6 address was in (a peer class does not depend on the families a pod has).
+    let mut six = endpoint(&live, "web-1");
+    six.key.name = "new-6".into();
+    six.nets = vec![host("fd00::6")];
+    six.labels.insert("app".into(), "six".into());
+    assert_eq!(live.add_endpoint(six).unwrap(), Applied::Fast);
+    flows.extend(tcp_flows(&["fd00::1", "fd00::6", "100::1"]));
+    check(&live, &flows).unwrap();
+}
+
+/// Spares take addresses no rule, network set or endpoint prefix contains: with an
+/// endpoint at the first candidate they take the next one (and a new peer class is
+/// still fast and exact); with a rule naming the whole candidate range there are no
+/// IPv4 spares, and the same pod is a rebuild.
+#[test]
+fn spares_keep_out_of_every_named_and_bound_address() {
+    let at_first = format!(
+        "{READ_BY_NAMED_PORT}---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {{name: odd-1, namespace: ns, labels: {{app: odd}}}}
+spec: {{orchestrator: k8s, ipNetworks: [240.0.0.1/32]}}
+"
+    );
+    let named = READ_BY_NAMED_PORT.replace("nets: [10.9.0.0/16]", "nets: [240.0.0.0/4]");
+    let addrs = [
+        "10.0.0.1",
+        "10.0.0.2",
+        "10.0.0.3",
+        "240.0.0.1",
+        "240.0.0.2",
+        "240.0.0.3",
+    ];
+    for (yaml, want) in [
+        (at_first.as_str(), Applied::Fast),
+        (named.as_str(), Applied::Rebuilt),
+    ] {
+        let mut live = live_of(yaml);
+        check(&live, &tcp_flows(&addrs)).unwrap();
+        let mut new = endpoint(&live, "web-1");
+        new.key.name = "new-1".into();
+        new.nets = vec![host("10.0.0.3")];
+        new.labels.insert("app".into(), "new".into());
+        assert_eq!(live.add_endpoint(new).unwrap(), want);
+        check(&live, &tcp_flows(&addrs)).unwrap();
+    }
+}
+
+/// A pod whose new label set changes which policies apply to it but not how rules
+/// read it as a peer joins the identity of an endpoint with that peer reading, with
+/// programs of its own; one that a peer selector reads as no endpoint is read (a
+/// new peer class with labels no spare has) is refused.
+#[test]
+fn a_new_label_set_read_as_an_existing_peer_joins_its_identity() {
+    let yaml = r#"
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: from-app, namespace: ns}
+spec:
+  selector: role == 'a'
+  ingress:
+  - action: Allow
+    source: {selector: has(app)}
+  - action: Deny
+    source: {selector: app == 'db'}
+---
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: b-only, namespace: ns}
+spec:
+  selector: role == 'b'
+  egress:
+  - action: Deny
+    protocol: TCP
+    destination: {ports: [9090]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: a-1, namespace: ns, labels: {app: x, role: a}}
+spec: {orchestrator: k8s, ipNetworks: [10.0.0.1/32]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: y-1, namespace: ns, labels: {app: y}}
+spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
+"#;
+    let mut live = live_of(yaml);
+    let addrs = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"];
+    let mut b = endpoint(&live, "y-1");
+    b.key.name = "b-1".into();
+    b.nets = vec![host("10.0.0.3")];
+    b.labels.insert("app".into(), "z".into());
+    b.labels.insert("role".into(), "b".into());
+    assert_eq!(live.add_endpoint(b.clone()).unwrap(), Applied::Fast);
+    check(&live, &tcp_flows(&addrs)).unwrap();
+    // `app == 'db'` reads it as no endpoint (and no spare: spares carry no `app`).
+    let mut db = b.clone();
+    db.key.name = "db-1".into();
+    db.nets = vec![host("10.0.0.4")];
+    db.labels.insert("app".into(), "db".into());
+    assert_eq!(live.add_endpoint(db).unwrap(), Applied::Rebuilt);
+    check(&live, &tcp_flows(&addrs)).unwrap();
+}
+
+/// After an incremental policy change the spares' identities are no longer known to
+/// be in the lists that change resolved: a new peer class that took a spare before
+/// the change is refused after it (a rebuild, which makes new spares), while a
+/// replica of a pod that joined a spare still joins its identity.
+#[test]
+fn spares_are_dropped_after_an_incremental_policy_change() {
+    let read = crate::policy::read_text(READ_BY_NAMED_PORT, "test", crate::model::Format::Yaml)
+        .expect("reads");
+    let mut resources: Vec<crate::model::Resource> =
+        read.items.iter().map(|l| l.resource.clone()).collect();
+    let cluster = crate::policy::build(read).expect("builds").cluster;
+    let mut live = Live::new(cluster, BuildConfig::default()).expect("builds");
+    let addrs = [
+        "10.0.0.1",
+        "10.0.0.2",
+        "10.0.0.3",
+        "10.0.0.4",
+        "10.0.0.5",
+        "240.0.0.1",
+    ];
+    let with = |resources: &mut Vec<crate::model::Resource>,
+                name: &str,
+                addr: &str,
+                app: &str,
+                port: u16| {
+        let crate::model::Resource::WorkloadEndpoint(mut o) = resources[resources
+            .iter()
+            .position(|r| r.metadata().name == "web-1")
+            .unwrap()]
+        .clone() else {
+            panic!("a workload");
+        };
+        o.metadata.name = name.into();
+        o.metadata.labels.insert("app".into(), app.into());
+        o.spec.ip_networks = vec![crate::model::Net::parse(addr).unwrap()];
+        o.spec.ports[0].port = port;
+        let r = crate::model::Resource::WorkloadEndpoint(o);
+        let k = store_key(&r);
+        resources.push(r);
+        k
+    };
+    let k = with(&mut resources, "new-1", "10.0.0.3/32", "new", 8080);
+    let next = Cluster::from_resources(&resources).unwrap();
+    assert_eq!(live.update(&next, &[k]).unwrap(), Applied::Fast);
+    // An incremental policy change: the egress rule naming `http` now denies.
+    let p = resources
+        .iter()
+        .position(|r| r.metadata().name == "p")
+        .unwrap();
+    let pkey = store_key(&resources[p]);
+    if let crate::model::Resource::NetworkPolicy(o) = &mut resources[p] {
+        o.spec.egress[0].action = crate::model::RuleAction::Deny;
+    }
+    let next = Cluster::from_resources(&resources).unwrap();
+    assert_eq!(live.update(&next, &[pkey]).unwrap(), Applied::Incremental);
+    check(&live, &tcp_flows(&addrs)).unwrap();
+    // A replica of the pod on the spare: its bound identity stays an exemplar.
+    let k = with(&mut resources, "new-2", "10.0.0.4/32", "new", 8080);
+    let next = Cluster::from_resources(&resources).unwrap();
+    assert_eq!(live.update(&next, &[k]).unwrap(), Applied::Fast);
+    check(&live, &tcp_flows(&addrs)).unwrap();
+    // A new peer class on the other port's spare: refused now.
+    let k = with(&mut resources, "new-3", "10.0.0.5/32", "newer", 9090);
+    let next = Cluster::from_resources(&resources).unwrap();
+    assert_eq!(live.update(&next, &[k]).unwrap(), Applied::Rebuilt);
+    check(&live, &tcp_flows(&addrs)).unwrap();
 }
 
 /// A policy letting `app == 'api'` reach `app == 'web'` on TCP 8080, one web and one
