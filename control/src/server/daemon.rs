@@ -2,17 +2,26 @@
 //! the published classifier generations, the live flow records.
 //!
 //! A change (apply, delete, SIGHUP reload) is, under one writer lock:
-//! validate and apply to a copy of the store → normalise ([`Cluster`]) → lower →
-//! compile (the incremental [`Compiler`]) → [`Persist::commit`] → publish to the
-//! workers. Any failure leaves the store, the published generation and the persisted
-//! state as they were, and the error names what is wrong. Readers (`get`, `flows`,
-//! `health`) never wait for a change: they read the last published [`View`].
+//! validate and apply to a copy of the store → normalise ([`Cluster`]) → the next
+//! generation from the [`Engine`] (the tree [`Trees`]: lower and compile; the
+//! [`Identity`] engine: [`crate::lower::Live::update`], which takes the endpoint fast
+//! path or an incremental policy change when it can) → [`Persist::commit`] → publish
+//! to the workers. Any failure leaves the store, the engine, the published generation
+//! and the persisted state as they were, and the error names what is wrong. Readers
+//! (`get`, `flows`, `health`) never wait for a change: they read the last published
+//! [`View`].
+//!
+//! The daemon is generic over its engine (the workers' classifier type follows), so
+//! the packet path stays monomorphic.
+
+pub use super::engine::{Engine, Identity, Trees};
+
+use super::engine::Built;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use dataplane::classifier::{BuildConfig, Classifier, Compiler};
 use dataplane::flow::FlowRecord;
 use dataplane::worker::{ClassifierSlot, Published};
 use serde::Serialize;
@@ -23,7 +32,7 @@ use super::flows::{FlowEntry, FlowRing, render};
 use super::proto::{ErrorBody, FlowFilter, KeyRef, Op, Reply, Request, SourceText, VERSION};
 use crate::cluster::Cluster;
 use crate::flowlog::FlowActivity;
-use crate::lower::{self, Lowered};
+use crate::lower::Names;
 use crate::model::{Format, Kind, Resource, ResourceKey};
 use crate::persist::Persist;
 use crate::policy::{self, PolicyError};
@@ -52,13 +61,13 @@ impl std::fmt::Debug for DataplaneInfo {
 
 /// One published policy generation.
 #[derive(Debug)]
-pub struct Generation {
+pub struct Generation<C> {
     /// Generation number (as the workers report it).
     pub number: u32,
-    /// The lowered set (id → name tables).
-    pub lowered: Arc<Lowered>,
+    /// The id → name tables of its classifier.
+    pub names: Arc<Names>,
     /// The classifier the workers run.
-    pub published: Arc<Published<Classifier>>,
+    pub published: Arc<Published<C>>,
 }
 
 /// What readers see: the last published state.
@@ -74,18 +83,18 @@ pub struct View {
     pub published_at: Instant,
 }
 
-struct Writer {
+struct Writer<E> {
     store: Store,
     /// The store normalised: kept up to date per change ([`Cluster::update`]).
     cluster: Cluster,
-    compiler: Compiler,
+    engine: E,
     persist: Box<dyn Persist>,
     generation: u32,
     docs: Arc<BTreeMap<ResourceKey, Arc<str>>>,
 }
 
-struct Retired {
-    generation: Arc<Generation>,
+struct Retired<C> {
+    generation: Arc<Generation<C>>,
     since: Option<Instant>,
 }
 
@@ -95,9 +104,11 @@ pub struct ChangeTimings {
     /// Reading and validating the input, applying it to a copy of the store and
     /// normalising the result.
     pub validate_ms: f64,
-    /// Lowering the store to data-plane programs.
+    /// Lowering the store to data-plane programs (0 with the identity engine, which
+    /// lowers what it needs as part of its change).
     pub lower_ms: f64,
-    /// Compiling the classifier.
+    /// Compiling the classifier (with the identity engine: the whole
+    /// [`crate::lower::Live::update`] and the copy of its names).
     pub compile_ms: f64,
     /// Persisting the store.
     pub persist_ms: f64,
@@ -107,19 +118,19 @@ pub struct ChangeTimings {
     pub total_ms: f64,
 }
 
-/// The daemon.
-pub struct Daemon {
-    writer: Mutex<Writer>,
+/// The daemon, publishing the generations of engine `E`.
+pub struct Daemon<E: Engine = Trees> {
+    writer: Mutex<Writer<E>>,
     view: RwLock<Arc<View>>,
-    gens: Mutex<BTreeMap<u32, Retired>>,
+    gens: Mutex<BTreeMap<u32, Retired<E::Classifier>>>,
     ring: Mutex<FlowRing>,
     follow: broadcast::Sender<Arc<FlowEntry>>,
     dataplane: RwLock<Option<DataplaneInfo>>,
-    slot: Arc<ClassifierSlot<Classifier>>,
+    slot: Arc<ClassifierSlot<E::Classifier>>,
     started: Instant,
 }
 
-impl std::fmt::Debug for Daemon {
+impl<E: Engine> std::fmt::Debug for Daemon<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Daemon")
             .field("generation", &self.view().generation)
@@ -282,23 +293,19 @@ pub enum Answer {
     },
 }
 
-impl Daemon {
+impl<E: Engine> Daemon<E> {
     /// A daemon publishing `store` as generation 1 into a new classifier slot.
-    pub fn new(store: Store, persist: Box<dyn Persist>) -> Result<Daemon, String> {
-        let mut compiler = Compiler::new(BuildConfig::default());
+    pub fn new(store: Store, persist: Box<dyn Persist>) -> Result<Daemon<E>, String> {
         let cluster = policy::cluster(&store).map_err(|e| e.lines().join("\n"))?;
-        let lowered =
-            lower::lower(&cluster).map_err(|e| format!("cannot compile the policy set: {e}"))?;
-        let classifier = compiler
-            .build(&lowered.set)
-            .map_err(|e| format!("cannot compile the policy set: {e}"))?;
+        let (engine, built) =
+            E::start(&cluster).map_err(|e| format!("cannot compile the policy set: {e}"))?;
         let slot = Arc::new(ClassifierSlot::new(Published {
             generation: 1,
-            classifier,
+            classifier: built.classifier,
         }));
         let generation = Arc::new(Generation {
             number: 1,
-            lowered: Arc::new(lowered),
+            names: built.names,
             published: slot.load(),
         });
         let docs: BTreeMap<ResourceKey, Arc<str>> = store
@@ -324,7 +331,7 @@ impl Daemon {
             writer: Mutex::new(Writer {
                 store,
                 cluster,
-                compiler,
+                engine,
                 persist,
                 generation: 1,
                 docs,
@@ -340,7 +347,7 @@ impl Daemon {
     }
 
     /// The slot the workers read their classifier from.
-    pub fn slot(&self) -> Arc<ClassifierSlot<Classifier>> {
+    pub fn slot(&self) -> Arc<ClassifierSlot<E::Classifier>> {
         Arc::clone(&self.slot)
     }
 
@@ -360,7 +367,7 @@ impl Daemon {
     }
 
     /// The current generation (for naming records and the flow log).
-    pub fn current(&self) -> Option<Arc<Generation>> {
+    pub fn current(&self) -> Option<Arc<Generation<E::Classifier>>> {
         let g = self.gens.lock().ok()?;
         g.values()
             .rev()
@@ -368,7 +375,7 @@ impl Daemon {
             .map(|r| Arc::clone(&r.generation))
     }
 
-    fn generation(&self, n: u32) -> Option<Arc<Generation>> {
+    fn generation(&self, n: u32) -> Option<Arc<Generation<E::Classifier>>> {
         self.gens
             .lock()
             .ok()?
@@ -522,7 +529,8 @@ impl Daemon {
     }
 
     /// The change pipeline: `edit` makes the next store (and says whether it differs);
-    /// then normalise, lower, compile, persist, publish, wait for the workers.
+    /// then normalise, the engine's next generation, persist, publish, wait for the
+    /// workers.
     fn change(
         &self,
         t0: Instant,
@@ -549,10 +557,10 @@ impl Daemon {
             policy::update_cluster(&mut w.cluster, &next, &keys)
                 .map_err(|e| policy_error(what, &e))?;
             t.validate_ms = ms(t0.elapsed());
-            let built = Self::compile(&mut w, &mut t, what, &next);
-            let (lowered, classifier) = match built {
+            let built = Self::compile(&mut w, &mut t, what, &next, &keys);
+            let built = match built {
                 Ok(b) => b,
-                Err(e) => {
+                Err((e, engine_changed)) => {
                     let w = &mut *w;
                     if policy::update_cluster(&mut w.cluster, &w.store, &keys).is_err() {
                         // Cannot happen (the store was normalised before); the slow
@@ -561,9 +569,13 @@ impl Daemon {
                             w.cluster = c;
                         }
                     }
+                    if engine_changed {
+                        w.engine.revert(&w.cluster, &keys);
+                    }
                     return Err(e);
                 }
             };
+            let path = built.path;
             // Documents of the resources that changed only.
             let mut docs = (*w.docs).clone();
             for k in &keys {
@@ -580,11 +592,11 @@ impl Daemon {
             let number = w.generation.wrapping_add(1).max(1);
             self.slot.publish(Published {
                 generation: number,
-                classifier,
+                classifier: built.classifier,
             });
             let generation = Arc::new(Generation {
                 number,
-                lowered: Arc::new(lowered),
+                names: built.names,
                 published: self.slot.load(),
             });
             if let Ok(mut g) = self.gens.lock() {
@@ -611,6 +623,9 @@ impl Daemon {
             w.store = next;
             w.docs = docs;
             w.generation = number;
+            let mut result = result;
+            result["classifier"] = json!(E::NAME);
+            result["path"] = json!(path);
             (number, result)
         };
         let t4 = Instant::now();
@@ -624,39 +639,36 @@ impl Daemon {
         Ok(result)
     }
 
-    /// Lowers and compiles the writer's (updated) cluster and persists `next`: the
-    /// steps of a change after normalising.
+    /// The engine's generation of the writer's (updated) cluster, then `next`
+    /// persisted: the steps of a change after normalising. On error, whether the
+    /// engine changed (and must be brought back).
+    #[allow(clippy::type_complexity)]
     fn compile(
-        w: &mut Writer,
+        w: &mut Writer<E>,
         t: &mut ChangeTimings,
         what: &str,
         next: &Store,
-    ) -> Result<(Lowered, Classifier), OpError> {
-        let t1 = Instant::now();
-        let lowered = lower::lower(&w.cluster).map_err(|e| {
-            ErrorBody::new(
+        keys: &[ResourceKey],
+    ) -> Result<Built<E::Classifier>, (OpError, bool)> {
+        let built = w.engine.change(&w.cluster, keys).map_err(|e| {
+            let e = ErrorBody::new(
                 "invalid",
                 format!("{what} refused, nothing changed: cannot compile the policy set: {e}"),
-            )
+            );
+            (e, false)
         })?;
-        t.lower_ms = ms(t1.elapsed());
-        let t2 = Instant::now();
-        let classifier = w.compiler.build(&lowered.set).map_err(|e| {
-            ErrorBody::new(
-                "invalid",
-                format!("{what} refused, nothing changed: cannot compile the policy set: {e}"),
-            )
-        })?;
-        t.compile_ms = ms(t2.elapsed());
+        t.lower_ms = built.lower_ms;
+        t.compile_ms = built.compile_ms;
         let t3 = Instant::now();
         w.persist.commit(next).map_err(|e| {
-            ErrorBody::new(
+            let e = ErrorBody::new(
                 "persist",
                 format!("{what} refused, nothing changed: cannot persist the policy set: {e}"),
-            )
+            );
+            (e, true)
         })?;
         t.persist_ms = ms(t3.elapsed());
-        Ok((lowered, classifier))
+        Ok(built)
     }
 
     /// Waits until every worker runs `generation` (or a later one), at most `wait`.
@@ -704,7 +716,7 @@ impl Daemon {
     /// followers, and returns their flow-log activities.
     pub fn ingest(&self, records: impl IntoIterator<Item = FlowRecord>) -> Vec<FlowActivity> {
         let mut out = Vec::new();
-        let mut cache: Option<(u32, Option<Arc<Generation>>)> = None;
+        let mut cache: Option<(u32, Option<Arc<Generation<E::Classifier>>>)> = None;
         let mut entries = Vec::new();
         for rec in records {
             let g = match &cache {
@@ -715,7 +727,7 @@ impl Daemon {
                     g
                 }
             };
-            let named = g.as_ref().map(|g| (&*g.lowered, &g.published.classifier));
+            let named = g.as_ref().map(|g| (&*g.names, &g.published.classifier));
             if let Some((l, c)) = named {
                 out.extend(crate::replay::activities(&rec, l, c));
             }
@@ -731,7 +743,7 @@ impl Daemon {
                 render(
                     0,
                     rec,
-                    g.as_ref().map(|g| (&*g.lowered, &g.published.classifier)),
+                    g.as_ref().map(|g| (&*g.names, &g.published.classifier)),
                 )
             })
             .collect();
