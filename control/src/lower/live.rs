@@ -718,7 +718,8 @@ impl Live {
                 memo.policy(k),
                 next.policies.binary_search_by(|p| p.key.cmp(k)),
             ) {
-                self.names.policies[id.0 as usize].tier = next.policies[i].tier.clone();
+                Arc::make_mut(&mut self.names.policies)[id.0 as usize].tier =
+                    next.policies[i].tier.clone();
             }
         }
         self.classifier = Arc::new(c);
@@ -1073,12 +1074,12 @@ impl Live {
                 return false;
             }
         }
-        self.names.endpoints.push(EndpointName {
+        self.names.endpoints.push(Arc::new(EndpointName {
             key: ep.key.clone(),
             kind: ep.kind,
             display: ep.display_name(),
             meta: endpoint_meta(ep),
-        });
+        }));
         self.classifier = Arc::new(next);
         let hosts: Vec<IpNet> = ep.nets.iter().map(|n| n.trunc()).collect();
         for n in &hosts {

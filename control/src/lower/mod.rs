@@ -186,14 +186,18 @@ pub struct EndpointName {
 }
 
 /// Id → name tables of one lowered store.
+///
+/// A clone shares the names themselves (one pointer per endpoint, the policy table
+/// until it is written): a live generation's names are copied for every published
+/// generation, so that flow records are named as the generation that classified them.
 #[derive(Clone, Debug, Default)]
 pub struct Names {
     /// Indexed by [`PolicyId`]: policies, then profiles.
-    policies: Vec<PolicyName>,
+    policies: Arc<Vec<PolicyName>>,
     /// Indexed by [`TierId`].
     tiers: Vec<String>,
     /// Indexed by [`EndpointId`] (the store's endpoints in `eval` order).
-    endpoints: Vec<EndpointName>,
+    endpoints: Vec<Arc<EndpointName>>,
     /// Endpoint prefix → owning endpoint id.
     owners: Option<Lpm>,
     /// Network set prefix → index into `network_set_meta` (first set in store order
@@ -215,7 +219,7 @@ impl Names {
 
     /// The endpoint behind an id.
     pub fn endpoint(&self, id: EndpointId) -> Option<&EndpointName> {
-        self.endpoints.get(id.0 as usize)
+        self.endpoints.get(id.0 as usize).map(|e| &**e)
     }
 
     /// A data-plane hit as `eval` reports it. The "no profile matched" hit is
@@ -651,7 +655,7 @@ impl<'c> Builder<'c, '_> {
             return Ok(*id);
         }
         let id = PolicyId(id32("policies and profiles", self.names.policies.len())?);
-        self.names.policies.push(PolicyName {
+        Arc::make_mut(&mut self.names.policies).push(PolicyName {
             tier: PROFILE_TIER.to_string(),
             key: ResourceKey {
                 kind: Kind::Profile,
@@ -793,7 +797,7 @@ impl<'c> Builder<'c, '_> {
             .binary_search_by(|p| p.key.cmp(key))
             .ok()
             .map(|i| &self.cluster.policies[i]);
-        self.names.policies.push(PolicyName {
+        Arc::make_mut(&mut self.names.policies).push(PolicyName {
             tier: p.map(|p| p.tier.clone()).unwrap_or_default(),
             key: key.clone(),
         });
@@ -827,12 +831,12 @@ pub(crate) fn lower_keeping(cluster: &Cluster) -> Result<(Lowered, Memo), LowerE
     // Endpoint ids follow the store's endpoint order, which is `eval`'s lookup order.
     for (i, e) in cluster.endpoints.iter().enumerate() {
         id32("endpoints", i)?;
-        b.names.endpoints.push(EndpointName {
+        b.names.endpoints.push(Arc::new(EndpointName {
             key: e.key.clone(),
             kind: e.kind,
             display: e.display_name(),
             meta: endpoint_meta(e),
-        });
+        }));
     }
 
     // Each distinct endpoint prefix belongs to the first endpoint containing all of it
