@@ -595,21 +595,26 @@ fn pod_churn(a: &SocketArgs, bin: &Path, dir: &Path, pods: usize) -> Result<(), 
         }
         let (total, engine, validate, pickup) =
             (f("total_ms"), f("compile_ms"), f("validate_ms"), f("pickup_ms"));
+        let (cpu, publish) = (f("cpu_ms"), f("publish_ms"));
         let wall: Vec<f64> = xs.iter().map(|(s, _)| s.wall_ms).collect();
         println!(
-            "socket pod-churn {what}: pods {pods} policies {} classifier {} n {} daemon total p50 {:.3} p99 {:.3} max {:.3} ms | engine p50 {:.3} p99 {:.3} | validate p50 {:.3} p99 {:.3} | lower p50 {:.3} | persist p50 {:.3} | pickup p50 {:.3} p99 {:.3} | client wall p50 {:.3} p99 {:.3} ms | paths {:?}",
+            "socket pod-churn {what}: pods {pods} policies {} classifier {} n {} daemon total p50 {:.3} p99 {:.3} max {:.3} ms | cpu p50 {:.3} p99 {:.3} | engine p50 {:.3} p99 {:.3} | validate p50 {:.3} p99 {:.3} | lower p50 {:.3} | persist p50 {:.3} | publish p50 {:.3} p99 {:.3} | pickup p50 {:.3} p99 {:.3} | client wall p50 {:.3} p99 {:.3} ms | paths {:?}",
             a.churn_policies,
             a.classifier.as_deref().unwrap_or("(default)"),
             xs.len(),
             q(&total, 0.5),
             q(&total, 0.99),
             total.iter().copied().fold(f64::NAN, f64::max),
+            q(&cpu, 0.5),
+            q(&cpu, 0.99),
             q(&engine, 0.5),
             q(&engine, 0.99),
             q(&validate, 0.5),
             q(&validate, 0.99),
             median(f("lower_ms").into_iter()),
             median(f("persist_ms").into_iter()),
+            q(&publish, 0.5),
+            q(&publish, 0.99),
             q(&pickup, 0.5),
             q(&pickup, 0.99),
             q(&wall, 0.5),

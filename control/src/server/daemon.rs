@@ -16,6 +16,7 @@
 
 pub use super::engine::{Engine, Identity, Trees};
 
+use super::docs::SharedMap;
 use super::engine::Built;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -76,7 +77,7 @@ pub struct View {
     /// Policy generation.
     pub generation: u32,
     /// Every stored resource's document as JSON text, in key order.
-    pub docs: Arc<BTreeMap<ResourceKey, Arc<str>>>,
+    pub docs: SharedMap<ResourceKey, Arc<str>>,
     /// Resources per kind (built-in tiers excluded).
     pub counts: BTreeMap<Kind, usize>,
     /// When the generation was published.
@@ -90,7 +91,7 @@ struct Writer<E> {
     engine: E,
     persist: Box<dyn Persist>,
     generation: u32,
-    docs: Arc<BTreeMap<ResourceKey, Arc<str>>>,
+    docs: SharedMap<ResourceKey, Arc<str>>,
 }
 
 struct Retired<C> {
@@ -112,10 +113,33 @@ pub struct ChangeTimings {
     pub compile_ms: f64,
     /// Persisting the store.
     pub persist_ms: f64,
+    /// The changed documents and counts for `get` and `health`, the publication to
+    /// the workers' slot, the views and the old store freed.
+    pub publish_ms: f64,
     /// From the publication until every worker ran the generation.
     pub pickup_ms: f64,
     /// The whole change.
     pub total_ms: f64,
+    /// CPU time of the change on its thread, from reading the request to the
+    /// publication (the other timings are wall time, which on a busy machine also
+    /// counts the time other work had the CPU).
+    pub cpu_ms: f64,
+}
+
+/// When a change started, in wall and in thread CPU time.
+#[derive(Clone, Copy)]
+struct Start {
+    wall: Instant,
+    cpu: Duration,
+}
+
+impl Start {
+    fn now() -> Start {
+        Start {
+            wall: Instant::now(),
+            cpu: crate::sys::thread_cpu(),
+        }
+    }
 }
 
 /// The daemon, publishing the generations of engine `E`.
@@ -308,14 +332,14 @@ impl<E: Engine> Daemon<E> {
             names: built.names,
             published: slot.load(),
         });
-        let docs: BTreeMap<ResourceKey, Arc<str>> = store
-            .entries()
-            .map(|(k, s)| (k.clone(), doc_text(&s.resource)))
-            .collect();
-        let docs = Arc::new(docs);
+        let docs = SharedMap::from_entries(
+            store
+                .entries()
+                .map(|(k, s)| (k.clone(), doc_text(&s.resource))),
+        );
         let view = View {
             generation: 1,
-            docs: Arc::clone(&docs),
+            docs: docs.clone(),
             counts: store.counts(),
             published_at: Instant::now(),
         };
@@ -394,7 +418,7 @@ impl<E: Engine> Daemon<E> {
 
     /// Applies the resources of every source as one change, all or nothing.
     pub fn apply_sources(&self, sources: &[SourceText]) -> Result<Value, OpError> {
-        let t0 = Instant::now();
+        let t0 = Start::now();
         let read = read_sources(sources, "apply")?;
         if read.is_empty() {
             return Err(ErrorBody::new(
@@ -435,7 +459,7 @@ impl<E: Engine> Daemon<E> {
 
     /// Deletes resources, all or nothing.
     pub fn delete(&self, keys: &[KeyRef], sources: &[SourceText]) -> Result<Value, OpError> {
-        let t0 = Instant::now();
+        let t0 = Start::now();
         let mut doomed = Vec::new();
         for k in keys {
             doomed.push(key_of(k)?);
@@ -472,7 +496,7 @@ impl<E: Engine> Daemon<E> {
     /// ([`Store::file_keys`]) that the files no longer hold are deleted. Resources
     /// applied through the socket under other keys are left alone. All or nothing.
     pub fn reload(&self, paths: &[std::path::PathBuf]) -> Result<Value, OpError> {
-        let t0 = Instant::now();
+        let t0 = Start::now();
         let read = policy::read_paths(paths, true).map_err(|e| policy_error("reload", &e))?;
         let keys: BTreeSet<ResourceKey> = read.items.iter().map(|l| l.resource.key()).collect();
         self.change(t0, "reload", |store| {
@@ -533,7 +557,7 @@ impl<E: Engine> Daemon<E> {
     /// workers.
     fn change(
         &self,
-        t0: Instant,
+        t0: Start,
         what: &str,
         edit: impl FnOnce(&Store) -> Result<(Store, bool, Value), OpError>,
     ) -> Result<Value, OpError> {
@@ -556,7 +580,7 @@ impl<E: Engine> Daemon<E> {
             // the kept cluster is brought back to the unchanged store.
             policy::update_cluster(&mut w.cluster, &next, &keys)
                 .map_err(|e| policy_error(what, &e))?;
-            t.validate_ms = ms(t0.elapsed());
+            t.validate_ms = ms(t0.wall.elapsed());
             let built = Self::compile(&mut w, &mut t, what, &next, &keys);
             let built = match built {
                 Ok(b) => b,
@@ -577,18 +601,26 @@ impl<E: Engine> Daemon<E> {
             };
             let path = built.path;
             // Documents of the resources that changed only.
-            let mut docs = (*w.docs).clone();
+            let t4 = Instant::now();
+            // Documents and counts of the resources that changed only.
+            let mut docs = w.docs.clone();
+            let mut counts = self.view().counts.clone();
             for k in &keys {
+                let user = |s: &crate::store::Stored| s.origin.is_some();
+                let was = w.store.entry(k).is_some_and(user);
                 match next.entry(k) {
-                    Some(s) => {
-                        docs.insert(k.clone(), doc_text(&s.resource));
-                    }
-                    None => {
-                        docs.remove(k);
+                    Some(s) => docs.insert(k.clone(), doc_text(&s.resource)),
+                    None => docs.remove(k),
+                }
+                let now = next.entry(k).is_some_and(user);
+                if was != now {
+                    let n = counts.entry(k.kind).or_insert(0);
+                    *n = if now { *n + 1 } else { n.saturating_sub(1) };
+                    if *n == 0 {
+                        counts.remove(&k.kind);
                     }
                 }
             }
-            let docs = Arc::new(docs);
             let number = w.generation.wrapping_add(1).max(1);
             self.slot.publish(Published {
                 generation: number,
@@ -613,8 +645,8 @@ impl<E: Engine> Daemon<E> {
             }
             let view = View {
                 generation: number,
-                docs: Arc::clone(&docs),
-                counts: next.counts(),
+                docs: docs.clone(),
+                counts,
                 published_at: Instant::now(),
             };
             if let Ok(mut v) = self.view.write() {
@@ -626,12 +658,14 @@ impl<E: Engine> Daemon<E> {
             let mut result = result;
             result["classifier"] = json!(E::NAME);
             result["path"] = json!(path);
+            t.publish_ms = ms(t4.elapsed());
+            t.cpu_ms = ms(crate::sys::thread_cpu().saturating_sub(t0.cpu));
             (number, result)
         };
-        let t4 = Instant::now();
+        let t5 = Instant::now();
         let (running, total) = self.wait_for_workers(generation, PICKUP_WAIT);
-        t.pickup_ms = ms(t4.elapsed());
-        t.total_ms = ms(t0.elapsed());
+        t.pickup_ms = ms(t5.elapsed());
+        t.total_ms = ms(t0.wall.elapsed());
         result["generation"] = json!(generation);
         result["changed"] = json!(true);
         result["workers"] = json!({ "running_generation": running, "total": total });
@@ -674,17 +708,26 @@ impl<E: Engine> Daemon<E> {
     /// Waits until every worker runs `generation` (or a later one), at most `wait`.
     /// Returns (workers running it, workers).
     pub fn wait_for_workers(&self, generation: u32, wait: Duration) -> (usize, usize) {
-        let deadline = Instant::now() + wait;
+        let start = Instant::now();
+        let deadline = start + wait;
         loop {
             let running = self.slot.running();
             let on = running
                 .iter()
                 .filter(|g| newer_or_same(**g, generation))
                 .count();
-            if on == running.len() || Instant::now() >= deadline {
+            let now = Instant::now();
+            if on == running.len() || now >= deadline {
                 return (on, running.len());
             }
-            std::thread::sleep(Duration::from_micros(200));
+            // Workers take a new generation at their next batch, usually within
+            // tens of microseconds: short naps first, longer ones after a millisecond.
+            let nap = if now - start < Duration::from_millis(1) {
+                20
+            } else {
+                200
+            };
+            std::thread::sleep(Duration::from_micros(nap));
         }
     }
 
@@ -877,7 +920,7 @@ impl<E: Engine> Daemon<E> {
         if let Some(key) = &exact {
             items.extend(view.docs.get(key).map(|d| &**d));
         }
-        for (k, doc) in view.docs.range(lo..) {
+        for (k, doc) in view.docs.range_from(&lo) {
             if exact.is_some() || k.kind != kind {
                 break;
             }

@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod daemon;
+pub mod docs;
 pub mod engine;
 pub mod flows;
 pub mod listen;

@@ -136,11 +136,25 @@ fn a_failed_persist_keeps_the_old_generation<E: Engine>() {
     assert!(d.view().counts.is_empty());
 }
 
-/// The writer's kept cluster is the cluster of its store (the slow twin).
+/// The writer's kept cluster is the cluster of its store, and the view's documents
+/// and counts (kept per change) are its store's (the slow twins).
 fn kept_cluster_is_fresh<E: Engine>(d: &Daemon<E>) {
     let w = d.writer.lock().unwrap();
     let fresh = policy::cluster(&w.store).unwrap();
     assert_eq!(format!("{:?}", w.cluster), format!("{fresh:?}"));
+    let view = d.view();
+    assert_eq!(view.counts, w.store.counts());
+    let docs: Vec<(ResourceKey, Arc<str>)> = w
+        .store
+        .entries()
+        .map(|(k, s)| (k.clone(), doc_text(&s.resource)))
+        .collect();
+    let kept: Vec<(ResourceKey, Arc<str>)> = view
+        .docs
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert_eq!(kept, docs);
 }
 
 fn the_kept_cluster_follows_applies_deletes_and_failed_persists<E: Engine>() {
@@ -434,6 +448,7 @@ fn pod_churn_classifies_as_a_fresh_tree_build<E: Engine>() {
         assert_eq!(r["changed"], true, "{r}");
         assert_eq!(r["classifier"], E::NAME, "{r}");
         assert_eq!(r["path"], expected_path, "step {step}: {r}");
+        kept_cluster_is_fresh(&d);
         let store = d.writer.lock().unwrap().store.clone();
         let fresh = Daemon::<Trees>::new(store, Box::new(NoPersist)).unwrap();
         let (got, want) = (classified(&d, &keys), classified(&fresh, &keys));
