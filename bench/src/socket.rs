@@ -593,8 +593,12 @@ fn pod_churn(a: &SocketArgs, bin: &Path, dir: &Path, pods: usize) -> Result<(), 
         for (_, p) in xs {
             *paths.entry(p.as_str()).or_default() += 1;
         }
-        let (total, engine, validate, pickup) =
-            (f("total_ms"), f("compile_ms"), f("validate_ms"), f("pickup_ms"));
+        let (total, engine, validate, pickup) = (
+            f("total_ms"),
+            f("compile_ms"),
+            f("validate_ms"),
+            f("pickup_ms"),
+        );
         let (cpu, publish) = (f("cpu_ms"), f("publish_ms"));
         let wall: Vec<f64> = xs.iter().map(|(s, _)| s.wall_ms).collect();
         println!(

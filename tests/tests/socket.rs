@@ -117,7 +117,6 @@ both_engines!(
     stats_counts_the_flow_log_records_written,
     sighup_deletes_what_the_files_dropped_and_leaves_socket_applies_alone,
     sighup_after_a_restart_deletes_what_the_files_of_the_previous_run_held,
-
 );
 
 /// A running `tiergate run --pcap`; stopped (SIGTERM) when dropped.

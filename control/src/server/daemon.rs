@@ -71,6 +71,9 @@ pub struct Generation<C> {
     pub published: Arc<Published<C>>,
 }
 
+/// A published generation of engine `E`.
+type Shared<E> = Arc<Generation<<E as Engine>::Classifier>>;
+
 /// What readers see: the last published state.
 #[derive(Debug)]
 pub struct View {
@@ -391,7 +394,7 @@ impl<E: Engine> Daemon<E> {
     }
 
     /// The current generation (for naming records and the flow log).
-    pub fn current(&self) -> Option<Arc<Generation<E::Classifier>>> {
+    pub fn current(&self) -> Option<Shared<E>> {
         let g = self.gens.lock().ok()?;
         g.values()
             .rev()
@@ -399,7 +402,7 @@ impl<E: Engine> Daemon<E> {
             .map(|r| Arc::clone(&r.generation))
     }
 
-    fn generation(&self, n: u32) -> Option<Arc<Generation<E::Classifier>>> {
+    fn generation(&self, n: u32) -> Option<Shared<E>> {
         self.gens
             .lock()
             .ok()?
@@ -676,7 +679,6 @@ impl<E: Engine> Daemon<E> {
     /// The engine's generation of the writer's (updated) cluster, then `next`
     /// persisted: the steps of a change after normalising. On error, whether the
     /// engine changed (and must be brought back).
-    #[allow(clippy::type_complexity)]
     fn compile(
         w: &mut Writer<E>,
         t: &mut ChangeTimings,
@@ -759,7 +761,7 @@ impl<E: Engine> Daemon<E> {
     /// followers, and returns their flow-log activities.
     pub fn ingest(&self, records: impl IntoIterator<Item = FlowRecord>) -> Vec<FlowActivity> {
         let mut out = Vec::new();
-        let mut cache: Option<(u32, Option<Arc<Generation<E::Classifier>>>)> = None;
+        let mut cache: Option<(u32, Option<Shared<E>>)> = None;
         let mut entries = Vec::new();
         for rec in records {
             let g = match &cache {

@@ -129,7 +129,10 @@ impl<K: Ord + Clone, V: Clone> SharedMap<K, V> {
 
     /// The entries in order.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> + '_ {
-        self.chunks.iter().flat_map(|c| c.iter()).map(|(k, v)| (k, v))
+        self.chunks
+            .iter()
+            .flat_map(|c| c.iter())
+            .map(|(k, v)| (k, v))
     }
 
     /// The entries from the first key at least `lo`, in order.
@@ -182,7 +185,10 @@ mod tests {
     fn same(m: &SharedMap<u16, u32>, r: &BTreeMap<u16, u32>) -> Result<(), TestCaseError> {
         prop_assert_eq!(m.len(), r.len());
         let all: Vec<(u16, u32)> = m.iter().map(|(k, v)| (*k, *v)).collect();
-        prop_assert_eq!(&all, &m.range_from(&0).map(|(k, v)| (*k, *v)).collect::<Vec<_>>());
+        prop_assert_eq!(
+            &all,
+            &m.range_from(&0).map(|(k, v)| (*k, *v)).collect::<Vec<_>>()
+        );
         let want: Vec<(u16, u32)> = r.iter().map(|(k, v)| (*k, *v)).collect();
         prop_assert_eq!(all, want);
         for k in (0u16..610).step_by(7) {

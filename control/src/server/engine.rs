@@ -107,7 +107,11 @@ impl Engine for Trees {
         Ok((e, b))
     }
 
-    fn change(&mut self, cluster: &Cluster, _: &[ResourceKey]) -> Result<Built<Classifier>, String> {
+    fn change(
+        &mut self,
+        cluster: &Cluster,
+        _: &[ResourceKey],
+    ) -> Result<Built<Classifier>, String> {
         self.build(cluster)
     }
 

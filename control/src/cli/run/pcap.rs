@@ -12,8 +12,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::Sender;
-use dataplane::program::Classify;
 use dataplane::flow::FlowRecord;
+use dataplane::program::Classify;
 use dataplane::worker::{
     ClassifierSlot, Port, RecordOut, Rx, RxFrame, Worker, WorkerConfig, WorkerReport,
 };

@@ -183,7 +183,9 @@ fn the_kept_cluster_follows_applies_deletes_and_failed_persists<E: Engine>() {
     assert!(format!("{:?}", d.writer.lock().unwrap().cluster).contains("7777"));
     // The engine was brought back too: a pod change after it (which the identity
     // engine takes on its fast path, keeping its trees) classifies as a fresh build.
-    let pod2 = pod.replace("name: w,", "name: w2,").replace("10.0.0.1/", "10.0.0.2/");
+    let pod2 = pod
+        .replace("name: w,", "name: w2,")
+        .replace("10.0.0.1/", "10.0.0.2/");
     d.apply_text(&pod2, "p.yaml").unwrap();
     let keys: Vec<dataplane::program::FlowKey> = [7777, 7778]
         .map(|port| {
@@ -404,10 +406,19 @@ fn pod_churn_classifies_as_a_fresh_tree_build<E: Engine>() {
         pod("db-1", "db", "10.0.1.1"),
         pod("db-2", "db", "10.0.1.2"),
     ];
-    d.apply_text(&format!("{CHURN_SET}\n---\n{}", pods.join("---\n")), "set.yaml")
-        .unwrap();
+    d.apply_text(
+        &format!("{CHURN_SET}\n---\n{}", pods.join("---\n")),
+        "set.yaml",
+    )
+    .unwrap();
     let addrs = [
-        "10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.1.1", "10.0.1.2", "10.0.1.3", "192.0.2.1",
+        "10.0.0.1",
+        "10.0.0.2",
+        "10.0.0.3",
+        "10.0.1.1",
+        "10.0.1.2",
+        "10.0.1.3",
+        "192.0.2.1",
     ];
     let keys: Vec<dataplane::program::FlowKey> = addrs
         .iter()
