@@ -270,9 +270,10 @@ fn start(a: &SocketArgs, bin: &Path, dir: &Path, set: &str) -> Result<(Daemon, P
     Ok((d, socket))
 }
 
-/// Daemon timings and client wall time (ms) of one apply.
+/// Daemon timings, the engine's path and client wall time (ms) of one apply.
 struct Sample {
     timings: Value,
+    path: String,
     wall_ms: f64,
 }
 
@@ -295,6 +296,7 @@ fn apply(c: &mut Client, text: String) -> Result<Sample, String> {
     }
     Ok(Sample {
         timings: r["timings"].clone(),
+        path: r["path"].as_str().unwrap_or("?").to_string(),
         wall_ms,
     })
 }
@@ -306,13 +308,23 @@ fn report(what: &str, n_policies: usize, xs: &[Sample]) {
             .collect()
     };
     let total = f("total_ms");
+    let cpu = f("cpu_ms");
     let wall: Vec<f64> = xs.iter().map(|s| s.wall_ms).collect();
+    let path =
+        xs.iter()
+            .map(|s| s.path.as_str())
+            .fold(BTreeMap::<&str, usize>::new(), |mut m, p| {
+                *m.entry(p).or_default() += 1;
+                m
+            });
     println!(
-        "socket apply {what}: policies {n_policies} n {} daemon total p50 {:.1} p99 {:.1} max {:.1} ms | client wall p50 {:.1} p99 {:.1} ms | median validate {:.1} lower {:.1} compile {:.1} persist {:.1} pickup {:.2} ms",
+        "socket apply {what}: policies {n_policies} n {} daemon total p50 {:.1} p99 {:.1} max {:.1} ms | cpu p50 {:.1} p99 {:.1} ms | client wall p50 {:.1} p99 {:.1} ms | median validate {:.1} lower {:.1} compile {:.1} persist {:.1} pickup {:.2} ms | paths {path:?}",
         xs.len(),
         q(&total, 0.5),
         q(&total, 0.99),
         total.iter().copied().fold(f64::NAN, f64::max),
+        q(&cpu, 0.5),
+        q(&cpu, 0.99),
         q(&wall, 0.5),
         q(&wall, 0.99),
         median(f("validate_ms").into_iter()),
@@ -639,6 +651,7 @@ fn churn_sample(reply: &Value, w: Instant) -> Result<(Sample, String), String> {
     Ok((
         Sample {
             timings: reply["timings"].clone(),
+            path: path.clone(),
             wall_ms,
         },
         path,
