@@ -1084,12 +1084,12 @@ impl Live {
                 return false;
             }
         }
-        self.names.endpoints.push(Arc::new(EndpointName {
+        self.names.endpoints.push(EndpointName {
             key: ep.key.clone(),
             kind: ep.kind,
             display: ep.display_name(),
             meta: endpoint_meta(ep),
-        }));
+        });
         self.classifier = Arc::new(next);
         let hosts: Vec<IpNet> = ep.nets.iter().map(|n| n.trunc()).collect();
         for n in &hosts {

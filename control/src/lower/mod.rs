@@ -187,9 +187,10 @@ pub struct EndpointName {
 
 /// Id → name tables of one lowered store.
 ///
-/// A clone shares the names themselves (one pointer per endpoint, the policy table
-/// until it is written): a live generation's names are copied for every published
-/// generation, so that flow records are named as the generation that classified them.
+/// A clone shares the names themselves (the endpoint names in chunks, the policy
+/// table until it is written): a live generation's names are copied for every
+/// published generation, so that flow records are named as the generation that
+/// classified them.
 #[derive(Clone, Debug, Default)]
 pub struct Names {
     /// Indexed by [`PolicyId`]: policies, then profiles.
@@ -197,13 +198,46 @@ pub struct Names {
     /// Indexed by [`TierId`].
     tiers: Vec<String>,
     /// Indexed by [`EndpointId`] (the store's endpoints in `eval` order).
-    endpoints: Vec<Arc<EndpointName>>,
+    endpoints: EndpointNames,
     /// Endpoint prefix → owning endpoint id.
     owners: Option<Lpm>,
     /// Network set prefix → index into `network_set_meta` (first set in store order
     /// when several have the prefix).
     network_sets: Option<Lpm>,
     network_set_meta: Vec<EndpointMeta>,
+}
+
+/// Endpoint names per [`EndpointId`], in chunks of [`NAMES_CHUNK`] shared between
+/// clones: a clone copies one pointer per chunk, a push copies at most the last
+/// chunk's pointers.
+#[derive(Clone, Debug, Default)]
+struct EndpointNames {
+    /// Every chunk full but the last.
+    chunks: Vec<Arc<Vec<Arc<EndpointName>>>>,
+    len: usize,
+}
+
+const NAMES_CHUNK: usize = 256;
+
+impl EndpointNames {
+    fn get(&self, i: usize) -> Option<&EndpointName> {
+        self.chunks
+            .get(i / NAMES_CHUNK)?
+            .get(i % NAMES_CHUNK)
+            .map(|e| &**e)
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, e: EndpointName) {
+        match self.chunks.last_mut() {
+            Some(c) if c.len() < NAMES_CHUNK => Arc::make_mut(c).push(Arc::new(e)),
+            _ => self.chunks.push(Arc::new(vec![Arc::new(e)])),
+        }
+        self.len += 1;
+    }
 }
 
 impl Names {
@@ -219,7 +253,7 @@ impl Names {
 
     /// The endpoint behind an id.
     pub fn endpoint(&self, id: EndpointId) -> Option<&EndpointName> {
-        self.endpoints.get(id.0 as usize).map(|e| &**e)
+        self.endpoints.get(id.0 as usize)
     }
 
     /// A data-plane hit as `eval` reports it. The "no profile matched" hit is
@@ -831,12 +865,12 @@ pub(crate) fn lower_keeping(cluster: &Cluster) -> Result<(Lowered, Memo), LowerE
     // Endpoint ids follow the store's endpoint order, which is `eval`'s lookup order.
     for (i, e) in cluster.endpoints.iter().enumerate() {
         id32("endpoints", i)?;
-        b.names.endpoints.push(Arc::new(EndpointName {
+        b.names.endpoints.push(EndpointName {
             key: e.key.clone(),
             kind: e.kind,
             display: e.display_name(),
             meta: endpoint_meta(e),
-        }));
+        });
     }
 
     // Each distinct endpoint prefix belongs to the first endpoint containing all of it
