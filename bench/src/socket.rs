@@ -19,7 +19,15 @@
 //! The rate clients send a request line and read the reply line without parsing it
 //! (a check that it is `"ok":true`), so the rates are the daemon's and the socket's,
 //! not a JSON parser's on the client side.
+//!
+//! `--pod-churn PODS` measures pod churn instead: the `-f` file is `bench scale`'s
+//! synthetic cluster (PODS workload endpoints, `--churn-policies` policies, seed 0),
+//! and `--churn` workload endpoints, each a copy of one of the cluster's (its labels,
+//! namespace and ports: a label set that exists) at a new address, are applied and
+//! then deleted, one request each; the daemon's `timings`, the path its engine took
+//! and the client's wall time per change. `--classifier` is passed to the daemon.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -80,6 +88,19 @@ pub struct SocketArgs {
     /// Pass `--state-dir DIR/state` to the daemon (commits are then persisted).
     #[arg(long)]
     state_dir: bool,
+    /// The daemon's `--classifier` (`identity` or `tree`; default: the daemon's).
+    #[arg(long, value_name = "KIND")]
+    classifier: Option<String>,
+    /// Measure pod churn on `bench scale`'s cluster of this many pods instead (see
+    /// the module doc).
+    #[arg(long, value_name = "PODS")]
+    pod_churn: Option<usize>,
+    /// Policies of the pod-churn cluster.
+    #[arg(long, default_value_t = 200)]
+    churn_policies: usize,
+    /// Pods applied (and then deleted) in the pod-churn measurement.
+    #[arg(long, default_value_t = 200)]
+    churn: usize,
 }
 
 /// The daemon under test; SIGTERM and wait when dropped.
@@ -195,13 +216,10 @@ fn tiergate_path(a: &SocketArgs) -> Result<PathBuf, String> {
     }
 }
 
-fn start(a: &SocketArgs, bin: &Path, dir: &Path) -> Result<(Daemon, PathBuf), String> {
+/// Starts the daemon with `set` (a JSON document) as its `-f` file.
+fn start(a: &SocketArgs, bin: &Path, dir: &Path, set: &str) -> Result<(Daemon, PathBuf), String> {
     let policy = dir.join("policies.json");
-    std::fs::write(
-        &policy,
-        list(a.policies, a.endpoints, |j| port(j, 0)).to_string(),
-    )
-    .map_err(|e| format!("{}: {e}", policy.display()))?;
+    std::fs::write(&policy, set).map_err(|e| format!("{}: {e}", policy.display()))?;
     let pcap = dir.join("flows.pcap");
     tuples_to_frames(
         &tuples(a.flows, a.policies, a.endpoints),
@@ -223,6 +241,9 @@ fn start(a: &SocketArgs, bin: &Path, dir: &Path) -> Result<(Daemon, PathBuf), St
         .arg("--socket")
         .arg(&socket)
         .args(["--interval", "1"]);
+    if let Some(c) = &a.classifier {
+        cmd.args(["--classifier", c]);
+    }
     if a.state_dir {
         let sd = dir.join("state");
         let _ = std::fs::remove_dir_all(&sd);
@@ -249,9 +270,10 @@ fn start(a: &SocketArgs, bin: &Path, dir: &Path) -> Result<(Daemon, PathBuf), St
     Ok((d, socket))
 }
 
-/// Daemon timings and client wall time (ms) of one apply.
+/// Daemon timings, the engine's path and client wall time (ms) of one apply.
 struct Sample {
     timings: Value,
+    path: String,
     wall_ms: f64,
 }
 
@@ -274,6 +296,7 @@ fn apply(c: &mut Client, text: String) -> Result<Sample, String> {
     }
     Ok(Sample {
         timings: r["timings"].clone(),
+        path: r["path"].as_str().unwrap_or("?").to_string(),
         wall_ms,
     })
 }
@@ -285,13 +308,23 @@ fn report(what: &str, n_policies: usize, xs: &[Sample]) {
             .collect()
     };
     let total = f("total_ms");
+    let cpu = f("cpu_ms");
     let wall: Vec<f64> = xs.iter().map(|s| s.wall_ms).collect();
+    let path =
+        xs.iter()
+            .map(|s| s.path.as_str())
+            .fold(BTreeMap::<&str, usize>::new(), |mut m, p| {
+                *m.entry(p).or_default() += 1;
+                m
+            });
     println!(
-        "socket apply {what}: policies {n_policies} n {} daemon total p50 {:.1} p99 {:.1} max {:.1} ms | client wall p50 {:.1} p99 {:.1} ms | median validate {:.1} lower {:.1} compile {:.1} persist {:.1} pickup {:.2} ms",
+        "socket apply {what}: policies {n_policies} n {} daemon total p50 {:.1} p99 {:.1} max {:.1} ms | cpu p50 {:.1} p99 {:.1} ms | client wall p50 {:.1} p99 {:.1} ms | median validate {:.1} lower {:.1} compile {:.1} persist {:.1} pickup {:.2} ms | paths {path:?}",
         xs.len(),
         q(&total, 0.5),
         q(&total, 0.99),
         total.iter().copied().fold(f64::NAN, f64::max),
+        q(&cpu, 0.5),
+        q(&cpu, 0.99),
         q(&wall, 0.5),
         q(&wall, 0.99),
         median(f("validate_ms").into_iter()),
@@ -450,16 +483,21 @@ pub fn main(a: &SocketArgs) -> Result<(), String> {
 }
 
 fn measure(a: &SocketArgs, bin: &Path, dir: &Path) -> Result<(), String> {
-    let (daemon, socket) = start(a, bin, dir)?;
+    if let Some(pods) = a.pod_churn {
+        return pod_churn(a, bin, dir, pods);
+    }
+    let set = list(a.policies, a.endpoints, |j| port(j, 0)).to_string();
+    let (daemon, socket) = start(a, bin, dir, &set)?;
     let mut c = Client::connect(&socket).map_err(|e| e.to_string())?;
     println!(
-        "socket setup: tiergate {} policies {} endpoints {} flows {} pcap-rate {} state-dir {}",
+        "socket setup: tiergate {} policies {} endpoints {} flows {} pcap-rate {} state-dir {} classifier {}",
         bin.display(),
         a.policies,
         a.endpoints,
         a.flows,
         a.pcap_rate,
-        a.state_dir
+        a.state_dir,
+        a.classifier.as_deref().unwrap_or("(default)")
     );
     if !a.applies_only {
         rates(a, &socket, &mut c)?;
@@ -483,4 +521,139 @@ fn measure(a: &SocketArgs, bin: &Path, dir: &Path) -> Result<(), String> {
     }
     drop(daemon);
     Ok(())
+}
+
+/// `--pod-churn`: pods with existing label sets applied and deleted through the socket.
+fn pod_churn(a: &SocketArgs, bin: &Path, dir: &Path, pods: usize) -> Result<(), String> {
+    use control::model::{Net, Resource};
+    use control::server::daemon::document;
+    use control::server::proto::KeyRef;
+    let rs = crate::scale::Shape::new(0).resources(pods, a.churn_policies);
+    let items: Vec<Value> = rs.iter().map(document).collect();
+    let set = json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string();
+    let templates: Vec<Resource> = rs
+        .iter()
+        .filter(|r| matches!(r, Resource::WorkloadEndpoint(_)))
+        .take(64)
+        .cloned()
+        .collect();
+    if templates.is_empty() {
+        return Err("the cluster has no workload endpoint".into());
+    }
+    let t0 = Instant::now();
+    let (daemon, socket) = start(a, bin, dir, &set)?;
+    let mut c = Client::connect(&socket).map_err(|e| e.to_string())?;
+    println!(
+        "socket pod-churn setup: tiergate {} pods {pods} policies {} classifier {} state-dir {}: socket up in {:.1} s",
+        bin.display(),
+        a.churn_policies,
+        a.classifier.as_deref().unwrap_or("(default)"),
+        a.state_dir,
+        t0.elapsed().as_secs_f64()
+    );
+    let mut samples: [Vec<(Sample, String)>; 2] = [Vec::new(), Vec::new()];
+    for i in 0..a.churn {
+        let mut r = templates[i % templates.len()].clone();
+        let Resource::WorkloadEndpoint(o) = &mut r else {
+            return Err("a template is not a workload endpoint".into());
+        };
+        o.metadata.name = format!("churn-{i}");
+        o.spec.ip_networks = vec![
+            Net::parse(&format!("10.200.{}.{}", (i / 256) % 256, i % 256))
+                .map_err(|e| e.to_string())?,
+        ];
+        let key = r.key();
+        let text = document(&r).to_string();
+        let w = Instant::now();
+        let reply = c
+            .call(Op::Apply {
+                text: None,
+                source: None,
+                files: vec![SourceText {
+                    source: "bench".into(),
+                    text,
+                    json: true,
+                }],
+            })
+            .map_err(|e| format!("apply: {e}"))?;
+        samples[0].push(churn_sample(&reply, w)?);
+        let w = Instant::now();
+        let reply = c
+            .call(Op::Delete {
+                keys: vec![KeyRef {
+                    kind: key.kind.as_str().into(),
+                    namespace: key.namespace.clone(),
+                    name: key.name.clone(),
+                }],
+                text: None,
+                source: None,
+                files: Vec::new(),
+            })
+            .map_err(|e| format!("delete: {e}"))?;
+        samples[1].push(churn_sample(&reply, w)?);
+    }
+    for (what, xs) in ["pod-add-existing-labels", "pod-delete-existing-labels"]
+        .iter()
+        .zip(&samples)
+    {
+        let f = |k: &str| -> Vec<f64> {
+            xs.iter()
+                .map(|(s, _)| s.timings[k].as_f64().unwrap_or(f64::NAN))
+                .collect()
+        };
+        let mut paths: BTreeMap<&str, usize> = BTreeMap::new();
+        for (_, p) in xs {
+            *paths.entry(p.as_str()).or_default() += 1;
+        }
+        let (total, engine, validate, pickup) = (
+            f("total_ms"),
+            f("compile_ms"),
+            f("validate_ms"),
+            f("pickup_ms"),
+        );
+        let (cpu, publish) = (f("cpu_ms"), f("publish_ms"));
+        let wall: Vec<f64> = xs.iter().map(|(s, _)| s.wall_ms).collect();
+        println!(
+            "socket pod-churn {what}: pods {pods} policies {} classifier {} n {} daemon total p50 {:.3} p99 {:.3} max {:.3} ms | cpu p50 {:.3} p99 {:.3} | engine p50 {:.3} p99 {:.3} | validate p50 {:.3} p99 {:.3} | lower p50 {:.3} | persist p50 {:.3} | publish p50 {:.3} p99 {:.3} | pickup p50 {:.3} p99 {:.3} | client wall p50 {:.3} p99 {:.3} ms | paths {:?}",
+            a.churn_policies,
+            a.classifier.as_deref().unwrap_or("(default)"),
+            xs.len(),
+            q(&total, 0.5),
+            q(&total, 0.99),
+            total.iter().copied().fold(f64::NAN, f64::max),
+            q(&cpu, 0.5),
+            q(&cpu, 0.99),
+            q(&engine, 0.5),
+            q(&engine, 0.99),
+            q(&validate, 0.5),
+            q(&validate, 0.99),
+            median(f("lower_ms").into_iter()),
+            median(f("persist_ms").into_iter()),
+            q(&publish, 0.5),
+            q(&publish, 0.99),
+            q(&pickup, 0.5),
+            q(&pickup, 0.99),
+            q(&wall, 0.5),
+            q(&wall, 0.99),
+            paths
+        );
+    }
+    drop(daemon);
+    Ok(())
+}
+
+fn churn_sample(reply: &Value, w: Instant) -> Result<(Sample, String), String> {
+    let wall_ms = w.elapsed().as_secs_f64() * 1e3;
+    if reply["changed"] != json!(true) {
+        return Err(format!("a pod change changed nothing: {reply}"));
+    }
+    let path = reply["path"].as_str().unwrap_or("?").to_string();
+    Ok((
+        Sample {
+            timings: reply["timings"].clone(),
+            path: path.clone(),
+            wall_ms,
+        },
+        path,
+    ))
 }

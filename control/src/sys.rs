@@ -44,3 +44,21 @@ pub fn euid() -> u32 {
     // SAFETY: `geteuid` takes no argument, touches no memory and cannot fail.
     unsafe { libc::geteuid() }
 }
+
+/// CPU time the calling thread has consumed so far (zero if the clock cannot be read):
+/// a change's own cost, apart from the time a shared machine gave to other work.
+pub fn thread_cpu() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID is supported
+    // on Linux, and on failure `ts` stays zero.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts);
+    }
+    std::time::Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
+}

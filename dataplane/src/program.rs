@@ -490,6 +490,21 @@ pub trait Classify: Send + Sync {
     fn trace(&self, id: TraceId) -> &[Hit];
 }
 
+/// A generation shared with its builder (a control plane that keeps it to derive the
+/// next one from) classifies as the generation itself: one pointer more per batch,
+/// still static dispatch.
+impl<C: Classify + ?Sized> Classify for Arc<C> {
+    #[inline]
+    fn classify(&self, keys: &[FlowKey], out: &mut [FlowVerdicts]) {
+        (**self).classify(keys, out);
+    }
+
+    #[inline]
+    fn trace(&self, id: TraceId) -> &[Hit] {
+        (**self).trace(id)
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // A policy generation: every Program plus the local endpoints they apply to.
 

@@ -88,6 +88,37 @@ fn udp(sport: u16, dport: u16) -> TraceTuple {
     }
 }
 
+/// Each test runs once per generation engine of the daemon, as `tree::NAME` and
+/// `identity::NAME`.
+macro_rules! both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod tree {
+            $(#[test]
+            fn $name() {
+                super::$name("tree");
+            })*
+        }
+        mod identity {
+            $(#[test]
+            fn $name() {
+                super::$name("identity");
+            })*
+        }
+    };
+}
+
+both_engines!(
+    apply_get_delete_round_trip,
+    a_live_deny_stops_new_connections_within_a_second_and_flows_show_it,
+    a_staged_policy_applied_live_changes_pending_only,
+    a_hundred_applies_and_deletes_lose_nothing_both_generations_allow,
+    bad_clients_are_refused_without_effect_on_forwarding,
+    sighup_reloads_the_policy_files,
+    stats_counts_the_flow_log_records_written,
+    sighup_deletes_what_the_files_dropped_and_leaves_socket_applies_alone,
+    sighup_after_a_restart_deletes_what_the_files_of_the_previous_run_held,
+);
+
 /// A running `tiergate run --pcap`; stopped (SIGTERM) when dropped.
 struct Daemon {
     child: Child,
@@ -96,8 +127,9 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(tag: &str, tuples: &[TraceTuple], extra: &[&str]) -> Daemon {
-        let dir = temp_dir(&format!("socket-{tag}"));
+    /// `engine`: the `--classifier` the daemon runs.
+    fn start(engine: &str, tag: &str, tuples: &[TraceTuple], extra: &[&str]) -> Daemon {
+        let dir = temp_dir(&format!("socket-{tag}-{engine}"));
         let pcap = dir.join("in.pcap");
         tuples_to_frames(tuples, 1_000_000_000, 1000)
             .write(&pcap, CaptureFormat::Pcap)
@@ -114,6 +146,7 @@ impl Daemon {
             .arg("--socket")
             .arg(&socket)
             .args(["--interval", "1"])
+            .args(["--classifier", engine])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -201,9 +234,9 @@ fn text(o: &std::process::Output) -> String {
     )
 }
 
-#[test]
-fn apply_get_delete_round_trip() {
+fn apply_get_delete_round_trip(engine: &str) {
     let d = Daemon::start(
+        engine,
         "roundtrip",
         &[udp(1000, 5353)],
         &["--loop", "--pcap-rate", "1000"],
@@ -254,11 +287,10 @@ fn apply_get_delete_round_trip() {
     assert_eq!(h["result"]["generation"], 3);
 }
 
-#[test]
-fn a_live_deny_stops_new_connections_within_a_second_and_flows_show_it() {
+fn a_live_deny_stops_new_connections_within_a_second_and_flows_show_it(engine: &str) {
     // 8000 connections (one datagram each, distinct source ports) at 2000/s.
     let tuples: Vec<TraceTuple> = (0..8000).map(|i| udp(20000 + i as u16, 7777)).collect();
-    let d = Daemon::start("deny", &tuples, &["--pcap-rate", "2000"]);
+    let d = Daemon::start(engine, "deny", &tuples, &["--pcap-rate", "2000"]);
     // Enough frames sent before the apply (half a second at the paced rate; longer when
     // the machine is loaded).
     let started = Instant::now();
@@ -328,9 +360,9 @@ fn a_live_deny_stops_new_connections_within_a_second_and_flows_show_it() {
     }
 }
 
-#[test]
-fn a_staged_policy_applied_live_changes_pending_only() {
+fn a_staged_policy_applied_live_changes_pending_only(engine: &str) {
     let d = Daemon::start(
+        engine,
         "staged",
         &[udp(1000, 5353), udp(1001, 5353)],
         &["--loop", "--pcap-rate", "2000"],
@@ -359,11 +391,11 @@ fn a_staged_policy_applied_live_changes_pending_only() {
     assert!(text(&o).contains("staged-deny-5353"), "{}", text(&o));
 }
 
-#[test]
-fn a_hundred_applies_and_deletes_lose_nothing_both_generations_allow() {
+fn a_hundred_applies_and_deletes_lose_nothing_both_generations_allow(engine: &str) {
     // Flow A (5353) is allowed by both generations, flow B (7777) by one; every
     // connection is re-decided at every change (--reevaluate).
     let d = Daemon::start(
+        engine,
         "churn",
         &[udp(1000, 5353), udp(1001, 7777)],
         &["--loop", "--pcap-rate", "20000", "--reevaluate"],
@@ -392,9 +424,9 @@ fn a_hundred_applies_and_deletes_lose_nothing_both_generations_allow() {
     assert_eq!(h["result"]["generation"], 201);
 }
 
-#[test]
-fn bad_clients_are_refused_without_effect_on_forwarding() {
+fn bad_clients_are_refused_without_effect_on_forwarding(engine: &str) {
     let d = Daemon::start(
+        engine,
         "bad",
         &[udp(1000, 5353)],
         &["--loop", "--pcap-rate", "5000", "--socket-mode", "666"],
@@ -489,9 +521,9 @@ fn tests_run_as_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
-#[test]
-fn sighup_reloads_the_policy_files() {
+fn sighup_reloads_the_policy_files(engine: &str) {
     let d = Daemon::start(
+        engine,
         "hup",
         &[udp(1000, 7777)],
         &["--loop", "--pcap-rate", "1000"],
@@ -524,11 +556,11 @@ fn sighup_reloads_the_policy_files() {
     }
 }
 
-#[test]
-fn stats_counts_the_flow_log_records_written() {
-    let out = temp_dir("socket-logcount-out");
+fn stats_counts_the_flow_log_records_written(engine: &str) {
+    let out = temp_dir(&format!("socket-logcount-out-{engine}"));
     let log = out.join("flows.jsonl");
     let d = Daemon::start(
+        engine,
         "logcount",
         &[udp(1000, 5353), udp(1001, 7777)],
         &[
@@ -602,9 +634,9 @@ fn wait_get(d: &Daemon, kind: &str, name: &str, present: bool, what: &str) {
     }
 }
 
-#[test]
-fn sighup_deletes_what_the_files_dropped_and_leaves_socket_applies_alone() {
+fn sighup_deletes_what_the_files_dropped_and_leaves_socket_applies_alone(engine: &str) {
     let d = Daemon::start(
+        engine,
         "hupdel",
         &[udp(1000, 7777)],
         &["--loop", "--pcap-rate", "1000"],
@@ -669,9 +701,8 @@ fn sighup_deletes_what_the_files_dropped_and_leaves_socket_applies_alone() {
     }
 }
 
-#[test]
-fn sighup_after_a_restart_deletes_what_the_files_of_the_previous_run_held() {
-    let state = temp_dir("socket-hup-state");
+fn sighup_after_a_restart_deletes_what_the_files_of_the_previous_run_held(engine: &str) {
+    let state = temp_dir(&format!("socket-hup-state-{engine}"));
     let sd = state.join("state");
     let extra = [
         "--loop",
@@ -681,7 +712,7 @@ fn sighup_after_a_restart_deletes_what_the_files_of_the_previous_run_held() {
         sd.to_str().unwrap(),
     ];
     {
-        let d = Daemon::start("hupstate1", &[udp(1000, 7777)], &extra);
+        let d = Daemon::start(engine, "hupstate1", &[udp(1000, 7777)], &extra);
         std::fs::write(d.dir.join("base.yaml"), format!("{BASE}\n---\n{DENY_7777}")).unwrap();
         hup(&d);
         wait_get(
@@ -697,7 +728,7 @@ fn sighup_after_a_restart_deletes_what_the_files_of_the_previous_run_held() {
     }
     // The next run's -f holds BASE only; the state wins at start (deny-7777 restored),
     // and remembers that deny-7777 came from the files.
-    let d = Daemon::start("hupstate2", &[udp(1000, 7777)], &extra);
+    let d = Daemon::start(engine, "hupstate2", &[udp(1000, 7777)], &extra);
     let o = d.cli(&["get", "gnp", "deny-7777"]);
     assert!(o.status.success(), "not restored: {}", text(&o));
     hup(&d);

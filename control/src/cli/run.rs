@@ -34,7 +34,7 @@ use std::sync::Arc;
 
 use super::Global;
 use crate::persist::NoPersist;
-use crate::server::{ControlThread, Daemon, client};
+use crate::server::{ControlThread, Daemon, Engine, Identity, Trees, client};
 
 mod pcap;
 mod serve;
@@ -47,6 +47,18 @@ pub enum ModeArg {
     /// Router-style MAC rewrite (needs --next-hop for both interfaces); non-IP frames
     /// go to the kernel's stack on each interface.
     Router,
+}
+
+/// The classifier the workers run, and how policy changes reach it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClassifierArg {
+    /// An address → identity stage before the decision trees (`lower::Live`): a pod
+    /// added or removed with a label set that exists is published without building
+    /// trees, a policy change builds trees only for the programs it changes.
+    Identity,
+    /// Per-endpoint decision trees: every change lowers the whole store and compiles
+    /// it incrementally (subtrees of unchanged programs are reused).
+    Tree,
 }
 
 /// How the AF_XDP workers are scheduled.
@@ -171,6 +183,11 @@ pub struct Args {
     /// Allow --metrics on a non-loopback address (metrics name every policy and rule).
     #[arg(long, requires = "metrics")]
     pub metrics_allow_remote: bool,
+    /// The classifier the workers run and how changes reach it: `identity` (pod churn
+    /// and policy changes published incrementally) or `tree` (every change lowers and
+    /// compiles the whole store).
+    #[arg(long, value_enum, value_name = "KIND", default_value_t = ClassifierArg::Identity)]
+    pub classifier: ClassifierArg,
 }
 
 fn octal_mode(s: &str) -> Result<u32, String> {
@@ -190,7 +207,7 @@ fn now_ns() -> u64 {
 
 /// Loads the `-f` sources into the daemon (generation 1) and starts the control
 /// thread with the control socket. On error, what to exit with (already printed).
-fn start_daemon(args: &Args) -> Result<(Arc<Daemon>, ControlThread), ExitCode> {
+fn start_daemon<E: Engine>(args: &Args) -> Result<(Arc<Daemon<E>>, ControlThread), ExitCode> {
     // The restored --state-dir generation (or the -f sources), before any packet.
     let initial =
         super::run_state::initial(&args.policies, args.allow_empty, args.state_dir.as_deref())
@@ -237,15 +254,23 @@ fn check_outputs(args: &Args, global: &Global) -> Result<(), String> {
 
 /// Runs `tiergate run`.
 pub fn run(args: &Args, global: &Global) -> ExitCode {
+    match args.classifier {
+        ClassifierArg::Identity => run_with::<Identity>(args, global),
+        ClassifierArg::Tree => run_with::<Trees>(args, global),
+    }
+}
+
+/// [`run`] with the generation engine `E` (the workers' classifier type follows).
+fn run_with<E: Engine>(args: &Args, global: &Global) -> ExitCode {
     if args.pcap.is_some() {
-        return serve::run(args, global);
+        return serve::run::<E>(args, global);
     }
     #[cfg(all(feature = "afxdp", target_os = "linux"))]
     {
         if args.socket.is_some() {
-            return live::serve(args, global);
+            return live::serve::<E>(args, global);
         }
-        live::run(args, global)
+        live::run::<E>(args, global)
     }
     #[cfg(not(all(feature = "afxdp", target_os = "linux")))]
     {
@@ -265,7 +290,6 @@ mod live {
     use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
     use crossbeam::channel::{Receiver, bounded};
-    use dataplane::classifier::{BuildConfig, IdentityClassifier as Classifier};
     use dataplane::flow::FlowRecord;
     use dataplane::port::afxdp::{self, AfXdpConfig, Forwarding, IfaceInfo, WorkerSnapshot};
     use dataplane::worker::{ClassifierSlot, Published};
@@ -276,8 +300,9 @@ mod live {
     use super::super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE, Global, Output};
     use super::{Args, ModeArg};
     use crate::flowlog::{Aggregator, FlowLog};
-    use crate::lower::{self, Lowered};
+    use crate::lower::Names;
     use crate::replay::activities;
+    use crate::server::Engine;
 
     /// Says when a worker could not get the scheduling policy asked for.
     fn sched_note(running: &afxdp::Running) {
@@ -385,19 +410,19 @@ mod live {
     }
 
     /// Folds flow records into the aggregator.
-    struct Logs<'a> {
-        lowered: &'a Lowered,
-        classifier: &'a Classifier,
+    struct Logs<'a, C> {
+        names: &'a Names,
+        classifier: &'a C,
         agg: Aggregator,
         out: Option<Log>,
         written: u64,
         metrics: Option<crate::metrics::Metrics>,
     }
 
-    impl Logs<'_> {
+    impl<C: dataplane::program::Classify> Logs<'_, C> {
         fn take(&mut self, rx: &Receiver<FlowRecord>) {
             for rec in rx.try_iter() {
-                for a in activities(&rec, self.lowered, self.classifier) {
+                for a in activities(&rec, self.names, self.classifier) {
                     if let Some(m) = &self.metrics {
                         m.add_activity(&a);
                     }
@@ -640,7 +665,7 @@ mod live {
 
     /// `run --iface ... --socket`: the daemon of [`super::start_daemon`] (control
     /// socket, applies, live flows, SIGHUP reload) over the AF_XDP workers.
-    pub(super) fn serve(args: &Args, global: &Global) -> ExitCode {
+    pub(super) fn serve<E: Engine>(args: &Args, global: &Global) -> ExitCode {
         let cfg = match config(args) {
             Ok(c) => c,
             Err(e) => return usage(e),
@@ -676,7 +701,7 @@ mod live {
                 return usage(format!("cannot install the handler of signal {sig}: {e}"));
             }
         }
-        let (daemon, control) = match super::start_daemon(args) {
+        let (daemon, control) = match super::start_daemon::<E>(args) {
             Ok(d) => d,
             Err(code) => return code,
         };
@@ -830,7 +855,7 @@ mod live {
         failed.unwrap_or(ExitCode::from(EXIT_OK))
     }
 
-    pub(super) fn run(args: &Args, global: &Global) -> ExitCode {
+    pub(super) fn run<E: Engine>(args: &Args, global: &Global) -> ExitCode {
         let cfg = match config(args) {
             Ok(c) => c,
             Err(e) => return usage(e),
@@ -858,21 +883,14 @@ mod live {
             Ok(i) => i,
             Err(code) => return ExitCode::from(code),
         };
-        let cluster = &initial.cluster;
-        let lowered = match lower::lower(cluster) {
-            Ok(l) => l,
+        let built = match E::start(&initial.cluster) {
+            Ok((_, b)) => b,
             Err(e) => {
                 crate::errln!("tiergate: cannot compile the policy set: {e}");
                 return ExitCode::from(EXIT_INVALID);
             }
         };
-        let classifier = match Classifier::build(&lowered.set, &BuildConfig::default()) {
-            Ok(c) => c,
-            Err(e) => {
-                crate::errln!("tiergate: cannot compile the policy set: {e}");
-                return ExitCode::from(EXIT_INVALID);
-            }
-        };
+        let (names, classifier) = (built.names, built.classifier);
         let counters_to_stderr = args.flowlog.as_deref().is_some_and(out::is_dash);
         // Appended to, never truncated: a run that fails to start leaves an existing
         // log as it was (and removes one it created).
@@ -952,7 +970,7 @@ mod live {
             std::process::id()
         );
         let mut logs = Logs {
-            lowered: &lowered,
+            names: &names,
             classifier: &published.classifier,
             agg,
             out: log,

@@ -266,6 +266,9 @@ const MAX_PARTS: usize = 16;
 
 /// Tree parts from which a compaction (a full build off the update path) starts.
 const COMPACT_AT: usize = MAX_PARTS / 2;
+/// A policy change of more keys than this that changes most of the policies is a
+/// full rebuild (see [`Live::update`]).
+const MANY_CHANGED: usize = 64;
 
 /// A full build of a copy of the live store on a thread of its own, and the keys of
 /// every change the live store took since the copy.
@@ -672,7 +675,9 @@ impl Live {
     /// When every changed key is a workload or host endpoint and each change takes
     /// the endpoint fast path (see the module doc: removals, then additions, a
     /// modified endpoint being both), the trees are kept ([`Applied::Fast`]).
-    /// Anything else is a full rebuild of `next` ([`Applied::Rebuilt`]). On error
+    /// Anything else is a full rebuild of `next` ([`Applied::Rebuilt`]), as is a
+    /// policy change of more than 64 keys that changes most of the store's policies
+    /// (it would lower and build nearly everything as one more tree part). On error
     /// the previous generation, store and names stay as they were.
     ///
     /// Tree parts that policy changes accumulate are compacted by a full build on
@@ -774,7 +779,12 @@ impl Live {
         changed: &[ResourceKey],
     ) -> Result<Applied, LiveError> {
         if !changed.is_empty() && changed.iter().all(|k| k.kind.is_policy()) {
-            if self.policies_incremental(next, changed) {
+            // Most of a large set changed (a whole set applied again): a full build
+            // costs less than lowering every program again and building all their
+            // trees as one more part (2.5-3 s against 0.2 s at 10,000 policies).
+            let most = changed.len() > MANY_CHANGED
+                && 2 * changed.len() > next.policies.len().max(self.cluster.policies.len());
+            if !most && self.policies_incremental(next, changed) {
                 self.patch_policies(next, changed);
                 return Ok(Applied::Incremental);
             }
@@ -914,7 +924,8 @@ impl Live {
                 memo.policy(k),
                 next.policies.binary_search_by(|p| p.key.cmp(k)),
             ) {
-                self.names.policies[id.0 as usize].tier = next.policies[i].tier.clone();
+                Arc::make_mut(&mut self.names.policies)[id.0 as usize].tier =
+                    next.policies[i].tier.clone();
             }
         }
         self.classifier = Arc::new(c);

@@ -190,20 +190,58 @@ pub struct EndpointName {
 }
 
 /// Id → name tables of one lowered store.
+///
+/// A clone shares the names themselves (the endpoint names in chunks, the policy
+/// table until it is written): a live generation's names are copied for every
+/// published generation, so that flow records are named as the generation that
+/// classified them.
 #[derive(Clone, Debug, Default)]
 pub struct Names {
     /// Indexed by [`PolicyId`]: policies, then profiles.
-    policies: Vec<PolicyName>,
+    policies: Arc<Vec<PolicyName>>,
     /// Indexed by [`TierId`].
     tiers: Vec<String>,
     /// Indexed by [`EndpointId`] (the store's endpoints in `eval` order).
-    endpoints: Vec<EndpointName>,
+    endpoints: EndpointNames,
     /// Endpoint prefix → owning endpoint id.
     owners: Option<Lpm>,
     /// Network set prefix → index into `network_set_meta` (first set in store order
     /// when several have the prefix).
     network_sets: Option<Lpm>,
     network_set_meta: Vec<EndpointMeta>,
+}
+
+/// Endpoint names per [`EndpointId`], in chunks of [`NAMES_CHUNK`] shared between
+/// clones: a clone copies one pointer per chunk, a push copies at most the last
+/// chunk's pointers.
+#[derive(Clone, Debug, Default)]
+struct EndpointNames {
+    /// Every chunk full but the last.
+    chunks: Vec<Arc<Vec<Arc<EndpointName>>>>,
+    len: usize,
+}
+
+const NAMES_CHUNK: usize = 256;
+
+impl EndpointNames {
+    fn get(&self, i: usize) -> Option<&EndpointName> {
+        self.chunks
+            .get(i / NAMES_CHUNK)?
+            .get(i % NAMES_CHUNK)
+            .map(|e| &**e)
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, e: EndpointName) {
+        match self.chunks.last_mut() {
+            Some(c) if c.len() < NAMES_CHUNK => Arc::make_mut(c).push(Arc::new(e)),
+            _ => self.chunks.push(Arc::new(vec![Arc::new(e)])),
+        }
+        self.len += 1;
+    }
 }
 
 impl Names {
@@ -658,7 +696,7 @@ impl<'c> Builder<'c, '_> {
             return Ok(*id);
         }
         let id = PolicyId(id32("policies and profiles", self.names.policies.len())?);
-        self.names.policies.push(PolicyName {
+        Arc::make_mut(&mut self.names.policies).push(PolicyName {
             tier: PROFILE_TIER.to_string(),
             key: ResourceKey {
                 kind: Kind::Profile,
@@ -800,7 +838,7 @@ impl<'c> Builder<'c, '_> {
             .binary_search_by(|p| p.key.cmp(key))
             .ok()
             .map(|i| &self.cluster.policies[i]);
-        self.names.policies.push(PolicyName {
+        Arc::make_mut(&mut self.names.policies).push(PolicyName {
             tier: p.map(|p| p.tier.clone()).unwrap_or_default(),
             key: key.clone(),
         });

@@ -1079,3 +1079,55 @@ spec:
         &grid(&["10.9.9.9", "10.0.1.1", "fd00::1", "fd00:ffff::9"], &[80]),
     );
 }
+
+mod endpoint_names {
+    use proptest::prelude::*;
+
+    use super::super::{EndpointName, EndpointNames, NAMES_CHUNK};
+    use crate::cluster::EndpointKind;
+    use crate::flowlog::EndpointMeta;
+    use crate::model::{Kind, ResourceKey};
+
+    fn name(i: usize) -> EndpointName {
+        EndpointName {
+            key: ResourceKey {
+                kind: Kind::WorkloadEndpoint,
+                namespace: Some("ns".into()),
+                name: format!("w{i}"),
+            },
+            kind: EndpointKind::Workload,
+            display: format!("ns/w{i}"),
+            meta: EndpointMeta::network("10.0.0.1".parse().unwrap()),
+        }
+    }
+
+    proptest! {
+        /// The chunked names read as a `Vec` of the same pushes does, and a clone
+        /// taken before later pushes still reads what it read then.
+        #[test]
+        fn agree_with_a_vec_and_clones_stay(
+            steps in prop::collection::vec((1usize..2 * NAMES_CHUNK, any::<bool>()), 1..6),
+        ) {
+            let mut names = EndpointNames::default();
+            let mut twin: Vec<String> = Vec::new();
+            let mut snaps = Vec::new();
+            for (pushes, snapshot) in steps {
+                for _ in 0..pushes {
+                    names.push(name(twin.len()));
+                    twin.push(format!("w{}", twin.len()));
+                }
+                if snapshot {
+                    snaps.push((names.clone(), twin.clone()));
+                }
+            }
+            snaps.push((names, twin));
+            for (n, t) in &snaps {
+                prop_assert_eq!(n.len(), t.len());
+                for (i, want) in t.iter().enumerate() {
+                    prop_assert_eq!(n.get(i).map(|e| e.key.name.as_str()), Some(want.as_str()));
+                }
+                prop_assert!(n.get(t.len()).is_none());
+            }
+        }
+    }
+}

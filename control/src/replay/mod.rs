@@ -29,7 +29,7 @@ use serde::Serialize;
 
 use crate::flowlog::{Aggregator, EndpointMeta, FlowActivity, FlowLog, Reporter, VerdictName};
 use crate::impact::{self, ConnectionImpact, ImpactReport, ReporterVerdicts};
-use crate::lower::Lowered;
+use crate::lower::{Lowered, Names};
 
 /// How to replay.
 #[derive(Clone, Debug)]
@@ -210,7 +210,7 @@ pub fn replay<C: Classify + 'static>(
     // Records are folded in as the workers emit them, so memory grows with the
     // number of connections, not with the number of records.
     let run = Pipeline::run_with(source, Arc::clone(&slot), &cfg.pipeline, &mut |rec| {
-        for a in activities(&rec, lowered, classifier) {
+        for a in activities(&rec, &lowered.names, classifier) {
             agg.add(&a);
         }
         connections.add(&rec);
@@ -343,10 +343,10 @@ fn summarize(run: &RunReport, connections: &[Connection], workers: usize) -> Sum
     }
 }
 
-fn end_meta(lowered: &Lowered, ep: Option<EndpointId>, ip: IpAddr) -> EndpointMeta {
-    ep.and_then(|id| lowered.names.endpoint(id))
+fn end_meta(names: &Names, ep: Option<EndpointId>, ip: IpAddr) -> EndpointMeta {
+    ep.and_then(|id| names.endpoint(id))
         .map(|e| e.meta.clone())
-        .unwrap_or_else(|| lowered.names.peer(ip))
+        .unwrap_or_else(|| names.peer(ip))
 }
 
 fn end_display(lowered: &Lowered, ep: Option<EndpointId>, ip: IpAddr) -> String {
@@ -364,15 +364,11 @@ fn dest_port(key: &FlowKey) -> u16 {
 }
 
 /// The flow-log activity of one record: one per reporting end.
-pub(crate) fn activities<C: Classify>(
-    rec: &FlowRecord,
-    lowered: &Lowered,
-    c: &C,
-) -> Vec<FlowActivity> {
+pub(crate) fn activities<C: Classify>(rec: &FlowRecord, names: &Names, c: &C) -> Vec<FlowActivity> {
     let k = &rec.key;
     let (src_ip, dst_ip) = (k.src_ip(), k.dst_ip());
-    let src = end_meta(lowered, rec.verdicts.egress.map(|(e, _)| e), src_ip);
-    let dst = end_meta(lowered, rec.verdicts.ingress.map(|(e, _)| e), dst_ip);
+    let src = end_meta(names, rec.verdicts.egress.map(|(e, _)| e), src_ip);
+    let dst = end_meta(names, rec.verdicts.ingress.map(|(e, _)| e), dst_ip);
     // A connection still in the table when the capture ends counts as completed if
     // TCP had already closed it (both FINs or a RST), as live otherwise.
     let completed = match rec.end {
@@ -399,8 +395,8 @@ pub(crate) fn activities<C: Classify>(
             reporter,
             action: v.enforced.verdict,
             pending_action: v.pending.verdict,
-            enforced: lowered.names.hit_strings(c.trace(v.enforced.trace)),
-            pending: lowered.names.hit_strings(c.trace(v.pending.trace)),
+            enforced: names.hit_strings(c.trace(v.enforced.trace)),
+            pending: names.hit_strings(c.trace(v.pending.trace)),
             packets_fwd: rec.packets_fwd,
             bytes_fwd: rec.bytes_fwd,
             packets_rev: rec.packets_rev,

@@ -2,17 +2,27 @@
 //! the published classifier generations, the live flow records.
 //!
 //! A change (apply, delete, SIGHUP reload) is, under one writer lock:
-//! validate and apply to a copy of the store → normalise ([`Cluster`]) → lower →
-//! compile (the incremental [`Compiler`]) → [`Persist::commit`] → publish to the
-//! workers. Any failure leaves the store, the published generation and the persisted
-//! state as they were, and the error names what is wrong. Readers (`get`, `flows`,
-//! `health`) never wait for a change: they read the last published [`View`].
+//! validate and apply to a copy of the store → normalise ([`Cluster`]) → the next
+//! generation from the [`Engine`] (the tree [`Trees`]: lower and compile; the
+//! [`Identity`] engine: [`crate::lower::Live::update`], which takes the endpoint fast
+//! path or an incremental policy change when it can) → [`Persist::commit`] → publish
+//! to the workers. Any failure leaves the store, the engine, the published generation
+//! and the persisted state as they were, and the error names what is wrong. Readers
+//! (`get`, `flows`, `health`) never wait for a change: they read the last published
+//! [`View`].
+//!
+//! The daemon is generic over its engine (the workers' classifier type follows), so
+//! the packet path stays monomorphic.
+
+pub use super::engine::{Engine, Identity, Trees};
+
+use super::docs::SharedMap;
+use super::engine::Built;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use dataplane::classifier::{BuildConfig, Classifier, Compiler};
 use dataplane::flow::FlowRecord;
 use dataplane::worker::{ClassifierSlot, Published};
 use serde::Serialize;
@@ -23,7 +33,7 @@ use super::flows::{FlowEntry, FlowRing, render};
 use super::proto::{ErrorBody, FlowFilter, KeyRef, Op, Reply, Request, SourceText, VERSION};
 use crate::cluster::Cluster;
 use crate::flowlog::FlowActivity;
-use crate::lower::{self, Lowered};
+use crate::lower::Names;
 use crate::model::{Format, Kind, Resource, ResourceKey};
 use crate::persist::Persist;
 use crate::policy::{self, PolicyError};
@@ -52,14 +62,17 @@ impl std::fmt::Debug for DataplaneInfo {
 
 /// One published policy generation.
 #[derive(Debug)]
-pub struct Generation {
+pub struct Generation<C> {
     /// Generation number (as the workers report it).
     pub number: u32,
-    /// The lowered set (id → name tables).
-    pub lowered: Arc<Lowered>,
+    /// The id → name tables of its classifier.
+    pub names: Arc<Names>,
     /// The classifier the workers run.
-    pub published: Arc<Published<Classifier>>,
+    pub published: Arc<Published<C>>,
 }
+
+/// A published generation of engine `E`.
+type Shared<E> = Arc<Generation<<E as Engine>::Classifier>>;
 
 /// What readers see: the last published state.
 #[derive(Debug)]
@@ -67,25 +80,25 @@ pub struct View {
     /// Policy generation.
     pub generation: u32,
     /// Every stored resource's document as JSON text, in key order.
-    pub docs: Arc<BTreeMap<ResourceKey, Arc<str>>>,
+    pub docs: SharedMap<ResourceKey, Arc<str>>,
     /// Resources per kind (built-in tiers excluded).
     pub counts: BTreeMap<Kind, usize>,
     /// When the generation was published.
     pub published_at: Instant,
 }
 
-struct Writer {
+struct Writer<E> {
     store: Store,
     /// The store normalised: kept up to date per change ([`Cluster::update`]).
     cluster: Cluster,
-    compiler: Compiler,
+    engine: E,
     persist: Box<dyn Persist>,
     generation: u32,
-    docs: Arc<BTreeMap<ResourceKey, Arc<str>>>,
+    docs: SharedMap<ResourceKey, Arc<str>>,
 }
 
-struct Retired {
-    generation: Arc<Generation>,
+struct Retired<C> {
+    generation: Arc<Generation<C>>,
     since: Option<Instant>,
 }
 
@@ -95,31 +108,56 @@ pub struct ChangeTimings {
     /// Reading and validating the input, applying it to a copy of the store and
     /// normalising the result.
     pub validate_ms: f64,
-    /// Lowering the store to data-plane programs.
+    /// Lowering the store to data-plane programs (0 with the identity engine, which
+    /// lowers what it needs as part of its change).
     pub lower_ms: f64,
-    /// Compiling the classifier.
+    /// Compiling the classifier (with the identity engine: the whole
+    /// [`crate::lower::Live::update`] and the copy of its names).
     pub compile_ms: f64,
     /// Persisting the store.
     pub persist_ms: f64,
+    /// The changed documents and counts for `get` and `health`, the publication to
+    /// the workers' slot, the views and the old store freed.
+    pub publish_ms: f64,
     /// From the publication until every worker ran the generation.
     pub pickup_ms: f64,
     /// The whole change.
     pub total_ms: f64,
+    /// CPU time of the change on its thread, from reading the request to the
+    /// publication (the other timings are wall time, which on a busy machine also
+    /// counts the time other work had the CPU).
+    pub cpu_ms: f64,
 }
 
-/// The daemon.
-pub struct Daemon {
-    writer: Mutex<Writer>,
+/// When a change started, in wall and in thread CPU time.
+#[derive(Clone, Copy)]
+struct Start {
+    wall: Instant,
+    cpu: Duration,
+}
+
+impl Start {
+    fn now() -> Start {
+        Start {
+            wall: Instant::now(),
+            cpu: crate::sys::thread_cpu(),
+        }
+    }
+}
+
+/// The daemon, publishing the generations of engine `E`.
+pub struct Daemon<E: Engine = Trees> {
+    writer: Mutex<Writer<E>>,
     view: RwLock<Arc<View>>,
-    gens: Mutex<BTreeMap<u32, Retired>>,
+    gens: Mutex<BTreeMap<u32, Retired<E::Classifier>>>,
     ring: Mutex<FlowRing>,
     follow: broadcast::Sender<Arc<FlowEntry>>,
     dataplane: RwLock<Option<DataplaneInfo>>,
-    slot: Arc<ClassifierSlot<Classifier>>,
+    slot: Arc<ClassifierSlot<E::Classifier>>,
     started: Instant,
 }
 
-impl std::fmt::Debug for Daemon {
+impl<E: Engine> std::fmt::Debug for Daemon<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Daemon")
             .field("generation", &self.view().generation)
@@ -282,33 +320,29 @@ pub enum Answer {
     },
 }
 
-impl Daemon {
+impl<E: Engine> Daemon<E> {
     /// A daemon publishing `store` as generation 1 into a new classifier slot.
-    pub fn new(store: Store, persist: Box<dyn Persist>) -> Result<Daemon, String> {
-        let mut compiler = Compiler::new(BuildConfig::default());
+    pub fn new(store: Store, persist: Box<dyn Persist>) -> Result<Daemon<E>, String> {
         let cluster = policy::cluster(&store).map_err(|e| e.lines().join("\n"))?;
-        let lowered =
-            lower::lower(&cluster).map_err(|e| format!("cannot compile the policy set: {e}"))?;
-        let classifier = compiler
-            .build(&lowered.set)
-            .map_err(|e| format!("cannot compile the policy set: {e}"))?;
+        let (engine, built) =
+            E::start(&cluster).map_err(|e| format!("cannot compile the policy set: {e}"))?;
         let slot = Arc::new(ClassifierSlot::new(Published {
             generation: 1,
-            classifier,
+            classifier: built.classifier,
         }));
         let generation = Arc::new(Generation {
             number: 1,
-            lowered: Arc::new(lowered),
+            names: built.names,
             published: slot.load(),
         });
-        let docs: BTreeMap<ResourceKey, Arc<str>> = store
-            .entries()
-            .map(|(k, s)| (k.clone(), doc_text(&s.resource)))
-            .collect();
-        let docs = Arc::new(docs);
+        let docs = SharedMap::from_entries(
+            store
+                .entries()
+                .map(|(k, s)| (k.clone(), doc_text(&s.resource))),
+        );
         let view = View {
             generation: 1,
-            docs: Arc::clone(&docs),
+            docs: docs.clone(),
             counts: store.counts(),
             published_at: Instant::now(),
         };
@@ -324,7 +358,7 @@ impl Daemon {
             writer: Mutex::new(Writer {
                 store,
                 cluster,
-                compiler,
+                engine,
                 persist,
                 generation: 1,
                 docs,
@@ -340,7 +374,7 @@ impl Daemon {
     }
 
     /// The slot the workers read their classifier from.
-    pub fn slot(&self) -> Arc<ClassifierSlot<Classifier>> {
+    pub fn slot(&self) -> Arc<ClassifierSlot<E::Classifier>> {
         Arc::clone(&self.slot)
     }
 
@@ -360,7 +394,7 @@ impl Daemon {
     }
 
     /// The current generation (for naming records and the flow log).
-    pub fn current(&self) -> Option<Arc<Generation>> {
+    pub fn current(&self) -> Option<Shared<E>> {
         let g = self.gens.lock().ok()?;
         g.values()
             .rev()
@@ -368,7 +402,7 @@ impl Daemon {
             .map(|r| Arc::clone(&r.generation))
     }
 
-    fn generation(&self, n: u32) -> Option<Arc<Generation>> {
+    fn generation(&self, n: u32) -> Option<Shared<E>> {
         self.gens
             .lock()
             .ok()?
@@ -387,7 +421,7 @@ impl Daemon {
 
     /// Applies the resources of every source as one change, all or nothing.
     pub fn apply_sources(&self, sources: &[SourceText]) -> Result<Value, OpError> {
-        let t0 = Instant::now();
+        let t0 = Start::now();
         let read = read_sources(sources, "apply")?;
         if read.is_empty() {
             return Err(ErrorBody::new(
@@ -428,7 +462,7 @@ impl Daemon {
 
     /// Deletes resources, all or nothing.
     pub fn delete(&self, keys: &[KeyRef], sources: &[SourceText]) -> Result<Value, OpError> {
-        let t0 = Instant::now();
+        let t0 = Start::now();
         let mut doomed = Vec::new();
         for k in keys {
             doomed.push(key_of(k)?);
@@ -465,7 +499,7 @@ impl Daemon {
     /// ([`Store::file_keys`]) that the files no longer hold are deleted. Resources
     /// applied through the socket under other keys are left alone. All or nothing.
     pub fn reload(&self, paths: &[std::path::PathBuf]) -> Result<Value, OpError> {
-        let t0 = Instant::now();
+        let t0 = Start::now();
         let read = policy::read_paths(paths, true).map_err(|e| policy_error("reload", &e))?;
         let keys: BTreeSet<ResourceKey> = read.items.iter().map(|l| l.resource.key()).collect();
         self.change(t0, "reload", |store| {
@@ -522,10 +556,11 @@ impl Daemon {
     }
 
     /// The change pipeline: `edit` makes the next store (and says whether it differs);
-    /// then normalise, lower, compile, persist, publish, wait for the workers.
+    /// then normalise, the engine's next generation, persist, publish, wait for the
+    /// workers.
     fn change(
         &self,
-        t0: Instant,
+        t0: Start,
         what: &str,
         edit: impl FnOnce(&Store) -> Result<(Store, bool, Value), OpError>,
     ) -> Result<Value, OpError> {
@@ -548,11 +583,11 @@ impl Daemon {
             // the kept cluster is brought back to the unchanged store.
             policy::update_cluster(&mut w.cluster, &next, &keys)
                 .map_err(|e| policy_error(what, &e))?;
-            t.validate_ms = ms(t0.elapsed());
-            let built = Self::compile(&mut w, &mut t, what, &next);
-            let (lowered, classifier) = match built {
+            t.validate_ms = ms(t0.wall.elapsed());
+            let built = Self::compile(&mut w, &mut t, what, &next, &keys);
+            let built = match built {
                 Ok(b) => b,
-                Err(e) => {
+                Err((e, engine_changed)) => {
                     let w = &mut *w;
                     if policy::update_cluster(&mut w.cluster, &w.store, &keys).is_err() {
                         // Cannot happen (the store was normalised before); the slow
@@ -561,30 +596,42 @@ impl Daemon {
                             w.cluster = c;
                         }
                     }
+                    if engine_changed {
+                        w.engine.revert(&w.cluster, &keys);
+                    }
                     return Err(e);
                 }
             };
+            let path = built.path;
             // Documents of the resources that changed only.
-            let mut docs = (*w.docs).clone();
+            let t4 = Instant::now();
+            // Documents and counts of the resources that changed only.
+            let mut docs = w.docs.clone();
+            let mut counts = self.view().counts.clone();
             for k in &keys {
+                let user = |s: &crate::store::Stored| s.origin.is_some();
+                let was = w.store.entry(k).is_some_and(user);
                 match next.entry(k) {
-                    Some(s) => {
-                        docs.insert(k.clone(), doc_text(&s.resource));
-                    }
-                    None => {
-                        docs.remove(k);
+                    Some(s) => docs.insert(k.clone(), doc_text(&s.resource)),
+                    None => docs.remove(k),
+                }
+                let now = next.entry(k).is_some_and(user);
+                if was != now {
+                    let n = counts.entry(k.kind).or_insert(0);
+                    *n = if now { *n + 1 } else { n.saturating_sub(1) };
+                    if *n == 0 {
+                        counts.remove(&k.kind);
                     }
                 }
             }
-            let docs = Arc::new(docs);
             let number = w.generation.wrapping_add(1).max(1);
             self.slot.publish(Published {
                 generation: number,
-                classifier,
+                classifier: built.classifier,
             });
             let generation = Arc::new(Generation {
                 number,
-                lowered: Arc::new(lowered),
+                names: built.names,
                 published: self.slot.load(),
             });
             if let Ok(mut g) = self.gens.lock() {
@@ -601,8 +648,8 @@ impl Daemon {
             }
             let view = View {
                 generation: number,
-                docs: Arc::clone(&docs),
-                counts: next.counts(),
+                docs: docs.clone(),
+                counts,
                 published_at: Instant::now(),
             };
             if let Ok(mut v) = self.view.write() {
@@ -611,12 +658,17 @@ impl Daemon {
             w.store = next;
             w.docs = docs;
             w.generation = number;
+            let mut result = result;
+            result["classifier"] = json!(E::NAME);
+            result["path"] = json!(path);
+            t.publish_ms = ms(t4.elapsed());
+            t.cpu_ms = ms(crate::sys::thread_cpu().saturating_sub(t0.cpu));
             (number, result)
         };
-        let t4 = Instant::now();
+        let t5 = Instant::now();
         let (running, total) = self.wait_for_workers(generation, PICKUP_WAIT);
-        t.pickup_ms = ms(t4.elapsed());
-        t.total_ms = ms(t0.elapsed());
+        t.pickup_ms = ms(t5.elapsed());
+        t.total_ms = ms(t0.wall.elapsed());
         result["generation"] = json!(generation);
         result["changed"] = json!(true);
         result["workers"] = json!({ "running_generation": running, "total": total });
@@ -624,55 +676,60 @@ impl Daemon {
         Ok(result)
     }
 
-    /// Lowers and compiles the writer's (updated) cluster and persists `next`: the
-    /// steps of a change after normalising.
+    /// The engine's generation of the writer's (updated) cluster, then `next`
+    /// persisted: the steps of a change after normalising. On error, whether the
+    /// engine changed (and must be brought back).
     fn compile(
-        w: &mut Writer,
+        w: &mut Writer<E>,
         t: &mut ChangeTimings,
         what: &str,
         next: &Store,
-    ) -> Result<(Lowered, Classifier), OpError> {
-        let t1 = Instant::now();
-        let lowered = lower::lower(&w.cluster).map_err(|e| {
-            ErrorBody::new(
+        keys: &[ResourceKey],
+    ) -> Result<Built<E::Classifier>, (OpError, bool)> {
+        let built = w.engine.change(&w.cluster, keys).map_err(|e| {
+            let e = ErrorBody::new(
                 "invalid",
                 format!("{what} refused, nothing changed: cannot compile the policy set: {e}"),
-            )
+            );
+            (e, false)
         })?;
-        t.lower_ms = ms(t1.elapsed());
-        let t2 = Instant::now();
-        let classifier = w.compiler.build(&lowered.set).map_err(|e| {
-            ErrorBody::new(
-                "invalid",
-                format!("{what} refused, nothing changed: cannot compile the policy set: {e}"),
-            )
-        })?;
-        t.compile_ms = ms(t2.elapsed());
+        t.lower_ms = built.lower_ms;
+        t.compile_ms = built.compile_ms;
         let t3 = Instant::now();
         w.persist.commit(next).map_err(|e| {
-            ErrorBody::new(
+            let e = ErrorBody::new(
                 "persist",
                 format!("{what} refused, nothing changed: cannot persist the policy set: {e}"),
-            )
+            );
+            (e, true)
         })?;
         t.persist_ms = ms(t3.elapsed());
-        Ok((lowered, classifier))
+        Ok(built)
     }
 
     /// Waits until every worker runs `generation` (or a later one), at most `wait`.
     /// Returns (workers running it, workers).
     pub fn wait_for_workers(&self, generation: u32, wait: Duration) -> (usize, usize) {
-        let deadline = Instant::now() + wait;
+        let start = Instant::now();
+        let deadline = start + wait;
         loop {
             let running = self.slot.running();
             let on = running
                 .iter()
                 .filter(|g| newer_or_same(**g, generation))
                 .count();
-            if on == running.len() || Instant::now() >= deadline {
+            let now = Instant::now();
+            if on == running.len() || now >= deadline {
                 return (on, running.len());
             }
-            std::thread::sleep(Duration::from_micros(200));
+            // Workers take a new generation at their next batch, usually within
+            // tens of microseconds: short naps first, longer ones after a millisecond.
+            let nap = if now - start < Duration::from_millis(1) {
+                20
+            } else {
+                200
+            };
+            std::thread::sleep(Duration::from_micros(nap));
         }
     }
 
@@ -704,7 +761,7 @@ impl Daemon {
     /// followers, and returns their flow-log activities.
     pub fn ingest(&self, records: impl IntoIterator<Item = FlowRecord>) -> Vec<FlowActivity> {
         let mut out = Vec::new();
-        let mut cache: Option<(u32, Option<Arc<Generation>>)> = None;
+        let mut cache: Option<(u32, Option<Shared<E>>)> = None;
         let mut entries = Vec::new();
         for rec in records {
             let g = match &cache {
@@ -715,7 +772,7 @@ impl Daemon {
                     g
                 }
             };
-            let named = g.as_ref().map(|g| (&*g.lowered, &g.published.classifier));
+            let named = g.as_ref().map(|g| (&*g.names, &g.published.classifier));
             if let Some((l, c)) = named {
                 out.extend(crate::replay::activities(&rec, l, c));
             }
@@ -731,7 +788,7 @@ impl Daemon {
                 render(
                     0,
                     rec,
-                    g.as_ref().map(|g| (&*g.lowered, &g.published.classifier)),
+                    g.as_ref().map(|g| (&*g.names, &g.published.classifier)),
                 )
             })
             .collect();
@@ -865,7 +922,7 @@ impl Daemon {
         if let Some(key) = &exact {
             items.extend(view.docs.get(key).map(|d| &**d));
         }
-        for (k, doc) in view.docs.range(lo..) {
+        for (k, doc) in view.docs.range_from(&lo) {
             if exact.is_some() || k.kind != kind {
                 break;
             }

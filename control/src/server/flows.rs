@@ -13,7 +13,7 @@ use super::proto::FlowFilter;
 use crate::flowlog::Reporter;
 use crate::flowlog::proto_name;
 use crate::impact::{self, ConnectionImpact, ImpactReport, ReporterVerdicts};
-use crate::lower::Lowered;
+use crate::lower::Names;
 
 /// Records kept for `flows` (the oldest are dropped first).
 pub const RING_CAPACITY: usize = 100_000;
@@ -95,7 +95,7 @@ fn name(v: Verdict) -> String {
 pub fn render<C: Classify>(
     seq: u64,
     rec: &FlowRecord,
-    generation: Option<(&Lowered, &C)>,
+    generation: Option<(&Names, &C)>,
 ) -> FlowEntry {
     let k = &rec.key;
     let (src_ip, dst_ip) = (k.src_ip(), k.dst_ip());
@@ -104,14 +104,14 @@ pub fn render<C: Classify>(
         Some((l, _)) => (
             rec.verdicts
                 .egress
-                .and_then(|(e, _)| l.names.endpoint(e))
+                .and_then(|(e, _)| l.endpoint(e))
                 .map(|e| e.meta.clone())
-                .unwrap_or_else(|| l.names.peer(src_ip)),
+                .unwrap_or_else(|| l.peer(src_ip)),
             rec.verdicts
                 .ingress
-                .and_then(|(e, _)| l.names.endpoint(e))
+                .and_then(|(e, _)| l.endpoint(e))
                 .map(|e| e.meta.clone())
-                .unwrap_or_else(|| l.names.peer(dst_ip)),
+                .unwrap_or_else(|| l.peer(dst_ip)),
         ),
         None => (
             crate::cluster::EndpointMeta::network(src_ip),
@@ -129,8 +129,8 @@ pub fn render<C: Classify>(
                 reporter,
                 action: name(v.enforced.verdict),
                 pending_action: name(v.pending.verdict),
-                enforced: l.names.hit_strings(c.trace(v.enforced.trace)),
-                pending: l.names.hit_strings(c.trace(v.pending.trace)),
+                enforced: l.hit_strings(c.trace(v.enforced.trace)),
+                pending: l.hit_strings(c.trace(v.pending.trace)),
             })
         })
         .collect(),

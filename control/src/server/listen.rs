@@ -12,7 +12,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::timeout;
 
-use super::daemon::{Answer, Daemon};
+use super::daemon::{Answer, Daemon, Engine};
 use super::proto::{
     ErrorBody, IDLE_TIMEOUT, MAX_REQUEST_BYTES, Op, READ_TIMEOUT, Reply, parse_request,
 };
@@ -77,7 +77,7 @@ pub fn bind(path: &Path, mode: u32) -> Result<Bound, String> {
 }
 
 /// Accepts clients until the runtime shuts down.
-pub async fn serve(mut bound: Bound, daemon: Arc<Daemon>) {
+pub async fn serve<E: Engine>(mut bound: Bound, daemon: Arc<Daemon<E>>) {
     let Some(listener) = bound.listener.take() else {
         return;
     };
@@ -138,7 +138,11 @@ async fn write<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, line: &str) -> io::R
     }
 }
 
-async fn client(stream: UnixStream, daemon: Arc<Daemon>, own_uid: u32) -> io::Result<()> {
+async fn client<E: Engine>(
+    stream: UnixStream,
+    daemon: Arc<Daemon<E>>,
+    own_uid: u32,
+) -> io::Result<()> {
     let uid = stream.peer_cred().map(|c| c.uid()).ok();
     let (r, mut w) = stream.into_split();
     if !uid.is_some_and(|u| u == own_uid || u == 0) {

@@ -11,6 +11,8 @@
 
 pub mod client;
 pub mod daemon;
+pub mod docs;
+pub mod engine;
 pub mod flows;
 pub mod listen;
 pub mod proto;
@@ -22,6 +24,7 @@ use std::time::Duration;
 use tokio::runtime::{Handle, Runtime};
 
 pub use daemon::{Daemon, DataplaneInfo};
+pub use engine::{Engine, Identity, Trees};
 
 /// How often the control thread frees classifiers no worker runs any more.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(100);
@@ -55,7 +58,7 @@ impl ControlThread {
     }
 
     /// Runs the daemon's housekeeping (freeing retired classifiers) on the runtime.
-    pub fn housekeeping(&self, daemon: &Arc<Daemon>) {
+    pub fn housekeeping<E: Engine>(&self, daemon: &Arc<Daemon<E>>) {
         let d = Arc::clone(daemon);
         self.handle().spawn(async move {
             let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
@@ -68,7 +71,12 @@ impl ControlThread {
 
     /// Binds the control socket at `path` (permission bits `mode`) and serves `daemon`
     /// on it. The socket file is removed when the runtime stops.
-    pub fn serve(&self, path: &Path, mode: u32, daemon: &Arc<Daemon>) -> Result<(), String> {
+    pub fn serve<E: Engine>(
+        &self,
+        path: &Path,
+        mode: u32,
+        daemon: &Arc<Daemon<E>>,
+    ) -> Result<(), String> {
         let h = self.handle();
         let bound = {
             let _guard = h.enter();

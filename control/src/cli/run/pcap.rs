@@ -12,8 +12,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::Sender;
-use dataplane::classifier::Classifier;
 use dataplane::flow::FlowRecord;
+use dataplane::program::Classify;
 use dataplane::worker::{
     ClassifierSlot, Port, RecordOut, Rx, RxFrame, Worker, WorkerConfig, WorkerReport,
 };
@@ -124,7 +124,7 @@ impl Port for PcapPort {
     fn drop_batch(&mut self, _frames: &[RxFrame]) {}
 }
 
-fn publish(w: &Worker<Classifier>, live: &Live) {
+fn publish<C: Classify>(w: &Worker<C>, live: &Live) {
     let r = Ordering::Relaxed;
     let s = w.stats();
     let policy = s.outcome[1][0].packets + s.outcome[1][1].packets;
@@ -161,13 +161,13 @@ impl std::fmt::Debug for PcapSource {
 
 impl PcapSource {
     /// Starts one worker over `frames`.
-    pub fn start(
+    pub fn start<C: Classify + 'static>(
         name: String,
         frames: Frames,
         looping: bool,
         rate: Option<u64>,
         cfg: WorkerConfig,
-        slot: Arc<ClassifierSlot<Classifier>>,
+        slot: Arc<ClassifierSlot<C>>,
         records: Sender<FlowRecord>,
     ) -> Result<PcapSource, String> {
         let n = frames.len();

@@ -16,7 +16,7 @@ use super::super::{EXIT_OK, EXIT_USAGE, Global, Output};
 use super::pcap::PcapSource;
 use super::{Args, now_ns, start_daemon};
 use crate::flowlog::Aggregator;
-use crate::server::{Daemon, DataplaneInfo};
+use crate::server::{Daemon, DataplaneInfo, Engine};
 
 fn usage(msg: impl std::fmt::Display) -> ExitCode {
     crate::errln!("tiergate run: {msg}");
@@ -36,7 +36,7 @@ fn print_counters(doc: &serde_json::Value, text: &str, output: Output, to_stderr
 }
 
 /// Applies the `-f` sources again (SIGHUP) and says what happened on stderr.
-pub(super) fn reload(daemon: &Daemon, paths: &[std::path::PathBuf]) {
+pub(super) fn reload<E: Engine>(daemon: &Daemon<E>, paths: &[std::path::PathBuf]) {
     if paths.is_empty() {
         crate::errln!("tiergate run: SIGHUP: no -f sources to reload");
         return;
@@ -59,7 +59,7 @@ pub(super) fn reload(daemon: &Daemon, paths: &[std::path::PathBuf]) {
     }
 }
 
-pub(super) fn run(args: &Args, global: &Global) -> ExitCode {
+pub(super) fn run<E: Engine>(args: &Args, global: &Global) -> ExitCode {
     let Some(path) = args.pcap.as_deref() else {
         return usage("--pcap is missing");
     };
@@ -106,7 +106,7 @@ pub(super) fn run(args: &Args, global: &Global) -> ExitCode {
             );
         }
     }
-    let (daemon, control) = match start_daemon(args) {
+    let (daemon, control) = match start_daemon::<E>(args) {
         Ok(d) => d,
         Err(code) => return give_up(log, code),
     };
