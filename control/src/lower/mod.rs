@@ -242,6 +242,22 @@ impl EndpointNames {
         }
         self.len += 1;
     }
+
+    /// Keeps the first `len` names (no change if there are fewer).
+    fn truncate(&mut self, len: usize) {
+        if len >= self.len {
+            return;
+        }
+        let full = len / NAMES_CHUNK;
+        let rest = len % NAMES_CHUNK;
+        self.chunks.truncate(full + usize::from(rest > 0));
+        if rest > 0
+            && let Some(c) = self.chunks.last_mut()
+        {
+            Arc::make_mut(c).truncate(rest);
+        }
+        self.len = len;
+    }
 }
 
 impl Names {

@@ -1102,20 +1102,28 @@ mod endpoint_names {
     }
 
     proptest! {
-        /// The chunked names read as a `Vec` of the same pushes does, and a clone
-        /// taken before later pushes still reads what it read then.
+        /// The chunked names read as a `Vec` of the same pushes and truncations does,
+        /// and a clone taken before later changes still reads what it read then.
         #[test]
         fn agree_with_a_vec_and_clones_stay(
-            steps in prop::collection::vec((1usize..2 * NAMES_CHUNK, any::<bool>()), 1..6),
+            steps in prop::collection::vec(
+                (1usize..2 * NAMES_CHUNK, 0usize..3 * NAMES_CHUNK, any::<bool>()),
+                1..6,
+            ),
         ) {
             let mut names = EndpointNames::default();
             let mut twin: Vec<String> = Vec::new();
             let mut snaps = Vec::new();
-            for (pushes, snapshot) in steps {
+            for (pushes, keep, snapshot) in steps {
                 for _ in 0..pushes {
                     names.push(name(twin.len()));
                     twin.push(format!("w{}", twin.len()));
                 }
+                if snapshot {
+                    snaps.push((names.clone(), twin.clone()));
+                }
+                names.truncate(keep);
+                twin.truncate(keep);
                 if snapshot {
                     snaps.push((names.clone(), twin.clone()));
                 }
