@@ -118,7 +118,9 @@ pub struct BuildConfig {
     /// calling thread alone. The classifier is the same for any number: each attempt
     /// builds in a workspace of its own over the committed state, and the choice
     /// among them does not depend on which finished first. Attempts running at once
-    /// each hold their own room (output and build indexes) at the same time.
+    /// each hold their own room (output and build indexes) at the same time. Default
+    /// 1: on a shared two-core machine under load, two threads built the ClassBench
+    /// 10K sets no faster and with up to 1.4x the peak memory (BENCHMARKS.md).
     pub build_threads: usize,
 }
 
@@ -131,7 +133,7 @@ impl Default for BuildConfig {
             max_cut_bits: 8,
             single_tree_bytes_per_entry: 6144,
             single_tree_bytes_factor: 16,
-            build_threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(2)),
+            build_threads: 1,
         }
     }
 }

@@ -237,13 +237,13 @@ impl Arena {
         if !self.extends_to(&top) {
             return false;
         }
-        self.slots.extend_from_slice(&top.slots);
-        self.items.extend_from_slice(&top.items);
-        self.table.extend_from_slice(&top.table);
+        append(&mut self.slots, top.slots);
+        append(&mut self.items, top.items);
+        append(&mut self.table, top.table);
         self.inner_nodes += top.inner_nodes;
-        self.nodes.extend(top.nodes);
-        self.lists.extend(top.lists);
-        self.table_index.extend(top.table_index);
+        extend(&mut self.nodes, top.nodes);
+        extend(&mut self.lists, top.lists);
+        extend(&mut self.table_index, top.table_index);
         true
     }
 
@@ -490,8 +490,8 @@ impl Cands {
         if !self.extends_to(&top) {
             return false;
         }
-        self.all.extend_from_slice(&top.all);
-        self.ids.extend(top.ids);
+        append(&mut self.all, top.all);
+        extend(&mut self.ids, top.ids);
         true
     }
 }
@@ -507,8 +507,31 @@ pub(crate) type MemoEntry = (Box<[u32]>, [(u128, u32); DIMS], Slot, usize, usize
 
 /// Adds the entries of `top`, a workspace's memo, to `memo`.
 pub(crate) fn absorb_memo(memo: &mut Memo, top: Memo) {
+    if memo.is_empty() {
+        *memo = top;
+        return;
+    }
     for (hash, bucket) in top {
         memo.entry(hash).or_default().extend(bucket);
+    }
+}
+
+/// `v` followed by `top` (taken as it is when `v` is empty).
+fn append<T: Copy>(v: &mut Vec<T>, top: Vec<T>) {
+    if v.is_empty() {
+        *v = top;
+    } else {
+        v.extend_from_slice(&top);
+    }
+}
+
+/// `m` with the entries of `top`, whose keys it does not hold (taken as it is when
+/// `m` is empty).
+fn extend<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>, top: HashMap<K, V>) {
+    if m.is_empty() {
+        *m = top;
+    } else {
+        m.extend(top);
     }
 }
 
@@ -1010,17 +1033,13 @@ impl<'a> TreeBuilder<'a> {
                 .max(1);
             // The most bits whose node is cheap: few runs of children (stored ranged,
             // whatever the fan-out) or at most 2^8 children with bounded replication.
-            let mut chosen = self.child_counts(r, d, 1, boxes);
-            let mut chosen_bits = 1;
-            for bits in (2..=cap).rev() {
-                let c = self.child_counts(r, d, bits, boxes);
-                let limit = (self.params.spfac * n as f64) as usize;
-                if c.2 < MAX_RUNS || (bits <= self.params.max_bits && c.1 <= limit) {
-                    chosen = c;
-                    chosen_bits = bits;
-                    break;
-                }
-            }
+            // (Counted for one bit only when no wider cut is cheap.)
+            let limit = (self.params.spfac * n as f64) as usize;
+            let (chosen, chosen_bits) = (2..=cap)
+                .rev()
+                .map(|bits| (self.child_counts(r, d, bits, boxes), bits))
+                .find(|&(c, bits)| c.2 < MAX_RUNS || (bits <= self.params.max_bits && c.1 <= limit))
+                .unwrap_or_else(|| (self.child_counts(r, d, 1, boxes), 1));
             let cand = (chosen.0, chosen.1, chosen_bits, d);
             if best.is_none_or(|b| {
                 (cand.0, cand.1, std::cmp::Reverse(cand.2)) < (b.0, b.1, std::cmp::Reverse(b.2))
@@ -1052,13 +1071,15 @@ impl<'a> TreeBuilder<'a> {
         let below = self.width(d) - r.len[d] - bits;
         let (rlo, rhi) = self.span(r, d);
         let n = 1usize << bits;
-        let mut diff = vec![0isize; n + 1];
+        let mut diff = [0isize; PLAIN_MAX_CHILDREN + 1];
         let mut partial = 0usize;
         // Child indices where the children may change (capped: only "few" matters).
-        let mut edges: Vec<usize> = Vec::with_capacity(2 * MAX_RUNS);
+        let mut edges = [0usize; 2 * MAX_RUNS + 1];
+        let mut found = 0usize;
         let mut edge = |c: usize| {
-            if c > 0 && c < n && edges.len() <= 2 * MAX_RUNS && !edges.contains(&c) {
-                edges.push(c);
+            if c > 0 && c < n && found < edges.len() && !edges[..found].contains(&c) {
+                edges[found] = c;
+                found += 1;
             }
         };
         for &b in boxes {
@@ -1089,6 +1110,6 @@ impl<'a> TreeBuilder<'a> {
             cur += v;
             mx = mx.max(cur as usize);
         }
-        (mx, partial, edges.len())
+        (mx, partial, found)
     }
 }
