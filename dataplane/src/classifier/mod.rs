@@ -948,8 +948,8 @@ impl Shared {
             .sum();
         let memo: usize = [&self.memo, &self.part_memo]
             .iter()
-            .flat_map(|m| m.values().flatten())
-            .map(|e| e.0.len() * 4 + size_of::<tree::MemoEntry>())
+            .flat_map(|m| m.keys())
+            .map(|k| k.len() * 4 + tree::MEMO_ENTRY_BYTES)
             .sum();
         boxes + memo
     }

@@ -498,22 +498,25 @@ impl Cands {
 
 /// Subtrees already built, by what determines them: the candidate list and the region
 /// in the fields where some candidate still has a boundary (in the other fields every
-/// candidate covers the region, so no descendant cuts them). Bucketed by hash.
-pub(crate) type Memo = HashMap<u64, Vec<MemoEntry>>;
+/// candidate covers the region, so no descendant cuts them), packed into one key of
+/// words ([`TreeBuilder::memo_key`]; one memo serves one family).
+pub(crate) type Memo = HashMap<Box<[u32]>, Slot>;
 
-/// See [`Memo`]: (candidates, region in the fields that matter, slot, and the arena's
-/// slot and item counts when it was made, to forget it on a rollback).
-pub(crate) type MemoEntry = (Box<[u32]>, [(u128, u32); DIMS], Slot, usize, usize);
+/// Bytes a memo entry holds besides its key's words: the key's pointer and length,
+/// the slot, and the hash-map and allocation overhead.
+pub(crate) const MEMO_ENTRY_BYTES: usize = size_of::<Box<[u32]>>() + SLOT_BYTES + NODE_KEY_OVERHEAD;
+
+/// Bytes a memo entry counts against an attempt's room besides its candidate list:
+/// what an entry took before the keys were packed (list, region of five 128-bit
+/// starts and lengths, slot, two marks: 200 bytes, plus [`NODE_KEY_OVERHEAD`]),
+/// with which the rooms of the arrangement choice were measured. A packed entry
+/// takes about half, so a room now bounds about half the memory it did, and the
+/// same attempts fit or fail as before.
+const MEMO_ENTRY_COUNTED: usize = 200 + NODE_KEY_OVERHEAD;
 
 /// Adds the entries of `top`, a workspace's memo, to `memo`.
 pub(crate) fn absorb_memo(memo: &mut Memo, top: Memo) {
-    if memo.is_empty() {
-        *memo = top;
-        return;
-    }
-    for (hash, bucket) in top {
-        memo.entry(hash).or_default().extend(bucket);
-    }
+    extend(memo, top);
 }
 
 /// `v` followed by `top` (taken as it is when `v` is empty).
@@ -553,6 +556,8 @@ pub(crate) struct TreeBuilder<'a> {
     /// The committed state `arena`, `memo` and `cands` build over, if they are a
     /// workspace's.
     pub(crate) below: Option<Below<'a>>,
+    /// The buffer memo keys are packed into for lookups.
+    key_buf: Vec<u32>,
     pub(crate) max_depth: u32,
     /// Progress of the build: the share of the root's work (by candidate-list length)
     /// in finished subtrees of the top levels, and the arena size at the start. When
@@ -614,6 +619,7 @@ impl<'a> TreeBuilder<'a> {
             arena,
             memo,
             below,
+            key_buf: Vec::new(),
             max_depth: 0,
             progress: Progress::default(),
         }
@@ -780,23 +786,26 @@ impl<'a> TreeBuilder<'a> {
                 (0, u32::MAX)
             }
         });
-        // Hash first, compare on a hit: no key is allocated unless the node is new.
-        let hash = {
-            use std::hash::BuildHasher;
-            foldhash::fast::FixedState::default().hash_one((list, &region))
-        };
-        let found = |memo: &Memo| {
-            memo.get(&hash)
-                .and_then(|bucket| bucket.iter().find(|m| *m.0 == *list && m.1 == region))
-                .map(|m| m.2)
-        };
-        if let Some(slot) = self
+        // The key is packed in a reused buffer: nothing is allocated unless the node
+        // is new.
+        let mut key = std::mem::take(&mut self.key_buf);
+        self.memo_key(list, &region, &mut key);
+        let found = self
             .below
-            .and_then(|b| found(b.memo))
-            .or_else(|| found(self.memo))
-        {
-            return Ok(slot);
-        }
+            .and_then(|b| b.memo.get(&key[..]))
+            .or_else(|| self.memo.get(&key[..]))
+            .copied();
+        let key: Box<[u32]> = match found {
+            Some(slot) => {
+                self.key_buf = key;
+                return Ok(slot);
+            }
+            None => {
+                let k = key[..].into();
+                self.key_buf = key;
+                k
+            }
+        };
         let (d, bits) = self.choose_cut(r, &boxes, &align);
         let width = self.width(d);
         let below = width - r.len[d] - bits; // bits under the cut
@@ -824,14 +833,24 @@ impl<'a> TreeBuilder<'a> {
         let slot = self
             .arena
             .node(self.below.map(|b| b.arena), word, at + shift, bits, &runs)?;
-        let made = (self.arena.end().slots, self.arena.end().items);
-        self.arena.scratch +=
-            std::mem::size_of_val(list) + size_of::<MemoEntry>() + NODE_KEY_OVERHEAD;
-        self.memo
-            .entry(hash)
-            .or_default()
-            .push((list.into(), region, slot, made.0, made.1));
+        self.arena.scratch += std::mem::size_of_val(list) + MEMO_ENTRY_COUNTED;
+        self.memo.insert(key, slot);
         Ok(slot)
+    }
+
+    /// Packs the memo key of `list` over `region` into `key`: the list's length and
+    /// ids, then per field the region's prefix length and its start in as many
+    /// 32-bit words as the field is wide (most significant first).
+    fn memo_key(&self, list: &[u32], region: &[(u128, u32); DIMS], key: &mut Vec<u32>) {
+        key.clear();
+        key.push(list.len() as u32);
+        key.extend_from_slice(list);
+        for (d, &(lo, len)) in region.iter().enumerate() {
+            key.push(len);
+            for w in (0..self.width(d).div_ceil(32)).rev() {
+                key.push((lo >> (32 * w)) as u32);
+            }
+        }
     }
 
     /// Splits `list` among the children of a `bits`-bit cut of region `r` on field
