@@ -119,8 +119,10 @@ pub struct BuildConfig {
     /// builds in a workspace of its own over the committed state, and the choice
     /// among them does not depend on which finished first. Attempts running at once
     /// each hold their own room (output and build indexes) at the same time. Default
-    /// 1: on a shared two-core machine under load, two threads built the ClassBench
-    /// 10K sets no faster and with up to 1.4x the peak memory (BENCHMARKS.md).
+    /// 1: a build shares the cores with the packet workers; on a two-core machine
+    /// two threads built the ClassBench 10K sets in 0.4-0.9x the time of one at
+    /// load ~2, but slower than one at load 6-7 where one tree is kept
+    /// (BENCHMARKS.md, "ClassBench suite").
     pub build_threads: usize,
 }
 
