@@ -59,6 +59,13 @@ pub struct ClassifyArgs {
     /// BuildConfig::single_tree_bytes_factor (0 = no cap).
     #[arg(long, default_value_t = BuildConfig::default().single_tree_bytes_factor)]
     single_tree_factor: usize,
+    /// BuildConfig::build_threads (1 = build on the calling thread only).
+    #[arg(long, default_value_t = BuildConfig::default().build_threads)]
+    build_threads: usize,
+    /// Pin the process's main thread to this CPU after the first build (so that a
+    /// parallel build may use every CPU and the lookups still run on one).
+    #[arg(long)]
+    pin_after_build: Option<usize>,
     /// Skip the full-path, recompile runs.
     #[arg(long)]
     core_only: bool,
@@ -126,6 +133,7 @@ pub fn main(a: &ClassifyArgs) -> Result<(), String> {
         max_cut_bits: a.max_cut_bits,
         single_tree_bytes_per_entry: a.single_tree_bytes,
         single_tree_bytes_factor: a.single_tree_factor,
+        build_threads: a.build_threads,
     };
     let name = set_name(&a.rules);
     let batch = a.batch.max(1);
@@ -141,6 +149,13 @@ pub fn main(a: &ClassifyArgs) -> Result<(), String> {
             f64::NAN
         };
         if loaded.is_none() {
+            if let Some(cpu) = a.pin_after_build
+                && !core_affinity::set_for_current(core_affinity::CoreId { id: cpu })
+            {
+                return Err(format!(
+                    "--pin-after-build {cpu}: could not pin to that CPU"
+                ));
+            }
             loaded = Some(load_trace(a, &filters)?);
         }
         let Some((keys, want, fm)) = loaded.as_ref() else {

@@ -148,6 +148,12 @@ pub struct SuiteArgs {
     /// ratios to it are printed (`vs baseline`), to check a change on every set.
     #[arg(long)]
     baseline: Option<PathBuf>,
+    /// Build our classifier on this many threads (`BuildConfig::build_threads`),
+    /// unpinned, then pin to `--cpu` for the lookups; without it ours is pinned
+    /// throughout like the other sides (a one-thread build). The baseline is always
+    /// pinned throughout.
+    #[arg(long)]
+    build_threads: Option<usize>,
 }
 
 /// `key=value` fields of a line.
@@ -215,11 +221,23 @@ fn classify(
     rules: &std::path::Path,
     trace: &std::path::Path,
     name: &str,
+    threads: Option<usize>,
 ) -> Result<String, String> {
-    let out = run(Command::new("taskset")
-        .args(["-c", &a.cpu.to_string()])
-        .arg(bin)
-        .arg("classify")
+    let mut cmd = match threads {
+        Some(n) => {
+            let mut c = Command::new(bin);
+            c.arg("classify")
+                .args(["--build-threads", &n.to_string()])
+                .args(["--pin-after-build", &a.cpu.to_string()]);
+            c
+        }
+        None => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &a.cpu.to_string()]).arg(bin).arg("classify");
+            c
+        }
+    };
+    let out = run(cmd
         .arg("--rules")
         .arg(rules)
         .arg("--trace")
@@ -277,7 +295,7 @@ pub fn suite(a: &SuiteArgs) -> Result<(), String> {
             ..Row::default()
         };
         for pair in 0..a.pairs {
-            let line = classify(&me, a, &rules, &trace, name)?;
+            let line = classify(&me, a, &rules, &trace, name, a.build_threads)?;
             println!("{line}");
             let line_ours = line.clone();
             row.ours.push(num(&line, "mlps"));
@@ -289,7 +307,7 @@ pub fn suite(a: &SuiteArgs) -> Result<(), String> {
             row.depth = num(&line, "depth");
             row.trees = num(&line, "trees");
             if let Some(base) = &a.baseline {
-                let line = classify(base, a, &rules, &trace, name)?;
+                let line = classify(base, a, &rules, &trace, name, None)?;
                 println!("baseline {line}");
                 row.base.push(num(&line, "mlps"));
                 row.base_ratios

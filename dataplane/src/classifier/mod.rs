@@ -21,8 +21,8 @@
 //! partitions: source × destination, source, destination, groups merged while the
 //! cost drops; all four ranged fields if none fits), whose leaves hold list positions
 //! (the lookup takes, per view, the first position over the partitions); one tree
-//! again right after the first of these arrangements (kept, and the others not built,
-//! if it is shallower than any arrangement of two or more trees can cost), and after
+//! again beside the next arrangements (kept, and the others dropped, if it is
+//! shallower than any arrangement of two or more trees can cost), and after
 //! the others, whose output may take the larger of a multiple of the best
 //! arrangement's bytes and `BuildConfig::single_tree_bytes_per_entry` per flattened
 //! entry, but at most `BuildConfig::single_tree_bytes_factor` times the best
@@ -32,6 +32,14 @@
 //! bounds build memory and time, and every limit stays within the budget. If no
 //! arrangement fits the budget, the build fails with [`BuildError::OverBudget`]
 //! naming the budget, the program and what ran out.
+//! Each attempt builds in a workspace of its own over the committed state (it finds
+//! the committed subtrees, nodes and leaf ids, and makes new ones with offsets that
+//! continue the committed arena): a dropped attempt is simply dropped, the chosen
+//! one is appended as it is (not built again), and independent attempts (the probe
+//! beside the first plan, the single tree beside the next plans, the merges of one
+//! round) run at once on up to [`BuildConfig::build_threads`] threads. The choice
+//! depends only on the attempts' results, so the classifier is the same for any
+//! number of threads (tested).
 //! Lists larger than `memory_budget / 256` entries (Pass rules multiplying the
 //! continuation) fail the same way instead of exhausting memory.
 //!
@@ -78,7 +86,9 @@ use crate::program::{
 };
 use flatten::{DPORT, DST, MBox, SPORT, SRC, flatten};
 use slot::{BLOCK, Block, LEAF, LIST, Slot};
-use tree::{Arena, Cand, Cands, CutParams, Item, Lanes, Memo, NONE, OverBudget, TreeBuilder};
+use tree::{
+    Arena, Below, Cand, Cands, CutParams, Item, Lanes, Memo, NONE, OverBudget, TreeBuilder,
+};
 
 /// Knobs of [`Classifier::build`].
 #[derive(Clone, Copy, Debug)]
@@ -105,6 +115,17 @@ pub struct BuildConfig {
     /// tree saves the partitions' rounds, but past this factor it costs more memory
     /// than the rounds cost time. 0 = no such cap.
     pub single_tree_bytes_factor: usize,
+    /// Threads a build may use (the calling one included) to run independent
+    /// attempts of one program-family's arrangement at once; 0 or 1 builds on the
+    /// calling thread alone. The classifier is the same for any number: each attempt
+    /// builds in a workspace of its own over the committed state, and the choice
+    /// among them does not depend on which finished first. Attempts running at once
+    /// each hold their own room (output and build indexes) at the same time. Default
+    /// 1: a build shares the cores with the packet workers; on a two-core machine
+    /// two threads built the ClassBench 10K sets in 0.4-0.9x the time of one at
+    /// load ~2, but slower than one at load 6-7 where one tree is kept
+    /// (BENCHMARKS.md, "ClassBench suite").
+    pub build_threads: usize,
 }
 
 impl Default for BuildConfig {
@@ -116,6 +137,7 @@ impl Default for BuildConfig {
             max_cut_bits: 8,
             single_tree_bytes_per_entry: 6144,
             single_tree_bytes_factor: 16,
+            build_threads: 1,
         }
     }
 }
@@ -930,20 +952,10 @@ impl Shared {
             .sum();
         let memo: usize = [&self.memo, &self.part_memo]
             .iter()
-            .flat_map(|m| m.values().flatten())
-            .map(|e| e.0.len() * 4 + size_of::<tree::MemoEntry>())
+            .flat_map(|m| m.keys())
+            .map(|k| k.len() * 4 + tree::MEMO_ENTRY_BYTES)
             .sum();
         boxes + memo
-    }
-
-    /// Forgets memo entries made after the arena `mark` (their slots are rolled back).
-    fn rollback(&mut self, mark: (usize, usize, usize, usize)) {
-        for memo in [&mut self.memo, &mut self.part_memo] {
-            memo.retain(|_, bucket| {
-                bucket.retain(|m| m.3 <= mark.0 && m.4 <= mark.1);
-                !bucket.is_empty()
-            });
-        }
     }
 }
 
@@ -1066,15 +1078,20 @@ struct Measured {
 /// the cost) are built first, each within a byte limit tied to the best so far; their
 /// cost is the sum over trees of depth plus [`ROUND_COST`]. One tree (not tried when
 /// the merged lists have at least `partitioned_at` entries, or with
-/// `single_tree_bytes_per_entry` 0) is then tried (right after the first partitioned
-/// arrangement, kept if no arrangement of two or more trees can cost less; else after
-/// them unless that attempt settled it) with an output of at most the larger
+/// `single_tree_bytes_per_entry` 0) is then tried (beside the plans after the first
+/// partitioned arrangement, in the room that one gives it, and kept if no arrangement
+/// of two or more trees can cost less; else after them unless that attempt settled
+/// it, by failing in at least the room they give or by fitting: then that tree is
+/// the one compared) with an output of at most the larger
 /// of [`SINGLE_FACTOR`] times the best partitioned bytes and
 /// `single_tree_bytes_per_entry` per entry, capped at `single_tree_bytes_factor`
 /// times the best partitioned bytes, and build indexes of at most
 /// [`SINGLE_SCRATCH_FACTOR`] times that, and wins when its depth is the lower cost.
 /// The limits count the build's indexes too (`Arena::held`), so they bound its memory
-/// and time. Also the merged lists' length.
+/// and time. The plans after the first (source only, destination only) get the room
+/// the first one gives, the merges of one round the room that round's best gives,
+/// so that each stage's attempts are independent of one another ([`choose`]). Also
+/// the merged lists' length.
 #[allow(clippy::too_many_arguments)]
 fn build_one(
     program: &Program,
@@ -1108,17 +1125,8 @@ fn build_one(
         binth: cfg.binth.max(1),
         max_bits: cfg.max_cut_bits.clamp(1, slot::MAX_CUT_BITS),
     };
-    let mark = arena.mark();
-    let full_limit = arena.slot_limit;
-    let base = arena.bytes();
     let merged = merge(ev, pv);
     let entries = merged.len();
-    // Lets the next attempt hold at most `bytes` more (arena and build indexes).
-    let limit_to = |arena: &mut Arena, bytes: usize| {
-        arena.scratch = 0;
-        arena.out_limit = None;
-        arena.slot_limit = full_limit.min((base + bytes) / tree::SLOT_BYTES);
-    };
     let sig_of = |b: u32| -> usize {
         SIG_FIELDS
             .iter()
@@ -1138,59 +1146,309 @@ fn build_one(
             .collect()
     };
     let (epos, ppos) = (positioned(ev), positioned(pv));
-    // Builds the partitions of `plan`: their roots, measured cost and the group sizes.
-    let build_plan = |plan: &Plan,
-                      arena: &mut Arena,
-                      shared: &mut Shared,
-                      interner: &mut Interner|
-     -> Result<(Vec<Slot>, Measured, Vec<usize>), OverBudget> {
-        let (plan, k) = canonical(plan);
-        let mut roots = Vec::with_capacity(k);
+    let ctx = Ctx {
+        family,
+        params,
+        arena,
+        shared,
+        interner,
+        merged: &merged,
+        epos: &epos,
+        ppos: &ppos,
+        sigs: &sigs,
+    };
+    let chosen = choose(&ctx, cfg, partitioned_at, entries);
+    let (single, built) = chosen.ok_or("tree nodes, even partitioned")?;
+    let depth = built.m.depth;
+    let roots = built.roots.clone();
+    if !commit(built, single, arena, shared, interner) {
+        return Err("tree nodes (state changed during the build)");
+    }
+    stats.depth = stats.depth.max(depth);
+    stats.trees += roots.len();
+    let root = match roots.as_slice() {
+        [r] if single => Root::Single(*r),
+        _ => Root::Partitioned(Box::new(Partitioned {
+            roots,
+            enforced: ev.iter().map(|&(_, d)| d).collect(),
+            pending: pv.iter().map(|&(_, d)| d).collect(),
+        })),
+    };
+    Ok((root, entries))
+}
+
+/// Everything an attempt reads: the committed state it builds over and the
+/// program-family's lists. Shared by the attempts running at once.
+struct Ctx<'a> {
+    family: Family,
+    params: CutParams,
+    arena: &'a Arena,
+    shared: &'a Shared,
+    interner: &'a Interner,
+    merged: &'a [Cand],
+    epos: &'a [(u32, u32)],
+    ppos: &'a [(u32, u32)],
+    sigs: &'a HashMap<u32, u8>,
+}
+
+/// One attempt: one tree over the merged lists, or the trees of a partitioned plan.
+#[derive(Clone, Copy, Debug)]
+enum Job {
+    /// One tree in `room` bytes (output and build indexes), its output in `out`.
+    Single { room: usize, out: Option<usize> },
+    /// The partitions of `plan` in `room` bytes.
+    Plan { plan: Plan, room: usize },
+}
+
+/// What an attempt built in its own workspace (over the committed state, which it
+/// did not change): appended to that state if chosen ([`commit`]), else dropped.
+struct Built {
+    arena: Arena,
+    cands: Cands,
+    memo: Memo,
+    /// The leaf pairs (verdicts of a single tree, positions of partitions) it
+    /// interned beyond the committed ones, in the order of their ids.
+    ids: Vec<(u32, u32)>,
+    roots: Vec<Slot>,
+    m: Measured,
+    /// Entries per group of a plan.
+    sizes: Vec<usize>,
+}
+
+/// Leaf pairs interned over the committed table `below`, whose next id is `next`.
+struct Ids<'a> {
+    below: &'a HashMap<(u32, u32), u32>,
+    next: u32,
+    own: Vec<(u32, u32)>,
+    map: HashMap<(u32, u32), u32>,
+}
+
+impl Ids<'_> {
+    fn id(&mut self, e: u32, p: u32) -> u32 {
+        if let Some(&i) = self.below.get(&(e, p)) {
+            return i;
+        }
+        let next = self.next + self.own.len() as u32;
+        *self.map.entry((e, p)).or_insert_with(|| {
+            self.own.push((e, p));
+            next
+        })
+    }
+}
+
+impl Ctx<'_> {
+    /// Runs `job` in a workspace of its own.
+    fn run(&self, job: Job) -> Result<Built, OverBudget> {
+        let single = matches!(job, Job::Single { .. });
+        let (memo, cands, ids, next) = if single {
+            let i = self.interner;
+            (
+                &self.shared.memo,
+                &self.shared.cands,
+                &i.verdict_ids,
+                i.verdicts.len(),
+            )
+        } else {
+            let i = self.interner;
+            (
+                &self.shared.part_memo,
+                &self.shared.part_cands,
+                &i.pair_ids,
+                i.pairs.len(),
+            )
+        };
+        let below = Below {
+            arena: self.arena,
+            memo,
+            cands,
+        };
+        let mut arena = Arena::over(self.arena);
+        let mut cands = Cands::over(cands);
+        let mut memo = Memo::default();
+        let mut ids = Ids {
+            below: ids,
+            next: next as u32,
+            own: Vec::new(),
+            map: HashMap::new(),
+        };
+        // What the committed arena may still grow by, within its limit.
+        let left = self
+            .arena
+            .slot_limit
+            .saturating_sub(self.arena.bytes() / tree::SLOT_BYTES);
+        let room = match job {
+            Job::Single { room, .. } | Job::Plan { room, .. } => room,
+        };
+        arena.slot_limit = left.min(room / tree::SLOT_BYTES);
+        if let Job::Single { out: Some(out), .. } = job {
+            arena.out_limit = Some(out.min(room) / tree::SLOT_BYTES);
+        }
         let mut m = Measured {
             cost: 0,
             bytes: 0,
             depth: 0,
         };
-        let mut sizes = vec![0usize; k];
-        let start = arena.bytes();
-        for (g, size) in sizes.iter_mut().enumerate() {
-            let pick = |l: &[(u32, u32)]| -> Vec<(u32, u32)> {
-                l.iter()
-                    .copied()
-                    .filter(|&(b, _)| {
-                        sigs.get(&b)
-                            .is_some_and(|&s| plan[s as usize] as usize == g)
-                    })
-                    .collect()
-            };
-            let (ge, gp) = (pick(&epos), pick(&ppos));
-            *size = ge.len() + gp.len();
-            if ge.is_empty() && gp.is_empty() {
-                continue;
+        let mut roots = Vec::new();
+        let mut sizes = Vec::new();
+        let mut leaf = |e: u32, p: u32| ids.id(e, p);
+        match job {
+            Job::Single { .. } => {
+                let mut t = TreeBuilder::new(
+                    self.family,
+                    &self.shared.boxes,
+                    &mut cands,
+                    &mut memo,
+                    self.params,
+                    &mut leaf,
+                    &mut arena,
+                    Some(below),
+                );
+                roots.push(t.build(self.merged)?);
+                m.cost = t.max_depth;
+                m.depth = t.max_depth;
             }
-            let merged = merge(&ge, &gp);
-            let mut pair = |e: u32, p: u32| interner.pair(e, p);
-            let mut t = TreeBuilder::new(
-                family,
-                &shared.boxes,
-                &mut shared.part_cands,
-                &mut shared.part_memo,
-                params,
-                &mut pair,
-                arena,
-            );
-            let root = t.build(&merged)?;
-            m.cost += t.max_depth + ROUND_COST;
-            m.depth = m.depth.max(t.max_depth);
-            roots.push(root);
+            Job::Plan { plan, .. } => {
+                let (plan, k) = canonical(&plan);
+                sizes = vec![0usize; k];
+                for (g, size) in sizes.iter_mut().enumerate() {
+                    let pick = |l: &[(u32, u32)]| -> Vec<(u32, u32)> {
+                        l.iter()
+                            .copied()
+                            .filter(|&(b, _)| {
+                                self.sigs
+                                    .get(&b)
+                                    .is_some_and(|&s| plan[s as usize] as usize == g)
+                            })
+                            .collect()
+                    };
+                    let (ge, gp) = (pick(self.epos), pick(self.ppos));
+                    *size = ge.len() + gp.len();
+                    if ge.is_empty() && gp.is_empty() {
+                        continue;
+                    }
+                    let merged = merge(&ge, &gp);
+                    let mut t = TreeBuilder::new(
+                        self.family,
+                        &self.shared.boxes,
+                        &mut cands,
+                        &mut memo,
+                        self.params,
+                        &mut leaf,
+                        &mut arena,
+                        Some(below),
+                    );
+                    roots.push(t.build(&merged)?);
+                    m.cost += t.max_depth + ROUND_COST;
+                    m.depth = m.depth.max(t.max_depth);
+                }
+            }
         }
-        m.bytes = arena.bytes() - start;
-        Ok((roots, m, sizes))
+        arena.scratch = 0;
+        m.bytes = arena.bytes();
+        Ok(Built {
+            arena,
+            cands,
+            memo,
+            ids: ids.own,
+            roots,
+            m,
+            sizes,
+        })
+    }
+
+    /// Runs `jobs` on up to `threads` threads (the calling one included), each in
+    /// its own workspace; the results in job order. Once a finished job satisfies
+    /// `stop`, no further job starts (those give `None`). What each job builds
+    /// depends only on the committed state and the job, so any number of threads
+    /// gives the same results for the jobs that ran.
+    #[allow(clippy::type_complexity)]
+    fn run_all(
+        &self,
+        jobs: &[Job],
+        threads: usize,
+        stop: &(dyn Fn(&Job, &Result<Built, OverBudget>) -> bool + Sync),
+    ) -> Vec<Option<Result<Built, OverBudget>>> {
+        use std::sync::Mutex;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let next = AtomicUsize::new(0);
+        let stopped = AtomicBool::new(false);
+        let out: Mutex<Vec<Option<Result<Built, OverBudget>>>> =
+            Mutex::new((0..jobs.len()).map(|_| None).collect());
+        let work = || {
+            while !stopped.load(Ordering::Acquire) {
+                let i = next.fetch_add(1, Ordering::AcqRel);
+                let Some(&job) = jobs.get(i) else { break };
+                let r = self.run(job);
+                if stop(&job, &r) {
+                    stopped.store(true, Ordering::Release);
+                }
+                if let Ok(mut o) = out.lock() {
+                    o[i] = Some(r);
+                }
+            }
+        };
+        let threads = threads.clamp(1, jobs.len().max(1));
+        if threads == 1 {
+            work();
+        } else {
+            std::thread::scope(|s| {
+                for _ in 1..threads {
+                    s.spawn(work);
+                }
+                work();
+            });
+        }
+        out.into_inner().unwrap_or_default()
+    }
+}
+
+/// Appends the chosen attempt's workspace to the committed state: its arena, its
+/// candidates and memo (single tree or partitions), its leaf pairs to the interner.
+/// `false` (nothing changed) if the state changed since the workspace was made.
+fn commit(
+    b: Built,
+    single: bool,
+    arena: &mut Arena,
+    shared: &mut Shared,
+    interner: &mut Interner,
+) -> bool {
+    let (cands, memo) = if single {
+        (&mut shared.cands, &mut shared.memo)
+    } else {
+        (&mut shared.part_cands, &mut shared.part_memo)
     };
-    let forget = |arena: &mut Arena, shared: &mut Shared| {
-        arena.rollback(mark);
-        shared.rollback(mark);
+    if !arena.extends_to(&b.arena) || !cands.extends_to(&b.cands) {
+        return false;
+    }
+    let next = if single {
+        interner.verdicts.len()
+    } else {
+        interner.pairs.len()
     };
+    let mut same = arena.absorb(b.arena) && cands.absorb(b.cands);
+    tree::absorb_memo(memo, b.memo);
+    for (k, &(e, p)) in b.ids.iter().enumerate() {
+        let id = if single {
+            interner.verdicts(e, p)
+        } else {
+            interner.pair(e, p)
+        };
+        same &= id as usize == next + k;
+    }
+    same
+}
+
+/// Chooses the program-family's arrangement (module doc, [`build_one`]): `true` and
+/// the attempt for one tree, `false` and it for partitions, `None` if none fits.
+/// Independent attempts run at once on up to `cfg.build_threads` threads; the
+/// choice is the same for any number.
+fn choose(
+    ctx: &Ctx<'_>,
+    cfg: &BuildConfig,
+    partitioned_at: Option<usize>,
+    entries: usize,
+) -> Option<(bool, Built)> {
+    let threads = cfg.build_threads.max(1);
     let part_cap = cfg.memory_budget / 4;
     let try_single =
         partitioned_at.is_none_or(|n| entries < n) && cfg.single_tree_bytes_per_entry > 0;
@@ -1202,33 +1460,14 @@ fn build_one(
     let single_cap = single_out
         .saturating_mul(SCRATCH_FACTOR)
         .min(cfg.memory_budget);
-    // One tree within a small room first: if it fits and is shallow enough that no
-    // arrangement of two or more trees can cost less, nothing else is tried.
+    // A single tree below this depth is kept at once: no arrangement of two or more
+    // trees can cost less.
+    let shallow = 2 * (1 + ROUND_COST);
+    let wins = |job: &Job, r: &Result<Built, OverBudget>| {
+        matches!(job, Job::Single { .. }) && matches!(r, Ok(b) if b.m.depth < shallow)
+    };
+    // One tree within a small room first (beside the first partitioned plan).
     let probe = single_cap.min(entries.saturating_mul(PROBE_BYTES_PER_ENTRY) + ATTEMPT_FLOOR);
-    if try_single {
-        limit_to(arena, probe);
-        let mut leaf = |e: u32, p: u32| interner.verdicts(e, p);
-        let mut t = TreeBuilder::new(
-            family,
-            &shared.boxes,
-            &mut shared.cands,
-            &mut shared.memo,
-            params,
-            &mut leaf,
-            arena,
-        );
-        let single = t.build(&merged).map(|root| (root, t.max_depth));
-        arena.slot_limit = full_limit;
-        arena.scratch = 0;
-        match single {
-            Ok((root, depth)) if depth < 2 * (1 + ROUND_COST) => {
-                stats.depth = stats.depth.max(depth);
-                stats.trees += 1;
-                return Ok((Root::Single(root), entries));
-            }
-            _ => forget(arena, shared),
-        }
-    }
     // The single tree tried with partitions in hand: its output may take the larger
     // of a multiple of the best partitioned bytes and `single_tree_bytes_per_entry` per
     // entry, its build indexes [`SINGLE_SCRATCH_FACTOR`] times that, all within the
@@ -1236,8 +1475,7 @@ fn build_one(
     // partitions (a few hundred KB) must not starve a single tree that needs a few MB
     // and several times that in indexes; but it is capped at
     // `single_tree_bytes_factor` times those bytes (its indexes follow the output).
-    // Returns the output's room and the whole room.
-    let single_room = |b: Option<&Measured>| -> (usize, usize) {
+    let single_job = |b: Option<&Measured>| -> Job {
         let out_room = b.map_or(single_out, |b| {
             let own = single_out.max(SINGLE_FACTOR * b.bytes + ATTEMPT_FLOOR);
             match cfg.single_tree_bytes_factor {
@@ -1248,152 +1486,166 @@ fn build_one(
         let room = cfg
             .memory_budget
             .min(out_room.saturating_mul(1 + SINGLE_SCRATCH_FACTOR));
-        (out_room, room)
-    };
-    let build_single = |arena: &mut Arena,
-                        shared: &mut Shared,
-                        interner: &mut Interner,
-                        (out_room, room): (usize, usize)|
-     -> Result<(Slot, u32), OverBudget> {
-        limit_to(arena, room);
-        arena.out_limit = Some((base + out_room.min(room)) / tree::SLOT_BYTES);
-        let mut leaf = |e: u32, p: u32| interner.verdicts(e, p);
-        let mut t = TreeBuilder::new(
-            family,
-            &shared.boxes,
-            &mut shared.cands,
-            &mut shared.memo,
-            params,
-            &mut leaf,
-            arena,
-        );
-        let single = t.build(&merged).map(|root| (root, t.max_depth));
-        arena.slot_limit = full_limit;
-        arena.out_limit = None;
-        arena.scratch = 0;
-        single
-    };
-    // The single tree tried right after the first partitioned arrangement: its room
-    // and its depth if it fitted (then it was forgotten).
-    let mut early: Option<(usize, Option<u32>)> = None;
-    let mut best: Option<(Plan, Measured, Vec<usize>)> = None;
-    let sd = plan_of(|s| s & 3);
-    let firsts = [sd, plan_of(|s| s & 1), plan_of(|s| (s >> 1) & 1)];
-    for plan in firsts.iter().chain([plan_of(|s| s)].iter()) {
-        if *plan == plan_of(|s| s) && best.is_some() {
-            break; // all four fields only when the two-field plans failed
+        Job::Single {
+            room,
+            out: Some(out_room),
         }
-        let room = best.as_ref().map_or(part_cap, |b| {
-            part_cap.min(MERGE_FACTOR * b.1.bytes + ATTEMPT_FLOOR)
-        });
-        limit_to(arena, room);
-        let r = build_plan(plan, arena, shared, interner);
-        forget(arena, shared);
-        if let Ok((_, m, sizes)) = r
-            && best.as_ref().is_none_or(|b| m.cost < b.1.cost)
+    };
+    let room_of = |j: &Job| match j {
+        Job::Single { room, .. } | Job::Plan { room, .. } => *room,
+    };
+    let plan_room = |best: &Option<(Plan, Built)>| {
+        best.as_ref().map_or(part_cap, |b| {
+            part_cap.min(MERGE_FACTOR * b.1.m.bytes + ATTEMPT_FLOOR)
+        })
+    };
+    // Keeps the better of `best` and plan `plan`'s result (the earlier on a tie).
+    let better = |best: &mut Option<(Plan, Built)>, plan: Plan, r: Result<Built, OverBudget>| {
+        if let Ok(b) = r
+            && best.as_ref().is_none_or(|x| b.m.cost < x.1.m.cost)
         {
-            best = Some((*plan, m, sizes));
+            *best = Some((plan, b));
         }
-        // With the first arrangement measured, the single tree (in the room that
-        // arrangement gives it): if it fits below the depth no arrangement of two or
-        // more trees can beat, the other arrangements are not built.
-        if let Some(b) = best.as_ref().filter(|_| try_single && early.is_none()) {
-            let rooms = single_room(Some(&b.1));
-            if rooms.1 > probe {
-                let single = build_single(arena, shared, interner, rooms);
-                match single {
-                    Ok((root, depth)) if depth < 2 * (1 + ROUND_COST) => {
-                        stats.depth = stats.depth.max(depth);
-                        stats.trees += 1;
-                        return Ok((Root::Single(root), entries));
-                    }
-                    _ => forget(arena, shared),
-                }
-                early = Some((rooms.1, single.ok().map(|(_, d)| d)));
+    };
+    let sd = plan_of(|s| s & 3);
+    let mut best: Option<(Plan, Built)> = None;
+    // Stage 0: the probe and the source x destination plan.
+    let mut jobs = Vec::new();
+    if try_single {
+        jobs.push(Job::Single {
+            room: probe,
+            out: None,
+        });
+    }
+    jobs.push(Job::Plan {
+        plan: sd,
+        room: part_cap,
+    });
+    let mut res = ctx.run_all(&jobs, threads, &wins);
+    let first = res.pop().flatten();
+    if let Some(Some(Ok(b))) = res.pop().filter(|_| try_single)
+        && b.m.depth < shallow
+    {
+        return Some((true, b));
+    }
+    if let Some(r) = first {
+        better(&mut best, sd, r);
+    }
+    // Stage 1: source only and destination only, in the room the first plan gives;
+    // beside them the single tree in the room that plan gives it (kept at once if
+    // shallow; if it fits deeper, kept for the comparison at the end).
+    // The single tree's attempt with plans in hand: its room, and what it built.
+    let mut early: Option<(usize, Option<Built>)> = None;
+    let mut jobs = Vec::new();
+    if try_single && let Some(b) = &best {
+        let job = single_job(Some(&b.1.m));
+        if room_of(&job) > probe {
+            jobs.push(job);
+        }
+    }
+    let with_early = !jobs.is_empty();
+    let later = [plan_of(|s| s & 1), plan_of(|s| (s >> 1) & 1)];
+    for plan in later {
+        jobs.push(Job::Plan {
+            plan,
+            room: plan_room(&best),
+        });
+    }
+    let mut res = ctx.run_all(&jobs, threads, &wins).into_iter();
+    if with_early {
+        let room = room_of(&jobs[0]);
+        match res.next().flatten() {
+            Some(Ok(b)) if b.m.depth < shallow => return Some((true, b)),
+            Some(Ok(b)) => early = Some((room, Some(b))),
+            _ => early = Some((room, None)),
+        }
+    }
+    for (plan, r) in later.into_iter().zip(res) {
+        if let Some(r) = r {
+            better(&mut best, plan, r);
+        }
+    }
+    // All four fields only when the two-field plans failed.
+    if best.is_none() {
+        let all = plan_of(|s| s);
+        let job = Job::Plan {
+            plan: all,
+            room: part_cap,
+        };
+        if let Some(Some(r)) = ctx.run_all(&[job], 1, &wins).pop() {
+            better(&mut best, all, r);
+        }
+    }
+    if try_single
+        && early.is_none()
+        && let Some(b) = &best
+    {
+        let job = single_job(Some(&b.1.m));
+        if room_of(&job) > probe {
+            match ctx.run_all(&[job], 1, &wins).pop().flatten() {
+                Some(Ok(b)) if b.m.depth < shallow => return Some((true, b)),
+                Some(Ok(b)) => early = Some((room_of(&job), Some(b))),
+                _ => early = Some((room_of(&job), None)),
             }
         }
     }
-    // Merge the smallest group into another while that lowers the cost.
+    // Merge the smallest group into another while that lowers the cost: the merges
+    // of one round (each in the room the round's best gives) run at once.
     let mut tries = 0;
-    while let Some((plan, m, sizes)) = best.clone() {
-        let (plan, k) = canonical(&plan);
+    while let Some((plan, b)) = &best {
+        let (plan, k) = canonical(plan);
         // Two groups merged are one tree of list positions, which the single tree
-        // below (pure leaves, no round) always beats when it fits.
+        // (pure leaves, no round) always beats when it fits.
         if k < 2 || (k == 2 && try_single) || tries >= MERGE_TRIES {
             break;
         }
+        let sizes = &b.sizes;
         let Some(small) = (0..k).filter(|&g| sizes[g] > 0).min_by_key(|&g| sizes[g]) else {
             break;
         };
-        let mut improved = false;
-        for into in (0..k).filter(|&g| g != small && sizes[g] > 0) {
-            if tries >= MERGE_TRIES {
-                break;
-            }
-            tries += 1;
-            let merged_plan: Plan = std::array::from_fn(|s| {
-                if plan[s] as usize == small {
-                    into as u8
-                } else {
-                    plan[s]
-                }
-            });
-            limit_to(arena, part_cap.min(MERGE_FACTOR * m.bytes + ATTEMPT_FLOOR));
-            let r = build_plan(&merged_plan, arena, shared, interner);
-            forget(arena, shared);
-            if let Ok((_, m2, sizes2)) = r
-                && best.as_ref().is_none_or(|b| m2.cost < b.1.cost)
-            {
-                best = Some((merged_plan, m2, sizes2));
-                improved = true;
+        let room = part_cap.min(MERGE_FACTOR * b.m.bytes + ATTEMPT_FLOOR);
+        let plans: Vec<Plan> = (0..k)
+            .filter(|&g| g != small && sizes[g] > 0)
+            .take(MERGE_TRIES - tries)
+            .map(|into| {
+                std::array::from_fn(|s| {
+                    if plan[s] as usize == small {
+                        into as u8
+                    } else {
+                        plan[s]
+                    }
+                })
+            })
+            .collect();
+        tries += plans.len();
+        let jobs: Vec<Job> = plans.iter().map(|&plan| Job::Plan { plan, room }).collect();
+        let cost = b.m.cost;
+        for (plan, r) in plans.into_iter().zip(ctx.run_all(&jobs, threads, &wins)) {
+            if let Some(r) = r {
+                better(&mut best, plan, r);
             }
         }
-        if !improved {
+        if best.as_ref().is_none_or(|b| b.1.m.cost >= cost) {
             break;
         }
     }
     // One tree again, in the room the best arrangement gives it, unless the early
-    // attempt already showed it fails in at least that room or loses to that
-    // arrangement.
-    let rooms = single_room(best.as_ref().map(|b| &b.1));
-    let settled = early.is_some_and(|(room, depth)| match depth {
-        None => rooms.1 <= room,
-        Some(d) => best.as_ref().is_some_and(|b| d >= b.1.cost),
-    });
-    if try_single && rooms.1 > probe && !settled {
-        match build_single(arena, shared, interner, rooms) {
-            Ok((root, depth)) if best.as_ref().is_none_or(|b| depth < b.1.cost) => {
-                stats.depth = stats.depth.max(depth);
-                stats.trees += 1;
-                return Ok((Root::Single(root), entries));
-            }
-            _ => forget(arena, shared),
-        }
-    }
-    // The best partitioned arrangement, built again within the whole budget.
-    arena.slot_limit = full_limit;
-    arena.scratch = 0;
-    let Some((plan, _, _)) = best else {
-        return Err("tree nodes, even partitioned");
+    // attempt settled it: it failed in at least that room, or it fitted (then it is
+    // the single tree, kept if it costs less than that arrangement).
+    let late = single_job(best.as_ref().map(|b| &b.1.m));
+    let single = match early {
+        Some((_, Some(s))) => Some(s),
+        Some((room, None)) if room_of(&late) <= room => None,
+        _ if try_single && room_of(&late) > probe => ctx
+            .run_all(&[late], 1, &wins)
+            .pop()
+            .flatten()
+            .and_then(Result::ok),
+        _ => None,
     };
-    match build_plan(&plan, arena, shared, interner) {
-        Ok((roots, m, _)) => {
-            arena.scratch = 0;
-            stats.depth = stats.depth.max(m.depth);
-            stats.trees += roots.len();
-            Ok((
-                Root::Partitioned(Box::new(Partitioned {
-                    roots,
-                    enforced: ev.iter().map(|&(_, d)| d).collect(),
-                    pending: pv.iter().map(|&(_, d)| d).collect(),
-                })),
-                entries,
-            ))
-        }
-        Err(OverBudget) => {
-            forget(arena, shared);
-            Err("tree nodes, even partitioned")
-        }
+    match (single, best) {
+        (Some(s), b) if b.as_ref().is_none_or(|b| s.m.depth < b.1.m.cost) => Some((true, s)),
+        (_, b) => b.map(|b| (false, b.1)),
     }
 }
 

@@ -443,6 +443,7 @@ proptest! {
         let cfg = BuildConfig {
             single_tree_bytes_per_entry: if picks[0].5 { 0 } else { 2048 },
             single_tree_bytes_factor: if picks[1].5 { 1 } else { 16 },
+            build_threads: if picks[2].5 { 1 } else { 2 },
             ..BuildConfig::default()
         };
         let mut c = Classifier::build(&set, &cfg).map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -462,6 +463,97 @@ proptest! {
                 prop_assert_eq!(resolve(&c, g.ingress), resolve(&l, w.ingress), "ingress of {:?}, {}", k, kernel.name());
             }
         }
+    }
+}
+
+/// Whether two classifiers are the same, table for table (not only in their lookups).
+fn identical(a: &Classifier, b: &Classifier) -> bool {
+    a.slots[..] == b.slots[..]
+        && a.starts == b.starts
+        && a.items == b.items
+        && a.decisions == b.decisions
+        && a.verdicts == b.verdicts
+        && a.pairs == b.pairs
+        && a.traces == b.traces
+        && format!("{:?}", a.roots) == format!("{:?}", b.roots)
+        && a.stats.bytes == b.stats.bytes
+        && a.stats.depth == b.stats.depth
+        && a.stats.trees == b.stats.trees
+}
+
+/// Builds `set` with `cfg` on 1, 2 and 3 threads: the classifiers must be identical
+/// (the attempts of an arrangement run at once, the choice must not depend on that).
+fn check_threads(set: &PolicySet, cfg: &BuildConfig) -> Result<(), TestCaseError> {
+    let build = |threads: usize| {
+        let cfg = BuildConfig {
+            build_threads: threads,
+            ..*cfg
+        };
+        Classifier::build(set, &cfg).map_err(|e| TestCaseError::fail(e.to_string()))
+    };
+    let serial = build(1)?;
+    for threads in [2, 3] {
+        let parallel = build(threads)?;
+        prop_assert!(
+            identical(&serial, &parallel),
+            "{threads} threads: {:?} against {:?}",
+            parallel.stats(),
+            serial.stats()
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Serial and parallel builds give the same classifier, with one tree or
+    /// partitions (also when later attempts are abandoned in small rooms).
+    #[test]
+    fn parallel_builds_equal_serial_builds(
+        a in arb_program(),
+        b in arb_program(),
+        partitioned in any::<bool>(),
+        factor in prop::sample::select(vec![0usize, 1, 16]),
+    ) {
+        let set = PolicySet { programs: vec![a, b], endpoints: vec![] };
+        let cfg = BuildConfig {
+            single_tree_bytes_per_entry: if partitioned { 0 } else { 6144 },
+            single_tree_bytes_factor: factor,
+            ..BuildConfig::default()
+        };
+        check_threads(&set, &cfg)?;
+    }
+}
+
+/// On the crossing rules every stage of the choice runs (the small single tree
+/// fails, plans and merges are built and dropped, the single tree comes back): the
+/// chosen attempt's workspace, appended to the classifier, must agree with the linear
+/// reference, and serial and parallel builds must be identical, for each factor
+/// (single tree kept, or partitions kept after a dropped single tree).
+#[test]
+fn chosen_workspace_agrees_and_threads_do_not_matter() {
+    let mut s = 11u64;
+    let p = crossing_rules(&mut s);
+    let keys = packets(&p, &edge_picks(&mut s));
+    let set = PolicySet {
+        programs: vec![p.clone(), p.clone()],
+        endpoints: vec![],
+    };
+    for factor in [0, 1, 16] {
+        for threads in [1, 2] {
+            let cfg = BuildConfig {
+                single_tree_bytes_factor: factor,
+                build_threads: threads,
+                ..BuildConfig::default()
+            };
+            check_program_with(&p, &keys, &cfg).expect("agrees");
+        }
+        let cfg = BuildConfig {
+            single_tree_bytes_factor: factor,
+            ..BuildConfig::default()
+        };
+        check_threads(&set, &cfg).expect("same classifier");
     }
 }
 

@@ -174,6 +174,29 @@ pub(crate) struct Arena {
     /// indexes) may take, when the current attempt bounds its output apart from
     /// what it holds in all ([`Arena::slot_limit`]).
     pub(crate) out_limit: Option<usize>,
+    /// Where this arena's own slots, items and starts begin: zero for a classifier's
+    /// arena, its length for a workspace built over it ([`Arena::over`]), whose
+    /// offsets continue it so that it can be appended as it is ([`Arena::absorb`]).
+    base: Base,
+}
+
+/// See [`Arena::base`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Base {
+    slots: usize,
+    items: usize,
+    table: usize,
+}
+
+/// The committed state a workspace builds over, read only: its arena (nodes, lists
+/// and starts are looked up there before being made anew), memo and candidates.
+/// Several workspaces may build over the same state at once, each on its own thread;
+/// what one builds depends only on that state and its own inputs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Below<'a> {
+    pub(crate) arena: &'a Arena,
+    pub(crate) memo: &'a Memo,
+    pub(crate) cands: &'a Cands,
 }
 
 impl Arena {
@@ -184,11 +207,52 @@ impl Arena {
         self.slot_limit = slot_limit.min(slot::MAX_SLOTS);
     }
 
+    /// An empty workspace over `below`: its offsets continue `below`'s, it finds
+    /// `below`'s nodes, lists and starts (passed to each call), and its limits count
+    /// only what it holds itself.
+    pub(crate) fn over(below: &Arena) -> Arena {
+        Arena {
+            base: below.end(),
+            ..Arena::default()
+        }
+    }
+
+    /// Where the next own slot, item and starts word go.
+    fn end(&self) -> Base {
+        Base {
+            slots: self.base.slots + self.slots.len(),
+            items: self.base.items + self.items.len(),
+            table: self.base.table + self.table.len(),
+        }
+    }
+
+    /// Whether `top` is a workspace built over this arena as it is now.
+    pub(crate) fn extends_to(&self, top: &Arena) -> bool {
+        top.base == self.end()
+    }
+
+    /// Appends `top`, a workspace built over this arena as it is now, with its
+    /// indexes; `false` (nothing appended) if this arena changed since.
+    pub(crate) fn absorb(&mut self, top: Arena) -> bool {
+        if !self.extends_to(&top) {
+            return false;
+        }
+        append(&mut self.slots, top.slots);
+        append(&mut self.items, top.items);
+        append(&mut self.table, top.table);
+        self.inner_nodes += top.inner_nodes;
+        extend(&mut self.nodes, top.nodes);
+        extend(&mut self.lists, top.lists);
+        extend(&mut self.table_index, top.table_index);
+        true
+    }
+
     /// The slot of a node cutting `bits` bits at `shift` of key word `word`, whose
     /// children form `runs` (first child index, slot; the first at 0, neighbours
-    /// differ), stored once.
+    /// differ), stored once (in `below` or here).
     fn node(
         &mut self,
+        below: Option<&Arena>,
         word: u32,
         shift: u32,
         bits: u32,
@@ -204,15 +268,18 @@ impl Arena {
             key.extend([at as u64, child]);
         }
         let n = 1usize << bits;
-        if let Some(&(slot, _)) = self.nodes.get(&key) {
+        if let Some(&(slot, _)) = below
+            .and_then(|b| b.nodes.get(&key))
+            .or_else(|| self.nodes.get(&key))
+        {
             return Ok(slot);
         }
         // Stored as one child per run when there are few runs, else as the full array
         // of the window's 256 values: each of the `n` children `2^(8 - bits)` times.
-        let mark = self.slots.len();
+        let mark = self.end().slots;
         let slot = if runs.len() <= MAX_RUNS {
             let runs: Vec<(u8, Slot)> = runs.iter().map(|&(at, c)| (at as u8, c)).collect();
-            self.runs_node(word, shift, bits, &runs)?
+            self.runs_node(below, word, shift, bits, &runs)?
         } else {
             let repeat = PLAIN_MAX_CHILDREN / n;
             let mut children = Vec::with_capacity(PLAIN_MAX_CHILDREN);
@@ -230,6 +297,7 @@ impl Arena {
     /// A ranged node (or a tree of them) over `runs` (start, child), the first start 0.
     fn runs_node(
         &mut self,
+        below: Option<&Arena>,
         word: u32,
         shift: u32,
         bits: u32,
@@ -246,7 +314,8 @@ impl Arena {
             });
         }
         if runs.len() <= MAX_RUNS
-            && let Some(entry) = slot::starts_word(&starts, bits).and_then(|w| self.table_entry(w))
+            && let Some(entry) =
+                slot::starts_word(&starts, bits).and_then(|w| self.table_entry(below, w))
         {
             return self.store(&children, |off| slot::tabled(word, shift, bits, off, entry));
         }
@@ -255,22 +324,26 @@ impl Arena {
         let per = runs.len().div_ceil(INLINE_STARTS + 1);
         let mut top = Vec::with_capacity(INLINE_STARTS + 1);
         for g in runs.chunks(per) {
-            top.push((g[0].0, self.runs_node(word, shift, bits, g)?));
+            top.push((g[0].0, self.runs_node(below, word, shift, bits, g)?));
         }
-        self.runs_node(word, shift, bits, &top)
+        self.runs_node(below, word, shift, bits, &top)
     }
 
     /// The starts-table entry holding starts word `w`, added if there is room.
-    fn table_entry(&mut self, w: u64) -> Option<usize> {
-        if let Some(&i) = self.table_index.get(&w) {
+    fn table_entry(&mut self, below: Option<&Arena>, w: u64) -> Option<usize> {
+        if let Some(&i) = below
+            .and_then(|b| b.table_index.get(&w))
+            .or_else(|| self.table_index.get(&w))
+        {
             return Some(i as usize);
         }
-        if self.table.len() >= MAX_TABLE {
+        let at = self.end().table;
+        if at >= MAX_TABLE {
             return None;
         }
         self.table.push(w);
-        self.table_index.insert(w, (self.table.len() - 1) as u32);
-        Some(self.table.len() - 1)
+        self.table_index.insert(w, at as u32);
+        Some(at)
     }
 
     /// Appends a node body; `slot_of(offset)` makes its slot.
@@ -282,55 +355,37 @@ impl Arena {
         if !self.fits(body.len(), body.len()) {
             return Err(OverBudget);
         }
-        let slot = slot_of(self.slots.len()).ok_or(OverBudget)?;
+        let slot = slot_of(self.end().slots).ok_or(OverBudget)?;
         self.slots.extend_from_slice(body);
         self.inner_nodes += 1;
         Ok(slot)
     }
 
     /// The slot of a leaf list, stored once.
-    fn list(&mut self, items: Vec<Item>) -> Result<Slot, OverBudget> {
+    fn list(&mut self, below: Option<&Arena>, items: Vec<Item>) -> Result<Slot, OverBudget> {
         // The count has 30 bits in the slot (`LIST` and `LEAF` above it).
         if items.len() >= 1 << 30 {
             return Err(OverBudget);
         }
         let count = items.len() as u64;
-        if let Some(&off) = self.lists.get(&items) {
+        if let Some(&off) = below
+            .and_then(|b| b.lists.get(&items))
+            .or_else(|| self.lists.get(&items))
+        {
             return Ok(LEAF | LIST | (count << 32) | u64::from(off));
         }
         // Items are counted against the slot limit at their size in slots.
         // (once in the arena, once as the key of `lists`).
         let cost = 2 * items.len() * size_of::<Item>() / SLOT_BYTES;
-        if !self.fits(cost, cost / 2) || self.items.len() + items.len() > u32::MAX as usize {
+        let at = self.end().items;
+        if !self.fits(cost, cost / 2) || at + items.len() > u32::MAX as usize {
             return Err(OverBudget);
         }
-        let off = self.items.len() as u32;
+        let off = at as u32;
         self.items.extend_from_slice(&items);
         self.scratch += items.len() * size_of::<Item>() + NODE_KEY_OVERHEAD;
         self.lists.insert(items, off);
         Ok(LEAF | LIST | (count << 32) | u64::from(off))
-    }
-
-    /// The current size, to roll back to.
-    pub(crate) fn mark(&self) -> (usize, usize, usize, usize) {
-        (
-            self.slots.len(),
-            self.items.len(),
-            self.inner_nodes,
-            self.table.len(),
-        )
-    }
-
-    /// Forgets everything stored since `mark`. Run-start words tabled since then are
-    /// used only by the slots rolled back, so they go too.
-    pub(crate) fn rollback(&mut self, (slots, items, inner, table): (usize, usize, usize, usize)) {
-        self.slots.truncate(slots);
-        self.items.truncate(items);
-        self.table.truncate(table);
-        self.inner_nodes = inner;
-        self.nodes.retain(|_, (_, off)| *off < slots);
-        self.lists.retain(|_, off| (*off as usize) < items);
-        self.table_index.retain(|_, i| (*i as usize) < table);
     }
 
     /// Whether `held` more slots in all, `out` of them output, stay within the limits.
@@ -380,27 +435,108 @@ pub(crate) struct Cand {
 /// equal id lists (the memo's key).
 #[derive(Debug, Default)]
 pub(crate) struct Cands {
-    pub(crate) all: Vec<Cand>,
+    all: Vec<Cand>,
     ids: HashMap<Cand, u32>,
+    /// The id of `all[0]`: zero, or for a workspace's candidates the count of the
+    /// candidates it builds over ([`Cands::over`]).
+    base: usize,
 }
 
 impl Cands {
-    pub(crate) fn id(&mut self, c: Cand) -> u32 {
+    /// Candidates interned over `below` (ids continue `below`'s).
+    pub(crate) fn over(below: &Cands) -> Cands {
+        Cands {
+            base: below.base + below.all.len(),
+            ..Cands::default()
+        }
+    }
+
+    /// The id of `c`, found in `below` or here, else added here.
+    fn id(&mut self, below: Option<&Cands>, c: Cand) -> u32 {
+        if let Some(&id) = below.and_then(|b| b.ids.get(&c)) {
+            return id;
+        }
+        let next = (self.base + self.all.len()) as u32;
         *self.ids.entry(c).or_insert_with(|| {
             self.all.push(c);
-            (self.all.len() - 1) as u32
+            next
         })
+    }
+
+    /// Candidate `id`, held here or in `below`.
+    fn get(&self, below: Option<&Cands>, id: u32) -> Cand {
+        match (id as usize).checked_sub(self.base) {
+            Some(i) => self.all[i],
+            // Not reached: a candidate id below `base` was found in `below`.
+            None => below.map_or(
+                Cand {
+                    bx: 0,
+                    e: NONE,
+                    p: NONE,
+                },
+                |b| b.get(None, id),
+            ),
+        }
+    }
+
+    /// Whether `top` holds candidates interned over these as they are now.
+    pub(crate) fn extends_to(&self, top: &Cands) -> bool {
+        top.base == self.base + self.all.len()
+    }
+
+    /// Appends `top`, candidates interned over these as they are now; `false`
+    /// (nothing appended) if these changed since.
+    pub(crate) fn absorb(&mut self, top: Cands) -> bool {
+        if !self.extends_to(&top) {
+            return false;
+        }
+        append(&mut self.all, top.all);
+        extend(&mut self.ids, top.ids);
+        true
     }
 }
 
 /// Subtrees already built, by what determines them: the candidate list and the region
 /// in the fields where some candidate still has a boundary (in the other fields every
-/// candidate covers the region, so no descendant cuts them). Bucketed by hash.
-pub(crate) type Memo = HashMap<u64, Vec<MemoEntry>>;
+/// candidate covers the region, so no descendant cuts them), packed into one key of
+/// words ([`TreeBuilder::memo_key`]; one memo serves one family).
+pub(crate) type Memo = HashMap<Box<[u32]>, Slot>;
 
-/// See [`Memo`]: (candidates, region in the fields that matter, slot, and the arena's
-/// slot and item counts when it was made, to forget it on a rollback).
-pub(crate) type MemoEntry = (Box<[u32]>, [(u128, u32); DIMS], Slot, usize, usize);
+/// Bytes a memo entry holds besides its key's words: the key's pointer and length,
+/// the slot, and the hash-map and allocation overhead.
+pub(crate) const MEMO_ENTRY_BYTES: usize = size_of::<Box<[u32]>>() + SLOT_BYTES + NODE_KEY_OVERHEAD;
+
+/// Bytes a memo entry counts against an attempt's room besides its candidate list:
+/// what an entry took before the keys were packed (list, region of five 128-bit
+/// starts and lengths, slot, two marks: 200 bytes, plus [`NODE_KEY_OVERHEAD`]),
+/// with which the rooms of the arrangement choice were measured. A packed entry
+/// takes about half, so a room now bounds about half the memory it did, and the
+/// same attempts fit or fail as before.
+const MEMO_ENTRY_COUNTED: usize = 200 + NODE_KEY_OVERHEAD;
+
+/// Adds the entries of `top`, a workspace's memo, to `memo`.
+pub(crate) fn absorb_memo(memo: &mut Memo, top: Memo) {
+    extend(memo, top);
+}
+
+/// `v` followed by `top` (taken as it is when `v` is empty).
+fn append<T: Copy>(v: &mut Vec<T>, top: Vec<T>) {
+    if v.is_empty() {
+        *v = top;
+    } else {
+        v.extend_from_slice(&top);
+    }
+}
+
+/// `m` with the entries of `top`, whose keys it does not hold (taken as it is when
+/// `m` is empty).
+fn extend<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>, top: HashMap<K, V>) {
+    if m.is_empty() {
+        *m = top;
+    } else {
+        m.extend(top);
+    }
+}
 
 /// Builds the tree of one candidate list in one family.
 ///
@@ -417,6 +553,11 @@ pub(crate) struct TreeBuilder<'a> {
     pub(crate) leaf: &'a mut dyn FnMut(u32, u32) -> u32,
     pub(crate) arena: &'a mut Arena,
     pub(crate) memo: &'a mut Memo,
+    /// The committed state `arena`, `memo` and `cands` build over, if they are a
+    /// workspace's.
+    pub(crate) below: Option<Below<'a>>,
+    /// The buffer memo keys are packed into for lookups.
+    key_buf: Vec<u32>,
     pub(crate) max_depth: u32,
     /// Progress of the build: the share of the root's work (by candidate-list length)
     /// in finished subtrees of the top levels, and the arena size at the start. When
@@ -467,6 +608,7 @@ impl<'a> TreeBuilder<'a> {
         params: CutParams,
         leaf: &'a mut dyn FnMut(u32, u32) -> u32,
         arena: &'a mut Arena,
+        below: Option<Below<'a>>,
     ) -> Self {
         TreeBuilder {
             family,
@@ -476,9 +618,21 @@ impl<'a> TreeBuilder<'a> {
             leaf,
             arena,
             memo,
+            below,
+            key_buf: Vec::new(),
             max_depth: 0,
             progress: Progress::default(),
         }
+    }
+
+    /// Candidate `id`.
+    fn cand(&self, id: u32) -> Cand {
+        self.cands.get(self.below.map(|b| b.cands), id)
+    }
+
+    /// The id of candidate `c`.
+    fn cand_id(&mut self, c: Cand) -> u32 {
+        self.cands.id(self.below.map(|b| b.cands), c)
     }
 
     fn width(&self, d: usize) -> u32 {
@@ -532,7 +686,7 @@ impl<'a> TreeBuilder<'a> {
             if keep.e == NONE && keep.p == NONE {
                 continue;
             }
-            canonical.push(self.cands.id(keep));
+            canonical.push(self.cand_id(keep));
             if self.covers_region(c.bx, &root) {
                 e_cov |= keep.e != NONE;
                 p_cov |= keep.p != NONE;
@@ -553,7 +707,7 @@ impl<'a> TreeBuilder<'a> {
     fn firsts(&self, list: &[u32]) -> (Option<Cand>, Option<Cand>) {
         let (mut fe, mut fp) = (None, None);
         for &i in list {
-            let c = self.cands.all[i as usize];
+            let c = self.cand(i);
             if fe.is_none() && c.e != NONE {
                 fe = Some(c);
             }
@@ -616,16 +770,13 @@ impl<'a> TreeBuilder<'a> {
             let pd = fp.map_or(NONE, |c| c.p);
             return Ok(slot::leaf((self.leaf)(ed, pd)));
         }
-        let mut boxes: Vec<u32> = list
-            .iter()
-            .map(|&i| self.cands.all[i as usize].bx)
-            .collect();
+        let mut boxes: Vec<u32> = list.iter().map(|&i| self.cand(i).bx).collect();
         boxes.sort_unstable();
         boxes.dedup();
         if boxes.len() <= self.params.binth
             && let Some(items) = self.leaf_items(r, list)
         {
-            return self.arena.list(items);
+            return self.arena.list(self.below.map(|b| b.arena), items);
         }
         let align = self.boundaries(r, &boxes);
         let region: [(u128, u32); DIMS] = std::array::from_fn(|d| {
@@ -635,16 +786,26 @@ impl<'a> TreeBuilder<'a> {
                 (0, u32::MAX)
             }
         });
-        // Hash first, compare on a hit: no key is allocated unless the node is new.
-        let hash = {
-            use std::hash::BuildHasher;
-            foldhash::fast::FixedState::default().hash_one((list, &region))
+        // The key is packed in a reused buffer: nothing is allocated unless the node
+        // is new.
+        let mut key = std::mem::take(&mut self.key_buf);
+        self.memo_key(list, &region, &mut key);
+        let found = self
+            .below
+            .and_then(|b| b.memo.get(&key[..]))
+            .or_else(|| self.memo.get(&key[..]))
+            .copied();
+        let key: Box<[u32]> = match found {
+            Some(slot) => {
+                self.key_buf = key;
+                return Ok(slot);
+            }
+            None => {
+                let k = key[..].into();
+                self.key_buf = key;
+                k
+            }
         };
-        if let Some(bucket) = self.memo.get(&hash)
-            && let Some(found) = bucket.iter().find(|m| *m.0 == *list && m.1 == region)
-        {
-            return Ok(found.2);
-        }
         let (d, bits) = self.choose_cut(r, &boxes, &align);
         let width = self.width(d);
         let below = width - r.len[d] - bits; // bits under the cut
@@ -669,15 +830,27 @@ impl<'a> TreeBuilder<'a> {
             (base, below)
         };
         let (word, at) = slot::lane_position(self.family, lane);
-        let slot = self.arena.node(word, at + shift, bits, &runs)?;
-        let made = (self.arena.slots.len(), self.arena.items.len());
-        self.arena.scratch +=
-            std::mem::size_of_val(list) + size_of::<MemoEntry>() + NODE_KEY_OVERHEAD;
-        self.memo
-            .entry(hash)
-            .or_default()
-            .push((list.into(), region, slot, made.0, made.1));
+        let slot = self
+            .arena
+            .node(self.below.map(|b| b.arena), word, at + shift, bits, &runs)?;
+        self.arena.scratch += std::mem::size_of_val(list) + MEMO_ENTRY_COUNTED;
+        self.memo.insert(key, slot);
         Ok(slot)
+    }
+
+    /// Packs the memo key of `list` over `region` into `key`: the list's length and
+    /// ids, then per field the region's prefix length and its start in as many
+    /// 32-bit words as the field is wide (most significant first).
+    fn memo_key(&self, list: &[u32], region: &[(u128, u32); DIMS], key: &mut Vec<u32>) {
+        key.clear();
+        key.push(list.len() as u32);
+        key.extend_from_slice(list);
+        for (d, &(lo, len)) in region.iter().enumerate() {
+            key.push(len);
+            for w in (0..self.width(d).div_ceil(32)).rev() {
+                key.push((lo >> (32 * w)) as u32);
+            }
+        }
     }
 
     /// Splits `list` among the children of a `bits`-bit cut of region `r` on field
@@ -699,7 +872,7 @@ impl<'a> TreeBuilder<'a> {
         let boxes = self.boxes;
         let mut bp: Vec<usize> = vec![0, n];
         for &i in list {
-            let b = &boxes[self.cands.all[i as usize].bx as usize];
+            let b = &boxes[self.cand(i).bx as usize];
             for &(a, z) in &b.0[d].0 {
                 if a > rhi || z < rlo {
                     continue;
@@ -731,7 +904,7 @@ impl<'a> TreeBuilder<'a> {
             if open == 0 {
                 break; // every cell already has both covers
             }
-            let c = self.cands.all[i as usize];
+            let c = self.cand(i);
             let others = self.covers_except(c.bx, r, d);
             let mut last = usize::MAX;
             let intervals = &boxes[c.bx as usize].0[d].0;
@@ -753,7 +926,7 @@ impl<'a> TreeBuilder<'a> {
                         e: if need_e { c.e } else { NONE },
                         p: if need_p { c.p } else { NONE },
                     };
-                    let id = if keep == c { i } else { self.cands.id(keep) };
+                    let id = if keep == c { i } else { self.cand_id(keep) };
                     cell.list.push(id);
                     let full = others && !(cut0 && k == k0) && !(cut1 && k == k1);
                     if full {
@@ -803,7 +976,7 @@ impl<'a> TreeBuilder<'a> {
         let cap = self.params.binth.max(1).saturating_mul(4);
         let mut items = Vec::new();
         for &i in list {
-            let c = self.cands.all[i as usize];
+            let c = self.cand(i);
             let b = &self.boxes[c.bx as usize];
             // Where the box covers the region the field needs no check (and must not
             // get one: a memoised list is shared by regions that differ in such fields).
@@ -879,17 +1052,13 @@ impl<'a> TreeBuilder<'a> {
                 .max(1);
             // The most bits whose node is cheap: few runs of children (stored ranged,
             // whatever the fan-out) or at most 2^8 children with bounded replication.
-            let mut chosen = self.child_counts(r, d, 1, boxes);
-            let mut chosen_bits = 1;
-            for bits in (2..=cap).rev() {
-                let c = self.child_counts(r, d, bits, boxes);
-                let limit = (self.params.spfac * n as f64) as usize;
-                if c.2 < MAX_RUNS || (bits <= self.params.max_bits && c.1 <= limit) {
-                    chosen = c;
-                    chosen_bits = bits;
-                    break;
-                }
-            }
+            // (Counted for one bit only when no wider cut is cheap.)
+            let limit = (self.params.spfac * n as f64) as usize;
+            let (chosen, chosen_bits) = (2..=cap)
+                .rev()
+                .map(|bits| (self.child_counts(r, d, bits, boxes), bits))
+                .find(|&(c, bits)| c.2 < MAX_RUNS || (bits <= self.params.max_bits && c.1 <= limit))
+                .unwrap_or_else(|| (self.child_counts(r, d, 1, boxes), 1));
             let cand = (chosen.0, chosen.1, chosen_bits, d);
             if best.is_none_or(|b| {
                 (cand.0, cand.1, std::cmp::Reverse(cand.2)) < (b.0, b.1, std::cmp::Reverse(b.2))
@@ -921,13 +1090,15 @@ impl<'a> TreeBuilder<'a> {
         let below = self.width(d) - r.len[d] - bits;
         let (rlo, rhi) = self.span(r, d);
         let n = 1usize << bits;
-        let mut diff = vec![0isize; n + 1];
+        let mut diff = [0isize; PLAIN_MAX_CHILDREN + 1];
         let mut partial = 0usize;
         // Child indices where the children may change (capped: only "few" matters).
-        let mut edges: Vec<usize> = Vec::with_capacity(2 * MAX_RUNS);
+        let mut edges = [0usize; 2 * MAX_RUNS + 1];
+        let mut found = 0usize;
         let mut edge = |c: usize| {
-            if c > 0 && c < n && edges.len() <= 2 * MAX_RUNS && !edges.contains(&c) {
-                edges.push(c);
+            if c > 0 && c < n && found < edges.len() && !edges[..found].contains(&c) {
+                edges[found] = c;
+                found += 1;
             }
         };
         for &b in boxes {
@@ -958,6 +1129,6 @@ impl<'a> TreeBuilder<'a> {
             cur += v;
             mx = mx.max(cur as usize);
         }
-        (mx, partial, edges.len())
+        (mx, partial, found)
     }
 }
