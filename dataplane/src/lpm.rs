@@ -17,6 +17,9 @@ use std::sync::Arc;
 
 use ipnet::{IpNet, Ipv4Net};
 
+use crate::arch::walk::{self, Kernel};
+use crate::classifier::slot::BLOCK;
+
 /// Bits of every level after the first.
 const STRIDE: u32 = 8;
 const FANOUT: usize = 1 << STRIDE;
@@ -357,10 +360,25 @@ impl WideLpm {
         Ok(WideLpm { v4: t })
     }
 
+    /// Set in [`WideLpm::lookup_block`]'s answers that are values.
+    pub const HIT: u64 = u64::LEAF;
+
     /// The value of the longest prefix containing `a`.
     #[inline(always)]
     pub fn lookup(&self, a: u32) -> Option<u64> {
         self.v4.lookup32(a).map(|s| s & !u64::LEAF)
+    }
+
+    /// [`WideLpm::lookup`] of a block of addresses, all levels of eight addresses
+    /// at a time with kernel `k`'s gathers where it has them: `out[j]` is
+    /// [`WideLpm::HIT`]` | value` of `a[j]`, or 0 for no value.
+    #[inline]
+    pub(crate) fn lookup_block(&self, k: Kernel, a: &[u32; BLOCK], out: &mut [u64; BLOCK]) {
+        if !walk::lpm16_block(k, &self.v4.root, &self.v4.nodes, a, out) {
+            for (o, &x) in out.iter_mut().zip(a) {
+                *o = self.v4.lookup32(x).unwrap_or(0);
+            }
+        }
     }
 
     /// Sets what the host address `a` (a `/32`) maps to, `None` for no value, leaving
@@ -521,6 +539,26 @@ mod tests {
                         let a = u32::from(a);
                         prop_assert_eq!(fast.lookup_v4(a), walk.lookup_v4(a));
                         prop_assert_eq!(wide.lookup(a), walk.lookup_v4(a).map(|v| u64::from(v) << 32 | 7));
+                    }
+                }
+                // Blocks of the same addresses, through every kernel.
+                let v4: Vec<u32> = probes(nets, &random)
+                    .into_iter()
+                    .filter_map(|a| match a {
+                        std::net::IpAddr::V4(a) => Some(a.into()),
+                        std::net::IpAddr::V6(_) => None,
+                    })
+                    .collect();
+                for chunk in v4.chunks(BLOCK) {
+                    let mut a = [0u32; BLOCK];
+                    a[..chunk.len()].copy_from_slice(chunk);
+                    for k in Kernel::available() {
+                        let mut out = [1u64; BLOCK];
+                        wide.lookup_block(k, &a, &mut out);
+                        for (x, o) in a.iter().zip(&out) {
+                            let want = wide.lookup(*x).map_or(0, |v| v | WideLpm::HIT);
+                            prop_assert_eq!(*o, want, "{} at {:#x}", k.name(), x);
+                        }
                     }
                 }
                 Ok(())
