@@ -70,6 +70,8 @@ impl Slot for u64 {
 /// then nodes of [`FANOUT`] slots. `WIDTH - FIRST` is a multiple of [`STRIDE`].
 #[derive(Clone, Debug)]
 struct Trie<S, const WIDTH: u32, const FIRST: u32> {
+    /// Empty until the first insert (an empty table costs no first level), then
+    /// 2^`FIRST` slots.
     root: Arc<[S]>,
     /// Nodes of `FANOUT` slots each; node 0 stays empty and is never a child.
     nodes: Vec<S>,
@@ -80,14 +82,17 @@ impl<S: Slot, const WIDTH: u32, const FIRST: u32> Trie<S, WIDTH, FIRST> {
 
     fn new() -> Self {
         Trie {
-            root: vec![S::default(); 1 << FIRST].into(),
+            root: Arc::from([]),
             nodes: vec![S::default(); FANOUT],
         }
     }
 
-    /// The first level, copied first if another clone shares it.
+    /// The first level, made or copied first if it is empty or another clone shares
+    /// it.
     fn root_mut(&mut self) -> &mut [S] {
-        if Arc::get_mut(&mut self.root).is_none() {
+        if self.root.is_empty() {
+            self.root = vec![S::default(); 1 << FIRST].into();
+        } else if Arc::get_mut(&mut self.root).is_none() {
             self.root = Arc::from(&self.root[..]);
         }
         Arc::get_mut(&mut self.root).expect("just made unique")
@@ -97,6 +102,7 @@ impl<S: Slot, const WIDTH: u32, const FIRST: u32> Trie<S, WIDTH, FIRST> {
     /// arrive in order of nondecreasing length so that a longer prefix overrides a
     /// shorter one.
     fn insert(&mut self, addr: u128, len: u32, raw: S) {
+        self.root_mut();
         let idx = ((addr >> (WIDTH - FIRST)) as usize) & Self::ROOT_MASK;
         if len <= FIRST {
             // The prefix ends in the first level: it covers 2^(FIRST-len) slots.
