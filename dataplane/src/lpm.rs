@@ -102,7 +102,9 @@ impl<S: Slot, const WIDTH: u32, const FIRST: u32> Trie<S, WIDTH, FIRST> {
     /// arrive in order of nondecreasing length so that a longer prefix overrides a
     /// shorter one.
     fn insert(&mut self, addr: u128, len: u32, raw: S) {
-        self.root_mut();
+        if self.root.is_empty() {
+            self.root_mut();
+        }
         let idx = ((addr >> (WIDTH - FIRST)) as usize) & Self::ROOT_MASK;
         if len <= FIRST {
             // The prefix ends in the first level: it covers 2^(FIRST-len) slots.
@@ -584,6 +586,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_host_under_a_known_16_leaves_the_first_level_shared() {
+        let mut a = WideLpm::new(&[("10.0.0.0/24".parse().expect("net"), 1)]).expect("builds");
+        a.set_host(0x0a00_0005, Some(2)).expect("fits");
+        let mut b = a.clone();
+        b.set_host(0x0a00_0107, Some(3)).expect("fits");
+        assert!(Arc::ptr_eq(&a.v4.root, &b.v4.root));
+        assert_eq!(
+            (b.lookup(0x0a00_0107), a.lookup(0x0a00_0107)),
+            (Some(3), None)
+        );
+        // A host under a /16 with no node yet writes the first level: a copy.
+        b.set_host(0x0b00_0001, Some(4)).expect("fits");
+        assert!(!Arc::ptr_eq(&a.v4.root, &b.v4.root));
+        assert_eq!(
+            (b.lookup(0x0b00_0001), a.lookup(0x0b00_0001)),
+            (Some(4), None)
+        );
     }
 
     #[test]
