@@ -1,100 +1,245 @@
 //! Longest-prefix match from an address to a small value (the local endpoint it
-//! belongs to): a multibit trie with 8-bit strides and leaf pushing, one per family.
+//! belongs to, or an address class): multibit tries with leaf pushing.
 //!
-//! Lookup walks at most 4 (IPv4) or 16 (IPv6) nodes of 256 slots, one load each; it
-//! never allocates or panics. Build is off the packet path.
+//! IPv4 starts with a 2^16-slot first level (one slot per /16, DIR-16-8-8 style) by
+//! default, then two levels of 256 slots; IPv6 walks 16 levels of 256 slots. A
+//! lookup is one load per level, at most 3 (IPv4) or 16 (IPv6); it never allocates
+//! or panics. [`Lpm`]`<8>` keeps IPv4 at 8-bit strides throughout (four levels, 1 KiB
+//! first level) for tables that only a control path reads. [`WideLpm`] is the IPv4
+//! table with 63-bit values, for a stage that wants two 32-bit values per address
+//! without a second dependent load. Build is off the packet path.
+//!
+//! The first level of a table is shared (`Arc`) between clones until one of them
+//! changes it, so a clone that only changes host prefixes under an existing /16
+//! copies the small nodes, not the first level.
 
-use ipnet::IpNet;
+use std::sync::Arc;
 
-/// Slot encoding: 0 = no prefix covers it; `LEAF | v` = value `v`; otherwise the index
-/// of the child node (node 0 is the root, never a child).
-const LEAF: u32 = 1 << 31;
+use ipnet::{IpNet, Ipv4Net};
+
+use crate::arch::walk::{self, Kernel};
+use crate::classifier::slot::BLOCK;
+
+/// Bits of every level after the first.
 const STRIDE: u32 = 8;
 const FANOUT: usize = 1 << STRIDE;
 
-/// One family's trie.
-#[derive(Clone, Debug)]
-struct Trie {
-    width: u32,
-    /// Nodes of `FANOUT` slots each, node 0 the root.
-    slots: Vec<u32>,
+/// A slot of a trie: zero = no prefix covers it; with [`Slot::LEAF`] set, a value;
+/// otherwise the index of the child node (node 0 is never a child).
+trait Slot: Copy + Eq + Default + std::fmt::Debug {
+    const LEAF: Self;
+    fn is_leaf(self) -> bool;
+    fn is_empty(self) -> bool {
+        self == Self::default()
+    }
+    fn child(self) -> usize;
+    fn of_child(i: usize) -> Self;
 }
 
-impl Trie {
-    fn new(width: u32) -> Self {
+impl Slot for u32 {
+    const LEAF: u32 = 1 << 31;
+    #[inline(always)]
+    fn is_leaf(self) -> bool {
+        self & Self::LEAF != 0
+    }
+    #[inline(always)]
+    fn child(self) -> usize {
+        self as usize
+    }
+    fn of_child(i: usize) -> u32 {
+        i as u32
+    }
+}
+
+impl Slot for u64 {
+    const LEAF: u64 = 1 << 63;
+    #[inline(always)]
+    fn is_leaf(self) -> bool {
+        self & Self::LEAF != 0
+    }
+    #[inline(always)]
+    fn child(self) -> usize {
+        self as usize
+    }
+    fn of_child(i: usize) -> u64 {
+        i as u64
+    }
+}
+
+/// One family's trie over `WIDTH`-bit addresses: a first level of 2^`FIRST` slots,
+/// then nodes of [`FANOUT`] slots. `WIDTH - FIRST` is a multiple of [`STRIDE`].
+#[derive(Clone, Debug)]
+struct Trie<S, const WIDTH: u32, const FIRST: u32> {
+    /// Empty until the first insert (an empty table costs no first level), then
+    /// 2^`FIRST` slots.
+    root: Arc<[S]>,
+    /// Nodes of `FANOUT` slots each; node 0 stays empty and is never a child.
+    nodes: Vec<S>,
+}
+
+impl<S: Slot, const WIDTH: u32, const FIRST: u32> Trie<S, WIDTH, FIRST> {
+    const ROOT_MASK: usize = (1 << FIRST) - 1;
+
+    fn new() -> Self {
         Trie {
-            width,
-            slots: vec![0; FANOUT],
+            root: Arc::from([]),
+            nodes: vec![S::default(); FANOUT],
         }
     }
 
-    /// Inserts `addr/len → value`; prefixes must arrive in order of nondecreasing length
-    /// so that a longer prefix overrides a shorter one.
-    fn insert(&mut self, addr: u128, len: u32, value: u32) {
-        self.insert_raw(addr, len, LEAF | value);
+    /// The first level, made or copied first if it is empty or another clone shares
+    /// it.
+    fn root_mut(&mut self) -> &mut [S] {
+        if self.root.is_empty() {
+            self.root = vec![S::default(); 1 << FIRST].into();
+        } else if Arc::get_mut(&mut self.root).is_none() {
+            self.root = Arc::from(&self.root[..]);
+        }
+        Arc::get_mut(&mut self.root).expect("just made unique")
     }
 
-    /// [`Trie::insert`] of a raw slot value (`0` = no prefix).
-    fn insert_raw(&mut self, addr: u128, len: u32, raw: u32) {
-        let mut node = 0usize;
-        let mut depth = 0u32; // bits consumed
+    /// Inserts `addr/len → raw` (a leaf, or zero for "no prefix"); prefixes must
+    /// arrive in order of nondecreasing length so that a longer prefix overrides a
+    /// shorter one.
+    fn insert(&mut self, addr: u128, len: u32, raw: S) {
+        if self.root.is_empty() {
+            self.root_mut();
+        }
+        let idx = ((addr >> (WIDTH - FIRST)) as usize) & Self::ROOT_MASK;
+        if len <= FIRST {
+            // The prefix ends in the first level: it covers 2^(FIRST-len) slots.
+            let span = 1usize << (FIRST - len);
+            let first = idx & !(span - 1);
+            for i in first..first + span {
+                let cur = self.root[i];
+                if !cur.is_empty() && !cur.is_leaf() {
+                    self.set_subtree(cur.child(), raw);
+                } else if cur != raw {
+                    self.root_mut()[i] = raw;
+                }
+            }
+            return;
+        }
+        let slot = self.root[idx];
+        let mut node = if !slot.is_empty() && !slot.is_leaf() {
+            slot.child()
+        } else {
+            let child = self.push_node(slot);
+            self.root_mut()[idx] = S::of_child(child);
+            child
+        };
+        let mut depth = FIRST; // bits consumed
         loop {
-            let shift = self.width - depth - STRIDE;
+            let shift = WIDTH - depth - STRIDE;
             let idx = ((addr >> shift) as usize) & (FANOUT - 1);
             if len <= depth + STRIDE {
-                // The prefix ends in this node: it covers 2^(depth+STRIDE-len) slots.
                 let span = 1usize << (depth + STRIDE - len);
                 let first = idx & !(span - 1);
                 for i in first..first + span {
-                    self.set_subtree(node * FANOUT + i, raw);
+                    let cur = self.nodes[node * FANOUT + i];
+                    if !cur.is_empty() && !cur.is_leaf() {
+                        self.set_subtree(cur.child(), raw);
+                    } else {
+                        self.nodes[node * FANOUT + i] = raw;
+                    }
                 }
                 return;
             }
-            let slot = self.slots[node * FANOUT + idx];
-            node = if slot != 0 && slot & LEAF == 0 {
-                slot as usize
+            let slot = self.nodes[node * FANOUT + idx];
+            node = if !slot.is_empty() && !slot.is_leaf() {
+                slot.child()
             } else {
                 // New child; push the shorter prefix (if any) down into it.
-                let child = self.slots.len() / FANOUT;
-                self.slots.extend(std::iter::repeat_n(slot, FANOUT));
-                self.slots[node * FANOUT + idx] = child as u32;
+                let child = self.push_node(slot);
+                self.nodes[node * FANOUT + idx] = S::of_child(child);
                 child
             };
             depth += STRIDE;
         }
     }
 
-    /// Sets a slot, or, if it points to a child, every slot below it (the new prefix is
-    /// at least as long as everything inserted before, so it overrides them all).
-    fn set_subtree(&mut self, slot: usize, v: u32) {
-        let cur = self.slots[slot];
-        if cur != 0 && cur & LEAF == 0 {
-            let base = cur as usize * FANOUT;
-            for i in base..base + FANOUT {
-                self.set_subtree(i, v);
+    /// A new node with every slot `fill`; its index.
+    fn push_node(&mut self, fill: S) -> usize {
+        let child = self.nodes.len() / FANOUT;
+        self.nodes.extend(std::iter::repeat_n(fill, FANOUT));
+        child
+    }
+
+    /// Sets every slot of node `node` and below it to `v` (the new prefix is at least
+    /// as long as everything inserted before, so it overrides them all).
+    fn set_subtree(&mut self, node: usize, v: S) {
+        let base = node * FANOUT;
+        for i in base..base + FANOUT {
+            let cur = self.nodes[i];
+            if !cur.is_empty() && !cur.is_leaf() {
+                self.set_subtree(cur.child(), v);
+            } else {
+                self.nodes[i] = v;
             }
-        } else {
-            self.slots[slot] = v;
         }
     }
 
+    /// The leaf of the longest prefix containing `addr`, if any.
     #[inline]
-    fn lookup(&self, addr: u128) -> Option<u32> {
-        let mut node = 0usize;
-        let mut shift = self.width;
+    fn lookup(&self, addr: u128) -> Option<S> {
+        let s = *self
+            .root
+            .get(((addr >> (WIDTH - FIRST)) as usize) & Self::ROOT_MASK)?;
+        if s.is_leaf() {
+            return Some(s);
+        }
+        if s.is_empty() {
+            return None;
+        }
+        let mut node = s.child();
+        let mut shift = WIDTH - FIRST;
         while shift >= STRIDE {
             shift -= STRIDE;
             let idx = ((addr >> shift) as usize) & (FANOUT - 1);
-            let slot = *self.slots.get(node * FANOUT + idx)?;
-            if slot & LEAF != 0 {
-                return Some(slot & !LEAF);
+            let s = *self.nodes.get(node * FANOUT + idx)?;
+            if s.is_leaf() {
+                return Some(s);
             }
-            if slot == 0 {
+            if s.is_empty() {
                 return None;
             }
-            node = slot as usize;
+            node = s.child();
         }
         None
+    }
+
+    /// [`Trie::lookup`] for a 32-bit trie in 32-bit arithmetic (no 128-bit shifts);
+    /// the levels are unrolled (`FIRST` is a constant).
+    #[inline(always)]
+    fn lookup32(&self, a: u32) -> Option<S> {
+        let s = *self
+            .root
+            .get(((a >> (32 - FIRST)) as usize) & Self::ROOT_MASK)?;
+        if s.is_leaf() {
+            return Some(s);
+        }
+        if s.is_empty() {
+            return None;
+        }
+        let mut node = s.child();
+        let mut shift = 32 - FIRST;
+        while shift >= STRIDE {
+            shift -= STRIDE;
+            let idx = ((a >> shift) as usize) & (FANOUT - 1);
+            let s = *self.nodes.get(node * FANOUT + idx)?;
+            if s.is_leaf() {
+                return Some(s);
+            }
+            if s.is_empty() {
+                return None;
+            }
+            node = s.child();
+        }
+        None
+    }
+
+    fn bytes(&self) -> usize {
+        (self.root.len() + self.nodes.len()) * size_of::<S>()
     }
 }
 
@@ -105,72 +250,72 @@ pub enum LpmError {
     #[error("prefix {0} appears twice")]
     Duplicate(IpNet),
     /// A value does not fit the slot encoding.
-    #[error("value {0} is too large (at most 2^31-1)")]
-    ValueTooLarge(u32),
+    #[error("value {0} is too large (at most 2^31-1, or 2^63-1 in a wide table)")]
+    ValueTooLarge(u64),
 }
 
-/// Longest-prefix match over IPv4 and IPv6 prefixes.
+/// `entries` with host bits cleared, shortest prefix first; refused on a duplicate.
+fn sorted<N: Copy + Ord + Into<IpNet>, V: Copy>(
+    entries: &[(N, V)],
+    trunc: impl Fn(N) -> N,
+    len: impl Fn(&N) -> u8,
+) -> Result<Vec<(N, V)>, LpmError> {
+    let mut sorted: Vec<(N, V)> = entries.iter().map(|&(n, v)| (trunc(n), v)).collect();
+    sorted.sort_by_key(|(n, _)| (len(n), *n));
+    for w in sorted.windows(2) {
+        if w[0].0 == w[1].0 {
+            return Err(LpmError::Duplicate(w[0].0.into()));
+        }
+    }
+    Ok(sorted)
+}
+
+/// Longest-prefix match over IPv4 and IPv6 prefixes; `FIRST4` is the IPv4 first
+/// level's stride: 16 (the default, for packet paths) or 8 (compact).
 #[derive(Clone, Debug)]
-pub struct Lpm {
-    v4: Trie,
-    v6: Trie,
+pub struct Lpm<const FIRST4: u32 = 16> {
+    v4: Trie<u32, 32, FIRST4>,
+    v6: Trie<u32, 128, 8>,
 }
 
-impl Lpm {
+impl<const FIRST4: u32> Lpm<FIRST4> {
     /// Builds the tables from `(prefix, value)` pairs. Host bits are ignored.
     pub fn new(entries: &[(IpNet, u32)]) -> Result<Self, LpmError> {
-        let mut sorted: Vec<(IpNet, u32)> = entries.iter().map(|&(n, v)| (n.trunc(), v)).collect();
-        sorted.sort_by_key(|(n, _)| (n.prefix_len(), *n));
-        for w in sorted.windows(2) {
-            if w[0].0 == w[1].0 {
-                return Err(LpmError::Duplicate(w[0].0));
-            }
-        }
+        let sorted = sorted(entries, |n: IpNet| n.trunc(), IpNet::prefix_len)?;
         let mut lpm = Lpm {
-            v4: Trie::new(32),
-            v6: Trie::new(128),
+            v4: Trie::new(),
+            v6: Trie::new(),
         };
         for (n, v) in sorted {
-            if v & LEAF != 0 {
-                return Err(LpmError::ValueTooLarge(v));
+            if v.is_leaf() {
+                return Err(LpmError::ValueTooLarge(v.into()));
             }
             match n {
-                IpNet::V4(n) => {
-                    lpm.v4
-                        .insert(u32::from(n.network()).into(), n.prefix_len().into(), v)
-                }
-                IpNet::V6(n) => lpm
-                    .v6
-                    .insert(u128::from(n.network()), n.prefix_len().into(), v),
+                IpNet::V4(n) => lpm.v4.insert(
+                    u32::from(n.network()).into(),
+                    n.prefix_len().into(),
+                    u32::LEAF | v,
+                ),
+                IpNet::V6(n) => lpm.v6.insert(
+                    u128::from(n.network()),
+                    n.prefix_len().into(),
+                    u32::LEAF | v,
+                ),
             }
         }
         Ok(lpm)
     }
 
-    /// The value of the longest prefix containing the IPv4 address `a`: the walk of
-    /// [`Trie::lookup`] in 32-bit arithmetic (four strides, no 128-bit shifts).
+    /// The value of the longest prefix containing the IPv4 address `a`.
     #[inline]
     pub fn lookup_v4(&self, a: u32) -> Option<u32> {
-        let slots = &self.v4.slots;
-        let mut node = 0usize;
-        for shift in [24u32, 16, 8, 0] {
-            let idx = ((a >> shift) as usize) & (FANOUT - 1);
-            let slot = *slots.get(node * FANOUT + idx)?;
-            if slot & LEAF != 0 {
-                return Some(slot & !LEAF);
-            }
-            if slot == 0 {
-                return None;
-            }
-            node = slot as usize;
-        }
-        None
+        self.v4.lookup32(a).map(|s| s & !u32::LEAF)
     }
 
     /// The value of the longest prefix containing the IPv6 address `a`.
     #[inline]
     pub fn lookup_v6(&self, a: u128) -> Option<u32> {
-        self.v6.lookup(a)
+        self.v6.lookup(a).map(|s| s & !u32::LEAF)
     }
 
     /// Sets what one host address (IPv4 `/32` when `!six`, IPv6 `/128` when `six`)
@@ -179,21 +324,86 @@ impl Lpm {
     /// prefix is removed (pass the value of the longest prefix still containing it).
     pub fn set_host(&mut self, six: bool, addr: u128, value: Option<u32>) -> Result<(), LpmError> {
         let raw = match value {
-            Some(v) if v & LEAF != 0 => return Err(LpmError::ValueTooLarge(v)),
-            Some(v) => LEAF | v,
+            Some(v) if v.is_leaf() => return Err(LpmError::ValueTooLarge(v.into())),
+            Some(v) => u32::LEAF | v,
             None => 0,
         };
         if six {
-            self.v6.insert_raw(addr, 128, raw);
+            self.v6.insert(addr, 128, raw);
         } else {
-            self.v4.insert_raw(u128::from(addr as u32), 32, raw);
+            self.v4.insert(u128::from(addr as u32), 32, raw);
         }
         Ok(())
     }
 
     /// Bytes held by the tables.
     pub fn bytes(&self) -> usize {
-        (self.v4.slots.len() + self.v6.slots.len()) * 4
+        self.v4.bytes() + self.v6.bytes()
+    }
+}
+
+/// Longest-prefix match over IPv4 prefixes to values below 2^63, laid out as
+/// [`Lpm`]'s IPv4 table (a 2^16-slot first level, then two levels of 256 slots):
+/// at most three dependent loads give the whole value.
+#[derive(Clone, Debug)]
+pub struct WideLpm {
+    v4: Trie<u64, 32, 16>,
+}
+
+impl WideLpm {
+    /// Builds the table from `(prefix, value)` pairs. Host bits are ignored.
+    pub fn new(entries: &[(Ipv4Net, u64)]) -> Result<Self, LpmError> {
+        let sorted = sorted(entries, |n: Ipv4Net| n.trunc(), Ipv4Net::prefix_len)?;
+        let mut t = Trie::new();
+        for (n, v) in sorted {
+            if v.is_leaf() {
+                return Err(LpmError::ValueTooLarge(v));
+            }
+            t.insert(
+                u32::from(n.network()).into(),
+                n.prefix_len().into(),
+                u64::LEAF | v,
+            );
+        }
+        Ok(WideLpm { v4: t })
+    }
+
+    /// Set in [`WideLpm::lookup_block`]'s answers that are values.
+    pub const HIT: u64 = u64::LEAF;
+
+    /// The value of the longest prefix containing `a`.
+    #[inline(always)]
+    pub fn lookup(&self, a: u32) -> Option<u64> {
+        self.v4.lookup32(a).map(|s| s & !u64::LEAF)
+    }
+
+    /// [`WideLpm::lookup`] of a block of addresses, all levels of eight addresses
+    /// at a time with kernel `k`'s gathers where it has them: `out[j]` is
+    /// [`WideLpm::HIT`]` | value` of `a[j]`, or 0 for no value.
+    #[inline]
+    pub(crate) fn lookup_block(&self, k: Kernel, a: &[u32; BLOCK], out: &mut [u64; BLOCK]) {
+        if !walk::lpm16_block(k, &self.v4.root, &self.v4.nodes, a, out) {
+            for (o, &x) in out.iter_mut().zip(a) {
+                *o = self.v4.lookup32(x).unwrap_or(0);
+            }
+        }
+    }
+
+    /// Sets what the host address `a` (a `/32`) maps to, `None` for no value, leaving
+    /// every other address as it was (as [`Lpm::set_host`]).
+    pub fn set_host(&mut self, a: u32, value: Option<u64>) -> Result<(), LpmError> {
+        let raw = match value {
+            Some(v) if v.is_leaf() => return Err(LpmError::ValueTooLarge(v)),
+            Some(v) => u64::LEAF | v,
+            None => 0,
+        };
+        self.v4.insert(a.into(), 32, raw);
+        Ok(())
+    }
+
+    /// Bytes held by the table.
+    pub fn bytes(&self) -> usize {
+        self.v4.bytes()
     }
 }
 
@@ -221,7 +431,7 @@ mod tests {
             (net("2001:db8::/32"), 5),
             (net("2001:db8::1/128"), 6),
         ];
-        let l = Lpm::new(&e).expect("builds");
+        let l = Lpm::<16>::new(&e).expect("builds");
         assert_eq!(l.lookup_v4(0x0a01_0203), Some(4));
         assert_eq!(l.lookup_v4(0x0a01_0303), Some(3));
         assert_eq!(l.lookup_v4(0x0a01_0403), Some(2));
@@ -229,16 +439,33 @@ mod tests {
         assert_eq!(l.lookup_v6(0x2001_0db8 << 96 | 1), Some(6));
         assert_eq!(l.lookup_v6(0x2001_0db8 << 96 | 2), Some(5));
         assert_eq!(l.lookup_v6(1), None);
-        let dup = Lpm::new(&[(net("10.0.0.1/8"), 1), (net("10.0.0.0/8"), 2)]);
+        let dup = Lpm::<16>::new(&[(net("10.0.0.1/8"), 1), (net("10.0.0.0/8"), 2)]);
         assert!(matches!(dup, Err(LpmError::Duplicate(n)) if n == net("10.0.0.0/8")));
+    }
+
+    /// IPv4 prefixes that overlap often: a few base addresses, lengths biased to
+    /// /0, /32 and the level boundaries.
+    fn arb_v4() -> impl Strategy<Value = Ipv4Net> {
+        let base = prop_oneof![
+            prop::sample::select(vec![0x0a00_0000u32, 0x0a00_1234, 0x0a01_ff00, 0xc0a8_0101]),
+            any::<u32>(),
+        ];
+        let len = prop_oneof![
+            Just(0u8),
+            Just(32u8),
+            prop::sample::select(vec![8u8, 15, 16, 17, 23, 24, 25, 31]),
+            0u8..=32,
+        ];
+        (base, len, any::<u16>()).prop_map(|(b, l, jitter)| {
+            Ipv4Net::new((b ^ u32::from(jitter & 0x0f0f)).into(), l)
+                .expect("len")
+                .trunc()
+        })
     }
 
     fn arb_entry() -> impl Strategy<Value = (IpNet, u32)> {
         prop_oneof![
-            (any::<u32>(), 0u8..=32)
-                .prop_map(
-                    |(a, l)| IpNet::V4(ipnet::Ipv4Net::new(a.into(), l).expect("len")).trunc()
-                ),
+            arb_v4().prop_map(IpNet::V4),
             (any::<u128>(), 0u8..=128)
                 .prop_map(
                     |(a, l)| IpNet::V6(ipnet::Ipv6Net::new(a.into(), l).expect("len")).trunc()
@@ -247,29 +474,153 @@ mod tests {
         .prop_flat_map(|n| (Just(n), 0u32..1000))
     }
 
-    proptest! {
-        #[test]
-        fn matches_brute_force(entries in prop::collection::vec(arb_entry(), 0..40), probes in prop::collection::vec(any::<u128>(), 20)) {
-            let mut seen = std::collections::HashSet::new();
-            let entries: Vec<_> = entries.into_iter().filter(|(n, _)| seen.insert(*n)).collect();
-            let l = Lpm::new(&entries).expect("builds");
-            // Probe inside each prefix too, not only at random.
-            let mut addrs: Vec<std::net::IpAddr> = Vec::new();
-            for (i, p) in probes.iter().enumerate() {
-                addrs.push(std::net::IpAddr::V4((*p as u32).into()));
-                addrs.push(std::net::IpAddr::V6((*p).into()));
-                if let Some((n, _)) = entries.get(i) {
-                    addrs.push(n.network());
-                    addrs.push(n.broadcast());
-                }
-            }
-            for a in addrs {
-                let got = match a {
-                    std::net::IpAddr::V4(a) => l.lookup_v4(a.into()),
-                    std::net::IpAddr::V6(a) => l.lookup_v6(a.into()),
-                };
-                prop_assert_eq!(got, brute(&entries, a));
+    /// Addresses worth probing for `entries`: each prefix's first and last address,
+    /// their neighbours, and `random` ones.
+    fn probes(entries: &[IpNet], random: &[u128]) -> Vec<std::net::IpAddr> {
+        let mut addrs: Vec<std::net::IpAddr> = Vec::new();
+        for p in random {
+            addrs.push(std::net::IpAddr::V4((*p as u32).into()));
+            addrs.push(std::net::IpAddr::V6((*p).into()));
+        }
+        for n in entries {
+            addrs.push(n.network());
+            addrs.push(n.broadcast());
+            if let (IpNet::V4(_), std::net::IpAddr::V4(lo), std::net::IpAddr::V4(hi)) =
+                (n, n.network(), n.broadcast())
+            {
+                addrs.push(std::net::IpAddr::V4(u32::from(lo).wrapping_sub(1).into()));
+                addrs.push(std::net::IpAddr::V4(u32::from(hi).wrapping_add(1).into()));
             }
         }
+        addrs
+    }
+
+    fn lookup<const F: u32>(l: &Lpm<F>, a: std::net::IpAddr) -> Option<u32> {
+        match a {
+            std::net::IpAddr::V4(a) => l.lookup_v4(a.into()),
+            std::net::IpAddr::V6(a) => l.lookup_v6(a.into()),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn matches_brute_force(entries in prop::collection::vec(arb_entry(), 0..40), random in prop::collection::vec(any::<u128>(), 20)) {
+            let mut seen = std::collections::HashSet::new();
+            let entries: Vec<_> = entries.into_iter().filter(|(n, _)| seen.insert(*n)).collect();
+            let l = Lpm::<16>::new(&entries).expect("builds");
+            let nets: Vec<IpNet> = entries.iter().map(|e| e.0).collect();
+            for a in probes(&nets, &random) {
+                prop_assert_eq!(lookup(&l, a), brute(&entries, a));
+            }
+        }
+
+        /// The /16-first-level table against the 8-bit-stride walk (every level 256
+        /// slots, the layout before the first level grew) and a wide table of the
+        /// same prefixes, also after host prefixes are set and cleared.
+        #[test]
+        fn first_level_strides_and_widths_agree(
+            entries in prop::collection::vec((arb_v4(), 0u32..1000), 0..40),
+            hosts in prop::collection::vec((any::<u32>(), prop::option::of(0u32..1000)), 0..8),
+            random in prop::collection::vec(any::<u128>(), 20),
+        ) {
+            let mut seen = std::collections::HashSet::new();
+            let entries: Vec<(IpNet, u32)> = entries
+                .into_iter()
+                .filter(|(n, _)| seen.insert(*n))
+                .map(|(n, v)| (IpNet::V4(n), v))
+                .collect();
+            let mut fast = Lpm::<16>::new(&entries).expect("builds");
+            let mut walk = Lpm::<8>::new(&entries).expect("builds");
+            let wide_entries: Vec<(Ipv4Net, u64)> = entries
+                .iter()
+                .filter_map(|&(n, v)| match n {
+                    IpNet::V4(n) => Some((n, u64::from(v) << 32 | 7)),
+                    IpNet::V6(_) => None,
+                })
+                .collect();
+            let mut wide = WideLpm::new(&wide_entries).expect("builds");
+            let shared = fast.clone(); // shares the first level until `fast` changes it
+            let mut nets: Vec<IpNet> = entries.iter().map(|e| e.0).collect();
+            let check = |fast: &Lpm<16>, walk: &Lpm<8>, wide: &WideLpm, nets: &[IpNet]| -> Result<(), TestCaseError> {
+                for a in probes(nets, &random) {
+                    if let std::net::IpAddr::V4(a) = a {
+                        let a = u32::from(a);
+                        prop_assert_eq!(fast.lookup_v4(a), walk.lookup_v4(a));
+                        prop_assert_eq!(wide.lookup(a), walk.lookup_v4(a).map(|v| u64::from(v) << 32 | 7));
+                    }
+                }
+                // Blocks of the same addresses, through every kernel.
+                let v4: Vec<u32> = probes(nets, &random)
+                    .into_iter()
+                    .filter_map(|a| match a {
+                        std::net::IpAddr::V4(a) => Some(a.into()),
+                        std::net::IpAddr::V6(_) => None,
+                    })
+                    .collect();
+                for chunk in v4.chunks(BLOCK) {
+                    let mut a = [0u32; BLOCK];
+                    a[..chunk.len()].copy_from_slice(chunk);
+                    for k in Kernel::available() {
+                        let mut out = [1u64; BLOCK];
+                        wide.lookup_block(k, &a, &mut out);
+                        for (x, o) in a.iter().zip(&out) {
+                            let want = wide.lookup(*x).map_or(0, |v| v | WideLpm::HIT);
+                            prop_assert_eq!(*o, want, "{} at {:#x}", k.name(), x);
+                        }
+                    }
+                }
+                Ok(())
+            };
+            check(&fast, &walk, &wide, &nets)?;
+            for &(h, v) in &hosts {
+                fast.set_host(false, h.into(), v).expect("fits");
+                walk.set_host(false, h.into(), v).expect("fits");
+                wide.set_host(h, v.map(|v| u64::from(v) << 32 | 7)).expect("fits");
+                nets.push(IpNet::V4(Ipv4Net::new(h.into(), 32).expect("len")));
+            }
+            check(&fast, &walk, &wide, &nets)?;
+            // The clone taken before the host changes still answers as the build did.
+            for a in probes(&nets, &random) {
+                if a.is_ipv4() {
+                    prop_assert_eq!(lookup(&shared, a), brute(&entries, a));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_host_under_a_known_16_leaves_the_first_level_shared() {
+        let mut a = WideLpm::new(&[("10.0.0.0/24".parse().expect("net"), 1)]).expect("builds");
+        a.set_host(0x0a00_0005, Some(2)).expect("fits");
+        let mut b = a.clone();
+        b.set_host(0x0a00_0107, Some(3)).expect("fits");
+        assert!(Arc::ptr_eq(&a.v4.root, &b.v4.root));
+        assert_eq!(
+            (b.lookup(0x0a00_0107), a.lookup(0x0a00_0107)),
+            (Some(3), None)
+        );
+        // A host under a /16 with no node yet writes the first level: a copy.
+        b.set_host(0x0b00_0001, Some(4)).expect("fits");
+        assert!(!Arc::ptr_eq(&a.v4.root, &b.v4.root));
+        assert_eq!(
+            (b.lookup(0x0b00_0001), a.lookup(0x0b00_0001)),
+            (Some(4), None)
+        );
+    }
+
+    #[test]
+    fn wide_values_keep_all_63_bits() {
+        let top = (1u64 << 63) - 1;
+        let l = WideLpm::new(&[
+            ("0.0.0.0/0".parse().expect("net"), top),
+            ("10.0.0.0/16".parse().expect("net"), 1 << 40),
+        ])
+        .expect("builds");
+        assert_eq!(l.lookup(0x0a00_0001), Some(1 << 40));
+        assert_eq!(l.lookup(0x0b00_0001), Some(top));
+        assert_eq!(
+            WideLpm::new(&[("0.0.0.0/0".parse().expect("net"), 1 << 63)]).err(),
+            Some(LpmError::ValueTooLarge(1 << 63))
+        );
     }
 }

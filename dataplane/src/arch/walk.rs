@@ -158,6 +158,36 @@ pub(crate) fn resolve_leaves(
     }
 }
 
+/// With kernel `k`'s gathers, for every `j` looks address `a[j]` up in a 16-8-8
+/// trie of 64-bit slots (`crate::lpm`'s wide IPv4 table: slot 0 = nothing, top bit
+/// set = a leaf, otherwise a child node's index; the child's slot for byte `b` is
+/// `nodes[child * 256 + b]`) and writes the leaf it ends on to `out[j]`, or 0 when it
+/// ends on an empty slot. Returns `false` (nothing written) when `k` has no such
+/// lookup, or when `root` does not have 2^16 slots or `nodes` has none. Indices are
+/// clamped to the tables, so no load leaves them whatever their contents.
+#[inline]
+pub(crate) fn lpm16_block(
+    k: Kernel,
+    root: &[u64],
+    nodes: &[u64],
+    a: &[u32; BLOCK],
+    out: &mut [u64; BLOCK],
+) -> bool {
+    if root.len() != 1 << 16 || nodes.is_empty() {
+        return false;
+    }
+    match k.0 {
+        #[cfg(target_arch = "x86_64")]
+        Kind::Avx512 | Kind::Avx512Vbmi => {
+            // SAFETY: AVX-512 kernels are only made by `Kernel::available`, after
+            // `is_x86_feature_detected!` held for avx512f (and avx512bw).
+            unsafe { x86::lpm16_avx512(root, nodes, a, out) };
+            true
+        }
+        _ => false,
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
@@ -597,6 +627,57 @@ mod x86 {
         for (r, sr) in s.iter().enumerate() {
             // SAFETY: `r < R`, so `4 * r + 4 <= BLOCK`: the 32 bytes written lie in `b.s`.
             unsafe { _mm256_storeu_si256(b.s.as_mut_ptr().add(4 * r).cast(), *sr) };
+        }
+    }
+
+    /// See `super::lpm16_block`.
+    ///
+    /// # Safety
+    /// The CPU must support avx512f; `root` must not be empty, nor `nodes`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn lpm16_avx512(
+        root: &[u64],
+        nodes: &[u64],
+        a: &[u32; BLOCK],
+        out: &mut [u64; BLOCK],
+    ) {
+        let root_max = _mm512_set1_epi64(root.len() as i64 - 1);
+        let nodes_max = _mm512_set1_epi64(nodes.len() as i64 - 1);
+        let byte = _mm512_set1_epi64(0xff);
+        let zero = _mm512_setzero_si512();
+        for g in 0..BLOCK / 8 {
+            // SAFETY: `8g + 8 <= BLOCK`: the 32 bytes read lie in `a`.
+            let av = unsafe { _mm256_loadu_si256(a.as_ptr().add(8 * g).cast()) };
+            let a64 = _mm512_cvtepu32_epi64(av);
+            let i0 = _mm512_min_epu64(_mm512_srli_epi64::<16>(a64), root_max);
+            // SAFETY: every index is clamped to `root.len() - 1`.
+            let s = unsafe { _mm512_i64gather_epi64::<8>(i0, root.as_ptr().cast()) };
+            // A child index is positive as a signed word (a leaf has the top bit set,
+            // an empty slot is 0).
+            let inner = _mm512_cmpgt_epi64_mask(s, zero);
+            let i1 = _mm512_or_si512(
+                _mm512_slli_epi64::<8>(s),
+                _mm512_and_si512(_mm512_srli_epi64::<8>(a64), byte),
+            );
+            let i1 = _mm512_min_epu64(i1, nodes_max);
+            // SAFETY: only lanes on a child load, each index clamped to
+            // `nodes.len() - 1`.
+            let s =
+                unsafe { _mm512_mask_i64gather_epi64::<8>(s, inner, i1, nodes.as_ptr().cast()) };
+            let inner = _mm512_cmpgt_epi64_mask(s, zero);
+            let i2 = _mm512_min_epu64(
+                _mm512_or_si512(_mm512_slli_epi64::<8>(s), _mm512_and_si512(a64, byte)),
+                nodes_max,
+            );
+            // SAFETY: as for the previous level.
+            let s =
+                unsafe { _mm512_mask_i64gather_epi64::<8>(s, inner, i2, nodes.as_ptr().cast()) };
+            // Only leaves are values; a walk still on a child (a malformed table) has
+            // none.
+            let leaves = _mm512_cmplt_epi64_mask(s, zero);
+            let r = _mm512_maskz_mov_epi64(leaves, s);
+            // SAFETY: `8g + 8 <= BLOCK`: the 64 bytes written lie in `out`.
+            unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(8 * g).cast(), r) };
         }
     }
 }

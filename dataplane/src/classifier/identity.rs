@@ -21,16 +21,19 @@
 //! rewritten to the prefixes covering those runs in a synthetic address space. The
 //! trees ([`Classifier`]) are built over the rewritten programs; a lookup maps the
 //! key's source and destination to their identities and bindings (one LPM walk
-//! each), then walks the binding's program trees on the rewritten key. Both views'
-//! verdicts still come from one walk per endpoint-direction.
+//! each: for IPv4 a 16-8-8 table whose leaves hold the class's identity and binding,
+//! so no class-table read follows, a block's addresses eight per gather where the
+//! CPU has AVX-512), then walks the binding's program trees on the rewritten key.
+//! Both views' verdicts still come from one walk per endpoint-direction.
 //!
 //! Endpoint bindings stay out of the trees (they only pick the program), and the
 //! trees are shared between generations that differ
 //! only by a host address: [`IdentityClassifier::with_host`] and
 //! [`IdentityClassifier::without_host`] give the next generation with one host
-//! prefix bound or unbound. What lookups read (the LPM, the per-class identity and
+//! prefix bound or unbound. What lookups read (the LPMs, the per-class identity and
 //! binding, the bindings) is copied, flat, once per generation: at 20,000 pods about
-//! 0.4 MB, a few tens of microseconds. The per-class data only changes read (each
+//! 0.6 MB, a few tens of microseconds; the IPv4 table's 512 KiB first level is shared
+//! until a change writes it (a host under a /16 that holds none yet). The per-class data only changes read (each
 //! class's prefix and parent, the largest table) is kept in chunks behind `Arc`s
 //! ([`crate::chunked`]) and shared between generations but for the chunk a change
 //! writes. Chunking the lookup tables too was tried: one more dependent load per
@@ -54,7 +57,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::{BuildConfig, BuildError, Classifier, SENTINEL, family_index};
 use crate::chunked::Chunked;
-use crate::lpm::Lpm;
+use crate::lpm::{Lpm, WideLpm};
 use crate::program::{
     Classify, EndpointId, Family, FlowKey, FlowVerdicts, Hit, Match, Nets, PolicySet, Program,
     ProgramId, TraceId,
@@ -133,6 +136,23 @@ impl Pfx {
 struct Hot {
     identity: u32,
     binding: u32,
+}
+
+impl Hot {
+    /// The value of an IPv4 class in [`IdentityClassifier::front`]; `None` when the
+    /// identity does not fit 31 bits.
+    fn packed(self) -> Option<u64> {
+        (self.identity < 1 << 31)
+            .then_some(u64::from(self.identity) << 32 | u64::from(self.binding))
+    }
+
+    #[inline(always)]
+    fn unpacked(v: u64) -> Hot {
+        Hot {
+            identity: (v >> 32) as u32,
+            binding: v as u32,
+        }
+    }
 }
 
 /// What incremental changes read per class.
@@ -235,7 +255,13 @@ pub struct IdentityStats {
 /// [`Classifier`] and the linear reference do on the same set.
 #[derive(Clone, Debug)]
 pub struct IdentityClassifier {
-    lpm: Lpm,
+    /// Address → class. Read by changes, and by IPv6 lookups; its IPv4 table keeps
+    /// the compact 8-bit first level.
+    lpm: Lpm<8>,
+    /// IPv4 address → its class's [`Hot`], packed: what an IPv4 lookup reads, in at
+    /// most three dependent loads and no class-table read. Every address has a value
+    /// (the "no prefix" class's under `0.0.0.0/0`).
+    front: WideLpm,
     hot: Vec<Hot>,
     /// Shared between generations: the largest table, and not read by lookups.
     cold: Chunked<Cold, CHUNK>,
@@ -590,14 +616,28 @@ impl IdentityClassifier {
             .enumerate()
             .map(|(i, p)| (p.net(), (i + 2) as u32))
             .collect();
-        let lpm = Lpm::new(&entries).map_err(|_| BuildError::OverBudget {
+        let too_many = || BuildError::OverBudget {
             budget: cfg.memory_budget,
             program: 0,
             family: Family::V4,
             what: "identity classes",
-        })?;
+        };
+        let lpm = Lpm::new(&entries).map_err(|_| too_many())?;
+        let mut front_entries = vec![(Ipv4Net::default(), hot[0].packed().ok_or_else(too_many)?)];
+        for (p, h) in pfx.iter().zip(&hot[2..]) {
+            if let IpNet::V4(n) = p.net() {
+                let v = h.packed().ok_or_else(too_many)?;
+                // A class at 0.0.0.0/0 takes the place of the "no prefix" default.
+                match n.prefix_len() {
+                    0 => front_entries[0].1 = v,
+                    _ => front_entries.push((n, v)),
+                }
+            }
+        }
+        let front = WideLpm::new(&front_entries).map_err(|_| too_many())?;
         let mut c = IdentityClassifier {
             lpm,
+            front,
             hot,
             cold: Chunked::from_slice(&cold),
             bindings,
@@ -632,6 +672,7 @@ impl IdentityClassifier {
 
     fn stage_bytes(&self) -> usize {
         self.lpm.bytes()
+            + self.front.bytes()
             + self.hot.len() * size_of::<Hot>()
             + self.cold.bytes()
             + self.bindings.len() * size_of::<Binding>()
@@ -860,16 +901,21 @@ impl IdentityClassifier {
             .collect()
     }
 
+    /// The identity and binding of address `a`'s class.
     #[inline]
     fn class(&self, family: Family, a: u128) -> Hot {
-        let c = match family {
-            Family::V4 => self.lpm.lookup_v4(a as u32).unwrap_or(0),
-            Family::V6 => self.lpm.lookup_v6(a).unwrap_or(1),
-        };
-        self.hot.get(c as usize).copied().unwrap_or(Hot {
+        let none = Hot {
             identity: 0,
             binding: UNBOUND,
-        })
+        };
+        match family {
+            // Always a value (the table covers 0.0.0.0/0).
+            Family::V4 => self.front.lookup(a as u32).map_or(none, Hot::unpacked),
+            Family::V6 => {
+                let c = self.lpm.lookup_v6(a).unwrap_or(1);
+                self.hot.get(c as usize).copied().unwrap_or(none)
+            }
+        }
     }
 
     fn class_index(&self, p: &Pfx) -> u32 {
@@ -957,15 +1003,14 @@ impl IdentityClassifier {
         // One copy of each flat table, with room for the entry (a clone, then a push,
         // would copy twice).
         let next_binding = self.bindings.len() as u32;
+        let hot = Hot {
+            identity,
+            binding: next_binding,
+        };
         let mut next = IdentityClassifier {
             lpm: self.lpm.clone(),
-            hot: grown(
-                &self.hot,
-                Hot {
-                    identity,
-                    binding: next_binding,
-                },
-            ),
+            front: self.front.clone(),
+            hot: grown(&self.hot, hot),
             cold: self.cold.clone(),
             bindings: grown(&self.bindings, binding),
             parts: self.parts.clone(),
@@ -980,6 +1025,12 @@ impl IdentityClassifier {
         next.lpm
             .set_host(p.six, p.addr, Some(class))
             .map_err(|_| HostChangeRefused::TooMany)?;
+        if !p.six {
+            let v = hot.packed().ok_or(HostChangeRefused::TooMany)?;
+            next.front
+                .set_host(p.addr as u32, Some(v))
+                .map_err(|_| HostChangeRefused::TooMany)?;
+        }
         next.stats.classes += 1;
         next.stats.stage_bytes = next.stage_bytes();
         Ok(next)
@@ -1085,6 +1136,13 @@ impl IdentityClassifier {
         if let Some(b) = self.binding_prefix(cold.parent) {
             return Err(HostChangeRefused::InsideBinding(net, b));
         }
+        if !p.six {
+            // The parent's value (the "no prefix" class's when no prefix contains it).
+            let v = self.hot[cold.parent as usize].packed();
+            self.front
+                .set_host(p.addr as u32, Some(v.ok_or(HostChangeRefused::TooMany)?))
+                .map_err(|_| HostChangeRefused::TooMany)?;
+        }
         let parent = (cold.parent >= 2).then_some(cold.parent);
         self.lpm
             .set_host(p.six, p.addr, parent)
@@ -1127,9 +1185,26 @@ impl IdentityClassifier {
             binding: UNBOUND,
         };
         let mut hot = [none; BLOCK];
-        for (h, k) in hot.chunks_exact_mut(2).zip(keys) {
-            h[0] = self.class(k.family, k.src);
-            h[1] = self.class(k.family, k.dst);
+        if keys.iter().all(|k| k.family == Family::V4) {
+            // Both ends of every key through the IPv4 table at once (eight lanes a
+            // gather where the kernel has them).
+            let mut a = [0u32; BLOCK];
+            for (a, k) in a.chunks_exact_mut(2).zip(keys) {
+                a[0] = k.src as u32;
+                a[1] = k.dst as u32;
+            }
+            let mut raw = [0u64; BLOCK];
+            self.front.lookup_block(t.kernel, &a, &mut raw);
+            for (h, &r) in hot.iter_mut().zip(&raw[..2 * n]) {
+                if r & WideLpm::HIT != 0 {
+                    *h = Hot::unpacked(r & !WideLpm::HIT);
+                }
+            }
+        } else {
+            for (h, k) in hot.chunks_exact_mut(2).zip(keys) {
+                h[0] = self.class(k.family, k.src);
+                h[1] = self.class(k.family, k.dst);
+            }
         }
         let mut idk = [FlowKey {
             src: 0,

@@ -822,6 +822,7 @@ impl Classifier {
             .unwrap_or(SENTINEL.enforced)
     }
 
+    #[inline]
     fn endpoint(
         &self,
         family: Family,
