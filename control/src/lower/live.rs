@@ -1354,6 +1354,30 @@ impl Live {
         key: Behaviour,
         like: [Option<HostIdentity>; 2],
     ) -> bool {
+        self.add_with_own_programs(ep, key, |from, n, id, ingress, egress| {
+            let l = like[usize::from(matches!(n, IpNet::V6(_)))]?;
+            from.with_host_identity(n, id, Some(ingress), Some(egress), l)
+                .ok()
+        })
+    }
+
+    /// The tail both fast paths of a new behaviour share: lowers `ep`'s own programs
+    /// from the memo (those not seen before get their trees as a new part), binds each
+    /// of its host prefixes with `bind` (the classifier so far, the prefix, the
+    /// endpoint id, its ingress and egress programs) and joins its behaviour's group.
+    /// On a failure after lowering the memo is dropped (a rebuild makes a new one).
+    fn add_with_own_programs(
+        &mut self,
+        ep: &Endpoint,
+        key: Behaviour,
+        bind: impl Fn(
+            &IdentityClassifier,
+            IpNet,
+            EndpointId,
+            ProgramId,
+            ProgramId,
+        ) -> Option<IdentityClassifier>,
+    ) -> bool {
         let Ok(id) = id32("endpoints", self.names.endpoints.len()) else {
             return false;
         };
@@ -1379,17 +1403,13 @@ impl Live {
         };
         let mut next: Option<IdentityClassifier> = None;
         for n in &ep.nets {
-            let Some(l) = like[usize::from(matches!(n, IpNet::V6(_)))] else {
-                return false;
-            };
             let from = next
                 .as_ref()
                 .or(with_trees.as_ref())
                 .unwrap_or(&self.classifier);
-            match from.with_host_identity(n.trunc(), EndpointId(id), Some(ingress), Some(egress), l)
-            {
-                Ok(c) => next = Some(c),
-                Err(_) => return false,
+            match bind(from, n.trunc(), EndpointId(id), ingress, egress) {
+                Some(c) => next = Some(c),
+                None => return false,
             }
         }
         let Some(next) = next else { return false };
@@ -1425,46 +1445,10 @@ impl Live {
         if read {
             return false;
         }
-        let Ok(id) = id32("endpoints", self.names.endpoints.len()) else {
-            return false;
-        };
-        let Some(mut memo) = self.memo.take() else {
-            return false;
-        };
-        let Ok(programs) =
-            super::relower_policies(&self.cluster, &mut self.names, &mut memo, &[], &[ep])
-        else {
-            return false;
-        };
-        let Some(&(ingress, egress)) = programs.first() else {
-            return false;
-        };
-        let added = memo.take_programs();
-        let with_trees = if added.is_empty() {
-            None
-        } else {
-            match self.classifier.with_programs(&added, &[], &[], &self.cfg) {
-                Ok(c) => Some(c),
-                Err(_) => return false,
-            }
-        };
-        let mut next: Option<IdentityClassifier> = None;
-        for n in &ep.nets {
-            let from = next
-                .as_ref()
-                .or(with_trees.as_ref())
-                .unwrap_or(&self.classifier);
-            match from.with_unlisted_host(n.trunc(), EndpointId(id), Some(ingress), Some(egress)) {
-                Ok(c) => next = Some(c),
-                Err(_) => return false,
-            }
-        }
-        let Some(next) = next else { return false };
-        if !self.join(ep, id, next, key, (Some(ingress), Some(egress))) {
-            return false;
-        }
-        self.memo = Some(memo);
-        true
+        self.add_with_own_programs(ep, key, |from, n, id, ingress, egress| {
+            from.with_unlisted_host(n, id, Some(ingress), Some(egress))
+                .ok()
+        })
     }
 
     /// [`Live::read_as_peer`] from the endpoint's behaviour `b`: a bit of its peer
