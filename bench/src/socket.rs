@@ -290,9 +290,15 @@ fn apply(c: &mut Client, text: String) -> Result<Sample, String> {
             }],
         })
         .map_err(|e| format!("apply: {e}"))?;
+    sample(&r, t0, "apply")
+}
+
+/// The sample of a change's reply `r` to a request sent at `t0`; an error if it
+/// changed nothing.
+fn sample(r: &Value, t0: Instant, what: &str) -> Result<Sample, String> {
     let wall_ms = t0.elapsed().as_secs_f64() * 1e3;
     if r["changed"] != json!(true) {
-        return Err(format!("apply changed nothing: {r}"));
+        return Err(format!("{what} changed nothing: {r}"));
     }
     Ok(Sample {
         timings: r["timings"].clone(),
@@ -551,7 +557,7 @@ fn pod_churn(a: &SocketArgs, bin: &Path, dir: &Path, pods: usize) -> Result<(), 
         a.state_dir,
         t0.elapsed().as_secs_f64()
     );
-    let mut samples: [Vec<(Sample, String)>; 2] = [Vec::new(), Vec::new()];
+    let mut samples: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
     for i in 0..a.churn {
         let mut r = templates[i % templates.len()].clone();
         let Resource::WorkloadEndpoint(o) = &mut r else {
@@ -564,19 +570,7 @@ fn pod_churn(a: &SocketArgs, bin: &Path, dir: &Path, pods: usize) -> Result<(), 
         ];
         let key = r.key();
         let text = document(&r).to_string();
-        let w = Instant::now();
-        let reply = c
-            .call(Op::Apply {
-                text: None,
-                source: None,
-                files: vec![SourceText {
-                    source: "bench".into(),
-                    text,
-                    json: true,
-                }],
-            })
-            .map_err(|e| format!("apply: {e}"))?;
-        samples[0].push(churn_sample(&reply, w)?);
+        samples[0].push(apply(&mut c, text)?);
         let w = Instant::now();
         let reply = c
             .call(Op::Delete {
@@ -590,7 +584,7 @@ fn pod_churn(a: &SocketArgs, bin: &Path, dir: &Path, pods: usize) -> Result<(), 
                 files: Vec::new(),
             })
             .map_err(|e| format!("delete: {e}"))?;
-        samples[1].push(churn_sample(&reply, w)?);
+        samples[1].push(sample(&reply, w, "a pod delete")?);
     }
     for (what, xs) in ["pod-add-existing-labels", "pod-delete-existing-labels"]
         .iter()
@@ -598,12 +592,12 @@ fn pod_churn(a: &SocketArgs, bin: &Path, dir: &Path, pods: usize) -> Result<(), 
     {
         let f = |k: &str| -> Vec<f64> {
             xs.iter()
-                .map(|(s, _)| s.timings[k].as_f64().unwrap_or(f64::NAN))
+                .map(|s| s.timings[k].as_f64().unwrap_or(f64::NAN))
                 .collect()
         };
         let mut paths: BTreeMap<&str, usize> = BTreeMap::new();
-        for (_, p) in xs {
-            *paths.entry(p.as_str()).or_default() += 1;
+        for s in xs {
+            *paths.entry(s.path.as_str()).or_default() += 1;
         }
         let (total, engine, validate, pickup) = (
             f("total_ms"),
@@ -612,7 +606,7 @@ fn pod_churn(a: &SocketArgs, bin: &Path, dir: &Path, pods: usize) -> Result<(), 
             f("pickup_ms"),
         );
         let (cpu, publish) = (f("cpu_ms"), f("publish_ms"));
-        let wall: Vec<f64> = xs.iter().map(|(s, _)| s.wall_ms).collect();
+        let wall: Vec<f64> = xs.iter().map(|s| s.wall_ms).collect();
         println!(
             "socket pod-churn {what}: pods {pods} policies {} classifier {} n {} daemon total p50 {:.3} p99 {:.3} max {:.3} ms | cpu p50 {:.3} p99 {:.3} | engine p50 {:.3} p99 {:.3} | validate p50 {:.3} p99 {:.3} | lower p50 {:.3} | persist p50 {:.3} | publish p50 {:.3} p99 {:.3} | pickup p50 {:.3} p99 {:.3} | client wall p50 {:.3} p99 {:.3} ms | paths {:?}",
             a.churn_policies,
@@ -640,20 +634,4 @@ fn pod_churn(a: &SocketArgs, bin: &Path, dir: &Path, pods: usize) -> Result<(), 
     }
     drop(daemon);
     Ok(())
-}
-
-fn churn_sample(reply: &Value, w: Instant) -> Result<(Sample, String), String> {
-    let wall_ms = w.elapsed().as_secs_f64() * 1e3;
-    if reply["changed"] != json!(true) {
-        return Err(format!("a pod change changed nothing: {reply}"));
-    }
-    let path = reply["path"].as_str().unwrap_or("?").to_string();
-    Ok((
-        Sample {
-            timings: reply["timings"].clone(),
-            path: path.clone(),
-            wall_ms,
-        },
-        path,
-    ))
 }

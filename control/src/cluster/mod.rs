@@ -704,6 +704,19 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Every rule of the cluster: the policies' (ingress, then egress, policy by
+    /// policy), then the profiles'.
+    pub fn every_rule(&self) -> impl Iterator<Item = &PolicyRule> {
+        self.policies
+            .iter()
+            .flat_map(|p| p.ingress.iter().chain(&p.egress))
+            .chain(
+                self.profiles
+                    .values()
+                    .flat_map(|p| p.ingress.iter().chain(&p.egress)),
+            )
+    }
+
     /// Normalises a resource set (as loaded; defaulting is re-applied here and is
     /// idempotent). A later resource with the same key replaces an earlier one, as a
     /// later `apply` would.

@@ -566,15 +566,7 @@ impl Live {
         self.named.clear();
         self.nets.clear();
         let c = &self.cluster;
-        let rules = c
-            .policies
-            .iter()
-            .flat_map(|p| p.ingress.iter().chain(&p.egress))
-            .chain(
-                c.profiles
-                    .values()
-                    .flat_map(|p| p.ingress.iter().chain(&p.egress)),
-            );
+        let rules = c.every_rule();
         let mut seen: HashMap<&Selector, u32> = HashMap::new();
         let mut selectors = Vec::new();
         for p in &c.policies {
@@ -1482,14 +1474,7 @@ impl Live {
                     || names_its_port(&m.not_ports)
             }
         };
-        c.policies
-            .iter()
-            .flat_map(|p| p.ingress.iter().chain(&p.egress))
-            .chain(
-                c.profiles
-                    .values()
-                    .flat_map(|p| p.ingress.iter().chain(&p.egress)),
-            )
+        c.every_rule()
             .any(|r| reads(&r.source) || reads(&r.destination))
     }
 
@@ -1638,16 +1623,7 @@ fn spare_endpoints(c: &Cluster) -> Vec<Endpoint> {
             wide.push(n);
         }
     };
-    for r in c
-        .policies
-        .iter()
-        .flat_map(|p| p.ingress.iter().chain(&p.egress))
-        .chain(
-            c.profiles
-                .values()
-                .flat_map(|p| p.ingress.iter().chain(&p.egress)),
-        )
-    {
+    for r in c.every_rule() {
         for m in [&r.source, &r.destination] {
             m.nets
                 .iter()

@@ -1381,6 +1381,16 @@ mod tests {
     use crate::linear::LinearClassifier;
     use crate::program::EndpointBinding;
 
+    /// Host `n` bound to endpoint `e`, program 0 both ways.
+    fn bind(n: &str, e: u32) -> EndpointBinding {
+        EndpointBinding {
+            net: n.parse().unwrap(),
+            endpoint: EndpointId(e),
+            ingress: Some(ProgramId(0)),
+            egress: Some(ProgramId(0)),
+        }
+    }
+
     #[test]
     fn cover_is_minimal_and_exact() {
         let mut out = Vec::new();
@@ -1426,12 +1436,6 @@ mod tests {
             )],
             vec![],
         );
-        let bind = |n: &str, e: u32| EndpointBinding {
-            net: net(n),
-            endpoint: EndpointId(e),
-            ingress: Some(ProgramId(0)),
-            egress: Some(ProgramId(0)),
-        };
         let set = PolicySet {
             programs: vec![p],
             endpoints: vec![bind("10.0.0.1/32", 0), bind("10.0.0.2/32", 1)],
@@ -1529,12 +1533,6 @@ mod tests {
                 )],
                 vec![],
             )
-        };
-        let bind = |n: &str, e: u32| EndpointBinding {
-            net: net(n),
-            endpoint: EndpointId(e),
-            ingress: Some(ProgramId(0)),
-            egress: Some(ProgramId(0)),
         };
         // 240.0.0.1 stands in for a host that is unbound after the build.
         let set = PolicySet {
