@@ -100,13 +100,7 @@ fn bench(c: &mut Criterion) {
     ] {
         let cl = cluster(pods, policies, named);
         let l = lower(&cl).expect("lowers");
-        let rules: usize = l
-            .set
-            .programs
-            .iter()
-            .flat_map(|p| p.tiers.iter().flat_map(|t| &t.policies).chain(&p.profiles))
-            .map(|p| p.rules.len())
-            .sum();
+        let rules = l.set.rules().count();
         eprintln!(
             "{name}: {} programs, {rules} rules, {} endpoint bindings",
             l.set.programs.len(),

@@ -623,13 +623,7 @@ pub fn main(a: &CalicoArgs) -> Result<(), String> {
     write(a.out.join(format!("{}.rules", a.name)), &meta)?;
     write(a.out.join(format!("{}_trace", a.name)), &text)?;
     write(a.out.join(format!("{}_trace.firstmatch", a.name)), &firsts)?;
-    let ir_rules: usize = lowered
-        .set
-        .programs
-        .iter()
-        .flat_map(|p| p.tiers.iter().flat_map(|t| &t.policies).chain(&p.profiles))
-        .map(|p| p.rules.len())
-        .sum();
+    let ir_rules = lowered.set.rules().count();
     let mut hist: BTreeMap<&str, usize> = BTreeMap::new();
     for m in &flat.meanings {
         let k = match m.hit {

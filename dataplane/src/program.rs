@@ -537,3 +537,16 @@ pub struct PolicySet {
     /// Local endpoints.
     pub endpoints: Vec<EndpointBinding>,
 }
+
+impl PolicySet {
+    /// Every rule of every program: tier by tier, then the profiles'.
+    pub fn rules(&self) -> impl Iterator<Item = &Rule> {
+        self.programs.iter().flat_map(|p| {
+            p.tiers
+                .iter()
+                .flat_map(|t| &t.policies)
+                .chain(&p.profiles)
+                .flat_map(|pol| &pol.rules)
+        })
+    }
+}

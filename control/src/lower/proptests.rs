@@ -1070,12 +1070,7 @@ proptest! {
         };
         let lowered = lower(&cluster).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let set = &lowered.set;
-        let rules: Vec<&dataplane::program::Rule> = set
-            .programs
-            .iter()
-            .flat_map(|p| p.tiers.iter().flat_map(|t| &t.policies).chain(&p.profiles))
-            .flat_map(|pol| &pol.rules)
-            .collect();
+        let rules: Vec<&dataplane::program::Rule> = set.rules().collect();
         let mut lists: Vec<&dataplane::program::Nets> = Vec::new();
         for r in &rules {
             let m = &r.matches;
