@@ -925,6 +925,8 @@ fn lanes_of(k: &FlowKey) -> Lanes {
 #[derive(Default)]
 struct Shared {
     boxes: Vec<MBox>,
+    /// `boxes` in the flat table the tree builder reads.
+    flat: tree::Boxes,
     box_ids: HashMap<MBox, u32>,
     cands: Cands,
     memo: Memo,
@@ -938,6 +940,7 @@ impl Shared {
             return id;
         }
         self.boxes.push(b.clone());
+        self.flat.push(b);
         let id = (self.boxes.len() - 1) as u32;
         self.box_ids.insert(b.clone(), id);
         id
@@ -950,7 +953,8 @@ impl Shared {
             .boxes
             .iter()
             .map(|b| b.0.iter().map(|f| f.0.len() * 32).sum::<usize>() + 128)
-            .sum();
+            .sum::<usize>()
+            + self.flat.bytes();
         let memo: usize = [&self.memo, &self.part_memo]
             .iter()
             .flat_map(|m| m.keys())
@@ -1296,7 +1300,7 @@ impl Ctx<'_> {
             Job::Single { .. } => {
                 let mut t = TreeBuilder::new(
                     self.family,
-                    &self.shared.boxes,
+                    &self.shared.flat,
                     &mut cands,
                     &mut memo,
                     self.params,
@@ -1330,7 +1334,7 @@ impl Ctx<'_> {
                     let merged = merge(&ge, &gp);
                     let mut t = TreeBuilder::new(
                         self.family,
-                        &self.shared.boxes,
+                        &self.shared.flat,
                         &mut cands,
                         &mut memo,
                         self.params,

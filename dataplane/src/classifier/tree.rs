@@ -133,11 +133,56 @@ fn lane_intervals(
     true
 }
 
+/// The interned boxes of one family in one flat table: box `b`'s intervals in field
+/// `d` are `ivs[at[b][d]..at[b][d + 1]]`. The build's hot loops (boundaries, cut
+/// counts, cells, covers) read a box's fields side by side instead of through one
+/// heap pointer per field.
+#[derive(Debug, Default)]
+pub(crate) struct Boxes {
+    at: Vec<[u32; DIMS + 1]>,
+    ivs: Vec<Iv>,
+}
+
+impl Boxes {
+    /// Appends `b` as the next box (its id is the count of boxes before it).
+    pub(crate) fn push(&mut self, b: &MBox) {
+        // Offsets fit in 32 bits: 2^32 intervals would take 128 GiB.
+        let mut at = [self.ivs.len() as u32; DIMS + 1];
+        for d in 0..DIMS {
+            self.ivs.extend_from_slice(&b.0[d].0);
+            at[d + 1] = self.ivs.len() as u32;
+        }
+        self.at.push(at);
+    }
+
+    /// The intervals of box `b` in field `d`.
+    #[inline]
+    pub(crate) fn ivs(&self, b: u32, d: usize) -> &[Iv] {
+        let at = &self.at[b as usize];
+        &self.ivs[at[d] as usize..at[d + 1] as usize]
+    }
+
+    /// Bytes of the table.
+    pub(crate) fn bytes(&self) -> usize {
+        self.at.len() * size_of::<[u32; DIMS + 1]>() + self.ivs.len() * size_of::<Iv>()
+    }
+
+    /// Whether box `b` is empty (some field has no interval).
+    fn is_empty(&self, b: u32) -> bool {
+        let at = &self.at[b as usize];
+        (0..DIMS).any(|d| at[d] == at[d + 1])
+    }
+}
+
 /// Bytes of one slot.
 pub(crate) const SLOT_BYTES: usize = size_of::<Slot>();
 
 /// Children of a plain node: one per value of its 8-bit window.
 const PLAIN_MAX_CHILDREN: usize = 256;
+
+/// Count changes [`TreeBuilder::child_counts`] sorts on the stack (two per box
+/// interval in the region); with more it takes a pass over the children.
+const COUNT_EVENTS: usize = 64;
 const _: () = assert!(1 << slot::MAX_CUT_BITS == PLAIN_MAX_CHILDREN);
 
 /// Tuning of the cut heuristic.
@@ -166,6 +211,8 @@ pub(crate) struct Arena {
     /// The starts words of tabled nodes, each stored once.
     pub(crate) table: Vec<u64>,
     table_index: HashMap<u64, u32>,
+    /// The buffer node keys are built in for lookups.
+    key_buf: Vec<Slot>,
     /// Bytes the current tree attempt holds in build indexes (memo entries, node and
     /// list keys) besides the arena: counted against the slot limit with the arena, so
     /// that the limit bounds the build's memory, not only its output.
@@ -262,24 +309,29 @@ impl Arena {
             return Ok(runs[0].1);
         }
         let hdr = slot::plain(word, shift, bits, 0).ok_or(OverBudget)?;
-        let mut key: Vec<Slot> = Vec::with_capacity(2 * runs.len() + 1);
+        let mut key = std::mem::take(&mut self.key_buf);
+        key.clear();
         key.push(hdr);
         for &(at, child) in runs {
             key.extend([at as u64, child]);
         }
         let n = 1usize << bits;
         if let Some(&(slot, _)) = below
-            .and_then(|b| b.nodes.get(&key))
-            .or_else(|| self.nodes.get(&key))
+            .and_then(|b| b.nodes.get(&key[..]))
+            .or_else(|| self.nodes.get(&key[..]))
         {
+            self.key_buf = key;
             return Ok(slot);
         }
         // Stored as one child per run when there are few runs, else as the full array
         // of the window's 256 values: each of the `n` children `2^(8 - bits)` times.
         let mark = self.end().slots;
         let slot = if runs.len() <= MAX_RUNS {
-            let runs: Vec<(u8, Slot)> = runs.iter().map(|&(at, c)| (at as u8, c)).collect();
-            self.runs_node(below, word, shift, bits, &runs)?
+            let mut short = [(0u8, 0 as Slot); MAX_RUNS];
+            for (s, &(at, c)) in short.iter_mut().zip(runs) {
+                *s = (at as u8, c);
+            }
+            self.runs_node(below, word, shift, bits, &short[..runs.len()])?
         } else {
             let repeat = PLAIN_MAX_CHILDREN / n;
             let mut children = Vec::with_capacity(PLAIN_MAX_CHILDREN);
@@ -290,7 +342,8 @@ impl Arena {
             self.store(&children, |off| slot::plain(word, shift, bits, off))?
         };
         self.scratch += key.len() * SLOT_BYTES + NODE_KEY_OVERHEAD;
-        self.nodes.insert(key, (slot, mark));
+        self.nodes.insert(key.clone(), (slot, mark));
+        self.key_buf = key;
         Ok(slot)
     }
 
@@ -306,18 +359,27 @@ impl Arena {
         if runs.len() == 1 {
             return Ok(runs[0].1);
         }
-        let starts: Vec<u8> = runs[1..].iter().map(|r| r.0).collect();
-        let children: Vec<Slot> = runs.iter().map(|r| r.1).collect();
-        if starts.len() <= INLINE_STARTS {
-            return self.store(&children, |off| {
-                slot::ranged(word, shift, bits, off, &starts)
-            });
+        // At most `MAX_RUNS` runs here; more are split into groups below.
+        let (mut starts_buf, mut children_buf) = ([0u8; MAX_RUNS], [0 as Slot; MAX_RUNS]);
+        let (starts, children) = if runs.len() <= MAX_RUNS {
+            for (k, &(at, child)) in runs.iter().enumerate() {
+                children_buf[k] = child;
+                if k > 0 {
+                    starts_buf[k - 1] = at;
+                }
+            }
+            (&starts_buf[..runs.len() - 1], &children_buf[..runs.len()])
+        } else {
+            (&starts_buf[..0], &children_buf[..0])
+        };
+        if runs.len() <= MAX_RUNS && starts.len() <= INLINE_STARTS {
+            return self.store(children, |off| slot::ranged(word, shift, bits, off, starts));
         }
         if runs.len() <= MAX_RUNS
             && let Some(entry) =
-                slot::starts_word(&starts, bits).and_then(|w| self.table_entry(below, w))
+                slot::starts_word(starts, bits).and_then(|w| self.table_entry(below, w))
         {
-            return self.store(&children, |off| slot::tabled(word, shift, bits, off, entry));
+            return self.store(children, |off| slot::tabled(word, shift, bits, off, entry));
         }
         // The starts table is full: a tree of ranged nodes on the same cut value, at
         // most `INLINE_STARTS + 1` groups under an inline node.
@@ -546,7 +608,7 @@ fn extend<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>, top: HashMap<K, V>)
 /// subtree, and the memo can reuse subtrees across regions, programs and builds.
 pub(crate) struct TreeBuilder<'a> {
     pub(crate) family: Family,
-    pub(crate) boxes: &'a [MBox],
+    pub(crate) boxes: &'a Boxes,
     pub(crate) cands: &'a mut Cands,
     pub(crate) params: CutParams,
     /// Interns a (enforced, pending) pair of verdict-side indices into a leaf index.
@@ -558,6 +620,14 @@ pub(crate) struct TreeBuilder<'a> {
     pub(crate) below: Option<Below<'a>>,
     /// The buffer memo keys are packed into for lookups.
     key_buf: Vec<u32>,
+    /// A node's distinct boxes (scratch).
+    box_buf: Vec<u32>,
+    /// A cut's cell boundaries (scratch).
+    bp_buf: Vec<usize>,
+    /// Cells and runs of the nodes above that finished, for the next nodes to reuse
+    /// (with their lists' room).
+    cell_pool: Vec<Vec<Cell>>,
+    run_pool: Vec<Vec<(usize, Slot)>>,
     pub(crate) max_depth: u32,
     /// Progress of the build: the share of the root's work (by candidate-list length)
     /// in finished subtrees of the top levels, and the arena size at the start. When
@@ -602,7 +672,7 @@ impl<'a> TreeBuilder<'a> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         family: Family,
-        boxes: &'a [MBox],
+        boxes: &'a Boxes,
         cands: &'a mut Cands,
         memo: &'a mut Memo,
         params: CutParams,
@@ -620,6 +690,10 @@ impl<'a> TreeBuilder<'a> {
             memo,
             below,
             key_buf: Vec::new(),
+            box_buf: Vec::new(),
+            bp_buf: Vec::new(),
+            cell_pool: Vec::new(),
+            run_pool: Vec::new(),
             max_depth: 0,
             progress: Progress::default(),
         }
@@ -653,14 +727,14 @@ impl<'a> TreeBuilder<'a> {
     fn covers_except(&self, b: u32, r: &Region, skip: usize) -> bool {
         (0..DIMS).all(|d| {
             let (lo, hi) = self.span(r, d);
-            d == skip || covers(&self.boxes[b as usize].0[d].0, lo, hi)
+            d == skip || covers(self.boxes.ivs(b, d), lo, hi)
         })
     }
 
     fn covers_region(&self, b: u32, r: &Region) -> bool {
         (0..DIMS).all(|d| {
             let (lo, hi) = self.span(r, d);
-            covers(&self.boxes[b as usize].0[d].0, lo, hi)
+            covers(self.boxes.ivs(b, d), lo, hi)
         })
     }
 
@@ -674,8 +748,7 @@ impl<'a> TreeBuilder<'a> {
         let (mut e_cov, mut p_cov) = (false, false);
         let mut canonical = Vec::with_capacity(list.len());
         for c in list {
-            let b = &self.boxes[c.bx as usize];
-            if b.is_empty() {
+            if self.boxes.is_empty(c.bx) {
                 continue;
             }
             let keep = Cand {
@@ -770,12 +843,17 @@ impl<'a> TreeBuilder<'a> {
             let pd = fp.map_or(NONE, |c| c.p);
             return Ok(slot::leaf((self.leaf)(ed, pd)));
         }
-        let mut boxes: Vec<u32> = list.iter().map(|&i| self.cand(i).bx).collect();
+        // Scratch buffers are reused from node to node: the build allocates little
+        // beyond what it keeps.
+        let mut boxes = std::mem::take(&mut self.box_buf);
+        boxes.clear();
+        boxes.extend(list.iter().map(|&i| self.cand(i).bx));
         boxes.sort_unstable();
         boxes.dedup();
         if boxes.len() <= self.params.binth
             && let Some(items) = self.leaf_items(r, list)
         {
+            self.box_buf = boxes;
             return self.arena.list(self.below.map(|b| b.arena), items);
         }
         let align = self.boundaries(r, &boxes);
@@ -798,6 +876,7 @@ impl<'a> TreeBuilder<'a> {
         let key: Box<[u32]> = match found {
             Some(slot) => {
                 self.key_buf = key;
+                self.box_buf = boxes;
                 return Ok(slot);
             }
             None => {
@@ -807,12 +886,15 @@ impl<'a> TreeBuilder<'a> {
             }
         };
         let (d, bits) = self.choose_cut(r, &boxes, &align);
+        self.box_buf = boxes;
         let width = self.width(d);
         let below = width - r.len[d] - bits; // bits under the cut
-        let cells = self.cells(r, d, bits, list);
+        let mut cells = self.cell_pool.pop().unwrap_or_default();
+        self.cells(r, d, bits, list, &mut cells);
         let weight: usize = cells.iter().map(|c| c.list.len()).sum();
         // One subtree per cell; neighbouring cells with the same subtree form one run.
-        let mut runs: Vec<(usize, Slot)> = Vec::with_capacity(cells.len());
+        let mut runs = self.run_pool.pop().unwrap_or_default();
+        runs.clear();
         for cell in &cells {
             let mut cr = *r;
             cr.lo[d] = r.lo[d] | ((cell.first as u128) << below);
@@ -833,6 +915,8 @@ impl<'a> TreeBuilder<'a> {
         let slot = self
             .arena
             .node(self.below.map(|b| b.arena), word, at + shift, bits, &runs)?;
+        self.cell_pool.push(cells);
+        self.run_pool.push(runs);
         self.arena.scratch += std::mem::size_of_val(list) + MEMO_ENTRY_COUNTED;
         self.memo.insert(key, slot);
         Ok(slot)
@@ -855,8 +939,9 @@ impl<'a> TreeBuilder<'a> {
 
     /// Splits `list` among the children of a `bits`-bit cut of region `r` on field
     /// `d`: the children are grouped into cells (no candidate boundary inside a cell
-    /// of several children), and each cell gets its canonical candidate list.
-    fn cells(&mut self, r: &Region, d: usize, bits: u32, list: &[u32]) -> Vec<Cell> {
+    /// of several children), and each cell gets its canonical candidate list; into
+    /// `cells` (whose entries' lists are reused).
+    fn cells(&mut self, r: &Region, d: usize, bits: u32, list: &[u32], cells: &mut Vec<Cell>) {
         let below = self.width(d) - r.len[d] - bits;
         let (rlo, rhi) = self.span(r, d);
         let n = 1usize << bits;
@@ -870,10 +955,11 @@ impl<'a> TreeBuilder<'a> {
             (c0, c1, cut0, cut1)
         };
         let boxes = self.boxes;
-        let mut bp: Vec<usize> = vec![0, n];
+        let mut bp = std::mem::take(&mut self.bp_buf);
+        bp.clear();
+        bp.extend([0, n]);
         for &i in list {
-            let b = &boxes[self.cand(i).bx as usize];
-            for &(a, z) in &b.0[d].0 {
+            for &(a, z) in boxes.ivs(self.cand(i).bx, d) {
                 if a > rhi || z < rlo {
                     continue;
                 }
@@ -889,15 +975,23 @@ impl<'a> TreeBuilder<'a> {
         }
         bp.sort_unstable();
         bp.dedup();
-        let mut cells: Vec<Cell> = bp
-            .windows(2)
-            .map(|w| Cell {
-                first: w[0],
-                list: Vec::new(),
-                enforced_covered: false,
-                pending_covered: false,
-            })
-            .collect();
+        cells.truncate(bp.len() - 1);
+        for (k, w) in bp.windows(2).enumerate() {
+            match cells.get_mut(k) {
+                Some(cell) => {
+                    cell.first = w[0];
+                    cell.list.clear();
+                    cell.enforced_covered = false;
+                    cell.pending_covered = false;
+                }
+                None => cells.push(Cell {
+                    first: w[0],
+                    list: Vec::new(),
+                    enforced_covered: false,
+                    pending_covered: false,
+                }),
+            }
+        }
         let cell_of = |c: usize| bp.partition_point(|&x| x <= c) - 1;
         let mut open = cells.len();
         for &i in list {
@@ -907,7 +1001,7 @@ impl<'a> TreeBuilder<'a> {
             let c = self.cand(i);
             let others = self.covers_except(c.bx, r, d);
             let mut last = usize::MAX;
-            let intervals = &boxes[c.bx as usize].0[d].0;
+            let intervals = boxes.ivs(c.bx, d);
             for &(a, z) in intervals {
                 if a > rhi || z < rlo {
                     continue;
@@ -939,34 +1033,31 @@ impl<'a> TreeBuilder<'a> {
                 }
             }
         }
-        cells
+        self.bp_buf = bp;
     }
 
     /// Per field: `None` if every box covers the region there, else the alignment
     /// (trailing zero bits, relative to the region's start) of the finest boundary.
     fn boundaries(&self, r: &Region, boxes: &[u32]) -> [Option<u32>; DIMS] {
-        std::array::from_fn(|d| {
-            let (rlo, rhi) = self.span(r, d);
-            let mut align: Option<u32> = None;
-            let mut note = |p: u128| {
-                let tz = (p - rlo).trailing_zeros();
-                align = Some(align.map_or(tz, |a| a.min(tz)));
-            };
-            for &b in boxes {
-                for &(a, z) in &self.boxes[b as usize].0[d].0 {
+        let spans: [(u128, u128); DIMS] = std::array::from_fn(|d| self.span(r, d));
+        // One pass over the boxes (their fields lie side by side); `u32::MAX` = none.
+        let mut align = [u32::MAX; DIMS];
+        for &b in boxes {
+            for (d, &(rlo, rhi)) in spans.iter().enumerate() {
+                for &(a, z) in self.boxes.ivs(b, d) {
                     if a > rhi || z < rlo {
                         continue;
                     }
                     if a > rlo {
-                        note(a);
+                        align[d] = align[d].min((a - rlo).trailing_zeros());
                     }
                     if z < rhi {
-                        note(z + 1);
+                        align[d] = align[d].min((z + 1 - rlo).trailing_zeros());
                     }
                 }
             }
-            align
-        })
+        }
+        align.map(|a| (a != u32::MAX).then_some(a))
     }
 
     /// The leaf list of region `r`: each candidate clipped to the region and split
@@ -977,17 +1068,15 @@ impl<'a> TreeBuilder<'a> {
         let mut items = Vec::new();
         for &i in list {
             let c = self.cand(i);
-            let b = &self.boxes[c.bx as usize];
             // Where the box covers the region the field needs no check (and must not
             // get one: a memoised list is shared by regions that differ in such fields).
             let clipped: [Vec<Iv>; DIMS] = std::array::from_fn(|d| {
                 let (lo, hi) = self.span(r, d);
-                if covers(&b.0[d].0, lo, hi) {
+                let ivs = self.boxes.ivs(c.bx, d);
+                if covers(ivs, lo, hi) {
                     return vec![(0, max_of(self.width(d)))];
                 }
-                b.0[d]
-                    .0
-                    .iter()
+                ivs.iter()
                     .filter(|&&(a, z)| a <= hi && lo <= z)
                     .map(|&(a, z)| (a.max(lo), z.min(hi)))
                     .collect()
@@ -1090,7 +1179,10 @@ impl<'a> TreeBuilder<'a> {
         let below = self.width(d) - r.len[d] - bits;
         let (rlo, rhi) = self.span(r, d);
         let n = 1usize << bits;
-        let mut diff = [0isize; PLAIN_MAX_CHILDREN + 1];
+        // Where the count of boxes per child changes, as `child << 1 | starts`: few
+        // boxes (most nodes) need only these sorted, not a pass over all `n` children.
+        let mut events = [0u32; COUNT_EVENTS];
+        let mut nev = 0usize;
         let mut partial = 0usize;
         // Child indices where the children may change (capped: only "few" matters).
         let mut edges = [0usize; 2 * MAX_RUNS + 1];
@@ -1103,7 +1195,7 @@ impl<'a> TreeBuilder<'a> {
         };
         for &b in boxes {
             let mut next = 0usize; // first child this box has not been counted in
-            for &(a, z) in &self.boxes[b as usize].0[d].0 {
+            for &(a, z) in self.boxes.ivs(b, d) {
                 let (a, z) = (a.max(rlo), z.min(rhi));
                 if a > z {
                     continue;
@@ -1118,6 +1210,56 @@ impl<'a> TreeBuilder<'a> {
                 edge(c1 + usize::from(!cut_in_c1));
                 let c0 = c0.max(next);
                 if c0 <= c1 {
+                    if nev + 2 <= COUNT_EVENTS {
+                        events[nev] = (c0 as u32) << 1 | 1;
+                        events[nev + 1] = ((c1 + 1) as u32) << 1;
+                    }
+                    nev += 2;
+                    next = c1 + 1;
+                }
+            }
+        }
+        let mx = if nev <= COUNT_EVENTS {
+            // Sorted, a child's decrements come before its increments, so the running
+            // count after each event never exceeds a child's count.
+            let events = &mut events[..nev];
+            events.sort_unstable();
+            let (mut cur, mut mx) = (0usize, 0usize);
+            for &e in events.iter() {
+                if (e >> 1) as usize >= n {
+                    break;
+                }
+                if e & 1 == 1 {
+                    cur += 1;
+                    mx = mx.max(cur);
+                } else {
+                    cur -= 1;
+                }
+            }
+            mx
+        } else {
+            self.max_child_count(r, d, bits, boxes)
+        };
+        (mx, partial, found)
+    }
+
+    /// The largest number of boxes in one child of a `bits`-bit cut on `d` (the
+    /// first value of [`TreeBuilder::child_counts`], by a pass over the children).
+    fn max_child_count(&self, r: &Region, d: usize, bits: u32, boxes: &[u32]) -> usize {
+        let below = self.width(d) - r.len[d] - bits;
+        let (rlo, rhi) = self.span(r, d);
+        let n = 1usize << bits;
+        let mut diff = [0isize; PLAIN_MAX_CHILDREN + 1];
+        for &b in boxes {
+            let mut next = 0usize; // first child this box has not been counted in
+            for &(a, z) in self.boxes.ivs(b, d) {
+                let (a, z) = (a.max(rlo), z.min(rhi));
+                if a > z {
+                    continue;
+                }
+                let (c0, c1) = (((a - rlo) >> below) as usize, ((z - rlo) >> below) as usize);
+                let c0 = c0.max(next);
+                if c0 <= c1 {
                     diff[c0] += 1;
                     diff[c1 + 1] -= 1;
                     next = c1 + 1;
@@ -1129,6 +1271,6 @@ impl<'a> TreeBuilder<'a> {
             cur += v;
             mx = mx.max(cur as usize);
         }
-        (mx, partial, found)
+        mx
     }
 }
