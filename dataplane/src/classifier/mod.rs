@@ -29,7 +29,11 @@
 //! arrangement's bytes, and its build indexes a multiple of that (0 bytes per entry
 //! never tries one). The cost of an arrangement is its trees' depths plus a per-tree round cost;
 //! each attempt's limit counts the build's indexes as well as its output, so it
-//! bounds build memory and time, and every limit stays within the budget. If no
+//! bounds build memory and time, and every limit stays within the budget; an attempt
+//! whose growth, projected from the share of its tree already built, passes its
+//! room by a margin is abandoned before it reaches the room (`tree::Progress`: the
+//! share counts each finished subtree once, with margins measured on the ClassBench
+//! sets so that no attempt that fits is abandoned there). If no
 //! arrangement fits the budget, the build fails with [`BuildError::OverBudget`]
 //! naming the budget, the program and what ran out.
 //! Each attempt builds in a workspace of its own over the committed state (it finds
