@@ -265,7 +265,10 @@ pub struct IdentityClassifier {
     hot: Vec<Hot>,
     /// Shared between generations: the largest table, and not read by lookups.
     cold: Chunked<Cold, CHUNK>,
-    bindings: Vec<Binding>,
+    /// Flat like `hot` (indexing it costs what indexing a `Vec` does), but shared:
+    /// a host removed leaves it as it is, so that generation keeps its
+    /// predecessor's table instead of copying it.
+    bindings: Arc<[Binding]>,
     /// The trees, in the order they were built; a part's trace ids follow the earlier
     /// parts' ones.
     parts: Vec<Part>,
@@ -640,7 +643,7 @@ impl IdentityClassifier {
             front,
             hot,
             cold: Chunked::from_slice(&cold),
-            bindings,
+            bindings: bindings.into(),
             programs: Arc::new((0..set.programs.len() as u32).map(|i| (0, i)).collect()),
             stats: IdentityStats {
                 classes: n,
@@ -771,7 +774,7 @@ impl IdentityClassifier {
             if up != c && self.hot[up as usize].binding == b {
                 return Err(ProgramChangeRefused::NotBound(net));
             }
-            if let Some(slot) = next.bindings.get_mut(b as usize) {
+            if let Some(slot) = Arc::make_mut(&mut next.bindings).get_mut(b as usize) {
                 slot.1 = ingress;
                 slot.2 = egress;
             }
@@ -1012,7 +1015,7 @@ impl IdentityClassifier {
             front: self.front.clone(),
             hot: grown(&self.hot, hot),
             cold: self.cold.clone(),
-            bindings: grown(&self.bindings, binding),
+            bindings: self.bindings.iter().copied().chain([binding]).collect(),
             parts: self.parts.clone(),
             programs: self.programs.clone(),
             lists: self.lists.clone(),
