@@ -543,8 +543,13 @@ fn policy_only(a: &ScaleArgs, name: &str, cluster: Cluster) -> Result<(), String
     let mut generation = 0u32;
     // Replicas joining on the fast path: the lists the build saw are not the store's
     // any more.
-    let templates: Vec<control::cluster::Endpoint> =
-        live.cluster().endpoints.iter().take(64).cloned().collect();
+    let templates: Vec<control::cluster::Endpoint> = live
+        .cluster()
+        .endpoints
+        .iter()
+        .take(64)
+        .map(|e| (**e).clone())
+        .collect();
     let mut fast = 0usize;
     for n in 0..100usize {
         let mut e = templates[n % templates.len()].clone();
@@ -560,7 +565,7 @@ fn policy_only(a: &ScaleArgs, name: &str, cluster: Cluster) -> Result<(), String
             (k.kind != control::model::Kind::WorkloadEndpoint, k.clone())
         };
         let at = c.endpoints.partition_point(|x| rank(&x.key) < rank(&key));
-        c.endpoints.insert(at, e);
+        c.endpoints.insert(at, std::sync::Arc::new(e));
         fast += usize::from(live.update(&c, &[key]).map_err(|e| e.to_string())? == Applied::Fast);
     }
     eprintln!("{name}: 100 replicas added, {fast} on the fast path");
@@ -855,8 +860,13 @@ fn churn(
         classifier: live.classifier().clone(),
     });
     let mut generation = 0u32;
-    let templates: Vec<control::cluster::Endpoint> =
-        live.cluster().endpoints.iter().take(64).cloned().collect();
+    let templates: Vec<control::cluster::Endpoint> = live
+        .cluster()
+        .endpoints
+        .iter()
+        .take(64)
+        .map(|e| (**e).clone())
+        .collect();
     let mut next_addr = 0usize;
     let fresh_host = |n: &mut usize| -> ipnet::IpNet {
         *n += 1;
@@ -878,7 +888,7 @@ fn churn(
         }
         let key = e.key.clone();
         let at = c.endpoints.partition_point(|x| rank(&x.key) < rank(&key));
-        c.endpoints.insert(at, e);
+        c.endpoints.insert(at, std::sync::Arc::new(e));
         key
     };
     let removed = |c: &mut Cluster, key: &control::model::ResourceKey| {
@@ -923,7 +933,7 @@ fn churn(
             let relabel = Some((*label, format!("new{i}")));
             let key = add_like(&mut store, i, &mut next_addr, relabel);
             if !ports && let Some(e) = store.endpoints.iter_mut().find(|e| e.key == key) {
-                e.ports.clear();
+                std::sync::Arc::make_mut(e).ports.clear();
             }
             let (w, c) = (Instant::now(), cputime::thread_cpu());
             let r = live.update(&store, std::slice::from_ref(&key));

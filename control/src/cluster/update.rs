@@ -5,7 +5,8 @@
 //! parsed again; the others are kept). A change of workload endpoints only that
 //! leaves the implicit profiles (`kns.<ns>`, `ksa.<ns>.<sa>`) as they are puts those
 //! endpoints in place (a pod coming or going in a namespace that keeps others, or a
-//! Namespace resource). A change of any other kind (host endpoint, network set,
+//! Namespace resource): an insert or a removal in the sorted endpoint list, which
+//! moves one pointer per endpoint after it (endpoints are `Arc`'d). A change of any other kind (host endpoint, network set,
 //! namespace, profile, or a workload endpoint that adds or drops an implicit
 //! profile) rebuilds the endpoints, network sets and profiles from the store, which
 //! never parses a policy selector. The property test in `proptests.rs`
@@ -13,6 +14,7 @@
 //! `Cluster::from_resources` of the store.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use super::{
     BUILTIN_TIERS, Cluster, ClusterError, Endpoint, EndpointKind, Policy, builtin_tier,
@@ -228,17 +230,18 @@ impl Cluster {
         list[start..]
             .iter()
             .take_while(move |e| e.key.namespace.as_deref() == Some(ns))
+            .map(|e| &**e)
     }
 
     /// Puts the endpoints of a [`Cluster::workload_patch`] in place.
     fn apply_workload_patch(&mut self, patch: Vec<(&ResourceKey, Option<Endpoint>)>) {
         for (key, new) in patch {
             match (self.workload_index(key), new) {
-                (Ok(i), Some(e)) => self.endpoints[i] = e,
+                (Ok(i), Some(e)) => self.endpoints[i] = Arc::new(e),
                 (Ok(i), None) => {
                     self.endpoints.remove(i);
                 }
-                (Err(i), Some(e)) => self.endpoints.insert(i, e),
+                (Err(i), Some(e)) => self.endpoints.insert(i, Arc::new(e)),
                 (Err(_), None) => {}
             }
         }

@@ -119,14 +119,23 @@
 //! the caller's store, not only of its own copy).
 //!
 //! # Where the time of a pod change goes (20,000 pods, 1,000 policies)
-//! [`IdentityClassifier::with_host`] copies the lookup tables once (LPM, identity and
-//! binding per class, bindings: about 0.65 MB) and shares the per-class prefix table
-//! in `Arc`'d chunks; the store change is an index lookup, a swap-remove or a push.
-//! Before, `update` took the whole next store by value: the caller cloned 20,000
-//! endpoints to build it (tens of milliseconds) and the replaced store was freed on a
-//! background thread whose frees contended with the control thread's allocations
-//! (wall p99 of 13–28 ms for a change whose own work took under 1 ms). BENCHMARKS.md,
-//! "Cluster scale", has the measurements.
+//! [`IdentityClassifier::with_host`] copies the LPMs' nodes and the per-class
+//! identity and binding once (about 0.4 MB) and the bindings table with the new
+//! binding in a spare entry (0.4 MB, one `memcpy`);
+//! [`IdentityClassifier::without_host`] copies the former and shares the bindings;
+//! both share the per-class prefix table in `Arc`'d chunks. The store change is an
+//! index lookup, a swap-remove or a push of an `Arc`'d endpoint (shared with the
+//! caller's store, so no endpoint is copied). In the daemon the rest of a change is
+//! the caller's: parsing the request, the store copy and `Cluster::update` (its
+//! sorted endpoint list moves one pointer per endpoint after the changed one; before
+//! the endpoints were `Arc`'d it moved about 2 MB of them per change, the largest
+//! single cost), the names copied for the published generation (one pointer per 256
+//! endpoints and the owner LPM's nodes) and the reply. Before, `update` took the
+//! whole next store by value: the caller cloned 20,000 endpoints to build it (tens
+//! of milliseconds) and the replaced store was freed on a background thread whose
+//! frees contended with the control thread's allocations (wall p99 of 13–28 ms for a
+//! change whose own work took under 1 ms). BENCHMARKS.md, "Cluster scale" and "Pod
+//! churn through the socket", has the measurements.
 
 use std::sync::Arc;
 
@@ -369,7 +378,9 @@ impl Live {
     ) -> Result<(super::Lowered, Memo, IdentityClassifier, Vec<Spare>), LiveError> {
         let spares = spare_endpoints(cluster);
         let real = cluster.endpoints.len();
-        cluster.endpoints.extend(spares.iter().cloned());
+        cluster
+            .endpoints
+            .extend(spares.iter().map(|e| Arc::new(e.clone())));
         let lowered = lower_keeping(cluster);
         cluster.endpoints.truncate(real);
         let (mut lowered, memo) = lowered?;
@@ -1041,7 +1052,7 @@ impl Live {
     /// contains (`eval` picks such an address's owner by store order, and so did the
     /// build), when the ones after it move up instead. Returns it and how to put it
     /// back.
-    fn take_endpoint(&mut self, key: &ResourceKey) -> Option<(Endpoint, Taken)> {
+    fn take_endpoint(&mut self, key: &ResourceKey) -> Option<(Arc<Endpoint>, Taken)> {
         let i = self.at.remove(key)?;
         let eps = &mut self.cluster.endpoints;
         let (nets, wide) = (&self.nets, &self.wide);
@@ -1052,7 +1063,7 @@ impl Live {
                     || wide.iter().any(|w| w.contains(&n))
             })
         };
-        if i + 1 < eps.len() && eps.last().is_some_and(shared) {
+        if i + 1 < eps.len() && eps.last().is_some_and(|e| shared(e)) {
             let e = eps.remove(i);
             for (j, moved) in eps.iter().enumerate().skip(i) {
                 self.at.insert(moved.key.clone(), j);
@@ -1067,7 +1078,7 @@ impl Live {
     }
 
     /// Puts back an endpoint [`Live::take_endpoint`] took, where it was.
-    fn untake(&mut self, e: Endpoint, how: Taken) {
+    fn untake(&mut self, e: Arc<Endpoint>, how: Taken) {
         let eps = &mut self.cluster.endpoints;
         match how {
             Taken::Swapped(i) if i < eps.len() => {
@@ -1087,7 +1098,7 @@ impl Live {
     }
 
     /// Appends an endpoint to the store.
-    fn put_endpoint(&mut self, e: Endpoint) {
+    fn put_endpoint(&mut self, e: Arc<Endpoint>) {
         self.at.insert(e.key.clone(), self.cluster.endpoints.len());
         self.cluster.endpoints.push(e);
     }
@@ -1140,11 +1151,11 @@ impl Live {
             return self.replace_endpoint_now(ep);
         }
         if self.try_add(&ep) {
-            self.put_endpoint(ep);
+            self.put_endpoint(Arc::new(ep));
             return Ok(Applied::Fast);
         }
         let key = ep.key.clone();
-        self.put_endpoint(ep);
+        self.put_endpoint(Arc::new(ep));
         self.rebuild().inspect_err(|_| {
             self.take_endpoint(&key);
         })
@@ -1193,14 +1204,14 @@ impl Live {
         let old = self.cluster.endpoints[i].clone();
         if self.try_remove(&old) {
             let fast = self.try_add(&ep);
-            self.cluster.endpoints[i] = ep;
+            self.cluster.endpoints[i] = Arc::new(ep);
             return if fast {
                 Ok(Applied::Fast)
             } else {
                 self.rebuild()
             };
         }
-        self.cluster.endpoints[i] = ep;
+        self.cluster.endpoints[i] = Arc::new(ep);
         self.rebuild().inspect_err(|_| {
             self.cluster.endpoints[i] = old.clone();
         })
@@ -1703,7 +1714,7 @@ fn spare_endpoints(c: &Cluster) -> Vec<Endpoint> {
 /// host endpoints, each in key order ([`Cluster::endpoints`]). A store out of that
 /// order gives a false "none", which [`Live::endpoints_fast`]'s count check turns
 /// into a rebuild.
-fn find_endpoint<'c>(c: &'c Cluster, key: &ResourceKey) -> Option<&'c Endpoint> {
+fn find_endpoint<'c>(c: &'c Cluster, key: &ResourceKey) -> Option<&'c Arc<Endpoint>> {
     c.endpoints
         .binary_search_by(|e| endpoint_rank(&e.key).cmp(&endpoint_rank(key)))
         .ok()

@@ -685,8 +685,12 @@ fn join_parse<T>(started: Result<std::thread::ScopedJoinHandle<'_, T>, T>) -> T 
     }
 }
 
+/// Threads a long source is parsed on: the cores this process may use, at most 8.
+/// Asked once per process: `available_parallelism` reads the cgroup quota files on
+/// every call, which cost a daemon's one-pod `apply` more than parsing the pod did.
 fn parse_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 8))
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 8)))
 }
 
 /// What one source holds, in input order, before the load-wide caps: its problems and

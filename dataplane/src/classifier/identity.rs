@@ -31,9 +31,13 @@
 //! only by a host address: [`IdentityClassifier::with_host`] and
 //! [`IdentityClassifier::without_host`] give the next generation with one host
 //! prefix bound or unbound. What lookups read (the LPMs, the per-class identity and
-//! binding, the bindings) is copied, flat, once per generation: at 20,000 pods about
-//! 0.6 MB, a few tens of microseconds; the IPv4 table's 512 KiB first level is shared
-//! until a change writes it (a host under a /16 that holds none yet). The per-class data only changes read (each
+//! binding, the bindings) is flat: the LPMs' nodes and the per-class table are
+//! copied once per generation (at 20,000 pods about 0.4 MB, a few tens of
+//! microseconds); the bindings table (0.4 MB more) is an `Arc<[_]>`, indexed as a
+//! `Vec` is, that a generation removing a host shares and one adding a host copies
+//! with the new binding written into a spare entry (one `memcpy`); the IPv4
+//! table's 512 KiB first level is shared until a change writes it (a host under a
+//! /16 that holds none yet). The per-class data only changes read (each
 //! class's prefix and parent, the largest table) is kept in chunks behind `Arc`s
 //! ([`crate::chunked`]) and shared between generations but for the chunk a change
 //! writes. Chunking the lookup tables too was tried: one more dependent load per
@@ -265,7 +269,14 @@ pub struct IdentityClassifier {
     hot: Vec<Hot>,
     /// Shared between generations: the largest table, and not read by lookups.
     cold: Chunked<Cold, CHUNK>,
-    bindings: Vec<Binding>,
+    /// Flat like `hot` (indexing it costs what indexing a `Vec` does), but shared:
+    /// a host removed leaves it as it is, so that generation keeps its
+    /// predecessor's table instead of copying it. Entries from `bound` on are
+    /// spare (no class names them): a host added fills the first one in a copy of
+    /// the table (one `memcpy`), and only a host that finds none grows the table.
+    bindings: Arc<[Binding]>,
+    /// Bindings in use: the first `bound` entries of `bindings`.
+    bound: u32,
     /// The trees, in the order they were built; a part's trace ids follow the earlier
     /// parts' ones.
     parts: Vec<Part>,
@@ -396,6 +407,30 @@ fn all_matches_mut(p: &mut Program) -> impl Iterator<Item = &mut Match> {
 }
 
 /// `v` with `x` appended, copied once.
+/// Room for bindings a table grows by (at least [`SPARE_BINDINGS`]).
+const SPARE_BINDINGS: usize = 256;
+
+/// A spare entry of the bindings table (never read: no class names it).
+const SPARE: Binding = (EndpointId(u32::MAX), None, None);
+
+/// `table` with `b` at `at`, the first spare entry: a copy of the table with the
+/// entry written (a `memcpy`), or, when the table has no spare entry, a table of
+/// 1/8 more spare entries (at least [`SPARE_BINDINGS`]).
+fn with_binding(table: &Arc<[Binding]>, at: usize, b: Binding) -> Arc<[Binding]> {
+    if at < table.len() {
+        let mut next = Arc::clone(table);
+        Arc::make_mut(&mut next)[at] = b;
+        return next;
+    }
+    let spare = (table.len() / 8).max(SPARE_BINDINGS);
+    table
+        .iter()
+        .copied()
+        .chain([b])
+        .chain(std::iter::repeat_n(SPARE, spare))
+        .collect()
+}
+
 fn grown<T: Copy>(v: &[T], x: T) -> Vec<T> {
     let mut out = Vec::with_capacity(v.len() + 1);
     out.extend_from_slice(v);
@@ -640,7 +675,8 @@ impl IdentityClassifier {
             front,
             hot,
             cold: Chunked::from_slice(&cold),
-            bindings,
+            bound: bindings.len() as u32,
+            bindings: bindings.into(),
             programs: Arc::new((0..set.programs.len() as u32).map(|i| (0, i)).collect()),
             stats: IdentityStats {
                 classes: n,
@@ -771,7 +807,7 @@ impl IdentityClassifier {
             if up != c && self.hot[up as usize].binding == b {
                 return Err(ProgramChangeRefused::NotBound(net));
             }
-            if let Some(slot) = next.bindings.get_mut(b as usize) {
+            if let Some(slot) = Arc::make_mut(&mut next.bindings).get_mut(b as usize) {
                 slot.1 = ingress;
                 slot.2 = egress;
             }
@@ -1002,7 +1038,7 @@ impl IdentityClassifier {
             .ok_or(HostChangeRefused::TooMany)?;
         // One copy of each flat table, with room for the entry (a clone, then a push,
         // would copy twice).
-        let next_binding = self.bindings.len() as u32;
+        let next_binding = self.bound;
         let hot = Hot {
             identity,
             binding: next_binding,
@@ -1012,7 +1048,8 @@ impl IdentityClassifier {
             front: self.front.clone(),
             hot: grown(&self.hot, hot),
             cold: self.cold.clone(),
-            bindings: grown(&self.bindings, binding),
+            bindings: with_binding(&self.bindings, next_binding as usize, binding),
+            bound: next_binding + 1,
             parts: self.parts.clone(),
             programs: self.programs.clone(),
             lists: self.lists.clone(),

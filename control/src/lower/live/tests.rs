@@ -140,7 +140,7 @@ proptest! {
                 },
                 2 => live.remove_endpoint(&a.key),
                 _ => {
-                    let mut e = a.clone();
+                    let mut e = (*a).clone();
                     e.labels = b.labels.clone();
                     live.replace_endpoint(e)
                 }
@@ -186,14 +186,14 @@ spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
         .endpoints
         .iter()
         .find(|e| e.key.name == "web-1")
-        .cloned()
+        .map(|e| (**e).clone())
         .unwrap();
     let api1 = live
         .cluster()
         .endpoints
         .iter()
         .find(|e| e.key.name == "api-1")
-        .cloned()
+        .map(|e| (**e).clone())
         .unwrap();
     let mut web2 = web1.clone();
     web2.key.name = "web-2".into();
@@ -774,7 +774,7 @@ fn endpoint(live: &Live, name: &str) -> Endpoint {
         .endpoints
         .iter()
         .find(|e| e.key.name == name)
-        .cloned()
+        .map(|e| (**e).clone())
         .expect("endpoint")
 }
 
