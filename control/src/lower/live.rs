@@ -44,8 +44,9 @@
 //!   replicas take the path above. The hosts of a class are the bound exemplars
 //!   (the groups' first 16 hosts, each in its zone), and *spares*: a build lowers,
 //!   beside the store's endpoints, one spare workload endpoint per namespace,
-//!   profiles, named ports, families and zones of the store's workload endpoints (the
-//!   most common 256), with only the implicit `projectcalico.org/` labels, at free
+//!   profiles, named ports, families and zones of the store's workload endpoints,
+//!   and one per such shape without named ports (the most common 256, the ones
+//!   without ports after every shape two endpoints have), with only the implicit `projectcalico.org/` labels, at free
 //!   addresses of those zones (outside every named prefix, in `240.0.0.0/4` and
 //!   `100::/64` while they last; in a zone, counting down from the top of its
 //!   innermost prefix: so pods inside a rule's `10.0.0.0/8` or `0.0.0.0/0` have
@@ -1661,7 +1662,9 @@ const MAX_SPARES: usize = 256;
 /// identities exist for pods that arrive later with a peer class no endpoint has
 /// (see the module doc): per namespace, profiles, named ports, families and zones
 /// (per family, the rule CIDRs and network-set prefixes containing the address) of
-/// the store's workload endpoints (the most common first, at most [`MAX_SPARES`]), a
+/// the store's workload endpoints, and each of these without named ports (the most
+/// common first, those without ports after every shape two endpoints have, at most
+/// [`MAX_SPARES`]), a
 /// workload endpoint with only the implicit labels of one of them, at a free address
 /// of that zone ([`SpareAddresses`]).
 fn spare_endpoints(c: &Cluster) -> Vec<Endpoint> {
@@ -1681,6 +1684,13 @@ fn spare_endpoints(c: &Cluster) -> Vec<Endpoint> {
                 zones[f] = Some(named.zone(&n.trunc()));
             }
         }
+        // The same shape without named ports (most pods declare none) ranks after
+        // every shape two endpoints have.
+        if !e.ports.is_empty() {
+            shapes
+                .entry((&e.key.namespace, &e.profiles, &[], zones.clone()))
+                .or_insert((1, i));
+        }
         let s = shapes
             .entry((&e.key.namespace, &e.profiles, &e.ports, zones))
             .or_insert((0, i));
@@ -1689,14 +1699,20 @@ fn spare_endpoints(c: &Cluster) -> Vec<Endpoint> {
     if shapes.is_empty() {
         return Vec::new();
     }
-    let mut shapes: Vec<(usize, usize, Zones)> =
-        shapes.into_iter().map(|(k, (n, i))| (n, i, k.3)).collect();
-    shapes.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut shapes: Vec<(usize, usize, Zones, &[EndpointPort])> = shapes
+        .into_iter()
+        .map(|(k, (n, i))| (n, i, k.3, k.2))
+        .collect();
+    shapes.sort_unstable_by(|a, b| {
+        b.0.cmp(&a.0)
+            .then(a.1.cmp(&b.1))
+            .then(a.3.len().cmp(&b.3.len()))
+    });
     shapes.truncate(MAX_SPARES);
 
     let mut free = SpareAddresses::new(c, &named);
     let mut out = Vec::with_capacity(shapes.len());
-    for (k, (_, i, zones)) in shapes.into_iter().enumerate() {
+    for (k, (_, i, zones, ports)) in shapes.into_iter().enumerate() {
         let t = &c.endpoints[i];
         let mut nets = Vec::new();
         for (f, zone) in zones.iter().enumerate() {
@@ -1724,7 +1740,7 @@ fn spare_endpoints(c: &Cluster) -> Vec<Endpoint> {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             profiles: t.profiles.clone(),
-            ports: t.ports.clone(),
+            ports: ports.to_vec(),
             generate_name: None,
             node: t.node.clone(),
         });

@@ -1040,12 +1040,28 @@ spec: {orchestrator: k8s, ipNetworks: [10.0.1.2/32], ports: [{name: http, protoc
         (pod("queue-1", "10.0.5.5", "queue"), Applied::Fast),
         // Outside `10.0.0.0/8`: no pod of this shape is there.
         (pod("ext-1", "192.168.1.1", "ext"), Applied::Rebuilt),
+        // Without named ports: the spare of its shape without them.
+        (
+            Endpoint {
+                ports: Vec::new(),
+                ..pod("noports-1", "10.0.0.5", "noports")
+            },
+            Applied::Fast,
+        ),
     ];
     for (e, want) in steps {
         let name = e.key.name.clone();
         assert_eq!(live.add_endpoint(e).unwrap(), want, "{name}");
         check(&live, &flows).unwrap();
     }
+    // A policy change stays incremental: the CIDR lists' known forms hold the
+    // spares' identities, which no address reaches once they are unbound.
+    let mut next = live.cluster().clone();
+    let p = &mut next.policies[0];
+    p.ingress[0].rule.action = crate::model::RuleAction::Deny;
+    let key = p.key.clone();
+    assert_eq!(live.update(&next, &[key]).unwrap(), Applied::Incremental);
+    check(&live, &flows).unwrap();
     // And removals.
     for name in ["api-3", "cache-1", "api-4"] {
         let key = endpoint(&live, name).key;
