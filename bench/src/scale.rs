@@ -7,7 +7,10 @@
 //! ports (`ports: [80, http]`, `notPorts: [http]` or `[22]`). `--seed 0` is exactly
 //! the lowering bench's cluster (`bench/benches/lower.rs`); other seeds draw label
 //! values, namespaces and rule peers from skewed random distributions (a few apps
-//! hold most pods), so the tuning cluster is not the only one measured.
+//! hold most pods), so the tuning cluster is not the only one measured. `--nets` adds
+//! rules naming CIDRs that contain pods (a peer `app` inside `10.0.32.0/19`, egress to
+//! `0.0.0.0/0` less `10.0.0.0/8`, a `Deny` from `10.0.0.0/8` less a `notSelector`), so
+//! pods sit in rule CIDRs and in two zones.
 //!
 //! Modes (one line per measurement, CPU and wall time in ms):
 //! - `generation`: store → lowered set → identity classifier, from scratch, with
@@ -76,6 +79,12 @@ pub struct ScaleArgs {
     /// Repetitions (generation), changes per kind (churn).
     #[arg(long, default_value_t = 3)]
     repeat: usize,
+    /// Rules naming CIDRs that contain the pods: per policy an ingress rule from its
+    /// peer `app` inside `10.0.32.0/19` (port 9090), an egress rule to `0.0.0.0/0`
+    /// less `10.0.0.0/8`, and for every fourth a `Deny` from `10.0.0.0/8` less a
+    /// `notSelector`.
+    #[arg(long)]
+    nets: bool,
     /// generation: also build the per-endpoint trees (`Classifier`).
     #[arg(long)]
     trees: bool,
@@ -126,6 +135,7 @@ impl Rng {
 pub struct Shape {
     seed: u64,
     namespaces: usize,
+    nets: bool,
 }
 
 impl Shape {
@@ -135,7 +145,16 @@ impl Shape {
         } else {
             5 + Rng::new(seed).below(40)
         };
-        Shape { seed, namespaces }
+        Shape {
+            seed,
+            namespaces,
+            nets: false,
+        }
+    }
+
+    /// With rules naming CIDRs that contain the pods (see `--nets`).
+    pub fn with_nets(self, nets: bool) -> Shape {
+        Shape { nets, ..self }
     }
 
     pub fn pod(&self, i: usize, rng: &mut Rng) -> Resource {
@@ -185,13 +204,33 @@ impl Shape {
             }))
             .expect("rule")
         };
-        let spec = PolicySpec {
+        let mut spec = PolicySpec {
             order: Some(j as f64),
             selector: Some(format!("app == '{}'", APPS[sel])),
             ingress: (0..4).map(rule).collect(),
             egress: (0..2).map(rule).collect(),
             ..PolicySpec::default()
         };
+        if self.nets {
+            let r = |v: serde_json::Value| -> Rule { serde_json::from_value(v).expect("rule") };
+            // A peer selector intersected with a CIDR holding an eighth of the pods'
+            // first 64K addresses, and egress to everything outside the pods' /8.
+            spec.ingress.push(r(serde_json::json!({
+                "action": "Allow", "protocol": "TCP",
+                "source": {"selector": format!("app == '{}'", APPS[peers[4].0]), "nets": ["10.0.32.0/19"]},
+                "destination": {"ports": [9090]},
+            })));
+            if j.is_multiple_of(4) {
+                spec.ingress.push(r(serde_json::json!({
+                    "action": "Deny",
+                    "source": {"nets": ["10.0.0.0/8"], "notSelector": format!("app == '{}'", APPS[peers[5].0])},
+                })));
+            }
+            spec.egress.push(r(serde_json::json!({
+                "action": "Allow",
+                "destination": {"nets": ["0.0.0.0/0"], "notNets": ["10.0.0.0/8"]},
+            })));
+        }
         let metadata = ObjectMeta {
             name: format!("p{j}"),
             namespace: Some(format!("ns{ns}")),
@@ -286,11 +325,15 @@ pub fn main(a: &ScaleArgs) -> Result<(), String> {
     if a.mode == "policies" {
         return policies_mode(a);
     }
-    let shape = Shape::new(a.seed);
+    let shape = Shape::new(a.seed).with_nets(a.nets);
     let t = Instant::now();
     let rs = shape.resources(a.pods, a.policies);
     let cluster = Cluster::from_resources(&rs).map_err(|e| e.to_string())?;
-    let name = format!("pods={} policies={} seed={}", a.pods, a.policies, a.seed);
+    let nets = if a.nets { " nets" } else { "" };
+    let name = format!(
+        "pods={} policies={} seed={}{nets}",
+        a.pods, a.policies, a.seed
+    );
     eprintln!("{name}: cluster in {:.0} ms", ms(t.elapsed()));
     match a.mode.as_str() {
         "generation" => generation(a, &name, &cluster),

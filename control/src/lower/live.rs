@@ -13,9 +13,10 @@
 //!
 //! # What a change costs
 //! - **Endpoint added** whose *behaviour* another bound endpoint already has, with
-//!   host prefixes (/32, /128) that no rule, network set or other endpoint names and
-//!   that, like that endpoint's, lie inside no rule CIDR and no network-set prefix: the new generation shares
-//!   the trees; its addresses join the exemplar's identity and programs. The
+//!   host prefixes (/32, /128) that no rule, network set or other endpoint names,
+//!   each in the same *zone* as one of that endpoint's (the zone of a host: the rule
+//!   CIDRs and network-set prefixes containing it): the new generation shares the
+//!   trees; its addresses join the exemplar's identity and programs. The
 //!   endpoint's id is the next in [`Names`]. The behaviour is everything lowering
 //!   reads of an endpoint besides its addresses: kind, namespace, profiles, named
 //!   ports, and the result of every selector of the store (policies' applies-to,
@@ -24,28 +25,32 @@
 //!   sees an existing endpoint (a new `version` label that no selector reads); the
 //!   selector results are computed once per distinct label set.
 //! - **Workload endpoint added with a new behaviour whose *peer class* exists**, with
-//!   host prefixes no rule, network set or other endpoint prefix contains or
-//!   names. An endpoint's behaviour splits into how rules read it as a peer and
+//!   host prefixes no rule, network set or other endpoint names and no other
+//!   endpoint prefix contains. An endpoint's behaviour splits into how rules read it as a peer and
 //!   which policies apply to it. The peer class (a `PeerKey`) is: its kind, its named
 //!   ports (name, protocol, number), and for every distinct rule side (positive
 //!   selector, `notSelector`) of the store's policies and profiles whether the
 //!   positive selector matches it and whether the `notSelector` matches it where
-//!   the side can (positive selector matching or absent). Outside every prefix a
-//!   rule or network set names, each address list lowering makes (selector lists,
+//!   the side can (positive selector matching or absent). Each address list lowering
+//!   makes (CIDR lists, selector lists and their intersections with CIDRs,
 //!   `notSelector` lists simplified against them, named-port lists with or without a
 //!   selector, negated-port regions) holds a host address or not as a function of
-//!   these alone, so two hosts with one peer class are in the same lists: the new
-//!   hosts take the identity of a host of that class
+//!   these and of the host's zone, so two hosts with one peer class in one zone are
+//!   in the same lists: each new host takes the identity of a host of that class in
+//!   its zone
 //!   ([`IdentityClassifier::with_host_identity`]), the trees are shared, and only
 //!   the endpoint's own programs are lowered (from the memo; those not seen before
 //!   get their trees as a new part). It starts its behaviour's group, so its
 //!   replicas take the path above. The hosts of a class are the bound exemplars
-//!   (the groups' hosts outside named prefixes), and *spares*: a build lowers, beside
-//!   the store's endpoints, one spare workload endpoint per namespace, profiles,
-//!   named ports and families of the store's workload endpoints (the most common
-//!   256), with only the implicit `projectcalico.org/` labels, at addresses in
-//!   `240.0.0.0/4` and `100::/64` that no rule, network set or endpoint prefix
-//!   contains; the spares' hosts are unbound again at once
+//!   (the groups' first 16 hosts, each in its zone), and *spares*: a build lowers,
+//!   beside the store's endpoints, one spare workload endpoint per namespace,
+//!   profiles, named ports, families and zones of the store's workload endpoints,
+//!   and one per such shape without named ports (the most common 256, the ones
+//!   without ports after every shape two endpoints have), with only the implicit `projectcalico.org/` labels, at free
+//!   addresses of those zones (outside every named prefix, in `240.0.0.0/4` and
+//!   `100::/64` while they last; in a zone, counting down from the top of its
+//!   innermost prefix: so pods inside a rule's `10.0.0.0/8` or `0.0.0.0/0` have
+//!   spares there too); the spares' hosts are unbound again at once
 //!   ([`IdentityClassifier::without_hosts`]: their addresses are classified as in a
 //!   build without them, and their ids and names are dropped), but their identities
 //!   stay in the trees. A pod of a new deployment (a new `app` value, which every
@@ -55,7 +60,8 @@
 //!   since removed) are dropped at the first endpoint change after an incremental
 //!   policy change: a list that change resolved holds only the identities of bound
 //!   hosts. No class (a peer selector reading the pod as it reads no endpoint, a
-//!   port number no endpoint has for that name) falls to the next path.
+//!   port number no endpoint has for that name, a zone no endpoint of that shape is
+//!   in) falls to the next path.
 //! - **Workload endpoint added with a new behaviour that no rule reads as a peer**
 //!   (no rule's peer selector matches it; a rule without one neither has a
 //!   `notSelector` matching it nor names a port it defines), with host prefixes no
@@ -64,7 +70,7 @@
 //!   has ([`IdentityClassifier::with_unlisted_host`]); its own programs are lowered
 //!   from the memo and any not seen before get their trees as a new part. It starts
 //!   its behaviour's group, so its replicas take the path above. (Also taken when a
-//!   known behaviour's exemplars all lie inside rule CIDRs.) A new behaviour that a
+//!   known behaviour's first exemplars all lie in other zones.) A new behaviour that a
 //!   rule does read, as no bound host and no spare is read, joins address lists the
 //!   trees were cut on in a new way: a full rebuild.
 //! - **Endpoint removed** whose host prefixes no rule or network set names and no
@@ -290,6 +296,82 @@ fn is_host(n: &IpNet) -> bool {
     n.prefix_len() == n.max_prefix_len()
 }
 
+/// The named prefixes containing a host prefix (itself included), shortest first:
+/// its *zone*. Two
+/// hosts of one peer class in one zone are in the same address lists (see the module
+/// doc).
+type Zone = Vec<IpNet>;
+
+/// The prefixes rules (`nets`, `notNets`) and network sets name, with the lengths
+/// that let [`Named::zone`] find those containing a host in one hash lookup per
+/// length.
+#[derive(Clone, Debug, Default)]
+struct Named {
+    all: HashSet<IpNet>,
+    /// Per family (IPv4, IPv6), the distinct lengths of named prefixes, ascending.
+    lens: [Vec<u8>; 2],
+}
+
+impl Named {
+    fn of(c: &Cluster) -> Named {
+        let mut all = HashSet::new();
+        for r in c.every_rule() {
+            for m in [&r.source, &r.destination] {
+                all.extend(m.nets.iter().chain(&m.not_nets).map(IpNet::trunc));
+            }
+        }
+        for s in &c.network_sets {
+            all.extend(s.nets.iter().map(IpNet::trunc));
+        }
+        Named::from_prefixes(all)
+    }
+
+    /// `all` (prefixes in their truncated form) with its lengths.
+    fn from_prefixes(all: HashSet<IpNet>) -> Named {
+        let mut lens = [Vec::new(), Vec::new()];
+        for n in &all {
+            lens[usize::from(matches!(n, IpNet::V6(_)))].push(n.prefix_len());
+        }
+        for l in &mut lens {
+            l.sort_unstable();
+            l.dedup();
+        }
+        Named { all, lens }
+    }
+
+    /// Whether a rule or network set names exactly this prefix.
+    fn contains(&self, n: &IpNet) -> bool {
+        self.all.contains(n)
+    }
+
+    /// The named prefixes that contain `host`, shortest first (`host` itself last
+    /// when it is named: a named host is in lists no other host is in).
+    fn zone(&self, host: &IpNet) -> Zone {
+        let f = usize::from(matches!(host, IpNet::V6(_)));
+        self.lens[f]
+            .iter()
+            .filter(|&&len| len <= host.prefix_len())
+            .filter_map(|&len| {
+                let p = IpNet::new(host.addr(), len).ok()?.trunc();
+                self.all.contains(&p).then_some(p)
+            })
+            .collect()
+    }
+
+    /// The slow twin of [`Named::zone`]: every named prefix tried.
+    #[cfg(test)]
+    fn zone_by_scan(&self, host: &IpNet) -> Zone {
+        let mut z: Zone = self
+            .all
+            .iter()
+            .filter(|p| p.contains(host))
+            .copied()
+            .collect();
+        z.sort_unstable_by_key(IpNet::prefix_len);
+        z
+    }
+}
+
 /// A store with its published generation (see the module doc).
 pub struct Live {
     cluster: Cluster,
@@ -312,9 +394,9 @@ pub struct Live {
     /// peer class no endpoint had (see the module doc). Dropped with the other
     /// indexes after an incremental policy change, when only bound hosts' identities
     /// are known to be in the right lists.
-    peers: HashMap<PeerKey, [Option<HostIdentity>; 2]>,
+    peers: HashMap<(PeerKey, Zone), [Option<HostIdentity>; 2]>,
     /// Prefixes rules (`nets`, `notNets`) and network sets name.
-    named: HashSet<IpNet>,
+    named: Named,
     /// How many endpoints have each prefix.
     nets: HashMap<IpNet, u32>,
     /// Endpoint prefixes that are not host prefixes.
@@ -356,7 +438,7 @@ impl Live {
             sides: Vec::new(),
             open_ports: HashSet::new(),
             peers: HashMap::new(),
-            named: HashSet::new(),
+            named: Named::default(),
             nets: HashMap::new(),
             wide: Vec::new(),
             at: HashMap::new(),
@@ -394,8 +476,8 @@ impl Live {
             }
             out.push(Spare { endpoint: e, like });
         }
-        // Unbound, a spare's address is classified as the prefixes containing it
-        // (none a rule or network set names), as a build without it classifies it.
+        // Unbound, a spare's address is classified as the prefixes containing it,
+        // as a build without it classifies it.
         let classifier = match classifier.without_hosts(&hosts) {
             Ok(c) => c,
             Err(_) => {
@@ -454,21 +536,21 @@ impl Live {
     }
 
     /// The peer index from the groups' bound hosts, then `spares` for the peer keys
-    /// no bound host has.
+    /// and zones no bound host has.
     fn index_peers(&mut self, spares: &[Spare]) {
         self.peers.clear();
-        let named = &self.named;
-        let outside = |h: &IpNet| named.iter().all(|p| !p.contains(h));
-        let mut peers: HashMap<PeerKey, [Option<HostIdentity>; 2]> = HashMap::new();
+        let mut peers: HashMap<(PeerKey, Zone), [Option<HostIdentity>; 2]> = HashMap::new();
         for (b, g) in &self.groups {
             if b.kind != EndpointKind::Workload {
                 continue;
             }
             let key = self.peer_key(b);
-            let slot = peers.entry(key).or_insert([None, None]);
             for h in g.hosts.iter().take(16) {
                 let f = usize::from(matches!(h, IpNet::V6(_)));
-                if slot[f].is_none() && outside(h) {
+                let slot = peers
+                    .entry((key.clone(), self.named.zone(h)))
+                    .or_insert([None, None]);
+                if slot[f].is_none() {
                     slot[f] = self.classifier.host_identity(*h);
                 }
             }
@@ -480,10 +562,14 @@ impl Live {
                 &mut self.behaviours,
                 &s.endpoint,
             );
-            let slot = peers.entry(self.peer_key(&b)).or_insert([None, None]);
-            for (f, like) in s.like.iter().enumerate() {
+            let key = self.peer_key(&b);
+            for n in &s.endpoint.nets {
+                let f = usize::from(matches!(n, IpNet::V6(_)));
+                let slot = peers
+                    .entry((key.clone(), self.named.zone(n)))
+                    .or_insert([None, None]);
                 if slot[f].is_none() {
-                    slot[f] = *like;
+                    slot[f] = s.like[f];
                 }
             }
         }
@@ -574,7 +660,7 @@ fn number<'a>(
 impl Live {
     /// The prefix indexes the fast path consults.
     fn index(&mut self) {
-        self.named.clear();
+        self.named = Named::of(&self.cluster);
         self.nets.clear();
         let c = &self.cluster;
         let rules = c.every_rule();
@@ -594,8 +680,6 @@ impl Live {
                         }
                     }
                 }
-                self.named
-                    .extend(m.nets.iter().chain(&m.not_nets).map(IpNet::trunc));
                 let side = (
                     m.selector
                         .as_ref()
@@ -614,9 +698,6 @@ impl Live {
         self.sides = sides;
         self.selectors = selectors;
         self.behaviours.clear();
-        for s in &c.network_sets {
-            self.named.extend(s.nets.iter().map(IpNet::trunc));
-        }
         for e in &c.endpoints {
             for n in &e.nets {
                 *self.nets.entry(n.trunc()).or_insert(0) += 1;
@@ -1237,9 +1318,11 @@ impl Live {
             if self.named.contains(&n) || self.nets.contains_key(&n) {
                 return false;
             }
-            // The new host and the exemplar must lie in no rule CIDR and no network
-            // set: a rule's selector intersected with a CIDR lowers to the selected
-            // hosts inside it, so the CIDR itself is not in that list.
+            // The new host and the exemplar must lie in the same rule CIDRs and
+            // network-set prefixes (one zone): a rule's selector intersected with a
+            // CIDR lowers to the selected hosts inside it, so the CIDR itself is not
+            // in that list and its class does not tell the two apart.
+            let zone = self.named.zone(&n);
             let named = &self.named;
             let Some(like) = group
                 .hosts
@@ -1251,7 +1334,7 @@ impl Live {
                     )
                 })
                 .take(16)
-                .find(|h| named.iter().all(|p| !p.contains(*h) && !p.contains(&n)))
+                .find(|h| named.zone(h) == zone)
             else {
                 return next.is_none() && self.try_add_new(ep, key);
             };
@@ -1323,23 +1406,22 @@ impl Live {
         }
     }
 
-    /// How `ep`'s hosts are classified, per family, if a bound host or a spare has
-    /// its peer key and every host of `ep` is a new host prefix outside every prefix
-    /// rules and network sets name.
+    /// How `ep`'s hosts are classified, per family, if for each of them a bound host
+    /// or a spare has its peer key and its zone (the named prefixes containing it),
+    /// and every host of `ep` is a new host prefix.
     fn peer_like(&self, ep: &Endpoint, key: &Behaviour) -> Option<[Option<HostIdentity>; 2]> {
         if ep.kind != EndpointKind::Workload || self.memo.is_none() {
             return None;
         }
-        let like = *self.peers.get(&self.peer_key(key))?;
+        let peer = self.peer_key(key);
+        let mut like = [None, None];
         for n in &ep.nets {
             let n = n.trunc();
-            if !is_host(&n)
-                || self.nets.contains_key(&n)
-                || self.named.iter().any(|p| p.contains(&n))
-                || like[usize::from(matches!(n, IpNet::V6(_)))].is_none()
-            {
+            if !is_host(&n) || self.nets.contains_key(&n) || self.named.contains(&n) {
                 return None;
             }
+            let f = usize::from(matches!(n, IpNet::V6(_)));
+            like[f] = Some(self.peers.get(&(peer.clone(), self.named.zone(&n)))?[f]?);
         }
         Some(like)
     }
@@ -1428,8 +1510,8 @@ impl Live {
     /// address list but those containing it by prefix, which is what its prefix's
     /// class already says ([`IdentityClassifier::with_unlisted_host`]); only its own
     /// programs are lowered (from the memo), and those not seen before get their
-    /// trees as a new part. Also taken when the behaviour's group has no exemplar
-    /// outside the prefixes rules name. On success the endpoint joins its behaviour's
+    /// trees as a new part. Also taken when none of the behaviour's first exemplars
+    /// is in the new host's zone. On success the endpoint joins its behaviour's
     /// group (or starts it). On a failure after lowering the memo is dropped (a
     /// rebuild makes a new one).
     fn try_add_unlisted(&mut self, ep: &Endpoint, key: Behaviour) -> bool {
@@ -1589,104 +1671,71 @@ const MAX_SPARES: usize = 256;
 
 /// Endpoints a build lowers beside the store's and then unbinds, so that their
 /// identities exist for pods that arrive later with a peer class no endpoint has
-/// (see the module doc): per namespace, profiles, named ports and families of the
-/// store's workload endpoints (the most common first, at most [`MAX_SPARES`]), a
-/// workload endpoint with only the implicit labels of one of them, at an address no
-/// rule, network set or endpoint prefix contains (in `240.0.0.0/4` and `100::/64`,
-/// reserved and discard-only).
+/// (see the module doc): per namespace, profiles, named ports, families and zones
+/// (per family, the rule CIDRs and network-set prefixes containing the address) of
+/// the store's workload endpoints, and each of these without named ports (the most
+/// common first, those without ports after every shape two endpoints have, at most
+/// [`MAX_SPARES`]), a
+/// workload endpoint with only the implicit labels of one of them, at a free address
+/// of that zone ([`SpareAddresses`]).
 fn spare_endpoints(c: &Cluster) -> Vec<Endpoint> {
-    type Shape<'a> = (
-        &'a Option<String>,
-        &'a [String],
-        &'a [EndpointPort],
-        [bool; 2],
-    );
+    let named = Named::of(c);
+    // Per family, the zone of the endpoint's first host of that family.
+    type Zones = [Option<Zone>; 2];
+    type Shape<'a> = (&'a Option<String>, &'a [String], &'a [EndpointPort], Zones);
     let mut shapes: HashMap<Shape<'_>, (usize, usize)> = HashMap::new();
     for (i, e) in c.endpoints.iter().enumerate() {
         if e.kind != EndpointKind::Workload || e.nets.is_empty() || !e.nets.iter().all(is_host) {
             continue;
         }
-        let fams = [
-            e.nets.iter().any(|n| matches!(n, IpNet::V4(_))),
-            e.nets.iter().any(|n| matches!(n, IpNet::V6(_))),
-        ];
+        let mut zones: Zones = [None, None];
+        for n in &e.nets {
+            let f = usize::from(matches!(n, IpNet::V6(_)));
+            if zones[f].is_none() {
+                zones[f] = Some(named.zone(&n.trunc()));
+            }
+        }
+        // The same shape without named ports (most pods declare none) ranks after
+        // every shape two endpoints have.
+        if !e.ports.is_empty() {
+            shapes
+                .entry((&e.key.namespace, &e.profiles, &[], zones.clone()))
+                .or_insert((1, i));
+        }
         let s = shapes
-            .entry((&e.key.namespace, &e.profiles, &e.ports, fams))
+            .entry((&e.key.namespace, &e.profiles, &e.ports, zones))
             .or_insert((0, i));
         s.0 += 1;
     }
     if shapes.is_empty() {
         return Vec::new();
     }
-    let mut shapes: Vec<(usize, usize, [bool; 2])> =
-        shapes.into_iter().map(|(k, (n, i))| (n, i, k.3)).collect();
-    shapes.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut shapes: Vec<(usize, usize, Zones, &[EndpointPort])> = shapes
+        .into_iter()
+        .map(|(k, (n, i))| (n, i, k.3, k.2))
+        .collect();
+    shapes.sort_unstable_by(|a, b| {
+        b.0.cmp(&a.0)
+            .then(a.1.cmp(&b.1))
+            .then(a.3.len().cmp(&b.3.len()))
+    });
     shapes.truncate(MAX_SPARES);
 
-    // Every prefix the address must stay out of.
-    let mut wide: Vec<IpNet> = Vec::new();
-    let mut hosts: HashSet<IpNet> = HashSet::new();
-    let mut note = |n: IpNet| {
-        let n = n.trunc();
-        if is_host(&n) {
-            hosts.insert(n);
-        } else {
-            wide.push(n);
-        }
-    };
-    for r in c.every_rule() {
-        for m in [&r.source, &r.destination] {
-            m.nets
-                .iter()
-                .chain(&m.not_nets)
-                .copied()
-                .for_each(&mut note);
-        }
-    }
-    c.network_sets
-        .iter()
-        .flat_map(|s| &s.nets)
-        .copied()
-        .for_each(&mut note);
-    c.endpoints
-        .iter()
-        .flat_map(|e| &e.nets)
-        .copied()
-        .for_each(&mut note);
-    let free = |n: &IpNet| !hosts.contains(n) && !wide.iter().any(|w| w.contains(n));
-    let mut next = [0u128; 2];
-    let mut address = |six: bool| -> Option<IpNet> {
-        let f = usize::from(six);
-        // A bounded search: a store whose prefixes cover the range gets no spares.
-        for _ in 0..4 * MAX_SPARES {
-            next[f] += 1;
-            let n = if six {
-                IpNet::from(std::net::IpAddr::V6(
-                    (0x0100u128 << 112).wrapping_add(next[f]).into(),
-                ))
-            } else {
-                IpNet::from(std::net::IpAddr::V4(
-                    (0xf000_0000u32 + next[f] as u32).into(),
-                ))
-            };
-            if free(&n) {
-                return Some(n);
-            }
-        }
-        None
-    };
-
+    let mut free = SpareAddresses::new(c, &named);
     let mut out = Vec::with_capacity(shapes.len());
-    for (k, (_, i, fams)) in shapes.into_iter().enumerate() {
+    for (k, (_, i, zones, ports)) in shapes.into_iter().enumerate() {
         let t = &c.endpoints[i];
         let mut nets = Vec::new();
-        for (six, has) in [(false, fams[0]), (true, fams[1])] {
-            if has {
-                match address(six) {
+        for (f, zone) in zones.iter().enumerate() {
+            if let Some(zone) = zone {
+                match free.take(f == 1, zone) {
                     Some(n) => nets.push(n),
-                    None => return out,
+                    None => break,
                 }
             }
+        }
+        if nets.len() != zones.iter().flatten().count() {
+            continue;
         }
         let mut key = t.key.clone();
         // Not a valid Kubernetes name, so no store endpoint has it.
@@ -1702,12 +1751,135 @@ fn spare_endpoints(c: &Cluster) -> Vec<Endpoint> {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             profiles: t.profiles.clone(),
-            ports: t.ports.clone(),
+            ports: ports.to_vec(),
             generate_name: None,
             node: t.node.clone(),
         });
     }
     out
+}
+
+/// Free host addresses for spares, each of a given zone: no endpoint, rule or
+/// network set has it, no endpoint prefix contains it, and the named prefixes
+/// containing it are exactly the zone's. Outside every named prefix the first are in
+/// `240.0.0.0/4` and `100::/64` (reserved and discard-only), counting up; otherwise,
+/// and when those run out, they are taken counting down from the top of the zone's
+/// innermost prefix (of the address space for an empty zone), stepping over the
+/// named and endpoint prefixes inside it that would change the zone. Searches are
+/// bounded: a zone packed full gets no more spares.
+struct SpareAddresses<'a> {
+    named: &'a Named,
+    /// Host prefixes endpoints, rules and network sets have, and spares taken.
+    taken: HashSet<IpNet>,
+    /// Endpoint prefixes that are not host prefixes.
+    bound: Vec<IpNet>,
+    /// Per family, the last address counted up in the reserved range.
+    up: [u128; 2],
+    /// Per family and zone, where the count down goes on.
+    down: HashMap<(bool, Zone), u128>,
+}
+
+/// Candidates one search tries at most.
+const SPARE_TRIES: usize = 4 * MAX_SPARES;
+
+impl<'a> SpareAddresses<'a> {
+    fn new(c: &Cluster, named: &'a Named) -> SpareAddresses<'a> {
+        let mut taken: HashSet<IpNet> = named.all.iter().copied().filter(is_host).collect();
+        let mut bound = Vec::new();
+        for n in c.endpoints.iter().flat_map(|e| &e.nets) {
+            let n = n.trunc();
+            if is_host(&n) {
+                taken.insert(n);
+            } else {
+                bound.push(n);
+            }
+        }
+        SpareAddresses {
+            named,
+            taken,
+            bound,
+            up: [0, 0],
+            down: HashMap::new(),
+        }
+    }
+
+    fn host(six: bool, a: u128) -> IpNet {
+        if six {
+            IpNet::from(std::net::IpAddr::V6(a.into()))
+        } else {
+            IpNet::from(std::net::IpAddr::V4((a as u32).into()))
+        }
+    }
+
+    /// A free host address of family `six` in `zone`, marked taken.
+    fn take(&mut self, six: bool, zone: &Zone) -> Option<IpNet> {
+        let n = if zone.is_empty() {
+            self.count_up(six).or_else(|| self.count_down(six, zone))
+        } else {
+            self.count_down(six, zone)
+        }?;
+        self.taken.insert(n);
+        Some(n)
+    }
+
+    fn count_up(&mut self, six: bool) -> Option<IpNet> {
+        let f = usize::from(six);
+        let base: u128 = if six { 0x0100 << 112 } else { 0xf000_0000 };
+        // Once a search failed the range is full (or named): the next one fails too.
+        if self.up[f] >= SPARE_TRIES as u128 {
+            return None;
+        }
+        for _ in 0..SPARE_TRIES {
+            self.up[f] += 1;
+            let n = Self::host(six, base + self.up[f]);
+            if !self.taken.contains(&n)
+                && !self.bound.iter().any(|b| b.contains(&n))
+                && self.named.zone(&n).is_empty()
+            {
+                return Some(n);
+            }
+        }
+        self.up[f] = SPARE_TRIES as u128;
+        None
+    }
+
+    fn count_down(&mut self, six: bool, zone: &Zone) -> Option<IpNet> {
+        let (low, high) = match zone.last() {
+            Some(p) => (addr_value(p.network()), addr_value(p.broadcast())),
+            None if six => (0, u128::MAX),
+            None => (0, u128::from(u32::MAX)),
+        };
+        let at = self.down.entry((six, zone.clone())).or_insert(high);
+        let mut a = *at;
+        let mut found = None;
+        for _ in 0..SPARE_TRIES {
+            if a <= low {
+                break;
+            }
+            let n = Self::host(six, a);
+            let z = self.named.zone(&n);
+            // Inside a named prefix the zone lacks: below the outermost such one.
+            let skip = z
+                .iter()
+                .find(|p| !zone.contains(p))
+                .copied()
+                .or_else(|| self.bound.iter().find(|b| b.contains(&n)).copied());
+            if let Some(p) = skip {
+                match addr_value(p.network()).checked_sub(1) {
+                    Some(below) => a = below,
+                    None => break,
+                }
+                continue;
+            }
+            a -= 1;
+            if !self.taken.contains(&n) {
+                found = Some(n);
+                break;
+            }
+        }
+        *at = a;
+        found
+    }
 }
 
 /// The endpoint of a store with this key. A store keeps workload endpoints, then
@@ -1728,9 +1900,13 @@ fn endpoint_rank(k: &ResourceKey) -> (bool, &ResourceKey) {
 }
 
 fn addr_bits(n: &IpNet) -> u128 {
-    match n {
-        IpNet::V4(n) => u32::from(n.addr()).into(),
-        IpNet::V6(n) => n.addr().into(),
+    addr_value(n.addr())
+}
+
+fn addr_value(a: std::net::IpAddr) -> u128 {
+    match a {
+        std::net::IpAddr::V4(a) => u32::from(a).into(),
+        std::net::IpAddr::V6(a) => a.into(),
     }
 }
 

@@ -755,7 +755,8 @@ impl IdentityClassifier {
     /// it is refused ([`ProgramChangeRefused::NewList`]) when one of its prefixes is
     /// no class, when an identity lies only partly inside it (the addresses would
     /// need identities of their own: a full build does that), or when it is a known
-    /// list that the known form no longer describes. Also refused when a prefix in
+    /// list that the known form no longer describes (identities no class has any
+    /// more aside: no address reaches them). Also refused when a prefix in
     /// `rebind` is not a bound prefix or a program id is unknown; the trees of the
     /// added programs can fail to build as [`Classifier::build`] does.
     pub fn with_programs(
@@ -772,7 +773,9 @@ impl IdentityClassifier {
                 continue;
             }
             match self.known(l) {
-                Some(k) if **k != *form => return Err(ProgramChangeRefused::NewList),
+                Some(k) if **k != *form && !self.same_live_members(k, &form) => {
+                    return Err(ProgramChangeRefused::NewList);
+                }
                 Some(_) => {}
                 None => {
                     if !layer.ids.contains_key(&**l) {
@@ -857,6 +860,47 @@ impl IdentityClassifier {
     /// The identity-space form of a list the build or an earlier change resolved.
     fn known(&self, v: &[IpNet]) -> Option<&Nets> {
         self.lists.iter().find_map(|l| l.get(v))
+    }
+
+    /// Whether two identity-space forms hold the same identities of live classes.
+    /// An identity no class has any more (a spare endpoint's once it is unbound, a
+    /// removed pod's) is reached by no address, so a known form that still holds it
+    /// describes a list whose resolution no longer does.
+    fn same_live_members(&self, a: &[IpNet], b: &[IpNet]) -> bool {
+        let mut live: HashMap<(bool, u32), ()> = HashMap::new();
+        let mut top = [0u64; 2];
+        for (c, cold) in self.cold.iter().enumerate() {
+            let six = match cold.prefix {
+                Some(p) => p.six,
+                None if c < 2 => c == 1,
+                None => continue,
+            };
+            let id = self.hot[c].identity;
+            live.insert((six, id), ());
+            let t = &mut top[usize::from(six)];
+            *t = (*t).max(u64::from(id));
+        }
+        let members = |form: &[IpNet]| {
+            let mut ids: Vec<(bool, u32)> = form
+                .iter()
+                .flat_map(|n| {
+                    let p = Pfx::of(n);
+                    let span = u32::from(p.width() - p.len);
+                    // Only ids up to the largest live one can be live.
+                    let top = top[usize::from(p.six)];
+                    let lo = u64::try_from(p.addr).unwrap_or(u64::MAX);
+                    let hi = lo
+                        .saturating_add(1u64.checked_shl(span).map_or(u64::MAX, |b| b - 1))
+                        .min(top);
+                    (lo..=hi).map(move |i| (p.six, i as u32))
+                })
+                .filter(|id| live.contains_key(id))
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        };
+        members(a) == members(b)
     }
 
     /// The identity-space forms of `lists`, each read as exactly its addresses in

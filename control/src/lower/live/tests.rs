@@ -12,19 +12,33 @@ use dataplane::program::FlowKey;
 
 /// Addresses new endpoints get: inside the generator's endpoint and network-set
 /// ranges, outside them, and one an endpoint already has.
-const NEW_V4: [&str; 6] = [
+/// Some lie inside the generator's rule CIDRs (`10.0.0.0/29`, `10.0.0.4/30`,
+/// `192.168.0.0/16`), where they are in an exemplar's zone or a spare's.
+const NEW_V4: [&str; 9] = [
     "10.0.0.20",
     "10.0.0.21",
     "10.0.2.50",
     "192.168.0.9",
     "10.0.0.8",
     "172.16.0.5",
+    "10.0.0.3",
+    "10.0.0.6",
+    "10.0.0.0",
 ];
 const NEW_V6: [&str; 4] = ["fd00::20", "fd01::5", "fd00::4", "fd02::5"];
 
-/// Addresses a build gives its spare endpoints (unbound again at once): flows to and
-/// from them must classify as from an address no endpoint has.
+/// Addresses a build gives its spare endpoints outside every named prefix (unbound
+/// again at once): flows to and from them must classify as from an address no
+/// endpoint has. Spares inside rule CIDRs are elsewhere: [`spare_hosts`].
 const SPARE: [&str; 4] = ["240.0.0.1", "240.0.0.2", "100::1", "100::2"];
+
+/// The host addresses a build of `c` gives its spares.
+fn spare_hosts(c: &Cluster) -> Vec<IpNet> {
+    spare_endpoints(c)
+        .into_iter()
+        .flat_map(|e| e.nets)
+        .collect()
+}
 
 fn host(a: &str) -> IpNet {
     let ip: std::net::IpAddr = a.parse().expect("address");
@@ -693,8 +707,8 @@ proptest! {
         let mut resources = one_host_per_endpoint(resources);
         let Ok(cluster) = Cluster::from_resources(&resources) else { return Ok(()) };
         let mut live = Live::new(cluster, BuildConfig::default()).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let added: Vec<IpNet> = NEW_V4.iter().chain(&NEW_V6).chain(&SPARE).map(|a| host(a)).collect();
-        let flows = flows_with(&flows, &added);
+        let mut added: Vec<IpNet> = NEW_V4.iter().chain(&NEW_V6).chain(&SPARE).map(|a| host(a)).collect();
+        added.extend(spare_hosts(live.cluster()));
         let mut n = 0;
         for step in steps {
             let mut changed = Vec::new();
@@ -703,9 +717,46 @@ proptest! {
                 changed.extend(change(&mut resources, op, n, &extra));
             }
             let Ok(next) = Cluster::from_resources(&resources) else { return Ok(()) };
+            added.extend(spare_hosts(&next));
+            added.sort();
+            added.dedup();
             live.update(&next, &changed).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let flows = flows_with(&flows, &added);
             same_store(&live, &next, &flows)?;
             check(&live, &flows)?;
+        }
+    }
+}
+
+proptest! {
+    /// [`Named::zone`] (one lookup per named length) finds exactly the named
+    /// prefixes a scan of all of them finds, shortest first, for hosts of both
+    /// families inside and outside them.
+    #[test]
+    fn a_zone_is_every_named_prefix_containing_the_host(
+        prefixes in prop::collection::vec((any::<bool>(), 0u32..64, 0u8..=32), 0..24),
+        hosts in prop::collection::vec((any::<bool>(), 0u32..64, any::<u32>()), 1..24),
+    ) {
+        // Addresses share their top bits so prefixes nest, overlap and miss.
+        let at = |six: bool, top: u32, low: u32| -> std::net::IpAddr {
+            let v4 = 0x0a00_0000 | top << 18 | (low & 0x3ffff);
+            if six {
+                std::net::IpAddr::V6((u128::from(v4) << 96 | u128::from(low)).into())
+            } else {
+                std::net::IpAddr::V4(v4.into())
+            }
+        };
+        let all: HashSet<IpNet> = prefixes
+            .iter()
+            .map(|&(six, top, len)| {
+                let len = if six { len * 4 } else { len };
+                IpNet::new(at(six, top, 0), len).unwrap().trunc()
+            })
+            .collect();
+        let named = Named::from_prefixes(all);
+        for (six, top, low) in hosts {
+            let h = IpNet::from(at(six, top, low));
+            prop_assert_eq!(named.zone(&h), named.zone_by_scan(&h), "host {}", h);
         }
     }
 }
@@ -857,8 +908,9 @@ fn a_dual_stack_pod_takes_the_spare_identity_of_each_family() {
 
 /// Spares take addresses no rule, network set or endpoint prefix contains: with an
 /// endpoint at the first candidate they take the next one (and a new peer class is
-/// still fast and exact); with a rule naming the whole candidate range there are no
-/// IPv4 spares, and the same pod is a rebuild.
+/// still fast and exact); with a rule naming the whole reserved range they count
+/// down from the top of the address space, stepping below that prefix
+/// (`239.255.255.255`), and the same pod is still fast and exact.
 #[test]
 fn spares_keep_out_of_every_named_and_bound_address() {
     let at_first = format!(
@@ -877,19 +929,144 @@ spec: {{orchestrator: k8s, ipNetworks: [240.0.0.1/32]}}
         "240.0.0.1",
         "240.0.0.2",
         "240.0.0.3",
+        "239.255.255.255",
+        "239.255.255.254",
     ];
-    for (yaml, want) in [
-        (at_first.as_str(), Applied::Fast),
-        (named.as_str(), Applied::Rebuilt),
+    for (yaml, spare) in [
+        (at_first.as_str(), "240.0.0.2"),
+        (named.as_str(), "239.255.255.255"),
     ] {
         let mut live = live_of(yaml);
+        assert!(spare_hosts(live.cluster()).contains(&host(spare)));
         check(&live, &tcp_flows(&addrs)).unwrap();
         let mut new = endpoint(&live, "web-1");
         new.key.name = "new-1".into();
         new.nets = vec![host("10.0.0.3")];
         new.labels.insert("app".into(), "new".into());
-        assert_eq!(live.add_endpoint(new).unwrap(), want);
+        assert_eq!(live.add_endpoint(new).unwrap(), Applied::Fast);
         check(&live, &tcp_flows(&addrs)).unwrap();
+    }
+}
+
+/// Rules naming CIDRs that contain the pods (`0.0.0.0/0` less `10.0.0.0/8` for
+/// egress, `10.0.0.0/8` with a `notSelector`, a peer selector intersected with
+/// `10.0.0.0/24`): pods in `10.0.0.0/24` and in the rest of `10.0.0.0/8` are in two
+/// zones. Replicas join an exemplar of their zone, new peer classes a spare of their
+/// zone, all on the fast path; a pod in a zone no pod of its shape is in (no exemplar,
+/// no spare) is a rebuild. Each generation classifies as a fresh build and `eval`.
+#[test]
+fn pods_inside_rule_cidrs_take_the_fast_path() {
+    let yaml = r#"
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: web, namespace: ns}
+spec:
+  selector: app == 'web'
+  ingress:
+  - action: Allow
+    protocol: TCP
+    source: {selector: app == 'api', nets: [10.0.0.0/24]}
+    destination: {ports: [80]}
+  - action: Deny
+    source: {nets: [10.0.0.0/8], notSelector: app == 'web'}
+  - action: Allow
+    protocol: TCP
+    destination: {ports: [http]}
+  egress:
+  - action: Allow
+    destination: {nets: [0.0.0.0/0], notNets: [10.0.0.0/8]}
+  - action: Allow
+    protocol: TCP
+    destination: {selector: app == 'api', ports: [http]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: web-1, namespace: ns, labels: {app: web}}
+spec: {orchestrator: k8s, ipNetworks: [10.0.0.1/32], ports: [{name: http, protocol: TCP, port: 8080}]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: api-1, namespace: ns, labels: {app: api}}
+spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32], ports: [{name: http, protocol: TCP, port: 8080}]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: api-2, namespace: ns, labels: {app: api}}
+spec: {orchestrator: k8s, ipNetworks: [10.0.1.2/32], ports: [{name: http, protocol: TCP, port: 8080}]}
+"#;
+    let mut live = live_of(yaml);
+    let spares = spare_hosts(live.cluster());
+    // A spare in each zone the pods' shape is in, inside the zone's innermost prefix.
+    assert!(
+        spares
+            .iter()
+            .any(|h| "10.0.0.0/24".parse::<IpNet>().unwrap().contains(h))
+    );
+    assert!(spares.iter().any(|h| {
+        "10.0.0.0/8".parse::<IpNet>().unwrap().contains(h)
+            && !"10.0.0.0/24".parse::<IpNet>().unwrap().contains(h)
+    }));
+    let mut addrs: Vec<String> = [
+        "10.0.0.1",
+        "10.0.0.2",
+        "10.0.1.2",
+        "10.0.0.3",
+        "10.0.2.3",
+        "10.0.0.4",
+        "10.0.5.5",
+        "192.168.1.1",
+        "8.8.8.8",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    addrs.extend(spares.iter().map(|h| h.addr().to_string()));
+    let addrs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    let flows = tcp_flows(&addrs);
+    check(&live, &flows).unwrap();
+    let pod = |name: &str, addr: &str, app: &str| {
+        let mut e = endpoint(&live, "api-1");
+        e.key.name = name.into();
+        e.nets = vec![host(addr)];
+        e.labels.insert("app".into(), app.into());
+        e
+    };
+    let steps = [
+        // Replicas, in the zone of each exemplar.
+        (pod("api-3", "10.0.0.3", "api"), Applied::Fast),
+        (pod("api-4", "10.0.2.3", "api"), Applied::Fast),
+        // New peer classes: a new `app` (read through `http` and the `notSelector`).
+        (pod("cache-1", "10.0.0.4", "cache"), Applied::Fast),
+        (pod("queue-1", "10.0.5.5", "queue"), Applied::Fast),
+        // Outside `10.0.0.0/8`: no pod of this shape is there.
+        (pod("ext-1", "192.168.1.1", "ext"), Applied::Rebuilt),
+        // Without named ports: the spare of its shape without them.
+        (
+            Endpoint {
+                ports: Vec::new(),
+                ..pod("noports-1", "10.0.0.5", "noports")
+            },
+            Applied::Fast,
+        ),
+    ];
+    for (e, want) in steps {
+        let name = e.key.name.clone();
+        assert_eq!(live.add_endpoint(e).unwrap(), want, "{name}");
+        check(&live, &flows).unwrap();
+    }
+    // A policy change stays incremental: the CIDR lists' known forms hold the
+    // spares' identities, which no address reaches once they are unbound.
+    let mut next = live.cluster().clone();
+    let p = &mut next.policies[0];
+    p.ingress[0].rule.action = crate::model::RuleAction::Deny;
+    let key = p.key.clone();
+    assert_eq!(live.update(&next, &[key]).unwrap(), Applied::Incremental);
+    check(&live, &flows).unwrap();
+    // And removals.
+    for name in ["api-3", "cache-1", "api-4"] {
+        let key = endpoint(&live, name).key;
+        assert_eq!(live.remove_endpoint(&key).unwrap(), Applied::Fast, "{name}");
+        check(&live, &flows).unwrap();
     }
 }
 
