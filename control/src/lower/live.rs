@@ -902,13 +902,13 @@ impl Live {
     /// - else, unless `wait`, it gets a catch-up on a thread of its own
     ///   ([`Live::catch_up`]) to the live store under the keys changed since, or, for a
     ///   change of `next` as above, to `next` under those and this change's keys,
-    ///   while this generation takes the change (a change that will rebuild leaves it
-    ///   alone: the rebuild drops it);
-    /// - with `wait` and no `next` (or a change that rebuilds), the keys changed since
-    ///   are applied to it here ([`Live::adopt_compaction`]).
+    ///   while this generation takes the change;
+    /// - with `wait` and no `next`, the keys changed since are applied to it here
+    ///   ([`Live::replay`]) and it is adopted.
     ///
-    /// A build or catch-up that failed is dropped; so is one that cannot be brought
-    /// up with `wait`.
+    /// A change of `next` that no incremental path takes leaves it alone (that
+    /// change rebuilds, which drops it). A build or catch-up that failed is dropped;
+    /// so is one that cannot be brought up with `wait`.
     fn compaction_step(
         &mut self,
         next: Option<&Cluster>,

@@ -1172,15 +1172,16 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     /// Long runs of policy changes mixed with endpoint changes, so that compactions
-    /// start, run beside later changes and are adopted at random points (`settle`) or
-    /// whenever they finish: after every update the live generation classifies as a
-    /// fresh build and `eval` do.
+    /// start, run beside later changes and are adopted at random points (`settle`),
+    /// by the next change after they finished at random points (`finish`: adopted,
+    /// brought up inline or handed a catch-up) or whenever they finish: after every
+    /// update the live generation classifies as a fresh build and `eval` do.
     #[test]
     fn compactions_classify_as_a_fresh_build_and_eval(
         (resources, flows) in store_and_flows(24),
         extra in prop::collection::vec(crate::lower::proptests::policy(), 1..4),
         steps in prop::collection::vec(
-            ((prop_oneof![Just(0u8), Just(3), Just(5), Just(5), Just(5), Just(6)], any::<Index>(), any::<Index>(), 0usize..8), any::<bool>()),
+            ((prop_oneof![Just(0u8), Just(3), Just(5), Just(5), Just(5), Just(6)], any::<Index>(), any::<Index>(), 0usize..8), 0u8..3),
             8..30,
         ),
     ) {
@@ -1189,12 +1190,14 @@ proptest! {
         let mut live = Live::new(cluster, BuildConfig::default()).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let added: Vec<IpNet> = NEW_V4.iter().chain(&NEW_V6).map(|a| host(a)).collect();
         let flows = flows_with(&flows, &added);
-        for (n, (op, settle)) in steps.into_iter().enumerate() {
+        for (n, (op, pause)) in steps.into_iter().enumerate() {
             let changed = change(&mut resources, op, n, &extra);
             let Ok(next) = Cluster::from_resources(&resources) else { return Ok(()) };
             live.update(&next, &changed).map_err(|e| TestCaseError::fail(e.to_string()))?;
-            if settle {
-                live.settle();
+            match pause {
+                1 => live.settle(),
+                2 => finish(&live),
+                _ => {}
             }
             same_store(&live, &next, &flows)?;
             check(&live, &flows)?;
