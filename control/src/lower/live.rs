@@ -107,7 +107,11 @@
 //!   generation takes the change and records the keys changed from then on. Catch-ups
 //!   repeat until one finishes with little left; one that fails is dropped, and so is
 //!   a running one when a change rebuilds. Only a change that finds 32 parts waits for
-//!   the compaction (or, with none running, rebuilds). A replaced generation is
+//!   the compaction (or, with none running, rebuilds). A catch-up does the work the
+//!   live generation did for the same changes (less where several hit one program),
+//!   so it gains on the changes only when they leave it time: under a steady
+//!   back-to-back stream of changes to different programs it does not get closer,
+//!   and the change that finds 32 parts waits (BENCHMARKS.md, "Control socket"). A replaced generation is
 //!   dropped on a thread of its own (about 30 ms at 10,000 policies). The endpoint
 //!   fast path's indexes are refreshed at the next endpoint change.
 //! - Everything else — a new label key, a namespace, tier or profile change, a
