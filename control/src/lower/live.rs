@@ -97,11 +97,29 @@
 //!   whose known form no longer describes it. Parts accumulate (the replaced
 //!   programs' trees stay until a rebuild drops them): from 8 parts on, a full build
 //!   of a copy of the store runs on a thread of its own (*compaction*) while changes
-//!   go on; the next change after it finished adopts it, brought up to the live store
-//!   by one update with every key changed since the copy (endpoint keys first, then
-//!   policy keys). Only a change that finds 16 parts waits for it (or, with none
-//!   running, rebuilds). The endpoint fast path's indexes are refreshed at the next
-//!   endpoint change.
+//!   go on. Bringing it up to the live store re-does the changes made meanwhile (a
+//!   policy key re-lowers and builds its programs again: a change's work each), so
+//!   the change that finds it finished does that work on the update path only when
+//!   little is left: with no key changed since, it adopts it; with at most one
+//!   policy key (and 64 endpoint keys), it applies those keys with its own to the
+//!   compaction (endpoint keys on the fast path, then policy keys on the
+//!   incremental path, nothing else) and adopts it in place of changing the live
+//!   generation. Otherwise the compaction gets a *catch-up* on a thread again: the
+//!   resources under every key changed since (and, for a change of endpoints or
+//!   policies only, under this change's keys, as the caller's store has them) are
+//!   set in a copy of its store, endpoint keys first (the endpoint path reads the
+//!   endpoints in key order, with the compaction's own policies), then policy keys,
+//!   each through [`Live::update`]'s paths (a rebuild included), while the live
+//!   generation takes the change and records the keys changed from then on. Catch-ups
+//!   repeat until one finishes with little left; one that fails is dropped, and so is
+//!   a running one when a change rebuilds. Only a change that finds 32 parts waits for
+//!   the compaction (or, with none running, rebuilds). A catch-up does the work the
+//!   live generation did for the same changes (less where several hit one program),
+//!   so it gains on the changes only when they leave it time: under a steady
+//!   back-to-back stream of changes to different programs it does not get closer,
+//!   and the change that finds 32 parts waits (BENCHMARKS.md, "Control socket"). A replaced generation is
+//!   dropped on a thread of its own (about 30 ms at 10,000 policies). The endpoint
+//!   fast path's indexes are refreshed at the next endpoint change.
 //! - Everything else — a new label key, a namespace, tier or profile change, a
 //!   network set change, an address shared by two endpoints — is a full rebuild
 //!   ([`Live::set_cluster`], [`lower`] then [`IdentityClassifier::build`]), which is
@@ -152,7 +170,7 @@ use ipnet::IpNet;
 use thiserror::Error;
 
 use super::{EndpointName, LowerError, Memo, Names, endpoint_meta, id32, lower_keeping};
-use crate::cluster::{Cluster, Endpoint, EndpointKind, Evaluation, Flow, MixedFamilies};
+use crate::cluster::{Cluster, Endpoint, EndpointKind, Evaluation, Flow, MixedFamilies, Policy};
 use crate::model::{EndpointPort, Kind, PolicyType, Port, ResourceKey};
 use crate::selector::Selector;
 
@@ -246,17 +264,28 @@ struct Group {
 
 /// Drops a replaced store off the control thread when it is large: freeing tens of
 /// thousands of endpoints' labels costs milliseconds, more than the change itself.
-/// One process-wide thread does it; if it cannot be started the store is dropped
-/// here.
 fn retire(old: Cluster) {
+    if old.endpoints.len() + old.policies.len() >= 1024 {
+        reap(Box::new(old));
+    }
+}
+
+/// Drops a replaced generation (its store, memo and trees) off the control thread
+/// when its store is large: at 10,000 policies that costs about 30 ms.
+fn retire_live(old: Live) {
+    if old.cluster.endpoints.len() + old.cluster.policies.len() >= 1024 {
+        reap(Box::new(old));
+    }
+}
+
+/// Drops `old` on one process-wide thread; if that thread cannot be started, here.
+fn reap(old: Box<dyn Send>) {
     use std::sync::mpsc::{Sender, channel};
     use std::sync::{Mutex, OnceLock};
-    static REAPER: OnceLock<Option<Mutex<Sender<Cluster>>>> = OnceLock::new();
-    if old.endpoints.len() + old.policies.len() < 1024 {
-        return;
-    }
+    type Sent = Box<dyn Send>;
+    static REAPER: OnceLock<Option<Mutex<Sender<Sent>>>> = OnceLock::new();
     let reaper = REAPER.get_or_init(|| {
-        let (tx, rx) = channel::<Cluster>();
+        let (tx, rx) = channel::<Sent>();
         std::thread::Builder::new()
             .name("tiergate-reaper".into())
             .spawn(move || {
@@ -270,26 +299,139 @@ fn retire(old: Cluster) {
     if let Some(tx) = reaper
         && let Ok(tx) = tx.lock()
     {
-        // A send fails only when the thread is gone; the store is dropped here then.
+        // A send fails only when the thread is gone; `old` is dropped here then.
         let _ = tx.send(old);
     }
 }
 
 /// Tree parts an incremental policy change may add before a full rebuild compacts
 /// them (each part holds the programs of one change; replaced ones stay until then).
-const MAX_PARTS: usize = 16;
+/// Room for a compaction started at [`COMPACT_AT`] to be built and caught up beside a
+/// steady stream of changes (see the module doc).
+const MAX_PARTS: usize = 32;
 
 /// Tree parts from which a compaction (a full build off the update path) starts.
-const COMPACT_AT: usize = MAX_PARTS / 2;
+const COMPACT_AT: usize = 8;
 /// A policy change of more keys than this that changes most of the policies is a
 /// full rebuild (see [`Live::update`]).
 const MANY_CHANGED: usize = 64;
 
-/// A full build of a copy of the live store on a thread of its own, and the keys of
-/// every change the live store took since the copy.
+/// Policy keys a finished compaction may still lack for the change that finds it to
+/// bring it up to the store inline, with its own keys (each may re-lower and build
+/// one more program: about a change's work); with more, it catches up on a thread
+/// again.
+const INLINE_POLICIES: usize = 1;
+/// Endpoint keys likewise (each a change on the endpoint fast path).
+const INLINE_ENDPOINTS: usize = 64;
+
+/// A generation being made on a thread of its own — a full build of a copy of the
+/// live store, or a finished one catching up with the changes made while it was
+/// built ([`Live::catch_up`]) — and the keys of every change the live store took
+/// since the store that generation describes.
 struct Compaction {
     build: std::thread::JoinHandle<Result<Live, LiveError>>,
     since: Vec<ResourceKey>,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: a compaction's thread counts as running while this is set (makes the
+    /// points where a change finds it finished deterministic).
+    static HOLD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+impl Compaction {
+    /// Whether its thread has finished.
+    fn finished(&self) -> bool {
+        #[cfg(test)]
+        if HOLD.with(std::cell::Cell::get) {
+            return false;
+        }
+        self.build.is_finished()
+    }
+}
+
+/// What a catch-up sets in a finished compaction's store: under each key, the
+/// resource as the live store has it (`None`: deleted).
+struct Backlog {
+    endpoints: Vec<(ResourceKey, Option<Endpoint>)>,
+    policies: Vec<(ResourceKey, Option<Policy>)>,
+}
+
+impl Backlog {
+    /// The resources of `endpoints` and `policies` (keys of those kinds) in `store`,
+    /// whose endpoint with a key `endpoint` finds.
+    fn of<'c>(
+        store: &'c Cluster,
+        endpoint: impl Fn(&ResourceKey) -> Option<&'c Endpoint>,
+        endpoints: &[ResourceKey],
+        policies: &[ResourceKey],
+    ) -> Backlog {
+        Backlog {
+            endpoints: endpoints
+                .iter()
+                .map(|k| (k.clone(), endpoint(k).cloned()))
+                .collect(),
+            policies: policies
+                .iter()
+                .map(|k| (k.clone(), find_policy(store, k).cloned()))
+                .collect(),
+        }
+    }
+}
+
+/// What a change that found a finished compaction did with it.
+enum Step {
+    /// Nothing, or adopted it (it described the live store): the change is still to
+    /// be applied.
+    Untouched,
+    /// Handed it a catch-up; `with_change` when that includes the change's own keys
+    /// (taken from the caller's next store), which must then not be tracked again.
+    HandedOff { with_change: bool },
+    /// Brought it up to the caller's next store, this change included, and adopted
+    /// it: the change is applied.
+    Applied(Applied),
+}
+
+/// The incremental path a change takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// The endpoint fast path.
+    Endpoints,
+    /// The incremental policy path.
+    Policies,
+}
+
+/// Keys sorted and deduplicated, endpoint keys apart from the others.
+fn split_keys(mut keys: Vec<ResourceKey>) -> (Vec<ResourceKey>, Vec<ResourceKey>) {
+    keys.sort();
+    keys.dedup();
+    keys.into_iter().partition(is_endpoint)
+}
+
+/// Whether a key names an endpoint.
+fn is_endpoint(k: &ResourceKey) -> bool {
+    matches!(k.kind, Kind::WorkloadEndpoint | Kind::HostEndpoint)
+}
+
+/// The policy of a store with this key (its policies are in key order).
+fn find_policy<'c>(c: &'c Cluster, k: &ResourceKey) -> Option<&'c Policy> {
+    c.policies
+        .binary_search_by(|p| p.key.cmp(k))
+        .ok()
+        .map(|i| &c.policies[i])
+}
+
+/// Sets the policy under `k` of a key-ordered policy list (`None`: removes it).
+fn put_policy(policies: &mut Vec<Policy>, k: &ResourceKey, now: Option<Policy>) {
+    match (policies.binary_search_by(|p| p.key.cmp(k)), now) {
+        (Ok(i), Some(p)) => policies[i] = p,
+        (Ok(i), None) => {
+            policies.remove(i);
+        }
+        (Err(i), Some(p)) => policies.insert(i, p),
+        (Err(_), None) => {}
+    }
 }
 
 fn is_host(n: &IpNet) -> bool {
@@ -765,32 +907,59 @@ impl Live {
     /// the previous generation, store and names stay as they were.
     ///
     /// Tree parts that policy changes accumulate are compacted by a full build on
-    /// another thread, adopted by a later call (see the module doc).
+    /// another thread, caught up there and adopted by a later call (see the module
+    /// doc).
     pub fn update(
         &mut self,
         next: &Cluster,
         changed: &[ResourceKey],
     ) -> Result<Applied, LiveError> {
-        self.changing(changed, |live| live.apply_update(next, changed))
+        self.changing_to(Some(next), changed, |live| live.apply_update(next, changed))
     }
 
     /// A change of the keys `keys` made by `change`, with the compaction's
-    /// bookkeeping around it: a finished compaction is adopted first (waited for when
-    /// the parts are at their limit), and the change is tracked after.
+    /// bookkeeping around it ([`Live::changing_to`] without the next store).
     fn changing(
         &mut self,
         keys: &[ResourceKey],
         change: impl FnOnce(&mut Live) -> Result<Applied, LiveError>,
     ) -> Result<Applied, LiveError> {
+        self.changing_to(None, keys, change)
+    }
+
+    /// A change of the keys `keys` made by `change`, to the caller's store `next` if
+    /// given, with the compaction's bookkeeping around it: a finished compaction is
+    /// adopted, handed a catch-up, or brought up to `next` with this change and
+    /// adopted in place of applying it ([`Live::compaction_step`]; waited for when
+    /// the parts are at their limit), and the change is tracked after.
+    fn changing_to(
+        &mut self,
+        next: Option<&Cluster>,
+        keys: &[ResourceKey],
+        change: impl FnOnce(&mut Live) -> Result<Applied, LiveError>,
+    ) -> Result<Applied, LiveError> {
         let wait = self.classifier.stats().parts >= MAX_PARTS;
-        self.adopt_compaction(wait);
-        let applied = change(self)?;
-        self.track(keys, applied);
+        let with_change = match self.compaction_step(next, keys, wait) {
+            Step::Applied(applied) => {
+                self.track(&[], applied);
+                return Ok(applied);
+            }
+            Step::HandedOff { with_change } => with_change,
+            Step::Untouched => false,
+        };
+        let applied = change(self).inspect_err(|_| {
+            // The live store kept these keys as they were; a catch-up handed them as
+            // they are in `next` must set them back.
+            if let Some(c) = &mut self.compaction {
+                c.since.extend(keys.iter().cloned());
+            }
+        })?;
+        self.track(if with_change { &[] } else { keys }, applied);
         Ok(applied)
     }
 
     /// After a change that succeeded: a rebuild makes a running compaction pointless,
-    /// any other change is one it must replay; enough parts start one.
+    /// any other change is one it must catch up with; enough parts start one.
     fn track(&mut self, changed: &[ResourceKey], applied: Applied) {
         if applied == Applied::Rebuilt {
             self.compaction = None;
@@ -817,25 +986,217 @@ impl Live {
         }
     }
 
-    /// Takes the compaction's build in place of this generation if it has finished
-    /// (or, with `wait`, once it has), brought up to the live store first. A build
-    /// that failed, or a catch-up that failed, is dropped and this generation stays.
-    fn adopt_compaction(&mut self, wait: bool) {
+    /// What a change of `keys` (to the caller's store `next`, if given) does with a
+    /// compaction that has finished (or, with `wait`, once it has), before the change
+    /// is applied:
+    /// - none changed since its store: it is adopted, and the change applied to it;
+    /// - a change of `next` with endpoint or policy keys only that an incremental
+    ///   path takes, and few policy keys changed since its store (at most
+    ///   [`INLINE_POLICIES`], and [`INLINE_ENDPOINTS`] endpoint keys; any number with
+    ///   `wait`): it is brought up to `next` under those keys and this change's
+    ///   ([`Live::bring_up`]) and adopted, and this generation is not changed;
+    /// - else, unless `wait`, it gets a catch-up on a thread of its own
+    ///   ([`Live::catch_up`]) to the live store under the keys changed since, or, for a
+    ///   change of `next` as above, to `next` under those and this change's keys,
+    ///   while this generation takes the change;
+    /// - with `wait` and no `next`, the keys changed since are applied to it here
+    ///   ([`Live::replay`]) and it is adopted.
+    ///
+    /// A change of `next` that no incremental path takes leaves it alone (that
+    /// change rebuilds, which drops it). A build or catch-up that failed is dropped;
+    /// so is one that cannot be brought up with `wait`.
+    fn compaction_step(
+        &mut self,
+        next: Option<&Cluster>,
+        keys: &[ResourceKey],
+        wait: bool,
+    ) -> Step {
         match &self.compaction {
-            Some(c) if wait || c.build.is_finished() => {}
-            _ => return,
+            Some(c) if wait || c.finished() => {}
+            _ => return Step::Untouched,
         }
-        let Some(Compaction { build, mut since }) = self.compaction.take() else {
-            return;
+        // The path of the change, when it is one whose keys a catch-up can take from
+        // `next`; any other change of `next` rebuilds, which drops the compaction.
+        let stage = next.and_then(|n| self.incremental_stage(n, keys));
+        if next.is_some() && stage.is_none() {
+            return Step::Untouched;
+        }
+        let Some(Compaction { build, since }) = self.compaction.take() else {
+            return Step::Untouched;
         };
         let Ok(Ok(mut fresh)) = build.join() else {
+            return Step::Untouched;
+        };
+        let (mut endpoints, mut policies) = split_keys(since);
+        if endpoints.is_empty() && policies.is_empty() {
+            retire_live(std::mem::replace(self, fresh));
+            return Step::Untouched;
+        }
+        if let (Some(next), Some(stage)) = (next, stage) {
+            let inline =
+                wait || (policies.len() <= INLINE_POLICIES && endpoints.len() <= INLINE_ENDPOINTS);
+            let ours = match stage {
+                Stage::Endpoints => &mut endpoints,
+                Stage::Policies => &mut policies,
+            };
+            ours.extend(keys.iter().cloned());
+            ours.sort();
+            ours.dedup();
+            if inline {
+                if fresh.bring_up(next, &endpoints, &policies) {
+                    retire_live(std::mem::replace(self, fresh));
+                    return Step::Applied(match stage {
+                        Stage::Endpoints => Applied::Fast,
+                        Stage::Policies => Applied::Incremental,
+                    });
+                }
+                if wait {
+                    retire_live(fresh);
+                    return Step::Untouched;
+                }
+            }
+            let backlog = Backlog::of(next, |k| find_endpoint(next, k), &endpoints, &policies);
+            self.hand_off(fresh, backlog);
+            return Step::HandedOff { with_change: true };
+        }
+        if wait {
+            self.replay(fresh, endpoints, policies);
+            return Step::Untouched;
+        }
+        let at = &self.at;
+        let store = &self.cluster;
+        let backlog = Backlog::of(
+            store,
+            |k| at.get(k).and_then(|&i| store.endpoints.get(i)),
+            &endpoints,
+            &policies,
+        );
+        self.hand_off(fresh, backlog);
+        Step::HandedOff { with_change: false }
+    }
+
+    /// Which incremental path a change of `changed` to `next` takes, if one may (see
+    /// [`Live::apply_update`]): policies only, not most of a large set; or endpoints
+    /// only.
+    fn incremental_stage(&self, next: &Cluster, changed: &[ResourceKey]) -> Option<Stage> {
+        if !changed.is_empty() && changed.iter().all(|k| k.kind.is_policy()) {
+            return (!self.most_policies(next, changed)).then_some(Stage::Policies);
+        }
+        changed.iter().all(is_endpoint).then_some(Stage::Endpoints)
+    }
+
+    /// Whether a policy change of `changed` changes most of a large set (a whole set
+    /// applied again): a full build costs less than lowering every program again and
+    /// building all their trees as one more part (2.5-3 s against 0.2 s at 10,000
+    /// policies).
+    fn most_policies(&self, next: &Cluster, changed: &[ResourceKey]) -> bool {
+        changed.len() > MANY_CHANGED
+            && 2 * changed.len() > next.policies.len().max(self.cluster.policies.len())
+    }
+
+    /// Starts the catch-up of `fresh`, a finished compaction, with `backlog` on a
+    /// thread of its own; the changes from now on are tracked for the next one. If
+    /// no thread can be started, `fresh` is dropped (a later change starts a new
+    /// compaction).
+    fn hand_off(&mut self, fresh: Live, backlog: Backlog) {
+        if let Ok(build) = std::thread::Builder::new()
+            .name("tiergate-compact".into())
+            .spawn(move || fresh.catch_up(backlog))
+        {
+            self.compaction = Some(Compaction {
+                build,
+                since: Vec::new(),
+            });
+        }
+    }
+
+    /// A finished compaction brought up to its store with `backlog` set in it (on
+    /// the compaction's thread): endpoint keys first, through the store with those
+    /// endpoints set (in key order, as the endpoint path reads them) and its own
+    /// policies, then policy keys, through the whole store. Any path may be taken,
+    /// a full rebuild included.
+    fn catch_up(mut self, backlog: Backlog) -> Result<Live, LiveError> {
+        let Backlog {
+            endpoints,
+            policies,
+        } = backlog;
+        let mut next = self.cluster.clone();
+        if !endpoints.is_empty() {
+            let keys: Vec<ResourceKey> = endpoints.iter().map(|(k, _)| k.clone()).collect();
+            let set: HashSet<&ResourceKey> = keys.iter().collect();
+            next.endpoints.retain(|e| !set.contains(&e.key));
+            next.endpoints
+                .extend(endpoints.into_iter().filter_map(|(_, e)| e));
+            next.endpoints
+                .sort_by(|a, b| endpoint_rank(&a.key).cmp(&endpoint_rank(&b.key)));
+            self.apply_update(&next, &keys)?;
+        }
+        if !policies.is_empty() {
+            let keys: Vec<ResourceKey> = policies.iter().map(|(k, _)| k.clone()).collect();
+            for (k, p) in policies {
+                put_policy(&mut next.policies, &k, p);
+            }
+            self.apply_update(&next, &keys)?;
+        }
+        Ok(self)
+    }
+
+    /// A finished compaction brought up to `next` under `endpoints` and `policies`
+    /// (the keys of every change since its store, this one's included), on the
+    /// incremental paths only: the endpoint keys on the endpoint fast path through
+    /// `next` (whose endpoints are in key order), its own policies kept; then the
+    /// policy keys on the incremental policy path. `false` when a path refuses; the
+    /// generation is then one of its own store still, with some of these keys set
+    /// as in `next` and the others as they were.
+    fn bring_up(
+        &mut self,
+        next: &Cluster,
+        endpoints: &[ResourceKey],
+        policies: &[ResourceKey],
+    ) -> bool {
+        if !endpoints.is_empty() {
+            match self.endpoints_fast(next, endpoints) {
+                Fast::Done => {}
+                Fast::Untouched => return false,
+                Fast::Partial(saved) => {
+                    self.restore(*saved);
+                    return false;
+                }
+            }
+        }
+        if !policies.is_empty() {
+            if !self.policies_incremental(next, policies) {
+                return false;
+            }
+            self.patch_policies(next, policies);
+        }
+        true
+    }
+
+    /// Takes the compaction's build in place of this generation if it has finished
+    /// (or, with `wait`, once it has), brought up to the live store here first
+    /// ([`Live::replay`]). A build that failed, or a catch-up that failed, is dropped
+    /// and this generation stays.
+    #[cfg(test)]
+    fn adopt_compaction(&mut self, wait: bool) {
+        match &self.compaction {
+            Some(c) if wait || c.finished() => {}
+            _ => return,
+        }
+        let Some(Compaction { build, since }) = self.compaction.take() else {
             return;
         };
-        since.sort();
-        since.dedup();
-        let (endpoints, policies): (Vec<ResourceKey>, Vec<ResourceKey>) = since
-            .into_iter()
-            .partition(|k| matches!(k.kind, Kind::WorkloadEndpoint | Kind::HostEndpoint));
+        if let Ok(Ok(fresh)) = build.join() {
+            let (endpoints, policies) = split_keys(since);
+            self.replay(fresh, endpoints, policies);
+        }
+    }
+
+    /// Takes `fresh`, a finished compaction, in place of this generation, brought up
+    /// to the live store here by the changes of `endpoints`, then `policies` (the
+    /// keys changed since its store); if that fails it is dropped and this
+    /// generation stays.
+    fn replay(&mut self, mut fresh: Live, endpoints: Vec<ResourceKey>, policies: Vec<ResourceKey>) {
         // The endpoint path reads its store's endpoints in key order; the live store's
         // are out of it after fast endpoint changes. The policy path reads no order.
         let sorted;
@@ -850,10 +1211,11 @@ impl Live {
         };
         for keys in [endpoints, policies] {
             if !keys.is_empty() && fresh.apply_update(next, &keys).is_err() {
+                retire_live(fresh);
                 return;
             }
         }
-        retire(std::mem::replace(self, fresh).cluster);
+        retire_live(std::mem::replace(self, fresh));
     }
 
     /// [`Live::update`] without the compaction's bookkeeping.
@@ -863,12 +1225,7 @@ impl Live {
         changed: &[ResourceKey],
     ) -> Result<Applied, LiveError> {
         if !changed.is_empty() && changed.iter().all(|k| k.kind.is_policy()) {
-            // Most of a large set changed (a whole set applied again): a full build
-            // costs less than lowering every program again and building all their
-            // trees as one more part (2.5-3 s against 0.2 s at 10,000 policies).
-            let most = changed.len() > MANY_CHANGED
-                && 2 * changed.len() > next.policies.len().max(self.cluster.policies.len());
-            if !most && self.policies_incremental(next, changed) {
+            if !self.most_policies(next, changed) && self.policies_incremental(next, changed) {
                 self.patch_policies(next, changed);
                 return Ok(Applied::Incremental);
             }
@@ -894,21 +1251,8 @@ impl Live {
     /// The live store's policies made those of `next` under the `changed` keys (the
     /// only ones that differ after an incremental policy change).
     fn patch_policies(&mut self, next: &Cluster, changed: &[ResourceKey]) {
-        let policies = &mut self.cluster.policies;
         for k in changed {
-            let now = next
-                .policies
-                .binary_search_by(|p| p.key.cmp(k))
-                .ok()
-                .map(|i| next.policies[i].clone());
-            match (policies.binary_search_by(|p| p.key.cmp(k)), now) {
-                (Ok(i), Some(p)) => policies[i] = p,
-                (Ok(i), None) => {
-                    policies.remove(i);
-                }
-                (Err(i), Some(p)) => policies.insert(i, p),
-                (Err(_), None) => {}
-            }
+            put_policy(&mut self.cluster.policies, k, find_policy(next, k).cloned());
         }
     }
 

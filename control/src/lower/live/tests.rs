@@ -1349,15 +1349,16 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     /// Long runs of policy changes mixed with endpoint changes, so that compactions
-    /// start, run beside later changes and are adopted at random points (`settle`) or
-    /// whenever they finish: after every update the live generation classifies as a
-    /// fresh build and `eval` do.
+    /// start, run beside later changes and are adopted at random points (`settle`),
+    /// by the next change after they finished at random points (`finish`: adopted,
+    /// brought up inline or handed a catch-up) or whenever they finish: after every
+    /// update the live generation classifies as a fresh build and `eval` do.
     #[test]
     fn compactions_classify_as_a_fresh_build_and_eval(
         (resources, flows) in store_and_flows(24),
         extra in prop::collection::vec(crate::lower::proptests::policy(), 1..4),
         steps in prop::collection::vec(
-            ((prop_oneof![Just(0u8), Just(3), Just(5), Just(5), Just(5), Just(6)], any::<Index>(), any::<Index>(), 0usize..8), any::<bool>()),
+            ((prop_oneof![Just(0u8), Just(3), Just(5), Just(5), Just(5), Just(6)], any::<Index>(), any::<Index>(), 0usize..8), 0u8..3),
             8..30,
         ),
     ) {
@@ -1366,15 +1367,206 @@ proptest! {
         let mut live = Live::new(cluster, BuildConfig::default()).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let added: Vec<IpNet> = NEW_V4.iter().chain(&NEW_V6).map(|a| host(a)).collect();
         let flows = flows_with(&flows, &added);
-        for (n, (op, settle)) in steps.into_iter().enumerate() {
+        for (n, (op, pause)) in steps.into_iter().enumerate() {
             let changed = change(&mut resources, op, n, &extra);
             let Ok(next) = Cluster::from_resources(&resources) else { return Ok(()) };
             live.update(&next, &changed).map_err(|e| TestCaseError::fail(e.to_string()))?;
-            if settle {
-                live.settle();
+            match pause {
+                1 => live.settle(),
+                2 => finish(&live),
+                _ => {}
             }
             same_store(&live, &next, &flows)?;
             check(&live, &flows)?;
         }
     }
+}
+
+/// The live generation classifies `flows` as a fresh [`Live::new`] of `next` does.
+fn same_as_new(live: &Live, next: &Cluster, flows: &[FlowKey]) -> Result<(), TestCaseError> {
+    let new = Live::new(next.clone(), BuildConfig::default())
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    for k in flows {
+        let flow = Flow::from_key(k);
+        let got = live
+            .evaluation(&flow)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let want = new
+            .evaluation(&flow)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(got, want, "live vs Live::new of next, flow {}", flow);
+    }
+    Ok(())
+}
+
+/// Waits for the running compaction's thread to finish.
+fn finish(live: &Live) {
+    if let Some(c) = &live.compaction {
+        while !c.build.is_finished() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
+
+/// Sets whether this thread's compactions count as running ([`Compaction::finished`]).
+fn hold(on: bool) {
+    HOLD.with(|h| h.set(on));
+}
+
+/// A compaction that finishes with several policy keys changed since its copy is
+/// handed a catch-up on its thread, this change's keys included, while the live
+/// generation takes the change; a policy change and a replica made while the
+/// catch-up runs are brought up inline by the next change that finds it finished
+/// (a replica's removal), which is applied to it and adopts it. After every change
+/// the live generation classifies as a fresh `Live::new` of the store, a fresh build
+/// and `eval` do.
+#[test]
+fn a_finished_compaction_catches_up_on_its_thread() {
+    use crate::model::Resource;
+    let (mut resources, mut live) = web_and_api();
+    let p = resources
+        .iter()
+        .position(|r| r.metadata().name == "p")
+        .unwrap();
+    // A second policy, so that changes can touch two policy keys.
+    let mut q = resources[p].clone();
+    if let Resource::NetworkPolicy(o) = &mut q {
+        o.metadata.name = "q".into();
+        o.spec.selector = Some("app == 'api'".into());
+    }
+    resources.push(q);
+    let q = resources.len() - 1;
+    let (pkey, qkey) = (store_key(&resources[p]), store_key(&resources[q]));
+    let set_port = |resources: &mut Vec<Resource>, at: usize, port: u16| {
+        if let Resource::NetworkPolicy(o) = &mut resources[at] {
+            o.spec.ingress[0].destination.ports =
+                vec![crate::model::Port::parse(&port.to_string()).unwrap()];
+        }
+    };
+    let mut flows = Vec::new();
+    for (s, d) in [
+        ("10.0.0.2", "10.0.0.1"),
+        ("10.0.0.3", "10.0.0.1"),
+        ("10.0.0.9", "10.0.0.1"),
+        ("10.0.0.1", "10.0.0.2"),
+        ("10.0.0.3", "10.0.0.2"),
+        ("10.0.0.1", "10.0.0.3"),
+    ] {
+        for port in 8079..8110 {
+            flows
+                .push(FlowKey::new(s.parse().unwrap(), d.parse().unwrap(), 6, 1234, port).unwrap());
+        }
+    }
+    let mut next = Cluster::from_resources(&resources).unwrap();
+    let mut port = 8080;
+    let apply = |live: &mut Live,
+                 resources: &mut Vec<Resource>,
+                 next: &mut Cluster,
+                 keys: &[ResourceKey]| {
+        *next = Cluster::from_resources(&*resources).unwrap();
+        let applied = live.update(next, keys).unwrap();
+        same_store(live, next, &flows).unwrap();
+        check(live, &flows).unwrap();
+        same_as_new(live, next, &flows).unwrap();
+        applied
+    };
+    apply(
+        &mut live,
+        &mut resources,
+        &mut next,
+        std::slice::from_ref(&qkey),
+    );
+    hold(true);
+    while live.compaction.is_none() {
+        port += 1;
+        set_port(&mut resources, p, port);
+        let keys = [pkey.clone()];
+        assert_eq!(
+            apply(&mut live, &mut resources, &mut next, &keys),
+            Applied::Incremental
+        );
+        assert!(port <= 8080 + COMPACT_AT as u16, "no compaction started");
+    }
+    // While it builds: both policies and a replica change.
+    for (at, key) in [(p, &pkey), (q, &qkey)] {
+        port += 1;
+        set_port(&mut resources, at, port);
+        let keys = [key.clone()];
+        assert_eq!(
+            apply(&mut live, &mut resources, &mut next, &keys),
+            Applied::Incremental
+        );
+    }
+    let api2 = api2_at(&resources, "10.0.0.3/32");
+    let a2key = store_key(&api2);
+    resources.push(api2);
+    let keys = [a2key.clone()];
+    assert_eq!(
+        apply(&mut live, &mut resources, &mut next, &keys),
+        Applied::Fast
+    );
+    assert_eq!(live.compaction.as_ref().map(|c| c.since.len()), Some(3));
+    // Finished with two policy keys behind: a catch-up on its thread, with this change.
+    finish(&live);
+    hold(false);
+    port += 1;
+    set_port(&mut resources, p, port);
+    let keys = [pkey.clone()];
+    assert_eq!(
+        apply(&mut live, &mut resources, &mut next, &keys),
+        Applied::Incremental
+    );
+    assert_eq!(
+        live.compaction.as_ref().map(|c| c.since.len()),
+        Some(0),
+        "handed off"
+    );
+    // While it catches up: a policy change and a replica's move.
+    hold(true);
+    port += 1;
+    set_port(&mut resources, q, port);
+    let keys = [qkey.clone()];
+    assert_eq!(
+        apply(&mut live, &mut resources, &mut next, &keys),
+        Applied::Incremental
+    );
+    let at = resources
+        .iter()
+        .position(|r| store_key(r) == a2key)
+        .unwrap();
+    resources[at] = {
+        let mut moved = api2_at(&resources, "10.0.0.4/32");
+        moved.metadata_mut().name = a2key.name.clone();
+        moved
+    };
+    let keys = [a2key.clone()];
+    assert_eq!(
+        apply(&mut live, &mut resources, &mut next, &keys),
+        Applied::Fast
+    );
+    assert_eq!(live.compaction.as_ref().map(|c| c.since.len()), Some(2));
+    // Finished with one policy and one endpoint key behind: brought up inline with
+    // this change (the replica removed) and adopted.
+    finish(&live);
+    hold(false);
+    let parts = live.classifier().stats().parts;
+    resources.remove(at);
+    assert_eq!(
+        apply(&mut live, &mut resources, &mut next, &keys),
+        Applied::Fast
+    );
+    assert!(live.compaction.is_none(), "adopted");
+    assert!(
+        live.classifier().stats().parts < parts.min(4),
+        "parts after adoption: {} (before: {parts})",
+        live.classifier().stats().parts
+    );
+    // And the generation goes on taking changes.
+    port += 1;
+    set_port(&mut resources, p, port);
+    let keys = [pkey.clone()];
+    assert_eq!(
+        apply(&mut live, &mut resources, &mut next, &keys),
+        Applied::Incremental
+    );
 }
