@@ -354,7 +354,7 @@ impl Compaction {
 /// What a catch-up sets in a finished compaction's store: under each key, the
 /// resource as the live store has it (`None`: deleted).
 struct Backlog {
-    endpoints: Vec<(ResourceKey, Option<Endpoint>)>,
+    endpoints: Vec<(ResourceKey, Option<Arc<Endpoint>>)>,
     policies: Vec<(ResourceKey, Option<Policy>)>,
 }
 
@@ -363,7 +363,7 @@ impl Backlog {
     /// whose endpoint with a key `endpoint` finds.
     fn of<'c>(
         store: &'c Cluster,
-        endpoint: impl Fn(&ResourceKey) -> Option<&'c Endpoint>,
+        endpoint: impl Fn(&ResourceKey) -> Option<&'c Arc<Endpoint>>,
         endpoints: &[ResourceKey],
         policies: &[ResourceKey],
     ) -> Backlog {
