@@ -573,6 +573,16 @@ fn fresh_rendering(live: &Live, keys: &[FlowKey]) -> Result<Vec<String>, String>
         .collect())
 }
 
+/// Copies of the first `n` endpoints of the live store, templates for pods added.
+fn first_endpoints(live: &Live, n: usize) -> Vec<control::cluster::Endpoint> {
+    live.cluster()
+        .endpoints
+        .iter()
+        .take(n)
+        .map(|e| (**e).clone())
+        .collect()
+}
+
 /// `--mode policy`: see the module doc.
 fn policy_only(a: &ScaleArgs, name: &str, cluster: Cluster) -> Result<(), String> {
     let cfg = BuildConfig::default();
@@ -586,13 +596,7 @@ fn policy_only(a: &ScaleArgs, name: &str, cluster: Cluster) -> Result<(), String
     let mut generation = 0u32;
     // Replicas joining on the fast path: the lists the build saw are not the store's
     // any more.
-    let templates: Vec<control::cluster::Endpoint> = live
-        .cluster()
-        .endpoints
-        .iter()
-        .take(64)
-        .map(|e| (**e).clone())
-        .collect();
+    let templates = first_endpoints(&live, 64);
     let mut fast = 0usize;
     for n in 0..100usize {
         let mut e = templates[n % templates.len()].clone();
@@ -903,13 +907,7 @@ fn churn(
         classifier: live.classifier().clone(),
     });
     let mut generation = 0u32;
-    let templates: Vec<control::cluster::Endpoint> = live
-        .cluster()
-        .endpoints
-        .iter()
-        .take(64)
-        .map(|e| (**e).clone())
-        .collect();
+    let templates = first_endpoints(&live, 64);
     let mut next_addr = 0usize;
     let fresh_host = |n: &mut usize| -> ipnet::IpNet {
         *n += 1;

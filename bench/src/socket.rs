@@ -26,6 +26,8 @@
 //! namespace and ports: a label set that exists) at a new address, are applied and
 //! then deleted, one request each; the daemon's `timings`, the path its engine took
 //! and the client's wall time per change. `--classifier` is passed to the daemon.
+//! `--churn-warmup N` applies and deletes N pods first and reports them on a line of
+//! their own, apart from the `--churn` measured ones.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -101,6 +103,11 @@ pub struct SocketArgs {
     /// Pods applied (and then deleted) in the pod-churn measurement.
     #[arg(long, default_value_t = 200)]
     churn: usize,
+    /// Pods applied and deleted before the pod-churn measurement, reported on a line
+    /// of their own (the daemon's first changes after it starts run on cold caches
+    /// while its worker threads start).
+    #[arg(long, default_value_t = 0)]
+    churn_warmup: usize,
 }
 
 /// The daemon under test; SIGTERM and wait when dropped.
@@ -558,7 +565,7 @@ fn pod_churn(a: &SocketArgs, bin: &Path, dir: &Path, pods: usize) -> Result<(), 
         t0.elapsed().as_secs_f64()
     );
     let mut samples: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
-    for i in 0..a.churn {
+    for i in 0..a.churn_warmup + a.churn {
         let mut r = templates[i % templates.len()].clone();
         let Resource::WorkloadEndpoint(o) = &mut r else {
             return Err("a template is not a workload endpoint".into());
@@ -586,10 +593,24 @@ fn pod_churn(a: &SocketArgs, bin: &Path, dir: &Path, pods: usize) -> Result<(), 
             .map_err(|e| format!("delete: {e}"))?;
         samples[1].push(sample(&reply, w, "a pod delete")?);
     }
-    for (what, xs) in ["pod-add-existing-labels", "pod-delete-existing-labels"]
+    for (what, all) in ["pod-add-existing-labels", "pod-delete-existing-labels"]
         .iter()
         .zip(&samples)
     {
+        let (warm, xs) = all.split_at(a.churn_warmup.min(all.len()));
+        if !warm.is_empty() {
+            let total: Vec<f64> = warm
+                .iter()
+                .map(|s| s.timings["total_ms"].as_f64().unwrap_or(f64::NAN))
+                .collect();
+            println!(
+                "socket pod-churn {what} warm-up (not in the line below): n {} daemon total p50 {:.3} p99 {:.3} max {:.3} ms",
+                warm.len(),
+                q(&total, 0.5),
+                q(&total, 0.99),
+                total.iter().copied().fold(f64::NAN, f64::max),
+            );
+        }
         let f = |k: &str| -> Vec<f64> {
             xs.iter()
                 .map(|s| s.timings[k].as_f64().unwrap_or(f64::NAN))

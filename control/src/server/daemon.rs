@@ -722,9 +722,16 @@ impl<E: Engine> Daemon<E> {
             if on == running.len() || now >= deadline {
                 return (on, running.len());
             }
-            // Workers take a new generation at their next batch, usually within
-            // tens of microseconds: short naps first, longer ones after a millisecond.
-            let nap = if now - start < Duration::from_millis(1) {
+            // Workers take a new generation at their next batch (an idle pcap worker
+            // is unparked by the publish), usually within tens of microseconds: the
+            // first 200 µs yield (a nap lasts its timer slack, ~50 µs, longer), then
+            // short naps, longer ones after a millisecond.
+            let waited = now - start;
+            if waited < Duration::from_micros(200) {
+                std::thread::yield_now();
+                continue;
+            }
+            let nap = if waited < Duration::from_millis(1) {
                 20
             } else {
                 200

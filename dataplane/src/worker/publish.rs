@@ -30,6 +30,10 @@ pub struct ClassifierSlot<C> {
     pub(super) published: CachePadded<AtomicU32>,
     retired: Mutex<Vec<Arc<Published<C>>>>,
     seats: Mutex<Vec<Arc<AtomicU32>>>,
+    /// Threads [`ClassifierSlot::publish`] unparks: workers that park while idle
+    /// ([`ClassifierSlot::wake_on_publish`]) take a new generation at once instead of
+    /// at the end of their nap.
+    sleepers: Mutex<Vec<std::thread::Thread>>,
 }
 
 impl<C> ClassifierSlot<C> {
@@ -40,6 +44,15 @@ impl<C> ClassifierSlot<C> {
             current: ArcSwap::from_pointee(initial),
             retired: Mutex::new(Vec::new()),
             seats: Mutex::new(Vec::new()),
+            sleepers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Has every later [`ClassifierSlot::publish`] unpark the calling thread (a
+    /// worker that parks with a timeout while idle).
+    pub fn wake_on_publish(&self) {
+        if let Ok(mut s) = self.sleepers.lock() {
+            s.push(std::thread::current());
         }
     }
 
@@ -51,6 +64,9 @@ impl<C> ClassifierSlot<C> {
         self.published.store(generation, Ordering::Release);
         if let Ok(mut r) = self.retired.lock() {
             r.push(old);
+        }
+        if let Ok(s) = self.sleepers.lock() {
+            s.iter().for_each(std::thread::Thread::unpark);
         }
     }
 

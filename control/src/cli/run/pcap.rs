@@ -177,7 +177,7 @@ impl PcapSource {
             fwd: (0..per_frame).map(|_| AtomicU64::new(0)).collect(),
             ..Live::default()
         });
-        let worker = Worker::try_new(cfg, slot, RecordOut::channel(records))
+        let worker = Worker::try_new(cfg, Arc::clone(&slot), RecordOut::channel(records))
             .map_err(|e| format!("cannot allocate the flow table: {e}"))?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut port = PcapPort {
@@ -196,10 +196,12 @@ impl PcapSource {
             .spawn(move || {
                 let mut w = worker;
                 let mut last = Instant::now();
+                // Idle, the worker naps up to 100 µs; a new generation wakes it.
+                slot.wake_on_publish();
                 while !s.load(Ordering::Relaxed) {
                     if let Rx::Idle | Rx::End = w.poll(&mut port) {
                         w.idle(now_ns());
-                        std::thread::sleep(Duration::from_micros(100));
+                        std::thread::park_timeout(Duration::from_micros(100));
                     }
                     if last.elapsed() >= PUBLISH_EVERY {
                         publish(&w, &l);
