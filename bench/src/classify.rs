@@ -65,7 +65,8 @@ pub struct ClassifyArgs {
     #[arg(long, default_value_t = BuildConfig::default().build_threads)]
     build_threads: usize,
     /// Pin the process's main thread to this CPU after the first build (so that a
-    /// parallel build may use every CPU and the lookups still run on one).
+    /// parallel build may use every CPU and the lookups still run on one). Refused
+    /// with `--build-threads` > 1 and `--repeat` > 1 (later builds would inherit the pin).
     #[arg(long)]
     pin_after_build: Option<usize>,
     /// Skip the full-path, recompile runs.
@@ -137,6 +138,13 @@ pub fn main(a: &ClassifyArgs) -> Result<(), String> {
         single_tree_bytes_factor: a.single_tree_factor,
         build_threads: a.build_threads,
     };
+    // Threads a later build starts inherit the pinned thread's CPU mask: the builds
+    // after the first would share one CPU.
+    if a.pin_after_build.is_some() && a.repeat > 1 && a.build_threads > 1 {
+        return Err(
+            "--pin-after-build with --build-threads > 1 and --repeat > 1: the builds after the first would run on the pinned CPU only; use --repeat 1".into(),
+        );
+    }
     let name = set_name(&a.rules);
     let batch = a.batch.max(1);
     // The trace is read after the first build, so that the build's peak RSS (the

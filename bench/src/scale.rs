@@ -574,13 +574,19 @@ fn fresh_rendering(live: &Live, keys: &[FlowKey]) -> Result<Vec<String>, String>
 }
 
 /// Copies of the first `n` endpoints of the live store, templates for pods added.
-fn first_endpoints(live: &Live, n: usize) -> Vec<control::cluster::Endpoint> {
-    live.cluster()
+/// An error when the store has none (`--pods 0`).
+fn first_endpoints(live: &Live, n: usize) -> Result<Vec<control::cluster::Endpoint>, String> {
+    let out: Vec<_> = live
+        .cluster()
         .endpoints
         .iter()
         .take(n)
         .map(|e| (**e).clone())
-        .collect()
+        .collect();
+    if out.is_empty() {
+        return Err("the cluster has no endpoint to copy (--pods 0)".into());
+    }
+    Ok(out)
 }
 
 /// `--mode policy`: see the module doc.
@@ -596,7 +602,7 @@ fn policy_only(a: &ScaleArgs, name: &str, cluster: Cluster) -> Result<(), String
     let mut generation = 0u32;
     // Replicas joining on the fast path: the lists the build saw are not the store's
     // any more.
-    let templates = first_endpoints(&live, 64);
+    let templates = first_endpoints(&live, 64)?;
     let mut fast = 0usize;
     for n in 0..100usize {
         let mut e = templates[n % templates.len()].clone();
@@ -907,7 +913,7 @@ fn churn(
         classifier: live.classifier().clone(),
     });
     let mut generation = 0u32;
-    let templates = first_endpoints(&live, 64);
+    let templates = first_endpoints(&live, 64)?;
     let mut next_addr = 0usize;
     let fresh_host = |n: &mut usize| -> ipnet::IpNet {
         *n += 1;
@@ -1193,6 +1199,9 @@ fn pods_store(a: &ScaleArgs, name: &str, rs: &[Resource]) -> Result<(), String> 
         .take(64)
         .cloned()
         .collect();
+    if templates.is_empty() {
+        return Err("the cluster has no workload endpoint to copy (--pods 0)".into());
+    }
     const STEPS: [&str; 6] = [
         "store-copy-and-change",
         "changed-keys",

@@ -565,7 +565,7 @@ fn pod_churn(a: &SocketArgs, bin: &Path, dir: &Path, pods: usize) -> Result<(), 
         t0.elapsed().as_secs_f64()
     );
     let mut samples: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
-    for i in 0..a.churn_warmup + a.churn {
+    for i in 0..a.churn_warmup.saturating_add(a.churn) {
         let mut r = templates[i % templates.len()].clone();
         let Resource::WorkloadEndpoint(o) = &mut r else {
             return Err("a template is not a workload endpoint".into());

@@ -46,7 +46,7 @@
 //!   beside the store's endpoints, one spare workload endpoint per namespace,
 //!   profiles, named ports, families and zones of the store's workload endpoints,
 //!   and one per such shape without named ports (the most common 256, the ones
-//!   without ports after every shape two endpoints have), with only the implicit `projectcalico.org/` labels, at free
+//!   without ports that no endpoint has after the others), with only the implicit `projectcalico.org/` labels, at free
 //!   addresses of those zones (outside every named prefix, in `240.0.0.0/4` and
 //!   `100::/64` while they last; in a zone, counting down from the top of its
 //!   innermost prefix: so pods inside a rule's `10.0.0.0/8` or `0.0.0.0/0` have
@@ -1765,7 +1765,13 @@ impl Live {
                 return None;
             }
             let f = usize::from(matches!(n, IpNet::V6(_)));
-            like[f] = Some(self.peers.get(&(peer.clone(), self.named.zone(&n)))?[f]?);
+            let l = self.peers.get(&(peer.clone(), self.named.zone(&n)))?[f]?;
+            // Two addresses of one family in zones of different identities: the
+            // caller binds one identity per family.
+            if like[f].is_some_and(|o| o != l) {
+                return None;
+            }
+            like[f] = Some(l);
         }
         Some(like)
     }
@@ -2018,7 +2024,7 @@ const MAX_SPARES: usize = 256;
 /// (see the module doc): per namespace, profiles, named ports, families and zones
 /// (per family, the rule CIDRs and network-set prefixes containing the address) of
 /// the store's workload endpoints, and each of these without named ports (the most
-/// common first, those without ports after every shape two endpoints have, at most
+/// common first, those without ports that no endpoint has after the others, at most
 /// [`MAX_SPARES`]), a
 /// workload endpoint with only the implicit labels of one of them, at a free address
 /// of that zone ([`SpareAddresses`]).
@@ -2040,11 +2046,11 @@ fn spare_endpoints(c: &Cluster) -> Vec<Endpoint> {
             }
         }
         // The same shape without named ports (most pods declare none) ranks after
-        // every shape two endpoints have.
+        // every shape an endpoint has.
         if !e.ports.is_empty() {
             shapes
                 .entry((&e.key.namespace, &e.profiles, &[], zones.clone()))
-                .or_insert((1, i));
+                .or_insert((0, i));
         }
         let s = shapes
             .entry((&e.key.namespace, &e.profiles, &e.ports, zones))
@@ -2054,8 +2060,15 @@ fn spare_endpoints(c: &Cluster) -> Vec<Endpoint> {
     if shapes.is_empty() {
         return Vec::new();
     }
+    // A zone ending in the endpoint's own (named) host prefix has no free address,
+    // and a named host never joins a peer class.
     let mut shapes: Vec<(usize, usize, Zones, &[EndpointPort])> = shapes
         .into_iter()
+        .filter(|(k, _)| {
+            k.3.iter()
+                .flatten()
+                .all(|z| z.last().is_none_or(|p| !is_host(p)))
+        })
         .map(|(k, (n, i))| (n, i, k.3, k.2))
         .collect();
     shapes.sort_unstable_by(|a, b| {

@@ -1300,21 +1300,27 @@ impl Ctx<'_> {
         let mut roots = Vec::new();
         let mut sizes = Vec::new();
         let mut leaf = |e: u32, p: u32| ids.id(e, p);
+        // One tree over `list` in this workspace: its root and depth.
+        let mut tree = |list: &[Cand]| -> Result<(Slot, u32), OverBudget> {
+            let mut t = TreeBuilder::new(
+                self.family,
+                &self.shared.flat,
+                &mut cands,
+                &mut memo,
+                self.params,
+                &mut leaf,
+                &mut arena,
+                Some(below),
+            );
+            let root = t.build(list)?;
+            Ok((root, t.max_depth))
+        };
         match job {
             Job::Single { .. } => {
-                let mut t = TreeBuilder::new(
-                    self.family,
-                    &self.shared.flat,
-                    &mut cands,
-                    &mut memo,
-                    self.params,
-                    &mut leaf,
-                    &mut arena,
-                    Some(below),
-                );
-                roots.push(t.build(self.merged)?);
-                m.cost = t.max_depth;
-                m.depth = t.max_depth;
+                let (root, depth) = tree(self.merged)?;
+                roots.push(root);
+                m.cost = depth;
+                m.depth = depth;
             }
             Job::Plan { plan, .. } => {
                 let (plan, k) = canonical(&plan);
@@ -1335,20 +1341,10 @@ impl Ctx<'_> {
                     if ge.is_empty() && gp.is_empty() {
                         continue;
                     }
-                    let merged = merge(&ge, &gp);
-                    let mut t = TreeBuilder::new(
-                        self.family,
-                        &self.shared.flat,
-                        &mut cands,
-                        &mut memo,
-                        self.params,
-                        &mut leaf,
-                        &mut arena,
-                        Some(below),
-                    );
-                    roots.push(t.build(&merged)?);
-                    m.cost += t.max_depth + ROUND_COST;
-                    m.depth = m.depth.max(t.max_depth);
+                    let (root, depth) = tree(&merge(&ge, &gp))?;
+                    roots.push(root);
+                    m.cost += depth + ROUND_COST;
+                    m.depth = m.depth.max(depth);
                 }
             }
         }

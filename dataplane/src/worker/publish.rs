@@ -49,10 +49,14 @@ impl<C> ClassifierSlot<C> {
     }
 
     /// Has every later [`ClassifierSlot::publish`] unpark the calling thread (a
-    /// worker that parks with a timeout while idle).
+    /// worker that parks with a timeout while idle); once per thread. Entries are
+    /// never removed: the list holds one per worker thread ever started on the slot.
     pub fn wake_on_publish(&self) {
-        if let Ok(mut s) = self.sleepers.lock() {
-            s.push(std::thread::current());
+        let me = std::thread::current();
+        if let Ok(mut s) = self.sleepers.lock()
+            && !s.iter().any(|t| t.id() == me.id())
+        {
+            s.push(me);
         }
     }
 

@@ -972,6 +972,8 @@ spec:
   - action: Allow
     protocol: TCP
     destination: {ports: [http]}
+  - action: Deny
+    source: {nets: [10.0.0.0/24], notSelector: app == 'api'}
   egress:
   - action: Allow
     destination: {nets: [0.0.0.0/0], notNets: [10.0.0.0/8]}
@@ -1016,6 +1018,8 @@ spec: {orchestrator: k8s, ipNetworks: [10.0.1.2/32], ports: [{name: http, protoc
         "10.0.5.5",
         "192.168.1.1",
         "8.8.8.8",
+        "10.0.0.7",
+        "10.0.7.7",
     ]
     .iter()
     .map(|a| a.to_string())
@@ -1035,7 +1039,19 @@ spec: {orchestrator: k8s, ipNetworks: [10.0.1.2/32], ports: [{name: http, protoc
         // Replicas, in the zone of each exemplar.
         (pod("api-3", "10.0.0.3", "api"), Applied::Fast),
         (pod("api-4", "10.0.2.3", "api"), Applied::Fast),
-        // New peer classes: a new `app` (read through `http` and the `notSelector`).
+        // A new behaviour with two IPv4 addresses in two zones that a list (the
+        // `Deny` from `10.0.0.0/24` less `api`) tells apart: the spares of the two
+        // zones have two identities, one per family cannot hold both: a rebuild.
+        // (Its replicas below join it per zone.)
+        (
+            Endpoint {
+                nets: vec![host("10.0.0.7"), host("10.0.7.7")],
+                ..pod("multi-1", "10.0.0.7", "multi")
+            },
+            Applied::Rebuilt,
+        ),
+        // New `app` values (read through `http` and the `notSelector`): the behaviour
+        // of `multi-1`, each joining its exemplar in its zone.
         (pod("cache-1", "10.0.0.4", "cache"), Applied::Fast),
         (pod("queue-1", "10.0.5.5", "queue"), Applied::Fast),
         // Outside `10.0.0.0/8`: no pod of this shape is there.
