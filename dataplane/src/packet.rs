@@ -684,45 +684,33 @@ fn parse_transport(net: &Net<'_>, snapped: bool) -> Result<Transport, ParseError
         }
         (Family::V4, proto::ICMP) => {
             let icmp = Icmpv4Slice::from_slice(p).map_err(|_| ParseError::Truncated)?;
-            let (t, c) = (icmp.type_u8(), icmp.code_u8());
-            let b = icmp.bytes5to8();
-            let l4 = if let Some(reply) = icmp_query(Family::V4, t) {
-                L4::IcmpQuery {
-                    id: u16::from_be_bytes([b[0], b[1]]),
-                    reply,
-                }
-            } else if icmp4_is_error(t) {
-                quoted_v4(icmp.payload()).map_or(L4::IcmpOther, |quoted| L4::IcmpError { quoted })
-            } else {
-                L4::IcmpOther
-            };
-            Ok(Transport {
-                sport: u16::from(t),
-                dport: u16::from(c),
-                tcp_flags: 0,
-                l4,
-            })
+            let t = icmp.type_u8();
+            Ok(icmp_transport(
+                Family::V4,
+                t,
+                icmp.code_u8(),
+                icmp.bytes5to8(),
+                || {
+                    icmp4_is_error(t)
+                        .then(|| quoted_v4(icmp.payload()))
+                        .flatten()
+                },
+            ))
         }
         (Family::V6, proto::ICMPV6) => {
             let icmp = Icmpv6Slice::from_slice(p).map_err(|_| ParseError::Truncated)?;
-            let (t, c) = (icmp.type_u8(), icmp.code_u8());
-            let b = icmp.bytes5to8();
-            let l4 = if let Some(reply) = icmp_query(Family::V6, t) {
-                L4::IcmpQuery {
-                    id: u16::from_be_bytes([b[0], b[1]]),
-                    reply,
-                }
-            } else if icmp6_is_error(t) {
-                quoted_v6(icmp.payload()).map_or(L4::IcmpOther, |quoted| L4::IcmpError { quoted })
-            } else {
-                L4::IcmpOther
-            };
-            Ok(Transport {
-                sport: u16::from(t),
-                dport: u16::from(c),
-                tcp_flags: 0,
-                l4,
-            })
+            let t = icmp.type_u8();
+            Ok(icmp_transport(
+                Family::V6,
+                t,
+                icmp.code_u8(),
+                icmp.bytes5to8(),
+                || {
+                    icmp6_is_error(t)
+                        .then(|| quoted_v6(icmp.payload()))
+                        .flatten()
+                },
+            ))
         }
         _ => Ok(Transport {
             sport: 0,
@@ -770,6 +758,33 @@ fn quoted_transport(
         family,
         class,
     })
+}
+
+/// The transport fields of an ICMP message of type `t` and code `c` (the port
+/// columns of the key), `b` its bytes 5 to 8: a query's identifier, or for an error
+/// the connection it quotes (`quoted`, called only for error types).
+#[inline]
+fn icmp_transport(
+    family: Family,
+    t: u8,
+    c: u8,
+    b: [u8; 4],
+    quoted: impl FnOnce() -> Option<ConnTuple>,
+) -> Transport {
+    let l4 = if let Some(reply) = icmp_query(family, t) {
+        L4::IcmpQuery {
+            id: u16::from_be_bytes([b[0], b[1]]),
+            reply,
+        }
+    } else {
+        quoted().map_or(L4::IcmpOther, |quoted| L4::IcmpError { quoted })
+    };
+    Transport {
+        sport: u16::from(t),
+        dport: u16::from(c),
+        tcp_flags: 0,
+        l4,
+    }
 }
 
 fn quoted_v4(q: &[u8]) -> Option<ConnTuple> {

@@ -31,6 +31,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use super::Global;
 use crate::persist::NoPersist;
@@ -190,6 +191,33 @@ pub struct Args {
     pub classifier: ClassifierArg,
 }
 
+/// The flags a run's signal handlers set: `term` on SIGTERM and SIGINT, `usr1` on
+/// SIGUSR1 (print the counters), `hup` on SIGHUP (reload the policy files).
+#[derive(Debug, Default)]
+struct Signals {
+    term: Arc<AtomicBool>,
+    usr1: Arc<AtomicBool>,
+    hup: Arc<AtomicBool>,
+}
+
+impl Signals {
+    /// Installs the handlers; SIGHUP's only with `hup` (otherwise it keeps its
+    /// default action, ending the process).
+    fn install(hup: bool) -> Result<Signals, String> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+        let s = Signals::default();
+        let mut wanted = vec![(SIGTERM, &s.term), (SIGINT, &s.term), (SIGUSR1, &s.usr1)];
+        if hup {
+            wanted.push((SIGHUP, &s.hup));
+        }
+        for (sig, flag) in wanted {
+            signal_hook::flag::register(sig, Arc::clone(flag))
+                .map_err(|e| format!("cannot install the handler of signal {sig}: {e}"))?;
+        }
+        Ok(s)
+    }
+}
+
 fn octal_mode(s: &str) -> Result<u32, String> {
     u32::from_str_radix(s, 8)
         .ok()
@@ -286,7 +314,7 @@ fn run_with<E: Engine>(args: &Args, global: &Global) -> ExitCode {
 mod live {
     use std::process::ExitCode;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
     use crossbeam::channel::{Receiver, bounded};
@@ -298,7 +326,7 @@ mod live {
     use super::super::out::{self, Log, WriteError};
     use super::super::run_metrics::RunMetrics;
     use super::super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE, Global, Output};
-    use super::{Args, ModeArg};
+    use super::{Args, ModeArg, Signals};
     use crate::flowlog::{Aggregator, FlowLog};
     use crate::lower::Names;
     use crate::replay::activities;
@@ -688,19 +716,10 @@ mod live {
         {
             return usage(e);
         }
-        let term = Arc::new(AtomicBool::new(false));
-        let usr1 = Arc::new(AtomicBool::new(false));
-        let hup = Arc::new(AtomicBool::new(false));
-        for (sig, flag) in [
-            (signal_hook::consts::SIGTERM, &term),
-            (signal_hook::consts::SIGINT, &term),
-            (signal_hook::consts::SIGUSR1, &usr1),
-            (signal_hook::consts::SIGHUP, &hup),
-        ] {
-            if let Err(e) = signal_hook::flag::register(sig, Arc::clone(flag)) {
-                return usage(format!("cannot install the handler of signal {sig}: {e}"));
-            }
-        }
+        let Signals { term, usr1, hup } = match Signals::install(true) {
+            Ok(s) => s,
+            Err(e) => return usage(e),
+        };
         let (daemon, control) = match super::start_daemon::<E>(args) {
             Ok(d) => d,
             Err(code) => return code,
@@ -908,20 +927,11 @@ mod live {
             Ok(a) => a,
             Err(e) => return give_up(log, format!("--interval: {e}")),
         };
-        let term = Arc::new(AtomicBool::new(false));
-        let usr1 = Arc::new(AtomicBool::new(false));
-        for (sig, flag) in [
-            (signal_hook::consts::SIGTERM, &term),
-            (signal_hook::consts::SIGINT, &term),
-            (signal_hook::consts::SIGUSR1, &usr1),
-        ] {
-            if let Err(e) = signal_hook::flag::register(sig, Arc::clone(flag)) {
-                return give_up(
-                    log,
-                    format!("cannot install the handler of signal {sig}: {e}"),
-                );
-            }
-        }
+        // No control socket to reload: SIGHUP keeps its default action.
+        let Signals { term, usr1, .. } = match Signals::install(false) {
+            Ok(s) => s,
+            Err(e) => return give_up(log, e),
+        };
         // Metrics on a control thread of their own (this run serves no socket),
         // listening before the first packet is forwarded.
         let metrics_rt;

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::bounded;
@@ -14,7 +14,7 @@ use pcap::capture::Frames;
 use super::super::out::{self, Log};
 use super::super::{EXIT_OK, EXIT_USAGE, Global, Output};
 use super::pcap::PcapSource;
-use super::{Args, now_ns, start_daemon};
+use super::{Args, Signals, now_ns, start_daemon};
 use crate::flowlog::Aggregator;
 use crate::server::{Daemon, DataplaneInfo, Engine};
 
@@ -90,22 +90,10 @@ pub(super) fn run<E: Engine>(args: &Args, global: &Global) -> ExitCode {
         }
         code
     };
-    let term = Arc::new(AtomicBool::new(false));
-    let usr1 = Arc::new(AtomicBool::new(false));
-    let hup = Arc::new(AtomicBool::new(false));
-    for (sig, flag) in [
-        (signal_hook::consts::SIGTERM, &term),
-        (signal_hook::consts::SIGINT, &term),
-        (signal_hook::consts::SIGUSR1, &usr1),
-        (signal_hook::consts::SIGHUP, &hup),
-    ] {
-        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(flag)) {
-            return give_up(
-                log,
-                usage(format!("cannot install the handler of signal {sig}: {e}")),
-            );
-        }
-    }
+    let Signals { term, usr1, hup } = match Signals::install(true) {
+        Ok(s) => s,
+        Err(e) => return give_up(log, usage(e)),
+    };
     let (daemon, control) = match start_daemon::<E>(args) {
         Ok(d) => d,
         Err(code) => return give_up(log, code),
