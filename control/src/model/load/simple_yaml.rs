@@ -17,11 +17,14 @@ const MAX_DEPTH: usize = 32;
 /// Longest key read here (serde-saphyr's simple-key lookahead is 1 024 characters).
 const MAX_KEY: usize = 512;
 
-/// Most nodes read here: a line is at most a key, a value and a collection, plus the
-/// items of a flow sequence. Far enough below the full parser's node limit
-/// (`MAX_DOCUMENT_NODES`, however it counts them) that a document it would refuse is
-/// always left to it.
-const MAX_NODES: usize = 300_000;
+/// Most nodes (scalars, keys included, and collections) of a document read here, and
+/// most events (a node each, a collection's end, the stream's and document's start
+/// and end). Nine tenths of the full parser's limits (`MAX_DOCUMENT_NODES` and
+/// serde-saphyr's default of 1 000 000 events), so that a document it would refuse,
+/// however exactly it counts, is always left to it: a `kind: List` file of thousands
+/// of policies is read here (a policy is about a hundred nodes).
+const MAX_NODES: usize = 900_000;
+const MAX_EVENTS: usize = 900_000;
 
 /// The value of the one document in `text` (after an optional first `---` line), or
 /// `None` when the document is not of the plain shape (or holds nothing).
@@ -49,16 +52,37 @@ pub(super) fn parse(text: &str) -> Option<Value> {
         lines.push((line.len() - line.trim_start_matches(' ').len(), content));
     }
     let first = lines.first()?.0;
-    if lines.len() * 3 > MAX_NODES {
+    // Every line holds at least one node.
+    if lines.len() > MAX_NODES {
         return None;
     }
     let mut p = Parser {
-        nodes: lines.len() * 3,
+        nodes: lines.len(),
         lines,
         pos: 0,
     };
     let value = p.block(first, 0)?;
-    (p.pos == p.lines.len()).then_some(value)
+    if p.pos != p.lines.len() {
+        return None;
+    }
+    let (nodes, collections) = count(&value);
+    (nodes <= MAX_NODES && nodes + collections + 4 <= MAX_EVENTS).then_some(value)
+}
+
+/// The nodes of `value` as YAML has them (every scalar, a mapping's keys included, and
+/// every collection) and how many of them are collections.
+fn count(value: &Value) -> (usize, usize) {
+    match value {
+        Value::Object(map) => map.values().fold((1, 1), |(n, c), v| {
+            let (vn, vc) = count(v);
+            (n + 1 + vn, c + vc)
+        }),
+        Value::Array(items) => items.iter().fold((1, 1), |(n, c), v| {
+            let (vn, vc) = count(v);
+            (n + vn, c + vc)
+        }),
+        _ => (1, 0),
+    }
 }
 
 /// Whether `text` holds only what YAML allows in a document besides tabs: line breaks
@@ -79,7 +103,8 @@ struct Parser<'a> {
     /// is not blank or a comment.
     lines: Vec<(usize, &'a str)>,
     pos: usize,
-    /// Nodes counted so far (three per line, and the items of flow sequences).
+    /// A bound kept while reading: one per line, and the items of flow sequences
+    /// (exact counts are taken of the value read).
     nodes: usize,
 }
 

@@ -1453,19 +1453,39 @@ fn marked_stream_read_in_runs_loads_as_one() {
 
 /// A document near the full parser's node and event limits (1 000 000) is never read by
 /// the small reader, so the full parser refuses it as before: the small reader stops
-/// at 300 000 counted nodes (three per line and every flow item), which is at most
-/// 700 000 of saphyr's events.
+/// at 900 000 nodes or events, nine tenths of the full parser's limits.
 #[test]
 fn simple_yaml_leaves_huge_documents_to_saphyr() {
-    let many_lines = format!("items:\n{}", "- a\n".repeat(400_000));
+    // Past serde-saphyr's node limit: left to it, and it refuses the document.
+    let many_lines = format!("items:\n{}", "- a\n".repeat(1_000_000));
     assert!(simple_yaml::parse(&many_lines).is_none());
-    let long_flow = format!("items: [{}]\n", vec!["a"; 400_000].join(", "));
+    assert!(saphyr_value(&many_lines).is_err());
+    let long_flow = format!("items: [{}]\n", vec!["a"; 1_000_000].join(", "));
     assert!(simple_yaml::parse(&long_flow).is_none());
+    assert!(saphyr_value(&long_flow).is_err());
     let flows = format!(
         "items:\n{}",
-        format!("- [{}]\n", vec!["1"; 100].join(", ")).repeat(4_000)
+        format!("- [{}]\n", vec!["1"; 100].join(", ")).repeat(10_000)
     );
     assert!(simple_yaml::parse(&flows).is_none());
+    assert!(saphyr_value(&flows).is_err());
+    // Within nine tenths of it (900 000 nodes, and events: a collection's end counts
+    // too), read here, as serde-saphyr reads it.
+    for (items, per, read) in [(899_991, 0, true), (899_992, 0, false), (8_000, 100, true)] {
+        let text = if per == 0 {
+            format!("items:\n{}", "- a\n".repeat(items))
+        } else {
+            format!(
+                "items:\n{}",
+                format!("- [{}]\n", vec!["1"; per].join(", ")).repeat(items)
+            )
+        };
+        let simple = simple_yaml::parse(&text);
+        assert_eq!(simple.is_some(), read, "{items} x {per}");
+        if let Some(v) = simple {
+            assert_eq!(Ok(v), saphyr_value(&text));
+        }
+    }
     // Characters YAML does not allow, and tabs, are left to serde-saphyr.
     for c in [
         '\u{0}', '\u{7}', '\t', '\u{7f}', '\u{85}', '\u{9f}', '\u{feff}', '\u{fffe}', '\r',
