@@ -29,6 +29,11 @@ const MAX_EVENTS: usize = 900_000;
 /// The value of the one document in `text` (after an optional first `---` line), or
 /// `None` when the document is not of the plain shape (or holds nothing).
 pub(super) fn parse(text: &str) -> Option<Value> {
+    parse_counted(text).map(|(value, _)| value)
+}
+
+/// [`parse`], and the document's nodes and collections as counted while reading.
+fn parse_counted(text: &str) -> Option<(Value, (usize, usize))> {
     if !printable(text) {
         return None;
     }
@@ -57,20 +62,19 @@ pub(super) fn parse(text: &str) -> Option<Value> {
         return None;
     }
     let mut p = Parser {
-        nodes: lines.len(),
         lines,
         pos: 0,
+        nodes: 0,
+        collections: 0,
     };
     let value = p.block(first, 0)?;
-    if p.pos != p.lines.len() {
-        return None;
-    }
-    let (nodes, collections) = count(&value);
-    (nodes <= MAX_NODES && nodes + collections + 4 <= MAX_EVENTS).then_some(value)
+    (p.pos == p.lines.len()).then_some((value, (p.nodes, p.collections)))
 }
 
 /// The nodes of `value` as YAML has them (every scalar, a mapping's keys included, and
-/// every collection) and how many of them are collections.
+/// every collection) and how many of them are collections: the slow twin of the
+/// counts [`parse_counted`] keeps while reading.
+#[cfg(test)]
 fn count(value: &Value) -> (usize, usize) {
     match value {
         Value::Object(map) => map.values().fold((1, 1), |(n, c), v| {
@@ -83,6 +87,12 @@ fn count(value: &Value) -> (usize, usize) {
         }),
         _ => (1, 0),
     }
+}
+
+/// Checks that `text` reads here with the counts of the value read (a test hook).
+#[cfg(test)]
+pub(super) fn counts_agree(text: &str) -> Option<bool> {
+    parse_counted(text).map(|(value, counted)| count(&value) == counted)
 }
 
 /// Whether `text` holds only what YAML allows in a document besides tabs: line breaks
@@ -103,9 +113,10 @@ struct Parser<'a> {
     /// is not blank or a comment.
     lines: Vec<(usize, &'a str)>,
     pos: usize,
-    /// A bound kept while reading: one per line, and the items of flow sequences
-    /// (exact counts are taken of the value read).
+    /// Nodes read so far (scalars, keys included, and collections) ...
     nodes: usize,
+    /// ... and how many of them are collections.
+    collections: usize,
 }
 
 fn is_item(content: &str) -> bool {
@@ -113,14 +124,20 @@ fn is_item(content: &str) -> bool {
 }
 
 impl<'a> Parser<'a> {
-    /// `scalar(s)`, counting the items of a flow sequence against [`MAX_NODES`].
+    /// Counts `n` nodes, `collections` of them collections; `None` past
+    /// [`MAX_NODES`] or [`MAX_EVENTS`].
+    fn count(&mut self, n: usize, collections: usize) -> Option<()> {
+        self.nodes += n;
+        self.collections += collections;
+        (self.nodes <= MAX_NODES && self.nodes + self.collections + 4 <= MAX_EVENTS).then_some(())
+    }
+
+    /// `scalar(s)`, counted (a flow sequence and its items).
     fn scalar(&mut self, s: &str) -> Option<Value> {
         let value = scalar(s)?;
-        if let Value::Array(items) = &value {
-            self.nodes += items.len();
-            if self.nodes > MAX_NODES {
-                return None;
-            }
+        match &value {
+            Value::Array(items) => self.count(1 + items.len(), 1)?,
+            _ => self.count(1, 0)?,
         }
         Some(value)
     }
@@ -144,6 +161,7 @@ impl<'a> Parser<'a> {
         if depth > MAX_DEPTH {
             return None;
         }
+        self.count(1, 1)?;
         let mut map = Map::new();
         while let Some(&(at, content)) = self.lines.get(self.pos) {
             if at < indent {
@@ -154,6 +172,7 @@ impl<'a> Parser<'a> {
             }
             let (key, rest) = split_key(content)?;
             self.pos += 1;
+            self.count(1, 0)?;
             let value = if rest.is_empty() {
                 self.nested(indent, depth)?
             } else {
@@ -174,7 +193,10 @@ impl<'a> Parser<'a> {
             Some(&(at, content)) if at == indent && is_item(content) => {
                 self.sequence(indent, depth + 1)
             }
-            _ => Some(Value::Null),
+            _ => {
+                self.count(1, 0)?;
+                Some(Value::Null)
+            }
         }
     }
 
@@ -182,6 +204,7 @@ impl<'a> Parser<'a> {
         if depth > MAX_DEPTH {
             return None;
         }
+        self.count(1, 1)?;
         let mut items = Vec::new();
         while let Some(&(at, content)) = self.lines.get(self.pos) {
             if at < indent || (at == indent && !is_item(content)) {

@@ -1346,6 +1346,8 @@ proptest::proptest! {
         }
         if let Some(simple) = simple_yaml::parse(&text) {
             proptest::prop_assert_eq!(Ok(simple), saphyr_value(&text), "document:\n{}", text);
+            // The nodes counted while reading are those of the value read.
+            proptest::prop_assert_eq!(simple_yaml::counts_agree(&text), Some(true));
         }
     }
 }
