@@ -172,9 +172,20 @@ impl<S: Slot, const WIDTH: u32, const FIRST: u32> Trie<S, WIDTH, FIRST> {
     /// The leaf of the longest prefix containing `addr`, if any.
     #[inline]
     fn lookup(&self, addr: u128) -> Option<S> {
-        let s = *self
-            .root
-            .get(((addr >> (WIDTH - FIRST)) as usize) & Self::ROOT_MASK)?;
+        self.walk(|shift| (addr >> shift) as usize)
+    }
+
+    /// [`Trie::lookup`] for a 32-bit trie in 32-bit arithmetic (no 128-bit shifts).
+    #[inline(always)]
+    fn lookup32(&self, a: u32) -> Option<S> {
+        self.walk(|shift| (a >> shift) as usize)
+    }
+
+    /// The walk of both lookups: `bits(shift)` is the address shifted right by
+    /// `shift` (its low bits are what a level indexes by).
+    #[inline(always)]
+    fn walk(&self, bits: impl Fn(u32) -> usize) -> Option<S> {
+        let s = *self.root.get(bits(WIDTH - FIRST) & Self::ROOT_MASK)?;
         if s.is_leaf() {
             return Some(s);
         }
@@ -185,38 +196,9 @@ impl<S: Slot, const WIDTH: u32, const FIRST: u32> Trie<S, WIDTH, FIRST> {
         let mut shift = WIDTH - FIRST;
         while shift >= STRIDE {
             shift -= STRIDE;
-            let idx = ((addr >> shift) as usize) & (FANOUT - 1);
-            let s = *self.nodes.get(node * FANOUT + idx)?;
-            if s.is_leaf() {
-                return Some(s);
-            }
-            if s.is_empty() {
-                return None;
-            }
-            node = s.child();
-        }
-        None
-    }
-
-    /// [`Trie::lookup`] for a 32-bit trie in 32-bit arithmetic (no 128-bit shifts);
-    /// the levels are unrolled (`FIRST` is a constant).
-    #[inline(always)]
-    fn lookup32(&self, a: u32) -> Option<S> {
-        let s = *self
-            .root
-            .get(((a >> (32 - FIRST)) as usize) & Self::ROOT_MASK)?;
-        if s.is_leaf() {
-            return Some(s);
-        }
-        if s.is_empty() {
-            return None;
-        }
-        let mut node = s.child();
-        let mut shift = 32 - FIRST;
-        while shift >= STRIDE {
-            shift -= STRIDE;
-            let idx = ((a >> shift) as usize) & (FANOUT - 1);
-            let s = *self.nodes.get(node * FANOUT + idx)?;
+            let s = *self
+                .nodes
+                .get(node * FANOUT + (bits(shift) & (FANOUT - 1)))?;
             if s.is_leaf() {
                 return Some(s);
             }
