@@ -11,8 +11,9 @@
 //!
 //! - the tables of one lineage (a table and the clones and writes made from it)
 //!   share a *pool* of retired buffers: a content that a write moves away from is
-//!   retired into it, numbered, and stays there (at most [`DEPTH`] of them) after
-//!   the generations that read it are dropped;
+//!   retired into it, numbered, and stays there (at most [`DEPTH`] of them, of
+//!   which at most [`FREE`] read by nothing else) after the generations that read
+//!   it are dropped;
 //! - each table keeps the writes that led to it, one segment per content it moved
 //!   away from (at most [`DEPTH`] segments, and no more writes in all than an
 //!   eighth of the table: a replay that long costs about what a copy does);
@@ -23,8 +24,8 @@
 //! So in a chain of generations where a reader holds a few of the latest (the
 //! daemon: the workers' generation and eight retired ones kept to name flow
 //! records), a change costs its own writes and the replay of the last few
-//! changes', a few buffers take turns, and memory holds at most [`DEPTH`] retired
-//! buffers beyond the generations alive. Otherwise (every retired buffer still read,
+//! changes', a few buffers take turns, and memory holds at most [`FREE`] buffers
+//! beyond the generations alive. Otherwise (every retired buffer still read,
 //! a log given up) the write copies the table, as [`Arc::make_mut`] would. A
 //! content's number is its buffer's pool entry, and a buffer in the pool is never
 //! written, so a replay starts only from exactly the content its writes were made
@@ -48,6 +49,9 @@ fn fresh_tag() -> u64 {
 /// the generations a reader holds at once (the daemon keeps the current one and
 /// eight retired ones to name flow records), so that the oldest kept is free.
 const DEPTH: usize = 12;
+
+/// Retired buffers that nothing but the pool holds, kept for reuse.
+const FREE: usize = 2;
 
 /// Writes `(i, x)`: set entry `i`, or append when `i` is the length.
 type Writes<T> = Vec<(u32, T)>;
@@ -271,6 +275,18 @@ impl<T: Copy> Flat<T> {
                 pool.push((tag, Arc::clone(&self.buf), self.len));
                 if pool.len() > DEPTH {
                     pool.remove(0);
+                }
+            }
+            // Buffers nothing reads any more beyond the newest [`FREE`] are dropped:
+            // a chain of generations needs one (memory holds what the readers hold,
+            // plus these).
+            let mut free = 0;
+            for at in (0..pool.len()).rev() {
+                if Arc::strong_count(&pool[at].1) == 1 {
+                    free += 1;
+                    if free > FREE {
+                        pool.remove(at);
+                    }
                 }
             }
             for (k, seg) in self.history.iter().enumerate().rev() {
