@@ -202,9 +202,46 @@ fn q(xs: &[f64], p: f64) -> f64 {
     v.get(i).copied().unwrap_or(f64::NAN)
 }
 
-fn median(xs: impl Iterator<Item = f64>) -> f64 {
-    let v: Vec<f64> = xs.collect();
-    q(&v, 0.5)
+fn median(xs: &[f64]) -> f64 {
+    q(xs, 0.5)
+}
+
+/// p50, p99 and max of `xs` (NaN when empty).
+struct Dist {
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Dist {
+    fn of(xs: &[f64]) -> Dist {
+        Dist {
+            p50: q(xs, 0.5),
+            p99: q(xs, 0.99),
+            max: xs.iter().copied().fold(f64::NAN, f64::max),
+        }
+    }
+}
+
+/// One reply timing (`timings[key]`, ms) of every sample.
+fn timing(xs: &[Sample], key: &str) -> Vec<f64> {
+    xs.iter()
+        .map(|s| s.timings[key].as_f64().unwrap_or(f64::NAN))
+        .collect()
+}
+
+/// The client's wall time of every sample.
+fn wall(xs: &[Sample]) -> Vec<f64> {
+    xs.iter().map(|s| s.wall_ms).collect()
+}
+
+/// How many samples took each engine path.
+fn paths(xs: &[Sample]) -> BTreeMap<&str, usize> {
+    let mut m = BTreeMap::new();
+    for s in xs {
+        *m.entry(s.path.as_str()).or_default() += 1;
+    }
+    m
 }
 
 fn tiergate_path(a: &SocketArgs) -> Result<PathBuf, String> {
@@ -315,36 +352,25 @@ fn sample(r: &Value, t0: Instant, what: &str) -> Result<Sample, String> {
 }
 
 fn report(what: &str, n_policies: usize, xs: &[Sample]) {
-    let f = |k: &str| -> Vec<f64> {
-        xs.iter()
-            .map(|s| s.timings[k].as_f64().unwrap_or(f64::NAN))
-            .collect()
-    };
-    let total = f("total_ms");
-    let cpu = f("cpu_ms");
-    let wall: Vec<f64> = xs.iter().map(|s| s.wall_ms).collect();
-    let path =
-        xs.iter()
-            .map(|s| s.path.as_str())
-            .fold(BTreeMap::<&str, usize>::new(), |mut m, p| {
-                *m.entry(p).or_default() += 1;
-                m
-            });
+    let total = Dist::of(&timing(xs, "total_ms"));
+    let cpu = Dist::of(&timing(xs, "cpu_ms"));
+    let wall = Dist::of(&wall(xs));
     println!(
-        "socket apply {what}: policies {n_policies} n {} daemon total p50 {:.1} p99 {:.1} max {:.1} ms | cpu p50 {:.1} p99 {:.1} ms | client wall p50 {:.1} p99 {:.1} ms | median validate {:.1} lower {:.1} compile {:.1} persist {:.1} pickup {:.2} ms | paths {path:?}",
+        "socket apply {what}: policies {n_policies} n {} daemon total p50 {:.1} p99 {:.1} max {:.1} ms | cpu p50 {:.1} p99 {:.1} ms | client wall p50 {:.1} p99 {:.1} ms | median validate {:.1} lower {:.1} compile {:.1} persist {:.1} pickup {:.2} ms | paths {:?}",
         xs.len(),
-        q(&total, 0.5),
-        q(&total, 0.99),
-        total.iter().copied().fold(f64::NAN, f64::max),
-        q(&cpu, 0.5),
-        q(&cpu, 0.99),
-        q(&wall, 0.5),
-        q(&wall, 0.99),
-        median(f("validate_ms").into_iter()),
-        median(f("lower_ms").into_iter()),
-        median(f("compile_ms").into_iter()),
-        median(f("persist_ms").into_iter()),
-        median(f("pickup_ms").into_iter()),
+        total.p50,
+        total.p99,
+        total.max,
+        cpu.p50,
+        cpu.p99,
+        wall.p50,
+        wall.p99,
+        median(&timing(xs, "validate_ms")),
+        median(&timing(xs, "lower_ms")),
+        median(&timing(xs, "compile_ms")),
+        median(&timing(xs, "persist_ms")),
+        median(&timing(xs, "pickup_ms")),
+        paths(xs),
     );
 }
 
@@ -599,58 +625,46 @@ fn pod_churn(a: &SocketArgs, bin: &Path, dir: &Path, pods: usize) -> Result<(), 
     {
         let (warm, xs) = all.split_at(a.churn_warmup.min(all.len()));
         if !warm.is_empty() {
-            let total: Vec<f64> = warm
-                .iter()
-                .map(|s| s.timings["total_ms"].as_f64().unwrap_or(f64::NAN))
-                .collect();
+            let total = Dist::of(&timing(warm, "total_ms"));
             println!(
                 "socket pod-churn {what} warm-up (not in the line below): n {} daemon total p50 {:.3} p99 {:.3} max {:.3} ms",
                 warm.len(),
-                q(&total, 0.5),
-                q(&total, 0.99),
-                total.iter().copied().fold(f64::NAN, f64::max),
+                total.p50,
+                total.p99,
+                total.max,
             );
         }
-        let f = |k: &str| -> Vec<f64> {
-            xs.iter()
-                .map(|s| s.timings[k].as_f64().unwrap_or(f64::NAN))
-                .collect()
-        };
-        let mut paths: BTreeMap<&str, usize> = BTreeMap::new();
-        for s in xs {
-            *paths.entry(s.path.as_str()).or_default() += 1;
-        }
-        let (total, engine, validate, pickup) = (
-            f("total_ms"),
-            f("compile_ms"),
-            f("validate_ms"),
-            f("pickup_ms"),
+        let d = |k: &str| Dist::of(&timing(xs, k));
+        let (total, cpu, engine, validate) = (
+            d("total_ms"),
+            d("cpu_ms"),
+            d("compile_ms"),
+            d("validate_ms"),
         );
-        let (cpu, publish) = (f("cpu_ms"), f("publish_ms"));
-        let wall: Vec<f64> = xs.iter().map(|s| s.wall_ms).collect();
+        let (publish, pickup, wall) = (d("publish_ms"), d("pickup_ms"), Dist::of(&wall(xs)));
         println!(
             "socket pod-churn {what}: pods {pods} policies {} classifier {} n {} daemon total p50 {:.3} p99 {:.3} max {:.3} ms | cpu p50 {:.3} p99 {:.3} | engine p50 {:.3} p99 {:.3} | validate p50 {:.3} p99 {:.3} | lower p50 {:.3} | persist p50 {:.3} | publish p50 {:.3} p99 {:.3} | pickup p50 {:.3} p99 {:.3} | client wall p50 {:.3} p99 {:.3} ms | paths {:?}",
             a.churn_policies,
             a.classifier.as_deref().unwrap_or("(default)"),
             xs.len(),
-            q(&total, 0.5),
-            q(&total, 0.99),
-            total.iter().copied().fold(f64::NAN, f64::max),
-            q(&cpu, 0.5),
-            q(&cpu, 0.99),
-            q(&engine, 0.5),
-            q(&engine, 0.99),
-            q(&validate, 0.5),
-            q(&validate, 0.99),
-            median(f("lower_ms").into_iter()),
-            median(f("persist_ms").into_iter()),
-            q(&publish, 0.5),
-            q(&publish, 0.99),
-            q(&pickup, 0.5),
-            q(&pickup, 0.99),
-            q(&wall, 0.5),
-            q(&wall, 0.99),
-            paths
+            total.p50,
+            total.p99,
+            total.max,
+            cpu.p50,
+            cpu.p99,
+            engine.p50,
+            engine.p99,
+            validate.p50,
+            validate.p99,
+            median(&timing(xs, "lower_ms")),
+            median(&timing(xs, "persist_ms")),
+            publish.p50,
+            publish.p99,
+            pickup.p50,
+            pickup.p99,
+            wall.p50,
+            wall.p99,
+            paths(xs)
         );
     }
     drop(daemon);

@@ -16,6 +16,7 @@ pub mod arch;
 pub(crate) mod chunked;
 pub mod classbench;
 pub mod classifier;
+pub(crate) mod flat;
 pub mod flow;
 pub mod linear;
 pub mod lpm;

@@ -9,16 +9,17 @@
 //! table with 63-bit values, for a stage that wants two 32-bit values per address
 //! without a second dependent load. Build is off the packet path.
 //!
-//! The first level of a table is shared (`Arc`) between clones until one of them
-//! changes it, so a clone that only changes host prefixes under an existing /16
-//! copies the small nodes, not the first level.
-
-use std::sync::Arc;
+//! A table's first level and its nodes are each one flat slice shared between
+//! clones ([`crate::flat::Flat`]): a clone that sets a host prefix writes a few slots
+//! into a recycled buffer (the one its predecessor's predecessor read, once that
+//! generation is dropped) instead of copying the table, and lookups read the slices
+//! as they would read a `Vec`.
 
 use ipnet::{IpNet, Ipv4Net};
 
 use crate::arch::walk::{self, Kernel};
 use crate::classifier::slot::BLOCK;
+use crate::flat::Flat;
 
 /// Bits of every level after the first.
 const STRIDE: u32 = 8;
@@ -72,9 +73,9 @@ impl Slot for u64 {
 struct Trie<S, const WIDTH: u32, const FIRST: u32> {
     /// Empty until the first insert (an empty table costs no first level), then
     /// 2^`FIRST` slots.
-    root: Arc<[S]>,
+    root: Flat<S>,
     /// Nodes of `FANOUT` slots each; node 0 stays empty and is never a child.
-    nodes: Vec<S>,
+    nodes: Flat<S>,
 }
 
 impl<S: Slot, const WIDTH: u32, const FIRST: u32> Trie<S, WIDTH, FIRST> {
@@ -82,20 +83,9 @@ impl<S: Slot, const WIDTH: u32, const FIRST: u32> Trie<S, WIDTH, FIRST> {
 
     fn new() -> Self {
         Trie {
-            root: Arc::from([]),
-            nodes: vec![S::default(); FANOUT],
+            root: Flat::default(),
+            nodes: Flat::from_vec(vec![S::default(); FANOUT]),
         }
-    }
-
-    /// The first level, made or copied first if it is empty or another clone shares
-    /// it.
-    fn root_mut(&mut self) -> &mut [S] {
-        if self.root.is_empty() {
-            self.root = vec![S::default(); 1 << FIRST].into();
-        } else if Arc::get_mut(&mut self.root).is_none() {
-            self.root = Arc::from(&self.root[..]);
-        }
-        Arc::get_mut(&mut self.root).expect("just made unique")
     }
 
     /// Inserts `addr/len → raw` (a leaf, or zero for "no prefix"); prefixes must
@@ -103,7 +93,7 @@ impl<S: Slot, const WIDTH: u32, const FIRST: u32> Trie<S, WIDTH, FIRST> {
     /// shorter one.
     fn insert(&mut self, addr: u128, len: u32, raw: S) {
         if self.root.is_empty() {
-            self.root_mut();
+            self.root.extend_fill(1 << FIRST, S::default());
         }
         let idx = ((addr >> (WIDTH - FIRST)) as usize) & Self::ROOT_MASK;
         if len <= FIRST {
@@ -115,7 +105,7 @@ impl<S: Slot, const WIDTH: u32, const FIRST: u32> Trie<S, WIDTH, FIRST> {
                 if !cur.is_empty() && !cur.is_leaf() {
                     self.set_subtree(cur.child(), raw);
                 } else if cur != raw {
-                    self.root_mut()[i] = raw;
+                    self.root.set(i, raw);
                 }
             }
             return;
@@ -125,7 +115,7 @@ impl<S: Slot, const WIDTH: u32, const FIRST: u32> Trie<S, WIDTH, FIRST> {
             slot.child()
         } else {
             let child = self.push_node(slot);
-            self.root_mut()[idx] = S::of_child(child);
+            self.root.set(idx, S::of_child(child));
             child
         };
         let mut depth = FIRST; // bits consumed
@@ -139,8 +129,8 @@ impl<S: Slot, const WIDTH: u32, const FIRST: u32> Trie<S, WIDTH, FIRST> {
                     let cur = self.nodes[node * FANOUT + i];
                     if !cur.is_empty() && !cur.is_leaf() {
                         self.set_subtree(cur.child(), raw);
-                    } else {
-                        self.nodes[node * FANOUT + i] = raw;
+                    } else if cur != raw {
+                        self.nodes.set(node * FANOUT + i, raw);
                     }
                 }
                 return;
@@ -151,7 +141,7 @@ impl<S: Slot, const WIDTH: u32, const FIRST: u32> Trie<S, WIDTH, FIRST> {
             } else {
                 // New child; push the shorter prefix (if any) down into it.
                 let child = self.push_node(slot);
-                self.nodes[node * FANOUT + idx] = S::of_child(child);
+                self.nodes.set(node * FANOUT + idx, S::of_child(child));
                 child
             };
             depth += STRIDE;
@@ -161,7 +151,7 @@ impl<S: Slot, const WIDTH: u32, const FIRST: u32> Trie<S, WIDTH, FIRST> {
     /// A new node with every slot `fill`; its index.
     fn push_node(&mut self, fill: S) -> usize {
         let child = self.nodes.len() / FANOUT;
-        self.nodes.extend(std::iter::repeat_n(fill, FANOUT));
+        self.nodes.extend_fill(FANOUT, fill);
         child
     }
 
@@ -173,8 +163,8 @@ impl<S: Slot, const WIDTH: u32, const FIRST: u32> Trie<S, WIDTH, FIRST> {
             let cur = self.nodes[i];
             if !cur.is_empty() && !cur.is_leaf() {
                 self.set_subtree(cur.child(), v);
-            } else {
-                self.nodes[i] = v;
+            } else if cur != v {
+                self.nodes.set(i, v);
             }
         }
     }
@@ -182,9 +172,20 @@ impl<S: Slot, const WIDTH: u32, const FIRST: u32> Trie<S, WIDTH, FIRST> {
     /// The leaf of the longest prefix containing `addr`, if any.
     #[inline]
     fn lookup(&self, addr: u128) -> Option<S> {
-        let s = *self
-            .root
-            .get(((addr >> (WIDTH - FIRST)) as usize) & Self::ROOT_MASK)?;
+        self.walk(|shift| (addr >> shift) as usize)
+    }
+
+    /// [`Trie::lookup`] for a 32-bit trie in 32-bit arithmetic (no 128-bit shifts).
+    #[inline(always)]
+    fn lookup32(&self, a: u32) -> Option<S> {
+        self.walk(|shift| (a >> shift) as usize)
+    }
+
+    /// The walk of both lookups: `bits(shift)` is the address shifted right by
+    /// `shift` (its low bits are what a level indexes by).
+    #[inline(always)]
+    fn walk(&self, bits: impl Fn(u32) -> usize) -> Option<S> {
+        let s = *self.root.get(bits(WIDTH - FIRST) & Self::ROOT_MASK)?;
         if s.is_leaf() {
             return Some(s);
         }
@@ -195,38 +196,9 @@ impl<S: Slot, const WIDTH: u32, const FIRST: u32> Trie<S, WIDTH, FIRST> {
         let mut shift = WIDTH - FIRST;
         while shift >= STRIDE {
             shift -= STRIDE;
-            let idx = ((addr >> shift) as usize) & (FANOUT - 1);
-            let s = *self.nodes.get(node * FANOUT + idx)?;
-            if s.is_leaf() {
-                return Some(s);
-            }
-            if s.is_empty() {
-                return None;
-            }
-            node = s.child();
-        }
-        None
-    }
-
-    /// [`Trie::lookup`] for a 32-bit trie in 32-bit arithmetic (no 128-bit shifts);
-    /// the levels are unrolled (`FIRST` is a constant).
-    #[inline(always)]
-    fn lookup32(&self, a: u32) -> Option<S> {
-        let s = *self
-            .root
-            .get(((a >> (32 - FIRST)) as usize) & Self::ROOT_MASK)?;
-        if s.is_leaf() {
-            return Some(s);
-        }
-        if s.is_empty() {
-            return None;
-        }
-        let mut node = s.child();
-        let mut shift = 32 - FIRST;
-        while shift >= STRIDE {
-            shift -= STRIDE;
-            let idx = ((a >> shift) as usize) & (FANOUT - 1);
-            let s = *self.nodes.get(node * FANOUT + idx)?;
+            let s = *self
+                .nodes
+                .get(node * FANOUT + (bits(shift) & (FANOUT - 1)))?;
             if s.is_leaf() {
                 return Some(s);
             }
@@ -239,7 +211,7 @@ impl<S: Slot, const WIDTH: u32, const FIRST: u32> Trie<S, WIDTH, FIRST> {
     }
 
     fn bytes(&self) -> usize {
-        (self.root.len() + self.nodes.len()) * size_of::<S>()
+        self.root.bytes() + self.nodes.bytes()
     }
 }
 
@@ -588,20 +560,89 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// Host prefixes set generation after generation, each generation a clone of
+        /// the last whose writes go into recycled buffers while the `lag` generations
+        /// before it are still read: every generation answers as the prefixes and
+        /// hosts it was given (brute force), and the kept ones as they did.
+        #[test]
+        fn generations_of_host_changes_agree_with_brute_force(
+            entries in prop::collection::vec((arb_v4(), 0u32..1000), 0..20),
+            hosts in prop::collection::vec((0u32..3, any::<u16>(), prop::option::of(0u32..1000)), 1..40),
+            lag in 0usize..3,
+        ) {
+            let mut seen = std::collections::HashSet::new();
+            let entries: Vec<(IpNet, u32)> = entries
+                .into_iter()
+                .filter(|(n, _)| seen.insert(*n))
+                .map(|(n, v)| (IpNet::V4(n), v))
+                .collect();
+            let wide_of = |v: u32| u64::from(v) << 32 | 7;
+            let wide_entries: Vec<(Ipv4Net, u64)> = entries
+                .iter()
+                .filter_map(|&(n, v)| match n {
+                    IpNet::V4(n) => Some((n, wide_of(v))),
+                    IpNet::V6(_) => None,
+                })
+                .collect();
+            let mut lpm = Lpm::<16>::new(&entries).expect("builds");
+            let mut wide = WideLpm::new(&wide_entries).expect("builds");
+            let mut set: std::collections::BTreeMap<u32, Option<u32>> = Default::default();
+            let want = |set: &std::collections::BTreeMap<u32, Option<u32>>, a: u32| match set.get(&a) {
+                Some(&v) => v,
+                None => brute(&entries, std::net::IpAddr::V4(a.into())),
+            };
+            let probe = |set: &std::collections::BTreeMap<u32, Option<u32>>| -> Vec<u32> {
+                set.keys().flat_map(|&a| [a, a ^ 1, a ^ 0x100]).collect()
+            };
+            let mut readers = std::collections::VecDeque::new();
+            // A few /16s and /24s, so that hosts share nodes and add new ones.
+            let bases = [0x0a00_0000u32, 0x0a01_0000, 0xc0a8_0000];
+            for (b, low, v) in hosts {
+                readers.push_back((lpm.clone(), wide.clone(), set.clone()));
+                if readers.len() > lag {
+                    readers.pop_front();
+                }
+                let a = bases[b as usize] | u32::from(low);
+                lpm = {
+                    let mut next = lpm.clone();
+                    next.set_host(false, a.into(), v).expect("fits");
+                    next
+                };
+                wide = {
+                    let mut next = wide.clone();
+                    next.set_host(a, v.map(wide_of)).expect("fits");
+                    next
+                };
+                set.insert(a, v);
+                for x in probe(&set) {
+                    prop_assert_eq!(lpm.lookup_v4(x), want(&set, x), "at {:#x}", x);
+                    prop_assert_eq!(wide.lookup(x), want(&set, x).map(wide_of), "at {:#x}", x);
+                }
+            }
+            for (l, w, s) in &readers {
+                for x in probe(&set) {
+                    prop_assert_eq!(l.lookup_v4(x), want(s, x), "kept, at {:#x}", x);
+                    prop_assert_eq!(w.lookup(x), want(s, x).map(wide_of), "kept, at {:#x}", x);
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_host_under_a_known_16_leaves_the_first_level_shared() {
         let mut a = WideLpm::new(&[("10.0.0.0/24".parse().expect("net"), 1)]).expect("builds");
         a.set_host(0x0a00_0005, Some(2)).expect("fits");
         let mut b = a.clone();
         b.set_host(0x0a00_0107, Some(3)).expect("fits");
-        assert!(Arc::ptr_eq(&a.v4.root, &b.v4.root));
+        assert!(a.v4.root.shares_buffer(&b.v4.root));
         assert_eq!(
             (b.lookup(0x0a00_0107), a.lookup(0x0a00_0107)),
             (Some(3), None)
         );
         // A host under a /16 with no node yet writes the first level: a copy.
         b.set_host(0x0b00_0001, Some(4)).expect("fits");
-        assert!(!Arc::ptr_eq(&a.v4.root, &b.v4.root));
+        assert!(!a.v4.root.shares_buffer(&b.v4.root));
         assert_eq!(
             (b.lookup(0x0b00_0001), a.lookup(0x0b00_0001)),
             (Some(4), None)

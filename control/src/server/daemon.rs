@@ -668,6 +668,11 @@ impl<E: Engine> Daemon<E> {
         let t5 = Instant::now();
         let (running, total) = self.wait_for_workers(generation, PICKUP_WAIT);
         t.pickup_ms = ms(t5.elapsed());
+        // The generations no worker runs and no flow record needs any more are freed
+        // now rather than at the next periodic housekeeping: the buffers of their
+        // identity tables are what the next change writes into instead of copying
+        // the tables (`dataplane` `flat` module).
+        self.housekeeping();
         t.total_ms = ms(t0.wall.elapsed());
         result["generation"] = json!(generation);
         result["changed"] = json!(true);

@@ -30,14 +30,14 @@
 //! trees are shared between generations that differ
 //! only by a host address: [`IdentityClassifier::with_host`] and
 //! [`IdentityClassifier::without_host`] give the next generation with one host
-//! prefix bound or unbound. What lookups read (the LPMs, the per-class identity and
-//! binding, the bindings) is flat: the LPMs' nodes and the per-class table are
-//! copied once per generation (at 20,000 pods about 0.4 MB, a few tens of
-//! microseconds); the bindings table (0.4 MB more) is an `Arc<[_]>`, indexed as a
-//! `Vec` is, that a generation removing a host shares and one adding a host copies
-//! with the new binding written into a spare entry (one `memcpy`); the IPv4
-//! table's 512 KiB first level is shared until a change writes it (a host under a
-//! /16 that holds none yet). The per-class data only changes read (each
+//! prefix bound or unbound. What lookups read (the LPMs' first levels and nodes, the
+//! per-class identity and binding, the bindings) is flat, each table one slice
+//! read as a `Vec` is, shared between generations and written by a change into a
+//! recycled buffer ([`crate::flat`]: the buffer of the generation before the
+//! previous one, once it is dropped, brought up to date by replaying the previous
+//! change's writes), so a host change costs its own writes and its predecessor's,
+//! not a copy of the tables (at 20,000 pods they hold about 1 MB, and the IPv4
+//! table's first level 512 KiB more). The per-class data only changes read (each
 //! class's prefix and parent, the largest table) is kept in chunks behind `Arc`s
 //! ([`crate::chunked`]) and shared between generations but for the chunk a change
 //! writes. Chunking the lookup tables too was tried: one more dependent load per
@@ -61,6 +61,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::{BuildConfig, BuildError, Classifier, SENTINEL, family_index};
 use crate::chunked::Chunked;
+use crate::flat::Flat;
 use crate::lpm::{Lpm, WideLpm};
 use crate::program::{
     Classify, EndpointId, Family, FlowKey, FlowVerdicts, Hit, Match, Nets, PolicySet, Program,
@@ -266,17 +267,12 @@ pub struct IdentityClassifier {
     /// most three dependent loads and no class-table read. Every address has a value
     /// (the "no prefix" class's under `0.0.0.0/0`).
     front: WideLpm,
-    hot: Vec<Hot>,
+    hot: Flat<Hot>,
     /// Shared between generations: the largest table, and not read by lookups.
     cold: Chunked<Cold, CHUNK>,
-    /// Flat like `hot` (indexing it costs what indexing a `Vec` does), but shared:
-    /// a host removed leaves it as it is, so that generation keeps its
-    /// predecessor's table instead of copying it. Entries from `bound` on are
-    /// spare (no class names them): a host added fills the first one in a copy of
-    /// the table (one `memcpy`), and only a host that finds none grows the table.
-    bindings: Arc<[Binding]>,
-    /// Bindings in use: the first `bound` entries of `bindings`.
-    bound: u32,
+    /// Flat like `hot`; a host removed leaves it as it is (no class names the
+    /// binding any more), a host added appends one.
+    bindings: Flat<Binding>,
     /// The trees, in the order they were built; a part's trace ids follow the earlier
     /// parts' ones.
     parts: Vec<Part>,
@@ -404,38 +400,6 @@ fn all_matches_mut(p: &mut Program) -> impl Iterator<Item = &mut Match> {
         .chain(&mut p.profiles)
         .flat_map(|pol| &mut pol.rules)
         .map(|r| &mut r.matches)
-}
-
-/// `v` with `x` appended, copied once.
-/// Room for bindings a table grows by (at least [`SPARE_BINDINGS`]).
-const SPARE_BINDINGS: usize = 256;
-
-/// A spare entry of the bindings table (never read: no class names it).
-const SPARE: Binding = (EndpointId(u32::MAX), None, None);
-
-/// `table` with `b` at `at`, the first spare entry: a copy of the table with the
-/// entry written (a `memcpy`), or, when the table has no spare entry, a table of
-/// 1/8 more spare entries (at least [`SPARE_BINDINGS`]).
-fn with_binding(table: &Arc<[Binding]>, at: usize, b: Binding) -> Arc<[Binding]> {
-    if at < table.len() {
-        let mut next = Arc::clone(table);
-        Arc::make_mut(&mut next)[at] = b;
-        return next;
-    }
-    let spare = (table.len() / 8).max(SPARE_BINDINGS);
-    table
-        .iter()
-        .copied()
-        .chain([b])
-        .chain(std::iter::repeat_n(SPARE, spare))
-        .collect()
-}
-
-fn grown<T: Copy>(v: &[T], x: T) -> Vec<T> {
-    let mut out = Vec::with_capacity(v.len() + 1);
-    out.extend_from_slice(v);
-    out.push(x);
-    out
 }
 
 /// The fewest prefixes covering the ids `lo..=hi` of a family's identity space
@@ -673,10 +637,9 @@ impl IdentityClassifier {
         let mut c = IdentityClassifier {
             lpm,
             front,
-            hot,
+            hot: Flat::from_vec(hot),
             cold: Chunked::from_slice(&cold),
-            bound: bindings.len() as u32,
-            bindings: bindings.into(),
+            bindings: Flat::from_vec(bindings),
             programs: Arc::new((0..set.programs.len() as u32).map(|i| (0, i)).collect()),
             stats: IdentityStats {
                 classes: n,
@@ -709,9 +672,9 @@ impl IdentityClassifier {
     fn stage_bytes(&self) -> usize {
         self.lpm.bytes()
             + self.front.bytes()
-            + self.hot.len() * size_of::<Hot>()
+            + self.hot.bytes()
             + self.cold.bytes()
-            + self.bindings.len() * size_of::<Binding>()
+            + self.bindings.bytes()
     }
 
     /// Sizes of the identity stage and the trees.
@@ -810,9 +773,8 @@ impl IdentityClassifier {
             if up != c && self.hot[up as usize].binding == b {
                 return Err(ProgramChangeRefused::NotBound(net));
             }
-            if let Some(slot) = Arc::make_mut(&mut next.bindings).get_mut(b as usize) {
-                slot.1 = ingress;
-                slot.2 = egress;
+            if let Some(&(id, _, _)) = next.bindings.get(b as usize) {
+                next.bindings.set(b as usize, (id, ingress, egress));
             }
         }
         let trees = Classifier::build(
@@ -1080,25 +1042,17 @@ impl IdentityClassifier {
             .ok()
             .filter(|&c| c < 1 << 31)
             .ok_or(HostChangeRefused::TooMany)?;
-        // One copy of each flat table, with room for the entry (a clone, then a push,
-        // would copy twice).
-        let next_binding = self.bound;
+        let next_binding = u32::try_from(self.bindings.len())
+            .ok()
+            .filter(|&b| b != UNBOUND)
+            .ok_or(HostChangeRefused::TooMany)?;
         let hot = Hot {
             identity,
             binding: next_binding,
         };
-        let mut next = IdentityClassifier {
-            lpm: self.lpm.clone(),
-            front: self.front.clone(),
-            hot: grown(&self.hot, hot),
-            cold: self.cold.clone(),
-            bindings: with_binding(&self.bindings, next_binding as usize, binding),
-            bound: next_binding + 1,
-            parts: self.parts.clone(),
-            programs: self.programs.clone(),
-            lists: self.lists.clone(),
-            stats: self.stats,
-        };
+        let mut next = self.clone();
+        next.hot.push(hot);
+        next.bindings.push(binding);
         next.cold.push(Cold {
             prefix: Some(p),
             parent,
@@ -1229,7 +1183,13 @@ impl IdentityClassifier {
             .set_host(p.six, p.addr, parent)
             .map_err(|_| HostChangeRefused::TooMany)?;
         // The class stays as a tombstone (nothing reaches it any more).
-        self.hot[c as usize].binding = UNBOUND;
+        self.hot.set(
+            c as usize,
+            Hot {
+                binding: UNBOUND,
+                ..self.hot[c as usize]
+            },
+        );
         if let Some(k) = self.cold.get_mut(c as usize) {
             k.prefix = None;
         }

@@ -1220,14 +1220,18 @@ proptest! {
 
     /// The identity classifier against the linear reference on the same set, then
     /// after host bindings added (like an existing one) and removed: every verdict
-    /// and trace agree, or the change is refused.
+    /// and trace agree, or the change is refused. The last `lag` generations are
+    /// kept alive meanwhile (a worker still reading them: the next change cannot
+    /// reuse their tables' buffers and copies) and still classify as their sets at
+    /// the end; with `lag` 0 or 1 each change writes into the recycled buffers.
     #[test]
     fn identity_classifier_agrees_with_linear(
         a in arb_program(),
         b in arb_program(),
         hosts in prop::collection::vec((arb_host(), 0u8..3, 0u8..3), 0..6),
-        adds in prop::collection::vec((arb_host(), any::<prop::sample::Index>(), any::<bool>()), 0..5),
+        adds in prop::collection::vec((arb_host(), any::<prop::sample::Index>(), any::<bool>()), 0..8),
         picks in arb_picks(24),
+        lag in 0usize..3,
     ) {
         let mut seen = std::collections::HashSet::new();
         let pick = |x: u8| (x < 2).then_some(ProgramId(x.into()));
@@ -1275,9 +1279,14 @@ proptest! {
             Ok(())
         };
         check(&c, &set, &mut keys)?;
+        let mut readers = std::collections::VecDeque::new();
         for (host, which, remove) in adds {
             if set.endpoints.is_empty() {
                 break;
+            }
+            readers.push_back((c.clone(), set.clone()));
+            if readers.len() > lag {
+                readers.pop_front();
             }
             let i = which.index(set.endpoints.len());
             if remove {
@@ -1302,6 +1311,9 @@ proptest! {
                 }
             }
             check(&c, &set, &mut keys)?;
+        }
+        for (r, rs) in &readers {
+            check(r, rs, &mut keys)?;
         }
     }
 }
