@@ -395,6 +395,120 @@ enum SourceText {
     Failed(LoadError),
 }
 
+/// The error of the source that takes the load past [`MAX_TOTAL_BYTES`].
+fn over_total(source: &str) -> LoadError {
+    LoadError::file(
+        source,
+        LoadErrorKind::Invalid,
+        format!("total input is larger than the {MAX_TOTAL_BYTES}-byte limit"),
+    )
+}
+
+/// A file of a directory read and parsed on a parse thread: its size (`None` when it
+/// was not read: unreadable or over [`MAX_FILE_BYTES`], not counted), and what it
+/// holds or why it holds nothing.
+struct ParsedFile {
+    name: String,
+    len: Option<u64>,
+    outcome: Result<SourceItems, LoadError>,
+}
+
+impl ParsedFile {
+    fn of(path: &Path, process: bool, outline: bool) -> ParsedFile {
+        match RawSource::file(path) {
+            RawSource::Failed(e) => ParsedFile {
+                name: path.display().to_string(),
+                len: None,
+                outcome: Err(e),
+            },
+            RawSource::Read { name, bytes, json } => {
+                let len = Some(bytes.len() as u64);
+                let outcome = match SourceText::of(name.clone(), bytes, json) {
+                    SourceText::Text { name, text, json } => {
+                        Ok(SourceItems::parse(&text, &name, json, process, outline, 1))
+                    }
+                    SourceText::Failed(e) => Err(e),
+                };
+                ParsedFile { name, len, outcome }
+            }
+        }
+    }
+}
+
+/// A source as read, before it is counted against the load's total size.
+enum RawSource {
+    Read {
+        name: String,
+        bytes: Vec<u8>,
+        json: bool,
+    },
+    /// Unreadable, or larger than [`MAX_FILE_BYTES`] (not counted).
+    Failed(LoadError),
+}
+
+impl RawSource {
+    fn file(path: &Path) -> RawSource {
+        let name = path.display().to_string();
+        let json = path.extension().is_some_and(|e| e == "json");
+        match std::fs::File::open(path) {
+            Ok(f) => RawSource::read(f, &name, json),
+            Err(e) => RawSource::Failed(LoadError::file(
+                &name,
+                LoadErrorKind::Io,
+                format!("cannot read: {e}"),
+            )),
+        }
+    }
+
+    /// Reads a source to the end (at most [`MAX_FILE_BYTES`]).
+    fn read(reader: impl Read, source: &str, json: bool) -> RawSource {
+        let fail = |kind, reason: String| RawSource::Failed(LoadError::file(source, kind, reason));
+        let mut bytes = Vec::new();
+        if let Err(e) = reader.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes) {
+            return fail(LoadErrorKind::Io, format!("cannot read: {e}"));
+        }
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return fail(
+                LoadErrorKind::Invalid,
+                format!("input is larger than the {MAX_FILE_BYTES}-byte limit"),
+            );
+        }
+        RawSource::Read {
+            name: source.to_string(),
+            bytes,
+            json,
+        }
+    }
+}
+
+impl SourceText {
+    /// The text of a source read, or why it is not text.
+    fn of(name: String, bytes: Vec<u8>, json: bool) -> SourceText {
+        match String::from_utf8(bytes) {
+            Ok(text) => SourceText::Text { name, text, json },
+            Err(e) => SourceText::Failed(LoadError::file(
+                &name,
+                LoadErrorKind::Invalid,
+                format!(
+                    "not valid UTF-8 (first bad byte at offset {})",
+                    e.utf8_error().valid_up_to()
+                ),
+            )),
+        }
+    }
+
+    /// What the source holds (`None` when it could not be read), its documents read on
+    /// `threads` threads.
+    fn parse(&self, process: bool, outline: bool, threads: usize) -> Option<SourceItems> {
+        match self {
+            SourceText::Text { name, text, json } => Some(SourceItems::parse(
+                text, name, *json, process, outline, threads,
+            )),
+            SourceText::Failed(_) => None,
+        }
+    }
+}
+
 impl Loader {
     fn new(process: bool) -> Loader {
         Loader {
@@ -480,11 +594,7 @@ impl Loader {
                     return;
                 }
                 files.sort();
-                // A batch of files is read in order, then parsed at once, one per core.
-                for batch in files.chunks(parse_threads()) {
-                    let texts = batch.iter().map(|f| self.file(f)).collect();
-                    self.parse_and_merge(texts);
-                }
+                self.parse_files(&files);
             }
             Ok(m) if m.is_file() => {
                 let text = self.file(path);
@@ -500,51 +610,28 @@ impl Loader {
 
     fn file(&mut self, path: &Path) -> SourceText {
         self.report.files += 1;
-        let name = path.display().to_string();
-        let json = path.extension().is_some_and(|e| e == "json");
-        match std::fs::File::open(path) {
-            Ok(f) => self.read(f, &name, json),
-            Err(e) => SourceText::Failed(LoadError::file(
-                &name,
-                LoadErrorKind::Io,
-                format!("cannot read: {e}"),
-            )),
-        }
+        let read = RawSource::file(path);
+        self.count(read)
     }
 
     /// Reads a source to the end, counting it against the load's total size.
     fn read(&mut self, reader: impl Read, source: &str, json: bool) -> SourceText {
-        let fail = |kind, reason: String| SourceText::Failed(LoadError::file(source, kind, reason));
-        let mut bytes = Vec::new();
-        if let Err(e) = reader.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes) {
-            return fail(LoadErrorKind::Io, format!("cannot read: {e}"));
-        }
-        if bytes.len() as u64 > MAX_FILE_BYTES {
-            return fail(
-                LoadErrorKind::Invalid,
-                format!("input is larger than the {MAX_FILE_BYTES}-byte limit"),
-            );
-        }
-        self.total_bytes += bytes.len() as u64;
-        if self.total_bytes > MAX_TOTAL_BYTES {
-            return fail(
-                LoadErrorKind::Invalid,
-                format!("total input is larger than the {MAX_TOTAL_BYTES}-byte limit"),
-            );
-        }
-        match String::from_utf8(bytes) {
-            Ok(text) => SourceText::Text {
-                name: source.to_string(),
-                text,
-                json,
-            },
-            Err(e) => fail(
-                LoadErrorKind::Invalid,
-                format!(
-                    "not valid UTF-8 (first bad byte at offset {})",
-                    e.utf8_error().valid_up_to()
-                ),
-            ),
+        let read = RawSource::read(reader, source, json);
+        self.count(read)
+    }
+
+    /// A source read, counted against the load's total size (in the order of the
+    /// sources, as they are merged).
+    fn count(&mut self, read: RawSource) -> SourceText {
+        match read {
+            RawSource::Failed(e) => SourceText::Failed(e),
+            RawSource::Read { name, bytes, json } => {
+                self.total_bytes += bytes.len() as u64;
+                if self.total_bytes > MAX_TOTAL_BYTES {
+                    return SourceText::Failed(over_total(&name));
+                }
+                SourceText::of(name, bytes, json)
+            }
         }
     }
 
@@ -565,6 +652,97 @@ impl Loader {
         self.merge(items);
     }
 
+    /// Reads and parses `files` on one thread per core kept for the whole set (each
+    /// takes the next file; the text is allocated, read and freed on the thread that
+    /// parses it), and merges their outcomes in file order as they come, counting
+    /// each against the load's total size in that order.
+    fn parse_files(&mut self, files: &[PathBuf]) {
+        if let [one] = files {
+            // One file alone has its documents read on every core.
+            let text = self.file(one);
+            self.parse_and_merge(vec![text]);
+            return;
+        }
+        let (process, outline) = (self.process, self.outline);
+        let threads = parse_threads().min(files.len());
+        let (jobs, todo) = crossbeam::channel::unbounded::<(usize, &PathBuf)>();
+        let (done, parsed) = crossbeam::channel::unbounded::<(usize, ParsedFile)>();
+        for job in files.iter().enumerate() {
+            // Unbounded, and the receiver is alive: cannot fail.
+            let _ = jobs.send(job);
+        }
+        drop(jobs);
+        std::thread::scope(|scope| {
+            let mut started = 0;
+            if threads > 1 {
+                for _ in 0..threads {
+                    let (todo, done) = (todo.clone(), done.clone());
+                    let work = move || {
+                        for (i, path) in todo {
+                            if done
+                                .send((i, ParsedFile::of(path, process, outline)))
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                    };
+                    // A thread that cannot start drops its channel ends with `work`.
+                    if std::thread::Builder::new()
+                        .stack_size(PARSE_STACK)
+                        .spawn_scoped(scope, work)
+                        .is_ok()
+                    {
+                        started += 1;
+                    }
+                }
+            }
+            drop(done);
+            if started == 0 {
+                // One core, or no thread could be started: in order, here.
+                for (_, path) in todo {
+                    self.merge_file(ParsedFile::of(path, process, outline));
+                }
+                return;
+            }
+            // Outcomes that arrived before the ones ahead of them in file order.
+            let mut waiting = std::collections::BTreeMap::new();
+            let mut next = 0;
+            for (i, file) in parsed.iter() {
+                waiting.insert(i, file);
+                while let Some(file) = waiting.remove(&next) {
+                    self.merge_file(file);
+                    next += 1;
+                }
+            }
+        });
+    }
+
+    /// Adds one file read and parsed by [`Loader::parse_files`].
+    fn merge_file(&mut self, file: ParsedFile) {
+        self.report.files += 1;
+        if let Some(len) = file.len {
+            self.total_bytes += len;
+            if self.total_bytes > MAX_TOTAL_BYTES {
+                self.push_error(over_total(&file.name));
+                return;
+            }
+        }
+        match file.outcome {
+            Ok(items) => self.merge(items),
+            Err(e) => self.push_error(e),
+        }
+    }
+
+    /// Adds one parsed source to the load (its read error, or its outcome).
+    fn merge_source(&mut self, source: SourceText, items: Option<SourceItems>) {
+        match (source, items) {
+            (SourceText::Failed(e), _) => self.push_error(e),
+            (SourceText::Text { .. }, Some(items)) => self.merge(items),
+            (SourceText::Text { .. }, None) => {}
+        }
+    }
+
     /// Parses the sources (at once, one thread each beyond the first) and merges them
     /// in order.
     fn parse_and_merge(&mut self, sources: Vec<SourceText>) {
@@ -575,12 +753,7 @@ impl Loader {
         } else {
             1
         };
-        let parse = |s: &SourceText| match s {
-            SourceText::Text { name, text, json } => Some(SourceItems::parse(
-                text, name, *json, process, outline, threads,
-            )),
-            SourceText::Failed(_) => None,
-        };
+        let parse = |s: &SourceText| s.parse(process, outline, threads);
         let parsed: Vec<Option<SourceItems>> = if sources.len() > 1 {
             std::thread::scope(|scope| {
                 let rest: Vec<_> = sources[1..]
@@ -595,11 +768,7 @@ impl Loader {
             sources.iter().map(parse).collect()
         };
         for (source, items) in sources.into_iter().zip(parsed) {
-            match (source, items) {
-                (SourceText::Failed(e), _) => self.push_error(e),
-                (SourceText::Text { .. }, Some(items)) => self.merge(items),
-                (SourceText::Text { .. }, None) => {}
-            }
+            self.merge_source(source, items);
         }
     }
 
