@@ -1046,85 +1046,97 @@ fn churn(
         return Ok(());
     }
 
-    // 2b. Pods of a peer class no endpoint and no spare has. A global policy (added
-    // first through `Live::update`, outside the timers) applies to the namespace of
-    // the first template pod and allows TCP 8080 from `canary == 'cK'`, one rule per
-    // K < reps; pod K is that template with only `canary: cK` and the implicit labels
-    // and no named ports (the rules' `http` lists would read it otherwise: every
-    // policy), so exactly rule K's side reads it, as it reads no other endpoint. Each
-    // is added (timed), checked against a fresh build (the first 10), and removed.
-    let what = "pod-add-new-peer-class";
+    // 2b. Pods of a peer class no endpoint and no spare has. Global policies (added
+    // first through `Live::update`, outside the timers) apply to the namespace of the
+    // first template pod and allow TCP 8080 from `L == 'cK'`, one rule per K < reps:
+    // all in one policy (`pod-add-new-peer-class`, label `canary`), or one policy per
+    // rule (`...-one-rule-policies`, label `canary1`). Pod K is that template with
+    // only `L: cK` and the implicit labels and no named ports (the rules' `http`
+    // lists would read it otherwise: every policy), so exactly rule K's side reads it,
+    // as it reads no other endpoint. Each is added (timed), checked against a fresh
+    // build (the first 10), and removed.
     let ns = templates[0].key.namespace.clone().unwrap_or_default();
-    let canary = {
-        let rules: Vec<Rule> = (0..reps)
-            .map(|k| {
-                serde_json::from_value(serde_json::json!({
-                    "action": "Allow", "protocol": "TCP",
-                    "source": {"selector": format!("canary == 'c{k}'")},
-                    "destination": {"ports": [8080]},
-                }))
-                .expect("rule")
+    for (what, label, per_rule) in [
+        ("pod-add-new-peer-class", "canary", false),
+        ("pod-add-new-peer-class-one-rule-policies", "canary1", true),
+    ] {
+        let rule = |k: usize| -> Rule {
+            serde_json::from_value(serde_json::json!({
+                "action": "Allow", "protocol": "TCP",
+                "source": {"selector": format!("{label} == 'c{k}'")},
+                "destination": {"ports": [8080]},
+            }))
+            .expect("rule")
+        };
+        let policy = |name: String, ingress: Vec<Rule>| {
+            Resource::GlobalNetworkPolicy(Object {
+                metadata: ObjectMeta {
+                    name,
+                    ..ObjectMeta::default()
+                },
+                spec: PolicySpec {
+                    order: Some(0.5),
+                    selector: Some(format!("projectcalico.org/namespace == '{ns}'")),
+                    ingress,
+                    ..PolicySpec::default()
+                },
             })
-            .collect();
-        let r = Resource::GlobalNetworkPolicy(Object {
-            metadata: ObjectMeta {
-                name: "canary".into(),
-                ..ObjectMeta::default()
-            },
-            spec: PolicySpec {
-                order: Some(0.5),
-                selector: Some(format!("projectcalico.org/namespace == '{ns}'")),
-                ingress: rules,
-                ..PolicySpec::default()
-            },
-        });
-        let c = Cluster::from_resources([&r]).map_err(|e| e.to_string())?;
-        c.policies.into_iter().next().ok_or("no canary policy")?
-    };
-    let canary_key = canary.key.clone();
-    let at = store.policies.partition_point(|p| p.key < canary_key);
-    store.policies.insert(at, canary);
-    live.update(&store, std::slice::from_ref(&canary_key))
-        .map_err(|e| e.to_string())?;
-    // The next endpoint change refreshes the indexes after a policy change: once,
-    // outside the timers.
-    let warm = add_like(&mut store, 0, &mut next_addr, None);
-    live.update(&store, std::slice::from_ref(&warm))
-        .map_err(|e| e.to_string())?;
-    removed(&mut store, &warm);
-    live.update(&store, &[warm]).map_err(|e| e.to_string())?;
-    let (mut new_t, mut new_c, mut fast) = (Vec::new(), Vec::new(), 0usize);
-    let parts = live.classifier().stats().parts;
-    for k in 0..reps {
-        let mut e = templates[0].clone();
-        e.key.name = format!("canary-{k}");
-        e.nets = vec![fresh_host(&mut next_addr)];
-        e.labels.retain(|l, _| l.starts_with("projectcalico.org/"));
-        e.labels.insert("canary".into(), format!("c{k}"));
-        e.ports.clear();
-        let key = e.key.clone();
-        let at = store
-            .endpoints
-            .partition_point(|x| rank(&x.key) < rank(&key));
-        store.endpoints.insert(at, Arc::new(e));
-        let (w, c) = (Instant::now(), cputime::thread_cpu());
-        let r = live.update(&store, std::slice::from_ref(&key));
-        fast += usize::from(r.map_err(|e| e.to_string())? == Applied::Fast);
-        publish(&slot, &live, &mut generation);
-        new_t.push(w.elapsed());
-        new_c.push(cputime::thread_cpu() - c);
-        if k < 10 {
-            same_as_fresh(&live, &store, &key, &base_keys, what)?;
+        };
+        let rs: Vec<Resource> = if per_rule {
+            (0..reps)
+                .map(|k| policy(format!("{label}-{k}"), vec![rule(k)]))
+                .collect()
+        } else {
+            vec![policy(label.to_string(), (0..reps).map(rule).collect())]
+        };
+        let c = Cluster::from_resources(&rs).map_err(|e| e.to_string())?;
+        let mut keys = Vec::new();
+        for p in c.policies {
+            keys.push(p.key.clone());
+            let at = store.policies.partition_point(|x| x.key < p.key);
+            store.policies.insert(at, p);
         }
-        removed(&mut store, &key);
-        live.update(&store, &[key]).map_err(|e| e.to_string())?;
+        live.update(&store, &keys).map_err(|e| e.to_string())?;
+        // The next endpoint change refreshes the indexes after a policy change: once,
+        // outside the timers.
+        let warm = add_like(&mut store, 0, &mut next_addr, None);
+        live.update(&store, std::slice::from_ref(&warm))
+            .map_err(|e| e.to_string())?;
+        removed(&mut store, &warm);
+        live.update(&store, &[warm]).map_err(|e| e.to_string())?;
+        let (mut new_t, mut new_c, mut fast) = (Vec::new(), Vec::new(), 0usize);
+        let parts = live.classifier().stats().parts;
+        for k in 0..reps {
+            let mut e = templates[0].clone();
+            e.key.name = format!("{label}-{k}");
+            e.nets = vec![fresh_host(&mut next_addr)];
+            e.labels.retain(|l, _| l.starts_with("projectcalico.org/"));
+            e.labels.insert(label.into(), format!("c{k}"));
+            e.ports.clear();
+            let key = e.key.clone();
+            let at = store
+                .endpoints
+                .partition_point(|x| rank(&x.key) < rank(&key));
+            store.endpoints.insert(at, Arc::new(e));
+            let (w, c) = (Instant::now(), cputime::thread_cpu());
+            let r = live.update(&store, std::slice::from_ref(&key));
+            fast += usize::from(r.map_err(|e| e.to_string())? == Applied::Fast);
+            publish(&slot, &live, &mut generation);
+            new_t.push(w.elapsed());
+            new_c.push(cputime::thread_cpu() - c);
+            if k < 10 {
+                same_as_fresh(&live, &store, &key, &base_keys, what)?;
+            }
+            removed(&mut store, &key);
+            live.update(&store, &[key]).map_err(|e| e.to_string())?;
+        }
+        let (c50, c99, _) = percentiles(new_c);
+        let (p50, p99, max) = percentiles(new_t);
+        println!(
+            "churn {name} change={what} n={reps} cpu_p50_ms={c50:.3} cpu_p99_ms={c99:.3} p50_ms={p50:.3} p99_ms={p99:.3} max_ms={max:.3} fast_path={fast}/{reps} parts_before={parts} parts_after={}",
+            live.classifier().stats().parts
+        );
     }
-    let (c50, c99, _) = percentiles(new_c);
-    let (p50, p99, max) = percentiles(new_t);
-    println!(
-        "churn {name} change={what} n={reps} cpu_p50_ms={c50:.3} cpu_p99_ms={c99:.3} p50_ms={p50:.3} p99_ms={p99:.3} max_ms={max:.3} fast_path={fast}/{reps} parts_before={parts} parts_after={}",
-        live.classifier().stats().parts
-    );
 
     // 3. One policy changed (its first rule's action flipped): normalising the store
     // is outside the timer, lowering and compiling inside. Alternating: through
