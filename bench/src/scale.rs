@@ -19,7 +19,9 @@
 //! - `lookups`: the same keys through the identity classifier and the per-endpoint
 //!   trees, alternating runs, with a verdict comparison;
 //! - `churn`: pods added and removed through [`control::lower::Live`] (existing label
-//!   set, new label set), one policy changed, p50/p99/max per kind, with each
+//!   set, new label set, and pods of a peer class no endpoint has: policies reading
+//!   them, `canary == 'cK'` or a named port `p16`, are added first), one policy
+//!   changed, p50/p99/max per kind, with each
 //!   generation checked against a fresh full build on sampled keys; and pods at
 //!   `--rate`/s while a thread classifies keys on the published generation. Changes
 //!   go through [`control::lower::Live::update`] (the caller's store changed in
@@ -1056,10 +1058,15 @@ fn churn(
     // as it reads no other endpoint. Each is added (timed), checked against a fresh
     // build (the first 10), and removed.
     let ns = templates[0].key.namespace.clone().unwrap_or_default();
+    // `...-port-16-policies`: 16 policies allow TCP to the named port `p16` (no peer
+    // selector), and pod K defines `p16` as 7000 + K, a number no pod has: each pod
+    // is read by the 16 policies (the limit of the path), through a list only it is in.
     for (what, label, per_rule) in [
         ("pod-add-new-peer-class", "canary", false),
         ("pod-add-new-peer-class-one-rule-policies", "canary1", true),
+        ("pod-add-new-peer-class-port-16-policies", "p16", true),
     ] {
+        let by_port = label == "p16";
         let rule = |k: usize| -> Rule {
             serde_json::from_value(serde_json::json!({
                 "action": "Allow", "protocol": "TCP",
@@ -1082,7 +1089,18 @@ fn churn(
                 },
             })
         };
-        let rs: Vec<Resource> = if per_rule {
+        let port_rule = || -> Rule {
+            serde_json::from_value(serde_json::json!({
+                "action": "Allow", "protocol": "TCP",
+                "destination": {"ports": ["p16"]},
+            }))
+            .expect("rule")
+        };
+        let rs: Vec<Resource> = if by_port {
+            (0..16)
+                .map(|k| policy(format!("{label}-{k}"), vec![port_rule()]))
+                .collect()
+        } else if per_rule {
             (0..reps)
                 .map(|k| policy(format!("{label}-{k}"), vec![rule(k)]))
                 .collect()
@@ -1111,8 +1129,18 @@ fn churn(
             e.key.name = format!("{label}-{k}");
             e.nets = vec![fresh_host(&mut next_addr)];
             e.labels.retain(|l, _| l.starts_with("projectcalico.org/"));
-            e.labels.insert(label.into(), format!("c{k}"));
             e.ports.clear();
+            if by_port {
+                e.ports.push(EndpointPort {
+                    name: "p16".into(),
+                    protocol: Protocol(6),
+                    port: 7000 + k as u16,
+                    host_port: None,
+                    host_ip: None,
+                });
+            } else {
+                e.labels.insert(label.into(), format!("c{k}"));
+            }
             let key = e.key.clone();
             let at = store
                 .endpoints
