@@ -19,7 +19,9 @@
 //! - `lookups`: the same keys through the identity classifier and the per-endpoint
 //!   trees, alternating runs, with a verdict comparison;
 //! - `churn`: pods added and removed through [`control::lower::Live`] (existing label
-//!   set, new label set), one policy changed, p50/p99/max per kind, with each
+//!   set, new label set, and pods of a peer class no endpoint has: policies reading
+//!   them, `canary == 'cK'` or a named port `p16`, are added first), one policy
+//!   changed, p50/p99/max per kind, with each
 //!   generation checked against a fresh full build on sampled keys; and pods at
 //!   `--rate`/s while a thread classifies keys on the published generation. Changes
 //!   go through [`control::lower::Live::update`] (the caller's store changed in
@@ -556,6 +558,48 @@ fn policy_changes(
     Ok((ti, tf, inc))
 }
 
+/// Whether the live generation classifies flows to and from the endpoint `key` of
+/// `store` (new), and between other pods, as a fresh build does.
+fn same_as_fresh(
+    live: &Live,
+    store: &Cluster,
+    key: &control::model::ResourceKey,
+    base_keys: &[FlowKey],
+    what: &str,
+) -> Result<(), String> {
+    let host = store
+        .endpoints
+        .iter()
+        .find(|e| &e.key == key)
+        .and_then(|e| e.nets.first())
+        .map(|n| match n {
+            ipnet::IpNet::V4(n) => u128::from(u32::from(n.addr())),
+            ipnet::IpNet::V6(n) => u128::from(n.addr()),
+        })
+        .ok_or("the new pod has no address")?;
+    let mut check = base_keys.to_vec();
+    for k in &base_keys[..64.min(base_keys.len())] {
+        for dport in [80, 8000, 8001, 8003, 8006, 8080, 22] {
+            check.push(FlowKey {
+                src: host,
+                dport,
+                ..*k
+            });
+            check.push(FlowKey {
+                dst: host,
+                dport,
+                ..*k
+            });
+        }
+    }
+    if rendered(live.classifier(), live, &check) != fresh_rendering(live, &check)? {
+        return Err(format!(
+            "{what}: the live generation differs from a fresh build"
+        ));
+    }
+    Ok(())
+}
+
 /// The evaluations of `keys` by a fresh build of the live store, rendered.
 fn fresh_rendering(live: &Live, keys: &[FlowKey]) -> Result<Vec<String>, String> {
     let fresh = lower(live.cluster()).map_err(|e| e.to_string())?;
@@ -989,36 +1033,7 @@ fn churn(
             new_t.push(w.elapsed());
             new_c.push(cputime::thread_cpu() - c);
             if *label == "app" && i < 10 {
-                let host = store
-                    .endpoints
-                    .iter()
-                    .find(|e| e.key == key)
-                    .and_then(|e| e.nets.first())
-                    .map(|n| match n {
-                        ipnet::IpNet::V4(n) => u128::from(u32::from(n.addr())),
-                        ipnet::IpNet::V6(n) => u128::from(n.addr()),
-                    })
-                    .ok_or("the new pod has no address")?;
-                let mut check = base_keys.clone();
-                for k in &base_keys[..64] {
-                    for dport in [80, 8000, 8001, 8003, 8006, 22] {
-                        check.push(FlowKey {
-                            src: host,
-                            dport,
-                            ..*k
-                        });
-                        check.push(FlowKey {
-                            dst: host,
-                            dport,
-                            ..*k
-                        });
-                    }
-                }
-                if rendered(live.classifier(), &live, &check) != fresh_rendering(&live, &check)? {
-                    return Err(format!(
-                        "{what}: the live generation differs from a fresh build"
-                    ));
-                }
+                same_as_fresh(&live, &store, &key, &base_keys, what)?;
             }
             removed(&mut store, &key);
             live.update(&store, &[key]).map_err(|e| e.to_string())?;
@@ -1031,6 +1046,124 @@ fn churn(
     }
     if only_pods {
         return Ok(());
+    }
+
+    // 2b. Pods of a peer class no endpoint and no spare has. Global policies (added
+    // first through `Live::update`, outside the timers) apply to the namespace of the
+    // first template pod and allow TCP 8080 from `L == 'cK'`, one rule per K < reps:
+    // all in one policy (`pod-add-new-peer-class`, label `canary`), or one policy per
+    // rule (`...-one-rule-policies`, label `canary1`). Pod K is that template with
+    // only `L: cK` and the implicit labels and no named ports (the rules' `http`
+    // lists would read it otherwise: every policy), so exactly rule K's side reads it,
+    // as it reads no other endpoint. Each is added (timed), checked against a fresh
+    // build (the first 10), and removed.
+    let ns = templates[0].key.namespace.clone().unwrap_or_default();
+    // `...-port-16-policies`: 16 policies allow TCP to the named port `p16` (no peer
+    // selector), and pod K defines `p16` as 7000 + K, a number no pod has: each pod
+    // is read by the 16 policies (the limit of the path), through a list only it is in.
+    for (what, label, per_rule) in [
+        ("pod-add-new-peer-class", "canary", false),
+        ("pod-add-new-peer-class-one-rule-policies", "canary1", true),
+        ("pod-add-new-peer-class-port-16-policies", "p16", true),
+    ] {
+        let by_port = label == "p16";
+        let rule = |k: usize| -> Rule {
+            serde_json::from_value(serde_json::json!({
+                "action": "Allow", "protocol": "TCP",
+                "source": {"selector": format!("{label} == 'c{k}'")},
+                "destination": {"ports": [8080]},
+            }))
+            .expect("rule")
+        };
+        let policy = |name: String, ingress: Vec<Rule>| {
+            Resource::GlobalNetworkPolicy(Object {
+                metadata: ObjectMeta {
+                    name,
+                    ..ObjectMeta::default()
+                },
+                spec: PolicySpec {
+                    order: Some(0.5),
+                    selector: Some(format!("projectcalico.org/namespace == '{ns}'")),
+                    ingress,
+                    ..PolicySpec::default()
+                },
+            })
+        };
+        let port_rule = || -> Rule {
+            serde_json::from_value(serde_json::json!({
+                "action": "Allow", "protocol": "TCP",
+                "destination": {"ports": ["p16"]},
+            }))
+            .expect("rule")
+        };
+        let rs: Vec<Resource> = if by_port {
+            (0..16)
+                .map(|k| policy(format!("{label}-{k}"), vec![port_rule()]))
+                .collect()
+        } else if per_rule {
+            (0..reps)
+                .map(|k| policy(format!("{label}-{k}"), vec![rule(k)]))
+                .collect()
+        } else {
+            vec![policy(label.to_string(), (0..reps).map(rule).collect())]
+        };
+        let c = Cluster::from_resources(&rs).map_err(|e| e.to_string())?;
+        let mut keys = Vec::new();
+        for p in c.policies {
+            keys.push(p.key.clone());
+            let at = store.policies.partition_point(|x| x.key < p.key);
+            store.policies.insert(at, p);
+        }
+        live.update(&store, &keys).map_err(|e| e.to_string())?;
+        // The next endpoint change refreshes the indexes after a policy change: once,
+        // outside the timers.
+        let warm = add_like(&mut store, 0, &mut next_addr, None);
+        live.update(&store, std::slice::from_ref(&warm))
+            .map_err(|e| e.to_string())?;
+        removed(&mut store, &warm);
+        live.update(&store, &[warm]).map_err(|e| e.to_string())?;
+        let (mut new_t, mut new_c, mut fast) = (Vec::new(), Vec::new(), 0usize);
+        let parts = live.classifier().stats().parts;
+        for k in 0..reps {
+            let mut e = templates[0].clone();
+            e.key.name = format!("{label}-{k}");
+            e.nets = vec![fresh_host(&mut next_addr)];
+            e.labels.retain(|l, _| l.starts_with("projectcalico.org/"));
+            e.ports.clear();
+            if by_port {
+                e.ports.push(EndpointPort {
+                    name: "p16".into(),
+                    protocol: Protocol(6),
+                    port: 7000 + k as u16,
+                    host_port: None,
+                    host_ip: None,
+                });
+            } else {
+                e.labels.insert(label.into(), format!("c{k}"));
+            }
+            let key = e.key.clone();
+            let at = store
+                .endpoints
+                .partition_point(|x| rank(&x.key) < rank(&key));
+            store.endpoints.insert(at, Arc::new(e));
+            let (w, c) = (Instant::now(), cputime::thread_cpu());
+            let r = live.update(&store, std::slice::from_ref(&key));
+            fast += usize::from(r.map_err(|e| e.to_string())? == Applied::Fast);
+            publish(&slot, &live, &mut generation);
+            new_t.push(w.elapsed());
+            new_c.push(cputime::thread_cpu() - c);
+            if k < 10 {
+                same_as_fresh(&live, &store, &key, &base_keys, what)?;
+            }
+            removed(&mut store, &key);
+            live.update(&store, &[key]).map_err(|e| e.to_string())?;
+        }
+        let (c50, c99, _) = percentiles(new_c);
+        let (p50, p99, max) = percentiles(new_t);
+        println!(
+            "churn {name} change={what} n={reps} cpu_p50_ms={c50:.3} cpu_p99_ms={c99:.3} p50_ms={p50:.3} p99_ms={p99:.3} max_ms={max:.3} fast_path={fast}/{reps} parts_before={parts} parts_after={}",
+            live.classifier().stats().parts
+        );
     }
 
     // 3. One policy changed (its first rule's action flipped): normalising the store

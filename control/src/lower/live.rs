@@ -61,7 +61,7 @@
 //!   policy change: a list that change resolved holds only the identities of bound
 //!   hosts. No class (a peer selector reading the pod as it reads no endpoint, a
 //!   port number no endpoint has for that name, a zone no endpoint of that shape is
-//!   in) falls to the next path.
+//!   in) falls to the next paths.
 //! - **Workload endpoint added with a new behaviour that no rule reads as a peer**
 //!   (no rule's peer selector matches it; a rule without one neither has a
 //!   `notSelector` matching it nor names a port it defines), with host prefixes no
@@ -70,9 +70,34 @@
 //!   has ([`IdentityClassifier::with_unlisted_host`]); its own programs are lowered
 //!   from the memo and any not seen before get their trees as a new part. It starts
 //!   its behaviour's group, so its replicas take the path above. (Also taken when a
-//!   known behaviour's first exemplars all lie in other zones.) A new behaviour that a
-//!   rule does read, as no bound host and no spare is read, joins address lists the
-//!   trees were cut on in a new way: a full rebuild.
+//!   known behaviour's first exemplars all lie in other zones.)
+//! - **Workload endpoint added with a genuinely new peer class** (rules read it, as
+//!   they read no bound host and no spare), with host prefixes no rule, network set
+//!   or other endpoint names or contains, in no named prefix (an empty zone), in a
+//!   store whose endpoint prefixes are host prefixes of one endpoint each: each host
+//!   gets an identity no class had ([`IdentityClassifier::with_new_host_identity`]),
+//!   which no list the trees were cut on holds. The lists that must hold it are
+//!   those of the rule sides its peer key reads (positive selector or `notSelector`
+//!   matching) and the named-port lists of its ports on sides without a positive
+//!   selector (`open_ports`); an index kept with the selectors gives the policies
+//!   whose rules have those sides and ports (any profile among them: the next
+//!   path). With at most [`NEW_CLASS_POLICIES`] of them, those policies are lowered
+//!   again over the store with the endpoint (as an incremental policy change lowers
+//!   a changed one), the programs of the endpoints they apply to (one per behaviour
+//!   group) and the endpoint's own are assembled from the memo, and their trees built
+//!   as a new part with those policies' lists fresh (resolved to the identities in
+//!   them now, the new one included); those endpoints are rebound to the new
+//!   programs. Every other program names only lists the host is not in, so its
+//!   trees are kept. The endpoint starts its behaviour's group and its peer class is
+//!   indexed (its replicas, and later pods of that class, take the paths above);
+//!   peer classes a lowered-again side or port reads are dropped from the index
+//!   (the fresh lists hold the identities of bound hosts only, not the spares'). A
+//!   zone that is not empty would need the lists of its prefixes re-resolved too,
+//!   and every program naming them: a full rebuild, as is a class more than
+//!   [`NEW_CLASS_POLICIES`] policies read (the programs of most endpoints would be
+//!   built again; see BENCHMARKS.md, "Cluster scale"). In clusters where every rule
+//!   names a port (`ports: [http]`) on a side without a selector, every pod defining
+//!   it is read by every policy: a new class of such pods rebuilds.
 //! - **Endpoint removed** whose host prefixes no rule or network set names and no
 //!   other endpoint has ([`IdentityClassifier::without_host`]): same. Its id stays
 //!   as an unused entry of [`Names`].
@@ -252,6 +277,24 @@ struct PeerKey {
     /// matches; its `notSelector` matches where the side can match (its positive
     /// selector matches, or it has none).
     reads: Vec<u64>,
+}
+
+/// The policies (indices into [`Cluster::policies`], ascending) whose rules have a
+/// rule side, and whether a profile's rules have it.
+#[derive(Clone, Debug, Default)]
+struct Readers {
+    policies: Vec<u32>,
+    profile: bool,
+}
+
+impl Readers {
+    fn add(&mut self, owner: Option<u32>) {
+        match owner {
+            Some(i) if self.policies.last() != Some(&i) => self.policies.push(i),
+            Some(_) => {}
+            None => self.profile = true,
+        }
+    }
 }
 
 /// Bound host prefixes of one behaviour, and the programs they share.
@@ -531,6 +574,14 @@ pub struct Live {
     /// Port names a rule side without a positive peer selector names (in `ports` or
     /// `notPorts`): every endpoint defining one is read by it.
     open_ports: HashSet<String>,
+    /// Per policy of the store (by index), the number of its applies-to selector in
+    /// `selectors`.
+    applies: Vec<u32>,
+    /// Per side of `sides`, the policies and profiles whose rules have it.
+    side_readers: Vec<Readers>,
+    /// Per name of `open_ports`, the policies and profiles whose rules name it on a
+    /// side without a positive peer selector.
+    port_readers: HashMap<String, Readers>,
     /// Per peer key, per family (IPv4, IPv6), how a host with that key is
     /// classified: a bound exemplar's identity, or a spare one the build made for a
     /// peer class no endpoint had (see the module doc). Dropped with the other
@@ -552,6 +603,9 @@ pub struct Live {
     /// Whether `groups`, `selectors`, `behaviours` and `named` are out of date (a
     /// policy changed incrementally); refreshed before the next endpoint change.
     stale: bool,
+    /// Set while [`Live::endpoints_fast`] applies several endpoint changes: the store
+    /// does not show those applied so far, so no add lowers over it.
+    store_lags: bool,
     /// The compaction running, if any (see the module doc).
     compaction: Option<Compaction>,
 }
@@ -579,6 +633,9 @@ impl Live {
             behaviours: HashMap::new(),
             sides: Vec::new(),
             open_ports: HashSet::new(),
+            applies: Vec::new(),
+            side_readers: Vec::new(),
+            port_readers: HashMap::new(),
             peers: HashMap::new(),
             named: Named::default(),
             nets: HashMap::new(),
@@ -586,6 +643,7 @@ impl Live {
             at: HashMap::new(),
             memo: Some(memo),
             stale: false,
+            store_lags: false,
             compaction: None,
         };
         live.adopt(lowered, &spares);
@@ -805,39 +863,58 @@ impl Live {
         self.named = Named::of(&self.cluster);
         self.nets.clear();
         let c = &self.cluster;
-        let rules = c.every_rule();
         let mut seen: HashMap<&Selector, u32> = HashMap::new();
         let mut selectors = Vec::new();
-        for p in &c.policies {
-            number(&p.applies_to, &mut seen, &mut selectors);
-        }
-        let mut sides: HashSet<(Option<u32>, Option<u32>)> = HashSet::new();
+        self.applies = c
+            .policies
+            .iter()
+            .map(|p| number(&p.applies_to, &mut seen, &mut selectors))
+            .collect();
+        // Per side and per open port name, the policies (indices) whose rules have it;
+        // `None` marks a profile's rule.
+        let mut sides: HashMap<(Option<u32>, Option<u32>), Readers> = HashMap::new();
+        let mut ports: HashMap<String, Readers> = HashMap::new();
         self.open_ports.clear();
-        for r in rules {
-            for m in [&r.source, &r.destination] {
-                if m.selector.is_none() {
-                    for p in m.ports.iter().chain(&m.not_ports) {
-                        if let Port::Named(n) = p {
-                            self.open_ports.insert(n.clone());
+        let by_owner = c
+            .policies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (Some(i as u32), p.ingress.iter().chain(&p.egress)))
+            .chain(
+                c.profiles
+                    .values()
+                    .map(|p| (None, p.ingress.iter().chain(&p.egress))),
+            );
+        for (owner, rules) in by_owner {
+            for r in rules {
+                for m in [&r.source, &r.destination] {
+                    if m.selector.is_none() {
+                        for p in m.ports.iter().chain(&m.not_ports) {
+                            if let Port::Named(n) = p {
+                                self.open_ports.insert(n.clone());
+                                ports.entry(n.clone()).or_default().add(owner);
+                            }
                         }
                     }
-                }
-                let side = (
-                    m.selector
-                        .as_ref()
-                        .map(|s| number(s, &mut seen, &mut selectors)),
-                    m.not_selector
-                        .as_ref()
-                        .map(|s| number(s, &mut seen, &mut selectors)),
-                );
-                if side != (None, None) {
-                    sides.insert(side);
+                    let side = (
+                        m.selector
+                            .as_ref()
+                            .map(|s| number(s, &mut seen, &mut selectors)),
+                        m.not_selector
+                            .as_ref()
+                            .map(|s| number(s, &mut seen, &mut selectors)),
+                    );
+                    if side != (None, None) {
+                        sides.entry(side).or_default().add(owner);
+                    }
                 }
             }
         }
         let mut sides: Vec<_> = sides.into_iter().collect();
-        sides.sort_unstable();
-        self.sides = sides;
+        sides.sort_unstable_by_key(|s| s.0);
+        self.side_readers = sides.iter().map(|s| s.1.clone()).collect();
+        self.sides = sides.into_iter().map(|s| s.0).collect();
+        self.port_readers = ports;
         self.selectors = selectors;
         self.behaviours.clear();
         for e in &c.endpoints {
@@ -1451,12 +1528,20 @@ impl Live {
             }
             first = false;
         }
+        // The store shows the changes only after all of them: unless this is one
+        // endpoint added or replaced, an add must not lower over it.
+        self.store_lags = new.len() > 1
+            || gone
+                .iter()
+                .any(|g| new.first().is_none_or(|n| n.key != g.key));
         for e in &new {
             if !self.try_add(e) {
+                self.store_lags = false;
                 return partial(saved, first);
             }
             first = false;
         }
+        self.store_lags = false;
         // A modified endpoint keeps its place; the others go and come.
         for e in &gone {
             if !new.iter().any(|n| n.key == e.key) {
@@ -1746,8 +1831,227 @@ impl Live {
     fn try_add_new(&mut self, ep: &Endpoint, key: Behaviour) -> bool {
         match self.peer_like(ep, &key) {
             Some(like) => self.try_add_peer(ep, key, like),
+            None if ep.kind == EndpointKind::Workload && self.reads_as_peer(&key, ep) => {
+                self.try_add_class(ep, key)
+            }
             None => self.try_add_unlisted(ep, key),
         }
+    }
+
+    /// The policies whose rules read an endpoint of peer key `peer` defining the
+    /// ports of `ep` (indices into the store's policies, ascending): those with a
+    /// rule side whose positive selector or `notSelector` the key says matches, or
+    /// that name one of its ports on a side without a positive selector. `None` when
+    /// a profile's rules read it.
+    fn policies_reading(&self, peer: &PeerKey, ep: &Endpoint) -> Option<Vec<u32>> {
+        let mut out = Vec::new();
+        for (w, &bits) in peer.reads.iter().enumerate() {
+            let mut bits = bits;
+            while bits != 0 {
+                let k = (w * 64 + bits.trailing_zeros() as usize) / 2;
+                bits &= bits - 1;
+                let r = self.side_readers.get(k)?;
+                if r.profile {
+                    return None;
+                }
+                out.extend_from_slice(&r.policies);
+            }
+        }
+        for p in &ep.ports {
+            if let Some(r) = self.port_readers.get(&p.name) {
+                if r.profile {
+                    return None;
+                }
+                out.extend_from_slice(&r.policies);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Some(out)
+    }
+
+    /// The fast path of an add of a workload endpoint whose peer class no bound host
+    /// and no spare has, at host prefixes that no rule, network set or endpoint
+    /// names or contains: each host gets an identity of its own
+    /// ([`IdentityClassifier::with_new_host_identity`], in no list yet), the policies
+    /// whose rules read it ([`Live::policies_reading`], at most
+    /// [`NEW_CLASS_POLICIES`]) are lowered again over the store with it, and the
+    /// programs of the endpoints they apply to (and its own) get their trees as a new
+    /// part, those policies' address lists fresh (resolved to the identities in them
+    /// now, the new one included: [`IdentityClassifier::with_programs`]). Every other
+    /// program names only lists the new host is not in. On success the endpoint
+    /// starts its behaviour's group and its peer class is indexed. On a failure after
+    /// lowering the memo is dropped (a rebuild makes a new one).
+    fn try_add_class(&mut self, ep: &Endpoint, key: Behaviour) -> bool {
+        if self.memo.is_none()
+            || self.store_lags
+            || self.classifier.stats().parts >= MAX_PARTS
+            // Every endpoint prefix a host prefix of one endpoint: a binding's programs
+            // are then its endpoint's, and every bound host is in a group.
+            || !self.wide.is_empty()
+            || self.nets.values().any(|&c| c != 1)
+        {
+            return false;
+        }
+        let hosts: Vec<IpNet> = ep.nets.iter().map(IpNet::trunc).collect();
+        for n in &hosts {
+            if !is_host(n)
+                || self.nets.contains_key(n)
+                || self.named.contains(n)
+                || !self.named.zone(n).is_empty()
+            {
+                return false;
+            }
+        }
+        let peer = self.peer_key(&key);
+        let Some(readers) = self.policies_reading(&peer, ep) else {
+            return false;
+        };
+        if readers.len() > NEW_CLASS_POLICIES {
+            return false;
+        }
+        // The groups whose programs hold one of those policies, each with one of its
+        // endpoints (their programs are lowered again for it).
+        let bit = |b: &Behaviour, i: u32| {
+            b.selects
+                .get(i as usize / 64)
+                .is_some_and(|w| w >> (i % 64) & 1 == 1)
+        };
+        let mut affected: Vec<(Behaviour, Arc<Endpoint>)> = Vec::new();
+        for (b, g) in &self.groups {
+            let hit = readers.iter().any(|&i| {
+                let p = &self.cluster.policies[i as usize];
+                let sel = self.applies[i as usize];
+                [PolicyType::Ingress, PolicyType::Egress]
+                    .into_iter()
+                    .any(|d| Cluster::policy_applies_by(p, d, |_| bit(b, sel)))
+            });
+            if !hit {
+                continue;
+            }
+            let owner = g
+                .hosts
+                .first()
+                .and_then(|h| self.classifier.binding(*h))
+                .and_then(|(id, _, _)| self.names.endpoint(id))
+                .and_then(|n| self.at.get(&n.key))
+                .and_then(|&i| self.cluster.endpoints.get(i));
+            match owner {
+                Some(e) => affected.push((b.clone(), e.clone())),
+                None => return false,
+            }
+        }
+        let Ok(id) = id32("endpoints", self.names.endpoints.len()) else {
+            return false;
+        };
+        let mut bound: Option<IdentityClassifier> = None;
+        for n in &hosts {
+            let from = bound.as_ref().unwrap_or(&self.classifier);
+            match from.with_new_host_identity(*n, EndpointId(id), None, None) {
+                Ok(c) => bound = Some(c),
+                Err(_) => return false,
+            }
+        }
+        let Some(bound) = bound else { return false };
+        let Some(mut memo) = self.memo.take() else {
+            return false;
+        };
+        let keys: Vec<ResourceKey> = readers
+            .iter()
+            .map(|&i| self.cluster.policies[i as usize].key.clone())
+            .collect();
+        let this = Arc::new(ep.clone());
+        let mut endpoints: Vec<&Endpoint> = affected.iter().map(|(_, e)| &**e).collect();
+        endpoints.push(&this);
+        // Lowered over the store with the endpoint in it, in place of the one with its
+        // key if any (a relabel: that one is unbound already); the store is put back
+        // at once (the caller puts the endpoint in on success).
+        let at = self.at.get(&ep.key).copied();
+        let old = match at {
+            Some(i) => Some(std::mem::replace(
+                &mut self.cluster.endpoints[i],
+                this.clone(),
+            )),
+            None => {
+                self.cluster.endpoints.push(this.clone());
+                None
+            }
+        };
+        let programs =
+            super::relower_policies(&self.cluster, &mut self.names, &mut memo, &keys, &endpoints);
+        match (at, old) {
+            (Some(i), Some(old)) => self.cluster.endpoints[i] = old,
+            _ => {
+                self.cluster.endpoints.pop();
+            }
+        }
+        let Ok(programs) = programs else { return false };
+        let Some(&(ingress, egress)) = programs.last() else {
+            return false;
+        };
+        let added = memo.take_programs();
+        let mut rebind: Vec<(IpNet, Option<ProgramId>, Option<ProgramId>)> = Vec::new();
+        for ((b, _), &(i, e)) in affected.iter().zip(&programs) {
+            if let Some(g) = self.groups.get(b) {
+                rebind.extend(g.hosts.iter().map(|h| (*h, Some(i), Some(e))));
+            }
+        }
+        rebind.extend(hosts.iter().map(|n| (*n, Some(ingress), Some(egress))));
+        let ids: Vec<_> = keys.iter().filter_map(|k| memo.policy(k)).collect();
+        let fresh = memo.lists_of(&ids);
+        let Ok(next) = bound.with_programs(&added, &fresh, &rebind, &self.cfg) else {
+            return false;
+        };
+        if !self.join(ep, id, next, key, (Some(ingress), Some(egress))) {
+            return false;
+        }
+        for ((b, _), &(i, e)) in affected.iter().zip(&programs) {
+            if let Some(g) = self.groups.get_mut(b) {
+                g.ingress = Some(i);
+                g.egress = Some(e);
+            }
+        }
+        self.memo = Some(memo);
+        self.forget_peers(&readers);
+        for n in &hosts {
+            let f = usize::from(matches!(n, IpNet::V6(_)));
+            let like = self.classifier.host_identity(*n);
+            let slot = self
+                .peers
+                .entry((peer.clone(), Zone::new()))
+                .or_insert([None, None]);
+            if slot[f].is_none() {
+                slot[f] = like;
+            }
+        }
+        true
+    }
+
+    /// Drops the peer classes whose identity may be missing from the lists the
+    /// policies `readers` (indices) were just lowered to: a list lowered again is
+    /// resolved to the identities of bound hosts only, so a spare's identity (or a
+    /// removed exemplar's) is no longer in it. Dropped: every class a rule side of
+    /// those policies reads, or with a port name one of them names on a side without
+    /// a positive selector.
+    fn forget_peers(&mut self, readers: &[u32]) {
+        let hit = |r: &Readers| r.policies.iter().any(|p| readers.binary_search(p).is_ok());
+        let mut mask = vec![0u64; (2 * self.sides.len()).div_ceil(64)];
+        for (k, r) in self.side_readers.iter().enumerate() {
+            if hit(r) {
+                mask[2 * k / 64] |= 1 << (2 * k % 64);
+                mask[(2 * k + 1) / 64] |= 1 << ((2 * k + 1) % 64);
+            }
+        }
+        let names: HashSet<&str> = self
+            .port_readers
+            .iter()
+            .filter(|(_, r)| hit(r))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        self.peers.retain(|(key, _), _| {
+            key.reads.iter().zip(&mask).all(|(a, b)| a & b == 0)
+                && !key.ports.iter().any(|p| names.contains(p.0.as_str()))
+        });
     }
 
     /// How `ep`'s hosts are classified, per family, if for each of them a bound host
@@ -2015,6 +2319,10 @@ struct Spare {
     endpoint: Endpoint,
     like: [Option<HostIdentity>; 2],
 }
+
+/// Most policies whose rules read a new peer class for the endpoint path to lower
+/// them again ([`Live::try_add_class`]); with more, the add rebuilds.
+const NEW_CLASS_POLICIES: usize = 16;
 
 /// Spare endpoints a build adds at most.
 const MAX_SPARES: usize = 256;

@@ -1137,6 +1137,40 @@ impl IdentityClassifier {
         self.bind_host(p, parent, like.identity, (endpoint, ingress, egress))
     }
 
+    /// The next generation with the host prefix `net` bound to `endpoint` and given an
+    /// identity no class had (one above every identity id of this build and its
+    /// changes, dead ones included): `net` is in no address list this classifier
+    /// knows. The trees are shared. Refused as
+    /// [`IdentityClassifier::with_unlisted_host`] is, and when the prefixes containing
+    /// `net` are in an address list ([`HostChangeRefused::NewIdentity`]: that list's
+    /// known form would lack the new identity).
+    ///
+    /// The caller answers for every program whose lists hold `net` being rebuilt
+    /// ([`IdentityClassifier::with_programs`], those lists fresh) and rebound before
+    /// the generation is published: until then `net` is read as in no list.
+    pub fn with_new_host_identity(
+        &self,
+        net: IpNet,
+        endpoint: EndpointId,
+        ingress: Option<ProgramId>,
+        egress: Option<ProgramId>,
+    ) -> Result<IdentityClassifier, HostChangeRefused> {
+        let (p, parent) = self.host_slot(net, ingress, egress)?;
+        // Identity 0 of a family is the empty signature: in no list.
+        if self.hot[parent as usize].identity != 0 {
+            return Err(HostChangeRefused::NewIdentity(net));
+        }
+        // Tombstones keep their identity, so no id a known form may hold is reused.
+        let top = self.hot.iter().map(|h| h.identity).max().unwrap_or(0);
+        let identity = top
+            .checked_add(1)
+            .filter(|&i| i < 1 << 31)
+            .ok_or(HostChangeRefused::TooMany)?;
+        let mut next = self.bind_host(p, parent, identity, (endpoint, ingress, egress))?;
+        next.stats.identities += 1;
+        Ok(next)
+    }
+
     /// [`IdentityClassifier::without_host`] of several hosts, with one copy of the
     /// tables.
     pub fn without_hosts(&self, nets: &[IpNet]) -> Result<IdentityClassifier, HostChangeRefused> {

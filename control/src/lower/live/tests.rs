@@ -241,12 +241,16 @@ spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
     db2.labels.insert("shard".into(), "2".into());
     db2.nets = vec![host("10.9.0.2")];
     assert_eq!(live.add_endpoint(db2).unwrap(), Applied::Fast);
-    // A new behaviour (another port list) defining a port a rule names: a rebuild.
+    // A new behaviour (another port list) defining a port a rule names: a peer class
+    // of its own (an identity of its own, the programs of the rules naming the port
+    // built again as a part).
     let mut web3 = web1.clone();
     web3.key.name = "web-3".into();
     web3.ports[0].port = 9090;
     web3.nets = vec![host("10.0.0.7")];
-    assert_eq!(live.add_endpoint(web3).unwrap(), Applied::Rebuilt);
+    let identities = live.classifier().stats().identities;
+    assert_eq!(live.add_endpoint(web3).unwrap(), Applied::Fast);
+    assert_eq!(live.classifier().stats().identities, identities + 1);
     let flows: Vec<FlowKey> = [
         "10.0.0.2", "10.0.0.4", "10.9.0.1", "10.9.0.2", "10.0.0.5", "10.0.0.6",
     ]
@@ -398,6 +402,57 @@ fn change(
             o.metadata.labels.insert("app".into(), format!("x{n}"));
             if pick % 2 == 1 {
                 o.spec.ports = ports;
+            }
+            let r = Resource::WorkloadEndpoint(o);
+            let k = store_key(&r);
+            resources.push(r);
+            vec![k]
+        }
+        // A copy of a workload at a new address with a label set drawn from the
+        // selectors' vocabulary and values no endpoint has (new `app` and `env`
+        // values that `has(app)`, `app != 'db'`, `env starts with 'pr'` and the like
+        // pick), and its ports, none, or a named port with a number no endpoint has:
+        // often a peer class no endpoint and no spare has.
+        8 => {
+            let Some(a) = wl(&i) else { return Vec::new() };
+            let Resource::WorkloadEndpoint(mut o) = resources[a].clone() else {
+                return Vec::new();
+            };
+            let Some(first) = o.spec.ip_networks.first() else {
+                return Vec::new();
+            };
+            let v6 = matches!(first.0, IpNet::V6(_));
+            let h = pick * 31 + n * 17 + j.index(97);
+            let app = ["web", "db", "api", "", "new"][h % 5];
+            let role = ["fe", "be", ""][h / 5 % 3];
+            let env = ["prod", "dev", "pre", ""][h / 15 % 4];
+            let mut labels = std::collections::BTreeMap::new();
+            for (k, v) in [("app", app), ("role", role), ("env", env)] {
+                match v {
+                    "" => {}
+                    "new" | "pre" => {
+                        labels.insert(k.to_string(), format!("{v}{n}"));
+                    }
+                    v => {
+                        labels.insert(k.to_string(), v.to_string());
+                    }
+                }
+            }
+            o.metadata.name = format!("{}-class{n}", o.metadata.name);
+            o.metadata.labels = labels;
+            o.spec.ip_networks = vec![new_addr(v6)];
+            match h / 60 % 3 {
+                0 => {}
+                1 => o.spec.ports.clear(),
+                _ => {
+                    o.spec.ports = vec![crate::model::EndpointPort {
+                        name: ["http", "dns", "metrics"][h % 3].to_string(),
+                        protocol: crate::model::Protocol(6),
+                        port: 7000 + n as u16,
+                        host_port: None,
+                        host_ip: None,
+                    }];
+                }
             }
             let r = Resource::WorkloadEndpoint(o);
             let k = store_key(&r);
@@ -698,7 +753,7 @@ proptest! {
         extra in prop::collection::vec(crate::lower::proptests::policy(), 1..3),
         steps in prop::collection::vec(
             prop::collection::vec(
-                (prop_oneof![Just(0u8), Just(2), Just(5), Just(6), Just(6), Just(7), Just(7), Just(7)], any::<Index>(), any::<Index>(), 0usize..8),
+                (prop_oneof![Just(0u8), Just(2), Just(5), Just(6), Just(6), Just(7), Just(7), Just(7), Just(8), Just(8), Just(8)], any::<Index>(), any::<Index>(), 0usize..8),
                 1..3,
             ),
             1..6,
@@ -833,7 +888,8 @@ fn endpoint(live: &Live, name: &str) -> Endpoint {
 /// (and whose `shard` a `notSelector` names, behind a peer selector that does not
 /// pick it) is a peer class no endpoint has: it takes the identity of the build's
 /// spare for its namespace and ports, on the fast path. One with a port number no
-/// endpoint has, or inside a rule CIDR, is refused (a rebuild). Each generation
+/// endpoint has gets an identity of its own; one inside a rule CIDR is refused (a
+/// rebuild). Each generation
 /// classifies as a fresh build and `eval` do.
 #[test]
 fn a_new_peer_class_takes_a_spare_identity() {
@@ -865,7 +921,9 @@ fn a_new_peer_class_takes_a_spare_identity() {
     other_port.nets = vec![host("10.0.0.5")];
     other_port.labels.insert("app".into(), "newer".into());
     other_port.ports[0].port = 7070;
-    assert_eq!(live.add_endpoint(other_port).unwrap(), Applied::Rebuilt);
+    let identities = live.classifier().stats().identities;
+    assert_eq!(live.add_endpoint(other_port).unwrap(), Applied::Fast);
+    assert_eq!(live.classifier().stats().identities, identities + 1);
     check(&live, &tcp_flows(&["10.0.0.1", "10.0.0.5", "240.0.0.1"])).unwrap();
     // Inside a rule CIDR.
     let mut inside = new.clone();
@@ -1133,18 +1191,129 @@ spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
     b.labels.insert("role".into(), "b".into());
     assert_eq!(live.add_endpoint(b.clone()).unwrap(), Applied::Fast);
     check(&live, &tcp_flows(&addrs)).unwrap();
-    // `app == 'db'` reads it as no endpoint (and no spare: spares carry no `app`).
+    // `app == 'db'` reads it as no endpoint (and no spare: spares carry no `app`): an
+    // identity of its own.
     let mut db = b.clone();
     db.key.name = "db-1".into();
     db.nets = vec![host("10.0.0.4")];
     db.labels.insert("app".into(), "db".into());
-    assert_eq!(live.add_endpoint(db).unwrap(), Applied::Rebuilt);
+    let identities = live.classifier().stats().identities;
+    assert_eq!(live.add_endpoint(db).unwrap(), Applied::Fast);
+    assert_eq!(live.classifier().stats().identities, identities + 1);
+    check(&live, &tcp_flows(&addrs)).unwrap();
+}
+
+const CANARY: &str = r#"
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: canary-in, namespace: ns}
+spec:
+  selector: app == 'web'
+  ingress:
+  - action: Allow
+    protocol: TCP
+    source: {selector: has(canary)}
+    destination: {ports: [8080]}
+  - action: Deny
+---
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: api, namespace: ns}
+spec:
+  selector: app == 'api'
+  ingress:
+  - action: Deny
+    source: {selector: app == 'db'}
+  egress:
+  - action: Allow
+    protocol: TCP
+    destination: {ports: [http]}
+  - action: Deny
+    destination: {nets: [10.9.0.0/16]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: web-1, namespace: ns, labels: {app: web}}
+spec: {orchestrator: k8s, ipNetworks: [10.0.0.1/32], ports: [{name: http, protocol: TCP, port: 8080}]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: api-1, namespace: ns, labels: {app: api}}
+spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32], ports: [{name: http, protocol: TCP, port: 9090}]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: db-1, namespace: ns, labels: {app: db}}
+spec: {orchestrator: k8s, ipNetworks: [10.0.0.3/32]}
+"#;
+
+/// The first pod a peer selector picks (`has(canary)`: no endpoint and no spare is
+/// read that way) gets an identity of its own, and only the programs of the policy
+/// reading it get new trees (one part, not a rebuild); its replica joins it; a pod
+/// with a named-port number no endpoint has takes the same path (the policies naming
+/// the port on a side without a selector read it too); one inside a rule CIDR is a
+/// rebuild. Each generation classifies as a fresh build and `eval` do.
+#[test]
+fn a_genuinely_new_peer_class_gets_an_identity_of_its_own() {
+    let mut live = live_of(CANARY);
+    let addrs = [
+        "10.0.0.1",
+        "10.0.0.2",
+        "10.0.0.3",
+        "10.0.0.4",
+        "10.0.0.5",
+        "10.0.0.6",
+        "10.9.0.5",
+        "240.0.0.1",
+    ];
+    let stats = |live: &Live| {
+        let s = live.classifier().stats();
+        (s.identities, s.parts)
+    };
+    let (ids, parts) = stats(&live);
+    let mut canary = endpoint(&live, "web-1");
+    canary.key.name = "canary-1".into();
+    canary.nets = vec![host("10.0.0.4")];
+    canary.labels.insert("canary".into(), "true".into());
+    canary.ports.clear();
+    assert_eq!(live.add_endpoint(canary.clone()).unwrap(), Applied::Fast);
+    assert_eq!(
+        stats(&live),
+        (ids + 1, parts + 1),
+        "a new identity, one new part"
+    );
+    check(&live, &tcp_flows(&addrs)).unwrap();
+    // Its replica joins its identity and programs: no new part.
+    let mut replica = canary.clone();
+    replica.key.name = "canary-2".into();
+    replica.nets = vec![host("10.0.0.5")];
+    assert_eq!(live.add_endpoint(replica).unwrap(), Applied::Fast);
+    assert_eq!(stats(&live), (ids + 1, parts + 1));
+    check(&live, &tcp_flows(&addrs)).unwrap();
+    // `http` on a number no endpoint defines, read by `api`'s egress rule.
+    let mut port = canary.clone();
+    port.key.name = "canary-3".into();
+    port.nets = vec![host("10.0.0.6")];
+    port.ports = endpoint(&live, "web-1").ports;
+    port.ports[0].port = 7070;
+    assert_eq!(live.add_endpoint(port).unwrap(), Applied::Fast);
+    assert_eq!(stats(&live), (ids + 2, parts + 2));
+    check(&live, &tcp_flows(&addrs)).unwrap();
+    // The first one leaves; the others classify as before.
+    let key = canary.key.clone();
+    assert_eq!(live.remove_endpoint(&key).unwrap(), Applied::Fast);
+    check(&live, &tcp_flows(&addrs)).unwrap();
+    // Inside a rule CIDR: its lists by prefix would lack the new identity.
+    let mut inside = canary.clone();
+    inside.key.name = "canary-4".into();
+    inside.nets = vec![host("10.9.0.5")];
+    assert_eq!(live.add_endpoint(inside).unwrap(), Applied::Rebuilt);
     check(&live, &tcp_flows(&addrs)).unwrap();
 }
 
 /// After an incremental policy change the spares' identities are no longer known to
 /// be in the lists that change resolved: a new peer class that took a spare before
-/// the change is refused after it (a rebuild, which makes new spares), while a
+/// the change gets an identity of its own after it, while a
 /// replica of a pod that joined a spare still joins its identity.
 #[test]
 fn spares_are_dropped_after_an_incremental_policy_change() {
@@ -1203,10 +1372,13 @@ fn spares_are_dropped_after_an_incremental_policy_change() {
     let next = Cluster::from_resources(&resources).unwrap();
     assert_eq!(live.update(&next, &[k]).unwrap(), Applied::Fast);
     check(&live, &tcp_flows(&addrs)).unwrap();
-    // A new peer class on the other port's spare: refused now.
+    // A new peer class on the other port's spare: that spare is dropped now, so it
+    // gets an identity of its own.
     let k = with(&mut resources, "new-3", "10.0.0.5/32", "newer", 9090);
     let next = Cluster::from_resources(&resources).unwrap();
-    assert_eq!(live.update(&next, &[k]).unwrap(), Applied::Rebuilt);
+    let identities = live.classifier().stats().identities;
+    assert_eq!(live.update(&next, &[k]).unwrap(), Applied::Fast);
+    assert_eq!(live.classifier().stats().identities, identities + 1);
     check(&live, &tcp_flows(&addrs)).unwrap();
 }
 
