@@ -130,6 +130,13 @@ pub struct BuildConfig {
     /// load ~2, but slower than one at load 6-7 where one tree is kept
     /// (BENCHMARKS.md, "ClassBench suite").
     pub build_threads: usize,
+    /// A node whose children form more runs than a ranged node holds (9) but at
+    /// most 36 is stored as two levels of ranged nodes (a few dozen slots) instead of
+    /// a plain node (256 slots) when the deepest path through it stays within this
+    /// many levels of the deepest path of its tree built so far; `None` never
+    /// splits. With 0 (the default) a split only lengthens paths that were shorter
+    /// than the deepest one, which bounds the lookup's steps per vector of keys.
+    pub split_dense_slack: Option<u32>,
 }
 
 impl Default for BuildConfig {
@@ -142,6 +149,7 @@ impl Default for BuildConfig {
             single_tree_bytes_per_entry: 6144,
             single_tree_bytes_factor: 16,
             build_threads: 1,
+            split_dense_slack: Some(0),
         }
     }
 }
@@ -1078,7 +1086,11 @@ fn canonical(plan: &Plan) -> (Plan, usize) {
 struct Measured {
     cost: u32,
     bytes: usize,
+    /// Cut levels of the deepest tree (what the cost compares: splitting dense
+    /// nodes, `BuildConfig::split_dense_slack`, leaves the choice as it was).
     depth: u32,
+    /// Walk steps of the deepest tree (split dense nodes count two).
+    steps: u32,
 }
 
 /// Flattens and builds one program in one family, choosing between one tree and
@@ -1133,6 +1145,7 @@ fn build_one(
         spfac: cfg.spfac,
         binth: cfg.binth.max(1),
         max_bits: cfg.max_cut_bits.clamp(1, slot::MAX_CUT_BITS),
+        split_slack: cfg.split_dense_slack,
     };
     let merged = merge(ev, pv);
     let entries = merged.len();
@@ -1168,7 +1181,7 @@ fn build_one(
     };
     let chosen = choose(&ctx, cfg, partitioned_at, entries);
     let (single, built) = chosen.ok_or("tree nodes, even partitioned")?;
-    let depth = built.m.depth;
+    let depth = built.m.steps;
     let roots = built.roots.clone();
     if !commit(built, single, arena, shared, interner) {
         return Err("tree nodes (state changed during the build)");
@@ -1296,12 +1309,14 @@ impl Ctx<'_> {
             cost: 0,
             bytes: 0,
             depth: 0,
+            steps: 0,
         };
         let mut roots = Vec::new();
         let mut sizes = Vec::new();
         let mut leaf = |e: u32, p: u32| ids.id(e, p);
-        // One tree over `list` in this workspace: its root and depth.
-        let mut tree = |list: &[Cand]| -> Result<(Slot, u32), OverBudget> {
+        // One tree over `list` in this workspace: its root, depth (cut levels) and
+        // walk steps.
+        let mut tree = |list: &[Cand]| -> Result<(Slot, u32, u32), OverBudget> {
             let mut t = TreeBuilder::new(
                 self.family,
                 &self.shared.flat,
@@ -1313,14 +1328,15 @@ impl Ctx<'_> {
                 Some(below),
             );
             let root = t.build(list)?;
-            Ok((root, t.max_depth))
+            Ok((root, t.cut_depth, t.max_depth))
         };
         match job {
             Job::Single { .. } => {
-                let (root, depth) = tree(self.merged)?;
+                let (root, depth, steps) = tree(self.merged)?;
                 roots.push(root);
                 m.cost = depth;
                 m.depth = depth;
+                m.steps = steps;
             }
             Job::Plan { plan, .. } => {
                 let (plan, k) = canonical(&plan);
@@ -1341,10 +1357,11 @@ impl Ctx<'_> {
                     if ge.is_empty() && gp.is_empty() {
                         continue;
                     }
-                    let (root, depth) = tree(&merge(&ge, &gp))?;
+                    let (root, depth, steps) = tree(&merge(&ge, &gp))?;
                     roots.push(root);
                     m.cost += depth + ROUND_COST;
                     m.depth = m.depth.max(depth);
+                    m.steps = m.steps.max(steps);
                 }
             }
         }
