@@ -130,13 +130,20 @@ pub struct BuildConfig {
     /// load ~2, but slower than one at load 6-7 where one tree is kept
     /// (BENCHMARKS.md, "ClassBench suite").
     pub build_threads: usize,
-    /// A node whose children form more runs than a ranged node holds (9) but at
-    /// most 36 is stored as two levels of ranged nodes (a few dozen slots) instead of
-    /// a plain node (256 slots) when the deepest path through it stays within this
-    /// many levels of the deepest path of its tree built so far; `None` never
-    /// splits. With 0 (the default) a split only lengthens paths that were shorter
-    /// than the deepest one, which bounds the lookup's steps per vector of keys.
-    pub split_dense_slack: Option<u32>,
+    /// In a single tree (not in partitions), a node whose children form more runs
+    /// than a ranged node holds (9) but at most 36 is stored as two levels of ranged
+    /// nodes (a few dozen slots) instead of a plain node (256 slots) when the
+    /// deepest path through it stays within this many levels of the deepest path of
+    /// its tree built so far (negative: that many levels shorter); `None` never
+    /// splits. With 0 a split only lengthens paths that were shorter than the
+    /// deepest one, which bounds the lookup's steps per vector of keys.
+    pub split_dense_slack: Option<i32>,
+    /// ... once the tree's own output has reached this many bytes (default 1 MiB,
+    /// one core's second-level cache on the machine measured): on the ClassBench 1K
+    /// sets, trees of 0.4-1 MB that stay in that cache, splitting cost 20-30 % of
+    /// the lookup rate (the extra steps); on the 10K sets (5-16 MB) it halved the
+    /// bytes at about the same rate (BENCHMARKS.md, "ClassBench suite").
+    pub split_dense_from_bytes: usize,
 }
 
 impl Default for BuildConfig {
@@ -150,6 +157,7 @@ impl Default for BuildConfig {
             single_tree_bytes_factor: 16,
             build_threads: 1,
             split_dense_slack: Some(0),
+            split_dense_from_bytes: 1 << 20,
         }
     }
 }
@@ -1146,6 +1154,7 @@ fn build_one(
         binth: cfg.binth.max(1),
         max_bits: cfg.max_cut_bits.clamp(1, slot::MAX_CUT_BITS),
         split_slack: cfg.split_dense_slack,
+        split_from: cfg.split_dense_from_bytes,
     };
     let merged = merge(ev, pv);
     let entries = merged.len();
@@ -1314,6 +1323,17 @@ impl Ctx<'_> {
         let mut roots = Vec::new();
         let mut sizes = Vec::new();
         let mut leaf = |e: u32, p: u32| ids.id(e, p);
+        // Only a single tree splits dense nodes: partitions are shallow trees whose
+        // rounds each pay the extra steps, and their bytes are small already (and
+        // set the rooms of the later attempts).
+        let params = if single {
+            self.params
+        } else {
+            CutParams {
+                split_slack: None,
+                ..self.params
+            }
+        };
         // One tree over `list` in this workspace: its root, depth (cut levels) and
         // walk steps.
         let mut tree = |list: &[Cand]| -> Result<(Slot, u32, u32), OverBudget> {
@@ -1322,7 +1342,7 @@ impl Ctx<'_> {
                 &self.shared.flat,
                 &mut cands,
                 &mut memo,
-                self.params,
+                params,
                 &mut leaf,
                 &mut arena,
                 Some(below),

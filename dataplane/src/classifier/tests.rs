@@ -446,9 +446,10 @@ proptest! {
             build_threads: if picks[2].5 { 1 } else { 2 },
             split_dense_slack: match (picks[3].5, picks[4].5) {
                 (true, _) => None,
-                (false, true) => Some(u32::MAX),
+                (false, true) => Some(i32::MAX),
                 (false, false) => Some(0),
             },
+            split_dense_from_bytes: 0,
             ..BuildConfig::default()
         };
         let mut c = Classifier::build(&set, &cfg).map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -810,15 +811,16 @@ fn split_dense_nodes_agree_and_save_bytes() {
         programs: vec![p.clone()],
         endpoints: vec![],
     };
-    let stats = |slack: Option<u32>| {
+    let stats = |slack: Option<i32>| {
         let cfg = BuildConfig {
             split_dense_slack: slack,
+            split_dense_from_bytes: 0,
             ..BuildConfig::default()
         };
         check_program_with(&p, &keys, &cfg).expect("agree");
         *Classifier::build(&set, &cfg).expect("builds").stats()
     };
-    let (none, default, all) = (stats(None), stats(Some(0)), stats(Some(u32::MAX)));
+    let (none, default, all) = (stats(None), stats(Some(0)), stats(Some(i32::MAX)));
     assert!(all.bytes < none.bytes, "{all:?} {none:?}");
     assert!(all.depth >= none.depth, "{all:?} {none:?}");
     assert!(

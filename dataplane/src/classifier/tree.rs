@@ -26,7 +26,8 @@
 //! [`MAX_RUNS`], at most [`SPLIT_MAX_RUNS`] runs: on the ClassBench sets most
 //! plain nodes have 10-16 runs of at most 8 distinct children) may instead be split
 //! into two levels of ranged nodes on the same cut value (a few dozen slots instead
-//! of 256, one more walk step): it is when the deepest path through it stays within
+//! of 256, one more walk step): it is once the tree's output has reached
+//! `CutParams::split_from` bytes, when the deepest path through it stays within
 //! `CutParams::split_slack` levels of the deepest path built so far (subtree heights
 //! are kept with the memo for this). Identical
 //! nodes and lists are stored once (hash-consing), a node whose children are all the
@@ -211,7 +212,9 @@ pub(crate) struct CutParams {
     /// children) are stored as two levels of ranged nodes instead of a 256-slot
     /// plain node when the deepest path through them stays within this many levels
     /// of the deepest path built so far; `None`: never.
-    pub(crate) split_slack: Option<u32>,
+    pub(crate) split_slack: Option<i32>,
+    /// ... once the tree's own output has reached this many bytes.
+    pub(crate) split_from: usize,
 }
 
 /// Most runs of children a dense node split into two levels of ranged nodes may
@@ -974,14 +977,15 @@ impl<'a> TreeBuilder<'a> {
             (base, below)
         };
         let (word, at) = slot::lane_position(self.family, lane);
-        // A dense node is split into two levels when its deepest path then stays
-        // within the slack of the deepest one built so far.
+        // A dense node is split into two levels when the tree has grown past
+        // `split_from` and its deepest path then stays within the slack of the
+        // deepest one built so far.
         let split = runs.len() > MAX_RUNS
             && runs.len() <= SPLIT_MAX_RUNS
-            && self
-                .params
-                .split_slack
-                .is_some_and(|s| depth + 2 + below_height <= self.max_depth.saturating_add(s));
+            && self.arena.bytes().saturating_sub(self.progress.out_start) >= self.params.split_from
+            && self.params.split_slack.is_some_and(|s| {
+                i64::from(depth + 2 + below_height) <= i64::from(self.max_depth) + i64::from(s)
+            });
         let slot = self.arena.node(
             self.below.map(|b| b.arena),
             word,
@@ -1423,7 +1427,7 @@ mod tests {
             let (mut cands, mut memo, mut arena) =
                 (Cands::default(), Memo::default(), Arena::default());
             let mut leaf = |e: u32, _p: u32| e;
-            let params = CutParams { spfac: 4.0, binth: 1, max_bits: 8, split_slack: None };
+            let params = CutParams { spfac: 4.0, binth: 1, max_bits: 8, split_slack: None, split_from: 0 };
             let t = TreeBuilder::new(
                 Family::V4, &flat, &mut cands, &mut memo, params, &mut leaf, &mut arena, None,
             );
