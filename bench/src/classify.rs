@@ -65,9 +65,10 @@ pub struct ClassifyArgs {
     #[arg(long, default_value_t = BuildConfig::default().build_threads)]
     build_threads: usize,
     /// BuildConfig::split_dense_slack: levels a split dense node's path may reach
-    /// beyond the deepest path built so far (negative: short of it); `off` never splits.
-    #[arg(long, default_value = "0", allow_hyphen_values = true)]
-    split_dense_slack: String,
+    /// beyond the deepest path built so far (negative: short of it); `off` never
+    /// splits; default: the config's default.
+    #[arg(long, allow_hyphen_values = true)]
+    split_dense_slack: Option<String>,
     /// BuildConfig::split_dense_from_bytes.
     #[arg(long, default_value_t = BuildConfig::default().split_dense_from_bytes)]
     split_dense_from: usize,
@@ -144,9 +145,10 @@ pub fn main(a: &ClassifyArgs) -> Result<(), String> {
         single_tree_bytes_per_entry: a.single_tree_bytes,
         single_tree_bytes_factor: a.single_tree_factor,
         build_threads: a.build_threads,
-        split_dense_slack: match a.split_dense_slack.as_str() {
-            "off" => None,
-            n => Some(
+        split_dense_slack: match a.split_dense_slack.as_deref() {
+            None => BuildConfig::default().split_dense_slack,
+            Some("off") => None,
+            Some(n) => Some(
                 n.parse()
                     .map_err(|e| format!("--split-dense-slack {n}: {e}"))?,
             ),

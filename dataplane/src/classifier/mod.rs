@@ -135,14 +135,18 @@ pub struct BuildConfig {
     /// nodes (a few dozen slots) instead of a plain node (256 slots) when the
     /// deepest path through it stays within this many levels of the deepest path of
     /// its tree built so far (negative: that many levels shorter); `None` never
-    /// splits. With 0 a split only lengthens paths that were shorter than the
-    /// deepest one, which bounds the lookup's steps per vector of keys.
+    /// splits. Default -1: a split path stays shorter than the deepest one, so a
+    /// vector of keys rarely walks further. With 0, trees whose paths are nearly all
+    /// of one depth (the ClassBench acl1 family) got up to 3 levels deeper through
+    /// reused subtrees and lost 10-40 % of their rate (BENCHMARKS.md).
     pub split_dense_slack: Option<i32>,
     /// ... once the tree's own output has reached this many bytes (default 1 MiB,
     /// one core's second-level cache on the machine measured): on the ClassBench 1K
     /// sets, trees of 0.4-1 MB that stay in that cache, splitting cost 20-30 % of
-    /// the lookup rate (the extra steps); on the 10K sets (5-16 MB) it halved the
-    /// bytes at about the same rate (BENCHMARKS.md, "ClassBench suite").
+    /// the lookup rate (the extra steps); on the 7K-10K acl3, acl4 and ipc1 sets
+    /// (7-16 MB single trees) the default split took 0.5-0.76x the bytes at
+    /// 0.8-1.2x the rate, measured on a loaded machine (BENCHMARKS.md, "ClassBench
+    /// suite").
     pub split_dense_from_bytes: usize,
 }
 
@@ -156,7 +160,7 @@ impl Default for BuildConfig {
             single_tree_bytes_per_entry: 6144,
             single_tree_bytes_factor: 16,
             build_threads: 1,
-            split_dense_slack: Some(0),
+            split_dense_slack: Some(-1),
             split_dense_from_bytes: 1 << 20,
         }
     }
