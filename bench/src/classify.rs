@@ -64,6 +64,14 @@ pub struct ClassifyArgs {
     /// BuildConfig::build_threads (1 = build on the calling thread only).
     #[arg(long, default_value_t = BuildConfig::default().build_threads)]
     build_threads: usize,
+    /// BuildConfig::split_dense_slack: levels a split dense node's path may reach
+    /// beyond the deepest path built so far (negative: short of it); `off` never
+    /// splits; default: the config's default.
+    #[arg(long, allow_hyphen_values = true)]
+    split_dense_slack: Option<String>,
+    /// BuildConfig::split_dense_from_bytes.
+    #[arg(long, default_value_t = BuildConfig::default().split_dense_from_bytes)]
+    split_dense_from: usize,
     /// Pin the process's main thread to this CPU after the first build (so that a
     /// parallel build may use every CPU and the lookups still run on one). Refused
     /// with `--build-threads` > 1 and `--repeat` > 1 (later builds would inherit the pin).
@@ -137,6 +145,15 @@ pub fn main(a: &ClassifyArgs) -> Result<(), String> {
         single_tree_bytes_per_entry: a.single_tree_bytes,
         single_tree_bytes_factor: a.single_tree_factor,
         build_threads: a.build_threads,
+        split_dense_slack: match a.split_dense_slack.as_deref() {
+            None => BuildConfig::default().split_dense_slack,
+            Some("off") => None,
+            Some(n) => Some(
+                n.parse()
+                    .map_err(|e| format!("--split-dense-slack {n}: {e}"))?,
+            ),
+        },
+        split_dense_from_bytes: a.split_dense_from,
     };
     // Threads a later build starts inherit the pinned thread's CPU mask: the builds
     // after the first would share one CPU.

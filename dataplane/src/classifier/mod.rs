@@ -130,6 +130,24 @@ pub struct BuildConfig {
     /// load ~2, but slower than one at load 6-7 where one tree is kept
     /// (BENCHMARKS.md, "ClassBench suite").
     pub build_threads: usize,
+    /// In a single tree (not in partitions), a node whose children form more runs
+    /// than a ranged node holds (9) but at most 36 is stored as two levels of ranged
+    /// nodes (a few dozen slots) instead of a plain node (256 slots) when the
+    /// deepest path through it stays within this many levels of the deepest path of
+    /// its tree built so far (negative: that many levels shorter); `None` never
+    /// splits. Default -1: a split path stays shorter than the deepest one, so a
+    /// vector of keys rarely walks further. With 0, trees whose paths are nearly all
+    /// of one depth (the ClassBench acl1 family) got up to 3 levels deeper through
+    /// reused subtrees and lost 10-40 % of their rate (BENCHMARKS.md).
+    pub split_dense_slack: Option<i32>,
+    /// ... once the tree's own output has reached this many bytes (default 1 MiB,
+    /// one core's second-level cache on the machine measured): on the ClassBench 1K
+    /// sets, trees of 0.4-1 MB that stay in that cache, splitting cost 20-30 % of
+    /// the lookup rate (the extra steps); on the 7K-10K acl3, acl4 and ipc1 sets
+    /// (7-16 MB single trees) the default split took 0.5-0.76x the bytes at
+    /// 0.8-1.2x the rate, measured on a loaded machine (BENCHMARKS.md, "ClassBench
+    /// suite").
+    pub split_dense_from_bytes: usize,
 }
 
 impl Default for BuildConfig {
@@ -142,6 +160,8 @@ impl Default for BuildConfig {
             single_tree_bytes_per_entry: 6144,
             single_tree_bytes_factor: 16,
             build_threads: 1,
+            split_dense_slack: Some(-1),
+            split_dense_from_bytes: 1 << 20,
         }
     }
 }
@@ -1078,7 +1098,11 @@ fn canonical(plan: &Plan) -> (Plan, usize) {
 struct Measured {
     cost: u32,
     bytes: usize,
+    /// Cut levels of the deepest tree (what the cost compares: splitting dense
+    /// nodes, `BuildConfig::split_dense_slack`, leaves the choice as it was).
     depth: u32,
+    /// Walk steps of the deepest tree (split dense nodes count two).
+    steps: u32,
 }
 
 /// Flattens and builds one program in one family, choosing between one tree and
@@ -1133,6 +1157,8 @@ fn build_one(
         spfac: cfg.spfac,
         binth: cfg.binth.max(1),
         max_bits: cfg.max_cut_bits.clamp(1, slot::MAX_CUT_BITS),
+        split_slack: cfg.split_dense_slack,
+        split_from: cfg.split_dense_from_bytes,
     };
     let merged = merge(ev, pv);
     let entries = merged.len();
@@ -1168,7 +1194,7 @@ fn build_one(
     };
     let chosen = choose(&ctx, cfg, partitioned_at, entries);
     let (single, built) = chosen.ok_or("tree nodes, even partitioned")?;
-    let depth = built.m.depth;
+    let depth = built.m.steps;
     let roots = built.roots.clone();
     if !commit(built, single, arena, shared, interner) {
         return Err("tree nodes (state changed during the build)");
@@ -1296,31 +1322,45 @@ impl Ctx<'_> {
             cost: 0,
             bytes: 0,
             depth: 0,
+            steps: 0,
         };
         let mut roots = Vec::new();
         let mut sizes = Vec::new();
         let mut leaf = |e: u32, p: u32| ids.id(e, p);
-        // One tree over `list` in this workspace: its root and depth.
-        let mut tree = |list: &[Cand]| -> Result<(Slot, u32), OverBudget> {
+        // Only a single tree splits dense nodes: partitions are shallow trees whose
+        // rounds each pay the extra steps, and their bytes are small already (and
+        // set the rooms of the later attempts).
+        let params = if single {
+            self.params
+        } else {
+            CutParams {
+                split_slack: None,
+                ..self.params
+            }
+        };
+        // One tree over `list` in this workspace: its root, depth (cut levels) and
+        // walk steps.
+        let mut tree = |list: &[Cand]| -> Result<(Slot, u32, u32), OverBudget> {
             let mut t = TreeBuilder::new(
                 self.family,
                 &self.shared.flat,
                 &mut cands,
                 &mut memo,
-                self.params,
+                params,
                 &mut leaf,
                 &mut arena,
                 Some(below),
             );
             let root = t.build(list)?;
-            Ok((root, t.max_depth))
+            Ok((root, t.cut_depth, t.max_depth))
         };
         match job {
             Job::Single { .. } => {
-                let (root, depth) = tree(self.merged)?;
+                let (root, depth, steps) = tree(self.merged)?;
                 roots.push(root);
                 m.cost = depth;
                 m.depth = depth;
+                m.steps = steps;
             }
             Job::Plan { plan, .. } => {
                 let (plan, k) = canonical(&plan);
@@ -1341,10 +1381,11 @@ impl Ctx<'_> {
                     if ge.is_empty() && gp.is_empty() {
                         continue;
                     }
-                    let (root, depth) = tree(&merge(&ge, &gp))?;
+                    let (root, depth, steps) = tree(&merge(&ge, &gp))?;
                     roots.push(root);
                     m.cost += depth + ROUND_COST;
                     m.depth = m.depth.max(depth);
+                    m.steps = m.steps.max(steps);
                 }
             }
         }

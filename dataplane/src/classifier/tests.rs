@@ -444,6 +444,12 @@ proptest! {
             single_tree_bytes_per_entry: if picks[0].5 { 0 } else { 2048 },
             single_tree_bytes_factor: if picks[1].5 { 1 } else { 16 },
             build_threads: if picks[2].5 { 1 } else { 2 },
+            split_dense_slack: match (picks[3].5, picks[4].5) {
+                (true, _) => None,
+                (false, true) => Some(i32::MAX),
+                (false, false) => Some(0),
+            },
+            split_dense_from_bytes: 0,
             ..BuildConfig::default()
         };
         let mut c = Classifier::build(&set, &cfg).map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -789,6 +795,38 @@ fn single_tree_bytes_factor_caps_the_single_tree() {
     assert!(capped.trees > 2, "{capped:?}");
     assert!(capped.bytes < uncapped.bytes, "{capped:?} {uncapped:?}");
     assert_eq!(default.trees, 2, "{default:?}");
+}
+
+/// Dense nodes split into two levels of ranged nodes: on the crossing rules, never
+/// splitting, splitting where no path gets deeper than the deepest (the default) and
+/// splitting every dense node all agree with the linear reference; splitting every
+/// one takes fewer bytes than none and at least the same depth, the default lies
+/// between them in bytes.
+#[test]
+fn split_dense_nodes_agree_and_save_bytes() {
+    let mut s = 11u64;
+    let p = crossing_rules(&mut s);
+    let keys = packets(&p, &edge_picks(&mut s));
+    let set = PolicySet {
+        programs: vec![p.clone()],
+        endpoints: vec![],
+    };
+    let stats = |slack: Option<i32>| {
+        let cfg = BuildConfig {
+            split_dense_slack: slack,
+            split_dense_from_bytes: 0,
+            ..BuildConfig::default()
+        };
+        check_program_with(&p, &keys, &cfg).expect("agree");
+        *Classifier::build(&set, &cfg).expect("builds").stats()
+    };
+    let (none, default, all) = (stats(None), stats(Some(0)), stats(Some(i32::MAX)));
+    assert!(all.bytes < none.bytes, "{all:?} {none:?}");
+    assert!(all.depth >= none.depth, "{all:?} {none:?}");
+    assert!(
+        default.bytes <= none.bytes && default.bytes >= all.bytes,
+        "{default:?}"
+    );
 }
 
 /// Addresses and ports at random (the crossing rules' edges are spread over them).

@@ -22,7 +22,14 @@
 //! needs no node header. A node is stored either as its full child array, or — when
 //! its children form at most [`MAX_RUNS`] runs of equal slots — as one child per run,
 //! the run starts in the pointer (up to 4 runs) or in the arena's starts table (found
-//! by a count of the starts `<=` the key bits). Identical
+//! by a count of the starts `<=` the key bits). A *dense* node (more than
+//! [`MAX_RUNS`], at most [`SPLIT_MAX_RUNS`] runs: on the ClassBench sets most
+//! plain nodes have 10-16 runs of at most 8 distinct children) may instead be split
+//! into two levels of ranged nodes on the same cut value (a few dozen slots instead
+//! of 256, one more walk step): it is once the tree's output has reached
+//! `CutParams::split_from` bytes, when the deepest path through it stays within
+//! `CutParams::split_slack` levels of the deepest path built so far (subtree heights
+//! are kept with the memo for this). Identical
 //! nodes and lists are stored once (hash-consing), a node whose children are all the
 //! same slot is replaced by that slot, and subproblems already built (same candidate
 //! lists, same region in the fields that still matter) are reused (memo).
@@ -201,7 +208,18 @@ pub(crate) struct CutParams {
     pub(crate) binth: usize,
     /// Most bits one node cuts.
     pub(crate) max_bits: u32,
+    /// Dense nodes (more than [`MAX_RUNS`], at most [`SPLIT_MAX_RUNS`] runs of
+    /// children) are stored as two levels of ranged nodes instead of a 256-slot
+    /// plain node when the deepest path through them stays within this many levels
+    /// of the deepest path built so far; `None`: never.
+    pub(crate) split_slack: Option<i32>,
+    /// ... once the tree's own output has reached this many bytes.
+    pub(crate) split_from: usize,
 }
+
+/// Most runs of children a dense node split into two levels of ranged nodes may
+/// have: [`INLINE_STARTS`]` + 1` groups of at most [`MAX_RUNS`] runs.
+pub(crate) const SPLIT_MAX_RUNS: usize = (INLINE_STARTS + 1) * MAX_RUNS;
 
 /// The shared output of all tree builds of one classifier.
 #[derive(Debug, Default)]
@@ -310,14 +328,19 @@ impl Arena {
         shift: u32,
         bits: u32,
         runs: &[(usize, Slot)],
+        split: bool,
     ) -> Result<Slot, OverBudget> {
         if runs.len() == 1 {
             return Ok(runs[0].1);
         }
+        let split = split && runs.len() > MAX_RUNS && runs.len() <= SPLIT_MAX_RUNS;
         let hdr = slot::plain(word, shift, bits, 0).ok_or(OverBudget)?;
         let mut key = std::mem::take(&mut self.key_buf);
         key.clear();
-        key.push(hdr);
+        // A split node and the plain node of the same children are different
+        // nodes (the split one is a level deeper): `RANGED` marks the split one's
+        // key (a plain header never has it).
+        key.push(if split { hdr | slot::RANGED } else { hdr });
         for &(at, child) in runs {
             key.extend([at as u64, child]);
         }
@@ -332,8 +355,8 @@ impl Arena {
         // Stored as one child per run when there are few runs, else as the full array
         // of the window's 256 values: each of the `n` children `2^(8 - bits)` times.
         let mark = self.end().slots;
-        let slot = if runs.len() <= MAX_RUNS {
-            let mut short = [(0u8, 0 as Slot); MAX_RUNS];
+        let slot = if runs.len() <= MAX_RUNS || split {
+            let mut short = [(0u8, 0 as Slot); SPLIT_MAX_RUNS];
             for (s, &(at, c)) in short.iter_mut().zip(runs) {
                 *s = (at as u8, c);
             }
@@ -567,12 +590,14 @@ impl Cands {
 /// Subtrees already built, by what determines them: the candidate list and the region
 /// in the fields where some candidate still has a boundary (in the other fields every
 /// candidate covers the region, so no descendant cuts them), packed into one key of
-/// words ([`TreeBuilder::memo_key`]; one memo serves one family).
-pub(crate) type Memo = HashMap<Box<[u32]>, Slot>;
+/// words ([`TreeBuilder::memo_key`]; one memo serves one family), with the subtree's
+/// height (walk steps from its slot to its deepest leaf).
+pub(crate) type Memo = HashMap<Box<[u32]>, (Slot, u32)>;
 
 /// Bytes a memo entry holds besides its key's words: the key's pointer and length,
 /// the slot, and the hash-map and allocation overhead.
-pub(crate) const MEMO_ENTRY_BYTES: usize = size_of::<Box<[u32]>>() + SLOT_BYTES + NODE_KEY_OVERHEAD;
+pub(crate) const MEMO_ENTRY_BYTES: usize =
+    size_of::<Box<[u32]>>() + size_of::<(Slot, u32)>() + NODE_KEY_OVERHEAD;
 
 /// Bytes a memo entry counts against an attempt's room besides its candidate list:
 /// what an entry took before the keys were packed (list, region of five 128-bit
@@ -634,7 +659,13 @@ pub(crate) struct TreeBuilder<'a> {
     /// (with their lists' room).
     cell_pool: Vec<Vec<Cell>>,
     run_pool: Vec<Vec<(usize, Slot)>>,
+    /// Walk steps from the root to the deepest leaf (split dense nodes count two;
+    /// a memoised subtree counts with its height where it is reused).
     pub(crate) max_depth: u32,
+    /// The deepest level at which a region was cut or became a leaf (a memoised
+    /// subtree counts at its own level only): the depth the arrangement choice
+    /// compares, which splitting dense nodes does not change.
+    pub(crate) cut_depth: u32,
     /// Progress of the build: the share of the root's work (a node's share split
     /// among its children by candidate-list length) in finished subtrees of the top
     /// levels, and the arena size at the start. When the arena's growth projected to
@@ -718,6 +749,7 @@ impl<'a> TreeBuilder<'a> {
             cell_pool: Vec::new(),
             run_pool: Vec::new(),
             max_depth: 0,
+            cut_depth: 0,
             progress: Progress::default(),
         }
     }
@@ -797,7 +829,7 @@ impl<'a> TreeBuilder<'a> {
             start: self.arena.held(),
             out_start: self.arena.bytes(),
         };
-        self.node(&root, &canonical, 0, 1.0)
+        Ok(self.node(&root, &canonical, 0, 1.0)?.0)
     }
 
     /// The first candidate of each view in `list`.
@@ -818,16 +850,18 @@ impl<'a> TreeBuilder<'a> {
         (fe, fp)
     }
 
-    /// The subtree of region `r` over `list`, which is `share` of the root's work.
+    /// The subtree of region `r` over `list`, which is `share` of the root's work:
+    /// its slot and height.
     fn node(
         &mut self,
         r: &Region,
         list: &[u32],
         depth: u32,
         share: f64,
-    ) -> Result<Slot, OverBudget> {
+    ) -> Result<(Slot, u32), OverBudget> {
         let before = self.progress.exact;
-        let slot = self.node_inner(r, list, depth, share)?;
+        let (slot, height) = self.node_inner(r, list, depth, share)?;
+        self.max_depth = self.max_depth.max(depth + height);
         if depth <= PROGRESS_DEPTH {
             self.progress.done += share;
             // The counted children's shares (summing to `share`) become this one.
@@ -851,7 +885,7 @@ impl<'a> TreeBuilder<'a> {
                 return Err(OverBudget);
             }
         }
-        Ok(slot)
+        Ok((slot, height))
     }
 
     fn node_inner(
@@ -860,8 +894,8 @@ impl<'a> TreeBuilder<'a> {
         list: &[u32],
         depth: u32,
         share: f64,
-    ) -> Result<Slot, OverBudget> {
-        self.max_depth = self.max_depth.max(depth);
+    ) -> Result<(Slot, u32), OverBudget> {
+        self.cut_depth = self.cut_depth.max(depth);
         // A leaf when each view's first candidate covers the region (a partition's
         // lists have no catch-all, so a view may have none).
         let (fe, fp) = self.firsts(list);
@@ -870,7 +904,7 @@ impl<'a> TreeBuilder<'a> {
         {
             let ed = fe.map_or(NONE, |c| c.e);
             let pd = fp.map_or(NONE, |c| c.p);
-            return Ok(slot::leaf((self.leaf)(ed, pd)));
+            return Ok((slot::leaf((self.leaf)(ed, pd)), 0));
         }
         // Scratch buffers are reused from node to node: the build allocates little
         // beyond what it keeps.
@@ -883,7 +917,7 @@ impl<'a> TreeBuilder<'a> {
             && let Some(items) = self.leaf_items(r, list)
         {
             self.box_buf = boxes;
-            return self.arena.list(self.below.map(|b| b.arena), items);
+            return Ok((self.arena.list(self.below.map(|b| b.arena), items)?, 0));
         }
         let align = self.boundaries(r, &boxes);
         let region: [(u128, u32); DIMS] = std::array::from_fn(|d| {
@@ -903,10 +937,10 @@ impl<'a> TreeBuilder<'a> {
             .or_else(|| self.memo.get(&key[..]))
             .copied();
         let key: Box<[u32]> = match found {
-            Some(slot) => {
+            Some(found) => {
                 self.key_buf = key;
                 self.box_buf = boxes;
-                return Ok(slot);
+                return Ok(found);
             }
             None => {
                 let k = key[..].into();
@@ -924,12 +958,14 @@ impl<'a> TreeBuilder<'a> {
         // One subtree per cell; neighbouring cells with the same subtree form one run.
         let mut runs = self.run_pool.pop().unwrap_or_default();
         runs.clear();
+        let mut below_height = 0;
         for cell in &cells {
             let mut cr = *r;
             cr.lo[d] = r.lo[d] | ((cell.first as u128) << below);
             cr.len[d] = r.len[d] + bits;
             let part = share * cell.list.len() as f64 / weight.max(1) as f64;
-            let child = self.node(&cr, &cell.list, depth + 1, part)?;
+            let (child, h) = self.node(&cr, &cell.list, depth + 1, part)?;
+            below_height = below_height.max(h);
             if runs.last().is_none_or(|l| l.1 != child) {
                 runs.push((cell.first, child));
             }
@@ -941,14 +977,32 @@ impl<'a> TreeBuilder<'a> {
             (base, below)
         };
         let (word, at) = slot::lane_position(self.family, lane);
-        let slot = self
-            .arena
-            .node(self.below.map(|b| b.arena), word, at + shift, bits, &runs)?;
+        // A dense node is split into two levels when the tree has grown past
+        // `split_from` and its deepest path then stays within the slack of the
+        // deepest one built so far.
+        let split = runs.len() > MAX_RUNS
+            && runs.len() <= SPLIT_MAX_RUNS
+            && self.arena.bytes().saturating_sub(self.progress.out_start) >= self.params.split_from
+            && self.params.split_slack.is_some_and(|s| {
+                i64::from(depth + 2 + below_height) <= i64::from(self.max_depth) + i64::from(s)
+            });
+        let slot = self.arena.node(
+            self.below.map(|b| b.arena),
+            word,
+            at + shift,
+            bits,
+            &runs,
+            split,
+        )?;
+        let height = match runs.len() {
+            1 => below_height,
+            _ => below_height + 1 + u32::from(split),
+        };
         self.cell_pool.push(cells);
         self.run_pool.push(runs);
         self.arena.scratch += std::mem::size_of_val(list) + MEMO_ENTRY_COUNTED;
-        self.memo.insert(key, slot);
-        Ok(slot)
+        self.memo.insert(key, (slot, height));
+        Ok((slot, height))
     }
 
     /// Packs the memo key of `list` over `region` into `key`: the list's length and
@@ -1373,7 +1427,7 @@ mod tests {
             let (mut cands, mut memo, mut arena) =
                 (Cands::default(), Memo::default(), Arena::default());
             let mut leaf = |e: u32, _p: u32| e;
-            let params = CutParams { spfac: 4.0, binth: 1, max_bits: 8 };
+            let params = CutParams { spfac: 4.0, binth: 1, max_bits: 8, split_slack: None, split_from: 0 };
             let t = TreeBuilder::new(
                 Family::V4, &flat, &mut cands, &mut memo, params, &mut leaf, &mut arena, None,
             );
