@@ -679,10 +679,9 @@ impl Loader {
                     let (todo, done) = (todo.clone(), done.clone());
                     let work = move || {
                         for (i, path) in todo {
-                            if done
-                                .send((i, ParsedFile::of(path, process, outline)))
-                                .is_err()
-                            {
+                            let file = ParsedFile::of(path, process, outline);
+                            crate::sys::release_free_memory();
+                            if done.send((i, file)).is_err() {
                                 return;
                             }
                         }
