@@ -395,15 +395,6 @@ enum SourceText {
     Failed(LoadError),
 }
 
-/// The error of the source that takes the load past [`MAX_TOTAL_BYTES`].
-fn over_total(source: &str) -> LoadError {
-    LoadError::file(
-        source,
-        LoadErrorKind::Invalid,
-        format!("total input is larger than the {MAX_TOTAL_BYTES}-byte limit"),
-    )
-}
-
 /// A file of a directory read and parsed on a parse thread: its size (`None` when it
 /// was not read: unreadable or over [`MAX_FILE_BYTES`], not counted), and what it
 /// holds or why it holds nothing.
@@ -496,17 +487,6 @@ impl SourceText {
             )),
         }
     }
-
-    /// What the source holds (`None` when it could not be read), its documents read on
-    /// `threads` threads.
-    fn parse(&self, process: bool, outline: bool, threads: usize) -> Option<SourceItems> {
-        match self {
-            SourceText::Text { name, text, json } => Some(SourceItems::parse(
-                text, name, *json, process, outline, threads,
-            )),
-            SourceText::Failed(_) => None,
-        }
-    }
 }
 
 impl Loader {
@@ -577,7 +557,7 @@ impl Loader {
         if path.as_os_str() == "-" {
             self.report.files += 1;
             let read = self.read(std::io::stdin().lock(), STDIN_NAME, false);
-            self.parse_and_merge(vec![read]);
+            self.parse_and_merge(read);
             return;
         }
         let name = path.display().to_string();
@@ -598,7 +578,7 @@ impl Loader {
             }
             Ok(m) if m.is_file() => {
                 let text = self.file(path);
-                self.parse_and_merge(vec![text]);
+                self.parse_and_merge(text);
             }
             Ok(m) => self.push_error(LoadError::file(
                 &name,
@@ -620,24 +600,37 @@ impl Loader {
         self.count(read)
     }
 
+    /// Counts `len` bytes of source `name` against the load's total size: the error
+    /// of the source that takes it past [`MAX_TOTAL_BYTES`] (and of every one after).
+    fn count_bytes(&mut self, name: &str, len: u64) -> Result<(), LoadError> {
+        self.total_bytes += len;
+        if self.total_bytes > MAX_TOTAL_BYTES {
+            return Err(LoadError::file(
+                name,
+                LoadErrorKind::Invalid,
+                format!("total input is larger than the {MAX_TOTAL_BYTES}-byte limit"),
+            ));
+        }
+        Ok(())
+    }
+
     /// A source read, counted against the load's total size (in the order of the
     /// sources, as they are merged).
     fn count(&mut self, read: RawSource) -> SourceText {
         match read {
             RawSource::Failed(e) => SourceText::Failed(e),
             RawSource::Read { name, bytes, json } => {
-                self.total_bytes += bytes.len() as u64;
-                if self.total_bytes > MAX_TOTAL_BYTES {
-                    return SourceText::Failed(over_total(&name));
+                match self.count_bytes(&name, bytes.len() as u64) {
+                    Ok(()) => SourceText::of(name, bytes, json),
+                    Err(e) => SourceText::Failed(e),
                 }
-                SourceText::of(name, bytes, json)
             }
         }
     }
 
     fn reader(&mut self, reader: impl Read, source: &str, json: bool) {
         let read = self.read(reader, source, json);
-        self.parse_and_merge(vec![read]);
+        self.parse_and_merge(read);
     }
 
     fn text(&mut self, text: &str, source: &str, json: bool) {
@@ -660,7 +653,7 @@ impl Loader {
         if let [one] = files {
             // One file alone has its documents read on every core.
             let text = self.file(one);
-            self.parse_and_merge(vec![text]);
+            self.parse_and_merge(text);
             return;
         }
         let (process, outline) = (self.process, self.outline);
@@ -720,12 +713,11 @@ impl Loader {
     /// Adds one file read and parsed by [`Loader::parse_files`].
     fn merge_file(&mut self, file: ParsedFile) {
         self.report.files += 1;
-        if let Some(len) = file.len {
-            self.total_bytes += len;
-            if self.total_bytes > MAX_TOTAL_BYTES {
-                self.push_error(over_total(&file.name));
-                return;
-            }
+        if let Some(len) = file.len
+            && let Err(e) = self.count_bytes(&file.name, len)
+        {
+            self.push_error(e);
+            return;
         }
         match file.outcome {
             Ok(items) => self.merge(items),
@@ -733,41 +725,21 @@ impl Loader {
         }
     }
 
-    /// Adds one parsed source to the load (its read error, or its outcome).
-    fn merge_source(&mut self, source: SourceText, items: Option<SourceItems>) {
-        match (source, items) {
-            (SourceText::Failed(e), _) => self.push_error(e),
-            (SourceText::Text { .. }, Some(items)) => self.merge(items),
-            (SourceText::Text { .. }, None) => {}
-        }
-    }
-
-    /// Parses the sources (at once, one thread each beyond the first) and merges them
-    /// in order.
-    fn parse_and_merge(&mut self, sources: Vec<SourceText>) {
-        let (process, outline) = (self.process, self.outline);
-        // One source alone has its documents read on every core.
-        let threads = if sources.len() == 1 {
-            parse_threads()
-        } else {
-            1
-        };
-        let parse = |s: &SourceText| s.parse(process, outline, threads);
-        let parsed: Vec<Option<SourceItems>> = if sources.len() > 1 {
-            std::thread::scope(|scope| {
-                let rest: Vec<_> = sources[1..]
-                    .iter()
-                    .map(|s| spawn_parse(scope, move || parse(s)))
-                    .collect();
-                let mut parsed = vec![parse(&sources[0])];
-                parsed.extend(rest.into_iter().map(join_parse));
-                parsed
-            })
-        } else {
-            sources.iter().map(parse).collect()
-        };
-        for (source, items) in sources.into_iter().zip(parsed) {
-            self.merge_source(source, items);
+    /// Parses one source, its documents read on every core, and merges it.
+    fn parse_and_merge(&mut self, source: SourceText) {
+        match source {
+            SourceText::Failed(e) => self.push_error(e),
+            SourceText::Text { name, text, json } => {
+                let items = SourceItems::parse(
+                    &text,
+                    &name,
+                    json,
+                    self.process,
+                    self.outline,
+                    parse_threads(),
+                );
+                self.merge(items);
+            }
         }
     }
 
@@ -1733,6 +1705,7 @@ fn saphyr_options() -> serde_saphyr::Options {
         budget: serde_saphyr::budget! {
             max_depth: MAX_DOCUMENT_DEPTH,
             max_nodes: MAX_DOCUMENT_NODES,
+            max_events: MAX_DOCUMENT_EVENTS,
             max_documents: 2,
         },
         with_snippet: false,
@@ -1754,6 +1727,9 @@ const MAX_DOCUMENT_DEPTH: usize = 64;
 const MAX_ALIAS_EVENTS: usize = 100_000;
 /// Nodes allowed per document.
 const MAX_DOCUMENT_NODES: usize = 1_000_000;
+/// Parser events allowed per document (a node each, a collection's end, the stream's
+/// and document's start and end).
+const MAX_DOCUMENT_EVENTS: usize = 1_000_000;
 
 /// The message for a YAML limit that a document exceeded: what, the limit, and what to
 /// do (saphyr's own text is `budget breached: Depth { depth: 65 }`).

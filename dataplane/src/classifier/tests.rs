@@ -798,10 +798,10 @@ fn single_tree_bytes_factor_caps_the_single_tree() {
 }
 
 /// Dense nodes split into two levels of ranged nodes: on the crossing rules, never
-/// splitting, splitting where no path gets deeper than the deepest (the default) and
-/// splitting every dense node all agree with the linear reference; splitting every
-/// one takes fewer bytes than none and at least the same depth, the default lies
-/// between them in bytes.
+/// splitting, splitting where no path gets deeper than the deepest (slack 0; the
+/// default, -1, splits less) and splitting every dense node all agree with the
+/// linear reference; splitting every one takes fewer bytes than none and at least
+/// the same depth, slack 0 lies between them in bytes.
 #[test]
 fn split_dense_nodes_agree_and_save_bytes() {
     let mut s = 11u64;
@@ -820,12 +820,12 @@ fn split_dense_nodes_agree_and_save_bytes() {
         check_program_with(&p, &keys, &cfg).expect("agree");
         *Classifier::build(&set, &cfg).expect("builds").stats()
     };
-    let (none, default, all) = (stats(None), stats(Some(0)), stats(Some(i32::MAX)));
+    let (none, level, all) = (stats(None), stats(Some(0)), stats(Some(i32::MAX)));
     assert!(all.bytes < none.bytes, "{all:?} {none:?}");
     assert!(all.depth >= none.depth, "{all:?} {none:?}");
     assert!(
-        default.bytes <= none.bytes && default.bytes >= all.bytes,
-        "{default:?}"
+        level.bytes <= none.bytes && level.bytes >= all.bytes,
+        "{level:?}"
     );
 }
 
