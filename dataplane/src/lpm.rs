@@ -2,7 +2,9 @@
 //! belongs to, or an address class): multibit tries with leaf pushing.
 //!
 //! IPv4 starts with a 2^16-slot first level (one slot per /16, DIR-16-8-8 style) by
-//! default, then two levels of 256 slots; IPv6 walks 16 levels of 256 slots. A
+//! default, then two levels of 256 slots (a table whose only prefix is the default
+//! route keeps a first level of one slot: a rule set for every address costs no
+//! 256 KiB table, and its lookups read one word); IPv6 walks 16 levels of 256 slots. A
 //! lookup is one load per level, at most 3 (IPv4) or 16 (IPv6); it never allocates
 //! or panics. [`Lpm`]`<8>` keeps IPv4 at 8-bit strides throughout (four levels, 1 KiB
 //! first level) for tables that only a control path reads. [`WideLpm`] is the IPv4
@@ -72,15 +74,15 @@ impl Slot for u64 {
 #[derive(Clone, Debug)]
 struct Trie<S, const WIDTH: u32, const FIRST: u32> {
     /// Empty until the first insert (an empty table costs no first level), then
-    /// 2^`FIRST` slots.
+    /// 2^`FIRST` slots; a single slot while the only prefix is the default route
+    /// (`/0`, which covers every slot alike). Its length is a power of two and the
+    /// walk masks its index by `len - 1`.
     root: Flat<S>,
     /// Nodes of `FANOUT` slots each; node 0 stays empty and is never a child.
     nodes: Flat<S>,
 }
 
 impl<S: Slot, const WIDTH: u32, const FIRST: u32> Trie<S, WIDTH, FIRST> {
-    const ROOT_MASK: usize = (1 << FIRST) - 1;
-
     fn new() -> Self {
         Trie {
             root: Flat::default(),
@@ -93,12 +95,21 @@ impl<S: Slot, const WIDTH: u32, const FIRST: u32> Trie<S, WIDTH, FIRST> {
     /// shorter one.
     fn insert(&mut self, addr: u128, len: u32, raw: S) {
         if self.root.is_empty() {
-            self.root.extend_fill(1 << FIRST, S::default());
+            // A default route alone needs one slot (a table of a single endpoint
+            // covering every address costs 4 bytes, not 2^FIRST slots).
+            self.root
+                .extend_fill(if len == 0 { 1 } else { 1 << FIRST }, S::default());
+        } else if self.root.len() == 1 && len > 0 {
+            // A longer prefix after the default route: the level gets its slots, each
+            // the default route's value (a leaf or empty, never a child).
+            let v = self.root[0];
+            self.root.extend_fill((1 << FIRST) - 1, v);
         }
-        let idx = ((addr >> (WIDTH - FIRST)) as usize) & Self::ROOT_MASK;
+        let idx = ((addr >> (WIDTH - FIRST)) as usize) & self.root_mask();
         if len <= FIRST {
-            // The prefix ends in the first level: it covers 2^(FIRST-len) slots.
-            let span = 1usize << (FIRST - len);
+            // The prefix ends in the first level: it covers 2^(FIRST-len) slots (all
+            // of them, one, when the level is a single slot).
+            let span = (1usize << (FIRST - len)).min(self.root.len());
             let first = idx & !(span - 1);
             for i in first..first + span {
                 let cur = self.root[i];
@@ -148,6 +159,13 @@ impl<S: Slot, const WIDTH: u32, const FIRST: u32> Trie<S, WIDTH, FIRST> {
         }
     }
 
+    /// The first level's index mask: 2^`FIRST` - 1, 0 for a single slot (and all
+    /// ones for an empty level, whose every read then misses).
+    #[inline(always)]
+    fn root_mask(&self) -> usize {
+        self.root.len().wrapping_sub(1)
+    }
+
     /// A new node with every slot `fill`; its index.
     fn push_node(&mut self, fill: S) -> usize {
         let child = self.nodes.len() / FANOUT;
@@ -185,7 +203,7 @@ impl<S: Slot, const WIDTH: u32, const FIRST: u32> Trie<S, WIDTH, FIRST> {
     /// `shift` (its low bits are what a level indexes by).
     #[inline(always)]
     fn walk(&self, bits: impl Fn(u32) -> usize) -> Option<S> {
-        let s = *self.root.get(bits(WIDTH - FIRST) & Self::ROOT_MASK)?;
+        let s = *self.root.get(bits(WIDTH - FIRST) & self.root_mask())?;
         if s.is_leaf() {
             return Some(s);
         }
@@ -627,6 +645,45 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_default_route_alone_is_one_slot_until_a_longer_prefix_comes() {
+        let e = [(net("0.0.0.0/0"), 7), (net("::/0"), 8)];
+        let l = Lpm::<16>::new(&e).expect("builds");
+        assert_eq!((l.v4.root.len(), l.v6.root.len()), (1, 1));
+        for a in [0u32, 0x0a00_0001, 0xffff_ffff, 0x8000_0000] {
+            assert_eq!(l.lookup_v4(a), Some(7), "at {a:#x}");
+        }
+        assert_eq!((l.lookup_v6(0), l.lookup_v6(u128::MAX)), (Some(8), Some(8)));
+        // A host set on a clone gives that clone the whole level, the default
+        // route's value in every other slot; the original keeps its one slot.
+        let mut h = l.clone();
+        h.set_host(false, 0x0a00_0001, Some(9)).expect("fits");
+        h.set_host(true, 5, None).expect("fits");
+        assert_eq!((h.v4.root.len(), h.v6.root.len()), (1 << 16, 1 << 8));
+        assert_eq!(
+            (
+                h.lookup_v4(0x0a00_0001),
+                h.lookup_v4(0x0a00_0002),
+                h.lookup_v4(0xffff_ffff)
+            ),
+            (Some(9), Some(7), Some(7))
+        );
+        assert_eq!((h.lookup_v6(5), h.lookup_v6(6)), (None, Some(8)));
+        assert_eq!(
+            (l.lookup_v4(0x0a00_0001), l.lookup_v6(5)),
+            (Some(7), Some(8))
+        );
+        assert_eq!(l.v4.root.len(), 1);
+        // Built from a /0 and a longer prefix, the level is whole from the start.
+        let both =
+            Lpm::<16>::new(&[(net("0.0.0.0/0"), 1), (net("10.0.0.0/8"), 2)]).expect("builds");
+        assert_eq!(both.v4.root.len(), 1 << 16);
+        assert_eq!(
+            (both.lookup_v4(0x0a00_0001), both.lookup_v4(0x0b00_0001)),
+            (Some(2), Some(1))
+        );
     }
 
     #[test]
