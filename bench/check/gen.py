@@ -8,7 +8,10 @@
 #              their keys and selectors single-quoted, as YAML dumpers write them
 #   json-list  one pretty-printed JSON `kind: List` per file, as `kubectl -o json`
 #              writes them
-#   python3 bench/check/gen.py 100000 /tmp/check100k [docs|yaml-list|json-list]
+#   json-docs  YAML documents separated by `---`, each a comment line and then the
+#              policy as one line of JSON (a flow mapping), as a script converting
+#              JSON to a YAML stream writes them
+#   python3 bench/check/gen.py 100000 /tmp/check100k [docs|yaml-list|json-list|json-docs]
 import json, os, sys
 
 N, d = int(sys.argv[1]), sys.argv[2]
@@ -105,5 +108,8 @@ for f in range(0, N, PER):
     elif form == "json-list":
         with open(f"{d}/p{f // PER:03}.json", "w") as out:
             json.dump({"apiVersion": "v1", "kind": "List", "items": [policy(j) for j in js]}, out, indent=2)
+    elif form == "json-docs":
+        with open(f"{d}/p{f // PER:03}.yaml", "w") as out:
+            out.write("---\n".join(f"# p{j}\n" + json.dumps(policy(j)) + "\n" for j in js))
     else:
-        sys.exit(f"unknown form {form!r}: expected docs, yaml-list or json-list")
+        sys.exit(f"unknown form {form!r}: expected docs, yaml-list, json-list or json-docs")

@@ -1,13 +1,16 @@
 //! A reader for the plainest YAML documents, the shape nearly every policy file has:
 //! block mappings and sequences indented with spaces, keys that are words, and values
 //! that are words, integers, addresses, single- or double-quoted strings without
-//! escapes, or one-line flow sequences of those. It builds the same `Value` the full
-//! parser (serde-saphyr) builds, without its event machinery, and gives up (`None`) on
-//! anything else — anchors, tags, block scalars, flow mappings, multi-line scalars,
-//! comments after a value, tabs, duplicate keys, `true`/`null`/floats and every other
-//! scalar whose type needs the YAML schema — so the caller then reads the document with
-//! the full parser, which also reports any error. `tests::simple_yaml_*` check that
-//! every document it reads gives what serde-saphyr gives.
+//! escapes, or one-line flow collections (`[a, b]`, `{name: x}`, nested) of those; a
+//! document may also be one such flow collection on one line (a JSON object written
+//! as a YAML document, keys quoted or not). It builds the same `Value` the full
+//! parser (serde-saphyr) builds, without its event machinery, and gives up (`None`)
+//! on anything else — anchors, tags, block scalars, flow collections over several
+//! lines or with a trailing comma or an empty value, multi-line scalars, comments
+//! after a value, tabs, duplicate keys, `true`/`null`/floats and every other scalar
+//! whose type needs the YAML schema — so the caller then reads the document with the
+//! full parser, which also reports any error. `tests::simple_yaml_*` check that every
+//! document it reads gives what serde-saphyr gives.
 
 use serde_json::{Map, Value};
 
@@ -56,9 +59,13 @@ fn parse_counted(text: &str) -> Option<(Value, (usize, usize))> {
         let content = content.trim_end_matches(' ');
         lines.push((line.len() - line.trim_start_matches(' ').len(), content));
     }
-    let first = lines.first()?.0;
+    let &(first, content) = lines.first()?;
     // Every line holds at least one node.
     if lines.len() > MAX_NODES {
+        return None;
+    }
+    let whole_flow = content.starts_with(['{', '[']);
+    if whole_flow && lines.len() > 1 {
         return None;
     }
     let mut p = Parser {
@@ -67,7 +74,12 @@ fn parse_counted(text: &str) -> Option<(Value, (usize, usize))> {
         nodes: 0,
         collections: 0,
     };
-    let value = p.block(first, 0)?;
+    let value = if whole_flow {
+        p.pos = 1;
+        p.flow_all(content, 0)?
+    } else {
+        p.block(first, 0)?
+    };
     (p.pos == p.lines.len()).then_some((value, (p.nodes, p.collections)))
 }
 
@@ -132,14 +144,84 @@ impl<'a> Parser<'a> {
         (self.nodes <= MAX_NODES && self.nodes + self.collections + 4 <= MAX_EVENTS).then_some(())
     }
 
-    /// `scalar(s)`, counted (a flow sequence and its items).
-    fn scalar(&mut self, s: &str) -> Option<Value> {
-        let value = scalar(s)?;
-        match &value {
-            Value::Array(items) => self.count(1 + items.len(), 1)?,
-            _ => self.count(1, 0)?,
+    /// The value after `key: ` or `- ` at nesting `depth`, counted: a flow collection
+    /// or a scalar.
+    fn scalar(&mut self, s: &str, depth: usize) -> Option<Value> {
+        if s.starts_with(['[', '{']) {
+            return self.flow_all(s, depth);
         }
+        let value = scalar(s)?;
+        self.count(1, 0)?;
         Some(value)
+    }
+
+    /// A flow collection making up all of `s` (spaces after it aside).
+    fn flow_all(&mut self, s: &str, depth: usize) -> Option<Value> {
+        let (value, rest) = self.flow(s, depth)?;
+        rest.trim_start_matches(' ').is_empty().then_some(value)
+    }
+
+    /// The flow node at the start of `s` (a collection, a quoted or a plain scalar),
+    /// counted, and what follows it.
+    fn flow<'s>(&mut self, s: &'s str, depth: usize) -> Option<(Value, &'s str)> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        let (close, is_map) = match s.as_bytes().first()? {
+            b'{' => (b'}', true),
+            b'[' => (b']', false),
+            b'\'' | b'"' => {
+                let (text, rest) = quoted(s)?;
+                self.count(1, 0)?;
+                return Some((Value::String(text), rest));
+            }
+            _ => {
+                let end = s.find([',', ']', '}']).unwrap_or(s.len());
+                let word = s[..end].trim_end_matches(' ');
+                if word.is_empty() {
+                    return None;
+                }
+                let value = plain(word, true)?;
+                self.count(1, 0)?;
+                return Some((value, &s[end..]));
+            }
+        };
+        self.count(1, 1)?;
+        let mut map = Map::new();
+        let mut items = Vec::new();
+        let mut rest = s[1..].trim_start_matches(' ');
+        if rest.as_bytes().first() != Some(&close) {
+            loop {
+                if is_map {
+                    let (key, after) = flow_key(rest)?;
+                    self.count(1, 0)?;
+                    let (value, after) = self.flow(after, depth + 1)?;
+                    if map.insert(key, value).is_some() {
+                        return None;
+                    }
+                    rest = after;
+                } else {
+                    let (item, after) = self.flow(rest, depth + 1)?;
+                    items.push(item);
+                    rest = after;
+                }
+                rest = rest.trim_start_matches(' ');
+                if rest.as_bytes().first() == Some(&close) {
+                    break;
+                }
+                rest = rest.strip_prefix(',')?.trim_start_matches(' ');
+                // A trailing comma, or an empty entry: left to the full parser.
+                if rest.is_empty() || rest.starts_with([',', ']', '}']) {
+                    return None;
+                }
+            }
+        }
+        let value = if is_map {
+            Value::Object(map)
+        } else {
+            Value::Array(items)
+        };
+        Some((value, &rest[1..]))
     }
 
     fn block(&mut self, indent: usize, depth: usize) -> Option<Value> {
@@ -176,7 +258,7 @@ impl<'a> Parser<'a> {
             let value = if rest.is_empty() {
                 self.nested(indent, depth)?
             } else {
-                self.scalar(rest)?
+                self.scalar(rest, depth + 1)?
             };
             if map.insert(key.to_string(), value).is_some() {
                 return None;
@@ -225,7 +307,7 @@ impl<'a> Parser<'a> {
                 items.push(self.mapping(inner, depth + 1)?);
             } else {
                 self.pos += 1;
-                items.push(self.scalar(item)?);
+                items.push(self.scalar(item, depth + 1)?);
             }
         }
         Some(Value::Array(items))
@@ -239,8 +321,7 @@ fn split_key(content: &str) -> Option<(&str, &str)> {
         .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/')))
         .unwrap_or(content.len());
     let key = &content[..end];
-    // The full parser looks at most 1 024 characters ahead for a key's `:`.
-    if key.len() > MAX_KEY || !key.starts_with(|c: char| c.is_ascii_alphabetic()) || reserved(key) {
+    if !word_key(key) {
         return None;
     }
     let rest = content[end..].strip_prefix(':')?;
@@ -249,6 +330,18 @@ fn split_key(content: &str) -> Option<(&str, &str)> {
     }
     rest.starts_with(' ')
         .then(|| (key, rest.trim_start_matches(' ')))
+}
+
+/// Whether `key` is a plain word key: letters first; digits, `_`, `-`, `.`, `/` after;
+/// not a reserved word; at most [`MAX_KEY`] long (the full parser looks at most 1 024
+/// characters ahead for a key's `:`).
+fn word_key(key: &str) -> bool {
+    key.len() <= MAX_KEY
+        && key.starts_with(|c: char| c.is_ascii_alphabetic())
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'))
+        && !reserved(key)
 }
 
 /// Words whose type depends on the YAML schema or the reader (null, booleans of YAML 1.1
@@ -260,14 +353,62 @@ fn reserved(s: &str) -> bool {
     WORDS.iter().any(|w| s.eq_ignore_ascii_case(w))
 }
 
-/// A value after `key: ` or `- `.
+/// A scalar value after `key: ` or `- `.
 fn scalar(s: &str) -> Option<Value> {
     match s.as_bytes()[0] {
         b'\'' => single_quoted(s).map(Value::String),
         b'"' => double_quoted(s).map(Value::String),
-        b'[' => flow_sequence(s),
         _ => plain(s, false),
     }
+}
+
+/// A flow mapping's key and what follows its `:`, spaces skipped: a plain word (as
+/// [`split_key`] reads one) followed by `: `, or a quoted string followed by `:` (a
+/// JSON-like key, whose value may follow without a space). An empty value (`,` or
+/// `}` next) is left to the full parser.
+fn flow_key(s: &str) -> Option<(String, &str)> {
+    let (key, rest) = if s.starts_with(['\'', '"']) {
+        let (key, rest) = quoted(s)?;
+        (key, rest.strip_prefix(':')?)
+    } else {
+        let end = s.find(':')?;
+        let key = &s[..end];
+        if !word_key(key) {
+            return None;
+        }
+        (key.to_string(), s[end + 1..].strip_prefix(' ')?)
+    };
+    if key.len() > MAX_KEY {
+        return None;
+    }
+    let rest = rest.trim_start_matches(' ');
+    (!rest.is_empty() && !rest.starts_with([',', '}', ']'])).then_some((key, rest))
+}
+
+/// A quoted scalar at the start of `s` (as [`single_quoted`] and [`double_quoted`]
+/// read one) and what follows it.
+fn quoted(s: &str) -> Option<(String, &str)> {
+    let quote = *s.as_bytes().first()?;
+    // The closing quote: the first one not doubled (single quotes).
+    let bytes = s.as_bytes();
+    let mut i = 1;
+    let end = loop {
+        if *bytes.get(i)? == quote {
+            if quote == b'\'' && bytes.get(i + 1) == Some(&b'\'') {
+                i += 2;
+                continue;
+            }
+            break i;
+        }
+        i += 1;
+    };
+    let text = &s[..=end];
+    let value = if quote == b'\'' {
+        single_quoted(text)?
+    } else {
+        double_quoted(text)?
+    };
+    Some((value, &s[end + 1..]))
 }
 
 /// A plain scalar: a word or address (string) or a decimal integer; `None` for anything
@@ -327,60 +468,4 @@ fn double_quoted(s: &str) -> Option<String> {
         return None;
     }
     Some(inner.to_string())
-}
-
-/// `[a, 'b', 3]` on one line, of plain and quoted scalars.
-fn flow_sequence(s: &str) -> Option<Value> {
-    let inner = s.strip_prefix('[')?.strip_suffix(']')?.trim_matches(' ');
-    let mut items = Vec::new();
-    if inner.is_empty() {
-        return Some(Value::Array(items));
-    }
-    let mut rest = inner;
-    loop {
-        let (item, after) = if rest.starts_with(['\'', '"']) {
-            let quote = rest.as_bytes()[0] as char;
-            // The closing quote: the first one not doubled (single quotes).
-            let mut end = None;
-            let bytes = rest.as_bytes();
-            let mut i = 1;
-            while i < bytes.len() {
-                if bytes[i] as char == quote {
-                    if quote == '\'' && bytes.get(i + 1) == Some(&b'\'') {
-                        i += 2;
-                        continue;
-                    }
-                    end = Some(i);
-                    break;
-                }
-                i += 1;
-            }
-            let end = end?;
-            let text = &rest[..=end];
-            let value = if quote == '\'' {
-                single_quoted(text)?
-            } else {
-                double_quoted(text)?
-            };
-            (
-                Value::String(value),
-                rest[end + 1..].trim_start_matches(' '),
-            )
-        } else {
-            let end = rest.find(',').unwrap_or(rest.len());
-            let word = rest[..end].trim_end_matches(' ');
-            if word.is_empty() {
-                return None;
-            }
-            (plain(word, true)?, &rest[end..])
-        };
-        items.push(item);
-        if after.is_empty() {
-            return Some(Value::Array(items));
-        }
-        rest = after.strip_prefix(',')?.trim_start_matches(' ');
-        if rest.is_empty() {
-            return None;
-        }
-    }
 }
