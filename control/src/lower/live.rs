@@ -2036,7 +2036,29 @@ impl Live {
                 (&**e, was)
             })
             .collect();
-        endpoints.push((&this, None));
+        // The endpoint's own programs: those of a group whose applies-to selectors and
+        // profiles read it as it (the same skeletons), if any.
+        let mut mask = vec![0u64; key.selects.len()];
+        for &i in &self.applies {
+            if let Some(w) = mask.get_mut(i as usize / 64) {
+                *w |= 1 << (i % 64);
+            }
+        }
+        let same_policies = |b: &Behaviour| {
+            b.profiles == key.profiles
+                && b.selects.len() == key.selects.len()
+                && b.selects
+                    .iter()
+                    .zip(&key.selects)
+                    .zip(&mask)
+                    .all(|((x, y), m)| (x ^ y) & m == 0)
+        };
+        let own = self
+            .groups
+            .iter()
+            .filter(|(b, _)| same_policies(b))
+            .find_map(|(_, g)| Some((g.ingress?, g.egress?)));
+        endpoints.push((&this, own));
         // Lowered over the store with the endpoint in it, in place of the one with its
         // key if any (a relabel: that one is unbound already); the store is put back
         // at once (the caller puts the endpoint in on success).

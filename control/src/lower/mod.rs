@@ -466,9 +466,9 @@ struct Builder<'c, 'm> {
     names: &'m mut Names,
     m: &'m mut Memo,
     /// Per policy of the cluster, the number of its applies-to selector among the
-    /// distinct ones (policies often share one), and how many there are.
-    applies: Vec<u32>,
-    selectors: usize,
+    /// distinct ones (policies often share one), and how many there are; numbered on
+    /// first use (a change whose programs all come from skeletons needs none).
+    applies: Option<(Vec<u32>, usize)>,
 }
 
 impl<'c, 'm> Builder<'c, 'm> {
@@ -476,23 +476,30 @@ impl<'c, 'm> Builder<'c, 'm> {
     /// [`Builder::finish`]).
     fn new(cluster: &'c Cluster, names: &'m mut Names, m: &'m mut Memo) -> Self {
         let interner = std::mem::take(&mut m.interner);
-        let mut ids: HashMap<&Selector, u32> = HashMap::new();
-        let applies = cluster
-            .policies
-            .iter()
-            .map(|p| {
-                let next = ids.len() as u32;
-                *ids.entry(&p.applies_to).or_insert(next)
-            })
-            .collect();
         Builder {
             cluster,
             resolver: Resolver::new(cluster, interner),
             names,
             m,
-            applies,
-            selectors: ids.len(),
+            applies: None,
         }
+    }
+
+    /// See `applies`.
+    fn applies(&mut self) -> &(Vec<u32>, usize) {
+        let cluster = self.cluster;
+        self.applies.get_or_insert_with(|| {
+            let mut ids: HashMap<&Selector, u32> = HashMap::new();
+            let applies = cluster
+                .policies
+                .iter()
+                .map(|p| {
+                    let next = ids.len() as u32;
+                    *ids.entry(&p.applies_to).or_insert(next)
+                })
+                .collect();
+            (applies, ids.len())
+        })
     }
 
     /// Gives the interned lists back to the memo (after the resolver's caches, which
@@ -751,8 +758,8 @@ impl<'c> Builder<'c, '_> {
         let mut by_id: HashMap<PolicyId, &'c cluster::Policy> = HashMap::new();
         // `Cluster::tiers_for`, with each distinct applies-to selector matched once.
         let labels = cluster.endpoint_labels(ep);
-        let mut known = vec![0u8; self.selectors];
-        let applies = &self.applies;
+        let (applies, selectors) = self.applies();
+        let mut known = vec![0u8; *selectors];
         let tiers = cluster.tiers_where(|i, p| {
             Cluster::policy_applies_by(p, direction, |s| match known[applies[i] as usize] {
                 1 => false,
