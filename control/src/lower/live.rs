@@ -107,8 +107,9 @@
 //!   against the labels of every endpoint, which the first version did and which
 //!   was most of its time: 8–11 ms of 18–21 ms at 20,000 pods), and the programs of
 //!   the affected groups are reassembled from the skeletons of their old programs
-//!   (the memo keeps each program's skeleton; an add changes no applies-to) instead
-//!   of matching every policy's applies-to selector once more. Both have slow twins
+//!   (the memo keeps each program's skeleton; an add changes no applies-to), and the
+//!   endpoint's own from a group whose applies-to selector bits and profiles are its
+//!   own, instead of matching every policy's applies-to selector once more. Both have slow twins
 //!   the tests run beside them (the scan of the store, [`super::relower_policies`]
 //!   without the hints). What is left is mostly building the trees of the
 //!   namespace's programs (BENCHMARKS.md, "Cluster scale", has the split).
