@@ -98,6 +98,21 @@
 //!   built again; see BENCHMARKS.md, "Cluster scale"). In clusters where every rule
 //!   names a port (`ports: [http]`) on a side without a selector, every pod defining
 //!   it is read by every policy: a new class of such pods rebuilds.
+//!
+//!   What such an add costs grows with what it touches, not with the store (except
+//!   the trees of the programs rebuilt): lowering those policies again resolves
+//!   their selectors and named ports from the behaviour groups (a [`PeerIndex`]:
+//!   every group's selector bits, named ports and hosts, the new endpoint's
+//!   behaviour beside them; one bit test per group instead of matching the selector
+//!   against the labels of every endpoint, which the first version did and which
+//!   was most of its time: 8–11 ms of 18–21 ms at 20,000 pods), and the programs of
+//!   the affected groups are reassembled from the skeletons of their old programs
+//!   (the memo keeps each program's skeleton; an add changes no applies-to), and the
+//!   endpoint's own from a group whose applies-to selector bits and profiles are its
+//!   own, instead of matching every policy's applies-to selector once more. Both have slow twins
+//!   the tests run beside them (the scan of the store, [`super::relower_policies`]
+//!   without the hints). What is left is mostly building the trees of the
+//!   namespace's programs (BENCHMARKS.md, "Cluster scale", has the split).
 //! - **Endpoint removed** whose host prefixes no rule or network set names and no
 //!   other endpoint has ([`IdentityClassifier::without_host`]): same. Its id stays
 //!   as an unused entry of [`Names`].
@@ -122,7 +137,9 @@
 //!   whose known form no longer describes it. Parts accumulate (the replaced
 //!   programs' trees stay until a rebuild drops them): from 8 parts on, a full build
 //!   of a copy of the store runs on a thread of its own (*compaction*) while changes
-//!   go on. Bringing it up to the live store re-does the changes made meanwhile (a
+//!   go on (the change that starts it copies the endpoint pointers; the policies are
+//!   copied on the thread from a copy `Live` keeps equal to them, since copying
+//!   1,000 policies took 7–9 ms of that change). Bringing it up to the live store re-does the changes made meanwhile (a
 //!   policy key re-lowers and builds its programs again: a change's work each), so
 //!   the change that finds it finished does that work on the update path only when
 //!   little is left: with no key changed since, it adopts it; with at most one
@@ -194,7 +211,9 @@ use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use ipnet::IpNet;
 use thiserror::Error;
 
-use super::{EndpointName, LowerError, Memo, Names, endpoint_meta, id32, lower_keeping};
+use super::{
+    EndpointName, LowerError, Memo, Names, PeerGroup, PeerIndex, endpoint_meta, id32, lower_keeping,
+};
 use crate::cluster::{Cluster, Endpoint, EndpointKind, Evaluation, Flow, MixedFamilies, Policy};
 use crate::model::{EndpointPort, Kind, PolicyType, Port, ResourceKey};
 use crate::selector::Selector;
@@ -303,6 +322,11 @@ struct Group {
     hosts: Vec<IpNet>,
     ingress: Option<ProgramId>,
     egress: Option<ProgramId>,
+}
+
+/// Endpoints without their programs before a change (see [`super::relower_policies`]).
+fn unhinted<'e>(endpoints: &[&'e Endpoint]) -> Vec<(&'e Endpoint, Option<(ProgramId, ProgramId)>)> {
+    endpoints.iter().map(|e| (*e, None)).collect()
 }
 
 /// Drops a replaced store off the control thread when it is large: freeing tens of
@@ -566,6 +590,8 @@ pub struct Live {
     groups: HashMap<Behaviour, Group>,
     /// Every distinct selector of the store's policies and profiles.
     selectors: Vec<Selector>,
+    /// The number of each of `selectors`.
+    selector_numbers: HashMap<Selector, u32>,
     /// Behaviour by label key, computed once per distinct label set.
     behaviours: HashMap<LabelKey, Behaviour>,
     /// Every distinct rule side of the store as (positive selector, `notSelector`),
@@ -608,6 +634,12 @@ pub struct Live {
     store_lags: bool,
     /// The compaction running, if any (see the module doc).
     compaction: Option<Compaction>,
+    /// A copy of the store's policies, kept equal to them (made with the indexes,
+    /// changed with them by an incremental policy change): a compaction starts from
+    /// a copy of the store, and copying 1,000 policies took 7–9 ms of the change
+    /// that started it; with this the change copies the endpoint pointers and the
+    /// rest, and the compaction's thread copies the policies.
+    policies: Arc<Vec<Policy>>,
 }
 
 impl std::fmt::Debug for Live {
@@ -630,6 +662,7 @@ impl Live {
             cfg,
             groups: HashMap::new(),
             selectors: Vec::new(),
+            selector_numbers: HashMap::new(),
             behaviours: HashMap::new(),
             sides: Vec::new(),
             open_ports: HashSet::new(),
@@ -645,6 +678,7 @@ impl Live {
             stale: false,
             store_lags: false,
             compaction: None,
+            policies: Arc::default(),
         };
         live.adopt(lowered, &spares);
         Ok(live)
@@ -699,6 +733,7 @@ impl Live {
     /// Takes a full build's names and rebuilds the indexes and groups from it.
     fn adopt(&mut self, lowered: super::Lowered, spares: &[Spare]) {
         self.index();
+        self.policies = Arc::new(self.cluster.policies.clone());
         self.at = self
             .cluster
             .endpoints
@@ -915,6 +950,7 @@ impl Live {
         self.side_readers = sides.iter().map(|s| s.1.clone()).collect();
         self.sides = sides.into_iter().map(|s| s.0).collect();
         self.port_readers = ports;
+        self.selector_numbers = seen.into_iter().map(|(s, i)| (s.clone(), i)).collect();
         self.selectors = selectors;
         self.behaviours.clear();
         for e in &c.endpoints {
@@ -1049,12 +1085,29 @@ impl Live {
         if self.classifier.stats().parts < COMPACT_AT {
             return;
         }
-        let copy = self.cluster.clone();
+        // The store without its policies here; they are copied on the thread from the
+        // copy kept equal to them.
+        let policies = std::mem::take(&mut self.cluster.policies);
+        let mut copy = self.cluster.clone();
+        self.cluster.policies = policies;
+        #[cfg(test)]
+        assert_eq!(
+            format!("{:?}", self.policies),
+            format!("{:?}", self.cluster.policies),
+            "the kept copy of the policies differs from the store's"
+        );
+        let shared = self.policies.clone();
         let cfg = self.cfg;
         // If no thread can be started, the change that finds MAX_PARTS rebuilds.
         if let Ok(build) = std::thread::Builder::new()
             .name("tiergate-compact".into())
-            .spawn(move || Live::new(copy, cfg))
+            .spawn(move || {
+                copy.policies = shared.to_vec();
+                // Let go at once: a policy change meanwhile changes the live copy in
+                // place instead of copying it.
+                drop(shared);
+                Live::new(copy, cfg)
+            })
         {
             self.compaction = Some(Compaction {
                 build,
@@ -1330,6 +1383,11 @@ impl Live {
     fn patch_policies(&mut self, next: &Cluster, changed: &[ResourceKey]) {
         for k in changed {
             put_policy(&mut self.cluster.policies, k, find_policy(next, k).cloned());
+            put_policy(
+                Arc::make_mut(&mut self.policies),
+                k,
+                find_policy(next, k).cloned(),
+            );
         }
     }
 
@@ -1401,9 +1459,14 @@ impl Live {
         };
         // On failure the memo is dropped (it may count programs the classifier does
         // not have); the rebuild makes a new one.
-        let Ok(programs) =
-            super::relower_policies(next, &mut self.names, &mut memo, changed, &affected)
-        else {
+        let Ok(programs) = super::relower_policies(
+            next,
+            &mut self.names,
+            &mut memo,
+            changed,
+            &unhinted(&affected),
+            None,
+        ) else {
             return false;
         };
         let added = memo.take_programs();
@@ -1513,6 +1576,18 @@ impl Live {
         }
         if gone.is_empty() && new.is_empty() {
             return Fast::Done;
+        }
+        // An add of a genuinely new peer class lowers over the store, which shows the
+        // changes only after all of them: it is refused unless this is one endpoint
+        // added or replaced (`store_lags`, below). Found here, before anything is
+        // changed, saved and undone (a finished compaction brought up inline with a
+        // pod removed since and this one added spent 30-50 ms on that).
+        let lags = new.len() > 1
+            || gone
+                .iter()
+                .any(|g| new.first().is_none_or(|n| n.key != g.key));
+        if lags && new.iter().any(|e| self.takes_new_class(e)) {
+            return Fast::Untouched;
         }
         // One addition or one removal changes nothing when refused; more may have
         // gone through when a later one is refused.
@@ -1725,6 +1800,27 @@ impl Live {
         self.rebuild().inspect_err(|_| {
             self.cluster.endpoints[i] = old.clone();
         })
+    }
+
+    /// Whether [`Live::try_add`] would take `ep` to [`Live::try_add_class`] by its
+    /// behaviour (no group, no peer class, read as a peer): when the store lags, that
+    /// add is refused. (With a group whose hosts lie in other zones it may get there
+    /// too; not counted, so that add is tried and refused as before.) `false` whenever
+    /// the changes' removals could change the answer.
+    fn takes_new_class(&mut self, ep: &Endpoint) -> bool {
+        // An address some endpoint has now (one removed by the same change, say) makes
+        // `peer_like` answer differently once the removals are through: tried as before.
+        if ep.nets.is_empty()
+            || !ep.nets.iter().all(is_host)
+            || ep.nets.iter().any(|n| self.nets.contains_key(&n.trunc()))
+        {
+            return false;
+        }
+        let key = self.behaviour(ep);
+        !self.groups.contains_key(&key)
+            && self.peer_like(ep, &key).is_none()
+            && ep.kind == EndpointKind::Workload
+            && self.reads_as_peer(&key, ep)
     }
 
     /// The fast path of an add; on success the classifier, names and indexes are
@@ -1961,8 +2057,42 @@ impl Live {
             .map(|&i| self.cluster.policies[i as usize].key.clone())
             .collect();
         let this = Arc::new(ep.clone());
-        let mut endpoints: Vec<&Endpoint> = affected.iter().map(|(_, e)| &**e).collect();
-        endpoints.push(&this);
+        // The affected endpoints' policies are what they were (an endpoint added
+        // changes no applies-to): their programs are reassembled from the skeletons of
+        // their groups' programs.
+        let mut endpoints: Vec<(&Endpoint, Option<(ProgramId, ProgramId)>)> = affected
+            .iter()
+            .map(|(b, e)| {
+                let was = self
+                    .groups
+                    .get(b)
+                    .and_then(|g| Some((g.ingress?, g.egress?)));
+                (&**e, was)
+            })
+            .collect();
+        // The endpoint's own programs: those of a group whose applies-to selectors and
+        // profiles read it as it (the same skeletons), if any.
+        let mut mask = vec![0u64; key.selects.len()];
+        for &i in &self.applies {
+            if let Some(w) = mask.get_mut(i as usize / 64) {
+                *w |= 1 << (i % 64);
+            }
+        }
+        let same_policies = |b: &Behaviour| {
+            b.profiles == key.profiles
+                && b.selects.len() == key.selects.len()
+                && b.selects
+                    .iter()
+                    .zip(&key.selects)
+                    .zip(&mask)
+                    .all(|((x, y), m)| (x ^ y) & m == 0)
+        };
+        let own = self
+            .groups
+            .iter()
+            .filter(|(b, _)| same_policies(b))
+            .find_map(|(_, g)| Some((g.ingress?, g.egress?)));
+        endpoints.push((&this, own));
         // Lowered over the store with the endpoint in it, in place of the one with its
         // key if any (a relabel: that one is unbound already); the store is put back
         // at once (the caller puts the endpoint in on success).
@@ -1977,8 +2107,56 @@ impl Live {
                 None
             }
         };
-        let programs =
-            super::relower_policies(&self.cluster, &mut self.names, &mut memo, &keys, &endpoints);
+        // Every endpoint with addresses is in a group (the checks above), the new one
+        // aside: the selectors and named ports of the policies lowered again are
+        // resolved from the groups' selector bits.
+        let mut groups: Vec<PeerGroup<'_>> = self
+            .groups
+            .iter()
+            .map(|(b, g)| PeerGroup {
+                selects: &b.selects,
+                ports: &b.ports,
+                nets: &g.hosts,
+            })
+            .collect();
+        groups.push(PeerGroup {
+            selects: &key.selects,
+            ports: &ep.ports,
+            nets: &hosts,
+        });
+        let peers = PeerIndex {
+            numbers: &self.selector_numbers,
+            groups,
+        };
+        #[cfg(test)]
+        {
+            let copy = PeerIndex {
+                numbers: peers.numbers,
+                groups: peers
+                    .groups
+                    .iter()
+                    .map(|g| PeerGroup {
+                        selects: g.selects,
+                        ports: g.ports,
+                        nets: g.nets,
+                    })
+                    .collect(),
+            };
+            let mut ports: Vec<&str> = self.open_ports.iter().map(String::as_str).collect();
+            ports.extend(ep.ports.iter().map(|p| p.name.as_str()));
+            assert!(
+                super::peer_index_agrees(&self.cluster, copy, &self.selectors, &ports),
+                "the peer index resolves a selector or named port as the scan does not"
+            );
+        }
+        let programs = super::relower_policies(
+            &self.cluster,
+            &mut self.names,
+            &mut memo,
+            &keys,
+            &endpoints,
+            Some(peers),
+        );
         match (at, old) {
             (Some(i), Some(old)) => self.cluster.endpoints[i] = old,
             _ => {
@@ -2123,9 +2301,14 @@ impl Live {
         let Some(mut memo) = self.memo.take() else {
             return false;
         };
-        let Ok(programs) =
-            super::relower_policies(&self.cluster, &mut self.names, &mut memo, &[], &[ep])
-        else {
+        let Ok(programs) = super::relower_policies(
+            &self.cluster,
+            &mut self.names,
+            &mut memo,
+            &[],
+            &[(ep, None)],
+            None,
+        ) else {
             return false;
         };
         let Some(&(ingress, egress)) = programs.first() else {

@@ -123,7 +123,10 @@ use crate::cluster::{
 };
 use crate::model::{Kind, PolicyType, ResourceKey, TierDefaultAction};
 use crate::selector::Selector;
+#[cfg(test)]
+pub(crate) use rules::peer_index_agrees;
 use rules::{Interner, Resolver, match_eq, match_hash};
+pub(crate) use rules::{PeerGroup, PeerIndex};
 
 /// The tier name of profile hits.
 const PROFILE_TIER: &str = cluster::PROFILE_TIER;
@@ -463,9 +466,9 @@ struct Builder<'c, 'm> {
     names: &'m mut Names,
     m: &'m mut Memo,
     /// Per policy of the cluster, the number of its applies-to selector among the
-    /// distinct ones (policies often share one), and how many there are.
-    applies: Vec<u32>,
-    selectors: usize,
+    /// distinct ones (policies often share one), and how many there are; numbered on
+    /// first use (a change whose programs all come from skeletons needs none).
+    applies: Option<(Vec<u32>, usize)>,
 }
 
 impl<'c, 'm> Builder<'c, 'm> {
@@ -473,23 +476,30 @@ impl<'c, 'm> Builder<'c, 'm> {
     /// [`Builder::finish`]).
     fn new(cluster: &'c Cluster, names: &'m mut Names, m: &'m mut Memo) -> Self {
         let interner = std::mem::take(&mut m.interner);
-        let mut ids: HashMap<&Selector, u32> = HashMap::new();
-        let applies = cluster
-            .policies
-            .iter()
-            .map(|p| {
-                let next = ids.len() as u32;
-                *ids.entry(&p.applies_to).or_insert(next)
-            })
-            .collect();
         Builder {
             cluster,
             resolver: Resolver::new(cluster, interner),
             names,
             m,
-            applies,
-            selectors: ids.len(),
+            applies: None,
         }
+    }
+
+    /// See `applies`.
+    fn applies(&mut self) -> &(Vec<u32>, usize) {
+        let cluster = self.cluster;
+        self.applies.get_or_insert_with(|| {
+            let mut ids: HashMap<&Selector, u32> = HashMap::new();
+            let applies = cluster
+                .policies
+                .iter()
+                .map(|p| {
+                    let next = ids.len() as u32;
+                    *ids.entry(&p.applies_to).or_insert(next)
+                })
+                .collect();
+            (applies, ids.len())
+        })
     }
 
     /// Gives the interned lists back to the memo (after the resolver's caches, which
@@ -554,6 +564,11 @@ pub(crate) struct Memo {
     /// Programs by skeleton, and by content: what a program holds is its tiers and
     /// defaults, each policy's id, staged flag and rule list id, and its profiles'.
     skeletons: HashMap<Skeleton, ProgramId>,
+    /// The skeleton of each program, per direction: a program's content (tier ids,
+    /// defaults, policy ids, profiles) determines its skeleton, so this never goes
+    /// out of date, and it outlives [`Memo::forget`] (a change that keeps every
+    /// endpoint's policies reassembles a program from its old one's skeleton).
+    skeleton_of: HashMap<(ProgramId, PolicyType), Skeleton>,
     by_content: HashMap<Content, ProgramId>,
 }
 
@@ -620,7 +635,9 @@ impl Memo {
                     + 4 * k.profiles.len()
             })
             .sum();
-        rules + 2 * skeletons + self.policy_ids.len() * (size_of::<ResourceKey>() + 40)
+        // Skeletons are kept by `skeletons` and `skeleton_of`, their content by
+        // `by_content`.
+        rules + 3 * skeletons + self.policy_ids.len() * (size_of::<ResourceKey>() + 40)
     }
 
     /// Takes the interned lists back from a resolver, without those nothing holds any
@@ -741,8 +758,8 @@ impl<'c> Builder<'c, '_> {
         let mut by_id: HashMap<PolicyId, &'c cluster::Policy> = HashMap::new();
         // `Cluster::tiers_for`, with each distinct applies-to selector matched once.
         let labels = cluster.endpoint_labels(ep);
-        let mut known = vec![0u8; self.selectors];
-        let applies = &self.applies;
+        let (applies, selectors) = self.applies();
+        let mut known = vec![0u8; *selectors];
         let tiers = cluster.tiers_where(|i, p| {
             Cluster::policy_applies_by(p, direction, |s| match known[applies[i] as usize] {
                 1 => false,
@@ -775,7 +792,18 @@ impl<'c> Builder<'c, '_> {
         if let Some(id) = self.m.skeletons.get(&skeleton) {
             return Ok(*id);
         }
+        self.assemble(skeleton, &by_id)
+    }
 
+    /// The program of a skeleton not in the memo's skeletons (`by_id` has each of its
+    /// policies).
+    fn assemble(
+        &mut self,
+        skeleton: Skeleton,
+        by_id: &HashMap<PolicyId, &'c cluster::Policy>,
+    ) -> Result<ProgramId, LowerError> {
+        let cluster = self.cluster;
+        let direction = skeleton.direction;
         // The content first (rule lists by id); the program is only assembled when no
         // earlier program has that content.
         let mut content: Content = (Vec::with_capacity(skeleton.tiers.len()), Vec::new());
@@ -838,8 +866,42 @@ impl<'c> Builder<'c, '_> {
                 id
             }
         };
+        self.m
+            .skeleton_of
+            .entry((id, direction))
+            .or_insert_with(|| skeleton.clone());
         self.m.skeletons.insert(skeleton, id);
         Ok(id)
+    }
+
+    /// The program of an endpoint-direction whose skeleton is that of program `was`
+    /// (its policies and their order unchanged since `was` was assembled for it),
+    /// without matching applies-to selectors: [`Builder::program`] with the skeleton
+    /// known. `None` when the memo has no skeleton for `was`, or the store lacks one of
+    /// its policies.
+    fn program_like(
+        &mut self,
+        was: ProgramId,
+        direction: PolicyType,
+    ) -> Option<Result<ProgramId, LowerError>> {
+        let skeleton = self.m.skeleton_of.get(&(was, direction))?.clone();
+        if let Some(id) = self.m.skeletons.get(&skeleton) {
+            return Some(Ok(*id));
+        }
+        let cluster = self.cluster;
+        let names = &self.names.policies;
+        let find = |pid: PolicyId| {
+            let key = &names.get(pid.0 as usize)?.key;
+            let i = cluster.policies.binary_search_by(|p| p.key.cmp(key)).ok()?;
+            cluster.policies.get(i)
+        };
+        // `find` borrows the names, which `assemble` may extend (profiles): look the
+        // policies up first.
+        let mut by_id: HashMap<PolicyId, &'c cluster::Policy> = HashMap::new();
+        for &pid in skeleton.tiers.iter().flat_map(|t| t.2.iter()) {
+            by_id.insert(pid, find(pid)?);
+        }
+        Some(self.assemble(skeleton, &by_id))
     }
 
     /// The id of a policy: kept across generations, the next free one for a new key.
@@ -987,13 +1049,20 @@ pub(crate) fn lower_keeping(cluster: &Cluster) -> Result<(Lowered, Memo), LowerE
 /// changed policy applies to), re-lowered over `next` with `memo` from the last
 /// lowering: only the changed policies' rules are lowered again, and a program is
 /// assembled only for content not seen before (the new ones are in
-/// [`Memo::take_programs`]). Per endpoint, its ingress and egress program.
+/// [`Memo::take_programs`]). Per endpoint, its ingress and egress program. With
+/// `peers`, the changed policies' selectors and named ports are resolved from it
+/// instead of by matching every endpoint ([`PeerIndex`]; the lists are the same).
+/// An endpoint given with its programs before the change, when the change left its
+/// policies as they were (an endpoint added: no applies-to changed), gets its
+/// programs from their skeletons ([`Memo`] keeps them) instead of matching every
+/// policy's applies-to selector.
 pub(crate) fn relower_policies(
     next: &Cluster,
     names: &mut Names,
     memo: &mut Memo,
     changed: &[ResourceKey],
-    endpoints: &[&Endpoint],
+    endpoints: &[(&Endpoint, Option<(ProgramId, ProgramId)>)],
+    peers: Option<PeerIndex<'_>>,
 ) -> Result<Vec<(ProgramId, ProgramId)>, LowerError> {
     let mut ids = Vec::new();
     for k in changed {
@@ -1007,6 +1076,9 @@ pub(crate) fn relower_policies(
     }
     memo.forget(&ids);
     let mut b = Builder::new(next, names, memo);
+    if let Some(p) = peers {
+        b.resolver.set_peers(p);
+    }
     let out = relower_programs(&mut b, changed, endpoints);
     b.finish();
     out
@@ -1015,7 +1087,7 @@ pub(crate) fn relower_policies(
 fn relower_programs<'c>(
     b: &mut Builder<'c, '_>,
     changed: &[ResourceKey],
-    endpoints: &[&'c Endpoint],
+    endpoints: &[(&'c Endpoint, Option<(ProgramId, ProgramId)>)],
 ) -> Result<Vec<(ProgramId, ProgramId)>, LowerError> {
     let next = b.cluster;
     for k in changed {
@@ -1026,19 +1098,52 @@ fn relower_programs<'c>(
     let mut out = Vec::with_capacity(endpoints.len());
     type Identity<'a> = (&'a BTreeMap<String, String>, &'a [String]);
     let mut programs_of: HashMap<Identity<'_>, (ProgramId, ProgramId)> = HashMap::new();
-    for ep in endpoints {
+    let mut like: HashMap<(ProgramId, ProgramId), (ProgramId, ProgramId)> = HashMap::new();
+    for &(ep, was) in endpoints {
         let key = (&ep.labels, ep.profiles.as_slice());
-        let p = match programs_of.get(&key) {
-            Some(p) => *p,
-            None => {
-                let p = (
-                    b.program(ep, PolicyType::Ingress)?,
-                    b.program(ep, PolicyType::Egress)?,
+        if let Some(p) = programs_of.get(&key) {
+            out.push(*p);
+            continue;
+        }
+        // An endpoint whose policies are those of its programs `was`: their skeletons,
+        // without matching applies-to selectors (once per pair).
+        let hinted = match was {
+            Some(w) => match like.get(&w) {
+                Some(p) => Some(*p),
+                None => match (
+                    b.program_like(w.0, PolicyType::Ingress),
+                    b.program_like(w.1, PolicyType::Egress),
+                ) {
+                    (Some(i), Some(e)) => {
+                        let p = (i?, e?);
+                        like.insert(w, p);
+                        Some(p)
+                    }
+                    _ => None,
+                },
+            },
+            None => None,
+        };
+        let p = match hinted {
+            Some(p) => {
+                // The slow twin: the endpoint's own skeletons give these programs.
+                #[cfg(test)]
+                assert_eq!(
+                    p,
+                    (
+                        b.program(ep, PolicyType::Ingress)?,
+                        b.program(ep, PolicyType::Egress)?
+                    ),
+                    "a program reassembled from its old skeleton differs from the endpoint's"
                 );
-                programs_of.insert(key, p);
                 p
             }
+            None => (
+                b.program(ep, PolicyType::Ingress)?,
+                b.program(ep, PolicyType::Egress)?,
+            ),
         };
+        programs_of.insert(key, p);
         out.push(p);
     }
     Ok(out)

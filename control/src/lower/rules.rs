@@ -202,10 +202,75 @@ enum Op {
     Family(Family),
 }
 
+/// The store's endpoints as the selectors read them, kept by the caller between
+/// lowerings ([`crate::lower::Live`] keeps one group per behaviour): a selector's
+/// endpoints are then found by one bit per group instead of by matching it against
+/// every endpoint's labels. It must describe the store it is given with exactly:
+/// every endpoint with addresses in one group, each group's addresses its
+/// endpoints' (host prefixes), the bits those of every selector of `numbers` on
+/// their labels, the ports theirs. A selector not in `numbers` is matched by the
+/// scan as without an index.
+#[derive(Debug)]
+pub(crate) struct PeerIndex<'a> {
+    /// The selectors the groups' bits are for, by number.
+    pub(crate) numbers: &'a HashMap<Selector, u32>,
+    /// Per group: bit `i` set when selector `i` matches its endpoints, their named
+    /// ports, their prefixes.
+    pub(crate) groups: Vec<PeerGroup<'a>>,
+}
+
+/// One group of a [`PeerIndex`].
+#[derive(Debug)]
+pub(crate) struct PeerGroup<'a> {
+    pub(crate) selects: &'a [u64],
+    pub(crate) ports: &'a [crate::model::EndpointPort],
+    pub(crate) nets: &'a [IpNet],
+}
+
+/// The slow twin of a [`PeerIndex`]: whether it resolves every selector of
+/// `selectors` and every port name of `ports` (alone, and under each selector) to
+/// the lists the scan of `cluster` gives.
+#[cfg(test)]
+pub(crate) fn peer_index_agrees(
+    cluster: &Cluster,
+    peers: PeerIndex<'_>,
+    selectors: &[Selector],
+    ports: &[&str],
+) -> bool {
+    let mut scan = Resolver::new(cluster, Interner::default());
+    let mut indexed = Resolver::new(cluster, Interner::default());
+    indexed.set_peers(peers);
+    let same = |a: &Nets, b: &Nets| **a == **b;
+    for s in selectors {
+        if !same(&scan.selector_nets(s), &indexed.selector_nets(s)) {
+            return false;
+        }
+    }
+    for sel in std::iter::once(None).chain(selectors.iter().map(Some)) {
+        for p in ports {
+            let (a, b) = (scan.named_ports(&[p], sel), indexed.named_ports(&[p], sel));
+            if a.len() != b.len() || a.iter().zip(&b).any(|(x, y)| x.0 != y.0 || !same(x.1, y.1)) {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+impl PeerGroup<'_> {
+    fn selected(&self, i: u32) -> bool {
+        self.selects
+            .get(i as usize / 64)
+            .is_some_and(|w| w >> (i % 64) & 1 == 1)
+    }
+}
+
 /// Resolves peer criteria against one cluster; caches selector → prefixes.
 #[derive(Debug)]
 pub(crate) struct Resolver<'c> {
     cluster: &'c Cluster,
+    /// Endpoints by what selectors read of them, when the caller keeps that.
+    peers: Option<PeerIndex<'c>>,
     /// Every endpoint's and network set's labels (inherited ones included), built on
     /// first use: a lowering that takes every rule from the memo (a pod's own
     /// programs) reads none, and building them is a walk of the whole store.
@@ -329,6 +394,7 @@ impl<'c> Resolver<'c> {
         let empty = interner.intern(Vec::new());
         Resolver {
             cluster,
+            peers: None,
             endpoint_labels: None,
             set_labels: None,
             selector_nets: HashMap::new(),
@@ -341,6 +407,11 @@ impl<'c> Resolver<'c> {
             empty,
             max_rules: Self::MAX_RULES,
         }
+    }
+
+    /// Answers selectors and named ports from `peers` from now on.
+    pub(crate) fn set_peers(&mut self, peers: PeerIndex<'c>) {
+        self.peers = Some(peers);
     }
 
     /// The interned lists, the resolver's caches dropped.
@@ -432,14 +503,11 @@ impl<'c> Resolver<'c> {
         (p2, n2)
     }
 
-    /// The prefixes of every endpoint and network set the selector matches (labels
-    /// inherited from profiles included), normalized.
-    pub(crate) fn selector_nets(&mut self, s: &Selector) -> Nets {
-        if let Some(n) = self.selector_nets.get(s) {
-            return n.clone();
-        }
+    /// The prefixes of every endpoint `s` matches, by matching it against every
+    /// group of endpoints with the same labels and profiles (what a [`PeerIndex`]
+    /// answers from its bits).
+    fn scan_selector(&mut self, s: &Selector, nets: &mut Vec<IpNet>) {
         let c = self.cluster;
-        let mut nets = Vec::new();
         // A selector matches all of a group or none of it: ask it once per group.
         let groups = self.groups.get_or_insert_with(|| {
             let mut at: HashMap<(&BTreeMap<String, String>, &[String]), usize> = HashMap::new();
@@ -462,6 +530,28 @@ impl<'c> Resolver<'c> {
             if s.matches(&endpoint_labels[g[0]]) {
                 nets.extend(g.iter().flat_map(|&i| c.endpoints[i].nets.iter().copied()));
             }
+        }
+    }
+
+    /// The prefixes of every endpoint and network set the selector matches (labels
+    /// inherited from profiles included), normalized.
+    pub(crate) fn selector_nets(&mut self, s: &Selector) -> Nets {
+        if let Some(n) = self.selector_nets.get(s) {
+            return n.clone();
+        }
+        let c = self.cluster;
+        let mut nets = Vec::new();
+        match self
+            .peers
+            .as_ref()
+            .and_then(|p| Some((p, *p.numbers.get(s)?)))
+        {
+            Some((peers, i)) => {
+                for g in peers.groups.iter().filter(|g| g.selected(i)) {
+                    nets.extend_from_slice(g.nets);
+                }
+            }
+            None => self.scan_selector(s, &mut nets),
         }
         let set_labels = self.set_labels.get_or_insert_with(|| {
             c.network_sets
@@ -492,6 +582,23 @@ impl<'c> Resolver<'c> {
         }
         let c = self.cluster;
         let mut out: BTreeMap<(u8, u16), Vec<IpNet>> = BTreeMap::new();
+        let indexed = self.peers.as_ref().and_then(|p| match selector {
+            None => Some((p, None)),
+            Some(s) => Some((p, Some(*p.numbers.get(s)?))),
+        });
+        if let Some((peers, sel)) = indexed {
+            for g in &peers.groups {
+                if g.nets.is_empty() || sel.is_some_and(|i| !g.selected(i)) {
+                    continue;
+                }
+                for p in g.ports.iter().filter(|p| names.contains(&p.name.as_str())) {
+                    out.entry((p.protocol.0, p.port))
+                        .or_default()
+                        .extend_from_slice(g.nets);
+                }
+            }
+            return self.named_ports_done(key, out);
+        }
         let endpoint_labels = self
             .endpoint_labels
             .get_or_insert_with(|| endpoint_labels_of(c));
@@ -508,6 +615,15 @@ impl<'c> Resolver<'c> {
                     .extend(e.nets.iter().copied());
             }
         }
+        self.named_ports_done(key, out)
+    }
+
+    /// Named ports resolved, interned and kept under `key`.
+    fn named_ports_done(
+        &mut self,
+        key: (Vec<String>, Option<Selector>),
+        out: BTreeMap<(u8, u16), Vec<IpNet>>,
+    ) -> NamedPorts {
         let out: NamedPorts = out
             .into_iter()
             .map(|(k, v)| (k, self.intern(normalize(v))))
