@@ -13,8 +13,15 @@
 //! rx batch ─► parse ─► fragment follow ─► related ICMP? ─► flow lookup ─┬─ hit: cached verdict
 //!                                                                      └─ miss/stale: queue key
 //!          ─► classify all queued keys in one call ─► settle entries ─► conntrack + counters
-//!          ─► tx batch (forward) / drop batch ─► sweep a few buckets, export interval records
+//!          ─► tx batch (forward) / drop batch ─► offload: install/remove touched connections
+//!          ─► sweep a few buckets, export interval records
 //! ```
+//!
+//! With a flow offload ([`Worker::with_offload`], the AF_XDP port's `--offload`), the
+//! established connections a worker allows are forwarded outside it; the `offload`
+//! module keeps its flow records exact (counters merged before every read of an
+//! entry) and the policy semantics below unchanged (a new generation makes every
+//! offloaded entry stale, so the connection's next packet comes back here).
 //!
 //! # Promises
 //! - No allocation, lock or formatting per packet: all scratch arrays are sized at

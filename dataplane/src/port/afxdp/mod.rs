@@ -28,6 +28,25 @@
 //!   fd), so a killed run leaves nothing attached. A program some other tool attached
 //!   is never replaced silently: the run refuses to start and says how to remove it.
 //!   libxdp's own program loading is inhibited.
+//! - **Flow offload** (`AfXdpConfig::offload`, `tiergate run --offload`): the XDP
+//!   program is then `offload.bpf.c` instead (C, compiled by build.rs with
+//!   `clang -target bpf`, loaded with libbpf, attached the same way). It parses
+//!   Ethernet, IPv4 (any IHL; fragments go to the socket) or IPv6 (no extension
+//!   headers) and TCP/UDP; TCP with SYN, FIN or RST goes to the socket. It looks the
+//!   direction-specific key (ingress ifindex, family, protocol, addresses, ports) up in
+//!   `tg_flows`, a hash map the workers write (`XskOffload`, one handle per worker;
+//!   the maps are shared by both interfaces' programs). On a hit whose generation is
+//!   the one in `tg_cfg` it adds the packet to the entry's counters (atomic adds),
+//!   stamps `bpf_ktime_get_ns`, rewrites the MACs in router mode and redirects to the
+//!   other interface through the devmap `tg_tx`; a miss or a stale entry goes to the
+//!   socket, and non-IP frames are handled as without offload. Workers install
+//!   connections once established and allowed, merge the counters into their flow
+//!   entries before anything reads them, and remove them when they close, expire or
+//!   are evicted (the worker's `offload` module); each worker writes its policy
+//!   generation into `tg_cfg` when it picks one up (never a smaller one), which makes
+//!   every entry of older generations stale at once. Times from the program
+//!   (CLOCK_MONOTONIC) are put on the port's clock. Redirecting into a veth needs NAPI
+//!   on its peer (GRO on, or an XDP program there).
 //! - **Scheduling** ([`Sched`]): by default a worker is a real-time thread
 //!   (SCHED_FIFO, priority 1, the lowest) that sleeps in `poll(2)` as soon as its rx
 //!   rings are empty. When the driver's receive work (NAPI) runs on the worker's
@@ -1277,6 +1296,26 @@ fn worker_loop<C: Classify>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offload_keys_have_the_xdp_programs_layout() {
+        // struct tg_key of offload.bpf.c: ifindex, family, proto, 0, addresses as on
+        // the wire (IPv4 in the first 4 bytes), ports in network order.
+        let k = offload_key(7, Family::V4, 17, 0x0a4d_0001, 0x0a4d_0002, 40000, 5353);
+        let mut src = [0u8; 16];
+        src[..4].copy_from_slice(&[10, 77, 0, 1]);
+        assert_eq!((k.ifindex, k.family, k.proto, k.zero), (7, 4, 17, 0));
+        assert_eq!(k.src, src);
+        assert_eq!(k.dst[..4], [10, 77, 0, 2]);
+        assert_eq!(k.sport, [0x9c, 0x40]);
+        assert_eq!(k.dport, [0x14, 0xe9]);
+        let a: u128 = 0x2001_0db8_0000_0000_0000_0000_0000_0001;
+        let k = offload_key(3, Family::V6, 6, a, 1, 1, 2);
+        assert_eq!(k.family, 6);
+        assert_eq!(k.src, a.to_be_bytes());
+        assert_eq!(k.dst[15], 1);
+        // The C structs' sizes (44 and 48 bytes, no padding) are asserted in `sys`.
+    }
 
     #[test]
     fn macs_parse() {
