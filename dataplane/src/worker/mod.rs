@@ -69,6 +69,11 @@ pub use offload::{FlowOffload, OffloadCounters, OffloadStats};
 pub use publish::{ClassifierSlot, Published};
 pub use stats::{Count, WorkerStats, new_latency_histogram};
 
+/// Offloaded connections an idle worker merges per wake-up ([`Worker::idle`]), and
+/// the flow-table slots it looks at to find them.
+const IDLE_SYNCS: usize = 64;
+const IDLE_SYNC_SCAN: usize = 4096;
+
 /// The largest batch a worker processes at once.
 pub const MAX_BATCH: usize = 256;
 
@@ -367,11 +372,18 @@ impl<C: Classify> Worker<C> {
 
     /// A live port had nothing to receive at `now_ns` (its clock): picks up a new
     /// policy generation and runs the batch-boundary housekeeping (timeouts, interval
-    /// records), so idle connections still expire and report.
+    /// records), so idle connections still expire and report; with an offload, also
+    /// merges the counters of a few offloaded connections (round robin), so live
+    /// counters follow what the offload forwards.
     pub fn idle(&mut self, now_ns: u64) {
         self.refresh_classifier();
         if now_ns > self.last_ns {
             self.housekeeping(now_ns);
+        }
+        if let Some(o) = &mut self.offload {
+            // Idle time: merge a few offloaded connections' counters, round robin.
+            o.sync_some(&mut self.table, self.last_ns, IDLE_SYNCS, IDLE_SYNC_SCAN);
+            self.take_offload_counts();
         }
     }
 

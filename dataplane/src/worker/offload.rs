@@ -13,13 +13,14 @@
 //! decision (idle time is measured from the later of the two last-seen times), before
 //! an eviction choice, before the flow's final record, and whenever a packet of the
 //! connection reaches the worker (a handshake/teardown segment, or any packet once its
-//! entry went stale after a policy change). So records count every packet, in the
-//! interval they were merged in.
+//! entry went stale after a policy change); an idle worker also merges a few
+//! connections per wake-up, round robin, so live counters follow. So records count
+//! every packet, in the interval they were merged in.
 //!
 //! Syscalls (one map operation per direction) happen at install, merge and removal,
 //! never per forwarded packet; nothing here allocates after construction.
 
-use crate::flow::{ConnState, EntryHook, FlowEntry, KeyClass, Slot};
+use crate::flow::{ConnState, EntryHook, FlowEntry, FlowTable, KeyClass, Slot};
 use crate::program::{FlowKey, Verdict, proto};
 
 use super::stats::{WorkerStats, vidx};
@@ -138,6 +139,8 @@ pub(crate) struct Offloader {
     /// Counters to add to the worker's (rx, forwarded, outcomes, replies): written
     /// here, taken by the worker (`take_counts`).
     pending_counts: WorkerStats,
+    /// Next slot [`Offloader::sync_some`] looks at.
+    cursor: usize,
 }
 
 impl Offloader {
@@ -147,6 +150,39 @@ impl Offloader {
             slots: vec![OffSlot::default(); capacity],
             stats: OffloadStats::default(),
             pending_counts: WorkerStats::default(),
+            cursor: 0,
+        }
+    }
+
+    /// Merges the counters of up to `syncs` installed connections, looking at up to
+    /// `scan` slots from where the previous call stopped (round robin). An idle
+    /// worker calls it, so live counters and last-seen times follow what the offload
+    /// forwards between export intervals.
+    pub(crate) fn sync_some(
+        &mut self,
+        table: &mut FlowTable,
+        now_ns: u64,
+        syncs: usize,
+        scan: usize,
+    ) {
+        let n = self.slots.len();
+        let mut done = 0;
+        for _ in 0..scan.min(n) {
+            let s = self.cursor;
+            self.cursor = (s + 1) % n;
+            let installed = self.slots.get(s).is_some_and(|o| o.key.is_some());
+            if !installed {
+                continue;
+            }
+            if let Some(e) = table.entry_mut(s as Slot)
+                && e.is_offloaded()
+            {
+                self.sync_slot(s as Slot, e, now_ns);
+                done += 1;
+                if done >= syncs {
+                    break;
+                }
+            }
         }
     }
 
@@ -431,6 +467,8 @@ mod tests {
         Export { dt: u32 },
         /// The connection leaves the offload (and, at the next packet, comes back).
         Remove { dt: u32 },
+        /// The worker is idle and merges a few connections.
+        Idle { dt: u32 },
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -441,6 +479,7 @@ mod tests {
                 .prop_map(|(from_init, len, dt)| Op::ToWorker { from_init, len, dt }),
             2 => (0u32..5_000_000).prop_map(|dt| Op::Export { dt }),
             1 => (0u32..2_000_000).prop_map(|dt| Op::Remove { dt }),
+            2 => (0u32..2_000_000).prop_map(|dt| Op::Idle { dt }),
         ]
     }
 
@@ -498,6 +537,10 @@ mod tests {
                         off.before_use(slot, e, now);
                         off.before_end(slot, e);
                         prop_assert!(!e.is_offloaded());
+                    }
+                    Op::Idle { dt } => {
+                        now += u64::from(dt);
+                        off.sync_some(&mut fast, now, 4, 64);
                     }
                 }
             }
