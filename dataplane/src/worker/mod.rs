@@ -396,6 +396,17 @@ impl<C: Classify> Worker<C> {
         }
     }
 
+    /// Merges what the offload counted for every installed connection into its flow
+    /// entry and the worker's counters (no-op without an offload): before a final
+    /// publication of the counters.
+    pub fn merge_offloaded(&mut self) {
+        if let Some(o) = &mut self.offload {
+            let n = self.table.capacity();
+            o.sync_some(&mut self.table, self.last_ns, n, n);
+            self.take_offload_counts();
+        }
+    }
+
     /// Batch latency so far (ns).
     pub fn latency(&self) -> &Histogram<u64> {
         &self.latency

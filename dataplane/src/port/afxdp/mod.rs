@@ -1289,6 +1289,8 @@ fn worker_loop<C: Classify>(
             port.wait(IDLE_SLEEP);
         }
     }
+    // The final counters include what the offload forwarded since the last merge.
+    w.merge_offloaded();
     live.publish(&w, port);
     w.finish()
 }
