@@ -171,7 +171,8 @@ pub struct Args {
     /// Flow offload: once a connection is established and allowed, the XDP program
     /// forwards its packets (TCP without SYN/FIN/RST, UDP) to the other interface
     /// itself, counting them for the flow log; handshakes, teardowns, denied flows and
-    /// everything after a policy change still go through the workers. On veth the
+    /// a connection's packets after a policy change (until it is installed again) still
+    /// go through the workers. On veth the
     /// peers of both interfaces need NAPI (GRO on, or an XDP program) to accept
     /// redirected frames. Off by default.
     #[arg(long, overrides_with = "no_offload")]
