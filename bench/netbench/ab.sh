@@ -14,6 +14,8 @@
 #   NICE: empty, a nice value given to the worker thread (renice) after start, or
 #         fifoN: the worker made SCHED_FIFO priority N (chrt)
 # env:   NETBENCH TG DUR(5) DUT_CPU FLOWS(1)
+#        GEN=trafgen: netbench's trafgen (AF_PACKET, its udp64 configs) as the generator
+#          instead of nb-xdpgen, for kernels that refuse BPF_PROG_TEST_RUN's live frames
 set -euo pipefail
 # shellcheck source=common.sh
 source "$(dirname "$0")/common.sh"
@@ -52,8 +54,15 @@ for ((r = 1; r <= ROUNDS; r++)); do
         esac
       done
     fi
-    ip netns exec nb-src taskset -c "$GEN_CPU" "$NB_GEN" -i src0 -d "$MAC_IN0" -f "$FLOWS" \
-      -t $((DUR + 2)) -b 256 >/dev/null 2>&1 &
+    if [[ ${GEN:-xdpgen} == trafgen ]]; then
+      cfg=$NETBENCH/gen/udp64_1flow.trafgen
+      [[ $FLOWS -gt 1 ]] && cfg=$NETBENCH/gen/udp64_10kflows.trafgen
+      ip netns exec nb-src env LD_PRELOAD="$NETBENCH/bpf/nb_sndbuf_preload.so" \
+        timeout -s INT $((DUR + 2)) trafgen -o src0 -i "$cfg" -P 1 --no-sock-mem -C >/dev/null 2>&1 &
+    else
+      ip netns exec nb-src taskset -c "$GEN_CPU" "$NB_GEN" -i src0 -d "$MAC_IN0" -f "$FLOWS" \
+        -t $((DUR + 2)) -b 256 >/dev/null 2>&1 &
+    fi
     gen=$!; sleep 1
     c0=$(xdp_cnt_read "$CNT"); j0=$(cpu_jiffies "$DUT_CPU"); s0=$(netrx); d0=$(dut_ticks); t0=$(date +%s.%N)
     if [[ ${NAPI_TRACE:-0} == 1 ]]; then

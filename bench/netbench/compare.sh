@@ -10,7 +10,8 @@
 # usage: bench/netbench/compare.sh [ROUNDS]       (default 2; ~12 min per round)
 # env:   NETBENCH=../shared/tools/netbench   netbench's directory (beside the checkout)
 #        TG=target/release/tiergate          the binary under test
-#        ROWS="tg tg1000 tgother testpmd redirect kfwd"  rows, in this order (also: tgbp tgbp1000)
+#        ROWS="tg tg1000 tgother testpmd redirect kfwd"  rows, in this order (also: tgbp tgbp1000,
+#             tgoff tgoff1000: the empty / 1000-rule rows with --offload)
 #        RESULTS=/tmp/tiergate-compare.txt   netbench's tables are appended here
 #        plus netbench's own (DUR, REPS, QUIET_WAIT, NOISE_RETRIES, ...)
 # Prints the medians over rounds of every row and the ratios the issue asks for.
@@ -38,6 +39,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
       tg) "$NETBENCH/measure.sh" custom tiergate_empty 3 -- "$TG" "${C[@]}" ;;
       tg1000) "$NETBENCH/measure.sh" custom tiergate_1000 5 -- "$TG" "${C[@]}" -f "$policy" ;;
       tgother) "$NETBENCH/measure.sh" custom tiergate_other 3 -- "$TG" "${C[@]}" --sched other ;;
+      tgoff) "$NETBENCH/measure.sh" custom tiergate_offload 3 -- "$TG" "${C[@]}" --offload ;;
+      tgoff1000) "$NETBENCH/measure.sh" custom tiergate_offload_1000 5 -- "$TG" "${C[@]}" \
+              --offload -f "$policy" ;;
       tgbp) NAPI_MODE=busypoll "$NETBENCH/measure.sh" custom tiergate_bp_empty 3 -- \
               "$TG" "${C[@]}" --busy-poll ;;
       tgbp1000) NAPI_MODE=busypoll "$NETBENCH/measure.sh" custom tiergate_bp_1000 5 -- \

@@ -13,7 +13,7 @@
 //! - per worker (`worker`): `tiergate_forwarded_packets_total`,
 //!   `tiergate_policy_dropped_packets_total`, `tiergate_parse_errors_total` (frames
 //!   dropped because they did not parse), `tiergate_non_ip_passed_packets_total`,
-//!   `tiergate_pending_deny_packets_total`, `tiergate_batches_total`,
+//!   `tiergate_pending_deny_packets_total`, `tiergate_offloaded_packets_total`, `tiergate_batches_total`,
 //!   `tiergate_batch_latency_seconds{quantile}` (a gauge per quantile: 0.5, 0.9, 0.99,
 //!   0.999 and 1 for the maximum, over the worker's life), `tiergate_flow_table_entries`,
 //!   `tiergate_flow_table_capacity_entries`, `tiergate_flow_table_evictions_total`,
@@ -298,7 +298,7 @@ impl Collector for Snapshot {
         }
         let worker = |w: &WorkerSnapshot| -> Labels { vec![("worker", w.worker.to_string())] };
         type WField = fn(&WorkerSnapshot) -> u64;
-        let per_worker: [(&str, &str, WField); 9] = [
+        let per_worker: [(&str, &str, WField); 10] = [
             (
                 "tiergate_forwarded_packets",
                 "Frames forwarded to the other interface.",
@@ -318,6 +318,11 @@ impl Collector for Snapshot {
                 "tiergate_non_ip_passed_packets",
                 "Non-IP frames forwarded without policy (wire mode).",
                 |w| w.non_ip_passed,
+            ),
+            (
+                "tiergate_offloaded_packets",
+                "Packets the XDP program forwarded itself (flow offload), merged so far.",
+                |w| w.offloaded,
             ),
             (
                 "tiergate_pending_deny_packets",

@@ -219,6 +219,44 @@ impl Bed {
         format!("{}{name}", self.p)
     }
 
+    /// Turns GRO on at the two outer ends (s0, d0): a veth accepts frames an XDP
+    /// program redirects into its peer only with NAPI, which GRO enables (flow
+    /// offload needs it).
+    fn napi_on_outer_ends(&self) {
+        for (ns, dev) in [('s', "s0"), ('d', "d0")] {
+            cmd(&[
+                "ip",
+                "netns",
+                "exec",
+                &self.ns(ns),
+                "ethtool",
+                "-K",
+                &self.dev(dev),
+                "gro",
+                "on",
+            ])
+            .unwrap();
+        }
+    }
+
+    /// A probe with a count (`tcpn`/`udpn`): `n` echoes over one connection.
+    fn probe_n(&self, proto: &str, port: u16, n: u32, pause_ms: u64) -> Result<(), String> {
+        let s = self.ns('s');
+        cmd(&[
+            "ip",
+            "netns",
+            "exec",
+            &s,
+            PROBE,
+            &format!("{proto}n"),
+            DST_IP,
+            &port.to_string(),
+            &n.to_string(),
+            &pause_ms.to_string(),
+        ])
+        .map(|_| ())
+    }
+
     /// `ip -d link show` of tiergate's two interfaces.
     fn links(&self) -> String {
         cmd(&["ip", "-n", &self.ns('t'), "-d", "link", "show"]).unwrap_or_default()
@@ -1365,6 +1403,230 @@ fn kill_9_then_restart_with_the_socket_keeps_a_deny_applied_through_it() {
         got.contains("name: deny-8080") && got.contains("8080"),
         "{got}"
     );
+    drop(tg);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sums a counter over flow-log records.
+fn total(records: &[&Value], field: &str) -> u64 {
+    records.iter().map(|r| r[field].as_u64().unwrap_or(0)).sum()
+}
+
+/// The final counters (`-o json`, last stdout line) of a stopped run.
+fn final_counters(tg: &Tiergate) -> Value {
+    let out = tg.stdout();
+    let fin: Value = serde_json::from_str(out.last().expect("final counters")).unwrap();
+    assert_eq!(fin["final_counters"], true, "{fin}");
+    fin
+}
+
+#[test]
+fn offload_forwards_established_flows_and_flow_logs_count_every_packet() {
+    let test = "offload_forwards_established_flows_and_flow_logs_count_every_packet";
+    if !can_run(test) {
+        return;
+    }
+    let dir = temp_dir("afxdp-offload");
+    let flowlog = dir.join("flows.jsonl");
+    let mut bed = Bed::new('o');
+    bed.napi_on_outer_ends();
+    let fixture = fixture();
+    let Some(mut tg) = start(
+        &mut bed,
+        test,
+        &[
+            "--offload",
+            "-f",
+            fixture.to_str().unwrap(),
+            "--flowlog",
+            flowlog.to_str().unwrap(),
+            // No interval ends during the test: the records and the final counters
+            // get the offloaded packets from the merges at exit.
+            "--interval",
+            "600",
+            "-o",
+            "json",
+        ],
+    ) else {
+        return;
+    };
+    assert!(
+        tg.stderr().contains("flow offload on"),
+        "the run says offload is on: {}",
+        tg.stderr()
+    );
+    bed.serve();
+
+    // Allowed TCP: the handshake goes through the worker, the 50 exchanges after it
+    // through the XDP program.
+    bed.probe_n("tcp", 8080, 50, 0)
+        .expect("allowed TCP connection through tiergate with offload");
+    // Staged-only deny: forwarded (and offloaded), pending deny in the flow log.
+    bed.probe_n("tcp", 9000, 20, 0)
+        .expect("staged-only deny must not drop the connection");
+    // Denied: never offloaded, never through.
+    assert!(
+        bed.probe("tcp", 7070).is_err(),
+        "denied TCP connection went through"
+    );
+    // UDP: 100 datagrams and their 100 replies in one flow.
+    const N: u64 = 100;
+    bed.probe_n("udp", 5353, N as u32, 0)
+        .expect("allowed UDP datagrams and their replies");
+
+    tg.signal("-TERM");
+    let st = tg
+        .wait(Duration::from_secs(15))
+        .expect("tiergate stops on SIGTERM");
+    assert!(st.success(), "exit status {st}: {}", tg.stderr());
+    assert_eq!(bed.xdp_attached(), [false, false], "{}", bed.links());
+
+    let fin = final_counters(&tg);
+    let w = &fin["workers"][0];
+    let offloaded = w["offloaded"].as_u64().unwrap();
+    // Most of the UDP exchange and of the TCP data went through the XDP program.
+    assert!(offloaded >= N, "offloaded {offloaded}: {fin}");
+    assert!(w["dropped_policy"].as_u64().unwrap() >= 1, "{fin}");
+    assert!(w["rx"].as_u64().unwrap() >= offloaded, "{fin}");
+
+    let logs = flow_logs(&flowlog);
+    // Exactly what was sent, although most of it never reached the worker.
+    let udp = find(&logs, "udp", 5353);
+    assert!(!udp.is_empty(), "no flow log for UDP 5353: {logs:?}");
+    assert_eq!(total(&udp, "packets_in"), N, "{udp:?}");
+    assert_eq!(total(&udp, "packets_out"), N, "{udp:?}");
+    // 14 (Ethernet) + 20 (IPv4) + 8 (UDP) + 14 (payload) bytes each.
+    assert_eq!(total(&udp, "bytes_in"), N * 56, "{udp:?}");
+    assert_eq!(total(&udp, "bytes_out"), N * 56, "{udp:?}");
+    let allowed = find(&logs, "tcp", 8080);
+    assert!(
+        allowed
+            .iter()
+            .all(|r| r["action"] == "allow" && r["pending_action"] == "allow"),
+        "{allowed:?}"
+    );
+    // 50 segments with data each way at least, plus the handshake.
+    assert!(total(&allowed, "packets_in") > 50, "{allowed:?}");
+    assert!(total(&allowed, "packets_out") > 50, "{allowed:?}");
+    let staged = find(&logs, "tcp", 9000);
+    assert!(!staged.is_empty(), "no flow log for TCP 9000: {logs:?}");
+    for r in &staged {
+        assert_eq!(r["action"], "allow", "{r}");
+        assert_eq!(r["pending_action"], "deny", "{r}");
+    }
+    assert!(total(&staged, "packets_in") > 20, "{staged:?}");
+    let denied = find(&logs, "tcp", 7070);
+    assert!(!denied.is_empty(), "no flow log for TCP 7070: {logs:?}");
+    assert!(denied.iter().all(|r| r["action"] == "deny"), "{denied:?}");
+    assert_eq!(total(&denied, "packets_out"), 0, "{denied:?}");
+    drop(tg);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+const STAGED_DENY_5353: &str = r#"
+apiVersion: projectcalico.org/v3
+kind: StagedGlobalNetworkPolicy
+metadata: {name: staged-deny-5353}
+spec:
+  order: 1
+  selector: all()
+  types: [Ingress]
+  ingress:
+  - action: Deny
+    protocol: UDP
+    destination: {ports: [5353]}
+"#;
+
+#[test]
+fn offload_re_evaluates_pending_after_a_policy_change_and_counts_every_packet() {
+    let test = "offload_re_evaluates_pending_after_a_policy_change_and_counts_every_packet";
+    if !can_run(test) {
+        return;
+    }
+    let dir = temp_dir("afxdp-offload-gen");
+    let socket = dir.join("tg.sock");
+    let flowlog = dir.join("flows.jsonl");
+    let staged = dir.join("staged.yaml");
+    std::fs::write(&staged, STAGED_DENY_5353).unwrap();
+    let mut bed = Bed::new('g');
+    bed.napi_on_outer_ends();
+    let fixture = fixture();
+    let Some(mut tg) = start(
+        &mut bed,
+        test,
+        &[
+            "--offload",
+            "-f",
+            fixture.to_str().unwrap(),
+            "--socket",
+            socket.to_str().unwrap(),
+            "--flowlog",
+            flowlog.to_str().unwrap(),
+            "--interval",
+            "1",
+            "-o",
+            "json",
+        ],
+    ) else {
+        return;
+    };
+    bed.serve();
+    // One UDP flow of 60 exchanges over about 3 s; a staged deny of it is applied
+    // in the middle (a new policy generation: its offloaded entries go stale).
+    const N: u64 = 60;
+    let s = bed.ns('s');
+    let sender = std::thread::spawn(move || {
+        cmd(&[
+            "ip",
+            "netns",
+            "exec",
+            &s,
+            PROBE,
+            "udpn",
+            DST_IP,
+            "5353",
+            &N.to_string(),
+            "50",
+        ])
+    });
+    std::thread::sleep(Duration::from_millis(1200));
+    let o = Command::new(tiergate_bin())
+        .args(["apply", "-f", staged.to_str().unwrap(), "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "apply through the socket: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    sender
+        .join()
+        .unwrap()
+        .expect("the UDP flow keeps going after the policy change (enforced allow kept)");
+    std::thread::sleep(Duration::from_millis(1500));
+    tg.signal("-TERM");
+    let st = tg.wait(Duration::from_secs(15)).expect("tiergate exits");
+    assert!(st.success(), "exit {st}: {}", tg.stderr());
+    assert_eq!(bed.xdp_attached(), [false, false], "{}", bed.links());
+
+    let fin = final_counters(&tg);
+    let w = &fin["workers"][0];
+    assert!(w["offloaded"].as_u64().unwrap() >= N, "{fin}");
+    assert_eq!(w["policy_generation"], 2, "{fin}");
+
+    let logs = flow_logs(&flowlog);
+    let udp = find(&logs, "udp", 5353);
+    assert_eq!(total(&udp, "packets_in"), N, "{udp:?}");
+    assert_eq!(total(&udp, "packets_out"), N, "{udp:?}");
+    assert!(udp.iter().all(|r| r["action"] == "allow"), "{udp:?}");
+    // Before the change the pending verdict was allow; after it, deny: the stale
+    // offloaded entries sent the flow back to the worker, which re-evaluated it.
+    assert!(
+        udp.iter().any(|r| r["pending_action"] == "allow"),
+        "{udp:?}"
+    );
+    assert!(udp.iter().any(|r| r["pending_action"] == "deny"), "{udp:?}");
     drop(tg);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -168,6 +168,18 @@ pub struct Args {
     /// Attach the XDP program in generic (skb) mode even if the driver has native XDP.
     #[arg(long)]
     pub generic_xdp: bool,
+    /// Flow offload: once a connection is established and allowed, the XDP program
+    /// forwards its packets (TCP without SYN/FIN/RST, UDP) to the other interface
+    /// itself, counting them for the flow log; handshakes, teardowns, denied flows and
+    /// a connection's packets after a policy change (until it is installed again) still
+    /// go through the workers. On veth the
+    /// peers of both interfaces need NAPI (GRO on, or an XDP program) to accept
+    /// redirected frames. Off by default.
+    #[arg(long, overrides_with = "no_offload")]
+    pub offload: bool,
+    /// No flow offload (the default): every packet goes through the workers.
+    #[arg(long, overrides_with = "offload")]
+    pub no_offload: bool,
     /// Stop after this many seconds, fractions allowed (0-315360000; default: run
     /// until SIGTERM/SIGINT).
     #[arg(long, value_name = "SECONDS", value_parser = super::values::duration)]
@@ -410,6 +422,7 @@ mod live {
             generic_xdp: args.generic_xdp,
             sched,
             forwarding,
+            offload: args.offload && !args.no_offload,
             ..AfXdpConfig::default()
         };
         cfg.worker.export_interval_ns = Some(args.interval.saturating_mul(1_000_000_000));
@@ -497,6 +510,7 @@ mod live {
         dropped_parse: u64,
         non_ip_passed: u64,
         pending_deny: u64,
+        offloaded: u64,
         batches: u64,
         frames_per_batch: f64,
         batch_latency_ns: LatencyDoc,
@@ -565,6 +579,7 @@ mod live {
                     dropped_parse: s.dropped_parse,
                     non_ip_passed: s.non_ip_passed,
                     pending_deny: s.pending_deny,
+                    offloaded: s.offloaded,
                     batches: s.batches,
                     frames_per_batch: s.frames_per_batch(),
                     batch_latency_ns: LatencyDoc {
@@ -650,13 +665,14 @@ mod live {
             );
             let _ = writeln!(
                 s,
-                "    rx {}  forwarded {}  dropped by policy {}  dropped unparsed {}  non-IP passed {}  pending deny {}",
+                "    rx {}  forwarded {}  dropped by policy {}  dropped unparsed {}  non-IP passed {}  pending deny {}  offloaded {}",
                 w.rx,
                 w.forwarded,
                 w.dropped_policy,
                 w.dropped_parse,
                 w.non_ip_passed,
-                w.pending_deny
+                w.pending_deny,
+                w.offloaded
             );
             let l = &w.batch_latency_ns;
             let _ = writeln!(
@@ -752,6 +768,11 @@ mod live {
         };
         let started = Instant::now();
         sched_note(&running);
+        if cfg.offload {
+            crate::errln!(
+                "tiergate run: flow offload on: established allowed connections are forwarded by the XDP program"
+            );
+        }
         let (live, ifaces, names) = (
             running.live.clone(),
             running.ifaces.clone(),
@@ -964,6 +985,11 @@ mod live {
         };
         let started = Instant::now();
         sched_note(&running);
+        if cfg.offload {
+            crate::errln!(
+                "tiergate run: flow offload on: established allowed connections are forwarded by the XDP program"
+            );
+        }
         let desc: Vec<String> = running
             .ifaces
             .iter()

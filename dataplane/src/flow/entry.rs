@@ -14,6 +14,7 @@ pub(super) const F_FIN_A: u8 = 1 << 3;
 pub(super) const F_FIN_B: u8 = 1 << 4;
 pub(super) const F_AWAITING: u8 = 1 << 5; // inserted in this batch, verdict not yet known
 pub(super) const F_APPLIED_ALLOW: u8 = 1 << 6; // the enforced verdict being applied is allow
+pub(super) const F_OFFLOADED: u8 = 1 << 7; // installed in a flow offload (counters partly outside)
 
 // Verdict bits (packed FlowVerdicts).
 pub(super) const V_EGRESS: u8 = 1 << 0;
@@ -430,6 +431,55 @@ impl FlowEntry {
     #[inline]
     pub fn is_active(&self) -> bool {
         self.flags & (F_ACTIVE | F_STARTED) != 0
+    }
+
+    /// Whether the connection is marked as installed in a flow offload: part of its
+    /// packets are counted outside the entry until merged with
+    /// [`FlowEntry::add_offloaded`]. [`FlowEntry::start`] clears the mark.
+    #[inline]
+    pub fn is_offloaded(&self) -> bool {
+        self.flags & F_OFFLOADED != 0
+    }
+
+    /// Sets or clears the offload mark (see [`FlowEntry::is_offloaded`]).
+    #[inline]
+    pub fn set_offloaded(&mut self, on: bool) {
+        if on {
+            self.flags |= F_OFFLOADED;
+        } else {
+            self.flags &= !F_OFFLOADED;
+        }
+    }
+
+    /// Accounts `packets` packets of `bytes` bytes in `dir` that a flow offload
+    /// forwarded, the latest at `last_ns`, none before `since_ns` (when they start
+    /// the interval, `since_ns` is taken as the interval's first packet: the offload
+    /// keeps no first time). The same as [`FlowEntry::on_packet`] for each of them,
+    /// which is exact for what an offload forwards (TCP without SYN, FIN or RST in an
+    /// established connection, UDP): no state change.
+    pub fn add_offloaded(
+        &mut self,
+        dir: Dir,
+        packets: u64,
+        bytes: u64,
+        last_ns: u64,
+        since_ns: u64,
+    ) {
+        if packets == 0 {
+            return;
+        }
+        let side = match dir {
+            Dir::AtoB => 0,
+            Dir::BtoA => 1,
+        };
+        if self.flags & F_ACTIVE == 0 {
+            self.flags |= F_ACTIVE;
+            self.interval_first_ns = since_ns.min(last_ns);
+        }
+        let p = u32::try_from(packets).unwrap_or(u32::MAX);
+        self.packets[side] = self.packets[side].saturating_add(p);
+        self.bytes[side] = self.bytes[side].saturating_add(bytes);
+        self.last_ns = self.last_ns.max(last_ns);
     }
 
     /// Resets the interval counters after an export.

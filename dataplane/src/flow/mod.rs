@@ -55,5 +55,6 @@ pub use conntrack::{ConnState, TimeoutTable, Timeouts, timeout_class};
 pub use entry::{EndReason, FlowEntry, FlowRecord};
 pub use key::{ConnKey, Dir, KeyClass, KeyHasher};
 pub use table::{
-    FlowTable, FlowTableConfig, FlowTableStats, Placement, Slot, WAYS, placement, stamp,
+    EntryHook, FlowTable, FlowTableConfig, FlowTableStats, NoHook, Placement, Slot, WAYS,
+    placement, stamp,
 };

@@ -108,6 +108,28 @@ impl FlowTableStats {
 /// A slot index in a [`FlowTable`].
 pub type Slot = u32;
 
+/// Connection state kept outside the table (a flow offload counting packets it
+/// forwards itself). The table calls it only for entries marked offloaded
+/// ([`FlowEntry::is_offloaded`]): `sync` before it judges such an entry's expiry,
+/// picks an eviction victim or writes its record, so the entry holds every packet and
+/// the latest time; `ended` once the entry's final record is written and its slot
+/// freed.
+pub trait EntryHook {
+    /// Brings what was counted outside into `e` (at `now`).
+    fn sync(&mut self, slot: Slot, e: &mut FlowEntry, now: u64);
+    /// The connection in `slot` ended (final record written).
+    fn ended(&mut self, slot: Slot, e: &FlowEntry);
+}
+
+/// No state outside the table.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoHook;
+
+impl EntryHook for NoHook {
+    fn sync(&mut self, _: Slot, _: &mut FlowEntry, _: u64) {}
+    fn ended(&mut self, _: Slot, _: &FlowEntry) {}
+}
+
 /// The per-worker flow table (see the module documentation).
 #[derive(Debug)]
 pub struct FlowTable {
@@ -334,6 +356,19 @@ impl FlowTable {
         now: u64,
         on_end: &mut impl FnMut(FlowRecord),
     ) -> Option<Slot> {
+        self.claim_hooked(p, now, &mut NoHook, on_end)
+    }
+
+    /// [`FlowTable::claim_placed`] with state outside the table: offloaded candidates
+    /// are synced (and their LRU stamps renewed from their last packet) before the
+    /// victim is chosen; an offloaded victim is ended through `hook`.
+    pub fn claim_hooked(
+        &mut self,
+        p: &Placement,
+        now: u64,
+        hook: &mut impl EntryHook,
+        on_end: &mut impl FnMut(FlowRecord),
+    ) -> Option<Slot> {
         let free = |b: &Bucket| {
             let m = match_tags(&b.tags, 0);
             (m != 0).then(|| m.trailing_zeros() as usize)
@@ -344,6 +379,20 @@ impl FlowTable {
             p.b2 * WAYS + w
         } else {
             let now_stamp = stamp(now);
+            for b in [p.b1, p.b2] {
+                for w in 0..WAYS {
+                    let slot = b * WAYS + w;
+                    if let Some(e) = self.entries.get_mut(slot)
+                        && e.is_offloaded()
+                    {
+                        hook.sync(slot as Slot, e, now);
+                        let last = e.last_ns;
+                        if let Some(bucket) = self.buckets.get_mut(b) {
+                            bucket.stamps[w] = stamp(last);
+                        }
+                    }
+                }
+            }
             let mut best: Option<(u32, usize)> = None;
             for b in [p.b1, p.b2] {
                 let Some(bucket) = self.buckets.get(b) else {
@@ -377,6 +426,9 @@ impl FlowTable {
                     EndReason::Evicted
                 };
                 on_end(e.record(Some(reason)));
+                if e.is_offloaded() {
+                    hook.ended(victim as Slot, e);
+                }
             }
             self.len -= 1;
             victim
@@ -411,6 +463,18 @@ impl FlowTable {
     /// their final records to `on_end`. Call once per batch to keep the table clean
     /// at a bounded cost.
     pub fn sweep(&mut self, now: u64, buckets: usize, on_end: &mut impl FnMut(FlowRecord)) {
+        self.sweep_hooked(now, buckets, &mut NoHook, on_end);
+    }
+
+    /// [`FlowTable::sweep`] with state outside the table: an offloaded entry that
+    /// looks expired is synced first (it may have been busy outside).
+    pub fn sweep_hooked(
+        &mut self,
+        now: u64,
+        buckets: usize,
+        hook: &mut impl EntryHook,
+        on_end: &mut impl FnMut(FlowRecord),
+    ) {
         let n = self.buckets.len();
         for _ in 0..buckets.min(n) {
             let b = self.sweep_cursor;
@@ -420,16 +484,26 @@ impl FlowTable {
                 if !self.is_used(slot) {
                     continue;
                 }
-                let Some(e) = self.entries.get(slot) else {
+                let timeouts = self.timeouts;
+                let Some(e) = self.entries.get_mut(slot) else {
                     continue;
                 };
-                if !e.awaiting_verdict() && e.is_expired(now, &self.timeouts) {
+                if !e.awaiting_verdict() && e.is_expired(now, &timeouts) {
+                    if e.is_offloaded() {
+                        hook.sync(slot as Slot, e, now);
+                        if !e.is_expired(now, &timeouts) {
+                            continue;
+                        }
+                    }
                     let reason = if e.state.is_closed() {
                         EndReason::Closed
                     } else {
                         EndReason::Timeout
                     };
                     on_end(e.record(Some(reason)));
+                    if e.is_offloaded() {
+                        hook.ended(slot as Slot, e);
+                    }
                     self.stats.expired += 1;
                     self.remove(slot as Slot);
                 }
@@ -440,6 +514,17 @@ impl FlowTable {
     /// Ends an interval: every active entry's record goes to `on_record` (expired
     /// entries as final records, which frees them) and interval counters restart.
     pub fn export_interval(&mut self, now: u64, on_record: &mut impl FnMut(FlowRecord)) {
+        self.export_hooked(now, &mut NoHook, on_record);
+    }
+
+    /// [`FlowTable::export_interval`] with state outside the table: every offloaded
+    /// entry is synced before it is judged and recorded.
+    pub fn export_hooked(
+        &mut self,
+        now: u64,
+        hook: &mut impl EntryHook,
+        on_record: &mut impl FnMut(FlowRecord),
+    ) {
         for slot in 0..self.entries.len() {
             if !self.is_used(slot) {
                 continue;
@@ -451,6 +536,9 @@ impl FlowTable {
             if e.awaiting_verdict() {
                 continue;
             }
+            if e.is_offloaded() {
+                hook.sync(slot as Slot, e, now);
+            }
             if e.is_expired(now, &timeouts) {
                 let reason = if e.state.is_closed() {
                     EndReason::Closed
@@ -458,6 +546,9 @@ impl FlowTable {
                     EndReason::Timeout
                 };
                 on_record(e.record(Some(reason)));
+                if e.is_offloaded() {
+                    hook.ended(slot as Slot, e);
+                }
                 self.stats.expired += 1;
                 self.remove(slot as Slot);
             } else if e.is_active() {
@@ -471,9 +562,30 @@ impl FlowTable {
     /// with [`EndReason::Drained`] (or `Closed`/`Timeout` if already over) and the
     /// table is emptied.
     pub fn drain(&mut self, now: u64, on_end: &mut impl FnMut(FlowRecord)) {
+        self.drain_hooked(now, &mut NoHook, on_end);
+    }
+
+    /// [`FlowTable::drain`] with state outside the table: offloaded entries are
+    /// synced before their final record and ended after it.
+    pub fn drain_hooked(
+        &mut self,
+        now: u64,
+        hook: &mut impl EntryHook,
+        on_end: &mut impl FnMut(FlowRecord),
+    ) {
         for slot in 0..self.entries.len() {
             if !self.is_used(slot) {
                 continue;
+            }
+            if let Some(e) = self.entries.get_mut(slot)
+                && e.is_offloaded()
+            {
+                hook.sync(slot as Slot, e, now);
+            }
+            if let Some(e) = self.entries.get(slot)
+                && e.is_offloaded()
+            {
+                hook.ended(slot as Slot, e);
             }
             if let Some(e) = self.entries.get(slot)
                 && !e.awaiting_verdict()

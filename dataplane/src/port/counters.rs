@@ -73,9 +73,10 @@ pub struct WorkerSnapshot {
     pub core: Option<usize>,
     /// Scheduling policy in effect.
     pub sched: Sched,
-    /// Frames received.
+    /// Frames received (with flow offload: also those the XDP program forwarded, as
+    /// merged so far).
     pub rx: u64,
-    /// Frames forwarded.
+    /// Frames forwarded (likewise).
     pub forwarded: u64,
     /// Parsed packets dropped by the enforced verdict.
     pub dropped_policy: u64,
@@ -101,6 +102,9 @@ pub struct WorkerSnapshot {
     pub generation: u64,
     /// Flow records lost (record channel full).
     pub records_dropped: u64,
+    /// Packets the XDP program forwarded (flow offload), merged into flow entries so
+    /// far (also in `rx` and `forwarded`).
+    pub offloaded: u64,
     /// Per socket.
     pub queues: Vec<QueueSnapshot>,
 }

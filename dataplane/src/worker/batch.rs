@@ -5,7 +5,7 @@
 //! is known) live in the worker's scratch arrays, sized once at construction: no
 //! phase allocates, locks, formats or panics.
 
-use crate::flow::{ConnKey, Dir, EndReason, Placement, Slot};
+use crate::flow::{ConnKey, Dir, EndReason, NoHook, Placement, Slot};
 use crate::packet::{Disposition, Fragment, ParseError, ParsedPacket, parse_common, parse_full};
 use crate::port::{Port, RxFrame};
 use crate::program::{Classify, FlowKey, FlowVerdicts, Verdict};
@@ -17,6 +17,15 @@ use super::{DeniedResponder, Worker};
 pub(super) fn set_code(codes: &mut [u8], i: usize, enforced: Verdict, pending: Verdict) {
     if let Some(c) = codes.get_mut(i) {
         *c = outcome_code(enforced, pending);
+    }
+}
+
+/// Notes that the connection in `slot` saw a packet this batch (offload only; the
+/// list never grows past its capacity).
+#[inline]
+fn touch_offload(o: &Option<super::offload::Offloader>, touched: &mut Vec<Slot>, slot: Slot) {
+    if o.is_some() && touched.len() < touched.capacity() {
+        touched.push(slot);
     }
 }
 
@@ -201,7 +210,25 @@ impl<C: Classify> Worker<C> {
         let m = self.classify();
         self.settle(m, generation);
         self.transmit(port, n);
+        self.offload_settle(generation, batch_now);
         self.housekeeping(batch_now);
+    }
+
+    /// Offload (when the worker has one): the allowed connections that saw packets
+    /// in this batch are installed (once established, for the current generation)
+    /// or removed (closing, no longer allowed).
+    // A frame of its own, so profiles attribute time per phase (one call per batch).
+    #[inline(never)]
+    fn offload_settle(&mut self, generation: u32, now: u64) {
+        let Some(o) = &mut self.offload else {
+            return;
+        };
+        for &s in &self.touched {
+            if let Some(e) = self.table.entry_mut(s) {
+                o.settle(s, e, generation, now);
+            }
+        }
+        self.touched.clear();
     }
 
     /// Parse: every frame is parsed, its connection key and hash computed, and its
@@ -352,6 +379,10 @@ impl<C: Classify> Worker<C> {
                         });
                         continue;
                     }
+                    if let Some(o) = &mut self.offload {
+                        // Counted outside until now: merged before any decision.
+                        o.before_use(s, e, now);
+                    }
                     let expired = e.is_expired_by(now, &by_class);
                     if expired || e.is_reopen(flags) {
                         let Some(key) = packet_key(m, f, &self.parsed, i) else {
@@ -366,6 +397,9 @@ impl<C: Classify> Worker<C> {
                         } else {
                             EndReason::Replaced
                         };
+                        if let Some(o) = &mut self.offload {
+                            o.before_end(s, e);
+                        }
                         self.records.emit(e.record(Some(reason)));
                         e.start(ck, dir, &key, flags, now);
                         self.table.touch(s, now);
@@ -419,22 +453,31 @@ impl<C: Classify> Worker<C> {
                     }
                     e.on_packet(dir, flags, len, now);
                     let (enforced, pending) = (e.applied(), e.pending());
+                    let offloaded = e.is_offloaded();
                     // Counted without a branch: replies come and go with traffic.
                     let reply = u64::from(!from_initiator & (enforced == Verdict::Allow));
                     self.stats.replies.packets += reply;
                     self.stats.replies.bytes += reply * u64::from(len);
                     self.table.touch(s, now);
                     set_code(&mut self.codes, i, enforced, pending);
+                    if enforced == Verdict::Allow || offloaded {
+                        touch_offload(&self.offload, &mut self.touched, s);
+                    }
                 }
                 None => {
                     let Some(key) = packet_key(m, f, &self.parsed, i) else {
                         continue;
                     };
                     let records = &mut self.records;
-                    match self
-                        .table
-                        .claim_placed(&m.place, now, &mut |r| records.emit(r))
-                    {
+                    let claimed = match &mut self.offload {
+                        Some(o) => self
+                            .table
+                            .claim_hooked(&m.place, now, o, &mut |r| records.emit(r)),
+                        None => self
+                            .table
+                            .claim_hooked(&m.place, now, &mut NoHook, &mut |r| records.emit(r)),
+                    };
+                    match claimed {
                         Some(s) => {
                             if let Some(e) = self.table.entry_mut(s) {
                                 e.start(ck, dir, &key, flags, now);
@@ -555,6 +598,10 @@ impl<C: Classify> Worker<C> {
             {
                 // A new SYN after the connection closed earlier in this batch: a new
                 // connection, as it would have been one packet at a time (rare path).
+                if let Some(o) = &mut self.offload {
+                    o.before_use(slot, e, f.ts_ns);
+                    o.before_end(slot, e);
+                }
                 self.records.emit(e.record(Some(EndReason::Replaced)));
                 e.start(&meta.ck, dir, &key, flags, f.ts_ns);
                 let fv = self.classify_one(key);
@@ -574,8 +621,12 @@ impl<C: Classify> Worker<C> {
                 if !from_initiator && e.applied() == Verdict::Allow {
                     self.stats.replies.add(f.wire_len);
                 }
+                let offload = e.applied() == Verdict::Allow || e.is_offloaded();
                 set_code(&mut self.codes, i, e.applied(), e.pending());
                 self.table.touch(slot, f.ts_ns);
+                if offload {
+                    touch_offload(&self.offload, &mut self.touched, slot);
+                }
             } else if let Some(key) = packet_key(&meta, &f, &self.parsed, i) {
                 // The responder of a flow denied earlier in this batch: a new
                 // connection attempt from its side, classified now (rare path).
@@ -639,18 +690,31 @@ impl<C: Classify> Worker<C> {
     pub(super) fn housekeeping(&mut self, batch_now: u64) {
         self.last_ns = batch_now;
         let records = &mut self.records;
-        self.table
-            .sweep(batch_now, self.cfg.sweep_buckets, &mut |r| records.emit(r));
+        let sweep = self.cfg.sweep_buckets;
+        match &mut self.offload {
+            Some(o) => self
+                .table
+                .sweep_hooked(batch_now, sweep, o, &mut |r| records.emit(r)),
+            None => self
+                .table
+                .sweep_hooked(batch_now, sweep, &mut NoHook, &mut |r| records.emit(r)),
+        }
         if let Some(iv) = self.cfg.export_interval_ns
             && iv > 0
         {
             if self.next_export_ns == 0 {
                 self.next_export_ns = (batch_now / iv + 1) * iv;
             } else if batch_now >= self.next_export_ns {
-                self.table
-                    .export_interval(self.next_export_ns, &mut |r| records.emit(r));
+                let at = self.next_export_ns;
+                match &mut self.offload {
+                    Some(o) => self.table.export_hooked(at, o, &mut |r| records.emit(r)),
+                    None => self
+                        .table
+                        .export_hooked(at, &mut NoHook, &mut |r| records.emit(r)),
+                }
                 self.next_export_ns = (batch_now / iv + 1) * iv;
             }
         }
+        self.take_offload_counts();
     }
 }

@@ -13,8 +13,15 @@
 //! rx batch ─► parse ─► fragment follow ─► related ICMP? ─► flow lookup ─┬─ hit: cached verdict
 //!                                                                      └─ miss/stale: queue key
 //!          ─► classify all queued keys in one call ─► settle entries ─► conntrack + counters
-//!          ─► tx batch (forward) / drop batch ─► sweep a few buckets, export interval records
+//!          ─► tx batch (forward) / drop batch ─► offload: install/remove touched connections
+//!          ─► sweep a few buckets, export interval records
 //! ```
+//!
+//! With a flow offload ([`Worker::with_offload`], the AF_XDP port's `--offload`), the
+//! established connections a worker allows are forwarded outside it; the `offload`
+//! module keeps its flow records exact (counters merged before every read of an
+//! entry) and the policy semantics below unchanged (a new generation makes every
+//! offloaded entry stale, so the connection's next packet comes back here).
 //!
 //! # Promises
 //! - No allocation, lock or formatting per packet: all scratch arrays are sized at
@@ -37,6 +44,7 @@
 //!   worker.
 
 mod batch;
+mod offload;
 mod publish;
 mod stats;
 #[cfg(test)]
@@ -49,7 +57,7 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 
 use crate::arch::huge::AllocError;
-use crate::flow::{FlowRecord, FlowTable, FlowTableConfig};
+use crate::flow::{FlowRecord, FlowTable, FlowTableConfig, NoHook, Slot};
 use crate::packet::{FragmentTracker, ParseError, ParsedPacket, UnparsedPolicy};
 use crate::program::{Classify, FlowKey, FlowVerdicts};
 
@@ -57,8 +65,14 @@ use batch::{Deferred, Job, OUT_NONE, PktMeta};
 
 // The port seam lived here before ports had a module of their own.
 pub use crate::port::{MemPort, Port, Rx, RxFrame};
+pub use offload::{FlowOffload, OffloadCounters, OffloadStats};
 pub use publish::{ClassifierSlot, Published};
 pub use stats::{Count, WorkerStats, new_latency_histogram};
+
+/// Offloaded connections an idle worker merges per wake-up ([`Worker::idle`]), and
+/// the flow-table slots it looks at to find them.
+const IDLE_SYNCS: usize = 64;
+const IDLE_SYNC_SCAN: usize = 4096;
 
 /// The largest batch a worker processes at once.
 pub const MAX_BATCH: usize = 256;
@@ -202,6 +216,10 @@ pub struct Worker<C> {
     deferred: Vec<Deferred>,
     tx: Vec<RxFrame>,
     drop: Vec<RxFrame>,
+    /// Flow offload, when the port has one ([`Worker::with_offload`]).
+    offload: Option<offload::Offloader>,
+    /// Slots of allowed connections that saw a packet this batch (offload only).
+    touched: Vec<Slot>,
 }
 
 /// What a worker reports when it stops.
@@ -256,13 +274,39 @@ impl<C: Classify> Worker<C> {
             deferred: Vec::with_capacity(batch),
             tx: vec![RxFrame::default(); batch],
             drop: vec![RxFrame::default(); batch],
+            offload: None,
+            touched: Vec::new(),
             cfg,
         })
+    }
+
+    /// Offloads the established connections this worker allows to `imp` (see the
+    /// `offload` module docs): they are installed there after the batch that
+    /// established them, and what `imp` counts is merged into their flow entries
+    /// before anything reads them, so flow records stay what they would be without
+    /// it. Allocates the per-slot bookkeeping (about 90 bytes per flow-table slot).
+    pub fn with_offload(mut self, imp: Box<dyn FlowOffload>) -> Self {
+        let mut o = offload::Offloader::new(imp, self.table.capacity());
+        o.publish_generation(self.current.generation);
+        self.offload = Some(o);
+        self.touched = Vec::with_capacity(self.cfg.batch * 2);
+        self
+    }
+
+    /// Counters of the offload (`None` without one).
+    pub fn offload_stats(&self) -> Option<OffloadStats> {
+        self.offload.as_ref().map(|o| o.stats)
     }
 
     /// Counters so far (flow-table counters included).
     pub fn stats(&self) -> WorkerStats {
         let mut s = self.stats;
+        if let Some(o) = &self.offload {
+            s.offloaded = Count {
+                packets: o.stats.packets,
+                bytes: o.stats.bytes,
+            };
+        }
         s.flows = self.table.stats();
         s.records_sent = self.records.sent;
         s.records_dropped = self.records.dropped;
@@ -296,7 +340,13 @@ impl<C: Classify> Worker<C> {
     pub fn finish(mut self) -> WorkerReport {
         let now = self.last_ns;
         let records = &mut self.records;
-        self.table.drain(now, &mut |r| records.emit(r));
+        match &mut self.offload {
+            Some(o) => self.table.drain_hooked(now, o, &mut |r| records.emit(r)),
+            None => self
+                .table
+                .drain_hooked(now, &mut NoHook, &mut |r| records.emit(r)),
+        }
+        self.take_offload_counts();
         WorkerReport {
             stats: self.stats(),
             latency: self.latency,
@@ -314,16 +364,46 @@ impl<C: Classify> Worker<C> {
             self.current = next;
             self.seat.store(self.current.generation, Ordering::Release);
             self.stats.generation_swaps += 1;
+            if let Some(o) = &mut self.offload {
+                o.publish_generation(self.current.generation);
+            }
         }
     }
 
     /// A live port had nothing to receive at `now_ns` (its clock): picks up a new
     /// policy generation and runs the batch-boundary housekeeping (timeouts, interval
-    /// records), so idle connections still expire and report.
+    /// records), so idle connections still expire and report; with an offload, also
+    /// merges the counters of a few offloaded connections (round robin), so live
+    /// counters follow what the offload forwards.
     pub fn idle(&mut self, now_ns: u64) {
         self.refresh_classifier();
         if now_ns > self.last_ns {
             self.housekeeping(now_ns);
+        }
+        if let Some(o) = &mut self.offload {
+            // Idle time: merge a few offloaded connections' counters, round robin.
+            o.sync_some(&mut self.table, self.last_ns, IDLE_SYNCS, IDLE_SYNC_SCAN);
+            self.take_offload_counts();
+        }
+    }
+
+    /// Adds the packets the offload forwarded (merged since the last call) to the
+    /// worker's counters.
+    fn take_offload_counts(&mut self) {
+        if let Some(o) = &mut self.offload {
+            let c = o.take_counts();
+            self.stats.merge(&c);
+        }
+    }
+
+    /// Merges what the offload counted for every installed connection into its flow
+    /// entry and the worker's counters (no-op without an offload): before a final
+    /// publication of the counters.
+    pub fn merge_offloaded(&mut self) {
+        if let Some(o) = &mut self.offload {
+            let n = self.table.capacity();
+            o.sync_some(&mut self.table, self.last_ns, n, n);
+            self.take_offload_counts();
         }
     }
 

@@ -32,13 +32,13 @@ impl Count {
 /// Per-worker counters: plain integers written only by their worker, summed on read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WorkerStats {
-    /// Frames received.
+    /// Frames received (with a flow offload: also those it forwarded, as merged).
     pub rx: Count,
     /// Frames forwarded (tx).
     pub forwarded: Count,
     /// Frames dropped.
     pub dropped: Count,
-    /// Parse outcomes (sum = `rx.packets`).
+    /// Parse outcomes (sum = `rx.packets` less `offloaded.packets`).
     pub parse: ParseCounters,
     /// Unparsed frames passed by [`UnparsedPolicy`](crate::packet::UnparsedPolicy).
     pub unparsed_passed: u64,
@@ -73,6 +73,10 @@ pub struct WorkerStats {
     pub fragments_unresolved: u64,
     /// Flow table counters.
     pub flows: FlowTableStats,
+    /// Packets a flow offload forwarded without the worker, as merged into their
+    /// flow entries so far (also counted in `rx`, `forwarded`, `outcome` and, for
+    /// responders, `replies`).
+    pub offloaded: Count,
 }
 
 pub(super) const fn vidx(v: Verdict) -> usize {
@@ -109,6 +113,7 @@ impl WorkerStats {
         self.fragments_resolved += o.fragments_resolved;
         self.fragments_unresolved += o.fragments_unresolved;
         self.flows.add(&o.flows);
+        self.offloaded.merge(&o.offloaded);
     }
 
     /// Packets by outcome.

@@ -28,6 +28,25 @@
 //!   fd), so a killed run leaves nothing attached. A program some other tool attached
 //!   is never replaced silently: the run refuses to start and says how to remove it.
 //!   libxdp's own program loading is inhibited.
+//! - **Flow offload** (`AfXdpConfig::offload`, `tiergate run --offload`): the XDP
+//!   program is then `offload.bpf.c` instead (C, compiled by build.rs with
+//!   `clang -target bpf`, loaded with libbpf, attached the same way). It parses
+//!   Ethernet, IPv4 (any IHL; fragments go to the socket) or IPv6 (no extension
+//!   headers) and TCP/UDP; TCP with SYN, FIN or RST goes to the socket. It looks the
+//!   direction-specific key (ingress ifindex, family, protocol, addresses, ports) up in
+//!   `tg_flows`, a hash map the workers write (`XskOffload`, one handle per worker;
+//!   the maps are shared by both interfaces' programs). On a hit whose generation is
+//!   the one in `tg_cfg` it adds the packet to the entry's counters (atomic adds),
+//!   stamps `bpf_ktime_get_ns`, rewrites the MACs in router mode and redirects to the
+//!   other interface through the devmap `tg_tx`; a miss or a stale entry goes to the
+//!   socket, and non-IP frames are handled as without offload. Workers install
+//!   connections once established and allowed, merge the counters into their flow
+//!   entries before anything reads them, and remove them when they close, expire or
+//!   are evicted (the worker's `offload` module); each worker writes its policy
+//!   generation into `tg_cfg` when it picks one up (never a smaller one), which makes
+//!   every entry of older generations stale at once. Times from the program
+//!   (CLOCK_MONOTONIC) are put on the port's clock. Redirecting into a veth needs NAPI
+//!   on its peer (GRO on, or an XDP program there).
 //! - **Scheduling** ([`Sched`]): by default a worker is a real-time thread
 //!   (SCHED_FIFO, priority 1, the lowest) that sleeps in `poll(2)` as soon as its rx
 //!   rings are empty. When the driver's receive work (NAPI) runs on the worker's
@@ -74,7 +93,11 @@ use crate::flow::FlowRecord;
 use crate::packet::Disposition;
 use crate::port::{Port, Rx, RxFrame};
 use crate::program::Classify;
-use crate::worker::{ClassifierSlot, MAX_BATCH, RecordOut, Worker, WorkerConfig, WorkerReport};
+use crate::program::{Family, FlowKey};
+use crate::worker::{
+    ClassifierSlot, FlowOffload, MAX_BATCH, OffloadCounters, RecordOut, Worker, WorkerConfig,
+    WorkerReport,
+};
 
 pub use super::counters::{KernelCounters, QueueCounters, QueueSnapshot, Sched, WorkerSnapshot};
 pub use sys::{CopyMode, XdpMode};
@@ -141,6 +164,9 @@ pub struct AfXdpConfig {
     pub sched: Sched,
     /// Forwarding mode.
     pub forwarding: Forwarding,
+    /// Flow offload: established allowed connections are forwarded by the XDP
+    /// program (see the module docs).
+    pub offload: bool,
     /// Per-worker configuration (flow table, export interval; `batch` and the
     /// unparsed-frame policy are set from this config).
     pub worker: WorkerConfig,
@@ -159,6 +185,7 @@ impl Default for AfXdpConfig {
             generic_xdp: false,
             sched: Sched::Fifo,
             forwarding: Forwarding::Wire,
+            offload: false,
             worker: WorkerConfig::default(),
         }
     }
@@ -329,18 +356,37 @@ pub struct XskPort {
 struct Clock {
     start: Instant,
     base_ns: u64,
+    /// CLOCK_MONOTONIC at `start` (the XDP program's clock).
+    mono_start_ns: u64,
 }
 
 impl Clock {
     /// A clock starting now, and the offset that turns its times into wall time.
     fn start(export_interval_ns: Option<u64>) -> (Clock, u64) {
         let start = Instant::now();
+        let mono_start_ns = sys::monotonic_ns();
         let wall = wall_ns();
         let base_ns = export_interval_ns
             .filter(|&iv| iv > 0)
             .map_or(0, |iv| wall % iv)
             .max(1);
-        (Clock { start, base_ns }, wall.saturating_sub(base_ns))
+        (
+            Clock {
+                start,
+                base_ns,
+                mono_start_ns,
+            },
+            wall.saturating_sub(base_ns),
+        )
+    }
+
+    /// A CLOCK_MONOTONIC time (the XDP program's) on this clock (0 stays 0).
+    fn monotonic_to_port(&self, ns: u64) -> u64 {
+        if ns == 0 {
+            return 0;
+        }
+        ns.saturating_sub(self.mono_start_ns)
+            .saturating_add(self.base_ns)
     }
 
     fn now_ns(&self) -> u64 {
@@ -538,6 +584,133 @@ impl Port for XskPort {
     }
 }
 
+// ---- Flow offload -----------------------------------------------------------------
+
+/// A worker's handle on the offload maps: installs and reads both directions of a
+/// connection (see the module docs).
+#[derive(Debug)]
+struct XskOffload {
+    maps: sys::OffloadMaps,
+    /// The kernel ifindexes of interface slots 0 and 1 (the devmap's keys).
+    ifindex: [u32; 2],
+    /// Router mode: (source, destination) MAC per egress slot.
+    rewrite: Option<[(Mac, Mac); 2]>,
+    ip_only: bool,
+    clock: Clock,
+}
+
+/// The offload map key of a packet from `src`:`sport` to `dst`:`dport` arriving on
+/// `ifindex` (addresses as in [`FlowKey`]; ports in host order).
+fn offload_key(
+    ifindex: u32,
+    family: Family,
+    proto: u8,
+    src: u128,
+    dst: u128,
+    sport: u16,
+    dport: u16,
+) -> sys::OffloadKey {
+    let addr = |a: u128| {
+        let mut b = [0u8; 16];
+        match family {
+            Family::V4 => b[..4].copy_from_slice(&(a as u32).to_be_bytes()),
+            Family::V6 => b = a.to_be_bytes(),
+        }
+        b
+    };
+    sys::OffloadKey {
+        ifindex,
+        family: match family {
+            Family::V4 => 4,
+            Family::V6 => 6,
+        },
+        proto,
+        zero: 0,
+        src: addr(src),
+        dst: addr(dst),
+        sport: sport.to_be_bytes(),
+        dport: dport.to_be_bytes(),
+    }
+}
+
+impl XskOffload {
+    /// Both directions' keys and egress slots: `[initiator's, responder's]`.
+    fn keys(&self, k: &FlowKey) -> Option<[(sys::OffloadKey, u32); 2]> {
+        let i = u32::from(k.ifindex);
+        let from = self.ifindex.iter().position(|&x| x == i)?;
+        let to = 1 - from;
+        let fwd = offload_key(i, k.family, k.proto, k.src, k.dst, k.sport, k.dport);
+        let rev = offload_key(
+            self.ifindex[to],
+            k.family,
+            k.proto,
+            k.dst,
+            k.src,
+            k.dport,
+            k.sport,
+        );
+        Some([(fwd, to as u32), (rev, from as u32)])
+    }
+
+    fn counters(&self, v: Option<sys::OffloadValue>) -> Option<OffloadCounters> {
+        v.map(|v| OffloadCounters {
+            packets: v.packets,
+            bytes: v.bytes,
+            last_ns: self.clock.monotonic_to_port(v.last_ns),
+        })
+    }
+}
+
+impl FlowOffload for XskOffload {
+    fn install(&mut self, key: &FlowKey, generation: u32) -> bool {
+        let Some(keys) = self.keys(key) else {
+            return false;
+        };
+        for (k, egress) in &keys {
+            let (src_mac, dst_mac) = self
+                .rewrite
+                .and_then(|r| r.get(*egress as usize).copied())
+                .unwrap_or_default();
+            let v = sys::OffloadValue {
+                generation,
+                egress: *egress,
+                src_mac,
+                dst_mac,
+                rewrite: u32::from(self.rewrite.is_some()),
+                ..sys::OffloadValue::default()
+            };
+            if !self.maps.insert(k, &v) {
+                // Never half installed.
+                for (k, _) in &keys {
+                    self.maps.take(k);
+                }
+                return false;
+            }
+        }
+        true
+    }
+
+    fn read(&mut self, key: &FlowKey) -> [Option<OffloadCounters>; 2] {
+        match self.keys(key) {
+            Some(keys) => keys.map(|(k, _)| self.counters(self.maps.lookup(&k))),
+            None => [None, None],
+        }
+    }
+
+    fn remove(&mut self, key: &FlowKey) -> [Option<OffloadCounters>; 2] {
+        match self.keys(key) {
+            Some(keys) => keys.map(|(k, _)| self.counters(self.maps.take(&k))),
+            None => [None, None],
+        }
+    }
+
+    fn publish_generation(&mut self, generation: u32) {
+        // Workers publish as they pick a generation up: never go back.
+        let g = self.maps.generation().unwrap_or(0).max(generation);
+        let _ = self.maps.set_cfg(g, self.ip_only);
+    }
+}
+
 // ---- Live counters --------------------------------------------------------------
 
 /// One socket's live counters (atomics written by its worker only).
@@ -586,6 +759,7 @@ pub struct LiveWorker {
     generation: AtomicU64,
     records_dropped: AtomicU64,
     pending_deny: AtomicU64,
+    offloaded: AtomicU64,
     queues: Vec<LiveQueue>,
 }
 
@@ -634,6 +808,7 @@ impl LiveWorker {
         self.insert_failures.store(s.flows.insert_failures, r);
         self.generation.store(u64::from(w.generation()), r);
         self.records_dropped.store(s.records_dropped, r);
+        self.offloaded.store(s.offloaded.packets, r);
         for (i, q) in self.queues.iter().enumerate() {
             let c = port.counters.get(i).copied().unwrap_or_default();
             q.rx.store(c.rx, r);
@@ -680,6 +855,7 @@ impl LiveWorker {
             insert_failures: self.insert_failures.load(r),
             generation: self.generation.load(r),
             records_dropped: self.records_dropped.load(r),
+            offloaded: self.offloaded.load(r),
             queues: self
                 .queues
                 .iter()
@@ -897,12 +1073,30 @@ pub fn start<C: Classify + Send + Sync + 'static>(
         Forwarding::Router { .. } => Disposition::Drop,
     };
     let mut programs = Vec::with_capacity(2);
+    let mut offload_maps: Option<sys::OffloadMaps> = None;
     for (i, name) in cfg.ifaces.iter().enumerate() {
         let entries = rx_queues(name).unwrap_or(cfg.queues).max(cfg.queues);
-        programs.push(
+        let prog = if cfg.offload {
+            // Both directions of every connection a worker's table can hold.
+            let flows = u32::try_from(cfg.worker.flow.capacity.saturating_mul(2 * cfg.workers))
+                .unwrap_or(u32::MAX)
+                .clamp(1024, 1 << 22);
+            let (p, maps) =
+                sys::XdpProgram::load_offload(idx[i], entries, flows, offload_maps.as_ref())
+                    .map_err(|e| AfXdpError::Setup(format!("{name}: {e}")))?;
+            if offload_maps.is_none() {
+                maps.set_cfg(0, ip_only).map_err(AfXdpError::Setup)?;
+                for (slot, ix) in idx.iter().enumerate() {
+                    maps.set_tx(slot as u32, *ix).map_err(AfXdpError::Setup)?;
+                }
+                offload_maps = Some(maps);
+            }
+            p
+        } else {
             sys::XdpProgram::load(idx[i], entries, ip_only)
-                .map_err(|e| AfXdpError::Setup(format!("{name}: {e}")))?,
-        );
+                .map_err(|e| AfXdpError::Setup(format!("{name}: {e}")))?
+        };
+        programs.push(prog);
     }
     let cores: Vec<core_affinity::CoreId> = {
         let all = core_affinity::get_core_ids().unwrap_or_default();
@@ -967,8 +1161,18 @@ pub fn start<C: Classify + Send + Sync + 'static>(
         debug_assert_eq!(frames.sockets(), socks.len());
         let core = (!cores.is_empty()).then(|| cores[w % cores.len()]);
         let records = RecordOut::channel(records.clone()).with_time_offset(wall_offset);
-        let worker = Worker::try_new(wcfg, Arc::clone(&slot), records)
+        let mut worker = Worker::try_new(wcfg, Arc::clone(&slot), records)
             .map_err(|e| AfXdpError::Setup(format!("worker {w}: flow table: {e}")))?;
+        if let Some(maps) = &offload_maps {
+            let off = XskOffload {
+                maps: maps.try_clone().map_err(AfXdpError::Setup)?,
+                ifindex: idx,
+                rewrite,
+                ip_only,
+                clock,
+            };
+            worker = worker.with_offload(Box::new(off));
+        }
         ports.push((
             XskPort::new(frames, socks, rewrite, batch, cfg.busy_poll, clock),
             worker,
@@ -1085,6 +1289,8 @@ fn worker_loop<C: Classify>(
             port.wait(IDLE_SLEEP);
         }
     }
+    // The final counters include what the offload forwarded since the last merge.
+    w.merge_offloaded();
     live.publish(&w, port);
     w.finish()
 }
@@ -1092,6 +1298,26 @@ fn worker_loop<C: Classify>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offload_keys_have_the_xdp_programs_layout() {
+        // struct tg_key of offload.bpf.c: ifindex, family, proto, 0, addresses as on
+        // the wire (IPv4 in the first 4 bytes), ports in network order.
+        let k = offload_key(7, Family::V4, 17, 0x0a4d_0001, 0x0a4d_0002, 40000, 5353);
+        let mut src = [0u8; 16];
+        src[..4].copy_from_slice(&[10, 77, 0, 1]);
+        assert_eq!((k.ifindex, k.family, k.proto, k.zero), (7, 4, 17, 0));
+        assert_eq!(k.src, src);
+        assert_eq!(k.dst[..4], [10, 77, 0, 2]);
+        assert_eq!(k.sport, [0x9c, 0x40]);
+        assert_eq!(k.dport, [0x14, 0xe9]);
+        let a: u128 = 0x2001_0db8_0000_0000_0000_0000_0000_0001;
+        let k = offload_key(3, Family::V6, 6, a, 1, 1, 2);
+        assert_eq!(k.family, 6);
+        assert_eq!(k.src, a.to_be_bytes());
+        assert_eq!(k.dst[15], 1);
+        // The C structs' sizes (44 and 48 bytes, no padding) are asserted in `sys`.
+    }
 
     #[test]
     fn macs_parse() {

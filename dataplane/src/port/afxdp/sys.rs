@@ -876,6 +876,309 @@ impl XdpProgram {
     }
 }
 
+// ---- Flow offload ----------------------------------------------------------------
+
+/// The flow-offload XDP program (`offload.bpf.c`), compiled by build.rs.
+#[repr(C, align(8))]
+struct Aligned<T: ?Sized>(T);
+static OFFLOAD_OBJ: &Aligned<[u8]> =
+    &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/offload.bpf.o")));
+
+/// The key of one direction of a connection in `tg_flows` (`struct tg_key`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct OffloadKey {
+    pub ifindex: u32,
+    pub family: u8,
+    pub proto: u8,
+    pub zero: u16,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Network order, as on the wire.
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+}
+
+/// What `tg_flows` holds for one direction (`struct tg_val`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct OffloadValue {
+    pub packets: u64,
+    pub bytes: u64,
+    /// bpf_ktime_get_ns() (CLOCK_MONOTONIC) of the latest packet.
+    pub last_ns: u64,
+    pub generation: u32,
+    /// Key of `tg_tx`: the interface slot to send on.
+    pub egress: u32,
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub rewrite: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<OffloadKey>() == 44);
+const _: () = assert!(std::mem::size_of::<OffloadValue>() == 48);
+
+/// The maps the offload programs of both interfaces share: the flows, the
+/// configuration (generation, router mode) and the devmap of the two interfaces.
+#[derive(Debug)]
+pub(super) struct OffloadMaps {
+    flows: OwnedFd,
+    cfg: OwnedFd,
+    tx: OwnedFd,
+}
+
+fn dup(fd: RawFd, what: &str) -> Result<OwnedFd, String> {
+    if fd < 0 {
+        return Err(format!("{what}: no fd"));
+    }
+    // SAFETY: F_DUPFD_CLOEXEC takes an int argument and returns a new fd or -1.
+    let n = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if n < 0 {
+        return Err(format!("{what}: {}", io::Error::last_os_error()));
+    }
+    // SAFETY: `n` is a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
+fn map_update<K, V>(fd: RawFd, key: &K, value: &V) -> Result<(), io::Error> {
+    // SAFETY: key and value point at values of the sizes the map was created with
+    // (checked by the callers' types: the map layouts above) and outlive the call.
+    let r = unsafe {
+        libbpf_sys::bpf_map_update_elem(fd, (key as *const K).cast(), (value as *const V).cast(), 0)
+    };
+    if r < 0 {
+        Err(io::Error::from_raw_os_error(-r))
+    } else {
+        Ok(())
+    }
+}
+
+impl OffloadMaps {
+    /// Sets the current policy generation and the router-mode flag.
+    pub(super) fn set_cfg(&self, generation: u32, ip_only: bool) -> Result<(), String> {
+        let v: [u32; 2] = [generation, u32::from(ip_only)];
+        map_update(self.cfg.as_raw_fd(), &0u32, &v)
+            .map_err(|e| format!("cannot set the offload generation: {e}"))
+    }
+
+    /// The generation the programs hold.
+    pub(super) fn generation(&self) -> Option<u32> {
+        let mut v = [0u32; 2];
+        // SAFETY: a 4-byte key and an 8-byte value buffer, the map's sizes.
+        let r = unsafe {
+            libbpf_sys::bpf_map_lookup_elem(
+                self.cfg.as_raw_fd(),
+                (&raw const v[0]).cast::<u32>().cast(),
+                v.as_mut_ptr().cast(),
+            )
+        };
+        (r == 0).then_some(v[0])
+    }
+
+    /// Interface slot `slot` of the devmap sends on `ifindex`.
+    pub(super) fn set_tx(&self, slot: u32, ifindex: u32) -> Result<(), String> {
+        map_update(self.tx.as_raw_fd(), &slot, &ifindex)
+            .map_err(|e| format!("cannot fill the offload devmap: {e}"))
+    }
+
+    /// Installs (or replaces) one direction.
+    pub(super) fn insert(&self, key: &OffloadKey, value: &OffloadValue) -> bool {
+        map_update(self.flows.as_raw_fd(), key, value).is_ok()
+    }
+
+    /// The value of one direction, if installed.
+    pub(super) fn lookup(&self, key: &OffloadKey) -> Option<OffloadValue> {
+        let mut v = OffloadValue::default();
+        // SAFETY: key and value buffers of the map's sizes, valid for the call.
+        let r = unsafe {
+            libbpf_sys::bpf_map_lookup_elem(
+                self.flows.as_raw_fd(),
+                (key as *const OffloadKey).cast(),
+                (&raw mut v).cast(),
+            )
+        };
+        (r == 0).then_some(v)
+    }
+
+    /// Removes one direction; returns its last value.
+    pub(super) fn take(&self, key: &OffloadKey) -> Option<OffloadValue> {
+        let mut v = OffloadValue::default();
+        // SAFETY: as in `lookup`.
+        let r = unsafe {
+            libbpf_sys::bpf_map_lookup_and_delete_elem(
+                self.flows.as_raw_fd(),
+                (key as *const OffloadKey).cast(),
+                (&raw mut v).cast(),
+            )
+        };
+        if r == 0 {
+            return Some(v);
+        }
+        // Kernels without lookup-and-delete on hash maps: read, then delete.
+        let v = self.lookup(key)?;
+        // SAFETY: a key of the map's size, valid for the call.
+        unsafe {
+            libbpf_sys::bpf_map_delete_elem(
+                self.flows.as_raw_fd(),
+                (key as *const OffloadKey).cast(),
+            )
+        };
+        Some(v)
+    }
+
+    /// Another handle on the same maps (each worker holds one).
+    pub(super) fn try_clone(&self) -> Result<Self, String> {
+        Ok(OffloadMaps {
+            flows: dup(self.flows.as_raw_fd(), "offload map")?,
+            cfg: dup(self.cfg.as_raw_fd(), "offload map")?,
+            tx: dup(self.tx.as_raw_fd(), "offload map")?,
+        })
+    }
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns().
+pub(super) fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    u64::try_from(ts.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(ts.tv_nsec).unwrap_or(0))
+}
+
+/// A libbpf object, closed on drop.
+struct BpfObject(*mut libbpf_sys::bpf_object);
+
+impl Drop for BpfObject {
+    fn drop(&mut self) {
+        // SAFETY: a pointer bpf_object__open_mem returned, closed once.
+        unsafe { libbpf_sys::bpf_object__close(self.0) };
+    }
+}
+
+impl BpfObject {
+    fn map(&self, name: &std::ffi::CStr) -> Result<*mut libbpf_sys::bpf_map, String> {
+        // SAFETY: a live object and a NUL-terminated name.
+        let m = unsafe { libbpf_sys::bpf_object__find_map_by_name(self.0, name.as_ptr()) };
+        if m.is_null() {
+            Err(format!("the offload program has no map {name:?}"))
+        } else {
+            Ok(m)
+        }
+    }
+
+    fn map_fd(&self, name: &std::ffi::CStr) -> Result<OwnedFd, String> {
+        let m = self.map(name)?;
+        // SAFETY: a map of this live, loaded object.
+        dup(unsafe { libbpf_sys::bpf_map__fd(m) }, "offload map")
+    }
+}
+
+impl XdpProgram {
+    /// Loads the flow-offload program for `ifindex` with an XSKMAP of `queues`
+    /// entries: with `shared`, on the maps of the other interface's program;
+    /// otherwise with new ones (`flows` entries in the flow map). Returns the program
+    /// and its shared maps.
+    pub(super) fn load_offload(
+        ifindex: u32,
+        queues: u32,
+        flows: u32,
+        shared: Option<&OffloadMaps>,
+    ) -> Result<(Self, OffloadMaps), String> {
+        let obj = OFFLOAD_OBJ;
+        let name = c"tiergate_offload";
+        let opts = libbpf_sys::bpf_object_open_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_object_open_opts>() as _,
+            object_name: name.as_ptr(),
+            ..Default::default()
+        };
+        // SAFETY: the buffer is the embedded ELF object (8-byte aligned, 'static);
+        // libbpf copies what it keeps; `opts` is valid with its size set.
+        let raw = unsafe {
+            libbpf_sys::bpf_object__open_mem(
+                obj.0.as_ptr().cast(),
+                obj.0.len() as libbpf_sys::size_t,
+                &raw const opts,
+            )
+        };
+        if raw.is_null() {
+            return Err(format!(
+                "cannot load the XDP program (offload object: {})",
+                io::Error::last_os_error()
+            ));
+        }
+        let o = BpfObject(raw);
+        let set_max = |m: *mut libbpf_sys::bpf_map, n: u32| {
+            // SAFETY: a map of the open, not yet loaded object.
+            let r = unsafe { libbpf_sys::bpf_map__set_max_entries(m, n) };
+            if r < 0 {
+                Err(format!(
+                    "cannot size an offload map: {}",
+                    io::Error::from_raw_os_error(-r)
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        set_max(o.map(c"tg_xsks")?, queues.max(1))?;
+        set_max(o.map(c"tg_flows")?, flows.max(2))?;
+        if let Some(sh) = shared {
+            for (n, fd) in [
+                (c"tg_flows", &sh.flows),
+                (c"tg_cfg", &sh.cfg),
+                (c"tg_tx", &sh.tx),
+            ] {
+                let m = o.map(n)?;
+                // SAFETY: a map of the open object and an fd of a map of the same
+                // definition (the other interface's program); libbpf dups it.
+                let r = unsafe { libbpf_sys::bpf_map__reuse_fd(m, fd.as_raw_fd()) };
+                if r < 0 {
+                    return Err(format!(
+                        "cannot share the offload maps: {}",
+                        io::Error::from_raw_os_error(-r)
+                    ));
+                }
+            }
+        }
+        // SAFETY: a live, open object.
+        let r = unsafe { libbpf_sys::bpf_object__load(o.0) };
+        if r < 0 {
+            return Err(format!(
+                "cannot load the XDP program (offload): {}",
+                io::Error::from_raw_os_error(-r)
+            ));
+        }
+        // SAFETY: a live, loaded object and a NUL-terminated name.
+        let p = unsafe {
+            libbpf_sys::bpf_object__find_program_by_name(o.0, c"tiergate_offload".as_ptr())
+        };
+        if p.is_null() {
+            return Err("the offload object has no program tiergate_offload".into());
+        }
+        // SAFETY: a program of the live, loaded object.
+        let prog = dup(unsafe { libbpf_sys::bpf_program__fd(p) }, "offload program")?;
+        let map = o.map_fd(c"tg_xsks")?;
+        let maps = OffloadMaps {
+            flows: o.map_fd(c"tg_flows")?,
+            cfg: o.map_fd(c"tg_cfg")?,
+            tx: o.map_fd(c"tg_tx")?,
+        };
+        Ok((
+            XdpProgram {
+                map,
+                prog,
+                link: None,
+                ifindex,
+            },
+            maps,
+        ))
+    }
+}
+
 /// The id of the XDP program attached to `ifindex`, if any.
 pub(super) fn attached_program(ifindex: u32) -> Option<u32> {
     let mut id: u32 = 0;

@@ -1,0 +1,598 @@
+//! Flow offload: established connections a worker has allowed are installed in a
+//! fast path outside it (the AF_XDP port's XDP program), which forwards and counts
+//! their packets without the worker seeing them. This module holds the seam
+//! ([`FlowOffload`]) and the worker's bookkeeping ([`Offloader`]): which connection
+//! of which slot is installed, and how much of what the offload counted is already
+//! in the flow entry.
+//!
+//! # Keeping flow records exact
+//! The offload counts packets, bytes and the latest time per direction, cumulative
+//! since the connection was installed. The worker merges the difference from what it
+//! merged before into the flow entry ([`merge_delta`], [`FlowEntry::add_offloaded`])
+//! before anything reads the entry: at every export interval, before an expiry
+//! decision (idle time is measured from the later of the two last-seen times), before
+//! an eviction choice, before the flow's final record, and whenever a packet of the
+//! connection reaches the worker (a handshake/teardown segment, or any packet once its
+//! entry went stale after a policy change); an idle worker also merges a few
+//! connections per wake-up, round robin, so live counters follow. So records count
+//! every packet, in the interval they were merged in.
+//!
+//! Syscalls (one map operation per direction) happen at install, merge and removal,
+//! never per forwarded packet; nothing here allocates after construction.
+
+use crate::flow::{ConnState, EntryHook, FlowEntry, FlowTable, KeyClass, Slot};
+use crate::program::{FlowKey, Verdict, proto};
+
+use super::stats::{WorkerStats, vidx};
+
+/// What an offload counted for one direction of a connection since it was installed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OffloadCounters {
+    /// Packets forwarded.
+    pub packets: u64,
+    /// Their bytes (wire length).
+    pub bytes: u64,
+    /// The latest one's time, on the port's clock (0: none yet).
+    pub last_ns: u64,
+}
+
+/// A fast path for established connections (see the module docs). Directions are
+/// `[initiator's, responder's]`, both derived from the initiator's key.
+pub trait FlowOffload: Send + std::fmt::Debug {
+    /// Installs both directions of the connection whose initiator's key is `key`,
+    /// for policy generation `generation`, with zero counters (replacing whatever was
+    /// installed for them). `false`: refused (full, or not a key it can take).
+    fn install(&mut self, key: &FlowKey, generation: u32) -> bool;
+    /// The counters of both directions (`None`: not installed).
+    fn read(&mut self, key: &FlowKey) -> [Option<OffloadCounters>; 2];
+    /// Removes both directions; returns their last counters.
+    fn remove(&mut self, key: &FlowKey) -> [Option<OffloadCounters>; 2];
+    /// The worker runs policy generation `generation` now: entries installed for
+    /// another one are stale (their packets come to the worker again).
+    fn publish_generation(&mut self, generation: u32);
+}
+
+/// Offload counters of one direction as merged into the entry so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Seen {
+    pub(crate) packets: u64,
+    pub(crate) bytes: u64,
+}
+
+/// What the offload counted that is not in the entry yet, given what was merged
+/// (`seen`) and what it reports now (`now`), and the new `seen`. Counters only grow
+/// while a connection stays installed; smaller ones mean it was installed again
+/// (from zero), and then all of them are new.
+pub(crate) fn merge_delta(seen: Seen, now: &OffloadCounters) -> (Seen, Seen) {
+    let fresh = now.packets < seen.packets || now.bytes < seen.bytes;
+    let delta = if fresh {
+        Seen {
+            packets: now.packets,
+            bytes: now.bytes,
+        }
+    } else {
+        Seen {
+            packets: now.packets - seen.packets,
+            bytes: now.bytes - seen.bytes,
+        }
+    };
+    (
+        delta,
+        Seen {
+            packets: now.packets,
+            bytes: now.bytes,
+        },
+    )
+}
+
+/// Whether a connection may be offloaded: allowed, and established (TCP after the
+/// handshake, UDP once its first packet was decided), with ports.
+pub(crate) fn offloadable(e: &FlowEntry) -> bool {
+    if e.applied() != Verdict::Allow || e.awaiting_verdict() {
+        return false;
+    }
+    let k = e.key();
+    if k.class() != KeyClass::Ports {
+        return false;
+    }
+    match k.proto() {
+        proto::TCP => e.state() == ConnState::Established,
+        proto::UDP => e.state() == ConnState::Open,
+        _ => false,
+    }
+}
+
+/// The installation of one slot's connection.
+#[derive(Clone, Copy, Debug, Default)]
+struct OffSlot {
+    key: Option<FlowKey>,
+    generation: u32,
+    seen: [Seen; 2],
+    /// Time of the install or of the latest merge: no offloaded packet not yet merged
+    /// is older.
+    since_ns: u64,
+}
+
+/// Counters of the offload, per worker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OffloadStats {
+    /// Packets the offload forwarded (merged so far; also in rx, forwarded and the
+    /// outcome counters).
+    pub packets: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Connections installed (re-installs after a policy change included).
+    pub installs: u64,
+    /// Installs the offload refused (e.g. its map was full).
+    pub install_failures: u64,
+    /// Connections removed (closed, expired, evicted, no longer allowed).
+    pub removals: u64,
+}
+
+/// A worker's side of the offload: the offload itself and, per flow-table slot,
+/// what is installed there.
+#[derive(Debug)]
+pub(crate) struct Offloader {
+    imp: Box<dyn FlowOffload>,
+    slots: Vec<OffSlot>,
+    pub(crate) stats: OffloadStats,
+    /// Counters to add to the worker's (rx, forwarded, outcomes, replies): written
+    /// here, taken by the worker (`take_counts`).
+    pending_counts: WorkerStats,
+    /// Next slot [`Offloader::sync_some`] looks at.
+    cursor: usize,
+}
+
+impl Offloader {
+    pub(crate) fn new(imp: Box<dyn FlowOffload>, capacity: usize) -> Self {
+        Offloader {
+            imp,
+            slots: vec![OffSlot::default(); capacity],
+            stats: OffloadStats::default(),
+            pending_counts: WorkerStats::default(),
+            cursor: 0,
+        }
+    }
+
+    /// Merges the counters of up to `syncs` installed connections, looking at up to
+    /// `scan` slots from where the previous call stopped (round robin). An idle
+    /// worker calls it, so live counters and last-seen times follow what the offload
+    /// forwards between export intervals.
+    pub(crate) fn sync_some(
+        &mut self,
+        table: &mut FlowTable,
+        now_ns: u64,
+        syncs: usize,
+        scan: usize,
+    ) {
+        let n = self.slots.len();
+        let mut done = 0;
+        for _ in 0..scan.min(n) {
+            let s = self.cursor;
+            self.cursor = (s + 1) % n;
+            let installed = self.slots.get(s).is_some_and(|o| o.key.is_some());
+            if !installed {
+                continue;
+            }
+            if let Some(e) = table.entry_mut(s as Slot)
+                && e.is_offloaded()
+            {
+                self.sync_slot(s as Slot, e, now_ns);
+                done += 1;
+                if done >= syncs {
+                    break;
+                }
+            }
+        }
+    }
+
+    pub(crate) fn publish_generation(&mut self, generation: u32) {
+        self.imp.publish_generation(generation);
+    }
+
+    /// Counters merged since the last call, as the worker counts its own packets.
+    pub(crate) fn take_counts(&mut self) -> WorkerStats {
+        std::mem::take(&mut self.pending_counts)
+    }
+
+    fn merge(&mut self, slot: Slot, e: &mut FlowEntry, now: [Option<OffloadCounters>; 2]) {
+        let Some(o) = self.slots.get_mut(slot as usize) else {
+            return;
+        };
+        let init = e.initiator_dir();
+        let pending = vidx(e.pending());
+        for (d, c) in now.iter().enumerate() {
+            let (Some(c), Some(seen)) = (c, o.seen.get_mut(d)) else {
+                continue;
+            };
+            let (delta, next) = merge_delta(*seen, c);
+            *seen = next;
+            if delta.packets == 0 {
+                continue;
+            }
+            let dir = if d == 0 { init } else { init.flip() };
+            e.add_offloaded(dir, delta.packets, delta.bytes, c.last_ns, o.since_ns);
+            let w = &mut self.pending_counts;
+            for cnt in [&mut w.rx, &mut w.forwarded, &mut w.outcome[0][pending]] {
+                cnt.packets += delta.packets;
+                cnt.bytes += delta.bytes;
+            }
+            if d == 1 {
+                w.replies.packets += delta.packets;
+                w.replies.bytes += delta.bytes;
+            }
+            self.stats.packets += delta.packets;
+            self.stats.bytes += delta.bytes;
+        }
+    }
+
+    /// Merges what the offload counted for `slot`'s connection into `e` (no-op when
+    /// nothing is installed there).
+    pub(crate) fn sync_slot(&mut self, slot: Slot, e: &mut FlowEntry, now_ns: u64) {
+        let Some(key) = self.slots.get(slot as usize).and_then(|o| o.key) else {
+            return;
+        };
+        let c = self.imp.read(&key);
+        self.merge(slot, e, c);
+        if let Some(o) = self.slots.get_mut(slot as usize) {
+            o.since_ns = o.since_ns.max(now_ns);
+        }
+    }
+
+    /// Removes `slot`'s connection from the offload (its last counters are merged
+    /// into `e` when given) and clears the entry's mark.
+    fn remove_slot(&mut self, slot: Slot, e: Option<&mut FlowEntry>) {
+        let Some(key) = self.slots.get(slot as usize).and_then(|o| o.key) else {
+            return;
+        };
+        let c = self.imp.remove(&key);
+        self.stats.removals += 1;
+        match e {
+            Some(e) => {
+                self.merge(slot, e, c);
+                e.set_offloaded(false);
+            }
+            None => {
+                // The record is written: count what arrived since the last merge.
+                if let Some(o) = self.slots.get(slot as usize) {
+                    for (d, c) in c.iter().enumerate() {
+                        if let (Some(c), Some(seen)) = (c, o.seen.get(d)) {
+                            let (delta, _) = merge_delta(*seen, c);
+                            self.stats.packets += delta.packets;
+                            self.stats.bytes += delta.bytes;
+                            let w = &mut self.pending_counts;
+                            w.rx.packets += delta.packets;
+                            w.rx.bytes += delta.bytes;
+                            w.forwarded.packets += delta.packets;
+                            w.forwarded.bytes += delta.bytes;
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(o) = self.slots.get_mut(slot as usize) {
+            *o = OffSlot::default();
+        }
+    }
+
+    /// A packet of `slot`'s connection reached the worker, or the worker is about to
+    /// end or restart the entry: merges the offload's counters first.
+    pub(crate) fn before_use(&mut self, slot: Slot, e: &mut FlowEntry, now_ns: u64) {
+        if e.is_offloaded() {
+            self.sync_slot(slot, e, now_ns);
+        }
+    }
+
+    /// The worker ends or restarts `slot`'s entry (its final record is written
+    /// next, after [`Offloader::before_use`]): the connection leaves the offload.
+    pub(crate) fn before_end(&mut self, slot: Slot, e: &mut FlowEntry) {
+        if e.is_offloaded() {
+            self.remove_slot(slot, Some(e));
+        }
+    }
+
+    /// After a batch: installs `slot`'s connection when it may be offloaded and is
+    /// not installed for `generation`; removes it when it may no longer be.
+    pub(crate) fn settle(&mut self, slot: Slot, e: &mut FlowEntry, generation: u32, now_ns: u64) {
+        let ok = offloadable(e);
+        let installed = e.is_offloaded();
+        if !ok {
+            if installed {
+                self.remove_slot(slot, Some(e));
+            }
+            return;
+        }
+        let current = self
+            .slots
+            .get(slot as usize)
+            .is_some_and(|o| o.key.is_some() && o.generation == generation);
+        if installed && current {
+            return;
+        }
+        if installed {
+            // Stale after a policy change: merge what the old entry counted, then
+            // install it again from zero.
+            self.sync_slot(slot, e, now_ns);
+        }
+        let key = e.initiator_key();
+        if self.imp.install(&key, generation) {
+            self.stats.installs += 1;
+            if let Some(o) = self.slots.get_mut(slot as usize) {
+                *o = OffSlot {
+                    key: Some(key),
+                    generation,
+                    seen: [Seen::default(); 2],
+                    since_ns: now_ns,
+                };
+            }
+            e.set_offloaded(true);
+        } else {
+            self.stats.install_failures += 1;
+            if installed {
+                self.remove_slot(slot, Some(e));
+            }
+            e.set_offloaded(false);
+        }
+    }
+}
+
+impl EntryHook for Offloader {
+    fn sync(&mut self, slot: Slot, e: &mut FlowEntry, now: u64) {
+        self.sync_slot(slot, e, now);
+    }
+
+    fn ended(&mut self, slot: Slot, _e: &FlowEntry) {
+        self.remove_slot(slot, None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::flow::{ConnKey, Dir, FlowRecord, FlowTable, FlowTableConfig};
+    use crate::packet::{ConnClass, ConnTuple};
+    use crate::program::{Decision, EndpointId, Family, FlowVerdicts, TraceId, Verdicts};
+
+    /// An offload in memory: per direction (0 = initiator's) the cumulative
+    /// counters, as the XDP program keeps them.
+    #[derive(Debug, Default)]
+    struct Fake {
+        dirs: HashMap<usize, OffloadCounters>,
+        generation: u32,
+    }
+
+    #[derive(Clone, Debug, Default)]
+    struct FakeOffload(Arc<Mutex<Fake>>);
+
+    impl FlowOffload for FakeOffload {
+        fn install(&mut self, _: &FlowKey, _: u32) -> bool {
+            let mut f = self.0.lock().unwrap();
+            f.dirs.insert(0, OffloadCounters::default());
+            f.dirs.insert(1, OffloadCounters::default());
+            true
+        }
+        fn read(&mut self, _: &FlowKey) -> [Option<OffloadCounters>; 2] {
+            let f = self.0.lock().unwrap();
+            [f.dirs.get(&0).copied(), f.dirs.get(&1).copied()]
+        }
+        fn remove(&mut self, _: &FlowKey) -> [Option<OffloadCounters>; 2] {
+            let mut f = self.0.lock().unwrap();
+            [f.dirs.remove(&0), f.dirs.remove(&1)]
+        }
+        fn publish_generation(&mut self, generation: u32) {
+            self.0.lock().unwrap().generation = generation;
+        }
+    }
+
+    impl FakeOffload {
+        /// The XDP program forwards one packet of direction `d`, if installed.
+        fn forward(&self, d: usize, len: u64, now: u64) -> bool {
+            let mut f = self.0.lock().unwrap();
+            match f.dirs.get_mut(&d) {
+                Some(c) => {
+                    c.packets += 1;
+                    c.bytes += len;
+                    c.last_ns = now;
+                    true
+                }
+                None => false,
+            }
+        }
+    }
+
+    fn allow() -> FlowVerdicts {
+        let d = |v| Decision {
+            verdict: v,
+            trace: TraceId(1),
+        };
+        FlowVerdicts {
+            egress: None,
+            ingress: Some((
+                EndpointId(7),
+                Verdicts {
+                    enforced: d(Verdict::Allow),
+                    pending: d(Verdict::Deny),
+                },
+            )),
+        }
+    }
+
+    /// A table holding one allowed UDP connection, started at `now`.
+    fn table_with_flow(now: u64) -> (FlowTable, Slot, Dir) {
+        let t = ConnTuple {
+            src: 0x0a00_0001,
+            dst: 0x0a00_0002,
+            sport: 40000,
+            dport: 5353,
+            proto: proto::UDP,
+            family: Family::V4,
+            class: ConnClass::Ports,
+        };
+        let (ck, dir) = ConnKey::canonical(&t);
+        let key = FlowKey {
+            src: t.src,
+            dst: t.dst,
+            sport: t.sport,
+            dport: t.dport,
+            proto: t.proto,
+            family: t.family,
+            ifindex: 3,
+        };
+        let mut table = FlowTable::new(FlowTableConfig {
+            capacity: 64,
+            ..FlowTableConfig::default()
+        });
+        let h = table.hash(&ck);
+        let slot = table.claim(h, now, &mut |_| {}).unwrap();
+        let e = table.entry_mut(slot).unwrap();
+        e.start(&ck, dir, &key, 0, now);
+        e.set_verdicts(&allow(), 1, true);
+        e.on_packet(dir, 0, 60, now);
+        (table, slot, dir)
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// A packet from the initiator (or the responder), `len` bytes, `dt` ns after
+        /// the previous event; forwarded by the offload when it holds the flow.
+        Packet { from_init: bool, len: u16, dt: u32 },
+        /// A packet that reaches the worker anyway (e.g. after a policy change).
+        ToWorker { from_init: bool, len: u16, dt: u32 },
+        /// An export interval ends.
+        Export { dt: u32 },
+        /// The connection leaves the offload (and, at the next packet, comes back).
+        Remove { dt: u32 },
+        /// The worker is idle and merges a few connections.
+        Idle { dt: u32 },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (any::<bool>(), 42u16..1500, 0u32..2_000_000)
+                .prop_map(|(from_init, len, dt)| Op::Packet { from_init, len, dt }),
+            2 => (any::<bool>(), 42u16..1500, 0u32..2_000_000)
+                .prop_map(|(from_init, len, dt)| Op::ToWorker { from_init, len, dt }),
+            2 => (0u32..5_000_000).prop_map(|dt| Op::Export { dt }),
+            1 => (0u32..2_000_000).prop_map(|dt| Op::Remove { dt }),
+            2 => (0u32..2_000_000).prop_map(|dt| Op::Idle { dt }),
+        ]
+    }
+
+    proptest! {
+        /// The offload's bookkeeping against its slow twin: the same connection with
+        /// every packet counted by the worker itself. Every interval record and the
+        /// final one count the same packets and bytes, end at the same last packet,
+        /// and start no later (the offload keeps no first time: the interval's
+        /// start is bounded by the previous merge) and, when the interval has
+        /// packets, no earlier than the interval.
+        #[test]
+        fn offloaded_counters_merge_into_the_same_records_as_counting_every_packet(
+            ops in proptest::collection::vec(op(), 1..80)
+        ) {
+            let t0 = 1_000_000_000u64;
+            let (mut fast, slot, init) = table_with_flow(t0);
+            let (mut twin, tslot, _) = table_with_flow(t0);
+            let fake = FakeOffload::default();
+            let mut off = Offloader::new(Box::new(fake.clone()), fast.capacity());
+            off.publish_generation(1);
+            if let Some(e) = fast.entry_mut(slot) {
+                off.settle(slot, e, 1, t0);
+            }
+            let (mut got, mut want) = (Vec::<FlowRecord>::new(), Vec::<FlowRecord>::new());
+            let mut now = t0;
+            let mut last_export = t0;
+            let mut bounds = Vec::new();
+            for o in ops {
+                match o {
+                    Op::Packet { from_init, len, dt } | Op::ToWorker { from_init, len, dt } => {
+                        now += u64::from(dt);
+                        let dir = if from_init { init } else { init.flip() };
+                        let d = usize::from(!from_init);
+                        twin.entry_mut(tslot).unwrap().on_packet(dir, 0, u32::from(len), now);
+                        let offloaded = matches!(o, Op::Packet { .. })
+                            && fake.forward(d, u64::from(len), now);
+                        if !offloaded {
+                            // The worker's lookup: merge first, then count.
+                            let e = fast.entry_mut(slot).unwrap();
+                            off.before_use(slot, e, now);
+                            e.on_packet(dir, 0, u32::from(len), now);
+                            off.settle(slot, e, 1, now);
+                        }
+                    }
+                    Op::Export { dt } => {
+                        now += u64::from(dt);
+                        fast.export_hooked(now, &mut off, &mut |r| got.push(r));
+                        twin.export_interval(now, &mut |r| want.push(r));
+                        bounds.push(last_export);
+                        last_export = now;
+                    }
+                    Op::Remove { dt } => {
+                        now += u64::from(dt);
+                        let e = fast.entry_mut(slot).unwrap();
+                        off.before_use(slot, e, now);
+                        off.before_end(slot, e);
+                        prop_assert!(!e.is_offloaded());
+                    }
+                    Op::Idle { dt } => {
+                        now += u64::from(dt);
+                        off.sync_some(&mut fast, now, 4, 64);
+                    }
+                }
+            }
+            fast.drain_hooked(now, &mut off, &mut |r| got.push(r));
+            twin.drain(now, &mut |r| want.push(r));
+            bounds.push(last_export);
+            prop_assert_eq!(got.len(), want.len());
+            for ((g, w), lo) in got.iter().zip(&want).zip(&bounds) {
+                prop_assert_eq!(
+                    (g.packets_fwd, g.bytes_fwd, g.packets_rev, g.bytes_rev),
+                    (w.packets_fwd, w.bytes_fwd, w.packets_rev, w.bytes_rev)
+                );
+                prop_assert_eq!((g.last_ns, g.first_ns, g.state, g.end), (w.last_ns, w.first_ns, w.state, w.end));
+                prop_assert!(g.interval_first_ns <= w.interval_first_ns);
+                if w.packets_fwd + w.packets_rev > 0 {
+                    prop_assert!(g.interval_first_ns >= (*lo).min(w.interval_first_ns));
+                }
+            }
+            // Nothing left installed once the flow ended.
+            prop_assert!(fake.0.lock().unwrap().dirs.is_empty());
+            let counted: u64 = want.iter().map(|r| r.packets_fwd + r.packets_rev).sum();
+            prop_assert!(off.stats.packets <= counted);
+        }
+
+        /// `merge_delta` against its definition: what is new is the difference from
+        /// what was merged, or everything after a re-install (counters from zero).
+        #[test]
+        fn merge_delta_is_the_difference_or_everything_after_a_reinstall(
+            sp in 0u64..1000, sb in 0u64..100_000, np in 0u64..1000, nb in 0u64..100_000,
+        ) {
+            let seen = Seen { packets: sp, bytes: sb };
+            let now = OffloadCounters { packets: np, bytes: nb, last_ns: 5 };
+            let (d, next) = merge_delta(seen, &now);
+            prop_assert_eq!(next, Seen { packets: np, bytes: nb });
+            if np >= sp && nb >= sb {
+                prop_assert_eq!(d, Seen { packets: np - sp, bytes: nb - sb });
+            } else {
+                prop_assert_eq!(d, Seen { packets: np, bytes: nb });
+            }
+        }
+    }
+
+    #[test]
+    fn only_established_allowed_connections_with_ports_are_offloadable() {
+        let (mut t, slot, _) = table_with_flow(1);
+        let e = t.entry_mut(slot).unwrap();
+        assert!(offloadable(e));
+        let mut deny = allow();
+        if let Some((_, v)) = deny.ingress.as_mut() {
+            v.enforced.verdict = Verdict::Deny;
+        }
+        e.set_verdicts(&deny, 2, true);
+        assert!(!offloadable(e));
+    }
+}
