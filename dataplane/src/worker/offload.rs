@@ -18,7 +18,10 @@
 //! every packet, in the interval they were merged in.
 //!
 //! Syscalls (one map operation per direction) happen at install, merge and removal,
-//! never per forwarded packet; nothing here allocates after construction.
+//! never per forwarded packet; nothing here allocates after construction. An install
+//! the offload refuses (its map full) is not asked for again for the same connection
+//! before [`INSTALL_RETRY_NS`] (100 ms): its packets keep going through the worker,
+//! without a failing syscall in every batch.
 
 use crate::flow::{ConnState, EntryHook, FlowEntry, FlowTable, KeyClass, Slot};
 use crate::program::{FlowKey, Verdict, proto};
@@ -102,6 +105,11 @@ pub(crate) fn offloadable(e: &FlowEntry) -> bool {
     }
 }
 
+/// After the offload refused a connection's install (its map full), the connection is
+/// not offered again before this much time has passed: a refused install costs a
+/// syscall, and every batch with one of the connection's packets would retry it.
+pub(crate) const INSTALL_RETRY_NS: u64 = 100_000_000;
+
 /// The installation of one slot's connection.
 #[derive(Clone, Copy, Debug, Default)]
 struct OffSlot {
@@ -111,6 +119,8 @@ struct OffSlot {
     /// Time of the install or of the latest merge: no offloaded packet not yet merged
     /// is older.
     since_ns: u64,
+    /// After a refused install: no new attempt before this time (0: none refused).
+    retry_at_ns: u64,
 }
 
 /// Counters of the offload, per worker.
@@ -309,6 +319,14 @@ impl Offloader {
         if installed && current {
             return;
         }
+        if !installed
+            && self
+                .slots
+                .get(slot as usize)
+                .is_some_and(|o| now_ns < o.retry_at_ns)
+        {
+            return;
+        }
         if installed {
             // Stale after a policy change: merge what the old entry counted, then
             // install it again from zero.
@@ -323,6 +341,7 @@ impl Offloader {
                     generation,
                     seen: [Seen::default(); 2],
                     since_ns: now_ns,
+                    retry_at_ns: 0,
                 };
             }
             e.set_offloaded(true);
@@ -332,6 +351,9 @@ impl Offloader {
                 self.remove_slot(slot, Some(e));
             }
             e.set_offloaded(false);
+            if let Some(o) = self.slots.get_mut(slot as usize) {
+                o.retry_at_ns = now_ns.saturating_add(INSTALL_RETRY_NS);
+            }
         }
     }
 }
@@ -343,6 +365,10 @@ impl EntryHook for Offloader {
 
     fn ended(&mut self, slot: Slot, _e: &FlowEntry) {
         self.remove_slot(slot, None);
+        // The slot's next connection is a new one: it may be installed at once.
+        if let Some(o) = self.slots.get_mut(slot as usize) {
+            o.retry_at_ns = 0;
+        }
     }
 }
 
@@ -364,6 +390,10 @@ mod tests {
     struct Fake {
         dirs: HashMap<usize, OffloadCounters>,
         generation: u32,
+        /// Refuse installs, as a full map does.
+        full: bool,
+        /// Installs asked for.
+        attempts: u32,
     }
 
     #[derive(Clone, Debug, Default)]
@@ -372,6 +402,10 @@ mod tests {
     impl FlowOffload for FakeOffload {
         fn install(&mut self, _: &FlowKey, _: u32) -> bool {
             let mut f = self.0.lock().unwrap();
+            f.attempts += 1;
+            if f.full {
+                return false;
+            }
             f.dirs.insert(0, OffloadCounters::default());
             f.dirs.insert(1, OffloadCounters::default());
             true
@@ -454,6 +488,45 @@ mod tests {
         e.set_verdicts(&allow(), 1, true);
         e.on_packet(dir, 0, 60, now);
         (table, slot, dir)
+    }
+
+    /// A refused install is not asked for again before [`INSTALL_RETRY_NS`] (each ask
+    /// is a syscall, and every batch with a packet of the connection would ask); a new
+    /// connection in the slot is asked for at once.
+    #[test]
+    fn a_refused_install_waits_for_the_backoff_and_a_new_connection_does_not() {
+        let t0 = 1_000_000_000;
+        let (mut table, slot, _) = table_with_flow(t0);
+        let fake = FakeOffload::default();
+        fake.0.lock().unwrap().full = true;
+        let mut off = Offloader::new(Box::new(fake.clone()), table.capacity());
+        let attempts = || fake.0.lock().unwrap().attempts;
+        let e = table.entry_mut(slot).unwrap();
+        off.settle(slot, e, 1, t0);
+        assert_eq!((attempts(), e.is_offloaded()), (1, false));
+        for dt in [1, INSTALL_RETRY_NS / 2, INSTALL_RETRY_NS - 1] {
+            off.settle(slot, e, 1, t0 + dt);
+        }
+        assert_eq!(attempts(), 1, "asked again within the backoff");
+        off.settle(slot, e, 1, t0 + INSTALL_RETRY_NS);
+        assert_eq!((attempts(), e.is_offloaded()), (2, false));
+        // The map has room again: installed at the next retry.
+        fake.0.lock().unwrap().full = false;
+        off.settle(slot, e, 1, t0 + INSTALL_RETRY_NS + 1);
+        assert_eq!(attempts(), 2);
+        off.settle(slot, e, 1, t0 + 2 * INSTALL_RETRY_NS);
+        assert_eq!((attempts(), e.is_offloaded()), (3, true));
+        assert_eq!((off.stats.installs, off.stats.install_failures), (1, 2));
+        // Refused, then the connection ends: the slot's next one is asked for at once.
+        off.ended(slot, e);
+        e.set_offloaded(false);
+        fake.0.lock().unwrap().full = true;
+        let t1 = t0 + 3 * INSTALL_RETRY_NS;
+        off.settle(slot, e, 1, t1);
+        assert_eq!(attempts(), 4);
+        off.ended(slot, e);
+        off.settle(slot, e, 1, t1 + 1);
+        assert_eq!(attempts(), 5);
     }
 
     #[derive(Clone, Debug)]
