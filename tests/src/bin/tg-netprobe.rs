@@ -121,7 +121,7 @@ fn udpn(addr: SocketAddr, n: u32, pause: Duration) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let probe = |f: fn(SocketAddr) -> Result<(), String>, a: &str, p: &str| {
+    let probe = |f: &dyn Fn(SocketAddr) -> Result<(), String>, a: &str, p: &str| {
         let addr: SocketAddr = match format!("{a}:{p}").parse() {
             Ok(x) => x,
             Err(e) => {
@@ -147,8 +147,8 @@ fn main() -> ExitCode {
         .as_slice()
     {
         ["serve", t, u] => serve(&ports(t), &ports(u)),
-        ["tcp", a, p] => probe(tcp, a, p),
-        ["udp", a, p] => probe(udp, a, p),
+        ["tcp", a, p] => probe(&tcp, a, p),
+        ["udp", a, p] => probe(&udp, a, p),
         ["tcpn" | "udpn", a, p, n, rest @ ..] if rest.len() <= 1 => {
             let (Ok(n), Ok(ms)) = (
                 n.parse::<u32>(),
@@ -158,27 +158,10 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             };
             let pause = Duration::from_millis(ms);
-            let addr: SocketAddr = match format!("{a}:{p}").parse() {
-                Ok(x) => x,
-                Err(e) => {
-                    println!("fail: bad address: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let r = if args[0] == "tcpn" {
-                tcpn(addr, n, pause)
+            if args[0] == "tcpn" {
+                probe(&|addr| tcpn(addr, n, pause), a, p)
             } else {
-                udpn(addr, n, pause)
-            };
-            match r {
-                Ok(()) => {
-                    println!("ok");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    println!("fail: {e}");
-                    ExitCode::FAILURE
-                }
+                probe(&|addr| udpn(addr, n, pause), a, p)
             }
         }
         _ => {
