@@ -186,6 +186,12 @@ impl<C: Classify> Worker<C> {
             && let Some(e) = self.table.entry_mut(slot)
         {
             let dir = meta.dir();
+            // The entry's connection ends here: its offloaded packets into its record,
+            // and out of the offload (as for a reopened connection below).
+            if let Some(o) = &mut self.offload {
+                o.before_use(slot, e, now);
+                o.before_end(slot, e);
+            }
             self.records.emit(e.record(Some(EndReason::Replaced)));
             e.start(&meta.ck, dir, &key, meta.tcp_flags, now);
             e.set_verdicts(fv, generation, true);

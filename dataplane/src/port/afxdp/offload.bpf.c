@@ -24,6 +24,7 @@ typedef unsigned long long __u64;
 #define BPF_MAP_TYPE_XSKMAP 17
 #define XDP_ABORTED 0
 #define XDP_PASS 2
+#define XDP_REDIRECT 4
 
 struct xdp_md {
 	__u32 data;
@@ -177,6 +178,11 @@ int tiergate_offload(struct xdp_md *ctx)
 	struct tg_val *v = bpf_map_lookup_elem(&tg_flows, &key);
 	if (!v || v->generation != cfg->generation)
 		return to_socket(ctx);
+	/* Counted only once the redirect is set up: a frame the devmap cannot take goes
+	 * to the socket, where the worker counts it. */
+	long act = bpf_redirect_map(&tg_tx, v->egress, XDP_ABORTED);
+	if (act != XDP_REDIRECT)
+		return to_socket(ctx);
 	__sync_fetch_and_add(&v->packets, 1);
 	__sync_fetch_and_add(&v->bytes, (__u64)(end - data));
 	v->last_ns = bpf_ktime_get_ns();
@@ -184,7 +190,7 @@ int tiergate_offload(struct xdp_md *ctx)
 		__builtin_memcpy(eth, v->dst_mac, 6);
 		__builtin_memcpy(eth + 6, v->src_mac, 6);
 	}
-	return bpf_redirect_map(&tg_tx, v->egress, XDP_ABORTED);
+	return act;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

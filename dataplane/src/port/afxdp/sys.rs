@@ -963,12 +963,13 @@ impl OffloadMaps {
 
     /// The generation the programs hold.
     pub(super) fn generation(&self) -> Option<u32> {
+        let key = 0u32;
         let mut v = [0u32; 2];
-        // SAFETY: a 4-byte key and an 8-byte value buffer, the map's sizes.
+        // SAFETY: a 4-byte key and an 8-byte value buffer of our own, the map's sizes.
         let r = unsafe {
             libbpf_sys::bpf_map_lookup_elem(
                 self.cfg.as_raw_fd(),
-                (&raw const v[0]).cast::<u32>().cast(),
+                (&raw const key).cast(),
                 v.as_mut_ptr().cast(),
             )
         };
