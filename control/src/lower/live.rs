@@ -99,9 +99,9 @@
 //!   names a port (`ports: [http]`) on a side without a selector, every pod defining
 //!   it is read by every policy: a new class of such pods rebuilds.
 //!
-//!   What such an add costs grows with what it touches, not with the store (except
-//!   the trees of the programs rebuilt): lowering those policies again resolves
-//!   their selectors and named ports from the behaviour groups (a [`PeerIndex`]:
+//!   What such an add costs grows mostly with what it touches (it still walks the
+//!   groups and the endpoint prefixes once, which is cheap beside the rest):
+//!   lowering those policies again resolves their selectors and named ports from the behaviour groups (a [`PeerIndex`]:
 //!   every group's selector bits, named ports and hosts, the new endpoint's
 //!   behaviour beside them; one bit test per group instead of matching the selector
 //!   against the labels of every endpoint, which the first version did and which
