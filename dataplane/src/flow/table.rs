@@ -130,6 +130,20 @@ impl EntryHook for NoHook {
     fn ended(&mut self, _: Slot, _: &FlowEntry) {}
 }
 
+/// A hook that may be absent (a worker with or without an offload).
+impl<H: EntryHook> EntryHook for Option<H> {
+    fn sync(&mut self, slot: Slot, e: &mut FlowEntry, now: u64) {
+        if let Some(h) = self {
+            h.sync(slot, e, now);
+        }
+    }
+    fn ended(&mut self, slot: Slot, e: &FlowEntry) {
+        if let Some(h) = self {
+            h.ended(slot, e);
+        }
+    }
+}
+
 /// The per-worker flow table (see the module documentation).
 #[derive(Debug)]
 pub struct FlowTable {

@@ -57,7 +57,7 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 
 use crate::arch::huge::AllocError;
-use crate::flow::{FlowRecord, FlowTable, FlowTableConfig, NoHook, Slot};
+use crate::flow::{FlowRecord, FlowTable, FlowTableConfig, Slot};
 use crate::packet::{FragmentTracker, ParseError, ParsedPacket, UnparsedPolicy};
 use crate::program::{Classify, FlowKey, FlowVerdicts};
 
@@ -340,12 +340,8 @@ impl<C: Classify> Worker<C> {
     pub fn finish(mut self) -> WorkerReport {
         let now = self.last_ns;
         let records = &mut self.records;
-        match &mut self.offload {
-            Some(o) => self.table.drain_hooked(now, o, &mut |r| records.emit(r)),
-            None => self
-                .table
-                .drain_hooked(now, &mut NoHook, &mut |r| records.emit(r)),
-        }
+        self.table
+            .drain_hooked(now, &mut self.offload, &mut |r| records.emit(r));
         self.take_offload_counts();
         WorkerReport {
             stats: self.stats(),
