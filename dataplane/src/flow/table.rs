@@ -110,15 +110,19 @@ pub type Slot = u32;
 
 /// Connection state kept outside the table (a flow offload counting packets it
 /// forwards itself). The table calls it only for entries marked offloaded
-/// ([`FlowEntry::is_offloaded`]): `sync` before it judges such an entry's expiry,
-/// picks an eviction victim or writes its record, so the entry holds every packet and
-/// the latest time; `ended` once the entry's final record is written and its slot
-/// freed.
+/// ([`FlowEntry::is_offloaded`]): `sync` before it judges such an entry's expiry or
+/// picks an eviction victim among entries that may have been busy outside, and before
+/// an interval record, so the entry holds every packet and the latest time; `end`
+/// when it has decided to end the entry, *before* the final record is written: the
+/// connection leaves the outside state and what was counted there since the last
+/// `sync` (packets forwarded in between) is brought into the entry, so the final
+/// record holds every packet counted outside.
 pub trait EntryHook {
     /// Brings what was counted outside into `e` (at `now`).
     fn sync(&mut self, slot: Slot, e: &mut FlowEntry, now: u64);
-    /// The connection in `slot` ended (final record written).
-    fn ended(&mut self, slot: Slot, e: &FlowEntry);
+    /// The connection in `slot` ends: removes it from the outside state and brings
+    /// its last counters into `e` (its final record is written next).
+    fn end(&mut self, slot: Slot, e: &mut FlowEntry);
 }
 
 /// No state outside the table.
@@ -127,7 +131,7 @@ pub struct NoHook;
 
 impl EntryHook for NoHook {
     fn sync(&mut self, _: Slot, _: &mut FlowEntry, _: u64) {}
-    fn ended(&mut self, _: Slot, _: &FlowEntry) {}
+    fn end(&mut self, _: Slot, _: &mut FlowEntry) {}
 }
 
 /// A hook that may be absent (a worker with or without an offload).
@@ -137,9 +141,9 @@ impl<H: EntryHook> EntryHook for Option<H> {
             h.sync(slot, e, now);
         }
     }
-    fn ended(&mut self, slot: Slot, e: &FlowEntry) {
+    fn end(&mut self, slot: Slot, e: &mut FlowEntry) {
         if let Some(h) = self {
-            h.ended(slot, e);
+            h.end(slot, e);
         }
     }
 }
@@ -375,7 +379,8 @@ impl FlowTable {
 
     /// [`FlowTable::claim_placed`] with state outside the table: offloaded candidates
     /// are synced (and their LRU stamps renewed from their last packet) before the
-    /// victim is chosen; an offloaded victim is ended through `hook`.
+    /// victim is chosen; an offloaded victim is ended through `hook` before its
+    /// final record.
     pub fn claim_hooked(
         &mut self,
         p: &Placement,
@@ -427,7 +432,11 @@ impl FlowTable {
                 self.stats.insert_failures += 1;
                 return None;
             };
-            if let Some(e) = self.entries.get(victim) {
+            if let Some(e) = self.entries.get_mut(victim) {
+                if e.is_offloaded() {
+                    // Out of the offload, with what it counted since the sync.
+                    hook.end(victim as Slot, e);
+                }
                 let reason = if e.is_expired(now, &self.timeouts) {
                     self.stats.expired += 1;
                     if e.state.is_closed() {
@@ -440,9 +449,6 @@ impl FlowTable {
                     EndReason::Evicted
                 };
                 on_end(e.record(Some(reason)));
-                if e.is_offloaded() {
-                    hook.ended(victim as Slot, e);
-                }
             }
             self.len -= 1;
             victim
@@ -508,6 +514,13 @@ impl FlowTable {
                         if !e.is_expired(now, &timeouts) {
                             continue;
                         }
+                        // Out of the offload, with what it counted since the sync.
+                        hook.end(slot as Slot, e);
+                        if !e.is_expired(now, &timeouts) {
+                            // A packet came in between: alive after all (its next
+                            // packet reaches the worker, which installs it again).
+                            continue;
+                        }
                     }
                     let reason = if e.state.is_closed() {
                         EndReason::Closed
@@ -515,9 +528,6 @@ impl FlowTable {
                         EndReason::Timeout
                     };
                     on_end(e.record(Some(reason)));
-                    if e.is_offloaded() {
-                        hook.ended(slot as Slot, e);
-                    }
                     self.stats.expired += 1;
                     self.remove(slot as Slot);
                 }
@@ -552,6 +562,10 @@ impl FlowTable {
             }
             if e.is_offloaded() {
                 hook.sync(slot as Slot, e, now);
+                if e.is_expired(now, &timeouts) {
+                    // Out of the offload, with what it counted since the sync.
+                    hook.end(slot as Slot, e);
+                }
             }
             if e.is_expired(now, &timeouts) {
                 let reason = if e.state.is_closed() {
@@ -560,9 +574,6 @@ impl FlowTable {
                     EndReason::Timeout
                 };
                 on_record(e.record(Some(reason)));
-                if e.is_offloaded() {
-                    hook.ended(slot as Slot, e);
-                }
                 self.stats.expired += 1;
                 self.remove(slot as Slot);
             } else if e.is_active() {
@@ -579,8 +590,8 @@ impl FlowTable {
         self.drain_hooked(now, &mut NoHook, on_end);
     }
 
-    /// [`FlowTable::drain`] with state outside the table: offloaded entries are
-    /// synced before their final record and ended after it.
+    /// [`FlowTable::drain`] with state outside the table: offloaded entries leave
+    /// it (their last counters merged) before their final record is written.
     pub fn drain_hooked(
         &mut self,
         now: u64,
@@ -591,29 +602,23 @@ impl FlowTable {
             if !self.is_used(slot) {
                 continue;
             }
-            if let Some(e) = self.entries.get_mut(slot)
-                && e.is_offloaded()
-            {
-                hook.sync(slot as Slot, e, now);
-            }
-            if let Some(e) = self.entries.get(slot)
-                && e.is_offloaded()
-            {
-                hook.ended(slot as Slot, e);
-            }
-            if let Some(e) = self.entries.get(slot)
-                && !e.awaiting_verdict()
-            {
-                let reason = if e.is_expired(now, &self.timeouts) {
-                    if e.state.is_closed() {
-                        EndReason::Closed
+            let timeouts = self.timeouts;
+            if let Some(e) = self.entries.get_mut(slot) {
+                if e.is_offloaded() {
+                    hook.end(slot as Slot, e);
+                }
+                if !e.awaiting_verdict() {
+                    let reason = if e.is_expired(now, &timeouts) {
+                        if e.state.is_closed() {
+                            EndReason::Closed
+                        } else {
+                            EndReason::Timeout
+                        }
                     } else {
-                        EndReason::Timeout
-                    }
-                } else {
-                    EndReason::Drained
-                };
-                on_end(e.record(Some(reason)));
+                        EndReason::Drained
+                    };
+                    on_end(e.record(Some(reason)));
+                }
             }
             self.remove(slot as Slot);
         }

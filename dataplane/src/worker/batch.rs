@@ -189,7 +189,6 @@ impl<C: Classify> Worker<C> {
             // The entry's connection ends here: its offloaded packets into its record,
             // and out of the offload (as for a reopened connection below).
             if let Some(o) = &mut self.offload {
-                o.before_use(slot, e, now);
                 o.before_end(slot, e);
             }
             self.records.emit(e.record(Some(EndReason::Replaced)));
@@ -602,7 +601,6 @@ impl<C: Classify> Worker<C> {
                 // A new SYN after the connection closed earlier in this batch: a new
                 // connection, as it would have been one packet at a time (rare path).
                 if let Some(o) = &mut self.offload {
-                    o.before_use(slot, e, f.ts_ns);
                     o.before_end(slot, e);
                 }
                 self.records.emit(e.record(Some(EndReason::Replaced)));

@@ -11,11 +11,15 @@
 //! merged before into the flow entry ([`merge_delta`], [`FlowEntry::add_offloaded`])
 //! before anything reads the entry: at every export interval, before an expiry
 //! decision (idle time is measured from the later of the two last-seen times), before
-//! an eviction choice, before the flow's final record, and whenever a packet of the
-//! connection reaches the worker (a handshake/teardown segment, or any packet once its
-//! entry went stale after a policy change); an idle worker also merges a few
-//! connections per wake-up, round robin, so live counters follow. So records count
-//! every packet, in the interval they were merged in.
+//! an eviction choice, and whenever a packet of the connection reaches the worker (a
+//! handshake/teardown segment, or any packet once its entry went stale after a policy
+//! change); an idle worker also merges a few connections per wake-up, round robin, so
+//! live counters follow. A connection that ends leaves the offload *before* its final
+//! record is written, and the counters its removal returns are merged too (the
+//! table's [`EntryHook::end`], the worker's `before_end`): packets forwarded between
+//! the last merge and the removal are in the final record and in every worker
+//! counter (rx, forwarded, outcomes, replies) alike. So records count every packet,
+//! in the interval they were merged in.
 //!
 //! Syscalls (one map operation per direction) happen at install, merge and removal,
 //! never per forwarded packet; nothing here allocates after construction. An install
@@ -249,37 +253,18 @@ impl Offloader {
         }
     }
 
-    /// Removes `slot`'s connection from the offload (its last counters are merged
-    /// into `e` when given) and clears the entry's mark.
-    fn remove_slot(&mut self, slot: Slot, e: Option<&mut FlowEntry>) {
+    /// Removes `slot`'s connection from the offload, merges its last counters into
+    /// `e` (packets forwarded since the last merge included: they count in the
+    /// entry's record and in every worker counter, as merged packets always do) and
+    /// clears the entry's mark.
+    fn remove_slot(&mut self, slot: Slot, e: &mut FlowEntry) {
         let Some(key) = self.slots.get(slot as usize).and_then(|o| o.key) else {
             return;
         };
         let c = self.imp.remove(&key);
         self.stats.removals += 1;
-        match e {
-            Some(e) => {
-                self.merge(slot, e, c);
-                e.set_offloaded(false);
-            }
-            None => {
-                // The record is written: count what arrived since the last merge.
-                if let Some(o) = self.slots.get(slot as usize) {
-                    for (d, c) in c.iter().enumerate() {
-                        if let (Some(c), Some(seen)) = (c, o.seen.get(d)) {
-                            let (delta, _) = merge_delta(*seen, c);
-                            self.stats.packets += delta.packets;
-                            self.stats.bytes += delta.bytes;
-                            let w = &mut self.pending_counts;
-                            w.rx.packets += delta.packets;
-                            w.rx.bytes += delta.bytes;
-                            w.forwarded.packets += delta.packets;
-                            w.forwarded.bytes += delta.bytes;
-                        }
-                    }
-                }
-            }
-        }
+        self.merge(slot, e, c);
+        e.set_offloaded(false);
         if let Some(o) = self.slots.get_mut(slot as usize) {
             *o = OffSlot::default();
         }
@@ -294,10 +279,10 @@ impl Offloader {
     }
 
     /// The worker ends or restarts `slot`'s entry (its final record is written
-    /// next, after [`Offloader::before_use`]): the connection leaves the offload.
+    /// next): the connection leaves the offload, its last counters merged into `e`.
     pub(crate) fn before_end(&mut self, slot: Slot, e: &mut FlowEntry) {
         if e.is_offloaded() {
-            self.remove_slot(slot, Some(e));
+            EntryHook::end(self, slot, e);
         }
     }
 
@@ -308,7 +293,7 @@ impl Offloader {
         let installed = e.is_offloaded();
         if !ok {
             if installed {
-                self.remove_slot(slot, Some(e));
+                self.remove_slot(slot, e);
             }
             return;
         }
@@ -348,7 +333,7 @@ impl Offloader {
         } else {
             self.stats.install_failures += 1;
             if installed {
-                self.remove_slot(slot, Some(e));
+                self.remove_slot(slot, e);
             }
             e.set_offloaded(false);
             if let Some(o) = self.slots.get_mut(slot as usize) {
@@ -363,8 +348,8 @@ impl EntryHook for Offloader {
         self.sync_slot(slot, e, now);
     }
 
-    fn ended(&mut self, slot: Slot, _e: &FlowEntry) {
-        self.remove_slot(slot, None);
+    fn end(&mut self, slot: Slot, e: &mut FlowEntry) {
+        self.remove_slot(slot, e);
         // The slot's next connection is a new one: it may be installed at once.
         if let Some(o) = self.slots.get_mut(slot as usize) {
             o.retry_at_ns = 0;
@@ -394,6 +379,9 @@ mod tests {
         full: bool,
         /// Installs asked for.
         attempts: u32,
+        /// A packet (direction, length, time) forwarded between the worker's last
+        /// read and the next removal: counted at that removal.
+        late: Option<(usize, u64, u64)>,
     }
 
     #[derive(Clone, Debug, Default)]
@@ -416,6 +404,13 @@ mod tests {
         }
         fn remove(&mut self, _: &FlowKey) -> [Option<OffloadCounters>; 2] {
             let mut f = self.0.lock().unwrap();
+            if let Some((d, len, now)) = f.late.take()
+                && let Some(c) = f.dirs.get_mut(&d)
+            {
+                c.packets += 1;
+                c.bytes += len;
+                c.last_ns = now;
+            }
             [f.dirs.remove(&0), f.dirs.remove(&1)]
         }
         fn publish_generation(&mut self, generation: u32) {
@@ -436,6 +431,18 @@ mod tests {
                 }
                 None => false,
             }
+        }
+
+        /// The XDP program forwards one packet of direction `d` (if installed) in
+        /// the instant before the worker removes the connection: the next removal
+        /// finds it, no read before does.
+        fn forward_late(&self, d: usize, len: u64, now: u64) -> bool {
+            let mut f = self.0.lock().unwrap();
+            let installed = f.dirs.contains_key(&d);
+            if installed {
+                f.late = Some((d, len, now));
+            }
+            installed
         }
     }
 
@@ -518,13 +525,12 @@ mod tests {
         assert_eq!((attempts(), e.is_offloaded()), (3, true));
         assert_eq!((off.stats.installs, off.stats.install_failures), (1, 2));
         // Refused, then the connection ends: the slot's next one is asked for at once.
-        off.ended(slot, e);
-        e.set_offloaded(false);
+        off.end(slot, e);
         fake.0.lock().unwrap().full = true;
         let t1 = t0 + 3 * INSTALL_RETRY_NS;
         off.settle(slot, e, 1, t1);
         assert_eq!(attempts(), 4);
-        off.ended(slot, e);
+        off.end(slot, e);
         off.settle(slot, e, 1, t1 + 1);
         assert_eq!(attempts(), 5);
     }
@@ -538,8 +544,9 @@ mod tests {
         ToWorker { from_init: bool, len: u16, dt: u32 },
         /// An export interval ends.
         Export { dt: u32 },
-        /// The connection leaves the offload (and, at the next packet, comes back).
-        Remove { dt: u32 },
+        /// The connection leaves the offload (and, at the next packet, comes back);
+        /// `late`: a packet the offload forwards just before (see `forward_late`).
+        Remove { dt: u32, late: Option<(bool, u16)> },
         /// The worker is idle and merges a few connections.
         Idle { dt: u32 },
     }
@@ -551,7 +558,8 @@ mod tests {
             2 => (any::<bool>(), 42u16..1500, 0u32..2_000_000)
                 .prop_map(|(from_init, len, dt)| Op::ToWorker { from_init, len, dt }),
             2 => (0u32..5_000_000).prop_map(|dt| Op::Export { dt }),
-            1 => (0u32..2_000_000).prop_map(|dt| Op::Remove { dt }),
+            1 => (0u32..2_000_000, proptest::option::of((any::<bool>(), 42u16..1500)))
+                .prop_map(|(dt, late)| Op::Remove { dt, late }),
             2 => (0u32..2_000_000).prop_map(|dt| Op::Idle { dt }),
         ]
     }
@@ -563,9 +571,15 @@ mod tests {
         /// and start no later (the offload keeps no first time: the interval's
         /// start is bounded by the previous merge) and, when the interval has
         /// packets, no earlier than the interval.
+        ///
+        /// A packet the offload forwards between the worker's last read and the
+        /// connection's removal (`late`, at a removal by the worker and at the final
+        /// drain) is in the entry's record too, and every packet the offload
+        /// forwarded is in the worker's rx, forwarded and outcome counters alike.
         #[test]
         fn offloaded_counters_merge_into_the_same_records_as_counting_every_packet(
-            ops in proptest::collection::vec(op(), 1..80)
+            ops in proptest::collection::vec(op(), 1..80),
+            final_late in proptest::option::of((any::<bool>(), 42u16..1500)),
         ) {
             let t0 = 1_000_000_000u64;
             let (mut fast, slot, init) = table_with_flow(t0);
@@ -580,6 +594,8 @@ mod tests {
             let mut now = t0;
             let mut last_export = t0;
             let mut bounds = Vec::new();
+            let mut offloaded_packets = 0u64;
+            let mut counts = WorkerStats::default();
             for o in ops {
                 match o {
                     Op::Packet { from_init, len, dt } | Op::ToWorker { from_init, len, dt } => {
@@ -589,6 +605,7 @@ mod tests {
                         twin.entry_mut(tslot).unwrap().on_packet(dir, 0, u32::from(len), now);
                         let offloaded = matches!(o, Op::Packet { .. })
                             && fake.forward(d, u64::from(len), now);
+                        offloaded_packets += u64::from(offloaded);
                         if !offloaded {
                             // The worker's lookup: merge first, then count.
                             let e = fast.entry_mut(slot).unwrap();
@@ -604,8 +621,16 @@ mod tests {
                         bounds.push(last_export);
                         last_export = now;
                     }
-                    Op::Remove { dt } => {
+                    Op::Remove { dt, late } => {
                         now += u64::from(dt);
+                        if let Some((from_init, len)) = late {
+                            let d = usize::from(!from_init);
+                            if fake.forward_late(d, u64::from(len), now) {
+                                let dir = if from_init { init } else { init.flip() };
+                                twin.entry_mut(tslot).unwrap().on_packet(dir, 0, u32::from(len), now);
+                                offloaded_packets += 1;
+                            }
+                        }
                         let e = fast.entry_mut(slot).unwrap();
                         off.before_use(slot, e, now);
                         off.before_end(slot, e);
@@ -616,8 +641,18 @@ mod tests {
                         off.sync_some(&mut fast, now, 4, 64);
                     }
                 }
+                counts.merge(&off.take_counts());
+            }
+            if let Some((from_init, len)) = final_late {
+                let d = usize::from(!from_init);
+                if fake.forward_late(d, u64::from(len), now) {
+                    let dir = if from_init { init } else { init.flip() };
+                    twin.entry_mut(tslot).unwrap().on_packet(dir, 0, u32::from(len), now);
+                    offloaded_packets += 1;
+                }
             }
             fast.drain_hooked(now, &mut off, &mut |r| got.push(r));
+            counts.merge(&off.take_counts());
             twin.drain(now, &mut |r| want.push(r));
             bounds.push(last_export);
             prop_assert_eq!(got.len(), want.len());
@@ -634,8 +669,14 @@ mod tests {
             }
             // Nothing left installed once the flow ended.
             prop_assert!(fake.0.lock().unwrap().dirs.is_empty());
-            let counted: u64 = want.iter().map(|r| r.packets_fwd + r.packets_rev).sum();
-            prop_assert!(off.stats.packets <= counted);
+            // Every offloaded packet in every counter once.
+            let outcomes: u64 = counts.outcome.iter().flatten().map(|c| c.packets).sum();
+            prop_assert_eq!(off.stats.packets, offloaded_packets);
+            prop_assert_eq!(
+                (counts.rx.packets, counts.forwarded.packets, outcomes),
+                (offloaded_packets, offloaded_packets, offloaded_packets)
+            );
+            prop_assert_eq!((counts.rx.bytes, counts.forwarded.bytes), (off.stats.bytes, off.stats.bytes));
         }
 
         /// `merge_delta` against its definition: what is new is the difference from
