@@ -377,10 +377,11 @@ impl FlowTable {
         self.claim_hooked(p, now, &mut NoHook, on_end)
     }
 
-    /// [`FlowTable::claim_placed`] with state outside the table: offloaded candidates
-    /// are synced (and their LRU stamps renewed from their last packet) before the
-    /// victim is chosen; an offloaded victim is ended through `hook` before its
-    /// final record.
+    /// [`FlowTable::claim_placed`] with state outside the table: when the victim
+    /// the table's own LRU stamps point at is offloaded, it is synced (its stamp
+    /// renewed from its last packet) and the choice made again, until the choice is
+    /// an entry whose stamp is exact; an offloaded victim is ended through `hook`
+    /// before its final record.
     pub fn claim_hooked(
         &mut self,
         p: &Placement,
@@ -397,44 +398,12 @@ impl FlowTable {
         } else if let Some(w) = self.buckets.get(p.b2).and_then(free) {
             p.b2 * WAYS + w
         } else {
-            let now_stamp = stamp(now);
-            for b in [p.b1, p.b2] {
-                for w in 0..WAYS {
-                    let slot = b * WAYS + w;
-                    if let Some(e) = self.entries.get_mut(slot)
-                        && e.is_offloaded()
-                    {
-                        hook.sync(slot as Slot, e, now);
-                        let last = e.last_ns;
-                        if let Some(bucket) = self.buckets.get_mut(b) {
-                            bucket.stamps[w] = stamp(last);
-                        }
-                    }
-                }
-            }
-            let mut best: Option<(u32, usize)> = None;
-            for b in [p.b1, p.b2] {
-                let Some(bucket) = self.buckets.get(b) else {
-                    continue;
-                };
-                for w in 0..WAYS {
-                    let slot = b * WAYS + w;
-                    if self.entries.get(slot).is_none_or(|e| e.awaiting_verdict()) {
-                        continue;
-                    }
-                    let age = now_stamp.wrapping_sub(bucket.stamps[w]);
-                    if best.is_none_or(|(a, _)| age > a) {
-                        best = Some((age, slot));
-                    }
-                }
-            }
-            let Some((_, victim)) = best else {
+            let Some(victim) = self.pick_victim(p, now, hook) else {
                 self.stats.insert_failures += 1;
                 return None;
             };
             if let Some(e) = self.entries.get_mut(victim) {
                 if e.is_offloaded() {
-                    // Out of the offload, with what it counted since the sync.
                     hook.end(victim as Slot, e);
                 }
                 let reason = if e.is_expired(now, &self.timeouts) {
@@ -460,6 +429,63 @@ impl FlowTable {
         self.len += 1;
         self.stats.inserts += 1;
         Some(slot as Slot)
+    }
+
+    /// The least recently used candidate of `p`'s two (full) buckets that is not
+    /// awaiting its verdict, by last-seen time.
+    ///
+    /// The LRU stamps are exact for entries the worker sees every packet of; an
+    /// offloaded entry's stamp only lags (its packets since the last sync renew it
+    /// only when synced), so its real age is at most its stamp's. Hence when the
+    /// oldest candidate by stamp is not offloaded — or is offloaded and was just
+    /// synced — no other candidate can be older: it is the victim, and nothing else
+    /// needs a sync (each sync is two map lookups, i.e. two syscalls). Otherwise that
+    /// one candidate is synced, its stamp renewed, and the choice made again; every
+    /// candidate is synced at most once per claim. This picks the same victim as
+    /// syncing every offloaded candidate first (up to ties), and in the common cases
+    /// — an idle offloaded connection is the oldest, or a connection the worker sees
+    /// is — syncs one entry or none. A synced busy entry keeps its renewed stamp, so
+    /// the next claims on its buckets do not sync it again.
+    fn pick_victim(&mut self, p: &Placement, now: u64, hook: &mut impl EntryHook) -> Option<usize> {
+        let now_stamp = stamp(now);
+        let buckets = if p.b1 == p.b2 {
+            &[p.b1][..]
+        } else {
+            &[p.b1, p.b2][..]
+        };
+        // Candidates synced so far (bit `i * WAYS + way` for bucket `buckets[i]`).
+        let mut synced = 0u32;
+        loop {
+            let mut best: Option<(u32, usize, usize)> = None;
+            for (i, &b) in buckets.iter().enumerate() {
+                let Some(bucket) = self.buckets.get(b) else {
+                    continue;
+                };
+                for w in 0..WAYS {
+                    let slot = b * WAYS + w;
+                    if self.entries.get(slot).is_none_or(|e| e.awaiting_verdict()) {
+                        continue;
+                    }
+                    let age = now_stamp.wrapping_sub(bucket.stamps[w]);
+                    if best.is_none_or(|(a, _, _)| age > a) {
+                        best = Some((age, slot, i * WAYS + w));
+                    }
+                }
+            }
+            let (_, victim, bit) = best?;
+            let Some(e) = self.entries.get_mut(victim) else {
+                return Some(victim);
+            };
+            if !e.is_offloaded() || synced & (1 << bit) != 0 {
+                return Some(victim);
+            }
+            synced |= 1 << bit;
+            hook.sync(victim as Slot, e, now);
+            let last = e.last_ns;
+            if let Some(bucket) = self.buckets.get_mut(victim / WAYS) {
+                bucket.stamps[victim % WAYS] = stamp(last);
+            }
+        }
     }
 
     /// Removes the entry in `slot`, if any.

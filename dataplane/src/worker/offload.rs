@@ -11,7 +11,7 @@
 //! merged before into the flow entry ([`merge_delta`], [`FlowEntry::add_offloaded`])
 //! before anything reads the entry: at every export interval, before an expiry
 //! decision (idle time is measured from the later of the two last-seen times), before
-//! an eviction choice, and whenever a packet of the connection reaches the worker (a
+//! an offloaded entry that looks least recently used is evicted, and whenever a packet of the connection reaches the worker (a
 //! handshake/teardown segment, or any packet once its entry went stale after a policy
 //! change); an idle worker also merges a few connections per wake-up, round robin, so
 //! live counters follow. A connection that ends leaves the offload *before* its final
@@ -192,6 +192,10 @@ impl Offloader {
                 && e.is_offloaded()
             {
                 self.sync_slot(s as Slot, e, now_ns);
+                // Its LRU stamp follows its packets, so an eviction choice need not
+                // sync it (`FlowTable::claim_hooked`).
+                let last = e.last_ns();
+                table.touch(s as Slot, last);
                 done += 1;
                 if done >= syncs {
                     break;
