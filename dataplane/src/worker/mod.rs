@@ -65,7 +65,7 @@ use batch::{Deferred, Job, OUT_NONE, PktMeta};
 
 // The port seam lived here before ports had a module of their own.
 pub use crate::port::{MemPort, Port, Rx, RxFrame};
-pub use offload::{FlowOffload, OffloadCounters, OffloadStats};
+pub use offload::{FlowOffload, Install, OffloadCounters, OffloadStats};
 pub use publish::{ClassifierSlot, Published};
 pub use stats::{Count, WorkerStats, new_latency_histogram};
 

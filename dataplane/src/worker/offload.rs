@@ -11,15 +11,28 @@
 //! merged before into the flow entry ([`merge_delta`], [`FlowEntry::add_offloaded`])
 //! before anything reads the entry: at every export interval, before an expiry
 //! decision (idle time is measured from the later of the two last-seen times), before
-//! an offloaded entry that looks least recently used is evicted, and whenever a packet of the connection reaches the worker (a
-//! handshake/teardown segment, or any packet once its entry went stale after a policy
-//! change); an idle worker also merges a few connections per wake-up, round robin, so
-//! live counters follow. A connection that ends leaves the offload *before* its final
-//! record is written, and the counters its removal returns are merged too (the
-//! table's [`EntryHook::end`], the worker's `before_end`): packets forwarded between
-//! the last merge and the removal are in the final record and in every worker
-//! counter (rx, forwarded, outcomes, replies) alike. So records count every packet,
-//! in the interval they were merged in.
+//! an offloaded entry that looks least recently used is evicted, and whenever a
+//! packet of the connection reaches the worker (a handshake/teardown segment, or any
+//! packet once its entry went stale after a policy change); an idle worker also
+//! merges a few connections per wake-up, round robin, so live counters follow. A
+//! connection that ends leaves the offload *before* its final record is written, and
+//! the counters its removal returns are merged too (the table's [`EntryHook::end`],
+//! the worker's `before_end`): packets forwarded between the last merge and the
+//! removal are in the final record and in every worker counter (rx, forwarded,
+//! outcomes, replies) alike. So records count every packet, in the interval they were
+//! merged in.
+//!
+//! # Several workers, one offload
+//! Workers share the offload, and with asymmetric receive-side scaling (a
+//! connection's two directions received on queues of different workers) two flow
+//! tables hold the same connection. The first worker to install it owns it: an
+//! install never replaces another worker's entries ([`Install::HeldElsewhere`]:
+//! nothing installed, counted in [`OffloadStats::held_elsewhere`], asked again at
+//! most every [`INSTALL_RETRY_NS`]), and a worker reads, merges and removes only what
+//! it installed, so every packet the offload forwards is merged once, by the owner.
+//! Each worker's entries go stale when *that* worker picks a new policy generation
+//! up ([`FlowOffload::publish_generation`]; the XDP program keeps a generation per
+//! worker), so workers never overwrite each other's generation.
 //!
 //! Syscalls (one map operation per direction) happen at install, merge and removal,
 //! never per forwarded packet; nothing here allocates after construction. An install
@@ -43,19 +56,38 @@ pub struct OffloadCounters {
     pub last_ns: u64,
 }
 
+/// What [`FlowOffload::install`] came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Install {
+    /// Both directions are installed.
+    Done,
+    /// Not installed: the offload is full, or cannot take the key.
+    Refused,
+    /// Not installed: a direction is installed already by another worker (its
+    /// flow table holds the same connection: the two directions are received on
+    /// queues of different workers). That worker owns it and merges its counters.
+    HeldElsewhere,
+}
+
 /// A fast path for established connections (see the module docs). Directions are
-/// `[initiator's, responder's]`, both derived from the initiator's key.
+/// `[initiator's, responder's]`, both derived from the initiator's key. Several
+/// workers may share one offload: each installs, reads and removes only the
+/// connections it installed itself.
 pub trait FlowOffload: Send + std::fmt::Debug {
     /// Installs both directions of the connection whose initiator's key is `key`,
-    /// for policy generation `generation`, with zero counters (replacing whatever was
-    /// installed for them). `false`: refused (full, or not a key it can take).
-    fn install(&mut self, key: &FlowKey, generation: u32) -> bool;
+    /// for policy generation `generation`, with zero counters. With `replace` (this
+    /// worker installed them before, for an older generation) its entries are
+    /// replaced; otherwise an entry there already (another worker's) is left alone
+    /// and the install is [`Install::HeldElsewhere`]. Never leaves one direction
+    /// installed alone.
+    fn install(&mut self, key: &FlowKey, generation: u32, replace: bool) -> Install;
     /// The counters of both directions (`None`: not installed).
     fn read(&mut self, key: &FlowKey) -> [Option<OffloadCounters>; 2];
     /// Removes both directions; returns their last counters.
     fn remove(&mut self, key: &FlowKey) -> [Option<OffloadCounters>; 2];
-    /// The worker runs policy generation `generation` now: entries installed for
-    /// another one are stale (their packets come to the worker again).
+    /// The worker runs policy generation `generation` now: the entries it installed
+    /// for another one are stale (their packets come to the worker again); other
+    /// workers' entries are not affected.
     fn publish_generation(&mut self, generation: u32);
 }
 
@@ -139,6 +171,9 @@ pub struct OffloadStats {
     pub installs: u64,
     /// Installs the offload refused (e.g. its map was full).
     pub install_failures: u64,
+    /// Installs not made because another worker holds the connection (its two
+    /// directions are received by different workers; that worker counts it).
+    pub held_elsewhere: u64,
     /// Connections removed (closed, expired, evicted, no longer allowed).
     pub removals: u64,
 }
@@ -322,7 +357,14 @@ impl Offloader {
             self.sync_slot(slot, e, now_ns);
         }
         let key = e.initiator_key();
-        if self.imp.install(&key, generation) {
+        // Replacing only this worker's own entries (a re-install after a policy
+        // change); a new install leaves another worker's alone.
+        let ours = self
+            .slots
+            .get(slot as usize)
+            .is_some_and(|o| o.key == Some(key));
+        let result = self.imp.install(&key, generation, installed && ours);
+        if result == Install::Done {
             self.stats.installs += 1;
             if let Some(o) = self.slots.get_mut(slot as usize) {
                 *o = OffSlot {
@@ -335,7 +377,10 @@ impl Offloader {
             }
             e.set_offloaded(true);
         } else {
-            self.stats.install_failures += 1;
+            match result {
+                Install::HeldElsewhere => self.stats.held_elsewhere += 1,
+                _ => self.stats.install_failures += 1,
+            }
             if installed {
                 self.remove_slot(slot, e);
             }
@@ -392,15 +437,15 @@ mod tests {
     struct FakeOffload(Arc<Mutex<Fake>>);
 
     impl FlowOffload for FakeOffload {
-        fn install(&mut self, _: &FlowKey, _: u32) -> bool {
+        fn install(&mut self, _: &FlowKey, _: u32, _: bool) -> Install {
             let mut f = self.0.lock().unwrap();
             f.attempts += 1;
             if f.full {
-                return false;
+                return Install::Refused;
             }
             f.dirs.insert(0, OffloadCounters::default());
             f.dirs.insert(1, OffloadCounters::default());
-            true
+            Install::Done
         }
         fn read(&mut self, _: &FlowKey) -> [Option<OffloadCounters>; 2] {
             let f = self.0.lock().unwrap();
@@ -478,7 +523,13 @@ mod tests {
             family: Family::V4,
             class: ConnClass::Ports,
         };
-        let (ck, dir) = ConnKey::canonical(&t);
+        table_with(&t, 3, now)
+    }
+
+    /// A table holding the allowed UDP connection of `t` (its initiator's first
+    /// packet arrived on `ifindex` at `now`).
+    fn table_with(t: &ConnTuple, ifindex: u16, now: u64) -> (FlowTable, Slot, Dir) {
+        let (ck, dir) = ConnKey::canonical(t);
         let key = FlowKey {
             src: t.src,
             dst: t.dst,
@@ -486,7 +537,7 @@ mod tests {
             dport: t.dport,
             proto: t.proto,
             family: t.family,
-            ifindex: 3,
+            ifindex,
         };
         let mut table = FlowTable::new(FlowTableConfig {
             capacity: 64,
@@ -712,5 +763,106 @@ mod tests {
         }
         e.set_verdicts(&deny, 2, true);
         assert!(!offloadable(e));
+    }
+
+    /// One direction's key in [`SharedMap`]: addresses, ports and the ingress
+    /// interface (0 or 1; the reverse direction arrives on the other one).
+    type DirKey = (u128, u128, u16, u16, u16);
+
+    fn dir_keys(k: &FlowKey) -> [DirKey; 2] {
+        [
+            (k.src, k.dst, k.sport, k.dport, k.ifindex),
+            (k.dst, k.src, k.dport, k.sport, k.ifindex ^ 1),
+        ]
+    }
+
+    /// One offload map shared by several workers, as the XDP program's is: an
+    /// install that is not a replacement leaves an existing entry alone.
+    #[derive(Clone, Debug, Default)]
+    struct SharedMap(Arc<Mutex<HashMap<DirKey, OffloadCounters>>>);
+
+    impl FlowOffload for SharedMap {
+        fn install(&mut self, key: &FlowKey, _: u32, replace: bool) -> Install {
+            let mut m = self.0.lock().unwrap();
+            let keys = dir_keys(key);
+            if !replace && keys.iter().any(|k| m.contains_key(k)) {
+                return Install::HeldElsewhere;
+            }
+            for k in keys {
+                m.insert(k, OffloadCounters::default());
+            }
+            Install::Done
+        }
+        fn read(&mut self, key: &FlowKey) -> [Option<OffloadCounters>; 2] {
+            let m = self.0.lock().unwrap();
+            dir_keys(key).map(|k| m.get(&k).copied())
+        }
+        fn remove(&mut self, key: &FlowKey) -> [Option<OffloadCounters>; 2] {
+            let mut m = self.0.lock().unwrap();
+            dir_keys(key).map(|k| m.remove(&k))
+        }
+        fn publish_generation(&mut self, _: u32) {}
+    }
+
+    /// Asymmetric RSS: the initiator's packets reach worker A, the responder's
+    /// worker B, so both tables hold the connection (B's from the responder's side).
+    /// A installs it; B finds it held elsewhere and installs nothing, so what the
+    /// offload forwards is merged once, by A, and the two workers' records together
+    /// count every packet once.
+    #[test]
+    fn a_connection_two_workers_hold_is_installed_and_counted_by_one() {
+        let t0 = 1_000_000_000;
+        let fwd = ConnTuple {
+            src: 0x0a00_0001,
+            dst: 0x0a00_0002,
+            sport: 40000,
+            dport: 5353,
+            proto: proto::UDP,
+            family: Family::V4,
+            class: ConnClass::Ports,
+        };
+        let rev = ConnTuple {
+            src: fwd.dst,
+            dst: fwd.src,
+            sport: fwd.dport,
+            dport: fwd.sport,
+            ..fwd
+        };
+        let (mut ta, sa, _) = table_with(&fwd, 0, t0);
+        let (mut tb, sb, _) = table_with(&rev, 1, t0 + 1);
+        let map = SharedMap::default();
+        let mut a = Offloader::new(Box::new(map.clone()), ta.capacity());
+        let mut b = Offloader::new(Box::new(map.clone()), tb.capacity());
+        a.settle(sa, ta.entry_mut(sa).unwrap(), 1, t0);
+        b.settle(sb, tb.entry_mut(sb).unwrap(), 1, t0 + 1);
+        assert!(ta.entry(sa).unwrap().is_offloaded());
+        assert!(!tb.entry(sb).unwrap().is_offloaded());
+        assert_eq!(
+            (a.stats.installs, b.stats.installs, b.stats.held_elsewhere),
+            (1, 0, 1)
+        );
+        // Within B's backoff nothing is asked again; after it, still held elsewhere.
+        b.settle(sb, tb.entry_mut(sb).unwrap(), 1, t0 + 2);
+        b.settle(sb, tb.entry_mut(sb).unwrap(), 1, t0 + 1 + INSTALL_RETRY_NS);
+        assert_eq!(b.stats.held_elsewhere, 2);
+        // The XDP program forwards 5 packets each way.
+        for k in dir_keys(&ta.entry(sa).unwrap().initiator_key()) {
+            let mut m = map.0.lock().unwrap();
+            let c = m.get_mut(&k).unwrap();
+            c.packets += 5;
+            c.bytes += 500;
+            c.last_ns = t0 + 10;
+        }
+        let mut got = Vec::new();
+        a.sync_some(&mut ta, t0 + 20, 8, 64);
+        b.sync_some(&mut tb, t0 + 20, 8, 64);
+        ta.drain_hooked(t0 + 30, &mut a, &mut |r| got.push(r));
+        tb.drain_hooked(t0 + 30, &mut b, &mut |r| got.push(r));
+        let total: u64 = got.iter().map(|r| r.packets_fwd + r.packets_rev).sum();
+        // Each worker saw its first packet itself; the offload forwarded 10.
+        assert_eq!(total, 2 + 10);
+        assert_eq!((a.stats.packets, b.stats.packets), (10, 0));
+        assert_eq!((a.stats.removals, b.stats.removals), (1, 0));
+        assert!(map.0.lock().unwrap().is_empty());
     }
 }
