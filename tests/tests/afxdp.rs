@@ -1488,6 +1488,18 @@ fn offload_forwards_established_flows_and_flow_logs_count_every_packet() {
     assert!(offloaded >= N, "offloaded {offloaded}: {fin}");
     assert!(w["dropped_policy"].as_u64().unwrap() >= 1, "{fin}");
     assert!(w["rx"].as_u64().unwrap() >= offloaded, "{fin}");
+    // The offload's own counters: one worker, a map with room, and every connection
+    // it installed out of the map again by the exit.
+    let o = &w["offload"];
+    assert_eq!(o["packets"].as_u64(), Some(offloaded), "{fin}");
+    let installs = o["installs"].as_u64().unwrap();
+    assert!(installs >= 2, "{fin}");
+    assert_eq!(o["removals"].as_u64(), Some(installs), "{fin}");
+    assert_eq!(
+        (o["install_failures"].as_u64(), o["held_elsewhere"].as_u64()),
+        (Some(0), Some(0)),
+        "{fin}"
+    );
 
     let logs = flow_logs(&flowlog);
     // Exactly what was sent, although most of it never reached the worker.
@@ -1614,6 +1626,10 @@ fn offload_re_evaluates_pending_after_a_policy_change_and_counts_every_packet() 
     let w = &fin["workers"][0];
     assert!(w["offloaded"].as_u64().unwrap() >= N, "{fin}");
     assert_eq!(w["policy_generation"], 2, "{fin}");
+    // Installed again for the new generation: more installs than connections.
+    let o = &w["offload"];
+    assert!(o["installs"].as_u64().unwrap() >= 2, "{fin}");
+    assert!(o["removals"].as_u64().unwrap() >= 1, "{fin}");
 
     let logs = flow_logs(&flowlog);
     let udp = find(&logs, "udp", 5353);

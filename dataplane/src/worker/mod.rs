@@ -336,13 +336,21 @@ impl<C: Classify> Worker<C> {
         self.finish()
     }
 
-    /// Ends the run: final records for every tracked connection.
-    pub fn finish(mut self) -> WorkerReport {
+    /// Ends every tracked connection now: final records for all of them, and the
+    /// offloaded ones out of the offload with their last counters merged (into the
+    /// records and the worker's counters). [`Worker::finish`] does it too; a live
+    /// port calls it first, so that its final counters include the drain.
+    pub fn drain_flows(&mut self) {
         let now = self.last_ns;
         let records = &mut self.records;
         self.table
             .drain_hooked(now, &mut self.offload, &mut |r| records.emit(r));
         self.take_offload_counts();
+    }
+
+    /// Ends the run: final records for every tracked connection.
+    pub fn finish(mut self) -> WorkerReport {
+        self.drain_flows();
         WorkerReport {
             stats: self.stats(),
             latency: self.latency,
@@ -389,17 +397,6 @@ impl<C: Classify> Worker<C> {
         if let Some(o) = &mut self.offload {
             let c = o.take_counts();
             self.stats.merge(&c);
-        }
-    }
-
-    /// Merges what the offload counted for every installed connection into its flow
-    /// entry and the worker's counters (no-op without an offload): before a final
-    /// publication of the counters.
-    pub fn merge_offloaded(&mut self) {
-        if let Some(o) = &mut self.offload {
-            let n = self.table.capacity();
-            o.sync_some(&mut self.table, self.last_ns, n, n);
-            self.take_offload_counts();
         }
     }
 

@@ -97,8 +97,8 @@ use crate::port::{Port, Rx, RxFrame};
 use crate::program::Classify;
 use crate::program::{Family, FlowKey};
 use crate::worker::{
-    ClassifierSlot, FlowOffload, Install, MAX_BATCH, OffloadCounters, RecordOut, Worker,
-    WorkerConfig, WorkerReport,
+    ClassifierSlot, FlowOffload, Install, MAX_BATCH, OffloadCounters, OffloadStats, RecordOut,
+    Worker, WorkerConfig, WorkerReport,
 };
 
 pub use super::counters::{KernelCounters, QueueCounters, QueueSnapshot, Sched, WorkerSnapshot};
@@ -774,6 +774,13 @@ pub struct LiveWorker {
     records_dropped: AtomicU64,
     pending_deny: AtomicU64,
     offloaded: AtomicU64,
+    /// Set once by the worker: it has an offload (the `off_*` counters are its).
+    offload_on: AtomicBool,
+    off_bytes: AtomicU64,
+    off_installs: AtomicU64,
+    off_install_failures: AtomicU64,
+    off_held_elsewhere: AtomicU64,
+    off_removals: AtomicU64,
     queues: Vec<LiveQueue>,
 }
 
@@ -823,6 +830,14 @@ impl LiveWorker {
         self.generation.store(u64::from(w.generation()), r);
         self.records_dropped.store(s.records_dropped, r);
         self.offloaded.store(s.offloaded.packets, r);
+        if let Some(o) = w.offload_stats() {
+            self.offload_on.store(true, r);
+            self.off_bytes.store(o.bytes, r);
+            self.off_installs.store(o.installs, r);
+            self.off_install_failures.store(o.install_failures, r);
+            self.off_held_elsewhere.store(o.held_elsewhere, r);
+            self.off_removals.store(o.removals, r);
+        }
         for (i, q) in self.queues.iter().enumerate() {
             let c = port.counters.get(i).copied().unwrap_or_default();
             q.rx.store(c.rx, r);
@@ -870,6 +885,14 @@ impl LiveWorker {
             generation: self.generation.load(r),
             records_dropped: self.records_dropped.load(r),
             offloaded: self.offloaded.load(r),
+            offload: self.offload_on.load(r).then(|| OffloadStats {
+                packets: self.offloaded.load(r),
+                bytes: self.off_bytes.load(r),
+                installs: self.off_installs.load(r),
+                install_failures: self.off_install_failures.load(r),
+                held_elsewhere: self.off_held_elsewhere.load(r),
+                removals: self.off_removals.load(r),
+            }),
             queues: self
                 .queues
                 .iter()
@@ -1311,8 +1334,9 @@ fn worker_loop<C: Classify>(
             port.wait(IDLE_SLEEP);
         }
     }
-    // The final counters include what the offload forwarded since the last merge.
-    w.merge_offloaded();
+    // The final counters include the drain: every connection's final record, and
+    // what the offload forwarded until each left it.
+    w.drain_flows();
     live.publish(&w, port);
     w.finish()
 }
