@@ -444,8 +444,11 @@ impl FlowTable {
     /// candidate is synced at most once per claim. This picks the same victim as
     /// syncing every offloaded candidate first (up to ties), and in the common cases
     /// — an idle offloaded connection is the oldest, or a connection the worker sees
-    /// is — syncs one entry or none. A synced busy entry keeps its renewed stamp, so
-    /// the next claims on its buckets do not sync it again.
+    /// is — syncs one entry or none. The worst case (every offloaded candidate looks
+    /// older than the oldest exact one and turns out busy) syncs each of them, as
+    /// syncing everything did; their renewed stamps then keep them from looking
+    /// oldest again until they have been idle longer than the others (an idle
+    /// worker's round-robin merges renew stamps too).
     fn pick_victim(&mut self, p: &Placement, now: u64, hook: &mut impl EntryHook) -> Option<usize> {
         let now_stamp = stamp(now);
         let buckets = if p.b1 == p.b2 {
