@@ -520,7 +520,21 @@ mod live {
         insert_failures: u64,
         policy_generation: u64,
         records_dropped: u64,
+        /// With `--offload` only.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offload: Option<OffloadDoc>,
         queues: Vec<QueueDoc<'a>>,
+    }
+
+    /// A worker's flow-offload counters.
+    #[derive(Serialize)]
+    struct OffloadDoc {
+        packets: u64,
+        bytes: u64,
+        installs: u64,
+        install_failures: u64,
+        held_elsewhere: u64,
+        removals: u64,
     }
 
     #[derive(Serialize)]
@@ -595,6 +609,14 @@ mod live {
                     insert_failures: s.insert_failures,
                     policy_generation: s.generation,
                     records_dropped: s.records_dropped,
+                    offload: s.offload.map(|o| OffloadDoc {
+                        packets: o.packets,
+                        bytes: o.bytes,
+                        installs: o.installs,
+                        install_failures: o.install_failures,
+                        held_elsewhere: o.held_elsewhere,
+                        removals: o.removals,
+                    }),
                     queues: s
                         .queues
                         .iter()
@@ -685,6 +707,18 @@ mod live {
                 "    flows {}/{}  evictions {}  insert failures {}  flow records lost {}",
                 w.flows, w.flow_capacity, w.evictions, w.insert_failures, w.records_dropped
             );
+            if let Some(o) = &w.offload {
+                let _ = writeln!(
+                    s,
+                    "    offload: packets {}  bytes {}  installs {}  install failures {}  held elsewhere {}  removals {}",
+                    o.packets,
+                    o.bytes,
+                    o.installs,
+                    o.install_failures,
+                    o.held_elsewhere,
+                    o.removals
+                );
+            }
             for q in &w.queues {
                 let _ = writeln!(
                     s,
@@ -1092,6 +1126,70 @@ mod live {
             Some(Failure::Msg(e)) => usage(e),
             Some(Failure::Log(e) | Failure::Counters(e)) => ExitCode::from(out::report(&e)),
             None => ExitCode::from(EXIT_OK),
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use dataplane::port::afxdp::WorkerSnapshot;
+        use dataplane::worker::OffloadStats;
+
+        use super::{doc, table};
+
+        /// The offload's counters are in the counters printout (text and JSON, the
+        /// `stats` reply too: one document) of a worker that has an offload, and
+        /// absent for one that has none.
+        #[test]
+        fn offload_counters_are_printed_when_the_worker_has_an_offload() {
+            let names = ["a".to_string(), "b".to_string()];
+            let with = WorkerSnapshot {
+                worker: 0,
+                offloaded: 7,
+                offload: Some(OffloadStats {
+                    packets: 7,
+                    bytes: 700,
+                    installs: 3,
+                    install_failures: 1,
+                    held_elsewhere: 2,
+                    removals: 2,
+                }),
+                ..WorkerSnapshot::default()
+            };
+            let without = WorkerSnapshot {
+                worker: 1,
+                ..WorkerSnapshot::default()
+            };
+            let d = doc(
+                &[],
+                &names,
+                &[with, without],
+                std::time::Duration::ZERO,
+                false,
+                0,
+            );
+            let text = table(&d);
+            assert!(
+                text.contains(
+                    "offload: packets 7  bytes 700  installs 3  install failures 1  held elsewhere 2  removals 2"
+                ),
+                "{text}"
+            );
+            assert_eq!(text.matches("offload:").count(), 1, "{text}");
+            let v = serde_json::to_value(&d).unwrap();
+            let o = &v["workers"][0]["offload"];
+            assert_eq!(
+                (o["installs"].as_u64(), o["install_failures"].as_u64()),
+                (Some(3), Some(1))
+            );
+            assert_eq!(
+                (
+                    o["held_elsewhere"].as_u64(),
+                    o["removals"].as_u64(),
+                    o["bytes"].as_u64()
+                ),
+                (Some(2), Some(2), Some(700))
+            );
+            assert!(v["workers"][1].get("offload").is_none(), "{v}");
         }
     }
 }

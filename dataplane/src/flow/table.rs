@@ -110,15 +110,19 @@ pub type Slot = u32;
 
 /// Connection state kept outside the table (a flow offload counting packets it
 /// forwards itself). The table calls it only for entries marked offloaded
-/// ([`FlowEntry::is_offloaded`]): `sync` before it judges such an entry's expiry,
-/// picks an eviction victim or writes its record, so the entry holds every packet and
-/// the latest time; `ended` once the entry's final record is written and its slot
-/// freed.
+/// ([`FlowEntry::is_offloaded`]): `sync` before it judges such an entry's expiry or
+/// picks an eviction victim among entries that may have been busy outside, and before
+/// an interval record, so the entry holds every packet and the latest time; `end`
+/// when it has decided to end the entry, *before* the final record is written: the
+/// connection leaves the outside state and what was counted there since the last
+/// `sync` (packets forwarded in between) is brought into the entry, so the final
+/// record holds every packet counted outside.
 pub trait EntryHook {
     /// Brings what was counted outside into `e` (at `now`).
     fn sync(&mut self, slot: Slot, e: &mut FlowEntry, now: u64);
-    /// The connection in `slot` ended (final record written).
-    fn ended(&mut self, slot: Slot, e: &FlowEntry);
+    /// The connection in `slot` ends: removes it from the outside state and brings
+    /// its last counters into `e` (its final record is written next).
+    fn end(&mut self, slot: Slot, e: &mut FlowEntry);
 }
 
 /// No state outside the table.
@@ -127,7 +131,21 @@ pub struct NoHook;
 
 impl EntryHook for NoHook {
     fn sync(&mut self, _: Slot, _: &mut FlowEntry, _: u64) {}
-    fn ended(&mut self, _: Slot, _: &FlowEntry) {}
+    fn end(&mut self, _: Slot, _: &mut FlowEntry) {}
+}
+
+/// A hook that may be absent (a worker with or without an offload).
+impl<H: EntryHook> EntryHook for Option<H> {
+    fn sync(&mut self, slot: Slot, e: &mut FlowEntry, now: u64) {
+        if let Some(h) = self {
+            h.sync(slot, e, now);
+        }
+    }
+    fn end(&mut self, slot: Slot, e: &mut FlowEntry) {
+        if let Some(h) = self {
+            h.end(slot, e);
+        }
+    }
 }
 
 /// The per-worker flow table (see the module documentation).
@@ -359,9 +377,11 @@ impl FlowTable {
         self.claim_hooked(p, now, &mut NoHook, on_end)
     }
 
-    /// [`FlowTable::claim_placed`] with state outside the table: offloaded candidates
-    /// are synced (and their LRU stamps renewed from their last packet) before the
-    /// victim is chosen; an offloaded victim is ended through `hook`.
+    /// [`FlowTable::claim_placed`] with state outside the table: when the victim
+    /// the table's own LRU stamps point at is offloaded, it is synced (its stamp
+    /// renewed from its last packet) and the choice made again, until the choice is
+    /// an entry whose stamp is exact; an offloaded victim is ended through `hook`
+    /// before its final record.
     pub fn claim_hooked(
         &mut self,
         p: &Placement,
@@ -378,42 +398,14 @@ impl FlowTable {
         } else if let Some(w) = self.buckets.get(p.b2).and_then(free) {
             p.b2 * WAYS + w
         } else {
-            let now_stamp = stamp(now);
-            for b in [p.b1, p.b2] {
-                for w in 0..WAYS {
-                    let slot = b * WAYS + w;
-                    if let Some(e) = self.entries.get_mut(slot)
-                        && e.is_offloaded()
-                    {
-                        hook.sync(slot as Slot, e, now);
-                        let last = e.last_ns;
-                        if let Some(bucket) = self.buckets.get_mut(b) {
-                            bucket.stamps[w] = stamp(last);
-                        }
-                    }
-                }
-            }
-            let mut best: Option<(u32, usize)> = None;
-            for b in [p.b1, p.b2] {
-                let Some(bucket) = self.buckets.get(b) else {
-                    continue;
-                };
-                for w in 0..WAYS {
-                    let slot = b * WAYS + w;
-                    if self.entries.get(slot).is_none_or(|e| e.awaiting_verdict()) {
-                        continue;
-                    }
-                    let age = now_stamp.wrapping_sub(bucket.stamps[w]);
-                    if best.is_none_or(|(a, _)| age > a) {
-                        best = Some((age, slot));
-                    }
-                }
-            }
-            let Some((_, victim)) = best else {
+            let Some(victim) = self.pick_victim(p, now, hook) else {
                 self.stats.insert_failures += 1;
                 return None;
             };
-            if let Some(e) = self.entries.get(victim) {
+            if let Some(e) = self.entries.get_mut(victim) {
+                if e.is_offloaded() {
+                    hook.end(victim as Slot, e);
+                }
                 let reason = if e.is_expired(now, &self.timeouts) {
                     self.stats.expired += 1;
                     if e.state.is_closed() {
@@ -426,9 +418,6 @@ impl FlowTable {
                     EndReason::Evicted
                 };
                 on_end(e.record(Some(reason)));
-                if e.is_offloaded() {
-                    hook.ended(victim as Slot, e);
-                }
             }
             self.len -= 1;
             victim
@@ -440,6 +429,66 @@ impl FlowTable {
         self.len += 1;
         self.stats.inserts += 1;
         Some(slot as Slot)
+    }
+
+    /// The least recently used candidate of `p`'s two (full) buckets that is not
+    /// awaiting its verdict, by last-seen time.
+    ///
+    /// The LRU stamps are exact for entries the worker sees every packet of; an
+    /// offloaded entry's stamp only lags (its packets since the last sync renew it
+    /// only when synced), so its real age is at most its stamp's. Hence when the
+    /// oldest candidate by stamp is not offloaded — or is offloaded and was just
+    /// synced — no other candidate can be older: it is the victim, and nothing else
+    /// needs a sync (each sync is two map lookups, i.e. two syscalls). Otherwise that
+    /// one candidate is synced, its stamp renewed, and the choice made again; every
+    /// candidate is synced at most once per claim. This picks the same victim as
+    /// syncing every offloaded candidate first (up to ties), and in the common cases
+    /// — an idle offloaded connection is the oldest, or a connection the worker sees
+    /// is — syncs one entry or none. The worst case (every offloaded candidate looks
+    /// older than the oldest exact one and turns out busy) syncs each of them, as
+    /// syncing everything did; their renewed stamps then keep them from looking
+    /// oldest again until they have been idle longer than the others (an idle
+    /// worker's round-robin merges renew stamps too).
+    fn pick_victim(&mut self, p: &Placement, now: u64, hook: &mut impl EntryHook) -> Option<usize> {
+        let now_stamp = stamp(now);
+        let buckets = if p.b1 == p.b2 {
+            &[p.b1][..]
+        } else {
+            &[p.b1, p.b2][..]
+        };
+        // Candidates synced so far (bit `i * WAYS + way` for bucket `buckets[i]`).
+        let mut synced = 0u32;
+        loop {
+            let mut best: Option<(u32, usize, usize)> = None;
+            for (i, &b) in buckets.iter().enumerate() {
+                let Some(bucket) = self.buckets.get(b) else {
+                    continue;
+                };
+                for w in 0..WAYS {
+                    let slot = b * WAYS + w;
+                    if self.entries.get(slot).is_none_or(|e| e.awaiting_verdict()) {
+                        continue;
+                    }
+                    let age = now_stamp.wrapping_sub(bucket.stamps[w]);
+                    if best.is_none_or(|(a, _, _)| age > a) {
+                        best = Some((age, slot, i * WAYS + w));
+                    }
+                }
+            }
+            let (_, victim, bit) = best?;
+            let Some(e) = self.entries.get_mut(victim) else {
+                return Some(victim);
+            };
+            if !e.is_offloaded() || synced & (1 << bit) != 0 {
+                return Some(victim);
+            }
+            synced |= 1 << bit;
+            hook.sync(victim as Slot, e, now);
+            let last = e.last_ns;
+            if let Some(bucket) = self.buckets.get_mut(victim / WAYS) {
+                bucket.stamps[victim % WAYS] = stamp(last);
+            }
+        }
     }
 
     /// Removes the entry in `slot`, if any.
@@ -494,6 +543,13 @@ impl FlowTable {
                         if !e.is_expired(now, &timeouts) {
                             continue;
                         }
+                        // Out of the offload, with what it counted since the sync.
+                        hook.end(slot as Slot, e);
+                        if !e.is_expired(now, &timeouts) {
+                            // A packet came in between: alive after all (its next
+                            // packet reaches the worker, which installs it again).
+                            continue;
+                        }
                     }
                     let reason = if e.state.is_closed() {
                         EndReason::Closed
@@ -501,9 +557,6 @@ impl FlowTable {
                         EndReason::Timeout
                     };
                     on_end(e.record(Some(reason)));
-                    if e.is_offloaded() {
-                        hook.ended(slot as Slot, e);
-                    }
                     self.stats.expired += 1;
                     self.remove(slot as Slot);
                 }
@@ -538,6 +591,10 @@ impl FlowTable {
             }
             if e.is_offloaded() {
                 hook.sync(slot as Slot, e, now);
+                if e.is_expired(now, &timeouts) {
+                    // Out of the offload, with what it counted since the sync.
+                    hook.end(slot as Slot, e);
+                }
             }
             if e.is_expired(now, &timeouts) {
                 let reason = if e.state.is_closed() {
@@ -546,9 +603,6 @@ impl FlowTable {
                     EndReason::Timeout
                 };
                 on_record(e.record(Some(reason)));
-                if e.is_offloaded() {
-                    hook.ended(slot as Slot, e);
-                }
                 self.stats.expired += 1;
                 self.remove(slot as Slot);
             } else if e.is_active() {
@@ -565,8 +619,8 @@ impl FlowTable {
         self.drain_hooked(now, &mut NoHook, on_end);
     }
 
-    /// [`FlowTable::drain`] with state outside the table: offloaded entries are
-    /// synced before their final record and ended after it.
+    /// [`FlowTable::drain`] with state outside the table: offloaded entries leave
+    /// it (their last counters merged) before their final record is written.
     pub fn drain_hooked(
         &mut self,
         now: u64,
@@ -577,29 +631,23 @@ impl FlowTable {
             if !self.is_used(slot) {
                 continue;
             }
-            if let Some(e) = self.entries.get_mut(slot)
-                && e.is_offloaded()
-            {
-                hook.sync(slot as Slot, e, now);
-            }
-            if let Some(e) = self.entries.get(slot)
-                && e.is_offloaded()
-            {
-                hook.ended(slot as Slot, e);
-            }
-            if let Some(e) = self.entries.get(slot)
-                && !e.awaiting_verdict()
-            {
-                let reason = if e.is_expired(now, &self.timeouts) {
-                    if e.state.is_closed() {
-                        EndReason::Closed
+            let timeouts = self.timeouts;
+            if let Some(e) = self.entries.get_mut(slot) {
+                if e.is_offloaded() {
+                    hook.end(slot as Slot, e);
+                }
+                if !e.awaiting_verdict() {
+                    let reason = if e.is_expired(now, &timeouts) {
+                        if e.state.is_closed() {
+                            EndReason::Closed
+                        } else {
+                            EndReason::Timeout
+                        }
                     } else {
-                        EndReason::Timeout
-                    }
-                } else {
-                    EndReason::Drained
-                };
-                on_end(e.record(Some(reason)));
+                        EndReason::Drained
+                    };
+                    on_end(e.record(Some(reason)));
+                }
             }
             self.remove(slot as Slot);
         }

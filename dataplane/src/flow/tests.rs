@@ -621,3 +621,148 @@ proptest! {
         prop_assert_eq!(tk, mk);
     }
 }
+
+/// Offloaded connections' last-seen times outside the table (as a flow offload
+/// keeps them), and what the table asked of it.
+#[derive(Default)]
+struct Outside {
+    last: std::collections::HashMap<Slot, u64>,
+    syncs: Vec<Slot>,
+    ends: Vec<Slot>,
+}
+
+impl EntryHook for Outside {
+    fn sync(&mut self, slot: Slot, e: &mut FlowEntry, _: u64) {
+        self.syncs.push(slot);
+        if let Some(&t) = self.last.get(&slot) {
+            e.add_offloaded(Dir::AtoB, 1, 60, t, t);
+        }
+    }
+    fn end(&mut self, slot: Slot, e: &mut FlowEntry) {
+        self.ends.push(slot);
+        e.set_offloaded(false);
+    }
+}
+
+/// Whether key `k` may live in `s`'s bucket.
+fn in_buckets_of(t: &FlowTable, s: Slot) -> impl Fn(&ConnKey) -> bool + '_ {
+    move |k| {
+        let p = t.placement(t.hash(k));
+        p.b1 == s as usize / WAYS || p.b2 == s as usize / WAYS
+    }
+}
+
+/// A full 16-slot table (two buckets): entry `i` last seen by the table at `seen[i]`
+/// ms; the offloaded ones (`outside[i]` = Some) last seen outside at that many ms
+/// later. Returns the table, the hook and each slot's real last-seen time.
+fn full_table_with_offloaded(
+    seen: &[u64; 16],
+    outside: &[Option<u64>; 16],
+) -> (FlowTable, Outside, std::collections::HashMap<Slot, u64>) {
+    let mut t = FlowTable::new(FlowTableConfig {
+        capacity: 16,
+        ..Default::default()
+    });
+    let mut hook = Outside::default();
+    let mut real = std::collections::HashMap::new();
+    let mut i = 0u32;
+    let mut n = 0;
+    while n < 16 {
+        i += 1;
+        let k = key(i);
+        let h = t.hash(&k);
+        if t.find(&k, h).is_some() {
+            continue;
+        }
+        let p = t.placement(h);
+        let room = |b: usize| t.keys().filter(|(u, _)| *u as usize / WAYS == b).count() < WAYS;
+        if !room(p.b1) && !room(p.b2) {
+            continue;
+        }
+        let now = seen[n] * 1_000_000;
+        let s = insert(&mut t, &k, now, &mut Vec::new());
+        if let Some(e) = t.entry_mut(s) {
+            e.on_packet(Dir::AtoB, tcp_flags::SYN, 60, now);
+        }
+        t.touch(s, now);
+        let mut last = now;
+        if let Some(later) = outside[n] {
+            let out = now + later * 1_000_000;
+            t.entry_mut(s).unwrap().set_offloaded(true);
+            hook.last.insert(s, out);
+            last = out;
+        }
+        real.insert(s, last);
+        n += 1;
+    }
+    (t, hook, real)
+}
+
+#[test]
+fn an_eviction_syncs_no_offloaded_candidate_when_the_oldest_is_exact() {
+    // Slot order follows insertion; the first entry inserted is the oldest and is
+    // not offloaded: the others' lagging stamps cannot hide an older one.
+    let seen: [u64; 16] = std::array::from_fn(|i| 10 + 10 * i as u64);
+    let outside: [Option<u64>; 16] = std::array::from_fn(|i| (i % 2 == 1).then_some(5));
+    let (mut t, mut hook, real) = full_table_with_offloaded(&seen, &outside);
+    let oldest = *real.iter().min_by_key(|(_, t)| **t).unwrap().0;
+    let now = 1_000_000_000;
+    let k = (100_000..)
+        .map(key)
+        .find(in_buckets_of(&t, oldest))
+        .unwrap();
+    let p = t.placement(t.hash(&k));
+    let s = t.claim_hooked(&p, now, &mut hook, &mut |_| {}).unwrap();
+    assert_eq!(s, oldest);
+    assert!(hook.syncs.is_empty(), "synced {:?}", hook.syncs);
+    // An offloaded oldest one: synced (once), found busy, and the next oldest goes.
+    let mut outside = [None; 16];
+    outside[0] = Some(900);
+    let (mut t, mut hook, real) = full_table_with_offloaded(&seen, &outside);
+    let first = *real
+        .iter()
+        .find(|(_, t)| **t == 10_000_000 + 900_000_000)
+        .unwrap()
+        .0;
+    let k = (100_000..).map(key).find(in_buckets_of(&t, first)).unwrap();
+    let p = t.placement(t.hash(&k));
+    let s = t.claim_hooked(&p, now, &mut hook, &mut |_| {}).unwrap();
+    assert_eq!(hook.syncs, vec![first]);
+    assert_ne!(s, first);
+    assert!(hook.ends.is_empty());
+}
+
+proptest! {
+    /// The victim chosen with the fewest syncs is the one chosen after syncing
+    /// every offloaded candidate (the slow twin): the oldest by real last-seen time
+    /// (at the LRU stamps' ~1 ms resolution); each candidate is synced at most once,
+    /// and an offloaded victim is ended before its final record.
+    #[test]
+    fn eviction_with_lazy_syncs_picks_the_truly_oldest(
+        seen in proptest::array::uniform16(0u64..1000),
+        outside in proptest::array::uniform16(proptest::option::of(0u64..1000)),
+        probe in 100_000u32..200_000,
+    ) {
+        let (mut t, mut hook, real) = full_table_with_offloaded(&seen, &outside);
+        let now = 10_000_000_000u64;
+        let k = key(probe);
+        let p = t.placement(t.hash(&k));
+        let cands: Vec<Slot> = [p.b1, p.b2]
+            .iter()
+            .flat_map(|&b| (b * WAYS..(b + 1) * WAYS).map(|s| s as Slot))
+            .collect();
+        let want = cands.iter().map(|s| stamp(real[s])).min().unwrap();
+        let offloaded = cands.iter().filter(|s| t.entry(**s).unwrap().is_offloaded()).count();
+        let mut recs = Vec::new();
+        let s = t.claim_hooked(&p, now, &mut hook, &mut |r| recs.push(r)).unwrap();
+        prop_assert_eq!(stamp(real[&s]), want);
+        let mut synced = hook.syncs.clone();
+        synced.sort_unstable();
+        synced.dedup();
+        prop_assert_eq!(synced.len(), hook.syncs.len(), "a candidate synced twice");
+        prop_assert!(hook.syncs.len() <= offloaded);
+        prop_assert_eq!(recs.len(), 1);
+        prop_assert_eq!(recs[0].last_ns, real[&s]);
+        prop_assert_eq!(hook.ends.len(), usize::from(hook.last.contains_key(&s)));
+    }
+}

@@ -105,6 +105,8 @@ pub struct WorkerSnapshot {
     /// Packets the XDP program forwarded (flow offload), merged into flow entries so
     /// far (also in `rx` and `forwarded`).
     pub offloaded: u64,
+    /// The worker's flow-offload counters (`None`: no offload).
+    pub offload: Option<crate::worker::OffloadStats>,
     /// Per socket.
     pub queues: Vec<QueueSnapshot>,
 }

@@ -5,7 +5,7 @@
 //! is known) live in the worker's scratch arrays, sized once at construction: no
 //! phase allocates, locks, formats or panics.
 
-use crate::flow::{ConnKey, Dir, EndReason, NoHook, Placement, Slot};
+use crate::flow::{ConnKey, Dir, EndReason, Placement, Slot};
 use crate::packet::{Disposition, Fragment, ParseError, ParsedPacket, parse_common, parse_full};
 use crate::port::{Port, RxFrame};
 use crate::program::{Classify, FlowKey, FlowVerdicts, Verdict};
@@ -189,7 +189,6 @@ impl<C: Classify> Worker<C> {
             // The entry's connection ends here: its offloaded packets into its record,
             // and out of the offload (as for a reopened connection below).
             if let Some(o) = &mut self.offload {
-                o.before_use(slot, e, now);
                 o.before_end(slot, e);
             }
             self.records.emit(e.record(Some(EndReason::Replaced)));
@@ -475,14 +474,11 @@ impl<C: Classify> Worker<C> {
                         continue;
                     };
                     let records = &mut self.records;
-                    let claimed = match &mut self.offload {
-                        Some(o) => self
-                            .table
-                            .claim_hooked(&m.place, now, o, &mut |r| records.emit(r)),
-                        None => self
-                            .table
-                            .claim_hooked(&m.place, now, &mut NoHook, &mut |r| records.emit(r)),
-                    };
+                    let claimed =
+                        self.table
+                            .claim_hooked(&m.place, now, &mut self.offload, &mut |r| {
+                                records.emit(r)
+                            });
                     match claimed {
                         Some(s) => {
                             if let Some(e) = self.table.entry_mut(s) {
@@ -605,7 +601,6 @@ impl<C: Classify> Worker<C> {
                 // A new SYN after the connection closed earlier in this batch: a new
                 // connection, as it would have been one packet at a time (rare path).
                 if let Some(o) = &mut self.offload {
-                    o.before_use(slot, e, f.ts_ns);
                     o.before_end(slot, e);
                 }
                 self.records.emit(e.record(Some(EndReason::Replaced)));
@@ -697,14 +692,10 @@ impl<C: Classify> Worker<C> {
         self.last_ns = batch_now;
         let records = &mut self.records;
         let sweep = self.cfg.sweep_buckets;
-        match &mut self.offload {
-            Some(o) => self
-                .table
-                .sweep_hooked(batch_now, sweep, o, &mut |r| records.emit(r)),
-            None => self
-                .table
-                .sweep_hooked(batch_now, sweep, &mut NoHook, &mut |r| records.emit(r)),
-        }
+        self.table
+            .sweep_hooked(batch_now, sweep, &mut self.offload, &mut |r| {
+                records.emit(r)
+            });
         if let Some(iv) = self.cfg.export_interval_ns
             && iv > 0
         {
@@ -712,12 +703,8 @@ impl<C: Classify> Worker<C> {
                 self.next_export_ns = (batch_now / iv + 1) * iv;
             } else if batch_now >= self.next_export_ns {
                 let at = self.next_export_ns;
-                match &mut self.offload {
-                    Some(o) => self.table.export_hooked(at, o, &mut |r| records.emit(r)),
-                    None => self
-                        .table
-                        .export_hooked(at, &mut NoHook, &mut |r| records.emit(r)),
-                }
+                self.table
+                    .export_hooked(at, &mut self.offload, &mut |r| records.emit(r));
                 self.next_export_ns = (batch_now / iv + 1) * iv;
             }
         }

@@ -57,7 +57,7 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 
 use crate::arch::huge::AllocError;
-use crate::flow::{FlowRecord, FlowTable, FlowTableConfig, NoHook, Slot};
+use crate::flow::{FlowRecord, FlowTable, FlowTableConfig, Slot};
 use crate::packet::{FragmentTracker, ParseError, ParsedPacket, UnparsedPolicy};
 use crate::program::{Classify, FlowKey, FlowVerdicts};
 
@@ -65,7 +65,7 @@ use batch::{Deferred, Job, OUT_NONE, PktMeta};
 
 // The port seam lived here before ports had a module of their own.
 pub use crate::port::{MemPort, Port, Rx, RxFrame};
-pub use offload::{FlowOffload, OffloadCounters, OffloadStats};
+pub use offload::{FlowOffload, Install, OffloadCounters, OffloadStats};
 pub use publish::{ClassifierSlot, Published};
 pub use stats::{Count, WorkerStats, new_latency_histogram};
 
@@ -336,17 +336,21 @@ impl<C: Classify> Worker<C> {
         self.finish()
     }
 
-    /// Ends the run: final records for every tracked connection.
-    pub fn finish(mut self) -> WorkerReport {
+    /// Ends every tracked connection now: final records for all of them, and the
+    /// offloaded ones out of the offload with their last counters merged (into the
+    /// records and the worker's counters). [`Worker::finish`] does it too; a live
+    /// port calls it first, so that its final counters include the drain.
+    pub fn drain_flows(&mut self) {
         let now = self.last_ns;
         let records = &mut self.records;
-        match &mut self.offload {
-            Some(o) => self.table.drain_hooked(now, o, &mut |r| records.emit(r)),
-            None => self
-                .table
-                .drain_hooked(now, &mut NoHook, &mut |r| records.emit(r)),
-        }
+        self.table
+            .drain_hooked(now, &mut self.offload, &mut |r| records.emit(r));
         self.take_offload_counts();
+    }
+
+    /// Ends the run: final records for every tracked connection.
+    pub fn finish(mut self) -> WorkerReport {
+        self.drain_flows();
         WorkerReport {
             stats: self.stats(),
             latency: self.latency,
@@ -393,17 +397,6 @@ impl<C: Classify> Worker<C> {
         if let Some(o) = &mut self.offload {
             let c = o.take_counts();
             self.stats.merge(&c);
-        }
-    }
-
-    /// Merges what the offload counted for every installed connection into its flow
-    /// entry and the worker's counters (no-op without an offload): before a final
-    /// publication of the counters.
-    pub fn merge_offloaded(&mut self) {
-        if let Some(o) = &mut self.offload {
-            let n = self.table.capacity();
-            o.sync_some(&mut self.table, self.last_ns, n, n);
-            self.take_offload_counts();
         }
     }
 

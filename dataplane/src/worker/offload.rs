@@ -11,11 +11,28 @@
 //! merged before into the flow entry ([`merge_delta`], [`FlowEntry::add_offloaded`])
 //! before anything reads the entry: at every export interval, before an expiry
 //! decision (idle time is measured from the later of the two last-seen times), before
-//! an eviction choice, before the flow's final record, and whenever a packet of the
-//! connection reaches the worker (a handshake/teardown segment, or any packet once its
-//! entry went stale after a policy change); an idle worker also merges a few
-//! connections per wake-up, round robin, so live counters follow. So records count
-//! every packet, in the interval they were merged in.
+//! an offloaded entry that looks least recently used is evicted, and whenever a
+//! packet of the connection reaches the worker (a handshake/teardown segment, or any
+//! packet once its entry went stale after a policy change); an idle worker also
+//! merges a few connections per wake-up, round robin, so live counters follow. A
+//! connection that ends leaves the offload *before* its final record is written, and
+//! the counters its removal returns are merged too (the table's [`EntryHook::end`],
+//! the worker's `before_end`): packets forwarded between the last merge and the
+//! removal are in the final record and in every worker counter (rx, forwarded,
+//! outcomes, replies) alike. So records count every packet, in the interval they were
+//! merged in.
+//!
+//! # Several workers, one offload
+//! Workers share the offload, and with asymmetric receive-side scaling (a
+//! connection's two directions received on queues of different workers) two flow
+//! tables hold the same connection. The first worker to install it owns it: an
+//! install never replaces another worker's entries ([`Install::HeldElsewhere`]:
+//! nothing installed, counted in [`OffloadStats::held_elsewhere`], asked again at
+//! most every [`INSTALL_RETRY_NS`]), and a worker reads, merges and removes only what
+//! it installed, so every packet the offload forwards is merged once, by the owner.
+//! Each worker's entries go stale when *that* worker picks a new policy generation
+//! up ([`FlowOffload::publish_generation`]; the XDP program keeps a generation per
+//! worker), so workers never overwrite each other's generation.
 //!
 //! Syscalls (one map operation per direction) happen at install, merge and removal,
 //! never per forwarded packet; nothing here allocates after construction. An install
@@ -39,19 +56,38 @@ pub struct OffloadCounters {
     pub last_ns: u64,
 }
 
+/// What [`FlowOffload::install`] came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Install {
+    /// Both directions are installed.
+    Done,
+    /// Not installed: the offload is full, or cannot take the key.
+    Refused,
+    /// Not installed: a direction is installed already by another worker (its
+    /// flow table holds the same connection: the two directions are received on
+    /// queues of different workers). That worker owns it and merges its counters.
+    HeldElsewhere,
+}
+
 /// A fast path for established connections (see the module docs). Directions are
-/// `[initiator's, responder's]`, both derived from the initiator's key.
+/// `[initiator's, responder's]`, both derived from the initiator's key. Several
+/// workers may share one offload: each installs, reads and removes only the
+/// connections it installed itself.
 pub trait FlowOffload: Send + std::fmt::Debug {
     /// Installs both directions of the connection whose initiator's key is `key`,
-    /// for policy generation `generation`, with zero counters (replacing whatever was
-    /// installed for them). `false`: refused (full, or not a key it can take).
-    fn install(&mut self, key: &FlowKey, generation: u32) -> bool;
+    /// for policy generation `generation`, with zero counters. With `replace` (this
+    /// worker installed them before, for an older generation) its entries are
+    /// replaced; otherwise an entry there already (another worker's) is left alone
+    /// and the install is [`Install::HeldElsewhere`]. Never leaves one direction
+    /// installed alone.
+    fn install(&mut self, key: &FlowKey, generation: u32, replace: bool) -> Install;
     /// The counters of both directions (`None`: not installed).
     fn read(&mut self, key: &FlowKey) -> [Option<OffloadCounters>; 2];
     /// Removes both directions; returns their last counters.
     fn remove(&mut self, key: &FlowKey) -> [Option<OffloadCounters>; 2];
-    /// The worker runs policy generation `generation` now: entries installed for
-    /// another one are stale (their packets come to the worker again).
+    /// The worker runs policy generation `generation` now: the entries it installed
+    /// for another one are stale (their packets come to the worker again); other
+    /// workers' entries are not affected.
     fn publish_generation(&mut self, generation: u32);
 }
 
@@ -135,6 +171,9 @@ pub struct OffloadStats {
     pub installs: u64,
     /// Installs the offload refused (e.g. its map was full).
     pub install_failures: u64,
+    /// Installs not made because another worker holds the connection (its two
+    /// directions are received by different workers; that worker counts it).
+    pub held_elsewhere: u64,
     /// Connections removed (closed, expired, evicted, no longer allowed).
     pub removals: u64,
 }
@@ -188,6 +227,10 @@ impl Offloader {
                 && e.is_offloaded()
             {
                 self.sync_slot(s as Slot, e, now_ns);
+                // Its LRU stamp follows its packets, so an eviction choice need not
+                // sync it (`FlowTable::claim_hooked`).
+                let last = e.last_ns();
+                table.touch(s as Slot, last);
                 done += 1;
                 if done >= syncs {
                     break;
@@ -249,37 +292,18 @@ impl Offloader {
         }
     }
 
-    /// Removes `slot`'s connection from the offload (its last counters are merged
-    /// into `e` when given) and clears the entry's mark.
-    fn remove_slot(&mut self, slot: Slot, e: Option<&mut FlowEntry>) {
+    /// Removes `slot`'s connection from the offload, merges its last counters into
+    /// `e` (packets forwarded since the last merge included: they count in the
+    /// entry's record and in every worker counter, as merged packets always do) and
+    /// clears the entry's mark.
+    fn remove_slot(&mut self, slot: Slot, e: &mut FlowEntry) {
         let Some(key) = self.slots.get(slot as usize).and_then(|o| o.key) else {
             return;
         };
         let c = self.imp.remove(&key);
         self.stats.removals += 1;
-        match e {
-            Some(e) => {
-                self.merge(slot, e, c);
-                e.set_offloaded(false);
-            }
-            None => {
-                // The record is written: count what arrived since the last merge.
-                if let Some(o) = self.slots.get(slot as usize) {
-                    for (d, c) in c.iter().enumerate() {
-                        if let (Some(c), Some(seen)) = (c, o.seen.get(d)) {
-                            let (delta, _) = merge_delta(*seen, c);
-                            self.stats.packets += delta.packets;
-                            self.stats.bytes += delta.bytes;
-                            let w = &mut self.pending_counts;
-                            w.rx.packets += delta.packets;
-                            w.rx.bytes += delta.bytes;
-                            w.forwarded.packets += delta.packets;
-                            w.forwarded.bytes += delta.bytes;
-                        }
-                    }
-                }
-            }
-        }
+        self.merge(slot, e, c);
+        e.set_offloaded(false);
         if let Some(o) = self.slots.get_mut(slot as usize) {
             *o = OffSlot::default();
         }
@@ -294,10 +318,10 @@ impl Offloader {
     }
 
     /// The worker ends or restarts `slot`'s entry (its final record is written
-    /// next, after [`Offloader::before_use`]): the connection leaves the offload.
+    /// next): the connection leaves the offload, its last counters merged into `e`.
     pub(crate) fn before_end(&mut self, slot: Slot, e: &mut FlowEntry) {
         if e.is_offloaded() {
-            self.remove_slot(slot, Some(e));
+            EntryHook::end(self, slot, e);
         }
     }
 
@@ -308,7 +332,7 @@ impl Offloader {
         let installed = e.is_offloaded();
         if !ok {
             if installed {
-                self.remove_slot(slot, Some(e));
+                self.remove_slot(slot, e);
             }
             return;
         }
@@ -333,7 +357,14 @@ impl Offloader {
             self.sync_slot(slot, e, now_ns);
         }
         let key = e.initiator_key();
-        if self.imp.install(&key, generation) {
+        // Replacing only this worker's own entries (a re-install after a policy
+        // change); a new install leaves another worker's alone.
+        let ours = self
+            .slots
+            .get(slot as usize)
+            .is_some_and(|o| o.key == Some(key));
+        let result = self.imp.install(&key, generation, installed && ours);
+        if result == Install::Done {
             self.stats.installs += 1;
             if let Some(o) = self.slots.get_mut(slot as usize) {
                 *o = OffSlot {
@@ -346,9 +377,12 @@ impl Offloader {
             }
             e.set_offloaded(true);
         } else {
-            self.stats.install_failures += 1;
+            match result {
+                Install::HeldElsewhere => self.stats.held_elsewhere += 1,
+                _ => self.stats.install_failures += 1,
+            }
             if installed {
-                self.remove_slot(slot, Some(e));
+                self.remove_slot(slot, e);
             }
             e.set_offloaded(false);
             if let Some(o) = self.slots.get_mut(slot as usize) {
@@ -363,8 +397,8 @@ impl EntryHook for Offloader {
         self.sync_slot(slot, e, now);
     }
 
-    fn ended(&mut self, slot: Slot, _e: &FlowEntry) {
-        self.remove_slot(slot, None);
+    fn end(&mut self, slot: Slot, e: &mut FlowEntry) {
+        self.remove_slot(slot, e);
         // The slot's next connection is a new one: it may be installed at once.
         if let Some(o) = self.slots.get_mut(slot as usize) {
             o.retry_at_ns = 0;
@@ -394,21 +428,24 @@ mod tests {
         full: bool,
         /// Installs asked for.
         attempts: u32,
+        /// A packet (direction, length, time) forwarded between the worker's last
+        /// read and the next removal: counted at that removal.
+        late: Option<(usize, u64, u64)>,
     }
 
     #[derive(Clone, Debug, Default)]
     struct FakeOffload(Arc<Mutex<Fake>>);
 
     impl FlowOffload for FakeOffload {
-        fn install(&mut self, _: &FlowKey, _: u32) -> bool {
+        fn install(&mut self, _: &FlowKey, _: u32, _: bool) -> Install {
             let mut f = self.0.lock().unwrap();
             f.attempts += 1;
             if f.full {
-                return false;
+                return Install::Refused;
             }
             f.dirs.insert(0, OffloadCounters::default());
             f.dirs.insert(1, OffloadCounters::default());
-            true
+            Install::Done
         }
         fn read(&mut self, _: &FlowKey) -> [Option<OffloadCounters>; 2] {
             let f = self.0.lock().unwrap();
@@ -416,6 +453,13 @@ mod tests {
         }
         fn remove(&mut self, _: &FlowKey) -> [Option<OffloadCounters>; 2] {
             let mut f = self.0.lock().unwrap();
+            if let Some((d, len, now)) = f.late.take()
+                && let Some(c) = f.dirs.get_mut(&d)
+            {
+                c.packets += 1;
+                c.bytes += len;
+                c.last_ns = now;
+            }
             [f.dirs.remove(&0), f.dirs.remove(&1)]
         }
         fn publish_generation(&mut self, generation: u32) {
@@ -436,6 +480,18 @@ mod tests {
                 }
                 None => false,
             }
+        }
+
+        /// The XDP program forwards one packet of direction `d` (if installed) in
+        /// the instant before the worker removes the connection: the next removal
+        /// finds it, no read before does.
+        fn forward_late(&self, d: usize, len: u64, now: u64) -> bool {
+            let mut f = self.0.lock().unwrap();
+            let installed = f.dirs.contains_key(&d);
+            if installed {
+                f.late = Some((d, len, now));
+            }
+            installed
         }
     }
 
@@ -467,7 +523,13 @@ mod tests {
             family: Family::V4,
             class: ConnClass::Ports,
         };
-        let (ck, dir) = ConnKey::canonical(&t);
+        table_with(&t, 3, now)
+    }
+
+    /// A table holding the allowed UDP connection of `t` (its initiator's first
+    /// packet arrived on `ifindex` at `now`).
+    fn table_with(t: &ConnTuple, ifindex: u16, now: u64) -> (FlowTable, Slot, Dir) {
+        let (ck, dir) = ConnKey::canonical(t);
         let key = FlowKey {
             src: t.src,
             dst: t.dst,
@@ -475,7 +537,7 @@ mod tests {
             dport: t.dport,
             proto: t.proto,
             family: t.family,
-            ifindex: 3,
+            ifindex,
         };
         let mut table = FlowTable::new(FlowTableConfig {
             capacity: 64,
@@ -518,13 +580,12 @@ mod tests {
         assert_eq!((attempts(), e.is_offloaded()), (3, true));
         assert_eq!((off.stats.installs, off.stats.install_failures), (1, 2));
         // Refused, then the connection ends: the slot's next one is asked for at once.
-        off.ended(slot, e);
-        e.set_offloaded(false);
+        off.end(slot, e);
         fake.0.lock().unwrap().full = true;
         let t1 = t0 + 3 * INSTALL_RETRY_NS;
         off.settle(slot, e, 1, t1);
         assert_eq!(attempts(), 4);
-        off.ended(slot, e);
+        off.end(slot, e);
         off.settle(slot, e, 1, t1 + 1);
         assert_eq!(attempts(), 5);
     }
@@ -538,8 +599,9 @@ mod tests {
         ToWorker { from_init: bool, len: u16, dt: u32 },
         /// An export interval ends.
         Export { dt: u32 },
-        /// The connection leaves the offload (and, at the next packet, comes back).
-        Remove { dt: u32 },
+        /// The connection leaves the offload (and, at the next packet, comes back);
+        /// `late`: a packet the offload forwards just before (see `forward_late`).
+        Remove { dt: u32, late: Option<(bool, u16)> },
         /// The worker is idle and merges a few connections.
         Idle { dt: u32 },
     }
@@ -551,7 +613,8 @@ mod tests {
             2 => (any::<bool>(), 42u16..1500, 0u32..2_000_000)
                 .prop_map(|(from_init, len, dt)| Op::ToWorker { from_init, len, dt }),
             2 => (0u32..5_000_000).prop_map(|dt| Op::Export { dt }),
-            1 => (0u32..2_000_000).prop_map(|dt| Op::Remove { dt }),
+            1 => (0u32..2_000_000, proptest::option::of((any::<bool>(), 42u16..1500)))
+                .prop_map(|(dt, late)| Op::Remove { dt, late }),
             2 => (0u32..2_000_000).prop_map(|dt| Op::Idle { dt }),
         ]
     }
@@ -563,9 +626,15 @@ mod tests {
         /// and start no later (the offload keeps no first time: the interval's
         /// start is bounded by the previous merge) and, when the interval has
         /// packets, no earlier than the interval.
+        ///
+        /// A packet the offload forwards between the worker's last read and the
+        /// connection's removal (`late`, at a removal by the worker and at the final
+        /// drain) is in the entry's record too, and every packet the offload
+        /// forwarded is in the worker's rx, forwarded and outcome counters alike.
         #[test]
         fn offloaded_counters_merge_into_the_same_records_as_counting_every_packet(
-            ops in proptest::collection::vec(op(), 1..80)
+            ops in proptest::collection::vec(op(), 1..80),
+            final_late in proptest::option::of((any::<bool>(), 42u16..1500)),
         ) {
             let t0 = 1_000_000_000u64;
             let (mut fast, slot, init) = table_with_flow(t0);
@@ -580,6 +649,8 @@ mod tests {
             let mut now = t0;
             let mut last_export = t0;
             let mut bounds = Vec::new();
+            let mut offloaded_packets = 0u64;
+            let mut counts = WorkerStats::default();
             for o in ops {
                 match o {
                     Op::Packet { from_init, len, dt } | Op::ToWorker { from_init, len, dt } => {
@@ -589,6 +660,7 @@ mod tests {
                         twin.entry_mut(tslot).unwrap().on_packet(dir, 0, u32::from(len), now);
                         let offloaded = matches!(o, Op::Packet { .. })
                             && fake.forward(d, u64::from(len), now);
+                        offloaded_packets += u64::from(offloaded);
                         if !offloaded {
                             // The worker's lookup: merge first, then count.
                             let e = fast.entry_mut(slot).unwrap();
@@ -604,8 +676,16 @@ mod tests {
                         bounds.push(last_export);
                         last_export = now;
                     }
-                    Op::Remove { dt } => {
+                    Op::Remove { dt, late } => {
                         now += u64::from(dt);
+                        if let Some((from_init, len)) = late {
+                            let d = usize::from(!from_init);
+                            if fake.forward_late(d, u64::from(len), now) {
+                                let dir = if from_init { init } else { init.flip() };
+                                twin.entry_mut(tslot).unwrap().on_packet(dir, 0, u32::from(len), now);
+                                offloaded_packets += 1;
+                            }
+                        }
                         let e = fast.entry_mut(slot).unwrap();
                         off.before_use(slot, e, now);
                         off.before_end(slot, e);
@@ -616,8 +696,18 @@ mod tests {
                         off.sync_some(&mut fast, now, 4, 64);
                     }
                 }
+                counts.merge(&off.take_counts());
+            }
+            if let Some((from_init, len)) = final_late {
+                let d = usize::from(!from_init);
+                if fake.forward_late(d, u64::from(len), now) {
+                    let dir = if from_init { init } else { init.flip() };
+                    twin.entry_mut(tslot).unwrap().on_packet(dir, 0, u32::from(len), now);
+                    offloaded_packets += 1;
+                }
             }
             fast.drain_hooked(now, &mut off, &mut |r| got.push(r));
+            counts.merge(&off.take_counts());
             twin.drain(now, &mut |r| want.push(r));
             bounds.push(last_export);
             prop_assert_eq!(got.len(), want.len());
@@ -634,8 +724,14 @@ mod tests {
             }
             // Nothing left installed once the flow ended.
             prop_assert!(fake.0.lock().unwrap().dirs.is_empty());
-            let counted: u64 = want.iter().map(|r| r.packets_fwd + r.packets_rev).sum();
-            prop_assert!(off.stats.packets <= counted);
+            // Every offloaded packet in every counter once.
+            let outcomes: u64 = counts.outcome.iter().flatten().map(|c| c.packets).sum();
+            prop_assert_eq!(off.stats.packets, offloaded_packets);
+            prop_assert_eq!(
+                (counts.rx.packets, counts.forwarded.packets, outcomes),
+                (offloaded_packets, offloaded_packets, offloaded_packets)
+            );
+            prop_assert_eq!((counts.rx.bytes, counts.forwarded.bytes), (off.stats.bytes, off.stats.bytes));
         }
 
         /// `merge_delta` against its definition: what is new is the difference from
@@ -667,5 +763,106 @@ mod tests {
         }
         e.set_verdicts(&deny, 2, true);
         assert!(!offloadable(e));
+    }
+
+    /// One direction's key in [`SharedMap`]: addresses, ports and the ingress
+    /// interface (0 or 1; the reverse direction arrives on the other one).
+    type DirKey = (u128, u128, u16, u16, u16);
+
+    fn dir_keys(k: &FlowKey) -> [DirKey; 2] {
+        [
+            (k.src, k.dst, k.sport, k.dport, k.ifindex),
+            (k.dst, k.src, k.dport, k.sport, k.ifindex ^ 1),
+        ]
+    }
+
+    /// One offload map shared by several workers, as the XDP program's is: an
+    /// install that is not a replacement leaves an existing entry alone.
+    #[derive(Clone, Debug, Default)]
+    struct SharedMap(Arc<Mutex<HashMap<DirKey, OffloadCounters>>>);
+
+    impl FlowOffload for SharedMap {
+        fn install(&mut self, key: &FlowKey, _: u32, replace: bool) -> Install {
+            let mut m = self.0.lock().unwrap();
+            let keys = dir_keys(key);
+            if !replace && keys.iter().any(|k| m.contains_key(k)) {
+                return Install::HeldElsewhere;
+            }
+            for k in keys {
+                m.insert(k, OffloadCounters::default());
+            }
+            Install::Done
+        }
+        fn read(&mut self, key: &FlowKey) -> [Option<OffloadCounters>; 2] {
+            let m = self.0.lock().unwrap();
+            dir_keys(key).map(|k| m.get(&k).copied())
+        }
+        fn remove(&mut self, key: &FlowKey) -> [Option<OffloadCounters>; 2] {
+            let mut m = self.0.lock().unwrap();
+            dir_keys(key).map(|k| m.remove(&k))
+        }
+        fn publish_generation(&mut self, _: u32) {}
+    }
+
+    /// Asymmetric RSS: the initiator's packets reach worker A, the responder's
+    /// worker B, so both tables hold the connection (B's from the responder's side).
+    /// A installs it; B finds it held elsewhere and installs nothing, so what the
+    /// offload forwards is merged once, by A, and the two workers' records together
+    /// count every packet once.
+    #[test]
+    fn a_connection_two_workers_hold_is_installed_and_counted_by_one() {
+        let t0 = 1_000_000_000;
+        let fwd = ConnTuple {
+            src: 0x0a00_0001,
+            dst: 0x0a00_0002,
+            sport: 40000,
+            dport: 5353,
+            proto: proto::UDP,
+            family: Family::V4,
+            class: ConnClass::Ports,
+        };
+        let rev = ConnTuple {
+            src: fwd.dst,
+            dst: fwd.src,
+            sport: fwd.dport,
+            dport: fwd.sport,
+            ..fwd
+        };
+        let (mut ta, sa, _) = table_with(&fwd, 0, t0);
+        let (mut tb, sb, _) = table_with(&rev, 1, t0 + 1);
+        let map = SharedMap::default();
+        let mut a = Offloader::new(Box::new(map.clone()), ta.capacity());
+        let mut b = Offloader::new(Box::new(map.clone()), tb.capacity());
+        a.settle(sa, ta.entry_mut(sa).unwrap(), 1, t0);
+        b.settle(sb, tb.entry_mut(sb).unwrap(), 1, t0 + 1);
+        assert!(ta.entry(sa).unwrap().is_offloaded());
+        assert!(!tb.entry(sb).unwrap().is_offloaded());
+        assert_eq!(
+            (a.stats.installs, b.stats.installs, b.stats.held_elsewhere),
+            (1, 0, 1)
+        );
+        // Within B's backoff nothing is asked again; after it, still held elsewhere.
+        b.settle(sb, tb.entry_mut(sb).unwrap(), 1, t0 + 2);
+        b.settle(sb, tb.entry_mut(sb).unwrap(), 1, t0 + 1 + INSTALL_RETRY_NS);
+        assert_eq!(b.stats.held_elsewhere, 2);
+        // The XDP program forwards 5 packets each way.
+        for k in dir_keys(&ta.entry(sa).unwrap().initiator_key()) {
+            let mut m = map.0.lock().unwrap();
+            let c = m.get_mut(&k).unwrap();
+            c.packets += 5;
+            c.bytes += 500;
+            c.last_ns = t0 + 10;
+        }
+        let mut got = Vec::new();
+        a.sync_some(&mut ta, t0 + 20, 8, 64);
+        b.sync_some(&mut tb, t0 + 20, 8, 64);
+        ta.drain_hooked(t0 + 30, &mut a, &mut |r| got.push(r));
+        tb.drain_hooked(t0 + 30, &mut b, &mut |r| got.push(r));
+        let total: u64 = got.iter().map(|r| r.packets_fwd + r.packets_rev).sum();
+        // Each worker saw its first packet itself; the offload forwarded 10.
+        assert_eq!(total, 2 + 10);
+        assert_eq!((a.stats.packets, b.stats.packets), (10, 0));
+        assert_eq!((a.stats.removals, b.stats.removals), (1, 0));
+        assert!(map.0.lock().unwrap().is_empty());
     }
 }

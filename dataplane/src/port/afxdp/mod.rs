@@ -35,18 +35,20 @@
 //!   headers) and TCP/UDP; TCP with SYN, FIN or RST goes to the socket. It looks the
 //!   direction-specific key (ingress ifindex, family, protocol, addresses, ports) up in
 //!   `tg_flows`, a hash map the workers write (`XskOffload`, one handle per worker;
-//!   the maps are shared by both interfaces' programs). On a hit whose generation is
-//!   the one in `tg_cfg` it adds the packet to the entry's counters (atomic adds),
+//!   the maps are shared by both interfaces' programs). Each entry names the worker
+//!   that installed it; on a hit whose generation is that worker's in `tg_gen` (one
+//!   slot per worker) it adds the packet to the entry's counters (atomic adds),
 //!   stamps `bpf_ktime_get_ns`, rewrites the MACs in router mode and redirects to the
 //!   other interface through the devmap `tg_tx`; a miss or a stale entry goes to the
 //!   socket, and non-IP frames are handled as without offload. Workers install
-//!   connections once established and allowed, merge the counters into their flow
-//!   entries before anything reads them, and remove them when they close, expire or
-//!   are evicted (the worker's `offload` module); each worker writes its policy
-//!   generation into `tg_cfg` when it picks one up (never a smaller one), which makes
-//!   every entry of older generations stale at once. Times from the program
-//!   (CLOCK_MONOTONIC) are put on the port's clock. Redirecting into a veth needs NAPI
-//!   on its peer (GRO on, or an XDP program there).
+//!   connections once established and allowed (`BPF_NOEXIST`: an entry another
+//!   worker installed is left to it, see the worker's `offload` module), merge the
+//!   counters into their flow entries before anything reads them, and remove them
+//!   when they close, expire or are evicted; each worker writes its own slot of
+//!   `tg_gen` when it picks a policy generation up, which makes every entry it
+//!   installed for an older one stale at once (no worker writes another's). Times
+//!   from the program (CLOCK_MONOTONIC) are put on the port's clock. Redirecting into
+//!   a veth needs NAPI on its peer (GRO on, or an XDP program there).
 //! - **Scheduling** ([`Sched`]): by default a worker is a real-time thread
 //!   (SCHED_FIFO, priority 1, the lowest) that sleeps in `poll(2)` as soon as its rx
 //!   rings are empty. When the driver's receive work (NAPI) runs on the worker's
@@ -95,8 +97,8 @@ use crate::port::{Port, Rx, RxFrame};
 use crate::program::Classify;
 use crate::program::{Family, FlowKey};
 use crate::worker::{
-    ClassifierSlot, FlowOffload, MAX_BATCH, OffloadCounters, RecordOut, Worker, WorkerConfig,
-    WorkerReport,
+    ClassifierSlot, FlowOffload, Install, MAX_BATCH, OffloadCounters, OffloadStats, RecordOut,
+    Worker, WorkerConfig, WorkerReport,
 };
 
 pub use super::counters::{KernelCounters, QueueCounters, QueueSnapshot, Sched, WorkerSnapshot};
@@ -595,7 +597,9 @@ struct XskOffload {
     ifindex: [u32; 2],
     /// Router mode: (source, destination) MAC per egress slot.
     rewrite: Option<[(Mac, Mac); 2]>,
-    ip_only: bool,
+    /// This worker's number: the owner written into its entries, and its slot of
+    /// the per-worker generations.
+    worker: u16,
     clock: Clock,
 }
 
@@ -662,11 +666,16 @@ impl XskOffload {
 }
 
 impl FlowOffload for XskOffload {
-    fn install(&mut self, key: &FlowKey, generation: u32) -> bool {
+    fn install(&mut self, key: &FlowKey, generation: u32, replace: bool) -> Install {
         let Some(keys) = self.keys(key) else {
-            return false;
+            return Install::Refused;
         };
-        for (k, egress) in &keys {
+        let how = if replace {
+            sys::Insert::Replace
+        } else {
+            sys::Insert::IfAbsent
+        };
+        for (n, (k, egress)) in keys.iter().enumerate() {
             let (src_mac, dst_mac) = self
                 .rewrite
                 .and_then(|r| r.get(*egress as usize).copied())
@@ -676,18 +685,24 @@ impl FlowOffload for XskOffload {
                 egress: *egress,
                 src_mac,
                 dst_mac,
-                rewrite: u32::from(self.rewrite.is_some()),
+                rewrite: u16::from(self.rewrite.is_some()),
+                owner: self.worker,
                 ..sys::OffloadValue::default()
             };
-            if !self.maps.insert(k, &v) {
-                // Never half installed.
-                for (k, _) in &keys {
+            if let Err(e) = self.maps.insert(k, &v, how) {
+                // Never half installed; what another worker installed stays.
+                let ours = if replace { &keys[..] } else { &keys[..n] };
+                for (k, _) in ours {
                     self.maps.take(k);
                 }
-                return false;
+                return if e.raw_os_error() == Some(libc::EEXIST) {
+                    Install::HeldElsewhere
+                } else {
+                    Install::Refused
+                };
             }
         }
-        true
+        Install::Done
     }
 
     fn read(&mut self, key: &FlowKey) -> [Option<OffloadCounters>; 2] {
@@ -705,9 +720,8 @@ impl FlowOffload for XskOffload {
     }
 
     fn publish_generation(&mut self, generation: u32) {
-        // Workers publish as they pick a generation up: never go back.
-        let g = self.maps.generation().unwrap_or(0).max(generation);
-        let _ = self.maps.set_cfg(g, self.ip_only);
+        // This worker's slot only: its entries, no one else's, go stale.
+        let _ = self.maps.set_generation(self.worker, generation);
     }
 }
 
@@ -760,6 +774,13 @@ pub struct LiveWorker {
     records_dropped: AtomicU64,
     pending_deny: AtomicU64,
     offloaded: AtomicU64,
+    /// Set once by the worker: it has an offload (the `off_*` counters are its).
+    offload_on: AtomicBool,
+    off_bytes: AtomicU64,
+    off_installs: AtomicU64,
+    off_install_failures: AtomicU64,
+    off_held_elsewhere: AtomicU64,
+    off_removals: AtomicU64,
     queues: Vec<LiveQueue>,
 }
 
@@ -809,6 +830,14 @@ impl LiveWorker {
         self.generation.store(u64::from(w.generation()), r);
         self.records_dropped.store(s.records_dropped, r);
         self.offloaded.store(s.offloaded.packets, r);
+        if let Some(o) = w.offload_stats() {
+            self.offload_on.store(true, r);
+            self.off_bytes.store(o.bytes, r);
+            self.off_installs.store(o.installs, r);
+            self.off_install_failures.store(o.install_failures, r);
+            self.off_held_elsewhere.store(o.held_elsewhere, r);
+            self.off_removals.store(o.removals, r);
+        }
         for (i, q) in self.queues.iter().enumerate() {
             let c = port.counters.get(i).copied().unwrap_or_default();
             q.rx.store(c.rx, r);
@@ -856,6 +885,14 @@ impl LiveWorker {
             generation: self.generation.load(r),
             records_dropped: self.records_dropped.load(r),
             offloaded: self.offloaded.load(r),
+            offload: self.offload_on.load(r).then(|| OffloadStats {
+                packets: self.offloaded.load(r),
+                bytes: self.off_bytes.load(r),
+                installs: self.off_installs.load(r),
+                install_failures: self.off_install_failures.load(r),
+                held_elsewhere: self.off_held_elsewhere.load(r),
+                removals: self.off_removals.load(r),
+            }),
             queues: self
                 .queues
                 .iter()
@@ -1081,11 +1118,17 @@ pub fn start<C: Classify + Send + Sync + 'static>(
             let flows = u32::try_from(cfg.worker.flow.capacity.saturating_mul(2 * cfg.workers))
                 .unwrap_or(u32::MAX)
                 .clamp(1024, 1 << 22);
-            let (p, maps) =
-                sys::XdpProgram::load_offload(idx[i], entries, flows, offload_maps.as_ref())
-                    .map_err(|e| AfXdpError::Setup(format!("{name}: {e}")))?;
+            let workers = u32::try_from(cfg.workers).unwrap_or(u32::MAX);
+            let (p, maps) = sys::XdpProgram::load_offload(
+                idx[i],
+                entries,
+                flows,
+                workers,
+                offload_maps.as_ref(),
+            )
+            .map_err(|e| AfXdpError::Setup(format!("{name}: {e}")))?;
             if offload_maps.is_none() {
-                maps.set_cfg(0, ip_only).map_err(AfXdpError::Setup)?;
+                maps.set_cfg(ip_only).map_err(AfXdpError::Setup)?;
                 for (slot, ix) in idx.iter().enumerate() {
                     maps.set_tx(slot as u32, *ix).map_err(AfXdpError::Setup)?;
                 }
@@ -1168,7 +1211,9 @@ pub fn start<C: Classify + Send + Sync + 'static>(
                 maps: maps.try_clone().map_err(AfXdpError::Setup)?,
                 ifindex: idx,
                 rewrite,
-                ip_only,
+                worker: u16::try_from(w).map_err(|_| {
+                    AfXdpError::Setup("flow offload takes at most 65536 workers".into())
+                })?,
                 clock,
             };
             worker = worker.with_offload(Box::new(off));
@@ -1289,8 +1334,9 @@ fn worker_loop<C: Classify>(
             port.wait(IDLE_SLEEP);
         }
     }
-    // The final counters include what the offload forwarded since the last merge.
-    w.merge_offloaded();
+    // The final counters include the drain: every connection's final record, and
+    // what the offload forwarded until each left it.
+    w.drain_flows();
     live.publish(&w, port);
     w.finish()
 }

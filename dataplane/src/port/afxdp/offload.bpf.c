@@ -63,13 +63,13 @@ struct tg_val {
 	__u32 egress;  // key of tg_tx: the interface to send on
 	__u8 src_mac[6];
 	__u8 dst_mac[6];
-	__u32 rewrite; // 1: set the MACs (router mode)
+	__u16 rewrite; // 1: set the MACs (router mode)
+	__u16 owner;   // the worker that installed it: key of tg_gen
 };
 
-// [0] current policy generation (entries of other generations are stale: their
-// frames go to userspace), [1] 1 = router mode (non-IP frames to the kernel).
+// [1] 1 = router mode (non-IP frames to the kernel); [0] unused.
 struct tg_cfg {
-	__u32 generation;
+	__u32 unused;
 	__u32 ip_only;
 };
 
@@ -93,6 +93,15 @@ struct {
 	__type(key, __u32);
 	__type(value, struct tg_cfg);
 } tg_cfg SEC(".maps");
+
+// Per worker, the policy generation it runs: an entry installed for another one is
+// stale (its frames go to the worker's socket). Each worker writes only its own.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u32);
+} tg_gen SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_DEVMAP);
@@ -176,7 +185,11 @@ int tiergate_offload(struct xdp_md *ctx)
 	key.dport = *(__u16 *)(l4 + 2);
 
 	struct tg_val *v = bpf_map_lookup_elem(&tg_flows, &key);
-	if (!v || v->generation != cfg->generation)
+	if (!v)
+		return to_socket(ctx);
+	__u32 owner = v->owner;
+	__u32 *gen = bpf_map_lookup_elem(&tg_gen, &owner);
+	if (!gen || v->generation != *gen)
 		return to_socket(ctx);
 	/* Counted only once the redirect is set up: a frame the devmap cannot take goes
 	 * to the socket, where the worker counts it. */

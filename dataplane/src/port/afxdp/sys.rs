@@ -912,19 +912,32 @@ pub(super) struct OffloadValue {
     pub egress: u32,
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
-    pub rewrite: u32,
+    pub rewrite: u16,
+    /// The worker that installed it (key of `tg_gen`).
+    pub owner: u16,
 }
 
 const _: () = assert!(std::mem::size_of::<OffloadKey>() == 44);
 const _: () = assert!(std::mem::size_of::<OffloadValue>() == 48);
 
 /// The maps the offload programs of both interfaces share: the flows, the
-/// configuration (generation, router mode) and the devmap of the two interfaces.
+/// configuration (router mode), each worker's policy generation and the devmap of
+/// the two interfaces.
 #[derive(Debug)]
 pub(super) struct OffloadMaps {
     flows: OwnedFd,
     cfg: OwnedFd,
+    gens: OwnedFd,
     tx: OwnedFd,
+}
+
+/// How [`OffloadMaps::insert`] treats an entry already there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Insert {
+    /// Replace it (BPF_ANY).
+    Replace,
+    /// Fail with EEXIST (BPF_NOEXIST).
+    IfAbsent,
 }
 
 fn dup(fd: RawFd, what: &str) -> Result<OwnedFd, String> {
@@ -940,11 +953,16 @@ fn dup(fd: RawFd, what: &str) -> Result<OwnedFd, String> {
     Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
-fn map_update<K, V>(fd: RawFd, key: &K, value: &V) -> Result<(), io::Error> {
+fn map_update<K, V>(fd: RawFd, key: &K, value: &V, flags: u64) -> Result<(), io::Error> {
     // SAFETY: key and value point at values of the sizes the map was created with
     // (checked by the callers' types: the map layouts above) and outlive the call.
     let r = unsafe {
-        libbpf_sys::bpf_map_update_elem(fd, (key as *const K).cast(), (value as *const V).cast(), 0)
+        libbpf_sys::bpf_map_update_elem(
+            fd,
+            (key as *const K).cast(),
+            (value as *const V).cast(),
+            flags,
+        )
     };
     if r < 0 {
         Err(io::Error::from_raw_os_error(-r))
@@ -954,37 +972,37 @@ fn map_update<K, V>(fd: RawFd, key: &K, value: &V) -> Result<(), io::Error> {
 }
 
 impl OffloadMaps {
-    /// Sets the current policy generation and the router-mode flag.
-    pub(super) fn set_cfg(&self, generation: u32, ip_only: bool) -> Result<(), String> {
-        let v: [u32; 2] = [generation, u32::from(ip_only)];
-        map_update(self.cfg.as_raw_fd(), &0u32, &v)
-            .map_err(|e| format!("cannot set the offload generation: {e}"))
+    /// Sets the router-mode flag.
+    pub(super) fn set_cfg(&self, ip_only: bool) -> Result<(), String> {
+        let v: [u32; 2] = [0, u32::from(ip_only)];
+        map_update(self.cfg.as_raw_fd(), &0u32, &v, 0)
+            .map_err(|e| format!("cannot configure the offload: {e}"))
     }
 
-    /// The generation the programs hold.
-    pub(super) fn generation(&self) -> Option<u32> {
-        let key = 0u32;
-        let mut v = [0u32; 2];
-        // SAFETY: a 4-byte key and an 8-byte value buffer of our own, the map's sizes.
-        let r = unsafe {
-            libbpf_sys::bpf_map_lookup_elem(
-                self.cfg.as_raw_fd(),
-                (&raw const key).cast(),
-                v.as_mut_ptr().cast(),
-            )
-        };
-        (r == 0).then_some(v[0])
+    /// Worker `worker` runs policy generation `generation` (its entries of other
+    /// generations are stale).
+    pub(super) fn set_generation(&self, worker: u16, generation: u32) -> Result<(), io::Error> {
+        map_update(self.gens.as_raw_fd(), &u32::from(worker), &generation, 0)
     }
 
     /// Interface slot `slot` of the devmap sends on `ifindex`.
     pub(super) fn set_tx(&self, slot: u32, ifindex: u32) -> Result<(), String> {
-        map_update(self.tx.as_raw_fd(), &slot, &ifindex)
+        map_update(self.tx.as_raw_fd(), &slot, &ifindex, 0)
             .map_err(|e| format!("cannot fill the offload devmap: {e}"))
     }
 
-    /// Installs (or replaces) one direction.
-    pub(super) fn insert(&self, key: &OffloadKey, value: &OffloadValue) -> bool {
-        map_update(self.flows.as_raw_fd(), key, value).is_ok()
+    /// Installs one direction (replacing an entry there, or not: `how`).
+    pub(super) fn insert(
+        &self,
+        key: &OffloadKey,
+        value: &OffloadValue,
+        how: Insert,
+    ) -> Result<(), io::Error> {
+        let flags = match how {
+            Insert::Replace => libbpf_sys::BPF_ANY,
+            Insert::IfAbsent => libbpf_sys::BPF_NOEXIST,
+        };
+        map_update(self.flows.as_raw_fd(), key, value, u64::from(flags))
     }
 
     /// The value of one direction, if installed.
@@ -1032,6 +1050,7 @@ impl OffloadMaps {
         Ok(OffloadMaps {
             flows: dup(self.flows.as_raw_fd(), "offload map")?,
             cfg: dup(self.cfg.as_raw_fd(), "offload map")?,
+            gens: dup(self.gens.as_raw_fd(), "offload map")?,
             tx: dup(self.tx.as_raw_fd(), "offload map")?,
         })
     }
@@ -1082,12 +1101,13 @@ impl BpfObject {
 impl XdpProgram {
     /// Loads the flow-offload program for `ifindex` with an XSKMAP of `queues`
     /// entries: with `shared`, on the maps of the other interface's program;
-    /// otherwise with new ones (`flows` entries in the flow map). Returns the program
-    /// and its shared maps.
+    /// otherwise with new ones (`flows` entries in the flow map, a generation for
+    /// each of `workers`). Returns the program and its shared maps.
     pub(super) fn load_offload(
         ifindex: u32,
         queues: u32,
         flows: u32,
+        workers: u32,
         shared: Option<&OffloadMaps>,
     ) -> Result<(Self, OffloadMaps), String> {
         let obj = OFFLOAD_OBJ;
@@ -1127,10 +1147,12 @@ impl XdpProgram {
         };
         set_max(o.map(c"tg_xsks")?, queues.max(1))?;
         set_max(o.map(c"tg_flows")?, flows.max(2))?;
+        set_max(o.map(c"tg_gen")?, workers.max(1))?;
         if let Some(sh) = shared {
             for (n, fd) in [
                 (c"tg_flows", &sh.flows),
                 (c"tg_cfg", &sh.cfg),
+                (c"tg_gen", &sh.gens),
                 (c"tg_tx", &sh.tx),
             ] {
                 let m = o.map(n)?;
@@ -1166,6 +1188,7 @@ impl XdpProgram {
         let maps = OffloadMaps {
             flows: o.map_fd(c"tg_flows")?,
             cfg: o.map_fd(c"tg_cfg")?,
+            gens: o.map_fd(c"tg_gen")?,
             tx: o.map_fd(c"tg_tx")?,
         };
         Ok((
