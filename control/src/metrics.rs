@@ -19,6 +19,10 @@
 //!   `tiergate_flow_table_capacity_entries`, `tiergate_flow_table_evictions_total`,
 //!   `tiergate_flow_table_insert_failures_total`, `tiergate_flow_records_dropped_total`,
 //!   `tiergate_policy_generation` (the classifier generation the worker runs);
+//! - per worker running flow offload (`--offload`; absent otherwise; packets are
+//!   `tiergate_offloaded_packets_total` above): `tiergate_offload_bytes_total`,
+//!   `tiergate_offload_installs_total`, `tiergate_offload_install_failures_total`,
+//!   `tiergate_offload_held_elsewhere_total`, `tiergate_offload_removals_total`;
 //! - `tiergate_flow_log_records_total` (flow-log records written);
 //! - policy hits, from the flow records the workers export at each flow-log interval
 //!   (so they lag by up to one interval), for both views (`view="enforced"` and
@@ -50,6 +54,7 @@ use crate::flowlog::{FlowActivity, Reporter};
 
 /// The workers' counters the metrics export: the data plane's own snapshot type.
 pub use dataplane::port::counters::{QueueSnapshot, WorkerSnapshot};
+use dataplane::worker::OffloadStats;
 
 /// (view, direction, tier, policy, rule, action).
 type RuleKey = (&'static str, &'static str, String, String, String, String);
@@ -352,6 +357,45 @@ impl Collector for Snapshot {
                 name,
                 help,
                 s.workers.iter().map(|w| (worker(w), f(w))),
+            )?;
+        }
+        // Flow offload (`--offload`): only the workers that run it have these series.
+        type OField = fn(&OffloadStats) -> u64;
+        let per_offload: [(&str, &str, OField); 5] = [
+            (
+                "tiergate_offload_bytes",
+                "Bytes the XDP program forwarded itself (flow offload), merged so far.",
+                |o| o.bytes,
+            ),
+            (
+                "tiergate_offload_installs",
+                "Connections installed in the XDP program's map (re-installs included).",
+                |o| o.installs,
+            ),
+            (
+                "tiergate_offload_install_failures",
+                "Installs the XDP program's map refused (e.g. full).",
+                |o| o.install_failures,
+            ),
+            (
+                "tiergate_offload_held_elsewhere",
+                "Installs not made because another worker holds the connection.",
+                |o| o.held_elsewhere,
+            ),
+            (
+                "tiergate_offload_removals",
+                "Connections removed from the XDP program's map.",
+                |o| o.removals,
+            ),
+        ];
+        for (name, help, f) in per_offload {
+            counters(
+                &mut enc,
+                name,
+                help,
+                s.workers
+                    .iter()
+                    .filter_map(|w| w.offload.as_ref().map(|o| (worker(w), f(o)))),
             )?;
         }
         let quantiles = ["0.5", "0.9", "0.99", "0.999", "1"];

@@ -162,6 +162,45 @@ fn the_exposition_parses_and_carries_every_family() {
         assert!(value(&s, name, &w).is_some(), "{name} missing:\n{text}");
     }
     assert!(text.ends_with("# EOF\n"), "{text}");
+    assert_eq!(
+        value(&s, "tiergate_offload_installs_total", &w),
+        None,
+        "no offload series without --offload:\n{text}"
+    );
+}
+
+#[test]
+fn offload_counters_are_exported_for_the_workers_that_run_it() {
+    let m = Metrics::new();
+    let with = WorkerSnapshot {
+        offload: Some(OffloadStats {
+            packets: 70,
+            bytes: 7000,
+            installs: 4,
+            install_failures: 1,
+            held_elsewhere: 2,
+            removals: 3,
+        }),
+        ..worker()
+    };
+    let without = WorkerSnapshot {
+        worker: 1,
+        ..worker()
+    };
+    m.set_workers(vec![with, without], &ifaces());
+    let text = m.encode();
+    let s = parse(&text);
+    let w0 = [("worker", "0")];
+    for (name, want) in [
+        ("tiergate_offload_bytes_total", 7000.0),
+        ("tiergate_offload_installs_total", 4.0),
+        ("tiergate_offload_install_failures_total", 1.0),
+        ("tiergate_offload_held_elsewhere_total", 2.0),
+        ("tiergate_offload_removals_total", 3.0),
+    ] {
+        assert_eq!(value(&s, name, &w0), Some(want), "{name}:\n{text}");
+        assert_eq!(value(&s, name, &[("worker", "1")]), None, "{name}:\n{text}");
+    }
 }
 
 #[test]
