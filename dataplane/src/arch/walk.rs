@@ -400,44 +400,65 @@ mod x86 {
             // No key to read (and no offset into an empty slice to form).
             return false;
         }
-        let base = keys.as_ptr().cast::<u8>();
-        let stride = KEY_STRIDE as i64;
-        let lanes = _mm512_setr_epi64(
-            0,
-            stride,
-            2 * stride,
-            3 * stride,
-            4 * stride,
-            5 * stride,
-            6 * stride,
-            7 * stride,
-        );
+        let base = keys.as_ptr().cast::<i64>();
         let ports = pair512(PORTS);
-        let low32 = _mm512_set1_epi64(0xffff_ffff);
         let low8 = _mm512_set1_epi64(0xff);
         let v4 = _mm512_set1_epi64(crate::program::Family::V4 as i64);
         let root = _mm512_set1_epi64(r4 as i64);
         let parked = _mm512_set1_epi64(LEAF as i64);
-        let zero = _mm512_setzero_si512();
+        // SAFETY: each constant is 64 bytes (16 dwords, 8 qwords): the loads read them.
+        let (w0_idx, tail_idx) = unsafe {
+            (
+                _mm512_loadu_si512(W0_IDX.as_ptr().cast()),
+                _mm512_loadu_si512(TAIL_IDX.as_ptr().cast()),
+            )
+        };
+        let (w0_from, tail_from) = (W0_FROM, TAIL_FROM);
         for g in 0..BLOCK / 8 {
-            let m = first_lanes(n.saturating_sub(8 * g));
-            let at = _mm512_add_epi64(lanes, _mm512_set1_epi64(8 * g as i64 * stride));
-            // SAFETY: lane `i` of round `g` reads only when `8g + i < n <= keys.len()`
-            // (masked-off lanes load nothing), 8 bytes at offset 0, 16 or 32 of key
-            // `8g + i`: inside it (48 bytes) and made of initialized fields (the low
-            // halves of `src` and `dst`; sport, dport, proto, family, ifindex).
-            let (src, dst, tail) = unsafe {
-                (
-                    _mm512_mask_i64gather_epi64::<1>(zero, m, at, base.add(KEY_SRC).cast()),
-                    _mm512_mask_i64gather_epi64::<1>(zero, m, at, base.add(KEY_DST).cast()),
-                    _mm512_mask_i64gather_epi64::<1>(zero, m, at, base.add(KEY_TAIL).cast()),
-                )
+            let live = n.saturating_sub(8 * g).min(8);
+            let m = first_lanes(live);
+            // The group's 8 keys as 6 registers of 8 qwords (48 bytes a key), read in
+            // order (contiguous loads, which the hardware prefetches, where 8-lane
+            // gathers of the same words are not): qwords past the live keys are
+            // masked off and read nothing.
+            let words = KEY_STRIDE / 8 * live;
+            let r: [__m512i; 6] = std::array::from_fn(|i| {
+                let k = first_lanes(words.saturating_sub(8 * i)) & INITIALIZED[i];
+                // SAFETY: the lanes `k` enables are qwords `8i..8i + 8` of the group
+                // below `words`, so inside the `live` keys `8g..8g + live` of `keys`,
+                // and none is a key's padding (`INITIALIZED`): every byte read is an
+                // initialized field. Masked-off lanes read nothing. The address is
+                // formed with `wrapping_add`, so it may point past `keys` where every
+                // lane is off.
+                unsafe {
+                    _mm512_maskz_loadu_epi64(k, base.wrapping_add(KEY_STRIDE / 8 * 8 * g + 8 * i))
+                }
+            });
+            // One field of the 8 keys from the three pairs of registers.
+            let pick = |idx: __m512i, from: [u16; 2], dwords: bool| {
+                let p = |a: __m512i, b: __m512i| {
+                    if dwords {
+                        _mm512_permutex2var_epi32(a, idx, b)
+                    } else {
+                        _mm512_permutex2var_epi64(a, idx, b)
+                    }
+                };
+                let (t0, t1, t2) = (p(r[0], r[1]), p(r[2], r[3]), p(r[4], r[5]));
+                if dwords {
+                    let x = _mm512_mask_blend_epi32(from[0], t0, t1);
+                    _mm512_mask_blend_epi32(from[1], x, t2)
+                } else {
+                    let x = _mm512_mask_blend_epi64(from[0] as u8, t0, t1);
+                    _mm512_mask_blend_epi64(from[1] as u8, x, t2)
+                }
             };
+            // Key word 0: per key, the low dword of `dst`, then that of `src`.
+            let w0 = _mm512_maskz_mov_epi64(m, pick(w0_idx, w0_from, true));
+            let tail = _mm512_maskz_mov_epi64(m, pick(tail_idx, tail_from, false));
             let family = _mm512_and_si512(_mm512_srli_epi64::<40>(tail), low8);
             if _mm512_mask_cmpneq_epu64_mask(m, family, v4) != 0 {
                 return false;
             }
-            let w0 = _mm512_or_si512(_mm512_slli_epi64::<32>(src), _mm512_and_si512(dst, low32));
             let w1 = _mm512_shuffle_epi8(tail, ports);
             let s = _mm512_mask_blend_epi64(m, parked, root);
             // SAFETY: `8g + 8 <= BLOCK`: the 64 bytes written lie in each column.
@@ -450,6 +471,73 @@ mod x86 {
         b.v6 = false;
         true
     }
+
+    /// Where a field of key `i` of a group of 8 sits among the group's 6 registers of
+    /// qwords (`unit` = 8 bytes) or dwords (`unit` = 4), whose `at` is the field's
+    /// offset in `FlowKey`, for lane `lane` of the result: the index into the pair of
+    /// registers that holds it (for `vpermt2q` / `vpermt2d`) and which pair (0-2).
+    const fn field_lane(i: usize, at: usize, unit: usize) -> (usize, usize) {
+        let per_reg = 64 / unit;
+        let q = (KEY_STRIDE * i + at) / unit;
+        (q % (2 * per_reg), q / (2 * per_reg))
+    }
+
+    /// `vpermt2d` indices and pair masks of key word 0 (`src << 32 | dst`, low
+    /// halves): dword `2i` of the result is `dst`'s low dword of key `i`, dword
+    /// `2i + 1` its `src`'s.
+    const W0: ([i32; 16], [u16; 2]) = {
+        let mut idx = [0i32; 16];
+        let mut from = [0u16; 2];
+        let mut d = 0;
+        while d < 16 {
+            let at = if d % 2 == 0 { KEY_DST } else { KEY_SRC };
+            let (x, pair) = field_lane(d / 2, at, 4);
+            idx[d] = x as i32;
+            if pair > 0 {
+                from[pair - 1] |= 1 << d;
+            }
+            d += 1;
+        }
+        (idx, from)
+    };
+    const W0_IDX: [i32; 16] = W0.0;
+    const W0_FROM: [u16; 2] = W0.1;
+
+    /// `vpermt2q` indices and pair masks of each key's 8 bytes from `sport`.
+    const TAIL: ([i64; 8], [u16; 2]) = {
+        let mut idx = [0i64; 8];
+        let mut from = [0u16; 2];
+        let mut i = 0;
+        while i < 8 {
+            let (x, pair) = field_lane(i, KEY_TAIL, 8);
+            idx[i] = x as i64;
+            if pair > 0 {
+                from[pair - 1] |= 1 << i;
+            }
+            i += 1;
+        }
+        (idx, from)
+    };
+    const TAIL_IDX: [i64; 8] = TAIL.0;
+
+    /// Per register of a group, the qwords that are not a key's padding: a key's
+    /// last qword (bytes 40..48: `ifindex` ends at 40) is padding, never read.
+    const INITIALIZED: [u8; 6] = {
+        let mut m = [0u8; 6];
+        let mut q = 0;
+        while q < 48 {
+            if q % (KEY_STRIDE / 8) != KEY_STRIDE / 8 - 1 {
+                m[q / 8] |= 1 << (q % 8);
+            }
+            q += 1;
+        }
+        m
+    };
+    const _: () =
+        assert!(std::mem::offset_of!(FlowKey, ifindex) + 2 <= KEY_STRIDE - 8 && KEY_STRIDE == 48);
+    const TAIL_FROM: [u16; 2] = TAIL.1;
+    const _: () =
+        assert!(KEY_STRIDE % 8 == 0 && KEY_SRC % 8 == 0 && KEY_DST % 8 == 0 && KEY_TAIL % 8 == 0);
 
     const _: () = assert!(size_of::<Verdicts>() == 16 && align_of::<Verdicts>() <= 16);
 
