@@ -871,6 +871,55 @@ fn rendered(c: &IdentityClassifier, live: &Live, keys: &[FlowKey]) -> Vec<String
         .collect()
 }
 
+/// Pod adds of `churn` steps 2 and 2b, each timed from the store change to published.
+#[derive(Default)]
+struct Adds {
+    wall: Vec<Duration>,
+    cpu: Vec<Duration>,
+    fast: usize,
+}
+
+impl Adds {
+    /// Times `live` taking the add of the endpoint `key` (in `store` already) to
+    /// published; then, outside the timers, checks the generation against a fresh
+    /// build on `check`'s keys if given (and names the kind in an error), and removes
+    /// the endpoint again (`removed` from `store`, then through `live`).
+    fn time(
+        &mut self,
+        live: &mut Live,
+        store: &mut Cluster,
+        (slot, generation): (&Slot, &mut u32),
+        key: control::model::ResourceKey,
+        check: Option<(&[FlowKey], &str)>,
+        removed: &impl Fn(&mut Cluster, &control::model::ResourceKey),
+    ) -> Result<(), String> {
+        let (w, c) = (Instant::now(), cputime::thread_cpu());
+        let r = live.update(store, std::slice::from_ref(&key));
+        self.fast += usize::from(r.map_err(|e| e.to_string())? == Applied::Fast);
+        publish(slot, live, generation);
+        self.wall.push(w.elapsed());
+        self.cpu.push(cputime::thread_cpu() - c);
+        if let Some((keys, what)) = check {
+            same_as_fresh(live, store, &key, keys, what)?;
+        }
+        removed(store, &key);
+        live.update(store, &[key]).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// Prints the kind's line: CPU and wall percentiles, adds on the fast path, and
+    /// `extra`.
+    fn report(self, name: &str, what: &str, extra: &str) {
+        let n = self.wall.len();
+        let fast = self.fast;
+        let (c50, c99, _) = percentiles(self.cpu);
+        let (p50, p99, max) = percentiles(self.wall);
+        println!(
+            "churn {name} change={what} n={n} cpu_p50_ms={c50:.3} cpu_p99_ms={c99:.3} p50_ms={p50:.3} p99_ms={p99:.3} max_ms={max:.3} fast_path={fast}/{n}{extra}"
+        );
+    }
+}
+
 /// The pod changes of `churn` step 1 (and `--mode pods`): `reps` pods with an
 /// existing label set added, then removed, each through [`Live::update`] and timed
 /// (thread CPU and wall) to published. Changing the caller's store (`add`, `remove`:
@@ -1019,30 +1068,24 @@ fn churn(
     let base_keys = keys(a.pods, 256, a.seed ^ 0x33);
     // `--mode pods`: the known behaviour only.
     for (what, label, n_runs, ports) in &kinds[..if only_pods { 1 } else { kinds.len() }] {
-        let (mut new_t, mut new_c, mut fast) = (Vec::new(), Vec::new(), 0usize);
+        let mut adds = Adds::default();
         for i in 0..*n_runs {
             let relabel = Some((*label, format!("new{i}")));
             let key = add_like(&mut store, i, &mut next_addr, relabel);
             if !ports && let Some(e) = store.endpoints.iter_mut().find(|e| e.key == key) {
                 std::sync::Arc::make_mut(e).ports.clear();
             }
-            let (w, c) = (Instant::now(), cputime::thread_cpu());
-            let r = live.update(&store, std::slice::from_ref(&key));
-            fast += usize::from(r.map_err(|e| e.to_string())? == Applied::Fast);
-            publish(&slot, &live, &mut generation);
-            new_t.push(w.elapsed());
-            new_c.push(cputime::thread_cpu() - c);
-            if *label == "app" && i < 10 {
-                same_as_fresh(&live, &store, &key, &base_keys, what)?;
-            }
-            removed(&mut store, &key);
-            live.update(&store, &[key]).map_err(|e| e.to_string())?;
+            let check = (*label == "app" && i < 10).then_some((&base_keys[..], *what));
+            adds.time(
+                &mut live,
+                &mut store,
+                (&slot, &mut generation),
+                key,
+                check,
+                &removed,
+            )?;
         }
-        let (c50, c99, _) = percentiles(new_c);
-        let (p50, p99, max) = percentiles(new_t);
-        println!(
-            "churn {name} change={what} n={n_runs} cpu_p50_ms={c50:.3} cpu_p99_ms={c99:.3} p50_ms={p50:.3} p99_ms={p99:.3} max_ms={max:.3} fast_path={fast}/{n_runs}"
-        );
+        adds.report(name, what, "");
     }
     if only_pods {
         return Ok(());
@@ -1122,7 +1165,7 @@ fn churn(
             .map_err(|e| e.to_string())?;
         removed(&mut store, &warm);
         live.update(&store, &[warm]).map_err(|e| e.to_string())?;
-        let (mut new_t, mut new_c, mut fast) = (Vec::new(), Vec::new(), 0usize);
+        let mut adds = Adds::default();
         let parts = live.classifier().stats().parts;
         for k in 0..reps {
             let mut e = templates[0].clone();
@@ -1146,23 +1189,21 @@ fn churn(
                 .endpoints
                 .partition_point(|x| rank(&x.key) < rank(&key));
             store.endpoints.insert(at, Arc::new(e));
-            let (w, c) = (Instant::now(), cputime::thread_cpu());
-            let r = live.update(&store, std::slice::from_ref(&key));
-            fast += usize::from(r.map_err(|e| e.to_string())? == Applied::Fast);
-            publish(&slot, &live, &mut generation);
-            new_t.push(w.elapsed());
-            new_c.push(cputime::thread_cpu() - c);
-            if k < 10 {
-                same_as_fresh(&live, &store, &key, &base_keys, what)?;
-            }
-            removed(&mut store, &key);
-            live.update(&store, &[key]).map_err(|e| e.to_string())?;
+            let check = (k < 10).then_some((&base_keys[..], what));
+            adds.time(
+                &mut live,
+                &mut store,
+                (&slot, &mut generation),
+                key,
+                check,
+                &removed,
+            )?;
         }
-        let (c50, c99, _) = percentiles(new_c);
-        let (p50, p99, max) = percentiles(new_t);
-        println!(
-            "churn {name} change={what} n={reps} cpu_p50_ms={c50:.3} cpu_p99_ms={c99:.3} p50_ms={p50:.3} p99_ms={p99:.3} max_ms={max:.3} fast_path={fast}/{reps} parts_before={parts} parts_after={}",
-            live.classifier().stats().parts
+        let after = live.classifier().stats().parts;
+        adds.report(
+            name,
+            what,
+            &format!(" parts_before={parts} parts_after={after}"),
         );
     }
 

@@ -79,13 +79,14 @@
 //!   which no list the trees were cut on holds. The lists that must hold it are
 //!   those of the rule sides its peer key reads (positive selector or `notSelector`
 //!   matching) and the named-port lists of its ports on sides without a positive
-//!   selector (`open_ports`); an index kept with the selectors gives the policies
+//!   selector (`port_readers`); an index kept with the selectors gives the policies
 //!   whose rules have those sides and ports (any profile among them: the next
 //!   path). With at most [`NEW_CLASS_POLICIES`] of them, those policies are lowered
 //!   again over the store with the endpoint (as an incremental policy change lowers
 //!   a changed one), the programs of the endpoints they apply to (one per behaviour
 //!   group) and the endpoint's own are assembled from the memo, and their trees built
-//!   as a new part with those policies' lists fresh (resolved to the identities in
+//!   as a new part (or in place of the last one: *Parts*, below) with those policies'
+//!   lists fresh (resolved to the identities in
 //!   them now, the new one included); those endpoints are rebound to the new
 //!   programs. Every other program names only lists the host is not in, so its
 //!   trees are kept. The endpoint starts its behaviour's group and its peer class is
@@ -134,7 +135,22 @@
 //!   very allocation the classifier's table holds).
 //!   Refused — a rebuild — when a fresh list splits an identity (a peer selector or
 //!   CIDR telling replicas apart, a CIDR no rule named), when it equals a known list
-//!   whose known form no longer describes it. Parts accumulate (the replaced
+//!   whose known form no longer describes it.
+//!
+//!   *Parts.* Every change that builds trees (this one, a new behaviour's own
+//!   programs, a new peer class) builds them with
+//!   [`IdentityClassifier::with_programs_merged`]: when the last part is one a change
+//!   added and at most as many of its programs are still bound (after the change's
+//!   rebinding) as the change adds, that part is built again with those programs and
+//!   the change's instead of a part being added (at most twice the change's trees),
+//!   and its programs no binding names any more are dropped from the classifier and
+//!   from the memo (`Memo::drop_programs`: a later program of the same content is
+//!   numbered anew). Changes that rebind the programs of the change before — pods of
+//!   new peer classes in one namespace, one policy edited again and again — then keep
+//!   the parts where they are instead of adding one each: before, a stream of
+//!   new-peer-class adds reached 32 parts within about 25 adds, and an add in 20 to
+//!   40 waited 0.17–0.43 s for the compaction (BENCHMARKS.md, "Cluster scale").
+//!   Parts that do accumulate (changes to different programs; the replaced
 //!   programs' trees stay until a rebuild drops them): from 8 parts on, a full build
 //!   of a copy of the store runs on a thread of its own (*compaction*) while changes
 //!   go on (the change that starts it copies the endpoint pointers; the policies are
@@ -149,13 +165,24 @@
 //!   generation. Otherwise the compaction gets a *catch-up* on a thread again: the
 //!   resources under every key changed since (and, for a change of endpoints or
 //!   policies only, under this change's keys, as the caller's store has them) are
-//!   set in a copy of its store, endpoint keys first (the endpoint path reads the
-//!   endpoints in key order, with the compaction's own policies), then policy keys,
+//!   set in a copy of its store, endpoint keys first, one at a time through the
+//!   store with the keys before it set (the endpoint path reads the endpoints in key
+//!   order, with the compaction's own policies; removals first; a key whose endpoint
+//!   the compaction's store already has as the live one, or lacks as the live one
+//!   does — a pod added and removed since — is skipped), then policy keys together,
 //!   each through [`Live::update`]'s paths (a rebuild included), while the live
 //!   generation takes the change and records the keys changed from then on. Catch-ups
 //!   repeat until one finishes with little left; one that fails is dropped, and so is
-//!   a running one when a change rebuilds. Only a change that finds 32 parts waits for
-//!   the compaction (or, with none running, rebuilds). A catch-up does the work the
+//!   a running one when a change rebuilds. Before, the endpoint keys went through the
+//!   endpoint path all at once: a key in neither store (a pod added and removed
+//!   since) made that path refuse, and so did an add of a new peer class among
+//!   several changes, so nearly every catch-up of a pod churn was a full rebuild on
+//!   the compaction's thread (170–230 ms CPU at 5,000 pods), no catch-up ever got
+//!   close, and the parts reached 32. Only a change that finds 32 parts waits for
+//!   the compaction (or, with none running, rebuilds); when it cannot bring it up on
+//!   the incremental paths it catches it up there one key at a time (as on the
+//!   thread) and adopts it, instead of dropping it for a new compaction that the next
+//!   change would wait for again. A catch-up does the work the
 //!   live generation did for the same changes (less where several hit one program),
 //!   so it gains on the changes only when they leave it time: under a steady
 //!   back-to-back stream of changes to different programs it does not get closer,
@@ -407,6 +434,32 @@ thread_local! {
     static HOLD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Tests: while set, a change's trees are always a new part (never merged into
+    /// the last one), so that parts accumulate and compactions start.
+    static NO_MERGE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// [`IdentityClassifier::with_programs_merged`] (the last part built again with the
+/// change's programs when that costs at most twice the change's trees), or in tests
+/// under `NO_MERGE` always a new part.
+fn add_programs(
+    from: &IdentityClassifier,
+    programs: &[dataplane::program::Program],
+    fresh: &[dataplane::program::Nets],
+    rebind: &[(IpNet, Option<ProgramId>, Option<ProgramId>)],
+    cfg: &BuildConfig,
+) -> Result<(IdentityClassifier, Vec<ProgramId>), dataplane::classifier::ProgramChangeRefused> {
+    #[cfg(test)]
+    if NO_MERGE.with(std::cell::Cell::get) {
+        return from
+            .with_programs(programs, fresh, rebind, cfg)
+            .map(|c| (c, Vec::new()));
+    }
+    from.with_programs_merged(programs, fresh, rebind, cfg)
+}
+
 impl Compaction {
     /// Whether its thread has finished.
     fn finished(&self) -> bool {
@@ -597,16 +650,14 @@ pub struct Live {
     /// Every distinct rule side of the store as (positive selector, `notSelector`),
     /// indices into `selectors`.
     sides: Vec<(Option<u32>, Option<u32>)>,
-    /// Port names a rule side without a positive peer selector names (in `ports` or
-    /// `notPorts`): every endpoint defining one is read by it.
-    open_ports: HashSet<String>,
     /// Per policy of the store (by index), the number of its applies-to selector in
     /// `selectors`.
     applies: Vec<u32>,
     /// Per side of `sides`, the policies and profiles whose rules have it.
     side_readers: Vec<Readers>,
-    /// Per name of `open_ports`, the policies and profiles whose rules name it on a
-    /// side without a positive peer selector.
+    /// Per port name a rule side without a positive peer selector names (in `ports`
+    /// or `notPorts`: every endpoint defining one is read by it), the policies and
+    /// profiles whose rules name it there.
     port_readers: HashMap<String, Readers>,
     /// Per peer key, per family (IPv4, IPv6), how a host with that key is
     /// classified: a bound exemplar's identity, or a spare one the build made for a
@@ -665,7 +716,6 @@ impl Live {
             selector_numbers: HashMap::new(),
             behaviours: HashMap::new(),
             sides: Vec::new(),
-            open_ports: HashSet::new(),
             applies: Vec::new(),
             side_readers: Vec::new(),
             port_readers: HashMap::new(),
@@ -909,7 +959,6 @@ impl Live {
         // `None` marks a profile's rule.
         let mut sides: HashMap<(Option<u32>, Option<u32>), Readers> = HashMap::new();
         let mut ports: HashMap<String, Readers> = HashMap::new();
-        self.open_ports.clear();
         let by_owner = c
             .policies
             .iter()
@@ -926,7 +975,6 @@ impl Live {
                     if m.selector.is_none() {
                         for p in m.ports.iter().chain(&m.not_ports) {
                             if let Port::Named(n) = p {
-                                self.open_ports.insert(n.clone());
                                 ports.entry(n.clone()).or_default().add(owner);
                             }
                         }
@@ -950,7 +998,18 @@ impl Live {
         self.side_readers = sides.iter().map(|s| s.1.clone()).collect();
         self.sides = sides.into_iter().map(|s| s.0).collect();
         self.port_readers = ports;
-        self.selector_numbers = seen.into_iter().map(|(s, i)| (s.clone(), i)).collect();
+        // The inverse of `selectors`, made from it (`number` numbered them so).
+        self.selector_numbers = selectors
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), i as u32))
+            .collect();
+        #[cfg(test)]
+        assert!(
+            seen.iter()
+                .all(|(s, i)| self.selector_numbers.get(*s) == Some(i)),
+            "the selector numbers are not the inverse of the selectors"
+        );
         self.selectors = selectors;
         self.behaviours.clear();
         for e in &c.endpoints {
@@ -1133,8 +1192,11 @@ impl Live {
     ///   ([`Live::replay`]) and it is adopted.
     ///
     /// A change of `next` that no incremental path takes leaves it alone (that
-    /// change rebuilds, which drops it). A build or catch-up that failed is dropped;
-    /// so is one that cannot be brought up with `wait`.
+    /// change rebuilds, which drops it). A build or catch-up that failed is dropped.
+    /// With `wait`, one the incremental paths cannot bring up is caught up here one
+    /// key at a time ([`Live::catch_up`], a rebuild where a path refuses) and
+    /// adopted, rather than dropped for a new compaction the next change would wait
+    /// for again.
     fn compaction_step(
         &mut self,
         next: Option<&Cluster>,
@@ -1172,20 +1234,27 @@ impl Live {
             ours.extend(keys.iter().cloned());
             ours.sort();
             ours.dedup();
-            if inline {
-                if fresh.bring_up(next, &endpoints, &policies) {
-                    retire_live(std::mem::replace(self, fresh));
-                    return Step::Applied(match stage {
-                        Stage::Endpoints => Applied::Fast,
-                        Stage::Policies => Applied::Incremental,
-                    });
-                }
-                if wait {
-                    retire_live(fresh);
-                    return Step::Untouched;
-                }
+            let applied = match stage {
+                Stage::Endpoints => Applied::Fast,
+                Stage::Policies => Applied::Incremental,
+            };
+            if inline && fresh.bring_up(next, &endpoints, &policies) {
+                retire_live(std::mem::replace(self, fresh));
+                return Step::Applied(applied);
             }
             let backlog = Backlog::of(next, |k| find_endpoint(next, k), &endpoints, &policies);
+            if wait {
+                // At the limit of parts: brought up here one key at a time (a
+                // rebuild where a path refuses), not dropped for a new compaction
+                // the next change would wait for again.
+                return match fresh.catch_up(backlog) {
+                    Ok(fresh) => {
+                        retire_live(std::mem::replace(self, fresh));
+                        Step::Applied(applied)
+                    }
+                    Err(_) => Step::Untouched,
+                };
+            }
             self.hand_off(fresh, backlog);
             return Step::HandedOff { with_change: true };
         }
@@ -1193,14 +1262,7 @@ impl Live {
             self.replay(fresh, endpoints, policies);
             return Step::Untouched;
         }
-        let at = &self.at;
-        let store = &self.cluster;
-        let backlog = Backlog::of(
-            store,
-            |k| at.get(k).and_then(|&i| store.endpoints.get(i)),
-            &endpoints,
-            &policies,
-        );
+        let backlog = self.backlog(&endpoints, &policies);
         self.hand_off(fresh, backlog);
         Step::HandedOff { with_change: false }
     }
@@ -1251,15 +1313,32 @@ impl Live {
             policies,
         } = backlog;
         let mut next = self.cluster.clone();
-        if !endpoints.is_empty() {
-            let keys: Vec<ResourceKey> = endpoints.iter().map(|(k, _)| k.clone()).collect();
-            let set: HashSet<&ResourceKey> = keys.iter().collect();
-            next.endpoints.retain(|e| !set.contains(&e.key));
-            next.endpoints
-                .extend(endpoints.into_iter().filter_map(|(_, e)| e));
-            next.endpoints
-                .sort_by(|a, b| endpoint_rank(&a.key).cmp(&endpoint_rank(&b.key)));
-            self.apply_update(&next, &keys)?;
+        next.endpoints
+            .sort_by(|a, b| endpoint_rank(&a.key).cmp(&endpoint_rank(&b.key)));
+        // One endpoint key at a time, each through the store with the keys before it
+        // set: the endpoint path takes several endpoint changes at once only when no
+        // add among them is a new peer class (it lowers over the store), and the
+        // backlog is mostly one pod's add and later removal. Keys whose endpoint is
+        // what this store has (a pod added and removed since) change nothing;
+        // removals go first (an address freed by one may be taken by another).
+        let mut todo: Vec<(ResourceKey, Option<Arc<Endpoint>>)> = endpoints
+            .into_iter()
+            .filter(|(k, e)| !same_endpoint(self.endpoint(k), e.as_ref()))
+            .collect();
+        todo.sort_by_key(|(_, e)| e.is_some());
+        for (k, e) in todo {
+            let at = next
+                .endpoints
+                .binary_search_by(|x| endpoint_rank(&x.key).cmp(&endpoint_rank(&k)));
+            match (at, e) {
+                (Ok(i), Some(e)) => next.endpoints[i] = e,
+                (Ok(i), None) => {
+                    next.endpoints.remove(i);
+                }
+                (Err(i), Some(e)) => next.endpoints.insert(i, e),
+                (Err(_), None) => continue,
+            }
+            self.apply_update(&next, std::slice::from_ref(&k))?;
         }
         if !policies.is_empty() {
             let keys: Vec<ResourceKey> = policies.iter().map(|(k, _)| k.clone()).collect();
@@ -1269,6 +1348,11 @@ impl Live {
             self.apply_update(&next, &keys)?;
         }
         Ok(self)
+    }
+
+    /// The endpoint of the live store with this key.
+    fn endpoint(&self, k: &ResourceKey) -> Option<&Arc<Endpoint>> {
+        self.at.get(k).and_then(|&i| self.cluster.endpoints.get(i))
     }
 
     /// A finished compaction brought up to `next` under `endpoints` and `policies`
@@ -1284,8 +1368,15 @@ impl Live {
         endpoints: &[ResourceKey],
         policies: &[ResourceKey],
     ) -> bool {
+        // A pod added and removed since is in neither store: nothing to do (the
+        // endpoint path reads a key in neither store as one it cannot place).
+        let endpoints: Vec<ResourceKey> = endpoints
+            .iter()
+            .filter(|k| !same_endpoint(self.endpoint(k), find_endpoint(next, k)))
+            .cloned()
+            .collect();
         if !endpoints.is_empty() {
-            match self.endpoints_fast(next, endpoints) {
+            match self.endpoints_fast(next, &endpoints) {
                 Fast::Done => {}
                 Fast::Untouched => return false,
                 Fast::Partial(saved) => {
@@ -1326,26 +1417,15 @@ impl Live {
     /// to the live store here by the changes of `endpoints`, then `policies` (the
     /// keys changed since its store); if that fails it is dropped and this
     /// generation stays.
-    fn replay(&mut self, mut fresh: Live, endpoints: Vec<ResourceKey>, policies: Vec<ResourceKey>) {
-        // The endpoint path reads its store's endpoints in key order; the live store's
-        // are out of it after fast endpoint changes. The policy path reads no order.
-        let sorted;
-        let next = if endpoints.is_empty() {
-            &self.cluster
-        } else {
-            let mut c = self.cluster.clone();
-            c.endpoints
-                .sort_by(|a, b| endpoint_rank(&a.key).cmp(&endpoint_rank(&b.key)));
-            sorted = c;
-            &sorted
-        };
-        for keys in [endpoints, policies] {
-            if !keys.is_empty() && fresh.apply_update(next, &keys).is_err() {
-                retire_live(fresh);
-                return;
-            }
+    fn replay(&mut self, fresh: Live, endpoints: Vec<ResourceKey>, policies: Vec<ResourceKey>) {
+        if let Ok(fresh) = fresh.catch_up(self.backlog(&endpoints, &policies)) {
+            retire_live(std::mem::replace(self, fresh));
         }
-        retire_live(std::mem::replace(self, fresh));
+    }
+
+    /// The resources of the live store under these keys.
+    fn backlog(&self, endpoints: &[ResourceKey], policies: &[ResourceKey]) -> Backlog {
+        Backlog::of(&self.cluster, |k| self.endpoint(k), endpoints, policies)
     }
 
     /// [`Live::update`] without the compaction's bookkeeping.
@@ -1480,12 +1560,11 @@ impl Live {
         // endpoint fast path's host changes since).
         let ids: Vec<_> = changed.iter().filter_map(|k| memo.policy(k)).collect();
         let fresh = memo.lists_of(&ids);
-        let Ok(c) = self
-            .classifier
-            .with_programs(&added, &fresh, &rebind, &self.cfg)
+        let Ok((c, dropped)) = add_programs(&self.classifier, &added, &fresh, &rebind, &self.cfg)
         else {
             return false;
         };
+        memo.drop_programs(&dropped);
         // A modified policy may have moved tier.
         for k in changed {
             if let (Some(id), Ok(i)) = (
@@ -2142,7 +2221,7 @@ impl Live {
                     })
                     .collect(),
             };
-            let mut ports: Vec<&str> = self.open_ports.iter().map(String::as_str).collect();
+            let mut ports: Vec<&str> = self.port_readers.keys().map(String::as_str).collect();
             ports.extend(ep.ports.iter().map(|p| p.name.as_str()));
             assert!(
                 super::peer_index_agrees(&self.cluster, copy, &self.selectors, &ports),
@@ -2177,9 +2256,10 @@ impl Live {
         rebind.extend(hosts.iter().map(|n| (*n, Some(ingress), Some(egress))));
         let ids: Vec<_> = keys.iter().filter_map(|k| memo.policy(k)).collect();
         let fresh = memo.lists_of(&ids);
-        let Ok(next) = bound.with_programs(&added, &fresh, &rebind, &self.cfg) else {
+        let Ok((next, dropped)) = add_programs(&bound, &added, &fresh, &rebind, &self.cfg) else {
             return false;
         };
+        memo.drop_programs(&dropped);
         if !self.join(ep, id, next, key, (Some(ingress), Some(egress))) {
             return false;
         }
@@ -2318,8 +2398,11 @@ impl Live {
         let with_trees = if added.is_empty() {
             None
         } else {
-            match self.classifier.with_programs(&added, &[], &[], &self.cfg) {
-                Ok(c) => Some(c),
+            match add_programs(&self.classifier, &added, &[], &[], &self.cfg) {
+                Ok((c, dropped)) => {
+                    memo.drop_programs(&dropped);
+                    Some(c)
+                }
                 Err(_) => return false,
             }
         };
@@ -2377,7 +2460,10 @@ impl Live {
     /// key, or a port name it defines that a rule side without a peer selector names.
     fn reads_as_peer(&self, b: &Behaviour, ep: &Endpoint) -> bool {
         self.peer_key(b).reads.iter().any(|&w| w != 0)
-            || ep.ports.iter().any(|p| self.open_ports.contains(&p.name))
+            || ep
+                .ports
+                .iter()
+                .any(|p| self.port_readers.contains_key(&p.name))
     }
 
     /// Whether a rule of the store reads `ep` as a peer: its peer selector matches
@@ -2734,6 +2820,15 @@ impl<'a> SpareAddresses<'a> {
 /// host endpoints, each in key order ([`Cluster::endpoints`]). A store out of that
 /// order gives a false "none", which [`Live::endpoints_fast`]'s count check turns
 /// into a rebuild.
+/// Whether two stores have the same endpoint under a key (or neither has one).
+fn same_endpoint(a: Option<&Arc<Endpoint>>, b: Option<&Arc<Endpoint>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+        _ => false,
+    }
+}
+
 fn find_endpoint<'c>(c: &'c Cluster, key: &ResourceKey) -> Option<&'c Arc<Endpoint>> {
     c.endpoints
         .binary_search_by(|e| endpoint_rank(&e.key).cmp(&endpoint_rank(key)))

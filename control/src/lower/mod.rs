@@ -626,18 +626,24 @@ impl Memo {
             .map(|l| l.0.len() * size_of::<dataplane::program::Rule>())
             .sum::<usize>()
             + self.interner.bytes();
-        let skeletons: usize = self
-            .skeletons
-            .keys()
-            .map(|k| {
-                size_of::<Skeleton>()
-                    + k.tiers.iter().map(|t| 48 + 4 * t.2.len()).sum::<usize>()
-                    + 4 * k.profiles.len()
-            })
+        let size = |k: &Skeleton| {
+            size_of::<Skeleton>()
+                + k.tiers.iter().map(|t| 48 + 4 * t.2.len()).sum::<usize>()
+                + 4 * k.profiles.len()
+        };
+        let skeletons: usize = self.skeletons.keys().map(size).sum();
+        // `skeleton_of` keeps one per program and direction, of programs no longer
+        // assembled too (until the classifier drops them), so it is counted apart;
+        // `by_content` holds about what `skeletons` does.
+        let skeleton_of: usize = self
+            .skeleton_of
+            .values()
+            .map(|k| size(k) + size_of::<(ProgramId, PolicyType)>())
             .sum();
-        // Skeletons are kept by `skeletons` and `skeleton_of`, their content by
-        // `by_content`.
-        rules + 3 * skeletons + self.policy_ids.len() * (size_of::<ResourceKey>() + 40)
+        rules
+            + 2 * skeletons
+            + skeleton_of
+            + self.policy_ids.len() * (size_of::<ResourceKey>() + 40)
     }
 
     /// Takes the interned lists back from a resolver, without those nothing holds any
@@ -648,6 +654,20 @@ impl Memo {
     }
 
     /// Forgets what the policies `ids` lowered to and the programs that hold them.
+    /// Forgets programs the classifier dropped
+    /// ([`dataplane::classifier::IdentityClassifier::with_programs_merged`]): a later
+    /// program of the same content is numbered anew (and gets trees), never one of
+    /// these.
+    pub(crate) fn drop_programs(&mut self, ids: &[ProgramId]) {
+        if ids.is_empty() {
+            return;
+        }
+        let gone: foldhash::HashSet<ProgramId> = ids.iter().copied().collect();
+        self.skeletons.retain(|_, p| !gone.contains(p));
+        self.by_content.retain(|_, p| !gone.contains(p));
+        self.skeleton_of.retain(|(p, _), _| !gone.contains(p));
+    }
+
     fn forget(&mut self, ids: &[PolicyId]) {
         if ids.is_empty() {
             return;

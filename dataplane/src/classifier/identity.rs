@@ -49,7 +49,11 @@
 //! identities: a fresh list is resolved to the identities of the classes it covers
 //! and kept for later changes.
 //! A lookup walks each program in the part that holds it; a part's trace ids are
-//! offset past the earlier parts' ones.
+//! offset past the earlier parts' ones. [`IdentityClassifier::with_programs_merged`]
+//! builds the last part again instead of adding one when few of its programs are
+//! still bound (changes that each rebind the programs of the one before then keep the
+//! part count), dropping its programs no binding names; each part keeps the
+//! identity-space programs it was built from for that.
 //!
 //! The slow twins are the linear reference over the original set (property tests
 //! below compare every verdict and trace) and a fresh build after each change.
@@ -290,7 +294,15 @@ struct Part {
     trees: Arc<Classifier>,
     /// What this part's trace ids are offset by in [`Classify::trace`].
     trace_base: u32,
+    /// The identity-space programs the trees were built from, by index in the part
+    /// (parts a change added: [`IdentityClassifier::with_programs_merged`] builds
+    /// the last one again from them); empty for the build's part.
+    programs: Arc<[Program]>,
 }
+
+/// Where a program dropped by [`IdentityClassifier::with_programs_merged`] is: in
+/// no part.
+const DROPPED: (u32, u32) = (u32::MAX, u32::MAX);
 
 /// Every address list the build saw, and its identity-space form. The lists are the
 /// set's own (shared, not copied).
@@ -654,6 +666,7 @@ impl IdentityClassifier {
             parts: vec![Part {
                 trees: Arc::new(trees),
                 trace_base: 0,
+                programs: Arc::new([]),
             }],
             lists: vec![Arc::new(table)],
         };
@@ -707,7 +720,8 @@ impl IdentityClassifier {
     /// prefix). The added programs' trees are built as a new part; every other tree,
     /// and the identity stage, are shared or copied unchanged, so lookups of every
     /// other program give what they gave. Programs no binding names any more stay
-    /// (a full build drops them).
+    /// (a full build drops them, and [`IdentityClassifier::with_programs_merged`]
+    /// those of the part it builds again).
     ///
     /// An address list of `programs` is either one this classifier knows (the
     /// build's, or one an earlier change resolved: its identity-space form follows the
@@ -729,6 +743,66 @@ impl IdentityClassifier {
         rebind: &[(IpNet, Option<ProgramId>, Option<ProgramId>)],
         cfg: &BuildConfig,
     ) -> Result<IdentityClassifier, ProgramChangeRefused> {
+        self.adding_programs(programs, fresh, rebind, cfg, false)
+            .map(|(next, _)| next)
+    }
+
+    /// [`IdentityClassifier::with_programs`], but when the last part is one a change
+    /// added and at most as many of its programs are still bound (after `rebind`)
+    /// as `programs` has, that part is built again with those programs and
+    /// `programs` instead of a part being added: the part count stays, for at most
+    /// twice the trees of the change. Its programs no binding names any more are
+    /// dropped (in no part; returned, ascending): the caller must not bind them
+    /// again (a later change naming one is refused as an unknown program). A stream
+    /// of changes that each rebind the programs of the one before (new peer classes
+    /// of one namespace's pods, say) then keeps one part instead of adding one each.
+    pub fn with_programs_merged(
+        &self,
+        programs: &[Program],
+        fresh: &[Nets],
+        rebind: &[(IpNet, Option<ProgramId>, Option<ProgramId>)],
+        cfg: &BuildConfig,
+    ) -> Result<(IdentityClassifier, Vec<ProgramId>), ProgramChangeRefused> {
+        self.adding_programs(programs, fresh, rebind, cfg, true)
+    }
+
+    /// The programs of the last part a binding of this generation names, by their
+    /// index in it (ascending); `None` for the build's part.
+    fn bound_in_last_part(&self) -> Option<Vec<u32>> {
+        let last = self.parts.len().checked_sub(1).filter(|&l| l > 0)? as u32;
+        let mut bound = vec![false; self.parts[last as usize].programs.len()];
+        for c in 0..self.hot.len() {
+            let b = self.hot[c].binding;
+            if b == UNBOUND {
+                continue;
+            }
+            let Some(&(_, ingress, egress)) = self.bindings.get(b as usize) else {
+                continue;
+            };
+            for p in [ingress, egress].into_iter().flatten() {
+                if let Some(&(part, local)) = self.programs.get(p.0 as usize)
+                    && part == last
+                    && let Some(x) = bound.get_mut(local as usize)
+                {
+                    *x = true;
+                }
+            }
+        }
+        Some(
+            (0..bound.len() as u32)
+                .filter(|&i| bound[i as usize])
+                .collect(),
+        )
+    }
+
+    fn adding_programs(
+        &self,
+        programs: &[Program],
+        fresh: &[Nets],
+        rebind: &[(IpNet, Option<ProgramId>, Option<ProgramId>)],
+        cfg: &BuildConfig,
+        merge: bool,
+    ) -> Result<(IdentityClassifier, Vec<ProgramId>), ProgramChangeRefused> {
         let resolved = self.resolve(fresh).ok_or(ProgramChangeRefused::NewList)?;
         let mut layer = Lists::default();
         for (l, form) in fresh.iter().zip(resolved) {
@@ -758,7 +832,7 @@ impl IdentityClassifier {
         let mut next = self.clone();
         for &(net, ingress, egress) in rebind {
             for q in [ingress, egress].into_iter().flatten() {
-                if q.0 as usize >= total {
+                if q.0 as usize >= total || self.programs.get(q.0 as usize) == Some(&DROPPED) {
                     return Err(ProgramChangeRefused::UnknownProgram(q.0));
                 }
             }
@@ -777,27 +851,76 @@ impl IdentityClassifier {
                 next.bindings.set(b as usize, (id, ingress, egress));
             }
         }
+        // Merged: the last part's programs still bound (after the rebind), then the
+        // added ones, in place of the last part.
+        let kept = if merge {
+            next.bound_in_last_part()
+                .filter(|k| k.len() <= programs.len())
+        } else {
+            None
+        };
+        let (rewritten, part, old) = match &kept {
+            Some(kept) => {
+                let last = self.parts.len() - 1;
+                let was = &self.parts[last].programs;
+                let mut all: Vec<Program> = kept.iter().map(|&i| was[i as usize].clone()).collect();
+                all.extend(rewritten);
+                (all, last as u32, self.parts.last())
+            }
+            None => (rewritten, part, None),
+        };
         let trees = Classifier::build(
             &PolicySet {
-                programs: rewritten,
+                programs: rewritten.clone(),
                 endpoints: Vec::new(),
             },
             cfg,
         )?;
         let last = self.parts.last().expect("a build has one part");
-        let trace_base = u32::try_from(last.trees.traces.len())
-            .ok()
-            .and_then(|n| n.checked_add(last.trace_base))
-            .filter(|&b| u64::from(b) + trees.traces.len() as u64 <= u64::from(u32::MAX))
-            .ok_or(ProgramChangeRefused::TooMany)?;
+        let trace_base = match old {
+            Some(old) => old.trace_base,
+            None => u32::try_from(last.trees.traces.len())
+                .ok()
+                .and_then(|n| n.checked_add(last.trace_base))
+                .ok_or(ProgramChangeRefused::TooMany)?,
+        };
+        if u64::from(trace_base) + trees.traces.len() as u64 > u64::from(u32::MAX) {
+            return Err(ProgramChangeRefused::TooMany);
+        }
         let bytes = trees.stats().bytes;
-        next.parts.push(Part {
+        let built = Part {
             trees: Arc::new(trees),
             trace_base,
-        });
+            programs: rewritten.into(),
+        };
         let mut at = Vec::with_capacity(total);
         at.extend_from_slice(&self.programs);
-        at.extend((0..programs.len() as u32).map(|i| (part, i)));
+        let mut dropped = Vec::new();
+        let first_new = match (&kept, old) {
+            (Some(kept), Some(old)) => {
+                next.stats.tree_bytes -= old.trees.stats().bytes;
+                next.parts.pop();
+                for (id, loc) in at.iter_mut().enumerate() {
+                    if loc.0 != part {
+                        continue;
+                    }
+                    match kept.binary_search(&loc.1) {
+                        Ok(i) => loc.1 = i as u32,
+                        Err(_) => {
+                            *loc = DROPPED;
+                            dropped.push(ProgramId(id as u32));
+                        }
+                    }
+                }
+                kept.len() as u32
+            }
+            _ => {
+                next.stats.parts += 1;
+                0
+            }
+        };
+        next.parts.push(built);
+        at.extend((0..programs.len() as u32).map(|i| (part, first_new + i)));
         next.programs = Arc::new(at);
         if !layer.ids.is_empty() {
             next.stats.lists += layer.ids.len();
@@ -805,7 +928,6 @@ impl IdentityClassifier {
             next.lists.push(Arc::new(layer));
         }
         next.stats.tree_bytes += bytes;
-        next.stats.parts += 1;
         next.stats.programs = total;
         next.stats.stage_bytes = next.stage_bytes();
         if next.stats.stage_bytes + next.stats.tree_bytes > cfg.memory_budget {
@@ -816,7 +938,7 @@ impl IdentityClassifier {
                 what: "identity stage",
             }));
         }
-        Ok(next)
+        Ok((next, dropped))
     }
 
     /// The identity-space form of a list the build or an earlier change resolved.
@@ -1976,7 +2098,10 @@ mod tests {
 
         /// Programs added as new parts, with bindings pointed at them, classify as the
         /// linear reference over the whole set does (every verdict and trace); a
-        /// program with a list the build did not see is refused.
+        /// program with a list the build did not see is refused. Also when the last
+        /// part is merged with the added programs
+        /// ([`IdentityClassifier::with_programs_merged`]): the programs it drops are
+        /// bound by no endpoint, and a later rebind to one is refused.
         #[test]
         fn added_programs_agree_with_linear(
             a in arb_program(),
@@ -1984,7 +2109,7 @@ mod tests {
             c in arb_program(),
             hosts in prop::collection::vec((arb_host(), 0u8..3, 0u8..3), 1..6),
             moves in prop::collection::vec(
-                (any::<prop::sample::Index>(), 0u8..5, 0u8..5), 1..4),
+                (any::<prop::sample::Index>(), 0u8..5, 0u8..5, any::<bool>()), 1..6),
             picks in arb_picks(24),
         ) {
             let mut seen = std::collections::HashSet::new();
@@ -2015,7 +2140,8 @@ mod tests {
                 Program { tiers: b.tiers.clone(), profiles: a.profiles.clone() },
                 Program { tiers: a.tiers.iter().rev().cloned().collect(), profiles: b.profiles.clone() },
             ];
-            for (round, (which, ig, eg)) in moves.into_iter().enumerate() {
+            let mut dropped: Vec<ProgramId> = Vec::new();
+            for (round, (which, ig, eg, merge)) in moves.into_iter().enumerate() {
                 let add = if round == 2 { vec![c.clone()] } else { vec![mixes[round % 2].clone()] };
                 let base = set.programs.len() as u32;
                 let prog = |x: u8| match x {
@@ -2026,12 +2152,32 @@ mod tests {
                 let i = which.index(set.endpoints.len());
                 let net = set.endpoints[i].net;
                 let rebind = [(net, prog(ig), prog(eg))];
-                match cl.with_programs(&add, &[], &rebind, &cfg) {
-                    Ok(next) => {
+                let names_dropped = [prog(ig), prog(eg)].into_iter().flatten().any(|p| dropped.contains(&p));
+                let r = if merge {
+                    cl.with_programs_merged(&add, &[], &rebind, &cfg)
+                } else {
+                    cl.with_programs(&add, &[], &rebind, &cfg).map(|n| (n, Vec::new()))
+                };
+                match r {
+                    Ok((next, gone)) => {
+                        prop_assert!(!names_dropped, "a dropped program was bound again");
+                        prop_assert!(next.parts.len() <= cl.parts.len() + 1);
+                        prop_assert!(merge || next.parts.len() == cl.parts.len() + 1);
                         set.programs.extend(add);
                         set.endpoints[i].ingress = prog(ig);
                         set.endpoints[i].egress = prog(eg);
+                        for p in &gone {
+                            prop_assert!(
+                                set.endpoints.iter().all(|e| e.ingress != Some(*p) && e.egress != Some(*p)),
+                                "a bound program was dropped"
+                            );
+                        }
+                        dropped.extend(gone);
                         cl = next;
+                    }
+                    Err(ProgramChangeRefused::UnknownProgram(p)) => {
+                        prop_assert!(dropped.contains(&ProgramId(p)));
+                        continue;
                     }
                     Err(ProgramChangeRefused::NewList) => {
                         prop_assert!(round == 2, "a mix was refused");

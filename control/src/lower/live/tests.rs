@@ -1297,7 +1297,9 @@ fn a_genuinely_new_peer_class_gets_an_identity_of_its_own() {
     port.ports = endpoint(&live, "web-1").ports;
     port.ports[0].port = 7070;
     assert_eq!(live.add_endpoint(port).unwrap(), Applied::Fast);
-    assert_eq!(stats(&live), (ids + 2, parts + 2));
+    // Its trees and the part before's still bound programs built as one part, in
+    // place of the last (`IdentityClassifier::with_programs_merged`).
+    assert_eq!(stats(&live), (ids + 2, parts + 1));
     check(&live, &tcp_flows(&addrs)).unwrap();
     // The first one leaves; the others classify as before.
     let key = canary.key.clone();
@@ -1309,6 +1311,218 @@ fn a_genuinely_new_peer_class_gets_an_identity_of_its_own() {
     inside.nets = vec![host("10.9.0.5")];
     assert_eq!(live.add_endpoint(inside).unwrap(), Applied::Rebuilt);
     check(&live, &tcp_flows(&addrs)).unwrap();
+}
+
+/// A stream of pods, each of a peer class of its own (`canary == 'cK'`, one rule per
+/// K), each added and removed: every add re-lowers the policy reading it and rebinds
+/// the `web` programs, so the part the add before built holds no bound program any
+/// more and is built again with this add's programs instead of a part being added
+/// (`IdentityClassifier::with_programs_merged`): the parts stay at two, no compaction
+/// starts, and each generation classifies as a fresh build and `eval` do. Without
+/// merging, each add is one more part.
+#[test]
+fn new_peer_classes_one_after_another_keep_one_part() {
+    let yaml = canary_rules(12);
+    for merge in [true, false] {
+        no_merge(!merge);
+        let mut live = live_of(&yaml);
+        let parts = live.classifier().stats().parts;
+        let mut most = parts;
+        let mut flows = Vec::new();
+        for (s, d) in [
+            ("10.0.0.7", "10.0.0.1"),
+            ("10.0.0.2", "10.0.0.1"),
+            ("10.0.0.1", "10.0.0.7"),
+        ] {
+            for port in [8000, 8003, 8011, 8080, 9090] {
+                flows.push(
+                    FlowKey::new(s.parse().unwrap(), d.parse().unwrap(), 6, 1234, port).unwrap(),
+                );
+            }
+        }
+        for k in 0..12u16 {
+            let mut pod = endpoint(&live, "db-1");
+            pod.key.name = format!("canary-{k}");
+            let at = format!("10.0.1.{k}");
+            pod.nets = vec![host(&at)];
+            pod.labels
+                .retain(|l, _| l.starts_with("projectcalico.org/"));
+            pod.labels.insert("canary".into(), format!("c{k}"));
+            let key = pod.key.clone();
+            assert_eq!(live.add_endpoint(pod).unwrap(), Applied::Fast, "add {k}");
+            let now = live.classifier().stats().parts;
+            let mut flows = flows.clone();
+            for port in [8000 + k, 8001 + k, 8080] {
+                flows.push(
+                    FlowKey::new(
+                        at.parse().unwrap(),
+                        "10.0.0.1".parse().unwrap(),
+                        6,
+                        1234,
+                        port,
+                    )
+                    .unwrap(),
+                );
+            }
+            most = most.max(now);
+            if merge {
+                assert!(now <= parts + 1, "add {k}: {now} parts (from {parts})");
+                assert!(live.compaction.is_none(), "add {k}: a compaction started");
+            }
+            check(&live, &flows).unwrap();
+            assert_eq!(live.remove_endpoint(&key).unwrap(), Applied::Fast);
+            check(&live, &flows).unwrap();
+        }
+        if !merge {
+            assert!(most >= parts + 4, "without merging: at most {most} parts");
+        }
+    }
+}
+
+/// `CANARY` with a policy `many` allowing TCP 8000 + K to `web` from `canary ==
+/// 'cK'`, K < n: each pod `canary: cK` is a peer class of its own.
+fn canary_rules(n: u16) -> String {
+    let rules: String = (0..n)
+        .map(|k| {
+            format!(
+                "  - action: Allow\n    protocol: TCP\n    source: {{selector: canary == 'c{k}'}}\n    destination: {{ports: [{}]}}\n",
+                8000 + k
+            )
+        })
+        .collect();
+    format!(
+        "{CANARY}---\napiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {{name: many, namespace: ns}}\nspec:\n  selector: app == 'web'\n  ingress:\n{rules}"
+    )
+}
+
+/// A compaction that finishes while pods of new peer classes came and went: the
+/// keys of pods added and removed since are in neither store and skipped, and the
+/// one still there (a new peer class among several changes, which the endpoint path
+/// refuses to take at once) is caught up on its own, so the adopted generation is
+/// the build plus that pod's part, not a rebuild (before, such a catch-up was a
+/// full rebuild each time and never caught up). It classifies as a fresh build and
+/// `eval` do.
+#[test]
+fn a_catch_up_takes_new_peer_classes_one_at_a_time() {
+    no_merge(true);
+    let mut live = live_of(&canary_rules(16));
+    let pod = |live: &Live, k: u16| {
+        let mut e = endpoint(live, "db-1");
+        e.key.name = format!("canary-{k}");
+        e.nets = vec![host(&format!("10.0.1.{k}"))];
+        e.labels.retain(|l, _| l.starts_with("projectcalico.org/"));
+        e.labels.insert("canary".into(), format!("c{k}"));
+        e
+    };
+    let addrs: Vec<String> = (0..16).map(|k| format!("10.0.1.{k}")).collect();
+    let mut all: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    all.extend(["10.0.0.1", "10.0.0.2"]);
+    let flows = tcp_flows(&all);
+    hold(true);
+    let mut k = 0;
+    while live.compaction.is_none() {
+        let e = pod(&live, k);
+        let key = e.key.clone();
+        assert_eq!(live.add_endpoint(e).unwrap(), Applied::Fast);
+        assert_eq!(live.remove_endpoint(&key).unwrap(), Applied::Fast);
+        k += 1;
+        assert!(k <= COMPACT_AT as u16, "no compaction started");
+    }
+    // While it builds: one pod comes and goes, another stays.
+    let e = pod(&live, k);
+    let key = e.key.clone();
+    assert_eq!(live.add_endpoint(e).unwrap(), Applied::Fast);
+    assert_eq!(live.remove_endpoint(&key).unwrap(), Applied::Fast);
+    assert_eq!(live.add_endpoint(pod(&live, k + 1)).unwrap(), Applied::Fast);
+    finish(&live);
+    hold(false);
+    // A replica of web-1: the finished compaction is handed a catch-up with the keys
+    // since and this one, then adopted.
+    let mut replica = endpoint(&live, "web-1");
+    replica.key.name = "web-2".into();
+    replica.nets = vec![host("10.0.2.1")];
+    assert_eq!(live.add_endpoint(replica).unwrap(), Applied::Fast);
+    live.settle();
+    assert!(live.compaction.is_none());
+    assert_eq!(
+        live.classifier().stats().parts,
+        2,
+        "the build and the staying pod's part (1: a rebuild)"
+    );
+    check(&live, &flows).unwrap();
+}
+
+/// `n` policies applying to `web`, each allowing TCP 8080 from `has(wide)`.
+fn wide_readers(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "---\napiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {{name: wide-{i}, namespace: ns}}\nspec:\n  selector: app == 'web'\n  ingress:\n  - action: Allow\n    protocol: TCP\n    source: {{selector: has(wide)}}\n    destination: {{ports: [8080]}}\n"
+            )
+        })
+        .collect()
+}
+
+/// The refusals of the new-peer-class path, each a rebuild that classifies as a
+/// fresh build and `eval` do: a class more than `NEW_CLASS_POLICIES` policies read
+/// (at the limit it takes the path), a class a profile's rules read, and several
+/// endpoint changes at once among which an add is a new peer class (refused before
+/// anything is changed; one at a time they take the path).
+#[test]
+fn new_peer_class_refusals_rebuild() {
+    let pod = |live: &Live, name: &str, at: &str, label: (&str, &str)| {
+        let mut e = endpoint(live, "db-1");
+        e.key.name = name.into();
+        e.nets = vec![host(at)];
+        e.labels.retain(|l, _| l.starts_with("projectcalico.org/"));
+        e.labels.insert(label.0.into(), label.1.into());
+        e
+    };
+    let flows = tcp_flows(&["10.0.0.1", "10.0.0.2", "10.0.1.1", "10.0.1.2"]);
+    for (n, want) in [
+        (NEW_CLASS_POLICIES, Applied::Fast),
+        (NEW_CLASS_POLICIES + 1, Applied::Rebuilt),
+    ] {
+        let mut live = live_of(&format!("{CANARY}{}", wide_readers(n)));
+        let e = pod(&live, "wide-1", "10.0.1.1", ("wide", "x"));
+        assert_eq!(live.add_endpoint(e).unwrap(), want, "{n} policies read it");
+        check(&live, &flows).unwrap();
+    }
+    let profile = "---\napiVersion: projectcalico.org/v3\nkind: Profile\nmetadata: {name: edge}\nspec:\n  ingress:\n  - action: Allow\n    source: {selector: has(prof)}\n";
+    let mut live = live_of(&format!("{CANARY}{profile}"));
+    let e = pod(&live, "prof-1", "10.0.1.1", ("prof", "x"));
+    assert_eq!(
+        live.add_endpoint(e).unwrap(),
+        Applied::Rebuilt,
+        "a profile reads it"
+    );
+    check(&live, &flows).unwrap();
+    // Two new peer classes in one change, then each alone.
+    let yaml = format!("{CANARY}{}", wide_readers(1)).replace("has(wide)", "wide == 'a'")
+        + &wide_readers(1)
+            .replace("wide-0", "wide-b")
+            .replace("has(wide)", "wide == 'b'");
+    for together in [true, false] {
+        let mut live = live_of(&yaml);
+        let a = pod(&live, "wide-a", "10.0.1.1", ("wide", "a"));
+        let b = pod(&live, "wide-b", "10.0.1.2", ("wide", "b"));
+        let mut next = live.cluster().clone();
+        next.endpoints.push(Arc::new(a.clone()));
+        next.endpoints.push(Arc::new(b.clone()));
+        next.endpoints
+            .sort_by(|x, y| endpoint_rank(&x.key).cmp(&endpoint_rank(&y.key)));
+        if together {
+            let classes = live.classifier().stats().identities;
+            let keys = [a.key.clone(), b.key.clone()];
+            assert_eq!(live.update(&next, &keys).unwrap(), Applied::Rebuilt);
+            assert!(live.classifier().stats().identities > classes);
+        } else {
+            assert_eq!(live.add_endpoint(a).unwrap(), Applied::Fast);
+            assert_eq!(live.add_endpoint(b).unwrap(), Applied::Fast);
+        }
+        same_store(&live, &next, &flows).unwrap();
+        check(&live, &flows).unwrap();
+    }
 }
 
 /// After an incremental policy change the spares' identities are no longer known to
@@ -1464,6 +1678,7 @@ fn a_list_equal_to_a_known_one_is_read_as_its_addresses() {
 /// parts fall back without any change reporting [`Applied::Rebuilt`].
 #[test]
 fn a_compaction_replays_the_changes_made_while_it_ran() {
+    no_merge(true);
     let (mut resources, mut live) = web_and_api();
     let p = resources
         .iter()
@@ -1549,7 +1764,10 @@ proptest! {
             ((prop_oneof![Just(0u8), Just(3), Just(5), Just(5), Just(5), Just(6)], any::<Index>(), any::<Index>(), 0usize..8), 0u8..3),
             8..30,
         ),
+        merge in any::<bool>(),
     ) {
+        // Merging keeps the parts down: without it, compactions start sooner.
+        no_merge(!merge);
         let mut resources = one_host_per_endpoint(resources);
         let Ok(cluster) = Cluster::from_resources(&resources) else { return Ok(()) };
         let mut live = Live::new(cluster, BuildConfig::default()).map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -1601,6 +1819,11 @@ fn hold(on: bool) {
     HOLD.with(|h| h.set(on));
 }
 
+/// Sets whether this thread's changes always add a tree part (`NO_MERGE`).
+fn no_merge(on: bool) {
+    NO_MERGE.with(|h| h.set(on));
+}
+
 /// A compaction that finishes with several policy keys changed since its copy is
 /// handed a catch-up on its thread, this change's keys included, while the live
 /// generation takes the change; a policy change and a replica made while the
@@ -1611,6 +1834,7 @@ fn hold(on: bool) {
 #[test]
 fn a_finished_compaction_catches_up_on_its_thread() {
     use crate::model::Resource;
+    no_merge(true);
     let (mut resources, mut live) = web_and_api();
     let p = resources
         .iter()
