@@ -100,6 +100,18 @@
 //!   names a port (`ports: [http]`) on a side without a selector, every pod defining
 //!   it is read by every policy: a new class of such pods rebuilds.
 //!
+//!   Pod addresses are reused: an address whose pod was removed is a new host prefix
+//!   to every path here (the removal unbound it and dropped it from the owner and
+//!   prefix indexes), so a pod there with the removed pod's label set, or of a peer
+//!   class that exists, or of a new class, takes the path it would take anywhere
+//!   else. One exception, a rebuild: a list the new class's readers are lowered to
+//!   that is, address for address, a list lowered while the address was the removed
+//!   pod's (a selector that picked only that pod, the new one the only pod its
+//!   reader's selector picks). The memo still holds the old list for policies not
+//!   lowered since, and the classifier knows lists by content in the old pod's
+//!   identity: one content cannot be read both ways (the comment at the refusal in
+//!   [`Live::try_add_class`]).
+//!
 //!   What such an add costs grows mostly with what it touches (it still walks the
 //!   groups and the endpoint prefixes once, which is cheap beside the rest):
 //!   lowering those policies again resolves their selectors and named ports from the behaviour groups (a [`PeerIndex`]:
@@ -2256,6 +2268,19 @@ impl Live {
         rebind.extend(hosts.iter().map(|n| (*n, Some(ingress), Some(egress))));
         let ids: Vec<_> = keys.iter().filter_map(|k| memo.policy(k)).collect();
         let fresh = memo.lists_of(&ids);
+        // Refused (a rebuild) when a fresh list equals, address for address, a list the
+        // classifier knows in a form that no longer describes it. With reused pod
+        // addresses that is required, not a limitation of this path: a pod P removed
+        // on the fast path leaves its address A in the memo's lists of the policies not
+        // lowered since (`app == 'db'` still lowers to `[A]`, known as P's identity,
+        // which no address has any more: it selects nothing, rightly), and the new
+        // pod's readers lowered again can give a list of the same content (`has(canary)`
+        // → `[A]`, which must hold the new identity). Lists are interned and known by
+        // content, so one content would need two identity forms; the stale `[A]` is
+        // handed to the classifier again by every later program assembled from the
+        // memo with that policy. Taking it would need every policy whose memo holds a
+        // list of that content lowered again too, and the classifier to let a fresh
+        // form replace a stale known one (BENCHMARKS.md, "Cluster scale").
         let Ok((next, dropped)) = add_programs(&bound, &added, &fresh, &rebind, &self.cfg) else {
             return false;
         };

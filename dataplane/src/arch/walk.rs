@@ -536,8 +536,12 @@ mod x86 {
     const _: () =
         assert!(std::mem::offset_of!(FlowKey, ifindex) + 2 <= KEY_STRIDE - 8 && KEY_STRIDE == 48);
     const TAIL_FROM: [u16; 2] = TAIL.1;
-    const _: () =
-        assert!(KEY_STRIDE % 8 == 0 && KEY_SRC % 8 == 0 && KEY_DST % 8 == 0 && KEY_TAIL % 8 == 0);
+    const _: () = assert!(
+        KEY_STRIDE.is_multiple_of(8)
+            && KEY_SRC.is_multiple_of(8)
+            && KEY_DST.is_multiple_of(8)
+            && KEY_TAIL.is_multiple_of(8)
+    );
 
     const _: () = assert!(size_of::<Verdicts>() == 16 && align_of::<Verdicts>() <= 16);
 

@@ -1982,3 +1982,90 @@ fn a_finished_compaction_catches_up_on_its_thread() {
         Applied::Incremental
     );
 }
+
+/// Pod addresses are reused: a pod removed on the fast path, then a pod at its
+/// address. One with the removed pod's label set, or with a peer class of its own
+/// that no list lowered while the address was the removed pod's names exactly,
+/// takes the fast path; each generation classifies as a fresh build and `eval` do.
+/// A list of the policies re-lowered for a new peer class that is, address for
+/// address, one lowered for the removed pod (`app == 'db'` picked only `db-1` at
+/// `10.0.0.3`; `has(canary)` picks only the canary there) is refused: a rebuild
+/// (`Live::try_add_class` says why).
+#[test]
+fn a_pod_at_a_removed_pods_address() {
+    let addrs = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "240.0.0.1"];
+    let canary_at = |live: &Live, gone: &Endpoint| {
+        let mut canary = endpoint(live, "web-1");
+        canary.key.name = "canary-1".into();
+        canary.nets = gone.nets.clone();
+        canary.labels.insert("canary".into(), "true".into());
+        canary.ports.clear();
+        canary
+    };
+    // A new peer class at `web-1`'s address (its lists: the named-port list of
+    // `api`'s egress rule with `api-1`, no list of `has(canary)`'s content).
+    for victim in ["web-1", "api-1"] {
+        let mut live = live_of(CANARY);
+        let gone = endpoint(&live, victim);
+        let canary = canary_at(&live, &gone);
+        assert_eq!(live.remove_endpoint(&gone.key).unwrap(), Applied::Fast);
+        let identities = live.classifier().stats().identities;
+        assert_eq!(
+            live.add_endpoint(canary).unwrap(),
+            Applied::Fast,
+            "{victim}"
+        );
+        assert_eq!(live.classifier().stats().identities, identities + 1);
+        check(&live, &tcp_flows(&addrs)).unwrap();
+    }
+    // The removed pod's label set at its address, for each pod.
+    for victim in ["web-1", "api-1", "db-1"] {
+        let mut live = live_of(CANARY);
+        let gone = endpoint(&live, victim);
+        let mut again = gone.clone();
+        again.key.name = format!("{victim}-again");
+        assert_eq!(live.remove_endpoint(&gone.key).unwrap(), Applied::Fast);
+        assert_eq!(live.add_endpoint(again).unwrap(), Applied::Fast, "{victim}");
+        check(&live, &tcp_flows(&addrs)).unwrap();
+    }
+    // A pod of a new `app` at a removed pod's address takes the spare identity of
+    // its shape, as it would at a new address.
+    let mut live = live_of(READ_BY_NAMED_PORT);
+    let gone = endpoint(&live, "api-1");
+    let mut new = endpoint(&live, "web-1");
+    new.key.name = "new-1".into();
+    new.nets = gone.nets.clone();
+    new.labels.insert("app".into(), "new".into());
+    assert_eq!(live.remove_endpoint(&gone.key).unwrap(), Applied::Fast);
+    let identities = live.classifier().stats().identities;
+    assert_eq!(live.add_endpoint(new).unwrap(), Applied::Fast);
+    assert_eq!(live.classifier().stats().identities, identities);
+    check(&live, &tcp_flows(&["10.0.0.1", "10.0.0.2", "240.0.0.1"])).unwrap();
+    // The colliding list: a rebuild, and the generation a fresh build's.
+    let mut live = live_of(CANARY);
+    let gone = endpoint(&live, "db-1");
+    let canary = canary_at(&live, &gone);
+    assert_eq!(live.remove_endpoint(&gone.key).unwrap(), Applied::Fast);
+    assert_eq!(live.add_endpoint(canary).unwrap(), Applied::Rebuilt);
+    check(&live, &tcp_flows(&addrs)).unwrap();
+    // With a second `db` pod the list `app == 'db'` lowered to names both: no
+    // collision, the fast path.
+    let yaml = format!(
+        "{CANARY}---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {{name: db-2, namespace: ns, labels: {{app: db}}}}
+spec: {{orchestrator: k8s, ipNetworks: [10.0.0.5/32]}}
+"
+    );
+    let mut live = live_of(&yaml);
+    let gone = endpoint(&live, "db-1");
+    let canary = canary_at(&live, &gone);
+    assert_eq!(live.remove_endpoint(&gone.key).unwrap(), Applied::Fast);
+    assert_eq!(live.add_endpoint(canary).unwrap(), Applied::Fast);
+    check(
+        &live,
+        &tcp_flows(&["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.5"]),
+    )
+    .unwrap();
+}
