@@ -56,10 +56,17 @@
 //!   stay in the trees. A pod of a new deployment (a new `app` value, which every
 //!   `app` selector reads as "not me", and a named port `http` that rules name
 //!   without a peer selector) has the peer class of its namespace's spare with its
-//!   ports, though no endpoint had it. Spare identities (and those of exemplars
-//!   since removed) are dropped at the first endpoint change after an incremental
-//!   policy change: a list that change resolved holds only the identities of bound
-//!   hosts. No class (a peer selector reading the pod as it reads no endpoint, a
+//!   ports, though no endpoint had it. A list an incremental policy change resolved
+//!   holds only the identities of bound hosts, so at the first endpoint change
+//!   after one the spares whose class a changed policy reads (a rule side's
+//!   selector or `notSelector` matching, a port it names on a side without a
+//!   selector, a CIDR containing the spare's host) are dropped for good, and so are
+//!   the identities of exemplars since removed; the other spares stay (before, every
+//!   spare was dropped, and a pod of a new deployment after an unrelated policy
+//!   edit got an identity of its own, re-lowering its readers). A changed policy's
+//!   list that does not read a spare's class rightly lacks its identity, and one
+//!   equal to a list the classifier knew keeps that list's form, which holds a
+//!   spare's identity only if its addresses hold the spare's. No class (a peer selector reading the pod as it reads no endpoint, a
 //!   port number no endpoint has for that name, a zone no endpoint of that shape is
 //!   in) falls to the next paths.
 //! - **Workload endpoint added with a new behaviour that no rule reads as a peer**
@@ -91,7 +98,8 @@
 //!   programs. Every other program names only lists the host is not in, so its
 //!   trees are kept. The endpoint starts its behaviour's group and its peer class is
 //!   indexed (its replicas, and later pods of that class, take the paths above);
-//!   peer classes a lowered-again side or port reads are dropped from the index
+//!   peer classes a lowered-again side or port reads are dropped from the index,
+//!   and the spares of such classes, or inside a CIDR of those policies, for good
 //!   (the fresh lists hold the identities of bound hosts only, not the spares'). A
 //!   zone that is not empty would need the lists of its prefixes re-resolved too,
 //!   and every program naming them: a full rebuild, as is a class more than
@@ -673,10 +681,17 @@ pub struct Live {
     port_readers: HashMap<String, Readers>,
     /// Per peer key, per family (IPv4, IPv6), how a host with that key is
     /// classified: a bound exemplar's identity, or a spare one the build made for a
-    /// peer class no endpoint had (see the module doc). Dropped with the other
-    /// indexes after an incremental policy change, when only bound hosts' identities
-    /// are known to be in the right lists.
+    /// peer class no endpoint had (see the module doc). Made again with the other
+    /// indexes after an incremental policy change, from the bound exemplars and the
+    /// spares still in `spares`.
     peers: HashMap<(PeerKey, Zone), [Option<HostIdentity>; 2]>,
+    /// The build's spares whose identities are still in every list that must hold
+    /// their peer class: those whose class a list lowered again since (an
+    /// incremental policy change, a new peer class) reads are dropped
+    /// ([`Live::keep_spares`]).
+    spares: Vec<Spare>,
+    /// The policies changed incrementally since the indexes were last refreshed.
+    relowered: Vec<ResourceKey>,
     /// Prefixes rules (`nets`, `notNets`) and network sets name.
     named: Named,
     /// How many endpoints have each prefix.
@@ -732,6 +747,8 @@ impl Live {
             side_readers: Vec::new(),
             port_readers: HashMap::new(),
             peers: HashMap::new(),
+            spares: Vec::new(),
+            relowered: Vec::new(),
             named: Named::default(),
             nets: HashMap::new(),
             wide: Vec::new(),
@@ -829,6 +846,8 @@ impl Live {
                 .push(b.net);
         }
         self.names = lowered.names;
+        self.spares = spares.to_vec();
+        self.relowered.clear();
         self.index_peers(spares);
     }
 
@@ -1590,6 +1609,7 @@ impl Live {
         self.classifier = Arc::new(c);
         self.memo = Some(memo);
         self.stale = true;
+        self.relowered.extend_from_slice(changed);
         true
     }
 
@@ -1628,8 +1648,30 @@ impl Live {
         }
         // Spare identities are in the lists of the build, not necessarily in those
         // the policy changes since resolved (a fresh list takes only the identities
-        // of bound hosts): only bound exemplars stay.
-        self.index_peers(&[]);
+        // of bound hosts): the spares whose class a changed policy reads are dropped
+        // (removed exemplars' identities too: only bound ones are indexed), the
+        // others stay. A list of a changed policy that does not read a spare's class
+        // lacks its identity rightly, and one equal to a list the classifier knew
+        // keeps that list's form, which holds a spare's identity only if its
+        // addresses hold the spare's (no endpoint has a spare's address).
+        let mut readers: Vec<u32> = self
+            .relowered
+            .iter()
+            .filter_map(|k| {
+                self.cluster
+                    .policies
+                    .binary_search_by(|p| p.key.cmp(k))
+                    .ok()
+            })
+            .map(|i| i as u32)
+            .collect();
+        readers.sort_unstable();
+        readers.dedup();
+        self.relowered.clear();
+        self.keep_spares(&readers);
+        let spares = std::mem::take(&mut self.spares);
+        self.index_peers(&spares);
+        self.spares = spares;
         self.stale = false;
     }
 
@@ -2310,13 +2352,10 @@ impl Live {
         true
     }
 
-    /// Drops the peer classes whose identity may be missing from the lists the
-    /// policies `readers` (indices) were just lowered to: a list lowered again is
-    /// resolved to the identities of bound hosts only, so a spare's identity (or a
-    /// removed exemplar's) is no longer in it. Dropped: every class a rule side of
-    /// those policies reads, or with a port name one of them names on a side without
-    /// a positive selector.
-    fn forget_peers(&mut self, readers: &[u32]) {
+    /// What the policies `readers` (indices, ascending) read of a peer: the bits of
+    /// a peer key for their rule sides, and the port names they name on a side
+    /// without a positive selector.
+    fn read_by(&self, readers: &[u32]) -> (Vec<u64>, HashSet<String>) {
         let hit = |r: &Readers| r.policies.iter().any(|p| readers.binary_search(p).is_ok());
         let mut mask = vec![0u64; (2 * self.sides.len()).div_ceil(64)];
         for (k, r) in self.side_readers.iter().enumerate() {
@@ -2325,16 +2364,61 @@ impl Live {
                 mask[(2 * k + 1) / 64] |= 1 << ((2 * k + 1) % 64);
             }
         }
-        let names: HashSet<&str> = self
+        let names = self
             .port_readers
             .iter()
             .filter(|(_, r)| hit(r))
-            .map(|(n, _)| n.as_str())
+            .map(|(n, _)| n.clone())
             .collect();
-        self.peers.retain(|(key, _), _| {
-            key.reads.iter().zip(&mask).all(|(a, b)| a & b == 0)
-                && !key.ports.iter().any(|p| names.contains(p.0.as_str()))
+        (mask, names)
+    }
+
+    /// Drops the peer classes whose identity may be missing from the lists the
+    /// policies `readers` (indices) were just lowered to: a list lowered again is
+    /// resolved to the identities of bound hosts only, so a spare's identity (or a
+    /// removed exemplar's) is no longer in it. Dropped: every class a rule side of
+    /// those policies reads, or with a port name one of them names on a side without
+    /// a positive selector (from the index and, for spares, from `spares`).
+    fn forget_peers(&mut self, readers: &[u32]) {
+        let (mask, names) = self.read_by(readers);
+        self.peers
+            .retain(|(key, _), _| !peer_read(key, &mask, &names));
+        self.keep_spares(readers);
+    }
+
+    /// Drops from `spares` those whose class the policies `readers` (indices into the
+    /// store's policies, ascending; lowered again, their lists resolved to bound
+    /// hosts only) read: by a rule side or a port name as [`Live::forget_peers`]
+    /// says, or by a CIDR (`nets`, `notNets`) containing one of the spare's hosts.
+    fn keep_spares(&mut self, readers: &[u32]) {
+        if readers.is_empty() || self.spares.is_empty() {
+            return;
+        }
+        let (mask, names) = self.read_by(readers);
+        let cidrs: Vec<IpNet> = readers
+            .iter()
+            .filter_map(|&i| self.cluster.policies.get(i as usize))
+            .flat_map(|p| p.ingress.iter().chain(&p.egress))
+            .flat_map(|r| [&r.source, &r.destination])
+            .flat_map(|m| m.nets.iter().chain(&m.not_nets))
+            .copied()
+            .collect();
+        let mut spares = std::mem::take(&mut self.spares);
+        spares.retain(|s| {
+            let b = behaviour_of(
+                &self.cluster,
+                &self.selectors,
+                &mut self.behaviours,
+                &s.endpoint,
+            );
+            !peer_read(&self.peer_key(&b), &mask, &names)
+                && !s
+                    .endpoint
+                    .nets
+                    .iter()
+                    .any(|n| cidrs.iter().any(|c| c.contains(n)))
         });
+        self.spares = spares;
     }
 
     /// How `ep`'s hosts are classified, per family, if for each of them a bound host
@@ -2608,7 +2692,14 @@ struct Saved {
     nets: HashMap<IpNet, u32>,
 }
 
+/// Whether a peer of key `key` is read by what [`Live::read_by`] gave.
+fn peer_read(key: &PeerKey, mask: &[u64], names: &HashSet<String>) -> bool {
+    key.reads.iter().zip(mask).any(|(a, b)| a & b != 0)
+        || key.ports.iter().any(|p| names.contains(&p.0))
+}
+
 /// A spare endpoint of a build, and how its hosts were classified (IPv4, IPv6).
+#[derive(Clone)]
 struct Spare {
     endpoint: Endpoint,
     like: [Option<HostIdentity>; 2],
