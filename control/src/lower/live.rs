@@ -690,6 +690,8 @@ pub struct Live {
     /// incremental policy change, a new peer class) reads are dropped
     /// ([`Live::keep_spares`]).
     spares: Vec<Spare>,
+    /// The peer key of each of `spares` (by index), as the indexes now read it.
+    spare_keys: Vec<PeerKey>,
     /// The policies changed incrementally since the indexes were last refreshed.
     relowered: Vec<ResourceKey>,
     /// Prefixes rules (`nets`, `notNets`) and network sets name.
@@ -748,6 +750,7 @@ impl Live {
             port_readers: HashMap::new(),
             peers: HashMap::new(),
             spares: Vec::new(),
+            spare_keys: Vec::new(),
             relowered: Vec::new(),
             named: Named::default(),
             nets: HashMap::new(),
@@ -871,6 +874,7 @@ impl Live {
                 }
             }
         }
+        let mut keys = Vec::with_capacity(spares.len());
         for s in spares {
             let b = behaviour_of(
                 &self.cluster,
@@ -879,6 +883,7 @@ impl Live {
                 &s.endpoint,
             );
             let key = self.peer_key(&b);
+            keys.push(key.clone());
             for n in &s.endpoint.nets {
                 let f = usize::from(matches!(n, IpNet::V6(_)));
                 let slot = peers
@@ -890,6 +895,7 @@ impl Live {
             }
         }
         self.peers = peers;
+        self.spare_keys = keys;
     }
 
     /// The peer key of a behaviour.
@@ -1668,6 +1674,8 @@ impl Live {
         readers.sort_unstable();
         readers.dedup();
         self.relowered.clear();
+        // Read with the indexes as they are now.
+        self.spare_keys.clear();
         self.keep_spares(&readers);
         let spares = std::mem::take(&mut self.spares);
         self.index_peers(&spares);
@@ -2403,22 +2411,35 @@ impl Live {
             .flat_map(|m| m.nets.iter().chain(&m.not_nets))
             .copied()
             .collect();
-        let mut spares = std::mem::take(&mut self.spares);
-        spares.retain(|s| {
-            let b = behaviour_of(
-                &self.cluster,
-                &self.selectors,
-                &mut self.behaviours,
-                &s.endpoint,
-            );
-            !peer_read(&self.peer_key(&b), &mask, &names)
-                && !s
-                    .endpoint
+        // The keys `index_peers` computed, unless the indexes changed since.
+        if self.spare_keys.len() != self.spares.len() {
+            let spares = std::mem::take(&mut self.spares);
+            self.spare_keys = spares
+                .iter()
+                .map(|s| {
+                    let b = self.behaviour(&s.endpoint);
+                    self.peer_key(&b)
+                })
+                .collect();
+            self.spares = spares;
+        }
+        let (mut spares, mut keys) = (Vec::new(), Vec::new());
+        for (s, key) in std::mem::take(&mut self.spares)
+            .into_iter()
+            .zip(std::mem::take(&mut self.spare_keys))
+        {
+            let read = peer_read(&key, &mask, &names)
+                || s.endpoint
                     .nets
                     .iter()
-                    .any(|n| cidrs.iter().any(|c| c.contains(n)))
-        });
+                    .any(|n| cidrs.iter().any(|c| c.contains(n)));
+            if !read {
+                spares.push(s);
+                keys.push(key);
+            }
+        }
         self.spares = spares;
+        self.spare_keys = keys;
     }
 
     /// How `ep`'s hosts are classified, per family, if for each of them a bound host
