@@ -56,10 +56,17 @@
 //!   stay in the trees. A pod of a new deployment (a new `app` value, which every
 //!   `app` selector reads as "not me", and a named port `http` that rules name
 //!   without a peer selector) has the peer class of its namespace's spare with its
-//!   ports, though no endpoint had it. Spare identities (and those of exemplars
-//!   since removed) are dropped at the first endpoint change after an incremental
-//!   policy change: a list that change resolved holds only the identities of bound
-//!   hosts. No class (a peer selector reading the pod as it reads no endpoint, a
+//!   ports, though no endpoint had it. A list an incremental policy change resolved
+//!   holds only the identities of bound hosts, so at the first endpoint change
+//!   after one the spares whose class a changed policy reads (a rule side's
+//!   selector or `notSelector` matching, a port it names on a side without a
+//!   selector, a CIDR containing the spare's host) are dropped for good, and so are
+//!   the identities of exemplars since removed; the other spares stay (before, every
+//!   spare was dropped, and a pod of a new deployment after an unrelated policy
+//!   edit got an identity of its own, re-lowering its readers). A changed policy's
+//!   list that does not read a spare's class rightly lacks its identity, and one
+//!   equal to a list the classifier knew keeps that list's form, which holds a
+//!   spare's identity only if its addresses hold the spare's. No class (a peer selector reading the pod as it reads no endpoint, a
 //!   port number no endpoint has for that name, a zone no endpoint of that shape is
 //!   in) falls to the next paths.
 //! - **Workload endpoint added with a new behaviour that no rule reads as a peer**
@@ -91,7 +98,8 @@
 //!   programs. Every other program names only lists the host is not in, so its
 //!   trees are kept. The endpoint starts its behaviour's group and its peer class is
 //!   indexed (its replicas, and later pods of that class, take the paths above);
-//!   peer classes a lowered-again side or port reads are dropped from the index
+//!   peer classes a lowered-again side or port reads are dropped from the index,
+//!   and the spares of such classes, or inside a CIDR of those policies, for good
 //!   (the fresh lists hold the identities of bound hosts only, not the spares'). A
 //!   zone that is not empty would need the lists of its prefixes re-resolved too,
 //!   and every program naming them: a full rebuild, as is a class more than
@@ -99,6 +107,18 @@
 //!   built again; see BENCHMARKS.md, "Cluster scale"). In clusters where every rule
 //!   names a port (`ports: [http]`) on a side without a selector, every pod defining
 //!   it is read by every policy: a new class of such pods rebuilds.
+//!
+//!   Pod addresses are reused: an address whose pod was removed is a new host prefix
+//!   to every path here (the removal unbound it and dropped it from the owner and
+//!   prefix indexes), so a pod there with the removed pod's label set, or of a peer
+//!   class that exists, or of a new class, takes the path it would take anywhere
+//!   else. One exception, a rebuild: a list the new class's readers are lowered to
+//!   that is, address for address, a list lowered while the address was the removed
+//!   pod's (a selector that picked only that pod, the new one the only pod its
+//!   reader's selector picks). The memo still holds the old list for policies not
+//!   lowered since, and the classifier knows lists by content in the old pod's
+//!   identity: one content cannot be read both ways (the comment at the refusal in
+//!   [`Live::try_add_class`]).
 //!
 //!   What such an add costs grows mostly with what it touches (it still walks the
 //!   groups and the endpoint prefixes once, which is cheap beside the rest):
@@ -661,10 +681,19 @@ pub struct Live {
     port_readers: HashMap<String, Readers>,
     /// Per peer key, per family (IPv4, IPv6), how a host with that key is
     /// classified: a bound exemplar's identity, or a spare one the build made for a
-    /// peer class no endpoint had (see the module doc). Dropped with the other
-    /// indexes after an incremental policy change, when only bound hosts' identities
-    /// are known to be in the right lists.
+    /// peer class no endpoint had (see the module doc). Made again with the other
+    /// indexes after an incremental policy change, from the bound exemplars and the
+    /// spares still in `spares`.
     peers: HashMap<(PeerKey, Zone), [Option<HostIdentity>; 2]>,
+    /// The build's spares whose identities are still in every list that must hold
+    /// their peer class: those whose class a list lowered again since (an
+    /// incremental policy change, a new peer class) reads are dropped
+    /// ([`Live::keep_spares`]).
+    spares: Vec<Spare>,
+    /// The peer key of each of `spares` (by index), as the indexes now read it.
+    spare_keys: Vec<PeerKey>,
+    /// The policies changed incrementally since the indexes were last refreshed.
+    relowered: Vec<ResourceKey>,
     /// Prefixes rules (`nets`, `notNets`) and network sets name.
     named: Named,
     /// How many endpoints have each prefix.
@@ -720,6 +749,9 @@ impl Live {
             side_readers: Vec::new(),
             port_readers: HashMap::new(),
             peers: HashMap::new(),
+            spares: Vec::new(),
+            spare_keys: Vec::new(),
+            relowered: Vec::new(),
             named: Named::default(),
             nets: HashMap::new(),
             wide: Vec::new(),
@@ -817,6 +849,8 @@ impl Live {
                 .push(b.net);
         }
         self.names = lowered.names;
+        self.spares = spares.to_vec();
+        self.relowered.clear();
         self.index_peers(spares);
     }
 
@@ -840,6 +874,7 @@ impl Live {
                 }
             }
         }
+        let mut keys = Vec::with_capacity(spares.len());
         for s in spares {
             let b = behaviour_of(
                 &self.cluster,
@@ -848,6 +883,7 @@ impl Live {
                 &s.endpoint,
             );
             let key = self.peer_key(&b);
+            keys.push(key.clone());
             for n in &s.endpoint.nets {
                 let f = usize::from(matches!(n, IpNet::V6(_)));
                 let slot = peers
@@ -859,6 +895,7 @@ impl Live {
             }
         }
         self.peers = peers;
+        self.spare_keys = keys;
     }
 
     /// The peer key of a behaviour.
@@ -1578,6 +1615,7 @@ impl Live {
         self.classifier = Arc::new(c);
         self.memo = Some(memo);
         self.stale = true;
+        self.relowered.extend_from_slice(changed);
         true
     }
 
@@ -1616,8 +1654,32 @@ impl Live {
         }
         // Spare identities are in the lists of the build, not necessarily in those
         // the policy changes since resolved (a fresh list takes only the identities
-        // of bound hosts): only bound exemplars stay.
-        self.index_peers(&[]);
+        // of bound hosts): the spares whose class a changed policy reads are dropped
+        // (removed exemplars' identities too: only bound ones are indexed), the
+        // others stay. A list of a changed policy that does not read a spare's class
+        // lacks its identity rightly, and one equal to a list the classifier knew
+        // keeps that list's form, which holds a spare's identity only if its
+        // addresses hold the spare's (no endpoint has a spare's address).
+        let mut readers: Vec<u32> = self
+            .relowered
+            .iter()
+            .filter_map(|k| {
+                self.cluster
+                    .policies
+                    .binary_search_by(|p| p.key.cmp(k))
+                    .ok()
+            })
+            .map(|i| i as u32)
+            .collect();
+        readers.sort_unstable();
+        readers.dedup();
+        self.relowered.clear();
+        // Read with the indexes as they are now.
+        self.spare_keys.clear();
+        self.keep_spares(&readers);
+        let spares = std::mem::take(&mut self.spares);
+        self.index_peers(&spares);
+        self.spares = spares;
         self.stale = false;
     }
 
@@ -2256,6 +2318,19 @@ impl Live {
         rebind.extend(hosts.iter().map(|n| (*n, Some(ingress), Some(egress))));
         let ids: Vec<_> = keys.iter().filter_map(|k| memo.policy(k)).collect();
         let fresh = memo.lists_of(&ids);
+        // Refused (a rebuild) when a fresh list equals, address for address, a list the
+        // classifier knows in a form that no longer describes it. With reused pod
+        // addresses that is required, not a limitation of this path: a pod P removed
+        // on the fast path leaves its address A in the memo's lists of the policies not
+        // lowered since (`app == 'db'` still lowers to `[A]`, known as P's identity,
+        // which no address has any more: it selects nothing, rightly), and the new
+        // pod's readers lowered again can give a list of the same content (`has(canary)`
+        // → `[A]`, which must hold the new identity). Lists are interned and known by
+        // content, so one content would need two identity forms; the stale `[A]` is
+        // handed to the classifier again by every later program assembled from the
+        // memo with that policy. Taking it would need every policy whose memo holds a
+        // list of that content lowered again too, and the classifier to let a fresh
+        // form replace a stale known one (BENCHMARKS.md, "Cluster scale").
         let Ok((next, dropped)) = add_programs(&bound, &added, &fresh, &rebind, &self.cfg) else {
             return false;
         };
@@ -2285,13 +2360,10 @@ impl Live {
         true
     }
 
-    /// Drops the peer classes whose identity may be missing from the lists the
-    /// policies `readers` (indices) were just lowered to: a list lowered again is
-    /// resolved to the identities of bound hosts only, so a spare's identity (or a
-    /// removed exemplar's) is no longer in it. Dropped: every class a rule side of
-    /// those policies reads, or with a port name one of them names on a side without
-    /// a positive selector.
-    fn forget_peers(&mut self, readers: &[u32]) {
+    /// What the policies `readers` (indices, ascending) read of a peer: the bits of
+    /// a peer key for their rule sides, and the port names they name on a side
+    /// without a positive selector.
+    fn read_by(&self, readers: &[u32]) -> (Vec<u64>, HashSet<String>) {
         let hit = |r: &Readers| r.policies.iter().any(|p| readers.binary_search(p).is_ok());
         let mut mask = vec![0u64; (2 * self.sides.len()).div_ceil(64)];
         for (k, r) in self.side_readers.iter().enumerate() {
@@ -2300,16 +2372,74 @@ impl Live {
                 mask[(2 * k + 1) / 64] |= 1 << ((2 * k + 1) % 64);
             }
         }
-        let names: HashSet<&str> = self
+        let names = self
             .port_readers
             .iter()
             .filter(|(_, r)| hit(r))
-            .map(|(n, _)| n.as_str())
+            .map(|(n, _)| n.clone())
             .collect();
-        self.peers.retain(|(key, _), _| {
-            key.reads.iter().zip(&mask).all(|(a, b)| a & b == 0)
-                && !key.ports.iter().any(|p| names.contains(p.0.as_str()))
-        });
+        (mask, names)
+    }
+
+    /// Drops the peer classes whose identity may be missing from the lists the
+    /// policies `readers` (indices) were just lowered to: a list lowered again is
+    /// resolved to the identities of bound hosts only, so a spare's identity (or a
+    /// removed exemplar's) is no longer in it. Dropped: every class a rule side of
+    /// those policies reads, or with a port name one of them names on a side without
+    /// a positive selector (from the index and, for spares, from `spares`).
+    fn forget_peers(&mut self, readers: &[u32]) {
+        let (mask, names) = self.read_by(readers);
+        self.peers
+            .retain(|(key, _), _| !peer_read(key, &mask, &names));
+        self.keep_spares(readers);
+    }
+
+    /// Drops from `spares` those whose class the policies `readers` (indices into the
+    /// store's policies, ascending; lowered again, their lists resolved to bound
+    /// hosts only) read: by a rule side or a port name as [`Live::forget_peers`]
+    /// says, or by a CIDR (`nets`, `notNets`) containing one of the spare's hosts.
+    fn keep_spares(&mut self, readers: &[u32]) {
+        if readers.is_empty() || self.spares.is_empty() {
+            return;
+        }
+        let (mask, names) = self.read_by(readers);
+        let cidrs: Vec<IpNet> = readers
+            .iter()
+            .filter_map(|&i| self.cluster.policies.get(i as usize))
+            .flat_map(|p| p.ingress.iter().chain(&p.egress))
+            .flat_map(|r| [&r.source, &r.destination])
+            .flat_map(|m| m.nets.iter().chain(&m.not_nets))
+            .copied()
+            .collect();
+        // The keys `index_peers` computed, unless the indexes changed since.
+        if self.spare_keys.len() != self.spares.len() {
+            let spares = std::mem::take(&mut self.spares);
+            self.spare_keys = spares
+                .iter()
+                .map(|s| {
+                    let b = self.behaviour(&s.endpoint);
+                    self.peer_key(&b)
+                })
+                .collect();
+            self.spares = spares;
+        }
+        let (mut spares, mut keys) = (Vec::new(), Vec::new());
+        for (s, key) in std::mem::take(&mut self.spares)
+            .into_iter()
+            .zip(std::mem::take(&mut self.spare_keys))
+        {
+            let read = peer_read(&key, &mask, &names)
+                || s.endpoint
+                    .nets
+                    .iter()
+                    .any(|n| cidrs.iter().any(|c| c.contains(n)));
+            if !read {
+                spares.push(s);
+                keys.push(key);
+            }
+        }
+        self.spares = spares;
+        self.spare_keys = keys;
     }
 
     /// How `ep`'s hosts are classified, per family, if for each of them a bound host
@@ -2583,7 +2713,14 @@ struct Saved {
     nets: HashMap<IpNet, u32>,
 }
 
+/// Whether a peer of key `key` is read by what [`Live::read_by`] gave.
+fn peer_read(key: &PeerKey, mask: &[u64], names: &HashSet<String>) -> bool {
+    key.reads.iter().zip(mask).any(|(a, b)| a & b != 0)
+        || key.ports.iter().any(|p| names.contains(&p.0))
+}
+
 /// A spare endpoint of a build, and how its hosts were classified (IPv4, IPv6).
+#[derive(Clone)]
 struct Spare {
     endpoint: Endpoint,
     like: [Option<HostIdentity>; 2],

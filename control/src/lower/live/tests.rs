@@ -1596,6 +1596,107 @@ fn spares_are_dropped_after_an_incremental_policy_change() {
     check(&live, &tcp_flows(&addrs)).unwrap();
 }
 
+/// An incremental change of a policy that reads no spare's class (its rules read
+/// `app == 'db'` peers on port 22 only) keeps the spares: a pod of a new `app` with
+/// `http` on 8080 still takes the identity of the spare of its shape (no identity
+/// added), as before the change. A change of the policy naming `http` on a side
+/// without a selector then drops the spares defining `http`: a pod with `http` on
+/// 9090 gets an identity of its own. Each generation classifies as a fresh build and `eval` do.
+#[test]
+fn spares_no_changed_policy_reads_stay() {
+    let yaml = format!(
+        "{READ_BY_NAMED_PORT}---
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {{name: q, namespace: ns}}
+spec:
+  selector: app == 'db'
+  ingress:
+  - action: Allow
+    protocol: TCP
+    source: {{selector: app == 'db'}}
+    destination: {{ports: [22]}}
+"
+    );
+    let read = crate::policy::read_text(&yaml, "test", crate::model::Format::Yaml).expect("reads");
+    let mut resources: Vec<crate::model::Resource> =
+        read.items.iter().map(|l| l.resource.clone()).collect();
+    let cluster = crate::policy::build(read).expect("builds").cluster;
+    let mut live = Live::new(cluster, BuildConfig::default()).expect("builds");
+    let addrs = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "240.0.0.1"];
+    let change = |resources: &mut Vec<crate::model::Resource>, live: &mut Live, name: &str| {
+        let i = resources
+            .iter()
+            .position(|r| r.metadata().name == name)
+            .unwrap();
+        let key = store_key(&resources[i]);
+        if let crate::model::Resource::NetworkPolicy(o) = &mut resources[i] {
+            let rule = if name == "q" {
+                &mut o.spec.ingress[0]
+            } else {
+                &mut o.spec.egress[0]
+            };
+            rule.action = crate::model::RuleAction::Deny;
+        }
+        let next = Cluster::from_resources(resources.iter()).unwrap();
+        assert_eq!(live.update(&next, &[key]).unwrap(), Applied::Incremental);
+        check(live, &tcp_flows(&addrs)).unwrap();
+    };
+    // A pod like `web-1` with another name, address and `app`.
+    let add = |resources: &mut Vec<crate::model::Resource>,
+               live: &mut Live,
+               name: &str,
+               addr: &str,
+               app: &str,
+               port: u16| {
+        let crate::model::Resource::WorkloadEndpoint(mut o) = resources[resources
+            .iter()
+            .position(|r| r.metadata().name == "web-1")
+            .unwrap()]
+        .clone() else {
+            panic!("a workload");
+        };
+        o.metadata.name = name.into();
+        o.metadata.labels.insert("app".into(), app.into());
+        o.spec.ip_networks = vec![crate::model::Net::parse(addr).unwrap()];
+        o.spec.ports[0].port = port;
+        let r = crate::model::Resource::WorkloadEndpoint(o);
+        let k = store_key(&r);
+        resources.push(r);
+        let next = Cluster::from_resources(resources.iter()).unwrap();
+        assert_eq!(live.update(&next, &[k]).unwrap(), Applied::Fast);
+        check(live, &tcp_flows(&addrs)).unwrap();
+    };
+    change(&mut resources, &mut live, "q");
+    let identities = live.classifier().stats().identities;
+    add(
+        &mut resources,
+        &mut live,
+        "new-1",
+        "10.0.0.3/32",
+        "new",
+        8080,
+    );
+    assert_eq!(
+        live.classifier().stats().identities,
+        identities,
+        "the spare's identity, kept through a change that does not read it"
+    );
+    // `p` names `http` on a side without a selector: the spare with `http` on 9090
+    // goes (the class with 8080 has a bound exemplar now, `new-1`).
+    change(&mut resources, &mut live, "p");
+    let identities = live.classifier().stats().identities;
+    add(
+        &mut resources,
+        &mut live,
+        "new-2",
+        "10.0.0.4/32",
+        "newer",
+        9090,
+    );
+    assert_eq!(live.classifier().stats().identities, identities + 1);
+}
+
 /// A policy letting `app == 'api'` reach `app == 'web'` on TCP 8080, one web and one
 /// api endpoint: the store's resources and its live generation.
 fn web_and_api() -> (Vec<crate::model::Resource>, Live) {
@@ -1981,4 +2082,91 @@ fn a_finished_compaction_catches_up_on_its_thread() {
         apply(&mut live, &mut resources, &mut next, &keys),
         Applied::Incremental
     );
+}
+
+/// Pod addresses are reused: a pod removed on the fast path, then a pod at its
+/// address. One with the removed pod's label set, or with a peer class of its own
+/// that no list lowered while the address was the removed pod's names exactly,
+/// takes the fast path; each generation classifies as a fresh build and `eval` do.
+/// A list of the policies re-lowered for a new peer class that is, address for
+/// address, one lowered for the removed pod (`app == 'db'` picked only `db-1` at
+/// `10.0.0.3`; `has(canary)` picks only the canary there) is refused: a rebuild
+/// (`Live::try_add_class` says why).
+#[test]
+fn a_pod_at_a_removed_pods_address() {
+    let addrs = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "240.0.0.1"];
+    let canary_at = |live: &Live, gone: &Endpoint| {
+        let mut canary = endpoint(live, "web-1");
+        canary.key.name = "canary-1".into();
+        canary.nets = gone.nets.clone();
+        canary.labels.insert("canary".into(), "true".into());
+        canary.ports.clear();
+        canary
+    };
+    // A new peer class at `web-1`'s address (its lists: the named-port list of
+    // `api`'s egress rule with `api-1`, no list of `has(canary)`'s content).
+    for victim in ["web-1", "api-1"] {
+        let mut live = live_of(CANARY);
+        let gone = endpoint(&live, victim);
+        let canary = canary_at(&live, &gone);
+        assert_eq!(live.remove_endpoint(&gone.key).unwrap(), Applied::Fast);
+        let identities = live.classifier().stats().identities;
+        assert_eq!(
+            live.add_endpoint(canary).unwrap(),
+            Applied::Fast,
+            "{victim}"
+        );
+        assert_eq!(live.classifier().stats().identities, identities + 1);
+        check(&live, &tcp_flows(&addrs)).unwrap();
+    }
+    // The removed pod's label set at its address, for each pod.
+    for victim in ["web-1", "api-1", "db-1"] {
+        let mut live = live_of(CANARY);
+        let gone = endpoint(&live, victim);
+        let mut again = gone.clone();
+        again.key.name = format!("{victim}-again");
+        assert_eq!(live.remove_endpoint(&gone.key).unwrap(), Applied::Fast);
+        assert_eq!(live.add_endpoint(again).unwrap(), Applied::Fast, "{victim}");
+        check(&live, &tcp_flows(&addrs)).unwrap();
+    }
+    // A pod of a new `app` at a removed pod's address takes the spare identity of
+    // its shape, as it would at a new address.
+    let mut live = live_of(READ_BY_NAMED_PORT);
+    let gone = endpoint(&live, "api-1");
+    let mut new = endpoint(&live, "web-1");
+    new.key.name = "new-1".into();
+    new.nets = gone.nets.clone();
+    new.labels.insert("app".into(), "new".into());
+    assert_eq!(live.remove_endpoint(&gone.key).unwrap(), Applied::Fast);
+    let identities = live.classifier().stats().identities;
+    assert_eq!(live.add_endpoint(new).unwrap(), Applied::Fast);
+    assert_eq!(live.classifier().stats().identities, identities);
+    check(&live, &tcp_flows(&["10.0.0.1", "10.0.0.2", "240.0.0.1"])).unwrap();
+    // The colliding list: a rebuild, and the generation a fresh build's.
+    let mut live = live_of(CANARY);
+    let gone = endpoint(&live, "db-1");
+    let canary = canary_at(&live, &gone);
+    assert_eq!(live.remove_endpoint(&gone.key).unwrap(), Applied::Fast);
+    assert_eq!(live.add_endpoint(canary).unwrap(), Applied::Rebuilt);
+    check(&live, &tcp_flows(&addrs)).unwrap();
+    // With a second `db` pod the list `app == 'db'` lowered to names both: no
+    // collision, the fast path.
+    let yaml = format!(
+        "{CANARY}---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {{name: db-2, namespace: ns, labels: {{app: db}}}}
+spec: {{orchestrator: k8s, ipNetworks: [10.0.0.5/32]}}
+"
+    );
+    let mut live = live_of(&yaml);
+    let gone = endpoint(&live, "db-1");
+    let canary = canary_at(&live, &gone);
+    assert_eq!(live.remove_endpoint(&gone.key).unwrap(), Applied::Fast);
+    assert_eq!(live.add_endpoint(canary).unwrap(), Applied::Fast);
+    check(
+        &live,
+        &tcp_flows(&["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.5"]),
+    )
+    .unwrap();
 }
