@@ -472,53 +472,45 @@ mod x86 {
         true
     }
 
-    /// Where a field of key `i` of a group of 8 sits among the group's 6 registers of
-    /// qwords (`unit` = 8 bytes) or dwords (`unit` = 4), whose `at` is the field's
-    /// offset in `FlowKey`, for lane `lane` of the result: the index into the pair of
-    /// registers that holds it (for `vpermt2q` / `vpermt2d`) and which pair (0-2).
-    const fn field_lane(i: usize, at: usize, unit: usize) -> (usize, usize) {
+    /// The `vpermt2d` / `vpermt2q` indices and pair masks that gather one field per
+    /// result lane from a group's 6 registers (in lanes of `unit` bytes: 4 or 8).
+    /// Lane `l` takes, of key `l / ats.len()`, the field at byte offset
+    /// `ats[l % ats.len()]` of `FlowKey`: its index into the pair of registers that
+    /// holds it, and (in `from[pair - 1]`) which pair, when not the first.
+    const fn picks(ats: &[usize], unit: usize) -> ([u32; 16], [u16; 2]) {
         let per_reg = 64 / unit;
-        let q = (KEY_STRIDE * i + at) / unit;
-        (q % (2 * per_reg), q / (2 * per_reg))
-    }
-
-    /// `vpermt2d` indices and pair masks of key word 0 (`src << 32 | dst`, low
-    /// halves): dword `2i` of the result is `dst`'s low dword of key `i`, dword
-    /// `2i + 1` its `src`'s.
-    const W0: ([i32; 16], [u16; 2]) = {
-        let mut idx = [0i32; 16];
-        let mut from = [0u16; 2];
-        let mut d = 0;
-        while d < 16 {
-            let at = if d % 2 == 0 { KEY_DST } else { KEY_SRC };
-            let (x, pair) = field_lane(d / 2, at, 4);
-            idx[d] = x as i32;
+        let (mut idx, mut from) = ([0u32; 16], [0u16; 2]);
+        let mut l = 0;
+        while l < per_reg {
+            let q = (KEY_STRIDE * (l / ats.len()) + ats[l % ats.len()]) / unit;
+            idx[l] = (q % (2 * per_reg)) as u32;
+            let pair = q / (2 * per_reg);
             if pair > 0 {
-                from[pair - 1] |= 1 << d;
+                from[pair - 1] |= 1 << l;
             }
-            d += 1;
+            l += 1;
         }
         (idx, from)
-    };
-    const W0_IDX: [i32; 16] = W0.0;
+    }
+
+    /// Key word 0 (`src << 32 | dst`, low halves), as dwords: dword `2i` of the
+    /// result is `dst`'s low dword of key `i`, dword `2i + 1` its `src`'s.
+    const W0: ([u32; 16], [u16; 2]) = picks(&[KEY_DST, KEY_SRC], 4);
+    const W0_IDX: [u32; 16] = W0.0;
     const W0_FROM: [u16; 2] = W0.1;
 
-    /// `vpermt2q` indices and pair masks of each key's 8 bytes from `sport`.
-    const TAIL: ([i64; 8], [u16; 2]) = {
-        let mut idx = [0i64; 8];
-        let mut from = [0u16; 2];
+    /// Each key's 8 bytes from `sport`, as qwords (indices widened to 64 bits).
+    const TAIL: ([u64; 8], [u16; 2]) = {
+        let (narrow, from) = picks(&[KEY_TAIL], 8);
+        let mut idx = [0u64; 8];
         let mut i = 0;
         while i < 8 {
-            let (x, pair) = field_lane(i, KEY_TAIL, 8);
-            idx[i] = x as i64;
-            if pair > 0 {
-                from[pair - 1] |= 1 << i;
-            }
+            idx[i] = narrow[i] as u64;
             i += 1;
         }
         (idx, from)
     };
-    const TAIL_IDX: [i64; 8] = TAIL.0;
+    const TAIL_IDX: [u64; 8] = TAIL.0;
 
     /// Per register of a group, the qwords that are not a key's padding: a key's
     /// last qword (bytes 40..48: `ifindex` ends at 40) is padding, never read.

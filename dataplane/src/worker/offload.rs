@@ -512,9 +512,9 @@ mod tests {
         }
     }
 
-    /// A table holding one allowed UDP connection, started at `now`.
-    fn table_with_flow(now: u64) -> (FlowTable, Slot, Dir) {
-        let t = ConnTuple {
+    /// The UDP connection the tests offload: 10.0.0.1:40000 -> 10.0.0.2:5353.
+    fn udp_conn() -> ConnTuple {
+        ConnTuple {
             src: 0x0a00_0001,
             dst: 0x0a00_0002,
             sport: 40000,
@@ -522,8 +522,12 @@ mod tests {
             proto: proto::UDP,
             family: Family::V4,
             class: ConnClass::Ports,
-        };
-        table_with(&t, 3, now)
+        }
+    }
+
+    /// A table holding one allowed UDP connection, started at `now`.
+    fn table_with_flow(now: u64) -> (FlowTable, Slot, Dir) {
+        table_with(&udp_conn(), 3, now)
     }
 
     /// A table holding the allowed UDP connection of `t` (its initiator's first
@@ -812,15 +816,7 @@ mod tests {
     #[test]
     fn a_connection_two_workers_hold_is_installed_and_counted_by_one() {
         let t0 = 1_000_000_000;
-        let fwd = ConnTuple {
-            src: 0x0a00_0001,
-            dst: 0x0a00_0002,
-            sport: 40000,
-            dport: 5353,
-            proto: proto::UDP,
-            family: Family::V4,
-            class: ConnClass::Ports,
-        };
+        let fwd = udp_conn();
         let rev = ConnTuple {
             src: fwd.dst,
             dst: fwd.src,
