@@ -31,7 +31,12 @@
 //!   ports (name, protocol, number), and for every distinct rule side (positive
 //!   selector, `notSelector`) of the store's policies and profiles whether the
 //!   positive selector matches it and whether the `notSelector` matches it where
-//!   the side can (positive selector matching or absent). Each address list lowering
+//!   the side can (positive selector matching or absent; for a host that a network
+//!   set's prefix or a wider endpoint prefix contains, on every side: a positive
+//!   selector can match the host through that prefix, as a namespaced rule's
+//!   implicit namespace selector matches its namespace's network sets, and the
+//!   endpoint's own `notSelector` result then takes the host out of the list).
+//!   Each address list lowering
 //!   makes (CIDR lists, selector lists and their intersections with CIDRs,
 //!   `notSelector` lists simplified against them, named-port lists with or without a
 //!   selector, negated-port regions) holds a host address or not as a function of
@@ -590,6 +595,8 @@ type Zone = Vec<IpNet>;
 #[derive(Clone, Debug, Default)]
 struct Named {
     all: HashSet<IpNet>,
+    /// The network sets' prefixes among them.
+    sets: HashSet<IpNet>,
     /// Per family (IPv4, IPv6), the distinct lengths of named prefixes, ascending.
     lens: [Vec<u8>; 2],
 }
@@ -602,10 +609,16 @@ impl Named {
                 all.extend(m.nets.iter().chain(&m.not_nets).map(IpNet::trunc));
             }
         }
-        for s in &c.network_sets {
-            all.extend(s.nets.iter().map(IpNet::trunc));
+        let sets: HashSet<IpNet> = c
+            .network_sets
+            .iter()
+            .flat_map(|s| s.nets.iter().map(IpNet::trunc))
+            .collect();
+        all.extend(&sets);
+        Named {
+            sets,
+            ..Named::from_prefixes(all)
         }
-        Named::from_prefixes(all)
     }
 
     /// `all` (prefixes in their truncated form) with its lengths.
@@ -618,7 +631,11 @@ impl Named {
             l.sort_unstable();
             l.dedup();
         }
-        Named { all, lens }
+        Named {
+            all,
+            sets: HashSet::new(),
+            lens,
+        }
     }
 
     /// Whether a rule or network set names exactly this prefix.
@@ -863,12 +880,12 @@ impl Live {
             if b.kind != EndpointKind::Workload {
                 continue;
             }
-            let key = self.peer_key(b);
+            let keys = [self.peer_key(b, false), self.peer_key(b, true)];
             for h in g.hosts.iter().take(16) {
                 let f = usize::from(matches!(h, IpNet::V6(_)));
-                let slot = peers
-                    .entry((key.clone(), self.named.zone(h)))
-                    .or_insert([None, None]);
+                let zone = self.named.zone(h);
+                let key = &keys[usize::from(self.covered(h, &zone))];
+                let slot = peers.entry((key.clone(), zone)).or_insert([None, None]);
                 if slot[f].is_none() {
                     slot[f] = self.classifier.host_identity(*h);
                 }
@@ -882,13 +899,13 @@ impl Live {
                 &mut self.behaviours,
                 &s.endpoint,
             );
-            let key = self.peer_key(&b);
-            keys.push(key.clone());
+            let both = [self.peer_key(&b, false), self.peer_key(&b, true)];
+            keys.push(self.spare_key(&s.endpoint, &b));
             for n in &s.endpoint.nets {
                 let f = usize::from(matches!(n, IpNet::V6(_)));
-                let slot = peers
-                    .entry((key.clone(), self.named.zone(n)))
-                    .or_insert([None, None]);
+                let zone = self.named.zone(n);
+                let key = &both[usize::from(self.covered(n, &zone))];
+                let slot = peers.entry((key.clone(), zone)).or_insert([None, None]);
                 if slot[f].is_none() {
                     slot[f] = s.like[f];
                 }
@@ -898,8 +915,15 @@ impl Live {
         self.spare_keys = keys;
     }
 
-    /// The peer key of a behaviour.
-    fn peer_key(&self, b: &Behaviour) -> PeerKey {
+    /// The peer key of a behaviour, for a host in a zone where only the endpoint's
+    /// own labels can match a positive selector (`whole` false: a `notSelector` is
+    /// read only where its side's positive selector matches the endpoint or is
+    /// absent), or for one that a network set's or a wider endpoint's prefix
+    /// contains ([`Live::covered`], `whole` true): a positive selector can then match
+    /// the host through that prefix while it does not match the endpoint, and the
+    /// endpoint's `notSelector` result takes the host out of the side's list, so it
+    /// is read on every side.
+    fn peer_key(&self, b: &Behaviour, whole: bool) -> PeerKey {
         let bit = |i: u32| {
             b.selects
                 .get(i as usize / 64)
@@ -911,7 +935,7 @@ impl Live {
             if pos == Some(true) {
                 reads[2 * k / 64] |= 1 << (2 * k % 64);
             }
-            if pos != Some(false) && not.is_some_and(bit) {
+            if (whole || pos != Some(false)) && not.is_some_and(bit) {
                 reads[(2 * k + 1) / 64] |= 1 << ((2 * k + 1) % 64);
             }
         }
@@ -927,6 +951,23 @@ impl Live {
             ports,
             reads,
         }
+    }
+
+    /// Whether a prefix containing `host` can carry labels a positive selector
+    /// matches: a network set's prefix in its `zone`, or a wider endpoint prefix.
+    fn covered(&self, host: &IpNet, zone: &Zone) -> bool {
+        zone.iter().any(|p| self.named.sets.contains(p))
+            || self.wide.iter().any(|w| w.contains(host))
+    }
+
+    /// The peer key `ep` (of behaviour `b`) is read by: whole
+    /// ([`Live::peer_key`]) when a prefix covers one of its hosts.
+    fn spare_key(&self, ep: &Endpoint, b: &Behaviour) -> PeerKey {
+        let whole = ep
+            .nets
+            .iter()
+            .any(|n| self.covered(&n.trunc(), &self.named.zone(&n.trunc())));
+        self.peer_key(b, whole)
     }
 
     /// The behaviour of an endpoint (memoized by label key).
@@ -2140,7 +2181,8 @@ impl Live {
                 return false;
             }
         }
-        let peer = self.peer_key(&key);
+        // In an empty zone, with no wider endpoint prefix (checked above).
+        let peer = self.peer_key(&key, false);
         let Some(readers) = self.policies_reading(&peer, ep) else {
             return false;
         };
@@ -2418,7 +2460,7 @@ impl Live {
                 .iter()
                 .map(|s| {
                     let b = self.behaviour(&s.endpoint);
-                    self.peer_key(&b)
+                    self.spare_key(&s.endpoint, &b)
                 })
                 .collect();
             self.spares = spares;
@@ -2449,7 +2491,7 @@ impl Live {
         if ep.kind != EndpointKind::Workload || self.memo.is_none() {
             return None;
         }
-        let peer = self.peer_key(key);
+        let peers = [self.peer_key(key, false), self.peer_key(key, true)];
         let mut like = [None, None];
         for n in &ep.nets {
             let n = n.trunc();
@@ -2457,7 +2499,9 @@ impl Live {
                 return None;
             }
             let f = usize::from(matches!(n, IpNet::V6(_)));
-            let l = self.peers.get(&(peer.clone(), self.named.zone(&n)))?[f]?;
+            let zone = self.named.zone(&n);
+            let peer = &peers[usize::from(self.covered(&n, &zone))];
+            let l = self.peers.get(&(peer.clone(), zone))?[f]?;
             // Two addresses of one family in zones of different identities: the
             // caller binds one identity per family.
             if like[f].is_some_and(|o| o != l) {
@@ -2589,7 +2633,7 @@ impl Live {
     /// [`Live::read_as_peer`] from the endpoint's behaviour `b`: a bit of its peer
     /// key, or a port name it defines that a rule side without a peer selector names.
     fn reads_as_peer(&self, b: &Behaviour, ep: &Endpoint) -> bool {
-        self.peer_key(b).reads.iter().any(|&w| w != 0)
+        self.spare_key(ep, b).reads.iter().any(|&w| w != 0)
             || ep
                 .ports
                 .iter()
@@ -2609,11 +2653,28 @@ impl Live {
                 .iter()
                 .any(|p| matches!(p, Port::Named(name) if ep.ports.iter().any(|e| e.name == *name)))
         };
-        // A peer with a positive selector that does not match `ep` never matches it,
-        // whatever its `notSelector` or named ports (named ports resolve on the
-        // endpoints that selector matches).
+        // A prefix containing one of its hosts that may carry a selector's labels.
+        let hosts: Vec<IpNet> = ep.nets.iter().map(IpNet::trunc).collect();
+        let covered = c
+            .network_sets
+            .iter()
+            .flat_map(|s| &s.nets)
+            .chain(
+                c.endpoints
+                    .iter()
+                    .flat_map(|e| &e.nets)
+                    .filter(|n| !is_host(n)),
+            )
+            .any(|p| hosts.iter().any(|h| p.contains(h)));
+        // A peer with a positive selector that matches neither `ep` nor a prefix
+        // containing it never matches it, whatever its `notSelector` or named ports
+        // (named ports resolve on the endpoints that selector matches); one matching
+        // such a prefix holds `ep`'s hosts unless its `notSelector` matches `ep`.
         let reads = |m: &crate::cluster::PeerMatch| match &m.selector {
-            Some(s) => s.matches(&labels),
+            Some(s) => {
+                s.matches(&labels)
+                    || covered && m.not_selector.as_ref().is_some_and(|s| s.matches(&labels))
+            }
             None => {
                 m.not_selector.as_ref().is_some_and(|s| s.matches(&labels))
                     || names_its_port(&m.ports)

@@ -2170,3 +2170,92 @@ spec: {{orchestrator: k8s, ipNetworks: [10.0.0.5/32]}}
     )
     .unwrap();
 }
+
+const COVERED: &str = r#"
+apiVersion: projectcalico.org/v3
+kind: NetworkSet
+metadata: {name: cover, namespace: a}
+spec: {nets: [10.0.0.0/24]}
+---
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: client-out, namespace: a}
+spec:
+  selector: app == 'client'
+  egress:
+  - action: Allow
+    protocol: TCP
+    destination: {notSelector: app == 'web'}
+  - action: Deny
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: client-1, namespace: a, labels: {app: client}}
+spec: {orchestrator: k8s, ipNetworks: [10.0.0.1/32]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: api-1, namespace: b, labels: {app: api}}
+spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: api-2, namespace: b, labels: {app: api}}
+spec: {orchestrator: k8s, ipNetworks: [10.0.0.3/32]}
+"#;
+
+/// A namespaced rule with only a `notSelector` selects its own namespace's
+/// endpoints and network sets (the positive selector Calico adds). A network set
+/// of that namespace covering pods of another puts their addresses in the rule's
+/// list unless the `notSelector` matches the pod, so two such pods that differ only
+/// in that `notSelector` are different peers, though the positive selector matches
+/// neither pod itself: a pod added or relabelled into the excluded label set must
+/// not take the identity of one outside it.
+#[test]
+fn a_not_selector_under_a_covering_network_set_splits_peers() {
+    let addrs = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"];
+    let verdict = |live: &Live, dst: &str| {
+        let flow = crate::cluster::Flow {
+            src: "10.0.0.1".parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            proto: 6,
+            l4: crate::cluster::L4::Ports { src: 1000, dst: 80 },
+        };
+        live.evaluation(&flow).unwrap().reporters[0]
+            .enforced
+            .verdict
+    };
+    // A `web` pod in `b`: out of the list, denied.
+    let mut live = live_of(COVERED);
+    assert_eq!(verdict(&live, "10.0.0.2"), crate::cluster::Verdict::Allow);
+    let mut web = endpoint(&live, "api-1");
+    web.key.name = "web-1".into();
+    web.nets = vec![host("10.0.0.4")];
+    web.labels.insert("app".into(), "web".into());
+    live.add_endpoint(web).unwrap();
+    check(&live, &tcp_flows(&addrs)).unwrap();
+    assert_eq!(verdict(&live, "10.0.0.4"), crate::cluster::Verdict::Deny);
+    // A pod with a label set no selector tells from `api`'s: `api`'s identity, on
+    // the fast path.
+    let mut other = endpoint(&live, "api-1");
+    other.key.name = "other-1".into();
+    other.nets = vec![host("10.0.0.5")];
+    other.labels.insert("app".into(), "other".into());
+    assert_eq!(live.add_endpoint(other).unwrap(), Applied::Fast);
+    check(&live, &tcp_flows(&addrs)).unwrap();
+    assert_eq!(verdict(&live, "10.0.0.5"), crate::cluster::Verdict::Allow);
+    // `api-2` relabelled `web`, through an update of the store.
+    let mut live = live_of(COVERED);
+    let relabelled = COVERED.replace(
+        "{name: api-2, namespace: b, labels: {app: api}}",
+        "{name: api-2, namespace: b, labels: {app: web}}",
+    );
+    let read =
+        crate::policy::read_text(&relabelled, "test", crate::model::Format::Yaml).expect("reads");
+    let next = crate::policy::build(read).expect("builds").cluster;
+    let key = endpoint(&live, "api-2").key;
+    live.update(&next, &[key]).unwrap();
+    check(&live, &tcp_flows(&addrs)).unwrap();
+    assert_eq!(verdict(&live, "10.0.0.3"), crate::cluster::Verdict::Deny);
+    assert_eq!(verdict(&live, "10.0.0.2"), crate::cluster::Verdict::Allow);
+}
