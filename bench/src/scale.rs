@@ -705,10 +705,11 @@ fn policy_only(a: &ScaleArgs, name: &str, cluster: Cluster) -> Result<(), String
     );
     let s = live.classifier().stats();
     println!(
-        "policy {name} memory classifier_bytes={} parts={} list_bytes={} memo_bytes={} rss_mb={:.0}",
+        "policy {name} memory classifier_bytes={} parts={} list_bytes={} part_program_bytes={} memo_bytes={} rss_mb={:.0}",
         s.stage_bytes + s.tree_bytes,
         s.parts,
         s.list_bytes,
+        s.part_program_bytes,
         live.memo_bytes(),
         rss() as f64 / 1e6
     );
@@ -1199,11 +1200,14 @@ fn churn(
                 &removed,
             )?;
         }
-        let after = live.classifier().stats().parts;
+        let after = live.classifier().stats();
         adds.report(
             name,
             what,
-            &format!(" parts_before={parts} parts_after={after}"),
+            &format!(
+                " parts_before={parts} parts_after={} part_program_bytes={}",
+                after.parts, after.part_program_bytes
+            ),
         );
     }
 
@@ -1223,9 +1227,11 @@ fn churn(
         );
     }
     println!(
-        "churn {name} memory classifier_bytes={} parts={} memo_bytes={} rss_mb={:.0}",
+        "churn {name} memory classifier_bytes={} parts={} list_bytes={} part_program_bytes={} memo_bytes={} rss_mb={:.0}",
         live.classifier().stats().stage_bytes + live.classifier().stats().tree_bytes,
         live.classifier().stats().parts,
+        live.classifier().stats().list_bytes,
+        live.classifier().stats().part_program_bytes,
         live.memo_bytes(),
         rss() as f64 / 1e6
     );

@@ -347,6 +347,34 @@ pub struct Program {
     pub profiles: Vec<Policy>,
 }
 
+impl Program {
+    /// Bytes it holds beyond its own struct: tiers, policies, rules and port ranges.
+    /// Address lists are shared (`Nets`), so only their handles count; their
+    /// addresses belong to whoever interned them.
+    pub fn heap_bytes(&self) -> usize {
+        let policy = |p: &Policy| {
+            size_of::<Policy>()
+                + p.rules
+                    .iter()
+                    .map(|r| {
+                        let m = &r.matches;
+                        let ports = |v: &[PortRange]| size_of_val(v);
+                        size_of::<Rule>()
+                            + m.src_ports.as_deref().map_or(0, ports)
+                            + ports(&m.not_src_ports)
+                            + m.dst_ports.as_deref().map_or(0, ports)
+                            + ports(&m.not_dst_ports)
+                    })
+                    .sum::<usize>()
+        };
+        self.tiers
+            .iter()
+            .map(|t| size_of::<Tier>() + t.policies.iter().map(policy).sum::<usize>())
+            .sum::<usize>()
+            + self.profiles.iter().map(policy).sum::<usize>()
+    }
+}
+
 /// Which of the two evaluations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum View {

@@ -471,7 +471,7 @@ thread_local! {
 /// under `NO_MERGE` always a new part.
 fn add_programs(
     from: &IdentityClassifier,
-    programs: &[dataplane::program::Program],
+    programs: Vec<dataplane::program::Program>,
     fresh: &[dataplane::program::Nets],
     rebind: &[(IpNet, Option<ProgramId>, Option<ProgramId>)],
     cfg: &BuildConfig,
@@ -1638,7 +1638,7 @@ impl Live {
         // endpoint fast path's host changes since).
         let ids: Vec<_> = changed.iter().filter_map(|k| memo.policy(k)).collect();
         let fresh = memo.lists_of(&ids);
-        let Ok((c, dropped)) = add_programs(&self.classifier, &added, &fresh, &rebind, &self.cfg)
+        let Ok((c, dropped)) = add_programs(&self.classifier, added, &fresh, &rebind, &self.cfg)
         else {
             return false;
         };
@@ -2373,7 +2373,7 @@ impl Live {
         // memo with that policy. Taking it would need every policy whose memo holds a
         // list of that content lowered again too, and the classifier to let a fresh
         // form replace a stale known one (BENCHMARKS.md, "Cluster scale").
-        let Ok((next, dropped)) = add_programs(&bound, &added, &fresh, &rebind, &self.cfg) else {
+        let Ok((next, dropped)) = add_programs(&bound, added, &fresh, &rebind, &self.cfg) else {
             return false;
         };
         memo.drop_programs(&dropped);
@@ -2572,7 +2572,7 @@ impl Live {
         let with_trees = if added.is_empty() {
             None
         } else {
-            match add_programs(&self.classifier, &added, &[], &[], &self.cfg) {
+            match add_programs(&self.classifier, added, &[], &[], &self.cfg) {
                 Ok((c, dropped)) => {
                     memo.drop_programs(&dropped);
                     Some(c)

@@ -258,6 +258,10 @@ pub struct IdentityStats {
     /// the set's own lists are kept, not copied, so a caller that keeps them too, as
     /// the control plane's lowering memo does, holds the same bytes).
     pub list_bytes: usize,
+    /// Bytes of the identity-space programs the added tree parts keep, so that
+    /// [`IdentityClassifier::with_programs_merged`] can build the last part again
+    /// (their address lists are counted in `list_bytes`; not read by lookups).
+    pub part_program_bytes: usize,
 }
 
 /// A [`PolicySet`] compiled as identity stage + decision trees. Classifies exactly as
@@ -298,6 +302,8 @@ struct Part {
     /// (parts a change added: [`IdentityClassifier::with_programs_merged`] builds
     /// the last one again from them); empty for the build's part.
     programs: Arc<[Program]>,
+    /// Bytes of `programs` ([`Program::heap_bytes`] and the structs).
+    program_bytes: usize,
 }
 
 /// Where a program dropped by [`IdentityClassifier::with_programs_merged`] is: in
@@ -309,17 +315,50 @@ const DROPPED: (u32, u32) = (u32::MAX, u32::MAX);
 #[derive(Debug, Default)]
 struct Lists {
     ids: HashMap<Nets, u32>,
+    /// `ids` by the address of each key's allocation ([`ptr_key`]): the keys are
+    /// kept alive here, so an address names one list while `Lists` lives, and a list
+    /// handed in again as the same shared allocation (the lowering memo's interned
+    /// lists are) is found without hashing its addresses.
+    by_ptr: HashMap<(usize, usize), u32>,
     rewritten: Vec<Nets>,
 }
 
 impl Lists {
-    fn bytes(&self) -> usize {
-        let nets = |v: &Nets| v.len() * size_of::<IpNet>() + size_of::<Nets>();
-        self.ids.keys().map(nets).sum::<usize>() + self.rewritten.iter().map(nets).sum::<usize>()
+    /// The lists `ids` (each with its index in `rewritten`) and their forms.
+    fn new(ids: HashMap<Nets, u32>, rewritten: Vec<Nets>) -> Lists {
+        let by_ptr = ids.iter().map(|(k, &i)| (ptr_key(k), i)).collect();
+        Lists {
+            ids,
+            by_ptr,
+            rewritten,
+        }
     }
 
-    fn get(&self, v: &[IpNet]) -> Option<&Nets> {
-        self.ids.get(v).map(|&i| &self.rewritten[i as usize])
+    /// Adds list `l` with identity-space form `form`, unless it is in already.
+    fn insert(&mut self, l: &Nets, form: Nets) {
+        if self.ids.contains_key(&**l) {
+            return;
+        }
+        let i = self.rewritten.len() as u32;
+        self.ids.insert(l.clone(), i);
+        self.by_ptr.insert(ptr_key(l), i);
+        self.rewritten.push(form);
+    }
+
+    fn bytes(&self) -> usize {
+        let nets = |v: &Nets| v.len() * size_of::<IpNet>() + size_of::<Nets>();
+        self.ids.keys().map(nets).sum::<usize>()
+            + self.rewritten.iter().map(nets).sum::<usize>()
+            + self.by_ptr.len() * size_of::<((usize, usize), u32)>()
+    }
+
+    /// The form of list `v`: by its allocation if `Lists` holds that one, else by
+    /// content.
+    fn get(&self, v: &Nets) -> Option<&Nets> {
+        self.by_ptr
+            .get(&ptr_key(v))
+            .or_else(|| self.ids.get(&**v))
+            .map(|&i| &self.rewritten[i as usize])
     }
 }
 
@@ -332,13 +371,13 @@ fn ptr_key(n: &Nets) -> (usize, usize) {
 /// `programs` with every address list replaced by its identity-space form (`form`,
 /// asked once per distinct shared list); `None` if one has none.
 fn rewrite<'a>(
-    programs: &[Program],
-    form: impl Fn(&[IpNet]) -> Option<&'a Nets>,
+    mut programs: Vec<Program>,
+    form: impl Fn(&Nets) -> Option<&'a Nets>,
 ) -> Option<Vec<Program>> {
-    // `programs` keeps every list alive, so an address names one list throughout.
-    let mut done: HashMap<(usize, usize), Nets> = HashMap::new();
-    let mut out = programs.to_vec();
-    for p in &mut out {
+    // Every list of `programs` is alive until it is replaced, and `done` keeps the
+    // replaced ones alive, so an address names one list throughout.
+    let mut done: HashMap<(usize, usize), (Nets, Nets)> = HashMap::new();
+    for p in &mut programs {
         for m in all_matches_mut(p) {
             for v in [
                 m.src_nets.as_mut(),
@@ -354,10 +393,10 @@ fn rewrite<'a>(
                 }
                 let k = ptr_key(v);
                 let f = match done.get(&k) {
-                    Some(f) => f.clone(),
+                    Some((_, f)) => f.clone(),
                     None => {
                         let f = form(v)?.clone();
-                        done.insert(k, f.clone());
+                        done.insert(k, (v.clone(), f.clone()));
                         f
                     }
                 };
@@ -365,7 +404,7 @@ fn rewrite<'a>(
             }
         }
     }
-    Some(out)
+    Some(programs)
 }
 
 /// The fewest prefixes of the identity space covering `members` (sorted (family,
@@ -597,14 +636,14 @@ impl IdentityClassifier {
             .collect();
 
         // 6. The trees over the rewritten programs.
-        let table = Lists {
-            ids: list_ids
+        let table = Lists::new(
+            list_ids
                 .values()
                 .map(|&id| (lists[id as usize].clone(), id))
                 .collect(),
             rewritten,
-        };
-        let programs = rewrite(&set.programs, |v| table.get(v))
+        );
+        let programs = rewrite(set.programs.clone(), |v| table.get(v))
             .expect("every list of the set is in the table");
         let trees = Classifier::build(
             &PolicySet {
@@ -662,11 +701,13 @@ impl IdentityClassifier {
                 parts: 1,
                 programs: set.programs.len(),
                 list_bytes: table.bytes(),
+                part_program_bytes: 0,
             },
             parts: vec![Part {
                 trees: Arc::new(trees),
                 trace_base: 0,
                 programs: Arc::new([]),
+                program_bytes: 0,
             }],
             lists: vec![Arc::new(table)],
         };
@@ -738,7 +779,7 @@ impl IdentityClassifier {
     /// added programs can fail to build as [`Classifier::build`] does.
     pub fn with_programs(
         &self,
-        programs: &[Program],
+        programs: Vec<Program>,
         fresh: &[Nets],
         rebind: &[(IpNet, Option<ProgramId>, Option<ProgramId>)],
         cfg: &BuildConfig,
@@ -758,7 +799,7 @@ impl IdentityClassifier {
     /// of one namespace's pods, say) then keeps one part instead of adding one each.
     pub fn with_programs_merged(
         &self,
-        programs: &[Program],
+        programs: Vec<Program>,
         fresh: &[Nets],
         rebind: &[(IpNet, Option<ProgramId>, Option<ProgramId>)],
         cfg: &BuildConfig,
@@ -797,7 +838,7 @@ impl IdentityClassifier {
 
     fn adding_programs(
         &self,
-        programs: &[Program],
+        programs: Vec<Program>,
         fresh: &[Nets],
         rebind: &[(IpNet, Option<ProgramId>, Option<ProgramId>)],
         cfg: &BuildConfig,
@@ -814,17 +855,13 @@ impl IdentityClassifier {
                     return Err(ProgramChangeRefused::NewList);
                 }
                 Some(_) => {}
-                None => {
-                    if !layer.ids.contains_key(&**l) {
-                        layer.ids.insert(l.clone(), layer.rewritten.len() as u32);
-                        layer.rewritten.push(form.into());
-                    }
-                }
+                None => layer.insert(l, form.into()),
             }
         }
+        let added = programs.len();
         let rewritten = rewrite(programs, |v| self.known(v).or_else(|| layer.get(v)))
             .ok_or(ProgramChangeRefused::NewList)?;
-        let total = self.programs.len() + programs.len();
+        let total = self.programs.len() + added;
         let part = u32::try_from(self.parts.len()).map_err(|_| ProgramChangeRefused::TooMany)?;
         if total >= 1 << 31 {
             return Err(ProgramChangeRefused::TooMany);
@@ -854,8 +891,7 @@ impl IdentityClassifier {
         // Merged: the last part's programs still bound (after the rebind), then the
         // added ones, in place of the last part.
         let kept = if merge {
-            next.bound_in_last_part()
-                .filter(|k| k.len() <= programs.len())
+            next.bound_in_last_part().filter(|k| k.len() <= added)
         } else {
             None
         };
@@ -869,13 +905,12 @@ impl IdentityClassifier {
             }
             None => (rewritten, part, None),
         };
-        let trees = Classifier::build(
-            &PolicySet {
-                programs: rewritten.clone(),
-                endpoints: Vec::new(),
-            },
-            cfg,
-        )?;
+        let set = PolicySet {
+            programs: rewritten,
+            endpoints: Vec::new(),
+        };
+        let trees = Classifier::build(&set, cfg)?;
+        let rewritten = set.programs;
         let last = self.parts.last().expect("a build has one part");
         let trace_base = match old {
             Some(old) => old.trace_base,
@@ -888,10 +923,15 @@ impl IdentityClassifier {
             return Err(ProgramChangeRefused::TooMany);
         }
         let bytes = trees.stats().bytes;
+        let program_bytes = rewritten
+            .iter()
+            .map(|p| size_of::<Program>() + p.heap_bytes())
+            .sum();
         let built = Part {
             trees: Arc::new(trees),
             trace_base,
             programs: rewritten.into(),
+            program_bytes,
         };
         let mut at = Vec::with_capacity(total);
         at.extend_from_slice(&self.programs);
@@ -899,6 +939,7 @@ impl IdentityClassifier {
         let first_new = match (&kept, old) {
             (Some(kept), Some(old)) => {
                 next.stats.tree_bytes -= old.trees.stats().bytes;
+                next.stats.part_program_bytes -= old.program_bytes;
                 next.parts.pop();
                 for (id, loc) in at.iter_mut().enumerate() {
                     if loc.0 != part {
@@ -920,7 +961,7 @@ impl IdentityClassifier {
             }
         };
         next.parts.push(built);
-        at.extend((0..programs.len() as u32).map(|i| (part, first_new + i)));
+        at.extend((0..added as u32).map(|i| (part, first_new + i)));
         next.programs = Arc::new(at);
         if !layer.ids.is_empty() {
             next.stats.lists += layer.ids.len();
@@ -928,6 +969,7 @@ impl IdentityClassifier {
             next.lists.push(Arc::new(layer));
         }
         next.stats.tree_bytes += bytes;
+        next.stats.part_program_bytes += program_bytes;
         next.stats.programs = total;
         next.stats.stage_bytes = next.stage_bytes();
         if next.stats.stage_bytes + next.stats.tree_bytes > cfg.memory_budget {
@@ -942,8 +984,18 @@ impl IdentityClassifier {
     }
 
     /// The identity-space form of a list the build or an earlier change resolved.
-    fn known(&self, v: &[IpNet]) -> Option<&Nets> {
-        self.lists.iter().find_map(|l| l.get(v))
+    /// By its allocation first (in every layer), then by content: a list's content
+    /// is in at most one layer.
+    fn known(&self, v: &Nets) -> Option<&Nets> {
+        let k = ptr_key(v);
+        self.lists
+            .iter()
+            .find_map(|l| l.by_ptr.get(&k).and_then(|&i| l.rewritten.get(i as usize)))
+            .or_else(|| {
+                self.lists
+                    .iter()
+                    .find_map(|l| l.ids.get(&**v).and_then(|&i| l.rewritten.get(i as usize)))
+            })
     }
 
     /// Whether two identity-space forms hold the same identities of live classes.
@@ -1019,7 +1071,8 @@ impl IdentityClassifier {
         }
         // Live classes per identity, and per list those inside it (a class is inside
         // when it or an ancestor is named).
-        let mut total: HashMap<(bool, u32), u32> = HashMap::new();
+        // Per family, by identity (dense: identities are numbered from 0 per family).
+        let mut total: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
         let mut inside: Vec<HashMap<(bool, u32), u32>> = vec![HashMap::new(); lists.len()];
         let mut hit: Vec<u32> = Vec::new();
         for (c, cold) in self.cold.iter().enumerate() {
@@ -1030,7 +1083,11 @@ impl IdentityClassifier {
                 None => continue,
             };
             let key = (six, self.hot[c].identity);
-            *total.entry(key).or_insert(0) += 1;
+            let t = &mut total[usize::from(six)];
+            if t.len() <= key.1 as usize {
+                t.resize(key.1 as usize + 1, 0);
+            }
+            t[key.1 as usize] += 1;
             hit.clear();
             let mut at = c as u32;
             loop {
@@ -1054,7 +1111,7 @@ impl IdentityClassifier {
             .map(|counts| {
                 let mut members = Vec::with_capacity(counts.len());
                 for (key, n) in counts {
-                    if total.get(&key) != Some(&n) {
+                    if total[usize::from(key.0)].get(key.1 as usize) != Some(&n) {
                         return None;
                     }
                     members.push(key);
@@ -1937,7 +1994,7 @@ mod tests {
         let now = vec![net("10.0.0.4/32"), net("10.0.0.2/32"), net("10.0.0.1/32")];
         let next = c
             .with_programs(
-                &[allow_from(2, now.clone())],
+                vec![allow_from(2, now.clone())],
                 &[now.clone().into()],
                 &rebind,
                 &cfg,
@@ -1950,13 +2007,13 @@ mod tests {
         assert_same(&next, &LinearClassifier::new(want).unwrap(), &keys);
         assert_eq!(next.stats().lists, c.stats().lists + 1);
         // Known to the next generation: named again, it is not resolved again.
-        next.with_programs(&[allow_from(3, now.clone())], &[], &[], &cfg)
+        next.with_programs(vec![allow_from(3, now.clone())], &[], &[], &cfg)
             .unwrap();
         // 10.0.0.1 without 10.0.0.4 splits their identity.
         let split = vec![net("10.0.0.1/32")];
         assert!(matches!(
             c.with_programs(
-                &[allow_from(2, split.clone())],
+                vec![allow_from(2, split.clone())],
                 &[split.clone().into()],
                 &rebind,
                 &cfg
@@ -1967,7 +2024,7 @@ mod tests {
         // the known form (which has it) no longer describes it.
         assert!(matches!(
             c.with_programs(
-                &[allow_from(2, web.clone())],
+                vec![allow_from(2, web.clone())],
                 &[web.clone().into()],
                 &rebind,
                 &cfg
@@ -1976,14 +2033,14 @@ mod tests {
         ));
         // ... and unnamed as fresh, it is the known list (10.0.0.4 in).
         assert!(
-            c.with_programs(&[allow_from(2, web.clone())], &[], &rebind, &cfg)
+            c.with_programs(vec![allow_from(2, web.clone())], &[], &rebind, &cfg)
                 .is_ok()
         );
         // A prefix that is no class, and one containing the "no prefix" addresses.
         let cidr = vec![net("10.0.0.0/24")];
         assert!(matches!(
             c.with_programs(
-                &[allow_from(2, cidr.clone())],
+                vec![allow_from(2, cidr.clone())],
                 &[cidr.clone().into()],
                 &rebind,
                 &cfg
@@ -2082,7 +2139,7 @@ mod tests {
                 let id = ProgramId(set.programs.len() as u32);
                 let i = which.index(set.endpoints.len());
                 let net = set.endpoints[i].net;
-                match cl.with_programs(std::slice::from_ref(&f), &[src.clone().into(), dst.clone().into()], &[(net, Some(id), Some(id))], &cfg) {
+                match cl.with_programs(vec![f.clone()], &[src.clone().into(), dst.clone().into()], &[(net, Some(id), Some(id))], &cfg) {
                     Ok(next) => {
                         set.programs.push(f);
                         set.endpoints[i].ingress = Some(id);
@@ -2154,9 +2211,9 @@ mod tests {
                 let rebind = [(net, prog(ig), prog(eg))];
                 let names_dropped = [prog(ig), prog(eg)].into_iter().flatten().any(|p| dropped.contains(&p));
                 let r = if merge {
-                    cl.with_programs_merged(&add, &[], &rebind, &cfg)
+                    cl.with_programs_merged(add.clone(), &[], &rebind, &cfg)
                 } else {
-                    cl.with_programs(&add, &[], &rebind, &cfg).map(|n| (n, Vec::new()))
+                    cl.with_programs(add.clone(), &[], &rebind, &cfg).map(|n| (n, Vec::new()))
                 };
                 match r {
                     Ok((next, gone)) => {
@@ -2174,6 +2231,15 @@ mod tests {
                         }
                         dropped.extend(gone);
                         cl = next;
+                        // The kept programs' count follows the parts.
+                        let kept: usize = cl
+                            .parts
+                            .iter()
+                            .flat_map(|p| p.programs.iter())
+                            .map(|p| size_of::<Program>() + p.heap_bytes())
+                            .sum();
+                        prop_assert_eq!(cl.stats.part_program_bytes, kept);
+                        prop_assert!(kept >= size_of::<Program>(), "an added part keeps its programs");
                     }
                     Err(ProgramChangeRefused::UnknownProgram(p)) => {
                         prop_assert!(dropped.contains(&ProgramId(p)));
