@@ -1075,6 +1075,12 @@ impl IdentityClassifier {
         let mut total: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
         let mut inside: Vec<HashMap<(bool, u32), u32>> = vec![HashMap::new(); lists.len()];
         let mut hit: Vec<u32> = Vec::new();
+        // Which classes `naming` has, so that the walk up from each class hashes only
+        // at those.
+        let mut named = vec![false; self.hot.len()];
+        for &c in naming.keys() {
+            named[c as usize] = true;
+        }
         for (c, cold) in self.cold.iter().enumerate() {
             let six = match cold.prefix {
                 Some(p) => p.six,
@@ -1091,7 +1097,9 @@ impl IdentityClassifier {
             hit.clear();
             let mut at = c as u32;
             loop {
-                if let Some(ls) = naming.get(&at) {
+                if named[at as usize]
+                    && let Some(ls) = naming.get(&at)
+                {
                     hit.extend(ls);
                 }
                 let up = self.cold[at as usize].parent;
