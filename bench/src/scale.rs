@@ -1205,8 +1205,11 @@ fn churn(
             name,
             what,
             &format!(
-                " parts_before={parts} parts_after={} part_program_bytes={}",
-                after.parts, after.part_program_bytes
+                " parts_before={parts} parts_after={} classifier_bytes={} part_program_bytes={} part_compiler_bytes={}",
+                after.parts,
+                after.stage_bytes + after.tree_bytes,
+                after.part_program_bytes,
+                after.part_compiler_bytes
             ),
         );
     }

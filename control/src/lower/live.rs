@@ -168,6 +168,9 @@
 //!   added and at most as many of its programs are still bound (after the change's
 //!   rebinding) as the change adds, that part is built again with those programs and
 //!   the change's instead of a part being added (at most twice the change's trees),
+//!   (with the incremental compiler that built it, so only the subtrees the change
+//!   touches are built again: at 20000 / 1000 a new peer class's CPU p50 went from
+//!   5.4 to 4.1 ms),
 //!   and its programs no binding names any more are dropped from the classifier and
 //!   from the memo (`Memo::drop_programs`: a later program of the same content is
 //!   numbered anew). Changes that rebind the programs of the change before — pods of

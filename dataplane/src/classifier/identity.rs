@@ -53,7 +53,13 @@
 //! builds the last part again instead of adding one when few of its programs are
 //! still bound (changes that each rebind the programs of the one before then keep the
 //! part count), dropping its programs no binding names; each part keeps the
-//! identity-space programs it was built from for that.
+//! identity-space programs it was built from for that, and the incremental
+//! [`Compiler`] that built it (taken by the next merge, which then rebuilds only the
+//! subtrees whose candidates changed: a new peer's programs differ from the part's
+//! previous ones in one rule's list). The compiler starts afresh once its garbage
+//! reaches its fresh size, so a part stays within about twice its fresh bytes; what
+//! the parts keep is in [`IdentityStats`] (`part_program_bytes`,
+//! `part_compiler_bytes`).
 //!
 //! The slow twins are the linear reference over the original set (property tests
 //! below compare every verdict and trace) and a fresh build after each change.
@@ -63,7 +69,7 @@ use std::sync::Arc;
 use foldhash::{HashMap, HashMapExt};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use super::{BuildConfig, BuildError, Classifier, SENTINEL, family_index};
+use super::{BuildConfig, BuildError, Classifier, Compiler, SENTINEL, family_index};
 use crate::chunked::Chunked;
 use crate::flat::Flat;
 use crate::lpm::{Lpm, WideLpm};
@@ -262,6 +268,9 @@ pub struct IdentityStats {
     /// [`IdentityClassifier::with_programs_merged`] can build the last part again
     /// (their address lists are counted in `list_bytes`; not read by lookups).
     pub part_program_bytes: usize,
+    /// Bytes of the state the added parts' compilers keep for the next merge (build
+    /// indexes and arena; not read by lookups).
+    pub part_compiler_bytes: usize,
 }
 
 /// A [`PolicySet`] compiled as identity stage + decision trees. Classifies exactly as
@@ -304,6 +313,15 @@ struct Part {
     programs: Arc<[Program]>,
     /// Bytes of `programs` ([`Program::heap_bytes`] and the structs).
     program_bytes: usize,
+    /// The compiler that built a part a change added, with its state, for
+    /// [`IdentityClassifier::with_programs_merged`] to take when it builds this part
+    /// again: the subtrees whose candidates did not change are reused. Taken, not
+    /// shared: a generation built from this one without it (the other generation
+    /// took it, or a lock failed) builds afresh, with the same lookups. Not read by
+    /// lookups; the lock is taken only by changes.
+    compiler: Arc<std::sync::Mutex<Option<Compiler>>>,
+    /// Bytes of that compiler's kept state when it was put there.
+    compiler_bytes: usize,
 }
 
 /// Where a program dropped by [`IdentityClassifier::with_programs_merged`] is: in
@@ -702,12 +720,15 @@ impl IdentityClassifier {
                 programs: set.programs.len(),
                 list_bytes: table.bytes(),
                 part_program_bytes: 0,
+                part_compiler_bytes: 0,
             },
             parts: vec![Part {
                 trees: Arc::new(trees),
                 trace_base: 0,
                 programs: Arc::new([]),
                 program_bytes: 0,
+                compiler: Arc::default(),
+                compiler_bytes: 0,
             }],
             lists: vec![Arc::new(table)],
         };
@@ -909,7 +930,15 @@ impl IdentityClassifier {
             programs: rewritten,
             endpoints: Vec::new(),
         };
-        let trees = Classifier::build(&set, cfg)?;
+        // An incremental compiler, starting afresh once its garbage reaches its
+        // fresh size: a part's trees are small, and its classifier carries the
+        // compiler's whole arena.
+        let mut comp = old
+            .and_then(|o| o.compiler.lock().ok()?.take())
+            .filter(|c| c.config() == cfg)
+            .unwrap_or_else(|| Compiler::new(*cfg).with_garbage_slack(0));
+        let trees = comp.build(&set)?;
+        let compiler_bytes = comp.kept_bytes();
         let rewritten = set.programs;
         let last = self.parts.last().expect("a build has one part");
         let trace_base = match old {
@@ -932,6 +961,8 @@ impl IdentityClassifier {
             trace_base,
             programs: rewritten.into(),
             program_bytes,
+            compiler: Arc::new(std::sync::Mutex::new(Some(comp))),
+            compiler_bytes,
         };
         let mut at = Vec::with_capacity(total);
         at.extend_from_slice(&self.programs);
@@ -940,6 +971,7 @@ impl IdentityClassifier {
             (Some(kept), Some(old)) => {
                 next.stats.tree_bytes -= old.trees.stats().bytes;
                 next.stats.part_program_bytes -= old.program_bytes;
+                next.stats.part_compiler_bytes -= old.compiler_bytes;
                 next.parts.pop();
                 for (id, loc) in at.iter_mut().enumerate() {
                     if loc.0 != part {
@@ -970,6 +1002,7 @@ impl IdentityClassifier {
         }
         next.stats.tree_bytes += bytes;
         next.stats.part_program_bytes += program_bytes;
+        next.stats.part_compiler_bytes += compiler_bytes;
         next.stats.programs = total;
         next.stats.stage_bytes = next.stage_bytes();
         if next.stats.stage_bytes + next.stats.tree_bytes > cfg.memory_budget {
@@ -2248,6 +2281,9 @@ mod tests {
                             .sum();
                         prop_assert_eq!(cl.stats.part_program_bytes, kept);
                         prop_assert!(kept >= size_of::<Program>(), "an added part keeps its programs");
+                        let compilers: usize = cl.parts.iter().map(|p| p.compiler_bytes).sum();
+                        prop_assert_eq!(cl.stats.part_compiler_bytes, compilers);
+                        prop_assert!(compilers > 0, "an added part keeps its compiler");
                     }
                     Err(ProgramChangeRefused::UnknownProgram(p)) => {
                         prop_assert!(dropped.contains(&ProgramId(p)));

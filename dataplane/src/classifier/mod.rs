@@ -95,7 +95,7 @@ use tree::{
 };
 
 /// Knobs of [`Classifier::build`].
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BuildConfig {
     /// Upper bound on the bytes of the compiled classifier (trees, tables, LPM) and on
     /// the flattened lists built on the way.
@@ -390,6 +390,9 @@ impl Interner {
 pub struct Compiler {
     cfg: BuildConfig,
     state: Option<State>,
+    /// Bytes of garbage tolerated beyond twice the fresh size ([`GARBAGE_SLACK`]
+    /// unless [`Compiler::with_garbage_slack`] set it).
+    slack: usize,
 }
 
 impl std::fmt::Debug for Compiler {
@@ -431,7 +434,30 @@ impl State {
 impl Compiler {
     /// A compiler with no kept state (its first build is a fresh one).
     pub fn new(cfg: BuildConfig) -> Self {
-        Compiler { cfg, state: None }
+        Compiler {
+            cfg,
+            state: None,
+            slack: GARBAGE_SLACK,
+        }
+    }
+
+    /// The same compiler, starting afresh once its kept state exceeds twice its fresh
+    /// size plus `bytes` (instead of [`GARBAGE_SLACK`]): for small sets whose
+    /// classifiers must stay near their fresh size.
+    pub fn with_garbage_slack(mut self, bytes: usize) -> Self {
+        self.slack = bytes;
+        self
+    }
+
+    /// The knobs it builds with.
+    pub fn config(&self) -> &BuildConfig {
+        &self.cfg
+    }
+
+    /// Bytes of the state kept for the next build (arena, tables and build indexes;
+    /// 0 before a build).
+    pub fn kept_bytes(&self) -> usize {
+        self.state.as_ref().map_or(0, State::bytes)
     }
 
     /// Compiles `set` within the budget, reusing the last build's subtrees where their
@@ -449,7 +475,7 @@ impl Compiler {
         let reuse = self
             .state
             .take()
-            .filter(|st| st.bytes() <= 2 * st.fresh + GARBAGE_SLACK);
+            .filter(|st| st.bytes() <= 2 * st.fresh + self.slack);
         if let Some(mut st) = reuse {
             let mut stats = BuildStats::default();
             match compile(set, &self.cfg, fixed, &mut st, &mut stats) {
