@@ -88,7 +88,7 @@ use crate::program::{
     Classify, Decision, EndpointId, Family, FlowKey, FlowVerdicts, Hit, PolicySet, Program,
     ProgramId, TraceId, Verdict, Verdicts, View,
 };
-use flatten::{DPORT, DST, MBox, SPORT, SRC, flatten};
+use flatten::{BoxMemo, DPORT, DST, MBox, SPORT, SRC, flatten};
 use slot::{BLOCK, Block, LEAF, LIST, Slot};
 use tree::{
     Arena, Below, Cand, Cands, CutParams, Item, Lanes, Memo, NONE, OverBudget, TreeBuilder,
@@ -547,6 +547,10 @@ fn compile(
     st.arena
         .set_limit(cfg.memory_budget.saturating_sub(fixed) / tree::SLOT_BYTES);
     let mut roots = Vec::with_capacity(set.programs.len());
+    // Per family, for this build only (what the set's rules flatten to), when there
+    // are programs to share rules.
+    let many = set.programs.len() > 1;
+    let boxes = [BoxMemo::new(many), BoxMemo::new(many)];
     for (pi, program) in set.programs.iter().enumerate() {
         let mut pair = Vec::with_capacity(2);
         for family in [Family::V4, Family::V6] {
@@ -565,6 +569,7 @@ fn compile(
                 program,
                 family,
                 st.partitioned.get(&key).copied(),
+                &boxes[family_index(family)],
                 cfg,
                 &mut st.interner,
                 &mut st.arena,
@@ -1156,6 +1161,7 @@ fn build_one(
     program: &Program,
     family: Family,
     partitioned_at: Option<usize>,
+    boxes: &BoxMemo,
     cfg: &BuildConfig,
     interner: &mut Interner,
     arena: &mut Arena,
@@ -1164,10 +1170,10 @@ fn build_one(
 ) -> Result<(Root, usize), &'static str> {
     // A box costs at least a few hundred bytes while building; bound the lists by it.
     let limit = (cfg.memory_budget / 256).max(16);
-    let enforced =
-        flatten(program, family, View::Enforced, limit).map_err(|_| "flattened enforced list")?;
-    let pending =
-        flatten(program, family, View::Pending, limit).map_err(|_| "flattened pending list")?;
+    let enforced = flatten(program, family, View::Enforced, limit, boxes)
+        .map_err(|_| "flattened enforced list")?;
+    let pending = flatten(program, family, View::Pending, limit, boxes)
+        .map_err(|_| "flattened pending list")?;
     stats.entries += enforced.len() + pending.len();
     let mut lists: [Vec<(u32, u32)>; 2] = [Vec::new(), Vec::new()];
     for (list, out) in [&enforced, &pending].into_iter().zip(lists.iter_mut()) {
