@@ -1355,3 +1355,34 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Flattening with the boxes memoized across views and programs (one memo per
+    /// family, as a build of several programs does) gives exactly the lists that
+    /// computing every rule's boxes afresh gives.
+    #[test]
+    fn memoized_boxes_flatten_as_fresh_ones(
+        a in arb_program(),
+        b in arb_program(),
+    ) {
+        use flatten::BoxMemo;
+        let parts = |l: Vec<flatten::Entry>| {
+            l.into_iter().map(|e| (e.mbox, e.verdict, e.trace)).collect::<Vec<_>>()
+        };
+        for family in [Family::V4, Family::V6] {
+            let kept = BoxMemo::new(true);
+            for p in [&a, &b, &a] {
+                for view in [View::Enforced, View::Pending] {
+                    let memo = flatten::flatten(p, family, view, 1 << 16, &kept);
+                    let fresh = flatten::flatten(p, family, view, 1 << 16, &BoxMemo::new(false));
+                    match (memo, fresh) {
+                        (Ok(m), Ok(f)) => prop_assert_eq!(parts(m), parts(f)),
+                        (m, f) => prop_assert_eq!(m.is_ok(), f.is_ok()),
+                    }
+                }
+            }
+        }
+    }
+}
