@@ -1627,6 +1627,7 @@ impl Live {
             changed,
             &unhinted(&affected),
             None,
+            None,
         ) else {
             return false;
         };
@@ -2342,6 +2343,8 @@ impl Live {
             &keys,
             &endpoints,
             Some(peers),
+            // The index's, of this store's policies (an add changes none).
+            Some(&self.applies),
         );
         match (at, old) {
             (Some(i), Some(old)) => self.cluster.endpoints[i] = old,
@@ -2564,6 +2567,7 @@ impl Live {
             &mut memo,
             &[],
             &[(ep, None)],
+            None,
             None,
         ) else {
             return false;

@@ -1083,6 +1083,7 @@ pub(crate) fn relower_policies(
     changed: &[ResourceKey],
     endpoints: &[(&Endpoint, Option<(ProgramId, ProgramId)>)],
     peers: Option<PeerIndex<'_>>,
+    applies: Option<&[u32]>,
 ) -> Result<Vec<(ProgramId, ProgramId)>, LowerError> {
     let mut ids = Vec::new();
     for k in changed {
@@ -1098,6 +1099,19 @@ pub(crate) fn relower_policies(
     let mut b = Builder::new(next, names, memo);
     if let Some(p) = peers {
         b.resolver.set_peers(p);
+    }
+    // The caller's numbering of the applies-to selectors, when it keeps one for this
+    // cluster's policies (numbered as `Builder::applies` does: on first use, in
+    // policy order), so that the policies' selectors are not hashed again.
+    if let Some(a) = applies {
+        let count = a.iter().max().map_or(0, |&m| m as usize + 1);
+        let given = (a.to_vec(), count);
+        debug_assert_eq!(
+            given,
+            *Builder::new(next, &mut Names::default(), &mut Memo::default()).applies(),
+            "the caller's applies-to numbering is the builder's"
+        );
+        b.applies = Some(given);
     }
     let out = relower_programs(&mut b, changed, endpoints);
     b.finish();
