@@ -167,13 +167,11 @@
 //!   [`IdentityClassifier::with_programs_merged`]: when the last part is one a change
 //!   added and at most as many of its programs are still bound (after the change's
 //!   rebinding) as the change adds, that part is built again with those programs and
-//!   the change's instead of a part being added (at most twice the change's trees),
-//!   (with the incremental compiler that built it, so only the subtrees the change
-//!   touches are built again: at 20000 / 1000 a new peer class's CPU p50 went from
-//!   5.4 to 4.1 ms),
-//!   and its programs no binding names any more are dropped from the classifier and
-//!   from the memo (`Memo::drop_programs`: a later program of the same content is
-//!   numbered anew). Changes that rebind the programs of the change before — pods of
+//!   the change's instead of a part being added (at most twice the change's trees;
+//!   by the incremental compiler that built it, so only the subtrees the change
+//!   touches are built again: BENCHMARKS.md, "Cluster scale"), and its programs no
+//!   binding names any more are dropped from the classifier and from the memo
+//!   (`Memo::drop_programs`: a later program of the same content is numbered anew). Changes that rebind the programs of the change before — pods of
 //!   new peer classes in one namespace, one policy edited again and again — then keep
 //!   the parts where they are instead of adding one each: before, a stream of
 //!   new-peer-class adds reached 32 parts within about 25 adds, and an add in 20 to
@@ -883,12 +881,12 @@ impl Live {
             if b.kind != EndpointKind::Workload {
                 continue;
             }
-            let keys = [self.peer_key(b, false), self.peer_key(b, true)];
+            let keys = self.peer_keys(b);
             for h in g.hosts.iter().take(16) {
                 let f = usize::from(matches!(h, IpNet::V6(_)));
-                let zone = self.named.zone(h);
-                let key = &keys[usize::from(self.covered(h, &zone))];
-                let slot = peers.entry((key.clone(), zone)).or_insert([None, None]);
+                let slot = peers
+                    .entry(self.peer_entry(&keys, h))
+                    .or_insert([None, None]);
                 if slot[f].is_none() {
                     slot[f] = self.classifier.host_identity(*h);
                 }
@@ -902,13 +900,13 @@ impl Live {
                 &mut self.behaviours,
                 &s.endpoint,
             );
-            let both = [self.peer_key(&b, false), self.peer_key(&b, true)];
-            keys.push(self.spare_key(&s.endpoint, &b));
+            let both = self.peer_keys(&b);
+            keys.push(both[usize::from(self.any_covered(&s.endpoint))].clone());
             for n in &s.endpoint.nets {
                 let f = usize::from(matches!(n, IpNet::V6(_)));
-                let zone = self.named.zone(n);
-                let key = &both[usize::from(self.covered(n, &zone))];
-                let slot = peers.entry((key.clone(), zone)).or_insert([None, None]);
+                let slot = peers
+                    .entry(self.peer_entry(&both, n))
+                    .or_insert([None, None]);
                 if slot[f].is_none() {
                     slot[f] = s.like[f];
                 }
@@ -963,14 +961,32 @@ impl Live {
             || self.wide.iter().any(|w| w.contains(host))
     }
 
+    /// Whether a prefix covers one of `ep`'s hosts ([`Live::covered`]).
+    fn any_covered(&self, ep: &Endpoint) -> bool {
+        ep.nets.iter().any(|n| {
+            let h = n.trunc();
+            self.covered(&h, &self.named.zone(&h))
+        })
+    }
+
+    /// Both peer keys of a behaviour ([`Live::peer_key`]): for hosts no prefix
+    /// covers, and for covered ones.
+    fn peer_keys(&self, b: &Behaviour) -> [PeerKey; 2] {
+        [self.peer_key(b, false), self.peer_key(b, true)]
+    }
+
+    /// The peer index entry of host `h` of a behaviour with peer keys `keys`: the
+    /// key its zone reads it by, and the zone.
+    fn peer_entry(&self, keys: &[PeerKey; 2], h: &IpNet) -> (PeerKey, Zone) {
+        let zone = self.named.zone(h);
+        let key = keys[usize::from(self.covered(h, &zone))].clone();
+        (key, zone)
+    }
+
     /// The peer key `ep` (of behaviour `b`) is read by: whole
     /// ([`Live::peer_key`]) when a prefix covers one of its hosts.
     fn spare_key(&self, ep: &Endpoint, b: &Behaviour) -> PeerKey {
-        let whole = ep
-            .nets
-            .iter()
-            .any(|n| self.covered(&n.trunc(), &self.named.zone(&n.trunc())));
-        self.peer_key(b, whole)
+        self.peer_key(b, self.any_covered(ep))
     }
 
     /// The behaviour of an endpoint (memoized by label key).
@@ -2497,7 +2513,7 @@ impl Live {
         if ep.kind != EndpointKind::Workload || self.memo.is_none() {
             return None;
         }
-        let peers = [self.peer_key(key, false), self.peer_key(key, true)];
+        let peers = self.peer_keys(key);
         let mut like = [None, None];
         for n in &ep.nets {
             let n = n.trunc();
@@ -2505,9 +2521,7 @@ impl Live {
                 return None;
             }
             let f = usize::from(matches!(n, IpNet::V6(_)));
-            let zone = self.named.zone(&n);
-            let peer = &peers[usize::from(self.covered(&n, &zone))];
-            let l = self.peers.get(&(peer.clone(), zone))?[f]?;
+            let l = self.peers.get(&self.peer_entry(&peers, &n))?[f]?;
             // Two addresses of one family in zones of different identities: the
             // caller binds one identity per family.
             if like[f].is_some_and(|o| o != l) {

@@ -57,8 +57,9 @@
 //! [`Compiler`] that built it (taken by the next merge, which then rebuilds only the
 //! subtrees whose candidates changed: a new peer's programs differ from the part's
 //! previous ones in one rule's list). The compiler starts afresh once its garbage
-//! reaches its fresh size, so a part stays within about twice its fresh bytes; what
-//! the parts keep is in [`IdentityStats`] (`part_program_bytes`,
+//! reaches its fresh size, so a part stays within about twice its fresh bytes, and
+//! only the last part keeps one (a part added lets the one before it go); what the
+//! parts keep is in [`IdentityStats`] (`part_program_bytes`,
 //! `part_compiler_bytes`).
 //!
 //! The slow twins are the linear reference over the original set (property tests
@@ -373,10 +374,19 @@ impl Lists {
     /// The form of list `v`: by its allocation if `Lists` holds that one, else by
     /// content.
     fn get(&self, v: &Nets) -> Option<&Nets> {
-        self.by_ptr
-            .get(&ptr_key(v))
-            .or_else(|| self.ids.get(&**v))
-            .map(|&i| &self.rewritten[i as usize])
+        self.by_alloc(v).or_else(|| self.by_content(v))
+    }
+
+    /// The form of the list whose allocation `v` is, if `Lists` holds it.
+    fn by_alloc(&self, v: &Nets) -> Option<&Nets> {
+        let i = *self.by_ptr.get(&ptr_key(v))?;
+        self.rewritten.get(i as usize)
+    }
+
+    /// The form of a list with `v`'s addresses.
+    fn by_content(&self, v: &[IpNet]) -> Option<&Nets> {
+        let i = *self.ids.get(v)?;
+        self.rewritten.get(i as usize)
     }
 }
 
@@ -989,6 +999,15 @@ impl IdentityClassifier {
             }
             _ => {
                 next.stats.parts += 1;
+                // Only the last part is ever built again: the one before lets its
+                // compiler go (for every generation sharing it), so one is kept.
+                if let Some(prev) = next.parts.last_mut() {
+                    if let Ok(mut c) = prev.compiler.lock() {
+                        c.take();
+                    }
+                    next.stats.part_compiler_bytes -= prev.compiler_bytes;
+                    prev.compiler_bytes = 0;
+                }
                 0
             }
         };
@@ -1020,15 +1039,10 @@ impl IdentityClassifier {
     /// By its allocation first (in every layer), then by content: a list's content
     /// is in at most one layer.
     fn known(&self, v: &Nets) -> Option<&Nets> {
-        let k = ptr_key(v);
         self.lists
             .iter()
-            .find_map(|l| l.by_ptr.get(&k).and_then(|&i| l.rewritten.get(i as usize)))
-            .or_else(|| {
-                self.lists
-                    .iter()
-                    .find_map(|l| l.ids.get(&**v).and_then(|&i| l.rewritten.get(i as usize)))
-            })
+            .find_map(|l| l.by_alloc(v))
+            .or_else(|| self.lists.iter().find_map(|l| l.by_content(v)))
     }
 
     /// Whether two identity-space forms hold the same identities of live classes.
@@ -2284,6 +2298,13 @@ mod tests {
                         let compilers: usize = cl.parts.iter().map(|p| p.compiler_bytes).sum();
                         prop_assert_eq!(cl.stats.part_compiler_bytes, compilers);
                         prop_assert!(compilers > 0, "an added part keeps its compiler");
+                        let (last, earlier) = cl.parts.split_last().expect("parts");
+                        prop_assert!(last.compiler.lock().is_ok_and(|c| c.is_some()));
+                        prop_assert!(
+                            earlier.iter().all(|p| p.compiler_bytes == 0
+                                && p.compiler.lock().is_ok_and(|c| c.is_none())),
+                            "only the last part keeps a compiler"
+                        );
                     }
                     Err(ProgramChangeRefused::UnknownProgram(p)) => {
                         prop_assert!(dropped.contains(&ProgramId(p)));
