@@ -44,6 +44,9 @@
 //!   `Live::update` (no rebuild in between, so tree parts accumulate), after 100
 //!   replicas joined on the endpoint fast path; CPU and wall p50/p99/max, how many
 //!   took the incremental path, every 10th generation checked against a fresh build.
+//!
+//! `--nice N` runs every timed change at nice value N on its thread (the guard taken
+//! just before the timer starts, dropped after), as `tiergate run --change-nice` does.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -105,6 +108,26 @@ pub struct ScaleArgs {
     /// resolves every leaf; larger values leave short lists, smaller trees).
     #[arg(long, default_value_t = 1)]
     trees_binth: usize,
+    /// The nice value (-20..=19) each timed change runs at on its thread, as
+    /// `tiergate run --change-nice` does (default: the thread's own). Below 0 needs
+    /// CAP_SYS_NICE.
+    #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
+    nice: Option<i32>,
+}
+
+/// `--nice`, set once by [`main`].
+static NICE: std::sync::OnceLock<Option<i32>> = std::sync::OnceLock::new();
+
+/// A timed change starts: the thread at `--nice` until the guard is dropped.
+fn changing() -> Option<control::sys::Nice> {
+    let n = (*NICE.get()?)?;
+    match control::sys::Nice::set(n) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            eprintln!("--nice {n}: {e}");
+            std::process::exit(2);
+        }
+    }
 }
 
 /// A small deterministic generator (64-bit LCG, high bits).
@@ -324,6 +347,7 @@ pub fn keys(pods: usize, n: usize, seed: u64) -> Vec<FlowKey> {
 }
 
 pub fn main(a: &ScaleArgs) -> Result<(), String> {
+    let _ = NICE.set(a.nice);
     if a.mode == "policies" {
         return policies_mode(a);
     }
@@ -527,6 +551,7 @@ fn policy_changes(
             control::model::RuleAction::Deny
         };
         let key = c.policies[j].key.clone();
+        let _nice = changing();
         let w = Instant::now();
         if i % 2 == 0 {
             let applied = live.update(&c, &[key]).map_err(|e| e.to_string())?;
@@ -682,6 +707,7 @@ fn policy_only(a: &ScaleArgs, name: &str, cluster: Cluster) -> Result<(), String
             control::model::RuleAction::Deny
         };
         let key = c.policies[j].key.clone();
+        let _nice = changing();
         let (w, t) = (Instant::now(), cputime::thread_cpu());
         let applied = live.update(&c, &[key]).map_err(|e| e.to_string())?;
         publish(&slot, &live, &mut generation);
@@ -775,6 +801,7 @@ fn policies_mode(a: &ScaleArgs) -> Result<(), String> {
             .ok_or("policy not found")?;
         rs[at] = p;
         let next = Cluster::from_resources(&rs).map_err(|e| e.to_string())?;
+        let _nice = changing();
         let w = Instant::now();
         if i % 2 == 0 {
             let applied = live.update(&next, &[key]).map_err(|e| e.to_string())?;
@@ -894,6 +921,7 @@ impl Adds {
         check: Option<(&[FlowKey], &str)>,
         removed: &impl Fn(&mut Cluster, &control::model::ResourceKey),
     ) -> Result<(), String> {
+        let _nice = changing();
         let (w, c) = (Instant::now(), cputime::thread_cpu());
         let r = live.update(store, std::slice::from_ref(&key));
         self.fast += usize::from(r.map_err(|e| e.to_string())? == Applied::Fast);
@@ -948,6 +976,7 @@ where
         let c = cputime::thread_cpu();
         let key = add(store, i, next_addr, None);
         next_c.push(cputime::thread_cpu() - c);
+        let _nice = changing();
         let (w, c) = (Instant::now(), cputime::thread_cpu());
         let applied = live
             .update(store, std::slice::from_ref(&key))
@@ -958,6 +987,7 @@ where
         let c = cputime::thread_cpu();
         remove(store, &key);
         next_c.push(cputime::thread_cpu() - c);
+        let _nice = changing();
         let (w, c) = (Instant::now(), cputime::thread_cpu());
         let applied2 = live
             .update(store, std::slice::from_ref(&key))
@@ -1289,6 +1319,7 @@ fn churn(
         while Instant::now() < end {
             let mut st = live_cell.borrow_mut();
             let (live, generation, keys_in, times, fast) = &mut *st;
+            let _nice = changing();
             let w = Instant::now();
             let applied = if k.is_multiple_of(2) || keys_in.is_empty() {
                 let mut e = templates[k % templates.len()].clone();
@@ -1408,6 +1439,7 @@ fn pods_store(a: &ScaleArgs, name: &str, rs: &[Resource]) -> Result<(), String> 
             vec![Net::parse(&format!("10.200.{}.{}", (i / 256) % 256, i % 256)).expect("address")];
         let key = r.key();
         for (kind, add) in [(0, true), (1, false)] {
+            let _nice = changing();
             let (w, mut c) = (Instant::now(), cputime::thread_cpu());
             let c0 = c;
             let mut lap = |step: usize, c: &mut Duration| {

@@ -93,6 +93,9 @@ pub struct SocketArgs {
     /// The daemon's `--classifier` (`identity` or `tree`; default: the daemon's).
     #[arg(long, value_name = "KIND")]
     classifier: Option<String>,
+    /// The daemon's `--change-nice` (a nice value or `off`; default: the daemon's).
+    #[arg(long, value_name = "N|off", allow_hyphen_values = true)]
+    change_nice: Option<String>,
     /// Measure pod churn on `bench scale`'s cluster of this many pods instead (see
     /// the module doc).
     #[arg(long, value_name = "PODS")]
@@ -287,6 +290,9 @@ fn start(a: &SocketArgs, bin: &Path, dir: &Path, set: &str) -> Result<(Daemon, P
         .args(["--interval", "1"]);
     if let Some(c) = &a.classifier {
         cmd.args(["--classifier", c]);
+    }
+    if let Some(n) = &a.change_nice {
+        cmd.args(["--change-nice", n]);
     }
     if a.state_dir {
         let sd = dir.join("state");

@@ -74,3 +74,157 @@ pub fn release_free_memory() {
     // for the calling thread, and may be called at any time from any thread.
     unsafe { libmimalloc_sys::mi_collect(true) }
 }
+
+/// The calling thread's scheduling priority raised (or lowered) to a nice value for as
+/// long as the guard lives; dropping it puts back the value the thread had. Linux
+/// keeps a nice value per thread, so other threads of the process are not affected.
+///
+/// A thread started while a guard is held inherits the raised value; background work
+/// started from a change (compaction, the reaper) takes [`base_nice`] before it spawns
+/// and calls [`settle_nice`] first thing on the new thread.
+#[derive(Debug)]
+pub struct Nice {
+    tid: libc::pid_t,
+    previous: i32,
+    outer: Option<i32>,
+}
+
+std::thread_local! {
+    /// The value the thread had before its outermost live [`Nice`] guard.
+    static BASE_NICE: std::cell::Cell<Option<i32>> = const { std::cell::Cell::new(None) };
+}
+
+/// The nice value the calling thread had before the [`Nice`] guard it holds (`None`:
+/// it holds none, its value is its own).
+pub fn base_nice() -> Option<i32> {
+    BASE_NICE.with(std::cell::Cell::get)
+}
+
+/// Puts the calling thread, just started by a thread whose [`base_nice`] was `base`,
+/// back at that value: background work does not keep a change's priority. Raising a
+/// nice value needs no privilege; a failure leaves the inherited value.
+pub fn settle_nice(base: Option<i32>) {
+    if let Some(b) = base {
+        // SAFETY: `gettid` takes no argument and cannot fail.
+        let tid = unsafe { libc::gettid() };
+        let _ = set_priority(libc::id_t::try_from(tid).unwrap_or(0), b);
+    }
+}
+
+impl Nice {
+    /// Sets the calling thread's nice value to `value` (-20..=19; lower runs first).
+    /// Lowering it below the current value needs CAP_SYS_NICE (or RLIMIT_NICE);
+    /// without it the error is EACCES/EPERM and nothing changes.
+    pub fn set(value: i32) -> std::io::Result<Nice> {
+        // SAFETY: `gettid` takes no argument and cannot fail.
+        let tid = unsafe { libc::gettid() };
+        let who = libc::id_t::try_from(tid).unwrap_or(0);
+        // SAFETY: `getpriority` reads the scheduling state of thread `tid` (the caller)
+        // and touches no memory of ours; -1 is a valid nice value, so errno is cleared
+        // first and read after to tell a failure from it.
+        let previous = unsafe {
+            *libc::__errno_location() = 0;
+            let p = libc::getpriority(libc::PRIO_PROCESS, who);
+            if p == -1 && *libc::__errno_location() != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            p
+        };
+        set_priority(who, value)?;
+        let outer = BASE_NICE.with(|b| b.replace(Some(b.get().unwrap_or(previous))));
+        Ok(Nice {
+            tid,
+            previous,
+            outer,
+        })
+    }
+}
+
+impl Drop for Nice {
+    fn drop(&mut self) {
+        // Raising the nice value back is always allowed; a failure leaves the thread
+        // at the value it was given, which the next change sets again anyway.
+        let _ = set_priority(libc::id_t::try_from(self.tid).unwrap_or(0), self.previous);
+        BASE_NICE.with(|b| b.set(self.outer));
+    }
+}
+
+fn set_priority(who: libc::id_t, value: i32) -> std::io::Result<()> {
+    // SAFETY: `setpriority` on PRIO_PROCESS with a thread id changes only that
+    // thread's nice value; it takes plain integers and touches no memory of ours.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, who, value) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nice_of(tid: libc::pid_t) -> i32 {
+        // SAFETY: as in `Nice::set`: reads a thread's nice value, touches no memory.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::id_t::try_from(tid).unwrap()) }
+    }
+
+    fn own_tid() -> libc::pid_t {
+        // SAFETY: `gettid` takes no argument and cannot fail.
+        unsafe { libc::gettid() }
+    }
+
+    #[test]
+    fn a_nice_guard_sets_the_thread_alone_and_puts_it_back() {
+        // On threads of their own, so that the test harness's threads keep theirs.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || {
+            tx.send(own_tid()).unwrap();
+            let _ = done_rx.recv();
+        });
+        let other_tid = rx.recv().unwrap();
+        std::thread::spawn(move || {
+            let me = own_tid();
+            let before = nice_of(me);
+            let other_before = nice_of(other_tid);
+            // Raising the value never needs a privilege.
+            let target = (before + 3).min(19);
+            assert_eq!(base_nice(), None);
+            {
+                let _g = Nice::set(target).expect("raising the nice value is always allowed");
+                assert_eq!(nice_of(me), target);
+                assert_eq!(
+                    nice_of(other_tid),
+                    other_before,
+                    "another thread is not affected"
+                );
+                assert_eq!(base_nice(), Some(before));
+                // A thread started now inherits `target`; settled, it is back at `before`
+                // (lowering again, so only as root).
+                let base = base_nice();
+                let (inherited, settled) = std::thread::spawn(move || {
+                    let me = own_tid();
+                    let inherited = nice_of(me);
+                    settle_nice(base);
+                    (inherited, nice_of(me))
+                })
+                .join()
+                .unwrap();
+                assert_eq!(inherited, target);
+                if euid() == 0 {
+                    assert_eq!(settled, before);
+                }
+            }
+            assert_eq!(base_nice(), None);
+            // The drop lowers the value back, which only a privileged thread may do.
+            if euid() == 0 {
+                assert_eq!(nice_of(me), before);
+            }
+        })
+        .join()
+        .unwrap();
+        done_tx.send(()).unwrap();
+        other.join().unwrap();
+    }
+}

@@ -514,6 +514,53 @@ fn bad_clients_are_refused_without_effect_on_forwarding(engine: &str) {
     assert_eq!(pf[0][0], pf[0][1], "flow A lost packets: {pf:?}");
 }
 
+/// A change runs at `--change-nice` (-10 by default) when the process may set it,
+/// says so in its timings and in `health`, and at the thread's own priority with
+/// `--change-nice off`; an out-of-range value is a usage error naming the flag.
+#[test]
+fn changes_run_at_the_change_nice_value() {
+    let root = tests_run_as_root();
+    for (extra, want) in [(None, -10), (Some("off"), 0), (Some("5"), 5)] {
+        let mut args = vec!["--loop", "--pcap-rate", "1000"];
+        if let Some(v) = extra {
+            args.extend(["--change-nice", v]);
+        }
+        let d = Daemon::start("identity", "nice", &[udp(1000, 5353)], &args);
+        let r = request(
+            &d.socket,
+            json!({"v":1,"id":2,"op":"apply","text":DENY_7777}),
+        );
+        assert_eq!(r["result"]["changed"], true, "{r}");
+        let nice = &r["result"]["timings"]["nice"];
+        let health = request(&d.socket, json!({"v":1,"id":3,"op":"health"}));
+        let said = &health["result"]["change_nice"];
+        match extra {
+            Some("off") => {
+                assert!(nice.is_null(), "{r}");
+                assert!(said.is_null(), "{health}");
+            }
+            // Raising the nice value needs no privilege; lowering it needs root here.
+            _ if want > 0 || root => {
+                assert_eq!(nice, want, "{r}");
+                assert_eq!(said, want, "{health}");
+            }
+            _ => {
+                eprintln!(
+                    "not root: the default --change-nice -10 is refused; checked that changes still apply"
+                );
+                assert!(nice.is_null(), "{r}");
+            }
+        }
+    }
+    let o = tiergate()
+        .args(["run", "--pcap", "none.pcap", "--change-nice", "20"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--change-nice"), "{}", text(&o));
+    assert!(text(&o).contains("-20 to 19"), "{}", text(&o));
+}
+
 fn tests_run_as_root() -> bool {
     Command::new("id")
         .arg("-u")

@@ -201,6 +201,13 @@ pub struct Args {
     /// compiles the whole store).
     #[arg(long, value_enum, value_name = "KIND", default_value_t = ClassifierArg::Identity)]
     pub classifier: ClassifierArg,
+    /// The nice value (-20..=19) a policy or endpoint change runs at on its control
+    /// thread while it lasts, or `off` for the thread's own: on a node running other
+    /// work a change then waits for its own CPU time, not for a share of a busy core.
+    /// Below 0 needs CAP_SYS_NICE; refused, changes run at normal priority (a notice
+    /// says so). Workers and background compaction are not affected.
+    #[arg(long, value_name = "N|off", default_value = "-10", allow_hyphen_values = true, value_parser = super::values::change_nice)]
+    pub change_nice: super::values::NiceArg,
 }
 
 /// The flags a run's signal handlers set: `term` on SIGTERM and SIGINT, `usr1` on
@@ -267,6 +274,9 @@ fn start_daemon<E: Engine>(args: &Args) -> Result<(Arc<Daemon<E>>, ControlThread
         crate::errln!("tiergate run: {e}");
         ExitCode::from(super::EXIT_USAGE)
     };
+    if let Err(e) = daemon.set_change_nice(args.change_nice.0) {
+        crate::errln!("tiergate run: --change-nice: {e}; changes run at normal priority");
+    }
     let control = ControlThread::start().map_err(usage)?;
     control.housekeeping(&daemon);
     if !args.no_socket {

@@ -15,6 +15,21 @@ pub fn interval() -> clap::builder::RangedU64ValueParser<u64> {
     clap::value_parser!(u64).range(1..=MAX_INTERVAL_SECS)
 }
 
+/// A nice value from -20 to 19, or `off` (`None`: the thread's own priority).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NiceArg(pub Option<i32>);
+
+/// `--change-nice` of `run`: a nice value from -20 to 19, or `off`.
+pub fn change_nice(s: &str) -> Result<NiceArg, String> {
+    if s == "off" {
+        return Ok(NiceArg(None));
+    }
+    match s.parse::<i32>() {
+        Ok(n) if (-20..=19).contains(&n) => Ok(NiceArg(Some(n))),
+        _ => Err("expected a nice value from -20 to 19, or off".into()),
+    }
+}
+
 /// Largest `--flow-capacity` of `run` and `replay` (connections per worker): 2 GiB of
 /// flow table, well within the table's `u32` slot numbers.
 pub const MAX_FLOW_CAPACITY: usize = 1 << 24;

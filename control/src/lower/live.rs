@@ -406,9 +406,12 @@ fn reap(old: Box<dyn Send>) {
     static REAPER: OnceLock<Option<Mutex<Sender<Sent>>>> = OnceLock::new();
     let reaper = REAPER.get_or_init(|| {
         let (tx, rx) = channel::<Sent>();
+        // Started by a change, perhaps at a raised priority; it keeps the normal one.
+        let base = crate::sys::base_nice();
         std::thread::Builder::new()
             .name("tiergate-reaper".into())
             .spawn(move || {
+                crate::sys::settle_nice(base);
                 for c in rx {
                     drop(c);
                 }
@@ -1255,9 +1258,12 @@ impl Live {
         let shared = self.policies.clone();
         let cfg = self.cfg;
         // If no thread can be started, the change that finds MAX_PARTS rebuilds.
+        // Background work: not at the raised priority of the change starting it.
+        let base = crate::sys::base_nice();
         if let Ok(build) = std::thread::Builder::new()
             .name("tiergate-compact".into())
             .spawn(move || {
+                crate::sys::settle_nice(base);
                 copy.policies = shared.to_vec();
                 // Let go at once: a policy change meanwhile changes the live copy in
                 // place instead of copying it.
@@ -1388,9 +1394,13 @@ impl Live {
     /// no thread can be started, `fresh` is dropped (a later change starts a new
     /// compaction).
     fn hand_off(&mut self, fresh: Live, backlog: Backlog) {
+        let base = crate::sys::base_nice();
         if let Ok(build) = std::thread::Builder::new()
             .name("tiergate-compact".into())
-            .spawn(move || fresh.catch_up(backlog))
+            .spawn(move || {
+                crate::sys::settle_nice(base);
+                fresh.catch_up(backlog)
+            })
         {
             self.compaction = Some(Compaction {
                 build,

@@ -11,6 +11,12 @@
 //! (`get`, `flows`, `health`) never wait for a change: they read the last published
 //! [`View`].
 //!
+//! A change runs on the thread that asked for it, at the nice value set with
+//! [`Daemon::set_change_nice`] (`tiergate run --change-nice`, -10 by default) for as
+//! long as it lasts: on a node that also runs other work (builds, batch jobs) a pod's
+//! arrival then waits for its own CPU time, not for a share of a busy core. Background
+//! work (the identity engine's compaction thread) keeps its normal priority.
+//!
 //! The daemon is generic over its engine (the workers' classifier type follows), so
 //! the packet path stays monomorphic.
 
@@ -20,6 +26,7 @@ use super::docs::SharedMap;
 use super::engine::Built;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -127,22 +134,18 @@ pub struct ChangeTimings {
     /// publication (the other timings are wall time, which on a busy machine also
     /// counts the time other work had the CPU).
     pub cpu_ms: f64,
+    /// The nice value the change ran at ([`Daemon::set_change_nice`]; `None`: the
+    /// thread's own).
+    pub nice: Option<i32>,
 }
 
-/// When a change started, in wall and in thread CPU time.
-#[derive(Clone, Copy)]
+/// When a change started, in wall and in thread CPU time, and the thread's priority
+/// for the change (put back when the change ends and this is dropped).
 struct Start {
     wall: Instant,
     cpu: Duration,
-}
-
-impl Start {
-    fn now() -> Start {
-        Start {
-            wall: Instant::now(),
-            cpu: crate::sys::thread_cpu(),
-        }
-    }
+    nice: Option<crate::sys::Nice>,
+    nice_value: Option<i32>,
 }
 
 /// The daemon, publishing the generations of engine `E`.
@@ -155,7 +158,12 @@ pub struct Daemon<E: Engine = Trees> {
     dataplane: RwLock<Option<DataplaneInfo>>,
     slot: Arc<ClassifierSlot<E::Classifier>>,
     started: Instant,
+    /// The nice value changes run at; [`NICE_UNSET`]: the thread's own.
+    change_nice: AtomicI32,
 }
+
+/// [`Daemon::change_nice`]'s "leave the thread's priority alone".
+const NICE_UNSET: i32 = i32::MIN;
 
 impl<E: Engine> std::fmt::Debug for Daemon<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -370,7 +378,50 @@ impl<E: Engine> Daemon<E> {
             dataplane: RwLock::new(None),
             slot,
             started: Instant::now(),
+            change_nice: AtomicI32::new(NICE_UNSET),
         })
+    }
+
+    /// Makes every later change run at nice value `nice` (-20..=19; lower runs
+    /// first) on its thread, the thread's own value put back after it; `None` leaves
+    /// the threads' priority alone (the default). Tried at once on the calling thread:
+    /// a value the process may not set (lowering it needs CAP_SYS_NICE) is refused
+    /// with the system's reason and nothing changes.
+    pub fn set_change_nice(&self, nice: Option<i32>) -> Result<(), String> {
+        if let Some(n) = nice {
+            if !(-20..=19).contains(&n) {
+                return Err(format!("nice value {n} is outside -20..=19"));
+            }
+            // Set and put back at once: only whether the process may.
+            drop(
+                crate::sys::Nice::set(n)
+                    .map_err(|e| format!("cannot run changes at nice {n}: {e}"))?,
+            );
+        }
+        self.change_nice
+            .store(nice.unwrap_or(NICE_UNSET), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The nice value changes run at (`None`: the thread's own).
+    pub fn change_nice(&self) -> Option<i32> {
+        Some(self.change_nice.load(Ordering::Relaxed)).filter(|n| *n != NICE_UNSET)
+    }
+
+    /// A change starts now: the clocks read, the thread set to [`Self::change_nice`]
+    /// (if the kernel refuses, the change runs at the thread's own priority and its
+    /// timings say so).
+    fn start(&self) -> Start {
+        let nice = self
+            .change_nice()
+            .and_then(|n| crate::sys::Nice::set(n).ok());
+        let nice_value = nice.as_ref().and(self.change_nice());
+        Start {
+            wall: Instant::now(),
+            cpu: crate::sys::thread_cpu(),
+            nice,
+            nice_value,
+        }
     }
 
     /// The slot the workers read their classifier from.
@@ -421,7 +472,7 @@ impl<E: Engine> Daemon<E> {
 
     /// Applies the resources of every source as one change, all or nothing.
     pub fn apply_sources(&self, sources: &[SourceText]) -> Result<Value, OpError> {
-        let t0 = Start::now();
+        let t0 = self.start();
         let read = read_sources(sources, "apply")?;
         if read.is_empty() {
             return Err(ErrorBody::new(
@@ -462,7 +513,7 @@ impl<E: Engine> Daemon<E> {
 
     /// Deletes resources, all or nothing.
     pub fn delete(&self, keys: &[KeyRef], sources: &[SourceText]) -> Result<Value, OpError> {
-        let t0 = Start::now();
+        let t0 = self.start();
         let mut doomed = Vec::new();
         for k in keys {
             doomed.push(key_of(k)?);
@@ -499,7 +550,7 @@ impl<E: Engine> Daemon<E> {
     /// ([`Store::file_keys`]) that the files no longer hold are deleted. Resources
     /// applied through the socket under other keys are left alone. All or nothing.
     pub fn reload(&self, paths: &[std::path::PathBuf]) -> Result<Value, OpError> {
-        let t0 = Start::now();
+        let t0 = self.start();
         let read = policy::read_paths(paths, true).map_err(|e| policy_error("reload", &e))?;
         let keys: BTreeSet<ResourceKey> = read.items.iter().map(|l| l.resource.key()).collect();
         self.change(t0, "reload", |store| {
@@ -663,6 +714,7 @@ impl<E: Engine> Daemon<E> {
             result["path"] = json!(path);
             t.publish_ms = ms(t4.elapsed());
             t.cpu_ms = ms(crate::sys::thread_cpu().saturating_sub(t0.cpu));
+            t.nice = t0.nice_value;
             (number, result)
         };
         let t5 = Instant::now();
@@ -674,6 +726,7 @@ impl<E: Engine> Daemon<E> {
         // the tables (`dataplane` `flat` module).
         self.housekeeping();
         t.total_ms = ms(t0.wall.elapsed());
+        drop(t0.nice);
         result["generation"] = json!(generation);
         result["changed"] = json!(true);
         result["workers"] = json!({ "running_generation": running, "total": total });
@@ -1016,6 +1069,7 @@ impl<E: Engine> Daemon<E> {
             "workers": workers.iter().enumerate().map(|(i, g)| json!({"worker": i, "generation": g})).collect::<Vec<_>>(),
             "worker_generations": running,
             "generations_held": kept,
+            "change_nice": self.change_nice(),
         })
     }
 }
