@@ -142,8 +142,9 @@ impl Nice {
 
 impl Drop for Nice {
     fn drop(&mut self) {
-        // Raising the nice value back is always allowed; a failure leaves the thread
-        // at the value it was given, which the next change sets again anyway.
+        // Back from a raised priority is a higher nice value, which is always
+        // allowed. Back down after a guard that lowered the priority needs
+        // CAP_SYS_NICE; refused, the thread keeps the guard's value.
         let _ = set_priority(libc::id_t::try_from(self.tid).unwrap_or(0), self.previous);
         BASE_NICE.with(|b| b.set(self.outer));
     }
