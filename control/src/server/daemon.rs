@@ -765,20 +765,21 @@ impl<E: Engine> Daemon<E> {
         Ok(built)
     }
 
-    /// Waits until every worker runs `generation` (or a later one), at most `wait`.
-    /// Returns (workers running it, workers).
+    /// Waits until every worker runs `generation` (or a later one) or sleeps waiting
+    /// for frames (then it takes the newest generation before it processes anything:
+    /// `dataplane::worker::ClassifierSlot::taken_by`), at most `wait`. Returns
+    /// (workers that took it, workers).
     pub fn wait_for_workers(&self, generation: u32, wait: Duration) -> (usize, usize) {
         let start = Instant::now();
         let deadline = start + wait;
         loop {
-            let running = self.slot.running();
-            let on = running
-                .iter()
-                .filter(|g| newer_or_same(**g, generation))
-                .count();
+            // A worker asleep waiting for frames has taken it too: it takes the newest
+            // generation before it processes anything when it wakes.
+            let taken = self.slot.taken_by(generation, newer_or_same);
+            let on = taken.iter().filter(|t| **t).count();
             let now = Instant::now();
-            if on == running.len() || now >= deadline {
-                return (on, running.len());
+            if on == taken.len() || now >= deadline {
+                return (on, taken.len());
             }
             // Workers take a new generation at their next batch (an idle pcap worker
             // is unparked by the publish), usually within tens of microseconds: the
@@ -1058,7 +1059,11 @@ impl<E: Engine> Daemon<E> {
             .and_then(|d| d.as_ref().map(|d| (d.generations)()))
             .unwrap_or_default();
         let running = self.slot.running();
-        let current = running.iter().all(|g| newer_or_same(*g, view.generation));
+        let current = self
+            .slot
+            .taken_by(view.generation, newer_or_same)
+            .iter()
+            .all(|t| *t);
         let kept = self.gens.lock().map(|g| g.len()).unwrap_or(0);
         json!({
             "status": if current { "ok" } else { "updating" },

@@ -51,7 +51,7 @@ mod stats;
 pub(crate) mod tests;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
@@ -199,7 +199,9 @@ pub struct Worker<C> {
     latency: Histogram<u64>,
     slot: Arc<ClassifierSlot<C>>,
     current: Arc<Published<C>>,
-    seat: Arc<AtomicU32>,
+    seat: Arc<publish::Seat>,
+    /// Whether the seat says the worker is asleep ([`Worker::asleep`]).
+    asleep: bool,
     records: RecordOut,
     next_export_ns: u64,
     last_ns: u64,
@@ -261,6 +263,7 @@ impl<C: Classify> Worker<C> {
             slot,
             current,
             seat,
+            asleep: false,
             records,
             next_export_ns: 0,
             last_ns: 0,
@@ -359,14 +362,43 @@ impl<C: Classify> Worker<C> {
         }
     }
 
+    /// The worker is about to sleep until frames arrive (or a timeout): until it next
+    /// receives or idles, the publisher may count it as running every generation
+    /// published meanwhile, since it takes the newest one before processing anything
+    /// ([`publish::Seat`]). A worker that sleeps without saying so is waited for until
+    /// it wakes.
+    ///
+    /// Not with a flow offload: while the worker sleeps, the XDP program keeps
+    /// forwarding its connections under the generation the worker last wrote into
+    /// the offload, so a change waits until the worker takes it (at the latest when
+    /// its sleep times out).
+    pub fn asleep(&mut self) {
+        if self.offload.is_some() {
+            return;
+        }
+        self.seat.asleep.store(true, Ordering::SeqCst);
+        self.asleep = true;
+    }
+
     /// Picks up a newly published classifier, if any (batch boundary).
     fn refresh_classifier(&mut self) {
-        if self.slot.published.load(Ordering::Acquire) != self.current.generation {
+        // Awake again: say so before reading the generation (sequentially
+        // consistent, [`publish::Seat`]).
+        let published = if self.asleep {
+            self.asleep = false;
+            self.seat.asleep.store(false, Ordering::SeqCst);
+            self.slot.published.load(Ordering::SeqCst)
+        } else {
+            self.slot.published.load(Ordering::Acquire)
+        };
+        if published != self.current.generation {
             let next = self.slot.load();
             // Drop ours before telling the publisher, so the publisher's `reclaim`
             // is the one that frees it.
             self.current = next;
-            self.seat.store(self.current.generation, Ordering::Release);
+            self.seat
+                .generation
+                .store(self.current.generation, Ordering::Release);
             self.stats.generation_swaps += 1;
             if let Some(o) = &mut self.offload {
                 o.publish_generation(self.current.generation);

@@ -2,11 +2,28 @@
 //! [`ClassifierSlot`] (arc-swap), polled by every worker at its batch boundary, and
 //! the reclamation of retired generations on the publisher's thread.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use crossbeam::utils::CachePadded;
+
+/// What a worker tells the publisher: the generation it runs, and whether it is
+/// asleep waiting for frames.
+///
+/// A worker that sleeps (an idle AF_XDP worker in `poll(2)`, up to 10 ms) takes the
+/// newest generation before it processes anything when it wakes, so the publisher
+/// may count it as running every generation published while it sleeps
+/// ([`ClassifierSlot::taken_by`]). The order that makes this exact: the worker
+/// clears `asleep` and then loads the published generation; the publisher stores
+/// the generation and then loads `asleep`; all four sequentially consistent. If the
+/// publisher reads `asleep` set, the worker's clear comes later, so its load sees the
+/// new generation.
+#[derive(Debug)]
+pub(super) struct Seat {
+    pub(super) generation: AtomicU32,
+    pub(super) asleep: AtomicBool,
+}
 
 /// A classifier with the generation number it was compiled for.
 #[derive(Debug)]
@@ -29,7 +46,7 @@ pub struct ClassifierSlot<C> {
     /// nothing shared is written on the packet path).
     pub(super) published: CachePadded<AtomicU32>,
     retired: Mutex<Vec<Arc<Published<C>>>>,
-    seats: Mutex<Vec<Arc<AtomicU32>>>,
+    seats: Mutex<Vec<Arc<Seat>>>,
     /// Threads [`ClassifierSlot::publish`] unparks: workers that park while idle
     /// ([`ClassifierSlot::wake_on_publish`]) take a new generation at once instead of
     /// at the end of their nap.
@@ -65,7 +82,8 @@ impl<C> ClassifierSlot<C> {
     pub fn publish(&self, next: Published<C>) {
         let generation = next.generation;
         let old = self.current.swap(Arc::new(next));
-        self.published.store(generation, Ordering::Release);
+        // Sequentially consistent: see [`Seat`].
+        self.published.store(generation, Ordering::SeqCst);
         if let Ok(mut r) = self.retired.lock() {
             r.push(old);
         }
@@ -88,7 +106,10 @@ impl<C> ClassifierSlot<C> {
     /// how many are still retained.
     pub fn reclaim(&self) -> usize {
         let in_use: Vec<u32> = match self.seats.lock() {
-            Ok(s) => s.iter().map(|a| a.load(Ordering::Acquire)).collect(),
+            Ok(s) => s
+                .iter()
+                .map(|a| a.generation.load(Ordering::Acquire))
+                .collect(),
             Err(_) => return usize::MAX,
         };
         match self.retired.lock() {
@@ -104,13 +125,36 @@ impl<C> ClassifierSlot<C> {
     /// worker that stopped keeps reporting its last one).
     pub fn running(&self) -> Vec<u32> {
         match self.seats.lock() {
-            Ok(s) => s.iter().map(|a| a.load(Ordering::Acquire)).collect(),
+            Ok(s) => s
+                .iter()
+                .map(|a| a.generation.load(Ordering::Acquire))
+                .collect(),
             Err(_) => Vec::new(),
         }
     }
 
-    pub(super) fn register(&self, generation: u32) -> Arc<AtomicU32> {
-        let seat = Arc::new(AtomicU32::new(generation));
+    /// Per registered worker (in registration order), whether it has taken
+    /// `generation`, given `newer_or_same(running, generation)`: it runs it (or a
+    /// later one), or it sleeps and takes the newest generation before it processes
+    /// anything when it wakes ([`Seat`]). Call after publishing `generation`.
+    pub fn taken_by(&self, generation: u32, newer_or_same: impl Fn(u32, u32) -> bool) -> Vec<bool> {
+        match self.seats.lock() {
+            Ok(s) => s
+                .iter()
+                .map(|a| {
+                    newer_or_same(a.generation.load(Ordering::Acquire), generation)
+                        || a.asleep.load(Ordering::SeqCst)
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    pub(super) fn register(&self, generation: u32) -> Arc<Seat> {
+        let seat = Arc::new(Seat {
+            generation: AtomicU32::new(generation),
+            asleep: AtomicBool::new(false),
+        });
         if let Ok(mut s) = self.seats.lock() {
             s.push(Arc::clone(&seat));
         }

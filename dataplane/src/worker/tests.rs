@@ -493,3 +493,79 @@ proptest::proptest! {
         }
     }
 }
+
+/// An offload that refuses every install and holds nothing.
+#[derive(Debug)]
+struct NoRoom;
+
+impl FlowOffload for NoRoom {
+    fn install(&mut self, _: &FlowKey, _: u32, _: bool) -> Install {
+        Install::Refused
+    }
+    fn read(&mut self, _: &FlowKey) -> [Option<OffloadCounters>; 2] {
+        [None, None]
+    }
+    fn remove(&mut self, _: &FlowKey) -> [Option<OffloadCounters>; 2] {
+        [None, None]
+    }
+    fn publish_generation(&mut self, _: u32) {}
+}
+
+fn newer_or_same(a: u32, b: u32) -> bool {
+    a.wrapping_sub(b) < 1 << 31
+}
+
+fn deny_all(generation: u32) -> Published<PortPolicy> {
+    Published {
+        generation,
+        classifier: PortPolicy {
+            allow: vec![],
+            pending_allow: vec![],
+        },
+    }
+}
+
+/// A worker asleep waiting for frames has taken every generation published while it
+/// sleeps (it runs the newest one before it processes anything when it wakes); an
+/// awake worker has taken one only once it runs it; and with an offload (whose XDP
+/// program forwards under the worker's last generation while it sleeps) sleeping
+/// takes nothing.
+#[test]
+fn a_sleeping_worker_takes_every_generation_published_meanwhile() {
+    let s = slot(&[80], &[80], 1);
+    let (tx, _rx) = crossbeam::channel::bounded(100);
+    let cfg = WorkerConfig {
+        batch: 1,
+        ..Default::default()
+    };
+    let mut w = Worker::new(cfg, Arc::clone(&s), RecordOut::channel(tx));
+    s.publish(deny_all(2));
+    assert_eq!(s.taken_by(2, newer_or_same), vec![false], "awake, on 1");
+    w.asleep();
+    assert_eq!(s.taken_by(2, newer_or_same), vec![true], "asleep");
+    assert_eq!(s.running(), vec![1], "it still holds 1");
+    s.publish(deny_all(3));
+    assert_eq!(s.taken_by(3, newer_or_same), vec![true]);
+    // It wakes with a SYN to port 80: classified under 3 (deny), not 1 (allow).
+    let syn = tcp4_flags(CLIENT, SERVER, 40010, 80, SYN, b"");
+    let mut port = MemPort::all(frames(&[syn.clone()])).recording();
+    assert!(matches!(w.poll(&mut port), Rx::Frames(1)));
+    assert_eq!(verdicts(&port), vec![false]);
+    assert_eq!(s.running(), vec![3]);
+    // Awake again: the next generation waits for its next batch or idle.
+    s.publish(deny_all(4));
+    assert_eq!(s.taken_by(4, newer_or_same), vec![false]);
+    w.idle(2_000_000_000);
+    assert_eq!(s.taken_by(4, newer_or_same), vec![true]);
+
+    // With an offload, asleep is not taken.
+    let s = slot(&[80], &[80], 1);
+    let (tx, _rx) = crossbeam::channel::bounded(100);
+    let mut w =
+        Worker::new(cfg, Arc::clone(&s), RecordOut::channel(tx)).with_offload(Box::new(NoRoom));
+    s.publish(deny_all(2));
+    w.asleep();
+    assert_eq!(s.taken_by(2, newer_or_same), vec![false]);
+    w.idle(2_000_000_000);
+    assert_eq!(s.taken_by(2, newer_or_same), vec![true]);
+}

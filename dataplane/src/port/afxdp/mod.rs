@@ -60,7 +60,9 @@
 //!   work. `Sched::Other` (`--sched other`) keeps the normal policy, and an idle
 //!   worker then polls 256 times before sleeping; busy polling always uses it (a
 //!   busy-polling worker never sleeps). Without CAP_SYS_NICE the worker falls back to
-//!   `Other` and the run says so.
+//!   `Other` and the run says so. A worker about to sleep tells its classifier slot
+//!   (`Worker::asleep`), so that a policy change published meanwhile counts as
+//!   taken at once instead of after the sleep (up to 10 ms); not with an offload.
 //! - **Live counters** ([`LiveWorker`]): each worker publishes its counters into
 //!   atomics of its own, which the control thread reads without locks: after the
 //!   first batch at least 100 ms after the previous publication (the clock is read
@@ -1331,6 +1333,11 @@ fn worker_loop<C: Classify>(
             last_pub = Instant::now();
         }
         if sleep {
+            // A sleeping worker takes the newest generation when it wakes, before it
+            // processes anything: a change need not wait the sleep out.
+            if !port.busy_poll {
+                w.asleep();
+            }
             port.wait(IDLE_SLEEP);
         }
     }
