@@ -66,7 +66,7 @@ use batch::{Deferred, Job, OUT_NONE, PktMeta};
 // The port seam lived here before ports had a module of their own.
 pub use crate::port::{MemPort, Port, Rx, RxFrame};
 pub use offload::{FlowOffload, Install, OffloadCounters, OffloadStats};
-pub use publish::{ClassifierSlot, Published};
+pub use publish::{ClassifierSlot, Published, Waker};
 pub use stats::{Count, WorkerStats, new_latency_histogram};
 
 /// Offloaded connections an idle worker merges per wake-up ([`Worker::idle`]), and

@@ -51,6 +51,19 @@ pub struct ClassifierSlot<C> {
     /// ([`ClassifierSlot::wake_on_publish`]) take a new generation at once instead of
     /// at the end of their nap.
     sleepers: Mutex<Vec<std::thread::Thread>>,
+    /// Called by every [`ClassifierSlot::publish`]: workers that sleep in a system
+    /// call rather than park ([`ClassifierSlot::wake_with`]).
+    wakers: Mutex<Vec<Waker>>,
+}
+
+/// A function [`ClassifierSlot::publish`] calls to wake a sleeping worker.
+#[derive(Clone)]
+pub struct Waker(pub Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for Waker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Waker")
+    }
 }
 
 impl<C> ClassifierSlot<C> {
@@ -62,6 +75,7 @@ impl<C> ClassifierSlot<C> {
             retired: Mutex::new(Vec::new()),
             seats: Mutex::new(Vec::new()),
             sleepers: Mutex::new(Vec::new()),
+            wakers: Mutex::new(Vec::new()),
         }
     }
 
@@ -77,6 +91,16 @@ impl<C> ClassifierSlot<C> {
         }
     }
 
+    /// Has every later [`ClassifierSlot::publish`] call `wake` (a worker that
+    /// sleeps in `poll(2)` and must take a new generation at once: one with a flow
+    /// offload, whose XDP program forwards under the worker's generation). Entries
+    /// are never removed.
+    pub fn wake_with(&self, wake: Waker) {
+        if let Ok(mut w) = self.wakers.lock() {
+            w.push(wake);
+        }
+    }
+
     /// Publishes a new generation; the previous one is retired (kept alive here until
     /// [`ClassifierSlot::reclaim`] sees no worker using it).
     pub fn publish(&self, next: Published<C>) {
@@ -89,6 +113,9 @@ impl<C> ClassifierSlot<C> {
         }
         if let Ok(s) = self.sleepers.lock() {
             s.iter().for_each(std::thread::Thread::unpark);
+        }
+        if let Ok(w) = self.wakers.lock() {
+            w.iter().for_each(|w| (w.0)());
         }
     }
 

@@ -62,7 +62,10 @@
 //!   busy-polling worker never sleeps). Without CAP_SYS_NICE the worker falls back to
 //!   `Other` and the run says so. A worker about to sleep tells its classifier slot
 //!   (`Worker::asleep`), so that a policy change published meanwhile counts as
-//!   taken at once instead of after the sleep (up to 10 ms); not with an offload.
+//!   taken at once instead of after the sleep (up to 10 ms). With an offload it
+//!   does not (its XDP program forwards under the worker's last generation); such a
+//!   worker sleeps with an eventfd in its `poll(2)` set that each publication
+//!   signals, so it wakes and takes the generation at once.
 //! - **Live counters** ([`LiveWorker`]): each worker publishes its counters into
 //!   atomics of its own, which the control thread reads without locks: after the
 //!   first batch at least 100 ms after the previous publication (the clock is read
@@ -100,7 +103,7 @@ use crate::program::Classify;
 use crate::program::{Family, FlowKey};
 use crate::worker::{
     ClassifierSlot, FlowOffload, Install, MAX_BATCH, OffloadCounters, OffloadStats, RecordOut,
-    Worker, WorkerConfig, WorkerReport,
+    Waker, Worker, WorkerConfig, WorkerReport,
 };
 
 pub use super::counters::{KernelCounters, QueueCounters, QueueSnapshot, Sched, WorkerSnapshot};
@@ -350,6 +353,9 @@ pub struct XskPort {
     rewrite: Option<[(Mac, Mac); 2]>,
     busy_poll: bool,
     clock: Clock,
+    /// With a flow offload: what a policy publication signals, so that a sleeping
+    /// worker takes the generation (and tells its XDP program) at once.
+    wakeup: Option<Arc<sys::Wakeup>>,
 }
 
 /// The port's clock: monotonic nanoseconds since the run started, plus `base_ns`
@@ -420,6 +426,7 @@ impl XskPort {
             rewrite,
             busy_poll,
             clock,
+            wakeup: None,
         }
     }
 
@@ -431,7 +438,7 @@ impl XskPort {
             }
         } else {
             let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-            self.frames.wait(ms);
+            self.frames.wait(ms, self.wakeup.as_deref());
         }
     }
 
@@ -1220,11 +1227,19 @@ pub fn start<C: Classify + Send + Sync + 'static>(
             };
             worker = worker.with_offload(Box::new(off));
         }
-        ports.push((
-            XskPort::new(frames, socks, rewrite, batch, cfg.busy_poll, clock),
-            worker,
-            core,
-        ));
+        let mut port = XskPort::new(frames, socks, rewrite, batch, cfg.busy_poll, clock);
+        // An offloading worker that sleeps is woken by each publication: it does
+        // not count as having taken a generation while asleep (its XDP program
+        // forwards under its last one), so a change would wait out its sleep.
+        if offload_maps.is_some() && !cfg.busy_poll {
+            let wake = Arc::new(sys::Wakeup::new().map_err(|e| {
+                AfXdpError::Setup(format!("worker {w}: cannot create its eventfd: {e}"))
+            })?);
+            let signal = Arc::clone(&wake);
+            slot.wake_with(Waker(Arc::new(move || signal.signal())));
+            port.wakeup = Some(wake);
+        }
+        ports.push((port, worker, core));
     }
     for (i, p) in programs.iter_mut().enumerate() {
         let mode = p

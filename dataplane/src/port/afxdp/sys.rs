@@ -83,6 +83,44 @@ pub(super) struct SocketSpec {
     pub queue: u32,
 }
 
+/// An eventfd that wakes a worker sleeping in [`Frames::wait`]: the publisher of a
+/// policy generation signals it (non-blocking, close-on-exec).
+#[derive(Debug)]
+pub(super) struct Wakeup(OwnedFd);
+
+impl Wakeup {
+    pub(super) fn new() -> io::Result<Wakeup> {
+        // SAFETY: `eventfd` takes plain integers; a non-negative result is a new
+        // file descriptor that nothing else owns.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a valid descriptor owned by no one else (just created).
+        Ok(Wakeup(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Wakes the sleeper (a counter at its maximum stays readable: nothing is lost).
+    pub(super) fn signal(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes the 8 bytes of `one`, a valid readable buffer, to the
+        // eventfd; a full counter (EAGAIN) leaves it readable, which is the point.
+        unsafe {
+            libc::write(self.0.as_raw_fd(), (&raw const one).cast(), 8);
+        }
+    }
+
+    /// Resets the counter after a wake-up.
+    fn drain(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads at most 8 bytes into `v`, a valid writable buffer; the fd is
+        // non-blocking, so an empty counter returns EAGAIN at once.
+        unsafe {
+            libc::read(self.0.as_raw_fd(), (&raw mut v).cast(), 8);
+        }
+    }
+}
+
 /// The UMEM of one worker and the sockets that share it (see the module docs for the
 /// ownership rules).
 #[derive(Debug)]
@@ -406,21 +444,31 @@ impl Frames {
     }
 
     /// Waits up to `timeout_ms` for any socket to have frames to receive.
-    pub(super) fn wait(&self, timeout_ms: i32) {
+    pub(super) fn wait(&self, timeout_ms: i32, wakeup: Option<&Wakeup>) {
         let mut fds = [libc::pollfd {
             fd: -1,
             events: 0,
             revents: 0,
-        }; MAX_SOCKETS];
+        }; MAX_SOCKETS + 1];
         let mut n = 0;
         for (p, s) in fds.iter_mut().zip(&self.sockets) {
             p.fd = s.fd;
             p.events = libc::POLLIN;
             n += 1;
         }
+        if let Some(w) = wakeup {
+            fds[n].fd = w.0.as_raw_fd();
+            fds[n].events = libc::POLLIN;
+            n += 1;
+        }
         // SAFETY: `fds[..n]` is a valid, initialised array of pollfd for the call.
         unsafe {
             libc::poll(fds.as_mut_ptr(), n as libc::nfds_t, timeout_ms);
+        }
+        if let Some(w) = wakeup
+            && fds[n - 1].revents & libc::POLLIN != 0
+        {
+            w.drain();
         }
     }
 
@@ -1215,6 +1263,30 @@ pub(super) fn attached_program(ifindex: u32) -> Option<u32> {
 pub(super) mod tests {
     use super::*;
 
+    /// A wake-up is readable (a sleeping `poll(2)` returns) once signalled, however
+    /// often, until drained.
+    #[test]
+    fn a_wakeup_is_readable_once_signalled_until_drained() {
+        let w = Wakeup::new().unwrap();
+        let readable = |w: &Wakeup| {
+            let mut p = libc::pollfd {
+                fd: w.0.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid, initialised pollfd; timeout 0 returns at once.
+            unsafe { libc::poll(&raw mut p, 1, 0) == 1 && p.revents & libc::POLLIN != 0 }
+        };
+        assert!(!readable(&w));
+        w.signal();
+        w.signal();
+        assert!(readable(&w));
+        w.drain();
+        assert!(!readable(&w));
+        w.drain();
+        assert!(!readable(&w));
+    }
+
     #[test]
     fn instructions_have_the_kernel_layout() {
         assert_eq!(
@@ -1311,7 +1383,7 @@ pub(super) mod tests {
         while got < want && std::time::Instant::now() < end {
             got += f.receive(0, 64 - got).1;
             if got < want {
-                f.wait(10);
+                f.wait(10, None);
             }
         }
         got
