@@ -548,7 +548,7 @@ fn a_sleeping_worker_takes_every_generation_published_meanwhile() {
     assert_eq!(s.taken_by(3, newer_or_same), vec![true]);
     // It wakes with a SYN to port 80: classified under 3 (deny), not 1 (allow).
     let syn = tcp4_flags(CLIENT, SERVER, 40010, 80, SYN, b"");
-    let mut port = MemPort::all(frames(&[syn.clone()])).recording();
+    let mut port = MemPort::all(frames(std::slice::from_ref(&syn))).recording();
     assert!(matches!(w.poll(&mut port), Rx::Frames(1)));
     assert_eq!(verdicts(&port), vec![false]);
     assert_eq!(s.running(), vec![3]);
