@@ -454,13 +454,31 @@ const INLINE_ENDPOINTS: usize = 64;
 struct Compaction {
     build: std::thread::JoinHandle<Result<Live, LiveError>>,
     since: Vec<ResourceKey>,
+    /// The thread's id once it runs (0 before), for [`Live::raise_compaction`].
+    tid: Arc<std::sync::atomic::AtomicI32>,
+    /// The nice value a change raised the thread to, if one did.
+    raised_to: Option<i32>,
 }
+
+/// Tree parts from which a change running at a raised priority (`tiergate run
+/// --change-nice`) raises a running compaction's thread to its own: the compaction
+/// is on the changes' path then (at [`MAX_PARTS`] a change waits for it), and
+/// back-to-back changes at the raised priority would otherwise keep it from a core.
+const RAISE_AT: usize = 16;
 
 #[cfg(test)]
 thread_local! {
     /// Tests: a compaction's thread counts as running while this is set (makes the
     /// points where a change finds it finished deterministic).
     static HOLD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: compaction threads this thread starts wait while the flag is set (so
+    /// that a test can see one running).
+    static STALL: std::cell::RefCell<Option<Arc<std::sync::atomic::AtomicBool>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 #[cfg(test)]
@@ -1210,6 +1228,7 @@ impl Live {
         keys: &[ResourceKey],
         change: impl FnOnce(&mut Live) -> Result<Applied, LiveError>,
     ) -> Result<Applied, LiveError> {
+        self.raise_compaction();
         let wait = self.classifier.stats().parts >= MAX_PARTS;
         let with_change = match self.compaction_step(next, keys, wait) {
             Step::Applied(applied) => {
@@ -1260,10 +1279,25 @@ impl Live {
         // If no thread can be started, the change that finds MAX_PARTS rebuilds.
         // Background work: not at the raised priority of the change starting it.
         let base = crate::sys::base_nice();
+        let tid = Arc::new(std::sync::atomic::AtomicI32::new(0));
+        let own = Arc::clone(&tid);
+        #[cfg(test)]
+        let stall = STALL.with(|s| s.borrow().clone());
         if let Ok(build) = std::thread::Builder::new()
             .name("tiergate-compact".into())
             .spawn(move || {
                 crate::sys::settle_nice(base);
+                own.store(
+                    crate::sys::thread_id(),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                #[cfg(test)]
+                while stall
+                    .as_ref()
+                    .is_some_and(|s| s.load(std::sync::atomic::Ordering::Acquire))
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
                 copy.policies = shared.to_vec();
                 // Let go at once: a policy change meanwhile changes the live copy in
                 // place instead of copying it.
@@ -1274,7 +1308,31 @@ impl Live {
             self.compaction = Some(Compaction {
                 build,
                 since: Vec::new(),
+                tid,
+                raised_to: None,
             });
+        }
+    }
+
+    /// From [`RAISE_AT`] parts on, a change that runs at a raised priority
+    /// ([`crate::sys::Nice`]) gives a running compaction's thread its own nice value,
+    /// once per compaction (refused, it stays as it was).
+    fn raise_compaction(&mut self) {
+        if self.classifier.stats().parts < RAISE_AT || crate::sys::base_nice().is_none() {
+            return;
+        }
+        let Some(c) = &mut self.compaction else {
+            return;
+        };
+        let tid = c.tid.load(std::sync::atomic::Ordering::Relaxed);
+        // A finished thread's id may be given to another thread: only a running one.
+        if c.raised_to.is_some() || tid == 0 || c.build.is_finished() {
+            return;
+        }
+        if let Some(n) = crate::sys::own_nice()
+            && crate::sys::set_thread_nice(tid, n).is_ok()
+        {
+            c.raised_to = Some(n);
         }
     }
 
@@ -1316,7 +1374,7 @@ impl Live {
         if next.is_some() && stage.is_none() {
             return Step::Untouched;
         }
-        let Some(Compaction { build, since }) = self.compaction.take() else {
+        let Some(Compaction { build, since, .. }) = self.compaction.take() else {
             return Step::Untouched;
         };
         let Ok(Ok(mut fresh)) = build.join() else {
@@ -1395,16 +1453,24 @@ impl Live {
     /// compaction).
     fn hand_off(&mut self, fresh: Live, backlog: Backlog) {
         let base = crate::sys::base_nice();
+        let tid = Arc::new(std::sync::atomic::AtomicI32::new(0));
+        let own = Arc::clone(&tid);
         if let Ok(build) = std::thread::Builder::new()
             .name("tiergate-compact".into())
             .spawn(move || {
                 crate::sys::settle_nice(base);
+                own.store(
+                    crate::sys::thread_id(),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 fresh.catch_up(backlog)
             })
         {
             self.compaction = Some(Compaction {
                 build,
                 since: Vec::new(),
+                tid,
+                raised_to: None,
             });
         }
     }
@@ -1511,7 +1577,7 @@ impl Live {
             Some(c) if wait || c.finished() => {}
             _ => return,
         }
-        let Some(Compaction { build, since }) = self.compaction.take() else {
+        let Some(Compaction { build, since, .. }) = self.compaction.take() else {
             return;
         };
         if let Ok(Ok(fresh)) = build.join() {

@@ -15,7 +15,8 @@
 //! [`Daemon::set_change_nice`] (`tiergate run --change-nice`, -10 by default) for as
 //! long as it lasts: on a node that also runs other work (builds, batch jobs) a pod's
 //! arrival then waits for its own CPU time, not for a share of a busy core. Background
-//! work (the identity engine's compaction thread) keeps its normal priority.
+//! work (the identity engine's compaction thread) keeps its normal priority until
+//! the tree parts it is to compact reach 16 (`lower::Live`, `RAISE_AT`).
 //!
 //! The daemon is generic over its engine (the workers' classifier type follows), so
 //! the packet path stays monomorphic.

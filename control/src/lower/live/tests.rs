@@ -1925,6 +1925,78 @@ fn no_merge(on: bool) {
     NO_MERGE.with(|h| h.set(on));
 }
 
+/// From `RAISE_AT` tree parts on, a change running at a raised priority gives the
+/// running compaction's thread its own nice value (once); below that, or at the
+/// thread's own priority, it does not. Needs root (CAP_SYS_NICE) to raise a priority.
+#[test]
+fn a_change_at_a_raised_priority_raises_a_compaction_from_raise_at_parts() {
+    if crate::sys::euid() != 0 {
+        crate::errln!("skipped: raising a thread's priority needs CAP_SYS_NICE (run as root)");
+        return;
+    }
+    use crate::model::Resource;
+    no_merge(true);
+    let stall = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    STALL.with(|s| *s.borrow_mut() = Some(Arc::clone(&stall)));
+    let (mut resources, mut live) = web_and_api();
+    let p = resources
+        .iter()
+        .position(|r| r.metadata().name == "p")
+        .unwrap();
+    let pkey = store_key(&resources[p]);
+    let nice = |live: &Live| live.compaction.as_ref().and_then(|c| c.raised_to);
+    let mut port = 8080u16;
+    let mut change = |live: &mut Live, resources: &mut Vec<Resource>| {
+        port += 1;
+        if let Resource::NetworkPolicy(o) = &mut resources[p] {
+            o.spec.ingress[0].destination.ports =
+                vec![crate::model::Port::parse(&port.to_string()).unwrap()];
+        }
+        let next = Cluster::from_resources(&*resources).unwrap();
+        assert_eq!(
+            live.update(&next, std::slice::from_ref(&pkey)).unwrap(),
+            Applied::Incremental
+        );
+    };
+    // At the thread's own priority: parts pile up past RAISE_AT, nothing is raised.
+    while live.classifier.stats().parts <= RAISE_AT {
+        change(&mut live, &mut resources);
+        assert!(live.compaction.is_some() || live.classifier.stats().parts < COMPACT_AT);
+        assert_eq!(nice(&live), None);
+    }
+    // At a raised priority: the next change raises the stalled compaction.
+    {
+        let _raised = crate::sys::Nice::set(-3).unwrap();
+        change(&mut live, &mut resources);
+        assert_eq!(nice(&live), Some(-3));
+        let tid = live
+            .compaction
+            .as_ref()
+            .unwrap()
+            .tid
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_ne!(tid, 0);
+        // What the kernel says of the compaction thread.
+        assert_eq!(thread_nice(tid), -3);
+    }
+    stall.store(false, std::sync::atomic::Ordering::Release);
+    STALL.with(|s| *s.borrow_mut() = None);
+    finish(&live);
+    no_merge(false);
+}
+
+/// The nice value of thread `tid` of this process.
+fn thread_nice(tid: i32) -> i32 {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Field 19 (nice) after the parenthesised command name.
+            let rest = &s[s.rfind(')')? + 2..];
+            rest.split_whitespace().nth(16)?.parse().ok()
+        })
+        .unwrap_or(i32::MIN)
+}
+
 /// A compaction that finishes with several policy keys changed since its copy is
 /// handed a catch-up on its thread, this change's keys included, while the live
 /// generation takes the change; a policy change and a replica made while the
