@@ -602,11 +602,7 @@ spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
     same_store(&live, &next, &flows).unwrap();
     check(&live, &flows).unwrap();
     // The policy's rule flipped to Deny: only its programs are lowered again.
-    let p = resources
-        .iter()
-        .position(|r| r.metadata().name == "p")
-        .unwrap();
-    let pkey = store_key(&resources[p]);
+    let (p, pkey) = policy_p(&resources);
     if let crate::model::Resource::NetworkPolicy(o) = &mut resources[p] {
         o.spec.ingress[0].action = crate::model::RuleAction::Deny;
     }
@@ -1570,11 +1566,7 @@ fn spares_are_dropped_after_an_incremental_policy_change() {
     let next = Cluster::from_resources(&resources).unwrap();
     assert_eq!(live.update(&next, &[k]).unwrap(), Applied::Fast);
     // An incremental policy change: the egress rule naming `http` now denies.
-    let p = resources
-        .iter()
-        .position(|r| r.metadata().name == "p")
-        .unwrap();
-    let pkey = store_key(&resources[p]);
+    let (p, pkey) = policy_p(&resources);
     if let crate::model::Resource::NetworkPolicy(o) = &mut resources[p] {
         o.spec.egress[0].action = crate::model::RuleAction::Deny;
     }
@@ -1747,11 +1739,7 @@ fn a_list_equal_to_a_known_one_is_read_as_its_addresses() {
     resources.push(api2);
     let next = Cluster::from_resources(&resources).unwrap();
     assert_eq!(live.update(&next, &[key]).unwrap(), Applied::Fast);
-    let p = resources
-        .iter()
-        .position(|r| r.metadata().name == "p")
-        .unwrap();
-    let pkey = store_key(&resources[p]);
+    let (p, pkey) = policy_p(&resources);
     if let crate::model::Resource::NetworkPolicy(o) = &mut resources[p] {
         o.spec.ingress[0].source.selector = Some("app == 'api' && version != 'v2'".into());
     }
@@ -1781,11 +1769,7 @@ fn a_list_equal_to_a_known_one_is_read_as_its_addresses() {
 fn a_compaction_replays_the_changes_made_while_it_ran() {
     no_merge(true);
     let (mut resources, mut live) = web_and_api();
-    let p = resources
-        .iter()
-        .position(|r| r.metadata().name == "p")
-        .unwrap();
-    let pkey = store_key(&resources[p]);
+    let (p, pkey) = policy_p(&resources);
     let set_port = |resources: &mut Vec<crate::model::Resource>, port: u16| {
         if let crate::model::Resource::NetworkPolicy(o) = &mut resources[p] {
             o.spec.ingress[0].destination.ports =
@@ -1906,6 +1890,15 @@ fn same_as_new(live: &Live, next: &Cluster, flows: &[FlowKey]) -> Result<(), Tes
     Ok(())
 }
 
+/// The position and store key of `web_and_api`'s policy `p`.
+fn policy_p(resources: &[crate::model::Resource]) -> (usize, ResourceKey) {
+    let p = resources
+        .iter()
+        .position(|r| r.metadata().name == "p")
+        .expect("web_and_api has a policy p");
+    (p, store_key(&resources[p]))
+}
+
 /// Waits for the running compaction's thread to finish.
 fn finish(live: &Live) {
     if let Some(c) = &live.compaction {
@@ -1939,11 +1932,7 @@ fn a_change_at_a_raised_priority_raises_a_compaction_from_raise_at_parts() {
     let stall = Arc::new(std::sync::atomic::AtomicBool::new(true));
     STALL.with(|s| *s.borrow_mut() = Some(Arc::clone(&stall)));
     let (mut resources, mut live) = web_and_api();
-    let p = resources
-        .iter()
-        .position(|r| r.metadata().name == "p")
-        .unwrap();
-    let pkey = store_key(&resources[p]);
+    let (p, pkey) = policy_p(&resources);
     let nice = |live: &Live| live.compaction.as_ref().and_then(|c| c.raised_to);
     let mut port = 8080u16;
     let mut change = |live: &mut Live, resources: &mut Vec<Resource>| {
@@ -2009,10 +1998,7 @@ fn a_finished_compaction_catches_up_on_its_thread() {
     use crate::model::Resource;
     no_merge(true);
     let (mut resources, mut live) = web_and_api();
-    let p = resources
-        .iter()
-        .position(|r| r.metadata().name == "p")
-        .unwrap();
+    let (p, _) = policy_p(&resources);
     // A second policy, so that changes can touch two policy keys.
     let mut q = resources[p].clone();
     if let Resource::NetworkPolicy(o) = &mut q {
