@@ -105,9 +105,7 @@ pub fn base_nice() -> Option<i32> {
 /// nice value needs no privilege; a failure leaves the inherited value.
 pub fn settle_nice(base: Option<i32>) {
     if let Some(b) = base {
-        // SAFETY: `gettid` takes no argument and cannot fail.
-        let tid = unsafe { libc::gettid() };
-        let _ = set_priority(libc::id_t::try_from(tid).unwrap_or(0), b);
+        let _ = set_thread_nice(thread_id(), b);
     }
 }
 
@@ -119,22 +117,37 @@ pub fn thread_id() -> i32 {
 
 /// The calling thread's nice value (`None` if it cannot be read).
 pub fn own_nice() -> Option<i32> {
-    let who = libc::id_t::try_from(thread_id()).ok()?;
-    // SAFETY: as in `Nice::set`: reads the caller's own nice value, touches no memory
-    // of ours; errno cleared first to tell -1 from a failure.
+    thread_nice(thread_id()).ok()
+}
+
+/// The nice value of thread `tid` of this process.
+pub fn thread_nice(tid: i32) -> std::io::Result<i32> {
+    let who = thread_who(tid)?;
+    // SAFETY: `getpriority` reads the scheduling state of thread `tid` and touches no
+    // memory of ours; -1 is a valid nice value, so errno is cleared first and read
+    // after to tell a failure from it.
     unsafe {
         *libc::__errno_location() = 0;
         let p = libc::getpriority(libc::PRIO_PROCESS, who);
-        (p != -1 || *libc::__errno_location() == 0).then_some(p)
+        if p == -1 && *libc::__errno_location() != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(p)
     }
 }
 
 /// Sets the nice value of thread `tid` of this process (lowering it below the
 /// thread's current value needs CAP_SYS_NICE).
 pub fn set_thread_nice(tid: i32, value: i32) -> std::io::Result<()> {
-    let who = libc::id_t::try_from(tid)
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    set_priority(who, value)
+    set_priority(thread_who(tid)?, value)
+}
+
+/// A thread id as `getpriority`/`setpriority` take it (0 would mean the caller).
+fn thread_who(tid: i32) -> std::io::Result<libc::id_t> {
+    libc::id_t::try_from(tid)
+        .ok()
+        .filter(|&w| w != 0)
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))
 }
 
 impl Nice {
@@ -142,21 +155,9 @@ impl Nice {
     /// Lowering it below the current value needs CAP_SYS_NICE (or RLIMIT_NICE);
     /// without it the error is EACCES/EPERM and nothing changes.
     pub fn set(value: i32) -> std::io::Result<Nice> {
-        // SAFETY: `gettid` takes no argument and cannot fail.
-        let tid = unsafe { libc::gettid() };
-        let who = libc::id_t::try_from(tid).unwrap_or(0);
-        // SAFETY: `getpriority` reads the scheduling state of thread `tid` (the caller)
-        // and touches no memory of ours; -1 is a valid nice value, so errno is cleared
-        // first and read after to tell a failure from it.
-        let previous = unsafe {
-            *libc::__errno_location() = 0;
-            let p = libc::getpriority(libc::PRIO_PROCESS, who);
-            if p == -1 && *libc::__errno_location() != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            p
-        };
-        set_priority(who, value)?;
+        let tid = thread_id();
+        let previous = thread_nice(tid)?;
+        set_thread_nice(tid, value)?;
         let outer = BASE_NICE.with(|b| b.replace(Some(b.get().unwrap_or(previous))));
         Ok(Nice {
             tid,
@@ -171,7 +172,7 @@ impl Drop for Nice {
         // Back from a raised priority is a higher nice value, which is always
         // allowed. Back down after a guard that lowered the priority needs
         // CAP_SYS_NICE; refused, the thread keeps the guard's value.
-        let _ = set_priority(libc::id_t::try_from(self.tid).unwrap_or(0), self.previous);
+        let _ = set_thread_nice(self.tid, self.previous);
         BASE_NICE.with(|b| b.set(self.outer));
     }
 }
@@ -192,13 +193,7 @@ mod tests {
     use super::*;
 
     fn nice_of(tid: libc::pid_t) -> i32 {
-        // SAFETY: as in `Nice::set`: reads a thread's nice value, touches no memory.
-        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::id_t::try_from(tid).unwrap()) }
-    }
-
-    fn own_tid() -> libc::pid_t {
-        // SAFETY: `gettid` takes no argument and cannot fail.
-        unsafe { libc::gettid() }
+        thread_nice(tid).unwrap()
     }
 
     #[test]
@@ -207,12 +202,12 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let other = std::thread::spawn(move || {
-            tx.send(own_tid()).unwrap();
+            tx.send(thread_id()).unwrap();
             let _ = done_rx.recv();
         });
         let other_tid = rx.recv().unwrap();
         std::thread::spawn(move || {
-            let me = own_tid();
+            let me = thread_id();
             let before = nice_of(me);
             let other_before = nice_of(other_tid);
             // Raising the value never needs a privilege.
@@ -231,7 +226,7 @@ mod tests {
                 // (lowering again, so only as root).
                 let base = base_nice();
                 let (inherited, settled) = std::thread::spawn(move || {
-                    let me = own_tid();
+                    let me = thread_id();
                     let inherited = nice_of(me);
                     settle_nice(base);
                     (inherited, nice_of(me))
@@ -256,7 +251,7 @@ mod tests {
         let raised = (before + 2).min(19);
         set_thread_nice(other_tid, raised).unwrap();
         assert_eq!(nice_of(other_tid), raised);
-        assert_eq!(own_nice(), Some(nice_of(own_tid())));
+        assert_eq!(own_nice(), Some(nice_of(thread_id())));
         done_tx.send(()).unwrap();
         other.join().unwrap();
     }

@@ -546,7 +546,7 @@ fn changes_run_at_the_change_nice_value() {
             }
             _ => {
                 eprintln!(
-                    "not root: the default --change-nice -10 is refused; checked that changes still apply"
+                    "changes_run_at_the_change_nice_value: not root, so the default --change-nice -10 is refused; checked only that changes still apply"
                 );
                 assert!(nice.is_null(), "{r}");
             }

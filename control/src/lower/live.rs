@@ -508,6 +508,39 @@ fn add_programs(
 }
 
 impl Compaction {
+    /// `work` on a thread of its own (`None` if none can be started). Background work:
+    /// the thread goes back to the priority the starting change's thread had before
+    /// the change raised it ([`crate::sys::settle_nice`]), and publishes its id for
+    /// [`Live::raise_compaction`].
+    fn start(
+        work: impl FnOnce() -> Result<Live, LiveError> + Send + 'static,
+    ) -> Option<Compaction> {
+        use std::sync::atomic::{AtomicI32, Ordering};
+        let base = crate::sys::base_nice();
+        let tid = Arc::new(AtomicI32::new(0));
+        let own = Arc::clone(&tid);
+        #[cfg(test)]
+        let stall = STALL.with(|s| s.borrow().clone());
+        let build = std::thread::Builder::new()
+            .name("tiergate-compact".into())
+            .spawn(move || {
+                crate::sys::settle_nice(base);
+                own.store(crate::sys::thread_id(), Ordering::Relaxed);
+                #[cfg(test)]
+                while stall.as_ref().is_some_and(|s| s.load(Ordering::Acquire)) {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                work()
+            })
+            .ok()?;
+        Some(Compaction {
+            build,
+            since: Vec::new(),
+            tid,
+            raised_to: None,
+        })
+    }
+
     /// Whether its thread has finished.
     fn finished(&self) -> bool {
         #[cfg(test)]
@@ -1277,59 +1310,37 @@ impl Live {
         let shared = self.policies.clone();
         let cfg = self.cfg;
         // If no thread can be started, the change that finds MAX_PARTS rebuilds.
-        // Background work: not at the raised priority of the change starting it.
-        let base = crate::sys::base_nice();
-        let tid = Arc::new(std::sync::atomic::AtomicI32::new(0));
-        let own = Arc::clone(&tid);
-        #[cfg(test)]
-        let stall = STALL.with(|s| s.borrow().clone());
-        if let Ok(build) = std::thread::Builder::new()
-            .name("tiergate-compact".into())
-            .spawn(move || {
-                crate::sys::settle_nice(base);
-                own.store(
-                    crate::sys::thread_id(),
-                    std::sync::atomic::Ordering::Relaxed,
-                );
-                #[cfg(test)]
-                while stall
-                    .as_ref()
-                    .is_some_and(|s| s.load(std::sync::atomic::Ordering::Acquire))
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
-                copy.policies = shared.to_vec();
-                // Let go at once: a policy change meanwhile changes the live copy in
-                // place instead of copying it.
-                drop(shared);
-                Live::new(copy, cfg)
-            })
-        {
-            self.compaction = Some(Compaction {
-                build,
-                since: Vec::new(),
-                tid,
-                raised_to: None,
-            });
-        }
+        self.compaction = Compaction::start(move || {
+            copy.policies = shared.to_vec();
+            // Let go at once: a policy change meanwhile changes the live copy in
+            // place instead of copying it.
+            drop(shared);
+            Live::new(copy, cfg)
+        });
     }
 
     /// From [`RAISE_AT`] parts on, a change that runs at a raised priority
-    /// ([`crate::sys::Nice`]) gives a running compaction's thread its own nice value,
-    /// once per compaction (refused, it stays as it was).
+    /// ([`crate::sys::Nice`]) gives a running compaction's thread its own nice value
+    /// when that is higher than the thread's, once per compaction (refused, it stays
+    /// as it was).
     fn raise_compaction(&mut self) {
-        if self.classifier.stats().parts < RAISE_AT || crate::sys::base_nice().is_none() {
-            return;
-        }
         let Some(c) = &mut self.compaction else {
             return;
         };
         let tid = c.tid.load(std::sync::atomic::Ordering::Relaxed);
         // A finished thread's id may be given to another thread: only a running one.
-        if c.raised_to.is_some() || tid == 0 || c.build.is_finished() {
+        if self.classifier.stats().parts < RAISE_AT
+            || crate::sys::base_nice().is_none()
+            || c.raised_to.is_some()
+            || tid == 0
+            || c.build.is_finished()
+        {
             return;
         }
-        if let Some(n) = crate::sys::own_nice()
+        let Ok(at) = crate::sys::thread_nice(tid) else {
+            return;
+        };
+        if let Some(n) = crate::sys::own_nice().filter(|&n| n < at)
             && crate::sys::set_thread_nice(tid, n).is_ok()
         {
             c.raised_to = Some(n);
@@ -1452,27 +1463,7 @@ impl Live {
     /// no thread can be started, `fresh` is dropped (a later change starts a new
     /// compaction).
     fn hand_off(&mut self, fresh: Live, backlog: Backlog) {
-        let base = crate::sys::base_nice();
-        let tid = Arc::new(std::sync::atomic::AtomicI32::new(0));
-        let own = Arc::clone(&tid);
-        if let Ok(build) = std::thread::Builder::new()
-            .name("tiergate-compact".into())
-            .spawn(move || {
-                crate::sys::settle_nice(base);
-                own.store(
-                    crate::sys::thread_id(),
-                    std::sync::atomic::Ordering::Relaxed,
-                );
-                fresh.catch_up(backlog)
-            })
-        {
-            self.compaction = Some(Compaction {
-                build,
-                since: Vec::new(),
-                tid,
-                raised_to: None,
-            });
-        }
+        self.compaction = Compaction::start(move || fresh.catch_up(backlog));
     }
 
     /// A finished compaction brought up to its store with `backlog` set in it (on

@@ -145,8 +145,8 @@ pub struct ChangeTimings {
 struct Start {
     wall: Instant,
     cpu: Duration,
-    nice: Option<crate::sys::Nice>,
-    nice_value: Option<i32>,
+    /// The guard holding the thread at the change's nice value, and that value.
+    nice: Option<(crate::sys::Nice, i32)>,
 }
 
 /// The daemon, publishing the generations of engine `E`.
@@ -413,15 +413,12 @@ impl<E: Engine> Daemon<E> {
     /// (if the kernel refuses, the change runs at the thread's own priority and its
     /// timings say so).
     fn start(&self) -> Start {
-        let nice = self
-            .change_nice()
-            .and_then(|n| crate::sys::Nice::set(n).ok());
-        let nice_value = nice.as_ref().and(self.change_nice());
         Start {
+            nice: self
+                .change_nice()
+                .and_then(|n| Some((crate::sys::Nice::set(n).ok()?, n))),
             wall: Instant::now(),
             cpu: crate::sys::thread_cpu(),
-            nice,
-            nice_value,
         }
     }
 
@@ -715,7 +712,7 @@ impl<E: Engine> Daemon<E> {
             result["path"] = json!(path);
             t.publish_ms = ms(t4.elapsed());
             t.cpu_ms = ms(crate::sys::thread_cpu().saturating_sub(t0.cpu));
-            t.nice = t0.nice_value;
+            t.nice = t0.nice.as_ref().map(|n| n.1);
             (number, result)
         };
         let t5 = Instant::now();
