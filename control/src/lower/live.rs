@@ -1293,7 +1293,10 @@ impl Live {
             c.since.extend(changed.iter().cloned());
             return;
         }
-        if self.classifier.stats().parts < COMPACT_AT {
+        // Also when half the free ids of a prefix identity's block are taken (new
+        // peer classes inside a CIDR): the build renews them before they run out.
+        let s = self.classifier.stats();
+        if s.parts < COMPACT_AT && 2 * s.most_split < s.block_ids {
             return;
         }
         // The store without its policies here; they are copied on the thread from the
@@ -2260,16 +2263,13 @@ impl Live {
         }
         let hosts: Vec<IpNet> = ep.nets.iter().map(IpNet::trunc).collect();
         for n in &hosts {
-            if !is_host(n)
-                || self.nets.contains_key(n)
-                || self.named.contains(n)
-                || !self.named.zone(n).is_empty()
-            {
+            if !is_host(n) || self.nets.contains_key(n) || self.named.contains(n) {
                 return false;
             }
         }
-        // In an empty zone, with no wider endpoint prefix (checked above).
-        let peer = self.peer_key(&key, false);
+        // With no wider endpoint prefix (checked above), read as a whole where a
+        // network set's prefix contains a host.
+        let peer = self.spare_key(ep, &key);
         let Some(readers) = self.policies_reading(&peer, ep) else {
             return false;
         };

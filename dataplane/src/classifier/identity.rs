@@ -272,6 +272,12 @@ pub struct IdentityStats {
     /// Bytes of the state the added parts' compilers keep for the next merge (build
     /// indexes and arena; not read by lookups).
     pub part_compiler_bytes: usize,
+    /// Ids of each prefix class identity's block, its own included (1: the build kept
+    /// none free; see [`IdentityClassifier::with_new_host_identity`]).
+    pub block_ids: usize,
+    /// The most ids taken from one block since the build: at `block_ids - 1`, a new
+    /// identity inside that prefix is refused until the next build.
+    pub most_split: usize,
 }
 
 /// A [`PolicySet`] compiled as identity stage + decision trees. Classifies exactly as
@@ -299,8 +305,33 @@ pub struct IdentityClassifier {
     /// The build's address lists, then those later changes resolved (one layer per
     /// change that named new ones).
     lists: Vec<Arc<Lists>>,
+    /// The identities whose ids are followed by spare ones, sorted: see [`Block`].
+    blocks: Arc<Vec<Block>>,
     stats: IdentityStats,
 }
+
+/// Ids a build keeps free after the identity of a prefix class (a rule's CIDR, a
+/// network set's prefix): every list form that holds the identity holds the whole
+/// block, so an id taken from it later is read by every tree built so far as that
+/// identity. [`IdentityClassifier::with_new_host_identity`] gives a new host inside
+/// such a prefix the next free id: a new identity that every existing program reads
+/// as the prefix, while the programs the caller builds with fresh lists tell it
+/// apart. Later list forms ([`IdentityClassifier::resolve`]) hold the identity as
+/// its base id and the ids still free, not those taken since.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Block {
+    six: bool,
+    /// The identity.
+    base: u32,
+    /// The next free id (`base + 1` after a build).
+    next: u32,
+    /// One past the block's last id.
+    end: u32,
+}
+
+/// Ids per [`Block`]: a prefix's identity can be split 255 times before a build (the
+/// compaction of a live generation is one) numbers the ids afresh.
+const BLOCK_IDS: u32 = 256;
 
 /// Trees over some of the programs.
 #[derive(Clone, Debug)]
@@ -436,21 +467,45 @@ fn rewrite<'a>(
 }
 
 /// The fewest prefixes of the identity space covering `members` (sorted (family,
-/// identity) pairs): one [`cover`] per run of consecutive ids.
-fn identity_prefixes(members: &[(bool, u32)]) -> Vec<IpNet> {
+/// identity) pairs), an identity with a [`Block`] by its base id and its free ids:
+/// one [`cover`] per run of consecutive ids.
+fn identity_prefixes(blocks: &[Block], members: &[(bool, u32)]) -> Vec<IpNet> {
+    let mut runs: Vec<(bool, u32, u32)> = Vec::with_capacity(members.len());
+    let mut push = |six: bool, lo: u32, hi: u32| match runs.last_mut() {
+        Some((s, _, h)) if *s == six && h.checked_add(1) == Some(lo) => *h = hi,
+        _ => runs.push((six, lo, hi)),
+    };
+    for &(six, id) in members {
+        push(six, id, id);
+        if let Some(b) = block_of(blocks, six, id)
+            && b.next < b.end
+        {
+            push(six, b.next, b.end - 1);
+        }
+    }
+    // Free ids follow their base, before any greater identity, so the runs are
+    // sorted but for a block's taken ids: merged, they stay runs.
+    runs.sort_unstable();
     let mut out = Vec::new();
     let mut i = 0;
-    while i < members.len() {
-        let (six, lo) = members[i];
-        let mut hi = lo;
-        while i + 1 < members.len() && members[i + 1] == (six, hi + 1) {
-            hi += 1;
+    while i < runs.len() {
+        let (six, lo, mut hi) = runs[i];
+        while i + 1 < runs.len() && runs[i + 1].0 == six && runs[i + 1].1 <= hi.saturating_add(1) {
+            hi = hi.max(runs[i + 1].2);
             i += 1;
         }
         cover(six, lo, hi, &mut out);
         i += 1;
     }
     out
+}
+
+/// The block whose identity (base id) is `id`, if any.
+fn block_of(blocks: &[Block], six: bool, id: u32) -> Option<&Block> {
+    blocks
+        .binary_search_by(|b| (b.six, b.base).cmp(&(six, id)))
+        .ok()
+        .map(|i| &blocks[i])
 }
 
 /// Addresses a rule field names, per field of [`Match`].
@@ -639,16 +694,43 @@ impl IdentityClassifier {
         drop(sig_ids);
 
         // 4. Identities: signatures numbered per family in signature order (the empty
-        // signature, "no list", is identity 0 of each family).
+        // signature, "no list", is identity 0 of each family). A prefix class's
+        // identity (a host's can hold no other host) is followed by free ids (a
+        // `Block`), unless there are so many that the ids could overflow.
         let mut order: Vec<u32> = (0..sigs.len() as u32).collect();
         order.sort_unstable_by(|&a, &b| sigs[a as usize].cmp(&sigs[b as usize]));
+        let mut zone = vec![false; sigs.len()];
+        for (p, &s) in pfx.iter().zip(&sig_of[2..]) {
+            if p.len < p.width() && s >= 2 {
+                zone[s as usize] = true;
+            }
+        }
+        let zones = zone.iter().filter(|&&z| z).count() as u64;
+        let ids = if (sigs.len() as u64) + zones * u64::from(BLOCK_IDS - 1) < 1 << 30 {
+            BLOCK_IDS
+        } else {
+            1
+        };
         let mut identity_of_sig = vec![0u32; sigs.len()];
         let mut next = [0u32; 2];
+        let mut blocks = Vec::new();
         for &s in &order {
-            let f = usize::from(sigs[s as usize].0);
-            identity_of_sig[s as usize] = next[f];
+            let six = sigs[s as usize].0;
+            let f = usize::from(six);
+            let base = next[f];
+            identity_of_sig[s as usize] = base;
             next[f] += 1;
+            if zone[s as usize] && ids > 1 {
+                next[f] += ids - 1;
+                blocks.push(Block {
+                    six,
+                    base,
+                    next: base + 1,
+                    end: base + ids,
+                });
+            }
         }
+        blocks.sort_unstable();
 
         // 5. Each list's identities, as prefixes of the identity space.
         let mut members: Vec<Vec<(bool, u32)>> = vec![Vec::new(); lists.len()];
@@ -660,7 +742,7 @@ impl IdentityClassifier {
         }
         let rewritten: Vec<Nets> = members
             .iter()
-            .map(|m| identity_prefixes(m).into())
+            .map(|m| identity_prefixes(&blocks, m).into())
             .collect();
 
         // 6. The trees over the rewritten programs.
@@ -722,7 +804,7 @@ impl IdentityClassifier {
             programs: Arc::new((0..set.programs.len() as u32).map(|i| (0, i)).collect()),
             stats: IdentityStats {
                 classes: n,
-                identities: (next[0] + next[1]) as usize,
+                identities: sigs.len(),
                 lists: lists.len(),
                 stage_bytes: 0,
                 tree_bytes: trees.stats().bytes,
@@ -731,6 +813,8 @@ impl IdentityClassifier {
                 list_bytes: table.bytes(),
                 part_program_bytes: 0,
                 part_compiler_bytes: 0,
+                block_ids: ids as usize,
+                most_split: 0,
             },
             parts: vec![Part {
                 trees: Arc::new(trees),
@@ -741,6 +825,7 @@ impl IdentityClassifier {
                 compiler_bytes: 0,
             }],
             lists: vec![Arc::new(table)],
+            blocks: Arc::new(blocks),
         };
         c.stats.stage_bytes = c.stage_bytes();
         if c.stats.stage_bytes + c.stats.tree_bytes > cfg.memory_budget {
@@ -1172,7 +1257,7 @@ impl IdentityClassifier {
                     members.push(key);
                 }
                 members.sort_unstable();
-                Some(identity_prefixes(&members))
+                Some(identity_prefixes(&self.blocks, &members))
             })
             .collect()
     }
@@ -1372,16 +1457,21 @@ impl IdentityClassifier {
     }
 
     /// The next generation with the host prefix `net` bound to `endpoint` and given an
-    /// identity no class had (one above every identity id of this build and its
-    /// changes, dead ones included): `net` is in no address list this classifier
-    /// knows. The trees are shared. Refused as
-    /// [`IdentityClassifier::with_unlisted_host`] is, and when the prefixes containing
-    /// `net` are in an address list ([`HostChangeRefused::NewIdentity`]: that list's
-    /// known form would lack the new identity).
+    /// identity no class had, which every tree built so far reads as it reads the
+    /// prefixes containing `net`: outside every prefix of a list (they are in no
+    /// list), an id above every id of this build and its changes, dead ones included;
+    /// inside a prefix class, the next free id of that class's identity's [`Block`].
+    /// So `net` is in exactly the address lists this classifier knows that contain
+    /// it by prefix, under an identity of its own. The trees are shared. Refused as
+    /// [`IdentityClassifier::with_unlisted_host`] is, and when the identity of the
+    /// prefixes containing `net` has no free id ([`HostChangeRefused::NewIdentity`]:
+    /// a build numbers the ids afresh).
     ///
-    /// The caller answers for every program whose lists hold `net` being rebuilt
+    /// The caller answers for every program whose lists must tell `net` from the
+    /// prefixes containing it (a peer selector picking it, a named port of its, a
+    /// `notSelector` taking it out) being rebuilt
     /// ([`IdentityClassifier::with_programs`], those lists fresh) and rebound before
-    /// the generation is published: until then `net` is read as in no list.
+    /// the generation is published: until then `net` is read as those prefixes are.
     pub fn with_new_host_identity(
         &self,
         net: IpNet,
@@ -1390,17 +1480,41 @@ impl IdentityClassifier {
         egress: Option<ProgramId>,
     ) -> Result<IdentityClassifier, HostChangeRefused> {
         let (p, parent) = self.host_slot(net, ingress, egress)?;
-        // Identity 0 of a family is the empty signature: in no list.
-        if self.hot[parent as usize].identity != 0 {
-            return Err(HostChangeRefused::NewIdentity(net));
-        }
-        // Tombstones keep their identity, so no id a known form may hold is reused.
-        let top = self.hot.iter().map(|h| h.identity).max().unwrap_or(0);
-        let identity = top
-            .checked_add(1)
-            .filter(|&i| i < 1 << 31)
-            .ok_or(HostChangeRefused::TooMany)?;
+        let of_parent = self.hot[parent as usize].identity;
+        let (identity, blocks) = if of_parent == 0 {
+            // Identity 0 of a family is the empty signature: in no list. Tombstones
+            // keep their identity, so no id a known form may hold is reused.
+            let top = self
+                .hot
+                .iter()
+                .map(|h| h.identity)
+                .chain(self.blocks.iter().map(|b| b.end - 1))
+                .max()
+                .unwrap_or(0);
+            let id = top
+                .checked_add(1)
+                .filter(|&i| i < 1 << 31)
+                .ok_or(HostChangeRefused::TooMany)?;
+            (id, None)
+        } else {
+            let i = self
+                .blocks
+                .binary_search_by(|b| (b.six, b.base).cmp(&(p.six, of_parent)))
+                .map_err(|_| HostChangeRefused::NewIdentity(net))?;
+            let b = self.blocks[i];
+            if b.next >= b.end {
+                return Err(HostChangeRefused::NewIdentity(net));
+            }
+            let mut blocks = (*self.blocks).clone();
+            blocks[i].next += 1;
+            (b.next, Some(blocks))
+        };
         let mut next = self.bind_host(p, parent, identity, (endpoint, ingress, egress))?;
+        if let Some(b) = blocks {
+            next.blocks = Arc::new(b);
+            let taken = (identity - of_parent) as usize;
+            next.stats.most_split = next.stats.most_split.max(taken);
+        }
         next.stats.identities += 1;
         Ok(next)
     }
@@ -1966,6 +2080,90 @@ mod tests {
         assert_same(&next, &lin, &keys);
     }
 
+    /// Inside a prefix a list names, a new identity takes the next free id of the
+    /// prefix identity's block, so the trees read it as the prefix: `BLOCK_IDS - 1`
+    /// times (counted in `most_split`), then refused (a build numbers the ids
+    /// afresh); outside every prefix there is no limit. The hosts are read as the
+    /// linear reference reads them.
+    #[test]
+    fn new_identities_inside_a_prefix_take_free_ids_of_its_block() {
+        use crate::fixtures::{net, policy, program, rule, tcp, tier};
+        use crate::program::{Action, TierDefault};
+        let m = |l: &str| Match {
+            src_nets: Some(vec![net(l)].into()),
+            ..Match::default()
+        };
+        let p = program(
+            vec![tier(
+                0,
+                TierDefault::Pass,
+                vec![policy(
+                    0,
+                    false,
+                    vec![
+                        rule(0, Action::Allow, m("10.0.0.1/32")),
+                        rule(1, Action::Deny, m("10.1.0.0/16")),
+                    ],
+                )],
+            )],
+            vec![],
+        );
+        let mut set = PolicySet {
+            programs: vec![p],
+            endpoints: vec![bind("10.0.0.1/32", 0)],
+        };
+        let mut c = IdentityClassifier::build(&set, &BuildConfig::default()).unwrap();
+        let prefix = c.class(Family::V4, 0x0a01_0000).identity;
+        let mut ids = vec![prefix, c.class(Family::V4, 0x0a00_0001).identity];
+        for i in 1..=BLOCK_IDS {
+            let host = net(&format!("10.1.0.{i}/32"));
+            let r = c.with_new_host_identity(host, EndpointId(i), Some(ProgramId(0)), None);
+            if i == BLOCK_IDS {
+                assert_eq!(r.unwrap_err(), HostChangeRefused::NewIdentity(host));
+                break;
+            }
+            c = r.unwrap();
+            let id = c.host_identity(host).unwrap().identity;
+            assert_eq!(id, prefix + i, "the block's next free id");
+            assert_eq!(c.stats().most_split, i as usize);
+            ids.push(id);
+            set.endpoints.push(EndpointBinding {
+                egress: None,
+                ..bind(&format!("10.1.0.{i}/32"), i)
+            });
+        }
+        for i in 0..40 {
+            let host = net(&format!("10.3.0.{i}/32"));
+            c = c
+                .with_new_host_identity(host, EndpointId(100 + i), None, Some(ProgramId(0)))
+                .unwrap();
+            ids.push(c.host_identity(host).unwrap().identity);
+            set.endpoints.push(EndpointBinding {
+                ingress: None,
+                ..bind(&format!("10.3.0.{i}/32"), 100 + i)
+            });
+        }
+        let distinct: std::collections::HashSet<u32> = ids.iter().copied().collect();
+        assert_eq!(
+            distinct.len(),
+            ids.len(),
+            "every new host an identity of its own"
+        );
+        let addrs = [
+            "10.0.0.1",
+            "10.1.0.1",
+            "10.1.0.15",
+            "10.1.0.16",
+            "10.3.0.7",
+            "10.4.0.1",
+        ];
+        let keys: Vec<FlowKey> = addrs
+            .iter()
+            .flat_map(|s| addrs.iter().map(move |d| tcp(s, d, 80)))
+            .collect();
+        assert_same(&c, &LinearClassifier::new(set).unwrap(), &keys);
+    }
+
     /// A fresh list is resolved to the identities inside it: accepted when it holds
     /// whole identities (also a host added since the build, like a listed one),
     /// refused when it splits one, including a known list whose addresses a host
@@ -2199,6 +2397,113 @@ mod tests {
                         set.programs.push(f);
                         set.endpoints[i].ingress = Some(id);
                         set.endpoints[i].egress = Some(id);
+                        cl = next;
+                        assert_same(&cl, &LinearClassifier::new(set.clone()).unwrap(), &keys);
+                    }
+                    Err(ProgramChangeRefused::NewList) => {}
+                    Err(e) => return Err(TestCaseError::fail(e.to_string())),
+                }
+            }
+        }
+
+        /// Hosts given identities of their own
+        /// ([`IdentityClassifier::with_new_host_identity`]), inside the programs'
+        /// prefixes or outside every one, one after another: each is read by every
+        /// program there is as the prefixes containing it are (the linear reference
+        /// over the set with the host bound), and a program added with fresh lists
+        /// naming some of them, and some of those prefixes, tells them apart; a host
+        /// given an id later is read as its prefix by that program too. Refused only
+        /// where the identity has no free id left or a host is no new class.
+        #[test]
+        fn new_host_identities_agree_with_linear(
+            a in arb_program(),
+            b in arb_program(),
+            hosts in prop::collection::vec((arb_host(), 0u8..3, 0u8..3), 1..5),
+            news in prop::collection::vec((arb_host(), any::<u64>(), any::<u64>(), any::<bool>()), 1..8),
+            picks in arb_picks(16),
+        ) {
+            let mut seen = std::collections::HashSet::new();
+            let pick = |x: u8| (x < 2).then_some(ProgramId(x.into()));
+            let endpoints: Vec<EndpointBinding> = hosts
+                .into_iter()
+                .filter(|(n, _, _)| seen.insert(*n))
+                .enumerate()
+                .map(|(i, (net, e, ig))| EndpointBinding { net, endpoint: EndpointId(i as u32), ingress: pick(ig), egress: pick(e) })
+                .collect();
+            let mut set = PolicySet { programs: vec![a.clone(), b.clone()], endpoints };
+            let cfg = BuildConfig::default();
+            let mut cl = IdentityClassifier::build(&set, &cfg)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            // The prefixes the programs name (classes a fresh list may name).
+            let mut prefixes: Vec<IpNet> = [&a, &b]
+                .into_iter()
+                .flat_map(all_matches)
+                .flat_map(|m| fields(m).into_iter().flatten().flat_map(|l| l.iter().copied()).collect::<Vec<_>>())
+                .filter(|n| n.prefix_len() < n.max_prefix_len())
+                .collect();
+            prefixes.sort();
+            prefixes.dedup();
+            let mut keys = packets(&a, &picks);
+            keys.extend(packets(&b, &picks));
+            let v4: Vec<u32> = set.endpoints.iter().map(|e| e.net).chain(news.iter().map(|n| n.0))
+                .filter_map(|n| match n { IpNet::V4(x) => Some(u32::from(x.addr())), IpNet::V6(_) => None })
+                .collect();
+            for &x in &v4 {
+                for &y in &v4 {
+                    keys.push(FlowKey { src: x.into(), dst: y.into(), sport: 1, dport: 80, proto: crate::program::proto::TCP, family: Family::V4, ifindex: 0 });
+                }
+            }
+            for (k, (host, src_mask, dst_mask, add)) in news.into_iter().enumerate() {
+                let id = EndpointId(100 + k as u32);
+                let was = cl.class(if host.addr().is_ipv4() { Family::V4 } else { Family::V6 }, match host.addr() {
+                    std::net::IpAddr::V4(x) => u32::from(x).into(),
+                    std::net::IpAddr::V6(x) => u128::from(x),
+                });
+                match cl.with_new_host_identity(host, id, Some(ProgramId(0)), Some(ProgramId(1))) {
+                    Ok(next) => {
+                        let now = next.host_identity(host).expect("bound");
+                        prop_assert!(now.identity != was.identity, "an identity of its own");
+                        prop_assert_eq!(now.parent_identity, was.identity);
+                        cl = next;
+                        set.endpoints.push(EndpointBinding { net: host, endpoint: id, ingress: Some(ProgramId(0)), egress: Some(ProgramId(1)) });
+                    }
+                    Err(HostChangeRefused::Known(_) | HostChangeRefused::InsideBinding(..)) => continue,
+                    Err(HostChangeRefused::NewIdentity(_)) => {
+                        // Only a prefix identity whose block is used up (or that has none).
+                        let six = host.addr().is_ipv6();
+                        prop_assert!(block_of(&cl.blocks, six, was.identity).is_none_or(|b| b.next == b.end));
+                        continue;
+                    }
+                    Err(e) => return Err(TestCaseError::fail(e.to_string())),
+                }
+                assert_same(&cl, &LinearClassifier::new(set.clone()).unwrap(), &keys);
+                if !add {
+                    continue;
+                }
+                // Fresh lists: some bound hosts and some prefixes.
+                let subset = |mask: u64| -> Vec<IpNet> {
+                    let mut l: Vec<IpNet> = set.endpoints.iter().map(|e| e.net).enumerate()
+                        .filter(|(i, _)| mask >> (i % 32) & 1 == 1)
+                        .map(|(_, n)| n)
+                        .collect();
+                    l.extend(prefixes.iter().enumerate().filter(|(i, _)| mask >> (32 + i % 32) & 1 == 1).map(|(_, n)| *n));
+                    l
+                };
+                let (src, dst) = (subset(src_mask), subset(dst_mask));
+                let mut f = b.clone();
+                f.tiers.insert(0, crate::fixtures::tier(9, crate::program::TierDefault::Pass, vec![
+                    crate::fixtures::policy(90, false, vec![
+                        crate::fixtures::rule(0, crate::program::Action::Deny, Match { src_nets: Some(src.clone().into()), not_dst_nets: dst.clone().into(), ..Match::default() }),
+                        crate::fixtures::rule(1, crate::program::Action::Allow, Match { dst_nets: Some(dst.clone().into()), ..Match::default() }),
+                    ]),
+                ]));
+                let p = ProgramId(set.programs.len() as u32);
+                match cl.with_programs_merged(vec![f.clone()], &[src.clone().into(), dst.clone().into()], &[(host, Some(p), Some(p))], &cfg) {
+                    Ok((next, _)) => {
+                        set.programs.push(f);
+                        let e = set.endpoints.last_mut().expect("the host");
+                        e.ingress = Some(p);
+                        e.egress = Some(p);
                         cl = next;
                         assert_same(&cl, &LinearClassifier::new(set.clone()).unwrap(), &keys);
                     }

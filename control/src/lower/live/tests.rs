@@ -223,11 +223,12 @@ spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
     api4.labels.insert("version".into(), "v2".into());
     api4.nets = vec![host("10.0.0.6")];
     assert_eq!(live.add_endpoint(api4).unwrap(), Applied::Fast);
-    // Inside the rule's CIDR: another identity, so a rebuild.
+    // Inside the rule's CIDR: another identity, which the trees read as the CIDR's
+    // (a free id of its identity's block), and the rules reading `api` built again.
     let mut api3 = api1.clone();
     api3.key.name = "api-3".into();
     api3.nets = vec![host("10.9.0.1")];
-    assert_eq!(live.add_endpoint(api3).unwrap(), Applied::Rebuilt);
+    assert_eq!(live.add_endpoint(api3).unwrap(), Applied::Fast);
     // A new behaviour that no rule reads as a peer: its own programs are lowered,
     // the trees kept.
     let mut db = api1.clone();
@@ -884,8 +885,8 @@ fn endpoint(live: &Live, name: &str) -> Endpoint {
 /// (and whose `shard` a `notSelector` names, behind a peer selector that does not
 /// pick it) is a peer class no endpoint has: it takes the identity of the build's
 /// spare for its namespace and ports, on the fast path. One with a port number no
-/// endpoint has gets an identity of its own; one inside a rule CIDR is refused (a
-/// rebuild). Each generation
+/// endpoint has gets an identity of its own, and so does one inside a rule CIDR.
+/// Each generation
 /// classifies as a fresh build and `eval` do.
 #[test]
 fn a_new_peer_class_takes_a_spare_identity() {
@@ -921,12 +922,12 @@ fn a_new_peer_class_takes_a_spare_identity() {
     assert_eq!(live.add_endpoint(other_port).unwrap(), Applied::Fast);
     assert_eq!(live.classifier().stats().identities, identities + 1);
     check(&live, &tcp_flows(&["10.0.0.1", "10.0.0.5", "240.0.0.1"])).unwrap();
-    // Inside a rule CIDR.
+    // Inside a rule CIDR: an identity of its own there too.
     let mut inside = new.clone();
     inside.key.name = "new-4".into();
     inside.nets = vec![host("10.9.0.5")];
     inside.labels.insert("app".into(), "newest".into());
-    assert_eq!(live.add_endpoint(inside).unwrap(), Applied::Rebuilt);
+    assert_eq!(live.add_endpoint(inside).unwrap(), Applied::Fast);
     check(&live, &tcp_flows(&addrs)).unwrap();
 }
 
@@ -1095,21 +1096,23 @@ spec: {orchestrator: k8s, ipNetworks: [10.0.1.2/32], ports: [{name: http, protoc
         (pod("api-4", "10.0.2.3", "api"), Applied::Fast),
         // A new behaviour with two IPv4 addresses in two zones that a list (the
         // `Deny` from `10.0.0.0/24` less `api`) tells apart: the spares of the two
-        // zones have two identities, one per family cannot hold both: a rebuild.
-        // (Its replicas below join it per zone.)
+        // zones have two identities, one per family cannot hold both, so each host
+        // gets an identity of its own in its zone. (Its replicas below join it per
+        // zone.)
         (
             Endpoint {
                 nets: vec![host("10.0.0.7"), host("10.0.7.7")],
                 ..pod("multi-1", "10.0.0.7", "multi")
             },
-            Applied::Rebuilt,
+            Applied::Fast,
         ),
         // New `app` values (read through `http` and the `notSelector`): the behaviour
         // of `multi-1`, each joining its exemplar in its zone.
         (pod("cache-1", "10.0.0.4", "cache"), Applied::Fast),
         (pod("queue-1", "10.0.5.5", "queue"), Applied::Fast),
-        // Outside `10.0.0.0/8`: no pod of this shape is there.
-        (pod("ext-1", "192.168.1.1", "ext"), Applied::Rebuilt),
+        // Outside `10.0.0.0/8`: no pod of this shape is there, so an identity of its
+        // own in that zone.
+        (pod("ext-1", "192.168.1.1", "ext"), Applied::Fast),
         // Without named ports: the spare of its shape without them.
         (
             Endpoint {
@@ -1247,8 +1250,8 @@ spec: {orchestrator: k8s, ipNetworks: [10.0.0.3/32]}
 /// read that way) gets an identity of its own, and only the programs of the policy
 /// reading it get new trees (one part, not a rebuild); its replica joins it; a pod
 /// with a named-port number no endpoint has takes the same path (the policies naming
-/// the port on a side without a selector read it too); one inside a rule CIDR is a
-/// rebuild. Each generation classifies as a fresh build and `eval` do.
+/// the port on a side without a selector read it too), and so does one inside a rule
+/// CIDR. Each generation classifies as a fresh build and `eval` do.
 #[test]
 fn a_genuinely_new_peer_class_gets_an_identity_of_its_own() {
     let mut live = live_of(CANARY);
@@ -1301,11 +1304,13 @@ fn a_genuinely_new_peer_class_gets_an_identity_of_its_own() {
     let key = canary.key.clone();
     assert_eq!(live.remove_endpoint(&key).unwrap(), Applied::Fast);
     check(&live, &tcp_flows(&addrs)).unwrap();
-    // Inside a rule CIDR: its lists by prefix would lack the new identity.
+    // Inside a rule CIDR, where no host of its class is: an identity of its own
+    // that the kept trees read as the CIDR's (a free id of its block).
     let mut inside = canary.clone();
     inside.key.name = "canary-4".into();
     inside.nets = vec![host("10.9.0.5")];
-    assert_eq!(live.add_endpoint(inside).unwrap(), Applied::Rebuilt);
+    assert_eq!(live.add_endpoint(inside).unwrap(), Applied::Fast);
+    assert_eq!(stats(&live).0, ids + 3);
     check(&live, &tcp_flows(&addrs)).unwrap();
 }
 
