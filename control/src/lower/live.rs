@@ -84,34 +84,60 @@
 //!   its behaviour's group, so its replicas take the path above. (Also taken when a
 //!   known behaviour's first exemplars all lie in other zones.)
 //! - **Workload endpoint added with a genuinely new peer class** (rules read it, as
-//!   they read no bound host and no spare), with host prefixes no rule, network set
-//!   or other endpoint names or contains, in no named prefix (an empty zone), in a
-//!   store whose endpoint prefixes are host prefixes of one endpoint each: each host
-//!   gets an identity no class had ([`IdentityClassifier::with_new_host_identity`]),
-//!   which no list the trees were cut on holds. The lists that must hold it are
-//!   those of the rule sides its peer key reads (positive selector or `notSelector`
-//!   matching) and the named-port lists of its ports on sides without a positive
-//!   selector (`port_readers`); an index kept with the selectors gives the policies
-//!   whose rules have those sides and ports (any profile among them: the next
-//!   path). With at most [`NEW_CLASS_POLICIES`] of them, those policies are lowered
+//!   they read no bound host and no spare in its zone), with host prefixes no rule,
+//!   network set or other endpoint names or contains, in a store whose endpoint
+//!   prefixes are host prefixes of one endpoint each: each host gets an identity no
+//!   class had, *split* from a template ([`IdentityClassifier::with_new_host_identity`]):
+//!   a build numbers identities 256 apart and keeps the ids between free, every list
+//!   form holding an identity holds its free ids too, and the new identity is the
+//!   next free id of the template's, so every tree built so far reads the host as it
+//!   reads the template. The template is, per host ([`Live::split_plan`]), the bound
+//!   host or spare of its zone and kind (from the peer index) or the prefixes
+//!   containing it (the zone's own class; for an empty zone, in no list) that the
+//!   fewest policies read otherwise: a policy reads the two otherwise when one of its
+//!   rule sides matches one and not the other (positive selector or `notSelector`,
+//!   by the peer keys' bits), or when it names a port the two define differently
+//!   ([`Live::policies_reading_unlike`]; against the prefixes, every side reading
+//!   the host and the named-port lists of its ports on sides without a positive
+//!   selector, `port_readers`). Indexes kept with the selectors give those policies
+//!   (any profile among them: the next template, or the next path). So a pod of a
+//!   new `app` in a namespace whose rules read every pod (a namespaced rule's
+//!   implicit namespace selector), inside the rules' `10.0.0.0/8`, splits from the
+//!   namespace's spare and only the policies naming its `app` are lowered again;
+//!   before templates, such a pod inside any rule CIDR was a full rebuild, and from
+//!   the zone's class alone every namespace-wide rule was read otherwise. With at
+//!   most [`NEW_CLASS_POLICIES`] of them, those policies are lowered
 //!   again over the store with the endpoint (as an incremental policy change lowers
 //!   a changed one), the programs of the endpoints they apply to (one per behaviour
 //!   group) and the endpoint's own are assembled from the memo, and their trees built
 //!   as a new part (or in place of the last one: *Parts*, below) with those policies'
 //!   lists fresh (resolved to the identities in
-//!   them now, the new one included); those endpoints are rebound to the new
-//!   programs. Every other program names only lists the host is not in, so its
-//!   trees are kept. The endpoint starts its behaviour's group and its peer class is
+//!   them now, the new one included, a split identity as its base id and the ids
+//!   still free); those endpoints are rebound to the new
+//!   programs. Every other program's lists hold the host exactly when they hold the
+//!   template, so its trees are kept. The endpoint starts its behaviour's group and its peer class is
 //!   indexed (its replicas, and later pods of that class, take the paths above);
 //!   peer classes a lowered-again side or port reads are dropped from the index,
 //!   and the spares of such classes, or inside a CIDR of those policies, for good
-//!   (the fresh lists hold the identities of bound hosts only, not the spares'). A
-//!   zone that is not empty would need the lists of its prefixes re-resolved too,
-//!   and every program naming them: a full rebuild, as is a class more than
-//!   [`NEW_CLASS_POLICIES`] policies read (the programs of most endpoints would be
-//!   built again; see BENCHMARKS.md, "Cluster scale"). In clusters where every rule
-//!   names a port (`ports: [http]`) on a side without a selector, every pod defining
-//!   it is read by every policy: a new class of such pods rebuilds.
+//!   (the fresh lists hold the identities of bound hosts only, not the spares': a
+//!   template that is a spare or a removed pod is in no fresh list, and is dropped
+//!   if one should hold it). Refused, a rebuild: a rule side lowered again that
+//!   reads a bound template and not the host keeps its list's addresses (the host is
+//!   not in them), and that list's known form holds the host's new id with the
+//!   template's, which the same list named by a kept policy needs; lists are known
+//!   by content, so one content cannot take both forms (as with reused addresses,
+//!   below). A spare template's address leaves such lists (it is unbound), so theirs
+//!   change. On the held-out `--seed 7` cluster at 20,000 pods with `--nets` half
+//!   of the new-class adds refuse this way (BENCHMARKS.md, "A new peer class inside
+//!   rule CIDRs"). A template with no free id left (255 splits since the
+//!   build) is passed over; the compaction (a full build on its thread) starts when
+//!   half of a block's ids are taken, which renews them. A class more than
+//!   [`NEW_CLASS_POLICIES`] policies read otherwise than every template is a full
+//!   rebuild (the programs of most endpoints would be built again; see
+//!   BENCHMARKS.md, "Cluster scale"). In clusters where every rule names a port
+//!   (`ports: [http]`) on a side without a selector, every pod defining it is read by
+//!   every policy: a new class of such pods splits from a pod defining it, or
+//!   rebuilds.
 //!
 //!   Pod addresses are reused: an address whose pod was removed is a new host prefix
 //!   to every path here (the removal unbound it and dropped it from the owner and
@@ -751,6 +777,9 @@ pub struct Live {
     /// or `notPorts`: every endpoint defining one is read by it), the policies and
     /// profiles whose rules name it there.
     port_readers: HashMap<String, Readers>,
+    /// Per port name any rule side names (in `ports` or `notPorts`, with a positive
+    /// peer selector or without), the policies and profiles whose rules name it.
+    named_port_readers: HashMap<String, Readers>,
     /// Per peer key, per family (IPv4, IPv6), how a host with that key is
     /// classified: a bound exemplar's identity, or a spare one the build made for a
     /// peer class no endpoint had (see the module doc). Made again with the other
@@ -820,6 +849,7 @@ impl Live {
             applies: Vec::new(),
             side_readers: Vec::new(),
             port_readers: HashMap::new(),
+            named_port_readers: HashMap::new(),
             peers: HashMap::new(),
             spares: Vec::new(),
             spare_keys: Vec::new(),
@@ -1110,6 +1140,7 @@ impl Live {
         // `None` marks a profile's rule.
         let mut sides: HashMap<(Option<u32>, Option<u32>), Readers> = HashMap::new();
         let mut ports: HashMap<String, Readers> = HashMap::new();
+        let mut named: HashMap<String, Readers> = HashMap::new();
         let by_owner = c
             .policies
             .iter()
@@ -1123,6 +1154,11 @@ impl Live {
         for (owner, rules) in by_owner {
             for r in rules {
                 for m in [&r.source, &r.destination] {
+                    for p in m.ports.iter().chain(&m.not_ports) {
+                        if let Port::Named(n) = p {
+                            named.entry(n.clone()).or_default().add(owner);
+                        }
+                    }
                     if m.selector.is_none() {
                         for p in m.ports.iter().chain(&m.not_ports) {
                             if let Port::Named(n) = p {
@@ -1149,6 +1185,7 @@ impl Live {
         self.side_readers = sides.iter().map(|s| s.1.clone()).collect();
         self.sides = sides.into_iter().map(|s| s.0).collect();
         self.port_readers = ports;
+        self.named_port_readers = named;
         // The inverse of `selectors`, made from it (`number` numbered them so).
         self.selector_numbers = selectors
             .iter()
@@ -2238,18 +2275,142 @@ impl Live {
         Some(out)
     }
 
+    /// The policies whose rules read a host of peer key `peer` otherwise than one of
+    /// peer key `like` (of the same kind), ascending: those with a rule side one key
+    /// says matches and the other does not, and those naming a port the two define
+    /// differently (in `ports` or `notPorts` of any side). `None` when a profile's
+    /// rules are among them or there are more than `limit`. `seen` is a cleared
+    /// bitset of the store's policies, left cleared.
+    fn policies_reading_unlike(
+        &self,
+        peer: &PeerKey,
+        like: &PeerKey,
+        limit: usize,
+        seen: &mut [u64],
+    ) -> Option<Vec<u32>> {
+        let mut out = Vec::new();
+        // Adds `r`'s policies; false for a profile or past the limit.
+        let mut add = |r: &Readers, out: &mut Vec<u32>| {
+            if r.profile {
+                return false;
+            }
+            for &p in &r.policies {
+                let (w, b) = (p as usize / 64, p % 64);
+                if let Some(x) = seen.get_mut(w)
+                    && *x >> b & 1 == 0
+                {
+                    *x |= 1 << b;
+                    out.push(p);
+                    if out.len() > limit {
+                        return false;
+                    }
+                }
+            }
+            true
+        };
+        let mut ok = true;
+        if peer.ports != like.ports {
+            let differ = peer
+                .ports
+                .iter()
+                .filter(|p| !like.ports.contains(p))
+                .chain(like.ports.iter().filter(|p| !peer.ports.contains(p)));
+            for p in differ {
+                if let Some(r) = self.named_port_readers.get(&p.0)
+                    && !add(r, &mut out)
+                {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        'sides: for (w, (&a, &b)) in peer.reads.iter().zip(&like.reads).enumerate() {
+            let mut bits = a ^ b;
+            while ok && bits != 0 {
+                let k = (w * 64 + bits.trailing_zeros() as usize) / 2;
+                bits &= bits - 1;
+                match self.side_readers.get(k) {
+                    Some(r) if add(r, &mut out) => {}
+                    _ => {
+                        ok = false;
+                        break 'sides;
+                    }
+                }
+            }
+        }
+        for &p in &out {
+            if let Some(x) = seen.get_mut(p as usize / 64) {
+                *x &= !(1 << (p % 64));
+            }
+        }
+        if !ok {
+            return None;
+        }
+        out.sort_unstable();
+        Some(out)
+    }
+
+    /// How a host `h` of `ep` (of behaviour `key`, a peer class no bound host and no
+    /// spare has in `h`'s zone) gets an identity of its own: the *template* it is
+    /// split from ([`IdentityClassifier::with_new_host_identity`]: every kept tree
+    /// reads the host as it reads the template) and the policies whose rules must
+    /// tell the two apart (lowered again: [`Live::policies_reading_unlike`]). The
+    /// template is the bound host or spare of `h`'s zone and kind, with free ids,
+    /// that the fewest policies read otherwise, or the prefixes containing `h`
+    /// (`None`: every policy reading the host, [`Live::policies_reading`]) when none
+    /// is read otherwise by fewer. `None` when every choice has a profile among them.
+    fn split_plan(
+        &self,
+        ep: &Endpoint,
+        key: &Behaviour,
+        h: &IpNet,
+    ) -> Option<(Vec<u32>, Option<HostIdentity>)> {
+        let (peer, zone) = self.peer_entry(&self.peer_keys(key), h);
+        let f = usize::from(matches!(h, IpNet::V6(_)));
+        let mut best = self.policies_reading(&peer, ep).map(|r| (r, None));
+        // One policy is as few as a class of its own can take (the same key is no new
+        // class).
+        if best.as_ref().is_some_and(|(b, _)| b.len() <= 1) {
+            return best;
+        }
+        let mut seen = vec![0u64; self.cluster.policies.len().div_ceil(64)];
+        for ((k, z), like) in &self.peers {
+            let Some(like) = like[f] else { continue };
+            if *z != zone
+                || !self.classifier.splits(&like)
+                || k.kind != peer.kind
+                || k.reads.len() != peer.reads.len()
+            {
+                continue;
+            }
+            // Fewer than the best so far, and within what the path takes.
+            let limit = best.as_ref().map_or(NEW_CLASS_POLICIES, |(b, _)| {
+                b.len().min(NEW_CLASS_POLICIES + 1) - 1
+            });
+            if let Some(readers) = self.policies_reading_unlike(&peer, k, limit, &mut seen) {
+                let done = readers.len() <= 1;
+                best = Some((readers, Some(like)));
+                if done {
+                    break;
+                }
+            }
+        }
+        best
+    }
+
     /// The fast path of an add of a workload endpoint whose peer class no bound host
-    /// and no spare has, at host prefixes that no rule, network set or endpoint
-    /// names or contains: each host gets an identity of its own
-    /// ([`IdentityClassifier::with_new_host_identity`], in no list yet), the policies
-    /// whose rules read it ([`Live::policies_reading`], at most
+    /// and no spare has in its zone, at host prefixes that no rule, network set or
+    /// endpoint names or contains: each host gets an identity of its own split from
+    /// a template ([`Live::split_plan`], [`IdentityClassifier::with_new_host_identity`]:
+    /// read as the template until the programs that tell them apart are rebuilt), the
+    /// policies whose rules read it otherwise than its template (at most
     /// [`NEW_CLASS_POLICIES`]) are lowered again over the store with it, and the
     /// programs of the endpoints they apply to (and its own) get their trees as a new
     /// part, those policies' address lists fresh (resolved to the identities in them
     /// now, the new one included: [`IdentityClassifier::with_programs`]). Every other
-    /// program names only lists the new host is not in. On success the endpoint
-    /// starts its behaviour's group and its peer class is indexed. On a failure after
-    /// lowering the memo is dropped (a rebuild makes a new one).
+    /// program's lists hold the host exactly when they hold its template. On success
+    /// the endpoint starts its behaviour's group and its peer class is indexed. On a
+    /// failure after lowering the memo is dropped (a rebuild makes a new one).
     fn try_add_class(&mut self, ep: &Endpoint, key: Behaviour) -> bool {
         if self.memo.is_none()
             || self.store_lags
@@ -2267,12 +2428,19 @@ impl Live {
                 return false;
             }
         }
-        // With no wider endpoint prefix (checked above), read as a whole where a
-        // network set's prefix contains a host.
-        let peer = self.spare_key(ep, &key);
-        let Some(readers) = self.policies_reading(&peer, ep) else {
-            return false;
-        };
+        // Each host split from the template that leaves the fewest policies to lower
+        // again (with no wider endpoint prefix, checked above).
+        let mut readers: Vec<u32> = Vec::new();
+        let mut templates: Vec<Option<HostIdentity>> = Vec::with_capacity(hosts.len());
+        for n in &hosts {
+            let Some((r, like)) = self.split_plan(ep, &key, n) else {
+                return false;
+            };
+            readers.extend(r);
+            templates.push(like);
+        }
+        readers.sort_unstable();
+        readers.dedup();
         if readers.len() > NEW_CLASS_POLICIES {
             return false;
         }
@@ -2311,9 +2479,9 @@ impl Live {
             return false;
         };
         let mut bound: Option<IdentityClassifier> = None;
-        for n in &hosts {
+        for (n, like) in hosts.iter().zip(templates) {
             let from = bound.as_ref().unwrap_or(&self.classifier);
-            match from.with_new_host_identity(*n, EndpointId(id), None, None) {
+            match from.with_new_host_identity(*n, EndpointId(id), None, None, like) {
                 Ok(c) => bound = Some(c),
                 Err(_) => return false,
             }
@@ -2466,6 +2634,7 @@ impl Live {
             return false;
         };
         memo.drop_programs(&dropped);
+        let keys = self.peer_keys(&key);
         if !self.join(ep, id, next, key, (Some(ingress), Some(egress))) {
             return false;
         }
@@ -2482,7 +2651,7 @@ impl Live {
             let like = self.classifier.host_identity(*n);
             let slot = self
                 .peers
-                .entry((peer.clone(), Zone::new()))
+                .entry(self.peer_entry(&keys, n))
                 .or_insert([None, None]);
             if slot[f].is_none() {
                 slot[f] = like;

@@ -17,8 +17,9 @@
 //! it. Classes in exactly the same rule lists (the *signature*) share an
 //! *identity*: replicas of a pod (same labels, same named ports) are one identity,
 //! however many there are. Identities are numbered per family, ordered by signature
-//! so that a list's identities form few runs, and every rule's address lists are
-//! rewritten to the prefixes covering those runs in a synthetic address space. The
+//! so that a list's identities form few runs, 256 ids apart (the ids between are
+//! free for identities split off later: [`Blocks`]), and every rule's address lists
+//! are rewritten to the prefixes covering those runs in a synthetic address space. The
 //! trees ([`Classifier`]) are built over the rewritten programs; a lookup maps the
 //! key's source and destination to their identities and bindings (one LPM walk
 //! each: for IPv4 a 16-8-8 table whose leaves hold the class's identity and binding,
@@ -305,32 +306,45 @@ pub struct IdentityClassifier {
     /// The build's address lists, then those later changes resolved (one layer per
     /// change that named new ones).
     lists: Vec<Arc<Lists>>,
-    /// The identities whose ids are followed by spare ones, sorted: see [`Block`].
-    blocks: Arc<Vec<Block>>,
+    /// The free ids after each identity: see [`Blocks`].
+    blocks: Blocks,
     stats: IdentityStats,
 }
 
-/// Ids a build keeps free after the identity of a prefix class (a rule's CIDR, a
-/// network set's prefix): every list form that holds the identity holds the whole
-/// block, so an id taken from it later is read by every tree built so far as that
-/// identity. [`IdentityClassifier::with_new_host_identity`] gives a new host inside
-/// such a prefix the next free id: a new identity that every existing program reads
-/// as the prefix, while the programs the caller builds with fresh lists tell it
-/// apart. Later list forms ([`IdentityClassifier::resolve`]) hold the identity as
-/// its base id and the ids still free, not those taken since.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Block {
-    six: bool,
-    /// The identity.
-    base: u32,
-    /// The next free id (`base + 1` after a build).
-    next: u32,
-    /// One past the block's last id.
-    end: u32,
+/// A build numbers identities `0, n, 2n, ...` per family and keeps the `n - 1` ids
+/// after each free (its *block*): every list form that holds an identity holds its
+/// whole block (the same prefixes, `log2 n` bits shorter, as the identity alone
+/// would need), so an id taken from the block later is read by every tree built so
+/// far as that identity. [`IdentityClassifier::with_new_host_identity`] gives a new
+/// host the next free id of a chosen identity's block (the prefixes' containing it,
+/// or a host's the caller names): a new identity that every existing program reads
+/// as that one, while the programs the caller builds with fresh lists tell them
+/// apart. Later list forms ([`IdentityClassifier::resolve`]) hold a split identity
+/// as its base id and the ids still free, not those taken since.
+#[derive(Clone, Debug)]
+struct Blocks {
+    /// Ids per block, a power of two (1: none free).
+    ids: u32,
+    /// Per family, one past the build's last block.
+    end: [u32; 2],
+    /// The next free id of each block ids were taken from, by family and base id.
+    taken: Arc<HashMap<(bool, u32), u32>>,
 }
 
-/// Ids per [`Block`]: a prefix's identity can be split 255 times before a build (the
-/// compaction of a live generation is one) numbers the ids afresh.
+impl Blocks {
+    /// The next free id and the end of the block whose identity (base id) is `id`,
+    /// if `id` is one.
+    fn of(&self, six: bool, id: u32) -> Option<(u32, u32)> {
+        if self.ids <= 1 || !id.is_multiple_of(self.ids) || id >= self.end[usize::from(six)] {
+            return None;
+        }
+        let next = self.taken.get(&(six, id)).copied().unwrap_or(id + 1);
+        Some((next, id + self.ids))
+    }
+}
+
+/// Ids per block ([`Blocks`]): an identity can be split 255 times before a build
+/// (the compaction of a live generation is one) numbers the ids afresh.
 const BLOCK_IDS: u32 = 256;
 
 /// Trees over some of the programs.
@@ -467,9 +481,9 @@ fn rewrite<'a>(
 }
 
 /// The fewest prefixes of the identity space covering `members` (sorted (family,
-/// identity) pairs), an identity with a [`Block`] by its base id and its free ids:
-/// one [`cover`] per run of consecutive ids.
-fn identity_prefixes(blocks: &[Block], members: &[(bool, u32)]) -> Vec<IpNet> {
+/// identity) pairs), each identity with the free ids of its block ([`Blocks`]): one
+/// [`cover`] per run of consecutive ids.
+fn identity_prefixes(blocks: &Blocks, members: &[(bool, u32)]) -> Vec<IpNet> {
     let mut runs: Vec<(bool, u32, u32)> = Vec::with_capacity(members.len());
     let mut push = |six: bool, lo: u32, hi: u32| match runs.last_mut() {
         Some((s, _, h)) if *s == six && h.checked_add(1) == Some(lo) => *h = hi,
@@ -477,14 +491,14 @@ fn identity_prefixes(blocks: &[Block], members: &[(bool, u32)]) -> Vec<IpNet> {
     };
     for &(six, id) in members {
         push(six, id, id);
-        if let Some(b) = block_of(blocks, six, id)
-            && b.next < b.end
+        if let Some((next, end)) = blocks.of(six, id)
+            && next < end
         {
-            push(six, b.next, b.end - 1);
+            push(six, next, end - 1);
         }
     }
-    // Free ids follow their base, before any greater identity, so the runs are
-    // sorted but for a block's taken ids: merged, they stay runs.
+    // Sorted but for ids taken from a block (members after its base, below its
+    // free ids): merged again after sorting.
     runs.sort_unstable();
     let mut out = Vec::new();
     let mut i = 0;
@@ -498,14 +512,6 @@ fn identity_prefixes(blocks: &[Block], members: &[(bool, u32)]) -> Vec<IpNet> {
         i += 1;
     }
     out
-}
-
-/// The block whose identity (base id) is `id`, if any.
-fn block_of(blocks: &[Block], six: bool, id: u32) -> Option<&Block> {
-    blocks
-        .binary_search_by(|b| (b.six, b.base).cmp(&(six, id)))
-        .ok()
-        .map(|i| &blocks[i])
 }
 
 /// Addresses a rule field names, per field of [`Match`].
@@ -694,43 +700,28 @@ impl IdentityClassifier {
         drop(sig_ids);
 
         // 4. Identities: signatures numbered per family in signature order (the empty
-        // signature, "no list", is identity 0 of each family). A prefix class's
-        // identity (a host's can hold no other host) is followed by free ids (a
-        // `Block`), unless there are so many that the ids could overflow.
+        // signature, "no list", is identity 0 of each family), `BLOCK_IDS` apart
+        // (fewer if the ids could overflow): the ids between are free (`Blocks`).
         let mut order: Vec<u32> = (0..sigs.len() as u32).collect();
         order.sort_unstable_by(|&a, &b| sigs[a as usize].cmp(&sigs[b as usize]));
-        let mut zone = vec![false; sigs.len()];
-        for (p, &s) in pfx.iter().zip(&sig_of[2..]) {
-            if p.len < p.width() && s >= 2 {
-                zone[s as usize] = true;
-            }
+        let per_family = (sigs.iter().filter(|s| s.0).count() as u64)
+            .max(sigs.iter().filter(|s| !s.0).count() as u64);
+        let mut ids = BLOCK_IDS;
+        while ids > 1 && per_family * u64::from(ids) > 1 << 30 {
+            ids /= 2;
         }
-        let zones = zone.iter().filter(|&&z| z).count() as u64;
-        let ids = if (sigs.len() as u64) + zones * u64::from(BLOCK_IDS - 1) < 1 << 30 {
-            BLOCK_IDS
-        } else {
-            1
-        };
         let mut identity_of_sig = vec![0u32; sigs.len()];
         let mut next = [0u32; 2];
-        let mut blocks = Vec::new();
         for &s in &order {
-            let six = sigs[s as usize].0;
-            let f = usize::from(six);
-            let base = next[f];
-            identity_of_sig[s as usize] = base;
-            next[f] += 1;
-            if zone[s as usize] && ids > 1 {
-                next[f] += ids - 1;
-                blocks.push(Block {
-                    six,
-                    base,
-                    next: base + 1,
-                    end: base + ids,
-                });
-            }
+            let f = usize::from(sigs[s as usize].0);
+            identity_of_sig[s as usize] = next[f];
+            next[f] += ids;
         }
-        blocks.sort_unstable();
+        let blocks = Blocks {
+            ids,
+            end: next,
+            taken: Arc::default(),
+        };
 
         // 5. Each list's identities, as prefixes of the identity space.
         let mut members: Vec<Vec<(bool, u32)>> = vec![Vec::new(); lists.len()];
@@ -825,7 +816,7 @@ impl IdentityClassifier {
                 compiler_bytes: 0,
             }],
             lists: vec![Arc::new(table)],
-            blocks: Arc::new(blocks),
+            blocks,
         };
         c.stats.stage_bytes = c.stage_bytes();
         if c.stats.stage_bytes + c.stats.tree_bytes > cfg.memory_budget {
@@ -1456,39 +1447,62 @@ impl IdentityClassifier {
         self.bind_host(p, parent, like.identity, (endpoint, ingress, egress))
     }
 
+    /// Whether [`IdentityClassifier::with_new_host_identity`] can split a new identity
+    /// from the one `like` describes: it has free ids left (or is in no list).
+    pub fn splits(&self, like: &HostIdentity) -> bool {
+        like.identity == 0
+            || self
+                .blocks
+                .of(like.six, like.identity)
+                .is_some_and(|(next, end)| next < end)
+    }
+
     /// The next generation with the host prefix `net` bound to `endpoint` and given an
-    /// identity no class had, which every tree built so far reads as it reads the
-    /// prefixes containing `net`: outside every prefix of a list (they are in no
-    /// list), an id above every id of this build and its changes, dead ones included;
-    /// inside a prefix class, the next free id of that class's identity's [`Block`].
-    /// So `net` is in exactly the address lists this classifier knows that contain
-    /// it by prefix, under an identity of its own. The trees are shared. Refused as
-    /// [`IdentityClassifier::with_unlisted_host`] is, and when the identity of the
-    /// prefixes containing `net` has no free id ([`HostChangeRefused::NewIdentity`]:
-    /// a build numbers the ids afresh).
+    /// identity no class had, which every tree built so far reads as it reads
+    /// *the template*: the host `like` describes ([`IdentityClassifier::host_identity`]
+    /// of this build, possibly of a host unbound since, as
+    /// [`IdentityClassifier::with_host_identity`] takes it), or else the prefixes
+    /// containing `net`. The new identity is the next free id of the template
+    /// identity's block ([`Blocks`]); for a template in no list (identity 0) an id
+    /// above every id of this build and its changes, dead ones included. So `net` is
+    /// in exactly the address lists this classifier knows that hold the template,
+    /// under an identity of its own. The trees are shared. Refused as
+    /// [`IdentityClassifier::with_unlisted_host`] is, as
+    /// [`IdentityClassifier::with_host_identity`] is for `like` (of the other family,
+    /// or the prefixes containing `net` of another identity than those that contained
+    /// that host), and when the template's identity has no free id left
+    /// ([`HostChangeRefused::NewIdentity`]: a build numbers the ids afresh).
     ///
     /// The caller answers for every program whose lists must tell `net` from the
-    /// prefixes containing it (a peer selector picking it, a named port of its, a
-    /// `notSelector` taking it out) being rebuilt
-    /// ([`IdentityClassifier::with_programs`], those lists fresh) and rebound before
-    /// the generation is published: until then `net` is read as those prefixes are.
+    /// template (a peer selector picking one and not the other, a named port, a
+    /// `notSelector`) being rebuilt ([`IdentityClassifier::with_programs`], those
+    /// lists fresh) and rebound before the generation is published: until then `net`
+    /// is read as the template is.
     pub fn with_new_host_identity(
         &self,
         net: IpNet,
         endpoint: EndpointId,
         ingress: Option<ProgramId>,
         egress: Option<ProgramId>,
+        like: Option<HostIdentity>,
     ) -> Result<IdentityClassifier, HostChangeRefused> {
         let (p, parent) = self.host_slot(net, ingress, egress)?;
         let of_parent = self.hot[parent as usize].identity;
-        let (identity, blocks) = if of_parent == 0 {
-            // Identity 0 of a family is the empty signature: in no list. Tombstones
-            // keep their identity, so no id a known form may hold is reused.
+        let template = match like {
+            Some(l) if l.six != p.six || l.parent_identity != of_parent => {
+                return Err(HostChangeRefused::NewIdentity(net));
+            }
+            Some(l) => l.identity,
+            None => of_parent,
+        };
+        let (identity, taken) = if template == 0 {
+            // In no list. Tombstones keep their identity, so no id a known form may
+            // hold is reused.
             let top = self
                 .hot
                 .iter()
                 .map(|h| h.identity)
-                .chain(self.blocks.iter().map(|b| b.end - 1))
+                .chain(self.blocks.end.iter().map(|e| e.saturating_sub(1)))
                 .max()
                 .unwrap_or(0);
             let id = top
@@ -1497,23 +1511,20 @@ impl IdentityClassifier {
                 .ok_or(HostChangeRefused::TooMany)?;
             (id, None)
         } else {
-            let i = self
-                .blocks
-                .binary_search_by(|b| (b.six, b.base).cmp(&(p.six, of_parent)))
-                .map_err(|_| HostChangeRefused::NewIdentity(net))?;
-            let b = self.blocks[i];
-            if b.next >= b.end {
-                return Err(HostChangeRefused::NewIdentity(net));
+            match self.blocks.of(p.six, template) {
+                Some((next, end)) if next < end => {
+                    let mut taken = (*self.blocks.taken).clone();
+                    taken.insert((p.six, template), next + 1);
+                    (next, Some(taken))
+                }
+                _ => return Err(HostChangeRefused::NewIdentity(net)),
             }
-            let mut blocks = (*self.blocks).clone();
-            blocks[i].next += 1;
-            (b.next, Some(blocks))
         };
         let mut next = self.bind_host(p, parent, identity, (endpoint, ingress, egress))?;
-        if let Some(b) = blocks {
-            next.blocks = Arc::new(b);
-            let taken = (identity - of_parent) as usize;
-            next.stats.most_split = next.stats.most_split.max(taken);
+        if let Some(t) = taken {
+            next.blocks.taken = Arc::new(t);
+            let split = (identity - template) as usize;
+            next.stats.most_split = next.stats.most_split.max(split);
         }
         next.stats.identities += 1;
         Ok(next)
@@ -2116,8 +2127,8 @@ mod tests {
         let prefix = c.class(Family::V4, 0x0a01_0000).identity;
         let mut ids = vec![prefix, c.class(Family::V4, 0x0a00_0001).identity];
         for i in 1..=BLOCK_IDS {
-            let host = net(&format!("10.1.0.{i}/32"));
-            let r = c.with_new_host_identity(host, EndpointId(i), Some(ProgramId(0)), None);
+            let host = net(&format!("10.1.{}.{}/32", i / 256, i % 256));
+            let r = c.with_new_host_identity(host, EndpointId(i), Some(ProgramId(0)), None, None);
             if i == BLOCK_IDS {
                 assert_eq!(r.unwrap_err(), HostChangeRefused::NewIdentity(host));
                 break;
@@ -2129,13 +2140,13 @@ mod tests {
             ids.push(id);
             set.endpoints.push(EndpointBinding {
                 egress: None,
-                ..bind(&format!("10.1.0.{i}/32"), i)
+                ..bind(&format!("10.1.{}.{}/32", i / 256, i % 256), i)
             });
         }
         for i in 0..40 {
             let host = net(&format!("10.3.0.{i}/32"));
             c = c
-                .with_new_host_identity(host, EndpointId(100 + i), None, Some(ProgramId(0)))
+                .with_new_host_identity(host, EndpointId(100 + i), None, Some(ProgramId(0)), None)
                 .unwrap();
             ids.push(c.host_identity(host).unwrap().identity);
             set.endpoints.push(EndpointBinding {
@@ -2408,18 +2419,21 @@ mod tests {
 
         /// Hosts given identities of their own
         /// ([`IdentityClassifier::with_new_host_identity`]), inside the programs'
-        /// prefixes or outside every one, one after another: each is read by every
-        /// program there is as the prefixes containing it are (the linear reference
-        /// over the set with the host bound), and a program added with fresh lists
-        /// naming some of them, and some of those prefixes, tells them apart; a host
-        /// given an id later is read as its prefix by that program too. Refused only
-        /// where the identity has no free id left or a host is no new class.
+        /// prefixes or outside every one, one after another, each split from the
+        /// prefixes containing it or from a bound host: each is read by every program
+        /// there is as its template is (the linear reference over the set with the
+        /// host bound, and added to every list holding the template host), and a
+        /// program added with fresh lists naming some of them, and some of those
+        /// prefixes, tells them apart; a host given an id later is read as its
+        /// template by that program too. Refused only where the template's identity
+        /// has no free id left, the template lies in other prefixes, or a host is no
+        /// new class.
         #[test]
         fn new_host_identities_agree_with_linear(
             a in arb_program(),
             b in arb_program(),
             hosts in prop::collection::vec((arb_host(), 0u8..3, 0u8..3), 1..5),
-            news in prop::collection::vec((arb_host(), any::<u64>(), any::<u64>(), any::<bool>()), 1..8),
+            news in prop::collection::vec((arb_host(), any::<u64>(), any::<u64>(), any::<bool>(), any::<Option<prop::sample::Index>>()), 1..8),
             picks in arb_picks(16),
         ) {
             let mut seen = std::collections::HashSet::new();
@@ -2453,25 +2467,41 @@ mod tests {
                     keys.push(FlowKey { src: x.into(), dst: y.into(), sport: 1, dport: 80, proto: crate::program::proto::TCP, family: Family::V4, ifindex: 0 });
                 }
             }
-            for (k, (host, src_mask, dst_mask, add)) in news.into_iter().enumerate() {
+            // The programs as the classifier was given them (the set's gain the hosts
+            // split from a bound host, as `add_like` adds them).
+            use super::super::tests::add_like;
+            let given = [a.clone(), b.clone()];
+            for (k, (host, src_mask, dst_mask, add, like)) in news.into_iter().enumerate() {
                 let id = EndpointId(100 + k as u32);
                 let was = cl.class(if host.addr().is_ipv4() { Family::V4 } else { Family::V6 }, match host.addr() {
                     std::net::IpAddr::V4(x) => u32::from(x).into(),
                     std::net::IpAddr::V6(x) => u128::from(x),
                 });
-                match cl.with_new_host_identity(host, id, Some(ProgramId(0)), Some(ProgramId(1))) {
+                let like = like.map(|i| set.endpoints[i.index(set.endpoints.len())].net);
+                let template = like.and_then(|l| cl.host_identity(l));
+                let binding = EndpointBinding { net: host, endpoint: id, ingress: Some(ProgramId(0)), egress: Some(ProgramId(1)) };
+                match cl.with_new_host_identity(host, id, Some(ProgramId(0)), Some(ProgramId(1)), template) {
                     Ok(next) => {
                         let now = next.host_identity(host).expect("bound");
                         prop_assert!(now.identity != was.identity, "an identity of its own");
                         prop_assert_eq!(now.parent_identity, was.identity);
+                        if let Some(t) = template {
+                            prop_assert!(now.identity != t.identity, "an identity of its own");
+                        }
                         cl = next;
-                        set.endpoints.push(EndpointBinding { net: host, endpoint: id, ingress: Some(ProgramId(0)), egress: Some(ProgramId(1)) });
+                        match (like, template) {
+                            (Some(l), Some(_)) => add_like(&mut set, host, l, binding),
+                            _ => set.endpoints.push(binding),
+                        }
                     }
                     Err(HostChangeRefused::Known(_) | HostChangeRefused::InsideBinding(..)) => continue,
                     Err(HostChangeRefused::NewIdentity(_)) => {
                         // Only a prefix identity whose block is used up (or that has none).
                         let six = host.addr().is_ipv6();
-                        prop_assert!(block_of(&cl.blocks, six, was.identity).is_none_or(|b| b.next == b.end));
+                        let t = template.map_or(was.identity, |t| t.identity);
+                        let used_up = cl.blocks.of(six, t).is_none_or(|(n, e)| n == e);
+                        let elsewhere = template.is_some_and(|t| t.parent_identity != was.identity || t.six != six);
+                        prop_assert!(used_up || elsewhere, "refused with ids free");
                         continue;
                     }
                     Err(e) => return Err(TestCaseError::fail(e.to_string())),
@@ -2490,17 +2520,20 @@ mod tests {
                     l
                 };
                 let (src, dst) = (subset(src_mask), subset(dst_mask));
-                let mut f = b.clone();
-                f.tiers.insert(0, crate::fixtures::tier(9, crate::program::TierDefault::Pass, vec![
+                let tier = crate::fixtures::tier(9, crate::program::TierDefault::Pass, vec![
                     crate::fixtures::policy(90, false, vec![
                         crate::fixtures::rule(0, crate::program::Action::Deny, Match { src_nets: Some(src.clone().into()), not_dst_nets: dst.clone().into(), ..Match::default() }),
                         crate::fixtures::rule(1, crate::program::Action::Allow, Match { dst_nets: Some(dst.clone().into()), ..Match::default() }),
                     ]),
-                ]));
+                ]);
+                let mut f = given[1].clone();
+                f.tiers.insert(0, tier.clone());
+                let mut f_set = set.programs[1].clone();
+                f_set.tiers.insert(0, tier);
                 let p = ProgramId(set.programs.len() as u32);
-                match cl.with_programs_merged(vec![f.clone()], &[src.clone().into(), dst.clone().into()], &[(host, Some(p), Some(p))], &cfg) {
+                match cl.with_programs_merged(vec![f], &[src.clone().into(), dst.clone().into()], &[(host, Some(p), Some(p))], &cfg) {
                     Ok((next, _)) => {
-                        set.programs.push(f);
+                        set.programs.push(f_set);
                         let e = set.endpoints.last_mut().expect("the host");
                         e.ingress = Some(p);
                         e.egress = Some(p);
