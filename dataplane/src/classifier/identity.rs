@@ -2313,7 +2313,7 @@ mod tests {
         ));
     }
 
-    use super::super::tests::{arb_host, arb_picks, arb_program, packets};
+    use super::super::tests::{arb_host, arb_picks, arb_program, distinct_bindings, packets};
     use proptest::prelude::*;
 
     proptest! {
@@ -2333,14 +2333,7 @@ mod tests {
             picks in arb_picks(16),
         ) {
             use super::super::tests::{add_like, remove_host};
-            let mut seen = std::collections::HashSet::new();
-            let pick = |x: u8| (x < 2).then_some(ProgramId(x.into()));
-            let endpoints: Vec<EndpointBinding> = hosts
-                .into_iter()
-                .filter(|(n, _, _)| seen.insert(*n))
-                .enumerate()
-                .map(|(i, (net, e, ig))| EndpointBinding { net, endpoint: EndpointId(i as u32), ingress: pick(ig), egress: pick(e) })
-                .collect();
+            let endpoints = distinct_bindings(hosts);
             let mut a = a;
             if let Some(r) = a.tiers.iter_mut().flat_map(|t| &mut t.policies).flat_map(|p| &mut p.rules).next() {
                 r.matches.src_nets = Some(endpoints.iter().step_by(2).map(|e| e.net).collect());
@@ -2436,14 +2429,7 @@ mod tests {
             news in prop::collection::vec((arb_host(), any::<u64>(), any::<u64>(), any::<bool>(), any::<Option<prop::sample::Index>>()), 1..8),
             picks in arb_picks(16),
         ) {
-            let mut seen = std::collections::HashSet::new();
-            let pick = |x: u8| (x < 2).then_some(ProgramId(x.into()));
-            let endpoints: Vec<EndpointBinding> = hosts
-                .into_iter()
-                .filter(|(n, _, _)| seen.insert(*n))
-                .enumerate()
-                .map(|(i, (net, e, ig))| EndpointBinding { net, endpoint: EndpointId(i as u32), ingress: pick(ig), egress: pick(e) })
-                .collect();
+            let endpoints = distinct_bindings(hosts);
             let mut set = PolicySet { programs: vec![a.clone(), b.clone()], endpoints };
             let cfg = BuildConfig::default();
             let mut cl = IdentityClassifier::build(&set, &cfg)
@@ -2562,14 +2548,7 @@ mod tests {
                 (any::<prop::sample::Index>(), 0u8..5, 0u8..5, any::<bool>()), 1..6),
             picks in arb_picks(24),
         ) {
-            let mut seen = std::collections::HashSet::new();
-            let pick = |x: u8| (x < 2).then_some(ProgramId(x.into()));
-            let endpoints: Vec<EndpointBinding> = hosts
-                .into_iter()
-                .filter(|(n, _, _)| seen.insert(*n))
-                .enumerate()
-                .map(|(i, (net, e, ig))| EndpointBinding { net, endpoint: EndpointId(i as u32), ingress: pick(ig), egress: pick(e) })
-                .collect();
+            let endpoints = distinct_bindings(hosts);
             let mut a = a;
             if let Some(r) = a.tiers.iter_mut().flat_map(|t| &mut t.policies).flat_map(|p| &mut p.rules).next() {
                 r.matches.src_nets = Some(endpoints.iter().step_by(2).map(|e| e.net).collect());
@@ -2672,14 +2651,7 @@ mod tests {
             hosts in prop::collection::vec((arb_host(), 0u8..3, 0u8..3), 0..8),
             picks in arb_picks(40),
         ) {
-            let mut seen = std::collections::HashSet::new();
-            let pick = |x: u8| (x < 2).then_some(ProgramId(x.into()));
-            let endpoints: Vec<EndpointBinding> = hosts
-                .into_iter()
-                .filter(|(n, _, _)| seen.insert(*n))
-                .enumerate()
-                .map(|(i, (net, e, ig))| EndpointBinding { net, endpoint: EndpointId(i as u32), ingress: pick(ig), egress: pick(e) })
-                .collect();
+            let endpoints = distinct_bindings(hosts);
             let mut a = a;
             if let Some(r) = a.tiers.iter_mut().flat_map(|t| &mut t.policies).flat_map(|p| &mut p.rules).next() {
                 r.matches.src_nets = Some(endpoints.iter().step_by(2).map(|e| e.net).collect());

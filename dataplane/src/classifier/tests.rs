@@ -431,14 +431,7 @@ proptest! {
         bind in prop::collection::vec((arb_net(), 0u8..3, 0u8..3), 0..6),
         picks in arb_picks(16),
     ) {
-        let mut seen = std::collections::HashSet::new();
-        let pick = |x: u8| (x < 2).then_some(ProgramId(x.into()));
-        let endpoints: Vec<EndpointBinding> = bind
-            .into_iter()
-            .filter(|(n, _, _)| seen.insert(n.trunc()))
-            .enumerate()
-            .map(|(i, (net, e, ig))| EndpointBinding { net, endpoint: EndpointId(i as u32), ingress: pick(ig), egress: pick(e) })
-            .collect();
+        let endpoints = distinct_bindings(bind);
         let set = PolicySet { programs: vec![a.clone(), b], endpoints };
         let cfg = BuildConfig {
             single_tree_bytes_per_entry: if picks[0].5 { 0 } else { 2048 },
@@ -1198,6 +1191,24 @@ pub(super) fn arb_host() -> impl Strategy<Value = IpNet> {
     ]
 }
 
+/// Endpoint bindings of the distinct prefixes of `picks` (a prefix whose address is
+/// seen again is left out), numbered in order: program 0 or 1, or none, each way.
+pub(super) fn distinct_bindings(picks: Vec<(IpNet, u8, u8)>) -> Vec<EndpointBinding> {
+    let mut seen = std::collections::HashSet::new();
+    let pick = |x: u8| (x < 2).then_some(ProgramId(x.into()));
+    picks
+        .into_iter()
+        .filter(|(n, _, _)| seen.insert(n.trunc()))
+        .enumerate()
+        .map(|(i, (net, e, ig))| EndpointBinding {
+            net,
+            endpoint: EndpointId(i as u32),
+            ingress: pick(ig),
+            egress: pick(e),
+        })
+        .collect()
+}
+
 /// `host` unbound and left out of every list (what
 /// [`IdentityClassifier::without_host`] promises).
 pub(super) fn remove_host(set: &mut PolicySet, host: IpNet) {
@@ -1271,14 +1282,7 @@ proptest! {
         picks in arb_picks(24),
         lag in 0usize..3,
     ) {
-        let mut seen = std::collections::HashSet::new();
-        let pick = |x: u8| (x < 2).then_some(ProgramId(x.into()));
-        let endpoints: Vec<EndpointBinding> = hosts
-            .into_iter()
-            .filter(|(n, _, _)| seen.insert(*n))
-            .enumerate()
-            .map(|(i, (net, e, ig))| EndpointBinding { net, endpoint: EndpointId(i as u32), ingress: pick(ig), egress: pick(e) })
-            .collect();
+        let endpoints = distinct_bindings(hosts);
         // Rules name the hosts too, as selectors lowered to addresses do.
         let mut a = a;
         if let Some(r) = a.tiers.iter_mut().flat_map(|t| &mut t.policies).flat_map(|p| &mut p.rules).next() {
