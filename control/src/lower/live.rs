@@ -1330,8 +1330,8 @@ impl Live {
             c.since.extend(changed.iter().cloned());
             return;
         }
-        // Also when half the free ids of a prefix identity's block are taken (new
-        // peer classes inside a CIDR): the build renews them before they run out.
+        // Also when half the free ids of an identity's block are taken (new peer
+        // classes split from it): the build renews them before they run out.
         let s = self.classifier.stats();
         if s.parts < COMPACT_AT && 2 * s.most_split < s.block_ids {
             return;

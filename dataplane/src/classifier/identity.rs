@@ -273,11 +273,11 @@ pub struct IdentityStats {
     /// Bytes of the state the added parts' compilers keep for the next merge (build
     /// indexes and arena; not read by lookups).
     pub part_compiler_bytes: usize,
-    /// Ids of each prefix class identity's block, its own included (1: the build kept
-    /// none free; see [`IdentityClassifier::with_new_host_identity`]).
+    /// Ids of each identity's block, its own included (1: the build kept none free;
+    /// see [`IdentityClassifier::with_new_host_identity`]).
     pub block_ids: usize,
     /// The most ids taken from one block since the build: at `block_ids - 1`, a new
-    /// identity inside that prefix is refused until the next build.
+    /// identity split from that one is refused until the next build.
     pub most_split: usize,
 }
 
@@ -485,20 +485,16 @@ fn rewrite<'a>(
 /// [`cover`] per run of consecutive ids.
 fn identity_prefixes(blocks: &Blocks, members: &[(bool, u32)]) -> Vec<IpNet> {
     let mut runs: Vec<(bool, u32, u32)> = Vec::with_capacity(members.len());
-    let mut push = |six: bool, lo: u32, hi: u32| match runs.last_mut() {
-        Some((s, _, h)) if *s == six && h.checked_add(1) == Some(lo) => *h = hi,
-        _ => runs.push((six, lo, hi)),
-    };
     for &(six, id) in members {
-        push(six, id, id);
+        runs.push((six, id, id));
         if let Some((next, end)) = blocks.of(six, id)
             && next < end
         {
-            push(six, next, end - 1);
+            runs.push((six, next, end - 1));
         }
     }
     // Sorted but for ids taken from a block (members after its base, below its
-    // free ids): merged again after sorting.
+    // free ids); adjacent runs are merged below.
     runs.sort_unstable();
     let mut out = Vec::new();
     let mut i = 0;
@@ -512,6 +508,35 @@ fn identity_prefixes(blocks: &Blocks, members: &[(bool, u32)]) -> Vec<IpNet> {
         i += 1;
     }
     out
+}
+
+/// Whether two identity-space forms hold the same identities among `live` (sorted):
+/// an identity no class has any more (a spare endpoint's once it is unbound, a
+/// removed pod's) is reached by no address, so a known form that still holds it
+/// describes a list whose resolution no longer does; nor do free ids of a block.
+fn same_live_members(live: &[(bool, u32)], a: &[IpNet], b: &[IpNet]) -> bool {
+    let ranges = |form: &[IpNet]| -> Vec<(bool, u64, u64)> {
+        let mut r: Vec<(bool, u64, u64)> = form
+            .iter()
+            .map(|n| {
+                let p = Pfx::of(n);
+                let span = u32::from(p.width() - p.len);
+                let lo = u64::try_from(p.addr).unwrap_or(u64::MAX);
+                let hi = lo.saturating_add(1u64.checked_shl(span).map_or(u64::MAX, |b| b - 1));
+                (p.six, lo, hi)
+            })
+            .collect();
+        r.sort_unstable();
+        r
+    };
+    let (ra, rb) = (ranges(a), ranges(b));
+    let holds = |r: &[(bool, u64, u64)], (six, id): (bool, u32)| {
+        let id = u64::from(id);
+        // The last range starting at or before the id.
+        let i = r.partition_point(|&(s, lo, _)| (s, lo) <= (six, id));
+        i > 0 && r[i - 1].0 == six && r[i - 1].2 >= id
+    };
+    live.iter().all(|&x| holds(&ra, x) == holds(&rb, x))
 }
 
 /// Addresses a rule field names, per field of [`Match`].
@@ -953,12 +978,21 @@ impl IdentityClassifier {
     ) -> Result<(IdentityClassifier, Vec<ProgramId>), ProgramChangeRefused> {
         let resolved = self.resolve(fresh).ok_or(ProgramChangeRefused::NewList)?;
         let mut layer = Lists::default();
+        // Computed once, when a known form differs from a resolution.
+        let mut live: Option<Vec<(bool, u32)>> = None;
         for (l, form) in fresh.iter().zip(resolved) {
             if l.is_empty() {
                 continue;
             }
             match self.known(l) {
-                Some(k) if **k != *form && !self.same_live_members(k, &form) => {
+                Some(k)
+                    if **k != *form
+                        && !same_live_members(
+                            live.get_or_insert_with(|| self.live_identities()),
+                            k,
+                            &form,
+                        ) =>
+                {
                     return Err(ProgramChangeRefused::NewList);
                 }
                 Some(_) => {}
@@ -1121,45 +1155,25 @@ impl IdentityClassifier {
             .or_else(|| self.lists.iter().find_map(|l| l.by_content(v)))
     }
 
-    /// Whether two identity-space forms hold the same identities of live classes.
-    /// An identity no class has any more (a spare endpoint's once it is unbound, a
-    /// removed pod's) is reached by no address, so a known form that still holds it
-    /// describes a list whose resolution no longer does.
-    fn same_live_members(&self, a: &[IpNet], b: &[IpNet]) -> bool {
-        let mut live: HashMap<(bool, u32), ()> = HashMap::new();
-        let mut top = [0u64; 2];
-        for (c, cold) in self.cold.iter().enumerate() {
-            let six = match cold.prefix {
-                Some(p) => p.six,
-                None if c < 2 => c == 1,
-                None => continue,
-            };
-            let id = self.hot[c].identity;
-            live.insert((six, id), ());
-            let t = &mut top[usize::from(six)];
-            *t = (*t).max(u64::from(id));
-        }
-        let members = |form: &[IpNet]| {
-            let mut ids: Vec<(bool, u32)> = form
-                .iter()
-                .flat_map(|n| {
-                    let p = Pfx::of(n);
-                    let span = u32::from(p.width() - p.len);
-                    // Only ids up to the largest live one can be live.
-                    let top = top[usize::from(p.six)];
-                    let lo = u64::try_from(p.addr).unwrap_or(u64::MAX);
-                    let hi = lo
-                        .saturating_add(1u64.checked_shl(span).map_or(u64::MAX, |b| b - 1))
-                        .min(top);
-                    (lo..=hi).map(move |i| (p.six, i as u32))
-                })
-                .filter(|id| live.contains_key(id))
-                .collect();
-            ids.sort_unstable();
-            ids.dedup();
-            ids
-        };
-        members(a) == members(b)
+    /// The identities of live classes (tombstones aside), sorted: what
+    /// [`same_live_members`] compares forms by.
+    fn live_identities(&self) -> Vec<(bool, u32)> {
+        let mut live: Vec<(bool, u32)> = self
+            .cold
+            .iter()
+            .enumerate()
+            .filter_map(|(c, cold)| {
+                let six = match cold.prefix {
+                    Some(p) => p.six,
+                    None if c < 2 => c == 1,
+                    None => return None,
+                };
+                Some((six, self.hot[c].identity))
+            })
+            .collect();
+        live.sort_unstable();
+        live.dedup();
+        live
     }
 
     /// The identity-space forms of `lists`, each read as exactly its addresses in
