@@ -71,7 +71,15 @@
 //!   edit got an identity of its own, re-lowering its readers). A changed policy's
 //!   list that does not read a spare's class rightly lacks its identity, and one
 //!   equal to a list the classifier knew keeps that list's form, which holds a
-//!   spare's identity only if its addresses hold the spare's. No class (a peer selector reading the pod as it reads no endpoint, a
+//!   spare's identity only if its addresses hold the spare's. The same holds for a
+//!   policy or profile whose rules no program held at the build (it applied to no
+//!   endpoint and no spare) and are first lowered later, for a pod it applies to
+//!   ([`super::Memo::take_lowered`]): lowered without the spares, its lists hold a
+//!   spare's identity only through bound hosts that took it. So a pod whose own
+//!   programs would lower such a policy reading its class does not take a spare's
+//!   identity ([`Live::first_lowering_reads`]; it gets one of its own on the path
+//!   below, with those lists fresh), and after any first lowering the classes and
+//!   spares it reads are dropped as after a change. No class (a peer selector reading the pod as it reads no endpoint, a
 //!   port number no endpoint has for that name, a zone no endpoint of that shape is
 //!   in) falls to the next paths.
 //! - **Workload endpoint added with a new behaviour that no rule reads as a peer**
@@ -285,7 +293,7 @@
 use std::sync::Arc;
 
 use dataplane::classifier::{BuildConfig, BuildError, HostIdentity, IdentityClassifier};
-use dataplane::program::{Classify, EndpointId, FlowVerdicts, ProgramId};
+use dataplane::program::{Classify, EndpointId, FlowVerdicts, PolicyId, ProgramId};
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use ipnet::IpNet;
 use thiserror::Error;
@@ -883,7 +891,9 @@ impl Live {
             .extend(spares.iter().map(|e| Arc::new(e.clone())));
         let lowered = lower_keeping(cluster);
         cluster.endpoints.truncate(real);
-        let (mut lowered, memo) = lowered?;
+        let (mut lowered, mut memo) = lowered?;
+        // Lowered with the spares in the store: their lists hold the spares.
+        memo.take_lowered();
         let classifier = IdentityClassifier::build(&lowered.set, cfg)?;
         let hosts: Vec<IpNet> = spares.iter().flat_map(|e| e.nets.clone()).collect();
         let mut out = Vec::with_capacity(spares.len());
@@ -899,7 +909,8 @@ impl Live {
         let classifier = match classifier.without_hosts(&hosts) {
             Ok(c) => c,
             Err(_) => {
-                let (lowered, memo) = lower_keeping(cluster)?;
+                let (lowered, mut memo) = lower_keeping(cluster)?;
+                memo.take_lowered();
                 let classifier = IdentityClassifier::build(&lowered.set, cfg)?;
                 return Ok((lowered, memo, classifier, Vec::new()));
             }
@@ -1755,6 +1766,10 @@ impl Live {
             return false;
         };
         let added = memo.take_programs();
+        // Every policy or profile lowered, the changed ones and any lowered for the
+        // first time since the build (its lists hold no spare): read at the next
+        // endpoint change (`refresh`).
+        let lowered = memo.take_lowered();
         let rebind: Vec<(IpNet, Option<ProgramId>, Option<ProgramId>)> = affected
             .iter()
             .zip(&programs)
@@ -1784,6 +1799,7 @@ impl Live {
         self.memo = Some(memo);
         self.stale = true;
         self.relowered.extend_from_slice(changed);
+        self.relowered.extend(lowered.into_iter().map(|(_, k)| k));
         true
     }
 
@@ -1841,10 +1857,11 @@ impl Live {
             .collect();
         readers.sort_unstable();
         readers.dedup();
+        let profiles = self.relowered.iter().any(|k| k.kind == Kind::Profile);
         self.relowered.clear();
         // Read with the indexes as they are now.
         self.spare_keys.clear();
-        self.keep_spares(&readers);
+        self.keep_spares(&readers, profiles);
         let spares = std::mem::take(&mut self.spares);
         self.index_peers(&spares);
         self.spares = spares;
@@ -2127,7 +2144,7 @@ impl Live {
         }
         let key = self.behaviour(ep);
         !self.groups.contains_key(&key)
-            && self.peer_like(ep, &key).is_none()
+            && (self.peer_like(ep, &key).is_none() || self.first_lowering_reads(ep, &key))
             && ep.kind == EndpointKind::Workload
             && self.reads_as_peer(&key, ep)
     }
@@ -2235,11 +2252,11 @@ impl Live {
     /// ([`Live::try_add_unlisted`]).
     fn try_add_new(&mut self, ep: &Endpoint, key: Behaviour) -> bool {
         match self.peer_like(ep, &key) {
-            Some(like) => self.try_add_peer(ep, key, like),
-            None if ep.kind == EndpointKind::Workload && self.reads_as_peer(&key, ep) => {
+            Some(like) if !self.first_lowering_reads(ep, &key) => self.try_add_peer(ep, key, like),
+            _ if ep.kind == EndpointKind::Workload && self.reads_as_peer(&key, ep) => {
                 self.try_add_class(ep, key)
             }
-            None => self.try_add_unlisted(ep, key),
+            _ => self.try_add_unlisted(ep, key),
         }
     }
 
@@ -2608,6 +2625,10 @@ impl Live {
             return false;
         };
         let added = memo.take_programs();
+        // The readers, and the policies and profiles of the endpoint's own programs
+        // lowered for the first time since the build (over the store with it: their
+        // lists hold it and no spare), are fresh.
+        let lowered = memo.take_lowered();
         let mut rebind: Vec<(IpNet, Option<ProgramId>, Option<ProgramId>)> = Vec::new();
         for ((b, _), &(i, e)) in affected.iter().zip(&programs) {
             if let Some(g) = self.groups.get(b) {
@@ -2615,7 +2636,10 @@ impl Live {
             }
         }
         rebind.extend(hosts.iter().map(|n| (*n, Some(ingress), Some(egress))));
-        let ids: Vec<_> = keys.iter().filter_map(|k| memo.policy(k)).collect();
+        let mut ids: Vec<_> = keys.iter().filter_map(|k| memo.policy(k)).collect();
+        ids.extend(lowered.iter().map(|(id, _)| *id));
+        ids.sort_unstable();
+        ids.dedup();
         let fresh = memo.lists_of(&ids);
         // Refused (a rebuild) when a fresh list equals, address for address, a list the
         // classifier knows in a form that no longer describes it. With reused pod
@@ -2645,7 +2669,11 @@ impl Live {
             }
         }
         self.memo = Some(memo);
-        self.forget_peers(&readers);
+        let (mut read, profiles) = self.lowered_indices(&lowered);
+        read.extend_from_slice(&readers);
+        read.sort_unstable();
+        read.dedup();
+        self.forget_peers(&read, profiles);
         for n in &hosts {
             let f = usize::from(matches!(n, IpNet::V6(_)));
             let like = self.classifier.host_identity(*n);
@@ -2660,11 +2688,13 @@ impl Live {
         true
     }
 
-    /// What the policies `readers` (indices, ascending) read of a peer: the bits of
-    /// a peer key for their rule sides, and the port names they name on a side
-    /// without a positive selector.
-    fn read_by(&self, readers: &[u32]) -> (Vec<u64>, HashSet<String>) {
-        let hit = |r: &Readers| r.policies.iter().any(|p| readers.binary_search(p).is_ok());
+    /// What the policies `readers` (indices, ascending), and every profile if
+    /// `profiles`, read of a peer: the bits of a peer key for their rule sides, and
+    /// the port names they name on a side without a positive selector.
+    fn read_by(&self, readers: &[u32], profiles: bool) -> (Vec<u64>, HashSet<String>) {
+        let hit = |r: &Readers| {
+            profiles && r.profile || r.policies.iter().any(|p| readers.binary_search(p).is_ok())
+        };
         let mut mask = vec![0u64; (2 * self.sides.len()).div_ceil(64)];
         for (k, r) in self.side_readers.iter().enumerate() {
             if hit(r) {
@@ -2686,27 +2716,36 @@ impl Live {
     /// resolved to the identities of bound hosts only, so a spare's identity (or a
     /// removed exemplar's) is no longer in it. Dropped: every class a rule side of
     /// those policies reads, or with a port name one of them names on a side without
-    /// a positive selector (from the index and, for spares, from `spares`).
-    fn forget_peers(&mut self, readers: &[u32]) {
-        let (mask, names) = self.read_by(readers);
+    /// a positive selector (from the index and, for spares, from `spares`). With
+    /// `profiles`, every profile counts as lowered again too.
+    fn forget_peers(&mut self, readers: &[u32], profiles: bool) {
+        let (mask, names) = self.read_by(readers, profiles);
         self.peers
             .retain(|(key, _), _| !peer_read(key, &mask, &names));
-        self.keep_spares(readers);
+        self.keep_spares(readers, profiles);
     }
 
     /// Drops from `spares` those whose class the policies `readers` (indices into the
     /// store's policies, ascending; lowered again, their lists resolved to bound
     /// hosts only) read: by a rule side or a port name as [`Live::forget_peers`]
     /// says, or by a CIDR (`nets`, `notNets`) containing one of the spare's hosts.
-    fn keep_spares(&mut self, readers: &[u32]) {
-        if readers.is_empty() || self.spares.is_empty() {
+    /// With `profiles`, by every profile's rules too.
+    fn keep_spares(&mut self, readers: &[u32], profiles: bool) {
+        if readers.is_empty() && !profiles || self.spares.is_empty() {
             return;
         }
-        let (mask, names) = self.read_by(readers);
+        let (mask, names) = self.read_by(readers, profiles);
+        let profile_rules = self
+            .cluster
+            .profiles
+            .values()
+            .filter(|_| profiles)
+            .flat_map(|p| p.ingress.iter().chain(&p.egress));
         let cidrs: Vec<IpNet> = readers
             .iter()
             .filter_map(|&i| self.cluster.policies.get(i as usize))
             .flat_map(|p| p.ingress.iter().chain(&p.egress))
+            .chain(profile_rules)
             .flat_map(|r| [&r.source, &r.destination])
             .flat_map(|m| m.nets.iter().chain(&m.not_nets))
             .copied()
@@ -2826,6 +2865,10 @@ impl Live {
             return false;
         };
         let added = memo.take_programs();
+        // Lowered for the first time since the build, over the store without `ep`:
+        // those lists hold no spare, and none reads `ep` (`Live::first_lowering_reads`
+        // for a peer's identity; no rule for an unlisted host).
+        let lowered = memo.take_lowered();
         let with_trees = if added.is_empty() {
             None
         } else {
@@ -2853,7 +2896,72 @@ impl Live {
             return false;
         }
         self.memo = Some(memo);
+        let (read, profiles) = self.lowered_indices(&lowered);
+        if !read.is_empty() || profiles {
+            self.forget_peers(&read, profiles);
+        }
         true
+    }
+
+    /// The store's indices (ascending) of the policies among `lowered`
+    /// ([`Memo::take_lowered`]), and whether a profile is among them.
+    fn lowered_indices(&self, lowered: &[(PolicyId, ResourceKey)]) -> (Vec<u32>, bool) {
+        let mut out: Vec<u32> = lowered
+            .iter()
+            .filter_map(|(_, k)| {
+                self.cluster
+                    .policies
+                    .binary_search_by(|p| p.key.cmp(k))
+                    .ok()
+            })
+            .map(|i| i as u32)
+            .collect();
+        out.sort_unstable();
+        (out, lowered.iter().any(|(_, k)| k.kind == Kind::Profile))
+    }
+
+    /// Whether lowering `ep`'s own programs (`ep` of behaviour `key`) would lower for
+    /// the first time since the build the rules of a policy that reads `ep` as a
+    /// peer (a rule side matching it, a port name it defines on a side without a
+    /// selector), or of a profile: lowered over a store without the spares, their
+    /// lists hold a spare's identity only through the bound hosts that have it, so a
+    /// pod may not take a spare's identity then ([`Live::try_add_peer`]); it gets one
+    /// of its own, with those lists fresh ([`Live::try_add_class`]).
+    fn first_lowering_reads(&self, ep: &Endpoint, key: &Behaviour) -> bool {
+        let Some(memo) = &self.memo else { return true };
+        if self
+            .cluster
+            .profiles_for(ep)
+            .iter()
+            .any(|(name, _)| !memo.has_profile_rules(name))
+        {
+            return true;
+        }
+        let bit = |i: u32| {
+            key.selects
+                .get(i as usize / 64)
+                .is_some_and(|w| w >> (i % 64) & 1 == 1)
+        };
+        let mut first: Vec<u32> = Vec::new();
+        for (i, p) in self.cluster.policies.iter().enumerate() {
+            let sel = self.applies[i];
+            if [PolicyType::Ingress, PolicyType::Egress]
+                .into_iter()
+                .any(|d| {
+                    Cluster::policy_applies_by(p, d, |_| bit(sel))
+                        && !memo.has_policy_rules(&p.key, d)
+                })
+            {
+                first.push(i as u32);
+            }
+        }
+        if first.is_empty() {
+            return false;
+        }
+        let (mask, names) = self.read_by(&first, false);
+        self.peer_keys(key)
+            .iter()
+            .any(|k| peer_read(k, &mask, &names))
     }
 
     /// The fast path of an add whose behaviour no bound endpoint has, for a workload

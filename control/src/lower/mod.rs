@@ -570,6 +570,9 @@ pub(crate) struct Memo {
     /// endpoint's policies reassembles a program from its old one's skeleton).
     skeleton_of: HashMap<(ProgramId, PolicyType), Skeleton>,
     by_content: HashMap<Content, ProgramId>,
+    /// The policies and profiles whose rules were lowered since the last
+    /// [`Memo::take_lowered`] (or forgotten and lowered again), each once.
+    lowered: Vec<(PolicyId, ResourceKey)>,
 }
 
 impl Memo {
@@ -577,6 +580,32 @@ impl Memo {
     /// `programs() - len`).
     pub(crate) fn take_programs(&mut self) -> Vec<Program> {
         std::mem::take(&mut self.new_programs)
+    }
+
+    /// The policies and profiles (by id and key: a profile's key is of kind
+    /// `Profile`) whose rules, in either direction, were lowered since the last call:
+    /// from the store as it was then.
+    pub(crate) fn take_lowered(&mut self) -> Vec<(PolicyId, ResourceKey)> {
+        let mut out = std::mem::take(&mut self.lowered);
+        out.sort_unstable_by_key(|(id, _)| *id);
+        out.dedup_by_key(|(id, _)| *id);
+        out
+    }
+
+    /// Whether the rules of the policy `key` in `direction` are lowered (kept in the
+    /// memo).
+    pub(crate) fn has_policy_rules(&self, key: &ResourceKey, direction: PolicyType) -> bool {
+        self.policy_ids
+            .get(key)
+            .is_some_and(|id| self.rules.contains_key(&(*id, direction)))
+    }
+
+    /// Whether the rules of the profile `name` in both directions are lowered.
+    pub(crate) fn has_profile_rules(&self, name: &str) -> bool {
+        self.profile_ids.get(name).is_some_and(|id| {
+            self.rules.contains_key(&(*id, PolicyType::Ingress))
+                && self.rules.contains_key(&(*id, PolicyType::Egress))
+        })
     }
 
     /// The id of a policy.
@@ -722,6 +751,7 @@ impl<'c> Builder<'c, '_> {
             .entry(ByLists(out.clone()))
             .or_insert(next);
         self.m.rules.insert((id, direction), (out, list));
+        self.m.lowered.push((id, key.clone()));
         Ok(list)
     }
 

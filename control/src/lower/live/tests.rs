@@ -1314,6 +1314,68 @@ fn a_genuinely_new_peer_class_gets_an_identity_of_its_own() {
     check(&live, &tcp_flows(&addrs)).unwrap();
 }
 
+/// A policy that applies to no pod at the build is lowered first when a pod it
+/// applies to arrives, over the store as it is then: without the build's spares. Its
+/// rule reading that pod's peer class (here a `notSelector` in its namespace, which
+/// every pod there but the `role` ones matches) then holds no spare's identity, so
+/// the pod, whose peer class is its namespace's spare's, must not take that identity:
+/// it gets one of its own, with the policy's lists fresh, on the fast path (without
+/// that, the live generation missed the `Deny` for its flows). Its replica joins it,
+/// and a pod of the same peer class that the policy does not apply to takes its
+/// identity.
+#[test]
+fn a_policy_lowered_first_for_a_new_pod_reads_it() {
+    let yaml = r#"
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: db, namespace: ns}
+spec:
+  selector: app == 'db'
+  egress:
+  - action: Deny
+    source: {notSelector: has(role)}
+  - action: Allow
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: web-1, namespace: ns, labels: {app: web, role: fe}}
+spec: {orchestrator: k8s, ipNetworks: [10.0.0.1/32]}
+"#;
+    let mut live = live_of(yaml);
+    let mut addrs = vec!["10.0.0.1", "10.0.0.3", "10.0.0.4", "10.0.0.5"];
+    let spares: Vec<String> = spare_hosts(live.cluster())
+        .iter()
+        .map(|h| h.addr().to_string())
+        .collect();
+    addrs.extend(spares.iter().map(String::as_str));
+    let identities = live.classifier().stats().identities;
+    let mut db = endpoint(&live, "web-1");
+    db.key.name = "db-1".into();
+    db.nets = vec![host("10.0.0.3")];
+    db.labels.insert("app".into(), "db".into());
+    db.labels.remove("role");
+    assert_eq!(live.add_endpoint(db.clone()).unwrap(), Applied::Fast);
+    assert_eq!(
+        live.classifier().stats().identities,
+        identities + 1,
+        "an identity of its own"
+    );
+    check(&live, &tcp_flows(&addrs)).unwrap();
+    let mut replica = db.clone();
+    replica.key.name = "db-2".into();
+    replica.nets = vec![host("10.0.0.4")];
+    assert_eq!(live.add_endpoint(replica).unwrap(), Applied::Fast);
+    check(&live, &tcp_flows(&addrs)).unwrap();
+    // The policy applies to no `cache` pod, which its rule reads as it reads `db`.
+    let mut cache = db.clone();
+    cache.key.name = "cache-1".into();
+    cache.nets = vec![host("10.0.0.5")];
+    cache.labels.insert("app".into(), "cache".into());
+    assert_eq!(live.add_endpoint(cache).unwrap(), Applied::Fast);
+    assert_eq!(live.classifier().stats().identities, identities + 1);
+    check(&live, &tcp_flows(&addrs)).unwrap();
+}
+
 /// A stream of pods, each of a peer class of its own (`canary == 'cK'`, one rule per
 /// K), each added and removed: every add re-lowers the policy reading it and rebinds
 /// the `web` programs, so the part the add before built holds no bound program any
