@@ -523,13 +523,14 @@ thread_local! {
 }
 
 /// [`IdentityClassifier::with_programs_merged`] (the last part built again with the
-/// change's programs when that costs at most twice the change's trees), or in tests
-/// under `NO_MERGE` always a new part.
+/// change's programs when that costs at most twice the change's trees, keeping the
+/// programs of `rebind` and `keep`), or in tests under `NO_MERGE` always a new part.
 fn add_programs(
     from: &IdentityClassifier,
     programs: Vec<dataplane::program::Program>,
     fresh: &[dataplane::program::Nets],
     rebind: &[(IpNet, Option<ProgramId>, Option<ProgramId>)],
+    keep: &[ProgramId],
     cfg: &BuildConfig,
 ) -> Result<(IdentityClassifier, Vec<ProgramId>), dataplane::classifier::ProgramChangeRefused> {
     #[cfg(test)]
@@ -538,7 +539,7 @@ fn add_programs(
             .with_programs(programs, fresh, rebind, cfg)
             .map(|c| (c, Vec::new()));
     }
-    from.with_programs_merged(programs, fresh, rebind, cfg)
+    from.with_programs_merged(programs, fresh, rebind, keep, cfg)
 }
 
 impl Compaction {
@@ -1780,7 +1781,8 @@ impl Live {
         // endpoint fast path's host changes since).
         let ids: Vec<_> = changed.iter().filter_map(|k| memo.policy(k)).collect();
         let fresh = memo.lists_of(&ids);
-        let Ok((c, dropped)) = add_programs(&self.classifier, added, &fresh, &rebind, &self.cfg)
+        let Ok((c, dropped)) =
+            add_programs(&self.classifier, added, &fresh, &rebind, &[], &self.cfg)
         else {
             return false;
         };
@@ -2654,7 +2656,8 @@ impl Live {
         // memo with that policy. Taking it would need every policy whose memo holds a
         // list of that content lowered again too, and the classifier to let a fresh
         // form replace a stale known one (BENCHMARKS.md, "Cluster scale").
-        let Ok((next, dropped)) = add_programs(&bound, added, &fresh, &rebind, &self.cfg) else {
+        let Ok((next, dropped)) = add_programs(&bound, added, &fresh, &rebind, &[], &self.cfg)
+        else {
             return false;
         };
         memo.drop_programs(&dropped);
@@ -2867,12 +2870,24 @@ impl Live {
         let added = memo.take_programs();
         // Lowered for the first time since the build, over the store without `ep`:
         // those lists hold no spare, and none reads `ep` (`Live::first_lowering_reads`
-        // for a peer's identity; no rule for an unlisted host).
+        // for a peer's identity; no rule for an unlisted host), so they are fresh
+        // (resolved to the identities in them now).
         let lowered = memo.take_lowered();
         let with_trees = if added.is_empty() {
             None
         } else {
-            match add_programs(&self.classifier, added, &[], &[], &self.cfg) {
+            // The endpoint's programs may be ones the memo had, in the last part and
+            // bound by no host since the endpoint's old self left (a relabel): kept.
+            let ids: Vec<PolicyId> = lowered.iter().map(|(id, _)| *id).collect();
+            let fresh = memo.lists_of(&ids);
+            match add_programs(
+                &self.classifier,
+                added,
+                &fresh,
+                &[],
+                &[ingress, egress],
+                &self.cfg,
+            ) {
                 Ok((c, dropped)) => {
                     memo.drop_programs(&dropped);
                     Some(c)

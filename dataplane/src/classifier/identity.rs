@@ -916,17 +916,19 @@ impl IdentityClassifier {
         rebind: &[(IpNet, Option<ProgramId>, Option<ProgramId>)],
         cfg: &BuildConfig,
     ) -> Result<IdentityClassifier, ProgramChangeRefused> {
-        self.adding_programs(programs, fresh, rebind, cfg, false)
+        self.adding_programs(programs, fresh, rebind, cfg, None)
             .map(|(next, _)| next)
     }
 
     /// [`IdentityClassifier::with_programs`], but when the last part is one a change
     /// added and at most as many of its programs are still bound (after `rebind`)
-    /// as `programs` has, that part is built again with those programs and
-    /// `programs` instead of a part being added: the part count stays, for at most
-    /// twice the trees of the change. Its programs no binding names any more are
-    /// dropped (in no part; returned, ascending): the caller must not bind them
-    /// again (a later change naming one is refused as an unknown program). A stream
+    /// or in `keep` as `programs` has, that part is built again with those programs
+    /// and `programs` instead of a part being added: the part count stays, for at
+    /// most twice the trees of the change. Its programs no binding names any more
+    /// and not in `keep` are dropped (in no part; returned, ascending): the caller
+    /// must not bind them again (a later change naming one is refused as an unknown
+    /// program). `keep` holds the programs the caller binds next (a host added
+    /// after this change, to a program it already had). A stream
     /// of changes that each rebind the programs of the one before (new peer classes
     /// of one namespace's pods, say) then keeps one part instead of adding one each.
     pub fn with_programs_merged(
@@ -934,16 +936,25 @@ impl IdentityClassifier {
         programs: Vec<Program>,
         fresh: &[Nets],
         rebind: &[(IpNet, Option<ProgramId>, Option<ProgramId>)],
+        keep: &[ProgramId],
         cfg: &BuildConfig,
     ) -> Result<(IdentityClassifier, Vec<ProgramId>), ProgramChangeRefused> {
-        self.adding_programs(programs, fresh, rebind, cfg, true)
+        self.adding_programs(programs, fresh, rebind, cfg, Some(keep))
     }
 
-    /// The programs of the last part a binding of this generation names, by their
-    /// index in it (ascending); `None` for the build's part.
-    fn bound_in_last_part(&self) -> Option<Vec<u32>> {
+    /// The programs of the last part a binding of this generation names, or `keep`
+    /// does, by their index in it (ascending); `None` for the build's part.
+    fn bound_in_last_part(&self, keep: &[ProgramId]) -> Option<Vec<u32>> {
         let last = self.parts.len().checked_sub(1).filter(|&l| l > 0)? as u32;
         let mut bound = vec![false; self.parts[last as usize].programs.len()];
+        for p in keep {
+            if let Some(&(part, local)) = self.programs.get(p.0 as usize)
+                && part == last
+                && let Some(x) = bound.get_mut(local as usize)
+            {
+                *x = true;
+            }
+        }
         for c in 0..self.hot.len() {
             let b = self.hot[c].binding;
             if b == UNBOUND {
@@ -974,7 +985,7 @@ impl IdentityClassifier {
         fresh: &[Nets],
         rebind: &[(IpNet, Option<ProgramId>, Option<ProgramId>)],
         cfg: &BuildConfig,
-        merge: bool,
+        merge: Option<&[ProgramId]>,
     ) -> Result<(IdentityClassifier, Vec<ProgramId>), ProgramChangeRefused> {
         let resolved = self.resolve(fresh).ok_or(ProgramChangeRefused::NewList)?;
         let mut layer = Lists::default();
@@ -1031,11 +1042,8 @@ impl IdentityClassifier {
         }
         // Merged: the last part's programs still bound (after the rebind), then the
         // added ones, in place of the last part.
-        let kept = if merge {
-            next.bound_in_last_part().filter(|k| k.len() <= added)
-        } else {
-            None
-        };
+        let kept =
+            merge.and_then(|keep| next.bound_in_last_part(keep).filter(|k| k.len() <= added));
         let (rewritten, part, old) = match &kept {
             Some(kept) => {
                 let last = self.parts.len() - 1;
@@ -2531,7 +2539,7 @@ mod tests {
                 let mut f_set = set.programs[1].clone();
                 f_set.tiers.insert(0, tier);
                 let p = ProgramId(set.programs.len() as u32);
-                match cl.with_programs_merged(vec![f], &[src.clone().into(), dst.clone().into()], &[(host, Some(p), Some(p))], &cfg) {
+                match cl.with_programs_merged(vec![f], &[src.clone().into(), dst.clone().into()], &[(host, Some(p), Some(p))], &[], &cfg) {
                     Ok((next, _)) => {
                         set.programs.push(f_set);
                         let e = set.endpoints.last_mut().expect("the host");
@@ -2551,7 +2559,8 @@ mod tests {
         /// program with a list the build did not see is refused. Also when the last
         /// part is merged with the added programs
         /// ([`IdentityClassifier::with_programs_merged`]): the programs it drops are
-        /// bound by no endpoint, and a later rebind to one is refused.
+        /// bound by no endpoint and are not among those it was asked to keep, and a
+        /// later rebind to one is refused.
         #[test]
         fn added_programs_agree_with_linear(
             a in arb_program(),
@@ -2559,7 +2568,7 @@ mod tests {
             c in arb_program(),
             hosts in prop::collection::vec((arb_host(), 0u8..3, 0u8..3), 1..6),
             moves in prop::collection::vec(
-                (any::<prop::sample::Index>(), 0u8..5, 0u8..5, any::<bool>()), 1..6),
+                (any::<prop::sample::Index>(), 0u8..5, 0u8..5, any::<bool>(), any::<Option<prop::sample::Index>>()), 1..6),
             picks in arb_picks(24),
         ) {
             let endpoints = distinct_bindings(hosts);
@@ -2584,7 +2593,7 @@ mod tests {
                 Program { tiers: a.tiers.iter().rev().cloned().collect(), profiles: b.profiles.clone() },
             ];
             let mut dropped: Vec<ProgramId> = Vec::new();
-            for (round, (which, ig, eg, merge)) in moves.into_iter().enumerate() {
+            for (round, (which, ig, eg, merge, keep)) in moves.into_iter().enumerate() {
                 let add = if round == 2 { vec![c.clone()] } else { vec![mixes[round % 2].clone()] };
                 let base = set.programs.len() as u32;
                 let prog = |x: u8| match x {
@@ -2596,8 +2605,14 @@ mod tests {
                 let net = set.endpoints[i].net;
                 let rebind = [(net, prog(ig), prog(eg))];
                 let names_dropped = [prog(ig), prog(eg)].into_iter().flatten().any(|p| dropped.contains(&p));
+                // A program the caller binds next, which the merge must not drop.
+                let keep: Vec<ProgramId> = keep
+                    .map(|k| ProgramId(k.index(base as usize) as u32))
+                    .filter(|p| !dropped.contains(p))
+                    .into_iter()
+                    .collect();
                 let r = if merge {
-                    cl.with_programs_merged(add.clone(), &[], &rebind, &cfg)
+                    cl.with_programs_merged(add.clone(), &[], &rebind, &keep, &cfg)
                 } else {
                     cl.with_programs(add.clone(), &[], &rebind, &cfg).map(|n| (n, Vec::new()))
                 };
@@ -2614,6 +2629,7 @@ mod tests {
                                 set.endpoints.iter().all(|e| e.ingress != Some(*p) && e.egress != Some(*p)),
                                 "a bound program was dropped"
                             );
+                            prop_assert!(!keep.contains(p), "a program to keep was dropped");
                         }
                         dropped.extend(gone);
                         cl = next;

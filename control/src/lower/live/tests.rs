@@ -1655,6 +1655,85 @@ fn spares_are_dropped_after_an_incremental_policy_change() {
     check(&live, &tcp_flows(&addrs)).unwrap();
 }
 
+/// A pod relabelled after an incremental policy change: the change put the pod's
+/// ingress program (only it has that one) in a part of its own. The relabel unbinds
+/// the pod and adds it back with the same ingress program and a new egress one
+/// (an egress policy no pod had now applies); the new egress program's trees merge into that
+/// part, which must keep the ingress program the pod is bound to next (it was
+/// dropped as bound by no host, and the pod's ingress lookups found no program:
+/// `Deny` with no policy).
+#[test]
+fn a_relabel_keeps_its_program_through_a_merged_part() {
+    let yaml = r#"
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: ing}
+spec:
+  selector: has(app)
+  types: [Ingress]
+  ingress:
+  - action: Allow
+    source: {selector: role == 'web'}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: eg}
+spec:
+  selector: app == 'db'
+  types: [Egress]
+  egress:
+  - action: Deny
+    destination: {selector: role == 'web'}
+  - action: Allow
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: a, namespace: ns, labels: {app: api}}
+spec: {orchestrator: k8s, ipNetworks: [10.0.0.1/32]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: w, namespace: ns, labels: {role: web}}
+spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
+"#;
+    let read = crate::policy::read_text(yaml, "test", crate::model::Format::Yaml).expect("reads");
+    let mut resources: Vec<crate::model::Resource> =
+        read.items.iter().map(|l| l.resource.clone()).collect();
+    let cluster = crate::policy::build(read).expect("builds").cluster;
+    let mut live = Live::new(cluster, BuildConfig::default()).expect("builds");
+    let addrs = ["10.0.0.1", "10.0.0.2", "10.0.0.3"];
+    let at = |resources: &[crate::model::Resource], name: &str| {
+        resources
+            .iter()
+            .position(|r| r.metadata().name == name)
+            .expect("resource")
+    };
+    // The ingress policy now denies what it allowed.
+    let i = at(&resources, "ing");
+    let key = store_key(&resources[i]);
+    if let crate::model::Resource::GlobalNetworkPolicy(o) = &mut resources[i] {
+        o.spec.ingress[0].action = crate::model::RuleAction::Deny;
+    }
+    let next = Cluster::from_resources(&resources).unwrap();
+    assert_eq!(live.update(&next, &[key]).unwrap(), Applied::Incremental);
+    assert_eq!(live.classifier().stats().parts, 2);
+    check(&live, &tcp_flows(&addrs)).unwrap();
+    // `a` relabelled: still `has(app)` (the same ingress program), now under `eg`.
+    let i = at(&resources, "a");
+    let key = store_key(&resources[i]);
+    if let crate::model::Resource::WorkloadEndpoint(o) = &mut resources[i] {
+        o.metadata.labels.insert("app".into(), "db".into());
+    }
+    let next = Cluster::from_resources(&resources).unwrap();
+    assert_eq!(live.update(&next, &[key]).unwrap(), Applied::Fast);
+    assert_eq!(
+        live.classifier().stats().parts,
+        2,
+        "merged into the last part"
+    );
+    check(&live, &tcp_flows(&addrs)).unwrap();
+}
+
 /// An incremental change of a policy that reads no spare's class (its rules read
 /// `app == 'db'` peers on port 22 only) keeps the spares: a pod of a new `app` with
 /// `http` on 8080 still takes the identity of the spare of its shape (no identity
@@ -2034,7 +2113,18 @@ fn a_change_at_a_raised_priority_raises_a_compaction_from_raise_at_parts() {
         change(&mut live, &mut resources);
         assert_eq!(nice(&live), None);
     }
-    // At a raised priority: the next change raises the stalled compaction.
+    // At a raised priority: the next change raises the stalled compaction, once its
+    // thread runs (a thread not yet scheduled has published no id to raise; another
+    // test on the other core can hold it off that long).
+    let started = std::time::Instant::now();
+    while live
+        .compaction
+        .as_ref()
+        .is_some_and(|c| c.tid.load(std::sync::atomic::Ordering::Relaxed) == 0)
+        && started.elapsed() < std::time::Duration::from_secs(10)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     {
         let _raised = crate::sys::Nice::set(-3).unwrap();
         change(&mut live, &mut resources);
