@@ -79,7 +79,12 @@
 //!   programs would lower such a policy reading its class does not take a spare's
 //!   identity ([`Live::first_lowering_reads`]; it gets one of its own on the path
 //!   below, with those lists fresh), and after any first lowering the classes and
-//!   spares it reads are dropped as after a change. No class (a peer selector reading the pod as it reads no endpoint, a
+//!   spares it reads are dropped as after a change. On this path and the next, the
+//!   lists of a policy first lowered are fresh (resolved to the identities in them
+//!   now: none reads the pod), and a program the pod is bound to that the memo
+//!   already had (a relabelled pod's own, say, in the last tree part and bound by
+//!   no host once the old pod left) is kept when the new trees are merged into
+//!   that part. No class (a peer selector reading the pod as it reads no endpoint, a
 //!   port number no endpoint has for that name, a zone no endpoint of that shape is
 //!   in) falls to the next paths.
 //! - **Workload endpoint added with a new behaviour that no rule reads as a peer**
