@@ -1851,20 +1851,7 @@ impl Live {
         // lacks its identity rightly, and one equal to a list the classifier knew
         // keeps that list's form, which holds a spare's identity only if its
         // addresses hold the spare's (no endpoint has a spare's address).
-        let mut readers: Vec<u32> = self
-            .relowered
-            .iter()
-            .filter_map(|k| {
-                self.cluster
-                    .policies
-                    .binary_search_by(|p| p.key.cmp(k))
-                    .ok()
-            })
-            .map(|i| i as u32)
-            .collect();
-        readers.sort_unstable();
-        readers.dedup();
-        let profiles = self.relowered.iter().any(|k| k.kind == Kind::Profile);
+        let (readers, profiles) = self.policy_indices(&self.relowered);
         self.relowered.clear();
         // Read with the indexes as they are now.
         self.spare_keys.clear();
@@ -2677,7 +2664,7 @@ impl Live {
             }
         }
         self.memo = Some(memo);
-        let (mut read, profiles) = self.lowered_indices(&lowered);
+        let (mut read, profiles) = self.policy_indices(lowered.iter().map(|(_, k)| k));
         read.extend_from_slice(&readers);
         read.sort_unstable();
         read.dedup();
@@ -2916,19 +2903,24 @@ impl Live {
             return false;
         }
         self.memo = Some(memo);
-        let (read, profiles) = self.lowered_indices(&lowered);
+        let (read, profiles) = self.policy_indices(lowered.iter().map(|(_, k)| k));
         if !read.is_empty() || profiles {
             self.forget_peers(&read, profiles);
         }
         true
     }
 
-    /// The store's indices (ascending) of the policies among `lowered`
-    /// ([`Memo::take_lowered`]), and whether a profile is among them.
-    fn lowered_indices(&self, lowered: &[(PolicyId, ResourceKey)]) -> (Vec<u32>, bool) {
-        let mut out: Vec<u32> = lowered
-            .iter()
-            .filter_map(|(_, k)| {
+    /// The store's indices (ascending, once each) of the policies among `keys`, and
+    /// whether a profile is among them.
+    fn policy_indices<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k ResourceKey>,
+    ) -> (Vec<u32>, bool) {
+        let mut profiles = false;
+        let mut out: Vec<u32> = keys
+            .into_iter()
+            .filter_map(|k| {
+                profiles |= k.kind == Kind::Profile;
                 self.cluster
                     .policies
                     .binary_search_by(|p| p.key.cmp(k))
@@ -2937,7 +2929,8 @@ impl Live {
             .map(|i| i as u32)
             .collect();
         out.sort_unstable();
-        (out, lowered.iter().any(|(_, k)| k.kind == Kind::Profile))
+        out.dedup();
+        (out, profiles)
     }
 
     /// Whether lowering `ep`'s own programs (`ep` of behaviour `key`) would lower for
