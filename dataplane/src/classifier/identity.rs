@@ -2407,20 +2407,25 @@ mod tests {
                     l
                 };
                 let (src, dst) = (subset(src_mask), subset(dst_mask));
-                // A program naming the fresh lists, then b's tiers (known lists).
-                let mut f = b.clone();
-                f.tiers.insert(0, crate::fixtures::tier(9, crate::program::TierDefault::Pass, vec![
+                // A program naming the fresh lists, then b's tiers (known lists: the
+                // classifier reads them as the host changes since made them, so the
+                // reference takes b's tiers as the set has them now).
+                let tier = crate::fixtures::tier(9, crate::program::TierDefault::Pass, vec![
                     crate::fixtures::policy(90, false, vec![
                         crate::fixtures::rule(0, crate::program::Action::Allow, Match { src_nets: Some(src.clone().into()), ..Match::default() }),
                         crate::fixtures::rule(1, crate::program::Action::Deny, Match { dst_nets: Some(dst.clone().into()), not_src_nets: src.clone().into(), ..Match::default() }),
                     ]),
-                ]));
+                ]);
+                let mut f = b.clone();
+                f.tiers.insert(0, tier.clone());
+                let mut f_set = set.programs[1].clone();
+                f_set.tiers.insert(0, tier);
                 let id = ProgramId(set.programs.len() as u32);
                 let i = which.index(set.endpoints.len());
                 let net = set.endpoints[i].net;
-                match cl.with_programs(vec![f.clone()], &[src.clone().into(), dst.clone().into()], &[(net, Some(id), Some(id))], &cfg) {
+                match cl.with_programs(vec![f], &[src.clone().into(), dst.clone().into()], &[(net, Some(id), Some(id))], &cfg) {
                     Ok(next) => {
-                        set.programs.push(f);
+                        set.programs.push(f_set);
                         set.endpoints[i].ingress = Some(id);
                         set.endpoints[i].egress = Some(id);
                         cl = next;
