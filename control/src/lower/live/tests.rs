@@ -209,13 +209,9 @@ spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
         .find(|e| e.key.name == "api-1")
         .map(|e| (**e).clone())
         .unwrap();
-    let mut web2 = web1.clone();
-    web2.key.name = "web-2".into();
-    web2.nets = vec![host("10.0.0.3")];
+    let web2 = copy_at(&web1, "web-2", "10.0.0.3");
     assert_eq!(live.add_endpoint(web2.clone()).unwrap(), Applied::Fast);
-    let mut api2 = api1.clone();
-    api2.key.name = "api-2".into();
-    api2.nets = vec![host("10.0.0.4")];
+    let api2 = copy_at(&api1, "api-2", "10.0.0.4");
     assert_eq!(live.add_endpoint(api2.clone()).unwrap(), Applied::Fast);
     // A label set never seen, that no selector reads differently: still fast.
     let mut api4 = api1.clone();
@@ -225,9 +221,7 @@ spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
     assert_eq!(live.add_endpoint(api4).unwrap(), Applied::Fast);
     // Inside the rule's CIDR: another identity, which the trees read as the CIDR's
     // (a free id of its identity's block), and the rules reading `api` built again.
-    let mut api3 = api1.clone();
-    api3.key.name = "api-3".into();
-    api3.nets = vec![host("10.9.0.1")];
+    let api3 = copy_at(&api1, "api-3", "10.9.0.1");
     assert_eq!(live.add_endpoint(api3).unwrap(), Applied::Fast);
     // A new behaviour that no rule reads as a peer: its own programs are lowered,
     // the trees kept.
@@ -872,6 +866,14 @@ fn live_of(yaml: &str) -> Live {
     Live::new(cluster, BuildConfig::default()).expect("builds")
 }
 
+/// `ep` renamed `name` and moved to the host address `addr`.
+fn copy_at(ep: &Endpoint, name: &str, addr: &str) -> Endpoint {
+    let mut e = ep.clone();
+    e.key.name = name.into();
+    e.nets = vec![host(addr)];
+    e
+}
+
 fn endpoint(live: &Live, name: &str) -> Endpoint {
     live.cluster()
         .endpoints
@@ -900,22 +902,16 @@ fn a_new_peer_class_takes_a_spare_identity() {
         "240.0.0.1",
         "240.0.0.2",
     ];
-    let mut new = endpoint(&live, "web-1");
-    new.key.name = "new-1".into();
-    new.nets = vec![host("10.0.0.3")];
+    let mut new = copy_at(&endpoint(&live, "web-1"), "new-1", "10.0.0.3");
     new.labels.insert("app".into(), "new".into());
     assert_eq!(live.add_endpoint(new.clone()).unwrap(), Applied::Fast);
     check(&live, &tcp_flows(&addrs)).unwrap();
     // Its replica joins it.
-    let mut replica = new.clone();
-    replica.key.name = "new-2".into();
-    replica.nets = vec![host("10.0.0.4")];
+    let replica = copy_at(&new, "new-2", "10.0.0.4");
     assert_eq!(live.add_endpoint(replica).unwrap(), Applied::Fast);
     check(&live, &tcp_flows(&addrs)).unwrap();
     // `http` on a port no endpoint defines: no spare has it.
-    let mut other_port = new.clone();
-    other_port.key.name = "new-3".into();
-    other_port.nets = vec![host("10.0.0.5")];
+    let mut other_port = copy_at(&new, "new-3", "10.0.0.5");
     other_port.labels.insert("app".into(), "newer".into());
     other_port.ports[0].port = 7070;
     let identities = live.classifier().stats().identities;
@@ -923,9 +919,7 @@ fn a_new_peer_class_takes_a_spare_identity() {
     assert_eq!(live.classifier().stats().identities, identities + 1);
     check(&live, &tcp_flows(&["10.0.0.1", "10.0.0.5", "240.0.0.1"])).unwrap();
     // Inside a rule CIDR: an identity of its own there too.
-    let mut inside = new.clone();
-    inside.key.name = "new-4".into();
-    inside.nets = vec![host("10.9.0.5")];
+    let mut inside = copy_at(&new, "new-4", "10.9.0.5");
     inside.labels.insert("app".into(), "newest".into());
     assert_eq!(live.add_endpoint(inside).unwrap(), Applied::Fast);
     check(&live, &tcp_flows(&addrs)).unwrap();
@@ -952,9 +946,7 @@ fn a_dual_stack_pod_takes_the_spare_identity_of_each_family() {
     check(&live, &flows).unwrap();
     // An IPv6-only pod of that peer class: its address is in the lists the spare's
     // IPv6 address was in (a peer class does not depend on the families a pod has).
-    let mut six = endpoint(&live, "web-1");
-    six.key.name = "new-6".into();
-    six.nets = vec![host("fd00::6")];
+    let mut six = copy_at(&endpoint(&live, "web-1"), "new-6", "fd00::6");
     six.labels.insert("app".into(), "six".into());
     assert_eq!(live.add_endpoint(six).unwrap(), Applied::Fast);
     flows.extend(tcp_flows(&["fd00::1", "fd00::6", "100::1"]));
@@ -994,9 +986,7 @@ spec: {{orchestrator: k8s, ipNetworks: [240.0.0.1/32]}}
         let mut live = live_of(yaml);
         assert!(spare_hosts(live.cluster()).contains(&host(spare)));
         check(&live, &tcp_flows(&addrs)).unwrap();
-        let mut new = endpoint(&live, "web-1");
-        new.key.name = "new-1".into();
-        new.nets = vec![host("10.0.0.3")];
+        let mut new = copy_at(&endpoint(&live, "web-1"), "new-1", "10.0.0.3");
         new.labels.insert("app".into(), "new".into());
         assert_eq!(live.add_endpoint(new).unwrap(), Applied::Fast);
         check(&live, &tcp_flows(&addrs)).unwrap();
@@ -1183,18 +1173,14 @@ spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
 "#;
     let mut live = live_of(yaml);
     let addrs = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"];
-    let mut b = endpoint(&live, "y-1");
-    b.key.name = "b-1".into();
-    b.nets = vec![host("10.0.0.3")];
+    let mut b = copy_at(&endpoint(&live, "y-1"), "b-1", "10.0.0.3");
     b.labels.insert("app".into(), "z".into());
     b.labels.insert("role".into(), "b".into());
     assert_eq!(live.add_endpoint(b.clone()).unwrap(), Applied::Fast);
     check(&live, &tcp_flows(&addrs)).unwrap();
     // `app == 'db'` reads it as no endpoint (and no spare: spares carry no `app`): an
     // identity of its own.
-    let mut db = b.clone();
-    db.key.name = "db-1".into();
-    db.nets = vec![host("10.0.0.4")];
+    let mut db = copy_at(&b, "db-1", "10.0.0.4");
     db.labels.insert("app".into(), "db".into());
     let identities = live.classifier().stats().identities;
     assert_eq!(live.add_endpoint(db).unwrap(), Applied::Fast);
@@ -1270,9 +1256,7 @@ fn a_genuinely_new_peer_class_gets_an_identity_of_its_own() {
         (s.identities, s.parts)
     };
     let (ids, parts) = stats(&live);
-    let mut canary = endpoint(&live, "web-1");
-    canary.key.name = "canary-1".into();
-    canary.nets = vec![host("10.0.0.4")];
+    let mut canary = copy_at(&endpoint(&live, "web-1"), "canary-1", "10.0.0.4");
     canary.labels.insert("canary".into(), "true".into());
     canary.ports.clear();
     assert_eq!(live.add_endpoint(canary.clone()).unwrap(), Applied::Fast);
@@ -1283,16 +1267,12 @@ fn a_genuinely_new_peer_class_gets_an_identity_of_its_own() {
     );
     check(&live, &tcp_flows(&addrs)).unwrap();
     // Its replica joins its identity and programs: no new part.
-    let mut replica = canary.clone();
-    replica.key.name = "canary-2".into();
-    replica.nets = vec![host("10.0.0.5")];
+    let replica = copy_at(&canary, "canary-2", "10.0.0.5");
     assert_eq!(live.add_endpoint(replica).unwrap(), Applied::Fast);
     assert_eq!(stats(&live), (ids + 1, parts + 1));
     check(&live, &tcp_flows(&addrs)).unwrap();
     // `http` on a number no endpoint defines, read by `api`'s egress rule.
-    let mut port = canary.clone();
-    port.key.name = "canary-3".into();
-    port.nets = vec![host("10.0.0.6")];
+    let mut port = copy_at(&canary, "canary-3", "10.0.0.6");
     port.ports = endpoint(&live, "web-1").ports;
     port.ports[0].port = 7070;
     assert_eq!(live.add_endpoint(port).unwrap(), Applied::Fast);
@@ -1306,9 +1286,7 @@ fn a_genuinely_new_peer_class_gets_an_identity_of_its_own() {
     check(&live, &tcp_flows(&addrs)).unwrap();
     // Inside a rule CIDR, where no host of its class is: an identity of its own
     // that the kept trees read as the CIDR's (a free id of its block).
-    let mut inside = canary.clone();
-    inside.key.name = "canary-4".into();
-    inside.nets = vec![host("10.9.0.5")];
+    let inside = copy_at(&canary, "canary-4", "10.9.0.5");
     assert_eq!(live.add_endpoint(inside).unwrap(), Applied::Fast);
     assert_eq!(stats(&live).0, ids + 3);
     check(&live, &tcp_flows(&addrs)).unwrap();
@@ -1349,9 +1327,7 @@ spec: {orchestrator: k8s, ipNetworks: [10.0.0.1/32]}
         .collect();
     addrs.extend(spares.iter().map(String::as_str));
     let identities = live.classifier().stats().identities;
-    let mut db = endpoint(&live, "web-1");
-    db.key.name = "db-1".into();
-    db.nets = vec![host("10.0.0.3")];
+    let mut db = copy_at(&endpoint(&live, "web-1"), "db-1", "10.0.0.3");
     db.labels.insert("app".into(), "db".into());
     db.labels.remove("role");
     assert_eq!(live.add_endpoint(db.clone()).unwrap(), Applied::Fast);
@@ -1361,15 +1337,11 @@ spec: {orchestrator: k8s, ipNetworks: [10.0.0.1/32]}
         "an identity of its own"
     );
     check(&live, &tcp_flows(&addrs)).unwrap();
-    let mut replica = db.clone();
-    replica.key.name = "db-2".into();
-    replica.nets = vec![host("10.0.0.4")];
+    let replica = copy_at(&db, "db-2", "10.0.0.4");
     assert_eq!(live.add_endpoint(replica).unwrap(), Applied::Fast);
     check(&live, &tcp_flows(&addrs)).unwrap();
     // The policy applies to no `cache` pod, which its rule reads as it reads `db`.
-    let mut cache = db.clone();
-    cache.key.name = "cache-1".into();
-    cache.nets = vec![host("10.0.0.5")];
+    let mut cache = copy_at(&db, "cache-1", "10.0.0.5");
     cache.labels.insert("app".into(), "cache".into());
     assert_eq!(live.add_endpoint(cache).unwrap(), Applied::Fast);
     assert_eq!(live.classifier().stats().identities, identities + 1);
@@ -1501,9 +1473,7 @@ fn a_catch_up_takes_new_peer_classes_one_at_a_time() {
     hold(false);
     // A replica of web-1: the finished compaction is handed a catch-up with the keys
     // since and this one, then adopted.
-    let mut replica = endpoint(&live, "web-1");
-    replica.key.name = "web-2".into();
-    replica.nets = vec![host("10.0.2.1")];
+    let replica = copy_at(&endpoint(&live, "web-1"), "web-2", "10.0.2.1");
     assert_eq!(live.add_endpoint(replica).unwrap(), Applied::Fast);
     live.settle();
     assert!(live.compaction.is_none());
@@ -2445,18 +2415,14 @@ fn a_not_selector_under_a_covering_network_set_splits_peers() {
     // A `web` pod in `b`: out of the list, denied.
     let mut live = live_of(COVERED);
     assert_eq!(verdict(&live, "10.0.0.2"), crate::cluster::Verdict::Allow);
-    let mut web = endpoint(&live, "api-1");
-    web.key.name = "web-1".into();
-    web.nets = vec![host("10.0.0.4")];
+    let mut web = copy_at(&endpoint(&live, "api-1"), "web-1", "10.0.0.4");
     web.labels.insert("app".into(), "web".into());
     live.add_endpoint(web).unwrap();
     check(&live, &tcp_flows(&addrs)).unwrap();
     assert_eq!(verdict(&live, "10.0.0.4"), crate::cluster::Verdict::Deny);
     // A pod with a label set no selector tells from `api`'s: `api`'s identity, on
     // the fast path.
-    let mut other = endpoint(&live, "api-1");
-    other.key.name = "other-1".into();
-    other.nets = vec![host("10.0.0.5")];
+    let mut other = copy_at(&endpoint(&live, "api-1"), "other-1", "10.0.0.5");
     other.labels.insert("app".into(), "other".into());
     assert_eq!(live.add_endpoint(other).unwrap(), Applied::Fast);
     check(&live, &tcp_flows(&addrs)).unwrap();
