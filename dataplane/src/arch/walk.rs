@@ -21,7 +21,7 @@
 //! `#[target_feature]` functions sound.
 
 use crate::classifier::slot::{BLOCK, Block, Slot};
-use crate::program::{FlowKey, Verdicts};
+use crate::program::{Decision, FlowKey, Verdicts};
 
 /// Which walk kernel a classifier uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -158,6 +158,59 @@ pub(crate) fn resolve_leaves(
     }
 }
 
+/// With kernel `k`'s gathers, for every `j < n` (at most [`BLOCK`]) whose slot
+/// `s[j]` is a precomputed leaf (`LEAF` set, `LIST` clear) with an index inside
+/// `pairs`, lowers each 32-bit half of `pos[j]` to that half of `pairs[s[j] as
+/// u32]` if it is below (the first positions of a partitioned lookup, both views in
+/// one word); walks not on a leaf, or on a leaf past the table, add no position and
+/// are left as they are. Returns the mask of the walks on leaf lists, untouched, for
+/// the caller to scan. `None` when `k` has no such resolution (nothing is written).
+#[inline]
+pub(crate) fn min_positions(
+    k: Kernel,
+    s: &[Slot; BLOCK],
+    n: usize,
+    pairs: &[u64],
+    pos: &mut [u64; BLOCK],
+) -> Option<u64> {
+    match k.0 {
+        #[cfg(target_arch = "x86_64")]
+        Kind::Avx512 | Kind::Avx512Vbmi => {
+            // SAFETY: as in `set_all_v4`.
+            Some(unsafe { x86::min_positions_avx512(s, n, pairs, pos) })
+        }
+        _ => None,
+    }
+}
+
+/// With kernel `k`'s gathers, for every `j < out.len()` (at most [`BLOCK`]) writes
+/// the verdicts of the first positions `pos[j]` (enforced in the low half, pending
+/// in the high half): `out[j].enforced = decisions[enforced[e]]` and
+/// `out[j].pending = decisions[pending[p]]`, `sentinel` where an index is past its
+/// table. `false` (nothing written) when `k` has no such resolution.
+#[inline]
+pub(crate) fn position_verdicts(
+    k: Kernel,
+    pos: &[u64; BLOCK],
+    enforced: &[u32],
+    pending: &[u32],
+    decisions: &[Decision],
+    sentinel: Decision,
+    out: &mut [Verdicts],
+) -> bool {
+    match k.0 {
+        #[cfg(target_arch = "x86_64")]
+        Kind::Avx512 | Kind::Avx512Vbmi => {
+            // SAFETY: as in `set_all_v4`.
+            unsafe {
+                x86::position_verdicts_avx512(pos, enforced, pending, decisions, sentinel, out)
+            };
+            true
+        }
+        _ => false,
+    }
+}
+
 /// With kernel `k`'s gathers, for every `j` looks address `a[j]` up in a 16-8-8
 /// trie of 64-bit slots (`crate::lpm`'s wide IPv4 table: slot 0 = nothing, top bit
 /// set = a leaf, otherwise a child node's index; the child's slot for byte `b` is
@@ -192,7 +245,7 @@ pub(crate) fn lpm16_block(
 mod x86 {
     use std::arch::x86_64::*;
 
-    use crate::program::{FlowKey, Verdicts};
+    use crate::program::{Decision, FlowKey, Verdicts};
 
     use crate::classifier::slot::{
         BLOCK, Block, LEAF, LIST, MAX_LEVELS, MAX_TABLE, NOT_STARTS, OFFSET_MASK, RANGED, SHIFT_AT,
@@ -609,6 +662,134 @@ mod x86 {
         rest
     }
 
+    /// See `super::min_positions`.
+    ///
+    /// # Safety
+    /// The CPU must support avx512f and avx512bw.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn min_positions_avx512(
+        s: &[Slot; BLOCK],
+        n: usize,
+        pairs: &[u64],
+        pos: &mut [u64; BLOCK],
+    ) -> u64 {
+        let n = n.min(BLOCK);
+        let table = pairs.as_ptr().cast::<i64>();
+        let len = _mm512_set1_epi64(pairs.len() as i64);
+        let kind = _mm512_set1_epi64((LEAF | LIST) as i64);
+        let leaf = _mm512_set1_epi64(LEAF as i64);
+        let low32 = _mm512_set1_epi64(0xffff_ffff);
+        let none = _mm512_set1_epi64(-1);
+        let mut lists = 0u64;
+        for g in 0..n.div_ceil(8) {
+            let m = first_lanes(n - 8 * g);
+            // SAFETY: `8g + 8 <= BLOCK`: the 64 bytes read lie in `s`.
+            let sv = unsafe { _mm512_loadu_si512(s.as_ptr().add(8 * g).cast()) };
+            let k = _mm512_and_si512(sv, kind);
+            lists |= u64::from(_mm512_mask_cmpeq_epi64_mask(m, k, kind)) << (8 * g);
+            let index = _mm512_and_si512(sv, low32);
+            let precomputed = _mm512_mask_cmpeq_epi64_mask(m, k, leaf);
+            let ok = _mm512_mask_cmplt_epu64_mask(precomputed, index, len);
+            if ok == 0 {
+                continue;
+            }
+            // SAFETY: lanes in `ok` have `index < pairs.len()`, so `pairs[index]` is
+            // in `pairs` (which is then not empty); others load nothing and keep
+            // `none`, whose halves lower nothing.
+            let got = unsafe { _mm512_mask_i64gather_epi64::<8>(none, ok, index, table) };
+            // SAFETY: `8g + 8 <= BLOCK`: the 64 bytes read and written lie in `pos`.
+            unsafe {
+                let at = pos.as_mut_ptr().add(8 * g).cast();
+                let cur = _mm512_loadu_si512(at);
+                _mm512_storeu_si512(at, _mm512_min_epu32(cur, got));
+            }
+        }
+        lists
+    }
+
+    const _: () = assert!(
+        size_of::<Decision>() == 8
+            && std::mem::offset_of!(Verdicts, enforced) % 8 == 0
+            && std::mem::offset_of!(Verdicts, pending) % 8 == 0
+    );
+    /// Whether a `Verdicts`' enforced decision is its first 8 bytes.
+    const ENFORCED_FIRST: bool = std::mem::offset_of!(Verdicts, enforced) == 0;
+
+    /// See `super::position_verdicts`.
+    ///
+    /// # Safety
+    /// The CPU must support avx512f and avx512bw.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn position_verdicts_avx512(
+        pos: &[u64; BLOCK],
+        enforced: &[u32],
+        pending: &[u32],
+        decisions: &[Decision],
+        sentinel: Decision,
+        out: &mut [Verdicts],
+    ) {
+        let n = out.len().min(BLOCK);
+        let table = decisions.as_ptr().cast::<i64>();
+        // SAFETY: a `Decision` is 8 bytes with no padding (two 4-byte fields), so
+        // its 8 bytes read as one initialized `i64`.
+        let sent = _mm512_set1_epi64(unsafe {
+            std::ptr::read_unaligned(std::ptr::from_ref(&sentinel).cast::<i64>())
+        });
+        let low32 = _mm512_set1_epi64(0xffff_ffff);
+        let decision_len = _mm512_set1_epi64(decisions.len() as i64);
+        let dst = out.as_mut_ptr().cast::<i64>();
+        let first = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+        let second = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+        for g in 0..n.div_ceil(8) {
+            let m = first_lanes(n - 8 * g);
+            // SAFETY: `8g + 8 <= BLOCK`: the 64 bytes read lie in `pos`.
+            let pv = unsafe { _mm512_loadu_si512(pos.as_ptr().add(8 * g).cast()) };
+            // The decision of each lane's position `at` in `of`.
+            let view = |at: __m512i, of: &[u32]| -> __m512i {
+                let ok = _mm512_mask_cmplt_epu64_mask(m, at, _mm512_set1_epi64(of.len() as i64));
+                let index = if ok == 0 {
+                    _mm512_setzero_si512()
+                } else {
+                    // SAFETY: lanes in `ok` have `at < of.len()`, so `of[at]` is in
+                    // `of`; others load nothing.
+                    _mm512_cvtepu32_epi64(unsafe {
+                        _mm512_mask_i64gather_epi32::<4>(
+                            _mm256_setzero_si256(),
+                            ok,
+                            at,
+                            of.as_ptr().cast::<i32>(),
+                        )
+                    })
+                };
+                let found = _mm512_mask_cmplt_epu64_mask(ok, index, decision_len);
+                // SAFETY: lanes in `found` have `index < decisions.len()`, so
+                // `decisions[index]`'s 8 bytes lie in `decisions`; others load
+                // nothing and keep the sentinel.
+                unsafe { _mm512_mask_i64gather_epi64::<8>(sent, found, index, table) }
+            };
+            let e = view(_mm512_and_si512(pv, low32), enforced);
+            let p = view(_mm512_srli_epi64::<32>(pv), pending);
+            let (lo, hi) = if ENFORCED_FIRST { (e, p) } else { (p, e) };
+            let even = _mm512_unpacklo_epi64(lo, hi); // walks 0, 2, 4, 6
+            let odd = _mm512_unpackhi_epi64(lo, hi); // walks 1, 3, 5, 7
+            let front = _mm512_permutex2var_epi64(even, first, odd); // walks 0..4
+            let back = _mm512_permutex2var_epi64(even, second, odd); // walks 4..8
+            // SAFETY: lanes in `m` are walks `8g + i < n <= out.len()`, whose 16 bytes
+            // lie in `out`; each is written as two whole `Decision`s at the offsets of
+            // `enforced` and `pending` (`ENFORCED_FIRST`), so a valid `Verdicts`.
+            // Others store nothing; a half is stored (and its address formed) only
+            // when one of its walks is in `m`.
+            unsafe {
+                if m & 0x0f != 0 {
+                    _mm512_mask_storeu_epi64(dst.add(16 * g), pairs(m), front);
+                }
+                if m & 0xf0 != 0 {
+                    _mm512_mask_storeu_epi64(dst.add(16 * g + 8), pairs(m >> 4), back);
+                }
+            }
+        }
+    }
+
     #[target_feature(enable = "avx2")]
     fn pair256(c: [i64; 2]) -> __m256i {
         _mm256_set_epi64x(c[1], c[0], c[1], c[0])
@@ -922,6 +1103,89 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(rest.checked_shr(n as u32).unwrap_or(0), 0, "{}: no walk past out", k.name());
+            }
+        }
+
+        /// Every kernel's vector position minimum, where it has one, lowers each
+        /// half of the position word of exactly the walks on precomputed leaves
+        /// inside the table to that half of their pair, leaves every other walk's
+        /// word as it was, and hands back exactly the walks on leaf lists.
+        #[test]
+        fn vector_positions_are_the_pair_minimum(
+            slots in prop::collection::vec((0u8..4, 0u32..40), BLOCK),
+            start in prop::collection::vec(any::<u64>(), BLOCK),
+            pairs in prop::collection::vec(any::<u64>(), 0..32),
+            n in 0..=BLOCK,
+            wide in any::<bool>(),
+        ) {
+            let s: [Slot; BLOCK] = std::array::from_fn(|j| {
+                let (kind, i) = slots[j];
+                match kind {
+                    0 | 1 => LEAF | u64::from(i),                // precomputed (some past the table)
+                    2 => LEAF | LIST | (3 << 32) | u64::from(i), // a leaf list
+                    // Not a leaf; with `wide`, a node word whose key-word bits
+                    // include the list flag's bit.
+                    _ => u64::from(i) << 8 | if wide { LIST } else { 0 },
+                }
+            });
+            let start: [u64; BLOCK] = std::array::from_fn(|j| start[j]);
+            for k in Kernel::available() {
+                let mut pos = start;
+                let Some(rest) = min_positions(k, &s, n, &pairs, &mut pos) else {
+                    prop_assert_eq!(pos, start);
+                    continue;
+                };
+                for j in 0..BLOCK {
+                    let precomputed = j < n && s[j] & (LEAF | LIST) == LEAF;
+                    let list = j < n && s[j] & (LEAF | LIST) == LEAF | LIST;
+                    let want = match pairs.get(s[j] as u32 as usize) {
+                        Some(&p) if precomputed => {
+                            let half = |x: u64, at: u32| (x >> at) as u32;
+                            u64::from(half(start[j], 0).min(half(p, 0)))
+                                | u64::from(half(start[j], 32).min(half(p, 32))) << 32
+                        }
+                        _ => start[j],
+                    };
+                    prop_assert_eq!(pos[j], want, "{} walk {}", k.name(), j);
+                    prop_assert_eq!(rest >> j & 1 == 1, list, "{} walk {}", k.name(), j);
+                }
+            }
+        }
+
+        /// Every kernel's vector position resolution, where it has one, writes for
+        /// every walk the decisions its two positions name through the views'
+        /// tables, the sentinel where an index is past its table, and nothing past
+        /// `out`.
+        #[test]
+        fn vector_position_verdicts_are_the_table_lookups(
+            pos in prop::collection::vec((0u32..24, 0u32..24), BLOCK),
+            enforced in prop::collection::vec(0u32..20, 0..20),
+            pending in prop::collection::vec(0u32..20, 0..20),
+            decisions in 0usize..16,
+            n in 0..=BLOCK,
+        ) {
+            let decisions: Vec<Decision> = verdicts(decisions).iter().map(|v| v.pending).collect();
+            let sentinel = Decision { verdict: Verdict::Deny, trace: TraceId(7777) };
+            let packed: [u64; BLOCK] =
+                std::array::from_fn(|j| u64::from(pos[j].0) | u64::from(pos[j].1) << 32);
+            let d = |at: u32, of: &[u32]| {
+                of.get(at as usize)
+                    .and_then(|&i| decisions.get(i as usize))
+                    .copied()
+                    .unwrap_or(sentinel)
+            };
+            let marker = verdicts(BLOCK + 40)[BLOCK + 39];
+            for k in Kernel::available() {
+                let mut out = vec![marker; n + 1];
+                if !position_verdicts(k, &packed, &enforced, &pending, &decisions, sentinel, &mut out[..n]) {
+                    prop_assert!(out.iter().all(|&o| o == marker));
+                    continue;
+                }
+                for j in 0..n {
+                    let want = Verdicts { enforced: d(pos[j].0, &enforced), pending: d(pos[j].1, &pending) };
+                    prop_assert_eq!(out[j], want, "{} walk {}", k.name(), j);
+                }
+                prop_assert_eq!(out[n], marker, "{}: nothing past out", k.name());
             }
         }
     }

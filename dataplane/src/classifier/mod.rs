@@ -260,7 +260,8 @@ pub struct Classifier {
     items: Vec<Item>,
     decisions: Vec<Decision>,
     verdicts: Vec<Verdicts>,
-    pairs: Vec<(u32, u32)>,
+    /// Leaf position pairs of partitions, packed ([`pack`]).
+    pairs: Vec<u64>,
     traces: Vec<Vec<Hit>>,
     stats: BuildStats,
     kernel: Kernel,
@@ -274,7 +275,8 @@ struct Interner {
     decision_ids: HashMap<Decision, u32>,
     verdicts: Vec<Verdicts>,
     verdict_ids: HashMap<(u32, u32), u32>,
-    pairs: Vec<(u32, u32)>,
+    /// Position pairs, packed ([`pack`]).
+    pairs: Vec<u64>,
     pair_ids: HashMap<(u32, u32), u32>,
 }
 
@@ -296,6 +298,29 @@ impl Default for Interner {
         Interner::new()
     }
 }
+
+/// A position pair `(enforced, pending)` as one word: enforced in the low half, so
+/// one unsigned 32-bit minimum per half keeps both views' first positions.
+#[inline(always)]
+const fn pack(e: u32, p: u32) -> u64 {
+    e as u64 | (p as u64) << 32
+}
+
+/// The `(enforced, pending)` of a [`pack`]ed pair.
+#[inline(always)]
+const fn unpack(x: u64) -> (u32, u32) {
+    (x as u32, (x >> 32) as u32)
+}
+
+/// Both halves' minimum of two [`pack`]ed pairs.
+#[inline(always)]
+fn min_pair(a: u64, b: u64) -> u64 {
+    let ((ae, ap), (be, bp)) = (unpack(a), unpack(b));
+    pack(ae.min(be), ap.min(bp))
+}
+
+/// [`pack`] of `(NONE, NONE)`: no position yet.
+const NO_PAIR: u64 = pack(NONE, NONE);
 
 impl Interner {
     fn new() -> Self {
@@ -353,7 +378,7 @@ impl Interner {
 
     fn pair(&mut self, e: u32, p: u32) -> u32 {
         *self.pair_ids.entry((e, p)).or_insert_with(|| {
-            self.pairs.push((e, p));
+            self.pairs.push(pack(e, p));
             (self.pairs.len() - 1) as u32
         })
     }
@@ -729,7 +754,7 @@ impl Classifier {
             };
             b.set(j, r, k);
         }
-        let mut pos = [(NONE, NONE); BLOCK];
+        let mut pos = [NO_PAIR; BLOCK];
         for round in 0..rounds {
             if round > 0 {
                 // The key words stay from round 0; only the roots change.
@@ -747,8 +772,7 @@ impl Classifier {
                 match job {
                     Some((Root::Single(_), k)) if round == 0 => out[j] = self.resolve(b.s[j], k),
                     Some((Root::Partitioned(p), k)) if round < p.roots.len() => {
-                        let (e, pe) = self.positions(b.s[j], k);
-                        pos[j] = (pos[j].0.min(e), pos[j].1.min(pe));
+                        pos[j] = min_pair(pos[j], self.positions(b.s[j], k));
                     }
                     _ => {}
                 }
@@ -760,9 +784,10 @@ impl Classifier {
                     of.get(at as usize)
                         .map_or(SENTINEL.enforced, |&i| self.decision(i))
                 };
+                let (e, pe) = unpack(pos[j]);
                 out[j] = Verdicts {
-                    enforced: d(pos[j].0, &p.enforced),
-                    pending: d(pos[j].1, &p.pending),
+                    enforced: d(e, &p.enforced),
+                    pending: d(pe, &p.pending),
                 };
             }
         }
@@ -783,42 +808,63 @@ impl Classifier {
         if n == 0 || !walk::set_all_v4(self.kernel, keys, first, &mut b) {
             return false;
         }
-        let mut pos = [(NONE, NONE); BLOCK];
+        let mut pos = [NO_PAIR; BLOCK];
         for (round, &root) in p.roots.iter().enumerate() {
             if round > 0 {
                 b.s[..n].fill(root);
             }
             walk::walk(self.kernel, &self.slots, &self.starts, &mut b);
-            for ((at, &s), k) in pos.iter_mut().zip(&b.s).zip(keys) {
-                let (e, pe) = self.positions(s, k);
-                *at = (at.0.min(e), at.1.min(pe));
+            // The precomputed leaves' pairs on vector lanes; leaf lists here.
+            let mut rest = walk::min_positions(self.kernel, &b.s, n, &self.pairs, &mut pos)
+                .unwrap_or_else(|| u64::MAX.checked_shr(64 - n as u32).unwrap_or(0));
+            while rest != 0 {
+                let j = rest.trailing_zeros() as usize;
+                rest &= rest - 1;
+                if let (Some(at), Some(&s), Some(k)) = (pos.get_mut(j), b.s.get(j), keys.get(j)) {
+                    *at = min_pair(*at, self.positions(s, k));
+                }
             }
+        }
+        let vector = walk::position_verdicts(
+            self.kernel,
+            &pos,
+            &p.enforced,
+            &p.pending,
+            &self.decisions,
+            SENTINEL.enforced,
+            out,
+        );
+        if vector {
+            return true;
         }
         let d = |at: u32, of: &[u32]| {
             of.get(at as usize)
                 .map_or(SENTINEL.enforced, |&i| self.decision(i))
         };
-        for (o, at) in out.iter_mut().zip(&pos) {
+        for (o, &at) in out.iter_mut().zip(&pos) {
+            let (e, pe) = unpack(at);
             *o = Verdicts {
-                enforced: d(at.0, &p.enforced),
-                pending: d(at.1, &p.pending),
+                enforced: d(e, &p.enforced),
+                pending: d(pe, &p.pending),
             };
         }
         true
     }
 
-    /// The first list positions (enforced, pending) of a partition's leaf `s`.
-    fn positions(&self, s: u64, k: &FlowKey) -> (u32, u32) {
+    /// The first list positions (enforced, pending) of a partition's leaf `s`,
+    /// [`pack`]ed.
+    fn positions(&self, s: u64, k: &FlowKey) -> u64 {
         if s & LEAF == 0 {
-            return (NONE, NONE);
+            return NO_PAIR;
         }
         if s & LIST == 0 {
             self.pairs
                 .get(s as u32 as usize)
                 .copied()
-                .unwrap_or((NONE, NONE))
+                .unwrap_or(NO_PAIR)
         } else {
-            tree::scan(self.list(s), &lanes_of(k))
+            let (e, p) = tree::scan(self.list(s), &lanes_of(k));
+            pack(e, p)
         }
     }
 
