@@ -61,6 +61,9 @@ pub struct ClassifyArgs {
     /// BuildConfig::single_tree_bytes_factor (0 = no cap).
     #[arg(long, default_value_t = BuildConfig::default().single_tree_bytes_factor)]
     single_tree_factor: usize,
+    /// BuildConfig::single_tree_skip_factor (0 = always try the single tree again).
+    #[arg(long, default_value_t = BuildConfig::default().single_tree_skip_factor)]
+    single_tree_skip_factor: f64,
     /// BuildConfig::build_threads (1 = build on the calling thread only).
     #[arg(long, default_value_t = BuildConfig::default().build_threads)]
     build_threads: usize,
@@ -144,6 +147,7 @@ pub fn main(a: &ClassifyArgs) -> Result<(), String> {
         max_cut_bits: a.max_cut_bits,
         single_tree_bytes_per_entry: a.single_tree_bytes,
         single_tree_bytes_factor: a.single_tree_factor,
+        single_tree_skip_factor: a.single_tree_skip_factor,
         build_threads: a.build_threads,
         split_dense_slack: match a.split_dense_slack.as_deref() {
             None => BuildConfig::default().split_dense_slack,
@@ -236,7 +240,7 @@ pub fn main(a: &ClassifyArgs) -> Result<(), String> {
         });
         let (mlps, lo, hi) = (mlps / 1e6, lo / 1e6, hi / 1e6);
         println!(
-            "classify set={name} kernel={} rules={} mlps={mlps:.2} mlps_min={lo:.2} mlps_max={hi:.2} build_ms={:.1} build_cpu_ms={build_cpu_ms:.1} bytes={} depth={} nodes={} slots={} items={} trees={} entries={} batch={batch} correct={correct:.6} semantics_differ={differ:.4} build_rss_mib={rss:.0}",
+            "classify set={name} kernel={} rules={} mlps={mlps:.2} mlps_min={lo:.2} mlps_max={hi:.2} build_ms={:.1} build_cpu_ms={build_cpu_ms:.1} bytes={} depth={} nodes={} slots={} items={} trees={} attempts={} entries={} batch={batch} correct={correct:.6} semantics_differ={differ:.4} build_rss_mib={rss:.0}",
             c.kernel().name(),
             filters.len(),
             st.build_time.as_secs_f64() * 1e3,
@@ -246,6 +250,7 @@ pub fn main(a: &ClassifyArgs) -> Result<(), String> {
             st.slots,
             st.items,
             st.trees,
+            st.attempts,
             st.entries,
         );
         if std::env::var_os("BENCH_PATHS").is_some() {

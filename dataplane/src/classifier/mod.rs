@@ -119,6 +119,17 @@ pub struct BuildConfig {
     /// tree saves the partitions' rounds, but past this factor it costs more memory
     /// than the rounds cost time. 0 = no such cap.
     pub single_tree_bytes_factor: usize,
+    /// A single tree is not tried again in a larger room when the first, small
+    /// attempt failed projecting more than this many times that room (its bytes
+    /// over the share of its work done); 0 = always tried. Default 3: on a
+    /// generated ClassBench suite (all twelve families at 1K and 10K, five at 100K)
+    /// the single trees that fitted had been projected at most 0.83x their room
+    /// (acl3_10k); the ones projected at 1.6-2.2x failed (fw5_1k, ipc1_10k,
+    /// acl1_100k) and are still tried; the smallest projection skipped was 3.9x
+    /// (fw2_1k), up to 6,200x (fw5_100k's, whose two failing attempts took 1.3 s);
+    /// on a second suite every set got the same arrangement either way
+    /// (BENCHMARKS.md, "ClassBench suite").
+    pub single_tree_skip_factor: f64,
     /// Threads a build may use (the calling one included) to run independent
     /// attempts of one program-family's arrangement at once; 0 or 1 builds on the
     /// calling thread alone. The classifier is the same for any number: each attempt
@@ -159,6 +170,7 @@ impl Default for BuildConfig {
             max_cut_bits: 8,
             single_tree_bytes_per_entry: 6144,
             single_tree_bytes_factor: 16,
+            single_tree_skip_factor: 3.0,
             build_threads: 1,
             split_dense_slack: Some(-1),
             split_dense_from_bytes: 1 << 20,
@@ -220,6 +232,9 @@ pub struct BuildStats {
     pub trees: usize,
     /// Distinct traces.
     pub traces: usize,
+    /// Arrangement attempts built (single trees and partition plans, kept or not),
+    /// over all program-families.
+    pub attempts: usize,
     /// Wall time of the build.
     pub build_time: Duration,
     /// Whether the build reused a [`Compiler`]'s earlier subtrees (then `bytes`,
@@ -1269,8 +1284,10 @@ fn build_one(
         epos: &epos,
         ppos: &ppos,
         sigs: &sigs,
+        attempts: Default::default(),
     };
     let chosen = choose(&ctx, cfg, partitioned_at, entries);
+    stats.attempts += ctx.attempts.into_inner();
     let (single, built) = chosen.ok_or("tree nodes, even partitioned")?;
     let depth = built.m.steps;
     let roots = built.roots.clone();
@@ -1302,6 +1319,16 @@ struct Ctx<'a> {
     epos: &'a [(u32, u32)],
     ppos: &'a [(u32, u32)],
     sigs: &'a HashMap<u32, u8>,
+    /// Attempts run so far.
+    attempts: std::sync::atomic::AtomicUsize,
+}
+
+/// An attempt that did not fit its room.
+#[derive(Clone, Copy, Debug)]
+struct Failed {
+    /// For a single tree, its bytes projected to the whole tree when it failed
+    /// ([`TreeBuilder::projected_bytes`]); `None` for a plan.
+    projected: Option<f64>,
 }
 
 /// One attempt: one tree over the merged lists, or the trees of a partitioned plan.
@@ -1351,7 +1378,7 @@ impl Ids<'_> {
 
 impl Ctx<'_> {
     /// Runs `job` in a workspace of its own.
-    fn run(&self, job: Job) -> Result<Built, OverBudget> {
+    fn run(&self, job: Job) -> Result<Built, Failed> {
         let single = matches!(job, Job::Single { .. });
         let (memo, cands, ids, next) = if single {
             let i = self.interner;
@@ -1418,7 +1445,7 @@ impl Ctx<'_> {
         };
         // One tree over `list` in this workspace: its root, depth (cut levels) and
         // walk steps.
-        let mut tree = |list: &[Cand]| -> Result<(Slot, u32, u32), OverBudget> {
+        let mut tree = |list: &[Cand]| -> Result<(Slot, u32, u32), Failed> {
             let mut t = TreeBuilder::new(
                 self.family,
                 &self.shared.flat,
@@ -1429,7 +1456,9 @@ impl Ctx<'_> {
                 &mut arena,
                 Some(below),
             );
-            let root = t.build(list)?;
+            let root = t.build(list).map_err(|OverBudget| Failed {
+                projected: single.then(|| t.projected_bytes()),
+            })?;
             Ok((root, t.cut_depth, t.max_depth))
         };
         match job {
@@ -1490,18 +1519,19 @@ impl Ctx<'_> {
         &self,
         jobs: &[Job],
         threads: usize,
-        stop: &(dyn Fn(&Job, &Result<Built, OverBudget>) -> bool + Sync),
-    ) -> Vec<Option<Result<Built, OverBudget>>> {
+        stop: &(dyn Fn(&Job, &Result<Built, Failed>) -> bool + Sync),
+    ) -> Vec<Option<Result<Built, Failed>>> {
         use std::sync::Mutex;
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         let next = AtomicUsize::new(0);
         let stopped = AtomicBool::new(false);
-        let out: Mutex<Vec<Option<Result<Built, OverBudget>>>> =
+        let out: Mutex<Vec<Option<Result<Built, Failed>>>> =
             Mutex::new((0..jobs.len()).map(|_| None).collect());
         let work = || {
             while !stopped.load(Ordering::Acquire) {
                 let i = next.fetch_add(1, Ordering::AcqRel);
                 let Some(&job) = jobs.get(i) else { break };
+                self.attempts.fetch_add(1, Ordering::Relaxed);
                 let r = self.run(job);
                 if stop(&job, &r) {
                     stopped.store(true, Ordering::Release);
@@ -1587,7 +1617,7 @@ fn choose(
     // A single tree below this depth is kept at once: no arrangement of two or more
     // trees can cost less.
     let shallow = 2 * (1 + ROUND_COST);
-    let wins = |job: &Job, r: &Result<Built, OverBudget>| {
+    let wins = |job: &Job, r: &Result<Built, Failed>| {
         matches!(job, Job::Single { .. }) && matches!(r, Ok(b) if b.m.depth < shallow)
     };
     // One tree within a small room first (beside the first partitioned plan).
@@ -1624,7 +1654,7 @@ fn choose(
         })
     };
     // Keeps the better of `best` and plan `plan`'s result (the earlier on a tie).
-    let better = |best: &mut Option<(Plan, Built)>, plan: Plan, r: Result<Built, OverBudget>| {
+    let better = |best: &mut Option<(Plan, Built)>, plan: Plan, r: Result<Built, Failed>| {
         if let Ok(b) = r
             && best.as_ref().is_none_or(|x| b.m.cost < x.1.m.cost)
         {
@@ -1647,7 +1677,22 @@ fn choose(
     });
     let mut res = ctx.run_all(&jobs, threads, &wins);
     let first = res.pop().flatten();
-    if let Some(Some(Ok(b))) = res.pop().filter(|_| try_single)
+    let probed = if try_single {
+        res.pop().flatten()
+    } else {
+        None
+    };
+    // A single tree whose probe projected it to far more than a later attempt's
+    // room is not tried in that room (`BuildConfig::single_tree_skip_factor`).
+    let probe_need = match &probed {
+        Some(Err(f)) => f.projected,
+        _ => None,
+    };
+    let hopeless = |job: &Job| {
+        let factor = cfg.single_tree_skip_factor;
+        factor > 0.0 && probe_need.is_some_and(|need| need > factor * room_of(job) as f64)
+    };
+    if let Some(Ok(b)) = probed
         && b.m.depth < shallow
     {
         return Some((true, b));
@@ -1664,7 +1709,11 @@ fn choose(
     if try_single && let Some(b) = &best {
         let job = single_job(Some(&b.1.m));
         if room_of(&job) > probe {
-            jobs.push(job);
+            if hopeless(&job) {
+                early = Some((room_of(&job), None));
+            } else {
+                jobs.push(job);
+            }
         }
     }
     let with_early = !jobs.is_empty();
@@ -1705,7 +1754,9 @@ fn choose(
         && let Some(b) = &best
     {
         let job = single_job(Some(&b.1.m));
-        if room_of(&job) > probe {
+        if room_of(&job) > probe && hopeless(&job) {
+            early = Some((room_of(&job), None));
+        } else if room_of(&job) > probe {
             match ctx.run_all(&[job], 1, &wins).pop().flatten() {
                 Some(Ok(b)) if b.m.depth < shallow => return Some((true, b)),
                 Some(Ok(b)) => early = Some((room_of(&job), Some(b))),
@@ -1760,7 +1811,7 @@ fn choose(
     let single = match early {
         Some((_, Some(s))) => Some(s),
         Some((room, None)) if room_of(&late) <= room => None,
-        _ if try_single && room_of(&late) > probe => ctx
+        _ if try_single && room_of(&late) > probe && !hopeless(&late) => ctx
             .run_all(&[late], 1, &wins)
             .pop()
             .flatten()

@@ -835,7 +835,12 @@ fn edge_picks(s: &mut u64) -> Vec<(u16, u16, u16, u16, u16, bool)> {
 /// 400 rules, half on a source prefix, half on a destination prefix, each with a
 /// destination port range: each kind replicates across the other kind's cuts.
 fn crossing_rules(s: &mut u64) -> Program {
-    let rules: Vec<Rule> = (0..400u32)
+    crossing_rules_n(s, 400)
+}
+
+/// `n` crossing rules (see [`crossing_rules`]).
+fn crossing_rules_n(s: &mut u64, n: u32) -> Program {
+    let rules: Vec<Rule> = (0..n)
         .map(|i| {
             let a = lcg(s) as u32;
             let len = 16 + (lcg(s) % 9) as u8;
@@ -1389,4 +1394,40 @@ proptest! {
             }
         }
     }
+}
+
+/// `single_tree_skip_factor`: on 2000 crossing rules in a 16 MiB budget, the first
+/// small single tree fails projecting far more than the room a later single tree
+/// would get, so the default skips that attempt (one attempt fewer) and keeps the
+/// same partitions as always trying it (factor 0); both agree with the linear
+/// reference.
+#[test]
+fn a_hopeless_single_tree_is_not_tried_again() {
+    let mut s = 11u64;
+    let p = crossing_rules_n(&mut s, 2000);
+    let keys = packets(&p, &edge_picks(&mut s));
+    let set = PolicySet {
+        programs: vec![p.clone()],
+        endpoints: vec![],
+    };
+    let stats = |f: f64| {
+        let cfg = BuildConfig {
+            memory_budget: 16 << 20,
+            single_tree_skip_factor: f,
+            ..BuildConfig::default()
+        };
+        check_program_with(&p, &keys, &cfg).expect("agree");
+        *Classifier::build(&set, &cfg).expect("builds").stats()
+    };
+    let (always, default) = (
+        stats(0.0),
+        stats(BuildConfig::default().single_tree_skip_factor),
+    );
+    assert!(always.trees > 2, "partitioned: {always:?}");
+    assert_eq!((default.trees, default.bytes), (always.trees, always.bytes));
+    assert_eq!(
+        default.attempts + 1,
+        always.attempts,
+        "{default:?} {always:?}"
+    );
 }

@@ -754,6 +754,19 @@ impl<'a> TreeBuilder<'a> {
         }
     }
 
+    /// What the whole tree would hold, projected from what this build holds now
+    /// over the true share of its work done ([`Progress::exact`]): infinite before
+    /// any share is done. Rough (a list's length is a rough measure of its work),
+    /// but far above the room on attempts that fail early in it.
+    pub(crate) fn projected_bytes(&self) -> f64 {
+        let grown = self.arena.held().saturating_sub(self.progress.start) as f64;
+        if self.progress.exact > 0.0 {
+            grown / self.progress.exact
+        } else {
+            f64::INFINITY
+        }
+    }
+
     /// Candidate `id`.
     fn cand(&self, id: u32) -> Cand {
         self.cands.get(self.below.map(|b| b.cands), id)
