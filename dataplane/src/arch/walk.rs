@@ -595,6 +595,36 @@ mod x86 {
         (0..4).fold(0, |acc, i| acc | (((m >> i) & 1) * 3) << (2 * i))
     }
 
+    /// Writes walk `8g + i`'s `Verdicts` for each lane `i` in `m`: its first 8 bytes
+    /// from lane `i` of `lo`, its last 8 from lane `i` of `hi`, into the `Verdicts`
+    /// array at `dst` (as `i64`s, two per `Verdicts`); nothing for other lanes.
+    ///
+    /// # Safety
+    /// The CPU must support avx512f; for each lane `i` in `m`, the 16 bytes of
+    /// `Verdicts` `8g + i` at `dst` must be writable, and the two halves written must
+    /// make a valid `Verdicts`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store_verdicts(dst: *mut i64, g: usize, m: u8, lo: __m512i, hi: __m512i) {
+        let first = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+        let second = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+        let even = _mm512_unpacklo_epi64(lo, hi); // walks 0, 2, 4, 6: (lo, hi)
+        let odd = _mm512_unpackhi_epi64(lo, hi); // walks 1, 3, 5, 7
+        let front = _mm512_permutex2var_epi64(even, first, odd); // walks 0..4
+        let back = _mm512_permutex2var_epi64(even, second, odd); // walks 4..8
+        // SAFETY: the caller makes the 16 bytes of every walk in `m` writable; other
+        // lanes store nothing. A half is stored (and its address formed) only when one
+        // of its walks is in `m`: walk `8g` (or `8g + 4`), at or below that walk in
+        // the same array, is inside it.
+        unsafe {
+            if m & 0x0f != 0 {
+                _mm512_mask_storeu_epi64(dst.add(16 * g), pairs(m), front);
+            }
+            if m & 0xf0 != 0 {
+                _mm512_mask_storeu_epi64(dst.add(16 * g + 8), pairs(m >> 4), back);
+            }
+        }
+    }
+
     /// See `super::resolve_leaves`.
     ///
     /// # Safety
@@ -617,8 +647,6 @@ mod x86 {
         let leaf = _mm512_set1_epi64(LEAF as i64);
         let low32 = _mm512_set1_epi64(0xffff_ffff);
         let zero = _mm512_setzero_si512();
-        let first = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
-        let second = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
         let mut rest = 0u64;
         for g in 0..n.div_ceil(8) {
             let m = first_lanes(n - 8 * g);
@@ -641,23 +669,10 @@ mod x86 {
                     _mm512_mask_i64gather_epi64::<8>(zero, ok, at, table.add(1)),
                 )
             };
-            let even = _mm512_unpacklo_epi64(lo, hi); // walks 0, 2, 4, 6: (lo, hi)
-            let odd = _mm512_unpackhi_epi64(lo, hi); // walks 1, 3, 5, 7
-            let front = _mm512_permutex2var_epi64(even, first, odd); // walks 0..4
-            let back = _mm512_permutex2var_epi64(even, second, odd); // walks 4..8
-            // SAFETY: lanes in `ok` are walks `8g + i < n <= out.len()`, whose 16
-            // bytes lie in `out`; the bytes written are a whole `Verdicts` copied from
-            // `verdicts` (no padding: every byte is a field's). Others store nothing. A
-            // half is stored (and its address formed) only when one of its walks is
-            // in `ok`, so walk `8g` (or `8g + 4`) exists and the address is in `out`.
-            unsafe {
-                if ok & 0x0f != 0 {
-                    _mm512_mask_storeu_epi64(dst.add(16 * g), pairs(ok), front);
-                }
-                if ok & 0xf0 != 0 {
-                    _mm512_mask_storeu_epi64(dst.add(16 * g + 8), pairs(ok >> 4), back);
-                }
-            }
+            // SAFETY: lanes in `ok` are walks `8g + i < n <= out.len()`; each is
+            // written as both 8-byte halves of a whole `Verdicts` copied from
+            // `verdicts` (no padding: every byte is a field's), so a valid `Verdicts`.
+            unsafe { store_verdicts(dst, g, ok, lo, hi) };
         }
         rest
     }
@@ -738,8 +753,6 @@ mod x86 {
         let low32 = _mm512_set1_epi64(0xffff_ffff);
         let decision_len = _mm512_set1_epi64(decisions.len() as i64);
         let dst = out.as_mut_ptr().cast::<i64>();
-        let first = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
-        let second = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
         for g in 0..n.div_ceil(8) {
             let m = first_lanes(n - 8 * g);
             // SAFETY: `8g + 8 <= BLOCK`: the 64 bytes read lie in `pos`.
@@ -770,23 +783,10 @@ mod x86 {
             let e = view(_mm512_and_si512(pv, low32), enforced);
             let p = view(_mm512_srli_epi64::<32>(pv), pending);
             let (lo, hi) = if ENFORCED_FIRST { (e, p) } else { (p, e) };
-            let even = _mm512_unpacklo_epi64(lo, hi); // walks 0, 2, 4, 6
-            let odd = _mm512_unpackhi_epi64(lo, hi); // walks 1, 3, 5, 7
-            let front = _mm512_permutex2var_epi64(even, first, odd); // walks 0..4
-            let back = _mm512_permutex2var_epi64(even, second, odd); // walks 4..8
-            // SAFETY: lanes in `m` are walks `8g + i < n <= out.len()`, whose 16 bytes
-            // lie in `out`; each is written as two whole `Decision`s at the offsets of
-            // `enforced` and `pending` (`ENFORCED_FIRST`), so a valid `Verdicts`.
-            // Others store nothing; a half is stored (and its address formed) only
-            // when one of its walks is in `m`.
-            unsafe {
-                if m & 0x0f != 0 {
-                    _mm512_mask_storeu_epi64(dst.add(16 * g), pairs(m), front);
-                }
-                if m & 0xf0 != 0 {
-                    _mm512_mask_storeu_epi64(dst.add(16 * g + 8), pairs(m >> 4), back);
-                }
-            }
+            // SAFETY: lanes in `m` are walks `8g + i < n <= out.len()`; each is
+            // written as two whole `Decision`s at the offsets of `enforced` and
+            // `pending` (`ENFORCED_FIRST`), so a valid `Verdicts`.
+            unsafe { store_verdicts(dst, g, m, lo, hi) };
         }
     }
 
