@@ -11,7 +11,8 @@
 #
 # ClassBench seeds its random numbers from the time of day, so every run makes new
 # sets; the script prints each set's SHA-256 prefix (how BENCHMARKS.md names them).
-# The oracles need `target/release/bench` (cargo build --release -p bench).
+# The oracles need `target/release/bench` (cargo build --release -p bench). A set
+# already in OUT_DIR is not overwritten: the script stops naming it.
 set -euo pipefail
 
 if [ $# -lt 2 ]; then
@@ -48,6 +49,12 @@ for n in "${sizes[@]}"; do
         seed=$src/parameter_files/${f}_seed
         [ -f "$seed" ] || { echo "classbench-gen: no seed file $seed" >&2; exit 1; }
         set_file=$out/${f}_$tag
+        for existing in "$set_file" "${set_file}_trace"; do
+            if [ -e "$existing" ]; then
+                echo "classbench-gen: $existing exists; not overwritten (remove it or pick another OUT_DIR)" >&2
+                exit 1
+            fi
+        done
         # smoothness 2, address scope -0.5, application scope 0.1
         "$src/db_generator/db_generator" -bc "$seed" "$n" 2 -0.5 0.1 "$set_file" >/dev/null
         # Pareto a=1, b=0.1, scale 10 -> ${set_file}_trace

@@ -947,29 +947,19 @@ impl IdentityClassifier {
     fn bound_in_last_part(&self, keep: &[ProgramId]) -> Option<Vec<u32>> {
         let last = self.parts.len().checked_sub(1).filter(|&l| l > 0)? as u32;
         let mut bound = vec![false; self.parts[last as usize].programs.len()];
-        for p in keep {
+        // The programs every bound class's binding names, then `keep`.
+        let named = (0..self.hot.len())
+            .map(|c| self.hot[c].binding)
+            .filter(|&b| b != UNBOUND)
+            .filter_map(|b| self.bindings.get(b as usize))
+            .flat_map(|&(_, ingress, egress)| [ingress, egress].into_iter().flatten())
+            .chain(keep.iter().copied());
+        for p in named {
             if let Some(&(part, local)) = self.programs.get(p.0 as usize)
                 && part == last
                 && let Some(x) = bound.get_mut(local as usize)
             {
                 *x = true;
-            }
-        }
-        for c in 0..self.hot.len() {
-            let b = self.hot[c].binding;
-            if b == UNBOUND {
-                continue;
-            }
-            let Some(&(_, ingress, egress)) = self.bindings.get(b as usize) else {
-                continue;
-            };
-            for p in [ingress, egress].into_iter().flatten() {
-                if let Some(&(part, local)) = self.programs.get(p.0 as usize)
-                    && part == last
-                    && let Some(x) = bound.get_mut(local as usize)
-                {
-                    *x = true;
-                }
             }
         }
         Some(

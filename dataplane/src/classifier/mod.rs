@@ -121,7 +121,7 @@ pub struct BuildConfig {
     pub single_tree_bytes_factor: usize,
     /// A single tree is not tried again in a larger room when the first, small
     /// attempt failed projecting more than this many times that room (its bytes
-    /// over the share of its work done); 0 = always tried. Default 3: on a
+    /// over the share of its work done); 0 (or less) = always tried. Default 3: on a
     /// generated ClassBench suite (all twelve families at 1K and 10K, five at 100K)
     /// the single trees that fitted had been projected at most 0.83x their room
     /// (acl3_10k); the ones projected at 1.6-2.2x failed (fw5_1k, ipc1_10k,
@@ -1756,10 +1756,14 @@ fn choose(
         && let Some(b) = &best
     {
         let job = single_job(Some(&b.1.m));
-        if room_of(&job) > probe && hopeless(&job) {
-            early = Some((room_of(&job), None));
-        } else if room_of(&job) > probe {
-            match ctx.run_all(&[job], 1, &wins).pop().flatten() {
+        if room_of(&job) > probe {
+            // A hopeless attempt is settled as one that failed in its room.
+            let built = if hopeless(&job) {
+                None
+            } else {
+                ctx.run_all(&[job], 1, &wins).pop().flatten()
+            };
+            match built {
                 Some(Ok(b)) if b.m.depth < shallow => return Some((true, b)),
                 Some(Ok(b)) => early = Some((room_of(&job), Some(b))),
                 _ => early = Some((room_of(&job), None)),

@@ -759,12 +759,16 @@ impl<'a> TreeBuilder<'a> {
     /// any share is done. Rough (a list's length is a rough measure of its work),
     /// but far above the room on attempts that fail early in it.
     pub(crate) fn projected_bytes(&self) -> f64 {
-        let grown = self.arena.held().saturating_sub(self.progress.start) as f64;
         if self.progress.exact > 0.0 {
-            grown / self.progress.exact
+            self.grown() / self.progress.exact
         } else {
             f64::INFINITY
         }
+    }
+
+    /// Bytes this build holds beyond what the arena held at its start.
+    fn grown(&self) -> f64 {
+        self.arena.held().saturating_sub(self.progress.start) as f64
     }
 
     /// Candidate `id`.
@@ -879,7 +883,7 @@ impl<'a> TreeBuilder<'a> {
             self.progress.done += share;
             // The counted children's shares (summing to `share`) become this one.
             self.progress.exact = before + share;
-            let grown = self.arena.held().saturating_sub(self.progress.start) as f64;
+            let grown = self.grown();
             let room = (self.arena.slot_limit * SLOT_BYTES).saturating_sub(self.progress.start);
             // The output alone, when the attempt bounds it.
             let (out_grown, out_room) = self.arena.out_limit.map_or((0.0, 1.0), |l| {

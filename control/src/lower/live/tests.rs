@@ -192,9 +192,7 @@ kind: WorkloadEndpoint
 metadata: {name: api-1, namespace: ns, labels: {app: api}}
 spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
 "#;
-    let read = crate::policy::read_text(yaml, "test", crate::model::Format::Yaml).expect("reads");
-    let cluster = crate::policy::build(read).expect("builds").cluster;
-    let mut live = Live::new(cluster, BuildConfig::default()).expect("builds");
+    let mut live = live_of(yaml);
     let web1 = live
         .cluster()
         .endpoints
@@ -542,11 +540,7 @@ kind: WorkloadEndpoint
 metadata: {name: api-1, namespace: ns, labels: {app: api}}
 spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
 "#;
-    let read = crate::policy::read_text(yaml, "test", crate::model::Format::Yaml).expect("reads");
-    let mut resources: Vec<crate::model::Resource> =
-        read.items.iter().map(|l| l.resource.clone()).collect();
-    let cluster = crate::policy::build(read).expect("builds").cluster;
-    let mut live = Live::new(cluster, BuildConfig::default()).expect("builds");
+    let (mut resources, mut live) = resources_and_live(yaml);
     let api = resources
         .iter()
         .position(|r| r.metadata().name == "api-1")
@@ -861,9 +855,18 @@ spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32], ports: [{name: http, protoc
 "#;
 
 fn live_of(yaml: &str) -> Live {
+    resources_and_live(yaml).1
+}
+
+/// The resources of `yaml` and the live generation built from them.
+fn resources_and_live(yaml: &str) -> (Vec<crate::model::Resource>, Live) {
     let read = crate::policy::read_text(yaml, "test", crate::model::Format::Yaml).expect("reads");
+    let resources = read.items.iter().map(|l| l.resource.clone()).collect();
     let cluster = crate::policy::build(read).expect("builds").cluster;
-    Live::new(cluster, BuildConfig::default()).expect("builds")
+    (
+        resources,
+        Live::new(cluster, BuildConfig::default()).expect("builds"),
+    )
 }
 
 /// `ep` renamed `name` and moved to the host address `addr`.
@@ -1666,11 +1669,7 @@ kind: WorkloadEndpoint
 metadata: {name: w, namespace: ns, labels: {role: web}}
 spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
 "#;
-    let read = crate::policy::read_text(yaml, "test", crate::model::Format::Yaml).expect("reads");
-    let mut resources: Vec<crate::model::Resource> =
-        read.items.iter().map(|l| l.resource.clone()).collect();
-    let cluster = crate::policy::build(read).expect("builds").cluster;
-    let mut live = Live::new(cluster, BuildConfig::default()).expect("builds");
+    let (mut resources, mut live) = resources_and_live(yaml);
     let addrs = ["10.0.0.1", "10.0.0.2", "10.0.0.3"];
     let at = |resources: &[crate::model::Resource], name: &str| {
         resources
@@ -1830,13 +1829,7 @@ kind: WorkloadEndpoint
 metadata: {name: api-1, namespace: ns, labels: {app: api}}
 spec: {orchestrator: k8s, ipNetworks: [10.0.0.2/32]}
 "#;
-    let read = crate::policy::read_text(yaml, "test", crate::model::Format::Yaml).expect("reads");
-    let resources = read.items.iter().map(|l| l.resource.clone()).collect();
-    let cluster = crate::policy::build(read).expect("builds").cluster;
-    (
-        resources,
-        Live::new(cluster, BuildConfig::default()).expect("builds"),
-    )
+    resources_and_live(yaml)
 }
 
 /// A replica that joined on the fast path carries a label no selector read; a policy
