@@ -35,13 +35,19 @@
 //! share counts each finished subtree once, with margins measured on the ClassBench
 //! sets so that no attempt that fits is abandoned there). If no
 //! arrangement fits the budget, the build fails with [`BuildError::OverBudget`]
-//! naming the budget, the program and what ran out.
+//! naming the budget, the program and what ran out. A merge changes one tree of its
+//! plan, and trees of disjoint groups share no subtree, so each merge of a round is
+//! priced by building that one tree (the plan's cost is the sum of its trees'), and
+//! only the cheapest is built whole (test builds check that its cost is the one
+//! priced). A partition tree that did not fit in a room settles, without a build,
+//! every later plan holding the same group in at most that room (test builds build
+//! it anyway and check that it does not fit).
 //! Each attempt builds in a workspace of its own over the committed state (it finds
 //! the committed subtrees, nodes and leaf ids, and makes new ones with offsets that
 //! continue the committed arena): a dropped attempt is simply dropped, the chosen
 //! one is appended as it is (not built again), and independent attempts (the probe
-//! beside the first plan, the single tree beside the next plans, the merges of one
-//! round) run at once on up to [`BuildConfig::build_threads`] threads. The choice
+//! beside the first plan, the single tree beside the next plans, the merge prices of
+//! one round) run at once on up to [`BuildConfig::build_threads`] threads. The choice
 //! depends only on the attempts' results, so the classifier is the same for any
 //! number of threads (tested).
 //! Lists larger than `memory_budget / 256` entries (Pass rules multiplying the
@@ -1286,7 +1292,9 @@ fn build_one(
         epos: &epos,
         ppos: &ppos,
         sigs: &sigs,
+        present: sigs.values().fold(0, |m, &s| m | 1 << s),
         attempts: Default::default(),
+        failed: Default::default(),
     };
     let chosen = choose(&ctx, cfg, partitioned_at, entries);
     stats.attempts += ctx.attempts.into_inner();
@@ -1321,8 +1329,16 @@ struct Ctx<'a> {
     epos: &'a [(u32, u32)],
     ppos: &'a [(u32, u32)],
     sigs: &'a HashMap<u32, u8>,
+    /// The signatures some entry has (bit per signature).
+    present: u16,
     /// Attempts run so far.
     attempts: std::sync::atomic::AtomicUsize,
+    /// Partition trees that did not fit: their group (the signatures in it that
+    /// some entry has) and the room they had. A later plan with that group, in at
+    /// most that room, cannot fit: its tree is the same list over the same committed
+    /// state, and an attempt that overflows a room overflows every smaller one
+    /// (`tree::Progress` checks against the room).
+    failed: std::sync::Mutex<Vec<(u16, usize)>>,
 }
 
 /// An attempt that did not fit its room.
@@ -1338,9 +1354,13 @@ struct Failed {
 enum Job {
     /// One tree in `room` bytes (output and build indexes), its output in `out`.
     Single { room: usize, out: Option<usize> },
-    /// The partitions of `plan` in `room` bytes.
-    Plan { plan: Plan, room: usize },
+    /// The partitions of `plan` in `room` bytes: the trees of the groups (in
+    /// [`canonical`] numbering) whose bits `only` has ([`ALL_GROUPS`]: every one).
+    Plan { plan: Plan, room: usize, only: u16 },
 }
+
+/// Every group of a plan ([`Job::Plan`]'s `only`).
+const ALL_GROUPS: u16 = u16::MAX;
 
 /// What an attempt built in its own workspace (over the committed state, which it
 /// did not change): appended to that state if chosen ([`commit`]), else dropped.
@@ -1355,6 +1375,9 @@ struct Built {
     m: Measured,
     /// Entries per group of a plan.
     sizes: Vec<usize>,
+    /// Per group of a plan, its tree's cut levels and what it held (output and
+    /// build indexes; both 0 for a group with no entries or not built).
+    groups: Vec<(u32, usize)>,
 }
 
 /// Leaf pairs interned over the committed table `below`, whose next id is `next`.
@@ -1425,6 +1448,34 @@ impl Ctx<'_> {
         if let Job::Single { out: Some(out), .. } = job {
             arena.out_limit = Some(out.min(room) / tree::SLOT_BYTES);
         }
+        // A plan with a group that did not fit in at least this room is settled as
+        // failed without a build (`Ctx::failed`).
+        let masks = match job {
+            Job::Plan { plan, only, .. } => group_masks(&plan, self.present, only),
+            Job::Single { .. } => Vec::new(),
+        };
+        let limit = arena.slot_limit * tree::SLOT_BYTES;
+        let settled = self.failed.lock().is_ok_and(|failed| {
+            failed
+                .iter()
+                .any(|&(g, had)| had >= limit && masks.contains(&g))
+        });
+        if settled {
+            // The slow twin, in test builds: the plan built does not fit either.
+            #[cfg(debug_assertions)]
+            if let Ok(mut failed) = self.failed.lock() {
+                let known = std::mem::take(&mut *failed);
+                drop(failed);
+                let built = self.run(job);
+                if let Ok(mut failed) = self.failed.lock() {
+                    *failed = known;
+                }
+                assert!(built.is_err(), "{job:?}: settled as failed, but fits");
+            }
+            return Err(Failed { projected: None });
+        }
+        self.attempts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut m = Measured {
             cost: 0,
             bytes: 0,
@@ -1433,6 +1484,7 @@ impl Ctx<'_> {
         };
         let mut roots = Vec::new();
         let mut sizes = Vec::new();
+        let mut groups = Vec::new();
         let mut leaf = |e: u32, p: u32| ids.id(e, p);
         // Only a single tree splits dense nodes: partitions are shallow trees whose
         // rounds each pay the extra steps, and their bytes are small already (and
@@ -1445,9 +1497,12 @@ impl Ctx<'_> {
                 ..self.params
             }
         };
-        // One tree over `list` in this workspace: its root, depth (cut levels) and
-        // walk steps.
-        let mut tree = |list: &[Cand]| -> Result<(Slot, u32, u32), Failed> {
+        // One tree over `list` in this workspace: its root, depth (cut levels), walk
+        // steps and what it added to the workspace's held bytes; on failure, the room
+        // it had.
+        let mut tree = |list: &[Cand]| -> Result<(Slot, u32, u32, usize), (Failed, usize)> {
+            let held = arena.held();
+            let had = (arena.slot_limit * tree::SLOT_BYTES).saturating_sub(held);
             let mut t = TreeBuilder::new(
                 self.family,
                 &self.shared.flat,
@@ -1458,22 +1513,26 @@ impl Ctx<'_> {
                 &mut arena,
                 Some(below),
             );
-            let root = t.build(list).map_err(|OverBudget| Failed {
-                projected: single.then(|| t.projected_bytes()),
+            let root = t.build(list).map_err(|OverBudget| {
+                let projected = single.then(|| t.projected_bytes());
+                (Failed { projected }, had)
             })?;
-            Ok((root, t.cut_depth, t.max_depth))
+            let (depth, steps) = (t.cut_depth, t.max_depth);
+            drop(t);
+            Ok((root, depth, steps, arena.held() - held))
         };
         match job {
             Job::Single { .. } => {
-                let (root, depth, steps) = tree(self.merged)?;
+                let (root, depth, steps, _) = tree(self.merged).map_err(|e| e.0)?;
                 roots.push(root);
                 m.cost = depth;
                 m.depth = depth;
                 m.steps = steps;
             }
-            Job::Plan { plan, .. } => {
+            Job::Plan { plan, only, .. } => {
                 let (plan, k) = canonical(&plan);
                 sizes = vec![0usize; k];
+                groups = vec![(0, 0); k];
                 for (g, size) in sizes.iter_mut().enumerate() {
                     let pick = |l: &[(u32, u32)]| -> Vec<(u32, u32)> {
                         l.iter()
@@ -1487,10 +1546,17 @@ impl Ctx<'_> {
                     };
                     let (ge, gp) = (pick(self.epos), pick(self.ppos));
                     *size = ge.len() + gp.len();
-                    if ge.is_empty() && gp.is_empty() {
+                    if (ge.is_empty() && gp.is_empty()) || only >> g & 1 == 0 {
                         continue;
                     }
-                    let (root, depth, steps) = tree(&merge(&ge, &gp))?;
+                    let (root, depth, steps, held) =
+                        tree(&merge(&ge, &gp)).map_err(|(f, had)| {
+                            if let (Ok(mut failed), Some(&g)) = (self.failed.lock(), masks.get(g)) {
+                                failed.push((g, had));
+                            }
+                            f
+                        })?;
+                    groups[g] = (depth, held);
                     roots.push(root);
                     m.cost += depth + ROUND_COST;
                     m.depth = m.depth.max(depth);
@@ -1508,6 +1574,7 @@ impl Ctx<'_> {
             roots,
             m,
             sizes,
+            groups,
         })
     }
 
@@ -1533,7 +1600,6 @@ impl Ctx<'_> {
             while !stopped.load(Ordering::Acquire) {
                 let i = next.fetch_add(1, Ordering::AcqRel);
                 let Some(&job) = jobs.get(i) else { break };
-                self.attempts.fetch_add(1, Ordering::Relaxed);
                 let r = self.run(job);
                 if stop(&job, &r) {
                     stopped.store(true, Ordering::Release);
@@ -1676,6 +1742,7 @@ fn choose(
     jobs.push(Job::Plan {
         plan: sd,
         room: part_cap,
+        only: ALL_GROUPS,
     });
     let mut res = ctx.run_all(&jobs, threads, &wins);
     let first = res.pop().flatten();
@@ -1724,6 +1791,7 @@ fn choose(
         jobs.push(Job::Plan {
             plan,
             room: plan_room(&best),
+            only: ALL_GROUPS,
         });
     }
     let mut res = ctx.run_all(&jobs, threads, &wins).into_iter();
@@ -1746,6 +1814,7 @@ fn choose(
         let job = Job::Plan {
             plan: all,
             room: part_cap,
+            only: ALL_GROUPS,
         };
         if let Some(Some(r)) = ctx.run_all(&[job], 1, &wins).pop() {
             better(&mut best, all, r);
@@ -1770,8 +1839,12 @@ fn choose(
             }
         }
     }
-    // Merge the smallest group into another while that lowers the cost: the merges
-    // of one round (each in the room the round's best gives) run at once.
+    // Merge the smallest group into another while that lowers the cost. A merge
+    // changes one tree: each of a round's merges (in the room the round's best
+    // gives, less what its other trees held) builds only that tree, which gives the
+    // merged plan's cost (trees of disjoint groups share no subtree: a plan's cost is
+    // the sum of its trees'). The cheapest is then built whole, and kept if it costs
+    // less (the next cheapest if it does not fit).
     let mut tries = 0;
     while let Some((plan, b)) = &best {
         let (plan, k) = canonical(plan);
@@ -1785,28 +1858,59 @@ fn choose(
             break;
         };
         let room = part_cap.min(MERGE_FACTOR * b.m.bytes + ATTEMPT_FLOOR);
-        let plans: Vec<Plan> = (0..k)
+        let held: usize = b.groups.iter().map(|g| g.1).sum();
+        let merges: Vec<(Plan, usize)> = (0..k)
             .filter(|&g| g != small && sizes[g] > 0)
             .take(MERGE_TRIES - tries)
-            .map(|into| {
-                std::array::from_fn(|s| {
-                    if plan[s] as usize == small {
-                        into as u8
-                    } else {
-                        plan[s]
-                    }
-                })
+            .map(|into| (merged_plan(&plan, small, into), into))
+            .collect();
+        tries += merges.len();
+        let jobs: Vec<Job> = merges
+            .iter()
+            .map(|&(plan, into)| {
+                let (canon, _) = canonical(&plan);
+                let at = plan.iter().position(|&g| g as usize == into).unwrap_or(0);
+                let others = held - b.groups[small].1 - b.groups[into].1;
+                Job::Plan {
+                    plan,
+                    room: room.saturating_sub(others),
+                    only: 1 << canon[at],
+                }
             })
             .collect();
-        tries += plans.len();
-        let jobs: Vec<Job> = plans.iter().map(|&plan| Job::Plan { plan, room }).collect();
         let cost = b.m.cost;
-        for (plan, r) in plans.into_iter().zip(ctx.run_all(&jobs, threads, &wins)) {
-            if let Some(r) = r {
-                better(&mut best, plan, r);
+        // Each merge's cost, from its one tree, cheapest first (the earlier on a tie).
+        let mut priced: Vec<(u32, usize)> = merges
+            .iter()
+            .zip(ctx.run_all(&jobs, threads, &wins))
+            .enumerate()
+            .filter_map(|(i, (&(_, into), r))| {
+                let t = r?.ok()?;
+                let depth = t.groups.iter().map(|g| g.0).sum::<u32>();
+                let c = cost + depth - b.groups[small].0 - b.groups[into].0 - ROUND_COST;
+                (c < cost).then_some((c, i))
+            })
+            .collect();
+        priced.sort_unstable();
+        let mut kept = false;
+        for (c, i) in priced {
+            let plan = merges[i].0;
+            let job = Job::Plan {
+                plan,
+                room,
+                only: ALL_GROUPS,
+            };
+            if let Some(Some(Ok(m))) = ctx.run_all(&[job], 1, &wins).pop() {
+                // The slow twin of the one-tree price: the whole plan built.
+                debug_assert_eq!(m.m.cost, c, "merged plan {plan:?}: its cost from one tree");
+                if m.m.cost < cost {
+                    best = Some((plan, m));
+                    kept = true;
+                    break;
+                }
             }
         }
-        if best.as_ref().is_none_or(|b| b.1.m.cost >= cost) {
+        if !kept {
             break;
         }
     }
@@ -1828,6 +1932,30 @@ fn choose(
         (Some(s), b) if b.as_ref().is_none_or(|b| s.m.depth < b.1.m.cost) => Some((true, s)),
         (_, b) => b.map(|b| (false, b.1)),
     }
+}
+
+/// Per group of `plan` (in [`canonical`] numbering), the signatures in it that
+/// `present` has; 0 for the groups not in `only`.
+fn group_masks(plan: &Plan, present: u16, only: u16) -> Vec<u16> {
+    let (plan, k) = canonical(plan);
+    let mut masks = vec![0u16; k];
+    for (sig, &g) in plan.iter().enumerate() {
+        if only >> g & 1 == 1 {
+            masks[g as usize] |= present & 1 << sig;
+        }
+    }
+    masks
+}
+
+/// `plan` (canonical) with group `small`'s signatures in group `into`.
+fn merged_plan(plan: &Plan, small: usize, into: usize) -> Plan {
+    std::array::from_fn(|s| {
+        if plan[s] as usize == small {
+            into as u8
+        } else {
+            plan[s]
+        }
+    })
 }
 
 /// Whether box `b` spans at least 1/256 of field `d` (EffiCuts' "large").
