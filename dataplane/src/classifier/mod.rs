@@ -74,6 +74,7 @@
 
 mod flatten;
 mod identity;
+mod slices;
 pub(crate) mod slot;
 mod tree;
 

@@ -43,6 +43,7 @@
 use foldhash::HashMap;
 
 use super::flatten::{DIMS, Iv, MBox, max_of};
+use super::slices::SliceMap;
 use super::slot::{self, INLINE_STARTS, LEAF, LIST, MAX_RUNS, MAX_TABLE, Slot};
 use crate::program::Family;
 
@@ -226,9 +227,9 @@ pub(crate) const SPLIT_MAX_RUNS: usize = (INLINE_STARTS + 1) * MAX_RUNS;
 pub(crate) struct Arena {
     pub(crate) slots: Vec<Slot>,
     /// Stored nodes by (children, cut): their slot and offset.
-    nodes: HashMap<Vec<Slot>, (Slot, usize)>,
+    nodes: SliceMap<Slot, (Slot, usize)>,
     pub(crate) items: Vec<Item>,
-    lists: HashMap<Vec<Item>, u32>,
+    lists: SliceMap<Item, u32>,
     /// Most slots the arena may hold.
     pub(crate) slot_limit: usize,
     pub(crate) inner_nodes: usize,
@@ -312,8 +313,8 @@ impl Arena {
         append(&mut self.items, top.items);
         append(&mut self.table, top.table);
         self.inner_nodes += top.inner_nodes;
-        extend(&mut self.nodes, top.nodes);
-        extend(&mut self.lists, top.lists);
+        self.nodes.extend(top.nodes);
+        self.lists.extend(top.lists);
         extend(&mut self.table_index, top.table_index);
         true
     }
@@ -371,7 +372,7 @@ impl Arena {
             self.store(&children, |off| slot::plain(word, shift, bits, off))?
         };
         self.scratch += key.len() * SLOT_BYTES + NODE_KEY_OVERHEAD;
-        self.nodes.insert(key.clone(), (slot, mark));
+        self.nodes.insert(&key, (slot, mark));
         self.key_buf = key;
         Ok(slot)
     }
@@ -475,7 +476,7 @@ impl Arena {
         let off = at as u32;
         self.items.extend_from_slice(&items);
         self.scratch += items.len() * size_of::<Item>() + NODE_KEY_OVERHEAD;
-        self.lists.insert(items, off);
+        self.lists.insert(&items, off);
         Ok(LEAF | LIST | (count << 32) | u64::from(off))
     }
 
@@ -592,7 +593,7 @@ impl Cands {
 /// candidate covers the region, so no descendant cuts them), packed into one key of
 /// words ([`TreeBuilder::memo_key`]; one memo serves one family), with the subtree's
 /// height (walk steps from its slot to its deepest leaf).
-pub(crate) type Memo = HashMap<Box<[u32]>, (Slot, u32)>;
+pub(crate) type Memo = SliceMap<u32, (Slot, u32)>;
 
 /// Bytes a memo entry holds besides its key's words: the key's pointer and length,
 /// the slot, and the hash-map and allocation overhead.
@@ -609,7 +610,7 @@ const MEMO_ENTRY_COUNTED: usize = 200 + NODE_KEY_OVERHEAD;
 
 /// Adds the entries of `top`, a workspace's memo, to `memo`.
 pub(crate) fn absorb_memo(memo: &mut Memo, top: Memo) {
-    extend(memo, top);
+    memo.extend(top);
 }
 
 /// `v` followed by `top` (taken as it is when `v` is empty).
@@ -953,18 +954,14 @@ impl<'a> TreeBuilder<'a> {
             .and_then(|b| b.memo.get(&key[..]))
             .or_else(|| self.memo.get(&key[..]))
             .copied();
-        let key: Box<[u32]> = match found {
-            Some(found) => {
-                self.key_buf = key;
-                self.box_buf = boxes;
-                return Ok(found);
-            }
-            None => {
-                let k = key[..].into();
-                self.key_buf = key;
-                k
-            }
-        };
+        if let Some(found) = found {
+            self.key_buf = key;
+            self.box_buf = boxes;
+            return Ok(found);
+        }
+        // The key's words go into the memo now, its entry once the subtree is built.
+        let staged = self.memo.stage(&key);
+        self.key_buf = key;
         let (d, bits) = self.choose_cut(r, &boxes, &align);
         self.box_buf = boxes;
         let width = self.width(d);
@@ -1018,7 +1015,7 @@ impl<'a> TreeBuilder<'a> {
         self.cell_pool.push(cells);
         self.run_pool.push(runs);
         self.arena.scratch += std::mem::size_of_val(list) + MEMO_ENTRY_COUNTED;
-        self.memo.insert(key, (slot, height));
+        self.memo.insert_staged(staged, (slot, height));
         Ok((slot, height))
     }
 
