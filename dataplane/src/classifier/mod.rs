@@ -38,8 +38,9 @@
 //! naming the budget, the program and what ran out. A merge changes one tree of its
 //! plan, and trees of disjoint groups share no subtree, so each merge of a round is
 //! priced by building that one tree (the plan's cost is the sum of its trees'), and
-//! only the cheapest is built whole (test builds check that its cost is the one
-//! priced). A partition tree that did not fit in a room settles, without a build,
+//! only the cheapest is built whole, its other trees built on in the workspace of
+//! the merged one (test builds also build it afresh and check that it costs what was
+//! priced and takes the same bytes). A partition tree that did not fit in a room settles, without a build,
 //! every later plan holding the same group in at most that room (test builds build
 //! it anyway and check that it does not fit).
 //! Each attempt builds in a workspace of its own over the committed state (it finds
@@ -1376,9 +1377,25 @@ struct Built {
     m: Measured,
     /// Entries per group of a plan.
     sizes: Vec<usize>,
-    /// Per group of a plan, its tree's cut levels and what it held (output and
-    /// build indexes; both 0 for a group with no entries or not built).
-    groups: Vec<(u32, usize)>,
+    /// Per group of a plan, its tree (default for a group with no entries or not
+    /// built).
+    groups: Vec<GroupTree>,
+    /// The build indexes' bytes (`Arena::scratch`) when it finished: counted again
+    /// by a job that goes on in this workspace ([`Ctx::run_from`]).
+    scratch: usize,
+}
+
+/// One partition tree of a plan's attempt.
+#[derive(Clone, Copy, Debug, Default)]
+struct GroupTree {
+    /// Cut levels.
+    depth: u32,
+    /// Walk steps.
+    steps: u32,
+    /// What it added to the workspace's held bytes (output and build indexes).
+    held: usize,
+    /// Its root; `None` when not built.
+    root: Option<Slot>,
 }
 
 /// Leaf pairs interned over the committed table `below`, whose next id is `next`.
@@ -1405,6 +1422,14 @@ impl Ids<'_> {
 impl Ctx<'_> {
     /// Runs `job` in a workspace of its own.
     fn run(&self, job: Job) -> Result<Built, Failed> {
+        self.run_from(job, None)
+    }
+
+    /// Runs `job` in the workspace of `from`, a plan's attempt (the same plan, with
+    /// fewer groups built) if given: the groups it built are kept as they are, the
+    /// others built after them. The result is what `job` alone builds but for the
+    /// order of the trees in the arena (trees of disjoint groups share no subtree).
+    fn run_from(&self, job: Job, from: Option<Built>) -> Result<Built, Failed> {
         let single = matches!(job, Job::Single { .. });
         let (memo, cands, ids, next) = if single {
             let i = self.interner;
@@ -1428,15 +1453,28 @@ impl Ctx<'_> {
             memo,
             cands,
         };
-        let mut arena = Arena::over(self.arena);
-        let mut cands = Cands::over(cands);
-        let mut memo = Memo::default();
+        let (mut arena, mut cands, mut memo, own, done) = match from {
+            Some(b) => {
+                let mut arena = b.arena;
+                arena.scratch = b.scratch;
+                (arena, b.cands, b.memo, b.ids, b.groups)
+            }
+            None => (
+                Arena::over(self.arena),
+                Cands::over(cands),
+                Memo::default(),
+                Vec::new(),
+                Vec::new(),
+            ),
+        };
         let mut ids = Ids {
             below: ids,
             next: next as u32,
-            own: Vec::new(),
-            map: HashMap::new(),
+            map: (next as u32..).zip(&own).map(|(i, &p)| (p, i)).collect(),
+            own,
         };
+        // The groups `from` built.
+        let built = |g: usize| done.get(g).is_some_and(|t: &GroupTree| t.root.is_some());
         // What the committed arena may still grow by, within its limit.
         let left = self
             .arena
@@ -1452,7 +1490,15 @@ impl Ctx<'_> {
         // A plan with a group that did not fit in at least this room is settled as
         // failed without a build (`Ctx::failed`).
         let masks = match job {
-            Job::Plan { plan, only, .. } => group_masks(&plan, self.present, only),
+            Job::Plan { plan, only, .. } => {
+                let mut masks = group_masks(&plan, self.present, only);
+                for (g, m) in masks.iter_mut().enumerate() {
+                    if built(g) {
+                        *m = 0;
+                    }
+                }
+                masks
+            }
             Job::Single { .. } => Vec::new(),
         };
         let limit = arena.slot_limit * tree::SLOT_BYTES;
@@ -1533,7 +1579,7 @@ impl Ctx<'_> {
             Job::Plan { plan, only, .. } => {
                 let (plan, k) = canonical(&plan);
                 sizes = vec![0usize; k];
-                groups = vec![(0, 0); k];
+                groups = vec![GroupTree::default(); k];
                 for (g, size) in sizes.iter_mut().enumerate() {
                     let pick = |l: &[(u32, u32)]| -> Vec<(u32, u32)> {
                         l.iter()
@@ -1547,7 +1593,14 @@ impl Ctx<'_> {
                     };
                     let (ge, gp) = (pick(self.epos), pick(self.ppos));
                     *size = ge.len() + gp.len();
-                    if (ge.is_empty() && gp.is_empty()) || only >> g & 1 == 0 {
+                    if ge.is_empty() && gp.is_empty() {
+                        continue;
+                    }
+                    if built(g) {
+                        groups[g] = done[g];
+                        continue;
+                    }
+                    if only >> g & 1 == 0 {
                         continue;
                     }
                     let (root, depth, steps, held) =
@@ -1557,15 +1610,24 @@ impl Ctx<'_> {
                             }
                             f
                         })?;
-                    groups[g] = (depth, held);
-                    roots.push(root);
-                    m.cost += depth + ROUND_COST;
-                    m.depth = m.depth.max(depth);
-                    m.steps = m.steps.max(steps);
+                    groups[g] = GroupTree {
+                        depth,
+                        steps,
+                        held,
+                        root: Some(root),
+                    };
+                }
+                for t in &groups {
+                    if let Some(root) = t.root {
+                        roots.push(root);
+                        m.cost += t.depth + ROUND_COST;
+                        m.depth = m.depth.max(t.depth);
+                        m.steps = m.steps.max(t.steps);
+                    }
                 }
             }
         }
-        arena.scratch = 0;
+        let scratch = std::mem::take(&mut arena.scratch);
         m.bytes = arena.bytes();
         Ok(Built {
             arena,
@@ -1576,6 +1638,7 @@ impl Ctx<'_> {
             m,
             sizes,
             groups,
+            scratch,
         })
     }
 
@@ -1859,7 +1922,8 @@ fn choose(
             break;
         };
         let room = part_cap.min(MERGE_FACTOR * b.m.bytes + ATTEMPT_FLOOR);
-        let held: usize = b.groups.iter().map(|g| g.1).sum();
+        let held: usize = b.groups.iter().map(|g| g.held).sum();
+        let (depth, held_by) = (|g: usize| b.groups[g].depth, |g: usize| b.groups[g].held);
         let merges: Vec<(Plan, usize)> = (0..k)
             .filter(|&g| g != small && sizes[g] > 0)
             .take(MERGE_TRIES - tries)
@@ -1871,7 +1935,7 @@ fn choose(
             .map(|&(plan, into)| {
                 let (canon, _) = canonical(&plan);
                 let at = plan.iter().position(|&g| g as usize == into).unwrap_or(0);
-                let others = held - b.groups[small].1 - b.groups[into].1;
+                let others = held - held_by(small) - held_by(into);
                 Job::Plan {
                     plan,
                     room: room.saturating_sub(others),
@@ -1880,29 +1944,40 @@ fn choose(
             })
             .collect();
         let cost = b.m.cost;
-        // Each merge's cost, from its one tree, cheapest first (the earlier on a tie).
-        let mut priced: Vec<(u32, usize)> = merges
+        // Each merge's cost, from its one tree, cheapest first (the earlier on a tie),
+        // with the workspace it was built in.
+        let mut priced: Vec<(u32, usize, Built)> = merges
             .iter()
             .zip(ctx.run_all(&jobs, threads, &wins))
             .enumerate()
             .filter_map(|(i, (&(_, into), r))| {
                 let t = r?.ok()?;
-                let depth = t.groups.iter().map(|g| g.0).sum::<u32>();
-                let c = cost + depth - b.groups[small].0 - b.groups[into].0 - ROUND_COST;
-                (c < cost).then_some((c, i))
+                let merged = t.groups.iter().map(|g| g.depth).sum::<u32>();
+                let c = cost + merged - depth(small) - depth(into) - ROUND_COST;
+                (c < cost).then_some((c, i, t))
             })
             .collect();
-        priced.sort_unstable();
+        priced.sort_unstable_by_key(|p| (p.0, p.1));
         let mut kept = false;
-        for (c, i) in priced {
+        for (c, i, t) in priced {
             let plan = merges[i].0;
             let job = Job::Plan {
                 plan,
                 room,
                 only: ALL_GROUPS,
             };
-            if let Some(Some(Ok(m))) = ctx.run_all(&[job], 1, &wins).pop() {
-                // The slow twin of the one-tree price: the whole plan built.
+            // The plan's other trees, built on in the workspace of its merged one.
+            if let Ok(m) = ctx.run_from(job, Some(t)) {
+                // The slow twin, in test builds: the whole plan built afresh costs what
+                // was priced and takes the same bytes.
+                #[cfg(debug_assertions)]
+                if let Ok(fresh) = ctx.run(job) {
+                    assert_eq!(
+                        fresh.m.cost, c,
+                        "merged plan {plan:?}: priced from one tree"
+                    );
+                    assert_eq!(fresh.m.bytes, m.m.bytes, "merged plan {plan:?}: built on");
+                }
                 debug_assert_eq!(m.m.cost, c, "merged plan {plan:?}: its cost from one tree");
                 if m.m.cost < cost {
                     best = Some((plan, m));
