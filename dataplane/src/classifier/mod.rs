@@ -40,9 +40,9 @@
 //! priced by building that one tree (the plan's cost is the sum of its trees'), and
 //! only the cheapest is built whole, its other trees built on in the workspace of
 //! the merged one (test builds also build it afresh and check that it costs what was
-//! priced and takes the same bytes). A partition tree that did not fit in a room settles, without a build,
-//! every later plan holding the same group in at most that room (test builds build
-//! it anyway and check that it does not fit).
+//! priced and takes the same bytes). A partition tree that did not fit in a room
+//! settles, without a build, every later plan holding the same group in at most that
+//! room (test builds build it anyway and check that it does not fit).
 //! Each attempt builds in a workspace of its own over the committed state (it finds
 //! the committed subtrees, nodes and leaf ids, and makes new ones with offsets that
 //! continue the committed arena): a dropped attempt is simply dropped, the chosen
