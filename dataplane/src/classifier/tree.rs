@@ -595,8 +595,9 @@ impl Cands {
 /// height (walk steps from its slot to its deepest leaf).
 pub(crate) type Memo = SliceMap<u32, (Slot, u32)>;
 
-/// Bytes a memo entry holds besides its key's words: the key's pointer and length,
-/// the slot, and the hash-map and allocation overhead.
+/// Bytes a memo entry holds besides its key's words: the key's start and length,
+/// the slot and height, and the hash table's overhead (an estimate, as before the
+/// keys were packed: the compiler's reported bytes stay comparable).
 pub(crate) const MEMO_ENTRY_BYTES: usize =
     size_of::<Box<[u32]>>() + size_of::<(Slot, u32)>() + NODE_KEY_OVERHEAD;
 
