@@ -1502,11 +1502,10 @@ impl Ctx<'_> {
             Job::Single { .. } => Vec::new(),
         };
         let limit = arena.slot_limit * tree::SLOT_BYTES;
-        let settled = self.failed.lock().is_ok_and(|failed| {
-            failed
-                .iter()
-                .any(|&(g, had)| had >= limit && masks.contains(&g))
-        });
+        let settled = self
+            .failed
+            .lock()
+            .is_ok_and(|failed| settles(&failed, &masks, limit));
         if settled {
             // The slow twin, in test builds: the plan built does not fit either.
             #[cfg(debug_assertions)]
@@ -2021,6 +2020,16 @@ fn group_masks(plan: &Plan, present: u16, only: u16) -> Vec<u16> {
         }
     }
     masks
+}
+
+/// Whether a plan whose groups to build have the signature sets `masks` (0: not
+/// built), in a room of `limit` bytes, is settled by the failures `failed` (a group's
+/// signature set and the room its tree overflowed): one of its groups overflowed at
+/// least that room.
+fn settles(failed: &[(u16, usize)], masks: &[u16], limit: usize) -> bool {
+    failed
+        .iter()
+        .any(|&(g, had)| g != 0 && had >= limit && masks.contains(&g))
 }
 
 /// `plan` (canonical) with group `small`'s signatures in group `into`.

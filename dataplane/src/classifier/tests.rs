@@ -1431,3 +1431,28 @@ fn a_hopeless_single_tree_is_not_tried_again() {
         "{default:?} {always:?}"
     );
 }
+
+/// A failed partition tree settles a later plan only when that plan builds the same
+/// group (the same signatures) in at most the room the tree overflowed; the groups
+/// a plan does not build (mask 0) settle nothing.
+#[test]
+fn a_failed_group_settles_only_plans_with_it_in_no_more_room() {
+    let failed = [(0b0101u16, 64 << 20), (0b0010, 8 << 20)];
+    // The same group, in the same or a smaller room: settled.
+    assert!(settles(&failed, &[0b0101, 0b1000], 64 << 20));
+    assert!(settles(&failed, &[0b1000, 0b0101], 32 << 20));
+    assert!(settles(&failed, &[0b0010], 8 << 20));
+    // In a larger room it may fit: built.
+    assert!(!settles(&failed, &[0b0101], (64 << 20) + 1));
+    assert!(!settles(&failed, &[0b0010, 0b0101], 65 << 20));
+    // A group with more or fewer signatures is another list: built.
+    assert!(!settles(&failed, &[0b0111, 0b0100, 0b0001], 1 << 20));
+    // Not built (mask 0), or nothing failed: built.
+    assert!(!settles(&failed, &[0, 0], 1 << 20));
+    assert!(!settles(&[], &[0b0101], 1 << 20));
+    // The masks a plan builds: its groups' signatures that some entry has (here 0, 1
+    // and 2; the plan groups them by bit 0), only the groups in `only`.
+    let plan = plan_of(|s| s & 1);
+    assert_eq!(group_masks(&plan, 0b0111, ALL_GROUPS), vec![0b0101, 0b0010]);
+    assert_eq!(group_masks(&plan, 0b0111, 0b10), vec![0, 0b0010]);
+}
