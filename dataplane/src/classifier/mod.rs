@@ -1375,19 +1375,19 @@ struct Built {
     ids: Vec<(u32, u32)>,
     roots: Vec<Slot>,
     m: Measured,
-    /// Entries per group of a plan.
-    sizes: Vec<usize>,
-    /// Per group of a plan, its tree (default for a group with no entries or not
-    /// built).
+    /// Per group of a plan, its entries and tree (no tree for a group with no
+    /// entries or not built).
     groups: Vec<GroupTree>,
     /// The build indexes' bytes (`Arena::scratch`) when it finished: counted again
     /// by a job that goes on in this workspace ([`Ctx::run_from`]).
     scratch: usize,
 }
 
-/// One partition tree of a plan's attempt.
+/// One group of a plan's attempt and its partition tree.
 #[derive(Clone, Copy, Debug, Default)]
 struct GroupTree {
+    /// Entries (both views) in the group.
+    entries: usize,
     /// Cut levels.
     depth: u32,
     /// Walk steps.
@@ -1529,7 +1529,6 @@ impl Ctx<'_> {
             steps: 0,
         };
         let mut roots = Vec::new();
-        let mut sizes = Vec::new();
         let mut groups = Vec::new();
         let mut leaf = |e: u32, p: u32| ids.id(e, p);
         // Only a single tree splits dense nodes: partitions are shallow trees whose
@@ -1577,9 +1576,12 @@ impl Ctx<'_> {
             }
             Job::Plan { plan, only, .. } => {
                 let (plan, k) = canonical(&plan);
-                sizes = vec![0usize; k];
                 groups = vec![GroupTree::default(); k];
-                for (g, size) in sizes.iter_mut().enumerate() {
+                for (g, t) in groups.iter_mut().enumerate() {
+                    if built(g) {
+                        *t = done[g];
+                        continue;
+                    }
                     let pick = |l: &[(u32, u32)]| -> Vec<(u32, u32)> {
                         l.iter()
                             .copied()
@@ -1591,15 +1593,8 @@ impl Ctx<'_> {
                             .collect()
                     };
                     let (ge, gp) = (pick(self.epos), pick(self.ppos));
-                    *size = ge.len() + gp.len();
-                    if ge.is_empty() && gp.is_empty() {
-                        continue;
-                    }
-                    if built(g) {
-                        groups[g] = done[g];
-                        continue;
-                    }
-                    if only >> g & 1 == 0 {
+                    t.entries = ge.len() + gp.len();
+                    if t.entries == 0 || only >> g & 1 == 0 {
                         continue;
                     }
                     let (root, depth, steps, held) =
@@ -1609,7 +1604,8 @@ impl Ctx<'_> {
                             }
                             f
                         })?;
-                    groups[g] = GroupTree {
+                    *t = GroupTree {
+                        entries: t.entries,
                         depth,
                         steps,
                         held,
@@ -1635,7 +1631,6 @@ impl Ctx<'_> {
             ids: ids.own,
             roots,
             m,
-            sizes,
             groups,
             scratch,
         })
@@ -1916,29 +1911,33 @@ fn choose(
         if k < 2 || (k == 2 && try_single) || tries >= MERGE_TRIES {
             break;
         }
-        let sizes = &b.sizes;
-        let Some(small) = (0..k).filter(|&g| sizes[g] > 0).min_by_key(|&g| sizes[g]) else {
+        let entries = |g: usize| b.groups[g].entries;
+        let Some(small) = (0..k)
+            .filter(|&g| entries(g) > 0)
+            .min_by_key(|&g| entries(g))
+        else {
             break;
         };
         let room = part_cap.min(MERGE_FACTOR * b.m.bytes + ATTEMPT_FLOOR);
         let held: usize = b.groups.iter().map(|g| g.held).sum();
         let (depth, held_by) = (|g: usize| b.groups[g].depth, |g: usize| b.groups[g].held);
         let merges: Vec<(Plan, usize)> = (0..k)
-            .filter(|&g| g != small && sizes[g] > 0)
+            .filter(|&g| g != small && entries(g) > 0)
             .take(MERGE_TRIES - tries)
             .map(|into| (merged_plan(&plan, small, into), into))
             .collect();
         tries += merges.len();
+        // Each merge builds the merged group only: in the merged plan's numbering, the
+        // group of `into`'s first signature.
         let jobs: Vec<Job> = merges
             .iter()
-            .map(|&(plan, into)| {
-                let (canon, _) = canonical(&plan);
-                let at = plan.iter().position(|&g| g as usize == into).unwrap_or(0);
-                let others = held - held_by(small) - held_by(into);
+            .map(|&(merged, into)| {
+                let first = plan.iter().position(|&g| g as usize == into);
+                let group = first.map_or(0, |s| canonical(&merged).0[s]);
                 Job::Plan {
-                    plan,
-                    room: room.saturating_sub(others),
-                    only: 1 << canon[at],
+                    plan: merged,
+                    room: room.saturating_sub(held - held_by(small) - held_by(into)),
+                    only: 1 << group,
                 }
             })
             .collect();

@@ -66,22 +66,15 @@ impl<K: Copy + Hash + Eq, V: Copy> SliceMap<K, V> {
 
     /// Sets `key`'s value to `v`.
     pub(crate) fn insert(&mut self, key: &[K], v: V) {
-        let h = hash(key);
         let words = &self.words;
-        if let Some(e) = self
-            .table
-            .find_mut(h, |&(s, l, _)| words.get(s..s + l as usize) == Some(key))
-        {
+        if let Some(e) = self.table.find_mut(hash(key), |&(s, l, _)| {
+            words.get(s..s + l as usize) == Some(key)
+        }) {
             e.2 = v;
             return;
         }
-        let start = self.words.len();
-        self.words.extend_from_slice(key);
-        let words = &self.words;
-        self.table
-            .insert_unique(h, (start, key.len() as u32, v), |&(s, l, _)| {
-                hash(&words[s..s + l as usize])
-            });
+        let staged = self.stage(key);
+        self.insert_staged(staged, v);
     }
 
     /// Stores `key`'s words ahead of its entry, for a caller that looks the key up,
@@ -144,7 +137,8 @@ impl<K: Copy + Hash + Eq, V: Copy> SliceMap<K, V> {
         for &(s, l, v) in &top.table {
             let key = top.key(s, l);
             if self.get(key).is_none() {
-                self.insert(key, v);
+                let staged = self.stage(key);
+                self.insert_staged(staged, v);
             }
         }
     }

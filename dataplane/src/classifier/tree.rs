@@ -697,7 +697,7 @@ const PROGRESS_DEPTH: u32 = 8;
 /// (progress, factor) on the overcounted [`Progress::done`]: from that progress on,
 /// a projection above `factor` times the room aborts (early projections are rough,
 /// so they must overshoot more). The first catches a hopeless tree at once (a
-/// 100K-rule single tree projecting 10^4 times its room spent 0.5-0.7 s filling
+/// 100K-rule single tree projecting 10^4 times its room spent 0.4-0.7 s filling
 /// it): on the fifth ClassBench suite (29 sets, 1K-100K) the attempts that fitted
 /// projected at most 19.5x their room from 10^-6 of the work on (fw4_10k's small
 /// partitions), on the held-out sixth at most 9.2x (BENCHMARKS.md).
