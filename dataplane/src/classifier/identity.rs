@@ -48,7 +48,12 @@
 //! at them, as long as every address list the added programs name is one the
 //! classifier knows or a *fresh* list (exactly these addresses now) made of whole
 //! identities: a fresh list is resolved to the identities of the classes it covers
-//! and kept for later changes.
+//! and kept for later changes. A fresh list known in a form that no longer describes
+//! it (a host split off since from an identity in it is in the form, not in the
+//! addresses) is refused as stale, since one list cannot take two forms; a caller
+//! that from then on names it only as exactly its addresses forgets it first
+//! ([`IdentityClassifier::forgetting_lists`]: a layer that hides the earlier
+//! layers' form; the latest layer knowing a list decides).
 //! A lookup walks each program in the part that holds it; a part's trace ids are
 //! offset past the earlier parts' ones. [`IdentityClassifier::with_programs_merged`]
 //! builds the last part again instead of adding one when few of its programs are
@@ -227,9 +232,16 @@ pub struct HostIdentity {
 /// build can (or fails the same way).
 #[derive(Debug, thiserror::Error)]
 pub enum ProgramChangeRefused {
-    /// An added program names an address list the build did not see.
+    /// An added program names an address list the build did not see, or a fresh list
+    /// does not resolve to whole identities.
     #[error("an added program names an address list the build did not see")]
     NewList,
+    /// These fresh lists (by index) are known in a form that no longer describes
+    /// them: the identities it holds are not those of the addresses now. The caller
+    /// that no longer names them in the known sense can forget them
+    /// ([`IdentityClassifier::forgetting_lists`]) and hand them fresh again.
+    #[error("fresh lists {0:?} are known in a form that no longer describes them")]
+    StaleLists(Vec<usize>),
     /// A prefix to rebind is not a bound prefix.
     #[error("{0} is not a bound prefix")]
     NotBound(IpNet),
@@ -370,6 +382,26 @@ struct Part {
     compiler_bytes: usize,
 }
 
+/// Fresh address lists resolved by one generation
+/// ([`IdentityClassifier::resolve_fresh`]), for a change to that generation
+/// ([`IdentityClassifier::with_fresh_programs`]).
+#[derive(Debug)]
+pub struct FreshLists {
+    /// The lists the generation did not know, with their forms.
+    layer: Lists,
+    /// The generation's [`IdentityClassifier::stamp`].
+    of: (usize, usize, usize),
+}
+
+impl FreshLists {
+    /// The lists resolved anew: those the generation did not know (or forgot), whose
+    /// forms hold the identities of the classes inside them now (and no identity
+    /// that no class has); the others keep the form the generation knew.
+    pub fn anew(&self) -> impl Iterator<Item = &Nets> {
+        self.layer.ids.keys()
+    }
+}
+
 /// Where a program dropped by [`IdentityClassifier::with_programs_merged`] is: in
 /// no part.
 const DROPPED: (u32, u32) = (u32::MAX, u32::MAX);
@@ -384,7 +416,10 @@ struct Lists {
     /// handed in again as the same shared allocation (the lowering memo's interned
     /// lists are) is found without hashing its addresses.
     by_ptr: HashMap<(usize, usize), u32>,
-    rewritten: Vec<Nets>,
+    /// Each list's form; `None` for a list this layer forgets
+    /// ([`IdentityClassifier::forgetting_lists`]): unknown from here on, whatever an
+    /// earlier layer says.
+    rewritten: Vec<Option<Nets>>,
 }
 
 impl Lists {
@@ -394,12 +429,13 @@ impl Lists {
         Lists {
             ids,
             by_ptr,
-            rewritten,
+            rewritten: rewritten.into_iter().map(Some).collect(),
         }
     }
 
-    /// Adds list `l` with identity-space form `form`, unless it is in already.
-    fn insert(&mut self, l: &Nets, form: Nets) {
+    /// Adds list `l` with identity-space form `form` (`None`: forgotten), unless it
+    /// is in already.
+    fn insert(&mut self, l: &Nets, form: Option<Nets>) {
         if self.ids.contains_key(&**l) {
             return;
         }
@@ -409,29 +445,37 @@ impl Lists {
         self.rewritten.push(form);
     }
 
+    /// Also forgets the allocation of `l` (a list this layer holds by content) that
+    /// the key `k`, an earlier layer's, is.
+    fn forget_alloc(&mut self, l: &Nets, k: &Nets) {
+        if let Some(&i) = self.ids.get(&**l) {
+            self.by_ptr.insert(ptr_key(k), i);
+        }
+    }
+
     fn bytes(&self) -> usize {
         let nets = |v: &Nets| v.len() * size_of::<IpNet>() + size_of::<Nets>();
         self.ids.keys().map(nets).sum::<usize>()
-            + self.rewritten.iter().map(nets).sum::<usize>()
+            + self.rewritten.iter().flatten().map(nets).sum::<usize>()
             + self.by_ptr.len() * size_of::<((usize, usize), u32)>()
     }
 
     /// The form of list `v`: by its allocation if `Lists` holds that one, else by
-    /// content.
-    fn get(&self, v: &Nets) -> Option<&Nets> {
+    /// content (`Some(None)`: this layer forgets it).
+    fn get(&self, v: &Nets) -> Option<Option<&Nets>> {
         self.by_alloc(v).or_else(|| self.by_content(v))
     }
 
     /// The form of the list whose allocation `v` is, if `Lists` holds it.
-    fn by_alloc(&self, v: &Nets) -> Option<&Nets> {
+    fn by_alloc(&self, v: &Nets) -> Option<Option<&Nets>> {
         let i = *self.by_ptr.get(&ptr_key(v))?;
-        self.rewritten.get(i as usize)
+        self.rewritten.get(i as usize).map(Option::as_ref)
     }
 
     /// The form of a list with `v`'s addresses.
-    fn by_content(&self, v: &[IpNet]) -> Option<&Nets> {
+    fn by_content(&self, v: &[IpNet]) -> Option<Option<&Nets>> {
         let i = *self.ids.get(v)?;
-        self.rewritten.get(i as usize)
+        self.rewritten.get(i as usize).map(Option::as_ref)
     }
 }
 
@@ -769,7 +813,7 @@ impl IdentityClassifier {
                 .collect(),
             rewritten,
         );
-        let programs = rewrite(set.programs.clone(), |v| table.get(v))
+        let programs = rewrite(set.programs.clone(), |v| table.get(v).flatten())
             .expect("every list of the set is in the table");
         let trees = Classifier::build(
             &PolicySet {
@@ -904,9 +948,12 @@ impl IdentityClassifier {
     /// to the identities of the classes it covers ([`IdentityClassifier::resolve`]);
     /// it is refused ([`ProgramChangeRefused::NewList`]) when one of its prefixes is
     /// no class, when an identity lies only partly inside it (the addresses would
-    /// need identities of their own: a full build does that), or when it is a known
-    /// list that the known form no longer describes (identities no class has any
-    /// more aside: no address reaches them). Also refused when a prefix in
+    /// need identities of their own: a full build does that); and
+    /// ([`ProgramChangeRefused::StaleLists`]) when it is a known list that the known
+    /// form no longer describes (identities no class has any more aside: no address
+    /// reaches them), since one list cannot take two forms: a caller that names it
+    /// only as it is now forgets it first ([`IdentityClassifier::forgetting_lists`]).
+    /// Also refused when a prefix in
     /// `rebind` is not a bound prefix or a program id is unknown; the trees of the
     /// added programs can fail to build as [`Classifier::build`] does.
     pub fn with_programs(
@@ -916,7 +963,8 @@ impl IdentityClassifier {
         rebind: &[(IpNet, Option<ProgramId>, Option<ProgramId>)],
         cfg: &BuildConfig,
     ) -> Result<IdentityClassifier, ProgramChangeRefused> {
-        self.adding_programs(programs, fresh, rebind, cfg, None)
+        let fresh = self.resolve_fresh(fresh)?;
+        self.adding_programs(programs, fresh.layer, rebind, cfg, None)
             .map(|(next, _)| next)
     }
 
@@ -939,7 +987,37 @@ impl IdentityClassifier {
         keep: &[ProgramId],
         cfg: &BuildConfig,
     ) -> Result<(IdentityClassifier, Vec<ProgramId>), ProgramChangeRefused> {
-        self.adding_programs(programs, fresh, rebind, cfg, Some(keep))
+        let fresh = self.resolve_fresh(fresh)?;
+        self.adding_programs(programs, fresh.layer, rebind, cfg, Some(keep))
+    }
+
+    /// The next generation with `lists` forgotten: by content and by allocation (the
+    /// given ones, and those of the lists of equal content it knew), no form is known
+    /// for them, so an added program naming one is refused
+    /// ([`ProgramChangeRefused::NewList`]) unless the change hands it as fresh, which
+    /// resolves it again as its addresses are now. The trees and the identity stage are
+    /// shared unchanged: programs already built keep the forms they were built with.
+    ///
+    /// For a caller whose known form of a list has gone stale
+    /// ([`ProgramChangeRefused::StaleLists`]: a change since made its addresses' identities
+    /// others) and that names the list, from then on, only as exactly its addresses
+    /// (every rule that named it in the old sense lowered again or gone).
+    pub fn forgetting_lists(&self, lists: &[Nets]) -> IdentityClassifier {
+        let mut layer = Lists::default();
+        for l in lists.iter().filter(|l| !l.is_empty()) {
+            layer.insert(l, None);
+            for earlier in self.lists.iter() {
+                if let Some((k, _)) = earlier.ids.get_key_value(&**l) {
+                    layer.forget_alloc(l, k);
+                }
+            }
+        }
+        let mut next = self.clone();
+        if !layer.ids.is_empty() {
+            next.stats.list_bytes += layer.bytes();
+            next.lists.push(Arc::new(layer));
+        }
+        next
     }
 
     /// The programs of the last part a binding of this generation names, or `keep`
@@ -969,19 +1047,17 @@ impl IdentityClassifier {
         )
     }
 
-    fn adding_programs(
-        &self,
-        programs: Vec<Program>,
-        fresh: &[Nets],
-        rebind: &[(IpNet, Option<ProgramId>, Option<ProgramId>)],
-        cfg: &BuildConfig,
-        merge: Option<&[ProgramId]>,
-    ) -> Result<(IdentityClassifier, Vec<ProgramId>), ProgramChangeRefused> {
+    /// `fresh` resolved to their forms in this generation, for a change to it
+    /// ([`IdentityClassifier::with_fresh_programs`]): refused as
+    /// [`IdentityClassifier::with_programs`] says, before any program is handed over
+    /// (a caller that forgets stale lists can then try again with the same programs).
+    pub fn resolve_fresh(&self, fresh: &[Nets]) -> Result<FreshLists, ProgramChangeRefused> {
         let resolved = self.resolve(fresh).ok_or(ProgramChangeRefused::NewList)?;
         let mut layer = Lists::default();
         // Computed once, when a known form differs from a resolution.
         let mut live: Option<Vec<(bool, u32)>> = None;
-        for (l, form) in fresh.iter().zip(resolved) {
+        let mut stale = Vec::new();
+        for (i, (l, form)) in fresh.iter().zip(resolved).enumerate() {
             if l.is_empty() {
                 continue;
             }
@@ -994,15 +1070,63 @@ impl IdentityClassifier {
                             &form,
                         ) =>
                 {
-                    return Err(ProgramChangeRefused::NewList);
+                    stale.push(i);
                 }
                 Some(_) => {}
-                None => layer.insert(l, form.into()),
+                None => layer.insert(l, Some(form.into())),
             }
         }
+        if !stale.is_empty() {
+            return Err(ProgramChangeRefused::StaleLists(stale));
+        }
+        Ok(FreshLists {
+            layer,
+            of: self.stamp(),
+        })
+    }
+
+    /// What tells generations apart for [`FreshLists`]: the program table, the list
+    /// layers and the classes (each change to one of them gives a new value).
+    fn stamp(&self) -> (usize, usize, usize) {
+        (
+            Arc::as_ptr(&self.programs) as usize,
+            self.lists.len(),
+            self.hot.len(),
+        )
+    }
+
+    /// [`IdentityClassifier::with_programs`] (`merge`: `None`) or
+    /// [`IdentityClassifier::with_programs_merged`] (`Some(keep)`) with the fresh
+    /// lists resolved by this generation ([`IdentityClassifier::resolve_fresh`]: the
+    /// caller resolves and changes one generation; lists resolved before a change of
+    /// its programs, list layers or classes are refused as new).
+    pub fn with_fresh_programs(
+        &self,
+        programs: Vec<Program>,
+        fresh: FreshLists,
+        rebind: &[(IpNet, Option<ProgramId>, Option<ProgramId>)],
+        merge: Option<&[ProgramId]>,
+        cfg: &BuildConfig,
+    ) -> Result<(IdentityClassifier, Vec<ProgramId>), ProgramChangeRefused> {
+        if fresh.of != self.stamp() {
+            return Err(ProgramChangeRefused::NewList);
+        }
+        self.adding_programs(programs, fresh.layer, rebind, cfg, merge)
+    }
+
+    fn adding_programs(
+        &self,
+        programs: Vec<Program>,
+        layer: Lists,
+        rebind: &[(IpNet, Option<ProgramId>, Option<ProgramId>)],
+        cfg: &BuildConfig,
+        merge: Option<&[ProgramId]>,
+    ) -> Result<(IdentityClassifier, Vec<ProgramId>), ProgramChangeRefused> {
         let added = programs.len();
-        let rewritten = rewrite(programs, |v| self.known(v).or_else(|| layer.get(v)))
-            .ok_or(ProgramChangeRefused::NewList)?;
+        let rewritten = rewrite(programs, |v| {
+            self.known(v).or_else(|| layer.get(v).flatten())
+        })
+        .ok_or(ProgramChangeRefused::NewList)?;
         let total = self.programs.len() + added;
         let part = u32::try_from(self.parts.len()).map_err(|_| ProgramChangeRefused::TooMany)?;
         if total >= 1 << 31 {
@@ -1144,13 +1268,17 @@ impl IdentityClassifier {
     }
 
     /// The identity-space form of a list the build or an earlier change resolved.
-    /// By its allocation first (in every layer), then by content: a list's content
-    /// is in at most one layer.
+    /// By its allocation first (in every layer), then by content, the latest layer
+    /// that has it deciding: a layer that forgets a list
+    /// ([`IdentityClassifier::forgetting_lists`]) hides the earlier layers' form of
+    /// it, and a later one may know it again, as a change resolved it.
     fn known(&self, v: &Nets) -> Option<&Nets> {
         self.lists
             .iter()
+            .rev()
             .find_map(|l| l.by_alloc(v))
-            .or_else(|| self.lists.iter().find_map(|l| l.by_content(v)))
+            .or_else(|| self.lists.iter().rev().find_map(|l| l.by_content(v)))
+            .flatten()
     }
 
     /// The identities of live classes (tombstones aside), sorted: what
@@ -2325,6 +2453,103 @@ mod tests {
         ));
     }
 
+    /// A known list whose form a split made stale (the kept trees read a host split
+    /// from a listed one as that one, so the known form holds the new identity): named
+    /// fresh, as exactly its addresses, it is refused as stale; forgotten, it is
+    /// unknown unless fresh, and fresh it resolves to its addresses now, while the
+    /// kept programs still read the split host as its template. The next generation
+    /// knows it in that form.
+    #[test]
+    fn a_forgotten_stale_list_takes_the_form_of_its_addresses() {
+        use crate::fixtures::{net, policy, program, rule, tcp, tier};
+        use crate::program::{Action, TierDefault};
+        let allow_from = |id: u32, l: Nets| {
+            let m = Match {
+                src_nets: Some(l),
+                ..Match::default()
+            };
+            let rules = vec![rule(0, Action::Allow, m)];
+            let tiers = vec![tier(0, TierDefault::Deny, vec![policy(id, false, rules)])];
+            program(tiers, vec![])
+        };
+        let bind = |n: &str, e: u32, p: u32| EndpointBinding {
+            net: net(n),
+            endpoint: EndpointId(e),
+            ingress: Some(ProgramId(p)),
+            egress: Some(ProgramId(p)),
+        };
+        let a = vec![net("10.0.0.1/32")];
+        let mut set = PolicySet {
+            programs: vec![
+                allow_from(0, a.clone().into()),
+                allow_from(1, vec![net("10.0.0.1/32"), net("10.0.0.2/32")].into()),
+            ],
+            endpoints: vec![bind("10.0.0.1/32", 0, 0), bind("10.0.0.2/32", 1, 1)],
+        };
+        let cfg = BuildConfig::default();
+        let c = IdentityClassifier::build(&set, &cfg).unwrap();
+        let like = c.host_identity(net("10.0.0.1/32"));
+        let c = c
+            .with_new_host_identity(
+                net("10.0.0.9/32"),
+                EndpointId(2),
+                Some(ProgramId(1)),
+                Some(ProgramId(1)),
+                like,
+            )
+            .unwrap();
+        // Every tree reads 10.0.0.9 as 10.0.0.1.
+        for (p, l) in [
+            (0, vec!["10.0.0.1/32", "10.0.0.9/32"]),
+            (1, vec!["10.0.0.1/32", "10.0.0.2/32", "10.0.0.9/32"]),
+        ] {
+            set.programs[p] =
+                allow_from(p as u32, l.into_iter().map(net).collect::<Vec<_>>().into());
+        }
+        set.endpoints.push(bind("10.0.0.9/32", 2, 1));
+        let keys: Vec<FlowKey> = [1, 2, 3, 9]
+            .iter()
+            .flat_map(|s| {
+                [1, 2, 9].map(move |d| tcp(&format!("10.0.0.{s}"), &format!("10.0.0.{d}"), 80))
+            })
+            .collect();
+        assert_same(&c, &LinearClassifier::new(set.clone()).unwrap(), &keys);
+        let fresh: Nets = a.clone().into();
+        let rebind = [(net("10.0.0.2/32"), Some(ProgramId(2)), Some(ProgramId(2)))];
+        // The program names the fresh list's own allocation.
+        let add = || vec![allow_from(2, fresh.clone())];
+        match c.with_programs(add(), std::slice::from_ref(&fresh), &rebind, &cfg) {
+            Err(ProgramChangeRefused::StaleLists(v)) => assert_eq!(v, [0]),
+            other => panic!("not refused as stale: {:?}", other.map(|c| *c.stats())),
+        }
+        let forgot = c.forgetting_lists(std::slice::from_ref(&fresh));
+        assert!(matches!(
+            forgot.with_programs(add(), &[], &rebind, &cfg),
+            Err(ProgramChangeRefused::NewList)
+        ));
+        // Forgotten by content too: another allocation of the same addresses.
+        let copy: Nets = a.clone().into();
+        assert!(matches!(
+            forgot.with_programs(vec![allow_from(2, copy.clone())], &[], &rebind, &cfg),
+            Err(ProgramChangeRefused::NewList)
+        ));
+        let next = forgot
+            .with_programs(add(), std::slice::from_ref(&copy), &rebind, &cfg)
+            .unwrap();
+        let mut want = set.clone();
+        want.programs.push(allow_from(2, fresh.clone()));
+        want.endpoints[1] = bind("10.0.0.2/32", 1, 2);
+        assert_same(&next, &LinearClassifier::new(want.clone()).unwrap(), &keys);
+        // Known to the next generation in the fresh form, by content.
+        let rebind = [(net("10.0.0.1/32"), Some(ProgramId(3)), Some(ProgramId(3)))];
+        let next = next
+            .with_programs(vec![allow_from(3, a.clone().into())], &[], &rebind, &cfg)
+            .unwrap();
+        want.programs.push(allow_from(3, a.clone().into()));
+        want.endpoints[0] = bind("10.0.0.1/32", 0, 3);
+        assert_same(&next, &LinearClassifier::new(want).unwrap(), &keys);
+    }
+
     use super::super::tests::{arb_host, arb_picks, arb_program, distinct_bindings, packets};
     use proptest::prelude::*;
 
@@ -2413,7 +2638,19 @@ mod tests {
                 let id = ProgramId(set.programs.len() as u32);
                 let i = which.index(set.endpoints.len());
                 let net = set.endpoints[i].net;
-                match cl.with_programs(vec![f], &[src.clone().into(), dst.clone().into()], &[(net, Some(id), Some(id))], &cfg) {
+                let fresh: [Nets; 2] = [src.clone().into(), dst.clone().into()];
+                let rebind = [(net, Some(id), Some(id))];
+                let mut next = cl.with_programs(vec![f.clone()], &fresh, &rebind, &cfg);
+                // A stale fresh list is forgotten and the change tried again, when b
+                // (named in the known sense) names no list of its content.
+                if let Err(ProgramChangeRefused::StaleLists(stale)) = &next {
+                    let stale: Vec<Nets> = stale.iter().map(|&i| fresh[i].clone()).collect();
+                    let b_names = |l: &Nets| all_matches(&b).flat_map(fields).flatten().any(|v| **v == **l);
+                    if !stale.iter().any(b_names) {
+                        next = cl.forgetting_lists(&stale).with_programs(vec![f], &fresh, &rebind, &cfg);
+                    }
+                }
+                match next {
                     Ok(next) => {
                         set.programs.push(f_set);
                         set.endpoints[i].ingress = Some(id);
@@ -2421,7 +2658,7 @@ mod tests {
                         cl = next;
                         assert_same(&cl, &LinearClassifier::new(set.clone()).unwrap(), &keys);
                     }
-                    Err(ProgramChangeRefused::NewList) => {}
+                    Err(ProgramChangeRefused::NewList | ProgramChangeRefused::StaleLists(_)) => {}
                     Err(e) => return Err(TestCaseError::fail(e.to_string())),
                 }
             }
@@ -2443,10 +2680,15 @@ mod tests {
             a in arb_program(),
             b in arb_program(),
             hosts in prop::collection::vec((arb_host(), 0u8..3, 0u8..3), 1..5),
-            news in prop::collection::vec((arb_host(), any::<u64>(), any::<u64>(), any::<bool>(), any::<Option<prop::sample::Index>>()), 1..8),
+            news in prop::collection::vec((arb_host(), any::<u64>(), any::<u64>(), any::<bool>(), any::<Option<prop::sample::Index>>(), any::<Option<prop::sample::Index>>()), 1..8),
             picks in arb_picks(16),
         ) {
             let endpoints = distinct_bindings(hosts);
+            // a's first rule names some hosts, so a list names a split host's template.
+            let mut a = a;
+            if let Some(r) = a.tiers.iter_mut().flat_map(|t| &mut t.policies).flat_map(|p| &mut p.rules).next() {
+                r.matches.src_nets = Some(endpoints.iter().step_by(2).map(|e| e.net).collect());
+            }
             let mut set = PolicySet { programs: vec![a.clone(), b.clone()], endpoints };
             let cfg = BuildConfig::default();
             let mut cl = IdentityClassifier::build(&set, &cfg)
@@ -2474,7 +2716,11 @@ mod tests {
             // split from a bound host, as `add_like` adds them).
             use super::super::tests::add_like;
             let given = [a.clone(), b.clone()];
-            for (k, (host, src_mask, dst_mask, add, like)) in news.into_iter().enumerate() {
+            // a's lists as written (the first, most often: it names hosts): a fresh list of the same content as one is stale
+            // once a host split from an identity in it (a names it in the known sense
+            // no more: only b is named again below).
+            let a_lists: Vec<Vec<IpNet>> = all_matches(&a).flat_map(fields).flatten().filter(|l| !l.is_empty()).map(|l| l.to_vec()).collect();
+            for (k, (host, src_mask, dst_mask, add, like, known)) in news.into_iter().enumerate() {
                 let id = EndpointId(100 + k as u32);
                 let was = cl.class(if host.addr().is_ipv4() { Family::V4 } else { Family::V6 }, match host.addr() {
                     std::net::IpAddr::V4(x) => u32::from(x).into(),
@@ -2522,7 +2768,10 @@ mod tests {
                     l.extend(prefixes.iter().enumerate().filter(|(i, _)| mask >> (32 + i % 32) & 1 == 1).map(|(_, n)| *n));
                     l
                 };
-                let (src, dst) = (subset(src_mask), subset(dst_mask));
+                let (mut src, dst) = (subset(src_mask), subset(dst_mask));
+                if let Some(i) = known.filter(|_| !a_lists.is_empty()) {
+                    src = a_lists[i.index(a_lists.len().min(2))].clone();
+                }
                 let tier = crate::fixtures::tier(9, crate::program::TierDefault::Pass, vec![
                     crate::fixtures::policy(90, false, vec![
                         crate::fixtures::rule(0, crate::program::Action::Deny, Match { src_nets: Some(src.clone().into()), not_dst_nets: dst.clone().into(), ..Match::default() }),
@@ -2534,7 +2783,20 @@ mod tests {
                 let mut f_set = set.programs[1].clone();
                 f_set.tiers.insert(0, tier);
                 let p = ProgramId(set.programs.len() as u32);
-                match cl.with_programs_merged(vec![f], &[src.clone().into(), dst.clone().into()], &[(host, Some(p), Some(p))], &[], &cfg) {
+                let fresh: [Nets; 2] = [src.clone().into(), dst.clone().into()];
+                let rebind = [(host, Some(p), Some(p))];
+                let mut next = cl.with_programs_merged(vec![f.clone()], &fresh, &rebind, &[], &cfg);
+                // A stale fresh list (a split made its known form hold the new host) is
+                // forgotten and the change tried again, when b as given (named in the
+                // known sense by every such change) names no list of its content.
+                if let Err(ProgramChangeRefused::StaleLists(stale)) = &next {
+                    let stale: Vec<Nets> = stale.iter().map(|&i| fresh[i].clone()).collect();
+                    let given_names = |l: &Nets| all_matches(&given[1]).flat_map(fields).flatten().any(|v| **v == **l);
+                    if !stale.iter().any(given_names) {
+                        next = cl.forgetting_lists(&stale).with_programs_merged(vec![f], &fresh, &rebind, &[], &cfg);
+                    }
+                }
+                match next {
                     Ok((next, _)) => {
                         set.programs.push(f_set);
                         let e = set.endpoints.last_mut().expect("the host");
@@ -2543,7 +2805,7 @@ mod tests {
                         cl = next;
                         assert_same(&cl, &LinearClassifier::new(set.clone()).unwrap(), &keys);
                     }
-                    Err(ProgramChangeRefused::NewList) => {}
+                    Err(ProgramChangeRefused::NewList | ProgramChangeRefused::StaleLists(_)) => {}
                     Err(e) => return Err(TestCaseError::fail(e.to_string())),
                 }
             }

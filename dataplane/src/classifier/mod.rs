@@ -83,7 +83,8 @@ use crate::arch::huge::HugeSlice;
 use crate::arch::walk;
 pub use crate::arch::walk::Kernel;
 pub use identity::{
-    HostChangeRefused, HostIdentity, IdentityClassifier, IdentityStats, ProgramChangeRefused,
+    FreshLists, HostChangeRefused, HostIdentity, IdentityClassifier, IdentityStats,
+    ProgramChangeRefused,
 };
 
 use foldhash::{HashMap, HashMapExt};
