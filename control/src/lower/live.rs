@@ -134,15 +134,31 @@
 //!   and the spares of such classes, or inside a CIDR of those policies, for good
 //!   (the fresh lists hold the identities of bound hosts only, not the spares': a
 //!   template that is a spare or a removed pod is in no fresh list, and is dropped
-//!   if one should hold it). Refused, a rebuild: a rule side lowered again that
-//!   reads a bound template and not the host keeps its list's addresses (the host is
-//!   not in them), and that list's known form holds the host's new id with the
-//!   template's, which the same list named by a kept policy needs; lists are known
-//!   by content, so one content cannot take both forms (as with reused addresses,
-//!   below). A spare template's address leaves such lists (it is unbound), so theirs
-//!   change. (On the held-out `--seed 7` cluster at 20,000 pods with `--nets`, while
-//!   a build kept at most 256 spares, half of the new-class adds refused this way:
-//!   BENCHMARKS.md, "A new peer class inside rule CIDRs".) A template with no free id left (255 splits since the
+//!   if one should hold it). *Stale lists*: a rule side lowered again that reads a
+//!   bound template and not the host keeps its list's addresses (the host is not in
+//!   them), and that list's known form holds the host's new id with the template's,
+//!   which the same list named by a kept policy needs. One list cannot take both
+//!   forms, so the classifier refuses it as stale
+//!   ([`dataplane::classifier::ProgramChangeRefused::StaleLists`]), and the add
+//!   goes one more round (at most [`STALE_ROUNDS`]): the policies whose memo still
+//!   names a stale list in its old sense ([`super::Memo::naming`]) are lowered
+//!   again too (within [`NEW_CLASS_POLICIES`] in all; a profile naming one is a
+//!   rebuild), the programs naming one are numbered anew
+//!   ([`super::Memo::renumber_programs_naming`]: lowered again, the readers give
+//!   the same rules, and the old programs' trees hold the old form), and the
+//!   classifier forgets the old forms
+//!   ([`IdentityClassifier::forgetting_lists`]) and resolves the lists afresh. Such
+//!   an add that would drop more than half the spares, and at least
+//!   [`STALE_SPARES`], is a rebuild instead, which renews them (measured:
+//!   BENCHMARKS.md, "A known label set in a zone its pods are not in"). The spares
+//!   inside a CIDR are dropped on this path only where a list resolved anew has a
+//!   prefix containing their host ([`Live::keep_spares`] with the change's
+//!   [`dataplane::classifier::FreshLists::anew`]): a list the classifier knew keeps
+//!   the build's form, which holds them. A spare template's address leaves such
+//!   lists (it is unbound), so theirs change. (On the held-out `--seed 7` cluster
+//!   at 20,000 pods with `--nets`, while a build kept at most 256 spares, half of
+//!   the new-class adds refused as stale: BENCHMARKS.md, "A new peer class inside
+//!   rule CIDRs".) A template with no free id left (255 splits since the
 //!   build) is passed over; the compaction (a full build on its thread) starts when
 //!   half of a block's ids are taken, which renews them. A class more than
 //!   [`NEW_CLASS_POLICIES`] policies read otherwise than every template is a full
@@ -156,12 +172,12 @@
 //!   to every path here (the removal unbound it and dropped it from the owner and
 //!   prefix indexes), so a pod there with the removed pod's label set, or of a peer
 //!   class that exists, or of a new class, takes the path it would take anywhere
-//!   else. One exception, a rebuild: a list the new class's readers are lowered to
-//!   that is, address for address, a list lowered while the address was the removed
-//!   pod's (a selector that picked only that pod, the new one the only pod its
-//!   reader's selector picks). The memo still holds the old list for policies not
-//!   lowered since, and the classifier knows lists by content in the old pod's
-//!   identity: one content cannot be read both ways (the comment at the refusal in
+//!   else. A list the new class's readers are lowered to that is, address for
+//!   address, a list lowered while the address was the removed pod's (a selector
+//!   that picked only that pod, the new one the only pod its reader's selector
+//!   picks) is a stale list (above): the memo still holds the old list for policies
+//!   not lowered since, and the classifier knows it in the old pod's identity; those
+//!   policies are lowered again and the old form forgotten (the comment in
 //!   [`Live::try_add_class`]).
 //!
 //!   What such an add costs grows mostly with what it touches (it still walks the
@@ -297,8 +313,10 @@
 
 use std::sync::Arc;
 
-use dataplane::classifier::{BuildConfig, BuildError, HostIdentity, IdentityClassifier};
-use dataplane::program::{Classify, EndpointId, FlowVerdicts, PolicyId, ProgramId};
+use dataplane::classifier::{
+    BuildConfig, BuildError, FreshLists, HostIdentity, IdentityClassifier, ProgramChangeRefused,
+};
+use dataplane::program::{Classify, EndpointId, FlowVerdicts, Nets, PolicyId, Program, ProgramId};
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use ipnet::IpNet;
 use thiserror::Error;
@@ -532,19 +550,30 @@ thread_local! {
 /// programs of `rebind` and `keep`), or in tests under `NO_MERGE` always a new part.
 fn add_programs(
     from: &IdentityClassifier,
-    programs: Vec<dataplane::program::Program>,
-    fresh: &[dataplane::program::Nets],
+    programs: Vec<Program>,
+    fresh: &[Nets],
     rebind: &[(IpNet, Option<ProgramId>, Option<ProgramId>)],
     keep: &[ProgramId],
     cfg: &BuildConfig,
-) -> Result<(IdentityClassifier, Vec<ProgramId>), dataplane::classifier::ProgramChangeRefused> {
+) -> Result<(IdentityClassifier, Vec<ProgramId>), ProgramChangeRefused> {
+    let fresh = from.resolve_fresh(fresh)?;
+    add_fresh(from, programs, fresh, rebind, keep, cfg)
+}
+
+/// [`add_programs`] with the fresh lists resolved by `from`.
+fn add_fresh(
+    from: &IdentityClassifier,
+    programs: Vec<Program>,
+    fresh: FreshLists,
+    rebind: &[(IpNet, Option<ProgramId>, Option<ProgramId>)],
+    keep: &[ProgramId],
+    cfg: &BuildConfig,
+) -> Result<(IdentityClassifier, Vec<ProgramId>), ProgramChangeRefused> {
     #[cfg(test)]
     if NO_MERGE.with(std::cell::Cell::get) {
-        return from
-            .with_programs(programs, fresh, rebind, cfg)
-            .map(|c| (c, Vec::new()));
+        return from.with_fresh_programs(programs, fresh, rebind, None, cfg);
     }
-    from.with_programs_merged(programs, fresh, rebind, keep, cfg)
+    from.with_fresh_programs(programs, fresh, rebind, Some(keep), cfg)
 }
 
 impl Compaction {
@@ -1855,7 +1884,7 @@ impl Live {
         self.relowered.clear();
         // Read with the indexes as they are now.
         self.spare_keys.clear();
-        self.keep_spares(&readers, profiles);
+        self.keep_spares(&readers, profiles, None);
         let spares = std::mem::take(&mut self.spares);
         self.index_peers(&spares);
         self.spares = spares;
@@ -2409,6 +2438,39 @@ impl Live {
         best
     }
 
+    /// The groups whose programs hold one of the policies `readers` (indices), each
+    /// with one of its endpoints (their programs are lowered again for it); `None`
+    /// when a group's first host is no endpoint of the store.
+    fn affected_groups(&self, readers: &[u32]) -> Option<Vec<(Behaviour, Arc<Endpoint>)>> {
+        let bit = |b: &Behaviour, i: u32| {
+            b.selects
+                .get(i as usize / 64)
+                .is_some_and(|w| w >> (i % 64) & 1 == 1)
+        };
+        let mut affected: Vec<(Behaviour, Arc<Endpoint>)> = Vec::new();
+        for (b, g) in &self.groups {
+            let hit = readers.iter().any(|&i| {
+                let p = &self.cluster.policies[i as usize];
+                let sel = self.applies[i as usize];
+                [PolicyType::Ingress, PolicyType::Egress]
+                    .into_iter()
+                    .any(|d| Cluster::policy_applies_by(p, d, |_| bit(b, sel)))
+            });
+            if !hit {
+                continue;
+            }
+            let owner = g
+                .hosts
+                .first()
+                .and_then(|h| self.classifier.binding(*h))
+                .and_then(|(id, _, _)| self.names.endpoint(id))
+                .and_then(|n| self.at.get(&n.key))
+                .and_then(|&i| self.cluster.endpoints.get(i))?;
+            affected.push((b.clone(), owner.clone()));
+        }
+        Some(affected)
+    }
+
     /// The fast path of an add of a workload endpoint whose peer class no bound host
     /// and no spare has in its zone, at host prefixes that no rule, network set or
     /// endpoint names or contains: each host gets an identity of its own split from
@@ -2457,35 +2519,9 @@ impl Live {
         }
         // The groups whose programs hold one of those policies, each with one of its
         // endpoints (their programs are lowered again for it).
-        let bit = |b: &Behaviour, i: u32| {
-            b.selects
-                .get(i as usize / 64)
-                .is_some_and(|w| w >> (i % 64) & 1 == 1)
+        let Some(mut affected) = self.affected_groups(&readers) else {
+            return false;
         };
-        let mut affected: Vec<(Behaviour, Arc<Endpoint>)> = Vec::new();
-        for (b, g) in &self.groups {
-            let hit = readers.iter().any(|&i| {
-                let p = &self.cluster.policies[i as usize];
-                let sel = self.applies[i as usize];
-                [PolicyType::Ingress, PolicyType::Egress]
-                    .into_iter()
-                    .any(|d| Cluster::policy_applies_by(p, d, |_| bit(b, sel)))
-            });
-            if !hit {
-                continue;
-            }
-            let owner = g
-                .hosts
-                .first()
-                .and_then(|h| self.classifier.binding(*h))
-                .and_then(|(id, _, _)| self.names.endpoint(id))
-                .and_then(|n| self.at.get(&n.key))
-                .and_then(|&i| self.cluster.endpoints.get(i));
-            match owner {
-                Some(e) => affected.push((b.clone(), e.clone())),
-                None => return false,
-            }
-        }
         let Ok(id) = id32("endpoints", self.names.endpoints.len()) else {
             return false;
         };
@@ -2501,24 +2537,7 @@ impl Live {
         let Some(mut memo) = self.memo.take() else {
             return false;
         };
-        let keys: Vec<ResourceKey> = readers
-            .iter()
-            .map(|&i| self.cluster.policies[i as usize].key.clone())
-            .collect();
         let this = Arc::new(ep.clone());
-        // The affected endpoints' policies are what they were (an endpoint added
-        // changes no applies-to): their programs are reassembled from the skeletons of
-        // their groups' programs.
-        let mut endpoints: Vec<(&Endpoint, Option<(ProgramId, ProgramId)>)> = affected
-            .iter()
-            .map(|(b, e)| {
-                let was = self
-                    .groups
-                    .get(b)
-                    .and_then(|g| Some((g.ingress?, g.egress?)));
-                (&**e, was)
-            })
-            .collect();
         // The endpoint's own programs: those of a group whose applies-to selectors and
         // profiles read it as it (the same skeletons), if any.
         let mut mask = vec![0u64; key.selects.len()];
@@ -2541,117 +2560,219 @@ impl Live {
             .iter()
             .filter(|(b, _)| same_policies(b))
             .find_map(|(_, g)| Some((g.ingress?, g.egress?)));
-        endpoints.push((&this, own));
-        // Lowered over the store with the endpoint in it, in place of the one with its
-        // key if any (a relabel: that one is unbound already); the store is put back
-        // at once (the caller puts the endpoint in on success).
-        let at = self.at.get(&ep.key).copied();
-        let old = match at {
-            Some(i) => Some(std::mem::replace(
-                &mut self.cluster.endpoints[i],
-                this.clone(),
-            )),
-            None => {
-                self.cluster.endpoints.push(this.clone());
-                None
-            }
-        };
-        // Every endpoint with addresses is in a group (the checks above), the new one
-        // aside: the selectors and named ports of the policies lowered again are
-        // resolved from the groups' selector bits.
-        let mut groups: Vec<PeerGroup<'_>> = self
-            .groups
-            .iter()
-            .map(|(b, g)| PeerGroup {
-                selects: &b.selects,
-                ports: &b.ports,
-                nets: &g.hosts,
-            })
-            .collect();
-        groups.push(PeerGroup {
-            selects: &key.selects,
-            ports: &ep.ports,
-            nets: &hosts,
-        });
-        let peers = PeerIndex {
-            numbers: &self.selector_numbers,
-            groups,
-        };
-        #[cfg(test)]
-        {
-            let copy = PeerIndex {
-                numbers: peers.numbers,
-                groups: peers
-                    .groups
-                    .iter()
-                    .map(|g| PeerGroup {
-                        selects: g.selects,
-                        ports: g.ports,
-                        nets: g.nets,
-                    })
-                    .collect(),
+        // Lowered in rounds: a round whose fresh lists include one the classifier
+        // knows in a form that no longer describes it (`StaleLists`) lowers again, in
+        // the next, the policies whose memo still names a list of that content (its
+        // old sense), so that every policy naming it names it as exactly its addresses
+        // now, and the classifier forgets the old form. With reused pod addresses that
+        // is required: a pod P removed on the fast path leaves its address A in the
+        // memo's lists of the policies not lowered since (`app == 'db'` still lowers
+        // to `[A]`, known as P's identity, which no address has any more: it selects
+        // nothing, rightly), and the new pod's readers lowered again can give a list
+        // of the same content (`has(canary)` → `[A]`, which must hold the new
+        // identity); `app == 'db'` lowered again gives `[]`. The same when a reader's
+        // side reads a bound template and not the host: its list keeps its addresses,
+        // whose known form holds the host's new id with the template's, as a kept
+        // policy naming that list needs; lowered again, that policy's list holds the
+        // host. Programs of a round the next one replaces get trees but no binding
+        // (dropped at the next merge of their part).
+        let mut added: Vec<Program> = Vec::new();
+        let mut lowered: Vec<(PolicyId, ResourceKey)> = Vec::new();
+        let mut forgotten: Vec<Nets> = Vec::new();
+        let mut round = 0;
+        let (next, dropped, programs, ingress, egress, anew) = loop {
+            let keys: Vec<ResourceKey> = readers
+                .iter()
+                .map(|&i| self.cluster.policies[i as usize].key.clone())
+                .collect();
+            // The affected endpoints' policies are what they were (an endpoint added
+            // changes no applies-to): their programs are reassembled from the skeletons of
+            // their groups' programs.
+            let mut endpoints: Vec<(&Endpoint, Option<(ProgramId, ProgramId)>)> = affected
+                .iter()
+                .map(|(b, e)| {
+                    let was = self
+                        .groups
+                        .get(b)
+                        .and_then(|g| Some((g.ingress?, g.egress?)));
+                    (&**e, was)
+                })
+                .collect();
+            endpoints.push((&this, own));
+            // Lowered over the store with the endpoint in it, in place of the one with its
+            // key if any (a relabel: that one is unbound already); the store is put back
+            // at once (the caller puts the endpoint in on success).
+            let at = self.at.get(&ep.key).copied();
+            let old = match at {
+                Some(i) => Some(std::mem::replace(
+                    &mut self.cluster.endpoints[i],
+                    this.clone(),
+                )),
+                None => {
+                    self.cluster.endpoints.push(this.clone());
+                    None
+                }
             };
-            let mut ports: Vec<&str> = self.port_readers.keys().map(String::as_str).collect();
-            ports.extend(ep.ports.iter().map(|p| p.name.as_str()));
-            assert!(
-                super::peer_index_agrees(&self.cluster, copy, &self.selectors, &ports),
-                "the peer index resolves a selector or named port as the scan does not"
+            // Every endpoint with addresses is in a group (the checks above), the new one
+            // aside: the selectors and named ports of the policies lowered again are
+            // resolved from the groups' selector bits.
+            let mut groups: Vec<PeerGroup<'_>> = self
+                .groups
+                .iter()
+                .map(|(b, g)| PeerGroup {
+                    selects: &b.selects,
+                    ports: &b.ports,
+                    nets: &g.hosts,
+                })
+                .collect();
+            groups.push(PeerGroup {
+                selects: &key.selects,
+                ports: &ep.ports,
+                nets: &hosts,
+            });
+            let peers = PeerIndex {
+                numbers: &self.selector_numbers,
+                groups,
+            };
+            #[cfg(test)]
+            {
+                let copy = PeerIndex {
+                    numbers: peers.numbers,
+                    groups: peers
+                        .groups
+                        .iter()
+                        .map(|g| PeerGroup {
+                            selects: g.selects,
+                            ports: g.ports,
+                            nets: g.nets,
+                        })
+                        .collect(),
+                };
+                let mut ports: Vec<&str> = self.port_readers.keys().map(String::as_str).collect();
+                ports.extend(ep.ports.iter().map(|p| p.name.as_str()));
+                assert!(
+                    super::peer_index_agrees(&self.cluster, copy, &self.selectors, &ports),
+                    "the peer index resolves a selector or named port as the scan does not"
+                );
+            }
+            let programs = super::relower_policies(
+                &self.cluster,
+                &mut self.names,
+                &mut memo,
+                &keys,
+                &endpoints,
+                Some(peers),
+                // The index's, of this store's policies (an add changes none).
+                Some(&self.applies),
             );
-        }
-        let programs = super::relower_policies(
-            &self.cluster,
-            &mut self.names,
-            &mut memo,
-            &keys,
-            &endpoints,
-            Some(peers),
-            // The index's, of this store's policies (an add changes none).
-            Some(&self.applies),
-        );
-        match (at, old) {
-            (Some(i), Some(old)) => self.cluster.endpoints[i] = old,
-            _ => {
-                self.cluster.endpoints.pop();
+            match (at, old) {
+                (Some(i), Some(old)) => self.cluster.endpoints[i] = old,
+                _ => {
+                    self.cluster.endpoints.pop();
+                }
+            }
+            let Ok(programs) = programs else { return false };
+            let Some(&(ingress, egress)) = programs.last() else {
+                return false;
+            };
+            added.extend(memo.take_programs());
+            // The readers, and the policies and profiles of the endpoint's own programs
+            // lowered for the first time since the build (over the store with it: their
+            // lists hold it and no spare), are fresh.
+            lowered.extend(memo.take_lowered());
+            lowered.sort_unstable_by_key(|(id, _)| *id);
+            lowered.dedup_by_key(|(id, _)| *id);
+            let mut rebind: Vec<(IpNet, Option<ProgramId>, Option<ProgramId>)> = Vec::new();
+            for ((b, _), &(i, e)) in affected.iter().zip(&programs) {
+                if let Some(g) = self.groups.get(b) {
+                    rebind.extend(g.hosts.iter().map(|h| (*h, Some(i), Some(e))));
+                }
+            }
+            rebind.extend(hosts.iter().map(|n| (*n, Some(ingress), Some(egress))));
+            let mut ids: Vec<_> = keys.iter().filter_map(|k| memo.policy(k)).collect();
+            ids.extend(lowered.iter().map(|(id, _)| *id));
+            ids.sort_unstable();
+            ids.dedup();
+            let fresh = memo.lists_of(&ids);
+            let forgot;
+            let from = if forgotten.is_empty() {
+                &bound
+            } else {
+                forgot = bound.forgetting_lists(&forgotten);
+                &forgot
+            };
+            let stale = match from.resolve_fresh(&fresh) {
+                Ok(f) => {
+                    // The prefixes of the lists resolved anew, for the spares.
+                    let anew: Vec<IpNet> = f
+                        .anew()
+                        .flat_map(|l| l.iter())
+                        .filter(|n| n.prefix_len() < n.max_prefix_len())
+                        .copied()
+                        .collect();
+                    match add_fresh(from, added, f, &rebind, &[], &self.cfg) {
+                        Ok((next, dropped)) => {
+                            break (next, dropped, programs, ingress, egress, anew);
+                        }
+                        Err(_) => return false,
+                    }
+                }
+                Err(ProgramChangeRefused::StaleLists(stale)) => stale,
+                Err(_) => return false,
+            };
+            // The next round: the lists forgotten, the policies still naming one in
+            // its old sense lowered again too (policies only: a profile's programs
+            // are every endpoint's), and the programs naming one numbered anew (the
+            // readers lowered again give the same rules, which must not be taken for
+            // the programs built with the old form).
+            round += 1;
+            let stale: Vec<Nets> = stale.iter().map(|&i| fresh[i].clone()).collect();
+            for id in memo.naming(&stale) {
+                if ids.binary_search(&id).is_ok() {
+                    continue;
+                }
+                let Some(k) = memo.policy_key(id) else {
+                    return false;
+                };
+                match self.cluster.policies.binary_search_by(|p| p.key.cmp(k)) {
+                    Ok(i) => readers.push(i as u32),
+                    Err(_) => return false,
+                }
+            }
+            readers.sort_unstable();
+            readers.dedup();
+            if round > STALE_ROUNDS || readers.len() > NEW_CLASS_POLICIES {
+                return false;
+            }
+            memo.renumber_programs_naming(&stale);
+            forgotten.extend(stale);
+            match self.affected_groups(&readers) {
+                Some(a) => affected = a,
+                None => return false,
+            }
+        };
+        // The policies lowered again in this change, whose lists no longer hold the
+        // spares they read.
+        let (mut read, profiles) = self.policy_indices(lowered.iter().map(|(_, k)| k));
+        read.extend_from_slice(&readers);
+        read.sort_unstable();
+        read.dedup();
+        // A change that had to forget stale lists and would drop more than half the
+        // spares, and at least `STALE_SPARES`, is a rebuild instead, which renews
+        // them: the pods of new deployments after it would find no spare of their
+        // class and take the new-class path, a rebuild each where many policies read
+        // them (measured: BENCHMARKS.md, "A known label set in a zone its pods are
+        // not in").
+        if round > 0 {
+            let gone = self
+                .spares_read(&read, profiles, Some(&anew))
+                .iter()
+                .filter(|r| **r)
+                .count();
+            if gone >= STALE_SPARES && 2 * gone > self.spares.len() {
+                return false;
             }
         }
-        let Ok(programs) = programs else { return false };
-        let Some(&(ingress, egress)) = programs.last() else {
-            return false;
-        };
-        let added = memo.take_programs();
-        // The readers, and the policies and profiles of the endpoint's own programs
-        // lowered for the first time since the build (over the store with it: their
-        // lists hold it and no spare), are fresh.
-        let lowered = memo.take_lowered();
-        let mut rebind: Vec<(IpNet, Option<ProgramId>, Option<ProgramId>)> = Vec::new();
-        for ((b, _), &(i, e)) in affected.iter().zip(&programs) {
-            if let Some(g) = self.groups.get(b) {
-                rebind.extend(g.hosts.iter().map(|h| (*h, Some(i), Some(e))));
-            }
-        }
-        rebind.extend(hosts.iter().map(|n| (*n, Some(ingress), Some(egress))));
-        let mut ids: Vec<_> = keys.iter().filter_map(|k| memo.policy(k)).collect();
-        ids.extend(lowered.iter().map(|(id, _)| *id));
-        ids.sort_unstable();
-        ids.dedup();
-        let fresh = memo.lists_of(&ids);
-        // Refused (a rebuild) when a fresh list equals, address for address, a list the
-        // classifier knows in a form that no longer describes it. With reused pod
-        // addresses that is required, not a limitation of this path: a pod P removed
-        // on the fast path leaves its address A in the memo's lists of the policies not
-        // lowered since (`app == 'db'` still lowers to `[A]`, known as P's identity,
-        // which no address has any more: it selects nothing, rightly), and the new
-        // pod's readers lowered again can give a list of the same content (`has(canary)`
-        // → `[A]`, which must hold the new identity). Lists are interned and known by
-        // content, so one content would need two identity forms; the stale `[A]` is
-        // handed to the classifier again by every later program assembled from the
-        // memo with that policy. Taking it would need every policy whose memo holds a
-        // list of that content lowered again too, and the classifier to let a fresh
-        // form replace a stale known one (BENCHMARKS.md, "Cluster scale").
-        let Ok((next, dropped)) = add_programs(&bound, added, &fresh, &rebind, &[], &self.cfg)
-        else {
-            return false;
-        };
         memo.drop_programs(&dropped);
         let keys = self.peer_keys(&key);
         if !self.join(ep, id, next, key, (Some(ingress), Some(egress))) {
@@ -2664,11 +2785,7 @@ impl Live {
             }
         }
         self.memo = Some(memo);
-        let (mut read, profiles) = self.policy_indices(lowered.iter().map(|(_, k)| k));
-        read.extend_from_slice(&readers);
-        read.sort_unstable();
-        read.dedup();
-        self.forget_peers(&read, profiles);
+        self.forget_peers(&read, profiles, Some(&anew));
         for n in &hosts {
             let f = usize::from(matches!(n, IpNet::V6(_)));
             let like = self.classifier.host_identity(*n);
@@ -2712,22 +2829,33 @@ impl Live {
     /// removed exemplar's) is no longer in it. Dropped: every class a rule side of
     /// those policies reads, or with a port name one of them names on a side without
     /// a positive selector (from the index and, for spares, from `spares`). With
-    /// `profiles`, every profile counts as lowered again too.
-    fn forget_peers(&mut self, readers: &[u32], profiles: bool) {
+    /// `profiles`, every profile counts as lowered again too. `anew`: as
+    /// [`Live::keep_spares`] takes it.
+    fn forget_peers(&mut self, readers: &[u32], profiles: bool, anew: Option<&[IpNet]>) {
         let (mask, names) = self.read_by(readers, profiles);
         self.peers
             .retain(|(key, _), _| !peer_read(key, &mask, &names));
-        self.keep_spares(readers, profiles);
+        self.keep_spares(readers, profiles, anew);
     }
 
-    /// Drops from `spares` those whose class the policies `readers` (indices into the
-    /// store's policies, ascending; lowered again, their lists resolved to bound
-    /// hosts only) read: by a rule side or a port name as [`Live::forget_peers`]
+    /// Which of `spares` (in order; their keys brought up to date) the policies
+    /// `readers` (indices into the store's policies, ascending; lowered again, their
+    /// lists resolved to bound hosts only) read, so that they must be dropped: by a rule side or a port name as [`Live::forget_peers`]
     /// says, or by a CIDR (`nets`, `notNets`) containing one of the spare's hosts.
     /// With `profiles`, by every profile's rules too.
-    fn keep_spares(&mut self, readers: &[u32], profiles: bool) {
+    ///
+    /// With `anew`, the prefixes (not host prefixes) of the lists the change resolved
+    /// anew, the CIDR test is against those instead: a list the classifier knew kept
+    /// its form, which holds the spare's identity wherever the list's addresses hold
+    /// the spare's host (the build lowered the spares).
+    fn spares_read(
+        &mut self,
+        readers: &[u32],
+        profiles: bool,
+        anew: Option<&[IpNet]>,
+    ) -> Vec<bool> {
         if readers.is_empty() && !profiles || self.spares.is_empty() {
-            return;
+            return vec![false; self.spares.len()];
         }
         let (mask, names) = self.read_by(readers, profiles);
         let profile_rules = self
@@ -2736,15 +2864,18 @@ impl Live {
             .values()
             .filter(|_| profiles)
             .flat_map(|p| p.ingress.iter().chain(&p.egress));
-        let cidrs: Vec<IpNet> = readers
-            .iter()
-            .filter_map(|&i| self.cluster.policies.get(i as usize))
-            .flat_map(|p| p.ingress.iter().chain(&p.egress))
-            .chain(profile_rules)
-            .flat_map(|r| [&r.source, &r.destination])
-            .flat_map(|m| m.nets.iter().chain(&m.not_nets))
-            .copied()
-            .collect();
+        let cidrs: Vec<IpNet> = match anew {
+            Some(a) => a.to_vec(),
+            None => readers
+                .iter()
+                .filter_map(|&i| self.cluster.policies.get(i as usize))
+                .flat_map(|p| p.ingress.iter().chain(&p.egress))
+                .chain(profile_rules)
+                .flat_map(|r| [&r.source, &r.destination])
+                .flat_map(|m| m.nets.iter().chain(&m.not_nets))
+                .copied()
+                .collect(),
+        };
         // The keys `index_peers` computed, unless the indexes changed since.
         if self.spare_keys.len() != self.spares.len() {
             let spares = std::mem::take(&mut self.spares);
@@ -2757,17 +2888,33 @@ impl Live {
                 .collect();
             self.spares = spares;
         }
+        let read: Vec<bool> = self
+            .spares
+            .iter()
+            .zip(&self.spare_keys)
+            .map(|(s, key)| {
+                peer_read(key, &mask, &names)
+                    || s.endpoint
+                        .nets
+                        .iter()
+                        .any(|n| cidrs.iter().any(|c| c.contains(n)))
+            })
+            .collect();
+        read
+    }
+
+    /// Drops from `spares` those [`Live::spares_read`] gives.
+    fn keep_spares(&mut self, readers: &[u32], profiles: bool, anew: Option<&[IpNet]>) {
+        let read = self.spares_read(readers, profiles, anew);
+        if !read.contains(&true) {
+            return;
+        }
         let (mut spares, mut keys) = (Vec::new(), Vec::new());
-        for (s, key) in std::mem::take(&mut self.spares)
+        let taken = std::mem::take(&mut self.spares)
             .into_iter()
-            .zip(std::mem::take(&mut self.spare_keys))
-        {
-            let read = peer_read(&key, &mask, &names)
-                || s.endpoint
-                    .nets
-                    .iter()
-                    .any(|n| cidrs.iter().any(|c| c.contains(n)));
-            if !read {
+            .zip(std::mem::take(&mut self.spare_keys));
+        for ((s, key), r) in taken.zip(read) {
+            if !r {
                 spares.push(s);
                 keys.push(key);
             }
@@ -2905,7 +3052,7 @@ impl Live {
         self.memo = Some(memo);
         let (read, profiles) = self.policy_indices(lowered.iter().map(|(_, k)| k));
         if !read.is_empty() || profiles {
-            self.forget_peers(&read, profiles);
+            self.forget_peers(&read, profiles, None);
         }
         true
     }
@@ -3168,6 +3315,14 @@ struct Spare {
 /// Most policies whose rules read a new peer class for the endpoint path to lower
 /// them again ([`Live::try_add_class`]); with more, the add rebuilds.
 const NEW_CLASS_POLICIES: usize = 16;
+
+/// Most rounds of [`Live::try_add_class`] that lower again the policies naming a
+/// stale list; each round can add policies whose lists turn out stale in turn.
+const STALE_ROUNDS: usize = 3;
+
+/// Spares a change that forgets stale lists may drop, beyond half of them, before
+/// it is a rebuild instead ([`Live::try_add_class`]).
+const STALE_SPARES: usize = 16;
 
 /// Spare endpoints a build adds at most. 256 left half the namespaces of the held-out
 /// `--seed 7` bench cluster at 20,000 pods (535 shapes) without one, and their new

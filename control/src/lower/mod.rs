@@ -646,6 +646,91 @@ impl Memo {
         out
     }
 
+    /// The policies and profiles whose lowered rules name one of `lists` (by
+    /// allocation: the memo's lists are interned), ascending.
+    pub(crate) fn naming(&self, lists: &[Nets]) -> Vec<PolicyId> {
+        let want: foldhash::HashSet<*const IpNet> = lists
+            .iter()
+            .map(|l| Arc::as_ptr(l).cast::<IpNet>())
+            .collect();
+        let mut out: Vec<PolicyId> = self
+            .rules
+            .iter()
+            .filter(|(_, (rules, _))| {
+                rules.iter().any(|r| {
+                    let m = &r.matches;
+                    [
+                        m.src_nets.as_ref(),
+                        Some(&m.not_src_nets),
+                        m.dst_nets.as_ref(),
+                        Some(&m.not_dst_nets),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .any(|l| want.contains(&Arc::as_ptr(l).cast::<IpNet>()))
+                })
+            })
+            .map(|((id, _), _)| *id)
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Forgets the programs whose rules name one of `lists` (by allocation), so that
+    /// the next assembly of the same content is numbered anew and gets trees of its
+    /// own: for lists whose identity form changed (the classifier forgot the form the
+    /// old programs' trees were built with). The programs stay bound where they are.
+    pub(crate) fn renumber_programs_naming(&mut self, lists: &[Nets]) {
+        let want: foldhash::HashSet<*const IpNet> = lists
+            .iter()
+            .map(|l| Arc::as_ptr(l).cast::<IpNet>())
+            .collect();
+        let names = |rules: &RuleList| {
+            rules.iter().any(|r| {
+                let m = &r.matches;
+                [
+                    m.src_nets.as_ref(),
+                    Some(&m.not_src_nets),
+                    m.dst_nets.as_ref(),
+                    Some(&m.not_dst_nets),
+                ]
+                .into_iter()
+                .flatten()
+                .any(|l| want.contains(&Arc::as_ptr(l).cast::<IpNet>()))
+            })
+        };
+        let hit: foldhash::HashSet<u32> = self
+            .rule_lists
+            .iter()
+            .filter(|(k, _)| names(&k.0))
+            .map(|(_, &i)| i)
+            .collect();
+        if hit.is_empty() {
+            return;
+        }
+        let mut gone: foldhash::HashSet<ProgramId> = foldhash::HashSet::default();
+        self.by_content.retain(|(tiers, profiles), p| {
+            let names = tiers
+                .iter()
+                .flat_map(|t| &t.2)
+                .any(|(_, _, l)| hit.contains(l))
+                || profiles.iter().any(|(_, l)| hit.contains(l));
+            if names {
+                gone.insert(*p);
+            }
+            !names
+        });
+        self.skeletons.retain(|_, p| !gone.contains(p));
+    }
+
+    /// The key of the policy `id` (`None` for a profile's id or a hole).
+    pub(crate) fn policy_key(&self, id: PolicyId) -> Option<&ResourceKey> {
+        self.policy_ids
+            .iter()
+            .find_map(|(k, &p)| (p == id).then_some(k))
+    }
+
     /// Bytes of what is kept (rules, the distinct address lists they share, the
     /// maps), roughly.
     pub(crate) fn bytes(&self) -> usize {

@@ -2270,7 +2270,9 @@ fn a_finished_compaction_catches_up_on_its_thread() {
 /// takes the fast path; each generation classifies as a fresh build and `eval` do.
 /// A list of the policies re-lowered for a new peer class that is, address for
 /// address, one lowered for the removed pod (`app == 'db'` picked only `db-1` at
-/// `10.0.0.3`; `has(canary)` picks only the canary there) is refused: a rebuild
+/// `10.0.0.3`; `has(canary)` picks only the canary there) is stale in the
+/// classifier: the policy whose memo still names it (`app == 'db'`) is lowered
+/// again too, the list's old form is forgotten, and the add stays on the fast path
 /// (`Live::try_add_class` says why).
 #[test]
 fn a_pod_at_a_removed_pods_address() {
@@ -2322,12 +2324,22 @@ fn a_pod_at_a_removed_pods_address() {
     assert_eq!(live.add_endpoint(new).unwrap(), Applied::Fast);
     assert_eq!(live.classifier().stats().identities, identities);
     check(&live, &tcp_flows(&["10.0.0.1", "10.0.0.2", "240.0.0.1"])).unwrap();
-    // The colliding list: a rebuild, and the generation a fresh build's.
+    // The colliding list: the fast path, the old form forgotten, and the generation
+    // classifying as a fresh build's; so do the changes after it (the canary removed,
+    // a `db` pod at the address again, which the lists lowered since read as `db`).
     let mut live = live_of(CANARY);
     let gone = endpoint(&live, "db-1");
     let canary = canary_at(&live, &gone);
     assert_eq!(live.remove_endpoint(&gone.key).unwrap(), Applied::Fast);
-    assert_eq!(live.add_endpoint(canary).unwrap(), Applied::Rebuilt);
+    let layers = live.classifier().stats().list_bytes;
+    assert_eq!(live.add_endpoint(canary.clone()).unwrap(), Applied::Fast);
+    assert!(live.classifier().stats().list_bytes > layers);
+    check(&live, &tcp_flows(&addrs)).unwrap();
+    assert_eq!(live.remove_endpoint(&canary.key).unwrap(), Applied::Fast);
+    check(&live, &tcp_flows(&addrs)).unwrap();
+    let mut again = gone.clone();
+    again.key.name = "db-1-again".into();
+    live.add_endpoint(again).unwrap();
     check(&live, &tcp_flows(&addrs)).unwrap();
     // With a second `db` pod the list `app == 'db'` lowered to names both: no
     // collision, the fast path.
