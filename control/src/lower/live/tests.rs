@@ -2363,6 +2363,59 @@ spec: {{orchestrator: k8s, ipNetworks: [10.0.0.5/32]}}
     .unwrap();
 }
 
+/// A stale round (the colliding list of `a_pod_at_a_removed_pods_address`) that
+/// would drop more than half the spares, and at least `STALE_SPARES`, is a rebuild,
+/// which renews them: here `api`, lowered again because it still names the stale
+/// list, also reads every namespace's pods (spares included). Without that rule it
+/// reads only its own namespace's spares, and the change takes the fast path.
+#[test]
+fn a_stale_round_that_would_drop_most_spares_rebuilds() {
+    let others: String = (0..40)
+        .map(|i| {
+            format!(
+                "---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {{name: o-{i}, namespace: o{i}, labels: {{app: other}}}}
+spec: {{orchestrator: k8s, ipNetworks: [10.1.0.{i}/32]}}
+"
+            )
+        })
+        .collect();
+    let addrs = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.1.0.1", "240.0.0.1"];
+    for (every_namespace, want) in [(false, Applied::Fast), (true, Applied::Rebuilt)] {
+        let mut yaml = format!("{CANARY}{others}");
+        if every_namespace {
+            yaml = yaml.replace(
+                "    source: {selector: app == 'db'}\n",
+                "    source: {selector: app == 'db'}\n  - action: Allow\n    protocol: UDP\n    source: {namespaceSelector: all()}\n",
+            );
+        }
+        let mut live = live_of(&yaml);
+        let spares = live.spares.len();
+        assert!(spares >= 2 * STALE_SPARES, "{spares} spares");
+        let gone = endpoint(&live, "db-1");
+        let mut canary = endpoint(&live, "web-1");
+        canary.key.name = "canary-1".into();
+        canary.nets = gone.nets.clone();
+        canary.labels.insert("canary".into(), "true".into());
+        canary.ports.clear();
+        assert_eq!(live.remove_endpoint(&gone.key).unwrap(), Applied::Fast);
+        assert_eq!(
+            live.add_endpoint(canary).unwrap(),
+            want,
+            "{every_namespace}"
+        );
+        check(&live, &tcp_flows(&addrs)).unwrap();
+        // Most spares are left either way: the rebuild renewed them.
+        assert!(
+            2 * live.spares.len() > spares,
+            "{} of {spares}",
+            live.spares.len()
+        );
+    }
+}
+
 const COVERED: &str = r#"
 apiVersion: projectcalico.org/v3
 kind: NetworkSet
