@@ -625,20 +625,9 @@ impl Memo {
                 let Some((rules, _)) = self.rules.get(&(*id, d)) else {
                     continue;
                 };
-                for r in rules.iter() {
-                    let m = &r.matches;
-                    for l in [
-                        m.src_nets.as_ref(),
-                        Some(&m.not_src_nets),
-                        m.dst_nets.as_ref(),
-                        Some(&m.not_dst_nets),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    {
-                        if !l.is_empty() && seen.insert(Arc::as_ptr(l).cast::<IpNet>()) {
-                            out.push(l.clone());
-                        }
+                for l in rules.iter().flat_map(rule_nets) {
+                    if !l.is_empty() && seen.insert(Arc::as_ptr(l).cast::<IpNet>()) {
+                        out.push(l.clone());
                     }
                 }
             }
@@ -649,27 +638,11 @@ impl Memo {
     /// The policies and profiles whose lowered rules name one of `lists` (by
     /// allocation: the memo's lists are interned), ascending.
     pub(crate) fn naming(&self, lists: &[Nets]) -> Vec<PolicyId> {
-        let want: foldhash::HashSet<*const IpNet> = lists
-            .iter()
-            .map(|l| Arc::as_ptr(l).cast::<IpNet>())
-            .collect();
+        let want = allocations(lists);
         let mut out: Vec<PolicyId> = self
             .rules
             .iter()
-            .filter(|(_, (rules, _))| {
-                rules.iter().any(|r| {
-                    let m = &r.matches;
-                    [
-                        m.src_nets.as_ref(),
-                        Some(&m.not_src_nets),
-                        m.dst_nets.as_ref(),
-                        Some(&m.not_dst_nets),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    .any(|l| want.contains(&Arc::as_ptr(l).cast::<IpNet>()))
-                })
-            })
+            .filter(|(_, (rules, _))| names_one(rules, &want))
             .map(|((id, _), _)| *id)
             .collect();
         out.sort_unstable();
@@ -682,28 +655,11 @@ impl Memo {
     /// own: for lists whose identity form changed (the classifier forgot the form the
     /// old programs' trees were built with). The programs stay bound where they are.
     pub(crate) fn renumber_programs_naming(&mut self, lists: &[Nets]) {
-        let want: foldhash::HashSet<*const IpNet> = lists
-            .iter()
-            .map(|l| Arc::as_ptr(l).cast::<IpNet>())
-            .collect();
-        let names = |rules: &RuleList| {
-            rules.iter().any(|r| {
-                let m = &r.matches;
-                [
-                    m.src_nets.as_ref(),
-                    Some(&m.not_src_nets),
-                    m.dst_nets.as_ref(),
-                    Some(&m.not_dst_nets),
-                ]
-                .into_iter()
-                .flatten()
-                .any(|l| want.contains(&Arc::as_ptr(l).cast::<IpNet>()))
-            })
-        };
+        let want = allocations(lists);
         let hit: foldhash::HashSet<u32> = self
             .rule_lists
             .iter()
-            .filter(|(k, _)| names(&k.0))
+            .filter(|(k, _)| names_one(&k.0, &want))
             .map(|(_, &i)| i)
             .collect();
         if hit.is_empty() {
@@ -793,6 +749,35 @@ impl Memo {
         self.skeletons
             .retain(|k, _| !k.tiers.iter().any(|t| t.2.iter().any(|p| ids.contains(p))));
     }
+}
+
+/// The address lists a lowered rule names (empty ones too).
+fn rule_nets(r: &dataplane::program::Rule) -> impl Iterator<Item = &Nets> {
+    let m = &r.matches;
+    [
+        m.src_nets.as_ref(),
+        Some(&m.not_src_nets),
+        m.dst_nets.as_ref(),
+        Some(&m.not_dst_nets),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// The allocations of `lists` (the memo's lists are interned: one per content).
+fn allocations(lists: &[Nets]) -> foldhash::HashSet<*const IpNet> {
+    lists
+        .iter()
+        .map(|l| Arc::as_ptr(l).cast::<IpNet>())
+        .collect()
+}
+
+/// Whether `rules` name a list whose allocation is in `want`.
+fn names_one(rules: &[dataplane::program::Rule], want: &foldhash::HashSet<*const IpNet>) -> bool {
+    rules
+        .iter()
+        .flat_map(rule_nets)
+        .any(|l| want.contains(&Arc::as_ptr(l).cast::<IpNet>()))
 }
 
 /// The content of a program, with rule lists by id (hashing the lists themselves,
