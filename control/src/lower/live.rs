@@ -56,9 +56,10 @@
 //!   `100::/64` while they last; in a zone, counting down from the top of its
 //!   innermost prefix: so pods inside a rule's `10.0.0.0/8` or `0.0.0.0/0` have
 //!   spares there too); the spares' hosts are unbound again at once
-//!   ([`IdentityClassifier::without_hosts`]: their addresses are classified as in a
-//!   build without them, and their ids and names are dropped), but their identities
-//!   stay in the trees. A pod of a new deployment (a new `app` value, which every
+//!   ([`IdentityClassifier::without_ghost_hosts`]: their addresses are classified as
+//!   in a build without them, and their ids and names are dropped), but their
+//!   identities stay in the trees, and their classes as ghosts that a list lowered
+//!   again with the spares may name (the new-class path below). A pod of a new deployment (a new `app` value, which every
 //!   `app` selector reads as "not me", and a named port `http` that rules name
 //!   without a peer selector) has the peer class of its namespace's spare with its
 //!   ports, though no endpoint had it. A list an incremental policy change resolved
@@ -147,14 +148,19 @@
 //!   ([`super::Memo::renumber_programs_naming`]: lowered again, the readers give
 //!   the same rules, and the old programs' trees hold the old form), and the
 //!   classifier forgets the old forms
-//!   ([`IdentityClassifier::forgetting_lists`]) and resolves the lists afresh. Such
-//!   an add that would drop more than half the spares, and at least
-//!   [`STALE_SPARES`], is a rebuild instead, which renews them (measured:
-//!   BENCHMARKS.md, "A known label set in a zone its pods are not in"). The spares
-//!   inside a CIDR are dropped on this path only where a list resolved anew has a
-//!   prefix containing their host ([`Live::keep_spares`] with the change's
-//!   [`dataplane::classifier::FreshLists::anew`]): a list the classifier knew keeps
-//!   the build's form, which holds them. A spare template's address leaves such
+//!   ([`IdentityClassifier::forgetting_lists`]) and resolves the lists afresh
+//!   (measured: BENCHMARKS.md, "A known label set in a zone its pods are not in").
+//!   On this path the policies are lowered again with the spares in the store and
+//!   the peer index, as the build lowers them, and the spares' hosts are *ghosts*
+//!   in the classifier ([`IdentityClassifier::without_ghost_hosts`]): a fresh list
+//!   naming a spare's host, or a prefix containing it, holds the spare's identity,
+//!   so the spares stay, but for those a list holds otherwise than their identity
+//!   ([`dataplane::classifier::FreshLists::split_ghosts`]); and a peer class the
+//!   lowered-again policies read leaves the index only when its identity is neither
+//!   a live class's nor a kept spare's (a removed exemplar's: [`Live::forget_unreached_peers`]).
+//!   Before, every spare whose class such a policy read was dropped: after one add
+//!   of a known label set in a new zone on the held-out shape, all 269, and every
+//!   later pod of a new deployment rebuilt. A spare template's address leaves such
 //!   lists (it is unbound), so theirs change. (On the held-out `--seed 7` cluster
 //!   at 20,000 pods with `--nets`, while a build kept at most 256 spares, half of
 //!   the new-class adds refused as stale: BENCHMARKS.md, "A new peer class inside
@@ -836,6 +842,10 @@ pub struct Live {
     spares: Vec<Spare>,
     /// The peer key of each of `spares` (by index), as the indexes now read it.
     spare_keys: Vec<PeerKey>,
+    /// The behaviour of each of `spares` as the indexes read it, made with
+    /// `spare_keys` ([`Live::index_peers`]); cleared when spares are dropped, and then
+    /// made again where needed ([`Live::try_add_class`]).
+    spare_behaviours: Vec<Behaviour>,
     /// The policies changed incrementally since the indexes were last refreshed.
     relowered: Vec<ResourceKey>,
     /// Prefixes rules (`nets`, `notNets`) and network sets name.
@@ -896,6 +906,7 @@ impl Live {
             peers: HashMap::new(),
             spares: Vec::new(),
             spare_keys: Vec::new(),
+            spare_behaviours: Vec::new(),
             relowered: Vec::new(),
             named: Named::default(),
             nets: HashMap::new(),
@@ -919,11 +930,10 @@ impl Live {
         cluster: &mut Cluster,
         cfg: &BuildConfig,
     ) -> Result<(super::Lowered, Memo, IdentityClassifier, Vec<Spare>), LiveError> {
-        let spares = spare_endpoints(cluster);
+        let spares: Vec<Arc<Endpoint>> =
+            spare_endpoints(cluster).into_iter().map(Arc::new).collect();
         let real = cluster.endpoints.len();
-        cluster
-            .endpoints
-            .extend(spares.iter().map(|e| Arc::new(e.clone())));
+        cluster.endpoints.extend(spares.iter().cloned());
         let lowered = lower_keeping(cluster);
         cluster.endpoints.truncate(real);
         let (mut lowered, mut memo) = lowered?;
@@ -940,8 +950,9 @@ impl Live {
             out.push(Spare { endpoint: e, like });
         }
         // Unbound, a spare's address is classified as the prefixes containing it,
-        // as a build without it classifies it.
-        let classifier = match classifier.without_hosts(&hosts) {
+        // as a build without it classifies it; kept as a ghost, a list lowered again
+        // with the spares may name it (`Live::try_add_class`).
+        let classifier = match classifier.without_ghost_hosts(&hosts) {
             Ok(c) => c,
             Err(_) => {
                 let (lowered, mut memo) = lower_keeping(cluster)?;
@@ -1023,6 +1034,7 @@ impl Live {
             }
         }
         let mut keys = Vec::with_capacity(spares.len());
+        let mut behaviours = Vec::with_capacity(spares.len());
         for s in spares {
             let b = behaviour_of(
                 &self.cluster,
@@ -1032,6 +1044,7 @@ impl Live {
             );
             let both = self.peer_keys(&b);
             keys.push(both[usize::from(self.any_covered(&s.endpoint))].clone());
+            behaviours.push(b);
             for n in &s.endpoint.nets {
                 let f = usize::from(matches!(n, IpNet::V6(_)));
                 let slot = peers
@@ -1044,6 +1057,7 @@ impl Live {
         }
         self.peers = peers;
         self.spare_keys = keys;
+        self.spare_behaviours = behaviours;
     }
 
     /// The peer key of a behaviour, for a host in a zone where only the endpoint's
@@ -1884,7 +1898,7 @@ impl Live {
         self.relowered.clear();
         // Read with the indexes as they are now.
         self.spare_keys.clear();
-        self.keep_spares(&readers, profiles, None);
+        self.keep_spares(&readers, profiles);
         let spares = std::mem::take(&mut self.spares);
         self.index_peers(&spares);
         self.spares = spares;
@@ -2580,7 +2594,30 @@ impl Live {
         let mut lowered: Vec<(PolicyId, ResourceKey)> = Vec::new();
         let mut forgotten: Vec<Nets> = Vec::new();
         let mut round = 0;
-        let (next, dropped, programs, ingress, egress, anew) = loop {
+        // The spares, lowered with the store as the build lowers them: their hosts
+        // are ghosts in the classifier, so the lists lowered again hold their
+        // identities where they hold their addresses (the spares a list holds
+        // otherwise than their identities are dropped after).
+        let spare_eps: Vec<Arc<Endpoint>> =
+            self.spares.iter().map(|s| s.endpoint.clone()).collect();
+        if self.spare_behaviours.len() != self.spares.len() {
+            self.spare_behaviours = spare_eps.iter().map(|e| self.behaviour(e)).collect();
+        }
+        let spare_b = std::mem::take(&mut self.spare_behaviours);
+        // The slow twin: the kept behaviours are the spares' now.
+        #[cfg(test)]
+        assert!(
+            spare_eps
+                .iter()
+                .zip(&spare_b)
+                .all(|(e, b)| self.behaviour(e) == *b),
+            "a kept spare behaviour is out of date"
+        );
+        let spare_hosts: Vec<Vec<IpNet>> = spare_eps
+            .iter()
+            .map(|e| e.nets.iter().map(IpNet::trunc).collect())
+            .collect();
+        let (next, dropped, programs, ingress, egress, split) = loop {
             let keys: Vec<ResourceKey> = readers
                 .iter()
                 .map(|&i| self.cluster.policies[i as usize].key.clone())
@@ -2613,9 +2650,11 @@ impl Live {
                     None
                 }
             };
+            let real = self.cluster.endpoints.len();
+            self.cluster.endpoints.extend(spare_eps.iter().cloned());
             // Every endpoint with addresses is in a group (the checks above), the new one
-            // aside: the selectors and named ports of the policies lowered again are
-            // resolved from the groups' selector bits.
+            // and the spares aside: the selectors and named ports of the policies
+            // lowered again are resolved from the groups' selector bits.
             let mut groups: Vec<PeerGroup<'_>> = self
                 .groups
                 .iter()
@@ -2630,6 +2669,13 @@ impl Live {
                 ports: &ep.ports,
                 nets: &hosts,
             });
+            for ((b, e), h) in spare_b.iter().zip(&spare_eps).zip(&spare_hosts) {
+                groups.push(PeerGroup {
+                    selects: &b.selects,
+                    ports: &e.ports,
+                    nets: h,
+                });
+            }
             let peers = PeerIndex {
                 numbers: &self.selector_numbers,
                 groups,
@@ -2665,6 +2711,7 @@ impl Live {
                 // The index's, of this store's policies (an add changes none).
                 Some(&self.applies),
             );
+            self.cluster.endpoints.truncate(real);
             match (at, old) {
                 (Some(i), Some(old)) => self.cluster.endpoints[i] = old,
                 _ => {
@@ -2703,16 +2750,11 @@ impl Live {
             };
             let stale = match from.resolve_fresh(&fresh) {
                 Ok(f) => {
-                    // The prefixes of the lists resolved anew, for the spares.
-                    let anew: Vec<IpNet> = f
-                        .anew()
-                        .flat_map(|l| l.iter())
-                        .filter(|n| n.prefix_len() < n.max_prefix_len())
-                        .copied()
-                        .collect();
+                    // The spares the lists hold otherwise than their identities.
+                    let split = f.split_ghosts().to_vec();
                     match add_fresh(from, added, f, &rebind, &[], &self.cfg) {
                         Ok((next, dropped)) => {
-                            break (next, dropped, programs, ingress, egress, anew);
+                            break (next, dropped, programs, ingress, egress, split);
                         }
                         Err(_) => return false,
                     }
@@ -2751,28 +2793,13 @@ impl Live {
                 None => return false,
             }
         };
+        self.spare_behaviours = spare_b;
         // The policies lowered again in this change, whose lists no longer hold the
         // spares they read.
         let (mut read, profiles) = self.policy_indices(lowered.iter().map(|(_, k)| k));
         read.extend_from_slice(&readers);
         read.sort_unstable();
         read.dedup();
-        // A change that had to forget stale lists and would drop more than half the
-        // spares, and at least `STALE_SPARES`, is a rebuild instead, which renews
-        // them: the pods of new deployments after it would find no spare of their
-        // class and take the new-class path, a rebuild each where many policies read
-        // them (measured: BENCHMARKS.md, "A known label set in a zone its pods are
-        // not in").
-        if round > 0 {
-            let gone = self
-                .spares_read(&read, profiles, Some(&anew))
-                .iter()
-                .filter(|r| **r)
-                .count();
-            if gone >= STALE_SPARES && 2 * gone > self.spares.len() {
-                return false;
-            }
-        }
         memo.drop_programs(&dropped);
         let keys = self.peer_keys(&key);
         if !self.join(ep, id, next, key, (Some(ingress), Some(egress))) {
@@ -2785,7 +2812,7 @@ impl Live {
             }
         }
         self.memo = Some(memo);
-        self.forget_peers(&read, profiles, Some(&anew));
+        self.forget_unreached_peers(&read, profiles, &split);
         for n in &hosts {
             let f = usize::from(matches!(n, IpNet::V6(_)));
             let like = self.classifier.host_identity(*n);
@@ -2829,33 +2856,62 @@ impl Live {
     /// removed exemplar's) is no longer in it. Dropped: every class a rule side of
     /// those policies reads, or with a port name one of them names on a side without
     /// a positive selector (from the index and, for spares, from `spares`). With
-    /// `profiles`, every profile counts as lowered again too. `anew`: as
-    /// [`Live::keep_spares`] takes it.
-    fn forget_peers(&mut self, readers: &[u32], profiles: bool, anew: Option<&[IpNet]>) {
+    /// `profiles`, every profile counts as lowered again too.
+    fn forget_peers(&mut self, readers: &[u32], profiles: bool) {
         let (mask, names) = self.read_by(readers, profiles);
         self.peers
             .retain(|(key, _), _| !peer_read(key, &mask, &names));
-        self.keep_spares(readers, profiles, anew);
+        self.keep_spares(readers, profiles);
     }
 
-    /// Which of `spares` (in order; their keys brought up to date) the policies
-    /// `readers` (indices into the store's policies, ascending; lowered again, their
-    /// lists resolved to bound hosts only) read, so that they must be dropped: by a rule side or a port name as [`Live::forget_peers`]
+    /// After a change that lowered the policies `readers` (indices; every profile too
+    /// with `profiles`) again with the spares in the store, their hosts ghosts in the
+    /// classifier ([`Live::try_add_class`]): the lists hold a spare's identity where
+    /// they hold its address, but for the spares whose hosts are in `split` (held
+    /// otherwise than their identities), dropped. A peer class those policies read
+    /// is dropped from the index when its identity is neither a live class's (a
+    /// list holds such an identity whole or not at all, as its classes) nor a kept
+    /// spare's: a removed exemplar's is in no list lowered again.
+    fn forget_unreached_peers(&mut self, readers: &[u32], profiles: bool, split: &[IpNet]) {
+        if !split.is_empty() {
+            let out = |s: &Spare| s.endpoint.nets.iter().any(|n| split.contains(&n.trunc()));
+            if self.spare_keys.len() == self.spares.len() {
+                let (spares, keys): (Vec<Spare>, Vec<PeerKey>) = std::mem::take(&mut self.spares)
+                    .into_iter()
+                    .zip(std::mem::take(&mut self.spare_keys))
+                    .filter(|(s, _)| !out(s))
+                    .unzip();
+                self.spares = spares;
+                self.spare_keys = keys;
+            } else {
+                self.spares.retain(|s| !out(s));
+            }
+            self.spare_behaviours.clear();
+        }
+        let live = self.classifier.live_identities();
+        let kept: HashSet<(bool, u32)> = self
+            .spares
+            .iter()
+            .flat_map(|s| s.like.iter().flatten().map(HostIdentity::id))
+            .collect();
+        let (mask, names) = self.read_by(readers, profiles);
+        self.peers.retain(|(key, _), slot| {
+            !peer_read(key, &mask, &names)
+                || slot
+                    .iter()
+                    .flatten()
+                    .all(|h| live.binary_search(&h.id()).is_ok() || kept.contains(&h.id()))
+        });
+    }
+
+    /// Drops from `spares` those whose class the policies `readers` (indices into the
+    /// store's policies, ascending; lowered again, their lists resolved to bound
+    /// hosts only) read: by a rule side or a port name as [`Live::forget_peers`]
     /// says, or by a CIDR (`nets`, `notNets`) containing one of the spare's hosts.
     /// With `profiles`, by every profile's rules too.
-    ///
-    /// With `anew`, the prefixes (not host prefixes) of the lists the change resolved
-    /// anew, the CIDR test is against those instead: a list the classifier knew kept
-    /// its form, which holds the spare's identity wherever the list's addresses hold
-    /// the spare's host (the build lowered the spares).
-    fn spares_read(
-        &mut self,
-        readers: &[u32],
-        profiles: bool,
-        anew: Option<&[IpNet]>,
-    ) -> Vec<bool> {
+    fn keep_spares(&mut self, readers: &[u32], profiles: bool) {
         if readers.is_empty() && !profiles || self.spares.is_empty() {
-            return vec![false; self.spares.len()];
+            return;
         }
         let (mask, names) = self.read_by(readers, profiles);
         let profile_rules = self
@@ -2864,18 +2920,15 @@ impl Live {
             .values()
             .filter(|_| profiles)
             .flat_map(|p| p.ingress.iter().chain(&p.egress));
-        let cidrs: Vec<IpNet> = match anew {
-            Some(a) => a.to_vec(),
-            None => readers
-                .iter()
-                .filter_map(|&i| self.cluster.policies.get(i as usize))
-                .flat_map(|p| p.ingress.iter().chain(&p.egress))
-                .chain(profile_rules)
-                .flat_map(|r| [&r.source, &r.destination])
-                .flat_map(|m| m.nets.iter().chain(&m.not_nets))
-                .copied()
-                .collect(),
-        };
+        let cidrs: Vec<IpNet> = readers
+            .iter()
+            .filter_map(|&i| self.cluster.policies.get(i as usize))
+            .flat_map(|p| p.ingress.iter().chain(&p.egress))
+            .chain(profile_rules)
+            .flat_map(|r| [&r.source, &r.destination])
+            .flat_map(|m| m.nets.iter().chain(&m.not_nets))
+            .copied()
+            .collect();
         // The keys `index_peers` computed, unless the indexes changed since.
         if self.spare_keys.len() != self.spares.len() {
             let spares = std::mem::take(&mut self.spares);
@@ -2888,36 +2941,23 @@ impl Live {
                 .collect();
             self.spares = spares;
         }
-        let read: Vec<bool> = self
-            .spares
-            .iter()
-            .zip(&self.spare_keys)
-            .map(|(s, key)| {
-                peer_read(key, &mask, &names)
-                    || s.endpoint
-                        .nets
-                        .iter()
-                        .any(|n| cidrs.iter().any(|c| c.contains(n)))
-            })
-            .collect();
-        read
-    }
-
-    /// Drops from `spares` those [`Live::spares_read`] gives.
-    fn keep_spares(&mut self, readers: &[u32], profiles: bool, anew: Option<&[IpNet]>) {
-        let read = self.spares_read(readers, profiles, anew);
-        if !read.contains(&true) {
-            return;
-        }
         let (mut spares, mut keys) = (Vec::new(), Vec::new());
-        let taken = std::mem::take(&mut self.spares)
+        for (s, key) in std::mem::take(&mut self.spares)
             .into_iter()
-            .zip(std::mem::take(&mut self.spare_keys));
-        for ((s, key), r) in taken.zip(read) {
-            if !r {
+            .zip(std::mem::take(&mut self.spare_keys))
+        {
+            let read = peer_read(&key, &mask, &names)
+                || s.endpoint
+                    .nets
+                    .iter()
+                    .any(|n| cidrs.iter().any(|c| c.contains(n)));
+            if !read {
                 spares.push(s);
                 keys.push(key);
             }
+        }
+        if spares.len() != self.spare_behaviours.len() {
+            self.spare_behaviours.clear();
         }
         self.spares = spares;
         self.spare_keys = keys;
@@ -3052,7 +3092,7 @@ impl Live {
         self.memo = Some(memo);
         let (read, profiles) = self.policy_indices(lowered.iter().map(|(_, k)| k));
         if !read.is_empty() || profiles {
-            self.forget_peers(&read, profiles, None);
+            self.forget_peers(&read, profiles);
         }
         true
     }
@@ -3308,7 +3348,7 @@ fn peer_read(key: &PeerKey, mask: &[u64], names: &HashSet<String>) -> bool {
 /// A spare endpoint of a build, and how its hosts were classified (IPv4, IPv6).
 #[derive(Clone)]
 struct Spare {
-    endpoint: Endpoint,
+    endpoint: Arc<Endpoint>,
     like: [Option<HostIdentity>; 2],
 }
 
@@ -3319,10 +3359,6 @@ const NEW_CLASS_POLICIES: usize = 16;
 /// Most rounds of [`Live::try_add_class`] that lower again the policies naming a
 /// stale list; each round can add policies whose lists turn out stale in turn.
 const STALE_ROUNDS: usize = 3;
-
-/// Spares a change that forgets stale lists may drop, beyond half of them, before
-/// it is a rebuild instead ([`Live::try_add_class`]).
-const STALE_SPARES: usize = 16;
 
 /// Spare endpoints a build adds at most. 256 left half the namespaces of the held-out
 /// `--seed 7` bench cluster at 20,000 pods (535 shapes) without one, and their new

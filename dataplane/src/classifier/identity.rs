@@ -228,6 +228,14 @@ pub struct HostIdentity {
     parent_identity: u32,
 }
 
+impl HostIdentity {
+    /// The identity, with its family (IPv6: `true`), as
+    /// [`IdentityClassifier::live_identities`] lists them.
+    pub fn id(&self) -> (bool, u32) {
+        (self.six, self.identity)
+    }
+}
+
 /// Why [`IdentityClassifier::with_programs`] cannot give the next generation; a full
 /// build can (or fails the same way).
 #[derive(Debug, thiserror::Error)]
@@ -320,6 +328,11 @@ pub struct IdentityClassifier {
     lists: Vec<Arc<Lists>>,
     /// The free ids after each identity: see [`Blocks`].
     blocks: Blocks,
+    /// Host prefixes unbound as *ghosts* ([`IdentityClassifier::without_ghost_hosts`]),
+    /// each with its class (a tombstone that keeps its identity and parent): no
+    /// address reaches them, but a fresh list may name them
+    /// ([`IdentityClassifier::resolve`]).
+    ghosts: Arc<HashMap<Pfx, u32>>,
     stats: IdentityStats,
 }
 
@@ -382,6 +395,17 @@ struct Part {
     compiler_bytes: usize,
 }
 
+/// What [`IdentityClassifier::resolve`] gives.
+#[derive(Debug, Default)]
+struct Resolved {
+    /// Per list, its identity-space form.
+    forms: Vec<Vec<IpNet>>,
+    /// The ghosts some list holds otherwise than their identity's place in its form.
+    split: Vec<IpNet>,
+    /// The ghosts whose identity no live class has, with it.
+    pure: Vec<(IpNet, (bool, u32))>,
+}
+
 /// Fresh address lists resolved by one generation
 /// ([`IdentityClassifier::resolve_fresh`]), for a change to that generation
 /// ([`IdentityClassifier::with_fresh_programs`]).
@@ -389,16 +413,20 @@ struct Part {
 pub struct FreshLists {
     /// The lists the generation did not know, with their forms.
     layer: Lists,
+    /// The ghosts these lists hold otherwise than their identities' forms.
+    split: Vec<IpNet>,
     /// The generation's [`IdentityClassifier::stamp`].
     of: (usize, usize, usize),
 }
 
 impl FreshLists {
-    /// The lists resolved anew: those the generation did not know (or forgot), whose
-    /// forms hold the identities of the classes inside them now (and no identity
-    /// that no class has); the others keep the form the generation knew.
-    pub fn anew(&self) -> impl Iterator<Item = &Nets> {
-        self.layer.ids.keys()
+    /// The ghost prefixes ([`IdentityClassifier::without_ghost_hosts`]) that one of
+    /// the lists holds otherwise than the list's form holds the ghost's identity (a
+    /// list names the ghost and not another class of its identity, or the other way
+    /// round; or a known form kept holds a ghost-only identity otherwise): a host
+    /// given that identity later would not be read as the lists read the ghost.
+    pub fn split_ghosts(&self) -> &[IpNet] {
+        &self.split
     }
 }
 
@@ -559,28 +587,33 @@ fn identity_prefixes(blocks: &Blocks, members: &[(bool, u32)]) -> Vec<IpNet> {
 /// removed pod's) is reached by no address, so a known form that still holds it
 /// describes a list whose resolution no longer does; nor do free ids of a block.
 fn same_live_members(live: &[(bool, u32)], a: &[IpNet], b: &[IpNet]) -> bool {
-    let ranges = |form: &[IpNet]| -> Vec<(bool, u64, u64)> {
-        let mut r: Vec<(bool, u64, u64)> = form
-            .iter()
-            .map(|n| {
-                let p = Pfx::of(n);
-                let span = u32::from(p.width() - p.len);
-                let lo = u64::try_from(p.addr).unwrap_or(u64::MAX);
-                let hi = lo.saturating_add(1u64.checked_shl(span).map_or(u64::MAX, |b| b - 1));
-                (p.six, lo, hi)
-            })
-            .collect();
-        r.sort_unstable();
-        r
-    };
-    let (ra, rb) = (ranges(a), ranges(b));
-    let holds = |r: &[(bool, u64, u64)], (six, id): (bool, u32)| {
-        let id = u64::from(id);
-        // The last range starting at or before the id.
-        let i = r.partition_point(|&(s, lo, _)| (s, lo) <= (six, id));
-        i > 0 && r[i - 1].0 == six && r[i - 1].2 >= id
-    };
-    live.iter().all(|&x| holds(&ra, x) == holds(&rb, x))
+    let (ra, rb) = (form_ranges(a), form_ranges(b));
+    live.iter()
+        .all(|&x| ranges_hold(&ra, x) == ranges_hold(&rb, x))
+}
+
+/// An identity-space form as sorted (family, first id, last id) ranges.
+fn form_ranges(form: &[IpNet]) -> Vec<(bool, u64, u64)> {
+    let mut r: Vec<(bool, u64, u64)> = form
+        .iter()
+        .map(|n| {
+            let p = Pfx::of(n);
+            let span = u32::from(p.width() - p.len);
+            let lo = u64::try_from(p.addr).unwrap_or(u64::MAX);
+            let hi = lo.saturating_add(1u64.checked_shl(span).map_or(u64::MAX, |b| b - 1));
+            (p.six, lo, hi)
+        })
+        .collect();
+    r.sort_unstable();
+    r
+}
+
+/// Whether [`form_ranges`] `r` hold identity `id` of family `six`.
+fn ranges_hold(r: &[(bool, u64, u64)], (six, id): (bool, u32)) -> bool {
+    let id = u64::from(id);
+    // The last range starting at or before the id.
+    let i = r.partition_point(|&(s, lo, _)| (s, lo) <= (six, id));
+    i > 0 && r[i - 1].0 == six && r[i - 1].2 >= id
 }
 
 /// Addresses a rule field names, per field of [`Match`].
@@ -886,6 +919,7 @@ impl IdentityClassifier {
             }],
             lists: vec![Arc::new(table)],
             blocks,
+            ghosts: Arc::default(),
         };
         c.stats.stage_bytes = c.stage_bytes();
         if c.stats.stage_bytes + c.stats.tree_bytes > cfg.memory_budget {
@@ -1052,12 +1086,16 @@ impl IdentityClassifier {
     /// [`IdentityClassifier::with_programs`] says, before any program is handed over
     /// (a caller that forgets stale lists can then try again with the same programs).
     pub fn resolve_fresh(&self, fresh: &[Nets]) -> Result<FreshLists, ProgramChangeRefused> {
-        let resolved = self.resolve(fresh).ok_or(ProgramChangeRefused::NewList)?;
+        let Resolved {
+            forms,
+            mut split,
+            pure,
+        } = self.resolve(fresh).ok_or(ProgramChangeRefused::NewList)?;
         let mut layer = Lists::default();
         // Computed once, when a known form differs from a resolution.
         let mut live: Option<Vec<(bool, u32)>> = None;
         let mut stale = Vec::new();
-        for (i, (l, form)) in fresh.iter().zip(resolved).enumerate() {
+        for (i, (l, form)) in fresh.iter().zip(forms).enumerate() {
             if l.is_empty() {
                 continue;
             }
@@ -1072,6 +1110,16 @@ impl IdentityClassifier {
                 {
                     stale.push(i);
                 }
+                Some(k) if **k != *form => {
+                    // Kept: a ghost-only identity the known form holds otherwise
+                    // than the list's addresses now splits its ghosts.
+                    let (rk, rf) = (form_ranges(k), form_ranges(&form));
+                    for (net, key) in &pure {
+                        if ranges_hold(&rk, *key) != ranges_hold(&rf, *key) {
+                            split.push(*net);
+                        }
+                    }
+                }
                 Some(_) => {}
                 None => layer.insert(l, Some(form.into())),
             }
@@ -1079,8 +1127,11 @@ impl IdentityClassifier {
         if !stale.is_empty() {
             return Err(ProgramChangeRefused::StaleLists(stale));
         }
+        split.sort_unstable();
+        split.dedup();
         Ok(FreshLists {
             layer,
+            split,
             of: self.stamp(),
         })
     }
@@ -1281,9 +1332,10 @@ impl IdentityClassifier {
             .flatten()
     }
 
-    /// The identities of live classes (tombstones aside), sorted: what
-    /// [`same_live_members`] compares forms by.
-    fn live_identities(&self) -> Vec<(bool, u32)> {
+    /// The identities some live class has (tombstones and ghosts aside), sorted, as
+    /// (IPv6, id): the identities an address can have. A known form is compared with
+    /// a resolution by these.
+    pub fn live_identities(&self) -> Vec<(bool, u32)> {
         let mut live: Vec<(bool, u32)> = self
             .cold
             .iter()
@@ -1303,15 +1355,18 @@ impl IdentityClassifier {
     }
 
     /// The identity-space forms of `lists`, each read as exactly its addresses in
-    /// this generation: the identities of the classes inside the list's prefixes.
-    /// `None` when a prefix is no class or an identity lies only partly inside a list
-    /// (some of its classes, or the "no prefix" addresses, outside it).
-    fn resolve(&self, lists: &[Nets]) -> Option<Vec<Vec<IpNet>>> {
+    /// this generation: the identities of the classes inside the list's prefixes,
+    /// and those of ghosts ([`IdentityClassifier::without_ghost_hosts`]) that no live
+    /// class has, where the list names the ghost's prefix or one containing it.
+    /// `None` when a prefix is no class and no ghost, or an identity lies only partly
+    /// inside a list (some of its classes, or the "no prefix" addresses, outside it).
+    fn resolve(&self, lists: &[Nets]) -> Option<Resolved> {
         if lists.is_empty() {
-            return Some(Vec::new());
+            return Some(Resolved::default());
         }
-        // The lists naming each class exactly.
+        // The lists naming each class, and each ghost, exactly.
         let mut naming: HashMap<u32, Vec<u32>> = HashMap::new();
+        let mut ghost_naming: HashMap<u32, Vec<u32>> = HashMap::new();
         for (li, l) in lists.iter().enumerate() {
             for q in l.iter() {
                 let p = Pfx::of(q);
@@ -1323,10 +1378,11 @@ impl IdentityClassifier {
                 {
                     c = self.cold[c as usize].parent;
                 }
-                if self.cold[c as usize].prefix != Some(p) {
-                    return None;
-                }
-                let v = naming.entry(c).or_default();
+                let v = if self.cold[c as usize].prefix == Some(p) {
+                    naming.entry(c).or_default()
+                } else {
+                    ghost_naming.entry(*self.ghosts.get(&p)?).or_default()
+                };
                 if v.last() != Some(&(li as u32)) {
                     v.push(li as u32);
                 }
@@ -1344,21 +1400,9 @@ impl IdentityClassifier {
         for &c in naming.keys() {
             named[c as usize] = true;
         }
-        for (c, cold) in self.cold.iter().enumerate() {
-            let six = match cold.prefix {
-                Some(p) => p.six,
-                None if c < 2 => c == 1,
-                // A tombstone: no address reaches it.
-                None => continue,
-            };
-            let key = (six, self.hot[c].identity);
-            let t = &mut total[usize::from(six)];
-            if t.len() <= key.1 as usize {
-                t.resize(key.1 as usize + 1, 0);
-            }
-            t[key.1 as usize] += 1;
-            hit.clear();
-            let mut at = c as u32;
+        // The lists naming class `c` or an ancestor, into `hit` (sorted, distinct).
+        let lists_over = |c: u32, hit: &mut Vec<u32>| {
+            let mut at = c;
             loop {
                 if named[at as usize]
                     && let Some(ls) = naming.get(&at)
@@ -1373,24 +1417,87 @@ impl IdentityClassifier {
             }
             hit.sort_unstable();
             hit.dedup();
+        };
+        for (c, cold) in self.cold.iter().enumerate() {
+            let six = match cold.prefix {
+                Some(p) => p.six,
+                None if c < 2 => c == 1,
+                // A tombstone: no address reaches it.
+                None => continue,
+            };
+            let key = (six, self.hot[c].identity);
+            let t = &mut total[usize::from(six)];
+            if t.len() <= key.1 as usize {
+                t.resize(key.1 as usize + 1, 0);
+            }
+            t[key.1 as usize] += 1;
+            hit.clear();
+            lists_over(c as u32, &mut hit);
             for &l in &hit {
                 *inside[l as usize].entry(key).or_insert(0) += 1;
             }
         }
-        inside
-            .into_iter()
-            .map(|counts| {
-                let mut members = Vec::with_capacity(counts.len());
-                for (key, n) in counts {
-                    if total[usize::from(key.0)].get(key.1 as usize) != Some(&n) {
-                        return None;
-                    }
-                    members.push(key);
+        let total_of = |(six, id): (bool, u32)| {
+            total[usize::from(six)]
+                .get(id as usize)
+                .copied()
+                .unwrap_or(0)
+        };
+        // Ghosts (a prefix bound again since is a live class, which decides): the
+        // lists each is inside, named or through a containing prefix.
+        let mut ghosts: Vec<(IpNet, (bool, u32), Vec<u32>)> = Vec::new();
+        for (p, &g) in self.ghosts.iter() {
+            if self.cold[self.class_index(p) as usize].prefix == Some(*p) {
+                continue;
+            }
+            let mut h = ghost_naming.get(&g).cloned().unwrap_or_default();
+            lists_over(self.cold[g as usize].parent, &mut h);
+            ghosts.push((p.net(), (p.six, self.hot[g as usize].identity), h));
+        }
+        // An identity no live class has is in a list that one of its ghosts is in.
+        let mut extra: Vec<Vec<(bool, u32)>> = vec![Vec::new(); lists.len()];
+        for (_, key, h) in &ghosts {
+            if total_of(*key) == 0 {
+                for &l in h {
+                    extra[l as usize].push(*key);
                 }
-                members.sort_unstable();
-                Some(identity_prefixes(&self.blocks, &members))
-            })
-            .collect()
+            }
+        }
+        for e in &mut extra {
+            e.sort_unstable();
+            e.dedup();
+        }
+        // A ghost that a list holds otherwise than its identity.
+        let mut out = Resolved::default();
+        for (net, key, h) in &ghosts {
+            let t = total_of(*key);
+            let otherwise = (0..lists.len()).any(|l| {
+                let holds = if t == 0 {
+                    extra[l].binary_search(key).is_ok()
+                } else {
+                    inside[l].get(key) == Some(&t)
+                };
+                holds != h.binary_search(&(l as u32)).is_ok()
+            });
+            if otherwise {
+                out.split.push(*net);
+            }
+            if t == 0 {
+                out.pure.push((*net, *key));
+            }
+        }
+        for (counts, extra) in inside.iter().zip(extra) {
+            let mut members = extra;
+            for (&key, &n) in counts {
+                if total_of(key) != n {
+                    return None;
+                }
+                members.push(key);
+            }
+            members.sort_unstable();
+            out.forms.push(identity_prefixes(&self.blocks, &members));
+        }
+        Some(out)
     }
 
     /// The identity and binding of address `a`'s class.
@@ -1677,6 +1784,31 @@ impl IdentityClassifier {
         for n in nets {
             next.unbind(*n)?;
         }
+        Ok(next)
+    }
+
+    /// [`IdentityClassifier::without_hosts`], each prefix kept as a *ghost*: its
+    /// class stays a tombstone that no address reaches, with its identity, and a
+    /// fresh list may name the prefix ([`IdentityClassifier::resolve_fresh`]): the
+    /// ghost's identity, when no live class has it, is in the list's form where the
+    /// list names the prefix or one containing it; a ghost that a list reads
+    /// otherwise than its identity's form there is reported
+    /// ([`FreshLists::split_ghosts`]). For hosts lowered by the caller as if bound (a
+    /// build's spare endpoints), so that lists lowered again the same way keep their
+    /// identities.
+    pub fn without_ghost_hosts(
+        &self,
+        nets: &[IpNet],
+    ) -> Result<IdentityClassifier, HostChangeRefused> {
+        let mut next = self.clone();
+        let mut ghosts = (*self.ghosts).clone();
+        for n in nets {
+            let p = Pfx::of(n);
+            let c = next.class_index(&p);
+            next.unbind(*n)?;
+            ghosts.insert(p, c);
+        }
+        next.ghosts = Arc::new(ghosts);
         Ok(next)
     }
 
@@ -2451,6 +2583,108 @@ mod tests {
             ),
             Err(ProgramChangeRefused::NewList)
         ));
+    }
+
+    /// Ghosts: a host unbound as a ghost is no class, but a fresh list may name it.
+    /// Its identity, when no live class has it, is in the form of a list that names
+    /// it (and a host later given that identity is read as the ghost was); a ghost
+    /// whose identity a live class shares, named otherwise than that class, is
+    /// reported split. Unbound as a plain host, the same list is refused.
+    #[test]
+    fn ghost_hosts_resolve_by_their_identity() {
+        use crate::fixtures::{net, policy, program, rule, tcp, tier};
+        use crate::program::{Action, TierDefault};
+        let allow_from = |id: u32, l: &[&str]| {
+            let m = Match {
+                src_nets: Some(l.iter().map(|n| net(n)).collect()),
+                ..Match::default()
+            };
+            let rules = vec![rule(0, Action::Allow, m)];
+            let tiers = vec![tier(0, TierDefault::Deny, vec![policy(id, false, rules)])];
+            program(tiers, vec![])
+        };
+        let bind = |n: &str, e: u32, p: u32| EndpointBinding {
+            net: net(n),
+            endpoint: EndpointId(e),
+            ingress: Some(ProgramId(p)),
+            egress: Some(ProgramId(p)),
+        };
+        let (a, b, g) = ("10.0.0.1/32", "10.0.0.2/32", "10.0.0.9/32");
+        let cfg = BuildConfig::default();
+        // The ghost's identity only it has: A and B share one, G is in one more list.
+        let set = PolicySet {
+            programs: vec![allow_from(0, &[a, g, b]), allow_from(1, &[g])],
+            endpoints: vec![bind(a, 0, 0), bind(b, 1, 0), bind(g, 2, 1)],
+        };
+        let c = IdentityClassifier::build(&set, &cfg).unwrap();
+        let like = c.host_identity(net(g));
+        let plain = c.without_hosts(&[net(g)]).unwrap();
+        let c = c.without_ghost_hosts(&[net(g)]).unwrap();
+        let abg: Nets = [a, b, g].iter().map(|n| net(n)).collect();
+        assert!(matches!(
+            plain.resolve_fresh(std::slice::from_ref(&abg)),
+            Err(ProgramChangeRefused::NewList)
+        ));
+        let f = c.resolve_fresh(std::slice::from_ref(&abg)).unwrap();
+        assert!(f.split_ghosts().is_empty());
+        let rebind = [(net(a), Some(ProgramId(2)), Some(ProgramId(2)))];
+        let (next, _) = c
+            .with_fresh_programs(vec![allow_from(2, &[a, b, g])], f, &rebind, None, &cfg)
+            .unwrap();
+        // A host given the ghost's identity is read as the ghost: in the fresh list
+        // and in the build's; the ghost's own address is in no list (no class).
+        let p = "10.0.0.7/32";
+        let next = next
+            .with_host_identity(
+                net(p),
+                EndpointId(3),
+                Some(ProgramId(0)),
+                Some(ProgramId(0)),
+                like.unwrap(),
+            )
+            .unwrap();
+        let want = PolicySet {
+            programs: vec![
+                allow_from(0, &[a, b, p]),
+                allow_from(1, &[p]),
+                allow_from(2, &[a, b, p]),
+            ],
+            endpoints: vec![bind(a, 0, 2), bind(b, 1, 0), bind(p, 3, 0)],
+        };
+        let keys: Vec<FlowKey> = [1, 2, 7, 9]
+            .iter()
+            .flat_map(|s| {
+                [1, 2, 7].map(move |d| tcp(&format!("10.0.0.{s}"), &format!("10.0.0.{d}"), 80))
+            })
+            .collect();
+        assert_same(&next, &LinearClassifier::new(want).unwrap(), &keys);
+        // The ghost's identity shared with B: naming B and not the ghost splits it.
+        let set = PolicySet {
+            programs: vec![allow_from(0, &[a, g, b]), allow_from(1, &[g, b])],
+            endpoints: vec![bind(a, 0, 0), bind(b, 1, 1), bind(g, 2, 1)],
+        };
+        let c = IdentityClassifier::build(&set, &cfg)
+            .unwrap()
+            .without_ghost_hosts(&[net(g)])
+            .unwrap();
+        let only_b: Nets = vec![net(b)].into();
+        let f = c.resolve_fresh(std::slice::from_ref(&only_b)).unwrap();
+        assert_eq!(f.split_ghosts(), &[net(g)]);
+        let bg: Nets = vec![net(b), net(g)].into();
+        let f = c.resolve_fresh(std::slice::from_ref(&bg)).unwrap();
+        assert!(f.split_ghosts().is_empty());
+        // A list containing the ghost by prefix holds its identity.
+        let set = PolicySet {
+            programs: vec![allow_from(0, &["10.0.0.0/24"]), allow_from(1, &[g])],
+            endpoints: vec![bind(a, 0, 0), bind(g, 2, 1)],
+        };
+        let c = IdentityClassifier::build(&set, &cfg)
+            .unwrap()
+            .without_ghost_hosts(&[net(g)])
+            .unwrap();
+        let cidr: Nets = vec![net("10.0.0.0/24")].into();
+        let f = c.resolve_fresh(std::slice::from_ref(&cidr)).unwrap();
+        assert!(f.split_ghosts().is_empty());
     }
 
     /// A known list whose form a split made stale (the kept trees read a host split
