@@ -2585,6 +2585,30 @@ mod tests {
         ));
     }
 
+    /// A program whose one tier allows what comes from `l` (policy `id`) and denies
+    /// the rest.
+    fn allow_from_nets(id: u32, l: Nets) -> Program {
+        use crate::fixtures::{policy, program, rule, tier};
+        use crate::program::{Action, TierDefault};
+        let m = Match {
+            src_nets: Some(l),
+            ..Match::default()
+        };
+        let rules = vec![rule(0, Action::Allow, m)];
+        let tiers = vec![tier(0, TierDefault::Deny, vec![policy(id, false, rules)])];
+        program(tiers, vec![])
+    }
+
+    /// Host `n` bound as endpoint `e` to program `p`, ingress and egress.
+    fn bound_both_ways(n: &str, e: u32, p: u32) -> EndpointBinding {
+        EndpointBinding {
+            net: crate::fixtures::net(n),
+            endpoint: EndpointId(e),
+            ingress: Some(ProgramId(p)),
+            egress: Some(ProgramId(p)),
+        }
+    }
+
     /// Ghosts: a host unbound as a ghost is no class, but a fresh list may name it.
     /// Its identity, when no live class has it, is in the form of a list that names
     /// it (and a host later given that identity is read as the ghost was); a ghost
@@ -2592,23 +2616,10 @@ mod tests {
     /// reported split. Unbound as a plain host, the same list is refused.
     #[test]
     fn ghost_hosts_resolve_by_their_identity() {
-        use crate::fixtures::{net, policy, program, rule, tcp, tier};
-        use crate::program::{Action, TierDefault};
-        let allow_from = |id: u32, l: &[&str]| {
-            let m = Match {
-                src_nets: Some(l.iter().map(|n| net(n)).collect()),
-                ..Match::default()
-            };
-            let rules = vec![rule(0, Action::Allow, m)];
-            let tiers = vec![tier(0, TierDefault::Deny, vec![policy(id, false, rules)])];
-            program(tiers, vec![])
-        };
-        let bind = |n: &str, e: u32, p: u32| EndpointBinding {
-            net: net(n),
-            endpoint: EndpointId(e),
-            ingress: Some(ProgramId(p)),
-            egress: Some(ProgramId(p)),
-        };
+        use crate::fixtures::{net, tcp};
+        let allow_from =
+            |id: u32, l: &[&str]| allow_from_nets(id, l.iter().map(|n| net(n)).collect());
+        let bind = bound_both_ways;
         let (a, b, g) = ("10.0.0.1/32", "10.0.0.2/32", "10.0.0.9/32");
         let cfg = BuildConfig::default();
         // The ghost's identity only it has: A and B share one, G is in one more list.
@@ -2695,23 +2706,8 @@ mod tests {
     /// knows it in that form.
     #[test]
     fn a_forgotten_stale_list_takes_the_form_of_its_addresses() {
-        use crate::fixtures::{net, policy, program, rule, tcp, tier};
-        use crate::program::{Action, TierDefault};
-        let allow_from = |id: u32, l: Nets| {
-            let m = Match {
-                src_nets: Some(l),
-                ..Match::default()
-            };
-            let rules = vec![rule(0, Action::Allow, m)];
-            let tiers = vec![tier(0, TierDefault::Deny, vec![policy(id, false, rules)])];
-            program(tiers, vec![])
-        };
-        let bind = |n: &str, e: u32, p: u32| EndpointBinding {
-            net: net(n),
-            endpoint: EndpointId(e),
-            ingress: Some(ProgramId(p)),
-            egress: Some(ProgramId(p)),
-        };
+        use crate::fixtures::{net, tcp};
+        let (allow_from, bind) = (allow_from_nets, bound_both_ways);
         let a = vec![net("10.0.0.1/32")];
         let mut set = PolicySet {
             programs: vec![
