@@ -130,12 +130,12 @@
 //!   still free); those endpoints are rebound to the new
 //!   programs. Every other program's lists hold the host exactly when they hold the
 //!   template, so its trees are kept. The endpoint starts its behaviour's group and its peer class is
-//!   indexed (its replicas, and later pods of that class, take the paths above);
-//!   peer classes a lowered-again side or port reads are dropped from the index,
-//!   and the spares of such classes, or inside a CIDR of those policies, for good
-//!   (the fresh lists hold the identities of bound hosts only, not the spares': a
-//!   template that is a spare or a removed pod is in no fresh list, and is dropped
-//!   if one should hold it). *Stale lists*: a rule side lowered again that reads a
+//!   indexed (its replicas, and later pods of that class, take the paths above).
+//!   The policies are lowered again with the spares in the store (see the ghosts
+//!   below), so the fresh lists hold the identities of bound hosts and kept spares;
+//!   a peer class a lowered-again side or port reads leaves the index only when its
+//!   identity is neither (a removed exemplar's), and a spare only when a list holds
+//!   it otherwise than its identity. *Stale lists*: a rule side lowered again that reads a
 //!   bound template and not the host keeps its list's addresses (the host is not in
 //!   them), and that list's known form holds the host's new id with the template's,
 //!   which the same list named by a kept policy needs. One list cannot take both
@@ -2724,8 +2724,8 @@ impl Live {
             };
             added.extend(memo.take_programs());
             // The readers, and the policies and profiles of the endpoint's own programs
-            // lowered for the first time since the build (over the store with it: their
-            // lists hold it and no spare), are fresh.
+            // lowered for the first time since the build (over the store with it and
+            // the spares: their lists hold both), are fresh.
             lowered.extend(memo.take_lowered());
             lowered.sort_unstable_by_key(|(id, _)| *id);
             lowered.dedup_by_key(|(id, _)| *id);
@@ -2794,8 +2794,8 @@ impl Live {
             }
         };
         self.spare_behaviours = spare_b;
-        // The policies lowered again in this change, whose lists no longer hold the
-        // spares they read.
+        // The policies lowered again in this change (their peer classes are checked
+        // against the identities the lists can hold: `forget_unreached_peers`).
         let (mut read, profiles) = self.policy_indices(lowered.iter().map(|(_, k)| k));
         read.extend_from_slice(&readers);
         read.sort_unstable();
@@ -2885,8 +2885,18 @@ impl Live {
                 self.spare_keys = keys;
             } else {
                 self.spares.retain(|s| !out(s));
+                // Out of step already: made again from the spares when next needed.
+                self.spare_keys.clear();
             }
             self.spare_behaviours.clear();
+        }
+        let (mask, names) = self.read_by(readers, profiles);
+        if !self
+            .peers
+            .keys()
+            .any(|(key, _)| peer_read(key, &mask, &names))
+        {
+            return;
         }
         let live = self.classifier.live_identities();
         let kept: HashSet<(bool, u32)> = self
@@ -2894,7 +2904,6 @@ impl Live {
             .iter()
             .flat_map(|s| s.like.iter().flatten().map(HostIdentity::id))
             .collect();
-        let (mask, names) = self.read_by(readers, profiles);
         self.peers.retain(|(key, _), slot| {
             !peer_read(key, &mask, &names)
                 || slot

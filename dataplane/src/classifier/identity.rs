@@ -416,7 +416,7 @@ pub struct FreshLists {
     /// The ghosts these lists hold otherwise than their identities' forms.
     split: Vec<IpNet>,
     /// The generation's [`IdentityClassifier::stamp`].
-    of: (usize, usize, usize),
+    of: (usize, usize, usize, usize),
 }
 
 impl FreshLists {
@@ -1110,7 +1110,7 @@ impl IdentityClassifier {
                 {
                     stale.push(i);
                 }
-                Some(k) if **k != *form => {
+                Some(k) if **k != *form && !pure.is_empty() => {
                     // Kept: a ghost-only identity the known form holds otherwise
                     // than the list's addresses now splits its ghosts.
                     let (rk, rf) = (form_ranges(k), form_ranges(&form));
@@ -1137,12 +1137,14 @@ impl IdentityClassifier {
     }
 
     /// What tells generations apart for [`FreshLists`]: the program table, the list
-    /// layers and the classes (each change to one of them gives a new value).
-    fn stamp(&self) -> (usize, usize, usize) {
+    /// layers, and the classes made and live (a host bound appends a class, one
+    /// unbound leaves a tombstone: each host change moves one of the two counts).
+    fn stamp(&self) -> (usize, usize, usize, usize) {
         (
             Arc::as_ptr(&self.programs) as usize,
             self.lists.len(),
             self.hot.len(),
+            self.stats.classes,
         )
     }
 
@@ -1446,8 +1448,12 @@ impl IdentityClassifier {
         // Ghosts (a prefix bound again since is a live class, which decides): the
         // lists each is inside, named or through a containing prefix.
         let mut ghosts: Vec<(IpNet, (bool, u32), Vec<u32>)> = Vec::new();
+        let mut rebound: Vec<IpNet> = Vec::new();
         for (p, &g) in self.ghosts.iter() {
+            // Bound again since: a live class decides, and the ghost's identity is no
+            // longer one a host there is read as (the caller drops it).
             if self.cold[self.class_index(p) as usize].prefix == Some(*p) {
+                rebound.push(p.net());
                 continue;
             }
             let mut h = ghost_naming.get(&g).cloned().unwrap_or_default();
@@ -1468,7 +1474,10 @@ impl IdentityClassifier {
             e.dedup();
         }
         // A ghost that a list holds otherwise than its identity.
-        let mut out = Resolved::default();
+        let mut out = Resolved {
+            split: rebound,
+            ..Resolved::default()
+        };
         for (net, key, h) in &ghosts {
             let t = total_of(*key);
             let otherwise = (0..lists.len()).any(|l| {
@@ -2696,6 +2705,24 @@ mod tests {
         let cidr: Nets = vec![net("10.0.0.0/24")].into();
         let f = c.resolve_fresh(std::slice::from_ref(&cidr)).unwrap();
         assert!(f.split_ghosts().is_empty());
+        // Resolved by one generation, refused by the next (a host unbound between).
+        let unbound = c.without_host(net(a)).unwrap();
+        assert!(matches!(
+            unbound.with_fresh_programs(vec![allow_from(3, &["10.0.0.0/24"])], f, &[], None, &cfg),
+            Err(ProgramChangeRefused::NewList)
+        ));
+        // A host bound at the ghost's address again: the ghost is reported split.
+        let again = c
+            .with_host(
+                net(g),
+                EndpointId(9),
+                Some(ProgramId(0)),
+                Some(ProgramId(0)),
+                net(a),
+            )
+            .unwrap();
+        let f = again.resolve_fresh(std::slice::from_ref(&cidr)).unwrap();
+        assert_eq!(f.split_ghosts(), &[net(g)]);
     }
 
     /// A known list whose form a split made stale (the kept trees read a host split
